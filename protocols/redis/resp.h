@@ -1,0 +1,105 @@
+/*
+ * resp.h - RESP2 request parser and reply scanner: resumable byte state machines.
+ *
+ * Contract for both parsers: the caller passes the unconsumed bytes starting at the first
+ * byte of the current frame. On MT_AGAIN the caller must call again later with the same
+ * frame bytes plus more appended (the bytes may have moved to another address: the parser
+ * keeps offsets, never pointers, between calls). On MT_OK the frame is complete, its length
+ * is reported, and the parser is ready for the next frame. On MT_ERROR the text in
+ * `err` is a Redis-style error (without the leading '-' and CRLF, e.g. "Protocol error:
+ * invalid bulk length") and the connection must be closed after replying with it.
+ * Limits are checked as bytes arrive, never after buffering a whole oversized frame.
+ */
+#ifndef MELTEMI_RESP_H
+#define MELTEMI_RESP_H
+
+#include "runtime/common.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Redis's own defaults. */
+#define RESP_DEFAULT_MAX_BULK_LEN (512ull * 1024 * 1024) /* proto-max-bulk-len */
+#define RESP_DEFAULT_MAX_ARGS (1024 * 1024)              /* multibulk element count */
+#define RESP_DEFAULT_MAX_INLINE (64 * 1024)              /* PROTO_INLINE_MAX_SIZE */
+#define RESP_DEFAULT_MAX_DEPTH 64                        /* reply nesting */
+
+typedef struct resp_limits {
+    uint64_t max_bulk_len;
+    uint32_t max_args;
+    uint32_t max_inline;
+    uint32_t max_depth;
+} resp_limits_t;
+
+extern const resp_limits_t resp_default_limits;
+
+typedef struct resp_arg {
+    const char *ptr; /* points into the caller's buffer (or the parser's scratch for inline) */
+    size_t len;
+} resp_arg_t;
+
+typedef struct resp_request {
+    size_t frame_len;   /* bytes of the caller's buffer this frame occupied */
+    uint32_t argc;      /* 0 for an empty inline line: skip it, reply nothing */
+    resp_arg_t *argv;   /* valid until the next call or until the buffer changes */
+    bool is_inline;     /* inline frames must be re-encoded as multibulk before forwarding */
+} resp_request_t;
+
+/* Private parser state; callers only init/free it. */
+typedef struct resp_req_parser {
+    resp_limits_t limits;
+    /* private */
+    uint32_t state;
+    size_t pos;        /* resume offset from frame start */
+    int64_t nargs;     /* expected multibulk count */
+    int64_t bulk_len;  /* current bulk length */
+    uint32_t argc;
+    uint32_t argv_cap;
+    resp_arg_t *argv;
+    size_t *arg_off;   /* offsets of args while resuming (pointers are rebuilt on OK) */
+    char *scratch;     /* decoded inline arguments */
+    size_t scratch_cap;
+} resp_req_parser_t;
+
+void resp_req_parser_init(resp_req_parser_t *p, const resp_limits_t *limits);
+void resp_req_parser_free(resp_req_parser_t *p);
+mt_status_t resp_parse_request(resp_req_parser_t *p, const char *buf, size_t len,
+                               resp_request_t *out, const char **err);
+
+/* Reply scanner: finds where one complete reply (any type, nested arrays included) ends. */
+typedef struct resp_reply_scanner {
+    resp_limits_t limits;
+    /* private */
+    uint32_t state;
+    size_t pos;
+    uint32_t depth;
+    int64_t remaining[RESP_DEFAULT_MAX_DEPTH + 1]; /* elements left per nesting level */
+    int64_t bulk_len;
+} resp_reply_scanner_t;
+
+void resp_reply_scanner_init(resp_reply_scanner_t *s, const resp_limits_t *limits);
+/* On MT_OK *frame_len is the reply's length; buf[0] is its type byte ('+','-',':','$','*'). */
+mt_status_t resp_scan_reply(resp_reply_scanner_t *s, const char *buf, size_t len, size_t *frame_len,
+                            const char **err);
+
+/* ---- encoding helpers (append to a caller-provided growable output) ---------------------- */
+
+typedef struct resp_out {
+    char *data;
+    size_t len;
+    size_t cap;
+} resp_out_t;
+
+void resp_out_free(resp_out_t *o);
+void resp_out_raw(resp_out_t *o, const char *p, size_t n);
+void resp_out_simple(resp_out_t *o, const char *s);              /* +s\r\n */
+void resp_out_error(resp_out_t *o, const char *s);               /* -s\r\n */
+void resp_out_errorf(resp_out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void resp_out_integer(resp_out_t *o, int64_t v);                 /* :v\r\n */
+void resp_out_bulk(resp_out_t *o, const char *p, size_t n);      /* $n\r\n...\r\n */
+void resp_out_null(resp_out_t *o);                               /* $-1\r\n */
+void resp_out_array(resp_out_t *o, int64_t n);                   /* *n\r\n */
+/* Re-encodes argv as a multibulk command (used for inline commands and rewrites). */
+void resp_out_command(resp_out_t *o, uint32_t argc, const resp_arg_t *argv);
+
+#endif

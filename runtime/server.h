@@ -1,0 +1,17 @@
+/*
+ * server.h - `meltemi run`: the main thread (config, signals, admin, stats) and the workers.
+ */
+#ifndef MELTEMI_SERVER_H
+#define MELTEMI_SERVER_H
+
+typedef struct mt_server_options {
+    const char *config_dir;
+    const char *admin_addr; /* "127.0.0.1:15000"; "off" disables the admin server */
+    unsigned workers;       /* 0: number of cores */
+    unsigned drain_timeout_ms;
+} mt_server_options_t;
+
+/* Runs until SIGTERM/SIGINT and the drain finish; returns a process exit code. */
+int mt_server_run(const mt_server_options_t *opts);
+
+#endif
