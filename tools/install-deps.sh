@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# install-deps.sh - install the Debian 12 packages meltemi needs to build, test, benchmark and
+# run its demo. Idempotent: when every package is present it only says so and exits 0.
+# Needs root to install (prints the sudo command otherwise and exits 1).
+#
+# One list for the whole project: append packages here, with a word of why, when a new part
+# of the build or the tests needs one.
+set -euo pipefail
+
+PACKAGES=(
+    # build
+    build-essential cmake pkg-config
+    libluajit-5.1-dev luajit libuv1-dev libssl-dev libyaml-dev lua-lpeg-dev
+    # unit tests, lint
+    libcriterion-dev lua-check clang-format
+    # integration tests and the demo: real servers and real clients
+    redis-server redis-tools python3 python3-redis python3-pytest
+    # benchmark peers
+    nutcracker haproxy
+    # scripts: admin HTTP checks, process handling
+    curl procps psmisc
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [[ "$status" == "installed" ]] || missing+=("$p")
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-deps: all ${#PACKAGES[@]} packages present"
+    exit 0
+fi
+
+echo "install-deps: missing: ${missing[*]}"
+if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: run as root:" >&2
+    echo "  sudo env DEBIAN_FRONTEND=noninteractive sh -c 'apt-get update && apt-get install -y ${missing[*]}'" >&2
+    exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+# Packaged daemons (redis-server, haproxy, nutcracker) must not start from their postinst:
+# there may be no systemd, and a stray Debian redis would sit on 127.0.0.1:6379. A
+# policy-rc.d that answers 101 ("action forbidden") is what invoke-rc.d and
+# deb-systemd-invoke consult; install one only for the duration of this run.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [[ ! -e "$policy" ]]; then
+    printf '#!/bin/sh\n# installed by meltemi tools/install-deps.sh for one apt run\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    own_policy=1
+fi
+cleanup() { if [[ $own_policy -eq 1 ]]; then rm -f "$policy"; fi; }
+trap cleanup EXIT
+
+apt-get update
+apt-get install -y --no-install-recommends "${missing[@]}"
+echo "install-deps: installed ${missing[*]}"
