@@ -8,6 +8,7 @@
 #ifndef MELTEMI_STATS_H
 #define MELTEMI_STATS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define MT_MAX_WORKERS 64
@@ -72,12 +73,14 @@ typedef struct mt_stats_global {
     uint64_t config_generation;
     uint64_t config_reloads;
     uint64_t config_reload_failures;
-    double start_time;
+    double start_time; /* seconds since the Unix epoch (CLOCK_REALTIME); mt_stats_init sets it */
 } mt_stats_global_t;
 extern mt_stats_global_t mt_stats_global;
 
 /* Sum of one counter over all workers (admin, tests). */
 int64_t mt_stats_sum(const mt_stats_block_t *b, unsigned slot);
+/* The first block in creation order (follow ->next); main thread only (admin /clusters). */
+mt_stats_block_t *mt_stats_first(void);
 /* Renders every block in Prometheus text format into a malloc'd string (caller frees). */
 char *mt_stats_render_prometheus(size_t *len);
 

@@ -1,0 +1,64 @@
+/*
+ * admin.h - the admin HTTP/1.1 server. Runs on the main thread's loop; every endpoint is
+ * answered synchronously from that thread (hooks included), so hooks need no locking against
+ * each other or against config reloads done on the main thread.
+ *
+ * Endpoints: GET / (index), GET /ready, GET /stats, GET /stats/prometheus, GET /config_dump,
+ * GET /clusters, POST /reload. HEAD works wherever GET does. Unknown path -> 404, wrong
+ * method -> 405 (with Allow), NULL hook -> 501, request over MT_ADMIN_MAX_REQUEST -> 413.
+ *
+ * Memory is bounded: at most MT_ADMIN_MAX_CLIENTS connections, each with a fixed request
+ * buffer of MT_ADMIN_MAX_REQUEST bytes and at most one response (whatever a hook returned)
+ * in flight. Keep-alive and pipelining are supported; idle connections close after
+ * MT_ADMIN_IDLE_TIMEOUT_MS.
+ */
+#ifndef MELTEMI_ADMIN_H
+#define MELTEMI_ADMIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <uv.h>
+
+#define MT_ADMIN_MAX_REQUEST 16384     /* request line + headers + body, bytes */
+#define MT_ADMIN_MAX_CLIENTS 128       /* connections beyond this are closed on accept */
+#define MT_ADMIN_IDLE_TIMEOUT_MS 30000 /* a request must complete within this; keep-alive idle */
+#define MT_ADMIN_LINGER_MS 2000        /* after an error reply, drain input this long, then close */
+
+/*
+ * Hooks into the server. Every hook may be NULL (the endpoint then answers 501). Strings a
+ * hook returns are malloc'd and owned by the admin server from then on (it frees them);
+ * NULL from config_dump / clusters means an internal error (500).
+ */
+typedef struct mt_admin_hooks {
+    void *ud;
+    bool (*ready)(void *ud);                     /* GET /ready: 200 or 503 */
+    char *(*config_dump)(void *ud, size_t *len); /* GET /config_dump: JSON, secrets redacted */
+    char *(*clusters)(void *ud, size_t *len);    /* GET /clusters: text (or JSON) */
+    int (*reload)(void *ud, char **msg);         /* POST /reload: 0 ok, -1 rejected; *msg
+                                                    malloc'd (or NULL), the message or the
+                                                    validation errors */
+} mt_admin_hooks_t;
+
+typedef struct mt_admin mt_admin_t;
+
+/*
+ * Binds addr ("127.0.0.1:15000", "[::1]:15000", "localhost:15000"; port 0 picks a free port)
+ * and starts serving on loop. hooks is copied. On failure returns NULL and sets *err to a
+ * malloc'd message, e.g. "admin: cannot bind 127.0.0.1:15000: address already in use"
+ * (a handle was opened on loop then: it is released once the loop runs again).
+ */
+mt_admin_t *mt_admin_start(uv_loop_t *loop, const char *addr, const mt_admin_hooks_t *hooks,
+                           char **err);
+
+/* The port actually bound (useful with port 0). */
+int mt_admin_port(const mt_admin_t *a);
+
+/*
+ * Closes the listener and every client connection; replies in flight are dropped. The
+ * memory is released in the close callbacks, so the loop must run once more afterwards.
+ * a must not be used after this call. Not to be called from inside a hook.
+ */
+void mt_admin_stop(mt_admin_t *a);
+
+#endif
