@@ -162,6 +162,13 @@ static mt_status_t admin_fail(admin_request_t *rq, int status)
     return MT_ERROR;
 }
 
+/* RFC 9110 token characters (method and header names). */
+static bool admin_is_tchar(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
 /* "GET /path?query HTTP/1.1" */
 static mt_status_t admin_parse_request_line(const char *l, size_t n, admin_request_t *rq)
 {
@@ -178,7 +185,7 @@ static mt_status_t admin_parse_request_line(const char *l, size_t n, admin_reque
     rq->method = l;
     rq->method_len = (size_t)(sp1 - l);
     for (size_t i = 0; i < rq->method_len; i++) {
-        if (l[i] < 'A' || l[i] > 'Z')
+        if (!admin_is_tchar(l[i]))
             return admin_fail(rq, 400);
     }
     rq->path = target;
