@@ -1,10 +1,389 @@
-/* server.c - placeholder until the runtime lands (being written now). */
+/*
+ * server.c - `meltemi run`: the main thread. It compiles the configuration, builds the C
+ * snapshot, opens one SO_REUSEPORT listening socket per listener and worker (so bind errors
+ * surface here, synchronously, before anything is served), starts the workers, and then owns
+ * signals, the admin server and stats until a drain ends the process.
+ */
 #include "runtime/server.h"
+
+#include "runtime/admin.h"
+#include "runtime/common.h"
+#include "runtime/config.h"
 #include "runtime/log.h"
+#include "runtime/lua_env.h"
+#include "runtime/snapshot.h"
+#include "runtime/stats.h"
+#include "runtime/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef struct mt_server {
+    const mt_server_options_t *opts;
+    uv_loop_t *loop;
+    lua_State *L;
+    int snapshot_ref; /* registry ref to the live snapshot table */
+    mt_snapshot_t *snap;
+    uint64_t generation;
+    char *last_reload_error;
+    mt_worker_t *workers;
+    unsigned nworkers;
+    mt_admin_t *admin;
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t drain_timer, drain_poll;
+    bool draining;
+    bool forced;
+} mt_server_t;
+
+/* ---- listening sockets ------------------------------------------------------------------------ */
+
+static int open_listen_socket(const mt_listener_conf_t *l, char **err)
+{
+    int fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, (const struct sockaddr *)&l->sa, l->salen) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        if (asprintf(err, "listener %s: cannot listen on %s:%u: %s", l->name, l->address, l->port,
+                     strerror(e)) < 0)
+            *err = NULL;
+        return -1;
+    }
+    return fd;
+}
+
+/* fds[w * n + i]: worker w's socket for listener i. Returns NULL (and closes all) on error. */
+static int *open_listeners(const mt_snapshot_t *s, unsigned nworkers, char **err)
+{
+    size_t n = s->n_listeners;
+    int *fds = malloc(sizeof(int) * (n * nworkers + 1));
+    if (!fds)
+        return NULL;
+    for (size_t k = 0; k < n * nworkers; k++)
+        fds[k] = -1;
+    for (unsigned w = 0; w < nworkers; w++) {
+        for (size_t i = 0; i < n; i++) {
+            int fd = open_listen_socket(&s->listeners[i], err);
+            if (fd < 0) {
+                for (size_t k = 0; k < n * nworkers; k++) {
+                    if (fds[k] >= 0)
+                        close(fds[k]);
+                }
+                free(fds);
+                return NULL;
+            }
+            fds[w * n + i] = fd;
+        }
+    }
+    return fds;
+}
+
+/* ---- configuration ---------------------------------------------------------------------------- */
+
+static void print_errors(lua_State *L, int idx)
+{
+    size_t n = lua_objlen(L, idx);
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, (int)i);
+        mt_error("%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+        lua_pop(L, 1);
+    }
+}
+
+static void print_warnings(lua_State *L, int idx)
+{
+    lua_getfield(L, idx, "warnings");
+    if (lua_istable(L, -1)) {
+        size_t n = lua_objlen(L, -1);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, (int)i);
+            mt_warn("%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+/* Compiles the directory and builds a snapshot; on success the table is kept in the registry. */
+static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
+{
+    lua_State *L = srv->L;
+    int top = lua_gettop(L);
+    *err = NULL;
+    if (mt_config_compile(L, srv->opts->config_dir) != 0) {
+        print_errors(L, -1);
+        size_t n = lua_objlen(L, -1);
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, -2, (int)i);
+            luaL_addvalue(&b);
+            luaL_addchar(&b, '\n');
+        }
+        luaL_pushresult(&b);
+        *err = strdup(lua_tostring(L, -1));
+        lua_settop(L, top);
+        return NULL;
+    }
+    print_warnings(L, -1);
+    mt_snapshot_t *s = mt_snapshot_from_lua(L, -1, srv->generation + 1, err);
+    if (!s) {
+        lua_settop(L, top);
+        return NULL;
+    }
+    if (srv->snapshot_ref != LUA_NOREF)
+        luaL_unref(L, LUA_REGISTRYINDEX, srv->snapshot_ref);
+    srv->snapshot_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    srv->generation++;
+    lua_settop(L, top);
+    return s;
+}
+
+/* ---- admin hooks -------------------------------------------------------------------------------- */
+
+static bool hook_ready(void *ud)
+{
+    mt_server_t *srv = ud;
+    if (srv->draining)
+        return false;
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        if (!__atomic_load_n(&srv->workers[i].ready, __ATOMIC_ACQUIRE))
+            return false;
+    }
+    return true;
+}
+
+static char *hook_config_dump(void *ud, size_t *len)
+{
+    mt_server_t *srv = ud;
+    lua_State *L = srv->L;
+    int top = lua_gettop(L);
+    lua_createtable(L, 0, 3);
+    lua_pushnumber(L, (lua_Number)srv->generation);
+    lua_setfield(L, -2, "generation");
+    if (srv->last_reload_error) {
+        lua_pushstring(L, srv->last_reload_error);
+        lua_setfield(L, -2, "last_reload_error");
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, srv->snapshot_ref);
+    lua_setfield(L, -2, "config");
+    if (mt_lua_call_module(L, "meltemi.dump", "json", 1, 1) != 0 || !lua_isstring(L, -1)) {
+        mt_error("config_dump: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+        lua_settop(L, top);
+        return NULL;
+    }
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    char *out = malloc(n + 1);
+    if (out) {
+        memcpy(out, s, n + 1);
+        *len = n;
+    }
+    lua_settop(L, top);
+    return out;
+}
+
+static char *hook_clusters(void *ud, size_t *len)
+{
+    mt_server_t *srv = ud;
+    char *out = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&out, &n);
+    if (!f)
+        return NULL;
+    for (uint32_t i = 0; i < srv->snap->n_clusters; i++) {
+        const mt_cluster_conf_t *c = &srv->snap->clusters[i];
+        fprintf(f, "%s::protocol::%s\n", c->name,
+                c->protocol == MT_PROTO_REDIS ? "redis"
+                                              : c->protocol == MT_PROTO_META ? "metaprotocol"
+                                                                             : "tcp");
+        fprintf(f, "%s::upstream_cx_active::%lld\n", c->name,
+                (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_CX_ACTIVE));
+        fprintf(f, "%s::upstream_cx_connect_fail::%lld\n", c->name,
+                (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_CX_CONNECT_FAIL));
+        fprintf(f, "%s::upstream_rq_total::%lld\n", c->name,
+                (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_RQ_TOTAL));
+        for (uint32_t j = 0; j < c->n_endpoints; j++) {
+            const mt_endpoint_conf_t *e = &c->endpoints[j];
+            fprintf(f, "%s::%s:%u::%s\n", c->name, e->address, e->port,
+                    e->resolve_error ? e->resolve_error : "resolved");
+        }
+    }
+    fclose(f);
+    *len = n;
+    return out;
+}
+
+/* ---- signals and drain ------------------------------------------------------------------------- */
+
+static void server_finish_if_done(mt_server_t *srv)
+{
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        if (!__atomic_load_n(&srv->workers[i].exited, __ATOMIC_ACQUIRE))
+            return;
+    }
+    uv_stop(srv->loop);
+}
+
+static void on_drain_poll(uv_timer_t *t)
+{
+    server_finish_if_done(t->data);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    mt_server_t *srv = t->data;
+    mt_warn("drain timeout (%u ms) reached: closing the remaining connections",
+            srv->opts->drain_timeout_ms);
+    srv->forced = true;
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        mt_worker_post(&srv->workers[i], MT_MAIL_STOP, NULL, NULL);
+}
+
+static void server_drain(mt_server_t *srv)
+{
+    if (srv->draining)
+        return;
+    srv->draining = true;
+    mt_info("draining: no new connections; waiting up to %u ms for requests in flight",
+            srv->opts->drain_timeout_ms);
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        mt_worker_post(&srv->workers[i], MT_MAIL_DRAIN, NULL, NULL);
+    uv_timer_start(&srv->drain_timer, on_drain_timeout, srv->opts->drain_timeout_ms, 0);
+    uv_timer_start(&srv->drain_poll, on_drain_poll, 10, 10);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    mt_server_t *srv = h->data;
+    if (signum == SIGHUP) {
+        mt_warn("SIGHUP: configuration reload is not available in this build");
+        return;
+    }
+    server_drain(srv);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* ---- run ----------------------------------------------------------------------------------------- */
 
 int mt_server_run(const mt_server_options_t *opts)
 {
-    (void)opts;
-    mt_error("run: not implemented yet");
-    return 1;
+    mt_server_t srv_storage, *srv = &srv_storage;
+    memset(srv, 0, sizeof(*srv));
+    srv->opts = opts;
+    srv->snapshot_ref = LUA_NOREF;
+    srv->nworkers = opts->workers;
+    if (srv->nworkers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        srv->nworkers = n > 0 ? (unsigned)MT_MIN(n, MT_MAX_WORKERS) : 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    mt_stats_init(srv->nworkers);
+    mt_stats_global.start_time = (double)uv_now(uv_default_loop()) / 1000.0;
+    srv->L = mt_lua_new();
+    if (!srv->L) {
+        mt_error("out of memory creating the Lua state");
+        return MT_EXIT_INVALID_CONFIG;
+    }
+    char *err = NULL;
+    srv->snap = server_load(srv, &err);
+    if (!srv->snap) {
+        if (err && !strchr(err, ':'))
+            mt_error("%s", err);
+        mt_error("invalid configuration in %s: not starting", opts->config_dir);
+        free(err);
+        lua_close(srv->L);
+        return MT_EXIT_INVALID_CONFIG;
+    }
+    mt_stats_global.config_generation = srv->generation;
+    int *fds = open_listeners(srv->snap, srv->nworkers, &err);
+    if (!fds) {
+        mt_error("%s", err ? err : "out of memory");
+        free(err);
+        mt_snapshot_unref(srv->snap);
+        lua_close(srv->L);
+        return MT_EXIT_INVALID_CONFIG;
+    }
+
+    srv->loop = uv_default_loop();
+    srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        if (mt_worker_start(&srv->workers[i], i) != 0) {
+            mt_error("cannot start worker %u", i);
+            return MT_EXIT_INVALID_CONFIG;
+        }
+        size_t n = srv->snap->n_listeners;
+        int *mine = malloc(sizeof(int) * (n + 1));
+        memcpy(mine, fds + (size_t)i * n, sizeof(int) * n);
+        mt_worker_post(&srv->workers[i], MT_MAIL_SNAPSHOT, mt_snapshot_ref(srv->snap), mine);
+    }
+    free(fds);
+
+    uv_timer_init(srv->loop, &srv->drain_timer);
+    uv_timer_init(srv->loop, &srv->drain_poll);
+    srv->drain_timer.data = srv->drain_poll.data = srv;
+    if (strcmp(opts->admin_addr, "off") != 0) {
+        mt_admin_hooks_t hooks = {.ud = srv,
+                                  .ready = hook_ready,
+                                  .config_dump = hook_config_dump,
+                                  .clusters = hook_clusters,
+                                  .reload = NULL};
+        srv->admin = mt_admin_start(srv->loop, opts->admin_addr, &hooks, &err);
+        if (!srv->admin) {
+            mt_error("%s", err ? err : "admin: cannot start");
+            free(err);
+            err = NULL;
+            srv->forced = true;
+            server_drain(srv);
+        }
+    }
+    uv_signal_init(srv->loop, &srv->sigterm);
+    uv_signal_init(srv->loop, &srv->sigint);
+    uv_signal_init(srv->loop, &srv->sighup);
+    srv->sigterm.data = srv->sigint.data = srv->sighup.data = srv;
+    uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&srv->sigint, on_signal, SIGINT);
+    uv_signal_start(&srv->sighup, on_signal, SIGHUP);
+    for (uint32_t i = 0; i < srv->snap->n_listeners; i++) {
+        const mt_listener_conf_t *l = &srv->snap->listeners[i];
+        mt_info("listening on %s:%u (%s, service %s)", l->address, l->port,
+                l->protocol == MT_PROTO_REDIS ? "redis"
+                                              : l->protocol == MT_PROTO_META ? "metaprotocol"
+                                                                             : "tcp",
+                l->service ? l->service : "-");
+    }
+    mt_info("meltemi %s started: %u workers, config generation %llu%s%s", MELTEMI_VERSION,
+            srv->nworkers, (unsigned long long)srv->generation, srv->admin ? ", admin on " : "",
+            srv->admin ? opts->admin_addr : "");
+
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+
+    bool admin_failed = srv->forced && !srv->admin;
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        mt_worker_join(&srv->workers[i]);
+    if (srv->admin)
+        mt_admin_stop(srv->admin);
+    uv_walk(srv->loop, close_walk, NULL);
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+    free(srv->workers);
+    mt_snapshot_unref(srv->snap);
+    free(srv->last_reload_error);
+    lua_close(srv->L);
+    mt_info("stopped");
+    return admin_failed ? MT_EXIT_INVALID_CONFIG : MT_EXIT_OK;
 }

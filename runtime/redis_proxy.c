@@ -1,0 +1,969 @@
+/*
+ * redis_proxy.c - the Redis data path: client sessions and the pipelined upstream
+ * connections they share.
+ *
+ * A client's commands are parsed in place in its read chunk; a forwarded command is queued on
+ * an upstream connection as a slice of that chunk (no copy), so the commands of many clients
+ * leave in one writev per loop iteration. Every command gets a request record that sits in two
+ * FIFOs: its session's (replies go back in request order) and its upstream connection's
+ * (Redis answers in order). A reply for the session's oldest request is queued to the client
+ * as a slice of the upstream's read chunk (again no copy); a reply that arrives early (another
+ * upstream answered first) is held by reference until its turn.
+ *
+ * Ownership: a session owns its request records until they are handed to an upstream; when a
+ * client goes away its in-flight records are orphaned (sess = NULL) and the upstream frees
+ * them when their replies arrive. Upstream connections belong to their worker endpoint slot.
+ */
+#include "runtime/log.h"
+#include "runtime/worker.h"
+
+#include "protocols/redis/commands.h"
+#include "protocols/redis/local.h"
+#include "protocols/redis/resp.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SESSION_MAX_PENDING 1024         /* commands in flight per client before we pause it */
+#define SESSION_MAX_OUTPUT (4u << 20)    /* reply bytes queued per client before we pause it */
+#define READ_MIN_ROOM 4096
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000
+
+typedef struct mt_rsess mt_rsess_t;
+
+typedef enum rreq_kind { RREQ_USER = 0, RREQ_AUTH = 1 } rreq_kind_t;
+
+typedef struct mt_rreq {
+    struct mt_rreq *next;  /* session FIFO */
+    struct mt_rreq *unext; /* upstream FIFO */
+    mt_rsess_t *sess;      /* NULL: orphaned (client gone) or internal */
+    mt_slice_t reply;      /* held reply, when it arrived before its turn */
+    uint64_t start_ns;
+    uint64_t deadline_ms;
+    const redis_command_t *cmd;
+    uint8_t kind;
+    bool done;
+} mt_rreq_t;
+
+struct mt_rsess {
+    mt_session_t base; /* first: the uv handle is first in it */
+    resp_req_parser_t parser;
+    mt_buf_t *rbuf;
+    mt_outq_t out;
+    mt_rreq_t *head, *tail;
+    uint32_t pending;
+    redis_local_ctx_t lctx;
+    bool authenticated;
+    bool reading;
+    bool finishing; /* EOF, QUIT, protocol error or drain: close once everything is written */
+    bool closing;
+};
+
+typedef enum rup_state { RUP_CONNECTING = 0, RUP_READY, RUP_CLOSING } rup_state_t;
+
+struct mt_rup {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    mt_worker_t *w;
+    mt_wendpoint_t *ep;
+    uint32_t slot;
+    mt_buf_t *rbuf;
+    resp_reply_scanner_t scanner;
+    mt_outq_t out;
+    mt_rreq_t *head, *tail;
+    uint32_t inflight;
+    uint64_t connect_deadline_ms;
+    rup_state_t state;
+    mt_rup_t *prev, *next; /* worker list */
+};
+
+static __thread resp_out_t tl_scratch;
+
+/* ---- request records ------------------------------------------------------------------------ */
+
+static mt_rreq_t *rreq_new(mt_worker_t *w)
+{
+    mt_rreq_t *r = w->req_free;
+    if (r) {
+        w->req_free = r->next;
+        w->n_req_free--;
+    } else {
+        r = malloc(sizeof(*r));
+        if (!r)
+            return NULL;
+    }
+    memset(r, 0, sizeof(*r));
+    return r;
+}
+
+static void rreq_free(mt_worker_t *w, mt_rreq_t *r)
+{
+    if (r->reply.buf)
+        mt_buf_unref(&w->pool, r->reply.buf);
+    if (w->n_req_free >= 4096) {
+        free(r);
+        return;
+    }
+    r->next = w->req_free;
+    w->req_free = r;
+    w->n_req_free++;
+}
+
+/* ---- sessions: replies in order ---------------------------------------------------------------- */
+
+static void sess_close(mt_rsess_t *s);
+static void sess_maybe_resume(mt_rsess_t *s);
+
+static void sess_maybe_finish(mt_rsess_t *s)
+{
+    if (s->finishing && !s->closing && s->pending == 0 && mt_outq_pending(&s->out) == 0)
+        sess_close(s);
+}
+
+/* Pops every completed request at the head of the session's FIFO into its output queue. */
+static void sess_drain_done(mt_rsess_t *s)
+{
+    mt_worker_t *w = s->base.w;
+    while (s->head && s->head->done) {
+        mt_rreq_t *r = s->head;
+        s->head = r->next;
+        if (!s->head)
+            s->tail = NULL;
+        s->pending--;
+        if (r->reply.buf) {
+            mt_outq_add_slice(&s->out, r->reply);
+            r->reply.buf = NULL;
+        }
+        rreq_free(w, r);
+    }
+    mt_worker_schedule_flush(w, &s->out);
+    sess_maybe_resume(s);
+}
+
+/* Completes r with reply bytes living in chunk b (a reference is taken when kept). */
+static void rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, size_t len)
+{
+    mt_rsess_t *s = r->sess;
+    if (!s) {
+        rreq_free(w, r);
+        return;
+    }
+    mt_listener_conf_t *lc = s->base.conf;
+    if (len && p[0] == '-')
+        mt_stat_add(lc->stats, w->id, MT_ST_REQUEST_ERRORS, 1);
+    if (r->start_ns)
+        mt_stat_observe_ms(lc->stats, w->id, (double)(uv_hrtime() - r->start_ns) / 1e6);
+    if (s->head == r) {
+        s->head = r->next;
+        if (!s->head)
+            s->tail = NULL;
+        s->pending--;
+        mt_outq_add_ref(&s->out, b, p, len);
+        rreq_free(w, r);
+        if (s->head && s->head->done)
+            sess_drain_done(s);
+        else {
+            mt_worker_schedule_flush(w, &s->out);
+            sess_maybe_resume(s);
+        }
+        return;
+    }
+    mt_buf_ref(b);
+    r->reply.buf = b;
+    r->reply.p = p;
+    r->reply.len = (uint32_t)len;
+    r->done = true;
+}
+
+/* Completes r with bytes made here (an error text or a local reply). */
+static void rreq_complete_copy(mt_worker_t *w, mt_rreq_t *r, const char *p, size_t len)
+{
+    mt_rsess_t *s = r->sess;
+    if (!s) {
+        rreq_free(w, r);
+        return;
+    }
+    mt_slice_t sl;
+    if (mt_slice_copy(&w->pool, &s->out.own, p, len, &sl) != 0) {
+        sess_close(s);
+        return;
+    }
+    rreq_complete(w, r, sl.buf, sl.p, sl.len);
+    mt_buf_unref(&w->pool, sl.buf);
+}
+
+static void rreq_complete_error(mt_worker_t *w, mt_rreq_t *r, const char *text)
+{
+    char line[512];
+    int n = snprintf(line, sizeof(line), "-%s\r\n", text);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        n = (int)sizeof(line) - 1, line[n - 2] = '\r', line[n - 1] = '\n';
+    rreq_complete_copy(w, r, line, (size_t)n);
+}
+
+/* Queues a locally made reply behind whatever the client is still waiting for. */
+static void sess_reply(mt_rsess_t *s, const char *p, size_t len)
+{
+    mt_worker_t *w = s->base.w;
+    if (len && p[0] == '-')
+        mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUEST_ERRORS, 1);
+    if (!s->head) {
+        mt_outq_add_copy(&s->out, p, len);
+        mt_worker_schedule_flush(w, &s->out);
+        return;
+    }
+    mt_rreq_t *r = rreq_new(w);
+    if (!r) {
+        sess_close(s);
+        return;
+    }
+    if (mt_slice_copy(&w->pool, &s->out.own, p, len, &r->reply) != 0) {
+        rreq_free(w, r);
+        sess_close(s);
+        return;
+    }
+    r->done = true;
+    r->sess = s;
+    s->tail->next = r;
+    s->tail = r;
+    s->pending++;
+}
+
+static void sess_reply_error(mt_rsess_t *s, const char *text)
+{
+    resp_out_t *o = &tl_scratch;
+    o->len = 0;
+    resp_out_error(o, text);
+    sess_reply(s, o->data, o->len);
+}
+
+/* ---- upstream connections -------------------------------------------------------------------- */
+
+static void rup_close(mt_rup_t *u);
+
+static const char *ep_label(mt_wendpoint_t *ep, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s (%s:%u)", ep->cluster->conf->service ? ep->cluster->conf->service
+                                                                : ep->cluster->conf->name,
+             ep->conf->address ? ep->conf->address : "?", ep->conf->port);
+    return buf;
+}
+
+/* Fails every request queued on u with text and closes u. */
+static void rup_fail(mt_rup_t *u, const char *text)
+{
+    mt_worker_t *w = u->w;
+    mt_cluster_conf_t *cc = u->ep->cluster->conf;
+    while (u->head) {
+        mt_rreq_t *r = u->head;
+        u->head = r->unext;
+        u->inflight--;
+        if (r->kind == RREQ_USER) {
+            mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+            rreq_complete_error(w, r, text);
+        } else {
+            rreq_free(w, r);
+        }
+    }
+    u->tail = NULL;
+    rup_close(u);
+}
+
+static void ep_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why)
+{
+    ep->backoff_ms = ep->backoff_ms ? MT_MIN(ep->backoff_ms * 2, BACKOFF_MAX_MS) : BACKOFF_MIN_MS;
+    ep->retry_at_ms = mt_worker_now_ms(w) + ep->backoff_ms;
+    snprintf(ep->last_error, sizeof(ep->last_error), "%s", why);
+}
+
+static void rup_closed(uv_handle_t *h)
+{
+    mt_rup_t *u = h->data;
+    mt_worker_t *w = u->w;
+    mt_outq_reset(&u->out);
+    if (u->rbuf)
+        mt_buf_unref(&w->pool, u->rbuf);
+    free(u);
+}
+
+static void rup_close(mt_rup_t *u)
+{
+    if (u->state == RUP_CLOSING)
+        return;
+    mt_worker_t *w = u->w;
+    bool was_connected = u->state == RUP_READY;
+    u->state = RUP_CLOSING;
+    if (u->ep->rconns[u->slot] == u)
+        u->ep->rconns[u->slot] = NULL;
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        w->rups = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    mt_worker_unschedule_flush(w, &u->out);
+    if (was_connected)
+        mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, -1);
+    uv_close((uv_handle_t *)&u->tcp, rup_closed);
+}
+
+static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
+{
+    mt_worker_t *w = u->w;
+    mt_rreq_t *r = u->head;
+    if (!r) {
+        char lbl[256];
+        mt_warn("upstream %s: reply with no request outstanding; closing",
+                ep_label(u->ep, lbl, sizeof(lbl)));
+        rup_fail(u, "ERR meltemi: upstream protocol error");
+        return;
+    }
+    u->head = r->unext;
+    if (!u->head)
+        u->tail = NULL;
+    u->inflight--;
+    if (r->kind == RREQ_AUTH) {
+        rreq_free(w, r);
+        if (len && p[0] == '-') {
+            char lbl[256], text[512];
+            int n = (int)MT_MIN(len - 1, 200);
+            while (n > 0 && (p[n] == '\r' || p[n] == '\n'))
+                n--;
+            mt_error("upstream %s rejected the proxy's credentials: %.*s",
+                     ep_label(u->ep, lbl, sizeof(lbl)), n, p + 1);
+            snprintf(text, sizeof(text),
+                     "ERR meltemi: upstream %s rejected the proxy's credentials: %.*s", lbl, n,
+                     p + 1);
+            ep_backoff(u->ep, w, text + 4);
+            rup_fail(u, text);
+        }
+        return;
+    }
+    mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TOTAL, 1);
+    rreq_complete(w, r, u->rbuf, p, len);
+}
+
+static void rup_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    mt_rup_t *u = h->data;
+    if (mt_buf_make_room(&u->w->pool, &u->rbuf, READ_MIN_ROOM, 0) != 0) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = u->rbuf->last;
+    buf->len = mt_buf_room(u->rbuf);
+}
+
+static void rup_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    mt_rup_t *u = st->data;
+    char lbl[256], text[400];
+    if (nread < 0) {
+        snprintf(text, sizeof(text), "ERR meltemi: upstream %s closed the connection%s%s",
+                 ep_label(u->ep, lbl, sizeof(lbl)), nread == UV_EOF ? "" : ": ",
+                 nread == UV_EOF ? "" : uv_strerror((int)nread));
+        if (u->inflight)
+            mt_warn("%s", text + 4);
+        rup_fail(u, text);
+        return;
+    }
+    if (nread == 0)
+        return;
+    mt_buf_t *b = u->rbuf;
+    b->last += nread;
+    while (b->pos < b->last && u->state == RUP_READY) {
+        size_t flen = 0;
+        const char *err = NULL;
+        mt_status_t rc = resp_scan_reply(&u->scanner, b->pos, mt_buf_unread(b), &flen, &err);
+        if (rc == MT_AGAIN)
+            break;
+        if (rc == MT_ERROR) {
+            snprintf(text, sizeof(text), "ERR meltemi: upstream %s sent a malformed reply: %s",
+                     ep_label(u->ep, lbl, sizeof(lbl)), err ? err : "?");
+            mt_error("%s", text + 4);
+            rup_fail(u, text);
+            return;
+        }
+        const char *p = b->pos;
+        b->pos += flen;
+        rup_on_reply(u, p, flen);
+    }
+    if (u->state == RUP_READY && b->pos == b->last && b->refs == 1)
+        b->pos = b->last = b->data;
+}
+
+static void rup_on_write_done(mt_outq_t *q, int status)
+{
+    mt_rup_t *u = MT_CONTAINER_OF(q, mt_rup_t, out);
+    if (status < 0 && status != UV_ECANCELED && u->state != RUP_CLOSING) {
+        char lbl[256], text[400];
+        snprintf(text, sizeof(text), "ERR meltemi: upstream %s write failed: %s",
+                 ep_label(u->ep, lbl, sizeof(lbl)), uv_strerror(status));
+        rup_fail(u, text);
+    }
+}
+
+static void rup_on_connect(uv_connect_t *req, int status)
+{
+    mt_rup_t *u = req->data;
+    if (u->state == RUP_CLOSING)
+        return;
+    mt_worker_t *w = u->w;
+    mt_cluster_conf_t *cc = u->ep->cluster->conf;
+    char lbl[256], text[400];
+    if (status < 0) {
+        snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
+                 ep_label(u->ep, lbl, sizeof(lbl)), uv_strerror(status));
+        mt_warn("%s", text + 4);
+        mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
+        ep_backoff(u->ep, w, text + 4);
+        rup_fail(u, text);
+        return;
+    }
+    u->state = RUP_READY;
+    u->ep->backoff_ms = 0;
+    mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_TOTAL, 1);
+    mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, 1);
+    uv_tcp_nodelay(&u->tcp, 1);
+    u->out.stream = (uv_stream_t *)&u->tcp;
+    uv_read_start((uv_stream_t *)&u->tcp, rup_alloc, rup_on_read);
+    mt_worker_schedule_flush(w, &u->out);
+}
+
+/* Queues the proxy's AUTH as the connection's first command. */
+static int rup_queue_auth(mt_rup_t *u, const mt_auth_t *a)
+{
+    resp_arg_t argv[3];
+    uint32_t argc = 0;
+    argv[argc++] = (resp_arg_t){"AUTH", 4};
+    if (a->username)
+        argv[argc++] = (resp_arg_t){a->username, strlen(a->username)};
+    argv[argc++] = (resp_arg_t){a->password, strlen(a->password)};
+    resp_out_t *o = &tl_scratch;
+    o->len = 0;
+    resp_out_command(o, argc, argv);
+    mt_rreq_t *r = rreq_new(u->w);
+    if (!r || mt_outq_add_copy(&u->out, o->data, o->len) != 0) {
+        if (r)
+            rreq_free(u->w, r);
+        return -1;
+    }
+    /* Wipe the password from the scratch buffer. */
+    OPENSSL_cleanse(o->data, o->len);
+    r->kind = RREQ_AUTH;
+    r->deadline_ms = u->connect_deadline_ms;
+    u->head = u->tail = r;
+    u->inflight = 1;
+    return 0;
+}
+
+/* The connection for a session on endpoint ep, connecting if needed; NULL + why on failure. */
+static mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
+{
+    mt_worker_t *w = ep->cluster->w;
+    uint32_t slot = (uint32_t)(sess_id % ep->n_rconns);
+    mt_rup_t *u = ep->rconns[slot];
+    if (u)
+        return u;
+    if (ep->conf->resolve_error) {
+        *why = ep->conf->resolve_error;
+        return NULL;
+    }
+    uint64_t now = mt_worker_now_ms(w);
+    if (ep->retry_at_ms > now) {
+        *why = ep->last_error;
+        return NULL;
+    }
+    u = calloc(1, sizeof(*u));
+    if (!u) {
+        *why = "out of memory";
+        return NULL;
+    }
+    u->w = w;
+    u->ep = ep;
+    u->slot = slot;
+    u->state = RUP_CONNECTING;
+    u->connect_deadline_ms = now + ep->cluster->conf->connect_timeout_ms;
+    resp_reply_scanner_init(&u->scanner, &resp_default_limits);
+    mt_outq_init(&u->out, &w->pool, rup_on_write_done);
+    uv_tcp_init(&w->loop, &u->tcp);
+    u->tcp.data = u;
+    u->creq.data = u;
+    int rc = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ep->conf->sa,
+                            rup_on_connect);
+    if (rc != 0) {
+        snprintf(ep->last_error, sizeof(ep->last_error), "connect: %s", uv_strerror(rc));
+        *why = ep->last_error;
+        u->state = RUP_CLOSING;
+        uv_close((uv_handle_t *)&u->tcp, rup_closed);
+        return NULL;
+    }
+    const mt_auth_t *a = &ep->cluster->conf->redis_auth;
+    if (a->password && rup_queue_auth(u, a) != 0) {
+        *why = "out of memory";
+        u->state = RUP_CLOSING;
+        uv_close((uv_handle_t *)&u->tcp, rup_closed);
+        return NULL;
+    }
+    u->next = w->rups;
+    if (w->rups)
+        w->rups->prev = u;
+    w->rups = u;
+    ep->rconns[slot] = u;
+    return u;
+}
+
+void mt_redis_tick(mt_worker_t *w, uint64_t now_ms)
+{
+    mt_rup_t *next;
+    char lbl[256], text[400];
+    for (mt_rup_t *u = w->rups; u; u = next) {
+        next = u->next;
+        if (u->state == RUP_CONNECTING && now_ms >= u->connect_deadline_ms) {
+            snprintf(text, sizeof(text),
+                     "ERR meltemi: upstream %s unavailable: connect timed out after %u ms",
+                     ep_label(u->ep, lbl, sizeof(lbl)), u->ep->cluster->conf->connect_timeout_ms);
+            mt_warn("%s", text + 4);
+            mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
+            ep_backoff(u->ep, w, text + 4);
+            rup_fail(u, text);
+        } else if (u->state == RUP_READY && u->head && u->head->deadline_ms &&
+                   now_ms >= u->head->deadline_ms) {
+            snprintf(text, sizeof(text), "ERR meltemi: upstream %s timed out",
+                     ep_label(u->ep, lbl, sizeof(lbl)));
+            mt_warn("%s (%u commands in flight failed)", text + 4, u->inflight);
+            mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TIMEOUT,
+                        u->inflight);
+            rup_fail(u, text);
+        }
+    }
+}
+
+void mt_redis_worker_cleanup(mt_worker_t *w)
+{
+    while (w->rups)
+        rup_fail(w->rups, "ERR meltemi: proxy shutting down");
+    while (w->req_free) {
+        mt_rreq_t *r = w->req_free;
+        w->req_free = r->next;
+        free(r);
+    }
+    w->n_req_free = 0;
+    resp_out_free(&tl_scratch);
+}
+
+/* ---- routing ------------------------------------------------------------------------------------ */
+
+static uint32_t key_hash(const char *p, size_t n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a: spreads keys over a PROXY-mode cluster's endpoints */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)p[i]) * 16777619u;
+    return h;
+}
+
+static mt_wendpoint_t *route_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
+                                      const resp_request_t *req)
+{
+    if (c->n_eps == 1)
+        return &c->eps[0];
+    uint32_t idx[1];
+    if (redis_command_keys(cmd, req->argc, req->argv, idx, 1) > 0) {
+        const resp_arg_t *k = &req->argv[idx[0]];
+        return &c->eps[key_hash(k->ptr, k->len) % c->n_eps];
+    }
+    return &c->eps[c->rr++ % c->n_eps];
+}
+
+static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                         const char *frame)
+{
+    mt_worker_t *w = s->base.w;
+    mt_wcluster_t *c = s->base.lst->cluster;
+    char text[400];
+    if (!c || c->n_eps == 0) {
+        snprintf(text, sizeof(text), "ERR meltemi: no upstream host for %s",
+                 s->base.conf->service ? s->base.conf->service : s->base.conf->name);
+        sess_reply_error(s, text);
+        return;
+    }
+    mt_wendpoint_t *ep = route_endpoint(c, cmd, req);
+    const char *why = NULL;
+    mt_rup_t *u = rup_for(ep, s->base.id, &why);
+    if (!u) {
+        char lbl[256];
+        mt_stat_add(c->conf->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        if (strncmp(why, "meltemi: ", 9) == 0)
+            snprintf(text, sizeof(text), "ERR %s", why);
+        else
+            snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
+                     ep_label(ep, lbl, sizeof(lbl)), why);
+        sess_reply_error(s, text);
+        return;
+    }
+    mt_rreq_t *r = rreq_new(w);
+    if (!r) {
+        sess_close(s);
+        return;
+    }
+    r->sess = s;
+    r->cmd = cmd;
+    r->start_ns = uv_hrtime();
+    r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
+    int rc;
+    if (req->is_inline) {
+        resp_out_t *o = &tl_scratch;
+        o->len = 0;
+        resp_out_command(o, req->argc, req->argv);
+        rc = mt_outq_add_copy(&u->out, o->data, o->len);
+    } else {
+        rc = mt_outq_add_ref(&u->out, s->rbuf, frame, req->frame_len);
+    }
+    if (rc != 0) {
+        rreq_free(w, r);
+        sess_close(s);
+        return;
+    }
+    if (s->tail)
+        s->tail->next = r;
+    else
+        s->head = r;
+    s->tail = r;
+    s->pending++;
+    if (u->tail)
+        u->tail->unext = r;
+    else
+        u->head = r;
+    u->tail = r;
+    u->inflight++;
+    if (u->state == RUP_READY)
+        mt_worker_schedule_flush(w, &u->out);
+}
+
+/* ---- local commands ----------------------------------------------------------------------------- */
+
+/* Constant-time: compares digests, so neither content nor length leaks through timing. */
+static bool secret_equal(const char *want, const char *got, size_t got_len)
+{
+    unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
+    unsigned int alen = 0, blen = 0;
+    if (!EVP_Digest(want, strlen(want), a, &alen, EVP_sha256(), NULL) ||
+        !EVP_Digest(got, got_len, b, &blen, EVP_sha256(), NULL) || alen != blen)
+        return false;
+    return CRYPTO_memcmp(a, b, alen) == 0;
+}
+
+static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const resp_arg_t *pass)
+{
+    const mt_auth_t *a = &s->base.conf->redis.auth;
+    const char *want_user = a->username ? a->username : "default";
+    bool user_ok = user ? secret_equal(want_user, user->ptr, user->len)
+                        : a->username == NULL;
+    bool pass_ok = secret_equal(a->password, pass->ptr, pass->len);
+    return user_ok && pass_ok;
+}
+
+static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
+{
+    const mt_auth_t *a = &s->base.conf->redis.auth;
+    if (req->argc > 3) {
+        sess_reply_error(s, "ERR syntax error");
+        return;
+    }
+    if (!a->password) {
+        sess_reply_error(s, "ERR AUTH <password> called without any password configured for the "
+                            "default user. Are you sure your configuration is correct?");
+        return;
+    }
+    const resp_arg_t *user = req->argc == 3 ? &req->argv[1] : NULL;
+    const resp_arg_t *pass = &req->argv[req->argc - 1];
+    if (sess_check_credentials(s, user, pass)) {
+        s->authenticated = true;
+        sess_reply(s, "+OK\r\n", 5);
+        return;
+    }
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_FAILURES, 1);
+    if (user)
+        sess_reply_error(s, "WRONGPASS invalid username-password pair or user is disabled.");
+    else
+        sess_reply_error(s, "ERR invalid password");
+}
+
+/* HELLO [protover [AUTH user pass] [SETNAME name]]: authenticates here, then answers locally. */
+static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
+{
+    bool needs_auth = s->base.conf->redis.auth.password && !s->authenticated;
+    for (uint32_t i = 2; i < req->argc; i++) {
+        const resp_arg_t *a = &req->argv[i];
+        if (a->len == 4 && strncasecmp(a->ptr, "auth", 4) == 0 && i + 2 < req->argc) {
+            if (!s->base.conf->redis.auth.password) {
+                sess_reply_error(s, "ERR AUTH <password> called without any password configured "
+                                    "for the default user. Are you sure your configuration is "
+                                    "correct?");
+                return;
+            }
+            if (!sess_check_credentials(s, &req->argv[i + 1], &req->argv[i + 2])) {
+                mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_FAILURES, 1);
+                sess_reply_error(s, "WRONGPASS invalid username-password pair or user is "
+                                    "disabled.");
+                return;
+            }
+            s->authenticated = true;
+            needs_auth = false;
+            i += 2;
+        }
+    }
+    if (needs_auth) {
+        sess_reply_error(s, "NOAUTH HELLO must be called with the client already authenticated, "
+                            "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                            "authenticate the client and select the RESP protocol version at the "
+                            "same time");
+        return;
+    }
+    resp_out_t *o = &tl_scratch;
+    o->len = 0;
+    redis_local_reply(&s->lctx, cmd, req->argc, req->argv, o);
+    sess_reply(s, o->data, o->len);
+}
+
+static bool cmd_is(const redis_command_t *cmd, const char *name)
+{
+    return strcmp(cmd->name, name) == 0;
+}
+
+static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
+{
+    mt_worker_t *w = s->base.w;
+    mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
+    const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
+    resp_out_t *o = &tl_scratch;
+    if (!cmd) {
+        o->len = 0;
+        redis_reply_unknown_command(o, req->argc, req->argv);
+        sess_reply(s, o->data, o->len);
+        return;
+    }
+    if (!redis_command_arity_ok(cmd, req->argc)) {
+        o->len = 0;
+        redis_reply_wrong_arity(o, cmd->name);
+        sess_reply(s, o->data, o->len);
+        return;
+    }
+    bool local = cmd->proxy == REDIS_PROXY_LOCAL;
+    if (!s->authenticated && s->base.conf->redis.auth.password &&
+        !(local && (cmd_is(cmd, "auth") || cmd_is(cmd, "hello") || cmd_is(cmd, "quit")))) {
+        sess_reply_error(s, "NOAUTH Authentication required.");
+        return;
+    }
+    switch (cmd->proxy) {
+    case REDIS_PROXY_LOCAL:
+        if (cmd_is(cmd, "auth")) {
+            sess_auth(s, req);
+        } else if (cmd_is(cmd, "hello")) {
+            sess_hello(s, cmd, req);
+        } else {
+            o->len = 0;
+            redis_local_reply(&s->lctx, cmd, req->argc, req->argv, o);
+            sess_reply(s, o->data, o->len);
+            if (s->lctx.quit)
+                s->finishing = true;
+        }
+        return;
+    case REDIS_PROXY_UNSUPPORTED: {
+        char text[256];
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: '%s' is not supported through the proxy (it needs a dedicated "
+                 "upstream connection)",
+                 cmd->name);
+        sess_reply_error(s, text);
+        return;
+    }
+    default:
+        sess_forward(s, cmd, req, frame);
+        return;
+    }
+}
+
+/* ---- session I/O -------------------------------------------------------------------------------- */
+
+static void sess_closed(uv_handle_t *h)
+{
+    mt_rsess_t *s = h->data;
+    mt_worker_t *w = s->base.w;
+    mt_outq_reset(&s->out);
+    if (s->rbuf)
+        mt_buf_unref(&w->pool, s->rbuf);
+    resp_req_parser_free(&s->parser);
+    free(s->lctx.client_name);
+    mt_stat_add(s->base.conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, -1);
+    mt_snapshot_unref(s->base.snap);
+    mt_worker_session_remove(w, &s->base);
+    free(s);
+}
+
+static void sess_close(mt_rsess_t *s)
+{
+    if (s->closing)
+        return;
+    mt_worker_t *w = s->base.w;
+    s->closing = true;
+    if (s->reading)
+        uv_read_stop((uv_stream_t *)&s->base.tcp);
+    s->reading = false;
+    /* Orphan what upstreams still owe us; free what is already answered. */
+    mt_rreq_t *next;
+    for (mt_rreq_t *r = s->head; r; r = next) {
+        next = r->next;
+        if (r->done)
+            rreq_free(w, r);
+        else
+            r->sess = NULL;
+    }
+    s->head = s->tail = NULL;
+    s->pending = 0;
+    mt_worker_unschedule_flush(w, &s->out);
+    uv_close((uv_handle_t *)&s->base.tcp, sess_closed);
+}
+
+static void sess_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    mt_rsess_t *s = h->data;
+    if (mt_buf_make_room(&s->base.w->pool, &s->rbuf, READ_MIN_ROOM, 0) != 0) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = s->rbuf->last;
+    buf->len = mt_buf_room(s->rbuf);
+}
+
+static void sess_pause(mt_rsess_t *s)
+{
+    if (s->reading) {
+        uv_read_stop((uv_stream_t *)&s->base.tcp);
+        s->reading = false;
+    }
+}
+
+static void sess_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+static void sess_maybe_resume(mt_rsess_t *s)
+{
+    if (s->reading || s->closing || s->finishing)
+        return;
+    if (s->pending > SESSION_MAX_PENDING / 2 || mt_outq_pending(&s->out) > SESSION_MAX_OUTPUT / 2)
+        return;
+    s->reading = true;
+    uv_read_start((uv_stream_t *)&s->base.tcp, sess_alloc, sess_on_read);
+}
+
+static void sess_process(mt_rsess_t *s)
+{
+    mt_buf_t *b = s->rbuf;
+    while (b && b->pos < b->last && !s->finishing && !s->closing) {
+        resp_request_t req;
+        const char *err = NULL;
+        mt_status_t rc = resp_parse_request(&s->parser, b->pos, mt_buf_unread(b), &req, &err);
+        if (rc == MT_AGAIN)
+            break;
+        if (rc == MT_ERROR) {
+            char text[300];
+            snprintf(text, sizeof(text), "ERR %s", err ? err : "Protocol error");
+            mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_PROTOCOL_ERRORS, 1);
+            sess_reply_error(s, text);
+            s->finishing = true;
+            sess_pause(s);
+            break;
+        }
+        const char *frame = b->pos;
+        if (req.argc > 0)
+            sess_command(s, &req, frame);
+        b->pos += req.frame_len;
+    }
+    if (b && b->pos == b->last && !s->closing) {
+        /* Nothing unread: give the chunk back (it stays alive while slices reference it). */
+        mt_buf_unref(&s->base.w->pool, b);
+        s->rbuf = NULL;
+    }
+    if (s->pending >= SESSION_MAX_PENDING || mt_outq_pending(&s->out) >= SESSION_MAX_OUTPUT)
+        sess_pause(s);
+}
+
+static void sess_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    mt_rsess_t *s = st->data;
+    if (nread < 0) {
+        if (nread == UV_EOF) {
+            s->finishing = true;
+            sess_pause(s);
+            sess_maybe_finish(s);
+        } else {
+            sess_close(s);
+        }
+        return;
+    }
+    if (nread == 0)
+        return;
+    s->rbuf->last += nread;
+    sess_process(s);
+    sess_maybe_finish(s);
+}
+
+static void sess_on_write_done(mt_outq_t *q, int status)
+{
+    mt_rsess_t *s = MT_CONTAINER_OF(q, mt_rsess_t, out);
+    if (s->closing)
+        return;
+    if (status < 0) {
+        sess_close(s);
+        return;
+    }
+    if (s->finishing)
+        sess_maybe_finish(s);
+    else
+        sess_maybe_resume(s);
+}
+
+static void sess_drain(mt_session_t *base)
+{
+    mt_rsess_t *s = (mt_rsess_t *)base;
+    s->finishing = true;
+    sess_pause(s);
+    sess_maybe_finish(s);
+}
+
+void mt_redis_accept(mt_wlistener_t *l, uv_stream_t *server)
+{
+    mt_worker_t *w = l->w;
+    mt_rsess_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return;
+    uv_tcp_init(&w->loop, &s->base.tcp);
+    s->base.tcp.data = s;
+    if (uv_accept(server, (uv_stream_t *)&s->base.tcp) != 0) {
+        uv_close((uv_handle_t *)&s->base.tcp, (uv_close_cb)free);
+        return;
+    }
+    s->base.w = w;
+    s->base.lst = l;
+    s->base.conf = l->conf;
+    s->base.snap = mt_snapshot_ref(w->snap);
+    s->base.drain = sess_drain;
+    s->base.id = w->next_client_id++;
+    s->lctx.client_id = s->base.id;
+    s->lctx.mode = "standalone";
+    resp_req_parser_init(&s->parser, &resp_default_limits);
+    mt_outq_init(&s->out, &w->pool, sess_on_write_done);
+    s->out.stream = (uv_stream_t *)&s->base.tcp;
+    mt_worker_session_add(w, &s->base);
+    mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_TOTAL, 1);
+    mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, 1);
+    uv_tcp_nodelay(&s->base.tcp, 1);
+    s->reading = true;
+    uv_read_start((uv_stream_t *)&s->base.tcp, sess_alloc, sess_on_read);
+}

@@ -1,0 +1,340 @@
+/*
+ * snapshot.c - Lua snapshot table -> immutable C structs. Reads only the fields of
+ * docs/snapshot.md; missing optional fields take the defaults documented there.
+ */
+#include "runtime/snapshot.h"
+
+#include "runtime/common.h"
+#include "runtime/log.h"
+
+#include <arpa/inet.h>
+#include <lauxlib.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000
+#define DEFAULT_OP_TIMEOUT_MS 5000
+
+static char *field_str(lua_State *L, int t, const char *key)
+{
+    lua_getfield(L, t, key);
+    char *v = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        v = malloc(n + 1);
+        if (v) {
+            memcpy(v, s, n);
+            v[n] = '\0';
+        }
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+static int64_t field_int(lua_State *L, int t, const char *key, int64_t dflt)
+{
+    lua_getfield(L, t, key);
+    int64_t v = lua_isnumber(L, -1) ? (int64_t)lua_tonumber(L, -1) : dflt;
+    lua_pop(L, 1);
+    return v;
+}
+
+static bool field_bool(lua_State *L, int t, const char *key, bool dflt)
+{
+    lua_getfield(L, t, key);
+    bool v = lua_isboolean(L, -1) ? lua_toboolean(L, -1) : dflt;
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Pushes t[key] if it is a table and returns true; pushes nothing otherwise. */
+static bool field_table(lua_State *L, int t, const char *key)
+{
+    lua_getfield(L, t, key);
+    if (lua_istable(L, -1))
+        return true;
+    lua_pop(L, 1);
+    return false;
+}
+
+static void read_auth(lua_State *L, int t, mt_auth_t *a)
+{
+    memset(a, 0, sizeof(*a));
+    if (!field_table(L, t, "auth"))
+        return;
+    int at = lua_gettop(L);
+    a->username = field_str(L, at, "username");
+    a->password = field_str(L, at, "password");
+    lua_pop(L, 1);
+}
+
+static void free_auth(mt_auth_t *a)
+{
+    free(a->username);
+    if (a->password) {
+        /* Do not leave the secret in freed memory. */
+        memset(a->password, 0, strlen(a->password));
+        free(a->password);
+    }
+}
+
+/* Numeric addresses parse directly; host names go through the resolver (DNS resolution). */
+static int resolve(const char *host, uint16_t port, struct sockaddr_storage *sa, socklen_t *len,
+                   char **err)
+{
+    memset(sa, 0, sizeof(*sa));
+    struct sockaddr_in *s4 = (struct sockaddr_in *)sa;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)sa;
+    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(port);
+        *len = sizeof(*s4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(port);
+        *len = sizeof(*s6);
+        return 0;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0 || !res) {
+        if (err && asprintf(err, "cannot resolve %s: %s", host, gai_strerror(rc)) < 0)
+            *err = NULL;
+        return -1;
+    }
+    memcpy(sa, res->ai_addr, res->ai_addrlen);
+    *len = res->ai_addrlen;
+    if (sa->ss_family == AF_INET)
+        s4->sin_port = htons(port);
+    else
+        s6->sin6_port = htons(port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+static mt_protocol_t parse_protocol(const char *p)
+{
+    if (p && strcmp(p, "redis") == 0)
+        return MT_PROTO_REDIS;
+    if (p && strcmp(p, "metaprotocol") == 0)
+        return MT_PROTO_META;
+    return MT_PROTO_TCP;
+}
+
+static mt_read_policy_t parse_read_policy(const char *p)
+{
+    static const char *const names[] = {"MASTER", "PREFER_MASTER", "REPLICA", "PREFER_REPLICA",
+                                        "ANY"};
+    for (size_t i = 0; p && i < MT_ARRAY_LEN(names); i++) {
+        if (strcmp(p, names[i]) == 0)
+            return (mt_read_policy_t)i;
+    }
+    return MT_READ_MASTER;
+}
+
+/* idx is an absolute stack index. */
+static char *fingerprint_of(lua_State *L, int idx)
+{
+    /* The compiler's dump is deterministic, so it doubles as a structural fingerprint. */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "meltemi.dump");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        lua_pop(L, 1);
+        return strdup("");
+    }
+    lua_getfield(L, -1, "lua");
+    lua_remove(L, -2);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 1, 0) != 0 || !lua_isstring(L, -1)) {
+        lua_pop(L, 1);
+        return strdup("");
+    }
+    char *fp = strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return fp;
+}
+
+static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
+{
+    c->name = field_str(L, t, "name");
+    c->service = field_str(L, t, "service");
+    char *proto = field_str(L, t, "protocol");
+    c->protocol = parse_protocol(proto);
+    free(proto);
+    c->connect_timeout_ms =
+        (uint32_t)field_int(L, t, "connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT_MS);
+    c->max_connections = (uint32_t)field_int(L, t, "max_connections", 1024);
+    if (!c->name) {
+        *err = strdup("snapshot: cluster without a name");
+        return -1;
+    }
+    if (field_table(L, t, "endpoints")) {
+        int et = lua_gettop(L);
+        size_t n = lua_objlen(L, et);
+        c->endpoints = calloc(n ? n : 1, sizeof(*c->endpoints));
+        for (size_t i = 0; c->endpoints && i < n; i++) {
+            lua_rawgeti(L, et, (int)i + 1);
+            mt_endpoint_conf_t *e = &c->endpoints[c->n_endpoints++];
+            e->address = field_str(L, lua_gettop(L), "address");
+            e->port = (uint16_t)field_int(L, lua_gettop(L), "port", 0);
+            lua_pop(L, 1);
+            if (!e->address || resolve(e->address, e->port, &e->sa, &e->salen, &e->resolve_error)) {
+                if (!e->resolve_error)
+                    e->resolve_error = strdup("endpoint without an address");
+                mt_warn("cluster %s: endpoint %s:%u: %s", c->name, e->address ? e->address : "?",
+                        e->port, e->resolve_error);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    if (field_table(L, t, "redis")) {
+        int rt = lua_gettop(L);
+        char *mode = field_str(L, rt, "mode");
+        c->redis_mode = mode && strcmp(mode, "CLUSTER") == 0 ? MT_REDIS_CLUSTER : MT_REDIS_PROXY;
+        free(mode);
+        read_auth(L, rt, &c->redis_auth);
+        lua_pop(L, 1);
+    }
+    c->fingerprint = fingerprint_of(L, t);
+    c->stats = mt_stats_block(MT_STATS_CLUSTER, c->name, NULL);
+    return 0;
+}
+
+static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf_t *l, char **err)
+{
+    l->name = field_str(L, t, "name");
+    l->address = field_str(L, t, "address");
+    l->port = (uint16_t)field_int(L, t, "port", 0);
+    char *proto = field_str(L, t, "protocol");
+    l->protocol = parse_protocol(proto);
+    free(proto);
+    l->codec = field_str(L, t, "codec");
+    l->service = field_str(L, t, "service");
+    char *cluster = field_str(L, t, "cluster");
+    l->cluster = cluster ? mt_snapshot_cluster(s, cluster) : NULL;
+    free(cluster);
+    if (!l->name || !l->address || l->port == 0) {
+        *err = strdup("snapshot: listener without name, address or port");
+        return -1;
+    }
+    char *rerr = NULL;
+    if (resolve(l->address, l->port, &l->sa, &l->salen, &rerr) != 0) {
+        if (asprintf(err, "listener %s: %s", l->name, rerr ? rerr : "bad address") < 0)
+            *err = NULL;
+        free(rerr);
+        return -1;
+    }
+    l->redis.op_timeout_ms = DEFAULT_OP_TIMEOUT_MS;
+    if (field_table(L, t, "redis")) {
+        int rt = lua_gettop(L);
+        read_auth(L, rt, &l->redis.auth);
+        l->redis.op_timeout_ms =
+            (uint32_t)field_int(L, rt, "op_timeout_ms", DEFAULT_OP_TIMEOUT_MS);
+        if (l->redis.op_timeout_ms == 0)
+            l->redis.op_timeout_ms = DEFAULT_OP_TIMEOUT_MS;
+        char *rp = field_str(L, rt, "read_policy");
+        l->redis.read_policy = parse_read_policy(rp);
+        free(rp);
+        l->redis.enable_command_stats = field_bool(L, rt, "enable_command_stats", false);
+        lua_pop(L, 1);
+    }
+    l->fingerprint = fingerprint_of(L, t);
+    l->stats = mt_stats_block(MT_STATS_LISTENER, l->name, NULL);
+    return 0;
+}
+
+mt_cluster_conf_t *mt_snapshot_cluster(const mt_snapshot_t *s, const char *name)
+{
+    for (uint32_t i = 0; i < s->n_clusters; i++) {
+        if (strcmp(s->clusters[i].name, name) == 0)
+            return &s->clusters[i];
+    }
+    return NULL;
+}
+
+static void snapshot_free(mt_snapshot_t *s)
+{
+    for (uint32_t i = 0; i < s->n_clusters; i++) {
+        mt_cluster_conf_t *c = &s->clusters[i];
+        for (uint32_t j = 0; j < c->n_endpoints; j++) {
+            free(c->endpoints[j].address);
+            free(c->endpoints[j].resolve_error);
+        }
+        free(c->endpoints);
+        free_auth(&c->redis_auth);
+        free(c->name);
+        free(c->service);
+        free(c->fingerprint);
+    }
+    for (uint32_t i = 0; i < s->n_listeners; i++) {
+        mt_listener_conf_t *l = &s->listeners[i];
+        free_auth(&l->redis.auth);
+        free(l->name);
+        free(l->address);
+        free(l->codec);
+        free(l->service);
+        free(l->fingerprint);
+    }
+    free(s->clusters);
+    free(s->listeners);
+    free(s);
+}
+
+mt_snapshot_t *mt_snapshot_from_lua(lua_State *L, int idx, uint64_t generation, char **err)
+{
+    *err = NULL;
+    int top = lua_gettop(L);
+    int t = idx < 0 ? top + idx + 1 : idx;
+    mt_snapshot_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->refs = 1;
+    s->generation = generation;
+    int rc = 0;
+    if (field_table(L, t, "clusters")) {
+        int ct = lua_gettop(L);
+        size_t n = 0;
+        for (lua_pushnil(L); lua_next(L, ct); lua_pop(L, 1))
+            n++;
+        s->clusters = calloc(n ? n : 1, sizeof(*s->clusters));
+        for (lua_pushnil(L); rc == 0 && lua_next(L, ct); lua_pop(L, 1)) {
+            if (lua_istable(L, -1))
+                rc = read_cluster(L, lua_gettop(L), &s->clusters[s->n_clusters++], err);
+        }
+    }
+    lua_settop(L, top);
+    if (rc == 0 && field_table(L, t, "listeners")) {
+        int lt = lua_gettop(L);
+        size_t n = lua_objlen(L, lt);
+        s->listeners = calloc(n ? n : 1, sizeof(*s->listeners));
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            lua_rawgeti(L, lt, (int)i + 1);
+            if (lua_istable(L, -1))
+                rc = read_listener(L, lua_gettop(L), s, &s->listeners[s->n_listeners++], err);
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, top);
+    if (rc != 0) {
+        snapshot_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+mt_snapshot_t *mt_snapshot_ref(mt_snapshot_t *s)
+{
+    __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+    return s;
+}
+
+void mt_snapshot_unref(mt_snapshot_t *s)
+{
+    if (s && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        snapshot_free(s);
+}

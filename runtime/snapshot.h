@@ -1,0 +1,100 @@
+/*
+ * snapshot.h - the C view of a compiled configuration (docs/snapshot.md). Built once by the
+ * main thread from the compiler's Lua table, immutable afterwards, shared by every worker
+ * through an atomic reference count. Requests keep the snapshot they started with alive.
+ */
+#ifndef MELTEMI_SNAPSHOT_H
+#define MELTEMI_SNAPSHOT_H
+
+#include "runtime/stats.h"
+
+#include <lua.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+typedef enum mt_protocol {
+    MT_PROTO_TCP = 0,
+    MT_PROTO_REDIS = 1,
+    MT_PROTO_META = 2,
+} mt_protocol_t;
+
+typedef enum mt_redis_mode { MT_REDIS_PROXY = 0, MT_REDIS_CLUSTER = 1 } mt_redis_mode_t;
+
+typedef enum mt_read_policy {
+    MT_READ_MASTER = 0,
+    MT_READ_PREFER_MASTER,
+    MT_READ_REPLICA,
+    MT_READ_PREFER_REPLICA,
+    MT_READ_ANY,
+} mt_read_policy_t;
+
+typedef struct mt_auth {
+    char *username; /* NULL: none */
+    char *password; /* NULL: no auth configured */
+} mt_auth_t;
+
+typedef struct mt_endpoint_conf {
+    char *address;
+    uint16_t port;
+    struct sockaddr_storage sa; /* resolved when the snapshot was built */
+    socklen_t salen;
+    char *resolve_error;        /* non-NULL: unusable, and why */
+} mt_endpoint_conf_t;
+
+typedef struct mt_cluster_conf {
+    char *name;
+    char *service;
+    mt_protocol_t protocol;
+    mt_endpoint_conf_t *endpoints;
+    uint32_t n_endpoints;
+    uint32_t connect_timeout_ms;
+    uint32_t max_connections;
+    mt_redis_mode_t redis_mode;
+    mt_auth_t redis_auth; /* proxy -> Redis */
+    char *fingerprint;    /* equal fingerprints: a worker may keep this cluster's pools */
+    mt_stats_block_t *stats;
+} mt_cluster_conf_t;
+
+typedef struct mt_redis_listener_conf {
+    mt_auth_t auth;        /* client -> proxy */
+    uint32_t op_timeout_ms;
+    mt_read_policy_t read_policy;
+    bool enable_command_stats;
+} mt_redis_listener_conf_t;
+
+typedef struct mt_listener_conf {
+    char *name; /* address:port */
+    char *address;
+    uint16_t port;
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    mt_protocol_t protocol;
+    char *codec;
+    char *service;
+    mt_cluster_conf_t *cluster; /* default destination; NULL if it names no cluster */
+    mt_redis_listener_conf_t redis;
+    char *fingerprint;
+    mt_stats_block_t *stats;
+} mt_listener_conf_t;
+
+typedef struct mt_snapshot {
+    int refs; /* atomic */
+    uint64_t generation;
+    mt_listener_conf_t *listeners;
+    uint32_t n_listeners;
+    mt_cluster_conf_t *clusters;
+    uint32_t n_clusters;
+} mt_snapshot_t;
+
+/*
+ * Builds a snapshot from the table at stack index idx (main thread: creates stats blocks,
+ * resolves endpoint host names). Returns NULL and a malloc'd message in *err on failure.
+ */
+mt_snapshot_t *mt_snapshot_from_lua(lua_State *L, int idx, uint64_t generation, char **err);
+mt_snapshot_t *mt_snapshot_ref(mt_snapshot_t *s);
+void mt_snapshot_unref(mt_snapshot_t *s);
+mt_cluster_conf_t *mt_snapshot_cluster(const mt_snapshot_t *s, const char *name);
+
+#endif

@@ -1,0 +1,309 @@
+/*
+ * worker.c - worker threads: loop setup, the mailbox from the main thread, listeners,
+ * write batching (one flush pass per loop iteration) and drain.
+ */
+#include "runtime/worker.h"
+
+#include "runtime/log.h"
+#include "runtime/lua_env.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define TICK_MS 20
+
+uint64_t mt_worker_now_ms(mt_worker_t *w)
+{
+    return uv_now(&w->loop);
+}
+
+void mt_worker_unschedule_flush(mt_worker_t *w, mt_outq_t *q)
+{
+    if (!q->flush_listed)
+        return;
+    for (mt_outq_t **pp = &w->flush_head; *pp; pp = &(*pp)->flush_next) {
+        if (*pp == q) {
+            *pp = q->flush_next;
+            break;
+        }
+    }
+    q->flush_listed = false;
+    q->flush_next = NULL;
+}
+
+/* Runs after the I/O callbacks of each loop iteration: one writev per connection. */
+static void worker_flush(uv_check_t *h)
+{
+    mt_worker_t *w = h->data;
+    while (w->flush_head) {
+        mt_outq_t *q = w->flush_head;
+        w->flush_head = q->flush_next;
+        q->flush_listed = false;
+        q->flush_next = NULL;
+        int rc = mt_outq_flush(q);
+        if (rc < 0 && q->on_done)
+            q->on_done(q, rc);
+    }
+}
+
+void mt_worker_session_add(mt_worker_t *w, mt_session_t *s)
+{
+    s->prev = NULL;
+    s->next = w->sessions;
+    if (w->sessions)
+        w->sessions->prev = s;
+    w->sessions = s;
+    w->n_sessions++;
+}
+
+static void worker_maybe_finish(mt_worker_t *w);
+
+void mt_worker_session_remove(mt_worker_t *w, mt_session_t *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        w->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+    w->n_sessions--;
+    if (w->draining)
+        worker_maybe_finish(w);
+}
+
+/* ---- clusters ---------------------------------------------------------------------------- */
+
+static mt_wcluster_t *wcluster_new(mt_worker_t *w, mt_cluster_conf_t *conf)
+{
+    mt_wcluster_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->conf = conf;
+    c->w = w;
+    c->n_eps = conf->n_endpoints;
+    c->eps = calloc(c->n_eps ? c->n_eps : 1, sizeof(*c->eps));
+    if (!c->eps) {
+        free(c);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < c->n_eps; i++) {
+        c->eps[i].conf = &conf->endpoints[i];
+        c->eps[i].cluster = c;
+        c->eps[i].n_rconns = w->rconns_per_endpoint;
+        c->eps[i].rconns = calloc(w->rconns_per_endpoint, sizeof(mt_rup_t *));
+    }
+    c->next = w->clusters;
+    w->clusters = c;
+    return c;
+}
+
+mt_wcluster_t *mt_worker_cluster(mt_worker_t *w, mt_cluster_conf_t *conf)
+{
+    if (!conf)
+        return NULL;
+    for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
+        if (c->conf == conf)
+            return c;
+    }
+    return wcluster_new(w, conf);
+}
+
+/* ---- listeners --------------------------------------------------------------------------- */
+
+static void listener_on_connection(uv_stream_t *server, int status)
+{
+    mt_wlistener_t *l = server->data;
+    if (status < 0) {
+        mt_warn("listener %s: accept: %s", l->conf->name, uv_strerror(status));
+        return;
+    }
+    if (l->w->draining)
+        return;
+    switch (l->conf->protocol) {
+    case MT_PROTO_REDIS:
+        mt_redis_accept(l, server);
+        break;
+    default:
+        mt_tcp_accept(l, server);
+        break;
+    }
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void listener_close(mt_wlistener_t *l)
+{
+    if (l->closing)
+        return;
+    l->closing = true;
+    uv_close((uv_handle_t *)&l->tcp, listener_closed);
+}
+
+static int listener_open(mt_worker_t *w, mt_listener_conf_t *conf, int fd)
+{
+    mt_wlistener_t *l = calloc(1, sizeof(*l));
+    if (!l)
+        return -1;
+    l->w = w;
+    l->conf = conf;
+    l->cluster = mt_worker_cluster(w, conf->cluster);
+    uv_tcp_init(&w->loop, &l->tcp);
+    l->tcp.data = l;
+    int rc = uv_tcp_open(&l->tcp, fd);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&l->tcp, 1024, listener_on_connection);
+    if (rc != 0) {
+        mt_error("worker %u: listener %s: %s", w->id, conf->name, uv_strerror(rc));
+        uv_close((uv_handle_t *)&l->tcp, listener_closed);
+        return -1;
+    }
+    l->next = w->listeners;
+    w->listeners = l;
+    return 0;
+}
+
+/* ---- snapshot, drain, stop ----------------------------------------------------------------- */
+
+static void worker_apply_snapshot(mt_worker_t *w, mt_snapshot_t *snap, int *fds)
+{
+    for (uint32_t i = 0; i < snap->n_listeners; i++) {
+        if (fds && fds[i] >= 0)
+            listener_open(w, &snap->listeners[i], fds[i]);
+    }
+    mt_snapshot_t *old = w->snap;
+    w->snap = snap;
+    if (old)
+        mt_snapshot_unref(old);
+    __atomic_store_n(&w->ready, 1, __ATOMIC_RELEASE);
+}
+
+static void worker_close_walk(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void worker_maybe_finish(mt_worker_t *w)
+{
+    if (w->stopping || (w->draining && w->n_sessions == 0)) {
+        w->stopping = true;
+        uv_stop(&w->loop);
+    }
+}
+
+static void worker_drain(mt_worker_t *w)
+{
+    w->draining = true;
+    for (mt_wlistener_t *l = w->listeners; l; l = l->next)
+        listener_close(l);
+    w->listeners = NULL;
+    mt_session_t *next;
+    for (mt_session_t *s = w->sessions; s; s = next) {
+        next = s->next;
+        if (s->drain)
+            s->drain(s);
+    }
+    worker_maybe_finish(w);
+}
+
+static void worker_on_mail(uv_async_t *h)
+{
+    mt_worker_t *w = h->data;
+    pthread_mutex_lock(&w->mu);
+    unsigned mail = w->mail;
+    mt_snapshot_t *snap = w->mail_snap;
+    int *fds = w->mail_fds;
+    w->mail = 0;
+    w->mail_snap = NULL;
+    w->mail_fds = NULL;
+    pthread_mutex_unlock(&w->mu);
+    if (mail & MT_MAIL_SNAPSHOT)
+        worker_apply_snapshot(w, snap, fds);
+    free(fds);
+    if (mail & MT_MAIL_DRAIN)
+        worker_drain(w);
+    if (mail & MT_MAIL_STOP) {
+        w->stopping = true;
+        worker_drain(w);
+    }
+}
+
+static void worker_on_tick(uv_timer_t *t)
+{
+    mt_worker_t *w = t->data;
+    mt_redis_tick(w, mt_worker_now_ms(w));
+}
+
+static void *worker_main(void *arg)
+{
+    mt_worker_t *w = arg;
+    while (uv_run(&w->loop, UV_RUN_DEFAULT) != 0 && !w->stopping)
+        ;
+    /* Close whatever is left (connections still open at a forced stop) and let the close
+     * callbacks run so their memory is released. */
+    mt_redis_worker_cleanup(w);
+    uv_walk(&w->loop, worker_close_walk, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&w->loop);
+    if (w->snap)
+        mt_snapshot_unref(w->snap);
+    w->snap = NULL;
+    if (w->L)
+        lua_close(w->L);
+    mt_buf_pool_destroy(&w->pool);
+    __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+int mt_worker_start(mt_worker_t *w, unsigned id)
+{
+    memset(w, 0, sizeof(*w));
+    w->id = id;
+    w->next_client_id = (uint64_t)id << 48 | 1;
+    const char *k = getenv("MELTEMI_UPSTREAM_CONNS");
+    w->rconns_per_endpoint = k && atoi(k) > 0 ? (uint32_t)atoi(k) : 1;
+    pthread_mutex_init(&w->mu, NULL);
+    mt_buf_pool_init(&w->pool);
+    if (uv_loop_init(&w->loop) != 0)
+        return -1;
+    w->L = mt_lua_new();
+    uv_async_init(&w->loop, &w->async, worker_on_mail);
+    w->async.data = w;
+    uv_check_init(&w->loop, &w->check);
+    w->check.data = w;
+    uv_check_start(&w->check, worker_flush);
+    uv_timer_init(&w->loop, &w->tick);
+    w->tick.data = w;
+    uv_timer_start(&w->tick, worker_on_tick, TICK_MS, TICK_MS);
+    if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
+        return -1;
+    return 0;
+}
+
+void mt_worker_post(mt_worker_t *w, unsigned mail, mt_snapshot_t *snap, int *fds)
+{
+    pthread_mutex_lock(&w->mu);
+    w->mail |= mail;
+    if (snap) {
+        if (w->mail_snap)
+            mt_snapshot_unref(w->mail_snap);
+        w->mail_snap = snap;
+        free(w->mail_fds);
+        w->mail_fds = fds;
+    }
+    pthread_mutex_unlock(&w->mu);
+    uv_async_send(&w->async);
+}
+
+void mt_worker_join(mt_worker_t *w)
+{
+    pthread_join(w->thread, NULL);
+    pthread_mutex_destroy(&w->mu);
+}

@@ -1,0 +1,122 @@
+/*
+ * worker.h - a worker thread: its own uv loop, buffer pool, upstream pools, stats shard and
+ * Lua state. Nothing here is shared with other threads except through the mailbox, which the
+ * main thread fills and signals with uv_async (new snapshot, drain, stop).
+ */
+#ifndef MELTEMI_WORKER_H
+#define MELTEMI_WORKER_H
+
+#include "runtime/buf.h"
+#include "runtime/outq.h"
+#include "runtime/snapshot.h"
+
+#include <lua.h>
+#include <pthread.h>
+#include <uv.h>
+
+typedef struct mt_worker mt_worker_t;
+typedef struct mt_rup mt_rup_t; /* Redis upstream connection (redis_upstream.c) */
+
+/* A listener as one worker runs it. */
+typedef struct mt_wlistener {
+    uv_tcp_t tcp;
+    mt_worker_t *w;
+    mt_listener_conf_t *conf;   /* from the worker's current snapshot */
+    struct mt_wcluster *cluster; /* default destination, resolved in this worker */
+    struct mt_wlistener *next;
+    bool closing;
+} mt_wlistener_t;
+
+/* An endpoint of a cluster as one worker sees it: its pooled connections and backoff. */
+typedef struct mt_wendpoint {
+    mt_endpoint_conf_t *conf;
+    struct mt_wcluster *cluster;
+    mt_rup_t **rconns;      /* Redis: pipelined shared connections, lazily created */
+    uint32_t n_rconns;
+    uint64_t retry_at_ms;   /* no new connection attempt before this (backoff) */
+    uint32_t backoff_ms;
+    char last_error[400];
+} mt_wendpoint_t;
+
+typedef struct mt_wcluster {
+    mt_cluster_conf_t *conf;
+    mt_worker_t *w;
+    mt_wendpoint_t *eps;
+    uint32_t n_eps;
+    uint32_t rr;
+    struct mt_wcluster *next;
+} mt_wcluster_t;
+
+enum { MT_MAIL_SNAPSHOT = 1, MT_MAIL_DRAIN = 2, MT_MAIL_STOP = 4 };
+
+struct mt_worker {
+    unsigned id;
+    pthread_t thread;
+    uv_loop_t loop;
+    uv_async_t async;
+    uv_check_t check;   /* flushes every queued write after the loop's I/O callbacks */
+    uv_timer_t tick;    /* timeouts: connect, op, drain */
+    mt_buf_pool_t pool;
+    lua_State *L;
+    mt_snapshot_t *snap;
+    mt_wlistener_t *listeners;
+    mt_wcluster_t *clusters;
+    mt_outq_t *flush_head;
+    struct mt_rreq *req_free; /* free list of Redis requests */
+    uint32_t n_req_free;
+    struct mt_session *sessions; /* every downstream connection (drain, reload) */
+    uint32_t n_sessions;
+    mt_rup_t *rups;              /* every Redis upstream connection (timeouts) */
+    uint64_t next_client_id;
+    uint32_t rconns_per_endpoint;
+    bool draining;
+    bool stopping;
+    /* mailbox, guarded by mu */
+    pthread_mutex_t mu;
+    unsigned mail;
+    mt_snapshot_t *mail_snap;
+    int *mail_fds;  /* listening sockets for mail_snap's listeners, by index; -1: none */
+    int ready;      /* set once the first snapshot is applied */
+    int exited;
+};
+
+/* A downstream connection; protocol handlers embed it first. */
+typedef struct mt_session {
+    uv_tcp_t tcp;
+    mt_worker_t *w;
+    mt_wlistener_t *lst;
+    mt_listener_conf_t *conf;
+    mt_snapshot_t *snap; /* the snapshot this connection's requests run on */
+    struct mt_session *prev, *next;
+    void (*drain)(struct mt_session *s); /* close when idle */
+    uint64_t id;
+} mt_session_t;
+
+/* Worker lifecycle (called by the main thread). */
+int mt_worker_start(mt_worker_t *w, unsigned id);
+void mt_worker_post(mt_worker_t *w, unsigned mail, mt_snapshot_t *snap, int *fds);
+void mt_worker_join(mt_worker_t *w);
+
+/* Inside the worker. */
+static inline void mt_worker_schedule_flush(mt_worker_t *w, mt_outq_t *q)
+{
+    if (!q->flush_listed) {
+        q->flush_listed = true;
+        q->flush_next = w->flush_head;
+        w->flush_head = q;
+    }
+}
+void mt_worker_unschedule_flush(mt_worker_t *w, mt_outq_t *q);
+uint64_t mt_worker_now_ms(mt_worker_t *w);
+void mt_worker_session_add(mt_worker_t *w, mt_session_t *s);
+void mt_worker_session_remove(mt_worker_t *w, mt_session_t *s);
+mt_wcluster_t *mt_worker_cluster(mt_worker_t *w, mt_cluster_conf_t *conf);
+
+/* Protocol handlers: accept a connection on a listener of theirs. */
+void mt_redis_accept(mt_wlistener_t *l, uv_stream_t *server);
+void mt_tcp_accept(mt_wlistener_t *l, uv_stream_t *server);
+/* Redis upstream bookkeeping hooks used by the worker. */
+void mt_redis_tick(mt_worker_t *w, uint64_t now_ms);
+void mt_redis_worker_cleanup(mt_worker_t *w);
+
+#endif
