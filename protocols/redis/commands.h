@@ -25,6 +25,14 @@ enum {
     REDIS_CMD_NO_AUTH = 1u << 9,
     REDIS_CMD_MOVABLE_KEYS = 1u << 10,
     REDIS_CMD_DENYOOM = 1u << 11,
+    /* added: the rest of Redis 7.0's flags, so COMMAND can be answered exactly */
+    REDIS_CMD_SKIP_MONITOR = 1u << 12,
+    REDIS_CMD_SKIP_SLOWLOG = 1u << 13,
+    REDIS_CMD_ASKING = 1u << 14,
+    REDIS_CMD_NO_MANDATORY_KEYS = 1u << 15,
+    REDIS_CMD_NO_ASYNC_LOADING = 1u << 16,
+    REDIS_CMD_NO_MULTI = 1u << 17,
+    REDIS_CMD_ALLOW_BUSY = 1u << 18,
 };
 
 /* How the proxy treats a command. */
@@ -46,15 +54,51 @@ typedef struct redis_command {
     int16_t key_step;
     uint8_t proxy;      /* redis_proxy_kind_t */
     uint8_t id;         /* dense index, for per-command stats; < REDIS_COMMAND_COUNT */
+    /* added (read-only, from the generated table) */
+    uint8_t name_len;
+    uint8_t key_spec_count; /* Redis 7 key specs: redis_command_key_specs() */
+    uint16_t key_spec_first;
+    uint8_t sub_count;      /* subcommands of a container (CLIENT, OBJECT, ...) */
+    uint16_t sub_first;
+    uint32_t acl_categories; /* bit i = REDIS_ACL_CATEGORY_NAMES[i] order, see commands.c */
+    uint16_t tips;           /* bit i = i-th tip name, see commands.c */
 } redis_command_t;
 
 #define REDIS_COMMAND_MAX 255
+#define REDIS_COMMAND_COUNT 240 /* top-level commands in the generated table (asserted there) */
+
+/* Redis 7 key specifications (COMMAND's 9th field), used by redis_command_keys. */
+enum {
+    REDIS_KSPEC_BS_UNKNOWN = 0,
+    REDIS_KSPEC_BS_INDEX,   /* bs_arg: argv index */
+    REDIS_KSPEC_BS_KEYWORD, /* bs_arg: startfrom (negative: from the end, backwards) */
+    REDIS_KSPEC_FK_UNKNOWN = 0,
+    REDIS_KSPEC_FK_RANGE,   /* fk: lastkey, keystep, limit */
+    REDIS_KSPEC_FK_KEYNUM,  /* fk: keynumidx, firstkey, keystep */
+};
+typedef struct redis_key_spec {
+    uint16_t flags; /* bit i = i-th of RO RW OW RM access update insert delete not_key
+                       incomplete variable_flags */
+    uint8_t bs_type;
+    uint8_t fk_type;
+    int16_t bs_arg;
+    const char *keyword;
+    int16_t fk[3];
+} redis_key_spec_t;
 
 /* Case-insensitive lookup; NULL if unknown. No allocation. */
 const redis_command_t *redis_command_lookup(const char *name, size_t len);
 /* The whole table, and its size (for COMMAND / COMMAND COUNT and stats). */
 const redis_command_t *redis_command_table(size_t *count);
 bool redis_command_arity_ok(const redis_command_t *cmd, uint32_t argc);
+/* added: subcommands of a container command ("client|setname"); NULL/0 when none. */
+const redis_command_t *redis_command_subcommands(const redis_command_t *cmd, size_t *count);
+/* added: case-insensitive subcommand lookup by its own name ("setname"); NULL if unknown. */
+const redis_command_t *redis_command_find_subcommand(const redis_command_t *cmd, const char *name,
+                                                     size_t len);
+const redis_key_spec_t *redis_command_key_specs(const redis_command_t *cmd, size_t *count);
+/* added: case-insensitive lookup of "name" or "container|sub" (COMMAND INFO's syntax). */
+const redis_command_t *redis_command_lookup_fullname(const char *name, size_t len);
 /*
  * Writes the argv indexes of the command's keys into idx (at most max) and returns how many
  * keys there are (may exceed max: then only max were written). Handles EVAL/EVALSHA/FCALL
@@ -62,6 +106,17 @@ bool redis_command_arity_ok(const redis_command_t *cmd, uint32_t argc);
  */
 uint32_t redis_command_keys(const redis_command_t *cmd, uint32_t argc, const resp_arg_t *argv,
                             uint32_t *idx, uint32_t max);
+
+/* ---- private: the generated table (commands_table.c) ------------------------------------ */
+#define REDIS_COMMAND__HASH_SLOTS 4096
+extern const redis_command_t redis_command__table[REDIS_COMMAND_COUNT];
+extern const redis_command_t redis_command__subcommands[];
+extern const size_t redis_command__subcommand_count;
+extern const redis_key_spec_t redis_command__key_specs[];
+extern const size_t redis_command__key_spec_count;
+extern const uint32_t redis_command__hash_seed;
+extern const uint8_t redis_command__hash_slots[REDIS_COMMAND__HASH_SLOTS];
+extern const size_t redis_command__max_name_len;
 
 /* ---- cluster hashing -------------------------------------------------------------------- */
 uint16_t redis_crc16(const char *p, size_t n); /* CRC16-XMODEM */

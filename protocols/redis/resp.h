@@ -59,6 +59,9 @@ typedef struct resp_req_parser {
     size_t *arg_off;   /* offsets of args while resuming (pointers are rebuilt on OK) */
     char *scratch;     /* decoded inline arguments */
     size_t scratch_cap;
+    /* added */
+    size_t scan;       /* where the search for the current line's terminator resumes */
+    char errbuf[48];   /* formatted error texts; `err` may point here until the next call */
 } resp_req_parser_t;
 
 void resp_req_parser_init(resp_req_parser_t *p, const resp_limits_t *limits);
@@ -75,6 +78,8 @@ typedef struct resp_reply_scanner {
     uint32_t depth;
     int64_t remaining[RESP_DEFAULT_MAX_DEPTH + 1]; /* elements left per nesting level */
     int64_t bulk_len;
+    /* added */
+    size_t scan;       /* where the search for the current line's CR resumes */
 } resp_reply_scanner_t;
 
 void resp_reply_scanner_init(resp_reply_scanner_t *s, const resp_limits_t *limits);
