@@ -424,12 +424,30 @@ static void stats_render_family(stats_buf_t *sb, const stats_family_t *f)
     }
 }
 
+/*
+ * start_time may be on the wall clock (mt_stats_init's default) or on a monotonic clock
+ * (uv_now() / 1000.0, what the server writes); a monotonic clock counts from boot, which is
+ * never 10^9 s (31 years) ago, so the magnitude says which clock to compare against.
+ */
+static double stats_uptime(double start_time)
+{
+    if (start_time <= 0)
+        return 0;
+    double now;
+    if (start_time > 1e9) {
+        now = stats_wall_clock();
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    }
+    return now > start_time ? now - start_time : 0;
+}
+
 static void stats_render_global(stats_buf_t *sb)
 {
     const mt_stats_global_t *g = &mt_stats_global;
-    double uptime = g->start_time > 0 ? stats_wall_clock() - g->start_time : 0;
-    if (uptime < 0)
-        uptime = 0;
+    double uptime = stats_uptime(g->start_time);
 
     stats_render_header(sb, "meltemi_config_generation", "gauge",
                         "Generation of the configuration snapshot being served.");
@@ -445,8 +463,7 @@ static void stats_render_global(stats_buf_t *sb)
     stats_render_header(sb, "meltemi_start_time_seconds", "gauge",
                         "Start time of the process since the Unix epoch in seconds.");
     stats_buf_puts(sb, "meltemi_start_time_seconds ");
-    stats_buf_double(sb, g->start_time);
-    stats_buf_puts(sb, "\n");
+    stats_buf_printf(sb, "%.3f\n", stats_wall_clock() - uptime);
     stats_render_header(sb, "meltemi_uptime_seconds", "gauge",
                         "Seconds since the process started.");
     stats_buf_puts(sb, "meltemi_uptime_seconds ");

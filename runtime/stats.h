@@ -73,7 +73,8 @@ typedef struct mt_stats_global {
     uint64_t config_generation;
     uint64_t config_reloads;
     uint64_t config_reload_failures;
-    double start_time; /* seconds since the Unix epoch (CLOCK_REALTIME); mt_stats_init sets it */
+    double start_time; /* seconds: wall clock (mt_stats_init sets it) or monotonic, e.g.
+                          uv_now()/1000.0; the uptime is computed on the matching clock */
 } mt_stats_global_t;
 extern mt_stats_global_t mt_stats_global;
 

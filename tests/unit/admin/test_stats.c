@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 static prom_doc_t render_and_parse(void)
 {
@@ -265,4 +266,28 @@ Test(stats_prometheus, strict_reader_rejects_broken_text)
     cr_assert(prom_parse(&d, good, strlen(good)), "%s", d.error);
     cr_assert_eq(prom_find(&d, "x", "a", "\"\n", NULL)->value, 1500);
     prom_free(&d);
+}
+
+static double uptime_for_start(double start_time)
+{
+    mt_stats_global.start_time = start_time;
+    prom_doc_t d = render_and_parse();
+    double up = prom_find(&d, "meltemi_uptime_seconds", NULL)->value;
+    double started = prom_find(&d, "meltemi_start_time_seconds", NULL)->value;
+    prom_free(&d);
+    cr_assert_gt(started, 1e9, "start time is reported as Unix time");
+    return up;
+}
+
+Test(stats_prometheus, uptime_follows_the_clock_start_time_was_taken_on)
+{
+    mt_stats_init(1);
+    struct timespec mono, wall;
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    clock_gettime(CLOCK_REALTIME, &wall);
+    /* The server writes uv_now()/1000 (monotonic); mt_stats_init writes wall-clock time. */
+    double up = uptime_for_start((double)mono.tv_sec - 100);
+    cr_assert(up >= 99 && up < 1e5, "monotonic start: uptime %f", up);
+    up = uptime_for_start((double)wall.tv_sec - 100);
+    cr_assert(up >= 99 && up < 1e5, "wall-clock start: uptime %f", up);
 }
