@@ -249,7 +249,7 @@ static const char *ep_label(mt_wendpoint_t *ep, char *buf, size_t n)
 {
     snprintf(buf, n, "%s (%s:%u)", ep->cluster->conf->service ? ep->cluster->conf->service
                                                                 : ep->cluster->conf->name,
-             ep->conf->address ? ep->conf->address : "?", ep->conf->port);
+             ep->address, ep->port);
     return buf;
 }
 
@@ -284,6 +284,7 @@ static void rup_closed(uv_handle_t *h)
 {
     mt_rup_t *u = h->data;
     mt_worker_t *w = u->w;
+    u->ep->cluster->n_rups--;
     mt_outq_reset(&u->out);
     if (u->rbuf)
         mt_buf_unref(&w->pool, u->rbuf);
@@ -470,8 +471,8 @@ static mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
     mt_rup_t *u = ep->rconns[slot];
     if (u)
         return u;
-    if (ep->conf->resolve_error) {
-        *why = ep->conf->resolve_error;
+    if (ep->resolve_error[0]) {
+        *why = ep->resolve_error;
         return NULL;
     }
     uint64_t now = mt_worker_now_ms(w);
@@ -487,6 +488,7 @@ static mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
     u->w = w;
     u->ep = ep;
     u->slot = slot;
+    ep->cluster->n_rups++; /* dropped in rup_closed, whichever way the connection ends */
     u->state = RUP_CONNECTING;
     u->connect_deadline_ms = now + ep->cluster->conf->connect_timeout_ms;
     resp_reply_scanner_init(&u->scanner, &resp_default_limits);
@@ -494,7 +496,7 @@ static mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
     uv_tcp_init(&w->loop, &u->tcp);
     u->tcp.data = u;
     u->creq.data = u;
-    int rc = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ep->conf->sa,
+    int rc = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ep->sa,
                             rup_on_connect);
     if (rc != 0) {
         snprintf(ep->last_error, sizeof(ep->last_error), "connect: %s", uv_strerror(rc));
@@ -524,7 +526,9 @@ void mt_redis_tick(mt_worker_t *w, uint64_t now_ms)
     char lbl[256], text[400];
     for (mt_rup_t *u = w->rups; u; u = next) {
         next = u->next;
-        if (u->state == RUP_CONNECTING && now_ms >= u->connect_deadline_ms) {
+        if (u->ep->cluster->retired && u->inflight == 0) {
+            rup_close(u); /* a reload replaced its cluster and nothing is in flight */
+        } else if (u->state == RUP_CONNECTING && now_ms >= u->connect_deadline_ms) {
             snprintf(text, sizeof(text),
                      "ERR meltemi: upstream %s unavailable: connect timed out after %u ms",
                      ep_label(u->ep, lbl, sizeof(lbl)), u->ep->cluster->conf->connect_timeout_ms);
@@ -571,20 +575,20 @@ static mt_wendpoint_t *route_endpoint(mt_wcluster_t *c, const redis_command_t *c
                                       const resp_request_t *req)
 {
     if (c->n_eps == 1)
-        return &c->eps[0];
+        return c->eps[0];
     uint32_t idx[1];
     if (redis_command_keys(cmd, req->argc, req->argv, idx, 1) > 0) {
         const resp_arg_t *k = &req->argv[idx[0]];
-        return &c->eps[key_hash(k->ptr, k->len) % c->n_eps];
+        return c->eps[key_hash(k->ptr, k->len) % c->n_eps];
     }
-    return &c->eps[c->rr++ % c->n_eps];
+    return c->eps[c->rr++ % c->n_eps];
 }
 
 static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
                          const char *frame)
 {
     mt_worker_t *w = s->base.w;
-    mt_wcluster_t *c = s->base.lst->cluster;
+    mt_wcluster_t *c = s->base.cluster;
     char text[400];
     if (!c || c->n_eps == 0) {
         snprintf(text, sizeof(text), "ERR meltemi: no upstream host for %s",
@@ -739,6 +743,8 @@ static bool cmd_is(const redis_command_t *cmd, const char *name)
 static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
 {
     mt_worker_t *w = s->base.w;
+    if (MT_UNLIKELY(s->base.snap != w->snap) && s->pending == 0)
+        mt_session_rebind(&s->base);
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
     resp_out_t *o = &tl_scratch;
@@ -801,6 +807,7 @@ static void sess_closed(uv_handle_t *h)
     resp_req_parser_free(&s->parser);
     free(s->lctx.client_name);
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, -1);
+    mt_wcluster_unref(s->base.cluster);
     mt_snapshot_unref(s->base.snap);
     mt_worker_session_remove(w, &s->base);
     free(s);
@@ -953,6 +960,8 @@ void mt_redis_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->base.lst = l;
     s->base.conf = l->conf;
     s->base.snap = mt_snapshot_ref(w->snap);
+    s->base.cluster = l->cluster;
+    mt_wcluster_ref(l->cluster);
     s->base.drain = sess_drain;
     s->base.id = w->next_client_id++;
     s->lctx.client_id = s->base.id;

@@ -38,6 +38,8 @@ typedef struct mt_server {
     mt_admin_t *admin;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain_timer, drain_poll;
+    uv_fs_event_t watch;      /* the config directory */
+    uv_timer_t reload_debounce;
     bool draining;
     bool forced;
 } mt_server_t;
@@ -149,6 +151,115 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
     return s;
 }
 
+/* ---- reload ------------------------------------------------------------------------------------- */
+
+static bool snapshot_has_listener(const mt_snapshot_t *s, const char *name)
+{
+    for (uint32_t i = 0; i < s->n_listeners; i++) {
+        if (strcmp(s->listeners[i].name, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Builds a new snapshot off the request path and hands it to every worker, which swaps it in
+ * between requests. An invalid configuration (or a new listener that cannot bind) changes
+ * nothing: the old snapshot keeps serving and the failure is counted and kept for
+ * /config_dump. Returns 0 or -1 with a malloc'd message.
+ */
+static int server_reload(mt_server_t *srv, const char *why, char **msg)
+{
+    char *err = NULL;
+    mt_info("reload (%s): compiling %s", why, srv->opts->config_dir);
+    int old_ref = srv->snapshot_ref;
+    srv->snapshot_ref = LUA_NOREF; /* server_load must not drop the live table yet */
+    mt_snapshot_t *s = server_load(srv, &err);
+    if (!s) {
+        srv->snapshot_ref = old_ref;
+        goto failed;
+    }
+    size_t n = s->n_listeners;
+    int *fds = malloc(sizeof(int) * (n * srv->nworkers + 1));
+    for (size_t k = 0; fds && k < n * srv->nworkers; k++)
+        fds[k] = -1;
+    for (size_t i = 0; fds && i < n; i++) {
+        if (snapshot_has_listener(srv->snap, s->listeners[i].name))
+            continue;
+        for (unsigned w = 0; w < srv->nworkers; w++) {
+            int fd = open_listen_socket(&s->listeners[i], &err);
+            if (fd < 0) {
+                for (size_t k = 0; k < n * srv->nworkers; k++) {
+                    if (fds[k] >= 0)
+                        close(fds[k]);
+                }
+                free(fds);
+                fds = NULL;
+                break;
+            }
+            fds[w * n + i] = fd;
+        }
+    }
+    if (!fds) {
+        mt_snapshot_unref(s);
+        luaL_unref(srv->L, LUA_REGISTRYINDEX, srv->snapshot_ref);
+        srv->snapshot_ref = old_ref;
+        srv->generation--;
+        goto failed;
+    }
+    luaL_unref(srv->L, LUA_REGISTRYINDEX, old_ref);
+    for (unsigned w = 0; w < srv->nworkers; w++) {
+        int *mine = malloc(sizeof(int) * (n + 1));
+        memcpy(mine, fds + (size_t)w * n, sizeof(int) * n);
+        mt_worker_post(&srv->workers[w], MT_MAIL_SNAPSHOT, mt_snapshot_ref(s), mine);
+    }
+    free(fds);
+    mt_snapshot_unref(srv->snap);
+    srv->snap = s;
+    free(srv->last_reload_error);
+    srv->last_reload_error = NULL;
+    mt_stats_global.config_generation = srv->generation;
+    mt_stats_global.config_reloads++;
+    mt_info("reload (%s): generation %llu is live (%u listeners, %u clusters)", why,
+            (unsigned long long)srv->generation, s->n_listeners, s->n_clusters);
+    if (msg && asprintf(msg, "generation %llu\n", (unsigned long long)srv->generation) < 0)
+        *msg = NULL;
+    return 0;
+failed:
+    mt_stats_global.config_reload_failures++;
+    mt_error("reload (%s) rejected; generation %llu keeps serving", why,
+             (unsigned long long)srv->generation);
+    free(srv->last_reload_error);
+    srv->last_reload_error = err ? err : strdup("invalid configuration");
+    if (msg)
+        *msg = strdup(srv->last_reload_error);
+    return -1;
+}
+
+static int hook_reload(void *ud, char **msg)
+{
+    mt_server_t *srv = ud;
+    if (srv->draining) {
+        *msg = strdup("draining: reload refused\n");
+        return -1;
+    }
+    return server_reload(srv, "POST /reload", msg);
+}
+
+static void on_reload_debounce(uv_timer_t *t)
+{
+    mt_server_t *srv = t->data;
+    if (!srv->draining)
+        server_reload(srv, "config directory changed", NULL);
+}
+
+static void on_config_dir_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    mt_server_t *srv = h->data;
+    /* Editors write a file in several steps: wait for the directory to settle. */
+    uv_timer_start(&srv->reload_debounce, on_reload_debounce, 300, 0);
+}
+
 /* ---- admin hooks -------------------------------------------------------------------------------- */
 
 static bool hook_ready(void *ud)
@@ -255,6 +366,7 @@ static void server_drain(mt_server_t *srv)
     if (srv->draining)
         return;
     srv->draining = true;
+    uv_fs_event_stop(&srv->watch);
     mt_info("draining: no new connections; waiting up to %u ms for requests in flight",
             srv->opts->drain_timeout_ms);
     for (unsigned i = 0; i < srv->nworkers; i++)
@@ -267,7 +379,8 @@ static void on_signal(uv_signal_t *h, int signum)
 {
     mt_server_t *srv = h->data;
     if (signum == SIGHUP) {
-        mt_warn("SIGHUP: configuration reload is not available in this build");
+        if (!srv->draining)
+            server_reload(srv, "SIGHUP", NULL);
         return;
     }
     server_drain(srv);
@@ -294,7 +407,6 @@ int mt_server_run(const mt_server_options_t *opts)
     }
     signal(SIGPIPE, SIG_IGN);
     mt_stats_init(srv->nworkers);
-    mt_stats_global.start_time = (double)uv_now(uv_default_loop()) / 1000.0;
     srv->L = mt_lua_new();
     if (!srv->L) {
         mt_error("out of memory creating the Lua state");
@@ -321,6 +433,23 @@ int mt_server_run(const mt_server_options_t *opts)
     }
 
     srv->loop = uv_default_loop();
+    uv_timer_init(srv->loop, &srv->drain_timer);
+    uv_timer_init(srv->loop, &srv->drain_poll);
+    srv->drain_timer.data = srv->drain_poll.data = srv;
+    uv_timer_init(srv->loop, &srv->reload_debounce);
+    srv->reload_debounce.data = srv;
+    uv_fs_event_init(srv->loop, &srv->watch);
+    srv->watch.data = srv;
+    if (uv_fs_event_start(&srv->watch, on_config_dir_event, opts->config_dir, 0) != 0)
+        mt_warn("cannot watch %s for changes: reload with SIGHUP or POST /reload",
+                opts->config_dir);
+    uv_signal_init(srv->loop, &srv->sigterm);
+    uv_signal_init(srv->loop, &srv->sigint);
+    uv_signal_init(srv->loop, &srv->sighup);
+    srv->sigterm.data = srv->sigint.data = srv->sighup.data = srv;
+    uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&srv->sigint, on_signal, SIGINT);
+    uv_signal_start(&srv->sighup, on_signal, SIGHUP);
     srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
     for (unsigned i = 0; i < srv->nworkers; i++) {
         if (mt_worker_start(&srv->workers[i], i) != 0) {
@@ -334,15 +463,12 @@ int mt_server_run(const mt_server_options_t *opts)
     }
     free(fds);
 
-    uv_timer_init(srv->loop, &srv->drain_timer);
-    uv_timer_init(srv->loop, &srv->drain_poll);
-    srv->drain_timer.data = srv->drain_poll.data = srv;
     if (strcmp(opts->admin_addr, "off") != 0) {
         mt_admin_hooks_t hooks = {.ud = srv,
                                   .ready = hook_ready,
                                   .config_dump = hook_config_dump,
                                   .clusters = hook_clusters,
-                                  .reload = NULL};
+                                  .reload = hook_reload};
         srv->admin = mt_admin_start(srv->loop, opts->admin_addr, &hooks, &err);
         if (!srv->admin) {
             mt_error("%s", err ? err : "admin: cannot start");
@@ -352,13 +478,6 @@ int mt_server_run(const mt_server_options_t *opts)
             server_drain(srv);
         }
     }
-    uv_signal_init(srv->loop, &srv->sigterm);
-    uv_signal_init(srv->loop, &srv->sigint);
-    uv_signal_init(srv->loop, &srv->sighup);
-    srv->sigterm.data = srv->sigint.data = srv->sighup.data = srv;
-    uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
-    uv_signal_start(&srv->sigint, on_signal, SIGINT);
-    uv_signal_start(&srv->sighup, on_signal, SIGHUP);
     for (uint32_t i = 0; i < srv->snap->n_listeners; i++) {
         const mt_listener_conf_t *l = &srv->snap->listeners[i];
         mt_info("listening on %s:%u (%s, service %s)", l->address, l->port,

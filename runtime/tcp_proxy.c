@@ -53,6 +53,7 @@ static void tsess_handle_closed(uv_handle_t *h)
     mt_stat_add(t->base.conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, -1);
     if (t->connected && t->cluster)
         mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, -1);
+    mt_wcluster_unref(t->base.cluster);
     mt_snapshot_unref(t->base.snap);
     mt_worker_session_remove(w, &t->base);
     free(t);
@@ -216,8 +217,8 @@ static void tsess_on_connect(uv_connect_t *req, int status)
 static mt_wendpoint_t *tcp_pick(mt_wcluster_t *c)
 {
     for (uint32_t i = 0; c && i < c->n_eps; i++) {
-        mt_wendpoint_t *ep = &c->eps[c->rr++ % c->n_eps];
-        if (!ep->conf->resolve_error)
+        mt_wendpoint_t *ep = c->eps[c->rr++ % c->n_eps];
+        if (!ep->resolve_error[0])
             return ep;
     }
     return NULL;
@@ -249,6 +250,8 @@ void mt_tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     t->base.drain = tsess_drain;
     t->base.id = w->next_client_id++;
     t->cluster = l->cluster;
+    t->base.cluster = l->cluster;
+    mt_wcluster_ref(l->cluster);
     uv_tcp_init(&w->loop, &t->up);
     t->up.data = t;
     uv_timer_init(&w->loop, &t->timer);
@@ -271,7 +274,7 @@ void mt_tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
         return;
     }
     t->creq.data = t;
-    if (uv_tcp_connect(&t->creq, &t->up, (const struct sockaddr *)&ep->conf->sa,
+    if (uv_tcp_connect(&t->creq, &t->up, (const struct sockaddr *)&ep->sa,
                        tsess_on_connect) != 0) {
         tsess_close(t);
         return;

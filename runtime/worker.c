@@ -8,6 +8,7 @@
 #include "runtime/lua_env.h"
 
 #include <lauxlib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -83,7 +84,9 @@ static mt_wcluster_t *wcluster_new(mt_worker_t *w, mt_cluster_conf_t *conf)
     if (!c)
         return NULL;
     c->conf = conf;
+    c->snap = mt_snapshot_ref(w->snap_applying);
     c->w = w;
+    c->refs = 1;
     c->n_eps = conf->n_endpoints;
     c->eps = calloc(c->n_eps ? c->n_eps : 1, sizeof(*c->eps));
     if (!c->eps) {
@@ -91,14 +94,69 @@ static mt_wcluster_t *wcluster_new(mt_worker_t *w, mt_cluster_conf_t *conf)
         return NULL;
     }
     for (uint32_t i = 0; i < c->n_eps; i++) {
-        c->eps[i].conf = &conf->endpoints[i];
-        c->eps[i].cluster = c;
-        c->eps[i].n_rconns = w->rconns_per_endpoint;
-        c->eps[i].rconns = calloc(w->rconns_per_endpoint, sizeof(mt_rup_t *));
+        const mt_endpoint_conf_t *e = &conf->endpoints[i];
+        c->eps[i] = mt_wendpoint_new(c, e->address ? e->address : "?", e->port, &e->sa,
+                                     e->resolve_error);
     }
     c->next = w->clusters;
     w->clusters = c;
     return c;
+}
+
+mt_wendpoint_t *mt_wendpoint_new(mt_wcluster_t *c, const char *address, uint16_t port,
+                                 const struct sockaddr_storage *sa, const char *resolve_error)
+{
+    mt_wendpoint_t *ep = calloc(1, sizeof(*ep));
+    if (!ep)
+        abort(); /* start-up or reload time only; nothing sensible to serve without it */
+    snprintf(ep->address, sizeof(ep->address), "%s", address);
+    ep->port = port;
+    if (sa)
+        ep->sa = *sa;
+    if (resolve_error)
+        snprintf(ep->resolve_error, sizeof(ep->resolve_error), "%s", resolve_error);
+    ep->cluster = c;
+    ep->n_rconns = c->w->rconns_per_endpoint;
+    ep->rconns = calloc(ep->n_rconns, sizeof(mt_rup_t *));
+    if (!ep->rconns)
+        abort();
+    return ep;
+}
+
+void mt_wcluster_ref(mt_wcluster_t *c)
+{
+    if (c)
+        c->refs++;
+}
+
+static void wcluster_free(mt_wcluster_t *c)
+{
+    for (uint32_t i = 0; i < c->n_eps; i++) {
+        free(c->eps[i]->rconns);
+        free(c->eps[i]);
+    }
+    free(c->eps);
+    mt_snapshot_unref(c->snap);
+    free(c);
+}
+
+void mt_wcluster_unref(mt_wcluster_t *c)
+{
+    if (c && c->refs > 0)
+        c->refs--;
+}
+
+void mt_worker_reap_clusters(mt_worker_t *w)
+{
+    for (mt_wcluster_t **pp = &w->retired; *pp;) {
+        mt_wcluster_t *c = *pp;
+        if (c->refs == 0 && c->n_rups == 0) {
+            *pp = c->next;
+            wcluster_free(c);
+        } else {
+            pp = &c->next;
+        }
+    }
 }
 
 mt_wcluster_t *mt_worker_cluster(mt_worker_t *w, mt_cluster_conf_t *conf)
@@ -154,6 +212,7 @@ static int listener_open(mt_worker_t *w, mt_listener_conf_t *conf, int fd)
     l->w = w;
     l->conf = conf;
     l->cluster = mt_worker_cluster(w, conf->cluster);
+    mt_wcluster_ref(l->cluster);
     uv_tcp_init(&w->loop, &l->tcp);
     l->tcp.data = l;
     int rc = uv_tcp_open(&l->tcp, fd);
@@ -161,6 +220,7 @@ static int listener_open(mt_worker_t *w, mt_listener_conf_t *conf, int fd)
         rc = uv_listen((uv_stream_t *)&l->tcp, 1024, listener_on_connection);
     if (rc != 0) {
         mt_error("worker %u: listener %s: %s", w->id, conf->name, uv_strerror(rc));
+        mt_wcluster_unref(l->cluster);
         uv_close((uv_handle_t *)&l->tcp, listener_closed);
         return -1;
     }
@@ -171,17 +231,111 @@ static int listener_open(mt_worker_t *w, mt_listener_conf_t *conf, int fd)
 
 /* ---- snapshot, drain, stop ----------------------------------------------------------------- */
 
+static mt_wlistener_t *worker_find_listener(mt_worker_t *w, const char *name)
+{
+    for (mt_wlistener_t *l = w->listeners; l; l = l->next) {
+        if (strcmp(l->conf->name, name) == 0)
+            return l;
+    }
+    return NULL;
+}
+
+/* Clusters whose definition did not change keep their endpoints and pooled connections;
+ * the others are retired (their connections finish what is in flight, then close). */
+static void worker_swap_clusters(mt_worker_t *w, mt_snapshot_t *snap)
+{
+    mt_wcluster_t *old = w->clusters;
+    w->clusters = NULL;
+    for (uint32_t i = 0; i < snap->n_clusters; i++) {
+        mt_cluster_conf_t *conf = &snap->clusters[i];
+        for (mt_wcluster_t **pp = &old; *pp; pp = &(*pp)->next) {
+            mt_wcluster_t *c = *pp;
+            if (strcmp(c->conf->name, conf->name) == 0 &&
+                strcmp(c->conf->fingerprint, conf->fingerprint) == 0) {
+                *pp = c->next;
+                c->conf = conf;
+                mt_snapshot_unref(c->snap);
+                c->snap = mt_snapshot_ref(snap);
+                c->next = w->clusters;
+                w->clusters = c;
+                break;
+            }
+        }
+    }
+    while (old) {
+        mt_wcluster_t *c = old;
+        old = c->next;
+        c->retired = true;
+        mt_wcluster_unref(c); /* the live list's reference */
+        c->next = w->retired;
+        w->retired = c;
+    }
+}
+
 static void worker_apply_snapshot(mt_worker_t *w, mt_snapshot_t *snap, int *fds)
 {
+    w->snap_applying = snap;
+    worker_swap_clusters(w, snap);
+    /* Listeners: keep the sockets of those that still exist, open the new, close the gone. */
+    mt_wlistener_t *keep = NULL;
     for (uint32_t i = 0; i < snap->n_listeners; i++) {
-        if (fds && fds[i] >= 0)
-            listener_open(w, &snap->listeners[i], fds[i]);
+        mt_listener_conf_t *conf = &snap->listeners[i];
+        mt_wlistener_t *l = worker_find_listener(w, conf->name);
+        if (l) {
+            for (mt_wlistener_t **pp = &w->listeners; *pp; pp = &(*pp)->next) {
+                if (*pp == l) {
+                    *pp = l->next;
+                    break;
+                }
+            }
+            mt_wcluster_t *c = mt_worker_cluster(w, conf->cluster);
+            mt_wcluster_ref(c);
+            mt_wcluster_unref(l->cluster);
+            l->cluster = c;
+            l->conf = conf;
+            l->next = keep;
+            keep = l;
+            if (fds && fds[i] >= 0)
+                close(fds[i]);
+        } else if (fds && fds[i] >= 0) {
+            mt_wlistener_t *saved = w->listeners;
+            w->listeners = keep;
+            listener_open(w, conf, fds[i]);
+            keep = w->listeners;
+            w->listeners = saved;
+        }
     }
+    while (w->listeners) {
+        mt_wlistener_t *l = w->listeners;
+        w->listeners = l->next;
+        mt_info("worker %u: listener %s removed", w->id, l->conf->name);
+        mt_wcluster_unref(l->cluster);
+        l->cluster = NULL;
+        listener_close(l);
+    }
+    w->listeners = keep;
     mt_snapshot_t *old = w->snap;
     w->snap = snap;
+    w->snap_applying = NULL;
     if (old)
         mt_snapshot_unref(old);
+    mt_worker_reap_clusters(w);
     __atomic_store_n(&w->ready, 1, __ATOMIC_RELEASE);
+}
+
+void mt_session_rebind(mt_session_t *s)
+{
+    mt_worker_t *w = s->w;
+    mt_wlistener_t *l = worker_find_listener(w, s->conf->name);
+    if (!l || l->conf->protocol != s->conf->protocol)
+        return; /* the listener is gone: this connection keeps the snapshot it has */
+    mt_wcluster_ref(l->cluster);
+    mt_wcluster_unref(s->cluster);
+    s->cluster = l->cluster;
+    s->conf = l->conf;
+    mt_snapshot_t *old = s->snap;
+    s->snap = mt_snapshot_ref(w->snap);
+    mt_snapshot_unref(old);
 }
 
 static void worker_close_walk(uv_handle_t *h, void *arg)
@@ -201,8 +355,11 @@ static void worker_maybe_finish(mt_worker_t *w)
 static void worker_drain(mt_worker_t *w)
 {
     w->draining = true;
-    for (mt_wlistener_t *l = w->listeners; l; l = l->next)
+    for (mt_wlistener_t *l = w->listeners; l; l = l->next) {
+        mt_wcluster_unref(l->cluster);
+        l->cluster = NULL;
         listener_close(l);
+    }
     w->listeners = NULL;
     mt_session_t *next;
     for (mt_session_t *s = w->sessions; s; s = next) {
@@ -218,15 +375,17 @@ static void worker_on_mail(uv_async_t *h)
     mt_worker_t *w = h->data;
     pthread_mutex_lock(&w->mu);
     unsigned mail = w->mail;
-    mt_snapshot_t *snap = w->mail_snap;
-    int *fds = w->mail_fds;
+    mt_mail_snap_t *snaps = w->mail_snaps;
     w->mail = 0;
-    w->mail_snap = NULL;
-    w->mail_fds = NULL;
+    w->mail_snaps = NULL;
     pthread_mutex_unlock(&w->mu);
-    if (mail & MT_MAIL_SNAPSHOT)
-        worker_apply_snapshot(w, snap, fds);
-    free(fds);
+    while (snaps) {
+        mt_mail_snap_t *m = snaps;
+        snaps = m->next;
+        worker_apply_snapshot(w, m->snap, m->fds);
+        free(m->fds);
+        free(m);
+    }
     if (mail & MT_MAIL_DRAIN)
         worker_drain(w);
     if (mail & MT_MAIL_STOP) {
@@ -239,6 +398,8 @@ static void worker_on_tick(uv_timer_t *t)
 {
     mt_worker_t *w = t->data;
     mt_redis_tick(w, mt_worker_now_ms(w));
+    if (w->retired)
+        mt_worker_reap_clusters(w);
 }
 
 static void *worker_main(void *arg)
@@ -252,6 +413,16 @@ static void *worker_main(void *arg)
     uv_walk(&w->loop, worker_close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
+    while (w->clusters) {
+        mt_wcluster_t *c = w->clusters;
+        w->clusters = c->next;
+        wcluster_free(c);
+    }
+    while (w->retired) {
+        mt_wcluster_t *c = w->retired;
+        w->retired = c->next;
+        wcluster_free(c);
+    }
     if (w->snap)
         mt_snapshot_unref(w->snap);
     w->snap = NULL;
@@ -292,11 +463,15 @@ void mt_worker_post(mt_worker_t *w, unsigned mail, mt_snapshot_t *snap, int *fds
     pthread_mutex_lock(&w->mu);
     w->mail |= mail;
     if (snap) {
-        if (w->mail_snap)
-            mt_snapshot_unref(w->mail_snap);
-        w->mail_snap = snap;
-        free(w->mail_fds);
-        w->mail_fds = fds;
+        mt_mail_snap_t *m = calloc(1, sizeof(*m));
+        if (!m)
+            abort();
+        m->snap = snap;
+        m->fds = fds;
+        mt_mail_snap_t **pp = &w->mail_snaps;
+        while (*pp)
+            pp = &(*pp)->next;
+        *pp = m;
     }
     pthread_mutex_unlock(&w->mu);
     uv_async_send(&w->async);

@@ -29,7 +29,10 @@ typedef struct mt_wlistener {
 
 /* An endpoint of a cluster as one worker sees it: its pooled connections and backoff. */
 typedef struct mt_wendpoint {
-    mt_endpoint_conf_t *conf;
+    char address[64];           /* as configured or as the cluster topology named it */
+    uint16_t port;
+    struct sockaddr_storage sa;
+    char resolve_error[160];    /* non-empty: unusable, and why */
     struct mt_wcluster *cluster;
     mt_rup_t **rconns;      /* Redis: pipelined shared connections, lazily created */
     uint32_t n_rconns;
@@ -40,8 +43,12 @@ typedef struct mt_wendpoint {
 
 typedef struct mt_wcluster {
     mt_cluster_conf_t *conf;
+    mt_snapshot_t *snap;   /* keeps conf alive: the snapshot conf belongs to */
     mt_worker_t *w;
-    mt_wendpoint_t *eps;
+    uint32_t refs;         /* listeners and sessions using it, +1 while in w->clusters */
+    uint32_t n_rups;       /* open upstream connections of its endpoints */
+    bool retired;          /* no longer in the live snapshot: freed once unused and idle */
+    mt_wendpoint_t **eps;       /* the configured endpoints */
     uint32_t n_eps;
     uint32_t rr;
     struct mt_wcluster *next;
@@ -59,8 +66,10 @@ struct mt_worker {
     mt_buf_pool_t pool;
     lua_State *L;
     mt_snapshot_t *snap;
+    mt_snapshot_t *snap_applying; /* during worker_apply_snapshot only */
     mt_wlistener_t *listeners;
-    mt_wcluster_t *clusters;
+    mt_wcluster_t *clusters;     /* the live snapshot's clusters */
+    mt_wcluster_t *retired;      /* replaced by a reload, still used by someone */
     mt_outq_t *flush_head;
     struct mt_rreq *req_free; /* free list of Redis requests */
     uint32_t n_req_free;
@@ -74,11 +83,18 @@ struct mt_worker {
     /* mailbox, guarded by mu */
     pthread_mutex_t mu;
     unsigned mail;
-    mt_snapshot_t *mail_snap;
-    int *mail_fds;  /* listening sockets for mail_snap's listeners, by index; -1: none */
+    struct mt_mail_snap *mail_snaps; /* snapshots to apply, oldest first */
     int ready;      /* set once the first snapshot is applied */
     int exited;
 };
+
+/* A snapshot for a worker, with its listening sockets for the listeners it adds (by index in
+ * the snapshot; -1 where the worker already has the listener). */
+typedef struct mt_mail_snap {
+    mt_snapshot_t *snap;
+    int *fds;
+    struct mt_mail_snap *next;
+} mt_mail_snap_t;
 
 /* A downstream connection; protocol handlers embed it first. */
 typedef struct mt_session {
@@ -87,6 +103,7 @@ typedef struct mt_session {
     mt_wlistener_t *lst;
     mt_listener_conf_t *conf;
     mt_snapshot_t *snap; /* the snapshot this connection's requests run on */
+    struct mt_wcluster *cluster; /* its default destination (one reference) */
     struct mt_session *prev, *next;
     void (*drain)(struct mt_session *s); /* close when idle */
     uint64_t id;
@@ -111,6 +128,15 @@ uint64_t mt_worker_now_ms(mt_worker_t *w);
 void mt_worker_session_add(mt_worker_t *w, mt_session_t *s);
 void mt_worker_session_remove(mt_worker_t *w, mt_session_t *s);
 mt_wcluster_t *mt_worker_cluster(mt_worker_t *w, mt_cluster_conf_t *conf);
+void mt_wcluster_ref(mt_wcluster_t *c);
+void mt_wcluster_unref(mt_wcluster_t *c);
+/* Retired clusters whose last user and connection are gone are freed by the tick. */
+void mt_worker_reap_clusters(mt_worker_t *w);
+/* At a request boundary: moves the session onto the worker's live snapshot, if its
+ * listener still exists there. */
+void mt_session_rebind(mt_session_t *s);
+mt_wendpoint_t *mt_wendpoint_new(mt_wcluster_t *c, const char *address, uint16_t port,
+                                 const struct sockaddr_storage *sa, const char *resolve_error);
 
 /* Protocol handlers: accept a connection on a listener of theirs. */
 void mt_redis_accept(mt_wlistener_t *l, uv_stream_t *server);
