@@ -173,6 +173,10 @@ def s(b):
     return b.decode() if isinstance(b, bytes) else b
 
 
+def c_string(text):
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def pairs(lst):
     return {s(k): v for k, v in zip(lst[::2], lst[1::2])}
 
@@ -190,7 +194,8 @@ def bits(values, order, what, name):
 def parse_key_spec(ks, name):
     d = pairs(ks)
     bs, fk = pairs(d["begin_search"]), pairs(d["find_keys"])
-    spec = {"flags": bits(d["flags"], KSPEC_FLAGS, "key spec flag", name)}
+    spec = {"flags": bits(d["flags"], KSPEC_FLAGS, "key spec flag", name),
+            "notes": c_string(s(d["notes"])) if "notes" in d else "NULL"}
     bsp = pairs(bs["spec"]) if bs["spec"] else {}
     fkp = pairs(fk["spec"]) if fk["spec"] else {}
     t = s(bs["type"])
@@ -288,7 +293,7 @@ def render(version, reply):
     for sp in specs:
         bt, bi, kw = sp["bs"]
         ft, a, b, cc = sp["fk"]
-        w(f"    {{0x{sp['flags']:x}, {bt}, {ft}, {bi}, {kw}, {{{a}, {b}, {cc}}}}},")
+        w(f"    {{0x{sp['flags']:x}, {bt}, {ft}, {bi}, {kw}, {{{a}, {b}, {cc}}}, {sp['notes']}}},")
     w("};")
     w("")
     w(f"const uint32_t redis_command__hash_seed = {seed}u;")

@@ -84,6 +84,7 @@ typedef struct redis_key_spec {
     int16_t bs_arg;
     const char *keyword;
     int16_t fk[3];
+    const char *notes; /* NULL or Redis's note, for COMMAND's reply */
 } redis_key_spec_t;
 
 /* Case-insensitive lookup; NULL if unknown. No allocation. */
