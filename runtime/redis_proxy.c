@@ -14,12 +14,9 @@
  * client goes away its in-flight records are orphaned (sess = NULL) and the upstream frees
  * them when their replies arrive. Upstream connections belong to their worker endpoint slot.
  */
-#include "runtime/log.h"
-#include "runtime/worker.h"
+#include "runtime/redis_proxy.h"
 
-#include "protocols/redis/commands.h"
-#include "protocols/redis/local.h"
-#include "protocols/redis/resp.h"
+#include "runtime/log.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -33,59 +30,11 @@
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 1000
 
-typedef struct mt_rsess mt_rsess_t;
-
-typedef enum rreq_kind { RREQ_USER = 0, RREQ_AUTH = 1 } rreq_kind_t;
-
-typedef struct mt_rreq {
-    struct mt_rreq *next;  /* session FIFO */
-    struct mt_rreq *unext; /* upstream FIFO */
-    mt_rsess_t *sess;      /* NULL: orphaned (client gone) or internal */
-    mt_slice_t reply;      /* held reply, when it arrived before its turn */
-    uint64_t start_ns;
-    uint64_t deadline_ms;
-    const redis_command_t *cmd;
-    uint8_t kind;
-    bool done;
-} mt_rreq_t;
-
-struct mt_rsess {
-    mt_session_t base; /* first: the uv handle is first in it */
-    resp_req_parser_t parser;
-    mt_buf_t *rbuf;
-    mt_outq_t out;
-    mt_rreq_t *head, *tail;
-    uint32_t pending;
-    redis_local_ctx_t lctx;
-    bool authenticated;
-    bool reading;
-    bool finishing; /* EOF, QUIT, protocol error or drain: close once everything is written */
-    bool closing;
-};
-
-typedef enum rup_state { RUP_CONNECTING = 0, RUP_READY, RUP_CLOSING } rup_state_t;
-
-struct mt_rup {
-    uv_tcp_t tcp;
-    uv_connect_t creq;
-    mt_worker_t *w;
-    mt_wendpoint_t *ep;
-    uint32_t slot;
-    mt_buf_t *rbuf;
-    resp_reply_scanner_t scanner;
-    mt_outq_t out;
-    mt_rreq_t *head, *tail;
-    uint32_t inflight;
-    uint64_t connect_deadline_ms;
-    rup_state_t state;
-    mt_rup_t *prev, *next; /* worker list */
-};
-
-static __thread resp_out_t tl_scratch;
+__thread resp_out_t mt_redis_scratch;
 
 /* ---- request records ------------------------------------------------------------------------ */
 
-static mt_rreq_t *rreq_new(mt_worker_t *w)
+mt_rreq_t *mt_rreq_new(mt_worker_t *w)
 {
     mt_rreq_t *r = w->req_free;
     if (r) {
@@ -100,10 +49,14 @@ static mt_rreq_t *rreq_new(mt_worker_t *w)
     return r;
 }
 
-static void rreq_free(mt_worker_t *w, mt_rreq_t *r)
+void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r)
 {
     if (r->reply.buf)
         mt_buf_unref(&w->pool, r->reply.buf);
+    if (r->frame.buf)
+        mt_buf_unref(&w->pool, r->frame.buf);
+    if (r->split)
+        mt_rcluster_split_free(w, r->split);
     if (w->n_req_free >= 4096) {
         free(r);
         return;
@@ -138,18 +91,22 @@ static void sess_drain_done(mt_rsess_t *s)
             mt_outq_add_slice(&s->out, r->reply);
             r->reply.buf = NULL;
         }
-        rreq_free(w, r);
+        mt_rreq_free(w, r);
     }
     mt_worker_schedule_flush(w, &s->out);
     sess_maybe_resume(s);
 }
 
 /* Completes r with reply bytes living in chunk b (a reference is taken when kept). */
-static void rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, size_t len)
+void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, size_t len)
 {
+    if (r->parent) {
+        mt_rcluster_part_done(w, r, b, p, len);
+        return;
+    }
     mt_rsess_t *s = r->sess;
     if (!s) {
-        rreq_free(w, r);
+        mt_rreq_free(w, r);
         return;
     }
     mt_listener_conf_t *lc = s->base.conf;
@@ -163,7 +120,7 @@ static void rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char 
             s->tail = NULL;
         s->pending--;
         mt_outq_add_ref(&s->out, b, p, len);
-        rreq_free(w, r);
+        mt_rreq_free(w, r);
         if (s->head && s->head->done)
             sess_drain_done(s);
         else {
@@ -180,29 +137,29 @@ static void rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char 
 }
 
 /* Completes r with bytes made here (an error text or a local reply). */
-static void rreq_complete_copy(mt_worker_t *w, mt_rreq_t *r, const char *p, size_t len)
+void mt_rreq_complete_copy(mt_worker_t *w, mt_rreq_t *r, const char *p, size_t len)
 {
-    mt_rsess_t *s = r->sess;
-    if (!s) {
-        rreq_free(w, r);
+    if (!r->sess && !r->parent) {
+        mt_rreq_free(w, r);
         return;
     }
     mt_slice_t sl;
-    if (mt_slice_copy(&w->pool, &s->out.own, p, len, &sl) != 0) {
-        sess_close(s);
+    if (mt_slice_copy(&w->pool, &w->own, p, len, &sl) != 0) {
+        if (r->sess)
+            sess_close(r->sess);
         return;
     }
-    rreq_complete(w, r, sl.buf, sl.p, sl.len);
+    mt_rreq_complete(w, r, sl.buf, sl.p, sl.len);
     mt_buf_unref(&w->pool, sl.buf);
 }
 
-static void rreq_complete_error(mt_worker_t *w, mt_rreq_t *r, const char *text)
+void mt_rreq_complete_error(mt_worker_t *w, mt_rreq_t *r, const char *text)
 {
     char line[512];
     int n = snprintf(line, sizeof(line), "-%s\r\n", text);
     if (n < 0 || (size_t)n >= sizeof(line))
         n = (int)sizeof(line) - 1, line[n - 2] = '\r', line[n - 1] = '\n';
-    rreq_complete_copy(w, r, line, (size_t)n);
+    mt_rreq_complete_copy(w, r, line, (size_t)n);
 }
 
 /* Queues a locally made reply behind whatever the client is still waiting for. */
@@ -216,13 +173,13 @@ static void sess_reply(mt_rsess_t *s, const char *p, size_t len)
         mt_worker_schedule_flush(w, &s->out);
         return;
     }
-    mt_rreq_t *r = rreq_new(w);
+    mt_rreq_t *r = mt_rreq_new(w);
     if (!r) {
         sess_close(s);
         return;
     }
     if (mt_slice_copy(&w->pool, &s->out.own, p, len, &r->reply) != 0) {
-        rreq_free(w, r);
+        mt_rreq_free(w, r);
         sess_close(s);
         return;
     }
@@ -233,9 +190,9 @@ static void sess_reply(mt_rsess_t *s, const char *p, size_t len)
     s->pending++;
 }
 
-static void sess_reply_error(mt_rsess_t *s, const char *text)
+void mt_rsess_reply_error(mt_rsess_t *s, const char *text)
 {
-    resp_out_t *o = &tl_scratch;
+    resp_out_t *o = &mt_redis_scratch;
     o->len = 0;
     resp_out_error(o, text);
     sess_reply(s, o->data, o->len);
@@ -244,8 +201,9 @@ static void sess_reply_error(mt_rsess_t *s, const char *text)
 /* ---- upstream connections -------------------------------------------------------------------- */
 
 static void rup_close(mt_rup_t *u);
+static void rup_push(mt_rup_t *u, mt_rreq_t *r);
 
-static const char *ep_label(mt_wendpoint_t *ep, char *buf, size_t n)
+const char *mt_rendpoint_label(mt_wendpoint_t *ep, char *buf, size_t n)
 {
     snprintf(buf, n, "%s (%s:%u)", ep->cluster->conf->service ? ep->cluster->conf->service
                                                                 : ep->cluster->conf->name,
@@ -257,20 +215,29 @@ static const char *ep_label(mt_wendpoint_t *ep, char *buf, size_t n)
 static void rup_fail(mt_rup_t *u, const char *text)
 {
     mt_worker_t *w = u->w;
-    mt_cluster_conf_t *cc = u->ep->cluster->conf;
+    mt_wcluster_t *c = u->ep->cluster;
+    mt_cluster_conf_t *cc = c->conf;
+    bool topology_lost = false;
     while (u->head) {
         mt_rreq_t *r = u->head;
         u->head = r->unext;
         u->inflight--;
         if (r->kind == RREQ_USER) {
             mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
-            rreq_complete_error(w, r, text);
+            mt_rreq_complete_error(w, r, text);
         } else {
-            rreq_free(w, r);
+            topology_lost |= r->kind == RREQ_TOPOLOGY;
+            mt_rreq_free(w, r);
         }
     }
     u->tail = NULL;
+    mt_wendpoint_t *ep = u->ep;
     rup_close(u);
+    if (c->topo) {
+        if (topology_lost)
+            mt_rcluster_topology_failed(c, text);
+        mt_rcluster_node_failed(c, ep);
+    }
 }
 
 static void ep_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why)
@@ -319,7 +286,7 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
     if (!r) {
         char lbl[256];
         mt_warn("upstream %s: reply with no request outstanding; closing",
-                ep_label(u->ep, lbl, sizeof(lbl)));
+                mt_rendpoint_label(u->ep, lbl, sizeof(lbl)));
         rup_fail(u, "ERR meltemi: upstream protocol error");
         return;
     }
@@ -327,15 +294,29 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
     if (!u->head)
         u->tail = NULL;
     u->inflight--;
+    if (r->kind == RREQ_TOPOLOGY) {
+        mt_rreq_free(w, r);
+        mt_rcluster_on_slots(u->ep->cluster, u->ep, p, len);
+        return;
+    }
+    if (r->kind == RREQ_IGNORE) {
+        mt_rreq_free(w, r);
+        if (len && p[0] == '-') {
+            char lbl[256];
+            mt_warn("upstream %s: %.*s", mt_rendpoint_label(u->ep, lbl, sizeof(lbl)),
+                    (int)MT_MIN(len - 3, 200), p + 1);
+        }
+        return;
+    }
     if (r->kind == RREQ_AUTH) {
-        rreq_free(w, r);
+        mt_rreq_free(w, r);
         if (len && p[0] == '-') {
             char lbl[256], text[512];
             int n = (int)MT_MIN(len - 1, 200);
             while (n > 0 && (p[n] == '\r' || p[n] == '\n'))
                 n--;
             mt_error("upstream %s rejected the proxy's credentials: %.*s",
-                     ep_label(u->ep, lbl, sizeof(lbl)), n, p + 1);
+                     mt_rendpoint_label(u->ep, lbl, sizeof(lbl)), n, p + 1);
             snprintf(text, sizeof(text),
                      "ERR meltemi: upstream %s rejected the proxy's credentials: %.*s", lbl, n,
                      p + 1);
@@ -345,7 +326,10 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
         return;
     }
     mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TOTAL, 1);
-    rreq_complete(w, r, u->rbuf, p, len);
+    if (MT_UNLIKELY(u->ep->cluster->topo != NULL) && len > 4 && p[0] == '-' &&
+        mt_rcluster_redirect(u->ep->cluster, r, p, len))
+        return;
+    mt_rreq_complete(w, r, u->rbuf, p, len);
 }
 
 static void rup_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
@@ -366,7 +350,7 @@ static void rup_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     char lbl[256], text[400];
     if (nread < 0) {
         snprintf(text, sizeof(text), "ERR meltemi: upstream %s closed the connection%s%s",
-                 ep_label(u->ep, lbl, sizeof(lbl)), nread == UV_EOF ? "" : ": ",
+                 mt_rendpoint_label(u->ep, lbl, sizeof(lbl)), nread == UV_EOF ? "" : ": ",
                  nread == UV_EOF ? "" : uv_strerror((int)nread));
         if (u->inflight)
             mt_warn("%s", text + 4);
@@ -385,7 +369,7 @@ static void rup_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             break;
         if (rc == MT_ERROR) {
             snprintf(text, sizeof(text), "ERR meltemi: upstream %s sent a malformed reply: %s",
-                     ep_label(u->ep, lbl, sizeof(lbl)), err ? err : "?");
+                     mt_rendpoint_label(u->ep, lbl, sizeof(lbl)), err ? err : "?");
             mt_error("%s", text + 4);
             rup_fail(u, text);
             return;
@@ -404,7 +388,7 @@ static void rup_on_write_done(mt_outq_t *q, int status)
     if (status < 0 && status != UV_ECANCELED && u->state != RUP_CLOSING) {
         char lbl[256], text[400];
         snprintf(text, sizeof(text), "ERR meltemi: upstream %s write failed: %s",
-                 ep_label(u->ep, lbl, sizeof(lbl)), uv_strerror(status));
+                 mt_rendpoint_label(u->ep, lbl, sizeof(lbl)), uv_strerror(status));
         rup_fail(u, text);
     }
 }
@@ -419,7 +403,7 @@ static void rup_on_connect(uv_connect_t *req, int status)
     char lbl[256], text[400];
     if (status < 0) {
         snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
-                 ep_label(u->ep, lbl, sizeof(lbl)), uv_strerror(status));
+                 mt_rendpoint_label(u->ep, lbl, sizeof(lbl)), uv_strerror(status));
         mt_warn("%s", text + 4);
         mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
         ep_backoff(u->ep, w, text + 4);
@@ -445,21 +429,47 @@ static int rup_queue_auth(mt_rup_t *u, const mt_auth_t *a)
     if (a->username)
         argv[argc++] = (resp_arg_t){a->username, strlen(a->username)};
     argv[argc++] = (resp_arg_t){a->password, strlen(a->password)};
-    resp_out_t *o = &tl_scratch;
+    resp_out_t *o = &mt_redis_scratch;
     o->len = 0;
     resp_out_command(o, argc, argv);
-    mt_rreq_t *r = rreq_new(u->w);
+    mt_rreq_t *r = mt_rreq_new(u->w);
     if (!r || mt_outq_add_copy(&u->out, o->data, o->len) != 0) {
         if (r)
-            rreq_free(u->w, r);
+            mt_rreq_free(u->w, r);
         return -1;
     }
     /* Wipe the password from the scratch buffer. */
     OPENSSL_cleanse(o->data, o->len);
     r->kind = RREQ_AUTH;
     r->deadline_ms = u->connect_deadline_ms;
-    u->head = u->tail = r;
-    u->inflight = 1;
+    rup_push(u, r);
+    return 0;
+}
+
+static void rup_push(mt_rup_t *u, mt_rreq_t *r)
+{
+    if (u->tail)
+        u->tail->unext = r;
+    else
+        u->head = r;
+    u->tail = r;
+    u->inflight++;
+}
+
+/* Queues a command of the proxy's own (READONLY, ASKING, CLUSTER SLOTS). */
+static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, size_t len)
+{
+    mt_rreq_t *r = mt_rreq_new(u->w);
+    if (!r || mt_outq_add_copy(&u->out, cmd, len) != 0) {
+        if (r)
+            mt_rreq_free(u->w, r);
+        return -1;
+    }
+    r->kind = (uint8_t)kind;
+    r->deadline_ms = mt_worker_now_ms(u->w) + u->ep->cluster->conf->connect_timeout_ms;
+    rup_push(u, r);
+    if (u->state == RUP_READY)
+        mt_worker_schedule_flush(u->w, &u->out);
     return 0;
 }
 
@@ -506,7 +516,8 @@ static mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
         return NULL;
     }
     const mt_auth_t *a = &ep->cluster->conf->redis_auth;
-    if (a->password && rup_queue_auth(u, a) != 0) {
+    if ((a->password && rup_queue_auth(u, a) != 0) ||
+        (ep->cluster->topo && rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$8\r\nREADONLY\r\n", 14) != 0)) {
         *why = "out of memory";
         u->state = RUP_CLOSING;
         uv_close((uv_handle_t *)&u->tcp, rup_closed);
@@ -520,8 +531,62 @@ static mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
     return u;
 }
 
+bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms)
+{
+    return !ep->resolve_error[0] && ep->retry_at_ms <= now_ms;
+}
+
+bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **why)
+{
+    mt_rsess_t *s = r->sess ? r->sess : (r->parent ? r->parent->sess : NULL);
+    mt_rup_t *u = rup_for(ep, s ? s->base.id : ep->cluster->rr++, why);
+    if (!u)
+        return false;
+    if (asking && rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$6\r\nASKING\r\n", 16) != 0) {
+        *why = "out of memory";
+        return false;
+    }
+    mt_buf_ref(r->frame.buf);
+    if (mt_outq_add_slice(&u->out, r->frame) != 0) {
+        *why = "out of memory";
+        return false;
+    }
+    rup_push(u, r);
+    if (u->state == RUP_READY)
+        mt_worker_schedule_flush(u->w, &u->out);
+    return true;
+}
+
+/* Asks ep for the cluster's slot map. */
+bool mt_rcluster_send_slots(mt_wendpoint_t *ep, const char **why)
+{
+    mt_rup_t *u = rup_for(ep, ep->cluster->rr++, why);
+    if (!u)
+        return false;
+    if (rup_queue_internal(u, RREQ_TOPOLOGY, "*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n", 28) != 0) {
+        *why = "out of memory";
+        return false;
+    }
+    return true;
+}
+
+void mt_rsess_push(mt_rsess_t *s, mt_rreq_t *r)
+{
+    r->sess = s;
+    if (s->tail)
+        s->tail->next = r;
+    else
+        s->head = r;
+    s->tail = r;
+    s->pending++;
+}
+
 void mt_redis_tick(mt_worker_t *w, uint64_t now_ms)
 {
+    for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
+        if (c->topo)
+            mt_rcluster_tick(c, now_ms);
+    }
     mt_rup_t *next;
     char lbl[256], text[400];
     for (mt_rup_t *u = w->rups; u; u = next) {
@@ -531,7 +596,7 @@ void mt_redis_tick(mt_worker_t *w, uint64_t now_ms)
         } else if (u->state == RUP_CONNECTING && now_ms >= u->connect_deadline_ms) {
             snprintf(text, sizeof(text),
                      "ERR meltemi: upstream %s unavailable: connect timed out after %u ms",
-                     ep_label(u->ep, lbl, sizeof(lbl)), u->ep->cluster->conf->connect_timeout_ms);
+                     mt_rendpoint_label(u->ep, lbl, sizeof(lbl)), u->ep->cluster->conf->connect_timeout_ms);
             mt_warn("%s", text + 4);
             mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
             ep_backoff(u->ep, w, text + 4);
@@ -539,7 +604,7 @@ void mt_redis_tick(mt_worker_t *w, uint64_t now_ms)
         } else if (u->state == RUP_READY && u->head && u->head->deadline_ms &&
                    now_ms >= u->head->deadline_ms) {
             snprintf(text, sizeof(text), "ERR meltemi: upstream %s timed out",
-                     ep_label(u->ep, lbl, sizeof(lbl)));
+                     mt_rendpoint_label(u->ep, lbl, sizeof(lbl)));
             mt_warn("%s (%u commands in flight failed)", text + 4, u->inflight);
             mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TIMEOUT,
                         u->inflight);
@@ -558,7 +623,7 @@ void mt_redis_worker_cleanup(mt_worker_t *w)
         free(r);
     }
     w->n_req_free = 0;
-    resp_out_free(&tl_scratch);
+    resp_out_free(&mt_redis_scratch);
 }
 
 /* ---- routing ------------------------------------------------------------------------------------ */
@@ -593,7 +658,11 @@ static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
     if (!c || c->n_eps == 0) {
         snprintf(text, sizeof(text), "ERR meltemi: no upstream host for %s",
                  s->base.conf->service ? s->base.conf->service : s->base.conf->name);
-        sess_reply_error(s, text);
+        mt_rsess_reply_error(s, text);
+        return;
+    }
+    if (c->conf->redis_mode == MT_REDIS_CLUSTER) {
+        mt_rcluster_forward(s, cmd, req, frame);
         return;
     }
     mt_wendpoint_t *ep = route_endpoint(c, cmd, req);
@@ -606,11 +675,11 @@ static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
             snprintf(text, sizeof(text), "ERR %s", why);
         else
             snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
-                     ep_label(ep, lbl, sizeof(lbl)), why);
-        sess_reply_error(s, text);
+                     mt_rendpoint_label(ep, lbl, sizeof(lbl)), why);
+        mt_rsess_reply_error(s, text);
         return;
     }
-    mt_rreq_t *r = rreq_new(w);
+    mt_rreq_t *r = mt_rreq_new(w);
     if (!r) {
         sess_close(s);
         return;
@@ -621,7 +690,7 @@ static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
     r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
     int rc;
     if (req->is_inline) {
-        resp_out_t *o = &tl_scratch;
+        resp_out_t *o = &mt_redis_scratch;
         o->len = 0;
         resp_out_command(o, req->argc, req->argv);
         rc = mt_outq_add_copy(&u->out, o->data, o->len);
@@ -629,22 +698,12 @@ static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
         rc = mt_outq_add_ref(&u->out, s->rbuf, frame, req->frame_len);
     }
     if (rc != 0) {
-        rreq_free(w, r);
+        mt_rreq_free(w, r);
         sess_close(s);
         return;
     }
-    if (s->tail)
-        s->tail->next = r;
-    else
-        s->head = r;
-    s->tail = r;
-    s->pending++;
-    if (u->tail)
-        u->tail->unext = r;
-    else
-        u->head = r;
-    u->tail = r;
-    u->inflight++;
+    mt_rsess_push(s, r);
+    rup_push(u, r);
     if (u->state == RUP_READY)
         mt_worker_schedule_flush(w, &u->out);
 }
@@ -676,11 +735,11 @@ static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
 {
     const mt_auth_t *a = &s->base.conf->redis.auth;
     if (req->argc > 3) {
-        sess_reply_error(s, "ERR syntax error");
+        mt_rsess_reply_error(s, "ERR syntax error");
         return;
     }
     if (!a->password) {
-        sess_reply_error(s, "ERR AUTH <password> called without any password configured for the "
+        mt_rsess_reply_error(s, "ERR AUTH <password> called without any password configured for the "
                             "default user. Are you sure your configuration is correct?");
         return;
     }
@@ -693,9 +752,9 @@ static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
     }
     mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_FAILURES, 1);
     if (user)
-        sess_reply_error(s, "WRONGPASS invalid username-password pair or user is disabled.");
+        mt_rsess_reply_error(s, "WRONGPASS invalid username-password pair or user is disabled.");
     else
-        sess_reply_error(s, "ERR invalid password");
+        mt_rsess_reply_error(s, "ERR invalid password");
 }
 
 /* HELLO [protover [AUTH user pass] [SETNAME name]]: authenticates here, then answers locally. */
@@ -706,14 +765,14 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
         const resp_arg_t *a = &req->argv[i];
         if (a->len == 4 && strncasecmp(a->ptr, "auth", 4) == 0 && i + 2 < req->argc) {
             if (!s->base.conf->redis.auth.password) {
-                sess_reply_error(s, "ERR AUTH <password> called without any password configured "
+                mt_rsess_reply_error(s, "ERR AUTH <password> called without any password configured "
                                     "for the default user. Are you sure your configuration is "
                                     "correct?");
                 return;
             }
             if (!sess_check_credentials(s, &req->argv[i + 1], &req->argv[i + 2])) {
                 mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_FAILURES, 1);
-                sess_reply_error(s, "WRONGPASS invalid username-password pair or user is "
+                mt_rsess_reply_error(s, "WRONGPASS invalid username-password pair or user is "
                                     "disabled.");
                 return;
             }
@@ -723,13 +782,13 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
         }
     }
     if (needs_auth) {
-        sess_reply_error(s, "NOAUTH HELLO must be called with the client already authenticated, "
+        mt_rsess_reply_error(s, "NOAUTH HELLO must be called with the client already authenticated, "
                             "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
                             "authenticate the client and select the RESP protocol version at the "
                             "same time");
         return;
     }
-    resp_out_t *o = &tl_scratch;
+    resp_out_t *o = &mt_redis_scratch;
     o->len = 0;
     redis_local_reply(&s->lctx, cmd, req->argc, req->argv, o);
     sess_reply(s, o->data, o->len);
@@ -747,7 +806,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         mt_session_rebind(&s->base);
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
-    resp_out_t *o = &tl_scratch;
+    resp_out_t *o = &mt_redis_scratch;
     if (!cmd) {
         o->len = 0;
         redis_reply_unknown_command(o, req->argc, req->argv);
@@ -763,7 +822,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     bool local = cmd->proxy == REDIS_PROXY_LOCAL;
     if (!s->authenticated && s->base.conf->redis.auth.password &&
         !(local && (cmd_is(cmd, "auth") || cmd_is(cmd, "hello") || cmd_is(cmd, "quit")))) {
-        sess_reply_error(s, "NOAUTH Authentication required.");
+        mt_rsess_reply_error(s, "NOAUTH Authentication required.");
         return;
     }
     switch (cmd->proxy) {
@@ -781,12 +840,17 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         }
         return;
     case REDIS_PROXY_UNSUPPORTED: {
+        if (cmd_is(cmd, "cluster") && s->base.cluster &&
+            s->base.cluster->conf->redis_mode == MT_REDIS_CLUSTER) {
+            sess_forward(s, cmd, req, frame);
+            return;
+        }
         char text[256];
         snprintf(text, sizeof(text),
                  "ERR meltemi: '%s' is not supported through the proxy (it needs a dedicated "
                  "upstream connection)",
                  cmd->name);
-        sess_reply_error(s, text);
+        mt_rsess_reply_error(s, text);
         return;
     }
     default:
@@ -827,7 +891,7 @@ static void sess_close(mt_rsess_t *s)
     for (mt_rreq_t *r = s->head; r; r = next) {
         next = r->next;
         if (r->done)
-            rreq_free(w, r);
+            mt_rreq_free(w, r);
         else
             r->sess = NULL;
     }
@@ -882,7 +946,7 @@ static void sess_process(mt_rsess_t *s)
             char text[300];
             snprintf(text, sizeof(text), "ERR %s", err ? err : "Protocol error");
             mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_PROTOCOL_ERRORS, 1);
-            sess_reply_error(s, text);
+            mt_rsess_reply_error(s, text);
             s->finishing = true;
             sess_pause(s);
             break;

@@ -230,6 +230,8 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
         return -1;
     }
     l->redis.op_timeout_ms = DEFAULT_OP_TIMEOUT_MS;
+    l->redis.enable_redirection = true;
+    l->redis.enable_hashtagging = true;
     if (field_table(L, t, "redis")) {
         int rt = lua_gettop(L);
         read_auth(L, rt, &l->redis.auth);
@@ -241,6 +243,8 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
         l->redis.read_policy = parse_read_policy(rp);
         free(rp);
         l->redis.enable_command_stats = field_bool(L, rt, "enable_command_stats", false);
+        l->redis.enable_redirection = field_bool(L, rt, "enable_redirection", true);
+        l->redis.enable_hashtagging = field_bool(L, rt, "enable_hashtagging", true);
         lua_pop(L, 1);
     }
     l->fingerprint = fingerprint_of(L, t);

@@ -131,6 +131,8 @@ void mt_wcluster_ref(mt_wcluster_t *c)
 
 static void wcluster_free(mt_wcluster_t *c)
 {
+    if (c->topo)
+        mt_rcluster_free(c->topo);
     for (uint32_t i = 0; i < c->n_eps; i++) {
         free(c->eps[i]->rconns);
         free(c->eps[i]);
@@ -184,6 +186,9 @@ static void listener_on_connection(uv_stream_t *server, int status)
     switch (l->conf->protocol) {
     case MT_PROTO_REDIS:
         mt_redis_accept(l, server);
+        break;
+    case MT_PROTO_META:
+        mt_meta_accept(l, server);
         break;
     default:
         mt_tcp_accept(l, server);
@@ -428,6 +433,9 @@ static void *worker_main(void *arg)
     w->snap = NULL;
     if (w->L)
         lua_close(w->L);
+    if (w->own)
+        mt_buf_unref(&w->pool, w->own);
+    w->own = NULL;
     mt_buf_pool_destroy(&w->pool);
     __atomic_store_n(&w->exited, 1, __ATOMIC_RELEASE);
     return NULL;

@@ -48,6 +48,7 @@ typedef struct mt_wcluster {
     uint32_t refs;         /* listeners and sessions using it, +1 while in w->clusters */
     uint32_t n_rups;       /* open upstream connections of its endpoints */
     bool retired;          /* no longer in the live snapshot: freed once unused and idle */
+    struct mt_rtopo *topo; /* Redis Cluster mode: slot map and nodes (redis_cluster.c) */
     mt_wendpoint_t **eps;       /* the configured endpoints */
     uint32_t n_eps;
     uint32_t rr;
@@ -64,6 +65,7 @@ struct mt_worker {
     uv_check_t check;   /* flushes every queued write after the loop's I/O callbacks */
     uv_timer_t tick;    /* timeouts: connect, op, drain */
     mt_buf_pool_t pool;
+    mt_buf_t *own;      /* chunk for small bytes made here (error replies, split parts) */
     lua_State *L;
     mt_snapshot_t *snap;
     mt_snapshot_t *snap_applying; /* during worker_apply_snapshot only */
@@ -141,8 +143,10 @@ mt_wendpoint_t *mt_wendpoint_new(mt_wcluster_t *c, const char *address, uint16_t
 /* Protocol handlers: accept a connection on a listener of theirs. */
 void mt_redis_accept(mt_wlistener_t *l, uv_stream_t *server);
 void mt_tcp_accept(mt_wlistener_t *l, uv_stream_t *server);
+void mt_meta_accept(mt_wlistener_t *l, uv_stream_t *server);
 /* Redis upstream bookkeeping hooks used by the worker. */
 void mt_redis_tick(mt_worker_t *w, uint64_t now_ms);
 void mt_redis_worker_cleanup(mt_worker_t *w);
+void mt_rcluster_free(struct mt_rtopo *t);
 
 #endif
