@@ -102,9 +102,7 @@ M32 = 0xFFFFFFFF
 def cmd_hash(name, seed):
     h = seed
     for ch in name.encode():
-        if 65 <= ch <= 90:
-            ch |= 0x20
-        h ^= ch
+        h ^= ch | 0x20
         h = (h * 16777619) & M32
     h ^= h >> 15
     h = (h * 0x2C1B3C6D) & M32
