@@ -47,7 +47,7 @@ static const char RESP_ERR_INLINE_BIG[] = "Protocol error: too big inline reques
 static const char RESP_ERR_QUOTES[] = "Protocol error: unbalanced quotes in request";
 static const char RESP_ERR_MBULK_BIG[] = "Protocol error: too big mbulk count string";
 static const char RESP_ERR_BULK_BIG[] = "Protocol error: too big bulk count string";
-static const char RESP_ERR_OOM[] = "ERR meltemi: out of memory while parsing the request";
+static const char RESP_ERR_OOM[] = "meltemi: out of memory while parsing the request";
 
 /* ==== numbers ============================================================================ */
 
