@@ -1,0 +1,160 @@
+-- meltemi.dump: the snapshot as text.
+--   lua(t)  -> readable Lua source ("return { ... }") that loads back to an equal table;
+--              keys sorted, so the same configuration always prints the same text.
+--   json(t) -> JSON for /config_dump, with every password and Secret value replaced by
+--              "<redacted>".
+-- Both refuse cycles and values that are not data (functions, userdata other than null).
+
+local json = require "meltemi.json"
+local NULL = require("meltemi.c").null
+
+local M = {}
+
+local LUA_KEYWORDS = {}
+for w in ([[and break do else elseif end false for function goto if in local nil not or
+  repeat return then true until while]]):gmatch("%a+") do LUA_KEYWORDS[w] = true end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b)
+    local ta, tb = type(a), type(b)
+    if ta ~= tb then return ta == "number" end
+    return a < b
+  end)
+  return keys
+end
+M.sorted_keys = sorted_keys
+
+-- An array 1..n with nothing else.
+local function array_len(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  for i = 1, n do
+    if t[i] == nil then return nil end
+  end
+  return n
+end
+M.array_len = array_len
+
+local function number_text(v)
+  if v ~= v then return "0/0" end
+  if v == math.huge then return "math.huge" end
+  if v == -math.huge then return "-math.huge" end
+  if v % 1 == 0 and v > -2 ^ 53 and v < 2 ^ 53 then return string.format("%d", v) end
+  return string.format("%.17g", v)
+end
+
+local function string_text(s)
+  return (string.format("%q", s):gsub("\\\n", "\\n"):gsub("\r", "\\r"):gsub("%z", "\\0"))
+end
+
+local function scalar_text(v)
+  local t = type(v)
+  if t == "string" then return string_text(v) end
+  if t == "number" then return number_text(v) end
+  if t == "boolean" then return tostring(v) end
+  if v == NULL then return "nil" end
+  error("dump: cannot print a " .. t, 0)
+end
+
+local function key_text(k)
+  if type(k) == "string" and k:match("^[%a_][%w_]*$") and not LUA_KEYWORDS[k] then return k end
+  return "[" .. scalar_text(k) .. "]"
+end
+
+local function is_flat(t, n)
+  for i = 1, n do
+    if type(t[i]) == "table" then return false end
+  end
+  return true
+end
+
+local function emit(v, indent, out, active)
+  if type(v) ~= "table" then
+    out[#out + 1] = scalar_text(v)
+    return
+  end
+  if active[v] then error("dump: the table contains a cycle", 0) end
+  if next(v) == nil then
+    out[#out + 1] = "{}"
+    return
+  end
+  active[v] = true
+  local n = array_len(v)
+  local inner = indent .. "  "
+  if n and is_flat(v, n) then
+    local parts = {}
+    for i = 1, n do parts[i] = scalar_text(v[i]) end
+    local line = "{ " .. table.concat(parts, ", ") .. " }"
+    if #line + #indent <= 100 then
+      out[#out + 1] = line
+      active[v] = nil
+      return
+    end
+  end
+  out[#out + 1] = "{\n"
+  if n then
+    for i = 1, n do
+      out[#out + 1] = inner
+      emit(v[i], inner, out, active)
+      out[#out + 1] = ",\n"
+    end
+  else
+    for _, k in ipairs(sorted_keys(v)) do
+      out[#out + 1] = inner .. key_text(k) .. " = "
+      emit(v[k], inner, out, active)
+      out[#out + 1] = ",\n"
+    end
+  end
+  out[#out + 1] = indent .. "}"
+  active[v] = nil
+end
+
+function M.lua(t)
+  local out = { "return " }
+  emit(t, "", out, {})
+  out[#out + 1] = "\n"
+  return table.concat(out)
+end
+
+-- ---- JSON with secrets redacted ------------------------------------------------------------
+
+local REDACTED = "<redacted>"
+local SECRET_KEYS = { password = true, token = true }
+
+local function redact(v, key, parent_kind, seen)
+  if type(v) ~= "table" then
+    if SECRET_KEYS[key] and type(v) == "string" then return REDACTED end
+    return v
+  end
+  if seen[v] then error("dump: the table contains a cycle", 0) end
+  seen[v] = true
+  local copy = {}
+  for k, x in pairs(v) do
+    if parent_kind == "Secret" and (k == "data" or k == "stringData") and type(x) == "table" then
+      local r = {}
+      for sk in pairs(x) do r[sk] = REDACTED end
+      copy[k] = r
+    else
+      copy[k] = redact(x, k, v.kind, seen)
+    end
+  end
+  seen[v] = nil
+  return setmetatable(copy, getmetatable(v))
+end
+
+-- Keys whose empty value is a JSON array rather than an object.
+local ARRAY_KEYS = {
+  warnings = true, listeners = true, endpoints = true, routes = true, mirrors = true, faults = true,
+  commands = true, discovery_endpoints = true, lua_filters = true, sources = true, sidecars = true,
+  ports = true, hosts = true, match = true, route = true, request_mutation = true,
+  response_mutation = true, conditions = true, descriptors = true, egress = true, keys = true,
+}
+
+function M.json(t)
+  return json.encode(redact(t, nil, nil, {}), { array_keys = ARRAY_KEYS, pretty = true })
+end
+
+M.REDACTED = REDACTED
+return M

@@ -1,0 +1,216 @@
+-- DestinationRule (networking.istio.io): subsets by label and the traffic policy of a
+-- host's clusters (load balancing incl. consistent hashing, connection pool, outlier
+-- detection, TLS), with per-port overrides (portLevelSettings). Aeraki reuses
+-- consistentHash.httpHeaderName as the metadata key hashed for metaprotocol services.
+
+local T = require "meltemi.schema"
+local shapes = require "meltemi.shapes"
+
+local K = {
+  kind = "DestinationRule",
+  api_versions = { "networking.istio.io/v1alpha3", "networking.istio.io/v1beta1", "networking.istio.io/v1" },
+  phase = 30,
+}
+
+local consistent_hash = T.obj({
+  httpHeaderName = T.str{ non_empty = true },
+  httpCookie = T.obj({ name = T.str{ required = true }, path = T.str(), ttl = T.dur() }),
+  useSourceIp = T.bool(),
+  httpQueryParameterName = T.str{ non_empty = true },
+  ringHash = T.obj({ minimumRingSize = T.int{ min = 1 } }),
+  maglev = T.obj({ tableSize = T.int{ min = 1 } }),
+  minimumRingSize = T.int{ min = 1 },
+}, { one_of = { { "httpHeaderName", "httpCookie", "useSourceIp", "httpQueryParameterName" },
+  { "ringHash", "maglev" } } })
+
+local policy_fields = {
+  loadBalancer = T.obj({
+    simple = T.enum({ "UNSPECIFIED", "LEAST_CONN", "RANDOM", "PASSTHROUGH", "ROUND_ROBIN", "LEAST_REQUEST" }),
+    consistentHash = consistent_hash,
+    localityLbSetting = T.any(),
+    warmupDurationSecs = T.dur(),
+    warmup = T.any(),
+  }, { one_of = { { "simple", "consistentHash" } } }),
+  connectionPool = T.obj({
+    tcp = shapes.tcp_settings,
+    http = T.obj({
+      http1MaxPendingRequests = T.int(), http2MaxRequests = T.int(), maxRequestsPerConnection = T.int(),
+      maxRetries = T.int(), idleTimeout = T.dur(), h2UpgradePolicy = T.str(), useClientProtocol = T.bool(),
+      maxConcurrentStreams = T.int(),
+    }),
+  }),
+  outlierDetection = T.obj({
+    consecutiveErrors = T.int{ min = 0 }, consecutive5xxErrors = T.int{ min = 0 },
+    consecutiveGatewayErrors = T.int{ min = 0 }, consecutiveLocalOriginFailures = T.int{ min = 0 },
+    splitExternalLocalOriginErrors = T.bool(),
+    interval = T.dur(), baseEjectionTime = T.dur(),
+    maxEjectionPercent = T.int{ min = 0, max = 100 }, minHealthPercent = T.int{ min = 0, max = 100 },
+  }),
+  tls = T.obj({
+    mode = T.enum({ "DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL" }),
+    clientCertificate = T.str(), privateKey = T.str(), caCertificates = T.str(), credentialName = T.str(),
+    subjectAltNames = T.list(T.str()), sni = T.str(), insecureSkipVerify = T.bool(), caCrl = T.str(),
+  }),
+  tunnel = T.any(),
+  proxyProtocol = T.any(),
+}
+
+local port_fields = { port = T.obj({ number = T.with(shapes.port_number, { required = true }) },
+  { required = true }) }
+for k, v in pairs(policy_fields) do port_fields[k] = v end
+
+local function policy(extra)
+  local f = {}
+  for k, v in pairs(policy_fields) do f[k] = v end
+  for k, v in pairs(extra or {}) do f[k] = v end
+  return T.obj(f)
+end
+
+local function check_spec(spec, report)
+  local seen = {}
+  for i, s in ipairs(spec.subsets or {}) do
+    if seen[s.name] then
+      report(T.join(T.join("subsets", i), "name"), string.format("subset %q is defined twice", s.name))
+    end
+    seen[s.name] = true
+  end
+end
+
+K.schema = shapes.document({
+  spec = T.obj({
+    host = T.str{ required = true, non_empty = true },
+    trafficPolicy = policy({ portLevelSettings = T.list(T.obj(port_fields)) }),
+    subsets = T.list(T.obj({
+      name = T.str{ required = true, non_empty = true },
+      labels = shapes.labels,
+      trafficPolicy = policy({ portLevelSettings = T.list(T.obj(port_fields)) }),
+    })),
+    exportTo = T.list(T.str()),
+    workloadSelector = T.obj({ matchLabels = shapes.labels }),
+  }, { required = true, check = check_spec }),
+})
+
+local function secs(d, default)
+  if not d then return default end
+  return math.floor(T.parse_duration(d) / 1000 + 0.5)
+end
+
+-- Istio TCPSettings (validated) onto a cluster (also used by RedisDestination).
+function K.apply_tcp(cl, tcp)
+  if tcp.maxConnections then cl.max_connections = tcp.maxConnections end
+  if tcp.connectTimeout then cl.connect_timeout_ms = T.duration_ms(tcp.connectTimeout) end
+  if tcp.tcpKeepalive then
+    local k = tcp.tcpKeepalive
+    cl.tcp_keepalive = { time_s = secs(k.time, 7200), interval_s = secs(k.interval, 75),
+      probes = k.probes or 9 }
+  end
+  if tcp.maxConnectionDuration then
+    cl.max_connection_duration_ms = T.duration_ms(tcp.maxConnectionDuration)
+  end
+  if tcp.idleTimeout then cl.idle_timeout_ms = T.duration_ms(tcp.idleTimeout) end
+end
+
+local LB = { UNSPECIFIED = "ROUND_ROBIN", ROUND_ROBIN = "ROUND_ROBIN", LEAST_CONN = "LEAST_REQUEST",
+  LEAST_REQUEST = "LEAST_REQUEST", RANDOM = "RANDOM", PASSTHROUGH = "ROUND_ROBIN" }
+
+local function apply_lb(obj, c, path, cl, lb)
+  if lb.simple then
+    if lb.simple == "PASSTHROUGH" then
+      c:warn(obj, T.join(path, "simple"), "PASSTHROUGH is not supported; ROUND_ROBIN is used")
+    end
+    cl.lb_policy = LB[lb.simple]
+  elseif lb.consistentHash then
+    local h = lb.consistentHash
+    cl.lb_policy = "RING_HASH"
+    cl.hash_key = h.httpHeaderName
+    cl.hash_source_ip = h.useSourceIp or nil
+    cl.hash_cookie = h.httpCookie and h.httpCookie.name or nil
+    cl.hash_query_parameter = h.httpQueryParameterName
+    cl.ring_size = h.minimumRingSize or (h.ringHash and h.ringHash.minimumRingSize) or nil
+  end
+end
+
+-- A validated TrafficPolicy onto cl (a cluster, or a subset's policy table).
+function K.apply_policy(obj, c, path, cl, tp)
+  if tp.loadBalancer then apply_lb(obj, c, T.join(path, "loadBalancer"), cl, tp.loadBalancer) end
+  if tp.connectionPool and tp.connectionPool.tcp then K.apply_tcp(cl, tp.connectionPool.tcp) end
+  local od = tp.outlierDetection
+  if od then
+    cl.outlier_detection = {
+      consecutive_errors = od.consecutive5xxErrors or od.consecutiveErrors or 5,
+      consecutive_gateway_errors = od.consecutiveGatewayErrors,
+      consecutive_local_origin_failures = od.consecutiveLocalOriginFailures,
+      interval_ms = od.interval and T.duration_ms(od.interval) or 10000,
+      base_ejection_time_ms = od.baseEjectionTime and T.duration_ms(od.baseEjectionTime) or 30000,
+      max_ejection_percent = od.maxEjectionPercent or 10,
+      min_health_percent = od.minHealthPercent or 0,
+    }
+  end
+  if tp.tls then
+    local t = tp.tls
+    cl.tls = { mode = t.mode or "DISABLE", client_certificate = t.clientCertificate,
+      private_key = t.privateKey,
+      ca_certificates = t.caCertificates, credential_name = t.credentialName, sni = t.sni,
+      subject_alt_names = t.subjectAltNames, insecure_skip_verify = t.insecureSkipVerify }
+  end
+  for i, pls in ipairs(tp.portLevelSettings or {}) do
+    if cl.port == pls.port.number then
+      K.apply_policy(obj, c, T.join(T.join(path, "portLevelSettings"), i), cl, pls)
+    end
+  end
+end
+
+local function labels_match(sel, labels)
+  for k, v in pairs(sel) do
+    if labels[k] ~= v then return false end
+  end
+  return true
+end
+
+function K.index(obj, c)
+  local spec = obj.doc.spec
+  local host = c:ref_host(obj, "spec.host", spec.host)
+  obj.host = host
+  if not host or not c:claim(obj, "spec.host", "DestinationRule", host) then
+    obj.host = nil
+    return
+  end
+  local names = c.subsets_by_host[host] or {}
+  c.subsets_by_host[host] = names
+  for _, s in ipairs(spec.subsets or {}) do names[s.name] = true end
+end
+
+function K.build(obj, c)
+  local host = obj.host
+  if not host then return end
+  local spec = obj.doc.spec
+  local ports = {}
+  for port in pairs(c.clusters_by_host[host]) do ports[#ports + 1] = port end
+  table.sort(ports)
+  for _, port in ipairs(ports) do
+    local cl = c.clusters_by_host[host][port]
+    if spec.trafficPolicy then K.apply_policy(obj, c, "spec.trafficPolicy", cl, spec.trafficPolicy) end
+    for i, s in ipairs(spec.subsets or {}) do
+      local sub = { labels = s.labels or {} }
+      if s.trafficPolicy then
+        sub.policy = { port = port }
+        local tp_path = T.join(T.join("spec.subsets", i), "trafficPolicy")
+        K.apply_policy(obj, c, tp_path, sub.policy, s.trafficPolicy)
+        sub.policy.port = nil
+      end
+      cl.subsets[s.name] = sub
+      if cl.resolution == "STATIC" and #cl.endpoints > 0 then
+        local any = false
+        for _, ep in ipairs(cl.endpoints) do
+          if labels_match(sub.labels, ep.labels or {}) then any = true end
+        end
+        if not any then
+          c:warn(obj, T.join(T.join("spec.subsets", i), "labels"), string.format(
+            "subset %q selects no endpoint of %s", s.name, cl.name))
+        end
+      end
+    end
+  end
+end
+
+return K

@@ -1,0 +1,214 @@
+-- MetaRouter (metaprotocol.aeraki.io/v1alpha1): routes of a metaprotocol service (Dubbo,
+-- Thrift, ...): match on metadata attributes, weighted destinations with subsets, mirror,
+-- request/response mutations, local and global rate limits. Fills listener.metaprotocol of
+-- the hosts' metaprotocol listeners. Aeraki honours only hosts[0]; meltemi applies the
+-- router to every host listed.
+
+local T = require "meltemi.schema"
+local shapes = require "meltemi.shapes"
+
+local K = {
+  kind = "MetaRouter",
+  api_versions = { "metaprotocol.aeraki.io/v1alpha1" },
+  phase = 50,
+}
+
+local destination = T.obj({
+  host = T.str{ required = true, non_empty = true },
+  subset = T.str{ non_empty = true },
+  port = T.obj({ number = shapes.port_number }),
+})
+
+local mutation = T.list(T.obj({
+  key = T.str{ required = true, non_empty = true },
+  value = T.str{ required = true, non_empty = true },
+}))
+
+local match = T.obj({ attributes = T.map(shapes.string_match) })
+
+local token_bucket = T.obj({
+  maxTokens = T.int{ required = true, min = 1 },
+  tokensPerFill = T.int{ min = 1 },
+  fillInterval = T.dur{ required = true },
+})
+
+local function check_route(r, report)
+  if r.mirrorPercentage and not r.mirror then
+    report("mirrorPercentage", "set without a mirror")
+  end
+  if r.mirrorPercentage and r.mirrorPercentage.value ~= nil and r.mirrorPercentage.value <= 0 then
+    report("mirrorPercentage.value", "must be greater than 0")
+  end
+  local dests = r.route or {}
+  if #dests > 1 then
+    local sum = 0
+    for _, d in ipairs(dests) do sum = sum + (d.weight or 0) end
+    if sum ~= 100 then
+      report("route", string.format("weights add up to %s; they must add up to 100", tostring(sum)))
+    end
+  end
+end
+
+local function check_spec(spec, report)
+  if not spec.routes and not spec.localRateLimit and not spec.globalRateLimit then
+    report(nil, "needs routes, localRateLimit or globalRateLimit")
+  end
+end
+
+K.schema = shapes.document({
+  spec = T.obj({
+    hosts = T.list(T.str{ non_empty = true }, { required = true, min_items = 1 }),
+    gateways = T.list(T.str()),
+    exportTo = T.list(T.str()),
+    routes = T.list(T.obj({
+      name = T.str(),
+      match = match,
+      route = T.list(T.obj({
+        destination = T.with(destination, { required = true }),
+        weight = T.int{ min = 0, max = 100 },
+      }), { required = true, min_items = 1 }),
+      mirror = destination,
+      mirrorPercentage = T.obj({ value = T.num{ min = 0, max = 100 } }),
+      requestMutation = mutation,
+      responseMutation = mutation,
+    }, { check = check_route })),
+    localRateLimit = T.obj({
+      tokenBucket = token_bucket,
+      conditions = T.list(T.obj({ match = match, tokenBucket = T.with(token_bucket, { required = true }) })),
+    }),
+    globalRateLimit = T.obj({
+      match = match,
+      domain = T.str{ required = true, non_empty = true },
+      requestTimeout = T.dur(),
+      denyOnFail = T.bool(),
+      rateLimitService = T.str{ required = true, non_empty = true },
+      descriptors = T.list(T.obj({
+        property = T.str{ required = true }, descriptorKey = T.str{ required = true },
+      })),
+    }),
+  }, { required = true, check = check_spec }),
+})
+
+local function compile_match(m)
+  local out, keys = {}, {}
+  for k in pairs(m and m.attributes or {}) do keys[#keys + 1] = k end
+  table.sort(keys)
+  for _, k in ipairs(keys) do
+    local sm = m.attributes[k]
+    local e = { key = k, exact = sm.exact, prefix = sm.prefix, regex = sm.regex }
+    if not (sm.exact or sm.prefix or sm.regex) then e.present = true end
+    out[#out + 1] = e
+  end
+  return out
+end
+
+local function compile_mutation(list)
+  local out = {}
+  for _, m in ipairs(list or {}) do out[#out + 1] = { key = m.key, value = m.value } end
+  return out
+end
+
+local function compile_bucket(b)
+  return { max_tokens = b.maxTokens, tokens_per_fill = b.tokensPerFill or 1,
+    fill_interval_ms = T.duration_ms(b.fillInterval) }
+end
+
+-- A Destination seen from listener l -> { cluster, subset } (nil after reporting).
+local function compile_destination(obj, c, path, d, l)
+  local host = c:ref_host(obj, T.join(path, "host"), d.host)
+  if not host then return nil end
+  local port = d.port and d.port.number
+  local cl = c:pick_cluster(obj, port and T.join(path, "port.number") or T.join(path, "host"), host, port,
+    "metaprotocol", l.port)
+  if not cl then return nil end
+  if d.subset and not (c.subsets_by_host[host] or {})[d.subset] then
+    c:error(obj, T.join(path, "subset"), string.format("subset %q of %s is not defined by a DestinationRule",
+      d.subset, host))
+  end
+  return { cluster = cl.name, subset = d.subset }
+end
+
+local function compile_routes(obj, c, l, spec)
+  local routes, open_ended = {}, nil
+  for i, r in ipairs(spec.routes or {}) do
+    local path = T.join("spec.routes", i)
+    if open_ended then
+      c:warn(obj, path, string.format("unreachable: routes[%d] before it matches every request",
+        open_ended - 1))
+    end
+    local m = compile_match(r.match)
+    if #m == 0 and not open_ended then open_ended = i end
+    local route = { name = r.name or ("route-" .. (i - 1)), match = m, route = {},
+      request_mutation = compile_mutation(r.requestMutation),
+      response_mutation = compile_mutation(r.responseMutation) }
+    for j, d in ipairs(r.route) do
+      local dest = compile_destination(obj, c, T.join(T.join(path, "route"), j) .. ".destination",
+        d.destination, l)
+      if dest then
+        dest.weight = d.weight or (#r.route == 1 and 100 or 0)
+        route.route[#route.route + 1] = dest
+      end
+    end
+    if r.mirror then
+      local mirror = compile_destination(obj, c, T.join(path, "mirror"), r.mirror, l)
+      if mirror then
+        mirror.percentage = r.mirrorPercentage and r.mirrorPercentage.value or 100
+        route.mirror = mirror
+      end
+    end
+    routes[#routes + 1] = route
+  end
+  if #routes == 0 then
+    return require("meltemi.compiler").metaprotocol_defaults(l.cluster).routes
+  end
+  return routes
+end
+
+local function compile_rate_limits(spec, mp)
+  local lrl = spec.localRateLimit
+  if lrl then
+    mp.local_rate_limit = { token_bucket = lrl.tokenBucket and compile_bucket(lrl.tokenBucket),
+      conditions = {} }
+    for _, cond in ipairs(lrl.conditions or {}) do
+      table.insert(mp.local_rate_limit.conditions,
+        { match = compile_match(cond.match), token_bucket = compile_bucket(cond.tokenBucket) })
+    end
+  end
+  local grl = spec.globalRateLimit
+  if grl then
+    local descriptors = {}
+    for _, d in ipairs(grl.descriptors or {}) do
+      descriptors[#descriptors + 1] = { property = d.property, descriptor_key = d.descriptorKey }
+    end
+    mp.global_rate_limit = { match = compile_match(grl.match), domain = grl.domain,
+      request_timeout_ms = grl.requestTimeout and T.duration_ms(grl.requestTimeout) or 20,
+      deny_on_fail = grl.denyOnFail or false, rate_limit_service = grl.rateLimitService,
+      descriptors = descriptors }
+  end
+end
+
+function K.build(obj, c)
+  local spec = obj.doc.spec
+  for i, h in ipairs(spec.hosts) do
+    local path = T.join("spec.hosts", i)
+    local host = c:ref_host(obj, path, h)
+    if host and c:claim(obj, path, "MetaRouter", host) then
+      local applied = false
+      for _, l in ipairs(c.listeners_by_host[host]) do
+        if l.protocol == "metaprotocol" then
+          applied = true
+          local mp = { routes = compile_routes(obj, c, l, spec),
+            source = { file = obj.file, line = obj.line, kind = obj.kind, name = obj.name } }
+          compile_rate_limits(spec, mp)
+          l.metaprotocol = mp
+        end
+      end
+      if not applied then
+        c:warn(obj, path, string.format("%s has no metaprotocol listener (a tcp-metaprotocol-* port on an "
+          .. "address): this MetaRouter has no effect", host))
+      end
+    end
+  end
+end
+
+return K

@@ -1,0 +1,76 @@
+-- RedisDestination (redis.aeraki.io/v1alpha1): how the proxy talks to a Redis service:
+-- connection pool, PROXY or CLUSTER mode, auth towards Redis (plain or from a Secret) and
+-- seed endpoints for cluster discovery. Applies to the host's redis ports; its tcp settings
+-- win over a DestinationRule's for those clusters.
+
+local T = require "meltemi.schema"
+local shapes = require "meltemi.shapes"
+local compiler = require "meltemi.compiler"
+local dr = require "meltemi.kinds.destination_rule"
+
+local K = {
+  kind = "RedisDestination",
+  api_versions = { "redis.aeraki.io/v1alpha1" },
+  phase = 40,
+}
+
+local function check_redis(redis, report)
+  for i, e in ipairs(redis.discoveryEndpoints or {}) do
+    if not compiler.split_host_port(e) then
+      report(T.join("discoveryEndpoints", i), string.format("%q is not host:port", e))
+    end
+  end
+end
+
+K.schema = shapes.document({
+  spec = T.obj({
+    host = T.str{ required = true, non_empty = true },
+    trafficPolicy = T.obj({
+      connectionPool = T.obj({
+        tcp = shapes.tcp_settings,
+        redis = T.obj({
+          mode = T.enum({ "PROXY", "CLUSTER" }),
+          auth = shapes.auth,
+          discoveryEndpoints = T.list(T.str()),
+        }, { check = check_redis }),
+      }),
+    }),
+  }, { required = true }),
+})
+
+function K.build(obj, c)
+  local spec = obj.doc.spec
+  local host = c:ref_host(obj, "spec.host", spec.host)
+  if not host or not c:claim(obj, "spec.host", "RedisDestination", host) then return end
+  local pool = spec.trafficPolicy and spec.trafficPolicy.connectionPool or {}
+  local redis = pool.redis or {}
+  local auth
+  if redis.auth then
+    auth = c:resolve_auth(obj, "spec.trafficPolicy.connectionPool.redis.auth", redis.auth)
+  end
+  local discovery = {}
+  for _, e in ipairs(redis.discoveryEndpoints or {}) do
+    local h, p = compiler.split_host_port(e)
+    discovery[#discovery + 1] = { address = h, port = p }
+  end
+  local applied = false
+  local ports = {}
+  for port in pairs(c.clusters_by_host[host]) do ports[#ports + 1] = port end
+  table.sort(ports)
+  for _, port in ipairs(ports) do
+    local cl = c.clusters_by_host[host][port]
+    if cl.protocol == "redis" then
+      applied = true
+      if pool.tcp then dr.apply_tcp(cl, pool.tcp) end
+      cl.redis.mode = redis.mode or "PROXY"
+      cl.redis.auth = auth
+      cl.redis.discovery_endpoints = discovery
+    end
+  end
+  if not applied then
+    c:warn(obj, "spec.host", string.format("%s has no redis port (a port named tcp-redis*): "
+      .. "this RedisDestination has no effect", host))
+  end
+end
+
+return K

@@ -1,0 +1,181 @@
+-- RedisService (redis.aeraki.io/v1alpha1): what a client of a Redis service gets from the
+-- proxy: settings (timeouts, read policy, client auth), key-prefix routes with mirrors, and
+-- fault injection. Fills listener.redis of the host's redis listeners. Without redis[] the
+-- service routes everything to its own cluster (the blog's step 2); with routes but no
+-- catch-all, unmatched keys also go to the service's own cluster.
+
+local T = require "meltemi.schema"
+local shapes = require "meltemi.shapes"
+
+local K = {
+  kind = "RedisService",
+  api_versions = { "redis.aeraki.io/v1alpha1" },
+  phase = 50,
+}
+
+local route_target = T.obj({
+  host = T.str{ required = true, non_empty = true },
+  port = shapes.port_number,
+}, { required = true })
+
+local function check_fault(f, report)
+  if f.type == "DELAY" and not f.delay then report("delay", "required for a DELAY fault") end
+end
+
+local function check_spec(spec, report)
+  local seen = {}
+  for i, r in ipairs(spec.redis or {}) do
+    local prefix = r.match and r.match.key and r.match.key.prefix or ""
+    if seen[prefix] then
+      report(T.join(T.join("redis", i), "match"), prefix == "" and
+        string.format("a second catch-all route (the first is redis[%d])", seen[prefix] - 1) or
+        string.format("prefix %q is already routed by redis[%d]", prefix, seen[prefix] - 1))
+    end
+    seen[prefix] = i
+  end
+end
+
+K.schema = shapes.document({
+  spec = T.obj({
+    host = T.list(T.str{ non_empty = true }, { required = true, min_items = 1 }),
+    settings = T.obj({
+      caseInsensitive = T.bool(),
+      opTimeout = T.dur(),
+      enableCommandStats = T.bool(),
+      maxBufferSizeBeforeFlush = T.int{ min = 0 },
+      bufferFlushTimeout = T.dur(),
+      maxUpstreamUnknownConnections = T.int{ min = 0 },
+      enableHashtagging = T.bool(),
+      enableRedirection = T.bool(),
+      readPolicy = T.enum({ "MASTER", "PREFER_MASTER", "REPLICA", "PREFER_REPLICA", "ANY" }),
+      auth = shapes.auth,
+    }),
+    redis = T.list(T.obj({
+      match = T.obj({
+        key = T.obj({ prefix = T.str(), removePrefix = T.bool() }),
+      }),
+      route = route_target,
+      mirror = T.list(T.obj({
+        route = route_target,
+        percentage = shapes.percentage,
+        excludeReadCommands = T.bool(),
+      })),
+    })),
+    faults = T.list(T.obj({
+      type = T.enum({ "DELAY", "ERROR" }, { required = true }),
+      percentage = shapes.percentage,
+      delay = T.dur(),
+      commands = T.list(T.str{ non_empty = true }),
+    }, { check = check_fault })),
+  }, { required = true, check = check_spec }),
+})
+
+local function compile_settings(obj, c, r, s)
+  if s.caseInsensitive ~= nil then r.case_insensitive = s.caseInsensitive end
+  if s.opTimeout then r.op_timeout_ms = T.duration_ms(s.opTimeout) end
+  if s.enableCommandStats ~= nil then r.enable_command_stats = s.enableCommandStats end
+  if s.maxBufferSizeBeforeFlush then r.max_buffer_size_before_flush = s.maxBufferSizeBeforeFlush end
+  if s.bufferFlushTimeout then r.buffer_flush_timeout_ms = T.duration_ms(s.bufferFlushTimeout) end
+  if s.maxUpstreamUnknownConnections then
+    r.max_upstream_unknown_connections = s.maxUpstreamUnknownConnections
+  end
+  if s.enableHashtagging ~= nil then r.enable_hashtagging = s.enableHashtagging end
+  if s.enableRedirection ~= nil then r.enable_redirection = s.enableRedirection end
+  if s.readPolicy then r.read_policy = s.readPolicy end
+end
+
+-- The cluster a route target points at, seen from listener l. Reports and returns nil on a
+-- dangling host or port.
+local function target_cluster(obj, c, path, target, l)
+  local host = c:ref_host(obj, T.join(path, "host"), target.host)
+  if not host then return nil end
+  local cl = c:pick_cluster(obj, target.port and T.join(path, "port") or T.join(path, "host"), host,
+    target.port, "redis", l.port)
+  return cl and cl.name
+end
+
+local function compile_routes(obj, c, l, spec)
+  local routes, catch_all = {}, false
+  for i, r in ipairs(spec.redis or {}) do
+    local path = T.join("spec.redis", i)
+    local key = r.match and r.match.key or {}
+    local route = {
+      prefix = key.prefix or "",
+      remove_prefix = key.removePrefix or false,
+      cluster = target_cluster(obj, c, T.join(path, "route"), r.route, l),
+      mirrors = {},
+    }
+    for j, m in ipairs(r.mirror or {}) do
+      local mpath = T.join(T.join(path, "mirror"), j)
+      route.mirrors[#route.mirrors + 1] = {
+        cluster = target_cluster(obj, c, T.join(mpath, "route"), m.route, l),
+        percentage = m.percentage and m.percentage.value or 100,
+        exclude_read_commands = m.excludeReadCommands or false,
+      }
+    end
+    if route.prefix == "" then catch_all = true end
+    routes[#routes + 1] = route
+  end
+  if not catch_all then
+    routes[#routes + 1] = { prefix = "", remove_prefix = false, cluster = l.cluster, mirrors = {} }
+  end
+  table.sort(routes, function(a, b)
+    if #a.prefix ~= #b.prefix then return #a.prefix > #b.prefix end
+    return a.prefix < b.prefix
+  end)
+  return routes
+end
+
+local function compile_faults(spec)
+  local faults = {}
+  for _, f in ipairs(spec.faults or {}) do
+    local commands = {}
+    for _, cmd in ipairs(f.commands or {}) do commands[#commands + 1] = cmd:lower() end
+    faults[#faults + 1] = {
+      type = f.type,
+      percentage = f.percentage and f.percentage.value or 100,
+      delay_ms = f.delay and T.duration_ms(f.delay) or 0,
+      commands = commands,
+    }
+  end
+  return faults
+end
+
+function K.build(obj, c)
+  local spec = obj.doc.spec
+  local hosts = {}
+  for i, h in ipairs(spec.host) do
+    local path = T.join("spec.host", i)
+    local host = c:ref_host(obj, path, h)
+    if host and c:claim(obj, path, "RedisService", host) then
+      hosts[#hosts + 1] = { host = host, path = path }
+    end
+  end
+  local settings = spec.settings or {}
+  local auth
+  if settings.auth then auth = c:resolve_auth(obj, "spec.settings.auth", settings.auth) end
+  for i, f in ipairs(spec.faults or {}) do
+    if f.type == "ERROR" and f.delay then
+      c:warn(obj, T.join(T.join("spec.faults", i), "delay"), "ignored for an ERROR fault")
+    end
+  end
+  for _, h in ipairs(hosts) do
+    local applied = false
+    for _, l in ipairs(c.listeners_by_host[h.host]) do
+      if l.protocol == "redis" then
+        applied = true
+        compile_settings(obj, c, l.redis, settings)
+        l.redis.auth = auth
+        l.redis.routes = compile_routes(obj, c, l, spec)
+        l.redis.faults = compile_faults(spec)
+        l.redis.source = { file = obj.file, line = obj.line, kind = obj.kind, name = obj.name }
+      end
+    end
+    if not applied then
+      c:warn(obj, h.path, string.format("%s has no redis listener (a tcp-redis* port on an address): "
+        .. "this RedisService has no effect", h.host))
+    end
+  end
+end
+
+return K
