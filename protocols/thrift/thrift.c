@@ -216,7 +216,8 @@ static mt_status_t thrift_whole_frame(const thrift_decoder_t *d, const uint8_t *
 static mt_status_t thrift_header_in_frame(thrift_protocol_t p, const uint8_t *buf, size_t start,
                                           size_t end, thrift_msg_header_t *h, mt_codec_err_t *err)
 {
-    mt_status_t rc = thrift_parse_msg_header(p, buf, start, end, end - start, h, err);
+    /* no name limit of its own: the frame bounds it, and running past it is truncation */
+    mt_status_t rc = thrift_parse_msg_header(p, buf, start, end, SIZE_MAX, h, err);
     if (rc == MT_AGAIN)
         return mt_codec_fail(err, MT_CODEC_E_MALFORMED,
                              "thrift: message header truncated by its frame (%zu bytes)",
