@@ -95,13 +95,24 @@ end
 
 -- ---- paths -------------------------------------------------------------------------------
 
-function M.join(path, key)
-  if type(key) == "number" then return (path or "") .. "[" .. (key - 1) .. "]" end
-  if not key:match("^[%w_%-]+$") then
-    return (path or "") .. string.format("[%q]", key)
+-- path + one map key: plain words as .key, anything else quoted: labels["app.kubernetes.io/name"].
+function M.key(path, key)
+  if key:match("^[%w_%-]+$") then
+    if not path or path == "" then return key end
+    return path .. "." .. key
   end
-  if not path or path == "" then return key end
-  return path .. "." .. key
+  return (path or "") .. string.format("[%q]", key)
+end
+
+-- path + a relative path ("port.number", "[2].name"), a field name, or a 1-based index.
+function M.join(path, rel)
+  if type(rel) == "number" then return (path or "") .. "[" .. (rel - 1) .. "]" end
+  if rel:sub(1, 1) == "[" then return (path or "") .. rel end
+  if rel:match("^[%w_%-]+[%w_%-%.%[%]]*$") then
+    if not path or path == "" then return rel end
+    return path .. "." .. rel
+  end
+  return M.key(path, rel)
 end
 
 -- Splits a path back into table keys (numbers 1-based): "a.b[0]" -> { "a", "b", 1 }.
@@ -209,7 +220,7 @@ local function check_object(sch, v, path, report)
     local before = ok
     sch.check(v, function(p, msg)
       before = false
-      report(p and (p:sub(1, 1) == "[" and path .. p or M.join(path, p)) or path, msg)
+      report(p and M.join(path, p) or path, msg)
     end, path)
     ok = before
   end
@@ -241,7 +252,7 @@ local function check_map(sch, v, path, report)
   for k in pairs(v) do keys[#keys + 1] = k end
   table.sort(keys)
   for _, k in ipairs(keys) do
-    if not check(sch.value, v[k], M.join(path, k), report) then ok = false end
+    if not check(sch.value, v[k], M.key(path, k), report) then ok = false end
   end
   return ok
 end

@@ -27,7 +27,8 @@ local function check_spec(spec, report)
   for i, r in ipairs(spec.redis or {}) do
     local prefix = r.match and r.match.key and r.match.key.prefix or ""
     if seen[prefix] then
-      report(T.join(T.join("redis", i), "match"), prefix == "" and
+      local at = T.join("redis", i)
+      report(r.match and T.join(at, "match") or at, prefix == "" and
         string.format("a second catch-all route (the first is redis[%d])", seen[prefix] - 1) or
         string.format("prefix %q is already routed by redis[%d]", prefix, seen[prefix] - 1))
     end

@@ -20,7 +20,7 @@ local function check_base64(doc, report)
   table.sort(keys)
   for _, k in ipairs(keys) do
     local _, err = C.base64_decode(doc.data[k])
-    if err then report(T.join("data", k), "invalid base64: " .. err) end
+    if err then report(T.key("data", k), "invalid base64: " .. err) end
   end
 end
 
@@ -36,10 +36,10 @@ function K.index(obj, c)
   local doc = obj.doc
   local values = {}
   for k, v in pairs(doc.data or {}) do
-    values[k] = { value = C.base64_decode(v), path = T.join("data", k) }
+    values[k] = { value = C.base64_decode(v), path = T.key("data", k) }
   end
   for k, v in pairs(doc.stringData or {}) do
-    values[k] = { value = v, path = T.join("stringData", k) }
+    values[k] = { value = v, path = T.key("stringData", k) }
   end
   c.secrets[obj.namespace .. "/" .. obj.name] = { obj = obj, values = values }
 end
