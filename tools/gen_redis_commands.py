@@ -94,6 +94,16 @@ def proxy_kind(name, flags):
     return "REDIS_PROXY_FORWARD"
 
 
+# Commands whose keys Redis finds with a getkeys procedure instead of its key specs (their
+# specs are incomplete or unknown, or a keyword value could be mistaken for the keyword).
+KEYS_PROC = {
+    "xread": "REDIS_KEYS_PROC_XREAD",
+    "xreadgroup": "REDIS_KEYS_PROC_XREAD",
+    "sort": "REDIS_KEYS_PROC_SORT",
+    "migrate": "REDIS_KEYS_PROC_MIGRATE",
+}
+
+
 # ---- the hash (must match redis_command__hash in commands.c) ------------------------------
 HASH_SLOTS = 4096
 M32 = 0xFFFFFFFF
@@ -189,6 +199,16 @@ def bits(values, order, what, name):
     return out
 
 
+def tip_seq(tips, name):
+    """Tips in Redis's order, 4 bits each (index + 1), first tip in the low bits."""
+    if len(tips) > 4:
+        raise SystemExit(f"{name}: more than 4 tips")
+    seq = 0
+    for i, tip in enumerate(tips):
+        seq |= (TIPS.index(s(tip)) + 1) << (4 * i)
+    return seq
+
+
 def parse_key_spec(ks, name):
     d = pairs(ks)
     bs, fk = pairs(d["begin_search"]), pairs(d["find_keys"])
@@ -227,7 +247,9 @@ def parse_command(e):
         "first": int(e[3]), "last": int(e[4]), "step": int(e[5]),
         "acl": bits(e[6], ACL_CATEGORIES, "ACL category", name),
         "tips": bits(e[7], TIPS, "tip", name),
+        "tip_seq": tip_seq(e[7], name),
         "specs": [parse_key_spec(ks, name) for ks in e[8]],
+        # sorted: Redis lists them in its dict's order, which changes with every start
         "subs": sorted((parse_command(x) for x in e[9]), key=lambda c: c["name"]),
     }
 
@@ -235,7 +257,8 @@ def parse_command(e):
 def c_command(c, cid, kind, spec_first, sub_first):
     return (f'    {{"{c["name"]}", {c["arity"]}, {c["flag_expr"]}, {c["first"]}, {c["last"]}, '
             f'{c["step"]}, {kind}, {cid}, {len(c["name"])}, {len(c["specs"])}, {spec_first}, '
-            f'{len(c["subs"])}, {sub_first}, 0x{c["acl"]:x}, 0x{c["tips"]:x}}},')
+            f'{len(c["subs"])}, {sub_first}, 0x{c["acl"]:x}, 0x{c["tips"]:x}, 0x{c["tip_seq"]:x}, '
+            f'{KEYS_PROC.get(c["name"], "REDIS_KEYS_PROC_SPECS")}}},')
 
 
 def render(version, reply):
@@ -270,7 +293,8 @@ def render(version, reply):
     w(" * COMMAND reply. Do not edit: change the generator's rules and run it again.")
     w(" *")
     w(" * Fields: name, arity, flags, first_key, last_key, key_step, proxy kind, id, name_len,")
-    w(" * key_spec_count, key_spec_first, sub_count, sub_first, acl_categories, tips.")
+    w(" * key_spec_count, key_spec_first, sub_count, sub_first, acl_categories, tips, tip_seq,")
+    w(" * keys_proc.")
     w(" */")
     w("/* clang-format off */")
     w('#include "protocols/redis/commands.h"')

@@ -12,6 +12,7 @@
 #include "protocols/redis/commands.h"
 
 #include <string.h>
+#include <strings.h>
 
 /* ==== lookup ============================================================================= */
 
@@ -123,10 +124,11 @@ const redis_key_spec_t *redis_command_key_specs(const redis_command_t *cmd, size
 
 /* ==== keys =============================================================================== */
 
-static bool redis__arg_is(const resp_arg_t *a, const char *lower)
+/* Case-insensitive on both sides: key spec keywords are upper case ("STREAMS"). */
+static bool redis__arg_is(const resp_arg_t *a, const char *word)
 {
-    size_t n = strlen(lower);
-    return a->len == n && redis__name_eq(lower, a->ptr, n);
+    size_t n = strlen(word);
+    return a->len == n && strncasecmp(a->ptr, word, n) == 0;
 }
 
 /* Redis's string2ll for a numkeys argument (no sign but '-', no leading zeros). */
@@ -252,6 +254,43 @@ static void redis__xread_keys(uint32_t argc, const resp_arg_t *argv, redis__keys
         redis__keys_add(o, streams + 1 + i);
 }
 
+/* SORT: Redis's sortGetKeys. The key, plus the target of the last STORE; LIMIT, GET and BY
+ * values are skipped so that a pattern spelled "store" is not taken for the option. */
+static void redis__sort_keys(uint32_t argc, const resp_arg_t *argv, redis__keys_out_t *o)
+{
+    if (argc < 2)
+        return;
+    int64_t store = -1;
+    for (uint32_t i = 2; i < argc; i++) {
+        if (redis__arg_is(&argv[i], "limit"))
+            i += 2;
+        else if (redis__arg_is(&argv[i], "get") || redis__arg_is(&argv[i], "by"))
+            i += 1;
+        else if (redis__arg_is(&argv[i], "store") && i + 1 < argc)
+            store = i + 1;
+    }
+    redis__keys_add(o, 1);
+    if (store > 0)
+        redis__keys_add(o, store);
+}
+
+/* MIGRATE host port key|"" db timeout [COPY] [REPLACE] [AUTH..] [KEYS k...]: migrateGetKeys */
+static void redis__migrate_keys(uint32_t argc, const resp_arg_t *argv, redis__keys_out_t *o)
+{
+    if (argc < 4)
+        return;
+    if (argc > 6 && argv[3].len == 0) {
+        for (uint32_t i = 6; i < argc; i++) {
+            if (redis__arg_is(&argv[i], "keys")) {
+                for (uint32_t k = i + 1; k < argc; k++)
+                    redis__keys_add(o, k);
+                return;
+            }
+        }
+    }
+    redis__keys_add(o, 3);
+}
+
 uint32_t redis_command_keys(const redis_command_t *cmd, uint32_t argc, const resp_arg_t *argv,
                             uint32_t *idx, uint32_t max)
 {
@@ -263,10 +302,18 @@ uint32_t redis_command_keys(const redis_command_t *cmd, uint32_t argc, const res
             return 0;
         cmd = sub;
     }
-    if (cmd->name[0] == 'x' &&
-        (strcmp(cmd->name, "xread") == 0 || strcmp(cmd->name, "xreadgroup") == 0)) {
+    switch (cmd->keys_proc) {
+    case REDIS_KEYS_PROC_XREAD:
         redis__xread_keys(argc, argv, &o);
         return o.n;
+    case REDIS_KEYS_PROC_SORT:
+        redis__sort_keys(argc, argv, &o);
+        return o.n;
+    case REDIS_KEYS_PROC_MIGRATE:
+        redis__migrate_keys(argc, argv, &o);
+        return o.n;
+    default:
+        break;
     }
     if (cmd->key_spec_count == 0 && cmd->first_key > 0) {
         /* no specs (never in Redis 7.0's table): the legacy first/last/step triple */

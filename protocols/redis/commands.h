@@ -62,10 +62,19 @@ typedef struct redis_command {
     uint16_t sub_first;
     uint32_t acl_categories; /* bit i = REDIS_ACL_CATEGORY_NAMES[i] order, see commands.c */
     uint16_t tips;           /* bit i = i-th tip name, see commands.c */
+    uint16_t tip_seq;        /* the same tips in Redis's order: 4 bits each (index + 1) */
+    uint8_t keys_proc;       /* REDIS_KEYS_PROC_*: how redis_command_keys finds the keys */
 } redis_command_t;
 
 #define REDIS_COMMAND_MAX 255
 #define REDIS_COMMAND_COUNT 240 /* top-level commands in the generated table (asserted there) */
+
+enum {
+    REDIS_KEYS_PROC_SPECS = 0, /* Redis 7 key specs (below) */
+    REDIS_KEYS_PROC_XREAD,     /* XREAD / XREADGROUP: Redis's xreadGetKeys */
+    REDIS_KEYS_PROC_SORT,      /* SORT: the key and the last STORE target */
+    REDIS_KEYS_PROC_MIGRATE,   /* MIGRATE: the key, or what follows KEYS if the key is "" */
+};
 
 /* Redis 7 key specifications (COMMAND's 9th field), used by redis_command_keys. */
 enum {
@@ -76,6 +85,7 @@ enum {
     REDIS_KSPEC_FK_RANGE,   /* fk: lastkey, keystep, limit */
     REDIS_KSPEC_FK_KEYNUM,  /* fk: keynumidx, firstkey, keystep */
 };
+enum { REDIS_KSPEC_FLAG_NOT_KEY = 1u << 8, REDIS_KSPEC_FLAG_INCOMPLETE = 1u << 9 };
 typedef struct redis_key_spec {
     uint16_t flags; /* bit i = i-th of RO RW OW RM access update insert delete not_key
                        incomplete variable_flags */

@@ -274,6 +274,17 @@ static void local__out_bits(resp_out_t *o, uint32_t bits, const char *const *nam
     }
 }
 
+/* Tips are bulk strings in Redis's reply, in the command's own order. */
+static void local__out_tips(resp_out_t *o, uint16_t seq)
+{
+    int n = 0;
+    for (uint16_t s = seq; s; s >>= 4)
+        n++;
+    resp_out_array(o, n);
+    for (uint16_t s = seq; s; s >>= 4)
+        local__bulk_str(o, local__tip_names[(s & 0xf) - 1]);
+}
+
 static void local__out_flags(resp_out_t *o, uint32_t flags)
 {
     int n = 0;
@@ -356,7 +367,7 @@ static void local__out_command_info(resp_out_t *o, const redis_command_t *c)
     resp_out_integer(o, c->last_key);
     resp_out_integer(o, c->key_step);
     local__out_bits(o, c->acl_categories, local__acl_names, MT_ARRAY_LEN(local__acl_names));
-    local__out_bits(o, c->tips, local__tip_names, MT_ARRAY_LEN(local__tip_names));
+    local__out_tips(o, c->tip_seq);
     size_t nspec, nsub;
     const redis_key_spec_t *specs = redis_command_key_specs(c, &nspec);
     resp_out_array(o, (int64_t)nspec);
@@ -429,7 +440,14 @@ static void local__command_getkeys(resp_out_t *o, uint32_t argc, const resp_arg_
         resp_out_error(o, "ERR Invalid command specified");
         return;
     }
-    if (c->key_spec_count == 0) {
+    /* Redis's doesCommandHaveKeys: specs of 'not_key' arguments (SPUBLISH's shard channel)
+     * do not count here, though redis_command_keys returns them for routing */
+    size_t nspec;
+    const redis_key_spec_t *specs = redis_command_key_specs(c, &nspec);
+    bool has_keys = false;
+    for (size_t i = 0; i < nspec; i++)
+        has_keys |= !(specs[i].flags & REDIS_KSPEC_FLAG_NOT_KEY);
+    if (!has_keys) {
         resp_out_error(o, "ERR The command has no key arguments");
         return;
     }
@@ -506,7 +524,7 @@ static void local__command(resp_out_t *o, const redis_command_t *cmd, uint32_t a
             if (c)
                 local__out_command_info(o, c);
             else
-                resp_out_array(o, -1); /* Redis: addReplyNull, a null array in RESP2 */
+                resp_out_null(o); /* Redis: addReplyNull, "$-1" in RESP2 */
         }
     } else if (local__is(&argv[1], "docs")) {
         resp_out_array(o, 0); /* no docs: clients treat an empty map as "nothing known" */
@@ -670,8 +688,11 @@ static void local__hello(redis_local_ctx_t *ctx, resp_out_t *o, uint32_t argc,
 static void local__select(redis_local_ctx_t *ctx, resp_out_t *o, const resp_arg_t *arg)
 {
     int64_t id;
-    if (!local__to_i64(arg, &id) || id < INT32_MIN || id > INT32_MAX) {
+    if (!local__to_i64(arg, &id)) {
         resp_out_error(o, "ERR value is not an integer or out of range");
+    } else if (id < INT32_MIN || id > INT32_MAX) {
+        resp_out_error(o, "ERR value is out of range, value must between -2147483648 and "
+                          "2147483647");
     } else if (id == 0) {
         resp_out_simple(o, "OK");
     } else if (ctx->mode && strcmp(ctx->mode, "cluster") == 0) {

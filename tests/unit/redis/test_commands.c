@@ -290,6 +290,31 @@ Test(commands, keys_of_xread_and_xreadgroup)
     cr_assert_str_eq(keys_of("XREAD STREAMS"), "");
 }
 
+Test(commands, keys_of_sort_and_migrate_follow_redis_procedures)
+{
+    cr_assert_str_eq(keys_of("SORT k"), "k");
+    cr_assert_str_eq(keys_of("SORT k BY w_* STORE dst"), "k,dst");
+    cr_assert_str_eq(keys_of("SORT k GET store STORE a STORE b"), "k,b");
+    cr_assert_str_eq(keys_of("SORT k LIMIT 0 10 ALPHA"), "k");
+    cr_assert_str_eq(keys_of("SORT k STORE"), "k");
+    cr_assert_str_eq(keys_of("SORT_RO k BY x GET y"), "k");
+    cr_assert_str_eq(keys_of("MIGRATE host 6379 k 0 5000"), "k");
+    cr_assert_str_eq(keys_of("MIGRATE host 6379 k 0 5000 KEYS a b"), "k");
+    line_t l;
+    split(&l, "MIGRATE host 6379 x 0 5000 COPY KEYS a b");
+    l.argv[3].len = 0; /* "" */
+    uint32_t idx[4];
+    cr_assert_eq(redis_command_keys(lookup("migrate"), l.argc, l.argv, idx, 4), 2);
+    cr_assert_eq(idx[0], 8);
+    cr_assert_eq(idx[1], 9);
+}
+
+Test(commands, keys_of_keyword_specs_are_case_insensitive)
+{
+    cr_assert_str_eq(keys_of("GEORADIUS k 0 0 1 km STORE d"), "k,d");
+    cr_assert_str_eq(keys_of("georadius k 0 0 1 km storedist d"), "k,d");
+}
+
 Test(commands, keys_of_container_subcommands)
 {
     cr_assert_str_eq(keys_of("OBJECT ENCODING k"), "k");

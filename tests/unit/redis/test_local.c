@@ -98,7 +98,7 @@ Test(local, select)
     run("SELECT x");
     expect(S("-ERR value is not an integer or out of range\r\n"));
     run("SELECT 99999999999");
-    expect(S("-ERR value is not an integer or out of range\r\n"));
+    expect(S("-ERR value is out of range, value must between -2147483648 and 2147483647\r\n"));
     ctx.mode = "cluster";
     run("SELECT 1");
     expect(S("-ERR SELECT is not allowed in cluster mode\r\n"));
@@ -241,7 +241,7 @@ Test(local, command_count_info_docs_list_getkeys)
         "$9\r\nfind_keys\r\n*4\r\n$4\r\ntype\r\n$5\r\nrange\r\n$4\r\nspec\r\n*6\r\n"
         "$7\r\nlastkey\r\n:0\r\n$7\r\nkeystep\r\n:1\r\n$5\r\nlimit\r\n:0\r\n"
         "*0\r\n"
-        "*-1\r\n";
+        "$-1\r\n";
     expect(get_info, sizeof(get_info) - 1);
     run("COMMAND INFO client|setname");
     expect_one_reply();
