@@ -1,0 +1,412 @@
+#!/usr/bin/python3
+"""
+bench.py - redis-benchmark against direct redis-server, meltemi (one worker), twemproxy
+(Debian's nutcracker) and haproxy (mode tcp, one thread), all on 127.0.0.1.
+
+Rows: GET and SET, -c 50, pipelines of 1 and 16. For every row the request count is sized
+from a short calibration run against redis-server so that each run lasts about --seconds.
+Targets are interleaved inside each repetition (rotating their order) so that drift of the
+machine hits every target alike; the table reports medians over the repetitions of req/s,
+p50 and p99 (redis-benchmark 7's --csv output) and the ratio of req/s to direct.
+
+A target that fails to start or whose run fails (exit status, error lines, timeout, process
+died) is marked failed for that run and the harness keeps going.
+
+Usage: tests/bench/run.sh [--quick] [--reps N] [--seconds S] [--targets a,b] [--out FILE]
+"""
+
+import argparse
+import csv
+import datetime
+import io
+import os
+import platform
+import shlex
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+ALL_TARGETS = ["direct", "meltemi", "twemproxy", "haproxy"]
+ROWS = [("GET", 1), ("SET", 1), ("GET", 16), ("SET", 16)]
+CLIENTS = 50
+KEYSPACE = 100000
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(pred, timeout, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if pred():
+                return True
+        except Exception:
+            pass
+        time.sleep(interval)
+    return False
+
+
+def tcp_ping(port):
+    """True when something on port answers a RESP PING with +PONG."""
+    with socket.create_connection((HOST, port), timeout=1) as s:
+        s.settimeout(1)
+        s.sendall(b"*1\r\n$4\r\nPING\r\n")
+        return s.recv(64).startswith(b"+PONG")
+
+
+def tail(path, n=3000):
+    try:
+        return Path(path).read_text(errors="replace")[-n:]
+    except OSError:
+        return ""
+
+
+class Server:
+    """One process started by us and stopped by its PID."""
+
+    def __init__(self, name, argv, workdir, port):
+        self.name, self.argv, self.port = name, argv, port
+        self.log = workdir / f"{name}.log"
+        self.proc = None
+        self.error = None
+
+    def start(self, ready, timeout=10):
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=self.log.parent)
+        if not wait_until(lambda: self.proc.poll() is None and ready(), timeout):
+            self.error = (f"not ready within {timeout}s (exit {self.proc.poll()}): "
+                          f"{tail(self.log, 500).strip()}")
+            self.stop()
+            return False
+        return True
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+# ---- starting each target ------------------------------------------------------------------
+
+def start_redis(work):
+    port = free_port()
+    s = Server("redis-server", ["redis-server", "--port", str(port), "--bind", HOST,
+                                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                                "--dir", str(work), "--logfile", ""], work, port)
+    if not s.start(lambda: tcp_ping(port)):
+        sys.exit(f"redis-server did not start: {s.error}")
+    return s
+
+
+def start_meltemi(work, redis_port, binary):
+    conf = work / "meltemi-conf"
+    conf.mkdir(exist_ok=True)
+    port, admin = free_port(), free_port()
+    (conf / "bench.yaml").write_text(f"""\
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata:
+  name: bench
+  namespace: bench
+spec:
+  hosts:
+  - bench.bench.svc.cluster.local
+  addresses:
+  - {HOST}
+  ports:
+  - number: {port}
+    name: tcp-redis
+    protocol: TCP
+  resolution: STATIC
+  endpoints:
+  - address: {HOST}
+    ports:
+      tcp-redis: {redis_port}
+""")
+    s = Server("meltemi", [str(binary), "run", "-c", str(conf), "--admin", f"{HOST}:{admin}",
+                           "--workers", "1", "--log-level", "warn"], work, port)
+
+    def ready():
+        with urllib.request.urlopen(f"http://{HOST}:{admin}/ready", timeout=1) as r:
+            return r.status == 200 and tcp_ping(port)
+    s.start(ready)
+    return s
+
+
+def start_twemproxy(work, redis_port):
+    port, stats = free_port(), free_port()
+    conf = work / "nutcracker.yml"
+    conf.write_text(f"""\
+bench:
+  listen: {HOST}:{port}
+  hash: fnv1a_64
+  distribution: ketama
+  redis: true
+  auto_eject_hosts: false
+  timeout: 5000
+  server_connections: 1
+  servers:
+   - {HOST}:{redis_port}:1
+""")
+    s = Server("twemproxy", ["nutcracker", "-c", str(conf), "-s", str(stats), "-a", HOST,
+                             "-p", str(work / "nutcracker.pid"), "-o", str(work / "nc.log"),
+                             "-v", "4"], work, port)
+    s.start(lambda: tcp_ping(port))
+    return s
+
+
+def start_haproxy(work, redis_port):
+    port = free_port()
+    conf = work / "haproxy.cfg"
+    conf.write_text(f"""\
+global
+    nbthread 1
+    maxconn 1000
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+
+frontend redis_in
+    bind {HOST}:{port}
+    default_backend redis_out
+
+backend redis_out
+    server r1 {HOST}:{redis_port}
+""")
+    s = Server("haproxy", ["haproxy", "-db", "-f", str(conf)], work, port)
+    s.start(lambda: tcp_ping(port))
+    return s
+
+
+# ---- running redis-benchmark ---------------------------------------------------------------
+
+def bench_argv(port, test, pipeline, n):
+    return ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", test.lower(),
+            "-c", str(CLIENTS), "-P", str(pipeline), "-n", str(n), "-r", str(KEYSPACE),
+            "--csv"]
+
+
+def run_benchmark(port, test, pipeline, n, timeout):
+    """-> (dict rps/p50/p99, None) or (None, why it failed)."""
+    argv = bench_argv(port, test, pipeline, n)
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout:.0f}s"
+    text = r.stdout + r.stderr
+    errors = [ln for ln in text.splitlines() if "rror" in ln]
+    if r.returncode != 0 or errors:
+        return None, f"exit {r.returncode}: {(errors or text.splitlines() or [''])[0][:200]}"
+    for row in csv.DictReader(io.StringIO(r.stdout)):
+        if row.get("test") == test:
+            return {"rps": float(row["rps"]), "p50": float(row["p50_latency_ms"]),
+                    "p99": float(row["p99_latency_ms"])}, None
+    return None, f"no {test} line in output: {r.stdout[:200]!r}"
+
+
+def calibrate(port, test, pipeline, seconds):
+    """Requests for a run of about `seconds` against redis-server itself."""
+    probe = 20000 * pipeline
+    res, err = run_benchmark(port, test, pipeline, probe, timeout=60)
+    if res is None:
+        sys.exit(f"calibration against redis-server failed: {err}")
+    n = int(res["rps"] * seconds)
+    return max(10000, n - n % 1000)
+
+
+# ---- the report ----------------------------------------------------------------------------
+
+def machine_info():
+    cpu = "unknown"
+    try:
+        for ln in Path("/proc/cpuinfo").read_text().splitlines():
+            if ln.startswith("model name"):
+                cpu = ln.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(argv):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            return (out.stdout + out.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "?"
+    rev = version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    return {
+        "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
+        "redis": version(["redis-server", "--version"]),
+        "twemproxy": version(["nutcracker", "--version"]),
+        "haproxy": version(["haproxy", "-v"]),
+        "meltemi": f"git {rev}",
+    }
+
+
+def fmt_table(results, targets, failures):
+    lines = ["| test | P | target | req/s (median) | p50 ms | p99 ms | vs direct | runs ok |",
+             "|---|---:|---|---:|---:|---:|---:|---:|"]
+    for test, p in ROWS:
+        direct = results.get(("direct", test, p), [])
+        direct_rps = statistics.median([r["rps"] for r in direct]) if direct else None
+        for t in targets:
+            runs = results.get((t, test, p), [])
+            nfail = len(failures.get((t, test, p), []))
+            total = len(runs) + nfail
+            if not runs:
+                lines.append(f"| {test} | {p} | {t} | failed | - | - | - | 0/{total} |")
+                continue
+            rps = statistics.median([r["rps"] for r in runs])
+            p50 = statistics.median([r["p50"] for r in runs])
+            p99 = statistics.median([r["p99"] for r in runs])
+            ratio = f"{rps / direct_rps:.2f}x" if direct_rps else "-"
+            lines.append(f"| {test} | {p} | {t} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | "
+                         f"{ratio} | {len(runs)}/{total} |")
+    return "\n".join(lines)
+
+
+def write_results(path, table, info, args, sizes, failures, started, elapsed, note):
+    cmd = "tests/bench/run.sh " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    fail_lines = [f"- {t} {test} P={p}: {why}" for (t, test, p), whys in sorted(failures.items())
+                  for why in sorted(set(whys))]
+    per_row = ", ".join(f"{test} P={p}: -n {n}" for (test, p), n in sizes.items())
+    example = " ".join(bench_argv("PORT", "GET", 16, sizes.get(("GET", 16), 0)))
+    text = f"""# Benchmark results
+
+{note}
+
+- Command: `{cmd}` ({args.reps} repetitions, about {args.seconds:g} s per run, \
+{elapsed / 60:.1f} min in all)
+- Date: {started:%Y-%m-%d %H:%M UTC}
+- Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}; client, proxies and
+  redis-server all share these CPUs over loopback
+- Versions: {info['redis']}; {info['twemproxy']}; {info['haproxy']}; meltemi {info['meltemi']}
+- Each run: `{example}` with -t/-P/-n per row ({per_row}); twemproxy with one server
+  connection, haproxy `mode tcp` with `nbthread 1`, meltemi `--workers 1`, no auth anywhere.
+- Targets interleaved inside each repetition; medians over repetitions.
+
+{table}
+"""
+    if fail_lines:
+        text += "\nFailed runs:\n\n" + "\n".join(fail_lines) + "\n"
+    Path(path).write_text(text)
+
+
+# ---- main ----------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 1 repetition, ~1 s per run, no results file")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--seconds", type=float, default=None, help="target length of each run")
+    ap.add_argument("--targets", default=",".join(ALL_TARGETS))
+    ap.add_argument("--out", default=None,
+                    help="results file (default tests/bench/RESULTS.md; --quick: none)")
+    ap.add_argument("--note", default="", help="a line to put at the top of the results file")
+    args = ap.parse_args()
+    args.reps = args.reps or (1 if args.quick else 3)
+    args.seconds = args.seconds or (1.0 if args.quick else 5.0)
+    out = args.out or (None if args.quick else str(REPO / "tests/bench/RESULTS.md"))
+    targets = [t for t in args.targets.split(",") if t]
+    unknown = set(targets) - set(ALL_TARGETS)
+    if unknown:
+        ap.error(f"unknown targets: {', '.join(sorted(unknown))}")
+    if "direct" not in targets:
+        targets.insert(0, "direct")  # the baseline every ratio needs
+    binary = Path(os.environ.get("MELTEMI_BIN", REPO / "build" / "meltemi"))
+
+    started = datetime.datetime.utcnow()
+    t0 = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="meltemi-bench-"))
+    servers = {}
+    results, failures = {}, {}
+    try:
+        redis = start_redis(work)
+        servers["direct"] = redis
+        starters = {
+            "meltemi": lambda: start_meltemi(work, redis.port, binary),
+            "twemproxy": lambda: start_twemproxy(work, redis.port),
+            "haproxy": lambda: start_haproxy(work, redis.port),
+        }
+        for t in targets:
+            if t == "direct":
+                continue
+            if t == "meltemi" and not binary.exists():
+                s = Server("meltemi", [str(binary)], work, 0)
+                s.error = f"{binary} does not exist (build first)"
+            else:
+                s = starters[t]()
+            servers[t] = s
+            log(f"{t}: " + (f"port {s.port}, pid {s.proc.pid}" if s.alive()
+                            else f"FAILED to start: {s.error}"))
+
+        sizes = {}
+        for test, p in ROWS:
+            sizes[(test, p)] = calibrate(redis.port, test, p, args.seconds)
+        log("requests per run: " + ", ".join(f"{t} P={p}: {n}" for (t, p), n in sizes.items()))
+
+        for rep in range(args.reps):
+            for i, (test, p) in enumerate(ROWS):
+                k = (rep + i) % len(targets)
+                for t in targets[k:] + targets[:k]:
+                    key = (t, test, p)
+                    s = servers[t]
+                    if not s.alive():
+                        failures.setdefault(key, []).append(s.error or "process exited: " +
+                                                            tail(s.log, 300).strip())
+                        continue
+                    n = sizes[(test, p)]
+                    res, err = run_benchmark(s.port, test, p, n, timeout=30 + 20 * args.seconds)
+                    if res is None:
+                        failures.setdefault(key, []).append(err)
+                        log(f"rep {rep + 1} {test} P={p} {t}: FAILED {err}")
+                    else:
+                        results.setdefault(key, []).append(res)
+                        log(f"rep {rep + 1} {test} P={p} {t}: {res['rps']:,.0f} req/s "
+                            f"p50 {res['p50']:.3f} p99 {res['p99']:.3f}")
+    finally:
+        for s in servers.values():
+            s.stop()
+
+    table = fmt_table(results, targets, failures)
+    print(table)
+    if out:
+        note = args.note or ("Written by tests/bench/run.sh; rerun it to refresh. Numbers "
+                             "depend on everything else the machine runs at the time.")
+        write_results(out, table, machine_info(), args, sizes, failures, started,
+                      time.monotonic() - t0, note)
+        log(f"results written to {out}")
+    subprocess.run(["rm", "-rf", str(work)], check=False)
+    return 0 if all((t, test, p) in results for t in targets for test, p in ROWS) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
