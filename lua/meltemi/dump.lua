@@ -123,25 +123,28 @@ end
 local REDACTED = "<redacted>"
 local SECRET_KEYS = { password = true, token = true }
 
-local function redact(v, key, parent_kind, seen)
+-- Copies v with every password / token string and, below anything of kind Secret, every
+-- data / stringData value replaced by REDACTED.
+local function redact(v, key, in_secret, seen)
   if type(v) ~= "table" then
     if SECRET_KEYS[key] and type(v) == "string" then return REDACTED end
     return v
   end
   if seen[v] then error("dump: the table contains a cycle", 0) end
   seen[v] = true
+  in_secret = in_secret or v.kind == "Secret"
   local copy = {}
   for k, x in pairs(v) do
-    if parent_kind == "Secret" and (k == "data" or k == "stringData") and type(x) == "table" then
+    if in_secret and (k == "data" or k == "stringData") and type(x) == "table" then
       local r = {}
       for sk in pairs(x) do r[sk] = REDACTED end
       copy[k] = r
     else
-      copy[k] = redact(x, k, v.kind, seen)
+      copy[k] = redact(x, k, in_secret, seen)
     end
   end
   seen[v] = nil
-  return setmetatable(copy, getmetatable(v))
+  return copy
 end
 
 -- Keys whose empty value is a JSON array rather than an object.
@@ -153,7 +156,7 @@ local ARRAY_KEYS = {
 }
 
 function M.json(t)
-  return json.encode(redact(t, nil, nil, {}), { array_keys = ARRAY_KEYS, pretty = true })
+  return json.encode(redact(t, nil, false, {}), { array_keys = ARRAY_KEYS, pretty = true })
 end
 
 M.REDACTED = REDACTED

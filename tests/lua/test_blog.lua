@@ -1,4 +1,5 @@
 -- The Aeraki blog's Redis walk-through (tests/lua/fixtures/blog, indentation restored,
+-- luacheck: max line length 120 (expected messages are quoted whole)
 -- content unchanged) compiles to the listeners, clusters, routes and auth it describes.
 local H = dofile("tests/lua/helper.lua")
 

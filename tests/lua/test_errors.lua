@@ -1,4 +1,5 @@
 -- Every class of configuration error is reported as file:line: Kind/name: path: message,
+-- luacheck: max line length 120 (expected messages are quoted whole)
 -- at the line of the offending field, and all problems are collected in one pass.
 local H = dofile("tests/lua/helper.lua")
 local compiler = require "meltemi.compiler"
