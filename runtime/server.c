@@ -123,17 +123,18 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
     int top = lua_gettop(L);
     *err = NULL;
     if (mt_config_compile(L, srv->opts->config_dir) != 0) {
-        print_errors(L, -1);
-        size_t n = lua_objlen(L, -1);
+        int errs = lua_gettop(L);
+        print_errors(L, errs);
+        size_t n = lua_objlen(L, errs);
         luaL_Buffer b;
         luaL_buffinit(L, &b);
         for (size_t i = 1; i <= n; i++) {
-            lua_rawgeti(L, -2, (int)i);
+            lua_rawgeti(L, errs, (int)i);
             luaL_addvalue(&b);
             luaL_addchar(&b, '\n');
         }
         luaL_pushresult(&b);
-        *err = strdup(lua_tostring(L, -1));
+        *err = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "invalid configuration");
         lua_settop(L, top);
         return NULL;
     }
