@@ -11,8 +11,11 @@ from pathlib import Path
 
 HOST = "redis-single.redis.svc.cluster.local"
 
-# The Secret's data.password is base64 of "testredis\n" (with a newline: `echo testredis |
-# base64`); the compiler warns about the newline. The upstream redis-server's password:
+# The blog's Secret data.password, dGVzdHJlZGlzCg==, is base64 of "testredis\n" (made with
+# `echo testredis | base64`). meltemi keeps Secret bytes as Kubernetes does (and warns about
+# the newline), so a redis-server behind the verbatim blog YAML needs exactly these bytes.
+BLOG_SECRET_PASSWORD = "testredis\n"
+# Everywhere else (and in examples/redis-demo) the Secret holds "testredis", no newline.
 UPSTREAM_PASSWORD = "testredis"
 CLIENT_PASSWORD = "testredis123!"
 
@@ -40,6 +43,9 @@ spec:
           secret:
             name: redis-service-secret
 """
+
+# The demo's step 1: the blog's RedisDestination, the Secret without the trailing newline.
+STEP1 = BLOG_STEP1.replace("dGVzdHJlZGlzCg==", "dGVzdHJlZGlz")
 
 BLOG_STEP2 = """\
 apiVersion: redis.aeraki.io/v1alpha1

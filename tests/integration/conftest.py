@@ -89,7 +89,8 @@ def meltemi_factory(tmp_path, meltemi_binary):
 def blog_env(redis_factory, config_dir, meltemi_factory):
     """deploy(step=1|2, workers=1, files=None) -> an environment like the blog's: a
     redis-server with requirepass "testredis" behind meltemi, which listens on VIP:port.
-    step=1 applies the Secret + RedisDestination, step=2 adds the RedisService.
+    step=1 applies the Secret + RedisDestination (configs.STEP1: the Secret holds "testredis"),
+    step=2 adds the RedisService.
     Returns a namespace: host, port, redis, meltemi, conf."""
 
     def deploy(step=1, workers=1, files=None, redis_password=configs.UPSTREAM_PASSWORD,
@@ -97,7 +98,7 @@ def blog_env(redis_factory, config_dir, meltemi_factory):
         redis = redis_factory(password=redis_password)
         port = free_port(VIP)
         if files is None:
-            files = {"redis-single.yaml": configs.BLOG_STEP1}
+            files = {"redis-single.yaml": configs.STEP1}
             if step >= 2:
                 files["redis-service.yaml"] = configs.BLOG_STEP2
         files = dict(files)

@@ -22,6 +22,16 @@ def test_upstream_really_requires_a_password(redis_factory):
     assert cli_lines(out) == ["NOAUTH Authentication required."]
 
 
+def test_step1_blog_yaml_verbatim(blog_env):
+    # The blog's Secret is "testredis\n"; as in the blog's cluster, the server was given the
+    # same bytes. meltemi must send them unchanged.
+    env = blog_env(files={"redis-single.yaml": configs.BLOG_STEP1},
+                   redis_password=configs.BLOG_SECRET_PASSWORD)
+    out = redis_cli(env.host, env.port, "set", "foo", "bar")
+    assert cli_lines(out) == ["OK"], out.stderr
+    assert env.redis.client().get("foo") == b"bar"
+
+
 def test_step1_set_foo_bar_without_client_password(blog_env):
     env = blog_env(step=1)
     out = redis_cli(env.host, env.port, "set", "foo", "bar")
@@ -34,7 +44,7 @@ def test_step1_secret_string_data(blog_env):
     files = {
         "secret.yaml": configs.secret_string_data("redis-service-secret",
                                                   configs.UPSTREAM_PASSWORD),
-        "dest.yaml": configs.BLOG_STEP1.split("---\n", 1)[1],
+        "dest.yaml": configs.STEP1.split("---\n", 1)[1],
     }
     env = blog_env(files=files)
     assert cli_lines(redis_cli(env.host, env.port, "set", "k", "v")) == ["OK"]
