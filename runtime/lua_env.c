@@ -183,11 +183,8 @@ static int c_base64_decode(lua_State *L)
 static int luaopen_meltemi_c(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"yaml_load", mt_yaml_load},
-        {"listdir", c_listdir},
-        {"readfile", c_readfile},
-        {"base64_decode", c_base64_decode},
-        {NULL, NULL},
+        {"yaml_load", mt_yaml_load},        {"listdir", c_listdir}, {"readfile", c_readfile},
+        {"base64_decode", c_base64_decode}, {NULL, NULL},
     };
     lua_newtable(L);
     luaL_register(L, NULL, fns);

@@ -190,8 +190,7 @@ static void yaml_push_plain(lua_State *L, const char *s, size_t n)
 #define YAML_TAG_PREFIX "tag:yaml.org,2002:"
 
 /* Pushes a scalar honouring an explicit tag; returns -1 (with ld->err set) on a bad one. */
-static int yaml_push_tagged(yaml_loader_t *ld, const char *tag, const char *s, size_t n,
-                            int line)
+static int yaml_push_tagged(yaml_loader_t *ld, const char *tag, const char *s, size_t n, int line)
 {
     lua_State *L = ld->L;
     double d;
@@ -297,8 +296,7 @@ static int yaml_add_value(yaml_loader_t *ld, int line)
     return 0;
 }
 
-static int yaml_open(yaml_loader_t *ld, bool is_map, const char *anchor, const char *tag,
-                     int line)
+static int yaml_open(yaml_loader_t *ld, bool is_map, const char *anchor, const char *tag, int line)
 {
     lua_State *L = ld->L;
     if (yaml_in_key_position(ld))
