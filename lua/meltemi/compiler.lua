@@ -315,8 +315,9 @@ function Compile:add_cluster(obj, host, port, protocol, codec)
     resolution = "STATIC", endpoints = {},
     connect_timeout_ms = 5000, max_connections = 1024,
     lb_policy = "ROUND_ROBIN", subsets = {},
-    source = M.source_of(obj),
   }
+  -- No source here: the runtime fingerprints clusters with dump.lua to keep the pools of
+  -- unchanged ones, and a comment added above a ServiceEntry must not count as a change.
   if protocol == "redis" then cl.redis = { mode = "PROXY", discovery_endpoints = {} } end
   self.snapshot.clusters[cl.name] = cl
   local byport = self.clusters_by_host[host]
