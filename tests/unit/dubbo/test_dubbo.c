@@ -5,6 +5,7 @@
 #include "protocols/codec.h"
 #include "protocols/dubbo/dubbo.h"
 #include "protocols/dubbo/hessian2.h"
+#include "tests/unit/codec/codec_props.h"
 #include "tests/unit/codec/codec_test_util.h"
 
 #include <criterion/criterion.h>
@@ -825,4 +826,31 @@ Test(hessian2, write_string_uses_compact_and_chunked_forms)
     hessian2_classes_free(&classes);
     mt_arena_free(&arena);
     mt_wbuf_free(&out);
+}
+
+/* ---- codec properties (the fuzzers' checks) over hand-built frames ----------------------- */
+
+Test(dubbo_properties, hold_on_requests_heartbeats_and_responses)
+{
+    mt_wbuf_t in, body;
+    mt_wbuf_init(&in);
+    mt_wbuf_init(&body);
+    put1(&in, 0);
+    build_hello(&in, 1);
+    put1(&body, 'N');
+    dubbo_frame(&in, REQ_FLAGS | DUBBO_FLAG_EVENT, 0, 2, &body);
+    body.len = 0;
+    h_str(&body, "boom");
+    dubbo_frame(&in, DUBBO_SERIALIZATION_HESSIAN2, DUBBO_SERVER_ERROR, 1, &body);
+    body.len = 0;
+    h_invocation(&body, "com.acme.Everything", "2.0", "all", "Ljava/lang/Object;");
+    put1(&body, 'N');
+    dubbo_frame(&in, DUBBO_FLAG_REQUEST | DUBBO_SERIALIZATION_HESSIAN2, 0, 3, &body);
+    const uint8_t modes[] = {0x00, 0x02, 0x0e, 0x40, 0x81, 0xc0};
+    for (size_t m = 0; m < sizeof(modes); m++) {
+        in.data[0] = modes[m];
+        cp_run(&mt_codec_dubbo, false, in.data, in.len); /* aborts on a violation */
+    }
+    mt_wbuf_free(&in);
+    mt_wbuf_free(&body);
 }

@@ -5,6 +5,7 @@
  */
 #include "protocols/codec.h"
 #include "protocols/thrift/thrift.h"
+#include "tests/unit/codec/codec_props.h"
 #include "tests/unit/codec/codec_test_util.h"
 
 #include <criterion/criterion.h>
@@ -636,4 +637,26 @@ Test(thrift_decode, compact_unframed_hand_built_long_field_ids_and_bool_lists)
     free(keep);
     mt_msg_free(&m);
     mt_wbuf_free(&b);
+}
+
+/* ---- codec properties (the fuzzers' checks) over the real frames ------------------------- */
+
+Test(thrift_properties, hold_on_every_fixture_with_every_feeding)
+{
+    const char *kinds[] = {"call", "reply", "declared", "internal", "oneway", "appex"};
+    for (size_t c = 0; c < MT_ARRAY_LEN(combos); c++) {
+        for (size_t k = 0; k < MT_ARRAY_LEN(kinds); k++) {
+            size_t len;
+            uint8_t *data = fixture(combos[c], kinds[k], &len);
+            uint8_t *in = malloc(len + 1);
+            memcpy(in + 1, data, len);
+            const uint8_t modes[] = {0x00, 0x02, 0x0e, 0x40, 0x81, 0xc0};
+            for (size_t m = 0; m < sizeof(modes); m++) {
+                in[0] = modes[m];
+                cp_run(&mt_codec_thrift, true, in, len + 1); /* aborts on a violation */
+            }
+            free(in);
+            free(data);
+        }
+    }
 }

@@ -1,0 +1,24 @@
+/*
+ * fuzz_dubbo.c - libFuzzer harness for the Dubbo codec: decodes arbitrary connection bytes
+ * and checks the codec properties of tests/unit/codec/codec_props.h on every frame.
+ * The first input byte selects limits, feeding step and error kind.
+ *
+ * Build and run from the repository root (clang's libFuzzer with ASan and UBSan):
+ *
+ *     clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -I. \
+ *         protocols/codec.c protocols/dubbo/dubbo.c protocols/dubbo/hessian2.c \
+ *         tests/fuzz/fuzz_dubbo.c -o /tmp/fuzz_dubbo
+ *     /tmp/fuzz_dubbo -max_total_time=60 -max_len=4096 CORPUS_DIR
+ *
+ * docs/codecs.md says how to seed the corpus.
+ */
+#include "protocols/codec.h"
+#include "tests/unit/codec/codec_props.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    cp_run(&mt_codec_dubbo, false, data, size);
+    return 0;
+}
