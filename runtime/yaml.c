@@ -350,14 +350,14 @@ static int yaml_close(yaml_loader_t *ld)
 static int yaml_copy(yaml_loader_t *ld, int src, int line, int depth)
 {
     lua_State *L = ld->L;
+    if (yaml_count_node(ld, line) < 0)
+        return -1;
     if (lua_type(L, src) != LUA_TTABLE) {
         lua_pushvalue(L, src);
         return 0;
     }
     if (depth > YAML_MAX_DEPTH || !lua_checkstack(L, 8))
         return yaml_fail(ld, line, "alias nesting too deep");
-    if (yaml_count_node(ld, line) < 0)
-        return -1;
     lua_newtable(L);
     int dst = lua_gettop(L);
     lua_pushnil(L);

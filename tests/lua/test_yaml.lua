@@ -128,7 +128,8 @@ end)
 
 H.test("listdir is sorted; readfile reads bytes; both report errors", function()
   local names = assert(C.listdir("tests/lua/fixtures/blog"))
-  H.eq(names[1], "services.yaml", "first"); H.eq(names[2], "step1.yaml", "second")
+  for i = 2, #names do H.ok(names[i - 1] < names[i], "sorted: " .. table.concat(names, " ")) end
+  H.ok(#names >= 9, "every fixture listed")
   local v, err = C.listdir("tests/lua/no-such-dir")
   H.eq(v, nil, "missing dir"); H.eq(err, "tests/lua/no-such-dir: No such file or directory", "message")
   H.ok(C.readfile("tests/lua/fixtures/blog/step1.yaml"):find("dGVzdHJlZGlzCg==", 1, true), "content")
