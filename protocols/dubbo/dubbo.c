@@ -91,7 +91,7 @@ typedef struct dubbo_invocation {
 static mt_status_t dubbo_parse_invocation(hessian2_reader_t *r, dubbo_invocation_t *inv)
 {
     mt_str_t dubbo_version, desc;
-    uint32_t nparams;
+    uint32_t nparams = 0;
     if (hessian2_read_string(r, &dubbo_version) != MT_OK ||
         hessian2_read_string(r, &inv->path) != MT_OK ||
         hessian2_read_string(r, &inv->version) != MT_OK ||
@@ -112,7 +112,7 @@ typedef enum { DUBBO_ATTACH_NONE, DUBBO_ATTACH_NULL, DUBBO_ATTACH_MAP } dubbo_at
 /* Positions the reader on the first entry of the attachments map (after 'H' or 'M' type). */
 static mt_status_t dubbo_attach_open(hessian2_reader_t *r, dubbo_attach_kind_t *kind)
 {
-    uint8_t t;
+    uint8_t t = 0;
     if (!hessian2_peek(r, &t)) {
         *kind = DUBBO_ATTACH_NONE;
         return MT_OK;
@@ -151,7 +151,7 @@ typedef struct dubbo_attach_entry {
 /* Reads the next map entry; *done when the 'Z' terminator was consumed. */
 static mt_status_t dubbo_attach_next(hessian2_reader_t *r, dubbo_attach_entry_t *e, bool *done)
 {
-    uint8_t t;
+    uint8_t t = 0;
     *done = false;
     if (!hessian2_peek(r, &t))
         return mt_codec_fail(r->err, MT_CODEC_E_MALFORMED, "dubbo: attachments map not terminated");

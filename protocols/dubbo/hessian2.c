@@ -156,7 +156,7 @@ static mt_status_t h2_int_after_tag(hessian2_reader_t *r, uint8_t t, int32_t *ou
 
 mt_status_t hessian2_read_int(hessian2_reader_t *r, int32_t *out)
 {
-    uint8_t t;
+    uint8_t t = 0;
     if (h2_take(r, &t) != MT_OK)
         return MT_ERROR;
     return h2_int_after_tag(r, t, out);
@@ -182,7 +182,7 @@ static mt_status_t h2_read_count(hessian2_reader_t *r, uint32_t *out)
 static mt_status_t h2_skip_chars(hessian2_reader_t *r, uint32_t chars)
 {
     while (chars > 0) {
-        uint8_t lead;
+        uint8_t lead = 0;
         if (h2_take(r, &lead) != MT_OK)
             return MT_ERROR;
         size_t more;
@@ -275,7 +275,7 @@ static void h2_join_chunks(hessian2_reader_t *r, size_t pos, char *dst)
 
 mt_status_t hessian2_read_string(hessian2_reader_t *r, mt_str_t *out)
 {
-    uint8_t t;
+    uint8_t t = 0;
     size_t start = r->pos;
     if (h2_take(r, &t) != MT_OK)
         return MT_ERROR;
@@ -338,7 +338,7 @@ static mt_status_t h2_skip_depth(hessian2_reader_t *r);
 /* type ::= string | int (an index into the types seen so far) */
 static mt_status_t h2_skip_type(hessian2_reader_t *r)
 {
-    uint8_t t;
+    uint8_t t = 0;
     if (h2_take(r, &t) != MT_OK)
         return MT_ERROR;
     if (hessian2_tag_is_string(t)) {
@@ -354,7 +354,7 @@ static mt_status_t h2_skip_type(hessian2_reader_t *r)
 static mt_status_t h2_skip_until_end(hessian2_reader_t *r)
 {
     for (;;) {
-        uint8_t t;
+        uint8_t t = 0;
         if (!hessian2_peek(r, &t))
             return h2_truncated(r);
         if (t == 'Z') {
@@ -380,7 +380,7 @@ static mt_status_t h2_class_def(hessian2_reader_t *r)
 {
     hessian2_classes_t *c = r->classes;
     uint32_t nfields;
-    uint8_t t;
+    uint8_t t = 0;
     if (h2_take(r, &t) != MT_OK)
         return MT_ERROR;
     uint32_t chunks;
@@ -495,7 +495,7 @@ static mt_status_t h2_skip_compound(hessian2_reader_t *r, uint8_t t)
 
 static mt_status_t h2_skip_value(hessian2_reader_t *r)
 {
-    uint8_t t;
+    uint8_t t = 0;
     if (h2_take(r, &t) != MT_OK)
         return MT_ERROR;
     int fixed = h2_fixed_size(t);
