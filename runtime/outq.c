@@ -3,6 +3,8 @@
  */
 #include "runtime/outq.h"
 
+#include "runtime/common.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,10 +122,49 @@ static void outq_write_cb(uv_write_t *req, int status)
         q->on_done(q, status);
 }
 
+/* Drops the first n bytes of the queued slices (written synchronously). */
+static void outq_consume(mt_outq_t *q, size_t n)
+{
+    uint32_t i = 0;
+    while (i < q->n && n >= q->v[i].len) {
+        n -= q->v[i].len;
+        q->queued_bytes -= q->v[i].len;
+        mt_buf_unref(q->pool, q->v[i].buf);
+        i++;
+    }
+    if (i < q->n && n > 0) {
+        q->v[i].p += n;
+        q->v[i].len -= (uint32_t)n;
+        q->queued_bytes -= n;
+    }
+    if (i > 0) {
+        memmove(q->v, q->v + i, (q->n - i) * sizeof(mt_slice_t));
+        q->n -= i;
+    }
+}
+
 int mt_outq_flush(mt_outq_t *q)
 {
     if (q->n == 0 || !q->stream)
         return 0;
+    if (q->inflight_writes == 0) {
+        /* Most writes complete at once: try without a write request, which spares libuv's
+         * completion machinery (and an epoll_ctl per write). */
+        uv_buf_t small[64];
+        uint32_t k = MT_MIN(q->n, (uint32_t)MT_ARRAY_LEN(small));
+        for (uint32_t i = 0; i < k; i++)
+            small[i] = uv_buf_init((char *)q->v[i].p, q->v[i].len);
+        int wrote = uv_try_write(q->stream, small, k);
+        if (wrote < 0 && wrote != UV_EAGAIN)
+            return wrote;
+        if (wrote > 0)
+            outq_consume(q, (size_t)wrote);
+        if (q->n == 0) {
+            if (q->on_done)
+                q->on_done(q, 0);
+            return 0;
+        }
+    }
     uint32_t n = q->n;
     outq_write_t *w = malloc(sizeof(*w) + n * (sizeof(mt_slice_t) + sizeof(uv_buf_t)));
     if (!w)
