@@ -14,8 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MT_BUF_CHUNK 16384     /* standard chunk size: pooled */
-#define MT_BUF_POOL_MAX 4096   /* free chunks kept per worker (64 MiB at most) */
+#define MT_BUF_CHUNK 16384   /* standard chunk size: pooled */
+#define MT_BUF_POOL_MAX 4096 /* free chunks kept per worker (64 MiB at most) */
 
 typedef struct mt_buf {
     uint32_t refs;

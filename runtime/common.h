@@ -22,7 +22,7 @@ typedef enum mt_status {
 #define MT_UNUSED(x) ((void)(x))
 #define MT_LIKELY(x) __builtin_expect(!!(x), 1)
 #define MT_UNLIKELY(x) __builtin_expect(!!(x), 0)
-#define MT_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define MT_CONTAINER_OF(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* Exit codes of the CLI. */
 enum { MT_EXIT_OK = 0, MT_EXIT_INVALID_CONFIG = 1, MT_EXIT_USAGE = 2 };

@@ -52,9 +52,10 @@ static int parse_uint(const char *s, unsigned *out)
 
 static int cmd_run(int argc, char **argv)
 {
-    mt_server_options_t o = {
-        .config_dir = NULL, .admin_addr = "127.0.0.1:15000", .workers = 0,
-        .drain_timeout_ms = 5000};
+    mt_server_options_t o = {.config_dir = NULL,
+                             .admin_addr = "127.0.0.1:15000",
+                             .workers = 0,
+                             .drain_timeout_ms = 5000};
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;

@@ -24,15 +24,15 @@ typedef void (*mt_outq_done_cb)(mt_outq_t *q, int status);
 
 struct mt_outq {
     mt_buf_pool_t *pool;
-    uv_stream_t *stream;  /* NULL until connected: bytes queue up */
+    uv_stream_t *stream; /* NULL until connected: bytes queue up */
     mt_slice_t *v;
     uint32_t n, cap;
     size_t queued_bytes;   /* not yet handed to libuv */
     size_t inflight_bytes; /* handed to libuv, not yet confirmed */
     uint32_t inflight_writes;
-    mt_buf_t *own;         /* chunk for copied bytes */
+    mt_buf_t *own;           /* chunk for copied bytes */
     mt_outq_done_cb on_done; /* after each write completes (status < 0: error) */
-    mt_outq_t *flush_next; /* the worker's list of queues with bytes to flush */
+    mt_outq_t *flush_next;   /* the worker's list of queues with bytes to flush */
     bool flush_listed;
 };
 

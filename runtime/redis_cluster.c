@@ -1136,3 +1136,33 @@ void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
     }
     cluster_route(c, r, req);
 }
+
+void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp_request_t *req)
+{
+    mt_worker_t *w = c->w;
+    if (!topo_get(c))
+        return;
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r)
+        return;
+    resp_out_t *o = &mt_redis_scratch;
+    o->len = 0;
+    resp_out_command(o, req->argc, req->argv);
+    if (mt_slice_copy(&w->pool, &w->own, o->data, o->len, &r->frame) != 0) {
+        mt_rreq_free(w, r);
+        return;
+    }
+    /* No session: the reply (or error) is dropped when it comes. */
+    r->cmd = cmd;
+    r->deadline_ms = mt_worker_now_ms(w) + c->conf->connect_timeout_ms;
+    r->read_only = !(cmd->flags & REDIS_CMD_WRITE);
+    resp_req_parser_t parser;
+    resp_req_parser_init(&parser, &resp_default_limits);
+    resp_request_t again;
+    const char *err = NULL;
+    if (resp_parse_request(&parser, r->frame.p, r->frame.len, &again, &err) == MT_OK)
+        cluster_route(c, r, &again);
+    else
+        mt_rreq_free(w, r);
+    resp_req_parser_free(&parser);
+}

@@ -17,6 +17,7 @@
 #include "runtime/redis_proxy.h"
 
 #include "runtime/log.h"
+#include "runtime/lua_bridge.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -24,8 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SESSION_MAX_PENDING 1024         /* commands in flight per client before we pause it */
-#define SESSION_MAX_OUTPUT (4u << 20)    /* reply bytes queued per client before we pause it */
+#define SESSION_MAX_PENDING 1024      /* commands in flight per client before we pause it */
+#define SESSION_MAX_OUTPUT (4u << 20) /* reply bytes queued per client before we pause it */
 #define READ_MIN_ROOM 4096
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 1000
@@ -66,10 +67,12 @@ void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r)
     w->n_req_free++;
 }
 
-/* ---- sessions: replies in order ---------------------------------------------------------------- */
+/* ---- sessions: replies in order ----------------------------------------------------------------
+ */
 
 static void sess_close(mt_rsess_t *s);
 static void sess_maybe_resume(mt_rsess_t *s);
+static void sess_hold_arm(mt_rsess_t *s, uint64_t at_ms);
 
 static void sess_maybe_finish(mt_rsess_t *s)
 {
@@ -107,6 +110,13 @@ void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, 
     mt_rsess_t *s = r->sess;
     if (!s) {
         mt_rreq_free(w, r);
+        return;
+    }
+    if (MT_UNLIKELY(r->hold_until_ms != 0) && r->hold_until_ms > mt_worker_now_ms(w)) {
+        mt_buf_ref(b);
+        r->reply = (mt_slice_t){b, p, (uint32_t)len};
+        r->held = true;
+        sess_hold_arm(s, r->hold_until_ms);
         return;
     }
     mt_listener_conf_t *lc = s->base.conf;
@@ -198,6 +208,65 @@ void mt_rsess_reply_error(mt_rsess_t *s, const char *text)
     sess_reply(s, o->data, o->len);
 }
 
+/* ---- held replies (DELAY faults) ------------------------------------------------------------- */
+
+static void sess_hold_fire(uv_timer_t *t)
+{
+    mt_rsess_t *s = t->data;
+    mt_worker_t *w = s->base.w;
+    uint64_t now = mt_worker_now_ms(w), next = 0;
+    for (mt_rreq_t *r = s->head; r; r = r->next) {
+        if (!r->held)
+            continue;
+        if (r->hold_until_ms <= now) {
+            r->held = false;
+            r->done = true;
+        } else if (!next || r->hold_until_ms < next) {
+            next = r->hold_until_ms;
+        }
+    }
+    if (next)
+        sess_hold_arm(s, next);
+    if (s->head && s->head->done)
+        sess_drain_done(s);
+}
+
+static void sess_hold_arm(mt_rsess_t *s, uint64_t at_ms)
+{
+    mt_worker_t *w = s->base.w;
+    if (!s->hold_timer) {
+        s->hold_timer = malloc(sizeof(*s->hold_timer));
+        if (!s->hold_timer)
+            return;
+        uv_timer_init(&w->loop, s->hold_timer);
+        s->hold_timer->data = s;
+    }
+    uint64_t now = mt_worker_now_ms(w);
+    uint64_t due = uv_timer_get_due_in(s->hold_timer);
+    if (uv_is_active((uv_handle_t *)s->hold_timer) && due <= at_ms - MT_MIN(at_ms, now))
+        return;
+    uv_timer_start(s->hold_timer, sess_hold_fire, at_ms > now ? at_ms - now : 0, 0);
+}
+
+/* A local reply that a DELAY fault holds back until hold_until_ms. */
+static void sess_reply_held(mt_rsess_t *s, const char *p, size_t len, uint64_t hold_until_ms)
+{
+    mt_worker_t *w = s->base.w;
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r || mt_slice_copy(&w->pool, &w->own, p, len, &r->reply) != 0) {
+        if (r)
+            mt_rreq_free(w, r);
+        sess_close(s);
+        return;
+    }
+    if (len && p[0] == '-')
+        mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUEST_ERRORS, 1);
+    r->held = true;
+    r->hold_until_ms = hold_until_ms;
+    mt_rsess_push(s, r);
+    sess_hold_arm(s, hold_until_ms);
+}
+
 /* ---- upstream connections -------------------------------------------------------------------- */
 
 static void rup_close(mt_rup_t *u);
@@ -205,8 +274,8 @@ static void rup_push(mt_rup_t *u, mt_rreq_t *r);
 
 const char *mt_rendpoint_label(mt_wendpoint_t *ep, char *buf, size_t n)
 {
-    snprintf(buf, n, "%s (%s:%u)", ep->cluster->conf->service ? ep->cluster->conf->service
-                                                                : ep->cluster->conf->name,
+    snprintf(buf, n, "%s (%s:%u)",
+             ep->cluster->conf->service ? ep->cluster->conf->service : ep->cluster->conf->name,
              ep->address, ep->port);
     return buf;
 }
@@ -506,8 +575,7 @@ static mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
     uv_tcp_init(&w->loop, &u->tcp);
     u->tcp.data = u;
     u->creq.data = u;
-    int rc = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ep->sa,
-                            rup_on_connect);
+    int rc = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ep->sa, rup_on_connect);
     if (rc != 0) {
         snprintf(ep->last_error, sizeof(ep->last_error), "connect: %s", uv_strerror(rc));
         *why = ep->last_error;
@@ -517,7 +585,8 @@ static mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
     }
     const mt_auth_t *a = &ep->cluster->conf->redis_auth;
     if ((a->password && rup_queue_auth(u, a) != 0) ||
-        (ep->cluster->topo && rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$8\r\nREADONLY\r\n", 14) != 0)) {
+        (ep->cluster->topo &&
+         rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$8\r\nREADONLY\r\n", 18) != 0)) {
         *why = "out of memory";
         u->state = RUP_CLOSING;
         uv_close((uv_handle_t *)&u->tcp, rup_closed);
@@ -596,7 +665,8 @@ void mt_redis_tick(mt_worker_t *w, uint64_t now_ms)
         } else if (u->state == RUP_CONNECTING && now_ms >= u->connect_deadline_ms) {
             snprintf(text, sizeof(text),
                      "ERR meltemi: upstream %s unavailable: connect timed out after %u ms",
-                     mt_rendpoint_label(u->ep, lbl, sizeof(lbl)), u->ep->cluster->conf->connect_timeout_ms);
+                     mt_rendpoint_label(u->ep, lbl, sizeof(lbl)),
+                     u->ep->cluster->conf->connect_timeout_ms);
             mt_warn("%s", text + 4);
             mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
             ep_backoff(u->ep, w, text + 4);
@@ -606,8 +676,7 @@ void mt_redis_tick(mt_worker_t *w, uint64_t now_ms)
             snprintf(text, sizeof(text), "ERR meltemi: upstream %s timed out",
                      mt_rendpoint_label(u->ep, lbl, sizeof(lbl)));
             mt_warn("%s (%u commands in flight failed)", text + 4, u->inflight);
-            mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TIMEOUT,
-                        u->inflight);
+            mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, u->inflight);
             rup_fail(u, text);
         }
     }
@@ -626,7 +695,8 @@ void mt_redis_worker_cleanup(mt_worker_t *w)
     resp_out_free(&mt_redis_scratch);
 }
 
-/* ---- routing ------------------------------------------------------------------------------------ */
+/* ---- routing ------------------------------------------------------------------------------------
+ */
 
 static uint32_t key_hash(const char *p, size_t n)
 {
@@ -649,20 +719,46 @@ static mt_wendpoint_t *route_endpoint(mt_wcluster_t *c, const redis_command_t *c
     return c->eps[c->rr++ % c->n_eps];
 }
 
-static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
-                         const char *frame)
+/*
+ * Forwards a command to cluster c. Bytes: a reference to the client's read chunk, or, for
+ * inline commands and rewritten ones (req->is_inline), a re-encoding of req->argv.
+ * hold_until_ms (DELAY faults) holds the reply back until then.
+ */
+static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                       const resp_request_t *req, const char *frame, uint64_t hold_until_ms)
 {
     mt_worker_t *w = s->base.w;
-    mt_wcluster_t *c = s->base.cluster;
     char text[400];
     if (!c || c->n_eps == 0) {
         snprintf(text, sizeof(text), "ERR meltemi: no upstream host for %s",
-                 s->base.conf->service ? s->base.conf->service : s->base.conf->name);
-        mt_rsess_reply_error(s, text);
+                 c && c->conf->service
+                     ? c->conf->service
+                     : (s->base.conf->service ? s->base.conf->service : s->base.conf->name));
+        if (hold_until_ms) {
+            resp_out_t *o = &mt_redis_scratch;
+            o->len = 0;
+            resp_out_error(o, text);
+            sess_reply_held(s, o->data, o->len, hold_until_ms);
+        } else {
+            mt_rsess_reply_error(s, text);
+        }
         return;
     }
     if (c->conf->redis_mode == MT_REDIS_CLUSTER) {
+        /* The cluster path routes with the session's cluster: point it at c for the call. */
+        mt_wcluster_t *own = s->base.cluster;
+        mt_rreq_t *tail = s->tail;
+        s->base.cluster = c;
         mt_rcluster_forward(s, cmd, req, frame);
+        s->base.cluster = own;
+        if (hold_until_ms && s->tail && s->tail != tail) {
+            s->tail->hold_until_ms = hold_until_ms;
+            if (s->tail->done) {
+                s->tail->done = false;
+                s->tail->held = true;
+                sess_hold_arm(s, hold_until_ms);
+            }
+        }
         return;
     }
     mt_wendpoint_t *ep = route_endpoint(c, cmd, req);
@@ -676,7 +772,14 @@ static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
         else
             snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
                      mt_rendpoint_label(ep, lbl, sizeof(lbl)), why);
-        mt_rsess_reply_error(s, text);
+        if (hold_until_ms) {
+            resp_out_t *o = &mt_redis_scratch;
+            o->len = 0;
+            resp_out_error(o, text);
+            sess_reply_held(s, o->data, o->len, hold_until_ms);
+        } else {
+            mt_rsess_reply_error(s, text);
+        }
         return;
     }
     mt_rreq_t *r = mt_rreq_new(w);
@@ -688,6 +791,7 @@ static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
     r->cmd = cmd;
     r->start_ns = uv_hrtime();
     r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
+    r->hold_until_ms = hold_until_ms;
     int rc;
     if (req->is_inline) {
         resp_out_t *o = &mt_redis_scratch;
@@ -708,7 +812,110 @@ static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
         mt_worker_schedule_flush(w, &u->out);
 }
 
-/* ---- local commands ----------------------------------------------------------------------------- */
+static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                         const char *frame)
+{
+    forward_to(s, s->base.cluster, cmd, req, frame, 0);
+}
+
+/* A fire-and-forget copy to a mirror cluster: nobody waits for its reply. */
+static void mirror_send(mt_worker_t *w, mt_wcluster_t *c, const redis_command_t *cmd,
+                        const resp_request_t *req)
+{
+    if (!c || c->n_eps == 0)
+        return;
+    if (c->conf->redis_mode == MT_REDIS_CLUSTER) {
+        mt_rcluster_mirror(c, cmd, req);
+        return;
+    }
+    mt_wendpoint_t *ep = route_endpoint(c, cmd, req);
+    const char *why = NULL;
+    mt_rup_t *u = rup_for(ep, c->rr++, &why);
+    mt_rreq_t *r = u ? mt_rreq_new(w) : NULL;
+    resp_out_t *o = &mt_redis_scratch;
+    o->len = 0;
+    resp_out_command(o, req->argc, req->argv);
+    if (!r || mt_outq_add_copy(&u->out, o->data, o->len) != 0) {
+        if (r)
+            mt_rreq_free(w, r);
+        mt_stat_add(c->conf->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        return;
+    }
+    r->cmd = cmd;
+    r->deadline_ms = mt_worker_now_ms(w) + c->conf->connect_timeout_ms;
+    rup_push(u, r);
+    if (u->state == RUP_READY)
+        mt_worker_schedule_flush(w, &u->out);
+}
+
+/*
+ * The command as the verdict rewrote it (keys stripped of a prefix, arguments replaced):
+ * fills argv (req->argc entries) and returns a request marked inline so it is re-encoded.
+ */
+static void verdict_rewrite(const mt_verdict_t *v, const redis_command_t *cmd,
+                            const resp_request_t *req, resp_arg_t *argv, resp_request_t *out)
+{
+    memcpy(argv, req->argv, sizeof(resp_arg_t) * req->argc);
+    if (v->strip) {
+        uint32_t idx[64];
+        uint32_t n = redis_command_keys(cmd, req->argc, req->argv, idx, 64);
+        for (uint32_t i = 0; i < n && i < 64; i++) {
+            resp_arg_t *k = &argv[idx[i]];
+            uint32_t cut = (uint32_t)MT_MIN(v->strip, k->len);
+            k->ptr += cut;
+            k->len -= cut;
+        }
+    }
+    for (uint32_t i = 0; i < v->n_sets; i++) {
+        if (v->sets[i].index < req->argc)
+            argv[v->sets[i].index] = (resp_arg_t){v->sets[i].value, v->sets[i].len};
+    }
+    *out = *req;
+    out->argv = argv;
+    out->is_inline = true;
+}
+
+/* A command on a listener with policies or filters: ask Lua, then carry out the verdict. */
+static void sess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                        const char *frame)
+{
+    mt_worker_t *w = s->base.w;
+    s->ran_chain = true;
+    mt_bridge_request(w, s->base.li, cmd, req, s->base.id);
+    mt_verdict_t *v = &mt_verdict;
+    uint64_t hold = v->delay_ms ? mt_worker_now_ms(w) + v->delay_ms : 0;
+    if (v->has_error || v->has_reply) {
+        if (hold)
+            sess_reply_held(s, v->reply.data, v->reply.len, hold);
+        else
+            sess_reply(s, v->reply.data, v->reply.len);
+        return;
+    }
+    mt_wcluster_t *c = v->route && v->route <= w->n_cluster_index
+                           ? w->cluster_by_index[v->route - 1]
+                           : s->base.cluster;
+    const resp_request_t *use = req;
+    resp_request_t rewritten;
+    resp_arg_t small[16], *argv = NULL;
+    if (v->strip || v->n_sets) {
+        argv = req->argc <= 16 ? small : malloc(sizeof(resp_arg_t) * req->argc);
+        if (!argv) {
+            mt_rsess_reply_error(s, "ERR meltemi: out of memory");
+            return;
+        }
+        verdict_rewrite(v, cmd, req, argv, &rewritten);
+        use = &rewritten;
+    }
+    for (uint32_t i = 0; i < v->n_mirrors; i++) {
+        if (v->mirrors[i] <= w->n_cluster_index)
+            mirror_send(w, w->cluster_by_index[v->mirrors[i] - 1], cmd, use);
+    }
+    forward_to(s, c, cmd, use, frame, hold);
+    if (argv && argv != small)
+        free(argv);
+}
+/* ---- local commands -----------------------------------------------------------------------------
+ */
 
 /* Constant-time: compares digests, so neither content nor length leaks through timing. */
 static bool secret_equal(const char *want, const char *got, size_t got_len)
@@ -725,8 +932,7 @@ static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const 
 {
     const mt_auth_t *a = &s->base.conf->redis.auth;
     const char *want_user = a->username ? a->username : "default";
-    bool user_ok = user ? secret_equal(want_user, user->ptr, user->len)
-                        : a->username == NULL;
+    bool user_ok = user ? secret_equal(want_user, user->ptr, user->len) : a->username == NULL;
     bool pass_ok = secret_equal(a->password, pass->ptr, pass->len);
     return user_ok && pass_ok;
 }
@@ -739,8 +945,9 @@ static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
         return;
     }
     if (!a->password) {
-        mt_rsess_reply_error(s, "ERR AUTH <password> called without any password configured for the "
-                            "default user. Are you sure your configuration is correct?");
+        mt_rsess_reply_error(s,
+                             "ERR AUTH <password> called without any password configured for the "
+                             "default user. Are you sure your configuration is correct?");
         return;
     }
     const resp_arg_t *user = req->argc == 3 ? &req->argv[1] : NULL;
@@ -765,15 +972,16 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
         const resp_arg_t *a = &req->argv[i];
         if (a->len == 4 && strncasecmp(a->ptr, "auth", 4) == 0 && i + 2 < req->argc) {
             if (!s->base.conf->redis.auth.password) {
-                mt_rsess_reply_error(s, "ERR AUTH <password> called without any password configured "
-                                    "for the default user. Are you sure your configuration is "
-                                    "correct?");
+                mt_rsess_reply_error(s,
+                                     "ERR AUTH <password> called without any password configured "
+                                     "for the default user. Are you sure your configuration is "
+                                     "correct?");
                 return;
             }
             if (!sess_check_credentials(s, &req->argv[i + 1], &req->argv[i + 2])) {
                 mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_FAILURES, 1);
                 mt_rsess_reply_error(s, "WRONGPASS invalid username-password pair or user is "
-                                    "disabled.");
+                                        "disabled.");
                 return;
             }
             s->authenticated = true;
@@ -782,10 +990,11 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
         }
     }
     if (needs_auth) {
-        mt_rsess_reply_error(s, "NOAUTH HELLO must be called with the client already authenticated, "
-                            "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
-                            "authenticate the client and select the RESP protocol version at the "
-                            "same time");
+        mt_rsess_reply_error(s,
+                             "NOAUTH HELLO must be called with the client already authenticated, "
+                             "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                             "authenticate the client and select the RESP protocol version at the "
+                             "same time");
         return;
     }
     resp_out_t *o = &mt_redis_scratch;
@@ -802,7 +1011,9 @@ static bool cmd_is(const redis_command_t *cmd, const char *name)
 static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
 {
     mt_worker_t *w = s->base.w;
-    if (MT_UNLIKELY(s->base.snap != w->snap) && s->pending == 0)
+    /* A reload is picked up at the next command; commands in flight keep the route they
+     * were sent on. */
+    if (MT_UNLIKELY(s->base.snap != w->snap))
         mt_session_rebind(&s->base);
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
@@ -854,12 +1065,16 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         return;
     }
     default:
-        sess_forward(s, cmd, req, frame);
+        if (MT_UNLIKELY(mt_bridge_has_chain(w, s->base.li)) && s->base.snap == w->snap)
+            sess_policy(s, cmd, req, frame);
+        else
+            sess_forward(s, cmd, req, frame);
         return;
     }
 }
 
-/* ---- session I/O -------------------------------------------------------------------------------- */
+/* ---- session I/O --------------------------------------------------------------------------------
+ */
 
 static void sess_closed(uv_handle_t *h)
 {
@@ -898,6 +1113,12 @@ static void sess_close(mt_rsess_t *s)
     s->head = s->tail = NULL;
     s->pending = 0;
     mt_worker_unschedule_flush(w, &s->out);
+    if (s->hold_timer) {
+        uv_close((uv_handle_t *)s->hold_timer, (uv_close_cb)free);
+        s->hold_timer = NULL;
+    }
+    if (s->ran_chain)
+        mt_bridge_conn_closed(w, s->base.id);
     uv_close((uv_handle_t *)&s->base.tcp, sess_closed);
 }
 
@@ -1026,6 +1247,7 @@ void mt_redis_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->base.snap = mt_snapshot_ref(w->snap);
     s->base.cluster = l->cluster;
     mt_wcluster_ref(l->cluster);
+    s->base.li = (uint32_t)(l->conf - w->snap->listeners) + 1;
     s->base.drain = sess_drain;
     s->base.id = w->next_client_id++;
     s->lctx.client_id = s->base.id;

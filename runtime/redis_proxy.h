@@ -39,7 +39,9 @@ typedef struct mt_rreq {
     uint8_t kind;
     uint8_t redirects;
     bool done;
-    bool read_only;         /* may go to a replica */
+    bool read_only; /* may go to a replica */
+    bool held;      /* answered, but a DELAY fault holds the reply until hold_until */
+    uint64_t hold_until_ms;
 } mt_rreq_t;
 
 struct mt_rsess {
@@ -54,6 +56,8 @@ struct mt_rsess {
     bool reading;
     bool finishing; /* EOF, QUIT, protocol error or drain: close once everything is written */
     bool closing;
+    bool ran_chain;         /* Lua saw this connection: tell it when it closes */
+    uv_timer_t *hold_timer; /* releases held replies (DELAY faults); lazily created */
 };
 
 typedef enum rup_state { RUP_CONNECTING = 0, RUP_READY, RUP_CLOSING } rup_state_t;
@@ -100,9 +104,10 @@ void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p,
 void mt_rcluster_topology_failed(mt_wcluster_t *c, const char *why);
 void mt_rcluster_node_failed(mt_wcluster_t *c, mt_wendpoint_t *ep);
 /* A part of a split command is answered (bytes in chunk b). */
-void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const char *p,
-                           size_t len);
+void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const char *p, size_t len);
 void mt_rcluster_tick(mt_wcluster_t *c, uint64_t now_ms);
+/* A fire-and-forget copy of a command (mirroring) to a cluster-mode destination. */
+void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp_request_t *req);
 void mt_rcluster_free(mt_rtopo_t *t);
 void mt_rcluster_split_free(mt_worker_t *w, mt_rsplit_t *sp);
 

@@ -38,13 +38,14 @@ typedef struct mt_server {
     mt_admin_t *admin;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain_timer, drain_poll;
-    uv_fs_event_t watch;      /* the config directory */
+    uv_fs_event_t watch; /* the config directory */
     uv_timer_t reload_debounce;
     bool draining;
     bool forced;
 } mt_server_t;
 
-/* ---- listening sockets ------------------------------------------------------------------------ */
+/* ---- listening sockets ------------------------------------------------------------------------
+ */
 
 static int open_listen_socket(const mt_listener_conf_t *l, char **err)
 {
@@ -90,7 +91,8 @@ static int *open_listeners(const mt_snapshot_t *s, unsigned nworkers, char **err
     return fds;
 }
 
-/* ---- configuration ---------------------------------------------------------------------------- */
+/* ---- configuration ----------------------------------------------------------------------------
+ */
 
 static void print_errors(lua_State *L, int idx)
 {
@@ -152,7 +154,8 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
     return s;
 }
 
-/* ---- reload ------------------------------------------------------------------------------------- */
+/* ---- reload -------------------------------------------------------------------------------------
+ */
 
 static bool snapshot_has_listener(const mt_snapshot_t *s, const char *name)
 {
@@ -269,7 +272,8 @@ static void on_config_dir_event(uv_fs_event_t *h, const char *filename, int even
     uv_timer_start(&srv->reload_debounce, on_reload_debounce, 300, 0);
 }
 
-/* ---- admin hooks -------------------------------------------------------------------------------- */
+/* ---- admin hooks --------------------------------------------------------------------------------
+ */
 
 static bool hook_ready(void *ud)
 {
@@ -324,9 +328,9 @@ static char *hook_clusters(void *ud, size_t *len)
     for (uint32_t i = 0; i < srv->snap->n_clusters; i++) {
         const mt_cluster_conf_t *c = &srv->snap->clusters[i];
         fprintf(f, "%s::protocol::%s\n", c->name,
-                c->protocol == MT_PROTO_REDIS ? "redis"
-                                              : c->protocol == MT_PROTO_META ? "metaprotocol"
-                                                                             : "tcp");
+                c->protocol == MT_PROTO_REDIS  ? "redis"
+                : c->protocol == MT_PROTO_META ? "metaprotocol"
+                                               : "tcp");
         fprintf(f, "%s::upstream_cx_active::%lld\n", c->name,
                 (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_CX_ACTIVE));
         fprintf(f, "%s::upstream_cx_connect_fail::%lld\n", c->name,
@@ -344,7 +348,8 @@ static char *hook_clusters(void *ud, size_t *len)
     return out;
 }
 
-/* ---- signals and drain ------------------------------------------------------------------------- */
+/* ---- signals and drain -------------------------------------------------------------------------
+ */
 
 static void server_finish_if_done(mt_server_t *srv)
 {
@@ -401,7 +406,8 @@ static void close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-/* ---- run ----------------------------------------------------------------------------------------- */
+/* ---- run
+ * ----------------------------------------------------------------------------------------- */
 
 int mt_server_run(const mt_server_options_t *opts)
 {
@@ -490,9 +496,9 @@ int mt_server_run(const mt_server_options_t *opts)
     for (uint32_t i = 0; i < srv->snap->n_listeners; i++) {
         const mt_listener_conf_t *l = &srv->snap->listeners[i];
         mt_info("listening on %s:%u (%s, service %s)", l->address, l->port,
-                l->protocol == MT_PROTO_REDIS ? "redis"
-                                              : l->protocol == MT_PROTO_META ? "metaprotocol"
-                                                                             : "tcp",
+                l->protocol == MT_PROTO_REDIS  ? "redis"
+                : l->protocol == MT_PROTO_META ? "metaprotocol"
+                                               : "tcp",
                 l->service ? l->service : "-");
     }
     mt_info("meltemi %s started: %u workers, config generation %llu%s%s", MELTEMI_VERSION,

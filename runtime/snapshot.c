@@ -235,8 +235,7 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
     if (field_table(L, t, "redis")) {
         int rt = lua_gettop(L);
         read_auth(L, rt, &l->redis.auth);
-        l->redis.op_timeout_ms =
-            (uint32_t)field_int(L, rt, "op_timeout_ms", DEFAULT_OP_TIMEOUT_MS);
+        l->redis.op_timeout_ms = (uint32_t)field_int(L, rt, "op_timeout_ms", DEFAULT_OP_TIMEOUT_MS);
         if (l->redis.op_timeout_ms == 0)
             l->redis.op_timeout_ms = DEFAULT_OP_TIMEOUT_MS;
         char *rp = field_str(L, rt, "read_policy");
@@ -286,6 +285,7 @@ static void snapshot_free(mt_snapshot_t *s)
     }
     free(s->clusters);
     free(s->listeners);
+    free(s->lua_source);
     free(s);
 }
 
@@ -324,7 +324,11 @@ mt_snapshot_t *mt_snapshot_from_lua(lua_State *L, int idx, uint64_t generation, 
         }
     }
     lua_settop(L, top);
-    if (rc != 0) {
+    if (rc == 0) {
+        s->lua_source = fingerprint_of(L, t);
+        s->lua_source_len = s->lua_source ? strlen(s->lua_source) : 0;
+    }
+    if (rc != 0 || !s->lua_source) {
         snapshot_free(s);
         return NULL;
     }

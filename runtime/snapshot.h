@@ -40,7 +40,7 @@ typedef struct mt_endpoint_conf {
     uint16_t port;
     struct sockaddr_storage sa; /* resolved when the snapshot was built */
     socklen_t salen;
-    char *resolve_error;        /* non-NULL: unusable, and why */
+    char *resolve_error; /* non-NULL: unusable, and why */
 } mt_endpoint_conf_t;
 
 typedef struct mt_cluster_conf {
@@ -58,7 +58,7 @@ typedef struct mt_cluster_conf {
 } mt_cluster_conf_t;
 
 typedef struct mt_redis_listener_conf {
-    mt_auth_t auth;        /* client -> proxy */
+    mt_auth_t auth; /* client -> proxy */
     uint32_t op_timeout_ms;
     mt_read_policy_t read_policy;
     bool enable_command_stats;
@@ -88,6 +88,8 @@ typedef struct mt_snapshot {
     uint32_t n_listeners;
     mt_cluster_conf_t *clusters;
     uint32_t n_clusters;
+    char *lua_source; /* the whole snapshot as Lua source, for the workers' Lua states */
+    size_t lua_source_len;
 } mt_snapshot_t;
 
 /*

@@ -17,6 +17,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -105,7 +106,7 @@ static uint64_t stats_hash(mt_stats_kind_t kind, const char *name, const char *e
 /* For command blocks b->name is "listener\0command"; for the others extra is "". */
 static const char *stats_block_extra(const mt_stats_block_t *b)
 {
-    if (b->kind != MT_STATS_COMMAND)
+    if (b->kind != MT_STATS_COMMAND && b->kind != MT_STATS_LUA)
         return "";
     return b->name + strlen(b->name) + 1;
 }
@@ -222,6 +223,14 @@ static void stats_buf_label_value(stats_buf_t *sb, const char *v)
 static char *stats_make_labels(mt_stats_kind_t kind, const char *name, const char *extra)
 {
     stats_buf_t sb = {0};
+    if (kind == MT_STATS_LUA) {
+        stats_buf_puts(&sb, "name=\"");
+        stats_buf_label_value(&sb, name);
+        stats_buf_puts(&sb, "\",label=\"");
+        stats_buf_label_value(&sb, extra);
+        stats_buf_puts(&sb, "\"");
+        return sb.data;
+    }
     stats_buf_puts(&sb, kind == MT_STATS_CLUSTER ? "cluster=\"" : "listener=\"");
     stats_buf_label_value(&sb, name);
     stats_buf_puts(&sb, "\"");
@@ -244,14 +253,30 @@ static char *stats_make_name(const char *name, const char *extra)
     return p;
 }
 
+/* Creation is rare (config load, a Lua counter's first use) but may come from any thread. */
+static pthread_mutex_t stats_create_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static mt_stats_block_t *stats_block_locked(mt_stats_kind_t kind, const char *name,
+                                            const char *extra);
+
 mt_stats_block_t *mt_stats_block(mt_stats_kind_t kind, const char *name, const char *extra)
 {
+    pthread_mutex_lock(&stats_create_mu);
+    mt_stats_block_t *b = stats_block_locked(kind, name, extra);
+    pthread_mutex_unlock(&stats_create_mu);
+    return b;
+}
+
+static mt_stats_block_t *stats_block_locked(mt_stats_kind_t kind, const char *name,
+                                            const char *extra)
+{
     assert(name != NULL);
-    assert(kind == MT_STATS_LISTENER || kind == MT_STATS_CLUSTER || kind == MT_STATS_COMMAND);
+    assert(kind == MT_STATS_LISTENER || kind == MT_STATS_CLUSTER || kind == MT_STATS_COMMAND ||
+           kind == MT_STATS_LUA);
     if (mt_stats_nworkers == 0)
         mt_stats_init(1);
-    /* Only command blocks have a second key part. */
-    if (kind != MT_STATS_COMMAND || extra == NULL)
+    /* Only command and Lua blocks have a second key part. */
+    if ((kind != MT_STATS_COMMAND && kind != MT_STATS_LUA) || extra == NULL)
         extra = "";
 
     mt_stats_block_t *b = stats_find(kind, name, extra);
@@ -268,10 +293,11 @@ mt_stats_block_t *mt_stats_block(mt_stats_kind_t kind, const char *name, const c
     if (b->shards == NULL)
         stats_oom();
 
+    /* Published with a release store: the renderer walks the list without the lock. */
     if (stats_tail != NULL)
-        stats_tail->next = b;
+        __atomic_store_n(&stats_tail->next, b, __ATOMIC_RELEASE);
     else
-        stats_head = b;
+        __atomic_store_n(&stats_head, b, __ATOMIC_RELEASE);
     stats_tail = b;
     stats_count++;
     if (stats_count * 2 > stats_index_cap)
@@ -363,6 +389,8 @@ static const stats_family_t stats_families[] = {
      "Requests that failed because of the upstream (closed, timed out, auth)."},
     {"meltemi_upstream_request_timeouts_total", "counter", MT_STATS_CLUSTER,
      MT_ST_UPSTREAM_RQ_TIMEOUT, "Requests to the cluster that timed out."},
+    {"meltemi_lua_counter_total", "counter", MT_STATS_LUA, MT_ST_REQUESTS_TOTAL,
+     "Counters incremented by Lua filters (ctx:counter)."},
     {"meltemi_redis_command_total", "counter", MT_STATS_COMMAND, MT_ST_REQUESTS_TOTAL,
      "Redis commands handled, per listener and command (enableCommandStats)."},
     {"meltemi_redis_command_errors_total", "counter", MT_STATS_COMMAND, MT_ST_REQUEST_ERRORS,

@@ -17,6 +17,7 @@ typedef enum mt_stats_kind {
     MT_STATS_LISTENER = 0,
     MT_STATS_CLUSTER = 1,
     MT_STATS_COMMAND = 2, /* per listener and Redis command: enableCommandStats */
+    MT_STATS_LUA = 3,     /* counters of Lua filters: name + label; created by workers too */
 } mt_stats_kind_t;
 
 /* Counter slots; which ones are meaningful depends on the block's kind. */

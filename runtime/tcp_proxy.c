@@ -20,8 +20,8 @@ typedef struct tcp_dir {
     mt_outq_t out; /* bytes read from `from`, to be written to `to` */
     uv_shutdown_t sreq;
     bool reading;
-    bool eof;      /* `from` said EOF */
-    bool shut;     /* `to` was shut down for writing */
+    bool eof;  /* `from` said EOF */
+    bool shut; /* `to` was shut down for writing */
 } tcp_dir_t;
 
 typedef struct mt_tsess {
@@ -197,8 +197,8 @@ static void tsess_on_connect(uv_connect_t *req, int status)
         return;
     mt_worker_t *w = t->base.w;
     if (status < 0) {
-        mt_warn("listener %s: upstream %s unavailable: %s; closing the client",
-                t->base.conf->name, t->cluster->conf->name, uv_strerror(status));
+        mt_warn("listener %s: upstream %s unavailable: %s; closing the client", t->base.conf->name,
+                t->cluster->conf->name, uv_strerror(status));
         mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
         tsess_close(t);
         return;
@@ -274,8 +274,7 @@ void mt_tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
         return;
     }
     t->creq.data = t;
-    if (uv_tcp_connect(&t->creq, &t->up, (const struct sockaddr *)&ep->sa,
-                       tsess_on_connect) != 0) {
+    if (uv_tcp_connect(&t->creq, &t->up, (const struct sockaddr *)&ep->sa, tsess_on_connect) != 0) {
         tsess_close(t);
         return;
     }

@@ -5,6 +5,7 @@
 #include "runtime/worker.h"
 
 #include "runtime/log.h"
+#include "runtime/lua_bridge.h"
 #include "runtime/lua_env.h"
 
 #include <lauxlib.h>
@@ -95,8 +96,8 @@ static mt_wcluster_t *wcluster_new(mt_worker_t *w, mt_cluster_conf_t *conf)
     }
     for (uint32_t i = 0; i < c->n_eps; i++) {
         const mt_endpoint_conf_t *e = &conf->endpoints[i];
-        c->eps[i] = mt_wendpoint_new(c, e->address ? e->address : "?", e->port, &e->sa,
-                                     e->resolve_error);
+        c->eps[i] =
+            mt_wendpoint_new(c, e->address ? e->address : "?", e->port, &e->sa, e->resolve_error);
     }
     c->next = w->clusters;
     w->clusters = c;
@@ -321,6 +322,7 @@ static void worker_apply_snapshot(mt_worker_t *w, mt_snapshot_t *snap, int *fds)
     w->listeners = keep;
     mt_snapshot_t *old = w->snap;
     w->snap = snap;
+    mt_bridge_apply(w); /* may create the wclusters only routes name: snap_applying is set */
     w->snap_applying = NULL;
     if (old)
         mt_snapshot_unref(old);
@@ -338,6 +340,7 @@ void mt_session_rebind(mt_session_t *s)
     mt_wcluster_unref(s->cluster);
     s->cluster = l->cluster;
     s->conf = l->conf;
+    s->li = (uint32_t)(l->conf - w->snap->listeners) + 1;
     mt_snapshot_t *old = s->snap;
     s->snap = mt_snapshot_ref(w->snap);
     mt_snapshot_unref(old);
@@ -433,6 +436,8 @@ static void *worker_main(void *arg)
     w->snap = NULL;
     if (w->L)
         lua_close(w->L);
+    free(w->chains);
+    free(w->cluster_by_index);
     if (w->own)
         mt_buf_unref(&w->pool, w->own);
     w->own = NULL;
@@ -453,6 +458,8 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
     if (uv_loop_init(&w->loop) != 0)
         return -1;
     w->L = mt_lua_new();
+    if (w->L)
+        mt_bridge_open(w, w->L);
     uv_async_init(&w->loop, &w->async, worker_on_mail);
     w->async.data = w;
     uv_check_init(&w->loop, &w->check);

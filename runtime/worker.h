@@ -21,7 +21,7 @@ typedef struct mt_rup mt_rup_t; /* Redis upstream connection (redis_upstream.c) 
 typedef struct mt_wlistener {
     uv_tcp_t tcp;
     mt_worker_t *w;
-    mt_listener_conf_t *conf;   /* from the worker's current snapshot */
+    mt_listener_conf_t *conf;    /* from the worker's current snapshot */
     struct mt_wcluster *cluster; /* default destination, resolved in this worker */
     struct mt_wlistener *next;
     bool closing;
@@ -29,27 +29,27 @@ typedef struct mt_wlistener {
 
 /* An endpoint of a cluster as one worker sees it: its pooled connections and backoff. */
 typedef struct mt_wendpoint {
-    char address[64];           /* as configured or as the cluster topology named it */
+    char address[64]; /* as configured or as the cluster topology named it */
     uint16_t port;
     struct sockaddr_storage sa;
-    char resolve_error[160];    /* non-empty: unusable, and why */
+    char resolve_error[160]; /* non-empty: unusable, and why */
     struct mt_wcluster *cluster;
-    mt_rup_t **rconns;      /* Redis: pipelined shared connections, lazily created */
+    mt_rup_t **rconns; /* Redis: pipelined shared connections, lazily created */
     uint32_t n_rconns;
-    uint64_t retry_at_ms;   /* no new connection attempt before this (backoff) */
+    uint64_t retry_at_ms; /* no new connection attempt before this (backoff) */
     uint32_t backoff_ms;
     char last_error[400];
 } mt_wendpoint_t;
 
 typedef struct mt_wcluster {
     mt_cluster_conf_t *conf;
-    mt_snapshot_t *snap;   /* keeps conf alive: the snapshot conf belongs to */
+    mt_snapshot_t *snap; /* keeps conf alive: the snapshot conf belongs to */
     mt_worker_t *w;
     uint32_t refs;         /* listeners and sessions using it, +1 while in w->clusters */
     uint32_t n_rups;       /* open upstream connections of its endpoints */
     bool retired;          /* no longer in the live snapshot: freed once unused and idle */
     struct mt_rtopo *topo; /* Redis Cluster mode: slot map and nodes (redis_cluster.c) */
-    mt_wendpoint_t **eps;       /* the configured endpoints */
+    mt_wendpoint_t **eps;  /* the configured endpoints */
     uint32_t n_eps;
     uint32_t rr;
     struct mt_wcluster *next;
@@ -62,22 +62,29 @@ struct mt_worker {
     pthread_t thread;
     uv_loop_t loop;
     uv_async_t async;
-    uv_check_t check;   /* flushes every queued write after the loop's I/O callbacks */
-    uv_timer_t tick;    /* timeouts: connect, op, drain */
+    uv_check_t check; /* flushes every queued write after the loop's I/O callbacks */
+    uv_timer_t tick;  /* timeouts: connect, op, drain */
     mt_buf_pool_t pool;
-    mt_buf_t *own;      /* chunk for small bytes made here (error replies, split parts) */
+    mt_buf_t *own; /* chunk for small bytes made here (error replies, split parts) */
     lua_State *L;
+    /* Lua policies of the live snapshot (lua_bridge.c) */
+    bool *chains; /* per listener index: runs Lua per command */
+    uint32_t n_chains;
+    mt_wcluster_t **cluster_by_index; /* the snapshot's clusters in order (1-based in Lua) */
+    uint32_t n_cluster_index;
+    int lua_request_ref, lua_route_key_ref, lua_conn_closed_ref;
+    struct mt_lua_counter *lua_counters; /* Lua counter name -> stats block cache */
     mt_snapshot_t *snap;
     mt_snapshot_t *snap_applying; /* during worker_apply_snapshot only */
     mt_wlistener_t *listeners;
-    mt_wcluster_t *clusters;     /* the live snapshot's clusters */
-    mt_wcluster_t *retired;      /* replaced by a reload, still used by someone */
+    mt_wcluster_t *clusters; /* the live snapshot's clusters */
+    mt_wcluster_t *retired;  /* replaced by a reload, still used by someone */
     mt_outq_t *flush_head;
     struct mt_rreq *req_free; /* free list of Redis requests */
     uint32_t n_req_free;
     struct mt_session *sessions; /* every downstream connection (drain, reload) */
     uint32_t n_sessions;
-    mt_rup_t *rups;              /* every Redis upstream connection (timeouts) */
+    mt_rup_t *rups; /* every Redis upstream connection (timeouts) */
     uint64_t next_client_id;
     uint32_t rconns_per_endpoint;
     bool draining;
@@ -86,7 +93,7 @@ struct mt_worker {
     pthread_mutex_t mu;
     unsigned mail;
     struct mt_mail_snap *mail_snaps; /* snapshots to apply, oldest first */
-    int ready;      /* set once the first snapshot is applied */
+    int ready;                       /* set once the first snapshot is applied */
     int exited;
 };
 
@@ -104,8 +111,9 @@ typedef struct mt_session {
     mt_worker_t *w;
     mt_wlistener_t *lst;
     mt_listener_conf_t *conf;
-    mt_snapshot_t *snap; /* the snapshot this connection's requests run on */
+    mt_snapshot_t *snap;         /* the snapshot this connection's requests run on */
     struct mt_wcluster *cluster; /* its default destination (one reference) */
+    uint32_t li;                 /* 1-based index of conf in snap->listeners */
     struct mt_session *prev, *next;
     void (*drain)(struct mt_session *s); /* close when idle */
     uint64_t id;

@@ -1,0 +1,423 @@
+/*
+ * lua_bridge.c - C side of the Lua policy/filter bridge (docs/lua-bridge.md).
+ *
+ * The per-command call pushes plain values (strings, integers) and the Lua side answers by
+ * calling the `meltemi.core` C functions below, which fill a thread-local verdict. No table
+ * is built per command on the C side, and the command's arguments are pushed only when a
+ * filter asks for them.
+ */
+#include "runtime/lua_bridge.h"
+
+#include "runtime/log.h"
+#include "runtime/stats.h"
+
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdlib.h>
+#include <string.h>
+
+__thread mt_verdict_t mt_verdict;
+static __thread mt_worker_t *bridge_worker;
+
+typedef struct mt_lua_counter {
+    char *name;
+    char *label;
+    mt_stats_block_t *block;
+    struct mt_lua_counter *next;
+} mt_lua_counter_t;
+
+/* ---- verdict ------------------------------------------------------------------------------- */
+
+static void verdict_reset(mt_verdict_t *v)
+{
+    for (uint32_t i = 0; i < v->n_sets; i++)
+        free(v->sets[i].value);
+    v->n_sets = 0;
+    v->route = 0;
+    v->strip = 0;
+    v->delay_ms = 0;
+    v->has_error = false;
+    v->has_reply = false;
+    v->reply.len = 0;
+    v->n_mirrors = 0;
+    v->req = NULL;
+}
+
+static int core_route(lua_State *L)
+{
+    lua_Integer i = luaL_checkinteger(L, 1);
+    mt_worker_t *w = bridge_worker;
+    if (i < 1 || !w || (uint32_t)i > w->n_cluster_index)
+        return luaL_error(L, "core.route: no cluster %d", (int)i);
+    mt_verdict.route = (uint32_t)i;
+    return 0;
+}
+
+static int core_strip(lua_State *L)
+{
+    lua_Integer n = luaL_checkinteger(L, 1);
+    mt_verdict.strip = n > 0 ? (uint32_t)n : 0;
+    return 0;
+}
+
+static int core_error(lua_State *L)
+{
+    size_t n;
+    const char *text = luaL_checklstring(L, 1, &n);
+    mt_verdict_t *v = &mt_verdict;
+    v->reply.len = 0;
+    resp_out_raw(&v->reply, "-", 1);
+    /* An error line cannot hold CR or LF. */
+    for (size_t i = 0; i < n && i < 1024; i++)
+        resp_out_raw(&v->reply, (text[i] == '\r' || text[i] == '\n') ? " " : text + i, 1);
+    resp_out_raw(&v->reply, "\r\n", 2);
+    v->has_error = true;
+    v->has_reply = false;
+    return 0;
+}
+
+static int encode_value(lua_State *L, int idx, resp_out_t *o, int depth)
+{
+    if (depth > 16)
+        return luaL_error(L, "core.reply: value nested too deeply");
+    switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+        resp_out_null(o);
+        return 0;
+    case LUA_TBOOLEAN:
+        if (lua_toboolean(L, idx))
+            resp_out_simple(o, "OK");
+        else
+            resp_out_null(o);
+        return 0;
+    case LUA_TNUMBER:
+        resp_out_integer(o, (int64_t)lua_tonumber(L, idx));
+        return 0;
+    case LUA_TSTRING: {
+        size_t n;
+        const char *s = lua_tolstring(L, idx, &n);
+        resp_out_bulk(o, s, n);
+        return 0;
+    }
+    case LUA_TTABLE: {
+        lua_getfield(L, idx, "ok");
+        if (lua_isstring(L, -1)) {
+            resp_out_simple(o, lua_tostring(L, -1));
+            lua_pop(L, 1);
+            return 0;
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, idx, "err");
+        if (lua_isstring(L, -1)) {
+            resp_out_error(o, lua_tostring(L, -1));
+            lua_pop(L, 1);
+            return 0;
+        }
+        lua_pop(L, 1);
+        size_t n = lua_objlen(L, idx);
+        resp_out_array(o, (int64_t)n);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, idx, (int)i);
+            encode_value(L, lua_gettop(L), o, depth + 1);
+            lua_pop(L, 1);
+        }
+        return 0;
+    }
+    default:
+        return luaL_error(L, "core.reply: cannot send a %s", luaL_typename(L, idx));
+    }
+}
+
+static int core_reply(lua_State *L)
+{
+    mt_verdict_t *v = &mt_verdict;
+    v->reply.len = 0;
+    encode_value(L, 1, &v->reply, 0);
+    v->has_reply = true;
+    v->has_error = false;
+    return 0;
+}
+
+static int core_delay(lua_State *L)
+{
+    lua_Integer ms = luaL_checkinteger(L, 1);
+    mt_verdict.delay_ms = ms > 0 ? (uint32_t)MT_MIN(ms, 3600000) : 0;
+    return 0;
+}
+
+static int core_mirror(lua_State *L)
+{
+    lua_Integer i = luaL_checkinteger(L, 1);
+    mt_worker_t *w = bridge_worker;
+    if (i < 1 || !w || (uint32_t)i > w->n_cluster_index)
+        return luaL_error(L, "core.mirror: no cluster %d", (int)i);
+    if (mt_verdict.n_mirrors < MT_VERDICT_MAX_MIRRORS)
+        mt_verdict.mirrors[mt_verdict.n_mirrors++] = (uint32_t)i;
+    return 0;
+}
+
+static int core_nargs(lua_State *L)
+{
+    const resp_request_t *req = mt_verdict.req;
+    lua_pushinteger(L, req ? (lua_Integer)req->argc : 0);
+    return 1;
+}
+
+static int core_arg(lua_State *L)
+{
+    lua_Integer i = luaL_checkinteger(L, 1);
+    const resp_request_t *req = mt_verdict.req;
+    if (!req || i < 1 || (uint64_t)i > req->argc) {
+        lua_pushnil(L);
+        return 1;
+    }
+    /* A replaced argument reads back as its new value. */
+    for (uint32_t k = 0; k < mt_verdict.n_sets; k++) {
+        if (mt_verdict.sets[k].index == (uint32_t)(i - 1)) {
+            lua_pushlstring(L, mt_verdict.sets[k].value, mt_verdict.sets[k].len);
+            return 1;
+        }
+    }
+    lua_pushlstring(L, req->argv[i - 1].ptr, req->argv[i - 1].len);
+    return 1;
+}
+
+static int core_set_arg(lua_State *L)
+{
+    lua_Integer i = luaL_checkinteger(L, 1);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    const resp_request_t *req = mt_verdict.req;
+    if (!req || i < 2 || (uint64_t)i > req->argc)
+        return luaL_error(L, "core.set_arg: argument %d out of range", (int)i);
+    mt_verdict_t *v = &mt_verdict;
+    uint32_t k = 0;
+    while (k < v->n_sets && v->sets[k].index != (uint32_t)(i - 1))
+        k++;
+    if (k == v->n_sets) {
+        if (v->n_sets == MT_VERDICT_MAX_SETS)
+            return luaL_error(L, "core.set_arg: at most %d arguments can be replaced",
+                              MT_VERDICT_MAX_SETS);
+        v->n_sets++;
+    } else {
+        free(v->sets[k].value);
+    }
+    v->sets[k].index = (uint32_t)(i - 1);
+    v->sets[k].value = malloc(n ? n : 1);
+    if (!v->sets[k].value)
+        return luaL_error(L, "out of memory");
+    memcpy(v->sets[k].value, s, n);
+    v->sets[k].len = n;
+    return 0;
+}
+
+static int core_log(lua_State *L)
+{
+    const char *level = luaL_checkstring(L, 1);
+    const char *text = luaL_checkstring(L, 2);
+    int l = mt_log_level_parse(level);
+    if (l < 0 || l > MT_LOG_ERROR)
+        l = MT_LOG_INFO;
+    unsigned id = bridge_worker ? bridge_worker->id : 0;
+    MT_LOG((mt_log_level_t)l, "lua[worker %u]: %.1500s", id, text);
+    return 0;
+}
+
+static int core_counter(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_Integer delta = luaL_optinteger(L, 2, 1);
+    const char *label = luaL_optstring(L, 3, "");
+    mt_worker_t *w = bridge_worker;
+    if (!w)
+        return 0;
+    mt_lua_counter_t *c = w->lua_counters;
+    while (c && (strcmp(c->name, name) != 0 || strcmp(c->label, label) != 0))
+        c = c->next;
+    if (!c) {
+        c = calloc(1, sizeof(*c));
+        if (!c)
+            return luaL_error(L, "out of memory");
+        c->name = strdup(name);
+        c->label = strdup(label);
+        c->block = mt_stats_block(MT_STATS_LUA, name, label);
+        c->next = w->lua_counters;
+        w->lua_counters = c;
+    }
+    mt_stat_add(c->block, w->id, MT_ST_REQUESTS_TOTAL, (int64_t)delta);
+    return 0;
+}
+
+static int core_now_ms(lua_State *L)
+{
+    mt_worker_t *w = bridge_worker;
+    lua_pushnumber(L, w ? (lua_Number)mt_worker_now_ms(w) : 0);
+    return 1;
+}
+
+static const luaL_Reg core_functions[] = {
+    {"route", core_route}, {"strip", core_strip},     {"error", core_error},
+    {"reply", core_reply}, {"delay", core_delay},     {"mirror", core_mirror},
+    {"nargs", core_nargs}, {"arg", core_arg},         {"set_arg", core_set_arg},
+    {"log", core_log},     {"counter", core_counter}, {"now_ms", core_now_ms},
+    {NULL, NULL},
+};
+
+static int core_open(lua_State *L)
+{
+    lua_newtable(L);
+    luaL_register(L, NULL, core_functions);
+    return 1;
+}
+
+void mt_bridge_open(mt_worker_t *w, lua_State *L)
+{
+    bridge_worker = w;
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, core_open);
+    lua_setfield(L, -2, "meltemi.core");
+    lua_pop(L, 2);
+    w->lua_request_ref = w->lua_route_key_ref = w->lua_conn_closed_ref = LUA_NOREF;
+}
+
+/* ---- loading a snapshot --------------------------------------------------------------------- */
+
+static int ref_field(lua_State *L, int t, const char *name)
+{
+    lua_getfield(L, t, name);
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 1);
+        return LUA_NOREF;
+    }
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void mt_bridge_apply(mt_worker_t *w)
+{
+    lua_State *L = w->L;
+    mt_snapshot_t *snap = w->snap;
+    bridge_worker = w;
+    free(w->chains);
+    w->chains = NULL;
+    w->n_chains = 0;
+    free(w->cluster_by_index);
+    w->cluster_by_index = calloc(snap->n_clusters + 1, sizeof(*w->cluster_by_index));
+    w->n_cluster_index = w->cluster_by_index ? snap->n_clusters : 0;
+    for (uint32_t i = 0; i < w->n_cluster_index; i++)
+        w->cluster_by_index[i] = mt_worker_cluster(w, &snap->clusters[i]);
+    if (!L)
+        return;
+    int top = lua_gettop(L);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "meltemi.worker");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        /* The policy modules are not part of this build: every listener forwards. */
+        mt_debug("worker %u: no Lua policies: %s", w->id, lua_tostring(L, -1));
+        lua_settop(L, top);
+        return;
+    }
+    int mod = lua_gettop(L);
+    lua_getfield(L, mod, "apply");
+    lua_pushlstring(L, snap->lua_source, snap->lua_source_len);
+    lua_createtable(L, 0, (int)snap->n_clusters);
+    for (uint32_t i = 0; i < snap->n_clusters; i++) {
+        lua_pushinteger(L, (lua_Integer)i + 1);
+        lua_setfield(L, -2, snap->clusters[i].name);
+    }
+    lua_pushnumber(L, (lua_Number)snap->generation);
+    if (lua_pcall(L, 3, 1, 0) != 0) {
+        mt_error("worker %u: loading the Lua policies of generation %llu failed: %s", w->id,
+                 (unsigned long long)snap->generation, lua_tostring(L, -1));
+        lua_settop(L, top);
+        return;
+    }
+    w->chains = calloc(snap->n_listeners + 1, sizeof(bool));
+    if (w->chains && lua_istable(L, -1)) {
+        w->n_chains = snap->n_listeners;
+        for (uint32_t i = 0; i < snap->n_listeners; i++) {
+            lua_rawgeti(L, -1, (int)i + 1);
+            w->chains[i] = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+        }
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, w->lua_request_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, w->lua_route_key_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, w->lua_conn_closed_ref);
+    w->lua_request_ref = ref_field(L, mod, "request");
+    w->lua_route_key_ref = ref_field(L, mod, "route_key");
+    w->lua_conn_closed_ref = ref_field(L, mod, "conn_closed");
+    if (w->lua_request_ref == LUA_NOREF)
+        w->n_chains = 0;
+    lua_settop(L, top);
+}
+
+/* ---- per command ------------------------------------------------------------------------------
+ */
+
+int mt_bridge_request(mt_worker_t *w, uint32_t li, const redis_command_t *cmd,
+                      const resp_request_t *req, uint64_t conn_id)
+{
+    lua_State *L = w->L;
+    mt_verdict_t *v = &mt_verdict;
+    verdict_reset(v);
+    v->req = req;
+    bridge_worker = w;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua_request_ref);
+    lua_pushinteger(L, (lua_Integer)li);
+    lua_pushstring(L, cmd->name);
+    uint32_t k;
+    if (redis_command_keys(cmd, req->argc, req->argv, &k, 1) > 0)
+        lua_pushlstring(L, req->argv[k].ptr, req->argv[k].len);
+    else
+        lua_pushnil(L);
+    lua_pushinteger(L, (lua_Integer)req->argc);
+    lua_pushboolean(L, (cmd->flags & REDIS_CMD_WRITE) != 0);
+    lua_pushnumber(L, (lua_Number)conn_id);
+    if (lua_pcall(L, 6, 0, 0) != 0) {
+        const char *msg = lua_tostring(L, -1);
+        mt_error("worker %u: Lua policy failed on '%s': %s", w->id, cmd->name,
+                 msg ? msg : "(no message)");
+        v->reply.len = 0;
+        resp_out_error(&v->reply, "ERR meltemi: policy error (see the proxy log)");
+        v->has_error = true;
+        lua_pop(L, 1);
+        v->req = NULL;
+        return -1;
+    }
+    v->req = NULL;
+    return 0;
+}
+
+uint32_t mt_bridge_route_key(mt_worker_t *w, uint32_t li, const char *key, size_t len,
+                             uint32_t *strip)
+{
+    lua_State *L = w->L;
+    *strip = 0;
+    if (w->lua_route_key_ref == LUA_NOREF)
+        return 0;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua_route_key_ref);
+    lua_pushinteger(L, (lua_Integer)li);
+    lua_pushlstring(L, key, len);
+    if (lua_pcall(L, 2, 2, 0) != 0) {
+        mt_error("worker %u: Lua route_key failed: %s", w->id, lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_Integer idx = lua_tointeger(L, -2);
+    lua_Integer s = lua_tointeger(L, -1);
+    lua_pop(L, 2);
+    *strip = s > 0 ? (uint32_t)s : 0;
+    return idx > 0 && (uint32_t)idx <= w->n_cluster_index ? (uint32_t)idx : 0;
+}
+
+void mt_bridge_conn_closed(mt_worker_t *w, uint64_t conn_id)
+{
+    lua_State *L = w->L;
+    if (!L || w->lua_conn_closed_ref == LUA_NOREF)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua_conn_closed_ref);
+    lua_pushnumber(L, (lua_Number)conn_id);
+    if (lua_pcall(L, 1, 0, 0) != 0)
+        lua_pop(L, 1);
+}
