@@ -107,8 +107,16 @@ static int resolve(const char *host, uint16_t port, struct sockaddr_storage *sa,
             *err = NULL;
         return -1;
     }
-    memcpy(sa, res->ai_addr, res->ai_addrlen);
-    *len = res->ai_addrlen;
+    /* Prefer IPv4: "localhost" often lists ::1 first while servers bind 127.0.0.1. */
+    const struct addrinfo *pick = res;
+    for (const struct addrinfo *a = res; a; a = a->ai_next) {
+        if (a->ai_family == AF_INET) {
+            pick = a;
+            break;
+        }
+    }
+    memcpy(sa, pick->ai_addr, pick->ai_addrlen);
+    *len = pick->ai_addrlen;
     if (sa->ss_family == AF_INET)
         s4->sin_port = htons(port);
     else
