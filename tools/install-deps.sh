@@ -15,10 +15,20 @@ PACKAGES=(
     libcriterion-dev lua-check clang-format
     # integration tests and the demo: real servers and real clients
     redis-server redis-tools python3 python3-redis python3-pytest
+    # MetaProtocol integration tests: Thrift peers (Apache Thrift's Python library and the
+    # compiler that generates their code from tests/integration/peers/hello.thrift), Dubbo
+    # peers in Node (hessian.js, dubbo2.js; npm installs them from the lockfile)
+    python3-thrift thrift-compiler nodejs
     # benchmark peers
     nutcracker haproxy
     # scripts: admin HTTP checks, process handling
     curl procps psmisc
+)
+
+# Packages needed only for a command they provide: present when the command is, whoever
+# installed it (a NodeSource nodejs ships npm itself and conflicts with Debian's npm).
+COMMAND_PACKAGES=(
+    npm:npm
 )
 
 missing=()
@@ -26,9 +36,12 @@ for p in "${PACKAGES[@]}"; do
     status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
     [[ "$status" == "installed" ]] || missing+=("$p")
 done
+for entry in "${COMMAND_PACKAGES[@]}"; do
+    command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
+done
 
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "install-deps: all ${#PACKAGES[@]} packages present"
+    echo "install-deps: all $((${#PACKAGES[@]} + ${#COMMAND_PACKAGES[@]})) packages present"
     exit 0
 fi
 
