@@ -260,7 +260,7 @@ def machine_info():
             return (out.stdout + out.stderr).strip().splitlines()[0]
         except (OSError, IndexError, subprocess.TimeoutExpired):
             return "?"
-    rev = version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    rev = version(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
     return {
         "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
         "redis": version(["redis-server", "--version"]),
@@ -293,7 +293,11 @@ def fmt_table(results, targets, failures):
 
 
 def write_results(path, table, info, args, sizes, failures, started, elapsed, note):
-    cmd = "tests/bench/run.sh " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    argv = sys.argv[1:]
+    if "--note" in argv:  # the note is printed above; keep the command readable
+        i = argv.index("--note")
+        argv = argv[:i] + argv[i + 2:]
+    cmd = " ".join(["tests/bench/run.sh"] + [shlex.quote(a) for a in argv])
     fail_lines = [f"- {t} {test} P={p}: {why}" for (t, test, p), whys in sorted(failures.items())
                   for why in sorted(set(whys))]
     per_row = ", ".join(f"{test} P={p}: -n {n}" for (test, p), n in sizes.items())
