@@ -52,8 +52,12 @@ format:
 format-check:
 	@if [ -n "$(strip $(C_SOURCES))" ]; then clang-format --dry-run -Werror $(C_SOURCES); fi
 
-lint: format-check
-	@if [ -n "$(strip $(LUA_DIRS))" ]; then luacheck -q $(LUA_DIRS); fi
+# Both checks run and report before the target fails.
+lint:
+	@rc=0; \
+	$(MAKE) -s format-check || rc=1; \
+	if [ -n "$(strip $(LUA_DIRS))" ]; then luacheck -q --no-color $(LUA_DIRS) || rc=1; fi; \
+	exit $$rc
 
 clean:
 	rm -rf $(BUILD_DIR) $(ASAN_DIR)
