@@ -23,11 +23,13 @@
 
 #define SLOTS 16384
 #define NO_SHARD 0xFFFF
-#define REFRESH_PERIOD_MS 5000    /* periodic CLUSTER SLOTS */
-#define REFRESH_MIN_GAP_MS 100    /* at most this often when redirections or failures ask */
+#define REFRESH_PERIOD_MS 5000   /* periodic CLUSTER SLOTS */
+#define REFRESH_MIN_GAP_MS 100   /* at most this often when redirections or failures ask */
+#define TOPOLOGY_TIMEOUT_MS 1000 /* CLUSTER SLOTS unanswered this long: ask another node */
+#define NODE_SUSPECT_MS 5000     /* a node that failed this recently is asked last */
 #define MAX_REDIRECTS 5
-#define MAX_WAITING 100000        /* commands held while the first slot map is learnt */
-#define SCAN_SHARD_BITS 10        /* SCAN cursor = node cursor << 10 | master index */
+#define MAX_WAITING 100000 /* commands held while the first slot map is learnt */
+#define SCAN_SHARD_BITS 10 /* SCAN cursor = node cursor << 10 | master index */
 #define MAX_KEYS_INLINE 64
 
 typedef struct mt_rshard {
@@ -44,10 +46,12 @@ struct mt_rtopo {
     uint32_t n_shards;
     mt_wendpoint_t **nodes; /* every node ever known, seeds first; endpoints live as long as
                                the cluster so their pooled connections can be reused */
+    uint64_t *failed_at;    /* per node: when a connection or command to it last failed */
     uint32_t n_nodes, cap_nodes;
     uint32_t n_seeds;
     bool have_map;
     bool refreshing;
+    uint32_t refresh_node; /* the node asked by the refresh in flight */
     uint64_t refresh_started_ms;
     uint64_t last_refresh_ms;
     uint64_t refresh_at_ms;   /* 0: only the periodic refresh is due */
@@ -60,11 +64,11 @@ struct mt_rtopo {
 };
 
 typedef enum split_op {
-    SPLIT_MGET = 1,  /* array, one element per key in the client's order */
-    SPLIT_SUM,       /* integer sum: DEL, UNLINK, EXISTS, TOUCH, DBSIZE */
-    SPLIT_OK,        /* +OK when every part says OK: MSET, FLUSHALL, FLUSHDB */
-    SPLIT_CONCAT,    /* arrays concatenated: KEYS */
-    SPLIT_SCAN,      /* one master at a time, cursor rewritten */
+    SPLIT_MGET = 1, /* array, one element per key in the client's order */
+    SPLIT_SUM,      /* integer sum: DEL, UNLINK, EXISTS, TOUCH, DBSIZE */
+    SPLIT_OK,       /* +OK when every part says OK: MSET, FLUSHALL, FLUSHDB */
+    SPLIT_CONCAT,   /* arrays concatenated: KEYS */
+    SPLIT_SCAN,     /* one master at a time, cursor rewritten */
 } split_op_t;
 
 struct mt_rsplit {
@@ -72,12 +76,12 @@ struct mt_rsplit {
     uint32_t n_parts;
     uint32_t pending;
     uint32_t n_keys;
-    mt_slice_t *elems;    /* MGET: per key; CONCAT: per part */
-    uint32_t *part_keys;  /* MGET: key indexes of every part, concatenated */
-    uint32_t *part_off;   /* MGET: where each part's key indexes start (n_parts + 1) */
+    mt_slice_t *elems;   /* MGET: per key; CONCAT: per part */
+    uint32_t *part_keys; /* MGET: key indexes of every part, concatenated */
+    uint32_t *part_off;  /* MGET: where each part's key indexes start (n_parts + 1) */
     int64_t sum;
-    char *error;          /* first error reply text (without '-' and CRLF) */
-    uint32_t scan_index;  /* SCAN: the master this call visits */
+    char *error;         /* first error reply text (without '-' and CRLF) */
+    uint32_t scan_index; /* SCAN: the master this call visits */
 };
 
 /* ---- small RESP reader for complete replies ------------------------------------------------- */
@@ -160,7 +164,8 @@ static bool rd_skip(rd_t *r, const char **start, size_t *len)
     return true;
 }
 
-/* ---- nodes and the slot map --------------------------------------------------------------------- */
+/* ---- nodes and the slot map ---------------------------------------------------------------------
+ */
 
 static mt_wendpoint_t *topo_node(mt_wcluster_t *c, const char *host, size_t hlen, uint16_t port)
 {
@@ -184,9 +189,16 @@ static mt_wendpoint_t *topo_node(mt_wcluster_t *c, const char *host, size_t hlen
         if (!v)
             return NULL;
         t->nodes = v;
+        uint64_t *f = realloc(t->failed_at, cap * sizeof(*f));
+        if (!f)
+            return NULL;
+        memset(f + t->cap_nodes, 0, (cap - t->cap_nodes) * sizeof(*f));
+        t->failed_at = f;
         t->cap_nodes = cap;
     }
     mt_wendpoint_t *ep = mt_wendpoint_new(c, addr, port, &sa, err);
+    if (!ep)
+        return NULL;
     t->nodes[t->n_nodes++] = ep;
     return ep;
 }
@@ -203,7 +215,15 @@ static mt_rtopo_t *topo_get(mt_wcluster_t *c)
     /* The seeds: the service's own endpoints. Their wendpoints are shared with c->eps. */
     t->cap_nodes = c->n_eps + 16;
     t->nodes = calloc(t->cap_nodes, sizeof(*t->nodes));
-    for (uint32_t i = 0; t->nodes && i < c->n_eps; i++)
+    t->failed_at = calloc(t->cap_nodes, sizeof(*t->failed_at));
+    if (!t->nodes || !t->failed_at) {
+        free(t->nodes);
+        free(t->failed_at);
+        free(t);
+        c->topo = NULL;
+        return NULL;
+    }
+    for (uint32_t i = 0; i < c->n_eps; i++)
         t->nodes[t->n_nodes++] = c->eps[i];
     t->n_seeds = t->n_nodes;
     return t;
@@ -219,6 +239,7 @@ void mt_rcluster_free(mt_rtopo_t *t)
         free(t->shards[i].replicas);
     free(t->shards);
     free(t->nodes);
+    free(t->failed_at);
     free(t);
 }
 
@@ -387,8 +408,8 @@ void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p,
     t->failed_attempts = 0;
     t->last_error[0] = '\0';
     if (first)
-        mt_info("cluster %s: slot map learnt from %s:%u: %u masters", c->conf->name,
-                from->address, from->port, ns);
+        mt_info("cluster %s: slot map learnt from %s:%u: %u masters", c->conf->name, from->address,
+                from->port, ns);
     else
         mt_debug("cluster %s: slot map refreshed: %u masters", c->conf->name, ns);
     if (t->waiting_head)
@@ -419,6 +440,10 @@ void mt_rcluster_node_failed(mt_wcluster_t *c, mt_wendpoint_t *ep)
 {
     mt_rtopo_t *t = c->topo;
     uint64_t now = mt_worker_now_ms(c->w);
+    for (uint32_t i = 0; t && ep && i < t->n_nodes; i++) {
+        if (t->nodes[i] == ep)
+            t->failed_at[i] = now;
+    }
     if (t && (!t->refresh_at_ms || t->refresh_at_ms > now + REFRESH_MIN_GAP_MS))
         t->refresh_at_ms = now + REFRESH_MIN_GAP_MS;
 }
@@ -429,14 +454,18 @@ static void topo_refresh(mt_wcluster_t *c, uint64_t now)
     if (t->refreshing || t->n_nodes == 0)
         return;
     t->refresh_at_ms = 0;
-    /* Prefer a healthy node; walk the list so one dead node cannot stall discovery. */
-    for (uint32_t k = 0; k < t->n_nodes; k++) {
-        mt_wendpoint_t *ep = t->nodes[t->next_node++ % t->n_nodes];
-        if (!mt_rendpoint_healthy(ep, now))
+    /* Walk the list so one dead node cannot stall discovery: first the nodes that have not
+     * failed lately, then any node not in connect backoff. */
+    for (uint32_t k = 0; k < 2 * t->n_nodes; k++) {
+        uint32_t i = t->next_node++ % t->n_nodes;
+        mt_wendpoint_t *ep = t->nodes[i];
+        bool suspect = t->failed_at[i] && now < t->failed_at[i] + NODE_SUSPECT_MS;
+        if (!mt_rendpoint_healthy(ep, now) || (k < t->n_nodes && suspect))
             continue;
         const char *why = NULL;
         if (mt_rcluster_send_slots(ep, &why)) {
             t->refreshing = true;
+            t->refresh_node = i;
             t->refresh_started_ms = now;
             return;
         }
@@ -452,17 +481,27 @@ static void topo_refresh(mt_wcluster_t *c, uint64_t now)
 void mt_rcluster_tick(mt_wcluster_t *c, uint64_t now_ms)
 {
     mt_rtopo_t *t = c->topo;
-    if (t->refreshing)
-        return;
+    if (t->refreshing && now_ms >= t->refresh_started_ms + TOPOLOGY_TIMEOUT_MS) {
+        /* A node that accepts connections but does not answer (stopped, overloaded) must not
+         * hold the map back: ask the next one. A late answer is still applied. */
+        mt_wendpoint_t *ep = t->nodes[t->refresh_node];
+        t->failed_at[t->refresh_node] = now_ms;
+        snprintf(t->last_error, sizeof(t->last_error),
+                 "%s:%u did not answer CLUSTER SLOTS within %u ms", ep->address, ep->port,
+                 TOPOLOGY_TIMEOUT_MS);
+        mt_rcluster_topology_failed(c, t->last_error);
+    }
     bool due = (t->refresh_at_ms && now_ms >= t->refresh_at_ms) ||
                now_ms >= t->last_refresh_ms + REFRESH_PERIOD_MS;
-    if (due && now_ms >= t->last_refresh_ms + (t->have_map ? REFRESH_MIN_GAP_MS : 0))
+    if (!t->refreshing && due &&
+        now_ms >= t->last_refresh_ms + (t->have_map ? REFRESH_MIN_GAP_MS : 0))
         topo_refresh(c, now_ms);
     if (t->waiting_head && now_ms >= t->waiting_since_ms + c->conf->connect_timeout_ms)
         topo_fail_waiting(c, t->last_error[0] ? t->last_error : "timed out learning the slot map");
 }
 
-/* ---- choosing a node ------------------------------------------------------------------------------ */
+/* ---- choosing a node
+ * ------------------------------------------------------------------------------ */
 
 static mt_wendpoint_t *pick_replica(mt_rshard_t *sh, uint64_t now)
 {
@@ -567,7 +606,8 @@ static void cluster_wait(mt_wcluster_t *c, mt_rreq_t *r)
         topo_refresh(c, mt_worker_now_ms(c->w));
 }
 
-/* ---- redirections ------------------------------------------------------------------------------- */
+/* ---- redirections -------------------------------------------------------------------------------
+ */
 
 bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t len)
 {
@@ -599,6 +639,9 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     if (!ep)
         return false;
     r->redirects++;
+    /* r just left its old connection's FIFO; its link there must not follow it into the
+     * new one (rup_push appends without clearing it). */
+    r->unext = NULL;
     if (moved) {
         /* Point the slot at the node's shard if we know it as a master; refresh soon. */
         mt_rtopo_t *t = c->topo;
@@ -619,7 +662,8 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     return true;
 }
 
-/* ---- splitting and combining ------------------------------------------------------------------------ */
+/* ---- splitting and combining
+ * ------------------------------------------------------------------------ */
 
 void mt_rcluster_split_free(mt_worker_t *w, mt_rsplit_t *sp)
 {
@@ -738,8 +782,7 @@ static void scan_done(mt_worker_t *w, mt_rreq_t *parent, const char *p, size_t l
     mt_rreq_complete_copy(w, parent, o->data, o->len);
 }
 
-void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const char *p,
-                           size_t len)
+void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const char *p, size_t len)
 {
     mt_rreq_t *parent = part->parent;
     mt_rsplit_t *sp = parent->split;
@@ -898,8 +941,7 @@ static void split_by_slot(mt_wcluster_t *c, mt_rreq_t *parent, const resp_reques
 }
 
 /* DBSIZE / KEYS / FLUSHALL / FLUSHDB: the same command on every master. */
-static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
-                    split_op_t op)
+static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req, split_op_t op)
 {
     mt_worker_t *w = c->w;
     mt_rtopo_t *t = c->topo;
@@ -1064,17 +1106,19 @@ static bool cluster_command(mt_rsess_t *s, mt_wcluster_t *c, mt_rreq_t *r,
         mt_rreq_complete_copy(c->w, r, line, (size_t)n);
         return true;
     }
-    static const char *const forwarded[] = {"info", "nodes", "slots", "shards", "myid",
-                                            "countkeysinslot", "getkeysinslot"};
+    static const char *const forwarded[] = {"info", "nodes",           "slots",        "shards",
+                                            "myid", "countkeysinslot", "getkeysinslot"};
     for (size_t i = 0; i < MT_ARRAY_LEN(forwarded); i++) {
-        if (sub->len == strlen(forwarded[i]) && strncasecmp(sub->ptr, forwarded[i], sub->len) == 0) {
+        if (sub->len == strlen(forwarded[i]) &&
+            strncasecmp(sub->ptr, forwarded[i], sub->len) == 0) {
             mt_rtopo_t *t = c->topo;
             if (!t->have_map) {
                 cluster_wait(c, r);
                 return true;
             }
-            r->slot = req->argc >= 3 && i >= 5 ? (uint16_t)(strtoul(req->argv[2].ptr, NULL, 10) % SLOTS)
-                                               : t->shards[0].first_slot;
+            r->slot = req->argc >= 3 && i >= 5
+                          ? (uint16_t)(strtoul(req->argv[2].ptr, NULL, 10) % SLOTS)
+                          : t->shards[0].first_slot;
             cluster_send(c, r);
             return true;
         }
@@ -1117,8 +1161,9 @@ void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
     mt_rsess_push(s, r);
     if (cmd_is(cmd, "cluster")) {
         if (!cluster_command(s, c, r, req))
-            mt_rreq_complete_error(w, r, "ERR meltemi: this CLUSTER subcommand is not "
-                                         "available through the proxy");
+            mt_rreq_complete_error(w, r,
+                                   "ERR meltemi: this CLUSTER subcommand is not "
+                                   "available through the proxy");
         return;
     }
     if (req->is_inline) {
@@ -1165,4 +1210,106 @@ void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp
     else
         mt_rreq_free(w, r);
     resp_req_parser_free(&parser);
+}
+
+/*
+ * Prefix routing: a multi-key command whose keys go to different services is split per
+ * service (targets[i], strips[i] for key i) and the replies recombined like a cross-slot
+ * split. A part bound for a cluster-mode service is routed (and split again by slot) there.
+ */
+void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t step,
+                        mt_wcluster_t **targets, const uint32_t *strips)
+{
+    mt_rsess_t *s = parent->sess;
+    mt_worker_t *w = s->base.w;
+    const redis_command_t *cmd = parent->cmd;
+    uint32_t n_keys = (req->argc - 1) / step;
+    split_op_t op = cmd_is(cmd, "mget") ? SPLIT_MGET : cmd_is(cmd, "mset") ? SPLIT_OK : SPLIT_SUM;
+    mt_rsplit_t *sp = calloc(1, sizeof(*sp));
+    mt_wcluster_t **uniq = calloc(n_keys, sizeof(*uniq));
+    resp_arg_t *argv = malloc(sizeof(resp_arg_t) * req->argc);
+    mt_rreq_t **parts = calloc(n_keys, sizeof(*parts));
+    if (sp) {
+        sp->op = op;
+        sp->n_keys = n_keys;
+        sp->part_keys = malloc(sizeof(uint32_t) * n_keys);
+        sp->part_off = calloc(n_keys + 1, sizeof(uint32_t));
+        sp->elems = op == SPLIT_MGET ? calloc(n_keys, sizeof(mt_slice_t)) : NULL;
+        parent->split = sp;
+    }
+    if (!sp || !uniq || !argv || !parts || !sp->part_keys || !sp->part_off ||
+        (op == SPLIT_MGET && !sp->elems)) {
+        free(uniq), free(argv), free(parts);
+        mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
+        return;
+    }
+    uint32_t n_parts = 0;
+    for (uint32_t i = 0; i < n_keys; i++) {
+        uint32_t j = 0;
+        while (j < n_parts && uniq[j] != targets[i])
+            j++;
+        if (j == n_parts)
+            uniq[n_parts++] = targets[i];
+    }
+    uint32_t at = 0;
+    bool ok = true;
+    for (uint32_t pi = 0; pi < n_parts && ok; pi++) {
+        uint32_t argc = 1;
+        argv[0] = req->argv[0];
+        sp->part_off[pi] = at;
+        for (uint32_t i = 0; i < n_keys; i++) {
+            if (targets[i] != uniq[pi])
+                continue;
+            sp->part_keys[at++] = i;
+            resp_arg_t k = req->argv[1 + i * step];
+            uint32_t cut = (uint32_t)MT_MIN(strips[i], k.len);
+            argv[argc++] = (resp_arg_t){k.ptr + cut, k.len - cut};
+            for (uint32_t x = 1; x < step; x++)
+                argv[argc++] = req->argv[1 + i * step + x];
+        }
+        parts[pi] = part_new(w, parent, pi, 0, argc, argv);
+        ok = parts[pi] != NULL;
+    }
+    sp->part_off[n_parts] = at;
+    sp->n_parts = sp->pending = n_parts;
+    free(argv);
+    if (!ok) {
+        for (uint32_t pi = 0; pi < n_parts; pi++) {
+            if (parts[pi]) {
+                parts[pi]->parent = NULL;
+                mt_rreq_free(w, parts[pi]);
+            }
+        }
+        free(uniq), free(parts);
+        mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
+        return;
+    }
+    for (uint32_t pi = 0; pi < n_parts; pi++) {
+        mt_wcluster_t *c = uniq[pi];
+        mt_rreq_t *part = parts[pi];
+        if (!c || c->n_eps == 0) {
+            mt_rreq_complete_error(w, part, "ERR meltemi: no upstream host for this key");
+        } else if (c->conf->redis_mode == MT_REDIS_CLUSTER && topo_get(c)) {
+            resp_req_parser_t parser;
+            resp_req_parser_init(&parser, &resp_default_limits);
+            resp_request_t again;
+            const char *err = NULL;
+            if (resp_parse_request(&parser, part->frame.p, part->frame.len, &again, &err) ==
+                MT_OK)
+                cluster_route(c, part, &again);
+            else
+                mt_rreq_complete_error(w, part, "ERR meltemi: internal error re-reading a part");
+            resp_req_parser_free(&parser);
+        } else {
+            const char *why = NULL;
+            mt_wendpoint_t *ep = mt_rproxy_endpoint(c, &req->argv[1 + sp->part_keys[sp->part_off[pi]] * step]);
+            if (!mt_rreq_send(part, ep, false, &why)) {
+                char text[400];
+                snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
+                         c->conf->service ? c->conf->service : c->conf->name, why);
+                mt_rreq_complete_error(w, part, text);
+            }
+        }
+    }
+    free(uniq), free(parts);
 }
