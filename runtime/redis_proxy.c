@@ -72,6 +72,7 @@ void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r)
 
 static void sess_close(mt_rsess_t *s);
 static void sess_maybe_resume(mt_rsess_t *s);
+static bool cmd_is(const redis_command_t *cmd, const char *name);
 static void sess_hold_arm(mt_rsess_t *s, uint64_t at_ms);
 
 static void sess_maybe_finish(mt_rsess_t *s)
@@ -706,17 +707,24 @@ static uint32_t key_hash(const char *p, size_t n)
     return h;
 }
 
+mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key)
+{
+    if (c->n_eps == 1)
+        return c->eps[0];
+    if (key)
+        return c->eps[key_hash(key->ptr, key->len) % c->n_eps];
+    return c->eps[c->rr++ % c->n_eps];
+}
+
 static mt_wendpoint_t *route_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
                                       const resp_request_t *req)
 {
     if (c->n_eps == 1)
         return c->eps[0];
     uint32_t idx[1];
-    if (redis_command_keys(cmd, req->argc, req->argv, idx, 1) > 0) {
-        const resp_arg_t *k = &req->argv[idx[0]];
-        return c->eps[key_hash(k->ptr, k->len) % c->n_eps];
-    }
-    return c->eps[c->rr++ % c->n_eps];
+    if (redis_command_keys(cmd, req->argc, req->argv, idx, 1) > 0)
+        return mt_rproxy_endpoint(c, &req->argv[idx[0]]);
+    return mt_rproxy_endpoint(c, NULL);
 }
 
 /*
@@ -875,6 +883,80 @@ static void verdict_rewrite(const mt_verdict_t *v, const redis_command_t *cmd,
     out->is_inline = true;
 }
 
+static mt_wcluster_t *cluster_at(mt_worker_t *w, uint32_t idx, mt_wcluster_t *dflt)
+{
+    return idx && idx <= w->n_cluster_index ? w->cluster_by_index[idx - 1] : dflt;
+}
+
+/*
+ * Prefix routing on a command with several keys: when they do not all take the first key's
+ * route, MGET/MSET/DEL/UNLINK/EXISTS/TOUCH are split per service, anything else is refused
+ * (it would need the keys in one place). Returns true when it answered or split.
+ */
+static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
+                                const resp_request_t *req, mt_wcluster_t *first,
+                                uint32_t first_strip, uint64_t hold)
+{
+    mt_worker_t *w = s->base.w;
+    uint32_t idx[64];
+    uint32_t nk = redis_command_keys(cmd, req->argc, req->argv, idx, 64);
+    if (nk < 2)
+        return false;
+    bool splittable = cmd->proxy == REDIS_PROXY_MULTI_KEY;
+    uint32_t step = cmd_is(cmd, "mset") ? 2 : 1;
+    if (splittable && (req->argc - 1) / step != nk)
+        splittable = false;
+    mt_wcluster_t *tsmall[64], **targets = tsmall;
+    uint32_t ssmall[64], *strips = ssmall;
+    if (nk > 64) {
+        if (!splittable)
+            nk = 64; /* checking the first 64 keys is enough to refuse */
+        else {
+            targets = malloc(sizeof(*targets) * nk);
+            strips = malloc(sizeof(*strips) * nk);
+            if (!targets || !strips) {
+                free(targets == tsmall ? NULL : targets);
+                free(strips == ssmall ? NULL : strips);
+                mt_rsess_reply_error(s, "ERR meltemi: out of memory");
+                return true;
+            }
+        }
+    }
+    bool same = true;
+    for (uint32_t i = 0; i < nk; i++) {
+        const resp_arg_t *k = &req->argv[splittable ? 1 + i * step : idx[i]];
+        uint32_t strip = 0;
+        uint32_t ci = i == 0 ? 0 : mt_bridge_route_key(w, s->base.li, k->ptr, k->len, &strip);
+        targets[i] = i == 0 ? first : cluster_at(w, ci, s->base.cluster);
+        strips[i] = i == 0 ? first_strip : strip;
+        same = same && targets[i] == first && strips[i] == first_strip;
+    }
+    bool handled = false;
+    if (!same && !splittable) {
+        mt_rsess_reply_error(s, "ERR meltemi: the keys of this command are routed to different "
+                                "services");
+        handled = true;
+    } else if (!same) {
+        mt_rreq_t *r = mt_rreq_new(w);
+        if (!r) {
+            sess_close(s);
+        } else {
+            r->cmd = cmd;
+            r->start_ns = uv_hrtime();
+            r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
+            r->hold_until_ms = hold;
+            mt_rsess_push(s, r);
+            mt_rsplit_by_route(r, req, step, targets, strips);
+        }
+        handled = true;
+    }
+    if (targets != tsmall)
+        free(targets);
+    if (strips != ssmall)
+        free(strips);
+    return handled;
+}
+
 /* A command on a listener with policies or filters: ask Lua, then carry out the verdict. */
 static void sess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
                         const char *frame)
@@ -894,6 +976,8 @@ static void sess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_re
     mt_wcluster_t *c = v->route && v->route <= w->n_cluster_index
                            ? w->cluster_by_index[v->route - 1]
                            : s->base.cluster;
+    if (req->argc > 2 && !v->n_sets && sess_split_by_route(s, cmd, req, c, v->strip, hold))
+        return;
     const resp_request_t *use = req;
     resp_request_t rewritten;
     resp_arg_t small[16], *argv = NULL;

@@ -106,6 +106,11 @@ void mt_rcluster_node_failed(mt_wcluster_t *c, mt_wendpoint_t *ep);
 /* A part of a split command is answered (bytes in chunk b). */
 void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const char *p, size_t len);
 void mt_rcluster_tick(mt_wcluster_t *c, uint64_t now_ms);
+/* Prefix routing: splits a multi-key command whose keys go to different services. */
+void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t step,
+                        mt_wcluster_t **targets, const uint32_t *strips);
+/* PROXY mode: the endpoint a key hashes to. */
+mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key);
 /* A fire-and-forget copy of a command (mirroring) to a cluster-mode destination. */
 void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp_request_t *req);
 void mt_rcluster_free(mt_rtopo_t *t);
