@@ -33,7 +33,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 IDL = HERE / "hello.thrift"
 PROTOCOLS = ("binary", "compact", "header")
-TRANSPORTS = ("framed", "buffered")
+TRANSPORTS = ("framed", "buffered", "header")  # "header": THeader frames itself
 
 
 def generate(out_dir):

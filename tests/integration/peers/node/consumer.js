@@ -19,7 +19,8 @@
  * The first line written is {"ready":true,...} once the connection is up (or
  * {"ready":false,"error":...} after --timeout seconds).
  *
- * Every argument is sent as java.lang.String; a call's attachments are merged by dubbo2.js
+ * Every argument is sent as java.lang.String, with "{i}" replaced by the call's index (so
+ * concurrent calls on one connection can be told apart); a call's attachments are merged by dubbo2.js
  * with path/interface/version (and group, timeout, application) as a Java consumer does.
  */
 const readline = require('readline');
@@ -75,7 +76,7 @@ function errText(err) {
   return String(err.message || err);
 }
 
-async function callOnce(dubbo, proxies, req) {
+async function callOnce(dubbo, proxies, req, index) {
   const key = `${req.interface}|${req.version || ''}|${req.group || ''}|${req.method}`;
   let proxy = proxies.get(key);
   if (!proxy) {
@@ -88,7 +89,8 @@ async function callOnce(dubbo, proxies, req) {
     proxies.set(key, proxy);
   }
   dubbo.nextAttachments = req.attachments || null;
-  const p = proxy[req.method](...(req.args || []));
+  const args = (req.args || []).map((a) => String(a).split('{i}').join(String(index)));
+  const p = proxy[req.method](...args);
   dubbo.nextAttachments = null;
   const { res, err } = await p;
   if (err) return { ok: false, error: errText(err) };
@@ -107,7 +109,7 @@ async function handle(dubbo, proxies, req) {
   async function lane() {
     while (next < n) {
       const i = next++;
-      results[i] = await callOnce(dubbo, proxies, req);
+      results[i] = await callOnce(dubbo, proxies, req, i);
     }
   }
   await Promise.all(Array.from({ length: conc }, lane));
