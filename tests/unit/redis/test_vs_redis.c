@@ -216,7 +216,6 @@ Test(vs_redis, local_replies_and_error_texts_match)
         "COMMAND GETKEYS SORT_RO k BY x",
         "COMMAND GETKEYS MIGRATE h 1 k 0 5",
         "COMMAND GETKEYS MIGRATE h 1 \"\" 0 5 COPY KEYS a b",
-
         "COMMAND GETKEYS BLMPOP 0 2 a b LEFT",
         "COMMAND GETKEYS GEORADIUS k 0 0 1 km STORE d",
         "COMMAND GETKEYS SPUBLISH ch m",
