@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -63,6 +64,8 @@ static void start_server(void)
     snprintf(port, sizeof(port), "%d", server_port);
     server_pid = fork();
     if (server_pid == 0) {
+        /* the server goes when this test process goes, even if it is killed before .fini */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 1);
         dup2(devnull, 2);
