@@ -24,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 
 import meta_env as me  # noqa: E402
-from harness import VIP, free_port, wait_until  # noqa: E402
+from harness import REPO, VIP, free_port, run_meltemi, wait_until  # noqa: E402
 
 HOST = "dubbo-hello.meta.svc.cluster.local"
 MIRROR_HOST = "dubbo-mirror.meta.svc.cluster.local"
@@ -354,3 +354,11 @@ def test_metarouter_reload_changes_routing_keeps_connection(dubbo_env):
     assert {v["server"] for v in values(ans)} == {"v2"}, "the new route is stable"
     assert (ans["connects"], ans["closes"]) == (1, 0), "the consumer's connection stayed open"
     assert env.meltemi.proc.pid == pid and env.meltemi.running()
+
+
+# ---- the example stays valid -----------------------------------------------------------------
+
+def test_example_config_validates(meltemi_binary):
+    r = run_meltemi("validate", REPO / "examples" / "dubbo")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 listeners" in r.stdout, r.stdout

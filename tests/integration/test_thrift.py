@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 
 import meta_env as me  # noqa: E402
 import thrift_peers  # noqa: E402
-from harness import VIP, free_port, wait_until  # noqa: E402
+from harness import REPO, VIP, free_port, run_meltemi, wait_until  # noqa: E402
 
 HOST = "thrift-hello.meta.svc.cluster.local"
 MIRROR_HOST = "thrift-mirror.meta.svc.cluster.local"
@@ -351,3 +351,11 @@ def test_metarouter_reload_changes_routing_keeps_connection(thrift_env, wire):
         assert time.monotonic() < deadline, "routing did not change within 10 s of the reload"
     assert {c.hello(f"b{i}").server for i in range(20)} == {"v2"}, "the new route is stable"
     assert env.meltemi.proc.pid == pid and env.meltemi.running()
+
+
+# ---- the example stays valid -----------------------------------------------------------------
+
+def test_example_config_validates(meltemi_binary):
+    r = run_meltemi("validate", REPO / "examples" / "thrift")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 listeners" in r.stdout, r.stdout

@@ -219,12 +219,45 @@ def main():
     s.add_argument("--protocol", choices=PROTOCOLS, default="binary")
     s.add_argument("--transport", choices=TRANSPORTS, default="framed")
     s.add_argument("--record", required=True)
+    c = sub.add_parser("call", help="make calls with the generated client, print who served")
+    c.add_argument("--gen-dir", required=True)
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, required=True)
+    c.add_argument("--protocol", choices=PROTOCOLS, default="binary")
+    c.add_argument("--transport", choices=TRANSPORTS, default="framed")
+    c.add_argument("--method", choices=("hello", "greet"), default="hello")
+    c.add_argument("--header", action="append", default=[], metavar="KEY=VALUE",
+                   help="THeader info header sent with every call (--protocol header)")
+    c.add_argument("-n", type=int, default=1, help="number of calls (one connection)")
     args = ap.parse_args()
+    if args.cmd == "call":
+        return call(args)
     if args.cmd == "generate":
         print(generate(args.out_dir))
         return 0
     logging_quiet()
     serve(args)
+    return 0
+
+
+def call(args):
+    headers = dict(h.split("=", 1) for h in args.header)
+    cl = Client(args.gen_dir, args.host, args.port, args.protocol, args.transport,
+                headers=headers)
+    served, last = {}, None
+    try:
+        for i in range(args.n):
+            try:
+                last = getattr(cl, args.method)(f"call-{i}")
+                served[last.server] = served.get(last.server, 0) + 1
+            except Exception as exc:  # TApplicationException from the proxy, for instance
+                key = f"{type(exc).__name__}: {exc}"
+                served[key] = served.get(key, 0) + 1
+    finally:
+        cl.close()
+    print(json.dumps({"served": served, "last_reply": last and {
+        "server": last.server, "method": last.method, "headers": last.headers},
+        "reply_headers": cl.last_headers}, sort_keys=True))
     return 0
 
 

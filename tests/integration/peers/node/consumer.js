@@ -13,7 +13,7 @@
  *    "n":1,"concurrency":1}
  *   {"op":"stats"}
  *   {"op":"quit"}
- * Answers (one line each): {"ok":true,"results":[{"ok":true,"value":{...provider reply...}}
+ * Answers (one line each): {"ok":true,"servers":{"v1":2,...},"results":[{"ok":true,"value":{...provider reply...}}
  * | {"ok":false,"error":"..."}], "connects":N, "closes":M}. `connects`/`closes` count the
  * TCP connections dubbo2.js opened and lost, so a test can prove a connection survived.
  * The first line written is {"ready":true,...} once the connection is up (or
@@ -113,7 +113,12 @@ async function handle(dubbo, proxies, req) {
     }
   }
   await Promise.all(Array.from({ length: conc }, lane));
-  return Object.assign({ ok: true, results }, counts);
+  const servers = {}; // replies per provider name, for people reading the output
+  for (const r of results) {
+    const who = r.ok ? (r.value && r.value.server) || '?' : 'error';
+    servers[who] = (servers[who] || 0) + 1;
+  }
+  return Object.assign({ ok: true, servers, results }, counts);
 }
 
 function main() {
