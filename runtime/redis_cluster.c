@@ -41,6 +41,7 @@ typedef struct mt_rshard {
 } mt_rshard_t;
 
 struct mt_rtopo {
+    mt_worker_t *w;
     uint16_t slot_shard[SLOTS];
     mt_rshard_t *shards;
     uint32_t n_shards;
@@ -69,6 +70,8 @@ typedef enum split_op {
     SPLIT_OK,       /* +OK when every part says OK: MSET, FLUSHALL, FLUSHDB */
     SPLIT_CONCAT,   /* arrays concatenated: KEYS */
     SPLIT_SCAN,     /* one master at a time, cursor rewritten */
+    SPLIT_ANY_KEY,  /* RANDOMKEY: the first non-nil reply, from a rotating start */
+    SPLIT_SAME,     /* SCRIPT LOAD / FLUSH: every master answers alike; the first reply */
 } split_op_t;
 
 struct mt_rsplit {
@@ -80,8 +83,10 @@ struct mt_rsplit {
     uint32_t *part_keys; /* MGET: key indexes of every part, concatenated */
     uint32_t *part_off;  /* MGET: where each part's key indexes start (n_parts + 1) */
     int64_t sum;
-    char *error;         /* first error reply text (without '-' and CRLF) */
-    uint32_t scan_index; /* SCAN: the master this call visits */
+    char *error;           /* first error reply text (without '-' and CRLF) */
+    uint32_t n_failed;     /* parts answered with an error */
+    uint32_t scan_index;   /* SCAN: the master this call visits; ANY_KEY: where to start */
+    uint32_t scan_masters; /* SCAN: masters in the map the cursor was made for */
 };
 
 /* ---- small RESP reader for complete replies ------------------------------------------------- */
@@ -211,6 +216,7 @@ static mt_rtopo_t *topo_get(mt_wcluster_t *c)
     if (!t)
         return NULL;
     memset(t->slot_shard, 0xFF, sizeof(t->slot_shard));
+    t->w = c->w;
     c->topo = t;
     /* The seeds: the service's own endpoints. Their wendpoints are shared with c->eps. */
     t->cap_nodes = c->n_eps + 16;
@@ -231,6 +237,13 @@ static mt_rtopo_t *topo_get(mt_wcluster_t *c)
 
 void mt_rcluster_free(mt_rtopo_t *t)
 {
+    /* Commands still waiting for a first map belong to nobody by now (the cluster is only
+     * freed once no session uses it). */
+    while (t->waiting_head) {
+        mt_rreq_t *r = t->waiting_head;
+        t->waiting_head = r->unext;
+        mt_rreq_free(t->w, r);
+    }
     for (uint32_t i = t->n_seeds; i < t->n_nodes; i++) {
         free(t->nodes[i]->rconns);
         free(t->nodes[i]);
@@ -245,6 +258,7 @@ void mt_rcluster_free(mt_rtopo_t *t)
 
 static void topo_refresh(mt_wcluster_t *c, uint64_t now);
 static void cluster_route(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req);
+static void cluster_dispatch(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req);
 
 static void topo_fail_waiting(mt_wcluster_t *c, const char *why)
 {
@@ -278,7 +292,7 @@ static void topo_release_waiting(mt_wcluster_t *c)
         resp_request_t req;
         const char *err = NULL;
         if (resp_parse_request(&parser, r->frame.p, r->frame.len, &req, &err) == MT_OK)
-            cluster_route(c, r, &req);
+            cluster_dispatch(c, r, &req);
         else
             mt_rreq_complete_error(c->w, r, "ERR meltemi: internal error re-reading a command");
         r = next;
@@ -331,8 +345,11 @@ void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p,
             break;
         }
         mt_rshard_t *sh = &shards[ns++];
+        memset(sh, 0, sizeof(*sh)); /* may be an entry a merge below gave back */
         sh->first_slot = (uint16_t)lo;
         sh->replicas = calloc((size_t)m, sizeof(*sh->replicas));
+        if (!sh->replicas)
+            r.bad = true;
         for (int64_t j = 2; j < m && !r.bad; j++) {
             int64_t k = rd_num(&r, '*');
             const char *host = NULL;
@@ -352,7 +369,7 @@ void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p,
                 r.bad = true;
             else if (j == 2)
                 sh->master = ep;
-            else if (sh->replicas)
+            else
                 sh->replicas[sh->n_replicas++] = ep;
         }
         if (!sh->master)
@@ -361,8 +378,10 @@ void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p,
         for (uint32_t q = 0; q + 1 < ns && !r.bad; q++) {
             if (shards[q].master == sh->master) {
                 free(sh->replicas);
+                memset(sh, 0, sizeof(*sh));
                 ns--;
                 sh = &shards[q];
+                sh->first_slot = (uint16_t)MT_MIN(sh->first_slot, lo);
                 break;
             }
         }
@@ -545,9 +564,12 @@ static mt_wendpoint_t *pick_node(mt_rsess_t *s, mt_rshard_t *sh, bool read_only,
     }
 }
 
+/* The client a request (or a part of a part: prefix-route splits nest) answers to. */
 static mt_rsess_t *rreq_session(mt_rreq_t *r)
 {
-    return r->sess ? r->sess : (r->parent ? r->parent->sess : NULL);
+    while (!r->sess && r->parent)
+        r = r->parent;
+    return r->sess;
 }
 
 /* Sends r to the node serving r->slot (or waits for the first map). */
@@ -683,6 +705,7 @@ void mt_rcluster_split_free(mt_worker_t *w, mt_rsplit_t *sp)
 
 static void split_note_error(mt_rsplit_t *sp, const char *p, size_t len)
 {
+    sp->n_failed++;
     if (!sp->error)
         sp->error = strndup(p + 1, len >= 3 ? len - 3 : 0);
 }
@@ -693,6 +716,23 @@ static void keep_slice(mt_slice_t *dst, mt_buf_t *b, const char *p, size_t len)
     dst->buf = b;
     dst->p = p;
     dst->len = (uint32_t)len;
+}
+
+/* The first error of a split command, saying how many of its parts failed. */
+static void split_out_error(resp_out_t *o, const mt_rsplit_t *sp)
+{
+    char text[400];
+    if (sp->n_parts > 1)
+        snprintf(text, sizeof(text), "%s (meltemi: %u of %u parts failed)", sp->error, sp->n_failed,
+                 sp->n_parts);
+    else
+        snprintf(text, sizeof(text), "%s", sp->error);
+    resp_out_error(o, text);
+}
+
+static bool reply_is_nil(const mt_slice_t *e)
+{
+    return e->len >= 3 && memcmp(e->p, "$-1", 3) == 0;
 }
 
 static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
@@ -712,19 +752,43 @@ static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
         break;
     case SPLIT_SUM:
         if (sp->error)
-            resp_out_error(o, sp->error);
+            split_out_error(o, sp);
         else
             resp_out_integer(o, sp->sum);
         break;
     case SPLIT_OK:
         if (sp->error)
-            resp_out_error(o, sp->error);
+            split_out_error(o, sp);
         else
             resp_out_simple(o, "OK");
         break;
+    case SPLIT_ANY_KEY: {
+        /* A master without keys says nil; the data set is empty only if all of them do. */
+        const mt_slice_t *found = NULL;
+        for (uint32_t k = 0; k < sp->n_parts && !found; k++) {
+            const mt_slice_t *e = &sp->elems[(sp->scan_index + k) % sp->n_parts];
+            if (e->buf && !reply_is_nil(e))
+                found = e;
+        }
+        if (found)
+            resp_out_raw(o, found->p, found->len);
+        else if (sp->error)
+            split_out_error(o, sp);
+        else
+            resp_out_raw(o, "$-1\r\n", 5);
+        break;
+    }
+    case SPLIT_SAME:
+        if (sp->error)
+            split_out_error(o, sp);
+        else if (sp->elems[0].buf)
+            resp_out_raw(o, sp->elems[0].p, sp->elems[0].len);
+        else
+            resp_out_error(o, "ERR meltemi: no reply");
+        break;
     case SPLIT_CONCAT: {
         if (sp->error) {
-            resp_out_error(o, sp->error);
+            split_out_error(o, sp);
             break;
         }
         int64_t total = 0;
@@ -751,7 +815,6 @@ static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
 static void scan_done(mt_worker_t *w, mt_rreq_t *parent, const char *p, size_t len)
 {
     mt_rsplit_t *sp = parent->split;
-    mt_rtopo_t *t = parent->sess ? parent->sess->base.cluster->topo : NULL;
     rd_t r = {p, p + len, false};
     const char *cur;
     size_t curlen;
@@ -766,7 +829,7 @@ static void scan_done(mt_worker_t *w, mt_rreq_t *parent, const char *p, size_t l
     snprintf(num, sizeof(num), "%.*s", (int)MT_MIN(curlen, 31), cur);
     uint64_t node_cursor = strtoull(num, NULL, 10);
     uint64_t next;
-    uint32_t n_masters = t ? t->n_shards : 0;
+    uint32_t n_masters = sp->scan_masters;
     if (node_cursor != 0)
         next = node_cursor << SCAN_SHARD_BITS | sp->scan_index;
     else if (sp->scan_index + 1 < n_masters)
@@ -822,6 +885,8 @@ void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const c
             split_note_error(sp, p, len);
         break;
     case SPLIT_CONCAT:
+    case SPLIT_ANY_KEY:
+    case SPLIT_SAME:
         if (is_error)
             split_note_error(sp, p, len);
         else
@@ -866,64 +931,67 @@ static uint16_t key_slot(const resp_arg_t *k)
 }
 
 /*
- * MGET / MSET / DEL / UNLINK / EXISTS / TOUCH over several slots: one part per slot, in
- * the order slots first appear. step is 2 for MSET (key, value), else 1.
+ * MGET / MSET / DEL / UNLINK / EXISTS / TOUCH over several slots: one part per slot (Redis
+ * refuses multi-key commands across slots even on one node), in the order slots first
+ * appear. step is 2 for MSET (key, value), else 1. Linear in the number of keys.
  */
 static void split_by_slot(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
                           split_op_t op, uint32_t step)
 {
     mt_worker_t *w = c->w;
-    uint32_t n_keys = (req->argc - 1) / step;
-    mt_rsplit_t *sp = calloc(1, sizeof(*sp));
-    uint16_t *slots = malloc(sizeof(uint16_t) * n_keys);
-    uint32_t *order = malloc(sizeof(uint32_t) * n_keys); /* keys sorted by part */
-    uint16_t *uniq = malloc(sizeof(uint16_t) * n_keys);
-    resp_arg_t *argv = malloc(sizeof(resp_arg_t) * req->argc);
-    if (!sp || !slots || !order || !uniq || !argv) {
-        free(sp), free(slots), free(order), free(uniq), free(argv);
-        mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
+    if ((req->argc - 1) % step != 0) {
+        char text[128];
+        snprintf(text, sizeof(text), "ERR wrong number of arguments for '%s' command",
+                 parent->cmd->name);
+        mt_rreq_complete_error(w, parent, text);
         return;
     }
-    sp->op = op;
-    sp->n_keys = n_keys;
-    parent->split = sp;
-    uint32_t n_parts = 0;
-    for (uint32_t i = 0; i < n_keys; i++) {
-        slots[i] = key_slot(&req->argv[1 + i * step]);
-        uint32_t j = 0;
-        while (j < n_parts && uniq[j] != slots[i])
-            j++;
-        if (j == n_parts)
-            uniq[n_parts++] = slots[i];
+    uint32_t n_keys = (req->argc - 1) / step;
+    mt_rsplit_t *sp = calloc(1, sizeof(*sp));
+    uint16_t *slot_part = calloc(SLOTS, sizeof(uint16_t)); /* part index + 1, 0: none yet */
+    uint16_t *part_slot = malloc(sizeof(uint16_t) * n_keys);
+    uint32_t *key_part = malloc(sizeof(uint32_t) * n_keys);
+    uint32_t *fill = calloc(n_keys + 1, sizeof(uint32_t));
+    resp_arg_t *argv = malloc(sizeof(resp_arg_t) * req->argc);
+    mt_rreq_t **parts = calloc(n_keys, sizeof(*parts));
+    if (sp) {
+        sp->op = op;
+        sp->n_keys = n_keys;
+        sp->part_keys = malloc(sizeof(uint32_t) * n_keys);
+        sp->part_off = calloc(n_keys + 1, sizeof(uint32_t));
+        sp->elems = op == SPLIT_MGET ? calloc(n_keys, sizeof(mt_slice_t)) : NULL;
+        parent->split = sp; /* freed with parent from here on */
     }
-    sp->n_parts = n_parts;
-    sp->pending = n_parts;
-    sp->part_off = calloc(n_parts + 1, sizeof(uint32_t));
-    sp->part_keys = malloc(sizeof(uint32_t) * n_keys);
-    if (op == SPLIT_MGET)
-        sp->elems = calloc(n_keys, sizeof(mt_slice_t));
-    uint32_t at = 0;
-    mt_rreq_t **parts = calloc(n_parts, sizeof(*parts));
-    for (uint32_t pi = 0; sp->part_off && sp->part_keys && parts && pi < n_parts; pi++) {
+    bool ok = sp && slot_part && part_slot && key_part && fill && argv && parts && sp->part_keys &&
+              sp->part_off && (op != SPLIT_MGET || sp->elems);
+    uint32_t n_parts = 0;
+    for (uint32_t i = 0; ok && i < n_keys; i++) {
+        uint16_t slot = key_slot(&req->argv[1 + i * step]);
+        if (!slot_part[slot]) {
+            part_slot[n_parts] = slot;
+            slot_part[slot] = (uint16_t)++n_parts;
+        }
+        key_part[i] = slot_part[slot] - 1u;
+        sp->part_off[key_part[i] + 1]++;
+    }
+    /* Counting sort of the keys by part, keeping the client's order within a part. */
+    for (uint32_t pi = 0; ok && pi < n_parts; pi++) {
+        sp->part_off[pi + 1] += sp->part_off[pi];
+        fill[pi] = sp->part_off[pi];
+    }
+    for (uint32_t i = 0; ok && i < n_keys; i++)
+        sp->part_keys[fill[key_part[i]]++] = i;
+    for (uint32_t pi = 0; ok && pi < n_parts; pi++) {
         uint32_t argc = 1;
         argv[0] = req->argv[0];
-        sp->part_off[pi] = at;
-        for (uint32_t i = 0; i < n_keys; i++) {
-            if (slots[i] != uniq[pi])
-                continue;
-            sp->part_keys[at++] = i;
-            for (uint32_t s = 0; s < step; s++)
-                argv[argc++] = req->argv[1 + i * step + s];
+        for (uint32_t k = sp->part_off[pi]; k < sp->part_off[pi + 1]; k++) {
+            for (uint32_t x = 0; x < step; x++)
+                argv[argc++] = req->argv[1 + sp->part_keys[k] * step + x];
         }
-        parts[pi] = part_new(w, parent, pi, uniq[pi], argc, argv);
+        parts[pi] = part_new(w, parent, pi, part_slot[pi], argc, argv);
+        ok = parts[pi] != NULL;
     }
-    if (sp->part_off)
-        sp->part_off[n_parts] = at;
-    free(slots), free(order), free(uniq), free(argv);
-    /* Send after building every part: a part may complete (with an error) synchronously. */
-    bool ok = parts && sp->part_off && sp->part_keys && (op != SPLIT_MGET || sp->elems);
-    for (uint32_t pi = 0; pi < n_parts; pi++)
-        ok = ok && parts[pi];
+    free(slot_part), free(part_slot), free(key_part), free(fill), free(argv);
     if (!ok) {
         for (uint32_t pi = 0; parts && pi < n_parts; pi++) {
             if (parts[pi]) {
@@ -932,15 +1000,20 @@ static void split_by_slot(mt_wcluster_t *c, mt_rreq_t *parent, const resp_reques
             }
         }
         free(parts);
+        if (!sp)
+            parent->split = NULL;
         mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
         return;
     }
+    sp->n_parts = sp->pending = n_parts;
+    /* Send after building every part: a part may complete (with an error) synchronously. */
     for (uint32_t pi = 0; pi < n_parts; pi++)
         cluster_send(c, parts[pi]);
     free(parts);
 }
 
-/* DBSIZE / KEYS / FLUSHALL / FLUSHDB: the same command on every master. */
+/* DBSIZE / KEYS / FLUSHALL / FLUSHDB / RANDOMKEY / SCRIPT LOAD: the same command on every
+ * master. */
 static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req, split_op_t op)
 {
     mt_worker_t *w = c->w;
@@ -954,10 +1027,12 @@ static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *r
     sp->n_parts = t->n_shards;
     sp->pending = t->n_shards;
     parent->split = sp;
-    if (op == SPLIT_CONCAT)
+    bool per_part = op == SPLIT_CONCAT || op == SPLIT_ANY_KEY || op == SPLIT_SAME;
+    if (per_part)
         sp->elems = calloc(t->n_shards, sizeof(mt_slice_t));
+    sp->scan_index = t->next_node++ % t->n_shards;
     mt_rreq_t **parts = calloc(t->n_shards, sizeof(*parts));
-    bool ok = parts && (op != SPLIT_CONCAT || sp->elems);
+    bool ok = parts && (!per_part || sp->elems);
     for (uint32_t i = 0; ok && i < t->n_shards; i++) {
         parts[i] = part_new(w, parent, i, t->shards[i].first_slot, req->argc, req->argv);
         parts[i] ? (void)(parts[i]->read_only = false) : (void)(ok = false);
@@ -1007,6 +1082,7 @@ static void scan_start(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t
     sp->op = SPLIT_SCAN;
     sp->n_parts = sp->pending = 1;
     sp->scan_index = index;
+    sp->scan_masters = t->n_shards;
     parent->split = sp;
     snprintf(num, sizeof(num), "%llu", (unsigned long long)node_cursor);
     memcpy(argv, req->argv, sizeof(resp_arg_t) * req->argc);
@@ -1024,6 +1100,13 @@ static void scan_start(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t
 static bool cmd_is(const redis_command_t *cmd, const char *name)
 {
     return strcmp(cmd->name, name) == 0;
+}
+
+/* What a replica in READONLY mode serves: commands Redis flags readonly. EVAL, OBJECT and
+ * the like (not flagged) stay on masters; a replica would redirect them anyway. */
+static bool cmd_replica_ok(const redis_command_t *cmd)
+{
+    return (cmd->flags & REDIS_CMD_READONLY) != 0;
 }
 
 /* Routes a cluster-mode command that is already in its session's FIFO. */
@@ -1045,12 +1128,20 @@ static void cluster_route(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *
             fan_out(c, r, req, SPLIT_OK);
         else if (cmd_is(cmd, "scan"))
             scan_start(c, r, req);
+        else if (cmd_is(cmd, "randomkey"))
+            fan_out(c, r, req, SPLIT_ANY_KEY);
         else {
-            /* RANDOMKEY and the like: any master. */
             r->slot = t->shards[(t->next_node++) % t->n_shards].first_slot;
             r->read_only = false;
             cluster_send(c, r);
         }
+        return;
+    }
+    if (cmd_is(cmd, "script") && req->argc >= 2 &&
+        ((req->argv[1].len == 4 && strncasecmp(req->argv[1].ptr, "load", 4) == 0) ||
+         (req->argv[1].len == 5 && strncasecmp(req->argv[1].ptr, "flush", 5) == 0))) {
+        /* A script loaded through the proxy must be there for EVALSHA on any shard. */
+        fan_out(c, r, req, SPLIT_SAME);
         return;
     }
     uint32_t idx_inline[MAX_KEYS_INLINE];
@@ -1094,8 +1185,7 @@ static void cluster_route(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *
 }
 
 /* CLUSTER KEYSLOT is answered here; the informational subcommands go to a node. */
-static bool cluster_command(mt_rsess_t *s, mt_wcluster_t *c, mt_rreq_t *r,
-                            const resp_request_t *req)
+static bool cluster_command(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req)
 {
     if (req->argc < 2)
         return false;
@@ -1116,14 +1206,36 @@ static bool cluster_command(mt_rsess_t *s, mt_wcluster_t *c, mt_rreq_t *r,
                 cluster_wait(c, r);
                 return true;
             }
-            r->slot = req->argc >= 3 && i >= 5
-                          ? (uint16_t)(strtoul(req->argv[2].ptr, NULL, 10) % SLOTS)
-                          : t->shards[0].first_slot;
+            /* COUNTKEYSINSLOT / GETKEYSINSLOT ask the slot's master; a bad slot number
+             * goes to any node, which answers Redis's own error. */
+            r->slot = t->shards[0].first_slot;
+            if (i >= 5 && req->argc >= 3 && req->argv[2].len > 0 && req->argv[2].len < 6) {
+                char num[8];
+                snprintf(num, sizeof(num), "%.*s", (int)req->argv[2].len, req->argv[2].ptr);
+                char *end = NULL;
+                unsigned long slot = strtoul(num, &end, 10);
+                if (end && *end == '\0' && num[0] != '-' && slot < SLOTS)
+                    r->slot = (uint16_t)slot;
+            }
+            r->read_only = false;
             cluster_send(c, r);
             return true;
         }
     }
     return false;
+}
+
+/* Every client command enters here (also after waiting for the first map). */
+static void cluster_dispatch(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req)
+{
+    if (!cmd_is(r->cmd, "cluster")) {
+        cluster_route(c, r, req);
+        return;
+    }
+    if (!cluster_command(c, r, req))
+        mt_rreq_complete_error(c->w, r,
+                               "ERR meltemi: this CLUSTER subcommand is not available through "
+                               "the proxy");
 }
 
 void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
@@ -1143,7 +1255,7 @@ void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
     r->cmd = cmd;
     r->start_ns = uv_hrtime();
     r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
-    r->read_only = !(cmd->flags & REDIS_CMD_WRITE);
+    r->read_only = cmd_replica_ok(cmd);
     /* Keep the command's bytes for redirections: a reference, or a copy for inline ones. */
     if (req->is_inline) {
         resp_out_t *o = &mt_redis_scratch;
@@ -1159,13 +1271,6 @@ void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
         r->frame = (mt_slice_t){s->rbuf, frame, (uint32_t)req->frame_len};
     }
     mt_rsess_push(s, r);
-    if (cmd_is(cmd, "cluster")) {
-        if (!cluster_command(s, c, r, req))
-            mt_rreq_complete_error(w, r,
-                                   "ERR meltemi: this CLUSTER subcommand is not "
-                                   "available through the proxy");
-        return;
-    }
     if (req->is_inline) {
         /* argv points into the parser's scratch; route from the re-encoded copy instead. */
         resp_req_parser_t parser;
@@ -1173,13 +1278,13 @@ void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
         resp_request_t again;
         const char *err = NULL;
         if (resp_parse_request(&parser, r->frame.p, r->frame.len, &again, &err) == MT_OK)
-            cluster_route(c, r, &again);
+            cluster_dispatch(c, r, &again);
         else
             mt_rreq_complete_error(w, r, "ERR meltemi: internal error re-reading a command");
         resp_req_parser_free(&parser);
         return;
     }
-    cluster_route(c, r, req);
+    cluster_dispatch(c, r, req);
 }
 
 void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp_request_t *req)
@@ -1200,7 +1305,7 @@ void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp
     /* No session: the reply (or error) is dropped when it comes. */
     r->cmd = cmd;
     r->deadline_ms = mt_worker_now_ms(w) + c->conf->connect_timeout_ms;
-    r->read_only = !(cmd->flags & REDIS_CMD_WRITE);
+    r->read_only = cmd_replica_ok(cmd);
     resp_req_parser_t parser;
     resp_req_parser_init(&parser, &resp_default_limits);
     resp_request_t again;
@@ -1294,8 +1399,7 @@ void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t s
             resp_req_parser_init(&parser, &resp_default_limits);
             resp_request_t again;
             const char *err = NULL;
-            if (resp_parse_request(&parser, part->frame.p, part->frame.len, &again, &err) ==
-                MT_OK)
+            if (resp_parse_request(&parser, part->frame.p, part->frame.len, &again, &err) == MT_OK)
                 cluster_route(c, part, &again);
             else
                 mt_rreq_complete_error(w, part, "ERR meltemi: internal error re-reading a part");

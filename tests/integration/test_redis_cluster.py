@@ -116,6 +116,11 @@ def test_multi_key_commands_split_across_slots(redis_cluster, cluster_proxy):
     assert r.unlink(*keys[5:12]) == 7
     assert r.exists(*keys) == 8
     assert r.mget(keys[10:14]) == [None, None, b"v12", b"v13"]
+    # A key without its value is Redis's arity error, not a silently dropped key.
+    c = RespConn(env.host, env.port)
+    assert c.call("MSET", "mk:1", "a", "mk:2") == "ERR wrong number of arguments for 'mset' command"
+    assert c.call("GET", "mk:2") is None
+    c.close()
     # redis-cli (inline-free RESP) too.
     out = redis_cli(env.host, env.port, "mget", "mk:13", "nope", "mk:12")
     assert out.stdout.split("\n")[:3] == ["v13", "", "v12"], out.stdout
@@ -154,14 +159,16 @@ def test_eval_routes_by_its_first_key(redis_cluster, cluster_proxy):
         assert r.eval(script, 1, f"ev:{i}", f"x{i}") == f"x{i}".encode()
     found = owners(redis_cluster, [f"ev:{i}" for i in range(30)])
     assert len(found) == 30 and len({m.port for m, _ in found.values()}) > 1
+    # SCRIPT LOAD through meltemi reaches every master, so EVALSHA works on any shard.
     sha = r.script_load("return redis.call('get', KEYS[1])")
-    # SCRIPT LOAD went to one master; EVALSHA on another answers NOSCRIPT (as Redis Cluster
-    # does). Load it everywhere the way a cluster client would: through each master.
     for m in redis_cluster.masters():
-        m.call("SCRIPT", "LOAD", "return redis.call('get', KEYS[1])")
+        assert m.call("SCRIPT", "EXISTS", sha) == [1]
     for i in range(30):
         assert r.evalsha(sha, 1, f"ev:{i}") == f"x{i}".encode()
     assert r.eval("return 7", 0) == 7
+    assert r.script_flush() is True
+    for m in redis_cluster.masters():
+        assert m.call("SCRIPT", "EXISTS", sha) == [0]
 
 
 # ---- keyless commands over the whole data set ------------------------------------------------------
@@ -178,6 +185,11 @@ def test_dbsize_keys_randomkey_flushall_cover_every_master(redis_cluster, cluste
     assert sorted(k.decode() for k in r.keys("ks:1?")) == sorted(f"ks:1{d}" for d in range(10))
     for _ in range(10):
         assert r.randomkey().decode() in keys
+    # RANDOMKEY finds a key even when most masters are empty.
+    for k in keys[1:]:
+        r.delete(k)
+    for _ in range(6):
+        assert r.randomkey() == keys[0].encode()
     assert r.flushall() is True
     assert [m.call("DBSIZE") for m in redis_cluster.masters()] == [0, 0, 0]
     assert r.dbsize() == 0 and r.keys("*") == []
@@ -226,6 +238,13 @@ def test_cluster_keyslot_and_info_are_answered(redis_cluster, cluster_proxy):
         assert c.call("CLUSTER", "KEYSLOT", key) == node.call("CLUSTER", "KEYSLOT", key), key
     info = c.call("CLUSTER", "INFO")
     assert b"cluster_state:ok" in info
+    # COUNTKEYSINSLOT asks the slot's own master.
+    for i in range(5):
+        c.call("SET", f"{{slot}}:{i}", "1")
+    slot = node.call("CLUSTER", "KEYSLOT", "{slot}")
+    assert c.call("CLUSTER", "COUNTKEYSINSLOT", str(slot)) == 5
+    assert isinstance(c.call("CLUSTER", "COUNTKEYSINSLOT", "99999"), RespError)
+    assert isinstance(c.call("CLUSTER", "FAILOVER"), RespError)
     assert c.call("PING") == b"PONG"
     c.close()
 
@@ -273,6 +292,10 @@ def test_read_policy_replica_reads_from_replicas_writes_to_masters(redis_cluster
     mb = get_calls(redis_cluster.masters())
     assert r.mget(keys[:40]) == [k.encode() for k in keys[:40]]
     assert delta(mb, get_calls(redis_cluster.masters())) == 0
+    # EVAL may write, so it runs on masters (a replica would refuse it).
+    evals = {n.port: n.cmdstat_calls("eval") for n in redis_cluster.replica_nodes()}
+    assert r.eval("return redis.call('incr', KEYS[1])", 1, "rp:n") == 2
+    assert evals == {n.port: n.cmdstat_calls("eval") for n in redis_cluster.replica_nodes()}
 
 
 @pytest.mark.parametrize("policy", ["MASTER", "PREFER_MASTER"])
@@ -381,6 +404,13 @@ def test_resharding_under_traffic_is_invisible_to_clients(fresh_cluster, cluster
     assert moved
     assert pipelined(r, [("GET", k) for k in keys]) == [k.encode() for k in keys]
     assert r.dbsize() == len(keys)
+    # A master now serves two slot ranges: CLUSTER SLOTS lists it twice. Replica reads parse
+    # that map and land on replicas only.
+    fresh_cluster.wait_replicas_synced()
+    env2 = cluster_proxy(fresh_cluster, read_policy="REPLICA")
+    r2 = redis_py(env2.host, env2.port)
+    on_masters, on_replicas, _ = reads_land(fresh_cluster, r2, keys)
+    assert on_masters == 0 and on_replicas == len(keys)
 
 
 # Documented in docs/redis-cluster.md: once Redis has promoted a replica, meltemi serves the
