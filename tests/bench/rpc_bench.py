@@ -215,7 +215,8 @@ def machine_info():
     except OSError:
         load = ["?"]
     return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),
-            "haproxy": first_line(["haproxy", "-v"]), "load": " ".join(load),
+            "haproxy": " ".join(first_line(["haproxy", "-v"]).split()[:3]),
+            "load": " ".join(load),
             "rev": first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])}
 
 
@@ -318,11 +319,11 @@ def main():
     if out:
         info = machine_info()
         user_args, skip = [], False
-        for a in sys.argv[1:]:  # what the user gave rpc.sh: all but the --rpcload it adds
-            if skip or a == "--rpcload":
+        for a in sys.argv[1:]:  # what the user gave rpc.sh, less --rpcload and --note
+            if skip or a in ("--rpcload", "--note"):
                 skip = not skip
                 continue
-            if not a.startswith("--rpcload="):
+            if not a.startswith(("--rpcload=", "--note=")):
                 user_args.append(a)
         cmd = " ".join(["tests/bench/rpc.sh"] + [shlex.quote(a) for a in user_args])
         example = " ".join(run_argv("rpcload", "thrift", "PORT", 16, args.seconds))

@@ -145,10 +145,11 @@ def test_weighted_split_20_80(dubbo_env):
     n = 1000
     served = [v["server"] for v in values(c.call(IFACE, "sayHello", args=["s{i}"], n=n,
                                                   concurrency=20))]
-    lo, hi = me.binomial_bounds(n, 0.2)
+    # six split tests run per suite: 99.99% each keeps a false alarm under 0.1% a run
+    lo, hi = me.binomial_bounds(n, 0.2, confidence=0.9999)
     v1 = served.count("v1")
     assert v1 + served.count("v2") == n, set(served)
-    assert lo <= v1 <= hi, f"v1 served {v1}/{n}; a 20% split lands in [{lo}, {hi}] 99.9% of the time"
+    assert lo <= v1 <= hi, f"v1 served {v1}/{n}; a 20% split lands in [{lo}, {hi}] 99.99% of the time"
     assert len(requests(env.providers["v1"])) == v1
     assert len(requests(env.providers["v2"])) == n - v1
 
