@@ -3,14 +3,17 @@
 --   spec:
 --     hosts: [redis-single]     # services it runs for (short names resolve as elsewhere)
 --     order: 10                 # lower runs first (default 0; ties by name)
---     code: |                   # the module's source: returns { on_request = ..., on_response = ... }
---       ...
+--     script: |                 # the module's source: returns { on_request = ..., on_response = ... }
+--       ...                     # (or scriptFile: path relative to the config dir; code: an alias)
 --     config: { any: value }    # handed to the filter as is
 --
--- The code is compiled here so a syntax error is reported at config time with its line.
+-- The code is loaded here with the workers' sandbox (meltemi.sandbox), so a syntax error, or a
+-- module that fails to load there, is reported at config time with its line.
 
 local T = require "meltemi.schema"
 local shapes = require "meltemi.shapes"
+local sandbox = require "meltemi.sandbox"
+local C = require "meltemi.c"
 
 local K = {
   kind = "LuaFilter",
@@ -22,17 +25,47 @@ K.schema = shapes.document({
   spec = T.obj({
     hosts = T.list(T.str{ non_empty = true }, { required = true, min_items = 1 }),
     order = T.int(),
-    code = T.str{ required = true, non_empty = true },
+    code = T.str{ non_empty = true },
+    script = T.str{ non_empty = true },
+    scriptFile = T.str{ non_empty = true },
     config = T.any(),
-  }, { required = true }),
+  }, { required = true, one_of = { { "script", "scriptFile", "code" } }, exactly_one = true }),
 })
+
+-- The source of the filter: { field, text, chunkname } | nil after reporting. scriptFile is
+-- read relative to the directory of the file that holds the LuaFilter (the config dir).
+local function filter_source(obj, c, spec)
+  if spec.scriptFile then
+    local path = spec.scriptFile
+    if path:sub(1, 1) ~= "/" then
+      local dir = obj.file:match("^(.*)/[^/]*$")
+      if dir then path = dir .. "/" .. path end
+    end
+    local text, err = C.readfile(path)
+    if not text then
+      c:error(obj, "spec.scriptFile", "cannot read the script: " .. err)
+      return nil
+    end
+    return { field = "spec.scriptFile", text = text, chunkname = spec.scriptFile }
+  end
+  local field = spec.script and "spec.script" or "spec.code"
+  return { field = field, text = spec.script or spec.code, chunkname = "LuaFilter/" .. obj.name }
+end
 
 function K.build(obj, c)
   local spec = obj.doc.spec
-  local chunk = "LuaFilter/" .. obj.name
-  local fn, err = loadstring(spec.code, "=" .. chunk)
+  local src = filter_source(obj, c, spec)
+  if not src then return end
+  local chunk = src.chunkname
+  local fn, err = sandbox.compile(src.text, chunk)
   if not fn then
-    c:error(obj, "spec.code", "does not compile: " .. err)
+    c:error(obj, src.field, "does not compile: " .. err)
+    return
+  end
+  local mod
+  mod, err = sandbox.load(src.text, chunk, spec.config)
+  if not mod then
+    c:error(obj, src.field, "does not load: " .. err)
     return
   end
   local hosts = {}
@@ -43,7 +76,7 @@ function K.build(obj, c)
   local list = c.snapshot.lua_filters
   list[#list + 1] = {
     name = obj.name, namespace = obj.namespace, hosts = hosts, order = spec.order or 0,
-    code = spec.code, chunkname = chunk, config = spec.config,
+    code = src.text, chunkname = chunk, config = spec.config,
     source = { file = obj.file, line = obj.line, kind = obj.kind, name = obj.name },
   }
   table.sort(list, function(a, b)
