@@ -302,6 +302,10 @@ local CTX_MT = {
       return cur_filter and cur_filter.config
     elseif k == "filter" then
       return cur_filter and cur_filter.name
+    elseif k == "service" then
+      return cur_chain and cur_chain.service
+    elseif k == "listener" then
+      return cur_chain and cur_chain.name
     end
     return nil
   end,

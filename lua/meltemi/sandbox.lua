@@ -96,8 +96,14 @@ local function sandbox_pcall(f, ...)
   return recheck(pcall(f, ...))
 end
 
+-- The handler of an error raised by the hook runs inside the hook, where LuaJIT runs no
+-- hooks: a looping handler would never be stopped. So a tripped limit skips the user's
+-- handler; any other error reaches it with the hook armed as usual.
 local function sandbox_xpcall(f, handler, ...)
-  return recheck(xpcall(f, handler, ...))
+  return recheck(xpcall(f, function(e)
+    if tripped then return e end
+    return handler(e)
+  end, ...))
 end
 
 -- A message for any error value, without running user metamethods (__tostring could loop

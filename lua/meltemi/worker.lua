@@ -233,6 +233,7 @@ local function build_chain(l, default_idx, services, cluster_index, filters)
   local redis = l.redis or {}
   local ch = {
     name = l.name,
+    service = l.service,
     default_idx = default_idx,
     faults = redis_fault.compile(redis.faults),
     route = redis_route.compile(redis, cluster_index, default_idx),
