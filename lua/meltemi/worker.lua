@@ -199,11 +199,10 @@ local function filters_of(filters, service)
   return out
 end
 
-local function filter_failed(f, err)
-  local text = format("ERR meltemi: filter %s failed: %s", f.name, err)
+local function filter_failed(f, err, cmd)
   core_delay(0)
-  core_error(text)
-  log("error", text)
+  core_error(format("ERR meltemi: filter %s failed: %s", f.name, err))
+  log("error", format("LuaFilter %s failed on %s: %s", f.name, cmd, err))
   pcall(core_counter, "filter_errors", 1, f.name)
 end
 
@@ -219,7 +218,7 @@ local function run_filters(ch, filters, cmd, key, nargs, is_write, conn_id)
       ok, err = sandbox_call(f.on_request, msg, ctx)
     end
     if not ok then
-      filter_failed(f, err)
+      filter_failed(f, err, cmd)
       break
     end
     if api_answered() then break end
