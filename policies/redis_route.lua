@@ -97,8 +97,20 @@ local function match(c, key)
 end
 P.match = match
 
+-- match, inlined: run is entered from C once per command, mostly interpreted, where a Lua
+-- call costs about as much as the prefix test itself.
 function P.run(c, key)
-  local r = match(c, key)
+  local r = c.catch_all
+  if key ~= nil then
+    local list = c.list
+    for i = 1, #list do
+      local x = list[i]
+      if find(key, x.pattern) then
+        r = x
+        break
+      end
+    end
+  end
   if r.idx ~= c.default_idx then core_route(r.idx) end
   if r.strip > 0 then core_strip(r.strip) end
   return r
