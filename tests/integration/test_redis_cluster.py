@@ -15,9 +15,13 @@ import time
 import pytest
 import redis
 
-from cluster_fixtures import (cluster_proxy, fresh_cluster, redis_cluster,  # noqa: F401
-                              shared_cluster)
-from harness import RespConn, RespError, cli_lines, redis_cli, redis_py, wait_until
+import configs
+from cluster_fixtures import (CLUSTER_VIP, cluster_proxy, fresh_cluster,  # noqa: F401
+                              redis_cluster, shared_cluster)
+from harness import (REPO, RespConn, RespError, cli_lines, free_port, redis_cli, redis_py,
+                     wait_until)
+
+EXAMPLE = REPO / "examples" / "redis-cluster"
 
 CROSSSLOT = "CROSSSLOT Keys in request don't hash to the same slot"
 
@@ -94,6 +98,32 @@ def test_ten_thousand_keys_land_on_the_master_of_their_slot(redis_cluster, clust
     assert got == [f"value-{k}".encode() for k in keys]
     assert r.mget(keys) == [f"value-{k}".encode() for k in keys]
     assert r.dbsize() == len(keys)
+
+
+def test_the_example_walks_through_steps_3_and_5(redis_cluster, config_dir, meltemi_factory):
+    """examples/redis-cluster as shipped, its ports pointed at this test's cluster: step 3
+    answers set foo bar, and step 5 (readPolicy REPLICA) takes effect by hot reload."""
+    port = free_port(CLUSTER_VIP)
+    files = {}
+    for name in ("service-entry.yaml", "redis-destination.yaml"):
+        text = (EXAMPLE / name).read_text().replace("number: 6379", f"number: {port}")
+        for i, example_port in enumerate((7000, 7001, 7002)):
+            text = text.replace(f"tcp-redis: {example_port}",
+                                f"tcp-redis: {redis_cluster.nodes[i].port}")
+        files[name] = text
+    conf = config_dir(files)
+    meltemi_factory(conf, workers=2)
+    out = redis_cli(CLUSTER_VIP, port, "set", "foo", "bar")
+    assert cli_lines(out) == ["OK"], out.stdout + out.stderr
+    r = redis_py(CLUSTER_VIP, port)
+    keys = [f"ex:{i}" for i in range(100)]
+    assert pipelined(r, [("SET", k, k) for k in keys]) == [True] * len(keys)
+    redis_cluster.wait_replicas_synced()
+    assert reads_land(redis_cluster, r, keys)[1] == 0  # MASTER by default
+    configs.write_config(conf, {"redis-service.yaml":
+                                (EXAMPLE / "step5" / "redis-service.yaml").read_text()})
+    wait_until(lambda: reads_land(redis_cluster, r, keys)[:2] == (0, len(keys)), 15,
+               "reads on replicas after the reload (same client connection)")
 
 
 # ---- multi-key commands --------------------------------------------------------------------------
