@@ -19,7 +19,7 @@ import configs
 from cluster_fixtures import (CLUSTER_VIP, cluster_proxy, fresh_cluster,  # noqa: F401
                               redis_cluster, shared_cluster)
 from harness import (REPO, RespConn, RespError, cli_lines, free_port, redis_cli, redis_py,
-                     wait_until)
+                     resp_encode, wait_until)
 
 EXAMPLE = REPO / "examples" / "redis-cluster"
 
@@ -154,6 +154,27 @@ def test_multi_key_commands_split_across_slots(redis_cluster, cluster_proxy):
     # redis-cli (inline-free RESP) too.
     out = redis_cli(env.host, env.port, "mget", "mk:13", "nope", "mk:12")
     assert out.stdout.split("\n")[:3] == ["v13", "", "v12"], out.stdout
+
+
+def test_inline_commands_and_clients_that_leave_mid_split(redis_cluster, cluster_proxy):
+    env = cluster_proxy(redis_cluster)
+    c = RespConn(env.host, env.port)
+    # Inline commands (telnet style) are routed and split like RESP ones.
+    c.send_raw(b"SET inl:1 one\r\nSET inl:2 two\r\nMGET inl:2 nope inl:1\r\n")
+    assert [c.read_reply() for _ in range(3)] == [b"OK", b"OK", [b"two", None, b"one"]]
+    c.close()
+    # Clients that send big split commands and go away before the replies: the parts still
+    # in flight are orphaned and freed when they come back; the proxy keeps serving.
+    keys = [f"gone:{i}" for i in range(2000)]
+    big_mset = resp_encode("MSET", *[x for k in keys for x in (k, "v")])
+    big_mget = resp_encode("MGET", *keys)
+    for _ in range(20):
+        g = RespConn(env.host, env.port)
+        g.send_raw(big_mset + big_mget + resp_encode("DBSIZE") + resp_encode("SCAN", "0"))
+        g.close()
+    r = redis_py(env.host, env.port)
+    wait_until(lambda: r.exists(*keys) == len(keys), 15, "the abandoned MSETs to land")
+    assert r.mget(keys[:3]) == [b"v"] * 3
 
 
 def test_other_multi_key_commands_need_one_slot(redis_cluster, cluster_proxy):
