@@ -93,6 +93,9 @@ local function format_problem(obj, line, path, msg)
 end
 
 function Compile:add_problem(file, line, text)
+  self.seen_problems = self.seen_problems or {}
+  if self.seen_problems[text] then return end
+  self.seen_problems[text] = true
   self.problems[#self.problems + 1] = { file = file, line = line, seq = #self.problems, text = text }
 end
 
@@ -460,6 +463,7 @@ function Compile:add_document(file, line, doc)
       self:error(obj, "metadata.name", string.format("%s %s/%s is defined twice; the other is at %s:%d",
         kind, obj.namespace, obj.name, prev.file, prev.line))
       obj.valid = false
+      obj.duplicate = true
     else
       self.by_id[id] = obj
     end
@@ -584,6 +588,14 @@ function Compile:finish()
   end
   for _, obj in ipairs(ordered) do
     if obj.valid and obj.mod.build then obj.mod.build(obj, self) end
+  end
+  -- Objects that failed their schema are built too, for diagnostics only (the snapshot is
+  -- refused anyway): a dangling Secret in a RedisDestination that also has a bad enum is
+  -- still reported in the same run. Whatever their malformed parts trip over is ignored.
+  for _, obj in ipairs(ordered) do
+    if not obj.valid and not obj.duplicate and obj.mod.build and type(obj.doc.spec) == "table" then
+      pcall(obj.mod.build, obj, self)
+    end
   end
   for _, name in ipairs(KIND_MODULES) do
     local mod = require("meltemi.kinds." .. name)
