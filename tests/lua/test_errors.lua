@@ -391,4 +391,25 @@ spec:
   H.eq(l.metaprotocol.routes[1].route[1].cluster, "outbound|9090||rpc.demo.svc.cluster.local", "default route")
 end)
 
+
+H.test("a schema error does not hide a dangling reference in the same object", function()
+  local e = H.errors_of({ ["se.yaml"] = SE, ["d.yaml"] = [[
+apiVersion: redis.aeraki.io/v1alpha1
+kind: RedisDestination
+metadata: {name: redis-single, namespace: redis}
+spec:
+  host: redis-single.redis.svc.cluster.local
+  trafficPolicy:
+    connectionPool:
+      redis:
+        mode: CLUSTR
+        auth:
+          secret: {name: nope}
+]] })
+  H.find(e, 'd.yaml:9: RedisDestination/redis-single: spec.trafficPolicy.connectionPool.redis.mode: '
+    .. '"CLUSTR" is not one of PROXY, CLUSTER', "enum")
+  H.find(e, 'd.yaml:11: RedisDestination/redis-single: spec.trafficPolicy.connectionPool.redis.auth.secret.name: '
+    .. 'Secret "nope" not found in namespace redis', "dangling secret")
+end)
+
 H.run()
