@@ -182,6 +182,23 @@ static int core_arg(lua_State *L)
     return 1;
 }
 
+/* The 1-based argument indexes of the current command's keys (Redis's own key specs). */
+static int core_key_positions(lua_State *L)
+{
+    const resp_request_t *req = mt_verdict.req;
+    const redis_command_t *cmd = mt_verdict.cmd;
+    lua_newtable(L);
+    if (!req || !cmd)
+        return 1;
+    uint32_t idx[256];
+    uint32_t n = redis_command_keys(cmd, req->argc, req->argv, idx, 256);
+    for (uint32_t i = 0; i < n && i < 256; i++) {
+        lua_pushinteger(L, (lua_Integer)idx[i] + 1);
+        lua_rawseti(L, -2, (int)i + 1);
+    }
+    return 1;
+}
+
 static int core_set_arg(lua_State *L)
 {
     lua_Integer i = luaL_checkinteger(L, 1);
@@ -362,6 +379,7 @@ int mt_bridge_request(mt_worker_t *w, uint32_t li, const redis_command_t *cmd,
     mt_verdict_t *v = &mt_verdict;
     verdict_reset(v);
     v->req = req;
+    v->cmd = cmd;
     bridge_worker = w;
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua_request_ref);
     lua_pushinteger(L, (lua_Integer)li);
@@ -383,9 +401,11 @@ int mt_bridge_request(mt_worker_t *w, uint32_t li, const redis_command_t *cmd,
         v->has_error = true;
         lua_pop(L, 1);
         v->req = NULL;
+        v->cmd = NULL;
         return -1;
     }
     v->req = NULL;
+    v->cmd = NULL;
     return 0;
 }
 

@@ -34,6 +34,7 @@ typedef struct mt_verdict {
     uint32_t n_sets;
     /* the command being decided (valid during the call only) */
     const resp_request_t *req;
+    const redis_command_t *cmd;
 } mt_verdict_t;
 
 extern __thread mt_verdict_t mt_verdict;

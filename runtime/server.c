@@ -260,12 +260,14 @@ static void on_reload_debounce(uv_timer_t *t)
 static void on_config_dir_event(uv_fs_event_t *h, const char *filename, int events, int status)
 {
     mt_server_t *srv = h->data;
-    /* Only configuration files count (logs or editor swap files in the directory do not). */
+    /* Only configuration files count: YAML, and the Lua files LuaFilters load with
+     * scriptFile (logs or editor swap files in the directory do not). */
     if (filename) {
         size_t n = strlen(filename);
-        bool yaml = (n > 5 && strcmp(filename + n - 5, ".yaml") == 0) ||
-                    (n > 4 && strcmp(filename + n - 4, ".yml") == 0);
-        if (!yaml)
+        bool config = (n > 5 && strcmp(filename + n - 5, ".yaml") == 0) ||
+                      (n > 4 && strcmp(filename + n - 4, ".yml") == 0) ||
+                      (n > 4 && strcmp(filename + n - 4, ".lua") == 0);
+        if (!config)
             return;
     }
     /* Editors write a file in several steps: wait for the directory to settle. */
