@@ -273,10 +273,19 @@ static int core_now_ms(lua_State *L)
 }
 
 static const luaL_Reg core_functions[] = {
-    {"route", core_route}, {"strip", core_strip},     {"error", core_error},
-    {"reply", core_reply}, {"delay", core_delay},     {"mirror", core_mirror},
-    {"nargs", core_nargs}, {"arg", core_arg},         {"set_arg", core_set_arg},
-    {"log", core_log},     {"counter", core_counter}, {"now_ms", core_now_ms},
+    {"route", core_route},
+    {"strip", core_strip},
+    {"error", core_error},
+    {"reply", core_reply},
+    {"delay", core_delay},
+    {"mirror", core_mirror},
+    {"nargs", core_nargs},
+    {"arg", core_arg},
+    {"set_arg", core_set_arg},
+    {"log", core_log},
+    {"counter", core_counter},
+    {"now_ms", core_now_ms},
+    {"key_positions", core_key_positions},
     {NULL, NULL},
 };
 
