@@ -33,6 +33,44 @@
 
 __thread resp_out_t mt_redis_scratch;
 
+/* ---- per-command stats (enableCommandStats) ---------------------------------------------------
+ */
+
+/* This worker's blocks for one listener, indexed by command id; created on first use. */
+typedef struct cmd_stats {
+    const mt_stats_block_t *listener;
+    mt_stats_block_t *blocks[REDIS_COMMAND_COUNT];
+    struct cmd_stats *next;
+} cmd_stats_t;
+
+static __thread cmd_stats_t *tl_cmd_stats;
+
+static void cmd_stats_record(mt_worker_t *w, const mt_listener_conf_t *lc,
+                             const redis_command_t *cmd, bool error, uint64_t start_ns)
+{
+    cmd_stats_t *cs = tl_cmd_stats;
+    while (cs && cs->listener != lc->stats)
+        cs = cs->next;
+    if (!cs) {
+        cs = calloc(1, sizeof(*cs));
+        if (!cs)
+            return;
+        cs->listener = lc->stats;
+        cs->next = tl_cmd_stats;
+        tl_cmd_stats = cs;
+    }
+    if (cmd->id >= REDIS_COMMAND_COUNT)
+        return;
+    mt_stats_block_t *b = cs->blocks[cmd->id];
+    if (!b)
+        b = cs->blocks[cmd->id] = mt_stats_block(MT_STATS_COMMAND, lc->name, cmd->name);
+    mt_stat_add(b, w->id, MT_ST_REQUESTS_TOTAL, 1);
+    if (error)
+        mt_stat_add(b, w->id, MT_ST_REQUEST_ERRORS, 1);
+    if (start_ns)
+        mt_stat_observe_ms(b, w->id, (double)(uv_hrtime() - start_ns) / 1e6);
+}
+
 /* ---- request records ------------------------------------------------------------------------ */
 
 mt_rreq_t *mt_rreq_new(mt_worker_t *w)
@@ -112,6 +150,10 @@ void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, 
     if (!s) {
         mt_rreq_free(w, r);
         return;
+    }
+    if (MT_UNLIKELY(s->base.conf->redis.enable_command_stats) && r->cmd && !r->stats_done) {
+        r->stats_done = true;
+        cmd_stats_record(w, s->base.conf, r->cmd, len && p[0] == '-', r->start_ns);
     }
     if (MT_UNLIKELY(r->hold_until_ms != 0) && r->hold_until_ms > mt_worker_now_ms(w)) {
         mt_buf_ref(b);
@@ -344,6 +386,10 @@ static void rup_close(mt_rup_t *u)
     if (u->next)
         u->next->prev = u->prev;
     mt_worker_unschedule_flush(w, &u->out);
+    if (u->flush_timer) {
+        uv_close((uv_handle_t *)u->flush_timer, (uv_close_cb)free);
+        u->flush_timer = NULL;
+    }
     if (was_connected)
         mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, -1);
     uv_close((uv_handle_t *)&u->tcp, rup_closed);
@@ -514,6 +560,42 @@ static int rup_queue_auth(mt_rup_t *u, const mt_auth_t *a)
     r->deadline_ms = u->connect_deadline_ms;
     rup_push(u, r);
     return 0;
+}
+
+static void rup_flush_timer_fired(uv_timer_t *t)
+{
+    mt_rup_t *u = t->data;
+    if (u->state == RUP_READY)
+        mt_worker_schedule_flush(u->w, &u->out);
+}
+
+/*
+ * After queueing a command on u: flush at the end of this loop iteration, or, when the
+ * listener asks for it (maxBufferSizeBeforeFlush), once that many bytes are queued or
+ * bufferFlushTimeout has passed, whichever comes first.
+ */
+static void rup_schedule(mt_rup_t *u, const mt_listener_conf_t *lc)
+{
+    if (u->state != RUP_READY)
+        return;
+    uint32_t max = lc ? lc->redis.max_buffer_size_before_flush : 0;
+    if (MT_LIKELY(max == 0) || u->out.queued_bytes >= max) {
+        if (u->flush_timer)
+            uv_timer_stop(u->flush_timer);
+        mt_worker_schedule_flush(u->w, &u->out);
+        return;
+    }
+    if (!u->flush_timer) {
+        u->flush_timer = malloc(sizeof(*u->flush_timer));
+        if (!u->flush_timer) {
+            mt_worker_schedule_flush(u->w, &u->out);
+            return;
+        }
+        uv_timer_init(&u->w->loop, u->flush_timer);
+        u->flush_timer->data = u;
+    }
+    if (!uv_is_active((uv_handle_t *)u->flush_timer))
+        uv_timer_start(u->flush_timer, rup_flush_timer_fired, lc->redis.buffer_flush_timeout_ms, 0);
 }
 
 static void rup_push(mt_rup_t *u, mt_rreq_t *r)
@@ -687,6 +769,11 @@ void mt_redis_worker_cleanup(mt_worker_t *w)
 {
     while (w->rups)
         rup_fail(w->rups, "ERR meltemi: proxy shutting down");
+    while (tl_cmd_stats) {
+        cmd_stats_t *cs = tl_cmd_stats;
+        tl_cmd_stats = cs->next;
+        free(cs);
+    }
     while (w->req_free) {
         mt_rreq_t *r = w->req_free;
         w->req_free = r->next;
@@ -816,8 +903,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
     }
     mt_rsess_push(s, r);
     rup_push(u, r);
-    if (u->state == RUP_READY)
-        mt_worker_schedule_flush(w, &u->out);
+    rup_schedule(u, s->base.conf);
 }
 
 static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,

@@ -39,8 +39,9 @@ typedef struct mt_rreq {
     uint8_t kind;
     uint8_t redirects;
     bool done;
-    bool read_only; /* may go to a replica */
-    bool held;      /* answered, but a DELAY fault holds the reply until hold_until */
+    bool read_only;  /* may go to a replica */
+    bool held;       /* answered, but a DELAY fault holds the reply until hold_until */
+    bool stats_done; /* counted in the per-command stats */
     uint64_t hold_until_ms;
 } mt_rreq_t;
 
@@ -75,7 +76,8 @@ struct mt_rup {
     uint32_t inflight;
     uint64_t connect_deadline_ms;
     rup_state_t state;
-    mt_rup_t *prev, *next; /* worker list */
+    uv_timer_t *flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires */
+    mt_rup_t *prev, *next;   /* worker list */
 };
 
 /* redis_proxy.c */

@@ -324,7 +324,7 @@ static int meta_read_cluster(lua_State *L, int ct, mt_cluster_conf_t *c, char **
      * workers only use the resolved pointers. */
     if (mt_codec_register_builtins() == MT_OK && mc->codec)
         mc->codec_impl = mt_codec_find(mc->codec);
-    uint32_t ring = MT_META_RING_MIN;
+    uint32_t ring = 0; /* minimumRingSize; 0: MT_META_RING_POINTS per endpoint */
     meta_read_lb(L, ct, &mc->all, NULL, &ring);
     if (meta_select_endpoints(L, ct, 0, c, &mc->all) != 0 ||
         meta_finish_subset(c, &mc->all, ring) != 0 || meta_read_subsets(L, ct, c, ring) != 0) {
@@ -656,6 +656,9 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
         l->redis.read_policy = parse_read_policy(rp);
         free(rp);
         l->redis.enable_command_stats = field_bool(L, rt, "enable_command_stats", false);
+        l->redis.max_buffer_size_before_flush =
+            (uint32_t)field_int(L, rt, "max_buffer_size_before_flush", 0);
+        l->redis.buffer_flush_timeout_ms = (uint32_t)field_int(L, rt, "buffer_flush_timeout_ms", 3);
         l->redis.enable_redirection = field_bool(L, rt, "enable_redirection", true);
         l->redis.enable_hashtagging = field_bool(L, rt, "enable_hashtagging", true);
         lua_pop(L, 1);

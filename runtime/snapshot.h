@@ -68,6 +68,8 @@ typedef struct mt_redis_listener_conf {
     uint32_t op_timeout_ms;
     mt_read_policy_t read_policy;
     bool enable_command_stats;
+    uint32_t max_buffer_size_before_flush; /* 0: flush every loop iteration */
+    uint32_t buffer_flush_timeout_ms;
     bool enable_redirection; /* follow MOVED / ASK (cluster mode) */
     bool enable_hashtagging; /* PROXY mode: hash only the {tag} of a key */
 } mt_redis_listener_conf_t;

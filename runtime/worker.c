@@ -37,9 +37,8 @@ void mt_worker_unschedule_flush(mt_worker_t *w, mt_outq_t *q)
 }
 
 /* Runs after the I/O callbacks of each loop iteration: one writev per connection. */
-static void worker_flush(uv_check_t *h)
+static void worker_flush_all(mt_worker_t *w)
 {
-    mt_worker_t *w = h->data;
     while (w->flush_head) {
         mt_outq_t *q = w->flush_head;
         w->flush_head = q->flush_next;
@@ -49,6 +48,18 @@ static void worker_flush(uv_check_t *h)
         if (rc < 0 && q->on_done)
             q->on_done(q, rc);
     }
+}
+
+static void worker_flush(uv_check_t *h)
+{
+    worker_flush_all(h->data);
+}
+
+/* Timers (held replies, buffered flushes, timeouts) queue writes too: flush them before the
+ * loop blocks, not after the next wake-up. */
+static void worker_flush_before_poll(uv_prepare_t *h)
+{
+    worker_flush_all(h->data);
 }
 
 void mt_worker_session_add(mt_worker_t *w, mt_session_t *s)
@@ -465,6 +476,9 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
     uv_check_init(&w->loop, &w->check);
     w->check.data = w;
     uv_check_start(&w->check, worker_flush);
+    uv_prepare_init(&w->loop, &w->prepare);
+    w->prepare.data = w;
+    uv_prepare_start(&w->prepare, worker_flush_before_poll);
     uv_timer_init(&w->loop, &w->tick);
     w->tick.data = w;
     uv_timer_start(&w->tick, worker_on_tick, TICK_MS, TICK_MS);

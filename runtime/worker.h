@@ -62,8 +62,9 @@ struct mt_worker {
     pthread_t thread;
     uv_loop_t loop;
     uv_async_t async;
-    uv_check_t check; /* flushes every queued write after the loop's I/O callbacks */
-    uv_timer_t tick;  /* timeouts: connect, op, drain */
+    uv_check_t check;     /* flushes every queued write after the loop's I/O callbacks */
+    uv_prepare_t prepare; /* ... and what timers queued, before the loop blocks in poll */
+    uv_timer_t tick;      /* timeouts: connect, op, drain */
     mt_buf_pool_t pool;
     mt_buf_t *own; /* chunk for small bytes made here (error replies, split parts) */
     lua_State *L;
