@@ -22,7 +22,7 @@ import pytest
 import configs
 from cluster_fixtures import (CLUSTER_VIP, cluster_yaml,  # noqa: F401
                               redis_cluster, shared_cluster)
-from harness import (REPO, VIP, RespConn, cli_lines, free_port, redis_cli,
+from harness import (REPO, VIP, RespConn, cli_lines, free_port, redis_cli, run_meltemi,
                      redis_py, wait_until)
 
 WALK = REPO / "examples" / "redis-walkthrough"
@@ -584,3 +584,20 @@ def test_external_cluster_blog_steps_3_and_8(redis_cluster, config_dir, meltemi_
     assert all(store.get(f"foo{i}") == str(i).encode() for i in range(0, 300, 17))
     out = redis_cli(EXTERNAL_VIP, port, "set", "foo", "bar")
     assert cli_lines(out) == ["OK"], out.stdout
+
+
+# ---- the walk-through folders themselves -------------------------------------------------------
+
+@pytest.mark.parametrize("step", sorted(p.name for p in WALK.iterdir() if p.is_dir()))
+def test_every_walkthrough_folder_is_a_valid_configuration(step):
+    done = run_meltemi("validate", WALK / step)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.match(r"ok: \d+ objects, 1 listeners|ok: \d+ objects, 2 listeners", done.stdout)
+    assert (WALK / step / "README.md").is_file()
+
+
+def test_the_walkthrough_has_the_eight_steps():
+    steps = sorted(p.name for p in WALK.iterdir() if p.is_dir())
+    assert [s.split("-")[0] for s in steps] == [str(i) for i in range(1, 9)]
+    readme = (WALK / "README.md").read_text()
+    assert all(f"]({s}/)" in readme for s in steps)
