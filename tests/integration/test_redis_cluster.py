@@ -454,7 +454,11 @@ def test_resharding_under_traffic_is_invisible_to_clients(fresh_cluster, cluster
     moved = [k for k, (m, _) in owners(fresh_cluster, keys).items() if m is dst]
     assert moved
     assert pipelined(r, [("GET", k) for k in keys]) == [k.encode() for k in keys]
-    assert r.dbsize() == len(keys)
+    size = r.dbsize()
+    per_node = {f"{n.port}/{n.info('replication')['role']}": n.call("DBSIZE")
+                for n in fresh_cluster.nodes}
+    extra = sorted(set(k.decode() for k in r.keys("*")) - set(keys))[:10]
+    assert size == len(keys), f"DBSIZE {size}: nodes {per_node}, extra keys {extra}"
     # A master now serves two slot ranges: CLUSTER SLOTS lists it twice. Replica reads parse
     # that map and land on replicas only.
     fresh_cluster.wait_replicas_synced()
