@@ -399,11 +399,12 @@ def test_lua_filter_change_reloads_without_closing_connections(front):
         assert c.call("GET", "filter:version")[0] == b"v1"
     total = metric(m, "meltemi_downstream_connections_total")
     gen = generation(env)
-    # The .lua is not a YAML file: the watcher does not see it (documented in
-    # examples/lua-filters/README.md); SIGHUP loads it.
-    (env.conf / "version.lua").write_text(FILTER_LUA.replace("VERSION", "v2"))
-    os.kill(m.proc.pid, signal.SIGHUP)
-    wait_generation(env, gen + 1, "SIGHUP after a .lua edit")
+    # A scriptFile edit is a configuration change the watcher sees (written whole, then
+    # renamed in: one event).
+    tmp = env.conf / "version.tmp"
+    tmp.write_text(FILTER_LUA.replace("VERSION", "v2"))
+    os.replace(tmp, env.conf / "version.lua")
+    wait_generation(env, gen + 1, "the watcher after a .lua edit")
     for i, c in enumerate(conns):
         reply = c.call("GET", "filter:version")
         # New code, fresh module state; the connection's own storage (ctx.conn) survives.
@@ -417,5 +418,8 @@ def test_lua_filter_change_reloads_without_closing_connections(front):
     for c in conns:
         assert c.call("GET", "filter:version")[0] == b"v3"
         c.close()
+    # SIGHUP reloads too (same code, a new generation).
+    os.kill(m.proc.pid, signal.SIGHUP)
+    wait_generation(env, gen + 3, "SIGHUP")
     assert metric(m, "meltemi_downstream_connections_total") == total
     assert landed_on(env, "k0") == ["dest-a"]
