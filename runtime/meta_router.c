@@ -197,11 +197,11 @@ int mt_meta_ring_build(mt_meta_ring_t *ring, const mt_cluster_conf_t *c, const u
     memset(ring, 0, sizeof(*ring));
     if (n == 0)
         return 0;
-    if (min_points == 0)
-        min_points = MT_META_RING_MIN;
     if (min_points > MT_META_RING_MAX)
         min_points = MT_META_RING_MAX;
-    uint32_t per = (min_points + n - 1) / n;
+    uint32_t per = min_points ? (min_points + n - 1) / n : MT_META_RING_POINTS;
+    if (per == 0 || (uint64_t)per * n > MT_META_RING_MAX)
+        per = MT_META_RING_MAX / n ? MT_META_RING_MAX / n : 1;
     size_t total = (size_t)per * n;
     ring_point_t *pts = malloc(total * sizeof(*pts));
     ring->hash = malloc(total * sizeof(*ring->hash));

@@ -19,8 +19,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Points per ring when the DestinationRule names no minimumRingSize (Envoy's default). */
-#define MT_META_RING_MIN 1024u
+/* Points per endpoint when the DestinationRule names no minimumRingSize. A fixed count per
+ * endpoint (not a ring size divided among them) keeps every endpoint's points where they
+ * are when endpoints come and go, so only the keys of the added or removed one move. */
+#define MT_META_RING_POINTS 256u
 #define MT_META_RING_MAX (1u << 20)
 
 /* ---- building (main thread, snapshot time) ----------------------------------------------- */
@@ -31,8 +33,9 @@ void mt_meta_regex_free(void *re);
 
 /*
  * Builds a ring over endpoints eps[0..n) of cluster c: every endpoint gets the same number of
- * points (at least min_points in all), placed by hashing "address:port#i", so a given endpoint
- * keeps its points whatever else the cluster holds. Returns 0, or -1 on out of memory.
+ * points, placed by hashing "address:port#i" - MT_META_RING_POINTS each, or enough for
+ * min_points in all when min_points (minimumRingSize) is not 0. Returns 0, or -1 on out of
+ * memory.
  */
 int mt_meta_ring_build(mt_meta_ring_t *ring, const mt_cluster_conf_t *c, const uint32_t *eps,
                        uint32_t n, uint32_t min_points);

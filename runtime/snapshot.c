@@ -573,6 +573,22 @@ static void meta_free_listener(mt_listener_conf_t *l)
 
 /* ---- end of metaprotocol ------------------------------------------------------------------- */
 
+/* A plain primary/replica pair: the role comes from the endpoint's labels. */
+static bool endpoint_is_replica(lua_State *L, int ep)
+{
+    static const char *const keys[] = {"role", "redis-role", "redis.io/role"};
+    bool replica = false;
+    if (!field_table(L, ep, "labels"))
+        return false;
+    for (size_t i = 0; i < MT_ARRAY_LEN(keys) && !replica; i++) {
+        char *v = field_str(L, lua_gettop(L), keys[i]);
+        replica = v && (strcmp(v, "replica") == 0 || strcmp(v, "slave") == 0);
+        free(v);
+    }
+    lua_pop(L, 1);
+    return replica;
+}
+
 static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
 {
     c->name = field_str(L, t, "name");
@@ -596,6 +612,7 @@ static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
             mt_endpoint_conf_t *e = &c->endpoints[c->n_endpoints++];
             e->address = field_str(L, lua_gettop(L), "address");
             e->port = (uint16_t)field_int(L, lua_gettop(L), "port", 0);
+            e->replica = endpoint_is_replica(L, lua_gettop(L));
             lua_pop(L, 1);
             if (!e->address || resolve(e->address, e->port, &e->sa, &e->salen, &e->resolve_error)) {
                 if (!e->resolve_error)
