@@ -169,8 +169,7 @@ static bool rd_skip(rd_t *r, const char **start, size_t *len)
     return true;
 }
 
-/* ---- nodes and the slot map ---------------------------------------------------------------------
- */
+/* ---- nodes and the slot map ----------------------------------------------------------------- */
 
 static mt_wendpoint_t *topo_node(mt_wcluster_t *c, const char *host, size_t hlen, uint16_t port)
 {
@@ -519,8 +518,7 @@ void mt_rcluster_tick(mt_wcluster_t *c, uint64_t now_ms)
         topo_fail_waiting(c, t->last_error[0] ? t->last_error : "timed out learning the slot map");
 }
 
-/* ---- choosing a node
- * ------------------------------------------------------------------------------ */
+/* ---- choosing a node ------------------------------------------------------------------------ */
 
 static mt_wendpoint_t *pick_replica(mt_rshard_t *sh, uint64_t now)
 {
@@ -628,8 +626,7 @@ static void cluster_wait(mt_wcluster_t *c, mt_rreq_t *r)
         topo_refresh(c, mt_worker_now_ms(c->w));
 }
 
-/* ---- redirections -------------------------------------------------------------------------------
- */
+/* ---- redirections --------------------------------------------------------------------------- */
 
 bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t len)
 {
@@ -684,8 +681,7 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     return true;
 }
 
-/* ---- splitting and combining
- * ------------------------------------------------------------------------ */
+/* ---- splitting and combining ---------------------------------------------------------------- */
 
 void mt_rcluster_split_free(mt_worker_t *w, mt_rsplit_t *sp)
 {

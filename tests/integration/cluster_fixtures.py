@@ -188,8 +188,8 @@ class RedisCluster:
         lines = []
         for n in self.nodes:
             try:
-                state = n.info("cluster-info").get("cluster_state") if n.running() and not n.stopped \
-                    else "down"
+                up = n.running() and not n.stopped
+                state = n.info("cluster-info").get("cluster_state") if up else "down"
             except Exception as exc:  # diagnostics only
                 state = repr(exc)
             lines.append(f"node {n.addr} pid {n.proc.pid if n.proc else '-'}: {state}")

@@ -222,7 +222,7 @@ def test_eval_routes_by_its_first_key(redis_cluster, cluster_proxy):
         assert m.call("SCRIPT", "EXISTS", sha) == [0]
 
 
-# ---- keyless commands over the whole data set ------------------------------------------------------
+# ---- keyless commands over the whole data set ----------------------------------------------------
 
 def test_dbsize_keys_randomkey_flushall_cover_every_master(redis_cluster, cluster_proxy):
     env = cluster_proxy(redis_cluster)
@@ -300,7 +300,7 @@ def test_cluster_keyslot_and_info_are_answered(redis_cluster, cluster_proxy):
     c.close()
 
 
-# ---- read policy ---------------------------------------------------------------------------------------
+# ---- read policy ---------------------------------------------------------------------------------
 
 def get_calls(nodes):
     return {n.port: n.cmdstat_calls("get") for n in nodes if n.running()}
@@ -383,7 +383,7 @@ def test_prefer_replica_falls_back_to_the_master_when_the_replica_dies(fresh_clu
     assert on_masters > 0 and on_masters + on_replicas == len(keys)
 
 
-# ---- topology changes ------------------------------------------------------------------------------------
+# ---- topology changes ----------------------------------------------------------------------------
 
 class Traffic:
     """Client threads doing SET/GET through meltemi until stopped; every reply is checked."""
