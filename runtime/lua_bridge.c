@@ -440,6 +440,19 @@ uint32_t mt_bridge_route_key(mt_worker_t *w, uint32_t li, const char *key, size_
     return idx > 0 && (uint32_t)idx <= w->n_cluster_index ? (uint32_t)idx : 0;
 }
 
+void mt_bridge_close(mt_worker_t *w)
+{
+    verdict_reset(&mt_verdict);
+    resp_out_free(&mt_verdict.reply);
+    while (w->lua_counters) {
+        mt_lua_counter_t *c = w->lua_counters;
+        w->lua_counters = c->next;
+        free(c->name);
+        free(c->label);
+        free(c);
+    }
+}
+
 void mt_bridge_conn_closed(mt_worker_t *w, uint64_t conn_id)
 {
     lua_State *L = w->L;

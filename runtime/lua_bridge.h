@@ -56,6 +56,8 @@ uint32_t mt_bridge_route_key(mt_worker_t *w, uint32_t li, const char *key, size_
                              uint32_t *strip);
 
 void mt_bridge_conn_closed(mt_worker_t *w, uint64_t conn_id);
+/* Worker exit: releases the thread's verdict buffers and the Lua counter cache. */
+void mt_bridge_close(mt_worker_t *w);
 
 static inline bool mt_bridge_has_chain(const mt_worker_t *w, uint32_t li)
 {

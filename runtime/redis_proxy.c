@@ -803,15 +803,72 @@ mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key)
     return c->eps[c->rr++ % c->n_eps];
 }
 
+/* The k-th endpoint of one role (replica or not), k < the number of them. */
+static mt_wendpoint_t *nth_of_role(mt_wcluster_t *c, bool replica, uint32_t k)
+{
+    for (uint32_t i = 0; i < c->n_eps; i++) {
+        if (c->eps[i]->replica == replica && k-- == 0)
+            return c->eps[i];
+    }
+    return NULL;
+}
+
+/* An endpoint of one role, starting at `start` and skipping unhealthy ones when asked. */
+static mt_wendpoint_t *pick_role(mt_wcluster_t *c, bool replica, uint32_t start, bool healthy)
+{
+    uint32_t n = replica ? c->n_replicas : c->n_eps - c->n_replicas;
+    uint64_t now = mt_worker_now_ms(c->w);
+    for (uint32_t t = 0; t < n; t++) {
+        mt_wendpoint_t *ep = nth_of_role(c, replica, (start + t) % n);
+        if (!healthy || mt_rendpoint_healthy(ep, now))
+            return ep;
+    }
+    return NULL;
+}
+
+/*
+ * PROXY mode. Without roles: keys hash over the endpoints. With endpoints labelled as
+ * replicas (a plain primary/replica setup): writes go to the primary, reads follow the
+ * listener's readPolicy; NULL when REPLICA finds no healthy replica.
+ */
 static mt_wendpoint_t *route_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
-                                      const resp_request_t *req)
+                                      const resp_request_t *req, mt_read_policy_t policy)
 {
     if (c->n_eps == 1)
         return c->eps[0];
-    uint32_t idx[1];
-    if (redis_command_keys(cmd, req->argc, req->argv, idx, 1) > 0)
-        return mt_rproxy_endpoint(c, &req->argv[idx[0]]);
-    return mt_rproxy_endpoint(c, NULL);
+    if (c->n_replicas == 0 || c->n_replicas == c->n_eps) {
+        uint32_t idx[1];
+        if (redis_command_keys(cmd, req->argc, req->argv, idx, 1) > 0)
+            return mt_rproxy_endpoint(c, &req->argv[idx[0]]);
+        return mt_rproxy_endpoint(c, NULL);
+    }
+    uint32_t start = c->rr++;
+    bool read = (cmd->flags & REDIS_CMD_READONLY) && !(cmd->flags & REDIS_CMD_WRITE);
+    mt_wendpoint_t *ep = NULL;
+    if (!read || policy == MT_READ_MASTER)
+        return pick_role(c, false, start, false);
+    switch (policy) {
+    case MT_READ_PREFER_MASTER:
+        ep = pick_role(c, false, start, true);
+        ep = ep ? ep : pick_role(c, true, start, true);
+        break;
+    case MT_READ_REPLICA:
+        return pick_role(c, true, start, true);
+    case MT_READ_PREFER_REPLICA:
+        ep = pick_role(c, true, start, true);
+        ep = ep ? ep : pick_role(c, false, start, true);
+        break;
+    case MT_READ_ANY:
+        for (uint32_t t = 0; t < c->n_eps && !ep; t++) {
+            mt_wendpoint_t *e = c->eps[(start + t) % c->n_eps];
+            if (mt_rendpoint_healthy(e, mt_worker_now_ms(c->w)))
+                ep = e;
+        }
+        break;
+    default:
+        break;
+    }
+    return ep ? ep : pick_role(c, false, start, false);
 }
 
 /*
@@ -856,7 +913,20 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
         }
         return;
     }
-    mt_wendpoint_t *ep = route_endpoint(c, cmd, req);
+    mt_wendpoint_t *ep = route_endpoint(c, cmd, req, s->base.conf->redis.read_policy);
+    if (!ep) {
+        snprintf(text, sizeof(text), "ERR meltemi: no healthy replica for %s (readPolicy REPLICA)",
+                 c->conf->service ? c->conf->service : c->conf->name);
+        if (hold_until_ms) {
+            resp_out_t *o = &mt_redis_scratch;
+            o->len = 0;
+            resp_out_error(o, text);
+            sess_reply_held(s, o->data, o->len, hold_until_ms);
+        } else {
+            mt_rsess_reply_error(s, text);
+        }
+        return;
+    }
     const char *why = NULL;
     mt_rup_t *u = rup_for(ep, s->base.id, &why);
     if (!u) {
@@ -922,7 +992,7 @@ static void mirror_send(mt_worker_t *w, mt_wcluster_t *c, const redis_command_t 
         mt_rcluster_mirror(c, cmd, req);
         return;
     }
-    mt_wendpoint_t *ep = route_endpoint(c, cmd, req);
+    mt_wendpoint_t *ep = route_endpoint(c, cmd, req, MT_READ_MASTER);
     const char *why = NULL;
     mt_rup_t *u = rup_for(ep, c->rr++, &why);
     mt_rreq_t *r = u ? mt_rreq_new(w) : NULL;
@@ -1051,7 +1121,13 @@ static void sess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_re
     s->ran_chain = true;
     mt_bridge_request(w, s->base.li, cmd, req, s->base.id);
     mt_verdict_t *v = &mt_verdict;
-    uint64_t hold = v->delay_ms ? mt_worker_now_ms(w) + v->delay_ms : 0;
+    uint64_t hold = 0;
+    if (v->delay_ms) {
+        /* The loop clock is cached and whole milliseconds: refresh it and round up, so the
+         * hold is never shorter than asked. */
+        uv_update_time(&w->loop);
+        hold = mt_worker_now_ms(w) + v->delay_ms + 1;
+    }
     if (v->has_error || v->has_reply) {
         if (hold)
             sess_reply_held(s, v->reply.data, v->reply.len, hold);

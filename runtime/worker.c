@@ -109,6 +109,8 @@ static mt_wcluster_t *wcluster_new(mt_worker_t *w, mt_cluster_conf_t *conf)
         const mt_endpoint_conf_t *e = &conf->endpoints[i];
         c->eps[i] =
             mt_wendpoint_new(c, e->address ? e->address : "?", e->port, &e->sa, e->resolve_error);
+        c->eps[i]->replica = e->replica;
+        c->n_replicas += e->replica;
     }
     c->next = w->clusters;
     w->clusters = c;
@@ -449,6 +451,7 @@ static void *worker_main(void *arg)
         lua_close(w->L);
     free(w->chains);
     free(w->cluster_by_index);
+    mt_bridge_close(w);
     if (w->own)
         mt_buf_unref(&w->pool, w->own);
     w->own = NULL;
