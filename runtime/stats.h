@@ -24,17 +24,17 @@ typedef enum mt_stats_kind {
 enum {
     /* listener */
     MT_ST_DOWNSTREAM_CX_TOTAL = 0,
-    MT_ST_DOWNSTREAM_CX_ACTIVE,  /* gauge: +1 / -1 */
+    MT_ST_DOWNSTREAM_CX_ACTIVE, /* gauge: +1 / -1 */
     MT_ST_REQUESTS_TOTAL,
-    MT_ST_REQUEST_ERRORS,        /* error replies sent to clients (local or upstream) */
-    MT_ST_PROTOCOL_ERRORS,       /* malformed frames */
+    MT_ST_REQUEST_ERRORS,  /* error replies sent to clients (local or upstream) */
+    MT_ST_PROTOCOL_ERRORS, /* malformed frames */
     MT_ST_AUTH_FAILURES,
     /* cluster */
     MT_ST_UPSTREAM_CX_TOTAL,
-    MT_ST_UPSTREAM_CX_ACTIVE,    /* gauge */
+    MT_ST_UPSTREAM_CX_ACTIVE, /* gauge */
     MT_ST_UPSTREAM_CX_CONNECT_FAIL,
     MT_ST_UPSTREAM_RQ_TOTAL,
-    MT_ST_UPSTREAM_RQ_ERRORS,    /* failed because of the upstream: closed, timeout, auth */
+    MT_ST_UPSTREAM_RQ_ERRORS, /* failed because of the upstream: closed, timeout, auth */
     MT_ST_UPSTREAM_RQ_TIMEOUT,
     MT_ST__COUNT
 };
@@ -51,8 +51,8 @@ typedef struct mt_stats_shard {
 
 typedef struct mt_stats_block {
     mt_stats_kind_t kind;
-    char *name;          /* listener or cluster name; for commands "listener\0command" */
-    char *labels;        /* Prometheus label set without braces, e.g. listener="127.0.0.1:6379" */
+    char *name;   /* listener or cluster name; for commands "listener\0command" */
+    char *labels; /* Prometheus label set without braces, e.g. listener="127.0.0.1:6379" */
     struct mt_stats_block *next;
     mt_stats_shard_t *shards; /* mt_stats_nworkers of them */
 } mt_stats_block_t;

@@ -37,28 +37,28 @@ enum {
 
 /* How the proxy treats a command. */
 typedef enum redis_proxy_kind {
-    REDIS_PROXY_FORWARD = 0,    /* route by first key (or any node if keyless) */
-    REDIS_PROXY_LOCAL,          /* answered by meltemi: PING, ECHO, AUTH, HELLO, QUIT, SELECT,
-                                   CLIENT, COMMAND, INFO, CONFIG, READONLY, READWRITE, ... */
-    REDIS_PROXY_MULTI_KEY,      /* MGET, MSET, DEL, UNLINK, EXISTS, TOUCH: split per shard */
-    REDIS_PROXY_ALL_MASTERS,    /* DBSIZE, FLUSHALL, FLUSHDB, KEYS, SCAN, RANDOMKEY */
-    REDIS_PROXY_UNSUPPORTED,    /* refused with a clear error (MULTI, SUBSCRIBE, BLPOP...) */
+    REDIS_PROXY_FORWARD = 0, /* route by first key (or any node if keyless) */
+    REDIS_PROXY_LOCAL,       /* answered by meltemi: PING, ECHO, AUTH, HELLO, QUIT, SELECT,
+                                CLIENT, COMMAND, INFO, CONFIG, READONLY, READWRITE, ... */
+    REDIS_PROXY_MULTI_KEY,   /* MGET, MSET, DEL, UNLINK, EXISTS, TOUCH: split per shard */
+    REDIS_PROXY_ALL_MASTERS, /* DBSIZE, FLUSHALL, FLUSHDB, KEYS, SCAN, RANDOMKEY */
+    REDIS_PROXY_UNSUPPORTED, /* refused with a clear error (MULTI, SUBSCRIBE, BLPOP...) */
 } redis_proxy_kind_t;
 
 typedef struct redis_command {
-    const char *name;   /* lower case */
-    int32_t arity;      /* Redis semantics: n exact, -n at least n (command name included) */
+    const char *name; /* lower case */
+    int32_t arity;    /* Redis semantics: n exact, -n at least n (command name included) */
     uint32_t flags;
-    int16_t first_key;  /* 0 when the command has no key */
-    int16_t last_key;   /* -1: last argument */
+    int16_t first_key; /* 0 when the command has no key */
+    int16_t last_key;  /* -1: last argument */
     int16_t key_step;
-    uint8_t proxy;      /* redis_proxy_kind_t */
-    uint8_t id;         /* dense index, for per-command stats; < REDIS_COMMAND_COUNT */
+    uint8_t proxy; /* redis_proxy_kind_t */
+    uint8_t id;    /* dense index, for per-command stats; < REDIS_COMMAND_COUNT */
     /* added (read-only, from the generated table) */
     uint8_t name_len;
     uint8_t key_spec_count; /* Redis 7 key specs: redis_command_key_specs() */
     uint16_t key_spec_first;
-    uint8_t sub_count;      /* subcommands of a container (CLIENT, OBJECT, ...) */
+    uint8_t sub_count; /* subcommands of a container (CLIENT, OBJECT, ...) */
     uint16_t sub_first;
     uint32_t acl_categories; /* bit i = REDIS_ACL_CATEGORY_NAMES[i] order, see commands.c */
     uint16_t tips;           /* bit i = i-th tip name, see commands.c */
@@ -82,8 +82,8 @@ enum {
     REDIS_KSPEC_BS_INDEX,   /* bs_arg: argv index */
     REDIS_KSPEC_BS_KEYWORD, /* bs_arg: startfrom (negative: from the end, backwards) */
     REDIS_KSPEC_FK_UNKNOWN = 0,
-    REDIS_KSPEC_FK_RANGE,   /* fk: lastkey, keystep, limit */
-    REDIS_KSPEC_FK_KEYNUM,  /* fk: keynumidx, firstkey, keystep */
+    REDIS_KSPEC_FK_RANGE,  /* fk: lastkey, keystep, limit */
+    REDIS_KSPEC_FK_KEYNUM, /* fk: keynumidx, firstkey, keystep */
 };
 enum { REDIS_KSPEC_FLAG_NOT_KEY = 1u << 8, REDIS_KSPEC_FLAG_INCOMPLETE = 1u << 9 };
 typedef struct redis_key_spec {

@@ -39,10 +39,10 @@ typedef struct resp_arg {
 } resp_arg_t;
 
 typedef struct resp_request {
-    size_t frame_len;   /* bytes of the caller's buffer this frame occupied */
-    uint32_t argc;      /* 0 for an empty inline line: skip it, reply nothing */
-    resp_arg_t *argv;   /* valid until the next call or until the buffer changes */
-    bool is_inline;     /* inline frames must be re-encoded as multibulk before forwarding */
+    size_t frame_len; /* bytes of the caller's buffer this frame occupied */
+    uint32_t argc;    /* 0 for an empty inline line: skip it, reply nothing */
+    resp_arg_t *argv; /* valid until the next call or until the buffer changes */
+    bool is_inline;   /* inline frames must be re-encoded as multibulk before forwarding */
 } resp_request_t;
 
 /* Private parser state; callers only init/free it. */
@@ -50,18 +50,18 @@ typedef struct resp_req_parser {
     resp_limits_t limits;
     /* private */
     uint32_t state;
-    size_t pos;        /* resume offset from frame start */
-    int64_t nargs;     /* expected multibulk count */
-    int64_t bulk_len;  /* current bulk length */
+    size_t pos;       /* resume offset from frame start */
+    int64_t nargs;    /* expected multibulk count */
+    int64_t bulk_len; /* current bulk length */
     uint32_t argc;
     uint32_t argv_cap;
     resp_arg_t *argv;
-    size_t *arg_off;   /* offsets of args while resuming (pointers are rebuilt on OK) */
-    char *scratch;     /* decoded inline arguments */
+    size_t *arg_off; /* offsets of args while resuming (pointers are rebuilt on OK) */
+    char *scratch;   /* decoded inline arguments */
     size_t scratch_cap;
     /* added */
-    size_t scan;       /* where the search for the current line's terminator resumes */
-    char errbuf[48];   /* formatted error texts; `err` may point here until the next call */
+    size_t scan;     /* where the search for the current line's terminator resumes */
+    char errbuf[48]; /* formatted error texts; `err` may point here until the next call */
 } resp_req_parser_t;
 
 void resp_req_parser_init(resp_req_parser_t *p, const resp_limits_t *limits);
@@ -79,7 +79,7 @@ typedef struct resp_reply_scanner {
     int64_t remaining[RESP_DEFAULT_MAX_DEPTH + 1]; /* elements left per nesting level */
     int64_t bulk_len;
     /* added */
-    size_t scan;       /* where the search for the current line's CR resumes */
+    size_t scan; /* where the search for the current line's CR resumes */
 } resp_reply_scanner_t;
 
 void resp_reply_scanner_init(resp_reply_scanner_t *s, const resp_limits_t *limits);
@@ -97,13 +97,13 @@ typedef struct resp_out {
 
 void resp_out_free(resp_out_t *o);
 void resp_out_raw(resp_out_t *o, const char *p, size_t n);
-void resp_out_simple(resp_out_t *o, const char *s);              /* +s\r\n */
-void resp_out_error(resp_out_t *o, const char *s);               /* -s\r\n */
+void resp_out_simple(resp_out_t *o, const char *s); /* +s\r\n */
+void resp_out_error(resp_out_t *o, const char *s);  /* -s\r\n */
 void resp_out_errorf(resp_out_t *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void resp_out_integer(resp_out_t *o, int64_t v);                 /* :v\r\n */
-void resp_out_bulk(resp_out_t *o, const char *p, size_t n);      /* $n\r\n...\r\n */
-void resp_out_null(resp_out_t *o);                               /* $-1\r\n */
-void resp_out_array(resp_out_t *o, int64_t n);                   /* *n\r\n */
+void resp_out_integer(resp_out_t *o, int64_t v);            /* :v\r\n */
+void resp_out_bulk(resp_out_t *o, const char *p, size_t n); /* $n\r\n...\r\n */
+void resp_out_null(resp_out_t *o);                          /* $-1\r\n */
+void resp_out_array(resp_out_t *o, int64_t n);              /* *n\r\n */
 /* Re-encodes argv as a multibulk command (used for inline commands and rewrites). */
 void resp_out_command(resp_out_t *o, uint32_t argc, const resp_arg_t *argv);
 
