@@ -1188,7 +1188,6 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
         return;
     if (msg->is_reply)
         return; /* a client answering something: we never ask clients anything */
-    mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     if (msg->type == MT_MSG_HEARTBEAT && (s->codec->flags & MT_CODEC_F_LOCAL_HEARTBEAT)) {
         if (!msg->expects_reply || !s->codec->heartbeat_reply)
             return;
@@ -1198,6 +1197,7 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
             sess_reply_local(s, o->data, o->len);
         return;
     }
+    mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1); /* heartbeats are not */
     meta_target_t t;
     if (sess_route(s, msg, &t))
         sess_forward(s, msg, &t);
