@@ -50,6 +50,8 @@ struct mt_rtopo {
     uint64_t *failed_at;    /* per node: when a connection or command to it last failed */
     uint32_t n_nodes, cap_nodes;
     uint32_t n_seeds;
+    uint32_t n_known;   /* nodes known before any redirection */
+    uint32_t n_unknown; /* nodes first met through a MOVED/ASK */
     bool have_map;
     bool refreshing;
     uint32_t refresh_node; /* the node asked by the refresh in flight */
@@ -230,7 +232,14 @@ static mt_rtopo_t *topo_get(mt_wcluster_t *c)
     }
     for (uint32_t i = 0; i < c->n_eps; i++)
         t->nodes[t->n_nodes++] = c->eps[i];
-    t->n_seeds = t->n_nodes;
+    t->n_seeds = t->n_nodes; /* shared with c->eps: not freed with the topology */
+    /* RedisDestination discoveryEndpoints: more seeds (freed with the topology). */
+    for (uint32_t i = 0; i < c->conf->n_discovery; i++) {
+        const mt_endpoint_conf_t *d = &c->conf->discovery[i];
+        if (d->address && !d->resolve_error)
+            topo_node(c, d->address, strlen(d->address), d->port);
+    }
+    t->n_known = t->n_nodes;
     return t;
 }
 
@@ -423,6 +432,7 @@ void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p,
     t->n_shards = ns;
     bool first = !t->have_map;
     t->have_map = true;
+    t->n_unknown = 0; /* nodes met through redirections are in the map from now on */
     t->failed_attempts = 0;
     t->last_error[0] = '\0';
     if (first)
@@ -654,9 +664,20 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     if (!hp || !colon || slot >= SLOTS)
         return false;
     uint16_t port = (uint16_t)strtoul(colon + 1, NULL, 10);
+    mt_rtopo_t *tp = c->topo;
+    uint32_t known = tp->n_nodes;
     mt_wendpoint_t *ep = topo_node(c, hp, (size_t)(colon - hp), port);
     if (!ep)
         return false;
+    if (tp->n_nodes > known &&
+        ++tp->n_unknown > (s ? s->base.conf->redis.max_upstream_unknown_connections : 100)) {
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: redirected to %s:%u, a node the slot map does not know, and "
+                 "maxUpstreamUnknownConnections is reached",
+                 ep->address, ep->port);
+        mt_rreq_complete_error(w, r, text);
+        return true;
+    }
     r->redirects++;
     /* r just left its old connection's FIFO; its link there must not follow it into the
      * new one (rup_push appends without clearing it). */

@@ -600,6 +600,7 @@ static void rup_schedule(mt_rup_t *u, const mt_listener_conf_t *lc)
 
 static void rup_push(mt_rup_t *u, mt_rreq_t *r)
 {
+    r->unext = NULL;
     if (u->tail)
         u->tail->unext = r;
     else

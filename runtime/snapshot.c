@@ -573,6 +573,31 @@ static void meta_free_listener(mt_listener_conf_t *l)
 
 /* ---- end of metaprotocol ------------------------------------------------------------------- */
 
+/* redis.discovery_endpoints: { {address=, port=}, ... } -> resolved seeds. */
+static void read_discovery(lua_State *L, int rt, mt_cluster_conf_t *c)
+{
+    if (!field_table(L, rt, "discovery_endpoints"))
+        return;
+    int dt = lua_gettop(L);
+    size_t n = lua_objlen(L, dt);
+    c->discovery = calloc(n ? n : 1, sizeof(*c->discovery));
+    for (size_t i = 0; c->discovery && i < n; i++) {
+        lua_rawgeti(L, dt, (int)i + 1);
+        if (lua_istable(L, -1)) {
+            mt_endpoint_conf_t *e = &c->discovery[c->n_discovery++];
+            e->address = field_str(L, lua_gettop(L), "address");
+            e->port = (uint16_t)field_int(L, lua_gettop(L), "port", 0);
+            if (!e->address ||
+                resolve(e->address, e->port, &e->sa, &e->salen, &e->resolve_error) != 0) {
+                if (!e->resolve_error)
+                    e->resolve_error = strdup("discovery endpoint without an address");
+            }
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
 /* A plain primary/replica pair: the role comes from the endpoint's labels. */
 static bool endpoint_is_replica(lua_State *L, int ep)
 {
@@ -629,6 +654,7 @@ static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
         c->redis_mode = mode && strcmp(mode, "CLUSTER") == 0 ? MT_REDIS_CLUSTER : MT_REDIS_PROXY;
         free(mode);
         read_auth(L, rt, &c->redis_auth);
+        read_discovery(L, rt, c);
         lua_pop(L, 1);
     }
     c->fingerprint = fingerprint_of(L, t);
@@ -663,6 +689,7 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
     l->redis.op_timeout_ms = DEFAULT_OP_TIMEOUT_MS;
     l->redis.enable_redirection = true;
     l->redis.enable_hashtagging = true;
+    l->redis.max_upstream_unknown_connections = 100;
     if (field_table(L, t, "redis")) {
         int rt = lua_gettop(L);
         read_auth(L, rt, &l->redis.auth);
@@ -678,6 +705,8 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
         l->redis.buffer_flush_timeout_ms = (uint32_t)field_int(L, rt, "buffer_flush_timeout_ms", 3);
         l->redis.enable_redirection = field_bool(L, rt, "enable_redirection", true);
         l->redis.enable_hashtagging = field_bool(L, rt, "enable_hashtagging", true);
+        l->redis.max_upstream_unknown_connections =
+            (uint32_t)field_int(L, rt, "max_upstream_unknown_connections", 100);
         lua_pop(L, 1);
     }
     l->fingerprint = fingerprint_of(L, t);
@@ -703,6 +732,11 @@ static void snapshot_free(mt_snapshot_t *s)
             free(c->endpoints[j].resolve_error);
         }
         free(c->endpoints);
+        for (uint32_t j = 0; j < c->n_discovery; j++) {
+            free(c->discovery[j].address);
+            free(c->discovery[j].resolve_error);
+        }
+        free(c->discovery);
         free_auth(&c->redis_auth);
         meta_free_cluster(c);
         free(c->name);

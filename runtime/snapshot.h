@@ -58,8 +58,10 @@ typedef struct mt_cluster_conf {
     uint32_t connect_timeout_ms;
     uint32_t max_connections;
     mt_redis_mode_t redis_mode;
-    mt_auth_t redis_auth; /* proxy -> Redis */
-    char *fingerprint;    /* equal fingerprints: a worker may keep this cluster's pools */
+    mt_auth_t redis_auth;          /* proxy -> Redis */
+    mt_endpoint_conf_t *discovery; /* RedisDestination discoveryEndpoints (cluster seeds) */
+    uint32_t n_discovery;
+    char *fingerprint; /* equal fingerprints: a worker may keep this cluster's pools */
     mt_stats_block_t *stats;
     struct mt_meta_cluster_conf *meta; /* protocol metaprotocol only, else NULL */
 } mt_cluster_conf_t;
@@ -71,8 +73,9 @@ typedef struct mt_redis_listener_conf {
     bool enable_command_stats;
     uint32_t max_buffer_size_before_flush; /* 0: flush every loop iteration */
     uint32_t buffer_flush_timeout_ms;
-    bool enable_redirection; /* follow MOVED / ASK (cluster mode) */
-    bool enable_hashtagging; /* PROXY mode: hash only the {tag} of a key */
+    bool enable_redirection;                   /* follow MOVED / ASK (cluster mode) */
+    bool enable_hashtagging;                   /* PROXY mode: hash only the {tag} of a key */
+    uint32_t max_upstream_unknown_connections; /* nodes first met through a redirection */
 } mt_redis_listener_conf_t;
 
 typedef struct mt_listener_conf {

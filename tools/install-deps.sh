@@ -10,7 +10,7 @@ set -euo pipefail
 PACKAGES=(
     # build
     build-essential cmake pkg-config
-    libluajit-5.1-dev luajit libuv1-dev libssl-dev libyaml-dev lua-lpeg-dev
+    libluajit-5.1-dev luajit libuv1-dev libssl-dev libyaml-dev lua-lpeg-dev libpcre2-dev
     # unit tests, lint
     libcriterion-dev lua-check clang-format
     # integration tests and the demo: real servers and real clients
