@@ -64,7 +64,7 @@ void mt_buf_release(mt_buf_pool_t *pool, mt_buf_t *b)
 int mt_buf_make_room(mt_buf_pool_t *pool, mt_buf_t **bp, size_t want, size_t need_total)
 {
     mt_buf_t *old = *bp;
-    if (old && mt_buf_room(old) >= want)
+    if (old && mt_buf_room(old) >= want && (size_t)(old->end - old->pos) >= need_total)
         return 0;
     size_t unread = old ? mt_buf_unread(old) : 0;
     if (old && old->refs == 1 && unread + want <= old->cap && need_total <= old->cap) {

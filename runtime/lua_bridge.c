@@ -305,6 +305,7 @@ void mt_bridge_open(mt_worker_t *w, lua_State *L)
     lua_setfield(L, -2, "meltemi.core");
     lua_pop(L, 2);
     w->lua_request_ref = w->lua_route_key_ref = w->lua_conn_closed_ref = LUA_NOREF;
+    w->lua_response_ref = LUA_NOREF;
 }
 
 /* ---- loading a snapshot --------------------------------------------------------------------- */
@@ -358,21 +359,25 @@ void mt_bridge_apply(mt_worker_t *w)
         lua_settop(L, top);
         return;
     }
-    w->chains = calloc(snap->n_listeners + 1, sizeof(bool));
+    w->chains = calloc(snap->n_listeners + 1, sizeof(uint8_t));
     if (w->chains && lua_istable(L, -1)) {
         w->n_chains = snap->n_listeners;
         for (uint32_t i = 0; i < snap->n_listeners; i++) {
             lua_rawgeti(L, -1, (int)i + 1);
-            w->chains[i] = lua_toboolean(L, -1);
+            w->chains[i] = lua_type(L, -1) == LUA_TNUMBER && lua_tointeger(L, -1) == 2 ? 2
+                           : lua_toboolean(L, -1)                                      ? 1
+                                                                                       : 0;
             lua_pop(L, 1);
         }
     }
     luaL_unref(L, LUA_REGISTRYINDEX, w->lua_request_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, w->lua_route_key_ref);
     luaL_unref(L, LUA_REGISTRYINDEX, w->lua_conn_closed_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, w->lua_response_ref);
     w->lua_request_ref = ref_field(L, mod, "request");
     w->lua_route_key_ref = ref_field(L, mod, "route_key");
     w->lua_conn_closed_ref = ref_field(L, mod, "conn_closed");
+    w->lua_response_ref = ref_field(L, mod, "response");
     if (w->lua_request_ref == LUA_NOREF)
         w->n_chains = 0;
     lua_settop(L, top);
@@ -392,7 +397,7 @@ int mt_bridge_request(mt_worker_t *w, uint32_t li, const redis_command_t *cmd,
     bridge_worker = w;
     lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua_request_ref);
     lua_pushinteger(L, (lua_Integer)li);
-    lua_pushstring(L, cmd->name);
+    lua_pushlstring(L, cmd->name, cmd->name_len);
     uint32_t k;
     if (redis_command_keys(cmd, req->argc, req->argv, &k, 1) > 0)
         lua_pushlstring(L, req->argv[k].ptr, req->argv[k].len);
@@ -438,6 +443,64 @@ uint32_t mt_bridge_route_key(mt_worker_t *w, uint32_t li, const char *key, size_
     lua_pop(L, 2);
     *strip = s > 0 ? (uint32_t)s : 0;
     return idx > 0 && (uint32_t)idx <= w->n_cluster_index ? (uint32_t)idx : 0;
+}
+
+/* Pushes a reply's type name and value (see worker.response). */
+static void push_reply(lua_State *L, const char *p, size_t len)
+{
+    size_t body = len >= 3 ? len - 3 : 0; /* type byte and CRLF */
+    switch (len ? p[0] : 0) {
+    case '+':
+        lua_pushliteral(L, "simple");
+        lua_pushlstring(L, p + 1, body);
+        return;
+    case '-':
+        lua_pushliteral(L, "error");
+        lua_pushlstring(L, p + 1, body);
+        return;
+    case ':':
+        lua_pushliteral(L, "integer");
+        lua_pushnumber(L, (lua_Number)strtoll(p + 1, NULL, 10));
+        return;
+    case '$': {
+        const char *nl = memchr(p, '\n', len);
+        long n = strtol(p + 1, NULL, 10);
+        if (n < 0 || !nl || (size_t)(nl + 1 - p) + (size_t)n > len) {
+            lua_pushliteral(L, "null");
+            lua_pushnil(L);
+        } else {
+            lua_pushliteral(L, "bulk");
+            lua_pushlstring(L, nl + 1, (size_t)n);
+        }
+        return;
+    }
+    default:
+        lua_pushliteral(L, "array");
+        lua_pushlstring(L, p, len);
+        return;
+    }
+}
+
+void mt_bridge_response(mt_worker_t *w, uint32_t li, const redis_command_t *cmd, const char *p,
+                        size_t len, uint64_t conn_id)
+{
+    lua_State *L = w->L;
+    mt_verdict_t *v = &mt_verdict;
+    verdict_reset(v);
+    bridge_worker = w;
+    if (w->lua_response_ref == LUA_NOREF)
+        return;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua_response_ref);
+    lua_pushinteger(L, (lua_Integer)li);
+    lua_pushstring(L, cmd->name);
+    lua_pushnumber(L, (lua_Number)conn_id);
+    push_reply(L, p, len);
+    if (lua_pcall(L, 5, 0, 0) != 0) {
+        mt_error("worker %u: Lua on_response failed on '%s': %s", w->id, cmd->name,
+                 lua_tostring(L, -1) ? lua_tostring(L, -1) : "(no message)");
+        lua_pop(L, 1);
+        verdict_reset(v);
+    }
 }
 
 void mt_bridge_close(mt_worker_t *w)

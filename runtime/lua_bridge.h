@@ -64,4 +64,15 @@ static inline bool mt_bridge_has_chain(const mt_worker_t *w, uint32_t li)
     return li > 0 && li <= w->n_chains && w->chains[li - 1];
 }
 
+/* A filter of listener li has on_response. */
+static inline bool mt_bridge_has_response(const mt_worker_t *w, uint32_t li)
+{
+    return li > 0 && li <= w->n_chains && w->chains[li - 1] == 2;
+}
+
+/* Shows a reply to the on_response filters of listener li; the verdict (has_reply /
+ * has_error, delay_ms) says whether to replace it. */
+void mt_bridge_response(mt_worker_t *w, uint32_t li, const redis_command_t *cmd, const char *p,
+                        size_t len, uint64_t conn_id);
+
 #endif

@@ -1424,7 +1424,8 @@ void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t s
         } else {
             const char *why = NULL;
             uint32_t key0 = sp->part_keys[sp->part_off[pi]];
-            mt_wendpoint_t *ep = mt_rproxy_endpoint(c, &req->argv[1 + key0 * step]);
+            mt_wendpoint_t *ep = mt_rproxy_endpoint(c, &req->argv[1 + key0 * step],
+                                                    s->base.conf->redis.enable_hashtagging);
             if (!mt_rreq_send(part, ep, false, &why)) {
                 char text[400];
                 snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",

@@ -155,6 +155,20 @@ void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, 
         r->stats_done = true;
         cmd_stats_record(w, s->base.conf, r->cmd, len && p[0] == '-', r->start_ns);
     }
+    if (MT_UNLIKELY(r->resp_chain)) {
+        /* on_response filters may replace the reply (and hold it, with ctx:delay). */
+        r->resp_chain = false;
+        mt_bridge_response(w, s->base.li, r->cmd, p, len, s->base.id);
+        mt_verdict_t *v = &mt_verdict;
+        if (v->delay_ms) {
+            uv_update_time(&w->loop);
+            r->hold_until_ms = mt_worker_now_ms(w) + v->delay_ms + 1;
+        }
+        if (v->has_reply || v->has_error) {
+            mt_rreq_complete_copy(w, r, v->reply.data, v->reply.len);
+            return;
+        }
+    }
     if (MT_UNLIKELY(r->hold_until_ms != 0) && r->hold_until_ms > mt_worker_now_ms(w)) {
         mt_buf_ref(b);
         r->reply = (mt_slice_t){b, p, (uint32_t)len};
@@ -795,13 +809,25 @@ static uint32_t key_hash(const char *p, size_t n)
     return h;
 }
 
-mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key)
+mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool hashtag)
 {
     if (c->n_eps == 1)
         return c->eps[0];
-    if (key)
-        return c->eps[key_hash(key->ptr, key->len) % c->n_eps];
-    return c->eps[c->rr++ % c->n_eps];
+    if (!key)
+        return c->eps[c->rr++ % c->n_eps];
+    const char *p = key->ptr;
+    size_t n = key->len;
+    if (hashtag) {
+        /* enableHashtagging: only the first non-empty {tag} is hashed, as Redis Cluster does,
+         * so related keys meet on one endpoint. */
+        const char *open = memchr(p, '{', n);
+        const char *close = open ? memchr(open + 1, '}', n - (size_t)(open + 1 - p)) : NULL;
+        if (close && close > open + 1) {
+            p = open + 1;
+            n = (size_t)(close - p);
+        }
+    }
+    return c->eps[key_hash(p, n) % c->n_eps];
 }
 
 /* The k-th endpoint of one role (replica or not), k < the number of them. */
@@ -833,15 +859,16 @@ static mt_wendpoint_t *pick_role(mt_wcluster_t *c, bool replica, uint32_t start,
  * listener's readPolicy; NULL when REPLICA finds no healthy replica.
  */
 static mt_wendpoint_t *route_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
-                                      const resp_request_t *req, mt_read_policy_t policy)
+                                      const resp_request_t *req, mt_read_policy_t policy,
+                                      bool hashtag)
 {
     if (c->n_eps == 1)
         return c->eps[0];
     if (c->n_replicas == 0 || c->n_replicas == c->n_eps) {
         uint32_t idx[1];
         if (redis_command_keys(cmd, req->argc, req->argv, idx, 1) > 0)
-            return mt_rproxy_endpoint(c, &req->argv[idx[0]]);
-        return mt_rproxy_endpoint(c, NULL);
+            return mt_rproxy_endpoint(c, &req->argv[idx[0]], hashtag);
+        return mt_rproxy_endpoint(c, NULL, hashtag);
     }
     uint32_t start = c->rr++;
     bool read = (cmd->flags & REDIS_CMD_READONLY) && !(cmd->flags & REDIS_CMD_WRITE);
@@ -914,7 +941,8 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
         }
         return;
     }
-    mt_wendpoint_t *ep = route_endpoint(c, cmd, req, s->base.conf->redis.read_policy);
+    mt_wendpoint_t *ep = route_endpoint(c, cmd, req, s->base.conf->redis.read_policy,
+                                        s->base.conf->redis.enable_hashtagging);
     if (!ep) {
         snprintf(text, sizeof(text), "ERR meltemi: no healthy replica for %s (readPolicy REPLICA)",
                  c->conf->service ? c->conf->service : c->conf->name);
@@ -993,7 +1021,7 @@ static void mirror_send(mt_worker_t *w, mt_wcluster_t *c, const redis_command_t 
         mt_rcluster_mirror(c, cmd, req);
         return;
     }
-    mt_wendpoint_t *ep = route_endpoint(c, cmd, req, MT_READ_MASTER);
+    mt_wendpoint_t *ep = route_endpoint(c, cmd, req, MT_READ_MASTER, true);
     const char *why = NULL;
     mt_rup_t *u = rup_for(ep, c->rr++, &why);
     mt_rreq_t *r = u ? mt_rreq_new(w) : NULL;
@@ -1157,7 +1185,10 @@ static void sess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_re
         if (v->mirrors[i] <= w->n_cluster_index)
             mirror_send(w, w->cluster_by_index[v->mirrors[i] - 1], cmd, use);
     }
+    mt_rreq_t *tail = s->tail;
     forward_to(s, c, cmd, use, frame, hold);
+    if (mt_bridge_has_response(w, s->base.li) && s->tail && s->tail != tail && !s->tail->done)
+        s->tail->resp_chain = true;
     if (argv && argv != small)
         free(argv);
 }

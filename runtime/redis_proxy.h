@@ -39,9 +39,11 @@ typedef struct mt_rreq {
     uint8_t kind;
     uint8_t redirects;
     bool done;
-    bool read_only;  /* may go to a replica */
-    bool held;       /* answered, but a DELAY fault holds the reply until hold_until */
-    bool stats_done; /* counted in the per-command stats */
+    bool read_only; /* may go to a replica */
+    bool held;      /* answered, but a DELAY fault holds the reply until hold_until */
+    bool stats_done;
+    bool resp_chain;
+        /* on_response filters see the reply (once) */ /* counted in the per-command stats */
     uint64_t hold_until_ms;
 } mt_rreq_t;
 
@@ -112,7 +114,7 @@ void mt_rcluster_tick(mt_wcluster_t *c, uint64_t now_ms);
 void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t step,
                         mt_wcluster_t **targets, const uint32_t *strips);
 /* PROXY mode: the endpoint a key hashes to. */
-mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key);
+mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool hashtag);
 /* A fire-and-forget copy of a command (mirroring) to a cluster-mode destination. */
 void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp_request_t *req);
 void mt_rcluster_free(mt_rtopo_t *t);

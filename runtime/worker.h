@@ -71,11 +71,11 @@ struct mt_worker {
     mt_buf_t *own; /* chunk for small bytes made here (error replies, split parts) */
     lua_State *L;
     /* Lua policies of the live snapshot (lua_bridge.c) */
-    bool *chains; /* per listener index: runs Lua per command */
+    uint8_t *chains; /* per listener index: runs Lua per command */
     uint32_t n_chains;
     mt_wcluster_t **cluster_by_index; /* the snapshot's clusters in order (1-based in Lua) */
     uint32_t n_cluster_index;
-    int lua_request_ref, lua_route_key_ref, lua_conn_closed_ref;
+    int lua_request_ref, lua_route_key_ref, lua_conn_closed_ref, lua_response_ref;
     struct mt_lua_counter *lua_counters; /* Lua counter name -> stats block cache */
     mt_snapshot_t *snap;
     mt_snapshot_t *snap_applying; /* during worker_apply_snapshot only */

@@ -33,6 +33,7 @@ local sandbox_call = sandbox.call
 local api_begin, api_enter, api_answered, api_finish =
   api.begin, api.enter, api.answered, api.finish
 
+local rawset = rawset
 local W = {}
 
 W.CLUSTER_DOMAIN = "svc.cluster.local"
@@ -159,7 +160,8 @@ end
 -- Loads (or reuses, when unchanged since the last generation, so that a filter's module
 -- state survives reloads that do not touch it) every LuaFilter of the snapshot.
 -- Returns { loaded filter... } in order; a loaded filter is
---   { name, namespace, hosts = { host = true }, config, on_request = f | nil, failed = msg | nil }
+--   { name, namespace, hosts = { host = true }, config, on_request = f | nil,
+--     on_response = f | nil, failed = msg | nil }
 local function load_filters(snap)
   local cache, list = {}, {}
   W.load_errors = {}
@@ -174,6 +176,7 @@ local function load_filters(snap)
       local mod, err = sandbox.load(code, chunk, f.config)
       if mod then
         lf.on_request = mod.on_request
+        lf.on_response = mod.on_response
       else
         lf.failed = "does not load: " .. err
         W.load_errors[#W.load_errors + 1] = format("filter %s %s", tostring(f.name), lf.failed)
@@ -193,7 +196,9 @@ end
 local function filters_of(filters, service)
   local out = {}
   for _, f in ipairs(filters) do
-    if f.hosts[service] and (f.on_request or f.failed) then out[#out + 1] = f end
+    if f.hosts[service] and (f.on_request or f.on_response or f.failed) then
+      out[#out + 1] = f
+    end
   end
   if #out == 0 then return nil end
   return out
@@ -214,8 +219,10 @@ local function run_filters(ch, filters, cmd, key, nargs, is_write, conn_id)
     local ok, err
     if f.failed then
       ok, err = false, f.failed
-    else
+    elseif f.on_request then
       ok, err = sandbox_call(f.on_request, msg, ctx)
+    else
+      ok = true
     end
     if not ok then
       filter_failed(f, err, cmd)
@@ -224,6 +231,17 @@ local function run_filters(ch, filters, cmd, key, nargs, is_write, conn_id)
     if api_answered() then break end
   end
   api_finish()
+end
+
+-- The filters of a listener that look at replies (on_response), in order; nil when none.
+local function response_filters_of(filters)
+  if not filters then return nil end
+  local out = {}
+  for _, f in ipairs(filters) do
+    if f.on_response then out[#out + 1] = f end
+  end
+  if #out == 0 then return nil end
+  return out
 end
 
 -- ---- apply ----------------------------------------------------------------------------------
@@ -239,12 +257,13 @@ local function build_chain(l, default_idx, services, cluster_index, filters)
     filters = filters_of(filters, l.service),
     cluster_of = make_resolver(services, cluster_index, l.port),
   }
+  ch.response_filters = response_filters_of(ch.filters)
   if ch.faults or ch.route.active or ch.filters then return ch end
   return nil
 end
 
 -- Replaces the previous generation entirely. Returns { [li] = true } for every listener
--- that needs Lua per command.
+-- that needs Lua per command, { [li] = 2 } where a filter also wants the replies.
 function W.apply(source, cluster_index, generation)
   local snap = load_snapshot(source)
   bind_core()
@@ -264,7 +283,7 @@ function W.apply(source, cluster_index, generation)
           tostring(l.name), tostring(ch)))
       elseif ch then
         new_chains[li] = ch
-        result[li] = true
+        result[li] = ch.response_filters and 2 or true
       end
     end
   end
@@ -289,6 +308,31 @@ function W.request(li, cmd, key, nargs, is_write, conn_id)
   if mirrors ~= nil then mirror_run(mirrors, is_write) end
   local filters = ch.filters
   if filters ~= nil then run_filters(ch, filters, cmd, key, nargs, is_write, conn_id) end
+end
+
+-- A reply to a command of listener li, for the filters with on_response: msg.command,
+-- msg.reply (string for simple/bulk/error replies, number for integers, nil for a null,
+-- the raw RESP text for arrays), msg.reply_type ("simple", "error", "integer", "bulk",
+-- "null", "array"), msg.is_error. ctx:reply / ctx:reply_error replace the reply.
+function W.response(li, cmd, conn_id, reply_type, reply)
+  local ch = chains[li]
+  if ch == nil or ch.response_filters == nil then return end
+  local filters = ch.response_filters
+  local msg, ctx = api_begin(ch, cmd, nil, 0, false, conn_id)
+  rawset(msg, "reply", reply)
+  rawset(msg, "reply_type", reply_type)
+  rawset(msg, "is_error", reply_type == "error")
+  for i = 1, #filters do
+    local f = filters[i]
+    api_enter(f)
+    local ok, err = sandbox_call(f.on_response, msg, ctx)
+    if not ok then
+      filter_failed(f, err, cmd)
+      break
+    end
+    if api_answered() then break end
+  end
+  api_finish()
 end
 
 -- For multi-key commands: the cluster index and prefix strip of one key.
