@@ -43,7 +43,7 @@ typedef struct mt_rreq {
     bool held;      /* answered, but a DELAY fault holds the reply until hold_until */
     bool stats_done;
     bool resp_chain;
-        /* on_response filters see the reply (once) */ /* counted in the per-command stats */
+    /* on_response filters see the reply (once) */ /* counted in the per-command stats */
     uint64_t hold_until_ms;
 } mt_rreq_t;
 
