@@ -588,6 +588,18 @@ static void cluster_send(mt_wcluster_t *c, mt_rreq_t *r)
     uint64_t now = mt_worker_now_ms(w);
     char text[400];
     uint16_t si = t->slot_shard[r->slot];
+    if (r->pin) {
+        /* A part addressed to one master (DBSIZE, KEYS, SCAN...): not through the slot
+         * table, whose entries MOVED may have re-pointed before the next refresh. */
+        const char *pwhy = NULL;
+        if (!mt_rreq_send(r, r->pin, false, &pwhy)) {
+            snprintf(text, sizeof(text), "ERR meltemi: upstream %s:%u unavailable: %s",
+                     r->pin->address, r->pin->port, pwhy ? pwhy : "?");
+            mt_rcluster_node_failed(c, r->pin);
+            mt_rreq_complete_error(w, r, text);
+        }
+        return;
+    }
     if (si == NO_SHARD || si >= t->n_shards) {
         mt_rcluster_node_failed(c, NULL);
         snprintf(text, sizeof(text), "CLUSTERDOWN Hash slot %u not served", r->slot);
@@ -1052,6 +1064,8 @@ static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *r
     bool ok = parts && (!per_part || sp->elems);
     for (uint32_t i = 0; ok && i < t->n_shards; i++) {
         parts[i] = part_new(w, parent, i, t->shards[i].first_slot, req->argc, req->argv);
+        if (parts[i])
+            parts[i]->pin = t->shards[i].master;
         parts[i] ? (void)(parts[i]->read_only = false) : (void)(ok = false);
     }
     if (!ok) {
@@ -1105,6 +1119,8 @@ static void scan_start(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t
     memcpy(argv, req->argv, sizeof(resp_arg_t) * req->argc);
     argv[1] = (resp_arg_t){num, strlen(num)};
     mt_rreq_t *part = part_new(w, parent, 0, t->shards[index].first_slot, req->argc, argv);
+    if (part)
+        part->pin = t->shards[index].master;
     free(argv);
     if (!part) {
         mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");

@@ -33,6 +33,7 @@ typedef struct mt_rreq {
     uint64_t deadline_ms;
     const redis_command_t *cmd;
     struct mt_rreq *parent; /* a part of a split command */
+    mt_wendpoint_t *pin;    /* a part for one given master (fan-out), whatever its slot */
     mt_rsplit_t *split;     /* a split command: how the parts' replies combine */
     uint32_t part;          /* index among the parent's parts */
     uint16_t slot;

@@ -582,3 +582,40 @@ def test_a_node_that_stops_answering_costs_op_timeout_then_an_error(fresh_cluste
     # Once it answers again, so does its shard.
     wait_until(lambda: r.get(frozen_keys[0]) == frozen_keys[0].encode(), 20,
                "the shard to serve again after SIGCONT")
+
+
+def _slot(key):
+    crc = 0
+    for b in key.encode():
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc % 16384
+
+
+def test_fan_out_right_after_a_moved_asks_every_master_once(fresh_cluster, cluster_proxy):
+    # A MOVED re-points one slot of meltemi's map until the next refresh. Commands that visit
+    # every master (DBSIZE, KEYS, SCAN) must still reach each master once, not the master
+    # that slot now points at: this once double-counted a master after a reshard.
+    env = cluster_proxy(fresh_cluster, workers=1)
+    r = redis_py(env.host, env.port)
+    keys = [f"fo2:{i}" for i in range(300)]
+    assert pipelined(r, [("SET", k, "v") for k in keys]) == [True] * len(keys)
+    assert r.dbsize() == len(keys)  # the map is learnt
+    shards = sorted(fresh_cluster.shards(), key=lambda s: s[0])
+    lo, _, src, _ = shards[0]
+    dst = shards[1][2]
+    key = next(f"mv:{i}" for i in range(1_000_000) if _slot(f"mv:{i}") == lo)
+    cmd = ["redis-cli", "--cluster", "reshard", src.addr, "--cluster-from", node_id(src),
+           "--cluster-to", node_id(dst), "--cluster-slots", "1", "--cluster-yes"]
+    import subprocess
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    fresh_cluster.wait_healthy(timeout=30)
+    assert fresh_cluster.master_of_slot(lo) is dst, "redis-cli moved the source's first slot"
+    # meltemi still maps slot lo to src: this SET is MOVED to dst, which re-points the slot
+    # (the shard's first slot) until the refresh that follows.
+    assert r.set(key, "x") is True
+    direct = sum(int(m.call("DBSIZE")) for m in fresh_cluster.masters())
+    assert r.dbsize() == direct == len(keys) + 1
+    assert sorted(k.decode() for k in r.keys("*")) == sorted(keys + [key])
