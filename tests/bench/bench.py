@@ -48,9 +48,9 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def free_port():
+def free_port(host=HOST):
     with socket.socket() as s:
-        s.bind((HOST, 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -296,22 +296,28 @@ def calibrate(port, test, pipeline, seconds):
 
 # ---- the report ----------------------------------------------------------------------------
 
-def machine_info():
-    cpu = "unknown"
+def cpu_model():
     try:
         for ln in Path("/proc/cpuinfo").read_text().splitlines():
             if ln.startswith("model name"):
-                cpu = ln.split(":", 1)[1].strip()
-                break
+                return ln.split(":", 1)[1].strip()
     except OSError:
         pass
+    return "unknown"
 
-    def version(argv):
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-            return (out.stdout + out.stderr).strip().splitlines()[0]
-        except (OSError, IndexError, subprocess.TimeoutExpired):
-            return "?"
+
+def first_line(argv):
+    """First line a command prints (a version string), or "?"."""
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (out.stdout + out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def machine_info():
+    cpu = cpu_model()
+    version = first_line
     rev = version(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
     return {
         "nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(),

@@ -38,32 +38,13 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 from cluster_fixtures import CLUSTER_VIP, RedisCluster, cluster_yaml  # noqa: E402
 from configs import write_config  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import free_port, log, wait_until  # noqa: E402
+
 ROWS = [("GET", 1), ("SET", 1), ("GET", 16), ("SET", 16)]
 CLIENTS = 50
 KEYSPACE = 100000
 TARGETS = ["direct", "meltemi-w1", "meltemi-w2"]
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
-
-
-def free_port(host):
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def wait_until(pred, timeout, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return True
-        except Exception:  # not up yet
-            pass
-        time.sleep(interval)
-    return False
 
 
 def meltemi_set_ok(port):

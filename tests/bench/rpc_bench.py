@@ -38,7 +38,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import Server, free_port, log, tail  # noqa: E402
+from bench import Server, cpu_model, first_line, free_port, log, tail  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -195,21 +195,7 @@ def run_load(rpcload, proto, port, depth, seconds):
 
 
 def machine_info():
-    cpu = "unknown"
-    try:
-        for ln in Path("/proc/cpuinfo").read_text().splitlines():
-            if ln.startswith("model name"):
-                cpu = ln.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
-    def first_line(argv):
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-            return (out.stdout + out.stderr).strip().splitlines()[0]
-        except (OSError, IndexError, subprocess.TimeoutExpired):
-            return "?"
+    cpu = cpu_model()
     try:
         load = Path("/proc/loadavg").read_text().split()[:3]
     except OSError:
