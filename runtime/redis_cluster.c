@@ -50,7 +50,6 @@ struct mt_rtopo {
     uint64_t *failed_at;    /* per node: when a connection or command to it last failed */
     uint32_t n_nodes, cap_nodes;
     uint32_t n_seeds;
-    uint32_t n_known;   /* nodes known before any redirection */
     uint32_t n_unknown; /* nodes first met through a MOVED/ASK */
     bool have_map;
     bool refreshing;
@@ -239,7 +238,6 @@ static mt_rtopo_t *topo_get(mt_wcluster_t *c)
         if (d->address && !d->resolve_error)
             topo_node(c, d->address, strlen(d->address), d->port);
     }
-    t->n_known = t->n_nodes;
     return t;
 }
 
@@ -1130,11 +1128,6 @@ static void scan_start(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t
     cluster_send(c, part);
 }
 
-static bool cmd_is(const redis_command_t *cmd, const char *name)
-{
-    return strcmp(cmd->name, name) == 0;
-}
-
 /* What a replica in READONLY mode serves: commands Redis flags readonly. EVAL, OBJECT and
  * the like (not flagged) stay on masters; a replica would redirect them anyway. */
 static bool cmd_replica_ok(const redis_command_t *cmd)
@@ -1153,15 +1146,15 @@ static void cluster_route(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *
         return;
     }
     if (cmd->proxy == REDIS_PROXY_ALL_MASTERS) {
-        if (cmd_is(cmd, "dbsize"))
+        if (mt_rcmd_is(cmd, "dbsize"))
             fan_out(c, r, req, SPLIT_SUM);
-        else if (cmd_is(cmd, "keys"))
+        else if (mt_rcmd_is(cmd, "keys"))
             fan_out(c, r, req, SPLIT_CONCAT);
-        else if (cmd_is(cmd, "flushall") || cmd_is(cmd, "flushdb"))
+        else if (mt_rcmd_is(cmd, "flushall") || mt_rcmd_is(cmd, "flushdb"))
             fan_out(c, r, req, SPLIT_OK);
-        else if (cmd_is(cmd, "scan"))
+        else if (mt_rcmd_is(cmd, "scan"))
             scan_start(c, r, req);
-        else if (cmd_is(cmd, "randomkey"))
+        else if (mt_rcmd_is(cmd, "randomkey"))
             fan_out(c, r, req, SPLIT_ANY_KEY);
         else {
             r->slot = t->shards[(t->next_node++) % t->n_shards].first_slot;
@@ -1170,7 +1163,7 @@ static void cluster_route(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *
         }
         return;
     }
-    if (cmd_is(cmd, "script") && req->argc >= 2 &&
+    if (mt_rcmd_is(cmd, "script") && req->argc >= 2 &&
         ((req->argv[1].len == 4 && strncasecmp(req->argv[1].ptr, "load", 4) == 0) ||
          (req->argv[1].len == 5 && strncasecmp(req->argv[1].ptr, "flush", 5) == 0))) {
         /* A script loaded through the proxy must be there for EVALSHA on any shard. */
@@ -1202,9 +1195,9 @@ static void cluster_route(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *
     }
     if (!same) {
         if (cmd->proxy == REDIS_PROXY_MULTI_KEY) {
-            if (cmd_is(cmd, "mget"))
+            if (mt_rcmd_is(cmd, "mget"))
                 split_by_slot(c, r, req, SPLIT_MGET, 1);
-            else if (cmd_is(cmd, "mset"))
+            else if (mt_rcmd_is(cmd, "mset"))
                 split_by_slot(c, r, req, SPLIT_OK, 2);
             else
                 split_by_slot(c, r, req, SPLIT_SUM, 1);
@@ -1261,7 +1254,7 @@ static bool cluster_command(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t
 /* Every client command enters here (also after waiting for the first map). */
 static void cluster_dispatch(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req)
 {
-    if (!cmd_is(r->cmd, "cluster")) {
+    if (!mt_rcmd_is(r->cmd, "cluster")) {
         cluster_route(c, r, req);
         return;
     }
@@ -1362,7 +1355,9 @@ void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t s
     mt_worker_t *w = s->base.w;
     const redis_command_t *cmd = parent->cmd;
     uint32_t n_keys = (req->argc - 1) / step;
-    split_op_t op = cmd_is(cmd, "mget") ? SPLIT_MGET : cmd_is(cmd, "mset") ? SPLIT_OK : SPLIT_SUM;
+    split_op_t op = mt_rcmd_is(cmd, "mget")   ? SPLIT_MGET
+                    : mt_rcmd_is(cmd, "mset") ? SPLIT_OK
+                                              : SPLIT_SUM;
     mt_rsplit_t *sp = calloc(1, sizeof(*sp));
     mt_wcluster_t **uniq = calloc(n_keys, sizeof(*uniq));
     resp_arg_t *argv = malloc(sizeof(resp_arg_t) * req->argc);

@@ -110,7 +110,6 @@ void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r)
 
 static void sess_close(mt_rsess_t *s);
 static void sess_maybe_resume(mt_rsess_t *s);
-static bool cmd_is(const redis_command_t *cmd, const char *name);
 static void sess_hold_arm(mt_rsess_t *s, uint64_t at_ms);
 
 static void sess_maybe_finish(mt_rsess_t *s)
@@ -1088,7 +1087,7 @@ static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
     if (nk < 2)
         return false;
     bool splittable = cmd->proxy == REDIS_PROXY_MULTI_KEY;
-    uint32_t step = cmd_is(cmd, "mset") ? 2 : 1;
+    uint32_t step = mt_rcmd_is(cmd, "mset") ? 2 : 1;
     if (splittable && (req->argc - 1) / step != nk)
         splittable = false;
     mt_wcluster_t *tsmall[64], **targets = tsmall;
@@ -1100,8 +1099,8 @@ static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
             targets = malloc(sizeof(*targets) * nk);
             strips = malloc(sizeof(*strips) * nk);
             if (!targets || !strips) {
-                free(targets == tsmall ? NULL : targets);
-                free(strips == ssmall ? NULL : strips);
+                free(targets); /* both came from malloc here (or are NULL) */
+                free(strips);
                 mt_rsess_reply_error(s, "ERR meltemi: out of memory");
                 return true;
             }
@@ -1167,7 +1166,11 @@ static void sess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_re
     mt_wcluster_t *c = v->route && v->route <= w->n_cluster_index
                            ? w->cluster_by_index[v->route - 1]
                            : s->base.cluster;
-    if (req->argc > 2 && !v->n_sets && sess_split_by_route(s, cmd, req, c, v->strip, hold))
+    /* Only commands that can name several keys (first key != last key in the table, or
+     * keys found by a procedure) need each key's route: SET, GET... skip the check. */
+    bool many_keys = cmd->last_key != cmd->first_key || (cmd->flags & REDIS_CMD_MOVABLE_KEYS);
+    if (many_keys && req->argc > 2 && !v->n_sets &&
+        sess_split_by_route(s, cmd, req, c, v->strip, hold))
         return;
     const resp_request_t *use = req;
     resp_request_t rewritten;
@@ -1281,11 +1284,6 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
     sess_reply(s, o->data, o->len);
 }
 
-static bool cmd_is(const redis_command_t *cmd, const char *name)
-{
-    return strcmp(cmd->name, name) == 0;
-}
-
 static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
 {
     mt_worker_t *w = s->base.w;
@@ -1310,15 +1308,16 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     }
     bool local = cmd->proxy == REDIS_PROXY_LOCAL;
     if (!s->authenticated && s->base.conf->redis.auth.password &&
-        !(local && (cmd_is(cmd, "auth") || cmd_is(cmd, "hello") || cmd_is(cmd, "quit")))) {
+        !(local &&
+          (mt_rcmd_is(cmd, "auth") || mt_rcmd_is(cmd, "hello") || mt_rcmd_is(cmd, "quit")))) {
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
         return;
     }
     switch (cmd->proxy) {
     case REDIS_PROXY_LOCAL:
-        if (cmd_is(cmd, "auth")) {
+        if (mt_rcmd_is(cmd, "auth")) {
             sess_auth(s, req);
-        } else if (cmd_is(cmd, "hello")) {
+        } else if (mt_rcmd_is(cmd, "hello")) {
             sess_hello(s, cmd, req);
         } else {
             o->len = 0;
@@ -1329,7 +1328,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         }
         return;
     case REDIS_PROXY_UNSUPPORTED: {
-        if (cmd_is(cmd, "cluster") && s->base.cluster &&
+        if (mt_rcmd_is(cmd, "cluster") && s->base.cluster &&
             s->base.cluster->conf->redis_mode == MT_REDIS_CLUSTER) {
             sess_forward(s, cmd, req, frame);
             return;

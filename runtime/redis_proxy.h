@@ -12,6 +12,8 @@
 #include "protocols/redis/local.h"
 #include "protocols/redis/resp.h"
 
+#include <string.h>
+
 typedef struct mt_rsess mt_rsess_t;
 typedef struct mt_rsplit mt_rsplit_t;
 typedef struct mt_rtopo mt_rtopo_t;
@@ -82,6 +84,12 @@ struct mt_rup {
     uv_timer_t *flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires */
     mt_rup_t *prev, *next;   /* worker list */
 };
+
+/* Compares a looked-up command with a lower-case name (not for the per-command hot path). */
+static inline bool mt_rcmd_is(const redis_command_t *cmd, const char *name)
+{
+    return strcmp(cmd->name, name) == 0;
+}
 
 /* redis_proxy.c */
 extern __thread resp_out_t mt_redis_scratch;
