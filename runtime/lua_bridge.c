@@ -353,12 +353,25 @@ void mt_bridge_apply(mt_worker_t *w)
         lua_setfield(L, -2, snap->clusters[i].name);
     }
     lua_pushnumber(L, (lua_Number)snap->generation);
-    if (lua_pcall(L, 3, 1, 0) != 0) {
+    if (lua_pcall(L, 3, 2, 0) != 0) {
         mt_error("worker %u: loading the Lua policies of generation %llu failed: %s", w->id,
                  (unsigned long long)snap->generation, lua_tostring(L, -1));
         lua_settop(L, top);
         return;
     }
+    free(w->key_limits);
+    w->key_limits = malloc(sizeof(uint32_t) * (snap->n_listeners + 1));
+    bool have_limits = lua_istable(L, -1); /* the second result: key limits */
+    for (uint32_t i = 0; w->key_limits && i < snap->n_listeners; i++) {
+        if (!have_limits) {
+            w->key_limits[i] = UINT32_MAX;
+            continue;
+        }
+        lua_rawgeti(L, -1, (int)i + 1);
+        w->key_limits[i] = lua_isnumber(L, -1) ? (uint32_t)lua_tointeger(L, -1) : UINT32_MAX;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
     w->chains = calloc(snap->n_listeners + 1, sizeof(uint8_t));
     if (w->chains && lua_istable(L, -1)) {
         w->n_chains = snap->n_listeners;
@@ -399,8 +412,9 @@ int mt_bridge_request(mt_worker_t *w, uint32_t li, const redis_command_t *cmd,
     lua_pushinteger(L, (lua_Integer)li);
     lua_pushlstring(L, cmd->name, cmd->name_len);
     uint32_t k;
-    if (redis_command_keys(cmd, req->argc, req->argv, &k, 1) > 0)
-        lua_pushlstring(L, req->argv[k].ptr, req->argv[k].len);
+    uint32_t limit = w->key_limits && li <= w->n_chains ? w->key_limits[li - 1] : UINT32_MAX;
+    if (limit && redis_command_keys(cmd, req->argc, req->argv, &k, 1) > 0)
+        lua_pushlstring(L, req->argv[k].ptr, MT_MIN(req->argv[k].len, (size_t)limit));
     else
         lua_pushnil(L);
     lua_pushinteger(L, (lua_Integer)req->argc);

@@ -451,6 +451,7 @@ static void *worker_main(void *arg)
         lua_close(w->L);
     free(w->chains);
     free(w->cluster_by_index);
+    free(w->key_limits);
     mt_bridge_close(w);
     if (w->own)
         mt_buf_unref(&w->pool, w->own);

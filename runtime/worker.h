@@ -71,7 +71,8 @@ struct mt_worker {
     mt_buf_t *own; /* chunk for small bytes made here (error replies, split parts) */
     lua_State *L;
     /* Lua policies of the live snapshot (lua_bridge.c) */
-    uint8_t *chains; /* per listener index: runs Lua per command */
+    uint8_t *chains;      /* per listener index: runs Lua per command */
+    uint32_t *key_limits; /* per listener: key bytes Lua reads (UINT32_MAX: all) */
     uint32_t n_chains;
     mt_wcluster_t **cluster_by_index; /* the snapshot's clusters in order (1-based in Lua) */
     uint32_t n_cluster_index;

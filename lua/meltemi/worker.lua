@@ -258,19 +258,29 @@ local function build_chain(l, default_idx, services, cluster_index, filters)
     cluster_of = make_resolver(services, cluster_index, l.port),
   }
   ch.response_filters = response_filters_of(ch.filters)
+  -- Without filters only the route looks at the key, and only at its first bytes: C need
+  -- not hand over more than the longest prefix (so keys are not interned one by one).
+  if not ch.filters then
+    local n = 0
+    for _, r in ipairs(ch.route.list or {}) do
+      if #r.prefix > n then n = #r.prefix end
+    end
+    ch.key_limit = n
+  end
   if ch.faults or ch.route.active or ch.filters then return ch end
   return nil
 end
 
 -- Replaces the previous generation entirely. Returns { [li] = true } for every listener
--- that needs Lua per command, { [li] = 2 } where a filter also wants the replies.
+-- that needs Lua per command, { [li] = 2 } where a filter also wants the replies; and
+-- { [li] = n } for chains that read at most the first n bytes of the key (0: not at all).
 function W.apply(source, cluster_index, generation)
   local snap = load_snapshot(source)
   bind_core()
   cluster_index = cluster_index or {}
   local filters = load_filters(snap)
   local services = index_services(snap, cluster_index)
-  local new_chains, new_defaults, result = {}, {}, {}
+  local new_chains, new_defaults, result, key_limits = {}, {}, {}, {}
   for li, l in ipairs(snap.listeners or {}) do
     local default_idx = cluster_index[l.cluster]
     if l.protocol == "redis" and default_idx then
@@ -284,12 +294,13 @@ function W.apply(source, cluster_index, generation)
       elseif ch then
         new_chains[li] = ch
         result[li] = ch.response_filters and 2 or true
+        key_limits[li] = ch.key_limit
       end
     end
   end
   chains, defaults = new_chains, new_defaults
   generation_live = generation
-  return result
+  return result, key_limits
 end
 
 function W.generation()
