@@ -1,5 +1,5 @@
 -- meltemi.worker: the Lua side of the Redis data path, in every worker's LuaJIT state
--- (docs/lua-bridge.md is the contract with runtime/lua_bridge.c).
+-- (docs/lua-bridge.md is the contract with runtime/proxy/redis/lua_bridge.c).
 --
 --   local worker = require "meltemi.worker"
 --   local chains = worker.apply(snapshot_source, cluster_index, generation) -- per generation

@@ -1,12 +1,12 @@
 /*
- * test_admin.c - the admin HTTP server (runtime/admin.c) on a real uv loop in a thread,
+ * test_admin.c - the admin HTTP server (runtime/server/admin.c) on a real uv loop in a thread,
  * answering real HTTP requests written to a TCP socket by the test. The server binds
  * 127.0.0.1:0; every socket read has a timeout so no test can hang.
  */
 #include <criterion/criterion.h>
 
-#include "runtime/admin.h"
-#include "runtime/stats.h"
+#include "runtime/server/admin.h"
+#include "runtime/core/stats.h"
 #include "tests/unit/admin/prom_parse.h"
 
 #include <arpa/inet.h>

@@ -1,11 +1,11 @@
 /*
- * test_stats.c - the stats registry (runtime/stats.c): find-or-create, shard sums,
+ * test_stats.c - the stats registry (runtime/core/stats.c): find-or-create, shard sums,
  * histogram buckets and the Prometheus rendering, parsed back with a strict reader.
  * Criterion runs every test in its own process, so each starts with an empty registry.
  */
 #include <criterion/criterion.h>
 
-#include "runtime/stats.h"
+#include "runtime/core/stats.h"
 #include "tests/unit/admin/prom_parse.h"
 
 #include <stdint.h>

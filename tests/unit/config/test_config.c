@@ -3,8 +3,8 @@
  * a valid configuration pushes the snapshot, an invalid one pushes file:line errors, and
  * neither ever raises or unbalances the Lua stack. Also the Lua environment it runs in.
  */
-#include "runtime/config.h"
-#include "runtime/lua_env.h"
+#include "runtime/server/config.h"
+#include "runtime/luajit/lua_env.h"
 
 #include <criterion/criterion.h>
 #include <lauxlib.h>

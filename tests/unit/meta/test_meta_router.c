@@ -5,10 +5,10 @@
  * DestinationRule subsets resolved against endpoint labels, the load-balancing policies and
  * the stability of ring hashing.
  */
-#include "runtime/lua_env.h"
-#include "runtime/meta_router.h"
-#include "runtime/snapshot.h"
-#include "runtime/stats.h"
+#include "runtime/luajit/lua_env.h"
+#include "runtime/proxy/meta/meta_router.h"
+#include "runtime/core/snapshot.h"
+#include "runtime/core/stats.h"
 
 #include <criterion/criterion.h>
 #include <lauxlib.h>

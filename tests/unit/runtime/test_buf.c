@@ -2,8 +2,8 @@
  * test_buf.c - chunk pool, reference counting, making room without losing unread bytes, and
  * output queues that merge adjacent slices and release their references.
  */
-#include "runtime/buf.h"
-#include "runtime/outq.h"
+#include "runtime/core/buf.h"
+#include "runtime/core/outq.h"
 
 #include <criterion/criterion.h>
 #include <string.h>

@@ -2,11 +2,11 @@
  * worker.c - worker threads: loop setup, the mailbox from the main thread, listeners,
  * write batching (one flush pass per loop iteration) and drain.
  */
-#include "runtime/worker.h"
+#include "runtime/core/worker.h"
 
-#include "runtime/log.h"
-#include "runtime/lua_bridge.h"
-#include "runtime/lua_env.h"
+#include "runtime/core/log.h"
+#include "runtime/proxy/redis/lua_bridge.h"
+#include "runtime/luajit/lua_env.h"
 
 #include <lauxlib.h>
 #include <stdio.h>

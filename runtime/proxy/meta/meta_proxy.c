@@ -27,9 +27,9 @@
  * (timeouts, reaping) and lists a "keeper" pseudo-session while it has meta state, so that
  * a drain waits for pooled upstream connections to close cleanly. See docs/metaprotocol.md.
  */
-#include "runtime/log.h"
-#include "runtime/meta_router.h"
-#include "runtime/worker.h"
+#include "runtime/core/log.h"
+#include "runtime/proxy/meta/meta_router.h"
+#include "runtime/core/worker.h"
 
 #include <stdio.h>
 #include <stdlib.h>

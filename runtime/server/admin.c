@@ -13,11 +13,11 @@
  *   CLOSING   -> uv_close issued on both handles; memory is freed when both have closed
  * The server struct itself is freed once its listener and every client have closed.
  */
-#include "runtime/admin.h"
+#include "runtime/server/admin.h"
 
-#include "runtime/common.h"
-#include "runtime/log.h"
-#include "runtime/stats.h"
+#include "runtime/core/common.h"
+#include "runtime/core/log.h"
+#include "runtime/core/stats.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -4,7 +4,7 @@
  * PCRE2's match data, created once per thread and released by a thread-exit destructor.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
-#include "runtime/meta_router.h"
+#include "runtime/proxy/meta/meta_router.h"
 
 #include <pcre2.h>
 #include <pthread.h>

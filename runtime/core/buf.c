@@ -2,7 +2,7 @@
  * buf.c - chunk pool. Standard-size chunks are recycled through a free list; bigger ones
  * (frames larger than MT_BUF_CHUNK) are malloc'd and freed.
  */
-#include "runtime/buf.h"
+#include "runtime/core/buf.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -3,9 +3,9 @@
  * `meltemi lua`, and mt_config_compile for the runtime. The compiling itself is Lua
  * (lua/meltemi/compiler.lua); this file only calls it under pcall and prints what it says.
  */
-#include "runtime/config.h"
-#include "runtime/common.h"
-#include "runtime/lua_env.h"
+#include "runtime/server/config.h"
+#include "runtime/core/common.h"
+#include "runtime/luajit/lua_env.h"
 
 #include <lauxlib.h>
 #include <stdio.h>

@@ -1,9 +1,9 @@
 /*
  * outq.c - slice queues and batched writes.
  */
-#include "runtime/outq.h"
+#include "runtime/core/outq.h"
 
-#include "runtime/common.h"
+#include "runtime/core/common.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -4,9 +4,9 @@
  * helpers of "meltemi.c". package.path and package.cpath are emptied so that nothing is
  * ever loaded from disk by accident: the binary carries all its Lua.
  */
-#include "runtime/lua_env.h"
-#include "runtime/lua_embedded.h"
-#include "runtime/yaml.h"
+#include "runtime/luajit/lua_env.h"
+#include "runtime/luajit/lua_embedded.h"
+#include "runtime/luajit/yaml.h"
 
 #include <dirent.h>
 #include <errno.h>

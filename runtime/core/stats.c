@@ -8,10 +8,10 @@
  * rows are rendered in) plus an open-addressing index so that building a snapshot with many
  * command blocks stays linear.
  */
-#include "runtime/stats.h"
+#include "runtime/core/stats.h"
 
-#include "runtime/common.h"
-#include "runtime/log.h"
+#include "runtime/core/common.h"
+#include "runtime/core/log.h"
 
 #include <inttypes.h>
 #include <math.h>

@@ -9,7 +9,7 @@
 #ifndef MELTEMI_BUF_H
 #define MELTEMI_BUF_H
 
-#include "runtime/common.h"
+#include "runtime/core/common.h"
 
 #include <stddef.h>
 #include <stdint.h>

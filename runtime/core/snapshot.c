@@ -2,11 +2,11 @@
  * snapshot.c - Lua snapshot table -> immutable C structs. Reads only the fields of
  * docs/snapshot.md; missing optional fields take the defaults documented there.
  */
-#include "runtime/snapshot.h"
+#include "runtime/core/snapshot.h"
 
-#include "runtime/common.h"
-#include "runtime/log.h"
-#include "runtime/meta_router.h"
+#include "runtime/core/common.h"
+#include "runtime/core/log.h"
+#include "runtime/proxy/meta/meta_router.h"
 
 #include <arpa/inet.h>
 #include <lauxlib.h>

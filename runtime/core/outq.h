@@ -9,7 +9,7 @@
 #ifndef MELTEMI_OUTQ_H
 #define MELTEMI_OUTQ_H
 
-#include "runtime/buf.h"
+#include "runtime/core/buf.h"
 
 #include <uv.h>
 

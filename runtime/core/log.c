@@ -2,7 +2,7 @@
  * log.c - one formatted line per call, written with a single write(2) so lines from
  * different workers never interleave.
  */
-#include "runtime/log.h"
+#include "runtime/core/log.h"
 
 #include <stdio.h>
 #include <string.h>

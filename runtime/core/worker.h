@@ -6,9 +6,9 @@
 #ifndef MELTEMI_WORKER_H
 #define MELTEMI_WORKER_H
 
-#include "runtime/buf.h"
-#include "runtime/outq.h"
-#include "runtime/snapshot.h"
+#include "runtime/core/buf.h"
+#include "runtime/core/outq.h"
+#include "runtime/core/snapshot.h"
 
 #include <lua.h>
 #include <pthread.h>

@@ -6,7 +6,7 @@
 #ifndef MELTEMI_SNAPSHOT_H
 #define MELTEMI_SNAPSHOT_H
 
-#include "runtime/stats.h"
+#include "runtime/core/stats.h"
 
 #include "protocols/codec.h"
 

@@ -2,10 +2,10 @@
  * main.c - the meltemi command line: run, validate, compile (and `lua`, for tests).
  * Exit codes: 0 ok, 1 invalid configuration, 2 usage error.
  */
-#include "runtime/common.h"
-#include "runtime/config.h"
-#include "runtime/log.h"
-#include "runtime/server.h"
+#include "runtime/core/common.h"
+#include "runtime/server/config.h"
+#include "runtime/core/log.h"
+#include "runtime/server/server.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -13,9 +13,9 @@
  * Requests keep a reference to their command bytes (r->frame) until answered, so any of
  * them can be re-sent after a redirection without having been copied.
  */
-#include "runtime/redis_proxy.h"
+#include "runtime/proxy/redis/redis_proxy.h"
 
-#include "runtime/log.h"
+#include "runtime/core/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>

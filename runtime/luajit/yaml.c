@@ -9,7 +9,7 @@
  * The libyaml parser and its current event live in a userdata with __gc, so a Lua error
  * (out of memory) in the middle never leaks them.
  */
-#include "runtime/yaml.h"
+#include "runtime/luajit/yaml.h"
 
 #include <lauxlib.h>
 #include <math.h>

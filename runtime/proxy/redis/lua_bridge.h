@@ -6,7 +6,7 @@
 #ifndef MELTEMI_LUA_BRIDGE_H
 #define MELTEMI_LUA_BRIDGE_H
 
-#include "runtime/worker.h"
+#include "runtime/core/worker.h"
 
 #include "protocols/redis/commands.h"
 #include "protocols/redis/resp.h"

@@ -14,10 +14,10 @@
  * client goes away its in-flight records are orphaned (sess = NULL) and the upstream frees
  * them when their replies arrive. Upstream connections belong to their worker endpoint slot.
  */
-#include "runtime/redis_proxy.h"
+#include "runtime/proxy/redis/redis_proxy.h"
 
-#include "runtime/log.h"
-#include "runtime/lua_bridge.h"
+#include "runtime/core/log.h"
+#include "runtime/proxy/redis/lua_bridge.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>

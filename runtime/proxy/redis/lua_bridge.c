@@ -6,10 +6,10 @@
  * is built per command on the C side, and the command's arguments are pushed only when a
  * filter asks for them.
  */
-#include "runtime/lua_bridge.h"
+#include "runtime/proxy/redis/lua_bridge.h"
 
-#include "runtime/log.h"
-#include "runtime/stats.h"
+#include "runtime/core/log.h"
+#include "runtime/core/stats.h"
 
 #include <lauxlib.h>
 #include <lualib.h>

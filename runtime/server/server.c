@@ -4,16 +4,16 @@
  * surface here, synchronously, before anything is served), starts the workers, and then owns
  * signals, the admin server and stats until a drain ends the process.
  */
-#include "runtime/server.h"
+#include "runtime/server/server.h"
 
-#include "runtime/admin.h"
-#include "runtime/common.h"
-#include "runtime/config.h"
-#include "runtime/log.h"
-#include "runtime/lua_env.h"
-#include "runtime/snapshot.h"
-#include "runtime/stats.h"
-#include "runtime/worker.h"
+#include "runtime/server/admin.h"
+#include "runtime/core/common.h"
+#include "runtime/server/config.h"
+#include "runtime/core/log.h"
+#include "runtime/luajit/lua_env.h"
+#include "runtime/core/snapshot.h"
+#include "runtime/core/stats.h"
+#include "runtime/core/worker.h"
 
 #include <errno.h>
 #include <fcntl.h>

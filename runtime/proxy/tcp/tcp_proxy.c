@@ -4,8 +4,8 @@
  * queued by reference), half-closes passed through, and each direction paused while the
  * other side has more than TCP_MAX_QUEUED bytes waiting.
  */
-#include "runtime/log.h"
-#include "runtime/worker.h"
+#include "runtime/core/log.h"
+#include "runtime/core/worker.h"
 
 #include <stdlib.h>
 #include <string.h>
