@@ -20,6 +20,7 @@ typedef enum mt_protocol {
     MT_PROTO_TCP = 0,
     MT_PROTO_REDIS = 1,
     MT_PROTO_META = 2,
+    MT_PROTO_COUNT
 } mt_protocol_t;
 
 typedef enum mt_redis_mode { MT_REDIS_PROXY = 0, MT_REDIS_CLUSTER = 1 } mt_redis_mode_t;

@@ -5,7 +5,7 @@
 #include "runtime/core/worker.h"
 
 #include "runtime/core/log.h"
-#include "runtime/proxy/redis/lua_bridge.h"
+#include "runtime/core/proxy.h"
 #include "runtime/luajit/lua_env.h"
 
 #include <lauxlib.h>
@@ -14,8 +14,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-#define TICK_MS 20
 
 uint64_t mt_worker_now_ms(mt_worker_t *w)
 {
@@ -72,8 +70,6 @@ void mt_worker_session_add(mt_worker_t *w, mt_session_t *s)
     w->n_sessions++;
 }
 
-static void worker_maybe_finish(mt_worker_t *w);
-
 void mt_worker_session_remove(mt_worker_t *w, mt_session_t *s)
 {
     if (s->prev)
@@ -85,7 +81,7 @@ void mt_worker_session_remove(mt_worker_t *w, mt_session_t *s)
     s->prev = s->next = NULL;
     w->n_sessions--;
     if (w->draining)
-        worker_maybe_finish(w);
+        mt_worker_maybe_finish(w);
 }
 
 /* ---- clusters ---------------------------------------------------------------------------- */
@@ -145,8 +141,9 @@ void mt_wcluster_ref(mt_wcluster_t *c)
 
 static void wcluster_free(mt_wcluster_t *c)
 {
-    if (c->topo)
-        mt_rcluster_free(c->topo);
+    const mt_proxy_ops_t *ops = mt_proxy_for(c->conf->protocol);
+    if (ops->cluster_free)
+        ops->cluster_free(c);
     for (uint32_t i = 0; i < c->n_eps; i++) {
         free(c->eps[i]->rconns);
         free(c->eps[i]);
@@ -197,17 +194,7 @@ static void listener_on_connection(uv_stream_t *server, int status)
     }
     if (l->w->draining)
         return;
-    switch (l->conf->protocol) {
-    case MT_PROTO_REDIS:
-        mt_redis_accept(l, server);
-        break;
-    case MT_PROTO_META:
-        mt_meta_accept(l, server);
-        break;
-    default:
-        mt_tcp_accept(l, server);
-        break;
-    }
+    mt_proxy_for(l->conf->protocol)->accept(l, server);
 }
 
 static void listener_closed(uv_handle_t *h)
@@ -335,7 +322,11 @@ static void worker_apply_snapshot(mt_worker_t *w, mt_snapshot_t *snap, int *fds)
     w->listeners = keep;
     mt_snapshot_t *old = w->snap;
     w->snap = snap;
-    mt_bridge_apply(w); /* may create the wclusters only routes name: snap_applying is set */
+    /* Proxies may create the wclusters only their routes name: snap_applying is still set. */
+    for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
+        if ((*p)->snapshot_applied)
+            (*p)->snapshot_applied(w);
+    }
     w->snap_applying = NULL;
     if (old)
         mt_snapshot_unref(old);
@@ -365,9 +356,18 @@ static void worker_close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-static void worker_maybe_finish(mt_worker_t *w)
+static bool worker_proxies_busy(mt_worker_t *w)
 {
-    if (w->stopping || (w->draining && w->n_sessions == 0)) {
+    for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
+        if ((*p)->busy && (*p)->busy(w))
+            return true;
+    }
+    return false;
+}
+
+void mt_worker_maybe_finish(mt_worker_t *w)
+{
+    if (w->stopping || (w->draining && w->n_sessions == 0 && !worker_proxies_busy(w))) {
         w->stopping = true;
         uv_stop(&w->loop);
     }
@@ -388,7 +388,7 @@ static void worker_drain(mt_worker_t *w)
         if (s->drain)
             s->drain(s);
     }
-    worker_maybe_finish(w);
+    mt_worker_maybe_finish(w);
 }
 
 static void worker_on_mail(uv_async_t *h)
@@ -418,7 +418,11 @@ static void worker_on_mail(uv_async_t *h)
 static void worker_on_tick(uv_timer_t *t)
 {
     mt_worker_t *w = t->data;
-    mt_redis_tick(w, mt_worker_now_ms(w));
+    uint64_t now = mt_worker_now_ms(w);
+    for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
+        if ((*p)->tick)
+            (*p)->tick(w, now);
+    }
     if (w->retired)
         mt_worker_reap_clusters(w);
 }
@@ -430,10 +434,18 @@ static void *worker_main(void *arg)
         ;
     /* Close whatever is left (connections still open at a forced stop) and let the close
      * callbacks run so their memory is released. */
-    mt_redis_worker_cleanup(w);
+    for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
+        if ((*p)->worker_stop)
+            (*p)->worker_stop(w);
+    }
     uv_walk(&w->loop, worker_close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
+    /* Proxy state may hold cluster references: it goes first. */
+    for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
+        if ((*p)->worker_free)
+            (*p)->worker_free(w);
+    }
     while (w->clusters) {
         mt_wcluster_t *c = w->clusters;
         w->clusters = c->next;
@@ -449,10 +461,6 @@ static void *worker_main(void *arg)
     w->snap = NULL;
     if (w->L)
         lua_close(w->L);
-    free(w->chains);
-    free(w->cluster_by_index);
-    free(w->key_limits);
-    mt_bridge_close(w);
     if (w->own)
         mt_buf_unref(&w->pool, w->own);
     w->own = NULL;
@@ -473,8 +481,10 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
     if (uv_loop_init(&w->loop) != 0)
         return -1;
     w->L = mt_lua_new();
-    if (w->L)
-        mt_bridge_open(w, w->L);
+    for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
+        if ((*p)->worker_start && (*p)->worker_start(w) != 0)
+            return -1;
+    }
     uv_async_init(&w->loop, &w->async, worker_on_mail);
     w->async.data = w;
     uv_check_init(&w->loop, &w->check);
@@ -485,7 +495,7 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
     uv_prepare_start(&w->prepare, worker_flush_before_poll);
     uv_timer_init(&w->loop, &w->tick);
     w->tick.data = w;
-    uv_timer_start(&w->tick, worker_on_tick, TICK_MS, TICK_MS);
+    uv_timer_start(&w->tick, worker_on_tick, MT_WORKER_TICK_MS, MT_WORKER_TICK_MS);
     if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
         return -1;
     return 0;

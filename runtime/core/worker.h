@@ -6,6 +6,8 @@
 #ifndef MELTEMI_WORKER_H
 #define MELTEMI_WORKER_H
 
+#define MT_WORKER_TICK_MS 20
+
 #include "runtime/core/buf.h"
 #include "runtime/core/outq.h"
 #include "runtime/core/snapshot.h"
@@ -49,7 +51,8 @@ typedef struct mt_wcluster {
     uint32_t refs;         /* listeners and sessions using it, +1 while in w->clusters */
     uint32_t n_rups;       /* open upstream connections of its endpoints */
     bool retired;          /* no longer in the live snapshot: freed once unused and idle */
-    struct mt_rtopo *topo; /* Redis Cluster mode: slot map and nodes (redis_cluster.c) */
+    struct mt_rtopo *topo; /* Redis Cluster mode: slot map and nodes (redis_cluster.c);
+                              released by the cluster's proxy (mt_proxy_ops_t.cluster_free) */
     mt_wendpoint_t **eps;  /* the configured endpoints */
     uint32_t n_replicas;   /* how many of eps are read replicas (PROXY mode) */
     uint32_t n_eps;
@@ -66,9 +69,10 @@ struct mt_worker {
     uv_async_t async;
     uv_check_t check;     /* flushes every queued write after the loop's I/O callbacks */
     uv_prepare_t prepare; /* ... and what timers queued, before the loop blocks in poll */
-    uv_timer_t tick;      /* timeouts: connect, op, drain */
+    uv_timer_t tick;      /* every MT_WORKER_TICK_MS: each proxy's timeouts, reaping */
     mt_buf_pool_t pool;
-    mt_buf_t *own; /* chunk for small bytes made here (error replies, split parts) */
+    void *proxy[MT_PROTO_COUNT]; /* each proxy's per-worker state (mt_proxy_ops_t) */
+    mt_buf_t *own;               /* chunk for small bytes made here (error replies, split parts) */
     lua_State *L;
     /* Lua policies of the live snapshot (lua_bridge.c) */
     uint8_t *chains;      /* per listener index: runs Lua per command */
@@ -152,13 +156,8 @@ void mt_session_rebind(mt_session_t *s);
 mt_wendpoint_t *mt_wendpoint_new(mt_wcluster_t *c, const char *address, uint16_t port,
                                  const struct sockaddr_storage *sa, const char *resolve_error);
 
-/* Protocol handlers: accept a connection on a listener of theirs. */
-void mt_redis_accept(mt_wlistener_t *l, uv_stream_t *server);
-void mt_tcp_accept(mt_wlistener_t *l, uv_stream_t *server);
-void mt_meta_accept(mt_wlistener_t *l, uv_stream_t *server);
-/* Redis upstream bookkeeping hooks used by the worker. */
-void mt_redis_tick(mt_worker_t *w, uint64_t now_ms);
-void mt_redis_worker_cleanup(mt_worker_t *w);
-void mt_rcluster_free(struct mt_rtopo *t);
+/* A drain ends once no session is left and no proxy is busy (mt_proxy_ops_t.busy): a proxy
+ * calls this when its busy state may have turned false. */
+void mt_worker_maybe_finish(mt_worker_t *w);
 
 #endif

@@ -10,6 +10,7 @@
 #include "runtime/core/common.h"
 #include "runtime/server/config.h"
 #include "runtime/core/log.h"
+#include "runtime/core/proxy.h"
 #include "runtime/luajit/lua_env.h"
 #include "runtime/core/snapshot.h"
 #include "runtime/core/stats.h"
@@ -329,10 +330,7 @@ static char *hook_clusters(void *ud, size_t *len)
         return NULL;
     for (uint32_t i = 0; i < srv->snap->n_clusters; i++) {
         const mt_cluster_conf_t *c = &srv->snap->clusters[i];
-        fprintf(f, "%s::protocol::%s\n", c->name,
-                c->protocol == MT_PROTO_REDIS  ? "redis"
-                : c->protocol == MT_PROTO_META ? "metaprotocol"
-                                               : "tcp");
+        fprintf(f, "%s::protocol::%s\n", c->name, mt_proxy_for(c->protocol)->name);
         fprintf(f, "%s::upstream_cx_active::%lld\n", c->name,
                 (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_CX_ACTIVE));
         fprintf(f, "%s::upstream_cx_connect_fail::%lld\n", c->name,
@@ -498,10 +496,7 @@ int mt_server_run(const mt_server_options_t *opts)
     for (uint32_t i = 0; i < srv->snap->n_listeners; i++) {
         const mt_listener_conf_t *l = &srv->snap->listeners[i];
         mt_info("listening on %s:%u (%s, service %s)", l->address, l->port,
-                l->protocol == MT_PROTO_REDIS  ? "redis"
-                : l->protocol == MT_PROTO_META ? "metaprotocol"
-                                               : "tcp",
-                l->service ? l->service : "-");
+                mt_proxy_for(l->protocol)->name, l->service ? l->service : "-");
     }
     mt_info("meltemi %s started: %u workers, config generation %llu%s%s", MELTEMI_VERSION,
             srv->nworkers, (unsigned long long)srv->generation, srv->admin ? ", admin on " : "",

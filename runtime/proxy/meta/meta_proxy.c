@@ -23,13 +23,14 @@
  * (meta_ep_t) of a per-worker view of a cluster (meta_cluster_t), which holds a reference on
  * the worker's cluster and is freed once that cluster is retired and its connections closed.
  *
- * Worker hooks: worker.c has none for this file yet, so each worker runs its own tick timer
- * (timeouts, reaping) and lists a "keeper" pseudo-session while it has meta state, so that
- * a drain waits for pooled upstream connections to close cleanly. See docs/metaprotocol.md.
+ * Worker hooks (mt_proxy_meta, at the end): the worker's tick runs the timeouts and the
+ * reaping, and a drain waits while pooled upstream connections are still closing (busy).
+ * See docs/metaprotocol.md.
  */
 #include "runtime/core/log.h"
-#include "runtime/proxy/meta/meta_router.h"
+#include "runtime/core/proxy.h"
 #include "runtime/core/worker.h"
+#include "runtime/proxy/meta/meta_router.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,6 @@
 #define READ_MIN_ROOM 4096
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 1000
-#define META_TICK_MS 20
 #define REQ_FREE_MAX 4096
 #define ERR_TEXT 400
 
@@ -133,14 +133,9 @@ struct meta_sess {
     bool closing;
 };
 
-/* Everything meta_proxy keeps per worker thread. */
+/* Everything meta_proxy keeps per worker (w->proxy[MT_PROTO_META]). */
 typedef struct meta_worker {
     mt_worker_t *w;
-    uv_timer_t tick;
-    bool tick_on;
-    mt_session_t keeper; /* listed in w->sessions while we have state: a drain waits for it */
-    bool keeper_on;
-    bool draining;
     meta_cluster_t *clusters;
     meta_up_t *ups;
     uint32_t n_sess;
@@ -150,15 +145,12 @@ typedef struct meta_worker {
     mt_wbuf_t scratch; /* encode / on_error output, reused */
     mt_msg_t emsg;     /* a request re-decoded to build an error for it */
     bool emsg_init;
+    uint64_t mutation_warnings; /* "request mutation not applied": logged once per worker */
 } meta_worker_t;
-
-static __thread meta_worker_t meta_tls;
 
 static meta_worker_t *mw_of(mt_worker_t *w)
 {
-    meta_worker_t *mw = &meta_tls;
-    assert(mw->w == NULL || mw->w == w);
-    return mw;
+    return w->proxy[MT_PROTO_META];
 }
 
 static uint64_t mw_rand(meta_worker_t *mw)
@@ -1096,10 +1088,10 @@ static void sess_mirror(meta_sess_t *s, const mt_meta_route_t *route, const mt_m
     }
 }
 
-static void warn_no_mutation(const mt_meta_route_t *rt, const mt_codec_err_t *err)
+static void warn_no_mutation(meta_worker_t *mw, const mt_meta_route_t *rt,
+                             const mt_codec_err_t *err)
 {
-    static __thread uint64_t warned; /* once per worker: every request of the route would */
-    if (warned++ == 0)
+    if (mw->mutation_warnings++ == 0) /* once per worker: every request of the route would */
         mt_warn("route %s: request mutation not applied: %s (logged once)",
                 rt->name ? rt->name : "?", err->text);
 }
@@ -1125,7 +1117,7 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
             len = mw->scratch.len;
             copy = true;
         } else if (err.code == MT_CODEC_E_NO_MUTABLE_HEADERS) {
-            warn_no_mutation(rt, &err);
+            warn_no_mutation(mw, rt, &err);
         } else {
             char text[ERR_TEXT];
             snprintf(text, sizeof(text), "meltemi: route %s: request mutation failed: %s",
@@ -1204,8 +1196,6 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
 }
 
 /* ---- session I/O --------------------------------------------------------------------------- */
-
-static void mw_keeper_check(meta_worker_t *mw);
 
 static void sess_closed(uv_handle_t *h)
 {
@@ -1411,15 +1401,15 @@ static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
     }
 }
 
-static void mw_on_tick(uv_timer_t *t)
+static void meta_tick(mt_worker_t *w, uint64_t now)
 {
-    meta_worker_t *mw = t->data;
-    uint64_t now = mt_worker_now_ms(mw->w);
+    meta_worker_t *mw = mw_of(w);
+    bool had_state = mw->ups || mw->clusters;
     meta_up_t *next;
     for (meta_up_t *u = mw->ups; u; u = next) {
         next = u->next;
         bool idle = u->inflight == 0;
-        if (idle && (mw->draining || u->mep->mc->wc->retired))
+        if (idle && (w->draining || u->mep->mc->wc->retired))
             up_close(u); /* drained, or a reload replaced its cluster */
         else
             up_check_timeouts(mw, u, now);
@@ -1427,72 +1417,22 @@ static void mw_on_tick(uv_timer_t *t)
     meta_cluster_t *mnext;
     for (meta_cluster_t *mc = mw->clusters; mc; mc = mnext) {
         mnext = mc->next;
-        if (mc->n_open == 0 && (mc->wc->retired || mw->draining))
+        if (mc->n_open == 0 && (mc->wc->retired || w->draining))
             meta_cluster_free(mw, mc);
     }
-    mw_keeper_check(mw);
-}
-
-static void keeper_drain(mt_session_t *base)
-{
-    meta_worker_t *mw = MT_CONTAINER_OF(base, meta_worker_t, keeper);
-    mw->draining = true;
-}
-
-/* Leaves the worker's session list once a drain has nothing of ours left to wait for. */
-static void mw_keeper_check(meta_worker_t *mw)
-{
-    if (!mw->keeper_on || !mw->draining || mw->n_sess || mw->ups || mw->clusters)
-        return;
-    mw->keeper_on = false;
-    uv_timer_stop(&mw->tick);
-    /* Nothing of ours is left: release the worker's scratch memory before it exits. */
-    while (mw->req_free) {
-        meta_req_t *r = mw->req_free;
-        mw->req_free = r->snext;
-        free(r);
-    }
-    mw->n_req_free = 0;
-    mt_wbuf_free(&mw->scratch);
-    if (mw->emsg_init)
-        mt_msg_free(&mw->emsg);
-    mw->emsg_init = false;
-    mt_meta_router_thread_cleanup();
-    mt_worker_session_remove(mw->w, &mw->keeper);
-}
-
-static void mw_start(meta_worker_t *mw, mt_worker_t *w)
-{
-    if (mw->w == NULL) {
-        mw->w = w;
-        mw->rng = (uv_hrtime() ^ ((uint64_t)w->id << 32)) | 1;
-        mt_wbuf_init(&mw->scratch);
-    }
-    if (!mw->tick_on) {
-        uv_timer_init(&w->loop, &mw->tick);
-        mw->tick.data = mw;
-        uv_unref((uv_handle_t *)&mw->tick);
-        mw->tick_on = true;
-    }
-    if (!uv_is_active((uv_handle_t *)&mw->tick))
-        uv_timer_start(&mw->tick, mw_on_tick, META_TICK_MS, META_TICK_MS);
-    if (!mw->keeper_on) {
-        memset(&mw->keeper, 0, sizeof(mw->keeper));
-        mw->keeper.w = w;
-        mw->keeper.drain = keeper_drain;
-        mt_worker_session_add(w, &mw->keeper);
-        mw->keeper_on = true;
-    }
+    if (had_state && w->draining && !mw->ups && !mw->clusters)
+        mt_worker_maybe_finish(w); /* the drain was waiting for our pooled connections */
 }
 
 /* ---- accept ---------------------------------------------------------------------------------- */
 
-void mt_meta_accept(mt_wlistener_t *l, uv_stream_t *server)
+static void meta_accept(mt_wlistener_t *l, uv_stream_t *server)
 {
     mt_worker_t *w = l->w;
     const mt_meta_listener_conf_t *lc = l->conf->meta;
     if (!lc || !lc->codec) {
-        mt_tcp_accept(l, server); /* a codec we do not have: traffic flows, without L7 */
+        /* a codec we do not have: traffic flows, without L7 */
+        mt_proxy_for(MT_PROTO_TCP)->accept(l, server);
         return;
     }
     const mt_codec_t *codec = lc->codec;
@@ -1512,7 +1452,6 @@ void mt_meta_accept(mt_wlistener_t *l, uv_stream_t *server)
         return;
     }
     meta_worker_t *mw = mw_of(w);
-    mw_start(mw, w);
     s->codec = codec;
     s->dec = dec;
     s->in_order = !(codec->flags & MT_CODEC_F_MULTIPLEXED);
@@ -1536,3 +1475,62 @@ void mt_meta_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->reading = true;
     uv_read_start((uv_stream_t *)&s->base.tcp, sess_alloc, sess_on_read);
 }
+
+/* ---- the proxy's registry entry ------------------------------------------------------------ */
+
+static int meta_worker_start(mt_worker_t *w)
+{
+    meta_worker_t *mw = calloc(1, sizeof(*mw));
+    if (!mw)
+        return -1;
+    mw->w = w;
+    mw->rng = (uv_hrtime() ^ ((uint64_t)w->id << 32)) | 1;
+    mt_wbuf_init(&mw->scratch);
+    w->proxy[MT_PROTO_META] = mw;
+    return 0;
+}
+
+/* A drain waits until pooled upstream connections are closed and clusters released. */
+static bool meta_busy(mt_worker_t *w)
+{
+    meta_worker_t *mw = mw_of(w);
+    return mw->ups || mw->clusters;
+}
+
+static void meta_worker_stop(mt_worker_t *w)
+{
+    meta_worker_t *mw = mw_of(w);
+    while (mw->ups)
+        up_fail(mw->ups, MT_ERR_UNSPECIFIED, "meltemi: proxy shutting down");
+}
+
+static void meta_worker_free(mt_worker_t *w)
+{
+    meta_worker_t *mw = mw_of(w);
+    if (!mw)
+        return;
+    while (mw->clusters)
+        meta_cluster_free(mw, mw->clusters);
+    while (mw->req_free) {
+        meta_req_t *r = mw->req_free;
+        mw->req_free = r->snext;
+        free(r);
+    }
+    mt_wbuf_free(&mw->scratch);
+    if (mw->emsg_init)
+        mt_msg_free(&mw->emsg);
+    mt_meta_router_thread_cleanup();
+    free(mw);
+    w->proxy[MT_PROTO_META] = NULL;
+}
+
+const mt_proxy_ops_t mt_proxy_meta = {
+    .name = "metaprotocol",
+    .protocol = MT_PROTO_META,
+    .worker_start = meta_worker_start,
+    .accept = meta_accept,
+    .tick = meta_tick,
+    .busy = meta_busy,
+    .worker_stop = meta_worker_stop,
+    .worker_free = meta_worker_free,
+};

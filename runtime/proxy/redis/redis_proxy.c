@@ -17,6 +17,7 @@
 #include "runtime/proxy/redis/redis_proxy.h"
 
 #include "runtime/core/log.h"
+#include "runtime/core/proxy.h"
 #include "runtime/proxy/redis/lua_bridge.h"
 
 #include <openssl/crypto.h>
@@ -747,7 +748,7 @@ void mt_rsess_push(mt_rsess_t *s, mt_rreq_t *r)
     s->pending++;
 }
 
-void mt_redis_tick(mt_worker_t *w, uint64_t now_ms)
+static void redis_tick(mt_worker_t *w, uint64_t now_ms)
 {
     for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
         if (c->topo)
@@ -779,7 +780,7 @@ void mt_redis_tick(mt_worker_t *w, uint64_t now_ms)
     }
 }
 
-void mt_redis_worker_cleanup(mt_worker_t *w)
+static void redis_worker_stop(mt_worker_t *w)
 {
     while (w->rups)
         rup_fail(w->rups, "ERR meltemi: proxy shutting down");
@@ -1506,7 +1507,7 @@ static void sess_drain(mt_session_t *base)
     sess_maybe_finish(s);
 }
 
-void mt_redis_accept(mt_wlistener_t *l, uv_stream_t *server)
+static void redis_accept(mt_wlistener_t *l, uv_stream_t *server)
 {
     mt_worker_t *w = l->w;
     mt_rsess_t *s = calloc(1, sizeof(*s));
@@ -1539,3 +1540,38 @@ void mt_redis_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->reading = true;
     uv_read_start((uv_stream_t *)&s->base.tcp, sess_alloc, sess_on_read);
 }
+
+/* ---- the proxy's registry entry ------------------------------------------------------------ */
+
+static int redis_worker_start(mt_worker_t *w)
+{
+    if (w->L)
+        mt_bridge_open(w, w->L);
+    return 0;
+}
+
+static void redis_worker_free(mt_worker_t *w)
+{
+    free(w->chains);
+    free(w->cluster_by_index);
+    free(w->key_limits);
+    mt_bridge_close(w);
+}
+
+static void redis_cluster_free(mt_wcluster_t *c)
+{
+    if (c->topo)
+        mt_rcluster_free(c->topo);
+}
+
+const mt_proxy_ops_t mt_proxy_redis = {
+    .name = "redis",
+    .protocol = MT_PROTO_REDIS,
+    .worker_start = redis_worker_start,
+    .accept = redis_accept,
+    .snapshot_applied = mt_bridge_apply,
+    .tick = redis_tick,
+    .worker_stop = redis_worker_stop,
+    .worker_free = redis_worker_free,
+    .cluster_free = redis_cluster_free,
+};

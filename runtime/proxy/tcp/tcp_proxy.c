@@ -5,6 +5,7 @@
  * other side has more than TCP_MAX_QUEUED bytes waiting.
  */
 #include "runtime/core/log.h"
+#include "runtime/core/proxy.h"
 #include "runtime/core/worker.h"
 
 #include <stdlib.h>
@@ -231,7 +232,7 @@ static void tsess_drain(mt_session_t *base)
     (void)base;
 }
 
-void mt_tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
+static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
 {
     mt_worker_t *w = l->w;
     mt_tsess_t *t = calloc(1, sizeof(*t));
@@ -282,3 +283,9 @@ void mt_tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     uv_tcp_nodelay(&t->base.tcp, 1);
     dir_resume(&t->d2u);
 }
+
+const mt_proxy_ops_t mt_proxy_tcp = {
+    .name = "tcp",
+    .protocol = MT_PROTO_TCP,
+    .accept = tcp_accept,
+};
