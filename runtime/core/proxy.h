@@ -4,7 +4,8 @@
  * worker walks that list and never names a protocol, so adding one touches the list and the
  * protocol's own folder only.
  *
- * Every hook runs on the worker's thread. Hooks a proxy does not need are NULL.
+ * Worker hooks run on the worker's thread, snapshot hooks on the main thread. Hooks a proxy
+ * does not need are NULL.
  */
 #ifndef MELTEMI_CORE_PROXY_H
 #define MELTEMI_CORE_PROXY_H
@@ -30,8 +31,16 @@ typedef struct mt_proxy_ops {
     void (*worker_stop)(mt_worker_t *w);
     /* The loop is closed: free the proxy's per-worker memory. */
     void (*worker_free)(mt_worker_t *w);
-    /* A worker cluster of this protocol is freed: release c->proxy_state. */
+    /* A worker cluster of this protocol is freed: release what the proxy hung on it. */
     void (*cluster_free)(mt_wcluster_t *c);
+
+    /* Snapshot hooks (main thread, load and reload): read the proxy's own part of a cluster
+     * or listener table at absolute index t into c->proto / l->proto (0, or -1 and a malloc'd
+     * *err), and free it again. */
+    int (*read_cluster)(lua_State *L, int t, mt_cluster_conf_t *c, char **err);
+    int (*read_listener)(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf_t *l, char **err);
+    void (*free_cluster)(mt_cluster_conf_t *c);
+    void (*free_listener)(mt_listener_conf_t *l);
 } mt_proxy_ops_t;
 
 /* The registry (runtime/proxy/registry.c), NULL-terminated. */

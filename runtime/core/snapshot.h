@@ -38,9 +38,6 @@ typedef struct mt_auth {
     char *password; /* NULL: no auth configured */
 } mt_auth_t;
 
-struct mt_meta_cluster_conf;
-struct mt_meta_listener_conf;
-
 typedef struct mt_endpoint_conf {
     char *address;
     uint16_t port;
@@ -64,7 +61,7 @@ typedef struct mt_cluster_conf {
     uint32_t n_discovery;
     char *fingerprint; /* equal fingerprints: a worker may keep this cluster's pools */
     mt_stats_block_t *stats;
-    struct mt_meta_cluster_conf *meta; /* protocol metaprotocol only, else NULL */
+    void *proto; /* the proxy's own part (mt_proxy_ops_t.read_cluster), or NULL */
 } mt_cluster_conf_t;
 
 typedef struct mt_redis_listener_conf {
@@ -92,7 +89,7 @@ typedef struct mt_listener_conf {
     mt_redis_listener_conf_t redis;
     char *fingerprint;
     mt_stats_block_t *stats;
-    struct mt_meta_listener_conf *meta; /* protocol metaprotocol only, else NULL */
+    void *proto; /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
 } mt_listener_conf_t;
 
 typedef struct mt_snapshot {
@@ -115,85 +112,11 @@ mt_snapshot_t *mt_snapshot_ref(mt_snapshot_t *s);
 void mt_snapshot_unref(mt_snapshot_t *s);
 mt_cluster_conf_t *mt_snapshot_cluster(const mt_snapshot_t *s, const char *name);
 
-/* ---- metaprotocol ------------------------------------------------------------------------
- * listener.metaprotocol and the cluster fields MetaRouter traffic needs (docs/snapshot.md,
- * docs/metaprotocol.md), read by snapshot.c, used by meta_router.c and meta_proxy.c. Every
- * string is malloc'd and NUL terminated; lengths are kept for matching without strlen. */
-
-typedef enum mt_meta_match_kind {
-    MT_META_MATCH_EXACT = 0,
-    MT_META_MATCH_PREFIX,
-    MT_META_MATCH_REGEX, /* whole-value match, PCRE2 (JIT) */
-    MT_META_MATCH_PRESENT,
-} mt_meta_match_kind_t;
-
-typedef struct mt_meta_match {
-    mt_str_t key;
-    mt_meta_match_kind_t kind;
-    mt_str_t value; /* exact text, prefix, or regex source */
-    void *re;       /* pcre2_code_8 *: compiled once, shared read-only by every worker */
-} mt_meta_match_t;
-
-typedef enum mt_lb_policy {
-    MT_LB_ROUND_ROBIN = 0,
-    MT_LB_LEAST_REQUEST,
-    MT_LB_RANDOM,
-    MT_LB_RING_HASH,
-} mt_lb_policy_t;
-
-/* A consistent-hash ring: n points sorted by hash, each naming an endpoint index. */
-typedef struct mt_meta_ring {
-    uint64_t *hash;
-    uint32_t *ep;
-    uint32_t n;
-} mt_meta_ring_t;
-
-/* A DestinationRule subset (or the whole cluster): the endpoints whose labels match. */
-typedef struct mt_meta_subset {
-    char *name;    /* NULL for the whole cluster */
-    uint32_t *eps; /* endpoint indices into mt_cluster_conf_t.endpoints */
-    uint32_t n_eps;
-    mt_lb_policy_t lb_policy; /* the subset's trafficPolicy, else the cluster's */
-    mt_str_t hash_key;        /* RING_HASH: the metadata attribute hashed; ptr NULL: none */
-    mt_meta_ring_t ring;      /* RING_HASH only */
-} mt_meta_subset_t;
-
-typedef struct mt_meta_cluster_conf {
-    char *codec;                  /* NULL: use the listener's */
-    const mt_codec_t *codec_impl; /* resolved at snapshot time; NULL: unknown or none */
-    mt_meta_subset_t all;         /* every endpoint, with the cluster's policy */
-    mt_meta_subset_t *subsets;
-    uint32_t n_subsets;
-} mt_meta_cluster_conf_t;
-
-typedef struct mt_meta_dest {
-    mt_cluster_conf_t *cluster; /* NULL: the snapshot has no cluster of that name */
-    char *cluster_name;
-    char *subset_name; /* NULL: every endpoint */
-    int32_t subset;    /* index into cluster->meta->subsets; -1: all, -2: unknown */
-    uint32_t weight;
-    double percentage; /* mirrors: share of requests copied, 0-100 */
-} mt_meta_dest_t;
-
-typedef struct mt_meta_route {
-    char *name;
-    mt_meta_match_t *match; /* all must hold */
-    uint32_t n_match;
-    mt_meta_dest_t *dests;
-    uint32_t n_dests;
-    uint32_t weight_total;
-    mt_meta_dest_t *mirror; /* NULL: none */
-    mt_attr_t *request_mutation;
-    uint32_t n_request_mutation;
-    mt_attr_t *response_mutation;
-    uint32_t n_response_mutation;
-} mt_meta_route_t;
-
-typedef struct mt_meta_listener_conf {
-    mt_meta_route_t *routes; /* in order, first match wins; none: the default cluster */
-    uint32_t n_routes;
-    uint32_t request_timeout_ms; /* listener.metaprotocol.request_timeout_ms, default 5000 */
-    const mt_codec_t *codec;     /* resolved at snapshot time; NULL: unknown (relayed as TCP) */
-} mt_meta_listener_conf_t;
+/* Readers for the proxies' own snapshot parts (table at absolute index t). */
+char *mt_snap_field_str(lua_State *L, int t, const char *key); /* malloc'd, or NULL */
+int64_t mt_snap_field_int(lua_State *L, int t, const char *key, int64_t dflt);
+bool mt_snap_field_bool(lua_State *L, int t, const char *key, bool dflt);
+/* Pushes t[key] if it is a table and returns true; pushes nothing otherwise. */
+bool mt_snap_field_table(lua_State *L, int t, const char *key);
 
 #endif

@@ -31,6 +31,7 @@
 #include "runtime/core/proxy.h"
 #include "runtime/core/worker.h"
 #include "runtime/proxy/meta/meta_router.h"
+#include "runtime/proxy/meta/meta_snapshot.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -316,7 +317,7 @@ static meta_cluster_t *meta_cluster_new(meta_worker_t *mw, mt_wcluster_t *wc,
     meta_cluster_t *mc = calloc(1, sizeof(*mc));
     if (!mc)
         return NULL;
-    const mt_meta_cluster_conf_t *cm = wc->conf->meta;
+    const mt_meta_cluster_conf_t *cm = mt_meta_cluster(wc->conf);
     mc->n_eps = wc->n_eps;
     mc->n_rr = 1 + (cm ? cm->n_subsets : 0);
     mc->eps = calloc(mc->n_eps ? mc->n_eps : 1, sizeof(*mc->eps));
@@ -993,12 +994,12 @@ static const char *sess_service(const meta_sess_t *s)
 static bool sess_route(meta_sess_t *s, const mt_msg_t *msg, meta_target_t *t)
 {
     meta_worker_t *mw = mw_of(s->base.w);
-    const mt_meta_listener_conf_t *lc = s->base.conf->meta;
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
     char text[ERR_TEXT], method[256];
     memset(t, 0, sizeof(*t));
     if (!lc || lc->n_routes == 0) {
         t->cluster = s->base.cluster ? s->base.cluster->conf : NULL;
-        t->subset = t->cluster && t->cluster->meta ? &t->cluster->meta->all : NULL;
+        t->subset = mt_meta_cluster(t->cluster) ? &mt_meta_cluster(t->cluster)->all : NULL;
         if (t->subset)
             return true;
         snprintf(text, sizeof(text), "meltemi: no cluster for %s", sess_service(s));
@@ -1075,7 +1076,8 @@ static void sess_mirror(meta_sess_t *s, const mt_meta_route_t *route, const mt_m
               mt_slice_copy(&mw->w->pool, &mw->w->own, (const char *)p, len, &sl) == 0;
     if (ok) {
         if (r)
-            r->deadline_ms = mt_worker_now_ms(mw->w) + s->base.conf->meta->request_timeout_ms;
+            r->deadline_ms =
+                mt_worker_now_ms(mw->w) + mt_meta_listener(s->base.conf)->request_timeout_ms;
         ok = up_send(u, r, sl.buf, (uint8_t *)sl.p, sl.len, false) == 0;
     }
     if (sl.buf)
@@ -1135,7 +1137,7 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         }
         r->down_id = msg->request_id;
         r->start_ns = uv_hrtime();
-        r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->meta->request_timeout_ms;
+        r->deadline_ms = mt_worker_now_ms(w) + mt_meta_listener(s->base.conf)->request_timeout_ms;
         mt_buf_ref(s->rbuf);
         r->frame = (mt_slice_t){s->rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
         if (rt && rt->n_response_mutation) {
@@ -1162,7 +1164,7 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
 static bool sess_rebind(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_session_rebind(&s->base);
-    const mt_meta_listener_conf_t *lc = s->base.conf->meta;
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
     if (lc && lc->codec == s->codec)
         return true;
     /* The port changed protocol under this connection: answer with the codec it speaks and
@@ -1429,7 +1431,7 @@ static void meta_tick(mt_worker_t *w, uint64_t now)
 static void meta_accept(mt_wlistener_t *l, uv_stream_t *server)
 {
     mt_worker_t *w = l->w;
-    const mt_meta_listener_conf_t *lc = l->conf->meta;
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(l->conf);
     if (!lc || !lc->codec) {
         /* a codec we do not have: traffic flows, without L7 */
         mt_proxy_for(MT_PROTO_TCP)->accept(l, server);
@@ -1533,4 +1535,8 @@ const mt_proxy_ops_t mt_proxy_meta = {
     .busy = meta_busy,
     .worker_stop = meta_worker_stop,
     .worker_free = meta_worker_free,
+    .read_cluster = mt_meta_read_cluster,
+    .read_listener = mt_meta_read_listener,
+    .free_cluster = mt_meta_free_cluster,
+    .free_listener = mt_meta_free_listener,
 };

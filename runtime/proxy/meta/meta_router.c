@@ -140,9 +140,9 @@ const mt_meta_dest_t *mt_meta_dest_pick(const mt_meta_route_t *r, uint64_t rnd)
 
 const mt_meta_subset_t *mt_meta_dest_subset(const mt_meta_dest_t *d)
 {
-    if (!d->cluster || !d->cluster->meta)
+    if (!mt_meta_cluster(d->cluster))
         return NULL;
-    const mt_meta_cluster_conf_t *mc = d->cluster->meta;
+    const mt_meta_cluster_conf_t *mc = mt_meta_cluster(d->cluster);
     if (d->subset == -1)
         return &mc->all;
     if (d->subset < 0 || (uint32_t)d->subset >= mc->n_subsets)

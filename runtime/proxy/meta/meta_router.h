@@ -11,7 +11,7 @@
 #ifndef MELTEMI_META_ROUTER_H
 #define MELTEMI_META_ROUTER_H
 
-#include "runtime/core/snapshot.h"
+#include "runtime/proxy/meta/meta_conf.h"
 
 #include "protocols/codec.h"
 

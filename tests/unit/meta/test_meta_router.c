@@ -108,7 +108,7 @@ static void msg_with(mt_msg_t *m, ...)
 
 static const char *route_of(const mt_snapshot_t *s, const mt_msg_t *m)
 {
-    const mt_meta_route_t *r = mt_meta_route_find(s->listeners[0].meta, m);
+    const mt_meta_route_t *r = mt_meta_route_find(mt_meta_listener(&s->listeners[0]), m);
     return r ? r->name : "(none)";
 }
 
@@ -218,7 +218,7 @@ Test(meta, weights_split_requests_in_proportion_and_zero_weight_gets_none)
 {
     mt_snapshot_t *s = snap_with("'ROUND_ROBIN'", "nil",
                                  ROUTE("split", "", TO("'v1'", 20) TO("'v2'", 80) TO("'v1a'", 0)));
-    const mt_meta_route_t *r = &s->listeners[0].meta->routes[0];
+    const mt_meta_route_t *r = &mt_meta_listener(&s->listeners[0])->routes[0];
     cr_assert_eq(r->n_dests, 3);
     cr_assert_eq(r->weight_total, 100);
     uint32_t n[3] = {0};
@@ -236,7 +236,7 @@ Test(meta, subsets_select_endpoints_by_every_label)
                                  ROUTE("r", "",
                                        TO("'v1'", 25) TO("'v2'", 25) TO("'v1a'", 25)
                                            TO("'none'", 25) TO("nil", 0)));
-    const mt_meta_route_t *r = &s->listeners[0].meta->routes[0];
+    const mt_meta_route_t *r = &mt_meta_listener(&s->listeners[0])->routes[0];
     const mt_meta_subset_t *v1 = mt_meta_dest_subset(&r->dests[0]);
     const mt_meta_subset_t *v2 = mt_meta_dest_subset(&r->dests[1]);
     const mt_meta_subset_t *v1a = mt_meta_dest_subset(&r->dests[2]);
@@ -263,7 +263,7 @@ Test(meta, a_destination_to_an_unknown_subset_or_cluster_has_no_endpoints)
     mt_snapshot_t *s = snap_with(
         "'ROUND_ROBIN'", "nil",
         ROUTE("r", "", TO("'v7'", 50) "{ cluster = 'outbound|1||nowhere', weight = 50 },"));
-    const mt_meta_route_t *r = &s->listeners[0].meta->routes[0];
+    const mt_meta_route_t *r = &mt_meta_listener(&s->listeners[0])->routes[0];
     cr_expect_eq(r->dests[0].subset, -2);
     cr_expect_null(mt_meta_dest_subset(&r->dests[0]));
     cr_expect_null(r->dests[1].cluster);
@@ -281,11 +281,11 @@ Test(meta, mutations_mirror_timeout_and_codecs_are_read_from_the_snapshot)
                  "  mirror = { cluster = 'outbound|9090||svc', subset = 'v2', percentage = 12.5 },"
                  "  request_mutation = { { key = 'a', value = '1' }, { key = 'b', value = '2' } },"
                  "  response_mutation = { { key = 'c', value = '3' } } },");
-    const mt_meta_listener_conf_t *lc = s->listeners[0].meta;
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(&s->listeners[0]);
     cr_assert_not_null(lc);
     cr_expect_eq(lc->request_timeout_ms, 5000);
     cr_expect_eq(lc->codec, &mt_codec_thrift);
-    cr_expect_eq(s->clusters[0].meta->codec_impl, &mt_codec_thrift);
+    cr_expect_eq(mt_meta_cluster(&s->clusters[0])->codec_impl, &mt_codec_thrift);
     const mt_meta_route_t *r = &lc->routes[0];
     cr_assert_eq(r->n_request_mutation, 2);
     cr_expect(mt_str_eq(r->request_mutation[1].key, "b", 1));
@@ -307,9 +307,9 @@ Test(meta, an_unknown_codec_resolves_to_none_and_aeraki_names_resolve)
         "  { name = '127.0.0.60:2', address = '127.0.0.60', port = 2, protocol = 'metaprotocol',"
         "    codec = 'aeraki.meta_protocol.codec.dubbo', metaprotocol = {"
         "    request_timeout_ms = 250 } } } }");
-    cr_expect_null(s->listeners[0].meta->codec);
-    cr_expect_eq(s->listeners[1].meta->codec, &mt_codec_dubbo);
-    cr_expect_eq(s->listeners[1].meta->request_timeout_ms, 250);
+    cr_expect_null(mt_meta_listener(&s->listeners[0])->codec);
+    cr_expect_eq(mt_meta_listener(&s->listeners[1])->codec, &mt_codec_dubbo);
+    cr_expect_eq(mt_meta_listener(&s->listeners[1])->request_timeout_ms, 250);
     mt_snapshot_unref(s);
 }
 
@@ -343,7 +343,7 @@ static uint32_t st_load(void *ctx, uint32_t ep)
 Test(meta, round_robin_cycles_and_skips_unhealthy_endpoints)
 {
     mt_snapshot_t *s = snap_with("'ROUND_ROBIN'", "nil", ROUTE("r", "", TO("nil", 100)));
-    const mt_meta_subset_t *all = &s->clusters[0].meta->all;
+    const mt_meta_subset_t *all = &mt_meta_cluster(&s->clusters[0])->all;
     lb_state_t st = {.down = {false}};
     uint32_t rr = 0;
     mt_meta_lb_env_t env = {.healthy = st_healthy, .load = st_load, .ctx = &st, .rr = &rr};
@@ -363,7 +363,7 @@ Test(meta, round_robin_cycles_and_skips_unhealthy_endpoints)
 Test(meta, least_request_prefers_the_least_loaded_healthy_endpoint)
 {
     mt_snapshot_t *s = snap_with("'LEAST_REQUEST'", "nil", ROUTE("r", "", TO("nil", 100)));
-    const mt_meta_subset_t *all = &s->clusters[0].meta->all;
+    const mt_meta_subset_t *all = &mt_meta_cluster(&s->clusters[0])->all;
     cr_assert_eq(all->lb_policy, MT_LB_LEAST_REQUEST);
     lb_state_t st = {.load = {5, 1, 3}};
     uint32_t rr = 0;
@@ -384,7 +384,7 @@ Test(meta, least_request_prefers_the_least_loaded_healthy_endpoint)
 Test(meta, random_reaches_every_endpoint_and_only_healthy_ones)
 {
     mt_snapshot_t *s = snap_with("'RANDOM'", "nil", ROUTE("r", "", TO("nil", 100)));
-    const mt_meta_subset_t *all = &s->clusters[0].meta->all;
+    const mt_meta_subset_t *all = &mt_meta_cluster(&s->clusters[0])->all;
     lb_state_t st = {.down = {false, false, true}};
     uint32_t rr = 0, n[3] = {0};
     mt_meta_lb_env_t env = {.healthy = st_healthy, .ctx = &st, .rr = &rr};
@@ -400,10 +400,11 @@ Test(meta, random_reaches_every_endpoint_and_only_healthy_ones)
 Test(meta, a_subset_policy_overrides_the_cluster_policy)
 {
     mt_snapshot_t *s = snap_with("'RING_HASH'", "'user'", ROUTE("r", "", TO("'rr'", 100)));
-    const mt_meta_cluster_conf_t *mc = s->clusters[0].meta;
+    const mt_meta_cluster_conf_t *mc = mt_meta_cluster(&s->clusters[0]);
     cr_expect_eq(mc->all.lb_policy, MT_LB_RING_HASH);
     cr_expect_gt(mc->all.ring.n, 0);
-    const mt_meta_subset_t *rr = mt_meta_dest_subset(&s->listeners[0].meta->routes[0].dests[0]);
+    const mt_meta_subset_t *rr =
+        mt_meta_dest_subset(&mt_meta_listener(&s->listeners[0])->routes[0].dests[0]);
     cr_expect_eq(rr->lb_policy, MT_LB_ROUND_ROBIN);
     cr_expect_eq(rr->ring.n, 0, "no ring where none is used");
     const mt_meta_subset_t *v1 = &mc->subsets[0];
@@ -426,7 +427,7 @@ static int64_t ring_pick(const mt_meta_subset_t *ss, lb_state_t *st, const char 
 Test(meta, ring_hash_sends_one_key_to_one_endpoint_and_spreads_keys)
 {
     mt_snapshot_t *s = snap_with("'RING_HASH'", "'user'", ROUTE("r", "", TO("nil", 100)));
-    const mt_meta_subset_t *all = &s->clusters[0].meta->all;
+    const mt_meta_subset_t *all = &mt_meta_cluster(&s->clusters[0])->all;
     cr_assert_eq(all->ring.n, 3 * MT_META_RING_POINTS);
     lb_state_t st = {.down = {false}};
     uint32_t n[3] = {0};
@@ -448,7 +449,8 @@ Test(meta, ring_hash_is_the_same_in_every_snapshot_and_moves_few_keys_when_one_i
     mt_snapshot_t *a = snap_with("'RING_HASH'", "'user'", ROUTE("r", "", TO("nil", 100)));
     mt_snapshot_t *b = snap_with("'RING_HASH'", "'user'", ROUTE("r", "", TO("nil", 100)));
     const mt_cluster_conf_t *c = &a->clusters[0];
-    const mt_meta_subset_t *ra = &c->meta->all, *rb = &b->clusters[0].meta->all;
+    const mt_meta_subset_t *ra = &mt_meta_cluster(c)->all,
+                           *rb = &mt_meta_cluster(&b->clusters[0])->all;
     /* the same endpoints plus a fourth, built directly */
     mt_cluster_conf_t c4 = *c;
     mt_endpoint_conf_t eps[4];
@@ -483,7 +485,7 @@ Test(meta, ring_hash_is_the_same_in_every_snapshot_and_moves_few_keys_when_one_i
 Test(meta, ring_hash_walks_past_an_unhealthy_owner_and_keeps_the_other_keys)
 {
     mt_snapshot_t *s = snap_with("'RING_HASH'", "'user'", ROUTE("r", "", TO("nil", 100)));
-    const mt_meta_subset_t *all = &s->clusters[0].meta->all;
+    const mt_meta_subset_t *all = &mt_meta_cluster(&s->clusters[0])->all;
     lb_state_t up = {.down = {false}}, down1 = {.down = {false, true, false}};
     for (int i = 0; i < 1000; i++) {
         char key[32];
