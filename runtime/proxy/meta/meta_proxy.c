@@ -146,7 +146,8 @@ typedef struct meta_worker {
     mt_wbuf_t scratch; /* encode / on_error output, reused */
     mt_msg_t emsg;     /* a request re-decoded to build an error for it */
     bool emsg_init;
-    uint64_t mutation_warnings; /* "request mutation not applied": logged once per worker */
+    uint64_t mutation_warnings;       /* "request mutation not applied": logged once per worker */
+    mt_meta_match_data_t *match_data; /* regex route matches */
 } meta_worker_t;
 
 static meta_worker_t *mw_of(mt_worker_t *w)
@@ -1006,7 +1007,7 @@ static bool sess_route(meta_sess_t *s, const mt_msg_t *msg, meta_target_t *t)
         sess_error_now(s, msg, MT_ERR_CLUSTER_NOT_FOUND, text);
         return false;
     }
-    t->route = mt_meta_route_find(lc, msg);
+    t->route = mt_meta_route_find(lc, msg, mw->match_data);
     if (!t->route) {
         snprintf(text, sizeof(text), "meltemi: no route of %s matches %s", sess_service(s),
                  msg_method(msg, method, sizeof(method)));
@@ -1488,6 +1489,11 @@ static int meta_worker_start(mt_worker_t *w)
     mw->w = w;
     mw->rng = (uv_hrtime() ^ ((uint64_t)w->id << 32)) | 1;
     mt_wbuf_init(&mw->scratch);
+    mw->match_data = mt_meta_match_data_new();
+    if (!mw->match_data) {
+        free(mw);
+        return -1;
+    }
     w->proxy[MT_PROTO_META] = mw;
     return 0;
 }
@@ -1521,7 +1527,7 @@ static void meta_worker_free(mt_worker_t *w)
     mt_wbuf_free(&mw->scratch);
     if (mw->emsg_init)
         mt_msg_free(&mw->emsg);
-    mt_meta_router_thread_cleanup();
+    mt_meta_match_data_free(mw->match_data);
     free(mw);
     w->proxy[MT_PROTO_META] = NULL;
 }

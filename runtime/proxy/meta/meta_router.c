@@ -7,7 +7,6 @@
 #include "runtime/proxy/meta/meta_router.h"
 
 #include <pcre2.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,44 +41,21 @@ void mt_meta_regex_free(void *re)
         pcre2_code_free((pcre2_code *)re);
 }
 
-static pthread_key_t regex_md_key;
-static pthread_once_t regex_md_once = PTHREAD_ONCE_INIT;
-static __thread pcre2_match_data *regex_md;
-
-static void regex_md_destroy(void *md)
+/* A match only needs to know whether it matched: one data block of one pair per worker. */
+mt_meta_match_data_t *mt_meta_match_data_new(void)
 {
-    pcre2_match_data_free((pcre2_match_data *)md);
+    return (mt_meta_match_data_t *)pcre2_match_data_create(1, NULL);
 }
 
-static void regex_md_key_init(void)
+void mt_meta_match_data_free(mt_meta_match_data_t *md)
 {
-    (void)pthread_key_create(&regex_md_key, regex_md_destroy);
+    if (md)
+        pcre2_match_data_free((pcre2_match_data *)md);
 }
 
-/* One match-data block per thread: a match only needs to know whether it matched. */
-static pcre2_match_data *regex_thread_md(void)
+static bool regex_match(const mt_meta_match_t *m, mt_str_t v, mt_meta_match_data_t *scratch)
 {
-    if (MT_LIKELY(regex_md != NULL))
-        return regex_md;
-    pthread_once(&regex_md_once, regex_md_key_init);
-    regex_md = pcre2_match_data_create(1, NULL);
-    if (regex_md)
-        (void)pthread_setspecific(regex_md_key, regex_md);
-    return regex_md;
-}
-
-void mt_meta_router_thread_cleanup(void)
-{
-    if (!regex_md)
-        return;
-    (void)pthread_setspecific(regex_md_key, NULL);
-    pcre2_match_data_free(regex_md);
-    regex_md = NULL;
-}
-
-static bool regex_match(const mt_meta_match_t *m, mt_str_t v)
-{
-    pcre2_match_data *md = regex_thread_md();
+    pcre2_match_data *md = (pcre2_match_data *)scratch;
     if (!md || !m->re)
         return false;
     /* pcre2_match uses the JIT code when there is some. An empty value has ptr possibly
@@ -91,7 +67,7 @@ static bool regex_match(const mt_meta_match_t *m, mt_str_t v)
 
 /* ---- matching ---------------------------------------------------------------------------- */
 
-bool mt_meta_match_one(const mt_meta_match_t *m, const mt_msg_t *msg)
+bool mt_meta_match_one(const mt_meta_match_t *m, const mt_msg_t *msg, mt_meta_match_data_t *md)
 {
     const mt_str_t *v = mt_msg_get(msg, m->key.ptr, m->key.len);
     if (!v)
@@ -103,19 +79,20 @@ bool mt_meta_match_one(const mt_meta_match_t *m, const mt_msg_t *msg)
         return v->len >= m->value.len &&
                (m->value.len == 0 || memcmp(v->ptr, m->value.ptr, m->value.len) == 0);
     case MT_META_MATCH_REGEX:
-        return regex_match(m, *v);
+        return regex_match(m, *v, md);
     case MT_META_MATCH_PRESENT:
         return true;
     }
     return false;
 }
 
-const mt_meta_route_t *mt_meta_route_find(const mt_meta_listener_conf_t *lc, const mt_msg_t *msg)
+const mt_meta_route_t *mt_meta_route_find(const mt_meta_listener_conf_t *lc, const mt_msg_t *msg,
+                                          mt_meta_match_data_t *md)
 {
     for (uint32_t i = 0; lc && i < lc->n_routes; i++) {
         const mt_meta_route_t *r = &lc->routes[i];
         uint32_t j = 0;
-        while (j < r->n_match && mt_meta_match_one(&r->match[j], msg))
+        while (j < r->n_match && mt_meta_match_one(&r->match[j], msg, md))
             j++;
         if (j == r->n_match)
             return r;

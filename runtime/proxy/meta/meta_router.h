@@ -46,11 +46,17 @@ void mt_meta_ring_free(mt_meta_ring_t *ring);
 /* Stable 64-bit hash (FNV-1a with a final mix); the same in every process and build. */
 uint64_t mt_meta_hash(const void *p, size_t n);
 
-/* Whether one attribute condition holds for msg. */
-bool mt_meta_match_one(const mt_meta_match_t *m, const mt_msg_t *msg);
+/* Scratch for regex matches (PCRE2 match data), one per worker: the caller owns it. */
+typedef struct mt_meta_match_data mt_meta_match_data_t;
+mt_meta_match_data_t *mt_meta_match_data_new(void);
+void mt_meta_match_data_free(mt_meta_match_data_t *md);
+
+/* Whether one attribute condition holds for msg (md: the caller's regex scratch). */
+bool mt_meta_match_one(const mt_meta_match_t *m, const mt_msg_t *msg, mt_meta_match_data_t *md);
 
 /* The first route of lc whose conditions all hold; NULL when none does. */
-const mt_meta_route_t *mt_meta_route_find(const mt_meta_listener_conf_t *lc, const mt_msg_t *msg);
+const mt_meta_route_t *mt_meta_route_find(const mt_meta_listener_conf_t *lc, const mt_msg_t *msg,
+                                          mt_meta_match_data_t *md);
 
 /* A destination of r by weight; rnd is any uniformly random number. NULL if r has none. */
 const mt_meta_dest_t *mt_meta_dest_pick(const mt_meta_route_t *r, uint64_t rnd);
@@ -81,8 +87,5 @@ int64_t mt_meta_lb_pick(const mt_meta_subset_t *ss, const mt_meta_lb_env_t *env)
 
 /* Ring lookup only: the endpoint owning hash h (first point at or after h, wrapping). */
 uint32_t mt_meta_ring_owner(const mt_meta_ring_t *ring, uint64_t h);
-
-/* Per-thread regex scratch: frees this thread's match data (tests; workers do it at exit). */
-void mt_meta_router_thread_cleanup(void);
 
 #endif

@@ -18,14 +18,19 @@
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
+static mt_meta_match_data_t *match_data;
+
 static void meta_setup(void)
 {
     mt_stats_init(1);
+    match_data = mt_meta_match_data_new();
+    cr_assert_not_null(match_data);
 }
 
 static void meta_teardown(void)
 {
-    mt_meta_router_thread_cleanup();
+    mt_meta_match_data_free(match_data);
+    match_data = NULL;
 }
 
 TestSuite(meta, .init = meta_setup, .fini = meta_teardown);
@@ -108,7 +113,8 @@ static void msg_with(mt_msg_t *m, ...)
 
 static const char *route_of(const mt_snapshot_t *s, const mt_msg_t *m)
 {
-    const mt_meta_route_t *r = mt_meta_route_find(mt_meta_listener(&s->listeners[0]), m);
+    const mt_meta_route_t *r =
+        mt_meta_route_find(mt_meta_listener(&s->listeners[0]), m, match_data);
     return r ? r->name : "(none)";
 }
 
