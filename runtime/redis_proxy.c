@@ -19,6 +19,7 @@
 #include "runtime/log.h"
 #include "runtime/lua_bridge.h"
 
+#include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -1284,6 +1285,49 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
     sess_reply(s, o->data, o->len);
 }
 
+/* The client's address as "ip:port" (or "?"), for log lines about it. */
+static const char *sess_peer(const mt_rsess_t *s, char *out, size_t cap)
+{
+    struct sockaddr_storage sa;
+    int salen = sizeof(sa);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    snprintf(out, cap, "?");
+    if (uv_tcp_getpeername(&s->base.tcp, (struct sockaddr *)&sa, &salen) != 0)
+        return out;
+    if (sa.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&sa;
+        uv_ip4_name(in, ip, sizeof(ip));
+        snprintf(out, cap, "%s:%u", ip, ntohs(in->sin_port));
+    } else if (sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&sa;
+        uv_ip6_name(in6, ip, sizeof(ip));
+        snprintf(out, cap, "[%s]:%u", ip, ntohs(in6->sin6_port));
+    }
+    return out;
+}
+
+/*
+ * An HTTP request sent to a Redis port (a browser form, an SSRF) arrives as inline commands:
+ * "POST / HTTP/1.1", "Host: ...", headers, then a body that would run with the credentials
+ * meltemi holds for the upstream. Like redis-server (securityWarningCommand) the connection
+ * is closed at the first POST or Host: command, before anything after it is read. Only
+ * unknown commands get here, so known commands pay nothing for the check.
+ */
+static bool sess_cross_protocol(mt_rsess_t *s, const resp_request_t *req)
+{
+    const resp_arg_t *a = &req->argv[0];
+    if (!((a->len == 4 && strncasecmp(a->ptr, "post", 4) == 0) ||
+          (a->len == 5 && strncasecmp(a->ptr, "host:", 5) == 0)))
+        return false;
+    char peer[INET6_ADDRSTRLEN + 8];
+    mt_warn("listener %s: possible security attack from %s: an HTTP request ('%.*s') was sent "
+            "to a Redis port (cross-protocol scripting); connection closed",
+            s->base.conf->name, sess_peer(s, peer, sizeof(peer)), (int)a->len, a->ptr);
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_CROSS_PROTOCOL, 1);
+    sess_close(s);
+    return true;
+}
+
 static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
 {
     mt_worker_t *w = s->base.w;
@@ -1295,6 +1339,8 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
     resp_out_t *o = &mt_redis_scratch;
     if (!cmd) {
+        if (sess_cross_protocol(s, req))
+            return;
         o->len = 0;
         redis_reply_unknown_command(o, req->argc, req->argv);
         sess_reply(s, o->data, o->len);

@@ -373,6 +373,8 @@ static const stats_family_t stats_families[] = {
      "Malformed frames received from downstream clients."},
     {"meltemi_auth_failures_total", "counter", MT_STATS_LISTENER, MT_ST_AUTH_FAILURES,
      "Downstream authentication failures."},
+    {"meltemi_cross_protocol_closed_total", "counter", MT_STATS_LISTENER, MT_ST_CROSS_PROTOCOL,
+     "Connections closed because they sent an HTTP request (POST or Host:) to a Redis listener."},
     {"istio_requests_total", "counter", MT_STATS_LISTENER, MT_ST_REQUESTS_TOTAL,
      "Requests handled by the listener (Istio-compatible name)."},
     {"istio_request_duration_milliseconds", "histogram", MT_STATS_LISTENER, -1,

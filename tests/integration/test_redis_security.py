@@ -1,0 +1,71 @@
+"""
+Attacks on a Redis listener (issue 13): what a client that is not a Redis client, or has not
+authenticated, can make meltemi do. Each test reproduces the attack against a real
+redis-server behind meltemi and checks that it no longer works.
+"""
+
+import re
+
+import pytest
+
+from harness import RespConn
+
+
+def metric(meltemi, name):
+    """Sum of a counter over its series in /stats/prometheus."""
+    status, body = meltemi.http_get("/stats/prometheus")
+    assert status == 200
+    total = 0.0
+    for ln in body.splitlines():
+        m = re.match(r"^(\w+)(\{[^}]*\})? (\S+)$", ln)
+        if m and m.group(1) == name:
+            total += float(m.group(3))
+    return total
+
+
+# ---- cross-protocol requests (HTTP to a Redis port) --------------------------------------
+
+# A browser form or an SSRF posting to the Redis port: the headers are inline commands to
+# Redis and the body, without this check, runs with the password meltemi holds upstream.
+HTTP_POST = (b"POST / HTTP/1.1\r\n"
+             b"Host: 127.0.0.1:6379\r\n"
+             b"Content-Type: text/plain\r\n"
+             b"Content-Length: 15\r\n"
+             b"\r\n"
+             b"SET pwned yes\r\n")
+# A GET has no body, but the Host: header line still comes before anything else useful.
+HTTP_GET_THEN_BODY = (b"GET / HTTP/1.1\r\n"
+                      b"Host: 127.0.0.1:6379\r\n"
+                      b"\r\n"
+                      b"SET pwned yes\r\n")
+
+
+@pytest.mark.parametrize("request_bytes", [HTTP_POST, HTTP_GET_THEN_BODY], ids=["post", "host"])
+def test_http_request_to_redis_port_is_closed_and_never_runs(blog_env, request_bytes):
+    # step 1: meltemi authenticates upstream with the Secret; the client needs no password.
+    env = blog_env(step=1)
+    c = RespConn(env.host, env.port)
+    c.send_raw(request_bytes)
+    assert c.closed_by_peer(timeout=5), "meltemi must close the connection"
+    c.close()
+    # The body never reached the real server, which meltemi holds the password of.
+    assert env.redis.client().get("pwned") is None
+    assert metric(env.meltemi, "meltemi_cross_protocol_closed_total") == 1
+    log = env.meltemi.stderr()
+    assert re.search(r"security attack from 127\.0\.0\.1:\d+", log), log[-2000:]
+    # An ordinary client on the same listener is unaffected.
+    ok = RespConn(env.host, env.port)
+    assert ok.call("SET", "after", "1") == b"OK"
+    ok.close()
+    assert env.redis.client().get("after") == b"1"
+
+
+def test_post_as_a_multibulk_command_also_closes(blog_env):
+    # redis-server reacts to the command, whatever framing it came in.
+    env = blog_env(step=1)
+    c = RespConn(env.host, env.port)
+    c.send_raw(b"*1\r\n$4\r\npost\r\n*3\r\n$3\r\nSET\r\n$5\r\npwned\r\n$3\r\nyes\r\n")
+    assert c.closed_by_peer(timeout=5)
+    c.close()
+    assert env.redis.client().get("pwned") is None
+
