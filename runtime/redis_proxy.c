@@ -28,6 +28,10 @@
 
 #define SESSION_MAX_PENDING 1024      /* commands in flight per client before we pause it */
 #define SESSION_MAX_OUTPUT (4u << 20) /* reply bytes queued per client before we pause it */
+/* Before AUTH (where the listener requires it) a client gets only error replies; it may make
+ * us queue this much of them before we stop reading it, so an unauthenticated connection
+ * costs at most its read chunk (frames are capped by resp.h's RESP_UNAUTH_*) plus this. */
+#define SESSION_UNAUTH_MAX_OUTPUT (64u << 10)
 #define READ_MIN_ROOM 4096
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 1000
@@ -1210,6 +1214,13 @@ static bool secret_equal(const char *want, const char *got, size_t got_len)
     return CRYPTO_memcmp(a, b, alen) == 0;
 }
 
+/* Lifts the pre-auth parser limits (resp.h: RESP_UNAUTH_*) once the client has proved who it is. */
+static void sess_authenticated(mt_rsess_t *s)
+{
+    s->authenticated = true;
+    s->parser.unauthenticated = false;
+}
+
 static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const resp_arg_t *pass)
 {
     const mt_auth_t *a = &s->base.conf->redis.auth;
@@ -1235,7 +1246,7 @@ static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
     const resp_arg_t *user = req->argc == 3 ? &req->argv[1] : NULL;
     const resp_arg_t *pass = &req->argv[req->argc - 1];
     if (sess_check_credentials(s, user, pass)) {
-        s->authenticated = true;
+        sess_authenticated(s);
         sess_reply(s, "+OK\r\n", 5);
         return;
     }
@@ -1266,7 +1277,7 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
                                         "disabled.");
                 return;
             }
-            s->authenticated = true;
+            sess_authenticated(s);
             needs_auth = false;
             i += 2;
         }
@@ -1333,8 +1344,10 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     mt_worker_t *w = s->base.w;
     /* A reload is picked up at the next command; commands in flight keep the route they
      * were sent on. */
-    if (MT_UNLIKELY(s->base.snap != w->snap))
+    if (MT_UNLIKELY(s->base.snap != w->snap)) {
         mt_session_rebind(&s->base);
+        s->parser.unauthenticated = !s->authenticated && s->base.conf->redis.auth.password;
+    }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
     resp_out_t *o = &mt_redis_scratch;
@@ -1473,6 +1486,8 @@ static void sess_maybe_resume(mt_rsess_t *s)
         return;
     if (s->pending > SESSION_MAX_PENDING / 2 || mt_outq_pending(&s->out) > SESSION_MAX_OUTPUT / 2)
         return;
+    if (s->parser.unauthenticated && mt_outq_pending(&s->out) > SESSION_UNAUTH_MAX_OUTPUT / 2)
+        return;
     s->reading = true;
     uv_read_start((uv_stream_t *)&s->base.tcp, sess_alloc, sess_on_read);
 }
@@ -1507,6 +1522,9 @@ static void sess_process(mt_rsess_t *s)
     }
     if (s->pending >= SESSION_MAX_PENDING || mt_outq_pending(&s->out) >= SESSION_MAX_OUTPUT)
         sess_pause(s);
+    else if (MT_UNLIKELY(s->parser.unauthenticated) &&
+             mt_outq_pending(&s->out) >= SESSION_UNAUTH_MAX_OUTPUT)
+        sess_pause(s); /* NOAUTH replies the client does not read */
 }
 
 static void sess_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -1576,6 +1594,7 @@ void mt_redis_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->lctx.client_id = s->base.id;
     s->lctx.mode = "standalone";
     resp_req_parser_init(&s->parser, &resp_default_limits);
+    s->parser.unauthenticated = l->conf->redis.auth.password != NULL;
     mt_outq_init(&s->out, &w->pool, sess_on_write_done);
     s->out.stream = (uv_stream_t *)&s->base.tcp;
     mt_worker_session_add(w, &s->base);

@@ -5,6 +5,7 @@ redis-server behind meltemi and checks that it no longer works.
 """
 
 import re
+import socket
 
 import pytest
 
@@ -69,3 +70,59 @@ def test_post_as_a_multibulk_command_also_closes(blog_env):
     c.close()
     assert env.redis.client().get("pwned") is None
 
+
+# ---- unauthenticated clients and memory ---------------------------------------------------
+
+def status_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for ln in f:
+            if ln.startswith(field + ":"):
+                return int(ln.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_unauthenticated_huge_bulk_gets_redis_error_and_close(blog_env):
+    env = blog_env(step=2)  # the listener requires a client password
+    c = RespConn(env.host, env.port)
+    c.send_raw(b"*3\r\n$3\r\nSET\r\n$5\r\npwned\r\n$104857600\r\n")
+    assert c.read_reply() == "ERR Protocol error: unauthenticated bulk length"
+    assert c.closed_by_peer(timeout=5)
+    c.close()
+    c = RespConn(env.host, env.port)
+    c.send_raw(b"*100000\r\n")
+    assert c.read_reply() == "ERR Protocol error: unauthenticated multibulk length"
+    assert c.closed_by_peer(timeout=5)
+    c.close()
+
+
+def test_unauthenticated_clients_cannot_grow_meltemi_memory(blog_env):
+    env = blog_env(step=2)
+    pid = env.meltemi.proc.pid
+    before = status_kib(pid, "VmRSS")
+    chunk = b"x" * (1 << 20)
+    socks = []
+    for _ in range(3):  # 3 x 20 MiB of a bulk that never ends, no AUTH
+        s = socket.create_connection((env.host, env.port), timeout=10)
+        socks.append(s)
+        try:
+            s.sendall(b"*3\r\n$3\r\nSET\r\n$5\r\npwned\r\n$104857600\r\n")
+            for _ in range(20):
+                s.sendall(chunk)
+        except OSError:
+            pass  # meltemi closed the connection: that is the point
+    peak = status_kib(pid, "VmHWM")
+    for s in socks:
+        s.close()
+    # Without the pre-auth limits meltemi buffers all 60 MiB; allow far less than that.
+    assert peak - before < 24 * 1024, f"RSS grew from {before} KiB to a peak of {peak} KiB"
+    assert env.redis.client().get("pwned") is None
+
+
+def test_authenticated_client_keeps_big_values(blog_env):
+    env = blog_env(step=2)
+    c = RespConn(env.host, env.port)
+    assert c.call("AUTH", "testredis123!") == b"OK"
+    value = b"v" * (1 << 20)
+    assert c.call("SET", "big", value) == b"OK"
+    assert c.call("STRLEN", "big") == len(value)
+    c.close()
