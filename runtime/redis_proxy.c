@@ -752,8 +752,62 @@ void mt_rsess_push(mt_rsess_t *s, mt_rreq_t *r)
     s->pending++;
 }
 
+static void sess_drain(mt_session_t *base);
+static void sess_close(mt_rsess_t *s);
+static const char *sess_peer(const mt_rsess_t *s, char *out, size_t cap);
+
+/* How often the worker looks for sessions past their auth or idle timeout: a connection is
+ * closed between its timeout and its timeout plus this. One walk over the worker's sessions
+ * instead of a timer per connection, and nothing on the request path but the read callback's
+ * store of the loop time. */
+#define SESSION_SWEEP_MS 250
+static __thread uint64_t tl_next_sweep_ms;
+
+/* Closes s if its auth or idle timeout has passed; true if it did. */
+static bool sess_timed_out(mt_rsess_t *s, uint64_t now_ms)
+{
+    const mt_redis_listener_conf_t *rc = &s->base.conf->redis;
+    char peer[INET6_ADDRSTRLEN + 8];
+    if (rc->auth_timeout_ms && !s->authenticated && rc->auth.password &&
+        now_ms - s->accepted_ms >= rc->auth_timeout_ms) {
+        mt_info("listener %s: closing %s: not authenticated after %u ms", s->base.conf->name,
+                sess_peer(s, peer, sizeof(peer)), rc->auth_timeout_ms);
+        mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_TIMEOUTS, 1);
+        sess_close(s);
+        return true;
+    }
+    if (!rc->idle_timeout_ms)
+        return false;
+    if (s->pending || mt_outq_pending(&s->out)) { /* working, not idle */
+        s->active_ms = now_ms;
+        return false;
+    }
+    if (now_ms - s->active_ms < rc->idle_timeout_ms)
+        return false;
+    mt_debug("listener %s: closing %s: idle for %u ms", s->base.conf->name,
+             sess_peer(s, peer, sizeof(peer)), rc->idle_timeout_ms);
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_IDLE_TIMEOUTS, 1);
+    sess_close(s);
+    return true;
+}
+
+static void sess_sweep(mt_worker_t *w, uint64_t now_ms)
+{
+    if (now_ms < tl_next_sweep_ms)
+        return;
+    tl_next_sweep_ms = now_ms + SESSION_SWEEP_MS;
+    for (mt_session_t *b = w->sessions; b; b = b->next) {
+        if (b->drain != sess_drain) /* not a Redis session */
+            continue;
+        mt_rsess_t *s = (mt_rsess_t *)b;
+        if (!s->closing)
+            sess_timed_out(s, now_ms);
+    }
+}
+
 void mt_redis_tick(mt_worker_t *w, uint64_t now_ms)
 {
+    sess_sweep(w, now_ms);
     for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
         if (c->topo)
             mt_rcluster_tick(c, now_ms);
@@ -1543,6 +1597,7 @@ static void sess_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     s->rbuf->last += nread;
+    s->active_ms = uv_now(&s->base.w->loop); /* idle timeout; the loop's cached time */
     sess_process(s);
     sess_maybe_finish(s);
 }
@@ -1593,6 +1648,7 @@ void mt_redis_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->base.id = w->next_client_id++;
     s->lctx.client_id = s->base.id;
     s->lctx.mode = "standalone";
+    s->accepted_ms = s->active_ms = mt_worker_now_ms(w);
     resp_req_parser_init(&s->parser, &resp_default_limits);
     s->parser.unauthenticated = l->conf->redis.auth.password != NULL;
     mt_outq_init(&s->out, &w->pool, sess_on_write_done);

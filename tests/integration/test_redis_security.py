@@ -6,9 +6,11 @@ redis-server behind meltemi and checks that it no longer works.
 
 import re
 import socket
+import time
 
 import pytest
 
+import configs
 from harness import RespConn
 
 
@@ -126,3 +128,62 @@ def test_authenticated_client_keeps_big_values(blog_env):
     assert c.call("SET", "big", value) == b"OK"
     assert c.call("STRLEN", "big") == len(value)
     c.close()
+
+
+# ---- auth and idle timeouts -----------------------------------------------------------------
+
+def service_with_settings(settings):
+    """The blog's RedisService (client password testredis123!) plus meltemi settings."""
+    return configs.BLOG_STEP2 + "".join(f"    {ln}\n" for ln in settings)
+
+
+def deploy_timeouts(blog_env, settings):
+    files = {"redis-single.yaml": configs.STEP1,
+             "redis-service.yaml": service_with_settings(settings)}
+    return blog_env(files=files)
+
+
+def test_unauthenticated_connection_is_closed_after_auth_timeout(blog_env):
+    env = deploy_timeouts(blog_env, ["authTimeout: 500ms"])
+    idle = RespConn(env.host, env.port)
+    talker = RespConn(env.host, env.port)  # talking does not help: only AUTH does
+    assert talker.call("PING") == "NOAUTH Authentication required."
+    authed = RespConn(env.host, env.port)
+    assert authed.call("AUTH", configs.CLIENT_PASSWORD) == b"OK"
+    assert idle.closed_by_peer(timeout=10), "an unauthenticated connection must be closed"
+    assert talker.closed_by_peer(timeout=10)
+    # The authenticated one, older than the timeout by now, is still served.
+    assert authed.call("SET", "k", "v") == b"OK"
+    for c in (idle, talker, authed):
+        c.close()
+    assert metric(env.meltemi, "meltemi_auth_timeouts_total") == 2
+    assert re.search(r"closing 127\.0\.0\.1:\d+: not authenticated after 500 ms",
+                     env.meltemi.stderr())
+
+
+def test_idle_connection_is_closed_after_idle_timeout(blog_env):
+    env = deploy_timeouts(blog_env, ["idleTimeout: 1s"])
+    c = RespConn(env.host, env.port)
+    assert c.call("AUTH", configs.CLIENT_PASSWORD) == b"OK"
+    assert c.call("SET", "k", "v") == b"OK"
+    assert c.closed_by_peer(timeout=10), "an idle connection must be closed"
+    c.close()
+    assert metric(env.meltemi, "meltemi_idle_timeouts_total") == 1
+    assert metric(env.meltemi, "meltemi_auth_timeouts_total") == 0
+
+
+def test_active_authenticated_connection_is_kept(blog_env):
+    # idleTimeout is long against the gaps between commands, so only a broken idle clock
+    # (counting from the accept or the AUTH, not from the last command) closes it.
+    env = deploy_timeouts(blog_env, ["authTimeout: 300ms", "idleTimeout: 2s"])
+    c = RespConn(env.host, env.port)
+    assert c.call("AUTH", configs.CLIENT_PASSWORD) == b"OK"
+    deadline = time.monotonic() + 5
+    n = 0
+    while time.monotonic() < deadline:
+        assert c.call("INCR", "n") == n + 1
+        n += 1
+        time.sleep(0.1)
+    c.close()
+    assert metric(env.meltemi, "meltemi_idle_timeouts_total") == 0
+    assert metric(env.meltemi, "meltemi_auth_timeouts_total") == 0
