@@ -264,7 +264,7 @@ local REDIS_DEFAULTS = {
   op_timeout_ms = 5000, case_insensitive = false, enable_command_stats = false,
   max_buffer_size_before_flush = 0, buffer_flush_timeout_ms = 3,
   max_upstream_unknown_connections = 100, enable_hashtagging = true, enable_redirection = true,
-  read_policy = "MASTER",
+  read_policy = "MASTER", auth_timeout_ms = 10000, idle_timeout_ms = 0,
 }
 
 function M.redis_listener_defaults(cluster)

@@ -48,6 +48,8 @@ static const char RESP_ERR_INLINE_BIG[] = "Protocol error: too big inline reques
 static const char RESP_ERR_QUOTES[] = "Protocol error: unbalanced quotes in request";
 static const char RESP_ERR_MBULK_BIG[] = "Protocol error: too big mbulk count string";
 static const char RESP_ERR_BULK_BIG[] = "Protocol error: too big bulk count string";
+static const char RESP_ERR_UNAUTH_MBULK[] = "Protocol error: unauthenticated multibulk length";
+static const char RESP_ERR_UNAUTH_BULK[] = "Protocol error: unauthenticated bulk length";
 static const char RESP_ERR_OOM[] = "meltemi: out of memory while parsing the request";
 
 /* ==== numbers ============================================================================ */
@@ -222,6 +224,8 @@ static mt_status_t resp__req_count(resp_req_parser_t *p, const char *buf, size_t
     int64_t n;
     if (!resp__string2ll(buf + 1, cr - 1, &n) || n > INT_MAX || n > (int64_t)p->limits.max_args)
         return resp__req_fail(p, err, RESP_ERR_MBULK_LEN);
+    if (MT_UNLIKELY(p->unauthenticated) && n > RESP_UNAUTH_MAX_ARGS)
+        return resp__req_fail(p, err, RESP_ERR_UNAUTH_MBULK);
     p->pos = cr + 2;
     if (n <= 0) /* Redis ignores "*0" and "*-1": a frame with no command */
         return resp__req_done(p, buf, p->pos, false, out);
@@ -261,6 +265,8 @@ static mt_status_t resp__req_bulk_len(resp_req_parser_t *p, const char *buf, siz
     if (!resp__string2ll(buf + p->pos + 1, cr - p->pos - 1, &n) || n < 0 ||
         (uint64_t)n > p->limits.max_bulk_len)
         return resp__req_fail(p, err, RESP_ERR_BULK_LEN);
+    if (MT_UNLIKELY(p->unauthenticated) && n > RESP_UNAUTH_MAX_BULK_LEN)
+        return resp__req_fail(p, err, RESP_ERR_UNAUTH_BULK);
     if (!resp__req_reserve(p, p->argc + 1))
         return resp__req_fail(p, err, RESP_ERR_OOM);
     p->bulk_len = n;

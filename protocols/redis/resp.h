@@ -24,6 +24,10 @@
 #define RESP_DEFAULT_MAX_ARGS (1024 * 1024)              /* multibulk element count */
 #define RESP_DEFAULT_MAX_INLINE (64 * 1024)              /* PROTO_INLINE_MAX_SIZE */
 #define RESP_DEFAULT_MAX_DEPTH 64                        /* reply nesting */
+/* What redis-server accepts from a client that must authenticate and has not yet
+ * (processMultibulkBuffer): enough for AUTH / HELLO, nothing an attacker can grow. */
+#define RESP_UNAUTH_MAX_ARGS 10
+#define RESP_UNAUTH_MAX_BULK_LEN 16384
 
 typedef struct resp_limits {
     uint64_t max_bulk_len;
@@ -46,9 +50,14 @@ typedef struct resp_request {
     bool is_inline;   /* inline frames must be re-encoded as multibulk before forwarding */
 } resp_request_t;
 
-/* Private parser state; callers only init/free it. */
+/* Parser state: callers init/free it and may set `unauthenticated`; the rest is private. */
 typedef struct resp_req_parser {
     resp_limits_t limits;
+    /* Set by the caller while the client must still authenticate: multibulk counts above
+     * RESP_UNAUTH_MAX_ARGS and bulks above RESP_UNAUTH_MAX_BULK_LEN are then errors (Redis's
+     * "unauthenticated multibulk/bulk length"), so at most ~160 KiB is ever buffered for a
+     * client that has not proved who it is. Inline lines are bounded by max_inline anyway. */
+    bool unauthenticated;
     /* private */
     uint32_t state;
     size_t pos;       /* resume offset from frame start */

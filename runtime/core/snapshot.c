@@ -17,6 +17,7 @@
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_OP_TIMEOUT_MS 5000
+#define DEFAULT_AUTH_TIMEOUT_MS 10000 /* RedisService settings.authTimeout */
 
 char *mt_snap_field_str(lua_State *L, int t, const char *key)
 {
@@ -41,6 +42,13 @@ int64_t mt_snap_field_int(lua_State *L, int t, const char *key, int64_t dflt)
     int64_t v = lua_isnumber(L, -1) ? (int64_t)lua_tonumber(L, -1) : dflt;
     lua_pop(L, 1);
     return v;
+}
+
+/* A duration in ms, clamped to what a uint32_t holds (~49 days: "never" for a timeout). */
+static uint32_t field_ms(lua_State *L, int t, const char *key, uint32_t dflt)
+{
+    int64_t v = mt_snap_field_int(L, t, key, dflt);
+    return v < 0 ? 0 : v > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
 }
 
 bool mt_snap_field_bool(lua_State *L, int t, const char *key, bool dflt)
@@ -286,6 +294,7 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
     l->redis.enable_redirection = true;
     l->redis.enable_hashtagging = true;
     l->redis.max_upstream_unknown_connections = 100;
+    l->redis.auth_timeout_ms = DEFAULT_AUTH_TIMEOUT_MS;
     if (mt_snap_field_table(L, t, "redis")) {
         int rt = lua_gettop(L);
         read_auth(L, rt, &l->redis.auth);
@@ -305,6 +314,8 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
         l->redis.enable_hashtagging = mt_snap_field_bool(L, rt, "enable_hashtagging", true);
         l->redis.max_upstream_unknown_connections =
             (uint32_t)mt_snap_field_int(L, rt, "max_upstream_unknown_connections", 100);
+        l->redis.auth_timeout_ms = field_ms(L, rt, "auth_timeout_ms", DEFAULT_AUTH_TIMEOUT_MS);
+        l->redis.idle_timeout_ms = field_ms(L, rt, "idle_timeout_ms", 0);
         lua_pop(L, 1);
     }
     l->fingerprint = fingerprint_of(L, t);

@@ -74,6 +74,9 @@ typedef struct mt_redis_listener_conf {
     bool enable_redirection;                   /* follow MOVED / ASK (cluster mode) */
     bool enable_hashtagging;                   /* PROXY mode: hash only the {tag} of a key */
     uint32_t max_upstream_unknown_connections; /* nodes first met through a redirection */
+    uint32_t auth_timeout_ms; /* close if not authenticated by then (auth required); 0: never */
+    uint32_t
+        idle_timeout_ms; /* close after this long with no traffic, nothing in flight; 0: never */
 } mt_redis_listener_conf_t;
 
 typedef struct mt_listener_conf {

@@ -262,6 +262,28 @@ H.test("durations: 100ms, 1.5s, 2m, 1h accepted; others rejected", function()
   end
 end)
 
+H.test("authTimeout / idleTimeout: defaults, values, validation, warning without auth", function()
+  local function rs(settings)
+    return SE .. "---\napiVersion: redis.aeraki.io/v1alpha1\nkind: RedisService\nmetadata: {name: rs, namespace: "
+      .. "redis}\nspec:\n  host: [redis-single]\n  settings:\n" .. settings
+  end
+  local auth = "    auth: {plain: {password: pw}}\n"
+  local r = H.listener(H.snapshot_of({ ["a.yaml"] = rs(auth) }), "127.0.0.10:6379").redis
+  H.eq(r.auth_timeout_ms, 10000, "auth timeout default"); H.eq(r.idle_timeout_ms, 0, "idle timeout off by default")
+  local s = H.snapshot_of({ ["a.yaml"] = rs(auth .. "    authTimeout: 1500ms\n    idleTimeout: 1h\n") })
+  r = H.listener(s, "127.0.0.10:6379").redis
+  H.eq(r.auth_timeout_ms, 1500, "authTimeout"); H.eq(r.idle_timeout_ms, 3600000, "idleTimeout")
+  H.none(s.warnings, "authTimeout", "no warning with auth set")
+  r = H.listener(H.snapshot_of({ ["a.yaml"] = rs(auth .. "    authTimeout: 0s\n") }), "127.0.0.10:6379").redis
+  H.eq(r.auth_timeout_ms, 0, "0s turns it off")
+  s = H.snapshot_of({ ["a.yaml"] = rs("    authTimeout: 5s\n") })
+  H.find(s.warnings, "spec.settings.authTimeout: ignored: clients need no password here", "no auth: warned")
+  for _, f in ipairs({ "authTimeout", "idleTimeout" }) do
+    local e = H.errors_of({ ["a.yaml"] = rs("    " .. f .. ": 10\n") })
+    H.find(e, "spec.settings." .. f .. ": invalid duration", f)
+  end
+end)
+
 H.test("faults: DELAY needs a delay; bad type", function()
   local e = H.errors_of({ ["se.yaml"] = SE, ["f.yaml"] = [[
 apiVersion: redis.aeraki.io/v1alpha1

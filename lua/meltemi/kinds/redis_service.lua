@@ -50,6 +50,10 @@ K.schema = shapes.document({
       enableRedirection = T.bool(),
       readPolicy = T.enum({ "MASTER", "PREFER_MASTER", "REPLICA", "PREFER_REPLICA", "ANY" }),
       auth = shapes.auth,
+      -- meltemi extensions (not in Aeraki's API): close a client that has not authenticated
+      -- in time (only where auth is set), or that has been idle; "0s" turns either off.
+      authTimeout = T.dur(),
+      idleTimeout = T.dur(),
     }),
     redis = T.list(T.obj({
       match = T.obj({
@@ -83,6 +87,8 @@ local function compile_settings(obj, c, r, s)
   if s.enableHashtagging ~= nil then r.enable_hashtagging = s.enableHashtagging end
   if s.enableRedirection ~= nil then r.enable_redirection = s.enableRedirection end
   if s.readPolicy then r.read_policy = s.readPolicy end
+  if s.authTimeout then r.auth_timeout_ms = T.duration_ms(s.authTimeout) end
+  if s.idleTimeout then r.idle_timeout_ms = T.duration_ms(s.idleTimeout) end
 end
 
 -- The cluster a route target points at, seen from listener l. Reports and returns nil on a
@@ -155,6 +161,9 @@ function K.build(obj, c)
   local settings = spec.settings or {}
   local auth
   if settings.auth then auth = c:resolve_auth(obj, "spec.settings.auth", settings.auth) end
+  if settings.authTimeout and not settings.auth then
+    c:warn(obj, "spec.settings.authTimeout", "ignored: clients need no password here (no settings.auth)")
+  end
   for i, f in ipairs(spec.faults or {}) do
     if f.type == "ERROR" and f.delay then
       c:warn(obj, T.join(T.join("spec.faults", i), "delay"), "ignored for an ERROR fault")

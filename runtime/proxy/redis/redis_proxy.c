@@ -20,6 +20,7 @@
 #include "runtime/core/proxy.h"
 #include "runtime/proxy/redis/lua_bridge.h"
 
+#include <arpa/inet.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -28,6 +29,10 @@
 
 #define SESSION_MAX_PENDING 1024      /* commands in flight per client before we pause it */
 #define SESSION_MAX_OUTPUT (4u << 20) /* reply bytes queued per client before we pause it */
+/* Before AUTH (where the listener requires it) a client gets only error replies; it may make
+ * us queue this much of them before we stop reading it, so an unauthenticated connection
+ * costs at most its read chunk (frames are capped by resp.h's RESP_UNAUTH_*) plus this. */
+#define SESSION_UNAUTH_MAX_OUTPUT (64u << 10)
 #define READ_MIN_ROOM 4096
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 1000
@@ -748,8 +753,62 @@ void mt_rsess_push(mt_rsess_t *s, mt_rreq_t *r)
     s->pending++;
 }
 
+static void sess_drain(mt_session_t *base);
+static void sess_close(mt_rsess_t *s);
+static const char *sess_peer(const mt_rsess_t *s, char *out, size_t cap);
+
+/* How often the worker looks for sessions past their auth or idle timeout: a connection is
+ * closed between its timeout and its timeout plus this. One walk over the worker's sessions
+ * instead of a timer per connection, and nothing on the request path but the read callback's
+ * store of the loop time. */
+#define SESSION_SWEEP_MS 250
+static __thread uint64_t tl_next_sweep_ms;
+
+/* Closes s if its auth or idle timeout has passed; true if it did. */
+static bool sess_timed_out(mt_rsess_t *s, uint64_t now_ms)
+{
+    const mt_redis_listener_conf_t *rc = &s->base.conf->redis;
+    char peer[INET6_ADDRSTRLEN + 8];
+    if (rc->auth_timeout_ms && !s->authenticated && rc->auth.password &&
+        now_ms - s->accepted_ms >= rc->auth_timeout_ms) {
+        mt_info("listener %s: closing %s: not authenticated after %u ms", s->base.conf->name,
+                sess_peer(s, peer, sizeof(peer)), rc->auth_timeout_ms);
+        mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_TIMEOUTS, 1);
+        sess_close(s);
+        return true;
+    }
+    if (!rc->idle_timeout_ms)
+        return false;
+    if (s->pending || mt_outq_pending(&s->out)) { /* working, not idle */
+        s->active_ms = now_ms;
+        return false;
+    }
+    if (now_ms - s->active_ms < rc->idle_timeout_ms)
+        return false;
+    mt_debug("listener %s: closing %s: idle for %u ms", s->base.conf->name,
+             sess_peer(s, peer, sizeof(peer)), rc->idle_timeout_ms);
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_IDLE_TIMEOUTS, 1);
+    sess_close(s);
+    return true;
+}
+
+static void sess_sweep(mt_worker_t *w, uint64_t now_ms)
+{
+    if (now_ms < tl_next_sweep_ms)
+        return;
+    tl_next_sweep_ms = now_ms + SESSION_SWEEP_MS;
+    for (mt_session_t *b = w->sessions; b; b = b->next) {
+        if (b->drain != sess_drain) /* not a Redis session */
+            continue;
+        mt_rsess_t *s = (mt_rsess_t *)b;
+        if (!s->closing)
+            sess_timed_out(s, now_ms);
+    }
+}
+
 static void redis_tick(mt_worker_t *w, uint64_t now_ms)
 {
+    sess_sweep(w, now_ms);
     for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
         if (c->topo)
             mt_rcluster_tick(c, now_ms);
@@ -1210,6 +1269,13 @@ static bool secret_equal(const char *want, const char *got, size_t got_len)
     return CRYPTO_memcmp(a, b, alen) == 0;
 }
 
+/* Lifts the pre-auth parser limits (resp.h: RESP_UNAUTH_*) once the client has proved who it is. */
+static void sess_authenticated(mt_rsess_t *s)
+{
+    s->authenticated = true;
+    s->parser.unauthenticated = false;
+}
+
 static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const resp_arg_t *pass)
 {
     const mt_auth_t *a = &s->base.conf->redis.auth;
@@ -1235,7 +1301,7 @@ static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
     const resp_arg_t *user = req->argc == 3 ? &req->argv[1] : NULL;
     const resp_arg_t *pass = &req->argv[req->argc - 1];
     if (sess_check_credentials(s, user, pass)) {
-        s->authenticated = true;
+        sess_authenticated(s);
         sess_reply(s, "+OK\r\n", 5);
         return;
     }
@@ -1266,7 +1332,7 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
                                         "disabled.");
                 return;
             }
-            s->authenticated = true;
+            sess_authenticated(s);
             needs_auth = false;
             i += 2;
         }
@@ -1285,17 +1351,64 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
     sess_reply(s, o->data, o->len);
 }
 
+/* The client's address as "ip:port" (or "?"), for log lines about it. */
+static const char *sess_peer(const mt_rsess_t *s, char *out, size_t cap)
+{
+    struct sockaddr_storage sa;
+    int salen = sizeof(sa);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    snprintf(out, cap, "?");
+    if (uv_tcp_getpeername(&s->base.tcp, (struct sockaddr *)&sa, &salen) != 0)
+        return out;
+    if (sa.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&sa;
+        uv_ip4_name(in, ip, sizeof(ip));
+        snprintf(out, cap, "%s:%u", ip, ntohs(in->sin_port));
+    } else if (sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&sa;
+        uv_ip6_name(in6, ip, sizeof(ip));
+        snprintf(out, cap, "[%s]:%u", ip, ntohs(in6->sin6_port));
+    }
+    return out;
+}
+
+/*
+ * An HTTP request sent to a Redis port (a browser form, an SSRF) arrives as inline commands:
+ * "POST / HTTP/1.1", "Host: ...", headers, then a body that would run with the credentials
+ * meltemi holds for the upstream. Like redis-server (securityWarningCommand) the connection
+ * is closed at the first POST or Host: command, before anything after it is read. Only
+ * unknown commands get here, so known commands pay nothing for the check.
+ */
+static bool sess_cross_protocol(mt_rsess_t *s, const resp_request_t *req)
+{
+    const resp_arg_t *a = &req->argv[0];
+    if (!((a->len == 4 && strncasecmp(a->ptr, "post", 4) == 0) ||
+          (a->len == 5 && strncasecmp(a->ptr, "host:", 5) == 0)))
+        return false;
+    char peer[INET6_ADDRSTRLEN + 8];
+    mt_warn("listener %s: possible security attack from %s: an HTTP request ('%.*s') was sent "
+            "to a Redis port (cross-protocol scripting); connection closed",
+            s->base.conf->name, sess_peer(s, peer, sizeof(peer)), (int)a->len, a->ptr);
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_CROSS_PROTOCOL, 1);
+    sess_close(s);
+    return true;
+}
+
 static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
 {
     mt_worker_t *w = s->base.w;
     /* A reload is picked up at the next command; commands in flight keep the route they
      * were sent on. */
-    if (MT_UNLIKELY(s->base.snap != w->snap))
+    if (MT_UNLIKELY(s->base.snap != w->snap)) {
         mt_session_rebind(&s->base);
+        s->parser.unauthenticated = !s->authenticated && s->base.conf->redis.auth.password;
+    }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
     resp_out_t *o = &mt_redis_scratch;
     if (!cmd) {
+        if (sess_cross_protocol(s, req))
+            return;
         o->len = 0;
         redis_reply_unknown_command(o, req->argc, req->argv);
         sess_reply(s, o->data, o->len);
@@ -1428,6 +1541,8 @@ static void sess_maybe_resume(mt_rsess_t *s)
         return;
     if (s->pending > SESSION_MAX_PENDING / 2 || mt_outq_pending(&s->out) > SESSION_MAX_OUTPUT / 2)
         return;
+    if (s->parser.unauthenticated && mt_outq_pending(&s->out) > SESSION_UNAUTH_MAX_OUTPUT / 2)
+        return;
     s->reading = true;
     uv_read_start((uv_stream_t *)&s->base.tcp, sess_alloc, sess_on_read);
 }
@@ -1462,6 +1577,9 @@ static void sess_process(mt_rsess_t *s)
     }
     if (s->pending >= SESSION_MAX_PENDING || mt_outq_pending(&s->out) >= SESSION_MAX_OUTPUT)
         sess_pause(s);
+    else if (MT_UNLIKELY(s->parser.unauthenticated) &&
+             mt_outq_pending(&s->out) >= SESSION_UNAUTH_MAX_OUTPUT)
+        sess_pause(s); /* NOAUTH replies the client does not read */
 }
 
 static void sess_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -1480,6 +1598,7 @@ static void sess_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     s->rbuf->last += nread;
+    s->active_ms = uv_now(&s->base.w->loop); /* idle timeout; the loop's cached time */
     sess_process(s);
     sess_maybe_finish(s);
 }
@@ -1530,7 +1649,9 @@ static void redis_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->base.id = w->next_client_id++;
     s->lctx.client_id = s->base.id;
     s->lctx.mode = "standalone";
+    s->accepted_ms = s->active_ms = mt_worker_now_ms(w);
     resp_req_parser_init(&s->parser, &resp_default_limits);
+    s->parser.unauthenticated = l->conf->redis.auth.password != NULL;
     mt_outq_init(&s->out, &w->pool, sess_on_write_done);
     s->out.stream = (uv_stream_t *)&s->base.tcp;
     mt_worker_session_add(w, &s->base);

@@ -64,6 +64,8 @@ struct mt_rsess {
     bool closing;
     bool ran_chain;         /* Lua saw this connection: tell it when it closes */
     uv_timer_t *hold_timer; /* releases held replies (DELAY faults); lazily created */
+    uint64_t accepted_ms;   /* auth timeout: loop time of the accept */
+    uint64_t active_ms;     /* idle timeout: last read, or last sweep that saw work in flight */
 };
 
 typedef enum rup_state { RUP_CONNECTING = 0, RUP_READY, RUP_CLOSING } rup_state_t;

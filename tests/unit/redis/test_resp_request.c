@@ -420,3 +420,43 @@ Test(resp_request, parser_is_ready_for_the_next_frame_after_ok_and_reuses_scratc
     cr_assert_eq(resp_parse_request(&p, b, 0, &req, &err), MT_AGAIN);
     resp_req_parser_free(&p);
 }
+
+/* Redis's pre-auth limits: a client that must authenticate cannot make us buffer a big
+ * bulk or many arguments; the error comes from the length line, before any data. */
+static mt_status_t parse_unauthenticated(const char *in, size_t len, const char **err)
+{
+    resp_req_parser_t p;
+    resp_req_parser_init(&p, NULL);
+    p.unauthenticated = true;
+    resp_request_t req;
+    mt_status_t rc = resp_parse_request(&p, in, len, &req, err);
+    resp_req_parser_free(&p);
+    return rc;
+}
+
+Test(resp_request, unauthenticated_limits_refuse_big_bulks_and_counts)
+{
+    const char *err = NULL;
+    const char bulk[] = "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16385\r\n";
+    cr_assert_eq(parse_unauthenticated(bulk, sizeof(bulk) - 1, &err), MT_ERROR);
+    cr_assert_str_eq(err, "Protocol error: unauthenticated bulk length");
+    const char count[] = "*11\r\n";
+    cr_assert_eq(parse_unauthenticated(count, sizeof(count) - 1, &err), MT_ERROR);
+    cr_assert_str_eq(err, "Protocol error: unauthenticated multibulk length");
+    /* at the limits: still waiting for bytes, no error */
+    const char at_bulk[] = "*2\r\n$4\r\nAUTH\r\n$16384\r\n";
+    cr_assert_eq(parse_unauthenticated(at_bulk, sizeof(at_bulk) - 1, &err), MT_AGAIN);
+    const char at_count[] = "*10\r\n";
+    cr_assert_eq(parse_unauthenticated(at_count, sizeof(at_count) - 1, &err), MT_AGAIN);
+}
+
+Test(resp_request, authenticated_parser_keeps_the_normal_limits)
+{
+    resp_req_parser_t p;
+    resp_req_parser_init(&p, NULL);
+    resp_request_t req;
+    const char *err = NULL;
+    const char bulk[] = "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16385\r\n";
+    cr_assert_eq(resp_parse_request(&p, bulk, sizeof(bulk) - 1, &req, &err), MT_AGAIN);
+    resp_req_parser_free(&p);
+}
