@@ -6,6 +6,7 @@
 
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
+#include "runtime/core/session.h"
 #include "runtime/luajit/lua_env.h"
 
 #include <lauxlib.h>
@@ -237,7 +238,7 @@ static int listener_open(mt_worker_t *w, mt_listener_conf_t *conf, int fd)
 
 /* ---- snapshot, drain, stop ----------------------------------------------------------------- */
 
-static mt_wlistener_t *worker_find_listener(mt_worker_t *w, const char *name)
+mt_wlistener_t *mt_worker_find_listener(mt_worker_t *w, const char *name)
 {
     for (mt_wlistener_t *l = w->listeners; l; l = l->next) {
         if (strcmp(l->conf->name, name) == 0)
@@ -286,7 +287,7 @@ static void worker_apply_snapshot(mt_worker_t *w, mt_snapshot_t *snap, int *fds)
     mt_wlistener_t *keep = NULL;
     for (uint32_t i = 0; i < snap->n_listeners; i++) {
         mt_listener_conf_t *conf = &snap->listeners[i];
-        mt_wlistener_t *l = worker_find_listener(w, conf->name);
+        mt_wlistener_t *l = mt_worker_find_listener(w, conf->name);
         if (l) {
             for (mt_wlistener_t **pp = &w->listeners; *pp; pp = &(*pp)->next) {
                 if (*pp == l) {
@@ -334,22 +335,6 @@ static void worker_apply_snapshot(mt_worker_t *w, mt_snapshot_t *snap, int *fds)
     __atomic_store_n(&w->ready, 1, __ATOMIC_RELEASE);
 }
 
-void mt_session_rebind(mt_session_t *s)
-{
-    mt_worker_t *w = s->w;
-    mt_wlistener_t *l = worker_find_listener(w, s->conf->name);
-    if (!l || l->conf->protocol != s->conf->protocol)
-        return; /* the listener is gone: this connection keeps the snapshot it has */
-    mt_wcluster_ref(l->cluster);
-    mt_wcluster_unref(s->cluster);
-    s->cluster = l->cluster;
-    s->conf = l->conf;
-    s->li = (uint32_t)(l->conf - w->snap->listeners) + 1;
-    mt_snapshot_t *old = s->snap;
-    s->snap = mt_snapshot_ref(w->snap);
-    mt_snapshot_unref(old);
-}
-
 static void worker_close_walk(uv_handle_t *h, void *arg)
 {
     if (!uv_is_closing(h))
@@ -385,8 +370,10 @@ static void worker_drain(mt_worker_t *w)
     mt_session_t *next;
     for (mt_session_t *s = w->sessions; s; s = next) {
         next = s->next;
-        if (s->drain)
-            s->drain(s);
+        if (s->ops->drain)
+            s->ops->drain(s);
+        else
+            mt_session_finish(s);
     }
     mt_worker_maybe_finish(w);
 }

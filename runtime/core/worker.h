@@ -17,7 +17,8 @@
 #include <uv.h>
 
 typedef struct mt_worker mt_worker_t;
-typedef struct mt_rup mt_rup_t; /* Redis upstream connection (redis_upstream.c) */
+typedef struct mt_session mt_session_t; /* the client shell: session.h */
+typedef struct mt_rup mt_rup_t;         /* Redis upstream connection (redis_upstream.c) */
 
 /* A listener as one worker runs it. */
 typedef struct mt_wlistener {
@@ -90,7 +91,7 @@ struct mt_worker {
     mt_outq_t *flush_head;
     struct mt_rreq *req_free; /* free list of Redis requests */
     uint32_t n_req_free;
-    struct mt_session *sessions; /* every downstream connection (drain, reload) */
+    mt_session_t *sessions; /* every downstream connection (drain, reload) */
     uint32_t n_sessions;
     mt_rup_t *rups; /* every Redis upstream connection (timeouts) */
     uint64_t next_client_id;
@@ -112,20 +113,6 @@ typedef struct mt_mail_snap {
     int *fds;
     struct mt_mail_snap *next;
 } mt_mail_snap_t;
-
-/* A downstream connection; protocol handlers embed it first. */
-typedef struct mt_session {
-    uv_tcp_t tcp;
-    mt_worker_t *w;
-    mt_wlistener_t *lst;
-    mt_listener_conf_t *conf;
-    mt_snapshot_t *snap;         /* the snapshot this connection's requests run on */
-    struct mt_wcluster *cluster; /* its default destination (one reference) */
-    uint32_t li;                 /* 1-based index of conf in snap->listeners */
-    struct mt_session *prev, *next;
-    void (*drain)(struct mt_session *s); /* close when idle */
-    uint64_t id;
-} mt_session_t;
 
 /* Worker lifecycle (called by the main thread). */
 int mt_worker_start(mt_worker_t *w, unsigned id);
@@ -150,9 +137,8 @@ void mt_wcluster_ref(mt_wcluster_t *c);
 void mt_wcluster_unref(mt_wcluster_t *c);
 /* Retired clusters whose last user and connection are gone are freed by the tick. */
 void mt_worker_reap_clusters(mt_worker_t *w);
-/* At a request boundary: moves the session onto the worker's live snapshot, if its
- * listener still exists there. */
-void mt_session_rebind(mt_session_t *s);
+/* The worker's listener of that name, or NULL. */
+mt_wlistener_t *mt_worker_find_listener(mt_worker_t *w, const char *name);
 mt_wendpoint_t *mt_wendpoint_new(mt_wcluster_t *c, const char *address, uint16_t port,
                                  const struct sockaddr_storage *sa, const char *resolve_error);
 

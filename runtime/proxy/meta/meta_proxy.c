@@ -29,6 +29,7 @@
  */
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
+#include "runtime/core/session.h"
 #include "runtime/core/worker.h"
 #include "runtime/proxy/meta/meta_router.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
@@ -37,8 +38,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SESSION_MAX_PENDING 1024      /* requests in flight per client before we pause it */
-#define SESSION_MAX_OUTPUT (4u << 20) /* reply bytes queued per client before we pause it */
 #define READ_MIN_ROOM 4096
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 1000
@@ -124,14 +123,8 @@ struct meta_sess {
     const mt_codec_t *codec;
     void *dec; /* request decoder */
     mt_msg_t msg;
-    mt_buf_t *rbuf;
-    mt_outq_t out;
     meta_req_t *head, *tail; /* waiting for a reply, arrival order */
-    uint32_t pending;
-    bool in_order; /* replies leave in request order (the codec is not multiplexed) */
-    bool reading;
-    bool finishing; /* EOF, malformed input or drain: close once everything is answered */
-    bool closing;
+    bool in_order;           /* replies leave in request order (the codec is not multiplexed) */
 };
 
 /* Everything meta_proxy keeps per worker (w->proxy[MT_PROTO_META]). */
@@ -166,8 +159,6 @@ static uint64_t mw_rand(meta_worker_t *mw)
     return x * 0x2545f4914f6cdd1dull;
 }
 
-static void sess_close(meta_sess_t *s);
-static void sess_maybe_resume(meta_sess_t *s);
 static void up_close(meta_up_t *u);
 
 /* ---- request records ----------------------------------------------------------------------- */
@@ -449,7 +440,7 @@ static void sess_unlink(meta_sess_t *s, meta_req_t *r)
     else
         s->tail = r->sprev;
     r->sprev = r->snext = NULL;
-    s->pending--;
+    s->base.pending--;
 }
 
 static void sess_push(meta_sess_t *s, meta_req_t *r)
@@ -462,13 +453,7 @@ static void sess_push(meta_sess_t *s, meta_req_t *r)
     else
         s->head = r;
     s->tail = r;
-    s->pending++;
-}
-
-static void sess_maybe_finish(meta_sess_t *s)
-{
-    if (s->finishing && !s->closing && s->pending == 0 && mt_outq_pending(&s->out) == 0)
-        sess_close(s);
+    s->base.pending++;
 }
 
 /* In-order sessions: moves every answered request at the head into the output queue. */
@@ -479,7 +464,7 @@ static void sess_drain_done(meta_sess_t *s)
         meta_req_t *r = s->head;
         sess_unlink(s, r);
         if (r->reply.buf) {
-            mt_outq_add_slice(&s->out, r->reply);
+            mt_outq_add_slice(&s->base.out, r->reply);
             r->reply.buf = NULL;
         }
         req_free(mw, r);
@@ -504,12 +489,12 @@ static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const cha
         return;
     }
     sess_unlink(s, r);
-    mt_outq_add_ref(&s->out, b, p, len);
+    mt_outq_add_ref(&s->base.out, b, p, len);
     req_free(mw, r);
     if (s->in_order)
         sess_drain_done(s);
-    mt_worker_schedule_flush(w, &s->out);
-    sess_maybe_resume(s);
+    mt_worker_schedule_flush(w, &s->base.out);
+    mt_session_resume(&s->base);
 }
 
 static void req_deliver_copy(meta_worker_t *mw, meta_req_t *r, const uint8_t *p, size_t len)
@@ -521,7 +506,7 @@ static void req_deliver_copy(meta_worker_t *mw, meta_req_t *r, const uint8_t *p,
             sess_unlink(s, r);
         req_free(mw, r);
         if (s)
-            sess_close(s);
+            mt_session_close(&s->base);
         return;
     }
     req_deliver(mw, r, sl.buf, sl.p, sl.len);
@@ -537,18 +522,18 @@ static void sess_reply_local(meta_sess_t *s, const uint8_t *p, size_t len)
     if (len == 0)
         return;
     if (!s->in_order || !s->head) {
-        if (mt_outq_add_copy(&s->out, (const char *)p, len) != 0) {
-            sess_close(s);
+        if (mt_outq_add_copy(&s->base.out, (const char *)p, len) != 0) {
+            mt_session_close(&s->base);
             return;
         }
-        mt_worker_schedule_flush(w, &s->out);
+        mt_worker_schedule_flush(w, &s->base.out);
         return;
     }
     meta_req_t *r = req_new(mw);
-    if (!r || mt_slice_copy(&w->pool, &s->out.own, (const char *)p, len, &r->reply) != 0) {
+    if (!r || mt_slice_copy(&w->pool, &s->base.out.own, (const char *)p, len, &r->reply) != 0) {
         if (r)
             req_free(mw, r);
-        sess_close(s);
+        mt_session_close(&s->base);
         return;
     }
     r->done = true;
@@ -564,7 +549,7 @@ static void sess_error_now(meta_sess_t *s, const mt_msg_t *msg, mt_error_kind_t 
     mt_wbuf_t *o = &mw->scratch;
     o->len = 0;
     if (s->codec->on_error(msg, kind, text, o) != MT_OK) {
-        s->finishing = true; /* cannot answer natively: close once the rest is answered */
+        s->base.finishing = true; /* cannot answer natively: close once the rest is answered */
         return;
     }
     sess_reply_local(s, o->data, o->len);
@@ -612,7 +597,7 @@ static void req_fail(meta_worker_t *mw, meta_req_t *r, mt_error_kind_t kind, con
     if (req_error_bytes(mw, r, s->codec, kind, text, o) != 0 || o->len == 0) {
         sess_unlink(s, r);
         req_free(mw, r);
-        sess_close(s);
+        mt_session_close(&s->base);
         return;
     }
     req_deliver_copy(mw, r, o->data, o->len);
@@ -1099,7 +1084,7 @@ static void warn_no_mutation(meta_worker_t *mw, const mt_meta_route_t *rt,
                 rt->name ? rt->name : "?", err->text);
 }
 
-/* Forwards request msg (its frame lies in s->rbuf) along t. */
+/* Forwards request msg (its frame lies in s->base.rbuf) along t. */
 static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_t *t)
 {
     meta_worker_t *mw = mw_of(s->base.w);
@@ -1133,14 +1118,14 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
     if (msg->expects_reply) {
         r = req_new(mw);
         if (!r) {
-            sess_close(s);
+            mt_session_close(&s->base);
             return;
         }
         r->down_id = msg->request_id;
         r->start_ns = uv_hrtime();
         r->deadline_ms = mt_worker_now_ms(w) + mt_meta_listener(s->base.conf)->request_timeout_ms;
-        mt_buf_ref(s->rbuf);
-        r->frame = (mt_slice_t){s->rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
+        mt_buf_ref(s->base.rbuf);
+        r->frame = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
         if (rt && rt->n_response_mutation) {
             r->route = rt;
             r->snap = mt_snapshot_ref(s->base.snap);
@@ -1149,10 +1134,10 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
     /* the mirror copies the bytes before a multiplexed send rewrites their id in place */
     if (rt && rt->mirror)
         sess_mirror(s, rt, msg, p, len);
-    if (up_send(u, r, s->rbuf, p, len, copy) != 0) {
+    if (up_send(u, r, s->base.rbuf, p, len, copy) != 0) {
         if (r)
             req_free(mw, r);
-        sess_close(s);
+        mt_session_close(&s->base);
         return;
     }
     if (r)
@@ -1171,7 +1156,7 @@ static bool sess_rebind(meta_sess_t *s, const mt_msg_t *msg)
     /* The port changed protocol under this connection: answer with the codec it speaks and
      * close once everything is answered. */
     sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "meltemi: this port changed protocol; reconnect");
-    s->finishing = true;
+    s->base.finishing = true;
     return false;
 }
 
@@ -1198,106 +1183,48 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
         sess_forward(s, msg, &t);
 }
 
-/* ---- session I/O --------------------------------------------------------------------------- */
+/* ---- session shell hooks ------------------------------------------------------------------ */
 
-static void sess_closed(uv_handle_t *h)
+/* Orphan what upstreams still owe us; free what is answered or never left. */
+static void sess_on_close(mt_session_t *base)
 {
-    meta_sess_t *s = h->data;
-    mt_worker_t *w = s->base.w;
-    meta_worker_t *mw = mw_of(w);
-    mt_outq_reset(&s->out);
-    if (s->rbuf)
-        mt_buf_unref(&w->pool, s->rbuf);
-    s->codec->free(s->dec);
-    free(s->dec);
-    mt_msg_free(&s->msg);
-    mt_stat_add(s->base.conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, -1);
-    mt_wcluster_unref(s->base.cluster);
-    mt_snapshot_unref(s->base.snap);
-    mt_worker_session_remove(w, &s->base);
-    mw->n_sess--;
-    free(s);
-}
-
-static void sess_close(meta_sess_t *s)
-{
-    if (s->closing)
-        return;
-    mt_worker_t *w = s->base.w;
-    meta_worker_t *mw = mw_of(w);
-    s->closing = true;
-    if (s->reading)
-        uv_read_stop((uv_stream_t *)&s->base.tcp);
-    s->reading = false;
-    /* Orphan what upstreams still owe us; free what is answered or never left. */
+    meta_sess_t *s = (meta_sess_t *)base;
+    meta_worker_t *mw = mw_of(base->w);
     meta_req_t *next;
     for (meta_req_t *r = s->head; r; r = next) {
         next = r->snext;
         r->sprev = r->snext = NULL;
-        if (r->up) {
-            r->sess = NULL;
-        } else {
-            r->sess = NULL;
+        r->sess = NULL;
+        if (!r->up)
             req_free(mw, r);
-        }
     }
     s->head = s->tail = NULL;
-    s->pending = 0;
-    mt_worker_unschedule_flush(w, &s->out);
-    uv_close((uv_handle_t *)&s->base.tcp, sess_closed);
 }
 
-static void sess_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+static void sess_on_closed(mt_session_t *base)
 {
-    meta_sess_t *s = h->data;
-    if (mt_buf_make_room(&s->base.w->pool, &s->rbuf, READ_MIN_ROOM, 0) != 0) {
-        buf->base = NULL;
-        buf->len = 0;
-        return;
-    }
-    buf->base = s->rbuf->last;
-    buf->len = mt_buf_room(s->rbuf);
-}
-
-static void sess_pause(meta_sess_t *s)
-{
-    if (s->reading) {
-        uv_read_stop((uv_stream_t *)&s->base.tcp);
-        s->reading = false;
-    }
-}
-
-static void sess_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
-
-static void sess_maybe_resume(meta_sess_t *s)
-{
-    if (s->reading || s->closing || s->finishing)
-        return;
-    if (s->pending > SESSION_MAX_PENDING / 2 || mt_outq_pending(&s->out) > SESSION_MAX_OUTPUT / 2)
-        return;
-    s->reading = true;
-    uv_read_start((uv_stream_t *)&s->base.tcp, sess_alloc, sess_on_read);
+    meta_sess_t *s = (meta_sess_t *)base;
+    s->codec->free(s->dec);
+    free(s->dec);
+    mt_msg_free(&s->msg);
+    mw_of(base->w)->n_sess--;
 }
 
 static void sess_malformed(meta_sess_t *s, const mt_codec_err_t *err)
 {
-    char peer[64] = "?";
-    struct sockaddr_storage sa;
-    int salen = sizeof(sa);
-    if (uv_tcp_getpeername(&s->base.tcp, (struct sockaddr *)&sa, &salen) == 0 &&
-        sa.ss_family == AF_INET)
-        uv_ip4_name((struct sockaddr_in *)&sa, peer, sizeof(peer));
+    char peer[64];
     mt_warn("listener %s: client %s sent a malformed frame (%s); closing it after its answers",
-            s->base.conf->name, peer, err->text);
+            s->base.conf->name, mt_session_peer(&s->base, peer, sizeof(peer)), err->text);
     mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_PROTOCOL_ERRORS, 1);
-    s->finishing = true;
-    sess_pause(s);
+    s->base.finishing = true;
+    mt_session_pause(&s->base);
 }
 
-static void sess_process(meta_sess_t *s)
+static void sess_on_data(mt_session_t *base)
 {
-    mt_buf_t *b = s->rbuf;
-    while (b && b->pos < b->last && !s->finishing && !s->closing) {
+    meta_sess_t *s = (meta_sess_t *)base;
+    mt_buf_t *b = base->rbuf;
+    while (b && b->pos < b->last && !base->finishing && !base->closing) {
         mt_codec_err_t err = {0};
         mt_status_t rc =
             s->codec->decode(s->dec, (const uint8_t *)b->pos, mt_buf_unread(b), &s->msg, &err);
@@ -1310,57 +1237,13 @@ static void sess_process(meta_sess_t *s)
         sess_on_frame(s, &s->msg);
         b->pos += s->msg.frame_len;
     }
-    if (b && b->pos == b->last && !s->closing) {
-        /* Nothing unread: give the chunk back (it stays alive while slices reference it). */
-        mt_buf_unref(&s->base.w->pool, b);
-        s->rbuf = NULL;
-    }
-    if (s->pending >= SESSION_MAX_PENDING || mt_outq_pending(&s->out) >= SESSION_MAX_OUTPUT)
-        sess_pause(s);
 }
 
-static void sess_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-    meta_sess_t *s = st->data;
-    if (nread < 0) {
-        if (nread == UV_EOF) {
-            s->finishing = true;
-            sess_pause(s);
-            sess_maybe_finish(s);
-        } else {
-            sess_close(s);
-        }
-        return;
-    }
-    if (nread == 0)
-        return;
-    s->rbuf->last += nread;
-    sess_process(s);
-    sess_maybe_finish(s);
-}
-
-static void sess_on_write_done(mt_outq_t *q, int status)
-{
-    meta_sess_t *s = MT_CONTAINER_OF(q, meta_sess_t, out);
-    if (s->closing)
-        return;
-    if (status < 0) {
-        sess_close(s);
-        return;
-    }
-    if (s->finishing)
-        sess_maybe_finish(s);
-    else
-        sess_maybe_resume(s);
-}
-
-static void sess_drain(mt_session_t *base)
-{
-    meta_sess_t *s = (meta_sess_t *)base;
-    s->finishing = true;
-    sess_pause(s);
-    sess_maybe_finish(s);
-}
+static const mt_session_ops_t meta_sess_ops = {
+    .on_data = sess_on_data,
+    .on_close = sess_on_close,
+    .on_closed = sess_on_closed,
+};
 
 /* ---- per-worker tick: timeouts, retired clusters, drain ------------------------------------- */
 
@@ -1446,37 +1329,17 @@ static void meta_accept(mt_wlistener_t *l, uv_stream_t *server)
         free(s);
         return;
     }
-    uv_tcp_init(&w->loop, &s->base.tcp);
-    s->base.tcp.data = s;
-    if (uv_accept(server, (uv_stream_t *)&s->base.tcp) != 0) {
+    if (mt_session_accept(&s->base, l, server, &meta_sess_ops) != 0) {
         codec->free(dec);
         free(dec);
-        uv_close((uv_handle_t *)&s->base.tcp, (uv_close_cb)free);
         return;
     }
-    meta_worker_t *mw = mw_of(w);
     s->codec = codec;
     s->dec = dec;
     s->in_order = !(codec->flags & MT_CODEC_F_MULTIPLEXED);
     mt_msg_init(&s->msg);
-    s->base.w = w;
-    s->base.lst = l;
-    s->base.conf = l->conf;
-    s->base.snap = mt_snapshot_ref(w->snap);
-    s->base.cluster = l->cluster;
-    mt_wcluster_ref(l->cluster);
-    s->base.li = (uint32_t)(l->conf - w->snap->listeners) + 1;
-    s->base.drain = sess_drain;
-    s->base.id = w->next_client_id++;
-    mt_outq_init(&s->out, &w->pool, sess_on_write_done);
-    s->out.stream = (uv_stream_t *)&s->base.tcp;
-    mt_worker_session_add(w, &s->base);
-    mw->n_sess++;
-    mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_TOTAL, 1);
-    mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, 1);
-    uv_tcp_nodelay(&s->base.tcp, 1);
-    s->reading = true;
-    uv_read_start((uv_stream_t *)&s->base.tcp, sess_alloc, sess_on_read);
+    mw_of(w)->n_sess++;
+    mt_session_resume(&s->base);
 }
 
 /* ---- the proxy's registry entry ------------------------------------------------------------ */

@@ -754,6 +754,7 @@ void mt_rsess_push(mt_rsess_t *s, mt_rreq_t *r)
 }
 
 static void sess_drain(mt_session_t *base);
+static const mt_session_ops_t redis_sess_ops = {.drain = sess_drain};
 static void sess_close(mt_rsess_t *s);
 static const char *sess_peer(const mt_rsess_t *s, char *out, size_t cap);
 
@@ -798,7 +799,7 @@ static void sess_sweep(mt_worker_t *w, uint64_t now_ms)
         return;
     tl_next_sweep_ms = now_ms + SESSION_SWEEP_MS;
     for (mt_session_t *b = w->sessions; b; b = b->next) {
-        if (b->drain != sess_drain) /* not a Redis session */
+        if (b->ops != &redis_sess_ops) /* not a Redis session */
             continue;
         mt_rsess_t *s = (mt_rsess_t *)b;
         if (!s->closing)
@@ -1645,7 +1646,7 @@ static void redis_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->base.cluster = l->cluster;
     mt_wcluster_ref(l->cluster);
     s->base.li = (uint32_t)(l->conf - w->snap->listeners) + 1;
-    s->base.drain = sess_drain;
+    s->base.ops = &redis_sess_ops;
     s->base.id = w->next_client_id++;
     s->lctx.client_id = s->base.id;
     s->lctx.mode = "standalone";

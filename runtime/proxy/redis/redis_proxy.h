@@ -6,6 +6,7 @@
 #ifndef MELTEMI_REDIS_PROXY_H
 #define MELTEMI_REDIS_PROXY_H
 
+#include "runtime/core/session.h"
 #include "runtime/core/worker.h"
 
 #include "protocols/redis/commands.h"

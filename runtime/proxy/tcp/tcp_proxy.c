@@ -6,6 +6,7 @@
  */
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
+#include "runtime/core/session.h"
 #include "runtime/core/worker.h"
 
 #include <stdlib.h>
@@ -51,12 +52,9 @@ static void tsess_handle_closed(uv_handle_t *h)
         mt_buf_unref(&w->pool, t->d2u.rbuf);
     if (t->u2d.rbuf)
         mt_buf_unref(&w->pool, t->u2d.rbuf);
-    mt_stat_add(t->base.conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, -1);
     if (t->connected && t->cluster)
         mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, -1);
-    mt_wcluster_unref(t->base.cluster);
-    mt_snapshot_unref(t->base.snap);
-    mt_worker_session_remove(w, &t->base);
+    mt_session_release(&t->base);
     free(t);
 }
 
@@ -232,27 +230,19 @@ static void tsess_drain(mt_session_t *base)
     (void)base;
 }
 
+/* The shell gives the accept and the release; both directions' reading, writing and
+ * closing are this file's own (two sockets, no frames). */
+static const mt_session_ops_t tsess_ops = {.drain = tsess_drain};
+
 static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
 {
     mt_worker_t *w = l->w;
     mt_tsess_t *t = calloc(1, sizeof(*t));
     if (!t)
         return;
-    uv_tcp_init(&w->loop, &t->base.tcp);
-    t->base.tcp.data = t;
-    if (uv_accept(server, (uv_stream_t *)&t->base.tcp) != 0) {
-        uv_close((uv_handle_t *)&t->base.tcp, (uv_close_cb)free);
+    if (mt_session_accept(&t->base, l, server, &tsess_ops) != 0)
         return;
-    }
-    t->base.w = w;
-    t->base.lst = l;
-    t->base.conf = l->conf;
-    t->base.snap = mt_snapshot_ref(w->snap);
-    t->base.drain = tsess_drain;
-    t->base.id = w->next_client_id++;
     t->cluster = l->cluster;
-    t->base.cluster = l->cluster;
-    mt_wcluster_ref(l->cluster);
     uv_tcp_init(&w->loop, &t->up);
     t->up.data = t;
     uv_timer_init(&w->loop, &t->timer);
@@ -265,9 +255,6 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     mt_outq_init(&t->d2u.out, &w->pool, dir_on_write_done);
     mt_outq_init(&t->u2d.out, &w->pool, dir_on_write_done);
     t->u2d.out.stream = (uv_stream_t *)&t->base.tcp;
-    mt_worker_session_add(w, &t->base);
-    mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_TOTAL, 1);
-    mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, 1);
     mt_wendpoint_t *ep = tcp_pick(t->cluster);
     if (!ep) {
         mt_warn("listener %s: no upstream host; closing the client", l->conf->name);
@@ -280,7 +267,6 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
         return;
     }
     uv_timer_start(&t->timer, tsess_on_timeout, t->cluster->conf->connect_timeout_ms, 0);
-    uv_tcp_nodelay(&t->base.tcp, 1);
     dir_resume(&t->d2u);
 }
 
