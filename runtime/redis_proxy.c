@@ -561,8 +561,8 @@ static int rup_queue_auth(mt_rup_t *u, const mt_auth_t *a)
     uint32_t argc = 0;
     argv[argc++] = (resp_arg_t){"AUTH", 4};
     if (a->username)
-        argv[argc++] = (resp_arg_t){a->username, strlen(a->username)};
-    argv[argc++] = (resp_arg_t){a->password, strlen(a->password)};
+        argv[argc++] = (resp_arg_t){a->username, a->username_len};
+    argv[argc++] = (resp_arg_t){a->password, a->password_len};
     resp_out_t *o = &mt_redis_scratch;
     o->len = 0;
     resp_out_command(o, argc, argv);
@@ -1257,12 +1257,13 @@ static void sess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_re
 /* ---- local commands -----------------------------------------------------------------------------
  */
 
-/* Constant-time: compares digests, so neither content nor length leaks through timing. */
-static bool secret_equal(const char *want, const char *got, size_t got_len)
+/* Constant-time: compares digests, so neither content nor length leaks through timing. Byte
+ * strings with lengths: a password may contain NUL. */
+static bool secret_equal(const char *want, size_t want_len, const char *got, size_t got_len)
 {
     unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
     unsigned int alen = 0, blen = 0;
-    if (!EVP_Digest(want, strlen(want), a, &alen, EVP_sha256(), NULL) ||
+    if (!EVP_Digest(want, want_len, a, &alen, EVP_sha256(), NULL) ||
         !EVP_Digest(got, got_len, b, &blen, EVP_sha256(), NULL) || alen != blen)
         return false;
     return CRYPTO_memcmp(a, b, alen) == 0;
@@ -1279,8 +1280,10 @@ static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const 
 {
     const mt_auth_t *a = &s->base.conf->redis.auth;
     const char *want_user = a->username ? a->username : "default";
-    bool user_ok = user ? secret_equal(want_user, user->ptr, user->len) : a->username == NULL;
-    bool pass_ok = secret_equal(a->password, pass->ptr, pass->len);
+    size_t want_user_len = a->username ? a->username_len : strlen("default");
+    bool user_ok =
+        user ? secret_equal(want_user, want_user_len, user->ptr, user->len) : a->username == NULL;
+    bool pass_ok = secret_equal(a->password, a->password_len, pass->ptr, pass->len);
     return user_ok && pass_ok;
 }
 
