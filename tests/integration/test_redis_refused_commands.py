@@ -89,6 +89,11 @@ def test_refused_multi_state_covers_local_split_and_ends_at_discard(blog_env):
         3, refused("exec"), refused("discard")]
     d = direct(env)
     assert d.get("counter") == b"3" and d.exists("a", "b") == 0
+    # QUIT still closes a connection in that state.
+    c.send_raw(resp_encode("MULTI") + resp_encode("CLIENT", "UNBLOCK", "1") +
+               resp_encode("QUIT"))
+    assert [c.read_reply() for _ in range(3)] == [MULTI_REFUSED, not_applied("client"), b"OK"]
+    assert c.closed_by_peer(timeout=10)
     c.close()
 
 
@@ -247,6 +252,8 @@ def test_every_blocking_command_is_refused_and_non_blocking_xread_is_forwarded(b
         # answered by meltemi, never forwarded (it would pause every client of the server)
         ("ERR meltemi: 'client|pause' is not supported through the proxy",
          ("CLIENT", "PAUSE", "100000")),
+        ("ERR meltemi: 'client|unblock' is not supported through the proxy",
+         ("CLIENT", "UNBLOCK", "1")),
     ]
     for want, cmd in blocking:
         assert c.call(*cmd) == want, cmd
