@@ -79,7 +79,11 @@ UNSUPPORTED = {
     # connection for whoever uses it next - RESET would even de-authenticate it.
     "reset", "asking",
 }
-# XREAD / XREADGROUP stay FORWARD: only their BLOCK form is unsupported, the runtime checks.
+# XREAD / XREADGROUP stay FORWARD: only their BLOCK form is unsupported; the session asks
+# redis_command_can_block() before it forwards them. Every other command Redis flags
+# `blocking` is refused, so a Redis version that adds one cannot put it on a shared
+# upstream connection by omission from the list above.
+BLOCKING_FORWARDED = {"xread", "xreadgroup"}
 
 
 def proxy_kind(name, flags):
@@ -90,6 +94,8 @@ def proxy_kind(name, flags):
     if name in ALL_MASTERS:
         return "REDIS_PROXY_ALL_MASTERS"
     if name in UNSUPPORTED or "admin" in flags:
+        return "REDIS_PROXY_UNSUPPORTED"
+    if "blocking" in flags and name not in BLOCKING_FORWARDED:
         return "REDIS_PROXY_UNSUPPORTED"
     return "REDIS_PROXY_FORWARD"
 

@@ -19,6 +19,8 @@ PACKAGES=(
     # compiler that generates their code from tests/integration/peers/hello.thrift), Dubbo
     # peers in Node (hessian.js, dubbo2.js; npm installs them from the lockfile)
     python3-thrift thrift-compiler nodejs
+    # a third real Redis client for the refused-command tests: redis-rb (pulls in ruby)
+    ruby-redis
     # benchmark peers
     nutcracker haproxy
     # scripts: admin HTTP checks, process handling

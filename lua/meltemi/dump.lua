@@ -3,6 +3,8 @@
 --              keys sorted, so the same configuration always prints the same text.
 --   json(t) -> JSON for /config_dump, with every password and Secret value replaced by
 --              "<redacted>".
+--   lua_redacted(t) -> lua(t) with the same redaction, for `meltemi compile`. (lua(t) itself
+--              keeps every byte: the runtime fingerprints and ships snapshots with it.)
 -- Both refuse cycles and values that are not data (functions, userdata other than null).
 
 local json = require "meltemi.json"
@@ -118,7 +120,7 @@ function M.lua(t)
   return table.concat(out)
 end
 
--- ---- JSON with secrets redacted ------------------------------------------------------------
+-- ---- secrets redacted ----------------------------------------------------------------------
 
 local REDACTED = "<redacted>"
 local SECRET_KEYS = { password = true, token = true }
@@ -127,7 +129,7 @@ local SECRET_KEYS = { password = true, token = true }
 -- data / stringData value replaced by REDACTED.
 local function redact(v, key, in_secret, seen)
   if type(v) ~= "table" then
-    if SECRET_KEYS[key] and type(v) == "string" then return REDACTED end
+    if SECRET_KEYS[key] and v ~= NULL then return REDACTED end
     return v
   end
   if seen[v] then error("dump: the table contains a cycle", 0) end
@@ -159,5 +161,10 @@ function M.json(t)
   return json.encode(redact(t, nil, false, {}), { array_keys = ARRAY_KEYS, pretty = true })
 end
 
+function M.lua_redacted(t)
+  return M.lua(redact(t, nil, false, {}))
+end
+
+M.redact = function(t) return redact(t, nil, false, {}) end
 M.REDACTED = REDACTED
 return M

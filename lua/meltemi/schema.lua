@@ -70,6 +70,7 @@ function M.list(item, o)
 end
 
 -- T.map(value): string keys, every value of one type (labels, Secret data, ...).
+-- Any type takes { secret = true }: its type errors never quote the value.
 function M.map(value, o)
   o = make("map", o)
   o.value = value
@@ -156,6 +157,23 @@ local function describe(v)
 end
 M.describe = describe
 
+-- For fields marked secret ({ secret = true }: passwords, Secret data): the kind of value
+-- only, never the value, so a password written as a number (`password: 123456`) is not
+-- echoed by validate, the log or a POST /reload answer.
+local function describe_secret(v)
+  if v == NULL then return "null" end
+  local t = type(v)
+  if t == "table" then return describe(v) end
+  return (t == "number" and "a number" or t == "string" and "a string" or t == "boolean" and "a boolean"
+    or t) .. " (value redacted; write a secret as a quoted string)"
+end
+
+-- What a type error says it got.
+local function got(sch, v)
+  if sch.secret then return describe_secret(v) end
+  return describe(v)
+end
+
 -- The YAML loader tells lists from mappings in its line tables; the compiler installs
 -- M.node_kind(t) -> "map" | "seq" | nil before validating.
 local function is_seq(t)
@@ -177,7 +195,7 @@ local check
 
 local function check_object(sch, v, path, report)
   if type(v) ~= "table" or not is_map(v) then
-    return report(path, "expected a mapping, got " .. describe(v))
+    return report(path, "expected a mapping, got " .. got(sch, v))
   end
   local ok = true
   local keys = {}
@@ -229,7 +247,7 @@ end
 
 local function check_list(sch, v, path, report)
   if type(v) ~= "table" or not is_seq(v) then
-    return report(path, "expected a list, got " .. describe(v))
+    return report(path, "expected a list, got " .. got(sch, v))
   end
   local ok = true
   if sch.min_items and #v < sch.min_items then
@@ -245,7 +263,7 @@ end
 
 local function check_map(sch, v, path, report)
   if type(v) ~= "table" or not is_map(v) then
-    return report(path, "expected a mapping, got " .. describe(v))
+    return report(path, "expected a mapping, got " .. got(sch, v))
   end
   local ok = true
   local keys = {}
@@ -260,7 +278,7 @@ end
 local function check_number(sch, v, path, report)
   if type(v) ~= "number" or v ~= v then
     return report(path, "expected " .. (sch.t == "integer" and "an integer" or "a number")
-      .. ", got " .. describe(v))
+      .. ", got " .. got(sch, v))
   end
   if sch.t == "integer" and (v % 1 ~= 0 or v == math.huge or v == -math.huge) then
     return report(path, "expected an integer, got " .. tostring(v))
@@ -284,7 +302,7 @@ local checkers = {
   number = check_number,
   any = function() return true end,
   string = function(sch, v, path, report)
-    if type(v) ~= "string" then return report(path, "expected a string, got " .. describe(v)) end
+    if type(v) ~= "string" then return report(path, "expected a string, got " .. got(sch, v)) end
     if sch.non_empty and v == "" then return report(path, "must not be empty") end
     if sch.pattern and not v:match(sch.pattern) then
       return report(path, string.format("%q is not %s", v, sch.pattern_text or "valid"))
@@ -293,29 +311,29 @@ local checkers = {
     if problem then return report(path, problem) end
     return true
   end,
-  boolean = function(_, v, path, report)
-    if type(v) ~= "boolean" then return report(path, "expected true or false, got " .. describe(v)) end
+  boolean = function(sch, v, path, report)
+    if type(v) ~= "boolean" then return report(path, "expected true or false, got " .. got(sch, v)) end
     return true
   end,
   enum = function(sch, v, path, report)
     if type(v) ~= "string" then
-      return report(path, "expected one of " .. table.concat(sch.values, ", ") .. ", got " .. describe(v))
+      return report(path, "expected one of " .. table.concat(sch.values, ", ") .. ", got " .. got(sch, v))
     end
     for _, x in ipairs(sch.values) do
       if x == v then return true end
     end
     return report(path, string.format("%q is not one of %s", v, table.concat(sch.values, ", ")))
   end,
-  duration = function(_, v, path, report)
+  duration = function(sch, v, path, report)
     if type(v) ~= "string" or not M.parse_duration(v) then
       return report(path, string.format("invalid duration %s (use e.g. 100ms, 1.5s, 2m, 1h)",
-        type(v) == "string" and string.format("%q", v) or describe(v)))
+        type(v) == "string" and string.format("%q", v) or got(sch, v)))
     end
     return true
   end,
-  int_or_string = function(_, v, path, report)
+  int_or_string = function(sch, v, path, report)
     if (type(v) == "number" and v % 1 == 0) or (type(v) == "string" and v ~= "") then return true end
-    return report(path, "expected an integer or a name, got " .. describe(v))
+    return report(path, "expected an integer or a name, got " .. got(sch, v))
   end,
 }
 

@@ -57,14 +57,17 @@ M.tcp_settings = T.obj({
 })
 
 -- Aeraki's Auth: { plain { username, password } | secret { name, usernameField, passwordField } }
+-- The password and anything that may hold one by mistake (`auth: pw`, `plain: pw`) are
+-- secret: a type error says what kind of value it got, not the value.
 M.auth = T.obj({
-  plain = T.obj({ username = T.str(), password = T.str{ required = true } }),
+  plain = T.obj({ username = T.str(), password = T.str{ required = true, secret = true } },
+    { secret = true }),
   secret = T.obj({
     name = T.str{ required = true, non_empty = true },
     usernameField = T.str{ non_empty = true },
     passwordField = T.str{ non_empty = true },
   }),
-}, { one_of = { { "plain", "secret" } }, exactly_one = true })
+}, { one_of = { { "plain", "secret" } }, exactly_one = true, secret = true })
 
 -- Istio's / Aeraki's StringMatch: exactly one of exact, prefix, regex (RE2).
 local function regex_check(v, report)

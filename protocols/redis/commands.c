@@ -254,6 +254,38 @@ static void redis__xread_keys(uint32_t argc, const resp_arg_t *argv, redis__keys
         redis__keys_add(o, streams + 1 + i);
 }
 
+/* XREAD / XREADGROUP: does an option before STREAMS say BLOCK? The walk is Redis 7.0's
+ * xreadCommand: an option takes its value(s) only when they follow, BLOCK is tested first at
+ * each position, and STREAMS or anything unknown ends the options (Redis answers an unknown
+ * one with a syntax error, without blocking). It never answers false where Redis would
+ * block; where Redis would reject the options anyway it may answer true (refusing is then
+ * harmless). */
+static bool redis__xread_blocks(uint32_t argc, const resp_arg_t *argv)
+{
+    for (uint32_t i = 1; i < argc; i++) {
+        uint32_t more = argc - i - 1;
+        const resp_arg_t *a = &argv[i];
+        if (redis__arg_is(a, "block") && more)
+            return true;
+        if (redis__arg_is(a, "count") && more)
+            i++;
+        else if (redis__arg_is(a, "group") && more >= 2)
+            i += 2;
+        else if (!redis__arg_is(a, "noack"))
+            return false;
+    }
+    return false;
+}
+
+bool redis_command_can_block(const redis_command_t *cmd, uint32_t argc, const resp_arg_t *argv)
+{
+    if (cmd->keys_proc == REDIS_KEYS_PROC_XREAD) /* XREAD, XREADGROUP */
+        return redis__xread_blocks(argc, argv);
+    /* WAIT / WAITAOF wait for replicas (or the AOF) without Redis flagging them blocking */
+    return (cmd->flags & REDIS_CMD_BLOCKING) || strcmp(cmd->name, "wait") == 0 ||
+           strcmp(cmd->name, "waitaof") == 0;
+}
+
 /* SORT: Redis's sortGetKeys. The key, plus the target of the last STORE; LIMIT, GET and BY
  * values are skipped so that a pattern spelled "store" is not taken for the option. */
 static void redis__sort_keys(uint32_t argc, const resp_arg_t *argv, redis__keys_out_t *o)

@@ -118,6 +118,15 @@ const redis_command_t *redis_command_lookup_fullname(const char *name, size_t le
 uint32_t redis_command_keys(const redis_command_t *cmd, uint32_t argc, const resp_arg_t *argv,
                             uint32_t *idx, uint32_t max);
 
+/*
+ * added: whether this invocation can hold the connection it is sent on until something
+ * happens elsewhere (so it must never go on a shared upstream connection): commands Redis
+ * flags `blocking` (BLPOP, BZMPOP, BLMOVE, ...), WAIT and WAITAOF, and XREAD / XREADGROUP
+ * only when their options carry BLOCK (found case-insensitively, as Redis's xreadCommand
+ * walks the options, so a stream or value named "block" is not the keyword).
+ */
+bool redis_command_can_block(const redis_command_t *cmd, uint32_t argc, const resp_arg_t *argv);
+
 /* ---- private: the generated table (commands_table.c) ------------------------------------ */
 #define REDIS_COMMAND__HASH_SLOTS 4096
 extern const redis_command_t redis_command__table[REDIS_COMMAND_COUNT];

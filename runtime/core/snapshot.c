@@ -10,6 +10,7 @@
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
+#include <openssl/crypto.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,27 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define DEFAULT_OP_TIMEOUT_MS 5000
 #define DEFAULT_AUTH_TIMEOUT_MS 10000 /* RedisService settings.authTimeout */
+
+/* t[key] as a malloc'd NUL-terminated copy (NULL if absent); *len (if given) gets the byte
+ * length, which counts embedded NULs. */
+static char *field_bytes(lua_State *L, int t, const char *key, size_t *len)
+{
+    lua_getfield(L, t, key);
+    char *v = NULL;
+    size_t n = 0;
+    if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+        const char *s = lua_tolstring(L, -1, &n);
+        v = malloc(n + 1);
+        if (v) {
+            memcpy(v, s, n);
+            v[n] = '\0';
+        }
+    }
+    lua_pop(L, 1);
+    if (len)
+        *len = v ? n : 0;
+    return v;
+}
 
 char *mt_snap_field_str(lua_State *L, int t, const char *key)
 {
@@ -74,8 +96,8 @@ static void read_auth(lua_State *L, int t, mt_auth_t *a)
     if (!mt_snap_field_table(L, t, "auth"))
         return;
     int at = lua_gettop(L);
-    a->username = mt_snap_field_str(L, at, "username");
-    a->password = mt_snap_field_str(L, at, "password");
+    a->username = field_bytes(L, at, "username", &a->username_len);
+    a->password = field_bytes(L, at, "password", &a->password_len);
     lua_pop(L, 1);
 }
 
@@ -84,7 +106,7 @@ static void free_auth(mt_auth_t *a)
     free(a->username);
     if (a->password) {
         /* Do not leave the secret in freed memory. */
-        memset(a->password, 0, strlen(a->password));
+        OPENSSL_cleanse(a->password, a->password_len);
         free(a->password);
     }
 }

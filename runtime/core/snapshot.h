@@ -33,9 +33,14 @@ typedef enum mt_read_policy {
     MT_READ_ANY,
 } mt_read_policy_t;
 
+/* Credentials are byte strings: a Secret's base64 data may hold any byte, NUL included, so
+ * every user of these fields goes by the lengths, never strlen. Both strings are also
+ * NUL-terminated (after len bytes) for convenience. */
 typedef struct mt_auth {
     char *username; /* NULL: none */
+    size_t username_len;
     char *password; /* NULL: no auth configured */
+    size_t password_len;
 } mt_auth_t;
 
 typedef struct mt_endpoint_conf {

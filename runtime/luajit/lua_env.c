@@ -121,6 +121,22 @@ static int c_readfile(lua_State *L)
     return 1;
 }
 
+/* realpath(path) -> the absolute path with every symlink, "." and ".." resolved (the file
+ * must exist) | nil, "path: reason". Used to keep scriptFile inside the config directory. */
+static int c_realpath(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    char *resolved = realpath(path, NULL);
+    if (!resolved) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
+    }
+    lua_pushstring(L, resolved);
+    free(resolved);
+    return 1;
+}
+
 static int base64_value(unsigned char c)
 {
     if (c >= 'A' && c <= 'Z')
@@ -183,8 +199,8 @@ static int c_base64_decode(lua_State *L)
 static int luaopen_meltemi_c(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"yaml_load", mt_yaml_load},        {"listdir", c_listdir}, {"readfile", c_readfile},
-        {"base64_decode", c_base64_decode}, {NULL, NULL},
+        {"yaml_load", mt_yaml_load},        {"listdir", c_listdir},   {"readfile", c_readfile},
+        {"base64_decode", c_base64_decode}, {"realpath", c_realpath}, {NULL, NULL},
     };
     lua_newtable(L);
     luaL_register(L, NULL, fns);

@@ -19,6 +19,10 @@
 #include "runtime/core/log.h"
 #include "runtime/core/stats.h"
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +44,8 @@ typedef struct admin_client {
     uv_write_t write_req;
     uv_shutdown_t shutdown_req;
     mt_admin_t *admin;
-    struct admin_client *prev, *next; /* in admin->clients while not CLOSING */
+    struct admin_client *prev, *next; /* in admin->clients while not CLOSING; newest first */
+    struct sockaddr_storage peer;     /* for the per-address cap; zeroed if unknown */
     admin_client_state_t state;
     int open_handles; /* handles not yet closed; the client is freed at 0 */
     bool keep_alive;  /* after the response in flight */
@@ -55,7 +60,10 @@ struct mt_admin {
     uv_tcp_t listener;
     mt_admin_hooks_t hooks;
     admin_client_t *clients;
-    unsigned nclients; /* allocated clients, closing ones included */
+    unsigned nclients;              /* allocated clients, closing ones included */
+    unsigned nlinked;               /* clients in the list: not closing */
+    bool has_token;                 /* mutating endpoints need "Authorization: Bearer <token>" */
+    unsigned char token_sha256[32]; /* only the digest is kept, never the token itself */
     bool listener_open;
     bool stopping;
     int port;
@@ -70,14 +78,20 @@ typedef struct admin_request {
     bool keep_alive; /* what the client asked for (version default + Connection header) */
     size_t content_length;
     size_t total_len; /* request line + headers + body */
+    bool has_origin;  /* an Origin header: the request comes from a web page */
+    const char *host; /* Host header value (NULL: none) */
+    size_t host_len;
+    const char *authorization; /* Authorization header value (NULL: none) */
+    size_t authorization_len;
     int error_status; /* on MT_ERROR: the HTTP status to answer with */
 } admin_request_t;
 
 typedef struct admin_response {
     int status;
     const char *content_type;
-    const char *allow; /* Allow header for 405, else NULL */
-    char *body;        /* malloc'd, may be NULL for an empty body */
+    const char *allow;            /* Allow header for 405, else NULL */
+    const char *www_authenticate; /* WWW-Authenticate header for 401, else NULL */
+    char *body;                   /* malloc'd, may be NULL for an empty body */
     size_t body_len;
 } admin_response_t;
 
@@ -102,6 +116,10 @@ static const char *admin_reason(int status)
         return "OK";
     case 400:
         return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
     case 404:
         return "Not Found";
     case 405:
@@ -269,6 +287,18 @@ static mt_status_t admin_parse_header(const char *l, size_t n, admin_request_t *
         return admin_fail(rq, 411); /* we only take bodies with a Content-Length */
     if (admin_token_eq(l, name_len, "connection"))
         admin_parse_connection(v, vlen, rq);
+    if (admin_token_eq(l, name_len, "origin"))
+        rq->has_origin = true;
+    if (admin_token_eq(l, name_len, "host")) {
+        if (rq->host != NULL)
+            return admin_fail(rq, 400); /* RFC 9112 3.2: more than one Host */
+        rq->host = v;
+        rq->host_len = vlen;
+    }
+    if (admin_token_eq(l, name_len, "authorization")) {
+        rq->authorization = v;
+        rq->authorization_len = vlen;
+    }
     return MT_OK;
 }
 
@@ -462,8 +492,117 @@ static bool admin_method_allowed(const admin_route_t *route, const admin_request
     return strcmp(route->method, "GET") == 0 && rq->head;
 }
 
-static void admin_dispatch(mt_admin_t *a, const admin_request_t *rq, admin_response_t *r)
+/* ---- who may call a mutating endpoint ------------------------------------------------------ */
+
+/* host (a Host header value) is name:port, or name alone when port is 80. name is compared
+ * case-insensitively (DNS names, IPv6 hex). */
+static bool admin_host_is(const char *host, size_t n, const char *name, int port)
 {
+    size_t name_len = strlen(name);
+    if (n < name_len || strncasecmp(host, name, name_len) != 0)
+        return false;
+    if (n == name_len)
+        return port == 80;
+    char want[8];
+    int w = snprintf(want, sizeof(want), ":%d", port);
+    return n - name_len == (size_t)w && memcmp(host + name_len, want, (size_t)w) == 0;
+}
+
+/* The address this connection arrived on, as a Host header names it: "10.0.0.5", "[fe80::1]";
+ * an IPv4-mapped IPv6 address in its IPv4 form. Empty string if unknown. */
+static void admin_local_name(const admin_client_t *c, char *out, size_t size)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN];
+    out[0] = '\0';
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        if (inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip)))
+            snprintf(out, size, "%s", ip);
+        return;
+    }
+    const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a6)) {
+        if (inet_ntop(AF_INET, &a6->s6_addr[12], ip, sizeof(ip)))
+            snprintf(out, size, "%s", ip);
+    } else if (inet_ntop(AF_INET6, a6, ip, sizeof(ip))) {
+        snprintf(out, size, "[%s]", ip);
+    }
+}
+
+/* DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1 still sends
+ * "Host: evil.example:15000". A request without Host is not from a browser (they always
+ * send one) and passes. */
+static bool admin_host_allowed(const admin_client_t *c, const admin_request_t *rq)
+{
+    if (rq->host == NULL)
+        return true;
+    int port = c->admin->port;
+    static const char *const loopback[] = {"127.0.0.1", "localhost", "[::1]"};
+    for (size_t i = 0; i < MT_ARRAY_LEN(loopback); i++) {
+        if (admin_host_is(rq->host, rq->host_len, loopback[i], port))
+            return true;
+    }
+    char local[INET6_ADDRSTRLEN + 2];
+    admin_local_name(c, local, sizeof(local));
+    return local[0] != '\0' && admin_host_is(rq->host, rq->host_len, local, port);
+}
+
+/* Constant-time: compares SHA-256 digests, so neither the token nor its length leaks through
+ * timing. */
+static bool admin_token_ok(const mt_admin_t *a, const admin_request_t *rq)
+{
+    static const char scheme[] = "Bearer ";
+    size_t sl = sizeof(scheme) - 1;
+    if (rq->authorization == NULL || rq->authorization_len <= sl ||
+        strncasecmp(rq->authorization, scheme, sl) != 0)
+        return false;
+    const char *tok = rq->authorization + sl;
+    size_t n = rq->authorization_len - sl;
+    while (n > 0 && *tok == ' ') {
+        tok++;
+        n--;
+    }
+    unsigned char got[EVP_MAX_MD_SIZE];
+    unsigned int got_len = 0;
+    if (!EVP_Digest(tok, n, got, &got_len, EVP_sha256(), NULL) ||
+        got_len != sizeof(a->token_sha256))
+        return false;
+    return CRYPTO_memcmp(got, a->token_sha256, sizeof(a->token_sha256)) == 0;
+}
+
+/* Returns true if the request may go on; else fills r with the refusal (403 or 401). */
+static bool admin_mutation_allowed(const admin_client_t *c, const admin_request_t *rq,
+                                   admin_response_t *r)
+{
+    if (rq->has_origin) {
+        admin_response_text(r, 403,
+                            "forbidden: requests with an Origin header (sent by web browsers) "
+                            "may not call mutating admin endpoints\n");
+        return false;
+    }
+    if (!admin_host_allowed(c, rq)) {
+        admin_response_text(r, 403,
+                            "forbidden: the Host header must name the admin address "
+                            "(127.0.0.1:PORT, localhost:PORT or [::1]:PORT) on mutating "
+                            "admin endpoints\n");
+        return false;
+    }
+    if (c->admin->has_token && !admin_token_ok(c->admin, rq)) {
+        admin_response_text(r, 401,
+                            "unauthorized: this endpoint needs \"Authorization: Bearer "
+                            "<token>\" with the token of --admin-token-file\n");
+        r->www_authenticate = "Bearer realm=\"meltemi-admin\"";
+        return false;
+    }
+    return true;
+}
+
+static void admin_dispatch(admin_client_t *c, const admin_request_t *rq, admin_response_t *r)
+{
+    mt_admin_t *a = c->admin;
     for (size_t i = 0; i < MT_ARRAY_LEN(admin_routes); i++) {
         const admin_route_t *route = &admin_routes[i];
         if (strlen(route->path) != rq->path_len || memcmp(route->path, rq->path, rq->path_len) != 0)
@@ -473,6 +612,8 @@ static void admin_dispatch(mt_admin_t *a, const admin_request_t *rq, admin_respo
             r->allow = strcmp(route->method, "GET") == 0 ? "GET, HEAD" : route->method;
             return;
         }
+        if (strcmp(route->method, "GET") != 0 && !admin_mutation_allowed(c, rq, r))
+            return;
         route->handler(a, r);
         return;
     }
@@ -504,6 +645,7 @@ static void admin_client_close(admin_client_t *c)
     if (c->state == ADMIN_CLIENT_CLOSING)
         return;
     c->state = ADMIN_CLIENT_CLOSING;
+    c->admin->nlinked--;
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -584,12 +726,14 @@ static void admin_on_write(uv_write_t *req, int status)
 static void admin_client_send(admin_client_t *c, const admin_request_t *rq, admin_response_t *r)
 {
     char head[512];
-    int n = snprintf(head, sizeof(head),
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-                     "Cache-Control: no-cache\r\nConnection: %s\r\n%s%s%s\r\n",
-                     r->status, admin_reason(r->status), r->content_type, r->body_len,
-                     c->keep_alive ? "keep-alive" : "close", r->allow ? "Allow: " : "",
-                     r->allow ? r->allow : "", r->allow ? "\r\n" : "");
+    int n = snprintf(
+        head, sizeof(head),
+        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+        "Cache-Control: no-cache\r\nConnection: %s\r\n%s%s%s%s%s%s\r\n",
+        r->status, admin_reason(r->status), r->content_type, r->body_len,
+        c->keep_alive ? "keep-alive" : "close", r->allow ? "Allow: " : "", r->allow ? r->allow : "",
+        r->allow ? "\r\n" : "", r->www_authenticate ? "WWW-Authenticate: " : "",
+        r->www_authenticate ? r->www_authenticate : "", r->www_authenticate ? "\r\n" : "");
     size_t body_len = rq != NULL && rq->head ? 0 : r->body_len;
     c->out = malloc((size_t)n + body_len);
     if (c->out == NULL) {
@@ -611,7 +755,7 @@ static void admin_client_send(admin_client_t *c, const admin_request_t *rq, admi
         admin_client_close(c);
         return;
     }
-    uv_timer_start(&c->timer, admin_on_timeout, MT_ADMIN_IDLE_TIMEOUT_MS, 0);
+    uv_timer_start(&c->timer, admin_on_timeout, MT_ADMIN_WRITE_TIMEOUT_MS, 0);
 }
 
 static void admin_client_process(admin_client_t *c)
@@ -632,7 +776,7 @@ static void admin_client_process(admin_client_t *c)
     }
     c->keep_alive = rq.keep_alive;
     c->consumed = rq.total_len;
-    admin_dispatch(c->admin, &rq, &r);
+    admin_dispatch(c, &rq, &r);
     /* A handler that ran out of memory, or a hook that stopped the server (not supported, but
      * must not write to a closing handle). */
     if ((r.body == NULL && r.body_len > 0) || c->state == ADMIN_CLIENT_CLOSING) {
@@ -658,6 +802,65 @@ static void admin_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     admin_client_process(c);
 }
 
+/* Same peer IP (the port does not matter); an unknown peer matches nothing. */
+static bool admin_same_peer(const struct sockaddr_storage *x, const struct sockaddr_storage *y)
+{
+    if (x->ss_family != y->ss_family)
+        return false;
+    if (x->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)x)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)y)->sin_addr.s_addr;
+    if (x->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)x)->sin6_addr,
+                      &((const struct sockaddr_in6 *)y)->sin6_addr, sizeof(struct in6_addr)) == 0;
+    return false;
+}
+
+static unsigned admin_count_peer(const mt_admin_t *a, const admin_client_t *c)
+{
+    unsigned n = 0;
+    for (const admin_client_t *o = a->clients; o != NULL; o = o->next) {
+        if (o != c && admin_same_peer(&o->peer, &c->peer))
+            n++;
+    }
+    return n;
+}
+
+/*
+ * Makes room for c: closes the oldest other client that is only waiting for (the rest of) a
+ * request, from c's address when same_peer is set. Returns false if there is none, i.e.
+ * every other slot is busy sending a response. Idle connections are cheap to open, and the
+ * readiness probe must not lose to them; a client being answered is never cut off.
+ */
+static bool admin_evict_idle(mt_admin_t *a, const admin_client_t *c, bool same_peer)
+{
+    admin_client_t *victim = NULL;
+    for (admin_client_t *o = a->clients; o != NULL; o = o->next) {
+        if (o == c || o->state != ADMIN_CLIENT_READING)
+            continue;
+        if (same_peer && !admin_same_peer(&o->peer, &c->peer))
+            continue;
+        victim = o; /* the list is newest first: the last match is the oldest */
+    }
+    if (victim == NULL)
+        return false;
+    mt_debug("admin: connection limit reached, closing the oldest idle connection");
+    admin_client_close(victim);
+    return true;
+}
+
+/* Applies the per-address and total caps to a just-accepted c; false: refuse c. */
+static bool admin_admit(mt_admin_t *a, admin_client_t *c)
+{
+    /* Closed clients are freed on the next loop iteration; a burst of accepts must not pile
+     * them up without bound either. */
+    if (a->nclients > 2 * MT_ADMIN_MAX_CLIENTS)
+        return false;
+    if (admin_count_peer(a, c) >= MT_ADMIN_MAX_CLIENTS_PER_ADDR && !admin_evict_idle(a, c, true))
+        return false;
+    return a->nlinked <= MT_ADMIN_MAX_CLIENTS || admin_evict_idle(a, c, false);
+}
+
 static void admin_on_connection(uv_stream_t *server, int status)
 {
     mt_admin_t *a = server->data;
@@ -676,6 +879,7 @@ static void admin_on_connection(uv_stream_t *server, int status)
     c->tcp.data = c->timer.data = c;
     c->open_handles = 2;
     a->nclients++;
+    a->nlinked++;
     c->next = a->clients;
     if (a->clients)
         a->clients->prev = c;
@@ -685,8 +889,12 @@ static void admin_on_connection(uv_stream_t *server, int status)
         admin_client_close(c);
         return;
     }
-    if (a->nclients > MT_ADMIN_MAX_CLIENTS) {
-        mt_warn("admin: more than %d connections, closing a new one", MT_ADMIN_MAX_CLIENTS);
+    int peer_len = sizeof(c->peer);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &peer_len) != 0)
+        memset(&c->peer, 0, sizeof(c->peer));
+    if (!admin_admit(a, c)) {
+        mt_warn("admin: %d connections (%d per address) all busy, closing a new one",
+                MT_ADMIN_MAX_CLIENTS, MT_ADMIN_MAX_CLIENTS_PER_ADDR);
         admin_client_close(c);
         return;
     }
@@ -786,6 +994,46 @@ mt_admin_t *mt_admin_start(uv_loop_t *loop, const char *addr, const mt_admin_hoo
     a->port = admin_bound_port(&a->listener);
     mt_info("admin: listening on %s (port %d)", addr, a->port);
     return a;
+}
+
+int mt_admin_set_token_file(mt_admin_t *a, const char *path, char **err)
+{
+    char buf[4097];
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        *err =
+            admin_strdup_printf("admin: cannot read the token file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    bool failed = ferror(f) != 0;
+    fclose(f);
+    int rc = -1;
+    const char *why = NULL;
+    size_t start = 0;
+    if (failed)
+        why = "read error";
+    else if (n == sizeof(buf))
+        why = "longer than 4096 bytes";
+    while (why == NULL && n > start && strchr(" \t\r\n", buf[n - 1]) != NULL)
+        n--;
+    while (why == NULL && start < n && strchr(" \t", buf[start]) != NULL)
+        start++;
+    if (why == NULL && n == start)
+        why = "empty";
+    else if (why == NULL && memchr(buf + start, '\n', n - start) != NULL)
+        why = "more than one line";
+    unsigned int len = 0;
+    if (why == NULL &&
+        EVP_Digest(buf + start, n - start, a->token_sha256, &len, EVP_sha256(), NULL) &&
+        len == sizeof(a->token_sha256)) {
+        a->has_token = true;
+        rc = 0;
+    } else {
+        *err = admin_strdup_printf("admin: token file %s: %s", path, why ? why : "digest failed");
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return rc;
 }
 
 int mt_admin_port(const mt_admin_t *a)

@@ -7,10 +7,19 @@
  * GET /clusters, POST /reload. HEAD works wherever GET does. Unknown path -> 404, wrong
  * method -> 405 (with Allow), NULL hook -> 501, request over MT_ADMIN_MAX_REQUEST -> 413.
  *
- * Memory is bounded: at most MT_ADMIN_MAX_CLIENTS connections, each with a fixed request
- * buffer of MT_ADMIN_MAX_REQUEST bytes and at most one response (whatever a hook returned)
- * in flight. Keep-alive and pipelining are supported; idle connections close after
- * MT_ADMIN_IDLE_TIMEOUT_MS.
+ * Memory is bounded: at most MT_ADMIN_MAX_CLIENTS connections (MT_ADMIN_MAX_CLIENTS_PER_ADDR
+ * from one peer address), each with a fixed request buffer of MT_ADMIN_MAX_REQUEST bytes and
+ * at most one response (whatever a hook returned) in flight. A new connection over either cap
+ * evicts the oldest connection that is only waiting for a request (same address first), so
+ * idle sockets cannot lock the readiness probe out; it is refused only when every slot is
+ * busy writing. Keep-alive and pipelining are supported; a connection idle or with an
+ * incomplete request closes after MT_ADMIN_IDLE_TIMEOUT_MS.
+ *
+ * Mutating endpoints (every non-GET one: POST /reload) refuse what a browser can send on a
+ * web page's behalf (CSRF, DNS rebinding): a request with an Origin header, or with a Host
+ * that is neither a loopback name (127.0.0.1, localhost, [::1]) nor the address the
+ * connection arrived on, each with the admin's port, gets 403. With a token set
+ * (mt_admin_set_token_file) they also need "Authorization: Bearer <token>", else 401.
  */
 #ifndef MELTEMI_ADMIN_H
 #define MELTEMI_ADMIN_H
@@ -20,10 +29,12 @@
 
 #include <uv.h>
 
-#define MT_ADMIN_MAX_REQUEST 16384     /* request line + headers + body, bytes */
-#define MT_ADMIN_MAX_CLIENTS 128       /* connections beyond this are closed on accept */
-#define MT_ADMIN_IDLE_TIMEOUT_MS 30000 /* a request must complete within this; keep-alive idle */
-#define MT_ADMIN_LINGER_MS 2000        /* after an error reply, drain input this long, then close */
+#define MT_ADMIN_MAX_REQUEST 16384       /* request line + headers + body, bytes */
+#define MT_ADMIN_MAX_CLIENTS 128         /* connections at once, all peers */
+#define MT_ADMIN_MAX_CLIENTS_PER_ADDR 64 /* connections at once from one peer address */
+#define MT_ADMIN_IDLE_TIMEOUT_MS 5000    /* a request must complete within this; keep-alive idle */
+#define MT_ADMIN_WRITE_TIMEOUT_MS 30000  /* a response must be taken within this */
+#define MT_ADMIN_LINGER_MS 2000 /* after an error reply, drain input this long, then close */
 
 /*
  * Hooks into the server. Every hook may be NULL (the endpoint then answers 501). Strings a
@@ -50,6 +61,14 @@ typedef struct mt_admin mt_admin_t;
  */
 mt_admin_t *mt_admin_start(uv_loop_t *loop, const char *addr, const mt_admin_hooks_t *hooks,
                            char **err);
+
+/*
+ * Reads the bearer token mutating endpoints then require from path (one line; a trailing
+ * newline and surrounding blanks are dropped; at most 4 KiB). The token is never taken from
+ * the command line, where `ps` shows it. Returns 0, or -1 with a malloc'd *err (unreadable
+ * file, empty token); the server keeps its previous token then.
+ */
+int mt_admin_set_token_file(mt_admin_t *a, const char *path, char **err);
 
 /* The port actually bound (useful with port 0). */
 int mt_admin_port(const mt_admin_t *a);

@@ -134,7 +134,8 @@ int mt_cmd_compile(const char *dir)
     }
     int rc = config_compile_or_report(L, dir);
     if (rc == MT_EXIT_OK) {
-        if (mt_lua_call_module(L, "meltemi.dump", "lua", 1, 1) != 0) {
+        /* Passwords redacted, as in /config_dump: the output lands in terminals and CI logs. */
+        if (mt_lua_call_module(L, "meltemi.dump", "lua_redacted", 1, 1) != 0) {
             fprintf(stderr, "meltemi: internal error while printing: %s\n", lua_tostring(L, -1));
             rc = MT_EXIT_INVALID_CONFIG;
         } else {

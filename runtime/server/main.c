@@ -18,9 +18,14 @@ static const char usage_text[] =
     "Istio and Aeraki YAML you already write.\n"
     "\n"
     "commands:\n"
-    "  run -c DIR [--admin ADDR] [--workers N] [--log-level L] [--drain-timeout MS]\n"
+    "  run -c DIR [--admin ADDR] [--admin-token-file PATH] [--workers N] [--log-level L]\n"
+    "      [--drain-timeout MS]\n"
     "        serve the configuration in DIR (every *.yaml / *.yml file)\n"
     "        --admin ADDR       admin HTTP server address (default 127.0.0.1:15000; 'off')\n"
+    "        --admin-token-file PATH\n"
+    "                           POST /reload (every mutating admin endpoint) then needs\n"
+    "                           'Authorization: Bearer <token>', the token being the file's\n"
+    "                           one line (never given on the command line: ps shows it)\n"
     "        --workers N        worker threads (default: number of cores)\n"
     "        --log-level L      debug | info | warn | error (default info)\n"
     "        --drain-timeout MS how long SIGTERM waits for requests in flight (default 5000)\n"
@@ -67,6 +72,10 @@ static int cmd_run(int argc, char **argv)
             if (!v)
                 return usage_error("%s needs an address", a);
             o.admin_addr = v;
+        } else if (strcmp(a, "--admin-token-file") == 0) {
+            if (!v)
+                return usage_error("%s needs a file name", a);
+            o.admin_token_file = v;
         } else if (strcmp(a, "--workers") == 0) {
             if (!v || parse_uint(v, &o.workers) != 0 || o.workers > 64)
                 return usage_error("--workers needs a number from 0 to 64, got '%s'", v ? v : "");

@@ -485,6 +485,11 @@ int mt_server_run(const mt_server_options_t *opts)
                                   .clusters = hook_clusters,
                                   .reload = hook_reload};
         srv->admin = mt_admin_start(srv->loop, opts->admin_addr, &hooks, &err);
+        if (srv->admin && opts->admin_token_file &&
+            mt_admin_set_token_file(srv->admin, opts->admin_token_file, &err) != 0) {
+            mt_admin_stop(srv->admin);
+            srv->admin = NULL;
+        }
         if (!srv->admin) {
             mt_error("%s", err ? err : "admin: cannot start");
             free(err);

@@ -6,8 +6,9 @@
 
 typedef struct mt_server_options {
     const char *config_dir;
-    const char *admin_addr; /* "127.0.0.1:15000"; "off" disables the admin server */
-    unsigned workers;       /* 0: number of cores */
+    const char *admin_addr;       /* "127.0.0.1:15000"; "off" disables the admin server */
+    const char *admin_token_file; /* NULL: mutating admin endpoints need no token */
+    unsigned workers;             /* 0: number of cores */
     unsigned drain_timeout_ms;
 } mt_server_options_t;
 

@@ -67,7 +67,11 @@ H.test("compile: prints Lua that loads back to the snapshot", function()
   H.eq(code, 0, "exit code: " .. err)
   local snap = assert(loadstring(out))()
   H.eq(snap.listeners[1].name, "127.0.0.10:6379", "listener")
-  H.ok(H.same(snap, require("meltemi.compiler").compile_dir("examples/redis-demo")), "same as compile_dir")
+  local dump = require "meltemi.dump"
+  H.ok(H.same(snap, dump.redact(require("meltemi.compiler").compile_dir("examples/redis-demo"))),
+    "same as compile_dir, passwords redacted")
+  H.ok(out:find('password = "<redacted>"', 1, true), "passwords redacted: " .. out)
+  H.ok(not out:find("testredis", 1, true), "no password in the output")
 end)
 
 H.test("lua: a failing script prints a traceback and exits 1; arguments reach it", function()

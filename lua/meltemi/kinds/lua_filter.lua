@@ -4,7 +4,8 @@
 --     hosts: [redis-single]     # services it runs for (short names resolve as elsewhere)
 --     order: 10                 # lower runs first (default 0; ties by name)
 --     script: |                 # the module's source: returns { on_request = ..., on_response = ... }
---       ...                     # (or scriptFile: path relative to the config dir; code: an alias)
+--       ...                     # (or scriptFile: a file inside the config dir, path relative to
+--                               # it; code: an alias)
 --     config: { any: value }    # handed to the filter as is
 --
 -- The code is loaded here with the workers' sandbox (meltemi.sandbox), so a syntax error, or a
@@ -32,14 +33,36 @@ K.schema = shapes.document({
   }, { required = true, one_of = { { "script", "scriptFile", "code" } }, exactly_one = true }),
 })
 
+-- The file a scriptFile names, or nil, reason. It must lie inside the configuration
+-- directory (the directory of the file that holds the LuaFilter) once every symlink, "." and
+-- ".." is resolved: both sides go through realpath and are compared with a trailing "/", so
+-- "../../etc/passwd", "/etc/passwd" and a symlink in the directory that points out are all
+-- refused before anything is read. The reason never quotes the file's content.
+local function confined_script_path(obj, rel)
+  local dir = obj.file:match("^(.*)/[^/]*$") or "."
+  if dir == "" then dir = "/" end
+  local path = rel:sub(1, 1) == "/" and rel or dir .. "/" .. rel
+  local real_dir, derr = C.realpath(dir)
+  if not real_dir then return nil, "cannot read the script: " .. derr end
+  local real, err = C.realpath(path)
+  if not real then return nil, "cannot read the script: " .. err end
+  local prefix = real_dir:sub(-1) == "/" and real_dir or real_dir .. "/"
+  if real:sub(1, #prefix) ~= prefix then
+    return nil, string.format("%q is outside the configuration directory: scriptFile must name "
+      .. "a file inside it (symlinks are followed before checking)", rel)
+  end
+  return real
+end
+K.confined_script_path = confined_script_path
+
 -- The source of the filter: { field, text, chunkname } | nil after reporting. scriptFile is
 -- read relative to the directory of the file that holds the LuaFilter (the config dir).
 local function filter_source(obj, c, spec)
   if spec.scriptFile then
-    local path = spec.scriptFile
-    if path:sub(1, 1) ~= "/" then
-      local dir = obj.file:match("^(.*)/[^/]*$")
-      if dir then path = dir .. "/" .. path end
+    local path, perr = confined_script_path(obj, spec.scriptFile)
+    if not path then
+      c:error(obj, "spec.scriptFile", perr)
+      return nil
     end
     local text, err = C.readfile(path)
     if not text then

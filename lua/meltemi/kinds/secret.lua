@@ -27,8 +27,8 @@ end
 K.schema = shapes.document({
   type = T.str(),
   immutable = T.bool(),
-  data = T.map(T.str()),
-  stringData = T.map(T.str()),
+  data = T.map(T.str{ secret = true }, { secret = true }),
+  stringData = T.map(T.str{ secret = true }, { secret = true }),
 })
 K.schema.check = check_base64
 

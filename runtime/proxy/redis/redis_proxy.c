@@ -562,8 +562,8 @@ static int rup_queue_auth(mt_rup_t *u, const mt_auth_t *a)
     uint32_t argc = 0;
     argv[argc++] = (resp_arg_t){"AUTH", 4};
     if (a->username)
-        argv[argc++] = (resp_arg_t){a->username, strlen(a->username)};
-    argv[argc++] = (resp_arg_t){a->password, strlen(a->password)};
+        argv[argc++] = (resp_arg_t){a->username, a->username_len};
+    argv[argc++] = (resp_arg_t){a->password, a->password_len};
     resp_out_t *o = &mt_redis_scratch;
     o->len = 0;
     resp_out_command(o, argc, argv);
@@ -1202,6 +1202,33 @@ static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
     return handled;
 }
 
+/* form: "" or how this use differs from the command's supported one (" with BLOCK") */
+static void sess_refuse(mt_rsess_t *s, const char *name, const char *form)
+{
+    char text[256];
+    snprintf(text, sizeof(text),
+             "ERR meltemi: '%s'%s is not supported through the proxy (it needs a dedicated "
+             "upstream connection)",
+             name, form);
+    mt_rsess_reply_error(s, text);
+}
+
+/*
+ * A command that would hold its shared upstream connection (and every client pipelined
+ * behind it) until something happens elsewhere: XREAD/XREADGROUP ... BLOCK. The other
+ * blocking commands are UNSUPPORTED in the table and never get here. Answers and returns
+ * true when refused.
+ */
+static bool sess_refuse_blocking(mt_rsess_t *s, const redis_command_t *cmd,
+                                 const resp_request_t *req)
+{
+    if (MT_LIKELY(!(cmd->flags & REDIS_CMD_BLOCKING)) ||
+        !redis_command_can_block(cmd, req->argc, req->argv))
+        return false;
+    sess_refuse(s, cmd->name, " with BLOCK");
+    return true;
+}
+
 /* A command on a listener with policies or filters: ask Lua, then carry out the verdict. */
 static void sess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
                         const char *frame)
@@ -1244,6 +1271,12 @@ static void sess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_re
         }
         verdict_rewrite(v, cmd, req, argv, &rewritten);
         use = &rewritten;
+        /* a filter's msg:set may have written BLOCK into XREAD's options */
+        if (v->n_sets && sess_refuse_blocking(s, cmd, use)) {
+            if (argv != small)
+                free(argv);
+            return;
+        }
     }
     for (uint32_t i = 0; i < v->n_mirrors; i++) {
         if (v->mirrors[i] <= w->n_cluster_index)
@@ -1259,12 +1292,13 @@ static void sess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_re
 /* ---- local commands -----------------------------------------------------------------------------
  */
 
-/* Constant-time: compares digests, so neither content nor length leaks through timing. */
-static bool secret_equal(const char *want, const char *got, size_t got_len)
+/* Constant-time: compares digests, so neither content nor length leaks through timing. Byte
+ * strings with lengths: a password may contain NUL. */
+static bool secret_equal(const char *want, size_t want_len, const char *got, size_t got_len)
 {
     unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
     unsigned int alen = 0, blen = 0;
-    if (!EVP_Digest(want, strlen(want), a, &alen, EVP_sha256(), NULL) ||
+    if (!EVP_Digest(want, want_len, a, &alen, EVP_sha256(), NULL) ||
         !EVP_Digest(got, got_len, b, &blen, EVP_sha256(), NULL) || alen != blen)
         return false;
     return CRYPTO_memcmp(a, b, alen) == 0;
@@ -1281,8 +1315,10 @@ static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const 
 {
     const mt_auth_t *a = &s->base.conf->redis.auth;
     const char *want_user = a->username ? a->username : "default";
-    bool user_ok = user ? secret_equal(want_user, user->ptr, user->len) : a->username == NULL;
-    bool pass_ok = secret_equal(a->password, pass->ptr, pass->len);
+    size_t want_user_len = a->username ? a->username_len : strlen("default");
+    bool user_ok =
+        user ? secret_equal(want_user, want_user_len, user->ptr, user->len) : a->username == NULL;
+    bool pass_ok = secret_equal(a->password, a->password_len, pass->ptr, pass->len);
     return user_ok && pass_ok;
 }
 
@@ -1395,6 +1431,36 @@ static bool sess_cross_protocol(mt_rsess_t *s, const resp_request_t *req)
     return true;
 }
 
+/*
+ * After a refused MULTI the client may believe it is queueing a transaction: until its EXEC
+ * or DISCARD nothing is applied. Commands are answered an error saying so (Redis would have
+ * queued them), EXEC gets Redis's answer for a transaction with errors, DISCARD +OK (what
+ * Redis answers to a DISCARD after MULTI, and what clients check for), a nested MULTI
+ * Redis's text. QUIT still closes. Answers and returns true unless the command is QUIT.
+ */
+static bool sess_in_refused_tx(mt_rsess_t *s, const redis_command_t *cmd)
+{
+    if (mt_rcmd_is(cmd, "exec")) {
+        s->tx_refused = false;
+        mt_rsess_reply_error(s, "EXECABORT Transaction discarded because of previous errors.");
+    } else if (mt_rcmd_is(cmd, "discard")) {
+        s->tx_refused = false;
+        sess_reply(s, "+OK\r\n", 5);
+    } else if (mt_rcmd_is(cmd, "multi")) {
+        mt_rsess_reply_error(s, "ERR MULTI calls can not be nested");
+    } else if (mt_rcmd_is(cmd, "quit")) {
+        return false;
+    } else {
+        char text[256];
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: '%s' not applied: MULTI was refused on this connection, so "
+                 "nothing is sent to Redis until EXEC or DISCARD",
+                 cmd->name);
+        mt_rsess_reply_error(s, text);
+    }
+    return true;
+}
+
 static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
 {
     mt_worker_t *w = s->base.w;
@@ -1428,6 +1494,10 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
         return;
     }
+    /* Before anything can act on the command: local answers, Lua (a filter could mirror
+     * it), splitting, cluster routing. */
+    if (MT_UNLIKELY(s->tx_refused) && sess_in_refused_tx(s, cmd))
+        return;
     switch (cmd->proxy) {
     case REDIS_PROXY_LOCAL:
         if (mt_rcmd_is(cmd, "auth")) {
@@ -1448,15 +1518,14 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
             sess_forward(s, cmd, req, frame);
             return;
         }
-        char text[256];
-        snprintf(text, sizeof(text),
-                 "ERR meltemi: '%s' is not supported through the proxy (it needs a dedicated "
-                 "upstream connection)",
-                 cmd->name);
-        mt_rsess_reply_error(s, text);
+        if (mt_rcmd_is(cmd, "multi"))
+            s->tx_refused = true;
+        sess_refuse(s, cmd->name, "");
         return;
     }
     default:
+        if (sess_refuse_blocking(s, cmd, req))
+            return;
         if (MT_UNLIKELY(mt_bridge_has_chain(w, s->base.li)) && s->base.snap == w->snap)
             sess_policy(s, cmd, req, frame);
         else

@@ -63,7 +63,10 @@ struct mt_rsess {
     bool reading;
     bool finishing; /* EOF, QUIT, protocol error or drain: close once everything is written */
     bool closing;
-    bool ran_chain;         /* Lua saw this connection: tell it when it closes */
+    bool ran_chain; /* Lua saw this connection: tell it when it closes */
+    /* MULTI was refused: until EXEC or DISCARD every command is answered "not applied" and
+     * nothing reaches an upstream (the client may believe it is queueing a transaction) */
+    bool tx_refused;
     uv_timer_t *hold_timer; /* releases held replies (DELAY faults); lazily created */
     uint64_t accepted_ms;   /* auth timeout: loop time of the accept */
     uint64_t active_ms;     /* idle timeout: last read, or last sweep that saw work in flight */

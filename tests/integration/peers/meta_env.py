@@ -301,7 +301,7 @@ class DubboProvider(Peer):
 
 
 # ------------------------------------------------------------------------------------------
-# Node packages (hessian.js, dubbo2.js), installed by the tests themselves
+# Node packages (hessian.js, dubbo2.js, ioredis), installed by the tests themselves
 # ------------------------------------------------------------------------------------------
 
 NETWORK_ERRORS = ("ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT", "ECONNREFUSED", "ECONNRESET",
@@ -309,7 +309,7 @@ NETWORK_ERRORS = ("ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT", "ECONNREFUSED", "ECONNR
 
 
 def node_modules_ready():
-    probe = ("require('hessian.js'); require('dubbo2.js'); "
+    probe = ("require('hessian.js'); require('dubbo2.js'); require('ioredis'); "
              "require('dubbo2.js/es7/socket-worker'); process.stdout.write('ok')")
     r = subprocess.run(["node", "-e", probe], cwd=NODE_DIR, capture_output=True, text=True,
                        timeout=30)
@@ -335,10 +335,10 @@ def install_node_peers():
     if r.returncode != 0:
         text = r.stdout + r.stderr
         if any(e in text for e in NETWORK_ERRORS):
-            return f"npm registry unreachable, cannot install the Dubbo peers: {text.strip()[-400:]}"
+            return f"npm registry unreachable, cannot install the Node peers: {text.strip()[-400:]}"
         raise AssertionError(f"npm ci failed ({r.returncode}):\n{text[-3000:]}")
     if not node_modules_ready():
-        raise AssertionError("npm ci succeeded but hessian.js / dubbo2.js do not load")
+        raise AssertionError("npm ci succeeded but hessian.js / dubbo2.js / ioredis do not load")
     return None
 
 

@@ -290,6 +290,64 @@ Test(commands, keys_of_xread_and_xreadgroup)
     cr_assert_str_eq(keys_of("XREAD STREAMS"), "");
 }
 
+/* true when the line can block the connection it is sent on */
+static bool can_block(const char *line)
+{
+    static line_t l;
+    split(&l, line);
+    const redis_command_t *cmd = redis_command_lookup(l.argv[0].ptr, l.argv[0].len);
+    cr_assert_not_null(cmd, "%s", line);
+    return redis_command_can_block(cmd, l.argc, l.argv);
+}
+
+Test(commands, xread_blocks_only_with_a_block_option_in_any_case)
+{
+    cr_assert(can_block("XREAD BLOCK 0 STREAMS s $"));
+    cr_assert(can_block("xread count 1 block 100 streams s $"));
+    cr_assert(can_block("XREAD BlOcK 0 STREAMS s $"));
+    cr_assert(can_block("XREADGROUP GROUP g c BLOCK 0 STREAMS s >"));
+    cr_assert(can_block("xreadgroup group block c noack Block 5 streams s >"));
+    cr_assert(can_block("XREADGROUP GROUP g c COUNT 1 NOACK BLOCK 0 STREAMS a b > >"));
+    cr_assert_not(can_block("XREAD STREAMS s 0"));
+    cr_assert_not(can_block("XREAD COUNT 1 STREAMS s 0"));
+    cr_assert_not(can_block("XREAD STREAMS block 0"), "a stream named block");
+    cr_assert_not(can_block("XREAD STREAMS s block"), "an id spelled block");
+    cr_assert_not(can_block("XREADGROUP GROUP block block STREAMS s >"), "group/consumer names");
+    cr_assert_not(can_block("XREAD COUNT 1 BLOCK"), "BLOCK without a value: syntax error");
+    cr_assert_not(can_block("XREAD FOO BLOCK 0 STREAMS s $"), "unknown option: syntax error");
+}
+
+Test(commands, every_blocking_command_is_refused_or_checked_per_call)
+{
+    /* Nothing that can block may be forwarded on a shared upstream connection: a command
+     * Redis flags blocking is UNSUPPORTED, except XREAD/XREADGROUP whose BLOCK form the
+     * session refuses through redis_command_can_block. */
+    size_t n, nsub;
+    const redis_command_t *t = redis_command_table(&n);
+    uint32_t per_call = 0;
+    for (size_t i = 0; i < n; i++) {
+        const redis_command_t *subs = redis_command_subcommands(&t[i], &nsub);
+        for (size_t j = 0; j <= nsub; j++) {
+            const redis_command_t *c = j == 0 ? &t[i] : &subs[j - 1];
+            if (!(c->flags & REDIS_CMD_BLOCKING))
+                continue;
+            if (c->keys_proc == REDIS_KEYS_PROC_XREAD) {
+                cr_assert_eq(c->proxy, REDIS_PROXY_FORWARD, "%s", c->name);
+                per_call++;
+            } else {
+                cr_assert_eq(c->proxy, REDIS_PROXY_UNSUPPORTED, "%s", c->name);
+                cr_assert(redis_command_can_block(c, 0, NULL), "%s", c->name);
+            }
+        }
+    }
+    cr_assert_eq(per_call, 2, "xread and xreadgroup");
+    cr_assert_eq(lookup("wait")->proxy, REDIS_PROXY_UNSUPPORTED);
+    cr_assert(can_block("WAIT 1 0"));
+    cr_assert_null(lookup("waitaof"), "Redis 7.2: unknown to the 7.0 table, never forwarded");
+    cr_assert_not(can_block("GET k"));
+    cr_assert_not(can_block("EVAL x 0"), "commands inside a script cannot block");
+}
+
 Test(commands, keys_of_sort_and_migrate_follow_redis_procedures)
 {
     cr_assert_str_eq(keys_of("SORT k"), "k");

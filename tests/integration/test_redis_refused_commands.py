@@ -1,0 +1,354 @@
+"""
+Commands meltemi refuses must not be applied anyway, and nothing that can block may reach a
+shared upstream connection (issue 10):
+
+- a refused MULTI leaves the client believing it queues a transaction: everything up to its
+  EXEC or DISCARD is answered "not applied" and never reaches Redis, EXEC answers EXECABORT;
+- XREAD / XREADGROUP with BLOCK (any case) and every command Redis flags blocking are refused,
+  so another client pipelined on the same upstream connection is answered at once.
+
+Real clients against a real redis-server: redis-py (Debian's python3-redis), ioredis (npm,
+installed from tests/integration/peers/node's lockfile), redis-rb (Debian's ruby-redis), and
+raw RESP in one write. What was applied is read from redis-server directly, never through
+meltemi. Timeouts are generous: the assertions are on replies and data, not on timing.
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import redis
+
+import configs
+from cluster_fixtures import (CLUSTER_VIP, cluster_proxy, redis_cluster,  # noqa: F401
+                              shared_cluster)
+from harness import REPO, RespConn, RespError, free_port, redis_py, resp_encode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+from meta_env import install_node_peers  # noqa: E402
+
+PEERS = REPO / "tests" / "integration" / "peers"
+EXECABORT = "EXECABORT Transaction discarded because of previous errors."
+MULTI_REFUSED = ("ERR meltemi: 'multi' is not supported through the proxy (it needs a "
+                 "dedicated upstream connection)")
+
+
+def not_applied(name):
+    return (f"ERR meltemi: '{name}' not applied: MULTI was refused on this connection, so "
+            "nothing is sent to Redis until EXEC or DISCARD")
+
+
+def block_refused(name):
+    return (f"ERR meltemi: '{name}' with BLOCK is not supported through the proxy (it needs a "
+            "dedicated upstream connection)")
+
+
+def refused(name):
+    return (f"ERR meltemi: '{name}' is not supported through the proxy (it needs a dedicated "
+            "upstream connection)")
+
+
+def direct(env):
+    """redis-py on the redis-server itself, bypassing meltemi."""
+    return env.redis.client()
+
+
+# ---- refused MULTI: raw RESP --------------------------------------------------------------
+
+def test_pipelined_multi_set_incr_exec_in_one_write_applies_nothing(blog_env):
+    env = blog_env(step=1)
+    direct(env).set("counter", "5")
+    c = RespConn(env.host, env.port, timeout=10)
+    c.send_raw(resp_encode("MULTI") + resp_encode("SET", "tx-key", "v") +
+               resp_encode("INCR", "counter") + resp_encode("EXEC") +
+               resp_encode("GET", "counter"))
+    assert [c.read_reply() for _ in range(5)] == [
+        MULTI_REFUSED, not_applied("set"), not_applied("incr"), EXECABORT, b"5"]
+    assert direct(env).get("counter") == b"5"
+    assert direct(env).exists("tx-key") == 0
+    # EXEC ended the state: the connection forwards again.
+    assert c.call("INCR", "counter") == 6
+    c.close()
+
+
+def test_refused_multi_state_covers_local_split_and_ends_at_discard(blog_env):
+    env = blog_env(step=1)
+    direct(env).set("counter", "1")
+    c = RespConn(env.host, env.port, timeout=10)
+    stream = [("INCR", "counter"), ("MULTI",), ("PING",), ("MSET", "a", "1", "b", "2"),
+              ("DEL", "counter"), ("MULTI",), ("XREAD", "BLOCK", "0", "STREAMS", "s", "$"),
+              ("DISCARD",), ("INCR", "counter"), ("EXEC",), ("DISCARD",)]
+    c.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
+    assert [c.read_reply() for _ in stream] == [
+        2, MULTI_REFUSED, not_applied("ping"), not_applied("mset"), not_applied("del"),
+        RespError("ERR MULTI calls can not be nested"), not_applied("xread"), b"OK",
+        3, refused("exec"), refused("discard")]
+    d = direct(env)
+    assert d.get("counter") == b"3" and d.exists("a", "b") == 0
+    # QUIT still closes a connection in that state.
+    c.send_raw(resp_encode("MULTI") + resp_encode("CLIENT", "UNBLOCK", "1") +
+               resp_encode("QUIT"))
+    assert [c.read_reply() for _ in range(3)] == [MULTI_REFUSED, not_applied("client"), b"OK"]
+    assert c.closed_by_peer(timeout=10)
+    c.close()
+
+
+def test_refused_multi_after_noauth_and_auth_inside_it(blog_env):
+    # With a client password: an unauthenticated MULTI is NOAUTH (as in Redis, no
+    # transaction starts); an authenticated one is refused, and an AUTH inside is not
+    # applied either.
+    env = blog_env(step=2)
+    direct(env).set("counter", "10")
+    c = RespConn(env.host, env.port, timeout=10)
+    stream = [("MULTI",), ("INCR", "counter"), ("AUTH", configs.CLIENT_PASSWORD),
+              ("INCR", "counter"), ("MULTI",), ("AUTH", configs.CLIENT_PASSWORD),
+              ("INCR", "counter"), ("EXEC",), ("GET", "counter")]
+    c.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
+    assert [c.read_reply() for _ in stream] == [
+        "NOAUTH Authentication required.", "NOAUTH Authentication required.", b"OK",
+        11, MULTI_REFUSED, not_applied("auth"), not_applied("incr"), EXECABORT, b"11"]
+    assert direct(env).get("counter") == b"11"
+    c.close()
+
+
+# ---- refused MULTI: real clients ----------------------------------------------------------
+
+def test_redis_py_transaction_pipeline_applies_nothing(blog_env):
+    env = blog_env(step=1)
+    direct(env).set("counter", "5")
+    client = redis_py(env.host, env.port, socket_timeout=10)
+    p = client.pipeline(transaction=True)
+    p.incr("counter").set("tx-key", "v")
+    with pytest.raises(redis.exceptions.ResponseError) as err:
+        p.execute()
+    assert direct(env).get("counter") == b"5"
+    assert direct(env).exists("tx-key") == 0
+    # redis-py raises the first error of the transaction: MULTI's refusal
+    assert str(err.value) == MULTI_REFUSED[4:]
+    # The pooled connection is usable and out of the transaction state.
+    assert client.incr("counter") == 6
+    client.close()
+
+
+def test_redis_py_transaction_through_a_lua_filter_applies_nothing(redis_factory, config_dir,
+                                                                  meltemi_factory):
+    # A listener with a LuaFilter runs every forwarded command through Lua, which here would
+    # mirror it to a second redis-server: neither may see the commands of the refused MULTI,
+    # nor an XREAD that the filter rewrites into XREAD BLOCK.
+    main, mirror = redis_factory(name="main"), redis_factory(name="mirror")
+    port, mport = free_port("127.0.0.41"), free_port("127.0.0.42")
+    files = {
+        "main.yaml": configs.service_entry("redis-main", "127.0.0.41", port, main.port,
+                                            namespace="demo"),
+        "mirror.yaml": configs.service_entry("redis-mirror", "127.0.0.42", mport,
+                                              mirror.port, namespace="demo"),
+        "filter.yaml": """\
+apiVersion: meltemi.io/v1alpha1
+kind: LuaFilter
+metadata:
+  name: mirror-all
+  namespace: demo
+spec:
+  hosts: [redis-main]
+  script: |
+    return {
+      on_request = function(msg, ctx)
+        ctx:mirror("redis-mirror")
+        if msg.command == "xread" and msg:arg(2) == "COUNT" then msg:set_arg(2, "BLOCK") end
+      end,
+    }
+""",
+    }
+    conf = config_dir(files)
+    meltemi_factory(conf)
+    main.client().set("counter", "5")
+    mirror.client().set("counter", "5")
+    client = redis_py("127.0.0.41", port, socket_timeout=10)
+    p = client.pipeline(transaction=True)
+    p.incr("counter").set("tx-key", "v")
+    with pytest.raises(redis.exceptions.ResponseError):
+        p.execute()
+    for name, r in (("main", main), ("mirror", mirror)):
+        d = r.client()
+        assert (d.get("counter"), d.exists("tx-key")) == (b"5", 0), name
+    with pytest.raises(redis.exceptions.ResponseError) as err:
+        client.execute_command("XREAD", "COUNT", "0", "STREAMS", "s", "$")
+    assert str(err.value) == block_refused("xread")[4:]
+    assert client.incr("counter") == 6
+    assert main.client().get("counter") == b"6"
+    client.close()
+
+
+def ioredis(scenario, env):
+    reason = install_node_peers()
+    if reason:
+        pytest.skip(reason)
+    r = subprocess.run(["node", str(PEERS / "node" / "ioredis_client.js"), scenario, env.host,
+                        str(env.port)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def redis_rb(scenario, env):
+    if shutil.which("ruby") is None:
+        raise AssertionError("ruby / ruby-redis are not installed: run tools/install-deps.sh")
+    r = subprocess.run(["ruby", str(PEERS / "redis_rb_client.rb"), scenario, env.host,
+                        str(env.port)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def test_ioredis_multi_exec_applies_nothing(blog_env):
+    env = blog_env(step=1)
+    direct(env).set("counter", "5")
+    out = ioredis("transaction", env)
+    assert "exec" not in out, out
+    assert out["error"].startswith("EXECABORT"), out
+    assert out["previous"] == [MULTI_REFUSED, not_applied("incr"), not_applied("set")], out
+    assert out["after"] == {"value": "5"}, out
+    assert direct(env).get("counter") == b"5"
+    assert direct(env).exists("tx-key") == 0
+
+
+def test_redis_rb_multi_applies_nothing(blog_env):
+    env = blog_env(step=1)
+    direct(env).set("counter", "5")
+    out = redis_rb("transaction", env)
+    assert "error" in out["multi"], out
+    assert out["after"] == {"value": "5"}, out
+    assert direct(env).get("counter") == b"5"
+    assert direct(env).exists("tx-key") == 0
+
+
+# ---- blocking commands --------------------------------------------------------------------
+
+def test_every_blocking_command_is_refused_and_non_blocking_xread_is_forwarded(blog_env):
+    env = blog_env(step=1)
+    d = direct(env)
+    d.xadd("s", {"f": "v"}, id="1-0")
+    d.xgroup_create("s", "g", id="0")
+    c = RespConn(env.host, env.port, timeout=10)
+    blocking = [
+        (block_refused("xread"), ("XREAD", "BLOCK", "0", "STREAMS", "s", "$")),
+        (block_refused("xread"), ("xread", "count", "1", "block", "100", "streams", "s", "$")),
+        (block_refused("xread"), ("XREAD", "BlOcK", "0", "STREAMS", "s", "$")),
+        (block_refused("xreadgroup"),
+         ("XREADGROUP", "GROUP", "g", "c", "BLOCK", "0", "STREAMS", "s", ">")),
+        (block_refused("xreadgroup"),
+         ("xreadgroup", "group", "g", "c", "noack", "Block", "0", "streams", "s", ">")),
+        (refused("blpop"), ("BLPOP", "l", "0")),
+        (refused("brpop"), ("BRPOP", "l", "0")),
+        (refused("blmove"), ("BLMOVE", "l", "m", "LEFT", "RIGHT", "0")),
+        (refused("brpoplpush"), ("BRPOPLPUSH", "l", "m", "0")),
+        (refused("blmpop"), ("BLMPOP", "0", "1", "l", "LEFT")),
+        (refused("bzpopmin"), ("BZPOPMIN", "z", "0")),
+        (refused("bzpopmax"), ("BZPOPMAX", "z", "0")),
+        (refused("bzmpop"), ("BZMPOP", "0", "1", "z", "MIN")),
+        (refused("wait"), ("WAIT", "1", "0")),
+        # answered by meltemi, never forwarded (it would pause every client of the server)
+        ("ERR meltemi: 'client|pause' is not supported through the proxy",
+         ("CLIENT", "PAUSE", "100000")),
+        ("ERR meltemi: 'client|unblock' is not supported through the proxy",
+         ("CLIENT", "UNBLOCK", "1")),
+    ]
+    for want, cmd in blocking:
+        assert c.call(*cmd) == want, cmd
+    # WAITAOF is Redis 7.2: unknown to the 7.0 table, so never forwarded either.
+    assert c.call("WAITAOF", "0", "0", "0").startswith("ERR unknown command 'WAITAOF'")
+    # Without BLOCK they are plain reads (a stream or an option value named "block" is not
+    # the keyword).
+    entry = [[b"s", [[b"1-0", [b"f", b"v"]]]]]
+    assert c.call("XREAD", "STREAMS", "s", "0") == entry
+    assert c.call("XREAD", "COUNT", "1", "STREAMS", "s", "0") == entry
+    assert c.call("XREAD", "STREAMS", "block", "0") is None
+    assert c.call("XREADGROUP", "GROUP", "g", "block", "STREAMS", "s", ">") == entry
+    assert c.call("GET", "probe") is None
+    c.close()
+
+
+def get_while_other_client_blocks(env, blocked_call):
+    """Runs blocked_call() (an XREAD BLOCK 0 from one client) in a thread, then a GET from
+    another client; returns (the blocking call's outcome or None if unanswered, GET's)."""
+    direct(env).set("probe", "value")
+    result = {}
+
+    def run():
+        try:
+            result["value"] = blocked_call()
+        except Exception as exc:  # the refusal, or a timeout on main
+            result["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(1)  # the XREAD goes first; if refused it is answered well within this
+    other = redis_py(env.host, env.port, socket_timeout=10)
+    try:
+        got = other.get("probe")
+    except redis.exceptions.RedisError as exc:
+        got = exc
+    other.close()
+    return (result if not t.is_alive() else None), got
+
+
+def test_redis_py_xread_block_is_refused_and_other_clients_are_answered(blog_env):
+    env = blog_env(step=1)
+    blocker = redis_py(env.host, env.port, socket_timeout=15)
+    outcome, got = get_while_other_client_blocks(
+        env, lambda: blocker.xread({"stream": "$"}, block=0))
+    assert got == b"value"
+    assert outcome is not None and "error" in outcome, outcome
+    assert isinstance(outcome["error"], redis.exceptions.ResponseError), outcome
+    assert str(outcome["error"]) == block_refused("xread")[4:]
+    blocker.close()
+
+
+def test_redis_py_xreadgroup_block_is_refused_and_other_clients_are_answered(blog_env):
+    env = blog_env(step=1)
+    direct(env).xgroup_create("stream", "g", id="$", mkstream=True)
+    blocker = redis_py(env.host, env.port, socket_timeout=15)
+    outcome, got = get_while_other_client_blocks(
+        env, lambda: blocker.xreadgroup("g", "c", {"stream": ">"}, block=0))
+    assert got == b"value"
+    assert outcome is not None and "error" in outcome, outcome
+    assert str(outcome["error"]) == block_refused("xreadgroup")[4:]
+    blocker.close()
+
+
+def test_ioredis_xread_block_is_refused_and_other_clients_are_answered(blog_env):
+    env = blog_env(step=1)
+    direct(env).set("probe", "value")
+    out = ioredis("xread-block", env)
+    assert out["get"] == {"value": "value"}, out
+    assert out["xread"] == {"error": block_refused("xread")}, out
+
+
+def test_redis_rb_xread_block_is_refused_and_other_clients_are_answered(blog_env):
+    env = blog_env(step=1)
+    direct(env).set("probe", "value")
+    out = redis_rb("xread-block", env)
+    assert out["get"] == {"value": "value"}, out
+    assert out["xread"] == {"error": block_refused("xread")}, out
+
+
+# ---- cluster mode -------------------------------------------------------------------------
+
+def test_cluster_refused_multi_applies_nothing_and_xread_block_is_refused(redis_cluster,
+                                                                         cluster_proxy):
+    env = cluster_proxy(redis_cluster, workers=1)
+    c = RespConn(CLUSTER_VIP, env.port, timeout=10)
+    assert c.call("SET", "counter", "5") == b"OK"
+    stream = [("MULTI",), ("INCR", "counter"), ("MSET", "{a}1", "x", "{b}2", "y"), ("EXEC",),
+              ("XREAD", "BLOCK", "0", "STREAMS", "s", "$"), ("GET", "counter")]
+    c.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
+    assert [c.read_reply() for _ in stream] == [
+        MULTI_REFUSED, not_applied("incr"), not_applied("mset"), EXECABORT,
+        block_refused("xread"), b"5"]
+    slot = redis_cluster.keyslot("counter")
+    assert redis_cluster.master_of_slot(slot).call("GET", "counter") == b"5"
+    for k in ("{a}1", "{b}2"):
+        assert redis_cluster.master_of_slot(redis_cluster.keyslot(k)).call("EXISTS", k) == 0
+    c.close()
