@@ -236,6 +236,8 @@ end)
 
 H.test("a filter that loops forever is stopped by the instruction budget, even behind pcall", function()
   F.reset_stats()
+  local saved = sandbox.limits()
+  sandbox.set_limits({ timeout_ms = 60000 }) -- this test is about the budget, not the clock
   apply_filters({ filter_yaml("loop", [[
 return { on_request = function(msg, ctx)
   if msg.key == "plain" then while true do end end
@@ -256,13 +258,14 @@ end }]]) })
     H.eq(req({ "get", "next" }).reply, "ok", "the next request after " .. k .. " runs normally")
   end
   H.eq(F.counters["filter_errors{loop}"], 4, "counted")
+  sandbox.set_limits(saved)
 end)
 
 H.test("a filter that allocates without bound is stopped by the memory cap, and the memory comes back", function()
   local saved = sandbox.limits()
   collectgarbage("collect")
   local base = collectgarbage("count")
-  sandbox.set_limits({ memory_kb = base + 16 * 1024 })
+  sandbox.set_limits({ memory_kb = base + 16 * 1024, timeout_ms = 60000 })
   local ok, err = pcall(function()
     apply_filters({ filter_yaml("hog", [[
 return { on_request = function(msg, ctx)
@@ -288,6 +291,54 @@ end }]]) })
   end)
   sandbox.set_limits(saved)
   if not ok then error(err, 0) end
+end)
+
+H.test("a backtracking pattern is stopped by the filter's deadline, even behind pcall and as a method", function()
+  F.reset_stats()
+  apply_filters({ filter_yaml("pat", [[
+local key = string.rep("a", 204)
+return { on_request = function(msg, ctx)
+  if msg.key == "find" then string.find(key, ".-.-.-.-b") end
+  if msg.key == "method" then key:match(".-.-.-.-b") end
+  if msg.key == "gsub" then key:gsub(".-.-.-.-b", "") end
+  if msg.key == "gmatch" then for _ in key:gmatch(".-.-.-.-b") do end end
+  if msg.key == "pcall" then
+    local ok = pcall(string.find, key, ".-.-.-.-b")
+    return ctx:reply(ok and "escaped" or "caught")
+  end
+  ctx:reply((msg.key or ""):match("^(%a+):(%d+)$") or "ok")
+end }]]) })
+  for _, k in ipairs({ "find", "method", "gsub", "gmatch", "pcall" }) do
+    H.eq(req({ "get", k }).error, "ERR meltemi: filter pat failed: time limit exceeded", k)
+    H.eq(req({ "get", "user:42" }).reply, "user", "the next request after " .. k .. " matches normally")
+  end
+  H.eq(F.counters["filter_errors{pat}"], 5, "counted")
+  -- trusted code outside a filter call is not limited by a filter's deadline
+  H.eq(select(2, string.rep("a", 20):gsub("a", "b")), 20, "unarmed gsub")
+end)
+
+H.test("spec.timeoutMs and spec.maxInstructions take effect per filter", function()
+  local saved = sandbox.limits()
+  sandbox.set_limits({ timeout_ms = 60000 })
+  apply_filters({
+    filter_yaml("tight", [[
+return { on_request = function(msg, ctx)
+  if msg.key == "loop" then while true do end end
+  if msg.key == "work" then local n = 0 for i = 1, 3e5 do n = n + i end ctx:reply(n) end
+end }]], "  order: 1\n  maxInstructions: 100000\n"),
+    filter_yaml("slow", [[
+return { on_request = function(msg, ctx)
+  if msg.key == "spin" then while true do end end
+end }]], "  order: 2\n  timeoutMs: 20\n  maxInstructions: 10000000000\n"),
+  })
+  H.eq(req({ "get", "work" }).error, "ERR meltemi: filter tight failed: instruction budget exceeded",
+    "a lowered budget stops work the default allows")
+  H.eq(req({ "get", "spin" }).error, "ERR meltemi: filter slow failed: time limit exceeded",
+    "a raised budget still ends at the filter's deadline")
+  sandbox.set_limits(saved)
+  local e = H.errors_of({ ["a.yaml"] = SERVICES, ["f.yaml"] = filter_yaml("bad", "return { on_request = "
+    .. "function() end }", "  timeoutMs: 0\n") })
+  H.find(e, "f.yaml:6: LuaFilter/bad: spec.timeoutMs:", "timeoutMs out of range")
 end)
 
 H.test("the default budget lets a normal filter do real work", function()

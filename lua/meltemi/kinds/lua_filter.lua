@@ -6,6 +6,8 @@
 --     script: |                 # the module's source: returns { on_request = ..., on_response = ... }
 --       ...                     # (or scriptFile: path relative to the config dir; code: an alias)
 --     config: { any: value }    # handed to the filter as is
+--     timeoutMs: 100            # wall-clock limit of each call into the filter (1..10000)
+--     maxInstructions: 10000000 # Lua instruction budget of each call (1000..1e10)
 --
 -- The code is loaded here with the workers' sandbox (meltemi.sandbox), so a syntax error, or a
 -- module that fails to load there, is reported at config time with its line.
@@ -29,6 +31,8 @@ K.schema = shapes.document({
     script = T.str{ non_empty = true },
     scriptFile = T.str{ non_empty = true },
     config = T.any(),
+    timeoutMs = T.int{ min = 1, max = 10000 },
+    maxInstructions = T.int{ min = 1000, max = 1e10 },
   }, { required = true, one_of = { { "script", "scriptFile", "code" } }, exactly_one = true }),
 })
 
@@ -62,8 +66,9 @@ function K.build(obj, c)
     c:error(obj, src.field, "does not compile: " .. err)
     return
   end
+  local limits = { timeout_ms = spec.timeoutMs, instructions = spec.maxInstructions }
   local mod
-  mod, err = sandbox.load(src.text, chunk, spec.config)
+  mod, err = sandbox.load(src.text, chunk, spec.config, limits)
   if not mod then
     c:error(obj, src.field, "does not load: " .. err)
     return
@@ -76,7 +81,7 @@ function K.build(obj, c)
   local list = c.snapshot.lua_filters
   list[#list + 1] = {
     name = obj.name, namespace = obj.namespace, hosts = hosts, order = spec.order or 0,
-    code = src.text, chunkname = chunk, config = spec.config,
+    code = src.text, chunkname = chunk, config = spec.config, limits = limits,
     source = { file = obj.file, line = obj.line, kind = obj.kind, name = obj.name },
   }
   table.sort(list, function(a, b)
