@@ -20,6 +20,7 @@
 #define SPECIALS "^$*+?.([%-"
 
 static const char ERR_TIME[] = "time limit exceeded";
+static const char ERR_MEMORY[] = "memory limit exceeded";
 
 uint64_t mt_pat_now_ns(void)
 {
@@ -447,13 +448,51 @@ int mt_pat_find(mt_pat_state_t *ms, const char *p, size_t init, size_t *start, s
 
 /* ---- the watchdog --------------------------------------------------------------------------- */
 
+/*
+ * The hard memory cap: the state's allocator, wrapped. The instruction hook checks the heap
+ * only every 1000 instructions, and one C call (table.concat of a long list, s .. s in a
+ * short loop) can ask for gigabytes in between. While the watchdog is armed with a cap, an
+ * allocation that would take the state past it is refused (Lua raises "not enough memory"
+ * and the watchdog trips with "memory limit exceeded"). Unarmed, nothing is refused.
+ */
+typedef struct mt_memcap {
+    lua_Alloc orig;
+    void *orig_ud;
+    size_t total; /* bytes the state holds through this allocator */
+    size_t limit; /* 0: no cap */
+    bool refused; /* an allocation was refused since the watchdog was armed */
+} mt_memcap_t;
+
+static void *memcap_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    mt_memcap_t *mc = ud;
+    if (nsize > osize && mc->limit && mc->total + (nsize - osize) > mc->limit) {
+        mc->refused = true;
+        return NULL;
+    }
+    void *p = mc->orig(mc->orig_ud, ptr, osize, nsize);
+    if (p != NULL || nsize == 0)
+        mc->total = mc->total - osize + nsize;
+    return p;
+}
+
 /* One per Lua state (the module's upvalue). Armed by the sandbox for the length of a call
  * into user code; unarmed, the functions below are as unlimited as the standard ones. */
 typedef struct mt_watchdog {
     bool armed;
     uint64_t deadline_ns;
     const char *tripped; /* the limit that stopped the current call, or NULL */
+    mt_memcap_t memcap;  /* installed as the state's allocator (memcap.orig != NULL) */
 } mt_watchdog_t;
+
+/* The current limit that stopped the call, if any (a refused allocation trips it late: the
+ * allocator cannot call into Lua). */
+static const char *wd_limit(mt_watchdog_t *wd)
+{
+    if (wd->armed && wd->tripped == NULL && wd->memcap.refused)
+        wd->tripped = ERR_MEMORY;
+    return wd->armed ? wd->tripped : NULL;
+}
 
 static mt_watchdog_t *watchdog(lua_State *L)
 {
@@ -481,16 +520,19 @@ static int pat_raise(lua_State *L, const mt_pat_state_t *ms)
     return luaL_error(L, "%s", ms->error ? ms->error : "malformed pattern");
 }
 
-/* arm(timeout_ms): starts a call's deadline. */
+/* arm(timeout_ms [, memory_cap_bytes]): starts a call's deadline and hard memory cap. */
 static int wd_arm(lua_State *L)
 {
     mt_watchdog_t *wd = watchdog(L);
     lua_Number ms = luaL_checknumber(L, 1);
+    lua_Number cap = luaL_optnumber(L, 2, 0);
     if (ms < 1)
         ms = 1;
     wd->armed = true;
     wd->tripped = NULL;
     wd->deadline_ns = mt_pat_now_ns() + (uint64_t)(ms * 1e6);
+    wd->memcap.refused = false;
+    wd->memcap.limit = wd->memcap.orig && cap > 0 ? (size_t)cap : 0;
     return 0;
 }
 
@@ -499,28 +541,72 @@ static int wd_disarm(lua_State *L)
     mt_watchdog_t *wd = watchdog(L);
     wd->armed = false;
     wd->tripped = NULL;
+    wd->memcap.limit = 0;
+    wd->memcap.refused = false;
     return 0;
 }
 
-/* expired() -> true once an armed deadline has passed (and trips the watchdog). */
+/* expired() -> the message of the limit that stopped the call (the deadline has passed, or
+ * an allocation was refused), or false. Called by the sandbox's hook. */
 static int wd_expired(lua_State *L)
 {
     mt_watchdog_t *wd = watchdog(L);
     if (wd->armed && wd->tripped == NULL && mt_pat_now_ns() >= wd->deadline_ns)
         wd->tripped = ERR_TIME;
-    lua_pushboolean(L, wd->armed && wd->tripped != NULL);
+    const char *t = wd_limit(wd);
+    if (t)
+        lua_pushstring(L, t);
+    else
+        lua_pushboolean(L, 0);
     return 1;
 }
 
 /* tripped() -> the message of the limit that stopped the current call, or nil. */
 static int wd_tripped(lua_State *L)
 {
-    mt_watchdog_t *wd = watchdog(L);
-    if (wd->armed && wd->tripped)
-        lua_pushstring(L, wd->tripped);
+    const char *t = wd_limit(watchdog(L));
+    if (t)
+        lua_pushstring(L, t);
     else
         lua_pushnil(L);
     return 1;
+}
+
+/* heap() -> bytes the state holds, as the allocator counts them (nil without the cap). */
+static int wd_heap(lua_State *L)
+{
+    mt_watchdog_t *wd = watchdog(L);
+    if (!wd->memcap.orig)
+        return 0;
+    lua_pushnumber(L, (lua_Number)wd->memcap.total);
+    return 1;
+}
+
+/* __gc of the watchdog, run by lua_close before the state frees its objects: hand the
+ * allocator back, so nothing reaches memcap_alloc once this userdata is gone. */
+static int wd_gc(lua_State *L)
+{
+    mt_watchdog_t *wd = lua_touserdata(L, 1);
+    if (wd->memcap.orig) {
+        void *ud = NULL;
+        if (lua_getallocf(L, &ud) == memcap_alloc && ud == &wd->memcap)
+            lua_setallocf(L, wd->memcap.orig, wd->memcap.orig_ud);
+        wd->memcap.orig = NULL;
+    }
+    return 0;
+}
+
+static void wd_install_memcap(lua_State *L, mt_watchdog_t *wd)
+{
+    void *ud = NULL;
+    lua_Alloc f = lua_getallocf(L, &ud);
+    if (f == memcap_alloc)
+        return; /* another watchdog of this state has it; this one runs without a cap */
+    wd->memcap.orig = f;
+    wd->memcap.orig_ud = ud;
+    wd->memcap.total =
+        (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024u + (size_t)lua_gc(L, LUA_GCCOUNTB, 0);
+    lua_setallocf(L, memcap_alloc, &wd->memcap);
 }
 
 /* ---- string.find / match / gmatch / gsub ---------------------------------------------------- */
@@ -745,13 +831,18 @@ static int str_gsub(lua_State *L)
 int luaopen_meltemi_pattern(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"find", str_find},      {"match", str_match},    {"gmatch", str_gmatch},
-        {"gsub", str_gsub},      {"arm", wd_arm},         {"disarm", wd_disarm},
-        {"expired", wd_expired}, {"tripped", wd_tripped}, {NULL, NULL},
+        {"find", str_find}, {"match", str_match},  {"gmatch", str_gmatch},  {"gsub", str_gsub},
+        {"arm", wd_arm},    {"disarm", wd_disarm}, {"expired", wd_expired}, {"tripped", wd_tripped},
+        {"heap", wd_heap},  {NULL, NULL},
     };
     lua_newtable(L);
     mt_watchdog_t *wd = lua_newuserdata(L, sizeof(*wd));
     memset(wd, 0, sizeof(*wd));
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, wd_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    wd_install_memcap(L, wd);
     for (const luaL_Reg *f = fns; f->name; f++) {
         lua_pushvalue(L, -1);
         lua_pushcclosure(L, f->func, 1);

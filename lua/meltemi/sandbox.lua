@@ -24,9 +24,9 @@
 --     string.find/match/gmatch/gsub (also as string methods) are meltemi.pattern's, a Lua 5.1
 --     matcher that checks the same deadline as it backtracks; table.sort always compares
 --     through a Lua function (the hook sees it); string.rep checks its size up front.
--- The memory cap is measured at hook time: one C call can overshoot it (string.rep is
--- checked up front; gsub/concat chains are caught at the next hook). A hard cap belongs in
--- the state's allocator on the C side.
+-- The memory cap is measured at hook time; between two hooks one C call could ask for much
+-- more (table.concat, s .. s), so the state's allocator also refuses, while user code runs,
+-- anything past HARD_CAP_FACTOR times the cap (string.rep is checked up front as well).
 --
 -- The shared string metatable (what `("x"):upper()` uses) is pointed at a read-only copy of
 -- string without dump, once, for the whole state: trusted code in this repository never
@@ -49,6 +49,9 @@ S.HOOK_EVERY = 1000
 S.DEFAULT_INSTRUCTIONS = 1e7
 S.DEFAULT_MEMORY_KB = 64 * 1024
 S.DEFAULT_TIMEOUT_MS = 100
+-- While user code runs, no allocation may take the state past this many times memory_kb
+-- (meltemi.pattern's allocator): room for garbage the collector has not reached yet.
+S.HARD_CAP_FACTOR = 2
 
 -- Current limits; set_limits changes them for every later call (tests). A LuaFilter's
 -- spec.timeoutMs / spec.maxInstructions override them for that filter (S.call_with).
@@ -93,8 +96,9 @@ local function limits_hook()
     tripped = S.BUDGET_EXCEEDED
     error(tripped, 0)
   end
-  if wd_expired() then
-    tripped = S.TIME_EXCEEDED
+  local t = wd_expired() -- the deadline, or an allocation the hard cap refused
+  if t then
+    tripped = t
     error(tripped, 0)
   end
   if over_memory() then
@@ -167,7 +171,7 @@ function S.call_with(lim, fn, ...)
   if depth == 0 then
     ticks, tripped = 0, nil
     budget_ticks = ((lim and lim.instructions) or limits.instructions) / S.HOOK_EVERY
-    wd_arm((lim and lim.timeout_ms) or limits.timeout_ms)
+    wd_arm((lim and lim.timeout_ms) or limits.timeout_ms, S.HARD_CAP_FACTOR * limits.memory_kb * 1024)
     sethook(limits_hook, "", S.HOOK_EVERY)
   end
   depth = depth + 1

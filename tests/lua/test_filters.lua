@@ -279,9 +279,17 @@ return { on_request = function(msg, ctx)
   end
   if msg.key == "rep" then return ctx:reply(#string.rep("x", 1e10)) end
   if msg.key == "method" then return ctx:reply(#("x"):rep(1e10)) end
+  -- one C call asking for far more than the cap between two hooks: the allocator refuses it
+  if msg.key == "double" then local s = ("x"):rep(1e6) for _ = 1, 40 do s = s .. s end end
+  if msg.key == "concat" then
+    local t, s = {}, ("x"):rep(1e6)
+    for i = 1, 900 do t[i] = s end
+    local ok = pcall(table.concat, t)
+    return ctx:reply(ok and "escaped" or "caught")
+  end
   ctx:reply("ok")
 end }]]) })
-    for _, k in ipairs({ "tables", "strings", "rep", "method" }) do
+    for _, k in ipairs({ "tables", "strings", "rep", "method", "double", "concat" }) do
       H.eq(req({ "get", k }).error, "ERR meltemi: filter hog failed: memory limit exceeded", k)
       H.eq(req({ "get", "next" }).reply, "ok", "the next request after " .. k .. " runs normally")
       collectgarbage("collect")
