@@ -828,12 +828,54 @@ static int str_gsub(lua_State *L)
     return 2;
 }
 
+/* ---- plain helpers: byte comparisons, linear in the subject --------------------------------- */
+
+/* starts_with(s, prefix) -> boolean */
+static int str_starts_with(lua_State *L)
+{
+    size_t ls, lp;
+    const char *s = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    lua_pushboolean(L, lp <= ls && memcmp(s, p, lp) == 0);
+    return 1;
+}
+
+/* ends_with(s, suffix) -> boolean */
+static int str_ends_with(lua_State *L)
+{
+    size_t ls, lp;
+    const char *s = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    lua_pushboolean(L, lp <= ls && memcmp(s + ls - lp, p, lp) == 0);
+    return 1;
+}
+
+/* contains(s, needle) -> boolean (glibc's memmem is linear: two-way matching) */
+static int str_contains(lua_State *L)
+{
+    size_t ls, lp;
+    const char *s = luaL_checklstring(L, 1, &ls);
+    const char *p = luaL_checklstring(L, 2, &lp);
+    lua_pushboolean(L, plain_find(s, ls, p, lp) != NULL);
+    return 1;
+}
+
 int luaopen_meltemi_pattern(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"find", str_find}, {"match", str_match},  {"gmatch", str_gmatch},  {"gsub", str_gsub},
-        {"arm", wd_arm},    {"disarm", wd_disarm}, {"expired", wd_expired}, {"tripped", wd_tripped},
-        {"heap", wd_heap},  {NULL, NULL},
+        {"find", str_find},
+        {"match", str_match},
+        {"gmatch", str_gmatch},
+        {"gsub", str_gsub},
+        {"arm", wd_arm},
+        {"disarm", wd_disarm},
+        {"expired", wd_expired},
+        {"tripped", wd_tripped},
+        {"heap", wd_heap},
+        {"starts_with", str_starts_with},
+        {"ends_with", str_ends_with},
+        {"contains", str_contains},
+        {NULL, NULL},
     };
     lua_newtable(L);
     mt_watchdog_t *wd = lua_newuserdata(L, sizeof(*wd));

@@ -69,7 +69,8 @@ int mt_pat_find(mt_pat_state_t *ms, const char *p, size_t init, size_t *start, s
 uint64_t mt_pat_now_ns(void);
 
 /* The "meltemi.pattern" module: find, match, gmatch, gsub (bounded while the watchdog is
- * armed), and the watchdog: arm(timeout_ms), disarm(), expired(), tripped(). */
+ * armed); starts_with, ends_with, contains (plain byte comparisons); and the watchdog:
+ * arm(timeout_ms [, memory_cap_bytes]), disarm(), expired(), tripped(), heap(). */
 int luaopen_meltemi_pattern(lua_State *L);
 
 #endif

@@ -6,7 +6,8 @@
 --
 -- What user code gets (docs/lua-bridge.md, "Sandbox"): its own globals table holding only
 --   assert error ipairs next pairs pcall select tonumber tostring type unpack xpcall
---   setmetatable getmetatable (tables only)  string (no dump)  table  math (no randomseed)
+--   setmetatable getmetatable (tables only)  string (no dump; plus starts_with, ends_with,
+--   contains)  table  math (no randomseed)
 --   os.time os.clock os.date
 -- No io, os.execute/exit/getenv, package, require, load*, dofile, debug, ffi, jit,
 -- collectgarbage, setfenv/getfenv, rawset. Source text only: bytecode is refused.
@@ -212,6 +213,10 @@ local SAFE_STRING = copy(string, { dump = true })
 SAFE_STRING.rep = safe_rep
 SAFE_STRING.find, SAFE_STRING.match = P.find, P.match
 SAFE_STRING.gmatch, SAFE_STRING.gsub = P.gmatch, P.gsub
+-- Matching helpers that cannot backtrack (plain byte comparisons), also as methods:
+-- key:starts_with("session:"), key:ends_with(":lock"), key:contains("tmp").
+SAFE_STRING.starts_with, SAFE_STRING.ends_with = P.starts_with, P.ends_with
+SAFE_STRING.contains = P.contains
 
 -- table.sort without a comparator compares in C, where the hook cannot stop a long sort:
 -- give it one in Lua (JIT off, so that the hook runs in it).

@@ -325,6 +325,20 @@ end }]]) })
   H.eq(select(2, string.rep("a", 20):gsub("a", "b")), 20, "unarmed gsub")
 end)
 
+H.test("string.starts_with / ends_with / contains: plain byte comparisons, also as methods", function()
+  apply_one([[
+return { on_request = function(msg, ctx)
+  local k = msg.key
+  ctx:reply({ k:starts_with("session:") and 1 or 0, k:ends_with(":lock") and 1 or 0,
+    string.contains(k, ".-") and 1 or 0, k:starts_with("") and 1 or 0,
+    k:ends_with(k .. "x") and 1 or 0, string.contains("", "") and 1 or 0 })
+end }]])
+  local function got(key) return table.concat(req({ "get", key }).reply, ",") end
+  H.eq(got("session:.-:lock"), "1,1,1,1,0,1", "all three, pattern characters literal")
+  H.eq(got("x:session:locked"), "0,0,0,1,0,1", "no match")
+  H.eq(got(string.rep("a", 100000)), "0,0,0,1,0,1", "a long key is linear work, not a deadline")
+end)
+
 H.test("spec.timeoutMs and spec.maxInstructions take effect per filter", function()
   local saved = sandbox.limits()
   sandbox.set_limits({ timeout_ms = 60000 })
@@ -371,7 +385,7 @@ H.test("sandbox: no io, os.execute, require, load, bytecode, string.dump, ffi, d
     "return debug", "return jit", "return ffi", "return collectgarbage", "return setfenv",
     "return getfenv", "return rawset", "return rawget", "return string.dump", "return ('').dump",
     "return getmetatable('')", "return newproxy", "return coroutine", "return module",
-    "return math.randomseed", "return print",
+    "return math.randomseed", "return print", "return lpeg",
   }
   for _, p in ipairs(probes) do
     local fn = assert(sandbox.compile(p, "probe"))
