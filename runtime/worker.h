@@ -60,7 +60,7 @@ typedef struct mt_wcluster {
 enum { MT_MAIL_SNAPSHOT = 1, MT_MAIL_DRAIN = 2, MT_MAIL_STOP = 4 };
 
 /* /ready reports a worker whose loop has not ticked (every 20 ms) for this long as stuck. A
- * filter call is bounded by its timeoutMs (at most 10 s), so a stuck worker comes back. */
+ * filter call is bounded by its spec.timeout (at most 10 s), so a stuck worker comes back. */
 #define MT_WORKER_STUCK_MS 2000
 
 struct mt_worker {

@@ -55,7 +55,7 @@ S.DEFAULT_TIMEOUT_MS = 100
 S.HARD_CAP_FACTOR = 2
 
 -- Current limits; set_limits changes them for every later call (tests). A LuaFilter's
--- spec.timeoutMs / spec.maxInstructions override them for that filter (S.call_with).
+-- spec.timeout / spec.maxInstructions override them for that filter (S.call_with).
 local limits = {
   instructions = S.DEFAULT_INSTRUCTIONS, memory_kb = S.DEFAULT_MEMORY_KB,
   timeout_ms = S.DEFAULT_TIMEOUT_MS,

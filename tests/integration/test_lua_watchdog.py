@@ -66,7 +66,7 @@ metadata:
   namespace: demo
 spec:
   hosts: [filtered]
-  timeoutMs: 10000
+  timeout: 10s
   maxInstructions: 10000000000
   script: |
     return {

@@ -339,7 +339,7 @@ end }]])
   H.eq(got(string.rep("a", 100000)), "0,0,0,1,0,1", "a long key is linear work, not a deadline")
 end)
 
-H.test("spec.timeoutMs and spec.maxInstructions take effect per filter", function()
+H.test("spec.timeout and spec.maxInstructions take effect per filter", function()
   local saved = sandbox.limits()
   sandbox.set_limits({ timeout_ms = 60000 })
   apply_filters({
@@ -351,7 +351,7 @@ end }]], "  order: 1\n  maxInstructions: 100000\n"),
     filter_yaml("slow", [[
 return { on_request = function(msg, ctx)
   if msg.key == "spin" then while true do end end
-end }]], "  order: 2\n  timeoutMs: 20\n  maxInstructions: 10000000000\n"),
+end }]], "  order: 2\n  timeout: 20ms\n  maxInstructions: 10000000000\n"),
   })
   H.eq(req({ "get", "work" }).error, "ERR meltemi: filter tight failed: instruction budget exceeded",
     "a lowered budget stops work the default allows")
@@ -359,8 +359,11 @@ end }]], "  order: 2\n  timeoutMs: 20\n  maxInstructions: 10000000000\n"),
     "a raised budget still ends at the filter's deadline")
   sandbox.set_limits(saved)
   local e = H.errors_of({ ["a.yaml"] = SERVICES, ["f.yaml"] = filter_yaml("bad", "return { on_request = "
-    .. "function() end }", "  timeoutMs: 0\n") })
-  H.find(e, "f.yaml:6: LuaFilter/bad: spec.timeoutMs:", "timeoutMs out of range")
+    .. "function() end }", "  timeout: 11s\n") })
+  H.find(e, "LuaFilter/bad: spec.timeout: must be from 1ms to 10s", "timeout out of range")
+  e = H.errors_of({ ["a.yaml"] = SERVICES, ["f.yaml"] = filter_yaml("bad", "return { on_request = "
+    .. "function() end }", "  timeout: 100\n") })
+  H.find(e, "LuaFilter/bad: spec.timeout: invalid duration", "a duration, not a number")
 end)
 
 H.test("the default budget lets a normal filter do real work", function()

@@ -6,7 +6,7 @@
 --     script: |                 # the module's source: returns { on_request = ..., on_response = ... }
 --       ...                     # (or scriptFile: path relative to the config dir; code: an alias)
 --     config: { any: value }    # handed to the filter as is
---     timeoutMs: 100            # wall-clock limit of each call into the filter (1..10000)
+--     timeout: 100ms            # wall-clock limit of each call into the filter (1ms..10s)
 --     maxInstructions: 10000000 # Lua instruction budget of each call (1000..1e10)
 --
 -- The code is loaded here with the workers' sandbox (meltemi.sandbox), so a syntax error, or a
@@ -16,6 +16,9 @@ local T = require "meltemi.schema"
 local shapes = require "meltemi.shapes"
 local sandbox = require "meltemi.sandbox"
 local C = require "meltemi.c"
+
+-- A filter call may hold its worker at most this long (/ready calls a worker stuck after 2 s).
+local MAX_TIMEOUT_MS = 10000
 
 local K = {
   kind = "LuaFilter",
@@ -31,7 +34,7 @@ K.schema = shapes.document({
     script = T.str{ non_empty = true },
     scriptFile = T.str{ non_empty = true },
     config = T.any(),
-    timeoutMs = T.int{ min = 1, max = 10000 },
+    timeout = T.dur(),
     maxInstructions = T.int{ min = 1000, max = 1e10 },
   }, { required = true, one_of = { { "script", "scriptFile", "code" } }, exactly_one = true }),
 })
@@ -66,7 +69,12 @@ function K.build(obj, c)
     c:error(obj, src.field, "does not compile: " .. err)
     return
   end
-  local limits = { timeout_ms = spec.timeoutMs, instructions = spec.maxInstructions }
+  local timeout_ms = spec.timeout and T.duration_ms(spec.timeout)
+  if timeout_ms and (timeout_ms < 1 or timeout_ms > MAX_TIMEOUT_MS) then
+    c:error(obj, "spec.timeout", "must be from 1ms to 10s")
+    return
+  end
+  local limits = { timeout_ms = timeout_ms, instructions = spec.maxInstructions }
   local mod
   mod, err = sandbox.load(src.text, chunk, spec.config, limits)
   if not mod then
