@@ -37,32 +37,45 @@ static void pat_fail(mt_pat_state_t *ms, mt_pat_status_t status, const char *why
         ms->status = status;
         ms->error = why;
     }
+    ms->until_check = ms->chunk = 0; /* every later step takes the slow path and fails */
 }
 
-/* Counts n steps; false once the budget or the deadline is spent. */
-static bool pat_step(mt_pat_state_t *ms, uint64_t n)
+/* The next countdown: MT_PAT_CLOCK_EVERY steps, or what is left of the budget. */
+static void pat_refill(mt_pat_state_t *ms)
+{
+    ms->chunk = ms->steps_left < MT_PAT_CLOCK_EVERY ? ms->steps_left : MT_PAT_CLOCK_EVERY;
+    ms->until_check = ms->chunk;
+}
+
+/* The end of a countdown: charge its steps to the budget and look at the clock. */
+static bool pat_step_slow(mt_pat_state_t *ms, uint64_t n)
 {
     if (ms->status != MT_PAT_OK)
         return false;
+    uint64_t used = ms->chunk - ms->until_check + n;
     if (ms->steps_left != UINT64_MAX) {
-        if (ms->steps_left < n) {
+        if (used > ms->steps_left) {
             pat_fail(ms, MT_PAT_ABORTED, "pattern step budget exceeded");
             return false;
         }
-        ms->steps_left -= n;
+        ms->steps_left -= used;
     }
-    if (ms->deadline_ns == 0)
-        return true;
-    if (ms->until_clock > n) {
-        ms->until_clock -= (uint32_t)n;
-        return true;
-    }
-    ms->until_clock = MT_PAT_CLOCK_EVERY;
-    if (mt_pat_now_ns() >= ms->deadline_ns) {
+    if (ms->deadline_ns != 0 && mt_pat_now_ns() >= ms->deadline_ns) {
         pat_fail(ms, MT_PAT_ABORTED, ERR_TIME);
         return false;
     }
+    pat_refill(ms);
     return true;
+}
+
+/* Counts n steps; false once the budget or the deadline is spent (or matching failed). */
+static inline bool pat_step(mt_pat_state_t *ms, uint64_t n)
+{
+    if (ms->until_check > n) {
+        ms->until_check -= n;
+        return true;
+    }
+    return pat_step_slow(ms, n);
 }
 
 void mt_pat_init(mt_pat_state_t *ms, const char *s, size_t ls, const char *p, size_t lp,
@@ -77,9 +90,9 @@ void mt_pat_init(mt_pat_state_t *ms, const char *s, size_t ls, const char *p, si
     ms->depth = 0;
     ms->steps_left = max_steps;
     ms->deadline_ns = deadline_ns;
-    ms->until_clock = MT_PAT_CLOCK_EVERY;
     ms->status = MT_PAT_OK;
     ms->error = NULL;
+    pat_refill(ms);
 }
 
 /* %a, %d, ... : whether c is in class cl (upper case: the complement). */

@@ -42,9 +42,10 @@ typedef struct mt_pat_state {
     const char *src_init, *src_end, *p_end;
     int level, depth;
     mt_pat_capture_t capture[MT_PAT_MAXCAPTURES];
-    uint64_t steps_left;  /* UINT64_MAX: unlimited */
-    uint64_t deadline_ns; /* CLOCK_MONOTONIC; 0: none */
-    uint32_t until_clock; /* steps until the next clock read */
+    uint64_t steps_left;         /* UINT64_MAX: unlimited */
+    uint64_t deadline_ns;        /* CLOCK_MONOTONIC; 0: none */
+    uint64_t until_check, chunk; /* countdown to the next budget and clock check, and its
+                                    start (the budget is charged a chunk at a time) */
     mt_pat_status_t status;
     const char *error; /* static text, when status is MT_PAT_ERROR or MT_PAT_ABORTED */
 } mt_pat_state_t;
