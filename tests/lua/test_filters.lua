@@ -419,6 +419,25 @@ H.test("sandbox: no io, os.execute, require, load, bytecode, string.dump, ffi, d
   H.eq(rawget(_G, "shared"), nil, "nor into the real globals")
 end)
 
+H.test("sandbox: a long table.sort compares in Lua, where the hook sees it", function()
+  local fn = assert(sandbox.compile([[
+local n = ...
+local t = {}
+for i = 1, n do t[i] = (i * 7919) % n end
+return function() table.sort(t) return t[1], t[n] end]], "sort"))
+  for _, n in ipairs({ 1000, sandbox.SORT_IN_C_MAX + 1000 }) do
+    local _, sort = sandbox.call(fn, n)
+    local ok, first, last = sandbox.call_with({ timeout_ms = 60000 }, sort)
+    H.ok(ok and first == 0 and last == n - 1, "sorted " .. n)
+    local ticks = sandbox.state().ticks
+    if n > sandbox.SORT_IN_C_MAX then
+      H.ok(ticks > n / 100, n .. " elements: the hook ran during the sort (" .. ticks .. " ticks)")
+    else
+      H.ok(ticks < 10, n .. " elements: sorted in C (" .. ticks .. " ticks)")
+    end
+  end
+end)
+
 H.test("sandbox: user functions run with the JIT off (the budget hook must see them)", function()
   local fn = assert(sandbox.compile("return function() local n = 0 for i = 1, 1e5 do n = n + i end return n end",
     "jit"))
