@@ -484,8 +484,8 @@ static void *memcap_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         return NULL;
     }
     void *p = mc->orig(mc->orig_ud, ptr, osize, nsize);
-    if (p != NULL || nsize == 0)
-        mc->total = mc->total - osize + nsize;
+    if (p != NULL || nsize == 0) /* never wraps, even if a size was reported oddly */
+        mc->total = (mc->total >= osize ? mc->total - osize : 0) + nsize;
     return p;
 }
 

@@ -207,3 +207,30 @@ Test(lua_pattern, armed_watchdog_aborts_and_trips)
     cr_assert_eq(lua_tointeger(L, 6), 204);
     lua_close(L);
 }
+
+Test(lua_pattern, armed_memory_cap_refuses_growth_and_trips)
+{
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    const char *code = "local P = ...\n"
+                       "collectgarbage('collect')\n"
+                       "local heap = P.heap()\n"
+                       "local same = math.abs(heap - collectgarbage('count') * 1024) < 1\n"
+                       "local s = string.rep('x', 1024)\n"
+                       "P.arm(10000, heap + 4 * 1024 * 1024)\n"
+                       "local ok = pcall(function() for _ = 1, 20 do s = s .. s end end)\n"
+                       "local tripped = P.tripped()\n"
+                       "P.disarm()\n"
+                       "s = nil\n"
+                       "local big = #string.rep('y', 16 * 1024 * 1024)\n"
+                       "return same, ok, tripped, big\n";
+    cr_assert_eq(luaL_loadbuffer(L, code, strlen(code), "=memcap"), 0);
+    lua_pushcfunction(L, luaopen_meltemi_pattern);
+    lua_call(L, 0, 1);
+    cr_assert_eq(lua_pcall(L, 1, 4, 0), 0, "%s", lua_tostring(L, -1));
+    cr_assert(lua_toboolean(L, 1), "the allocator counts what Lua counts");
+    cr_assert_eq(lua_toboolean(L, 2), 0, "1 GiB of doubling refused under a 4 MiB cap");
+    cr_assert_str_eq(lua_tostring(L, 3), "memory limit exceeded");
+    cr_assert_eq(lua_tointeger(L, 4), 16 * 1024 * 1024, "unarmed, nothing is refused");
+    lua_close(L); /* the watchdog's __gc hands the allocator back first */
+}
