@@ -24,7 +24,8 @@
 --   * No C function user code can reach runs unbounded: a hook cannot interrupt C, so
 --     string.find/match/gmatch/gsub (also as string methods) are meltemi.pattern's, a Lua 5.1
 --     matcher that checks the same deadline as it backtracks; a long table.sort compares
---     through a Lua function (the hook sees it); string.rep checks its size up front.
+--     through a Lua function (the hook sees it), and so do long table.insert/remove shifts;
+--     string.rep checks its size up front.
 -- The memory cap is measured at hook time; between two hooks one C call could ask for much
 -- more (table.concat, s .. s), so the state's allocator also refuses, while user code runs,
 -- anything past HARD_CAP_FACTOR times the cap (string.rep is checked up front as well).
@@ -230,6 +231,49 @@ local function safe_sort(t, cmp)
   return real_sort(t, cmp)
 end
 
+-- table.insert(t, pos, v) and table.remove(t, pos) move every element after pos in one call
+-- (C, or a JIT-compiled loop): 200 inserts at the front of a 2M-element table are 0.35 s
+-- between two hooks. Past SHIFT_IN_C_MAX moved elements the move runs here, interpreted,
+-- with the same steps (raw sets for insert, as LuaJIT's; indexing for remove, as its).
+S.SHIFT_IN_C_MAX = 10000
+local real_insert, real_remove = table.insert, table.remove
+local rawset = rawset
+local function shift_up(t, e, pos)
+  for i = e, pos + 1, -1 do rawset(t, i, rawget(t, i - 1)) end
+end
+local function shift_down(t, pos, len)
+  for i = pos + 1, len do t[i - 1] = t[i] end
+end
+if jit_ok and jit then
+  jit.off(shift_up)
+  jit.off(shift_down)
+end
+
+local function safe_insert(t, ...)
+  if select("#", ...) == 2 and type(t) == "table" then
+    local pos, v = ...
+    if type(pos) == "number" and pos % 1 == 0 and #t + 1 - pos > S.SHIFT_IN_C_MAX then
+      shift_up(t, #t + 1, pos)
+      rawset(t, pos, v)
+      return
+    end
+  end
+  return real_insert(t, ...)
+end
+
+local function safe_remove(t, pos, ...)
+  if type(t) == "table" and type(pos) == "number" and pos % 1 == 0 then
+    local len = #t
+    if pos >= 1 and pos <= len and len - pos > S.SHIFT_IN_C_MAX then
+      local old = t[pos]
+      shift_down(t, pos, len)
+      t[len] = nil
+      return old
+    end
+  end
+  return real_remove(t, pos, ...)
+end
+
 -- What ("x"):method() finds: read-only, so one filter cannot change another's methods.
 local STRING_METHODS = setmetatable({}, {
   __index = SAFE_STRING,
@@ -258,6 +302,7 @@ function S.env()
   env.string = copy(SAFE_STRING)
   env.table = copy(table)
   env.table.sort = safe_sort
+  env.table.insert, env.table.remove = safe_insert, safe_remove
   env.math = copy(math, { randomseed = true })
   env.os = { time = os.time, clock = os.clock, date = os.date }
   env._G = env

@@ -438,6 +438,28 @@ return function() table.sort(t) return t[1], t[n] end]], "sort"))
   end
 end)
 
+H.test("sandbox: long table.insert / table.remove shifts run in Lua, with the same result", function()
+  local fn = assert(sandbox.compile([[
+local n = ...
+local t, r = {}, {}
+for i = 1, n do t[i] = i; r[i] = i end
+table.insert(t, 1, "first"); table.insert(t, 3, "third"); table.insert(t, "last")
+local a = table.remove(r, 1); local b = table.remove(r, 2); local c = table.remove(r)
+local d = table.remove(r, #r + 5)
+return #t, t[1], t[2], t[3], t[4], t[#t - 1], t[#t], #r, a, b, c, d, r[1], r[2], r[#r]
+]], "shift"))
+  for _, n in ipairs({ 100, sandbox.SHIFT_IN_C_MAX + 500 }) do
+    local got = { sandbox.call_with({ timeout_ms = 60000 }, fn, n) }
+    local want = { true, n + 3, "first", 1, "third", 2, n, "last", n - 3, 1, 3, n, nil, 2, 4, n - 1 }
+    for i = 1, 16 do H.eq(got[i], want[i], n .. " elements: result " .. i) end
+    if n > sandbox.SHIFT_IN_C_MAX then
+      H.ok(sandbox.state().ticks > 20, "the hook ran during the long shifts (" .. sandbox.state().ticks .. ")")
+    end
+  end
+  local ok, err = sandbox.call(assert(sandbox.compile("table.insert({}, 1, 2, 3)", "args")))
+  H.ok(not ok and err:find("wrong number of arguments", 1, true), "errors as before: " .. tostring(err))
+end)
+
 H.test("sandbox: user functions run with the JIT off (the budget hook must see them)", function()
   local fn = assert(sandbox.compile("return function() local n = 0 for i = 1, 1e5 do n = n + i end return n end",
     "jit"))
