@@ -415,9 +415,17 @@ static void worker_on_mail(uv_async_t *h)
     }
 }
 
+static void worker_heartbeat(mt_worker_t *w)
+{
+    __atomic_store_n(&w->heartbeat_ms, uv_hrtime() / 1000000u, __ATOMIC_RELAXED);
+}
+
+/* Every TICK_MS, busy or idle: a worker whose tick stops coming is stuck (a long filter
+ * call, a blocking bug), and the heartbeat lets /ready say so. */
 static void worker_on_tick(uv_timer_t *t)
 {
     mt_worker_t *w = t->data;
+    worker_heartbeat(w);
     mt_redis_tick(w, mt_worker_now_ms(w));
     if (w->retired)
         mt_worker_reap_clusters(w);
@@ -485,6 +493,7 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
     uv_prepare_start(&w->prepare, worker_flush_before_poll);
     uv_timer_init(&w->loop, &w->tick);
     w->tick.data = w;
+    worker_heartbeat(w);
     uv_timer_start(&w->tick, worker_on_tick, TICK_MS, TICK_MS);
     if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
         return -1;
