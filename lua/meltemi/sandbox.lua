@@ -6,7 +6,8 @@
 --
 -- What user code gets (docs/lua-bridge.md, "Sandbox"): its own globals table holding only
 --   assert error ipairs next pairs pcall select tonumber tostring type unpack xpcall
---   setmetatable getmetatable (tables only)  string (no dump)  table  math (no randomseed)
+--   setmetatable getmetatable (tables only)  string (no dump; plus starts_with, ends_with,
+--   contains)  table  math (no randomseed)
 --   os.time os.clock os.date
 -- No io, os.execute/exit/getenv, package, require, load*, dofile, debug, ffi, jit,
 -- collectgarbage, setfenv/getfenv, rawset. Source text only: bytecode is refused.
@@ -15,19 +16,27 @@
 --   * JIT off for the user's functions (jit.off(chunk, true) covers every function the
 --     chunk defines), because compiled traces run no hooks;
 --   * an instruction-count hook every HOOK_EVERY instructions raises
---     "instruction budget exceeded" after limits.instructions, and
---     "memory limit exceeded" when the state's heap stays over limits.memory_kb after a
---     full collection. The sandbox's pcall/xpcall re-raise both, so user code cannot
+--     "instruction budget exceeded" after limits.instructions,
+--     "time limit exceeded" once the call's wall-clock deadline (limits.timeout_ms) passed,
+--     and "memory limit exceeded" when the state's heap stays over limits.memory_kb after a
+--     full collection. The sandbox's pcall/xpcall re-raise all three, so user code cannot
 --     swallow them and keep going.
--- The memory cap is measured at hook time: one C call can overshoot it (string.rep is
--- checked up front; gsub/concat chains are caught at the next hook). A hard cap belongs in
--- the state's allocator on the C side.
+--   * No C function user code can reach runs unbounded: a hook cannot interrupt C, so
+--     string.find/match/gmatch/gsub (also as string methods) are meltemi.pattern's, a Lua 5.1
+--     matcher that checks the same deadline as it backtracks; a long table.sort compares
+--     through a Lua function (the hook sees it), and so do long table.insert/remove shifts;
+--     string.rep checks its size up front.
+-- The memory cap is measured at hook time; between two hooks one C call could ask for much
+-- more (table.concat, s .. s), so the state's allocator also refuses, while user code runs,
+-- anything past HARD_CAP_FACTOR times the cap (string.rep is checked up front as well).
 --
 -- The shared string metatable (what `("x"):upper()` uses) is pointed at a read-only copy of
 -- string without dump, once, for the whole state: trusted code in this repository never
 -- calls string methods it would lose (dump) through the colon syntax.
 
 local jit_ok, jit = pcall(require, "jit")
+local P = require "meltemi.pattern"
+local wd_arm, wd_disarm, wd_expired, wd_tripped = P.arm, P.disarm, P.expired, P.tripped
 local debug = debug
 local sethook = debug.sethook
 local collectgarbage = collectgarbage
@@ -41,24 +50,33 @@ local S = {}
 S.HOOK_EVERY = 1000
 S.DEFAULT_INSTRUCTIONS = 1e7
 S.DEFAULT_MEMORY_KB = 64 * 1024
+S.DEFAULT_TIMEOUT_MS = 100
+-- While user code runs, no allocation may take the state past this many times memory_kb
+-- (meltemi.pattern's allocator): room for garbage the collector has not reached yet.
+S.HARD_CAP_FACTOR = 2
 
--- Current limits; set_limits changes them for every later call (tests, or a future
--- per-config setting).
-local limits = { instructions = S.DEFAULT_INSTRUCTIONS, memory_kb = S.DEFAULT_MEMORY_KB }
+-- Current limits; set_limits changes them for every later call (tests). A LuaFilter's
+-- spec.timeout / spec.maxInstructions override them for that filter (S.call_with).
+local limits = {
+  instructions = S.DEFAULT_INSTRUCTIONS, memory_kb = S.DEFAULT_MEMORY_KB,
+  timeout_ms = S.DEFAULT_TIMEOUT_MS,
+}
 local budget_ticks = limits.instructions / S.HOOK_EVERY
 
 function S.set_limits(t)
   if t.instructions then limits.instructions = t.instructions end
   if t.memory_kb then limits.memory_kb = t.memory_kb end
-  budget_ticks = limits.instructions / S.HOOK_EVERY
+  if t.timeout_ms then limits.timeout_ms = t.timeout_ms end
 end
 
 function S.limits()
-  return { instructions = limits.instructions, memory_kb = limits.memory_kb }
+  return { instructions = limits.instructions, memory_kb = limits.memory_kb,
+    timeout_ms = limits.timeout_ms }
 end
 
 S.BUDGET_EXCEEDED = "instruction budget exceeded"
 S.MEMORY_EXCEEDED = "memory limit exceeded"
+S.TIME_EXCEEDED = "time limit exceeded"
 
 -- ---- the limits hook ----------------------------------------------------------------------
 
@@ -80,15 +98,24 @@ local function limits_hook()
     tripped = S.BUDGET_EXCEEDED
     error(tripped, 0)
   end
+  local t = wd_expired() -- the deadline, or an allocation the hard cap refused
+  if t then
+    tripped = t
+    error(tripped, 0)
+  end
   if over_memory() then
     tripped = S.MEMORY_EXCEEDED
     error(tripped, 0)
   end
 end
 
--- pcall/xpcall results in user code: a tripped limit is not theirs to catch.
+-- pcall/xpcall results in user code: a tripped limit is not theirs to catch (the pattern
+-- matcher trips the C watchdog, the hook trips `tripped`).
 local function recheck(ok, ...)
-  if not ok and tripped then error(tripped, 0) end
+  if not ok then
+    tripped = tripped or wd_tripped()
+    if tripped then error(tripped, 0) end
+  end
   return ok, ...
 end
 
@@ -101,7 +128,7 @@ end
 -- handler; any other error reaches it with the hook armed as usual.
 local function sandbox_xpcall(f, handler, ...)
   return recheck(xpcall(f, function(e)
-    if tripped then return e end
+    if tripped or wd_tripped() then return e end
     return handler(e)
   end, ...))
 end
@@ -118,7 +145,11 @@ S.error_text = error_text
 -- Calls fn(...) with the hook armed. Returns true, results... | false, message.
 local function finish(...)
   depth = depth - 1
-  if depth == 0 then sethook() end
+  if depth == 0 then
+    sethook()
+    tripped = tripped or wd_tripped()
+    wd_disarm()
+  end
   return ...
 end
 
@@ -136,13 +167,21 @@ local function settle(ok, ...)
   return true, ...
 end
 
-function S.call(fn, ...)
+-- lim: { instructions = n, timeout_ms = n } for this call (either may be nil: the current
+-- defaults); a nested call runs within the outer one's limits.
+function S.call_with(lim, fn, ...)
   if depth == 0 then
     ticks, tripped = 0, nil
+    budget_ticks = ((lim and lim.instructions) or limits.instructions) / S.HOOK_EVERY
+    wd_arm((lim and lim.timeout_ms) or limits.timeout_ms, S.HARD_CAP_FACTOR * limits.memory_kb * 1024)
     sethook(limits_hook, "", S.HOOK_EVERY)
   end
   depth = depth + 1
   return settle(finish(pcall(fn, ...)))
+end
+
+function S.call(fn, ...)
+  return S.call_with(nil, fn, ...)
 end
 
 -- ---- the environment ----------------------------------------------------------------------
@@ -173,6 +212,67 @@ end
 
 local SAFE_STRING = copy(string, { dump = true })
 SAFE_STRING.rep = safe_rep
+SAFE_STRING.find, SAFE_STRING.match = P.find, P.match
+SAFE_STRING.gmatch, SAFE_STRING.gsub = P.gmatch, P.gsub
+-- Matching helpers that cannot backtrack (plain byte comparisons), also as methods:
+-- key:starts_with("session:"), key:ends_with(":lock"), key:contains("tmp").
+SAFE_STRING.starts_with, SAFE_STRING.ends_with = P.starts_with, P.ends_with
+SAFE_STRING.contains = P.contains
+
+-- table.sort without a comparator compares in C, where the hook cannot stop a long sort:
+-- past SORT_IN_C_MAX elements (about 15 ms of sorting in C) give it one in Lua (JIT off, so
+-- that the hook runs in it). Smaller sorts stay in C: 3x faster, and well within a deadline.
+S.SORT_IN_C_MAX = 50000
+local real_sort = table.sort
+local function lua_less(a, b) return a < b end
+if jit_ok and jit then jit.off(lua_less) end
+local function safe_sort(t, cmp)
+  if cmp == nil and type(t) == "table" and #t > S.SORT_IN_C_MAX then cmp = lua_less end
+  return real_sort(t, cmp)
+end
+
+-- table.insert(t, pos, v) and table.remove(t, pos) move every element after pos in one call
+-- (C, or a JIT-compiled loop): 200 inserts at the front of a 2M-element table are 0.35 s
+-- between two hooks. Past SHIFT_IN_C_MAX moved elements the move runs here, interpreted,
+-- with the same steps (raw sets for insert, as LuaJIT's; indexing for remove, as its).
+S.SHIFT_IN_C_MAX = 10000
+local real_insert, real_remove = table.insert, table.remove
+local rawset = rawset
+local function shift_up(t, e, pos)
+  for i = e, pos + 1, -1 do rawset(t, i, rawget(t, i - 1)) end
+end
+local function shift_down(t, pos, len)
+  for i = pos + 1, len do t[i - 1] = t[i] end
+end
+if jit_ok and jit then
+  jit.off(shift_up)
+  jit.off(shift_down)
+end
+
+local function safe_insert(t, ...)
+  if select("#", ...) == 2 and type(t) == "table" then
+    local pos, v = ...
+    if type(pos) == "number" and pos % 1 == 0 and #t + 1 - pos > S.SHIFT_IN_C_MAX then
+      shift_up(t, #t + 1, pos)
+      rawset(t, pos, v)
+      return
+    end
+  end
+  return real_insert(t, ...)
+end
+
+local function safe_remove(t, pos, ...)
+  if type(t) == "table" and type(pos) == "number" and pos % 1 == 0 then
+    local len = #t
+    if pos >= 1 and pos <= len and len - pos > S.SHIFT_IN_C_MAX then
+      local old = t[pos]
+      shift_down(t, pos, len)
+      t[len] = nil
+      return old
+    end
+  end
+  return real_remove(t, pos, ...)
+end
 
 -- What ("x"):method() finds: read-only, so one filter cannot change another's methods.
 local STRING_METHODS = setmetatable({}, {
@@ -201,6 +301,8 @@ function S.env()
   env.getmetatable = safe_getmetatable
   env.string = copy(SAFE_STRING)
   env.table = copy(table)
+  env.table.sort = safe_sort
+  env.table.insert, env.table.remove = safe_insert, safe_remove
   env.math = copy(math, { randomseed = true })
   env.os = { time = os.time, clock = os.clock, date = os.date }
   env._G = env
@@ -242,10 +344,17 @@ local function copy_data(v, seen)
 end
 S.copy_data = copy_data
 
-function S.load(code, chunkname, config)
+-- A module's top level runs once per worker and reload, and may precompute: its deadline is
+-- at least LOAD_TIMEOUT_MS, so that a busy machine does not reject a config that validated.
+S.LOAD_TIMEOUT_MS = 1000
+
+function S.load(code, chunkname, config, lim)
   local fn, err = S.compile(code, chunkname)
   if not fn then return nil, err end
-  local ok, mod = S.call(fn, copy_data(config, {}))
+  local timeout = (lim and lim.timeout_ms) or limits.timeout_ms
+  if timeout < S.LOAD_TIMEOUT_MS then timeout = S.LOAD_TIMEOUT_MS end
+  local load_lim = { instructions = lim and lim.instructions, timeout_ms = timeout }
+  local ok, mod = S.call_with(load_lim, fn, copy_data(config, {}))
   if not ok then return nil, mod end
   if type(mod) ~= "table" then
     return nil, format("must return a table with on_request and/or on_response, got %s", type(mod))

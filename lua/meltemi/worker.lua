@@ -29,7 +29,7 @@ local loadstring, setfenv, pcall = loadstring, setfenv, pcall
 
 local route_run, route_match = redis_route.run, redis_route.match
 local fault_run, mirror_run = redis_fault.run, redis_mirror.run
-local sandbox_call = sandbox.call
+local sandbox_call_with = sandbox.call_with
 local api_begin, api_enter, api_answered, api_finish =
   api.begin, api.enter, api.answered, api.finish
 
@@ -160,7 +160,7 @@ end
 -- Loads (or reuses, when unchanged since the last generation, so that a filter's module
 -- state survives reloads that do not touch it) every LuaFilter of the snapshot.
 -- Returns { loaded filter... } in order; a loaded filter is
---   { name, namespace, hosts = { host = true }, config, on_request = f | nil,
+--   { name, namespace, hosts = { host = true }, config, limits, on_request = f | nil,
 --     on_response = f | nil, failed = msg | nil }
 local function load_filters(snap)
   local cache, list = {}, {}
@@ -168,12 +168,13 @@ local function load_filters(snap)
   for _, f in ipairs(snap.lua_filters or {}) do
     local code = f.code or f.script
     local chunk = f.chunkname or ("LuaFilter/" .. tostring(f.name))
+    local lim = f.limits or {}
     local id = table.concat({ tostring(f.name), tostring(f.namespace), chunk, tostring(code),
-      config_identity(f.config) }, "\0")
+      config_identity(f.config), tostring(lim.timeout_ms), tostring(lim.instructions) }, "\0")
     local lf = filter_cache[id]
     if not lf then
-      lf = { name = f.name, namespace = f.namespace, config = f.config }
-      local mod, err = sandbox.load(code, chunk, f.config)
+      lf = { name = f.name, namespace = f.namespace, config = f.config, limits = f.limits }
+      local mod, err = sandbox.load(code, chunk, f.config, f.limits)
       if mod then
         lf.on_request = mod.on_request
         lf.on_response = mod.on_response
@@ -220,7 +221,7 @@ local function run_filters(ch, filters, cmd, key, nargs, is_write, conn_id)
     if f.failed then
       ok, err = false, f.failed
     elseif f.on_request then
-      ok, err = sandbox_call(f.on_request, msg, ctx)
+      ok, err = sandbox_call_with(f.limits, f.on_request, msg, ctx)
     else
       ok = true
     end
@@ -336,7 +337,7 @@ function W.response(li, cmd, conn_id, reply_type, reply)
   for i = 1, #filters do
     local f = filters[i]
     api_enter(f)
-    local ok, err = sandbox_call(f.on_response, msg, ctx)
+    local ok, err = sandbox_call_with(f.limits, f.on_response, msg, ctx)
     if not ok then
       filter_failed(f, err, cmd)
       break

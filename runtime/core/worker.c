@@ -402,9 +402,17 @@ static void worker_on_mail(uv_async_t *h)
     }
 }
 
+static void worker_heartbeat(mt_worker_t *w)
+{
+    __atomic_store_n(&w->heartbeat_ms, uv_hrtime() / 1000000u, __ATOMIC_RELAXED);
+}
+
+/* Every MT_WORKER_TICK_MS, busy or idle: a worker whose tick stops coming is stuck (a long filter
+ * call, a blocking bug), and the heartbeat lets /ready say so. */
 static void worker_on_tick(uv_timer_t *t)
 {
     mt_worker_t *w = t->data;
+    worker_heartbeat(w);
     uint64_t now = mt_worker_now_ms(w);
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->tick)
@@ -482,6 +490,7 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
     uv_prepare_start(&w->prepare, worker_flush_before_poll);
     uv_timer_init(&w->loop, &w->tick);
     w->tick.data = w;
+    worker_heartbeat(w);
     uv_timer_start(&w->tick, worker_on_tick, MT_WORKER_TICK_MS, MT_WORKER_TICK_MS);
     if (pthread_create(&w->thread, NULL, worker_main, w) != 0)
         return -1;

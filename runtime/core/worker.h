@@ -63,6 +63,10 @@ typedef struct mt_wcluster {
 
 enum { MT_MAIL_SNAPSHOT = 1, MT_MAIL_DRAIN = 2, MT_MAIL_STOP = 4 };
 
+/* /ready reports a worker whose loop has not ticked (every 20 ms) for this long as stuck. A
+ * filter call is bounded by its spec.timeout (at most 10 s), so a stuck worker comes back. */
+#define MT_WORKER_STUCK_MS 2000
+
 struct mt_worker {
     unsigned id;
     pthread_t thread;
@@ -103,6 +107,8 @@ struct mt_worker {
     unsigned mail;
     struct mt_mail_snap *mail_snaps; /* snapshots to apply, oldest first */
     int ready;                       /* set once the first snapshot is applied */
+    uint64_t heartbeat_ms;           /* uv_hrtime() in ms at the loop's last tick (atomic): the main
+                                        thread reads it for /ready, to tell a stuck worker */
     int exited;
 };
 

@@ -1,11 +1,13 @@
 /*
  * lua_env.c - a LuaJIT state with what meltemi's Lua code expects: the standard libraries,
- * lpeg (static), every embedded module of lua/ and policies/ in package.preload, and the C
- * helpers of "meltemi.c". package.path and package.cpath are emptied so that nothing is
- * ever loaded from disk by accident: the binary carries all its Lua.
+ * lpeg (static), every embedded module of lua/ and policies/ in package.preload, the C
+ * helpers of "meltemi.c" and the bounded pattern matcher "meltemi.pattern" (lua_pattern.h).
+ * package.path and package.cpath are emptied so that nothing is ever loaded from disk by accident:
+ * the binary carries all its Lua.
  */
 #include "runtime/luajit/lua_env.h"
 #include "runtime/luajit/lua_embedded.h"
+#include "runtime/luajit/lua_pattern.h"
 #include "runtime/luajit/yaml.h"
 
 #include <dirent.h>
@@ -235,6 +237,8 @@ static int lua_env_setup(lua_State *L)
     lua_setfield(L, -2, "lpeg");
     lua_pushcfunction(L, luaopen_meltemi_c);
     lua_setfield(L, -2, "meltemi.c");
+    lua_pushcfunction(L, luaopen_meltemi_pattern);
+    lua_setfield(L, -2, "meltemi.pattern");
     for (int i = 0; mt_lua_modules[i].name != NULL; i++) {
         lua_pushinteger(L, i);
         lua_pushcclosure(L, embedded_loader, 1);

@@ -350,8 +350,11 @@ static void admin_handle_ready(mt_admin_t *a, admin_response_t *r)
         admin_response_text(r, 501, "not implemented\n");
     else if (a->hooks.ready(a->hooks.ud))
         admin_response_text(r, 200, "ready\n");
-    else
-        admin_response_text(r, 503, "not ready\n");
+    else {
+        char *why = a->hooks.not_ready_why ? a->hooks.not_ready_why(a->hooks.ud) : NULL;
+        admin_response_text(r, 503, why ? why : "not ready\n");
+        free(why);
+    }
 }
 
 static void admin_handle_prometheus(mt_admin_t *a, admin_response_t *r)

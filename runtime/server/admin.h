@@ -49,6 +49,8 @@ typedef struct mt_admin_hooks {
     int (*reload)(void *ud, char **msg);         /* POST /reload: 0 ok, -1 rejected; *msg
                                                     malloc'd (or NULL), the message or the
                                                     validation errors */
+    char *(*not_ready_why)(void *ud);            /* optional: the 503 body of /ready (malloc'd text,
+                                                    NULL: "not ready") */
 } mt_admin_hooks_t;
 
 typedef struct mt_admin mt_admin_t;

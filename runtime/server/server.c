@@ -278,16 +278,44 @@ static void on_config_dir_event(uv_fs_event_t *h, const char *filename, int even
 /* ---- admin hooks --------------------------------------------------------------------------------
  */
 
-static bool hook_ready(void *ud)
+/*
+ * Why the server is not ready, written into buf (NULL when it is): draining, a worker that
+ * has not applied a snapshot yet, or a stuck worker, one whose loop has not ticked for
+ * MT_WORKER_STUCK_MS (a filter call running that long, or a bug). Each stuck worker is named.
+ */
+static const char *server_not_ready(mt_server_t *srv, char *buf, size_t size)
 {
-    mt_server_t *srv = ud;
     if (srv->draining)
-        return false;
+        return "not ready: draining\n";
     for (unsigned i = 0; i < srv->nworkers; i++) {
         if (!__atomic_load_n(&srv->workers[i].ready, __ATOMIC_ACQUIRE))
-            return false;
+            return "not ready: a worker has not loaded the configuration yet\n";
     }
-    return true;
+    uint64_t now = uv_hrtime() / 1000000u;
+    size_t len = 0;
+    for (unsigned i = 0; i < srv->nworkers && len < size; i++) {
+        uint64_t beat = __atomic_load_n(&srv->workers[i].heartbeat_ms, __ATOMIC_RELAXED);
+        if (now <= beat + MT_WORKER_STUCK_MS)
+            continue;
+        int n = snprintf(buf + len, size - len,
+                         "%sworker %u is stuck: its event loop has not run for %llu ms\n",
+                         len ? "" : "not ready: ", i, (unsigned long long)(now - beat));
+        len += n > 0 ? (size_t)n : 0;
+    }
+    return len ? buf : NULL;
+}
+
+static bool hook_ready(void *ud)
+{
+    char buf[512];
+    return server_not_ready(ud, buf, sizeof buf) == NULL;
+}
+
+static char *hook_not_ready_why(void *ud)
+{
+    char buf[512];
+    const char *why = server_not_ready(ud, buf, sizeof buf);
+    return why ? strdup(why) : NULL;
 }
 
 static char *hook_config_dump(void *ud, size_t *len)
@@ -481,6 +509,7 @@ int mt_server_run(const mt_server_options_t *opts)
     if (strcmp(opts->admin_addr, "off") != 0) {
         mt_admin_hooks_t hooks = {.ud = srv,
                                   .ready = hook_ready,
+                                  .not_ready_why = hook_not_ready_why,
                                   .config_dump = hook_config_dump,
                                   .clusters = hook_clusters,
                                   .reload = hook_reload};

@@ -198,6 +198,7 @@ metadata:
   namespace: demo
 spec:
   hosts: [filtered]
+  timeout: 5s   # these cases are about the budget and the cap; the clock has its own test
   script: |
     return {
       on_request = function(msg, ctx)

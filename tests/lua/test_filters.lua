@@ -236,6 +236,8 @@ end)
 
 H.test("a filter that loops forever is stopped by the instruction budget, even behind pcall", function()
   F.reset_stats()
+  local saved = sandbox.limits()
+  sandbox.set_limits({ timeout_ms = 60000 }) -- this test is about the budget, not the clock
   apply_filters({ filter_yaml("loop", [[
 return { on_request = function(msg, ctx)
   if msg.key == "plain" then while true do end end
@@ -256,13 +258,14 @@ end }]]) })
     H.eq(req({ "get", "next" }).reply, "ok", "the next request after " .. k .. " runs normally")
   end
   H.eq(F.counters["filter_errors{loop}"], 4, "counted")
+  sandbox.set_limits(saved)
 end)
 
 H.test("a filter that allocates without bound is stopped by the memory cap, and the memory comes back", function()
   local saved = sandbox.limits()
   collectgarbage("collect")
   local base = collectgarbage("count")
-  sandbox.set_limits({ memory_kb = base + 16 * 1024 })
+  sandbox.set_limits({ memory_kb = base + 16 * 1024, timeout_ms = 60000 })
   local ok, err = pcall(function()
     apply_filters({ filter_yaml("hog", [[
 return { on_request = function(msg, ctx)
@@ -276,9 +279,17 @@ return { on_request = function(msg, ctx)
   end
   if msg.key == "rep" then return ctx:reply(#string.rep("x", 1e10)) end
   if msg.key == "method" then return ctx:reply(#("x"):rep(1e10)) end
+  -- one C call asking for far more than the cap between two hooks: the allocator refuses it
+  if msg.key == "double" then local s = ("x"):rep(1e6) for _ = 1, 40 do s = s .. s end end
+  if msg.key == "concat" then
+    local t, s = {}, ("x"):rep(1e6)
+    for i = 1, 900 do t[i] = s end
+    local ok = pcall(table.concat, t)
+    return ctx:reply(ok and "escaped" or "caught")
+  end
   ctx:reply("ok")
 end }]]) })
-    for _, k in ipairs({ "tables", "strings", "rep", "method" }) do
+    for _, k in ipairs({ "tables", "strings", "rep", "method", "double", "concat" }) do
       H.eq(req({ "get", k }).error, "ERR meltemi: filter hog failed: memory limit exceeded", k)
       H.eq(req({ "get", "next" }).reply, "ok", "the next request after " .. k .. " runs normally")
       collectgarbage("collect")
@@ -288,6 +299,71 @@ end }]]) })
   end)
   sandbox.set_limits(saved)
   if not ok then error(err, 0) end
+end)
+
+H.test("a backtracking pattern is stopped by the filter's deadline, even behind pcall and as a method", function()
+  F.reset_stats()
+  apply_filters({ filter_yaml("pat", [[
+local key = string.rep("a", 204)
+return { on_request = function(msg, ctx)
+  if msg.key == "find" then string.find(key, ".-.-.-.-b") end
+  if msg.key == "method" then key:match(".-.-.-.-b") end
+  if msg.key == "gsub" then key:gsub(".-.-.-.-b", "") end
+  if msg.key == "gmatch" then for _ in key:gmatch(".-.-.-.-b") do end end
+  if msg.key == "pcall" then
+    local ok = pcall(string.find, key, ".-.-.-.-b")
+    return ctx:reply(ok and "escaped" or "caught")
+  end
+  ctx:reply((msg.key or ""):match("^(%a+):(%d+)$") or "ok")
+end }]]) })
+  for _, k in ipairs({ "find", "method", "gsub", "gmatch", "pcall" }) do
+    H.eq(req({ "get", k }).error, "ERR meltemi: filter pat failed: time limit exceeded", k)
+    H.eq(req({ "get", "user:42" }).reply, "user", "the next request after " .. k .. " matches normally")
+  end
+  H.eq(F.counters["filter_errors{pat}"], 5, "counted")
+  -- trusted code outside a filter call is not limited by a filter's deadline
+  H.eq(select(2, string.rep("a", 20):gsub("a", "b")), 20, "unarmed gsub")
+end)
+
+H.test("string.starts_with / ends_with / contains: plain byte comparisons, also as methods", function()
+  apply_one([[
+return { on_request = function(msg, ctx)
+  local k = msg.key
+  ctx:reply({ k:starts_with("session:") and 1 or 0, k:ends_with(":lock") and 1 or 0,
+    string.contains(k, ".-") and 1 or 0, k:starts_with("") and 1 or 0,
+    k:ends_with(k .. "x") and 1 or 0, string.contains("", "") and 1 or 0 })
+end }]])
+  local function got(key) return table.concat(req({ "get", key }).reply, ",") end
+  H.eq(got("session:.-:lock"), "1,1,1,1,0,1", "all three, pattern characters literal")
+  H.eq(got("x:session:locked"), "0,0,0,1,0,1", "no match")
+  H.eq(got(string.rep("a", 100000)), "0,0,0,1,0,1", "a long key is linear work, not a deadline")
+end)
+
+H.test("spec.timeout and spec.maxInstructions take effect per filter", function()
+  local saved = sandbox.limits()
+  sandbox.set_limits({ timeout_ms = 60000 })
+  apply_filters({
+    filter_yaml("tight", [[
+return { on_request = function(msg, ctx)
+  if msg.key == "loop" then while true do end end
+  if msg.key == "work" then local n = 0 for i = 1, 3e5 do n = n + i end ctx:reply(n) end
+end }]], "  order: 1\n  maxInstructions: 100000\n"),
+    filter_yaml("slow", [[
+return { on_request = function(msg, ctx)
+  if msg.key == "spin" then while true do end end
+end }]], "  order: 2\n  timeout: 20ms\n  maxInstructions: 10000000000\n"),
+  })
+  H.eq(req({ "get", "work" }).error, "ERR meltemi: filter tight failed: instruction budget exceeded",
+    "a lowered budget stops work the default allows")
+  H.eq(req({ "get", "spin" }).error, "ERR meltemi: filter slow failed: time limit exceeded",
+    "a raised budget still ends at the filter's deadline")
+  sandbox.set_limits(saved)
+  local e = H.errors_of({ ["a.yaml"] = SERVICES, ["f.yaml"] = filter_yaml("bad", "return { on_request = "
+    .. "function() end }", "  timeout: 11s\n") })
+  H.find(e, "LuaFilter/bad: spec.timeout: must be from 1ms to 10s", "timeout out of range")
+  e = H.errors_of({ ["a.yaml"] = SERVICES, ["f.yaml"] = filter_yaml("bad", "return { on_request = "
+    .. "function() end }", "  timeout: 100\n") })
+  H.find(e, "LuaFilter/bad: spec.timeout: invalid duration", "a duration, not a number")
 end)
 
 H.test("the default budget lets a normal filter do real work", function()
@@ -312,7 +388,7 @@ H.test("sandbox: no io, os.execute, require, load, bytecode, string.dump, ffi, d
     "return debug", "return jit", "return ffi", "return collectgarbage", "return setfenv",
     "return getfenv", "return rawset", "return rawget", "return string.dump", "return ('').dump",
     "return getmetatable('')", "return newproxy", "return coroutine", "return module",
-    "return math.randomseed", "return print",
+    "return math.randomseed", "return print", "return lpeg",
   }
   for _, p in ipairs(probes) do
     local fn = assert(sandbox.compile(p, "probe"))
@@ -341,6 +417,47 @@ H.test("sandbox: no io, os.execute, require, load, bytecode, string.dump, ffi, d
   local _, s, x = sandbox.call(g2)
   H.eq(s, nil, "globals do not leak between filters"); H.eq(x, nil, "nor library changes")
   H.eq(rawget(_G, "shared"), nil, "nor into the real globals")
+end)
+
+H.test("sandbox: a long table.sort compares in Lua, where the hook sees it", function()
+  local fn = assert(sandbox.compile([[
+local n = ...
+local t = {}
+for i = 1, n do t[i] = (i * 7919) % n end
+return function() table.sort(t) return t[1], t[n] end]], "sort"))
+  for _, n in ipairs({ 1000, sandbox.SORT_IN_C_MAX + 1000 }) do
+    local _, sort = sandbox.call(fn, n)
+    local ok, first, last = sandbox.call_with({ timeout_ms = 60000 }, sort)
+    H.ok(ok and first == 0 and last == n - 1, "sorted " .. n)
+    local ticks = sandbox.state().ticks
+    if n > sandbox.SORT_IN_C_MAX then
+      H.ok(ticks > n / 100, n .. " elements: the hook ran during the sort (" .. ticks .. " ticks)")
+    else
+      H.ok(ticks < 10, n .. " elements: sorted in C (" .. ticks .. " ticks)")
+    end
+  end
+end)
+
+H.test("sandbox: long table.insert / table.remove shifts run in Lua, with the same result", function()
+  local fn = assert(sandbox.compile([[
+local n = ...
+local t, r = {}, {}
+for i = 1, n do t[i] = i; r[i] = i end
+table.insert(t, 1, "first"); table.insert(t, 3, "third"); table.insert(t, "last")
+local a = table.remove(r, 1); local b = table.remove(r, 2); local c = table.remove(r)
+local d = table.remove(r, #r + 5)
+return #t, t[1], t[2], t[3], t[4], t[#t - 1], t[#t], #r, a, b, c, d, r[1], r[2], r[#r]
+]], "shift"))
+  for _, n in ipairs({ 100, sandbox.SHIFT_IN_C_MAX + 500 }) do
+    local got = { sandbox.call_with({ timeout_ms = 60000 }, fn, n) }
+    local want = { true, n + 3, "first", 1, "third", 2, n, "last", n - 3, 1, 3, n, nil, 2, 4, n - 1 }
+    for i = 1, 16 do H.eq(got[i], want[i], n .. " elements: result " .. i) end
+    if n > sandbox.SHIFT_IN_C_MAX then
+      H.ok(sandbox.state().ticks > 20, "the hook ran during the long shifts (" .. sandbox.state().ticks .. ")")
+    end
+  end
+  local ok, err = sandbox.call(assert(sandbox.compile("table.insert({}, 1, 2, 3)", "args")))
+  H.ok(not ok and err:find("wrong number of arguments", 1, true), "errors as before: " .. tostring(err))
 end)
 
 H.test("sandbox: user functions run with the JIT off (the budget hook must see them)", function()

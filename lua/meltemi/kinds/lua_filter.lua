@@ -7,6 +7,8 @@
 --       ...                     # (or scriptFile: a file inside the config dir, path relative to
 --                               # it; code: an alias)
 --     config: { any: value }    # handed to the filter as is
+--     timeout: 100ms            # wall-clock limit of each call into the filter (1ms..10s)
+--     maxInstructions: 10000000 # Lua instruction budget of each call (1000..1e10)
 --
 -- The code is loaded here with the workers' sandbox (meltemi.sandbox), so a syntax error, or a
 -- module that fails to load there, is reported at config time with its line.
@@ -15,6 +17,9 @@ local T = require "meltemi.schema"
 local shapes = require "meltemi.shapes"
 local sandbox = require "meltemi.sandbox"
 local C = require "meltemi.c"
+
+-- A filter call may hold its worker at most this long (/ready calls a worker stuck after 2 s).
+local MAX_TIMEOUT_MS = 10000
 
 local K = {
   kind = "LuaFilter",
@@ -30,6 +35,8 @@ K.schema = shapes.document({
     script = T.str{ non_empty = true },
     scriptFile = T.str{ non_empty = true },
     config = T.any(),
+    timeout = T.dur(),
+    maxInstructions = T.int{ min = 1000, max = 1e10 },
   }, { required = true, one_of = { { "script", "scriptFile", "code" } }, exactly_one = true }),
 })
 
@@ -85,8 +92,14 @@ function K.build(obj, c)
     c:error(obj, src.field, "does not compile: " .. err)
     return
   end
+  local timeout_ms = spec.timeout and T.duration_ms(spec.timeout)
+  if timeout_ms and (timeout_ms < 1 or timeout_ms > MAX_TIMEOUT_MS) then
+    c:error(obj, "spec.timeout", "must be from 1ms to 10s")
+    return
+  end
+  local limits = { timeout_ms = timeout_ms, instructions = spec.maxInstructions }
   local mod
-  mod, err = sandbox.load(src.text, chunk, spec.config)
+  mod, err = sandbox.load(src.text, chunk, spec.config, limits)
   if not mod then
     c:error(obj, src.field, "does not load: " .. err)
     return
@@ -99,7 +112,7 @@ function K.build(obj, c)
   local list = c.snapshot.lua_filters
   list[#list + 1] = {
     name = obj.name, namespace = obj.namespace, hosts = hosts, order = spec.order or 0,
-    code = src.text, chunkname = chunk, config = spec.config,
+    code = src.text, chunkname = chunk, config = spec.config, limits = limits,
     source = { file = obj.file, line = obj.line, kind = obj.kind, name = obj.name },
   }
   table.sort(list, function(a, b)
