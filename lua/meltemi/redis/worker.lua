@@ -1,7 +1,7 @@
--- meltemi.worker: the Lua side of the Redis data path, in every worker's LuaJIT state
+-- meltemi.redis.worker: the Lua side of the Redis data path, in every worker's LuaJIT state
 -- (docs/lua-bridge.md is the contract with runtime/proxy/redis/lua_bridge.c).
 --
---   local worker = require "meltemi.worker"
+--   local worker = require "meltemi.redis.worker"
 --   local chains = worker.apply(snapshot_source, cluster_index, generation) -- per generation
 --   worker.request(li, cmd, key, nargs, is_write, conn_id)   -- per command, listeners with a chain
 --   local idx, strip = worker.route_key(li, key)             -- per key of a multi-key command
