@@ -15,6 +15,7 @@
 
 local C = require "meltemi.c"
 local T = require "meltemi.schema"
+local hosts = require "meltemi.hosts"
 
 local NULL = C.null
 
@@ -38,7 +39,7 @@ local function load_registry()
   end
 end
 
-M.CLUSTER_DOMAIN = "svc.cluster.local"
+M.CLUSTER_DOMAIN = hosts.CLUSTER_DOMAIN
 
 -- ---- the compile context ----------------------------------------------------------------
 
@@ -121,35 +122,16 @@ end
 
 -- ---- hosts -------------------------------------------------------------------------------
 
--- The FQDN a Kubernetes Service gets.
-function M.service_fqdn(name, namespace)
-  return name .. "." .. namespace .. "." .. M.CLUSTER_DOMAIN
-end
-
--- How a host written in a resource of namespace ns is resolved, Istio style: a short name
--- is a Service of ns; "name.namespace" and "name.namespace.svc" are completed to the
--- cluster domain; anything else is taken as written.
-local function host_candidates(host, ns)
-  local dots = select(2, host:gsub("%.", ""))
-  if dots == 0 then return { M.service_fqdn(host, ns) } end
-  local list = { host }
-  if dots == 1 then list[#list + 1] = host .. "." .. M.CLUSTER_DOMAIN end
-  if host:match("%.svc$") then list[#list + 1] = host .. ".cluster.local" end
-  return list
-end
-
-function M.normalize_host(host, ns)
-  if not host:find(".", 1, true) and host ~= "*" then return M.service_fqdn(host, ns) end
-  return host
-end
+-- The reading of host names (short, namespaced, FQDN, wildcard) is meltemi.hosts', shared
+-- with the Redis worker's ctx:route.
+M.service_fqdn = hosts.service_fqdn -- the FQDN a Kubernetes Service gets
+M.normalize_host = hosts.qualify    -- the name a declared (ServiceEntry) host is registered under
 
 -- Resolves a host reference: returns the known FQDN, or nil after reporting the problem
 -- (nothing is reported when the host belongs to an object that already failed).
 function Compile:ref_host(obj, path, host)
-  local cands = host_candidates(host, obj.namespace)
-  for _, h in ipairs(cands) do
-    if self.services[h] then return h end
-  end
+  local found, cands = hosts.resolve(self.services, host, obj.namespace)
+  if found then return found end
   for _, h in ipairs(cands) do
     if self.tainted.hosts[h] then return nil end
   end
