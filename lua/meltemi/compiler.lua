@@ -15,6 +15,7 @@
 
 local C = require "meltemi.c"
 local T = require "meltemi.schema"
+local fingerprint = require "meltemi.fingerprint"
 local hosts = require "meltemi.hosts"
 
 local NULL = C.null
@@ -301,8 +302,8 @@ function Compile:add_cluster(obj, host, port, protocol, codec)
     connect_timeout_ms = 5000, max_connections = 1024,
     lb_policy = "ROUND_ROBIN", subsets = {},
   }
-  -- No source here: the runtime fingerprints clusters with dump.lua to keep the pools of
-  -- unchanged ones, and a comment added above a ServiceEntry must not count as a change.
+  -- No source here: the compiler fingerprints clusters (meltemi.fingerprint) so the runtime
+  -- keeps the pools of unchanged ones, and a comment above a ServiceEntry is no change.
   if protocol == "redis" then cl.redis = { mode = "PROXY", discovery_endpoints = {} } end
   self.snapshot.clusters[cl.name] = cl
   local byport = self.clusters_by_host[host]
@@ -602,6 +603,10 @@ function Compile:finish()
   local warnings = sort_problems(self.warning_list)
   if #errors > 0 then return nil, errors, warnings end
   snap.warnings = warnings
+  -- Last, once every pass has shaped them: the runtime keeps the pools of a cluster whose
+  -- fingerprint did not change (docs/snapshot.md).
+  for _, cl in pairs(snap.clusters) do cl.fingerprint = fingerprint.of(cl) end
+  for _, l in ipairs(snap.listeners) do l.fingerprint = fingerprint.of(l) end
   return snap
 end
 
