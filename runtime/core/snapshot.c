@@ -176,10 +176,10 @@ static mt_read_policy_t parse_read_policy(const char *p)
     return MT_READ_MASTER;
 }
 
-/* idx is an absolute stack index. */
+/* The table at idx (an absolute stack index) as the compiler's Lua text, which is
+ * deterministic: the snapshot source every worker's Lua side loads. */
 static char *fingerprint_of(lua_State *L, int idx)
 {
-    /* The compiler's dump is deterministic, so it doubles as a structural fingerprint. */
     lua_getglobal(L, "require");
     lua_pushliteral(L, "meltemi.dump");
     if (lua_pcall(L, 1, 1, 0) != 0) {
@@ -196,6 +196,21 @@ static char *fingerprint_of(lua_State *L, int idx)
     char *fp = strdup(lua_tostring(L, -1));
     lua_pop(L, 1);
     return fp;
+}
+
+/* The compiler's `fingerprint` of a cluster or listener table (meltemi.fingerprint): equal
+ * ones let workers keep pools and sockets across a reload. A missing one refuses the
+ * snapshot: it is a compiler bug, and an empty stand-in would compare equal to every other
+ * and keep the pools of changed clusters. */
+static int read_fingerprint(lua_State *L, int t, const char *what, const char *name, char **fp,
+                            char **err)
+{
+    *fp = mt_snap_field_str(L, t, "fingerprint");
+    if (*fp && **fp)
+        return 0;
+    if (asprintf(err, "snapshot: %s %s has no fingerprint", what, name) < 0)
+        *err = NULL;
+    return -1;
 }
 
 /* redis.discovery_endpoints: { {address=, port=}, ... } -> resolved seeds. */
@@ -282,7 +297,8 @@ static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
         read_discovery(L, rt, c);
         lua_pop(L, 1);
     }
-    c->fingerprint = fingerprint_of(L, t);
+    if (read_fingerprint(L, t, "cluster", c->name, &c->fingerprint, err) != 0)
+        return -1;
     c->stats = mt_stats_block(MT_STATS_CLUSTER, c->name, NULL);
     const mt_proxy_ops_t *ops = mt_proxy_for(c->protocol);
     return ops->read_cluster ? ops->read_cluster(L, t, c, err) : 0;
@@ -340,7 +356,8 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
         l->redis.idle_timeout_ms = field_ms(L, rt, "idle_timeout_ms", 0);
         lua_pop(L, 1);
     }
-    l->fingerprint = fingerprint_of(L, t);
+    if (read_fingerprint(L, t, "listener", l->name, &l->fingerprint, err) != 0)
+        return -1;
     l->stats = mt_stats_block(MT_STATS_LISTENER, l->name, NULL);
     const mt_proxy_ops_t *ops = mt_proxy_for(l->protocol);
     return ops->read_listener ? ops->read_listener(L, t, s, l, err) : 0;

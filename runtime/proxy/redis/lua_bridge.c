@@ -337,7 +337,7 @@ void mt_bridge_apply(mt_worker_t *w)
         return;
     int top = lua_gettop(L);
     lua_getglobal(L, "require");
-    lua_pushliteral(L, "meltemi.worker");
+    lua_pushliteral(L, "meltemi.redis.worker");
     if (lua_pcall(L, 1, 1, 0) != 0) {
         /* The policy modules are not part of this build: every listener forwards. */
         mt_debug("worker %u: no Lua policies: %s", w->id, lua_tostring(L, -1));

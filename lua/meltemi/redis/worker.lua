@@ -1,7 +1,7 @@
--- meltemi.worker: the Lua side of the Redis data path, in every worker's LuaJIT state
+-- meltemi.redis.worker: the Lua side of the Redis data path, in every worker's LuaJIT state
 -- (docs/lua-bridge.md is the contract with runtime/proxy/redis/lua_bridge.c).
 --
---   local worker = require "meltemi.worker"
+--   local worker = require "meltemi.redis.worker"
 --   local chains = worker.apply(snapshot_source, cluster_index, generation) -- per generation
 --   worker.request(li, cmd, key, nargs, is_write, conn_id)   -- per command, listeners with a chain
 --   local idx, strip = worker.route_key(li, key)             -- per key of a multi-key command
@@ -18,6 +18,7 @@
 -- closed: each command of its listeners is answered with the filter's error, as a filter
 -- that fails at run time is. Other listeners and the built-in policies are unaffected.
 
+local hosts = require "meltemi.hosts"
 local sandbox = require "meltemi.sandbox"
 local api = require "meltemi.filter_api"
 local redis_route = require "meltemi.policies.redis_route"
@@ -35,8 +36,6 @@ local api_begin, api_enter, api_answered, api_finish =
 
 local rawset = rawset
 local W = {}
-
-W.CLUSTER_DOMAIN = "svc.cluster.local"
 
 local chains = {}          -- listener index -> chain (only listeners that need Lua)
 local defaults = {}        -- listener index -> default cluster index (every redis listener)
@@ -79,17 +78,6 @@ end
 
 -- ---- host -> cluster for ctx:route / ctx:mirror ---------------------------------------------
 
--- Istio's reading of a host written in a resource of namespace ns (as the compiler does):
--- a short name is a Service of ns; "name.ns" and "name.ns.svc" complete to the cluster domain.
-local function host_candidates(host, ns)
-  local dots = select(2, host:gsub("%.", ""))
-  if dots == 0 then return { host, host .. "." .. (ns or "default") .. "." .. W.CLUSTER_DOMAIN } end
-  local list = { host }
-  if dots == 1 then list[#list + 1] = host .. "." .. W.CLUSTER_DOMAIN end
-  if host:match("%.svc$") then list[#list + 1] = host .. ".cluster.local" end
-  return list
-end
-
 -- Per service host: its Redis clusters by port, and the default cluster of its first
 -- Redis listener (listeners are sorted by name).
 local function index_services(snap, cluster_index)
@@ -123,7 +111,8 @@ local function make_resolver(services, cluster_index, port)
     local ck = (ns or "") .. "\0" .. host .. "\0" .. (subset or "")
     local hit = cache[ck]
     if hit then return hit end
-    for _, h in ipairs(host_candidates(host, ns)) do
+    -- The compiler's reading (meltemi.hosts), in the namespace of the calling filter.
+    for _, h in ipairs(hosts.candidates(host, ns)) do
       local s = services[h]
       if s then
         local idx
