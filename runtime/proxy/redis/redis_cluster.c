@@ -1293,8 +1293,8 @@ void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
             return;
         }
     } else {
-        mt_buf_ref(s->rbuf);
-        r->frame = (mt_slice_t){s->rbuf, frame, (uint32_t)req->frame_len};
+        mt_buf_ref(s->base.rbuf);
+        r->frame = (mt_slice_t){s->base.rbuf, frame, (uint32_t)req->frame_len};
     }
     mt_rsess_push(s, r);
     if (req->is_inline) {

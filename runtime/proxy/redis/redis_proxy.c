@@ -27,8 +27,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SESSION_MAX_PENDING 1024      /* commands in flight per client before we pause it */
-#define SESSION_MAX_OUTPUT (4u << 20) /* reply bytes queued per client before we pause it */
 /* Before AUTH (where the listener requires it) a client gets only error replies; it may make
  * us queue this much of them before we stop reading it, so an unauthenticated connection
  * costs at most its read chunk (frames are capped by resp.h's RESP_UNAUTH_*) plus this. */
@@ -114,15 +112,7 @@ void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r)
 /* ---- sessions: replies in order ----------------------------------------------------------------
  */
 
-static void sess_close(mt_rsess_t *s);
-static void sess_maybe_resume(mt_rsess_t *s);
 static void sess_hold_arm(mt_rsess_t *s, uint64_t at_ms);
-
-static void sess_maybe_finish(mt_rsess_t *s)
-{
-    if (s->finishing && !s->closing && s->pending == 0 && mt_outq_pending(&s->out) == 0)
-        sess_close(s);
-}
 
 /* Pops every completed request at the head of the session's FIFO into its output queue. */
 static void sess_drain_done(mt_rsess_t *s)
@@ -133,15 +123,15 @@ static void sess_drain_done(mt_rsess_t *s)
         s->head = r->next;
         if (!s->head)
             s->tail = NULL;
-        s->pending--;
+        s->base.pending--;
         if (r->reply.buf) {
-            mt_outq_add_slice(&s->out, r->reply);
+            mt_outq_add_slice(&s->base.out, r->reply);
             r->reply.buf = NULL;
         }
         mt_rreq_free(w, r);
     }
-    mt_worker_schedule_flush(w, &s->out);
-    sess_maybe_resume(s);
+    mt_worker_schedule_flush(w, &s->base.out);
+    mt_session_resume(&s->base);
 }
 
 /* Completes r with reply bytes living in chunk b (a reference is taken when kept). */
@@ -190,14 +180,14 @@ void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, 
         s->head = r->next;
         if (!s->head)
             s->tail = NULL;
-        s->pending--;
-        mt_outq_add_ref(&s->out, b, p, len);
+        s->base.pending--;
+        mt_outq_add_ref(&s->base.out, b, p, len);
         mt_rreq_free(w, r);
         if (s->head && s->head->done)
             sess_drain_done(s);
         else {
-            mt_worker_schedule_flush(w, &s->out);
-            sess_maybe_resume(s);
+            mt_worker_schedule_flush(w, &s->base.out);
+            mt_session_resume(&s->base);
         }
         return;
     }
@@ -218,7 +208,7 @@ void mt_rreq_complete_copy(mt_worker_t *w, mt_rreq_t *r, const char *p, size_t l
     mt_slice_t sl;
     if (mt_slice_copy(&w->pool, &w->own, p, len, &sl) != 0) {
         if (r->sess)
-            sess_close(r->sess);
+            mt_session_close(&r->sess->base);
         return;
     }
     mt_rreq_complete(w, r, sl.buf, sl.p, sl.len);
@@ -241,25 +231,25 @@ static void sess_reply(mt_rsess_t *s, const char *p, size_t len)
     if (len && p[0] == '-')
         mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUEST_ERRORS, 1);
     if (!s->head) {
-        mt_outq_add_copy(&s->out, p, len);
-        mt_worker_schedule_flush(w, &s->out);
+        mt_outq_add_copy(&s->base.out, p, len);
+        mt_worker_schedule_flush(w, &s->base.out);
         return;
     }
     mt_rreq_t *r = mt_rreq_new(w);
     if (!r) {
-        sess_close(s);
+        mt_session_close(&s->base);
         return;
     }
-    if (mt_slice_copy(&w->pool, &s->out.own, p, len, &r->reply) != 0) {
+    if (mt_slice_copy(&w->pool, &s->base.out.own, p, len, &r->reply) != 0) {
         mt_rreq_free(w, r);
-        sess_close(s);
+        mt_session_close(&s->base);
         return;
     }
     r->done = true;
     r->sess = s;
     s->tail->next = r;
     s->tail = r;
-    s->pending++;
+    s->base.pending++;
 }
 
 void mt_rsess_reply_error(mt_rsess_t *s, const char *text)
@@ -318,7 +308,7 @@ static void sess_reply_held(mt_rsess_t *s, const char *p, size_t len, uint64_t h
     if (!r || mt_slice_copy(&w->pool, &w->own, p, len, &r->reply) != 0) {
         if (r)
             mt_rreq_free(w, r);
-        sess_close(s);
+        mt_session_close(&s->base);
         return;
     }
     if (len && p[0] == '-')
@@ -750,13 +740,17 @@ void mt_rsess_push(mt_rsess_t *s, mt_rreq_t *r)
     else
         s->head = r;
     s->tail = r;
-    s->pending++;
+    s->base.pending++;
 }
 
-static void sess_drain(mt_session_t *base);
-static const mt_session_ops_t redis_sess_ops = {.drain = sess_drain};
-static void sess_close(mt_rsess_t *s);
-static const char *sess_peer(const mt_rsess_t *s, char *out, size_t cap);
+static void sess_on_data(mt_session_t *base);
+static void sess_on_close(mt_session_t *base);
+static void sess_on_closed(mt_session_t *base);
+static const mt_session_ops_t redis_sess_ops = {
+    .on_data = sess_on_data,
+    .on_close = sess_on_close,
+    .on_closed = sess_on_closed,
+};
 
 /* How often the worker looks for sessions past their auth or idle timeout: a connection is
  * closed between its timeout and its timeout plus this. One walk over the worker's sessions
@@ -771,25 +765,25 @@ static bool sess_timed_out(mt_rsess_t *s, uint64_t now_ms)
     const mt_redis_listener_conf_t *rc = &s->base.conf->redis;
     char peer[INET6_ADDRSTRLEN + 8];
     if (rc->auth_timeout_ms && !s->authenticated && rc->auth.password &&
-        now_ms - s->accepted_ms >= rc->auth_timeout_ms) {
+        now_ms - s->base.accepted_ms >= rc->auth_timeout_ms) {
         mt_info("listener %s: closing %s: not authenticated after %u ms", s->base.conf->name,
-                sess_peer(s, peer, sizeof(peer)), rc->auth_timeout_ms);
+                mt_session_peer(&s->base, peer, sizeof(peer)), rc->auth_timeout_ms);
         mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_TIMEOUTS, 1);
-        sess_close(s);
+        mt_session_close(&s->base);
         return true;
     }
     if (!rc->idle_timeout_ms)
         return false;
-    if (s->pending || mt_outq_pending(&s->out)) { /* working, not idle */
-        s->active_ms = now_ms;
+    if (s->base.pending || mt_outq_pending(&s->base.out)) { /* working, not idle */
+        s->base.active_ms = now_ms;
         return false;
     }
-    if (now_ms - s->active_ms < rc->idle_timeout_ms)
+    if (now_ms - s->base.active_ms < rc->idle_timeout_ms)
         return false;
     mt_debug("listener %s: closing %s: idle for %u ms", s->base.conf->name,
-             sess_peer(s, peer, sizeof(peer)), rc->idle_timeout_ms);
+             mt_session_peer(&s->base, peer, sizeof(peer)), rc->idle_timeout_ms);
     mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_IDLE_TIMEOUTS, 1);
-    sess_close(s);
+    mt_session_close(&s->base);
     return true;
 }
 
@@ -802,7 +796,7 @@ static void sess_sweep(mt_worker_t *w, uint64_t now_ms)
         if (b->ops != &redis_sess_ops) /* not a Redis session */
             continue;
         mt_rsess_t *s = (mt_rsess_t *)b;
-        if (!s->closing)
+        if (!s->base.closing)
             sess_timed_out(s, now_ms);
     }
 }
@@ -1038,7 +1032,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
     }
     mt_rreq_t *r = mt_rreq_new(w);
     if (!r) {
-        sess_close(s);
+        mt_session_close(&s->base);
         return;
     }
     r->sess = s;
@@ -1053,11 +1047,11 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
         resp_out_command(o, req->argc, req->argv);
         rc = mt_outq_add_copy(&u->out, o->data, o->len);
     } else {
-        rc = mt_outq_add_ref(&u->out, s->rbuf, frame, req->frame_len);
+        rc = mt_outq_add_ref(&u->out, s->base.rbuf, frame, req->frame_len);
     }
     if (rc != 0) {
         mt_rreq_free(w, r);
-        sess_close(s);
+        mt_session_close(&s->base);
         return;
     }
     mt_rsess_push(s, r);
@@ -1184,7 +1178,7 @@ static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
     } else if (!same) {
         mt_rreq_t *r = mt_rreq_new(w);
         if (!r) {
-            sess_close(s);
+            mt_session_close(&s->base);
         } else {
             r->cmd = cmd;
             r->start_ns = uv_hrtime();
@@ -1305,10 +1299,18 @@ static bool secret_equal(const char *want, size_t want_len, const char *got, siz
 }
 
 /* Lifts the pre-auth parser limits (resp.h: RESP_UNAUTH_*) once the client has proved who it is. */
+/* Before AUTH the parser keeps Redis's pre-auth frame limits and the client may have only a
+ * little output queued (NOAUTH replies it does not read). */
+static void sess_set_unauthenticated(mt_rsess_t *s, bool unauthenticated)
+{
+    s->parser.unauthenticated = unauthenticated;
+    s->base.max_output = unauthenticated ? SESSION_UNAUTH_MAX_OUTPUT : MT_SESSION_MAX_OUTPUT;
+}
+
 static void sess_authenticated(mt_rsess_t *s)
 {
     s->authenticated = true;
-    s->parser.unauthenticated = false;
+    sess_set_unauthenticated(s, false);
 }
 
 static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const resp_arg_t *pass)
@@ -1388,27 +1390,6 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
     sess_reply(s, o->data, o->len);
 }
 
-/* The client's address as "ip:port" (or "?"), for log lines about it. */
-static const char *sess_peer(const mt_rsess_t *s, char *out, size_t cap)
-{
-    struct sockaddr_storage sa;
-    int salen = sizeof(sa);
-    char ip[INET6_ADDRSTRLEN] = "?";
-    snprintf(out, cap, "?");
-    if (uv_tcp_getpeername(&s->base.tcp, (struct sockaddr *)&sa, &salen) != 0)
-        return out;
-    if (sa.ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)&sa;
-        uv_ip4_name(in, ip, sizeof(ip));
-        snprintf(out, cap, "%s:%u", ip, ntohs(in->sin_port));
-    } else if (sa.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&sa;
-        uv_ip6_name(in6, ip, sizeof(ip));
-        snprintf(out, cap, "[%s]:%u", ip, ntohs(in6->sin6_port));
-    }
-    return out;
-}
-
 /*
  * An HTTP request sent to a Redis port (a browser form, an SSRF) arrives as inline commands:
  * "POST / HTTP/1.1", "Host: ...", headers, then a body that would run with the credentials
@@ -1425,9 +1406,9 @@ static bool sess_cross_protocol(mt_rsess_t *s, const resp_request_t *req)
     char peer[INET6_ADDRSTRLEN + 8];
     mt_warn("listener %s: possible security attack from %s: an HTTP request ('%.*s') was sent "
             "to a Redis port (cross-protocol scripting); connection closed",
-            s->base.conf->name, sess_peer(s, peer, sizeof(peer)), (int)a->len, a->ptr);
+            s->base.conf->name, mt_session_peer(&s->base, peer, sizeof(peer)), (int)a->len, a->ptr);
     mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_CROSS_PROTOCOL, 1);
-    sess_close(s);
+    mt_session_close(&s->base);
     return true;
 }
 
@@ -1468,7 +1449,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
      * were sent on. */
     if (MT_UNLIKELY(s->base.snap != w->snap)) {
         mt_session_rebind(&s->base);
-        s->parser.unauthenticated = !s->authenticated && s->base.conf->redis.auth.password;
+        sess_set_unauthenticated(s, !s->authenticated && s->base.conf->redis.auth.password);
     }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
@@ -1509,7 +1490,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
             redis_local_reply(&s->lctx, cmd, req->argc, req->argv, o);
             sess_reply(s, o->data, o->len);
             if (s->lctx.quit)
-                s->finishing = true;
+                s->base.finishing = true;
         }
         return;
     case REDIS_PROXY_UNSUPPORTED: {
@@ -1537,32 +1518,13 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
 /* ---- session I/O --------------------------------------------------------------------------------
  */
 
-static void sess_closed(uv_handle_t *h)
-{
-    mt_rsess_t *s = h->data;
-    mt_worker_t *w = s->base.w;
-    mt_outq_reset(&s->out);
-    if (s->rbuf)
-        mt_buf_unref(&w->pool, s->rbuf);
-    resp_req_parser_free(&s->parser);
-    free(s->lctx.client_name);
-    mt_stat_add(s->base.conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, -1);
-    mt_wcluster_unref(s->base.cluster);
-    mt_snapshot_unref(s->base.snap);
-    mt_worker_session_remove(w, &s->base);
-    free(s);
-}
+/* ---- session shell hooks */
 
-static void sess_close(mt_rsess_t *s)
+/* Orphan what upstreams still owe us; free what is already answered. */
+static void sess_on_close(mt_session_t *base)
 {
-    if (s->closing)
-        return;
-    mt_worker_t *w = s->base.w;
-    s->closing = true;
-    if (s->reading)
-        uv_read_stop((uv_stream_t *)&s->base.tcp);
-    s->reading = false;
-    /* Orphan what upstreams still owe us; free what is already answered. */
+    mt_rsess_t *s = (mt_rsess_t *)base;
+    mt_worker_t *w = base->w;
     mt_rreq_t *next;
     for (mt_rreq_t *r = s->head; r; r = next) {
         next = r->next;
@@ -1572,55 +1534,26 @@ static void sess_close(mt_rsess_t *s)
             r->sess = NULL;
     }
     s->head = s->tail = NULL;
-    s->pending = 0;
-    mt_worker_unschedule_flush(w, &s->out);
     if (s->hold_timer) {
         uv_close((uv_handle_t *)s->hold_timer, (uv_close_cb)free);
         s->hold_timer = NULL;
     }
     if (s->ran_chain)
-        mt_bridge_conn_closed(w, s->base.id);
-    uv_close((uv_handle_t *)&s->base.tcp, sess_closed);
+        mt_bridge_conn_closed(w, base->id);
 }
 
-static void sess_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+static void sess_on_closed(mt_session_t *base)
 {
-    mt_rsess_t *s = h->data;
-    if (mt_buf_make_room(&s->base.w->pool, &s->rbuf, READ_MIN_ROOM, 0) != 0) {
-        buf->base = NULL;
-        buf->len = 0;
-        return;
-    }
-    buf->base = s->rbuf->last;
-    buf->len = mt_buf_room(s->rbuf);
+    mt_rsess_t *s = (mt_rsess_t *)base;
+    resp_req_parser_free(&s->parser);
+    free(s->lctx.client_name);
 }
 
-static void sess_pause(mt_rsess_t *s)
+static void sess_on_data(mt_session_t *base)
 {
-    if (s->reading) {
-        uv_read_stop((uv_stream_t *)&s->base.tcp);
-        s->reading = false;
-    }
-}
-
-static void sess_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
-
-static void sess_maybe_resume(mt_rsess_t *s)
-{
-    if (s->reading || s->closing || s->finishing)
-        return;
-    if (s->pending > SESSION_MAX_PENDING / 2 || mt_outq_pending(&s->out) > SESSION_MAX_OUTPUT / 2)
-        return;
-    if (s->parser.unauthenticated && mt_outq_pending(&s->out) > SESSION_UNAUTH_MAX_OUTPUT / 2)
-        return;
-    s->reading = true;
-    uv_read_start((uv_stream_t *)&s->base.tcp, sess_alloc, sess_on_read);
-}
-
-static void sess_process(mt_rsess_t *s)
-{
-    mt_buf_t *b = s->rbuf;
-    while (b && b->pos < b->last && !s->finishing && !s->closing) {
+    mt_rsess_t *s = (mt_rsess_t *)base;
+    mt_buf_t *b = base->rbuf;
+    while (b && b->pos < b->last && !base->finishing && !base->closing) {
         resp_request_t req;
         const char *err = NULL;
         mt_status_t rc = resp_parse_request(&s->parser, b->pos, mt_buf_unread(b), &req, &err);
@@ -1629,10 +1562,10 @@ static void sess_process(mt_rsess_t *s)
         if (rc == MT_ERROR) {
             char text[300];
             snprintf(text, sizeof(text), "ERR %s", err ? err : "Protocol error");
-            mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_PROTOCOL_ERRORS, 1);
+            mt_stat_add(base->conf->stats, base->w->id, MT_ST_PROTOCOL_ERRORS, 1);
             mt_rsess_reply_error(s, text);
-            s->finishing = true;
-            sess_pause(s);
+            base->finishing = true;
+            mt_session_pause(base);
             break;
         }
         const char *frame = b->pos;
@@ -1640,96 +1573,18 @@ static void sess_process(mt_rsess_t *s)
             sess_command(s, &req, frame);
         b->pos += req.frame_len;
     }
-    if (b && b->pos == b->last && !s->closing) {
-        /* Nothing unread: give the chunk back (it stays alive while slices reference it). */
-        mt_buf_unref(&s->base.w->pool, b);
-        s->rbuf = NULL;
-    }
-    if (s->pending >= SESSION_MAX_PENDING || mt_outq_pending(&s->out) >= SESSION_MAX_OUTPUT)
-        sess_pause(s);
-    else if (MT_UNLIKELY(s->parser.unauthenticated) &&
-             mt_outq_pending(&s->out) >= SESSION_UNAUTH_MAX_OUTPUT)
-        sess_pause(s); /* NOAUTH replies the client does not read */
-}
-
-static void sess_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-    mt_rsess_t *s = st->data;
-    if (nread < 0) {
-        if (nread == UV_EOF) {
-            s->finishing = true;
-            sess_pause(s);
-            sess_maybe_finish(s);
-        } else {
-            sess_close(s);
-        }
-        return;
-    }
-    if (nread == 0)
-        return;
-    s->rbuf->last += nread;
-    s->active_ms = uv_now(&s->base.w->loop); /* idle timeout; the loop's cached time */
-    sess_process(s);
-    sess_maybe_finish(s);
-}
-
-static void sess_on_write_done(mt_outq_t *q, int status)
-{
-    mt_rsess_t *s = MT_CONTAINER_OF(q, mt_rsess_t, out);
-    if (s->closing)
-        return;
-    if (status < 0) {
-        sess_close(s);
-        return;
-    }
-    if (s->finishing)
-        sess_maybe_finish(s);
-    else
-        sess_maybe_resume(s);
-}
-
-static void sess_drain(mt_session_t *base)
-{
-    mt_rsess_t *s = (mt_rsess_t *)base;
-    s->finishing = true;
-    sess_pause(s);
-    sess_maybe_finish(s);
 }
 
 static void redis_accept(mt_wlistener_t *l, uv_stream_t *server)
 {
-    mt_worker_t *w = l->w;
     mt_rsess_t *s = calloc(1, sizeof(*s));
-    if (!s)
+    if (!s || mt_session_accept(&s->base, l, server, &redis_sess_ops) != 0)
         return;
-    uv_tcp_init(&w->loop, &s->base.tcp);
-    s->base.tcp.data = s;
-    if (uv_accept(server, (uv_stream_t *)&s->base.tcp) != 0) {
-        uv_close((uv_handle_t *)&s->base.tcp, (uv_close_cb)free);
-        return;
-    }
-    s->base.w = w;
-    s->base.lst = l;
-    s->base.conf = l->conf;
-    s->base.snap = mt_snapshot_ref(w->snap);
-    s->base.cluster = l->cluster;
-    mt_wcluster_ref(l->cluster);
-    s->base.li = (uint32_t)(l->conf - w->snap->listeners) + 1;
-    s->base.ops = &redis_sess_ops;
-    s->base.id = w->next_client_id++;
     s->lctx.client_id = s->base.id;
     s->lctx.mode = "standalone";
-    s->accepted_ms = s->active_ms = mt_worker_now_ms(w);
     resp_req_parser_init(&s->parser, &resp_default_limits);
-    s->parser.unauthenticated = l->conf->redis.auth.password != NULL;
-    mt_outq_init(&s->out, &w->pool, sess_on_write_done);
-    s->out.stream = (uv_stream_t *)&s->base.tcp;
-    mt_worker_session_add(w, &s->base);
-    mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_TOTAL, 1);
-    mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, 1);
-    uv_tcp_nodelay(&s->base.tcp, 1);
-    s->reading = true;
-    uv_read_start((uv_stream_t *)&s->base.tcp, sess_alloc, sess_on_read);
+    sess_set_unauthenticated(s, l->conf->redis.auth.password != NULL);
+    mt_session_resume(&s->base);
 }
 
 /* ---- the proxy's registry entry ------------------------------------------------------------ */

@@ -54,22 +54,14 @@ typedef struct mt_rreq {
 struct mt_rsess {
     mt_session_t base; /* first: the uv handle is first in it */
     resp_req_parser_t parser;
-    mt_buf_t *rbuf;
-    mt_outq_t out;
     mt_rreq_t *head, *tail;
-    uint32_t pending;
     redis_local_ctx_t lctx;
     bool authenticated;
-    bool reading;
-    bool finishing; /* EOF, QUIT, protocol error or drain: close once everything is written */
-    bool closing;
     bool ran_chain; /* Lua saw this connection: tell it when it closes */
     /* MULTI was refused: until EXEC or DISCARD every command is answered "not applied" and
      * nothing reaches an upstream (the client may believe it is queueing a transaction) */
     bool tx_refused;
     uv_timer_t *hold_timer; /* releases held replies (DELAY faults); lazily created */
-    uint64_t accepted_ms;   /* auth timeout: loop time of the accept */
-    uint64_t active_ms;     /* idle timeout: last read, or last sweep that saw work in flight */
 };
 
 typedef enum rup_state { RUP_CONNECTING = 0, RUP_READY, RUP_CLOSING } rup_state_t;
