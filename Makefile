@@ -21,18 +21,19 @@ all: build
 deps:
 	tools/install-deps.sh
 
-configure:
+# Every target that configures starts with deps: on a fresh machine it installs what is
+# missing (as root) or prints the one apt-get command to run, instead of CMake failing on
+# the first absent pkg-config module. With everything present it takes a second.
+configure: deps
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
 
 build: configure
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
-test: deps
-	$(MAKE) build
+test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure
 
-demo: deps
-	$(MAKE) build
+demo: build
 	MELTEMI_BIN=$(CURDIR)/$(BUILD_DIR)/meltemi examples/redis-demo/run.sh $(DEMO_ARGS)
 
 # Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
@@ -42,8 +43,7 @@ asan: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --test-dir $(ASAN_DIR) --output-on-failure -R '^unit_'
 
-bench: deps
-	$(MAKE) build
+bench: build
 	MELTEMI_BIN=$(CURDIR)/$(BUILD_DIR)/meltemi tests/bench/run.sh $(BENCH_ARGS)
 
 format:
