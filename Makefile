@@ -5,6 +5,9 @@
 
 BUILD_DIR  ?= build
 ASAN_DIR   ?= build-asan
+MATRIX_DIR  = build-matrix
+FUZZ_DIR   ?= $(MATRIX_DIR)/clang-RelWithDebInfo
+FUZZ_SECONDS ?= 30
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 BENCH_ARGS ?=
@@ -14,7 +17,7 @@ DEMO_ARGS  ?=
 C_SOURCES   = $(shell find runtime protocols tests/unit tests/fuzz -name '*.[ch]' 2>/dev/null)
 LUA_DIRS    = $(wildcard lua policies tests/lua)
 
-.PHONY: all deps configure build test demo asan asan-build bench format format-check lint clean
+.PHONY: all deps configure build test demo asan asan-build matrix fuzz bench format format-check lint clean
 
 all: build
 
@@ -46,6 +49,17 @@ asan-build: deps
 	cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DMELTEMI_SANITIZE=ON
 	cmake --build $(ASAN_DIR) -j$(JOBS)
 
+# gcc and clang, each in Debug, RelWithDebInfo and Release (-Werror everywhere), each build's
+# unit tests; builds in build-matrix/<cc>-<type>/ (tools/build-matrix.sh).
+matrix: deps
+	tools/build-matrix.sh -j $(JOBS)
+
+# The libFuzzer targets (a clang build) fuzzed for FUZZ_SECONDS each (tests/fuzz/run.sh).
+fuzz: deps
+	CC=clang cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(FUZZ_DIR) -j$(JOBS) --target fuzzers
+	tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
+
 bench: build
 	MELTEMI_BIN=$(CURDIR)/$(BUILD_DIR)/meltemi tests/bench/run.sh $(BENCH_ARGS)
 
@@ -63,4 +77,4 @@ lint:
 	exit $$rc
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(MATRIX_DIR)
