@@ -11,13 +11,14 @@ FUZZ_SECONDS ?= 30
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 BENCH_ARGS ?=
+CALLGRIND_ARGS ?=
 DEMO_ARGS  ?=
 
 # Sources the style checks cover (only files that exist; others add theirs as they land).
 C_SOURCES   = $(shell find runtime protocols tests/unit tests/fuzz -name '*.[ch]' 2>/dev/null)
 LUA_DIRS    = $(wildcard lua policies tests/lua)
 
-.PHONY: all deps configure build test demo asan asan-build matrix fuzz bench format format-check lint clean
+.PHONY: all deps configure build test demo asan asan-build matrix fuzz bench callgrind format format-check lint clean
 
 all: build
 
@@ -62,6 +63,11 @@ fuzz: deps
 
 bench: build
 	MELTEMI_BIN=$(CURDIR)/$(BUILD_DIR)/meltemi tests/bench/run.sh $(BENCH_ARGS)
+
+# Instructions per request in meltemi under callgrind (Redis GET P=1/P=16, Dubbo depth 1);
+# baseline in tests/bench/RESULTS.md.
+callgrind: build
+	MELTEMI_BIN=$(CURDIR)/$(BUILD_DIR)/meltemi tests/bench/callgrind.sh $(CALLGRIND_ARGS)
 
 format:
 	@if [ -n "$(strip $(C_SOURCES))" ]; then clang-format -i $(C_SOURCES); fi

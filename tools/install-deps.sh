@@ -23,8 +23,8 @@ PACKAGES=(
     # compiler that generates their code from tests/integration/peers/hello.thrift), Dubbo
     # peers in Node (hessian.js, dubbo2.js; npm installs them from the lockfile)
     python3-thrift thrift-compiler nodejs
-    # benchmark peers
-    nutcracker haproxy
+    # benchmark peers; valgrind for tests/bench/callgrind.sh (instructions per request)
+    nutcracker haproxy valgrind
     # scripts: admin HTTP checks, process handling
     curl procps psmisc
 )
