@@ -29,8 +29,10 @@ for t in "${targets[@]}"; do
             [[ -e "$s" ]] && { printf '\x00'; cat "$s"; } >"$corpus/$(basename "$s")"
         done
     fi
+    max_len=4096
+    [[ "$t" == fuzz_lua_pattern ]] && max_len=300 # a pattern and a subject, not a stream
     start=$(date +%s)
-    if "$bin" -max_total_time="$seconds" -max_len=4096 -print_final_stats=1 \
+    if "$bin" -max_total_time="$seconds" -max_len="$max_len" -print_final_stats=1 \
         -artifact_prefix="$corpus/" "$corpus" >"$work/$t.log" 2>&1; then
         runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$work/$t.log" | grep -o '[0-9]*$' || echo "?")
         echo "fuzz: $t ok: $runs runs in $(($(date +%s) - start)) s, corpus $(ls "$corpus" | wc -l) inputs"
