@@ -23,8 +23,10 @@ PACKAGES=(
     # compiler that generates their code from tests/integration/peers/hello.thrift), Dubbo
     # peers in Node (hessian.js, dubbo2.js; npm installs them from the lockfile)
     python3-thrift thrift-compiler nodejs
-    # benchmark peers; valgrind for tests/bench/callgrind.sh (instructions per request)
-    nutcracker haproxy valgrind
+    # benchmark peers
+    nutcracker haproxy
+    # tests/bench/callgrind.sh: instructions per request under callgrind
+    valgrind
     # scripts: admin HTTP checks, process handling
     curl procps psmisc
 )
