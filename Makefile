@@ -5,46 +5,69 @@
 
 BUILD_DIR  ?= build
 ASAN_DIR   ?= build-asan
+MATRIX_DIR  = build-matrix
+FUZZ_DIR   ?= $(MATRIX_DIR)/clang-RelWithDebInfo
+FUZZ_SECONDS ?= 30
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 BENCH_ARGS ?=
+CALLGRIND_ARGS ?=
 DEMO_ARGS  ?=
 
 # Sources the style checks cover (only files that exist; others add theirs as they land).
 C_SOURCES   = $(shell find runtime protocols tests/unit tests/fuzz -name '*.[ch]' 2>/dev/null)
 LUA_DIRS    = $(wildcard lua policies tests/lua)
 
-.PHONY: all deps configure build test demo asan bench format format-check lint clean
+.PHONY: all deps configure build test demo asan asan-build matrix fuzz bench callgrind format format-check lint clean
 
 all: build
 
 deps:
 	tools/install-deps.sh
 
-configure:
+# Every target that configures starts with deps: on a fresh machine it installs what is
+# missing (as root) or prints the one apt-get command to run, instead of CMake failing on
+# the first absent pkg-config module. With everything present it takes a second.
+configure: deps
 	cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
 
 build: configure
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
-test: deps
-	$(MAKE) build
+test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure
 
-demo: deps
-	$(MAKE) build
+demo: build
 	MELTEMI_BIN=$(CURDIR)/$(BUILD_DIR)/meltemi examples/redis-demo/run.sh $(DEMO_ARGS)
 
-# Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
-asan: deps
+# Every test (unit, Lua, integration) under AddressSanitizer + UndefinedBehaviorSanitizer with
+# leak detection; CMakeLists.txt sets the sanitizer options and collects the reports of the
+# meltemi processes the integration tests start (build-asan/sanitizer-logs/).
+asan: asan-build
+	ctest --test-dir $(ASAN_DIR) --output-on-failure
+
+asan-build: deps
 	cmake -S . -B $(ASAN_DIR) -DCMAKE_BUILD_TYPE=Debug -DMELTEMI_SANITIZE=ON
 	cmake --build $(ASAN_DIR) -j$(JOBS)
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  ctest --test-dir $(ASAN_DIR) --output-on-failure -R '^unit_'
 
-bench: deps
-	$(MAKE) build
+# gcc and clang, each in Debug, RelWithDebInfo and Release (-Werror everywhere), each build's
+# unit tests; builds in build-matrix/<cc>-<type>/ (tools/build-matrix.sh).
+matrix: deps
+	tools/build-matrix.sh -j $(JOBS)
+
+# The libFuzzer targets (a clang build) fuzzed for FUZZ_SECONDS each (tests/fuzz/run.sh).
+fuzz: deps
+	CC=clang cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(FUZZ_DIR) -j$(JOBS) --target fuzzers
+	tests/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SECONDS)
+
+bench: build
 	MELTEMI_BIN=$(CURDIR)/$(BUILD_DIR)/meltemi tests/bench/run.sh $(BENCH_ARGS)
+
+# Instructions per request in meltemi under callgrind (Redis GET P=1/P=16, Dubbo depth 1);
+# baseline in tests/bench/RESULTS.md.
+callgrind: build
+	MELTEMI_BIN=$(CURDIR)/$(BUILD_DIR)/meltemi tests/bench/callgrind.sh $(CALLGRIND_ARGS)
 
 format:
 	@if [ -n "$(strip $(C_SOURCES))" ]; then clang-format -i $(C_SOURCES); fi
@@ -60,4 +83,4 @@ lint:
 	exit $$rc
 
 clean:
-	rm -rf $(BUILD_DIR) $(ASAN_DIR)
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(MATRIX_DIR)

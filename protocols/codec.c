@@ -297,16 +297,15 @@ const char *mt_error_kind_name(mt_error_kind_t k)
     return "unspecified";
 }
 
-mt_status_t mt_codec_fail(mt_codec_err_t *err, mt_codec_errc_t code, const char *fmt, ...)
+void mt_codec_set_error(mt_codec_err_t *err, mt_codec_errc_t code, const char *fmt, ...)
 {
     if (err == NULL)
-        return MT_ERROR;
+        return;
     err->code = code;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(err->text, sizeof(err->text), fmt, ap);
     va_end(ap);
-    return MT_ERROR;
 }
 
 /* ======================================================================================== */

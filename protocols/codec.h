@@ -219,9 +219,15 @@ typedef struct mt_codec_err {
     char text[MT_CODEC_ERR_TEXT];
 } mt_codec_err_t;
 
-/* For codecs: fill `err` (may be NULL) and return MT_ERROR. */
-mt_status_t mt_codec_fail(mt_codec_err_t *err, mt_codec_errc_t code, const char *fmt, ...)
+/* For codecs: fill `err` (may be NULL). */
+void mt_codec_set_error(mt_codec_err_t *err, mt_codec_errc_t code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* For codecs: fill `err` (may be NULL) and evaluate to MT_ERROR. A macro, not a function, so
+ * the compiler sees at every call site that a failure path never returns MT_OK: otherwise
+ * GCC -O3 inlines "if (decode(..., &out) != MT_OK) return" chains and warns that `out` may
+ * be read uninitialized after a failure it cannot prove is one. */
+#define mt_codec_fail(err, code, ...) (mt_codec_set_error((err), (code), __VA_ARGS__), MT_ERROR)
 
 /* ---- limits ------------------------------------------------------------------------------ */
 

@@ -10,6 +10,10 @@ set -euo pipefail
 PACKAGES=(
     # build
     build-essential cmake pkg-config
+    # the second compiler of the CI build matrix, whose libFuzzer builds tests/fuzz;
+    # libclang-rt-dev holds its ASan/UBSan/libFuzzer runtimes (only a Recommends of clang),
+    # llvm the llvm-symbolizer that turns their reports into file:line
+    clang libclang-rt-dev llvm
     libluajit-5.1-dev luajit libuv1-dev libssl-dev libyaml-dev lua-lpeg-dev libpcre2-dev
     # unit tests, lint
     libcriterion-dev lua-check clang-format
@@ -23,6 +27,8 @@ PACKAGES=(
     ruby-redis
     # benchmark peers
     nutcracker haproxy
+    # tests/bench/callgrind.sh: instructions per request under callgrind
+    valgrind
     # scripts: admin HTTP checks, process handling
     curl procps psmisc
 )

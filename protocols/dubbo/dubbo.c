@@ -459,7 +459,7 @@ static mt_status_t dubbo_encode(const mt_msg_t *msg, const mt_mutation_t *mut, m
         rc = mt_codec_fail(err, MT_CODEC_E_TOO_LARGE, "dubbo: mutated body too large");
     if (rc != MT_OK) {
         if (err != NULL && err->code == MT_CODEC_E_NONE)
-            mt_codec_fail(err, MT_CODEC_E_NOMEM, "dubbo: no memory");
+            mt_codec_set_error(err, MT_CODEC_E_NOMEM, "dubbo: no memory");
         out->len = mark;
         return MT_ERROR;
     }

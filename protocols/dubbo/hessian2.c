@@ -255,22 +255,27 @@ static mt_status_t h2_skip_string_after_tag(hessian2_reader_t *r, uint8_t t, uin
     }
 }
 
-/* Copies the text of a multi-chunk string starting at `pos` (its first tag) into dst. */
-static void h2_join_chunks(hessian2_reader_t *r, size_t pos, char *dst)
+/* Copies the text of a multi-chunk string starting at `pos` (its first tag) into dst, which
+ * holds the byte count the first pass (h2_skip_string_after_tag) measured. The first pass
+ * validated these bytes, so this cannot fail; the statuses are still checked so that a
+ * chunk header is never used unread. */
+static mt_status_t h2_join_chunks(hessian2_reader_t *r, size_t pos, char *dst)
 {
     hessian2_reader_t c = *r;
     c.pos = pos;
-    c.err = NULL;
     bool final = false;
     while (!final) {
-        uint8_t t = c.buf[c.pos++];
+        uint8_t t = 0;
         uint32_t chars;
-        (void)h2_string_chunk(&c, t, &chars, &final); /* validated by the first pass */
+        if (h2_take(&c, &t) != MT_OK || h2_string_chunk(&c, t, &chars, &final) != MT_OK)
+            return MT_ERROR;
         size_t start = c.pos;
-        (void)h2_skip_chars(&c, chars);
+        if (h2_skip_chars(&c, chars) != MT_OK)
+            return MT_ERROR;
         memcpy(dst, c.buf + start, c.pos - start);
         dst += c.pos - start;
     }
+    return MT_OK;
 }
 
 mt_status_t hessian2_read_string(hessian2_reader_t *r, mt_str_t *out)
@@ -295,7 +300,8 @@ mt_status_t hessian2_read_string(hessian2_reader_t *r, mt_str_t *out)
     if (dst == NULL)
         return mt_codec_fail(r->err, MT_CODEC_E_NOMEM,
                              "dubbo: no memory to join a chunked string of %zu bytes", bytes);
-    h2_join_chunks(r, start, dst);
+    if (h2_join_chunks(r, start, dst) != MT_OK)
+        return MT_ERROR;
     *out = (mt_str_t){dst, bytes};
     return MT_OK;
 }

@@ -570,7 +570,7 @@ static mt_status_t thrift_encode(const mt_msg_t *msg, const mt_mutation_t *mut, 
                              thrift_protocol_name(pr->protocol));
     if (thrift_encode_header(msg, mut, out, err) != MT_OK) {
         if (err != NULL && err->code == MT_CODEC_E_NONE)
-            mt_codec_fail(err, MT_CODEC_E_NOMEM, "thrift: no memory");
+            mt_codec_set_error(err, MT_CODEC_E_NOMEM, "thrift: no memory");
         return MT_ERROR;
     }
     return MT_OK;

@@ -61,7 +61,9 @@ static int cmd_run(int argc, char **argv)
                              .admin_addr = "127.0.0.1:15000",
                              .workers = 0,
                              .drain_timeout_ms = 5000};
-    for (int i = 0; i < argc; i++) {
+    /* Every option of run takes exactly one value: walk the arguments in (option, value)
+     * pairs; a missing value is reported by the option's own branch. */
+    for (int i = 0; i < argc; i += 2) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
@@ -90,7 +92,6 @@ static int cmd_run(int argc, char **argv)
         } else {
             return usage_error("unknown option '%s' for run", a);
         }
-        i++;
     }
     if (!o.config_dir)
         return usage_error("%s", "run needs -c DIR");

@@ -41,6 +41,8 @@ HOST = "127.0.0.1"
 ALL_TARGETS = ["direct", "meltemi", "meltemi+policies", "twemproxy", "haproxy"]
 ROWS = [("GET", 1), ("SET", 1), ("GET", 16), ("SET", 16)]
 CLIENTS = 50
+# Where the sections of RESULTS.md that run.sh does not write begin.
+KEPT_SECTIONS = "\n## Instructions per request"
 KEYSPACE = 100000
 
 
@@ -378,6 +380,15 @@ def write_results(path, table, info, args, sizes, failures, started, elapsed, no
 """
     if fail_lines:
         text += "\nFailed runs:\n\n" + "\n".join(fail_lines) + "\n"
+    # Sections other scripts maintain (callgrind.sh's instruction counts) follow this one and
+    # are kept as they are.
+    try:
+        old = Path(path).read_text()
+    except FileNotFoundError:
+        old = ""
+    keep = old.find(KEPT_SECTIONS)
+    if keep >= 0:
+        text += "\n" + old[keep + 1:]
     Path(path).write_text(text)
 
 
