@@ -10,7 +10,20 @@
 #ifndef MELTEMI_CORE_PROXY_H
 #define MELTEMI_CORE_PROXY_H
 
-#include "runtime/core/worker.h"
+#include "runtime/core/protocol.h"
+
+#include <lua.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* Only pointers to these pass through the registry (worker.h and snapshot.h define them). */
+typedef struct mt_worker mt_worker_t;
+typedef struct mt_wlistener mt_wlistener_t;
+typedef struct mt_wcluster mt_wcluster_t;
+typedef struct mt_snapshot mt_snapshot_t;
+typedef struct mt_cluster_conf mt_cluster_conf_t;
+typedef struct mt_listener_conf mt_listener_conf_t;
 
 typedef struct mt_proxy_ops {
     const char *name;

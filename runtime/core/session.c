@@ -30,6 +30,15 @@ static void session_on_write_done(mt_outq_t *q, int status)
         mt_session_resume(s);
 }
 
+static void session_drain(mt_session_link_t *l)
+{
+    mt_session_t *s = mt_session_of_link(l);
+    if (s->ops->drain)
+        s->ops->drain(s);
+    else
+        mt_session_finish(s);
+}
+
 int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
                       const mt_session_ops_t *ops)
 {
@@ -53,7 +62,8 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
     s->accepted_ms = s->active_ms = mt_worker_now_ms(w);
     mt_outq_init(&s->out, &w->pool, session_on_write_done);
     s->out.stream = (uv_stream_t *)&s->tcp;
-    mt_worker_session_add(w, s);
+    s->link.drain = session_drain;
+    mt_worker_session_add(w, &s->link);
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_TOTAL, 1);
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, 1);
     uv_tcp_nodelay(&s->tcp, 1);
@@ -118,7 +128,7 @@ void mt_session_release(mt_session_t *s)
     mt_stat_add(s->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, -1);
     mt_wcluster_unref(s->cluster);
     mt_snapshot_unref(s->snap);
-    mt_worker_session_remove(w, s);
+    mt_worker_session_remove(w, &s->link);
 }
 
 static void session_closed(uv_handle_t *h)

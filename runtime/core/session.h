@@ -10,10 +10,13 @@
 #ifndef MELTEMI_CORE_SESSION_H
 #define MELTEMI_CORE_SESSION_H
 
+#include "runtime/core/common.h"
 #include "runtime/core/worker.h"
 
 #define MT_SESSION_MAX_PENDING 1024      /* requests in flight per client before it is paused */
 #define MT_SESSION_MAX_OUTPUT (4u << 20) /* reply bytes queued per client before it is paused */
+
+typedef struct mt_session mt_session_t;
 
 typedef struct mt_session_ops {
     /* New bytes are in s->rbuf: handle every whole frame, advancing s->rbuf->pos past it.
@@ -37,7 +40,7 @@ struct mt_session {
     mt_snapshot_t *snap;         /* the snapshot this connection's requests run on */
     struct mt_wcluster *cluster; /* its default destination (one reference) */
     uint32_t li;                 /* 1-based index of conf in snap->listeners */
-    mt_session_t *prev, *next;   /* the worker's list (drain, reload) */
+    mt_session_link_t link;      /* in the worker's list (drain, reload) */
     const mt_session_ops_t *ops;
     uint64_t id;
     mt_buf_t *rbuf;                  /* unread input (NULL when everything read was handled) */
@@ -71,6 +74,11 @@ void mt_session_release(mt_session_t *s);
 /* At a request boundary: moves the session onto the worker's live snapshot, if its
  * listener still exists there. */
 void mt_session_rebind(mt_session_t *s);
+/* The session a worker list link belongs to. */
+static inline mt_session_t *mt_session_of_link(mt_session_link_t *l)
+{
+    return MT_CONTAINER_OF(l, mt_session_t, link);
+}
 /* The peer as "address:port" (or "?"), for logs. */
 const char *mt_session_peer(const mt_session_t *s, char *out, size_t cap);
 

@@ -8,6 +8,8 @@
 
 #include "runtime/core/stats.h"
 
+#include "runtime/core/protocol.h"
+
 #include "protocols/codec.h"
 
 #include <lua.h>
@@ -15,13 +17,6 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
-
-typedef enum mt_protocol {
-    MT_PROTO_TCP = 0,
-    MT_PROTO_REDIS = 1,
-    MT_PROTO_META = 2,
-    MT_PROTO_COUNT
-} mt_protocol_t;
 
 typedef enum mt_redis_mode { MT_REDIS_PROXY = 0, MT_REDIS_CLUSTER = 1 } mt_redis_mode_t;
 

@@ -6,7 +6,6 @@
 
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
-#include "runtime/core/session.h"
 #include "runtime/luajit/lua_env.h"
 
 #include <lauxlib.h>
@@ -61,7 +60,7 @@ static void worker_flush_before_poll(uv_prepare_t *h)
     worker_flush_all(h->data);
 }
 
-void mt_worker_session_add(mt_worker_t *w, mt_session_t *s)
+void mt_worker_session_add(mt_worker_t *w, mt_session_link_t *s)
 {
     s->prev = NULL;
     s->next = w->sessions;
@@ -71,7 +70,7 @@ void mt_worker_session_add(mt_worker_t *w, mt_session_t *s)
     w->n_sessions++;
 }
 
-void mt_worker_session_remove(mt_worker_t *w, mt_session_t *s)
+void mt_worker_session_remove(mt_worker_t *w, mt_session_link_t *s)
 {
     if (s->prev)
         s->prev->next = s->next;
@@ -367,13 +366,10 @@ static void worker_drain(mt_worker_t *w)
         listener_close(l);
     }
     w->listeners = NULL;
-    mt_session_t *next;
-    for (mt_session_t *s = w->sessions; s; s = next) {
+    mt_session_link_t *next;
+    for (mt_session_link_t *s = w->sessions; s; s = next) {
         next = s->next;
-        if (s->ops->drain)
-            s->ops->drain(s);
-        else
-            mt_session_finish(s);
+        s->drain(s);
     }
     mt_worker_maybe_finish(w);
 }

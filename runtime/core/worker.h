@@ -17,8 +17,7 @@
 #include <uv.h>
 
 typedef struct mt_worker mt_worker_t;
-typedef struct mt_session mt_session_t; /* the client shell: session.h */
-typedef struct mt_rup mt_rup_t;         /* Redis upstream connection (redis_upstream.c) */
+typedef struct mt_rup mt_rup_t; /* Redis upstream connection (redis_upstream.c) */
 
 /* A listener as one worker runs it. */
 typedef struct mt_wlistener {
@@ -95,7 +94,7 @@ struct mt_worker {
     mt_outq_t *flush_head;
     struct mt_rreq *req_free; /* free list of Redis requests */
     uint32_t n_req_free;
-    mt_session_t *sessions; /* every downstream connection (drain, reload) */
+    struct mt_session_link *sessions; /* every downstream connection (drain, reload) */
     uint32_t n_sessions;
     mt_rup_t *rups; /* every Redis upstream connection (timeouts) */
     uint64_t next_client_id;
@@ -136,8 +135,14 @@ static inline void mt_worker_schedule_flush(mt_worker_t *w, mt_outq_t *q)
 }
 void mt_worker_unschedule_flush(mt_worker_t *w, mt_outq_t *q);
 uint64_t mt_worker_now_ms(mt_worker_t *w);
-void mt_worker_session_add(mt_worker_t *w, mt_session_t *s);
-void mt_worker_session_remove(mt_worker_t *w, mt_session_t *s);
+/* How the worker knows a downstream connection: the session shell (session.h) embeds one,
+ * so that the worker walks and drains its connections without knowing the shell. */
+typedef struct mt_session_link {
+    struct mt_session_link *prev, *next;
+    void (*drain)(struct mt_session_link *l); /* the worker drains: finish once idle */
+} mt_session_link_t;
+void mt_worker_session_add(mt_worker_t *w, mt_session_link_t *l);
+void mt_worker_session_remove(mt_worker_t *w, mt_session_link_t *l);
 mt_wcluster_t *mt_worker_cluster(mt_worker_t *w, mt_cluster_conf_t *conf);
 void mt_wcluster_ref(mt_wcluster_t *c);
 void mt_wcluster_unref(mt_wcluster_t *c);

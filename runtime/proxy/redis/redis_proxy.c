@@ -792,7 +792,8 @@ static void sess_sweep(mt_worker_t *w, uint64_t now_ms)
     if (now_ms < tl_next_sweep_ms)
         return;
     tl_next_sweep_ms = now_ms + SESSION_SWEEP_MS;
-    for (mt_session_t *b = w->sessions; b; b = b->next) {
+    for (mt_session_link_t *l = w->sessions; l; l = l->next) {
+        mt_session_t *b = mt_session_of_link(l);
         if (b->ops != &redis_sess_ops) /* not a Redis session */
             continue;
         mt_rsess_t *s = (mt_rsess_t *)b;
