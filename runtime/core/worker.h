@@ -48,13 +48,13 @@ typedef struct mt_wcluster {
     mt_cluster_conf_t *conf;
     mt_snapshot_t *snap; /* keeps conf alive: the snapshot conf belongs to */
     mt_worker_t *w;
-    uint32_t refs;         /* listeners and sessions using it, +1 while in w->clusters */
-    uint32_t n_rups;       /* open upstream connections of its endpoints */
-    bool retired;          /* no longer in the live snapshot: freed once unused and idle */
-    struct mt_rtopo *topo; /* Redis Cluster mode: slot map and nodes (redis_cluster.c);
-                              released by the cluster's proxy (mt_proxy_ops_t.cluster_free) */
-    mt_wendpoint_t **eps;  /* the configured endpoints */
-    uint32_t n_replicas;   /* how many of eps are read replicas (PROXY mode) */
+    uint32_t refs;        /* listeners and sessions using it, +1 while in w->clusters */
+    uint32_t n_rups;      /* open upstream connections of its endpoints */
+    bool retired;         /* no longer in the live snapshot: freed once unused and idle */
+    void *proxy_state;    /* the cluster's proxy's own part (Redis Cluster: its slot map),
+                             released by mt_proxy_ops_t.cluster_free */
+    mt_wendpoint_t **eps; /* the configured endpoints */
+    uint32_t n_replicas;  /* how many of eps are read replicas (PROXY mode) */
     uint32_t n_eps;
     uint32_t rr;
     struct mt_wcluster *next;
@@ -78,25 +78,14 @@ struct mt_worker {
     void *proxy[MT_PROTO_COUNT]; /* each proxy's per-worker state (mt_proxy_ops_t) */
     mt_buf_t *own;               /* chunk for small bytes made here (error replies, split parts) */
     lua_State *L;
-    /* Lua policies of the live snapshot (lua_bridge.c) */
-    uint8_t *chains;      /* per listener index: runs Lua per command */
-    uint32_t *key_limits; /* per listener: key bytes Lua reads (UINT32_MAX: all) */
-    uint32_t n_chains;
-    mt_wcluster_t **cluster_by_index; /* the snapshot's clusters in order (1-based in Lua) */
-    uint32_t n_cluster_index;
-    int lua_request_ref, lua_route_key_ref, lua_conn_closed_ref, lua_response_ref;
-    struct mt_lua_counter *lua_counters; /* Lua counter name -> stats block cache */
     mt_snapshot_t *snap;
     mt_snapshot_t *snap_applying; /* during worker_apply_snapshot only */
     mt_wlistener_t *listeners;
     mt_wcluster_t *clusters; /* the live snapshot's clusters */
     mt_wcluster_t *retired;  /* replaced by a reload, still used by someone */
     mt_outq_t *flush_head;
-    struct mt_rreq *req_free; /* free list of Redis requests */
-    uint32_t n_req_free;
     struct mt_session_link *sessions; /* every downstream connection (drain, reload) */
     uint32_t n_sessions;
-    mt_rup_t *rups; /* every Redis upstream connection (timeouts) */
     uint64_t next_client_id;
     uint32_t rconns_per_endpoint;
     bool draining;

@@ -2,7 +2,8 @@
  * lua_bridge.c - C side of the Lua policy/filter bridge (docs/lua-bridge.md).
  *
  * The per-command call pushes plain values (strings, integers) and the Lua side answers by
- * calling the `meltemi.core` C functions below, which fill a thread-local verdict. No table
+ * calling the `meltemi.core` C functions below, which fill the bridge's verdict (each C
+ * function finds its bridge as its upvalue: no thread-local state). No table
  * is built per command on the C side, and the command's arguments are pushed only when a
  * filter asks for them.
  */
@@ -15,9 +16,6 @@
 #include <lualib.h>
 #include <stdlib.h>
 #include <string.h>
-
-__thread mt_verdict_t mt_verdict;
-static __thread mt_worker_t *bridge_worker;
 
 typedef struct mt_lua_counter {
     char *name;
@@ -45,26 +43,29 @@ static void verdict_reset(mt_verdict_t *v)
 
 static int core_route(lua_State *L)
 {
+    mt_bridge_t *b = lua_touserdata(L, lua_upvalueindex(1));
     lua_Integer i = luaL_checkinteger(L, 1);
-    mt_worker_t *w = bridge_worker;
-    if (i < 1 || !w || (uint32_t)i > w->n_cluster_index)
+    mt_worker_t *w = b->w;
+    if (i < 1 || !w || (uint32_t)i > b->n_cluster_index)
         return luaL_error(L, "core.route: no cluster %d", (int)i);
-    mt_verdict.route = (uint32_t)i;
+    b->verdict.route = (uint32_t)i;
     return 0;
 }
 
 static int core_strip(lua_State *L)
 {
+    mt_bridge_t *b = lua_touserdata(L, lua_upvalueindex(1));
     lua_Integer n = luaL_checkinteger(L, 1);
-    mt_verdict.strip = n > 0 ? (uint32_t)n : 0;
+    b->verdict.strip = n > 0 ? (uint32_t)n : 0;
     return 0;
 }
 
 static int core_error(lua_State *L)
 {
+    mt_bridge_t *b = lua_touserdata(L, lua_upvalueindex(1));
     size_t n;
     const char *text = luaL_checklstring(L, 1, &n);
-    mt_verdict_t *v = &mt_verdict;
+    mt_verdict_t *v = &b->verdict;
     v->reply.len = 0;
     resp_out_raw(&v->reply, "-", 1);
     /* An error line cannot hold CR or LF. */
@@ -130,7 +131,8 @@ static int encode_value(lua_State *L, int idx, resp_out_t *o, int depth)
 
 static int core_reply(lua_State *L)
 {
-    mt_verdict_t *v = &mt_verdict;
+    mt_bridge_t *b = lua_touserdata(L, lua_upvalueindex(1));
+    mt_verdict_t *v = &b->verdict;
     v->reply.len = 0;
     encode_value(L, 1, &v->reply, 0);
     v->has_reply = true;
@@ -140,41 +142,45 @@ static int core_reply(lua_State *L)
 
 static int core_delay(lua_State *L)
 {
+    mt_bridge_t *b = lua_touserdata(L, lua_upvalueindex(1));
     lua_Integer ms = luaL_checkinteger(L, 1);
-    mt_verdict.delay_ms = ms > 0 ? (uint32_t)MT_MIN(ms, 3600000) : 0;
+    b->verdict.delay_ms = ms > 0 ? (uint32_t)MT_MIN(ms, 3600000) : 0;
     return 0;
 }
 
 static int core_mirror(lua_State *L)
 {
+    mt_bridge_t *b = lua_touserdata(L, lua_upvalueindex(1));
     lua_Integer i = luaL_checkinteger(L, 1);
-    mt_worker_t *w = bridge_worker;
-    if (i < 1 || !w || (uint32_t)i > w->n_cluster_index)
+    mt_worker_t *w = b->w;
+    if (i < 1 || !w || (uint32_t)i > b->n_cluster_index)
         return luaL_error(L, "core.mirror: no cluster %d", (int)i);
-    if (mt_verdict.n_mirrors < MT_VERDICT_MAX_MIRRORS)
-        mt_verdict.mirrors[mt_verdict.n_mirrors++] = (uint32_t)i;
+    if (b->verdict.n_mirrors < MT_VERDICT_MAX_MIRRORS)
+        b->verdict.mirrors[b->verdict.n_mirrors++] = (uint32_t)i;
     return 0;
 }
 
 static int core_nargs(lua_State *L)
 {
-    const resp_request_t *req = mt_verdict.req;
+    mt_bridge_t *b = lua_touserdata(L, lua_upvalueindex(1));
+    const resp_request_t *req = b->verdict.req;
     lua_pushinteger(L, req ? (lua_Integer)req->argc : 0);
     return 1;
 }
 
 static int core_arg(lua_State *L)
 {
+    mt_bridge_t *b = lua_touserdata(L, lua_upvalueindex(1));
     lua_Integer i = luaL_checkinteger(L, 1);
-    const resp_request_t *req = mt_verdict.req;
+    const resp_request_t *req = b->verdict.req;
     if (!req || i < 1 || (uint64_t)i > req->argc) {
         lua_pushnil(L);
         return 1;
     }
     /* A replaced argument reads back as its new value. */
-    for (uint32_t k = 0; k < mt_verdict.n_sets; k++) {
-        if (mt_verdict.sets[k].index == (uint32_t)(i - 1)) {
-            lua_pushlstring(L, mt_verdict.sets[k].value, mt_verdict.sets[k].len);
+    for (uint32_t k = 0; k < b->verdict.n_sets; k++) {
+        if (b->verdict.sets[k].index == (uint32_t)(i - 1)) {
+            lua_pushlstring(L, b->verdict.sets[k].value, b->verdict.sets[k].len);
             return 1;
         }
     }
@@ -185,8 +191,9 @@ static int core_arg(lua_State *L)
 /* The 1-based argument indexes of the current command's keys (Redis's own key specs). */
 static int core_key_positions(lua_State *L)
 {
-    const resp_request_t *req = mt_verdict.req;
-    const redis_command_t *cmd = mt_verdict.cmd;
+    mt_bridge_t *b = lua_touserdata(L, lua_upvalueindex(1));
+    const resp_request_t *req = b->verdict.req;
+    const redis_command_t *cmd = b->verdict.cmd;
     lua_newtable(L);
     if (!req || !cmd)
         return 1;
@@ -201,13 +208,14 @@ static int core_key_positions(lua_State *L)
 
 static int core_set_arg(lua_State *L)
 {
+    mt_bridge_t *b = lua_touserdata(L, lua_upvalueindex(1));
     lua_Integer i = luaL_checkinteger(L, 1);
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
-    const resp_request_t *req = mt_verdict.req;
+    const resp_request_t *req = b->verdict.req;
     if (!req || i < 2 || (uint64_t)i > req->argc)
         return luaL_error(L, "core.set_arg: argument %d out of range", (int)i);
-    mt_verdict_t *v = &mt_verdict;
+    mt_verdict_t *v = &b->verdict;
     uint32_t k = 0;
     while (k < v->n_sets && v->sets[k].index != (uint32_t)(i - 1))
         k++;
@@ -230,25 +238,27 @@ static int core_set_arg(lua_State *L)
 
 static int core_log(lua_State *L)
 {
+    mt_bridge_t *b = lua_touserdata(L, lua_upvalueindex(1));
     const char *level = luaL_checkstring(L, 1);
     const char *text = luaL_checkstring(L, 2);
     int l = mt_log_level_parse(level);
     if (l < 0 || l > MT_LOG_ERROR)
         l = MT_LOG_INFO;
-    unsigned id = bridge_worker ? bridge_worker->id : 0;
+    unsigned id = b->w ? b->w->id : 0;
     MT_LOG((mt_log_level_t)l, "lua[worker %u]: %.1500s", id, text);
     return 0;
 }
 
 static int core_counter(lua_State *L)
 {
+    mt_bridge_t *b = lua_touserdata(L, lua_upvalueindex(1));
     const char *name = luaL_checkstring(L, 1);
     lua_Integer delta = luaL_optinteger(L, 2, 1);
     const char *label = luaL_optstring(L, 3, "");
-    mt_worker_t *w = bridge_worker;
+    mt_worker_t *w = b->w;
     if (!w)
         return 0;
-    mt_lua_counter_t *c = w->lua_counters;
+    mt_lua_counter_t *c = b->counters;
     while (c && (strcmp(c->name, name) != 0 || strcmp(c->label, label) != 0))
         c = c->next;
     if (!c) {
@@ -258,8 +268,8 @@ static int core_counter(lua_State *L)
         c->name = strdup(name);
         c->label = strdup(label);
         c->block = mt_stats_block(MT_STATS_LUA, name, label);
-        c->next = w->lua_counters;
-        w->lua_counters = c;
+        c->next = b->counters;
+        b->counters = c;
     }
     mt_stat_add(c->block, w->id, MT_ST_REQUESTS_TOTAL, (int64_t)delta);
     return 0;
@@ -267,7 +277,8 @@ static int core_counter(lua_State *L)
 
 static int core_now_ms(lua_State *L)
 {
-    mt_worker_t *w = bridge_worker;
+    mt_bridge_t *b = lua_touserdata(L, lua_upvalueindex(1));
+    mt_worker_t *w = b->w;
     lua_pushnumber(L, w ? (lua_Number)mt_worker_now_ms(w) : 0);
     return 1;
 }
@@ -289,23 +300,31 @@ static const luaL_Reg core_functions[] = {
     {NULL, NULL},
 };
 
+/* require "meltemi.core": the functions, each with the bridge as its upvalue. */
 static int core_open(lua_State *L)
 {
+    void *b = lua_touserdata(L, lua_upvalueindex(1));
     lua_newtable(L);
-    luaL_register(L, NULL, core_functions);
+    for (const luaL_Reg *r = core_functions; r->name; r++) {
+        lua_pushlightuserdata(L, b);
+        lua_pushcclosure(L, r->func, 1);
+        lua_setfield(L, -2, r->name);
+    }
     return 1;
 }
 
-void mt_bridge_open(mt_worker_t *w, lua_State *L)
+void mt_bridge_open(mt_bridge_t *b, mt_worker_t *w)
 {
-    bridge_worker = w;
+    lua_State *L = w->L;
+    b->w = w;
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, core_open);
+    lua_pushlightuserdata(L, b);
+    lua_pushcclosure(L, core_open, 1);
     lua_setfield(L, -2, "meltemi.core");
     lua_pop(L, 2);
-    w->lua_request_ref = w->lua_route_key_ref = w->lua_conn_closed_ref = LUA_NOREF;
-    w->lua_response_ref = LUA_NOREF;
+    b->request_ref = b->route_key_ref = b->conn_closed_ref = LUA_NOREF;
+    b->response_ref = LUA_NOREF;
 }
 
 /* ---- loading a snapshot --------------------------------------------------------------------- */
@@ -320,19 +339,19 @@ static int ref_field(lua_State *L, int t, const char *name)
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
-void mt_bridge_apply(mt_worker_t *w)
+void mt_bridge_apply(mt_bridge_t *b)
 {
+    mt_worker_t *w = b->w;
     lua_State *L = w->L;
     mt_snapshot_t *snap = w->snap;
-    bridge_worker = w;
-    free(w->chains);
-    w->chains = NULL;
-    w->n_chains = 0;
-    free(w->cluster_by_index);
-    w->cluster_by_index = calloc(snap->n_clusters + 1, sizeof(*w->cluster_by_index));
-    w->n_cluster_index = w->cluster_by_index ? snap->n_clusters : 0;
-    for (uint32_t i = 0; i < w->n_cluster_index; i++)
-        w->cluster_by_index[i] = mt_worker_cluster(w, &snap->clusters[i]);
+    free(b->chains);
+    b->chains = NULL;
+    b->n_chains = 0;
+    free(b->cluster_by_index);
+    b->cluster_by_index = calloc(snap->n_clusters + 1, sizeof(*b->cluster_by_index));
+    b->n_cluster_index = b->cluster_by_index ? snap->n_clusters : 0;
+    for (uint32_t i = 0; i < b->n_cluster_index; i++)
+        b->cluster_by_index[i] = mt_worker_cluster(w, &snap->clusters[i]);
     if (!L)
         return;
     int top = lua_gettop(L);
@@ -359,60 +378,60 @@ void mt_bridge_apply(mt_worker_t *w)
         lua_settop(L, top);
         return;
     }
-    free(w->key_limits);
-    w->key_limits = malloc(sizeof(uint32_t) * (snap->n_listeners + 1));
+    free(b->key_limits);
+    b->key_limits = malloc(sizeof(uint32_t) * (snap->n_listeners + 1));
     bool have_limits = lua_istable(L, -1); /* the second result: key limits */
-    for (uint32_t i = 0; w->key_limits && i < snap->n_listeners; i++) {
+    for (uint32_t i = 0; b->key_limits && i < snap->n_listeners; i++) {
         if (!have_limits) {
-            w->key_limits[i] = UINT32_MAX;
+            b->key_limits[i] = UINT32_MAX;
             continue;
         }
         lua_rawgeti(L, -1, (int)i + 1);
-        w->key_limits[i] = lua_isnumber(L, -1) ? (uint32_t)lua_tointeger(L, -1) : UINT32_MAX;
+        b->key_limits[i] = lua_isnumber(L, -1) ? (uint32_t)lua_tointeger(L, -1) : UINT32_MAX;
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    w->chains = calloc(snap->n_listeners + 1, sizeof(uint8_t));
-    if (w->chains && lua_istable(L, -1)) {
-        w->n_chains = snap->n_listeners;
+    b->chains = calloc(snap->n_listeners + 1, sizeof(uint8_t));
+    if (b->chains && lua_istable(L, -1)) {
+        b->n_chains = snap->n_listeners;
         for (uint32_t i = 0; i < snap->n_listeners; i++) {
             lua_rawgeti(L, -1, (int)i + 1);
-            w->chains[i] = lua_type(L, -1) == LUA_TNUMBER && lua_tointeger(L, -1) == 2 ? 2
+            b->chains[i] = lua_type(L, -1) == LUA_TNUMBER && lua_tointeger(L, -1) == 2 ? 2
                            : lua_toboolean(L, -1)                                      ? 1
                                                                                        : 0;
             lua_pop(L, 1);
         }
     }
-    luaL_unref(L, LUA_REGISTRYINDEX, w->lua_request_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, w->lua_route_key_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, w->lua_conn_closed_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, w->lua_response_ref);
-    w->lua_request_ref = ref_field(L, mod, "request");
-    w->lua_route_key_ref = ref_field(L, mod, "route_key");
-    w->lua_conn_closed_ref = ref_field(L, mod, "conn_closed");
-    w->lua_response_ref = ref_field(L, mod, "response");
-    if (w->lua_request_ref == LUA_NOREF)
-        w->n_chains = 0;
+    luaL_unref(L, LUA_REGISTRYINDEX, b->request_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, b->route_key_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, b->conn_closed_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, b->response_ref);
+    b->request_ref = ref_field(L, mod, "request");
+    b->route_key_ref = ref_field(L, mod, "route_key");
+    b->conn_closed_ref = ref_field(L, mod, "conn_closed");
+    b->response_ref = ref_field(L, mod, "response");
+    if (b->request_ref == LUA_NOREF)
+        b->n_chains = 0;
     lua_settop(L, top);
 }
 
 /* ---- per command ------------------------------------------------------------------------------
  */
 
-int mt_bridge_request(mt_worker_t *w, uint32_t li, const redis_command_t *cmd,
+int mt_bridge_request(mt_bridge_t *b, uint32_t li, const redis_command_t *cmd,
                       const resp_request_t *req, uint64_t conn_id)
 {
+    mt_worker_t *w = b->w;
     lua_State *L = w->L;
-    mt_verdict_t *v = &mt_verdict;
+    mt_verdict_t *v = &b->verdict;
     verdict_reset(v);
     v->req = req;
     v->cmd = cmd;
-    bridge_worker = w;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua_request_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, b->request_ref);
     lua_pushinteger(L, (lua_Integer)li);
     lua_pushlstring(L, cmd->name, cmd->name_len);
     uint32_t k;
-    uint32_t limit = w->key_limits && li <= w->n_chains ? w->key_limits[li - 1] : UINT32_MAX;
+    uint32_t limit = b->key_limits && li <= b->n_chains ? b->key_limits[li - 1] : UINT32_MAX;
     if (limit && redis_command_keys(cmd, req->argc, req->argv, &k, 1) > 0)
         lua_pushlstring(L, req->argv[k].ptr, MT_MIN(req->argv[k].len, (size_t)limit));
     else
@@ -437,14 +456,15 @@ int mt_bridge_request(mt_worker_t *w, uint32_t li, const redis_command_t *cmd,
     return 0;
 }
 
-uint32_t mt_bridge_route_key(mt_worker_t *w, uint32_t li, const char *key, size_t len,
+uint32_t mt_bridge_route_key(mt_bridge_t *b, uint32_t li, const char *key, size_t len,
                              uint32_t *strip)
 {
+    mt_worker_t *w = b->w;
     lua_State *L = w->L;
     *strip = 0;
-    if (w->lua_route_key_ref == LUA_NOREF)
+    if (b->route_key_ref == LUA_NOREF)
         return 0;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua_route_key_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, b->route_key_ref);
     lua_pushinteger(L, (lua_Integer)li);
     lua_pushlstring(L, key, len);
     if (lua_pcall(L, 2, 2, 0) != 0) {
@@ -456,7 +476,7 @@ uint32_t mt_bridge_route_key(mt_worker_t *w, uint32_t li, const char *key, size_
     lua_Integer s = lua_tointeger(L, -1);
     lua_pop(L, 2);
     *strip = s > 0 ? (uint32_t)s : 0;
-    return idx > 0 && (uint32_t)idx <= w->n_cluster_index ? (uint32_t)idx : 0;
+    return idx > 0 && (uint32_t)idx <= b->n_cluster_index ? (uint32_t)idx : 0;
 }
 
 /* Pushes a reply's type name and value (see worker.response). */
@@ -495,16 +515,16 @@ static void push_reply(lua_State *L, const char *p, size_t len)
     }
 }
 
-void mt_bridge_response(mt_worker_t *w, uint32_t li, const redis_command_t *cmd, const char *p,
+void mt_bridge_response(mt_bridge_t *b, uint32_t li, const redis_command_t *cmd, const char *p,
                         size_t len, uint64_t conn_id)
 {
+    mt_worker_t *w = b->w;
     lua_State *L = w->L;
-    mt_verdict_t *v = &mt_verdict;
+    mt_verdict_t *v = &b->verdict;
     verdict_reset(v);
-    bridge_worker = w;
-    if (w->lua_response_ref == LUA_NOREF)
+    if (b->response_ref == LUA_NOREF)
         return;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua_response_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, b->response_ref);
     lua_pushinteger(L, (lua_Integer)li);
     lua_pushstring(L, cmd->name);
     lua_pushnumber(L, (lua_Number)conn_id);
@@ -517,25 +537,33 @@ void mt_bridge_response(mt_worker_t *w, uint32_t li, const redis_command_t *cmd,
     }
 }
 
-void mt_bridge_close(mt_worker_t *w)
+void mt_bridge_close(mt_bridge_t *b)
 {
-    verdict_reset(&mt_verdict);
-    resp_out_free(&mt_verdict.reply);
-    while (w->lua_counters) {
-        mt_lua_counter_t *c = w->lua_counters;
-        w->lua_counters = c->next;
+    free(b->chains);
+    free(b->cluster_by_index);
+    free(b->key_limits);
+    b->chains = NULL;
+    b->cluster_by_index = NULL;
+    b->key_limits = NULL;
+    b->n_chains = b->n_cluster_index = 0;
+    verdict_reset(&b->verdict);
+    resp_out_free(&b->verdict.reply);
+    while (b->counters) {
+        mt_lua_counter_t *c = b->counters;
+        b->counters = c->next;
         free(c->name);
         free(c->label);
         free(c);
     }
 }
 
-void mt_bridge_conn_closed(mt_worker_t *w, uint64_t conn_id)
+void mt_bridge_conn_closed(mt_bridge_t *b, uint64_t conn_id)
 {
+    mt_worker_t *w = b->w;
     lua_State *L = w->L;
-    if (!L || w->lua_conn_closed_ref == LUA_NOREF)
+    if (!L || b->conn_closed_ref == LUA_NOREF)
         return;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, w->lua_conn_closed_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, b->conn_closed_ref);
     lua_pushnumber(L, (lua_Number)conn_id);
     if (lua_pcall(L, 1, 0, 0) != 0)
         lua_pop(L, 1);

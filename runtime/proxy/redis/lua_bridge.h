@@ -37,42 +37,54 @@ typedef struct mt_verdict {
     const redis_command_t *cmd;
 } mt_verdict_t;
 
-extern __thread mt_verdict_t mt_verdict;
+/* One worker's bridge: its Lua policies and the verdict of the command being decided. The
+ * Redis proxy keeps it in its per-worker state (mt_redis_worker_t). */
+typedef struct mt_bridge {
+    mt_worker_t *w;
+    mt_verdict_t verdict;
+    uint8_t *chains;      /* per listener index: runs Lua per command (2: also on replies) */
+    uint32_t *key_limits; /* per listener: key bytes Lua reads (UINT32_MAX: all) */
+    uint32_t n_chains;
+    mt_wcluster_t **cluster_by_index; /* the snapshot's clusters in order (1-based in Lua) */
+    uint32_t n_cluster_index;
+    int request_ref, route_key_ref, conn_closed_ref, response_ref;
+    struct mt_lua_counter *counters; /* Lua counter name -> stats block cache */
+} mt_bridge_t;
 
-/* Preloads `meltemi.core` into L (worker states). */
-void mt_bridge_open(mt_worker_t *w, lua_State *L);
+/* Preloads `meltemi.core` into w's Lua state, bound to b. */
+void mt_bridge_open(mt_bridge_t *b, mt_worker_t *w);
 
-/* Loads the policies of w->snap (w->chains, w->cluster_by_index). Errors are logged; a
- * listener whose chain failed to load forwards without one. */
-void mt_bridge_apply(mt_worker_t *w);
+/* Loads the policies of the worker's snapshot (b->chains, b->cluster_by_index). Errors are logged;
+ * a listener whose chain failed to load forwards without one. */
+void mt_bridge_apply(mt_bridge_t *b);
 
-/* Runs the chain of listener li (1-based) for a command; the verdict is in mt_verdict.
- * Returns 0, or -1 when the Lua side failed (mt_verdict then holds an error reply). */
-int mt_bridge_request(mt_worker_t *w, uint32_t li, const redis_command_t *cmd,
+/* Runs the chain of listener li (1-based) for a command; the verdict is in b->verdict.
+ * Returns 0, or -1 when the Lua side failed (b->verdict then holds an error reply). */
+int mt_bridge_request(mt_bridge_t *b, uint32_t li, const redis_command_t *cmd,
                       const resp_request_t *req, uint64_t conn_id);
 
 /* Which cluster (1-based index, 0: default) and prefix strip a key takes on listener li. */
-uint32_t mt_bridge_route_key(mt_worker_t *w, uint32_t li, const char *key, size_t len,
+uint32_t mt_bridge_route_key(mt_bridge_t *b, uint32_t li, const char *key, size_t len,
                              uint32_t *strip);
 
-void mt_bridge_conn_closed(mt_worker_t *w, uint64_t conn_id);
-/* Worker exit: releases the thread's verdict buffers and the Lua counter cache. */
-void mt_bridge_close(mt_worker_t *w);
+void mt_bridge_conn_closed(mt_bridge_t *b, uint64_t conn_id);
+/* Worker exit: releases the verdict buffers, the policy tables and the Lua counter cache. */
+void mt_bridge_close(mt_bridge_t *b);
 
-static inline bool mt_bridge_has_chain(const mt_worker_t *w, uint32_t li)
+static inline bool mt_bridge_has_chain(const mt_bridge_t *b, uint32_t li)
 {
-    return li > 0 && li <= w->n_chains && w->chains[li - 1];
+    return li > 0 && li <= b->n_chains && b->chains[li - 1];
 }
 
 /* A filter of listener li has on_response. */
-static inline bool mt_bridge_has_response(const mt_worker_t *w, uint32_t li)
+static inline bool mt_bridge_has_response(const mt_bridge_t *b, uint32_t li)
 {
-    return li > 0 && li <= w->n_chains && w->chains[li - 1] == 2;
+    return li > 0 && li <= b->n_chains && b->chains[li - 1] == 2;
 }
 
 /* Shows a reply to the on_response filters of listener li; the verdict (has_reply /
  * has_error, delay_ms) says whether to replace it. */
-void mt_bridge_response(mt_worker_t *w, uint32_t li, const redis_command_t *cmd, const char *p,
+void mt_bridge_response(mt_bridge_t *b, uint32_t li, const redis_command_t *cmd, const char *p,
                         size_t len, uint64_t conn_id);
 
 #endif

@@ -174,7 +174,7 @@ static bool rd_skip(rd_t *r, const char **start, size_t *len)
 
 static mt_wendpoint_t *topo_node(mt_wcluster_t *c, const char *host, size_t hlen, uint16_t port)
 {
-    mt_rtopo_t *t = c->topo;
+    mt_rtopo_t *t = mt_rtopo(c);
     char addr[64];
     snprintf(addr, sizeof(addr), "%.*s", (int)MT_MIN(hlen, 63), host);
     for (uint32_t i = 0; i < t->n_nodes; i++) {
@@ -210,14 +210,14 @@ static mt_wendpoint_t *topo_node(mt_wcluster_t *c, const char *host, size_t hlen
 
 static mt_rtopo_t *topo_get(mt_wcluster_t *c)
 {
-    if (c->topo)
-        return c->topo;
+    if (mt_rtopo(c))
+        return mt_rtopo(c);
     mt_rtopo_t *t = calloc(1, sizeof(*t));
     if (!t)
         return NULL;
     memset(t->slot_shard, 0xFF, sizeof(t->slot_shard));
     t->w = c->w;
-    c->topo = t;
+    c->proxy_state = t;
     /* The seeds: the service's own endpoints. Their wendpoints are shared with c->eps. */
     t->cap_nodes = c->n_eps + 16;
     t->nodes = calloc(t->cap_nodes, sizeof(*t->nodes));
@@ -226,7 +226,7 @@ static mt_rtopo_t *topo_get(mt_wcluster_t *c)
         free(t->nodes);
         free(t->failed_at);
         free(t);
-        c->topo = NULL;
+        c->proxy_state = NULL;
         return NULL;
     }
     for (uint32_t i = 0; i < c->n_eps; i++)
@@ -268,7 +268,7 @@ static void cluster_dispatch(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_
 
 static void topo_fail_waiting(mt_wcluster_t *c, const char *why)
 {
-    mt_rtopo_t *t = c->topo;
+    mt_rtopo_t *t = mt_rtopo(c);
     mt_worker_t *w = c->w;
     char text[400];
     snprintf(text, sizeof(text), "ERR meltemi: cluster %s: no slot map: %s",
@@ -286,7 +286,7 @@ static void topo_fail_waiting(mt_wcluster_t *c, const char *why)
 /* Re-routes the commands that waited for a slot map (their bytes are re-parsed). */
 static void topo_release_waiting(mt_wcluster_t *c)
 {
-    mt_rtopo_t *t = c->topo;
+    mt_rtopo_t *t = mt_rtopo(c);
     mt_rreq_t *r = t->waiting_head;
     t->waiting_head = t->waiting_tail = NULL;
     t->n_waiting = 0;
@@ -318,7 +318,7 @@ static int shard_cmp(const void *a, const void *b)
  */
 void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p, size_t len)
 {
-    mt_rtopo_t *t = c->topo;
+    mt_rtopo_t *t = mt_rtopo(c);
     if (!t)
         return;
     mt_worker_t *w = c->w;
@@ -444,7 +444,7 @@ void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p,
 
 void mt_rcluster_topology_failed(mt_wcluster_t *c, const char *why)
 {
-    mt_rtopo_t *t = c->topo;
+    mt_rtopo_t *t = mt_rtopo(c);
     if (!t)
         return;
     t->refreshing = false;
@@ -464,7 +464,7 @@ void mt_rcluster_topology_failed(mt_wcluster_t *c, const char *why)
 
 void mt_rcluster_node_failed(mt_wcluster_t *c, mt_wendpoint_t *ep)
 {
-    mt_rtopo_t *t = c->topo;
+    mt_rtopo_t *t = mt_rtopo(c);
     uint64_t now = mt_worker_now_ms(c->w);
     for (uint32_t i = 0; t && ep && i < t->n_nodes; i++) {
         if (t->nodes[i] == ep)
@@ -476,7 +476,7 @@ void mt_rcluster_node_failed(mt_wcluster_t *c, mt_wendpoint_t *ep)
 
 static void topo_refresh(mt_wcluster_t *c, uint64_t now)
 {
-    mt_rtopo_t *t = c->topo;
+    mt_rtopo_t *t = mt_rtopo(c);
     if (t->refreshing || t->n_nodes == 0)
         return;
     t->refresh_at_ms = 0;
@@ -506,7 +506,7 @@ static void topo_refresh(mt_wcluster_t *c, uint64_t now)
 
 void mt_rcluster_tick(mt_wcluster_t *c, uint64_t now_ms)
 {
-    mt_rtopo_t *t = c->topo;
+    mt_rtopo_t *t = mt_rtopo(c);
     if (t->refreshing && now_ms >= t->refresh_started_ms + TOPOLOGY_TIMEOUT_MS) {
         /* A node that accepts connections but does not answer (stopped, overloaded) must not
          * hold the map back: ask the next one. A late answer is still applied. */
@@ -581,7 +581,7 @@ static mt_rsess_t *rreq_session(mt_rreq_t *r)
 /* Sends r to the node serving r->slot (or waits for the first map). */
 static void cluster_send(mt_wcluster_t *c, mt_rreq_t *r)
 {
-    mt_rtopo_t *t = c->topo;
+    mt_rtopo_t *t = mt_rtopo(c);
     mt_worker_t *w = c->w;
     uint64_t now = mt_worker_now_ms(w);
     char text[400];
@@ -628,7 +628,7 @@ static void cluster_send(mt_wcluster_t *c, mt_rreq_t *r)
 
 static void cluster_wait(mt_wcluster_t *c, mt_rreq_t *r)
 {
-    mt_rtopo_t *t = c->topo;
+    mt_rtopo_t *t = mt_rtopo(c);
     if (t->n_waiting >= MAX_WAITING) {
         mt_rreq_complete_error(c->w, r, "ERR meltemi: too many commands waiting for the slot map");
         return;
@@ -674,7 +674,7 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     if (!hp || !colon || slot >= SLOTS)
         return false;
     uint16_t port = (uint16_t)strtoul(colon + 1, NULL, 10);
-    mt_rtopo_t *tp = c->topo;
+    mt_rtopo_t *tp = mt_rtopo(c);
     uint32_t known = tp->n_nodes;
     mt_wendpoint_t *ep = topo_node(c, hp, (size_t)(colon - hp), port);
     if (!ep)
@@ -694,7 +694,7 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     r->unext = NULL;
     if (moved) {
         /* Point the slot at the node's shard if we know it as a master; refresh soon. */
-        mt_rtopo_t *t = c->topo;
+        mt_rtopo_t *t = mt_rtopo(c);
         for (uint32_t i = 0; i < t->n_shards; i++) {
             if (t->shards[i].master == ep) {
                 t->slot_shard[slot] = (uint16_t)i;
@@ -765,7 +765,7 @@ static bool reply_is_nil(const mt_slice_t *e)
 static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
 {
     mt_rsplit_t *sp = parent->split;
-    resp_out_t *o = &mt_redis_scratch;
+    resp_out_t *o = &mt_rw(w)->scratch;
     o->len = 0;
     switch (sp->op) {
     case SPLIT_MGET:
@@ -863,7 +863,7 @@ static void scan_done(mt_worker_t *w, mt_rreq_t *parent, const char *p, size_t l
         next = sp->scan_index + 1;
     else
         next = 0;
-    resp_out_t *o = &mt_redis_scratch;
+    resp_out_t *o = &mt_rw(w)->scratch;
     o->len = 0;
     resp_out_array(o, 2);
     snprintf(num, sizeof(num), "%llu", (unsigned long long)next);
@@ -935,7 +935,7 @@ static mt_rreq_t *part_new(mt_worker_t *w, mt_rreq_t *parent, uint32_t index, ui
     mt_rreq_t *r = mt_rreq_new(w);
     if (!r)
         return NULL;
-    resp_out_t *o = &mt_redis_scratch;
+    resp_out_t *o = &mt_rw(w)->scratch;
     o->len = 0;
     resp_out_command(o, argc, argv);
     if (mt_slice_copy(&w->pool, &w->own, o->data, o->len, &r->frame) != 0) {
@@ -1044,7 +1044,7 @@ static void split_by_slot(mt_wcluster_t *c, mt_rreq_t *parent, const resp_reques
 static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req, split_op_t op)
 {
     mt_worker_t *w = c->w;
-    mt_rtopo_t *t = c->topo;
+    mt_rtopo_t *t = mt_rtopo(c);
     mt_rsplit_t *sp = calloc(1, sizeof(*sp));
     if (!sp) {
         mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
@@ -1086,7 +1086,7 @@ static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *r
 static void scan_start(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req)
 {
     mt_worker_t *w = c->w;
-    mt_rtopo_t *t = c->topo;
+    mt_rtopo_t *t = mt_rtopo(c);
     char num[32];
     snprintf(num, sizeof(num), "%.*s", (int)MT_MIN(req->argv[1].len, 31), req->argv[1].ptr);
     char *end = NULL;
@@ -1138,7 +1138,7 @@ static bool cmd_replica_ok(const redis_command_t *cmd)
 /* Routes a cluster-mode command that is already in its session's FIFO. */
 static void cluster_route(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req)
 {
-    mt_rtopo_t *t = c->topo;
+    mt_rtopo_t *t = mt_rtopo(c);
     mt_worker_t *w = c->w;
     const redis_command_t *cmd = r->cmd;
     if (!t->have_map) {
@@ -1227,7 +1227,7 @@ static bool cluster_command(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t
     for (size_t i = 0; i < MT_ARRAY_LEN(forwarded); i++) {
         if (sub->len == strlen(forwarded[i]) &&
             strncasecmp(sub->ptr, forwarded[i], sub->len) == 0) {
-            mt_rtopo_t *t = c->topo;
+            mt_rtopo_t *t = mt_rtopo(c);
             if (!t->have_map) {
                 cluster_wait(c, r);
                 return true;
@@ -1284,7 +1284,7 @@ void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
     r->read_only = cmd_replica_ok(cmd);
     /* Keep the command's bytes for redirections: a reference, or a copy for inline ones. */
     if (req->is_inline) {
-        resp_out_t *o = &mt_redis_scratch;
+        resp_out_t *o = &mt_rw(s->base.w)->scratch;
         o->len = 0;
         resp_out_command(o, req->argc, req->argv);
         if (mt_slice_copy(&w->pool, &w->own, o->data, o->len, &r->frame) != 0) {
@@ -1321,7 +1321,7 @@ void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp
     mt_rreq_t *r = mt_rreq_new(w);
     if (!r)
         return;
-    resp_out_t *o = &mt_redis_scratch;
+    resp_out_t *o = &mt_rw(c->w)->scratch;
     o->len = 0;
     resp_out_command(o, req->argc, req->argv);
     if (mt_slice_copy(&w->pool, &w->own, o->data, o->len, &r->frame) != 0) {

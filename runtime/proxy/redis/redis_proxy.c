@@ -21,6 +21,7 @@
 #include "runtime/proxy/redis/lua_bridge.h"
 
 #include <arpa/inet.h>
+#include <lauxlib.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -35,24 +36,22 @@
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 1000
 
-__thread resp_out_t mt_redis_scratch;
-
 /* ---- per-command stats (enableCommandStats) ---------------------------------------------------
  */
 
 /* This worker's blocks for one listener, indexed by command id; created on first use. */
-typedef struct cmd_stats {
+struct cmd_stats {
     const mt_stats_block_t *listener;
     mt_stats_block_t *blocks[REDIS_COMMAND_COUNT];
     struct cmd_stats *next;
-} cmd_stats_t;
-
-static __thread cmd_stats_t *tl_cmd_stats;
+};
+typedef struct cmd_stats cmd_stats_t;
 
 static void cmd_stats_record(mt_worker_t *w, const mt_listener_conf_t *lc,
                              const redis_command_t *cmd, bool error, uint64_t start_ns)
 {
-    cmd_stats_t *cs = tl_cmd_stats;
+    mt_redis_worker_t *rw = mt_rw(w);
+    cmd_stats_t *cs = rw->cmd_stats;
     while (cs && cs->listener != lc->stats)
         cs = cs->next;
     if (!cs) {
@@ -60,8 +59,8 @@ static void cmd_stats_record(mt_worker_t *w, const mt_listener_conf_t *lc,
         if (!cs)
             return;
         cs->listener = lc->stats;
-        cs->next = tl_cmd_stats;
-        tl_cmd_stats = cs;
+        cs->next = rw->cmd_stats;
+        rw->cmd_stats = cs;
     }
     if (cmd->id >= REDIS_COMMAND_COUNT)
         return;
@@ -79,10 +78,10 @@ static void cmd_stats_record(mt_worker_t *w, const mt_listener_conf_t *lc,
 
 mt_rreq_t *mt_rreq_new(mt_worker_t *w)
 {
-    mt_rreq_t *r = w->req_free;
+    mt_rreq_t *r = mt_rw(w)->req_free;
     if (r) {
-        w->req_free = r->next;
-        w->n_req_free--;
+        mt_rw(w)->req_free = r->next;
+        mt_rw(w)->n_req_free--;
     } else {
         r = malloc(sizeof(*r));
         if (!r)
@@ -100,13 +99,13 @@ void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r)
         mt_buf_unref(&w->pool, r->frame.buf);
     if (r->split)
         mt_rcluster_split_free(w, r->split);
-    if (w->n_req_free >= 4096) {
+    if (mt_rw(w)->n_req_free >= 4096) {
         free(r);
         return;
     }
-    r->next = w->req_free;
-    w->req_free = r;
-    w->n_req_free++;
+    r->next = mt_rw(w)->req_free;
+    mt_rw(w)->req_free = r;
+    mt_rw(w)->n_req_free++;
 }
 
 /* ---- sessions: replies in order ----------------------------------------------------------------
@@ -153,8 +152,8 @@ void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, 
     if (MT_UNLIKELY(r->resp_chain)) {
         /* on_response filters may replace the reply (and hold it, with ctx:delay). */
         r->resp_chain = false;
-        mt_bridge_response(w, s->base.li, r->cmd, p, len, s->base.id);
-        mt_verdict_t *v = &mt_verdict;
+        mt_bridge_response(&mt_rw(w)->bridge, s->base.li, r->cmd, p, len, s->base.id);
+        mt_verdict_t *v = &mt_rw(w)->bridge.verdict;
         if (v->delay_ms) {
             uv_update_time(&w->loop);
             r->hold_until_ms = mt_worker_now_ms(w) + v->delay_ms + 1;
@@ -254,7 +253,7 @@ static void sess_reply(mt_rsess_t *s, const char *p, size_t len)
 
 void mt_rsess_reply_error(mt_rsess_t *s, const char *text)
 {
-    resp_out_t *o = &mt_redis_scratch;
+    resp_out_t *o = &mt_rw(s->base.w)->scratch;
     o->len = 0;
     resp_out_error(o, text);
     sess_reply(s, o->data, o->len);
@@ -354,7 +353,7 @@ static void rup_fail(mt_rup_t *u, const char *text)
     u->tail = NULL;
     mt_wendpoint_t *ep = u->ep;
     rup_close(u);
-    if (c->topo) {
+    if (mt_rtopo(c)) {
         if (topology_lost)
             mt_rcluster_topology_failed(c, text);
         mt_rcluster_node_failed(c, ep);
@@ -391,7 +390,7 @@ static void rup_close(mt_rup_t *u)
     if (u->prev)
         u->prev->next = u->next;
     else
-        w->rups = u->next;
+        mt_rw(w)->rups = u->next;
     if (u->next)
         u->next->prev = u->prev;
     mt_worker_unschedule_flush(w, &u->out);
@@ -451,7 +450,7 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
         return;
     }
     mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TOTAL, 1);
-    if (MT_UNLIKELY(u->ep->cluster->topo != NULL) && len > 4 && p[0] == '-' &&
+    if (MT_UNLIKELY(mt_rtopo(u->ep->cluster) != NULL) && len > 4 && p[0] == '-' &&
         mt_rcluster_redirect(u->ep->cluster, r, p, len))
         return;
     mt_rreq_complete(w, r, u->rbuf, p, len);
@@ -554,7 +553,7 @@ static int rup_queue_auth(mt_rup_t *u, const mt_auth_t *a)
     if (a->username)
         argv[argc++] = (resp_arg_t){a->username, a->username_len};
     argv[argc++] = (resp_arg_t){a->password, a->password_len};
-    resp_out_t *o = &mt_redis_scratch;
+    resp_out_t *o = &mt_rw(u->w)->scratch;
     o->len = 0;
     resp_out_command(o, argc, argv);
     mt_rreq_t *r = mt_rreq_new(u->w);
@@ -678,17 +677,17 @@ static mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
     }
     const mt_auth_t *a = &ep->cluster->conf->redis_auth;
     if ((a->password && rup_queue_auth(u, a) != 0) ||
-        (ep->cluster->topo &&
+        (mt_rtopo(ep->cluster) &&
          rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$8\r\nREADONLY\r\n", 18) != 0)) {
         *why = "out of memory";
         u->state = RUP_CLOSING;
         uv_close((uv_handle_t *)&u->tcp, rup_closed);
         return NULL;
     }
-    u->next = w->rups;
-    if (w->rups)
-        w->rups->prev = u;
-    w->rups = u;
+    u->next = mt_rw(w)->rups;
+    if (mt_rw(w)->rups)
+        mt_rw(w)->rups->prev = u;
+    mt_rw(w)->rups = u;
     ep->rconns[slot] = u;
     return u;
 }
@@ -757,7 +756,6 @@ static const mt_session_ops_t redis_sess_ops = {
  * instead of a timer per connection, and nothing on the request path but the read callback's
  * store of the loop time. */
 #define SESSION_SWEEP_MS 250
-static __thread uint64_t tl_next_sweep_ms;
 
 /* Closes s if its auth or idle timeout has passed; true if it did. */
 static bool sess_timed_out(mt_rsess_t *s, uint64_t now_ms)
@@ -789,9 +787,10 @@ static bool sess_timed_out(mt_rsess_t *s, uint64_t now_ms)
 
 static void sess_sweep(mt_worker_t *w, uint64_t now_ms)
 {
-    if (now_ms < tl_next_sweep_ms)
+    mt_redis_worker_t *rw = mt_rw(w);
+    if (now_ms < rw->next_sweep_ms)
         return;
-    tl_next_sweep_ms = now_ms + SESSION_SWEEP_MS;
+    rw->next_sweep_ms = now_ms + SESSION_SWEEP_MS;
     for (mt_session_link_t *l = w->sessions; l; l = l->next) {
         mt_session_t *b = mt_session_of_link(l);
         if (b->ops != &redis_sess_ops) /* not a Redis session */
@@ -806,12 +805,12 @@ static void redis_tick(mt_worker_t *w, uint64_t now_ms)
 {
     sess_sweep(w, now_ms);
     for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
-        if (c->topo)
+        if (mt_rtopo(c))
             mt_rcluster_tick(c, now_ms);
     }
     mt_rup_t *next;
     char lbl[256], text[400];
-    for (mt_rup_t *u = w->rups; u; u = next) {
+    for (mt_rup_t *u = mt_rw(w)->rups; u; u = next) {
         next = u->next;
         if (u->ep->cluster->retired && u->inflight == 0) {
             rup_close(u); /* a reload replaced its cluster and nothing is in flight */
@@ -837,20 +836,21 @@ static void redis_tick(mt_worker_t *w, uint64_t now_ms)
 
 static void redis_worker_stop(mt_worker_t *w)
 {
-    while (w->rups)
-        rup_fail(w->rups, "ERR meltemi: proxy shutting down");
-    while (tl_cmd_stats) {
-        cmd_stats_t *cs = tl_cmd_stats;
-        tl_cmd_stats = cs->next;
+    while (mt_rw(w)->rups)
+        rup_fail(mt_rw(w)->rups, "ERR meltemi: proxy shutting down");
+    mt_redis_worker_t *rw = mt_rw(w);
+    while (rw->cmd_stats) {
+        cmd_stats_t *cs = rw->cmd_stats;
+        rw->cmd_stats = cs->next;
         free(cs);
     }
-    while (w->req_free) {
-        mt_rreq_t *r = w->req_free;
-        w->req_free = r->next;
+    while (mt_rw(w)->req_free) {
+        mt_rreq_t *r = mt_rw(w)->req_free;
+        mt_rw(w)->req_free = r->next;
         free(r);
     }
-    w->n_req_free = 0;
-    resp_out_free(&mt_redis_scratch);
+    mt_rw(w)->n_req_free = 0;
+    resp_out_free(&mt_rw(w)->scratch);
 }
 
 /* ---- routing ------------------------------------------------------------------------------------
@@ -970,7 +970,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
                      ? c->conf->service
                      : (s->base.conf->service ? s->base.conf->service : s->base.conf->name));
         if (hold_until_ms) {
-            resp_out_t *o = &mt_redis_scratch;
+            resp_out_t *o = &mt_rw(s->base.w)->scratch;
             o->len = 0;
             resp_out_error(o, text);
             sess_reply_held(s, o->data, o->len, hold_until_ms);
@@ -1002,7 +1002,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
         snprintf(text, sizeof(text), "ERR meltemi: no healthy replica for %s (readPolicy REPLICA)",
                  c->conf->service ? c->conf->service : c->conf->name);
         if (hold_until_ms) {
-            resp_out_t *o = &mt_redis_scratch;
+            resp_out_t *o = &mt_rw(s->base.w)->scratch;
             o->len = 0;
             resp_out_error(o, text);
             sess_reply_held(s, o->data, o->len, hold_until_ms);
@@ -1022,7 +1022,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
             snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
                      mt_rendpoint_label(ep, lbl, sizeof(lbl)), why);
         if (hold_until_ms) {
-            resp_out_t *o = &mt_redis_scratch;
+            resp_out_t *o = &mt_rw(s->base.w)->scratch;
             o->len = 0;
             resp_out_error(o, text);
             sess_reply_held(s, o->data, o->len, hold_until_ms);
@@ -1043,7 +1043,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
     r->hold_until_ms = hold_until_ms;
     int rc;
     if (req->is_inline) {
-        resp_out_t *o = &mt_redis_scratch;
+        resp_out_t *o = &mt_rw(s->base.w)->scratch;
         o->len = 0;
         resp_out_command(o, req->argc, req->argv);
         rc = mt_outq_add_copy(&u->out, o->data, o->len);
@@ -1080,7 +1080,7 @@ static void mirror_send(mt_worker_t *w, mt_wcluster_t *c, const redis_command_t 
     const char *why = NULL;
     mt_rup_t *u = rup_for(ep, c->rr++, &why);
     mt_rreq_t *r = u ? mt_rreq_new(w) : NULL;
-    resp_out_t *o = &mt_redis_scratch;
+    resp_out_t *o = &mt_rw(w)->scratch;
     o->len = 0;
     resp_out_command(o, req->argc, req->argv);
     if (!r || mt_outq_add_copy(&u->out, o->data, o->len) != 0) {
@@ -1125,7 +1125,9 @@ static void verdict_rewrite(const mt_verdict_t *v, const redis_command_t *cmd,
 
 static mt_wcluster_t *cluster_at(mt_worker_t *w, uint32_t idx, mt_wcluster_t *dflt)
 {
-    return idx && idx <= w->n_cluster_index ? w->cluster_by_index[idx - 1] : dflt;
+    return idx && idx <= mt_rw(w)->bridge.n_cluster_index
+               ? mt_rw(w)->bridge.cluster_by_index[idx - 1]
+               : dflt;
 }
 
 /*
@@ -1166,7 +1168,8 @@ static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
     for (uint32_t i = 0; i < nk; i++) {
         const resp_arg_t *k = &req->argv[splittable ? 1 + i * step : idx[i]];
         uint32_t strip = 0;
-        uint32_t ci = i == 0 ? 0 : mt_bridge_route_key(w, s->base.li, k->ptr, k->len, &strip);
+        uint32_t ci =
+            i == 0 ? 0 : mt_bridge_route_key(&mt_rw(w)->bridge, s->base.li, k->ptr, k->len, &strip);
         targets[i] = i == 0 ? first : cluster_at(w, ci, s->base.cluster);
         strips[i] = i == 0 ? first_strip : strip;
         same = same && targets[i] == first && strips[i] == first_strip;
@@ -1230,8 +1233,8 @@ static void sess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_re
 {
     mt_worker_t *w = s->base.w;
     s->ran_chain = true;
-    mt_bridge_request(w, s->base.li, cmd, req, s->base.id);
-    mt_verdict_t *v = &mt_verdict;
+    mt_bridge_request(&mt_rw(w)->bridge, s->base.li, cmd, req, s->base.id);
+    mt_verdict_t *v = &mt_rw(w)->bridge.verdict;
     uint64_t hold = 0;
     if (v->delay_ms) {
         /* The loop clock is cached and whole milliseconds: refresh it and round up, so the
@@ -1246,8 +1249,8 @@ static void sess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_re
             sess_reply(s, v->reply.data, v->reply.len);
         return;
     }
-    mt_wcluster_t *c = v->route && v->route <= w->n_cluster_index
-                           ? w->cluster_by_index[v->route - 1]
+    mt_wcluster_t *c = v->route && v->route <= mt_rw(w)->bridge.n_cluster_index
+                           ? mt_rw(w)->bridge.cluster_by_index[v->route - 1]
                            : s->base.cluster;
     /* Only commands that can name several keys (first key != last key in the table, or
      * keys found by a procedure) need each key's route: SET, GET... skip the check. */
@@ -1274,12 +1277,13 @@ static void sess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_re
         }
     }
     for (uint32_t i = 0; i < v->n_mirrors; i++) {
-        if (v->mirrors[i] <= w->n_cluster_index)
-            mirror_send(w, w->cluster_by_index[v->mirrors[i] - 1], cmd, use);
+        if (v->mirrors[i] <= mt_rw(w)->bridge.n_cluster_index)
+            mirror_send(w, mt_rw(w)->bridge.cluster_by_index[v->mirrors[i] - 1], cmd, use);
     }
     mt_rreq_t *tail = s->tail;
     forward_to(s, c, cmd, use, frame, hold);
-    if (mt_bridge_has_response(w, s->base.li) && s->tail && s->tail != tail && !s->tail->done)
+    if (mt_bridge_has_response(&mt_rw(w)->bridge, s->base.li) && s->tail && s->tail != tail &&
+        !s->tail->done)
         s->tail->resp_chain = true;
     if (argv && argv != small)
         free(argv);
@@ -1385,7 +1389,7 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
                              "same time");
         return;
     }
-    resp_out_t *o = &mt_redis_scratch;
+    resp_out_t *o = &mt_rw(s->base.w)->scratch;
     o->len = 0;
     redis_local_reply(&s->lctx, cmd, req->argc, req->argv, o);
     sess_reply(s, o->data, o->len);
@@ -1454,7 +1458,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
-    resp_out_t *o = &mt_redis_scratch;
+    resp_out_t *o = &mt_rw(s->base.w)->scratch;
     if (!cmd) {
         if (sess_cross_protocol(s, req))
             return;
@@ -1508,7 +1512,8 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     default:
         if (sess_refuse_blocking(s, cmd, req))
             return;
-        if (MT_UNLIKELY(mt_bridge_has_chain(w, s->base.li)) && s->base.snap == w->snap)
+        if (MT_UNLIKELY(mt_bridge_has_chain(&mt_rw(w)->bridge, s->base.li)) &&
+            s->base.snap == w->snap)
             sess_policy(s, cmd, req, frame);
         else
             sess_forward(s, cmd, req, frame);
@@ -1540,7 +1545,7 @@ static void sess_on_close(mt_session_t *base)
         s->hold_timer = NULL;
     }
     if (s->ran_chain)
-        mt_bridge_conn_closed(w, base->id);
+        mt_bridge_conn_closed(&mt_rw(w)->bridge, base->id);
 }
 
 static void sess_on_closed(mt_session_t *base)
@@ -1592,23 +1597,38 @@ static void redis_accept(mt_wlistener_t *l, uv_stream_t *server)
 
 static int redis_worker_start(mt_worker_t *w)
 {
+    mt_redis_worker_t *rw = calloc(1, sizeof(*rw));
+    if (!rw)
+        return -1;
+    w->proxy[MT_PROTO_REDIS] = rw;
+    rw->bridge.w = w;
+    rw->bridge.request_ref = rw->bridge.route_key_ref = LUA_NOREF;
+    rw->bridge.conn_closed_ref = rw->bridge.response_ref = LUA_NOREF;
     if (w->L)
-        mt_bridge_open(w, w->L);
+        mt_bridge_open(&rw->bridge, w);
     return 0;
+}
+
+static void redis_snapshot_applied(mt_worker_t *w)
+{
+    mt_bridge_apply(&mt_rw(w)->bridge);
 }
 
 static void redis_worker_free(mt_worker_t *w)
 {
-    free(w->chains);
-    free(w->cluster_by_index);
-    free(w->key_limits);
-    mt_bridge_close(w);
+    mt_redis_worker_t *rw = mt_rw(w);
+    if (!rw)
+        return;
+    mt_bridge_close(&rw->bridge);
+    free(rw);
+    w->proxy[MT_PROTO_REDIS] = NULL;
 }
 
 static void redis_cluster_free(mt_wcluster_t *c)
 {
-    if (c->topo)
-        mt_rcluster_free(c->topo);
+    if (mt_rtopo(c))
+        mt_rcluster_free(mt_rtopo(c));
+    c->proxy_state = NULL;
 }
 
 const mt_proxy_ops_t mt_proxy_redis = {
@@ -1616,7 +1636,7 @@ const mt_proxy_ops_t mt_proxy_redis = {
     .protocol = MT_PROTO_REDIS,
     .worker_start = redis_worker_start,
     .accept = redis_accept,
-    .snapshot_applied = mt_bridge_apply,
+    .snapshot_applied = redis_snapshot_applied,
     .tick = redis_tick,
     .worker_stop = redis_worker_stop,
     .worker_free = redis_worker_free,

@@ -8,6 +8,7 @@
 
 #include "runtime/core/session.h"
 #include "runtime/core/worker.h"
+#include "runtime/proxy/redis/lua_bridge.h"
 
 #include "protocols/redis/commands.h"
 #include "protocols/redis/local.h"
@@ -83,6 +84,28 @@ struct mt_rup {
     mt_rup_t *prev, *next;   /* worker list */
 };
 
+/* Everything the Redis proxy keeps per worker (w->proxy[MT_PROTO_REDIS]). */
+typedef struct mt_redis_worker {
+    mt_bridge_t bridge;  /* the Lua policies and filters of the live snapshot */
+    mt_rreq_t *req_free; /* free list of request records */
+    uint32_t n_req_free;
+    mt_rup_t *rups;              /* every Redis upstream connection (timeouts, shutdown) */
+    resp_out_t scratch;          /* local replies and split parts are built here */
+    struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
+    uint64_t next_sweep_ms;      /* auth / idle timeout sweep */
+} mt_redis_worker_t;
+
+static inline mt_redis_worker_t *mt_rw(mt_worker_t *w)
+{
+    return w->proxy[MT_PROTO_REDIS];
+}
+
+/* Redis Cluster mode: the slot map and nodes of a worker cluster (redis_cluster.c). */
+static inline mt_rtopo_t *mt_rtopo(const mt_wcluster_t *c)
+{
+    return c->proxy_state;
+}
+
 /* Compares a looked-up command with a lower-case name (not for the per-command hot path). */
 static inline bool mt_rcmd_is(const redis_command_t *cmd, const char *name)
 {
@@ -90,7 +113,6 @@ static inline bool mt_rcmd_is(const redis_command_t *cmd, const char *name)
 }
 
 /* redis_proxy.c */
-extern __thread resp_out_t mt_redis_scratch;
 mt_rreq_t *mt_rreq_new(mt_worker_t *w);
 void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r);
 void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, size_t len);
