@@ -1,8 +1,8 @@
 /*
  * lua_env.c - a LuaJIT state with what meltemi's Lua code expects: the standard libraries,
- * lpeg (static), every embedded module of lua/ and policies/ in package.preload, and the C
- * helpers of "meltemi.c". package.path and package.cpath are emptied so that nothing is
- * ever loaded from disk by accident: the binary carries all its Lua.
+ * lpeg and lua-cjson (both static), every embedded module of lua/ and policies/ in
+ * package.preload, and the C helpers of "meltemi.c". package.path and package.cpath are
+ * emptied so that nothing is ever loaded from disk by accident: the binary carries all its Lua.
  */
 #include "runtime/lua_env.h"
 #include "runtime/base64.h"
@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 
 int luaopen_lpeg(lua_State *L);
+int luaopen_cjson(lua_State *L); /* lua-cjson-dev, linked statically like lpeg */
 
 #define READFILE_MAX (64u << 20) /* config files and scripts; anything larger is a mistake */
 
@@ -185,6 +186,8 @@ static int lua_env_setup(lua_State *L)
     lua_getfield(L, -1, "preload");
     lua_pushcfunction(L, luaopen_lpeg);
     lua_setfield(L, -2, "lpeg");
+    lua_pushcfunction(L, luaopen_cjson);
+    lua_setfield(L, -2, "cjson");
     lua_pushcfunction(L, luaopen_meltemi_c);
     lua_setfield(L, -2, "meltemi.c");
     for (int i = 0; mt_lua_modules[i].name != NULL; i++) {

@@ -11,6 +11,7 @@ PACKAGES=(
     # build
     build-essential cmake pkg-config
     libluajit-5.1-dev luajit libuv1-dev libssl-dev libyaml-dev lua-lpeg-dev libpcre2-dev
+    lua-cjson-dev # /config_dump JSON (liblua5.1-cjson.a, linked statically like lpeg)
     # unit tests, lint
     libcriterion-dev lua-check clang-format
     # integration tests and the demo: real servers and real clients
