@@ -378,6 +378,11 @@ def write_results(path, table, info, args, sizes, failures, started, elapsed, no
 """
     if fail_lines:
         text += "\nFailed runs:\n\n" + "\n".join(fail_lines) + "\n"
+    # Sections written by hand (from "## Library swaps" on) are not this script's: keep them.
+    before = Path(path).read_text() if Path(path).exists() else ""
+    kept = before.find("\n## Library swaps")
+    if kept >= 0:
+        text += before[kept:]
     Path(path).write_text(text)
 
 
