@@ -15,6 +15,8 @@ PACKAGES=(
     # llvm the llvm-symbolizer that turns their reports into file:line
     clang libclang-rt-dev llvm
     libluajit-5.1-dev luajit libuv1-dev libssl-dev libyaml-dev lua-lpeg-dev libpcre2-dev
+    lua-cjson-dev # /config_dump JSON (liblua5.1-cjson.a, linked statically like lpeg)
+    libxxhash-dev # XXH3 for hash tables and MetaRouter rings (header-only use)
     # unit tests, lint
     libcriterion-dev lua-check clang-format
     # integration tests and the demo: real servers and real clients

@@ -2,12 +2,12 @@
 --   lua(t)  -> readable Lua source ("return { ... }") that loads back to an equal table;
 --              keys sorted, so the same configuration always prints the same text.
 --   json(t) -> JSON for /config_dump, with every password and Secret value replaced by
---              "<redacted>".
+--              "<redacted>"; keys sorted and indented, strings escaped by lua-cjson.
 --   lua_redacted(t) -> lua(t) with the same redaction, for `meltemi compile`. (lua(t) itself
 --              keeps every byte: the runtime fingerprints and ships snapshots with it.)
 -- Both refuse cycles and values that are not data (functions, userdata other than null).
 
-local json = require "meltemi.json"
+local cjson = require "cjson"
 local NULL = require("meltemi.c").null
 
 local M = {}
@@ -157,8 +157,71 @@ local ARRAY_KEYS = {
   response_mutation = true, conditions = true, descriptors = true, egress = true, keys = true,
 }
 
+-- lua-cjson escapes strings (quotes, backslashes, control bytes as \u00XX); the layout is
+-- ours, because the 2.1 that Debian ships neither sorts keys nor indents, cannot tell an empty
+-- array from an empty object, caps numbers at 14 significant digits and always writes "/" as
+-- "\/". The last is undone: after cjson, a backslash before "/" can only be that escape (a
+-- backslash of the data is doubled and a "/" after it escaped again).
+local function json_string(s)
+  return (cjson.encode(s):gsub("\\/", "/"))
+end
+
+local function json_scalar(v)
+  local t = type(v)
+  if t == "string" then return json_string(v) end
+  if t == "number" then
+    if v ~= v or v == math.huge or v == -math.huge then return "null" end -- JSON has no NaN
+    return number_text(v)
+  end
+  if t == "boolean" then return tostring(v) end
+  if v == nil or v == NULL then return "null" end
+  error("json: cannot encode a " .. t, 0)
+end
+
+-- An array 1..n is a JSON array; any other table an object with its keys as strings, sorted.
+-- An empty table is [] when the key it sits under is in ARRAY_KEYS, else {}.
+local function json_emit(v, key, indent, out)
+  if type(v) ~= "table" then
+    out[#out + 1] = json_scalar(v)
+    return
+  end
+  if next(v) == nil then
+    out[#out + 1] = ARRAY_KEYS[key] and "[]" or "{}"
+    return
+  end
+  local inner = indent .. "  "
+  local n = array_len(v)
+  if n then
+    out[#out + 1] = "[\n"
+    for i = 1, n do
+      out[#out + 1] = inner
+      json_emit(v[i], key, inner, out)
+      out[#out + 1] = i < n and ",\n" or "\n"
+    end
+    out[#out + 1] = indent .. "]"
+    return
+  end
+  local keys = {}
+  for k in pairs(v) do
+    if type(k) ~= "string" and type(k) ~= "number" then error("json: a key is a " .. type(k), 0) end
+    keys[#keys + 1] = tostring(k)
+  end
+  table.sort(keys)
+  out[#out + 1] = "{\n"
+  for i, k in ipairs(keys) do
+    local x = v[k]
+    if x == nil then x = v[tonumber(k)] end
+    out[#out + 1] = inner .. json_string(k) .. ": "
+    json_emit(x, k, inner, out)
+    out[#out + 1] = i < #keys and ",\n" or "\n"
+  end
+  out[#out + 1] = indent .. "}"
+end
+
 function M.json(t)
-  return json.encode(redact(t, nil, false, {}), { array_keys = ARRAY_KEYS, pretty = true })
+  local out = {}
+  json_emit(redact(t, nil, false, {}), nil, "", out) -- redact refuses cycles
+  return table.concat(out)
 end
 
 function M.lua_redacted(t)

@@ -21,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#define XXH_INLINE_ALL /* header-only XXH3 */
+#include <xxhash.h>
 
 const double mt_hist_bounds_ms[MT_HIST_BUCKETS] = {
     0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
@@ -93,14 +95,9 @@ void mt_stats_init(unsigned nworkers)
 
 static uint64_t stats_hash(mt_stats_kind_t kind, const char *name, const char *extra)
 {
-    /* FNV-1a over kind, name, NUL, extra. */
-    uint64_t h = 1469598103934665603ULL ^ (uint64_t)kind;
-    for (const char *p = name; *p; p++)
-        h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-    h = (h ^ 0xff) * 1099511628211ULL;
-    for (const char *p = extra; *p; p++)
-        h = (h ^ (uint8_t)*p) * 1099511628211ULL;
-    return h;
+    /* XXH3 over name seeded with the kind, then over extra seeded with that. */
+    uint64_t h = XXH3_64bits_withSeed(name, strlen(name), (uint64_t)kind);
+    return XXH3_64bits_withSeed(extra, strlen(extra), h);
 }
 
 /* For command blocks b->name is "listener\0command"; for the others extra is "". */

@@ -1,11 +1,12 @@
 /*
  * lua_env.c - a LuaJIT state with what meltemi's Lua code expects: the standard libraries,
- * lpeg (static), every embedded module of lua/ and policies/ in package.preload, the C
- * helpers of "meltemi.c" and the bounded pattern matcher "meltemi.pattern" (lua_pattern.h).
- * package.path and package.cpath are emptied so that nothing is ever loaded from disk by accident:
- * the binary carries all its Lua.
+ * lpeg and lua-cjson (both static), every embedded module of lua/ and policies/ in
+ * package.preload, the C helpers of "meltemi.c" and the bounded pattern matcher
+ * "meltemi.pattern" (lua_pattern.h). package.path and package.cpath are emptied so that
+ * nothing is ever loaded from disk by accident: the binary carries all its Lua.
  */
 #include "runtime/luajit/lua_env.h"
+#include "runtime/luajit/base64.h"
 #include "runtime/luajit/lua_embedded.h"
 #include "runtime/luajit/lua_pattern.h"
 #include "runtime/luajit/yaml.h"
@@ -22,6 +23,7 @@
 #include <sys/stat.h>
 
 int luaopen_lpeg(lua_State *L);
+int luaopen_cjson(lua_State *L); /* lua-cjson-dev, linked statically like lpeg */
 
 #define READFILE_MAX (64u << 20) /* config files and scripts; anything larger is a mistake */
 
@@ -139,63 +141,30 @@ static int c_realpath(lua_State *L)
     return 1;
 }
 
-static int base64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
-
 /*
  * base64_decode(s) -> bytes | nil, reason. Standard alphabet with padding, as Kubernetes
- * Secret data uses; line breaks are skipped the way Go's decoder skips them.
+ * Secret data uses; line breaks are skipped the way Go's decoder skips them. The result is a
+ * byte string of the exact decoded length (NUL bytes kept). The buffers are one userdata, so
+ * an error raised by Lua while pushing cannot leak them.
  */
 static int c_base64_decode(lua_State *L)
 {
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    uint32_t acc = 0;
-    int bits = 0, quad = 0, pad = 0;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\n' || c == '\r')
-            continue;
-        if (c == '=') {
-            pad++;
-            quad++;
-            continue;
-        }
-        int v = base64_value(c);
-        if (v < 0 || pad > 0) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "illegal base64 data at input byte %d", (int)i);
-            return 2;
-        }
-        acc = (acc << 6) | (uint32_t)v;
-        bits += 6;
-        quad++;
-        if (bits >= 8) {
-            bits -= 8;
-            luaL_addchar(&b, (char)((acc >> bits) & 0xff));
-        }
+    size_t max = mt_base64_decoded_max(len);
+    unsigned char *out = lua_newuserdata(L, max + len);
+    size_t n, bad_at = 0;
+    mt_base64_status_t st = mt_base64_decode(s, len, out, &n, out + max, &bad_at);
+    if (st == MT_BASE64_OK) {
+        lua_pushlstring(L, (const char *)out, n);
+        return 1;
     }
-    if (quad % 4 != 0 || pad > 2 || (pad > 0 && bits == 0)) {
-        lua_pushnil(L);
+    lua_pushnil(L);
+    if (st == MT_BASE64_BAD_BYTE)
+        lua_pushfstring(L, "illegal base64 data at input byte %d", (int)bad_at);
+    else
         lua_pushstring(L, "illegal base64 data: length is not a multiple of 4 or bad padding");
-        return 2;
-    }
-    luaL_pushresult(&b);
-    return 1;
+    return 2;
 }
 
 static int luaopen_meltemi_c(lua_State *L)
@@ -235,6 +204,8 @@ static int lua_env_setup(lua_State *L)
     lua_getfield(L, -1, "preload");
     lua_pushcfunction(L, luaopen_lpeg);
     lua_setfield(L, -2, "lpeg");
+    lua_pushcfunction(L, luaopen_cjson);
+    lua_setfield(L, -2, "cjson");
     lua_pushcfunction(L, luaopen_meltemi_c);
     lua_setfield(L, -2, "meltemi.c");
     lua_pushcfunction(L, luaopen_meltemi_pattern);

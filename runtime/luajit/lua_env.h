@@ -1,8 +1,9 @@
 /*
  * lua_env.h - creating a LuaJIT state with everything meltemi's Lua code expects:
- * standard libraries, lpeg (linked statically, preloaded), every embedded module of lua/ and
- * policies/ in package.preload, and the C helper module "meltemi.c" (YAML loading, directory
- * listing, file reading, base64) used by the config compiler.
+ * standard libraries, lpeg and lua-cjson (linked statically, preloaded as "lpeg" and "cjson"),
+ * every embedded module of lua/ and policies/ in package.preload, and the C helper module
+ * "meltemi.c" (YAML loading, directory listing, file reading, base64 through
+ * runtime/luajit/base64.h) used by the config compiler.
  */
 #ifndef MELTEMI_LUA_ENV_H
 #define MELTEMI_LUA_ENV_H

@@ -380,15 +380,15 @@ def write_results(path, table, info, args, sizes, failures, started, elapsed, no
 """
     if fail_lines:
         text += "\nFailed runs:\n\n" + "\n".join(fail_lines) + "\n"
-    # Sections other scripts maintain (callgrind.sh's instruction counts) follow this one and
-    # are kept as they are.
+    # Sections other scripts or people maintain (callgrind.sh's instruction counts, the
+    # library swaps) follow this one and are kept as they are.
     try:
         old = Path(path).read_text()
     except FileNotFoundError:
         old = ""
-    keep = old.find(KEPT_SECTIONS)
-    if keep >= 0:
-        text += "\n" + old[keep + 1:]
+    starts = [i for i in (old.find(KEPT_SECTIONS), old.find("\n## Library swaps")) if i >= 0]
+    if starts:
+        text += "\n" + old[min(starts) + 1:]
     Path(path).write_text(text)
 
 

@@ -3,7 +3,6 @@
 -- form never shows a password or a Secret value.
 local H = dofile("tests/lua/helper.lua")
 local dump = require "meltemi.dump"
-local json = require "meltemi.json"
 local compiler = require "meltemi.compiler"
 
 local function blog_snapshot()
@@ -48,17 +47,25 @@ H.test("json(): passwords and Secret data redacted everywhere", function()
   H.ok(text:find('"listeners": [', 1, true), "listeners is an array")
   H.ok(text:find('"faults": []', 1, true), "empty array stays an array")
   H.ok(text:find('"subsets": {}', 1, true), "empty map stays an object")
-  local s = json.encode({ data = { ["tls.crt"] = "x" }, kind = "Secret" })
-  H.ok(s:find("tls.crt", 1, true), "plain encode keeps data")
+  local s = dump.json({ data = { ["tls.crt"] = "x" }, kind = "ConfigMap" })
+  H.ok(s:find('"tls.crt": "x"', 1, true), "data of other kinds is kept")
   local r = dump.json({ sources = { { kind = "Secret", data = { password = "p", other = "v" },
     stringData = { token = "t" } } } })
   H.ok(not r:find('"v"', 1, true) and not r:find('"t"', 1, true), "Secret data redacted: " .. r)
 end)
 
 H.test("json(): escapes and numbers", function()
-  H.eq(json.encode({ "a\"b\n\1", 1.5, 3, true }), '["a\\"b\\n\\u0001",1.5,3,true]', "encoding")
-  H.eq(json.encode({ b = 1, a = 2 }), '{"a":2,"b":1}', "sorted keys")
-  H.eq(json.encode({ x = 0 / 0 }), '{"x":null}', "NaN is null")
+  H.eq(dump.json({ "a\"b\n\1", 1.5, 3, true }), '[\n  "a\\"b\\n\\u0001",\n  1.5,\n  3,\n  true\n]', "encoding")
+  H.eq(dump.json({ b = 1, a = 2 }), '{\n  "a": 2,\n  "b": 1\n}', "sorted keys")
+  H.eq(dump.json({ x = 0 / 0, y = math.huge }), '{\n  "x": null,\n  "y": null\n}', "NaN and infinity are null")
+  H.eq(dump.json({ 0.1, 2 ^ 53, -0.0, 1 / 3 }), '[\n  0.10000000000000001,\n  9007199254740992,\n  0,\n'
+    .. '  0.33333333333333331\n]', "numbers round-trip: 17 digits, integers whole")
+  H.eq(dump.json({ p = "a/b\\/c\127\0" }), '{\n  "p": "a/b\\\\/c\\u007f\\u0000"\n}',
+    "'/' unescaped, DEL and NUL escaped")
+  H.eq(dump.json({ { 1, nil, 3 }, { [2] = "x" } }), '[\n  {\n    "1": 1,\n    "3": 3\n  },\n  {\n    "2": "x"\n  }\n]',
+    "a sparse array is an object")
+  H.eq(dump.json({ faults = {}, other = {}, routes = { {} } }),
+    '{\n  "faults": [],\n  "other": {},\n  "routes": [\n    []\n  ]\n}', "empty tables: [] under array keys")
 end)
 
 H.test("the compiled snapshot carries no Secret values in sources", function()

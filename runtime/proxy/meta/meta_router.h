@@ -43,7 +43,7 @@ void mt_meta_ring_free(mt_meta_ring_t *ring);
 
 /* ---- per request ------------------------------------------------------------------------ */
 
-/* Stable 64-bit hash (FNV-1a with a final mix); the same in every process and build. */
+/* Stable 64-bit hash (XXH3 64-bit, unseeded); the same in every process and build. */
 uint64_t mt_meta_hash(const void *p, size_t n);
 
 /* Scratch for regex matches (PCRE2 match data), one per worker: the caller owns it. */

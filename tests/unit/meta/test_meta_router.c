@@ -532,3 +532,20 @@ Test(meta, ring_hash_walks_past_an_unhealthy_owner_and_keeps_the_other_keys)
     cr_expect(e == 0 || e == 2);
     mt_snapshot_unref(s);
 }
+
+Test(meta, ring_hash_function_is_xxh3_and_spreads_one_byte_differences)
+{
+    /* Every process and build must place keys alike: XXH3 64-bit, unseeded. The empty input's
+     * value is xxHash's published test vector. */
+    cr_assert_eq(mt_meta_hash("", 0), 0x2d06800538d394c2ull);
+    cr_assert_eq(mt_meta_hash("user-042", 8), 0x66a6ca577d72d3fbull);
+    /* keys that differ only in the last byte differ in about half of the hash bits */
+    char a[] = "user-000", b[] = "user-000";
+    unsigned flipped = 0;
+    for (int c = 0; c < 255; c++) {
+        a[7] = (char)c;
+        b[7] = (char)(c + 1);
+        flipped += (unsigned)__builtin_popcountll(mt_meta_hash(a, 8) ^ mt_meta_hash(b, 8));
+    }
+    cr_expect(flipped > 255 * 28 && flipped < 255 * 36, "%u bits flipped over 255 pairs", flipped);
+}
