@@ -5,8 +5,8 @@
  */
 #include "protocols/codec.h"
 #include "protocols/thrift/thrift.h"
-#include "tests/unit/codec/codec_props.h"
-#include "tests/unit/codec/codec_test_util.h"
+#include "tests/unit/protocols/codec_props.h"
+#include "tests/unit/protocols/codec_test_util.h"
 
 #include <criterion/criterion.h>
 #include <libgen.h>
