@@ -1,7 +1,8 @@
 /*
  * test_config.c - mt_config_compile as the runtime calls it: on directories written here,
  * a valid configuration pushes the snapshot, an invalid one pushes file:line errors, and
- * neither ever raises or unbalances the Lua stack. Also the Lua environment it runs in.
+ * neither ever raises or unbalances the Lua stack. (The Lua environment it runs in is tested
+ * in tests/unit/runtime/luajit/test_lua_env.c.)
  */
 #include "runtime/server/config.h"
 #include "runtime/luajit/lua_env.h"
@@ -159,34 +160,4 @@ Test(config, repeated_compiles_in_one_state_are_independent)
     cr_assert_eq(mt_config_compile(L, tmpdir), 0);
     lua_pop(L, 1);
     cr_assert_eq(lua_gettop(L), 0);
-}
-
-Test(config, lua_env_has_lpeg_and_no_disk_paths)
-{
-    cr_assert_eq(luaL_dostring(L, "local lpeg = require 'lpeg'\n"
-                                  "assert(lpeg.match(lpeg.P'ab', 'abc') == 3)\n"
-                                  "assert(package.path == '' and package.cpath == '')\n"
-                                  "assert(require('meltemi.c').base64_decode('YQ==') == 'a')\n"
-                                  "assert(type(require('meltemi.compiler').compile_dir) == "
-                                  "'function')\n"),
-                 0, "%s", lua_tostring(L, -1));
-}
-
-Test(config, call_module_reports_errors_with_a_traceback)
-{
-    lua_pushliteral(L, "x");
-    int status = mt_lua_call_module(L, "meltemi.compiler", "no_such_function", 1, 1);
-    cr_assert_neq(status, 0);
-    const char *msg = lua_tostring(L, -1);
-    cr_assert(strstr(msg, "meltemi.compiler.no_such_function is not a function") != NULL, "%s",
-              msg);
-    cr_assert(strstr(msg, "stack traceback") != NULL, "%s", msg);
-    lua_pop(L, 1);
-    cr_assert_eq(lua_gettop(L), 0);
-    status = mt_lua_call_module(L, "meltemi.dump", "lua", 0, 1);
-    cr_assert_neq(status, 0, "dump.lua(nil) must fail: nil is not a table");
-    lua_pop(L, 1);
-    lua_newtable(L);
-    cr_assert_eq(mt_lua_call_module(L, "meltemi.dump", "lua", 1, 1), 0);
-    cr_assert_str_eq(lua_tostring(L, -1), "return {}\n");
 }

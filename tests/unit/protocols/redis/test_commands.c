@@ -1,6 +1,7 @@
 /*
- * test_commands.c - the command table: lookups, arity, proxy kinds, key positions for every
- * special case, CRC16 and slots; plus the lookup micro-benchmark quoted in commands.c.
+ * test_commands.c - protocols/redis/commands.c (and the table it reads, the generated
+ * commands_table.c): lookups, arity, proxy kinds, key positions for every special case,
+ * CRC16 and slots; plus the lookup micro-benchmark quoted in commands.c.
  */
 #include "protocols/redis/commands.h"
 

@@ -1,6 +1,6 @@
 /*
- * test_codec.c - the protocol-independent codec pieces: output buffer, arena, message
- * attributes and rebasing, error text, the registry.
+ * test_codec.c - protocols/codec.c, the protocol-independent codec pieces: output buffer, arena,
+ * message attributes and rebasing, error text, the registry.
  */
 #include "protocols/codec.h"
 

@@ -1,12 +1,13 @@
 /*
- * test_thrift.c - the Thrift codec against frames captured from Apache Thrift's Python
- * library (fixtures/, made by tools/gen_thrift_fixtures.py) and frames built here by hand
- * for the cases a well-behaved library never produces.
+ * test_thrift.c - the Thrift codec (protocols/thrift/thrift.c, with the protocol level of
+ * thrift_proto.c it drives, which has no API of its own) against frames captured from Apache
+ * Thrift's Python library (fixtures/, made by tools/gen_thrift_fixtures.py) and frames built here
+ * by hand for the cases a well-behaved library never produces.
  */
 #include "protocols/codec.h"
 #include "protocols/thrift/thrift.h"
-#include "tests/unit/codec/codec_props.h"
-#include "tests/unit/codec/codec_test_util.h"
+#include "tests/unit/protocols/codec_props.h"
+#include "tests/unit/protocols/codec_test_util.h"
 
 #include <criterion/criterion.h>
 #include <libgen.h>

@@ -7,7 +7,7 @@
 
 #include "runtime/server/admin.h"
 #include "runtime/core/stats.h"
-#include "tests/unit/admin/prom_parse.h"
+#include "tests/unit/runtime/core/prom_parse.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

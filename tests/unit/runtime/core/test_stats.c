@@ -6,7 +6,7 @@
 #include <criterion/criterion.h>
 
 #include "runtime/core/stats.h"
-#include "tests/unit/admin/prom_parse.h"
+#include "tests/unit/runtime/core/prom_parse.h"
 
 #include <stdint.h>
 #include <string.h>

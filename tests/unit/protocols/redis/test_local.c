@@ -1,6 +1,6 @@
 /*
- * test_local.c - replies of the commands meltemi answers itself, byte for byte, and the
- * unknown-command / arity error texts.
+ * test_local.c - protocols/redis/local.c: replies of the commands meltemi answers itself, byte for
+ * byte, and the unknown-command / arity error texts.
  */
 #include "protocols/redis/local.h"
 #include "redis_test.h"

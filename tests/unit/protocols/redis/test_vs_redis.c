@@ -3,6 +3,10 @@
  * 127.0.0.1 port and stopped by PID): the same bytes in, the same replies out, for error texts,
  * inline splitting, COMMAND INFO/GETKEYS and the local replies Redis would give itself.
  * Skipped when /usr/bin/redis-server is not installed.
+ *
+ * Named by topic, not by source: one comparison covers resp.c (parser, encoders), commands.c
+ * (arity, COMMAND INFO/GETKEYS) and local.c (local replies) together, the way a client sees
+ * them, and needs a running redis-server the per-file tests do not.
  */
 #include "protocols/redis/local.h"
 #include "redis_test.h"
