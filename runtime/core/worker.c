@@ -35,7 +35,7 @@ void mt_worker_unschedule_flush(mt_worker_t *w, mt_outq_t *q)
 }
 
 /* Runs after the I/O callbacks of each loop iteration: one writev per connection. */
-static void worker_flush_all(mt_worker_t *w)
+void mt_worker_flush(mt_worker_t *w)
 {
     while (w->flush_head) {
         mt_outq_t *q = w->flush_head;
@@ -50,14 +50,14 @@ static void worker_flush_all(mt_worker_t *w)
 
 static void worker_flush(uv_check_t *h)
 {
-    worker_flush_all(h->data);
+    mt_worker_flush(h->data);
 }
 
 /* Timers (held replies, buffered flushes, timeouts) queue writes too: flush them before the
  * loop blocks, not after the next wake-up. */
 static void worker_flush_before_poll(uv_prepare_t *h)
 {
-    worker_flush_all(h->data);
+    mt_worker_flush(h->data);
 }
 
 void mt_worker_session_add(mt_worker_t *w, mt_session_link_t *s)

@@ -123,6 +123,8 @@ static inline void mt_worker_schedule_flush(mt_worker_t *w, mt_outq_t *q)
     }
 }
 void mt_worker_unschedule_flush(mt_worker_t *w, mt_outq_t *q);
+/* Writes every scheduled output queue (the worker runs it once per loop iteration). */
+void mt_worker_flush(mt_worker_t *w);
 uint64_t mt_worker_now_ms(mt_worker_t *w);
 /* How the worker knows a downstream connection: the session shell (session.h) embeds one,
  * so that the worker walks and drains its connections without knowing the shell. */

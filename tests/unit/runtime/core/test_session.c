@@ -9,8 +9,8 @@
  * deadline); the client socket is non-blocking. A session needs only part of a worker: its
  * loop, buffer pool, live snapshot (the listener's conf must be one of its listeners) and
  * client id counter. What mt_worker_start adds besides (thread, Lua state, mailbox) is not
- * needed, but its flush pass is: worker_flush_all is static in worker.c, so the fixture runs
- * the same pass itself from a uv_check handle.
+ * needed, but its flush pass is: the fixture runs the worker's own (mt_worker_flush) from a
+ * uv_check handle.
  */
 #include "runtime/core/session.h"
 #include "runtime/core/snapshot.h"
@@ -126,19 +126,10 @@ static void tp_accept(uv_stream_t *server, int status)
 /* ---- the fixture: a worker's minimum, a listener, a client ------------------------------------
  */
 
-/* The worker's flush pass (worker.c's worker_flush_all, which is static). */
+/* The worker's flush pass, as the worker runs it after each loop iteration. */
 static void flush_all(uv_check_t *h)
 {
-    mt_worker_t *w = h->data;
-    while (w->flush_head) {
-        mt_outq_t *q = w->flush_head;
-        w->flush_head = q->flush_next;
-        q->flush_listed = false;
-        q->flush_next = NULL;
-        int rc = mt_outq_flush(q);
-        if (rc < 0 && q->on_done)
-            q->on_done(q, rc);
-    }
+    mt_worker_flush(h->data);
 }
 
 static void tick_cb(uv_timer_t *h)
@@ -312,7 +303,7 @@ Test(session, accept_lists_the_session_and_on_data_sees_the_bytes)
     mt_session_t *s = t.s;
     cr_assert_not_null(s);
     cr_assert_eq(t.w.n_sessions, 1);
-    cr_assert_eq(t.w.sessions, s, "listed in the worker (drain and reload walk this list)");
+    cr_assert_eq(t.w.sessions, &s->link, "listed in the worker (drain and reload walk this list)");
     cr_assert_eq(s->w, &t.w);
     cr_assert_eq(s->conf, t.l.conf);
     cr_assert_eq(s->snap, t.w.snap);
