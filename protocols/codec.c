@@ -4,6 +4,8 @@
  */
 #include "protocols/codec.h"
 
+#include <assert.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>

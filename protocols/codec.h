@@ -28,7 +28,7 @@
 #ifndef MELTEMI_CODEC_H
 #define MELTEMI_CODEC_H
 
-#include "runtime/common.h"
+#include "protocols/status.h"
 
 #include <stdbool.h>
 #include <stddef.h>

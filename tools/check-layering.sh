@@ -10,9 +10,7 @@
 #   tools/check-layering.sh            strict: print violations, exit 1 if there are any
 #   tools/check-layering.sh --report   print them, exit 0
 #
-# CI runs --report for now: today protocols/ includes runtime/common.h and the flat runtime/
-# has module cycles, both for the runtime refactor to remove. Switch .ci/run to the strict
-# mode once that refactor has landed.
+# CI runs the strict mode (the runtime refactor removed the last violations).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 strict=1

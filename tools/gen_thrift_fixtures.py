@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Capture real Thrift frames for the codec unit tests (tests/unit/thrift/fixtures/*.bin).
+"""Capture real Thrift frames for the codec unit tests
+(tests/unit/protocols/thrift/fixtures/*.bin).
 
 Frames come from Apache Thrift's own Python library and generated code (Debian packages
 python3-thrift and thrift-compiler), so the tests check meltemi's codec against what a real
@@ -204,7 +205,8 @@ def load_fixture_module(workdir):
 
 def main():
     outdir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "..", "tests", "unit", "thrift", "fixtures")
+        os.path.dirname(os.path.abspath(__file__)), "..", "tests", "unit", "protocols", "thrift",
+        "fixtures")
     os.makedirs(outdir, exist_ok=True)
     logging.disable(logging.CRITICAL)  # the processor logs the failing handler
     with tempfile.TemporaryDirectory() as work:

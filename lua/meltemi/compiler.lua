@@ -15,6 +15,8 @@
 
 local C = require "meltemi.c"
 local T = require "meltemi.schema"
+local fingerprint = require "meltemi.fingerprint"
+local hosts = require "meltemi.hosts"
 
 local NULL = C.null
 
@@ -38,7 +40,7 @@ local function load_registry()
   end
 end
 
-M.CLUSTER_DOMAIN = "svc.cluster.local"
+M.CLUSTER_DOMAIN = hosts.CLUSTER_DOMAIN
 
 -- ---- the compile context ----------------------------------------------------------------
 
@@ -121,35 +123,16 @@ end
 
 -- ---- hosts -------------------------------------------------------------------------------
 
--- The FQDN a Kubernetes Service gets.
-function M.service_fqdn(name, namespace)
-  return name .. "." .. namespace .. "." .. M.CLUSTER_DOMAIN
-end
-
--- How a host written in a resource of namespace ns is resolved, Istio style: a short name
--- is a Service of ns; "name.namespace" and "name.namespace.svc" are completed to the
--- cluster domain; anything else is taken as written.
-local function host_candidates(host, ns)
-  local dots = select(2, host:gsub("%.", ""))
-  if dots == 0 then return { M.service_fqdn(host, ns) } end
-  local list = { host }
-  if dots == 1 then list[#list + 1] = host .. "." .. M.CLUSTER_DOMAIN end
-  if host:match("%.svc$") then list[#list + 1] = host .. ".cluster.local" end
-  return list
-end
-
-function M.normalize_host(host, ns)
-  if not host:find(".", 1, true) and host ~= "*" then return M.service_fqdn(host, ns) end
-  return host
-end
+-- The reading of host names (short, namespaced, FQDN, wildcard) is meltemi.hosts', shared
+-- with the Redis worker's ctx:route.
+M.service_fqdn = hosts.service_fqdn -- the FQDN a Kubernetes Service gets
+M.normalize_host = hosts.qualify    -- the name a declared (ServiceEntry) host is registered under
 
 -- Resolves a host reference: returns the known FQDN, or nil after reporting the problem
 -- (nothing is reported when the host belongs to an object that already failed).
 function Compile:ref_host(obj, path, host)
-  local cands = host_candidates(host, obj.namespace)
-  for _, h in ipairs(cands) do
-    if self.services[h] then return h end
-  end
+  local found, cands = hosts.resolve(self.services, host, obj.namespace)
+  if found then return found end
   for _, h in ipairs(cands) do
     if self.tainted.hosts[h] then return nil end
   end
@@ -319,8 +302,8 @@ function Compile:add_cluster(obj, host, port, protocol, codec)
     connect_timeout_ms = 5000, max_connections = 1024,
     lb_policy = "ROUND_ROBIN", subsets = {},
   }
-  -- No source here: the runtime fingerprints clusters with dump.lua to keep the pools of
-  -- unchanged ones, and a comment added above a ServiceEntry must not count as a change.
+  -- No source here: the compiler fingerprints clusters (meltemi.fingerprint) so the runtime
+  -- keeps the pools of unchanged ones, and a comment above a ServiceEntry is no change.
   if protocol == "redis" then cl.redis = { mode = "PROXY", discovery_endpoints = {} } end
   self.snapshot.clusters[cl.name] = cl
   local byport = self.clusters_by_host[host]
@@ -620,6 +603,10 @@ function Compile:finish()
   local warnings = sort_problems(self.warning_list)
   if #errors > 0 then return nil, errors, warnings end
   snap.warnings = warnings
+  -- Last, once every pass has shaped them: the runtime keeps the pools of a cluster whose
+  -- fingerprint did not change (docs/snapshot.md).
+  for _, cl in pairs(snap.clusters) do cl.fingerprint = fingerprint.of(cl) end
+  for _, l in ipairs(snap.listeners) do l.fingerprint = fingerprint.of(l) end
   return snap
 end
 

@@ -11,6 +11,7 @@
 #include "protocols/dubbo/dubbo.h"
 #include "protocols/dubbo/hessian2.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

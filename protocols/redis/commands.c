@@ -4,10 +4,11 @@
  *
  * Lookup is a collision-free hash chosen by tools/gen_redis_commands.py: one pass over the
  * name (lower-casing as it hashes), one byte read from a 4 KB slot table, one compare.
- * No allocation. Measured by the "lookup_speed" test in tests/unit/redis/test_commands.c
- * (10 names, common and unknown, mixed case; -O2, this project's 2-core VM): best of 20
- * runs 7-8 ns per lookup in a tight loop, about 100-150 ns for a strncasecmp scan of the
- * sorted table. A lookup is cheaper than parsing the command's RESP header.
+ * No allocation. Measured by the "lookup_speed" test in
+ * tests/unit/protocols/redis/test_commands.c (10 names, common and unknown, mixed case;
+ * -O2, this project's 2-core VM): best of 20 runs 7-8 ns per lookup in a tight loop, about
+ * 100-150 ns for a strncasecmp scan of the sorted table. A lookup is cheaper than parsing
+ * the command's RESP header.
  */
 #include "protocols/redis/commands.h"
 

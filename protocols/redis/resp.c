@@ -15,6 +15,7 @@
  */
 #include "protocols/redis/resp.h"
 
+#include <assert.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>

@@ -13,8 +13,9 @@
 #ifndef MELTEMI_RESP_H
 #define MELTEMI_RESP_H
 
-#include "runtime/common.h"
+#include "protocols/status.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 

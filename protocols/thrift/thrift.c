@@ -15,6 +15,7 @@
  */
 #include "protocols/thrift/thrift.h"
 
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -8,6 +8,7 @@
  */
 #include "protocols/thrift/thrift.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 

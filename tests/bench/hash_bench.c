@@ -10,7 +10,7 @@
  *
  * Prints a checksum so the compiler cannot drop the calls.
  */
-#include "runtime/meta_router.h"
+#include "runtime/proxy/meta/meta_router.h"
 
 #include <stdint.h>
 #include <stdio.h>

@@ -1,13 +1,13 @@
 /*
  * fuzz_lua_pattern.c - libFuzzer harness for the bounded Lua pattern matcher
- * (runtime/lua_pattern.c): no crash and no read past the subject or the pattern (both are
+ * (runtime/luajit/lua_pattern.c): no crash and no read past the subject or the pattern (both are
  * exact-size copies, so ASan sees any overrun), and the same answers as LuaJIT's own
  * string.find / match / gsub, errors included, whenever our matcher finishes within a 50 ms
  * deadline (the two backtrack alike, so the native one then finishes too).
  * Input: byte 0 is the pattern's length (mod 32), then the pattern, then the subject.
  * Build: see tests/fuzz/README.md.
  */
-#include "runtime/lua_pattern.h"
+#include "runtime/luajit/lua_pattern.h"
 
 #include <lauxlib.h>
 #include <lualib.h>

@@ -1,6 +1,6 @@
 /*
  * fuzz_thrift.c - libFuzzer harness for the Thrift codec: decodes arbitrary connection bytes
- * and checks the codec properties of tests/unit/codec/codec_props.h on every frame.
+ * and checks the codec properties of tests/unit/protocols/codec_props.h on every frame.
  * The first input byte selects limits, feeding step and error kind.
  *
  * Build and run from the repository root (clang's libFuzzer with ASan and UBSan):
@@ -13,7 +13,7 @@
  * docs/codecs.md says how to seed the corpus.
  */
 #include "protocols/codec.h"
-#include "tests/unit/codec/codec_props.h"
+#include "tests/unit/protocols/codec_props.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,5 +1,5 @@
--- A stand-in for the C module `meltemi.core` (runtime/lua_bridge.c) for tests of
--- meltemi.worker, the policies and user filters: it records every call into a verdict the
+-- A stand-in for the C module `meltemi.core` (runtime/proxy/redis/lua_bridge.c) for tests of
+-- meltemi.redis.worker, the policies and user filters: it records every call into a verdict the
 -- way C does (last route / error / reply wins, mirrors add up, set_arg replaces), so tests
 -- can assert what C would carry out. Loaded with dofile; installs itself in
 -- package.loaded["meltemi.core"].

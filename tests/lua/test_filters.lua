@@ -3,7 +3,7 @@
 -- luacheck: max line length 120
 local H = dofile("tests/lua/helper.lua")
 local F = dofile("tests/lua/fake_core.lua")
-local worker = require "meltemi.worker"
+local worker = require "meltemi.redis.worker"
 local sandbox = require "meltemi.sandbox"
 local compiler = require "meltemi.compiler"
 

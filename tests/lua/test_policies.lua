@@ -1,9 +1,9 @@
--- Redis policies run by meltemi.worker (docs/lua-bridge.md): prefix routes, faults and
+-- Redis policies run by meltemi.redis.worker (docs/lua-bridge.md): prefix routes, faults and
 -- mirrors compiled from RedisService, checked through a recording stand-in for meltemi.core.
 -- luacheck: max line length 120
 local H = dofile("tests/lua/helper.lua")
 local F = dofile("tests/lua/fake_core.lua")
-local worker = require "meltemi.worker"
+local worker = require "meltemi.redis.worker"
 
 local BLOG = "tests/lua/fixtures/blog/"
 local SINGLE = "outbound|6379||redis-single.redis.svc.cluster.local"

@@ -1,4 +1,4 @@
--- The YAML loader (runtime/yaml.c via require "meltemi.c"): scalar resolution, line
+-- The YAML loader (runtime/luajit/yaml.c via require "meltemi.c"): scalar resolution, line
 -- luacheck: max line length 120 (expected messages are quoted whole)
 -- numbers, multi-document streams, errors with file:line, aliases; and the other C helpers.
 local H = dofile("tests/lua/helper.lua")

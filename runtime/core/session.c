@@ -1,0 +1,216 @@
+/*
+ * session.c - the client shell (session.h): accept, read, backpressure, finish, close.
+ * The proxy sees bytes through ops->on_data and hands replies to s->out; everything about
+ * the socket's life is here, once for every protocol.
+ */
+#include "runtime/core/session.h"
+
+#include "runtime/core/log.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define READ_MIN_ROOM 4096
+
+static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+static void session_on_write_done(mt_outq_t *q, int status)
+{
+    mt_session_t *s = MT_CONTAINER_OF(q, mt_session_t, out);
+    if (s->closing)
+        return;
+    if (status < 0) {
+        mt_session_close(s);
+        return;
+    }
+    if (s->finishing)
+        mt_session_maybe_finish(s);
+    else
+        mt_session_resume(s);
+}
+
+static void session_drain(mt_session_link_t *l)
+{
+    mt_session_t *s = mt_session_of_link(l);
+    if (s->ops->drain)
+        s->ops->drain(s);
+    else
+        mt_session_finish(s);
+}
+
+int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
+                      const mt_session_ops_t *ops)
+{
+    mt_worker_t *w = l->w;
+    uv_tcp_init(&w->loop, &s->tcp);
+    s->tcp.data = s;
+    if (uv_accept(server, (uv_stream_t *)&s->tcp) != 0) {
+        uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
+        return -1;
+    }
+    s->w = w;
+    s->lst = l;
+    s->conf = l->conf;
+    s->snap = mt_snapshot_ref(w->snap);
+    s->cluster = l->cluster;
+    mt_wcluster_ref(l->cluster);
+    s->li = (uint32_t)(l->conf - w->snap->listeners) + 1;
+    s->ops = ops;
+    s->id = w->next_client_id++;
+    s->max_output = MT_SESSION_MAX_OUTPUT;
+    s->accepted_ms = s->active_ms = mt_worker_now_ms(w);
+    mt_outq_init(&s->out, &w->pool, session_on_write_done);
+    s->out.stream = (uv_stream_t *)&s->tcp;
+    s->link.drain = session_drain;
+    mt_worker_session_add(w, &s->link);
+    mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_TOTAL, 1);
+    mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, 1);
+    uv_tcp_nodelay(&s->tcp, 1);
+    return 0;
+}
+
+static void session_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    mt_session_t *s = h->data;
+    if (mt_buf_make_room(&s->w->pool, &s->rbuf, READ_MIN_ROOM, 0) != 0) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = s->rbuf->last;
+    buf->len = mt_buf_room(s->rbuf);
+}
+
+void mt_session_pause(mt_session_t *s)
+{
+    if (s->reading) {
+        uv_read_stop((uv_stream_t *)&s->tcp);
+        s->reading = false;
+    }
+}
+
+void mt_session_resume(mt_session_t *s)
+{
+    if (s->reading || s->closing || s->finishing)
+        return;
+    if (s->pending > MT_SESSION_MAX_PENDING / 2 || mt_outq_pending(&s->out) > s->max_output / 2)
+        return;
+    s->reading = true;
+    uv_read_start((uv_stream_t *)&s->tcp, session_alloc, session_on_read);
+}
+
+void mt_session_check_bounds(mt_session_t *s)
+{
+    if (s->pending >= MT_SESSION_MAX_PENDING || mt_outq_pending(&s->out) >= s->max_output)
+        mt_session_pause(s);
+}
+
+void mt_session_maybe_finish(mt_session_t *s)
+{
+    if (s->finishing && !s->closing && s->pending == 0 && mt_outq_pending(&s->out) == 0)
+        mt_session_close(s);
+}
+
+void mt_session_finish(mt_session_t *s)
+{
+    s->finishing = true;
+    mt_session_pause(s);
+    mt_session_maybe_finish(s);
+}
+
+void mt_session_release(mt_session_t *s)
+{
+    mt_worker_t *w = s->w;
+    mt_outq_reset(&s->out);
+    if (s->rbuf)
+        mt_buf_unref(&w->pool, s->rbuf);
+    mt_stat_add(s->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, -1);
+    mt_wcluster_unref(s->cluster);
+    mt_snapshot_unref(s->snap);
+    mt_worker_session_remove(w, &s->link);
+}
+
+static void session_closed(uv_handle_t *h)
+{
+    mt_session_t *s = h->data;
+    if (s->ops->on_closed)
+        s->ops->on_closed(s);
+    mt_session_release(s);
+    free(s);
+}
+
+void mt_session_close(mt_session_t *s)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    mt_session_pause(s);
+    if (s->ops->on_close)
+        s->ops->on_close(s);
+    s->pending = 0;
+    mt_worker_unschedule_flush(s->w, &s->out);
+    uv_close((uv_handle_t *)&s->tcp, session_closed);
+}
+
+static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    mt_session_t *s = st->data;
+    if (nread < 0) {
+        if (nread == UV_EOF)
+            mt_session_finish(s);
+        else
+            mt_session_close(s);
+        return;
+    }
+    if (nread == 0)
+        return;
+    s->rbuf->last += nread;
+    s->active_ms = uv_now(&s->w->loop); /* idle timeouts: the loop's cached time */
+    if (!s->finishing)
+        s->ops->on_data(s);
+    mt_buf_t *b = s->rbuf;
+    if (b && b->pos == b->last && !s->closing) {
+        /* Nothing unread: give the chunk back (it stays alive while slices reference it). */
+        mt_buf_unref(&s->w->pool, b);
+        s->rbuf = NULL;
+    }
+    mt_session_check_bounds(s);
+    mt_session_maybe_finish(s);
+}
+
+void mt_session_rebind(mt_session_t *s)
+{
+    mt_worker_t *w = s->w;
+    mt_wlistener_t *l = mt_worker_find_listener(w, s->conf->name);
+    if (!l || l->conf->protocol != s->conf->protocol)
+        return; /* the listener is gone: this connection keeps the snapshot it has */
+    mt_wcluster_ref(l->cluster);
+    mt_wcluster_unref(s->cluster);
+    s->cluster = l->cluster;
+    s->conf = l->conf;
+    s->li = (uint32_t)(l->conf - w->snap->listeners) + 1;
+    mt_snapshot_t *old = s->snap;
+    s->snap = mt_snapshot_ref(w->snap);
+    mt_snapshot_unref(old);
+}
+
+const char *mt_session_peer(const mt_session_t *s, char *out, size_t cap)
+{
+    struct sockaddr_storage sa;
+    int salen = sizeof(sa);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    snprintf(out, cap, "?");
+    if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&sa, &salen) != 0)
+        return out;
+    if (sa.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&sa;
+        uv_ip4_name(in, ip, sizeof(ip));
+        snprintf(out, cap, "%s:%u", ip, ntohs(in->sin_port));
+    } else if (sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&sa;
+        uv_ip6_name(in6, ip, sizeof(ip));
+        snprintf(out, cap, "[%s]:%u", ip, ntohs(in6->sin6_port));
+    }
+    return out;
+}

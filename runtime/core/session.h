@@ -1,0 +1,85 @@
+/*
+ * session.h - the client shell every proxy builds its downstream connections on: accept,
+ * the read buffer, reading paused and resumed around two bounds (requests in flight, reply
+ * bytes queued), the output queue, an orderly finish (EOF, protocol error, drain: close once
+ * everything owed is written) and the close. A proxy embeds mt_session_t first in its own
+ * session and fills an mt_session_ops_t; it never touches the socket itself.
+ *
+ * The transport is plain TCP today; TLS goes into this shell, once, for every protocol.
+ */
+#ifndef MELTEMI_CORE_SESSION_H
+#define MELTEMI_CORE_SESSION_H
+
+#include "runtime/core/common.h"
+#include "runtime/core/worker.h"
+
+#define MT_SESSION_MAX_PENDING 1024      /* requests in flight per client before it is paused */
+#define MT_SESSION_MAX_OUTPUT (4u << 20) /* reply bytes queued per client before it is paused */
+
+typedef struct mt_session mt_session_t;
+
+typedef struct mt_session_ops {
+    /* New bytes are in s->rbuf: handle every whole frame, advancing s->rbuf->pos past it.
+     * Called only while the session is neither finishing nor closing. */
+    void (*on_data)(mt_session_t *s);
+    /* The connection starts closing: orphan what upstreams still owe, stop the proxy's
+     * timers. The handle is still open. May be NULL. */
+    void (*on_close)(mt_session_t *s);
+    /* The handle is closed: free the proxy's own parts (not s: the shell frees it). May be
+     * NULL. */
+    void (*on_closed)(mt_session_t *s);
+    /* Drain (the worker is stopping): NULL means finish, as after EOF. */
+    void (*drain)(mt_session_t *s);
+} mt_session_ops_t;
+
+struct mt_session {
+    uv_tcp_t tcp; /* first: the uv handle's data points back here */
+    mt_worker_t *w;
+    mt_wlistener_t *lst;
+    mt_listener_conf_t *conf;
+    mt_snapshot_t *snap;         /* the snapshot this connection's requests run on */
+    struct mt_wcluster *cluster; /* its default destination (one reference) */
+    uint32_t li;                 /* 1-based index of conf in snap->listeners */
+    mt_session_link_t link;      /* in the worker's list (drain, reload) */
+    const mt_session_ops_t *ops;
+    uint64_t id;
+    mt_buf_t *rbuf;                  /* unread input (NULL when everything read was handled) */
+    mt_outq_t out;                   /* replies, in the order they leave */
+    uint32_t pending;                /* requests waiting for their reply: the proxy counts them */
+    uint32_t max_output;             /* pause reading past this many queued reply bytes */
+    uint64_t accepted_ms, active_ms; /* loop time of the accept and of the last read */
+    bool reading;
+    bool finishing; /* EOF, protocol error or drain: close once everything owed is written */
+    bool closing;
+};
+
+/* Accepts a connection of listener l into s (zeroed, allocated by the proxy with s first in
+ * its own struct) and lists it in the worker; reading starts with mt_session_resume(). On
+ * failure returns -1: the handle is closing and frees s itself; the proxy frees only what it
+ * allocated besides s, and forgets s. */
+int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
+                      const mt_session_ops_t *ops);
+void mt_session_pause(mt_session_t *s);
+/* Starts reading again unless finishing, closing or still over half of either bound. */
+void mt_session_resume(mt_session_t *s);
+/* Pauses reading if over a bound (call after queuing work or replies). */
+void mt_session_check_bounds(mt_session_t *s);
+/* No more requests: close once nothing is pending and the output is written. */
+void mt_session_finish(mt_session_t *s);
+void mt_session_maybe_finish(mt_session_t *s);
+void mt_session_close(mt_session_t *s);
+/* What closing releases of the shell (output, read buffer, references, the worker's list),
+ * for a proxy that closes its handles itself (plain TCP); s itself is not freed. */
+void mt_session_release(mt_session_t *s);
+/* At a request boundary: moves the session onto the worker's live snapshot, if its
+ * listener still exists there. */
+void mt_session_rebind(mt_session_t *s);
+/* The session a worker list link belongs to. */
+static inline mt_session_t *mt_session_of_link(mt_session_link_t *l)
+{
+    return MT_CONTAINER_OF(l, mt_session_t, link);
+}
+/* The peer as "address:port" (or "?"), for logs. */
+const char *mt_session_peer(const mt_session_t *s, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,471 @@
+/*
+ * snapshot.c - Lua snapshot table -> immutable C structs. Reads only the fields of
+ * docs/snapshot.md; missing optional fields take the defaults documented there.
+ */
+#include "runtime/core/snapshot.h"
+
+#include "runtime/core/common.h"
+#include "runtime/core/log.h"
+#include "runtime/core/proxy.h"
+
+#include <arpa/inet.h>
+#include <lauxlib.h>
+#include <openssl/crypto.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000
+#define DEFAULT_OP_TIMEOUT_MS 5000
+#define DEFAULT_AUTH_TIMEOUT_MS 10000 /* RedisService settings.authTimeout */
+
+/* t[key] as a malloc'd NUL-terminated copy (NULL if absent); *len (if given) gets the byte
+ * length, which counts embedded NULs. */
+static char *field_bytes(lua_State *L, int t, const char *key, size_t *len)
+{
+    lua_getfield(L, t, key);
+    char *v = NULL;
+    size_t n = 0;
+    if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+        const char *s = lua_tolstring(L, -1, &n);
+        v = malloc(n + 1);
+        if (v) {
+            memcpy(v, s, n);
+            v[n] = '\0';
+        }
+    }
+    lua_pop(L, 1);
+    if (len)
+        *len = v ? n : 0;
+    return v;
+}
+
+char *mt_snap_field_str(lua_State *L, int t, const char *key)
+{
+    lua_getfield(L, t, key);
+    char *v = NULL;
+    if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+        size_t n;
+        const char *s = lua_tolstring(L, -1, &n);
+        v = malloc(n + 1);
+        if (v) {
+            memcpy(v, s, n);
+            v[n] = '\0';
+        }
+    }
+    lua_pop(L, 1);
+    return v;
+}
+
+int64_t mt_snap_field_int(lua_State *L, int t, const char *key, int64_t dflt)
+{
+    lua_getfield(L, t, key);
+    int64_t v = lua_isnumber(L, -1) ? (int64_t)lua_tonumber(L, -1) : dflt;
+    lua_pop(L, 1);
+    return v;
+}
+
+/* A duration in ms, clamped to what a uint32_t holds (~49 days: "never" for a timeout). */
+static uint32_t field_ms(lua_State *L, int t, const char *key, uint32_t dflt)
+{
+    int64_t v = mt_snap_field_int(L, t, key, dflt);
+    return v < 0 ? 0 : v > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
+bool mt_snap_field_bool(lua_State *L, int t, const char *key, bool dflt)
+{
+    lua_getfield(L, t, key);
+    bool v = lua_isboolean(L, -1) ? lua_toboolean(L, -1) : dflt;
+    lua_pop(L, 1);
+    return v;
+}
+
+bool mt_snap_field_table(lua_State *L, int t, const char *key)
+{
+    lua_getfield(L, t, key);
+    if (lua_istable(L, -1))
+        return true;
+    lua_pop(L, 1);
+    return false;
+}
+
+static void read_auth(lua_State *L, int t, mt_auth_t *a)
+{
+    memset(a, 0, sizeof(*a));
+    if (!mt_snap_field_table(L, t, "auth"))
+        return;
+    int at = lua_gettop(L);
+    a->username = field_bytes(L, at, "username", &a->username_len);
+    a->password = field_bytes(L, at, "password", &a->password_len);
+    lua_pop(L, 1);
+}
+
+static void free_auth(mt_auth_t *a)
+{
+    free(a->username);
+    if (a->password) {
+        /* Do not leave the secret in freed memory. */
+        OPENSSL_cleanse(a->password, a->password_len);
+        free(a->password);
+    }
+}
+
+/* Numeric addresses parse directly; host names go through the resolver (DNS resolution). */
+static int resolve(const char *host, uint16_t port, struct sockaddr_storage *sa, socklen_t *len,
+                   char **err)
+{
+    memset(sa, 0, sizeof(*sa));
+    struct sockaddr_in *s4 = (struct sockaddr_in *)sa;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)sa;
+    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(port);
+        *len = sizeof(*s4);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(port);
+        *len = sizeof(*s6);
+        return 0;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0 || !res) {
+        if (err && asprintf(err, "cannot resolve %s: %s", host, gai_strerror(rc)) < 0)
+            *err = NULL;
+        return -1;
+    }
+    /* Prefer IPv4: "localhost" often lists ::1 first while servers bind 127.0.0.1. */
+    const struct addrinfo *pick = res;
+    for (const struct addrinfo *a = res; a; a = a->ai_next) {
+        if (a->ai_family == AF_INET) {
+            pick = a;
+            break;
+        }
+    }
+    memcpy(sa, pick->ai_addr, pick->ai_addrlen);
+    *len = pick->ai_addrlen;
+    if (sa->ss_family == AF_INET)
+        s4->sin_port = htons(port);
+    else
+        s6->sin6_port = htons(port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* The proxy whose registry name the snapshot gives; plain TCP for any other. */
+static mt_protocol_t parse_protocol(const char *p)
+{
+    for (const mt_proxy_ops_t *const *o = mt_proxies; p && *o; o++) {
+        if (strcmp((*o)->name, p) == 0)
+            return (*o)->protocol;
+    }
+    return MT_PROTO_TCP;
+}
+
+static mt_read_policy_t parse_read_policy(const char *p)
+{
+    static const char *const names[] = {"MASTER", "PREFER_MASTER", "REPLICA", "PREFER_REPLICA",
+                                        "ANY"};
+    for (size_t i = 0; p && i < MT_ARRAY_LEN(names); i++) {
+        if (strcmp(p, names[i]) == 0)
+            return (mt_read_policy_t)i;
+    }
+    return MT_READ_MASTER;
+}
+
+/* The table at idx (an absolute stack index) as the compiler's Lua text, which is
+ * deterministic: the snapshot source every worker's Lua side loads. */
+static char *fingerprint_of(lua_State *L, int idx)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "meltemi.dump");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        lua_pop(L, 1);
+        return strdup("");
+    }
+    lua_getfield(L, -1, "lua");
+    lua_remove(L, -2);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 1, 0) != 0 || !lua_isstring(L, -1)) {
+        lua_pop(L, 1);
+        return strdup("");
+    }
+    char *fp = strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return fp;
+}
+
+/* The compiler's `fingerprint` of a cluster or listener table (meltemi.fingerprint): equal
+ * ones let workers keep pools and sockets across a reload. A missing one refuses the
+ * snapshot: it is a compiler bug, and an empty stand-in would compare equal to every other
+ * and keep the pools of changed clusters. */
+static int read_fingerprint(lua_State *L, int t, const char *what, const char *name, char **fp,
+                            char **err)
+{
+    *fp = mt_snap_field_str(L, t, "fingerprint");
+    if (*fp && **fp)
+        return 0;
+    if (asprintf(err, "snapshot: %s %s has no fingerprint", what, name) < 0)
+        *err = NULL;
+    return -1;
+}
+
+/* redis.discovery_endpoints: { {address=, port=}, ... } -> resolved seeds. */
+static void read_discovery(lua_State *L, int rt, mt_cluster_conf_t *c)
+{
+    if (!mt_snap_field_table(L, rt, "discovery_endpoints"))
+        return;
+    int dt = lua_gettop(L);
+    size_t n = lua_objlen(L, dt);
+    c->discovery = calloc(n ? n : 1, sizeof(*c->discovery));
+    for (size_t i = 0; c->discovery && i < n; i++) {
+        lua_rawgeti(L, dt, (int)i + 1);
+        if (lua_istable(L, -1)) {
+            mt_endpoint_conf_t *e = &c->discovery[c->n_discovery++];
+            e->address = mt_snap_field_str(L, lua_gettop(L), "address");
+            e->port = (uint16_t)mt_snap_field_int(L, lua_gettop(L), "port", 0);
+            if (!e->address ||
+                resolve(e->address, e->port, &e->sa, &e->salen, &e->resolve_error) != 0) {
+                if (!e->resolve_error)
+                    e->resolve_error = strdup("discovery endpoint without an address");
+            }
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* A plain primary/replica pair: the role comes from the endpoint's labels. */
+static bool endpoint_is_replica(lua_State *L, int ep)
+{
+    static const char *const keys[] = {"role", "redis-role", "redis.io/role"};
+    bool replica = false;
+    if (!mt_snap_field_table(L, ep, "labels"))
+        return false;
+    for (size_t i = 0; i < MT_ARRAY_LEN(keys) && !replica; i++) {
+        char *v = mt_snap_field_str(L, lua_gettop(L), keys[i]);
+        replica = v && (strcmp(v, "replica") == 0 || strcmp(v, "slave") == 0);
+        free(v);
+    }
+    lua_pop(L, 1);
+    return replica;
+}
+
+static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
+{
+    c->name = mt_snap_field_str(L, t, "name");
+    c->service = mt_snap_field_str(L, t, "service");
+    char *proto = mt_snap_field_str(L, t, "protocol");
+    c->protocol = parse_protocol(proto);
+    free(proto);
+    c->connect_timeout_ms =
+        (uint32_t)mt_snap_field_int(L, t, "connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT_MS);
+    c->max_connections = (uint32_t)mt_snap_field_int(L, t, "max_connections", 1024);
+    if (!c->name) {
+        *err = strdup("snapshot: cluster without a name");
+        return -1;
+    }
+    if (mt_snap_field_table(L, t, "endpoints")) {
+        int et = lua_gettop(L);
+        size_t n = lua_objlen(L, et);
+        c->endpoints = calloc(n ? n : 1, sizeof(*c->endpoints));
+        for (size_t i = 0; c->endpoints && i < n; i++) {
+            lua_rawgeti(L, et, (int)i + 1);
+            mt_endpoint_conf_t *e = &c->endpoints[c->n_endpoints++];
+            e->address = mt_snap_field_str(L, lua_gettop(L), "address");
+            e->port = (uint16_t)mt_snap_field_int(L, lua_gettop(L), "port", 0);
+            e->replica = endpoint_is_replica(L, lua_gettop(L));
+            lua_pop(L, 1);
+            if (!e->address || resolve(e->address, e->port, &e->sa, &e->salen, &e->resolve_error)) {
+                if (!e->resolve_error)
+                    e->resolve_error = strdup("endpoint without an address");
+                mt_warn("cluster %s: endpoint %s:%u: %s", c->name, e->address ? e->address : "?",
+                        e->port, e->resolve_error);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    if (mt_snap_field_table(L, t, "redis")) {
+        int rt = lua_gettop(L);
+        char *mode = mt_snap_field_str(L, rt, "mode");
+        c->redis_mode = mode && strcmp(mode, "CLUSTER") == 0 ? MT_REDIS_CLUSTER : MT_REDIS_PROXY;
+        free(mode);
+        read_auth(L, rt, &c->redis_auth);
+        read_discovery(L, rt, c);
+        lua_pop(L, 1);
+    }
+    if (read_fingerprint(L, t, "cluster", c->name, &c->fingerprint, err) != 0)
+        return -1;
+    c->stats = mt_stats_block(MT_STATS_CLUSTER, c->name, NULL);
+    const mt_proxy_ops_t *ops = mt_proxy_for(c->protocol);
+    return ops->read_cluster ? ops->read_cluster(L, t, c, err) : 0;
+}
+
+static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf_t *l, char **err)
+{
+    l->name = mt_snap_field_str(L, t, "name");
+    l->address = mt_snap_field_str(L, t, "address");
+    l->port = (uint16_t)mt_snap_field_int(L, t, "port", 0);
+    char *proto = mt_snap_field_str(L, t, "protocol");
+    l->protocol = parse_protocol(proto);
+    free(proto);
+    l->codec = mt_snap_field_str(L, t, "codec");
+    l->service = mt_snap_field_str(L, t, "service");
+    char *cluster = mt_snap_field_str(L, t, "cluster");
+    l->cluster = cluster ? mt_snapshot_cluster(s, cluster) : NULL;
+    free(cluster);
+    if (!l->name || !l->address || l->port == 0) {
+        *err = strdup("snapshot: listener without name, address or port");
+        return -1;
+    }
+    char *rerr = NULL;
+    if (resolve(l->address, l->port, &l->sa, &l->salen, &rerr) != 0) {
+        if (asprintf(err, "listener %s: %s", l->name, rerr ? rerr : "bad address") < 0)
+            *err = NULL;
+        free(rerr);
+        return -1;
+    }
+    l->redis.op_timeout_ms = DEFAULT_OP_TIMEOUT_MS;
+    l->redis.enable_redirection = true;
+    l->redis.enable_hashtagging = true;
+    l->redis.max_upstream_unknown_connections = 100;
+    l->redis.auth_timeout_ms = DEFAULT_AUTH_TIMEOUT_MS;
+    if (mt_snap_field_table(L, t, "redis")) {
+        int rt = lua_gettop(L);
+        read_auth(L, rt, &l->redis.auth);
+        l->redis.op_timeout_ms =
+            (uint32_t)mt_snap_field_int(L, rt, "op_timeout_ms", DEFAULT_OP_TIMEOUT_MS);
+        if (l->redis.op_timeout_ms == 0)
+            l->redis.op_timeout_ms = DEFAULT_OP_TIMEOUT_MS;
+        char *rp = mt_snap_field_str(L, rt, "read_policy");
+        l->redis.read_policy = parse_read_policy(rp);
+        free(rp);
+        l->redis.enable_command_stats = mt_snap_field_bool(L, rt, "enable_command_stats", false);
+        l->redis.max_buffer_size_before_flush =
+            (uint32_t)mt_snap_field_int(L, rt, "max_buffer_size_before_flush", 0);
+        l->redis.buffer_flush_timeout_ms =
+            (uint32_t)mt_snap_field_int(L, rt, "buffer_flush_timeout_ms", 3);
+        l->redis.enable_redirection = mt_snap_field_bool(L, rt, "enable_redirection", true);
+        l->redis.enable_hashtagging = mt_snap_field_bool(L, rt, "enable_hashtagging", true);
+        l->redis.max_upstream_unknown_connections =
+            (uint32_t)mt_snap_field_int(L, rt, "max_upstream_unknown_connections", 100);
+        l->redis.auth_timeout_ms = field_ms(L, rt, "auth_timeout_ms", DEFAULT_AUTH_TIMEOUT_MS);
+        l->redis.idle_timeout_ms = field_ms(L, rt, "idle_timeout_ms", 0);
+        lua_pop(L, 1);
+    }
+    if (read_fingerprint(L, t, "listener", l->name, &l->fingerprint, err) != 0)
+        return -1;
+    l->stats = mt_stats_block(MT_STATS_LISTENER, l->name, NULL);
+    const mt_proxy_ops_t *ops = mt_proxy_for(l->protocol);
+    return ops->read_listener ? ops->read_listener(L, t, s, l, err) : 0;
+}
+
+mt_cluster_conf_t *mt_snapshot_cluster(const mt_snapshot_t *s, const char *name)
+{
+    for (uint32_t i = 0; i < s->n_clusters; i++) {
+        if (strcmp(s->clusters[i].name, name) == 0)
+            return &s->clusters[i];
+    }
+    return NULL;
+}
+
+static void snapshot_free(mt_snapshot_t *s)
+{
+    for (uint32_t i = 0; i < s->n_clusters; i++) {
+        mt_cluster_conf_t *c = &s->clusters[i];
+        for (uint32_t j = 0; j < c->n_endpoints; j++) {
+            free(c->endpoints[j].address);
+            free(c->endpoints[j].resolve_error);
+        }
+        free(c->endpoints);
+        for (uint32_t j = 0; j < c->n_discovery; j++) {
+            free(c->discovery[j].address);
+            free(c->discovery[j].resolve_error);
+        }
+        free(c->discovery);
+        free_auth(&c->redis_auth);
+        const mt_proxy_ops_t *ops = mt_proxy_for(c->protocol);
+        if (c->proto && ops->free_cluster)
+            ops->free_cluster(c);
+        free(c->name);
+        free(c->service);
+        free(c->fingerprint);
+    }
+    for (uint32_t i = 0; i < s->n_listeners; i++) {
+        mt_listener_conf_t *l = &s->listeners[i];
+        free_auth(&l->redis.auth);
+        const mt_proxy_ops_t *lops = mt_proxy_for(l->protocol);
+        if (l->proto && lops->free_listener)
+            lops->free_listener(l);
+        free(l->name);
+        free(l->address);
+        free(l->codec);
+        free(l->service);
+        free(l->fingerprint);
+    }
+    free(s->clusters);
+    free(s->listeners);
+    free(s->lua_source);
+    free(s);
+}
+
+mt_snapshot_t *mt_snapshot_from_lua(lua_State *L, int idx, uint64_t generation, char **err)
+{
+    *err = NULL;
+    int top = lua_gettop(L);
+    int t = idx < 0 ? top + idx + 1 : idx;
+    mt_snapshot_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->refs = 1;
+    s->generation = generation;
+    int rc = 0;
+    if (mt_snap_field_table(L, t, "clusters")) {
+        int ct = lua_gettop(L);
+        size_t n = 0;
+        for (lua_pushnil(L); lua_next(L, ct); lua_pop(L, 1))
+            n++;
+        s->clusters = calloc(n ? n : 1, sizeof(*s->clusters));
+        for (lua_pushnil(L); rc == 0 && lua_next(L, ct); lua_pop(L, 1)) {
+            if (lua_istable(L, -1))
+                rc = read_cluster(L, lua_gettop(L), &s->clusters[s->n_clusters++], err);
+        }
+    }
+    lua_settop(L, top);
+    if (rc == 0 && mt_snap_field_table(L, t, "listeners")) {
+        int lt = lua_gettop(L);
+        size_t n = lua_objlen(L, lt);
+        s->listeners = calloc(n ? n : 1, sizeof(*s->listeners));
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            lua_rawgeti(L, lt, (int)i + 1);
+            if (lua_istable(L, -1))
+                rc = read_listener(L, lua_gettop(L), s, &s->listeners[s->n_listeners++], err);
+            lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, top);
+    if (rc == 0) {
+        s->lua_source = fingerprint_of(L, t);
+        s->lua_source_len = s->lua_source ? strlen(s->lua_source) : 0;
+    }
+    if (rc != 0 || !s->lua_source) {
+        snapshot_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+mt_snapshot_t *mt_snapshot_ref(mt_snapshot_t *s)
+{
+    __atomic_add_fetch(&s->refs, 1, __ATOMIC_RELAXED);
+    return s;
+}
+
+void mt_snapshot_unref(mt_snapshot_t *s)
+{
+    if (s && __atomic_sub_fetch(&s->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        snapshot_free(s);
+}

@@ -1,0 +1,125 @@
+/*
+ * snapshot.h - the C view of a compiled configuration (docs/snapshot.md). Built once by the
+ * main thread from the compiler's Lua table, immutable afterwards, shared by every worker
+ * through an atomic reference count. Requests keep the snapshot they started with alive.
+ */
+#ifndef MELTEMI_SNAPSHOT_H
+#define MELTEMI_SNAPSHOT_H
+
+#include "runtime/core/stats.h"
+
+#include "runtime/core/protocol.h"
+
+#include "protocols/codec.h"
+
+#include <lua.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+typedef enum mt_redis_mode { MT_REDIS_PROXY = 0, MT_REDIS_CLUSTER = 1 } mt_redis_mode_t;
+
+typedef enum mt_read_policy {
+    MT_READ_MASTER = 0,
+    MT_READ_PREFER_MASTER,
+    MT_READ_REPLICA,
+    MT_READ_PREFER_REPLICA,
+    MT_READ_ANY,
+} mt_read_policy_t;
+
+/* Credentials are byte strings: a Secret's base64 data may hold any byte, NUL included, so
+ * every user of these fields goes by the lengths, never strlen. Both strings are also
+ * NUL-terminated (after len bytes) for convenience. */
+typedef struct mt_auth {
+    char *username; /* NULL: none */
+    size_t username_len;
+    char *password; /* NULL: no auth configured */
+    size_t password_len;
+} mt_auth_t;
+
+typedef struct mt_endpoint_conf {
+    char *address;
+    uint16_t port;
+    struct sockaddr_storage sa; /* resolved when the snapshot was built */
+    socklen_t salen;
+    char *resolve_error; /* non-NULL: unusable, and why */
+    bool replica;        /* label role (or redis-role) = replica | slave: a read replica */
+} mt_endpoint_conf_t;
+
+typedef struct mt_cluster_conf {
+    char *name;
+    char *service;
+    mt_protocol_t protocol;
+    mt_endpoint_conf_t *endpoints;
+    uint32_t n_endpoints;
+    uint32_t connect_timeout_ms;
+    uint32_t max_connections;
+    mt_redis_mode_t redis_mode;
+    mt_auth_t redis_auth;          /* proxy -> Redis */
+    mt_endpoint_conf_t *discovery; /* RedisDestination discoveryEndpoints (cluster seeds) */
+    uint32_t n_discovery;
+    char *fingerprint; /* equal fingerprints: a worker may keep this cluster's pools */
+    mt_stats_block_t *stats;
+    void *proto; /* the proxy's own part (mt_proxy_ops_t.read_cluster), or NULL */
+} mt_cluster_conf_t;
+
+typedef struct mt_redis_listener_conf {
+    mt_auth_t auth; /* client -> proxy */
+    uint32_t op_timeout_ms;
+    mt_read_policy_t read_policy;
+    bool enable_command_stats;
+    uint32_t max_buffer_size_before_flush; /* 0: flush every loop iteration */
+    uint32_t buffer_flush_timeout_ms;
+    bool enable_redirection;                   /* follow MOVED / ASK (cluster mode) */
+    bool enable_hashtagging;                   /* PROXY mode: hash only the {tag} of a key */
+    uint32_t max_upstream_unknown_connections; /* nodes first met through a redirection */
+    uint32_t auth_timeout_ms; /* close if not authenticated by then (auth required); 0: never */
+    uint32_t
+        idle_timeout_ms; /* close after this long with no traffic, nothing in flight; 0: never */
+} mt_redis_listener_conf_t;
+
+typedef struct mt_listener_conf {
+    char *name; /* address:port */
+    char *address;
+    uint16_t port;
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    mt_protocol_t protocol;
+    char *codec;
+    char *service;
+    mt_cluster_conf_t *cluster; /* default destination; NULL if it names no cluster */
+    mt_redis_listener_conf_t redis;
+    char *fingerprint;
+    mt_stats_block_t *stats;
+    void *proto; /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
+} mt_listener_conf_t;
+
+typedef struct mt_snapshot {
+    int refs; /* atomic */
+    uint64_t generation;
+    mt_listener_conf_t *listeners;
+    uint32_t n_listeners;
+    mt_cluster_conf_t *clusters;
+    uint32_t n_clusters;
+    char *lua_source; /* the whole snapshot as Lua source, for the workers' Lua states */
+    size_t lua_source_len;
+} mt_snapshot_t;
+
+/*
+ * Builds a snapshot from the table at stack index idx (main thread: creates stats blocks,
+ * resolves endpoint host names). Returns NULL and a malloc'd message in *err on failure.
+ */
+mt_snapshot_t *mt_snapshot_from_lua(lua_State *L, int idx, uint64_t generation, char **err);
+mt_snapshot_t *mt_snapshot_ref(mt_snapshot_t *s);
+void mt_snapshot_unref(mt_snapshot_t *s);
+mt_cluster_conf_t *mt_snapshot_cluster(const mt_snapshot_t *s, const char *name);
+
+/* Readers for the proxies' own snapshot parts (table at absolute index t). */
+char *mt_snap_field_str(lua_State *L, int t, const char *key); /* malloc'd, or NULL */
+int64_t mt_snap_field_int(lua_State *L, int t, const char *key, int64_t dflt);
+bool mt_snap_field_bool(lua_State *L, int t, const char *key, bool dflt);
+/* Pushes t[key] if it is a table and returns true; pushes nothing otherwise. */
+bool mt_snap_field_table(lua_State *L, int t, const char *key);
+
+#endif

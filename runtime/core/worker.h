@@ -1,0 +1,151 @@
+/*
+ * worker.h - a worker thread: its own uv loop, buffer pool, upstream pools, stats shard and
+ * Lua state. Nothing here is shared with other threads except through the mailbox, which the
+ * main thread fills and signals with uv_async (new snapshot, drain, stop).
+ */
+#ifndef MELTEMI_WORKER_H
+#define MELTEMI_WORKER_H
+
+#define MT_WORKER_TICK_MS 20
+
+#include "runtime/core/buf.h"
+#include "runtime/core/outq.h"
+#include "runtime/core/snapshot.h"
+
+#include <lua.h>
+#include <pthread.h>
+#include <uv.h>
+
+typedef struct mt_worker mt_worker_t;
+typedef struct mt_rup mt_rup_t; /* Redis upstream connection (redis_upstream.c) */
+
+/* A listener as one worker runs it. */
+typedef struct mt_wlistener {
+    uv_tcp_t tcp;
+    mt_worker_t *w;
+    mt_listener_conf_t *conf;    /* from the worker's current snapshot */
+    struct mt_wcluster *cluster; /* default destination, resolved in this worker */
+    struct mt_wlistener *next;
+    bool closing;
+} mt_wlistener_t;
+
+/* An endpoint of a cluster as one worker sees it: its pooled connections and backoff. */
+typedef struct mt_wendpoint {
+    char address[64]; /* as configured or as the cluster topology named it */
+    uint16_t port;
+    struct sockaddr_storage sa;
+    char resolve_error[160]; /* non-empty: unusable, and why */
+    bool replica;            /* PROXY mode: a read replica (endpoint label role=replica) */
+    struct mt_wcluster *cluster;
+    mt_rup_t **rconns; /* Redis: pipelined shared connections, lazily created */
+    uint32_t n_rconns;
+    uint64_t retry_at_ms; /* no new connection attempt before this (backoff) */
+    uint32_t backoff_ms;
+    char last_error[400];
+} mt_wendpoint_t;
+
+typedef struct mt_wcluster {
+    mt_cluster_conf_t *conf;
+    mt_snapshot_t *snap; /* keeps conf alive: the snapshot conf belongs to */
+    mt_worker_t *w;
+    uint32_t refs;        /* listeners and sessions using it, +1 while in w->clusters */
+    uint32_t n_rups;      /* open upstream connections of its endpoints */
+    bool retired;         /* no longer in the live snapshot: freed once unused and idle */
+    void *proxy_state;    /* the cluster's proxy's own part (Redis Cluster: its slot map),
+                             released by mt_proxy_ops_t.cluster_free */
+    mt_wendpoint_t **eps; /* the configured endpoints */
+    uint32_t n_replicas;  /* how many of eps are read replicas (PROXY mode) */
+    uint32_t n_eps;
+    uint32_t rr;
+    struct mt_wcluster *next;
+} mt_wcluster_t;
+
+enum { MT_MAIL_SNAPSHOT = 1, MT_MAIL_DRAIN = 2, MT_MAIL_STOP = 4 };
+
+/* /ready reports a worker whose loop has not ticked (every 20 ms) for this long as stuck. A
+ * filter call is bounded by its spec.timeout (at most 10 s), so a stuck worker comes back. */
+#define MT_WORKER_STUCK_MS 2000
+
+struct mt_worker {
+    unsigned id;
+    pthread_t thread;
+    uv_loop_t loop;
+    uv_async_t async;
+    uv_check_t check;     /* flushes every queued write after the loop's I/O callbacks */
+    uv_prepare_t prepare; /* ... and what timers queued, before the loop blocks in poll */
+    uv_timer_t tick;      /* every MT_WORKER_TICK_MS: each proxy's timeouts, reaping */
+    mt_buf_pool_t pool;
+    void *proxy[MT_PROTO_COUNT]; /* each proxy's per-worker state (mt_proxy_ops_t) */
+    mt_buf_t *own;               /* chunk for small bytes made here (error replies, split parts) */
+    lua_State *L;
+    mt_snapshot_t *snap;
+    mt_snapshot_t *snap_applying; /* during worker_apply_snapshot only */
+    mt_wlistener_t *listeners;
+    mt_wcluster_t *clusters; /* the live snapshot's clusters */
+    mt_wcluster_t *retired;  /* replaced by a reload, still used by someone */
+    mt_outq_t *flush_head;
+    struct mt_session_link *sessions; /* every downstream connection (drain, reload) */
+    uint32_t n_sessions;
+    uint64_t next_client_id;
+    uint32_t rconns_per_endpoint;
+    bool draining;
+    bool stopping;
+    /* mailbox, guarded by mu */
+    pthread_mutex_t mu;
+    unsigned mail;
+    struct mt_mail_snap *mail_snaps; /* snapshots to apply, oldest first */
+    int ready;                       /* set once the first snapshot is applied */
+    uint64_t heartbeat_ms;           /* uv_hrtime() in ms at the loop's last tick (atomic): the main
+                                        thread reads it for /ready, to tell a stuck worker */
+    int exited;
+};
+
+/* A snapshot for a worker, with its listening sockets for the listeners it adds (by index in
+ * the snapshot; -1 where the worker already has the listener). */
+typedef struct mt_mail_snap {
+    mt_snapshot_t *snap;
+    int *fds;
+    struct mt_mail_snap *next;
+} mt_mail_snap_t;
+
+/* Worker lifecycle (called by the main thread). */
+int mt_worker_start(mt_worker_t *w, unsigned id);
+void mt_worker_post(mt_worker_t *w, unsigned mail, mt_snapshot_t *snap, int *fds);
+void mt_worker_join(mt_worker_t *w);
+
+/* Inside the worker. */
+static inline void mt_worker_schedule_flush(mt_worker_t *w, mt_outq_t *q)
+{
+    if (!q->flush_listed) {
+        q->flush_listed = true;
+        q->flush_next = w->flush_head;
+        w->flush_head = q;
+    }
+}
+void mt_worker_unschedule_flush(mt_worker_t *w, mt_outq_t *q);
+/* Writes every scheduled output queue (the worker runs it once per loop iteration). */
+void mt_worker_flush(mt_worker_t *w);
+uint64_t mt_worker_now_ms(mt_worker_t *w);
+/* How the worker knows a downstream connection: the session shell (session.h) embeds one,
+ * so that the worker walks and drains its connections without knowing the shell. */
+typedef struct mt_session_link {
+    struct mt_session_link *prev, *next;
+    void (*drain)(struct mt_session_link *l); /* the worker drains: finish once idle */
+} mt_session_link_t;
+void mt_worker_session_add(mt_worker_t *w, mt_session_link_t *l);
+void mt_worker_session_remove(mt_worker_t *w, mt_session_link_t *l);
+mt_wcluster_t *mt_worker_cluster(mt_worker_t *w, mt_cluster_conf_t *conf);
+void mt_wcluster_ref(mt_wcluster_t *c);
+void mt_wcluster_unref(mt_wcluster_t *c);
+/* Retired clusters whose last user and connection are gone are freed by the tick. */
+void mt_worker_reap_clusters(mt_worker_t *w);
+/* The worker's listener of that name, or NULL. */
+mt_wlistener_t *mt_worker_find_listener(mt_worker_t *w, const char *name);
+mt_wendpoint_t *mt_wendpoint_new(mt_wcluster_t *c, const char *address, uint16_t port,
+                                 const struct sockaddr_storage *sa, const char *resolve_error);
+
+/* A drain ends once no session is left and no proxy is busy (mt_proxy_ops_t.busy): a proxy
+ * calls this when its busy state may have turned false. */
+void mt_worker_maybe_finish(mt_worker_t *w);
+
+#endif

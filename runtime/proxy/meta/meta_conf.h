@@ -1,0 +1,103 @@
+/*
+ * meta_conf.h - the MetaProtocol part of a snapshot: what mt_listener_conf_t.proto and
+ * mt_cluster_conf_t.proto point to on metaprotocol listeners and clusters.
+ */
+#ifndef MELTEMI_META_CONF_H
+#define MELTEMI_META_CONF_H
+
+#include "runtime/core/snapshot.h"
+
+#include "protocols/codec.h"
+
+/* ---- metaprotocol ------------------------------------------------------------------------
+ * listener.metaprotocol and the cluster fields MetaRouter traffic needs (docs/snapshot.md,
+ * docs/metaprotocol.md), read by meta_snapshot.c, used by meta_router.c and meta_proxy.c. Every
+ * string is malloc'd and NUL terminated; lengths are kept for matching without strlen. */
+
+typedef enum mt_meta_match_kind {
+    MT_META_MATCH_EXACT = 0,
+    MT_META_MATCH_PREFIX,
+    MT_META_MATCH_REGEX, /* whole-value match, PCRE2 (JIT) */
+    MT_META_MATCH_PRESENT,
+} mt_meta_match_kind_t;
+
+typedef struct mt_meta_match {
+    mt_str_t key;
+    mt_meta_match_kind_t kind;
+    mt_str_t value; /* exact text, prefix, or regex source */
+    void *re;       /* pcre2_code_8 *: compiled once, shared read-only by every worker */
+} mt_meta_match_t;
+
+typedef enum mt_lb_policy {
+    MT_LB_ROUND_ROBIN = 0,
+    MT_LB_LEAST_REQUEST,
+    MT_LB_RANDOM,
+    MT_LB_RING_HASH,
+} mt_lb_policy_t;
+
+/* A consistent-hash ring: n points sorted by hash, each naming an endpoint index. */
+typedef struct mt_meta_ring {
+    uint64_t *hash;
+    uint32_t *ep;
+    uint32_t n;
+} mt_meta_ring_t;
+
+/* A DestinationRule subset (or the whole cluster): the endpoints whose labels match. */
+typedef struct mt_meta_subset {
+    char *name;    /* NULL for the whole cluster */
+    uint32_t *eps; /* endpoint indices into mt_cluster_conf_t.endpoints */
+    uint32_t n_eps;
+    mt_lb_policy_t lb_policy; /* the subset's trafficPolicy, else the cluster's */
+    mt_str_t hash_key;        /* RING_HASH: the metadata attribute hashed; ptr NULL: none */
+    mt_meta_ring_t ring;      /* RING_HASH only */
+} mt_meta_subset_t;
+
+typedef struct mt_meta_cluster_conf {
+    char *codec;                  /* NULL: use the listener's */
+    const mt_codec_t *codec_impl; /* resolved at snapshot time; NULL: unknown or none */
+    mt_meta_subset_t all;         /* every endpoint, with the cluster's policy */
+    mt_meta_subset_t *subsets;
+    uint32_t n_subsets;
+} mt_meta_cluster_conf_t;
+
+typedef struct mt_meta_dest {
+    mt_cluster_conf_t *cluster; /* NULL: the snapshot has no cluster of that name */
+    char *cluster_name;
+    char *subset_name; /* NULL: every endpoint */
+    int32_t subset;    /* index into mt_meta_cluster(cluster)->subsets; -1: all, -2: unknown */
+    uint32_t weight;
+    double percentage; /* mirrors: share of requests copied, 0-100 */
+} mt_meta_dest_t;
+
+typedef struct mt_meta_route {
+    char *name;
+    mt_meta_match_t *match; /* all must hold */
+    uint32_t n_match;
+    mt_meta_dest_t *dests;
+    uint32_t n_dests;
+    uint32_t weight_total;
+    mt_meta_dest_t *mirror; /* NULL: none */
+    mt_attr_t *request_mutation;
+    uint32_t n_request_mutation;
+    mt_attr_t *response_mutation;
+    uint32_t n_response_mutation;
+} mt_meta_route_t;
+
+typedef struct mt_meta_listener_conf {
+    mt_meta_route_t *routes; /* in order, first match wins; none: the default cluster */
+    uint32_t n_routes;
+    uint32_t request_timeout_ms; /* listener.metaprotocol.request_timeout_ms, default 5000 */
+    const mt_codec_t *codec;     /* resolved at snapshot time; NULL: unknown (relayed as TCP) */
+} mt_meta_listener_conf_t;
+
+static inline mt_meta_cluster_conf_t *mt_meta_cluster(const mt_cluster_conf_t *c)
+{
+    return c ? c->proto : NULL;
+}
+
+static inline mt_meta_listener_conf_t *mt_meta_listener(const mt_listener_conf_t *l)
+{
+    return l ? l->proto : NULL;
+}
+
+#endif

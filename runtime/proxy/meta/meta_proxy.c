@@ -1,0 +1,1411 @@
+/*
+ * meta_proxy.c - the MetaProtocol data path (Dubbo, Thrift, any codec of protocols/codec.h):
+ * client sessions, MetaRouter routing, mutation, mirroring, and the pooled upstream
+ * connections that requests share.
+ *
+ * A client's frames are decoded in place in its read chunk (one decoder per direction). A
+ * request is routed (meta_router.c), an endpoint of the destination's subset is picked, and
+ * the frame is queued on that endpoint's pooled connection as a slice of the read chunk (no
+ * copy) unless a mutation re-encodes it. Responses come back:
+ *   - in order (Thrift: no MT_CODEC_F_MULTIPLEXED): the upstream connection keeps a FIFO of
+ *     requests, like the Redis path; each session also keeps its requests in order and holds
+ *     a reply that arrives before its turn;
+ *   - by id (Dubbo): every request gets an id of its upstream connection (set_request_id on
+ *     the way up, the client's id restored on the way back); a session answers as replies
+ *     come, with its own ids.
+ * Local answers (route not found, no healthy upstream, timeouts, upstream closed) are the
+ * codec's native errors (on_error); heartbeats are answered here when the codec says so.
+ *
+ * Ownership: a request record (meta_req_t) sits on its session's list and on its upstream
+ * connection's list. When a client goes away its in-flight records are orphaned (sess =
+ * NULL) and freed when their replies arrive or time out. Mirror copies are records without
+ * a session from the start. Upstream connections belong to a per-worker endpoint pool
+ * (meta_ep_t) of a per-worker view of a cluster (meta_cluster_t), which holds a reference on
+ * the worker's cluster and is freed once that cluster is retired and its connections closed.
+ *
+ * Worker hooks (mt_proxy_meta, at the end): the worker's tick runs the timeouts and the
+ * reaping, and a drain waits while pooled upstream connections are still closing (busy).
+ * See docs/metaprotocol.md.
+ */
+#include "runtime/core/log.h"
+#include "runtime/core/proxy.h"
+#include "runtime/core/session.h"
+#include "runtime/core/worker.h"
+#include "runtime/proxy/meta/meta_router.h"
+#include "runtime/proxy/meta/meta_snapshot.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define READ_MIN_ROOM 4096
+#define BACKOFF_MIN_MS 50
+#define BACKOFF_MAX_MS 1000
+#define REQ_FREE_MAX 4096
+#define ERR_TEXT 400
+
+typedef struct meta_req meta_req_t;
+typedef struct meta_sess meta_sess_t;
+typedef struct meta_up meta_up_t;
+typedef struct meta_ep meta_ep_t;
+typedef struct meta_cluster meta_cluster_t;
+
+/* ---- types ---------------------------------------------------------------------------------- */
+
+struct meta_req {
+    meta_req_t *sprev, *snext; /* session list, arrival order */
+    meta_req_t *uprev, *unext; /* upstream list, send order */
+    meta_sess_t *sess;         /* NULL: orphaned or a mirror copy */
+    meta_up_t *up;             /* NULL: not on an upstream connection */
+    uint64_t down_id;          /* the client's request id */
+    uint64_t up_id;            /* id on the upstream connection (multiplexed codecs) */
+    uint64_t deadline_ms;
+    uint64_t start_ns;
+    mt_slice_t frame;             /* the request as the client sent it: errors are built from it */
+    mt_slice_t reply;             /* in-order sessions: a reply that came before its turn */
+    const mt_meta_route_t *route; /* responseMutation; valid while snap is held */
+    mt_snapshot_t *snap;          /* held only when route has a response mutation */
+    bool done;
+};
+
+/* Per worker view of one endpoint of a cluster: its pooled connections. */
+struct meta_ep {
+    meta_cluster_t *mc;
+    mt_wendpoint_t *wep;
+    meta_up_t **conns; /* n_conns slots, lazily connected */
+    uint32_t n_conns;
+    uint32_t active; /* requests in flight (LEAST_REQUEST) */
+};
+
+struct meta_cluster {
+    mt_wcluster_t *wc; /* holds one reference */
+    const mt_codec_t *codec;
+    meta_ep_t *eps; /* wc->n_eps of them, same order as the cluster's endpoints */
+    uint32_t n_eps;
+    uint32_t *rr; /* round-robin cursors: [0] the whole cluster, [1 + i] subset i */
+    uint32_t n_rr;
+    uint32_t n_open; /* open upstream connections */
+    meta_cluster_t *next;
+};
+
+typedef enum up_state { UP_CONNECTING = 0, UP_READY, UP_CLOSING } up_state_t;
+
+/* Open-addressing map upstream id -> request (multiplexed connections). Key 0 is empty. */
+typedef struct meta_idmap {
+    uint64_t *keys;
+    meta_req_t **vals;
+    uint32_t cap; /* power of two, or 0 */
+    uint32_t n;
+} meta_idmap_t;
+
+struct meta_up {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    meta_ep_t *mep;
+    const mt_codec_t *codec;
+    void *dec; /* response decoder */
+    mt_msg_t msg;
+    mt_buf_t *rbuf;
+    mt_outq_t out;
+    meta_req_t *head, *tail; /* in flight, send order */
+    uint32_t inflight;
+    meta_idmap_t ids;
+    uint64_t next_id;
+    uint64_t connect_deadline_ms;
+    uint32_t slot;
+    up_state_t state;
+    bool multiplexed;
+    meta_up_t *prev, *next; /* worker list */
+};
+
+struct meta_sess {
+    mt_session_t base; /* first: the uv handle is first in it */
+    const mt_codec_t *codec;
+    void *dec; /* request decoder */
+    mt_msg_t msg;
+    meta_req_t *head, *tail; /* waiting for a reply, arrival order */
+    bool in_order;           /* replies leave in request order (the codec is not multiplexed) */
+};
+
+/* Everything meta_proxy keeps per worker (w->proxy[MT_PROTO_META]). */
+typedef struct meta_worker {
+    mt_worker_t *w;
+    meta_cluster_t *clusters;
+    meta_up_t *ups;
+    uint32_t n_sess;
+    meta_req_t *req_free;
+    uint32_t n_req_free;
+    uint64_t rng;
+    mt_wbuf_t scratch; /* encode / on_error output, reused */
+    mt_msg_t emsg;     /* a request re-decoded to build an error for it */
+    bool emsg_init;
+    uint64_t mutation_warnings;       /* "request mutation not applied": logged once per worker */
+    mt_meta_match_data_t *match_data; /* regex route matches */
+} meta_worker_t;
+
+static meta_worker_t *mw_of(mt_worker_t *w)
+{
+    return w->proxy[MT_PROTO_META];
+}
+
+static uint64_t mw_rand(meta_worker_t *mw)
+{
+    /* xorshift64*: cheap, per worker, good enough for weights, mirrors and RANDOM */
+    uint64_t x = mw->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    mw->rng = x;
+    return x * 0x2545f4914f6cdd1dull;
+}
+
+static void up_close(meta_up_t *u);
+
+/* ---- request records ----------------------------------------------------------------------- */
+
+static meta_req_t *req_new(meta_worker_t *mw)
+{
+    meta_req_t *r = mw->req_free;
+    if (r) {
+        mw->req_free = r->snext;
+        mw->n_req_free--;
+    } else {
+        r = malloc(sizeof(*r));
+        if (!r)
+            return NULL;
+    }
+    memset(r, 0, sizeof(*r));
+    return r;
+}
+
+static void req_free(meta_worker_t *mw, meta_req_t *r)
+{
+    mt_buf_pool_t *pool = &mw->w->pool;
+    if (r->frame.buf)
+        mt_buf_unref(pool, r->frame.buf);
+    if (r->reply.buf)
+        mt_buf_unref(pool, r->reply.buf);
+    if (r->snap)
+        mt_snapshot_unref(r->snap);
+    if (mw->n_req_free >= REQ_FREE_MAX) {
+        free(r);
+        return;
+    }
+    r->snext = mw->req_free;
+    mw->req_free = r;
+    mw->n_req_free++;
+}
+
+/* ---- id map -------------------------------------------------------------------------------- */
+
+static uint32_t idmap_home(uint64_t k, uint32_t cap)
+{
+    return (uint32_t)((k * 0x9e3779b97f4a7c15ull) >> 32) & (cap - 1);
+}
+
+static int idmap_grow(meta_idmap_t *m)
+{
+    uint32_t cap = m->cap ? m->cap * 2 : 64;
+    uint64_t *keys = calloc(cap, sizeof(*keys));
+    meta_req_t **vals = calloc(cap, sizeof(*vals));
+    if (!keys || !vals) {
+        free(keys);
+        free(vals);
+        return -1;
+    }
+    for (uint32_t i = 0; i < m->cap; i++) {
+        if (!m->keys[i])
+            continue;
+        uint32_t j = idmap_home(m->keys[i], cap);
+        while (keys[j])
+            j = (j + 1) & (cap - 1);
+        keys[j] = m->keys[i];
+        vals[j] = m->vals[i];
+    }
+    free(m->keys);
+    free(m->vals);
+    m->keys = keys;
+    m->vals = vals;
+    m->cap = cap;
+    return 0;
+}
+
+static int idmap_put(meta_idmap_t *m, uint64_t k, meta_req_t *r)
+{
+    if ((m->n + 1) * 2 > m->cap && idmap_grow(m) != 0)
+        return -1;
+    uint32_t j = idmap_home(k, m->cap);
+    while (m->keys[j])
+        j = (j + 1) & (m->cap - 1);
+    m->keys[j] = k;
+    m->vals[j] = r;
+    m->n++;
+    return 0;
+}
+
+/* Removes k and returns its request (NULL when absent). Backward-shift deletion: no
+ * tombstones, so lookups stay short however long a connection lives. */
+static meta_req_t *idmap_take(meta_idmap_t *m, uint64_t k)
+{
+    if (!m->cap || !k)
+        return NULL;
+    uint32_t mask = m->cap - 1, j = idmap_home(k, m->cap);
+    while (m->keys[j] && m->keys[j] != k)
+        j = (j + 1) & mask;
+    if (!m->keys[j])
+        return NULL;
+    meta_req_t *r = m->vals[j];
+    m->keys[j] = 0;
+    m->vals[j] = NULL;
+    m->n--;
+    for (uint32_t i = (j + 1) & mask; m->keys[i]; i = (i + 1) & mask) {
+        uint32_t h = idmap_home(m->keys[i], m->cap);
+        /* move entry i into the hole at j unless its home lies cyclically in (j, i] */
+        bool stays = j <= i ? (h > j && h <= i) : (h > j || h <= i);
+        if (stays)
+            continue;
+        m->keys[j] = m->keys[i];
+        m->vals[j] = m->vals[i];
+        m->keys[i] = 0;
+        m->vals[i] = NULL;
+        j = i;
+    }
+    return r;
+}
+
+static void idmap_free(meta_idmap_t *m)
+{
+    free(m->keys);
+    free(m->vals);
+    memset(m, 0, sizeof(*m));
+}
+
+/* ---- per-worker clusters and endpoints ------------------------------------------------------ */
+
+/* The worker's cluster for conf, never creating one (that happens at snapshot apply only). A
+ * session still on an older snapshot finds a retired cluster by pointer, or the live one of
+ * the same name and definition. */
+static mt_wcluster_t *meta_find_wcluster(mt_worker_t *w, const mt_cluster_conf_t *conf)
+{
+    for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
+        if (c->conf == conf)
+            return c;
+    }
+    for (mt_wcluster_t *c = w->retired; c; c = c->next) {
+        if (c->conf == conf)
+            return c;
+    }
+    for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
+        if (strcmp(c->conf->name, conf->name) == 0 &&
+            strcmp(c->conf->fingerprint, conf->fingerprint) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+static meta_cluster_t *meta_cluster_new(meta_worker_t *mw, mt_wcluster_t *wc,
+                                        const mt_codec_t *fallback)
+{
+    meta_cluster_t *mc = calloc(1, sizeof(*mc));
+    if (!mc)
+        return NULL;
+    const mt_meta_cluster_conf_t *cm = mt_meta_cluster(wc->conf);
+    mc->n_eps = wc->n_eps;
+    mc->n_rr = 1 + (cm ? cm->n_subsets : 0);
+    mc->eps = calloc(mc->n_eps ? mc->n_eps : 1, sizeof(*mc->eps));
+    mc->rr = calloc(mc->n_rr, sizeof(*mc->rr));
+    uint32_t per = mw->w->rconns_per_endpoint ? mw->w->rconns_per_endpoint : 1;
+    bool ok = mc->eps && mc->rr;
+    for (uint32_t i = 0; ok && i < mc->n_eps; i++) {
+        mc->eps[i].mc = mc;
+        mc->eps[i].wep = wc->eps[i];
+        mc->eps[i].n_conns = per;
+        mc->eps[i].conns = calloc(per, sizeof(meta_up_t *));
+        ok = mc->eps[i].conns != NULL;
+    }
+    if (!ok) {
+        for (uint32_t i = 0; mc->eps && i < mc->n_eps; i++)
+            free(mc->eps[i].conns);
+        free(mc->eps);
+        free(mc->rr);
+        free(mc);
+        return NULL;
+    }
+    mc->codec = cm && cm->codec_impl ? cm->codec_impl : fallback;
+    mc->wc = wc;
+    mt_wcluster_ref(wc);
+    mc->next = mw->clusters;
+    mw->clusters = mc;
+    return mc;
+}
+
+static void meta_cluster_free(meta_worker_t *mw, meta_cluster_t *mc)
+{
+    for (meta_cluster_t **pp = &mw->clusters; *pp; pp = &(*pp)->next) {
+        if (*pp == mc) {
+            *pp = mc->next;
+            break;
+        }
+    }
+    for (uint32_t i = 0; i < mc->n_eps; i++)
+        free(mc->eps[i].conns);
+    free(mc->eps);
+    free(mc->rr);
+    mt_wcluster_unref(mc->wc);
+    free(mc);
+}
+
+static meta_cluster_t *meta_cluster_get(meta_worker_t *mw, const mt_cluster_conf_t *conf,
+                                        const mt_codec_t *fallback)
+{
+    if (!conf)
+        return NULL;
+    for (meta_cluster_t **pp = &mw->clusters; *pp; pp = &(*pp)->next) {
+        meta_cluster_t *mc = *pp;
+        if (mc->wc->conf == conf) {
+            if (pp != &mw->clusters) { /* move to front: a handful of hot clusters */
+                *pp = mc->next;
+                mc->next = mw->clusters;
+                mw->clusters = mc;
+            }
+            return mc;
+        }
+    }
+    mt_wcluster_t *wc = meta_find_wcluster(mw->w, conf);
+    if (!wc)
+        return NULL;
+    for (meta_cluster_t *mc = mw->clusters; mc; mc = mc->next) {
+        if (mc->wc == wc)
+            return mc;
+    }
+    return meta_cluster_new(mw, wc, fallback);
+}
+
+static bool ep_healthy(void *ctx, uint32_t i)
+{
+    meta_cluster_t *mc = ctx;
+    if (i >= mc->n_eps)
+        return false;
+    mt_wendpoint_t *wep = mc->eps[i].wep;
+    return !wep->resolve_error[0] && wep->retry_at_ms <= mt_worker_now_ms(mc->wc->w);
+}
+
+static uint32_t ep_load(void *ctx, uint32_t i)
+{
+    meta_cluster_t *mc = ctx;
+    return i < mc->n_eps ? mc->eps[i].active : UINT32_MAX;
+}
+
+static void ep_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why)
+{
+    ep->backoff_ms = ep->backoff_ms ? MT_MIN(ep->backoff_ms * 2, BACKOFF_MAX_MS) : BACKOFF_MIN_MS;
+    ep->retry_at_ms = mt_worker_now_ms(w) + ep->backoff_ms;
+    snprintf(ep->last_error, sizeof(ep->last_error), "%s", why);
+}
+
+static const char *ep_label(const meta_ep_t *mep, char *buf, size_t n)
+{
+    const mt_cluster_conf_t *cc = mep->mc->wc->conf;
+    snprintf(buf, n, "%s (%s:%u)", cc->service ? cc->service : cc->name, mep->wep->address,
+             mep->wep->port);
+    return buf;
+}
+
+/* Picks an endpoint of subset ss of mc for msg; -1 when none is healthy. */
+static int64_t meta_pick(meta_worker_t *mw, meta_cluster_t *mc, const mt_meta_subset_t *ss,
+                         uint32_t rr_index, const mt_msg_t *msg)
+{
+    mt_meta_lb_env_t env = {
+        .healthy = ep_healthy,
+        .load = ep_load,
+        .ctx = mc,
+        .rr = &mc->rr[rr_index < mc->n_rr ? rr_index : 0],
+        .rnd = mw_rand(mw),
+        .hash_value = ss->hash_key.ptr ? mt_msg_get(msg, ss->hash_key.ptr, ss->hash_key.len) : NULL,
+    };
+    int64_t ep = mt_meta_lb_pick(ss, &env);
+    return ep >= 0 && (uint64_t)ep < mc->n_eps ? ep : -1;
+}
+
+/* ---- sessions: replies ---------------------------------------------------------------------- */
+
+static void sess_unlink(meta_sess_t *s, meta_req_t *r)
+{
+    if (r->sprev)
+        r->sprev->snext = r->snext;
+    else
+        s->head = r->snext;
+    if (r->snext)
+        r->snext->sprev = r->sprev;
+    else
+        s->tail = r->sprev;
+    r->sprev = r->snext = NULL;
+    s->base.pending--;
+}
+
+static void sess_push(meta_sess_t *s, meta_req_t *r)
+{
+    r->sess = s;
+    r->snext = NULL;
+    r->sprev = s->tail;
+    if (s->tail)
+        s->tail->snext = r;
+    else
+        s->head = r;
+    s->tail = r;
+    s->base.pending++;
+}
+
+/* In-order sessions: moves every answered request at the head into the output queue. */
+static void sess_drain_done(meta_sess_t *s)
+{
+    meta_worker_t *mw = mw_of(s->base.w);
+    while (s->head && s->head->done) {
+        meta_req_t *r = s->head;
+        sess_unlink(s, r);
+        if (r->reply.buf) {
+            mt_outq_add_slice(&s->base.out, r->reply);
+            r->reply.buf = NULL;
+        }
+        req_free(mw, r);
+    }
+}
+
+/* The reply to r is bytes [p, p+len) of chunk b (a reference is taken when kept). */
+static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const char *p, size_t len)
+{
+    meta_sess_t *s = r->sess;
+    if (!s) {
+        req_free(mw, r);
+        return;
+    }
+    mt_worker_t *w = s->base.w;
+    if (r->start_ns)
+        mt_stat_observe_ms(s->base.conf->stats, w->id, (double)(uv_hrtime() - r->start_ns) / 1e6);
+    if (s->in_order && s->head != r) {
+        mt_buf_ref(b);
+        r->reply = (mt_slice_t){b, p, (uint32_t)len};
+        r->done = true;
+        return;
+    }
+    sess_unlink(s, r);
+    mt_outq_add_ref(&s->base.out, b, p, len);
+    req_free(mw, r);
+    if (s->in_order)
+        sess_drain_done(s);
+    mt_worker_schedule_flush(w, &s->base.out);
+    mt_session_resume(&s->base);
+}
+
+static void req_deliver_copy(meta_worker_t *mw, meta_req_t *r, const uint8_t *p, size_t len)
+{
+    mt_slice_t sl;
+    if (!r->sess || mt_slice_copy(&mw->w->pool, &mw->w->own, (const char *)p, len, &sl) != 0) {
+        meta_sess_t *s = r->sess;
+        if (s)
+            sess_unlink(s, r);
+        req_free(mw, r);
+        if (s)
+            mt_session_close(&s->base);
+        return;
+    }
+    req_deliver(mw, r, sl.buf, sl.p, sl.len);
+    mt_buf_unref(&mw->w->pool, sl.buf);
+}
+
+/* Queues bytes made here (a native error, a heartbeat answer) behind what the client still
+ * waits for (in-order codecs) or at once (multiplexed ones). */
+static void sess_reply_local(meta_sess_t *s, const uint8_t *p, size_t len)
+{
+    mt_worker_t *w = s->base.w;
+    meta_worker_t *mw = mw_of(w);
+    if (len == 0)
+        return;
+    if (!s->in_order || !s->head) {
+        if (mt_outq_add_copy(&s->base.out, (const char *)p, len) != 0) {
+            mt_session_close(&s->base);
+            return;
+        }
+        mt_worker_schedule_flush(w, &s->base.out);
+        return;
+    }
+    meta_req_t *r = req_new(mw);
+    if (!r || mt_slice_copy(&w->pool, &s->base.out.own, (const char *)p, len, &r->reply) != 0) {
+        if (r)
+            req_free(mw, r);
+        mt_session_close(&s->base);
+        return;
+    }
+    r->done = true;
+    sess_push(s, r);
+}
+
+/* Answers msg (a request being handled now) with a native error of kind. */
+static void sess_error_now(meta_sess_t *s, const mt_msg_t *msg, mt_error_kind_t kind,
+                           const char *text)
+{
+    meta_worker_t *mw = mw_of(s->base.w);
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_REQUEST_ERRORS, 1);
+    mt_wbuf_t *o = &mw->scratch;
+    o->len = 0;
+    if (s->codec->on_error(msg, kind, text, o) != MT_OK) {
+        s->base.finishing = true; /* cannot answer natively: close once the rest is answered */
+        return;
+    }
+    sess_reply_local(s, o->data, o->len);
+}
+
+/* Builds into o the native error for request r from the frame the client sent. */
+static int req_error_bytes(meta_worker_t *mw, meta_req_t *r, const mt_codec_t *codec,
+                           mt_error_kind_t kind, const char *text, mt_wbuf_t *o)
+{
+    void *st = malloc(codec->state_size ? codec->state_size : 1);
+    if (!st || codec->init(st, NULL) != MT_OK) {
+        free(st);
+        return -1;
+    }
+    if (!mw->emsg_init) {
+        mt_msg_init(&mw->emsg);
+        mw->emsg_init = true;
+    }
+    int rc = -1;
+    mt_codec_err_t err = {0};
+    if (codec->decode(st, (const uint8_t *)r->frame.p, r->frame.len, &mw->emsg, &err) == MT_OK &&
+        codec->on_error(&mw->emsg, kind, text, o) == MT_OK) {
+        rc = 0;
+        /* a multiplexed request went up with an id of its connection: give the client its own */
+        if ((codec->flags & MT_CODEC_F_MULTIPLEXED) && o->len && codec->set_request_id &&
+            codec->set_request_id(o->data, o->len, r->down_id) != MT_OK)
+            rc = -1;
+    }
+    codec->free(st);
+    free(st);
+    return rc;
+}
+
+/* r failed after it left (timeout, upstream closed): a native error, or a close if none. */
+static void req_fail(meta_worker_t *mw, meta_req_t *r, mt_error_kind_t kind, const char *text)
+{
+    meta_sess_t *s = r->sess;
+    if (!s) {
+        req_free(mw, r);
+        return;
+    }
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_REQUEST_ERRORS, 1);
+    mt_wbuf_t *o = &mw->scratch;
+    o->len = 0;
+    if (req_error_bytes(mw, r, s->codec, kind, text, o) != 0 || o->len == 0) {
+        sess_unlink(s, r);
+        req_free(mw, r);
+        mt_session_close(&s->base);
+        return;
+    }
+    req_deliver_copy(mw, r, o->data, o->len);
+}
+
+/* ---- upstream connections ------------------------------------------------------------------ */
+
+static void up_unlink(meta_up_t *u, meta_req_t *r)
+{
+    if (r->uprev)
+        r->uprev->unext = r->unext;
+    else
+        u->head = r->unext;
+    if (r->unext)
+        r->unext->uprev = r->uprev;
+    else
+        u->tail = r->uprev;
+    r->uprev = r->unext = NULL;
+    r->up = NULL;
+    u->inflight--;
+    if (u->mep->active)
+        u->mep->active--;
+}
+
+static void up_push(meta_up_t *u, meta_req_t *r)
+{
+    r->up = u;
+    r->unext = NULL;
+    r->uprev = u->tail;
+    if (u->tail)
+        u->tail->unext = r;
+    else
+        u->head = r;
+    u->tail = r;
+    u->inflight++;
+    u->mep->active++;
+}
+
+/* Fails every request in flight on u with a native error, then closes u. */
+static void up_fail(meta_up_t *u, mt_error_kind_t kind, const char *text)
+{
+    meta_worker_t *mw = mw_of(u->mep->mc->wc->w);
+    mt_stats_block_t *cs = u->mep->mc->wc->conf->stats;
+    while (u->head) {
+        meta_req_t *r = u->head;
+        up_unlink(u, r);
+        if (u->multiplexed)
+            idmap_take(&u->ids, r->up_id);
+        if (r->sess)
+            mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        req_fail(mw, r, kind, text);
+    }
+    up_close(u);
+}
+
+static void up_closed(uv_handle_t *h)
+{
+    meta_up_t *u = h->data;
+    meta_worker_t *mw = mw_of(u->mep->mc->wc->w);
+    mt_outq_reset(&u->out);
+    if (u->rbuf)
+        mt_buf_unref(&mw->w->pool, u->rbuf);
+    if (u->dec) {
+        u->codec->free(u->dec);
+        free(u->dec);
+    }
+    mt_msg_free(&u->msg);
+    idmap_free(&u->ids);
+    u->mep->mc->n_open--;
+    u->mep->mc->wc->n_rups--;
+    free(u);
+}
+
+static void up_close(meta_up_t *u)
+{
+    if (u->state == UP_CLOSING)
+        return;
+    meta_worker_t *mw = mw_of(u->mep->mc->wc->w);
+    bool was_ready = u->state == UP_READY;
+    u->state = UP_CLOSING;
+    if (u->mep->conns[u->slot] == u)
+        u->mep->conns[u->slot] = NULL;
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        mw->ups = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    u->prev = u->next = NULL;
+    mt_worker_unschedule_flush(mw->w, &u->out);
+    if (was_ready)
+        mt_stat_add(u->mep->mc->wc->conf->stats, mw->w->id, MT_ST_UPSTREAM_CX_ACTIVE, -1);
+    uv_close((uv_handle_t *)&u->tcp, up_closed);
+}
+
+/* A request frame from the upstream: a heartbeat is answered, anything else is dropped (a
+ * proxy in the middle has no one to give a server-initiated call to). */
+static void up_on_request(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg)
+{
+    if (msg->type != MT_MSG_HEARTBEAT || !msg->expects_reply || !u->codec->heartbeat_reply)
+        return;
+    mt_wbuf_t *o = &mw->scratch;
+    o->len = 0;
+    if (u->codec->heartbeat_reply(msg, o) == MT_OK && o->len &&
+        mt_outq_add_copy(&u->out, (const char *)o->data, o->len) == 0)
+        mt_worker_schedule_flush(mw->w, &u->out);
+}
+
+/* The reply bytes for r, with its route's responseMutation when the codec can carry it. */
+static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_msg_t *msg,
+                     uint8_t *frame, size_t len)
+{
+    meta_sess_t *s = r->sess;
+    if (msg->type == MT_MSG_ERROR)
+        mt_stat_add(s->base.conf->stats, mw->w->id, MT_ST_REQUEST_ERRORS, 1);
+    if (u->multiplexed && u->codec->set_request_id(frame, len, r->down_id) != MT_OK) {
+        req_fail(mw, r, MT_ERR_BAD_RESPONSE, "meltemi: cannot restore the request id");
+        return;
+    }
+    const mt_meta_route_t *rt = r->route;
+    if (rt && rt->n_response_mutation) {
+        mt_mutation_t mut = {rt->response_mutation, rt->n_response_mutation};
+        mt_wbuf_t *o = &mw->scratch;
+        o->len = 0;
+        mt_codec_err_t err = {0};
+        if (u->codec->encode(msg, &mut, o, &err) == MT_OK) {
+            req_deliver_copy(mw, r, o->data, o->len);
+            return;
+        }
+        mt_debug("route %s: response mutation not applied: %s", rt->name ? rt->name : "?",
+                 err.text);
+    }
+    req_deliver(mw, r, u->rbuf, (const char *)frame, len);
+}
+
+/* One decoded frame from the upstream, lying at frame in u->rbuf. */
+static void up_on_frame(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg, uint8_t *frame)
+{
+    char lbl[256], text[ERR_TEXT];
+    if (!msg->is_reply) {
+        up_on_request(mw, u, msg);
+        return;
+    }
+    if (msg->type == MT_MSG_HEARTBEAT)
+        return; /* an answer to a heartbeat: we send none, a client's went nowhere */
+    meta_req_t *r;
+    if (u->multiplexed) {
+        r = idmap_take(&u->ids, msg->request_id);
+        if (!r)
+            return; /* late: its request timed out and was answered already */
+    } else {
+        r = u->head;
+        if (!r) {
+            snprintf(text, sizeof(text), "meltemi: upstream %s sent a reply nobody asked for",
+                     ep_label(u->mep, lbl, sizeof(lbl)));
+            mt_warn("%s", text + 9);
+            up_fail(u, MT_ERR_BAD_RESPONSE, text);
+            return;
+        }
+    }
+    up_unlink(u, r);
+    mt_stat_add(u->mep->mc->wc->conf->stats, mw->w->id, MT_ST_UPSTREAM_RQ_TOTAL, 1);
+    if (!r->sess) {
+        req_free(mw, r);
+        return;
+    }
+    up_reply(mw, u, r, msg, frame, msg->frame_len);
+}
+
+static void up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    meta_up_t *u = h->data;
+    if (mt_buf_make_room(&u->mep->mc->wc->w->pool, &u->rbuf, READ_MIN_ROOM, 0) != 0) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = u->rbuf->last;
+    buf->len = mt_buf_room(u->rbuf);
+}
+
+static void up_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    meta_up_t *u = st->data;
+    meta_worker_t *mw = mw_of(u->mep->mc->wc->w);
+    char lbl[256], text[ERR_TEXT];
+    if (nread < 0) {
+        snprintf(text, sizeof(text), "meltemi: upstream %s closed the connection%s%s",
+                 ep_label(u->mep, lbl, sizeof(lbl)), nread == UV_EOF ? "" : ": ",
+                 nread == UV_EOF ? "" : uv_strerror((int)nread));
+        if (u->inflight)
+            mt_warn("%s", text + 9);
+        up_fail(u, MT_ERR_UNSPECIFIED, text);
+        return;
+    }
+    if (nread == 0)
+        return;
+    mt_buf_t *b = u->rbuf;
+    b->last += nread;
+    while (b->pos < b->last && u->state == UP_READY) {
+        mt_codec_err_t err = {0};
+        mt_status_t rc =
+            u->codec->decode(u->dec, (const uint8_t *)b->pos, mt_buf_unread(b), &u->msg, &err);
+        if (rc == MT_AGAIN)
+            break;
+        if (rc == MT_ERROR) {
+            snprintf(text, sizeof(text), "meltemi: upstream %s sent a malformed frame: %s",
+                     ep_label(u->mep, lbl, sizeof(lbl)), err.text);
+            mt_error("%s", text + 9);
+            up_fail(u, MT_ERR_BAD_RESPONSE, text);
+            return;
+        }
+        uint8_t *frame = (uint8_t *)b->pos;
+        b->pos += u->msg.frame_len;
+        up_on_frame(mw, u, &u->msg, frame);
+    }
+    if (u->state == UP_READY && b->pos == b->last && b->refs == 1)
+        b->pos = b->last = b->data;
+}
+
+static void up_on_write_done(mt_outq_t *q, int status)
+{
+    meta_up_t *u = MT_CONTAINER_OF(q, meta_up_t, out);
+    if (status < 0 && status != UV_ECANCELED && u->state != UP_CLOSING) {
+        char lbl[256], text[ERR_TEXT];
+        snprintf(text, sizeof(text), "meltemi: upstream %s write failed: %s",
+                 ep_label(u->mep, lbl, sizeof(lbl)), uv_strerror(status));
+        up_fail(u, MT_ERR_UNSPECIFIED, text);
+    }
+}
+
+static void up_on_connect(uv_connect_t *req, int status)
+{
+    meta_up_t *u = req->data;
+    if (u->state == UP_CLOSING)
+        return;
+    mt_worker_t *w = u->mep->mc->wc->w;
+    mt_cluster_conf_t *cc = u->mep->mc->wc->conf;
+    char lbl[256], text[ERR_TEXT];
+    if (status < 0) {
+        snprintf(text, sizeof(text), "meltemi: upstream %s unavailable: %s",
+                 ep_label(u->mep, lbl, sizeof(lbl)), uv_strerror(status));
+        mt_warn("%s", text + 9);
+        mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
+        ep_backoff(u->mep->wep, w, text + 9);
+        up_fail(u, MT_ERR_NO_HEALTHY_UPSTREAM, text);
+        return;
+    }
+    u->state = UP_READY;
+    u->mep->wep->backoff_ms = 0;
+    mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_TOTAL, 1);
+    mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, 1);
+    uv_tcp_nodelay(&u->tcp, 1);
+    u->out.stream = (uv_stream_t *)&u->tcp;
+    uv_read_start((uv_stream_t *)&u->tcp, up_alloc, up_on_read);
+    mt_worker_schedule_flush(w, &u->out);
+}
+
+/* The pooled connection of endpoint mep for a caller keyed `key` (sessions stick to one slot),
+ * connecting it when needed; NULL and why when no connection can be had. */
+static meta_up_t *up_for(meta_worker_t *mw, meta_ep_t *mep, uint64_t key, const char **why)
+{
+    uint32_t slot = (uint32_t)(key % mep->n_conns);
+    meta_up_t *u = mep->conns[slot];
+    if (u)
+        return u;
+    mt_wendpoint_t *wep = mep->wep;
+    if (wep->resolve_error[0]) {
+        *why = wep->resolve_error;
+        return NULL;
+    }
+    mt_worker_t *w = mw->w;
+    uint64_t now = mt_worker_now_ms(w);
+    if (wep->retry_at_ms > now) {
+        *why = wep->last_error;
+        return NULL;
+    }
+    const mt_codec_t *codec = mep->mc->codec;
+    u = calloc(1, sizeof(*u));
+    void *dec = u && codec ? malloc(codec->state_size ? codec->state_size : 1) : NULL;
+    if (!dec || codec->init(dec, NULL) != MT_OK) {
+        free(dec);
+        free(u);
+        *why = "out of memory";
+        return NULL;
+    }
+    u->dec = dec;
+    u->codec = codec;
+    u->multiplexed = (codec->flags & MT_CODEC_F_MULTIPLEXED) && codec->set_request_id;
+    u->mep = mep;
+    u->slot = slot;
+    u->next_id = 1;
+    u->state = UP_CONNECTING;
+    u->connect_deadline_ms = now + mep->mc->wc->conf->connect_timeout_ms;
+    mt_msg_init(&u->msg);
+    mt_outq_init(&u->out, &w->pool, up_on_write_done);
+    mep->mc->n_open++;
+    mep->mc->wc->n_rups++; /* both dropped in up_closed, whichever way the connection ends */
+    uv_tcp_init(&w->loop, &u->tcp);
+    u->tcp.data = u;
+    u->creq.data = u;
+    int rc = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&wep->sa, up_on_connect);
+    if (rc != 0) {
+        snprintf(wep->last_error, sizeof(wep->last_error), "connect: %s", uv_strerror(rc));
+        *why = wep->last_error;
+        u->state = UP_CLOSING;
+        uv_close((uv_handle_t *)&u->tcp, up_closed);
+        return NULL;
+    }
+    u->next = mw->ups;
+    if (mw->ups)
+        mw->ups->prev = u;
+    mw->ups = u;
+    mep->conns[slot] = u;
+    return u;
+}
+
+/* Queues one request's bytes on u. For a two-way request of a multiplexed codec the id is
+ * rewritten in place first (bytes must be writable and not yet queued anywhere). */
+static int up_send(meta_up_t *u, meta_req_t *r, mt_buf_t *b, uint8_t *p, size_t len, bool copy)
+{
+    if (r && u->multiplexed) {
+        r->up_id = u->next_id++;
+        if (u->next_id == 0)
+            u->next_id = 1;
+        if (u->codec->set_request_id(p, len, r->up_id) != MT_OK ||
+            idmap_put(&u->ids, r->up_id, r) != 0)
+            return -1;
+    }
+    int rc = copy ? mt_outq_add_copy(&u->out, (const char *)p, len)
+                  : mt_outq_add_ref(&u->out, b, (const char *)p, len);
+    if (rc != 0) {
+        if (r && u->multiplexed)
+            idmap_take(&u->ids, r->up_id);
+        return -1;
+    }
+    if (r)
+        up_push(u, r);
+    if (u->state == UP_READY)
+        mt_worker_schedule_flush(u->mep->mc->wc->w, &u->out);
+    return 0;
+}
+
+/* ---- routing -------------------------------------------------------------------------------- */
+
+/* Where a request goes: a cluster conf and the endpoint set within it. */
+typedef struct meta_target {
+    const mt_meta_route_t *route; /* NULL: no MetaRouter, the listener's default cluster */
+    const mt_cluster_conf_t *cluster;
+    const mt_meta_subset_t *subset;
+    uint32_t rr_index;
+} meta_target_t;
+
+static uint32_t subset_rr_index(const mt_meta_dest_t *d)
+{
+    return d->subset >= 0 ? (uint32_t)d->subset + 1 : 0;
+}
+
+static const char *msg_method(const mt_msg_t *msg, char *buf, size_t n)
+{
+    const mt_str_t *m = mt_msg_get(msg, "method", 6);
+    const mt_str_t *i = mt_msg_get(msg, "interface", 9);
+    if (i && m)
+        snprintf(buf, n, "%.*s.%.*s", (int)MT_MIN(i->len, 120), i->ptr, (int)MT_MIN(m->len, 80),
+                 m->ptr);
+    else if (m)
+        snprintf(buf, n, "%.*s", (int)MT_MIN(m->len, 120), m->ptr);
+    else
+        snprintf(buf, n, "?");
+    return buf;
+}
+
+static const char *sess_service(const meta_sess_t *s)
+{
+    return s->base.conf->service ? s->base.conf->service : s->base.conf->name;
+}
+
+/* Fills t for msg; answers msg with a native error and returns false when it has nowhere to
+ * go. */
+static bool sess_route(meta_sess_t *s, const mt_msg_t *msg, meta_target_t *t)
+{
+    meta_worker_t *mw = mw_of(s->base.w);
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
+    char text[ERR_TEXT], method[256];
+    memset(t, 0, sizeof(*t));
+    if (!lc || lc->n_routes == 0) {
+        t->cluster = s->base.cluster ? s->base.cluster->conf : NULL;
+        t->subset = mt_meta_cluster(t->cluster) ? &mt_meta_cluster(t->cluster)->all : NULL;
+        if (t->subset)
+            return true;
+        snprintf(text, sizeof(text), "meltemi: no cluster for %s", sess_service(s));
+        sess_error_now(s, msg, MT_ERR_CLUSTER_NOT_FOUND, text);
+        return false;
+    }
+    t->route = mt_meta_route_find(lc, msg, mw->match_data);
+    if (!t->route) {
+        snprintf(text, sizeof(text), "meltemi: no route of %s matches %s", sess_service(s),
+                 msg_method(msg, method, sizeof(method)));
+        sess_error_now(s, msg, MT_ERR_ROUTE_NOT_FOUND, text);
+        return false;
+    }
+    const mt_meta_dest_t *d = mt_meta_dest_pick(t->route, mw_rand(mw));
+    t->cluster = d ? d->cluster : NULL;
+    t->subset = d ? mt_meta_dest_subset(d) : NULL;
+    t->rr_index = d ? subset_rr_index(d) : 0;
+    if (t->subset)
+        return true;
+    snprintf(text, sizeof(text), "meltemi: route %s: %s%s%s is not defined",
+             t->route->name ? t->route->name : "?", d && d->cluster_name ? d->cluster_name : "?",
+             d && d->subset_name ? " subset " : "", d && d->subset_name ? d->subset_name : "");
+    sess_error_now(s, msg, MT_ERR_CLUSTER_NOT_FOUND, text);
+    return false;
+}
+
+/* An upstream connection for target t; answers msg with a native error when there is none. */
+static meta_up_t *sess_upstream(meta_sess_t *s, const mt_msg_t *msg, const meta_target_t *t)
+{
+    meta_worker_t *mw = mw_of(s->base.w);
+    char text[ERR_TEXT], lbl[256];
+    meta_cluster_t *mc = meta_cluster_get(mw, t->cluster, s->codec);
+    if (!mc) {
+        snprintf(text, sizeof(text), "meltemi: cluster %s is gone", t->cluster->name);
+        sess_error_now(s, msg, MT_ERR_CLUSTER_NOT_FOUND, text);
+        return NULL;
+    }
+    int64_t ep = meta_pick(mw, mc, t->subset, t->rr_index, msg);
+    if (ep < 0) {
+        mt_stat_add(t->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        snprintf(text, sizeof(text), "meltemi: no healthy upstream for %s%s%s",
+                 t->cluster->service ? t->cluster->service : t->cluster->name,
+                 t->subset->name ? " subset " : "", t->subset->name ? t->subset->name : "");
+        sess_error_now(s, msg, MT_ERR_NO_HEALTHY_UPSTREAM, text);
+        return NULL;
+    }
+    const char *why = "?";
+    meta_up_t *u = up_for(mw, &mc->eps[ep], s->base.id, &why);
+    if (!u) {
+        mt_stat_add(t->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        snprintf(text, sizeof(text), "meltemi: upstream %s unavailable: %s",
+                 ep_label(&mc->eps[ep], lbl, sizeof(lbl)), why);
+        sess_error_now(s, msg, MT_ERR_NO_HEALTHY_UPSTREAM, text);
+    }
+    return u;
+}
+
+/* A fire-and-forget copy of bytes to the route's mirror; nobody waits for its reply. */
+static void sess_mirror(meta_sess_t *s, const mt_meta_route_t *route, const mt_msg_t *msg,
+                        const uint8_t *p, size_t len)
+{
+    meta_worker_t *mw = mw_of(s->base.w);
+    const mt_meta_dest_t *d = route->mirror;
+    if (!mt_meta_mirror_roll(d->percentage, mw_rand(mw)))
+        return;
+    const mt_meta_subset_t *ss = mt_meta_dest_subset(d);
+    meta_cluster_t *mc = ss ? meta_cluster_get(mw, d->cluster, s->codec) : NULL;
+    int64_t ep = mc ? meta_pick(mw, mc, ss, subset_rr_index(d), msg) : -1;
+    const char *why = NULL;
+    meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], mw_rand(mw), &why) : NULL;
+    meta_req_t *r = u && msg->expects_reply ? req_new(mw) : NULL;
+    mt_slice_t sl = {0};
+    bool ok = u && (r || !msg->expects_reply) &&
+              mt_slice_copy(&mw->w->pool, &mw->w->own, (const char *)p, len, &sl) == 0;
+    if (ok) {
+        if (r)
+            r->deadline_ms =
+                mt_worker_now_ms(mw->w) + mt_meta_listener(s->base.conf)->request_timeout_ms;
+        ok = up_send(u, r, sl.buf, (uint8_t *)sl.p, sl.len, false) == 0;
+    }
+    if (sl.buf)
+        mt_buf_unref(&mw->w->pool, sl.buf);
+    if (!ok) {
+        if (r && !r->up)
+            req_free(mw, r);
+        if (d->cluster)
+            mt_stat_add(d->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+    }
+}
+
+static void warn_no_mutation(meta_worker_t *mw, const mt_meta_route_t *rt,
+                             const mt_codec_err_t *err)
+{
+    if (mw->mutation_warnings++ == 0) /* once per worker: every request of the route would */
+        mt_warn("route %s: request mutation not applied: %s (logged once)",
+                rt->name ? rt->name : "?", err->text);
+}
+
+/* Forwards request msg (its frame lies in s->base.rbuf) along t. */
+static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_t *t)
+{
+    meta_worker_t *mw = mw_of(s->base.w);
+    mt_worker_t *w = s->base.w;
+    meta_up_t *u = sess_upstream(s, msg, t);
+    if (!u)
+        return;
+    const mt_meta_route_t *rt = t->route;
+    uint8_t *p = (uint8_t *)msg->frame;
+    size_t len = msg->frame_len;
+    bool copy = false;
+    if (rt && rt->n_request_mutation) {
+        mt_mutation_t mut = {rt->request_mutation, rt->n_request_mutation};
+        mt_codec_err_t err = {0};
+        mw->scratch.len = 0;
+        if (s->codec->encode(msg, &mut, &mw->scratch, &err) == MT_OK) {
+            p = mw->scratch.data;
+            len = mw->scratch.len;
+            copy = true;
+        } else if (err.code == MT_CODEC_E_NO_MUTABLE_HEADERS) {
+            warn_no_mutation(mw, rt, &err);
+        } else {
+            char text[ERR_TEXT];
+            snprintf(text, sizeof(text), "meltemi: route %s: request mutation failed: %s",
+                     rt->name ? rt->name : "?", err.text);
+            sess_error_now(s, msg, MT_ERR_UNSPECIFIED, text);
+            return;
+        }
+    }
+    meta_req_t *r = NULL;
+    if (msg->expects_reply) {
+        r = req_new(mw);
+        if (!r) {
+            mt_session_close(&s->base);
+            return;
+        }
+        r->down_id = msg->request_id;
+        r->start_ns = uv_hrtime();
+        r->deadline_ms = mt_worker_now_ms(w) + mt_meta_listener(s->base.conf)->request_timeout_ms;
+        mt_buf_ref(s->base.rbuf);
+        r->frame = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
+        if (rt && rt->n_response_mutation) {
+            r->route = rt;
+            r->snap = mt_snapshot_ref(s->base.snap);
+        }
+    }
+    /* the mirror copies the bytes before a multiplexed send rewrites their id in place */
+    if (rt && rt->mirror)
+        sess_mirror(s, rt, msg, p, len);
+    if (up_send(u, r, s->base.rbuf, p, len, copy) != 0) {
+        if (r)
+            req_free(mw, r);
+        mt_session_close(&s->base);
+        return;
+    }
+    if (r)
+        sess_push(s, r);
+}
+
+/* ---- requests from the client ------------------------------------------------------------- */
+
+/* A request boundary: pick up a reload (routes, mutations, clusters) before routing. */
+static bool sess_rebind(meta_sess_t *s, const mt_msg_t *msg)
+{
+    mt_session_rebind(&s->base);
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
+    if (lc && lc->codec == s->codec)
+        return true;
+    /* The port changed protocol under this connection: answer with the codec it speaks and
+     * close once everything is answered. */
+    sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "meltemi: this port changed protocol; reconnect");
+    s->base.finishing = true;
+    return false;
+}
+
+static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
+{
+    mt_worker_t *w = s->base.w;
+    meta_worker_t *mw = mw_of(w);
+    if (MT_UNLIKELY(s->base.snap != w->snap) && !sess_rebind(s, msg))
+        return;
+    if (msg->is_reply)
+        return; /* a client answering something: we never ask clients anything */
+    if (msg->type == MT_MSG_HEARTBEAT && (s->codec->flags & MT_CODEC_F_LOCAL_HEARTBEAT)) {
+        if (!msg->expects_reply || !s->codec->heartbeat_reply)
+            return;
+        mt_wbuf_t *o = &mw->scratch;
+        o->len = 0;
+        if (s->codec->heartbeat_reply(msg, o) == MT_OK)
+            sess_reply_local(s, o->data, o->len);
+        return;
+    }
+    mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1); /* heartbeats are not */
+    meta_target_t t;
+    if (sess_route(s, msg, &t))
+        sess_forward(s, msg, &t);
+}
+
+/* ---- session shell hooks ------------------------------------------------------------------ */
+
+/* Orphan what upstreams still owe us; free what is answered or never left. */
+static void sess_on_close(mt_session_t *base)
+{
+    meta_sess_t *s = (meta_sess_t *)base;
+    meta_worker_t *mw = mw_of(base->w);
+    meta_req_t *next;
+    for (meta_req_t *r = s->head; r; r = next) {
+        next = r->snext;
+        r->sprev = r->snext = NULL;
+        r->sess = NULL;
+        if (!r->up)
+            req_free(mw, r);
+    }
+    s->head = s->tail = NULL;
+}
+
+static void sess_on_closed(mt_session_t *base)
+{
+    meta_sess_t *s = (meta_sess_t *)base;
+    s->codec->free(s->dec);
+    free(s->dec);
+    mt_msg_free(&s->msg);
+    mw_of(base->w)->n_sess--;
+}
+
+static void sess_malformed(meta_sess_t *s, const mt_codec_err_t *err)
+{
+    char peer[64];
+    mt_warn("listener %s: client %s sent a malformed frame (%s); closing it after its answers",
+            s->base.conf->name, mt_session_peer(&s->base, peer, sizeof(peer)), err->text);
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_PROTOCOL_ERRORS, 1);
+    s->base.finishing = true;
+    mt_session_pause(&s->base);
+}
+
+static void sess_on_data(mt_session_t *base)
+{
+    meta_sess_t *s = (meta_sess_t *)base;
+    mt_buf_t *b = base->rbuf;
+    while (b && b->pos < b->last && !base->finishing && !base->closing) {
+        mt_codec_err_t err = {0};
+        mt_status_t rc =
+            s->codec->decode(s->dec, (const uint8_t *)b->pos, mt_buf_unread(b), &s->msg, &err);
+        if (rc == MT_AGAIN)
+            break;
+        if (rc == MT_ERROR) {
+            sess_malformed(s, &err);
+            break;
+        }
+        sess_on_frame(s, &s->msg);
+        b->pos += s->msg.frame_len;
+    }
+}
+
+static const mt_session_ops_t meta_sess_ops = {
+    .on_data = sess_on_data,
+    .on_close = sess_on_close,
+    .on_closed = sess_on_closed,
+};
+
+/* ---- per-worker tick: timeouts, retired clusters, drain ------------------------------------- */
+
+/* Multiplexed connections answer a late request alone; in-order ones cannot skip a reply, so
+ * a timeout there fails everything in flight and closes the connection (as the Redis path). */
+static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
+{
+    char lbl[256], text[ERR_TEXT];
+    mt_stats_block_t *cs = u->mep->mc->wc->conf->stats;
+    if (u->state == UP_CONNECTING && now >= u->connect_deadline_ms) {
+        snprintf(text, sizeof(text),
+                 "meltemi: upstream %s unavailable: connect timed out after %u ms",
+                 ep_label(u->mep, lbl, sizeof(lbl)), u->mep->mc->wc->conf->connect_timeout_ms);
+        mt_warn("%s", text + 9);
+        mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
+        ep_backoff(u->mep->wep, mw->w, text + 9);
+        up_fail(u, MT_ERR_NO_HEALTHY_UPSTREAM, text);
+        return;
+    }
+    if (!u->head || !u->head->deadline_ms || now < u->head->deadline_ms)
+        return;
+    snprintf(text, sizeof(text), "meltemi: upstream %s timed out",
+             ep_label(u->mep, lbl, sizeof(lbl)));
+    if (!u->multiplexed) {
+        mt_warn("%s (%u requests in flight failed)", text + 9, u->inflight);
+        mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, u->inflight);
+        while (u->head) {
+            meta_req_t *r = u->head;
+            up_unlink(u, r);
+            req_fail(mw, r, MT_ERR_UPSTREAM_TIMEOUT, text);
+        }
+        up_close(u);
+        return;
+    }
+    while (u->head && u->head->deadline_ms && now >= u->head->deadline_ms) {
+        meta_req_t *r = u->head;
+        up_unlink(u, r);
+        idmap_take(&u->ids, r->up_id);
+        mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, 1);
+        req_fail(mw, r, MT_ERR_UPSTREAM_TIMEOUT, text);
+    }
+}
+
+static void meta_tick(mt_worker_t *w, uint64_t now)
+{
+    meta_worker_t *mw = mw_of(w);
+    bool had_state = mw->ups || mw->clusters;
+    meta_up_t *next;
+    for (meta_up_t *u = mw->ups; u; u = next) {
+        next = u->next;
+        bool idle = u->inflight == 0;
+        if (idle && (w->draining || u->mep->mc->wc->retired))
+            up_close(u); /* drained, or a reload replaced its cluster */
+        else
+            up_check_timeouts(mw, u, now);
+    }
+    meta_cluster_t *mnext;
+    for (meta_cluster_t *mc = mw->clusters; mc; mc = mnext) {
+        mnext = mc->next;
+        if (mc->n_open == 0 && (mc->wc->retired || w->draining))
+            meta_cluster_free(mw, mc);
+    }
+    if (had_state && w->draining && !mw->ups && !mw->clusters)
+        mt_worker_maybe_finish(w); /* the drain was waiting for our pooled connections */
+}
+
+/* ---- accept ---------------------------------------------------------------------------------- */
+
+static void meta_accept(mt_wlistener_t *l, uv_stream_t *server)
+{
+    mt_worker_t *w = l->w;
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(l->conf);
+    if (!lc || !lc->codec) {
+        /* a codec we do not have: traffic flows, without L7 */
+        mt_proxy_for(MT_PROTO_TCP)->accept(l, server);
+        return;
+    }
+    const mt_codec_t *codec = lc->codec;
+    meta_sess_t *s = calloc(1, sizeof(*s));
+    void *dec = s ? malloc(codec->state_size ? codec->state_size : 1) : NULL;
+    if (!dec || codec->init(dec, NULL) != MT_OK) {
+        free(dec);
+        free(s);
+        return;
+    }
+    if (mt_session_accept(&s->base, l, server, &meta_sess_ops) != 0) {
+        codec->free(dec);
+        free(dec);
+        return;
+    }
+    s->codec = codec;
+    s->dec = dec;
+    s->in_order = !(codec->flags & MT_CODEC_F_MULTIPLEXED);
+    mt_msg_init(&s->msg);
+    mw_of(w)->n_sess++;
+    mt_session_resume(&s->base);
+}
+
+/* ---- the proxy's registry entry ------------------------------------------------------------ */
+
+static int meta_worker_start(mt_worker_t *w)
+{
+    meta_worker_t *mw = calloc(1, sizeof(*mw));
+    if (!mw)
+        return -1;
+    mw->w = w;
+    mw->rng = (uv_hrtime() ^ ((uint64_t)w->id << 32)) | 1;
+    mt_wbuf_init(&mw->scratch);
+    mw->match_data = mt_meta_match_data_new();
+    if (!mw->match_data) {
+        free(mw);
+        return -1;
+    }
+    w->proxy[MT_PROTO_META] = mw;
+    return 0;
+}
+
+/* A drain waits until pooled upstream connections are closed and clusters released. */
+static bool meta_busy(mt_worker_t *w)
+{
+    meta_worker_t *mw = mw_of(w);
+    return mw->ups || mw->clusters;
+}
+
+static void meta_worker_stop(mt_worker_t *w)
+{
+    meta_worker_t *mw = mw_of(w);
+    while (mw->ups)
+        up_fail(mw->ups, MT_ERR_UNSPECIFIED, "meltemi: proxy shutting down");
+}
+
+static void meta_worker_free(mt_worker_t *w)
+{
+    meta_worker_t *mw = mw_of(w);
+    if (!mw)
+        return;
+    while (mw->clusters)
+        meta_cluster_free(mw, mw->clusters);
+    while (mw->req_free) {
+        meta_req_t *r = mw->req_free;
+        mw->req_free = r->snext;
+        free(r);
+    }
+    mt_wbuf_free(&mw->scratch);
+    if (mw->emsg_init)
+        mt_msg_free(&mw->emsg);
+    mt_meta_match_data_free(mw->match_data);
+    free(mw);
+    w->proxy[MT_PROTO_META] = NULL;
+}
+
+const mt_proxy_ops_t mt_proxy_meta = {
+    .name = "metaprotocol",
+    .protocol = MT_PROTO_META,
+    .worker_start = meta_worker_start,
+    .accept = meta_accept,
+    .tick = meta_tick,
+    .busy = meta_busy,
+    .worker_stop = meta_worker_stop,
+    .worker_free = meta_worker_free,
+    .read_cluster = mt_meta_read_cluster,
+    .read_listener = mt_meta_read_listener,
+    .free_cluster = mt_meta_free_cluster,
+    .free_listener = mt_meta_free_listener,
+};

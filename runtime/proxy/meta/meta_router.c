@@ -1,0 +1,309 @@
+/*
+ * meta_router.c - MetaRouter matching, weighted destinations and endpoint load balancing
+ * (see meta_router.h). No I/O, no per-request allocation and no state of its own: the regex
+ * scratch (PCRE2 match data) is the caller's, one per worker.
+ */
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include "runtime/proxy/meta/meta_router.h"
+
+#include <pcre2.h>
+/* Header-only XXH3: inlined into the ring lookup, no library call on the request path. */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- regexes ----------------------------------------------------------------------------- */
+
+int mt_meta_regex_compile(mt_meta_match_t *m, char *err, size_t errlen)
+{
+    /* Istio's StringMatch.regex matches the whole value (Envoy's safe_regex does): anchor at
+     * both ends. Values may be any bytes (Thrift strings): invalid UTF-8 simply fails to
+     * match instead of being undefined behaviour. */
+    int code = 0;
+    PCRE2_SIZE off = 0;
+    uint32_t opts = PCRE2_ANCHORED | PCRE2_ENDANCHORED | PCRE2_UTF | PCRE2_MATCH_INVALID_UTF;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)m->value.ptr, m->value.len, opts, &code, &off, NULL);
+    if (!re) {
+        PCRE2_UCHAR msg[160];
+        pcre2_get_error_message(code, msg, sizeof(msg));
+        snprintf(err, errlen, "regex %s does not compile: %s at offset %zu", m->value.ptr,
+                 (const char *)msg, (size_t)off);
+        return -1;
+    }
+    /* JIT is an optimisation: without it (unsupported CPU) pcre2_match interprets. */
+    (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE);
+    m->re = re;
+    return 0;
+}
+
+void mt_meta_regex_free(void *re)
+{
+    if (re)
+        pcre2_code_free((pcre2_code *)re);
+}
+
+/* A match only needs to know whether it matched: one data block of one pair per worker. */
+mt_meta_match_data_t *mt_meta_match_data_new(void)
+{
+    return (mt_meta_match_data_t *)pcre2_match_data_create(1, NULL);
+}
+
+void mt_meta_match_data_free(mt_meta_match_data_t *md)
+{
+    if (md)
+        pcre2_match_data_free((pcre2_match_data *)md);
+}
+
+static bool regex_match(const mt_meta_match_t *m, mt_str_t v, mt_meta_match_data_t *scratch)
+{
+    pcre2_match_data *md = (pcre2_match_data *)scratch;
+    if (!md || !m->re)
+        return false;
+    /* pcre2_match uses the JIT code when there is some. An empty value has ptr possibly
+     * NULL; PCRE2 wants a valid pointer even for length 0. */
+    PCRE2_SPTR subject = v.ptr ? (PCRE2_SPTR)v.ptr : (PCRE2_SPTR) "";
+    int rc = pcre2_match((const pcre2_code *)m->re, subject, v.len, 0, 0, md, NULL);
+    return rc >= 0;
+}
+
+/* ---- matching ---------------------------------------------------------------------------- */
+
+bool mt_meta_match_one(const mt_meta_match_t *m, const mt_msg_t *msg, mt_meta_match_data_t *md)
+{
+    const mt_str_t *v = mt_msg_get(msg, m->key.ptr, m->key.len);
+    if (!v)
+        return false;
+    switch (m->kind) {
+    case MT_META_MATCH_EXACT:
+        return mt_str_eq(*v, m->value.ptr, m->value.len);
+    case MT_META_MATCH_PREFIX:
+        return v->len >= m->value.len &&
+               (m->value.len == 0 || memcmp(v->ptr, m->value.ptr, m->value.len) == 0);
+    case MT_META_MATCH_REGEX:
+        return regex_match(m, *v, md);
+    case MT_META_MATCH_PRESENT:
+        return true;
+    }
+    return false;
+}
+
+const mt_meta_route_t *mt_meta_route_find(const mt_meta_listener_conf_t *lc, const mt_msg_t *msg,
+                                          mt_meta_match_data_t *md)
+{
+    for (uint32_t i = 0; lc && i < lc->n_routes; i++) {
+        const mt_meta_route_t *r = &lc->routes[i];
+        uint32_t j = 0;
+        while (j < r->n_match && mt_meta_match_one(&r->match[j], msg, md))
+            j++;
+        if (j == r->n_match)
+            return r;
+    }
+    return NULL;
+}
+
+const mt_meta_dest_t *mt_meta_dest_pick(const mt_meta_route_t *r, uint64_t rnd)
+{
+    if (r->n_dests == 0)
+        return NULL;
+    if (r->n_dests == 1 || r->weight_total == 0)
+        return &r->dests[0];
+    uint64_t x = rnd % r->weight_total;
+    for (uint32_t i = 0; i < r->n_dests; i++) {
+        if (x < r->dests[i].weight)
+            return &r->dests[i];
+        x -= r->dests[i].weight;
+    }
+    return &r->dests[r->n_dests - 1];
+}
+
+const mt_meta_subset_t *mt_meta_dest_subset(const mt_meta_dest_t *d)
+{
+    if (!mt_meta_cluster(d->cluster))
+        return NULL;
+    const mt_meta_cluster_conf_t *mc = mt_meta_cluster(d->cluster);
+    if (d->subset == -1)
+        return &mc->all;
+    if (d->subset < 0 || (uint32_t)d->subset >= mc->n_subsets)
+        return NULL;
+    return &mc->subsets[d->subset];
+}
+
+bool mt_meta_mirror_roll(double pct, uint64_t rnd)
+{
+    if (pct >= 100.0)
+        return true;
+    if (pct <= 0.0)
+        return false;
+    /* millionths of a percent are plenty: mirrorPercentage is a double in the API */
+    return (double)(rnd % 100000000u) < pct * 1000000.0;
+}
+
+/* ---- hashing and rings ------------------------------------------------------------------- */
+
+/* XXH3 (64-bit, unseeded): its output is fixed since xxHash 0.8.0, so ring points and keys
+ * land alike in every process, build and snapshot; it spreads short keys that differ in one
+ * byte without the extra mixer FNV-1a needed, and costs fewer instructions past a few bytes. */
+uint64_t mt_meta_hash(const void *p, size_t n)
+{
+    return XXH3_64bits(p, n);
+}
+
+typedef struct ring_point {
+    uint64_t hash;
+    uint32_t ep;
+} ring_point_t;
+
+static int ring_point_cmp(const void *a, const void *b)
+{
+    const ring_point_t *x = a, *y = b;
+    if (x->hash != y->hash)
+        return x->hash < y->hash ? -1 : 1;
+    return x->ep < y->ep ? -1 : (x->ep > y->ep);
+}
+
+int mt_meta_ring_build(mt_meta_ring_t *ring, const mt_cluster_conf_t *c, const uint32_t *eps,
+                       uint32_t n, uint32_t min_points)
+{
+    memset(ring, 0, sizeof(*ring));
+    if (n == 0)
+        return 0;
+    if (min_points > MT_META_RING_MAX)
+        min_points = MT_META_RING_MAX;
+    uint32_t per = min_points ? (min_points + n - 1) / n : MT_META_RING_POINTS;
+    if (per == 0 || (uint64_t)per * n > MT_META_RING_MAX)
+        per = MT_META_RING_MAX / n ? MT_META_RING_MAX / n : 1;
+    size_t total = (size_t)per * n;
+    ring_point_t *pts = malloc(total * sizeof(*pts));
+    ring->hash = malloc(total * sizeof(*ring->hash));
+    ring->ep = malloc(total * sizeof(*ring->ep));
+    if (!pts || !ring->hash || !ring->ep) {
+        free(pts);
+        mt_meta_ring_free(ring);
+        return -1;
+    }
+    size_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const mt_endpoint_conf_t *e = &c->endpoints[eps[i]];
+        char label[128];
+        for (uint32_t j = 0; j < per; j++) {
+            int len = snprintf(label, sizeof(label), "%s:%u#%u", e->address ? e->address : "?",
+                               e->port, j);
+            pts[k].hash = mt_meta_hash(label, (size_t)len);
+            pts[k].ep = eps[i];
+            k++;
+        }
+    }
+    qsort(pts, total, sizeof(*pts), ring_point_cmp);
+    for (size_t i = 0; i < total; i++) {
+        ring->hash[i] = pts[i].hash;
+        ring->ep[i] = pts[i].ep;
+    }
+    ring->n = (uint32_t)total;
+    free(pts);
+    return 0;
+}
+
+void mt_meta_ring_free(mt_meta_ring_t *ring)
+{
+    free(ring->hash);
+    free(ring->ep);
+    memset(ring, 0, sizeof(*ring));
+}
+
+/* Position of the first point with hash >= h (0 after the last: the ring wraps). */
+static uint32_t ring_pos(const mt_meta_ring_t *ring, uint64_t h)
+{
+    uint32_t lo = 0, hi = ring->n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (ring->hash[mid] < h)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo == ring->n ? 0 : lo;
+}
+
+uint32_t mt_meta_ring_owner(const mt_meta_ring_t *ring, uint64_t h)
+{
+    return ring->ep[ring_pos(ring, h)];
+}
+
+/* ---- load balancing ---------------------------------------------------------------------- */
+
+static bool lb_healthy(const mt_meta_lb_env_t *env, uint32_t ep)
+{
+    return !env->healthy || env->healthy(env->ctx, ep);
+}
+
+static int64_t lb_round_robin(const mt_meta_subset_t *ss, const mt_meta_lb_env_t *env)
+{
+    for (uint32_t i = 0; i < ss->n_eps; i++) {
+        uint32_t ep = ss->eps[(*env->rr)++ % ss->n_eps];
+        if (lb_healthy(env, ep))
+            return ep;
+    }
+    return -1;
+}
+
+static int64_t lb_random(const mt_meta_subset_t *ss, const mt_meta_lb_env_t *env)
+{
+    uint32_t start = (uint32_t)(env->rnd % ss->n_eps);
+    for (uint32_t i = 0; i < ss->n_eps; i++) {
+        uint32_t ep = ss->eps[(start + i) % ss->n_eps];
+        if (lb_healthy(env, ep))
+            return ep;
+    }
+    return -1;
+}
+
+/* Fewest requests in flight; ties go round robin so equal endpoints share the load. */
+static int64_t lb_least_request(const mt_meta_subset_t *ss, const mt_meta_lb_env_t *env)
+{
+    uint32_t start = (*env->rr)++;
+    int64_t best = -1;
+    uint32_t best_load = UINT32_MAX;
+    for (uint32_t i = 0; i < ss->n_eps; i++) {
+        uint32_t ep = ss->eps[(start + i) % ss->n_eps];
+        if (!lb_healthy(env, ep))
+            continue;
+        uint32_t load = env->load ? env->load(env->ctx, ep) : 0;
+        if (load < best_load) {
+            best = ep;
+            best_load = load;
+        }
+    }
+    return best;
+}
+
+static int64_t lb_ring_hash(const mt_meta_subset_t *ss, const mt_meta_lb_env_t *env)
+{
+    const mt_meta_ring_t *ring = &ss->ring;
+    if (!env->hash_value || ring->n == 0)
+        return lb_random(ss, env);
+    uint32_t pos = ring_pos(ring, mt_meta_hash(env->hash_value->ptr, env->hash_value->len));
+    for (uint32_t i = 0; i < ring->n; i++) {
+        uint32_t ep = ring->ep[(pos + i) % ring->n];
+        if (lb_healthy(env, ep))
+            return ep;
+    }
+    return -1;
+}
+
+int64_t mt_meta_lb_pick(const mt_meta_subset_t *ss, const mt_meta_lb_env_t *env)
+{
+    if (!ss || ss->n_eps == 0)
+        return -1;
+    switch (ss->lb_policy) {
+    case MT_LB_LEAST_REQUEST:
+        return lb_least_request(ss, env);
+    case MT_LB_RANDOM:
+        return lb_random(ss, env);
+    case MT_LB_RING_HASH:
+        return lb_ring_hash(ss, env);
+    default:
+        return lb_round_robin(ss, env);
+    }
+}

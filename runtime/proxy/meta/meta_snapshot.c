@@ -1,0 +1,408 @@
+/*
+ * meta_snapshot.c - the MetaProtocol part of a snapshot: listener.metaprotocol (MetaRouter
+ * routes) and the cluster fields of DestinationRule that MetaProtocol load balancing needs
+ * (subsets resolved to endpoint indices, lb_policy, hash_key, rings). snapshot.c calls these
+ * through the registry (mt_proxy_meta) for metaprotocol listeners and clusters; they run on
+ * the main thread at load and reload.
+ */
+#include "runtime/core/log.h"
+#include "runtime/proxy/meta/meta_router.h"
+#include "runtime/proxy/meta/meta_snapshot.h"
+
+#include <lauxlib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define META_DEFAULT_REQUEST_TIMEOUT_MS 5000
+
+static mt_str_t meta_str(lua_State *L, int t, const char *key)
+{
+    char *v = mt_snap_field_str(L, t, key);
+    return (mt_str_t){v, v ? strlen(v) : 0};
+}
+
+static mt_lb_policy_t meta_parse_lb(const char *p, mt_lb_policy_t dflt)
+{
+    static const char *const names[] = {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH"};
+    for (size_t i = 0; p && i < MT_ARRAY_LEN(names); i++) {
+        if (strcmp(p, names[i]) == 0)
+            return (mt_lb_policy_t)i;
+    }
+    return dflt;
+}
+
+/* Reads lb_policy / hash_key / ring_size of table t (0: none) into ss; what t does not say
+ * comes from dflt (the cluster's policy; NULL for the cluster itself). */
+static void meta_read_lb(lua_State *L, int t, mt_meta_subset_t *ss, const mt_meta_subset_t *dflt,
+                         uint32_t *ring_size)
+{
+    char *lb = t ? mt_snap_field_str(L, t, "lb_policy") : NULL;
+    ss->lb_policy = meta_parse_lb(lb, dflt ? dflt->lb_policy : MT_LB_ROUND_ROBIN);
+    free(lb);
+    ss->hash_key = t ? meta_str(L, t, "hash_key") : (mt_str_t){NULL, 0};
+    if (!ss->hash_key.ptr && dflt && dflt->hash_key.ptr) {
+        char *k = strdup(dflt->hash_key.ptr);
+        ss->hash_key = (mt_str_t){k, k ? dflt->hash_key.len : 0};
+    }
+    if (t)
+        *ring_size = (uint32_t)mt_snap_field_int(L, t, "ring_size", *ring_size);
+}
+
+/* Whether the endpoint table at index ep has every label of the selector table at sel. */
+static bool meta_labels_match(lua_State *L, int sel, int ep)
+{
+    lua_getfield(L, ep, "labels");
+    int lt = lua_gettop(L);
+    bool have = lua_istable(L, lt), ok = true;
+    for (lua_pushnil(L); lua_next(L, sel); lua_pop(L, 1)) {
+        ok = have && lua_type(L, -2) == LUA_TSTRING;
+        if (ok) {
+            lua_pushvalue(L, -2);
+            lua_rawget(L, lt);
+            ok = lua_isstring(L, -1) && lua_equal(L, -1, -2);
+            lua_pop(L, 1);
+        }
+        if (!ok) {
+            lua_pop(L, 2); /* value and key: the traversal stops here */
+            break;
+        }
+    }
+    lua_pop(L, 1);
+    return ok;
+}
+
+/* Fills ss->eps with the endpoints matching the label selector at index sel (0: all). */
+static int meta_select_endpoints(lua_State *L, int ct, int sel, const mt_cluster_conf_t *c,
+                                 mt_meta_subset_t *ss)
+{
+    ss->eps = calloc(c->n_endpoints ? c->n_endpoints : 1, sizeof(*ss->eps));
+    if (!ss->eps)
+        return -1;
+    if (!mt_snap_field_table(L, ct, "endpoints"))
+        return 0;
+    int et = lua_gettop(L);
+    for (uint32_t i = 0; i < c->n_endpoints; i++) {
+        lua_rawgeti(L, et, (int)i + 1);
+        bool take = lua_istable(L, -1) && (sel == 0 || meta_labels_match(L, sel, lua_gettop(L)));
+        lua_pop(L, 1);
+        if (take)
+            ss->eps[ss->n_eps++] = i;
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+static int meta_finish_subset(const mt_cluster_conf_t *c, mt_meta_subset_t *ss, uint32_t ring)
+{
+    if (ss->lb_policy != MT_LB_RING_HASH)
+        return 0;
+    return mt_meta_ring_build(&ss->ring, c, ss->eps, ss->n_eps, ring);
+}
+
+static int meta_compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Subsets in name order (the Lua table is a map): labels -> endpoints, own lb policy. */
+static int meta_read_subsets(lua_State *L, int ct, mt_cluster_conf_t *c, uint32_t ring_size)
+{
+    mt_meta_cluster_conf_t *mc = c->proto;
+    if (!mt_snap_field_table(L, ct, "subsets"))
+        return 0;
+    int st = lua_gettop(L);
+    size_t n = 0;
+    for (lua_pushnil(L); lua_next(L, st); lua_pop(L, 1))
+        n += lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1);
+    char **names = calloc(n ? n : 1, sizeof(*names));
+    mc->subsets = calloc(n ? n : 1, sizeof(*mc->subsets));
+    int rc = names && mc->subsets ? 0 : -1;
+    size_t k = 0;
+    for (lua_pushnil(L); rc == 0 && lua_next(L, st); lua_pop(L, 1)) {
+        if (lua_type(L, -2) == LUA_TSTRING && lua_istable(L, -1) && k < n)
+            names[k++] = strdup(lua_tostring(L, -2));
+    }
+    qsort(names, k, sizeof(*names), meta_compare_names);
+    for (size_t i = 0; rc == 0 && i < k; i++) {
+        mt_meta_subset_t *ss = &mc->subsets[mc->n_subsets++];
+        ss->name = names[i];
+        names[i] = NULL;
+        lua_getfield(L, st, ss->name);
+        int sub = lua_gettop(L);
+        uint32_t ring = ring_size;
+        if (mt_snap_field_table(L, sub, "policy")) {
+            meta_read_lb(L, lua_gettop(L), ss, &mc->all, &ring);
+            lua_pop(L, 1);
+        } else {
+            meta_read_lb(L, 0, ss, &mc->all, &ring);
+        }
+        int sel = mt_snap_field_table(L, sub, "labels") ? lua_gettop(L) : 0;
+        rc = meta_select_endpoints(L, ct, sel, c, ss);
+        if (rc == 0)
+            rc = meta_finish_subset(c, ss, ring);
+        lua_settop(L, sub - 1);
+    }
+    for (size_t i = 0; names && i < k; i++)
+        free(names[i]);
+    free(names);
+    lua_settop(L, st - 1);
+    return rc;
+}
+
+int mt_meta_read_cluster(lua_State *L, int ct, mt_cluster_conf_t *c, char **err)
+{
+    mt_meta_cluster_conf_t *mc = calloc(1, sizeof(*mc));
+    if (!mc) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
+    c->proto = mc;
+    mc->codec = mt_snap_field_str(L, ct, "codec");
+    /* The registry is written here, on the main thread, before any worker sees a snapshot;
+     * workers only use the resolved pointers. */
+    if (mt_codec_register_builtins() == MT_OK && mc->codec)
+        mc->codec_impl = mt_codec_find(mc->codec);
+    uint32_t ring = 0; /* minimumRingSize; 0: MT_META_RING_POINTS per endpoint */
+    meta_read_lb(L, ct, &mc->all, NULL, &ring);
+    if (meta_select_endpoints(L, ct, 0, c, &mc->all) != 0 ||
+        meta_finish_subset(c, &mc->all, ring) != 0 || meta_read_subsets(L, ct, c, ring) != 0) {
+        if (asprintf(err, "cluster %s: out of memory", c->name) < 0)
+            *err = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void meta_free_subset(mt_meta_subset_t *ss)
+{
+    free(ss->name);
+    free(ss->eps);
+    free((char *)ss->hash_key.ptr);
+    mt_meta_ring_free(&ss->ring);
+}
+
+void mt_meta_free_cluster(mt_cluster_conf_t *c)
+{
+    mt_meta_cluster_conf_t *mc = c->proto;
+    if (!mc)
+        return;
+    meta_free_subset(&mc->all);
+    for (uint32_t i = 0; i < mc->n_subsets; i++)
+        meta_free_subset(&mc->subsets[i]);
+    free(mc->subsets);
+    free(mc->codec);
+    free(mc);
+    c->proto = NULL;
+}
+
+static int meta_read_dest(lua_State *L, int t, mt_snapshot_t *s, mt_meta_dest_t *d)
+{
+    d->cluster_name = mt_snap_field_str(L, t, "cluster");
+    d->subset_name = mt_snap_field_str(L, t, "subset");
+    d->weight = (uint32_t)mt_snap_field_int(L, t, "weight", 0);
+    lua_getfield(L, t, "percentage");
+    d->percentage = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 100.0;
+    lua_pop(L, 1);
+    d->cluster = d->cluster_name ? mt_snapshot_cluster(s, d->cluster_name) : NULL;
+    d->subset = -1;
+    if (d->subset_name) {
+        d->subset = -2;
+        const mt_meta_cluster_conf_t *mc = d->cluster ? mt_meta_cluster(d->cluster) : NULL;
+        for (uint32_t i = 0; mc && i < mc->n_subsets; i++) {
+            if (strcmp(mc->subsets[i].name, d->subset_name) == 0)
+                d->subset = (int32_t)i;
+        }
+    }
+    return 0;
+}
+
+static int meta_read_mutation(lua_State *L, int rt, const char *key, mt_attr_t **out, uint32_t *n)
+{
+    if (!mt_snap_field_table(L, rt, key))
+        return 0;
+    int mt = lua_gettop(L);
+    size_t cnt = lua_objlen(L, mt);
+    *out = calloc(cnt ? cnt : 1, sizeof(**out));
+    if (!*out)
+        return -1;
+    for (size_t i = 0; i < cnt; i++) {
+        lua_rawgeti(L, mt, (int)i + 1);
+        if (lua_istable(L, -1)) {
+            mt_attr_t *a = &(*out)[(*n)++];
+            a->key = meta_str(L, lua_gettop(L), "key");
+            a->val = meta_str(L, lua_gettop(L), "value");
+            if (!a->key.ptr) /* the compiler guarantees a key; never send an empty one */
+                (*n)--;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+static int meta_read_match(lua_State *L, int rt, mt_meta_route_t *r, char *msg, size_t msglen)
+{
+    if (!mt_snap_field_table(L, rt, "match"))
+        return 0;
+    int mt = lua_gettop(L);
+    size_t cnt = lua_objlen(L, mt);
+    r->match = calloc(cnt ? cnt : 1, sizeof(*r->match));
+    int rc = r->match ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < cnt; i++) {
+        lua_rawgeti(L, mt, (int)i + 1);
+        int e = lua_gettop(L);
+        if (lua_istable(L, e)) {
+            mt_meta_match_t *m = &r->match[r->n_match++];
+            m->key = meta_str(L, e, "key");
+            mt_str_t v;
+            if ((v = meta_str(L, e, "exact")).ptr) {
+                m->kind = MT_META_MATCH_EXACT;
+            } else if ((v = meta_str(L, e, "prefix")).ptr) {
+                m->kind = MT_META_MATCH_PREFIX;
+            } else if ((v = meta_str(L, e, "regex")).ptr) {
+                m->kind = MT_META_MATCH_REGEX;
+            } else {
+                m->kind = MT_META_MATCH_PRESENT;
+            }
+            m->value = v;
+            if (!m->key.ptr) {
+                snprintf(msg, msglen, "a match without a key");
+                rc = -1;
+            } else if (m->kind == MT_META_MATCH_REGEX) {
+                rc = mt_meta_regex_compile(m, msg, msglen);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route_t *r, char *msg,
+                           size_t msglen)
+{
+    r->name = mt_snap_field_str(L, rt, "name");
+    if (meta_read_match(L, rt, r, msg, msglen) != 0)
+        return -1;
+    if (mt_snap_field_table(L, rt, "route")) {
+        int dt = lua_gettop(L);
+        size_t cnt = lua_objlen(L, dt);
+        r->dests = calloc(cnt ? cnt : 1, sizeof(*r->dests));
+        for (size_t i = 0; r->dests && i < cnt; i++) {
+            lua_rawgeti(L, dt, (int)i + 1);
+            if (lua_istable(L, -1)) {
+                mt_meta_dest_t *d = &r->dests[r->n_dests++];
+                meta_read_dest(L, lua_gettop(L), s, d);
+                r->weight_total += d->weight;
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    if (mt_snap_field_table(L, rt, "mirror")) {
+        r->mirror = calloc(1, sizeof(*r->mirror));
+        if (r->mirror)
+            meta_read_dest(L, lua_gettop(L), s, r->mirror);
+        lua_pop(L, 1);
+    }
+    if (meta_read_mutation(L, rt, "request_mutation", &r->request_mutation,
+                           &r->n_request_mutation) != 0 ||
+        meta_read_mutation(L, rt, "response_mutation", &r->response_mutation,
+                           &r->n_response_mutation) != 0) {
+        snprintf(msg, msglen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf_t *l, char **err)
+{
+    mt_meta_listener_conf_t *ml = calloc(1, sizeof(*ml));
+    if (!ml) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
+    l->proto = ml;
+    ml->request_timeout_ms = META_DEFAULT_REQUEST_TIMEOUT_MS;
+    if (mt_codec_register_builtins() == MT_OK && l->codec)
+        ml->codec = mt_codec_find(l->codec);
+    if (!ml->codec)
+        mt_warn("listener %s: no codec named %s is built in; relaying it as plain TCP", l->name,
+                l->codec ? l->codec : "(none)");
+    if (!mt_snap_field_table(L, t, "metaprotocol"))
+        return 0;
+    int mp = lua_gettop(L);
+    int64_t tmo = mt_snap_field_int(L, mp, "request_timeout_ms", META_DEFAULT_REQUEST_TIMEOUT_MS);
+    ml->request_timeout_ms = tmo > 0 ? (uint32_t)tmo : META_DEFAULT_REQUEST_TIMEOUT_MS;
+    int rc = 0;
+    char msg[300] = "";
+    if (mt_snap_field_table(L, mp, "routes")) {
+        int rt = lua_gettop(L);
+        size_t cnt = lua_objlen(L, rt);
+        ml->routes = calloc(cnt ? cnt : 1, sizeof(*ml->routes));
+        rc = ml->routes ? 0 : -1;
+        for (size_t i = 0; rc == 0 && i < cnt; i++) {
+            lua_rawgeti(L, rt, (int)i + 1);
+            if (lua_istable(L, -1))
+                rc = meta_read_route(L, lua_gettop(L), s, &ml->routes[ml->n_routes++], msg,
+                                     sizeof(msg));
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (rc != 0) {
+        const mt_meta_route_t *r = ml->n_routes ? &ml->routes[ml->n_routes - 1] : NULL;
+        if (asprintf(err, "listener %s: route %s: %s", l->name, r && r->name ? r->name : "?",
+                     msg[0] ? msg : "out of memory") < 0)
+            *err = NULL;
+    }
+    return rc;
+}
+
+static void meta_free_dest(mt_meta_dest_t *d)
+{
+    free(d->cluster_name);
+    free(d->subset_name);
+}
+
+static void meta_free_attrs(mt_attr_t *a, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        free((char *)a[i].key.ptr);
+        free((char *)a[i].val.ptr);
+    }
+    free(a);
+}
+
+static void meta_free_route(mt_meta_route_t *r)
+{
+    for (uint32_t i = 0; i < r->n_match; i++) {
+        free((char *)r->match[i].key.ptr);
+        free((char *)r->match[i].value.ptr);
+        mt_meta_regex_free(r->match[i].re);
+    }
+    free(r->match);
+    for (uint32_t i = 0; i < r->n_dests; i++)
+        meta_free_dest(&r->dests[i]);
+    free(r->dests);
+    if (r->mirror)
+        meta_free_dest(r->mirror);
+    free(r->mirror);
+    meta_free_attrs(r->request_mutation, r->n_request_mutation);
+    meta_free_attrs(r->response_mutation, r->n_response_mutation);
+    free(r->name);
+}
+
+void mt_meta_free_listener(mt_listener_conf_t *l)
+{
+    mt_meta_listener_conf_t *ml = l->proto;
+    if (!ml)
+        return;
+    for (uint32_t i = 0; i < ml->n_routes; i++)
+        meta_free_route(&ml->routes[i]);
+    free(ml->routes);
+    free(ml);
+    l->proto = NULL;
+}

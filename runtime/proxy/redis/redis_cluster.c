@@ -1,0 +1,1449 @@
+/*
+ * redis_cluster.c - Redis Cluster behind a plain-Redis face (RedisDestination mode CLUSTER).
+ *
+ * Each worker keeps its own slot map per cluster, learnt with CLUSTER SLOTS from the
+ * service's endpoints (the seeds) and then from any known node. A command goes to the node
+ * that serves its key's slot (CRC16 with hash tags); MOVED updates that slot and re-sends,
+ * ASK sends ASKING then the command without touching the map; either is bounded. Multi-key
+ * commands whose keys live in several slots are split into one command per slot and their
+ * replies combined in the client's order; keyless commands that concern the whole data set
+ * (DBSIZE, KEYS, FLUSHALL, SCAN...) visit every master. Commands that arrive before the first
+ * map wait for it (bounded in number and by the connect timeout).
+ *
+ * Requests keep a reference to their command bytes (r->frame) until answered, so any of
+ * them can be re-sent after a redirection without having been copied.
+ */
+#include "runtime/proxy/redis/redis_proxy.h"
+
+#include "runtime/core/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SLOTS 16384
+#define NO_SHARD 0xFFFF
+#define REFRESH_PERIOD_MS 5000   /* periodic CLUSTER SLOTS */
+#define REFRESH_MIN_GAP_MS 100   /* at most this often when redirections or failures ask */
+#define TOPOLOGY_TIMEOUT_MS 1000 /* CLUSTER SLOTS unanswered this long: ask another node */
+#define NODE_SUSPECT_MS 5000     /* a node that failed this recently is asked last */
+#define MAX_REDIRECTS 5
+#define MAX_WAITING 100000 /* commands held while the first slot map is learnt */
+#define SCAN_SHARD_BITS 10 /* SCAN cursor = node cursor << 10 | master index */
+#define MAX_KEYS_INLINE 64
+
+typedef struct mt_rshard {
+    mt_wendpoint_t *master;
+    mt_wendpoint_t **replicas;
+    uint32_t n_replicas;
+    uint32_t rr;
+    uint16_t first_slot;
+} mt_rshard_t;
+
+struct mt_rtopo {
+    mt_worker_t *w;
+    uint16_t slot_shard[SLOTS];
+    mt_rshard_t *shards;
+    uint32_t n_shards;
+    mt_wendpoint_t **nodes; /* every node ever known, seeds first; endpoints live as long as
+                               the cluster so their pooled connections can be reused */
+    uint64_t *failed_at;    /* per node: when a connection or command to it last failed */
+    uint32_t n_nodes, cap_nodes;
+    uint32_t n_seeds;
+    uint32_t n_unknown; /* nodes first met through a MOVED/ASK */
+    bool have_map;
+    bool refreshing;
+    uint32_t refresh_node; /* the node asked by the refresh in flight */
+    uint64_t refresh_started_ms;
+    uint64_t last_refresh_ms;
+    uint64_t refresh_at_ms;   /* 0: only the periodic refresh is due */
+    uint32_t failed_attempts; /* topology requests failed since the last success */
+    uint32_t next_node;
+    mt_rreq_t *waiting_head, *waiting_tail;
+    uint32_t n_waiting;
+    uint64_t waiting_since_ms;
+    char last_error[300];
+};
+
+typedef enum split_op {
+    SPLIT_MGET = 1, /* array, one element per key in the client's order */
+    SPLIT_SUM,      /* integer sum: DEL, UNLINK, EXISTS, TOUCH, DBSIZE */
+    SPLIT_OK,       /* +OK when every part says OK: MSET, FLUSHALL, FLUSHDB */
+    SPLIT_CONCAT,   /* arrays concatenated: KEYS */
+    SPLIT_SCAN,     /* one master at a time, cursor rewritten */
+    SPLIT_ANY_KEY,  /* RANDOMKEY: the first non-nil reply, from a rotating start */
+    SPLIT_SAME,     /* SCRIPT LOAD / FLUSH: every master answers alike; the first reply */
+} split_op_t;
+
+struct mt_rsplit {
+    split_op_t op;
+    uint32_t n_parts;
+    uint32_t pending;
+    uint32_t n_keys;
+    mt_slice_t *elems;   /* MGET: per key; CONCAT: per part */
+    uint32_t *part_keys; /* MGET: key indexes of every part, concatenated */
+    uint32_t *part_off;  /* MGET: where each part's key indexes start (n_parts + 1) */
+    int64_t sum;
+    char *error;           /* first error reply text (without '-' and CRLF) */
+    uint32_t n_failed;     /* parts answered with an error */
+    uint32_t scan_index;   /* SCAN: the master this call visits; ANY_KEY: where to start */
+    uint32_t scan_masters; /* SCAN: masters in the map the cursor was made for */
+};
+
+/* ---- small RESP reader for complete replies ------------------------------------------------- */
+
+typedef struct rd {
+    const char *p, *end;
+    bool bad;
+} rd_t;
+
+static bool rd_line(rd_t *r, char type, const char **s, size_t *n)
+{
+    if (r->bad || r->p >= r->end || *r->p != type) {
+        r->bad = true;
+        return false;
+    }
+    const char *eol = memchr(r->p, '\r', (size_t)(r->end - r->p));
+    if (!eol || eol + 1 >= r->end) {
+        r->bad = true;
+        return false;
+    }
+    *s = r->p + 1;
+    *n = (size_t)(eol - r->p - 1);
+    r->p = eol + 2;
+    return true;
+}
+
+static int64_t rd_num(rd_t *r, char type)
+{
+    const char *s;
+    size_t n;
+    if (!rd_line(r, type, &s, &n))
+        return -1;
+    char buf[32];
+    if (n == 0 || n >= sizeof(buf)) {
+        r->bad = true;
+        return -1;
+    }
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    return strtoll(buf, NULL, 10);
+}
+
+/* A bulk string; *s = NULL for a null bulk. */
+static bool rd_bulk(rd_t *r, const char **s, size_t *n)
+{
+    int64_t len = rd_num(r, '$');
+    if (r->bad)
+        return false;
+    if (len < 0) {
+        *s = NULL;
+        *n = 0;
+        return true;
+    }
+    if (r->end - r->p < len + 2) {
+        r->bad = true;
+        return false;
+    }
+    *s = r->p;
+    *n = (size_t)len;
+    r->p += len + 2;
+    return true;
+}
+
+/* Skips one complete element; returns its start and length. */
+static bool rd_skip(rd_t *r, const char **start, size_t *len)
+{
+    if (r->bad || r->p >= r->end)
+        return (r->bad = true), false;
+    resp_reply_scanner_t sc;
+    resp_reply_scanner_init(&sc, &resp_default_limits);
+    size_t flen = 0;
+    const char *err = NULL;
+    if (resp_scan_reply(&sc, r->p, (size_t)(r->end - r->p), &flen, &err) != MT_OK)
+        return (r->bad = true), false;
+    if (start)
+        *start = r->p;
+    if (len)
+        *len = flen;
+    r->p += flen;
+    return true;
+}
+
+/* ---- nodes and the slot map ----------------------------------------------------------------- */
+
+static mt_wendpoint_t *topo_node(mt_wcluster_t *c, const char *host, size_t hlen, uint16_t port)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    char addr[64];
+    snprintf(addr, sizeof(addr), "%.*s", (int)MT_MIN(hlen, 63), host);
+    for (uint32_t i = 0; i < t->n_nodes; i++) {
+        if (t->nodes[i]->port == port && strcmp(t->nodes[i]->address, addr) == 0)
+            return t->nodes[i];
+    }
+    struct sockaddr_storage sa;
+    memset(&sa, 0, sizeof(sa));
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&sa;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&sa;
+    const char *err = NULL;
+    if (uv_ip4_addr(addr, port, s4) != 0 && uv_ip6_addr(addr, port, s6) != 0)
+        err = "the cluster announced an address that is not an IP address";
+    if (t->n_nodes == t->cap_nodes) {
+        uint32_t cap = t->cap_nodes ? t->cap_nodes * 2 : 16;
+        mt_wendpoint_t **v = realloc(t->nodes, cap * sizeof(*v));
+        if (!v)
+            return NULL;
+        t->nodes = v;
+        uint64_t *f = realloc(t->failed_at, cap * sizeof(*f));
+        if (!f)
+            return NULL;
+        memset(f + t->cap_nodes, 0, (cap - t->cap_nodes) * sizeof(*f));
+        t->failed_at = f;
+        t->cap_nodes = cap;
+    }
+    mt_wendpoint_t *ep = mt_wendpoint_new(c, addr, port, &sa, err);
+    if (!ep)
+        return NULL;
+    t->nodes[t->n_nodes++] = ep;
+    return ep;
+}
+
+static mt_rtopo_t *topo_get(mt_wcluster_t *c)
+{
+    if (mt_rtopo(c))
+        return mt_rtopo(c);
+    mt_rtopo_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    memset(t->slot_shard, 0xFF, sizeof(t->slot_shard));
+    t->w = c->w;
+    c->proxy_state = t;
+    /* The seeds: the service's own endpoints. Their wendpoints are shared with c->eps. */
+    t->cap_nodes = c->n_eps + 16;
+    t->nodes = calloc(t->cap_nodes, sizeof(*t->nodes));
+    t->failed_at = calloc(t->cap_nodes, sizeof(*t->failed_at));
+    if (!t->nodes || !t->failed_at) {
+        free(t->nodes);
+        free(t->failed_at);
+        free(t);
+        c->proxy_state = NULL;
+        return NULL;
+    }
+    for (uint32_t i = 0; i < c->n_eps; i++)
+        t->nodes[t->n_nodes++] = c->eps[i];
+    t->n_seeds = t->n_nodes; /* shared with c->eps: not freed with the topology */
+    /* RedisDestination discoveryEndpoints: more seeds (freed with the topology). */
+    for (uint32_t i = 0; i < c->conf->n_discovery; i++) {
+        const mt_endpoint_conf_t *d = &c->conf->discovery[i];
+        if (d->address && !d->resolve_error)
+            topo_node(c, d->address, strlen(d->address), d->port);
+    }
+    return t;
+}
+
+void mt_rcluster_free(mt_rtopo_t *t)
+{
+    /* Commands still waiting for a first map belong to nobody by now (the cluster is only
+     * freed once no session uses it). */
+    while (t->waiting_head) {
+        mt_rreq_t *r = t->waiting_head;
+        t->waiting_head = r->unext;
+        mt_rreq_free(t->w, r);
+    }
+    for (uint32_t i = t->n_seeds; i < t->n_nodes; i++) {
+        free(t->nodes[i]->rconns);
+        free(t->nodes[i]);
+    }
+    for (uint32_t i = 0; i < t->n_shards; i++)
+        free(t->shards[i].replicas);
+    free(t->shards);
+    free(t->nodes);
+    free(t->failed_at);
+    free(t);
+}
+
+static void topo_refresh(mt_wcluster_t *c, uint64_t now);
+static void cluster_route(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req);
+static void cluster_dispatch(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req);
+
+static void topo_fail_waiting(mt_wcluster_t *c, const char *why)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    mt_worker_t *w = c->w;
+    char text[400];
+    snprintf(text, sizeof(text), "ERR meltemi: cluster %s: no slot map: %s",
+             c->conf->service ? c->conf->service : c->conf->name, why);
+    while (t->waiting_head) {
+        mt_rreq_t *r = t->waiting_head;
+        t->waiting_head = r->unext;
+        r->unext = NULL;
+        mt_rreq_complete_error(w, r, text);
+    }
+    t->waiting_tail = NULL;
+    t->n_waiting = 0;
+}
+
+/* Re-routes the commands that waited for a slot map (their bytes are re-parsed). */
+static void topo_release_waiting(mt_wcluster_t *c)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    mt_rreq_t *r = t->waiting_head;
+    t->waiting_head = t->waiting_tail = NULL;
+    t->n_waiting = 0;
+    resp_req_parser_t parser;
+    resp_req_parser_init(&parser, &resp_default_limits);
+    while (r) {
+        mt_rreq_t *next = r->unext;
+        r->unext = NULL;
+        resp_request_t req;
+        const char *err = NULL;
+        if (resp_parse_request(&parser, r->frame.p, r->frame.len, &req, &err) == MT_OK)
+            cluster_dispatch(c, r, &req);
+        else
+            mt_rreq_complete_error(c->w, r, "ERR meltemi: internal error re-reading a command");
+        r = next;
+    }
+    resp_req_parser_free(&parser);
+}
+
+static int shard_cmp(const void *a, const void *b)
+{
+    const mt_rshard_t *x = a, *y = b;
+    return (int)x->first_slot - (int)y->first_slot;
+}
+
+/*
+ * CLUSTER SLOTS: *N of [start, end, [ip, port, id, ...] (master), [ip, port, ...] (replicas)...].
+ * Builds a new shard table; a reply that does not parse keeps the old map.
+ */
+void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p, size_t len)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    if (!t)
+        return;
+    mt_worker_t *w = c->w;
+    uint64_t now = mt_worker_now_ms(w);
+    t->refreshing = false;
+    t->last_refresh_ms = now;
+    rd_t r = {p, p + len, false};
+    if (len && p[0] == '-') {
+        snprintf(t->last_error, sizeof(t->last_error), "%s:%u answered CLUSTER SLOTS with %.*s",
+                 from->address, from->port, (int)MT_MIN(len - 3, 200), p + 1);
+        mt_rcluster_topology_failed(c, t->last_error);
+        return;
+    }
+    int64_t n = rd_num(&r, '*');
+    mt_rshard_t *shards = calloc(n > 0 ? (size_t)n : 1, sizeof(*shards));
+    uint16_t *map = malloc(sizeof(uint16_t) * SLOTS);
+    if (!shards || !map || r.bad) {
+        free(shards);
+        free(map);
+        mt_rcluster_topology_failed(c, "malformed CLUSTER SLOTS reply");
+        return;
+    }
+    memset(map, 0xFF, sizeof(uint16_t) * SLOTS);
+    uint32_t ns = 0;
+    for (int64_t i = 0; i < n && !r.bad; i++) {
+        int64_t m = rd_num(&r, '*');
+        int64_t lo = rd_num(&r, ':'), hi = rd_num(&r, ':');
+        if (r.bad || m < 3 || lo < 0 || hi >= SLOTS || lo > hi) {
+            r.bad = true;
+            break;
+        }
+        mt_rshard_t *sh = &shards[ns++];
+        memset(sh, 0, sizeof(*sh)); /* may be an entry a merge below gave back */
+        sh->first_slot = (uint16_t)lo;
+        sh->replicas = calloc((size_t)m, sizeof(*sh->replicas));
+        if (!sh->replicas)
+            r.bad = true;
+        for (int64_t j = 2; j < m && !r.bad; j++) {
+            int64_t k = rd_num(&r, '*');
+            const char *host = NULL;
+            size_t hlen = 0;
+            rd_bulk(&r, &host, &hlen);
+            int64_t port = rd_num(&r, ':');
+            for (int64_t x = 2; x < k && !r.bad; x++)
+                rd_skip(&r, NULL, NULL);
+            if (r.bad || port <= 0 || port > 65535)
+                break;
+            if (!host || hlen == 0 || (hlen == 1 && host[0] == '?')) {
+                host = from->address; /* "the node you asked" */
+                hlen = strlen(from->address);
+            }
+            mt_wendpoint_t *ep = topo_node(c, host, hlen, (uint16_t)port);
+            if (!ep)
+                r.bad = true;
+            else if (j == 2)
+                sh->master = ep;
+            else
+                sh->replicas[sh->n_replicas++] = ep;
+        }
+        if (!sh->master)
+            r.bad = true;
+        /* Merge ranges served by the same master into one shard. */
+        for (uint32_t q = 0; q + 1 < ns && !r.bad; q++) {
+            if (shards[q].master == sh->master) {
+                free(sh->replicas);
+                memset(sh, 0, sizeof(*sh));
+                ns--;
+                sh = &shards[q];
+                sh->first_slot = (uint16_t)MT_MIN(sh->first_slot, lo);
+                break;
+            }
+        }
+        for (int64_t s = lo; s <= hi && !r.bad; s++)
+            map[s] = (uint16_t)(sh - shards);
+    }
+    if (r.bad || ns == 0) {
+        for (uint32_t i = 0; i < ns; i++)
+            free(shards[i].replicas);
+        free(shards);
+        free(map);
+        mt_rcluster_topology_failed(c, "malformed or empty CLUSTER SLOTS reply");
+        return;
+    }
+    /* Stable master order (by first slot) for SCAN cursors; remap the slot table. */
+    uint16_t *order = malloc(sizeof(uint16_t) * ns);
+    if (!order) {
+        for (uint32_t i = 0; i < ns; i++)
+            free(shards[i].replicas);
+        free(shards);
+        free(map);
+        mt_rcluster_topology_failed(c, "out of memory");
+        return;
+    }
+    for (uint32_t i = 0; i < ns; i++)
+        shards[i].rr = i; /* carries the index through the sort */
+    qsort(shards, ns, sizeof(*shards), shard_cmp);
+    for (uint32_t i = 0; i < ns; i++) {
+        order[shards[i].rr] = (uint16_t)i;
+        shards[i].rr = 0;
+    }
+    for (uint32_t s = 0; s < SLOTS; s++)
+        t->slot_shard[s] = map[s] != NO_SHARD ? order[map[s]] : NO_SHARD;
+    free(order);
+    free(map);
+    for (uint32_t i = 0; i < t->n_shards; i++)
+        free(t->shards[i].replicas);
+    free(t->shards);
+    t->shards = shards;
+    t->n_shards = ns;
+    bool first = !t->have_map;
+    t->have_map = true;
+    t->n_unknown = 0; /* nodes met through redirections are in the map from now on */
+    t->failed_attempts = 0;
+    t->last_error[0] = '\0';
+    if (first)
+        mt_info("cluster %s: slot map learnt from %s:%u: %u masters", c->conf->name, from->address,
+                from->port, ns);
+    else
+        mt_debug("cluster %s: slot map refreshed: %u masters", c->conf->name, ns);
+    if (t->waiting_head)
+        topo_release_waiting(c);
+}
+
+void mt_rcluster_topology_failed(mt_wcluster_t *c, const char *why)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    if (!t)
+        return;
+    t->refreshing = false;
+    t->failed_attempts++;
+    if (why != t->last_error)
+        snprintf(t->last_error, sizeof(t->last_error), "%s", why);
+    mt_warn("cluster %s: topology refresh failed: %s", c->conf->name, t->last_error);
+    uint64_t now = mt_worker_now_ms(c->w);
+    if (!t->have_map && t->failed_attempts >= MT_MAX(t->n_nodes, 1)) {
+        topo_fail_waiting(c, t->last_error);
+        t->failed_attempts = 0;
+        t->refresh_at_ms = now + 200;
+        return;
+    }
+    t->refresh_at_ms = now; /* try the next node at the next tick */
+}
+
+void mt_rcluster_node_failed(mt_wcluster_t *c, mt_wendpoint_t *ep)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    uint64_t now = mt_worker_now_ms(c->w);
+    for (uint32_t i = 0; t && ep && i < t->n_nodes; i++) {
+        if (t->nodes[i] == ep)
+            t->failed_at[i] = now;
+    }
+    if (t && (!t->refresh_at_ms || t->refresh_at_ms > now + REFRESH_MIN_GAP_MS))
+        t->refresh_at_ms = now + REFRESH_MIN_GAP_MS;
+}
+
+static void topo_refresh(mt_wcluster_t *c, uint64_t now)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    if (t->refreshing || t->n_nodes == 0)
+        return;
+    t->refresh_at_ms = 0;
+    /* Walk the list so one dead node cannot stall discovery: first the nodes that have not
+     * failed lately, then any node not in connect backoff. */
+    for (uint32_t k = 0; k < 2 * t->n_nodes; k++) {
+        uint32_t i = t->next_node++ % t->n_nodes;
+        mt_wendpoint_t *ep = t->nodes[i];
+        bool suspect = t->failed_at[i] && now < t->failed_at[i] + NODE_SUSPECT_MS;
+        if (!mt_rendpoint_healthy(ep, now) || (k < t->n_nodes && suspect))
+            continue;
+        const char *why = NULL;
+        if (mt_rcluster_send_slots(ep, &why)) {
+            t->refreshing = true;
+            t->refresh_node = i;
+            t->refresh_started_ms = now;
+            return;
+        }
+        snprintf(t->last_error, sizeof(t->last_error), "%s:%u: %s", ep->address, ep->port,
+                 why ? why : "unavailable");
+    }
+    if (!t->last_error[0])
+        snprintf(t->last_error, sizeof(t->last_error), "no reachable node");
+    t->failed_attempts = MT_MAX(t->failed_attempts, t->n_nodes);
+    mt_rcluster_topology_failed(c, t->last_error);
+}
+
+void mt_rcluster_tick(mt_wcluster_t *c, uint64_t now_ms)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    if (t->refreshing && now_ms >= t->refresh_started_ms + TOPOLOGY_TIMEOUT_MS) {
+        /* A node that accepts connections but does not answer (stopped, overloaded) must not
+         * hold the map back: ask the next one. A late answer is still applied. */
+        mt_wendpoint_t *ep = t->nodes[t->refresh_node];
+        t->failed_at[t->refresh_node] = now_ms;
+        snprintf(t->last_error, sizeof(t->last_error),
+                 "%s:%u did not answer CLUSTER SLOTS within %u ms", ep->address, ep->port,
+                 TOPOLOGY_TIMEOUT_MS);
+        mt_rcluster_topology_failed(c, t->last_error);
+    }
+    bool due = (t->refresh_at_ms && now_ms >= t->refresh_at_ms) ||
+               now_ms >= t->last_refresh_ms + REFRESH_PERIOD_MS;
+    if (!t->refreshing && due &&
+        now_ms >= t->last_refresh_ms + (t->have_map ? REFRESH_MIN_GAP_MS : 0))
+        topo_refresh(c, now_ms);
+    if (t->waiting_head && now_ms >= t->waiting_since_ms + c->conf->connect_timeout_ms)
+        topo_fail_waiting(c, t->last_error[0] ? t->last_error : "timed out learning the slot map");
+}
+
+/* ---- choosing a node ------------------------------------------------------------------------ */
+
+static mt_wendpoint_t *pick_replica(mt_rshard_t *sh, uint64_t now)
+{
+    for (uint32_t k = 0; k < sh->n_replicas; k++) {
+        mt_wendpoint_t *ep = sh->replicas[sh->rr++ % sh->n_replicas];
+        if (mt_rendpoint_healthy(ep, now))
+            return ep;
+    }
+    return NULL;
+}
+
+static mt_wendpoint_t *pick_node(mt_rsess_t *s, mt_rshard_t *sh, bool read_only, uint64_t now)
+{
+    if (!read_only || !s)
+        return sh->master;
+    mt_wendpoint_t *ep;
+    switch (s->base.conf->redis.read_policy) {
+    case MT_READ_PREFER_MASTER:
+        if (mt_rendpoint_healthy(sh->master, now))
+            return sh->master;
+        ep = pick_replica(sh, now);
+        return ep ? ep : sh->master;
+    case MT_READ_REPLICA:
+        ep = pick_replica(sh, now);
+        return ep; /* NULL: no replica: the caller answers an error */
+    case MT_READ_PREFER_REPLICA:
+        ep = pick_replica(sh, now);
+        return ep ? ep : sh->master;
+    case MT_READ_ANY: {
+        uint32_t n = sh->n_replicas + 1;
+        for (uint32_t k = 0; k < n; k++) {
+            uint32_t i = sh->rr++ % n;
+            ep = i == 0 ? sh->master : sh->replicas[i - 1];
+            if (mt_rendpoint_healthy(ep, now))
+                return ep;
+        }
+        return sh->master;
+    }
+    default:
+        return sh->master;
+    }
+}
+
+/* The client a request (or a part of a part: prefix-route splits nest) answers to. */
+static mt_rsess_t *rreq_session(mt_rreq_t *r)
+{
+    while (!r->sess && r->parent)
+        r = r->parent;
+    return r->sess;
+}
+
+/* Sends r to the node serving r->slot (or waits for the first map). */
+static void cluster_send(mt_wcluster_t *c, mt_rreq_t *r)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    mt_worker_t *w = c->w;
+    uint64_t now = mt_worker_now_ms(w);
+    char text[400];
+    uint16_t si = t->slot_shard[r->slot];
+    if (r->pin) {
+        /* A part addressed to one master (DBSIZE, KEYS, SCAN...): not through the slot
+         * table, whose entries MOVED may have re-pointed before the next refresh. */
+        const char *pwhy = NULL;
+        if (!mt_rreq_send(r, r->pin, false, &pwhy)) {
+            snprintf(text, sizeof(text), "ERR meltemi: upstream %s:%u unavailable: %s",
+                     r->pin->address, r->pin->port, pwhy ? pwhy : "?");
+            mt_rcluster_node_failed(c, r->pin);
+            mt_rreq_complete_error(w, r, text);
+        }
+        return;
+    }
+    if (si == NO_SHARD || si >= t->n_shards) {
+        mt_rcluster_node_failed(c, NULL);
+        snprintf(text, sizeof(text), "CLUSTERDOWN Hash slot %u not served", r->slot);
+        mt_rreq_complete_error(w, r, text);
+        return;
+    }
+    mt_rshard_t *sh = &t->shards[si];
+    mt_wendpoint_t *ep = pick_node(rreq_session(r), sh, r->read_only, now);
+    if (!ep) {
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: no healthy replica for slot %u (readPolicy REPLICA)", r->slot);
+        mt_rreq_complete_error(w, r, text);
+        return;
+    }
+    const char *why = NULL;
+    if (!mt_rreq_send(r, ep, false, &why)) {
+        char lbl[256];
+        mt_stat_add(c->conf->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        if (strncmp(why, "meltemi: ", 9) == 0)
+            snprintf(text, sizeof(text), "ERR %s", why);
+        else
+            snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
+                     mt_rendpoint_label(ep, lbl, sizeof(lbl)), why);
+        mt_rcluster_node_failed(c, ep);
+        mt_rreq_complete_error(w, r, text);
+    }
+}
+
+static void cluster_wait(mt_wcluster_t *c, mt_rreq_t *r)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    if (t->n_waiting >= MAX_WAITING) {
+        mt_rreq_complete_error(c->w, r, "ERR meltemi: too many commands waiting for the slot map");
+        return;
+    }
+    if (!t->waiting_head)
+        t->waiting_since_ms = mt_worker_now_ms(c->w);
+    r->unext = NULL;
+    if (t->waiting_tail)
+        t->waiting_tail->unext = r;
+    else
+        t->waiting_head = r;
+    t->waiting_tail = r;
+    t->n_waiting++;
+    if (!t->refreshing)
+        topo_refresh(c, mt_worker_now_ms(c->w));
+}
+
+/* ---- redirections --------------------------------------------------------------------------- */
+
+bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t len)
+{
+    bool moved = len > 7 && memcmp(p, "-MOVED ", 7) == 0;
+    bool ask = len > 5 && memcmp(p, "-ASK ", 5) == 0;
+    if ((!moved && !ask) || !r->frame.buf)
+        return false;
+    mt_rsess_t *s = rreq_session(r);
+    if (s && !s->base.conf->redis.enable_redirection)
+        return false;
+    mt_worker_t *w = c->w;
+    char text[400];
+    if (r->redirects >= MAX_REDIRECTS) {
+        snprintf(text, sizeof(text), "ERR meltemi: too many redirections (last: %.*s)",
+                 (int)MT_MIN(len - 3, 200), p + 1);
+        mt_rreq_complete_error(w, r, text);
+        return true;
+    }
+    /* "-MOVED <slot> <host>:<port>\r\n" */
+    const char *q = p + (moved ? 7 : 5), *end = p + len - 2;
+    char *after = NULL;
+    unsigned long slot = strtoul(q, &after, 10);
+    const char *hp = after && *after == ' ' ? after + 1 : NULL;
+    const char *colon = hp ? memrchr(hp, ':', (size_t)(end - hp)) : NULL;
+    if (!hp || !colon || slot >= SLOTS)
+        return false;
+    uint16_t port = (uint16_t)strtoul(colon + 1, NULL, 10);
+    mt_rtopo_t *tp = mt_rtopo(c);
+    uint32_t known = tp->n_nodes;
+    mt_wendpoint_t *ep = topo_node(c, hp, (size_t)(colon - hp), port);
+    if (!ep)
+        return false;
+    if (tp->n_nodes > known &&
+        ++tp->n_unknown > (s ? s->base.conf->redis.max_upstream_unknown_connections : 100)) {
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: redirected to %s:%u, a node the slot map does not know, and "
+                 "maxUpstreamUnknownConnections is reached",
+                 ep->address, ep->port);
+        mt_rreq_complete_error(w, r, text);
+        return true;
+    }
+    r->redirects++;
+    /* r just left its old connection's FIFO; its link there must not follow it into the
+     * new one (rup_push appends without clearing it). */
+    r->unext = NULL;
+    if (moved) {
+        /* Point the slot at the node's shard if we know it as a master; refresh soon. */
+        mt_rtopo_t *t = mt_rtopo(c);
+        for (uint32_t i = 0; i < t->n_shards; i++) {
+            if (t->shards[i].master == ep) {
+                t->slot_shard[slot] = (uint16_t)i;
+                break;
+            }
+        }
+        mt_rcluster_node_failed(c, NULL);
+    }
+    const char *why = NULL;
+    if (!mt_rreq_send(r, ep, ask, &why)) {
+        snprintf(text, sizeof(text), "ERR meltemi: redirected to %s:%u, which is unavailable: %s",
+                 ep->address, ep->port, why);
+        mt_rreq_complete_error(w, r, text);
+    }
+    return true;
+}
+
+/* ---- splitting and combining ---------------------------------------------------------------- */
+
+void mt_rcluster_split_free(mt_worker_t *w, mt_rsplit_t *sp)
+{
+    if (!sp)
+        return;
+    uint32_t n = sp->op == SPLIT_MGET ? sp->n_keys : sp->n_parts;
+    for (uint32_t i = 0; sp->elems && i < n; i++) {
+        if (sp->elems[i].buf)
+            mt_buf_unref(&w->pool, sp->elems[i].buf);
+    }
+    free(sp->elems);
+    free(sp->part_keys);
+    free(sp->part_off);
+    free(sp->error);
+    free(sp);
+}
+
+static void split_note_error(mt_rsplit_t *sp, const char *p, size_t len)
+{
+    sp->n_failed++;
+    if (!sp->error)
+        sp->error = strndup(p + 1, len >= 3 ? len - 3 : 0);
+}
+
+static void keep_slice(mt_slice_t *dst, mt_buf_t *b, const char *p, size_t len)
+{
+    mt_buf_ref(b);
+    dst->buf = b;
+    dst->p = p;
+    dst->len = (uint32_t)len;
+}
+
+/* The first error of a split command, saying how many of its parts failed. */
+static void split_out_error(resp_out_t *o, const mt_rsplit_t *sp)
+{
+    char text[400];
+    if (sp->n_parts > 1)
+        snprintf(text, sizeof(text), "%s (meltemi: %u of %u parts failed)", sp->error, sp->n_failed,
+                 sp->n_parts);
+    else
+        snprintf(text, sizeof(text), "%s", sp->error);
+    resp_out_error(o, text);
+}
+
+static bool reply_is_nil(const mt_slice_t *e)
+{
+    return e->len >= 3 && memcmp(e->p, "$-1", 3) == 0;
+}
+
+static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
+{
+    mt_rsplit_t *sp = parent->split;
+    resp_out_t *o = &mt_rw(w)->scratch;
+    o->len = 0;
+    switch (sp->op) {
+    case SPLIT_MGET:
+        resp_out_array(o, sp->n_keys);
+        for (uint32_t i = 0; i < sp->n_keys; i++) {
+            if (sp->elems[i].buf)
+                resp_out_raw(o, sp->elems[i].p, sp->elems[i].len);
+            else
+                resp_out_error(o, "ERR meltemi: no reply for this key");
+        }
+        break;
+    case SPLIT_SUM:
+        if (sp->error)
+            split_out_error(o, sp);
+        else
+            resp_out_integer(o, sp->sum);
+        break;
+    case SPLIT_OK:
+        if (sp->error)
+            split_out_error(o, sp);
+        else
+            resp_out_simple(o, "OK");
+        break;
+    case SPLIT_ANY_KEY: {
+        /* A master without keys says nil; the data set is empty only if all of them do. */
+        const mt_slice_t *found = NULL;
+        for (uint32_t k = 0; k < sp->n_parts && !found; k++) {
+            const mt_slice_t *e = &sp->elems[(sp->scan_index + k) % sp->n_parts];
+            if (e->buf && !reply_is_nil(e))
+                found = e;
+        }
+        if (found)
+            resp_out_raw(o, found->p, found->len);
+        else if (sp->error)
+            split_out_error(o, sp);
+        else
+            resp_out_raw(o, "$-1\r\n", 5);
+        break;
+    }
+    case SPLIT_SAME:
+        if (sp->error)
+            split_out_error(o, sp);
+        else if (sp->elems[0].buf)
+            resp_out_raw(o, sp->elems[0].p, sp->elems[0].len);
+        else
+            resp_out_error(o, "ERR meltemi: no reply");
+        break;
+    case SPLIT_CONCAT: {
+        if (sp->error) {
+            split_out_error(o, sp);
+            break;
+        }
+        int64_t total = 0;
+        for (uint32_t i = 0; i < sp->n_parts; i++) {
+            rd_t r = {sp->elems[i].p, sp->elems[i].p + sp->elems[i].len, false};
+            int64_t n = rd_num(&r, '*');
+            total += n > 0 ? n : 0;
+        }
+        resp_out_array(o, total);
+        for (uint32_t i = 0; i < sp->n_parts; i++) {
+            rd_t r = {sp->elems[i].p, sp->elems[i].p + sp->elems[i].len, false};
+            rd_num(&r, '*');
+            if (!r.bad)
+                resp_out_raw(o, r.p, (size_t)(r.end - r.p));
+        }
+        break;
+    }
+    case SPLIT_SCAN:
+        break; /* answered by the part directly */
+    }
+    mt_rreq_complete_copy(w, parent, o->data, o->len);
+}
+
+static void scan_done(mt_worker_t *w, mt_rreq_t *parent, const char *p, size_t len)
+{
+    mt_rsplit_t *sp = parent->split;
+    rd_t r = {p, p + len, false};
+    const char *cur;
+    size_t curlen;
+    if (p[0] == '-' || rd_num(&r, '*') != 2 || !rd_bulk(&r, &cur, &curlen) || !cur) {
+        if (p[0] == '-')
+            mt_rreq_complete_copy(w, parent, p, len);
+        else
+            mt_rreq_complete_error(w, parent, "ERR meltemi: malformed SCAN reply");
+        return;
+    }
+    char num[32];
+    snprintf(num, sizeof(num), "%.*s", (int)MT_MIN(curlen, 31), cur);
+    uint64_t node_cursor = strtoull(num, NULL, 10);
+    uint64_t next;
+    uint32_t n_masters = sp->scan_masters;
+    if (node_cursor != 0)
+        next = node_cursor << SCAN_SHARD_BITS | sp->scan_index;
+    else if (sp->scan_index + 1 < n_masters)
+        next = sp->scan_index + 1;
+    else
+        next = 0;
+    resp_out_t *o = &mt_rw(w)->scratch;
+    o->len = 0;
+    resp_out_array(o, 2);
+    snprintf(num, sizeof(num), "%llu", (unsigned long long)next);
+    resp_out_bulk(o, num, strlen(num));
+    resp_out_raw(o, r.p, (size_t)(r.end - r.p));
+    mt_rreq_complete_copy(w, parent, o->data, o->len);
+}
+
+void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const char *p, size_t len)
+{
+    mt_rreq_t *parent = part->parent;
+    mt_rsplit_t *sp = parent->split;
+    uint32_t idx = part->part;
+    part->parent = NULL;
+    mt_rreq_free(w, part);
+    bool is_error = len > 0 && p[0] == '-';
+    switch (sp->op) {
+    case SPLIT_MGET: {
+        uint32_t from = sp->part_off[idx], to = sp->part_off[idx + 1];
+        rd_t r = {p, p + len, false};
+        if (!is_error)
+            rd_num(&r, '*');
+        for (uint32_t k = from; k < to; k++) {
+            const char *e = p;
+            size_t elen = len;
+            if (!is_error && !rd_skip(&r, &e, &elen)) {
+                e = "-ERR meltemi: malformed MGET reply\r\n";
+                elen = strlen(e);
+                mt_slice_t sl;
+                if (mt_slice_copy(&w->pool, &w->own, e, elen, &sl) == 0)
+                    sp->elems[sp->part_keys[k]] = sl;
+                continue;
+            }
+            keep_slice(&sp->elems[sp->part_keys[k]], b, e, elen);
+        }
+        break;
+    }
+    case SPLIT_SUM:
+        if (is_error)
+            split_note_error(sp, p, len);
+        else if (p[0] == ':')
+            sp->sum += strtoll(p + 1, NULL, 10);
+        break;
+    case SPLIT_OK:
+        if (is_error)
+            split_note_error(sp, p, len);
+        break;
+    case SPLIT_CONCAT:
+    case SPLIT_ANY_KEY:
+    case SPLIT_SAME:
+        if (is_error)
+            split_note_error(sp, p, len);
+        else
+            keep_slice(&sp->elems[idx], b, p, len);
+        break;
+    case SPLIT_SCAN:
+        sp->pending--;
+        scan_done(w, parent, p, len);
+        return;
+    }
+    if (--sp->pending == 0)
+        split_finish(w, parent);
+}
+
+/* A part: its own command bytes (copied), sent to the node of its slot. */
+static mt_rreq_t *part_new(mt_worker_t *w, mt_rreq_t *parent, uint32_t index, uint16_t slot,
+                           uint32_t argc, const resp_arg_t *argv)
+{
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r)
+        return NULL;
+    resp_out_t *o = &mt_rw(w)->scratch;
+    o->len = 0;
+    resp_out_command(o, argc, argv);
+    if (mt_slice_copy(&w->pool, &w->own, o->data, o->len, &r->frame) != 0) {
+        mt_rreq_free(w, r);
+        return NULL;
+    }
+    r->parent = parent;
+    r->part = index;
+    r->slot = slot;
+    r->cmd = parent->cmd;
+    r->read_only = parent->read_only;
+    r->start_ns = parent->start_ns;
+    r->deadline_ms = parent->deadline_ms;
+    return r;
+}
+
+static uint16_t key_slot(const resp_arg_t *k)
+{
+    return redis_slot_of_key(k->ptr, k->len);
+}
+
+/*
+ * MGET / MSET / DEL / UNLINK / EXISTS / TOUCH over several slots: one part per slot (Redis
+ * refuses multi-key commands across slots even on one node), in the order slots first
+ * appear. step is 2 for MSET (key, value), else 1. Linear in the number of keys.
+ */
+static void split_by_slot(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
+                          split_op_t op, uint32_t step)
+{
+    mt_worker_t *w = c->w;
+    if ((req->argc - 1) % step != 0) {
+        char text[128];
+        snprintf(text, sizeof(text), "ERR wrong number of arguments for '%s' command",
+                 parent->cmd->name);
+        mt_rreq_complete_error(w, parent, text);
+        return;
+    }
+    uint32_t n_keys = (req->argc - 1) / step;
+    mt_rsplit_t *sp = calloc(1, sizeof(*sp));
+    uint16_t *slot_part = calloc(SLOTS, sizeof(uint16_t)); /* part index + 1, 0: none yet */
+    uint16_t *part_slot = malloc(sizeof(uint16_t) * n_keys);
+    uint32_t *key_part = malloc(sizeof(uint32_t) * n_keys);
+    uint32_t *fill = calloc(n_keys + 1, sizeof(uint32_t));
+    resp_arg_t *argv = malloc(sizeof(resp_arg_t) * req->argc);
+    mt_rreq_t **parts = calloc(n_keys, sizeof(*parts));
+    if (sp) {
+        sp->op = op;
+        sp->n_keys = n_keys;
+        sp->part_keys = malloc(sizeof(uint32_t) * n_keys);
+        sp->part_off = calloc(n_keys + 1, sizeof(uint32_t));
+        sp->elems = op == SPLIT_MGET ? calloc(n_keys, sizeof(mt_slice_t)) : NULL;
+        parent->split = sp; /* freed with parent from here on */
+    }
+    bool ok = sp && slot_part && part_slot && key_part && fill && argv && parts && sp->part_keys &&
+              sp->part_off && (op != SPLIT_MGET || sp->elems);
+    uint32_t n_parts = 0;
+    for (uint32_t i = 0; ok && i < n_keys; i++) {
+        uint16_t slot = key_slot(&req->argv[1 + i * step]);
+        if (!slot_part[slot]) {
+            part_slot[n_parts] = slot;
+            slot_part[slot] = (uint16_t)++n_parts;
+        }
+        key_part[i] = slot_part[slot] - 1u;
+        sp->part_off[key_part[i] + 1]++;
+    }
+    /* Counting sort of the keys by part, keeping the client's order within a part. */
+    for (uint32_t pi = 0; ok && pi < n_parts; pi++) {
+        sp->part_off[pi + 1] += sp->part_off[pi];
+        fill[pi] = sp->part_off[pi];
+    }
+    for (uint32_t i = 0; ok && i < n_keys; i++)
+        sp->part_keys[fill[key_part[i]]++] = i;
+    for (uint32_t pi = 0; ok && pi < n_parts; pi++) {
+        uint32_t argc = 1;
+        argv[0] = req->argv[0];
+        for (uint32_t k = sp->part_off[pi]; k < sp->part_off[pi + 1]; k++) {
+            for (uint32_t x = 0; x < step; x++)
+                argv[argc++] = req->argv[1 + sp->part_keys[k] * step + x];
+        }
+        parts[pi] = part_new(w, parent, pi, part_slot[pi], argc, argv);
+        ok = parts[pi] != NULL;
+    }
+    free(slot_part), free(part_slot), free(key_part), free(fill), free(argv);
+    if (!ok) {
+        for (uint32_t pi = 0; parts && pi < n_parts; pi++) {
+            if (parts[pi]) {
+                parts[pi]->parent = NULL;
+                mt_rreq_free(w, parts[pi]);
+            }
+        }
+        free(parts);
+        if (!sp)
+            parent->split = NULL;
+        mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
+        return;
+    }
+    sp->n_parts = sp->pending = n_parts;
+    /* Send after building every part: a part may complete (with an error) synchronously. */
+    for (uint32_t pi = 0; pi < n_parts; pi++)
+        cluster_send(c, parts[pi]);
+    free(parts);
+}
+
+/* DBSIZE / KEYS / FLUSHALL / FLUSHDB / RANDOMKEY / SCRIPT LOAD: the same command on every
+ * master. */
+static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req, split_op_t op)
+{
+    mt_worker_t *w = c->w;
+    mt_rtopo_t *t = mt_rtopo(c);
+    mt_rsplit_t *sp = calloc(1, sizeof(*sp));
+    if (!sp) {
+        mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
+        return;
+    }
+    sp->op = op;
+    sp->n_parts = t->n_shards;
+    sp->pending = t->n_shards;
+    parent->split = sp;
+    bool per_part = op == SPLIT_CONCAT || op == SPLIT_ANY_KEY || op == SPLIT_SAME;
+    if (per_part)
+        sp->elems = calloc(t->n_shards, sizeof(mt_slice_t));
+    sp->scan_index = t->next_node++ % t->n_shards;
+    mt_rreq_t **parts = calloc(t->n_shards, sizeof(*parts));
+    bool ok = parts && (!per_part || sp->elems);
+    for (uint32_t i = 0; ok && i < t->n_shards; i++) {
+        parts[i] = part_new(w, parent, i, t->shards[i].first_slot, req->argc, req->argv);
+        if (parts[i])
+            parts[i]->pin = t->shards[i].master;
+        parts[i] ? (void)(parts[i]->read_only = false) : (void)(ok = false);
+    }
+    if (!ok) {
+        for (uint32_t i = 0; parts && i < t->n_shards; i++) {
+            if (parts[i]) {
+                parts[i]->parent = NULL;
+                mt_rreq_free(w, parts[i]);
+            }
+        }
+        free(parts);
+        mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
+        return;
+    }
+    for (uint32_t i = 0; i < t->n_shards; i++)
+        cluster_send(c, parts[i]);
+    free(parts);
+}
+
+/* SCAN cursor [args]: the cursor says which master (low bits) and where on it (high bits). */
+static void scan_start(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req)
+{
+    mt_worker_t *w = c->w;
+    mt_rtopo_t *t = mt_rtopo(c);
+    char num[32];
+    snprintf(num, sizeof(num), "%.*s", (int)MT_MIN(req->argv[1].len, 31), req->argv[1].ptr);
+    char *end = NULL;
+    uint64_t cursor = strtoull(num, &end, 10);
+    if (!end || *end != '\0' || num[0] == '\0' || num[0] == '-') {
+        mt_rreq_complete_error(w, parent, "ERR invalid cursor");
+        return;
+    }
+    uint32_t index = (uint32_t)(cursor & ((1u << SCAN_SHARD_BITS) - 1));
+    uint64_t node_cursor = cursor >> SCAN_SHARD_BITS;
+    if (index >= t->n_shards) {
+        mt_rreq_complete_copy(w, parent, "*2\r\n$1\r\n0\r\n*0\r\n", 15);
+        return;
+    }
+    mt_rsplit_t *sp = calloc(1, sizeof(*sp));
+    resp_arg_t *argv = malloc(sizeof(resp_arg_t) * req->argc);
+    if (!sp || !argv) {
+        free(sp), free(argv);
+        mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
+        return;
+    }
+    sp->op = SPLIT_SCAN;
+    sp->n_parts = sp->pending = 1;
+    sp->scan_index = index;
+    sp->scan_masters = t->n_shards;
+    parent->split = sp;
+    snprintf(num, sizeof(num), "%llu", (unsigned long long)node_cursor);
+    memcpy(argv, req->argv, sizeof(resp_arg_t) * req->argc);
+    argv[1] = (resp_arg_t){num, strlen(num)};
+    mt_rreq_t *part = part_new(w, parent, 0, t->shards[index].first_slot, req->argc, argv);
+    if (part)
+        part->pin = t->shards[index].master;
+    free(argv);
+    if (!part) {
+        mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
+        return;
+    }
+    part->read_only = false; /* one node per master, always the same: the cursor is its */
+    cluster_send(c, part);
+}
+
+/* What a replica in READONLY mode serves: commands Redis flags readonly. EVAL, OBJECT and
+ * the like (not flagged) stay on masters; a replica would redirect them anyway. */
+static bool cmd_replica_ok(const redis_command_t *cmd)
+{
+    return (cmd->flags & REDIS_CMD_READONLY) != 0;
+}
+
+/* Routes a cluster-mode command that is already in its session's FIFO. */
+static void cluster_route(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    mt_worker_t *w = c->w;
+    const redis_command_t *cmd = r->cmd;
+    if (!t->have_map) {
+        cluster_wait(c, r);
+        return;
+    }
+    if (cmd->proxy == REDIS_PROXY_ALL_MASTERS) {
+        if (mt_rcmd_is(cmd, "dbsize"))
+            fan_out(c, r, req, SPLIT_SUM);
+        else if (mt_rcmd_is(cmd, "keys"))
+            fan_out(c, r, req, SPLIT_CONCAT);
+        else if (mt_rcmd_is(cmd, "flushall") || mt_rcmd_is(cmd, "flushdb"))
+            fan_out(c, r, req, SPLIT_OK);
+        else if (mt_rcmd_is(cmd, "scan"))
+            scan_start(c, r, req);
+        else if (mt_rcmd_is(cmd, "randomkey"))
+            fan_out(c, r, req, SPLIT_ANY_KEY);
+        else {
+            r->slot = t->shards[(t->next_node++) % t->n_shards].first_slot;
+            r->read_only = false;
+            cluster_send(c, r);
+        }
+        return;
+    }
+    if (mt_rcmd_is(cmd, "script") && req->argc >= 2 &&
+        ((req->argv[1].len == 4 && strncasecmp(req->argv[1].ptr, "load", 4) == 0) ||
+         (req->argv[1].len == 5 && strncasecmp(req->argv[1].ptr, "flush", 5) == 0))) {
+        /* A script loaded through the proxy must be there for EVALSHA on any shard. */
+        fan_out(c, r, req, SPLIT_SAME);
+        return;
+    }
+    uint32_t idx_inline[MAX_KEYS_INLINE];
+    uint32_t nk = redis_command_keys(cmd, req->argc, req->argv, idx_inline, MAX_KEYS_INLINE);
+    if (nk == 0) {
+        r->slot = t->shards[(t->next_node++) % t->n_shards].first_slot;
+        cluster_send(c, r);
+        return;
+    }
+    uint16_t slot = key_slot(&req->argv[idx_inline[0]]);
+    bool same = true;
+    if (nk > MAX_KEYS_INLINE) {
+        uint32_t *idx = malloc(sizeof(uint32_t) * nk);
+        if (!idx) {
+            mt_rreq_complete_error(w, r, "ERR meltemi: out of memory");
+            return;
+        }
+        redis_command_keys(cmd, req->argc, req->argv, idx, nk);
+        for (uint32_t i = 1; i < nk && same; i++)
+            same = key_slot(&req->argv[idx[i]]) == slot;
+        free(idx);
+    } else {
+        for (uint32_t i = 1; i < nk && same; i++)
+            same = key_slot(&req->argv[idx_inline[i]]) == slot;
+    }
+    if (!same) {
+        if (cmd->proxy == REDIS_PROXY_MULTI_KEY) {
+            if (mt_rcmd_is(cmd, "mget"))
+                split_by_slot(c, r, req, SPLIT_MGET, 1);
+            else if (mt_rcmd_is(cmd, "mset"))
+                split_by_slot(c, r, req, SPLIT_OK, 2);
+            else
+                split_by_slot(c, r, req, SPLIT_SUM, 1);
+        } else {
+            mt_rreq_complete_error(w, r, "CROSSSLOT Keys in request don't hash to the same slot");
+        }
+        return;
+    }
+    r->slot = slot;
+    cluster_send(c, r);
+}
+
+/* CLUSTER KEYSLOT is answered here; the informational subcommands go to a node. */
+static bool cluster_command(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req)
+{
+    if (req->argc < 2)
+        return false;
+    const resp_arg_t *sub = &req->argv[1];
+    if (sub->len == 7 && strncasecmp(sub->ptr, "keyslot", 7) == 0 && req->argc == 3) {
+        char line[32];
+        int n = snprintf(line, sizeof(line), ":%u\r\n", key_slot(&req->argv[2]));
+        mt_rreq_complete_copy(c->w, r, line, (size_t)n);
+        return true;
+    }
+    static const char *const forwarded[] = {"info", "nodes",           "slots",        "shards",
+                                            "myid", "countkeysinslot", "getkeysinslot"};
+    for (size_t i = 0; i < MT_ARRAY_LEN(forwarded); i++) {
+        if (sub->len == strlen(forwarded[i]) &&
+            strncasecmp(sub->ptr, forwarded[i], sub->len) == 0) {
+            mt_rtopo_t *t = mt_rtopo(c);
+            if (!t->have_map) {
+                cluster_wait(c, r);
+                return true;
+            }
+            /* COUNTKEYSINSLOT / GETKEYSINSLOT ask the slot's master; a bad slot number
+             * goes to any node, which answers Redis's own error. */
+            r->slot = t->shards[0].first_slot;
+            if (i >= 5 && req->argc >= 3 && req->argv[2].len > 0 && req->argv[2].len < 6) {
+                char num[8];
+                snprintf(num, sizeof(num), "%.*s", (int)req->argv[2].len, req->argv[2].ptr);
+                char *end = NULL;
+                unsigned long slot = strtoul(num, &end, 10);
+                if (end && *end == '\0' && num[0] != '-' && slot < SLOTS)
+                    r->slot = (uint16_t)slot;
+            }
+            r->read_only = false;
+            cluster_send(c, r);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Every client command enters here (also after waiting for the first map). */
+static void cluster_dispatch(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req)
+{
+    if (!mt_rcmd_is(r->cmd, "cluster")) {
+        cluster_route(c, r, req);
+        return;
+    }
+    if (!cluster_command(c, r, req))
+        mt_rreq_complete_error(c->w, r,
+                               "ERR meltemi: this CLUSTER subcommand is not available through "
+                               "the proxy");
+}
+
+void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                         const char *frame)
+{
+    mt_worker_t *w = s->base.w;
+    mt_wcluster_t *c = s->base.cluster;
+    if (!topo_get(c)) {
+        mt_rsess_reply_error(s, "ERR meltemi: out of memory");
+        return;
+    }
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r) {
+        mt_rsess_reply_error(s, "ERR meltemi: out of memory");
+        return;
+    }
+    r->cmd = cmd;
+    r->start_ns = uv_hrtime();
+    r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
+    r->read_only = cmd_replica_ok(cmd);
+    /* Keep the command's bytes for redirections: a reference, or a copy for inline ones. */
+    if (req->is_inline) {
+        resp_out_t *o = &mt_rw(s->base.w)->scratch;
+        o->len = 0;
+        resp_out_command(o, req->argc, req->argv);
+        if (mt_slice_copy(&w->pool, &w->own, o->data, o->len, &r->frame) != 0) {
+            mt_rreq_free(w, r);
+            mt_rsess_reply_error(s, "ERR meltemi: out of memory");
+            return;
+        }
+    } else {
+        mt_buf_ref(s->base.rbuf);
+        r->frame = (mt_slice_t){s->base.rbuf, frame, (uint32_t)req->frame_len};
+    }
+    mt_rsess_push(s, r);
+    if (req->is_inline) {
+        /* argv points into the parser's scratch; route from the re-encoded copy instead. */
+        resp_req_parser_t parser;
+        resp_req_parser_init(&parser, &resp_default_limits);
+        resp_request_t again;
+        const char *err = NULL;
+        if (resp_parse_request(&parser, r->frame.p, r->frame.len, &again, &err) == MT_OK)
+            cluster_dispatch(c, r, &again);
+        else
+            mt_rreq_complete_error(w, r, "ERR meltemi: internal error re-reading a command");
+        resp_req_parser_free(&parser);
+        return;
+    }
+    cluster_dispatch(c, r, req);
+}
+
+void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp_request_t *req)
+{
+    mt_worker_t *w = c->w;
+    if (!topo_get(c))
+        return;
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r)
+        return;
+    resp_out_t *o = &mt_rw(c->w)->scratch;
+    o->len = 0;
+    resp_out_command(o, req->argc, req->argv);
+    if (mt_slice_copy(&w->pool, &w->own, o->data, o->len, &r->frame) != 0) {
+        mt_rreq_free(w, r);
+        return;
+    }
+    /* No session: the reply (or error) is dropped when it comes. */
+    r->cmd = cmd;
+    r->deadline_ms = mt_worker_now_ms(w) + c->conf->connect_timeout_ms;
+    r->read_only = cmd_replica_ok(cmd);
+    resp_req_parser_t parser;
+    resp_req_parser_init(&parser, &resp_default_limits);
+    resp_request_t again;
+    const char *err = NULL;
+    if (resp_parse_request(&parser, r->frame.p, r->frame.len, &again, &err) == MT_OK)
+        cluster_route(c, r, &again);
+    else
+        mt_rreq_free(w, r);
+    resp_req_parser_free(&parser);
+}
+
+/*
+ * Prefix routing: a multi-key command whose keys go to different services is split per
+ * service (targets[i], strips[i] for key i) and the replies recombined like a cross-slot
+ * split. A part bound for a cluster-mode service is routed (and split again by slot) there.
+ */
+void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t step,
+                        mt_wcluster_t **targets, const uint32_t *strips)
+{
+    mt_rsess_t *s = parent->sess;
+    mt_worker_t *w = s->base.w;
+    const redis_command_t *cmd = parent->cmd;
+    uint32_t n_keys = (req->argc - 1) / step;
+    split_op_t op = mt_rcmd_is(cmd, "mget")   ? SPLIT_MGET
+                    : mt_rcmd_is(cmd, "mset") ? SPLIT_OK
+                                              : SPLIT_SUM;
+    mt_rsplit_t *sp = calloc(1, sizeof(*sp));
+    mt_wcluster_t **uniq = calloc(n_keys, sizeof(*uniq));
+    resp_arg_t *argv = malloc(sizeof(resp_arg_t) * req->argc);
+    mt_rreq_t **parts = calloc(n_keys, sizeof(*parts));
+    if (sp) {
+        sp->op = op;
+        sp->n_keys = n_keys;
+        sp->part_keys = malloc(sizeof(uint32_t) * n_keys);
+        sp->part_off = calloc(n_keys + 1, sizeof(uint32_t));
+        sp->elems = op == SPLIT_MGET ? calloc(n_keys, sizeof(mt_slice_t)) : NULL;
+        parent->split = sp;
+    }
+    if (!sp || !uniq || !argv || !parts || !sp->part_keys || !sp->part_off ||
+        (op == SPLIT_MGET && !sp->elems)) {
+        free(uniq), free(argv), free(parts);
+        mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
+        return;
+    }
+    uint32_t n_parts = 0;
+    for (uint32_t i = 0; i < n_keys; i++) {
+        uint32_t j = 0;
+        while (j < n_parts && uniq[j] != targets[i])
+            j++;
+        if (j == n_parts)
+            uniq[n_parts++] = targets[i];
+    }
+    uint32_t at = 0;
+    bool ok = true;
+    for (uint32_t pi = 0; pi < n_parts && ok; pi++) {
+        uint32_t argc = 1;
+        argv[0] = req->argv[0];
+        sp->part_off[pi] = at;
+        for (uint32_t i = 0; i < n_keys; i++) {
+            if (targets[i] != uniq[pi])
+                continue;
+            sp->part_keys[at++] = i;
+            resp_arg_t k = req->argv[1 + i * step];
+            uint32_t cut = (uint32_t)MT_MIN(strips[i], k.len);
+            argv[argc++] = (resp_arg_t){k.ptr + cut, k.len - cut};
+            for (uint32_t x = 1; x < step; x++)
+                argv[argc++] = req->argv[1 + i * step + x];
+        }
+        parts[pi] = part_new(w, parent, pi, 0, argc, argv);
+        ok = parts[pi] != NULL;
+    }
+    sp->part_off[n_parts] = at;
+    sp->n_parts = sp->pending = n_parts;
+    free(argv);
+    if (!ok) {
+        for (uint32_t pi = 0; pi < n_parts; pi++) {
+            if (parts[pi]) {
+                parts[pi]->parent = NULL;
+                mt_rreq_free(w, parts[pi]);
+            }
+        }
+        free(uniq), free(parts);
+        mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
+        return;
+    }
+    for (uint32_t pi = 0; pi < n_parts; pi++) {
+        mt_wcluster_t *c = uniq[pi];
+        mt_rreq_t *part = parts[pi];
+        if (!c || c->n_eps == 0) {
+            mt_rreq_complete_error(w, part, "ERR meltemi: no upstream host for this key");
+        } else if (c->conf->redis_mode == MT_REDIS_CLUSTER && topo_get(c)) {
+            resp_req_parser_t parser;
+            resp_req_parser_init(&parser, &resp_default_limits);
+            resp_request_t again;
+            const char *err = NULL;
+            if (resp_parse_request(&parser, part->frame.p, part->frame.len, &again, &err) == MT_OK)
+                cluster_route(c, part, &again);
+            else
+                mt_rreq_complete_error(w, part, "ERR meltemi: internal error re-reading a part");
+            resp_req_parser_free(&parser);
+        } else {
+            const char *why = NULL;
+            uint32_t key0 = sp->part_keys[sp->part_off[pi]];
+            mt_wendpoint_t *ep = mt_rproxy_endpoint(c, &req->argv[1 + key0 * step],
+                                                    s->base.conf->redis.enable_hashtagging);
+            if (!mt_rreq_send(part, ep, false, &why)) {
+                char text[400];
+                snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
+                         c->conf->service ? c->conf->service : c->conf->name, why);
+                mt_rreq_complete_error(w, part, text);
+            }
+        }
+    }
+    free(uniq), free(parts);
+}

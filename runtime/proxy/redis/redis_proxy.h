@@ -1,0 +1,152 @@
+/*
+ * redis_proxy.h - internals shared by the Redis data path files: redis_proxy.c (sessions,
+ * upstream connections, PROXY mode) and redis_cluster.c (Redis Cluster topology, slot
+ * routing, redirections, split commands). Not a public API.
+ */
+#ifndef MELTEMI_REDIS_PROXY_H
+#define MELTEMI_REDIS_PROXY_H
+
+#include "runtime/core/session.h"
+#include "runtime/core/worker.h"
+#include "runtime/proxy/redis/lua_bridge.h"
+
+#include "protocols/redis/commands.h"
+#include "protocols/redis/local.h"
+#include "protocols/redis/resp.h"
+
+#include <string.h>
+
+typedef struct mt_rsess mt_rsess_t;
+typedef struct mt_rsplit mt_rsplit_t;
+typedef struct mt_rtopo mt_rtopo_t;
+
+typedef enum rreq_kind {
+    RREQ_USER = 0,     /* a client's command (or a part of one: parent != NULL) */
+    RREQ_AUTH = 1,     /* the proxy's AUTH on a new connection */
+    RREQ_IGNORE = 2,   /* READONLY / ASKING: reply dropped unless it is an error */
+    RREQ_TOPOLOGY = 3, /* CLUSTER SLOTS */
+} rreq_kind_t;
+
+typedef struct mt_rreq {
+    struct mt_rreq *next;  /* session FIFO */
+    struct mt_rreq *unext; /* upstream FIFO */
+    mt_rsess_t *sess;      /* NULL: orphaned (client gone) or internal */
+    mt_slice_t reply;      /* held reply, when it arrived before its turn */
+    mt_slice_t frame;      /* cluster mode: the command bytes, kept for redirections */
+    uint64_t start_ns;
+    uint64_t deadline_ms;
+    const redis_command_t *cmd;
+    struct mt_rreq *parent; /* a part of a split command */
+    mt_wendpoint_t *pin;    /* a part for one given master (fan-out), whatever its slot */
+    mt_rsplit_t *split;     /* a split command: how the parts' replies combine */
+    uint32_t part;          /* index among the parent's parts */
+    uint16_t slot;
+    uint8_t kind;
+    uint8_t redirects;
+    bool done;
+    bool read_only; /* may go to a replica */
+    bool held;      /* answered, but a DELAY fault holds the reply until hold_until */
+    bool stats_done;
+    bool resp_chain;
+    /* on_response filters see the reply (once) */ /* counted in the per-command stats */
+    uint64_t hold_until_ms;
+} mt_rreq_t;
+
+struct mt_rsess {
+    mt_session_t base; /* first: the uv handle is first in it */
+    resp_req_parser_t parser;
+    mt_rreq_t *head, *tail;
+    redis_local_ctx_t lctx;
+    bool authenticated;
+    bool ran_chain; /* Lua saw this connection: tell it when it closes */
+    /* MULTI was refused: until EXEC or DISCARD every command is answered "not applied" and
+     * nothing reaches an upstream (the client may believe it is queueing a transaction) */
+    bool tx_refused;
+    uv_timer_t *hold_timer; /* releases held replies (DELAY faults); lazily created */
+};
+
+typedef enum rup_state { RUP_CONNECTING = 0, RUP_READY, RUP_CLOSING } rup_state_t;
+
+struct mt_rup {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    mt_worker_t *w;
+    mt_wendpoint_t *ep;
+    uint32_t slot;
+    mt_buf_t *rbuf;
+    resp_reply_scanner_t scanner;
+    mt_outq_t out;
+    mt_rreq_t *head, *tail;
+    uint32_t inflight;
+    uint64_t connect_deadline_ms;
+    rup_state_t state;
+    uv_timer_t *flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires */
+    mt_rup_t *prev, *next;   /* worker list */
+};
+
+/* Everything the Redis proxy keeps per worker (w->proxy[MT_PROTO_REDIS]). */
+typedef struct mt_redis_worker {
+    mt_bridge_t bridge;  /* the Lua policies and filters of the live snapshot */
+    mt_rreq_t *req_free; /* free list of request records */
+    uint32_t n_req_free;
+    mt_rup_t *rups;              /* every Redis upstream connection (timeouts, shutdown) */
+    resp_out_t scratch;          /* local replies and split parts are built here */
+    struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
+    uint64_t next_sweep_ms;      /* auth / idle timeout sweep */
+} mt_redis_worker_t;
+
+static inline mt_redis_worker_t *mt_rw(mt_worker_t *w)
+{
+    return w->proxy[MT_PROTO_REDIS];
+}
+
+/* Redis Cluster mode: the slot map and nodes of a worker cluster (redis_cluster.c). */
+static inline mt_rtopo_t *mt_rtopo(const mt_wcluster_t *c)
+{
+    return c->proxy_state;
+}
+
+/* Compares a looked-up command with a lower-case name (not for the per-command hot path). */
+static inline bool mt_rcmd_is(const redis_command_t *cmd, const char *name)
+{
+    return strcmp(cmd->name, name) == 0;
+}
+
+/* redis_proxy.c */
+mt_rreq_t *mt_rreq_new(mt_worker_t *w);
+void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r);
+void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, size_t len);
+void mt_rreq_complete_copy(mt_worker_t *w, mt_rreq_t *r, const char *p, size_t len);
+void mt_rreq_complete_error(mt_worker_t *w, mt_rreq_t *r, const char *text);
+/* Queues r (its bytes in r->frame, or bytes/len when given) on endpoint ep, after an ASKING
+ * when asking. Returns false and why when no connection can be had. */
+bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **why);
+/* Appends r to session s's FIFO (replies leave in this order). */
+void mt_rsess_push(mt_rsess_t *s, mt_rreq_t *r);
+void mt_rsess_reply_error(mt_rsess_t *s, const char *text);
+const char *mt_rendpoint_label(mt_wendpoint_t *ep, char *buf, size_t n);
+bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms);
+bool mt_rcluster_send_slots(mt_wendpoint_t *ep, const char **why);
+
+/* redis_cluster.c */
+void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                         const char *frame);
+/* A reply to a cluster-mode request: true when it was a redirection and r was re-sent. */
+bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t len);
+void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p, size_t len);
+void mt_rcluster_topology_failed(mt_wcluster_t *c, const char *why);
+void mt_rcluster_node_failed(mt_wcluster_t *c, mt_wendpoint_t *ep);
+/* A part of a split command is answered (bytes in chunk b). */
+void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const char *p, size_t len);
+void mt_rcluster_tick(mt_wcluster_t *c, uint64_t now_ms);
+/* Prefix routing: splits a multi-key command whose keys go to different services. */
+void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t step,
+                        mt_wcluster_t **targets, const uint32_t *strips);
+/* PROXY mode: the endpoint a key hashes to. */
+mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool hashtag);
+/* A fire-and-forget copy of a command (mirroring) to a cluster-mode destination. */
+void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp_request_t *req);
+void mt_rcluster_free(mt_rtopo_t *t);
+void mt_rcluster_split_free(mt_worker_t *w, mt_rsplit_t *sp);
+
+#endif

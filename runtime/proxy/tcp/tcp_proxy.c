@@ -1,0 +1,277 @@
+/*
+ * tcp_proxy.c - plain TCP proxying for ports whose name selects no known protocol: one
+ * upstream connection per client, bytes relayed both ways without copying (read chunks are
+ * queued by reference), half-closes passed through, and each direction paused while the
+ * other side has more than TCP_MAX_QUEUED bytes waiting.
+ */
+#include "runtime/core/log.h"
+#include "runtime/core/proxy.h"
+#include "runtime/core/session.h"
+#include "runtime/core/worker.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define TCP_MAX_QUEUED (1u << 20)
+#define TCP_READ_ROOM 16384
+
+typedef struct tcp_dir {
+    uv_tcp_t *from;
+    uv_tcp_t *to;
+    mt_buf_t *rbuf;
+    mt_outq_t out; /* bytes read from `from`, to be written to `to` */
+    uv_shutdown_t sreq;
+    bool reading;
+    bool eof;  /* `from` said EOF */
+    bool shut; /* `to` was shut down for writing */
+} tcp_dir_t;
+
+typedef struct mt_tsess {
+    mt_session_t base; /* downstream handle first */
+    uv_tcp_t up;
+    uv_connect_t creq;
+    uv_timer_t timer; /* connect timeout */
+    tcp_dir_t d2u, u2d;
+    mt_wcluster_t *cluster;
+    bool connected;
+    bool closing;
+    int open_handles;
+} mt_tsess_t;
+
+static void tsess_close(mt_tsess_t *t);
+
+static void tsess_handle_closed(uv_handle_t *h)
+{
+    mt_tsess_t *t = h->data;
+    if (--t->open_handles > 0)
+        return;
+    mt_worker_t *w = t->base.w;
+    mt_outq_reset(&t->d2u.out);
+    mt_outq_reset(&t->u2d.out);
+    if (t->d2u.rbuf)
+        mt_buf_unref(&w->pool, t->d2u.rbuf);
+    if (t->u2d.rbuf)
+        mt_buf_unref(&w->pool, t->u2d.rbuf);
+    if (t->connected && t->cluster)
+        mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, -1);
+    mt_session_release(&t->base);
+    free(t);
+}
+
+static void tsess_close(mt_tsess_t *t)
+{
+    if (t->closing)
+        return;
+    t->closing = true;
+    mt_worker_unschedule_flush(t->base.w, &t->d2u.out);
+    mt_worker_unschedule_flush(t->base.w, &t->u2d.out);
+    uv_close((uv_handle_t *)&t->base.tcp, tsess_handle_closed);
+    uv_close((uv_handle_t *)&t->up, tsess_handle_closed);
+    uv_close((uv_handle_t *)&t->timer, tsess_handle_closed);
+}
+
+static tcp_dir_t *dir_of_stream(mt_tsess_t *t, uv_stream_t *st)
+{
+    return (uv_tcp_t *)st == &t->base.tcp ? &t->d2u : &t->u2d;
+}
+
+static void dir_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    mt_tsess_t *t = h->data;
+    tcp_dir_t *d = dir_of_stream(t, (uv_stream_t *)h);
+    /* Everything read is queued by reference at once, so the unread part is always empty. */
+    if (d->rbuf && mt_buf_room(d->rbuf) < 1024) {
+        mt_buf_unref(&t->base.w->pool, d->rbuf);
+        d->rbuf = NULL;
+    }
+    if (!d->rbuf)
+        d->rbuf = mt_buf_get(&t->base.w->pool, TCP_READ_ROOM);
+    if (!d->rbuf) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = d->rbuf->last;
+    buf->len = mt_buf_room(d->rbuf);
+}
+
+static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+static void dir_pause(tcp_dir_t *d)
+{
+    if (d->reading) {
+        uv_read_stop((uv_stream_t *)d->from);
+        d->reading = false;
+    }
+}
+
+static void dir_resume(tcp_dir_t *d)
+{
+    if (!d->reading && !d->eof && mt_outq_pending(&d->out) < TCP_MAX_QUEUED / 4) {
+        d->reading = true;
+        uv_read_start((uv_stream_t *)d->from, dir_alloc, dir_on_read);
+    }
+}
+
+static void dir_shutdown_cb(uv_shutdown_t *req, int status)
+{
+    mt_tsess_t *t = req->data;
+    if (t->closing)
+        return;
+    if (t->d2u.shut && t->u2d.shut)
+        tsess_close(t);
+}
+
+/* After `from` said EOF and everything queued reached `to`, half-close `to`. */
+static void dir_maybe_shutdown(mt_tsess_t *t, tcp_dir_t *d)
+{
+    if (!d->eof || d->shut || mt_outq_pending(&d->out) > 0 || t->closing)
+        return;
+    if (d == &t->d2u && !t->connected)
+        return;
+    d->shut = true;
+    d->sreq.data = t;
+    if (uv_shutdown(&d->sreq, (uv_stream_t *)d->to, dir_shutdown_cb) != 0)
+        tsess_close(t);
+}
+
+static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    mt_tsess_t *t = st->data;
+    tcp_dir_t *d = dir_of_stream(t, st);
+    if (nread == UV_EOF) {
+        d->eof = true;
+        dir_pause(d);
+        dir_maybe_shutdown(t, d);
+        return;
+    }
+    if (nread < 0) {
+        tsess_close(t);
+        return;
+    }
+    if (nread == 0)
+        return;
+    mt_buf_t *b = d->rbuf;
+    const char *p = b->last;
+    b->last += nread;
+    b->pos = b->last;
+    if (mt_outq_add_ref(&d->out, b, p, (size_t)nread) != 0) {
+        tsess_close(t);
+        return;
+    }
+    mt_worker_schedule_flush(t->base.w, &d->out);
+    if (mt_outq_pending(&d->out) >= TCP_MAX_QUEUED)
+        dir_pause(d);
+}
+
+static void dir_on_write_done(mt_outq_t *q, int status)
+{
+    tcp_dir_t *d = MT_CONTAINER_OF(q, tcp_dir_t, out);
+    mt_tsess_t *t = d->from->data;
+    if (t->closing)
+        return;
+    if (status < 0) {
+        tsess_close(t);
+        return;
+    }
+    dir_resume(d);
+    dir_maybe_shutdown(t, d);
+}
+
+static void tsess_on_timeout(uv_timer_t *tm)
+{
+    mt_tsess_t *t = tm->data;
+    if (t->connected || t->closing)
+        return;
+    mt_warn("listener %s: upstream %s connect timed out after %u ms; closing the client",
+            t->base.conf->name, t->cluster->conf->name, t->cluster->conf->connect_timeout_ms);
+    mt_stat_add(t->cluster->conf->stats, t->base.w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
+    tsess_close(t);
+}
+
+static void tsess_on_connect(uv_connect_t *req, int status)
+{
+    mt_tsess_t *t = req->data;
+    if (t->closing)
+        return;
+    mt_worker_t *w = t->base.w;
+    if (status < 0) {
+        mt_warn("listener %s: upstream %s unavailable: %s; closing the client", t->base.conf->name,
+                t->cluster->conf->name, uv_strerror(status));
+        mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
+        tsess_close(t);
+        return;
+    }
+    uv_timer_stop(&t->timer);
+    t->connected = true;
+    mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_TOTAL, 1);
+    mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, 1);
+    uv_tcp_nodelay(&t->up, 1);
+    t->d2u.out.stream = (uv_stream_t *)&t->up;
+    mt_worker_schedule_flush(w, &t->d2u.out);
+    dir_resume(&t->u2d);
+    dir_maybe_shutdown(t, &t->d2u);
+}
+
+static mt_wendpoint_t *tcp_pick(mt_wcluster_t *c)
+{
+    for (uint32_t i = 0; c && i < c->n_eps; i++) {
+        mt_wendpoint_t *ep = c->eps[c->rr++ % c->n_eps];
+        if (!ep->resolve_error[0])
+            return ep;
+    }
+    return NULL;
+}
+
+static void tsess_drain(mt_session_t *base)
+{
+    /* Plain TCP has no request boundary: the connection runs until it ends or the drain
+     * timeout closes it. */
+    (void)base;
+}
+
+/* The shell gives the accept and the release; both directions' reading, writing and
+ * closing are this file's own (two sockets, no frames). */
+static const mt_session_ops_t tsess_ops = {.drain = tsess_drain};
+
+static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
+{
+    mt_worker_t *w = l->w;
+    mt_tsess_t *t = calloc(1, sizeof(*t));
+    if (!t)
+        return;
+    if (mt_session_accept(&t->base, l, server, &tsess_ops) != 0)
+        return;
+    t->cluster = l->cluster;
+    uv_tcp_init(&w->loop, &t->up);
+    t->up.data = t;
+    uv_timer_init(&w->loop, &t->timer);
+    t->timer.data = t;
+    t->open_handles = 3;
+    t->d2u.from = &t->base.tcp;
+    t->d2u.to = &t->up;
+    t->u2d.from = &t->up;
+    t->u2d.to = &t->base.tcp;
+    mt_outq_init(&t->d2u.out, &w->pool, dir_on_write_done);
+    mt_outq_init(&t->u2d.out, &w->pool, dir_on_write_done);
+    t->u2d.out.stream = (uv_stream_t *)&t->base.tcp;
+    mt_wendpoint_t *ep = tcp_pick(t->cluster);
+    if (!ep) {
+        mt_warn("listener %s: no upstream host; closing the client", l->conf->name);
+        tsess_close(t);
+        return;
+    }
+    t->creq.data = t;
+    if (uv_tcp_connect(&t->creq, &t->up, (const struct sockaddr *)&ep->sa, tsess_on_connect) != 0) {
+        tsess_close(t);
+        return;
+    }
+    uv_timer_start(&t->timer, tsess_on_timeout, t->cluster->conf->connect_timeout_ms, 0);
+    dir_resume(&t->d2u);
+}
+
+const mt_proxy_ops_t mt_proxy_tcp = {
+    .name = "tcp",
+    .protocol = MT_PROTO_TCP,
+    .accept = tcp_accept,
+};

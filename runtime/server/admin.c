@@ -1,0 +1,1055 @@
+/*
+ * admin.c - the admin HTTP/1.1 server (see admin.h for the endpoints and limits).
+ *
+ * One client is a TCP handle, a timer and a fixed request buffer. A client is in one state
+ * at a time:
+ *   READING   -> parsing what arrived; reading is on; the timer bounds how long a request
+ *                may take to arrive (slow clients cannot hold a slot forever)
+ *   WRITING   -> one response in flight; reading is paused so a pipelining client cannot grow
+ *                our memory; on completion either back to READING (keep-alive) or LINGERING
+ *   LINGERING -> we sent FIN after a response with "Connection: close"; input is read and
+ *                dropped until EOF or the linger timer, so the peer is not sent an RST that
+ *                could destroy the response it has not read yet (the 413 case)
+ *   CLOSING   -> uv_close issued on both handles; memory is freed when both have closed
+ * The server struct itself is freed once its listener and every client have closed.
+ */
+#include "runtime/server/admin.h"
+
+#include "runtime/core/common.h"
+#include "runtime/core/log.h"
+#include "runtime/core/stats.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ---- types --------------------------------------------------------------------------------- */
+
+typedef enum admin_client_state {
+    ADMIN_CLIENT_READING = 0,
+    ADMIN_CLIENT_WRITING,
+    ADMIN_CLIENT_LINGERING,
+    ADMIN_CLIENT_CLOSING,
+} admin_client_state_t;
+
+typedef struct admin_client {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    uv_write_t write_req;
+    uv_shutdown_t shutdown_req;
+    mt_admin_t *admin;
+    struct admin_client *prev, *next; /* in admin->clients while not CLOSING; newest first */
+    struct sockaddr_storage peer;     /* for the per-address cap; zeroed if unknown */
+    admin_client_state_t state;
+    int open_handles; /* handles not yet closed; the client is freed at 0 */
+    bool keep_alive;  /* after the response in flight */
+    char *out;        /* response in flight; owned here, freed after the write */
+    size_t in_len;    /* bytes buffered in `in` */
+    size_t consumed;  /* length of the request being answered, dropped after the write */
+    char in[MT_ADMIN_MAX_REQUEST];
+} admin_client_t;
+
+struct mt_admin {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    mt_admin_hooks_t hooks;
+    admin_client_t *clients;
+    unsigned nclients;              /* allocated clients, closing ones included */
+    unsigned nlinked;               /* clients in the list: not closing */
+    bool has_token;                 /* mutating endpoints need "Authorization: Bearer <token>" */
+    unsigned char token_sha256[32]; /* only the digest is kept, never the token itself */
+    bool listener_open;
+    bool stopping;
+    int port;
+};
+
+typedef struct admin_request {
+    const char *method;
+    size_t method_len;
+    const char *path; /* without the query string */
+    size_t path_len;
+    bool head;       /* HEAD: answer like GET without the body */
+    bool keep_alive; /* what the client asked for (version default + Connection header) */
+    size_t content_length;
+    size_t total_len; /* request line + headers + body */
+    bool has_origin;  /* an Origin header: the request comes from a web page */
+    const char *host; /* Host header value (NULL: none) */
+    size_t host_len;
+    const char *authorization; /* Authorization header value (NULL: none) */
+    size_t authorization_len;
+    int error_status; /* on MT_ERROR: the HTTP status to answer with */
+} admin_request_t;
+
+typedef struct admin_response {
+    int status;
+    const char *content_type;
+    const char *allow;            /* Allow header for 405, else NULL */
+    const char *www_authenticate; /* WWW-Authenticate header for 401, else NULL */
+    char *body;                   /* malloc'd, may be NULL for an empty body */
+    size_t body_len;
+} admin_response_t;
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+static char *admin_strdup_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *admin_strdup_printf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+static const char *admin_reason(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Content Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Unknown";
+    }
+}
+
+static void admin_response_text(admin_response_t *r, int status, const char *text)
+{
+    r->status = status;
+    r->content_type = "text/plain; charset=utf-8";
+    r->body = strdup(text);
+    r->body_len = r->body ? strlen(text) : 0;
+}
+
+/* ---- request parsing ----------------------------------------------------------------------- */
+
+/* Finds the next line in [*pos, len); returns false if no complete line is buffered yet.
+ * Lines end in LF with an optional CR before it. */
+static bool admin_next_line(const char *buf, size_t len, size_t *pos, const char **line,
+                            size_t *line_len)
+{
+    const char *nl = memchr(buf + *pos, '\n', len - *pos);
+    if (nl == NULL)
+        return false;
+    *line = buf + *pos;
+    *line_len = (size_t)(nl - *line);
+    if (*line_len > 0 && (*line)[*line_len - 1] == '\r')
+        (*line_len)--;
+    *pos = (size_t)(nl - buf) + 1;
+    return true;
+}
+
+static bool admin_token_eq(const char *s, size_t n, const char *lit)
+{
+    return n == strlen(lit) && strncasecmp(s, lit, n) == 0;
+}
+
+static mt_status_t admin_fail(admin_request_t *rq, int status)
+{
+    rq->error_status = status;
+    return MT_ERROR;
+}
+
+/* RFC 9110 token characters (method and header names). */
+static bool admin_is_tchar(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* "GET /path?query HTTP/1.1" */
+static mt_status_t admin_parse_request_line(const char *l, size_t n, admin_request_t *rq)
+{
+    const char *sp1 = memchr(l, ' ', n);
+    if (sp1 == NULL || sp1 == l)
+        return admin_fail(rq, 400);
+    const char *target = sp1 + 1;
+    const char *sp2 = memchr(target, ' ', (size_t)(l + n - target));
+    if (sp2 == NULL || sp2 == target || *target != '/')
+        return admin_fail(rq, 400);
+    const char *version = sp2 + 1;
+    size_t vlen = (size_t)(l + n - version);
+
+    rq->method = l;
+    rq->method_len = (size_t)(sp1 - l);
+    for (size_t i = 0; i < rq->method_len; i++) {
+        if (!admin_is_tchar(l[i]))
+            return admin_fail(rq, 400);
+    }
+    rq->path = target;
+    const char *q = memchr(target, '?', (size_t)(sp2 - target));
+    rq->path_len = (size_t)((q ? q : sp2) - target);
+
+    if (vlen == 8 && memcmp(version, "HTTP/1.1", 8) == 0)
+        rq->keep_alive = true;
+    else if (vlen == 8 && memcmp(version, "HTTP/1.0", 8) == 0)
+        rq->keep_alive = false;
+    else if (vlen >= 5 && memcmp(version, "HTTP/", 5) == 0)
+        return admin_fail(rq, 505);
+    else
+        return admin_fail(rq, 400);
+    return MT_OK;
+}
+
+static mt_status_t admin_parse_content_length(const char *v, size_t n, admin_request_t *rq,
+                                              bool *seen)
+{
+    if (n == 0)
+        return admin_fail(rq, 400);
+    size_t value = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return admin_fail(rq, 400);
+        if (value > MT_ADMIN_MAX_REQUEST) /* stop before overflow; too large anyway */
+            return admin_fail(rq, 413);
+        value = value * 10 + (size_t)(v[i] - '0');
+    }
+    if (*seen && value != rq->content_length)
+        return admin_fail(rq, 400); /* conflicting lengths: a smuggling attempt or a bug */
+    *seen = true;
+    rq->content_length = value;
+    return MT_OK;
+}
+
+/* Connection: a comma-separated token list. */
+static void admin_parse_connection(const char *v, size_t n, admin_request_t *rq)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t start = i;
+        while (i < n && v[i] != ',')
+            i++;
+        size_t end = i;
+        while (start < end && (v[start] == ' ' || v[start] == '\t'))
+            start++;
+        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
+            end--;
+        if (admin_token_eq(v + start, end - start, "close"))
+            rq->keep_alive = false;
+        else if (admin_token_eq(v + start, end - start, "keep-alive"))
+            rq->keep_alive = true;
+        i++;
+    }
+}
+
+static mt_status_t admin_parse_header(const char *l, size_t n, admin_request_t *rq, bool *cl_seen)
+{
+    if (l[0] == ' ' || l[0] == '\t')
+        return admin_fail(rq, 400); /* obsolete line folding */
+    const char *colon = memchr(l, ':', n);
+    if (colon == NULL || colon == l)
+        return admin_fail(rq, 400);
+    size_t name_len = (size_t)(colon - l);
+    const char *v = colon + 1;
+    size_t vlen = (size_t)(l + n - v);
+    while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        vlen--;
+    }
+    while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+        vlen--;
+
+    if (memchr(l, ' ', name_len) != NULL || memchr(l, '\t', name_len) != NULL)
+        return admin_fail(rq, 400);
+    if (admin_token_eq(l, name_len, "content-length"))
+        return admin_parse_content_length(v, vlen, rq, cl_seen);
+    if (admin_token_eq(l, name_len, "transfer-encoding"))
+        return admin_fail(rq, 411); /* we only take bodies with a Content-Length */
+    if (admin_token_eq(l, name_len, "connection"))
+        admin_parse_connection(v, vlen, rq);
+    if (admin_token_eq(l, name_len, "origin"))
+        rq->has_origin = true;
+    if (admin_token_eq(l, name_len, "host")) {
+        if (rq->host != NULL)
+            return admin_fail(rq, 400); /* RFC 9112 3.2: more than one Host */
+        rq->host = v;
+        rq->host_len = vlen;
+    }
+    if (admin_token_eq(l, name_len, "authorization")) {
+        rq->authorization = v;
+        rq->authorization_len = vlen;
+    }
+    return MT_OK;
+}
+
+/*
+ * Parses one request from buf[0, len). MT_AGAIN: incomplete, read more. MT_ERROR:
+ * rq->error_status says what to answer. MT_OK: rq is filled and rq->total_len bytes (the body
+ * included) are buffered. Re-parses from the start on every call; the buffer is small.
+ */
+static mt_status_t admin_parse_request(const char *buf, size_t len, admin_request_t *rq)
+{
+    memset(rq, 0, sizeof(*rq));
+    size_t pos = 0;
+    const char *line;
+    size_t line_len;
+    bool have_request_line = false, cl_seen = false;
+
+    for (;;) {
+        if (!admin_next_line(buf, len, &pos, &line, &line_len))
+            return len >= MT_ADMIN_MAX_REQUEST ? admin_fail(rq, 413) : MT_AGAIN;
+        if (!have_request_line) {
+            if (line_len == 0)
+                continue; /* RFC 9112 2.2: ignore empty lines before the request line */
+            if (admin_parse_request_line(line, line_len, rq) != MT_OK)
+                return MT_ERROR;
+            have_request_line = true;
+            continue;
+        }
+        if (line_len == 0)
+            break;
+        if (admin_parse_header(line, line_len, rq, &cl_seen) != MT_OK)
+            return MT_ERROR;
+    }
+    rq->head = admin_token_eq(rq->method, rq->method_len, "HEAD");
+    rq->total_len = pos + rq->content_length;
+    if (rq->total_len > MT_ADMIN_MAX_REQUEST)
+        return admin_fail(rq, 413);
+    return len >= rq->total_len ? MT_OK : MT_AGAIN;
+}
+
+/* ---- endpoints ----------------------------------------------------------------------------- */
+
+typedef void (*admin_handler_t)(mt_admin_t *a, admin_response_t *r);
+
+static void admin_handle_index(mt_admin_t *a, admin_response_t *r);
+
+static void admin_handle_ready(mt_admin_t *a, admin_response_t *r)
+{
+    if (a->hooks.ready == NULL)
+        admin_response_text(r, 501, "not implemented\n");
+    else if (a->hooks.ready(a->hooks.ud))
+        admin_response_text(r, 200, "ready\n");
+    else {
+        char *why = a->hooks.not_ready_why ? a->hooks.not_ready_why(a->hooks.ud) : NULL;
+        admin_response_text(r, 503, why ? why : "not ready\n");
+        free(why);
+    }
+}
+
+static void admin_handle_prometheus(mt_admin_t *a, admin_response_t *r)
+{
+    r->status = 200;
+    r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r->body = mt_stats_render_prometheus(&r->body_len);
+}
+
+/* /stats: the same samples without the # HELP / # TYPE lines, for humans. */
+static void admin_handle_stats(mt_admin_t *a, admin_response_t *r)
+{
+    size_t len;
+    char *text = mt_stats_render_prometheus(&len);
+    size_t out = 0;
+    for (size_t i = 0; i < len;) {
+        const char *nl = memchr(text + i, '\n', len - i);
+        size_t line_end = nl ? (size_t)(nl - text) + 1 : len;
+        if (text[i] != '#') {
+            memmove(text + out, text + i, line_end - i);
+            out += line_end - i;
+        }
+        i = line_end;
+    }
+    r->status = 200;
+    r->content_type = "text/plain; charset=utf-8";
+    r->body = text;
+    r->body_len = out;
+}
+
+static const char *admin_guess_type(const char *body, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t'))
+        i++;
+    if (i < len && (body[i] == '{' || body[i] == '['))
+        return "application/json";
+    return "text/plain; charset=utf-8";
+}
+
+static void admin_handle_dump_hook(admin_response_t *r, char *(*hook)(void *, size_t *), void *ud,
+                                   const char *content_type)
+{
+    if (hook == NULL) {
+        admin_response_text(r, 501, "not implemented\n");
+        return;
+    }
+    size_t len = 0;
+    char *body = hook(ud, &len);
+    if (body == NULL) {
+        admin_response_text(r, 500, "internal error\n");
+        return;
+    }
+    r->status = 200;
+    r->content_type = content_type ? content_type : admin_guess_type(body, len);
+    r->body = body;
+    r->body_len = len;
+}
+
+static void admin_handle_config_dump(mt_admin_t *a, admin_response_t *r)
+{
+    admin_handle_dump_hook(r, a->hooks.config_dump, a->hooks.ud, "application/json");
+}
+
+static void admin_handle_clusters(mt_admin_t *a, admin_response_t *r)
+{
+    admin_handle_dump_hook(r, a->hooks.clusters, a->hooks.ud, NULL);
+}
+
+static void admin_handle_reload(mt_admin_t *a, admin_response_t *r)
+{
+    if (a->hooks.reload == NULL) {
+        admin_response_text(r, 501, "not implemented\n");
+        return;
+    }
+    char *msg = NULL;
+    int rc = a->hooks.reload(a->hooks.ud, &msg);
+    int status = rc == 0 ? 200 : 400;
+    const char *text = msg ? msg : (rc == 0 ? "reloaded" : "reload rejected");
+    size_t n = strlen(text);
+    /* Always end with a newline, so `curl -X POST .../reload` prints cleanly. */
+    if (n > 0 && text[n - 1] == '\n')
+        admin_response_text(r, status, text);
+    else {
+        r->status = status;
+        r->content_type = "text/plain; charset=utf-8";
+        r->body = admin_strdup_printf("%s\n", text);
+        r->body_len = r->body ? n + 1 : 0;
+    }
+    free(msg);
+}
+
+typedef struct admin_route {
+    const char *path;
+    const char *method; /* "GET" (HEAD too) or "POST" */
+    admin_handler_t handler;
+    const char *help;
+} admin_route_t;
+
+static const admin_route_t admin_routes[] = {
+    {"/", "GET", admin_handle_index, "this list"},
+    {"/ready", "GET", admin_handle_ready, "200 when serving a configuration, else 503"},
+    {"/stats", "GET", admin_handle_stats, "all metrics, one sample per line"},
+    {"/stats/prometheus", "GET", admin_handle_prometheus, "all metrics, Prometheus text format"},
+    {"/config_dump", "GET", admin_handle_config_dump,
+     "the configuration served (JSON, secrets "
+     "redacted)"},
+    {"/clusters", "GET", admin_handle_clusters, "upstream clusters and their endpoints"},
+    {"/reload", "POST", admin_handle_reload, "reload the configuration directory now"},
+};
+
+static void admin_handle_index(mt_admin_t *a, admin_response_t *r)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f == NULL) {
+        admin_response_text(r, 500, "internal error\n");
+        return;
+    }
+    fprintf(f, "meltemi %s admin\n\n", MELTEMI_VERSION);
+    for (size_t i = 0; i < MT_ARRAY_LEN(admin_routes); i++)
+        fprintf(f, "  %-5s %-18s %s\n", admin_routes[i].method, admin_routes[i].path,
+                admin_routes[i].help);
+    fclose(f);
+    r->status = 200;
+    r->content_type = "text/plain; charset=utf-8";
+    r->body = text;
+    r->body_len = len;
+}
+
+static bool admin_method_allowed(const admin_route_t *route, const admin_request_t *rq)
+{
+    /* Methods are case-sensitive (RFC 9110 9.1). */
+    if (rq->method_len == strlen(route->method) &&
+        memcmp(rq->method, route->method, rq->method_len) == 0)
+        return true;
+    return strcmp(route->method, "GET") == 0 && rq->head;
+}
+
+/* ---- who may call a mutating endpoint ------------------------------------------------------ */
+
+/* host (a Host header value) is name:port, or name alone when port is 80. name is compared
+ * case-insensitively (DNS names, IPv6 hex). */
+static bool admin_host_is(const char *host, size_t n, const char *name, int port)
+{
+    size_t name_len = strlen(name);
+    if (n < name_len || strncasecmp(host, name, name_len) != 0)
+        return false;
+    if (n == name_len)
+        return port == 80;
+    char want[8];
+    int w = snprintf(want, sizeof(want), ":%d", port);
+    return n - name_len == (size_t)w && memcmp(host + name_len, want, (size_t)w) == 0;
+}
+
+/* The address this connection arrived on, as a Host header names it: "10.0.0.5", "[fe80::1]";
+ * an IPv4-mapped IPv6 address in its IPv4 form. Empty string if unknown. */
+static void admin_local_name(const admin_client_t *c, char *out, size_t size)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN];
+    out[0] = '\0';
+    if (uv_tcp_getsockname(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        if (inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof(ip)))
+            snprintf(out, size, "%s", ip);
+        return;
+    }
+    const struct in6_addr *a6 = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a6)) {
+        if (inet_ntop(AF_INET, &a6->s6_addr[12], ip, sizeof(ip)))
+            snprintf(out, size, "%s", ip);
+    } else if (inet_ntop(AF_INET6, a6, ip, sizeof(ip))) {
+        snprintf(out, size, "[%s]", ip);
+    }
+}
+
+/* DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1 still sends
+ * "Host: evil.example:15000". A request without Host is not from a browser (they always
+ * send one) and passes. */
+static bool admin_host_allowed(const admin_client_t *c, const admin_request_t *rq)
+{
+    if (rq->host == NULL)
+        return true;
+    int port = c->admin->port;
+    static const char *const loopback[] = {"127.0.0.1", "localhost", "[::1]"};
+    for (size_t i = 0; i < MT_ARRAY_LEN(loopback); i++) {
+        if (admin_host_is(rq->host, rq->host_len, loopback[i], port))
+            return true;
+    }
+    char local[INET6_ADDRSTRLEN + 2];
+    admin_local_name(c, local, sizeof(local));
+    return local[0] != '\0' && admin_host_is(rq->host, rq->host_len, local, port);
+}
+
+/* Constant-time: compares SHA-256 digests, so neither the token nor its length leaks through
+ * timing. */
+static bool admin_token_ok(const mt_admin_t *a, const admin_request_t *rq)
+{
+    static const char scheme[] = "Bearer ";
+    size_t sl = sizeof(scheme) - 1;
+    if (rq->authorization == NULL || rq->authorization_len <= sl ||
+        strncasecmp(rq->authorization, scheme, sl) != 0)
+        return false;
+    const char *tok = rq->authorization + sl;
+    size_t n = rq->authorization_len - sl;
+    while (n > 0 && *tok == ' ') {
+        tok++;
+        n--;
+    }
+    unsigned char got[EVP_MAX_MD_SIZE];
+    unsigned int got_len = 0;
+    if (!EVP_Digest(tok, n, got, &got_len, EVP_sha256(), NULL) ||
+        got_len != sizeof(a->token_sha256))
+        return false;
+    return CRYPTO_memcmp(got, a->token_sha256, sizeof(a->token_sha256)) == 0;
+}
+
+/* Returns true if the request may go on; else fills r with the refusal (403 or 401). */
+static bool admin_mutation_allowed(const admin_client_t *c, const admin_request_t *rq,
+                                   admin_response_t *r)
+{
+    if (rq->has_origin) {
+        admin_response_text(r, 403,
+                            "forbidden: requests with an Origin header (sent by web browsers) "
+                            "may not call mutating admin endpoints\n");
+        return false;
+    }
+    if (!admin_host_allowed(c, rq)) {
+        admin_response_text(r, 403,
+                            "forbidden: the Host header must name the admin address "
+                            "(127.0.0.1:PORT, localhost:PORT or [::1]:PORT) on mutating "
+                            "admin endpoints\n");
+        return false;
+    }
+    if (c->admin->has_token && !admin_token_ok(c->admin, rq)) {
+        admin_response_text(r, 401,
+                            "unauthorized: this endpoint needs \"Authorization: Bearer "
+                            "<token>\" with the token of --admin-token-file\n");
+        r->www_authenticate = "Bearer realm=\"meltemi-admin\"";
+        return false;
+    }
+    return true;
+}
+
+static void admin_dispatch(admin_client_t *c, const admin_request_t *rq, admin_response_t *r)
+{
+    mt_admin_t *a = c->admin;
+    for (size_t i = 0; i < MT_ARRAY_LEN(admin_routes); i++) {
+        const admin_route_t *route = &admin_routes[i];
+        if (strlen(route->path) != rq->path_len || memcmp(route->path, rq->path, rq->path_len) != 0)
+            continue;
+        if (!admin_method_allowed(route, rq)) {
+            admin_response_text(r, 405, "method not allowed\n");
+            r->allow = strcmp(route->method, "GET") == 0 ? "GET, HEAD" : route->method;
+            return;
+        }
+        if (strcmp(route->method, "GET") != 0 && !admin_mutation_allowed(c, rq, r))
+            return;
+        route->handler(a, r);
+        return;
+    }
+    admin_response_text(r, 404, "not found\n");
+}
+
+/* ---- connections --------------------------------------------------------------------------- */
+
+static void admin_maybe_free(mt_admin_t *a)
+{
+    if (a->stopping && !a->listener_open && a->nclients == 0)
+        free(a);
+}
+
+static void admin_on_client_close(uv_handle_t *h)
+{
+    admin_client_t *c = h->data;
+    if (--c->open_handles > 0)
+        return;
+    mt_admin_t *a = c->admin;
+    free(c->out);
+    free(c);
+    a->nclients--;
+    admin_maybe_free(a);
+}
+
+static void admin_client_close(admin_client_t *c)
+{
+    if (c->state == ADMIN_CLIENT_CLOSING)
+        return;
+    c->state = ADMIN_CLIENT_CLOSING;
+    c->admin->nlinked--;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        c->admin->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    uv_close((uv_handle_t *)&c->tcp, admin_on_client_close);
+    uv_close((uv_handle_t *)&c->timer, admin_on_client_close);
+}
+
+static void admin_on_timeout(uv_timer_t *t)
+{
+    admin_client_close(t->data);
+}
+
+static void admin_on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    admin_client_t *c = h->data;
+    if (c->state == ADMIN_CLIENT_LINGERING)
+        c->in_len = 0; /* input after the last response is dropped */
+    *buf = uv_buf_init(c->in + c->in_len, (unsigned)(sizeof(c->in) - c->in_len));
+}
+
+static void admin_client_process(admin_client_t *c);
+static void admin_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void admin_on_shutdown(uv_shutdown_t *req, int status)
+{
+    admin_client_t *c = req->data;
+    if (status < 0)
+        admin_client_close(c);
+}
+
+/* After a "Connection: close" response: send FIN, then drop input until EOF or the timer. */
+static void admin_client_linger(admin_client_t *c)
+{
+    c->state = ADMIN_CLIENT_LINGERING;
+    c->in_len = 0;
+    c->shutdown_req.data = c;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, admin_on_shutdown) != 0 ||
+        uv_read_start((uv_stream_t *)&c->tcp, admin_on_alloc, admin_on_read) != 0) {
+        admin_client_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, admin_on_timeout, MT_ADMIN_LINGER_MS, 0);
+}
+
+static void admin_on_write(uv_write_t *req, int status)
+{
+    admin_client_t *c = req->data;
+    free(c->out);
+    c->out = NULL;
+    if (c->state == ADMIN_CLIENT_CLOSING)
+        return;
+    if (status < 0) {
+        admin_client_close(c);
+        return;
+    }
+    if (!c->keep_alive || c->admin->stopping) {
+        admin_client_linger(c);
+        return;
+    }
+    /* Keep-alive: drop the answered request, then serve what is already buffered (pipelining)
+     * before reading more. */
+    memmove(c->in, c->in + c->consumed, c->in_len - c->consumed);
+    c->in_len -= c->consumed;
+    c->consumed = 0;
+    c->state = ADMIN_CLIENT_READING;
+    uv_timer_start(&c->timer, admin_on_timeout, MT_ADMIN_IDLE_TIMEOUT_MS, 0);
+    admin_client_process(c);
+    if (c->state == ADMIN_CLIENT_READING &&
+        uv_read_start((uv_stream_t *)&c->tcp, admin_on_alloc, admin_on_read) != 0)
+        admin_client_close(c);
+}
+
+/* Serializes r (taking its body) and writes it; reading stays paused until the write ends. */
+static void admin_client_send(admin_client_t *c, const admin_request_t *rq, admin_response_t *r)
+{
+    char head[512];
+    int n = snprintf(
+        head, sizeof(head),
+        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+        "Cache-Control: no-cache\r\nConnection: %s\r\n%s%s%s%s%s%s\r\n",
+        r->status, admin_reason(r->status), r->content_type, r->body_len,
+        c->keep_alive ? "keep-alive" : "close", r->allow ? "Allow: " : "", r->allow ? r->allow : "",
+        r->allow ? "\r\n" : "", r->www_authenticate ? "WWW-Authenticate: " : "",
+        r->www_authenticate ? r->www_authenticate : "", r->www_authenticate ? "\r\n" : "");
+    size_t body_len = rq != NULL && rq->head ? 0 : r->body_len;
+    c->out = malloc((size_t)n + body_len);
+    if (c->out == NULL) {
+        free(r->body);
+        admin_client_close(c);
+        return;
+    }
+    memcpy(c->out, head, (size_t)n);
+    if (body_len > 0)
+        memcpy(c->out + n, r->body, body_len);
+    free(r->body);
+    r->body = NULL;
+
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->state = ADMIN_CLIENT_WRITING;
+    c->write_req.data = c;
+    uv_buf_t buf = uv_buf_init(c->out, (unsigned)((size_t)n + body_len));
+    if (uv_write(&c->write_req, (uv_stream_t *)&c->tcp, &buf, 1, admin_on_write) != 0) {
+        admin_client_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, admin_on_timeout, MT_ADMIN_WRITE_TIMEOUT_MS, 0);
+}
+
+static void admin_client_process(admin_client_t *c)
+{
+    admin_request_t rq;
+    admin_response_t r = {0};
+    mt_status_t st = admin_parse_request(c->in, c->in_len, &rq);
+    if (st == MT_AGAIN)
+        return;
+    if (st == MT_ERROR) {
+        c->keep_alive = false; /* the framing is unknown after an error: close */
+        r.status = rq.error_status;
+        r.content_type = "text/plain; charset=utf-8";
+        r.body = admin_strdup_printf("%d %s\n", r.status, admin_reason(r.status));
+        r.body_len = r.body ? strlen(r.body) : 0;
+        admin_client_send(c, NULL, &r);
+        return;
+    }
+    c->keep_alive = rq.keep_alive;
+    c->consumed = rq.total_len;
+    admin_dispatch(c, &rq, &r);
+    /* A handler that ran out of memory, or a hook that stopped the server (not supported, but
+     * must not write to a closing handle). */
+    if ((r.body == NULL && r.body_len > 0) || c->state == ADMIN_CLIENT_CLOSING) {
+        free(r.body);
+        admin_client_close(c);
+        return;
+    }
+    admin_client_send(c, &rq, &r);
+}
+
+static void admin_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    admin_client_t *c = s->data;
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        admin_client_close(c); /* EOF, reset, or ENOBUFS (cannot happen: we pause first) */
+        return;
+    }
+    if (c->state == ADMIN_CLIENT_LINGERING)
+        return;
+    c->in_len += (size_t)nread;
+    admin_client_process(c);
+}
+
+/* Same peer IP (the port does not matter); an unknown peer matches nothing. */
+static bool admin_same_peer(const struct sockaddr_storage *x, const struct sockaddr_storage *y)
+{
+    if (x->ss_family != y->ss_family)
+        return false;
+    if (x->ss_family == AF_INET)
+        return ((const struct sockaddr_in *)x)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)y)->sin_addr.s_addr;
+    if (x->ss_family == AF_INET6)
+        return memcmp(&((const struct sockaddr_in6 *)x)->sin6_addr,
+                      &((const struct sockaddr_in6 *)y)->sin6_addr, sizeof(struct in6_addr)) == 0;
+    return false;
+}
+
+static unsigned admin_count_peer(const mt_admin_t *a, const admin_client_t *c)
+{
+    unsigned n = 0;
+    for (const admin_client_t *o = a->clients; o != NULL; o = o->next) {
+        if (o != c && admin_same_peer(&o->peer, &c->peer))
+            n++;
+    }
+    return n;
+}
+
+/*
+ * Makes room for c: closes the oldest other client that is only waiting for (the rest of) a
+ * request, from c's address when same_peer is set. Returns false if there is none, i.e.
+ * every other slot is busy sending a response. Idle connections are cheap to open, and the
+ * readiness probe must not lose to them; a client being answered is never cut off.
+ */
+static bool admin_evict_idle(mt_admin_t *a, const admin_client_t *c, bool same_peer)
+{
+    admin_client_t *victim = NULL;
+    for (admin_client_t *o = a->clients; o != NULL; o = o->next) {
+        if (o == c || o->state != ADMIN_CLIENT_READING)
+            continue;
+        if (same_peer && !admin_same_peer(&o->peer, &c->peer))
+            continue;
+        victim = o; /* the list is newest first: the last match is the oldest */
+    }
+    if (victim == NULL)
+        return false;
+    mt_debug("admin: connection limit reached, closing the oldest idle connection");
+    admin_client_close(victim);
+    return true;
+}
+
+/* Applies the per-address and total caps to a just-accepted c; false: refuse c. */
+static bool admin_admit(mt_admin_t *a, admin_client_t *c)
+{
+    /* Closed clients are freed on the next loop iteration; a burst of accepts must not pile
+     * them up without bound either. */
+    if (a->nclients > 2 * MT_ADMIN_MAX_CLIENTS)
+        return false;
+    if (admin_count_peer(a, c) >= MT_ADMIN_MAX_CLIENTS_PER_ADDR && !admin_evict_idle(a, c, true))
+        return false;
+    return a->nlinked <= MT_ADMIN_MAX_CLIENTS || admin_evict_idle(a, c, false);
+}
+
+static void admin_on_connection(uv_stream_t *server, int status)
+{
+    mt_admin_t *a = server->data;
+    if (status < 0) {
+        mt_warn("admin: accept failed: %s", uv_strerror(status));
+        return;
+    }
+    admin_client_t *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        mt_warn("admin: out of memory accepting a connection");
+        return;
+    }
+    c->admin = a;
+    uv_tcp_init(a->loop, &c->tcp);
+    uv_timer_init(a->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->open_handles = 2;
+    a->nclients++;
+    a->nlinked++;
+    c->next = a->clients;
+    if (a->clients)
+        a->clients->prev = c;
+    a->clients = c;
+
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        admin_client_close(c);
+        return;
+    }
+    int peer_len = sizeof(c->peer);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &peer_len) != 0)
+        memset(&c->peer, 0, sizeof(c->peer));
+    if (!admin_admit(a, c)) {
+        mt_warn("admin: %d connections (%d per address) all busy, closing a new one",
+                MT_ADMIN_MAX_CLIENTS, MT_ADMIN_MAX_CLIENTS_PER_ADDR);
+        admin_client_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    if (uv_read_start((uv_stream_t *)&c->tcp, admin_on_alloc, admin_on_read) != 0) {
+        admin_client_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, admin_on_timeout, MT_ADMIN_IDLE_TIMEOUT_MS, 0);
+}
+
+/* ---- start / stop -------------------------------------------------------------------------- */
+
+/* "host:port", "[v6]:port"; host may be "localhost" or "*" (any IPv4 address). */
+static int admin_parse_addr(const char *addr, struct sockaddr_storage *ss)
+{
+    char host[64];
+    const char *port_s;
+    if (addr[0] == '[') {
+        const char *end = strchr(addr, ']');
+        if (end == NULL || end[1] != ':' || (size_t)(end - addr - 1) >= sizeof(host))
+            return -1;
+        memcpy(host, addr + 1, (size_t)(end - addr - 1));
+        host[end - addr - 1] = '\0';
+        port_s = end + 2;
+    } else {
+        const char *colon = strrchr(addr, ':');
+        if (colon == NULL || strchr(addr, ':') != colon || (size_t)(colon - addr) >= sizeof(host))
+            return -1;
+        memcpy(host, addr, (size_t)(colon - addr));
+        host[colon - addr] = '\0';
+        port_s = colon + 1;
+    }
+    if (*port_s == '\0' || strlen(port_s) > 5 || strspn(port_s, "0123456789") != strlen(port_s))
+        return -1;
+    int port = atoi(port_s);
+    if (port > 65535)
+        return -1;
+    if (addr[0] == '[')
+        return uv_ip6_addr(host, port, (struct sockaddr_in6 *)ss) == 0 ? 0 : -1;
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    else if (strcmp(host, "*") == 0 || host[0] == '\0')
+        strcpy(host, "0.0.0.0");
+    return uv_ip4_addr(host, port, (struct sockaddr_in *)ss) == 0 ? 0 : -1;
+}
+
+static void admin_on_listener_close(uv_handle_t *h)
+{
+    mt_admin_t *a = h->data;
+    a->listener_open = false;
+    admin_maybe_free(a);
+}
+
+static int admin_bound_port(uv_tcp_t *tcp)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getsockname(tcp, (struct sockaddr *)&ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+mt_admin_t *mt_admin_start(uv_loop_t *loop, const char *addr, const mt_admin_hooks_t *hooks,
+                           char **err)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (admin_parse_addr(addr, &ss) != 0) {
+        *err = admin_strdup_printf("admin: invalid address '%s' (want HOST:PORT or [IPV6]:PORT)",
+                                   addr);
+        return NULL;
+    }
+    mt_admin_t *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        *err = strdup("admin: out of memory");
+        return NULL;
+    }
+    a->loop = loop;
+    if (hooks != NULL)
+        a->hooks = *hooks;
+    uv_tcp_init(loop, &a->listener);
+    a->listener.data = a;
+    a->listener_open = true;
+
+    int rc = uv_tcp_bind(&a->listener, (const struct sockaddr *)&ss, 0);
+    if (rc == 0) /* Linux reports EADDRINUSE from listen(), not bind() */
+        rc = uv_listen((uv_stream_t *)&a->listener, 128, admin_on_connection);
+    if (rc != 0) {
+        *err = admin_strdup_printf("admin: cannot bind %s: %s", addr, uv_strerror(rc));
+        a->stopping = true;
+        uv_close((uv_handle_t *)&a->listener, admin_on_listener_close);
+        return NULL;
+    }
+    a->port = admin_bound_port(&a->listener);
+    mt_info("admin: listening on %s (port %d)", addr, a->port);
+    return a;
+}
+
+int mt_admin_set_token_file(mt_admin_t *a, const char *path, char **err)
+{
+    char buf[4097];
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        *err =
+            admin_strdup_printf("admin: cannot read the token file %s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    bool failed = ferror(f) != 0;
+    fclose(f);
+    int rc = -1;
+    const char *why = NULL;
+    size_t start = 0;
+    if (failed)
+        why = "read error";
+    else if (n == sizeof(buf))
+        why = "longer than 4096 bytes";
+    while (why == NULL && n > start && strchr(" \t\r\n", buf[n - 1]) != NULL)
+        n--;
+    while (why == NULL && start < n && strchr(" \t", buf[start]) != NULL)
+        start++;
+    if (why == NULL && n == start)
+        why = "empty";
+    else if (why == NULL && memchr(buf + start, '\n', n - start) != NULL)
+        why = "more than one line";
+    unsigned int len = 0;
+    if (why == NULL &&
+        EVP_Digest(buf + start, n - start, a->token_sha256, &len, EVP_sha256(), NULL) &&
+        len == sizeof(a->token_sha256)) {
+        a->has_token = true;
+        rc = 0;
+    } else {
+        *err = admin_strdup_printf("admin: token file %s: %s", path, why ? why : "digest failed");
+    }
+    OPENSSL_cleanse(buf, sizeof(buf));
+    return rc;
+}
+
+int mt_admin_port(const mt_admin_t *a)
+{
+    return a->port;
+}
+
+void mt_admin_stop(mt_admin_t *a)
+{
+    if (a == NULL || a->stopping)
+        return;
+    a->stopping = true;
+    while (a->clients != NULL)
+        admin_client_close(a->clients); /* unlinks it */
+    uv_close((uv_handle_t *)&a->listener, admin_on_listener_close);
+}

@@ -1,0 +1,554 @@
+/*
+ * server.c - `meltemi run`: the main thread. It compiles the configuration, builds the C
+ * snapshot, opens one SO_REUSEPORT listening socket per listener and worker (so bind errors
+ * surface here, synchronously, before anything is served), starts the workers, and then owns
+ * signals, the admin server and stats until a drain ends the process.
+ */
+#include "runtime/server/server.h"
+
+#include "runtime/server/admin.h"
+#include "runtime/core/common.h"
+#include "runtime/server/config.h"
+#include "runtime/core/log.h"
+#include "runtime/core/proxy.h"
+#include "runtime/luajit/lua_env.h"
+#include "runtime/core/snapshot.h"
+#include "runtime/core/stats.h"
+#include "runtime/core/worker.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lauxlib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef struct mt_server {
+    const mt_server_options_t *opts;
+    uv_loop_t *loop;
+    lua_State *L;
+    int snapshot_ref; /* registry ref to the live snapshot table */
+    mt_snapshot_t *snap;
+    uint64_t generation;
+    char *last_reload_error;
+    mt_worker_t *workers;
+    unsigned nworkers;
+    mt_admin_t *admin;
+    uv_signal_t sigterm, sigint, sighup;
+    uv_timer_t drain_timer, drain_poll;
+    uv_fs_event_t watch; /* the config directory */
+    uv_timer_t reload_debounce;
+    bool draining;
+    bool forced;
+} mt_server_t;
+
+/* ---- listening sockets ------------------------------------------------------------------------
+ */
+
+static int open_listen_socket(const mt_listener_conf_t *l, char **err)
+{
+    int fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+        bind(fd, (const struct sockaddr *)&l->sa, l->salen) != 0 || listen(fd, 1024) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        if (asprintf(err, "listener %s: cannot listen on %s:%u: %s", l->name, l->address, l->port,
+                     strerror(e)) < 0)
+            *err = NULL;
+        return -1;
+    }
+    return fd;
+}
+
+/* fds[w * n + i]: worker w's socket for listener i. Returns NULL (and closes all) on error. */
+static int *open_listeners(const mt_snapshot_t *s, unsigned nworkers, char **err)
+{
+    size_t n = s->n_listeners;
+    int *fds = malloc(sizeof(int) * (n * nworkers + 1));
+    if (!fds)
+        return NULL;
+    for (size_t k = 0; k < n * nworkers; k++)
+        fds[k] = -1;
+    for (unsigned w = 0; w < nworkers; w++) {
+        for (size_t i = 0; i < n; i++) {
+            int fd = open_listen_socket(&s->listeners[i], err);
+            if (fd < 0) {
+                for (size_t k = 0; k < n * nworkers; k++) {
+                    if (fds[k] >= 0)
+                        close(fds[k]);
+                }
+                free(fds);
+                return NULL;
+            }
+            fds[w * n + i] = fd;
+        }
+    }
+    return fds;
+}
+
+/* ---- configuration ----------------------------------------------------------------------------
+ */
+
+static void print_errors(lua_State *L, int idx)
+{
+    size_t n = lua_objlen(L, idx);
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, (int)i);
+        mt_error("%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+        lua_pop(L, 1);
+    }
+}
+
+static void print_warnings(lua_State *L, int idx)
+{
+    lua_getfield(L, idx, "warnings");
+    if (lua_istable(L, -1)) {
+        size_t n = lua_objlen(L, -1);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, (int)i);
+            mt_warn("%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+}
+
+/* Compiles the directory and builds a snapshot; on success the table is kept in the registry. */
+static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
+{
+    lua_State *L = srv->L;
+    int top = lua_gettop(L);
+    *err = NULL;
+    if (mt_config_compile(L, srv->opts->config_dir) != 0) {
+        int errs = lua_gettop(L);
+        print_errors(L, errs);
+        size_t n = lua_objlen(L, errs);
+        luaL_Buffer b;
+        luaL_buffinit(L, &b);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, errs, (int)i);
+            luaL_addvalue(&b);
+            luaL_addchar(&b, '\n');
+        }
+        luaL_pushresult(&b);
+        *err = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "invalid configuration");
+        lua_settop(L, top);
+        return NULL;
+    }
+    print_warnings(L, -1);
+    mt_snapshot_t *s = mt_snapshot_from_lua(L, -1, srv->generation + 1, err);
+    if (!s) {
+        lua_settop(L, top);
+        return NULL;
+    }
+    if (srv->snapshot_ref != LUA_NOREF)
+        luaL_unref(L, LUA_REGISTRYINDEX, srv->snapshot_ref);
+    srv->snapshot_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    srv->generation++;
+    lua_settop(L, top);
+    return s;
+}
+
+/* ---- reload -------------------------------------------------------------------------------------
+ */
+
+static bool snapshot_has_listener(const mt_snapshot_t *s, const char *name)
+{
+    for (uint32_t i = 0; i < s->n_listeners; i++) {
+        if (strcmp(s->listeners[i].name, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * Builds a new snapshot off the request path and hands it to every worker, which swaps it in
+ * between requests. An invalid configuration (or a new listener that cannot bind) changes
+ * nothing: the old snapshot keeps serving and the failure is counted and kept for
+ * /config_dump. Returns 0 or -1 with a malloc'd message.
+ */
+static int server_reload(mt_server_t *srv, const char *why, char **msg)
+{
+    char *err = NULL;
+    mt_info("reload (%s): compiling %s", why, srv->opts->config_dir);
+    int old_ref = srv->snapshot_ref;
+    srv->snapshot_ref = LUA_NOREF; /* server_load must not drop the live table yet */
+    mt_snapshot_t *s = server_load(srv, &err);
+    if (!s) {
+        srv->snapshot_ref = old_ref;
+        goto failed;
+    }
+    size_t n = s->n_listeners;
+    int *fds = malloc(sizeof(int) * (n * srv->nworkers + 1));
+    for (size_t k = 0; fds && k < n * srv->nworkers; k++)
+        fds[k] = -1;
+    for (size_t i = 0; fds && i < n; i++) {
+        if (snapshot_has_listener(srv->snap, s->listeners[i].name))
+            continue;
+        for (unsigned w = 0; w < srv->nworkers; w++) {
+            int fd = open_listen_socket(&s->listeners[i], &err);
+            if (fd < 0) {
+                for (size_t k = 0; k < n * srv->nworkers; k++) {
+                    if (fds[k] >= 0)
+                        close(fds[k]);
+                }
+                free(fds);
+                fds = NULL;
+                break;
+            }
+            fds[w * n + i] = fd;
+        }
+    }
+    if (!fds) {
+        mt_snapshot_unref(s);
+        luaL_unref(srv->L, LUA_REGISTRYINDEX, srv->snapshot_ref);
+        srv->snapshot_ref = old_ref;
+        srv->generation--;
+        goto failed;
+    }
+    luaL_unref(srv->L, LUA_REGISTRYINDEX, old_ref);
+    for (unsigned w = 0; w < srv->nworkers; w++) {
+        int *mine = malloc(sizeof(int) * (n + 1));
+        memcpy(mine, fds + (size_t)w * n, sizeof(int) * n);
+        mt_worker_post(&srv->workers[w], MT_MAIL_SNAPSHOT, mt_snapshot_ref(s), mine);
+    }
+    free(fds);
+    mt_snapshot_unref(srv->snap);
+    srv->snap = s;
+    free(srv->last_reload_error);
+    srv->last_reload_error = NULL;
+    mt_stats_global.config_generation = srv->generation;
+    mt_stats_global.config_reloads++;
+    mt_info("reload (%s): generation %llu is live (%u listeners, %u clusters)", why,
+            (unsigned long long)srv->generation, s->n_listeners, s->n_clusters);
+    if (msg && asprintf(msg, "generation %llu\n", (unsigned long long)srv->generation) < 0)
+        *msg = NULL;
+    return 0;
+failed:
+    mt_stats_global.config_reload_failures++;
+    mt_error("reload (%s) rejected; generation %llu keeps serving", why,
+             (unsigned long long)srv->generation);
+    free(srv->last_reload_error);
+    srv->last_reload_error = err ? err : strdup("invalid configuration");
+    if (msg)
+        *msg = strdup(srv->last_reload_error);
+    return -1;
+}
+
+static int hook_reload(void *ud, char **msg)
+{
+    mt_server_t *srv = ud;
+    if (srv->draining) {
+        *msg = strdup("draining: reload refused\n");
+        return -1;
+    }
+    return server_reload(srv, "POST /reload", msg);
+}
+
+static void on_reload_debounce(uv_timer_t *t)
+{
+    mt_server_t *srv = t->data;
+    if (!srv->draining)
+        server_reload(srv, "config directory changed", NULL);
+}
+
+static void on_config_dir_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+    mt_server_t *srv = h->data;
+    /* Only configuration files count: YAML, and the Lua files LuaFilters load with
+     * scriptFile (logs or editor swap files in the directory do not). */
+    if (filename) {
+        size_t n = strlen(filename);
+        bool config = (n > 5 && strcmp(filename + n - 5, ".yaml") == 0) ||
+                      (n > 4 && strcmp(filename + n - 4, ".yml") == 0) ||
+                      (n > 4 && strcmp(filename + n - 4, ".lua") == 0);
+        if (!config)
+            return;
+    }
+    /* Editors write a file in several steps: wait for the directory to settle. */
+    uv_timer_start(&srv->reload_debounce, on_reload_debounce, 300, 0);
+}
+
+/* ---- admin hooks --------------------------------------------------------------------------------
+ */
+
+/*
+ * Why the server is not ready, written into buf (NULL when it is): draining, a worker that
+ * has not applied a snapshot yet, or a stuck worker, one whose loop has not ticked for
+ * MT_WORKER_STUCK_MS (a filter call running that long, or a bug). Each stuck worker is named.
+ */
+static const char *server_not_ready(mt_server_t *srv, char *buf, size_t size)
+{
+    if (srv->draining)
+        return "not ready: draining\n";
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        if (!__atomic_load_n(&srv->workers[i].ready, __ATOMIC_ACQUIRE))
+            return "not ready: a worker has not loaded the configuration yet\n";
+    }
+    uint64_t now = uv_hrtime() / 1000000u;
+    size_t len = 0;
+    for (unsigned i = 0; i < srv->nworkers && len < size; i++) {
+        uint64_t beat = __atomic_load_n(&srv->workers[i].heartbeat_ms, __ATOMIC_RELAXED);
+        if (now <= beat + MT_WORKER_STUCK_MS)
+            continue;
+        int n = snprintf(buf + len, size - len,
+                         "%sworker %u is stuck: its event loop has not run for %llu ms\n",
+                         len ? "" : "not ready: ", i, (unsigned long long)(now - beat));
+        len += n > 0 ? (size_t)n : 0;
+    }
+    return len ? buf : NULL;
+}
+
+static bool hook_ready(void *ud)
+{
+    char buf[512];
+    return server_not_ready(ud, buf, sizeof buf) == NULL;
+}
+
+static char *hook_not_ready_why(void *ud)
+{
+    char buf[512];
+    const char *why = server_not_ready(ud, buf, sizeof buf);
+    return why ? strdup(why) : NULL;
+}
+
+static char *hook_config_dump(void *ud, size_t *len)
+{
+    mt_server_t *srv = ud;
+    lua_State *L = srv->L;
+    int top = lua_gettop(L);
+    lua_createtable(L, 0, 3);
+    lua_pushnumber(L, (lua_Number)srv->generation);
+    lua_setfield(L, -2, "generation");
+    if (srv->last_reload_error) {
+        lua_pushstring(L, srv->last_reload_error);
+        lua_setfield(L, -2, "last_reload_error");
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, srv->snapshot_ref);
+    lua_setfield(L, -2, "config");
+    if (mt_lua_call_module(L, "meltemi.dump", "json", 1, 1) != 0 || !lua_isstring(L, -1)) {
+        mt_error("config_dump: %s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+        lua_settop(L, top);
+        return NULL;
+    }
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    char *out = malloc(n + 1);
+    if (out) {
+        memcpy(out, s, n + 1);
+        *len = n;
+    }
+    lua_settop(L, top);
+    return out;
+}
+
+static char *hook_clusters(void *ud, size_t *len)
+{
+    mt_server_t *srv = ud;
+    char *out = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&out, &n);
+    if (!f)
+        return NULL;
+    for (uint32_t i = 0; i < srv->snap->n_clusters; i++) {
+        const mt_cluster_conf_t *c = &srv->snap->clusters[i];
+        fprintf(f, "%s::protocol::%s\n", c->name, mt_proxy_for(c->protocol)->name);
+        fprintf(f, "%s::upstream_cx_active::%lld\n", c->name,
+                (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_CX_ACTIVE));
+        fprintf(f, "%s::upstream_cx_connect_fail::%lld\n", c->name,
+                (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_CX_CONNECT_FAIL));
+        fprintf(f, "%s::upstream_rq_total::%lld\n", c->name,
+                (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_RQ_TOTAL));
+        for (uint32_t j = 0; j < c->n_endpoints; j++) {
+            const mt_endpoint_conf_t *e = &c->endpoints[j];
+            fprintf(f, "%s::%s:%u::%s\n", c->name, e->address, e->port,
+                    e->resolve_error ? e->resolve_error : "resolved");
+        }
+    }
+    fclose(f);
+    *len = n;
+    return out;
+}
+
+/* ---- signals and drain -------------------------------------------------------------------------
+ */
+
+static void server_finish_if_done(mt_server_t *srv)
+{
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        if (!__atomic_load_n(&srv->workers[i].exited, __ATOMIC_ACQUIRE))
+            return;
+    }
+    uv_stop(srv->loop);
+}
+
+static void on_drain_poll(uv_timer_t *t)
+{
+    server_finish_if_done(t->data);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    mt_server_t *srv = t->data;
+    mt_warn("drain timeout (%u ms) reached: closing the remaining connections",
+            srv->opts->drain_timeout_ms);
+    srv->forced = true;
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        mt_worker_post(&srv->workers[i], MT_MAIL_STOP, NULL, NULL);
+}
+
+static void server_drain(mt_server_t *srv)
+{
+    if (srv->draining)
+        return;
+    srv->draining = true;
+    uv_fs_event_stop(&srv->watch);
+    mt_info("draining: no new connections; waiting up to %u ms for requests in flight",
+            srv->opts->drain_timeout_ms);
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        mt_worker_post(&srv->workers[i], MT_MAIL_DRAIN, NULL, NULL);
+    uv_timer_start(&srv->drain_timer, on_drain_timeout, srv->opts->drain_timeout_ms, 0);
+    uv_timer_start(&srv->drain_poll, on_drain_poll, 10, 10);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    mt_server_t *srv = h->data;
+    if (signum == SIGHUP) {
+        if (!srv->draining)
+            server_reload(srv, "SIGHUP", NULL);
+        return;
+    }
+    server_drain(srv);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* ---- run
+ * ----------------------------------------------------------------------------------------- */
+
+int mt_server_run(const mt_server_options_t *opts)
+{
+    mt_server_t srv_storage, *srv = &srv_storage;
+    memset(srv, 0, sizeof(*srv));
+    srv->opts = opts;
+    srv->snapshot_ref = LUA_NOREF;
+    srv->nworkers = opts->workers;
+    if (srv->nworkers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        srv->nworkers = n > 0 ? (unsigned)MT_MIN(n, MT_MAX_WORKERS) : 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    mt_stats_init(srv->nworkers);
+    srv->L = mt_lua_new();
+    if (!srv->L) {
+        mt_error("out of memory creating the Lua state");
+        return MT_EXIT_INVALID_CONFIG;
+    }
+    char *err = NULL;
+    srv->snap = server_load(srv, &err);
+    if (!srv->snap) {
+        if (err && !strchr(err, ':'))
+            mt_error("%s", err);
+        mt_error("invalid configuration in %s: not starting", opts->config_dir);
+        free(err);
+        lua_close(srv->L);
+        return MT_EXIT_INVALID_CONFIG;
+    }
+    mt_stats_global.config_generation = srv->generation;
+    int *fds = open_listeners(srv->snap, srv->nworkers, &err);
+    if (!fds) {
+        mt_error("%s", err ? err : "out of memory");
+        free(err);
+        mt_snapshot_unref(srv->snap);
+        lua_close(srv->L);
+        return MT_EXIT_INVALID_CONFIG;
+    }
+
+    srv->loop = uv_default_loop();
+    uv_timer_init(srv->loop, &srv->drain_timer);
+    uv_timer_init(srv->loop, &srv->drain_poll);
+    srv->drain_timer.data = srv->drain_poll.data = srv;
+    uv_timer_init(srv->loop, &srv->reload_debounce);
+    srv->reload_debounce.data = srv;
+    uv_fs_event_init(srv->loop, &srv->watch);
+    srv->watch.data = srv;
+    if (uv_fs_event_start(&srv->watch, on_config_dir_event, opts->config_dir, 0) != 0)
+        mt_warn("cannot watch %s for changes: reload with SIGHUP or POST /reload",
+                opts->config_dir);
+    uv_signal_init(srv->loop, &srv->sigterm);
+    uv_signal_init(srv->loop, &srv->sigint);
+    uv_signal_init(srv->loop, &srv->sighup);
+    srv->sigterm.data = srv->sigint.data = srv->sighup.data = srv;
+    uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&srv->sigint, on_signal, SIGINT);
+    uv_signal_start(&srv->sighup, on_signal, SIGHUP);
+    srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
+    for (unsigned i = 0; i < srv->nworkers; i++) {
+        if (mt_worker_start(&srv->workers[i], i) != 0) {
+            mt_error("cannot start worker %u", i);
+            return MT_EXIT_INVALID_CONFIG;
+        }
+        size_t n = srv->snap->n_listeners;
+        int *mine = malloc(sizeof(int) * (n + 1));
+        memcpy(mine, fds + (size_t)i * n, sizeof(int) * n);
+        mt_worker_post(&srv->workers[i], MT_MAIL_SNAPSHOT, mt_snapshot_ref(srv->snap), mine);
+    }
+    free(fds);
+
+    if (strcmp(opts->admin_addr, "off") != 0) {
+        mt_admin_hooks_t hooks = {.ud = srv,
+                                  .ready = hook_ready,
+                                  .not_ready_why = hook_not_ready_why,
+                                  .config_dump = hook_config_dump,
+                                  .clusters = hook_clusters,
+                                  .reload = hook_reload};
+        srv->admin = mt_admin_start(srv->loop, opts->admin_addr, &hooks, &err);
+        if (srv->admin && opts->admin_token_file &&
+            mt_admin_set_token_file(srv->admin, opts->admin_token_file, &err) != 0) {
+            mt_admin_stop(srv->admin);
+            srv->admin = NULL;
+        }
+        if (!srv->admin) {
+            mt_error("%s", err ? err : "admin: cannot start");
+            free(err);
+            err = NULL;
+            srv->forced = true;
+            server_drain(srv);
+        }
+    }
+    for (uint32_t i = 0; i < srv->snap->n_listeners; i++) {
+        const mt_listener_conf_t *l = &srv->snap->listeners[i];
+        mt_info("listening on %s:%u (%s, service %s)", l->address, l->port,
+                mt_proxy_for(l->protocol)->name, l->service ? l->service : "-");
+    }
+    mt_info("meltemi %s started: %u workers, config generation %llu%s%s", MELTEMI_VERSION,
+            srv->nworkers, (unsigned long long)srv->generation, srv->admin ? ", admin on " : "",
+            srv->admin ? opts->admin_addr : "");
+
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+
+    bool admin_failed = srv->forced && !srv->admin;
+    for (unsigned i = 0; i < srv->nworkers; i++)
+        mt_worker_join(&srv->workers[i]);
+    if (srv->admin)
+        mt_admin_stop(srv->admin);
+    uv_walk(srv->loop, close_walk, NULL);
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+    free(srv->workers);
+    mt_snapshot_unref(srv->snap);
+    free(srv->last_reload_error);
+    lua_close(srv->L);
+    mt_info("stopped");
+    return admin_failed ? MT_EXIT_INVALID_CONFIG : MT_EXIT_OK;
+}
