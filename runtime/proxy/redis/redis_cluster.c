@@ -1178,11 +1178,10 @@ static void cluster_dispatch(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_
                                "the proxy");
 }
 
-void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
-                         const char *frame)
+void mt_rcluster_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                         const resp_request_t *req, const char *frame)
 {
     mt_worker_t *w = s->base.w;
-    mt_wcluster_t *c = s->base.cluster;
     if (!topo_get(c)) {
         mt_rsess_reply_error(s, "ERR meltemi: out of memory");
         return;
@@ -1262,6 +1261,37 @@ void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp
  * service (targets[i], strips[i] for key i) and the replies recombined like a cross-slot
  * split. A part bound for a cluster-mode service is routed (and split again by slot) there.
  */
+/* Sends one part of a command split by prefix routes to its destination c: a cluster-mode
+ * destination routes it by slot, a plain one by its first key (key). */
+static void split_part_send(mt_rsess_t *s, mt_wcluster_t *c, mt_rreq_t *part, const resp_arg_t *key)
+{
+    mt_worker_t *w = s->base.w;
+    if (!c || c->n_eps == 0) {
+        mt_rreq_complete_error(w, part, "ERR meltemi: no upstream host for this key");
+        return;
+    }
+    if (c->conf->redis_mode == MT_REDIS_CLUSTER && topo_get(c)) {
+        resp_req_parser_t parser;
+        resp_req_parser_init(&parser, &resp_default_limits);
+        resp_request_t again;
+        const char *err = NULL;
+        if (resp_parse_request(&parser, part->frame.p, part->frame.len, &again, &err) == MT_OK)
+            cluster_route(c, part, &again);
+        else
+            mt_rreq_complete_error(w, part, "ERR meltemi: internal error re-reading a part");
+        resp_req_parser_free(&parser);
+        return;
+    }
+    const char *why = NULL;
+    mt_wendpoint_t *ep = mt_rproxy_endpoint(c, key, s->base.conf->redis.enable_hashtagging);
+    if (!mt_rreq_send(part, ep, false, &why)) {
+        char text[400];
+        snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
+                 c->conf->service ? c->conf->service : c->conf->name, why);
+        mt_rreq_complete_error(w, part, text);
+    }
+}
+
 void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t step,
                         mt_wcluster_t **targets, const uint32_t *strips)
 {
@@ -1332,32 +1362,8 @@ void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t s
         return;
     }
     for (uint32_t pi = 0; pi < n_parts; pi++) {
-        mt_wcluster_t *c = uniq[pi];
-        mt_rreq_t *part = parts[pi];
-        if (!c || c->n_eps == 0) {
-            mt_rreq_complete_error(w, part, "ERR meltemi: no upstream host for this key");
-        } else if (c->conf->redis_mode == MT_REDIS_CLUSTER && topo_get(c)) {
-            resp_req_parser_t parser;
-            resp_req_parser_init(&parser, &resp_default_limits);
-            resp_request_t again;
-            const char *err = NULL;
-            if (resp_parse_request(&parser, part->frame.p, part->frame.len, &again, &err) == MT_OK)
-                cluster_route(c, part, &again);
-            else
-                mt_rreq_complete_error(w, part, "ERR meltemi: internal error re-reading a part");
-            resp_req_parser_free(&parser);
-        } else {
-            const char *why = NULL;
-            uint32_t key0 = sp->part_keys[sp->part_off[pi]];
-            mt_wendpoint_t *ep = mt_rproxy_endpoint(c, &req->argv[1 + key0 * step],
-                                                    s->base.conf->redis.enable_hashtagging);
-            if (!mt_rreq_send(part, ep, false, &why)) {
-                char text[400];
-                snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
-                         c->conf->service ? c->conf->service : c->conf->name, why);
-                mt_rreq_complete_error(w, part, text);
-            }
-        }
+        uint32_t key0 = sp->part_keys[sp->part_off[pi]];
+        split_part_send(s, uniq[pi], parts[pi], &req->argv[1 + key0 * step]);
     }
     free(uniq), free(parts);
 }

@@ -959,6 +959,20 @@ static mt_wendpoint_t *route_endpoint(mt_wcluster_t *c, const redis_command_t *c
  * inline commands and rewritten ones (req->is_inline), a re-encoding of req->argv.
  * hold_until_ms (DELAY faults) holds the reply back until then.
  */
+/* An error for the command being handled: now, or held until hold_until_ms (a DELAY fault
+ * delays errors too: the client never learns of the failure early). */
+static void sess_reply_error_at(mt_rsess_t *s, const char *text, uint64_t hold_until_ms)
+{
+    if (!hold_until_ms) {
+        mt_rsess_reply_error(s, text);
+        return;
+    }
+    resp_out_t *o = &mt_rw(s->base.w)->scratch;
+    o->len = 0;
+    resp_out_error(o, text);
+    sess_reply_held(s, o->data, o->len, hold_until_ms);
+}
+
 static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
                        const resp_request_t *req, const char *frame, uint64_t hold_until_ms)
 {
@@ -969,23 +983,12 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
                  c && c->conf->service
                      ? c->conf->service
                      : (s->base.conf->service ? s->base.conf->service : s->base.conf->name));
-        if (hold_until_ms) {
-            resp_out_t *o = &mt_rw(s->base.w)->scratch;
-            o->len = 0;
-            resp_out_error(o, text);
-            sess_reply_held(s, o->data, o->len, hold_until_ms);
-        } else {
-            mt_rsess_reply_error(s, text);
-        }
+        sess_reply_error_at(s, text, hold_until_ms);
         return;
     }
     if (c->conf->redis_mode == MT_REDIS_CLUSTER) {
-        /* The cluster path routes with the session's cluster: point it at c for the call. */
-        mt_wcluster_t *own = s->base.cluster;
         mt_rreq_t *tail = s->tail;
-        s->base.cluster = c;
-        mt_rcluster_forward(s, cmd, req, frame);
-        s->base.cluster = own;
+        mt_rcluster_forward(s, c, cmd, req, frame);
         if (hold_until_ms && s->tail && s->tail != tail) {
             s->tail->hold_until_ms = hold_until_ms;
             if (s->tail->done) {
@@ -1001,14 +1004,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
     if (!ep) {
         snprintf(text, sizeof(text), "ERR meltemi: no healthy replica for %s (readPolicy REPLICA)",
                  c->conf->service ? c->conf->service : c->conf->name);
-        if (hold_until_ms) {
-            resp_out_t *o = &mt_rw(s->base.w)->scratch;
-            o->len = 0;
-            resp_out_error(o, text);
-            sess_reply_held(s, o->data, o->len, hold_until_ms);
-        } else {
-            mt_rsess_reply_error(s, text);
-        }
+        sess_reply_error_at(s, text, hold_until_ms);
         return;
     }
     const char *why = NULL;
@@ -1021,14 +1017,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
         else
             snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
                      mt_rendpoint_label(ep, lbl, sizeof(lbl)), why);
-        if (hold_until_ms) {
-            resp_out_t *o = &mt_rw(s->base.w)->scratch;
-            o->len = 0;
-            resp_out_error(o, text);
-            sess_reply_held(s, o->data, o->len, hold_until_ms);
-        } else {
-            mt_rsess_reply_error(s, text);
-        }
+        sess_reply_error_at(s, text, hold_until_ms);
         return;
     }
     mt_rreq_t *r = mt_rreq_new(w);

@@ -129,8 +129,9 @@ bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms);
 bool mt_rcluster_send_slots(mt_wendpoint_t *ep, const char **why);
 
 /* redis_cluster.c */
-void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
-                         const char *frame);
+/* Sends a command of session s to cluster-mode destination c (the listener's or a route's). */
+void mt_rcluster_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                         const resp_request_t *req, const char *frame);
 /* A reply to a cluster-mode request: true when it was a redirection and r was re-sent. */
 bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t len);
 void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p, size_t len);
