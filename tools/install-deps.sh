@@ -15,6 +15,7 @@ PACKAGES=(
     # llvm the llvm-symbolizer that turns their reports into file:line
     clang libclang-rt-dev llvm
     libluajit-5.1-dev luajit libuv1-dev libssl-dev libyaml-dev lua-lpeg-dev libpcre2-dev
+    libhttp-parser-dev # the admin server's HTTP/1.1 request parser (runtime/server/admin.c)
     # unit tests, lint
     libcriterion-dev lua-check clang-format
     # integration tests and the demo: real servers and real clients
