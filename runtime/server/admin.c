@@ -172,9 +172,10 @@ typedef enum admin_http_span {
 
 struct mt_admin_http {
     http_parser parser;
-    size_t fed;                     /* bytes of the request given to the parser so far */
-    size_t header_len;              /* request line + headers, once they are complete */
-    admin_http_span_t last;         /* what the last data callback was about */
+    size_t fed;             /* bytes of the request given to the parser so far */
+    const char *end;        /* the end of the bytes received (callbacks must not read past) */
+    size_t header_len;      /* request line + headers, once they are complete */
+    admin_http_span_t last; /* what the last data callback was about */
     const char *url, *name, *value; /* spans being collected, in the caller's buffer */
     size_t url_len, name_len, value_len;
     bool method_unknown; /* a token http-parser does not know: we parsed it (see below) */
@@ -307,6 +308,18 @@ static int admin_http_on_header_field(http_parser *p, const char *at, size_t n)
         h->name_len = 0;
     }
     h->name_len += n;
+    if (at + n == h->end || at[n] != ':')
+        return 0; /* the rest of the name comes with the next read */
+    /* The name is complete at its ':', the same byte however the request was cut, so these
+     * answers come before any error in the value, in one read or many. Debian builds
+     * http-parser without HTTP_PARSER_STRICT, which lets a space into a name ("Host :"):
+     * such a Host would go unseen by the checks of mutating endpoints. */
+    for (size_t i = 0; i < h->name_len; i++) {
+        if (!admin_is_tchar(h->name[i]))
+            return admin_http_fail(h, 400);
+    }
+    if (admin_token_eq(h->name, h->name_len, "transfer-encoding"))
+        return admin_http_fail(h, 411); /* we only take bodies with a Content-Length */
     return 0;
 }
 
@@ -327,8 +340,6 @@ static int admin_http_on_header_value(http_parser *p, const char *at, size_t n)
 {
     mt_admin_http_t *h = p->data;
     if (h->last == ADMIN_HTTP_FIELD) {
-        if (admin_token_eq(h->name, h->name_len, "transfer-encoding"))
-            return admin_http_fail(h, 411); /* we only take bodies with a Content-Length */
         /* An empty value is reported at the start of the next line: nothing to check. */
         if (n > 0 && !admin_http_only_colon_ows(h->name + h->name_len, at))
             return admin_http_fail(h, 400);
@@ -467,6 +478,7 @@ mt_status_t mt_admin_http_parse(mt_admin_http_t *h, const char *buf, size_t len,
         return admin_http_result(h, h->failed ? MT_ERROR : MT_OK, rq);
     if (len > MT_ADMIN_MAX_REQUEST)
         len = MT_ADMIN_MAX_REQUEST;
+    h->end = buf + len;
     while (h->fed < len && !h->complete) {
         size_t n =
             http_parser_execute(&h->parser, &admin_http_settings, buf + h->fed, len - h->fed);

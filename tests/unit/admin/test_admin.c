@@ -670,6 +670,8 @@ Test(admin_http, malformed_requests_fail_with_the_status_to_answer)
         {"GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n", MT_ERROR, 400}, /* obsolete line folding */
         {"POST /reload HTTP/1.1\r\nHost:\r\n 127.0.0.1:15000\r\n\r\n", MT_ERROR, 400},
         {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", MT_ERROR, 400},
+        {"POST /reload HTTP/1.1\r\nHost : evil.example\r\n\r\n", MT_ERROR, 400}, /* not a token */
+        {"GET / HTTP/1.1\r\nHo st: a\r\n\r\n", MT_ERROR, 400},
         {"GET / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab", MT_ERROR, 400},
         {"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", MT_ERROR,
          411},
