@@ -121,5 +121,17 @@ int64_t mt_snap_field_int(lua_State *L, int t, const char *key, int64_t dflt);
 bool mt_snap_field_bool(lua_State *L, int t, const char *key, bool dflt);
 /* Pushes t[key] if it is a table and returns true; pushes nothing otherwise. */
 bool mt_snap_field_table(lua_State *L, int t, const char *key);
+/* A duration in ms, clamped to what a uint32_t holds (~49 days: "never" for a timeout). */
+uint32_t mt_snap_field_ms(lua_State *L, int t, const char *key, uint32_t dflt);
+/* t[key] = { username =, password = } as byte strings (mt_auth_t); all zero when absent. */
+void mt_snap_field_auth(lua_State *L, int t, const char *key, mt_auth_t *a);
+/* Frees a's strings, wiping the password first, and zeroes a. */
+void mt_auth_free(mt_auth_t *a);
+/* The endpoint table { address =, port = } at absolute index t into e (zeroed by the caller),
+ * resolved now. Returns 0, or -1 with e->resolve_error saying why e is unusable ("<what>
+ * without an address" when it has none). */
+int mt_snap_endpoint(lua_State *L, int t, const char *what, mt_endpoint_conf_t *e);
+/* Frees what mt_snap_endpoint allocated in e. */
+void mt_endpoint_conf_free(mt_endpoint_conf_t *e);
 
 #endif
