@@ -17,8 +17,6 @@
 #include <string.h>
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
-#define DEFAULT_OP_TIMEOUT_MS 5000
-#define DEFAULT_AUTH_TIMEOUT_MS 10000 /* RedisService settings.authTimeout */
 
 /* t[key] as a malloc'd NUL-terminated copy (NULL if absent); *len (if given) gets the byte
  * length, which counts embedded NULs. */
@@ -183,17 +181,6 @@ static mt_protocol_t parse_protocol(const char *p)
     return MT_PROTO_TCP;
 }
 
-static mt_read_policy_t parse_read_policy(const char *p)
-{
-    static const char *const names[] = {"MASTER", "PREFER_MASTER", "REPLICA", "PREFER_REPLICA",
-                                        "ANY"};
-    for (size_t i = 0; p && i < MT_ARRAY_LEN(names); i++) {
-        if (strcmp(p, names[i]) == 0)
-            return (mt_read_policy_t)i;
-    }
-    return MT_READ_MASTER;
-}
-
 /* The table at idx (an absolute stack index) as the compiler's Lua text, which is
  * deterministic: the snapshot source every worker's Lua side loads. */
 static char *fingerprint_of(lua_State *L, int idx)
@@ -229,25 +216,6 @@ static int read_fingerprint(lua_State *L, int t, const char *what, const char *n
     if (asprintf(err, "snapshot: %s %s has no fingerprint", what, name) < 0)
         *err = NULL;
     return -1;
-}
-
-/* redis.discovery_endpoints: { {address=, port=}, ... } -> resolved seeds. */
-static void read_discovery(lua_State *L, int rt, mt_cluster_conf_t *c)
-{
-    if (!mt_snap_field_table(L, rt, "discovery_endpoints"))
-        return;
-    int dt = lua_gettop(L);
-    size_t n = lua_objlen(L, dt);
-    c->discovery = calloc(n ? n : 1, sizeof(*c->discovery));
-    for (size_t i = 0; c->discovery && i < n; i++) {
-        lua_rawgeti(L, dt, (int)i + 1);
-        if (lua_istable(L, -1)) {
-            mt_snap_endpoint(L, lua_gettop(L), "discovery endpoint",
-                             &c->discovery[c->n_discovery++]);
-        }
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
 }
 
 /* A plain primary/replica pair: the role comes from the endpoint's labels. */
@@ -297,15 +265,6 @@ static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
         }
         lua_pop(L, 1);
     }
-    if (mt_snap_field_table(L, t, "redis")) {
-        int rt = lua_gettop(L);
-        char *mode = mt_snap_field_str(L, rt, "mode");
-        c->redis_mode = mode && strcmp(mode, "CLUSTER") == 0 ? MT_REDIS_CLUSTER : MT_REDIS_PROXY;
-        free(mode);
-        mt_snap_field_auth(L, rt, "auth", &c->redis_auth);
-        read_discovery(L, rt, c);
-        lua_pop(L, 1);
-    }
     if (read_fingerprint(L, t, "cluster", c->name, &c->fingerprint, err) != 0)
         return -1;
     c->stats = mt_stats_block(MT_STATS_CLUSTER, c->name, NULL);
@@ -337,35 +296,6 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
         free(rerr);
         return -1;
     }
-    l->redis.op_timeout_ms = DEFAULT_OP_TIMEOUT_MS;
-    l->redis.enable_redirection = true;
-    l->redis.enable_hashtagging = true;
-    l->redis.max_upstream_unknown_connections = 100;
-    l->redis.auth_timeout_ms = DEFAULT_AUTH_TIMEOUT_MS;
-    if (mt_snap_field_table(L, t, "redis")) {
-        int rt = lua_gettop(L);
-        mt_snap_field_auth(L, rt, "auth", &l->redis.auth);
-        l->redis.op_timeout_ms =
-            (uint32_t)mt_snap_field_int(L, rt, "op_timeout_ms", DEFAULT_OP_TIMEOUT_MS);
-        if (l->redis.op_timeout_ms == 0)
-            l->redis.op_timeout_ms = DEFAULT_OP_TIMEOUT_MS;
-        char *rp = mt_snap_field_str(L, rt, "read_policy");
-        l->redis.read_policy = parse_read_policy(rp);
-        free(rp);
-        l->redis.enable_command_stats = mt_snap_field_bool(L, rt, "enable_command_stats", false);
-        l->redis.max_buffer_size_before_flush =
-            (uint32_t)mt_snap_field_int(L, rt, "max_buffer_size_before_flush", 0);
-        l->redis.buffer_flush_timeout_ms =
-            (uint32_t)mt_snap_field_int(L, rt, "buffer_flush_timeout_ms", 3);
-        l->redis.enable_redirection = mt_snap_field_bool(L, rt, "enable_redirection", true);
-        l->redis.enable_hashtagging = mt_snap_field_bool(L, rt, "enable_hashtagging", true);
-        l->redis.max_upstream_unknown_connections =
-            (uint32_t)mt_snap_field_int(L, rt, "max_upstream_unknown_connections", 100);
-        l->redis.auth_timeout_ms =
-            mt_snap_field_ms(L, rt, "auth_timeout_ms", DEFAULT_AUTH_TIMEOUT_MS);
-        l->redis.idle_timeout_ms = mt_snap_field_ms(L, rt, "idle_timeout_ms", 0);
-        lua_pop(L, 1);
-    }
     if (read_fingerprint(L, t, "listener", l->name, &l->fingerprint, err) != 0)
         return -1;
     l->stats = mt_stats_block(MT_STATS_LISTENER, l->name, NULL);
@@ -389,10 +319,6 @@ static void snapshot_free(mt_snapshot_t *s)
         for (uint32_t j = 0; j < c->n_endpoints; j++)
             mt_endpoint_conf_free(&c->endpoints[j]);
         free(c->endpoints);
-        for (uint32_t j = 0; j < c->n_discovery; j++)
-            mt_endpoint_conf_free(&c->discovery[j]);
-        free(c->discovery);
-        mt_auth_free(&c->redis_auth);
         const mt_proxy_ops_t *ops = mt_proxy_for(c->protocol);
         if (c->proto && ops->free_cluster)
             ops->free_cluster(c);
@@ -402,7 +328,6 @@ static void snapshot_free(mt_snapshot_t *s)
     }
     for (uint32_t i = 0; i < s->n_listeners; i++) {
         mt_listener_conf_t *l = &s->listeners[i];
-        mt_auth_free(&l->redis.auth);
         const mt_proxy_ops_t *lops = mt_proxy_for(l->protocol);
         if (l->proto && lops->free_listener)
             lops->free_listener(l);

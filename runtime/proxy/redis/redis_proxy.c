@@ -19,6 +19,7 @@
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
 #include "runtime/proxy/redis/lua_bridge.h"
+#include "runtime/proxy/redis/redis_snapshot.h"
 
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
@@ -146,7 +147,8 @@ void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, 
         mt_rreq_free(w, r);
         return;
     }
-    if (MT_UNLIKELY(s->base.conf->redis.enable_command_stats) && r->cmd && !r->stats_done) {
+    if (MT_UNLIKELY(mt_redis_listener(s->base.conf)->enable_command_stats) && r->cmd &&
+        !r->stats_done) {
         r->stats_done = true;
         cmd_stats_record(w, s->base.conf, r->cmd, len && p[0] == '-', r->start_ns);
     }
@@ -587,7 +589,7 @@ static void rup_schedule(mt_rup_t *u, const mt_listener_conf_t *lc)
 {
     if (u->state != RUP_READY)
         return;
-    uint32_t max = lc ? lc->redis.max_buffer_size_before_flush : 0;
+    uint32_t max = lc ? mt_redis_listener(lc)->max_buffer_size_before_flush : 0;
     if (MT_LIKELY(max == 0) || u->out.queued_bytes >= max) {
         if (u->flush_timer)
             uv_timer_stop(u->flush_timer);
@@ -604,7 +606,8 @@ static void rup_schedule(mt_rup_t *u, const mt_listener_conf_t *lc)
         u->flush_timer->data = u;
     }
     if (!uv_is_active((uv_handle_t *)u->flush_timer))
-        uv_timer_start(u->flush_timer, rup_flush_timer_fired, lc->redis.buffer_flush_timeout_ms, 0);
+        uv_timer_start(u->flush_timer, rup_flush_timer_fired,
+                       mt_redis_listener(lc)->buffer_flush_timeout_ms, 0);
 }
 
 static void rup_push(mt_rup_t *u, mt_rreq_t *r)
@@ -676,7 +679,7 @@ static mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
         uv_close((uv_handle_t *)&u->tcp, rup_closed);
         return NULL;
     }
-    const mt_auth_t *a = &ep->cluster->conf->redis_auth;
+    const mt_auth_t *a = &mt_redis_cluster(ep->cluster->conf)->auth;
     if ((a->password && rup_queue_auth(u, a) != 0) ||
         (ep->cluster->topo &&
          rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$8\r\nREADONLY\r\n", 18) != 0)) {
@@ -762,7 +765,7 @@ static __thread uint64_t tl_next_sweep_ms;
 /* Closes s if its auth or idle timeout has passed; true if it did. */
 static bool sess_timed_out(mt_rsess_t *s, uint64_t now_ms)
 {
-    const mt_redis_listener_conf_t *rc = &s->base.conf->redis;
+    const mt_redis_listener_conf_t *rc = mt_redis_listener(s->base.conf);
     char peer[INET6_ADDRSTRLEN + 8];
     if (rc->auth_timeout_ms && !s->authenticated && rc->auth.password &&
         now_ms - s->base.accepted_ms >= rc->auth_timeout_ms) {
@@ -979,7 +982,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
         }
         return;
     }
-    if (c->conf->redis_mode == MT_REDIS_CLUSTER) {
+    if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER) {
         /* The cluster path routes with the session's cluster: point it at c for the call. */
         mt_wcluster_t *own = s->base.cluster;
         mt_rreq_t *tail = s->tail;
@@ -996,8 +999,8 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
         }
         return;
     }
-    mt_wendpoint_t *ep = route_endpoint(c, cmd, req, s->base.conf->redis.read_policy,
-                                        s->base.conf->redis.enable_hashtagging);
+    mt_wendpoint_t *ep = route_endpoint(c, cmd, req, mt_redis_listener(s->base.conf)->read_policy,
+                                        mt_redis_listener(s->base.conf)->enable_hashtagging);
     if (!ep) {
         snprintf(text, sizeof(text), "ERR meltemi: no healthy replica for %s (readPolicy REPLICA)",
                  c->conf->service ? c->conf->service : c->conf->name);
@@ -1039,7 +1042,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
     r->sess = s;
     r->cmd = cmd;
     r->start_ns = uv_hrtime();
-    r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
+    r->deadline_ms = mt_worker_now_ms(w) + mt_redis_listener(s->base.conf)->op_timeout_ms;
     r->hold_until_ms = hold_until_ms;
     int rc;
     if (req->is_inline) {
@@ -1072,7 +1075,7 @@ static void mirror_send(mt_worker_t *w, mt_wcluster_t *c, const redis_command_t 
 {
     if (!c || c->n_eps == 0)
         return;
-    if (c->conf->redis_mode == MT_REDIS_CLUSTER) {
+    if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER) {
         mt_rcluster_mirror(c, cmd, req);
         return;
     }
@@ -1183,7 +1186,7 @@ static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
         } else {
             r->cmd = cmd;
             r->start_ns = uv_hrtime();
-            r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
+            r->deadline_ms = mt_worker_now_ms(w) + mt_redis_listener(s->base.conf)->op_timeout_ms;
             r->hold_until_ms = hold;
             mt_rsess_push(s, r);
             mt_rsplit_by_route(r, req, step, targets, strips);
@@ -1316,7 +1319,7 @@ static void sess_authenticated(mt_rsess_t *s)
 
 static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const resp_arg_t *pass)
 {
-    const mt_auth_t *a = &s->base.conf->redis.auth;
+    const mt_auth_t *a = &mt_redis_listener(s->base.conf)->auth;
     const char *want_user = a->username ? a->username : "default";
     size_t want_user_len = a->username ? a->username_len : strlen("default");
     bool user_ok =
@@ -1327,7 +1330,7 @@ static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const 
 
 static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
 {
-    const mt_auth_t *a = &s->base.conf->redis.auth;
+    const mt_auth_t *a = &mt_redis_listener(s->base.conf)->auth;
     if (req->argc > 3) {
         mt_rsess_reply_error(s, "ERR syntax error");
         return;
@@ -1355,11 +1358,11 @@ static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
 /* HELLO [protover [AUTH user pass] [SETNAME name]]: authenticates here, then answers locally. */
 static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
 {
-    bool needs_auth = s->base.conf->redis.auth.password && !s->authenticated;
+    bool needs_auth = mt_redis_listener(s->base.conf)->auth.password && !s->authenticated;
     for (uint32_t i = 2; i < req->argc; i++) {
         const resp_arg_t *a = &req->argv[i];
         if (a->len == 4 && strncasecmp(a->ptr, "auth", 4) == 0 && i + 2 < req->argc) {
-            if (!s->base.conf->redis.auth.password) {
+            if (!mt_redis_listener(s->base.conf)->auth.password) {
                 mt_rsess_reply_error(s,
                                      "ERR AUTH <password> called without any password configured "
                                      "for the default user. Are you sure your configuration is "
@@ -1450,7 +1453,8 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
      * were sent on. */
     if (MT_UNLIKELY(s->base.snap != w->snap)) {
         mt_session_rebind(&s->base);
-        sess_set_unauthenticated(s, !s->authenticated && s->base.conf->redis.auth.password);
+        sess_set_unauthenticated(s, !s->authenticated &&
+                                        mt_redis_listener(s->base.conf)->auth.password);
     }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
@@ -1470,7 +1474,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         return;
     }
     bool local = cmd->proxy == REDIS_PROXY_LOCAL;
-    if (!s->authenticated && s->base.conf->redis.auth.password &&
+    if (!s->authenticated && mt_redis_listener(s->base.conf)->auth.password &&
         !(local &&
           (mt_rcmd_is(cmd, "auth") || mt_rcmd_is(cmd, "hello") || mt_rcmd_is(cmd, "quit")))) {
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
@@ -1496,7 +1500,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         return;
     case REDIS_PROXY_UNSUPPORTED: {
         if (mt_rcmd_is(cmd, "cluster") && s->base.cluster &&
-            s->base.cluster->conf->redis_mode == MT_REDIS_CLUSTER) {
+            mt_redis_cluster(s->base.cluster->conf)->mode == MT_REDIS_CLUSTER) {
             sess_forward(s, cmd, req, frame);
             return;
         }
@@ -1584,7 +1588,7 @@ static void redis_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->lctx.client_id = s->base.id;
     s->lctx.mode = "standalone";
     resp_req_parser_init(&s->parser, &resp_default_limits);
-    sess_set_unauthenticated(s, l->conf->redis.auth.password != NULL);
+    sess_set_unauthenticated(s, mt_redis_listener(l->conf)->auth.password != NULL);
     mt_session_resume(&s->base);
 }
 
@@ -1621,4 +1625,8 @@ const mt_proxy_ops_t mt_proxy_redis = {
     .worker_stop = redis_worker_stop,
     .worker_free = redis_worker_free,
     .cluster_free = redis_cluster_free,
+    .read_cluster = mt_redis_read_cluster,
+    .read_listener = mt_redis_read_listener,
+    .free_cluster = mt_redis_free_cluster,
+    .free_listener = mt_redis_free_listener,
 };

@@ -8,6 +8,7 @@
 
 #include "runtime/core/session.h"
 #include "runtime/core/worker.h"
+#include "runtime/proxy/redis/redis_conf.h"
 
 #include "protocols/redis/commands.h"
 #include "protocols/redis/local.h"
