@@ -218,22 +218,6 @@ static int read_fingerprint(lua_State *L, int t, const char *what, const char *n
     return -1;
 }
 
-/* A plain primary/replica pair: the role comes from the endpoint's labels. */
-static bool endpoint_is_replica(lua_State *L, int ep)
-{
-    static const char *const keys[] = {"role", "redis-role", "redis.io/role"};
-    bool replica = false;
-    if (!mt_snap_field_table(L, ep, "labels"))
-        return false;
-    for (size_t i = 0; i < MT_ARRAY_LEN(keys) && !replica; i++) {
-        char *v = mt_snap_field_str(L, lua_gettop(L), keys[i]);
-        replica = v && (strcmp(v, "replica") == 0 || strcmp(v, "slave") == 0);
-        free(v);
-    }
-    lua_pop(L, 1);
-    return replica;
-}
-
 static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
 {
     c->name = mt_snap_field_str(L, t, "name");
@@ -256,7 +240,6 @@ static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
             lua_rawgeti(L, et, (int)i + 1);
             mt_endpoint_conf_t *e = &c->endpoints[c->n_endpoints++];
             int bad = mt_snap_endpoint(L, lua_gettop(L), "endpoint", e);
-            e->replica = endpoint_is_replica(L, lua_gettop(L));
             lua_pop(L, 1);
             if (bad != 0) {
                 mt_warn("cluster %s: endpoint %s:%u: %s", c->name, e->address ? e->address : "?",

@@ -34,7 +34,6 @@ typedef struct mt_endpoint_conf {
     struct sockaddr_storage sa; /* resolved when the snapshot was built */
     socklen_t salen;
     char *resolve_error; /* non-NULL: unusable, and why */
-    bool replica;        /* label role (or redis-role) = replica | slave: a read replica */
 } mt_endpoint_conf_t;
 
 typedef struct mt_cluster_conf {

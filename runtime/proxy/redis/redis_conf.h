@@ -44,6 +44,11 @@ typedef struct mt_redis_cluster_conf {
     mt_auth_t auth;                /* proxy -> Redis */
     mt_endpoint_conf_t *discovery; /* discoveryEndpoints: more cluster seeds, resolved */
     uint32_t n_discovery;
+    /* PROXY mode, a plain primary/replica pair: replica[i] says whether endpoints[i] of the
+     * cluster (and so mt_wcluster_t.eps[i]) is a read replica, from its labels (role,
+     * redis-role or redis.io/role = replica | slave). NULL when the cluster has none. */
+    bool *replica;
+    uint32_t n_replicas;
 } mt_redis_cluster_conf_t;
 
 /* What a cluster without a Redis part reads as (a snapshot where a Redis route names a

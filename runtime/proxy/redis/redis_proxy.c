@@ -891,8 +891,9 @@ mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool
 /* The k-th endpoint of one role (replica or not), k < the number of them. */
 static mt_wendpoint_t *nth_of_role(mt_wcluster_t *c, bool replica, uint32_t k)
 {
+    const bool *role = mt_redis_cluster(c->conf)->replica; /* set: the cluster has replicas */
     for (uint32_t i = 0; i < c->n_eps; i++) {
-        if (c->eps[i]->replica == replica && k-- == 0)
+        if (role[i] == replica && k-- == 0)
             return c->eps[i];
     }
     return NULL;
@@ -901,7 +902,8 @@ static mt_wendpoint_t *nth_of_role(mt_wcluster_t *c, bool replica, uint32_t k)
 /* An endpoint of one role, starting at `start` and skipping unhealthy ones when asked. */
 static mt_wendpoint_t *pick_role(mt_wcluster_t *c, bool replica, uint32_t start, bool healthy)
 {
-    uint32_t n = replica ? c->n_replicas : c->n_eps - c->n_replicas;
+    uint32_t n_replicas = mt_redis_cluster(c->conf)->n_replicas;
+    uint32_t n = replica ? n_replicas : c->n_eps - n_replicas;
     uint64_t now = mt_worker_now_ms(c->w);
     for (uint32_t t = 0; t < n; t++) {
         mt_wendpoint_t *ep = nth_of_role(c, replica, (start + t) % n);
@@ -922,7 +924,8 @@ static mt_wendpoint_t *route_endpoint(mt_wcluster_t *c, const redis_command_t *c
 {
     if (c->n_eps == 1)
         return c->eps[0];
-    if (c->n_replicas == 0 || c->n_replicas == c->n_eps) {
+    uint32_t n_replicas = mt_redis_cluster(c->conf)->n_replicas;
+    if (n_replicas == 0 || n_replicas == c->n_eps) {
         uint32_t idx[1];
         if (redis_command_keys(cmd, req->argc, req->argv, idx, 1) > 0)
             return mt_rproxy_endpoint(c, &req->argv[idx[0]], hashtag);

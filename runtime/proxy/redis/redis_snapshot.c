@@ -49,6 +49,41 @@ static void redis_read_discovery(lua_State *L, int rt, mt_redis_cluster_conf_t *
     lua_pop(L, 1);
 }
 
+/* Whether the endpoint table at index ep is labelled as a replica. */
+static bool redis_endpoint_is_replica(lua_State *L, int ep)
+{
+    static const char *const keys[] = {"role", "redis-role", "redis.io/role"};
+    bool replica = false;
+    if (!mt_snap_field_table(L, ep, "labels"))
+        return false;
+    for (size_t i = 0; i < MT_ARRAY_LEN(keys) && !replica; i++) {
+        char *v = mt_snap_field_str(L, lua_gettop(L), keys[i]);
+        replica = v && (strcmp(v, "replica") == 0 || strcmp(v, "slave") == 0);
+        free(v);
+    }
+    lua_pop(L, 1);
+    return replica;
+}
+
+/* The roles of the endpoints core has read into c->endpoints, in the same order (the
+ * cluster table's endpoints array). */
+static int redis_read_roles(lua_State *L, int t, const mt_cluster_conf_t *c,
+                            mt_redis_cluster_conf_t *rc)
+{
+    if (c->n_endpoints == 0 || !mt_snap_field_table(L, t, "endpoints"))
+        return 0;
+    int et = lua_gettop(L);
+    rc->replica = calloc(c->n_endpoints, sizeof(*rc->replica));
+    for (uint32_t i = 0; rc->replica && i < c->n_endpoints; i++) {
+        lua_rawgeti(L, et, (int)i + 1);
+        rc->replica[i] = lua_istable(L, -1) && redis_endpoint_is_replica(L, lua_gettop(L));
+        rc->n_replicas += rc->replica[i];
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc->replica ? 0 : -1;
+}
+
 int mt_redis_read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
 {
     mt_redis_cluster_conf_t *rc = calloc(1, sizeof(*rc));
@@ -57,6 +92,10 @@ int mt_redis_read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
         return -1;
     }
     c->proto = rc;
+    if (redis_read_roles(L, t, c, rc) != 0) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
     if (!mt_snap_field_table(L, t, "redis"))
         return 0;
     int rt = lua_gettop(L);
@@ -77,6 +116,7 @@ void mt_redis_free_cluster(mt_cluster_conf_t *c)
     for (uint32_t i = 0; i < rc->n_discovery; i++)
         mt_endpoint_conf_free(&rc->discovery[i]);
     free(rc->discovery);
+    free(rc->replica);
     mt_auth_free(&rc->auth);
     free(rc);
     c->proto = NULL;
