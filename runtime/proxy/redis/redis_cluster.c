@@ -543,7 +543,7 @@ static mt_wendpoint_t *pick_node(mt_rsess_t *s, mt_rshard_t *sh, bool read_only,
     if (!read_only || !s)
         return sh->master;
     mt_wendpoint_t *ep;
-    switch (mt_redis_listener(s->base.conf)->read_policy) {
+    switch (s->rconf->read_policy) {
     case MT_READ_PREFER_MASTER:
         if (mt_rendpoint_healthy(sh->master, now))
             return sh->master;
@@ -655,7 +655,7 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     if ((!moved && !ask) || !r->frame.buf)
         return false;
     mt_rsess_t *s = rreq_session(r);
-    if (s && !mt_redis_listener(s->base.conf)->enable_redirection)
+    if (s && !s->rconf->enable_redirection)
         return false;
     mt_worker_t *w = c->w;
     char text[400];
@@ -680,8 +680,7 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     if (!ep)
         return false;
     if (tp->n_nodes > known &&
-        ++tp->n_unknown >
-            (s ? mt_redis_listener(s->base.conf)->max_upstream_unknown_connections : 100)) {
+        ++tp->n_unknown > (s ? s->rconf->max_upstream_unknown_connections : 100)) {
         snprintf(text, sizeof(text),
                  "ERR meltemi: redirected to %s:%u, a node the slot map does not know, and "
                  "maxUpstreamUnknownConnections is reached",
@@ -1281,7 +1280,7 @@ void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
     }
     r->cmd = cmd;
     r->start_ns = uv_hrtime();
-    r->deadline_ms = mt_worker_now_ms(w) + mt_redis_listener(s->base.conf)->op_timeout_ms;
+    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     r->read_only = cmd_replica_ok(cmd);
     /* Keep the command's bytes for redirections: a reference, or a copy for inline ones. */
     if (req->is_inline) {
@@ -1437,8 +1436,7 @@ void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t s
             const char *why = NULL;
             uint32_t key0 = sp->part_keys[sp->part_off[pi]];
             mt_wendpoint_t *ep =
-                mt_rproxy_endpoint(c, &req->argv[1 + key0 * step],
-                                   mt_redis_listener(s->base.conf)->enable_hashtagging);
+                mt_rproxy_endpoint(c, &req->argv[1 + key0 * step], s->rconf->enable_hashtagging);
             if (!mt_rreq_send(part, ep, false, &why)) {
                 char text[400];
                 snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",

@@ -147,8 +147,7 @@ void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, 
         mt_rreq_free(w, r);
         return;
     }
-    if (MT_UNLIKELY(mt_redis_listener(s->base.conf)->enable_command_stats) && r->cmd &&
-        !r->stats_done) {
+    if (MT_UNLIKELY(s->rconf->enable_command_stats) && r->cmd && !r->stats_done) {
         r->stats_done = true;
         cmd_stats_record(w, s->base.conf, r->cmd, len && p[0] == '-', r->start_ns);
     }
@@ -585,11 +584,11 @@ static void rup_flush_timer_fired(uv_timer_t *t)
  * listener asks for it (maxBufferSizeBeforeFlush), once that many bytes are queued or
  * bufferFlushTimeout has passed, whichever comes first.
  */
-static void rup_schedule(mt_rup_t *u, const mt_listener_conf_t *lc)
+static void rup_schedule(mt_rup_t *u, const mt_redis_listener_conf_t *rl)
 {
     if (u->state != RUP_READY)
         return;
-    uint32_t max = lc ? mt_redis_listener(lc)->max_buffer_size_before_flush : 0;
+    uint32_t max = rl ? rl->max_buffer_size_before_flush : 0;
     if (MT_LIKELY(max == 0) || u->out.queued_bytes >= max) {
         if (u->flush_timer)
             uv_timer_stop(u->flush_timer);
@@ -606,8 +605,7 @@ static void rup_schedule(mt_rup_t *u, const mt_listener_conf_t *lc)
         u->flush_timer->data = u;
     }
     if (!uv_is_active((uv_handle_t *)u->flush_timer))
-        uv_timer_start(u->flush_timer, rup_flush_timer_fired,
-                       mt_redis_listener(lc)->buffer_flush_timeout_ms, 0);
+        uv_timer_start(u->flush_timer, rup_flush_timer_fired, rl->buffer_flush_timeout_ms, 0);
 }
 
 static void rup_push(mt_rup_t *u, mt_rreq_t *r)
@@ -765,7 +763,7 @@ static __thread uint64_t tl_next_sweep_ms;
 /* Closes s if its auth or idle timeout has passed; true if it did. */
 static bool sess_timed_out(mt_rsess_t *s, uint64_t now_ms)
 {
-    const mt_redis_listener_conf_t *rc = mt_redis_listener(s->base.conf);
+    const mt_redis_listener_conf_t *rc = s->rconf;
     char peer[INET6_ADDRSTRLEN + 8];
     if (rc->auth_timeout_ms && !s->authenticated && rc->auth.password &&
         now_ms - s->base.accepted_ms >= rc->auth_timeout_ms) {
@@ -1002,8 +1000,8 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
         }
         return;
     }
-    mt_wendpoint_t *ep = route_endpoint(c, cmd, req, mt_redis_listener(s->base.conf)->read_policy,
-                                        mt_redis_listener(s->base.conf)->enable_hashtagging);
+    mt_wendpoint_t *ep =
+        route_endpoint(c, cmd, req, s->rconf->read_policy, s->rconf->enable_hashtagging);
     if (!ep) {
         snprintf(text, sizeof(text), "ERR meltemi: no healthy replica for %s (readPolicy REPLICA)",
                  c->conf->service ? c->conf->service : c->conf->name);
@@ -1045,7 +1043,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
     r->sess = s;
     r->cmd = cmd;
     r->start_ns = uv_hrtime();
-    r->deadline_ms = mt_worker_now_ms(w) + mt_redis_listener(s->base.conf)->op_timeout_ms;
+    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     r->hold_until_ms = hold_until_ms;
     int rc;
     if (req->is_inline) {
@@ -1063,7 +1061,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
     }
     mt_rsess_push(s, r);
     rup_push(u, r);
-    rup_schedule(u, s->base.conf);
+    rup_schedule(u, s->rconf);
 }
 
 static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
@@ -1189,7 +1187,7 @@ static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
         } else {
             r->cmd = cmd;
             r->start_ns = uv_hrtime();
-            r->deadline_ms = mt_worker_now_ms(w) + mt_redis_listener(s->base.conf)->op_timeout_ms;
+            r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
             r->hold_until_ms = hold;
             mt_rsess_push(s, r);
             mt_rsplit_by_route(r, req, step, targets, strips);
@@ -1322,7 +1320,7 @@ static void sess_authenticated(mt_rsess_t *s)
 
 static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const resp_arg_t *pass)
 {
-    const mt_auth_t *a = &mt_redis_listener(s->base.conf)->auth;
+    const mt_auth_t *a = &s->rconf->auth;
     const char *want_user = a->username ? a->username : "default";
     size_t want_user_len = a->username ? a->username_len : strlen("default");
     bool user_ok =
@@ -1333,7 +1331,7 @@ static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const 
 
 static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
 {
-    const mt_auth_t *a = &mt_redis_listener(s->base.conf)->auth;
+    const mt_auth_t *a = &s->rconf->auth;
     if (req->argc > 3) {
         mt_rsess_reply_error(s, "ERR syntax error");
         return;
@@ -1361,11 +1359,11 @@ static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
 /* HELLO [protover [AUTH user pass] [SETNAME name]]: authenticates here, then answers locally. */
 static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
 {
-    bool needs_auth = mt_redis_listener(s->base.conf)->auth.password && !s->authenticated;
+    bool needs_auth = s->rconf->auth.password && !s->authenticated;
     for (uint32_t i = 2; i < req->argc; i++) {
         const resp_arg_t *a = &req->argv[i];
         if (a->len == 4 && strncasecmp(a->ptr, "auth", 4) == 0 && i + 2 < req->argc) {
-            if (!mt_redis_listener(s->base.conf)->auth.password) {
+            if (!s->rconf->auth.password) {
                 mt_rsess_reply_error(s,
                                      "ERR AUTH <password> called without any password configured "
                                      "for the default user. Are you sure your configuration is "
@@ -1456,8 +1454,8 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
      * were sent on. */
     if (MT_UNLIKELY(s->base.snap != w->snap)) {
         mt_session_rebind(&s->base);
-        sess_set_unauthenticated(s, !s->authenticated &&
-                                        mt_redis_listener(s->base.conf)->auth.password);
+        s->rconf = mt_redis_listener(s->base.conf);
+        sess_set_unauthenticated(s, !s->authenticated && s->rconf->auth.password);
     }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
@@ -1477,7 +1475,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         return;
     }
     bool local = cmd->proxy == REDIS_PROXY_LOCAL;
-    if (!s->authenticated && mt_redis_listener(s->base.conf)->auth.password &&
+    if (!s->authenticated && s->rconf->auth.password &&
         !(local &&
           (mt_rcmd_is(cmd, "auth") || mt_rcmd_is(cmd, "hello") || mt_rcmd_is(cmd, "quit")))) {
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
@@ -1588,10 +1586,11 @@ static void redis_accept(mt_wlistener_t *l, uv_stream_t *server)
     mt_rsess_t *s = calloc(1, sizeof(*s));
     if (!s || mt_session_accept(&s->base, l, server, &redis_sess_ops) != 0)
         return;
+    s->rconf = mt_redis_listener(s->base.conf);
     s->lctx.client_id = s->base.id;
     s->lctx.mode = "standalone";
     resp_req_parser_init(&s->parser, &resp_default_limits);
-    sess_set_unauthenticated(s, mt_redis_listener(l->conf)->auth.password != NULL);
+    sess_set_unauthenticated(s, s->rconf->auth.password != NULL);
     mt_session_resume(&s->base);
 }
 

@@ -54,6 +54,9 @@ typedef struct mt_rreq {
 
 struct mt_rsess {
     mt_session_t base; /* first: the uv handle is first in it */
+    /* mt_redis_listener(base.conf), read per command: set at accept and after each
+     * mt_session_rebind (sess_command), the only places base.conf changes */
+    const mt_redis_listener_conf_t *rconf;
     resp_req_parser_t parser;
     mt_rreq_t *head, *tail;
     redis_local_ctx_t lctx;
