@@ -65,10 +65,11 @@ static inline const mt_redis_listener_conf_t *mt_redis_listener(const mt_listene
 
 /* The Redis part of a cluster. A Redis route may only name redis clusters (the compiler
  * checks the port's protocol), but proto is another proxy's struct on any other cluster, so
- * the protocol is checked rather than trusted. */
+ * the protocol is checked rather than trusted. A redis cluster always has its part (a
+ * snapshot where mt_redis_read_cluster failed is refused). */
 static inline const mt_redis_cluster_conf_t *mt_redis_cluster(const mt_cluster_conf_t *c)
 {
-    return c->protocol == MT_PROTO_REDIS && c->proto ? c->proto : &mt_redis_cluster_none;
+    return c->protocol == MT_PROTO_REDIS ? c->proto : &mt_redis_cluster_none;
 }
 
 #endif
