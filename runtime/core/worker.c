@@ -105,8 +105,6 @@ static mt_wcluster_t *wcluster_new(mt_worker_t *w, mt_cluster_conf_t *conf)
         const mt_endpoint_conf_t *e = &conf->endpoints[i];
         c->eps[i] =
             mt_wendpoint_new(c, e->address ? e->address : "?", e->port, &e->sa, e->resolve_error);
-        c->eps[i]->replica = e->replica;
-        c->n_replicas += e->replica;
     }
     c->next = w->clusters;
     w->clusters = c;

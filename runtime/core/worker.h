@@ -35,7 +35,6 @@ typedef struct mt_wendpoint {
     uint16_t port;
     struct sockaddr_storage sa;
     char resolve_error[160]; /* non-empty: unusable, and why */
-    bool replica;            /* PROXY mode: a read replica (endpoint label role=replica) */
     struct mt_wcluster *cluster;
     mt_rup_t **rconns; /* Redis: pipelined shared connections, lazily created */
     uint32_t n_rconns;
@@ -54,7 +53,6 @@ typedef struct mt_wcluster {
     void *proxy_state;    /* the cluster's proxy's own part (Redis Cluster: its slot map),
                              released by mt_proxy_ops_t.cluster_free */
     mt_wendpoint_t **eps; /* the configured endpoints */
-    uint32_t n_replicas;  /* how many of eps are read replicas (PROXY mode) */
     uint32_t n_eps;
     uint32_t rr;
     struct mt_wcluster *next;

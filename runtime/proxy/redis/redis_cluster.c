@@ -156,8 +156,8 @@ static mt_rtopo_t *topo_get(mt_wcluster_t *c)
         t->nodes[t->n_nodes++] = c->eps[i];
     t->n_seeds = t->n_nodes; /* shared with c->eps: not freed with the topology */
     /* RedisDestination discoveryEndpoints: more seeds (freed with the topology). */
-    for (uint32_t i = 0; i < c->conf->n_discovery; i++) {
-        const mt_endpoint_conf_t *d = &c->conf->discovery[i];
+    for (uint32_t i = 0; i < mt_redis_cluster(c->conf)->n_discovery; i++) {
+        const mt_endpoint_conf_t *d = &mt_redis_cluster(c->conf)->discovery[i];
         if (d->address && !d->resolve_error)
             topo_node(c, d->address, strlen(d->address), d->port);
     }
@@ -456,7 +456,7 @@ static mt_wendpoint_t *pick_node(mt_rsess_t *s, mt_rshard_t *sh, bool read_only,
     if (!read_only || !s)
         return sh->master;
     mt_wendpoint_t *ep;
-    switch (s->base.conf->redis.read_policy) {
+    switch (s->rconf->read_policy) {
     case MT_READ_PREFER_MASTER:
         if (mt_rendpoint_healthy(sh->master, now))
             return sh->master;
@@ -568,7 +568,7 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     if ((!moved && !ask) || !r->frame.buf)
         return false;
     mt_rsess_t *s = rreq_session(r);
-    if (s && !s->base.conf->redis.enable_redirection)
+    if (s && !s->rconf->enable_redirection)
         return false;
     mt_worker_t *w = c->w;
     char text[400];
@@ -593,7 +593,7 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     if (!ep)
         return false;
     if (tp->n_nodes > known &&
-        ++tp->n_unknown > (s ? s->base.conf->redis.max_upstream_unknown_connections : 100)) {
+        ++tp->n_unknown > (s ? s->rconf->max_upstream_unknown_connections : 100)) {
         snprintf(text, sizeof(text),
                  "ERR meltemi: redirected to %s:%u, a node the slot map does not know, and "
                  "maxUpstreamUnknownConnections is reached",
@@ -1193,7 +1193,7 @@ void mt_rcluster_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t 
     }
     r->cmd = cmd;
     r->start_ns = uv_hrtime();
-    r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
+    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     r->read_only = cmd_replica_ok(cmd);
     /* Keep the command's bytes for redirections: a reference, or a copy for inline ones. */
     if (req->is_inline) {
@@ -1270,7 +1270,7 @@ static void split_part_send(mt_rsess_t *s, mt_wcluster_t *c, mt_rreq_t *part, co
         mt_rreq_complete_error(w, part, "ERR meltemi: no upstream host for this key");
         return;
     }
-    if (c->conf->redis_mode == MT_REDIS_CLUSTER && topo_get(c)) {
+    if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER && topo_get(c)) {
         resp_req_parser_t parser;
         resp_req_parser_init(&parser, &resp_default_limits);
         resp_request_t again;
@@ -1283,7 +1283,7 @@ static void split_part_send(mt_rsess_t *s, mt_wcluster_t *c, mt_rreq_t *part, co
         return;
     }
     const char *why = NULL;
-    mt_wendpoint_t *ep = mt_rproxy_endpoint(c, key, s->base.conf->redis.enable_hashtagging);
+    mt_wendpoint_t *ep = mt_rproxy_endpoint(c, key, s->rconf->enable_hashtagging);
     if (!mt_rreq_send(part, ep, false, &why)) {
         char text[400];
         snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",

@@ -19,6 +19,7 @@
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
 #include "runtime/proxy/redis/lua_bridge.h"
+#include "runtime/proxy/redis/redis_snapshot.h"
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
@@ -145,7 +146,7 @@ void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, 
         mt_rreq_free(w, r);
         return;
     }
-    if (MT_UNLIKELY(s->base.conf->redis.enable_command_stats) && r->cmd && !r->stats_done) {
+    if (MT_UNLIKELY(s->rconf->enable_command_stats) && r->cmd && !r->stats_done) {
         r->stats_done = true;
         cmd_stats_record(w, s->base.conf, r->cmd, len && p[0] == '-', r->start_ns);
     }
@@ -582,11 +583,11 @@ static void rup_flush_timer_fired(uv_timer_t *t)
  * listener asks for it (maxBufferSizeBeforeFlush), once that many bytes are queued or
  * bufferFlushTimeout has passed, whichever comes first.
  */
-static void rup_schedule(mt_rup_t *u, const mt_listener_conf_t *lc)
+static void rup_schedule(mt_rup_t *u, const mt_redis_listener_conf_t *rl)
 {
     if (u->state != RUP_READY)
         return;
-    uint32_t max = lc ? lc->redis.max_buffer_size_before_flush : 0;
+    uint32_t max = rl ? rl->max_buffer_size_before_flush : 0;
     if (MT_LIKELY(max == 0) || u->out.queued_bytes >= max) {
         if (u->flush_timer)
             uv_timer_stop(u->flush_timer);
@@ -603,7 +604,7 @@ static void rup_schedule(mt_rup_t *u, const mt_listener_conf_t *lc)
         u->flush_timer->data = u;
     }
     if (!uv_is_active((uv_handle_t *)u->flush_timer))
-        uv_timer_start(u->flush_timer, rup_flush_timer_fired, lc->redis.buffer_flush_timeout_ms, 0);
+        uv_timer_start(u->flush_timer, rup_flush_timer_fired, rl->buffer_flush_timeout_ms, 0);
 }
 
 static void rup_push(mt_rup_t *u, mt_rreq_t *r)
@@ -675,7 +676,7 @@ static mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
         uv_close((uv_handle_t *)&u->tcp, rup_closed);
         return NULL;
     }
-    const mt_auth_t *a = &ep->cluster->conf->redis_auth;
+    const mt_auth_t *a = &mt_redis_cluster(ep->cluster->conf)->auth;
     if ((a->password && rup_queue_auth(u, a) != 0) ||
         (mt_rtopo(ep->cluster) &&
          rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$8\r\nREADONLY\r\n", 18) != 0)) {
@@ -760,7 +761,7 @@ static const mt_session_ops_t redis_sess_ops = {
 /* Closes s if its auth or idle timeout has passed; true if it did. */
 static bool sess_timed_out(mt_rsess_t *s, uint64_t now_ms)
 {
-    const mt_redis_listener_conf_t *rc = &s->base.conf->redis;
+    const mt_redis_listener_conf_t *rc = s->rconf;
     char peer[INET6_ADDRSTRLEN + 8];
     if (rc->auth_timeout_ms && !s->authenticated && rc->auth.password &&
         now_ms - s->base.accepted_ms >= rc->auth_timeout_ms) {
@@ -888,8 +889,9 @@ mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool
 /* The k-th endpoint of one role (replica or not), k < the number of them. */
 static mt_wendpoint_t *nth_of_role(mt_wcluster_t *c, bool replica, uint32_t k)
 {
+    const bool *role = mt_redis_cluster(c->conf)->replica; /* set: the cluster has replicas */
     for (uint32_t i = 0; i < c->n_eps; i++) {
-        if (c->eps[i]->replica == replica && k-- == 0)
+        if (role[i] == replica && k-- == 0)
             return c->eps[i];
     }
     return NULL;
@@ -898,7 +900,8 @@ static mt_wendpoint_t *nth_of_role(mt_wcluster_t *c, bool replica, uint32_t k)
 /* An endpoint of one role, starting at `start` and skipping unhealthy ones when asked. */
 static mt_wendpoint_t *pick_role(mt_wcluster_t *c, bool replica, uint32_t start, bool healthy)
 {
-    uint32_t n = replica ? c->n_replicas : c->n_eps - c->n_replicas;
+    uint32_t n_replicas = mt_redis_cluster(c->conf)->n_replicas;
+    uint32_t n = replica ? n_replicas : c->n_eps - n_replicas;
     uint64_t now = mt_worker_now_ms(c->w);
     for (uint32_t t = 0; t < n; t++) {
         mt_wendpoint_t *ep = nth_of_role(c, replica, (start + t) % n);
@@ -919,7 +922,8 @@ static mt_wendpoint_t *route_endpoint(mt_wcluster_t *c, const redis_command_t *c
 {
     if (c->n_eps == 1)
         return c->eps[0];
-    if (c->n_replicas == 0 || c->n_replicas == c->n_eps) {
+    uint32_t n_replicas = mt_redis_cluster(c->conf)->n_replicas;
+    if (n_replicas == 0 || n_replicas == c->n_eps) {
         uint32_t idx[1];
         if (redis_command_keys(cmd, req->argc, req->argv, idx, 1) > 0)
             return mt_rproxy_endpoint(c, &req->argv[idx[0]], hashtag);
@@ -986,7 +990,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
         sess_reply_error_at(s, text, hold_until_ms);
         return;
     }
-    if (c->conf->redis_mode == MT_REDIS_CLUSTER) {
+    if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER) {
         mt_rreq_t *tail = s->tail;
         mt_rcluster_forward(s, c, cmd, req, frame);
         if (hold_until_ms && s->tail && s->tail != tail) {
@@ -999,8 +1003,8 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
         }
         return;
     }
-    mt_wendpoint_t *ep = route_endpoint(c, cmd, req, s->base.conf->redis.read_policy,
-                                        s->base.conf->redis.enable_hashtagging);
+    mt_wendpoint_t *ep =
+        route_endpoint(c, cmd, req, s->rconf->read_policy, s->rconf->enable_hashtagging);
     if (!ep) {
         snprintf(text, sizeof(text), "ERR meltemi: no healthy replica for %s (readPolicy REPLICA)",
                  c->conf->service ? c->conf->service : c->conf->name);
@@ -1028,7 +1032,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
     r->sess = s;
     r->cmd = cmd;
     r->start_ns = uv_hrtime();
-    r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
+    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     r->hold_until_ms = hold_until_ms;
     int rc;
     if (req->is_inline) {
@@ -1046,7 +1050,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
     }
     mt_rsess_push(s, r);
     rup_push(u, r);
-    rup_schedule(u, s->base.conf);
+    rup_schedule(u, s->rconf);
 }
 
 static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
@@ -1061,7 +1065,7 @@ static void mirror_send(mt_worker_t *w, mt_wcluster_t *c, const redis_command_t 
 {
     if (!c || c->n_eps == 0)
         return;
-    if (c->conf->redis_mode == MT_REDIS_CLUSTER) {
+    if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER) {
         mt_rcluster_mirror(c, cmd, req);
         return;
     }
@@ -1175,7 +1179,7 @@ static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
         } else {
             r->cmd = cmd;
             r->start_ns = uv_hrtime();
-            r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
+            r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
             r->hold_until_ms = hold;
             mt_rsess_push(s, r);
             mt_rsplit_by_route(r, req, step, targets, strips);
@@ -1309,7 +1313,7 @@ static void sess_authenticated(mt_rsess_t *s)
 
 static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const resp_arg_t *pass)
 {
-    const mt_auth_t *a = &s->base.conf->redis.auth;
+    const mt_auth_t *a = &s->rconf->auth;
     const char *want_user = a->username ? a->username : "default";
     size_t want_user_len = a->username ? a->username_len : strlen("default");
     bool user_ok =
@@ -1320,7 +1324,7 @@ static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const 
 
 static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
 {
-    const mt_auth_t *a = &s->base.conf->redis.auth;
+    const mt_auth_t *a = &s->rconf->auth;
     if (req->argc > 3) {
         mt_rsess_reply_error(s, "ERR syntax error");
         return;
@@ -1348,11 +1352,11 @@ static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
 /* HELLO [protover [AUTH user pass] [SETNAME name]]: authenticates here, then answers locally. */
 static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
 {
-    bool needs_auth = s->base.conf->redis.auth.password && !s->authenticated;
+    bool needs_auth = s->rconf->auth.password && !s->authenticated;
     for (uint32_t i = 2; i < req->argc; i++) {
         const resp_arg_t *a = &req->argv[i];
         if (a->len == 4 && strncasecmp(a->ptr, "auth", 4) == 0 && i + 2 < req->argc) {
-            if (!s->base.conf->redis.auth.password) {
+            if (!s->rconf->auth.password) {
                 mt_rsess_reply_error(s,
                                      "ERR AUTH <password> called without any password configured "
                                      "for the default user. Are you sure your configuration is "
@@ -1443,7 +1447,8 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
      * were sent on. */
     if (MT_UNLIKELY(s->base.snap != w->snap)) {
         mt_session_rebind(&s->base);
-        sess_set_unauthenticated(s, !s->authenticated && s->base.conf->redis.auth.password);
+        s->rconf = mt_redis_listener(s->base.conf);
+        sess_set_unauthenticated(s, !s->authenticated && s->rconf->auth.password);
     }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
@@ -1463,7 +1468,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         return;
     }
     bool local = cmd->proxy == REDIS_PROXY_LOCAL;
-    if (!s->authenticated && s->base.conf->redis.auth.password &&
+    if (!s->authenticated && s->rconf->auth.password &&
         !(local &&
           (mt_rcmd_is(cmd, "auth") || mt_rcmd_is(cmd, "hello") || mt_rcmd_is(cmd, "quit")))) {
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
@@ -1489,7 +1494,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         return;
     case REDIS_PROXY_UNSUPPORTED: {
         if (mt_rcmd_is(cmd, "cluster") && s->base.cluster &&
-            s->base.cluster->conf->redis_mode == MT_REDIS_CLUSTER) {
+            mt_redis_cluster(s->base.cluster->conf)->mode == MT_REDIS_CLUSTER) {
             sess_forward(s, cmd, req, frame);
             return;
         }
@@ -1575,10 +1580,11 @@ static void redis_accept(mt_wlistener_t *l, uv_stream_t *server)
     mt_rsess_t *s = calloc(1, sizeof(*s));
     if (!s || mt_session_accept(&s->base, l, server, &redis_sess_ops) != 0)
         return;
+    s->rconf = mt_redis_listener(s->base.conf);
     s->lctx.client_id = s->base.id;
     s->lctx.mode = "standalone";
     resp_req_parser_init(&s->parser, &resp_default_limits);
-    sess_set_unauthenticated(s, l->conf->redis.auth.password != NULL);
+    sess_set_unauthenticated(s, s->rconf->auth.password != NULL);
     mt_session_resume(&s->base);
 }
 
@@ -1630,4 +1636,8 @@ const mt_proxy_ops_t mt_proxy_redis = {
     .worker_stop = redis_worker_stop,
     .worker_free = redis_worker_free,
     .cluster_free = redis_cluster_free,
+    .read_cluster = mt_redis_read_cluster,
+    .read_listener = mt_redis_read_listener,
+    .free_cluster = mt_redis_free_cluster,
+    .free_listener = mt_redis_free_listener,
 };

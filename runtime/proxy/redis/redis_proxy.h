@@ -9,6 +9,7 @@
 #include "runtime/core/session.h"
 #include "runtime/core/worker.h"
 #include "runtime/proxy/redis/lua_bridge.h"
+#include "runtime/proxy/redis/redis_conf.h"
 
 #include "protocols/redis/commands.h"
 #include "protocols/redis/local.h"
@@ -54,6 +55,9 @@ typedef struct mt_rreq {
 
 struct mt_rsess {
     mt_session_t base; /* first: the uv handle is first in it */
+    /* mt_redis_listener(base.conf), read per command: set at accept and after each
+     * mt_session_rebind (sess_command), the only places base.conf changes */
+    const mt_redis_listener_conf_t *rconf;
     resp_req_parser_t parser;
     mt_rreq_t *head, *tail;
     redis_local_ctx_t lctx;
