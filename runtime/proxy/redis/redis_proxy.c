@@ -261,9 +261,9 @@ void mt_rsess_reply_error(mt_rsess_t *s, const char *text)
 
 /* ---- held replies (DELAY faults) ------------------------------------------------------------- */
 
-static void sess_hold_fire(uv_timer_t *t)
+static void sess_hold_fire(mt_timer_t *t)
 {
-    mt_rsess_t *s = t->data;
+    mt_rsess_t *s = MT_CONTAINER_OF(t, mt_rsess_t, hold_timer);
     mt_worker_t *w = s->base.w;
     uint64_t now = mt_worker_now_ms(w), next = 0;
     for (mt_rreq_t *r = s->head; r; r = r->next) {
@@ -282,21 +282,12 @@ static void sess_hold_fire(uv_timer_t *t)
         sess_drain_done(s);
 }
 
+/* The wheel fires at the first loop millisecond >= at_ms: a held reply never leaves early. */
 static void sess_hold_arm(mt_rsess_t *s, uint64_t at_ms)
 {
-    mt_worker_t *w = s->base.w;
-    if (!s->hold_timer) {
-        s->hold_timer = malloc(sizeof(*s->hold_timer));
-        if (!s->hold_timer)
-            return;
-        uv_timer_init(&w->loop, s->hold_timer);
-        s->hold_timer->data = s;
-    }
-    uint64_t now = mt_worker_now_ms(w);
-    uint64_t due = uv_timer_get_due_in(s->hold_timer);
-    if (uv_is_active((uv_handle_t *)s->hold_timer) && due <= at_ms - MT_MIN(at_ms, now))
-        return;
-    uv_timer_start(s->hold_timer, sess_hold_fire, at_ms > now ? at_ms - now : 0, 0);
+    if (mt_timer_pending(&s->hold_timer) && s->hold_timer.due_ms <= at_ms)
+        return; /* an earlier release re-arms for the rest */
+    mt_timer_start_at(&s->base.w->timers, &s->hold_timer, at_ms, sess_hold_fire);
 }
 
 /* A local reply that a DELAY fault holds back until hold_until_ms. */
@@ -1540,10 +1531,7 @@ static void sess_on_close(mt_session_t *base)
             r->sess = NULL;
     }
     s->head = s->tail = NULL;
-    if (s->hold_timer) {
-        uv_close((uv_handle_t *)s->hold_timer, (uv_close_cb)free);
-        s->hold_timer = NULL;
-    }
+    mt_timer_stop(&w->timers, &s->hold_timer);
     if (s->ran_chain)
         mt_bridge_conn_closed(&mt_rw(w)->bridge, base->id);
 }

@@ -62,7 +62,7 @@ struct mt_rsess {
     /* MULTI was refused: until EXEC or DISCARD every command is answered "not applied" and
      * nothing reaches an upstream (the client may believe it is queueing a transaction) */
     bool tx_refused;
-    uv_timer_t *hold_timer; /* releases held replies (DELAY faults); lazily created */
+    mt_timer_t hold_timer; /* releases held replies (DELAY faults), at the earliest one's time */
 };
 
 typedef enum rup_state { RUP_CONNECTING = 0, RUP_READY, RUP_CLOSING } rup_state_t;
