@@ -92,7 +92,6 @@ typedef struct mt_redis_worker {
     mt_rup_t *rups;              /* every Redis upstream connection (timeouts, shutdown) */
     resp_out_t scratch;          /* local replies and split parts are built here */
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
-    uint64_t next_sweep_ms;      /* auth / idle timeout sweep */
 } mt_redis_worker_t;
 
 static inline mt_redis_worker_t *mt_rw(mt_worker_t *w)
