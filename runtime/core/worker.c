@@ -427,6 +427,7 @@ static void *worker_main(void *arg)
         if ((*p)->worker_stop)
             (*p)->worker_stop(w);
     }
+    mt_timer_wheel_close(&w->timers); /* what is still pending belongs to forced-closed handles */
     uv_walk(&w->loop, worker_close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
@@ -468,6 +469,8 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
     pthread_mutex_init(&w->mu, NULL);
     mt_buf_pool_init(&w->pool);
     if (uv_loop_init(&w->loop) != 0)
+        return -1;
+    if (mt_timer_wheel_init(&w->timers, &w->loop) != 0)
         return -1;
     w->L = mt_lua_new();
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {

@@ -11,6 +11,7 @@
 #include "runtime/core/buf.h"
 #include "runtime/core/outq.h"
 #include "runtime/core/snapshot.h"
+#include "runtime/core/timer.h"
 
 #include <lua.h>
 #include <pthread.h>
@@ -69,9 +70,10 @@ struct mt_worker {
     pthread_t thread;
     uv_loop_t loop;
     uv_async_t async;
-    uv_check_t check;     /* flushes every queued write after the loop's I/O callbacks */
-    uv_prepare_t prepare; /* ... and what timers queued, before the loop blocks in poll */
-    uv_timer_t tick;      /* every MT_WORKER_TICK_MS: each proxy's timeouts, reaping */
+    uv_check_t check;        /* flushes every queued write after the loop's I/O callbacks */
+    uv_prepare_t prepare;    /* ... and what timers queued, before the loop blocks in poll */
+    uv_timer_t tick;         /* every MT_WORKER_TICK_MS: each proxy's timeouts, reaping */
+    mt_timer_wheel_t timers; /* every per-connection timer of this worker (timer.h) */
     mt_buf_pool_t pool;
     void *proxy[MT_PROTO_COUNT]; /* each proxy's per-worker state (mt_proxy_ops_t) */
     mt_buf_t *own;               /* chunk for small bytes made here (error replies, split parts) */

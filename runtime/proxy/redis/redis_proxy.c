@@ -262,9 +262,9 @@ void mt_rsess_reply_error(mt_rsess_t *s, const char *text)
 
 /* ---- held replies (DELAY faults) ------------------------------------------------------------- */
 
-static void sess_hold_fire(uv_timer_t *t)
+static void sess_hold_fire(mt_timer_t *t)
 {
-    mt_rsess_t *s = t->data;
+    mt_rsess_t *s = MT_CONTAINER_OF(t, mt_rsess_t, hold_timer);
     mt_worker_t *w = s->base.w;
     uint64_t now = mt_worker_now_ms(w), next = 0;
     for (mt_rreq_t *r = s->head; r; r = r->next) {
@@ -283,21 +283,12 @@ static void sess_hold_fire(uv_timer_t *t)
         sess_drain_done(s);
 }
 
+/* The wheel fires at the first loop millisecond >= at_ms: a held reply never leaves early. */
 static void sess_hold_arm(mt_rsess_t *s, uint64_t at_ms)
 {
-    mt_worker_t *w = s->base.w;
-    if (!s->hold_timer) {
-        s->hold_timer = malloc(sizeof(*s->hold_timer));
-        if (!s->hold_timer)
-            return;
-        uv_timer_init(&w->loop, s->hold_timer);
-        s->hold_timer->data = s;
-    }
-    uint64_t now = mt_worker_now_ms(w);
-    uint64_t due = uv_timer_get_due_in(s->hold_timer);
-    if (uv_is_active((uv_handle_t *)s->hold_timer) && due <= at_ms - MT_MIN(at_ms, now))
-        return;
-    uv_timer_start(s->hold_timer, sess_hold_fire, at_ms > now ? at_ms - now : 0, 0);
+    if (mt_timer_pending(&s->hold_timer) && s->hold_timer.due_ms <= at_ms)
+        return; /* an earlier release re-arms for the rest */
+    mt_timer_start_at(&s->base.w->timers, &s->hold_timer, at_ms, sess_hold_fire);
 }
 
 /* A local reply that a DELAY fault holds back until hold_until_ms. */
@@ -752,59 +743,8 @@ static const mt_session_ops_t redis_sess_ops = {
     .on_closed = sess_on_closed,
 };
 
-/* How often the worker looks for sessions past their auth or idle timeout: a connection is
- * closed between its timeout and its timeout plus this. One walk over the worker's sessions
- * instead of a timer per connection, and nothing on the request path but the read callback's
- * store of the loop time. */
-#define SESSION_SWEEP_MS 250
-
-/* Closes s if its auth or idle timeout has passed; true if it did. */
-static bool sess_timed_out(mt_rsess_t *s, uint64_t now_ms)
-{
-    const mt_redis_listener_conf_t *rc = s->rconf;
-    char peer[INET6_ADDRSTRLEN + 8];
-    if (rc->auth_timeout_ms && !s->authenticated && rc->auth.password &&
-        now_ms - s->base.accepted_ms >= rc->auth_timeout_ms) {
-        mt_info("listener %s: closing %s: not authenticated after %u ms", s->base.conf->name,
-                mt_session_peer(&s->base, peer, sizeof(peer)), rc->auth_timeout_ms);
-        mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_TIMEOUTS, 1);
-        mt_session_close(&s->base);
-        return true;
-    }
-    if (!rc->idle_timeout_ms)
-        return false;
-    if (s->base.pending || mt_outq_pending(&s->base.out)) { /* working, not idle */
-        s->base.active_ms = now_ms;
-        return false;
-    }
-    if (now_ms - s->base.active_ms < rc->idle_timeout_ms)
-        return false;
-    mt_debug("listener %s: closing %s: idle for %u ms", s->base.conf->name,
-             mt_session_peer(&s->base, peer, sizeof(peer)), rc->idle_timeout_ms);
-    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_IDLE_TIMEOUTS, 1);
-    mt_session_close(&s->base);
-    return true;
-}
-
-static void sess_sweep(mt_worker_t *w, uint64_t now_ms)
-{
-    mt_redis_worker_t *rw = mt_rw(w);
-    if (now_ms < rw->next_sweep_ms)
-        return;
-    rw->next_sweep_ms = now_ms + SESSION_SWEEP_MS;
-    for (mt_session_link_t *l = w->sessions; l; l = l->next) {
-        mt_session_t *b = mt_session_of_link(l);
-        if (b->ops != &redis_sess_ops) /* not a Redis session */
-            continue;
-        mt_rsess_t *s = (mt_rsess_t *)b;
-        if (!s->base.closing)
-            sess_timed_out(s, now_ms);
-    }
-}
-
 static void redis_tick(mt_worker_t *w, uint64_t now_ms)
 {
-    sess_sweep(w, now_ms);
     for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
         if (mt_rtopo(c))
             mt_rcluster_tick(c, now_ms);
@@ -1309,6 +1249,16 @@ static void sess_authenticated(mt_rsess_t *s)
 {
     s->authenticated = true;
     sess_set_unauthenticated(s, false);
+    mt_session_authenticated(&s->base);
+}
+
+/* RedisService authTimeout (only while a password is required and not given) and
+ * idleTimeout, run by the session shell; again after a reload rebinds the session. */
+static void sess_apply_timeouts(mt_rsess_t *s)
+{
+    const mt_redis_listener_conf_t *rc = s->rconf;
+    bool auth_pending = rc->auth.password && !s->authenticated;
+    mt_session_set_timeouts(&s->base, auth_pending ? rc->auth_timeout_ms : 0, rc->idle_timeout_ms);
 }
 
 static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const resp_arg_t *pass)
@@ -1449,6 +1399,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         mt_session_rebind(&s->base);
         s->rconf = mt_redis_listener(s->base.conf);
         sess_set_unauthenticated(s, !s->authenticated && s->rconf->auth.password);
+        sess_apply_timeouts(s);
     }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
@@ -1534,10 +1485,7 @@ static void sess_on_close(mt_session_t *base)
             r->sess = NULL;
     }
     s->head = s->tail = NULL;
-    if (s->hold_timer) {
-        uv_close((uv_handle_t *)s->hold_timer, (uv_close_cb)free);
-        s->hold_timer = NULL;
-    }
+    mt_timer_stop(&w->timers, &s->hold_timer);
     if (s->ran_chain)
         mt_bridge_conn_closed(&mt_rw(w)->bridge, base->id);
 }
@@ -1585,6 +1533,7 @@ static void redis_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->lctx.mode = "standalone";
     resp_req_parser_init(&s->parser, &resp_default_limits);
     sess_set_unauthenticated(s, s->rconf->auth.password != NULL);
+    sess_apply_timeouts(s);
     mt_session_resume(&s->base);
 }
 

@@ -66,7 +66,7 @@ struct mt_rsess {
     /* MULTI was refused: until EXEC or DISCARD every command is answered "not applied" and
      * nothing reaches an upstream (the client may believe it is queueing a transaction) */
     bool tx_refused;
-    uv_timer_t *hold_timer; /* releases held replies (DELAY faults); lazily created */
+    mt_timer_t hold_timer; /* releases held replies (DELAY faults), at the earliest one's time */
 };
 
 typedef enum rup_state { RUP_CONNECTING = 0, RUP_READY, RUP_CLOSING } rup_state_t;
@@ -96,7 +96,6 @@ typedef struct mt_redis_worker {
     mt_rup_t *rups;              /* every Redis upstream connection (timeouts, shutdown) */
     resp_out_t scratch;          /* local replies and split parts are built here */
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
-    uint64_t next_sweep_ms;      /* auth / idle timeout sweep */
 } mt_redis_worker_t;
 
 static inline mt_redis_worker_t *mt_rw(mt_worker_t *w)
