@@ -126,10 +126,6 @@ mt_wendpoint_t *mt_wendpoint_new(mt_wcluster_t *c, const char *address, uint16_t
     if (resolve_error)
         snprintf(ep->resolve_error, sizeof(ep->resolve_error), "%s", resolve_error);
     ep->cluster = c;
-    ep->n_rconns = c->w->rconns_per_endpoint;
-    ep->rconns = calloc(ep->n_rconns, sizeof(mt_rup_t *));
-    if (!ep->rconns)
-        abort();
     return ep;
 }
 
@@ -137,7 +133,6 @@ void mt_wendpoint_free(mt_wendpoint_t *ep)
 {
     for (int p = 0; p < MT_PROTO_COUNT; p++)
         free(ep->pools[p].shared);
-    free(ep->rconns);
     free(ep);
 }
 

@@ -18,7 +18,6 @@
 
 typedef struct mt_worker mt_worker_t;
 typedef struct mt_upstream mt_upstream_t; /* an upstream connection (upstream.h) */
-typedef struct mt_rup mt_rup_t;           /* Redis upstream connection (redis_proxy.c) */
 
 /* A listener as one worker runs it. */
 typedef struct mt_wlistener {
@@ -47,8 +46,6 @@ typedef struct mt_wendpoint {
     char resolve_error[160]; /* non-empty: unusable, and why */
     bool replica;            /* PROXY mode: a read replica (endpoint label role=replica) */
     struct mt_wcluster *cluster;
-    mt_rup_t **rconns; /* Redis: pipelined shared connections, lazily created */
-    uint32_t n_rconns;
     mt_upstream_pool_t pools[MT_PROTO_COUNT]; /* by protocol (upstream.c) */
     uint64_t retry_at_ms;                     /* no new connection attempt before this (backoff) */
     uint32_t backoff_ms;
