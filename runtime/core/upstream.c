@@ -182,7 +182,8 @@ static void upstream_on_connect(uv_connect_t *req, int status)
 
 /* A new connection to ep, connecting; NULL and why when it cannot be had. */
 static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops,
-                                   mt_upstream_kind_t kind, uint32_t slot, const char **why)
+                                   mt_upstream_kind_t kind, uint32_t slot, void *arg,
+                                   const char **why)
 {
     mt_worker_t *w = ep->cluster->w;
     if (ep->resolve_error[0]) {
@@ -211,14 +212,18 @@ static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *
     uv_tcp_init(&w->loop, &u->tcp);
     u->tcp.data = u;
     u->creq.data = u;
-    int rc =
-        uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ep->sa, upstream_on_connect);
-    if (rc != 0) {
-        snprintf(ep->last_error, sizeof(ep->last_error), "connect: %s", uv_strerror(rc));
-        *why = ep->last_error;
-    } else if (ops->on_open && ops->on_open(u) != 0) {
+    /* on_open first: what it queues leaves first, and on_closed always follows an on_open. */
+    int rc = 0;
+    if (ops->on_open && ops->on_open(u, arg) != 0) {
         *why = "out of memory";
         rc = -1;
+    } else {
+        rc = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ep->sa,
+                            upstream_on_connect);
+        if (rc != 0) {
+            snprintf(ep->last_error, sizeof(ep->last_error), "connect: %s", uv_strerror(rc));
+            *why = ep->last_error;
+        }
     }
     if (rc != 0) {
         u->state = MT_UPSTREAM_CLOSING;
@@ -237,7 +242,7 @@ static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *
  */
 
 mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, uint64_t key,
-                                  const char **why)
+                                  void *arg, const char **why)
 {
     mt_upstream_pool_t *pool = mt_upstream_pool(ep, ops->protocol);
     if (MT_UNLIKELY(!pool->shared)) {
@@ -253,13 +258,14 @@ mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *o
     mt_upstream_t *u = pool->shared[slot];
     if (MT_LIKELY(u != NULL))
         return u;
-    u = upstream_new(ep, ops, MT_UPSTREAM_SHARED, slot, why);
+    u = upstream_new(ep, ops, MT_UPSTREAM_SHARED, slot, arg, why);
     if (u)
         pool->shared[slot] = u;
     return u;
 }
 
-mt_upstream_t *mt_upstream_lease(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, const char **why)
+mt_upstream_t *mt_upstream_lease(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, void *arg,
+                                 const char **why)
 {
     mt_upstream_pool_t *pool = mt_upstream_pool(ep, ops->protocol);
     mt_upstream_t *u = pool->idle;
@@ -279,7 +285,7 @@ mt_upstream_t *mt_upstream_lease(mt_wendpoint_t *ep, const mt_upstream_ops_t *op
         *why = ep->lease_error;
         return NULL;
     }
-    u = upstream_new(ep, ops, MT_UPSTREAM_LEASED, 0, why);
+    u = upstream_new(ep, ops, MT_UPSTREAM_LEASED, 0, arg, why);
     if (u)
         pool->n_exclusive++;
     return u;

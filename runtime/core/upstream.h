@@ -57,10 +57,11 @@ typedef struct mt_upstream_ops {
     /* Prefixed to the shell's texts in logs and in ep->last_error (what later callers are
      * told while the endpoint backs off): Redis "meltemi: ", MetaProtocol "". */
     const char *text_prefix;
-    /* The connect has started: set up the proxy's parts and queue what must leave first
-     * (Redis: AUTH, READONLY), before anyone else queues. -1 gives the connection up (the
-     * caller is told "out of memory"); on_closed runs even then. May be NULL. */
-    int (*on_open)(mt_upstream_t *u);
+    /* The connect is about to start: set up the proxy's parts (arg is what the caller of
+     * mt_upstream_shared / mt_upstream_lease passed) and queue what must leave first (Redis:
+     * AUTH, READONLY), before anyone else queues. -1 gives the connection up (the caller is
+     * told "out of memory"); on_closed runs even then (it follows every on_open). May be NULL. */
+    int (*on_open)(mt_upstream_t *u, void *arg);
     /* The connection is READY (reading started, the queue scheduled). May be NULL. */
     void (*on_connected)(mt_upstream_t *u);
     /* New bytes are in u->rbuf: consume every whole frame, advancing u->rbuf->pos. Called only
@@ -121,7 +122,7 @@ void mt_upstream_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why);
  * returned: queue on it, the shell writes once connected.
  */
 mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, uint64_t key,
-                                  const char **why);
+                                  void *arg, const char **why);
 
 /*
  * An exclusive connection to ep for one lessee: the most recently returned idle one, or a new
@@ -132,7 +133,7 @@ mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *o
  * The lessee owns it until mt_upstream_return; if the shell ends it first (on_error), the
  * lessee hears it through its ops and must forget u.
  */
-mt_upstream_t *mt_upstream_lease(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops,
+mt_upstream_t *mt_upstream_lease(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, void *arg,
                                  const char **why);
 /*
  * Gives a leased connection back. reusable: its state is clean (nothing in flight, no

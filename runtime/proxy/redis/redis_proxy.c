@@ -473,8 +473,9 @@ static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, si
 
 /* The shell's on_open: AUTH (when the cluster has credentials) and READONLY (cluster mode)
  * go first, before any command queued while connecting. */
-static int rup_on_open(mt_upstream_t *base)
+static int rup_on_open(mt_upstream_t *base, void *arg)
 {
+    MT_UNUSED(arg);
     mt_rup_t *u = (mt_rup_t *)base;
     mt_wcluster_t *c = base->ep->cluster;
     resp_reply_scanner_init(&u->scanner, &resp_default_limits);
@@ -585,7 +586,7 @@ static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, si
  * failure. */
 static inline mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
 {
-    return (mt_rup_t *)mt_upstream_shared(ep, &rup_ops, sess_id, why);
+    return (mt_rup_t *)mt_upstream_shared(ep, &rup_ops, sess_id, NULL, why);
 }
 
 bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms)

@@ -56,9 +56,10 @@ static struct {
 
 /* ---- the test proxy -------------------------------------------------------------------------- */
 
-static int tp_on_open(mt_upstream_t *u)
+static int tp_on_open(mt_upstream_t *u, void *arg)
 {
     MT_UNUSED(u);
+    cr_assert_eq(arg, &t, "the caller's argument reaches on_open");
     t.opens++;
     return 0;
 }
@@ -348,7 +349,7 @@ static void round_trip(mt_upstream_t *u)
 static mt_upstream_t *connected_shared(uint64_t key)
 {
     const char *why = NULL;
-    mt_upstream_t *u = mt_upstream_shared(t.ep, &tp_ops, key, &why);
+    mt_upstream_t *u = mt_upstream_shared(t.ep, &tp_ops, key, &t, &why);
     cr_assert_not_null(u, "%s", why ? why : "?");
     watched = u;
     run_until(watched_ready, "the connect");
@@ -358,7 +359,7 @@ static mt_upstream_t *connected_shared(uint64_t key)
 static mt_upstream_t *connected_lease(void)
 {
     const char *why = NULL;
-    mt_upstream_t *u = mt_upstream_lease(t.ep, &tp_ops, &why);
+    mt_upstream_t *u = mt_upstream_lease(t.ep, &tp_ops, &t, &why);
     cr_assert_not_null(u, "%s", why ? why : "?");
     watched = u;
     run_until(watched_ready, "the connect");
@@ -378,7 +379,7 @@ Test(upstream, refused_connect_backs_off_doubling_and_success_resets_it)
     struct sockaddr_in *in = (struct sockaddr_in *)&t.ep->sa;
     in->sin_port = htons(t.dead_port);
     const char *why = NULL;
-    mt_upstream_t *u = mt_upstream_shared(t.ep, &tp_ops, 0, &why);
+    mt_upstream_t *u = mt_upstream_shared(t.ep, &tp_ops, 0, &t, &why);
     cr_assert_not_null(u, "a connect is attempted: %s", why ? why : "?");
     cr_assert_eq(u->state, MT_UPSTREAM_CONNECTING);
     cr_assert_eq(t.c->n_rups, 1);
@@ -399,16 +400,16 @@ Test(upstream, refused_connect_backs_off_doubling_and_success_resets_it)
     /* Before retry_at: refused at once, with the last error, and no connect attempted. */
     int opens = t.opens;
     why = NULL;
-    cr_assert_null(mt_upstream_shared(t.ep, &tp_ops, 0, &why));
+    cr_assert_null(mt_upstream_shared(t.ep, &tp_ops, 0, &t, &why));
     cr_assert_eq(why, t.ep->last_error);
-    cr_assert_null(mt_upstream_lease(t.ep, &tp_ops, &why), "a lease backs off as well");
+    cr_assert_null(mt_upstream_lease(t.ep, &tp_ops, &t, &why), "a lease backs off as well");
     cr_assert_eq(t.opens, opens, "no second attempt before retry_at");
 
     /* After retry_at: one new attempt, which fails again: the delay doubles. */
     uv_update_time(&t.w.loop);
     while (mt_worker_now_ms(&t.w) < first_retry)
         run_for(5);
-    u = mt_upstream_shared(t.ep, &tp_ops, 0, &why);
+    u = mt_upstream_shared(t.ep, &tp_ops, 0, &t, &why);
     cr_assert_not_null(u);
     cr_assert_eq(t.opens, opens + 1);
     run_until(two_errors, "the second refused connect");
@@ -435,7 +436,7 @@ Test(upstream, refused_connect_backs_off_doubling_and_success_resets_it)
 Test(upstream, connect_past_its_deadline_times_out_and_backs_off)
 {
     const char *why = NULL;
-    mt_upstream_t *u = mt_upstream_shared(t.ep, &tp_ops, 0, &why);
+    mt_upstream_t *u = mt_upstream_shared(t.ep, &tp_ops, 0, &t, &why);
     cr_assert_not_null(u);
     cr_assert_eq(u->state, MT_UPSTREAM_CONNECTING);
     /* The tick sees the deadline passed before the loop had a chance to connect. */
@@ -458,8 +459,8 @@ Test(upstream, shared_connection_is_reused_by_the_next_request)
     mt_upstream_t *u = connected_shared(7);
     round_trip(u);
     const char *why = NULL;
-    cr_assert_eq(mt_upstream_shared(t.ep, &tp_ops, 7, &why), u, "the same slot: the same conn");
-    cr_assert_eq(mt_upstream_shared(t.ep, &tp_ops, 8, &why), u, "one slot per endpoint here");
+    cr_assert_eq(mt_upstream_shared(t.ep, &tp_ops, 7, &t, &why), u, "the same slot: the same conn");
+    cr_assert_eq(mt_upstream_shared(t.ep, &tp_ops, 8, &t, &why), u, "one slot per endpoint here");
     round_trip(u);
     cr_assert_eq(t.accepts, 1, "one connection for every request");
     cr_assert_eq(t.opens, 1);
@@ -480,7 +481,7 @@ Test(upstream, kept_cluster_keeps_its_connection_across_a_reload)
     t.c = c;
     mt_upstream_tick(&t.w, MT_PROTO_TCP, mt_worker_now_ms(&t.w));
     const char *why = NULL;
-    cr_assert_eq(mt_upstream_shared(c->eps[0], &tp_ops, 1, &why), u, "the pool survived");
+    cr_assert_eq(mt_upstream_shared(c->eps[0], &tp_ops, 1, &t, &why), u, "the pool survived");
     cr_assert_eq(u->state, MT_UPSTREAM_READY);
     round_trip(u);
     cr_assert_eq(t.accepts, 1, "no reconnect");
@@ -510,7 +511,7 @@ Test(upstream, retired_cluster_closes_its_idle_connections_after_a_reload)
     t.c = c;
     t.ep = c->eps[0];
     const char *why = NULL;
-    cr_assert_not_null(mt_upstream_shared(t.ep, &tp_ops, 1, &why), "the new cluster connects");
+    cr_assert_not_null(mt_upstream_shared(t.ep, &tp_ops, 1, &t, &why), "the new cluster connects");
 }
 
 /* ---- exclusive leases ------------------------------------------------------------------------ */
@@ -527,7 +528,8 @@ Test(upstream, a_lease_is_dedicated)
     cr_assert_eq(b->kind, MT_UPSTREAM_LEASED);
     cr_assert_eq(t.ep->pools[MT_PROTO_TCP].n_exclusive, 2);
     const char *why = NULL;
-    cr_assert_eq(mt_upstream_shared(t.ep, &tp_ops, 0, &why), shared, "leases stay out of slots");
+    cr_assert_eq(mt_upstream_shared(t.ep, &tp_ops, 0, &t, &why), shared,
+                 "leases stay out of slots");
     round_trip(a);
     round_trip(b);
     cr_assert_eq(t.accepts, 3);
@@ -542,7 +544,7 @@ Test(upstream, returned_clean_is_reused_by_the_next_lease)
     cr_assert_eq(t.ep->pools[MT_PROTO_TCP].idle, a);
     cr_assert_eq(t.closes, 0);
     const char *why = NULL;
-    mt_upstream_t *b = mt_upstream_lease(t.ep, &tp_ops, &why);
+    mt_upstream_t *b = mt_upstream_lease(t.ep, &tp_ops, &t, &why);
     cr_assert_eq(b, a, "the idle connection is leased again");
     cr_assert_eq(b->kind, MT_UPSTREAM_LEASED);
     cr_assert_null(t.ep->pools[MT_PROTO_TCP].idle);
@@ -595,7 +597,7 @@ Test(upstream, the_bound_refuses_a_lease_at_once_with_a_reason)
     mt_upstream_t *shared = connected_shared(0);
     int accepts = t.accepts;
     const char *why = NULL;
-    cr_assert_null(mt_upstream_lease(t.ep, &tp_ops, &why), "max_connections = 3 reached");
+    cr_assert_null(mt_upstream_lease(t.ep, &tp_ops, &t, &why), "max_connections = 3 reached");
     cr_assert_not_null(why);
     char want[200];
     snprintf(want, sizeof(want),
@@ -609,8 +611,8 @@ Test(upstream, the_bound_refuses_a_lease_at_once_with_a_reason)
     round_trip(shared);
     /* Returned (clean) or closed, a slot frees up. */
     mt_upstream_return(l[1], true);
-    cr_assert_eq(mt_upstream_lease(t.ep, &tp_ops, &why), l[1]);
+    cr_assert_eq(mt_upstream_lease(t.ep, &tp_ops, &t, &why), l[1]);
     mt_upstream_return(l[2], false);
-    cr_assert_not_null(mt_upstream_lease(t.ep, &tp_ops, &why), "%s", why);
+    cr_assert_not_null(mt_upstream_lease(t.ep, &tp_ops, &t, &why), "%s", why);
     MT_UNUSED(l[0]);
 }
