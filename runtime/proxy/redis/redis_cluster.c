@@ -173,10 +173,8 @@ void mt_rcluster_free(mt_rtopo_t *t)
         t->waiting_head = r->unext;
         mt_rreq_free(t->w, r);
     }
-    for (uint32_t i = t->n_seeds; i < t->n_nodes; i++) {
-        free(t->nodes[i]->rconns);
-        free(t->nodes[i]);
-    }
+    for (uint32_t i = t->n_seeds; i < t->n_nodes; i++)
+        mt_wendpoint_free(t->nodes[i]);
     for (uint32_t i = 0; i < t->n_shards; i++)
         free(t->shards[i].replicas);
     free(t->shards);

@@ -7,6 +7,7 @@
 #define MELTEMI_REDIS_PROXY_H
 
 #include "runtime/core/session.h"
+#include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
 #include "runtime/proxy/redis/lua_bridge.h"
 #include "runtime/proxy/redis/redis_conf.h"
@@ -69,31 +70,20 @@ struct mt_rsess {
     mt_timer_t hold_timer; /* releases held replies (DELAY faults), at the earliest one's time */
 };
 
-typedef enum rup_state { RUP_CONNECTING = 0, RUP_READY, RUP_CLOSING } rup_state_t;
-
-struct mt_rup {
-    uv_tcp_t tcp;
-    uv_connect_t creq;
-    mt_worker_t *w;
-    mt_wendpoint_t *ep;
-    uint32_t slot;
-    mt_buf_t *rbuf;
+/* A Redis upstream connection: the shell (upstream.h) first, then the reply scanner and the
+ * FIFO of requests it owes replies to (Redis answers in order). */
+typedef struct mt_rup {
+    mt_upstream_t base;
     resp_reply_scanner_t scanner;
-    mt_outq_t out;
     mt_rreq_t *head, *tail;
-    uint32_t inflight;
-    uint64_t connect_deadline_ms;
-    rup_state_t state;
     uv_timer_t *flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires */
-    mt_rup_t *prev, *next;   /* worker list */
-};
+} mt_rup_t;
 
 /* Everything the Redis proxy keeps per worker (w->proxy[MT_PROTO_REDIS]). */
 typedef struct mt_redis_worker {
     mt_bridge_t bridge;  /* the Lua policies and filters of the live snapshot */
     mt_rreq_t *req_free; /* free list of request records */
     uint32_t n_req_free;
-    mt_rup_t *rups;              /* every Redis upstream connection (timeouts, shutdown) */
     resp_out_t scratch;          /* local replies and split parts are built here */
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
 } mt_redis_worker_t;
