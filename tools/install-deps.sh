@@ -17,6 +17,7 @@ PACKAGES=(
     libluajit-5.1-dev luajit libuv1-dev libssl-dev libyaml-dev lua-lpeg-dev libpcre2-dev
     lua-cjson-dev # /config_dump JSON (liblua5.1-cjson.a, linked statically like lpeg)
     libxxhash-dev # XXH3 for hash tables and MetaRouter rings (header-only use)
+    libhttp-parser-dev # the admin server's HTTP/1.1 request parser (runtime/server/admin.c)
     # unit tests, lint
     libcriterion-dev lua-check clang-format
     # integration tests and the demo: real servers and real clients

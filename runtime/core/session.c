@@ -24,6 +24,7 @@ static void session_on_write_done(mt_outq_t *q, int status)
         mt_session_close(s);
         return;
     }
+    s->active_ms = uv_now(&s->w->loop); /* idle timeouts: written to is not idle */
     if (s->finishing)
         mt_session_maybe_finish(s);
     else
@@ -122,6 +123,7 @@ void mt_session_finish(mt_session_t *s)
 void mt_session_release(mt_session_t *s)
 {
     mt_worker_t *w = s->w;
+    mt_timer_stop(&w->timers, &s->timeout_timer);
     mt_outq_reset(&s->out);
     if (s->rbuf)
         mt_buf_unref(&w->pool, s->rbuf);
@@ -149,6 +151,7 @@ void mt_session_close(mt_session_t *s)
     if (s->ops->on_close)
         s->ops->on_close(s);
     s->pending = 0;
+    mt_timer_stop(&s->w->timers, &s->timeout_timer);
     mt_worker_unschedule_flush(s->w, &s->out);
     uv_close((uv_handle_t *)&s->tcp, session_closed);
 }
@@ -177,6 +180,61 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     mt_session_check_bounds(s);
     mt_session_maybe_finish(s);
+}
+
+/* ---- auth and idle timeouts ---------------------------------------------------------------- */
+
+static void session_on_timeout(mt_timer_t *t);
+
+static void session_timeout_arm(mt_session_t *s)
+{
+    uint64_t due = UINT64_MAX;
+    if (s->auth_timeout_ms)
+        due = s->accepted_ms + s->auth_timeout_ms;
+    if (s->idle_timeout_ms)
+        due = MT_MIN(due, s->active_ms + s->idle_timeout_ms);
+    if (due == UINT64_MAX)
+        mt_timer_stop(&s->w->timers, &s->timeout_timer);
+    else if (!mt_timer_pending(&s->timeout_timer) || s->timeout_timer.due_ms != due)
+        mt_timer_start_at(&s->w->timers, &s->timeout_timer, due, session_on_timeout);
+}
+
+/* Fires at the earlier deadline; reads moved active_ms on meanwhile, so it re-arms for the
+ * rest instead of being restarted on every read. */
+static void session_on_timeout(mt_timer_t *t)
+{
+    mt_session_t *s = MT_CONTAINER_OF(t, mt_session_t, timeout_timer);
+    uint64_t now = uv_now(&s->w->loop);
+    char peer[INET6_ADDRSTRLEN + 8];
+    if (s->closing)
+        return;
+    if (s->auth_timeout_ms && now - s->accepted_ms >= s->auth_timeout_ms) {
+        mt_info("listener %s: closing %s: not authenticated after %u ms", s->conf->name,
+                mt_session_peer(s, peer, sizeof(peer)), s->auth_timeout_ms);
+        mt_stat_add(s->conf->stats, s->w->id, MT_ST_AUTH_TIMEOUTS, 1);
+        mt_session_close(s);
+        return;
+    }
+    if (s->idle_timeout_ms) {
+        if (s->pending || mt_outq_pending(&s->out)) { /* working, not idle */
+            s->active_ms = now;
+        } else if (now - s->active_ms >= s->idle_timeout_ms) {
+            mt_debug("listener %s: closing %s: idle for %u ms", s->conf->name,
+                     mt_session_peer(s, peer, sizeof(peer)), s->idle_timeout_ms);
+            mt_stat_add(s->conf->stats, s->w->id, MT_ST_IDLE_TIMEOUTS, 1);
+            mt_session_close(s);
+            return;
+        }
+    }
+    session_timeout_arm(s);
+}
+
+void mt_session_set_timeouts(mt_session_t *s, uint32_t auth_ms, uint32_t idle_ms)
+{
+    s->auth_timeout_ms = auth_ms;
+    s->idle_timeout_ms = idle_ms;
+    if (!s->closing)
+        session_timeout_arm(s);
 }
 
 void mt_session_rebind(mt_session_t *s)

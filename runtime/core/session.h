@@ -2,8 +2,8 @@
  * session.h - the client shell every proxy builds its downstream connections on: accept,
  * the read buffer, reading paused and resumed around two bounds (requests in flight, reply
  * bytes queued), the output queue, an orderly finish (EOF, protocol error, drain: close once
- * everything owed is written) and the close. A proxy embeds mt_session_t first in its own
- * session and fills an mt_session_ops_t; it never touches the socket itself.
+ * everything owed is written), auth and idle timeouts, and the close. A proxy embeds mt_session_t
+ * first in its own session and fills an mt_session_ops_t; it never touches the socket itself.
  *
  * The transport is plain TCP today; TLS goes into this shell, once, for every protocol.
  */
@@ -47,7 +47,10 @@ struct mt_session {
     mt_outq_t out;                   /* replies, in the order they leave */
     uint32_t pending;                /* requests waiting for their reply: the proxy counts them */
     uint32_t max_output;             /* pause reading past this many queued reply bytes */
-    uint64_t accepted_ms, active_ms; /* loop time of the accept and of the last read */
+    uint64_t accepted_ms, active_ms; /* loop time of the accept and of the last read/write */
+    mt_timer_t timeout_timer;        /* auth and idle timeouts, at the earlier (worker's wheel) */
+    uint32_t auth_timeout_ms;        /* 0: none (or authenticated) */
+    uint32_t idle_timeout_ms;        /* 0: none */
     bool reading;
     bool finishing; /* EOF, protocol error or drain: close once everything owed is written */
     bool closing;
@@ -71,6 +74,18 @@ void mt_session_close(mt_session_t *s);
 /* What closing releases of the shell (output, read buffer, references, the worker's list),
  * for a proxy that closes its handles itself (plain TCP); s itself is not freed. */
 void mt_session_release(mt_session_t *s);
+/* Closes s once auth_ms have passed since the accept while the proxy has not called
+ * mt_session_authenticated (0: never), and once it has been idle for idle_ms: nothing read or
+ * written, no request pending, no output queued (0: never). One timer on the worker's wheel
+ * at the earlier of the two; the read path only stores the loop time. Counts
+ * MT_ST_AUTH_TIMEOUTS / MT_ST_IDLE_TIMEOUTS on the listener. Call again after a rebind to
+ * apply a reloaded listener's settings. */
+void mt_session_set_timeouts(mt_session_t *s, uint32_t auth_ms, uint32_t idle_ms);
+/* The client authenticated: the auth timeout no longer applies. */
+static inline void mt_session_authenticated(mt_session_t *s)
+{
+    s->auth_timeout_ms = 0;
+}
 /* At a request boundary: moves the session onto the worker's live snapshot, if its
  * listener still exists there. */
 void mt_session_rebind(mt_session_t *s);

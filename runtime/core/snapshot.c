@@ -17,8 +17,6 @@
 #include <string.h>
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
-#define DEFAULT_OP_TIMEOUT_MS 5000
-#define DEFAULT_AUTH_TIMEOUT_MS 10000 /* RedisService settings.authTimeout */
 
 /* t[key] as a malloc'd NUL-terminated copy (NULL if absent); *len (if given) gets the byte
  * length, which counts embedded NULs. */
@@ -66,8 +64,7 @@ int64_t mt_snap_field_int(lua_State *L, int t, const char *key, int64_t dflt)
     return v;
 }
 
-/* A duration in ms, clamped to what a uint32_t holds (~49 days: "never" for a timeout). */
-static uint32_t field_ms(lua_State *L, int t, const char *key, uint32_t dflt)
+uint32_t mt_snap_field_ms(lua_State *L, int t, const char *key, uint32_t dflt)
 {
     int64_t v = mt_snap_field_int(L, t, key, dflt);
     return v < 0 ? 0 : v > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
@@ -90,10 +87,10 @@ bool mt_snap_field_table(lua_State *L, int t, const char *key)
     return false;
 }
 
-static void read_auth(lua_State *L, int t, mt_auth_t *a)
+void mt_snap_field_auth(lua_State *L, int t, const char *key, mt_auth_t *a)
 {
     memset(a, 0, sizeof(*a));
-    if (!mt_snap_field_table(L, t, "auth"))
+    if (!mt_snap_field_table(L, t, key))
         return;
     int at = lua_gettop(L);
     a->username = field_bytes(L, at, "username", &a->username_len);
@@ -101,7 +98,7 @@ static void read_auth(lua_State *L, int t, mt_auth_t *a)
     lua_pop(L, 1);
 }
 
-static void free_auth(mt_auth_t *a)
+void mt_auth_free(mt_auth_t *a)
 {
     free(a->username);
     if (a->password) {
@@ -109,6 +106,7 @@ static void free_auth(mt_auth_t *a)
         OPENSSL_cleanse(a->password, a->password_len);
         free(a->password);
     }
+    memset(a, 0, sizeof(*a));
 }
 
 /* Numeric addresses parse directly; host names go through the resolver (DNS resolution). */
@@ -155,6 +153,24 @@ static int resolve(const char *host, uint16_t port, struct sockaddr_storage *sa,
     return 0;
 }
 
+int mt_snap_endpoint(lua_State *L, int t, const char *what, mt_endpoint_conf_t *e)
+{
+    e->address = mt_snap_field_str(L, t, "address");
+    e->port = (uint16_t)mt_snap_field_int(L, t, "port", 0);
+    if (e->address && resolve(e->address, e->port, &e->sa, &e->salen, &e->resolve_error) == 0)
+        return 0;
+    if (!e->resolve_error && asprintf(&e->resolve_error, "%s without an address", what) < 0)
+        e->resolve_error = NULL;
+    return -1;
+}
+
+void mt_endpoint_conf_free(mt_endpoint_conf_t *e)
+{
+    free(e->address);
+    free(e->resolve_error);
+    e->address = e->resolve_error = NULL;
+}
+
 /* The proxy whose registry name the snapshot gives; plain TCP for any other. */
 static mt_protocol_t parse_protocol(const char *p)
 {
@@ -163,17 +179,6 @@ static mt_protocol_t parse_protocol(const char *p)
             return (*o)->protocol;
     }
     return MT_PROTO_TCP;
-}
-
-static mt_read_policy_t parse_read_policy(const char *p)
-{
-    static const char *const names[] = {"MASTER", "PREFER_MASTER", "REPLICA", "PREFER_REPLICA",
-                                        "ANY"};
-    for (size_t i = 0; p && i < MT_ARRAY_LEN(names); i++) {
-        if (strcmp(p, names[i]) == 0)
-            return (mt_read_policy_t)i;
-    }
-    return MT_READ_MASTER;
 }
 
 /* The table at idx (an absolute stack index) as the compiler's Lua text, which is
@@ -213,47 +218,6 @@ static int read_fingerprint(lua_State *L, int t, const char *what, const char *n
     return -1;
 }
 
-/* redis.discovery_endpoints: { {address=, port=}, ... } -> resolved seeds. */
-static void read_discovery(lua_State *L, int rt, mt_cluster_conf_t *c)
-{
-    if (!mt_snap_field_table(L, rt, "discovery_endpoints"))
-        return;
-    int dt = lua_gettop(L);
-    size_t n = lua_objlen(L, dt);
-    c->discovery = calloc(n ? n : 1, sizeof(*c->discovery));
-    for (size_t i = 0; c->discovery && i < n; i++) {
-        lua_rawgeti(L, dt, (int)i + 1);
-        if (lua_istable(L, -1)) {
-            mt_endpoint_conf_t *e = &c->discovery[c->n_discovery++];
-            e->address = mt_snap_field_str(L, lua_gettop(L), "address");
-            e->port = (uint16_t)mt_snap_field_int(L, lua_gettop(L), "port", 0);
-            if (!e->address ||
-                resolve(e->address, e->port, &e->sa, &e->salen, &e->resolve_error) != 0) {
-                if (!e->resolve_error)
-                    e->resolve_error = strdup("discovery endpoint without an address");
-            }
-        }
-        lua_pop(L, 1);
-    }
-    lua_pop(L, 1);
-}
-
-/* A plain primary/replica pair: the role comes from the endpoint's labels. */
-static bool endpoint_is_replica(lua_State *L, int ep)
-{
-    static const char *const keys[] = {"role", "redis-role", "redis.io/role"};
-    bool replica = false;
-    if (!mt_snap_field_table(L, ep, "labels"))
-        return false;
-    for (size_t i = 0; i < MT_ARRAY_LEN(keys) && !replica; i++) {
-        char *v = mt_snap_field_str(L, lua_gettop(L), keys[i]);
-        replica = v && (strcmp(v, "replica") == 0 || strcmp(v, "slave") == 0);
-        free(v);
-    }
-    lua_pop(L, 1);
-    return replica;
-}
-
 static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
 {
     c->name = mt_snap_field_str(L, t, "name");
@@ -275,26 +239,13 @@ static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
         for (size_t i = 0; c->endpoints && i < n; i++) {
             lua_rawgeti(L, et, (int)i + 1);
             mt_endpoint_conf_t *e = &c->endpoints[c->n_endpoints++];
-            e->address = mt_snap_field_str(L, lua_gettop(L), "address");
-            e->port = (uint16_t)mt_snap_field_int(L, lua_gettop(L), "port", 0);
-            e->replica = endpoint_is_replica(L, lua_gettop(L));
+            int bad = mt_snap_endpoint(L, lua_gettop(L), "endpoint", e);
             lua_pop(L, 1);
-            if (!e->address || resolve(e->address, e->port, &e->sa, &e->salen, &e->resolve_error)) {
-                if (!e->resolve_error)
-                    e->resolve_error = strdup("endpoint without an address");
+            if (bad != 0) {
                 mt_warn("cluster %s: endpoint %s:%u: %s", c->name, e->address ? e->address : "?",
                         e->port, e->resolve_error);
             }
         }
-        lua_pop(L, 1);
-    }
-    if (mt_snap_field_table(L, t, "redis")) {
-        int rt = lua_gettop(L);
-        char *mode = mt_snap_field_str(L, rt, "mode");
-        c->redis_mode = mode && strcmp(mode, "CLUSTER") == 0 ? MT_REDIS_CLUSTER : MT_REDIS_PROXY;
-        free(mode);
-        read_auth(L, rt, &c->redis_auth);
-        read_discovery(L, rt, c);
         lua_pop(L, 1);
     }
     if (read_fingerprint(L, t, "cluster", c->name, &c->fingerprint, err) != 0)
@@ -328,34 +279,6 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
         free(rerr);
         return -1;
     }
-    l->redis.op_timeout_ms = DEFAULT_OP_TIMEOUT_MS;
-    l->redis.enable_redirection = true;
-    l->redis.enable_hashtagging = true;
-    l->redis.max_upstream_unknown_connections = 100;
-    l->redis.auth_timeout_ms = DEFAULT_AUTH_TIMEOUT_MS;
-    if (mt_snap_field_table(L, t, "redis")) {
-        int rt = lua_gettop(L);
-        read_auth(L, rt, &l->redis.auth);
-        l->redis.op_timeout_ms =
-            (uint32_t)mt_snap_field_int(L, rt, "op_timeout_ms", DEFAULT_OP_TIMEOUT_MS);
-        if (l->redis.op_timeout_ms == 0)
-            l->redis.op_timeout_ms = DEFAULT_OP_TIMEOUT_MS;
-        char *rp = mt_snap_field_str(L, rt, "read_policy");
-        l->redis.read_policy = parse_read_policy(rp);
-        free(rp);
-        l->redis.enable_command_stats = mt_snap_field_bool(L, rt, "enable_command_stats", false);
-        l->redis.max_buffer_size_before_flush =
-            (uint32_t)mt_snap_field_int(L, rt, "max_buffer_size_before_flush", 0);
-        l->redis.buffer_flush_timeout_ms =
-            (uint32_t)mt_snap_field_int(L, rt, "buffer_flush_timeout_ms", 3);
-        l->redis.enable_redirection = mt_snap_field_bool(L, rt, "enable_redirection", true);
-        l->redis.enable_hashtagging = mt_snap_field_bool(L, rt, "enable_hashtagging", true);
-        l->redis.max_upstream_unknown_connections =
-            (uint32_t)mt_snap_field_int(L, rt, "max_upstream_unknown_connections", 100);
-        l->redis.auth_timeout_ms = field_ms(L, rt, "auth_timeout_ms", DEFAULT_AUTH_TIMEOUT_MS);
-        l->redis.idle_timeout_ms = field_ms(L, rt, "idle_timeout_ms", 0);
-        lua_pop(L, 1);
-    }
     if (read_fingerprint(L, t, "listener", l->name, &l->fingerprint, err) != 0)
         return -1;
     l->stats = mt_stats_block(MT_STATS_LISTENER, l->name, NULL);
@@ -376,17 +299,9 @@ static void snapshot_free(mt_snapshot_t *s)
 {
     for (uint32_t i = 0; i < s->n_clusters; i++) {
         mt_cluster_conf_t *c = &s->clusters[i];
-        for (uint32_t j = 0; j < c->n_endpoints; j++) {
-            free(c->endpoints[j].address);
-            free(c->endpoints[j].resolve_error);
-        }
+        for (uint32_t j = 0; j < c->n_endpoints; j++)
+            mt_endpoint_conf_free(&c->endpoints[j]);
         free(c->endpoints);
-        for (uint32_t j = 0; j < c->n_discovery; j++) {
-            free(c->discovery[j].address);
-            free(c->discovery[j].resolve_error);
-        }
-        free(c->discovery);
-        free_auth(&c->redis_auth);
         const mt_proxy_ops_t *ops = mt_proxy_for(c->protocol);
         if (c->proto && ops->free_cluster)
             ops->free_cluster(c);
@@ -396,7 +311,6 @@ static void snapshot_free(mt_snapshot_t *s)
     }
     for (uint32_t i = 0; i < s->n_listeners; i++) {
         mt_listener_conf_t *l = &s->listeners[i];
-        free_auth(&l->redis.auth);
         const mt_proxy_ops_t *lops = mt_proxy_for(l->protocol);
         if (l->proto && lops->free_listener)
             lops->free_listener(l);

@@ -18,19 +18,11 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-typedef enum mt_redis_mode { MT_REDIS_PROXY = 0, MT_REDIS_CLUSTER = 1 } mt_redis_mode_t;
-
-typedef enum mt_read_policy {
-    MT_READ_MASTER = 0,
-    MT_READ_PREFER_MASTER,
-    MT_READ_REPLICA,
-    MT_READ_PREFER_REPLICA,
-    MT_READ_ANY,
-} mt_read_policy_t;
-
 /* Credentials are byte strings: a Secret's base64 data may hold any byte, NUL included, so
  * every user of these fields goes by the lengths, never strlen. Both strings are also
- * NUL-terminated (after len bytes) for convenience. */
+ * NUL-terminated (after len bytes) for convenience. The type lives in core, not in a proxy:
+ * it is how any protocol's secrets are held (Redis AUTH in both directions today), and
+ * mt_snap_field_auth / mt_auth_free keep the reading and the wiping written once. */
 typedef struct mt_auth {
     char *username; /* NULL: none */
     size_t username_len;
@@ -44,7 +36,6 @@ typedef struct mt_endpoint_conf {
     struct sockaddr_storage sa; /* resolved when the snapshot was built */
     socklen_t salen;
     char *resolve_error; /* non-NULL: unusable, and why */
-    bool replica;        /* label role (or redis-role) = replica | slave: a read replica */
 } mt_endpoint_conf_t;
 
 typedef struct mt_cluster_conf {
@@ -55,29 +46,10 @@ typedef struct mt_cluster_conf {
     uint32_t n_endpoints;
     uint32_t connect_timeout_ms;
     uint32_t max_connections;
-    mt_redis_mode_t redis_mode;
-    mt_auth_t redis_auth;          /* proxy -> Redis */
-    mt_endpoint_conf_t *discovery; /* RedisDestination discoveryEndpoints (cluster seeds) */
-    uint32_t n_discovery;
     char *fingerprint; /* equal fingerprints: a worker may keep this cluster's pools */
     mt_stats_block_t *stats;
     void *proto; /* the proxy's own part (mt_proxy_ops_t.read_cluster), or NULL */
 } mt_cluster_conf_t;
-
-typedef struct mt_redis_listener_conf {
-    mt_auth_t auth; /* client -> proxy */
-    uint32_t op_timeout_ms;
-    mt_read_policy_t read_policy;
-    bool enable_command_stats;
-    uint32_t max_buffer_size_before_flush; /* 0: flush every loop iteration */
-    uint32_t buffer_flush_timeout_ms;
-    bool enable_redirection;                   /* follow MOVED / ASK (cluster mode) */
-    bool enable_hashtagging;                   /* PROXY mode: hash only the {tag} of a key */
-    uint32_t max_upstream_unknown_connections; /* nodes first met through a redirection */
-    uint32_t auth_timeout_ms; /* close if not authenticated by then (auth required); 0: never */
-    uint32_t
-        idle_timeout_ms; /* close after this long with no traffic, nothing in flight; 0: never */
-} mt_redis_listener_conf_t;
 
 typedef struct mt_listener_conf {
     char *name; /* address:port */
@@ -89,7 +61,6 @@ typedef struct mt_listener_conf {
     char *codec;
     char *service;
     mt_cluster_conf_t *cluster; /* default destination; NULL if it names no cluster */
-    mt_redis_listener_conf_t redis;
     char *fingerprint;
     mt_stats_block_t *stats;
     void *proto; /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
@@ -121,5 +92,17 @@ int64_t mt_snap_field_int(lua_State *L, int t, const char *key, int64_t dflt);
 bool mt_snap_field_bool(lua_State *L, int t, const char *key, bool dflt);
 /* Pushes t[key] if it is a table and returns true; pushes nothing otherwise. */
 bool mt_snap_field_table(lua_State *L, int t, const char *key);
+/* A duration in ms, clamped to what a uint32_t holds (~49 days: "never" for a timeout). */
+uint32_t mt_snap_field_ms(lua_State *L, int t, const char *key, uint32_t dflt);
+/* t[key] = { username =, password = } as byte strings (mt_auth_t); all zero when absent. */
+void mt_snap_field_auth(lua_State *L, int t, const char *key, mt_auth_t *a);
+/* Frees a's strings, wiping the password first, and zeroes a. */
+void mt_auth_free(mt_auth_t *a);
+/* The endpoint table { address =, port = } at absolute index t into e (zeroed by the caller),
+ * resolved now. Returns 0, or -1 with e->resolve_error saying why e is unusable ("<what>
+ * without an address" when it has none). */
+int mt_snap_endpoint(lua_State *L, int t, const char *what, mt_endpoint_conf_t *e);
+/* Frees what mt_snap_endpoint allocated in e. */
+void mt_endpoint_conf_free(mt_endpoint_conf_t *e);
 
 #endif

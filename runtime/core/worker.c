@@ -105,8 +105,6 @@ static mt_wcluster_t *wcluster_new(mt_worker_t *w, mt_cluster_conf_t *conf)
         const mt_endpoint_conf_t *e = &conf->endpoints[i];
         c->eps[i] =
             mt_wendpoint_new(c, e->address ? e->address : "?", e->port, &e->sa, e->resolve_error);
-        c->eps[i]->replica = e->replica;
-        c->n_replicas += e->replica;
     }
     c->next = w->clusters;
     w->clusters = c;
@@ -126,11 +124,14 @@ mt_wendpoint_t *mt_wendpoint_new(mt_wcluster_t *c, const char *address, uint16_t
     if (resolve_error)
         snprintf(ep->resolve_error, sizeof(ep->resolve_error), "%s", resolve_error);
     ep->cluster = c;
-    ep->n_rconns = c->w->rconns_per_endpoint;
-    ep->rconns = calloc(ep->n_rconns, sizeof(mt_rup_t *));
-    if (!ep->rconns)
-        abort();
     return ep;
+}
+
+void mt_wendpoint_free(mt_wendpoint_t *ep)
+{
+    for (int p = 0; p < MT_PROTO_COUNT; p++)
+        free(ep->pools[p].shared);
+    free(ep);
 }
 
 void mt_wcluster_ref(mt_wcluster_t *c)
@@ -144,10 +145,8 @@ static void wcluster_free(mt_wcluster_t *c)
     const mt_proxy_ops_t *ops = mt_proxy_for(c->conf->protocol);
     if (ops->cluster_free)
         ops->cluster_free(c);
-    for (uint32_t i = 0; i < c->n_eps; i++) {
-        free(c->eps[i]->rconns);
-        free(c->eps[i]);
-    }
+    for (uint32_t i = 0; i < c->n_eps; i++)
+        mt_wendpoint_free(c->eps[i]);
     free(c->eps);
     mt_snapshot_unref(c->snap);
     free(c);
@@ -246,9 +245,7 @@ mt_wlistener_t *mt_worker_find_listener(mt_worker_t *w, const char *name)
     return NULL;
 }
 
-/* Clusters whose definition did not change keep their endpoints and pooled connections;
- * the others are retired (their connections finish what is in flight, then close). */
-static void worker_swap_clusters(mt_worker_t *w, mt_snapshot_t *snap)
+void mt_worker_swap_clusters(mt_worker_t *w, mt_snapshot_t *snap)
 {
     mt_wcluster_t *old = w->clusters;
     w->clusters = NULL;
@@ -281,7 +278,7 @@ static void worker_swap_clusters(mt_worker_t *w, mt_snapshot_t *snap)
 static void worker_apply_snapshot(mt_worker_t *w, mt_snapshot_t *snap, int *fds)
 {
     w->snap_applying = snap;
-    worker_swap_clusters(w, snap);
+    mt_worker_swap_clusters(w, snap);
     /* Listeners: keep the sockets of those that still exist, open the new, close the gone. */
     mt_wlistener_t *keep = NULL;
     for (uint32_t i = 0; i < snap->n_listeners; i++) {
@@ -429,6 +426,7 @@ static void *worker_main(void *arg)
         if ((*p)->worker_stop)
             (*p)->worker_stop(w);
     }
+    mt_timer_wheel_close(&w->timers); /* what is still pending belongs to forced-closed handles */
     uv_walk(&w->loop, worker_close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
@@ -470,6 +468,8 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
     pthread_mutex_init(&w->mu, NULL);
     mt_buf_pool_init(&w->pool);
     if (uv_loop_init(&w->loop) != 0)
+        return -1;
+    if (mt_timer_wheel_init(&w->timers, &w->loop) != 0)
         return -1;
     w->L = mt_lua_new();
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {

@@ -11,13 +11,14 @@
 #include "runtime/core/buf.h"
 #include "runtime/core/outq.h"
 #include "runtime/core/snapshot.h"
+#include "runtime/core/timer.h"
 
 #include <lua.h>
 #include <pthread.h>
 #include <uv.h>
 
 typedef struct mt_worker mt_worker_t;
-typedef struct mt_rup mt_rup_t; /* Redis upstream connection (redis_upstream.c) */
+typedef struct mt_upstream mt_upstream_t; /* an upstream connection (upstream.h) */
 
 /* A listener as one worker runs it. */
 typedef struct mt_wlistener {
@@ -29,19 +30,27 @@ typedef struct mt_wlistener {
     bool closing;
 } mt_wlistener_t;
 
+/* One protocol's connections to one endpoint (upstream.c keeps it; keyed by protocol so that
+ * connections of different proxies never mix). */
+typedef struct mt_upstream_pool {
+    mt_upstream_t **shared; /* pipelined / multiplexed connections by slot, lazily created */
+    uint32_t n_shared;
+    uint32_t n_exclusive; /* exclusive connections open: leased plus idle */
+    mt_upstream_t *idle;  /* exclusive connections returned clean, most recent first */
+} mt_upstream_pool_t;
+
 /* An endpoint of a cluster as one worker sees it: its pooled connections and backoff. */
 typedef struct mt_wendpoint {
     char address[64]; /* as configured or as the cluster topology named it */
     uint16_t port;
     struct sockaddr_storage sa;
     char resolve_error[160]; /* non-empty: unusable, and why */
-    bool replica;            /* PROXY mode: a read replica (endpoint label role=replica) */
     struct mt_wcluster *cluster;
-    mt_rup_t **rconns; /* Redis: pipelined shared connections, lazily created */
-    uint32_t n_rconns;
-    uint64_t retry_at_ms; /* no new connection attempt before this (backoff) */
+    mt_upstream_pool_t pools[MT_PROTO_COUNT]; /* by protocol (upstream.c) */
+    uint64_t retry_at_ms;                     /* no new connection attempt before this (backoff) */
     uint32_t backoff_ms;
     char last_error[400];
+    char lease_error[320]; /* why the last exclusive lease was refused (upstream.c) */
 } mt_wendpoint_t;
 
 typedef struct mt_wcluster {
@@ -49,12 +58,11 @@ typedef struct mt_wcluster {
     mt_snapshot_t *snap; /* keeps conf alive: the snapshot conf belongs to */
     mt_worker_t *w;
     uint32_t refs;        /* listeners and sessions using it, +1 while in w->clusters */
-    uint32_t n_rups;      /* open upstream connections of its endpoints */
+    uint32_t n_rups;      /* open upstream connections of its endpoints (upstream.c) */
     bool retired;         /* no longer in the live snapshot: freed once unused and idle */
     void *proxy_state;    /* the cluster's proxy's own part (Redis Cluster: its slot map),
                              released by mt_proxy_ops_t.cluster_free */
     mt_wendpoint_t **eps; /* the configured endpoints */
-    uint32_t n_replicas;  /* how many of eps are read replicas (PROXY mode) */
     uint32_t n_eps;
     uint32_t rr;
     struct mt_wcluster *next;
@@ -71,9 +79,10 @@ struct mt_worker {
     pthread_t thread;
     uv_loop_t loop;
     uv_async_t async;
-    uv_check_t check;     /* flushes every queued write after the loop's I/O callbacks */
-    uv_prepare_t prepare; /* ... and what timers queued, before the loop blocks in poll */
-    uv_timer_t tick;      /* every MT_WORKER_TICK_MS: each proxy's timeouts, reaping */
+    uv_check_t check;        /* flushes every queued write after the loop's I/O callbacks */
+    uv_prepare_t prepare;    /* ... and what timers queued, before the loop blocks in poll */
+    uv_timer_t tick;         /* every MT_WORKER_TICK_MS: each proxy's timeouts, reaping */
+    mt_timer_wheel_t timers; /* every per-connection timer of this worker (timer.h) */
     mt_buf_pool_t pool;
     void *proxy[MT_PROTO_COUNT]; /* each proxy's per-worker state (mt_proxy_ops_t) */
     mt_buf_t *own;               /* chunk for small bytes made here (error replies, split parts) */
@@ -87,7 +96,8 @@ struct mt_worker {
     struct mt_session_link *sessions; /* every downstream connection (drain, reload) */
     uint32_t n_sessions;
     uint64_t next_client_id;
-    uint32_t rconns_per_endpoint;
+    uint32_t rconns_per_endpoint;             /* shared connections per endpoint and protocol */
+    mt_upstream_t *upstreams[MT_PROTO_COUNT]; /* every upstream connection, by protocol */
     bool draining;
     bool stopping;
     /* mailbox, guarded by mu */
@@ -137,12 +147,18 @@ void mt_worker_session_remove(mt_worker_t *w, mt_session_link_t *l);
 mt_wcluster_t *mt_worker_cluster(mt_worker_t *w, mt_cluster_conf_t *conf);
 void mt_wcluster_ref(mt_wcluster_t *c);
 void mt_wcluster_unref(mt_wcluster_t *c);
+/* At a reload (w->snap_applying = snap): clusters whose name and fingerprint did not change
+ * keep their endpoints and pooled connections and take snap's conf; the others are retired
+ * (their connections finish what is in flight, then close: mt_upstream_tick). */
+void mt_worker_swap_clusters(mt_worker_t *w, mt_snapshot_t *snap);
 /* Retired clusters whose last user and connection are gone are freed by the tick. */
 void mt_worker_reap_clusters(mt_worker_t *w);
 /* The worker's listener of that name, or NULL. */
 mt_wlistener_t *mt_worker_find_listener(mt_worker_t *w, const char *name);
 mt_wendpoint_t *mt_wendpoint_new(mt_wcluster_t *c, const char *address, uint16_t port,
                                  const struct sockaddr_storage *sa, const char *resolve_error);
+/* Frees an endpoint no connection refers to any more. */
+void mt_wendpoint_free(mt_wendpoint_t *ep);
 
 /* A drain ends once no session is left and no proxy is busy (mt_proxy_ops_t.busy): a proxy
  * calls this when its busy state may have turned false. */

@@ -12,6 +12,19 @@
  *                could destroy the response it has not read yet (the 413 case)
  *   CLOSING   -> uv_close issued on both handles; memory is freed when both have closed
  * The server struct itself is freed once its listener and every client have closed.
+ *
+ * HTTP parsing is http-parser's (Debian libhttp-parser-dev, 2.9), not libmicrohttpd's. The
+ * choice: http-parser is a callback parser that owns no sockets, threads or timers, so it
+ * slots into this libuv loop on the main thread as it is, and the connection caps with
+ * oldest-idle eviction, the 5 s request / 30 s response timers, the lingering close after an
+ * error and the paused reads during a write (all of which are tested) stay exactly as they
+ * were. libmicrohttpd is a whole server: it accepts and reads itself, from its own threads
+ * or from an fd-set/epoll loop of its own that libuv would have to drive through
+ * MHD_get_fdset / MHD_run, its connection limits are a total and a per-IP count that refuse
+ * new connections instead of evicting idle ones, and its timeouts are one per-connection
+ * inactivity value; the security behaviour would have had to be rebuilt around it. What
+ * stays ours is the small layer of callbacks over http-parser (see "request parsing"); it is
+ * reached through mt_admin_http_parse alone, which tests/fuzz/fuzz_admin_http.c fuzzes.
  */
 #include "runtime/server/admin.h"
 
@@ -21,6 +34,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <http_parser.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
@@ -47,11 +61,12 @@ typedef struct admin_client {
     struct admin_client *prev, *next; /* in admin->clients while not CLOSING; newest first */
     struct sockaddr_storage peer;     /* for the per-address cap; zeroed if unknown */
     admin_client_state_t state;
-    int open_handles; /* handles not yet closed; the client is freed at 0 */
-    bool keep_alive;  /* after the response in flight */
-    char *out;        /* response in flight; owned here, freed after the write */
-    size_t in_len;    /* bytes buffered in `in` */
-    size_t consumed;  /* length of the request being answered, dropped after the write */
+    int open_handles;      /* handles not yet closed; the client is freed at 0 */
+    bool keep_alive;       /* after the response in flight */
+    char *out;             /* response in flight; owned here, freed after the write */
+    size_t in_len;         /* bytes buffered in `in` */
+    size_t consumed;       /* length of the request being answered, dropped after the write */
+    mt_admin_http_t *http; /* the request being received; reset for each one */
     char in[MT_ADMIN_MAX_REQUEST];
 } admin_client_t;
 
@@ -68,23 +83,6 @@ struct mt_admin {
     bool stopping;
     int port;
 };
-
-typedef struct admin_request {
-    const char *method;
-    size_t method_len;
-    const char *path; /* without the query string */
-    size_t path_len;
-    bool head;       /* HEAD: answer like GET without the body */
-    bool keep_alive; /* what the client asked for (version default + Connection header) */
-    size_t content_length;
-    size_t total_len; /* request line + headers + body */
-    bool has_origin;  /* an Origin header: the request comes from a web page */
-    const char *host; /* Host header value (NULL: none) */
-    size_t host_len;
-    const char *authorization; /* Authorization header value (NULL: none) */
-    size_t authorization_len;
-    int error_status; /* on MT_ERROR: the HTTP status to answer with */
-} admin_request_t;
 
 typedef struct admin_response {
     int status;
@@ -153,189 +151,370 @@ static void admin_response_text(admin_response_t *r, int status, const char *tex
 
 /* ---- request parsing ----------------------------------------------------------------------- */
 
-/* Finds the next line in [*pos, len); returns false if no complete line is buffered yet.
- * Lines end in LF with an optional CR before it. */
-static bool admin_next_line(const char *buf, size_t len, size_t *pos, const char **line,
-                            size_t *line_len)
-{
-    const char *nl = memchr(buf + *pos, '\n', len - *pos);
-    if (nl == NULL)
-        return false;
-    *line = buf + *pos;
-    *line_len = (size_t)(nl - *line);
-    if (*line_len > 0 && (*line)[*line_len - 1] == '\r')
-        (*line_len)--;
-    *pos = (size_t)(nl - buf) + 1;
-    return true;
-}
+/*
+ * http-parser does the HTTP/1.1 grammar: request line, header syntax, Content-Length (digits,
+ * duplicates, with Transfer-Encoding), Connection and the version's keep-alive default, where
+ * the request ends. It is resumable: each read feeds only the new bytes. Ours are the
+ * callbacks below, which keep spans of the connection's buffer (the bytes never move while a
+ * request is parsed, so a span that arrives in two reads is still contiguous) and apply our
+ * rules on top: origin-form targets only, no obsolete line folding, no Transfer-Encoding
+ * (411), one Host, the Host split into name and port, the bearer token, the size limit.
+ */
+
+#define ADMIN_HTTP_MAX_METHOD 32 /* methods http-parser does not know, e.g. "get": bytes */
+
+typedef enum admin_http_span {
+    ADMIN_HTTP_NONE = 0,
+    ADMIN_HTTP_URL,
+    ADMIN_HTTP_FIELD,
+    ADMIN_HTTP_VALUE,
+} admin_http_span_t;
+
+struct mt_admin_http {
+    http_parser parser;
+    size_t fed;             /* bytes of the request given to the parser so far */
+    const char *end;        /* the end of the bytes received (callbacks must not read past) */
+    size_t header_len;      /* request line + headers, once they are complete */
+    admin_http_span_t last; /* what the last data callback was about */
+    const char *url, *name, *value; /* spans being collected, in the caller's buffer */
+    size_t url_len, name_len, value_len;
+    bool method_unknown; /* a token http-parser does not know: we parsed it (see below) */
+    bool headers_done, complete, failed;
+    mt_admin_request_t rq;
+};
 
 static bool admin_token_eq(const char *s, size_t n, const char *lit)
 {
     return n == strlen(lit) && strncasecmp(s, lit, n) == 0;
 }
 
-static mt_status_t admin_fail(admin_request_t *rq, int status)
-{
-    rq->error_status = status;
-    return MT_ERROR;
-}
-
-/* RFC 9110 token characters (method and header names). */
+/* RFC 9110 token characters (method names). */
 static bool admin_is_tchar(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
            (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
 }
 
-/* "GET /path?query HTTP/1.1" */
-static mt_status_t admin_parse_request_line(const char *l, size_t n, admin_request_t *rq)
+static int admin_http_fail(mt_admin_http_t *h, int status)
 {
-    const char *sp1 = memchr(l, ' ', n);
-    if (sp1 == NULL || sp1 == l)
-        return admin_fail(rq, 400);
-    const char *target = sp1 + 1;
-    const char *sp2 = memchr(target, ' ', (size_t)(l + n - target));
-    if (sp2 == NULL || sp2 == target || *target != '/')
-        return admin_fail(rq, 400);
-    const char *version = sp2 + 1;
-    size_t vlen = (size_t)(l + n - version);
-
-    rq->method = l;
-    rq->method_len = (size_t)(sp1 - l);
-    for (size_t i = 0; i < rq->method_len; i++) {
-        if (!admin_is_tchar(l[i]))
-            return admin_fail(rq, 400);
-    }
-    rq->path = target;
-    const char *q = memchr(target, '?', (size_t)(sp2 - target));
-    rq->path_len = (size_t)((q ? q : sp2) - target);
-
-    if (vlen == 8 && memcmp(version, "HTTP/1.1", 8) == 0)
-        rq->keep_alive = true;
-    else if (vlen == 8 && memcmp(version, "HTTP/1.0", 8) == 0)
-        rq->keep_alive = false;
-    else if (vlen >= 5 && memcmp(version, "HTTP/", 5) == 0)
-        return admin_fail(rq, 505);
-    else
-        return admin_fail(rq, 400);
-    return MT_OK;
+    h->rq.error_status = status;
+    return -1; /* http-parser stops with HPE_CB_<callback> */
 }
 
-static mt_status_t admin_parse_content_length(const char *v, size_t n, admin_request_t *rq,
-                                              bool *seen)
+/* ":port" as snprintf("%d") prints it (no sign, no leading zero), or nothing (80). */
+static int admin_http_port(const char *s, size_t n)
 {
     if (n == 0)
-        return admin_fail(rq, 400);
-    size_t value = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (v[i] < '0' || v[i] > '9')
-            return admin_fail(rq, 400);
-        if (value > MT_ADMIN_MAX_REQUEST) /* stop before overflow; too large anyway */
-            return admin_fail(rq, 413);
-        value = value * 10 + (size_t)(v[i] - '0');
+        return 80;
+    if (s[0] != ':' || n < 2 || n > 6 || s[1] == '0')
+        return -1;
+    int port = 0;
+    for (size_t i = 1; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        port = port * 10 + (s[i] - '0');
     }
-    if (*seen && value != rq->content_length)
-        return admin_fail(rq, 400); /* conflicting lengths: a smuggling attempt or a bug */
-    *seen = true;
-    rq->content_length = value;
-    return MT_OK;
+    return port <= 65535 ? port : -1;
 }
 
-/* Connection: a comma-separated token list. */
-static void admin_parse_connection(const char *v, size_t n, admin_request_t *rq)
+/* Host: "name:port" or "name"; name may be an IPv6 literal in brackets. */
+static void admin_http_split_host(mt_admin_request_t *rq)
 {
-    size_t i = 0;
-    while (i < n) {
-        size_t start = i;
-        while (i < n && v[i] != ',')
-            i++;
-        size_t end = i;
-        while (start < end && (v[start] == ' ' || v[start] == '\t'))
-            start++;
-        while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t'))
-            end--;
-        if (admin_token_eq(v + start, end - start, "close"))
-            rq->keep_alive = false;
-        else if (admin_token_eq(v + start, end - start, "keep-alive"))
-            rq->keep_alive = true;
-        i++;
-    }
+    const char *v = rq->host;
+    size_t n = rq->host_len, name_len = n;
+    const char *end = n > 0 && v[0] == '[' ? memchr(v, ']', n) : memchr(v, ':', n);
+    if (end != NULL)
+        name_len = (size_t)(end - v) + (v[0] == '[' ? 1 : 0);
+    rq->host_name = v;
+    rq->host_name_len = name_len;
+    rq->host_port = admin_http_port(v + name_len, n - name_len);
 }
 
-static mt_status_t admin_parse_header(const char *l, size_t n, admin_request_t *rq, bool *cl_seen)
+/* Authorization: "Bearer <token>" (scheme case-insensitive); the last header wins. */
+static void admin_http_bearer(mt_admin_request_t *rq, const char *v, size_t n)
 {
-    if (l[0] == ' ' || l[0] == '\t')
-        return admin_fail(rq, 400); /* obsolete line folding */
-    const char *colon = memchr(l, ':', n);
-    if (colon == NULL || colon == l)
-        return admin_fail(rq, 400);
-    size_t name_len = (size_t)(colon - l);
-    const char *v = colon + 1;
-    size_t vlen = (size_t)(l + n - v);
-    while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+    static const char scheme[] = "Bearer ";
+    size_t sl = sizeof(scheme) - 1;
+    rq->bearer = NULL;
+    rq->bearer_len = 0;
+    if (n <= sl || strncasecmp(v, scheme, sl) != 0)
+        return;
+    v += sl;
+    n -= sl;
+    while (n > 0 && *v == ' ') {
         v++;
-        vlen--;
+        n--;
     }
-    while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
-        vlen--;
+    rq->bearer = v;
+    rq->bearer_len = n;
+}
 
-    if (memchr(l, ' ', name_len) != NULL || memchr(l, '\t', name_len) != NULL)
-        return admin_fail(rq, 400);
-    if (admin_token_eq(l, name_len, "content-length"))
-        return admin_parse_content_length(v, vlen, rq, cl_seen);
-    if (admin_token_eq(l, name_len, "transfer-encoding"))
-        return admin_fail(rq, 411); /* we only take bodies with a Content-Length */
-    if (admin_token_eq(l, name_len, "connection"))
-        admin_parse_connection(v, vlen, rq);
-    if (admin_token_eq(l, name_len, "origin"))
+/* The span being collected is complete. */
+static int admin_http_end_span(mt_admin_http_t *h)
+{
+    mt_admin_request_t *rq = &h->rq;
+    admin_http_span_t last = h->last;
+    h->last = ADMIN_HTTP_NONE;
+    if (last == ADMIN_HTTP_URL) {
+        const char *q = memchr(h->url, '?', h->url_len);
+        rq->path = h->url;
+        rq->path_len = q ? (size_t)(q - h->url) : h->url_len;
+        return 0;
+    }
+    if (last != ADMIN_HTTP_VALUE)
+        return 0;
+    const char *v = h->value, *name = h->name;
+    size_t n = h->value_len, name_len = h->name_len;
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (admin_token_eq(name, name_len, "origin"))
         rq->has_origin = true;
-    if (admin_token_eq(l, name_len, "host")) {
+    else if (admin_token_eq(name, name_len, "authorization"))
+        admin_http_bearer(rq, v, n);
+    else if (admin_token_eq(name, name_len, "host")) {
         if (rq->host != NULL)
-            return admin_fail(rq, 400); /* RFC 9112 3.2: more than one Host */
+            return admin_http_fail(h, 400); /* RFC 9112 3.2: more than one Host */
         rq->host = v;
-        rq->host_len = vlen;
+        rq->host_len = n;
+        admin_http_split_host(rq);
     }
-    if (admin_token_eq(l, name_len, "authorization")) {
-        rq->authorization = v;
-        rq->authorization_len = vlen;
+    return 0;
+}
+
+static int admin_http_on_url(http_parser *p, const char *at, size_t n)
+{
+    mt_admin_http_t *h = p->data;
+    if (h->last != ADMIN_HTTP_URL) {
+        if (n == 0)
+            return 0;
+        if (at[0] != '/')
+            return admin_http_fail(h, 400); /* origin-form only: no "*", no absolute URL */
+        h->last = ADMIN_HTTP_URL;
+        h->url = at;
+        h->url_len = 0;
     }
-    return MT_OK;
+    h->url_len += n;
+    return 0;
+}
+
+static int admin_http_on_header_field(http_parser *p, const char *at, size_t n)
+{
+    mt_admin_http_t *h = p->data;
+    if (h->last != ADMIN_HTTP_FIELD) {
+        if (admin_http_end_span(h) != 0)
+            return -1;
+        h->last = ADMIN_HTTP_FIELD;
+        h->name = at;
+        h->name_len = 0;
+    }
+    h->name_len += n;
+    if (at + n == h->end || at[n] != ':')
+        return 0; /* the rest of the name comes with the next read */
+    /* The name is complete at its ':', the same byte however the request was cut, so these
+     * answers come before any error in the value, in one read or many. Debian builds
+     * http-parser without HTTP_PARSER_STRICT, which lets a space into a name ("Host :"):
+     * such a Host would go unseen by the checks of mutating endpoints. */
+    for (size_t i = 0; i < h->name_len; i++) {
+        if (!admin_is_tchar(h->name[i]))
+            return admin_http_fail(h, 400);
+    }
+    if (admin_token_eq(h->name, h->name_len, "transfer-encoding"))
+        return admin_http_fail(h, 411); /* we only take bodies with a Content-Length */
+    return 0;
+}
+
+/* Between a header's name and its value only ':' and blanks: anything else (CR LF) is an
+ * obsolete line fold, which http-parser joins and we refuse (RFC 9112 5.2). */
+static bool admin_http_only_colon_ows(const char *from, const char *to)
+{
+    if (from >= to || *from != ':')
+        return false;
+    for (from++; from < to; from++) {
+        if (*from != ' ' && *from != '\t')
+            return false;
+    }
+    return true;
+}
+
+static int admin_http_on_header_value(http_parser *p, const char *at, size_t n)
+{
+    mt_admin_http_t *h = p->data;
+    if (h->last == ADMIN_HTTP_FIELD) {
+        /* An empty value is reported at the start of the next line: nothing to check. */
+        if (n > 0 && !admin_http_only_colon_ows(h->name + h->name_len, at))
+            return admin_http_fail(h, 400);
+        h->last = ADMIN_HTTP_VALUE;
+        h->value = at;
+        h->value_len = 0;
+    } else if (at != h->value + h->value_len) {
+        return admin_http_fail(h, 400); /* a fold: the value goes on past a line end */
+    }
+    h->value_len += n;
+    return 0;
+}
+
+static int admin_http_on_headers_complete(http_parser *p)
+{
+    mt_admin_http_t *h = p->data;
+    mt_admin_request_t *rq = &h->rq;
+    if (admin_http_end_span(h) != 0)
+        return -1;
+    if (p->http_major != 1 || p->http_minor > 1)
+        return admin_http_fail(h, 505);
+    if (!h->method_unknown) {
+        rq->method = http_method_str((enum http_method)p->method);
+        rq->method_len = strlen(rq->method);
+        rq->head = p->method == HTTP_HEAD;
+    }
+    rq->keep_alive = http_should_keep_alive(p) != 0;
+    if (p->flags & F_CONTENTLENGTH)
+        rq->content_length = p->content_length > MT_ADMIN_MAX_REQUEST ? MT_ADMIN_MAX_REQUEST + 1
+                                                                      : (size_t)p->content_length;
+    h->headers_done = true;
+    http_parser_pause(p, 1); /* so that the parse loop learns where the headers end */
+    return 0;
+}
+
+static int admin_http_on_message_complete(http_parser *p)
+{
+    mt_admin_http_t *h = p->data;
+    h->complete = true;
+    http_parser_pause(p, 1); /* a pipelined request stays unparsed until this one is answered */
+    return 0;
+}
+
+static const http_parser_settings admin_http_settings = {
+    .on_url = admin_http_on_url,
+    .on_header_field = admin_http_on_header_field,
+    .on_header_value = admin_http_on_header_value,
+    .on_headers_complete = admin_http_on_headers_complete,
+    .on_message_complete = admin_http_on_message_complete,
+};
+
+void mt_admin_http_reset(mt_admin_http_t *h)
+{
+    memset(h, 0, sizeof(*h));
+    http_parser_init(&h->parser, HTTP_REQUEST);
+    h->parser.data = h;
+}
+
+mt_admin_http_t *mt_admin_http_new(void)
+{
+    mt_admin_http_t *h = malloc(sizeof(*h));
+    if (h != NULL)
+        mt_admin_http_reset(h);
+    return h;
+}
+
+void mt_admin_http_free(mt_admin_http_t *h)
+{
+    free(h);
 }
 
 /*
- * Parses one request from buf[0, len). MT_AGAIN: incomplete, read more. MT_ERROR:
- * rq->error_status says what to answer. MT_OK: rq is filled and rq->total_len bytes (the body
- * included) are buffered. Re-parses from the start on every call; the buffer is small.
+ * http-parser knows a fixed list of uppercase methods and stops at any other token ("get",
+ * "FOO"), which used to get 405 on a known path and 404 elsewhere, and still does: when the
+ * token is followed by a space we keep it as the method, then let http-parser parse the rest
+ * of the request behind a stand-in method it knows. MT_AGAIN: the token may not be complete.
  */
-static mt_status_t admin_parse_request(const char *buf, size_t len, admin_request_t *rq)
+static mt_status_t admin_http_unknown_method(mt_admin_http_t *h, const char *buf, size_t len)
 {
-    memset(rq, 0, sizeof(*rq));
-    size_t pos = 0;
-    const char *line;
-    size_t line_len;
-    bool have_request_line = false, cl_seen = false;
+    size_t start = 0;
+    while (start < len && (buf[start] == '\r' || buf[start] == '\n'))
+        start++; /* RFC 9112 2.2: empty lines before the request line are ignored */
+    size_t end = start;
+    while (end < len && end - start <= ADMIN_HTTP_MAX_METHOD && admin_is_tchar(buf[end]))
+        end++;
+    http_parser_init(&h->parser, HTTP_REQUEST);
+    h->parser.data = h;
+    h->fed = 0;
+    if (end == len && end - start <= ADMIN_HTTP_MAX_METHOD)
+        return MT_AGAIN; /* parsed again from the start with more bytes */
+    if (end == start || end - start > ADMIN_HTTP_MAX_METHOD || buf[end] != ' ') {
+        admin_http_fail(h, 400);
+        return MT_ERROR;
+    }
+    static const char stand_in[] = "GET ";
+    http_parser_execute(&h->parser, &admin_http_settings, stand_in, sizeof(stand_in) - 1);
+    h->method_unknown = true;
+    h->rq.method = buf + start;
+    h->rq.method_len = end - start;
+    h->fed = end + 1;
+    return MT_OK;
+}
 
-    for (;;) {
-        if (!admin_next_line(buf, len, &pos, &line, &line_len))
-            return len >= MT_ADMIN_MAX_REQUEST ? admin_fail(rq, 413) : MT_AGAIN;
-        if (!have_request_line) {
-            if (line_len == 0)
-                continue; /* RFC 9112 2.2: ignore empty lines before the request line */
-            if (admin_parse_request_line(line, line_len, rq) != MT_OK)
-                return MT_ERROR;
-            have_request_line = true;
+static int admin_http_error_status(const mt_admin_http_t *h, enum http_errno e)
+{
+    switch (e) {
+    case HPE_CB_url:
+    case HPE_CB_header_field:
+    case HPE_CB_header_value:
+    case HPE_CB_headers_complete:
+        return h->rq.error_status; /* set by our callback */
+    case HPE_HEADER_OVERFLOW:
+        return 413;
+    case HPE_INVALID_VERSION:
+        return 505; /* "HTTP/" then something else than 1.0 or 1.1 */
+    case HPE_INVALID_TRANSFER_ENCODING:
+        return 411;
+    default:
+        return 400;
+    }
+}
+
+static mt_status_t admin_http_result(mt_admin_http_t *h, mt_status_t st, mt_admin_request_t *rq)
+{
+    if (st == MT_ERROR)
+        h->failed = true;
+    if (st != MT_AGAIN)
+        *rq = h->rq;
+    return st;
+}
+
+mt_status_t mt_admin_http_parse(mt_admin_http_t *h, const char *buf, size_t len,
+                                mt_admin_request_t *rq)
+{
+    if (h->failed || h->complete)
+        return admin_http_result(h, h->failed ? MT_ERROR : MT_OK, rq);
+    if (len > MT_ADMIN_MAX_REQUEST)
+        len = MT_ADMIN_MAX_REQUEST;
+    h->end = buf + len;
+    while (h->fed < len && !h->complete) {
+        size_t n =
+            http_parser_execute(&h->parser, &admin_http_settings, buf + h->fed, len - h->fed);
+        h->fed += n;
+        enum http_errno e = HTTP_PARSER_ERRNO(&h->parser);
+        if (e == HPE_INVALID_METHOD && !h->method_unknown) {
+            mt_status_t st = admin_http_unknown_method(h, buf, len);
+            if (st != MT_OK)
+                return admin_http_result(h, st, rq);
             continue;
         }
-        if (line_len == 0)
+        if (e == HPE_OK)
+            continue;
+        if (e != HPE_PAUSED) {
+            h->rq.error_status = admin_http_error_status(h, e);
+            return admin_http_result(h, MT_ERROR, rq);
+        }
+        http_parser_pause(&h->parser, 0);
+        if (h->complete)
             break;
-        if (admin_parse_header(line, line_len, rq, &cl_seen) != MT_OK)
-            return MT_ERROR;
+        /* Paused at the headers' last LF, which the parser has not consumed yet. */
+        h->header_len = h->fed + 1;
+        if (h->rq.content_length > MT_ADMIN_MAX_REQUEST - h->header_len) {
+            h->rq.error_status = 413; /* refused before the body is sent */
+            return admin_http_result(h, MT_ERROR, rq);
+        }
     }
-    rq->head = admin_token_eq(rq->method, rq->method_len, "HEAD");
-    rq->total_len = pos + rq->content_length;
-    if (rq->total_len > MT_ADMIN_MAX_REQUEST)
-        return admin_fail(rq, 413);
-    return len >= rq->total_len ? MT_OK : MT_AGAIN;
+    if (h->complete) {
+        h->rq.total_len = h->fed;
+        return admin_http_result(h, MT_OK, rq);
+    }
+    if (len >= MT_ADMIN_MAX_REQUEST) {
+        h->rq.error_status = 413;
+        return admin_http_result(h, MT_ERROR, rq);
+    }
+    return MT_AGAIN;
 }
 
 /* ---- endpoints ----------------------------------------------------------------------------- */
@@ -486,7 +665,7 @@ static void admin_handle_index(mt_admin_t *a, admin_response_t *r)
     r->body_len = len;
 }
 
-static bool admin_method_allowed(const admin_route_t *route, const admin_request_t *rq)
+static bool admin_method_allowed(const admin_route_t *route, const mt_admin_request_t *rq)
 {
     /* Methods are case-sensitive (RFC 9110 9.1). */
     if (rq->method_len == strlen(route->method) &&
@@ -496,20 +675,6 @@ static bool admin_method_allowed(const admin_route_t *route, const admin_request
 }
 
 /* ---- who may call a mutating endpoint ------------------------------------------------------ */
-
-/* host (a Host header value) is name:port, or name alone when port is 80. name is compared
- * case-insensitively (DNS names, IPv6 hex). */
-static bool admin_host_is(const char *host, size_t n, const char *name, int port)
-{
-    size_t name_len = strlen(name);
-    if (n < name_len || strncasecmp(host, name, name_len) != 0)
-        return false;
-    if (n == name_len)
-        return port == 80;
-    char want[8];
-    int w = snprintf(want, sizeof(want), ":%d", port);
-    return n - name_len == (size_t)w && memcmp(host + name_len, want, (size_t)w) == 0;
-}
 
 /* The address this connection arrived on, as a Host header names it: "10.0.0.5", "[fe80::1]";
  * an IPv4-mapped IPv6 address in its IPv4 form. Empty string if unknown. */
@@ -538,46 +703,38 @@ static void admin_local_name(const admin_client_t *c, char *out, size_t size)
 /* DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1 still sends
  * "Host: evil.example:15000". A request without Host is not from a browser (they always
  * send one) and passes. */
-static bool admin_host_allowed(const admin_client_t *c, const admin_request_t *rq)
+static bool admin_host_allowed(const admin_client_t *c, const mt_admin_request_t *rq)
 {
     if (rq->host == NULL)
         return true;
-    int port = c->admin->port;
+    if (rq->host_port != c->admin->port)
+        return false; /* no port means 80; a malformed port is -1 */
     static const char *const loopback[] = {"127.0.0.1", "localhost", "[::1]"};
     for (size_t i = 0; i < MT_ARRAY_LEN(loopback); i++) {
-        if (admin_host_is(rq->host, rq->host_len, loopback[i], port))
-            return true;
+        if (admin_token_eq(rq->host_name, rq->host_name_len, loopback[i]))
+            return true; /* names compare case-insensitively (DNS names, IPv6 hex) */
     }
     char local[INET6_ADDRSTRLEN + 2];
     admin_local_name(c, local, sizeof(local));
-    return local[0] != '\0' && admin_host_is(rq->host, rq->host_len, local, port);
+    return local[0] != '\0' && admin_token_eq(rq->host_name, rq->host_name_len, local);
 }
 
 /* Constant-time: compares SHA-256 digests, so neither the token nor its length leaks through
  * timing. */
-static bool admin_token_ok(const mt_admin_t *a, const admin_request_t *rq)
+static bool admin_token_ok(const mt_admin_t *a, const mt_admin_request_t *rq)
 {
-    static const char scheme[] = "Bearer ";
-    size_t sl = sizeof(scheme) - 1;
-    if (rq->authorization == NULL || rq->authorization_len <= sl ||
-        strncasecmp(rq->authorization, scheme, sl) != 0)
+    if (rq->bearer == NULL)
         return false;
-    const char *tok = rq->authorization + sl;
-    size_t n = rq->authorization_len - sl;
-    while (n > 0 && *tok == ' ') {
-        tok++;
-        n--;
-    }
     unsigned char got[EVP_MAX_MD_SIZE];
     unsigned int got_len = 0;
-    if (!EVP_Digest(tok, n, got, &got_len, EVP_sha256(), NULL) ||
+    if (!EVP_Digest(rq->bearer, rq->bearer_len, got, &got_len, EVP_sha256(), NULL) ||
         got_len != sizeof(a->token_sha256))
         return false;
     return CRYPTO_memcmp(got, a->token_sha256, sizeof(a->token_sha256)) == 0;
 }
 
 /* Returns true if the request may go on; else fills r with the refusal (403 or 401). */
-static bool admin_mutation_allowed(const admin_client_t *c, const admin_request_t *rq,
+static bool admin_mutation_allowed(const admin_client_t *c, const mt_admin_request_t *rq,
                                    admin_response_t *r)
 {
     if (rq->has_origin) {
@@ -603,7 +760,7 @@ static bool admin_mutation_allowed(const admin_client_t *c, const admin_request_
     return true;
 }
 
-static void admin_dispatch(admin_client_t *c, const admin_request_t *rq, admin_response_t *r)
+static void admin_dispatch(admin_client_t *c, const mt_admin_request_t *rq, admin_response_t *r)
 {
     mt_admin_t *a = c->admin;
     for (size_t i = 0; i < MT_ARRAY_LEN(admin_routes); i++) {
@@ -638,6 +795,7 @@ static void admin_on_client_close(uv_handle_t *h)
         return;
     mt_admin_t *a = c->admin;
     free(c->out);
+    mt_admin_http_free(c->http);
     free(c);
     a->nclients--;
     admin_maybe_free(a);
@@ -717,6 +875,7 @@ static void admin_on_write(uv_write_t *req, int status)
     memmove(c->in, c->in + c->consumed, c->in_len - c->consumed);
     c->in_len -= c->consumed;
     c->consumed = 0;
+    mt_admin_http_reset(c->http);
     c->state = ADMIN_CLIENT_READING;
     uv_timer_start(&c->timer, admin_on_timeout, MT_ADMIN_IDLE_TIMEOUT_MS, 0);
     admin_client_process(c);
@@ -726,7 +885,7 @@ static void admin_on_write(uv_write_t *req, int status)
 }
 
 /* Serializes r (taking its body) and writes it; reading stays paused until the write ends. */
-static void admin_client_send(admin_client_t *c, const admin_request_t *rq, admin_response_t *r)
+static void admin_client_send(admin_client_t *c, const mt_admin_request_t *rq, admin_response_t *r)
 {
     char head[512];
     int n = snprintf(
@@ -763,9 +922,9 @@ static void admin_client_send(admin_client_t *c, const admin_request_t *rq, admi
 
 static void admin_client_process(admin_client_t *c)
 {
-    admin_request_t rq;
+    mt_admin_request_t rq;
     admin_response_t r = {0};
-    mt_status_t st = admin_parse_request(c->in, c->in_len, &rq);
+    mt_status_t st = mt_admin_http_parse(c->http, c->in, c->in_len, &rq);
     if (st == MT_AGAIN)
         return;
     if (st == MT_ERROR) {
@@ -872,10 +1031,13 @@ static void admin_on_connection(uv_stream_t *server, int status)
         return;
     }
     admin_client_t *c = calloc(1, sizeof(*c));
-    if (c == NULL) {
+    mt_admin_http_t *http = c ? mt_admin_http_new() : NULL;
+    if (http == NULL) {
         mt_warn("admin: out of memory accepting a connection");
+        free(c);
         return;
     }
+    c->http = http;
     c->admin = a;
     uv_tcp_init(a->loop, &c->tcp);
     uv_timer_init(a->loop, &c->timer);

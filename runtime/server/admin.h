@@ -29,6 +29,8 @@
 
 #include <uv.h>
 
+#include "runtime/core/common.h"
+
 #define MT_ADMIN_MAX_REQUEST 16384       /* request line + headers + body, bytes */
 #define MT_ADMIN_MAX_CLIENTS 128         /* connections at once, all peers */
 #define MT_ADMIN_MAX_CLIENTS_PER_ADDR 64 /* connections at once from one peer address */
@@ -81,5 +83,50 @@ int mt_admin_port(const mt_admin_t *a);
  * a must not be used after this call. Not to be called from inside a hook.
  */
 void mt_admin_stop(mt_admin_t *a);
+
+/* ---- request parsing (the server's own; exported for tests/fuzz/fuzz_admin_http.c) ------- */
+
+/*
+ * One request as parsed. Pointers refer into the buffer given to mt_admin_http_parse; only
+ * what the endpoints and the mutating-endpoint checks use is kept.
+ */
+typedef struct mt_admin_request {
+    const char *method; /* as sent; methods are case-sensitive */
+    size_t method_len;
+    const char *path; /* the request target up to '?', always starting with '/' */
+    size_t path_len;
+    bool head;             /* HEAD: answer like GET without the body */
+    bool keep_alive;       /* what the client asked for (version default + Connection) */
+    size_t content_length; /* body bytes (0 without Content-Length) */
+    size_t total_len;      /* request line + headers + body */
+    bool has_origin;       /* an Origin header: the request comes from a web page */
+    const char *host;      /* Host value, blanks trimmed (NULL: no Host header) */
+    size_t host_len;
+    const char *host_name; /* host without its port; "[::1]" keeps its brackets */
+    size_t host_name_len;
+    int host_port;      /* 80 when no port is given, -1 when the port is not canonical decimal */
+    const char *bearer; /* the token of "Authorization: Bearer <token>" (NULL: none) */
+    size_t bearer_len;
+    int error_status; /* on MT_ERROR: the HTTP status to answer with */
+} mt_admin_request_t;
+
+/* The parser of one connection: http-parser's state plus ours. */
+typedef struct mt_admin_http mt_admin_http_t;
+
+mt_admin_http_t *mt_admin_http_new(void); /* NULL if out of memory; free with _free */
+void mt_admin_http_free(mt_admin_http_t *h);
+void mt_admin_http_reset(mt_admin_http_t *h); /* before each new request */
+
+/*
+ * Parses the request that starts at buf[0]: buf holds everything received for it so far
+ * (at most MT_ADMIN_MAX_REQUEST bytes are looked at) and may only have grown at its end,
+ * at the same address, since the previous call for this request; only the new bytes are
+ * parsed. MT_AGAIN: incomplete, call again with more. MT_OK: *rq is filled; rq->total_len
+ * bytes are the request (more may be the next one, pipelined). MT_ERROR: rq->error_status
+ * says what to answer (400, 411, 413 or 505); the connection must close. After MT_OK or
+ * MT_ERROR, mt_admin_http_reset before parsing another request.
+ */
+mt_status_t mt_admin_http_parse(mt_admin_http_t *h, const char *buf, size_t len,
+                                mt_admin_request_t *rq);
 
 #endif

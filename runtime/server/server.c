@@ -437,19 +437,10 @@ static void close_walk(uv_handle_t *h, void *arg)
 /* ---- run
  * ----------------------------------------------------------------------------------------- */
 
-int mt_server_run(const mt_server_options_t *opts)
+/* The Lua state and the first snapshot (with its listening sockets, one per worker and
+ * listener): what must work before anything starts. Returns 0, or an exit code. */
+static int server_load_first(mt_server_t *srv, int **fds)
 {
-    mt_server_t srv_storage, *srv = &srv_storage;
-    memset(srv, 0, sizeof(*srv));
-    srv->opts = opts;
-    srv->snapshot_ref = LUA_NOREF;
-    srv->nworkers = opts->workers;
-    if (srv->nworkers == 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        srv->nworkers = n > 0 ? (unsigned)MT_MIN(n, MT_MAX_WORKERS) : 1;
-    }
-    signal(SIGPIPE, SIG_IGN);
-    mt_stats_init(srv->nworkers);
     srv->L = mt_lua_new();
     if (!srv->L) {
         mt_error("out of memory creating the Lua state");
@@ -460,21 +451,27 @@ int mt_server_run(const mt_server_options_t *opts)
     if (!srv->snap) {
         if (err && !strchr(err, ':'))
             mt_error("%s", err);
-        mt_error("invalid configuration in %s: not starting", opts->config_dir);
+        mt_error("invalid configuration in %s: not starting", srv->opts->config_dir);
         free(err);
         lua_close(srv->L);
         return MT_EXIT_INVALID_CONFIG;
     }
     mt_stats_global.config_generation = srv->generation;
-    int *fds = open_listeners(srv->snap, srv->nworkers, &err);
-    if (!fds) {
+    *fds = open_listeners(srv->snap, srv->nworkers, &err);
+    if (!*fds) {
         mt_error("%s", err ? err : "out of memory");
         free(err);
         mt_snapshot_unref(srv->snap);
         lua_close(srv->L);
         return MT_EXIT_INVALID_CONFIG;
     }
+    return 0;
+}
 
+/* The main loop's handles: drain timers, the config directory watch, signals. */
+static void server_init_handles(mt_server_t *srv)
+{
+    const mt_server_options_t *opts = srv->opts;
     srv->loop = uv_default_loop();
     uv_timer_init(srv->loop, &srv->drain_timer);
     uv_timer_init(srv->loop, &srv->drain_poll);
@@ -493,40 +490,58 @@ int mt_server_run(const mt_server_options_t *opts)
     uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
     uv_signal_start(&srv->sigint, on_signal, SIGINT);
     uv_signal_start(&srv->sighup, on_signal, SIGHUP);
+}
+
+/* Starts every worker with its share of the listening sockets in fds. */
+static int server_start_workers(mt_server_t *srv, const int *fds)
+{
     srv->workers = calloc(srv->nworkers, sizeof(*srv->workers));
+    if (!srv->workers)
+        return -1;
     for (unsigned i = 0; i < srv->nworkers; i++) {
         if (mt_worker_start(&srv->workers[i], i) != 0) {
             mt_error("cannot start worker %u", i);
-            return MT_EXIT_INVALID_CONFIG;
+            return -1;
         }
         size_t n = srv->snap->n_listeners;
         int *mine = malloc(sizeof(int) * (n + 1));
+        if (!mine)
+            return -1;
         memcpy(mine, fds + (size_t)i * n, sizeof(int) * n);
         mt_worker_post(&srv->workers[i], MT_MAIL_SNAPSHOT, mt_snapshot_ref(srv->snap), mine);
     }
-    free(fds);
+    return 0;
+}
 
-    if (strcmp(opts->admin_addr, "off") != 0) {
-        mt_admin_hooks_t hooks = {.ud = srv,
-                                  .ready = hook_ready,
-                                  .not_ready_why = hook_not_ready_why,
-                                  .config_dump = hook_config_dump,
-                                  .clusters = hook_clusters,
-                                  .reload = hook_reload};
-        srv->admin = mt_admin_start(srv->loop, opts->admin_addr, &hooks, &err);
-        if (srv->admin && opts->admin_token_file &&
-            mt_admin_set_token_file(srv->admin, opts->admin_token_file, &err) != 0) {
-            mt_admin_stop(srv->admin);
-            srv->admin = NULL;
-        }
-        if (!srv->admin) {
-            mt_error("%s", err ? err : "admin: cannot start");
-            free(err);
-            err = NULL;
-            srv->forced = true;
-            server_drain(srv);
-        }
+/* The admin server, unless it is off; if it cannot start, meltemi drains and exits. */
+static void server_start_admin(mt_server_t *srv)
+{
+    const mt_server_options_t *opts = srv->opts;
+    if (strcmp(opts->admin_addr, "off") == 0)
+        return;
+    char *err = NULL;
+    mt_admin_hooks_t hooks = {.ud = srv,
+                              .ready = hook_ready,
+                              .not_ready_why = hook_not_ready_why,
+                              .config_dump = hook_config_dump,
+                              .clusters = hook_clusters,
+                              .reload = hook_reload};
+    srv->admin = mt_admin_start(srv->loop, opts->admin_addr, &hooks, &err);
+    if (srv->admin && opts->admin_token_file &&
+        mt_admin_set_token_file(srv->admin, opts->admin_token_file, &err) != 0) {
+        mt_admin_stop(srv->admin);
+        srv->admin = NULL;
     }
+    if (!srv->admin) {
+        mt_error("%s", err ? err : "admin: cannot start");
+        free(err);
+        srv->forced = true;
+        server_drain(srv);
+    }
+}
+
+static void server_log_started(const mt_server_t *srv)
+{
     for (uint32_t i = 0; i < srv->snap->n_listeners; i++) {
         const mt_listener_conf_t *l = &srv->snap->listeners[i];
         mt_info("listening on %s:%u (%s, service %s)", l->address, l->port,
@@ -534,7 +549,32 @@ int mt_server_run(const mt_server_options_t *opts)
     }
     mt_info("meltemi %s started: %u workers, config generation %llu%s%s", MELTEMI_VERSION,
             srv->nworkers, (unsigned long long)srv->generation, srv->admin ? ", admin on " : "",
-            srv->admin ? opts->admin_addr : "");
+            srv->admin ? srv->opts->admin_addr : "");
+}
+
+int mt_server_run(const mt_server_options_t *opts)
+{
+    mt_server_t srv_storage, *srv = &srv_storage;
+    memset(srv, 0, sizeof(*srv));
+    srv->opts = opts;
+    srv->snapshot_ref = LUA_NOREF;
+    srv->nworkers = opts->workers;
+    if (srv->nworkers == 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        srv->nworkers = n > 0 ? (unsigned)MT_MIN(n, MT_MAX_WORKERS) : 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    mt_stats_init(srv->nworkers);
+    int *fds = NULL;
+    int rc = server_load_first(srv, &fds);
+    if (rc != 0)
+        return rc;
+    server_init_handles(srv);
+    if (server_start_workers(srv, fds) != 0)
+        return MT_EXIT_INVALID_CONFIG; /* as before: a worker that cannot start ends the run */
+    free(fds);
+    server_start_admin(srv);
+    server_log_started(srv);
 
     uv_run(srv->loop, UV_RUN_DEFAULT);
 

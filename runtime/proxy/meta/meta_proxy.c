@@ -30,6 +30,7 @@
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
 #include "runtime/core/session.h"
+#include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
 #include "runtime/proxy/meta/meta_router.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
@@ -38,9 +39,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define READ_MIN_ROOM 4096
-#define BACKOFF_MIN_MS 50
-#define BACKOFF_MAX_MS 1000
 #define REQ_FREE_MAX 4096
 #define ERR_TEXT 400
 
@@ -72,8 +70,6 @@ struct meta_req {
 struct meta_ep {
     meta_cluster_t *mc;
     mt_wendpoint_t *wep;
-    meta_up_t **conns; /* n_conns slots, lazily connected */
-    uint32_t n_conns;
     uint32_t active; /* requests in flight (LEAST_REQUEST) */
 };
 
@@ -88,8 +84,6 @@ struct meta_cluster {
     meta_cluster_t *next;
 };
 
-typedef enum up_state { UP_CONNECTING = 0, UP_READY, UP_CLOSING } up_state_t;
-
 /* Open-addressing map upstream id -> request (multiplexed connections). Key 0 is empty. */
 typedef struct meta_idmap {
     uint64_t *keys;
@@ -98,24 +92,18 @@ typedef struct meta_idmap {
     uint32_t n;
 } meta_idmap_t;
 
+/* A MetaProtocol upstream connection: the shell (upstream.h) first, then the response
+ * decoder and the requests in flight (a FIFO, and an id map when multiplexed). */
 struct meta_up {
-    uv_tcp_t tcp;
-    uv_connect_t creq;
+    mt_upstream_t base;
     meta_ep_t *mep;
     const mt_codec_t *codec;
     void *dec; /* response decoder */
     mt_msg_t msg;
-    mt_buf_t *rbuf;
-    mt_outq_t out;
     meta_req_t *head, *tail; /* in flight, send order */
-    uint32_t inflight;
     meta_idmap_t ids;
     uint64_t next_id;
-    uint64_t connect_deadline_ms;
-    uint32_t slot;
-    up_state_t state;
     bool multiplexed;
-    meta_up_t *prev, *next; /* worker list */
 };
 
 struct meta_sess {
@@ -131,7 +119,6 @@ struct meta_sess {
 typedef struct meta_worker {
     mt_worker_t *w;
     meta_cluster_t *clusters;
-    meta_up_t *ups;
     uint32_t n_sess;
     meta_req_t *req_free;
     uint32_t n_req_free;
@@ -314,18 +301,12 @@ static meta_cluster_t *meta_cluster_new(meta_worker_t *mw, mt_wcluster_t *wc,
     mc->n_rr = 1 + (cm ? cm->n_subsets : 0);
     mc->eps = calloc(mc->n_eps ? mc->n_eps : 1, sizeof(*mc->eps));
     mc->rr = calloc(mc->n_rr, sizeof(*mc->rr));
-    uint32_t per = mw->w->rconns_per_endpoint ? mw->w->rconns_per_endpoint : 1;
     bool ok = mc->eps && mc->rr;
     for (uint32_t i = 0; ok && i < mc->n_eps; i++) {
         mc->eps[i].mc = mc;
         mc->eps[i].wep = wc->eps[i];
-        mc->eps[i].n_conns = per;
-        mc->eps[i].conns = calloc(per, sizeof(meta_up_t *));
-        ok = mc->eps[i].conns != NULL;
     }
     if (!ok) {
-        for (uint32_t i = 0; mc->eps && i < mc->n_eps; i++)
-            free(mc->eps[i].conns);
         free(mc->eps);
         free(mc->rr);
         free(mc);
@@ -347,8 +328,6 @@ static void meta_cluster_free(meta_worker_t *mw, meta_cluster_t *mc)
             break;
         }
     }
-    for (uint32_t i = 0; i < mc->n_eps; i++)
-        free(mc->eps[i].conns);
     free(mc->eps);
     free(mc->rr);
     mt_wcluster_unref(mc->wc);
@@ -386,8 +365,7 @@ static bool ep_healthy(void *ctx, uint32_t i)
     meta_cluster_t *mc = ctx;
     if (i >= mc->n_eps)
         return false;
-    mt_wendpoint_t *wep = mc->eps[i].wep;
-    return !wep->resolve_error[0] && wep->retry_at_ms <= mt_worker_now_ms(mc->wc->w);
+    return mt_upstream_healthy(mc->eps[i].wep, mt_worker_now_ms(mc->wc->w));
 }
 
 static uint32_t ep_load(void *ctx, uint32_t i)
@@ -396,19 +374,9 @@ static uint32_t ep_load(void *ctx, uint32_t i)
     return i < mc->n_eps ? mc->eps[i].active : UINT32_MAX;
 }
 
-static void ep_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why)
-{
-    ep->backoff_ms = ep->backoff_ms ? MT_MIN(ep->backoff_ms * 2, BACKOFF_MAX_MS) : BACKOFF_MIN_MS;
-    ep->retry_at_ms = mt_worker_now_ms(w) + ep->backoff_ms;
-    snprintf(ep->last_error, sizeof(ep->last_error), "%s", why);
-}
-
 static const char *ep_label(const meta_ep_t *mep, char *buf, size_t n)
 {
-    const mt_cluster_conf_t *cc = mep->mc->wc->conf;
-    snprintf(buf, n, "%s (%s:%u)", cc->service ? cc->service : cc->name, mep->wep->address,
-             mep->wep->port);
-    return buf;
+    return mt_upstream_label(mep->wep, buf, n);
 }
 
 /* Picks an endpoint of subset ss of mc for msg; -1 when none is healthy. */
@@ -617,7 +585,7 @@ static void up_unlink(meta_up_t *u, meta_req_t *r)
         u->tail = r->uprev;
     r->uprev = r->unext = NULL;
     r->up = NULL;
-    u->inflight--;
+    u->base.inflight--;
     if (u->mep->active)
         u->mep->active--;
 }
@@ -632,14 +600,14 @@ static void up_push(meta_up_t *u, meta_req_t *r)
     else
         u->head = r;
     u->tail = r;
-    u->inflight++;
+    u->base.inflight++;
     u->mep->active++;
 }
 
 /* Fails every request in flight on u with a native error, then closes u. */
 static void up_fail(meta_up_t *u, mt_error_kind_t kind, const char *text)
 {
-    meta_worker_t *mw = mw_of(u->mep->mc->wc->w);
+    meta_worker_t *mw = mw_of(u->base.w);
     mt_stats_block_t *cs = u->mep->mc->wc->conf->stats;
     while (u->head) {
         meta_req_t *r = u->head;
@@ -653,44 +621,9 @@ static void up_fail(meta_up_t *u, mt_error_kind_t kind, const char *text)
     up_close(u);
 }
 
-static void up_closed(uv_handle_t *h)
-{
-    meta_up_t *u = h->data;
-    meta_worker_t *mw = mw_of(u->mep->mc->wc->w);
-    mt_outq_reset(&u->out);
-    if (u->rbuf)
-        mt_buf_unref(&mw->w->pool, u->rbuf);
-    if (u->dec) {
-        u->codec->free(u->dec);
-        free(u->dec);
-    }
-    mt_msg_free(&u->msg);
-    idmap_free(&u->ids);
-    u->mep->mc->n_open--;
-    u->mep->mc->wc->n_rups--;
-    free(u);
-}
-
 static void up_close(meta_up_t *u)
 {
-    if (u->state == UP_CLOSING)
-        return;
-    meta_worker_t *mw = mw_of(u->mep->mc->wc->w);
-    bool was_ready = u->state == UP_READY;
-    u->state = UP_CLOSING;
-    if (u->mep->conns[u->slot] == u)
-        u->mep->conns[u->slot] = NULL;
-    if (u->prev)
-        u->prev->next = u->next;
-    else
-        mw->ups = u->next;
-    if (u->next)
-        u->next->prev = u->prev;
-    u->prev = u->next = NULL;
-    mt_worker_unschedule_flush(mw->w, &u->out);
-    if (was_ready)
-        mt_stat_add(u->mep->mc->wc->conf->stats, mw->w->id, MT_ST_UPSTREAM_CX_ACTIVE, -1);
-    uv_close((uv_handle_t *)&u->tcp, up_closed);
+    mt_upstream_close(&u->base);
 }
 
 /* A request frame from the upstream: a heartbeat is answered, anything else is dropped (a
@@ -702,8 +635,8 @@ static void up_on_request(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg)
     mt_wbuf_t *o = &mw->scratch;
     o->len = 0;
     if (u->codec->heartbeat_reply(msg, o) == MT_OK && o->len &&
-        mt_outq_add_copy(&u->out, (const char *)o->data, o->len) == 0)
-        mt_worker_schedule_flush(mw->w, &u->out);
+        mt_outq_add_copy(&u->base.out, (const char *)o->data, o->len) == 0)
+        mt_worker_schedule_flush(mw->w, &u->base.out);
 }
 
 /* The reply bytes for r, with its route's responseMutation when the codec can carry it. */
@@ -730,7 +663,7 @@ static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_ms
         mt_debug("route %s: response mutation not applied: %s", rt->name ? rt->name : "?",
                  err.text);
     }
-    req_deliver(mw, r, u->rbuf, (const char *)frame, len);
+    req_deliver(mw, r, u->base.rbuf, (const char *)frame, len);
 }
 
 /* One decoded frame from the upstream, lying at frame in u->rbuf. */
@@ -767,43 +700,20 @@ static void up_on_frame(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg, ui
     up_reply(mw, u, r, msg, frame, msg->frame_len);
 }
 
-static void up_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+/* The shell's on_data: every whole frame in the read chunk. */
+static void up_on_data(mt_upstream_t *base)
 {
-    meta_up_t *u = h->data;
-    if (mt_buf_make_room(&u->mep->mc->wc->w->pool, &u->rbuf, READ_MIN_ROOM, 0) != 0) {
-        buf->base = NULL;
-        buf->len = 0;
-        return;
-    }
-    buf->base = u->rbuf->last;
-    buf->len = mt_buf_room(u->rbuf);
-}
-
-static void up_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-    meta_up_t *u = st->data;
-    meta_worker_t *mw = mw_of(u->mep->mc->wc->w);
-    char lbl[256], text[ERR_TEXT];
-    if (nread < 0) {
-        snprintf(text, sizeof(text), "meltemi: upstream %s closed the connection%s%s",
-                 ep_label(u->mep, lbl, sizeof(lbl)), nread == UV_EOF ? "" : ": ",
-                 nread == UV_EOF ? "" : uv_strerror((int)nread));
-        if (u->inflight)
-            mt_warn("%s", text + 9);
-        up_fail(u, MT_ERR_UNSPECIFIED, text);
-        return;
-    }
-    if (nread == 0)
-        return;
-    mt_buf_t *b = u->rbuf;
-    b->last += nread;
-    while (b->pos < b->last && u->state == UP_READY) {
+    meta_up_t *u = (meta_up_t *)base;
+    meta_worker_t *mw = mw_of(base->w);
+    mt_buf_t *b = base->rbuf;
+    while (b->pos < b->last && base->state == MT_UPSTREAM_READY) {
         mt_codec_err_t err = {0};
         mt_status_t rc =
             u->codec->decode(u->dec, (const uint8_t *)b->pos, mt_buf_unread(b), &u->msg, &err);
         if (rc == MT_AGAIN)
             break;
         if (rc == MT_ERROR) {
+            char lbl[256], text[ERR_TEXT];
             snprintf(text, sizeof(text), "meltemi: upstream %s sent a malformed frame: %s",
                      ep_label(u->mep, lbl, sizeof(lbl)), err.text);
             mt_error("%s", text + 9);
@@ -814,105 +724,66 @@ static void up_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         b->pos += u->msg.frame_len;
         up_on_frame(mw, u, &u->msg, frame);
     }
-    if (u->state == UP_READY && b->pos == b->last && b->refs == 1)
-        b->pos = b->last = b->data;
 }
 
-static void up_on_write_done(mt_outq_t *q, int status)
+/* The shell ends the connection: a failed or timed-out connect means no healthy upstream. */
+static void up_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char *text)
 {
-    meta_up_t *u = MT_CONTAINER_OF(q, meta_up_t, out);
-    if (status < 0 && status != UV_ECANCELED && u->state != UP_CLOSING) {
-        char lbl[256], text[ERR_TEXT];
-        snprintf(text, sizeof(text), "meltemi: upstream %s write failed: %s",
-                 ep_label(u->mep, lbl, sizeof(lbl)), uv_strerror(status));
-        up_fail(u, MT_ERR_UNSPECIFIED, text);
-    }
+    char full[ERR_TEXT + 16];
+    snprintf(full, sizeof(full), "meltemi: %s", text);
+    bool connect = ev == MT_UPSTREAM_CONNECT_FAILED || ev == MT_UPSTREAM_CONNECT_TIMEOUT;
+    up_fail((meta_up_t *)base, connect ? MT_ERR_NO_HEALTHY_UPSTREAM : MT_ERR_UNSPECIFIED, full);
 }
 
-static void up_on_connect(uv_connect_t *req, int status)
+/* The shell's on_open: arg is the meta endpoint; the response decoder of its codec. */
+static int up_on_open(mt_upstream_t *base, void *arg)
 {
-    meta_up_t *u = req->data;
-    if (u->state == UP_CLOSING)
-        return;
-    mt_worker_t *w = u->mep->mc->wc->w;
-    mt_cluster_conf_t *cc = u->mep->mc->wc->conf;
-    char lbl[256], text[ERR_TEXT];
-    if (status < 0) {
-        snprintf(text, sizeof(text), "meltemi: upstream %s unavailable: %s",
-                 ep_label(u->mep, lbl, sizeof(lbl)), uv_strerror(status));
-        mt_warn("%s", text + 9);
-        mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
-        ep_backoff(u->mep->wep, w, text + 9);
-        up_fail(u, MT_ERR_NO_HEALTHY_UPSTREAM, text);
-        return;
+    meta_up_t *u = (meta_up_t *)base;
+    meta_ep_t *mep = arg;
+    const mt_codec_t *codec = mep->mc->codec;
+    u->mep = mep;
+    mep->mc->n_open++; /* dropped in up_on_closed, whichever way the connection ends */
+    mt_msg_init(&u->msg);
+    u->next_id = 1;
+    void *dec = codec ? malloc(codec->state_size ? codec->state_size : 1) : NULL;
+    if (!dec || codec->init(dec, NULL) != MT_OK) {
+        free(dec);
+        return -1;
     }
-    u->state = UP_READY;
-    u->mep->wep->backoff_ms = 0;
-    mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_TOTAL, 1);
-    mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, 1);
-    uv_tcp_nodelay(&u->tcp, 1);
-    u->out.stream = (uv_stream_t *)&u->tcp;
-    uv_read_start((uv_stream_t *)&u->tcp, up_alloc, up_on_read);
-    mt_worker_schedule_flush(w, &u->out);
+    u->dec = dec;
+    u->codec = codec;
+    u->multiplexed = (codec->flags & MT_CODEC_F_MULTIPLEXED) && codec->set_request_id;
+    return 0;
 }
+
+static void up_on_closed(mt_upstream_t *base)
+{
+    meta_up_t *u = (meta_up_t *)base;
+    if (u->dec) {
+        u->codec->free(u->dec);
+        free(u->dec);
+    }
+    mt_msg_free(&u->msg);
+    idmap_free(&u->ids);
+    u->mep->mc->n_open--;
+}
+
+static const mt_upstream_ops_t meta_up_ops = {
+    .protocol = MT_PROTO_META,
+    .size = sizeof(meta_up_t),
+    .text_prefix = "",
+    .on_open = up_on_open,
+    .on_data = up_on_data,
+    .on_error = up_on_error,
+    .on_closed = up_on_closed,
+};
 
 /* The pooled connection of endpoint mep for a caller keyed `key` (sessions stick to one slot),
  * connecting it when needed; NULL and why when no connection can be had. */
 static meta_up_t *up_for(meta_worker_t *mw, meta_ep_t *mep, uint64_t key, const char **why)
 {
-    uint32_t slot = (uint32_t)(key % mep->n_conns);
-    meta_up_t *u = mep->conns[slot];
-    if (u)
-        return u;
-    mt_wendpoint_t *wep = mep->wep;
-    if (wep->resolve_error[0]) {
-        *why = wep->resolve_error;
-        return NULL;
-    }
-    mt_worker_t *w = mw->w;
-    uint64_t now = mt_worker_now_ms(w);
-    if (wep->retry_at_ms > now) {
-        *why = wep->last_error;
-        return NULL;
-    }
-    const mt_codec_t *codec = mep->mc->codec;
-    u = calloc(1, sizeof(*u));
-    void *dec = u && codec ? malloc(codec->state_size ? codec->state_size : 1) : NULL;
-    if (!dec || codec->init(dec, NULL) != MT_OK) {
-        free(dec);
-        free(u);
-        *why = "out of memory";
-        return NULL;
-    }
-    u->dec = dec;
-    u->codec = codec;
-    u->multiplexed = (codec->flags & MT_CODEC_F_MULTIPLEXED) && codec->set_request_id;
-    u->mep = mep;
-    u->slot = slot;
-    u->next_id = 1;
-    u->state = UP_CONNECTING;
-    u->connect_deadline_ms = now + mep->mc->wc->conf->connect_timeout_ms;
-    mt_msg_init(&u->msg);
-    mt_outq_init(&u->out, &w->pool, up_on_write_done);
-    mep->mc->n_open++;
-    mep->mc->wc->n_rups++; /* both dropped in up_closed, whichever way the connection ends */
-    uv_tcp_init(&w->loop, &u->tcp);
-    u->tcp.data = u;
-    u->creq.data = u;
-    int rc = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&wep->sa, up_on_connect);
-    if (rc != 0) {
-        snprintf(wep->last_error, sizeof(wep->last_error), "connect: %s", uv_strerror(rc));
-        *why = wep->last_error;
-        u->state = UP_CLOSING;
-        uv_close((uv_handle_t *)&u->tcp, up_closed);
-        return NULL;
-    }
-    u->next = mw->ups;
-    if (mw->ups)
-        mw->ups->prev = u;
-    mw->ups = u;
-    mep->conns[slot] = u;
-    return u;
+    MT_UNUSED(mw);
+    return (meta_up_t *)mt_upstream_shared(mep->wep, &meta_up_ops, key, mep, why);
 }
 
 /* Queues one request's bytes on u. For a two-way request of a multiplexed codec the id is
@@ -927,8 +798,8 @@ static int up_send(meta_up_t *u, meta_req_t *r, mt_buf_t *b, uint8_t *p, size_t 
             idmap_put(&u->ids, r->up_id, r) != 0)
             return -1;
     }
-    int rc = copy ? mt_outq_add_copy(&u->out, (const char *)p, len)
-                  : mt_outq_add_ref(&u->out, b, (const char *)p, len);
+    int rc = copy ? mt_outq_add_copy(&u->base.out, (const char *)p, len)
+                  : mt_outq_add_ref(&u->base.out, b, (const char *)p, len);
     if (rc != 0) {
         if (r && u->multiplexed)
             idmap_take(&u->ids, r->up_id);
@@ -936,8 +807,7 @@ static int up_send(meta_up_t *u, meta_req_t *r, mt_buf_t *b, uint8_t *p, size_t 
     }
     if (r)
         up_push(u, r);
-    if (u->state == UP_READY)
-        mt_worker_schedule_flush(u->mep->mc->wc->w, &u->out);
+    mt_upstream_schedule(&u->base);
     return 0;
 }
 
@@ -1253,23 +1123,13 @@ static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
 {
     char lbl[256], text[ERR_TEXT];
     mt_stats_block_t *cs = u->mep->mc->wc->conf->stats;
-    if (u->state == UP_CONNECTING && now >= u->connect_deadline_ms) {
-        snprintf(text, sizeof(text),
-                 "meltemi: upstream %s unavailable: connect timed out after %u ms",
-                 ep_label(u->mep, lbl, sizeof(lbl)), u->mep->mc->wc->conf->connect_timeout_ms);
-        mt_warn("%s", text + 9);
-        mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
-        ep_backoff(u->mep->wep, mw->w, text + 9);
-        up_fail(u, MT_ERR_NO_HEALTHY_UPSTREAM, text);
-        return;
-    }
     if (!u->head || !u->head->deadline_ms || now < u->head->deadline_ms)
         return;
     snprintf(text, sizeof(text), "meltemi: upstream %s timed out",
              ep_label(u->mep, lbl, sizeof(lbl)));
     if (!u->multiplexed) {
-        mt_warn("%s (%u requests in flight failed)", text + 9, u->inflight);
-        mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, u->inflight);
+        mt_warn("%s (%u requests in flight failed)", text + 9, u->base.inflight);
+        mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, u->base.inflight);
         while (u->head) {
             meta_req_t *r = u->head;
             up_unlink(u, r);
@@ -1290,15 +1150,19 @@ static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
 static void meta_tick(mt_worker_t *w, uint64_t now)
 {
     meta_worker_t *mw = mw_of(w);
-    bool had_state = mw->ups || mw->clusters;
-    meta_up_t *next;
-    for (meta_up_t *u = mw->ups; u; u = next) {
-        next = u->next;
-        bool idle = u->inflight == 0;
-        if (idle && (w->draining || u->mep->mc->wc->retired))
-            up_close(u); /* drained, or a reload replaced its cluster */
+    bool had_state = w->upstreams[MT_PROTO_META] || mw->clusters;
+    /* Connect timeouts, connections of retired clusters, idle exclusive ones: the shell's. */
+    mt_upstream_tick(w, MT_PROTO_META, now);
+    mt_upstream_t *next;
+    for (mt_upstream_t *b = w->upstreams[MT_PROTO_META]; b; b = next) {
+        next = b->next;
+        meta_up_t *u = (meta_up_t *)b;
+        if (b->inflight == 0 && w->draining)
+            up_close(u); /* drained */
         else
-            up_check_timeouts(mw, u, now);
+            up_check_timeouts(mw, u, now); /* also while connecting, as before */
+        if (next && next->state == MT_UPSTREAM_CLOSING)
+            next = w->upstreams[MT_PROTO_META]; /* closed meanwhile: start over */
     }
     meta_cluster_t *mnext;
     for (meta_cluster_t *mc = mw->clusters; mc; mc = mnext) {
@@ -1306,7 +1170,7 @@ static void meta_tick(mt_worker_t *w, uint64_t now)
         if (mc->n_open == 0 && (mc->wc->retired || w->draining))
             meta_cluster_free(mw, mc);
     }
-    if (had_state && w->draining && !mw->ups && !mw->clusters)
+    if (had_state && w->draining && !w->upstreams[MT_PROTO_META] && !mw->clusters)
         mt_worker_maybe_finish(w); /* the drain was waiting for our pooled connections */
 }
 
@@ -1365,14 +1229,14 @@ static int meta_worker_start(mt_worker_t *w)
 static bool meta_busy(mt_worker_t *w)
 {
     meta_worker_t *mw = mw_of(w);
-    return mw->ups || mw->clusters;
+    return w->upstreams[MT_PROTO_META] || mw->clusters;
 }
 
 static void meta_worker_stop(mt_worker_t *w)
 {
-    meta_worker_t *mw = mw_of(w);
-    while (mw->ups)
-        up_fail(mw->ups, MT_ERR_UNSPECIFIED, "meltemi: proxy shutting down");
+    while (w->upstreams[MT_PROTO_META])
+        up_fail((meta_up_t *)w->upstreams[MT_PROTO_META], MT_ERR_UNSPECIFIED,
+                "meltemi: proxy shutting down");
 }
 
 static void meta_worker_free(mt_worker_t *w)

@@ -17,6 +17,9 @@
 
 #include "runtime/core/log.h"
 
+#include "protocols/redis/cluster_slots.h"
+#include "protocols/redis/reply_reader.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,86 +93,6 @@ struct mt_rsplit {
     uint32_t scan_masters; /* SCAN: masters in the map the cursor was made for */
 };
 
-/* ---- small RESP reader for complete replies ------------------------------------------------- */
-
-typedef struct rd {
-    const char *p, *end;
-    bool bad;
-} rd_t;
-
-static bool rd_line(rd_t *r, char type, const char **s, size_t *n)
-{
-    if (r->bad || r->p >= r->end || *r->p != type) {
-        r->bad = true;
-        return false;
-    }
-    const char *eol = memchr(r->p, '\r', (size_t)(r->end - r->p));
-    if (!eol || eol + 1 >= r->end) {
-        r->bad = true;
-        return false;
-    }
-    *s = r->p + 1;
-    *n = (size_t)(eol - r->p - 1);
-    r->p = eol + 2;
-    return true;
-}
-
-static int64_t rd_num(rd_t *r, char type)
-{
-    const char *s;
-    size_t n;
-    if (!rd_line(r, type, &s, &n))
-        return -1;
-    char buf[32];
-    if (n == 0 || n >= sizeof(buf)) {
-        r->bad = true;
-        return -1;
-    }
-    memcpy(buf, s, n);
-    buf[n] = '\0';
-    return strtoll(buf, NULL, 10);
-}
-
-/* A bulk string; *s = NULL for a null bulk. */
-static bool rd_bulk(rd_t *r, const char **s, size_t *n)
-{
-    int64_t len = rd_num(r, '$');
-    if (r->bad)
-        return false;
-    if (len < 0) {
-        *s = NULL;
-        *n = 0;
-        return true;
-    }
-    if (r->end - r->p < len + 2) {
-        r->bad = true;
-        return false;
-    }
-    *s = r->p;
-    *n = (size_t)len;
-    r->p += len + 2;
-    return true;
-}
-
-/* Skips one complete element; returns its start and length. */
-static bool rd_skip(rd_t *r, const char **start, size_t *len)
-{
-    if (r->bad || r->p >= r->end)
-        return (r->bad = true), false;
-    resp_reply_scanner_t sc;
-    resp_reply_scanner_init(&sc, &resp_default_limits);
-    size_t flen = 0;
-    const char *err = NULL;
-    if (resp_scan_reply(&sc, r->p, (size_t)(r->end - r->p), &flen, &err) != MT_OK)
-        return (r->bad = true), false;
-    if (start)
-        *start = r->p;
-    if (len)
-        *len = flen;
-    r->p += flen;
-    return true;
-}
-
 /* ---- nodes and the slot map ----------------------------------------------------------------- */
 
 static mt_wendpoint_t *topo_node(mt_wcluster_t *c, const char *host, size_t hlen, uint16_t port)
@@ -233,8 +156,8 @@ static mt_rtopo_t *topo_get(mt_wcluster_t *c)
         t->nodes[t->n_nodes++] = c->eps[i];
     t->n_seeds = t->n_nodes; /* shared with c->eps: not freed with the topology */
     /* RedisDestination discoveryEndpoints: more seeds (freed with the topology). */
-    for (uint32_t i = 0; i < c->conf->n_discovery; i++) {
-        const mt_endpoint_conf_t *d = &c->conf->discovery[i];
+    for (uint32_t i = 0; i < mt_redis_cluster(c->conf)->n_discovery; i++) {
+        const mt_endpoint_conf_t *d = &mt_redis_cluster(c->conf)->discovery[i];
         if (d->address && !d->resolve_error)
             topo_node(c, d->address, strlen(d->address), d->port);
     }
@@ -250,10 +173,8 @@ void mt_rcluster_free(mt_rtopo_t *t)
         t->waiting_head = r->unext;
         mt_rreq_free(t->w, r);
     }
-    for (uint32_t i = t->n_seeds; i < t->n_nodes; i++) {
-        free(t->nodes[i]->rconns);
-        free(t->nodes[i]);
-    }
+    for (uint32_t i = t->n_seeds; i < t->n_nodes; i++)
+        mt_wendpoint_free(t->nodes[i]);
     for (uint32_t i = 0; i < t->n_shards; i++)
         free(t->shards[i].replicas);
     free(t->shards);
@@ -312,91 +233,81 @@ static int shard_cmp(const void *a, const void *b)
     return (int)x->first_slot - (int)y->first_slot;
 }
 
-/*
- * CLUSTER SLOTS: *N of [start, end, [ip, port, id, ...] (master), [ip, port, ...] (replicas)...].
- * Builds a new shard table; a reply that does not parse keeps the old map.
- */
+/* A parsed CLUSTER SLOTS reply -> shards (ranges of one master merged) and the slot -> shard
+ * map. Returns the number of shards, 0 on failure (nothing kept). */
+static uint32_t slots_to_shards(mt_wcluster_t *c, mt_wendpoint_t *from,
+                                const redis_cluster_slots_t *cs, mt_rshard_t *shards, uint16_t *map)
+{
+    uint32_t ns = 0;
+    for (uint32_t i = 0; i < cs->n_ranges; i++) {
+        const redis_slot_range_t *rg = &cs->ranges[i];
+        mt_wendpoint_t *eps[64]; /* a master and up to 63 replicas per range are used */
+        uint32_t n = MT_MIN(rg->n_nodes, (uint32_t)MT_ARRAY_LEN(eps));
+        for (uint32_t j = 0; j < n; j++) {
+            const redis_slot_node_t *nd = &cs->nodes[rg->node + j];
+            const char *host = nd->host ? nd->host : from->address; /* "the node you asked" */
+            size_t hlen = nd->host ? nd->host_len : strlen(from->address);
+            if (!(eps[j] = topo_node(c, host, hlen, nd->port)))
+                goto fail;
+        }
+        uint32_t q = 0;
+        while (q < ns && shards[q].master != eps[0]) /* one shard per master */
+            q++;
+        mt_rshard_t *sh = &shards[q];
+        if (q == ns) {
+            ns++;
+            sh->master = eps[0];
+            sh->first_slot = rg->first;
+            sh->replicas = calloc(n, sizeof(*sh->replicas));
+            if (!sh->replicas)
+                goto fail;
+            for (uint32_t j = 1; j < n; j++)
+                sh->replicas[sh->n_replicas++] = eps[j];
+        }
+        sh->first_slot = MT_MIN(sh->first_slot, rg->first);
+        for (uint32_t slot = rg->first; slot <= rg->last; slot++)
+            map[slot] = (uint16_t)q;
+    }
+    return ns;
+fail:
+    for (uint32_t i = 0; i < ns; i++)
+        free(shards[i].replicas);
+    return 0;
+}
+
+/* CLUSTER SLOTS answered (protocols/redis/cluster_slots.h): a new shard table, or the old
+ * map kept when the reply does not parse. */
 void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p, size_t len)
 {
     mt_rtopo_t *t = mt_rtopo(c);
     if (!t)
         return;
     mt_worker_t *w = c->w;
-    uint64_t now = mt_worker_now_ms(w);
     t->refreshing = false;
-    t->last_refresh_ms = now;
-    rd_t r = {p, p + len, false};
+    t->last_refresh_ms = mt_worker_now_ms(w);
     if (len && p[0] == '-') {
         snprintf(t->last_error, sizeof(t->last_error), "%s:%u answered CLUSTER SLOTS with %.*s",
                  from->address, from->port, (int)MT_MIN(len - 3, 200), p + 1);
         mt_rcluster_topology_failed(c, t->last_error);
         return;
     }
-    int64_t n = rd_num(&r, '*');
-    mt_rshard_t *shards = calloc(n > 0 ? (size_t)n : 1, sizeof(*shards));
-    uint16_t *map = malloc(sizeof(uint16_t) * SLOTS);
-    if (!shards || !map || r.bad) {
-        free(shards);
-        free(map);
-        mt_rcluster_topology_failed(c, "malformed CLUSTER SLOTS reply");
+    redis_cluster_slots_t cs;
+    const char *why = NULL;
+    if (redis_cluster_slots_parse(p, len, &cs, &why) != MT_OK) {
+        char text[160];
+        snprintf(text, sizeof(text), "malformed CLUSTER SLOTS reply: %s", why);
+        mt_rcluster_topology_failed(c, text);
         return;
     }
-    memset(map, 0xFF, sizeof(uint16_t) * SLOTS);
+    mt_rshard_t *shards = calloc(cs.n_ranges, sizeof(*shards));
+    uint16_t *map = malloc(sizeof(uint16_t) * SLOTS);
     uint32_t ns = 0;
-    for (int64_t i = 0; i < n && !r.bad; i++) {
-        int64_t m = rd_num(&r, '*');
-        int64_t lo = rd_num(&r, ':'), hi = rd_num(&r, ':');
-        if (r.bad || m < 3 || lo < 0 || hi >= SLOTS || lo > hi) {
-            r.bad = true;
-            break;
-        }
-        mt_rshard_t *sh = &shards[ns++];
-        memset(sh, 0, sizeof(*sh)); /* may be an entry a merge below gave back */
-        sh->first_slot = (uint16_t)lo;
-        sh->replicas = calloc((size_t)m, sizeof(*sh->replicas));
-        if (!sh->replicas)
-            r.bad = true;
-        for (int64_t j = 2; j < m && !r.bad; j++) {
-            int64_t k = rd_num(&r, '*');
-            const char *host = NULL;
-            size_t hlen = 0;
-            rd_bulk(&r, &host, &hlen);
-            int64_t port = rd_num(&r, ':');
-            for (int64_t x = 2; x < k && !r.bad; x++)
-                rd_skip(&r, NULL, NULL);
-            if (r.bad || port <= 0 || port > 65535)
-                break;
-            if (!host || hlen == 0 || (hlen == 1 && host[0] == '?')) {
-                host = from->address; /* "the node you asked" */
-                hlen = strlen(from->address);
-            }
-            mt_wendpoint_t *ep = topo_node(c, host, hlen, (uint16_t)port);
-            if (!ep)
-                r.bad = true;
-            else if (j == 2)
-                sh->master = ep;
-            else
-                sh->replicas[sh->n_replicas++] = ep;
-        }
-        if (!sh->master)
-            r.bad = true;
-        /* Merge ranges served by the same master into one shard. */
-        for (uint32_t q = 0; q + 1 < ns && !r.bad; q++) {
-            if (shards[q].master == sh->master) {
-                free(sh->replicas);
-                memset(sh, 0, sizeof(*sh));
-                ns--;
-                sh = &shards[q];
-                sh->first_slot = (uint16_t)MT_MIN(sh->first_slot, lo);
-                break;
-            }
-        }
-        for (int64_t s = lo; s <= hi && !r.bad; s++)
-            map[s] = (uint16_t)(sh - shards);
+    if (shards && map) {
+        memset(map, 0xFF, sizeof(uint16_t) * SLOTS);
+        ns = slots_to_shards(c, from, &cs, shards, map);
     }
-    if (r.bad || ns == 0) {
-        for (uint32_t i = 0; i < ns; i++)
-            free(shards[i].replicas);
+    redis_cluster_slots_free(&cs);
+    if (ns == 0) {
         free(shards);
         free(map);
         mt_rcluster_topology_failed(c, "malformed or empty CLUSTER SLOTS reply");
@@ -543,7 +454,7 @@ static mt_wendpoint_t *pick_node(mt_rsess_t *s, mt_rshard_t *sh, bool read_only,
     if (!read_only || !s)
         return sh->master;
     mt_wendpoint_t *ep;
-    switch (s->base.conf->redis.read_policy) {
+    switch (s->rconf->read_policy) {
     case MT_READ_PREFER_MASTER:
         if (mt_rendpoint_healthy(sh->master, now))
             return sh->master;
@@ -655,7 +566,7 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     if ((!moved && !ask) || !r->frame.buf)
         return false;
     mt_rsess_t *s = rreq_session(r);
-    if (s && !s->base.conf->redis.enable_redirection)
+    if (s && !s->rconf->enable_redirection)
         return false;
     mt_worker_t *w = c->w;
     char text[400];
@@ -680,7 +591,7 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     if (!ep)
         return false;
     if (tp->n_nodes > known &&
-        ++tp->n_unknown > (s ? s->base.conf->redis.max_upstream_unknown_connections : 100)) {
+        ++tp->n_unknown > (s ? s->rconf->max_upstream_unknown_connections : 100)) {
         snprintf(text, sizeof(text),
                  "ERR meltemi: redirected to %s:%u, a node the slot map does not know, and "
                  "maxUpstreamUnknownConnections is reached",
@@ -820,14 +731,14 @@ static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
         }
         int64_t total = 0;
         for (uint32_t i = 0; i < sp->n_parts; i++) {
-            rd_t r = {sp->elems[i].p, sp->elems[i].p + sp->elems[i].len, false};
-            int64_t n = rd_num(&r, '*');
+            redis_reader_t r = {sp->elems[i].p, sp->elems[i].p + sp->elems[i].len, false};
+            int64_t n = redis_read_num(&r, '*');
             total += n > 0 ? n : 0;
         }
         resp_out_array(o, total);
         for (uint32_t i = 0; i < sp->n_parts; i++) {
-            rd_t r = {sp->elems[i].p, sp->elems[i].p + sp->elems[i].len, false};
-            rd_num(&r, '*');
+            redis_reader_t r = {sp->elems[i].p, sp->elems[i].p + sp->elems[i].len, false};
+            redis_read_num(&r, '*');
             if (!r.bad)
                 resp_out_raw(o, r.p, (size_t)(r.end - r.p));
         }
@@ -842,10 +753,11 @@ static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
 static void scan_done(mt_worker_t *w, mt_rreq_t *parent, const char *p, size_t len)
 {
     mt_rsplit_t *sp = parent->split;
-    rd_t r = {p, p + len, false};
+    redis_reader_t r = {p, p + len, false};
     const char *cur;
     size_t curlen;
-    if (p[0] == '-' || rd_num(&r, '*') != 2 || !rd_bulk(&r, &cur, &curlen) || !cur) {
+    if (p[0] == '-' || redis_read_num(&r, '*') != 2 || !redis_read_bulk(&r, &cur, &curlen) ||
+        !cur) {
         if (p[0] == '-')
             mt_rreq_complete_copy(w, parent, p, len);
         else
@@ -883,13 +795,13 @@ void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const c
     switch (sp->op) {
     case SPLIT_MGET: {
         uint32_t from = sp->part_off[idx], to = sp->part_off[idx + 1];
-        rd_t r = {p, p + len, false};
+        redis_reader_t r = {p, p + len, false};
         if (!is_error)
-            rd_num(&r, '*');
+            redis_read_num(&r, '*');
         for (uint32_t k = from; k < to; k++) {
             const char *e = p;
             size_t elen = len;
-            if (!is_error && !rd_skip(&r, &e, &elen)) {
+            if (!is_error && !redis_read_skip(&r, &e, &elen)) {
                 e = "-ERR meltemi: malformed MGET reply\r\n";
                 elen = strlen(e);
                 mt_slice_t sl;
@@ -1264,11 +1176,10 @@ static void cluster_dispatch(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_
                                "the proxy");
 }
 
-void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
-                         const char *frame)
+void mt_rcluster_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                         const resp_request_t *req, const char *frame)
 {
     mt_worker_t *w = s->base.w;
-    mt_wcluster_t *c = s->base.cluster;
     if (!topo_get(c)) {
         mt_rsess_reply_error(s, "ERR meltemi: out of memory");
         return;
@@ -1280,7 +1191,7 @@ void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
     }
     r->cmd = cmd;
     r->start_ns = uv_hrtime();
-    r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
+    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     r->read_only = cmd_replica_ok(cmd);
     /* Keep the command's bytes for redirections: a reference, or a copy for inline ones. */
     if (req->is_inline) {
@@ -1348,6 +1259,37 @@ void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp
  * service (targets[i], strips[i] for key i) and the replies recombined like a cross-slot
  * split. A part bound for a cluster-mode service is routed (and split again by slot) there.
  */
+/* Sends one part of a command split by prefix routes to its destination c: a cluster-mode
+ * destination routes it by slot, a plain one by its first key (key). */
+static void split_part_send(mt_rsess_t *s, mt_wcluster_t *c, mt_rreq_t *part, const resp_arg_t *key)
+{
+    mt_worker_t *w = s->base.w;
+    if (!c || c->n_eps == 0) {
+        mt_rreq_complete_error(w, part, "ERR meltemi: no upstream host for this key");
+        return;
+    }
+    if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER && topo_get(c)) {
+        resp_req_parser_t parser;
+        resp_req_parser_init(&parser, &resp_default_limits);
+        resp_request_t again;
+        const char *err = NULL;
+        if (resp_parse_request(&parser, part->frame.p, part->frame.len, &again, &err) == MT_OK)
+            cluster_route(c, part, &again);
+        else
+            mt_rreq_complete_error(w, part, "ERR meltemi: internal error re-reading a part");
+        resp_req_parser_free(&parser);
+        return;
+    }
+    const char *why = NULL;
+    mt_wendpoint_t *ep = mt_rproxy_endpoint(c, key, s->rconf->enable_hashtagging);
+    if (!mt_rreq_send(part, ep, false, &why)) {
+        char text[400];
+        snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
+                 c->conf->service ? c->conf->service : c->conf->name, why);
+        mt_rreq_complete_error(w, part, text);
+    }
+}
+
 void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t step,
                         mt_wcluster_t **targets, const uint32_t *strips)
 {
@@ -1418,32 +1360,8 @@ void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t s
         return;
     }
     for (uint32_t pi = 0; pi < n_parts; pi++) {
-        mt_wcluster_t *c = uniq[pi];
-        mt_rreq_t *part = parts[pi];
-        if (!c || c->n_eps == 0) {
-            mt_rreq_complete_error(w, part, "ERR meltemi: no upstream host for this key");
-        } else if (c->conf->redis_mode == MT_REDIS_CLUSTER && topo_get(c)) {
-            resp_req_parser_t parser;
-            resp_req_parser_init(&parser, &resp_default_limits);
-            resp_request_t again;
-            const char *err = NULL;
-            if (resp_parse_request(&parser, part->frame.p, part->frame.len, &again, &err) == MT_OK)
-                cluster_route(c, part, &again);
-            else
-                mt_rreq_complete_error(w, part, "ERR meltemi: internal error re-reading a part");
-            resp_req_parser_free(&parser);
-        } else {
-            const char *why = NULL;
-            uint32_t key0 = sp->part_keys[sp->part_off[pi]];
-            mt_wendpoint_t *ep = mt_rproxy_endpoint(c, &req->argv[1 + key0 * step],
-                                                    s->base.conf->redis.enable_hashtagging);
-            if (!mt_rreq_send(part, ep, false, &why)) {
-                char text[400];
-                snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
-                         c->conf->service ? c->conf->service : c->conf->name, why);
-                mt_rreq_complete_error(w, part, text);
-            }
-        }
+        uint32_t key0 = sp->part_keys[sp->part_off[pi]];
+        split_part_send(s, uniq[pi], parts[pi], &req->argv[1 + key0 * step]);
     }
     free(uniq), free(parts);
 }

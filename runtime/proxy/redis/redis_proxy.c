@@ -18,7 +18,9 @@
 
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
+#include "runtime/core/upstream.h"
 #include "runtime/proxy/redis/lua_bridge.h"
+#include "runtime/proxy/redis/redis_snapshot.h"
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
@@ -32,9 +34,6 @@
  * us queue this much of them before we stop reading it, so an unauthenticated connection
  * costs at most its read chunk (frames are capped by resp.h's RESP_UNAUTH_*) plus this. */
 #define SESSION_UNAUTH_MAX_OUTPUT (64u << 10)
-#define READ_MIN_ROOM 4096
-#define BACKOFF_MIN_MS 50
-#define BACKOFF_MAX_MS 1000
 
 /* ---- per-command stats (enableCommandStats) ---------------------------------------------------
  */
@@ -145,7 +144,7 @@ void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, 
         mt_rreq_free(w, r);
         return;
     }
-    if (MT_UNLIKELY(s->base.conf->redis.enable_command_stats) && r->cmd && !r->stats_done) {
+    if (MT_UNLIKELY(s->rconf->enable_command_stats) && r->cmd && !r->stats_done) {
         r->stats_done = true;
         cmd_stats_record(w, s->base.conf, r->cmd, len && p[0] == '-', r->start_ns);
     }
@@ -261,9 +260,9 @@ void mt_rsess_reply_error(mt_rsess_t *s, const char *text)
 
 /* ---- held replies (DELAY faults) ------------------------------------------------------------- */
 
-static void sess_hold_fire(uv_timer_t *t)
+static void sess_hold_fire(mt_timer_t *t)
 {
-    mt_rsess_t *s = t->data;
+    mt_rsess_t *s = MT_CONTAINER_OF(t, mt_rsess_t, hold_timer);
     mt_worker_t *w = s->base.w;
     uint64_t now = mt_worker_now_ms(w), next = 0;
     for (mt_rreq_t *r = s->head; r; r = r->next) {
@@ -282,21 +281,12 @@ static void sess_hold_fire(uv_timer_t *t)
         sess_drain_done(s);
 }
 
+/* The wheel fires at the first loop millisecond >= at_ms: a held reply never leaves early. */
 static void sess_hold_arm(mt_rsess_t *s, uint64_t at_ms)
 {
-    mt_worker_t *w = s->base.w;
-    if (!s->hold_timer) {
-        s->hold_timer = malloc(sizeof(*s->hold_timer));
-        if (!s->hold_timer)
-            return;
-        uv_timer_init(&w->loop, s->hold_timer);
-        s->hold_timer->data = s;
-    }
-    uint64_t now = mt_worker_now_ms(w);
-    uint64_t due = uv_timer_get_due_in(s->hold_timer);
-    if (uv_is_active((uv_handle_t *)s->hold_timer) && due <= at_ms - MT_MIN(at_ms, now))
-        return;
-    uv_timer_start(s->hold_timer, sess_hold_fire, at_ms > now ? at_ms - now : 0, 0);
+    if (mt_timer_pending(&s->hold_timer) && s->hold_timer.due_ms <= at_ms)
+        return; /* an earlier release re-arms for the rest */
+    mt_timer_start_at(&s->base.w->timers, &s->hold_timer, at_ms, sess_hold_fire);
 }
 
 /* A local reply that a DELAY fault holds back until hold_until_ms. */
@@ -320,28 +310,24 @@ static void sess_reply_held(mt_rsess_t *s, const char *p, size_t len, uint64_t h
 
 /* ---- upstream connections -------------------------------------------------------------------- */
 
-static void rup_close(mt_rup_t *u);
 static void rup_push(mt_rup_t *u, mt_rreq_t *r);
 
 const char *mt_rendpoint_label(mt_wendpoint_t *ep, char *buf, size_t n)
 {
-    snprintf(buf, n, "%s (%s:%u)",
-             ep->cluster->conf->service ? ep->cluster->conf->service : ep->cluster->conf->name,
-             ep->address, ep->port);
-    return buf;
+    return mt_upstream_label(ep, buf, n);
 }
 
 /* Fails every request queued on u with text and closes u. */
 static void rup_fail(mt_rup_t *u, const char *text)
 {
-    mt_worker_t *w = u->w;
-    mt_wcluster_t *c = u->ep->cluster;
+    mt_worker_t *w = u->base.w;
+    mt_wcluster_t *c = u->base.ep->cluster;
     mt_cluster_conf_t *cc = c->conf;
     bool topology_lost = false;
     while (u->head) {
         mt_rreq_t *r = u->head;
         u->head = r->unext;
-        u->inflight--;
+        u->base.inflight--;
         if (r->kind == RREQ_USER) {
             mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
             mt_rreq_complete_error(w, r, text);
@@ -351,8 +337,8 @@ static void rup_fail(mt_rup_t *u, const char *text)
         }
     }
     u->tail = NULL;
-    mt_wendpoint_t *ep = u->ep;
-    rup_close(u);
+    mt_wendpoint_t *ep = u->base.ep;
+    mt_upstream_close(&u->base);
     if (mt_rtopo(c)) {
         if (topology_lost)
             mt_rcluster_topology_failed(c, text);
@@ -360,74 +346,32 @@ static void rup_fail(mt_rup_t *u, const char *text)
     }
 }
 
-static void ep_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why)
-{
-    ep->backoff_ms = ep->backoff_ms ? MT_MIN(ep->backoff_ms * 2, BACKOFF_MAX_MS) : BACKOFF_MIN_MS;
-    ep->retry_at_ms = mt_worker_now_ms(w) + ep->backoff_ms;
-    snprintf(ep->last_error, sizeof(ep->last_error), "%s", why);
-}
-
-static void rup_closed(uv_handle_t *h)
-{
-    mt_rup_t *u = h->data;
-    mt_worker_t *w = u->w;
-    u->ep->cluster->n_rups--;
-    mt_outq_reset(&u->out);
-    if (u->rbuf)
-        mt_buf_unref(&w->pool, u->rbuf);
-    free(u);
-}
-
-static void rup_close(mt_rup_t *u)
-{
-    if (u->state == RUP_CLOSING)
-        return;
-    mt_worker_t *w = u->w;
-    bool was_connected = u->state == RUP_READY;
-    u->state = RUP_CLOSING;
-    if (u->ep->rconns[u->slot] == u)
-        u->ep->rconns[u->slot] = NULL;
-    if (u->prev)
-        u->prev->next = u->next;
-    else
-        mt_rw(w)->rups = u->next;
-    if (u->next)
-        u->next->prev = u->prev;
-    mt_worker_unschedule_flush(w, &u->out);
-    if (u->flush_timer) {
-        uv_close((uv_handle_t *)u->flush_timer, (uv_close_cb)free);
-        u->flush_timer = NULL;
-    }
-    if (was_connected)
-        mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, -1);
-    uv_close((uv_handle_t *)&u->tcp, rup_closed);
-}
-
 static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
 {
-    mt_worker_t *w = u->w;
+    mt_worker_t *w = u->base.w;
+    mt_wendpoint_t *ep = u->base.ep;
     mt_rreq_t *r = u->head;
     if (!r) {
         char lbl[256];
         mt_warn("upstream %s: reply with no request outstanding; closing",
-                mt_rendpoint_label(u->ep, lbl, sizeof(lbl)));
+                mt_rendpoint_label(ep, lbl, sizeof(lbl)));
         rup_fail(u, "ERR meltemi: upstream protocol error");
         return;
     }
     u->head = r->unext;
     if (!u->head)
         u->tail = NULL;
-    u->inflight--;
+    u->base.inflight--;
     if (r->kind == RREQ_TOPOLOGY) {
         mt_rreq_free(w, r);
-        mt_rcluster_on_slots(u->ep->cluster, u->ep, p, len);
+        mt_rcluster_on_slots(ep->cluster, ep, p, len);
         return;
     }
     if (r->kind == RREQ_IGNORE) {
         mt_rreq_free(w, r);
         if (len && p[0] == '-') {
             char lbl[256];
-            mt_warn("upstream %s: %.*s", mt_rendpoint_label(u->ep, lbl, sizeof(lbl)),
+            mt_warn("upstream %s: %.*s", mt_rendpoint_label(ep, lbl, sizeof(lbl)),
                     (int)MT_MIN(len - 3, 200), p + 1);
         }
         return;
@@ -440,60 +384,37 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
             while (n > 0 && (p[n] == '\r' || p[n] == '\n'))
                 n--;
             mt_error("upstream %s rejected the proxy's credentials: %.*s",
-                     mt_rendpoint_label(u->ep, lbl, sizeof(lbl)), n, p + 1);
+                     mt_rendpoint_label(ep, lbl, sizeof(lbl)), n, p + 1);
             snprintf(text, sizeof(text),
                      "ERR meltemi: upstream %s rejected the proxy's credentials: %.*s", lbl, n,
                      p + 1);
-            ep_backoff(u->ep, w, text + 4);
+            mt_upstream_backoff(ep, w, text + 4);
             rup_fail(u, text);
         }
         return;
     }
-    mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TOTAL, 1);
-    if (MT_UNLIKELY(mt_rtopo(u->ep->cluster) != NULL) && len > 4 && p[0] == '-' &&
-        mt_rcluster_redirect(u->ep->cluster, r, p, len))
+    mt_stat_add(ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TOTAL, 1);
+    if (MT_UNLIKELY(mt_rtopo(ep->cluster) != NULL) && len > 4 && p[0] == '-' &&
+        mt_rcluster_redirect(ep->cluster, r, p, len))
         return;
-    mt_rreq_complete(w, r, u->rbuf, p, len);
+    mt_rreq_complete(w, r, u->base.rbuf, p, len);
 }
 
-static void rup_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+/* The shell's on_data: every whole reply in the read chunk, in order. */
+static void rup_on_data(mt_upstream_t *base)
 {
-    mt_rup_t *u = h->data;
-    if (mt_buf_make_room(&u->w->pool, &u->rbuf, READ_MIN_ROOM, 0) != 0) {
-        buf->base = NULL;
-        buf->len = 0;
-        return;
-    }
-    buf->base = u->rbuf->last;
-    buf->len = mt_buf_room(u->rbuf);
-}
-
-static void rup_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
-{
-    mt_rup_t *u = st->data;
-    char lbl[256], text[400];
-    if (nread < 0) {
-        snprintf(text, sizeof(text), "ERR meltemi: upstream %s closed the connection%s%s",
-                 mt_rendpoint_label(u->ep, lbl, sizeof(lbl)), nread == UV_EOF ? "" : ": ",
-                 nread == UV_EOF ? "" : uv_strerror((int)nread));
-        if (u->inflight)
-            mt_warn("%s", text + 4);
-        rup_fail(u, text);
-        return;
-    }
-    if (nread == 0)
-        return;
-    mt_buf_t *b = u->rbuf;
-    b->last += nread;
-    while (b->pos < b->last && u->state == RUP_READY) {
+    mt_rup_t *u = (mt_rup_t *)base;
+    mt_buf_t *b = base->rbuf;
+    while (b->pos < b->last && base->state == MT_UPSTREAM_READY) {
         size_t flen = 0;
         const char *err = NULL;
         mt_status_t rc = resp_scan_reply(&u->scanner, b->pos, mt_buf_unread(b), &flen, &err);
         if (rc == MT_AGAIN)
             break;
         if (rc == MT_ERROR) {
+            char lbl[256], text[400];
             snprintf(text, sizeof(text), "ERR meltemi: upstream %s sent a malformed reply: %s",
-                     mt_rendpoint_label(u->ep, lbl, sizeof(lbl)), err ? err : "?");
+                     mt_rendpoint_label(base->ep, lbl, sizeof(lbl)), err ? err : "?");
             mt_error("%s", text + 4);
             rup_fail(u, text);
             return;
@@ -502,46 +423,15 @@ static void rup_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         b->pos += flen;
         rup_on_reply(u, p, flen);
     }
-    if (u->state == RUP_READY && b->pos == b->last && b->refs == 1)
-        b->pos = b->last = b->data;
 }
 
-static void rup_on_write_done(mt_outq_t *q, int status)
+/* The shell ends the connection (connect failed or timed out, peer closed, write failed). */
+static void rup_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char *text)
 {
-    mt_rup_t *u = MT_CONTAINER_OF(q, mt_rup_t, out);
-    if (status < 0 && status != UV_ECANCELED && u->state != RUP_CLOSING) {
-        char lbl[256], text[400];
-        snprintf(text, sizeof(text), "ERR meltemi: upstream %s write failed: %s",
-                 mt_rendpoint_label(u->ep, lbl, sizeof(lbl)), uv_strerror(status));
-        rup_fail(u, text);
-    }
-}
-
-static void rup_on_connect(uv_connect_t *req, int status)
-{
-    mt_rup_t *u = req->data;
-    if (u->state == RUP_CLOSING)
-        return;
-    mt_worker_t *w = u->w;
-    mt_cluster_conf_t *cc = u->ep->cluster->conf;
-    char lbl[256], text[400];
-    if (status < 0) {
-        snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
-                 mt_rendpoint_label(u->ep, lbl, sizeof(lbl)), uv_strerror(status));
-        mt_warn("%s", text + 4);
-        mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
-        ep_backoff(u->ep, w, text + 4);
-        rup_fail(u, text);
-        return;
-    }
-    u->state = RUP_READY;
-    u->ep->backoff_ms = 0;
-    mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_TOTAL, 1);
-    mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, 1);
-    uv_tcp_nodelay(&u->tcp, 1);
-    u->out.stream = (uv_stream_t *)&u->tcp;
-    uv_read_start((uv_stream_t *)&u->tcp, rup_alloc, rup_on_read);
-    mt_worker_schedule_flush(w, &u->out);
+    MT_UNUSED(ev);
+    char full[420];
+    snprintf(full, sizeof(full), "ERR meltemi: %s", text);
+    rup_fail((mt_rup_t *)base, full);
 }
 
 /* Queues the proxy's AUTH as the connection's first command. */
@@ -553,28 +443,78 @@ static int rup_queue_auth(mt_rup_t *u, const mt_auth_t *a)
     if (a->username)
         argv[argc++] = (resp_arg_t){a->username, a->username_len};
     argv[argc++] = (resp_arg_t){a->password, a->password_len};
-    resp_out_t *o = &mt_rw(u->w)->scratch;
+    mt_worker_t *w = u->base.w;
+    resp_out_t *o = &mt_rw(w)->scratch;
     o->len = 0;
     resp_out_command(o, argc, argv);
-    mt_rreq_t *r = mt_rreq_new(u->w);
-    if (!r || mt_outq_add_copy(&u->out, o->data, o->len) != 0) {
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r || mt_outq_add_copy(&u->base.out, o->data, o->len) != 0) {
         if (r)
-            mt_rreq_free(u->w, r);
+            mt_rreq_free(w, r);
         return -1;
     }
     /* Wipe the password from the scratch buffer. */
     OPENSSL_cleanse(o->data, o->len);
     r->kind = RREQ_AUTH;
-    r->deadline_ms = u->connect_deadline_ms;
+    r->deadline_ms = u->base.connect_deadline_ms;
     rup_push(u, r);
     return 0;
 }
 
+static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, size_t len);
+
+/* The shell's on_open: AUTH (when the cluster has credentials) and READONLY (cluster mode)
+ * go first, before any command queued while connecting. */
+static int rup_on_open(mt_upstream_t *base, void *arg)
+{
+    MT_UNUSED(arg);
+    mt_rup_t *u = (mt_rup_t *)base;
+    mt_wcluster_t *c = base->ep->cluster;
+    resp_reply_scanner_init(&u->scanner, &resp_default_limits);
+    const mt_auth_t *a = &mt_redis_cluster(c->conf)->auth;
+    if (a->password && rup_queue_auth(u, a) != 0)
+        return -1;
+    if (mt_rtopo(c) && rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$8\r\nREADONLY\r\n", 18) != 0)
+        return -1;
+    return 0;
+}
+
+static void rup_on_close(mt_upstream_t *base)
+{
+    mt_rup_t *u = (mt_rup_t *)base;
+    if (u->flush_timer) {
+        uv_close((uv_handle_t *)u->flush_timer, (uv_close_cb)free);
+        u->flush_timer = NULL;
+    }
+}
+
+/* Requests still queued when the handle closes without a fail (they were failed first
+ * everywhere; this frees what a failed on_open left). */
+static void rup_on_closed(mt_upstream_t *base)
+{
+    mt_rup_t *u = (mt_rup_t *)base;
+    while (u->head) {
+        mt_rreq_t *r = u->head;
+        u->head = r->unext;
+        mt_rreq_free(base->w, r);
+    }
+}
+
+static const mt_upstream_ops_t rup_ops = {
+    .protocol = MT_PROTO_REDIS,
+    .size = sizeof(mt_rup_t),
+    .text_prefix = "meltemi: ",
+    .on_open = rup_on_open,
+    .on_data = rup_on_data,
+    .on_error = rup_on_error,
+    .on_close = rup_on_close,
+    .on_closed = rup_on_closed,
+};
+
 static void rup_flush_timer_fired(uv_timer_t *t)
 {
     mt_rup_t *u = t->data;
-    if (u->state == RUP_READY)
-        mt_worker_schedule_flush(u->w, &u->out);
+    mt_upstream_schedule(&u->base);
 }
 
 /*
@@ -582,28 +522,28 @@ static void rup_flush_timer_fired(uv_timer_t *t)
  * listener asks for it (maxBufferSizeBeforeFlush), once that many bytes are queued or
  * bufferFlushTimeout has passed, whichever comes first.
  */
-static void rup_schedule(mt_rup_t *u, const mt_listener_conf_t *lc)
+static void rup_schedule(mt_rup_t *u, const mt_redis_listener_conf_t *rl)
 {
-    if (u->state != RUP_READY)
+    if (u->base.state != MT_UPSTREAM_READY)
         return;
-    uint32_t max = lc ? lc->redis.max_buffer_size_before_flush : 0;
-    if (MT_LIKELY(max == 0) || u->out.queued_bytes >= max) {
+    uint32_t max = rl ? rl->max_buffer_size_before_flush : 0;
+    if (MT_LIKELY(max == 0) || u->base.out.queued_bytes >= max) {
         if (u->flush_timer)
             uv_timer_stop(u->flush_timer);
-        mt_worker_schedule_flush(u->w, &u->out);
+        mt_worker_schedule_flush(u->base.w, &u->base.out);
         return;
     }
     if (!u->flush_timer) {
         u->flush_timer = malloc(sizeof(*u->flush_timer));
         if (!u->flush_timer) {
-            mt_worker_schedule_flush(u->w, &u->out);
+            mt_worker_schedule_flush(u->base.w, &u->base.out);
             return;
         }
-        uv_timer_init(&u->w->loop, u->flush_timer);
+        uv_timer_init(&u->base.w->loop, u->flush_timer);
         u->flush_timer->data = u;
     }
     if (!uv_is_active((uv_handle_t *)u->flush_timer))
-        uv_timer_start(u->flush_timer, rup_flush_timer_fired, lc->redis.buffer_flush_timeout_ms, 0);
+        uv_timer_start(u->flush_timer, rup_flush_timer_fired, rl->buffer_flush_timeout_ms, 0);
 }
 
 static void rup_push(mt_rup_t *u, mt_rreq_t *r)
@@ -614,87 +554,36 @@ static void rup_push(mt_rup_t *u, mt_rreq_t *r)
     else
         u->head = r;
     u->tail = r;
-    u->inflight++;
+    u->base.inflight++;
 }
 
 /* Queues a command of the proxy's own (READONLY, ASKING, CLUSTER SLOTS). */
 static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, size_t len)
 {
-    mt_rreq_t *r = mt_rreq_new(u->w);
-    if (!r || mt_outq_add_copy(&u->out, cmd, len) != 0) {
+    mt_worker_t *w = u->base.w;
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r || mt_outq_add_copy(&u->base.out, cmd, len) != 0) {
         if (r)
-            mt_rreq_free(u->w, r);
+            mt_rreq_free(w, r);
         return -1;
     }
     r->kind = (uint8_t)kind;
-    r->deadline_ms = mt_worker_now_ms(u->w) + u->ep->cluster->conf->connect_timeout_ms;
+    r->deadline_ms = mt_worker_now_ms(w) + u->base.ep->cluster->conf->connect_timeout_ms;
     rup_push(u, r);
-    if (u->state == RUP_READY)
-        mt_worker_schedule_flush(u->w, &u->out);
+    mt_upstream_schedule(&u->base);
     return 0;
 }
 
-/* The connection for a session on endpoint ep, connecting if needed; NULL + why on failure. */
-static mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
+/* The shared connection for a session on endpoint ep, connecting if needed; NULL + why on
+ * failure. */
+static inline mt_rup_t *rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
 {
-    mt_worker_t *w = ep->cluster->w;
-    uint32_t slot = (uint32_t)(sess_id % ep->n_rconns);
-    mt_rup_t *u = ep->rconns[slot];
-    if (u)
-        return u;
-    if (ep->resolve_error[0]) {
-        *why = ep->resolve_error;
-        return NULL;
-    }
-    uint64_t now = mt_worker_now_ms(w);
-    if (ep->retry_at_ms > now) {
-        *why = ep->last_error;
-        return NULL;
-    }
-    u = calloc(1, sizeof(*u));
-    if (!u) {
-        *why = "out of memory";
-        return NULL;
-    }
-    u->w = w;
-    u->ep = ep;
-    u->slot = slot;
-    ep->cluster->n_rups++; /* dropped in rup_closed, whichever way the connection ends */
-    u->state = RUP_CONNECTING;
-    u->connect_deadline_ms = now + ep->cluster->conf->connect_timeout_ms;
-    resp_reply_scanner_init(&u->scanner, &resp_default_limits);
-    mt_outq_init(&u->out, &w->pool, rup_on_write_done);
-    uv_tcp_init(&w->loop, &u->tcp);
-    u->tcp.data = u;
-    u->creq.data = u;
-    int rc = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ep->sa, rup_on_connect);
-    if (rc != 0) {
-        snprintf(ep->last_error, sizeof(ep->last_error), "connect: %s", uv_strerror(rc));
-        *why = ep->last_error;
-        u->state = RUP_CLOSING;
-        uv_close((uv_handle_t *)&u->tcp, rup_closed);
-        return NULL;
-    }
-    const mt_auth_t *a = &ep->cluster->conf->redis_auth;
-    if ((a->password && rup_queue_auth(u, a) != 0) ||
-        (mt_rtopo(ep->cluster) &&
-         rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$8\r\nREADONLY\r\n", 18) != 0)) {
-        *why = "out of memory";
-        u->state = RUP_CLOSING;
-        uv_close((uv_handle_t *)&u->tcp, rup_closed);
-        return NULL;
-    }
-    u->next = mt_rw(w)->rups;
-    if (mt_rw(w)->rups)
-        mt_rw(w)->rups->prev = u;
-    mt_rw(w)->rups = u;
-    ep->rconns[slot] = u;
-    return u;
+    return (mt_rup_t *)mt_upstream_shared(ep, &rup_ops, sess_id, NULL, why);
 }
 
 bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms)
 {
-    return !ep->resolve_error[0] && ep->retry_at_ms <= now_ms;
+    return mt_upstream_healthy(ep, now_ms);
 }
 
 bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **why)
@@ -708,13 +597,12 @@ bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **wh
         return false;
     }
     mt_buf_ref(r->frame.buf);
-    if (mt_outq_add_slice(&u->out, r->frame) != 0) {
+    if (mt_outq_add_slice(&u->base.out, r->frame) != 0) {
         *why = "out of memory";
         return false;
     }
     rup_push(u, r);
-    if (u->state == RUP_READY)
-        mt_worker_schedule_flush(u->w, &u->out);
+    mt_upstream_schedule(&u->base);
     return true;
 }
 
@@ -751,93 +639,35 @@ static const mt_session_ops_t redis_sess_ops = {
     .on_closed = sess_on_closed,
 };
 
-/* How often the worker looks for sessions past their auth or idle timeout: a connection is
- * closed between its timeout and its timeout plus this. One walk over the worker's sessions
- * instead of a timer per connection, and nothing on the request path but the read callback's
- * store of the loop time. */
-#define SESSION_SWEEP_MS 250
-
-/* Closes s if its auth or idle timeout has passed; true if it did. */
-static bool sess_timed_out(mt_rsess_t *s, uint64_t now_ms)
-{
-    const mt_redis_listener_conf_t *rc = &s->base.conf->redis;
-    char peer[INET6_ADDRSTRLEN + 8];
-    if (rc->auth_timeout_ms && !s->authenticated && rc->auth.password &&
-        now_ms - s->base.accepted_ms >= rc->auth_timeout_ms) {
-        mt_info("listener %s: closing %s: not authenticated after %u ms", s->base.conf->name,
-                mt_session_peer(&s->base, peer, sizeof(peer)), rc->auth_timeout_ms);
-        mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_TIMEOUTS, 1);
-        mt_session_close(&s->base);
-        return true;
-    }
-    if (!rc->idle_timeout_ms)
-        return false;
-    if (s->base.pending || mt_outq_pending(&s->base.out)) { /* working, not idle */
-        s->base.active_ms = now_ms;
-        return false;
-    }
-    if (now_ms - s->base.active_ms < rc->idle_timeout_ms)
-        return false;
-    mt_debug("listener %s: closing %s: idle for %u ms", s->base.conf->name,
-             mt_session_peer(&s->base, peer, sizeof(peer)), rc->idle_timeout_ms);
-    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_IDLE_TIMEOUTS, 1);
-    mt_session_close(&s->base);
-    return true;
-}
-
-static void sess_sweep(mt_worker_t *w, uint64_t now_ms)
-{
-    mt_redis_worker_t *rw = mt_rw(w);
-    if (now_ms < rw->next_sweep_ms)
-        return;
-    rw->next_sweep_ms = now_ms + SESSION_SWEEP_MS;
-    for (mt_session_link_t *l = w->sessions; l; l = l->next) {
-        mt_session_t *b = mt_session_of_link(l);
-        if (b->ops != &redis_sess_ops) /* not a Redis session */
-            continue;
-        mt_rsess_t *s = (mt_rsess_t *)b;
-        if (!s->base.closing)
-            sess_timed_out(s, now_ms);
-    }
-}
-
 static void redis_tick(mt_worker_t *w, uint64_t now_ms)
 {
-    sess_sweep(w, now_ms);
     for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
         if (mt_rtopo(c))
             mt_rcluster_tick(c, now_ms);
     }
-    mt_rup_t *next;
+    mt_upstream_tick(w, MT_PROTO_REDIS, now_ms);
+    mt_upstream_t *next;
     char lbl[256], text[400];
-    for (mt_rup_t *u = mt_rw(w)->rups; u; u = next) {
-        next = u->next;
-        if (u->ep->cluster->retired && u->inflight == 0) {
-            rup_close(u); /* a reload replaced its cluster and nothing is in flight */
-        } else if (u->state == RUP_CONNECTING && now_ms >= u->connect_deadline_ms) {
-            snprintf(text, sizeof(text),
-                     "ERR meltemi: upstream %s unavailable: connect timed out after %u ms",
-                     mt_rendpoint_label(u->ep, lbl, sizeof(lbl)),
-                     u->ep->cluster->conf->connect_timeout_ms);
-            mt_warn("%s", text + 4);
-            mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
-            ep_backoff(u->ep, w, text + 4);
-            rup_fail(u, text);
-        } else if (u->state == RUP_READY && u->head && u->head->deadline_ms &&
-                   now_ms >= u->head->deadline_ms) {
+    for (mt_upstream_t *b = w->upstreams[MT_PROTO_REDIS]; b; b = next) {
+        next = b->next;
+        mt_rup_t *u = (mt_rup_t *)b;
+        if (b->state == MT_UPSTREAM_READY && u->head && u->head->deadline_ms &&
+            now_ms >= u->head->deadline_ms) {
             snprintf(text, sizeof(text), "ERR meltemi: upstream %s timed out",
-                     mt_rendpoint_label(u->ep, lbl, sizeof(lbl)));
-            mt_warn("%s (%u commands in flight failed)", text + 4, u->inflight);
-            mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, u->inflight);
+                     mt_rendpoint_label(b->ep, lbl, sizeof(lbl)));
+            mt_warn("%s (%u commands in flight failed)", text + 4, b->inflight);
+            mt_stat_add(b->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, b->inflight);
             rup_fail(u, text);
+            if (next && next->state == MT_UPSTREAM_CLOSING)
+                next = w->upstreams[MT_PROTO_REDIS]; /* the fail closed it too: start over */
         }
     }
 }
 
 static void redis_worker_stop(mt_worker_t *w)
 {
-    while (mt_rw(w)->rups)
-        rup_fail(mt_rw(w)->rups, "ERR meltemi: proxy shutting down");
+    while (w->upstreams[MT_PROTO_REDIS])
+        rup_fail((mt_rup_t *)w->upstreams[MT_PROTO_REDIS], "ERR meltemi: proxy shutting down");
     mt_redis_worker_t *rw = mt_rw(w);
     while (rw->cmd_stats) {
         cmd_stats_t *cs = rw->cmd_stats;
@@ -888,8 +718,9 @@ mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool
 /* The k-th endpoint of one role (replica or not), k < the number of them. */
 static mt_wendpoint_t *nth_of_role(mt_wcluster_t *c, bool replica, uint32_t k)
 {
+    const bool *role = mt_redis_cluster(c->conf)->replica; /* set: the cluster has replicas */
     for (uint32_t i = 0; i < c->n_eps; i++) {
-        if (c->eps[i]->replica == replica && k-- == 0)
+        if (role[i] == replica && k-- == 0)
             return c->eps[i];
     }
     return NULL;
@@ -898,7 +729,8 @@ static mt_wendpoint_t *nth_of_role(mt_wcluster_t *c, bool replica, uint32_t k)
 /* An endpoint of one role, starting at `start` and skipping unhealthy ones when asked. */
 static mt_wendpoint_t *pick_role(mt_wcluster_t *c, bool replica, uint32_t start, bool healthy)
 {
-    uint32_t n = replica ? c->n_replicas : c->n_eps - c->n_replicas;
+    uint32_t n_replicas = mt_redis_cluster(c->conf)->n_replicas;
+    uint32_t n = replica ? n_replicas : c->n_eps - n_replicas;
     uint64_t now = mt_worker_now_ms(c->w);
     for (uint32_t t = 0; t < n; t++) {
         mt_wendpoint_t *ep = nth_of_role(c, replica, (start + t) % n);
@@ -919,7 +751,8 @@ static mt_wendpoint_t *route_endpoint(mt_wcluster_t *c, const redis_command_t *c
 {
     if (c->n_eps == 1)
         return c->eps[0];
-    if (c->n_replicas == 0 || c->n_replicas == c->n_eps) {
+    uint32_t n_replicas = mt_redis_cluster(c->conf)->n_replicas;
+    if (n_replicas == 0 || n_replicas == c->n_eps) {
         uint32_t idx[1];
         if (redis_command_keys(cmd, req->argc, req->argv, idx, 1) > 0)
             return mt_rproxy_endpoint(c, &req->argv[idx[0]], hashtag);
@@ -959,6 +792,20 @@ static mt_wendpoint_t *route_endpoint(mt_wcluster_t *c, const redis_command_t *c
  * inline commands and rewritten ones (req->is_inline), a re-encoding of req->argv.
  * hold_until_ms (DELAY faults) holds the reply back until then.
  */
+/* An error for the command being handled: now, or held until hold_until_ms (a DELAY fault
+ * delays errors too: the client never learns of the failure early). */
+static void sess_reply_error_at(mt_rsess_t *s, const char *text, uint64_t hold_until_ms)
+{
+    if (!hold_until_ms) {
+        mt_rsess_reply_error(s, text);
+        return;
+    }
+    resp_out_t *o = &mt_rw(s->base.w)->scratch;
+    o->len = 0;
+    resp_out_error(o, text);
+    sess_reply_held(s, o->data, o->len, hold_until_ms);
+}
+
 static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
                        const resp_request_t *req, const char *frame, uint64_t hold_until_ms)
 {
@@ -969,23 +816,12 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
                  c && c->conf->service
                      ? c->conf->service
                      : (s->base.conf->service ? s->base.conf->service : s->base.conf->name));
-        if (hold_until_ms) {
-            resp_out_t *o = &mt_rw(s->base.w)->scratch;
-            o->len = 0;
-            resp_out_error(o, text);
-            sess_reply_held(s, o->data, o->len, hold_until_ms);
-        } else {
-            mt_rsess_reply_error(s, text);
-        }
+        sess_reply_error_at(s, text, hold_until_ms);
         return;
     }
-    if (c->conf->redis_mode == MT_REDIS_CLUSTER) {
-        /* The cluster path routes with the session's cluster: point it at c for the call. */
-        mt_wcluster_t *own = s->base.cluster;
+    if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER) {
         mt_rreq_t *tail = s->tail;
-        s->base.cluster = c;
-        mt_rcluster_forward(s, cmd, req, frame);
-        s->base.cluster = own;
+        mt_rcluster_forward(s, c, cmd, req, frame);
         if (hold_until_ms && s->tail && s->tail != tail) {
             s->tail->hold_until_ms = hold_until_ms;
             if (s->tail->done) {
@@ -996,19 +832,12 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
         }
         return;
     }
-    mt_wendpoint_t *ep = route_endpoint(c, cmd, req, s->base.conf->redis.read_policy,
-                                        s->base.conf->redis.enable_hashtagging);
+    mt_wendpoint_t *ep =
+        route_endpoint(c, cmd, req, s->rconf->read_policy, s->rconf->enable_hashtagging);
     if (!ep) {
         snprintf(text, sizeof(text), "ERR meltemi: no healthy replica for %s (readPolicy REPLICA)",
                  c->conf->service ? c->conf->service : c->conf->name);
-        if (hold_until_ms) {
-            resp_out_t *o = &mt_rw(s->base.w)->scratch;
-            o->len = 0;
-            resp_out_error(o, text);
-            sess_reply_held(s, o->data, o->len, hold_until_ms);
-        } else {
-            mt_rsess_reply_error(s, text);
-        }
+        sess_reply_error_at(s, text, hold_until_ms);
         return;
     }
     const char *why = NULL;
@@ -1021,14 +850,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
         else
             snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
                      mt_rendpoint_label(ep, lbl, sizeof(lbl)), why);
-        if (hold_until_ms) {
-            resp_out_t *o = &mt_rw(s->base.w)->scratch;
-            o->len = 0;
-            resp_out_error(o, text);
-            sess_reply_held(s, o->data, o->len, hold_until_ms);
-        } else {
-            mt_rsess_reply_error(s, text);
-        }
+        sess_reply_error_at(s, text, hold_until_ms);
         return;
     }
     mt_rreq_t *r = mt_rreq_new(w);
@@ -1039,16 +861,16 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
     r->sess = s;
     r->cmd = cmd;
     r->start_ns = uv_hrtime();
-    r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
+    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     r->hold_until_ms = hold_until_ms;
     int rc;
     if (req->is_inline) {
         resp_out_t *o = &mt_rw(s->base.w)->scratch;
         o->len = 0;
         resp_out_command(o, req->argc, req->argv);
-        rc = mt_outq_add_copy(&u->out, o->data, o->len);
+        rc = mt_outq_add_copy(&u->base.out, o->data, o->len);
     } else {
-        rc = mt_outq_add_ref(&u->out, s->base.rbuf, frame, req->frame_len);
+        rc = mt_outq_add_ref(&u->base.out, s->base.rbuf, frame, req->frame_len);
     }
     if (rc != 0) {
         mt_rreq_free(w, r);
@@ -1057,7 +879,7 @@ static void forward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
     }
     mt_rsess_push(s, r);
     rup_push(u, r);
-    rup_schedule(u, s->base.conf);
+    rup_schedule(u, s->rconf);
 }
 
 static void sess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
@@ -1072,7 +894,7 @@ static void mirror_send(mt_worker_t *w, mt_wcluster_t *c, const redis_command_t 
 {
     if (!c || c->n_eps == 0)
         return;
-    if (c->conf->redis_mode == MT_REDIS_CLUSTER) {
+    if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER) {
         mt_rcluster_mirror(c, cmd, req);
         return;
     }
@@ -1083,7 +905,7 @@ static void mirror_send(mt_worker_t *w, mt_wcluster_t *c, const redis_command_t 
     resp_out_t *o = &mt_rw(w)->scratch;
     o->len = 0;
     resp_out_command(o, req->argc, req->argv);
-    if (!r || mt_outq_add_copy(&u->out, o->data, o->len) != 0) {
+    if (!r || mt_outq_add_copy(&u->base.out, o->data, o->len) != 0) {
         if (r)
             mt_rreq_free(w, r);
         mt_stat_add(c->conf->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
@@ -1092,8 +914,7 @@ static void mirror_send(mt_worker_t *w, mt_wcluster_t *c, const redis_command_t 
     r->cmd = cmd;
     r->deadline_ms = mt_worker_now_ms(w) + c->conf->connect_timeout_ms;
     rup_push(u, r);
-    if (u->state == RUP_READY)
-        mt_worker_schedule_flush(w, &u->out);
+    mt_upstream_schedule(&u->base);
 }
 
 /*
@@ -1186,7 +1007,7 @@ static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
         } else {
             r->cmd = cmd;
             r->start_ns = uv_hrtime();
-            r->deadline_ms = mt_worker_now_ms(w) + s->base.conf->redis.op_timeout_ms;
+            r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
             r->hold_until_ms = hold;
             mt_rsess_push(s, r);
             mt_rsplit_by_route(r, req, step, targets, strips);
@@ -1316,11 +1137,21 @@ static void sess_authenticated(mt_rsess_t *s)
 {
     s->authenticated = true;
     sess_set_unauthenticated(s, false);
+    mt_session_authenticated(&s->base);
+}
+
+/* RedisService authTimeout (only while a password is required and not given) and
+ * idleTimeout, run by the session shell; again after a reload rebinds the session. */
+static void sess_apply_timeouts(mt_rsess_t *s)
+{
+    const mt_redis_listener_conf_t *rc = s->rconf;
+    bool auth_pending = rc->auth.password && !s->authenticated;
+    mt_session_set_timeouts(&s->base, auth_pending ? rc->auth_timeout_ms : 0, rc->idle_timeout_ms);
 }
 
 static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const resp_arg_t *pass)
 {
-    const mt_auth_t *a = &s->base.conf->redis.auth;
+    const mt_auth_t *a = &s->rconf->auth;
     const char *want_user = a->username ? a->username : "default";
     size_t want_user_len = a->username ? a->username_len : strlen("default");
     bool user_ok =
@@ -1331,7 +1162,7 @@ static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const 
 
 static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
 {
-    const mt_auth_t *a = &s->base.conf->redis.auth;
+    const mt_auth_t *a = &s->rconf->auth;
     if (req->argc > 3) {
         mt_rsess_reply_error(s, "ERR syntax error");
         return;
@@ -1359,11 +1190,11 @@ static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
 /* HELLO [protover [AUTH user pass] [SETNAME name]]: authenticates here, then answers locally. */
 static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
 {
-    bool needs_auth = s->base.conf->redis.auth.password && !s->authenticated;
+    bool needs_auth = s->rconf->auth.password && !s->authenticated;
     for (uint32_t i = 2; i < req->argc; i++) {
         const resp_arg_t *a = &req->argv[i];
         if (a->len == 4 && strncasecmp(a->ptr, "auth", 4) == 0 && i + 2 < req->argc) {
-            if (!s->base.conf->redis.auth.password) {
+            if (!s->rconf->auth.password) {
                 mt_rsess_reply_error(s,
                                      "ERR AUTH <password> called without any password configured "
                                      "for the default user. Are you sure your configuration is "
@@ -1454,7 +1285,9 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
      * were sent on. */
     if (MT_UNLIKELY(s->base.snap != w->snap)) {
         mt_session_rebind(&s->base);
-        sess_set_unauthenticated(s, !s->authenticated && s->base.conf->redis.auth.password);
+        s->rconf = mt_redis_listener(s->base.conf);
+        sess_set_unauthenticated(s, !s->authenticated && s->rconf->auth.password);
+        sess_apply_timeouts(s);
     }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
@@ -1474,7 +1307,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         return;
     }
     bool local = cmd->proxy == REDIS_PROXY_LOCAL;
-    if (!s->authenticated && s->base.conf->redis.auth.password &&
+    if (!s->authenticated && s->rconf->auth.password &&
         !(local &&
           (mt_rcmd_is(cmd, "auth") || mt_rcmd_is(cmd, "hello") || mt_rcmd_is(cmd, "quit")))) {
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
@@ -1500,7 +1333,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         return;
     case REDIS_PROXY_UNSUPPORTED: {
         if (mt_rcmd_is(cmd, "cluster") && s->base.cluster &&
-            s->base.cluster->conf->redis_mode == MT_REDIS_CLUSTER) {
+            mt_redis_cluster(s->base.cluster->conf)->mode == MT_REDIS_CLUSTER) {
             sess_forward(s, cmd, req, frame);
             return;
         }
@@ -1540,10 +1373,7 @@ static void sess_on_close(mt_session_t *base)
             r->sess = NULL;
     }
     s->head = s->tail = NULL;
-    if (s->hold_timer) {
-        uv_close((uv_handle_t *)s->hold_timer, (uv_close_cb)free);
-        s->hold_timer = NULL;
-    }
+    mt_timer_stop(&w->timers, &s->hold_timer);
     if (s->ran_chain)
         mt_bridge_conn_closed(&mt_rw(w)->bridge, base->id);
 }
@@ -1586,10 +1416,12 @@ static void redis_accept(mt_wlistener_t *l, uv_stream_t *server)
     mt_rsess_t *s = calloc(1, sizeof(*s));
     if (!s || mt_session_accept(&s->base, l, server, &redis_sess_ops) != 0)
         return;
+    s->rconf = mt_redis_listener(s->base.conf);
     s->lctx.client_id = s->base.id;
     s->lctx.mode = "standalone";
     resp_req_parser_init(&s->parser, &resp_default_limits);
-    sess_set_unauthenticated(s, l->conf->redis.auth.password != NULL);
+    sess_set_unauthenticated(s, s->rconf->auth.password != NULL);
+    sess_apply_timeouts(s);
     mt_session_resume(&s->base);
 }
 
@@ -1641,4 +1473,8 @@ const mt_proxy_ops_t mt_proxy_redis = {
     .worker_stop = redis_worker_stop,
     .worker_free = redis_worker_free,
     .cluster_free = redis_cluster_free,
+    .read_cluster = mt_redis_read_cluster,
+    .read_listener = mt_redis_read_listener,
+    .free_cluster = mt_redis_free_cluster,
+    .free_listener = mt_redis_free_listener,
 };

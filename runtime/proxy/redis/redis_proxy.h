@@ -7,8 +7,10 @@
 #define MELTEMI_REDIS_PROXY_H
 
 #include "runtime/core/session.h"
+#include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
 #include "runtime/proxy/redis/lua_bridge.h"
+#include "runtime/proxy/redis/redis_conf.h"
 
 #include "protocols/redis/commands.h"
 #include "protocols/redis/local.h"
@@ -54,6 +56,9 @@ typedef struct mt_rreq {
 
 struct mt_rsess {
     mt_session_t base; /* first: the uv handle is first in it */
+    /* mt_redis_listener(base.conf), read per command: set at accept and after each
+     * mt_session_rebind (sess_command), the only places base.conf changes */
+    const mt_redis_listener_conf_t *rconf;
     resp_req_parser_t parser;
     mt_rreq_t *head, *tail;
     redis_local_ctx_t lctx;
@@ -62,37 +67,25 @@ struct mt_rsess {
     /* MULTI was refused: until EXEC or DISCARD every command is answered "not applied" and
      * nothing reaches an upstream (the client may believe it is queueing a transaction) */
     bool tx_refused;
-    uv_timer_t *hold_timer; /* releases held replies (DELAY faults); lazily created */
+    mt_timer_t hold_timer; /* releases held replies (DELAY faults), at the earliest one's time */
 };
 
-typedef enum rup_state { RUP_CONNECTING = 0, RUP_READY, RUP_CLOSING } rup_state_t;
-
-struct mt_rup {
-    uv_tcp_t tcp;
-    uv_connect_t creq;
-    mt_worker_t *w;
-    mt_wendpoint_t *ep;
-    uint32_t slot;
-    mt_buf_t *rbuf;
+/* A Redis upstream connection: the shell (upstream.h) first, then the reply scanner and the
+ * FIFO of requests it owes replies to (Redis answers in order). */
+typedef struct mt_rup {
+    mt_upstream_t base;
     resp_reply_scanner_t scanner;
-    mt_outq_t out;
     mt_rreq_t *head, *tail;
-    uint32_t inflight;
-    uint64_t connect_deadline_ms;
-    rup_state_t state;
     uv_timer_t *flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires */
-    mt_rup_t *prev, *next;   /* worker list */
-};
+} mt_rup_t;
 
 /* Everything the Redis proxy keeps per worker (w->proxy[MT_PROTO_REDIS]). */
 typedef struct mt_redis_worker {
     mt_bridge_t bridge;  /* the Lua policies and filters of the live snapshot */
     mt_rreq_t *req_free; /* free list of request records */
     uint32_t n_req_free;
-    mt_rup_t *rups;              /* every Redis upstream connection (timeouts, shutdown) */
     resp_out_t scratch;          /* local replies and split parts are built here */
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
-    uint64_t next_sweep_ms;      /* auth / idle timeout sweep */
 } mt_redis_worker_t;
 
 static inline mt_redis_worker_t *mt_rw(mt_worker_t *w)
@@ -129,8 +122,9 @@ bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms);
 bool mt_rcluster_send_slots(mt_wendpoint_t *ep, const char **why);
 
 /* redis_cluster.c */
-void mt_rcluster_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
-                         const char *frame);
+/* Sends a command of session s to cluster-mode destination c (the listener's or a route's). */
+void mt_rcluster_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                         const resp_request_t *req, const char *frame);
 /* A reply to a cluster-mode request: true when it was a redirection and r was re-sent. */
 bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t len);
 void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p, size_t len);

@@ -30,7 +30,7 @@ typedef struct mt_tsess {
     mt_session_t base; /* downstream handle first */
     uv_tcp_t up;
     uv_connect_t creq;
-    uv_timer_t timer; /* connect timeout */
+    mt_timer_t connect_timer; /* on the worker's wheel; stopped at connect and at close */
     tcp_dir_t d2u, u2d;
     mt_wcluster_t *cluster;
     bool connected;
@@ -65,9 +65,9 @@ static void tsess_close(mt_tsess_t *t)
     t->closing = true;
     mt_worker_unschedule_flush(t->base.w, &t->d2u.out);
     mt_worker_unschedule_flush(t->base.w, &t->u2d.out);
+    mt_timer_stop(&t->base.w->timers, &t->connect_timer);
     uv_close((uv_handle_t *)&t->base.tcp, tsess_handle_closed);
     uv_close((uv_handle_t *)&t->up, tsess_handle_closed);
-    uv_close((uv_handle_t *)&t->timer, tsess_handle_closed);
 }
 
 static tcp_dir_t *dir_of_stream(mt_tsess_t *t, uv_stream_t *st)
@@ -178,9 +178,9 @@ static void dir_on_write_done(mt_outq_t *q, int status)
     dir_maybe_shutdown(t, d);
 }
 
-static void tsess_on_timeout(uv_timer_t *tm)
+static void tsess_on_timeout(mt_timer_t *tm)
 {
-    mt_tsess_t *t = tm->data;
+    mt_tsess_t *t = MT_CONTAINER_OF(tm, mt_tsess_t, connect_timer);
     if (t->connected || t->closing)
         return;
     mt_warn("listener %s: upstream %s connect timed out after %u ms; closing the client",
@@ -202,7 +202,7 @@ static void tsess_on_connect(uv_connect_t *req, int status)
         tsess_close(t);
         return;
     }
-    uv_timer_stop(&t->timer);
+    mt_timer_stop(&w->timers, &t->connect_timer);
     t->connected = true;
     mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_TOTAL, 1);
     mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, 1);
@@ -245,9 +245,7 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     t->cluster = l->cluster;
     uv_tcp_init(&w->loop, &t->up);
     t->up.data = t;
-    uv_timer_init(&w->loop, &t->timer);
-    t->timer.data = t;
-    t->open_handles = 3;
+    t->open_handles = 2;
     t->d2u.from = &t->base.tcp;
     t->d2u.to = &t->up;
     t->u2d.from = &t->up;
@@ -266,7 +264,8 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
         tsess_close(t);
         return;
     }
-    uv_timer_start(&t->timer, tsess_on_timeout, t->cluster->conf->connect_timeout_ms, 0);
+    mt_timer_start(&w->timers, &t->connect_timer, t->cluster->conf->connect_timeout_ms,
+                   tsess_on_timeout);
     dir_resume(&t->d2u);
 }
 

@@ -10,7 +10,7 @@
  * loop, buffer pool, live snapshot (the listener's conf must be one of its listeners) and
  * client id counter. What mt_worker_start adds besides (thread, Lua state, mailbox) is not
  * needed, but its flush pass is: the fixture runs the worker's own (mt_worker_flush) from a
- * uv_check handle.
+ * uv_check handle, and its timer wheel, for the auth and idle timeouts.
  */
 #include "runtime/core/session.h"
 #include "runtime/core/snapshot.h"
@@ -49,6 +49,7 @@ static struct {
     mt_session_t *s;     /* the accepted session, until on_closed */
     int accepts, on_data_calls, on_close_calls, on_closed_calls;
     bool closed_before_on_close; /* on_closed had run when on_close did: wrong order */
+    uint64_t on_close_ms;        /* loop time of on_close */
     char seen[256];              /* every byte on_data was shown, in order */
     size_t seen_len;
 } t;
@@ -92,6 +93,7 @@ static void tp_on_close(mt_session_t *s)
 {
     cr_assert_eq(s, t.s);
     t.on_close_calls++;
+    t.on_close_ms = uv_now(&t.w.loop);
     t.closed_before_on_close = t.on_closed_calls > 0;
 }
 
@@ -161,6 +163,7 @@ static void session_setup(void)
     w->next_client_id = 1;
     mt_buf_pool_init(&w->pool);
     cr_assert_eq(uv_loop_init(&w->loop), 0);
+    cr_assert_eq(mt_timer_wheel_init(&w->timers, &w->loop), 0);
     w->snap = one_listener_snapshot();
     t.l.w = w;
     t.l.conf = &w->snap->listeners[0];
@@ -189,6 +192,8 @@ static void session_teardown(void)
     uv_close((uv_handle_t *)&t.server, NULL);
     uv_close((uv_handle_t *)&t.flush, NULL);
     uv_close((uv_handle_t *)&t.tick, NULL);
+    cr_assert_eq(mt_timer_wheel_pending(&t.w.timers), 0, "a closed session stops its timer");
+    mt_timer_wheel_close(&t.w.timers);
     uv_run(&t.w.loop, UV_RUN_DEFAULT);
     uv_loop_close(&t.w.loop);
     mt_snapshot_unref(t.w.snap);
@@ -467,4 +472,55 @@ Test(session, close_calls_on_close_then_on_closed_exactly_once_and_releases_ever
     size_t n = client_read(got, sizeof(got));
     cr_assert_eq(n, 3, "the echo written before the close arrives, nothing after it");
     cr_assert(memcmp(got, "+x\n", 3) == 0);
+}
+
+Test(session, an_idle_session_closes_at_its_idle_timeout_not_before)
+{
+    client_connect(false);
+    mt_session_set_timeouts(t.s, 0, 80);
+    client_send("x\n");
+    run_until(saw_two_bytes, "on_data");
+    uint64_t active = t.s->active_ms; /* the read, or the write of its echo after it */
+    run_until(closed, "the idle timeout");
+    cr_assert_geq(t.on_close_ms, active + 80, "not before the idle timeout");
+    cr_assert_eq(listener_stat(MT_ST_IDLE_TIMEOUTS), 1);
+    cr_assert_eq(listener_stat(MT_ST_AUTH_TIMEOUTS), 0);
+    char got[3];
+    cr_assert_eq(client_read(got, sizeof(got)), 3, "the echo, then");
+    cr_assert(client_sees_eof());
+}
+
+Test(session, a_request_in_flight_is_not_idle)
+{
+    client_connect(false);
+    mt_session_set_timeouts(t.s, 0, 40);
+    client_send("HOLD\n");
+    run_for(150);
+    cr_assert_eq(t.on_close_calls, 0, "waiting on an upstream is not idle");
+    t.s->pending--; /* the upstream answered */
+    uint64_t answered = uv_now(&t.w.loop);
+    run_until(closed, "the idle timeout");
+    cr_assert_geq(t.on_close_ms, answered, "idle only after the reply");
+    cr_assert_eq(listener_stat(MT_ST_IDLE_TIMEOUTS), 1);
+}
+
+Test(session, an_unauthenticated_session_closes_at_its_auth_timeout)
+{
+    client_connect(false);
+    mt_session_set_timeouts(t.s, 60, 0);
+    uint64_t accepted_ms = t.s->accepted_ms;
+    client_send("x\n"); /* traffic does not help: only authenticating does */
+    run_until(closed, "the auth timeout");
+    cr_assert_geq(t.on_close_ms, accepted_ms + 60, "not before the auth timeout");
+    cr_assert_eq(listener_stat(MT_ST_AUTH_TIMEOUTS), 1);
+}
+
+Test(session, an_authenticated_session_outlives_the_auth_timeout)
+{
+    client_connect(false);
+    mt_session_set_timeouts(t.s, 40, 0);
+    mt_session_authenticated(t.s);
+    run_for(150);
+    cr_assert_eq(t.on_close_calls, 0);
+    cr_assert_eq(listener_stat(MT_ST_AUTH_TIMEOUTS), 0);
 }

@@ -7,6 +7,7 @@
  */
 #include "runtime/core/proxy.h"
 #include "runtime/core/snapshot.h"
+#include "runtime/proxy/redis/redis_conf.h"
 #include "runtime/core/stats.h"
 #include "runtime/luajit/lua_env.h"
 
@@ -113,22 +114,22 @@ Test(snapshot, reads_clusters_endpoints_and_their_redis_part)
     cr_assert_eq(c->endpoints[0].sa.ss_family, AF_INET, "a numeric address is parsed");
     cr_assert_eq(port_of(&c->endpoints[0].sa), 6390);
     cr_assert_null(c->endpoints[0].resolve_error);
-    cr_assert_not(c->endpoints[0].replica);
+    cr_assert_not(mt_redis_cluster(c)->replica[0]);
     cr_assert_eq(c->endpoints[1].sa.ss_family, AF_INET6);
     cr_assert_eq(port_of(&c->endpoints[1].sa), 6391);
-    cr_assert(c->endpoints[1].replica, "labels.role = replica");
-    cr_assert(c->endpoints[2].replica, "labels['redis-role'] = slave");
-    cr_assert_eq(c->redis_mode, MT_REDIS_CLUSTER);
-    cr_assert_eq(c->n_discovery, 1);
-    cr_assert_eq(port_of(&c->discovery[0].sa), 7000);
-    cr_assert_null(c->redis_auth.password, "no auth table: no credentials");
+    cr_assert(mt_redis_cluster(c)->replica[1], "labels.role = replica");
+    cr_assert(mt_redis_cluster(c)->replica[2], "labels['redis-role'] = slave");
+    cr_assert_eq(mt_redis_cluster(c)->mode, MT_REDIS_CLUSTER);
+    cr_assert_eq(mt_redis_cluster(c)->n_discovery, 1);
+    cr_assert_eq(port_of(&mt_redis_cluster(c)->discovery[0].sa), 7000);
+    cr_assert_null(mt_redis_cluster(c)->auth.password, "no auth table: no credentials");
     cr_assert_not_null(c->stats);
     cr_assert_str_eq(c->stats->name, "outbound|6379||redis");
     cr_assert_eq(c->stats->kind, MT_STATS_CLUSTER);
     mt_cluster_conf_t *p = mt_snapshot_cluster(s, "plain");
     cr_assert_eq(p->protocol, MT_PROTO_TCP);
     cr_assert_eq(p->n_endpoints, 0);
-    cr_assert_eq(p->redis_mode, MT_REDIS_PROXY);
+    cr_assert_eq(mt_redis_cluster(p)->mode, MT_REDIS_PROXY);
     cr_assert_null(p->proto, "the TCP proxy keeps nothing of its own");
     mt_snapshot_unref(s);
 }
@@ -146,15 +147,17 @@ Test(snapshot, reads_listeners_with_their_cluster_and_redis_settings_clamped)
                  "the default destination points into this snapshot's clusters");
     cr_assert_str_eq(l->fingerprint, "fp-l1");
     cr_assert_eq(l->stats->kind, MT_STATS_LISTENER);
-    cr_assert_eq(l->redis.op_timeout_ms, 5000, "0 means the default, not 'no timeout'");
-    cr_assert_eq(l->redis.read_policy, MT_READ_PREFER_REPLICA);
-    cr_assert(l->redis.enable_command_stats);
-    cr_assert_eq(l->redis.auth_timeout_ms, 0, "a negative duration clamps to 0");
-    cr_assert_eq(l->redis.idle_timeout_ms, UINT32_MAX, "a huge one clamps to the maximum");
-    cr_assert_not(l->redis.enable_redirection);
-    cr_assert(l->redis.enable_hashtagging, "absent: the default");
-    cr_assert_eq(l->redis.max_buffer_size_before_flush, 1024);
-    cr_assert_eq(l->redis.buffer_flush_timeout_ms, 9);
+    cr_assert_eq(mt_redis_listener(l)->op_timeout_ms, 5000,
+                 "0 means the default, not 'no timeout'");
+    cr_assert_eq(mt_redis_listener(l)->read_policy, MT_READ_PREFER_REPLICA);
+    cr_assert(mt_redis_listener(l)->enable_command_stats);
+    cr_assert_eq(mt_redis_listener(l)->auth_timeout_ms, 0, "a negative duration clamps to 0");
+    cr_assert_eq(mt_redis_listener(l)->idle_timeout_ms, UINT32_MAX,
+                 "a huge one clamps to the maximum");
+    cr_assert_not(mt_redis_listener(l)->enable_redirection);
+    cr_assert(mt_redis_listener(l)->enable_hashtagging, "absent: the default");
+    cr_assert_eq(mt_redis_listener(l)->max_buffer_size_before_flush, 1024);
+    cr_assert_eq(mt_redis_listener(l)->buffer_flush_timeout_ms, 9);
     mt_listener_conf_t *o = &s->listeners[1];
     cr_assert_eq(o->protocol, MT_PROTO_TCP, "a name no proxy claims is plain TCP");
     cr_assert_null(o->cluster, "a cluster the snapshot does not have resolves to none");
@@ -165,7 +168,9 @@ Test(snapshot, defaults_of_a_minimal_cluster_and_listener)
 {
     mt_snapshot_t *s = build_ok("return { clusters = { c = { name = 'c', fingerprint = 'f' } },\n"
                                 "  listeners = { { name = 'l', address = '127.0.0.1', port = 1,\n"
-                                "                  fingerprint = 'g' } } }\n");
+                                "                  fingerprint = 'g' },\n"
+                                "                { name = 'r', address = '127.0.0.1', port = 2,\n"
+                                "                  protocol = 'redis', fingerprint = 'h' } } }\n");
     mt_cluster_conf_t *c = &s->clusters[0];
     cr_assert_eq(c->protocol, MT_PROTO_TCP, "no protocol: plain TCP");
     cr_assert_eq(c->connect_timeout_ms, 5000);
@@ -175,16 +180,20 @@ Test(snapshot, defaults_of_a_minimal_cluster_and_listener)
     cr_assert_eq(l->protocol, MT_PROTO_TCP);
     cr_assert_null(l->codec);
     cr_assert_null(l->cluster);
-    cr_assert_null(l->redis.auth.password);
-    cr_assert_eq(l->redis.op_timeout_ms, 5000);
-    cr_assert_eq(l->redis.read_policy, MT_READ_MASTER);
-    cr_assert_not(l->redis.enable_command_stats);
-    cr_assert(l->redis.enable_redirection);
-    cr_assert(l->redis.enable_hashtagging);
-    cr_assert_eq(l->redis.max_upstream_unknown_connections, 100);
-    cr_assert_eq(l->redis.auth_timeout_ms, 10000);
-    cr_assert_eq(l->redis.idle_timeout_ms, 0, "no idle timeout unless configured");
-    cr_assert_eq(l->redis.max_buffer_size_before_flush, 0);
+    cr_assert_null(l->proto, "plain TCP keeps no part of its own");
+    /* The Redis part's defaults, on a Redis listener that sets nothing. */
+    l = &s->listeners[1];
+    cr_assert_eq(l->protocol, MT_PROTO_REDIS);
+    cr_assert_null(mt_redis_listener(l)->auth.password);
+    cr_assert_eq(mt_redis_listener(l)->op_timeout_ms, 5000);
+    cr_assert_eq(mt_redis_listener(l)->read_policy, MT_READ_MASTER);
+    cr_assert_not(mt_redis_listener(l)->enable_command_stats);
+    cr_assert(mt_redis_listener(l)->enable_redirection);
+    cr_assert(mt_redis_listener(l)->enable_hashtagging);
+    cr_assert_eq(mt_redis_listener(l)->max_upstream_unknown_connections, 100);
+    cr_assert_eq(mt_redis_listener(l)->auth_timeout_ms, 10000);
+    cr_assert_eq(mt_redis_listener(l)->idle_timeout_ms, 0, "no idle timeout unless configured");
+    cr_assert_eq(mt_redis_listener(l)->max_buffer_size_before_flush, 0);
     mt_snapshot_unref(s);
 }
 
@@ -278,14 +287,14 @@ Test(snapshot, auth_is_read_as_byte_strings_with_embedded_nuls)
         "    redis = { auth = { username = 'op\\0s', password = 'p\\0ss\\255' } } } },\n"
         "  listeners = { { name = 'l', address = '127.0.0.1', port = 1, protocol = 'redis',\n"
         "    fingerprint = 'g', redis = { auth = { password = 1234 } } } } }\n");
-    const mt_auth_t *a = &s->clusters[0].redis_auth;
+    const mt_auth_t *a = &mt_redis_cluster(&s->clusters[0])->auth;
     cr_assert_eq(a->username_len, 4, "the length counts the NUL");
     cr_assert(memcmp(a->username, "op\0s", 4) == 0);
     cr_assert_eq(a->username[4], '\0', "and the bytes are terminated after it");
     cr_assert_eq(a->password_len, 5);
     cr_assert(memcmp(a->password, "p\0ss\xff", 5) == 0);
     cr_assert_eq(a->password[5], '\0');
-    const mt_auth_t *la = &s->listeners[0].redis.auth;
+    const mt_auth_t *la = &mt_redis_listener(&s->listeners[0])->auth;
     cr_assert_null(la->username, "no username: none");
     cr_assert_eq(la->username_len, 0);
     cr_assert_eq(la->password_len, 4, "a number is read as its text");

@@ -585,3 +585,156 @@ Test(admin, ipv6_loopback_works_when_available)
     uv_run(&loop, UV_RUN_DEFAULT);
     cr_assert_eq(uv_loop_close(&loop), 0);
 }
+
+/* ---- the request parser alone (mt_admin_http_parse), no sockets ---------------------------- */
+
+typedef struct parse_case {
+    const char *req;
+    mt_status_t st;
+    int error_status; /* on MT_ERROR */
+} parse_case_t;
+
+/* Parses req whole, then again growing one byte at a time; both must agree. */
+static mt_admin_request_t parse_both_ways(const parse_case_t *t)
+{
+    size_t len = strlen(t->req);
+    mt_admin_http_t *h = mt_admin_http_new();
+    cr_assert_not_null(h);
+    mt_admin_request_t whole = {0}, bytes = {0};
+    mt_status_t st = mt_admin_http_parse(h, t->req, len, &whole);
+    cr_assert_eq(st, t->st, "%s: whole: %d", t->req, st);
+    mt_admin_http_reset(h);
+    st = MT_AGAIN;
+    for (size_t n = 1; n <= len && st == MT_AGAIN; n++)
+        st = mt_admin_http_parse(h, t->req, n, &bytes);
+    cr_assert_eq(st, t->st, "%s: byte by byte: %d", t->req, st);
+    mt_admin_http_free(h);
+    if (st == MT_ERROR) {
+        cr_assert_eq(whole.error_status, t->error_status, "%s: %d", t->req, whole.error_status);
+        cr_assert_eq(bytes.error_status, t->error_status, "%s", t->req);
+    } else if (st == MT_OK) {
+        cr_assert_eq(whole.total_len, bytes.total_len, "%s", t->req);
+        cr_assert_eq(whole.path, bytes.path);
+        cr_assert_eq(whole.host, bytes.host);
+        cr_assert_eq(whole.bearer, bytes.bearer);
+        cr_assert_eq(whole.keep_alive, bytes.keep_alive);
+    }
+    return whole;
+}
+
+static bool span_is(const char *p, size_t n, const char *want)
+{
+    return p != NULL && n == strlen(want) && memcmp(p, want, n) == 0;
+}
+
+Test(admin_http, requests_parse_the_same_whole_or_byte_by_byte)
+{
+    parse_case_t t = {"GET /ready?verbose=1 HTTP/1.1\r\nHost: 127.0.0.1:15000\r\n\r\nGET /", MT_OK,
+                      0};
+    mt_admin_request_t rq = parse_both_ways(&t);
+    cr_assert(span_is(rq.method, rq.method_len, "GET"));
+    cr_assert(span_is(rq.path, rq.path_len, "/ready"), "the query string is not in the path");
+    cr_assert(rq.keep_alive && !rq.head && !rq.has_origin && rq.bearer == NULL);
+    cr_assert_eq(rq.total_len, strlen(t.req) - strlen("GET /"), "a pipelined request is left");
+    cr_assert(span_is(rq.host_name, rq.host_name_len, "127.0.0.1"));
+    cr_assert_eq(rq.host_port, 15000);
+
+    t = (parse_case_t){
+        "POST /reload HTTP/1.1\r\nHost: [::1]:15000\r\nAuthorization: bearer  tok \r\n"
+        "Content-Length: 2\r\nOrigin:\r\n\r\nab",
+        MT_OK, 0};
+    rq = parse_both_ways(&t);
+    cr_assert_eq(rq.total_len, strlen(t.req), "the body is part of the request");
+    cr_assert_eq(rq.content_length, 2);
+    cr_assert(span_is(rq.host_name, rq.host_name_len, "[::1]"));
+    cr_assert(span_is(rq.bearer, rq.bearer_len, "tok"), "scheme case-insensitive, blanks dropped");
+    cr_assert(rq.has_origin, "an empty Origin is still an Origin");
+
+    t = (parse_case_t){"\r\nget /ready HTTP/1.0\r\nHost: localhost\r\n\r\n", MT_OK, 0};
+    rq = parse_both_ways(&t);
+    cr_assert(span_is(rq.method, rq.method_len, "get"), "a method http-parser does not know");
+    cr_assert(!rq.keep_alive, "HTTP/1.0 closes by default");
+    cr_assert_eq(rq.host_port, 80, "no port: 80");
+
+    t = (parse_case_t){"HEAD / HTTP/1.1\r\nHost: localhost:015000\r\n\r\n", MT_OK, 0};
+    rq = parse_both_ways(&t);
+    cr_assert(rq.head);
+    cr_assert_eq(rq.host_port, -1, "a port with a leading zero is no port of ours");
+}
+
+Test(admin_http, malformed_requests_fail_with_the_status_to_answer)
+{
+    const parse_case_t cases[] = {
+        {"GET http://127.0.0.1:15000/ready HTTP/1.1\r\n\r\n", MT_ERROR, 400}, /* origin-form only */
+        {"OPTIONS * HTTP/1.1\r\n\r\n", MT_ERROR, 400},
+        {"GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n", MT_ERROR, 400}, /* obsolete line folding */
+        {"POST /reload HTTP/1.1\r\nHost:\r\n 127.0.0.1:15000\r\n\r\n", MT_ERROR, 400},
+        {"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", MT_ERROR, 400},
+        {"POST /reload HTTP/1.1\r\nHost : evil.example\r\n\r\n", MT_ERROR, 400}, /* not a token */
+        {"GET / HTTP/1.1\r\nHo st: a\r\n\r\n", MT_ERROR, 400},
+        {"GET / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab", MT_ERROR, 400},
+        {"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", MT_ERROR,
+         411},
+        {"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", MT_ERROR, 411},
+        {"GET / HTTP/1.2\r\n\r\n", MT_ERROR, 505},
+        {"GET / HTTP/0.9\r\n\r\n", MT_ERROR, 505},
+        {"GET / HTTP/x.1\r\n\r\n", MT_ERROR, 505},
+        {"POST /reload HTTP/1.1\r\nContent-Length: 16360\r\n\r\n", MT_ERROR, 413},
+        {"GET / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n", MT_ERROR, 413},
+        {"GARBAGE\r\n\r\n", MT_ERROR, 400},
+        {"GET /ready HTTP/1.1\r\nHost: 127.0.0.1:15000\r\n", MT_AGAIN, 0},
+        {"get", MT_AGAIN, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        parse_both_ways(&cases[i]);
+}
+
+Test(admin_http, a_full_buffer_without_a_complete_request_is_413)
+{
+    char *req = malloc(MT_ADMIN_MAX_REQUEST);
+    memset(req, 'a', MT_ADMIN_MAX_REQUEST);
+    memcpy(req, "GET / HTTP/1.1\r\nX-Pad: ", 23);
+    mt_admin_http_t *h = mt_admin_http_new();
+    mt_admin_request_t rq;
+    cr_assert_eq(mt_admin_http_parse(h, req, MT_ADMIN_MAX_REQUEST - 1, &rq), MT_AGAIN);
+    cr_assert_eq(mt_admin_http_parse(h, req, MT_ADMIN_MAX_REQUEST, &rq), MT_ERROR);
+    cr_assert_eq(rq.error_status, 413);
+    mt_admin_http_free(h);
+    free(req);
+}
+
+Test(admin, methods_the_parser_does_not_know_still_get_404_or_405)
+{
+    server_start();
+    const char *req = "FOO /ready HTTP/1.1\r\n\r\n"
+                      "get /nope HTTP/1.1\r\n\r\n"
+                      "GET /ready HTTP/1.1\r\nConnection: close\r\n\r\n";
+    int fd = client_connect();
+    client_send(fd, req, strlen(req));
+    size_t n;
+    char *raw = client_read_all(fd, &n);
+    close(fd);
+    const char *first = strstr(raw, "HTTP/1.1 405 Method Not Allowed\r\n");
+    const char *second = first ? strstr(first + 1, "HTTP/1.1 404 Not Found\r\n") : NULL;
+    const char *third = second ? strstr(second + 1, "HTTP/1.1 503 Service Unavailable\r\n") : NULL;
+    cr_assert(first == raw && second && third, "three replies in order:\n%s", raw);
+    cr_assert_not_null(strstr(raw, "Allow: GET, HEAD\r\n"));
+    free(raw);
+    server_stop();
+}
+
+Test(admin, a_folded_host_header_is_refused_before_any_reload)
+{
+    server_start();
+    char req[256];
+    int n = snprintf(req, sizeof(req),
+                     "POST /reload HTTP/1.1\r\nHost: evil.example\r\n 127.0.0.1:%d\r\n"
+                     "Content-Length: 0\r\n\r\n",
+                     srv.port);
+    http_reply_t r = http_raw(req, (size_t)n);
+    cr_assert_eq(r.status, 400, "%s", r.raw);
+    cr_assert(has_header(&r, "Connection: close\r\n"));
+    free(r.raw);
+    cr_assert_eq(atomic_load(&srv.reloads), 0);
+    server_stop();
+}

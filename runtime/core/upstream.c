@@ -1,0 +1,333 @@
+/*
+ * upstream.c - the upstream shell (upstream.h): connect with backoff, connect timeout, read
+ * path, close, and the per-endpoint pools (shared slots, exclusive leases). The proxy sees
+ * bytes through ops->on_data and queues requests on u->out; everything about the socket's
+ * life is here, once for every protocol.
+ */
+#include "runtime/core/upstream.h"
+
+#include "runtime/core/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#define READ_MIN_ROOM 4096
+#define TEXT_MAX 400
+
+const char *mt_upstream_label(const mt_wendpoint_t *ep, char *buf, size_t n)
+{
+    const mt_cluster_conf_t *cc = ep->cluster->conf;
+    snprintf(buf, n, "%s (%s:%u)", cc->service ? cc->service : cc->name, ep->address, ep->port);
+    return buf;
+}
+
+void mt_upstream_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why)
+{
+    ep->backoff_ms = ep->backoff_ms ? MT_MIN(ep->backoff_ms * 2, MT_UPSTREAM_BACKOFF_MAX_MS)
+                                    : MT_UPSTREAM_BACKOFF_MIN_MS;
+    ep->retry_at_ms = mt_worker_now_ms(w) + ep->backoff_ms;
+    snprintf(ep->last_error, sizeof(ep->last_error), "%s", why);
+}
+
+/* ---- close ------------------------------------------------------------------------------------
+ */
+
+static void upstream_closed(uv_handle_t *h)
+{
+    mt_upstream_t *u = h->data;
+    mt_worker_t *w = u->w;
+    u->ep->cluster->n_rups--;
+    if (u->ops->on_closed)
+        u->ops->on_closed(u);
+    mt_outq_reset(&u->out);
+    if (u->rbuf)
+        mt_buf_unref(&w->pool, u->rbuf);
+    free(u);
+}
+
+static void pool_idle_remove(mt_upstream_pool_t *pool, mt_upstream_t *u)
+{
+    for (mt_upstream_t **pp = &pool->idle; *pp; pp = &(*pp)->idle_next) {
+        if (*pp == u) {
+            *pp = u->idle_next;
+            break;
+        }
+    }
+    u->idle_next = NULL;
+}
+
+void mt_upstream_close(mt_upstream_t *u)
+{
+    if (u->state == MT_UPSTREAM_CLOSING)
+        return;
+    mt_worker_t *w = u->w;
+    mt_protocol_t p = u->ops->protocol;
+    mt_upstream_pool_t *pool = mt_upstream_pool(u->ep, p);
+    bool was_connected = u->state == MT_UPSTREAM_READY;
+    u->state = MT_UPSTREAM_CLOSING;
+    if (u->kind == MT_UPSTREAM_SHARED) {
+        if (u->slot < pool->n_shared && pool->shared[u->slot] == u)
+            pool->shared[u->slot] = NULL;
+    } else {
+        if (u->kind == MT_UPSTREAM_IDLE)
+            pool_idle_remove(pool, u);
+        pool->n_exclusive--;
+    }
+    if (u->prev)
+        u->prev->next = u->next;
+    else
+        w->upstreams[p] = u->next;
+    if (u->next)
+        u->next->prev = u->prev;
+    u->prev = u->next = NULL;
+    mt_worker_unschedule_flush(w, &u->out);
+    if (u->ops->on_close)
+        u->ops->on_close(u);
+    if (was_connected)
+        mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, -1);
+    uv_close((uv_handle_t *)&u->tcp, upstream_closed);
+}
+
+/* Ends u for ev: logs (as the proxies always did), backs the endpoint off after a failed
+ * connect, lets the proxy fail what is in flight, closes. */
+static void upstream_end(mt_upstream_t *u, mt_upstream_event_t ev, const char *text, bool warn)
+{
+    const char *pfx = u->ops->text_prefix ? u->ops->text_prefix : "";
+    if (warn)
+        mt_warn("%s%s", pfx, text);
+    if (ev == MT_UPSTREAM_CONNECT_FAILED || ev == MT_UPSTREAM_CONNECT_TIMEOUT) {
+        char why[TEXT_MAX + 16];
+        snprintf(why, sizeof(why), "%s%s", pfx, text);
+        mt_stat_add(u->ep->cluster->conf->stats, u->w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
+        mt_upstream_backoff(u->ep, u->w, why);
+    }
+    u->ops->on_error(u, ev, text);
+    mt_upstream_close(u);
+}
+
+/* ---- read, write, connect ------------------------------------------------------------------- */
+
+static void upstream_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
+{
+    MT_UNUSED(hint);
+    mt_upstream_t *u = h->data;
+    if (mt_buf_make_room(&u->w->pool, &u->rbuf, READ_MIN_ROOM, 0) != 0) {
+        buf->base = NULL;
+        buf->len = 0;
+        return;
+    }
+    buf->base = u->rbuf->last;
+    buf->len = mt_buf_room(u->rbuf);
+}
+
+static void upstream_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    MT_UNUSED(buf);
+    mt_upstream_t *u = st->data;
+    if (nread < 0) {
+        char lbl[256], text[TEXT_MAX];
+        snprintf(text, sizeof(text), "upstream %s closed the connection%s%s",
+                 mt_upstream_label(u->ep, lbl, sizeof(lbl)), nread == UV_EOF ? "" : ": ",
+                 nread == UV_EOF ? "" : uv_strerror((int)nread));
+        upstream_end(u, MT_UPSTREAM_PEER_CLOSED, text, u->inflight > 0);
+        return;
+    }
+    if (nread == 0)
+        return;
+    mt_buf_t *b = u->rbuf;
+    b->last += nread;
+    u->ops->on_data(u);
+    /* Everything consumed and nobody holds a slice of it: reuse the chunk from its start. */
+    b = u->rbuf;
+    if (u->state == MT_UPSTREAM_READY && b && b->pos == b->last && b->refs == 1)
+        b->pos = b->last = b->data;
+}
+
+static void upstream_on_write_done(mt_outq_t *q, int status)
+{
+    mt_upstream_t *u = MT_CONTAINER_OF(q, mt_upstream_t, out);
+    if (status < 0 && status != UV_ECANCELED && u->state != MT_UPSTREAM_CLOSING) {
+        char lbl[256], text[TEXT_MAX];
+        snprintf(text, sizeof(text), "upstream %s write failed: %s",
+                 mt_upstream_label(u->ep, lbl, sizeof(lbl)), uv_strerror(status));
+        upstream_end(u, MT_UPSTREAM_WRITE_FAILED, text, false);
+    }
+}
+
+static void upstream_on_connect(uv_connect_t *req, int status)
+{
+    mt_upstream_t *u = req->data;
+    if (u->state == MT_UPSTREAM_CLOSING)
+        return;
+    mt_worker_t *w = u->w;
+    mt_cluster_conf_t *cc = u->ep->cluster->conf;
+    if (status < 0) {
+        char lbl[256], text[TEXT_MAX];
+        snprintf(text, sizeof(text), "upstream %s unavailable: %s",
+                 mt_upstream_label(u->ep, lbl, sizeof(lbl)), uv_strerror(status));
+        upstream_end(u, MT_UPSTREAM_CONNECT_FAILED, text, true);
+        return;
+    }
+    u->state = MT_UPSTREAM_READY;
+    u->ep->backoff_ms = 0;
+    mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_TOTAL, 1);
+    mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, 1);
+    uv_tcp_nodelay(&u->tcp, 1);
+    u->out.stream = (uv_stream_t *)&u->tcp;
+    uv_read_start((uv_stream_t *)&u->tcp, upstream_alloc, upstream_on_read);
+    mt_worker_schedule_flush(w, &u->out);
+    if (u->ops->on_connected)
+        u->ops->on_connected(u);
+}
+
+/* A new connection to ep, connecting; NULL and why when it cannot be had. */
+static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops,
+                                   mt_upstream_kind_t kind, uint32_t slot, void *arg,
+                                   const char **why)
+{
+    mt_worker_t *w = ep->cluster->w;
+    if (ep->resolve_error[0]) {
+        *why = ep->resolve_error;
+        return NULL;
+    }
+    uint64_t now = mt_worker_now_ms(w);
+    if (ep->retry_at_ms > now) {
+        *why = ep->last_error;
+        return NULL;
+    }
+    mt_upstream_t *u = calloc(1, ops->size);
+    if (!u) {
+        *why = "out of memory";
+        return NULL;
+    }
+    u->w = w;
+    u->ep = ep;
+    u->ops = ops;
+    u->kind = kind;
+    u->slot = slot;
+    u->state = MT_UPSTREAM_CONNECTING;
+    u->connect_deadline_ms = now + ep->cluster->conf->connect_timeout_ms;
+    ep->cluster->n_rups++; /* dropped in upstream_closed, whichever way the connection ends */
+    mt_outq_init(&u->out, &w->pool, upstream_on_write_done);
+    uv_tcp_init(&w->loop, &u->tcp);
+    u->tcp.data = u;
+    u->creq.data = u;
+    /* on_open first: what it queues leaves first, and on_closed always follows an on_open. */
+    int rc = 0;
+    if (ops->on_open && ops->on_open(u, arg) != 0) {
+        *why = "out of memory";
+        rc = -1;
+    } else {
+        rc = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ep->sa,
+                            upstream_on_connect);
+        if (rc != 0) {
+            snprintf(ep->last_error, sizeof(ep->last_error), "connect: %s", uv_strerror(rc));
+            *why = ep->last_error;
+        }
+    }
+    if (rc != 0) {
+        u->state = MT_UPSTREAM_CLOSING;
+        uv_close((uv_handle_t *)&u->tcp, upstream_closed);
+        return NULL;
+    }
+    mt_protocol_t p = ops->protocol;
+    u->next = w->upstreams[p];
+    if (w->upstreams[p])
+        w->upstreams[p]->prev = u;
+    w->upstreams[p] = u;
+    return u;
+}
+
+/* ---- pools ------------------------------------------------------------------------------------
+ */
+
+mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, uint64_t key,
+                                  void *arg, const char **why)
+{
+    mt_upstream_pool_t *pool = mt_upstream_pool(ep, ops->protocol);
+    if (MT_UNLIKELY(!pool->shared)) {
+        uint32_t n = ep->cluster->w->rconns_per_endpoint;
+        pool->shared = calloc(n ? n : 1, sizeof(*pool->shared));
+        if (!pool->shared) {
+            *why = "out of memory";
+            return NULL;
+        }
+        pool->n_shared = n ? n : 1;
+    }
+    uint32_t slot = (uint32_t)(key % pool->n_shared);
+    mt_upstream_t *u = pool->shared[slot];
+    if (MT_LIKELY(u != NULL))
+        return u;
+    u = upstream_new(ep, ops, MT_UPSTREAM_SHARED, slot, arg, why);
+    if (u)
+        pool->shared[slot] = u;
+    return u;
+}
+
+mt_upstream_t *mt_upstream_lease(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, void *arg,
+                                 const char **why)
+{
+    mt_upstream_pool_t *pool = mt_upstream_pool(ep, ops->protocol);
+    mt_upstream_t *u = pool->idle;
+    if (u) {
+        pool->idle = u->idle_next;
+        u->idle_next = NULL;
+        u->kind = MT_UPSTREAM_LEASED;
+        return u;
+    }
+    uint32_t max = ep->cluster->conf->max_connections;
+    if (max && pool->n_exclusive >= max) {
+        char lbl[256];
+        snprintf(ep->lease_error, sizeof(ep->lease_error),
+                 "meltemi: upstream %s: all %u exclusive connections are in use "
+                 "(connectionPool.tcp.maxConnections)",
+                 mt_upstream_label(ep, lbl, sizeof(lbl)), max);
+        *why = ep->lease_error;
+        return NULL;
+    }
+    u = upstream_new(ep, ops, MT_UPSTREAM_LEASED, 0, arg, why);
+    if (u)
+        pool->n_exclusive++;
+    return u;
+}
+
+void mt_upstream_return(mt_upstream_t *u, bool reusable)
+{
+    if (u->state == MT_UPSTREAM_CLOSING || u->kind != MT_UPSTREAM_LEASED)
+        return;
+    if (!reusable || u->state != MT_UPSTREAM_READY || u->inflight || u->ep->cluster->retired ||
+        mt_outq_pending(&u->out)) {
+        mt_upstream_close(u);
+        return;
+    }
+    mt_upstream_pool_t *pool = mt_upstream_pool(u->ep, u->ops->protocol);
+    u->kind = MT_UPSTREAM_IDLE;
+    u->idle_since_ms = mt_worker_now_ms(u->w);
+    u->idle_next = pool->idle;
+    pool->idle = u;
+}
+
+void mt_upstream_tick(mt_worker_t *w, mt_protocol_t p, uint64_t now_ms)
+{
+    mt_upstream_t *next;
+    for (mt_upstream_t *u = w->upstreams[p]; u; u = next) {
+        next = u->next;
+        if (u->kind != MT_UPSTREAM_LEASED && u->ep->cluster->retired && u->inflight == 0) {
+            mt_upstream_close(u); /* a reload replaced its cluster and nothing is in flight */
+        } else if (u->state == MT_UPSTREAM_CONNECTING && now_ms >= u->connect_deadline_ms) {
+            char lbl[256], text[TEXT_MAX];
+            snprintf(text, sizeof(text), "upstream %s unavailable: connect timed out after %u ms",
+                     mt_upstream_label(u->ep, lbl, sizeof(lbl)),
+                     u->ep->cluster->conf->connect_timeout_ms);
+            upstream_end(u, MT_UPSTREAM_CONNECT_TIMEOUT, text, true);
+        } else if (u->kind == MT_UPSTREAM_IDLE &&
+                   now_ms - u->idle_since_ms >= MT_UPSTREAM_IDLE_MS) {
+            mt_upstream_close(u);
+        }
+        /* upstream_end / close may have closed next as well (a proxy failing one connection
+         * can end others of the same cluster): it is out of the list then, start over. */
+        if (next && next->state == MT_UPSTREAM_CLOSING) {
+            next = w->upstreams[p];
+        }
+    }
+}

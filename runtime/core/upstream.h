@@ -1,0 +1,167 @@
+/*
+ * upstream.h - the upstream shell every proxy builds its server-side connections on: the
+ * connect (with the endpoint's backoff and health), the connect timeout, the read buffer and
+ * read path, the output queue, the close, and the per-endpoint pools:
+ *
+ *   - shared connections by slot (pipelined or id-multiplexed: Redis, MetaProtocol), one
+ *     pool per protocol on each endpoint, so connections of different proxies never mix;
+ *     they live with their endpoint, so a cluster kept across a reload (same fingerprint)
+ *     keeps them, and a retired cluster's connections close once nothing is in flight;
+ *   - exclusive leases: a connection dedicated to one user (a transaction, a subscriber, a
+ *     blocking command), taken from a bounded per-endpoint pool of idle ones or connected
+ *     anew, and given back clean (kept for the next lease) or dirty (closed).
+ *
+ * A proxy embeds mt_upstream_t first in its own connection struct, fills one
+ * mt_upstream_ops_t (static, with the struct's size) and never touches the socket itself. The
+ * shell allocates and frees the struct; the proxy's on_open initialises its own parts and
+ * on_closed releases them.
+ *
+ * Ownership: a connection belongs to its endpoint's pool slot (shared), to its lessee (leased)
+ * or to the pool's idle list (exclusive, returned clean); every connection is also on its
+ * worker's list (w->upstreams[protocol]) until its handle starts closing, and counts in its
+ * cluster's n_rups until the handle is closed.
+ */
+#ifndef MELTEMI_CORE_UPSTREAM_H
+#define MELTEMI_CORE_UPSTREAM_H
+
+#include "runtime/core/common.h"
+#include "runtime/core/worker.h"
+
+#define MT_UPSTREAM_BACKOFF_MIN_MS 50   /* first retry delay after a failed connect */
+#define MT_UPSTREAM_BACKOFF_MAX_MS 1000 /* doubling stops here */
+#define MT_UPSTREAM_IDLE_MS 60000       /* idle exclusive connections close after this */
+
+typedef enum mt_upstream_state {
+    MT_UPSTREAM_CONNECTING = 0,
+    MT_UPSTREAM_READY,
+    MT_UPSTREAM_CLOSING,
+} mt_upstream_state_t;
+
+/* Why the shell ends a connection (ops->on_error). */
+typedef enum mt_upstream_event {
+    MT_UPSTREAM_CONNECT_FAILED = 0, /* the connect failed (the endpoint backs off) */
+    MT_UPSTREAM_CONNECT_TIMEOUT,    /* not connected by its deadline (the endpoint backs off) */
+    MT_UPSTREAM_PEER_CLOSED,        /* EOF or a read error */
+    MT_UPSTREAM_WRITE_FAILED,
+} mt_upstream_event_t;
+
+typedef enum mt_upstream_kind {
+    MT_UPSTREAM_SHARED = 0, /* in a pool slot, used by many */
+    MT_UPSTREAM_LEASED,     /* dedicated to one lessee */
+    MT_UPSTREAM_IDLE,       /* exclusive, returned clean, waiting for the next lease */
+} mt_upstream_kind_t;
+
+typedef struct mt_upstream_ops {
+    mt_protocol_t protocol; /* which pool of an endpoint, which worker list */
+    size_t size;            /* of the proxy's struct, mt_upstream_t first */
+    /* Prefixed to the shell's texts in logs and in ep->last_error (what later callers are
+     * told while the endpoint backs off): Redis "meltemi: ", MetaProtocol "". */
+    const char *text_prefix;
+    /* The connect is about to start: set up the proxy's parts (arg is what the caller of
+     * mt_upstream_shared / mt_upstream_lease passed) and queue what must leave first (Redis:
+     * AUTH, READONLY), before anyone else queues. -1 gives the connection up (the caller is
+     * told "out of memory"); on_closed runs even then (it follows every on_open). May be NULL. */
+    int (*on_open)(mt_upstream_t *u, void *arg);
+    /* The connection is READY (reading started, the queue scheduled). May be NULL. */
+    void (*on_connected)(mt_upstream_t *u);
+    /* New bytes are in u->rbuf: consume every whole frame, advancing u->rbuf->pos. Called only
+     * while READY. */
+    void (*on_data)(mt_upstream_t *u);
+    /* The shell ends the connection for ev; text is "upstream <label> ..." (the part after a
+     * protocol's own prefix). Fail what is in flight; the shell closes u afterwards (the
+     * proxy may close it itself first). */
+    void (*on_error)(mt_upstream_t *u, mt_upstream_event_t ev, const char *text);
+    /* The connection starts closing (state CLOSING, out of its pool and the worker's list):
+     * stop the proxy's timers. May be NULL. */
+    void (*on_close)(mt_upstream_t *u);
+    /* The handle is closed: free the proxy's own parts (not u: the shell frees it). May be
+     * NULL. */
+    void (*on_closed)(mt_upstream_t *u);
+} mt_upstream_ops_t;
+
+struct mt_upstream {
+    uv_tcp_t tcp; /* first: the uv handle's data points back here */
+    uv_connect_t creq;
+    mt_worker_t *w;
+    mt_wendpoint_t *ep;
+    const mt_upstream_ops_t *ops;
+    mt_buf_t *rbuf;    /* unread replies */
+    mt_outq_t out;     /* requests, in the order they leave */
+    uint32_t inflight; /* requests sent or queued, waiting for their reply: the proxy counts */
+    uint32_t slot;     /* shared: the pool slot */
+    uint64_t connect_deadline_ms;
+    uint64_t idle_since_ms; /* MT_UPSTREAM_IDLE: when it was returned */
+    mt_upstream_state_t state;
+    mt_upstream_kind_t kind;
+    mt_upstream_t *prev, *next; /* the worker's list */
+    mt_upstream_t *idle_next;   /* the pool's idle list */
+};
+
+/* The endpoint's pool for protocol p. */
+static inline mt_upstream_pool_t *mt_upstream_pool(mt_wendpoint_t *ep, mt_protocol_t p)
+{
+    return &ep->pools[p];
+}
+
+/* "service (address:port)" of ep, for logs and error texts. */
+const char *mt_upstream_label(const mt_wendpoint_t *ep, char *buf, size_t n);
+
+/* True while ep may be tried: resolved, and not backing off. */
+static inline bool mt_upstream_healthy(const mt_wendpoint_t *ep, uint64_t now_ms)
+{
+    return !ep->resolve_error[0] && ep->retry_at_ms <= now_ms;
+}
+/* A connect to ep failed with why: no new attempt for 50 ms, doubling up to 1 s while it
+ * keeps failing; why is what callers are told meanwhile. A connect that succeeds resets it. */
+void mt_upstream_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why);
+
+/*
+ * The shared connection of ep in slot key % rconns_per_endpoint, connecting it when the slot
+ * is empty. NULL and why (valid until the next call on ep) when none can be had: unresolved,
+ * backing off, or the connect could not start. A connection that is still CONNECTING is
+ * returned: queue on it, the shell writes once connected.
+ */
+mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, uint64_t key,
+                                  void *arg, const char **why);
+
+/*
+ * An exclusive connection to ep for one lessee: the most recently returned idle one, or a new
+ * one when none is idle and fewer than the cluster's max_connections exclusive connections of
+ * this protocol are open to ep (leased plus idle). Never waits: at the bound it fails at
+ * once, NULL and why ("meltemi: upstream <label>: all <n> exclusive connections are in use
+ * (connectionPool.tcp.maxConnections)"); also NULL and why as mt_upstream_shared.
+ * The lessee owns it until mt_upstream_return; if the shell ends it first (on_error), the
+ * lessee hears it through its ops and must forget u.
+ */
+mt_upstream_t *mt_upstream_lease(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, void *arg,
+                                 const char **why);
+/*
+ * Gives a leased connection back. reusable: its state is clean (nothing in flight, no
+ * session state left on the server, e.g. after EXEC); it waits idle for the next lease, and
+ * closes after MT_UPSTREAM_IDLE_MS. Otherwise (a client vanished mid-transaction) it is
+ * closed. A connection that is not READY, still has requests in flight or whose cluster is
+ * retired is closed whatever reusable says.
+ */
+void mt_upstream_return(mt_upstream_t *u, bool reusable);
+
+/* Schedules u's output for the worker's flush pass if it is connected (a CONNECTING
+ * connection writes what is queued once connected). */
+static inline void mt_upstream_schedule(mt_upstream_t *u)
+{
+    if (u->state == MT_UPSTREAM_READY)
+        mt_worker_schedule_flush(u->w, &u->out);
+}
+
+/* Closes u (idempotent): out of its pool and the worker's list at once, ops->on_close, the
+ * handle closes, then ops->on_closed and the memory goes. Requests still on u are the
+ * proxy's to fail first. */
+void mt_upstream_close(mt_upstream_t *u);
+
+/*
+ * The worker's tick for protocol p's connections: connects past their deadline end with
+ * MT_UPSTREAM_CONNECT_TIMEOUT (the endpoint backs off), connections of retired clusters with
+ * nothing in flight close, idle exclusive connections older than MT_UPSTREAM_IDLE_MS close.
+ */
+void mt_upstream_tick(mt_worker_t *w, mt_protocol_t p, uint64_t now_ms);
+
+#endif

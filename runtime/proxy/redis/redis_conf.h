@@ -1,0 +1,75 @@
+/*
+ * redis_conf.h - the Redis part of a snapshot: what mt_listener_conf_t.proto and
+ * mt_cluster_conf_t.proto point to on redis listeners and clusters (listener.redis and
+ * cluster.redis of docs/snapshot.md). Read by redis_snapshot.c on the main thread, immutable
+ * afterwards, used by redis_proxy.c and redis_cluster.c through the two accessors below.
+ */
+#ifndef MELTEMI_REDIS_CONF_H
+#define MELTEMI_REDIS_CONF_H
+
+#include "runtime/core/snapshot.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum mt_redis_mode { MT_REDIS_PROXY = 0, MT_REDIS_CLUSTER = 1 } mt_redis_mode_t;
+
+typedef enum mt_read_policy {
+    MT_READ_MASTER = 0,
+    MT_READ_PREFER_MASTER,
+    MT_READ_REPLICA,
+    MT_READ_PREFER_REPLICA,
+    MT_READ_ANY,
+} mt_read_policy_t;
+
+/* RedisService settings of one listener (listener.redis). */
+typedef struct mt_redis_listener_conf {
+    mt_auth_t auth; /* client -> proxy */
+    uint32_t op_timeout_ms;
+    mt_read_policy_t read_policy;
+    bool enable_command_stats;
+    uint32_t max_buffer_size_before_flush; /* 0: flush every loop iteration */
+    uint32_t buffer_flush_timeout_ms;
+    bool enable_redirection;                   /* follow MOVED / ASK (cluster mode) */
+    bool enable_hashtagging;                   /* PROXY mode: hash only the {tag} of a key */
+    uint32_t max_upstream_unknown_connections; /* nodes first met through a redirection */
+    uint32_t auth_timeout_ms; /* close if not authenticated by then (auth required); 0: never */
+    uint32_t idle_timeout_ms; /* close after this long with no traffic, nothing in flight; 0:
+                                 never */
+} mt_redis_listener_conf_t;
+
+/* RedisDestination settings of one cluster (cluster.redis). */
+typedef struct mt_redis_cluster_conf {
+    mt_redis_mode_t mode;
+    mt_auth_t auth;                /* proxy -> Redis */
+    mt_endpoint_conf_t *discovery; /* discoveryEndpoints: more cluster seeds, resolved */
+    uint32_t n_discovery;
+    /* PROXY mode, a plain primary/replica pair: replica[i] says whether endpoints[i] of the
+     * cluster (and so mt_wcluster_t.eps[i]) is a read replica, from its labels (role,
+     * redis-role or redis.io/role = replica | slave). NULL when the cluster has none. */
+    bool *replica;
+    uint32_t n_replicas;
+} mt_redis_cluster_conf_t;
+
+/* What a cluster without a Redis part reads as (a snapshot where a Redis route names a
+ * cluster of another protocol): PROXY mode, no auth, no seeds. */
+extern const mt_redis_cluster_conf_t mt_redis_cluster_none;
+
+/* The Redis part of a listener. Redis sessions only run on redis listeners (the worker
+ * dispatches accepts by protocol and a rebind keeps it), whose part redis_snapshot.c always
+ * sets, so this is one load. */
+static inline const mt_redis_listener_conf_t *mt_redis_listener(const mt_listener_conf_t *l)
+{
+    return l->proto;
+}
+
+/* The Redis part of a cluster. A Redis route may only name redis clusters (the compiler
+ * checks the port's protocol), but proto is another proxy's struct on any other cluster, so
+ * the protocol is checked rather than trusted. A redis cluster always has its part (a
+ * snapshot where mt_redis_read_cluster failed is refused). */
+static inline const mt_redis_cluster_conf_t *mt_redis_cluster(const mt_cluster_conf_t *c)
+{
+    return c->protocol == MT_PROTO_REDIS ? c->proto : &mt_redis_cluster_none;
+}
+
+#endif

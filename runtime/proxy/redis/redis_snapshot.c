@@ -1,0 +1,178 @@
+/*
+ * redis_snapshot.c - the Redis part of a snapshot: listener.redis (RedisService settings)
+ * and cluster.redis (RedisDestination: mode, auth, discovery endpoints). snapshot.c calls
+ * these through the registry (mt_proxy_redis) for redis listeners and clusters; they run on
+ * the main thread at load and reload. Missing fields take the defaults of docs/snapshot.md.
+ */
+#include "runtime/proxy/redis/redis_snapshot.h"
+
+#include "runtime/core/common.h"
+
+#include <lauxlib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define REDIS_DEFAULT_OP_TIMEOUT_MS 5000
+#define REDIS_DEFAULT_AUTH_TIMEOUT_MS 10000 /* RedisService settings.authTimeout */
+#define REDIS_DEFAULT_FLUSH_TIMEOUT_MS 3
+#define REDIS_DEFAULT_MAX_UNKNOWN 100
+
+const mt_redis_cluster_conf_t mt_redis_cluster_none = {.mode = MT_REDIS_PROXY};
+
+static mt_read_policy_t redis_parse_read_policy(const char *p)
+{
+    static const char *const names[] = {"MASTER", "PREFER_MASTER", "REPLICA", "PREFER_REPLICA",
+                                        "ANY"};
+    for (size_t i = 0; p && i < MT_ARRAY_LEN(names); i++) {
+        if (strcmp(p, names[i]) == 0)
+            return (mt_read_policy_t)i;
+    }
+    return MT_READ_MASTER;
+}
+
+/* redis.discovery_endpoints: { {address=, port=}, ... } -> resolved seeds. One that does not
+ * resolve is kept with its resolve_error and skipped by the topology. */
+static void redis_read_discovery(lua_State *L, int rt, mt_redis_cluster_conf_t *rc)
+{
+    if (!mt_snap_field_table(L, rt, "discovery_endpoints"))
+        return;
+    int dt = lua_gettop(L);
+    size_t n = lua_objlen(L, dt);
+    rc->discovery = calloc(n ? n : 1, sizeof(*rc->discovery));
+    for (size_t i = 0; rc->discovery && i < n; i++) {
+        lua_rawgeti(L, dt, (int)i + 1);
+        if (lua_istable(L, -1))
+            mt_snap_endpoint(L, lua_gettop(L), "discovery endpoint",
+                             &rc->discovery[rc->n_discovery++]);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* Whether the endpoint table at index ep is labelled as a replica. */
+static bool redis_endpoint_is_replica(lua_State *L, int ep)
+{
+    static const char *const keys[] = {"role", "redis-role", "redis.io/role"};
+    bool replica = false;
+    if (!mt_snap_field_table(L, ep, "labels"))
+        return false;
+    for (size_t i = 0; i < MT_ARRAY_LEN(keys) && !replica; i++) {
+        char *v = mt_snap_field_str(L, lua_gettop(L), keys[i]);
+        replica = v && (strcmp(v, "replica") == 0 || strcmp(v, "slave") == 0);
+        free(v);
+    }
+    lua_pop(L, 1);
+    return replica;
+}
+
+/* The roles of the endpoints core has read into c->endpoints, in the same order (the
+ * cluster table's endpoints array). */
+static int redis_read_roles(lua_State *L, int t, const mt_cluster_conf_t *c,
+                            mt_redis_cluster_conf_t *rc)
+{
+    if (c->n_endpoints == 0 || !mt_snap_field_table(L, t, "endpoints"))
+        return 0;
+    int et = lua_gettop(L);
+    rc->replica = calloc(c->n_endpoints, sizeof(*rc->replica));
+    for (uint32_t i = 0; rc->replica && i < c->n_endpoints; i++) {
+        lua_rawgeti(L, et, (int)i + 1);
+        rc->replica[i] = lua_istable(L, -1) && redis_endpoint_is_replica(L, lua_gettop(L));
+        rc->n_replicas += rc->replica[i];
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc->replica ? 0 : -1;
+}
+
+int mt_redis_read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
+{
+    mt_redis_cluster_conf_t *rc = calloc(1, sizeof(*rc));
+    if (!rc) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
+    c->proto = rc;
+    if (redis_read_roles(L, t, c, rc) != 0) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
+    if (!mt_snap_field_table(L, t, "redis"))
+        return 0;
+    int rt = lua_gettop(L);
+    char *mode = mt_snap_field_str(L, rt, "mode");
+    rc->mode = mode && strcmp(mode, "CLUSTER") == 0 ? MT_REDIS_CLUSTER : MT_REDIS_PROXY;
+    free(mode);
+    mt_snap_field_auth(L, rt, "auth", &rc->auth);
+    redis_read_discovery(L, rt, rc);
+    lua_pop(L, 1);
+    return 0;
+}
+
+void mt_redis_free_cluster(mt_cluster_conf_t *c)
+{
+    mt_redis_cluster_conf_t *rc = c->proto;
+    if (!rc)
+        return;
+    for (uint32_t i = 0; i < rc->n_discovery; i++)
+        mt_endpoint_conf_free(&rc->discovery[i]);
+    free(rc->discovery);
+    free(rc->replica);
+    mt_auth_free(&rc->auth);
+    free(rc);
+    c->proto = NULL;
+}
+
+static void redis_read_settings(lua_State *L, int rt, mt_redis_listener_conf_t *rl)
+{
+    mt_snap_field_auth(L, rt, "auth", &rl->auth);
+    rl->op_timeout_ms =
+        (uint32_t)mt_snap_field_int(L, rt, "op_timeout_ms", REDIS_DEFAULT_OP_TIMEOUT_MS);
+    if (rl->op_timeout_ms == 0)
+        rl->op_timeout_ms = REDIS_DEFAULT_OP_TIMEOUT_MS;
+    char *rp = mt_snap_field_str(L, rt, "read_policy");
+    rl->read_policy = redis_parse_read_policy(rp);
+    free(rp);
+    rl->enable_command_stats = mt_snap_field_bool(L, rt, "enable_command_stats", false);
+    rl->max_buffer_size_before_flush =
+        (uint32_t)mt_snap_field_int(L, rt, "max_buffer_size_before_flush", 0);
+    rl->buffer_flush_timeout_ms = (uint32_t)mt_snap_field_int(L, rt, "buffer_flush_timeout_ms",
+                                                              REDIS_DEFAULT_FLUSH_TIMEOUT_MS);
+    rl->enable_redirection = mt_snap_field_bool(L, rt, "enable_redirection", true);
+    rl->enable_hashtagging = mt_snap_field_bool(L, rt, "enable_hashtagging", true);
+    rl->max_upstream_unknown_connections = (uint32_t)mt_snap_field_int(
+        L, rt, "max_upstream_unknown_connections", REDIS_DEFAULT_MAX_UNKNOWN);
+    rl->auth_timeout_ms = mt_snap_field_ms(L, rt, "auth_timeout_ms", REDIS_DEFAULT_AUTH_TIMEOUT_MS);
+    rl->idle_timeout_ms = mt_snap_field_ms(L, rt, "idle_timeout_ms", 0);
+}
+
+int mt_redis_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf_t *l, char **err)
+{
+    (void)s;
+    mt_redis_listener_conf_t *rl = calloc(1, sizeof(*rl));
+    if (!rl) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
+    l->proto = rl;
+    /* A listener without a redis table (no RedisService) runs on these defaults. */
+    rl->op_timeout_ms = REDIS_DEFAULT_OP_TIMEOUT_MS;
+    rl->enable_redirection = true;
+    rl->enable_hashtagging = true;
+    rl->max_upstream_unknown_connections = REDIS_DEFAULT_MAX_UNKNOWN;
+    rl->auth_timeout_ms = REDIS_DEFAULT_AUTH_TIMEOUT_MS;
+    if (mt_snap_field_table(L, t, "redis")) {
+        redis_read_settings(L, lua_gettop(L), rl);
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+void mt_redis_free_listener(mt_listener_conf_t *l)
+{
+    mt_redis_listener_conf_t *rl = l->proto;
+    if (!rl)
+        return;
+    mt_auth_free(&rl->auth);
+    free(rl);
+    l->proto = NULL;
+}
