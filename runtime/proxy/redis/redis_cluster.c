@@ -611,7 +611,7 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     }
     r->redirects++;
     /* r just left its old connection's FIFO; its link there must not follow it into the
-     * new one (rup_push appends without clearing it). */
+     * new one (mt_rup_push appends without clearing it). */
     r->unext = NULL;
     if (moved) {
         /* Point the slot at the node's shard if we know it as a master; refresh soon. */
