@@ -68,7 +68,7 @@ void mt_upstream_close(mt_upstream_t *u)
     if (u->kind == MT_UPSTREAM_SHARED) {
         if (u->slot < pool->n_shared && pool->shared[u->slot] == u)
             pool->shared[u->slot] = NULL;
-    } else {
+    } else if (u->kind != MT_UPSTREAM_DEDICATED) {
         if (u->kind == MT_UPSTREAM_IDLE)
             pool_idle_remove(pool, u);
         pool->n_exclusive--;
@@ -93,13 +93,14 @@ void mt_upstream_close(mt_upstream_t *u)
 static void upstream_end(mt_upstream_t *u, mt_upstream_event_t ev, const char *text, bool warn)
 {
     const char *pfx = u->ops->text_prefix ? u->ops->text_prefix : "";
-    if (warn)
+    if (warn && !u->ops->quiet)
         mt_warn("%s%s", pfx, text);
     if (ev == MT_UPSTREAM_CONNECT_FAILED || ev == MT_UPSTREAM_CONNECT_TIMEOUT) {
         char why[TEXT_MAX + 16];
         snprintf(why, sizeof(why), "%s%s", pfx, text);
         mt_stat_add(u->ep->cluster->conf->stats, u->w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
-        mt_upstream_backoff(u->ep, u->w, why);
+        if (!u->ops->ignore_backoff)
+            mt_upstream_backoff(u->ep, u->w, why);
     }
     u->ops->on_error(u, ev, text);
     mt_upstream_close(u);
@@ -124,7 +125,12 @@ static void upstream_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf
 {
     MT_UNUSED(buf);
     mt_upstream_t *u = st->data;
+    if (nread == UV_EOF && u->ops->on_eof) {
+        u->ops->on_eof(u); /* libuv has stopped reading */
+        return;
+    }
     if (nread < 0) {
+        u->error = nread == UV_EOF ? 0 : (int)nread;
         char lbl[256], text[TEXT_MAX];
         snprintf(text, sizeof(text), "upstream %s closed the connection%s%s",
                  mt_upstream_label(u->ep, lbl, sizeof(lbl)), nread == UV_EOF ? "" : ": ",
@@ -148,6 +154,7 @@ static void upstream_on_write_done(mt_outq_t *q, int status)
     mt_upstream_t *u = MT_CONTAINER_OF(q, mt_upstream_t, out);
     if (status < 0 && status != UV_ECANCELED && u->state != MT_UPSTREAM_CLOSING) {
         char lbl[256], text[TEXT_MAX];
+        u->error = status;
         snprintf(text, sizeof(text), "upstream %s write failed: %s",
                  mt_upstream_label(u->ep, lbl, sizeof(lbl)), uv_strerror(status));
         upstream_end(u, MT_UPSTREAM_WRITE_FAILED, text, false);
@@ -162,6 +169,7 @@ static void upstream_on_connect(uv_connect_t *req, int status)
     mt_worker_t *w = u->w;
     mt_cluster_conf_t *cc = u->ep->cluster->conf;
     if (status < 0) {
+        u->error = status;
         char lbl[256], text[TEXT_MAX];
         snprintf(text, sizeof(text), "upstream %s unavailable: %s",
                  mt_upstream_label(u->ep, lbl, sizeof(lbl)), uv_strerror(status));
@@ -169,7 +177,8 @@ static void upstream_on_connect(uv_connect_t *req, int status)
         return;
     }
     u->state = MT_UPSTREAM_READY;
-    u->ep->backoff_ms = 0;
+    if (!u->ops->ignore_backoff)
+        u->ep->backoff_ms = 0;
     mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_TOTAL, 1);
     mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, 1);
     uv_tcp_nodelay(&u->tcp, 1);
@@ -191,7 +200,7 @@ static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *
         return NULL;
     }
     uint64_t now = mt_worker_now_ms(w);
-    if (ep->retry_at_ms > now) {
+    if (!ops->ignore_backoff && ep->retry_at_ms > now) {
         *why = ep->last_error;
         return NULL;
     }
@@ -220,7 +229,9 @@ static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *
     } else {
         rc = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ep->sa,
                             upstream_on_connect);
-        if (rc != 0) {
+        if (rc != 0 && ops->ignore_backoff) {
+            *why = uv_strerror(rc); /* ep->last_error is what a backing-off endpoint says */
+        } else if (rc != 0) {
             snprintf(ep->last_error, sizeof(ep->last_error), "connect: %s", uv_strerror(rc));
             *why = ep->last_error;
         }
@@ -291,6 +302,24 @@ mt_upstream_t *mt_upstream_lease(mt_wendpoint_t *ep, const mt_upstream_ops_t *op
     return u;
 }
 
+mt_upstream_t *mt_upstream_connect(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, void *arg,
+                                   const char **why)
+{
+    return upstream_new(ep, ops, MT_UPSTREAM_DEDICATED, 0, arg, why);
+}
+
+void mt_upstream_read_stop(mt_upstream_t *u)
+{
+    if (u->state == MT_UPSTREAM_READY)
+        uv_read_stop((uv_stream_t *)&u->tcp);
+}
+
+void mt_upstream_read_start(mt_upstream_t *u)
+{
+    if (u->state == MT_UPSTREAM_READY)
+        uv_read_start((uv_stream_t *)&u->tcp, upstream_alloc, upstream_on_read);
+}
+
 void mt_upstream_return(mt_upstream_t *u, bool reusable)
 {
     if (u->state == MT_UPSTREAM_CLOSING || u->kind != MT_UPSTREAM_LEASED)
@@ -312,7 +341,8 @@ void mt_upstream_tick(mt_worker_t *w, mt_protocol_t p, uint64_t now_ms)
     mt_upstream_t *next;
     for (mt_upstream_t *u = w->upstreams[p]; u; u = next) {
         next = u->next;
-        if (u->kind != MT_UPSTREAM_LEASED && u->ep->cluster->retired && u->inflight == 0) {
+        if ((u->kind == MT_UPSTREAM_SHARED || u->kind == MT_UPSTREAM_IDLE) &&
+            u->ep->cluster->retired && u->inflight == 0) {
             mt_upstream_close(u); /* a reload replaced its cluster and nothing is in flight */
         } else if (u->state == MT_UPSTREAM_CONNECTING && now_ms >= u->connect_deadline_ms) {
             char lbl[256], text[TEXT_MAX];

@@ -49,6 +49,7 @@ typedef enum mt_upstream_kind {
     MT_UPSTREAM_SHARED = 0, /* in a pool slot, used by many */
     MT_UPSTREAM_LEASED,     /* dedicated to one lessee */
     MT_UPSTREAM_IDLE,       /* exclusive, returned clean, waiting for the next lease */
+    MT_UPSTREAM_DEDICATED,  /* one user's (mt_upstream_connect): never pooled, not bounded */
 } mt_upstream_kind_t;
 
 typedef struct mt_upstream_ops {
@@ -57,6 +58,12 @@ typedef struct mt_upstream_ops {
     /* Prefixed to the shell's texts in logs and in ep->last_error (what later callers are
      * told while the endpoint backs off): Redis "meltemi: ", MetaProtocol "". */
     const char *text_prefix;
+    /* The shell logs nothing: the proxy says what happened from on_error (plain TCP keeps its
+     * own texts). */
+    bool quiet;
+    /* Connect even while the endpoint backs off, and let a failed connect not back it off
+     * (nor a successful one reset it): plain TCP tries every client's connect. */
+    bool ignore_backoff;
     /* The connect is about to start: set up the proxy's parts (arg is what the caller of
      * mt_upstream_shared / mt_upstream_lease passed) and queue what must leave first (Redis:
      * AUTH, READONLY), before anyone else queues. -1 gives the connection up (the caller is
@@ -67,6 +74,9 @@ typedef struct mt_upstream_ops {
     /* New bytes are in u->rbuf: consume every whole frame, advancing u->rbuf->pos. Called only
      * while READY. */
     void (*on_data)(mt_upstream_t *u);
+    /* The peer half-closed: reading has stopped, the connection stays up for writing until
+     * the proxy closes it. NULL: EOF ends the connection (MT_UPSTREAM_PEER_CLOSED). */
+    void (*on_eof)(mt_upstream_t *u);
     /* The shell ends the connection for ev; text is "upstream <label> ..." (the part after a
      * protocol's own prefix). Fail what is in flight; the shell closes u afterwards (the
      * proxy may close it itself first). */
@@ -89,6 +99,7 @@ struct mt_upstream {
     mt_outq_t out;     /* requests, in the order they leave */
     uint32_t inflight; /* requests sent or queued, waiting for their reply: the proxy counts */
     uint32_t slot;     /* shared: the pool slot */
+    int error;         /* the libuv status behind the last on_error (0: a timeout) */
     uint64_t connect_deadline_ms;
     uint64_t idle_since_ms; /* MT_UPSTREAM_IDLE: when it was returned */
     mt_upstream_state_t state;
@@ -135,6 +146,22 @@ mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *o
  */
 mt_upstream_t *mt_upstream_lease(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, void *arg,
                                  const char **why);
+/*
+ * A connection to ep for one user, outside every pool: not counted against max_connections,
+ * never reused, and (with ops->ignore_backoff) tried whatever the endpoint's backoff says.
+ * NULL and why as mt_upstream_shared. The user closes it with mt_upstream_close; if the shell
+ * ends it first (on_error), the user hears it through its ops and must forget u. Its
+ * connect deadline is the user's (mt_upstream_tick is per protocol): plain TCP keeps its
+ * timer on the worker's wheel. The user may write to u->tcp through an outq of its own and
+ * shut it down for writing (a relay's half-close).
+ */
+mt_upstream_t *mt_upstream_connect(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, void *arg,
+                                   const char **why);
+/* Stops / restarts reading u (a relay's back-pressure); no-ops unless u is READY. The shell
+ * starts reading when u connects. */
+void mt_upstream_read_stop(mt_upstream_t *u);
+void mt_upstream_read_start(mt_upstream_t *u);
+
 /*
  * Gives a leased connection back. reusable: its state is clean (nothing in flight, no
  * session state left on the server, e.g. after EXEC); it waits idle for the next lease, and

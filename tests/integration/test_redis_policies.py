@@ -264,7 +264,7 @@ def test_multi_key_commands_are_split_per_service(mesh):
     assert c.call("DEL", "a", "cluster-b", "cluster-missing") == 2
     assert c.call("UNLINK", "c", "strip:d") == 2
     assert env.single.dbsize() == 0 and env.other.dbsize() == 0
-    # Commands whose keys must live together are refused, documented in redis_proxy.c
+    # Commands whose keys must live together are refused, documented in runtime/proxy/redis/policy.c
     # (sess_split_by_route) and left untouched on both servers.
     assert c.call("SET", "x", "1") == b"OK" and c.call("SET", "cluster-y", "2") == b"OK"
     for cmd in (("RENAME", "x", "cluster-y"), ("SUNIONSTORE", "x", "cluster-y"),

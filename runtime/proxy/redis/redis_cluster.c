@@ -204,27 +204,37 @@ static void topo_fail_waiting(mt_wcluster_t *c, const char *why)
     t->n_waiting = 0;
 }
 
-/* Re-routes the commands that waited for a slot map (their bytes are re-parsed). */
+typedef void (*reread_then_t)(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req);
+
+/* Parses again the command bytes kept in r->frame (the client's multibulk frame, or the
+ * proxy's own re-encoding of an inline one) and hands the request to then(c, r, ...). Those
+ * bytes parsed once already, so a failure here is an internal error, answered as one. */
+static void reread(mt_wcluster_t *c, mt_rreq_t *r, reread_then_t then)
+{
+    resp_req_parser_t parser;
+    resp_req_parser_init(&parser, &resp_default_limits);
+    resp_request_t req;
+    const char *err = NULL;
+    if (resp_parse_request(&parser, r->frame.p, r->frame.len, &req, &err) == MT_OK)
+        then(c, r, &req);
+    else
+        mt_rreq_complete_error(c->w, r, "ERR meltemi: internal error re-reading a command");
+    resp_req_parser_free(&parser);
+}
+
+/* Re-routes the commands that waited for a slot map. */
 static void topo_release_waiting(mt_wcluster_t *c)
 {
     mt_rtopo_t *t = mt_rtopo(c);
     mt_rreq_t *r = t->waiting_head;
     t->waiting_head = t->waiting_tail = NULL;
     t->n_waiting = 0;
-    resp_req_parser_t parser;
-    resp_req_parser_init(&parser, &resp_default_limits);
     while (r) {
         mt_rreq_t *next = r->unext;
         r->unext = NULL;
-        resp_request_t req;
-        const char *err = NULL;
-        if (resp_parse_request(&parser, r->frame.p, r->frame.len, &req, &err) == MT_OK)
-            cluster_dispatch(c, r, &req);
-        else
-            mt_rreq_complete_error(c->w, r, "ERR meltemi: internal error re-reading a command");
+        reread(c, r, cluster_dispatch);
         r = next;
     }
-    resp_req_parser_free(&parser);
 }
 
 static int shard_cmp(const void *a, const void *b)
@@ -601,7 +611,7 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     }
     r->redirects++;
     /* r just left its old connection's FIFO; its link there must not follow it into the
-     * new one (rup_push appends without clearing it). */
+     * new one (mt_rup_push appends without clearing it). */
     r->unext = NULL;
     if (moved) {
         /* Point the slot at the node's shard if we know it as a master; refresh soon. */
@@ -1210,15 +1220,7 @@ void mt_rcluster_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t 
     mt_rsess_push(s, r);
     if (req->is_inline) {
         /* argv points into the parser's scratch; route from the re-encoded copy instead. */
-        resp_req_parser_t parser;
-        resp_req_parser_init(&parser, &resp_default_limits);
-        resp_request_t again;
-        const char *err = NULL;
-        if (resp_parse_request(&parser, r->frame.p, r->frame.len, &again, &err) == MT_OK)
-            cluster_dispatch(c, r, &again);
-        else
-            mt_rreq_complete_error(w, r, "ERR meltemi: internal error re-reading a command");
-        resp_req_parser_free(&parser);
+        reread(c, r, cluster_dispatch);
         return;
     }
     cluster_dispatch(c, r, req);
@@ -1269,15 +1271,7 @@ static void split_part_send(mt_rsess_t *s, mt_wcluster_t *c, mt_rreq_t *part, co
         return;
     }
     if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER && topo_get(c)) {
-        resp_req_parser_t parser;
-        resp_req_parser_init(&parser, &resp_default_limits);
-        resp_request_t again;
-        const char *err = NULL;
-        if (resp_parse_request(&parser, part->frame.p, part->frame.len, &again, &err) == MT_OK)
-            cluster_route(c, part, &again);
-        else
-            mt_rreq_complete_error(w, part, "ERR meltemi: internal error re-reading a part");
-        resp_req_parser_free(&parser);
+        reread(c, part, cluster_route);
         return;
     }
     const char *why = NULL;

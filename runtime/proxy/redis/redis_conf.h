@@ -2,7 +2,8 @@
  * redis_conf.h - the Redis part of a snapshot: what mt_listener_conf_t.proto and
  * mt_cluster_conf_t.proto point to on redis listeners and clusters (listener.redis and
  * cluster.redis of docs/snapshot.md). Read by redis_snapshot.c on the main thread, immutable
- * afterwards, used by redis_proxy.c and redis_cluster.c through the two accessors below.
+ * afterwards, used by the data path (the files of redis_proxy.h, redis_cluster.c among them)
+ * through the two accessors below.
  */
 #ifndef MELTEMI_REDIS_CONF_H
 #define MELTEMI_REDIS_CONF_H

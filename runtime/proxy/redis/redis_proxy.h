@@ -1,7 +1,17 @@
 /*
- * redis_proxy.h - internals shared by the Redis data path files: redis_proxy.c (sessions,
- * upstream connections, PROXY mode) and redis_cluster.c (Redis Cluster topology, slot
- * routing, redirections, split commands). Not a public API.
+ * redis_proxy.h - internals shared by the Redis data path files. Not a public API.
+ *
+ *   proxy.c    the registry entry and the per-worker state
+ *   session.c  the client session: accept, shell hooks, command dispatch, AUTH/HELLO/local
+ *   policy.c   the Lua policy chain: verdicts, rewrites, prefix-route splits, mirrors
+ *   route.c    where a command goes: forwarding, PROXY-mode endpoint choice, refusals
+ *   upstream.c the upstream connections (mt_rup_t on the upstream shell)
+ *   reply.c    request records, completion, replies in order, held replies, command stats
+ *   redis_cluster.c  Redis Cluster topology, slot routing, redirections, split commands
+ *
+ * Calls go down that list (session -> policy -> route -> upstream -> reply); redis_cluster.c
+ * sits beside route.c (route.c hands it cluster-mode commands, it sends through upstream.c
+ * and completes through reply.c). Everything else is file-local.
  */
 #ifndef MELTEMI_REDIS_PROXY_H
 #define MELTEMI_REDIS_PROXY_H
@@ -79,6 +89,15 @@ typedef struct mt_rup {
     uv_timer_t *flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires */
 } mt_rup_t;
 
+/* enableCommandStats: this worker's blocks for one listener, indexed by command id; created on
+ * first use (reply.c), freed when the worker stops (proxy.c). */
+struct cmd_stats {
+    const mt_stats_block_t *listener;
+    mt_stats_block_t *blocks[REDIS_COMMAND_COUNT];
+    struct cmd_stats *next;
+};
+typedef struct cmd_stats cmd_stats_t;
+
 /* Everything the Redis proxy keeps per worker (w->proxy[MT_PROTO_REDIS]). */
 typedef struct mt_redis_worker {
     mt_bridge_t bridge;  /* the Lua policies and filters of the live snapshot */
@@ -105,21 +124,64 @@ static inline bool mt_rcmd_is(const redis_command_t *cmd, const char *name)
     return strcmp(cmd->name, name) == 0;
 }
 
-/* redis_proxy.c */
+/* session.c */
+void mt_rsess_accept(mt_wlistener_t *l, uv_stream_t *server);
+
+/* policy.c */
+/* A command on a listener with policies or filters: ask Lua, then carry out the verdict. */
+void mt_rsess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                     const char *frame);
+
+/* route.c */
+/* Forwards a command to cluster c; hold_until_ms (DELAY faults) holds the reply back. */
+void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                    const resp_request_t *req, const char *frame, uint64_t hold_until_ms);
+/* Forwards a command to the session's own cluster. */
+void mt_rsess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                      const char *frame);
+/* PROXY mode: the endpoint for a command (keys, roles, readPolicy); NULL when none fits. */
+mt_wendpoint_t *mt_rroute_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
+                                   const resp_request_t *req, mt_read_policy_t policy,
+                                   bool hashtag);
+/* PROXY mode: the endpoint a key hashes to. */
+mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool hashtag);
+void mt_rsess_refuse(mt_rsess_t *s, const char *name, const char *form);
+/* Refuses (answers) a command that would block its shared upstream; true when refused. */
+bool mt_rsess_refuse_blocking(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
+
+/* upstream.c */
+/* The shared connection for a session on endpoint ep, connecting if needed; NULL + why. */
+mt_rup_t *mt_rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why);
+/* Appends r to u's FIFO (u owes it a reply). */
+void mt_rup_push(mt_rup_t *u, mt_rreq_t *r);
+/* After queueing a command on u: flush now or as maxBufferSizeBeforeFlush says. */
+void mt_rup_schedule(mt_rup_t *u, const mt_redis_listener_conf_t *rl);
+/* Fails every request queued on u with text and closes u. */
+void mt_rup_fail(mt_rup_t *u, const char *text);
+/* Queues r (its bytes in r->frame) on endpoint ep, after an ASKING when asking. Returns false
+ * and why when no connection can be had. */
+bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **why);
+const char *mt_rendpoint_label(mt_wendpoint_t *ep, char *buf, size_t n);
+bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms);
+bool mt_rcluster_send_slots(mt_wendpoint_t *ep, const char **why);
+
+/* reply.c */
 mt_rreq_t *mt_rreq_new(mt_worker_t *w);
 void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r);
 void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, size_t len);
 void mt_rreq_complete_copy(mt_worker_t *w, mt_rreq_t *r, const char *p, size_t len);
 void mt_rreq_complete_error(mt_worker_t *w, mt_rreq_t *r, const char *text);
-/* Queues r (its bytes in r->frame, or bytes/len when given) on endpoint ep, after an ASKING
- * when asking. Returns false and why when no connection can be had. */
-bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **why);
 /* Appends r to session s's FIFO (replies leave in this order). */
 void mt_rsess_push(mt_rsess_t *s, mt_rreq_t *r);
+/* Queues a locally made reply behind whatever the client is still waiting for. */
+void mt_rsess_reply(mt_rsess_t *s, const char *p, size_t len);
 void mt_rsess_reply_error(mt_rsess_t *s, const char *text);
-const char *mt_rendpoint_label(mt_wendpoint_t *ep, char *buf, size_t n);
-bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms);
-bool mt_rcluster_send_slots(mt_wendpoint_t *ep, const char **why);
+/* A local reply that a DELAY fault holds back until hold_until_ms. */
+void mt_rsess_reply_held(mt_rsess_t *s, const char *p, size_t len, uint64_t hold_until_ms);
+/* An error now, or held until hold_until_ms (0: now). */
+void mt_rsess_reply_error_at(mt_rsess_t *s, const char *text, uint64_t hold_until_ms);
+/* Arms the release of held replies at at_ms (or keeps an earlier one). */
+void mt_rsess_hold_arm(mt_rsess_t *s, uint64_t at_ms);
 
 /* redis_cluster.c */
 /* Sends a command of session s to cluster-mode destination c (the listener's or a route's). */
@@ -136,8 +198,6 @@ void mt_rcluster_tick(mt_wcluster_t *c, uint64_t now_ms);
 /* Prefix routing: splits a multi-key command whose keys go to different services. */
 void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t step,
                         mt_wcluster_t **targets, const uint32_t *strips);
-/* PROXY mode: the endpoint a key hashes to. */
-mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool hashtag);
 /* A fire-and-forget copy of a command (mirroring) to a cluster-mode destination. */
 void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp_request_t *req);
 void mt_rcluster_free(mt_rtopo_t *t);

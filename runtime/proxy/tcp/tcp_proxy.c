@@ -2,11 +2,14 @@
  * tcp_proxy.c - plain TCP proxying for ports whose name selects no known protocol: one
  * upstream connection per client, bytes relayed both ways without copying (read chunks are
  * queued by reference), half-closes passed through, and each direction paused while the
- * other side has more than TCP_MAX_QUEUED bytes waiting.
+ * other side has more than TCP_MAX_QUEUED bytes waiting. The upstream connection is the
+ * upstream shell's (core/upstream.h), a dedicated one per client (mt_upstream_connect): the
+ * shell creates, connects, reads and closes the socket; this file relays.
  */
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
 #include "runtime/core/session.h"
+#include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
 
 #include <stdlib.h>
@@ -15,7 +18,10 @@
 #define TCP_MAX_QUEUED (1u << 20)
 #define TCP_READ_ROOM 16384
 
+struct mt_tsess;
+
 typedef struct tcp_dir {
+    struct mt_tsess *t;
     uv_tcp_t *from;
     uv_tcp_t *to;
     mt_buf_t *rbuf;
@@ -27,16 +33,20 @@ typedef struct tcp_dir {
 } tcp_dir_t;
 
 typedef struct mt_tsess {
-    mt_session_t base; /* downstream handle first */
-    uv_tcp_t up;
-    uv_connect_t creq;
+    mt_session_t base;        /* downstream handle first */
+    mt_upstream_t *up;        /* the shell's, NULL until connecting and once it starts closing */
     mt_timer_t connect_timer; /* on the worker's wheel; stopped at connect and at close */
     tcp_dir_t d2u, u2d;
     mt_wcluster_t *cluster;
     bool connected;
     bool closing;
-    int open_handles;
+    int open_handles; /* the client's and, from its on_open to its on_closed, the upstream's */
 } mt_tsess_t;
+
+typedef struct tcp_up {
+    mt_upstream_t base; /* first: the shell allocates and frees it */
+    mt_tsess_t *t;
+} tcp_up_t;
 
 static void tsess_close(mt_tsess_t *t);
 
@@ -50,10 +60,6 @@ static void tsess_handle_closed(uv_handle_t *h)
     mt_outq_reset(&t->u2d.out);
     if (t->d2u.rbuf)
         mt_buf_unref(&w->pool, t->d2u.rbuf);
-    if (t->u2d.rbuf)
-        mt_buf_unref(&w->pool, t->u2d.rbuf);
-    if (t->connected && t->cluster)
-        mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, -1);
     mt_session_release(&t->base);
     free(t);
 }
@@ -67,18 +73,18 @@ static void tsess_close(mt_tsess_t *t)
     mt_worker_unschedule_flush(t->base.w, &t->u2d.out);
     mt_timer_stop(&t->base.w->timers, &t->connect_timer);
     uv_close((uv_handle_t *)&t->base.tcp, tsess_handle_closed);
-    uv_close((uv_handle_t *)&t->up, tsess_handle_closed);
+    if (t->up) {
+        mt_upstream_t *u = t->up;
+        t->up = NULL;
+        mt_upstream_close(u); /* its on_closed counts the last handle down */
+    }
 }
 
-static tcp_dir_t *dir_of_stream(mt_tsess_t *t, uv_stream_t *st)
-{
-    return (uv_tcp_t *)st == &t->base.tcp ? &t->d2u : &t->u2d;
-}
-
+/* The client's direction reads here; the upstream's reads through the shell (tcp_up_on_data). */
 static void dir_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     mt_tsess_t *t = h->data;
-    tcp_dir_t *d = dir_of_stream(t, (uv_stream_t *)h);
+    tcp_dir_t *d = &t->d2u;
     /* Everything read is queued by reference at once, so the unread part is always empty. */
     if (d->rbuf && mt_buf_room(d->rbuf) < 1024) {
         mt_buf_unref(&t->base.w->pool, d->rbuf);
@@ -100,7 +106,10 @@ static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void dir_pause(tcp_dir_t *d)
 {
     if (d->reading) {
-        uv_read_stop((uv_stream_t *)d->from);
+        if (d != &d->t->u2d)
+            uv_read_stop((uv_stream_t *)d->from);
+        else if (d->t->up)
+            mt_upstream_read_stop(d->t->up);
         d->reading = false;
     }
 }
@@ -109,7 +118,10 @@ static void dir_resume(tcp_dir_t *d)
 {
     if (!d->reading && !d->eof && mt_outq_pending(&d->out) < TCP_MAX_QUEUED / 4) {
         d->reading = true;
-        uv_read_start((uv_stream_t *)d->from, dir_alloc, dir_on_read);
+        if (d != &d->t->u2d)
+            uv_read_start((uv_stream_t *)d->from, dir_alloc, dir_on_read);
+        else if (d->t->up)
+            mt_upstream_read_start(d->t->up);
     }
 }
 
@@ -135,14 +147,33 @@ static void dir_maybe_shutdown(mt_tsess_t *t, tcp_dir_t *d)
         tsess_close(t);
 }
 
+static void dir_eof(mt_tsess_t *t, tcp_dir_t *d)
+{
+    d->eof = true;
+    dir_pause(d);
+    dir_maybe_shutdown(t, d);
+}
+
+/* n new bytes at p in b (all of b's unread part): queue them by reference for the other side. */
+static void dir_relay(mt_tsess_t *t, tcp_dir_t *d, mt_buf_t *b, const char *p, size_t n)
+{
+    b->pos = b->last;
+    if (mt_outq_add_ref(&d->out, b, p, n) != 0) {
+        tsess_close(t);
+        return;
+    }
+    mt_worker_schedule_flush(t->base.w, &d->out);
+    if (mt_outq_pending(&d->out) >= TCP_MAX_QUEUED)
+        dir_pause(d);
+}
+
 static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
+    MT_UNUSED(buf);
     mt_tsess_t *t = st->data;
-    tcp_dir_t *d = dir_of_stream(t, st);
+    tcp_dir_t *d = &t->d2u;
     if (nread == UV_EOF) {
-        d->eof = true;
-        dir_pause(d);
-        dir_maybe_shutdown(t, d);
+        dir_eof(t, d);
         return;
     }
     if (nread < 0) {
@@ -154,20 +185,13 @@ static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     mt_buf_t *b = d->rbuf;
     const char *p = b->last;
     b->last += nread;
-    b->pos = b->last;
-    if (mt_outq_add_ref(&d->out, b, p, (size_t)nread) != 0) {
-        tsess_close(t);
-        return;
-    }
-    mt_worker_schedule_flush(t->base.w, &d->out);
-    if (mt_outq_pending(&d->out) >= TCP_MAX_QUEUED)
-        dir_pause(d);
+    dir_relay(t, d, b, p, (size_t)nread);
 }
 
 static void dir_on_write_done(mt_outq_t *q, int status)
 {
     tcp_dir_t *d = MT_CONTAINER_OF(q, tcp_dir_t, out);
-    mt_tsess_t *t = d->from->data;
+    mt_tsess_t *t = d->t;
     if (t->closing)
         return;
     if (status < 0) {
@@ -189,29 +213,80 @@ static void tsess_on_timeout(mt_timer_t *tm)
     tsess_close(t);
 }
 
-static void tsess_on_connect(uv_connect_t *req, int status)
+/* ---- the upstream, on the shell ---------------------------------------------------------- */
+
+static int tcp_up_on_open(mt_upstream_t *u, void *arg)
 {
-    mt_tsess_t *t = req->data;
+    tcp_up_t *up = (tcp_up_t *)u;
+    up->t = arg;
+    up->t->open_handles++; /* on_closed follows every on_open */
+    return 0;
+}
+
+static void tcp_up_on_connected(mt_upstream_t *u)
+{
+    mt_tsess_t *t = ((tcp_up_t *)u)->t;
     if (t->closing)
         return;
     mt_worker_t *w = t->base.w;
-    if (status < 0) {
-        mt_warn("listener %s: upstream %s unavailable: %s; closing the client", t->base.conf->name,
-                t->cluster->conf->name, uv_strerror(status));
-        mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
-        tsess_close(t);
-        return;
-    }
     mt_timer_stop(&w->timers, &t->connect_timer);
     t->connected = true;
-    mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_TOTAL, 1);
-    mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, 1);
-    uv_tcp_nodelay(&t->up, 1);
-    t->d2u.out.stream = (uv_stream_t *)&t->up;
+    t->d2u.out.stream = (uv_stream_t *)&u->tcp;
     mt_worker_schedule_flush(w, &t->d2u.out);
-    dir_resume(&t->u2d);
+    t->u2d.reading = true; /* the shell started reading */
     dir_maybe_shutdown(t, &t->d2u);
 }
+
+static void tcp_up_on_data(mt_upstream_t *u)
+{
+    mt_tsess_t *t = ((tcp_up_t *)u)->t;
+    mt_buf_t *b = u->rbuf;
+    if (t->closing || b->last == b->pos)
+        return;
+    dir_relay(t, &t->u2d, b, b->pos, (size_t)(b->last - b->pos));
+}
+
+static void tcp_up_on_eof(mt_upstream_t *u)
+{
+    mt_tsess_t *t = ((tcp_up_t *)u)->t;
+    if (!t->closing)
+        dir_eof(t, &t->u2d);
+}
+
+static void tcp_up_on_error(mt_upstream_t *u, mt_upstream_event_t ev, const char *text)
+{
+    MT_UNUSED(text);
+    mt_tsess_t *t = ((tcp_up_t *)u)->t;
+    if (t->closing)
+        return;
+    if (ev == MT_UPSTREAM_CONNECT_FAILED)
+        mt_warn("listener %s: upstream %s unavailable: %s; closing the client", t->base.conf->name,
+                t->cluster->conf->name, uv_strerror(u->error));
+    tsess_close(t);
+}
+
+static void tcp_up_on_closed(mt_upstream_t *u)
+{
+    /* The shell frees u; the session goes once the client's handle is closed too. */
+    tsess_handle_closed((uv_handle_t *)&((tcp_up_t *)u)->t->base.tcp);
+}
+
+/* The shell logs nothing (the texts above are plain TCP's since it began), and every client's
+ * connect is tried: the endpoint's backoff is Redis's and MetaProtocol's, for shared and
+ * leased connections. */
+static const mt_upstream_ops_t tcp_up_ops = {
+    .protocol = MT_PROTO_TCP,
+    .size = sizeof(tcp_up_t),
+    .text_prefix = "",
+    .quiet = true,
+    .ignore_backoff = true,
+    .on_open = tcp_up_on_open,
+    .on_connected = tcp_up_on_connected,
+    .on_data = tcp_up_on_data,
+    .on_eof = tcp_up_on_eof,
+    .on_error = tcp_up_on_error,
+    .on_closed = tcp_up_on_closed,
+};
 
 static mt_wendpoint_t *tcp_pick(mt_wcluster_t *c)
 {
@@ -243,12 +318,9 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     if (mt_session_accept(&t->base, l, server, &tsess_ops) != 0)
         return;
     t->cluster = l->cluster;
-    uv_tcp_init(&w->loop, &t->up);
-    t->up.data = t;
-    t->open_handles = 2;
+    t->open_handles = 1;
+    t->d2u.t = t->u2d.t = t;
     t->d2u.from = &t->base.tcp;
-    t->d2u.to = &t->up;
-    t->u2d.from = &t->up;
     t->u2d.to = &t->base.tcp;
     mt_outq_init(&t->d2u.out, &w->pool, dir_on_write_done);
     mt_outq_init(&t->u2d.out, &w->pool, dir_on_write_done);
@@ -259,11 +331,14 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
         tsess_close(t);
         return;
     }
-    t->creq.data = t;
-    if (uv_tcp_connect(&t->creq, &t->up, (const struct sockaddr *)&ep->sa, tsess_on_connect) != 0) {
+    const char *why = NULL;
+    t->up = mt_upstream_connect(ep, &tcp_up_ops, t, &why);
+    if (!t->up) {
         tsess_close(t);
         return;
     }
+    t->d2u.to = &t->up->tcp;
+    t->u2d.from = &t->up->tcp;
     mt_timer_start(&w->timers, &t->connect_timer, t->cluster->conf->connect_timeout_ms,
                    tsess_on_timeout);
     dir_resume(&t->d2u);

@@ -5,7 +5,9 @@
  * connect timeout, a shared connection reused by the next request and kept when a reload keeps
  * its cluster (closed when the reload retires it), and exclusive leases: dedicated, returned
  * clean and reused, returned dirty and closed, idle ones closed after MT_UPSTREAM_IDLE_MS, and
- * the per-endpoint bound (the cluster's max_connections) refusing at once with a reason.
+ * the per-endpoint bound (the cluster's max_connections) refusing at once with a reason; and
+ * dedicated connections (plain TCP's): outside the bound, reading stopped and restarted, tried
+ * while the endpoint backs off and leaving its backoff alone.
  *
  * As test_session.c: the loop runs in the test's thread (UV_RUN_ONCE with a 5 ms timer so
  * every wait has a deadline), the worker is its minimum (loop, buffer pool, snapshot), and the
@@ -615,4 +617,73 @@ Test(upstream, the_bound_refuses_a_lease_at_once_with_a_reason)
     mt_upstream_return(l[2], false);
     cr_assert_not_null(mt_upstream_lease(t.ep, &tp_ops, &t, &why), "%s", why);
     MT_UNUSED(l[0]);
+}
+
+/* ---- dedicated connections (plain TCP's, one per client) --------------------------------------
+ */
+
+static const mt_upstream_ops_t tp_dedicated_ops = {
+    .protocol = MT_PROTO_TCP,
+    .size = sizeof(test_up_t),
+    .text_prefix = "",
+    .quiet = true,
+    .ignore_backoff = true,
+    .on_open = tp_on_open,
+    .on_connected = tp_on_connected,
+    .on_data = tp_on_data,
+    .on_error = tp_on_error,
+    .on_close = tp_on_close,
+    .on_closed = tp_on_closed,
+};
+
+static bool watched_has_reply(void)
+{
+    return ((test_up_t *)watched)->replies >= want_replies;
+}
+
+Test(upstream, a_dedicated_connection_is_outside_the_bound_and_pausable)
+{
+    for (int i = 0; i < 3; i++)
+        connected_lease();
+    const char *why = NULL;
+    cr_assert_null(mt_upstream_lease(t.ep, &tp_ops, &t, &why), "max_connections = 3 reached");
+    mt_upstream_t *d = mt_upstream_connect(t.ep, &tp_dedicated_ops, &t, &why);
+    cr_assert_not_null(d, "the bound is the leases' only: %s", why ? why : "?");
+    cr_assert_eq(d->kind, MT_UPSTREAM_DEDICATED);
+    watched = d;
+    run_until(watched_ready, "the dedicated connect");
+    round_trip(d);
+    /* Reading stopped: the echo waits in the socket until reading starts again. */
+    mt_upstream_read_stop(d);
+    cr_assert_eq(mt_outq_add_copy(&d->out, "PING\n", 5), 0);
+    mt_upstream_schedule(d);
+    want_replies = ((test_up_t *)d)->replies + 1;
+    run_for(30);
+    cr_assert(!watched_has_reply(), "nothing read while stopped");
+    mt_upstream_read_start(d);
+    run_until(watched_has_reply, "the echo after reading restarts");
+    mt_upstream_close(d);
+    cr_assert_eq(t.ep->pools[MT_PROTO_TCP].n_exclusive, 3, "a dedicated one counts nowhere");
+}
+
+Test(upstream, a_dedicated_connection_ignores_the_backoff_and_leaves_it_alone)
+{
+    struct sockaddr_in *in = (struct sockaddr_in *)&t.ep->sa;
+    in->sin_port = htons(t.dead_port);
+    uint64_t retry_at = mt_worker_now_ms(&t.w) + 60000;
+    t.ep->retry_at_ms = retry_at;
+    t.ep->backoff_ms = MT_UPSTREAM_BACKOFF_MAX_MS;
+    snprintf(t.ep->last_error, sizeof(t.ep->last_error), "backing off");
+    const char *why = NULL;
+    cr_assert_null(mt_upstream_lease(t.ep, &tp_ops, &t, &why), "a lease backs off");
+    mt_upstream_t *d = mt_upstream_connect(t.ep, &tp_dedicated_ops, &t, &why);
+    cr_assert_not_null(d, "tried whatever the backoff says: %s", why ? why : "?");
+    run_until(one_error, "the refused connect");
+    cr_assert_eq(t.last_ev, MT_UPSTREAM_CONNECT_FAILED);
+    cr_assert(strstr(t.last_text, "unavailable: connection refused"), "%s", t.last_text);
+    cr_assert_eq(cluster_stat(MT_ST_UPSTREAM_CX_CONNECT_FAIL), 1);
+    cr_assert_eq(t.ep->retry_at_ms, retry_at, "the failure does not move the backoff");
+    cr_assert_eq(t.ep->backoff_ms, MT_UPSTREAM_BACKOFF_MAX_MS);
+    cr_assert_str_eq(t.ep->last_error, "backing off");
+    run_until(all_closed, "the close");
 }

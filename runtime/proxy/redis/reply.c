@@ -1,0 +1,304 @@
+/*
+ * reply.c - the Redis request records and the reply path: the per-worker
+ * free list of records, completing a record with its reply, the session's FIFO (replies leave
+ * in request order; an early reply is held by reference until its turn), replies made here,
+ * replies a DELAY fault holds back, and the per-command stats (enableCommandStats).
+ *
+ * Ownership: a session owns its request records until they are handed to an upstream; when a
+ * client goes away its in-flight records are orphaned (sess = NULL) and the upstream frees
+ * them when their replies arrive.
+ */
+
+#include "runtime/proxy/redis/redis_proxy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- per-command stats (enableCommandStats) ---------------------------------------------------
+ */
+
+static void cmd_stats_record(mt_worker_t *w, const mt_listener_conf_t *lc,
+                             const redis_command_t *cmd, bool error, uint64_t start_ns)
+{
+    mt_redis_worker_t *rw = mt_rw(w);
+    cmd_stats_t *cs = rw->cmd_stats;
+    while (cs && cs->listener != lc->stats)
+        cs = cs->next;
+    if (!cs) {
+        cs = calloc(1, sizeof(*cs));
+        if (!cs)
+            return;
+        cs->listener = lc->stats;
+        cs->next = rw->cmd_stats;
+        rw->cmd_stats = cs;
+    }
+    if (cmd->id >= REDIS_COMMAND_COUNT)
+        return;
+    mt_stats_block_t *b = cs->blocks[cmd->id];
+    if (!b)
+        b = cs->blocks[cmd->id] = mt_stats_block(MT_STATS_COMMAND, lc->name, cmd->name);
+    mt_stat_add(b, w->id, MT_ST_REQUESTS_TOTAL, 1);
+    if (error)
+        mt_stat_add(b, w->id, MT_ST_REQUEST_ERRORS, 1);
+    if (start_ns)
+        mt_stat_observe_ms(b, w->id, (double)(uv_hrtime() - start_ns) / 1e6);
+}
+
+/* ---- request records ------------------------------------------------------------------------ */
+
+mt_rreq_t *mt_rreq_new(mt_worker_t *w)
+{
+    mt_rreq_t *r = mt_rw(w)->req_free;
+    if (r) {
+        mt_rw(w)->req_free = r->next;
+        mt_rw(w)->n_req_free--;
+    } else {
+        r = malloc(sizeof(*r));
+        if (!r)
+            return NULL;
+    }
+    memset(r, 0, sizeof(*r));
+    return r;
+}
+
+void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r)
+{
+    if (r->reply.buf)
+        mt_buf_unref(&w->pool, r->reply.buf);
+    if (r->frame.buf)
+        mt_buf_unref(&w->pool, r->frame.buf);
+    if (r->split)
+        mt_rcluster_split_free(w, r->split);
+    if (mt_rw(w)->n_req_free >= 4096) {
+        free(r);
+        return;
+    }
+    r->next = mt_rw(w)->req_free;
+    mt_rw(w)->req_free = r;
+    mt_rw(w)->n_req_free++;
+}
+
+/* ---- sessions: replies in order ----------------------------------------------------------------
+ */
+
+/* Pops every completed request at the head of the session's FIFO into its output queue. */
+static void sess_drain_done(mt_rsess_t *s)
+{
+    mt_worker_t *w = s->base.w;
+    while (s->head && s->head->done) {
+        mt_rreq_t *r = s->head;
+        s->head = r->next;
+        if (!s->head)
+            s->tail = NULL;
+        s->base.pending--;
+        if (r->reply.buf) {
+            mt_outq_add_slice(&s->base.out, r->reply);
+            r->reply.buf = NULL;
+        }
+        mt_rreq_free(w, r);
+    }
+    mt_worker_schedule_flush(w, &s->base.out);
+    mt_session_resume(&s->base);
+}
+
+/* Completes r with reply bytes living in chunk b (a reference is taken when kept). */
+void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, size_t len)
+{
+    if (r->parent) {
+        mt_rcluster_part_done(w, r, b, p, len);
+        return;
+    }
+    mt_rsess_t *s = r->sess;
+    if (!s) {
+        mt_rreq_free(w, r);
+        return;
+    }
+    if (MT_UNLIKELY(s->rconf->enable_command_stats) && r->cmd && !r->stats_done) {
+        r->stats_done = true;
+        cmd_stats_record(w, s->base.conf, r->cmd, len && p[0] == '-', r->start_ns);
+    }
+    if (MT_UNLIKELY(r->resp_chain)) {
+        /* on_response filters may replace the reply (and hold it, with ctx:delay). */
+        r->resp_chain = false;
+        mt_bridge_response(&mt_rw(w)->bridge, s->base.li, r->cmd, p, len, s->base.id);
+        mt_verdict_t *v = &mt_rw(w)->bridge.verdict;
+        if (v->delay_ms) {
+            uv_update_time(&w->loop);
+            r->hold_until_ms = mt_worker_now_ms(w) + v->delay_ms + 1;
+        }
+        if (v->has_reply || v->has_error) {
+            mt_rreq_complete_copy(w, r, v->reply.data, v->reply.len);
+            return;
+        }
+    }
+    if (MT_UNLIKELY(r->hold_until_ms != 0) && r->hold_until_ms > mt_worker_now_ms(w)) {
+        mt_buf_ref(b);
+        r->reply = (mt_slice_t){b, p, (uint32_t)len};
+        r->held = true;
+        mt_rsess_hold_arm(s, r->hold_until_ms);
+        return;
+    }
+    mt_listener_conf_t *lc = s->base.conf;
+    if (len && p[0] == '-')
+        mt_stat_add(lc->stats, w->id, MT_ST_REQUEST_ERRORS, 1);
+    if (r->start_ns)
+        mt_stat_observe_ms(lc->stats, w->id, (double)(uv_hrtime() - r->start_ns) / 1e6);
+    if (s->head == r) {
+        s->head = r->next;
+        if (!s->head)
+            s->tail = NULL;
+        s->base.pending--;
+        mt_outq_add_ref(&s->base.out, b, p, len);
+        mt_rreq_free(w, r);
+        if (s->head && s->head->done)
+            sess_drain_done(s);
+        else {
+            mt_worker_schedule_flush(w, &s->base.out);
+            mt_session_resume(&s->base);
+        }
+        return;
+    }
+    mt_buf_ref(b);
+    r->reply.buf = b;
+    r->reply.p = p;
+    r->reply.len = (uint32_t)len;
+    r->done = true;
+}
+
+/* Completes r with bytes made here (an error text or a local reply). */
+void mt_rreq_complete_copy(mt_worker_t *w, mt_rreq_t *r, const char *p, size_t len)
+{
+    if (!r->sess && !r->parent) {
+        mt_rreq_free(w, r);
+        return;
+    }
+    mt_slice_t sl;
+    if (mt_slice_copy(&w->pool, &w->own, p, len, &sl) != 0) {
+        if (r->sess)
+            mt_session_close(&r->sess->base);
+        return;
+    }
+    mt_rreq_complete(w, r, sl.buf, sl.p, sl.len);
+    mt_buf_unref(&w->pool, sl.buf);
+}
+
+void mt_rreq_complete_error(mt_worker_t *w, mt_rreq_t *r, const char *text)
+{
+    char line[512];
+    int n = snprintf(line, sizeof(line), "-%s\r\n", text);
+    if (n < 0 || (size_t)n >= sizeof(line))
+        n = (int)sizeof(line) - 1, line[n - 2] = '\r', line[n - 1] = '\n';
+    mt_rreq_complete_copy(w, r, line, (size_t)n);
+}
+
+/* Queues a locally made reply behind whatever the client is still waiting for. */
+void mt_rsess_reply(mt_rsess_t *s, const char *p, size_t len)
+{
+    mt_worker_t *w = s->base.w;
+    if (len && p[0] == '-')
+        mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUEST_ERRORS, 1);
+    if (!s->head) {
+        mt_outq_add_copy(&s->base.out, p, len);
+        mt_worker_schedule_flush(w, &s->base.out);
+        return;
+    }
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r) {
+        mt_session_close(&s->base);
+        return;
+    }
+    if (mt_slice_copy(&w->pool, &s->base.out.own, p, len, &r->reply) != 0) {
+        mt_rreq_free(w, r);
+        mt_session_close(&s->base);
+        return;
+    }
+    r->done = true;
+    r->sess = s;
+    s->tail->next = r;
+    s->tail = r;
+    s->base.pending++;
+}
+
+void mt_rsess_reply_error(mt_rsess_t *s, const char *text)
+{
+    resp_out_t *o = &mt_rw(s->base.w)->scratch;
+    o->len = 0;
+    resp_out_error(o, text);
+    mt_rsess_reply(s, o->data, o->len);
+}
+
+/* ---- held replies (DELAY faults) ------------------------------------------------------------- */
+
+static void sess_hold_fire(mt_timer_t *t)
+{
+    mt_rsess_t *s = MT_CONTAINER_OF(t, mt_rsess_t, hold_timer);
+    mt_worker_t *w = s->base.w;
+    uint64_t now = mt_worker_now_ms(w), next = 0;
+    for (mt_rreq_t *r = s->head; r; r = r->next) {
+        if (!r->held)
+            continue;
+        if (r->hold_until_ms <= now) {
+            r->held = false;
+            r->done = true;
+        } else if (!next || r->hold_until_ms < next) {
+            next = r->hold_until_ms;
+        }
+    }
+    if (next)
+        mt_rsess_hold_arm(s, next);
+    if (s->head && s->head->done)
+        sess_drain_done(s);
+}
+
+/* The wheel fires at the first loop millisecond >= at_ms: a held reply never leaves early. */
+void mt_rsess_hold_arm(mt_rsess_t *s, uint64_t at_ms)
+{
+    if (mt_timer_pending(&s->hold_timer) && s->hold_timer.due_ms <= at_ms)
+        return; /* an earlier release re-arms for the rest */
+    mt_timer_start_at(&s->base.w->timers, &s->hold_timer, at_ms, sess_hold_fire);
+}
+
+/* A local reply that a DELAY fault holds back until hold_until_ms. */
+void mt_rsess_reply_held(mt_rsess_t *s, const char *p, size_t len, uint64_t hold_until_ms)
+{
+    mt_worker_t *w = s->base.w;
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r || mt_slice_copy(&w->pool, &w->own, p, len, &r->reply) != 0) {
+        if (r)
+            mt_rreq_free(w, r);
+        mt_session_close(&s->base);
+        return;
+    }
+    if (len && p[0] == '-')
+        mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUEST_ERRORS, 1);
+    r->held = true;
+    r->hold_until_ms = hold_until_ms;
+    mt_rsess_push(s, r);
+    mt_rsess_hold_arm(s, hold_until_ms);
+}
+
+/* An error for the command being handled: now, or held until hold_until_ms (a DELAY fault
+ * delays errors too: the client never learns of the failure early). */
+void mt_rsess_reply_error_at(mt_rsess_t *s, const char *text, uint64_t hold_until_ms)
+{
+    if (!hold_until_ms) {
+        mt_rsess_reply_error(s, text);
+        return;
+    }
+    resp_out_t *o = &mt_rw(s->base.w)->scratch;
+    o->len = 0;
+    resp_out_error(o, text);
+    mt_rsess_reply_held(s, o->data, o->len, hold_until_ms);
+}
+
+void mt_rsess_push(mt_rsess_t *s, mt_rreq_t *r)
+{
+    r->sess = s;
+    if (s->tail)
+        s->tail->next = r;
+    else
+        s->head = r;
+    s->tail = r;
+    s->base.pending++;
+}

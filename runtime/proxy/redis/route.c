@@ -1,0 +1,231 @@
+/*
+ * route.c - where a Redis command goes: forwarding to a cluster (cluster
+ * mode hands over to redis_cluster.c), the PROXY-mode endpoint choice (key hashing, roles,
+ * readPolicy), and the refusal of commands that would hold a shared upstream connection.
+ *
+ * A forwarded command is queued on an upstream connection as a slice of the client's read
+ * chunk (no copy), so the commands of many clients leave in one writev per loop iteration.
+ */
+
+#include "runtime/proxy/redis/redis_proxy.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* ---- routing ------------------------------------------------------------------------------------
+ */
+
+static uint32_t key_hash(const char *p, size_t n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a: spreads keys over a PROXY-mode cluster's endpoints */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (uint8_t)p[i]) * 16777619u;
+    return h;
+}
+
+mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool hashtag)
+{
+    if (c->n_eps == 1)
+        return c->eps[0];
+    if (!key)
+        return c->eps[c->rr++ % c->n_eps];
+    const char *p = key->ptr;
+    size_t n = key->len;
+    if (hashtag) {
+        /* enableHashtagging: only the first non-empty {tag} is hashed, as Redis Cluster does,
+         * so related keys meet on one endpoint. */
+        const char *open = memchr(p, '{', n);
+        const char *close = open ? memchr(open + 1, '}', n - (size_t)(open + 1 - p)) : NULL;
+        if (close && close > open + 1) {
+            p = open + 1;
+            n = (size_t)(close - p);
+        }
+    }
+    return c->eps[key_hash(p, n) % c->n_eps];
+}
+
+/* The k-th endpoint of one role (replica or not), k < the number of them. */
+static mt_wendpoint_t *nth_of_role(mt_wcluster_t *c, bool replica, uint32_t k)
+{
+    const bool *role = mt_redis_cluster(c->conf)->replica; /* set: the cluster has replicas */
+    for (uint32_t i = 0; i < c->n_eps; i++) {
+        if (role[i] == replica && k-- == 0)
+            return c->eps[i];
+    }
+    return NULL;
+}
+
+/* An endpoint of one role, starting at `start` and skipping unhealthy ones when asked. */
+static mt_wendpoint_t *pick_role(mt_wcluster_t *c, bool replica, uint32_t start, bool healthy)
+{
+    uint32_t n_replicas = mt_redis_cluster(c->conf)->n_replicas;
+    uint32_t n = replica ? n_replicas : c->n_eps - n_replicas;
+    uint64_t now = mt_worker_now_ms(c->w);
+    for (uint32_t t = 0; t < n; t++) {
+        mt_wendpoint_t *ep = nth_of_role(c, replica, (start + t) % n);
+        if (!healthy || mt_rendpoint_healthy(ep, now))
+            return ep;
+    }
+    return NULL;
+}
+
+/*
+ * PROXY mode. Without roles: keys hash over the endpoints. With endpoints labelled as
+ * replicas (a plain primary/replica setup): writes go to the primary, reads follow the
+ * listener's readPolicy; NULL when REPLICA finds no healthy replica.
+ */
+mt_wendpoint_t *mt_rroute_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
+                                   const resp_request_t *req, mt_read_policy_t policy, bool hashtag)
+{
+    if (c->n_eps == 1)
+        return c->eps[0];
+    uint32_t n_replicas = mt_redis_cluster(c->conf)->n_replicas;
+    if (n_replicas == 0 || n_replicas == c->n_eps) {
+        uint32_t idx[1];
+        if (redis_command_keys(cmd, req->argc, req->argv, idx, 1) > 0)
+            return mt_rproxy_endpoint(c, &req->argv[idx[0]], hashtag);
+        return mt_rproxy_endpoint(c, NULL, hashtag);
+    }
+    uint32_t start = c->rr++;
+    bool read = (cmd->flags & REDIS_CMD_READONLY) && !(cmd->flags & REDIS_CMD_WRITE);
+    mt_wendpoint_t *ep = NULL;
+    if (!read || policy == MT_READ_MASTER)
+        return pick_role(c, false, start, false);
+    switch (policy) {
+    case MT_READ_PREFER_MASTER:
+        ep = pick_role(c, false, start, true);
+        ep = ep ? ep : pick_role(c, true, start, true);
+        break;
+    case MT_READ_REPLICA:
+        return pick_role(c, true, start, true);
+    case MT_READ_PREFER_REPLICA:
+        ep = pick_role(c, true, start, true);
+        ep = ep ? ep : pick_role(c, false, start, true);
+        break;
+    case MT_READ_ANY:
+        for (uint32_t t = 0; t < c->n_eps && !ep; t++) {
+            mt_wendpoint_t *e = c->eps[(start + t) % c->n_eps];
+            if (mt_rendpoint_healthy(e, mt_worker_now_ms(c->w)))
+                ep = e;
+        }
+        break;
+    default:
+        break;
+    }
+    return ep ? ep : pick_role(c, false, start, false);
+}
+
+/*
+ * Forwards a command to cluster c. Bytes: a reference to the client's read chunk, or, for
+ * inline commands and rewritten ones (req->is_inline), a re-encoding of req->argv.
+ * hold_until_ms (DELAY faults) holds the reply back until then.
+ */
+void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                    const resp_request_t *req, const char *frame, uint64_t hold_until_ms)
+{
+    mt_worker_t *w = s->base.w;
+    char text[400];
+    if (!c || c->n_eps == 0) {
+        snprintf(text, sizeof(text), "ERR meltemi: no upstream host for %s",
+                 c && c->conf->service
+                     ? c->conf->service
+                     : (s->base.conf->service ? s->base.conf->service : s->base.conf->name));
+        mt_rsess_reply_error_at(s, text, hold_until_ms);
+        return;
+    }
+    if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER) {
+        mt_rreq_t *tail = s->tail;
+        mt_rcluster_forward(s, c, cmd, req, frame);
+        if (hold_until_ms && s->tail && s->tail != tail) {
+            s->tail->hold_until_ms = hold_until_ms;
+            if (s->tail->done) {
+                s->tail->done = false;
+                s->tail->held = true;
+                mt_rsess_hold_arm(s, hold_until_ms);
+            }
+        }
+        return;
+    }
+    mt_wendpoint_t *ep =
+        mt_rroute_endpoint(c, cmd, req, s->rconf->read_policy, s->rconf->enable_hashtagging);
+    if (!ep) {
+        snprintf(text, sizeof(text), "ERR meltemi: no healthy replica for %s (readPolicy REPLICA)",
+                 c->conf->service ? c->conf->service : c->conf->name);
+        mt_rsess_reply_error_at(s, text, hold_until_ms);
+        return;
+    }
+    const char *why = NULL;
+    mt_rup_t *u = mt_rup_for(ep, s->base.id, &why);
+    if (!u) {
+        char lbl[256];
+        mt_stat_add(c->conf->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        if (strncmp(why, "meltemi: ", 9) == 0)
+            snprintf(text, sizeof(text), "ERR %s", why);
+        else
+            snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
+                     mt_rendpoint_label(ep, lbl, sizeof(lbl)), why);
+        mt_rsess_reply_error_at(s, text, hold_until_ms);
+        return;
+    }
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r) {
+        mt_session_close(&s->base);
+        return;
+    }
+    r->sess = s;
+    r->cmd = cmd;
+    r->start_ns = uv_hrtime();
+    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
+    r->hold_until_ms = hold_until_ms;
+    int rc;
+    if (req->is_inline) {
+        resp_out_t *o = &mt_rw(s->base.w)->scratch;
+        o->len = 0;
+        resp_out_command(o, req->argc, req->argv);
+        rc = mt_outq_add_copy(&u->base.out, o->data, o->len);
+    } else {
+        rc = mt_outq_add_ref(&u->base.out, s->base.rbuf, frame, req->frame_len);
+    }
+    if (rc != 0) {
+        mt_rreq_free(w, r);
+        mt_session_close(&s->base);
+        return;
+    }
+    mt_rsess_push(s, r);
+    mt_rup_push(u, r);
+    mt_rup_schedule(u, s->rconf);
+}
+
+void mt_rsess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                      const char *frame)
+{
+    mt_rforward_to(s, s->base.cluster, cmd, req, frame, 0);
+}
+
+/* ---- refusals: commands that would hold a shared upstream connection ----------------------- */
+
+/* form: "" or how this use differs from the command's supported one (" with BLOCK") */
+void mt_rsess_refuse(mt_rsess_t *s, const char *name, const char *form)
+{
+    char text[256];
+    snprintf(text, sizeof(text),
+             "ERR meltemi: '%s'%s is not supported through the proxy (it needs a dedicated "
+             "upstream connection)",
+             name, form);
+    mt_rsess_reply_error(s, text);
+}
+
+/*
+ * A command that would hold its shared upstream connection (and every client pipelined
+ * behind it) until something happens elsewhere: XREAD/XREADGROUP ... BLOCK. The other
+ * blocking commands are UNSUPPORTED in the table and never get here. Answers and returns
+ * true when refused.
+ */
+bool mt_rsess_refuse_blocking(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
+{
+    if (MT_LIKELY(!(cmd->flags & REDIS_CMD_BLOCKING)) ||
+        !redis_command_can_block(cmd, req->argc, req->argv))
+        return false;
+    mt_rsess_refuse(s, cmd->name, " with BLOCK");
+    return true;
+}

@@ -1,0 +1,347 @@
+/*
+ * session.c - the Redis client session on the session shell: accept,
+ * the shell hooks, parsing commands in place in the read chunk and dispatching them (local
+ * commands, AUTH and HELLO, refused transactions, cross-protocol attacks, the policy chain or
+ * forwarding).
+ */
+
+#include "runtime/proxy/redis/redis_proxy.h"
+
+#include "runtime/core/log.h"
+
+#include <arpa/inet.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Before AUTH (where the listener requires it) a client gets only error replies; it may make
+ * us queue this much of them before we stop reading it, so an unauthenticated connection
+ * costs at most its read chunk (frames are capped by resp.h's RESP_UNAUTH_*) plus this. */
+#define SESSION_UNAUTH_MAX_OUTPUT (64u << 10)
+
+static void sess_on_data(mt_session_t *base);
+static void sess_on_close(mt_session_t *base);
+static void sess_on_closed(mt_session_t *base);
+static const mt_session_ops_t redis_sess_ops = {
+    .on_data = sess_on_data,
+    .on_close = sess_on_close,
+    .on_closed = sess_on_closed,
+};
+
+/* ---- local commands -----------------------------------------------------------------------------
+ */
+
+/* Constant-time: compares digests, so neither content nor length leaks through timing. Byte
+ * strings with lengths: a password may contain NUL. */
+static bool secret_equal(const char *want, size_t want_len, const char *got, size_t got_len)
+{
+    unsigned char a[EVP_MAX_MD_SIZE], b[EVP_MAX_MD_SIZE];
+    unsigned int alen = 0, blen = 0;
+    if (!EVP_Digest(want, want_len, a, &alen, EVP_sha256(), NULL) ||
+        !EVP_Digest(got, got_len, b, &blen, EVP_sha256(), NULL) || alen != blen)
+        return false;
+    return CRYPTO_memcmp(a, b, alen) == 0;
+}
+
+/* Lifts the pre-auth parser limits (resp.h: RESP_UNAUTH_*) once the client has proved who it is. */
+/* Before AUTH the parser keeps Redis's pre-auth frame limits and the client may have only a
+ * little output queued (NOAUTH replies it does not read). */
+static void sess_set_unauthenticated(mt_rsess_t *s, bool unauthenticated)
+{
+    s->parser.unauthenticated = unauthenticated;
+    s->base.max_output = unauthenticated ? SESSION_UNAUTH_MAX_OUTPUT : MT_SESSION_MAX_OUTPUT;
+}
+
+static void sess_authenticated(mt_rsess_t *s)
+{
+    s->authenticated = true;
+    sess_set_unauthenticated(s, false);
+    mt_session_authenticated(&s->base);
+}
+
+/* RedisService authTimeout (only while a password is required and not given) and
+ * idleTimeout, run by the session shell; again after a reload rebinds the session. */
+static void sess_apply_timeouts(mt_rsess_t *s)
+{
+    const mt_redis_listener_conf_t *rc = s->rconf;
+    bool auth_pending = rc->auth.password && !s->authenticated;
+    mt_session_set_timeouts(&s->base, auth_pending ? rc->auth_timeout_ms : 0, rc->idle_timeout_ms);
+}
+
+static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const resp_arg_t *pass)
+{
+    const mt_auth_t *a = &s->rconf->auth;
+    const char *want_user = a->username ? a->username : "default";
+    size_t want_user_len = a->username ? a->username_len : strlen("default");
+    bool user_ok =
+        user ? secret_equal(want_user, want_user_len, user->ptr, user->len) : a->username == NULL;
+    bool pass_ok = secret_equal(a->password, a->password_len, pass->ptr, pass->len);
+    return user_ok && pass_ok;
+}
+
+static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
+{
+    const mt_auth_t *a = &s->rconf->auth;
+    if (req->argc > 3) {
+        mt_rsess_reply_error(s, "ERR syntax error");
+        return;
+    }
+    if (!a->password) {
+        mt_rsess_reply_error(s,
+                             "ERR AUTH <password> called without any password configured for the "
+                             "default user. Are you sure your configuration is correct?");
+        return;
+    }
+    const resp_arg_t *user = req->argc == 3 ? &req->argv[1] : NULL;
+    const resp_arg_t *pass = &req->argv[req->argc - 1];
+    if (sess_check_credentials(s, user, pass)) {
+        sess_authenticated(s);
+        mt_rsess_reply(s, "+OK\r\n", 5);
+        return;
+    }
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_FAILURES, 1);
+    if (user)
+        mt_rsess_reply_error(s, "WRONGPASS invalid username-password pair or user is disabled.");
+    else
+        mt_rsess_reply_error(s, "ERR invalid password");
+}
+
+/* HELLO [protover [AUTH user pass] [SETNAME name]]: authenticates here, then answers locally. */
+static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
+{
+    bool needs_auth = s->rconf->auth.password && !s->authenticated;
+    for (uint32_t i = 2; i < req->argc; i++) {
+        const resp_arg_t *a = &req->argv[i];
+        if (a->len == 4 && strncasecmp(a->ptr, "auth", 4) == 0 && i + 2 < req->argc) {
+            if (!s->rconf->auth.password) {
+                mt_rsess_reply_error(s,
+                                     "ERR AUTH <password> called without any password configured "
+                                     "for the default user. Are you sure your configuration is "
+                                     "correct?");
+                return;
+            }
+            if (!sess_check_credentials(s, &req->argv[i + 1], &req->argv[i + 2])) {
+                mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_FAILURES, 1);
+                mt_rsess_reply_error(s, "WRONGPASS invalid username-password pair or user is "
+                                        "disabled.");
+                return;
+            }
+            sess_authenticated(s);
+            needs_auth = false;
+            i += 2;
+        }
+    }
+    if (needs_auth) {
+        mt_rsess_reply_error(s,
+                             "NOAUTH HELLO must be called with the client already authenticated, "
+                             "otherwise the HELLO <proto> AUTH <user> <pass> option can be used to "
+                             "authenticate the client and select the RESP protocol version at the "
+                             "same time");
+        return;
+    }
+    resp_out_t *o = &mt_rw(s->base.w)->scratch;
+    o->len = 0;
+    redis_local_reply(&s->lctx, cmd, req->argc, req->argv, o);
+    mt_rsess_reply(s, o->data, o->len);
+}
+
+/*
+ * An HTTP request sent to a Redis port (a browser form, an SSRF) arrives as inline commands:
+ * "POST / HTTP/1.1", "Host: ...", headers, then a body that would run with the credentials
+ * meltemi holds for the upstream. Like redis-server (securityWarningCommand) the connection
+ * is closed at the first POST or Host: command, before anything after it is read. Only
+ * unknown commands get here, so known commands pay nothing for the check.
+ */
+static bool sess_cross_protocol(mt_rsess_t *s, const resp_request_t *req)
+{
+    const resp_arg_t *a = &req->argv[0];
+    if (!((a->len == 4 && strncasecmp(a->ptr, "post", 4) == 0) ||
+          (a->len == 5 && strncasecmp(a->ptr, "host:", 5) == 0)))
+        return false;
+    char peer[INET6_ADDRSTRLEN + 8];
+    mt_warn("listener %s: possible security attack from %s: an HTTP request ('%.*s') was sent "
+            "to a Redis port (cross-protocol scripting); connection closed",
+            s->base.conf->name, mt_session_peer(&s->base, peer, sizeof(peer)), (int)a->len, a->ptr);
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_CROSS_PROTOCOL, 1);
+    mt_session_close(&s->base);
+    return true;
+}
+
+/*
+ * After a refused MULTI the client may believe it is queueing a transaction: until its EXEC
+ * or DISCARD nothing is applied. Commands are answered an error saying so (Redis would have
+ * queued them), EXEC gets Redis's answer for a transaction with errors, DISCARD +OK (what
+ * Redis answers to a DISCARD after MULTI, and what clients check for), a nested MULTI
+ * Redis's text. QUIT still closes. Answers and returns true unless the command is QUIT.
+ */
+static bool sess_in_refused_tx(mt_rsess_t *s, const redis_command_t *cmd)
+{
+    if (mt_rcmd_is(cmd, "exec")) {
+        s->tx_refused = false;
+        mt_rsess_reply_error(s, "EXECABORT Transaction discarded because of previous errors.");
+    } else if (mt_rcmd_is(cmd, "discard")) {
+        s->tx_refused = false;
+        mt_rsess_reply(s, "+OK\r\n", 5);
+    } else if (mt_rcmd_is(cmd, "multi")) {
+        mt_rsess_reply_error(s, "ERR MULTI calls can not be nested");
+    } else if (mt_rcmd_is(cmd, "quit")) {
+        return false;
+    } else {
+        char text[256];
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: '%s' not applied: MULTI was refused on this connection, so "
+                 "nothing is sent to Redis until EXEC or DISCARD",
+                 cmd->name);
+        mt_rsess_reply_error(s, text);
+    }
+    return true;
+}
+
+static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
+{
+    mt_worker_t *w = s->base.w;
+    /* A reload is picked up at the next command; commands in flight keep the route they
+     * were sent on. */
+    if (MT_UNLIKELY(s->base.snap != w->snap)) {
+        mt_session_rebind(&s->base);
+        s->rconf = mt_redis_listener(s->base.conf);
+        sess_set_unauthenticated(s, !s->authenticated && s->rconf->auth.password);
+        sess_apply_timeouts(s);
+    }
+    mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
+    const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
+    resp_out_t *o = &mt_rw(s->base.w)->scratch;
+    if (!cmd) {
+        if (sess_cross_protocol(s, req))
+            return;
+        o->len = 0;
+        redis_reply_unknown_command(o, req->argc, req->argv);
+        mt_rsess_reply(s, o->data, o->len);
+        return;
+    }
+    if (!redis_command_arity_ok(cmd, req->argc)) {
+        o->len = 0;
+        redis_reply_wrong_arity(o, cmd->name);
+        mt_rsess_reply(s, o->data, o->len);
+        return;
+    }
+    bool local = cmd->proxy == REDIS_PROXY_LOCAL;
+    if (!s->authenticated && s->rconf->auth.password &&
+        !(local &&
+          (mt_rcmd_is(cmd, "auth") || mt_rcmd_is(cmd, "hello") || mt_rcmd_is(cmd, "quit")))) {
+        mt_rsess_reply_error(s, "NOAUTH Authentication required.");
+        return;
+    }
+    /* Before anything can act on the command: local answers, Lua (a filter could mirror
+     * it), splitting, cluster routing. */
+    if (MT_UNLIKELY(s->tx_refused) && sess_in_refused_tx(s, cmd))
+        return;
+    switch (cmd->proxy) {
+    case REDIS_PROXY_LOCAL:
+        if (mt_rcmd_is(cmd, "auth")) {
+            sess_auth(s, req);
+        } else if (mt_rcmd_is(cmd, "hello")) {
+            sess_hello(s, cmd, req);
+        } else {
+            o->len = 0;
+            redis_local_reply(&s->lctx, cmd, req->argc, req->argv, o);
+            mt_rsess_reply(s, o->data, o->len);
+            if (s->lctx.quit)
+                s->base.finishing = true;
+        }
+        return;
+    case REDIS_PROXY_UNSUPPORTED: {
+        if (mt_rcmd_is(cmd, "cluster") && s->base.cluster &&
+            mt_redis_cluster(s->base.cluster->conf)->mode == MT_REDIS_CLUSTER) {
+            mt_rsess_forward(s, cmd, req, frame);
+            return;
+        }
+        if (mt_rcmd_is(cmd, "multi"))
+            s->tx_refused = true;
+        mt_rsess_refuse(s, cmd->name, "");
+        return;
+    }
+    default:
+        if (mt_rsess_refuse_blocking(s, cmd, req))
+            return;
+        if (MT_UNLIKELY(mt_bridge_has_chain(&mt_rw(w)->bridge, s->base.li)) &&
+            s->base.snap == w->snap)
+            mt_rsess_policy(s, cmd, req, frame);
+        else
+            mt_rsess_forward(s, cmd, req, frame);
+        return;
+    }
+}
+
+/* ---- session I/O --------------------------------------------------------------------------------
+ */
+
+/* ---- session shell hooks */
+
+/* Orphan what upstreams still owe us; free what is already answered. */
+static void sess_on_close(mt_session_t *base)
+{
+    mt_rsess_t *s = (mt_rsess_t *)base;
+    mt_worker_t *w = base->w;
+    mt_rreq_t *next;
+    for (mt_rreq_t *r = s->head; r; r = next) {
+        next = r->next;
+        if (r->done)
+            mt_rreq_free(w, r);
+        else
+            r->sess = NULL;
+    }
+    s->head = s->tail = NULL;
+    mt_timer_stop(&w->timers, &s->hold_timer);
+    if (s->ran_chain)
+        mt_bridge_conn_closed(&mt_rw(w)->bridge, base->id);
+}
+
+static void sess_on_closed(mt_session_t *base)
+{
+    mt_rsess_t *s = (mt_rsess_t *)base;
+    resp_req_parser_free(&s->parser);
+    free(s->lctx.client_name);
+}
+
+static void sess_on_data(mt_session_t *base)
+{
+    mt_rsess_t *s = (mt_rsess_t *)base;
+    mt_buf_t *b = base->rbuf;
+    while (b && b->pos < b->last && !base->finishing && !base->closing) {
+        resp_request_t req;
+        const char *err = NULL;
+        mt_status_t rc = resp_parse_request(&s->parser, b->pos, mt_buf_unread(b), &req, &err);
+        if (rc == MT_AGAIN)
+            break;
+        if (rc == MT_ERROR) {
+            char text[300];
+            snprintf(text, sizeof(text), "ERR %s", err ? err : "Protocol error");
+            mt_stat_add(base->conf->stats, base->w->id, MT_ST_PROTOCOL_ERRORS, 1);
+            mt_rsess_reply_error(s, text);
+            base->finishing = true;
+            mt_session_pause(base);
+            break;
+        }
+        const char *frame = b->pos;
+        if (req.argc > 0)
+            sess_command(s, &req, frame);
+        b->pos += req.frame_len;
+    }
+}
+
+void mt_rsess_accept(mt_wlistener_t *l, uv_stream_t *server)
+{
+    mt_rsess_t *s = calloc(1, sizeof(*s));
+    if (!s || mt_session_accept(&s->base, l, server, &redis_sess_ops) != 0)
+        return;
+    s->rconf = mt_redis_listener(s->base.conf);
+    s->lctx.client_id = s->base.id;
+    s->lctx.mode = "standalone";
+    resp_req_parser_init(&s->parser, &resp_default_limits);
+    sess_set_unauthenticated(s, s->rconf->auth.password != NULL);
+    sess_apply_timeouts(s);
+    mt_session_resume(&s->base);
+}

@@ -1,0 +1,327 @@
+/*
+ * upstream.c - the Redis upstream connections (mt_rup_t on the upstream
+ * shell, upstream.h): the reply scanner, the FIFO of requests each connection owes replies to
+ * (Redis answers in order), the proxy's AUTH and READONLY on open, its own commands (ASKING,
+ * CLUSTER SLOTS), the buffered flush (maxBufferSizeBeforeFlush) and failing what a closed or
+ * timed-out connection still owed. Upstream connections belong to their worker endpoint
+ * slot.
+ */
+
+#include "runtime/proxy/redis/redis_proxy.h"
+
+#include "runtime/core/log.h"
+#include "runtime/core/upstream.h"
+
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- upstream connections -------------------------------------------------------------------- */
+
+const char *mt_rendpoint_label(mt_wendpoint_t *ep, char *buf, size_t n)
+{
+    return mt_upstream_label(ep, buf, n);
+}
+
+/* Fails every request queued on u with text and closes u. */
+void mt_rup_fail(mt_rup_t *u, const char *text)
+{
+    mt_worker_t *w = u->base.w;
+    mt_wcluster_t *c = u->base.ep->cluster;
+    mt_cluster_conf_t *cc = c->conf;
+    bool topology_lost = false;
+    while (u->head) {
+        mt_rreq_t *r = u->head;
+        u->head = r->unext;
+        u->base.inflight--;
+        if (r->kind == RREQ_USER) {
+            mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+            mt_rreq_complete_error(w, r, text);
+        } else {
+            topology_lost |= r->kind == RREQ_TOPOLOGY;
+            mt_rreq_free(w, r);
+        }
+    }
+    u->tail = NULL;
+    mt_wendpoint_t *ep = u->base.ep;
+    mt_upstream_close(&u->base);
+    if (mt_rtopo(c)) {
+        if (topology_lost)
+            mt_rcluster_topology_failed(c, text);
+        mt_rcluster_node_failed(c, ep);
+    }
+}
+
+static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
+{
+    mt_worker_t *w = u->base.w;
+    mt_wendpoint_t *ep = u->base.ep;
+    mt_rreq_t *r = u->head;
+    if (!r) {
+        char lbl[256];
+        mt_warn("upstream %s: reply with no request outstanding; closing",
+                mt_rendpoint_label(ep, lbl, sizeof(lbl)));
+        mt_rup_fail(u, "ERR meltemi: upstream protocol error");
+        return;
+    }
+    u->head = r->unext;
+    if (!u->head)
+        u->tail = NULL;
+    u->base.inflight--;
+    if (r->kind == RREQ_TOPOLOGY) {
+        mt_rreq_free(w, r);
+        mt_rcluster_on_slots(ep->cluster, ep, p, len);
+        return;
+    }
+    if (r->kind == RREQ_IGNORE) {
+        mt_rreq_free(w, r);
+        if (len && p[0] == '-') {
+            char lbl[256];
+            mt_warn("upstream %s: %.*s", mt_rendpoint_label(ep, lbl, sizeof(lbl)),
+                    (int)MT_MIN(len - 3, 200), p + 1);
+        }
+        return;
+    }
+    if (r->kind == RREQ_AUTH) {
+        mt_rreq_free(w, r);
+        if (len && p[0] == '-') {
+            char lbl[256], text[512];
+            int n = (int)MT_MIN(len - 1, 200);
+            while (n > 0 && (p[n] == '\r' || p[n] == '\n'))
+                n--;
+            mt_error("upstream %s rejected the proxy's credentials: %.*s",
+                     mt_rendpoint_label(ep, lbl, sizeof(lbl)), n, p + 1);
+            snprintf(text, sizeof(text),
+                     "ERR meltemi: upstream %s rejected the proxy's credentials: %.*s", lbl, n,
+                     p + 1);
+            mt_upstream_backoff(ep, w, text + 4);
+            mt_rup_fail(u, text);
+        }
+        return;
+    }
+    mt_stat_add(ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TOTAL, 1);
+    if (MT_UNLIKELY(mt_rtopo(ep->cluster) != NULL) && len > 4 && p[0] == '-' &&
+        mt_rcluster_redirect(ep->cluster, r, p, len))
+        return;
+    mt_rreq_complete(w, r, u->base.rbuf, p, len);
+}
+
+/* The shell's on_data: every whole reply in the read chunk, in order. */
+static void rup_on_data(mt_upstream_t *base)
+{
+    mt_rup_t *u = (mt_rup_t *)base;
+    mt_buf_t *b = base->rbuf;
+    while (b->pos < b->last && base->state == MT_UPSTREAM_READY) {
+        size_t flen = 0;
+        const char *err = NULL;
+        mt_status_t rc = resp_scan_reply(&u->scanner, b->pos, mt_buf_unread(b), &flen, &err);
+        if (rc == MT_AGAIN)
+            break;
+        if (rc == MT_ERROR) {
+            char lbl[256], text[400];
+            snprintf(text, sizeof(text), "ERR meltemi: upstream %s sent a malformed reply: %s",
+                     mt_rendpoint_label(base->ep, lbl, sizeof(lbl)), err ? err : "?");
+            mt_error("%s", text + 4);
+            mt_rup_fail(u, text);
+            return;
+        }
+        const char *p = b->pos;
+        b->pos += flen;
+        rup_on_reply(u, p, flen);
+    }
+}
+
+/* The shell ends the connection (connect failed or timed out, peer closed, write failed). */
+static void rup_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char *text)
+{
+    MT_UNUSED(ev);
+    char full[420];
+    snprintf(full, sizeof(full), "ERR meltemi: %s", text);
+    mt_rup_fail((mt_rup_t *)base, full);
+}
+
+/* Queues the proxy's AUTH as the connection's first command. */
+static int rup_queue_auth(mt_rup_t *u, const mt_auth_t *a)
+{
+    resp_arg_t argv[3];
+    uint32_t argc = 0;
+    argv[argc++] = (resp_arg_t){"AUTH", 4};
+    if (a->username)
+        argv[argc++] = (resp_arg_t){a->username, a->username_len};
+    argv[argc++] = (resp_arg_t){a->password, a->password_len};
+    mt_worker_t *w = u->base.w;
+    resp_out_t *o = &mt_rw(w)->scratch;
+    o->len = 0;
+    resp_out_command(o, argc, argv);
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r || mt_outq_add_copy(&u->base.out, o->data, o->len) != 0) {
+        if (r)
+            mt_rreq_free(w, r);
+        return -1;
+    }
+    /* Wipe the password from the scratch buffer. */
+    OPENSSL_cleanse(o->data, o->len);
+    r->kind = RREQ_AUTH;
+    r->deadline_ms = u->base.connect_deadline_ms;
+    mt_rup_push(u, r);
+    return 0;
+}
+
+static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, size_t len);
+
+/* The shell's on_open: AUTH (when the cluster has credentials) and READONLY (cluster mode)
+ * go first, before any command queued while connecting. */
+static int rup_on_open(mt_upstream_t *base, void *arg)
+{
+    MT_UNUSED(arg);
+    mt_rup_t *u = (mt_rup_t *)base;
+    mt_wcluster_t *c = base->ep->cluster;
+    resp_reply_scanner_init(&u->scanner, &resp_default_limits);
+    const mt_auth_t *a = &mt_redis_cluster(c->conf)->auth;
+    if (a->password && rup_queue_auth(u, a) != 0)
+        return -1;
+    if (mt_rtopo(c) && rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$8\r\nREADONLY\r\n", 18) != 0)
+        return -1;
+    return 0;
+}
+
+static void rup_on_close(mt_upstream_t *base)
+{
+    mt_rup_t *u = (mt_rup_t *)base;
+    if (u->flush_timer) {
+        uv_close((uv_handle_t *)u->flush_timer, (uv_close_cb)free);
+        u->flush_timer = NULL;
+    }
+}
+
+/* Requests still queued when the handle closes without a fail (they were failed first
+ * everywhere; this frees what a failed on_open left). */
+static void rup_on_closed(mt_upstream_t *base)
+{
+    mt_rup_t *u = (mt_rup_t *)base;
+    while (u->head) {
+        mt_rreq_t *r = u->head;
+        u->head = r->unext;
+        mt_rreq_free(base->w, r);
+    }
+}
+
+static const mt_upstream_ops_t rup_ops = {
+    .protocol = MT_PROTO_REDIS,
+    .size = sizeof(mt_rup_t),
+    .text_prefix = "meltemi: ",
+    .on_open = rup_on_open,
+    .on_data = rup_on_data,
+    .on_error = rup_on_error,
+    .on_close = rup_on_close,
+    .on_closed = rup_on_closed,
+};
+
+static void rup_flush_timer_fired(uv_timer_t *t)
+{
+    mt_rup_t *u = t->data;
+    mt_upstream_schedule(&u->base);
+}
+
+/*
+ * After queueing a command on u: flush at the end of this loop iteration, or, when the
+ * listener asks for it (maxBufferSizeBeforeFlush), once that many bytes are queued or
+ * bufferFlushTimeout has passed, whichever comes first.
+ */
+void mt_rup_schedule(mt_rup_t *u, const mt_redis_listener_conf_t *rl)
+{
+    if (u->base.state != MT_UPSTREAM_READY)
+        return;
+    uint32_t max = rl ? rl->max_buffer_size_before_flush : 0;
+    if (MT_LIKELY(max == 0) || u->base.out.queued_bytes >= max) {
+        if (u->flush_timer)
+            uv_timer_stop(u->flush_timer);
+        mt_worker_schedule_flush(u->base.w, &u->base.out);
+        return;
+    }
+    if (!u->flush_timer) {
+        u->flush_timer = malloc(sizeof(*u->flush_timer));
+        if (!u->flush_timer) {
+            mt_worker_schedule_flush(u->base.w, &u->base.out);
+            return;
+        }
+        uv_timer_init(&u->base.w->loop, u->flush_timer);
+        u->flush_timer->data = u;
+    }
+    if (!uv_is_active((uv_handle_t *)u->flush_timer))
+        uv_timer_start(u->flush_timer, rup_flush_timer_fired, rl->buffer_flush_timeout_ms, 0);
+}
+
+void mt_rup_push(mt_rup_t *u, mt_rreq_t *r)
+{
+    r->unext = NULL;
+    if (u->tail)
+        u->tail->unext = r;
+    else
+        u->head = r;
+    u->tail = r;
+    u->base.inflight++;
+}
+
+/* Queues a command of the proxy's own (READONLY, ASKING, CLUSTER SLOTS). */
+static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, size_t len)
+{
+    mt_worker_t *w = u->base.w;
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r || mt_outq_add_copy(&u->base.out, cmd, len) != 0) {
+        if (r)
+            mt_rreq_free(w, r);
+        return -1;
+    }
+    r->kind = (uint8_t)kind;
+    r->deadline_ms = mt_worker_now_ms(w) + u->base.ep->cluster->conf->connect_timeout_ms;
+    mt_rup_push(u, r);
+    mt_upstream_schedule(&u->base);
+    return 0;
+}
+
+/* The shared connection for a session on endpoint ep, connecting if needed; NULL + why on
+ * failure. */
+mt_rup_t *mt_rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
+{
+    return (mt_rup_t *)mt_upstream_shared(ep, &rup_ops, sess_id, NULL, why);
+}
+
+bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms)
+{
+    return mt_upstream_healthy(ep, now_ms);
+}
+
+bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **why)
+{
+    mt_rsess_t *s = r->sess ? r->sess : (r->parent ? r->parent->sess : NULL);
+    mt_rup_t *u = mt_rup_for(ep, s ? s->base.id : ep->cluster->rr++, why);
+    if (!u)
+        return false;
+    if (asking && rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$6\r\nASKING\r\n", 16) != 0) {
+        *why = "out of memory";
+        return false;
+    }
+    mt_buf_ref(r->frame.buf);
+    if (mt_outq_add_slice(&u->base.out, r->frame) != 0) {
+        *why = "out of memory";
+        return false;
+    }
+    mt_rup_push(u, r);
+    mt_upstream_schedule(&u->base);
+    return true;
+}
+
+/* Asks ep for the cluster's slot map. */
+bool mt_rcluster_send_slots(mt_wendpoint_t *ep, const char **why)
+{
+    mt_rup_t *u = mt_rup_for(ep, ep->cluster->rr++, why);
+    if (!u)
+        return false;
+    if (rup_queue_internal(u, RREQ_TOPOLOGY, "*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n", 28) != 0) {
+        *why = "out of memory";
+        return false;
+    }
+    return true;
+}
