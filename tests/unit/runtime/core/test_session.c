@@ -18,6 +18,8 @@
 #include "runtime/luajit/lua_env.h"
 
 #include <arpa/inet.h>
+#include "loop_wait.h"
+
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <lauxlib.h>
@@ -202,29 +204,9 @@ static void session_teardown(void)
 
 TestSuite(session, .init = session_setup, .fini = session_teardown, .timeout = 30);
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-/* Runs the loop until cond() holds; fails after 5 s rather than hang. */
-static void run_until(bool (*cond)(void), const char *what)
-{
-    uint64_t deadline = now_ms() + 5000;
-    while (!cond() && now_ms() < deadline)
-        uv_run(&t.w.loop, UV_RUN_ONCE);
-    cr_assert(cond(), "timed out waiting for %s", what);
-}
-
-/* Runs the loop for about ms milliseconds (to show that something does NOT happen). */
-static void run_for(uint64_t ms)
-{
-    uint64_t end = now_ms() + ms;
-    while (now_ms() < end)
-        uv_run(&t.w.loop, UV_RUN_ONCE);
-}
+/* The fixture's loop, waited on with the shared bounded helpers (loop_wait.h). */
+#define run_until(cond, what) loop_run_until(&t.w.loop, (cond), (what))
+#define run_for(ms) loop_run_for(&t.w.loop, (ms))
 
 static bool accepted(void)
 {
@@ -261,8 +243,8 @@ static void client_send(const char *s)
 static size_t client_read(char *out, size_t n)
 {
     size_t got = 0;
-    uint64_t deadline = now_ms() + 5000;
-    while (got < n && now_ms() < deadline) {
+    uint64_t deadline = loop_wait_now_ms() + 5000;
+    while (got < n && loop_wait_now_ms() < deadline) {
         ssize_t r = recv(t.client, out + got, n - got, MSG_DONTWAIT);
         if (r == 0)
             break;
@@ -278,8 +260,8 @@ static size_t client_read(char *out, size_t n)
 static bool client_sees_eof(void)
 {
     char c;
-    uint64_t deadline = now_ms() + 5000;
-    while (now_ms() < deadline) {
+    uint64_t deadline = loop_wait_now_ms() + 5000;
+    while (loop_wait_now_ms() < deadline) {
         ssize_t r = recv(t.client, &c, 1, MSG_DONTWAIT);
         if (r == 0)
             return true;

@@ -20,6 +20,8 @@
 #include "runtime/luajit/lua_env.h"
 
 #include <arpa/inet.h>
+#include "loop_wait.h"
+
 #include <criterion/criterion.h>
 #include <lauxlib.h>
 #include <netinet/in.h>
@@ -286,27 +288,9 @@ static void upstream_teardown(void)
 
 TestSuite(upstream, .init = upstream_setup, .fini = upstream_teardown, .timeout = 30);
 
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static void run_until(bool (*cond)(void), const char *what)
-{
-    uint64_t deadline = now_ms() + 5000;
-    while (!cond() && now_ms() < deadline)
-        uv_run(&t.w.loop, UV_RUN_ONCE);
-    cr_assert(cond(), "timed out waiting for %s", what);
-}
-
-static void run_for(uint64_t ms)
-{
-    uint64_t end = now_ms() + ms;
-    while (now_ms() < end)
-        uv_run(&t.w.loop, UV_RUN_ONCE);
-}
+/* The fixture's loop, waited on with the shared bounded helpers (loop_wait.h). */
+#define run_until(cond, what) loop_run_until(&t.w.loop, (cond), (what))
+#define run_for(ms) loop_run_for(&t.w.loop, (ms))
 
 static mt_upstream_t *watched;
 static uint32_t want_replies;
