@@ -10,6 +10,8 @@
 
 #include "runtime/core/snapshot.h"
 
+#include "protocols/redis/commands.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -37,6 +39,12 @@ typedef struct mt_redis_listener_conf {
     uint32_t auth_timeout_ms; /* close if not authenticated by then (auth required); 0: never */
     uint32_t idle_timeout_ms; /* close after this long with no traffic, nothing in flight; 0:
                                  never */
+    /* settings.deniedCommands (a meltemi extension): bit i of denied = command id i, of
+     * denied_sub = the i-th entry of the subcommand table; answered NOPERM before anything
+     * acts on them. n_denied = 0: none (the data path checks only that). */
+    uint32_t n_denied;
+    uint8_t denied[(REDIS_COMMAND_COUNT + 7) / 8];
+    uint8_t denied_sub[(REDIS_SUBCOMMAND_MAX + 7) / 8];
 } mt_redis_listener_conf_t;
 
 /* RedisDestination settings of one cluster (cluster.redis). */

@@ -136,6 +136,9 @@ void mt_rsess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_reque
 /* Forwards a command to cluster c; hold_until_ms (DELAY faults) holds the reply back. */
 void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
                     const resp_request_t *req, const char *frame, uint64_t hold_until_ms);
+/* PROXY mode: queues a command on endpoint ep's shared connection. */
+void mt_rforward_endpoint(mt_rsess_t *s, mt_wendpoint_t *ep, const redis_command_t *cmd,
+                          const resp_request_t *req, const char *frame, uint64_t hold_until_ms);
 /* Forwards a command to the session's own cluster. */
 void mt_rsess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
                       const char *frame);
@@ -148,6 +151,17 @@ mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool
 void mt_rsess_refuse(mt_rsess_t *s, const char *name, const char *form);
 /* Refuses (answers) a command that would block its shared upstream; true when refused. */
 bool mt_rsess_refuse_blocking(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
+
+/* admin.c */
+/* Answers a command refused by default (SHUTDOWN, DEBUG SEGFAULT...) with why; true if so. */
+bool mt_radmin_refuse(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
+/* Answers a command the listener denies (settings.deniedCommands) NOPERM; true if so. */
+bool mt_radmin_denied(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
+/* PROXY mode, a BROADCAST or ALL_MASTERS command: with several masters, sends it as
+ * protocols/redis/admin.c says (every master, merged; a key's master; one master) and returns
+ * true; false when c has one master (forward it as any command). */
+bool mt_radmin_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                       const resp_request_t *req, const char *frame, uint64_t hold_until_ms);
 
 /* upstream.c */
 /* The shared connection for a session on endpoint ep, connecting if needed; NULL + why. */
@@ -200,6 +214,13 @@ void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t s
                         mt_wcluster_t **targets, const uint32_t *strips);
 /* A fire-and-forget copy of a command (mirroring) to a cluster-mode destination. */
 void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp_request_t *req);
+/* The same command on each of eps (a part per endpoint, parent in its session's FIFO), the
+ * replies merged as merge (a redis_merge_t) says. */
+void mt_rsplit_fanout(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
+                      mt_wendpoint_t *const *eps, uint32_t n, int merge);
+/* SCAN over eps, one endpoint after the other (the cursor's low bits say which). */
+void mt_rsplit_scan(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
+                    mt_wendpoint_t *const *eps, uint32_t n);
 void mt_rcluster_free(mt_rtopo_t *t);
 void mt_rcluster_split_free(mt_worker_t *w, mt_rsplit_t *sp);
 

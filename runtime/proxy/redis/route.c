@@ -123,7 +123,6 @@ mt_wendpoint_t *mt_rroute_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
 void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
                     const resp_request_t *req, const char *frame, uint64_t hold_until_ms)
 {
-    mt_worker_t *w = s->base.w;
     char text[400];
     if (!c || c->n_eps == 0) {
         snprintf(text, sizeof(text), "ERR meltemi: no upstream host for %s",
@@ -146,6 +145,9 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         }
         return;
     }
+    if (MT_UNLIKELY(cmd->proxy == REDIS_PROXY_BROADCAST || cmd->proxy == REDIS_PROXY_ALL_MASTERS) &&
+        mt_radmin_forward(s, c, cmd, req, frame, hold_until_ms))
+        return;
     mt_wendpoint_t *ep =
         mt_rroute_endpoint(c, cmd, req, s->rconf->read_policy, s->rconf->enable_hashtagging);
     if (!ep) {
@@ -154,6 +156,15 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         mt_rsess_reply_error_at(s, text, hold_until_ms);
         return;
     }
+    mt_rforward_endpoint(s, ep, cmd, req, frame, hold_until_ms);
+}
+
+void mt_rforward_endpoint(mt_rsess_t *s, mt_wendpoint_t *ep, const redis_command_t *cmd,
+                          const resp_request_t *req, const char *frame, uint64_t hold_until_ms)
+{
+    mt_worker_t *w = s->base.w;
+    mt_wcluster_t *c = ep->cluster;
+    char text[400];
     const char *why = NULL;
     mt_rup_t *u = mt_rup_for(ep, s->base.id, &why);
     if (!u) {

@@ -234,6 +234,8 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
         return;
     }
+    if (MT_UNLIKELY(s->rconf->n_denied) && mt_radmin_denied(s, cmd, req))
+        return;
     /* Before anything can act on the command: local answers, Lua (a filter could mirror
      * it), splitting, cluster routing. */
     if (MT_UNLIKELY(s->tx_refused) && sess_in_refused_tx(s, cmd))
@@ -260,11 +262,13 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         }
         if (mt_rcmd_is(cmd, "multi"))
             s->tx_refused = true;
-        mt_rsess_refuse(s, cmd->name, "");
+        mt_radmin_refuse(s, cmd, req);
         return;
     }
     default:
         if (mt_rsess_refuse_blocking(s, cmd, req))
+            return;
+        if (MT_UNLIKELY(cmd->proxy == REDIS_PROXY_BROADCAST) && mt_radmin_refuse(s, cmd, req))
             return;
         if (MT_UNLIKELY(mt_bridge_has_chain(&mt_rw(w)->bridge, s->base.li)) &&
             s->base.snap == w->snap)
