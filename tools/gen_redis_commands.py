@@ -76,8 +76,9 @@ BROADCAST = {"config", "debug", "memory", "latency", "slowlog", "script", "funct
              "bgrewriteaof", "save"}
 # Flagged admin by Redis but harmless through a proxy: forwarded like any command.
 ADMIN_FORWARDED = {"pfdebug", "pfselftest"}
+# Transactions on an exclusive (leased) upstream connection: runtime/proxy/redis/tx.c.
+TRANSACTION = {"multi", "exec", "discard", "watch", "unwatch"}
 UNSUPPORTED = {
-    "multi", "exec", "discard", "watch", "unwatch",
     "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe",
     "monitor", "sync", "psync",
     "blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax", "bzmpop",
@@ -102,6 +103,8 @@ def proxy_kind(name, flags):
         return "REDIS_PROXY_ALL_MASTERS"
     if name in BROADCAST:
         return "REDIS_PROXY_BROADCAST"
+    if name in TRANSACTION:
+        return "REDIS_PROXY_TRANSACTION"
     if name in ADMIN_FORWARDED:
         return "REDIS_PROXY_FORWARD"
     # A command Redis flags admin that is in none of the lists above (a newer Redis's) is

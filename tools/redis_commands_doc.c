@@ -137,6 +137,17 @@ static void command_row(page_t *p, const redis_command_t *cmd)
         }
         break;
     }
+    case REDIS_PROXY_TRANSACTION:
+        out(p, "| `%s` | leased | %s |\n", name,
+            strcmp(cmd->name, "multi") == 0
+                ? "on a connection leased for the client until EXEC or DISCARD (bounded by "
+                  "maxConnections); every key of the transaction in one slot (else CROSSSLOT) "
+                  "or on one endpoint"
+            : strcmp(cmd->name, "watch") == 0
+                ? "leases the connection of its keys' master, kept until EXEC, DISCARD or "
+                  "UNWATCH"
+                : "ends the transaction; the lease goes back once its reply is in");
+        break;
     case REDIS_PROXY_UNSUPPORTED: {
         resp_arg_t argv[1] = {{cmd->name, cmd->name_len}};
         const redis_admin_rule_t *r = redis_admin_rule(cmd, 1, argv);
@@ -168,6 +179,8 @@ static void render(page_t *p)
            "(Redis Cluster mode, PROXY mode with several endpoints) it goes to every master "
            "and the replies merge as the table below says, as Redis Cluster proxies do.\n"
            "- **by key**: with several masters, to the master of its key.\n"
+           "- **leased**: on an upstream connection of the client's own (a lease from a "
+           "bounded pool, maxConnections), docs/redis-codec.md#transactions.\n"
            "- **local**: answered by meltemi itself.\n"
            "- **refused**: answered with an error saying why; nothing reaches Redis.\n\n"
            "Nothing else is refused by default. A listener refuses more with the RedisService "

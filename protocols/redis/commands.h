@@ -45,6 +45,8 @@ typedef enum redis_proxy_kind {
     REDIS_PROXY_UNSUPPORTED, /* refused with a clear error (MULTI, SUBSCRIBE, BLPOP...) */
     REDIS_PROXY_BROADCAST,   /* administration (CONFIG, DEBUG, SCRIPT, SLOWLOG...): the one
                                 master, or every master with the replies merged (admin.h) */
+    REDIS_PROXY_TRANSACTION, /* MULTI, EXEC, DISCARD, WATCH, UNWATCH: on a leased upstream
+                                connection (runtime/proxy/redis/tx.c) */
 } redis_proxy_kind_t;
 
 typedef struct redis_command {

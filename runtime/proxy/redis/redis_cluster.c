@@ -1110,6 +1110,15 @@ static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *r
     free(eps), free(slots);
 }
 
+mt_wendpoint_t *mt_rcluster_slot_master(mt_wcluster_t *c, uint16_t slot)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    if (!t || !t->have_map || slot >= SLOTS)
+        return NULL;
+    uint16_t si = t->slot_shard[slot];
+    return si == NO_SHARD || si >= t->n_shards ? NULL : t->shards[si].master;
+}
+
 static split_op_t split_op_of(redis_merge_t m)
 {
     switch (m) {
