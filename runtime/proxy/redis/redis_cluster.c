@@ -1110,6 +1110,16 @@ static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *r
     free(eps), free(slots);
 }
 
+bool mt_rcluster_has_map(mt_wcluster_t *c)
+{
+    mt_rtopo_t *t = topo_get(c);
+    if (!t || t->have_map)
+        return true; /* out of memory: go on, the command says so */
+    if (!t->refreshing)
+        topo_refresh(c, mt_worker_now_ms(c->w));
+    return false;
+}
+
 mt_wendpoint_t *mt_rcluster_slot_master(mt_wcluster_t *c, uint16_t slot)
 {
     mt_rtopo_t *t = mt_rtopo(c);

@@ -59,6 +59,7 @@ typedef struct mt_rreq {
     bool read_only; /* may go to a replica */
     bool held;      /* answered, but a DELAY fault holds the reply until hold_until */
     bool stats_done;
+    bool blocking; /* a blocking command on a lease of its own (tx.c) */
     bool resp_chain;
     /* on_response filters see the reply (once) */ /* counted in the per-command stats */
     uint64_t hold_until_ms;
@@ -97,6 +98,10 @@ struct mt_rsess {
      * nothing reaches an upstream (the client may believe it is queueing a transaction) */
     bool tx_refused;
     mt_rtx_t tx;
+    /* Cluster mode before the first slot map: a command that needs a lease waits (unread, in
+     * order) until the map is in, retried by this timer, at most connectTimeout. */
+    mt_timer_t map_timer;
+    uint64_t map_wait_since_ms;
     mt_timer_t hold_timer; /* releases held replies (DELAY faults), at the earliest one's time */
 };
 
@@ -174,8 +179,6 @@ mt_wendpoint_t *mt_rroute_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
 /* PROXY mode: the endpoint a key hashes to. */
 mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool hashtag);
 void mt_rsess_refuse(mt_rsess_t *s, const char *name, const char *form);
-/* Refuses (answers) a command that would block its shared upstream; true when refused. */
-bool mt_rsess_refuse_blocking(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
 
 /* admin.c */
 /* Answers a command refused by default (SHUTDOWN, DEBUG SEGFAULT...) with why; true if so. */
@@ -211,6 +214,12 @@ void mt_rtx_after_reply(mt_rup_t *u);
 void mt_rtx_popped(mt_rsess_t *s);
 /* The client went away: its lease closes (Redis discards its transaction). */
 void mt_rtx_session_closed(mt_rsess_t *s);
+/* Cluster mode, no slot map yet, and cmd would need a lease (WATCH, a blocking command, a
+ * command of an open transaction): true (and the session retries it once the map is in). */
+bool mt_rtx_wait_for_map(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
+/* The client sent EOF: close at once rather than wait for what is owed? True while a
+ * blocking command is on its lease or a transaction is open (Redis would drop either). */
+bool mt_rtx_close_on_eof(mt_rsess_t *s);
 
 /* upstream.c */
 /* The shared connection for a session on endpoint ep, connecting if needed; NULL + why. */
@@ -281,6 +290,8 @@ void mt_rsplit_fanout(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t 
 /* SCAN over eps, one endpoint after the other (the cursor's low bits say which). */
 void mt_rsplit_scan(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
                     mt_wendpoint_t *const *eps, uint32_t n);
+/* Whether c's first slot map is in; if not, asks for it (false). */
+bool mt_rcluster_has_map(mt_wcluster_t *c);
 /* The master serving slot, from the slot map; NULL while there is none. */
 mt_wendpoint_t *mt_rcluster_slot_master(mt_wcluster_t *c, uint16_t slot);
 void mt_rcluster_free(mt_rtopo_t *t);

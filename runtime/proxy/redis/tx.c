@@ -14,6 +14,10 @@
  * does, another endpoint or service a clear error, and EXEC then answers EXECABORT (Redis
  * aborts a transaction with a queueing error) after a DISCARD upstream.
  *
+ * Blocking commands (BLPOP, BZMPOP, XREAD ... BLOCK) take a lease of their own for one
+ * command (tx_forward_blocking), from the same bounded pool: a pool at its bound answers at
+ * once; a client that disconnects while blocked closes its lease (Redis forgets it).
+ *
  * Queued commands go through the policy chain like any other (filters and faults see each
  * one; an error a filter or fault answers fails the transaction), but are not mirrored: a
  * mirror would apply them at once. Replies (+QUEUED, EXEC's array) are Redis's, relayed.
@@ -294,9 +298,10 @@ static mt_rup_t *tx_lease(mt_rsess_t *s, mt_wendpoint_t *ep, uint64_t hold_until
     return NULL;
 }
 
-/* A client's command on the lease (kept by reference, or re-encoded when inline). */
-static void tx_send(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
-                    const char *frame, uint64_t hold_until_ms)
+/* A client's command on the lease (kept by reference, or re-encoded when inline), answered
+ * by deadline_ms (0: whenever Redis answers). */
+static void tx_send_until(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                          const char *frame, uint64_t hold_until_ms, uint64_t deadline_ms)
 {
     mt_worker_t *w = s->base.w;
     mt_rreq_t *r = mt_rreq_new(w);
@@ -306,7 +311,7 @@ static void tx_send(mt_rsess_t *s, const redis_command_t *cmd, const resp_reques
     }
     r->cmd = cmd;
     r->start_ns = uv_hrtime();
-    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
+    r->deadline_ms = deadline_ms;
     r->hold_until_ms = hold_until_ms;
     if (req->is_inline) {
         resp_out_t *o = &mt_rw(w)->scratch;
@@ -323,6 +328,13 @@ static void tx_send(mt_rsess_t *s, const redis_command_t *cmd, const resp_reques
     }
     mt_rsess_push(s, r);
     tx_put(s, r);
+}
+
+static void tx_send(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                    const char *frame, uint64_t hold_until_ms)
+{
+    tx_send_until(s, cmd, req, frame, hold_until_ms,
+                  mt_worker_now_ms(s->base.w) + s->rconf->op_timeout_ms);
 }
 
 /* ---- the hook in mt_rforward_to -------------------------------------------------------- */
@@ -347,6 +359,46 @@ static bool tx_forward_pinned(mt_rsess_t *s, mt_wcluster_t *c, const redis_comma
     return true;
 }
 
+/*
+ * A command that can block (BLPOP, BZMPOP, XREAD ... BLOCK): on a connection leased for it
+ * until it answers, so nobody else waits behind it. Its reply is due by its own timeout plus
+ * opTimeout (never, for a timeout of 0). Behind a lease the session already holds (keys
+ * watched, a transaction draining) when it goes to the same endpoint, as on one connection.
+ */
+static bool tx_forward_blocking(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                                const resp_request_t *req, const char *frame, uint64_t hold)
+{
+    tx_target_t t;
+    const char *err = tx_target(s, c, cmd, req, &t);
+    if (err) {
+        mt_rsess_reply_error_at(s, err, hold);
+        return true;
+    }
+    mt_wendpoint_t *ep = t.ep ? t.ep : any_master(c);
+    mt_rup_t *u = s->tx.lease;
+    if (u && (u->base.ep != ep || u->base.ep->cluster != c)) {
+        if (s->tx.state != RTX_NONE || s->tx.pending_head) {
+            char text[300];
+            snprintf(text, sizeof(text),
+                     "ERR meltemi: '%s' goes to another master than the keys this connection "
+                     "watches",
+                     cmd->name);
+            mt_rsess_reply_error_at(s, text, hold);
+            return true;
+        }
+        tx_let_go(s);
+    }
+    if (!s->tx.lease && !tx_lease(s, ep, hold))
+        return true; /* the pool is at its bound, or the endpoint down: said at once */
+    uint64_t timeout_ms = 0, deadline = 0;
+    if (redis_command_block_timeout_ms(cmd, req->argc, req->argv, &timeout_ms) && timeout_ms)
+        deadline = mt_worker_now_ms(s->base.w) + timeout_ms + s->rconf->op_timeout_ms;
+    tx_send_until(s, cmd, req, frame, hold, deadline);
+    if (s->tail)
+        s->tail->blocking = true;
+    return true; /* the lease goes back after the reply (mt_rtx_after_reply) */
+}
+
 bool mt_rtx_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
                     const resp_request_t *req, const char *frame, uint64_t hold_until_ms)
 {
@@ -355,8 +407,12 @@ bool mt_rtx_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         mt_rsess_reply_error_at(s, "ERR WATCH inside MULTI is not allowed", hold_until_ms);
         return true;
     }
-    if (!watch && s->tx.state != RTX_QUEUED)
+    if (!watch && s->tx.state != RTX_QUEUED) {
+        if (MT_UNLIKELY(cmd->flags & REDIS_CMD_BLOCKING) &&
+            redis_command_can_block(cmd, req->argc, req->argv))
+            return tx_forward_blocking(s, c, cmd, req, frame, hold_until_ms);
         return tx_forward_pinned(s, c, cmd, req, frame, hold_until_ms);
+    }
     tx_target_t t;
     const char *err = tx_target(s, c, cmd, req, &t);
     if (!err && watch && s->tx.state == RTX_NONE && s->tx.lease && !s->tx.pending_head &&
@@ -573,6 +629,40 @@ void mt_rtx_after_reply(mt_rup_t *u)
         s->tx.lease = NULL;
         mt_rup_release(u, true);
     }
+}
+
+bool mt_rtx_wait_for_map(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
+{
+    mt_wcluster_t *c = s->base.cluster;
+    bool leased =
+        s->tx.state != RTX_NONE || cmd->proxy == REDIS_PROXY_TRANSACTION ||
+        cmd->proxy == REDIS_PROXY_BLOCKING ||
+        ((cmd->flags & REDIS_CMD_BLOCKING) && redis_command_can_block(cmd, req->argc, req->argv));
+    if (!leased || !c || mt_redis_cluster(c->conf)->mode != MT_REDIS_CLUSTER ||
+        mt_rcluster_has_map(c))
+        return false;
+    uint64_t now = mt_worker_now_ms(s->base.w);
+    if (!s->map_wait_since_ms)
+        s->map_wait_since_ms = now;
+    /* at most connectTimeout: then it goes on and answers TRYAGAIN (tx_target) */
+    return now < s->map_wait_since_ms + c->conf->connect_timeout_ms;
+}
+
+bool mt_rtx_close_on_eof(mt_rsess_t *s)
+{
+    if (!s->tx.lease && !s->tx.pending_head)
+        return false;
+    if (s->tx.state != RTX_NONE)
+        return true;
+    for (mt_rreq_t *r = s->tx.lease ? s->tx.lease->head : NULL; r; r = r->unext) {
+        if (r->blocking)
+            return true;
+    }
+    for (mt_rreq_t *r = s->tx.pending_head; r; r = r->unext) {
+        if (r->blocking)
+            return true;
+    }
+    return false;
 }
 
 void mt_rtx_session_closed(mt_rsess_t *s)
