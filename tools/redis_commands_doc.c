@@ -54,7 +54,9 @@ static const char *local_note(const char *name)
                  "authenticates to Redis with the RedisDestination's credentials"},
         {"hello", "RESP2 only; AUTH and SETNAME as AUTH and CLIENT SETNAME"},
         {"quit", "closes the client's connection once its replies are written"},
-        {"select", "database 0 only: upstream connections are shared"},
+        {"select", "0 answered here; another database (PROXY mode, one master) on a connection "
+                   "leased for the client, selected again after a reconnect "
+                   "(docs/redis-codec.md#databases-select); cluster mode: 0 only"},
         {"client", "the client's connection is to the proxy: SETNAME, GETNAME, ID, INFO, "
                    "SETINFO answered; NO-EVICT and NO-TOUCH accepted and not forwarded (they "
                    "would change the shared upstream connection for every client on it)"},

@@ -59,7 +59,9 @@ typedef struct mt_rreq {
     bool read_only; /* may go to a replica */
     bool held;      /* answered, but a DELAY fault holds the reply until hold_until */
     bool stats_done;
-    bool blocking; /* a blocking command on a lease of its own (tx.c) */
+    bool blocking;  /* a blocking command on a lease of its own (tx.c) */
+    bool is_select; /* SELECT select_db on a lease (tx.c) */
+    int32_t select_db;
     bool resp_chain;
     /* on_response filters see the reply (once) */ /* counted in the per-command stats */
     uint64_t hold_until_ms;
@@ -82,6 +84,11 @@ typedef struct mt_rtx {
      * of the session's FIFO are still ahead, pending what waits (linked by unext). */
     uint32_t gate_ahead;
     mt_rreq_t *pending_head, *pending_tail;
+    /* SELECT n (PROXY mode, one master): the client's database as Redis confirmed it; while
+     * it is not 0 (or a SELECT is in flight) the session keeps its lease, and a new lease
+     * (after the old one died) is selected first, so the database survives reconnects. */
+    int32_t db;
+    uint32_t selects_in_flight;
 } mt_rtx_t;
 
 struct mt_rsess {
@@ -113,6 +120,7 @@ struct mt_rup {
     mt_rreq_t *head, *tail;
     uv_timer_t *flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires */
     mt_rsess_t *lessee;      /* leased: the session whose transaction it carries, or NULL */
+    int32_t db;              /* leased: the database SELECTed on it (0: clean) */
     bool returning;          /* leased, its transaction ended: returned once nothing is owed */
 };
 
@@ -210,6 +218,11 @@ void mt_rtx_lease_lost(mt_rsess_t *s, const char *text);
 /* A reply (or an ignored one) came in on leased connection u: gives it back once its
  * transaction is over and nothing more is owed. */
 void mt_rtx_after_reply(mt_rup_t *u);
+/* SELECT: on the session's lease (PROXY mode with one master), else answered here. */
+void mt_rtx_select(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                   const char *frame);
+/* upstream.c: a SELECT on lease u was answered (ok: +OK). */
+void mt_rtx_select_answered(mt_rup_t *u, mt_rreq_t *r, bool ok);
 /* reply.c popped a record off s's FIFO while a lease waits for its gate. */
 void mt_rtx_popped(mt_rsess_t *s);
 /* The client went away: its lease closes (Redis discards its transaction). */

@@ -273,6 +273,8 @@ static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     case REDIS_PROXY_LOCAL:
         if (mt_rcmd_is(cmd, "auth")) {
             sess_auth(s, req);
+        } else if (mt_rcmd_is(cmd, "select")) {
+            mt_rtx_select(s, cmd, req, frame);
         } else if (mt_rcmd_is(cmd, "hello")) {
             sess_hello(s, cmd, req);
         } else {

@@ -101,6 +101,17 @@ static int tx_internal(mt_rsess_t *s, const char *bytes, size_t len)
     return 0;
 }
 
+/* The client's database on a new lease (its old one died): SELECT first, reply dropped. */
+static int tx_select_internal(mt_rsess_t *s, mt_rup_t *u)
+{
+    char cmd[64];
+    char num[16];
+    int nlen = snprintf(num, sizeof(num), "%d", (int)s->tx.db);
+    int n = snprintf(cmd, sizeof(cmd), "*2\r\n$6\r\nSELECT\r\n$%d\r\n%s\r\n", nlen, num);
+    u->db = s->tx.db;
+    return tx_internal(s, cmd, (size_t)n);
+}
+
 /* Sends what waited behind the gate, in order. */
 static void tx_gate_open(mt_rsess_t *s)
 {
@@ -280,6 +291,10 @@ static mt_rup_t *tx_lease(mt_rsess_t *s, mt_wendpoint_t *ep, uint64_t hold_until
         s->tx.lease = u;
         /* what the client sent before is answered first (it went on other connections) */
         s->tx.gate_ahead = s->base.pending;
+        if (s->tx.db && tx_select_internal(s, u) != 0) {
+            mt_session_close(&s->base);
+            return NULL;
+        }
         return u;
     }
     char text[400], lbl[256];
@@ -345,7 +360,8 @@ static void tx_send(mt_rsess_t *s, const redis_command_t *cmd, const resp_reques
 static bool tx_forward_pinned(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
                               const resp_request_t *req, const char *frame, uint64_t hold)
 {
-    if (!s->tx.lease)
+    bool selected = s->tx.db != 0 || s->tx.selects_in_flight;
+    if (!s->tx.lease && !selected)
         return false;
     tx_target_t t;
     if (tx_target(s, c, cmd, req, &t) != NULL)
@@ -353,8 +369,19 @@ static bool tx_forward_pinned(mt_rsess_t *s, mt_wcluster_t *c, const redis_comma
     mt_wendpoint_t *at =
         t.ep ? t.ep
              : (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER ? NULL : single_master(c));
-    if (at != s->tx.lease->base.ep || s->tx.lease->base.ep->cluster != c)
-        return false;
+    if (!s->tx.lease && at && at == single_master(s->base.cluster) && !tx_lease(s, at, hold))
+        return true; /* the database's lease died: a new one, selected, or the reason */
+    if (!s->tx.lease || at != s->tx.lease->base.ep || s->tx.lease->base.ep->cluster != c) {
+        if (!selected)
+            return false;
+        char text[300];
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: database %d is selected on %s; '%s' goes elsewhere (a prefix "
+                 "route), where only database 0 is served",
+                 (int)s->tx.db, service_of(s->base.cluster), cmd->name);
+        mt_rsess_reply_error_at(s, text, hold);
+        return true;
+    }
     tx_send(s, cmd, req, frame, hold);
     return true;
 }
@@ -608,6 +635,7 @@ bool mt_rtx_queued(mt_rsess_t *s, const redis_command_t *cmd, const resp_request
 void mt_rtx_lease_lost(mt_rsess_t *s, const char *text)
 {
     s->tx.lease = NULL;
+    s->tx.selects_in_flight = 0; /* they fail with the rest; s->tx.db stays: re-selected */
     tx_fail_pending(s, text);
     if (s->tx.state == RTX_QUEUED)
         s->tx.failed = true;
@@ -625,7 +653,8 @@ void mt_rtx_after_reply(mt_rup_t *u)
             mt_rup_release(u, true);
         return;
     }
-    if (s->tx.lease == u && s->tx.state == RTX_NONE && !s->tx.pending_head) {
+    if (s->tx.lease == u && s->tx.state == RTX_NONE && !s->tx.pending_head && s->tx.db == 0 &&
+        s->tx.selects_in_flight == 0) {
         s->tx.lease = NULL;
         mt_rup_release(u, true);
     }
@@ -683,4 +712,73 @@ void mt_rtx_session_closed(mt_rsess_t *s)
     /* Redis discards a transaction whose connection closes: so does closing the lease. */
     if (u)
         mt_rup_release(u, false);
+}
+
+/* ---- SELECT ---------------------------------------------------------------------------- */
+
+/*
+ * SELECT n through the proxy (PROXY mode, a service with one master): the client's database
+ * lives on a lease of its own, kept while it is not 0 and selected again on a new lease if
+ * the old one dies (so it survives upstream reconnects). A lease rather than shared pools
+ * per database: Redis keeps the database per connection, a lease is that connection, and it
+ * needs nothing new from the upstream shell; the cost is one upstream connection per client
+ * outside database 0 (bounded by maxConnections; the error says so at the bound). A lease
+ * that served another database is closed, never pooled. Cluster mode has database 0 only
+ * (Redis Cluster's rule); several endpoints: only 0 (each would need its own lease).
+ */
+void mt_rtx_select(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                   const char *frame)
+{
+    resp_out_t *o = &mt_rw(s->base.w)->scratch;
+    char num[24];
+    snprintf(num, sizeof(num), "%.*s", (int)MT_MIN(req->argv[1].len, 23), req->argv[1].ptr);
+    char *end = NULL;
+    long long id = strtoll(num, &end, 10);
+    mt_wcluster_t *c = s->base.cluster;
+    bool valid = end && *end == '\0' && num[0] != '\0' && id >= INT32_MIN && id <= INT32_MAX;
+    bool cluster = c && mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER;
+    mt_wendpoint_t *ep = c && c->n_eps && !cluster ? single_master(c) : NULL;
+    if (valid && cluster && id != 0) {
+        mt_rsess_reply_error(s, "ERR SELECT is not allowed in cluster mode"); /* Redis's text */
+        return;
+    }
+    if (!valid || cluster || (id == 0 && !s->tx.lease && s->tx.db == 0)) {
+        o->len = 0; /* Redis's texts: not an integer, out of range, cluster mode, or OK */
+        redis_local_reply(&s->lctx, cmd, req->argc, req->argv, o);
+        mt_rsess_reply(s, o->data, o->len);
+        return;
+    }
+    if (!ep) {
+        mt_rsess_reply_error(s, "ERR meltemi: SELECT other than 0 needs a service with one "
+                                "endpoint (a client's database is kept on a connection of its "
+                                "own)");
+        return;
+    }
+    if (!s->tx.lease) {
+        if (!tx_lease(s, ep, 0))
+            return; /* the pool at its bound: said at once */
+    } else if (s->tx.lease->base.ep != ep) {
+        mt_rsess_reply_error(s, "ERR meltemi: SELECT on a connection whose transaction runs "
+                                "elsewhere");
+        return;
+    }
+    tx_send(s, cmd, req, frame, 0);
+    if (s->tail) {
+        s->tail->is_select = true;
+        s->tail->select_db = (int32_t)id;
+        s->tx.selects_in_flight++;
+    }
+}
+
+void mt_rtx_select_answered(mt_rup_t *u, mt_rreq_t *r, bool ok)
+{
+    if (ok)
+        u->db = r->select_db;
+    mt_rsess_t *s = r->sess;
+    if (!s || s->tx.lease != u)
+        return;
+    if (s->tx.selects_in_flight)
+        s->tx.selects_in_flight--;
+    if (ok)
+        s->tx.db = r->select_db;
 }

@@ -113,6 +113,8 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
         /* A transaction's reply: relayed as it is (a MOVED inside MULTI is Redis's
          * queueing error, and EXEC will say EXECABORT), then the lease goes back once its
          * transaction has ended and nothing more is owed. */
+        if (MT_UNLIKELY(r->is_select))
+            mt_rtx_select_answered(u, r, len && p[0] == '+');
         mt_rreq_complete(w, r, u->base.rbuf, p, len);
         mt_rtx_after_reply(u);
         return;
@@ -310,6 +312,7 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
     if (u) {
         u->lessee = s;
         u->returning = false;
+        u->db = 0; /* a connection selected elsewhere is closed, never pooled */
     }
     return u;
 }
@@ -317,6 +320,7 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
 void mt_rup_release(mt_rup_t *u, bool clean)
 {
     u->lessee = NULL;
+    clean = clean && u->db == 0;
     if (clean && u->base.inflight > 0) {
         u->returning = true; /* rup_on_reply gives it back after the last reply */
         return;
