@@ -42,19 +42,6 @@ spec:
     opTimeout: 1s
 """
 
-MAX_CONNS = """\
-apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata:
-  name: leases
-  namespace: redis
-spec:
-  host: redis-single.redis.svc.cluster.local
-  trafficPolicy:
-    connectionPool:
-      tcp:
-        maxConnections: {n}
-"""
 
 
 def test_every_blocking_command_is_served_on_its_own_lease(blog_env):
@@ -128,7 +115,7 @@ def test_a_timeout_past_op_timeout_is_still_redis_s(blog_env):
 
 
 def test_a_full_lease_pool_answers_at_once_and_others_still_work(blog_env):
-    env = blog_env(files={"redis-single.yaml": configs.STEP1, "dr.yaml": MAX_CONNS.format(n=2)})
+    env = blog_env(files={"redis-single.yaml": configs.STEP1, "dr.yaml": configs.max_connections_rule(2)})
     d = direct(env)
     a = RespConn(env.host, env.port, timeout=10)
     b = RespConn(env.host, env.port, timeout=10)

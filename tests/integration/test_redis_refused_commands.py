@@ -38,20 +38,8 @@ from meta_env import install_node_peers  # noqa: E402
 
 PEERS = REPO / "tests" / "integration" / "peers"
 EXECABORT = "EXECABORT Transaction discarded because of previous errors."
-# One lease per endpoint and worker: a second client's transaction finds the pool at its bound.
-MAX_ONE = """\
-apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata:
-  name: one-lease
-  namespace: {namespace}
-spec:
-  host: {host}
-  trafficPolicy:
-    connectionPool:
-      tcp:
-        maxConnections: 1
-"""
+# One lease per endpoint and worker: a second client's transaction finds the pool at its bound
+# (configs.max_connections_rule(1)).
 
 
 def pool_full(port, host=configs.HOST):
@@ -61,7 +49,7 @@ def pool_full(port, host=configs.HOST):
 
 def one_lease_env(blog_env, step=1):
     files = {"redis-single.yaml": configs.STEP1,
-             "dr.yaml": MAX_ONE.format(namespace="redis", host=configs.HOST)}
+             "dr.yaml": configs.max_connections_rule(1)}
     if step >= 2:
         files["redis-service.yaml"] = configs.BLOG_STEP2
     return blog_env(files=files)
@@ -188,7 +176,8 @@ def test_redis_py_transaction_through_a_lua_filter_applies_nothing(redis_factory
                                             namespace="demo"),
         "mirror.yaml": configs.service_entry("redis-mirror", "127.0.0.42", mport,
                                               mirror.port, namespace="demo"),
-        "dr.yaml": MAX_ONE.format(namespace="demo", host="redis-main.demo.svc.cluster.local"),
+        "dr.yaml": configs.max_connections_rule(1, host="redis-main.demo.svc.cluster.local",
+                                               namespace="demo"),
         "filter.yaml": """\
 apiVersion: meltemi.io/v1alpha1
 kind: LuaFilter
@@ -396,7 +385,7 @@ def test_cluster_refused_transaction_applies_nothing(
     # applied.
     port = free_port(CLUSTER_VIP)
     files = cluster_yaml(redis_cluster, port)
-    files["dr.yaml"] = MAX_ONE.format(namespace="redis", host=CLUSTER_HOST)
+    files["dr.yaml"] = configs.max_connections_rule(1, host=CLUSTER_HOST)
     meltemi_factory(config_dir(files), workers=1)
     c = RespConn(CLUSTER_VIP, port, timeout=10)
     assert c.call("SET", "counter", "5") == b"OK"

@@ -81,23 +81,10 @@ def test_select_errors_back_to_zero_and_no_selected_connection_is_reused(blog_en
     other.close()
 
 
-MAX_ONE = """\
-apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata:
-  name: one-lease
-  namespace: redis
-spec:
-  host: redis-single.redis.svc.cluster.local
-  trafficPolicy:
-    connectionPool:
-      tcp:
-        maxConnections: 1
-"""
 
 
 def test_a_full_lease_pool_refuses_select_at_once(blog_env):
-    env = blog_env(files={"redis-single.yaml": configs.STEP1, "dr.yaml": MAX_ONE})
+    env = blog_env(files={"redis-single.yaml": configs.STEP1, "dr.yaml": configs.max_connections_rule(1)})
     a = RespConn(env.host, env.port, timeout=10)
     assert a.call("SELECT", "1") == b"OK"
     b = RespConn(env.host, env.port, timeout=10)

@@ -191,23 +191,10 @@ spec:
 
 # ---- failures ------------------------------------------------------------------------------
 
-MAX_ONE = """\
-apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata:
-  name: one-lease
-  namespace: redis
-spec:
-  host: redis-single.redis.svc.cluster.local
-  trafficPolicy:
-    connectionPool:
-      tcp:
-        maxConnections: 1
-"""
 
 
 def test_exhausted_lease_pool_refuses_multi_at_once_and_applies_nothing(blog_env):
-    env = blog_env(files={"redis-single.yaml": configs.STEP1, "dr.yaml": MAX_ONE})
+    env = blog_env(files={"redis-single.yaml": configs.STEP1, "dr.yaml": configs.max_connections_rule(1)})
     direct(env).set("counter", "5")
     a = RespConn(env.host, env.port, timeout=10)
     b = RespConn(env.host, env.port, timeout=10)
