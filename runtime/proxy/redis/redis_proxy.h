@@ -8,6 +8,8 @@
  *   upstream.c the upstream connections (mt_rup_t on the upstream shell)
  *   reply.c    request records, completion, replies in order, held replies, command stats
  *   redis_cluster.c  Redis Cluster topology, slot routing, redirections, split commands
+ *   tx.c       transactions, blocking commands and SELECT on leased upstream connections
+ *   admin.c    administration: default refusals, deniedCommands, PROXY-mode fan-out
  *
  * Calls go down that list (session -> policy -> route -> upstream -> reply); redis_cluster.c
  * sits beside route.c (route.c hands it cluster-mode commands, it sends through upstream.c
@@ -37,6 +39,7 @@ typedef enum rreq_kind {
     RREQ_AUTH = 1,     /* the proxy's AUTH on a new connection */
     RREQ_IGNORE = 2,   /* READONLY / ASKING: reply dropped unless it is an error */
     RREQ_TOPOLOGY = 3, /* CLUSTER SLOTS */
+    RREQ_DROP = 4,     /* a transaction's command moved to another lease: reply dropped */
 } rreq_kind_t;
 
 typedef struct mt_rreq {
@@ -59,8 +62,11 @@ typedef struct mt_rreq {
     bool read_only; /* may go to a replica */
     bool held;      /* answered, but a DELAY fault holds the reply until hold_until */
     bool stats_done;
-    bool blocking;  /* a blocking command on a lease of its own (tx.c) */
-    bool is_select; /* SELECT select_db on a lease (tx.c) */
+    bool blocking;    /* a blocking command on a lease of its own (tx.c) */
+    bool is_select;   /* SELECT select_db on a lease (tx.c) */
+    bool lease_first; /* the first client command on a new lease: MOVED may be followed */
+    bool queued;      /* sent while MULTI queued (tx.c) */
+    bool tx_end;      /* EXEC or DISCARD (tx.c) */
     int32_t select_db;
     bool resp_chain;
     /* on_response filters see the reply (once) */ /* counted in the per-command stats */
@@ -221,6 +227,9 @@ void mt_rtx_after_reply(mt_rup_t *u);
 /* SELECT: on the session's lease (PROXY mode with one master), else answered here. */
 void mt_rtx_select(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
                    const char *frame);
+/* upstream.c: the first command on lease u was answered MOVED (cluster mode, a stale slot
+ * map): true when tx.c re-sent it on a lease to the right master (nothing was applied). */
+bool mt_rtx_moved(mt_rup_t *u, mt_rreq_t *r, const char *p, size_t len);
 /* upstream.c: a SELECT on lease u was answered (ok: +OK). */
 void mt_rtx_select_answered(mt_rup_t *u, mt_rreq_t *r, bool ok);
 /* reply.c popped a record off s's FIFO while a lease waits for its gate. */
@@ -248,6 +257,8 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why);
 /* A leased connection whose transaction ended: given back clean once nothing is owed on it
  * (now if nothing is), or closed when clean is false. */
 void mt_rup_release(mt_rup_t *u, bool clean);
+/* Queues a command of the proxy's own on u whose reply is dropped unless it is an error. */
+int mt_rup_queue_ignored(mt_rup_t *u, const char *cmd, size_t len);
 /* Queues a client's command on u (bytes: the frame in the read chunk, or re-encoded when
  * inline); the record is in the session's FIFO and u's. NULL when out of memory. */
 mt_rreq_t *mt_rup_send_user(mt_rup_t *u, mt_rsess_t *s, const redis_command_t *cmd,
@@ -303,6 +314,9 @@ void mt_rsplit_fanout(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t 
 /* SCAN over eps, one endpoint after the other (the cursor's low bits say which). */
 void mt_rsplit_scan(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
                     mt_wendpoint_t *const *eps, uint32_t n);
+/* A "-MOVED slot host:port" reply: the node it names (the slot map is pointed there and
+ * refreshed soon); NULL when p is not one. */
+mt_wendpoint_t *mt_rcluster_moved(mt_wcluster_t *c, const char *p, size_t len);
 /* Whether c's first slot map is in; if not, asks for it (false). */
 bool mt_rcluster_has_map(mt_wcluster_t *c);
 /* The master serving slot, from the slot map; NULL while there is none. */

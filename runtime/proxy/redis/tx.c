@@ -451,6 +451,7 @@ bool mt_rtx_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         tx_queue_error(s, err, hold_until_ms);
         return true;
     }
+    bool fresh = !s->tx.lease;
     if (!s->tx.lease) {
         if (!tx_lease(s, t.ep ? t.ep : any_master(c), hold_until_ms)) {
             if (s->tx.state == RTX_QUEUED) {
@@ -470,7 +471,109 @@ bool mt_rtx_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         s->tx.slot = t.slot;
     if (watch)
         s->tx.state = RTX_WATCHING;
+    bool queued = s->tx.state == RTX_QUEUED;
     tx_send(s, cmd, req, frame, hold_until_ms);
+    if (queued && s->tail)
+        s->tail->queued = true;
+    /* cluster mode: a stale slot map's MOVED to this first command is followed (tx_moved) */
+    if (fresh && t.ep && s->tail && mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER &&
+        s->rconf->enable_redirection)
+        s->tail->lease_first = true;
+    return true;
+}
+
+/*
+ * The first command on a new lease (WATCH, or the first queued one after MULTI) was answered
+ * MOVED: the slot map was stale. Nothing was applied (a MOVED inside MULTI only flags the
+ * transaction, which the DISCARD here drops), so the lease goes to the master MOVED names and
+ * the command is sent again there (after MULTI, when queueing). Only when nothing else is
+ * owed on the old lease: otherwise Redis's MOVED stands and EXEC aborts.
+ */
+/* The transaction's commands still owed on u after r (the client pipelined them: queued
+ * ones, then at most its EXEC or DISCARD, nothing else), or false. */
+static bool tx_rest_movable(mt_rsess_t *s, mt_rup_t *u, bool queued)
+{
+    for (mt_rreq_t *x = u->head; x; x = x->unext) {
+        if (!queued || x->kind != RREQ_USER || x->sess != s || !x->frame.buf ||
+            !(x->queued || (x->tx_end && !x->unext)))
+            return false;
+    }
+    return true;
+}
+
+/* Moves what tx_rest_movable accepted from u to n, in order; on u a silent stand-in takes
+ * each one's place (Redis still answers it there: MOVED, EXECABORT; nothing is applied). */
+static bool tx_move_rest(mt_worker_t *w, mt_rup_t *u, mt_rup_t *n, bool *ended)
+{
+    mt_rreq_t *x = u->head;
+    u->head = u->tail = NULL;
+    u->base.inflight = 0; /* the stand-ins count again */
+    bool ok = true;
+    while (x) {
+        mt_rreq_t *next = x->unext;
+        mt_rreq_t *stand_in = mt_rreq_new(w);
+        if (stand_in) {
+            stand_in->kind = RREQ_DROP;
+            stand_in->deadline_ms = x->deadline_ms;
+            mt_rup_push(u, stand_in);
+        }
+        ok = ok && stand_in;
+        *ended = *ended || x->tx_end;
+        x->unext = NULL;
+        x->redirects++;
+        if (!mt_rup_send_kept(n, x)) {
+            mt_rreq_complete_error(w, x, "ERR meltemi: out of memory");
+            ok = false;
+        }
+        x = next;
+    }
+    return ok;
+}
+
+bool mt_rtx_moved(mt_rup_t *u, mt_rreq_t *r, const char *p, size_t len)
+{
+    mt_rsess_t *s = u->lessee;
+    bool queued = r->queued;
+    if (!s || s->tx.lease != u || r->sess != s || s->tx.pending_head || !r->frame.buf ||
+        r->redirects || (u->head && !tx_rest_movable(s, u, queued)))
+        return false;
+    mt_wcluster_t *c = u->base.ep->cluster;
+    mt_wendpoint_t *ep = mt_rcluster_moved(c, p, len);
+    if (!ep || ep == u->base.ep)
+        return false;
+    s->tx.lease = NULL;
+    r->redirects++;
+    r->lease_first = false;
+    r->unext = NULL;
+    const char *why = NULL;
+    mt_rup_t *n = mt_rup_lease(ep, s, &why);
+    bool on_n = n && (!queued || mt_rup_queue_ignored(n, MULTI_CMD, sizeof(MULTI_CMD) - 1) == 0) &&
+                mt_rup_send_kept(n, r);
+    bool ended = false, all_moved = true;
+    if (on_n && u->head)
+        all_moved = tx_move_rest(u->base.w, u, n, &ended);
+    /* the old lease: a transaction still open there is discarded (its MULTI was flagged by
+     * the MOVED), then it goes back after its last reply; closed if that could not be said */
+    bool clean =
+        !queued || ended || mt_rup_queue_ignored(u, DISCARD_CMD, sizeof(DISCARD_CMD) - 1) == 0;
+    mt_rup_release(u, clean);
+    if (!on_n) {
+        char text[400];
+        snprintf(text, sizeof(text), "ERR meltemi: redirected to %s:%u, which is unavailable: %s",
+                 ep->address, ep->port, why ? why : "out of memory");
+        if (n)
+            mt_rup_release(n, false);
+        n = NULL;
+        mt_rreq_complete_error(u->base.w, r, text);
+    }
+    if (!on_n || !all_moved) {
+        if (queued)
+            s->tx.failed = true;
+        else
+            s->tx.watch_lost = true; /* the WATCH did not happen: EXEC answers nil */
+    }
+    s->tx.lease = n;
+    s->tx.gate_ahead = 0;
     return true;
 }
 
@@ -536,8 +639,8 @@ static void tx_exec(mt_rsess_t *s, const redis_command_t *cmd, const resp_reques
         mt_rsess_reply(s, "*-1\r\n", 5); /* as when a watched key changed: clients retry */
     else if (!s->tx.lease)
         mt_rsess_reply(s, "*0\r\n", 4); /* nothing was queued */
-    else
-        tx_send(s, cmd, req, frame, 0);
+    else if (tx_send(s, cmd, req, frame, 0), s->tail)
+        s->tail->tx_end = true;
     tx_reset(s); /* the lease drains, then goes back (mt_rtx_after_reply) */
 }
 
@@ -548,10 +651,13 @@ static void tx_discard(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
         mt_rsess_reply_error(s, "ERR DISCARD without MULTI");
         return;
     }
-    if (s->tx.lease)
+    if (s->tx.lease) {
         tx_send(s, cmd, req, frame, 0);
-    else
+        if (s->tail)
+            s->tail->tx_end = true;
+    } else {
         mt_rsess_reply(s, "+OK\r\n", 5);
+    }
     tx_reset(s);
 }
 
