@@ -1,8 +1,8 @@
 /*
- * upstream.c - the upstream shell (upstream.h): connect with backoff, connect timeout, read
- * path, close, and the per-endpoint pools (shared slots, exclusive leases). The proxy sees
- * bytes through ops->on_data and queues requests on u->out; everything about the socket's
- * life is here, once for every protocol.
+ * upstream.c - the upstream shell (upstream.h): connect with backoff, connect timeout and
+ * request deadline on the worker's timer wheel, read path, close, and the per-endpoint pools
+ * (shared slots, exclusive leases). The proxy sees bytes through ops->on_data and queues requests
+ * on u->out; everything about the socket's life is here, once for every protocol.
  */
 #include "runtime/core/upstream.h"
 
@@ -81,6 +81,8 @@ void mt_upstream_close(mt_upstream_t *u)
         u->next->prev = u->prev;
     u->prev = u->next = NULL;
     mt_worker_unschedule_flush(w, &u->out);
+    mt_timer_stop(&w->timers, &u->connect_timer);
+    mt_timer_stop(&w->timers, &u->deadline_timer);
     if (u->ops->on_close)
         u->ops->on_close(u);
     if (was_connected)
@@ -168,6 +170,7 @@ static void upstream_on_connect(uv_connect_t *req, int status)
         return;
     mt_worker_t *w = u->w;
     mt_cluster_conf_t *cc = u->ep->cluster->conf;
+    mt_timer_stop(&w->timers, &u->connect_timer);
     if (status < 0) {
         u->error = status;
         char lbl[256], text[TEXT_MAX];
@@ -187,6 +190,30 @@ static void upstream_on_connect(uv_connect_t *req, int status)
     mt_worker_schedule_flush(w, &u->out);
     if (u->ops->on_connected)
         u->ops->on_connected(u);
+}
+
+static void upstream_connect_timed_out(mt_timer_t *t)
+{
+    mt_upstream_t *u = MT_CONTAINER_OF(t, mt_upstream_t, connect_timer);
+    if (u->state != MT_UPSTREAM_CONNECTING)
+        return;
+    char lbl[256], text[TEXT_MAX];
+    snprintf(text, sizeof(text), "upstream %s unavailable: connect timed out after %u ms",
+             mt_upstream_label(u->ep, lbl, sizeof(lbl)), u->ep->cluster->conf->connect_timeout_ms);
+    upstream_end(u, MT_UPSTREAM_CONNECT_TIMEOUT, text, true);
+}
+
+static void upstream_deadline_reached(mt_timer_t *t)
+{
+    mt_upstream_t *u = MT_CONTAINER_OF(t, mt_upstream_t, deadline_timer);
+    if (u->state != MT_UPSTREAM_CLOSING && u->ops->on_deadline)
+        u->ops->on_deadline(u, mt_worker_now_ms(u->w));
+}
+
+void mt_upstream_arm_deadline(mt_upstream_t *u, uint64_t due_ms)
+{
+    if (u->state != MT_UPSTREAM_CLOSING && !mt_timer_pending(&u->deadline_timer))
+        mt_timer_start_at(&u->w->timers, &u->deadline_timer, due_ms, upstream_deadline_reached);
 }
 
 /* A new connection to ep, connecting; NULL and why when it cannot be had. */
@@ -218,6 +245,8 @@ static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *
     u->connect_deadline_ms = now + ep->cluster->conf->connect_timeout_ms;
     ep->cluster->n_rups++; /* dropped in upstream_closed, whichever way the connection ends */
     mt_outq_init(&u->out, &w->pool, upstream_on_write_done);
+    mt_timer_init(&u->connect_timer);
+    mt_timer_init(&u->deadline_timer);
     uv_tcp_init(&w->loop, &u->tcp);
     u->tcp.data = u;
     u->creq.data = u;
@@ -241,6 +270,8 @@ static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *
         uv_close((uv_handle_t *)&u->tcp, upstream_closed);
         return NULL;
     }
+    mt_timer_start_at(&w->timers, &u->connect_timer, u->connect_deadline_ms,
+                      upstream_connect_timed_out);
     mt_protocol_t p = ops->protocol;
     u->next = w->upstreams[p];
     if (w->upstreams[p])
@@ -344,12 +375,6 @@ void mt_upstream_tick(mt_worker_t *w, mt_protocol_t p, uint64_t now_ms)
         if ((u->kind == MT_UPSTREAM_SHARED || u->kind == MT_UPSTREAM_IDLE) &&
             u->ep->cluster->retired && u->inflight == 0) {
             mt_upstream_close(u); /* a reload replaced its cluster and nothing is in flight */
-        } else if (u->state == MT_UPSTREAM_CONNECTING && now_ms >= u->connect_deadline_ms) {
-            char lbl[256], text[TEXT_MAX];
-            snprintf(text, sizeof(text), "upstream %s unavailable: connect timed out after %u ms",
-                     mt_upstream_label(u->ep, lbl, sizeof(lbl)),
-                     u->ep->cluster->conf->connect_timeout_ms);
-            upstream_end(u, MT_UPSTREAM_CONNECT_TIMEOUT, text, true);
         } else if (u->kind == MT_UPSTREAM_IDLE &&
                    now_ms - u->idle_since_ms >= MT_UPSTREAM_IDLE_MS) {
             mt_upstream_close(u);

@@ -23,9 +23,9 @@
  * (meta_ep_t) of a per-worker view of a cluster (meta_cluster_t), which holds a reference on
  * the worker's cluster and is freed once that cluster is retired and its connections closed.
  *
- * Worker hooks (mt_proxy_meta, at the end): the worker's tick runs the timeouts and the
- * reaping, and a drain waits while pooled upstream connections are still closing (busy).
- * See docs/metaprotocol.md.
+ * Worker hooks (mt_proxy_meta, at the end): request timeouts are the upstream shell's
+ * deadline timer on the worker's wheel (up_on_deadline); the worker's tick runs the reaping, and a
+ * drain waits while pooled upstream connections are still closing (busy). See docs/metaprotocol.md.
  */
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
@@ -602,6 +602,8 @@ static void up_push(meta_up_t *u, meta_req_t *r)
     u->tail = r;
     u->base.inflight++;
     u->mep->active++;
+    if (MT_UNLIKELY(!mt_upstream_deadline_armed(&u->base)) && r->deadline_ms)
+        mt_upstream_arm_deadline(&u->base, r->deadline_ms);
 }
 
 /* Fails every request in flight on u with a native error, then closes u. */
@@ -768,6 +770,8 @@ static void up_on_closed(mt_upstream_t *base)
     u->mep->mc->n_open--;
 }
 
+static void up_on_deadline(mt_upstream_t *b, uint64_t now);
+
 static const mt_upstream_ops_t meta_up_ops = {
     .protocol = MT_PROTO_META,
     .size = sizeof(meta_up_t),
@@ -775,6 +779,7 @@ static const mt_upstream_ops_t meta_up_ops = {
     .on_open = up_on_open,
     .on_data = up_on_data,
     .on_error = up_on_error,
+    .on_deadline = up_on_deadline,
     .on_closed = up_on_closed,
 };
 
@@ -1115,7 +1120,7 @@ static const mt_session_ops_t meta_sess_ops = {
     .on_closed = sess_on_closed,
 };
 
-/* ---- per-worker tick: timeouts, retired clusters, drain ------------------------------------- */
+/* ---- timeouts (on the wheel) and the per-worker tick: retired clusters, drain -------------- */
 
 /* Multiplexed connections answer a late request alone; in-order ones cannot skip a reply, so
  * a timeout there fails everything in flight and closes the connection (as the Redis path). */
@@ -1147,11 +1152,22 @@ static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
     }
 }
 
+/* The shell's deadline timer (armed lazily at the oldest request's deadline): fail what is
+ * overdue, arm again for the oldest request left. Requests queue in deadline order, except a
+ * head with none, which is skipped here and rearms at the next push. */
+static void up_on_deadline(mt_upstream_t *b, uint64_t now)
+{
+    meta_up_t *u = (meta_up_t *)b;
+    up_check_timeouts(mw_of(b->w), u, now);
+    if (b->state != MT_UPSTREAM_CLOSING && u->head && u->head->deadline_ms)
+        mt_upstream_arm_deadline(b, MT_MAX(u->head->deadline_ms, now + 1));
+}
+
 static void meta_tick(mt_worker_t *w, uint64_t now)
 {
     meta_worker_t *mw = mw_of(w);
     bool had_state = w->upstreams[MT_PROTO_META] || mw->clusters;
-    /* Connect timeouts, connections of retired clusters, idle exclusive ones: the shell's. */
+    /* Connections of retired clusters, idle exclusive ones: the shell's. */
     mt_upstream_tick(w, MT_PROTO_META, now);
     mt_upstream_t *next;
     for (mt_upstream_t *b = w->upstreams[MT_PROTO_META]; b; b = next) {
@@ -1159,8 +1175,6 @@ static void meta_tick(mt_worker_t *w, uint64_t now)
         meta_up_t *u = (meta_up_t *)b;
         if (b->inflight == 0 && w->draining)
             up_close(u); /* drained */
-        else
-            up_check_timeouts(mw, u, now); /* also while connecting, as before */
         if (next && next->state == MT_UPSTREAM_CLOSING)
             next = w->upstreams[MT_PROTO_META]; /* closed meanwhile: start over */
     }

@@ -86,7 +86,7 @@ typedef struct mt_rup {
     mt_upstream_t base;
     resp_reply_scanner_t scanner;
     mt_rreq_t *head, *tail;
-    uv_timer_t *flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires */
+    mt_timer_t flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires (worker's wheel) */
 } mt_rup_t;
 
 /* enableCommandStats: this worker's blocks for one listener, indexed by command id; created on
