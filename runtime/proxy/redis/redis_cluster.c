@@ -588,16 +588,20 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     }
     /* "-MOVED <slot> <host>:<port>\r\n" */
     const char *q = p + (moved ? 7 : 5), *end = p + len - 2;
-    char *after = NULL;
-    unsigned long slot = strtoul(q, &after, 10);
-    const char *hp = after && *after == ' ' ? after + 1 : NULL;
-    const char *colon = hp ? memrchr(hp, ':', (size_t)(end - hp)) : NULL;
-    if (!hp || !colon || slot >= SLOTS)
+    if (q >= end)
         return false;
-    uint16_t port = (uint16_t)strtoul(colon + 1, NULL, 10);
+    const char *sp = memchr(q, ' ', (size_t)(end - q));
+    int64_t slot = -1, port = -1;
+    if (!sp || !redis_parse_int(q, (size_t)(sp - q), &slot) || slot < 0 || slot >= SLOTS)
+        return false;
+    const char *hp = sp + 1;
+    const char *colon = hp < end ? memrchr(hp, ':', (size_t)(end - hp)) : NULL;
+    if (!colon || !redis_parse_int(colon + 1, (size_t)(end - colon - 1), &port) || port <= 0 ||
+        port > 65535)
+        return false;
     mt_rtopo_t *tp = mt_rtopo(c);
     uint32_t known = tp->n_nodes;
-    mt_wendpoint_t *ep = topo_node(c, hp, (size_t)(colon - hp), port);
+    mt_wendpoint_t *ep = topo_node(c, hp, (size_t)(colon - hp), (uint16_t)port);
     if (!ep)
         return false;
     if (tp->n_nodes > known &&
@@ -826,8 +830,14 @@ void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const c
     case SPLIT_SUM:
         if (is_error)
             split_note_error(sp, p, len);
-        else if (p[0] == ':')
-            sp->sum += strtoll(p + 1, NULL, 10);
+        else if (p[0] == ':') {
+            redis_reader_t rd = redis_reader(p, len);
+            int64_t v = redis_read_num(&rd, ':');
+            if (rd.bad)
+                split_note_error(sp, "-ERR meltemi: malformed integer reply\r\n", 39);
+            else
+                sp->sum += v;
+        }
         break;
     case SPLIT_OK:
         if (is_error)
