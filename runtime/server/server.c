@@ -48,6 +48,62 @@ typedef struct mt_server {
 /* ---- listening sockets ------------------------------------------------------------------------
  */
 
+static bool snapshot_has_listener(const mt_snapshot_t *s, const char *name)
+{
+    for (uint32_t i = 0; i < s->n_listeners; i++) {
+        if (strcmp(s->listeners[i].name, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Does s have a listener on l's address (under another name: a renamed service)? */
+static bool snapshot_has_address(const mt_snapshot_t *s, const mt_listener_conf_t *l)
+{
+    for (uint32_t i = 0; i < s->n_listeners; i++) {
+        const mt_listener_conf_t *h = &s->listeners[i];
+        if (h->salen == l->salen && memcmp(&h->sa, &l->sa, l->salen) == 0)
+            return true;
+    }
+    return false;
+}
+
+static int listen_error(const mt_listener_conf_t *l, const char *why, char **err)
+{
+    if (asprintf(err, "listener %s: cannot listen on %s:%u: %s", l->name, l->address, l->port,
+                 why) < 0)
+        *err = NULL;
+    return -1;
+}
+
+/*
+ * Is l's address free of every other process? SO_REUSEPORT, which gives each worker its own
+ * socket, would also let a second meltemi (same user) join the first's listeners and take
+ * half its connections without a word. So before the workers' sockets are opened for a new
+ * listener, one socket without SO_REUSEPORT binds and listens there: it fails with
+ * EADDRINUSE whenever anybody listens on the address, and is closed at once. (A process that
+ * binds in the instant between the probe and the workers' sockets is not seen; a plain
+ * listener is, later, because the workers' sockets then fail to bind.)
+ */
+static int probe_address_free(const mt_listener_conf_t *l, char **err)
+{
+    int fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, (const struct sockaddr *)&l->sa, l->salen) != 0 || listen(fd, 1) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return listen_error(l,
+                            e == EADDRINUSE ? "the address is already in use by another "
+                                              "process (another meltemi?)"
+                                            : strerror(e),
+                            err);
+    }
+    close(fd);
+    return 0;
+}
+
 static int open_listen_socket(const mt_listener_conf_t *l, char **err)
 {
     int fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -58,35 +114,45 @@ static int open_listen_socket(const mt_listener_conf_t *l, char **err)
         int e = errno;
         if (fd >= 0)
             close(fd);
-        if (asprintf(err, "listener %s: cannot listen on %s:%u: %s", l->name, l->address, l->port,
-                     strerror(e)) < 0)
-            *err = NULL;
-        return -1;
+        return listen_error(l, strerror(e), err);
     }
     return fd;
 }
 
-/* fds[w * n + i]: worker w's socket for listener i. Returns NULL (and closes all) on error. */
-static int *open_listeners(const mt_snapshot_t *s, unsigned nworkers, char **err)
+/*
+ * fds[w * n + i]: worker w's socket for listener i of s, for every listener that `held` (the
+ * live snapshot, or NULL at startup) does not already have (-1 there: the workers keep theirs).
+ * Each new listener's address is probed first (probe_address_free). Returns NULL (and closes
+ * all it opened) on error, with a malloc'd message in *err.
+ */
+static int *open_listeners(const mt_snapshot_t *s, const mt_snapshot_t *held, unsigned nworkers,
+                           char **err)
 {
     size_t n = s->n_listeners;
     int *fds = malloc(sizeof(int) * (n * nworkers + 1));
-    if (!fds)
+    if (!fds) {
+        *err = strdup("out of memory");
         return NULL;
+    }
     for (size_t k = 0; k < n * nworkers; k++)
         fds[k] = -1;
-    for (unsigned w = 0; w < nworkers; w++) {
-        for (size_t i = 0; i < n; i++) {
-            int fd = open_listen_socket(&s->listeners[i], err);
-            if (fd < 0) {
-                for (size_t k = 0; k < n * nworkers; k++) {
-                    if (fds[k] >= 0)
-                        close(fds[k]);
-                }
-                free(fds);
-                return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (held && snapshot_has_listener(held, s->listeners[i].name))
+            continue;
+        /* Our own workers may hold the address under an old name: no probe then. */
+        bool ok = (held && snapshot_has_address(held, &s->listeners[i])) ||
+                  probe_address_free(&s->listeners[i], err) == 0;
+        for (unsigned w = 0; ok && w < nworkers; w++) {
+            fds[w * n + i] = open_listen_socket(&s->listeners[i], err);
+            ok = fds[w * n + i] >= 0;
+        }
+        if (!ok) {
+            for (size_t k = 0; k < n * nworkers; k++) {
+                if (fds[k] >= 0)
+                    close(fds[k]);
             }
-            fds[w * n + i] = fd;
+            free(fds);
+            return NULL;
         }
     }
     return fds;
@@ -158,15 +224,6 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
 /* ---- reload -------------------------------------------------------------------------------------
  */
 
-static bool snapshot_has_listener(const mt_snapshot_t *s, const char *name)
-{
-    for (uint32_t i = 0; i < s->n_listeners; i++) {
-        if (strcmp(s->listeners[i].name, name) == 0)
-            return true;
-    }
-    return false;
-}
-
 /*
  * Builds a new snapshot off the request path and hands it to every worker, which swaps it in
  * between requests. An invalid configuration (or a new listener that cannot bind) changes
@@ -185,26 +242,7 @@ static int server_reload(mt_server_t *srv, const char *why, char **msg)
         goto failed;
     }
     size_t n = s->n_listeners;
-    int *fds = malloc(sizeof(int) * (n * srv->nworkers + 1));
-    for (size_t k = 0; fds && k < n * srv->nworkers; k++)
-        fds[k] = -1;
-    for (size_t i = 0; fds && i < n; i++) {
-        if (snapshot_has_listener(srv->snap, s->listeners[i].name))
-            continue;
-        for (unsigned w = 0; w < srv->nworkers; w++) {
-            int fd = open_listen_socket(&s->listeners[i], &err);
-            if (fd < 0) {
-                for (size_t k = 0; k < n * srv->nworkers; k++) {
-                    if (fds[k] >= 0)
-                        close(fds[k]);
-                }
-                free(fds);
-                fds = NULL;
-                break;
-            }
-            fds[w * n + i] = fd;
-        }
-    }
+    int *fds = open_listeners(s, srv->snap, srv->nworkers, &err);
     if (!fds) {
         mt_snapshot_unref(s);
         luaL_unref(srv->L, LUA_REGISTRYINDEX, srv->snapshot_ref);
@@ -457,7 +495,7 @@ static int server_load_first(mt_server_t *srv, int **fds)
         return MT_EXIT_INVALID_CONFIG;
     }
     mt_stats_global.config_generation = srv->generation;
-    *fds = open_listeners(srv->snap, srv->nworkers, &err);
+    *fds = open_listeners(srv->snap, NULL, srv->nworkers, &err);
     if (!*fds) {
         mt_error("%s", err ? err : "out of memory");
         free(err);
