@@ -100,18 +100,23 @@ static uint64_t stats_hash(mt_stats_kind_t kind, const char *name, const char *e
     return XXH3_64bits_withSeed(extra, strlen(extra), h);
 }
 
-/* For command blocks b->name is "listener\0command"; for the others extra is "". */
+static bool stats_kind_has_extra(mt_stats_kind_t kind)
+{
+    return kind == MT_STATS_DETAIL || kind == MT_STATS_LUA;
+}
+
+/* For detail and Lua blocks b->name is "name\0key"; for the others extra is "". */
 static const char *stats_block_extra(const mt_stats_block_t *b)
 {
-    if (b->kind != MT_STATS_COMMAND && b->kind != MT_STATS_LUA)
+    if (!stats_kind_has_extra(b->kind))
         return "";
     return b->name + strlen(b->name) + 1;
 }
 
-static bool stats_block_matches(const mt_stats_block_t *b, mt_stats_kind_t kind, const char *name,
-                                const char *extra)
+static bool stats_block_matches(const mt_stats_block_t *b, mt_stats_kind_t kind,
+                                const mt_stats_detail_t *d, const char *name, const char *extra)
 {
-    return b->kind == kind && strcmp(b->name, name) == 0 &&
+    return b->kind == kind && b->detail == d && strcmp(b->name, name) == 0 &&
            strcmp(stats_block_extra(b), extra) == 0;
 }
 
@@ -136,13 +141,14 @@ static void stats_index_grow(void)
     stats_index_cap = cap;
 }
 
-static mt_stats_block_t *stats_find(mt_stats_kind_t kind, const char *name, const char *extra)
+static mt_stats_block_t *stats_find(mt_stats_kind_t kind, const mt_stats_detail_t *d,
+                                     const char *name, const char *extra)
 {
     if (stats_index_cap == 0)
         return NULL;
     size_t i = (size_t)stats_hash(kind, name, extra) & (stats_index_cap - 1);
     for (; stats_index[i] != NULL; i = (i + 1) & (stats_index_cap - 1)) {
-        if (stats_block_matches(stats_index[i], kind, name, extra))
+        if (stats_block_matches(stats_index[i], kind, d, name, extra))
             return stats_index[i];
     }
     return NULL;
@@ -217,7 +223,8 @@ static void stats_buf_label_value(stats_buf_t *sb, const char *v)
 
 /* ---- block creation ------------------------------------------------------------------------ */
 
-static char *stats_make_labels(mt_stats_kind_t kind, const char *name, const char *extra)
+static char *stats_make_labels(mt_stats_kind_t kind, const mt_stats_detail_t *d,
+                               const char *name, const char *extra)
 {
     stats_buf_t sb = {0};
     if (kind == MT_STATS_LUA) {
@@ -231,8 +238,8 @@ static char *stats_make_labels(mt_stats_kind_t kind, const char *name, const cha
     stats_buf_puts(&sb, kind == MT_STATS_CLUSTER ? "cluster=\"" : "listener=\"");
     stats_buf_label_value(&sb, name);
     stats_buf_puts(&sb, "\"");
-    if (kind == MT_STATS_COMMAND) {
-        stats_buf_puts(&sb, ",command=\"");
+    if (kind == MT_STATS_DETAIL) {
+        stats_buf_printf(&sb, ",%s=\"", d->label);
         stats_buf_label_value(&sb, extra);
         stats_buf_puts(&sb, "\"");
     }
@@ -253,30 +260,41 @@ static char *stats_make_name(const char *name, const char *extra)
 /* Creation is rare (config load, a Lua counter's first use) but may come from any thread. */
 static pthread_mutex_t stats_create_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static mt_stats_block_t *stats_block_locked(mt_stats_kind_t kind, const char *name,
-                                            const char *extra);
+static mt_stats_block_t *stats_block_locked(mt_stats_kind_t kind, const mt_stats_detail_t *d,
+                                            const char *name, const char *extra);
 
 mt_stats_block_t *mt_stats_block(mt_stats_kind_t kind, const char *name, const char *extra)
 {
+    assert(kind != MT_STATS_DETAIL); /* mt_stats_detail_block names its family */
     pthread_mutex_lock(&stats_create_mu);
-    mt_stats_block_t *b = stats_block_locked(kind, name, extra);
+    mt_stats_block_t *b = stats_block_locked(kind, NULL, name, extra);
     pthread_mutex_unlock(&stats_create_mu);
     return b;
 }
 
-static mt_stats_block_t *stats_block_locked(mt_stats_kind_t kind, const char *name,
-                                            const char *extra)
+mt_stats_block_t *mt_stats_detail_block(const mt_stats_detail_t *d, const char *listener,
+                                        const char *key)
+{
+    assert(d != NULL && key != NULL);
+    pthread_mutex_lock(&stats_create_mu);
+    mt_stats_block_t *b = stats_block_locked(MT_STATS_DETAIL, d, listener, key);
+    pthread_mutex_unlock(&stats_create_mu);
+    return b;
+}
+
+static mt_stats_block_t *stats_block_locked(mt_stats_kind_t kind, const mt_stats_detail_t *d,
+                                            const char *name, const char *extra)
 {
     assert(name != NULL);
-    assert(kind == MT_STATS_LISTENER || kind == MT_STATS_CLUSTER || kind == MT_STATS_COMMAND ||
+    assert(kind == MT_STATS_LISTENER || kind == MT_STATS_CLUSTER || kind == MT_STATS_DETAIL ||
            kind == MT_STATS_LUA);
     if (mt_stats_nworkers == 0)
         mt_stats_init(1);
-    /* Only command and Lua blocks have a second key part. */
-    if ((kind != MT_STATS_COMMAND && kind != MT_STATS_LUA) || extra == NULL)
+    /* Only detail and Lua blocks have a second key part. */
+    if (!stats_kind_has_extra(kind) || extra == NULL)
         extra = "";
 
-    mt_stats_block_t *b = stats_find(kind, name, extra);
+    mt_stats_block_t *b = stats_find(kind, d, name, extra);
     if (b != NULL)
         return b;
 
@@ -284,8 +302,9 @@ static mt_stats_block_t *stats_block_locked(mt_stats_kind_t kind, const char *na
     if (b == NULL)
         stats_oom();
     b->kind = kind;
+    b->detail = d;
     b->name = stats_make_name(name, extra);
-    b->labels = stats_make_labels(kind, name, extra);
+    b->labels = stats_make_labels(kind, d, name, extra);
     b->shards = stats_shards_alloc(mt_stats_nworkers);
     if (b->shards == NULL)
         stats_oom();
@@ -394,12 +413,6 @@ static const stats_family_t stats_families[] = {
      MT_ST_UPSTREAM_RQ_TIMEOUT, "Requests to the cluster that timed out."},
     {"meltemi_lua_counter_total", "counter", MT_STATS_LUA, MT_ST_REQUESTS_TOTAL,
      "Counters incremented by Lua filters (ctx:counter)."},
-    {"meltemi_redis_command_total", "counter", MT_STATS_COMMAND, MT_ST_REQUESTS_TOTAL,
-     "Redis commands handled, per listener and command (enableCommandStats)."},
-    {"meltemi_redis_command_errors_total", "counter", MT_STATS_COMMAND, MT_ST_REQUEST_ERRORS,
-     "Redis commands answered with an error, per listener and command."},
-    {"meltemi_redis_command_duration_milliseconds", "histogram", MT_STATS_COMMAND, -1,
-     "Redis command duration in milliseconds, per listener and command."},
 };
 
 /* Go's ParseFloat (what Prometheus uses) reads these; %.17g keeps doubles exact. */
@@ -508,12 +521,55 @@ static void stats_render_global(stats_buf_t *sb)
     stats_buf_puts(sb, "\"} 1\n");
 }
 
+/* The detail blocks of d: three families, every block of d in each (Prometheus wants the
+ * samples of one family together). */
+static void stats_render_detail(stats_buf_t *sb, const mt_stats_detail_t *d)
+{
+    char name[128];
+    static const char *const suffix[3] = {"_total", "_errors_total", "_duration_milliseconds"};
+    const char *const help[3] = {d->help_total, d->help_errors, d->help_duration};
+    for (int k = 0; k < 3; k++) {
+        snprintf(name, sizeof(name), "%s%s", d->prefix, suffix[k]);
+        stats_render_header(sb, name, k == 2 ? "histogram" : "counter", help[k]);
+        for (const mt_stats_block_t *b = stats_head; b != NULL; b = b->next) {
+            if (b->kind != MT_STATS_DETAIL || b->detail != d)
+                continue;
+            if (k == 2)
+                stats_render_histogram(sb, name, b);
+            else
+                stats_buf_printf(sb, "%s{%s} %" PRId64 "\n", name, b->labels,
+                                 mt_stats_sum(b, k == 0 ? MT_ST_REQUESTS_TOTAL
+                                                        : MT_ST_REQUEST_ERRORS));
+        }
+    }
+}
+
+/* Every family of detail blocks, in the order their first block was created. */
+static void stats_render_details(stats_buf_t *sb)
+{
+    const mt_stats_detail_t *done[32]; /* families: a handful (one or two per proxy) */
+    size_t n = 0;
+    for (const mt_stats_block_t *b = stats_head; b != NULL; b = b->next) {
+        if (b->kind != MT_STATS_DETAIL)
+            continue;
+        size_t i = 0;
+        while (i < n && done[i] != b->detail)
+            i++;
+        if (i < n)
+            continue;
+        stats_render_detail(sb, b->detail);
+        if (n < MT_ARRAY_LEN(done))
+            done[n++] = b->detail;
+    }
+}
+
 char *mt_stats_render_prometheus(size_t *len)
 {
     stats_buf_t sb = {0};
     stats_buf_reserve(&sb, 4096);
     for (size_t i = 0; i < MT_ARRAY_LEN(stats_families); i++)
         stats_render_family(&sb, &stats_families[i]);
+    stats_render_details(&sb);
     stats_render_global(&sb);
     if (len != NULL)
         *len = sb.len;

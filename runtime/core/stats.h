@@ -1,7 +1,8 @@
 /*
- * stats.h - counters without locks. Every listener, cluster and (optionally) Redis command
- * has a stats block created by the main thread and never freed, so workers can keep pointers
- * across reloads. Each worker writes only its own cache-line-aligned shard; the admin server
+ * stats.h - counters without locks. Every listener and cluster has a stats block created by
+ * the main thread and never freed, so workers can keep pointers across reloads; a proxy adds
+ * detail blocks of its own (Redis per command, MetaProtocol per method) through
+ * mt_stats_detail_t, which names them, so core never names a protocol. Each worker writes only its own cache-line-aligned shard; the admin server
  * sums the shards when it renders /stats/prometheus (a torn read of an aligned 64-bit word
  * cannot happen on the platforms we build for).
  */
@@ -16,8 +17,8 @@
 typedef enum mt_stats_kind {
     MT_STATS_LISTENER = 0,
     MT_STATS_CLUSTER = 1,
-    MT_STATS_COMMAND = 2, /* per listener and Redis command: enableCommandStats */
-    MT_STATS_LUA = 3,     /* counters of Lua filters: name + label; created by workers too */
+    MT_STATS_DETAIL = 2, /* a proxy's per listener and key block (mt_stats_detail_t) */
+    MT_STATS_LUA = 3,    /* counters of Lua filters: name + label; created by workers too */
 } mt_stats_kind_t;
 
 /* Counter slots; which ones are meaningful depends on the block's kind. */
@@ -52,10 +53,25 @@ typedef struct mt_stats_shard {
     double hist_sum_ms;
 } __attribute__((aligned(64))) mt_stats_shard_t;
 
+/*
+ * A family of detail blocks a proxy defines (static, never freed): per listener and key, a
+ * total (MT_ST_REQUESTS_TOTAL), an error count (MT_ST_REQUEST_ERRORS) and a duration
+ * histogram, rendered as <prefix>_total, <prefix>_errors_total and
+ * <prefix>_duration_milliseconds with the labels listener="..." and <label>="key".
+ */
+typedef struct mt_stats_detail {
+    const char *prefix;        /* e.g. "meltemi_redis_command" */
+    const char *label;         /* e.g. "command" */
+    const char *help_total;    /* HELP texts of the three families */
+    const char *help_errors;
+    const char *help_duration;
+} mt_stats_detail_t;
+
 typedef struct mt_stats_block {
     mt_stats_kind_t kind;
-    char *name;   /* listener or cluster name; for commands "listener\0command" */
+    char *name;   /* listener or cluster name; for detail and Lua blocks "name\0key" */
     char *labels; /* Prometheus label set without braces, e.g. listener="127.0.0.1:6379" */
+    const mt_stats_detail_t *detail; /* MT_STATS_DETAIL only */
     struct mt_stats_block *next;
     mt_stats_shard_t *shards; /* mt_stats_nworkers of them */
 } mt_stats_block_t;
@@ -65,6 +81,9 @@ extern unsigned mt_stats_nworkers;
 /* Main thread only, before or between snapshots. Finds or creates the block. */
 void mt_stats_init(unsigned nworkers);
 mt_stats_block_t *mt_stats_block(mt_stats_kind_t kind, const char *name, const char *extra);
+/* A detail block of family d for listener and key (any thread; creation takes a lock). */
+mt_stats_block_t *mt_stats_detail_block(const mt_stats_detail_t *d, const char *listener,
+                                        const char *key);
 
 static inline void mt_stat_add(mt_stats_block_t *b, unsigned worker, unsigned slot, int64_t d)
 {

@@ -551,12 +551,13 @@ static int server_start_workers(mt_server_t *srv, const int *fds)
     return 0;
 }
 
-/* The admin server, unless it is off; if it cannot start, meltemi drains and exits. */
-static void server_start_admin(mt_server_t *srv)
+/* The admin server, unless it is off. Runs before any worker starts: a port that cannot be
+ * bound ends the start with one error naming it (and no "started" line). Returns 0 or -1. */
+static int server_start_admin(mt_server_t *srv)
 {
     const mt_server_options_t *opts = srv->opts;
     if (strcmp(opts->admin_addr, "off") == 0)
-        return;
+        return 0;
     char *err = NULL;
     mt_admin_hooks_t hooks = {.ud = srv,
                               .ready = hook_ready,
@@ -571,11 +572,25 @@ static void server_start_admin(mt_server_t *srv)
         srv->admin = NULL;
     }
     if (!srv->admin) {
-        mt_error("%s", err ? err : "admin: cannot start");
+        mt_error("%s: not starting", err ? err : "admin: cannot start");
         free(err);
-        srv->forced = true;
-        server_drain(srv);
+        return -1;
     }
+    return 0;
+}
+
+/* The start failed before any worker ran: close what server_load_first and
+ * server_init_handles opened. */
+static void server_abort_start(mt_server_t *srv, int *fds)
+{
+    size_t n = (size_t)srv->nworkers * srv->snap->n_listeners;
+    for (size_t i = 0; i < n; i++)
+        close(fds[i]);
+    free(fds);
+    uv_walk(srv->loop, close_walk, NULL);
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+    mt_snapshot_unref(srv->snap);
+    lua_close(srv->L);
 }
 
 static void server_log_started(const mt_server_t *srv)
@@ -608,15 +623,17 @@ int mt_server_run(const mt_server_options_t *opts)
     if (rc != 0)
         return rc;
     server_init_handles(srv);
+    if (server_start_admin(srv) != 0) {
+        server_abort_start(srv, fds);
+        return MT_EXIT_INVALID_CONFIG;
+    }
     if (server_start_workers(srv, fds) != 0)
         return MT_EXIT_INVALID_CONFIG; /* as before: a worker that cannot start ends the run */
     free(fds);
-    server_start_admin(srv);
     server_log_started(srv);
 
     uv_run(srv->loop, UV_RUN_DEFAULT);
 
-    bool admin_failed = srv->forced && !srv->admin;
     for (unsigned i = 0; i < srv->nworkers; i++)
         mt_worker_join(&srv->workers[i]);
     if (srv->admin)
@@ -628,5 +645,5 @@ int mt_server_run(const mt_server_options_t *opts)
     free(srv->last_reload_error);
     lua_close(srv->L);
     mt_info("stopped");
-    return admin_failed ? MT_EXIT_INVALID_CONFIG : MT_EXIT_OK;
+    return MT_EXIT_OK;
 }

@@ -18,6 +18,15 @@
 /* ---- per-command stats (enableCommandStats) ---------------------------------------------------
  */
 
+/* Envoy's redis.command.<cmd>.{total,error,latency}, named here: core only sums the blocks. */
+static const mt_stats_detail_t redis_command_stats = {
+    .prefix = "meltemi_redis_command",
+    .label = "command",
+    .help_total = "Redis commands handled, per listener and command (enableCommandStats).",
+    .help_errors = "Redis commands answered with an error, per listener and command.",
+    .help_duration = "Redis command duration in milliseconds, per listener and command.",
+};
+
 static void cmd_stats_record(mt_worker_t *w, const mt_listener_conf_t *lc,
                              const redis_command_t *cmd, bool error, uint64_t start_ns)
 {
@@ -37,7 +46,7 @@ static void cmd_stats_record(mt_worker_t *w, const mt_listener_conf_t *lc,
         return;
     mt_stats_block_t *b = cs->blocks[cmd->id];
     if (!b)
-        b = cs->blocks[cmd->id] = mt_stats_block(MT_STATS_COMMAND, lc->name, cmd->name);
+        b = cs->blocks[cmd->id] = mt_stats_detail_block(&redis_command_stats, lc->name, cmd->name);
     mt_stat_add(b, w->id, MT_ST_REQUESTS_TOTAL, 1);
     if (error)
         mt_stat_add(b, w->id, MT_ST_REQUEST_ERRORS, 1);

@@ -12,6 +12,15 @@
 #include <string.h>
 #include <time.h>
 
+/* A proxy's detail family, as proxy/redis/reply.c defines its per-command one. */
+static const mt_stats_detail_t cmd_detail = {
+    .prefix = "meltemi_redis_command",
+    .label = "command",
+    .help_total = "Commands.",
+    .help_errors = "Commands answered with an error.",
+    .help_duration = "Command duration in milliseconds.",
+};
+
 static prom_doc_t render_and_parse(void)
 {
     size_t len = 0;
@@ -31,13 +40,13 @@ Test(stats_registry, same_key_returns_same_block_and_labels_name_it)
     mt_stats_block_t *l1 = mt_stats_block(MT_STATS_LISTENER, "redis-a", NULL);
     mt_stats_block_t *l1b = mt_stats_block(MT_STATS_LISTENER, "redis-a", NULL);
     mt_stats_block_t *c1 = mt_stats_block(MT_STATS_CLUSTER, "redis-a", NULL);
-    mt_stats_block_t *cmd = mt_stats_block(MT_STATS_COMMAND, "redis-a", "GET");
-    mt_stats_block_t *cmd2 = mt_stats_block(MT_STATS_COMMAND, "redis-a", "SET");
+    mt_stats_block_t *cmd = mt_stats_detail_block(&cmd_detail, "redis-a", "GET");
+    mt_stats_block_t *cmd2 = mt_stats_detail_block(&cmd_detail, "redis-a", "SET");
 
     cr_assert_eq(l1, l1b);
     cr_assert_neq(l1, c1, "kind is part of the key");
     cr_assert_neq(cmd, cmd2, "command is part of the key");
-    cr_assert_eq(mt_stats_block(MT_STATS_COMMAND, "redis-a", "GET"), cmd);
+    cr_assert_eq(mt_stats_detail_block(&cmd_detail, "redis-a", "GET"), cmd);
     cr_assert_str_eq(l1->labels, "listener=\"redis-a\"");
     cr_assert_str_eq(c1->labels, "cluster=\"redis-a\"");
     cr_assert_str_eq(cmd->labels, "listener=\"redis-a\",command=\"GET\"");
@@ -55,11 +64,11 @@ Test(stats_registry, many_blocks_stay_findable_as_the_index_grows)
     char cmd[32];
     for (int i = 0; i < 3000; i++) {
         snprintf(cmd, sizeof(cmd), "CMD%d", i);
-        blocks[i] = mt_stats_block(MT_STATS_COMMAND, i % 2 ? "l1" : "l2", cmd);
+        blocks[i] = mt_stats_detail_block(&cmd_detail, i % 2 ? "l1" : "l2", cmd);
     }
     for (int i = 0; i < 3000; i++) {
         snprintf(cmd, sizeof(cmd), "CMD%d", i);
-        cr_assert_eq(mt_stats_block(MT_STATS_COMMAND, i % 2 ? "l1" : "l2", cmd), blocks[i]);
+        cr_assert_eq(mt_stats_detail_block(&cmd_detail, i % 2 ? "l1" : "l2", cmd), blocks[i]);
     }
     size_t n = 0;
     for (mt_stats_block_t *b = mt_stats_first(); b; b = b->next)
@@ -127,7 +136,7 @@ Test(stats_prometheus, listener_cluster_and_command_rows_parse_back)
     mt_stats_init(3);
     mt_stats_block_t *l = mt_stats_block(MT_STATS_LISTENER, "redis-6379", NULL);
     mt_stats_block_t *c = mt_stats_block(MT_STATS_CLUSTER, "outbound|6379||redis.svc", NULL);
-    mt_stats_block_t *cmd = mt_stats_block(MT_STATS_COMMAND, "redis-6379", "get");
+    mt_stats_block_t *cmd = mt_stats_detail_block(&cmd_detail, "redis-6379", "get");
     mt_stat_add(l, 0, MT_ST_REQUESTS_TOTAL, 4);
     mt_stat_add(l, 2, MT_ST_REQUESTS_TOTAL, 6);
     mt_stat_add(l, 1, MT_ST_DOWNSTREAM_CX_ACTIVE, 2);
@@ -221,7 +230,7 @@ Test(stats_prometheus, label_values_are_escaped)
     mt_stats_init(1);
     const char *evil = "a\"b\\c\nd}e,f=\"g";
     mt_stats_block_t *l = mt_stats_block(MT_STATS_LISTENER, evil, NULL);
-    mt_stats_block_t *cmd = mt_stats_block(MT_STATS_COMMAND, evil, "x\"y");
+    mt_stats_block_t *cmd = mt_stats_detail_block(&cmd_detail, evil, "x\"y");
     mt_stat_add(l, 0, MT_ST_PROTOCOL_ERRORS, 3);
     mt_stat_add(cmd, 0, MT_ST_REQUESTS_TOTAL, 2);
     cr_assert_str_eq(l->labels, "listener=\"a\\\"b\\\\c\\nd}e,f=\\\"g\"");
