@@ -187,6 +187,18 @@ local function compile_rate_limits(spec, mp)
   end
 end
 
+-- meltemi.fields: what every accepted field does. routes[] is read whole by compile_routes
+-- (meta_snapshot.c / meta_proxy.c act on it); the rest is not enforced yet.
+K.consumed = { "spec.hosts", "spec.routes" }
+K.unenforced = {
+  ["spec.localRateLimit"] = "local rate limits are not implemented yet (issue 12): requests are "
+    .. "not limited",
+  ["spec.globalRateLimit"] = "global rate limits are not implemented yet (issue 12): no rate limit "
+    .. "service is asked and requests are not limited",
+  ["spec.gateways"] = "meltemi is a sidecar: the router applies to its hosts' listeners, not to gateways",
+  ["spec.exportTo"] = "one proxy sees every router: there is no export scope",
+}
+
 function K.build(obj, c)
   local spec = obj.doc.spec
   for i, h in ipairs(spec.hosts) do
