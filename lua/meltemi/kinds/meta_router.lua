@@ -187,12 +187,11 @@ local function compile_rate_limits(spec, mp)
   end
 end
 
--- meltemi.fields: what every accepted field does. routes[] is read whole by compile_routes
--- (meta_snapshot.c / meta_proxy.c act on it); the rest is not enforced yet.
-K.consumed = { "spec.hosts", "spec.routes" }
+-- meltemi.fields: what every accepted field does. routes[] is read whole by compile_routes,
+-- localRateLimit by compile_rate_limits (meta_snapshot.c / meta_proxy.c act on both: one
+-- token bucket per condition, shared by every worker, runtime/core/ratelimit.h).
+K.consumed = { "spec.hosts", "spec.routes", "spec.localRateLimit" }
 K.unenforced = {
-  ["spec.localRateLimit"] = "local rate limits are not implemented yet (issue 12): requests are "
-    .. "not limited",
   ["spec.globalRateLimit"] = "global rate limits are not implemented yet (issue 12): no rate limit "
     .. "service is asked and requests are not limited",
   ["spec.gateways"] = "meltemi is a sidecar: the router applies to its hosts' listeners, not to gateways",
