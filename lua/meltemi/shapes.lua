@@ -31,6 +31,17 @@ M.metadata = T.obj({
   selfLink = T.str(),
 }, { required = true })
 
+-- What the fields every document has do (meltemi.fields): kind and name pick the object;
+-- the rest is Kubernetes bookkeeping that asks for no behaviour. A kind that reads one of
+-- them (EndpointSlice: metadata.labels) declares it consumed itself.
+M.document_fields = {
+  consumed = { "apiVersion", "kind", "metadata.name", "metadata.namespace" },
+  informational = { "metadata.labels", "metadata.annotations", "metadata.generateName", "metadata.uid",
+    "metadata.resourceVersion", "metadata.generation", "metadata.creationTimestamp",
+    "metadata.deletionTimestamp", "metadata.deletionGracePeriodSeconds", "metadata.ownerReferences",
+    "metadata.finalizers", "metadata.managedFields", "metadata.selfLink", "status" },
+}
+
 -- Top-level fields every kind has; kinds add theirs (spec, data, ...).
 function M.document(fields)
   local f = {

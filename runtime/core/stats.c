@@ -395,6 +395,8 @@ static const stats_family_t stats_families[] = {
      "Connections closed because they did not authenticate within the auth timeout."},
     {"meltemi_idle_timeouts_total", "counter", MT_STATS_LISTENER, MT_ST_IDLE_TIMEOUTS,
      "Connections closed because they were idle for the idle timeout."},
+    {"meltemi_rate_limited_total", "counter", MT_STATS_LISTENER, MT_ST_RATE_LIMITED,
+     "Requests refused by a local rate limit, answered with the protocol's error (flag RL)."},
     {"istio_requests_total", "counter", MT_STATS_LISTENER, MT_ST_REQUESTS_TOTAL,
      "Requests handled by the listener (Istio-compatible name)."},
     {"istio_request_duration_milliseconds", "histogram", MT_STATS_LISTENER, -1,

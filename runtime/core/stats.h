@@ -33,6 +33,7 @@ enum {
     MT_ST_CROSS_PROTOCOL, /* connections closed for an HTTP request (POST / Host:) */
     MT_ST_AUTH_TIMEOUTS,  /* connections closed: no AUTH within settings.authTimeout */
     MT_ST_IDLE_TIMEOUTS,  /* connections closed: quiet for settings.idleTimeout */
+    MT_ST_RATE_LIMITED,   /* requests refused by a local rate limit (response flag RL) */
     /* cluster */
     MT_ST_UPSTREAM_CX_TOTAL,
     MT_ST_UPSTREAM_CX_ACTIVE, /* gauge */

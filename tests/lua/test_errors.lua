@@ -398,16 +398,21 @@ spec:
 ]]
   local e = H.errors_of({ ["a.yaml"] = svc })
   H.find(e, 'a.yaml:8: ServiceEntry/rpc: spec.ports[0].name: unknown application protocol "videopacket"', "unknown")
-  local s = H.snapshot_of({ ["a.yaml"] = svc, ["b.yaml"] = [[
+  local ap = [[
 apiVersion: metaprotocol.aeraki.io/v1alpha1
 kind: ApplicationProtocol
 metadata: {name: videopacket, namespace: istio-system}
 spec:
   protocol: videopacket
   codec: aeraki.meta_protocol.codec.videopacket
-]] })
+]]
+  -- A codec that is not built in is refused (its ports would silently be plain TCP).
+  e = H.errors_of({ ["a.yaml"] = svc, ["b.yaml"] = ap })
+  H.find(e, 'b.yaml:6: ApplicationProtocol/videopacket: spec.codec: codec "aeraki.meta_protocol.codec.videopacket" '
+    .. "is not built in", "codec not built in")
+  local s = H.snapshot_of({ ["a.yaml"] = svc, ["b.yaml"] = ap:gsub("codec%.videopacket", "codec.dubbo") })
   local l = H.listener(s, "127.0.0.30:9090")
-  H.eq(l.protocol, "metaprotocol", "protocol"); H.eq(l.codec, "videopacket", "codec from ApplicationProtocol")
+  H.eq(l.protocol, "metaprotocol", "protocol"); H.eq(l.codec, "dubbo", "codec from ApplicationProtocol")
   H.eq(H.listener(s, "127.0.0.30:9091").codec, "thrift", "built-in thrift")
   H.eq(H.listener(s, "127.0.0.30:9092").codec, "dubbo", "built-in dubbo")
   H.eq(l.metaprotocol.routes[1].route[1].cluster, "outbound|9090||rpc.demo.svc.cluster.local", "default route")

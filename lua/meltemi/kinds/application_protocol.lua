@@ -2,6 +2,7 @@
 -- in port names tcp-metaprotocol-<protocol>-*. Aeraki's codec names
 -- (aeraki.meta_protocol.codec.thrift) map to meltemi's registered codec names (thrift).
 
+local C = require "meltemi.c"
 local T = require "meltemi.schema"
 local shapes = require "meltemi.shapes"
 
@@ -31,8 +32,19 @@ function K.index(obj, c)
       c:where(prev.obj)))
     return
   end
-  c.app_protocols[spec.protocol] = { codec = K.codec_name(spec.codec), obj = obj }
+  local codec = K.codec_name(spec.codec)
+  if not C.codec_known(codec) then
+    -- Its ports would otherwise become plain TCP while everything says metaprotocol.
+    c:error(obj, "spec.codec", string.format("codec %q is not built in (built in: dubbo, thrift; "
+      .. "Aeraki's names aeraki.meta_protocol.codec.<name> work too)", spec.codec))
+    c.tainted.protocols[spec.protocol] = true
+    return
+  end
+  c.app_protocols[spec.protocol] = { codec = codec, obj = obj }
 end
+
+-- meltemi.fields: both fields pick the codec of the protocol's ports (index above).
+K.consumed = { "spec.protocol", "spec.codec" }
 
 function K.taint(obj, c)
   local spec = obj.doc.spec

@@ -75,6 +75,10 @@ K.schema = shapes.document({
   }, { required = true, check = check_spec }),
 })
 
+-- meltemi.fields: every field takes effect (compile_settings / compile_routes /
+-- compile_faults below; the runtime's side is redis_snapshot.c and policies/redis_*.lua).
+K.consumed = { "spec.host", "spec.settings", "spec.redis", "spec.faults" }
+
 local function compile_settings(obj, c, r, s)
   if s.caseInsensitive ~= nil then r.case_insensitive = s.caseInsensitive end
   if s.opTimeout then r.op_timeout_ms = T.duration_ms(s.opTimeout) end

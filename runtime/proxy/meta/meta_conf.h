@@ -5,6 +5,7 @@
 #ifndef MELTEMI_META_CONF_H
 #define MELTEMI_META_CONF_H
 
+#include "runtime/core/ratelimit.h"
 #include "runtime/core/snapshot.h"
 
 #include "protocols/codec.h"
@@ -83,9 +84,20 @@ typedef struct mt_meta_route {
     uint32_t n_response_mutation;
 } mt_meta_route_t;
 
+/* MetaRouter localRateLimit conditions[]: the first whose matches all hold takes a token from
+ * its own bucket; a request no condition matches takes one from the default bucket. */
+typedef struct mt_meta_rate_cond {
+    mt_meta_match_t *match;
+    uint32_t n_match;
+    mt_token_bucket_t bucket; /* shared by every worker (ratelimit.h) */
+} mt_meta_rate_cond_t;
+
 typedef struct mt_meta_listener_conf {
     mt_meta_route_t *routes; /* in order, first match wins; none: the default cluster */
     uint32_t n_routes;
+    mt_token_bucket_t *rate_bucket; /* localRateLimit.tokenBucket; NULL: unlimited */
+    mt_meta_rate_cond_t *rate_conds;
+    uint32_t n_rate_conds;
     uint32_t request_timeout_ms; /* listener.metaprotocol.request_timeout_ms, default 5000 */
     const mt_codec_t *codec;     /* resolved at snapshot time; NULL: unknown (relayed as TCP) */
 } mt_meta_listener_conf_t;

@@ -1035,6 +1035,34 @@ static bool sess_rebind(meta_sess_t *s, const mt_msg_t *msg)
     return false;
 }
 
+/* MetaRouter localRateLimit: false after answering msg with the codec's over-limit error
+ * when its bucket (its condition's, else the default one) has no token left. */
+static bool sess_rate_allows(meta_sess_t *s, const mt_msg_t *msg)
+{
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
+    if (MT_LIKELY(!lc || (!lc->rate_bucket && lc->n_rate_conds == 0)))
+        return true;
+    meta_worker_t *mw = mw_of(s->base.w);
+    mt_token_bucket_t *b = lc->rate_bucket;
+    for (uint32_t i = 0; i < lc->n_rate_conds; i++) {
+        const mt_meta_rate_cond_t *c = &lc->rate_conds[i];
+        bool all = true;
+        for (uint32_t j = 0; all && j < c->n_match; j++)
+            all = mt_meta_match_one(&c->match[j], msg, mw->match_data);
+        if (all) {
+            b = (mt_token_bucket_t *)&c->bucket; /* shared state: atomics, see ratelimit.h */
+            break;
+        }
+    }
+    if (!b || mt_token_bucket_take(b, mt_worker_now_ms(s->base.w)))
+        return true;
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_RATE_LIMITED, 1);
+    char text[ERR_TEXT];
+    snprintf(text, sizeof(text), "meltemi: rate limited (%s localRateLimit)", sess_service(s));
+    sess_error_now(s, msg, MT_ERR_OVER_LIMIT, text);
+    return false;
+}
+
 static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_worker_t *w = s->base.w;
@@ -1053,6 +1081,8 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
         return;
     }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1); /* heartbeats are not */
+    if (!sess_rate_allows(s, msg))
+        return;
     meta_target_t t;
     if (sess_route(s, msg, &t))
         sess_forward(s, msg, &t);

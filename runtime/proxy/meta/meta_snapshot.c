@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #define META_DEFAULT_REQUEST_TIMEOUT_MS 5000
 
@@ -241,19 +242,22 @@ static int meta_read_mutation(lua_State *L, int rt, const char *key, mt_attr_t *
     return 0;
 }
 
-static int meta_read_match(lua_State *L, int rt, mt_meta_route_t *r, char *msg, size_t msglen)
+/* t.match (a list of attribute conditions, a route's or a rate limit condition's) into
+ * *out / *n_out. */
+static int meta_read_match(lua_State *L, int t, mt_meta_match_t **out, uint32_t *n_out, char *msg,
+                           size_t msglen)
 {
-    if (!mt_snap_field_table(L, rt, "match"))
+    if (!mt_snap_field_table(L, t, "match"))
         return 0;
     int mt = lua_gettop(L);
     size_t cnt = lua_objlen(L, mt);
-    r->match = calloc(cnt ? cnt : 1, sizeof(*r->match));
-    int rc = r->match ? 0 : -1;
+    *out = calloc(cnt ? cnt : 1, sizeof(**out));
+    int rc = *out ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < cnt; i++) {
         lua_rawgeti(L, mt, (int)i + 1);
         int e = lua_gettop(L);
         if (lua_istable(L, e)) {
-            mt_meta_match_t *m = &r->match[r->n_match++];
+            mt_meta_match_t *m = &(*out)[(*n_out)++];
             m->key = meta_str(L, e, "key");
             mt_str_t v;
             if ((v = meta_str(L, e, "exact")).ptr) {
@@ -283,7 +287,7 @@ static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route
                            size_t msglen)
 {
     r->name = mt_snap_field_str(L, rt, "name");
-    if (meta_read_match(L, rt, r, msg, msglen) != 0)
+    if (meta_read_match(L, rt, &r->match, &r->n_match, msg, msglen) != 0)
         return -1;
     if (mt_snap_field_table(L, rt, "route")) {
         int dt = lua_gettop(L);
@@ -314,6 +318,58 @@ static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route
         return -1;
     }
     return 0;
+}
+
+/* bucket table { max_tokens, tokens_per_fill, fill_interval_ms } into b, full as of now_ms. */
+static void meta_read_bucket(lua_State *L, int t, mt_token_bucket_t *b, uint64_t now_ms)
+{
+    int64_t max = mt_snap_field_int(L, t, "max_tokens", 1);
+    int64_t per = mt_snap_field_int(L, t, "tokens_per_fill", 1);
+    int64_t every = mt_snap_field_int(L, t, "fill_interval_ms", 1000);
+    mt_token_bucket_init(b, (uint32_t)MT_MIN(MT_MAX(max, 1), (int64_t)UINT32_MAX),
+                         (uint32_t)MT_MIN(MT_MAX(per, 1), (int64_t)UINT32_MAX),
+                         (uint32_t)MT_MIN(MT_MAX(every, 1), (int64_t)UINT32_MAX), now_ms);
+}
+
+/* listener.metaprotocol.local_rate_limit (mp: its table's index) into ml. */
+static int meta_read_rate_limit(lua_State *L, int mp, mt_meta_listener_conf_t *ml, char *msg,
+                                size_t msglen)
+{
+    if (!mt_snap_field_table(L, mp, "local_rate_limit"))
+        return 0;
+    int rl = lua_gettop(L);
+    uint64_t now_ms = uv_hrtime() / 1000000u; /* uv_now's clock, which the workers pass */
+    int rc = 0;
+    if (mt_snap_field_table(L, rl, "token_bucket")) {
+        ml->rate_bucket = calloc(1, sizeof(*ml->rate_bucket));
+        if (ml->rate_bucket)
+            meta_read_bucket(L, lua_gettop(L), ml->rate_bucket, now_ms);
+        else
+            rc = -1;
+        lua_pop(L, 1);
+    }
+    if (rc == 0 && mt_snap_field_table(L, rl, "conditions")) {
+        int ct = lua_gettop(L);
+        size_t cnt = lua_objlen(L, ct);
+        ml->rate_conds = calloc(cnt ? cnt : 1, sizeof(*ml->rate_conds));
+        rc = ml->rate_conds ? 0 : -1;
+        for (size_t i = 0; rc == 0 && i < cnt; i++) {
+            lua_rawgeti(L, ct, (int)i + 1);
+            int e = lua_gettop(L);
+            if (lua_istable(L, e)) {
+                mt_meta_rate_cond_t *c = &ml->rate_conds[ml->n_rate_conds++];
+                rc = meta_read_match(L, e, &c->match, &c->n_match, msg, msglen);
+                if (mt_snap_field_table(L, e, "token_bucket")) {
+                    meta_read_bucket(L, lua_gettop(L), &c->bucket, now_ms);
+                    lua_pop(L, 1);
+                }
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
 }
 
 int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf_t *l, char **err)
@@ -351,6 +407,13 @@ int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_con
         }
         lua_pop(L, 1);
     }
+    if (rc == 0 && meta_read_rate_limit(L, mp, ml, msg, sizeof(msg)) != 0) {
+        lua_pop(L, 1);
+        if (asprintf(err, "listener %s: localRateLimit: %s", l->name,
+                     msg[0] ? msg : "out of memory") < 0)
+            *err = NULL;
+        return -1;
+    }
     lua_pop(L, 1);
     if (rc != 0) {
         const mt_meta_route_t *r = ml->n_routes ? &ml->routes[ml->n_routes - 1] : NULL;
@@ -376,14 +439,19 @@ static void meta_free_attrs(mt_attr_t *a, uint32_t n)
     free(a);
 }
 
+static void meta_free_match(mt_meta_match_t *m, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        free((char *)m[i].key.ptr);
+        free((char *)m[i].value.ptr);
+        mt_meta_regex_free(m[i].re);
+    }
+    free(m);
+}
+
 static void meta_free_route(mt_meta_route_t *r)
 {
-    for (uint32_t i = 0; i < r->n_match; i++) {
-        free((char *)r->match[i].key.ptr);
-        free((char *)r->match[i].value.ptr);
-        mt_meta_regex_free(r->match[i].re);
-    }
-    free(r->match);
+    meta_free_match(r->match, r->n_match);
     for (uint32_t i = 0; i < r->n_dests; i++)
         meta_free_dest(&r->dests[i]);
     free(r->dests);
@@ -403,6 +471,10 @@ void mt_meta_free_listener(mt_listener_conf_t *l)
     for (uint32_t i = 0; i < ml->n_routes; i++)
         meta_free_route(&ml->routes[i]);
     free(ml->routes);
+    for (uint32_t i = 0; i < ml->n_rate_conds; i++)
+        meta_free_match(ml->rate_conds[i].match, ml->rate_conds[i].n_match);
+    free(ml->rate_conds);
+    free(ml->rate_bucket);
     free(ml);
     l->proto = NULL;
 }
