@@ -142,6 +142,7 @@ static void upstream_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf
         return;
     mt_buf_t *b = u->rbuf;
     b->last += nread;
+    u->w->now_ns = uv_hrtime(); /* replies end requests: their time, once per read */
     u->ops->on_data(u);
     /* Everything consumed and nobody holds a slice of it: reuse the chunk from its start. */
     b = u->rbuf;
