@@ -20,7 +20,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 #define XXH_INLINE_ALL /* header-only XXH3 */
 #include <xxhash.h>
 
@@ -241,7 +244,10 @@ static char *stats_make_labels(mt_stats_kind_t kind, const mt_stats_detail_t *d,
         stats_buf_puts(&sb, "\"");
         return sb.data;
     }
-    stats_buf_puts(&sb, kind == MT_STATS_CLUSTER ? "cluster=\"" : "listener=\"");
+    const char *scope = kind == MT_STATS_CLUSTER ? "cluster" : "listener";
+    if (kind == MT_STATS_DETAIL && d->scope)
+        scope = d->scope;
+    stats_buf_printf(&sb, "%s=\"", scope);
     stats_buf_label_value(&sb, name);
     stats_buf_puts(&sb, "\"");
     if (kind == MT_STATS_DETAIL) {
@@ -413,6 +419,10 @@ static const stats_family_t stats_families[] = {
      "Requests that failed because of the upstream (closed, timed out, auth)."},
     {"meltemi_upstream_request_timeouts_total", "counter", MT_STATS_CLUSTER,
      MT_ST_UPSTREAM_RQ_TIMEOUT, "Requests to the cluster that timed out."},
+    {"meltemi_upstream_connections_leased", "gauge", MT_STATS_CLUSTER, MT_ST_UPSTREAM_CX_LEASED,
+     "Exclusive upstream connections leased to one client (transactions, pub/sub, blocking)."},
+    {"meltemi_upstream_connections_idle", "gauge", MT_STATS_CLUSTER, MT_ST_UPSTREAM_CX_IDLE,
+     "Exclusive upstream connections idle in the pool, ready for the next lease."},
     {"meltemi_lua_counter_total", "counter", MT_STATS_LUA, MT_ST_REQUESTS_TOTAL,
      "Counters incremented by Lua filters (ctx:counter)."},
 };
@@ -490,6 +500,81 @@ static double stats_uptime(double start_time)
     return now > start_time ? now - start_time : 0;
 }
 
+/* ---- process metrics (the names Prometheus' client libraries use) ---------------------------- */
+
+/* utime + stime (clock ticks), vsize (bytes), rss (pages) from /proc/self/stat. */
+static bool stats_proc_stat(double *cpu_s, double *vsize, double *rss_bytes)
+{
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (!f)
+        return false;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long utime, stime, vs;
+    long rss;
+    if (!p || sscanf(p + 2,
+                     "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu %*d %*d %*d %*d %*d "
+                     "%*d %*u %lu %ld",
+                     &utime, &stime, &vs, &rss) != 4)
+        return false;
+    double hz = (double)sysconf(_SC_CLK_TCK);
+    *cpu_s = (double)(utime + stime) / (hz > 0 ? hz : 100);
+    *vsize = (double)vs;
+    *rss_bytes = (double)rss * (double)sysconf(_SC_PAGESIZE);
+    return true;
+}
+
+static long stats_open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    long n = 0;
+    for (struct dirent *e = readdir(d); e; e = readdir(d))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n - 1; /* the directory's own descriptor */
+}
+
+static void stats_render_process(stats_buf_t *sb, double start_wall)
+{
+    double cpu, vsize, rss;
+    if (stats_proc_stat(&cpu, &vsize, &rss)) {
+        stats_render_header(sb, "process_cpu_seconds_total", "counter",
+                            "User and system CPU time spent in seconds.");
+        stats_buf_puts(sb, "process_cpu_seconds_total ");
+        stats_buf_double(sb, cpu);
+        stats_buf_puts(sb, "\n");
+        stats_render_header(sb, "process_resident_memory_bytes", "gauge",
+                            "Resident memory size in bytes.");
+        stats_buf_puts(sb, "process_resident_memory_bytes ");
+        stats_buf_double(sb, rss);
+        stats_buf_puts(sb, "\n");
+        stats_render_header(sb, "process_virtual_memory_bytes", "gauge",
+                            "Virtual memory size in bytes.");
+        stats_buf_puts(sb, "process_virtual_memory_bytes ");
+        stats_buf_double(sb, vsize);
+        stats_buf_puts(sb, "\n");
+    }
+    long fds = stats_open_fds();
+    if (fds >= 0) {
+        stats_render_header(sb, "process_open_fds", "gauge", "Number of open file descriptors.");
+        stats_buf_printf(sb, "process_open_fds %ld\n", fds);
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        stats_render_header(sb, "process_max_fds", "gauge",
+                            "Maximum number of open file descriptors.");
+        stats_buf_printf(sb, "process_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+    }
+    stats_render_header(sb, "process_start_time_seconds", "gauge",
+                        "Start time of the process since the Unix epoch in seconds.");
+    stats_buf_printf(sb, "process_start_time_seconds %.3f\n", start_wall);
+}
+
 double mt_stats_uptime(void)
 {
     return stats_uptime(mt_stats_global.start_time);
@@ -519,6 +604,7 @@ static void stats_render_global(stats_buf_t *sb)
                         "Seconds since the process started.");
     stats_buf_puts(sb, "meltemi_uptime_seconds ");
     stats_buf_printf(sb, "%.3f\n", uptime);
+    stats_render_process(sb, stats_wall_clock() - uptime);
     stats_render_header(sb, "meltemi_workers", "gauge", "Number of worker threads.");
     stats_buf_printf(sb, "meltemi_workers %u\n", mt_stats_nworkers);
     stats_render_header(sb, "meltemi_build_info", "gauge",
@@ -535,7 +621,7 @@ static void stats_render_detail(stats_buf_t *sb, const mt_stats_detail_t *d)
     char name[128];
     static const char *const suffix[3] = {"_total", "_errors_total", "_duration_milliseconds"};
     const char *const help[3] = {d->help_total, d->help_errors, d->help_duration};
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < (d->total_only ? 1 : 3); k++) {
         snprintf(name, sizeof(name), "%s%s", d->prefix, suffix[k]);
         stats_render_header(sb, name, k == 2 ? "histogram" : "counter", help[k]);
         for (const mt_stats_block_t *b = stats_head; b != NULL; b = b->next) {

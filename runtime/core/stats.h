@@ -9,6 +9,7 @@
 #ifndef MELTEMI_STATS_H
 #define MELTEMI_STATS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -40,6 +41,8 @@ enum {
     MT_ST_UPSTREAM_RQ_TOTAL,
     MT_ST_UPSTREAM_RQ_ERRORS, /* failed because of the upstream: closed, timeout, auth */
     MT_ST_UPSTREAM_RQ_TIMEOUT,
+    MT_ST_UPSTREAM_CX_LEASED, /* gauge: exclusive connections leased (transactions, pub/sub) */
+    MT_ST_UPSTREAM_CX_IDLE,   /* gauge: exclusive connections idle in the pool */
     MT_ST__COUNT
 };
 
@@ -61,7 +64,9 @@ typedef struct mt_stats_shard {
  */
 typedef struct mt_stats_detail {
     const char *prefix;     /* e.g. "meltemi_redis_command" */
+    const char *scope;      /* the first label's name; NULL: "listener" ("cluster", ...) */
     const char *label;      /* e.g. "command" */
+    bool total_only;        /* only <prefix>_total (events, not requests) */
     const char *help_total; /* HELP texts of the three families */
     const char *help_errors;
     const char *help_duration;

@@ -118,6 +118,9 @@ def test_redis_cluster_counts_every_command(redis_cluster, cluster_proxy):  # no
     assert m.sum("istio_requests_total", request_protocol="redis") == n
     assert m.sum("istio_requests_total", request_protocol="redis", response_code="OK") == n
     assert m.sum("istio_request_duration_milliseconds_count", request_protocol="redis") == n
+    # the slot map was learnt (a refresh per worker), nothing was redirected
+    assert m.sum("meltemi_redis_cluster_events_total", event="refresh") >= 1
+    assert m.sum("meltemi_redis_cluster_events_total", event="moved") == 0
 
 
 def test_dubbo_calls_and_local_errors(dubbo_env):
@@ -165,6 +168,11 @@ def test_metrics_path_and_promtool(blog_env, tmp_path):
     _, stats_text = scrape(env.meltemi)
     strip = lambda t: [ln for ln in t.splitlines() if "uptime" not in ln and "time_seconds" not in ln]  # noqa: E731
     assert strip(metrics_text)[:40] == strip(stats_text)[:40]
+    m = Metrics(stats_text)
+    assert m.sum("process_open_fds") > 3 and m.sum("process_resident_memory_bytes") > 1 << 20
+    assert m.sum("process_cpu_seconds_total") > 0
+    assert abs(m.sum("process_start_time_seconds") - m.sum("meltemi_start_time_seconds")) < 2
+    assert len(m.select("meltemi_build_info")) == 1
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.skip("promtool is not installed (Debian package prometheus)")
