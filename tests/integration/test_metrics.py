@@ -182,3 +182,20 @@ def test_metrics_path_and_promtool(blog_env, tmp_path):
     # the one remark left: Istio's own name, kept for its dashboards
     assert remarks == ['istio_request_duration_milliseconds use base unit "seconds" instead of '
                        '"milliseconds"'], remarks
+
+
+def test_workload_identity_from_flags(blog_env):
+    env = blog_env(step=1, extra_args=("--workload", "checkout", "--namespace", "shop"))
+    c = RespConn(env.host, env.port)
+    assert c.call("PING") == b"PONG"
+    c.close()
+    m, _ = scrape(env.meltemi)
+    (lb, v), = m.select("istio_requests_total", request_protocol="redis")
+    assert (lb["source_workload"], lb["source_workload_namespace"], v) == ("checkout", "shop", 1)
+    status, body = env.meltemi.http_get("/server_info")
+    assert status == 200
+    import json
+    info = json.loads(body)
+    assert info["workload"] == "checkout" and info["namespace"] == "shop"
+    assert info["state"] == "LIVE" and info["config_generation"] >= 1
+    assert env.meltemi.http_get("/healthz") == (200, "ok\n")
