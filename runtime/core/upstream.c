@@ -56,6 +56,27 @@ static void pool_idle_remove(mt_upstream_pool_t *pool, mt_upstream_t *u)
     u->idle_next = NULL;
 }
 
+/* The pool gauges follow a connection's kind: leased and idle exclusive ones. */
+static void upstream_count_kind(mt_upstream_t *u, int64_t d)
+{
+    mt_stats_block_t *b = u->ep->cluster->conf->stats;
+    if (u->kind == MT_UPSTREAM_LEASED)
+        mt_stat_add(b, u->w->id, MT_ST_UPSTREAM_CX_LEASED, d);
+    else if (u->kind == MT_UPSTREAM_IDLE)
+        mt_stat_add(b, u->w->id, MT_ST_UPSTREAM_CX_IDLE, d);
+}
+
+static void upstream_set_kind(mt_upstream_t *u, mt_upstream_kind_t kind)
+{
+    if (u->kind != kind || !u->kind_counted) {
+        if (u->kind_counted)
+            upstream_count_kind(u, -1);
+        u->kind = kind;
+        u->kind_counted = true;
+        upstream_count_kind(u, 1);
+    }
+}
+
 void mt_upstream_close(mt_upstream_t *u)
 {
     if (u->state == MT_UPSTREAM_CLOSING)
@@ -65,6 +86,9 @@ void mt_upstream_close(mt_upstream_t *u)
     mt_upstream_pool_t *pool = mt_upstream_pool(u->ep, p);
     bool was_connected = u->state == MT_UPSTREAM_READY;
     u->state = MT_UPSTREAM_CLOSING;
+    if (u->kind_counted)
+        upstream_count_kind(u, -1);
+    u->kind_counted = false;
     if (u->kind == MT_UPSTREAM_SHARED) {
         if (u->slot < pool->n_shared && pool->shared[u->slot] == u)
             pool->shared[u->slot] = NULL;
@@ -144,6 +168,7 @@ static void upstream_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf
         return;
     mt_buf_t *b = u->rbuf;
     b->last += nread;
+    u->w->now_ns = uv_hrtime(); /* replies end requests: their time, once per read */
     u->ops->on_data(u);
     /* Everything consumed and nobody holds a slice of it: reuse the chunk from its start. */
     b = u->rbuf;
@@ -239,7 +264,7 @@ static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *
     u->w = w;
     u->ep = ep;
     u->ops = ops;
-    u->kind = kind;
+    upstream_set_kind(u, kind);
     u->slot = slot;
     u->state = MT_UPSTREAM_CONNECTING;
     u->connect_deadline_ms = now + ep->cluster->conf->connect_timeout_ms;
@@ -314,7 +339,7 @@ mt_upstream_t *mt_upstream_lease(mt_wendpoint_t *ep, const mt_upstream_ops_t *op
     if (u) {
         pool->idle = u->idle_next;
         u->idle_next = NULL;
-        u->kind = MT_UPSTREAM_LEASED;
+        upstream_set_kind(u, MT_UPSTREAM_LEASED);
         return u;
     }
     uint32_t max = ep->cluster->conf->max_connections;
@@ -361,7 +386,7 @@ void mt_upstream_return(mt_upstream_t *u, bool reusable)
         return;
     }
     mt_upstream_pool_t *pool = mt_upstream_pool(u->ep, u->ops->protocol);
-    u->kind = MT_UPSTREAM_IDLE;
+    upstream_set_kind(u, MT_UPSTREAM_IDLE);
     u->idle_since_ms = mt_worker_now_ms(u->w);
     u->idle_next = pool->idle;
     pool->idle = u;

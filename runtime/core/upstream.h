@@ -111,6 +111,7 @@ struct mt_upstream {
     uint64_t idle_since_ms;    /* MT_UPSTREAM_IDLE: when it was returned */
     mt_upstream_state_t state;
     mt_upstream_kind_t kind;
+    bool kind_counted;          /* in the cluster's leased/idle gauges (upstream.c) */
     mt_upstream_t *prev, *next; /* the worker's list */
     mt_upstream_t *idle_next;   /* the pool's idle list */
 };

@@ -406,6 +406,7 @@ static void worker_on_tick(uv_timer_t *t)
 {
     mt_worker_t *w = t->data;
     worker_heartbeat(w);
+    w->now_ns = uv_hrtime(); /* timeouts the tick fails end requests now */
     uint64_t now = mt_worker_now_ms(w);
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->tick)
@@ -471,6 +472,8 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
         return -1;
     if (mt_timer_wheel_init(&w->timers, &w->loop) != 0)
         return -1;
+    w->timers.clock_ns = &w->now_ns;
+    w->now_ns = uv_hrtime();
     w->L = mt_lua_new();
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->worker_start && (*p)->worker_start(w) != 0)

@@ -96,6 +96,9 @@ struct mt_worker {
     struct mt_session_link *sessions; /* every downstream connection (drain, reload) */
     uint32_t n_sessions;
     uint64_t next_client_id;
+    /* uv_hrtime() of the last read callback (session or upstream shell) or timer run: the
+     * time requests start and end at, read once per event rather than once per request */
+    uint64_t now_ns;
     uint32_t rconns_per_endpoint;             /* shared connections per endpoint and protocol */
     mt_upstream_t *upstreams[MT_PROTO_COUNT]; /* every upstream connection, by protocol */
     bool draining;

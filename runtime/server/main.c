@@ -5,6 +5,7 @@
 #include "runtime/core/common.h"
 #include "runtime/server/config.h"
 #include "runtime/core/log.h"
+#include "runtime/core/stats.h"
 #include "runtime/server/server.h"
 
 #include <stdio.h>
@@ -19,7 +20,7 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  run -c DIR [--admin ADDR] [--admin-token-file PATH] [--workers N] [--log-level L]\n"
-    "      [--drain-timeout MS]\n"
+    "      [--drain-timeout MS] [--workload NAME] [--namespace NS]\n"
     "        serve the configuration in DIR (every *.yaml / *.yml file)\n"
     "        --admin ADDR       admin HTTP server address (default 127.0.0.1:15000; 'off')\n"
     "        --admin-token-file PATH\n"
@@ -29,6 +30,9 @@ static const char usage_text[] =
     "        --workers N        worker threads (default: number of cores)\n"
     "        --log-level L      debug | info | warn | error (default info)\n"
     "        --drain-timeout MS how long SIGTERM waits for requests in flight (default 5000)\n"
+    "        --workload NAME    source_workload of Istio's metrics (default: the environment's\n"
+    "                           ISTIO_META_WORKLOAD_NAME, else POD_NAME's Deployment part)\n"
+    "        --namespace NS     source_workload_namespace (default: POD_NAMESPACE)\n"
     "  validate DIR   check the configuration; print every problem as\n"
     "                 file:line: Kind/name: field: message\n"
     "  compile DIR    print the compiled configuration snapshot as Lua\n"
@@ -57,6 +61,7 @@ static int parse_uint(const char *s, unsigned *out)
 
 static int cmd_run(int argc, char **argv)
 {
+    mt_stats_identity_t id = {0};
     mt_server_options_t o = {.config_dir = NULL,
                              .admin_addr = "127.0.0.1:15000",
                              .workers = 0,
@@ -84,6 +89,13 @@ static int cmd_run(int argc, char **argv)
         } else if (strcmp(a, "--drain-timeout") == 0) {
             if (!v || parse_uint(v, &o.drain_timeout_ms) != 0)
                 return usage_error("--drain-timeout needs milliseconds, got '%s'", v ? v : "");
+        } else if (strcmp(a, "--workload") == 0 || strcmp(a, "--namespace") == 0) {
+            if (!v || !*v)
+                return usage_error("%s needs a name", a);
+            if (a[2] == 'w')
+                id.workload = v;
+            else
+                id.namespace = v;
         } else if (strcmp(a, "--log-level") == 0) {
             int l = v ? mt_log_level_parse(v) : -1;
             if (l < 0)
@@ -95,6 +107,7 @@ static int cmd_run(int argc, char **argv)
     }
     if (!o.config_dir)
         return usage_error("%s", "run needs -c DIR");
+    mt_stats_set_identity(&id);
     return mt_server_run(&o);
 }
 

@@ -35,6 +35,8 @@
 #include "runtime/proxy/meta/meta_router.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
 
+#include "protocols/dubbo/dubbo.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,7 +60,11 @@ struct meta_req {
     uint64_t down_id;          /* the client's request id */
     uint64_t up_id;            /* id on the upstream connection (multiplexed codecs) */
     uint64_t deadline_ms;
-    uint64_t start_ns;
+    uint64_t start_ns;             /* the read's w->now_ns */
+    const mt_cluster_conf_t *dest; /* where it went (Istio's labels) */
+    mt_istio_set_t *set;           /* its subset's label set; NULL: dest's */
+    uint32_t req_bytes;
+    uint16_t rflags;              /* Envoy response flags (MT_RF_*) */
     mt_slice_t frame;             /* the request as the client sent it: errors are built from it */
     mt_slice_t reply;             /* in-order sessions: a reply that came before its turn */
     const mt_meta_route_t *route; /* responseMutation; valid while snap is held */
@@ -113,6 +119,12 @@ struct meta_sess {
     mt_msg_t msg;
     meta_req_t *head, *tail; /* waiting for a reply, arrival order */
     bool in_order;           /* replies leave in request order (the codec is not multiplexed) */
+    /* the request being handled (sess_on_frame): its start, size, destination once routed,
+     * and the Envoy response flags (MT_RF_*) set on it; a local reply to it takes them */
+    uint64_t cur_start_ns;
+    uint32_t cur_bytes;
+    uint16_t cur_flags;
+    const mt_cluster_conf_t *cur_dest;
 };
 
 /* Everything meta_proxy keeps per worker (w->proxy[MT_PROTO_META]). */
@@ -439,8 +451,64 @@ static void sess_drain_done(meta_sess_t *s)
     }
 }
 
-/* The reply to r is bytes [p, p+len) of chunk b (a reference is taken when kept). */
-static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const char *p, size_t len)
+/* ---- Istio's response_code ----------------------------------------------------------------- */
+
+/* Index of a code name in the listener's table; the last entry when it is not there. */
+static uint32_t meta_code_named(const mt_istio_codes_t *c, const char *name, size_t n)
+{
+    for (uint32_t i = 0; i + 1 < c->n; i++) {
+        if (strlen(c->names[i]) == n && memcmp(c->names[i], name, n) == 0)
+            return i;
+    }
+    return c->n - 1;
+}
+
+/* A response's code: 0 unless it is an error; Dubbo's status attribute when it has one. */
+static uint32_t meta_response_code(const meta_sess_t *s, const mt_msg_t *msg)
+{
+    const mt_istio_codes_t *c = s->base.conf->istio_codes;
+    if (MT_LIKELY(msg->type != MT_MSG_ERROR) || !c)
+        return 0;
+    const mt_str_t *st = mt_msg_get(msg, "status", 6);
+    return st ? meta_code_named(c, st->ptr, st->len) : c->n - 1;
+}
+
+/* The code of the native error meltemi answers for kind (the status its codec writes). */
+static uint32_t meta_error_code(const meta_sess_t *s, mt_error_kind_t kind)
+{
+    const mt_istio_codes_t *c = s->base.conf->istio_codes;
+    if (!c)
+        return 0;
+    if (c == &mt_meta_dubbo_codes) {
+        char num[8];
+        int n = snprintf(num, sizeof(num), "%u", dubbo_status_for_error(kind));
+        return meta_code_named(c, num, (size_t)n);
+    }
+    return c->n - 1;
+}
+
+/* Envoy's flag for a native error meltemi answers. */
+static uint16_t meta_error_flag(mt_error_kind_t kind)
+{
+    switch (kind) {
+    case MT_ERR_ROUTE_NOT_FOUND:
+    case MT_ERR_CLUSTER_NOT_FOUND:
+        return MT_RF_NR;
+    case MT_ERR_NO_HEALTHY_UPSTREAM:
+        return MT_RF_UH;
+    case MT_ERR_UPSTREAM_TIMEOUT:
+        return MT_RF_UT;
+    case MT_ERR_OVER_LIMIT:
+        return MT_RF_RL;
+    default:
+        return 0;
+    }
+}
+
+/* The reply to r is bytes [p, p+len) of chunk b (a reference is taken when kept); code is
+ * its Istio response_code. */
+static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const char *p, size_t len,
+                        uint32_t code)
 {
     meta_sess_t *s = r->sess;
     if (!s) {
@@ -448,8 +516,12 @@ static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const cha
         return;
     }
     mt_worker_t *w = s->base.w;
-    if (r->start_ns)
-        mt_stat_observe_ms(s->base.conf->stats, w->id, (double)(uv_hrtime() - r->start_ns) / 1e6);
+    if (r->set)
+        mt_session_request_done_in(&s->base, r->set, code, r->rflags, r->start_ns, r->req_bytes,
+                                   (uint32_t)len);
+    else
+        mt_session_request_done(&s->base, r->dest, code, r->rflags, r->start_ns, r->req_bytes,
+                                (uint32_t)len);
     if (s->in_order && s->head != r) {
         mt_buf_ref(b);
         r->reply = (mt_slice_t){b, p, (uint32_t)len};
@@ -465,7 +537,8 @@ static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const cha
     mt_session_resume(&s->base);
 }
 
-static void req_deliver_copy(meta_worker_t *mw, meta_req_t *r, const uint8_t *p, size_t len)
+static void req_deliver_copy(meta_worker_t *mw, meta_req_t *r, const uint8_t *p, size_t len,
+                             uint32_t code)
 {
     mt_slice_t sl;
     if (!r->sess || mt_slice_copy(&mw->w->pool, &mw->w->own, (const char *)p, len, &sl) != 0) {
@@ -477,7 +550,7 @@ static void req_deliver_copy(meta_worker_t *mw, meta_req_t *r, const uint8_t *p,
             mt_session_close(&s->base);
         return;
     }
-    req_deliver(mw, r, sl.buf, sl.p, sl.len);
+    req_deliver(mw, r, sl.buf, sl.p, sl.len, code);
     mt_buf_unref(&mw->w->pool, sl.buf);
 }
 
@@ -520,6 +593,10 @@ static void sess_error_now(meta_sess_t *s, const mt_msg_t *msg, mt_error_kind_t 
         s->base.finishing = true; /* cannot answer natively: close once the rest is answered */
         return;
     }
+    if (msg->expects_reply)
+        mt_session_request_done(&s->base, s->cur_dest, meta_error_code(s, kind),
+                                s->cur_flags | meta_error_flag(kind), s->cur_start_ns, s->cur_bytes,
+                                (uint32_t)o->len);
     sess_reply_local(s, o->data, o->len);
 }
 
@@ -568,7 +645,8 @@ static void req_fail(meta_worker_t *mw, meta_req_t *r, mt_error_kind_t kind, con
         mt_session_close(&s->base);
         return;
     }
-    req_deliver_copy(mw, r, o->data, o->len);
+    r->rflags |= meta_error_flag(kind);
+    req_deliver_copy(mw, r, o->data, o->len, meta_error_code(s, kind));
 }
 
 /* ---- upstream connections ------------------------------------------------------------------ */
@@ -659,13 +737,13 @@ static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_ms
         o->len = 0;
         mt_codec_err_t err = {0};
         if (u->codec->encode(msg, &mut, o, &err) == MT_OK) {
-            req_deliver_copy(mw, r, o->data, o->len);
+            req_deliver_copy(mw, r, o->data, o->len, meta_response_code(s, msg));
             return;
         }
         mt_debug("route %s: response mutation not applied: %s", rt->name ? rt->name : "?",
                  err.text);
     }
-    req_deliver(mw, r, u->base.rbuf, (const char *)frame, len);
+    req_deliver(mw, r, u->base.rbuf, (const char *)frame, len, meta_response_code(s, msg));
 }
 
 /* One decoded frame from the upstream, lying at frame in u->rbuf. */
@@ -959,11 +1037,30 @@ static void warn_no_mutation(meta_worker_t *mw, const mt_meta_route_t *rt,
                 rt->name ? rt->name : "?", err->text);
 }
 
+/* The label set of requests to t's subset (its name is destination_version), cached on the
+ * subset; NULL for the whole cluster (the destination's set then). */
+static mt_istio_set_t *meta_subset_set(meta_sess_t *s, const meta_target_t *t)
+{
+    mt_meta_subset_t *ss = (mt_meta_subset_t *)t->subset;
+    const mt_istio_codes_t *codes = s->base.conf->istio_codes;
+    if (!ss || !ss->name || !codes)
+        return NULL;
+    mt_istio_set_t *set = __atomic_load_n(&ss->istio, __ATOMIC_ACQUIRE);
+    if (MT_LIKELY(set && set->codes == codes))
+        return set;
+    const mt_cluster_conf_t *c = t->cluster;
+    set = mt_istio_set(s->base.conf->name, codes, c->name, c->service ? c->service : c->name,
+                       ss->name);
+    __atomic_store_n(&ss->istio, set, __ATOMIC_RELEASE);
+    return set;
+}
+
 /* Forwards request msg (its frame lies in s->base.rbuf) along t. */
 static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_t *t)
 {
     meta_worker_t *mw = mw_of(s->base.w);
     mt_worker_t *w = s->base.w;
+    s->cur_dest = t->cluster;
     meta_up_t *u = sess_upstream(s, msg, t);
     if (!u)
         return;
@@ -997,7 +1094,11 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
             return;
         }
         r->down_id = msg->request_id;
-        r->start_ns = uv_hrtime();
+        r->start_ns = s->cur_start_ns;
+        r->dest = t->cluster;
+        r->set = meta_subset_set(s, t);
+        r->req_bytes = s->cur_bytes;
+        r->rflags = s->cur_flags;
         r->deadline_ms = mt_worker_now_ms(w) + mt_meta_listener(s->base.conf)->request_timeout_ms;
         mt_buf_ref(s->base.rbuf);
         r->frame = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
@@ -1067,6 +1168,10 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_worker_t *w = s->base.w;
     meta_worker_t *mw = mw_of(w);
+    s->cur_start_ns = w->now_ns;
+    s->cur_bytes = (uint32_t)msg->frame_len;
+    s->cur_flags = 0;
+    s->cur_dest = s->base.cluster ? s->base.cluster->conf : NULL;
     if (MT_UNLIKELY(s->base.snap != w->snap) && !sess_rebind(s, msg))
         return;
     if (msg->is_reply)

@@ -43,6 +43,15 @@ typedef struct mt_rshard {
     uint16_t first_slot;
 } mt_rshard_t;
 
+typedef enum cluster_event {
+    CLUSTER_EV_MOVED = 0,
+    CLUSTER_EV_ASK,
+    CLUSTER_EV_REDIRECT_LIMIT,
+    CLUSTER_EV_REFRESH,
+    CLUSTER_EV_REFRESH_FAILED,
+    CLUSTER_EVENT_COUNT
+} cluster_event_t;
+
 struct mt_rtopo {
     mt_worker_t *w;
     uint16_t slot_shard[SLOTS];
@@ -66,7 +75,30 @@ struct mt_rtopo {
     uint32_t n_waiting;
     uint64_t waiting_since_ms;
     char last_error[300];
+    mt_stats_block_t *events[CLUSTER_EVENT_COUNT]; /* created on first use (topo_event) */
 };
+
+/* ---- events counted per cluster: redirections and slot map refreshes ------------------------ */
+
+static const char *const cluster_event_names[CLUSTER_EVENT_COUNT] = {
+    "moved", "ask", "redirect_limit", "refresh", "refresh_failed"};
+
+static const mt_stats_detail_t cluster_events = {
+    .prefix = "meltemi_redis_cluster_events",
+    .scope = "cluster",
+    .label = "event",
+    .total_only = true,
+    .help_total = "Redis Cluster events per cluster: MOVED and ASK redirections followed, "
+                  "commands over the redirection limit, slot map refreshes and failed ones.",
+};
+
+static void topo_event(const mt_wcluster_t *c, mt_rtopo_t *t, cluster_event_t ev)
+{
+    if (!t->events[ev])
+        t->events[ev] =
+            mt_stats_detail_block(&cluster_events, c->conf->name, cluster_event_names[ev]);
+    mt_stat_add(t->events[ev], t->w->id, MT_ST_REQUESTS_TOTAL, 1);
+}
 
 typedef enum split_op {
     SPLIT_MGET = 1, /* array, one element per key in the client's order */
@@ -359,6 +391,7 @@ void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p,
                 from->port, ns);
     else
         mt_debug("cluster %s: slot map refreshed: %u masters", c->conf->name, ns);
+    topo_event(c, t, CLUSTER_EV_REFRESH);
     if (t->waiting_head)
         topo_release_waiting(c);
 }
@@ -370,6 +403,7 @@ void mt_rcluster_topology_failed(mt_wcluster_t *c, const char *why)
         return;
     t->refreshing = false;
     t->failed_attempts++;
+    topo_event(c, t, CLUSTER_EV_REFRESH_FAILED);
     if (why != t->last_error)
         snprintf(t->last_error, sizeof(t->last_error), "%s", why);
     mt_warn("cluster %s: topology refresh failed: %s", c->conf->name, t->last_error);
@@ -581,6 +615,10 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     mt_worker_t *w = c->w;
     char text[400];
     if (r->redirects >= MAX_REDIRECTS) {
+        topo_event(c, mt_rtopo(c), CLUSTER_EV_REDIRECT_LIMIT);
+        r->rflags |= MT_RF_URX;
+        mt_debug("cluster %s: giving up after %u redirections (last: %.*s)", c->conf->name,
+                 r->redirects, (int)MT_MIN(len - 3, 200), p + 1);
         snprintf(text, sizeof(text), "ERR meltemi: too many redirections (last: %.*s)",
                  (int)MT_MIN(len - 3, 200), p + 1);
         mt_rreq_complete_error(w, r, text);
@@ -614,6 +652,9 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
         return true;
     }
     r->redirects++;
+    topo_event(c, tp, moved ? CLUSTER_EV_MOVED : CLUSTER_EV_ASK);
+    mt_debug("cluster %s: %s slot %lu -> %s:%u (redirection %u)", c->conf->name,
+             moved ? "MOVED" : "ASK", slot, ep->address, ep->port, r->redirects);
     /* r just left its old connection's FIFO; its link there must not follow it into the
      * new one (mt_rup_push appends without clearing it). */
     r->unext = NULL;
@@ -1210,7 +1251,7 @@ void mt_rcluster_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t 
         return;
     }
     r->cmd = cmd;
-    r->start_ns = uv_hrtime();
+    r->dest = c->conf;
     r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     r->read_only = cmd_replica_ok(cmd);
     /* Keep the command's bytes for redirections: a reference, or a copy for inline ones. */

@@ -73,4 +73,7 @@ static inline const mt_redis_cluster_conf_t *mt_redis_cluster(const mt_cluster_c
     return c->protocol == MT_PROTO_REDIS ? c->proto : &mt_redis_cluster_none;
 }
 
+/* Istio's response_code values of Redis replies (reply.c): OK or the error's prefix. */
+extern const mt_istio_codes_t mt_redis_istio_codes;
+
 #endif

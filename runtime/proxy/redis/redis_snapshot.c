@@ -154,6 +154,7 @@ int mt_redis_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_co
         return -1;
     }
     l->proto = rl;
+    l->istio_codes = &mt_redis_istio_codes;
     /* A listener without a redis table (no RedisService) runs on these defaults. */
     rl->op_timeout_ms = REDIS_DEFAULT_OP_TIMEOUT_MS;
     rl->enable_redirection = true;

@@ -126,6 +126,7 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
     mt_worker_t *w = s->base.w;
     char text[400];
     if (!c || c->n_eps == 0) {
+        s->cmd_flags |= c ? MT_RF_UH : MT_RF_NR;
         snprintf(text, sizeof(text), "ERR meltemi: no upstream host for %s",
                  c && c->conf->service
                      ? c->conf->service
@@ -149,6 +150,7 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
     mt_wendpoint_t *ep =
         mt_rroute_endpoint(c, cmd, req, s->rconf->read_policy, s->rconf->enable_hashtagging);
     if (!ep) {
+        s->cmd_flags |= MT_RF_UH;
         snprintf(text, sizeof(text), "ERR meltemi: no healthy replica for %s (readPolicy REPLICA)",
                  c->conf->service ? c->conf->service : c->conf->name);
         mt_rsess_reply_error_at(s, text, hold_until_ms);
@@ -159,6 +161,7 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
     if (!u) {
         char lbl[256];
         mt_stat_add(c->conf->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        s->cmd_flags |= MT_RF_UF;
         if (strncmp(why, "meltemi: ", 9) == 0)
             snprintf(text, sizeof(text), "ERR %s", why);
         else
@@ -174,7 +177,7 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
     }
     r->sess = s;
     r->cmd = cmd;
-    r->start_ns = uv_hrtime();
+    r->dest = c->conf;
     r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     r->hold_until_ms = hold_until_ms;
     int rc;

@@ -211,6 +211,9 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         sess_apply_timeouts(s);
     }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
+    s->cmd_start_ns = w->now_ns;
+    s->cmd_bytes = req->frame_len;
+    s->cmd_flags = 0;
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
     resp_out_t *o = &mt_rw(s->base.w)->scratch;
     if (!cmd) {
@@ -231,6 +234,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     if (!s->authenticated && s->rconf->auth.password &&
         !(local &&
           (mt_rcmd_is(cmd, "auth") || mt_rcmd_is(cmd, "hello") || mt_rcmd_is(cmd, "quit")))) {
+        s->cmd_flags |= MT_RF_RBAC;
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
         return;
     }
@@ -319,6 +323,9 @@ static void sess_on_data(mt_session_t *base)
         if (rc == MT_ERROR) {
             char text[300];
             snprintf(text, sizeof(text), "ERR %s", err ? err : "Protocol error");
+            s->cmd_start_ns = base->w->now_ns;
+            s->cmd_bytes = (uint32_t)mt_buf_unread(b);
+            s->cmd_flags = 0;
             mt_stat_add(base->conf->stats, base->w->id, MT_ST_PROTOCOL_ERRORS, 1);
             mt_rsess_reply_error(s, text);
             base->finishing = true;

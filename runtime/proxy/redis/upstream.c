@@ -37,6 +37,7 @@ void mt_rup_fail(mt_rup_t *u, const char *text)
         u->base.inflight--;
         if (r->kind == RREQ_USER) {
             mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+            r->rflags |= u->failing_flag ? u->failing_flag : MT_RF_UF;
             mt_rreq_complete_error(w, r, text);
         } else {
             topology_lost |= r->kind == RREQ_TOPOLOGY;
@@ -211,6 +212,7 @@ static void rup_on_deadline(mt_upstream_t *base, uint64_t now_ms)
         mt_warn("%s (%u commands in flight failed)", text + 4, base->inflight);
         mt_stat_add(base->ep->cluster->conf->stats, base->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT,
                     base->inflight);
+        u->failing_flag = MT_RF_UT;
         mt_rup_fail(u, text);
         return;
     }

@@ -57,6 +57,7 @@ static void tsess_handle_closed(uv_handle_t *h)
         return;
     mt_worker_t *w = t->base.w;
     mt_outq_reset(&t->d2u.out);
+    mt_session_count_sent_from(&t->base, &t->u2d.out);
     mt_outq_reset(&t->u2d.out);
     if (t->d2u.rbuf)
         mt_buf_unref(&w->pool, t->d2u.rbuf);
@@ -184,6 +185,7 @@ static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     mt_buf_t *b = d->rbuf;
     const char *p = b->last;
     b->last += nread;
+    mt_session_count_received(&t->base, (uint64_t)nread);
     dir_relay(t, d, b, p, (size_t)nread);
 }
 
@@ -197,6 +199,8 @@ static void dir_on_write_done(mt_outq_t *q, int status)
         tsess_close(t);
         return;
     }
+    if (d == &t->u2d)
+        mt_session_count_sent_from(&t->base, &d->out);
     dir_resume(d);
     dir_maybe_shutdown(t, d);
 }
