@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 
@@ -68,6 +69,23 @@ uint32_t mt_snap_field_ms(lua_State *L, int t, const char *key, uint32_t dflt)
 {
     int64_t v = mt_snap_field_int(L, t, key, dflt);
     return v < 0 ? 0 : v > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
+static uint32_t snap_clamp_u32(int64_t v)
+{
+    return v < 1 ? 1u : v > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
+void mt_snap_token_bucket(lua_State *L, int t, mt_token_bucket_t *b, uint64_t now_ms)
+{
+    mt_token_bucket_init(b, snap_clamp_u32(mt_snap_field_int(L, t, "max_tokens", 1)),
+                         snap_clamp_u32(mt_snap_field_int(L, t, "tokens_per_fill", 1)),
+                         snap_clamp_u32(mt_snap_field_int(L, t, "fill_interval_ms", 1000)), now_ms);
+}
+
+uint64_t mt_snap_clock_ms(void)
+{
+    return uv_hrtime() / 1000000u;
 }
 
 bool mt_snap_field_bool(lua_State *L, int t, const char *key, bool dflt)

@@ -6,6 +6,7 @@
 #ifndef MELTEMI_SNAPSHOT_H
 #define MELTEMI_SNAPSHOT_H
 
+#include "runtime/core/ratelimit.h"
 #include "runtime/core/stats.h"
 
 #include "runtime/core/protocol.h"
@@ -96,6 +97,11 @@ bool mt_snap_field_table(lua_State *L, int t, const char *key);
 uint32_t mt_snap_field_ms(lua_State *L, int t, const char *key, uint32_t dflt);
 /* t[key] = { username =, password = } as byte strings (mt_auth_t); all zero when absent. */
 void mt_snap_field_auth(lua_State *L, int t, const char *key, mt_auth_t *a);
+/* The token bucket table { max_tokens, tokens_per_fill, fill_interval_ms } at absolute index t
+ * into b, full as of now (the clock of mt_snap_clock_ms; values clamped to 1..UINT32_MAX). */
+void mt_snap_token_bucket(lua_State *L, int t, mt_token_bucket_t *b, uint64_t now_ms);
+/* The workers' clock (uv_now's base: monotonic ms) as read on the main thread. */
+uint64_t mt_snap_clock_ms(void);
 /* Frees a's strings, wiping the password first, and zeroes a. */
 void mt_auth_free(mt_auth_t *a);
 /* The endpoint table { address =, port = } at absolute index t into e (zeroed by the caller),
