@@ -8,6 +8,7 @@
 #ifndef MELTEMI_REDIS_CONF_H
 #define MELTEMI_REDIS_CONF_H
 
+#include "runtime/core/ring.h"
 #include "runtime/core/snapshot.h"
 
 #include <stdbool.h>
@@ -62,6 +63,9 @@ typedef struct mt_redis_cluster_conf {
      * redis-role or redis.io/role = replica | slave). NULL when the cluster has none. */
     bool *replica;
     uint32_t n_replicas;
+    /* PROXY mode without roles: the consistent-hash ring keys are spread over (every
+     * endpoint, MT_RING_POINTS each); n == 0 when the cluster has fewer than two. */
+    mt_ring_t ring;
 } mt_redis_cluster_conf_t;
 
 /* What a cluster without a Redis part reads as (a snapshot where a Redis route names a

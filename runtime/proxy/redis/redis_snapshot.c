@@ -87,7 +87,7 @@ static int redis_read_roles(lua_State *L, int t, const mt_cluster_conf_t *c,
     return rc->replica ? 0 : -1;
 }
 
-int mt_redis_read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
+static int redis_read_cluster_fields(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
 {
     mt_redis_cluster_conf_t *rc = calloc(1, sizeof(*rc));
     if (!rc) {
@@ -111,6 +111,32 @@ int mt_redis_read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
     return 0;
 }
 
+/* PROXY mode's ring over every endpoint (route.c hashes keys on it). */
+static int redis_build_ring(mt_cluster_conf_t *c, mt_redis_cluster_conf_t *rc)
+{
+    if (rc->mode != MT_REDIS_PROXY || c->n_endpoints < 2)
+        return 0;
+    uint32_t *eps = malloc(c->n_endpoints * sizeof(*eps));
+    if (!eps)
+        return -1;
+    for (uint32_t i = 0; i < c->n_endpoints; i++)
+        eps[i] = i;
+    int rc2 = mt_ring_build(&rc->ring, c->endpoints, eps, (uint32_t)c->n_endpoints, 0);
+    free(eps);
+    return rc2;
+}
+
+int mt_redis_read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
+{
+    if (redis_read_cluster_fields(L, t, c, err) != 0)
+        return -1;
+    if (redis_build_ring(c, c->proto) != 0) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 void mt_redis_free_cluster(mt_cluster_conf_t *c)
 {
     mt_redis_cluster_conf_t *rc = c->proto;
@@ -120,6 +146,7 @@ void mt_redis_free_cluster(mt_cluster_conf_t *c)
         mt_endpoint_conf_free(&rc->discovery[i]);
     free(rc->discovery);
     free(rc->replica);
+    mt_ring_free(&rc->ring);
     mt_auth_free(&rc->auth);
     free(rc);
     c->proto = NULL;
