@@ -86,7 +86,7 @@ metadata: {name: dubbo, namespace: meta}
 spec:
   host: dubbo
   trafficPolicy:
-    loadBalancer: {consistentHash: {useSourceIp: true}}
+    loadBalancer: {consistentHash: {httpCookie: {name: c}}}
     connectionPool: {tcp: {connectTimeout: 1s, maxConnections: 5}}
     outlierDetection: {consecutive5xxErrors: 3, interval: 1s}
     tls: {mode: DISABLE}
@@ -102,7 +102,7 @@ H.test("unenforced fields warn with file, line, kind/name and field; enforced on
   local want = {
     "se.yaml:9: ServiceEntry/dubbo: spec.location: accepted but not enforced:",
     "se.yaml:11: ServiceEntry/dubbo: spec.endpoints[0].weight: accepted but not enforced:",
-    "dr.yaml:7: DestinationRule/dubbo: spec.trafficPolicy.loadBalancer.consistentHash.useSourceIp: accepted but not enforced:",
+    "dr.yaml:7: DestinationRule/dubbo: spec.trafficPolicy.loadBalancer.consistentHash.httpCookie: accepted but not enforced:",
     "dr.yaml:8: DestinationRule/dubbo: spec.trafficPolicy.connectionPool.tcp.maxConnections: accepted but not enforced:",
     "dr.yaml:9: DestinationRule/dubbo: spec.trafficPolicy.outlierDetection: accepted but not enforced:",
     "dr.yaml:14: DestinationRule/dubbo: spec.subsets[0].trafficPolicy.connectionPool: accepted but not enforced:",

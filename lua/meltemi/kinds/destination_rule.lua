@@ -189,6 +189,7 @@ K.consumed = {
   "spec.host", "spec.subsets[].name", "spec.subsets[].labels", "**.portLevelSettings[].port.number",
   "**.loadBalancer.simple",                      -- MetaProtocol's picker (warns for Redis, TCP)
   "**.loadBalancer.consistentHash.httpHeaderName", -- the attribute MetaProtocol hashes
+  "**.loadBalancer.consistentHash.useSourceIp",    -- MetaProtocol hashes the client's IP
   "**.loadBalancer.consistentHash.minimumRingSize", "**.loadBalancer.consistentHash.ringHash",
   "**.connectionPool.tcp.connectTimeout",        -- every protocol's upstream connect
   "**.tls.mode",                                 -- DISABLE; the other modes are errors
@@ -196,8 +197,6 @@ K.consumed = {
 
 local NOT_YET = "not implemented yet (issue 12)"
 K.unenforced = {
-  ["**.loadBalancer.consistentHash.useSourceIp"] = "no source-IP hashing yet: requests go to random "
-    .. "endpoints",
   ["**.loadBalancer.consistentHash.httpCookie"] = "Redis and RPC requests carry no cookies: requests "
     .. "go to random endpoints",
   ["**.loadBalancer.consistentHash.httpQueryParameterName"] = "Redis and RPC requests carry no query "

@@ -47,6 +47,7 @@ typedef struct mt_meta_subset {
     uint32_t n_eps;
     mt_lb_policy_t lb_policy; /* the subset's trafficPolicy, else the cluster's */
     mt_str_t hash_key;        /* RING_HASH: the metadata attribute hashed; ptr NULL: none */
+    bool hash_source_ip;      /* RING_HASH: consistentHash.useSourceIp, the client's IP */
     mt_meta_ring_t ring;      /* RING_HASH only */
 } mt_meta_subset_t;
 

@@ -41,7 +41,10 @@ static void meta_read_lb(lua_State *L, int t, mt_meta_subset_t *ss, const mt_met
     ss->lb_policy = meta_parse_lb(lb, dflt ? dflt->lb_policy : MT_LB_ROUND_ROBIN);
     free(lb);
     ss->hash_key = t ? meta_str(L, t, "hash_key") : (mt_str_t){NULL, 0};
-    if (!ss->hash_key.ptr && dflt && dflt->hash_key.ptr) {
+    /* useSourceIp: a policy's own key (attribute or source IP) wins over the cluster's. */
+    bool own_ip = t && mt_snap_field_bool(L, t, "hash_source_ip", false);
+    ss->hash_source_ip = own_ip || (!ss->hash_key.ptr && dflt && dflt->hash_source_ip);
+    if (!ss->hash_key.ptr && !own_ip && dflt && dflt->hash_key.ptr) {
         char *k = strdup(dflt->hash_key.ptr);
         ss->hash_key = (mt_str_t){k, k ? dflt->hash_key.len : 0};
     }
