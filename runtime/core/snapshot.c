@@ -236,6 +236,43 @@ static int read_fingerprint(lua_State *L, int t, const char *what, const char *n
     return -1;
 }
 
+/* cluster.outlier_detection (docs/snapshot.md) into c->outlier, state for every endpoint. */
+static int read_outlier(lua_State *L, int t, mt_cluster_conf_t *c)
+{
+    if (!mt_snap_field_table(L, t, "outlier_detection"))
+        return 0;
+    int ot = lua_gettop(L);
+    mt_outlier_conf_t *o = &c->outlier;
+    o->consecutive_errors = mt_snap_field_ms(L, ot, "consecutive_errors", 5);
+    o->consecutive_gateway = mt_snap_field_ms(L, ot, "consecutive_gateway_errors", 0);
+    o->interval_ms = mt_snap_field_ms(L, ot, "interval_ms", 10000);
+    o->base_ejection_ms = mt_snap_field_ms(L, ot, "base_ejection_time_ms", 30000);
+    o->max_ejection_pct = mt_snap_field_ms(L, ot, "max_ejection_percent", 10);
+    o->min_health_pct = mt_snap_field_ms(L, ot, "min_health_percent", 0);
+    lua_pop(L, 1);
+    o->enabled = o->consecutive_errors || o->consecutive_gateway;
+    return o->enabled ? mt_outlier_init(o, c->n_endpoints) : 0;
+}
+
+void mt_snapshot_carry_outlier_state(mt_snapshot_t *to, const mt_snapshot_t *from)
+{
+    for (uint32_t i = 0; i < to->n_clusters; i++) {
+        mt_cluster_conf_t *c = &to->clusters[i];
+        const mt_cluster_conf_t *o = mt_snapshot_cluster(from, c->name);
+        if (!c->outlier.enabled || !o || !o->outlier.enabled ||
+            strcmp(o->fingerprint, c->fingerprint) != 0 || o->outlier.n_eps != c->outlier.n_eps)
+            continue;
+        for (uint32_t j = 0; j < c->outlier.n_eps; j++) {
+            mt_outlier_state_t *d = &c->outlier.eps[j];
+            mt_outlier_state_t *s = &o->outlier.eps[j];
+            atomic_store(&d->errors, atomic_load(&s->errors));
+            atomic_store(&d->gateway, atomic_load(&s->gateway));
+            atomic_store(&d->ejections, atomic_load(&s->ejections));
+            atomic_store(&d->ejected_until_ms, atomic_load(&s->ejected_until_ms));
+        }
+    }
+}
+
 static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
 {
     c->name = mt_snap_field_str(L, t, "name");
@@ -265,6 +302,10 @@ static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
             }
         }
         lua_pop(L, 1);
+    }
+    if (read_outlier(L, t, c) != 0) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
     }
     if (read_fingerprint(L, t, "cluster", c->name, &c->fingerprint, err) != 0)
         return -1;
@@ -320,6 +361,7 @@ static void snapshot_free(mt_snapshot_t *s)
         for (uint32_t j = 0; j < c->n_endpoints; j++)
             mt_endpoint_conf_free(&c->endpoints[j]);
         free(c->endpoints);
+        mt_outlier_free(&c->outlier);
         const mt_proxy_ops_t *ops = mt_proxy_for(c->protocol);
         if (c->proto && ops->free_cluster)
             ops->free_cluster(c);

@@ -672,6 +672,8 @@ static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_ms
                      uint8_t *frame, size_t len)
 {
     meta_sess_t *s = r->sess;
+    mt_upstream_outcome(u->mep->wep, mw->w,
+                        msg->type == MT_MSG_ERROR ? MT_OUTLIER_ERROR : MT_OUTLIER_SUCCESS);
     if (msg->type == MT_MSG_ERROR)
         mt_stat_add(s->base.conf->stats, mw->w->id, MT_ST_REQUEST_ERRORS, 1);
     if (u->multiplexed && u->codec->set_request_id(frame, len, r->down_id) != MT_OK) {
@@ -1185,6 +1187,7 @@ static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
         return;
     snprintf(text, sizeof(text), "meltemi: upstream %s timed out",
              ep_label(u->mep, lbl, sizeof(lbl)));
+    mt_upstream_outcome(u->mep->wep, mw->w, MT_OUTLIER_GATEWAY); /* once per timeout pass */
     if (!u->multiplexed) {
         mt_warn("%s (%u requests in flight failed)", text + 9, u->base.inflight);
         mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, u->base.inflight);

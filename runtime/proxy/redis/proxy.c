@@ -35,6 +35,7 @@ static void redis_tick(mt_worker_t *w, uint64_t now_ms)
                      mt_rendpoint_label(b->ep, lbl, sizeof(lbl)));
             mt_warn("%s (%u commands in flight failed)", text + 4, b->inflight);
             mt_stat_add(b->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, b->inflight);
+            mt_upstream_outcome(b->ep, w, MT_OUTLIER_GATEWAY);
             mt_rup_fail(u, text);
             if (next && next->state == MT_UPSTREAM_CLOSING)
                 next = w->upstreams[MT_PROTO_REDIS]; /* the fail closed it too: start over */

@@ -68,6 +68,9 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
     u->head = r->unext;
     if (!u->head)
         u->tail = NULL;
+    /* Any reply, -ERR included, shows the server up: only connection errors and timeouts
+     * count against it (outlier detection, runtime/core/outlier.h). */
+    mt_upstream_outcome(ep, w, MT_OUTLIER_SUCCESS);
     u->base.inflight--;
     if (r->kind == RREQ_TOPOLOGY) {
         mt_rreq_free(w, r);
