@@ -121,6 +121,19 @@ function M.regex_problem(re)
   return nil
 end
 
+-- Aeraki's TokenBucket (MetaRouter localRateLimit; RedisService's meltemi extension too).
+M.token_bucket = T.obj({
+  maxTokens = T.int{ required = true, min = 1, max = 4294967295 },
+  tokensPerFill = T.int{ min = 1, max = 4294967295 },
+  fillInterval = T.dur{ required = true },
+})
+
+-- The snapshot's token bucket (runtime/core/ratelimit.h reads it): tokensPerFill defaults to 1.
+function M.compile_token_bucket(b)
+  return { max_tokens = b.maxTokens, tokens_per_fill = b.tokensPerFill or 1,
+    fill_interval_ms = math.max(1, T.duration_ms(b.fillInterval)) }
+end
+
 -- An Aeraki Percent: { value = 0..100 }.
 M.percentage = T.obj({ value = T.num{ min = 0, max = 100 } })
 

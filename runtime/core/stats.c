@@ -425,6 +425,8 @@ static const stats_family_t stats_families[] = {
      "Exclusive upstream connections leased to one client (transactions, pub/sub, blocking)."},
     {"meltemi_upstream_connections_idle", "gauge", MT_STATS_CLUSTER, MT_ST_UPSTREAM_CX_IDLE,
      "Exclusive upstream connections idle in the pool, ready for the next lease."},
+    {"meltemi_outlier_ejections_total", "counter", MT_STATS_CLUSTER, MT_ST_OUTLIER_EJECTIONS,
+     "Endpoints of the cluster ejected by outlier detection (outlierDetection)."},
     {"meltemi_lua_counter_total", "counter", MT_STATS_LUA, MT_ST_REQUESTS_TOTAL,
      "Counters incremented by Lua filters (ctx:counter)."},
 };

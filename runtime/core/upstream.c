@@ -21,6 +21,23 @@ const char *mt_upstream_label(const mt_wendpoint_t *ep, char *buf, size_t n)
     return buf;
 }
 
+void mt_upstream_outcome(mt_wendpoint_t *ep, mt_worker_t *w, mt_outlier_event_t ev)
+{
+    mt_cluster_conf_t *c = ep->cluster->conf;
+    if (MT_LIKELY(!c->outlier.enabled))
+        return;
+    uint64_t now = mt_worker_now_ms(w);
+    if (!mt_outlier_report(&c->outlier, ep->conf_index, ev, now))
+        return;
+    mt_stat_add(c->stats, w->id, MT_ST_OUTLIER_EJECTIONS, 1);
+    char lbl[256];
+    const mt_outlier_state_t *st = &c->outlier.eps[ep->conf_index];
+    mt_warn("outlier detection: ejected %s for %llu ms (ejection %u)",
+            mt_upstream_label(ep, lbl, sizeof(lbl)),
+            (unsigned long long)(atomic_load(&st->ejected_until_ms) - now),
+            (unsigned)atomic_load(&st->ejections));
+}
+
 void mt_upstream_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why)
 {
     ep->backoff_ms = ep->backoff_ms ? MT_MIN(ep->backoff_ms * 2, MT_UPSTREAM_BACKOFF_MAX_MS)
@@ -128,6 +145,9 @@ static void upstream_end(mt_upstream_t *u, mt_upstream_event_t ev, const char *t
         if (!u->ops->ignore_backoff)
             mt_upstream_backoff(u->ep, u->w, why);
     }
+    /* A connection lost with nothing in flight (an idle one the server closed) is no failure. */
+    if (ev == MT_UPSTREAM_CONNECT_FAILED || ev == MT_UPSTREAM_CONNECT_TIMEOUT || u->inflight)
+        mt_upstream_outcome(u->ep, u->w, MT_OUTLIER_GATEWAY);
     u->ops->on_error(u, ev, text);
     mt_upstream_close(u);
 }

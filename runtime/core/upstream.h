@@ -125,11 +125,17 @@ static inline mt_upstream_pool_t *mt_upstream_pool(mt_wendpoint_t *ep, mt_protoc
 /* "service (address:port)" of ep, for logs and error texts. */
 const char *mt_upstream_label(const mt_wendpoint_t *ep, char *buf, size_t n);
 
-/* True while ep may be tried: resolved, and not backing off. */
+/* True while ep may be tried: resolved, not backing off, not ejected by outlier detection. */
 static inline bool mt_upstream_healthy(const mt_wendpoint_t *ep, uint64_t now_ms)
 {
-    return !ep->resolve_error[0] && ep->retry_at_ms <= now_ms;
+    return !ep->resolve_error[0] && ep->retry_at_ms <= now_ms &&
+           !mt_outlier_ejected(&ep->cluster->conf->outlier, ep->conf_index, now_ms);
 }
+
+/* Outlier detection: what a request to ep came to (outlier.h says what counts). Counts and
+ * logs an ejection. The shell itself reports failed connects and connections lost under
+ * requests; proxies report answers (success or error) and request timeouts. */
+void mt_upstream_outcome(mt_wendpoint_t *ep, mt_worker_t *w, mt_outlier_event_t ev);
 /* A connect to ep failed with why: no new attempt for 50 ms, doubling up to 1 s while it
  * keeps failing; why is what callers are told meanwhile. A connect that succeeds resets it. */
 void mt_upstream_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why);

@@ -105,6 +105,7 @@ static mt_wcluster_t *wcluster_new(mt_worker_t *w, mt_cluster_conf_t *conf)
         const mt_endpoint_conf_t *e = &conf->endpoints[i];
         c->eps[i] =
             mt_wendpoint_new(c, e->address ? e->address : "?", e->port, &e->sa, e->resolve_error);
+        c->eps[i]->conf_index = i;
     }
     c->next = w->clusters;
     w->clusters = c;
@@ -124,6 +125,7 @@ mt_wendpoint_t *mt_wendpoint_new(mt_wcluster_t *c, const char *address, uint16_t
     if (resolve_error)
         snprintf(ep->resolve_error, sizeof(ep->resolve_error), "%s", resolve_error);
     ep->cluster = c;
+    ep->conf_index = UINT32_MAX;
     return ep;
 }
 

@@ -11,6 +11,7 @@
 #include "runtime/luajit/lua_pattern.h"
 #include "runtime/luajit/yaml.h"
 #include "protocols/codec.h"
+#include "protocols/redis/commands.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -179,6 +180,15 @@ static int c_codec_known(lua_State *L)
     return 1;
 }
 
+/* redis_command_known(name) -> true when the Redis command table has it (any case). */
+static int c_redis_command_known(lua_State *L)
+{
+    size_t n = 0;
+    const char *name = luaL_checklstring(L, 1, &n);
+    lua_pushboolean(L, redis_command_lookup(name, n) != NULL);
+    return 1;
+}
+
 static int luaopen_meltemi_c(lua_State *L)
 {
     static const luaL_Reg fns[] = {
@@ -188,6 +198,7 @@ static int luaopen_meltemi_c(lua_State *L)
         {"base64_decode", c_base64_decode},
         {"realpath", c_realpath},
         {"codec_known", c_codec_known},
+        {"redis_command_known", c_redis_command_known},
         {NULL, NULL},
     };
     lua_newtable(L);

@@ -213,6 +213,8 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
         lua_settop(L, top);
         return NULL;
     }
+    if (srv->snap)
+        mt_snapshot_carry_outlier_state(s, srv->snap); /* ejections outlive a reload */
     if (srv->snapshot_ref != LUA_NOREF)
         luaL_unref(L, LUA_REGISTRYINDEX, srv->snapshot_ref);
     srv->snapshot_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -403,10 +405,17 @@ static char *hook_clusters(void *ud, size_t *len)
                 (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_CX_CONNECT_FAIL));
         fprintf(f, "%s::upstream_rq_total::%lld\n", c->name,
                 (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_RQ_TOTAL));
+        uint64_t now = uv_now(srv->loop);
         for (uint32_t j = 0; j < c->n_endpoints; j++) {
             const mt_endpoint_conf_t *e = &c->endpoints[j];
             fprintf(f, "%s::%s:%u::%s\n", c->name, e->address, e->port,
                     e->resolve_error ? e->resolve_error : "resolved");
+            if (c->outlier.enabled) {
+                fprintf(f, "%s::%s:%u::outlier_ejected::%s\n", c->name, e->address, e->port,
+                        mt_outlier_ejected(&c->outlier, j, now) ? "true" : "false");
+                fprintf(f, "%s::%s:%u::outlier_ejections::%u\n", c->name, e->address, e->port,
+                        (unsigned)atomic_load(&c->outlier.eps[j].ejections));
+            }
         }
     }
     fclose(f);

@@ -151,7 +151,7 @@ def start_meltemi(work, binary, name, upstreams, router, rate_limit=False):
     def ready():
         with urllib.request.urlopen(f"http://{HOST}:{admin}/ready", timeout=1) as r:
             return r.status == 200 and all(tcp_up(p) for p in ports.values())
-    s.start(ready)
+    s.start(ready, timeout=60)  # under callgrind on a loaded machine start-up takes a while
     return s, ports
 
 

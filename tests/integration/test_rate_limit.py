@@ -211,3 +211,54 @@ def test_thrift_clients_share_the_bucket_and_get_tapplicationexception(
             except Exception:
                 pass
         server.stop()
+
+
+# ---- DestinationRule consistentHash.useSourceIp (in this file for its Dubbo fixtures) -------
+
+def test_dubbo_use_source_ip_sends_each_client_address_to_one_provider(
+        tmp_path, node_peers, config_dir, meltemi_factory):
+    """Twelve client addresses (127.0.0.101..112), five calls each over raw connections: every
+    address's calls reach one provider, and the addresses spread over more than one."""
+    import socket
+    port = free_port(VIP)
+    peers = [me.DubboProvider(tmp_path / "peers", f"p{i}", free_port()) for i in range(3)]
+    raws = []
+    try:
+        provs = [p.start() for p in peers]
+        files = {
+            "service-entry.yaml": me.service_entry(
+                "dubbo-hello", DUBBO_HOST, VIP, port, "tcp-metaprotocol-dubbo-hello",
+                [("127.0.0.1", p.port, {"version": "v1"}) for p in provs]),
+            "destination-rule.yaml": f"""\
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {{name: dubbo-hello, namespace: meta}}
+spec:
+  host: {DUBBO_HOST}
+  trafficPolicy: {{loadBalancer: {{consistentHash: {{useSourceIp: true}}}}}}
+""",
+        }
+        meltemi_factory(config_dir(files), workers=2)
+        for a in range(12):
+            r = me.DubboConn.__new__(me.DubboConn)
+            r.sock = socket.create_connection((VIP, port), timeout=5,
+                                              source_address=(f"127.0.0.{101 + a}", 0))
+            r.buf = b""
+            raws.append(r)
+            for j in range(5):
+                r.send(me.dubbo_request(a * 10 + j, IFACE, "sayHello", args=[f"src{a}"]))
+            for _ in range(5):
+                assert r.read_frame().status == STATUS_OK
+        where = {}
+        for i, p in enumerate(provs):
+            for rec in p.records("request"):
+                where.setdefault(rec["args"][0], []).append(i)
+        assert sorted(where) == sorted(f"src{a}" for a in range(12))
+        for src, got in where.items():
+            assert len(got) == 5 and len(set(got)) == 1, f"{src} went to providers {got}"
+        assert len({got[0] for got in where.values()}) > 1, "every address on one provider"
+    finally:
+        for r in raws:
+            r.close()
+        for p in peers:
+            p.stop()

@@ -439,4 +439,35 @@ spec:
     .. 'Secret "nope" not found in namespace redis', "dangling secret")
 end)
 
+H.test("RedisService localRateLimit: command names are checked, compiled lower case", function()
+  local rs = [[
+apiVersion: redis.aeraki.io/v1alpha1
+kind: RedisService
+metadata: {name: redis-single, namespace: redis}
+spec:
+  host: [redis-single.redis.svc.cluster.local]
+  localRateLimit:
+    tokenBucket: {maxTokens: 5, fillInterval: 1s}
+    conditions:
+    - match: {commands: [GET, GTE]}
+      tokenBucket: {maxTokens: 1, tokensPerFill: 2, fillInterval: 1m}
+    - match: {commandClass: WRITE}
+      tokenBucket: {maxTokens: 3, fillInterval: 1h}
+]]
+  local e = H.errors_of({ ["se.yaml"] = SE, ["rs.yaml"] = rs })
+  H.find(e, 'rs.yaml:9: RedisService/redis-single: spec.localRateLimit.conditions[0].match.commands[1]: '
+    .. 'unknown Redis command "GTE"', "unknown command")
+  local s = H.snapshot_of({ ["se.yaml"] = SE, ["rs.yaml"] = rs:gsub("GTE", "mget") })
+  local rl = H.listener(s, "127.0.0.10:6379").redis.local_rate_limit
+  H.ok(H.same(rl, { token_bucket = { max_tokens = 5, tokens_per_fill = 1, fill_interval_ms = 1000 },
+    conditions = {
+      { commands = { "get", "mget" }, token_bucket = { max_tokens = 1, tokens_per_fill = 2,
+        fill_interval_ms = 60000 } },
+      { command_class = "WRITE", token_bucket = { max_tokens = 3, tokens_per_fill = 1,
+        fill_interval_ms = 3600000 } } } }), "compiled")
+  e = H.errors_of({ ["se.yaml"] = SE, ["rs.yaml"] = rs:gsub("{commands: %[GET, GTE%]}",
+    "{commands: [GET], commandClass: READ}") })
+  H.find(e, "match.commands: only one of commandClass, commands may be set", "one of")
+end)
+
 H.run()

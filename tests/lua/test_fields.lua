@@ -86,7 +86,7 @@ metadata: {name: dubbo, namespace: meta}
 spec:
   host: dubbo
   trafficPolicy:
-    loadBalancer: {consistentHash: {useSourceIp: true}}
+    loadBalancer: {consistentHash: {httpCookie: {name: c}}}
     connectionPool: {tcp: {connectTimeout: 1s, maxConnections: 5}}
     outlierDetection: {consecutive5xxErrors: 3, interval: 1s}
     tls: {mode: DISABLE}
@@ -102,9 +102,8 @@ H.test("unenforced fields warn with file, line, kind/name and field; enforced on
   local want = {
     "se.yaml:9: ServiceEntry/dubbo: spec.location: accepted but not enforced:",
     "se.yaml:11: ServiceEntry/dubbo: spec.endpoints[0].weight: accepted but not enforced:",
-    "dr.yaml:7: DestinationRule/dubbo: spec.trafficPolicy.loadBalancer.consistentHash.useSourceIp: accepted but not enforced:",
+    "dr.yaml:7: DestinationRule/dubbo: spec.trafficPolicy.loadBalancer.consistentHash.httpCookie: accepted but not enforced:",
     "dr.yaml:8: DestinationRule/dubbo: spec.trafficPolicy.connectionPool.tcp.maxConnections: accepted but not enforced:",
-    "dr.yaml:9: DestinationRule/dubbo: spec.trafficPolicy.outlierDetection: accepted but not enforced:",
     "dr.yaml:14: DestinationRule/dubbo: spec.subsets[0].trafficPolicy.connectionPool: accepted but not enforced:",
   }
   for _, w in ipairs(want) do H.find(warns, w, "warning") end
@@ -113,9 +112,14 @@ H.test("unenforced fields warn with file, line, kind/name and field; enforced on
   H.none(warns, "metadata", "metadata is bookkeeping")
 end)
 
-H.test("an empty outlierDetection (Istio: on, with defaults) still warns", function()
-  local warns = warnings({ ["se.yaml"] = SE, ["dr.yaml"] = DR:gsub("outlierDetection: {[^}]*}", "outlierDetection: {}") })
-  H.find(warns, "spec.trafficPolicy.outlierDetection: accepted but not enforced", "empty object")
+H.test("an empty object of an unenforced field still warns; a subset's outlierDetection warns", function()
+  local dr = DR:gsub("    tls: {mode: DISABLE}\n", "    tls: {mode: DISABLE}\n    tunnel: {}\n")
+    :gsub("trafficPolicy: {connectionPool: {tcp: {connectTimeout: 2s}}}",
+      "trafficPolicy: {outlierDetection: {consecutive5xxErrors: 1}}")
+  local warns = warnings({ ["se.yaml"] = SE, ["dr.yaml"] = dr })
+  H.find(warns, "spec.trafficPolicy.tunnel: accepted but not enforced", "empty object")
+  H.find(warns, "spec.subsets[0].trafficPolicy.outlierDetection: accepted but not enforced", "subset")
+  H.none(warns, "spec.trafficPolicy.outlierDetection", "the rule's outlierDetection is enforced")
 end)
 
 H.test("TLS origination modes are errors until TLS lands", function()

@@ -189,15 +189,14 @@ K.consumed = {
   "spec.host", "spec.subsets[].name", "spec.subsets[].labels", "**.portLevelSettings[].port.number",
   "**.loadBalancer.simple",                      -- MetaProtocol's picker (warns for Redis, TCP)
   "**.loadBalancer.consistentHash.httpHeaderName", -- the attribute MetaProtocol hashes
+  "**.loadBalancer.consistentHash.useSourceIp",    -- MetaProtocol hashes the client's IP
   "**.loadBalancer.consistentHash.minimumRingSize", "**.loadBalancer.consistentHash.ringHash",
   "**.connectionPool.tcp.connectTimeout",        -- every protocol's upstream connect
   "**.tls.mode",                                 -- DISABLE; the other modes are errors
+  "**.outlierDetection",                         -- runtime/core/outlier.c, every protocol
 }
 
-local NOT_YET = "not implemented yet (issue 12)"
 K.unenforced = {
-  ["**.loadBalancer.consistentHash.useSourceIp"] = "no source-IP hashing yet: requests go to random "
-    .. "endpoints",
   ["**.loadBalancer.consistentHash.httpCookie"] = "Redis and RPC requests carry no cookies: requests "
     .. "go to random endpoints",
   ["**.loadBalancer.consistentHash.httpQueryParameterName"] = "Redis and RPC requests carry no query "
@@ -216,7 +215,14 @@ K.unenforced = {
   ["**.connectionPool.tcp.maxConnectionDuration"] = "upstream connections are not closed by age",
   ["**.connectionPool.tcp.idleTimeout"] = "upstream connections are not closed when idle",
   ["**.connectionPool.http"] = "HTTP connection pool settings: meltemi proxies no HTTP",
-  ["**.outlierDetection"] = "outlier detection is " .. NOT_YET .. ": failing endpoints keep their share",
+  ["**.outlierDetection.consecutiveLocalOriginFailures"] = "local-origin failures are not told apart: "
+    .. "they count as gateway errors",
+  ["**.outlierDetection.splitExternalLocalOriginErrors"] = "local-origin failures are not told apart: "
+    .. "they count as gateway errors",
+  ["spec.subsets[].trafficPolicy.outlierDetection"] = "outlier detection is per cluster: set it on the "
+    .. "rule's trafficPolicy",
+  ["spec.subsets[].trafficPolicy.portLevelSettings[].outlierDetection"] = "outlier detection is per "
+    .. "cluster: set it on the rule's trafficPolicy",
   ["**.tls"] = "TLS settings are unused while tls.mode is DISABLE",
   ["**.tunnel"] = "no tunnelling (HTTP CONNECT)",
   ["**.proxyProtocol"] = "no PROXY protocol header is sent upstream",

@@ -26,11 +26,7 @@ local mutation = T.list(T.obj({
 
 local match = T.obj({ attributes = T.map(shapes.string_match) })
 
-local token_bucket = T.obj({
-  maxTokens = T.int{ required = true, min = 1 },
-  tokensPerFill = T.int{ min = 1 },
-  fillInterval = T.dur{ required = true },
-})
+local token_bucket = shapes.token_bucket
 
 local function check_route(r, report)
   if r.mirrorPercentage and not r.mirror then
@@ -108,10 +104,7 @@ local function compile_mutation(list)
   return out
 end
 
-local function compile_bucket(b)
-  return { max_tokens = b.maxTokens, tokens_per_fill = b.tokensPerFill or 1,
-    fill_interval_ms = T.duration_ms(b.fillInterval) }
-end
+local compile_bucket = shapes.compile_token_bucket
 
 -- A Destination seen from listener l -> { cluster, subset } (nil after reporting).
 local function compile_destination(obj, c, path, d, l)

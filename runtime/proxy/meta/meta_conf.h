@@ -6,6 +6,7 @@
 #define MELTEMI_META_CONF_H
 
 #include "runtime/core/ratelimit.h"
+#include "runtime/core/ring.h"
 #include "runtime/core/snapshot.h"
 
 #include "protocols/codec.h"
@@ -36,12 +37,8 @@ typedef enum mt_lb_policy {
     MT_LB_RING_HASH,
 } mt_lb_policy_t;
 
-/* A consistent-hash ring: n points sorted by hash, each naming an endpoint index. */
-typedef struct mt_meta_ring {
-    uint64_t *hash;
-    uint32_t *ep;
-    uint32_t n;
-} mt_meta_ring_t;
+/* A consistent-hash ring (runtime/core/ring.h): points sorted by hash naming endpoints. */
+typedef mt_ring_t mt_meta_ring_t;
 
 /* A DestinationRule subset (or the whole cluster): the endpoints whose labels match. */
 typedef struct mt_meta_subset {
@@ -50,6 +47,7 @@ typedef struct mt_meta_subset {
     uint32_t n_eps;
     mt_lb_policy_t lb_policy; /* the subset's trafficPolicy, else the cluster's */
     mt_str_t hash_key;        /* RING_HASH: the metadata attribute hashed; ptr NULL: none */
+    bool hash_source_ip;      /* RING_HASH: consistentHash.useSourceIp, the client's IP */
     mt_meta_ring_t ring;      /* RING_HASH only */
     /* Istio's label set of requests to this subset (destination_version = its name), made on
      * first use by a worker (meta_proxy.c); sets are never freed */

@@ -125,6 +125,8 @@ struct meta_sess {
     uint32_t cur_bytes;
     uint16_t cur_flags;
     const mt_cluster_conf_t *cur_dest;
+    uint8_t peer_ip[16];     /* the client's address bytes, for useSourceIp; read once */
+    uint8_t peer_ip_len;     /* 0: not read yet */
 };
 
 /* Everything meta_proxy keeps per worker (w->proxy[MT_PROTO_META]). */
@@ -391,17 +393,43 @@ static const char *ep_label(const meta_ep_t *mep, char *buf, size_t n)
     return mt_upstream_label(mep->wep, buf, n);
 }
 
-/* Picks an endpoint of subset ss of mc for msg; -1 when none is healthy. */
-static int64_t meta_pick(meta_worker_t *mw, meta_cluster_t *mc, const mt_meta_subset_t *ss,
-                         uint32_t rr_index, const mt_msg_t *msg)
+/* The client's IP address bytes (4 or 16; a failed getpeername hashes as no bytes), read
+ * from the socket the first time a useSourceIp ring asks. */
+static mt_str_t sess_source_ip(meta_sess_t *s)
 {
+    if (s->peer_ip_len == 0) {
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        s->peer_ip_len = 1; /* read once, even when it fails */
+        if (uv_tcp_getpeername(&s->base.tcp, (struct sockaddr *)&ss, &len) == 0) {
+            if (ss.ss_family == AF_INET) {
+                memcpy(s->peer_ip, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+                s->peer_ip_len = 1 + 4;
+            } else if (ss.ss_family == AF_INET6) {
+                memcpy(s->peer_ip, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+                s->peer_ip_len = 1 + 16;
+            }
+        }
+    }
+    return (mt_str_t){(const char *)s->peer_ip, (size_t)(s->peer_ip_len - 1)};
+}
+
+/* Picks an endpoint of subset ss of mc for msg from session s; -1 when none is healthy. */
+static int64_t meta_pick(meta_worker_t *mw, meta_cluster_t *mc, const mt_meta_subset_t *ss,
+                         uint32_t rr_index, const mt_msg_t *msg, meta_sess_t *s)
+{
+    mt_str_t source = {NULL, 0};
+    if (MT_UNLIKELY(ss->hash_source_ip))
+        source = sess_source_ip(s);
     mt_meta_lb_env_t env = {
         .healthy = ep_healthy,
         .load = ep_load,
         .ctx = mc,
         .rr = &mc->rr[rr_index < mc->n_rr ? rr_index : 0],
         .rnd = mw_rand(mw),
-        .hash_value = ss->hash_key.ptr ? mt_msg_get(msg, ss->hash_key.ptr, ss->hash_key.len) : NULL,
+        .hash_value = ss->hash_source_ip ? (source.len ? &source : NULL)
+                      : ss->hash_key.ptr ? mt_msg_get(msg, ss->hash_key.ptr, ss->hash_key.len)
+                                         : NULL,
     };
     int64_t ep = mt_meta_lb_pick(ss, &env);
     return ep >= 0 && (uint64_t)ep < mc->n_eps ? ep : -1;
@@ -724,6 +752,8 @@ static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_ms
                      uint8_t *frame, size_t len)
 {
     meta_sess_t *s = r->sess;
+    mt_upstream_outcome(u->mep->wep, mw->w,
+                        msg->type == MT_MSG_ERROR ? MT_OUTLIER_ERROR : MT_OUTLIER_SUCCESS);
     if (msg->type == MT_MSG_ERROR)
         mt_stat_add(s->base.conf->stats, mw->w->id, MT_ST_REQUEST_ERRORS, 1);
     if (u->multiplexed && u->codec->set_request_id(frame, len, r->down_id) != MT_OK) {
@@ -976,7 +1006,7 @@ static meta_up_t *sess_upstream(meta_sess_t *s, const mt_msg_t *msg, const meta_
         sess_error_now(s, msg, MT_ERR_CLUSTER_NOT_FOUND, text);
         return NULL;
     }
-    int64_t ep = meta_pick(mw, mc, t->subset, t->rr_index, msg);
+    int64_t ep = meta_pick(mw, mc, t->subset, t->rr_index, msg, s);
     if (ep < 0) {
         mt_stat_add(t->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
         snprintf(text, sizeof(text), "meltemi: no healthy upstream for %s%s%s",
@@ -1006,7 +1036,7 @@ static void sess_mirror(meta_sess_t *s, const mt_meta_route_t *route, const mt_m
         return;
     const mt_meta_subset_t *ss = mt_meta_dest_subset(d);
     meta_cluster_t *mc = ss ? meta_cluster_get(mw, d->cluster, s->codec) : NULL;
-    int64_t ep = mc ? meta_pick(mw, mc, ss, subset_rr_index(d), msg) : -1;
+    int64_t ep = mc ? meta_pick(mw, mc, ss, subset_rr_index(d), msg, s) : -1;
     const char *why = NULL;
     meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], mw_rand(mw), &why) : NULL;
     meta_req_t *r = u && msg->expects_reply ? req_new(mw) : NULL;
@@ -1267,6 +1297,7 @@ static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
         return;
     snprintf(text, sizeof(text), "meltemi: upstream %s timed out",
              ep_label(u->mep, lbl, sizeof(lbl)));
+    mt_upstream_outcome(u->mep->wep, mw->w, MT_OUTLIER_GATEWAY); /* once per timeout pass */
     if (!u->multiplexed) {
         mt_warn("%s (%u requests in flight failed)", text + 9, u->base.inflight);
         mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, u->base.inflight);

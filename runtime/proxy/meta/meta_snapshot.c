@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uv.h>
 
 #define META_DEFAULT_REQUEST_TIMEOUT_MS 5000
 
@@ -42,7 +41,10 @@ static void meta_read_lb(lua_State *L, int t, mt_meta_subset_t *ss, const mt_met
     ss->lb_policy = meta_parse_lb(lb, dflt ? dflt->lb_policy : MT_LB_ROUND_ROBIN);
     free(lb);
     ss->hash_key = t ? meta_str(L, t, "hash_key") : (mt_str_t){NULL, 0};
-    if (!ss->hash_key.ptr && dflt && dflt->hash_key.ptr) {
+    /* useSourceIp: a policy's own key (attribute or source IP) wins over the cluster's. */
+    bool own_ip = t && mt_snap_field_bool(L, t, "hash_source_ip", false);
+    ss->hash_source_ip = own_ip || (!ss->hash_key.ptr && dflt && dflt->hash_source_ip);
+    if (!ss->hash_key.ptr && !own_ip && dflt && dflt->hash_key.ptr) {
         char *k = strdup(dflt->hash_key.ptr);
         ss->hash_key = (mt_str_t){k, k ? dflt->hash_key.len : 0};
     }
@@ -320,17 +322,6 @@ static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route
     return 0;
 }
 
-/* bucket table { max_tokens, tokens_per_fill, fill_interval_ms } into b, full as of now_ms. */
-static void meta_read_bucket(lua_State *L, int t, mt_token_bucket_t *b, uint64_t now_ms)
-{
-    int64_t max = mt_snap_field_int(L, t, "max_tokens", 1);
-    int64_t per = mt_snap_field_int(L, t, "tokens_per_fill", 1);
-    int64_t every = mt_snap_field_int(L, t, "fill_interval_ms", 1000);
-    mt_token_bucket_init(b, (uint32_t)MT_MIN(MT_MAX(max, 1), (int64_t)UINT32_MAX),
-                         (uint32_t)MT_MIN(MT_MAX(per, 1), (int64_t)UINT32_MAX),
-                         (uint32_t)MT_MIN(MT_MAX(every, 1), (int64_t)UINT32_MAX), now_ms);
-}
-
 /* listener.metaprotocol.local_rate_limit (mp: its table's index) into ml. */
 static int meta_read_rate_limit(lua_State *L, int mp, mt_meta_listener_conf_t *ml, char *msg,
                                 size_t msglen)
@@ -338,12 +329,12 @@ static int meta_read_rate_limit(lua_State *L, int mp, mt_meta_listener_conf_t *m
     if (!mt_snap_field_table(L, mp, "local_rate_limit"))
         return 0;
     int rl = lua_gettop(L);
-    uint64_t now_ms = uv_hrtime() / 1000000u; /* uv_now's clock, which the workers pass */
+    uint64_t now_ms = mt_snap_clock_ms();
     int rc = 0;
     if (mt_snap_field_table(L, rl, "token_bucket")) {
         ml->rate_bucket = calloc(1, sizeof(*ml->rate_bucket));
         if (ml->rate_bucket)
-            meta_read_bucket(L, lua_gettop(L), ml->rate_bucket, now_ms);
+            mt_snap_token_bucket(L, lua_gettop(L), ml->rate_bucket, now_ms);
         else
             rc = -1;
         lua_pop(L, 1);
@@ -360,7 +351,7 @@ static int meta_read_rate_limit(lua_State *L, int mp, mt_meta_listener_conf_t *m
                 mt_meta_rate_cond_t *c = &ml->rate_conds[ml->n_rate_conds++];
                 rc = meta_read_match(L, e, &c->match, &c->n_match, msg, msglen);
                 if (mt_snap_field_table(L, e, "token_bucket")) {
-                    meta_read_bucket(L, lua_gettop(L), &c->bucket, now_ms);
+                    mt_snap_token_bucket(L, lua_gettop(L), &c->bucket, now_ms);
                     lua_pop(L, 1);
                 }
             }

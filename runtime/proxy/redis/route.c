@@ -15,14 +15,6 @@
 /* ---- routing ------------------------------------------------------------------------------------
  */
 
-static uint32_t key_hash(const char *p, size_t n)
-{
-    uint32_t h = 2166136261u; /* FNV-1a: spreads keys over a PROXY-mode cluster's endpoints */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)p[i]) * 16777619u;
-    return h;
-}
-
 mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool hashtag)
 {
     if (c->n_eps == 1)
@@ -41,7 +33,13 @@ mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool
             n = (size_t)(close - p);
         }
     }
-    return c->eps[key_hash(p, n) % c->n_eps];
+    /* A consistent-hash ring (runtime/core/ring.h), not a modulo: removing one of N endpoints
+     * moves only its keys (about 1/N), every other key stays where its data is. */
+    const mt_ring_t *ring = &mt_redis_cluster(c->conf)->ring;
+    if (MT_UNLIKELY(ring->n == 0))
+        return c->eps[0];
+    uint32_t i = mt_ring_owner(ring, mt_hash64(p, n));
+    return i < c->n_eps ? c->eps[i] : c->eps[0];
 }
 
 /* The k-th endpoint of one role (replica or not), k < the number of them. */

@@ -199,6 +199,28 @@ static bool sess_in_refused_tx(mt_rsess_t *s, const redis_command_t *cmd)
     return true;
 }
 
+/* RedisService localRateLimit: false after answering `-ERR rate limited` when the command's
+ * bucket (its condition's, else the default one) has no token left. */
+static bool sess_rate_allows(mt_rsess_t *s, const redis_command_t *cmd)
+{
+    const mt_redis_listener_conf_t *rc = s->rconf;
+    if (MT_LIKELY(!rc->rate_bucket && rc->n_rate_conds == 0))
+        return true;
+    mt_token_bucket_t *b = rc->rate_bucket;
+    for (uint32_t i = 0; i < rc->n_rate_conds; i++) {
+        const mt_redis_rate_cond_t *c = &rc->rate_conds[i];
+        if ((cmd->flags & c->flags) || (c->ids[cmd->id / 64] >> (cmd->id % 64) & 1u)) {
+            b = (mt_token_bucket_t *)&c->bucket; /* shared state: atomics, see ratelimit.h */
+            break;
+        }
+    }
+    if (!b || mt_token_bucket_take(b, mt_worker_now_ms(s->base.w)))
+        return true;
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_RATE_LIMITED, 1);
+    mt_rsess_reply_error(s, "ERR rate limited");
+    return false;
+}
+
 static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
 {
     mt_worker_t *w = s->base.w;
@@ -268,7 +290,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         return;
     }
     default:
-        if (mt_rsess_refuse_blocking(s, cmd, req))
+        if (mt_rsess_refuse_blocking(s, cmd, req) || !sess_rate_allows(s, cmd))
             return;
         if (MT_UNLIKELY(mt_bridge_has_chain(&mt_rw(w)->bridge, s->base.li)) &&
             s->base.snap == w->snap)

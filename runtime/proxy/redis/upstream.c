@@ -71,6 +71,9 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
         u->tail = NULL;
     else if (MT_UNLIKELY(!mt_upstream_deadline_armed(&u->base)) && u->head->deadline_ms)
         mt_upstream_arm_deadline(&u->base, u->head->deadline_ms); /* r had none */
+    /* Any reply, -ERR included, shows the server up: only connection errors and timeouts
+     * count against it (outlier detection, runtime/core/outlier.h). */
+    mt_upstream_outcome(ep, w, MT_OUTLIER_SUCCESS);
     u->base.inflight--;
     if (r->kind == RREQ_TOPOLOGY) {
         mt_rreq_free(w, r);
@@ -213,6 +216,7 @@ static void rup_on_deadline(mt_upstream_t *base, uint64_t now_ms)
         mt_stat_add(base->ep->cluster->conf->stats, base->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT,
                     base->inflight);
         u->failing_flag = MT_RF_UT;
+        mt_upstream_outcome(base->ep, base->w, MT_OUTLIER_GATEWAY);
         mt_rup_fail(u, text);
         return;
     }
