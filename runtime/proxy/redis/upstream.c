@@ -31,6 +31,12 @@ void mt_rup_fail(mt_rup_t *u, const char *text)
     mt_wcluster_t *c = u->base.ep->cluster;
     mt_cluster_conf_t *cc = c->conf;
     bool topology_lost = false;
+    if (u->lessee) {
+        /* first, so the session forgets u before its requests' errors reach it */
+        mt_rsess_t *s = u->lessee;
+        u->lessee = NULL;
+        mt_rtx_lease_lost(s, text);
+    }
     while (u->head) {
         mt_rreq_t *r = u->head;
         u->head = r->unext;
@@ -87,6 +93,8 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
             mt_warn("upstream %s: %.*s", mt_rendpoint_label(ep, lbl, sizeof(lbl)),
                     (int)MT_MIN(len - 3, 200), p + 1);
         }
+        if (u->base.kind == MT_UPSTREAM_LEASED)
+            mt_rtx_after_reply(u);
         return;
     }
     if (r->kind == RREQ_AUTH) {
@@ -107,6 +115,14 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
         return;
     }
     mt_stat_add(ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TOTAL, 1);
+    if (MT_UNLIKELY(u->base.kind == MT_UPSTREAM_LEASED)) {
+        /* A transaction's reply: relayed as it is (a MOVED inside MULTI is Redis's
+         * queueing error, and EXEC will say EXECABORT), then the lease goes back once its
+         * transaction has ended and nothing more is owed. */
+        mt_rreq_complete(w, r, u->base.rbuf, p, len);
+        mt_rtx_after_reply(u);
+        return;
+    }
     if (MT_UNLIKELY(mt_rtopo(ep->cluster) != NULL) && len > 4 && p[0] == '-' &&
         mt_rcluster_redirect(ep->cluster, r, p, len))
         return;
@@ -313,6 +329,60 @@ mt_rup_t *mt_rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
     return (mt_rup_t *)mt_upstream_shared(ep, &rup_ops, sess_id, NULL, why);
 }
 
+mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
+{
+    mt_rup_t *u = (mt_rup_t *)mt_upstream_lease(ep, &rup_ops, NULL, why);
+    if (u) {
+        u->lessee = s;
+        u->returning = false;
+    }
+    return u;
+}
+
+void mt_rup_release(mt_rup_t *u, bool clean)
+{
+    u->lessee = NULL;
+    if (clean && u->base.inflight > 0) {
+        u->returning = true; /* rup_on_reply gives it back after the last reply */
+        return;
+    }
+    u->returning = false;
+    /* Closed (whatever clean says) when not READY or still owed replies: then the requests
+     * left on it are freed by on_closed, their sessions already gone or failed. */
+    mt_upstream_return(&u->base, clean);
+}
+
+mt_rreq_t *mt_rup_send_user(mt_rup_t *u, mt_rsess_t *s, const redis_command_t *cmd,
+                            const resp_request_t *req, const char *frame, uint64_t hold_until_ms)
+{
+    mt_worker_t *w = s->base.w;
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r)
+        return NULL;
+    r->sess = s;
+    r->cmd = cmd;
+    r->dest = u->base.ep->cluster->conf; /* Istio's destination labels */
+    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
+    r->hold_until_ms = hold_until_ms;
+    int rc;
+    if (req->is_inline) {
+        resp_out_t *o = &mt_rw(w)->scratch;
+        o->len = 0;
+        resp_out_command(o, req->argc, req->argv);
+        rc = mt_outq_add_copy(&u->base.out, o->data, o->len);
+    } else {
+        rc = mt_outq_add_ref(&u->base.out, s->base.rbuf, frame, req->frame_len);
+    }
+    if (rc != 0) {
+        mt_rreq_free(w, r);
+        return NULL;
+    }
+    mt_rsess_push(s, r);
+    mt_rup_push(u, r);
+    mt_rup_schedule(u, s->rconf);
+    return r;
+}
+
 bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms)
 {
     return mt_upstream_healthy(ep, now_ms);
@@ -328,11 +398,18 @@ bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **wh
         *why = "out of memory";
         return false;
     }
-    mt_buf_ref(r->frame.buf);
-    if (mt_outq_add_slice(&u->base.out, r->frame) != 0) {
+    if (!mt_rup_send_kept(u, r)) {
         *why = "out of memory";
         return false;
     }
+    return true;
+}
+
+bool mt_rup_send_kept(mt_rup_t *u, mt_rreq_t *r)
+{
+    mt_buf_ref(r->frame.buf);
+    if (mt_outq_add_slice(&u->base.out, r->frame) != 0)
+        return false;
     mt_rup_push(u, r);
     mt_upstream_schedule(&u->base);
     return true;
