@@ -73,8 +73,8 @@ local function str16(s)
   return be16(#s) .. s
 end
 
--- A whole frame from its parts.
-local function build(flags, id, service, method, headers, body)
+-- A whole frame from its parts (version 1 unless given).
+local function build(flags, id, service, method, headers, body, version)
   local parts = { str16(service), str16(method), be16(#headers) }
   for _, h in ipairs(headers) do
     parts[#parts + 1] = str16(h[1])
@@ -82,7 +82,7 @@ local function build(flags, id, service, method, headers, body)
   end
   parts[#parts + 1] = body
   local rest = concat(parts)
-  return be16(MAGIC) .. char(flags, 1) .. be32(HEADER + #rest) .. be32(id) .. rest
+  return be16(MAGIC) .. char(flags, version or 1) .. be32(HEADER + #rest) .. be32(id) .. rest
 end
 
 local codec = {
@@ -135,7 +135,7 @@ function codec.encode(frame, mutation)
     end
     if not found and value ~= nil then headers[#headers + 1] = { key, value } end
   end
-  return build(byte(frame, 3), u32(frame, 9), service, method, headers, body)
+  return build(byte(frame, 3), u32(frame, 9), service, method, headers, body, byte(frame, 4))
 end
 
 -- Step 4: the native error a client gets when meltemi answers for the server.

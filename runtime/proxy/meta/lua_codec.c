@@ -450,12 +450,17 @@ static void lc_end(lc_call_t *c)
     lua_settop(c->th->L, c->base);
 }
 
-/* Records a failed call: counted on the codec, logged, and put into err. */
+/* Records a failed call: counted on the codec, put into err, and logged - at debug level for
+ * decode, whose caller logs err with the connection it closes, else as a warning (the
+ * callers of encode, error_reply and heartbeat_reply only see that it failed). */
 static mt_status_t lc_failed(mt_lua_codec_t *lc, mt_codec_err_t *err, const char *what,
                              const char *text)
 {
     __atomic_add_fetch(&lc->failures, 1, __ATOMIC_RELAXED);
-    mt_warn("lua codec %s: %s failed: %s", lc->protocol, what, text ? text : "?");
+    if (strcmp(what, "decode") == 0)
+        mt_debug("lua codec %s: %s failed: %s", lc->protocol, what, text ? text : "?");
+    else
+        mt_warn("lua codec %s: %s failed: %s", lc->protocol, what, text ? text : "?");
     return mt_codec_fail(err, MT_CODEC_E_CODEC_FAILED, "lua codec %s: %s: %.100s", lc->protocol,
                          what, text ? text : "?");
 }
@@ -605,6 +610,11 @@ static mt_status_t lc_encode(const mt_msg_t *msg, const mt_mutation_t *mut, mt_w
                              mt_codec_err_t *err)
 {
     mt_lua_codec_t *lc = (mt_lua_codec_t *)msg->codec;
+    if (!mut || mut->count == 0) /* nothing to rewrite: a byte copy, as every codec gives */
+        return mt_wbuf_append(out, msg->frame, msg->frame_len) == MT_OK
+                   ? MT_OK
+                   : mt_codec_fail(err, MT_CODEC_E_NOMEM, "lua codec %s: out of memory",
+                                   lc->protocol);
     if (!lc->has_encode)
         return mt_codec_fail(err, MT_CODEC_E_NO_MUTABLE_HEADERS,
                              "lua codec %s: no encode function, frames cannot carry a mutation",
