@@ -363,3 +363,47 @@ def test_reload_established_connections_keep_their_codec(shop):
     assert body(old.call("Orders", "get", [], "z"))["server"] == "v1"
     old.close()
     new.close()
+
+
+# ---- what else MetaRouter does, with a Lua codec -------------------------------------------
+
+def test_mrpc_mirror_copies_calls_to_a_shadow(shop, peers):
+    shadow = peers("mrpc.py", "shadow")
+    shadow_host = "orders-shadow.shop.svc.cluster.local"
+    mirror_route = me.route("mirrored", [(MRPC_HOST, "v1", None)],
+                            match={"method": {"exact": "audit"}},
+                            mirror=(shadow_host, None), mirror_pct=100)
+    router = (EXAMPLE / "meta-router.yaml").read_text().replace(
+        "  routes:\n", "  routes:\n" + mirror_route, 1)
+    files = {
+        "meta-router.yaml": router,
+        "shadow.yaml": me.service_entry(
+            "orders-shadow", shadow_host, "127.0.0.33", free_port("127.0.0.33"),
+            "tcp-metaprotocol-mrpc-shadow", [("127.0.0.1", shadow.port, {})], namespace="shop"),
+    }
+    env = shop(files=files)
+    c = mclient(env)
+    for i in range(3):
+        assert body(c.call("Orders", "audit", [], f"m{i}"))["server"] == "v1"
+    c.close()
+    wait_until(lambda: server_stats(shadow)["requests"] == 3, 5, "3 mirrored calls")
+    assert server_stats(env.v1)["requests"] == 3
+
+
+def test_mrpc_ring_hash_on_a_header_sticks_to_one_server(shop):
+    rule = (EXAMPLE / "destination-rule.yaml").read_text().replace(
+        "  host: orders.shop.svc.cluster.local\n",
+        "  host: orders.shop.svc.cluster.local\n  trafficPolicy:\n    loadBalancer:\n"
+        "      consistentHash:\n        httpHeaderName: tenant\n", 1)
+    router = (EXAMPLE / "meta-router.yaml").read_text().replace(
+        "        subset: v1\n    responseMutation:", "    responseMutation:", 1)
+    env = shop(files={"destination-rule.yaml": rule, "meta-router.yaml": router})
+    c = mclient(env)
+    seen = set()
+    for t in range(16):
+        got = {body(c.call("Orders", "get", [("tenant", f"t{t}")], "x"))["server"]
+               for _ in range(3)}
+        assert len(got) == 1, f"tenant t{t} went to {got}"
+        seen |= got
+    c.close()
+    assert seen == {"v1", "v2"}, "16 tenants spread over both servers (2^-15 to fail by chance)"
