@@ -92,32 +92,52 @@ local codec = {
   request_id = { offset = 8, size = 4 },  -- C rewrites the id in place
 }
 
--- Step 1 and 2: where the frame ends, and what the proxy may route on.
+-- A u16-prefixed string of f at pos (the frame ends at len): the string and what follows.
+local function field(f, pos, len, what)
+  if pos + 1 > len then error("mrpc: " .. what .. " overruns the frame", 0) end
+  local hi, lo = byte(f, pos, pos + 1)
+  local stop = pos + 1 + hi * 256 + lo
+  if stop > len then error("mrpc: " .. what .. " overruns the frame", 0) end
+  return sub(f, pos + 2, stop), stop + 1
+end
+
+-- Step 1 and 2: where the frame ends, and what the proxy may route on. This runs for every
+-- frame in both directions, so it reads the header in one string.byte and builds nothing
+-- but the attributes.
 function codec.decode(buf)
-  if #buf < HEADER then return nil, HEADER - #buf end
-  if u16(buf, 1) ~= MAGIC then error("mrpc: bad magic", 0) end
-  local len = u32(buf, 5)
+  local n = #buf
+  if n < HEADER then return nil, HEADER - n end
+  local m1, m2, flags, _, l1, l2, l3, l4, i1, i2, i3, i4 = byte(buf, 1, HEADER)
+  if m1 * 256 + m2 ~= MAGIC then error("mrpc: bad magic", 0) end
+  local len = ((l1 * 256 + l2) * 256 + l3) * 256 + l4
   if len < HEADER + 6 then error("mrpc: frame length " .. len .. " is too small", 0) end
-  if #buf < len then return nil, len - #buf end
-  local flags, id = byte(buf, 3), u32(buf, 9)
-  local service, method, headers = parse(buf, len)
+  if n < len then return nil, len - n end
+  local service, method, pos, k, v
+  service, pos = field(buf, HEADER + 1, len, "service")
+  method, pos = field(buf, pos, len, "method")
+  if pos + 1 > len then error("mrpc: header count overruns the frame", 0) end
+  local c1, c2 = byte(buf, pos, pos + 1)
+  pos = pos + 2
   local attrs = { service = service, method = method }
-  for _, h in ipairs(headers) do
-    if attrs[h[1]] == nil then attrs[h[1]] = h[2] end
+  for _ = 1, c1 * 256 + c2 do
+    k, pos = field(buf, pos, len, "header key")
+    v, pos = field(buf, pos, len, "header value")
+    if attrs[k] == nil then attrs[k] = v end
   end
   local t
-  if has(flags, F_HEARTBEAT) then
+  if flags % 8 >= F_HEARTBEAT then
     t = "heartbeat"
-  elseif has(flags, F_ERROR) then
+  elseif flags % 16 >= F_ERROR then
     t = "error"
-  elseif has(flags, F_RESPONSE) then
+  elseif flags % 2 == F_RESPONSE then
     t = "response"
-  elseif has(flags, F_ONEWAY) then
+  elseif flags % 4 >= F_ONEWAY then
     t = "oneway"
   else
     t = "request"
   end
-  return len, { type = t, id = id, attrs = attrs, reply = has(flags, F_RESPONSE) }
+  return len, { type = t, id = ((i1 * 256 + i2) * 256 + i3) * 256 + i4, attrs = attrs,
+    reply = flags % 2 == F_RESPONSE }
 end
 
 -- Step 3: the frame with MetaRouter's requestMutation / responseMutation applied. An

@@ -120,15 +120,6 @@ end
 
 local function bad(fmt, ...) return "error", format(fmt, ...) end
 
-local function attrs_ok(a)
-  if a == nil then return true end
-  if type(a) ~= "table" then return false end
-  for k, v in pairs(a) do
-    if type(k) ~= "string" or type(v) ~= "string" then return false end
-  end
-  return true
-end
-
 function D.decode(cd, buf)
   local ok, len, msg = call_with(nil, cd.decode, buf)
   if not ok then return "error", len end
@@ -148,7 +139,8 @@ function D.decode(cd, buf)
   local id = rawget(msg, "id") or 0
   if not is_count(id) then return bad("decode: id must be an integer from 0 to 2^53") end
   local attrs = rawget(msg, "attrs")
-  if not attrs_ok(attrs) then return bad("decode: attrs must map strings to strings") end
+  if attrs ~= nil and type(attrs) ~= "table" then return bad("decode: attrs must be a table") end
+  -- C copies the attributes and refuses a key or value that is not a string.
   return "ok", len, t, id, attrs, rawget(msg, "reply") == true
 end
 

@@ -303,9 +303,9 @@ def test_kvtext_unknown_command_closes_that_client_only(shop):
 
 # mrpc.lua with traps: a frame whose method is "boom" raises, "nonsense" returns a length
 # the buffer cannot hold, "negative" a negative one, "loop" never returns.
+ANCHOR = '  method, pos = field(buf, pos, len, "method")\n'
 BROKEN = (EXAMPLE / "mrpc.lua").read_text().replace(
-    "  local service, method, headers = parse(buf, len)\n",
-    "  local service, method, headers = parse(buf, len)\n"
+    ANCHOR, ANCHOR +
     "  if method == 'boom' then error('boom in decode') end\n"
     "  if method == 'nonsense' then return len + 1000, {} end\n"
     "  if method == 'negative' then return -5, {} end\n"
@@ -319,6 +319,7 @@ BROKEN = (EXAMPLE / "mrpc.lua").read_text().replace(
     ("loop", ("instruction budget exceeded", "time limit exceeded")),
 ])
 def test_broken_codec_fails_that_connection_only(shop, trap, logged):
+    assert ANCHOR in (EXAMPLE / "mrpc.lua").read_text(), "the traps go into mrpc.lua's decode"
     env = shop(files={"mrpc.lua": BROKEN})
     good = mclient(env)
     assert body(good.call("Orders", "get", [], "before"))["body"] == "before"

@@ -137,7 +137,7 @@ H.test("decode answers are checked: again, ok, nonsense", function()
     ["return 1, {type='bogus'}"] = "unknown message type",
     ["return 1, 'x'"] = "the message must be a table",
     ["return 1, {type='request', id=-1}"] = "id must be an integer",
-    ["return 1, {type='request', attrs={a=1}}"] = "attrs must map strings to strings",
+    ["return 1, {type='request', attrs='a'}"] = "attrs must be a table",
     ["return nil, 0"] = "number of bytes still missing",
     ["return nil, 'x'"] = "number of bytes still missing",
     ["error('mine')"] = "mine",

@@ -520,12 +520,18 @@ static mt_msg_type_t lc_type(const char *t, bool reply, bool *is_reply, bool *ex
     }
 }
 
-/* Copies the attrs table at index a into msg's arena. */
+/* Copies the attrs table at index a into msg's arena: MT_AGAIN (!) when a key or value is
+ * not a string (lua_tolstring would turn a number into one in place, and a table into
+ * nothing), MT_ERROR when out of memory. */
 static mt_status_t lc_attrs(lua_State *L, int a, mt_msg_t *msg)
 {
     if (!lua_istable(L, a))
         return MT_OK;
     for (lua_pushnil(L); lua_next(L, a); lua_pop(L, 1)) {
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
+            lua_pop(L, 2);
+            return MT_AGAIN;
+        }
         size_t kl, vl;
         const char *k = lua_tolstring(L, -2, &kl), *v = lua_tolstring(L, -1, &vl);
         mt_str_t ks = mt_msg__strdup(msg, k, kl), vs = mt_msg__strdup(msg, v, vl);
@@ -572,7 +578,9 @@ static mt_status_t lc_decode(void *state, const uint8_t *buf, size_t len, mt_msg
         msg->expects_reply = expects;
         msg->request_id = (uint64_t)lua_tonumber(L, r + 3);
         rc = lc_attrs(L, r + 4, msg);
-        if (rc != MT_OK)
+        if (rc == MT_AGAIN)
+            rc = lc_failed(lc, err, "decode", "decode: attrs must map strings to strings");
+        else if (rc != MT_OK)
             mt_codec_set_error(err, MT_CODEC_E_NOMEM, "lua codec %s: out of memory", lc->protocol);
         st->need = 0;
     } else {

@@ -297,18 +297,20 @@ Test(lua_codec, c_waits_for_the_missing_bytes_and_enforces_the_frame_limit)
     mt_lua_codec_release(c);
 }
 
-static const char *BROKEN = "return {\n"
-                            "  decode = function(buf)\n"
-                            "    local b = buf:sub(1, 1)\n"
-                            "    if b == 'e' then error('broken on purpose') end\n"
-                            "    if b == 'n' then return 10 ^ 9, { type = 'request' } end\n"
-                            "    if b == 'z' then return nil, -3 end\n"
-                            "    if b == 'l' then while true do end end\n"
-                            "    if b == 't' then return 1, { type = 'nope' } end\n"
-                            "    return 1, { type = 'request' }\n"
-                            "  end,\n"
-                            "  error_reply = function(frame) if frame == 'x' then\n"
-                            "    error('no reply') end return 'E' end }\n";
+static const char *BROKEN =
+    "return {\n"
+    "  decode = function(buf)\n"
+    "    local b = buf:sub(1, 1)\n"
+    "    if b == 'e' then error('broken on purpose') end\n"
+    "    if b == 'n' then return 10 ^ 9, { type = 'request' } end\n"
+    "    if b == 'z' then return nil, -3 end\n"
+    "    if b == 'l' then while true do end end\n"
+    "    if b == 't' then return 1, { type = 'nope' } end\n"
+    "    if b == 'a' then return 1, { type = 'request', attrs = { k = 1 } } end\n"
+    "    return 1, { type = 'request' }\n"
+    "  end,\n"
+    "  error_reply = function(frame) if frame == 'x' then\n"
+    "    error('no reply') end return 'E' end }\n";
 
 Test(lua_codec, a_failing_codec_fails_the_call_is_counted_and_recovers)
 {
