@@ -633,7 +633,7 @@ static int req_error_bytes(meta_worker_t *mw, meta_req_t *r, const mt_codec_t *c
                            mt_error_kind_t kind, const char *text, mt_wbuf_t *o)
 {
     void *st = malloc(codec->state_size ? codec->state_size : 1);
-    if (!st || codec->init(st, NULL) != MT_OK) {
+    if (!st || mt_codec_init(codec, st, NULL) != MT_OK) {
         free(st);
         return -1;
     }
@@ -647,8 +647,8 @@ static int req_error_bytes(meta_worker_t *mw, meta_req_t *r, const mt_codec_t *c
         codec->on_error(&mw->emsg, kind, text, o) == MT_OK) {
         rc = 0;
         /* a multiplexed request went up with an id of its connection: give the client its own */
-        if ((codec->flags & MT_CODEC_F_MULTIPLEXED) && o->len && codec->set_request_id &&
-            codec->set_request_id(o->data, o->len, r->down_id) != MT_OK)
+        if ((codec->flags & MT_CODEC_F_MULTIPLEXED) && o->len && mt_codec_has_request_id(codec) &&
+            mt_codec_set_request_id(codec, o->data, o->len, r->down_id) != MT_OK)
             rc = -1;
     }
     codec->free(st);
@@ -756,7 +756,7 @@ static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_ms
                         msg->type == MT_MSG_ERROR ? MT_OUTLIER_ERROR : MT_OUTLIER_SUCCESS);
     if (msg->type == MT_MSG_ERROR)
         mt_stat_add(s->base.conf->stats, mw->w->id, MT_ST_REQUEST_ERRORS, 1);
-    if (u->multiplexed && u->codec->set_request_id(frame, len, r->down_id) != MT_OK) {
+    if (u->multiplexed && mt_codec_set_request_id(u->codec, frame, len, r->down_id) != MT_OK) {
         req_fail(mw, r, MT_ERR_BAD_RESPONSE, "meltemi: cannot restore the request id");
         return;
     }
@@ -856,13 +856,13 @@ static int up_on_open(mt_upstream_t *base, void *arg)
     mt_msg_init(&u->msg);
     u->next_id = 1;
     void *dec = codec ? malloc(codec->state_size ? codec->state_size : 1) : NULL;
-    if (!dec || codec->init(dec, NULL) != MT_OK) {
+    if (!dec || mt_codec_init(codec, dec, NULL) != MT_OK) {
         free(dec);
         return -1;
     }
     u->dec = dec;
     u->codec = codec;
-    u->multiplexed = (codec->flags & MT_CODEC_F_MULTIPLEXED) && codec->set_request_id;
+    u->multiplexed = (codec->flags & MT_CODEC_F_MULTIPLEXED) && mt_codec_has_request_id(codec);
     return 0;
 }
 
@@ -907,7 +907,7 @@ static int up_send(meta_up_t *u, meta_req_t *r, mt_buf_t *b, uint8_t *p, size_t 
         r->up_id = u->next_id++;
         if (u->next_id == 0)
             u->next_id = 1;
-        if (u->codec->set_request_id(p, len, r->up_id) != MT_OK ||
+        if (mt_codec_set_request_id(u->codec, p, len, r->up_id) != MT_OK ||
             idmap_put(&u->ids, r->up_id, r) != 0)
             return -1;
     }
@@ -1157,7 +1157,9 @@ static bool sess_rebind(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_session_rebind(&s->base);
     const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
-    if (lc && lc->codec == s->codec)
+    /* A connection keeps the codec it started with while the port's protocol stays the same
+     * (a reloaded Lua codec is a new table of the same name): docs/codecs.md. */
+    if (lc && lc->codec && (lc->codec == s->codec || strcmp(lc->codec->name, s->codec->name) == 0))
         return true;
     /* The port changed protocol under this connection: answer with the codec it speaks and
      * close once everything is answered. */
@@ -1253,8 +1255,14 @@ static void sess_on_closed(mt_session_t *base)
 static void sess_malformed(meta_sess_t *s, const mt_codec_err_t *err)
 {
     char peer[64];
-    mt_warn("listener %s: client %s sent a malformed frame (%s); closing it after its answers",
-            s->base.conf->name, mt_session_peer(&s->base, peer, sizeof(peer)), err->text);
+    const char *name = s->base.conf->name, *who = mt_session_peer(&s->base, peer, sizeof(peer));
+    if (err->code == MT_CODEC_E_CODEC_FAILED) /* a Lua codec's own failure, not the client's */
+        mt_warn("listener %s: the codec failed on a frame of client %s (%s); closing it after "
+                "its answers",
+                name, who, err->text);
+    else
+        mt_warn("listener %s: client %s sent a malformed frame (%s); closing it after its answers",
+                name, who, err->text);
     mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_PROTOCOL_ERRORS, 1);
     s->base.finishing = true;
     mt_session_pause(&s->base);
@@ -1368,7 +1376,7 @@ static void meta_accept(mt_wlistener_t *l, uv_stream_t *server)
     const mt_codec_t *codec = lc->codec;
     meta_sess_t *s = calloc(1, sizeof(*s));
     void *dec = s ? malloc(codec->state_size ? codec->state_size : 1) : NULL;
-    if (!dec || codec->init(dec, NULL) != MT_OK) {
+    if (!dec || mt_codec_init(codec, dec, NULL) != MT_OK) {
         free(dec);
         free(s);
         return;

@@ -6,6 +6,7 @@
  * the main thread at load and reload.
  */
 #include "runtime/core/log.h"
+#include "runtime/proxy/meta/lua_codec.h"
 #include "runtime/proxy/meta/meta_router.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
 
@@ -164,8 +165,13 @@ int mt_meta_read_cluster(lua_State *L, int ct, mt_cluster_conf_t *c, char **err)
     mc->codec = mt_snap_field_str(L, ct, "codec");
     /* The registry is written here, on the main thread, before any worker sees a snapshot;
      * workers only use the resolved pointers. */
-    if (mt_codec_register_builtins() == MT_OK && mc->codec)
+    if (mt_lua_codec_named(mc->codec)) {
+        mc->codec_impl = mt_lua_codec_from_snapshot(L, ct, err);
+        if (!mc->codec_impl)
+            return -1;
+    } else if (mt_codec_register_builtins() == MT_OK && mc->codec) {
         mc->codec_impl = mt_codec_find(mc->codec);
+    }
     uint32_t ring = 0; /* minimumRingSize; 0: MT_META_RING_POINTS per endpoint */
     meta_read_lb(L, ct, &mc->all, NULL, &ring);
     if (meta_select_endpoints(L, ct, 0, c, &mc->all) != 0 ||
@@ -195,6 +201,7 @@ void mt_meta_free_cluster(mt_cluster_conf_t *c)
         meta_free_subset(&mc->subsets[i]);
     free(mc->subsets);
     free(mc->codec);
+    mt_lua_codec_release(mc->codec_impl);
     free(mc);
     c->proto = NULL;
 }
@@ -409,8 +416,13 @@ int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_con
     }
     l->proto = ml;
     ml->request_timeout_ms = META_DEFAULT_REQUEST_TIMEOUT_MS;
-    if (mt_codec_register_builtins() == MT_OK && l->codec)
+    if (mt_lua_codec_named(l->codec)) {
+        ml->codec = mt_lua_codec_from_snapshot(L, t, err);
+        if (!ml->codec)
+            return -1;
+    } else if (mt_codec_register_builtins() == MT_OK && l->codec) {
         ml->codec = mt_codec_find(l->codec);
+    }
     if (!ml->codec)
         mt_warn("listener %s: no codec named %s is built in; relaying it as plain TCP", l->name,
                 l->codec ? l->codec : "(none)");
@@ -504,6 +516,7 @@ void mt_meta_free_listener(mt_listener_conf_t *l)
         meta_free_match(ml->rate_conds[i].match, ml->rate_conds[i].n_match);
     free(ml->rate_conds);
     free(ml->rate_bucket);
+    mt_lua_codec_release(ml->codec);
     free(ml);
     l->proto = NULL;
 }
