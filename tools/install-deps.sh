@@ -34,6 +34,9 @@ PACKAGES=(
     valgrind
     # scripts: admin HTTP checks, process handling
     curl procps psmisc
+    # transparent interception: tools/meltemi-iptables and its network-namespace test
+    # (tests/integration/test_sidecar_netns.py; ip and setpriv come with iproute2/util-linux)
+    iptables iproute2
 )
 
 # Packages needed only for a command they provide: present when the command is, whoever

@@ -15,6 +15,7 @@
 #include "runtime/core/snapshot.h"
 #include "runtime/core/stats.h"
 #include "runtime/core/worker.h"
+#include "runtime/proxy/capture/capture.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +51,8 @@ typedef struct mt_server {
 
 static int open_listen_socket(const mt_listener_conf_t *l, char **err)
 {
+    if (mt_capture_enabled())
+        return MT_LISTENER_FD_VIRTUAL; /* matched by the capture ports, not bound */
     int fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
@@ -78,7 +81,7 @@ static int *open_listeners(const mt_snapshot_t *s, unsigned nworkers, char **err
     for (unsigned w = 0; w < nworkers; w++) {
         for (size_t i = 0; i < n; i++) {
             int fd = open_listen_socket(&s->listeners[i], err);
-            if (fd < 0) {
+            if (fd == -1) {
                 for (size_t k = 0; k < n * nworkers; k++) {
                     if (fds[k] >= 0)
                         close(fds[k]);
@@ -193,7 +196,7 @@ static int server_reload(mt_server_t *srv, const char *why, char **msg)
             continue;
         for (unsigned w = 0; w < srv->nworkers; w++) {
             int fd = open_listen_socket(&s->listeners[i], &err);
-            if (fd < 0) {
+            if (fd == -1) {
                 for (size_t k = 0; k < n * srv->nworkers; k++) {
                     if (fds[k] >= 0)
                         close(fds[k]);
@@ -544,8 +547,9 @@ static void server_log_started(const mt_server_t *srv)
 {
     for (uint32_t i = 0; i < srv->snap->n_listeners; i++) {
         const mt_listener_conf_t *l = &srv->snap->listeners[i];
-        mt_info("listening on %s:%u (%s, service %s)", l->address, l->port,
-                mt_proxy_for(l->protocol)->name, l->service ? l->service : "-");
+        mt_info("%s %s:%u (%s, service %s)", mt_capture_enabled() ? "capturing" : "listening on",
+                l->address, l->port, mt_proxy_for(l->protocol)->name,
+                l->service ? l->service : "-");
     }
     mt_info("meltemi %s started: %u workers, config generation %llu%s%s", MELTEMI_VERSION,
             srv->nworkers, (unsigned long long)srv->generation, srv->admin ? ", admin on " : "",
@@ -565,10 +569,23 @@ int mt_server_run(const mt_server_options_t *opts)
     }
     signal(SIGPIPE, SIG_IGN);
     mt_stats_init(srv->nworkers);
+    char *cerr = NULL;
+    if (mt_capture_setup(opts->capture_outbound, opts->capture_inbound, srv->nworkers, &cerr) !=
+        0) {
+        mt_error("%s", cerr ? cerr : "out of memory");
+        free(cerr);
+        return MT_EXIT_INVALID_CONFIG;
+    }
+    if (opts->capture_outbound)
+        mt_info("outbound capture on %s", opts->capture_outbound);
+    if (opts->capture_inbound)
+        mt_info("inbound capture on %s", opts->capture_inbound);
     int *fds = NULL;
     int rc = server_load_first(srv, &fds);
-    if (rc != 0)
+    if (rc != 0) {
+        mt_capture_teardown();
         return rc;
+    }
     server_init_handles(srv);
     if (server_start_workers(srv, fds) != 0)
         return MT_EXIT_INVALID_CONFIG; /* as before: a worker that cannot start ends the run */
@@ -589,6 +606,7 @@ int mt_server_run(const mt_server_options_t *opts)
     mt_snapshot_unref(srv->snap);
     free(srv->last_reload_error);
     lua_close(srv->L);
+    mt_capture_teardown();
     mt_info("stopped");
     return admin_failed ? MT_EXIT_INVALID_CONFIG : MT_EXIT_OK;
 }
