@@ -265,10 +265,13 @@ static void on_config_dir_event(uv_fs_event_t *h, const char *filename, int even
 {
     mt_server_t *srv = h->data;
     /* Only configuration files count: YAML, and the Lua files LuaFilters load with
-     * scriptFile (logs or editor swap files in the directory do not). */
+     * scriptFile (logs or editor swap files in the directory do not); and "..data", which
+     * a Kubernetes ConfigMap or Secret volume renames over the old one to publish a new
+     * version: its *.yaml entries are symlinks through ..data that never change themselves. */
     if (filename) {
         size_t n = strlen(filename);
-        bool config = (n > 5 && strcmp(filename + n - 5, ".yaml") == 0) ||
+        bool config = strcmp(filename, "..data") == 0 ||
+                      (n > 5 && strcmp(filename + n - 5, ".yaml") == 0) ||
                       (n > 4 && strcmp(filename + n - 4, ".yml") == 0) ||
                       (n > 4 && strcmp(filename + n - 4, ".lua") == 0);
         if (!config)
