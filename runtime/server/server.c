@@ -9,6 +9,7 @@
 #include "runtime/server/admin.h"
 #include "runtime/core/common.h"
 #include "runtime/server/config.h"
+#include "runtime/server/notify.h"
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
 #include "runtime/luajit/lua_env.h"
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct mt_server {
@@ -176,7 +178,31 @@ static bool snapshot_has_listener(const mt_snapshot_t *s, const char *name)
  * nothing: the old snapshot keeps serving and the failure is counted and kept for
  * /config_dump. Returns 0 or -1 with a malloc'd message.
  */
+/* READY=1 with the generation serving, for the service manager (notify.h). */
+static void server_notify_ready(const mt_server_t *srv, const char *how)
+{
+    char state[160];
+    snprintf(state, sizeof state, "READY=1\nSTATUS=serving configuration generation %llu%s",
+             (unsigned long long)srv->generation, how);
+    mt_notify(state);
+}
+
+static int server_reload_run(mt_server_t *srv, const char *why, char **msg);
+
 static int server_reload(mt_server_t *srv, const char *why, char **msg)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    char state[96];
+    snprintf(state, sizeof state, "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+    mt_notify(state);
+    int rc = server_reload_run(srv, why, msg);
+    server_notify_ready(srv, rc == 0 ? "" : " (the last reload was rejected)");
+    return rc;
+}
+
+static int server_reload_run(mt_server_t *srv, const char *why, char **msg)
 {
     char *err = NULL;
     mt_info("reload (%s): compiling %s", why, srv->opts->config_dir);
@@ -414,6 +440,7 @@ static void server_drain(mt_server_t *srv)
     if (srv->draining)
         return;
     srv->draining = true;
+    mt_notify("STOPPING=1\nSTATUS=draining");
     uv_fs_event_stop(&srv->watch);
     mt_info("draining: no new connections; waiting up to %u ms for requests in flight",
             srv->opts->drain_timeout_ms);
@@ -595,6 +622,8 @@ int mt_server_run(const mt_server_options_t *opts)
     free(fds);
     server_start_admin(srv);
     server_log_started(srv);
+    if (!srv->draining)
+        server_notify_ready(srv, "");
 
     uv_run(srv->loop, UV_RUN_DEFAULT);
 
