@@ -108,6 +108,7 @@ class Lab:
         self.tmp = tmp
         self.pod, self.srv = f"mtpod{os.getpid()}", f"mtsrv{os.getpid()}"
         self.pod_ip, self.srv_ip = f"10.231.{n}.1", f"10.231.{n}.2"
+        self.pod_ip6, self.srv_ip6 = f"fd00:231:{n}::1", f"fd00:231:{n}::2"
         self.procs = []
         self.meltemi = None
         self.created = []
@@ -127,6 +128,10 @@ class Lab:
                 veth_srv, "netns", self.srv)
         ns_run(self.pod, "ip", "addr", "add", f"{self.pod_ip}/30", "dev", veth_pod, check=True)
         ns_run(self.srv, "ip", "addr", "add", f"{self.srv_ip}/30", "dev", veth_srv, check=True)
+        ns_run(self.pod, "ip", "-6", "addr", "add", f"{self.pod_ip6}/64", "dev", veth_pod,
+               "nodad", check=True)
+        ns_run(self.srv, "ip", "-6", "addr", "add", f"{self.srv_ip6}/64", "dev", veth_srv,
+               "nodad", check=True)
         ns_run(self.pod, "ip", "link", "set", veth_pod, "up", check=True)
         ns_run(self.srv, "ip", "link", "set", veth_srv, "up", check=True)
 
@@ -138,10 +143,11 @@ class Lab:
         self.procs.append(p)
         return p
 
-    def redis(self, ns, host, port):
+    def redis(self, ns, host, port, also=None):
         d = self.tmp / f"redis-{ns}-{port}"
         d.mkdir()
-        self.spawn(ns, f"redis-{port}", "redis-server", "--port", port, "--bind", host,
+        bind = f"{host} {also}" if also else host
+        self.spawn(ns, f"redis-{port}", "redis-server", "--port", port, "--bind", bind,
                    "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", d)
         try:
             wait_for(f"redis-server {host}:{port} in {ns}",
@@ -180,9 +186,33 @@ def lab():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_conf(lab, gen_dir):
+def start_meltemi(lab, conf, capture_outbound, capture_inbound=None):
+    """meltemi in the pod namespace as user nobody, configured through its variables."""
+    env = {**os.environ, "MELTEMI_CAPTURE_OUTBOUND": capture_outbound, "MELTEMI_ADMIN": ADMIN}
+    if capture_inbound:
+        env["MELTEMI_CAPTURE_INBOUND"] = capture_inbound
+    log = open(lab.tmp / "meltemi.log", "wb")
+    lab.meltemi = subprocess.Popen(
+        ["ip", "netns", "exec", lab.pod, "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
+         "--clear-groups", str(meltemi_bin()), "run", "-c", str(conf), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+    log.close()
+    wait_for("meltemi /ready", lambda: lab.meltemi.poll() is not None or ns_run(
+        lab.pod, "curl", "-fsS", f"http://{ADMIN}/ready").returncode == 0)
+    assert lab.meltemi.poll() is None, tail(lab.tmp / "meltemi.log")
+
+
+def write_files(lab, files):
     conf = lab.tmp / "conf"
     conf.mkdir()
+    for name, text in files.items():
+        (conf / name).write_text(text)
+        os.chmod(conf / name, 0o644)
+    os.chmod(conf, 0o755)
+    return conf
+
+
+def write_conf(lab, gen_dir):
     files = {
         # The Redis service's "cluster IP" is the server's own address: with the rules, the
         # client's connection to it lands on meltemi, which injects the fault; without them
@@ -224,11 +254,7 @@ spec:
     defaultEndpoint: 127.0.0.1:{APP_PORT}
 """,
     }
-    for name, text in files.items():
-        (conf / name).write_text(text)
-        os.chmod(conf / name, 0o644)
-    os.chmod(conf, 0o755)
-    return conf
+    return write_files(lab, files)
 
 
 def test_redirected_clients_go_through_meltemi_and_cleanup_restores_direct(lab, tmp_path):
@@ -250,17 +276,7 @@ def test_redirected_clients_go_through_meltemi_and_cleanup_restores_direct(lab, 
     assert redis_cli(lab.pod, "127.0.0.1", APP_PORT, "SET", "who", "pod-app") == "OK"
 
     conf = write_conf(lab, gen)
-    log = open(lab.tmp / "meltemi.log", "wb")
-    lab.meltemi = subprocess.Popen(
-        ["ip", "netns", "exec", lab.pod, "setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}",
-         "--clear-groups", str(meltemi_bin()), "run", "-c", str(conf), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, "MELTEMI_CAPTURE_OUTBOUND": f"127.0.0.1:{OUT_PORT}",
-             "MELTEMI_CAPTURE_INBOUND": f"0.0.0.0:{IN_PORT}", "MELTEMI_ADMIN": ADMIN})
-    log.close()
-    wait_for("meltemi /ready", lambda: lab.meltemi.poll() is not None or ns_run(
-        lab.pod, "curl", "-fsS", f"http://{ADMIN}/ready").returncode == 0)
-    assert lab.meltemi.poll() is None, tail(lab.tmp / "meltemi.log")
+    start_meltemi(lab, conf, f"127.0.0.1:{OUT_PORT}", f"0.0.0.0:{IN_PORT}")
 
     # Before the rules: the client reaches Redis itself (no fault), meltemi sees nothing.
     assert redis_cli(lab.pod, lab.srv_ip, REDIS_PORT, "GET", "k") == "direct-value"
@@ -318,4 +334,47 @@ def test_redirected_clients_go_through_meltemi_and_cleanup_restores_direct(lab, 
     assert metric(after, "meltemi_downstream_connections_total",
                   'listener="PassthroughCluster"') == 1, after
     assert ns_run(lab.pod, "iptables", "-t", "nat", "-S").stdout.count("MELTEMI") == 0
+    assert stop_pid(lab.meltemi) == 0, tail(lab.tmp / "meltemi.log")
+
+
+def test_ipv6_connections_are_matched_by_their_ip6t_original_destination(lab):
+    # Redis on the server's IPv4 and IPv6 addresses; a listener for the IPv6 one only.
+    lab.redis(lab.srv, lab.srv_ip, REDIS_PORT, also=lab.srv_ip6)
+    assert redis_cli(lab.srv, lab.srv_ip6, REDIS_PORT, "SET", "k", "six") == "OK"
+    conf = write_files(lab, {
+        "redis6.yaml": configs.service_entry("redis-six", lab.srv_ip6, REDIS_PORT, REDIS_PORT,
+                                             endpoint_address=lab.srv_ip6),
+        "faults.yaml": """\
+apiVersion: redis.aeraki.io/v1alpha1
+kind: RedisService
+metadata:
+  name: redis-six
+  namespace: redis
+spec:
+  host:
+  - redis-six.redis.svc.cluster.local
+  faults:
+  - type: ERROR
+    percentage:
+      value: 100
+    commands:
+    - GET
+""",
+    })
+    start_meltemi(lab, conf, f"127.0.0.1:{OUT_PORT},[::1]:{OUT_PORT}")
+    lab.rules("--apply", "--ipv6", "--proxy-uid", NOBODY)
+    try:
+        got = redis_cli(lab.pod, lab.srv_ip6, REDIS_PORT, "GET", "k")
+        assert got is not None and "fault" in got.lower(), got
+        # The same port over IPv4 has no listener: it passes through, to the real value.
+        assert redis_cli(lab.pod, lab.srv_ip, REDIS_PORT, "GET", "k") == "six"
+        m = lab.scrape()
+        assert metric(m, "meltemi_downstream_connections_total",
+                      f'listener="[{lab.srv_ip6}]:{REDIS_PORT}"') == 1, m
+        assert metric(m, "meltemi_downstream_connections_total",
+                      'listener="PassthroughCluster"') == 1, m
+    finally:
+        lab.rules("--cleanup", "--ipv6")
+    assert redis_cli(lab.pod, lab.srv_ip6, REDIS_PORT, "GET", "k") == "six"
+    assert ns_run(lab.pod, "ip6tables", "-t", "nat", "-S").stdout.count("MELTEMI") == 0
     assert stop_pid(lab.meltemi) == 0, tail(lab.tmp / "meltemi.log")
