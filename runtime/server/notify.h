@@ -1,6 +1,6 @@
 /*
  * notify.h - tells the service manager (systemd, Type=notify) where meltemi stands:
- *   READY=1       the configuration is loaded, every listener bound, the workers started
+ *   READY=1       every worker serves the configuration (what makes /ready answer 200)
  *   RELOADING=1   a reload began (SIGHUP, POST /reload, the directory changed); READY=1 follows
  *   STOPPING=1    the drain began
  * A no-op unless $NOTIFY_SOCKET is set.

@@ -42,7 +42,8 @@ typedef struct mt_server {
     mt_admin_t *admin;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain_timer, drain_poll;
-    uv_fs_event_t watch; /* the config directory */
+    uv_timer_t ready_poll; /* until /ready would answer 200: then READY=1 (notify.h) */
+    uv_fs_event_t watch;   /* the config directory */
     uv_timer_t reload_debounce;
     bool draining;
     bool forced;
@@ -420,6 +421,20 @@ static void server_finish_if_done(mt_server_t *srv)
     uv_stop(srv->loop);
 }
 
+/* The service manager hears READY=1 when /ready would say so: every worker has applied the
+ * first snapshot. */
+static void on_ready_poll(uv_timer_t *t)
+{
+    mt_server_t *srv = t->data;
+    char buf[512];
+    if (srv->draining) {
+        uv_timer_stop(t);
+    } else if (!server_not_ready(srv, buf, sizeof buf)) {
+        uv_timer_stop(t);
+        server_notify_ready(srv, "");
+    }
+}
+
 static void on_drain_poll(uv_timer_t *t)
 {
     server_finish_if_done(t->data);
@@ -509,6 +524,8 @@ static void server_init_handles(mt_server_t *srv)
     uv_timer_init(srv->loop, &srv->drain_timer);
     uv_timer_init(srv->loop, &srv->drain_poll);
     srv->drain_timer.data = srv->drain_poll.data = srv;
+    uv_timer_init(srv->loop, &srv->ready_poll);
+    srv->ready_poll.data = srv;
     uv_timer_init(srv->loop, &srv->reload_debounce);
     srv->reload_debounce.data = srv;
     uv_fs_event_init(srv->loop, &srv->watch);
@@ -622,8 +639,7 @@ int mt_server_run(const mt_server_options_t *opts)
     free(fds);
     server_start_admin(srv);
     server_log_started(srv);
-    if (!srv->draining)
-        server_notify_ready(srv, "");
+    uv_timer_start(&srv->ready_poll, on_ready_poll, 0, 5);
 
     uv_run(srv->loop, UV_RUN_DEFAULT);
 

@@ -369,8 +369,22 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     dir_resume(&t->d2u);
 }
 
+/* The loop is stopping (a drain that timed out: plain TCP never finishes by itself): close
+ * every relay of this worker, so that the close callbacks that follow free them. */
+static void tcp_worker_stop(mt_worker_t *w)
+{
+    mt_session_link_t *next;
+    for (mt_session_link_t *l = w->sessions; l; l = next) {
+        next = l->next;
+        mt_session_t *s = mt_session_of_link(l);
+        if (s->ops == &tsess_ops)
+            tsess_close((mt_tsess_t *)s);
+    }
+}
+
 const mt_proxy_ops_t mt_proxy_tcp = {
     .name = "tcp",
     .protocol = MT_PROTO_TCP,
     .accept = tcp_accept,
+    .worker_stop = tcp_worker_stop,
 };
