@@ -193,7 +193,7 @@ void mt_endpoint_conf_free(mt_endpoint_conf_t *e)
 static mt_protocol_t parse_protocol(const char *p)
 {
     for (const mt_proxy_ops_t *const *o = mt_proxies; p && *o; o++) {
-        if (strcmp((*o)->name, p) == 0)
+        if ((*o)->accept && strcmp((*o)->name, p) == 0) /* the capture ports serve none */
             return (*o)->protocol;
     }
     return MT_PROTO_TCP;
@@ -324,6 +324,9 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
     free(proto);
     l->codec = mt_snap_field_str(L, t, "codec");
     l->service = mt_snap_field_str(L, t, "service");
+    char *direction = mt_snap_field_str(L, t, "direction");
+    l->inbound = direction && strcmp(direction, "inbound") == 0;
+    free(direction);
     char *cluster = mt_snap_field_str(L, t, "cluster");
     l->cluster = cluster ? mt_snapshot_cluster(s, cluster) : NULL;
     free(cluster);

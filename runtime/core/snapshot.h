@@ -64,6 +64,8 @@ typedef struct mt_listener_conf {
     mt_protocol_t protocol;
     char *codec;
     char *service;
+    bool inbound; /* a Sidecar ingress listener (direction "inbound"): the inbound capture
+                     port serves it, the outbound one never does */
     mt_cluster_conf_t *cluster; /* default destination; NULL if it names no cluster */
     char *fingerprint;
     mt_stats_block_t *stats;

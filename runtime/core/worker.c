@@ -222,6 +222,11 @@ static int listener_open(mt_worker_t *w, mt_listener_conf_t *conf, int fd)
     mt_wcluster_ref(l->cluster);
     uv_tcp_init(&w->loop, &l->tcp);
     l->tcp.data = l;
+    if (fd == MT_LISTENER_FD_VIRTUAL) { /* matched by a capture port, never bound */
+        l->next = w->listeners;
+        w->listeners = l;
+        return 0;
+    }
     int rc = uv_tcp_open(&l->tcp, fd);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&l->tcp, 1024, listener_on_connection);
@@ -302,7 +307,7 @@ static void worker_apply_snapshot(mt_worker_t *w, mt_snapshot_t *snap, int *fds)
             keep = l;
             if (fds && fds[i] >= 0)
                 close(fds[i]);
-        } else if (fds && fds[i] >= 0) {
+        } else if (fds && (fds[i] >= 0 || fds[i] == MT_LISTENER_FD_VIRTUAL)) {
             mt_wlistener_t *saved = w->listeners;
             w->listeners = keep;
             listener_open(w, conf, fds[i]);

@@ -9,12 +9,14 @@
 #include "runtime/server/admin.h"
 #include "runtime/core/common.h"
 #include "runtime/server/config.h"
+#include "runtime/server/notify.h"
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
 #include "runtime/luajit/lua_env.h"
 #include "runtime/core/snapshot.h"
 #include "runtime/core/stats.h"
 #include "runtime/core/worker.h"
+#include "runtime/proxy/capture/capture.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct mt_server {
@@ -39,7 +42,8 @@ typedef struct mt_server {
     mt_admin_t *admin;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain_timer, drain_poll;
-    uv_fs_event_t watch; /* the config directory */
+    uv_timer_t ready_poll; /* until /ready would answer 200: then READY=1 (notify.h) */
+    uv_fs_event_t watch;   /* the config directory */
     uv_timer_t reload_debounce;
     bool draining;
     bool forced;
@@ -106,6 +110,8 @@ static int probe_address_free(const mt_listener_conf_t *l, char **err)
 
 static int open_listen_socket(const mt_listener_conf_t *l, char **err)
 {
+    if (mt_capture_enabled())
+        return MT_LISTENER_FD_VIRTUAL; /* matched by the capture ports, not bound */
     int fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
@@ -140,11 +146,11 @@ static int *open_listeners(const mt_snapshot_t *s, const mt_snapshot_t *held, un
         if (held && snapshot_has_listener(held, s->listeners[i].name))
             continue;
         /* Our own workers may hold the address under an old name: no probe then. */
-        bool ok = (held && snapshot_has_address(held, &s->listeners[i])) ||
+        bool ok = mt_capture_enabled() || (held && snapshot_has_address(held, &s->listeners[i])) ||
                   probe_address_free(&s->listeners[i], err) == 0;
         for (unsigned w = 0; ok && w < nworkers; w++) {
             fds[w * n + i] = open_listen_socket(&s->listeners[i], err);
-            ok = fds[w * n + i] >= 0;
+            ok = fds[w * n + i] != -1; /* MT_LISTENER_FD_VIRTUAL: a capture port matches it */
         }
         if (!ok) {
             for (size_t k = 0; k < n * nworkers; k++) {
@@ -232,7 +238,31 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
  * nothing: the old snapshot keeps serving and the failure is counted and kept for
  * /config_dump. Returns 0 or -1 with a malloc'd message.
  */
+/* READY=1 with the generation serving, for the service manager (notify.h). */
+static void server_notify_ready(const mt_server_t *srv, const char *how)
+{
+    char state[160];
+    snprintf(state, sizeof state, "READY=1\nSTATUS=serving configuration generation %llu%s",
+             (unsigned long long)srv->generation, how);
+    mt_notify(state);
+}
+
+static int server_reload_run(mt_server_t *srv, const char *why, char **msg);
+
 static int server_reload(mt_server_t *srv, const char *why, char **msg)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    char state[96];
+    snprintf(state, sizeof state, "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+    mt_notify(state);
+    int rc = server_reload_run(srv, why, msg);
+    server_notify_ready(srv, rc == 0 ? "" : " (the last reload was rejected)");
+    return rc;
+}
+
+static int server_reload_run(mt_server_t *srv, const char *why, char **msg)
 {
     char *err = NULL;
     mt_info("reload (%s): compiling %s", why, srv->opts->config_dir);
@@ -302,10 +332,13 @@ static void on_config_dir_event(uv_fs_event_t *h, const char *filename, int even
 {
     mt_server_t *srv = h->data;
     /* Only configuration files count: YAML, and the Lua files LuaFilters load with
-     * scriptFile (logs or editor swap files in the directory do not). */
+     * scriptFile (logs or editor swap files in the directory do not); and "..data", which
+     * a Kubernetes ConfigMap or Secret volume renames over the old one to publish a new
+     * version: its *.yaml entries are symlinks through ..data that never change themselves. */
     if (filename) {
         size_t n = strlen(filename);
-        bool config = (n > 5 && strcmp(filename + n - 5, ".yaml") == 0) ||
+        bool config = strcmp(filename, "..data") == 0 ||
+                      (n > 5 && strcmp(filename + n - 5, ".yaml") == 0) ||
                       (n > 4 && strcmp(filename + n - 4, ".yml") == 0) ||
                       (n > 4 && strcmp(filename + n - 4, ".lua") == 0);
         if (!config)
@@ -435,6 +468,20 @@ static void server_finish_if_done(mt_server_t *srv)
     uv_stop(srv->loop);
 }
 
+/* The service manager hears READY=1 when /ready would say so: every worker has applied the
+ * first snapshot. */
+static void on_ready_poll(uv_timer_t *t)
+{
+    mt_server_t *srv = t->data;
+    char buf[512];
+    if (srv->draining) {
+        uv_timer_stop(t);
+    } else if (!server_not_ready(srv, buf, sizeof buf)) {
+        uv_timer_stop(t);
+        server_notify_ready(srv, "");
+    }
+}
+
 static void on_drain_poll(uv_timer_t *t)
 {
     server_finish_if_done(t->data);
@@ -455,6 +502,7 @@ static void server_drain(mt_server_t *srv)
     if (srv->draining)
         return;
     srv->draining = true;
+    mt_notify("STOPPING=1\nSTATUS=draining");
     uv_fs_event_stop(&srv->watch);
     mt_info("draining: no new connections; waiting up to %u ms for requests in flight",
             srv->opts->drain_timeout_ms);
@@ -523,6 +571,8 @@ static void server_init_handles(mt_server_t *srv)
     uv_timer_init(srv->loop, &srv->drain_timer);
     uv_timer_init(srv->loop, &srv->drain_poll);
     srv->drain_timer.data = srv->drain_poll.data = srv;
+    uv_timer_init(srv->loop, &srv->ready_poll);
+    srv->ready_poll.data = srv;
     uv_timer_init(srv->loop, &srv->reload_debounce);
     srv->reload_debounce.data = srv;
     uv_fs_event_init(srv->loop, &srv->watch);
@@ -606,8 +656,9 @@ static void server_log_started(const mt_server_t *srv)
 {
     for (uint32_t i = 0; i < srv->snap->n_listeners; i++) {
         const mt_listener_conf_t *l = &srv->snap->listeners[i];
-        mt_info("listening on %s:%u (%s, service %s)", l->address, l->port,
-                mt_proxy_for(l->protocol)->name, l->service ? l->service : "-");
+        mt_info("%s %s:%u (%s, service %s)", mt_capture_enabled() ? "capturing" : "listening on",
+                l->address, l->port, mt_proxy_for(l->protocol)->name,
+                l->service ? l->service : "-");
     }
     mt_info("meltemi %s started: %u workers, config generation %llu%s%s", MELTEMI_VERSION,
             srv->nworkers, (unsigned long long)srv->generation, srv->admin ? ", admin on " : "",
@@ -627,10 +678,23 @@ int mt_server_run(const mt_server_options_t *opts)
     }
     signal(SIGPIPE, SIG_IGN);
     mt_stats_init(srv->nworkers);
+    char *cerr = NULL;
+    if (mt_capture_setup(opts->capture_outbound, opts->capture_inbound, srv->nworkers, &cerr) !=
+        0) {
+        mt_error("%s", cerr ? cerr : "out of memory");
+        free(cerr);
+        return MT_EXIT_INVALID_CONFIG;
+    }
+    if (opts->capture_outbound)
+        mt_info("outbound capture on %s", opts->capture_outbound);
+    if (opts->capture_inbound)
+        mt_info("inbound capture on %s", opts->capture_inbound);
     int *fds = NULL;
     int rc = server_load_first(srv, &fds);
-    if (rc != 0)
+    if (rc != 0) {
+        mt_capture_teardown();
         return rc;
+    }
     server_init_handles(srv);
     if (server_start_admin(srv) != 0) {
         server_abort_start(srv, fds);
@@ -640,6 +704,7 @@ int mt_server_run(const mt_server_options_t *opts)
         return MT_EXIT_INVALID_CONFIG; /* as before: a worker that cannot start ends the run */
     free(fds);
     server_log_started(srv);
+    uv_timer_start(&srv->ready_poll, on_ready_poll, 0, 5);
 
     uv_run(srv->loop, UV_RUN_DEFAULT);
 
@@ -653,6 +718,7 @@ int mt_server_run(const mt_server_options_t *opts)
     mt_snapshot_unref(srv->snap);
     free(srv->last_reload_error);
     lua_close(srv->L);
+    mt_capture_teardown();
     mt_info("stopped");
     return MT_EXIT_OK;
 }

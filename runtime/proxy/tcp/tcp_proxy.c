@@ -12,6 +12,7 @@
 #include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,7 @@ typedef struct mt_tsess {
                         * once it starts closing */
     tcp_dir_t d2u, u2d;
     mt_wcluster_t *cluster;
+    mt_wendpoint_t *own_ep; /* a passthrough's endpoint, its original destination: freed with t */
     bool connected;
     bool closing;
     int open_handles; /* the client's and, from its on_open to its on_closed, the upstream's */
@@ -61,6 +63,8 @@ static void tsess_handle_closed(uv_handle_t *h)
     mt_outq_reset(&t->u2d.out);
     if (t->d2u.rbuf)
         mt_buf_unref(&w->pool, t->d2u.rbuf);
+    if (t->own_ep)
+        mt_wendpoint_free(t->own_ep); /* its upstream connection is closed: nothing refers to it */
     mt_session_release(&t->base);
     free(t);
 }
@@ -292,6 +296,25 @@ static mt_wendpoint_t *tcp_pick(mt_wcluster_t *c)
     return NULL;
 }
 
+/* A capture port's passthrough (runtime/proxy/capture): a cluster without endpoints, each
+ * session relayed to the original destination it was redirected from. */
+static mt_wendpoint_t *tcp_passthrough_endpoint(mt_wcluster_t *c,
+                                                const struct sockaddr_storage *dst)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    uint16_t port = 0;
+    if (dst->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)dst;
+        uv_ip6_name(in6, ip, sizeof(ip));
+        port = ntohs(in6->sin6_port);
+    } else {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)dst;
+        uv_ip4_name(in, ip, sizeof(ip));
+        port = ntohs(in->sin_port);
+    }
+    return mt_wendpoint_new(c, ip, port, dst, NULL);
+}
+
 static void tsess_drain(mt_session_t *base)
 {
     /* Plain TCP has no request boundary: the connection runs until it ends or the drain
@@ -320,6 +343,8 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     mt_outq_init(&t->u2d.out, &w->pool, dir_on_write_done);
     t->u2d.out.stream = (uv_stream_t *)&t->base.tcp;
     mt_wendpoint_t *ep = tcp_pick(t->cluster);
+    if (!ep && w->handoff && t->cluster && t->cluster->n_eps == 0)
+        ep = t->own_ep = tcp_passthrough_endpoint(t->cluster, &w->handoff->dst);
     if (!ep) {
         mt_warn("listener %s: no upstream host; closing the client", l->conf->name);
         tsess_close(t);
@@ -336,8 +361,22 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     dir_resume(&t->d2u);
 }
 
+/* The loop is stopping (a drain that timed out: plain TCP never finishes by itself): close
+ * every relay of this worker, so that the close callbacks that follow free them. */
+static void tcp_worker_stop(mt_worker_t *w)
+{
+    mt_session_link_t *next;
+    for (mt_session_link_t *l = w->sessions; l; l = next) {
+        next = l->next;
+        mt_session_t *s = mt_session_of_link(l);
+        if (s->ops == &tsess_ops)
+            tsess_close((mt_tsess_t *)s);
+    }
+}
+
 const mt_proxy_ops_t mt_proxy_tcp = {
     .name = "tcp",
     .protocol = MT_PROTO_TCP,
     .accept = tcp_accept,
+    .worker_stop = tcp_worker_stop,
 };
