@@ -281,6 +281,8 @@ def test_runaway_filter_fails_only_its_request(redis_factory, filtered, key, why
     assert fresh.call("PING") == b"PONG" and fresh.call("GET", "after") == b"1"
     fresh.close()
     assert lua_counter(env.meltemi, "filter_errors", "runaway") == 2
+    kills = 0 if key == "throw" else 2  # the sandbox's limits stopped it, not the filter
+    assert lua_counter(env.meltemi, "filter_budget_kills", "runaway") == kills
     assert re.search(rf"runaway failed.*{why}", env.meltemi.output())  # logged
     assert redis.client().get("bystander") is not None
 

@@ -4,6 +4,7 @@
 -- service routes everything to its own cluster (the blog's step 2); with routes but no
 -- catch-all, unmatched keys also go to the service's own cluster.
 
+local C = require "meltemi.c"
 local T = require "meltemi.schema"
 local shapes = require "meltemi.shapes"
 local command_names = require "meltemi.redis.command_names"
@@ -83,6 +84,18 @@ K.schema = shapes.document({
         excludeReadCommands = T.bool(),
       })),
     })),
+    -- meltemi extension (not in Aeraki's API): MetaRouter's localRateLimit shape, with
+    -- conditions matching a command class or command names instead of attributes.
+    localRateLimit = T.obj({
+      tokenBucket = shapes.token_bucket,
+      conditions = T.list(T.obj({
+        match = T.obj({
+          commandClass = T.enum({ "READ", "WRITE" }),
+          commands = T.list(T.str{ non_empty = true }, { min_items = 1 }),
+        }, { required = true, one_of = { { "commandClass", "commands" } }, exactly_one = true }),
+        tokenBucket = T.with(shapes.token_bucket, { required = true }),
+      })),
+    }),
     faults = T.list(T.obj({
       type = T.enum({ "DELAY", "ERROR" }, { required = true }),
       percentage = shapes.percentage,
@@ -91,6 +104,35 @@ K.schema = shapes.document({
     }, { check = check_fault })),
   }, { required = true, check = check_spec }),
 })
+
+-- meltemi.fields: every field takes effect (compile_settings / compile_routes /
+-- compile_faults below; the runtime's side is redis_snapshot.c and policies/redis_*.lua).
+K.consumed = { "spec.host", "spec.settings", "spec.redis", "spec.faults", "spec.localRateLimit" }
+
+-- localRateLimit -> listener.redis.local_rate_limit (read by redis_snapshot.c); command names
+-- are checked against the command table here, so a typo is a validate error.
+local function compile_rate_limit(obj, c, lrl)
+  if not lrl then return nil end
+  local out = { token_bucket = lrl.tokenBucket and shapes.compile_token_bucket(lrl.tokenBucket),
+    conditions = {} }
+  for i, cond in ipairs(lrl.conditions or {}) do
+    local cmds
+    if cond.match.commands then
+      cmds = {}
+      for j, name in ipairs(cond.match.commands) do
+        if C.redis_command_known(name) then
+          cmds[#cmds + 1] = name:lower()
+        else
+          c:error(obj, T.join(T.join(T.join("spec.localRateLimit.conditions", i), "match.commands"), j),
+            string.format("unknown Redis command %q", name))
+        end
+      end
+    end
+    out.conditions[#out.conditions + 1] = { commands = cmds, command_class = cond.match.commandClass,
+      token_bucket = shapes.compile_token_bucket(cond.tokenBucket) }
+  end
+  return out
+end
 
 local function compile_settings(obj, c, r, s)
   if s.caseInsensitive ~= nil then r.case_insensitive = s.caseInsensitive end
@@ -199,6 +241,7 @@ function K.build(obj, c)
         l.redis.auth = auth
         l.redis.routes = compile_routes(obj, c, l, spec)
         l.redis.faults = compile_faults(spec)
+        l.redis.local_rate_limit = compile_rate_limit(obj, c, spec.localRateLimit)
         l.redis.source = { file = obj.file, line = obj.line, kind = obj.kind, name = obj.name }
       end
     end

@@ -133,7 +133,6 @@ static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
             mt_session_close(&s->base);
         } else {
             r->cmd = cmd;
-            r->start_ns = uv_hrtime();
             r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
             r->hold_until_ms = hold;
             mt_rsess_push(s, r);
@@ -162,7 +161,10 @@ void mt_rsess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_reque
          * hold is never shorter than asked. */
         uv_update_time(&w->loop);
         hold = mt_worker_now_ms(w) + v->delay_ms + 1;
+        s->cmd_flags |= MT_RF_DI;
     }
+    if (v->has_error)
+        s->cmd_flags |= MT_RF_FI; /* an abort fault or a filter's deny */
     if (v->has_error || v->has_reply) {
         mt_rtx_answered_locally(s, v->has_error || (v->reply.len && v->reply.data[0] == '-'));
         if (hold)

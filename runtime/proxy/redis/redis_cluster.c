@@ -45,6 +45,15 @@ typedef struct mt_rshard {
     uint16_t first_slot;
 } mt_rshard_t;
 
+typedef enum cluster_event {
+    CLUSTER_EV_MOVED = 0,
+    CLUSTER_EV_ASK,
+    CLUSTER_EV_REDIRECT_LIMIT,
+    CLUSTER_EV_REFRESH,
+    CLUSTER_EV_REFRESH_FAILED,
+    CLUSTER_EVENT_COUNT
+} cluster_event_t;
+
 struct mt_rtopo {
     mt_worker_t *w;
     uint16_t slot_shard[SLOTS];
@@ -68,7 +77,30 @@ struct mt_rtopo {
     uint32_t n_waiting;
     uint64_t waiting_since_ms;
     char last_error[300];
+    mt_stats_block_t *events[CLUSTER_EVENT_COUNT]; /* created on first use (topo_event) */
 };
+
+/* ---- events counted per cluster: redirections and slot map refreshes ------------------------ */
+
+static const char *const cluster_event_names[CLUSTER_EVENT_COUNT] = {
+    "moved", "ask", "redirect_limit", "refresh", "refresh_failed"};
+
+static const mt_stats_detail_t cluster_events = {
+    .prefix = "meltemi_redis_cluster_events",
+    .scope = "cluster",
+    .label = "event",
+    .total_only = true,
+    .help_total = "Redis Cluster events per cluster: MOVED and ASK redirections followed, "
+                  "commands over the redirection limit, slot map refreshes and failed ones.",
+};
+
+static void topo_event(const mt_wcluster_t *c, mt_rtopo_t *t, cluster_event_t ev)
+{
+    if (!t->events[ev])
+        t->events[ev] =
+            mt_stats_detail_block(&cluster_events, c->conf->name, cluster_event_names[ev]);
+    mt_stat_add(t->events[ev], t->w->id, MT_ST_REQUESTS_TOTAL, 1);
+}
 
 typedef enum split_op {
     SPLIT_MGET = 1, /* array, one element per key in the client's order */
@@ -363,6 +395,7 @@ void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p,
                 from->port, ns);
     else
         mt_debug("cluster %s: slot map refreshed: %u masters", c->conf->name, ns);
+    topo_event(c, t, CLUSTER_EV_REFRESH);
     if (t->waiting_head)
         topo_release_waiting(c);
 }
@@ -374,6 +407,7 @@ void mt_rcluster_topology_failed(mt_wcluster_t *c, const char *why)
         return;
     t->refreshing = false;
     t->failed_attempts++;
+    topo_event(c, t, CLUSTER_EV_REFRESH_FAILED);
     if (why != t->last_error)
         snprintf(t->last_error, sizeof(t->last_error), "%s", why);
     mt_warn("cluster %s: topology refresh failed: %s", c->conf->name, t->last_error);
@@ -578,16 +612,20 @@ static mt_wendpoint_t *redirect_node(mt_wcluster_t *c, const char *p, size_t len
                                      uint16_t *slot_out, bool *unknown)
 {
     const char *q = p + (moved ? 7 : 5), *end = p + len - 2;
-    char *after = NULL;
-    unsigned long slot = strtoul(q, &after, 10);
-    const char *hp = after && *after == ' ' ? after + 1 : NULL;
-    const char *colon = hp ? memrchr(hp, ':', (size_t)(end - hp)) : NULL;
-    if (!hp || !colon || slot >= SLOTS)
+    if (q >= end)
         return NULL;
-    uint16_t port = (uint16_t)strtoul(colon + 1, NULL, 10);
+    const char *sp = memchr(q, ' ', (size_t)(end - q));
+    int64_t slot = -1, port = -1;
+    if (!sp || !redis_parse_int(q, (size_t)(sp - q), &slot) || slot < 0 || slot >= SLOTS)
+        return NULL;
+    const char *hp = sp + 1;
+    const char *colon = hp < end ? memrchr(hp, ':', (size_t)(end - hp)) : NULL;
+    if (!colon || !redis_parse_int(colon + 1, (size_t)(end - colon - 1), &port) || port <= 0 ||
+        port > 65535)
+        return NULL;
     mt_rtopo_t *tp = mt_rtopo(c);
     uint32_t known = tp->n_nodes;
-    mt_wendpoint_t *ep = topo_node(c, hp, (size_t)(colon - hp), port);
+    mt_wendpoint_t *ep = topo_node(c, hp, (size_t)(colon - hp), (uint16_t)port);
     *unknown = tp->n_nodes > known;
     *slot_out = (uint16_t)slot;
     return ep;
@@ -630,6 +668,10 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     mt_worker_t *w = c->w;
     char text[400];
     if (r->redirects >= MAX_REDIRECTS) {
+        topo_event(c, mt_rtopo(c), CLUSTER_EV_REDIRECT_LIMIT);
+        r->rflags |= MT_RF_URX;
+        mt_debug("cluster %s: giving up after %u redirections (last: %.*s)", c->conf->name,
+                 r->redirects, (int)MT_MIN(len - 3, 200), p + 1);
         snprintf(text, sizeof(text), "ERR meltemi: too many redirections (last: %.*s)",
                  (int)MT_MIN(len - 3, 200), p + 1);
         mt_rreq_complete_error(w, r, text);
@@ -650,6 +692,9 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
         return true;
     }
     r->redirects++;
+    topo_event(c, tp, moved ? CLUSTER_EV_MOVED : CLUSTER_EV_ASK);
+    mt_debug("cluster %s: %s slot %u -> %s:%u (redirection %u)", c->conf->name,
+             moved ? "MOVED" : "ASK", (unsigned)slot, ep->address, ep->port, r->redirects);
     /* r just left its old connection's FIFO; its link there must not follow it into the
      * new one (mt_rup_push appends without clearing it). */
     r->unext = NULL;
@@ -910,8 +955,14 @@ void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const c
     case SPLIT_SUM:
         if (is_error)
             split_note_error(sp, p, len);
-        else if (p[0] == ':')
-            sp->sum += strtoll(p + 1, NULL, 10);
+        else if (p[0] == ':') {
+            redis_reader_t rd = redis_reader(p, len);
+            int64_t v = redis_read_num(&rd, ':');
+            if (rd.bad)
+                split_note_error(sp, "-ERR meltemi: malformed integer reply\r\n", 39);
+            else
+                sp->sum += v;
+        }
         break;
     case SPLIT_OK:
         if (is_error)
@@ -1388,7 +1439,7 @@ void mt_rcluster_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t 
         return;
     }
     r->cmd = cmd;
-    r->start_ns = uv_hrtime();
+    r->dest = c->conf;
     r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     r->read_only = cmd_replica_ok(cmd);
     /* Keep the command's bytes for redirections: a reference, or a copy for inline ones. */

@@ -51,10 +51,15 @@ typedef struct mt_rreq {
     uint64_t start_ns;
     uint64_t deadline_ms;
     const redis_command_t *cmd;
-    struct mt_rreq *parent; /* a part of a split command */
-    mt_wendpoint_t *pin;    /* a part for one given master (fan-out), whatever its slot */
-    mt_rsplit_t *split;     /* a split command: how the parts' replies combine */
-    uint32_t part;          /* index among the parent's parts */
+    const mt_cluster_conf_t *dest; /* where it went, for Istio's labels (mt_rsess_push: the
+                                      session's cluster unless route.c set another) */
+    uint32_t req_bytes;            /* the command's frame, for istio_request_bytes */
+    uint16_t rflags;               /* Envoy response flags (MT_RF_*): the session's, plus
+                                      what happened on the way (timeouts, failures) */
+    struct mt_rreq *parent;        /* a part of a split command */
+    mt_wendpoint_t *pin;           /* a part for one given master (fan-out), whatever its slot */
+    mt_rsplit_t *split;            /* a split command: how the parts' replies combine */
+    uint32_t part;                 /* index among the parent's parts */
     uint16_t slot;
     uint8_t kind;
     uint8_t redirects;
@@ -62,6 +67,7 @@ typedef struct mt_rreq {
     bool read_only; /* may go to a replica */
     bool held;      /* answered, but a DELAY fault holds the reply until hold_until */
     bool stats_done;
+    bool observed;    /* in Istio's metrics (once, whichever path answers it) */
     bool blocking;    /* a blocking command on a lease of its own (tx.c) */
     bool is_select;   /* SELECT select_db on a lease (tx.c) */
     bool lease_first; /* the first client command on a new lease: MOVED may be followed */
@@ -116,6 +122,12 @@ struct mt_rsess {
     mt_timer_t map_timer;
     uint64_t map_wait_since_ms;
     mt_timer_t hold_timer; /* releases held replies (DELAY faults), at the earliest one's time */
+    /* the command being handled (sess_command): its start (the read's w->now_ns), its size,
+     * and the Envoy response flags (MT_RF_*) that policies, refusals and routing set on it;
+     * its record (mt_rsess_push) or its local reply takes them */
+    uint64_t cmd_start_ns;
+    uint32_t cmd_bytes;
+    uint16_t cmd_flags;
 };
 
 /* A Redis upstream connection: the shell (upstream.h) first, then the reply scanner and the
@@ -124,10 +136,11 @@ struct mt_rup {
     mt_upstream_t base;
     resp_reply_scanner_t scanner;
     mt_rreq_t *head, *tail;
-    uv_timer_t *flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires */
-    mt_rsess_t *lessee;      /* leased: the session whose transaction it carries, or NULL */
-    int32_t db;              /* leased: the database SELECTed on it (0: clean) */
-    bool returning;          /* leased, its transaction ended: returned once nothing is owed */
+    mt_timer_t flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires (worker's wheel) */
+    uint16_t failing_flag;  /* mt_rup_fail: the Envoy flag of what failed (UT, else UF) */
+    mt_rsess_t *lessee;     /* leased: the session whose transaction it carries, or NULL */
+    int32_t db;             /* leased: the database SELECTed on it (0: clean) */
+    bool returning;         /* leased, its transaction ended: returned once nothing is owed */
 };
 
 /* enableCommandStats: this worker's blocks for one listener, indexed by command id; created on

@@ -15,14 +15,6 @@
 /* ---- routing ------------------------------------------------------------------------------------
  */
 
-static uint32_t key_hash(const char *p, size_t n)
-{
-    uint32_t h = 2166136261u; /* FNV-1a: spreads keys over a PROXY-mode cluster's endpoints */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)p[i]) * 16777619u;
-    return h;
-}
-
 mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool hashtag)
 {
     if (c->n_eps == 1)
@@ -41,7 +33,13 @@ mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool
             n = (size_t)(close - p);
         }
     }
-    return c->eps[key_hash(p, n) % c->n_eps];
+    /* A consistent-hash ring (runtime/core/ring.h), not a modulo: removing one of N endpoints
+     * moves only its keys (about 1/N), every other key stays where its data is. */
+    const mt_ring_t *ring = &mt_redis_cluster(c->conf)->ring;
+    if (MT_UNLIKELY(ring->n == 0))
+        return c->eps[0];
+    uint32_t i = mt_ring_owner(ring, mt_hash64(p, n));
+    return i < c->n_eps ? c->eps[i] : c->eps[0];
 }
 
 /* The k-th endpoint of one role (replica or not), k < the number of them. */
@@ -125,6 +123,7 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
 {
     char text[400];
     if (!c || c->n_eps == 0) {
+        s->cmd_flags |= c ? MT_RF_UH : MT_RF_NR;
         snprintf(text, sizeof(text), "ERR meltemi: no upstream host for %s",
                  c && c->conf->service
                      ? c->conf->service
@@ -156,6 +155,7 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
     mt_wendpoint_t *ep =
         mt_rroute_endpoint(c, cmd, req, s->rconf->read_policy, s->rconf->enable_hashtagging);
     if (!ep) {
+        s->cmd_flags |= MT_RF_UH;
         snprintf(text, sizeof(text), "ERR meltemi: no healthy replica for %s (readPolicy REPLICA)",
                  c->conf->service ? c->conf->service : c->conf->name);
         mt_rsess_reply_error_at(s, text, hold_until_ms);
@@ -175,6 +175,7 @@ void mt_rforward_endpoint(mt_rsess_t *s, mt_wendpoint_t *ep, const redis_command
     if (!u) {
         char lbl[256];
         mt_stat_add(c->conf->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        s->cmd_flags |= MT_RF_UF;
         if (strncmp(why, "meltemi: ", 9) == 0)
             snprintf(text, sizeof(text), "ERR %s", why);
         else

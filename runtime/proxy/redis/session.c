@@ -203,6 +203,28 @@ static bool sess_in_refused_tx(mt_rsess_t *s, const redis_command_t *cmd)
     return true;
 }
 
+/* RedisService localRateLimit: false after answering `-ERR rate limited` when the command's
+ * bucket (its condition's, else the default one) has no token left. */
+static bool sess_rate_allows(mt_rsess_t *s, const redis_command_t *cmd)
+{
+    const mt_redis_listener_conf_t *rc = s->rconf;
+    if (MT_LIKELY(!rc->rate_bucket && rc->n_rate_conds == 0))
+        return true;
+    mt_token_bucket_t *b = rc->rate_bucket;
+    for (uint32_t i = 0; i < rc->n_rate_conds; i++) {
+        const mt_redis_rate_cond_t *c = &rc->rate_conds[i];
+        if ((cmd->flags & c->flags) || (c->ids[cmd->id / 64] >> (cmd->id % 64) & 1u)) {
+            b = (mt_token_bucket_t *)&c->bucket; /* shared state: atomics, see ratelimit.h */
+            break;
+        }
+    }
+    if (!b || mt_token_bucket_take(b, mt_worker_now_ms(s->base.w)))
+        return true;
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_RATE_LIMITED, 1);
+    mt_rsess_reply_error(s, "ERR rate limited");
+    return false;
+}
+
 static void sess_on_data(mt_session_t *base);
 
 static void sess_map_retry(mt_timer_t *t)
@@ -225,6 +247,9 @@ static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     }
     if (!s->map_wait_since_ms) /* counted once, not again when retried after a wait */
         mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
+    s->cmd_start_ns = w->now_ns;
+    s->cmd_bytes = req->frame_len;
+    s->cmd_flags = 0;
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
     resp_out_t *o = &mt_rw(s->base.w)->scratch;
     if (!cmd) {
@@ -247,6 +272,7 @@ static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     if (!s->authenticated && s->rconf->auth.password &&
         !(local &&
           (mt_rcmd_is(cmd, "auth") || mt_rcmd_is(cmd, "hello") || mt_rcmd_is(cmd, "quit")))) {
+        s->cmd_flags |= MT_RF_RBAC;
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
         return true;
     }
@@ -298,9 +324,13 @@ static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         mt_rtx_command(s, cmd, req, frame);
         return true;
     case REDIS_PROXY_BLOCKING: /* on a lease of its own (tx.c), through the policy chain */
+        if (!sess_rate_allows(s, cmd))
+            return true;
         mt_rsess_dispatch(s, cmd, req, frame);
         return true;
     default:
+        if (!sess_rate_allows(s, cmd))
+            return true;
         if (MT_UNLIKELY(cmd->proxy == REDIS_PROXY_BROADCAST) && mt_radmin_refuse(s, cmd, req))
             return true;
         mt_rsess_dispatch(s, cmd, req, frame);
@@ -361,6 +391,9 @@ static void sess_on_data(mt_session_t *base)
         if (rc == MT_ERROR) {
             char text[300];
             snprintf(text, sizeof(text), "ERR %s", err ? err : "Protocol error");
+            s->cmd_start_ns = base->w->now_ns;
+            s->cmd_bytes = (uint32_t)mt_buf_unread(b);
+            s->cmd_flags = 0;
             mt_stat_add(base->conf->stats, base->w->id, MT_ST_PROTOCOL_ERRORS, 1);
             mt_rsess_reply_error(s, text);
             base->finishing = true;
