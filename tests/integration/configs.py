@@ -131,3 +131,21 @@ def write_config(directory, files):
     for name, text in files.items():
         (d / name).write_text(text)
     return d
+
+
+def max_connections_rule(n, host=HOST, namespace="redis", name="leases"):
+    """A DestinationRule bounding host's exclusive upstream connections (the leases of
+    transactions, blocking commands and SELECT) to n per endpoint and worker."""
+    return f"""\
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  host: {host}
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        maxConnections: {n}
+"""
