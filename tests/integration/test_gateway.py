@@ -80,22 +80,7 @@ def test_dubbo_and_redis_through_a_gateway_port_get_the_gateways_rules(
         "router.yaml": with_gateways(me.meta_router("dubbo-edge", DUBBO_HOST, [
             me.route("via-edge", [(DUBBO_HOST, None, None)],
                      request_mutation={"x-entered-by": "gateway"})]), ["edge"]),
-        "faults.yaml": with_gateways("""\
-apiVersion: redis.aeraki.io/v1alpha1
-kind: RedisService
-metadata:
-  name: redis-edge
-  namespace: redis
-spec:
-  host:
-  - redis-single.redis.svc.cluster.local
-  faults:
-  - type: ERROR
-    percentage:
-      value: 100
-    commands:
-    - GET
-""", ["meta/edge"]),
+        "faults.yaml": configs.redis_get_fault("redis-edge", REDIS_HOST, gateways=["meta/edge"]),
     }
     conf = config_dir(files)
     v = run_meltemi("validate", conf)
