@@ -17,10 +17,10 @@ CALLGRIND_ARGS ?=
 DEMO_ARGS  ?=
 
 # Sources the style checks cover (only files that exist; others add theirs as they land).
-C_SOURCES   = $(shell find runtime protocols tests/unit tests/fuzz -name '*.[ch]' 2>/dev/null)
+C_SOURCES   = $(shell find runtime protocols tests/unit tests/fuzz tools -name '*.[ch]' 2>/dev/null)
 LUA_DIRS    = $(wildcard lua policies tests/lua)
 
-.PHONY: all deps configure build install test demo asan asan-build matrix fuzz bench callgrind format format-check lint clean
+.PHONY: all deps configure build install test docs demo asan asan-build matrix fuzz bench callgrind format format-check lint clean
 
 all: build
 
@@ -44,6 +44,11 @@ install:
 
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure
+
+# docs/redis-commands.md is generated from the command table (a test fails when it is stale).
+docs: build
+	$(BUILD_DIR)/redis_commands_doc > docs/redis-commands.md
+	$(BUILD_DIR)/redis_commands_doc --lua > lua/meltemi/redis/command_names.lua
 
 demo: build
 	MELTEMI_BIN=$(CURDIR)/$(BUILD_DIR)/meltemi examples/redis-demo/run.sh $(DEMO_ARGS)

@@ -32,6 +32,9 @@ PACKAGES=(
     nutcracker haproxy
     # tests/bench/callgrind.sh: instructions per request under callgrind
     valgrind
+    # observability tests: promtool checks /stats/prometheus (its daemon never starts here);
+    # headless Chromium renders the admin status page
+    prometheus chromium chromium-driver
     # scripts: admin HTTP checks, process handling
     curl procps psmisc
     # transparent interception: tools/meltemi-iptables and its network-namespace test

@@ -51,6 +51,8 @@ typedef struct mt_wendpoint {
     uint32_t backoff_ms;
     char last_error[400];
     char lease_error[320]; /* why the last exclusive lease was refused (upstream.c) */
+    uint32_t conf_index;   /* in cluster->conf->endpoints (outlier state); UINT32_MAX: found
+                              at run time (Redis Cluster topology), no outlier detection */
 } mt_wendpoint_t;
 
 typedef struct mt_wcluster {
@@ -108,6 +110,9 @@ struct mt_worker {
     struct mt_session_link *sessions; /* every downstream connection (drain, reload) */
     uint32_t n_sessions;
     uint64_t next_client_id;
+    /* uv_hrtime() of the last read callback (session or upstream shell) or timer run: the
+     * time requests start and end at, read once per event rather than once per request */
+    uint64_t now_ns;
     mt_handoff_t *handoff;        /* see mt_handoff_t; NULL outside a capture port's accept */
     uint32_t rconns_per_endpoint; /* shared connections per endpoint and protocol */
     mt_upstream_t *upstreams[MT_PROTO_COUNT]; /* every upstream connection, by protocol */

@@ -10,6 +10,7 @@
 #include "runtime/core/common.h"
 #include "runtime/server/config.h"
 #include "runtime/core/log.h"
+#include "runtime/core/stats.h"
 #include "runtime/server/server.h"
 
 #include <stdio.h>
@@ -83,6 +84,8 @@ typedef enum {
     OPT_DRAIN_TIMEOUT,
     OPT_CAPTURE_OUTBOUND,
     OPT_CAPTURE_INBOUND,
+    OPT_WORKLOAD,
+    OPT_NAMESPACE,
 } run_opt_id_t;
 
 typedef struct run_opt {
@@ -120,6 +123,11 @@ static const run_opt_t run_options[] = {
      "transparent inbound capture port, e.g. 0.0.0.0:15006,[::]:15006 (default off):\n"
      "served by the Sidecar ingress listener of the original port; others\n"
      "pass through to the original destination"},
+    {OPT_WORKLOAD, "--workload", NULL, "MELTEMI_WORKLOAD", "NAME",
+     "source_workload of Istio's metrics (default: the environment's\n"
+     "ISTIO_META_WORKLOAD_NAME, else POD_NAME's Deployment part)"},
+    {OPT_NAMESPACE, "--namespace", NULL, "MELTEMI_NAMESPACE", "NS",
+     "source_workload_namespace (default: POD_NAMESPACE)"},
 };
 #define N_RUN_OPTIONS (sizeof(run_options) / sizeof(run_options[0]))
 
@@ -147,7 +155,8 @@ static void print_run_help(FILE *f)
 }
 
 /* Applies value v (from the command line, or from o->env when from_env) to out. */
-static int run_opt_apply(const run_opt_t *o, const char *v, bool from_env, mt_server_options_t *out)
+static int run_opt_apply(const run_opt_t *o, const char *v, bool from_env, mt_server_options_t *out,
+                         mt_stats_identity_t *id)
 {
     const char *who = from_env ? o->env : o->flag;
     char what[96];
@@ -166,6 +175,17 @@ static int run_opt_apply(const run_opt_t *o, const char *v, bool from_env, mt_se
         return 0;
     case OPT_CAPTURE_INBOUND:
         out->capture_inbound = strcmp(v, "off") == 0 ? NULL : v;
+        return 0;
+    case OPT_WORKLOAD:
+    case OPT_NAMESPACE:
+        if (!*v) {
+            snprintf(what, sizeof what, "%s needs a name%%s", who);
+            return usage_error(what, "");
+        }
+        if (o->id == OPT_WORKLOAD)
+            id->workload = v;
+        else
+            id->namespace = v;
         return 0;
     case OPT_WORKERS:
         if (parse_uint(v, &out->workers) != 0 || out->workers > 64) {
@@ -204,6 +224,7 @@ static const run_opt_t *run_opt_find(const char *a)
 
 static int cmd_run(int argc, char **argv)
 {
+    mt_stats_identity_t id = {0};
     mt_server_options_t o = {.config_dir = NULL,
                              .admin_addr = "127.0.0.1:15000",
                              .workers = 0,
@@ -233,11 +254,12 @@ static int cmd_run(int argc, char **argv)
         bool from_env = !v;
         if (from_env && !((v = getenv(run_options[i].env)) && *v))
             continue;
-        if (run_opt_apply(&run_options[i], v, from_env, &o) != 0)
+        if (run_opt_apply(&run_options[i], v, from_env, &o, &id) != 0)
             return MT_EXIT_USAGE;
     }
     if (!o.config_dir)
         return usage_error("%s", "run needs -c DIR (or MELTEMI_CONFIG)");
+    mt_stats_set_identity(&id);
     return mt_server_run(&o);
 }
 

@@ -34,9 +34,9 @@ typedef struct tcp_dir {
 } tcp_dir_t;
 
 typedef struct mt_tsess {
-    mt_session_t base;        /* downstream handle first */
-    mt_upstream_t *up;        /* the shell's, NULL until connecting and once it starts closing */
-    mt_timer_t connect_timer; /* on the worker's wheel; stopped at connect and at close */
+    mt_session_t base; /* downstream handle first */
+    mt_upstream_t *up; /* the shell's (it also times the connect), NULL until connecting and
+                        * once it starts closing */
     tcp_dir_t d2u, u2d;
     mt_wcluster_t *cluster;
     mt_wendpoint_t *own_ep; /* a passthrough's endpoint, its original destination: freed with t */
@@ -59,6 +59,7 @@ static void tsess_handle_closed(uv_handle_t *h)
         return;
     mt_worker_t *w = t->base.w;
     mt_outq_reset(&t->d2u.out);
+    mt_session_count_sent_from(&t->base, &t->u2d.out);
     mt_outq_reset(&t->u2d.out);
     if (t->d2u.rbuf)
         mt_buf_unref(&w->pool, t->d2u.rbuf);
@@ -75,7 +76,6 @@ static void tsess_close(mt_tsess_t *t)
     t->closing = true;
     mt_worker_unschedule_flush(t->base.w, &t->d2u.out);
     mt_worker_unschedule_flush(t->base.w, &t->u2d.out);
-    mt_timer_stop(&t->base.w->timers, &t->connect_timer);
     uv_close((uv_handle_t *)&t->base.tcp, tsess_handle_closed);
     if (t->up) {
         mt_upstream_t *u = t->up;
@@ -189,6 +189,7 @@ static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     mt_buf_t *b = d->rbuf;
     const char *p = b->last;
     b->last += nread;
+    mt_session_count_received(&t->base, (uint64_t)nread);
     dir_relay(t, d, b, p, (size_t)nread);
 }
 
@@ -202,19 +203,10 @@ static void dir_on_write_done(mt_outq_t *q, int status)
         tsess_close(t);
         return;
     }
+    if (d == &t->u2d)
+        mt_session_count_sent_from(&t->base, &d->out);
     dir_resume(d);
     dir_maybe_shutdown(t, d);
-}
-
-static void tsess_on_timeout(mt_timer_t *tm)
-{
-    mt_tsess_t *t = MT_CONTAINER_OF(tm, mt_tsess_t, connect_timer);
-    if (t->connected || t->closing)
-        return;
-    mt_warn("listener %s: upstream %s connect timed out after %u ms; closing the client",
-            t->base.conf->name, t->cluster->conf->name, t->cluster->conf->connect_timeout_ms);
-    mt_stat_add(t->cluster->conf->stats, t->base.w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
-    tsess_close(t);
 }
 
 /* ---- the upstream, on the shell ---------------------------------------------------------- */
@@ -233,7 +225,6 @@ static void tcp_up_on_connected(mt_upstream_t *u)
     if (t->closing)
         return;
     mt_worker_t *w = t->base.w;
-    mt_timer_stop(&w->timers, &t->connect_timer);
     t->connected = true;
     t->d2u.out.stream = (uv_stream_t *)&u->tcp;
     mt_worker_schedule_flush(w, &t->d2u.out);
@@ -266,6 +257,9 @@ static void tcp_up_on_error(mt_upstream_t *u, mt_upstream_event_t ev, const char
     if (ev == MT_UPSTREAM_CONNECT_FAILED)
         mt_warn("listener %s: upstream %s unavailable: %s; closing the client", t->base.conf->name,
                 t->cluster->conf->name, uv_strerror(u->error));
+    else if (ev == MT_UPSTREAM_CONNECT_TIMEOUT)
+        mt_warn("listener %s: upstream %s connect timed out after %u ms; closing the client",
+                t->base.conf->name, t->cluster->conf->name, t->cluster->conf->connect_timeout_ms);
     tsess_close(t);
 }
 
@@ -364,8 +358,6 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     }
     t->d2u.to = &t->up->tcp;
     t->u2d.from = &t->up->tcp;
-    mt_timer_start(&w->timers, &t->connect_timer, t->cluster->conf->connect_timeout_ms,
-                   tsess_on_timeout);
     dir_resume(&t->d2u);
 }
 
