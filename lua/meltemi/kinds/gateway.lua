@@ -36,6 +36,18 @@ K.schema = shapes.document({
   }, { required = true }),
 })
 
+-- meltemi.fields: what every accepted field does (gateway_server reads the consumed ones;
+-- it reports tls itself, as an error).
+K.consumed = {
+  "spec.servers[].port.number", "spec.servers[].port.name", "spec.servers[].port.protocol",
+  "spec.servers[].port.targetPort", "spec.servers[].hosts", "spec.servers[].bind", "spec.servers[].tls",
+}
+K.unenforced = {
+  ["spec.selector"] = "the meltemi that reads this Gateway serves it, whatever its labels",
+  ["spec.servers[].defaultEndpoint"] = "a gateway server forwards to its host's endpoints",
+}
+K.informational = { "spec.servers[].name" }
+
 function K.index(obj, c)
   c.gateways[obj.namespace .. "/" .. obj.name] = obj
 end
@@ -83,9 +95,6 @@ local function gateway_server(obj, c, i, srv)
     c:error(obj, T.join(path, "tls"),
       "TLS at the gateway is not supported yet: this server would be plain text")
     return
-  end
-  if srv.defaultEndpoint then
-    c:warn(obj, T.join(path, "defaultEndpoint"), "ignored: a gateway server forwards to its host's endpoints")
   end
   if #srv.hosts > 1 then
     c:error(obj, T.join(path, "hosts"), string.format("%d hosts: a gateway port forwards to one service "

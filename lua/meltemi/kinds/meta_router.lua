@@ -183,11 +183,10 @@ end
 -- meltemi.fields: what every accepted field does. routes[] is read whole by compile_routes,
 -- localRateLimit by compile_rate_limits (meta_snapshot.c / meta_proxy.c act on both: one
 -- token bucket per condition, shared by every worker, runtime/core/ratelimit.h).
-K.consumed = { "spec.hosts", "spec.routes", "spec.localRateLimit" }
+K.consumed = { "spec.hosts", "spec.gateways", "spec.routes", "spec.localRateLimit" }
 K.unenforced = {
   ["spec.globalRateLimit"] = "global rate limits are not implemented yet (issue 12): no rate limit "
     .. "service is asked and requests are not limited",
-  ["spec.gateways"] = "meltemi is a sidecar: the router applies to its hosts' listeners, not to gateways",
   ["spec.exportTo"] = "one proxy sees every router: there is no export scope",
 }
 

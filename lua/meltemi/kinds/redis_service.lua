@@ -109,7 +109,8 @@ K.schema = shapes.document({
 
 -- meltemi.fields: every field takes effect (compile_settings / compile_routes /
 -- compile_faults below; the runtime's side is redis_snapshot.c and policies/redis_*.lua).
-K.consumed = { "spec.host", "spec.settings", "spec.redis", "spec.faults", "spec.localRateLimit" }
+K.consumed = { "spec.host", "spec.gateways",
+  "spec.settings", "spec.redis", "spec.faults", "spec.localRateLimit" }
 
 -- localRateLimit -> listener.redis.local_rate_limit (read by redis_snapshot.c); command names
 -- are checked against the command table here, so a typo is a validate error.
