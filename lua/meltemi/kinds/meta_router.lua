@@ -183,11 +183,10 @@ end
 -- meltemi.fields: what every accepted field does. routes[] is read whole by compile_routes,
 -- localRateLimit by compile_rate_limits (meta_snapshot.c / meta_proxy.c act on both: one
 -- token bucket per condition, shared by every worker, runtime/core/ratelimit.h).
-K.consumed = { "spec.hosts", "spec.routes", "spec.localRateLimit" }
+K.consumed = { "spec.hosts", "spec.gateways", "spec.routes", "spec.localRateLimit" }
 K.unenforced = {
   ["spec.globalRateLimit"] = "global rate limits are not implemented yet (issue 12): no rate limit "
     .. "service is asked and requests are not limited",
-  ["spec.gateways"] = "meltemi is a sidecar: the router applies to its hosts' listeners, not to gateways",
   ["spec.exportTo"] = "one proxy sees every router: there is no export scope",
 }
 
@@ -196,20 +195,29 @@ function K.build(obj, c)
   for i, h in ipairs(spec.hosts) do
     local path = T.join("spec.hosts", i)
     local host = c:ref_host(obj, path, h)
-    if host and c:claim(obj, path, "MetaRouter", host) then
-      local applied = false
-      for _, l in ipairs(c.listeners_by_host[host]) do
-        if l.protocol == "metaprotocol" then
-          applied = true
-          local mp = { routes = compile_routes(obj, c, l, spec),
-            source = { file = obj.file, line = obj.line, kind = obj.kind, name = obj.name } }
-          compile_rate_limits(spec, mp)
-          l.metaprotocol = mp
+    -- gateways (Istio's VirtualService rule): none or "mesh" = the sidecar's listeners of the
+    -- host, a Gateway's name = that gateway's listeners for it. One MetaRouter per host and
+    -- target.
+    for _, t in ipairs(host and c:listeners_for(obj, "spec.gateways", host, spec.gateways) or {}) do
+      local key = t.target == "mesh" and host or (host .. " on Gateway " .. t.target)
+      if c:claim(obj, path, "MetaRouter", key) then
+        local applied = false
+        for _, l in ipairs(t.listeners) do
+          if l.protocol == "metaprotocol" then
+            applied = true
+            local mp = { routes = compile_routes(obj, c, l, spec),
+              source = { file = obj.file, line = obj.line, kind = obj.kind, name = obj.name } }
+            compile_rate_limits(spec, mp)
+            l.metaprotocol = mp
+          end
         end
-      end
-      if not applied then
-        c:warn(obj, path, string.format("%s has no metaprotocol listener (a tcp-metaprotocol-* port on an "
-          .. "address): this MetaRouter has no effect", host))
+        if not applied and t.target == "mesh" then
+          c:warn(obj, path, string.format("%s has no metaprotocol listener (a tcp-metaprotocol-* port on an "
+            .. "address): this MetaRouter has no effect", host))
+        elseif not applied then
+          c:warn(obj, path, string.format("Gateway %s has no metaprotocol server for %s: this MetaRouter has "
+            .. "no effect there", t.target, host))
+        end
       end
     end
   end
