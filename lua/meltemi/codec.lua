@@ -37,7 +37,11 @@ local D = {}
 D.DEFAULT_MAX_FRAME = 1024 * 1024
 D.MAX_FRAME = 64 * 1024 * 1024
 
-local TYPES = { request = true, response = true, oneway = true, heartbeat = true, error = true }
+local TYPES = {
+  request = true, response = true, oneway = true, heartbeat = true, error = true,
+  -- streams: id is the stream id; reply = true on frames the server sends
+  stream_init = true, stream_data = true, stream_close = true, stream_reset = true,
+}
 D.TYPES = TYPES
 
 local FUNCTIONS = {

@@ -408,3 +408,91 @@ def test_mrpc_ring_hash_on_a_header_sticks_to_one_server(shop):
         seen |= got
     c.close()
     assert seen == {"v1", "v2"}, "16 tenants spread over both servers (2^-15 to fail by chance)"
+
+
+# ---- streams --------------------------------------------------------------------------------
+
+def read_stream_frames(c, n):
+    """n frames from c as {stream id: [(kind, body), ...]} in arrival order."""
+    got = {}
+    for _ in range(n):
+        f = c.recv()
+        assert f.stream_kind, f"not a stream frame: flags {f.flags:#x}"
+        assert f.is_response, "frames from the server carry the response bit"
+        got.setdefault(f.id, []).append((f.stream_kind, f.body.decode()))
+    return got
+
+
+def test_mrpc_interleaved_streams_follow_their_init_frame(shop):
+    """Several streams interleaved on one client connection: each is routed once, at its
+    init frame (by header to v2, by service to v1), and all its frames reach the same server
+    and come back on the client's stream id, in order; a close from each side or a reset
+    ends a stream; meltemi answers a frame of an ended stream with a reset."""
+    env = shop()
+    c = mclient(env)
+    c.stream(11, "init", "Orders", "watch", [("user", "bob")])
+    c.stream(12, "init", "Orders", "watch", [("user", "alice")])
+    c.stream(11, "data", body="a")
+    c.stream(13, "init", "Orders", "tail")
+    c.stream(12, "data", body="b")
+    c.stream(13, "data", body="c")
+    c.stream(11, "data", body="d")
+    c.stream(12, "close")
+    c.stream(13, "data", body="e")
+    c.stream(13, "close")
+    got = read_stream_frames(c, 10)
+    assert got == {
+        11: [("data", "open:v1"), ("data", "echo:a"), ("data", "echo:d")],
+        12: [("data", "open:v2"), ("data", "echo:b"), ("close", "")],
+        13: [("data", "open:v1"), ("data", "echo:c"), ("data", "echo:e"), ("close", "")],
+    }
+    c.stream(11, "reset")
+    wait_until(lambda: server_stats(env.v1)["resets"] == 1, 5, "the reset at v1")
+    # 11 was reset, 12 and 13 closed by both sides: meltemi knows none of them any more
+    for sid in (11, 12):
+        c.stream(sid, "data", body="late")
+        f = c.recv()
+        assert (f.id, f.stream_kind) == (sid, "reset"), (f.id, f.flags)
+        assert f.header("error-kind") == "unspecified" and b"no such stream" in f.body
+    v1, v2 = server_stats(env.v1), server_stats(env.v2)
+    assert (v1["streams"], v2["streams"]) == (2, 1)
+    assert v1["stream_frames"] == 2 + 3 + 2 + 1 and v2["stream_frames"] == 1 + 1 + 1
+    assert ["Orders", "watch", {"user": "alice", "x-routed-by": "meltemi"}] not in v2["seen"], \
+        "streams are routed, not mutated"
+    # a request on the same connection still works between streams
+    assert body(c.call("Orders", "get", [], "r"))["server"] == "v1"
+    c.close()
+    assert prom(env.meltemi, "meltemi_streams_total") == 3
+    assert prom(env.meltemi, "meltemi_stream_frames_total") == 10 + 10 + 1 + 2
+
+
+def test_mrpc_streams_of_two_clients_share_ids_and_a_server_reset_ends_one(shop):
+    env = shop()
+    a, b = mclient(env), mclient(env)
+    a.stream(1, "init", "Orders", "watch")
+    b.stream(1, "init", "Orders", "watch")
+    a.stream(1, "data", body="from-a")
+    b.stream(1, "data", body="from-b")
+    assert read_stream_frames(a, 2) == {1: [("data", "open:v1"), ("data", "echo:from-a")]}
+    assert read_stream_frames(b, 2) == {1: [("data", "open:v1"), ("data", "echo:from-b")]}
+    a.stream(2, "init", "Orders", "reset-me")
+    f = a.recv()
+    assert (f.id, f.stream_kind, f.body) == (2, "reset", b"reset by the server")
+    a.stream(2, "data", body="after")  # the server's reset ended it in meltemi too
+    f = a.recv()
+    assert (f.id, f.stream_kind) == (2, "reset") and b"no such stream" in f.body
+    b.stream(1, "data", body="still")
+    assert read_stream_frames(b, 1) == {1: [("data", "echo:still")]}
+    a.close()
+    b.close()
+
+
+def test_mrpc_stream_gets_a_reset_when_its_server_goes(shop):
+    env = shop()
+    c = mclient(env)
+    c.stream(5, "init", "Orders", "watch")
+    assert read_stream_frames(c, 1) == {5: [("data", "open:v1")]}
+    env.v1.stop()
+    f = c.recv()
+    assert (f.id, f.stream_kind) == (5, "reset") and b"upstream connection closed" in f.body
+    c.close()

@@ -513,6 +513,12 @@ static mt_msg_type_t lc_type(const char *t, bool reply, bool *is_reply, bool *ex
     case 'e':
         *is_reply = true;
         return MT_MSG_ERROR;
+    case 's': /* stream_init, stream_data, stream_close, stream_reset */
+        *is_reply = reply;
+        return t[7] == 'i'   ? MT_MSG_STREAM_INIT
+               : t[7] == 'd' ? MT_MSG_STREAM_DATA
+               : t[7] == 'c' ? MT_MSG_STREAM_CLOSE_ONE_WAY
+                             : MT_MSG_STREAM_RESET;
     default: /* heartbeat: a ping expects its pong */
         *is_reply = reply;
         *expects = !reply;
