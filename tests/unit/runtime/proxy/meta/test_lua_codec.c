@@ -293,6 +293,7 @@ Test(lua_codec, c_waits_for_the_missing_bytes_and_enforces_the_frame_limit)
     cr_assert_eq(c->decode(st, buf + 100, 150, &m, &err), MT_ERROR);
     cr_assert_eq(err.code, MT_CODEC_E_TOO_LARGE, "%s", err.text);
     cr_assert_eq(mt_lua_codec_failures(c), 0, "a too large frame is the peer's fault");
+    mt_msg_free(&m);
     state_free(c, st);
     mt_lua_codec_release(c);
 }
