@@ -640,8 +640,14 @@ static mt_status_t lc_encode(const mt_msg_t *msg, const mt_mutation_t *mut, mt_w
     lua_pushlstring(L, (const char *)msg->frame, msg->frame_len);
     size_t n = mut ? mut->count : 0;
     lua_createtable(L, (int)n, 0);
+    int k = 0;
     for (size_t i = 0; i < n; i++) {
         const mt_attr_t *a = &mut->items[i];
+        bool repeated = false; /* the contract: of two items with one key, the first wins */
+        for (size_t j = 0; j < i && !repeated; j++)
+            repeated = mt_str_eq(mut->items[j].key, a->key.ptr, a->key.len);
+        if (repeated)
+            continue;
         lua_createtable(L, 2, 0);
         lua_pushlstring(L, a->key.ptr, a->key.len);
         lua_rawseti(L, -2, 1);
@@ -649,7 +655,7 @@ static mt_status_t lc_encode(const mt_msg_t *msg, const mt_mutation_t *mut, mt_w
             lua_pushlstring(L, a->val.ptr, a->val.len);
             lua_rawseti(L, -2, 2);
         }
-        lua_rawseti(L, -2, (int)i + 1);
+        lua_rawseti(L, -2, ++k);
     }
     size_t before = out->len;
     mt_status_t rc = lc_bytes(&c, 2, "encode", out, err, NULL);

@@ -211,8 +211,9 @@ Test(lua_codec, mrpc_mutation_and_declared_request_id)
     cr_assert_eq(c->decode(st, f, n, &m, &err), MT_OK);
     mt_attr_t items[] = {{MT_STR("user"), MT_STR("carol")},
                          {MT_STR("drop"), {NULL, 0}},
-                         {MT_STR("x-new"), MT_STR("1")}};
-    mt_mutation_t mut = {items, 3};
+                         {MT_STR("x-new"), MT_STR("1")},
+                         {MT_STR("user"), {NULL, 0}}}; /* a repeated key: the first wins */
+    mt_mutation_t mut = {items, 4};
     mt_wbuf_t out;
     mt_wbuf_init(&out);
     cr_assert_eq(c->encode(&m, &mut, &out, &err), MT_OK, "%s", err.text);
