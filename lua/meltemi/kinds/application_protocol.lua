@@ -109,6 +109,14 @@ function K.index(obj, c)
     end
     entry.codec = K.LUA_PREFIX .. spec.protocol
   else
+    if not C.codec_known(name) then
+      -- Its ports would otherwise become plain TCP while everything says metaprotocol.
+      c:error(obj, "spec.codec", string.format("codec %q is not built in (built in: dubbo, "
+        .. "thrift, or lua with a script; Aeraki's names aeraki.meta_protocol.codec.<name> work "
+        .. "too)", spec.codec))
+      c.tainted.protocols[spec.protocol] = true
+      return
+    end
     for _, f in ipairs(SOURCE_FIELDS) do
       if spec[f] then
         c:error(obj, "spec." .. f, "only a Lua codec (codec: lua) takes a script")
@@ -117,6 +125,10 @@ function K.index(obj, c)
   end
   c.app_protocols[spec.protocol] = entry
 end
+
+-- meltemi.fields: protocol and codec pick the codec of the protocol's ports; script, scriptFile
+-- and module are a Lua codec's source (index above).
+K.consumed = { "spec.protocol", "spec.codec", "spec.script", "spec.scriptFile", "spec.module" }
 
 function K.taint(obj, c)
   local spec = obj.doc.spec
