@@ -314,6 +314,13 @@ struct mt_codec {
      * set_request_id_self; callers go through mt_codec_init / mt_codec_set_request_id.
      */
     mt_status_t (*init_self)(const mt_codec_t *self, void *state, const mt_codec_limits_t *limits);
+
+    /*
+     * Streams: appends a reset frame toward the server for the stream whose init frame is
+     * `init` (same stream id), sent when the client goes away with the stream open. NULL:
+     * the protocol has no such frame (the server is not told). Optional.
+     */
+    mt_status_t (*stream_reset)(const mt_msg_t *init, mt_wbuf_t *out);
     mt_status_t (*set_request_id_self)(const mt_codec_t *self, uint8_t *frame, size_t len,
                                        uint64_t id);
 };

@@ -179,6 +179,11 @@ function codec.error_reply(frame, id, kind, text)
   return build(F_RESPONSE + F_ERROR, id, service, method, { { "error-kind", kind } }, text)
 end
 
+-- Streams: the reset meltemi sends the server for a stream whose client went away.
+function codec.stream_reset(_, id)
+  return build(STREAM_RESET, id, "", "", {}, "client gone")
+end
+
 -- Step 5: the pong to a ping.
 function codec.heartbeat_reply(_, id)
   return build(F_RESPONSE + F_HEARTBEAT, id, "", "", {}, "")

@@ -496,3 +496,13 @@ def test_mrpc_stream_gets_a_reset_when_its_server_goes(shop):
     f = c.recv()
     assert (f.id, f.stream_kind) == (5, "reset") and b"upstream connection closed" in f.body
     c.close()
+
+
+def test_mrpc_streams_of_a_client_that_goes_are_reset_at_the_server(shop):
+    env = shop()
+    c = mclient(env)
+    c.stream(21, "init", "Orders", "watch")
+    c.stream(22, "init", "Orders", "watch")
+    assert read_stream_frames(c, 2) == {21: [("data", "open:v1")], 22: [("data", "open:v1")]}
+    c.close()
+    wait_until(lambda: server_stats(env.v1)["resets"] == 2, 5, "both streams reset at v1")

@@ -43,6 +43,7 @@ struct mt_lua_codec {
     uint32_t id_offset, id_size; /* id_size 0: no declared id field */
     bool has_set_request_id;
     bool has_encode;
+    bool has_stream_reset;
     /* under lc_mu */
     uint32_t refs;
     uint32_t snap_refs; /* of refs, those held by snapshots */
@@ -60,7 +61,7 @@ struct lc_loaded {
 
 typedef struct lc_thread {
     lua_State *L;
-    int f_load, f_decode, f_encode, f_error, f_heartbeat, f_set_id;
+    int f_load, f_decode, f_encode, f_error, f_heartbeat, f_set_id, f_stream_reset;
     lc_loaded_t *loaded;
 } lc_thread_t;
 
@@ -83,6 +84,7 @@ static mt_status_t lc_encode(const mt_msg_t *msg, const mt_mutation_t *mut, mt_w
 static mt_status_t lc_on_error(const mt_msg_t *req, mt_error_kind_t kind, const char *text,
                                mt_wbuf_t *out);
 static mt_status_t lc_heartbeat_reply(const mt_msg_t *req, mt_wbuf_t *out);
+static mt_status_t lc_stream_reset(const mt_msg_t *init, mt_wbuf_t *out);
 static mt_status_t lc_set_request_id(const mt_codec_t *self, uint8_t *frame, size_t len,
                                      uint64_t id);
 
@@ -210,6 +212,7 @@ static mt_lua_codec_t *lc_build(lua_State *L, int d, char **err)
     lc->id_size = (uint32_t)id_size;
     lc->has_set_request_id = mt_snap_field_bool(L, d, "has_set_request_id", false);
     lc->has_encode = mt_snap_field_bool(L, d, "has_encode", false);
+    lc->has_stream_reset = mt_snap_field_bool(L, d, "has_stream_reset", false);
     bool multiplexed = mt_snap_field_bool(L, d, "multiplexed", false);
     bool heartbeat = mt_snap_field_bool(L, d, "local_heartbeat", false);
     mt_codec_t *c = &lc->base;
@@ -223,12 +226,14 @@ static mt_lua_codec_t *lc_build(lua_State *L, int d, char **err)
     c->encode = lc_encode;
     c->on_error = lc_on_error;
     c->heartbeat_reply = heartbeat ? lc_heartbeat_reply : NULL;
+    c->stream_reset = lc->has_stream_reset ? lc_stream_reset : NULL;
     if (multiplexed && (lc->id_size || lc->has_set_request_id))
         c->set_request_id_self = lc_set_request_id;
     /* key: everything above that can differ between two definitions */
     char head[160];
-    int hn = snprintf(head, sizeof(head), "%u/%u/%u/%d%d%d%d/", lc->max_frame, lc->id_offset,
-                      lc->id_size, multiplexed, heartbeat, lc->has_set_request_id, lc->has_encode);
+    int hn = snprintf(head, sizeof(head), "%u/%u/%u/%d%d%d%d%d/", lc->max_frame, lc->id_offset,
+                      lc->id_size, multiplexed, heartbeat, lc->has_set_request_id, lc->has_encode,
+                      lc->has_stream_reset);
     size_t pl = strlen(lc->protocol) + 1, cl = strlen(lc->chunkname) + 1;
     lc->key_len = (size_t)hn + pl + cl + code_len;
     lc->key = malloc(lc->key_len);
@@ -354,6 +359,7 @@ static lc_thread_t *lc_thread(void)
     th->f_error = lc_driver_ref(L, drv, "error_reply");
     th->f_heartbeat = lc_driver_ref(L, drv, "heartbeat_reply");
     th->f_set_id = lc_driver_ref(L, drv, "set_request_id");
+    th->f_stream_reset = lc_driver_ref(L, drv, "stream_reset");
     lua_settop(L, 0);
     lc_tl = th;
     pthread_setspecific(lc_key, th);
@@ -422,13 +428,14 @@ static bool lc_begin(lc_call_t *c, mt_lua_codec_t *lc, int which)
                : which == 1 ? c->th->f_encode
                : which == 2 ? c->th->f_error
                : which == 3 ? c->th->f_heartbeat
-                            : c->th->f_set_id;
+               : which == 4 ? c->th->f_set_id
+                            : c->th->f_stream_reset;
     lua_rawgeti(L, LUA_REGISTRYINDEX, fref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, m->ref);
     return true;
 }
 
-enum { LC_DECODE = 0, LC_ENCODE, LC_ERROR, LC_HEARTBEAT, LC_SET_ID };
+enum { LC_DECODE = 0, LC_ENCODE, LC_ERROR, LC_HEARTBEAT, LC_SET_ID, LC_STREAM_RESET };
 
 /* Runs the call with nargs pushed after the module; returns the status word's index, or 0
  * when the driver itself failed (the message is logged). */
@@ -696,6 +703,23 @@ static mt_status_t lc_heartbeat_reply(const mt_msg_t *req, mt_wbuf_t *out)
     lua_pushnumber(L, (lua_Number)req->request_id);
     size_t before = out->len;
     mt_status_t rc = lc_bytes(&c, 2, "heartbeat_reply", out, &err, NULL);
+    if (rc != MT_OK)
+        out->len = before;
+    return rc;
+}
+
+static mt_status_t lc_stream_reset(const mt_msg_t *init, mt_wbuf_t *out)
+{
+    mt_lua_codec_t *lc = (mt_lua_codec_t *)init->codec;
+    mt_codec_err_t err;
+    lc_call_t c;
+    if (!lc_begin(&c, lc, LC_STREAM_RESET))
+        return lc_failed(lc, &err, "stream_reset", "the codec is not loaded");
+    lua_State *L = c.th->L;
+    lua_pushlstring(L, (const char *)init->frame, init->frame_len);
+    lua_pushnumber(L, (lua_Number)init->request_id);
+    size_t before = out->len;
+    mt_status_t rc = lc_bytes(&c, 2, "stream_reset", out, &err, NULL);
     if (rc != MT_OK)
         out->len = before;
     return rc;

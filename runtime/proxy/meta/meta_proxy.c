@@ -1223,6 +1223,34 @@ static void stream_open(meta_sess_t *s, const mt_msg_t *msg)
     stream_send_up(s, st, msg);
 }
 
+/* Tells st's server that the stream is over (the client went away), when the codec can
+ * build a reset: decoded again from the init frame (which carries the upstream's id). */
+static void stream_reset_up(meta_worker_t *mw, mt_meta_stream_t *st)
+{
+    meta_up_t *u = st->up;
+    const mt_codec_t *codec = u ? u->codec : NULL;
+    if (!codec || !codec->stream_reset || u->base.state == MT_UPSTREAM_CLOSING)
+        return;
+    void *dst = malloc(codec->state_size ? codec->state_size : 1);
+    if (!dst || mt_codec_init(codec, dst, NULL) != MT_OK) {
+        free(dst);
+        return;
+    }
+    if (!mw->emsg_init) {
+        mt_msg_init(&mw->emsg);
+        mw->emsg_init = true;
+    }
+    mt_codec_err_t err = {0};
+    mt_wbuf_t *o = &mw->scratch;
+    o->len = 0;
+    if (codec->decode(dst, (const uint8_t *)st->init.p, st->init.len, &mw->emsg, &err) == MT_OK &&
+        codec->stream_reset(&mw->emsg, o) == MT_OK && o->len &&
+        mt_outq_add_copy(&u->base.out, (const char *)o->data, o->len) == 0)
+        mt_upstream_schedule(&u->base);
+    codec->free(dst);
+    free(dst);
+}
+
 /* A stream frame from the client. */
 static void sess_stream_frame(meta_sess_t *s, const mt_msg_t *msg)
 {
@@ -1374,8 +1402,10 @@ static void sess_on_close(mt_session_t *base)
             req_free(mw, r);
     }
     s->head = s->tail = NULL;
-    while (s->streams.head) /* the server is not told: see docs/codecs.md, "Streams" */
+    while (s->streams.head) { /* the client is gone: its streams are reset upstream */
+        stream_reset_up(mw, s->streams.head);
         stream_end(mw, s->streams.head);
+    }
 }
 
 static void sess_on_closed(mt_session_t *base)
