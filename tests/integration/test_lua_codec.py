@@ -11,7 +11,10 @@ through meltemi with the example's own servers and clients (examples/custom-prot
   - a broken codec (raises, returns nonsense lengths, loops forever) fails the connection
     it decodes and nothing else, counted in meltemi_protocol_errors_total and logged;
   - a reload that changes the codec: the established connection keeps the codec it started
-    with, a new connection gets the new one.
+    with, a new connection gets the new one;
+  - what MetaRouter does besides routing (mirroring, ring hash on a header, localRateLimit)
+    and streams (interleaved on one connection, across clients, reset by either side or
+    when a connection goes).
 
 The servers are the example's mrpc.py / kvtext.py, started as processes on loopback ports
 and stopped by PID.
@@ -506,3 +509,26 @@ def test_mrpc_streams_of_a_client_that_goes_are_reset_at_the_server(shop):
     assert read_stream_frames(c, 2) == {21: [("data", "open:v1")], 22: [("data", "open:v1")]}
     c.close()
     wait_until(lambda: server_stats(env.v1)["resets"] == 2, 5, "both streams reset at v1")
+
+
+def test_mrpc_local_rate_limit_answers_with_the_codecs_error(shop):
+    """MetaRouter localRateLimit (issue 12) over a Lua codec's attributes: token arithmetic
+    (fillInterval an hour), the over-limit answer is mrpc's own error frame."""
+    limit = ("  localRateLimit:\n"
+             "    tokenBucket: {maxTokens: 3, tokensPerFill: 1, fillInterval: 1h}\n"
+             "    conditions:\n"
+             "    - match: {attributes: {user: {exact: alice}}}\n"
+             "      tokenBucket: {maxTokens: 1, fillInterval: 1h}\n")
+    router = (EXAMPLE / "meta-router.yaml").read_text().replace("  routes:\n",
+                                                                limit + "  routes:\n", 1)
+    env = shop(files={"meta-router.yaml": router})
+    c = mclient(env)
+    bob = [c.call("Orders", "get", [("user", "bob")], f"b{i}") for i in range(5)]
+    alice = [c.call("Orders", "get", [("user", "alice")], f"a{i}") for i in range(2)]
+    kinds = [(f.flags & mrpc.F_ERROR != 0, f.header("error-kind")) for f in bob + alice]
+    assert kinds == [(False, None)] * 3 + [(True, "over_limit")] * 2 + \
+        [(False, None), (True, "over_limit")]
+    assert b"rate limited" in bob[3].body
+    c.close()
+    assert server_stats(env.v1)["requests"] == 3 and server_stats(env.v2)["requests"] == 1
+    assert prom(env.meltemi, "meltemi_rate_limited_total") == 3
