@@ -532,3 +532,20 @@ def test_mrpc_local_rate_limit_answers_with_the_codecs_error(shop):
     c.close()
     assert server_stats(env.v1)["requests"] == 3 and server_stats(env.v2)["requests"] == 1
     assert prom(env.meltemi, "meltemi_rate_limited_total") == 3
+
+
+def test_reload_with_a_broken_codec_is_refused_and_the_old_one_serves(shop):
+    env = shop()
+    c = mclient(env)
+    assert body(c.call("Orders", "get", [], "x"))["server"] == "v1"
+    failures = prom(env.meltemi, "meltemi_config_reload_failures_total")
+    me.write_atomically(env.conf / "mrpc.lua", "return { decode = function( end }\n")
+    wait_until(lambda: prom(env.meltemi, "meltemi_config_reload_failures_total") > failures, 15,
+               "the refused reload")
+    status, dump = env.meltemi.http_get("/config_dump")
+    assert "mrpc.lua" in dump and "is not a usable codec" in dump, dump[:500]
+    assert body(c.call("Orders", "get", [], "y"))["body"] == "y"
+    fresh = mclient(env)
+    assert body(fresh.call("Orders", "get", [("user", "alice")], "z"))["server"] == "v2"
+    fresh.close()
+    c.close()
