@@ -123,6 +123,11 @@ static const run_opt_t run_options[] = {
      "transparent inbound capture port, e.g. 0.0.0.0:15006,[::]:15006 (default off):\n"
      "served by the Sidecar ingress listener of the original port; others\n"
      "pass through to the original destination"},
+    {OPT_WORKLOAD, "--workload", NULL, "MELTEMI_WORKLOAD", "NAME",
+     "source_workload of Istio's metrics (default: the environment's\n"
+     "ISTIO_META_WORKLOAD_NAME, else POD_NAME's Deployment part)"},
+    {OPT_NAMESPACE, "--namespace", NULL, "MELTEMI_NAMESPACE", "NS",
+     "source_workload_namespace (default: POD_NAMESPACE)"},
 };
 #define N_RUN_OPTIONS (sizeof(run_options) / sizeof(run_options[0]))
 
