@@ -549,3 +549,29 @@ def test_reload_with_a_broken_codec_is_refused_and_the_old_one_serves(shop):
     assert body(fresh.call("Orders", "get", [("user", "alice")], "z"))["server"] == "v2"
     fresh.close()
     c.close()
+
+
+def istio_requests(meltemi, protocol):
+    status, text = meltemi.http_get("/stats/prometheus")
+    assert status == 200
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("istio_requests_total{")
+               and f'request_protocol="{protocol}"' in line)
+
+
+def test_istio_metrics_name_the_protocol_across_codec_reloads(shop):
+    """istio_requests_total labels requests with the ApplicationProtocol's name; reloads
+    that replace the codec (each old one is freed once its last connection goes) keep the
+    label and the count - more of them than the 16 label sets meltemi keeps for codecs."""
+    env = shop()
+    source = (EXAMPLE / "mrpc.lua").read_text()
+    for version in range(18):
+        if version:
+            gen = me.config_generation(env.meltemi)
+            me.write_atomically(env.conf / "mrpc.lua", source + f"\n-- version {version}\n")
+            me.wait_generation_after(env.meltemi, gen)
+        c = mclient(env)
+        c.call("Orders", "get", [], f"v{version}")
+        c.close()
+        wait_until(lambda n=version + 1: istio_requests(env.meltemi, "mrpc") == n, 5,
+                   f"{version + 1} mrpc requests counted")
