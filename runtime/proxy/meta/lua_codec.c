@@ -386,6 +386,7 @@ static lc_loaded_t *lc_module(lc_thread_t *th, mt_lua_codec_t *lc)
     }
     lc_sweep(th);
     lua_State *L = th->L;
+    int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, th->f_load);
     lua_pushlstring(L, lc->code, lc->code_len);
     lua_pushstring(L, lc->chunkname);
@@ -402,7 +403,7 @@ static lc_loaded_t *lc_module(lc_thread_t *th, mt_lua_codec_t *lc)
         m->next = th->loaded;
         th->loaded = m;
     }
-    lua_settop(L, 0);
+    lua_settop(L, top);
     return m;
 }
 
@@ -414,7 +415,11 @@ typedef struct lc_call {
     int base;
 } lc_call_t;
 
-/* Pushes driver function fref and lc's module; false when lc cannot run on this thread. */
+/* The driver functions a call can go through. */
+enum { LC_DECODE = 0, LC_ENCODE, LC_ERROR, LC_HEARTBEAT, LC_SET_ID, LC_STREAM_RESET };
+
+/* Pushes the driver function `which` (LC_*) and lc's module; false when lc cannot run on
+ * this thread (no state, or the module does not load: logged). */
 static bool lc_begin(lc_call_t *c, mt_lua_codec_t *lc, int which)
 {
     c->lc = lc;
@@ -424,21 +429,20 @@ static bool lc_begin(lc_call_t *c, mt_lua_codec_t *lc, int which)
         return false;
     lua_State *L = c->th->L;
     c->base = lua_gettop(L);
-    int fref = which == 0   ? c->th->f_decode
-               : which == 1 ? c->th->f_encode
-               : which == 2 ? c->th->f_error
-               : which == 3 ? c->th->f_heartbeat
-               : which == 4 ? c->th->f_set_id
-                            : c->th->f_stream_reset;
+    int fref = which == LC_DECODE      ? c->th->f_decode
+               : which == LC_ENCODE    ? c->th->f_encode
+               : which == LC_ERROR     ? c->th->f_error
+               : which == LC_HEARTBEAT ? c->th->f_heartbeat
+               : which == LC_SET_ID    ? c->th->f_set_id
+                                       : c->th->f_stream_reset;
     lua_rawgeti(L, LUA_REGISTRYINDEX, fref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, m->ref);
     return true;
 }
 
-enum { LC_DECODE = 0, LC_ENCODE, LC_ERROR, LC_HEARTBEAT, LC_SET_ID, LC_STREAM_RESET };
-
-/* Runs the call with nargs pushed after the module; returns the status word's index, or 0
- * when the driver itself failed (the message is logged). */
+/* Runs the call with nargs pushed after the module. Returns the index of the driver's status
+ * word ("ok", "again", "error"; its values follow it); *status is "error" also when the call
+ * itself failed, and the message is then at that index. */
 static int lc_run(lc_call_t *c, int nargs, const char **status)
 {
     lua_State *L = c->th->L;
