@@ -34,6 +34,7 @@
 #include "runtime/core/worker.h"
 #include "runtime/proxy/meta/meta_router.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
+#include "runtime/proxy/meta/meta_stream.h"
 
 #include "protocols/dubbo/dubbo.h"
 
@@ -110,6 +111,7 @@ struct meta_up {
     meta_idmap_t ids;
     uint64_t next_id;
     bool multiplexed;
+    mt_meta_stream_list_t streams; /* streams routed here (meta_stream.h) */
 };
 
 struct meta_sess {
@@ -125,8 +127,9 @@ struct meta_sess {
     uint32_t cur_bytes;
     uint16_t cur_flags;
     const mt_cluster_conf_t *cur_dest;
-    uint8_t peer_ip[16]; /* the client's address bytes, for useSourceIp; read once */
-    uint8_t peer_ip_len; /* 0: not read yet */
+    uint8_t peer_ip[16];           /* the client's address bytes, for useSourceIp; read once */
+    uint8_t peer_ip_len;           /* 0: not read yet */
+    mt_meta_stream_list_t streams; /* this client's open streams */
 };
 
 /* Everything meta_proxy keeps per worker (w->proxy[MT_PROTO_META]). */
@@ -161,6 +164,9 @@ static uint64_t mw_rand(meta_worker_t *mw)
 }
 
 static void up_close(meta_up_t *u);
+static void up_stream_frame(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg, uint8_t *frame);
+static void up_streams_fail(meta_worker_t *mw, meta_up_t *u);
+static bool sess_rate_allows(meta_sess_t *s, const mt_msg_t *msg);
 
 /* ---- request records ----------------------------------------------------------------------- */
 
@@ -780,6 +786,10 @@ static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_ms
 static void up_on_frame(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg, uint8_t *frame)
 {
     char lbl[256], text[ERR_TEXT];
+    if (mt_msg_type_is_stream(msg->type)) {
+        up_stream_frame(mw, u, msg, frame);
+        return;
+    }
     if (!msg->is_reply) {
         up_on_request(mw, u, msg);
         return;
@@ -869,6 +879,7 @@ static int up_on_open(mt_upstream_t *base, void *arg)
 static void up_on_closed(mt_upstream_t *base)
 {
     meta_up_t *u = (meta_up_t *)base;
+    up_streams_fail(mw_of(base->w), u);
     if (u->dec) {
         u->codec->free(u->dec);
         free(u->dec);
@@ -1150,6 +1161,152 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         sess_push(s, r);
 }
 
+/* ---- streams (meta_stream.h) ---------------------------------------------------------------- */
+
+/* Unlinks st from its session and upstream connection and frees it. */
+static void stream_end(meta_worker_t *mw, mt_meta_stream_t *st)
+{
+    if (st->sess)
+        mt_meta_stream_unlink_down(&((meta_sess_t *)st->sess)->streams, st);
+    if (st->up)
+        mt_meta_stream_unlink_up(&((meta_up_t *)st->up)->streams, st);
+    mt_meta_stream_free(&mw->w->pool, st);
+}
+
+/* Queues a stream frame of the client (lying in s->base.rbuf) on st's upstream connection. */
+static void stream_send_up(meta_sess_t *s, mt_meta_stream_t *st, const mt_msg_t *msg)
+{
+    meta_worker_t *mw = mw_of(s->base.w);
+    meta_up_t *u = st->up;
+    uint8_t *p = (uint8_t *)msg->frame;
+    if (mt_codec_set_request_id(u->codec, p, msg->frame_len, st->up_id) != MT_OK ||
+        mt_outq_add_ref(&u->base.out, s->base.rbuf, (const char *)p, msg->frame_len) != 0) {
+        stream_end(mw, st);
+        mt_session_close(&s->base);
+        return;
+    }
+    mt_upstream_schedule(&u->base);
+    if (mt_meta_stream_frame(st, msg->type, true))
+        stream_end(mw, st);
+}
+
+/* An init frame: routed like a request, once; the stream's frames follow it. */
+static void stream_open(meta_sess_t *s, const mt_msg_t *msg)
+{
+    meta_target_t t;
+    if (!sess_route(s, msg, &t))
+        return;
+    meta_up_t *u = sess_upstream(s, msg, &t);
+    if (!u)
+        return;
+    if (!u->multiplexed) {
+        sess_error_now(s, msg, MT_ERR_UNSPECIFIED,
+                       "meltemi: streams need a codec that correlates by id");
+        return;
+    }
+    mt_meta_stream_t *st = mt_meta_stream_new();
+    if (!st) {
+        mt_session_close(&s->base);
+        return;
+    }
+    st->down_id = msg->request_id;
+    st->up_id = u->next_id++;
+    if (u->next_id == 0)
+        u->next_id = 1;
+    mt_buf_ref(s->base.rbuf);
+    st->init = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
+    st->sess = s;
+    st->up = u;
+    mt_meta_stream_link_down(&s->streams, st);
+    mt_meta_stream_link_up(&u->streams, st);
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_STREAMS_TOTAL, 1);
+    stream_send_up(s, st, msg);
+}
+
+/* Tells st's server that the stream is over (the client went away), when the codec can
+ * build a reset: decoded again from the init frame (which carries the upstream's id). */
+static void stream_reset_up(meta_worker_t *mw, mt_meta_stream_t *st)
+{
+    meta_up_t *u = st->up;
+    const mt_codec_t *codec = u ? u->codec : NULL;
+    if (!codec || !codec->stream_reset || u->base.state == MT_UPSTREAM_CLOSING)
+        return;
+    void *dst = malloc(codec->state_size ? codec->state_size : 1);
+    if (!dst || mt_codec_init(codec, dst, NULL) != MT_OK) {
+        free(dst);
+        return;
+    }
+    if (!mw->emsg_init) {
+        mt_msg_init(&mw->emsg);
+        mw->emsg_init = true;
+    }
+    mt_codec_err_t err = {0};
+    mt_wbuf_t *o = &mw->scratch;
+    o->len = 0;
+    if (codec->decode(dst, (const uint8_t *)st->init.p, st->init.len, &mw->emsg, &err) == MT_OK &&
+        codec->stream_reset(&mw->emsg, o) == MT_OK && o->len &&
+        mt_outq_add_copy(&u->base.out, (const char *)o->data, o->len) == 0)
+        mt_upstream_schedule(&u->base);
+    codec->free(dst);
+    free(dst);
+}
+
+/* A stream frame from the client. */
+static void sess_stream_frame(meta_sess_t *s, const mt_msg_t *msg)
+{
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_STREAM_FRAMES, 1);
+    mt_meta_stream_t *st = mt_meta_stream_find_down(&s->streams, msg->request_id);
+    if (msg->type == MT_MSG_STREAM_INIT) {
+        if (st)
+            sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "meltemi: stream id already open");
+        else if (sess_rate_allows(s, msg)) /* an init counts against rate limits as a request */
+            stream_open(s, msg);
+        return;
+    }
+    if (st)
+        stream_send_up(s, st, msg);
+    else if (msg->type != MT_MSG_STREAM_RESET) /* nobody to tell; a reset needs no answer */
+        sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "meltemi: no such stream");
+}
+
+/* A stream frame from the upstream (lying at frame in u->base.rbuf): to its client. */
+static void up_stream_frame(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg, uint8_t *frame)
+{
+    mt_meta_stream_t *st = mt_meta_stream_find_up(&u->streams, msg->request_id);
+    if (!st)
+        return; /* the stream ended on the client's side meanwhile */
+    meta_sess_t *s = st->sess;
+    mt_stat_add(s->base.conf->stats, mw->w->id, MT_ST_STREAM_FRAMES, 1);
+    if (mt_codec_set_request_id(u->codec, frame, msg->frame_len, st->down_id) != MT_OK ||
+        mt_outq_add_ref(&s->base.out, u->base.rbuf, (const char *)frame, msg->frame_len) != 0) {
+        stream_end(mw, st);
+        mt_session_close(&s->base);
+        return;
+    }
+    mt_worker_schedule_flush(mw->w, &s->base.out);
+    if (mt_meta_stream_frame(st, msg->type, false))
+        stream_end(mw, st);
+}
+
+/* u is going: each of its streams gets the codec's native error (built from its init frame,
+ * as for a request), and ends. */
+static void up_streams_fail(meta_worker_t *mw, meta_up_t *u)
+{
+    while (u->streams.head) {
+        mt_meta_stream_t *st = u->streams.head;
+        meta_sess_t *s = st->sess;
+        meta_req_t tmp = {.frame = st->init, .down_id = st->down_id};
+        mt_wbuf_t *o = &mw->scratch;
+        o->len = 0;
+        if (s && !s->base.closing &&
+            req_error_bytes(mw, &tmp, s->codec, MT_ERR_UNSPECIFIED,
+                            "meltemi: the stream's upstream connection closed", o) == 0 &&
+            o->len && mt_outq_add_copy(&s->base.out, (const char *)o->data, o->len) == 0)
+            mt_worker_schedule_flush(mw->w, &s->base.out);
+        stream_end(mw, st);
+    }
+}
+
 /* ---- requests from the client ------------------------------------------------------------- */
 
 /* A request boundary: pick up a reload (routes, mutations, clusters) before routing. */
@@ -1217,6 +1374,10 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
             sess_reply_local(s, o->data, o->len);
         return;
     }
+    if (mt_msg_type_is_stream(msg->type)) {
+        sess_stream_frame(s, msg);
+        return;
+    }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1); /* heartbeats are not */
     if (!sess_rate_allows(s, msg))
         return;
@@ -1241,6 +1402,10 @@ static void sess_on_close(mt_session_t *base)
             req_free(mw, r);
     }
     s->head = s->tail = NULL;
+    while (s->streams.head) { /* the client is gone: its streams are reset upstream */
+        stream_reset_up(mw, s->streams.head);
+        stream_end(mw, s->streams.head);
+    }
 }
 
 static void sess_on_closed(mt_session_t *base)

@@ -383,11 +383,13 @@ static const mt_istio_codes_t thrift_codes = {"thrift", thrift_code_names,
                                               MT_ARRAY_LEN(thrift_code_names)};
 static const char *const generic_code_names[] = {"OK", "ERROR"};
 
-/* Label sets keep their codes for good: other codecs' tables are made once, never freed. */
+/* Label sets keep their codes for good: other codecs' tables are made once, never freed.
+ * They are found by the codec's name, which they copy: a Lua codec is a new table (and its
+ * name a new string, freed with it) after every reload that changes its source. Main
+ * thread only (snapshot reading). */
 const mt_istio_codes_t *mt_meta_istio_codes(const mt_codec_t *codec)
 {
     static mt_istio_codes_t generic[16];
-    static const mt_codec_t *generic_of[16];
     if (!codec)
         return NULL;
     if (strcmp(codec->name, "dubbo") == 0)
@@ -395,12 +397,14 @@ const mt_istio_codes_t *mt_meta_istio_codes(const mt_codec_t *codec)
     if (strcmp(codec->name, "thrift") == 0)
         return &thrift_codes;
     for (size_t i = 0; i < MT_ARRAY_LEN(generic); i++) {
-        if (generic_of[i] == codec)
+        if (generic[i].protocol && strcmp(generic[i].protocol, codec->name) == 0)
             return &generic[i];
-        if (!generic_of[i]) {
-            generic_of[i] = codec;
-            generic[i] = (mt_istio_codes_t){codec->name, generic_code_names,
-                                            MT_ARRAY_LEN(generic_code_names)};
+        if (!generic[i].protocol) {
+            char *name = strdup(codec->name);
+            if (!name)
+                return NULL;
+            generic[i] =
+                (mt_istio_codes_t){name, generic_code_names, MT_ARRAY_LEN(generic_code_names)};
             return &generic[i];
         }
     }
