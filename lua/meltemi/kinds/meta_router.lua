@@ -67,6 +67,14 @@ K.schema = shapes.document({
       mirrorPercentage = T.obj({ value = T.num{ min = 0, max = 100 } }),
       requestMutation = mutation,
       responseMutation = mutation,
+      -- meltemi extensions (Istio VirtualService's names; Aeraki has none of these):
+      timeout = T.dur(),
+      fault = T.obj({
+        abort = T.obj({
+          percentage = shapes.percentage,
+          errorCode = T.int{ required = true, min = 100, max = 599 },
+        }, { required = true }),
+      }),
     }, { check = check_route })),
     localRateLimit = T.obj({
       tokenBucket = token_bucket,
@@ -121,6 +129,11 @@ local function compile_destination(obj, c, path, d, l)
   return { cluster = cl.name, subset = d.subset }
 end
 
+-- fault.abort's errorCode (HTTP-style, as in Istio) -> the codec error it answers with
+-- (codec.h's kinds; each codec maps them to its own: Dubbo status, Thrift exception type).
+local ABORT_KINDS = { [404] = "route_not_found", [429] = "over_limit", [502] = "bad_response",
+  [503] = "no_healthy_upstream", [504] = "upstream_timeout" }
+
 local function compile_routes(obj, c, l, spec)
   local routes, open_ended = {}, nil
   for i, r in ipairs(spec.routes or {}) do
@@ -133,7 +146,13 @@ local function compile_routes(obj, c, l, spec)
     if #m == 0 and not open_ended then open_ended = i end
     local route = { name = r.name or ("route-" .. (i - 1)), match = m, route = {},
       request_mutation = compile_mutation(r.requestMutation),
-      response_mutation = compile_mutation(r.responseMutation) }
+      response_mutation = compile_mutation(r.responseMutation),
+      timeout_ms = r.timeout and math.max(1, T.duration_ms(r.timeout)) or nil }
+    if r.fault then
+      local a = r.fault.abort
+      route.fault_abort = { percentage = a.percentage and a.percentage.value or 100,
+        error_kind = ABORT_KINDS[a.errorCode] or "unspecified" }
+    end
     for j, d in ipairs(r.route) do
       local dest = compile_destination(obj, c, T.join(T.join(path, "route"), j) .. ".destination",
         d.destination, l)

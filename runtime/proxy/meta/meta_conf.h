@@ -80,6 +80,9 @@ typedef struct mt_meta_route {
     uint32_t n_request_mutation;
     mt_attr_t *response_mutation;
     uint32_t n_response_mutation;
+    uint32_t timeout_ms;        /* route timeout (meltemi extension); 0: the listener's */
+    double abort_percentage;    /* fault.abort share of requests, 0-100; 0: none */
+    mt_error_kind_t abort_kind; /* the codec error fault.abort answers with */
 } mt_meta_route_t;
 
 /* MetaRouter localRateLimit conditions[]: the first whose matches all hold takes a token from

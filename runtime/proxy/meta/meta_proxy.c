@@ -1023,7 +1023,9 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         }
         r->down_id = msg->request_id;
         r->start_ns = uv_hrtime();
-        r->deadline_ms = mt_worker_now_ms(w) + mt_meta_listener(s->base.conf)->request_timeout_ms;
+        uint32_t tmo = rt && rt->timeout_ms ? rt->timeout_ms
+                                            : mt_meta_listener(s->base.conf)->request_timeout_ms;
+        r->deadline_ms = mt_worker_now_ms(w) + tmo;
         mt_buf_ref(s->base.rbuf);
         r->frame = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
         if (rt && rt->n_response_mutation) {
@@ -1088,6 +1090,20 @@ static bool sess_rate_allows(meta_sess_t *s, const mt_msg_t *msg)
     return false;
 }
 
+/* A route's fault.abort (meltemi extension): true after answering msg with the route's
+ * codec error, for its percentage of requests. */
+static bool sess_fault_abort(meta_sess_t *s, const mt_msg_t *msg, const mt_meta_route_t *rt)
+{
+    if (MT_LIKELY(!rt || rt->abort_percentage <= 0))
+        return false;
+    if (!mt_meta_mirror_roll(rt->abort_percentage, mw_rand(mw_of(s->base.w))))
+        return false;
+    char text[ERR_TEXT];
+    snprintf(text, sizeof(text), "meltemi: fault injected (route %s)", rt->name ? rt->name : "?");
+    sess_error_now(s, msg, rt->abort_kind, text);
+    return true;
+}
+
 static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_worker_t *w = s->base.w;
@@ -1109,7 +1125,7 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
     if (!sess_rate_allows(s, msg))
         return;
     meta_target_t t;
-    if (sess_route(s, msg, &t))
+    if (sess_route(s, msg, &t) && !sess_fault_abort(s, msg, t.route))
         sess_forward(s, msg, &t);
 }
 
@@ -1179,16 +1195,28 @@ static const mt_session_ops_t meta_sess_ops = {
 
 /* Multiplexed connections answer a late request alone; in-order ones cannot skip a reply, so
  * a timeout there fails everything in flight and closes the connection (as the Redis path). */
+/* Whether any request in flight on u is past its deadline. Route timeouts differ, so the
+ * deadlines are not in send order: every request is looked at (a few per connection). */
+static bool up_any_expired(const meta_up_t *u, uint64_t now)
+{
+    for (const meta_req_t *r = u->head; r; r = r->unext) {
+        if (r->deadline_ms && now >= r->deadline_ms)
+            return true;
+    }
+    return false;
+}
+
 static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
 {
     char lbl[256], text[ERR_TEXT];
     mt_stats_block_t *cs = u->mep->mc->wc->conf->stats;
-    if (!u->head || !u->head->deadline_ms || now < u->head->deadline_ms)
+    if (!u->head || !up_any_expired(u, now))
         return;
     snprintf(text, sizeof(text), "meltemi: upstream %s timed out",
              ep_label(u->mep, lbl, sizeof(lbl)));
     mt_upstream_outcome(u->mep->wep, mw->w, MT_OUTLIER_GATEWAY); /* once per timeout pass */
     if (!u->multiplexed) {
+        /* In-order replies: the late one would answer the next request; all of them fail. */
         mt_warn("%s (%u requests in flight failed)", text + 9, u->base.inflight);
         mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, u->base.inflight);
         while (u->head) {
@@ -1199,8 +1227,10 @@ static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
         up_close(u);
         return;
     }
-    while (u->head && u->head->deadline_ms && now >= u->head->deadline_ms) {
-        meta_req_t *r = u->head;
+    for (meta_req_t *r = u->head, *next; r; r = next) {
+        next = r->unext;
+        if (!r->deadline_ms || now < r->deadline_ms)
+            continue;
         up_unlink(u, r);
         idmap_take(&u->ids, r->up_id);
         mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, 1);

@@ -312,6 +312,21 @@ static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route
             meta_read_dest(L, lua_gettop(L), s, r->mirror);
         lua_pop(L, 1);
     }
+    r->timeout_ms = mt_snap_field_ms(L, rt, "timeout_ms", 0);
+    if (mt_snap_field_table(L, rt, "fault_abort")) {
+        int ft = lua_gettop(L);
+        lua_getfield(L, ft, "percentage");
+        r->abort_percentage = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 100.0;
+        lua_pop(L, 1);
+        char *kind = mt_snap_field_str(L, ft, "error_kind");
+        r->abort_kind = MT_ERR_UNSPECIFIED;
+        for (int k = 0; kind && k <= MT_ERR_UNSPECIFIED; k++) {
+            if (strcmp(kind, mt_error_kind_name((mt_error_kind_t)k)) == 0)
+                r->abort_kind = (mt_error_kind_t)k;
+        }
+        free(kind);
+        lua_pop(L, 1);
+    }
     if (meta_read_mutation(L, rt, "request_mutation", &r->request_mutation,
                            &r->n_request_mutation) != 0 ||
         meta_read_mutation(L, rt, "response_mutation", &r->response_mutation,
