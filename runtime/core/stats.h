@@ -41,6 +41,7 @@ enum {
     MT_ST_UPSTREAM_RQ_ERRORS, /* failed because of the upstream: closed, timeout, auth */
     MT_ST_UPSTREAM_RQ_TIMEOUT,
     MT_ST_OUTLIER_EJECTIONS, /* endpoints ejected by outlier detection */
+    MT_ST_UPSTREAM_RQ_RETRY, /* requests sent again (MetaRouter retries) */
     MT_ST__COUNT
 };
 

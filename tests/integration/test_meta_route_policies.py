@@ -3,9 +3,12 @@ test_meta_route_policies.py - MetaRouter route `timeout` and `fault.abort` (melt
 extensions, Istio VirtualService names) with a real Dubbo provider (hessian.js) and raw
 Dubbo frames: an aborted route answers the codec's error for its share of requests and the
 provider never sees them; a route timeout answers Dubbo SERVER_TIMEOUT long before the
-listener's 5 s default, against a peer that accepts and never answers.
+listener's 5 s default, against a peer that accepts and never answers; retries
+(retryOn connect-failure) send a call whose endpoint refuses connections to the live one,
+and without retries that call fails.
 """
 
+import re
 import socket
 import sys
 import threading
@@ -119,3 +122,58 @@ def test_route_timeout_answers_before_the_listener_default(config_dir, meltemi_f
         for c in conns:
             c.close()
         srv.close()
+
+
+def retry_router(retries):
+    return f"""\
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {{name: dubbo-hello, namespace: meta}}
+spec:
+  hosts: [{HOST}]
+  routes:
+  - name: all
+    route: [{{destination: {{host: {HOST}}}}}]
+{retries}"""
+
+
+def retries_total(m):
+    _, body = m.http_get("/stats/prometheus")
+    return sum(float(v) for v in re.findall(
+        r"^meltemi_upstream_request_retries_total\{[^}]*\} (\S+)$", body, re.M))
+
+
+@pytest.mark.parametrize("retries", [True, False], ids=["retries", "no-retries"])
+def test_connect_failure_is_retried_on_the_other_endpoint(tmp_path, node_peers, config_dir,
+                                                          meltemi_factory, retries):
+    """Endpoint 0 refuses connections (nothing listens on its port), endpoint 1 is a real
+    provider. Round robin sends one of the first two calls to endpoint 0 (no backoff yet)."""
+    p = me.DubboProvider(tmp_path / "peers", "live", free_port())
+    try:
+        p.start()
+        dead_port = free_port()
+        port = free_port(VIP)
+        files = {
+            "service-entry.yaml": me.service_entry(
+                "dubbo-hello", HOST, VIP, port, "tcp-metaprotocol-dubbo-hello",
+                [("127.0.0.1", dead_port, {"version": "v1"}),
+                 ("127.0.0.1", p.port, {"version": "v1"})]),
+            "meta-router.yaml": retry_router(
+                "    retries: {attempts: 2, retryOn: connect-failure}\n" if retries else ""),
+        }
+        m = meltemi_factory(config_dir(files))
+        r = me.DubboConn(VIP, port)
+        statuses = []
+        for i in range(20):
+            r.send(me.dubbo_request(i, IFACE, "sayHello", args=[f"r{i}"]))
+            statuses.append(r.read_frame().status)
+        r.close()
+        if retries:
+            assert statuses == [STATUS_OK] * 20, statuses
+            assert retries_total(m) >= 1
+            assert len(p.records("request")) == 20
+        else:
+            assert statuses.count(STATUS_OK) < 20, "a call to the refusing endpoint fails"
+            assert retries_total(m) == 0
+    finally:
+        p.stop()

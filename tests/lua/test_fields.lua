@@ -190,6 +190,31 @@ spec:
   H.find(warns, "mr.yaml:7: MetaRouter/r: spec.globalRateLimit: accepted but not enforced", "grl")
 end)
 
+H.test("MetaRouter route extensions: timeout, retries, fault.abort compile; bad ones are errors", function()
+  local mr = [[
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: r, namespace: meta}
+spec:
+  hosts: [dubbo]
+  routes:
+  - route: [{destination: {host: dubbo}}]
+    timeout: 250ms
+    retries: {attempts: 2, perTryTimeout: 100ms, retryOn: "connect-failure,5xx"}
+    fault: {abort: {percentage: {value: 5}, errorCode: 503}}
+]]
+  local snap = H.snapshot_of({ ["se.yaml"] = SE, ["mr.yaml"] = mr })
+  local rt = H.listener(snap, "127.0.0.41:20880").metaprotocol.routes[1]
+  H.eq(rt.timeout_ms, 250, "timeout")
+  H.ok(H.same(rt.retries, { attempts = 2, per_try_timeout_ms = 100, retry_on = { "connect-failure", "5xx" } }),
+    "retries")
+  H.ok(H.same(rt.fault_abort, { percentage = 5, error_kind = "no_healthy_upstream" }), "abort")
+  local e = H.errors_of({ ["se.yaml"] = SE, ["mr.yaml"] = mr:gsub("connect%-failure,5xx", "retriable-4xx") })
+  H.find(e, 'spec.routes[0].retries.retryOn: "retriable-4xx" does not apply to RPC', "retryOn")
+  e = H.errors_of({ ["se.yaml"] = SE, ["mr.yaml"] = mr .. "    requestMutation: [{key: a, value: b}]\n" })
+  H.find(e, "spec.routes[0].retries: retries and requestMutation on one route are not supported yet", "mutation")
+end)
+
 H.test("a LuaFilter on a MetaProtocol service warns", function()
   local lf = [[
 apiVersion: meltemi.io/v1alpha1

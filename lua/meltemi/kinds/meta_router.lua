@@ -28,7 +28,27 @@ local match = T.obj({ attributes = T.map(shapes.string_match) })
 
 local token_bucket = shapes.token_bucket
 
+-- retries.retryOn (Istio's comma-separated string): the conditions that apply to RPC.
+local RETRY_ON = { ["connect-failure"] = true, reset = true, ["gateway-error"] = true, ["5xx"] = true }
+
+local function retry_on_list(s)
+  local out = {}
+  for tok in (s or "connect-failure"):gmatch("[^,%s]+") do out[#out + 1] = tok end
+  return out
+end
+
 local function check_route(r, report)
+  if r.retries then
+    for _, tok in ipairs(retry_on_list(r.retries.retryOn)) do
+      if not RETRY_ON[tok] then
+        report("retries.retryOn", string.format("%q does not apply to RPC (use connect-failure, reset, "
+          .. "gateway-error, 5xx)", tok))
+      end
+    end
+    if r.requestMutation then
+      report("retries", "retries and requestMutation on one route are not supported yet")
+    end
+  end
   if r.mirrorPercentage and not r.mirror then
     report("mirrorPercentage", "set without a mirror")
   end
@@ -69,6 +89,11 @@ K.schema = shapes.document({
       responseMutation = mutation,
       -- meltemi extensions (Istio VirtualService's names; Aeraki has none of these):
       timeout = T.dur(),
+      retries = T.obj({
+        attempts = T.int{ required = true, min = 0, max = 10 },
+        perTryTimeout = T.dur(),
+        retryOn = T.str{ non_empty = true },
+      }),
       fault = T.obj({
         abort = T.obj({
           percentage = shapes.percentage,
@@ -148,6 +173,11 @@ local function compile_routes(obj, c, l, spec)
       request_mutation = compile_mutation(r.requestMutation),
       response_mutation = compile_mutation(r.responseMutation),
       timeout_ms = r.timeout and math.max(1, T.duration_ms(r.timeout)) or nil }
+    if r.retries and r.retries.attempts > 0 then
+      route.retries = { attempts = r.retries.attempts, retry_on = retry_on_list(r.retries.retryOn),
+        per_try_timeout_ms = r.retries.perTryTimeout and math.max(1, T.duration_ms(r.retries.perTryTimeout))
+          or nil }
+    end
     if r.fault then
       local a = r.fault.abort
       route.fault_abort = { percentage = a.percentage and a.percentage.value or 100,

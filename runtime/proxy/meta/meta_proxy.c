@@ -61,8 +61,15 @@ struct meta_req {
     uint64_t start_ns;
     mt_slice_t frame;             /* the request as the client sent it: errors are built from it */
     mt_slice_t reply;             /* in-order sessions: a reply that came before its turn */
-    const mt_meta_route_t *route; /* responseMutation; valid while snap is held */
-    mt_snapshot_t *snap;          /* held only when route has a response mutation */
+    const mt_meta_route_t *route; /* responseMutation, retries; valid while snap is held */
+    mt_snapshot_t *snap;          /* held only when route has a response mutation or retries */
+    /* retries (route->retry_attempts): where the request went and how many tries are left */
+    const mt_cluster_conf_t *cluster;
+    const mt_meta_subset_t *subset;
+    uint64_t overall_deadline_ms; /* the route's timeout over every try */
+    int64_t last_ep;              /* endpoint of the last try: a retry prefers another */
+    uint32_t rr_index;
+    uint32_t tries_left;
     bool done;
 };
 
@@ -362,17 +369,24 @@ static meta_cluster_t *meta_cluster_get(meta_worker_t *mw, const mt_cluster_conf
     return meta_cluster_new(mw, wc, fallback);
 }
 
+/* The picker's view of a cluster, minus the endpoint a retry moves away from. */
+typedef struct meta_pick_ctx {
+    meta_cluster_t *mc;
+    int64_t exclude; /* -1: none */
+} meta_pick_ctx_t;
+
 static bool ep_healthy(void *ctx, uint32_t i)
 {
-    meta_cluster_t *mc = ctx;
-    if (i >= mc->n_eps)
+    const meta_pick_ctx_t *pc = ctx;
+    meta_cluster_t *mc = pc->mc;
+    if (i >= mc->n_eps || (int64_t)i == pc->exclude)
         return false;
     return mt_upstream_healthy(mc->eps[i].wep, mt_worker_now_ms(mc->wc->w));
 }
 
 static uint32_t ep_load(void *ctx, uint32_t i)
 {
-    meta_cluster_t *mc = ctx;
+    meta_cluster_t *mc = ((const meta_pick_ctx_t *)ctx)->mc;
     return i < mc->n_eps ? mc->eps[i].active : UINT32_MAX;
 }
 
@@ -402,24 +416,31 @@ static mt_str_t sess_source_ip(meta_sess_t *s)
     return (mt_str_t){(const char *)s->peer_ip, (size_t)(s->peer_ip_len - 1)};
 }
 
-/* Picks an endpoint of subset ss of mc for msg from session s; -1 when none is healthy. */
+/* Picks an endpoint of subset ss of mc for msg (NULL for a retry: no attribute to hash) from
+ * session s, other than `exclude` when another is healthy; -1 when none is healthy. */
 static int64_t meta_pick(meta_worker_t *mw, meta_cluster_t *mc, const mt_meta_subset_t *ss,
-                         uint32_t rr_index, const mt_msg_t *msg, meta_sess_t *s)
+                         uint32_t rr_index, const mt_msg_t *msg, meta_sess_t *s, int64_t exclude)
 {
     mt_str_t source = {NULL, 0};
     if (MT_UNLIKELY(ss->hash_source_ip))
         source = sess_source_ip(s);
+    meta_pick_ctx_t pc = {mc, exclude};
     mt_meta_lb_env_t env = {
         .healthy = ep_healthy,
         .load = ep_load,
-        .ctx = mc,
+        .ctx = &pc,
         .rr = &mc->rr[rr_index < mc->n_rr ? rr_index : 0],
         .rnd = mw_rand(mw),
         .hash_value = ss->hash_source_ip ? (source.len ? &source : NULL)
-                      : ss->hash_key.ptr ? mt_msg_get(msg, ss->hash_key.ptr, ss->hash_key.len)
-                                         : NULL,
+                      : ss->hash_key.ptr && msg
+                          ? mt_msg_get(msg, ss->hash_key.ptr, ss->hash_key.len)
+                          : NULL,
     };
     int64_t ep = mt_meta_lb_pick(ss, &env);
+    if (ep < 0 && exclude >= 0) { /* the only healthy one: a retry goes there again */
+        pc.exclude = -1;
+        ep = mt_meta_lb_pick(ss, &env);
+    }
     return ep >= 0 && (uint64_t)ep < mc->n_eps ? ep : -1;
 }
 
@@ -580,6 +601,23 @@ static int req_error_bytes(meta_worker_t *mw, meta_req_t *r, const mt_codec_t *c
 }
 
 /* r failed after it left (timeout, upstream closed): a native error, or a close if none. */
+static bool req_retry(meta_worker_t *mw, meta_req_t *r, uint32_t why);
+
+/* The retry condition an upstream failure of kind is (MT_RETRY_*; 0: never retried). */
+static uint32_t retry_cond_of(mt_error_kind_t kind)
+{
+    switch (kind) {
+    case MT_ERR_NO_HEALTHY_UPSTREAM:
+        return MT_RETRY_CONNECT_FAILURE;
+    case MT_ERR_UPSTREAM_TIMEOUT:
+        return MT_RETRY_TIMEOUT;
+    case MT_ERR_UNSPECIFIED:
+        return MT_RETRY_RESET;
+    default:
+        return 0;
+    }
+}
+
 static void req_fail(meta_worker_t *mw, meta_req_t *r, mt_error_kind_t kind, const char *text)
 {
     meta_sess_t *s = r->sess;
@@ -587,6 +625,8 @@ static void req_fail(meta_worker_t *mw, meta_req_t *r, mt_error_kind_t kind, con
         req_free(mw, r);
         return;
     }
+    if (MT_UNLIKELY(r->tries_left) && req_retry(mw, r, retry_cond_of(kind)))
+        return;
     mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_REQUEST_ERRORS, 1);
     mt_wbuf_t *o = &mw->scratch;
     o->len = 0;
@@ -633,20 +673,36 @@ static void up_push(meta_up_t *u, meta_req_t *r)
 }
 
 /* Fails every request in flight on u with a native error, then closes u. */
-static void up_fail(meta_up_t *u, mt_error_kind_t kind, const char *text)
+/* Takes every request off u, in send order, chained through unext. */
+static meta_req_t *up_detach_all(meta_up_t *u)
 {
-    meta_worker_t *mw = mw_of(u->base.w);
-    mt_stats_block_t *cs = u->mep->mc->wc->conf->stats;
+    meta_req_t *first = NULL, **tail = &first;
     while (u->head) {
         meta_req_t *r = u->head;
         up_unlink(u, r);
         if (u->multiplexed)
             idmap_take(&u->ids, r->up_id);
+        *tail = r;
+        tail = &r->unext;
+    }
+    return first;
+}
+
+/* u is closed first (out of its pool), so a retry of one of its requests never lands on it. */
+static void up_fail(meta_up_t *u, mt_error_kind_t kind, const char *text)
+{
+    meta_worker_t *mw = mw_of(u->base.w);
+    mt_stats_block_t *cs = u->mep->mc->wc->conf->stats;
+    meta_req_t *r = up_detach_all(u);
+    up_close(u);
+    while (r) {
+        meta_req_t *next = r->unext;
+        r->unext = NULL;
         if (r->sess)
             mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
         req_fail(mw, r, kind, text);
+        r = next;
     }
-    up_close(u);
 }
 
 static void up_close(meta_up_t *u)
@@ -674,6 +730,9 @@ static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_ms
     meta_sess_t *s = r->sess;
     mt_upstream_outcome(u->mep->wep, mw->w,
                         msg->type == MT_MSG_ERROR ? MT_OUTLIER_ERROR : MT_OUTLIER_SUCCESS);
+    if (MT_UNLIKELY(r->tries_left) && msg->type == MT_MSG_ERROR &&
+        req_retry(mw, r, MT_RETRY_ERROR_ANSWER))
+        return;
     if (msg->type == MT_MSG_ERROR)
         mt_stat_add(s->base.conf->stats, mw->w->id, MT_ST_REQUEST_ERRORS, 1);
     if (u->multiplexed && u->codec->set_request_id(frame, len, r->down_id) != MT_OK) {
@@ -923,7 +982,7 @@ static meta_up_t *sess_upstream(meta_sess_t *s, const mt_msg_t *msg, const meta_
         sess_error_now(s, msg, MT_ERR_CLUSTER_NOT_FOUND, text);
         return NULL;
     }
-    int64_t ep = meta_pick(mw, mc, t->subset, t->rr_index, msg, s);
+    int64_t ep = meta_pick(mw, mc, t->subset, t->rr_index, msg, s, -1);
     if (ep < 0) {
         mt_stat_add(t->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
         snprintf(text, sizeof(text), "meltemi: no healthy upstream for %s%s%s",
@@ -953,7 +1012,7 @@ static void sess_mirror(meta_sess_t *s, const mt_meta_route_t *route, const mt_m
         return;
     const mt_meta_subset_t *ss = mt_meta_dest_subset(d);
     meta_cluster_t *mc = ss ? meta_cluster_get(mw, d->cluster, s->codec) : NULL;
-    int64_t ep = mc ? meta_pick(mw, mc, ss, subset_rr_index(d), msg, s) : -1;
+    int64_t ep = mc ? meta_pick(mw, mc, ss, subset_rr_index(d), msg, s, -1) : -1;
     const char *why = NULL;
     meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], mw_rand(mw), &why) : NULL;
     meta_req_t *r = u && msg->expects_reply ? req_new(mw) : NULL;
@@ -1025,12 +1084,25 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         r->start_ns = uv_hrtime();
         uint32_t tmo = rt && rt->timeout_ms ? rt->timeout_ms
                                             : mt_meta_listener(s->base.conf)->request_timeout_ms;
-        r->deadline_ms = mt_worker_now_ms(w) + tmo;
+        uint64_t now = mt_worker_now_ms(w);
+        r->deadline_ms = now + tmo;
         mt_buf_ref(s->base.rbuf);
         r->frame = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
-        if (rt && rt->n_response_mutation) {
+        if (rt && (rt->n_response_mutation || rt->retry_attempts)) {
             r->route = rt;
             r->snap = mt_snapshot_ref(s->base.snap);
+        }
+        if (rt && rt->retry_attempts && !copy) {
+            /* A retry resends r->frame: not with a request mutation (the compiler refuses the
+             * pair), whose bytes were a scratch copy. */
+            r->tries_left = rt->retry_attempts;
+            r->cluster = t->cluster;
+            r->subset = t->subset;
+            r->rr_index = t->rr_index;
+            r->last_ep = u->mep - u->mep->mc->eps;
+            r->overall_deadline_ms = r->deadline_ms;
+            if (rt->per_try_timeout_ms && rt->per_try_timeout_ms < tmo)
+                r->deadline_ms = now + rt->per_try_timeout_ms;
         }
     }
     /* the mirror copies the bytes before a multiplexed send rewrites their id in place */
@@ -1044,6 +1116,33 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
     }
     if (r)
         sess_push(s, r);
+}
+
+/* Sends r again, to another endpoint of its destination where one is healthy, when its route
+ * retries on `why` and tries and time are left. True when it is on its way (the failure is
+ * not answered); false leaves the answer to the caller. */
+static bool req_retry(meta_worker_t *mw, meta_req_t *r, uint32_t why)
+{
+    meta_sess_t *s = r->sess;
+    const mt_meta_route_t *rt = r->route;
+    uint64_t now = mt_worker_now_ms(mw->w);
+    if (!s || !rt || !(rt->retry_on & why) || !r->tries_left || now >= r->overall_deadline_ms)
+        return false;
+    meta_cluster_t *mc = meta_cluster_get(mw, r->cluster, s->codec);
+    int64_t ep = mc ? meta_pick(mw, mc, r->subset, r->rr_index, NULL, s, r->last_ep) : -1;
+    const char *whynot = NULL;
+    meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], s->base.id, &whynot) : NULL;
+    if (!u)
+        return false;
+    r->tries_left--;
+    r->last_ep = ep;
+    r->deadline_ms = r->overall_deadline_ms;
+    if (rt->per_try_timeout_ms && now + rt->per_try_timeout_ms < r->deadline_ms)
+        r->deadline_ms = now + rt->per_try_timeout_ms;
+    if (up_send(u, r, r->frame.buf, (uint8_t *)r->frame.p, r->frame.len, false) != 0)
+        return false;
+    mt_stat_add(r->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_RETRY, 1);
+    return true;
 }
 
 /* ---- requests from the client ------------------------------------------------------------- */
@@ -1219,12 +1318,14 @@ static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
         /* In-order replies: the late one would answer the next request; all of them fail. */
         mt_warn("%s (%u requests in flight failed)", text + 9, u->base.inflight);
         mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, u->base.inflight);
-        while (u->head) {
-            meta_req_t *r = u->head;
-            up_unlink(u, r);
+        meta_req_t *r = up_detach_all(u);
+        up_close(u); /* first: a retry must not land on it */
+        while (r) {
+            meta_req_t *next = r->unext;
+            r->unext = NULL;
             req_fail(mw, r, MT_ERR_UPSTREAM_TIMEOUT, text);
+            r = next;
         }
-        up_close(u);
         return;
     }
     for (meta_req_t *r = u->head, *next; r; r = next) {
