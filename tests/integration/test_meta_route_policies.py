@@ -10,6 +10,7 @@ and without retries that call fails.
 
 import re
 import socket
+import struct
 import sys
 import threading
 from pathlib import Path
@@ -175,5 +176,37 @@ def test_connect_failure_is_retried_on_the_other_endpoint(tmp_path, node_peers, 
         else:
             assert statuses.count(STATUS_OK) < 20, "a call to the refusing endpoint fails"
             assert retries_total(m) == 0
+    finally:
+        p.stop()
+
+
+def test_fault_delay_holds_the_request_and_lets_others_pass(tmp_path, node_peers, config_dir,
+                                                            meltemi_factory):
+    """sayBye is held 2 s before it is forwarded; a sayHello sent after it on the same
+    connection is answered first and reaches the provider first (an order, not a timing)."""
+    p = me.DubboProvider(tmp_path / "peers", "v1", free_port())
+    try:
+        p.start()
+        port = deploy(config_dir, meltemi_factory, p.port, "    fault: {delay: {fixedDelay: 2s}}")
+        r = me.DubboConn(VIP, port, timeout=10.0)
+        r.send(me.dubbo_request(1, IFACE, "sayBye", args=["held"]))
+        r.send(me.dubbo_request(2, IFACE, "sayHello", args=["passes"]))
+        first, second = r.read_frame(), r.read_frame()
+        assert (first.id, first.status) == (2, STATUS_OK)
+        assert (second.id, second.status) == (1, STATUS_OK), second.text()
+        assert [x["args"][0] for x in p.records("request")] == ["passes", "held"]
+        r.close()
+        # a client that resets its connection while its request is held: the request is
+        # dropped, never sent (a plain close is a half-close: it would still be answered)
+        gone = me.DubboConn(VIP, port)
+        gone.send(me.dubbo_request(3, IFACE, "sayBye", args=["abandoned"]))
+        gone.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        gone.close()
+        r = me.DubboConn(VIP, port, timeout=10.0)
+        r.send(me.dubbo_request(4, IFACE, "sayBye", args=["later"]))
+        f = r.read_frame()
+        assert (f.id, f.status) == (4, STATUS_OK)
+        assert "abandoned" not in [x["args"][0] for x in p.records("request")]
+        r.close()
     finally:
         p.stop()

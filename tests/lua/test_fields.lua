@@ -211,8 +211,13 @@ spec:
   H.ok(H.same(rt.fault_abort, { percentage = 5, error_kind = "no_healthy_upstream" }), "abort")
   local e = H.errors_of({ ["se.yaml"] = SE, ["mr.yaml"] = mr:gsub("connect%-failure,5xx", "retriable-4xx") })
   H.find(e, 'spec.routes[0].retries.retryOn: "retriable-4xx" does not apply to RPC', "retryOn")
-  e = H.errors_of({ ["se.yaml"] = SE, ["mr.yaml"] = mr .. "    requestMutation: [{key: a, value: b}]\n" })
-  H.find(e, "spec.routes[0].retries: retries and requestMutation on one route are not supported yet", "mutation")
+  snap = H.snapshot_of({ ["se.yaml"] = SE, ["mr.yaml"] = mr:gsub("fault: {abort: {percentage: {value: 5}, errorCode: 503}}",
+    "fault: {delay: {fixedDelay: 1.5s}}") })
+  rt = H.listener(snap, "127.0.0.41:20880").metaprotocol.routes[1]
+  H.ok(H.same(rt.fault_delay, { percentage = 100, delay_ms = 1500 }) and rt.fault_abort == nil, "delay")
+  e = H.errors_of({ ["se.yaml"] = SE, ["mr.yaml"] = mr:gsub("fault: {abort: {percentage: {value: 5}, errorCode: 503}}",
+    "fault: {}") })
+  H.find(e, "spec.routes[0].fault: needs abort or delay", "empty fault")
 end)
 
 H.test("a LuaFilter on a MetaProtocol service warns", function()

@@ -45,9 +45,6 @@ local function check_route(r, report)
           .. "gateway-error, 5xx)", tok))
       end
     end
-    if r.requestMutation then
-      report("retries", "retries and requestMutation on one route are not supported yet")
-    end
   end
   if r.mirrorPercentage and not r.mirror then
     report("mirrorPercentage", "set without a mirror")
@@ -98,8 +95,14 @@ K.schema = shapes.document({
         abort = T.obj({
           percentage = shapes.percentage,
           errorCode = T.int{ required = true, min = 100, max = 599 },
-        }, { required = true }),
-      }),
+        }),
+        delay = T.obj({
+          percentage = shapes.percentage,
+          fixedDelay = T.dur{ required = true },
+        }),
+      }, { check = function(f, report)
+        if not f.abort and not f.delay then report(nil, "needs abort or delay") end
+      end }),
     }, { check = check_route })),
     localRateLimit = T.obj({
       tokenBucket = token_bucket,
@@ -178,10 +181,15 @@ local function compile_routes(obj, c, l, spec)
         per_try_timeout_ms = r.retries.perTryTimeout and math.max(1, T.duration_ms(r.retries.perTryTimeout))
           or nil }
     end
-    if r.fault then
-      local a = r.fault.abort
+    local a = r.fault and r.fault.abort
+    if a then
       route.fault_abort = { percentage = a.percentage and a.percentage.value or 100,
         error_kind = ABORT_KINDS[a.errorCode] or "unspecified" }
+    end
+    local d = r.fault and r.fault.delay
+    if d and T.duration_ms(d.fixedDelay) > 0 then
+      route.fault_delay = { percentage = d.percentage and d.percentage.value or 100,
+        delay_ms = T.duration_ms(d.fixedDelay) }
     end
     for j, d in ipairs(r.route) do
       local dest = compile_destination(obj, c, T.join(T.join(path, "route"), j) .. ".destination",

@@ -94,6 +94,8 @@ typedef struct mt_meta_route {
     uint32_t retry_attempts;     /* retries.attempts: tries after the first; 0: none */
     uint32_t retry_on;           /* MT_RETRY_* */
     uint32_t per_try_timeout_ms; /* 0: the route's (or listener's) timeout */
+    double delay_percentage;     /* fault.delay share of requests, 0-100; 0: none */
+    uint32_t delay_ms;           /* fault.delay.fixedDelay */
 } mt_meta_route_t;
 
 /* MetaRouter localRateLimit conditions[]: the first whose matches all hold takes a token from

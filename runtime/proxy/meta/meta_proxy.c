@@ -70,6 +70,8 @@ struct meta_req {
     int64_t last_ep;              /* endpoint of the last try: a retry prefers another */
     uint32_t rr_index;
     uint32_t tries_left;
+    mt_timer_t delay_timer; /* fault.delay: pending while the request is held */
+    bool delayed;
     bool done;
 };
 
@@ -1044,14 +1046,48 @@ static void warn_no_mutation(meta_worker_t *mw, const mt_meta_route_t *rt,
 }
 
 /* Forwards request msg (its frame lies in s->base.rbuf) along t. */
+/* Keeps r's bytes for a later send (retry, fault delay): the client's frame is referenced as
+ * it is; a mutated copy (p, len in the worker's scratch) is copied into a chunk of its own. */
+static int req_keep_bytes(meta_worker_t *mw, meta_req_t *r, const uint8_t *p, size_t len)
+{
+    mt_buf_t *b = mt_buf_get(&mw->w->pool, len);
+    if (!b)
+        return -1;
+    memcpy(b->last, p, len);
+    b->last += len;
+    mt_buf_unref(&mw->w->pool, r->frame.buf);
+    r->frame = (mt_slice_t){b, b->pos, (uint32_t)len};
+    return 0;
+}
+
+/* Deadlines of a try that starts at now: the route's timeout (or the listener's) over all
+ * tries, perTryTimeout for this one. */
+static void req_set_deadlines(meta_req_t *r, const mt_meta_route_t *rt, uint32_t tmo, uint64_t now)
+{
+    r->deadline_ms = r->overall_deadline_ms = now + tmo;
+    if (rt && rt->per_try_timeout_ms && rt->per_try_timeout_ms < tmo)
+        r->deadline_ms = now + rt->per_try_timeout_ms;
+}
+
+static uint32_t sess_timeout_ms(const meta_sess_t *s, const mt_meta_route_t *rt)
+{
+    return rt && rt->timeout_ms ? rt->timeout_ms
+                                : mt_meta_listener(s->base.conf)->request_timeout_ms;
+}
+
+static void req_delay_fired(mt_timer_t *t);
+
 static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_t *t)
 {
     meta_worker_t *mw = mw_of(s->base.w);
     mt_worker_t *w = s->base.w;
-    meta_up_t *u = sess_upstream(s, msg, t);
-    if (!u)
-        return;
     const mt_meta_route_t *rt = t->route;
+    /* fault.delay holds two-way requests (a oneway one has no record to hold it in) */
+    bool delay = rt && rt->delay_ms && msg->expects_reply &&
+                 mt_meta_mirror_roll(rt->delay_percentage, mw_rand(mw));
+    meta_up_t *u = NULL;
+    if (!delay && !(u = sess_upstream(s, msg, t)))
+        return;
     uint8_t *p = (uint8_t *)msg->frame;
     size_t len = msg->frame_len;
     bool copy = false;
@@ -1082,32 +1118,36 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         }
         r->down_id = msg->request_id;
         r->start_ns = uv_hrtime();
-        uint32_t tmo = rt && rt->timeout_ms ? rt->timeout_ms
-                                            : mt_meta_listener(s->base.conf)->request_timeout_ms;
-        uint64_t now = mt_worker_now_ms(w);
-        r->deadline_ms = now + tmo;
+        req_set_deadlines(r, NULL, sess_timeout_ms(s, rt), mt_worker_now_ms(w));
         mt_buf_ref(s->base.rbuf);
         r->frame = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
-        if (rt && (rt->n_response_mutation || rt->retry_attempts)) {
+        if (rt && (rt->n_response_mutation || rt->retry_attempts || delay)) {
             r->route = rt;
             r->snap = mt_snapshot_ref(s->base.snap);
         }
-        if (rt && rt->retry_attempts && !copy) {
-            /* A retry resends r->frame: not with a request mutation (the compiler refuses the
-             * pair), whose bytes were a scratch copy. */
+        if (rt && (rt->retry_attempts || delay)) {
             r->tries_left = rt->retry_attempts;
             r->cluster = t->cluster;
             r->subset = t->subset;
             r->rr_index = t->rr_index;
-            r->last_ep = u->mep - u->mep->mc->eps;
-            r->overall_deadline_ms = r->deadline_ms;
-            if (rt->per_try_timeout_ms && rt->per_try_timeout_ms < tmo)
-                r->deadline_ms = now + rt->per_try_timeout_ms;
+            r->last_ep = u ? u->mep - u->mep->mc->eps : -1;
+            req_set_deadlines(r, rt, sess_timeout_ms(s, rt), mt_worker_now_ms(w));
+            if (copy && req_keep_bytes(mw, r, p, len) != 0) {
+                req_free(mw, r);
+                mt_session_close(&s->base);
+                return;
+            }
         }
     }
     /* the mirror copies the bytes before a multiplexed send rewrites their id in place */
     if (rt && rt->mirror)
         sess_mirror(s, rt, msg, p, len);
+    if (delay) {
+        r->delayed = true;
+        mt_timer_start(&w->timers, &r->delay_timer, rt->delay_ms, req_delay_fired);
+        sess_push(s, r);
+        return;
+    }
     if (up_send(u, r, s->base.rbuf, p, len, copy) != 0) {
         if (r)
             req_free(mw, r);
@@ -1143,6 +1183,32 @@ static bool req_retry(meta_worker_t *mw, meta_req_t *r, uint32_t why)
         return false;
     mt_stat_add(r->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_RETRY, 1);
     return true;
+}
+
+/* A fault delay is over: r goes to an endpoint of its destination now, its timeouts counted
+ * from now (as Envoy's router starts after its fault filter). */
+static void req_delay_fired(mt_timer_t *t)
+{
+    meta_req_t *r = MT_CONTAINER_OF(t, meta_req_t, delay_timer);
+    meta_sess_t *s = r->sess; /* set: a closing session stops the timer */
+    meta_worker_t *mw = mw_of(s->base.w);
+    r->delayed = false;
+    req_set_deadlines(r, r->route, sess_timeout_ms(s, r->route), mt_worker_now_ms(mw->w));
+    meta_cluster_t *mc = meta_cluster_get(mw, r->cluster, s->codec);
+    int64_t ep = mc ? meta_pick(mw, mc, r->subset, r->rr_index, NULL, s, -1) : -1;
+    const char *why = "no healthy endpoint";
+    meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], s->base.id, &why) : NULL;
+    if (u) {
+        r->last_ep = ep;
+        if (up_send(u, r, r->frame.buf, (uint8_t *)r->frame.p, r->frame.len, false) == 0)
+            return;
+        why = "out of memory";
+    }
+    char text[ERR_TEXT];
+    snprintf(text, sizeof(text), "meltemi: upstream for %s unavailable: %s",
+             r->cluster->service ? r->cluster->service : r->cluster->name, why);
+    mt_stat_add(r->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+    req_fail(mw, r, MT_ERR_NO_HEALTHY_UPSTREAM, text);
 }
 
 /* ---- requests from the client ------------------------------------------------------------- */
@@ -1240,6 +1306,8 @@ static void sess_on_close(mt_session_t *base)
         next = r->snext;
         r->sprev = r->snext = NULL;
         r->sess = NULL;
+        if (r->delayed) /* held by a fault delay: nobody waits for it any more, never sent */
+            mt_timer_stop(&base->w->timers, &r->delay_timer);
         if (!r->up)
             req_free(mw, r);
     }

@@ -357,6 +357,14 @@ static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route
         free(kind);
         lua_pop(L, 1);
     }
+    if (mt_snap_field_table(L, rt, "fault_delay")) {
+        int ft = lua_gettop(L);
+        lua_getfield(L, ft, "percentage");
+        r->delay_percentage = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 100.0;
+        lua_pop(L, 1);
+        r->delay_ms = mt_snap_field_ms(L, ft, "delay_ms", 0);
+        lua_pop(L, 1);
+    }
     if (mt_snap_field_table(L, rt, "retries")) {
         meta_read_retries(L, lua_gettop(L), r);
         lua_pop(L, 1);
