@@ -186,10 +186,10 @@ local function compile_routes(obj, c, l, spec)
       route.fault_abort = { percentage = a.percentage and a.percentage.value or 100,
         error_kind = ABORT_KINDS[a.errorCode] or "unspecified" }
     end
-    local d = r.fault and r.fault.delay
-    if d and T.duration_ms(d.fixedDelay) > 0 then
-      route.fault_delay = { percentage = d.percentage and d.percentage.value or 100,
-        delay_ms = T.duration_ms(d.fixedDelay) }
+    local delay = r.fault and r.fault.delay
+    if delay and T.duration_ms(delay.fixedDelay) > 0 then
+      route.fault_delay = { percentage = delay.percentage and delay.percentage.value or 100,
+        delay_ms = T.duration_ms(delay.fixedDelay) }
     end
     for j, d in ipairs(r.route) do
       local dest = compile_destination(obj, c, T.join(T.join(path, "route"), j) .. ".destination",
