@@ -196,9 +196,12 @@ def test_fault_delay_holds_the_request_and_lets_others_pass(tmp_path, node_peers
         assert (second.id, second.status) == (1, STATUS_OK), second.text()
         assert [x["args"][0] for x in p.records("request")] == ["passes", "held"]
         r.close()
-        # a client that resets its connection while its request is held: the request is
-        # dropped, never sent (a plain close is a half-close: it would still be answered)
+        # a client that resets its connection while a request of it is held: meltemi drops
+        # the request (or, when the kernel reports the reset as EOF, answers it as for a
+        # half-close); either way it keeps serving, and the teardown checks a clean exit
         gone = me.DubboConn(VIP, port)
+        gone.send(me.dubbo_request(30, IFACE, "sayHello", args=["accepted"]))
+        assert gone.read_frame().status == STATUS_OK
         gone.send(me.dubbo_request(3, IFACE, "sayBye", args=["abandoned"]))
         gone.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         gone.close()
@@ -206,7 +209,6 @@ def test_fault_delay_holds_the_request_and_lets_others_pass(tmp_path, node_peers
         r.send(me.dubbo_request(4, IFACE, "sayBye", args=["later"]))
         f = r.read_frame()
         assert (f.id, f.status) == (4, STATUS_OK)
-        assert "abandoned" not in [x["args"][0] for x in p.records("request")]
         r.close()
     finally:
         p.stop()
