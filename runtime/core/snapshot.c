@@ -193,7 +193,7 @@ void mt_endpoint_conf_free(mt_endpoint_conf_t *e)
 static mt_protocol_t parse_protocol(const char *p)
 {
     for (const mt_proxy_ops_t *const *o = mt_proxies; p && *o; o++) {
-        if (strcmp((*o)->name, p) == 0)
+        if ((*o)->accept && strcmp((*o)->name, p) == 0) /* the capture ports serve none */
             return (*o)->protocol;
     }
     return MT_PROTO_TCP;
@@ -324,6 +324,9 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
     free(proto);
     l->codec = mt_snap_field_str(L, t, "codec");
     l->service = mt_snap_field_str(L, t, "service");
+    char *direction = mt_snap_field_str(L, t, "direction");
+    l->inbound = direction && strcmp(direction, "inbound") == 0;
+    free(direction);
     char *cluster = mt_snap_field_str(L, t, "cluster");
     l->cluster = cluster ? mt_snapshot_cluster(s, cluster) : NULL;
     free(cluster);
@@ -341,6 +344,12 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
     if (read_fingerprint(L, t, "listener", l->name, &l->fingerprint, err) != 0)
         return -1;
     l->stats = mt_stats_block(MT_STATS_LISTENER, l->name, NULL);
+    l->n_istio = s->n_clusters + 1;
+    l->istio = calloc(l->n_istio, sizeof(*l->istio));
+    if (!l->istio) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
     const mt_proxy_ops_t *ops = mt_proxy_for(l->protocol);
     return ops->read_listener ? ops->read_listener(L, t, s, l, err) : 0;
 }
@@ -379,6 +388,7 @@ static void snapshot_free(mt_snapshot_t *s)
         free(l->codec);
         free(l->service);
         free(l->fingerprint);
+        free(l->istio);
     }
     free(s->clusters);
     free(s->listeners);
@@ -404,8 +414,10 @@ mt_snapshot_t *mt_snapshot_from_lua(lua_State *L, int idx, uint64_t generation, 
             n++;
         s->clusters = calloc(n ? n : 1, sizeof(*s->clusters));
         for (lua_pushnil(L); rc == 0 && lua_next(L, ct); lua_pop(L, 1)) {
-            if (lua_istable(L, -1))
+            if (lua_istable(L, -1)) {
+                s->clusters[s->n_clusters].index = s->n_clusters;
                 rc = read_cluster(L, lua_gettop(L), &s->clusters[s->n_clusters++], err);
+            }
         }
     }
     lua_settop(L, top);

@@ -51,7 +51,8 @@ typedef struct mt_cluster_conf {
     char *fingerprint;         /* equal fingerprints: a worker may keep this cluster's pools */
     mt_outlier_conf_t outlier; /* outlierDetection; its per-endpoint state is shared, mutable */
     mt_stats_block_t *stats;
-    void *proto; /* the proxy's own part (mt_proxy_ops_t.read_cluster), or NULL */
+    void *proto;    /* the proxy's own part (mt_proxy_ops_t.read_cluster), or NULL */
+    uint32_t index; /* in its snapshot's clusters[] */
 } mt_cluster_conf_t;
 
 typedef struct mt_listener_conf {
@@ -63,10 +64,18 @@ typedef struct mt_listener_conf {
     mt_protocol_t protocol;
     char *codec;
     char *service;
+    bool inbound; /* a Sidecar ingress listener (direction "inbound"): the inbound capture
+                     port serves it, the outbound one never does */
     mt_cluster_conf_t *cluster; /* default destination; NULL if it names no cluster */
     char *fingerprint;
     mt_stats_block_t *stats;
     void *proto; /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
+    /* Istio's metrics: the protocol's response codes (set by the proxy's read_listener; NULL:
+     * connection metrics only, as for plain TCP) and the label sets by destination, [0] none,
+     * [1 + i] the snapshot's cluster i, filled on first use (session.c). */
+    const mt_istio_codes_t *istio_codes;
+    mt_istio_set_t **istio;
+    uint32_t n_istio;
 } mt_listener_conf_t;
 
 typedef struct mt_snapshot {

@@ -284,6 +284,23 @@ H.test("authTimeout / idleTimeout: defaults, values, validation, warning without
   end
 end)
 
+H.test("deniedCommands: normalised names, unknown commands refused", function()
+  local function rs(settings)
+    return SE .. "---\napiVersion: redis.aeraki.io/v1alpha1\nkind: RedisService\nmetadata: {name: rs, namespace: "
+      .. "redis}\nspec:\n  host: [redis-single]\n  settings:\n" .. settings
+  end
+  local denied = "    deniedCommands: [FLUSHALL, \"Config Set\", object|encoding]\n"
+  local r = H.listener(H.snapshot_of({ ["a.yaml"] = rs(denied) }), "127.0.0.10:6379").redis
+  H.eq(r.denied_commands[1], "flushall", "lower case"); H.eq(r.denied_commands[2], "config|set", "space -> |")
+  H.eq(r.denied_commands[3], "object|encoding", "as written")
+  r = H.listener(H.snapshot_of({ ["a.yaml"] = rs("    opTimeout: 1s\n") }), "127.0.0.10:6379").redis
+  H.eq(r.denied_commands, nil, "none by default")
+  for _, bad in ipairs({ "flushal", "config nosuch", "debug segfault", "get x y" }) do
+    local e = H.errors_of({ ["a.yaml"] = rs("    deniedCommands: [\"" .. bad .. "\"]\n") })
+    H.find(e, { "spec.settings.deniedCommands[0]", "is not a Redis 7.0 command" }, bad)
+  end
+end)
+
 H.test("faults: DELAY needs a delay; bad type", function()
   local e = H.errors_of({ ["se.yaml"] = SE, ["f.yaml"] = [[
 apiVersion: redis.aeraki.io/v1alpha1

@@ -7,6 +7,7 @@
 local C = require "meltemi.c"
 local T = require "meltemi.schema"
 local shapes = require "meltemi.shapes"
+local command_names = require "meltemi.redis.command_names"
 
 local K = {
   kind = "RedisService",
@@ -21,6 +22,19 @@ local route_target = T.obj({
 
 local function check_fault(f, report)
   if f.type == "DELAY" and not f.delay then report("delay", "required for a DELAY fault") end
+end
+
+-- "flushall", "CONFIG SET", "config|set": a command, or a container and its subcommand.
+-- The runtime's form of a denied name: lower case, "container|sub".
+local function denied_name(v)
+  return (v:lower():gsub(" ", "|"))
+end
+
+local function check_denied_name(v)
+  if not command_names[denied_name(v)] then
+    return string.format("%q is not a Redis 7.0 command (write FLUSHALL, or CONFIG SET for a "
+      .. "subcommand)", v)
+  end
 end
 
 local function check_spec(spec, report)
@@ -55,6 +69,9 @@ K.schema = shapes.document({
       -- in time (only where auth is set), or that has been idle; "0s" turns either off.
       authTimeout = T.dur(),
       idleTimeout = T.dur(),
+      -- meltemi extension: commands answered NOPERM instead of reaching Redis ("FLUSHALL",
+      -- "CONFIG SET"); the runtime checks each against Redis's command table.
+      deniedCommands = T.list(T.str{ non_empty = true, validate = check_denied_name }),
     }),
     redis = T.list(T.obj({
       match = T.obj({
@@ -131,6 +148,10 @@ local function compile_settings(obj, c, r, s)
   if s.readPolicy then r.read_policy = s.readPolicy end
   if s.authTimeout then r.auth_timeout_ms = T.duration_ms(s.authTimeout) end
   if s.idleTimeout then r.idle_timeout_ms = T.duration_ms(s.idleTimeout) end
+  if s.deniedCommands then
+    r.denied_commands = {}
+    for i, v in ipairs(s.deniedCommands) do r.denied_commands[i] = denied_name(v) end
+  end
 end
 
 -- The cluster a route target points at, seen from listener l. Reports and returns nil on a

@@ -71,7 +71,8 @@ K.consumed = {
   "spec.ingress[].port.number", "spec.ingress[].port.protocol", "spec.ingress[].port.name",
   "spec.ingress[].port.targetPort", "spec.ingress[].bind", "spec.ingress[].defaultEndpoint",
 }
-local NO_CAPTURE = "meltemi intercepts nothing: listeners bind their addresses"
+local NO_CAPTURE = "interception is set up for the whole proxy (--capture-inbound, "
+  .. "tools/meltemi-iptables; docs/sidecar.md), not per ingress listener"
 K.unenforced = {
   ["spec.ingress[].captureMode"] = { reason = NO_CAPTURE, when = function(v) return v == "IPTABLES" end,
     when_text = "(IPTABLES)" },
@@ -80,8 +81,11 @@ K.unenforced = {
   ["spec.inboundConnectionPool"] = "inbound connections are not bounded per listener",
   ["spec.egress"] = "outbound listeners come from the services' addresses; egress binds and host "
     .. "scopes are kept in snapshot.sidecars only",
-  ["spec.outboundTrafficPolicy"] = "unknown destinations are never proxied (nothing is intercepted), "
-    .. "so there is no policy to apply",
+  ["spec.outboundTrafficPolicy.mode"] = { reason = "an intercepted connection to an unknown "
+    .. "destination is always passed through (ALLOW_ANY, PassthroughCluster)",
+    when = function(v) return v == "REGISTRY_ONLY" end, when_text = "(REGISTRY_ONLY)" },
+  ["spec.outboundTrafficPolicy.egressProxy"] = "unknown destinations are passed through directly, "
+    .. "never to an egress proxy",
   ["spec.workloadSelector"] = "the Sidecar applies to this proxy whatever its workload labels",
 }
 

@@ -49,6 +49,9 @@ typedef struct mt_meta_subset {
     mt_str_t hash_key;        /* RING_HASH: the metadata attribute hashed; ptr NULL: none */
     bool hash_source_ip;      /* RING_HASH: consistentHash.useSourceIp, the client's IP */
     mt_meta_ring_t ring;      /* RING_HASH only */
+    /* Istio's label set of requests to this subset (destination_version = its name), made on
+     * first use by a worker (meta_proxy.c); sets are never freed */
+    mt_istio_set_t *istio;
 } mt_meta_subset_t;
 
 typedef struct mt_meta_cluster_conf {

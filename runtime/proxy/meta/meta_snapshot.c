@@ -6,6 +6,7 @@
  * the main thread at load and reload.
  */
 #include "runtime/core/log.h"
+#include "runtime/proxy/meta/lua_codec.h"
 #include "runtime/proxy/meta/meta_router.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
 
@@ -164,8 +165,13 @@ int mt_meta_read_cluster(lua_State *L, int ct, mt_cluster_conf_t *c, char **err)
     mc->codec = mt_snap_field_str(L, ct, "codec");
     /* The registry is written here, on the main thread, before any worker sees a snapshot;
      * workers only use the resolved pointers. */
-    if (mt_codec_register_builtins() == MT_OK && mc->codec)
+    if (mt_lua_codec_named(mc->codec)) {
+        mc->codec_impl = mt_lua_codec_from_snapshot(L, ct, err);
+        if (!mc->codec_impl)
+            return -1;
+    } else if (mt_codec_register_builtins() == MT_OK && mc->codec) {
         mc->codec_impl = mt_codec_find(mc->codec);
+    }
     uint32_t ring = 0; /* minimumRingSize; 0: MT_META_RING_POINTS per endpoint */
     meta_read_lb(L, ct, &mc->all, NULL, &ring);
     if (meta_select_endpoints(L, ct, 0, c, &mc->all) != 0 ||
@@ -195,6 +201,7 @@ void mt_meta_free_cluster(mt_cluster_conf_t *c)
         meta_free_subset(&mc->subsets[i]);
     free(mc->subsets);
     free(mc->codec);
+    mt_lua_codec_release(mc->codec_impl);
     free(mc);
     c->proto = NULL;
 }
@@ -420,6 +427,43 @@ static int meta_read_rate_limit(lua_State *L, int mp, mt_meta_listener_conf_t *m
     return rc;
 }
 
+/* ---- Istio's response_code per codec -------------------------------------------------------- */
+
+/* Dubbo's status byte as a number; index 0 (20, OK) is success. */
+static const char *const dubbo_code_names[] = {"20", "30", "31", "40",  "50",   "60",
+                                               "70", "80", "90", "100", "OTHER"};
+const mt_istio_codes_t mt_meta_dubbo_codes = {"dubbo", dubbo_code_names,
+                                              MT_ARRAY_LEN(dubbo_code_names)};
+/* Thrift: a REPLY, or an EXCEPTION message (the codec does not decode its type field). */
+static const char *const thrift_code_names[] = {"OK", "EXCEPTION"};
+static const mt_istio_codes_t thrift_codes = {"thrift", thrift_code_names,
+                                              MT_ARRAY_LEN(thrift_code_names)};
+static const char *const generic_code_names[] = {"OK", "ERROR"};
+
+/* Label sets keep their codes for good: other codecs' tables are made once, never freed. */
+const mt_istio_codes_t *mt_meta_istio_codes(const mt_codec_t *codec)
+{
+    static mt_istio_codes_t generic[16];
+    static const mt_codec_t *generic_of[16];
+    if (!codec)
+        return NULL;
+    if (strcmp(codec->name, "dubbo") == 0)
+        return &mt_meta_dubbo_codes;
+    if (strcmp(codec->name, "thrift") == 0)
+        return &thrift_codes;
+    for (size_t i = 0; i < MT_ARRAY_LEN(generic); i++) {
+        if (generic_of[i] == codec)
+            return &generic[i];
+        if (!generic_of[i]) {
+            generic_of[i] = codec;
+            generic[i] = (mt_istio_codes_t){codec->name, generic_code_names,
+                                            MT_ARRAY_LEN(generic_code_names)};
+            return &generic[i];
+        }
+    }
+    return NULL; /* more than 16 codecs: requests of the others go uncounted by Istio's names */
+}
+
 int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf_t *l, char **err)
 {
     mt_meta_listener_conf_t *ml = calloc(1, sizeof(*ml));
@@ -429,11 +473,17 @@ int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_con
     }
     l->proto = ml;
     ml->request_timeout_ms = META_DEFAULT_REQUEST_TIMEOUT_MS;
-    if (mt_codec_register_builtins() == MT_OK && l->codec)
+    if (mt_lua_codec_named(l->codec)) {
+        ml->codec = mt_lua_codec_from_snapshot(L, t, err);
+        if (!ml->codec)
+            return -1;
+    } else if (mt_codec_register_builtins() == MT_OK && l->codec) {
         ml->codec = mt_codec_find(l->codec);
+    }
     if (!ml->codec)
         mt_warn("listener %s: no codec named %s is built in; relaying it as plain TCP", l->name,
                 l->codec ? l->codec : "(none)");
+    l->istio_codes = mt_meta_istio_codes(ml->codec);
     if (!mt_snap_field_table(L, t, "metaprotocol"))
         return 0;
     int mp = lua_gettop(L);
@@ -523,6 +573,7 @@ void mt_meta_free_listener(mt_listener_conf_t *l)
         meta_free_match(ml->rate_conds[i].match, ml->rate_conds[i].n_match);
     free(ml->rate_conds);
     free(ml->rate_bucket);
+    mt_lua_codec_release(ml->codec);
     free(ml);
     l->proto = NULL;
 }

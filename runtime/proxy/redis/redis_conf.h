@@ -11,6 +11,8 @@
 #include "runtime/core/ring.h"
 #include "runtime/core/snapshot.h"
 
+#include "protocols/redis/commands.h"
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -50,6 +52,12 @@ typedef struct mt_redis_listener_conf {
     mt_token_bucket_t *rate_bucket; /* localRateLimit.tokenBucket; NULL: no default limit */
     mt_redis_rate_cond_t *rate_conds;
     uint32_t n_rate_conds;
+    /* settings.deniedCommands (a meltemi extension): bit i of denied = command id i, of
+     * denied_sub = the i-th entry of the subcommand table; answered NOPERM before anything
+     * acts on them. n_denied = 0: none (the data path checks only that). */
+    uint32_t n_denied;
+    uint8_t denied[(REDIS_COMMAND_COUNT + 7) / 8];
+    uint8_t denied_sub[(REDIS_SUBCOMMAND_MAX + 7) / 8];
 } mt_redis_listener_conf_t;
 
 /* RedisDestination settings of one cluster (cluster.redis). */
@@ -88,5 +96,8 @@ static inline const mt_redis_cluster_conf_t *mt_redis_cluster(const mt_cluster_c
 {
     return c->protocol == MT_PROTO_REDIS ? c->proto : &mt_redis_cluster_none;
 }
+
+/* Istio's response_code values of Redis replies (reply.c): OK or the error's prefix. */
+extern const mt_istio_codes_t mt_redis_istio_codes;
 
 #endif

@@ -244,6 +244,49 @@ static int redis_read_rate_limit(lua_State *L, int rt, mt_redis_listener_conf_t 
     return rc;
 }
 
+/* One name of settings.deniedCommands: "flushall" or "config|set" (the compiler lower-cased
+ * it and turned a space into '|'). False when Redis has no such command. */
+static bool redis_deny_one(mt_redis_listener_conf_t *rl, const char *name, size_t len)
+{
+    const redis_command_t *cmd = redis_command_lookup_fullname(name, len);
+    if (!cmd)
+        return false;
+    const redis_command_t *subs = redis_command__subcommands;
+    if (cmd >= subs && cmd < subs + redis_command__subcommand_count) {
+        size_t i = (size_t)(cmd - subs);
+        rl->denied_sub[i / 8] |= (uint8_t)(1u << (i % 8));
+    } else {
+        rl->denied[cmd->id / 8] |= (uint8_t)(1u << (cmd->id % 8));
+    }
+    rl->n_denied++;
+    return true;
+}
+
+static int redis_read_denied(lua_State *L, int rt, mt_redis_listener_conf_t *rl, char **err)
+{
+    if (!mt_snap_field_table(L, rt, "denied_commands"))
+        return 0;
+    int dt = lua_gettop(L);
+    size_t n = lua_objlen(L, dt);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        lua_rawgeti(L, dt, (int)i + 1);
+        size_t len = 0;
+        const char *name = lua_tolstring(L, -1, &len);
+        if (!name || !redis_deny_one(rl, name, len)) {
+            char text[200];
+            snprintf(text, sizeof(text),
+                     "RedisService settings.deniedCommands[%zu]: Redis 7.0 has no command '%.*s'",
+                     i, (int)MT_MIN(len, 100), name ? name : "?");
+            *err = strdup(text);
+            rc = -1;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 int mt_redis_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf_t *l, char **err)
 {
     (void)s;
@@ -253,6 +296,7 @@ int mt_redis_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_co
         return -1;
     }
     l->proto = rl;
+    l->istio_codes = &mt_redis_istio_codes;
     /* A listener without a redis table (no RedisService) runs on these defaults. */
     rl->op_timeout_ms = REDIS_DEFAULT_OP_TIMEOUT_MS;
     rl->enable_redirection = true;
@@ -263,13 +307,16 @@ int mt_redis_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_co
         char msg[160] = "";
         redis_read_settings(L, lua_gettop(L), rl);
         int rc = redis_read_rate_limit(L, lua_gettop(L), rl, msg, sizeof(msg));
-        lua_pop(L, 1);
         if (rc != 0) {
+            lua_pop(L, 1);
             if (asprintf(err, "listener %s: localRateLimit: %s", l->name,
                          msg[0] ? msg : "out of memory") < 0)
                 *err = NULL;
             return -1;
         }
+        rc = redis_read_denied(L, lua_gettop(L), rl, err);
+        lua_pop(L, 1);
+        return rc;
     }
     return 0;
 }
