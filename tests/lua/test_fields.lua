@@ -220,6 +220,38 @@ spec:
   H.find(e, "spec.routes[0].fault: needs abort or delay", "empty fault")
 end)
 
+H.test("maxConnections bounds Redis leases; on a MetaProtocol cluster, and loadBalancer on Redis, it warns", function()
+  local se = [[
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: r, namespace: meta}
+spec:
+  hosts: [r.meta.svc.cluster.local]
+  addresses: [127.0.0.42]
+  ports: [{number: 6379, name: tcp-redis}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+]]
+  local dr = [[
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: r, namespace: meta}
+spec:
+  host: r
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 8}}
+    loadBalancer: {simple: RANDOM}
+]]
+  local snap = H.snapshot_of({ ["se.yaml"] = se, ["dr.yaml"] = dr })
+  H.eq(snap.clusters["outbound|6379||r.meta.svc.cluster.local"].max_connections, 8, "compiled")
+  H.none(snap.warnings, "maxConnections", "enforced for Redis")
+  H.find(snap.warnings, "dr.yaml:8: DestinationRule/r: spec.trafficPolicy.loadBalancer: accepted but not enforced: "
+    .. "Redis clusters do not use loadBalancer", "lb on redis")
+  local warns = warnings({ ["se.yaml"] = SE, ["dr.yaml"] = DR })
+  H.find(warns, "spec.trafficPolicy.connectionPool.tcp.maxConnections: accepted but not enforced: MetaProtocol "
+    .. "connections are shared", "meta")
+end)
+
 H.test("a LuaFilter on a MetaProtocol service warns", function()
   local lf = [[
 apiVersion: meltemi.io/v1alpha1
