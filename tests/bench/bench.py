@@ -213,7 +213,7 @@ spec:
     def ready():
         with urllib.request.urlopen(f"http://{HOST}:{admin}/ready", timeout=1) as r:
             return r.status == 200 and tcp_ping(port)
-    s.start(ready)
+    s.start(ready, timeout=60)  # under callgrind on a loaded machine start-up takes a while
     return s
 
 
