@@ -327,6 +327,7 @@ static void snapshot_free(mt_snapshot_t *s)
         free(l->fingerprint);
         free(l->istio);
     }
+    mt_alog_conf_free(s->access_log);
     free(s->clusters);
     free(s->listeners);
     free(s->lua_source);
@@ -368,6 +369,11 @@ mt_snapshot_t *mt_snapshot_from_lua(lua_State *L, int idx, uint64_t generation, 
                 rc = read_listener(L, lua_gettop(L), s, &s->listeners[s->n_listeners++], err);
             lua_pop(L, 1);
         }
+    }
+    lua_settop(L, top);
+    if (rc == 0 && mt_snap_field_table(L, t, "access_log")) {
+        s->access_log = mt_alog_conf_read(L, lua_gettop(L), err);
+        rc = *err ? -1 : 0;
     }
     lua_settop(L, top);
     if (rc == 0) {

@@ -46,6 +46,8 @@ void mt_worker_flush(mt_worker_t *w)
         if (rc < 0 && q->on_done)
             q->on_done(q, rc);
     }
+    if (w->alog.len)
+        mt_alog_flush(&w->alog);
 }
 
 static void worker_flush(uv_check_t *h)
@@ -431,6 +433,7 @@ static void *worker_main(void *arg)
     uv_walk(&w->loop, worker_close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
+    mt_alog_worker_free(&w->alog);
     /* Proxy state may hold cluster references: it goes first. */
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->worker_free)
@@ -474,6 +477,7 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
         return -1;
     w->timers.clock_ns = &w->now_ns;
     w->now_ns = uv_hrtime();
+    mt_alog_worker_init(&w->alog, id);
     w->L = mt_lua_new();
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->worker_start && (*p)->worker_start(w) != 0)

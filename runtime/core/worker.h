@@ -8,6 +8,7 @@
 
 #define MT_WORKER_TICK_MS 20
 
+#include "runtime/core/access_log.h"
 #include "runtime/core/buf.h"
 #include "runtime/core/outq.h"
 #include "runtime/core/snapshot.h"
@@ -99,6 +100,7 @@ struct mt_worker {
     /* uv_hrtime() of the last read callback (session or upstream shell) or timer run: the
      * time requests start and end at, read once per event rather than once per request */
     uint64_t now_ns;
+    mt_alog_worker_t alog;                    /* this worker's access log lines (access_log.h) */
     uint32_t rconns_per_endpoint;             /* shared connections per endpoint and protocol */
     mt_upstream_t *upstreams[MT_PROTO_COUNT]; /* every upstream connection, by protocol */
     bool draining;

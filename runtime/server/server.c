@@ -37,7 +37,7 @@ typedef struct mt_server {
     mt_worker_t *workers;
     unsigned nworkers;
     mt_admin_t *admin;
-    uv_signal_t sigterm, sigint, sighup;
+    uv_signal_t sigterm, sigint, sighup, sigusr1;
     uv_timer_t drain_timer, drain_poll;
     uv_fs_event_t watch; /* the config directory */
     uv_timer_t reload_debounce;
@@ -143,6 +143,10 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
     }
     print_warnings(L, -1);
     mt_snapshot_t *s = mt_snapshot_from_lua(L, -1, srv->generation + 1, err);
+    if (s && s->access_log && mt_alog_open(s->access_log, err) != 0) {
+        mt_snapshot_unref(s); /* a log file that cannot be opened is a configuration error */
+        s = NULL;
+    }
     if (!s) {
         lua_settop(L, top);
         return NULL;
@@ -425,6 +429,10 @@ static void on_signal(uv_signal_t *h, int signum)
             server_reload(srv, "SIGHUP", NULL);
         return;
     }
+    if (signum == SIGUSR1) { /* logrotate moved the access log away */
+        mt_alog_reopen();
+        return;
+    }
     server_drain(srv);
 }
 
@@ -490,6 +498,9 @@ static void server_init_handles(mt_server_t *srv)
     uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
     uv_signal_start(&srv->sigint, on_signal, SIGINT);
     uv_signal_start(&srv->sighup, on_signal, SIGHUP);
+    uv_signal_init(srv->loop, &srv->sigusr1);
+    srv->sigusr1.data = srv;
+    uv_signal_start(&srv->sigusr1, on_signal, SIGUSR1);
 }
 
 /* Starts every worker with its share of the listening sockets in fds. */

@@ -63,6 +63,9 @@ struct meta_req {
     uint64_t start_ns;             /* the read's w->now_ns */
     const mt_cluster_conf_t *dest; /* where it went (Istio's labels) */
     mt_istio_set_t *set;           /* its subset's label set; NULL: dest's */
+    const mt_wendpoint_t *ep;      /* where it was sent (the access log) */
+    const char *subset;            /* its subset's name, or NULL (valid while snap is held) */
+    char op[96];                   /* interface.method, kept only for the access log */
     uint32_t req_bytes;
     uint16_t rflags;              /* Envoy response flags (MT_RF_*) */
     mt_slice_t frame;             /* the request as the client sent it: errors are built from it */
@@ -159,6 +162,7 @@ static uint64_t mw_rand(meta_worker_t *mw)
 }
 
 static void up_close(meta_up_t *u);
+static const char *msg_method(const mt_msg_t *msg, char *buf, size_t n);
 
 /* ---- request records ----------------------------------------------------------------------- */
 
@@ -516,12 +520,19 @@ static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const cha
         return;
     }
     mt_worker_t *w = s->base.w;
-    if (r->set)
-        mt_session_request_done_in(&s->base, r->set, code, r->rflags, r->start_ns, r->req_bytes,
-                                   (uint32_t)len);
-    else
-        mt_session_request_done(&s->base, r->dest, code, r->rflags, r->start_ns, r->req_bytes,
-                                (uint32_t)len);
+    mt_request_end_t e = {
+        .dest = r->dest,
+        .set = r->set,
+        .start_ns = r->start_ns,
+        .code = code,
+        .flags = r->rflags,
+        .req_bytes = r->req_bytes,
+        .resp_bytes = (uint32_t)len,
+        .op = r->op[0] ? r->op : NULL,
+        .ep = r->ep,
+        .subset = r->set ? r->subset : NULL,
+    };
+    mt_session_request_done(&s->base, &e);
     if (s->in_order && s->head != r) {
         mt_buf_ref(b);
         r->reply = (mt_slice_t){b, p, (uint32_t)len};
@@ -593,10 +604,19 @@ static void sess_error_now(meta_sess_t *s, const mt_msg_t *msg, mt_error_kind_t 
         s->base.finishing = true; /* cannot answer natively: close once the rest is answered */
         return;
     }
-    if (msg->expects_reply)
-        mt_session_request_done(&s->base, s->cur_dest, meta_error_code(s, kind),
-                                s->cur_flags | meta_error_flag(kind), s->cur_start_ns, s->cur_bytes,
-                                (uint32_t)o->len);
+    if (msg->expects_reply) {
+        char method[96];
+        mt_request_end_t e = {
+            .dest = s->cur_dest,
+            .start_ns = s->cur_start_ns,
+            .code = meta_error_code(s, kind),
+            .flags = s->cur_flags | meta_error_flag(kind),
+            .req_bytes = s->cur_bytes,
+            .resp_bytes = (uint32_t)o->len,
+            .op = s->base.snap->access_log ? msg_method(msg, method, sizeof(method)) : NULL,
+        };
+        mt_session_request_done(&s->base, &e);
+    }
     sess_reply_local(s, o->data, o->len);
 }
 
@@ -671,6 +691,7 @@ static void up_unlink(meta_up_t *u, meta_req_t *r)
 static void up_push(meta_up_t *u, meta_req_t *r)
 {
     r->up = u;
+    r->ep = u->mep->wep;
     r->unext = NULL;
     r->uprev = u->tail;
     if (u->tail)
@@ -1092,6 +1113,9 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         r->start_ns = s->cur_start_ns;
         r->dest = t->cluster;
         r->set = meta_subset_set(s, t);
+        r->subset = t->subset ? t->subset->name : NULL;
+        if (MT_UNLIKELY(s->base.snap->access_log != NULL))
+            msg_method(msg, r->op, sizeof(r->op));
         r->req_bytes = s->cur_bytes;
         r->rflags = s->cur_flags;
         r->deadline_ms = mt_worker_now_ms(w) + mt_meta_listener(s->base.conf)->request_timeout_ms;

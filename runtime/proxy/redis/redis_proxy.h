@@ -51,6 +51,7 @@ typedef struct mt_rreq {
     const mt_cluster_conf_t *dest; /* where it went, for Istio's labels (mt_rsess_push: the
                                       session's cluster unless route.c set another) */
     uint32_t req_bytes;            /* the command's frame, for istio_request_bytes */
+    const mt_wendpoint_t *ep;      /* the endpoint it was last sent to (the access log) */
     uint16_t rflags;               /* Envoy response flags (MT_RF_*): the session's, plus
                                       what happened on the way (timeouts, failures) */
     struct mt_rreq *parent;        /* a part of a split command */
@@ -88,6 +89,7 @@ struct mt_rsess {
      * and the Envoy response flags (MT_RF_*) that policies, refusals and routing set on it;
      * its record (mt_rsess_push) or its local reply takes them */
     uint64_t cmd_start_ns;
+    const char *cmd_name; /* its name in the command table, or "(unknown)" */
     uint32_t cmd_bytes;
     uint16_t cmd_flags;
 };

@@ -50,16 +50,32 @@ static void rreq_observe(mt_rsess_t *s, mt_rreq_t *r, const char *p, size_t len)
     if (r->observed)
         return;
     r->observed = true;
-    mt_session_request_done(&s->base, r->dest, redis_reply_code(p, len), r->rflags, r->start_ns,
-                            r->req_bytes, (uint32_t)len);
+    mt_request_end_t e = {
+        .dest = r->dest,
+        .start_ns = r->start_ns,
+        .code = redis_reply_code(p, len),
+        .flags = r->rflags,
+        .req_bytes = r->req_bytes,
+        .resp_bytes = (uint32_t)len,
+        .op = r->cmd ? r->cmd->name : s->cmd_name,
+        .ep = r->ep,
+    };
+    mt_session_request_done(&s->base, &e);
 }
 
 /* ... and for a reply made for the command being handled, without a record. */
 static void sess_observe_local(mt_rsess_t *s, const char *p, size_t len)
 {
-    mt_session_request_done(&s->base, s->base.cluster ? s->base.cluster->conf : NULL,
-                            redis_reply_code(p, len), s->cmd_flags, s->cmd_start_ns, s->cmd_bytes,
-                            (uint32_t)len);
+    mt_request_end_t e = {
+        .dest = s->base.cluster ? s->base.cluster->conf : NULL,
+        .start_ns = s->cmd_start_ns,
+        .code = redis_reply_code(p, len),
+        .flags = s->cmd_flags,
+        .req_bytes = s->cmd_bytes,
+        .resp_bytes = (uint32_t)len,
+        .op = s->cmd_name,
+    };
+    mt_session_request_done(&s->base, &e);
 }
 
 /* Envoy's redis.command.<cmd>.{total,error,latency}, named here: core only sums the blocks. */

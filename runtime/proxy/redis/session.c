@@ -215,6 +215,7 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     s->cmd_bytes = req->frame_len;
     s->cmd_flags = 0;
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
+    s->cmd_name = cmd ? cmd->name : "(unknown)";
     resp_out_t *o = &mt_rw(s->base.w)->scratch;
     if (!cmd) {
         if (sess_cross_protocol(s, req))
@@ -326,6 +327,7 @@ static void sess_on_data(mt_session_t *base)
             s->cmd_start_ns = base->w->now_ns;
             s->cmd_bytes = (uint32_t)mt_buf_unread(b);
             s->cmd_flags = 0;
+            s->cmd_name = "(protocol error)";
             mt_stat_add(base->conf->stats, base->w->id, MT_ST_PROTOCOL_ERRORS, 1);
             mt_rsess_reply_error(s, text);
             base->finishing = true;
