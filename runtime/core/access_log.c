@@ -6,7 +6,6 @@
 
 #include "runtime/core/common.h"
 #include "runtime/core/log.h"
-#include "runtime/core/snapshot.h"
 #include "runtime/core/stats.h"
 
 #include <errno.h>
@@ -76,6 +75,24 @@ mt_alog_field_t mt_alog_field_named(const char *name, size_t len)
 
 /* ---- the configuration ---------------------------------------------------------------------- */
 
+static int alog_parse_text(mt_alog_conf_t *c, char **err);
+
+int mt_alog_parse_format(mt_alog_conf_t *c, const char *text, char **err)
+{
+    *err = NULL;
+    free(c->text);
+    free(c->segs);
+    c->segs = NULL;
+    c->n_segs = 0;
+    c->json = false;
+    c->text = strdup(text);
+    if (!c->text) {
+        *err = strdup("access_log: out of memory");
+        return -1;
+    }
+    return alog_parse_text(c, err);
+}
+
 static int alog_parse_text(mt_alog_conf_t *c, char **err)
 {
     size_t cap = 8;
@@ -116,38 +133,6 @@ static int alog_parse_text(mt_alog_conf_t *c, char **err)
         return -1;
     }
     return 0;
-}
-
-mt_alog_conf_t *mt_alog_conf_read(lua_State *L, int t, char **err)
-{
-    if (!mt_snap_field_bool(L, t, "enabled", true))
-        return NULL;
-    mt_alog_conf_t *c = calloc(1, sizeof(*c));
-    if (!c) {
-        *err = strdup("access_log: out of memory");
-        return NULL;
-    }
-    char *format = mt_snap_field_str(L, t, "format");
-    c->json = !format || strcmp(format, "json") == 0;
-    free(format);
-    c->path = mt_snap_field_str(L, t, "path");
-    if (!c->path)
-        c->path = strdup("/dev/stdout");
-    lua_getfield(L, t, "sampling");
-    double rate = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 1.0;
-    lua_pop(L, 1);
-    c->sample_all = rate >= 1.0;
-    c->sample_below = rate <= 0 ? 0 : (uint64_t)(rate * 18446744073709551615.0);
-    if (!c->json) {
-        c->text = mt_snap_field_str(L, t, "text");
-        if (!c->text || alog_parse_text(c, err) != 0) {
-            if (!c->text)
-                *err = strdup("access_log: text format without text");
-            mt_alog_conf_free(c);
-            return NULL;
-        }
-    }
-    return c;
 }
 
 void mt_alog_conf_free(mt_alog_conf_t *c)

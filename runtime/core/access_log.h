@@ -12,7 +12,6 @@
 #ifndef MELTEMI_CORE_ACCESS_LOG_H
 #define MELTEMI_CORE_ACCESS_LOG_H
 
-#include <lua.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -88,8 +87,7 @@ typedef struct mt_alog_worker {
     uint64_t dropped;  /* lines lost to write errors */
 } mt_alog_worker_t;
 
-/* Main thread. Reads the table at absolute index t; NULL and *err when it is invalid. */
-mt_alog_conf_t *mt_alog_conf_read(lua_State *L, int t, char **err);
+/* Main thread (snapshot.c reads the snapshot's table into one). */
 void mt_alog_conf_free(mt_alog_conf_t *c);
 /* Points the shared descriptor at c->path (opens it: O_APPEND, created 0644). 0, or -1 and
  * a malloc'd *err. */
@@ -113,6 +111,10 @@ static inline bool mt_alog_sampled(const mt_alog_conf_t *c, mt_alog_worker_t *aw
 void mt_alog_write(const mt_alog_conf_t *c, mt_alog_worker_t *aw, const mt_alog_entry_t *e);
 /* Writes what is buffered (the worker's flush pass). */
 void mt_alog_flush(mt_alog_worker_t *aw);
+
+/* Parses a %FIELD% text format into c (replacing what c had): 0, or -1 and a malloc'd *err
+ * naming the unknown field. "%%" is a literal percent; a lone '%' is literal text. */
+int mt_alog_parse_format(mt_alog_conf_t *c, const char *text, char **err);
 
 /* The field a %NAME% names (MT_ALOG_LITERAL when none); for tests and the parser. */
 mt_alog_field_t mt_alog_field_named(const char *name, size_t len);
