@@ -71,6 +71,33 @@ typedef struct mt_wcluster {
 
 enum { MT_MAIL_SNAPSHOT = 1, MT_MAIL_DRAIN = 2, MT_MAIL_STOP = 4 };
 
+/* What a worker publishes of its upstreams for the admin's /clusters (every
+ * MT_WORKER_STATUS_MS): endpoints as this worker sees them, and each cluster's proxy part as
+ * a JSON value (Redis Cluster: its slot map and node roles). Made by the worker, read by the
+ * main thread under status_mu. */
+#define MT_WORKER_STATUS_MS 500
+typedef struct mt_wstatus_ep {
+    uint32_t cluster; /* index into mt_wstatus_t.clusters */
+    char address[64];
+    uint16_t port;
+    bool resolved;
+    bool healthy;         /* its last connect did not fail (no backoff) */
+    uint64_t retry_in_ms; /* backing off: time left */
+    char last_error[200];
+    uint32_t shared, exclusive; /* open connections of the endpoint's pools */
+} mt_wstatus_ep_t;
+typedef struct mt_wstatus_cluster {
+    char *name;
+    char *proxy_json; /* NULL: nothing of the proxy's own */
+} mt_wstatus_cluster_t;
+typedef struct mt_wstatus {
+    mt_wstatus_ep_t *eps;
+    uint32_t n_eps;
+    mt_wstatus_cluster_t *clusters;
+    uint32_t n_clusters;
+} mt_wstatus_t;
+void mt_wstatus_free(mt_wstatus_t *st);
+
 /* /ready reports a worker whose loop has not ticked (every 20 ms) for this long as stuck. A
  * filter call is bounded by its spec.timeout (at most 10 s), so a stuck worker comes back. */
 #define MT_WORKER_STUCK_MS 2000
@@ -113,6 +140,9 @@ struct mt_worker {
     uint64_t heartbeat_ms;           /* uv_hrtime() in ms at the loop's last tick (atomic): the main
                                         thread reads it for /ready, to tell a stuck worker */
     int exited;
+    pthread_mutex_t status_mu;
+    mt_wstatus_t *status; /* the last published (status_mu) */
+    uint32_t status_ticks;
 };
 
 /* A snapshot for a worker, with its listening sockets for the listeners it adds (by index in

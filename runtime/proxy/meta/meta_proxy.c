@@ -972,6 +972,10 @@ static bool sess_route(meta_sess_t *s, const mt_msg_t *msg, meta_target_t *t)
     t->cluster = d ? d->cluster : NULL;
     t->subset = d ? mt_meta_dest_subset(d) : NULL;
     t->rr_index = d ? subset_rr_index(d) : 0;
+    mt_debug("listener %s: %s matched route %s -> %s%s%s", s->base.conf->name,
+             msg_method(msg, method, sizeof(method)), t->route->name ? t->route->name : "?",
+             d && d->cluster_name ? d->cluster_name : "?", d && d->subset_name ? " subset " : "",
+             d && d->subset_name ? d->subset_name : "");
     if (t->subset)
         return true;
     snprintf(text, sizeof(text), "meltemi: route %s: %s%s%s is not defined",

@@ -16,6 +16,7 @@
 #ifndef MELTEMI_REDIS_PROXY_H
 #define MELTEMI_REDIS_PROXY_H
 
+#include "runtime/core/log.h"
 #include "runtime/core/session.h"
 #include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
@@ -119,6 +120,7 @@ typedef struct mt_redis_worker {
     mt_rreq_t *req_free; /* free list of request records */
     uint32_t n_req_free;
     resp_out_t scratch;          /* local replies and split parts are built here */
+    mt_log_limit_t auth_log;     /* failed client AUTH lines: at most a few per second */
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
 } mt_redis_worker_t;
 
@@ -138,6 +140,9 @@ static inline bool mt_rcmd_is(const redis_command_t *cmd, const char *name)
 {
     return strcmp(cmd->name, name) == 0;
 }
+
+/* redis_cluster.c: the admin's /clusters part of a cluster (its slot map and node roles) */
+void mt_rcluster_status(mt_wcluster_t *c, FILE *f);
 
 /* session.c */
 void mt_rsess_accept(mt_wlistener_t *l, uv_stream_t *server);
