@@ -656,6 +656,26 @@ static char *admin_stats_json(const char *text, size_t len, size_t *out_len)
     return out;
 }
 
+/* The status page (runtime/server/status.html, embedded by cmake/embed_file.cmake). */
+extern const char mt_status_page[];
+extern const size_t mt_status_page_len;
+
+/* /: a live status page; everything it shows comes from the JSON endpoints, once a second. */
+static void admin_handle_status(mt_admin_t *a, const mt_admin_request_t *rq, admin_response_t *r)
+{
+    MT_UNUSED(a);
+    MT_UNUSED(rq);
+    r->status = 200;
+    r->content_type = "text/html; charset=utf-8";
+    r->body = malloc(mt_status_page_len + 1);
+    if (!r->body) {
+        admin_response_text(r, 500, "internal error\n");
+        return;
+    }
+    memcpy(r->body, mt_status_page, mt_status_page_len + 1);
+    r->body_len = mt_status_page_len;
+}
+
 /* /healthz: the process is alive and its admin loop answers (liveness; /ready is readiness). */
 static void admin_handle_healthz(mt_admin_t *a, const mt_admin_request_t *rq, admin_response_t *r)
 {
@@ -799,7 +819,8 @@ typedef struct admin_route {
 } admin_route_t;
 
 static const admin_route_t admin_routes[] = {
-    {"/", "GET", admin_handle_index, "this list"},
+    {"/", "GET", admin_handle_status, "a live status page (HTML, updates every second)"},
+    {"/help", "GET", admin_handle_index, "this list"},
     {"/ready", "GET", admin_handle_ready, "200 when serving a configuration, else 503"},
     {"/stats", "GET", admin_handle_stats, "all metrics, one sample per line"},
     {"/stats/prometheus", "GET", admin_handle_prometheus, "all metrics, Prometheus text format"},
