@@ -64,6 +64,17 @@ static const char *const alog_json_keys[MT_ALOG_FIELD_COUNT] = {
     [MT_ALOG_CONNECTION_ID] = "connection_id",
 };
 
+static size_t alog_json_key_len[MT_ALOG_FIELD_COUNT];
+
+static void alog_plain_init(void);
+
+static void alog_json_keys_measure(void)
+{
+    alog_plain_init();
+    for (int f = 1; f < MT_ALOG_FIELD_COUNT; f++)
+        alog_json_key_len[f] = alog_json_keys[f] ? strlen(alog_json_keys[f]) : 0;
+}
+
 mt_alog_field_t mt_alog_field_named(const char *name, size_t len)
 {
     for (int f = 1; f < MT_ALOG_FIELD_COUNT; f++) {
@@ -212,6 +223,8 @@ void mt_alog_reopen(void)
 
 void mt_alog_worker_init(mt_alog_worker_t *aw, unsigned worker_id)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, alog_json_keys_measure);
     memset(aw, 0, sizeof(*aw));
     aw->rng = (uv_hrtime() ^ ((uint64_t)worker_id << 40) ^ 0x9e3779b97f4a7c15ull) | 1;
 }
@@ -255,49 +268,75 @@ static bool alog_reserve(mt_alog_worker_t *aw, size_t n)
     return true;
 }
 
-static void alog_put(mt_alog_worker_t *aw, const char *s, size_t n)
+/*
+ * A line is written through a cursor into room reserved once for the longest line there can
+ * be: every string value is cut at ALOG_VALUE_MAX bytes and grows at most 6x when escaped.
+ */
+#define ALOG_VALUE_MAX 256
+#define ALOG_LINE_ROOM (MT_ALOG_FIELD_COUNT * (ALOG_VALUE_MAX * 6 + 48) + 4096)
+
+static inline char *put(char *o, const char *s, size_t n)
 {
-    if (alog_reserve(aw, n)) {
-        memcpy(aw->buf + aw->len, s, n);
-        aw->len += n;
-    }
+    memcpy(o, s, n);
+    return o + n;
 }
 
-static void alog_puts(mt_alog_worker_t *aw, const char *s)
+#define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
+
+/* Bytes a value may hold as they are: printable ASCII, and in JSON not '"' or '\'. */
+static bool alog_plain_json[256], alog_plain_text[256];
+
+static void alog_plain_init(void)
 {
-    alog_put(aw, s, strlen(s));
+    for (int c = 0x20; c < 0x7f; c++) {
+        alog_plain_text[c] = true;
+        alog_plain_json[c] = c != '"' && c != '\\';
+    }
 }
 
 /* A string as JSON's content (quotes added by the caller), or as text; control bytes and
- * non-ASCII are escaped in both, so a line is always one line. */
-static void alog_put_escaped(mt_alog_worker_t *aw, const char *s, size_t n, bool json)
+ * non-ASCII are escaped in both, so a line is always one line. Plain runs are copied whole. */
+static char *put_escaped(char *o, const char *s, size_t n, bool json)
 {
-    if (!alog_reserve(aw, n * 6))
-        return;
-    char *o = aw->buf + aw->len;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch >= 0x20 && ch < 0x7f && ((ch != '"' && ch != '\\') || !json)) {
-            *o++ = (char)ch;
-        } else if (json && (ch == '"' || ch == '\\')) {
+    static const char hex[] = "0123456789abcdef";
+    const bool *plain = json ? alog_plain_json : alog_plain_text;
+    size_t i = 0;
+    while (i < n) {
+        size_t run = i;
+        while (run < n && plain[(unsigned char)s[run]])
+            run++;
+        o = put(o, s + i, run - i);
+        if (run == n)
+            break;
+        unsigned char ch = (unsigned char)s[run];
+        if (json && (ch == '"' || ch == '\\')) {
             *o++ = '\\';
             *o++ = (char)ch;
         } else {
-            o += sprintf(o, json ? "\\u%04x" : "\\x%02x", ch);
+            o = json ? PUT_LIT(o, "\\u00") : PUT_LIT(o, "\\x");
+            *o++ = hex[ch >> 4];
+            *o++ = hex[ch & 15];
         }
+        i = run + 1;
     }
-    aw->len = (size_t)(o - aw->buf);
+    return o;
 }
 
-static void alog_put_u64(mt_alog_worker_t *aw, uint64_t v)
+/* Decimal digits of v, without printf. */
+static char *put_u64(char *o, uint64_t v)
 {
-    char tmp[24];
-    int n = snprintf(tmp, sizeof(tmp), "%" PRIu64, v);
-    alog_put(aw, tmp, (size_t)n);
+    char tmp[20];
+    int i = 20;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    return put(o, tmp + i, (size_t)(20 - i));
 }
 
-/* RFC 3339 with milliseconds, UTC, of a now_ns instant; the second's text is cached. */
-static void alog_put_time(mt_alog_worker_t *aw, uint64_t at_ns)
+/* RFC 3339 with milliseconds, UTC, of a now_ns instant; the second's text is cached and the
+ * offset to the wall clock is read again once a second. */
+static char *put_time(mt_alog_worker_t *aw, char *o, uint64_t at_ns)
 {
     if (!aw->clock_checked_ns || at_ns > aw->clock_checked_ns + 1000000000ull ||
         at_ns + 1000000000ull < aw->clock_checked_ns) {
@@ -314,65 +353,66 @@ static void alog_put_time(mt_alog_worker_t *aw, uint64_t at_ns)
         time_t t = (time_t)sec;
         struct tm tm;
         gmtime_r(&t, &tm);
-        strftime(aw->sec_text, sizeof(aw->sec_text), "%Y-%m-%dT%H:%M:%S", &tm);
+        aw->sec_len = strftime(aw->sec_text, sizeof(aw->sec_text), "%Y-%m-%dT%H:%M:%S", &tm);
         aw->sec_cached = sec;
     }
-    char tmp[40];
-    int n = snprintf(tmp, sizeof(tmp), "%s.%03uZ", aw->sec_text,
-                     (unsigned)((wall / 1000000ull) % 1000));
-    alog_put(aw, tmp, (size_t)n);
+    unsigned ms = (unsigned)((wall / 1000000ull) % 1000);
+    o = put(o, aw->sec_text, aw->sec_len);
+    *o++ = '.';
+    *o++ = (char)('0' + ms / 100);
+    *o++ = (char)('0' + ms / 10 % 10);
+    *o++ = (char)('0' + ms % 10);
+    *o++ = 'Z';
+    return o;
 }
 
-static void alog_put_flags(mt_alog_worker_t *aw, uint32_t flags)
+static char *put_flags(char *o, uint32_t flags)
 {
     if (!flags) {
-        alog_put(aw, "-", 1);
-        return;
+        *o++ = '-';
+        return o;
     }
     bool first = true;
     for (unsigned i = 0; i < MT_RF_COUNT; i++) {
         if (flags & (1u << i)) {
             if (!first)
-                alog_put(aw, ",", 1);
-            alog_puts(aw, mt_rflag_names[i]);
+                *o++ = ',';
+            o = put(o, mt_rflag_names[i], strlen(mt_rflag_names[i]));
             first = false;
         }
     }
+    return o;
 }
 
-/* One field's value; strings are quoted in JSON, "-" stands for none in both. */
-static void alog_put_field(mt_alog_worker_t *aw, const mt_alog_entry_t *e, mt_alog_field_t f,
-                           bool json)
+/* One field's value; strings are quoted in JSON, "-" stands for none in text, null in JSON. */
+static char *put_field(mt_alog_worker_t *aw, char *o, const mt_alog_entry_t *e, mt_alog_field_t f,
+                       bool json)
 {
     const char *s = NULL;
     size_t n = 0;
     switch (f) {
     case MT_ALOG_START_TIME:
         if (json)
-            alog_put(aw, "\"", 1);
-        alog_put_time(aw, e->start_ns);
+            *o++ = '"';
+        o = put_time(aw, o, e->start_ns);
         if (json)
-            alog_put(aw, "\"", 1);
-        return;
+            *o++ = '"';
+        return o;
     case MT_ALOG_DURATION:
-        alog_put_u64(aw, e->end_ns > e->start_ns ? (e->end_ns - e->start_ns) / 1000000ull : 0);
-        return;
+        return put_u64(o, e->end_ns > e->start_ns ? (e->end_ns - e->start_ns) / 1000000ull : 0);
     case MT_ALOG_BYTES_RECEIVED:
-        alog_put_u64(aw, e->bytes_in);
-        return;
+        return put_u64(o, e->bytes_in);
     case MT_ALOG_BYTES_SENT:
-        alog_put_u64(aw, e->bytes_out);
-        return;
+        return put_u64(o, e->bytes_out);
     case MT_ALOG_CONNECTION_ID:
-        alog_put_u64(aw, e->connection_id);
-        return;
+        return put_u64(o, e->connection_id);
     case MT_ALOG_RESPONSE_FLAGS:
         if (json)
-            alog_put(aw, "\"", 1);
-        alog_put_flags(aw, e->flags);
+            *o++ = '"';
+        o = put_flags(o, e->flags);
         if (json)
-            alog_put(aw, "\"", 1);
-        return;
+            *o++ = '"';
+        return o;
     case MT_ALOG_LISTENER:
         s = e->listener;
         break;
@@ -410,45 +450,52 @@ static void alog_put_field(mt_alog_worker_t *aw, const mt_alog_entry_t *e, mt_al
         break;
     }
     if (s && !n)
-        n = strlen(s);
-    if (!s || !n) {
-        alog_puts(aw, json ? "null" : "-");
-        return;
-    }
+        n = strnlen(s, ALOG_VALUE_MAX);
+    if (!s || !n)
+        return json ? PUT_LIT(o, "null") : PUT_LIT(o, "-");
     if (json)
-        alog_put(aw, "\"", 1);
-    alog_put_escaped(aw, s, MT_MIN(n, (size_t)256), json);
+        *o++ = '"';
+    o = put_escaped(o, s, MT_MIN(n, (size_t)ALOG_VALUE_MAX), json);
     if (json)
-        alog_put(aw, "\"", 1);
+        *o++ = '"';
+    return o;
 }
 
 void mt_alog_write(const mt_alog_conf_t *c, mt_alog_worker_t *aw, const mt_alog_entry_t *e)
 {
+    size_t literals = 0;
+    for (uint32_t i = 0; !c->json && i < c->n_segs; i++)
+        literals += c->segs[i].field == MT_ALOG_LITERAL ? c->segs[i].len : 0;
+    if (!alog_reserve(aw, ALOG_LINE_ROOM + literals)) {
+        aw->dropped++;
+        return;
+    }
+    char *o = aw->buf + aw->len;
     if (c->json) {
-        alog_put(aw, "{", 1);
-        bool first = true;
+        *o++ = '{';
         for (int f = 1; f < MT_ALOG_FIELD_COUNT; f++) {
             if (!alog_json_keys[f])
                 continue;
-            if (!first)
-                alog_put(aw, ",", 1);
-            first = false;
-            alog_put(aw, "\"", 1);
-            alog_puts(aw, alog_json_keys[f]);
-            alog_put(aw, "\":", 2);
-            alog_put_field(aw, e, (mt_alog_field_t)f, true);
+            if (f > 1)
+                *o++ = ',';
+            *o++ = '"';
+            o = put(o, alog_json_keys[f], alog_json_key_len[f]);
+            *o++ = '"';
+            *o++ = ':';
+            o = put_field(aw, o, e, (mt_alog_field_t)f, true);
         }
-        alog_put(aw, "}\n", 2);
+        *o++ = '}';
     } else {
         for (uint32_t i = 0; i < c->n_segs; i++) {
             const mt_alog_seg_t *s = &c->segs[i];
             if (s->field == MT_ALOG_LITERAL)
-                alog_put(aw, s->text, s->len);
+                o = put(o, s->text, s->len);
             else
-                alog_put_field(aw, e, s->field, false);
+                o = put_field(aw, o, e, s->field, false);
         }
-        alog_put(aw, "\n", 1);
     }
+    *o++ = '\n';
+    aw->len = (size_t)(o - aw->buf);
     if (aw->len >= ALOG_FLUSH_AT)
         mt_alog_flush(aw);
 }

@@ -84,7 +84,8 @@ typedef struct mt_alog_worker {
     uint64_t clock_checked_ns;
     uint64_t sec_cached;
     char sec_text[24]; /* "2026-12-03T17:30:01" of sec_cached */
-    uint64_t dropped;  /* lines lost to write errors */
+    size_t sec_len;
+    uint64_t dropped; /* lines lost to write errors */
 } mt_alog_worker_t;
 
 /* Main thread (snapshot.c reads the snapshot's table into one). */

@@ -70,8 +70,18 @@ void mt_session_access_log(mt_session_t *s, const mt_request_end_t *e, const mt_
 {
     char up[96];
     const mt_cluster_conf_t *d = e->dest;
-    if (e->ep)
-        snprintf(up, sizeof(up), "%s:%u", e->ep->address, e->ep->port);
+    if (e->ep) { /* address:port without printf (one line per request) */
+        size_t n = strnlen(e->ep->address, sizeof(e->ep->address)), i = n + 6;
+        memcpy(up, e->ep->address, n);
+        up[n] = ':';
+        up[i] = '\0';
+        unsigned port = e->ep->port;
+        do {
+            up[--i] = (char)('0' + port % 10);
+            port /= 10;
+        } while (port);
+        memmove(up + n + 1, up + i, n + 6 - i + 1);
+    }
     mt_alog_entry_t le = {
         .start_ns = e->start_ns,
         .end_ns = s->w->now_ns,
@@ -100,7 +110,7 @@ static void session_access_log_connection(mt_session_t *s)
     const mt_alog_conf_t *al = s->snap->access_log;
     if (!al || s->conf->istio_codes || !mt_alog_sampled(al, &s->w->alog))
         return;
-    uint64_t received = s->istio_tcp ? s->received_bytes : 0;
+    uint64_t received = s->received_bytes;
     mt_alog_entry_t le = {
         .start_ns = s->accepted_ns,
         .end_ns = uv_hrtime(),

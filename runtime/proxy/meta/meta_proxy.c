@@ -520,19 +520,20 @@ static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const cha
         return;
     }
     mt_worker_t *w = s->base.w;
-    mt_request_end_t e = {
-        .dest = r->dest,
-        .set = r->set,
-        .start_ns = r->start_ns,
-        .code = code,
-        .flags = r->rflags,
-        .req_bytes = r->req_bytes,
-        .resp_bytes = (uint32_t)len,
-        .op = r->op[0] ? r->op : NULL,
-        .ep = r->ep,
-        .subset = r->set ? r->subset : NULL,
-    };
-    mt_session_request_done(&s->base, &e);
+    mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, r->set, code, r->rflags,
+                                                  r->start_ns, r->req_bytes, (uint32_t)len);
+    if (MT_UNLIKELY(log != NULL)) {
+        mt_request_end_t e = {.dest = r->dest,
+                              .start_ns = r->start_ns,
+                              .code = code,
+                              .flags = r->rflags,
+                              .req_bytes = r->req_bytes,
+                              .resp_bytes = (uint32_t)len,
+                              .op = r->op[0] ? r->op : NULL,
+                              .ep = r->ep,
+                              .subset = r->set ? r->subset : NULL};
+        mt_session_access_log(&s->base, &e, log);
+    }
     if (s->in_order && s->head != r) {
         mt_buf_ref(b);
         r->reply = (mt_slice_t){b, p, (uint32_t)len};
@@ -606,16 +607,20 @@ static void sess_error_now(meta_sess_t *s, const mt_msg_t *msg, mt_error_kind_t 
     }
     if (msg->expects_reply) {
         char method[96];
-        mt_request_end_t e = {
-            .dest = s->cur_dest,
-            .start_ns = s->cur_start_ns,
-            .code = meta_error_code(s, kind),
-            .flags = s->cur_flags | meta_error_flag(kind),
-            .req_bytes = s->cur_bytes,
-            .resp_bytes = (uint32_t)o->len,
-            .op = s->base.snap->access_log ? msg_method(msg, method, sizeof(method)) : NULL,
-        };
-        mt_session_request_done(&s->base, &e);
+        uint32_t code = meta_error_code(s, kind), flags = s->cur_flags | meta_error_flag(kind);
+        mt_istio_set_t *log =
+            mt_session_request_done(&s->base, s->cur_dest, NULL, code, flags, s->cur_start_ns,
+                                    s->cur_bytes, (uint32_t)o->len);
+        if (log) {
+            mt_request_end_t e = {.dest = s->cur_dest,
+                                  .start_ns = s->cur_start_ns,
+                                  .code = code,
+                                  .flags = flags,
+                                  .req_bytes = s->cur_bytes,
+                                  .resp_bytes = (uint32_t)o->len,
+                                  .op = msg_method(msg, method, sizeof(method))};
+            mt_session_access_log(&s->base, &e, log);
+        }
     }
     sess_reply_local(s, o->data, o->len);
 }
