@@ -446,6 +446,8 @@ static char *put_field(mt_alog_worker_t *aw, char *o, const mt_alog_entry_t *e, 
         s = e->code;
         break;
     case MT_ALOG_TRACE_ID:
+        s = e->trace_id;
+        break;
     default:
         break;
     }

@@ -73,6 +73,7 @@ typedef struct mt_alog_entry {
     uint32_t flags; /* MT_RF_* */
     uint64_t bytes_in, bytes_out;
     uint64_t connection_id;
+    const char *trace_id; /* 32 hex, or NULL */
 } mt_alog_entry_t;
 
 /* Per worker: the line buffer and the sampler. */

@@ -100,6 +100,7 @@ void mt_session_access_log(mt_session_t *s, const mt_request_end_t *e, const mt_
         .bytes_in = e->req_bytes,
         .bytes_out = e->resp_bytes,
         .connection_id = s->id,
+        .trace_id = e->trace_id,
     };
     mt_alog_write(s->snap->access_log, &s->w->alog, &le);
 }

@@ -113,6 +113,7 @@ typedef struct mt_request_end {
     const mt_wendpoint_t *ep; /* the upstream endpoint that answered, or NULL */
     const char *route;        /* the route taken, or NULL */
     const char *subset;       /* the subset, or NULL */
+    const char *trace_id;     /* 32 hex, or NULL */
 } mt_request_end_t;
 
 /* The label set of requests from s to dest (NULL: none): found or made on first use. */

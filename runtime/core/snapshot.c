@@ -328,6 +328,7 @@ static void snapshot_free(mt_snapshot_t *s)
         free(l->istio);
     }
     mt_alog_conf_free(s->access_log);
+    mt_trace_conf_free(s->tracing);
     free(s->clusters);
     free(s->listeners);
     free(s->lua_source);
@@ -409,6 +410,28 @@ mt_snapshot_t *mt_snapshot_from_lua(lua_State *L, int idx, uint64_t generation, 
     if (rc == 0 && mt_snap_field_table(L, t, "access_log")) {
         s->access_log = read_access_log(L, lua_gettop(L), err);
         rc = *err ? -1 : 0;
+    }
+    lua_settop(L, top);
+    if (rc == 0 && mt_snap_field_table(L, t, "tracing")) {
+        int tt = lua_gettop(L);
+        mt_trace_conf_t *tc = calloc(1, sizeof(*tc));
+        if (tc) {
+            tc->host = mt_snap_field_str(L, tt, "host");
+            tc->path = mt_snap_field_str(L, tt, "path");
+            tc->port = (uint16_t)mt_snap_field_int(L, tt, "port", 9411);
+            lua_getfield(L, tt, "sampling");
+            double rate = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 1.0;
+            lua_pop(L, 1);
+            tc->sample_all = rate >= 1.0;
+            tc->sample_below = rate <= 0 ? 0 : (uint64_t)(rate * 18446744073709551615.0);
+        }
+        if (!tc || !tc->host || !tc->path) {
+            mt_trace_conf_free(tc);
+            *err = strdup("tracing: out of memory or no collector");
+            rc = -1;
+        } else {
+            s->tracing = tc;
+        }
     }
     lua_settop(L, top);
     if (rc == 0) {

@@ -7,6 +7,7 @@
 #define MELTEMI_SNAPSHOT_H
 
 #include "runtime/core/access_log.h"
+#include "runtime/core/trace.h"
 #include "runtime/core/stats.h"
 
 #include "runtime/core/protocol.h"
@@ -82,6 +83,7 @@ typedef struct mt_snapshot {
     mt_cluster_conf_t *clusters;
     uint32_t n_clusters;
     mt_alog_conf_t *access_log; /* NULL: no access log */
+    mt_trace_conf_t *tracing;   /* NULL: no tracing */
     char *lua_source;           /* the whole snapshot as Lua source, for the workers' Lua states */
     size_t lua_source_len;
 } mt_snapshot_t;

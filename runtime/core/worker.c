@@ -48,6 +48,8 @@ void mt_worker_flush(mt_worker_t *w)
     }
     if (w->alog.len)
         mt_alog_flush(&w->alog);
+    if (w->trace.len)
+        mt_trace_flush(&w->trace, w->now_ns, false);
 }
 
 static void worker_flush(uv_check_t *h)
@@ -520,6 +522,7 @@ static void *worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
     mt_alog_worker_free(&w->alog);
+    mt_trace_worker_free(&w->trace);
     /* Proxy state may hold cluster references: it goes first. */
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->worker_free)
@@ -565,6 +568,7 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
     w->timers.clock_ns = &w->now_ns;
     w->now_ns = uv_hrtime();
     mt_alog_worker_init(&w->alog, id);
+    mt_trace_worker_init(&w->trace, id);
     w->L = mt_lua_new();
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->worker_start && (*p)->worker_start(w) != 0)

@@ -10,6 +10,7 @@
 
 #include "runtime/core/access_log.h"
 #include "runtime/core/buf.h"
+#include "runtime/core/trace.h"
 #include "runtime/core/outq.h"
 #include "runtime/core/snapshot.h"
 #include "runtime/core/timer.h"
@@ -128,6 +129,7 @@ struct mt_worker {
      * time requests start and end at, read once per event rather than once per request */
     uint64_t now_ns;
     mt_alog_worker_t alog;                    /* this worker's access log lines (access_log.h) */
+    mt_trace_worker_t trace;                  /* this worker's finished spans (trace.h) */
     uint32_t rconns_per_endpoint;             /* shared connections per endpoint and protocol */
     mt_upstream_t *upstreams[MT_PROTO_COUNT]; /* every upstream connection, by protocol */
     bool draining;

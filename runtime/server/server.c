@@ -147,6 +147,8 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
         mt_snapshot_unref(s); /* a log file that cannot be opened is a configuration error */
         s = NULL;
     }
+    if (s)
+        mt_trace_configure(s->tracing);
     if (!s) {
         lua_settop(L, top);
         return NULL;
@@ -799,6 +801,7 @@ int mt_server_run(const mt_server_options_t *opts)
     mt_snapshot_unref(srv->snap);
     free(srv->last_reload_error);
     lua_close(srv->L);
+    mt_trace_shutdown();
     mt_info("stopped");
     return MT_EXIT_OK;
 }

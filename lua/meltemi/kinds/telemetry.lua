@@ -32,7 +32,9 @@ K.schema = shapes.document({
 
 function K.build(obj, c)
   local spec = obj.doc.spec
-  if spec.tracing then c:warn(obj, "spec.tracing", "not applied: meltemi does not trace yet") end
+  if spec.tracing then
+    c:warn(obj, "spec.tracing", "not applied: a Tracing (meltemi.io) names the collector")
+  end
   if spec.metrics then
     c:warn(obj, "spec.metrics", "not applied: Istio's standard metrics are always exported")
   end
