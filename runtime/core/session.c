@@ -136,13 +136,29 @@ static void session_drain(mt_session_link_t *l)
         mt_session_finish(s);
 }
 
+/* 1-based index of conf in snap->listeners; 0 for a listener outside the snapshot (the
+ * capture ports' PassthroughCluster). */
+static uint32_t session_listener_index(const mt_snapshot_t *snap, const mt_listener_conf_t *conf)
+{
+    uintptr_t first = (uintptr_t)snap->listeners, p = (uintptr_t)conf;
+    if (p < first || p >= (uintptr_t)(snap->listeners + snap->n_listeners))
+        return 0;
+    return (uint32_t)((p - first) / sizeof(*conf)) + 1;
+}
+
 int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
                       const mt_session_ops_t *ops)
 {
     mt_worker_t *w = l->w;
     uv_tcp_init(&w->loop, &s->tcp);
     s->tcp.data = s;
-    if (uv_accept(server, (uv_stream_t *)&s->tcp) != 0) {
+    /* server NULL: a capture port accepted the socket already (worker.h, mt_handoff_t). */
+    int rc = UV_EINVAL;
+    if (server)
+        rc = uv_accept(server, (uv_stream_t *)&s->tcp);
+    else if (w->handoff && w->handoff->fd >= 0 && (rc = uv_tcp_open(&s->tcp, w->handoff->fd)) == 0)
+        w->handoff->fd = -1;
+    if (rc != 0) {
         uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
         return -1;
     }
@@ -152,7 +168,7 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
     s->snap = mt_snapshot_ref(w->snap);
     s->cluster = l->cluster;
     mt_wcluster_ref(l->cluster);
-    s->li = (uint32_t)(l->conf - w->snap->listeners) + 1;
+    s->li = session_listener_index(w->snap, l->conf);
     s->ops = ops;
     s->id = w->next_client_id++;
     s->max_output = MT_SESSION_MAX_OUTPUT;
@@ -353,7 +369,7 @@ void mt_session_rebind(mt_session_t *s)
     mt_wcluster_unref(s->cluster);
     s->cluster = l->cluster;
     s->conf = l->conf;
-    s->li = (uint32_t)(l->conf - w->snap->listeners) + 1;
+    s->li = session_listener_index(w->snap, l->conf);
     mt_snapshot_t *old = s->snap;
     s->snap = mt_snapshot_ref(w->snap);
     mt_snapshot_unref(old);

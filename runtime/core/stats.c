@@ -408,6 +408,8 @@ static const stats_family_t stats_families[] = {
      "Connections closed because they did not authenticate within the auth timeout."},
     {"meltemi_idle_timeouts_total", "counter", MT_STATS_LISTENER, MT_ST_IDLE_TIMEOUTS,
      "Connections closed because they were idle for the idle timeout."},
+    {"meltemi_rate_limited_total", "counter", MT_STATS_LISTENER, MT_ST_RATE_LIMITED,
+     "Requests refused by a local rate limit, answered with the protocol's error (flag RL)."},
     {"meltemi_upstream_connections_total", "counter", MT_STATS_CLUSTER, MT_ST_UPSTREAM_CX_TOTAL,
      "Upstream connections established to the cluster's endpoints."},
     {"meltemi_upstream_connections_active", "gauge", MT_STATS_CLUSTER, MT_ST_UPSTREAM_CX_ACTIVE,
@@ -424,6 +426,8 @@ static const stats_family_t stats_families[] = {
      "Exclusive upstream connections leased to one client (transactions, pub/sub, blocking)."},
     {"meltemi_upstream_connections_idle", "gauge", MT_STATS_CLUSTER, MT_ST_UPSTREAM_CX_IDLE,
      "Exclusive upstream connections idle in the pool, ready for the next lease."},
+    {"meltemi_outlier_ejections_total", "counter", MT_STATS_CLUSTER, MT_ST_OUTLIER_EJECTIONS,
+     "Endpoints of the cluster ejected by outlier detection (outlierDetection)."},
     {"meltemi_lua_counter_total", "counter", MT_STATS_LUA, MT_ST_REQUESTS_TOTAL,
      "Counters incremented by Lua filters (ctx:counter)."},
 };

@@ -34,6 +34,7 @@ enum {
     MT_ST_CROSS_PROTOCOL, /* connections closed for an HTTP request (POST / Host:) */
     MT_ST_AUTH_TIMEOUTS,  /* connections closed: no AUTH within settings.authTimeout */
     MT_ST_IDLE_TIMEOUTS,  /* connections closed: quiet for settings.idleTimeout */
+    MT_ST_RATE_LIMITED,   /* requests refused by a local rate limit (response flag RL) */
     /* cluster */
     MT_ST_UPSTREAM_CX_TOTAL,
     MT_ST_UPSTREAM_CX_ACTIVE, /* gauge */
@@ -43,6 +44,7 @@ enum {
     MT_ST_UPSTREAM_RQ_TIMEOUT,
     MT_ST_UPSTREAM_CX_LEASED, /* gauge: exclusive connections leased (transactions, pub/sub) */
     MT_ST_UPSTREAM_CX_IDLE,   /* gauge: exclusive connections idle in the pool */
+    MT_ST_OUTLIER_EJECTIONS,  /* endpoints ejected by outlier detection */
     MT_ST__COUNT
 };
 

@@ -175,6 +175,8 @@ static void sess_drain_done(mt_rsess_t *s)
             r->reply.buf = NULL;
         }
         mt_rreq_free(w, r);
+        if (MT_UNLIKELY(s->tx.gate_ahead))
+            mt_rtx_popped(s);
     }
     mt_worker_schedule_flush(w, &s->base.out);
     mt_session_resume(&s->base);
@@ -229,6 +231,8 @@ void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, 
         s->base.pending--;
         mt_outq_add_ref(&s->base.out, b, p, len);
         mt_rreq_free(w, r);
+        if (MT_UNLIKELY(s->tx.gate_ahead))
+            mt_rtx_popped(s);
         if (s->head && s->head->done)
             sess_drain_done(s);
         else {
