@@ -50,14 +50,18 @@ void mt_worker_flush(mt_worker_t *w)
 
 static void worker_flush(uv_check_t *h)
 {
-    mt_worker_flush(h->data);
+    mt_worker_t *w = h->data;
+    mt_worker_flush(w);
+    w->now_ns = 0; /* the next phase (timers) reads the clock afresh */
 }
 
 /* Timers (held replies, buffered flushes, timeouts) queue writes too: flush them before the
  * loop blocks, not after the next wake-up. */
 static void worker_flush_before_poll(uv_prepare_t *h)
 {
-    mt_worker_flush(h->data);
+    mt_worker_t *w = h->data;
+    mt_worker_flush(w);
+    w->now_ns = 0; /* the loop may block now: I/O callbacks after it read the clock afresh */
 }
 
 void mt_worker_session_add(mt_worker_t *w, mt_session_link_t *s)

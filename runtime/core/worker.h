@@ -105,6 +105,7 @@ struct mt_worker {
     unsigned mail;
     struct mt_mail_snap *mail_snaps; /* snapshots to apply, oldest first */
     int ready;                       /* set once the first snapshot is applied */
+    uint64_t now_ns;                 /* mt_worker_now_ns's cache; 0: read the clock */
     uint64_t heartbeat_ms;           /* uv_hrtime() in ms at the loop's last tick (atomic): the main
                                         thread reads it for /ready, to tell a stuck worker */
     int exited;
@@ -136,6 +137,16 @@ void mt_worker_unschedule_flush(mt_worker_t *w, mt_outq_t *q);
 /* Writes every scheduled output queue (the worker runs it once per loop iteration). */
 void mt_worker_flush(mt_worker_t *w);
 uint64_t mt_worker_now_ms(mt_worker_t *w);
+/* uv_hrtime() read once per loop phase: the first call after the loop wakes up (or after its
+ * check phase) reads the clock, later ones in the same batch of callbacks reuse it. For
+ * per-request latencies: off by at most the time one batch of callbacks takes, where a
+ * clock read per request costs as much as parsing a small request. */
+static inline uint64_t mt_worker_now_ns(mt_worker_t *w)
+{
+    if (w->now_ns == 0)
+        w->now_ns = uv_hrtime();
+    return w->now_ns;
+}
 /* How the worker knows a downstream connection: the session shell (session.h) embeds one,
  * so that the worker walks and drains its connections without knowing the shell. */
 typedef struct mt_session_link {

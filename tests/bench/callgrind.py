@@ -4,10 +4,16 @@ callgrind.py - instructions per request inside the meltemi process, counted by V
 callgrind: a number that does not depend on the machine's load or clock, to compare the
 request path before and after a change (the runtime refactor first).
 
-Rows (one client connection each, so every request is one full pass through the loop):
+Rows (one client connection each unless --rpc-conns says otherwise):
   redis GET P=1    redis-benchmark -c 1 -P 1 -t get  -> meltemi -> redis-server
   redis GET P=16   redis-benchmark -c 1 -P 16 -t get -> meltemi -> redis-server
   dubbo depth 1    rpcload run --proto dubbo --conns 1 --depth 1 -> meltemi -> rpcload serve
+  dubbo depth 16   the same with --depth 16 (row dubbo-d16)
+  thrift depth 1   rpcload run --proto thrift (strict binary, framed) --depth 1 (thrift-d1)
+  thrift depth 16  the same with --depth 16 (thrift-d16)
+  The RPC rows go through a listener without a MetaRouter (the default route); append
+  "-router" to a row name (dubbo-d16-router) for the same load through a MetaRouter that
+  matches on the method and picks subset v1 (rpc.sh's meltemi-router target).
 
 meltemi runs as `valgrind --tool=callgrind meltemi run --workers 1` (instructions of all its
 threads: main and the worker). For each row: a warm-up load, then twice "zero the counters
@@ -16,13 +22,18 @@ large load; instructions per request = (Ir_large - Ir_small) / (requests_large -
 requests_small), which cancels what one load costs once (connect, accept, redis-benchmark's
 CONFIG GET). The idle loop costs ~40k instructions per second, under 0.01 per request.
 
-Usage: tests/bench/callgrind.sh [--requests N] [--rows redis-p1,redis-p16,dubbo-d1]
+Usage: tests/bench/callgrind.sh [--requests N] [--dubbo-seconds S] [--rpc-conns N]
+                                [--rows redis-p1,redis-p16,dubbo-d1,dubbo-d16,thrift-d1,...]
+                                [--keep DIR]
 MELTEMI_BIN selects the binary (default build/meltemi); --rpcload is given by callgrind.sh.
+--keep DIR copies the callgrind dumps there (callgrind_annotate DIR/callgrind.out.PID.N: the
+dumps of a row's large load show where its instructions go).
 """
 
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -81,9 +92,9 @@ def redis_load(port, pipeline, n):
     return n
 
 
-def dubbo_load(rpcload, port, seconds):
-    argv = rpc_bench.run_argv(rpcload, "dubbo", port, 1, seconds)
-    argv[argv.index("--conns") + 1] = "1"
+def rpc_load(rpcload, proto, port, depth, conns, seconds):
+    argv = rpc_bench.run_argv(rpcload, proto, port, depth, seconds)
+    argv[argv.index("--conns") + 1] = str(conns)
     argv[argv.index("--warmup") + 1] = "0"
     r = subprocess.run(argv, capture_output=True, text=True, timeout=60 + 3 * seconds)
     m = re.search(r"\bcalls=(\d+)", r.stdout)
@@ -111,9 +122,13 @@ def main():
     ap.add_argument("--rpcload", required=True, help="the rpcload binary (callgrind.sh builds it)")
     ap.add_argument("--requests", type=int, default=20000,
                     help="Redis requests of the large load (the small one is a fifth)")
-    ap.add_argument("--dubbo-seconds", type=float, default=4.0,
+    ap.add_argument("--rpc-seconds", "--dubbo-seconds", dest="dubbo_seconds", type=float,
+                    default=4.0,
                     help="length of the large Dubbo load (the small one is a quarter)")
-    ap.add_argument("--rows", default="redis-p1,redis-p16,dubbo-d1")
+    ap.add_argument("--rpc-conns", type=int, default=1,
+                    help="client connections of the RPC rows (rpcload --conns)")
+    ap.add_argument("--rows", default="redis-p1,redis-p16,dubbo-d1,dubbo-d16,thrift-d1,thrift-d16")
+    ap.add_argument("--keep", help="copy the callgrind dumps into this directory")
     args = ap.parse_args()
     binary = Path(os.environ.get("MELTEMI_BIN", REPO / "build" / "meltemi")).resolve()
     if not binary.exists():
@@ -139,28 +154,48 @@ def main():
                         ipr, cnt = measure(c, lambda k, p=p: redis_load(m.port, p, k), n // 5, n)
                         results.append((f"redis GET P={p}", ipr, cnt))
                         bench.log(f"callgrind: redis GET P={p}: {ipr:.0f} instructions/request")
-            if "dubbo-d1" in rows:
-                up = rpc_bench.start_server(work, args.rpcload, "dubbo")
-                servers.append(up)
-                m, ports = rpc_bench.start_meltemi(work, wrapper, "meltemi-dubbo",
-                                                   {"dubbo": up.port}, router=False)
-                servers.append(m)
-                if not m.alive():
-                    sys.exit(f"meltemi under callgrind did not start: {m.error}")
-                c = Counter(work, m.proc.pid)
-                s = args.dubbo_seconds
-                ipr, cnt = measure(c, lambda k: dubbo_load(args.rpcload, ports["dubbo"], k),
-                                   s / 4, s)
-                results.append(("dubbo call depth=1", ipr, cnt))
-                bench.log(f"callgrind: dubbo depth 1: {ipr:.0f} instructions/request")
+            rpc_rows = [r for r in rows if r.startswith(("dubbo-", "thrift-"))]
+            for proto in ("dubbo", "thrift"):
+                for router in (False, True):
+                    mine = [r for r in rpc_rows if r.startswith(proto + "-") and
+                            r.endswith("-router") == router]
+                    if not mine:
+                        continue
+                    up = rpc_bench.start_server(work, args.rpcload, proto)
+                    servers.append(up)
+                    name = f"meltemi-{proto}" + ("-router" if router else "")
+                    m, ports = rpc_bench.start_meltemi(work, wrapper, name, {proto: up.port},
+                                                       router=router)
+                    servers.append(m)
+                    if not m.alive():
+                        sys.exit(f"meltemi under callgrind did not start: {m.error}")
+                    c = Counter(work, m.proc.pid)
+                    s = args.dubbo_seconds
+                    for row in mine:
+                        depth = int(row.split("-")[1].lstrip("d"))
+                        ipr, cnt = measure(
+                            c, lambda k, d=depth: rpc_load(args.rpcload, proto, ports[proto], d,
+                                                           args.rpc_conns, k), s / 4, s)
+                        label = f"{proto} call depth={depth}" + (" router" if router else "")
+                        if args.rpc_conns != 1:
+                            label += f" conns={args.rpc_conns}"
+                        results.append((label, ipr, cnt))
+                        bench.log(f"callgrind: {label}: {ipr:.0f} instructions/request")
+                    m.stop()
+                    up.stop()
         finally:
             for s in reversed(servers):
                 s.stop()
+            if args.keep:
+                keep = Path(args.keep)
+                keep.mkdir(parents=True, exist_ok=True)
+                for f in work.glob("callgrind.out.*"):
+                    shutil.copy(f, keep / f.name)
     print(f"meltemi {binary} (callgrind, --workers 1, one client connection)")
-    print(f"| {'row':<20} | {'instructions/request':>20} | {'requests measured':>17} |")
-    print(f"|{'-' * 22}|{'-' * 21}:|{'-' * 18}:|")
+    print(f"| {'row':<28} | {'instructions/request':>20} | {'requests measured':>17} |")
+    print(f"|{'-' * 30}|{'-' * 21}:|{'-' * 18}:|")
     for name, ipr, cnt in results:
-        print(f"| {name:<20} | {ipr:>20.0f} | {cnt:>17} |")
+        print(f"| {name:<28} | {ipr:>20.0f} | {cnt:>17} |")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ struct meta_sess {
     mt_msg_t msg;
     meta_req_t *head, *tail; /* waiting for a reply, arrival order */
     bool in_order;           /* replies leave in request order (the codec is not multiplexed) */
+    bool codec_changed;      /* a reload gave the port another protocol: answer, then close */
 };
 
 /* Everything meta_proxy keeps per worker (w->proxy[MT_PROTO_META]). */
@@ -449,7 +450,8 @@ static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const cha
     }
     mt_worker_t *w = s->base.w;
     if (r->start_ns)
-        mt_stat_observe_ms(s->base.conf->stats, w->id, (double)(uv_hrtime() - r->start_ns) / 1e6);
+        mt_stat_observe_ms(s->base.conf->stats, w->id,
+                           (double)(mt_worker_now_ns(w) - r->start_ns) / 1e6);
     if (s->in_order && s->head != r) {
         mt_buf_ref(b);
         r->reply = (mt_slice_t){b, p, (uint32_t)len};
@@ -707,7 +709,9 @@ static void up_on_data(mt_upstream_t *base)
     meta_worker_t *mw = mw_of(base->w);
     mt_buf_t *b = base->rbuf;
     while (b->pos < b->last && base->state == MT_UPSTREAM_READY) {
-        mt_codec_err_t err = {0};
+        mt_codec_err_t err; /* filled by decode when it fails; 160 bytes not cleared per frame */
+        err.code = MT_CODEC_E_NONE;
+        err.text[0] = '\0';
         mt_status_t rc =
             u->codec->decode(u->dec, (const uint8_t *)b->pos, mt_buf_unread(b), &u->msg, &err);
         if (rc == MT_AGAIN)
@@ -735,6 +739,12 @@ static void up_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char 
     up_fail((meta_up_t *)base, connect ? MT_ERR_NO_HEALTHY_UPSTREAM : MT_ERR_UNSPECIFIED, full);
 }
 
+/* What replies are decoded for: the status (an error reply is counted by its message type,
+ * which every decode sets). The connection is shared by listeners; none reads more. */
+static mt_str_t meta_reply_keys[] = {MT_STR("status")};
+static const mt_attr_filter_t meta_reply_want = {
+    .lens = 1ull << 6, .keys = meta_reply_keys, .n = 1, .cap = 1};
+
 /* The shell's on_open: arg is the meta endpoint; the response decoder of its codec. */
 static int up_on_open(mt_upstream_t *base, void *arg)
 {
@@ -744,6 +754,7 @@ static int up_on_open(mt_upstream_t *base, void *arg)
     u->mep = mep;
     mep->mc->n_open++; /* dropped in up_on_closed, whichever way the connection ends */
     mt_msg_init(&u->msg);
+    u->msg.want = &meta_reply_want;
     u->next_id = 1;
     void *dec = codec ? malloc(codec->state_size ? codec->state_size : 1) : NULL;
     if (!dec || codec->init(dec, NULL) != MT_OK) {
@@ -992,7 +1003,7 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
             return;
         }
         r->down_id = msg->request_id;
-        r->start_ns = uv_hrtime();
+        r->start_ns = mt_worker_now_ns(w);
         r->deadline_ms = mt_worker_now_ms(w) + mt_meta_listener(s->base.conf)->request_timeout_ms;
         mt_buf_ref(s->base.rbuf);
         r->frame = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
@@ -1016,26 +1027,32 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
 
 /* ---- requests from the client ------------------------------------------------------------- */
 
-/* A request boundary: pick up a reload (routes, mutations, clusters) before routing. */
-static bool sess_rebind(meta_sess_t *s, const mt_msg_t *msg)
+/* A request boundary, before the next frame is decoded: pick up a reload (routes, mutations,
+ * clusters, and with them the attributes the decoder keeps). */
+static void sess_rebind(meta_sess_t *s)
 {
     mt_session_rebind(&s->base);
     const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
-    if (lc && lc->codec == s->codec)
-        return true;
-    /* The port changed protocol under this connection: answer with the codec it speaks and
-     * close once everything is answered. */
-    sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "meltemi: this port changed protocol; reconnect");
-    s->base.finishing = true;
-    return false;
+    if (lc && lc->codec == s->codec) {
+        s->msg.want = &lc->want;
+        return;
+    }
+    s->msg.want = NULL; /* the old snapshot's listener may be freed with it: keep everything */
+    s->codec_changed = true;
 }
 
 static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_worker_t *w = s->base.w;
     meta_worker_t *mw = mw_of(w);
-    if (MT_UNLIKELY(s->base.snap != w->snap) && !sess_rebind(s, msg))
+    if (MT_UNLIKELY(s->codec_changed)) {
+        /* The port changed protocol under this connection: answer with the codec it speaks
+         * and close once everything is answered. */
+        sess_error_now(s, msg, MT_ERR_UNSPECIFIED,
+                       "meltemi: this port changed protocol; reconnect");
+        s->base.finishing = true;
         return;
+    }
     if (msg->is_reply)
         return; /* a client answering something: we never ask clients anything */
     if (msg->type == MT_MSG_HEARTBEAT && (s->codec->flags & MT_CODEC_F_LOCAL_HEARTBEAT)) {
@@ -1095,7 +1112,11 @@ static void sess_on_data(mt_session_t *base)
     meta_sess_t *s = (meta_sess_t *)base;
     mt_buf_t *b = base->rbuf;
     while (b && b->pos < b->last && !base->finishing && !base->closing) {
-        mt_codec_err_t err = {0};
+        if (MT_UNLIKELY(base->snap != base->w->snap) && !s->codec_changed)
+            sess_rebind(s);
+        mt_codec_err_t err; /* filled by decode when it fails */
+        err.code = MT_CODEC_E_NONE;
+        err.text[0] = '\0';
         mt_status_t rc =
             s->codec->decode(s->dec, (const uint8_t *)b->pos, mt_buf_unread(b), &s->msg, &err);
         if (rc == MT_AGAIN)
@@ -1202,6 +1223,7 @@ static void meta_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->dec = dec;
     s->in_order = !(codec->flags & MT_CODEC_F_MULTIPLEXED);
     mt_msg_init(&s->msg);
+    s->msg.want = &lc->want;
     mw_of(w)->n_sess++;
     mt_session_resume(&s->base);
 }

@@ -316,6 +316,42 @@ static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route
     return 0;
 }
 
+static int meta_want_hash_keys(mt_attr_filter_t *f, const mt_cluster_conf_t *c)
+{
+    const mt_meta_cluster_conf_t *mc = mt_meta_cluster(c);
+    if (!mc)
+        return 0;
+    int rc = mt_attr_filter_add(f, mc->all.hash_key.ptr, mc->all.hash_key.len) == MT_OK ? 0 : -1;
+    for (uint32_t i = 0; rc == 0 && i < mc->n_subsets; i++) {
+        const mt_meta_subset_t *ss = &mc->subsets[i];
+        rc = mt_attr_filter_add(f, ss->hash_key.ptr, ss->hash_key.len) == MT_OK ? 0 : -1;
+    }
+    return rc;
+}
+
+/* The attribute filter of a listener (mt_meta_listener_conf_t.want): what meta_router.c and
+ * meta_proxy.c read from its requests, compiled once here. */
+static int meta_build_want(mt_meta_listener_conf_t *ml, const mt_listener_conf_t *l)
+{
+    mt_attr_filter_t *f = &ml->want;
+    int rc = mt_attr_filter_add(f, "interface", 9) == MT_OK &&
+                     mt_attr_filter_add(f, "method", 6) == MT_OK
+                 ? 0
+                 : -1;
+    if (rc == 0)
+        rc = meta_want_hash_keys(f, l->cluster);
+    for (uint32_t i = 0; rc == 0 && i < ml->n_routes; i++) {
+        const mt_meta_route_t *r = &ml->routes[i];
+        for (uint32_t k = 0; rc == 0 && k < r->n_match; k++)
+            rc = mt_attr_filter_add(f, r->match[k].key.ptr, r->match[k].key.len) == MT_OK ? 0 : -1;
+        for (uint32_t k = 0; rc == 0 && k < r->n_dests; k++)
+            rc = meta_want_hash_keys(f, r->dests[k].cluster);
+        if (rc == 0 && r->mirror)
+            rc = meta_want_hash_keys(f, r->mirror->cluster);
+    }
+    return rc;
+}
+
 int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf_t *l, char **err)
 {
     mt_meta_listener_conf_t *ml = calloc(1, sizeof(*ml));
@@ -330,8 +366,12 @@ int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_con
     if (!ml->codec)
         mt_warn("listener %s: no codec named %s is built in; relaying it as plain TCP", l->name,
                 l->codec ? l->codec : "(none)");
-    if (!mt_snap_field_table(L, t, "metaprotocol"))
-        return 0;
+    if (!mt_snap_field_table(L, t, "metaprotocol")) {
+        if (meta_build_want(ml, l) == 0)
+            return 0;
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
     int mp = lua_gettop(L);
     int64_t tmo = mt_snap_field_int(L, mp, "request_timeout_ms", META_DEFAULT_REQUEST_TIMEOUT_MS);
     ml->request_timeout_ms = tmo > 0 ? (uint32_t)tmo : META_DEFAULT_REQUEST_TIMEOUT_MS;
@@ -352,6 +392,10 @@ int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_con
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    if (rc == 0 && meta_build_want(ml, l) != 0) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
     if (rc != 0) {
         const mt_meta_route_t *r = ml->n_routes ? &ml->routes[ml->n_routes - 1] : NULL;
         if (asprintf(err, "listener %s: route %s: %s", l->name, r && r->name ? r->name : "?",
@@ -403,6 +447,7 @@ void mt_meta_free_listener(mt_listener_conf_t *l)
     for (uint32_t i = 0; i < ml->n_routes; i++)
         meta_free_route(&ml->routes[i]);
     free(ml->routes);
+    mt_attr_filter_free(&ml->want);
     free(ml);
     l->proto = NULL;
 }
