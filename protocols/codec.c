@@ -221,15 +221,6 @@ void mt_msg__begin(mt_msg_t *m, const mt_codec_t *codec, const uint8_t *frame, s
      * than the rest of a small frame's bookkeeping */
 }
 
-const mt_str_t *mt_msg_get(const mt_msg_t *m, const char *key, size_t key_len)
-{
-    for (uint32_t i = 0; i < m->nattrs; i++) {
-        if (mt_str_eq(m->attrs[i].key, key, key_len))
-            return &m->attrs[i].val;
-    }
-    return NULL;
-}
-
 /* mt_msg__add_attr past its filter test. */
 mt_status_t mt_msg__store_attr(mt_msg_t *m, mt_str_t key, mt_str_t val)
 {

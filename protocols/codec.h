@@ -217,7 +217,14 @@ void mt_msg_init(mt_msg_t *m);
 void mt_msg_free(mt_msg_t *m);
 
 /* Attribute lookup by key; NULL when absent. Linear: messages carry a handful of keys. */
-const mt_str_t *mt_msg_get(const mt_msg_t *m, const char *key, size_t key_len);
+static inline const mt_str_t *mt_msg_get(const mt_msg_t *m, const char *key, size_t key_len)
+{
+    for (uint32_t i = 0; i < m->nattrs; i++) {
+        if (mt_str_eq(m->attrs[i].key, key, key_len))
+            return &m->attrs[i].val;
+    }
+    return NULL;
+}
 static inline const mt_str_t *mt_msg_get_cstr(const mt_msg_t *m, const char *key)
 {
     return mt_msg_get(m, key, strlen(key));

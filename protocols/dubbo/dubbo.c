@@ -198,7 +198,8 @@ static void dubbo_free(void *state)
     hessian2_classes_free(&d->classes);
 }
 
-static mt_status_t dubbo_add(mt_msg_t *m, mt_str_t key, mt_str_t val, mt_codec_err_t *err)
+static inline __attribute__((always_inline)) mt_status_t
+dubbo_add(mt_msg_t *m, mt_str_t key, mt_str_t val, mt_codec_err_t *err)
 {
     if (val.ptr == NULL)
         return MT_OK;

@@ -27,21 +27,6 @@ void hessian2_classes_free(hessian2_classes_t *c)
     c->cap = 0;
 }
 
-void hessian2_reader_init(hessian2_reader_t *r, const uint8_t *buf, size_t len, size_t pos,
-                          uint32_t max_depth, hessian2_classes_t *classes, mt_arena_t *arena,
-                          mt_codec_err_t *err)
-{
-    r->buf = buf;
-    r->len = len;
-    r->pos = pos;
-    r->depth = 0;
-    r->max_depth = max_depth;
-    r->classes = classes;
-    r->classes->count = 0;
-    r->arena = arena;
-    r->err = err;
-}
-
 bool hessian2_peek(const hessian2_reader_t *r, uint8_t *tag)
 {
     if (r->pos >= r->len)

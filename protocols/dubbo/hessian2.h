@@ -38,9 +38,20 @@ typedef struct hessian2_reader {
     mt_codec_err_t *err;
 } hessian2_reader_t;
 
-void hessian2_reader_init(hessian2_reader_t *r, const uint8_t *buf, size_t len, size_t pos,
-                          uint32_t max_depth, hessian2_classes_t *classes, mt_arena_t *arena,
-                          mt_codec_err_t *err);
+static inline void hessian2_reader_init(hessian2_reader_t *r, const uint8_t *buf, size_t len,
+                                        size_t pos, uint32_t max_depth, hessian2_classes_t *classes,
+                                        mt_arena_t *arena, mt_codec_err_t *err)
+{
+    r->buf = buf;
+    r->len = len;
+    r->pos = pos;
+    r->depth = 0;
+    r->max_depth = max_depth;
+    r->classes = classes;
+    r->classes->count = 0;
+    r->arena = arena;
+    r->err = err;
+}
 
 /* True and the next tag byte in *tag when one is available. */
 bool hessian2_peek(const hessian2_reader_t *r, uint8_t *tag);

@@ -739,11 +739,11 @@ static void up_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char 
     up_fail((meta_up_t *)base, connect ? MT_ERR_NO_HEALTHY_UPSTREAM : MT_ERR_UNSPECIFIED, full);
 }
 
-/* What replies are decoded for: the status (an error reply is counted by its message type,
- * which every decode sets). The connection is shared by listeners; none reads more. */
-static mt_str_t meta_reply_keys[] = {MT_STR("status")};
-static const mt_attr_filter_t meta_reply_want = {
-    .lens = 1ull << 6, .keys = meta_reply_keys, .n = 1, .cap = 1};
+/* What replies are decoded for: no attribute. Nothing here reads one (an error reply is
+ * counted by its message type, responses find their request by id or order, a response
+ * mutation re-reads the frame); a reader that needs one (a status label) adds its key here
+ * or asks mt_msg_locate. The connection is shared by listeners, so it is one filter. */
+static const mt_attr_filter_t meta_reply_want = {0};
 
 /* The shell's on_open: arg is the meta endpoint; the response decoder of its codec. */
 static int up_on_open(mt_upstream_t *base, void *arg)
