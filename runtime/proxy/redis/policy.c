@@ -127,7 +127,7 @@ static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
             mt_session_close(&s->base);
         } else {
             r->cmd = cmd;
-            r->start_ns = uv_hrtime();
+            r->start_ns = mt_worker_now_ns(w);
             r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
             r->hold_until_ms = hold;
             mt_rsess_push(s, r);

@@ -1200,7 +1200,7 @@ void mt_rcluster_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t 
         return;
     }
     r->cmd = cmd;
-    r->start_ns = uv_hrtime();
+    r->start_ns = mt_worker_now_ns(w);
     r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     r->read_only = cmd_replica_ok(cmd);
     /* Keep the command's bytes for redirections: a reference, or a copy for inline ones. */

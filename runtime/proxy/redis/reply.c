@@ -42,7 +42,7 @@ static void cmd_stats_record(mt_worker_t *w, const mt_listener_conf_t *lc,
     if (error)
         mt_stat_add(b, w->id, MT_ST_REQUEST_ERRORS, 1);
     if (start_ns)
-        mt_stat_observe_ms(b, w->id, (double)(uv_hrtime() - start_ns) / 1e6);
+        mt_stat_observe_ms(b, w->id, (double)(mt_worker_now_ns(w) - start_ns) / 1e6);
 }
 
 /* ---- request records ------------------------------------------------------------------------ */
@@ -143,7 +143,7 @@ void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, 
     if (len && p[0] == '-')
         mt_stat_add(lc->stats, w->id, MT_ST_REQUEST_ERRORS, 1);
     if (r->start_ns)
-        mt_stat_observe_ms(lc->stats, w->id, (double)(uv_hrtime() - r->start_ns) / 1e6);
+        mt_stat_observe_ms(lc->stats, w->id, (double)(mt_worker_now_ns(w) - r->start_ns) / 1e6);
     if (s->head == r) {
         s->head = r->next;
         if (!s->head)

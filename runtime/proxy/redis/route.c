@@ -174,7 +174,7 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
     }
     r->sess = s;
     r->cmd = cmd;
-    r->start_ns = uv_hrtime();
+    r->start_ns = mt_worker_now_ns(w);
     r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     r->hold_until_ms = hold_until_ms;
     int rc;
