@@ -176,6 +176,7 @@ static bool snapshot_has_listener(const mt_snapshot_t *s, const char *name)
 static int server_reload(mt_server_t *srv, const char *why, char **msg)
 {
     char *err = NULL;
+    uint64_t t0 = uv_hrtime();
     mt_info("reload (%s): compiling %s", why, srv->opts->config_dir);
     int old_ref = srv->snapshot_ref;
     srv->snapshot_ref = LUA_NOREF; /* server_load must not drop the live table yet */
@@ -184,6 +185,8 @@ static int server_reload(mt_server_t *srv, const char *why, char **msg)
         srv->snapshot_ref = old_ref;
         goto failed;
     }
+    s->reload_start_ns = t0;
+    double built_ms = (double)(uv_hrtime() - t0) / 1e6;
     size_t n = s->n_listeners;
     int *fds = malloc(sizeof(int) * (n * srv->nworkers + 1));
     for (size_t k = 0; fds && k < n * srv->nworkers; k++)
@@ -225,8 +228,9 @@ static int server_reload(mt_server_t *srv, const char *why, char **msg)
     srv->last_reload_error = NULL;
     mt_stats_global.config_generation = srv->generation;
     mt_stats_global.config_reloads++;
-    mt_info("reload (%s): generation %llu is live (%u listeners, %u clusters)", why,
-            (unsigned long long)srv->generation, s->n_listeners, s->n_clusters);
+    mt_info("reload (%s): generation %llu is live (%u listeners, %u clusters; compiled and "
+            "built in %.1f ms, handed to the workers)",
+            why, (unsigned long long)srv->generation, s->n_listeners, s->n_clusters, built_ms);
     if (msg && asprintf(msg, "generation %llu\n", (unsigned long long)srv->generation) < 0)
         *msg = NULL;
     return 0;
