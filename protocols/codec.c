@@ -224,7 +224,7 @@ void mt_msg__begin(mt_msg_t *m, const mt_codec_t *codec, const uint8_t *frame, s
 /* mt_msg__add_attr past its filter test. */
 mt_status_t mt_msg__store_attr(mt_msg_t *m, mt_str_t key, mt_str_t val)
 {
-    if (mt_msg_get(m, key.ptr, key.len) != NULL)
+    if (mt_msg__find(m, key.ptr, key.len) != NULL)
         return MT_OK;
     if (m->nattrs == m->attrs_cap) {
         uint32_t cap = m->attrs_cap ? m->attrs_cap * 2 : 16;
@@ -277,7 +277,7 @@ mt_str_t mt_msg__dec(mt_msg_t *m, int64_t v)
 const mt_str_t *mt_msg_locate(const mt_msg_t *msg, const char *key, size_t key_len,
                               mt_msg_t *scratch)
 {
-    const mt_str_t *v = mt_msg_get(msg, key, key_len);
+    const mt_str_t *v = mt_msg__find(msg, key, key_len);
     const mt_codec_t *c = msg->codec;
     if (v != NULL || msg->want == NULL || mt_attr_filter_has(msg->want, key, key_len) || !c)
         return v;
@@ -288,7 +288,7 @@ const mt_str_t *mt_msg_locate(const mt_msg_t *msg, const char *key, size_t key_l
         mt_codec_err_t err;
         scratch->want = NULL;
         if (c->decode(st, msg->frame, msg->frame_len, scratch, &err) == MT_OK)
-            v = mt_msg_get(scratch, key, key_len);
+            v = mt_msg__find(scratch, key, key_len);
     }
     c->free(st);
     free(st);

@@ -30,6 +30,7 @@
 
 #include "protocols/status.h"
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -216,14 +217,24 @@ typedef struct mt_msg {
 void mt_msg_init(mt_msg_t *m);
 void mt_msg_free(mt_msg_t *m);
 
-/* Attribute lookup by key; NULL when absent. Linear: messages carry a handful of keys. */
-static inline const mt_str_t *mt_msg_get(const mt_msg_t *m, const char *key, size_t key_len)
+/* The stored attribute of key; NULL when absent or left out by m->want. */
+static inline const mt_str_t *mt_msg__find(const mt_msg_t *m, const char *key, size_t key_len)
 {
     for (uint32_t i = 0; i < m->nattrs; i++) {
         if (mt_str_eq(m->attrs[i].key, key, key_len))
             return &m->attrs[i].val;
     }
     return NULL;
+}
+
+/* Attribute lookup by key; NULL when absent. Linear: messages carry a handful of keys. A
+ * reader may only ask for keys of m->want (the listener's filter says what its readers read):
+ * asking for another is a bug - the answer would be NULL whatever the frame holds - and
+ * asserts in builds with assertions; a reader outside the filter uses mt_msg_locate. */
+static inline const mt_str_t *mt_msg_get(const mt_msg_t *m, const char *key, size_t key_len)
+{
+    assert(m->want == NULL || mt_attr_filter_has(m->want, key, key_len));
+    return mt_msg__find(m, key, key_len);
 }
 static inline const mt_str_t *mt_msg_get_cstr(const mt_msg_t *m, const char *key)
 {

@@ -155,7 +155,7 @@ static inline void cp_check_filtered(mt_status_t rc, const mt_codec_err_t *err, 
     uint32_t wanted = 0;
     for (uint32_t i = 0; i < m->nattrs; i++) {
         const mt_attr_t *a = &m->attrs[i];
-        const mt_str_t *v = mt_msg_get(m2, a->key.ptr, a->key.len);
+        const mt_str_t *v = mt_msg__find(m2, a->key.ptr, a->key.len);
         if (!mt_attr_filter_has(m2->want, a->key.ptr, a->key.len)) {
             CP_CHECK(v == NULL);
             continue;
