@@ -9,6 +9,9 @@
 #include "runtime/luajit/lua_env.h"
 
 #include <lauxlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -428,11 +431,36 @@ static void worker_heartbeat(mt_worker_t *w)
 
 /* Every MT_WORKER_TICK_MS, busy or idle: a worker whose tick stops coming is stuck (a long filter
  * call, a blocking bug), and the heartbeat lets /ready say so. */
+/* Free chunks beyond what the worker uses now (a burst of connections or a pipelining client
+ * filled the pool) are freed a few hundred per tick, and once a second after such frees the
+ * allocator is asked to give the pages back (malloc_trim): RSS follows the load down instead
+ * of staying at its peak. The pool keeps as many free chunks as are in use (at least 64), so
+ * a steady load never frees and reallocates. */
+#define POOL_KEEP_MIN 64
+#define POOL_TRIM_PER_TICK 256
+
+static void worker_trim_pool(mt_worker_t *w, uint64_t now)
+{
+    mt_buf_pool_t *p = &w->pool;
+    uint64_t keep = MT_MAX((uint64_t)POOL_KEEP_MIN, p->allocated);
+    if (p->nfree > keep)
+        w->pool_trimmed +=
+            mt_buf_pool_trim(p, (uint32_t)MT_MIN(keep, UINT32_MAX), POOL_TRIM_PER_TICK);
+    if (w->pool_trimmed && now - w->pool_trim_ms >= 1000) {
+#ifdef __GLIBC__
+        malloc_trim(0);
+#endif
+        w->pool_trimmed = 0;
+        w->pool_trim_ms = now;
+    }
+}
+
 static void worker_on_tick(uv_timer_t *t)
 {
     mt_worker_t *w = t->data;
     worker_heartbeat(w);
     uint64_t now = mt_worker_now_ms(w);
+    worker_trim_pool(w, now);
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->tick)
             (*p)->tick(w, now);

@@ -36,15 +36,18 @@ def rss_kib(pid):
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def settle(pid, seconds=1.0):
-    """RSS once it stops moving (the proxy has handled what the clients did)."""
-    last, deadline = rss_kib(pid), time.monotonic() + seconds
+def settle(pid, seconds=6.0):
+    """RSS once it has not moved for 1.5 s (the proxy has handled what the clients did and
+    given back what it gives back), or after `seconds`."""
+    last, since = rss_kib(pid), time.monotonic()
+    deadline = since + seconds
     while time.monotonic() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.25)
         now = rss_kib(pid)
-        if now == last:
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= 1.5:
             break
-        last = now
     return last
 
 
@@ -116,10 +119,10 @@ def measure(name, server, args):
     for s in conns:
         s.close()
     time.sleep(1.0)
-    closed = settle(pid, 3.0)
+    closed = settle(pid)
     before_busy = closed
     peak, replies = busy(server.port, args.busy, args.depth, args.seconds, pid)
-    after_busy = settle(pid, 3.0)
+    after_busy = settle(pid)
     n = args.conns
     return {
         "name": name, "base": base, "idle": idle, "pinged": pinged, "closed": closed,
