@@ -284,7 +284,7 @@ const mt_str_t *mt_msg_locate(const mt_msg_t *msg, const char *key, size_t key_l
     void *st = malloc(c->state_size ? c->state_size : 1);
     if (st == NULL)
         return NULL;
-    if (c->init(st, NULL) == MT_OK) {
+    if (mt_codec_init(c, st, NULL) == MT_OK) {
         mt_codec_err_t err;
         scratch->want = NULL;
         if (c->decode(st, msg->frame, msg->frame_len, scratch, &err) == MT_OK)

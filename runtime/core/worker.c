@@ -53,18 +53,14 @@ void mt_worker_flush(mt_worker_t *w)
 
 static void worker_flush(uv_check_t *h)
 {
-    mt_worker_t *w = h->data;
-    mt_worker_flush(w);
-    w->now_ns = 0; /* the next phase (timers) reads the clock afresh */
+    mt_worker_flush(h->data);
 }
 
 /* Timers (held replies, buffered flushes, timeouts) queue writes too: flush them before the
  * loop blocks, not after the next wake-up. */
 static void worker_flush_before_poll(uv_prepare_t *h)
 {
-    mt_worker_t *w = h->data;
-    mt_worker_flush(w);
-    w->now_ns = 0; /* the loop may block now: I/O callbacks after it read the clock afresh */
+    mt_worker_flush(h->data);
 }
 
 void mt_worker_session_add(mt_worker_t *w, mt_session_link_t *s)
@@ -112,6 +108,7 @@ static mt_wcluster_t *wcluster_new(mt_worker_t *w, mt_cluster_conf_t *conf)
         const mt_endpoint_conf_t *e = &conf->endpoints[i];
         c->eps[i] =
             mt_wendpoint_new(c, e->address ? e->address : "?", e->port, &e->sa, e->resolve_error);
+        c->eps[i]->conf_index = i;
     }
     c->next = w->clusters;
     w->clusters = c;
@@ -131,6 +128,7 @@ mt_wendpoint_t *mt_wendpoint_new(mt_wcluster_t *c, const char *address, uint16_t
     if (resolve_error)
         snprintf(ep->resolve_error, sizeof(ep->resolve_error), "%s", resolve_error);
     ep->cluster = c;
+    ep->conf_index = UINT32_MAX;
     return ep;
 }
 
@@ -227,6 +225,11 @@ static int listener_open(mt_worker_t *w, mt_listener_conf_t *conf, int fd)
     mt_wcluster_ref(l->cluster);
     uv_tcp_init(&w->loop, &l->tcp);
     l->tcp.data = l;
+    if (fd == MT_LISTENER_FD_VIRTUAL) { /* matched by a capture port, never bound */
+        l->next = w->listeners;
+        w->listeners = l;
+        return 0;
+    }
     int rc = uv_tcp_open(&l->tcp, fd);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&l->tcp, 1024, listener_on_connection);
@@ -316,7 +319,7 @@ static void worker_apply_snapshot(mt_worker_t *w, mt_snapshot_t *snap, int *fds)
             keep = l;
             if (fds && fds[i] >= 0)
                 close(fds[i]);
-        } else if (fds && fds[i] >= 0) {
+        } else if (fds && (fds[i] >= 0 || fds[i] == MT_LISTENER_FD_VIRTUAL)) {
             mt_wlistener_t *saved = w->listeners;
             w->listeners = keep;
             listener_open(w, conf, fds[i]);
@@ -429,8 +432,6 @@ static void worker_heartbeat(mt_worker_t *w)
     __atomic_store_n(&w->heartbeat_ms, uv_hrtime() / 1000000u, __ATOMIC_RELAXED);
 }
 
-/* Every MT_WORKER_TICK_MS, busy or idle: a worker whose tick stops coming is stuck (a long filter
- * call, a blocking bug), and the heartbeat lets /ready say so. */
 /* Free chunks beyond what the worker uses now (a burst of connections or a pipelining client
  * filled the pool) are freed a few hundred per tick, and once a second after such frees the
  * allocator is asked to give the pages back (malloc_trim): RSS follows the load down instead
@@ -455,10 +456,13 @@ static void worker_trim_pool(mt_worker_t *w, uint64_t now)
     }
 }
 
+/* Every MT_WORKER_TICK_MS, busy or idle: a worker whose tick stops coming is stuck (a long filter
+ * call, a blocking bug), and the heartbeat lets /ready say so. */
 static void worker_on_tick(uv_timer_t *t)
 {
     mt_worker_t *w = t->data;
     worker_heartbeat(w);
+    w->now_ns = uv_hrtime(); /* timeouts the tick fails end requests now */
     uint64_t now = mt_worker_now_ms(w);
     worker_trim_pool(w, now);
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
@@ -525,6 +529,8 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
         return -1;
     if (mt_timer_wheel_init(&w->timers, &w->loop) != 0)
         return -1;
+    w->timers.clock_ns = &w->now_ns;
+    w->now_ns = uv_hrtime();
     w->L = mt_lua_new();
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->worker_start && (*p)->worker_start(w) != 0)

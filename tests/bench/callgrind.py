@@ -28,6 +28,8 @@ CONFIG GET). The idle loop costs ~40k instructions per second, under 0.01 per re
 Usage: tests/bench/callgrind.sh [--requests N] [--dubbo-seconds S] [--rpc-conns N]
                                 [--rows redis-p1,redis-p16,dubbo-d1,dubbo-d16,thrift-d1,...]
                                 [--keep DIR]
+  (an RPC row with "-router" goes through a MetaRouter; with "-rl" through the same router
+  with a localRateLimit that never refuses, the cost of the shared token bucket)
 MELTEMI_BIN selects the binary (default build/meltemi); --rpcload is given by callgrind.sh.
 --keep DIR copies the callgrind dumps there (callgrind_annotate DIR/callgrind.out.PID.N: the
 dumps of a row's large load show where its instructions go).
@@ -277,16 +279,18 @@ def measure_rows(args, binary, rows):
                 m.stop()
             rpc_rows = [r for r in rows if r.startswith(("dubbo-", "thrift-"))]
             for proto in ("dubbo", "thrift"):
-                for router in (False, True):
+                for suffix, router, rate_limit, what in (("", False, False, ""),
+                                                         ("-router", True, False, " router"),
+                                                         ("-rl", True, True, " router+rl")):
                     mine = [r for r in rpc_rows if r.startswith(proto + "-") and
-                            r.endswith("-router") == router]
+                            r[len(proto) + 1:].lstrip("d0123456789") == suffix]
                     if not mine:
                         continue
                     up = rpc_bench.start_server(work, args.rpcload, proto)
                     servers.append(up)
-                    name = f"meltemi-{proto}" + ("-router" if router else "")
+                    name = f"meltemi-{proto}{suffix}"
                     m, ports = rpc_bench.start_meltemi(work, wrapper, name, {proto: up.port},
-                                                       router=router)
+                                                       router=router, rate_limit=rate_limit)
                     servers.append(m)
                     if not m.alive():
                         sys.exit(f"meltemi under callgrind did not start: {m.error}")
@@ -297,7 +301,7 @@ def measure_rows(args, binary, rows):
                         ipr, cnt = measure(
                             c, lambda k, d=depth: rpc_load(args.rpcload, proto, ports[proto], d,
                                                            args.rpc_conns, k), s / 4, s)
-                        label = f"{proto} call depth={depth}" + (" router" if router else "")
+                        label = f"{proto} call depth={depth}{what}"
                         if args.rpc_conns != 1:
                             label += f" conns={args.rpc_conns}"
                         results.append((row, label, ipr, cnt))
