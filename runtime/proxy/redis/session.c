@@ -238,7 +238,8 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     s->cmd_start_ns = w->now_ns;
     s->cmd_bytes = req->frame_len;
     s->cmd_flags = 0;
-    const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
+    const redis_command_t *cmd =
+        redis_command_lookup_cached(&s->last_cmd, req->argv[0].ptr, req->argv[0].len);
     resp_out_t *o = &mt_rw(s->base.w)->scratch;
     if (!cmd) {
         if (sess_cross_protocol(s, req))
@@ -303,7 +304,9 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         mt_rtx_command(s, cmd, req, frame);
         return;
     default:
-        if (mt_rsess_refuse_blocking(s, cmd, req) || !sess_rate_allows(s, cmd))
+        /* the flag inline: only the few commands that can block pay for the call */
+        if (((cmd->flags & REDIS_CMD_BLOCKING) && mt_rsess_refuse_blocking(s, cmd, req)) ||
+            !sess_rate_allows(s, cmd))
             return;
         if (MT_UNLIKELY(cmd->proxy == REDIS_PROXY_BROADCAST) && mt_radmin_refuse(s, cmd, req))
             return;
