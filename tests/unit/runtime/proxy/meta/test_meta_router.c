@@ -601,7 +601,9 @@ Test(meta, the_listener_wants_its_match_keys_hash_keys_and_error_names_only)
                   ROUTE("a", "{ key = 'group', exact = 'blue' }, { key = 'zone', prefix = 'eu' }",
                         TO("'v1'", 100)) ROUTE("b", "{ key = 'tenant' }", TO("'v2'", 100)));
     const mt_attr_filter_t *f = &mt_meta_listener(&s->listeners[0])->want;
-    const char *const wanted[] = {"interface", "method", "group", "zone", "tenant", "user"};
+    const char *const wanted[] = {"interface",   "method",       "traceparent", "x-b3-traceid",
+                                  "x-b3-spanid", "x-b3-sampled", "group",       "zone",
+                                  "tenant",      "user"};
     for (size_t i = 0; i < MT_ARRAY_LEN(wanted); i++)
         cr_expect(mt_attr_filter_has(f, wanted[i], strlen(wanted[i])), "%s", wanted[i]);
     cr_expect_eq(f->n, MT_ARRAY_LEN(wanted), "nothing else: %u keys", f->n);
@@ -616,5 +618,25 @@ Test(meta, the_listener_wants_its_match_keys_hash_keys_and_error_names_only)
     cr_expect_eq(m.nattrs, 1);
     cr_expect_str_eq(route_of(s, &m), "b");
     mt_msg_free(&m);
+    mt_snapshot_unref(s);
+}
+
+Test(meta, route_timeout_and_fault_abort_are_read_from_the_snapshot)
+{
+    mt_snapshot_t *s = snap_with(
+        "'ROUND_ROBIN'", "nil",
+        "{ name = 'f', match = {}, route = { " TO(
+            "nil", 100) " },"
+                        "  timeout_ms = 250,"
+                        "  fault_abort = { percentage = 12.5, error_kind = 'over_limit' } },");
+    const mt_meta_route_t *r = &mt_meta_listener(&s->listeners[0])->routes[0];
+    cr_expect_eq(r->timeout_ms, 250);
+    cr_expect_float_eq(r->abort_percentage, 12.5, 1e-9);
+    cr_expect_eq(r->abort_kind, MT_ERR_OVER_LIMIT);
+    mt_snapshot_unref(s);
+    s = snap_with("'ROUND_ROBIN'", "nil", ROUTE("plain", "", TO("nil", 100)));
+    r = &mt_meta_listener(&s->listeners[0])->routes[0];
+    cr_expect_eq(r->timeout_ms, 0, "no timeout: the listener's");
+    cr_expect_float_eq(r->abort_percentage, 0.0, 1e-9, "no fault");
     mt_snapshot_unref(s);
 }
