@@ -65,7 +65,7 @@ struct meta_req {
     const mt_cluster_conf_t *dest; /* where it went (Istio's labels) */
     mt_istio_set_t *set;           /* its subset's label set; NULL: dest's */
     const mt_wendpoint_t *ep;      /* where it was sent (the access log) */
-    const char *subset;            /* its subset's name, or NULL (valid while snap is held) */
+    const char *subset_name;       /* its subset's name, or NULL (valid while snap is held) */
     char op[96];                   /* interface.method, kept for the access log and spans */
     mt_trace_ctx_t trace;          /* its trace context, when traced */
     bool traced;
@@ -598,7 +598,7 @@ static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const cha
                               .resp_bytes = (uint32_t)len,
                               .op = r->op[0] ? r->op : NULL,
                               .ep = r->ep,
-                              .subset = r->set ? r->subset : NULL,
+                              .subset = r->set ? r->subset_name : NULL,
                               .trace_id = trace_id[0] ? trace_id : NULL};
         mt_session_access_log(&s->base, &e, log);
     }
@@ -1381,7 +1381,7 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         r->start_ns = s->cur_start_ns;
         r->dest = t->cluster;
         r->set = meta_subset_set(s, t);
-        r->subset = t->subset ? t->subset->name : NULL;
+        r->subset_name = t->subset ? t->subset->name : NULL;
         if (MT_UNLIKELY(s->base.snap->access_log != NULL || traced))
             msg_method(msg, r->op, sizeof(r->op));
         if (traced) {
