@@ -110,14 +110,21 @@ def redis_load(port, pipeline, n):
 
 
 def rpc_load(rpcload, proto, port, depth, conns, seconds):
-    argv = rpc_bench.run_argv(rpcload, proto, port, depth, seconds)
-    argv[argv.index("--conns") + 1] = str(conns)
-    argv[argv.index("--warmup") + 1] = "0"
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=60 + 3 * seconds)
-    m = re.search(r"\bcalls=(\d+)", r.stdout)
-    if r.returncode != 0 or not m:
-        sys.exit(f"rpcload failed: {r.stdout[-300:]}{r.stderr[-300:]}")
-    return int(m.group(1))
+    """-> calls made. A load too short to complete a call under valgrind on a busy machine
+    (rpcload then reports calls=0 and fails) is run again, twice as long, up to four times:
+    the method only needs two loads of different sizes, not given lengths."""
+    for _ in range(4):
+        argv = rpc_bench.run_argv(rpcload, proto, port, depth, seconds)
+        argv[argv.index("--conns") + 1] = str(conns)
+        argv[argv.index("--warmup") + 1] = "0"
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60 + 3 * seconds)
+        m = re.search(r"\bcalls=(\d+)", r.stdout)
+        if r.returncode == 0 and m:
+            return int(m.group(1))
+        if not m or m.group(1) != "0":
+            break
+        seconds *= 2
+    sys.exit(f"rpcload failed: {r.stdout[-300:]}{r.stderr[-300:]}")
 
 
 def measure(counter, load, small, large):
