@@ -431,6 +431,8 @@ static const stats_family_t stats_families[] = {
      "Exclusive upstream connections idle in the pool, ready for the next lease."},
     {"meltemi_outlier_ejections_total", "counter", MT_STATS_CLUSTER, MT_ST_OUTLIER_EJECTIONS,
      "Endpoints of the cluster ejected by outlier detection (outlierDetection)."},
+    {"meltemi_upstream_request_retries_total", "counter", MT_STATS_CLUSTER, MT_ST_UPSTREAM_RQ_RETRY,
+     "Requests sent to the cluster again by a route's retries."},
     {"meltemi_lua_counter_total", "counter", MT_STATS_LUA, MT_ST_REQUESTS_TOTAL,
      "Counters incremented by Lua filters (ctx:counter)."},
 };

@@ -47,6 +47,7 @@ enum {
     MT_ST_UPSTREAM_CX_LEASED, /* gauge: exclusive connections leased (transactions, pub/sub) */
     MT_ST_UPSTREAM_CX_IDLE,   /* gauge: exclusive connections idle in the pool */
     MT_ST_OUTLIER_EJECTIONS,  /* endpoints ejected by outlier detection */
+    MT_ST_UPSTREAM_RQ_RETRY,  /* requests sent again (MetaRouter retries) */
     MT_ST__COUNT
 };
 

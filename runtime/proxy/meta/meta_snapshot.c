@@ -292,6 +292,36 @@ static int meta_read_match(lua_State *L, int t, mt_meta_match_t **out, uint32_t 
     return rc;
 }
 
+/* route.retries { attempts, per_try_timeout_ms, retry_on = { "connect-failure", ... } } at yt. */
+static void meta_read_retries(lua_State *L, int yt, mt_meta_route_t *r)
+{
+    static const struct {
+        const char *name;
+        uint32_t bits;
+    } conds[] = {
+        {"connect-failure", MT_RETRY_CONNECT_FAILURE},
+        {"reset", MT_RETRY_RESET},
+        {"gateway-error", MT_RETRY_CONNECT_FAILURE | MT_RETRY_RESET | MT_RETRY_TIMEOUT},
+        {"5xx",
+         MT_RETRY_CONNECT_FAILURE | MT_RETRY_RESET | MT_RETRY_TIMEOUT | MT_RETRY_ERROR_ANSWER},
+    };
+    r->retry_attempts = mt_snap_field_ms(L, yt, "attempts", 0);
+    r->per_try_timeout_ms = mt_snap_field_ms(L, yt, "per_try_timeout_ms", 0);
+    if (!mt_snap_field_table(L, yt, "retry_on"))
+        return;
+    int ot = lua_gettop(L);
+    for (size_t i = 1; i <= lua_objlen(L, ot); i++) {
+        lua_rawgeti(L, ot, (int)i);
+        const char *c = lua_tostring(L, -1);
+        for (size_t k = 0; c && k < MT_ARRAY_LEN(conds); k++) {
+            if (strcmp(c, conds[k].name) == 0)
+                r->retry_on |= conds[k].bits;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
 static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route_t *r, char *msg,
                            size_t msglen)
 {
@@ -317,6 +347,33 @@ static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route
         r->mirror = calloc(1, sizeof(*r->mirror));
         if (r->mirror)
             meta_read_dest(L, lua_gettop(L), s, r->mirror);
+        lua_pop(L, 1);
+    }
+    r->timeout_ms = mt_snap_field_ms(L, rt, "timeout_ms", 0);
+    if (mt_snap_field_table(L, rt, "fault_abort")) {
+        int ft = lua_gettop(L);
+        lua_getfield(L, ft, "percentage");
+        r->abort_percentage = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 100.0;
+        lua_pop(L, 1);
+        char *kind = mt_snap_field_str(L, ft, "error_kind");
+        r->abort_kind = MT_ERR_UNSPECIFIED;
+        for (int k = 0; kind && k <= MT_ERR_UNSPECIFIED; k++) {
+            if (strcmp(kind, mt_error_kind_name((mt_error_kind_t)k)) == 0)
+                r->abort_kind = (mt_error_kind_t)k;
+        }
+        free(kind);
+        lua_pop(L, 1);
+    }
+    if (mt_snap_field_table(L, rt, "fault_delay")) {
+        int ft = lua_gettop(L);
+        lua_getfield(L, ft, "percentage");
+        r->delay_percentage = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 100.0;
+        lua_pop(L, 1);
+        r->delay_ms = mt_snap_field_ms(L, ft, "delay_ms", 0);
+        lua_pop(L, 1);
+    }
+    if (mt_snap_field_table(L, rt, "retries")) {
+        meta_read_retries(L, lua_gettop(L), r);
         lua_pop(L, 1);
     }
     if (meta_read_mutation(L, rt, "request_mutation", &r->request_mutation,
