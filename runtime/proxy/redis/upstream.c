@@ -37,11 +37,21 @@ void mt_rup_fail(mt_rup_t *u, const char *text)
         u->lessee = NULL;
         mt_rtx_lease_lost(s, text);
     }
+    /* A cluster node that never connected was sent nothing: its commands are routed again
+     * once it is closed (and backing off), instead of failing (a dead replica under
+     * PREFER_REPLICA, each time its backoff expires). Shared connections only: what was queued
+     * on a lease belongs to a transaction and must not run outside it. */
+    bool resend = u->never_connected && mt_rtopo(c) != NULL && u->base.kind == MT_UPSTREAM_SHARED;
+    mt_rreq_t *again = NULL, **again_tail = &again;
     while (u->head) {
         mt_rreq_t *r = u->head;
         u->head = r->unext;
         u->base.inflight--;
-        if (r->kind == RREQ_USER) {
+        if (r->kind == RREQ_USER && resend && r->frame.buf) {
+            r->unext = NULL;
+            *again_tail = r;
+            again_tail = &r->unext;
+        } else if (r->kind == RREQ_USER) {
             mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
             r->rflags |= u->failing_flag ? u->failing_flag : MT_RF_UF;
             mt_rreq_complete_error(w, r, text);
@@ -57,6 +67,12 @@ void mt_rup_fail(mt_rup_t *u, const char *text)
         if (topology_lost)
             mt_rcluster_topology_failed(c, text);
         mt_rcluster_node_failed(c, ep);
+    }
+    while (again) {
+        mt_rreq_t *r = again;
+        again = r->unext;
+        r->unext = NULL;
+        mt_rcluster_resend(c, r, text);
     }
 }
 
@@ -86,8 +102,14 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
         mt_rcluster_on_slots(ep->cluster, ep, p, len);
         return;
     }
-    if (r->kind == RREQ_IGNORE) {
+    if (r->kind == RREQ_IGNORE || r->kind == RREQ_DROP) {
+        bool quiet = r->kind == RREQ_DROP;
         mt_rreq_free(w, r);
+        if (quiet) {
+            if (u->base.kind == MT_UPSTREAM_LEASED)
+                mt_rtx_after_reply(u);
+            return;
+        }
         if (len && p[0] == '-') {
             char lbl[256];
             mt_warn("upstream %s: %.*s", mt_rendpoint_label(ep, lbl, sizeof(lbl)),
@@ -119,6 +141,10 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
         /* A transaction's reply: relayed as it is (a MOVED inside MULTI is Redis's
          * queueing error, and EXEC will say EXECABORT), then the lease goes back once its
          * transaction has ended and nothing more is owed. */
+        if (MT_UNLIKELY(r->is_select))
+            mt_rtx_select_answered(u, r, len && p[0] == '+');
+        if (MT_UNLIKELY(r->lease_first) && len > 7 && p[0] == '-' && mt_rtx_moved(u, r, p, len))
+            return;
         mt_rreq_complete(w, r, u->base.rbuf, p, len);
         mt_rtx_after_reply(u);
         return;
@@ -157,10 +183,11 @@ static void rup_on_data(mt_upstream_t *base)
 /* The shell ends the connection (connect failed or timed out, peer closed, write failed). */
 static void rup_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char *text)
 {
-    MT_UNUSED(ev);
     char full[420];
     snprintf(full, sizeof(full), "ERR meltemi: %s", text);
-    mt_rup_fail((mt_rup_t *)base, full);
+    mt_rup_t *u = (mt_rup_t *)base;
+    u->never_connected = ev == MT_UPSTREAM_CONNECT_FAILED || ev == MT_UPSTREAM_CONNECT_TIMEOUT;
+    mt_rup_fail(u, full);
 }
 
 /* Queues the proxy's AUTH as the connection's first command. */
@@ -307,6 +334,11 @@ void mt_rup_push(mt_rup_t *u, mt_rreq_t *r)
 }
 
 /* Queues a command of the proxy's own (READONLY, ASKING, CLUSTER SLOTS). */
+int mt_rup_queue_ignored(mt_rup_t *u, const char *cmd, size_t len)
+{
+    return rup_queue_internal(u, RREQ_IGNORE, cmd, len);
+}
+
 static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, size_t len)
 {
     mt_worker_t *w = u->base.w;
@@ -336,6 +368,7 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
     if (u) {
         u->lessee = s;
         u->returning = false;
+        u->db = 0; /* a connection selected elsewhere is closed, never pooled */
     }
     return u;
 }
@@ -343,6 +376,7 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
 void mt_rup_release(mt_rup_t *u, bool clean)
 {
     u->lessee = NULL;
+    clean = clean && u->db == 0;
     if (clean && u->base.inflight > 0) {
         u->returning = true; /* rup_on_reply gives it back after the last reply */
         return;
