@@ -200,8 +200,10 @@ BASELINE_HEAD = """\
 # Instructions per request of the rows below, measured by tests/bench/callgrind.sh with the
 # sizes on the "sizes" line; written by --write-baseline from --repeat runs (median, and the
 # spread max - min between runs). CI runs `tests/bench/callgrind.sh --check` on this file: a
-# row fails when it costs more than median + tolerance, tolerance = max(2 x spread, 1% of the
-# median). A change that makes a row dearer (or cheaper) on purpose rewrites this file with
+# row fails when it costs more than median + tolerance, tolerance = max(2 x spread, 10% of
+# the median): the spread is this machine's; a CI machine of the same kind may run other
+# glibc string-function variants under valgrind (chosen by CPUID), which moves every row by
+# an amount not measured yet, so CI only catches a large regression. A change that makes a row dearer (or cheaper) on purpose rewrites this file with
 # `make callgrind-update` (= tests/bench/callgrind.sh --update <this file>), and its commit
 # says why.
 """
@@ -235,6 +237,11 @@ def read_baseline(args, path):
     return rows, base
 
 
+# Another machine of the same kind may pick other libc string variants under valgrind (CPUID):
+# the baseline's spread is one machine's, so CI allows this much on top (see BASELINE_HEAD).
+CROSS_MACHINE = 0.10
+
+
 def check_baseline(args, binary, path):
     """-> exit status: 0, or a message naming the rows that regressed."""
     rows, base = read_baseline(args, path)
@@ -243,7 +250,7 @@ def check_baseline(args, binary, path):
     print(f"callgrind check against {path} ({binary})")
     for row, (name, ipr, _) in zip(rows, results):
         median, spread = base[row]
-        tol = max(2 * spread, 0.01 * median)
+        tol = max(2 * spread, CROSS_MACHINE * median)
         verdict = "ok"
         if ipr > median + tol:
             verdict = "REGRESSION"
