@@ -77,9 +77,9 @@ struct meta_req {
     mt_snapshot_t *snap;          /* held only when route has a response mutation or retries */
     /* retries (route->retry_attempts): where the request went and how many tries are left */
     const mt_cluster_conf_t *cluster;
-    const mt_meta_subset_t *subset;
-    uint64_t overall_deadline_ms; /* the route's timeout over every try */
-    int64_t last_ep;              /* endpoint of the last try: a retry prefers another */
+    const mt_meta_subset_t *endpoints; /* the destination's endpoint set (subset or all) */
+    uint64_t overall_deadline_ms;      /* the route's timeout over every try */
+    int64_t last_ep;                   /* endpoint of the last try: a retry prefers another */
     uint32_t rr_index;
     uint32_t tries_left;
     mt_timer_t delay_timer; /* fault.delay: pending while the request is held */
@@ -793,8 +793,17 @@ static void up_push(meta_up_t *u, meta_req_t *r)
     u->tail = r;
     u->base.inflight++;
     u->mep->active++;
-    if (MT_UNLIKELY(!mt_upstream_deadline_armed(&u->base)) && r->deadline_ms)
+    /* Route timeouts differ, so a later request may be due first: the timer is armed for
+     * the earliest deadline in flight, moved earlier when one is. */
+    if (!r->deadline_ms)
+        return;
+    mt_timer_t *dt = &u->base.deadline_timer;
+    if (MT_UNLIKELY(!mt_upstream_deadline_armed(&u->base))) {
         mt_upstream_arm_deadline(&u->base, r->deadline_ms);
+    } else if (MT_UNLIKELY(r->deadline_ms < dt->due_ms)) {
+        mt_timer_stop(&u->base.w->timers, dt);
+        mt_upstream_arm_deadline(&u->base, r->deadline_ms);
+    }
 }
 
 /* Fails every request in flight on u with a native error, then closes u. */
@@ -1400,7 +1409,7 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         if (rt && (rt->retry_attempts || delay)) {
             r->tries_left = rt->retry_attempts;
             r->cluster = t->cluster;
-            r->subset = t->subset;
+            r->endpoints = t->subset;
             r->rr_index = t->rr_index;
             r->last_ep = u ? u->mep - u->mep->mc->eps : -1;
             req_set_deadlines(r, rt, sess_timeout_ms(s, rt), mt_worker_now_ms(w));
@@ -1587,7 +1596,7 @@ static bool req_retry(meta_worker_t *mw, meta_req_t *r, uint32_t why)
     if (!s || !rt || !(rt->retry_on & why) || !r->tries_left || now >= r->overall_deadline_ms)
         return false;
     meta_cluster_t *mc = meta_cluster_get(mw, r->cluster, s->codec);
-    int64_t ep = mc ? meta_pick(mw, mc, r->subset, r->rr_index, NULL, s, r->last_ep) : -1;
+    int64_t ep = mc ? meta_pick(mw, mc, r->endpoints, r->rr_index, NULL, s, r->last_ep) : -1;
     const char *whynot = NULL;
     meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], s->base.id, &whynot) : NULL;
     if (!u)
@@ -1613,7 +1622,7 @@ static void req_delay_fired(mt_timer_t *t)
     r->delayed = false;
     req_set_deadlines(r, r->route, sess_timeout_ms(s, r->route), mt_worker_now_ms(mw->w));
     meta_cluster_t *mc = meta_cluster_get(mw, r->cluster, s->codec);
-    int64_t ep = mc ? meta_pick(mw, mc, r->subset, r->rr_index, NULL, s, -1) : -1;
+    int64_t ep = mc ? meta_pick(mw, mc, r->endpoints, r->rr_index, NULL, s, -1) : -1;
     const char *why = "no healthy endpoint";
     meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], s->base.id, &why) : NULL;
     if (u) {
@@ -1856,15 +1865,22 @@ static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
     }
 }
 
-/* The shell's deadline timer (armed lazily at the oldest request's deadline): fail what is
- * overdue, arm again for the oldest request left. Requests queue in deadline order, except a
- * head with none, which is skipped here and rearms at the next push. */
+/* The shell's deadline timer (armed at the earliest deadline in flight, up_push): fail what is
+ * overdue, arm again for the earliest deadline left (route timeouts differ, so that is not
+ * always the head's). */
 static void up_on_deadline(mt_upstream_t *b, uint64_t now)
 {
     meta_up_t *u = (meta_up_t *)b;
     up_check_timeouts(mw_of(b->w), u, now);
-    if (b->state != MT_UPSTREAM_CLOSING && u->head && u->head->deadline_ms)
-        mt_upstream_arm_deadline(b, MT_MAX(u->head->deadline_ms, now + 1));
+    if (b->state == MT_UPSTREAM_CLOSING)
+        return;
+    uint64_t due = 0;
+    for (const meta_req_t *r = u->head; r; r = r->unext) {
+        if (r->deadline_ms && (!due || r->deadline_ms < due))
+            due = r->deadline_ms;
+    }
+    if (due)
+        mt_upstream_arm_deadline(b, MT_MAX(due, now + 1));
 }
 
 static void meta_tick(mt_worker_t *w, uint64_t now)
