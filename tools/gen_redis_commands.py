@@ -71,7 +71,6 @@ MULTI_KEY = {"mget", "mset", "del", "unlink", "exists", "touch"}
 ALL_MASTERS = {"dbsize", "flushall", "flushdb", "keys", "scan", "randomkey"}
 UNSUPPORTED = {
     "multi", "exec", "discard", "watch", "unwatch",
-    "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe",
     "monitor", "sync", "psync",
     "blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax", "bzmpop",
     "wait", "waitaof", "shutdown", "debug", "replicaof", "slaveof", "failover", "cluster",
@@ -79,6 +78,9 @@ UNSUPPORTED = {
     # connection for whoever uses it next - RESET would even de-authenticate it.
     "reset", "asking",
 }
+# Subscriptions: pubsub.c subscribes once per channel per worker on a dedicated connection
+# and fans messages out (PUBLISH, SPUBLISH and PUBSUB stay FORWARD).
+PUBSUB = {"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"}
 # XREAD / XREADGROUP stay FORWARD: only their BLOCK form is unsupported; the session asks
 # redis_command_can_block() before it forwards them. Every other command Redis flags
 # `blocking` is refused, so a Redis version that adds one cannot put it on a shared
@@ -93,6 +95,8 @@ def proxy_kind(name, flags):
         return "REDIS_PROXY_MULTI_KEY"
     if name in ALL_MASTERS:
         return "REDIS_PROXY_ALL_MASTERS"
+    if name in PUBSUB:
+        return "REDIS_PROXY_PUBSUB"
     if name in UNSUPPORTED or "admin" in flags:
         return "REDIS_PROXY_UNSUPPORTED"
     if "blocking" in flags and name not in BLOCKING_FORWARDED:

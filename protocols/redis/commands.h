@@ -42,7 +42,9 @@ typedef enum redis_proxy_kind {
                                 CLIENT, COMMAND, INFO, CONFIG, READONLY, READWRITE, ... */
     REDIS_PROXY_MULTI_KEY,   /* MGET, MSET, DEL, UNLINK, EXISTS, TOUCH: split per shard */
     REDIS_PROXY_ALL_MASTERS, /* DBSIZE, FLUSHALL, FLUSHDB, KEYS, SCAN, RANDOMKEY */
-    REDIS_PROXY_UNSUPPORTED, /* refused with a clear error (MULTI, SUBSCRIBE, BLPOP...) */
+    REDIS_PROXY_UNSUPPORTED, /* refused with a clear error (MULTI, BLPOP...) */
+    REDIS_PROXY_PUBSUB,      /* (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE: subscriptions fanned out by
+                                the proxy (runtime/proxy/redis/pubsub.c) */
 } redis_proxy_kind_t;
 
 typedef struct redis_command {

@@ -361,6 +361,19 @@ void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p,
         mt_debug("cluster %s: slot map refreshed: %u masters", c->conf->name, ns);
     if (t->waiting_head)
         topo_release_waiting(c);
+    mt_rpubsub_topology(c);
+}
+
+mt_wendpoint_t *mt_rcluster_master_of(mt_wcluster_t *c, uint16_t slot)
+{
+    mt_rtopo_t *t = topo_get(c);
+    if (!t)
+        return NULL;
+    if (!t->have_map || t->slot_shard[slot] == NO_SHARD) {
+        mt_rcluster_node_failed(c, NULL); /* asks for a refresh soon */
+        return NULL;
+    }
+    return t->shards[t->slot_shard[slot]].master;
 }
 
 void mt_rcluster_topology_failed(mt_wcluster_t *c, const char *why)

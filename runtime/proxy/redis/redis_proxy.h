@@ -8,6 +8,8 @@
  *   upstream.c the upstream connections (mt_rup_t on the upstream shell)
  *   reply.c    request records, completion, replies in order, held replies, command stats
  *   redis_cluster.c  Redis Cluster topology, slot routing, redirections, split commands
+ *   pubsub.c   pub/sub: one upstream subscription per channel per worker, fanned out to the
+ *              subscribed clients, on dedicated connections (a "hub" per endpoint)
  *
  * Calls go down that list (session -> policy -> route -> upstream -> reply); redis_cluster.c
  * sits beside route.c (route.c hands it cluster-mode commands, it sends through upstream.c
@@ -77,7 +79,8 @@ struct mt_rsess {
     /* MULTI was refused: until EXEC or DISCARD every command is answered "not applied" and
      * nothing reaches an upstream (the client may believe it is queueing a transaction) */
     bool tx_refused;
-    mt_timer_t hold_timer; /* releases held replies (DELAY faults), at the earliest one's time */
+    struct mt_rps_client *ps; /* pub/sub subscriptions (pubsub.c); NULL until the first one */
+    mt_timer_t hold_timer;    /* releases held replies (DELAY faults), at the earliest one's time */
 };
 
 /* A Redis upstream connection: the shell (upstream.h) first, then the reply scanner and the
@@ -105,6 +108,7 @@ typedef struct mt_redis_worker {
     uint32_t n_req_free;
     resp_out_t scratch;          /* local replies and split parts are built here */
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
+    struct mt_rpubsub *pubsub;   /* pub/sub topics and hubs (pubsub.c); NULL until first used */
 } mt_redis_worker_t;
 
 static inline mt_redis_worker_t *mt_rw(mt_worker_t *w)
@@ -143,6 +147,9 @@ void mt_rsess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_requ
 mt_wendpoint_t *mt_rroute_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
                                    const resp_request_t *req, mt_read_policy_t policy,
                                    bool hashtag);
+/* PROXY mode: the endpoint a pub/sub channel lives on (PUBLISH goes there, its subscription
+ * too): the one endpoint, the primary of a primary/replica set, else the channel's hash. */
+mt_wendpoint_t *mt_rroute_channel(mt_wcluster_t *c, const resp_arg_t *channel);
 /* PROXY mode: the endpoint a key hashes to. */
 mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool hashtag);
 void mt_rsess_refuse(mt_rsess_t *s, const char *name, const char *form);
@@ -158,6 +165,14 @@ void mt_rup_push(mt_rup_t *u, mt_rreq_t *r);
 void mt_rup_schedule(mt_rup_t *u, const mt_redis_listener_conf_t *rl);
 /* Fails every request queued on u with text and closes u. */
 void mt_rup_fail(mt_rup_t *u, const char *text);
+/* The shell's on_open for any Redis connection: the reply scanner, the proxy's AUTH and (cluster
+ * mode) READONLY queued first. 0, or -1 when out of memory. */
+int mt_rup_open(mt_rup_t *u);
+/* A reply to the proxy's own AUTH / READONLY / ASKING at the head of u's FIFO is consumed
+ * (true; a refused AUTH backs the endpoint off and fails u); false when the head is not one. */
+bool mt_rup_internal_reply(mt_rup_t *u, const char *p, size_t len);
+/* Frees the requests still on u (its on_closed). */
+void mt_rup_free_requests(mt_rup_t *u);
 /* Queues r (its bytes in r->frame) on endpoint ep, after an ASKING when asking. Returns false
  * and why when no connection can be had. */
 bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **why);
@@ -201,6 +216,23 @@ void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t s
 /* A fire-and-forget copy of a command (mirroring) to a cluster-mode destination. */
 void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp_request_t *req);
 void mt_rcluster_free(mt_rtopo_t *t);
+/* The master serving slot, or NULL while the slot map is not known (a refresh is asked). */
+mt_wendpoint_t *mt_rcluster_master_of(mt_wcluster_t *c, uint16_t slot);
 void mt_rcluster_split_free(mt_worker_t *w, mt_rsplit_t *sp);
+
+/* pubsub.c */
+/*
+ * A command of session s that pub/sub owns: the (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE family,
+ * and, while s is subscribed (RESP2), every command (PING and RESET answered in that state's
+ * forms, QUIT left to the session, anything else refused as Redis does). True when answered.
+ */
+bool mt_rpubsub_command(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
+/* The session closes: its subscriptions go (the last subscriber of a topic unsubscribes it). */
+void mt_rpubsub_session_closed(mt_rsess_t *s);
+/* Redis Cluster's slot map changed: topics whose node changed move there. */
+void mt_rpubsub_topology(mt_wcluster_t *c);
+/* Worker shutdown: hubs close and reconnect no more (stop); everything left is freed (free). */
+void mt_rpubsub_stop(mt_worker_t *w);
+void mt_rpubsub_free(mt_worker_t *w);
 
 #endif

@@ -238,6 +238,9 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
      * it), splitting, cluster routing. */
     if (MT_UNLIKELY(s->tx_refused) && sess_in_refused_tx(s, cmd))
         return;
+    /* (P|S)SUBSCRIBE and friends, and every command while subscribed (pubsub.c) */
+    if (MT_UNLIKELY((cmd->flags & REDIS_CMD_PUBSUB) || s->ps) && mt_rpubsub_command(s, cmd, req))
+        return;
     switch (cmd->proxy) {
     case REDIS_PROXY_LOCAL:
         if (mt_rcmd_is(cmd, "auth")) {
@@ -252,6 +255,8 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
                 s->base.finishing = true;
         }
         return;
+    case REDIS_PROXY_PUBSUB:
+        return; /* answered by mt_rpubsub_command above */
     case REDIS_PROXY_UNSUPPORTED: {
         if (mt_rcmd_is(cmd, "cluster") && s->base.cluster &&
             mt_redis_cluster(s->base.cluster->conf)->mode == MT_REDIS_CLUSTER) {
@@ -285,6 +290,7 @@ static void sess_on_close(mt_session_t *base)
 {
     mt_rsess_t *s = (mt_rsess_t *)base;
     mt_worker_t *w = base->w;
+    mt_rpubsub_session_closed(s);
     mt_rreq_t *next;
     for (mt_rreq_t *r = s->head; r; r = next) {
         next = r->next;

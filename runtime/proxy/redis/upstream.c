@@ -53,6 +53,42 @@ void mt_rup_fail(mt_rup_t *u, const char *text)
     }
 }
 
+/* The reply owed to the proxy's own AUTH or READONLY/ASKING at the head of u's FIFO: an error
+ * to AUTH backs the endpoint off and fails u; other errors are logged. */
+bool mt_rup_internal_reply(mt_rup_t *u, const char *p, size_t len)
+{
+    mt_rreq_t *r = u->head;
+    if (!r || (r->kind != RREQ_AUTH && r->kind != RREQ_IGNORE))
+        return false;
+    mt_worker_t *w = u->base.w;
+    mt_wendpoint_t *ep = u->base.ep;
+    u->head = r->unext;
+    if (!u->head)
+        u->tail = NULL;
+    u->base.inflight--;
+    rreq_kind_t kind = (rreq_kind_t)r->kind;
+    mt_rreq_free(w, r);
+    if (!len || p[0] != '-')
+        return true;
+    char lbl[256];
+    if (kind == RREQ_IGNORE) {
+        mt_warn("upstream %s: %.*s", mt_rendpoint_label(ep, lbl, sizeof(lbl)),
+                (int)MT_MIN(len - 3, 200), p + 1);
+        return true;
+    }
+    char text[512];
+    int n = (int)MT_MIN(len - 1, 200);
+    while (n > 0 && (p[n] == '\r' || p[n] == '\n'))
+        n--;
+    mt_error("upstream %s rejected the proxy's credentials: %.*s",
+             mt_rendpoint_label(ep, lbl, sizeof(lbl)), n, p + 1);
+    snprintf(text, sizeof(text), "ERR meltemi: upstream %s rejected the proxy's credentials: %.*s",
+             lbl, n, p + 1);
+    mt_upstream_backoff(ep, w, text + 4);
+    mt_rup_fail(u, text);
+    return true;
+}
+
 static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
 {
     mt_worker_t *w = u->base.w;
@@ -65,6 +101,8 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
         mt_rup_fail(u, "ERR meltemi: upstream protocol error");
         return;
     }
+    if (mt_rup_internal_reply(u, p, len))
+        return;
     u->head = r->unext;
     if (!u->head)
         u->tail = NULL;
@@ -72,32 +110,6 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
     if (r->kind == RREQ_TOPOLOGY) {
         mt_rreq_free(w, r);
         mt_rcluster_on_slots(ep->cluster, ep, p, len);
-        return;
-    }
-    if (r->kind == RREQ_IGNORE) {
-        mt_rreq_free(w, r);
-        if (len && p[0] == '-') {
-            char lbl[256];
-            mt_warn("upstream %s: %.*s", mt_rendpoint_label(ep, lbl, sizeof(lbl)),
-                    (int)MT_MIN(len - 3, 200), p + 1);
-        }
-        return;
-    }
-    if (r->kind == RREQ_AUTH) {
-        mt_rreq_free(w, r);
-        if (len && p[0] == '-') {
-            char lbl[256], text[512];
-            int n = (int)MT_MIN(len - 1, 200);
-            while (n > 0 && (p[n] == '\r' || p[n] == '\n'))
-                n--;
-            mt_error("upstream %s rejected the proxy's credentials: %.*s",
-                     mt_rendpoint_label(ep, lbl, sizeof(lbl)), n, p + 1);
-            snprintf(text, sizeof(text),
-                     "ERR meltemi: upstream %s rejected the proxy's credentials: %.*s", lbl, n,
-                     p + 1);
-            mt_upstream_backoff(ep, w, text + 4);
-            mt_rup_fail(u, text);
-        }
         return;
     }
     mt_stat_add(ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TOTAL, 1);
@@ -172,11 +184,9 @@ static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, si
 
 /* The shell's on_open: AUTH (when the cluster has credentials) and READONLY (cluster mode)
  * go first, before any command queued while connecting. */
-static int rup_on_open(mt_upstream_t *base, void *arg)
+int mt_rup_open(mt_rup_t *u)
 {
-    MT_UNUSED(arg);
-    mt_rup_t *u = (mt_rup_t *)base;
-    mt_wcluster_t *c = base->ep->cluster;
+    mt_wcluster_t *c = u->base.ep->cluster;
     resp_reply_scanner_init(&u->scanner, &resp_default_limits);
     const mt_auth_t *a = &mt_redis_cluster(c->conf)->auth;
     if (a->password && rup_queue_auth(u, a) != 0)
@@ -184,6 +194,12 @@ static int rup_on_open(mt_upstream_t *base, void *arg)
     if (mt_rtopo(c) && rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$8\r\nREADONLY\r\n", 18) != 0)
         return -1;
     return 0;
+}
+
+static int rup_on_open(mt_upstream_t *base, void *arg)
+{
+    MT_UNUSED(arg);
+    return mt_rup_open((mt_rup_t *)base);
 }
 
 static void rup_on_close(mt_upstream_t *base)
@@ -197,14 +213,18 @@ static void rup_on_close(mt_upstream_t *base)
 
 /* Requests still queued when the handle closes without a fail (they were failed first
  * everywhere; this frees what a failed on_open left). */
-static void rup_on_closed(mt_upstream_t *base)
+void mt_rup_free_requests(mt_rup_t *u)
 {
-    mt_rup_t *u = (mt_rup_t *)base;
     while (u->head) {
         mt_rreq_t *r = u->head;
         u->head = r->unext;
-        mt_rreq_free(base->w, r);
+        mt_rreq_free(u->base.w, r);
     }
+}
+
+static void rup_on_closed(mt_upstream_t *base)
+{
+    mt_rup_free_requests((mt_rup_t *)base);
 }
 
 static const mt_upstream_ops_t rup_ops = {
