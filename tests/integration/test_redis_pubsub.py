@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 import configs
+from cluster_fixtures import (cluster_proxy, fresh_cluster, redis_cluster,  # noqa: F401
+                              shared_cluster)
 from harness import REPO, RespConn, RespError, redis_py, resp_encode, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
@@ -248,3 +250,77 @@ def test_ioredis_pubsub(blog_env):
                                 ["chan-*", "chan-b", "m2"]]
     assert out["published"] == [2, 2, 2]  # per upstream subscription: chan-a or chan-b, and chan-*
     assert out["get_after_unsubscribe"] == "v"
+
+
+# ---- Redis Cluster: channels anywhere, shard channels on their slot's master --------------
+
+def shard_numsub(node, channel):
+    reply = node.call("PUBSUB", "SHARDNUMSUB", channel)
+    return dict(zip(reply[::2], reply[1::2])).get(channel.encode(), 0)
+
+
+def test_cluster_subscribe_and_ssubscribe(redis_cluster, cluster_proxy):
+    env = cluster_proxy(redis_cluster, workers=1)
+    c = RespConn(env.host, env.port, timeout=10)
+    c.send_raw(resp_encode("SSUBSCRIBE", "{user1}.events") + resp_encode("SUBSCRIBE", "plain") +
+               resp_encode("SSUBSCRIBE", "a", "b"))
+    assert c.read_reply() == [b"ssubscribe", b"{user1}.events", 1]
+    assert c.read_reply() == [b"subscribe", b"plain", 1]
+    assert c.read_reply() == RespError("CROSSSLOT Keys in request don't hash to the same slot")
+    slot = redis_cluster.keyslot("{user1}.events")
+    owner = redis_cluster.master_of_slot(slot)
+    assert shard_numsub(owner, "{user1}.events") == 1
+    assert all(shard_numsub(n, "{user1}.events") == 0 for n in redis_cluster.masters()
+               if n is not owner)
+    pub = redis_py(env.host, env.port)
+    assert pub.execute_command("SPUBLISH", "{user1}.events", "e1") == 1
+    assert pub.publish("plain", "p1") >= 0  # counted on the node that took it
+    got = [c.read_reply(), c.read_reply()]
+    assert [b"smessage", b"{user1}.events", b"e1"] in got
+    assert [b"message", b"plain", b"p1"] in got
+    c.close()
+    wait_until(lambda: shard_numsub(owner, "{user1}.events") == 0, 10, "unsubscribed upstream")
+
+
+def test_cluster_shard_channel_follows_failover(fresh_cluster, cluster_proxy):
+    env = cluster_proxy(fresh_cluster, workers=1)
+    channel = "{fo}.news"
+    slot = fresh_cluster.keyslot(channel)
+    victim = fresh_cluster.master_of_slot(slot)
+    heir = fresh_cluster.replicas_of(victim)[0]
+    sub = RespConn(env.host, env.port, timeout=15)
+    sub.send_raw(resp_encode("SSUBSCRIBE", channel) + resp_encode("SUBSCRIBE", "everywhere"))
+    assert sub.read_reply() == [b"ssubscribe", channel.encode(), 1]
+    assert sub.read_reply() == [b"subscribe", b"everywhere", 1]
+    pub = redis_py(env.host, env.port, socket_timeout=15)
+    assert pub.execute_command("SPUBLISH", channel, "before") == 1
+    assert sub.read_reply() == [b"smessage", channel.encode(), b"before"]
+    victim.kill()
+    wait_until(lambda: heir.info("replication").get("role") == "master", 30,
+               "the replica's promotion")
+    # meltemi learns the new map and moves the subscription to the new master by itself
+    wait_until(lambda: shard_numsub(heir, channel) == 1, 30, "the shard subscription on the heir")
+
+    def spublish(i):
+        try:
+            return pub.execute_command("SPUBLISH", channel, f"after-{i}") == 1
+        except Exception:
+            return False
+    for i in range(5):
+        wait_until(lambda: spublish(i), 15, f"SPUBLISH after-{i} through meltemi")
+    got = []
+    sub.sock.settimeout(5)
+    while len(got) < 5:
+        got.append(sub.read_reply())
+    assert got == [[b"smessage", channel.encode(), f"after-{i}".encode()] for i in range(5)]
+    # nothing twice: a PING's reply is the next thing on the connection
+    sub.send_raw(resp_encode("PING"))
+    assert sub.read_reply() == [b"pong", b""]
+    # the plain channel's subscription is up (again, if it was on the victim) on one node
+    def numsub_everywhere():
+        return sum(dict(n.client().pubsub_numsub("everywhere")).get(b"everywhere", 0)
+                   for n in fresh_cluster.alive())
+    wait_until(lambda: numsub_everywhere() == 1, 15, "one subscription to 'everywhere'")
+    pub.publish("everywhere", "x")
+    assert sub.read_reply() == [b"message", b"everywhere", b"x"]
+    sub.close()

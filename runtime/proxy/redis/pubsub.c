@@ -257,7 +257,7 @@ static void topic_free(mt_rpubsub_t *ps, ps_topic_t *t)
 
 static bool hub_up(const ps_hub_t *h)
 {
-    return h->conn && h->conn->rup.base.state != MT_UPSTREAM_CLOSING;
+    return h && h->conn && h->conn->rup.base.state != MT_UPSTREAM_CLOSING;
 }
 
 /* Queues "<SUB|UNSUB> name" for t on h's connection (which is up). */
@@ -315,7 +315,8 @@ static void hub_maybe_free(mt_rpubsub_t *ps, ps_hub_t *h)
     free(h);
 }
 
-/* Where a topic lives (see the banner); NULL and why when nowhere yet. */
+/* Where a topic lives (see the banner); NULL and why when it cannot be subscribed, NULL and
+ * no why while Redis Cluster's slot map is not known yet (the topic waits for it). */
 static mt_wendpoint_t *topic_target(mt_wcluster_t *c, ps_kind_t kind, const char *name, size_t len,
                                     const char **why)
 {
@@ -325,8 +326,7 @@ static mt_wendpoint_t *topic_target(mt_wcluster_t *c, ps_kind_t kind, const char
         return NULL;
     }
     if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER) {
-        mt_wendpoint_t *ep = mt_rcluster_master_of(c, redis_slot_of_key(name, len));
-        return ep ? ep : c->eps[0]; /* no slot map yet: a seed, moved once it is known */
+        return mt_rcluster_master_of(c, redis_slot_of_key(name, len));
     }
     uint32_t n_replicas = mt_redis_cluster(c->conf)->n_replicas;
     if (kind == PS_PATTERN && c->n_eps > 1 && (n_replicas == 0 || n_replicas == c->n_eps)) {
@@ -708,22 +708,23 @@ static void ps_subscribe_one(mt_rpubsub_t *ps, mt_rsess_t *s, mt_wcluster_t *c, 
         const char *why = NULL;
         mt_wendpoint_t *ep = topic_target(c, kind, name->ptr, name->len, &why);
         char text[400];
-        if (!ep) {
+        if (!ep && why) {
             snprintf(text, sizeof(text), "ERR meltemi: cannot %s to '%.*s' through %s: %s",
                      ps_names[kind].sub, (int)MT_MIN(name->len, 100), name->ptr,
                      c->conf->service ? c->conf->service : c->conf->name, why);
             mt_rsess_reply_error(s, text);
             return;
         }
-        ps_hub_t *h = hub_get(ps, c, ep);
-        t = h ? topic_new(ps, c, kind, name) : NULL;
+        ps_hub_t *h = ep ? hub_get(ps, c, ep) : NULL; /* none: parked until the slot map */
+        t = h || !ep ? topic_new(ps, c, kind, name) : NULL;
         if (!t) {
             if (h)
                 hub_maybe_free(ps, h);
             mt_rsess_reply_error(s, "ERR meltemi: out of memory");
             return;
         }
-        hub_attach(h, t);
+        if (h)
+            hub_attach(h, t);
     }
     ps_member_t *m = calloc(1, sizeof(*m));
     if (!m) {
@@ -748,13 +749,13 @@ static void ps_subscribe_one(mt_rpubsub_t *ps, mt_rsess_t *s, mt_wcluster_t *c, 
     ps_hub_t *h = t->hub;
     if (!t->want) {
         t->want = true;
+        /* no hub: parked, subscribed once the slot map says where */
         if (hub_up(h))
             hub_send(h, t, true); /* on failure: subscribed at the next reconnect */
-        else if (!mt_timer_pending(&h->retry)) {
+        else if (h && !mt_timer_pending(&h->retry))
             hub_connect(ps, h);
-        }
     }
-    if (!(t->ops > 0 && hub_up(t->hub))) {
+    if (t->hub && !(t->ops > 0 && hub_up(t->hub))) {
         mt_rsess_reply(s, o->data, o->len); /* confirmed already, or waiting for a reconnect */
         return;
     }
@@ -921,16 +922,27 @@ void mt_rpubsub_topology(mt_wcluster_t *c)
     /* Collect first: moving changes hubs, never the table. */
     for (uint32_t i = 0; i < ps->n_buckets; i++) {
         for (ps_topic_t *t = ps->buckets[i]; t; t = t->hnext) {
-            if (t->cluster != c || !t->want || !t->hub)
+            if (t->cluster != c || !t->want)
                 continue;
             const char *why;
             mt_wendpoint_t *ep = topic_target(c, t->kind, t->name, t->len, &why);
-            if (ep && ep != t->hub->ep) {
+            if (ep && (!t->hub || ep != t->hub->ep)) {
                 char a[256];
                 mt_info("pub/sub: %s '%.*s' moves to %s", ps_names[t->kind].sub,
                         (int)MT_MIN(t->len, 100), t->name, mt_rendpoint_label(ep, a, sizeof(a)));
                 topic_move(ps, t, ep);
             }
+        }
+    }
+}
+
+void mt_rpubsub_topology_failed(mt_wcluster_t *c)
+{
+    mt_rpubsub_t *ps = mt_rw(c->w)->pubsub;
+    for (uint32_t i = 0; ps && i < ps->n_buckets; i++) {
+        for (ps_topic_t *t = ps->buckets[i]; t; t = t->hnext) {
+            if (t->cluster == c && !t->hub)
+                topic_release_waiters(ps->w, t); /* subscribed once a map comes */
         }
     }
 }

@@ -202,6 +202,7 @@ static void topo_fail_waiting(mt_wcluster_t *c, const char *why)
     }
     t->waiting_tail = NULL;
     t->n_waiting = 0;
+    mt_rpubsub_topology_failed(c);
 }
 
 typedef void (*reread_then_t)(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req);

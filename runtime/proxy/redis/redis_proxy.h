@@ -231,6 +231,8 @@ bool mt_rpubsub_command(mt_rsess_t *s, const redis_command_t *cmd, const resp_re
 void mt_rpubsub_session_closed(mt_rsess_t *s);
 /* Redis Cluster's slot map changed: topics whose node changed move there. */
 void mt_rpubsub_topology(mt_wcluster_t *c);
+/* Redis Cluster's first slot map could not be learnt: subscribers waiting for it are answered. */
+void mt_rpubsub_topology_failed(mt_wcluster_t *c);
 /* Worker shutdown: hubs close and reconnect no more (stop); everything left is freed (free). */
 void mt_rpubsub_stop(mt_worker_t *w);
 void mt_rpubsub_free(mt_worker_t *w);
