@@ -635,15 +635,15 @@ static void local__client(redis_local_ctx_t *ctx, resp_out_t *o, const redis_com
 static void local__hello(redis_local_ctx_t *ctx, resp_out_t *o, uint32_t argc,
                          const resp_arg_t *argv)
 {
-    /* Redis 7.0 helloCommand, with protocol 3 refused: meltemi speaks RESP2 only. */
+    /* Redis 7.0 helloCommand: protocol 2 or 3, switched only once every option is valid. */
     const resp_arg_t *setname = NULL;
+    int64_t ver = ctx->resp == 3 ? 3 : 2;
     if (argc >= 2) {
-        int64_t ver;
         if (!local__to_i64(&argv[1], &ver)) {
             resp_out_error(o, "ERR Protocol version is not an integer or out of range");
             return;
         }
-        if (ver != 2) {
+        if (ver != 2 && ver != 3) {
             resp_out_error(o, "NOPROTO unsupported protocol version");
             return;
         }
@@ -670,12 +670,16 @@ static void local__hello(redis_local_ctx_t *ctx, resp_out_t *o, uint32_t argc,
         if (!ok)
             return;
     }
-    resp_out_array(o, 14);
+    ctx->resp = (uint8_t)ver;
+    if (ver == 3)
+        resp_out_raw(o, "%7\r\n", 4); /* RESP3: the same pairs as a map */
+    else
+        resp_out_array(o, 14);
     local__bulk_str(o, "server");
     local__bulk_str(o, "redis");
     local__bulk_str(o, "version");
     local__bulk_str(o, REDIS_LOCAL_VERSION);
-    local__out_kv_int(o, "proto", 2);
+    local__out_kv_int(o, "proto", ver);
     local__out_kv_int(o, "id", (int64_t)ctx->client_id);
     local__bulk_str(o, "mode");
     local__bulk_str(o, ctx->mode ? ctx->mode : "standalone");

@@ -22,6 +22,7 @@ typedef struct redis_local_ctx {
     char *client_name; /* malloc'd, owned by ctx (free it when the connection goes); NULL if none */
     const char *mode;  /* "standalone" or "cluster" (HELLO's mode, INFO's redis_mode) */
     bool quit;         /* set by QUIT: flush the +OK, then close */
+    uint8_t resp;      /* the protocol HELLO chose: 3, or 0/2 for RESP2 */
     /* added, optional (NULL: left out of CLIENT INFO) */
     const char *addr;  /* "ip:port" of the client */
     const char *laddr; /* "ip:port" the client connected to */

@@ -447,6 +447,12 @@ static bool ps_deliver(mt_rsess_t *s, mt_buf_t *b, const char *p, size_t len)
     mt_worker_t *w = s->base.w;
     if (s->base.closing)
         return true;
+    if (s->resp3) {
+        /* the hub speaks RESP2: "*3 message ..." is ">3 message ..." in RESP3, a push */
+        mt_rsess_reply(s, ">", 1);
+        p++;
+        len--;
+    }
     if (!s->head) {
         if (mt_outq_add_ref(&s->base.out, b, p, len) != 0)
             return false;
@@ -672,15 +678,21 @@ static ps_member_t *member_find(const mt_rsess_t *s, ps_kind_t kind, const char 
     return NULL;
 }
 
-/* "*3 <verb> <name> :<count>": a (un)subscribe confirmation as Redis gives it (RESP2); a NULL
- * name is the nil of an UNSUBSCRIBE with nothing to unsubscribe. */
-static void ps_confirmation(resp_out_t *o, const char *verb, const resp_arg_t *name, uint32_t count)
+/* "*3 <verb> <name> :<count>": a (un)subscribe confirmation as Redis gives it (RESP3: a push,
+ * ">3"); a NULL name is the nil of an UNSUBSCRIBE with nothing to unsubscribe. */
+static void ps_confirmation(resp_out_t *o, const mt_rsess_t *s, const char *verb,
+                            const resp_arg_t *name, uint32_t count)
 {
     o->len = 0;
-    resp_out_array(o, 3);
+    if (s->resp3)
+        resp_out_raw(o, ">3\r\n", 4);
+    else
+        resp_out_array(o, 3);
     resp_out_bulk(o, verb, strlen(verb));
     if (name)
         resp_out_bulk(o, name->ptr, name->len);
+    else if (s->resp3)
+        resp_out_raw(o, "_\r\n", 3);
     else
         resp_out_null(o);
     resp_out_integer(o, count);
@@ -699,7 +711,7 @@ static void ps_subscribe_one(mt_rpubsub_t *ps, mt_rsess_t *s, mt_wcluster_t *c, 
 {
     resp_out_t *o = &ps->reply;
     if (member_find(s, kind, name->ptr, name->len)) {
-        ps_confirmation(o, ps_names[kind].sub, name, ps_count(s, kind));
+        ps_confirmation(o, s, ps_names[kind].sub, name, ps_count(s, kind));
         mt_rsess_reply(s, o->data, o->len);
         return;
     }
@@ -745,7 +757,7 @@ static void ps_subscribe_one(mt_rpubsub_t *ps, mt_rsess_t *s, mt_wcluster_t *c, 
         s->ps->n_shard++;
     else
         s->ps->n_subs++;
-    ps_confirmation(o, ps_names[kind].sub, name, ps_count(s, kind));
+    ps_confirmation(o, s, ps_names[kind].sub, name, ps_count(s, kind));
     ps_hub_t *h = t->hub;
     if (!t->want) {
         t->want = true;
@@ -785,12 +797,12 @@ static void ps_unsubscribe(mt_rpubsub_t *ps, mt_rsess_t *s, ps_kind_t kind,
                 continue;
             any = true;
             const resp_arg_t a = {m->topic->name, m->topic->len};
-            ps_confirmation(o, verb, &a, ps_count(s, kind) - 1);
+            ps_confirmation(o, s, verb, &a, ps_count(s, kind) - 1);
             member_remove(ps, s, m); /* may free the topic: the reply was built before */
             mt_rsess_reply(s, o->data, o->len);
         }
         if (!any) {
-            ps_confirmation(o, verb, NULL, ps_count(s, kind));
+            ps_confirmation(o, s, verb, NULL, ps_count(s, kind));
             mt_rsess_reply(s, o->data, o->len);
         }
         return;
@@ -800,7 +812,7 @@ static void ps_unsubscribe(mt_rpubsub_t *ps, mt_rsess_t *s, ps_kind_t kind,
         ps_member_t *m = member_find(s, kind, a->ptr, a->len);
         if (m)
             member_remove(ps, s, m);
-        ps_confirmation(o, verb, a, ps_count(s, kind));
+        ps_confirmation(o, s, verb, a, ps_count(s, kind));
         mt_rsess_reply(s, o->data, o->len);
     }
 }
@@ -853,6 +865,8 @@ static bool ps_subscribed_state(mt_rpubsub_t *ps, mt_rsess_t *s, const redis_com
         while (s->ps->subs)
             member_remove(ps, s, s->ps->subs);
         s->tx_refused = false;
+        s->resp3 = false; /* RESET goes back to RESP2, as in Redis */
+        s->lctx.resp = 2;
         mt_rsess_reply(s, "+RESET\r\n", 8);
         return true;
     }
@@ -875,7 +889,8 @@ bool mt_rpubsub_command(mt_rsess_t *s, const redis_command_t *cmd, const resp_re
     ps_kind_t kind;
     bool subscribe;
     bool family = ps_family(cmd, &kind, &subscribe);
-    if (!family && !ps_client_subscribed(s))
+    /* RESP3 has no subscribed state: only RESET still ends the subscriptions */
+    if (!family && (!ps_client_subscribed(s) || (s->resp3 && !mt_rcmd_is(cmd, "reset"))))
         return false;
     mt_rpubsub_t *ps = ps_of(s->base.w);
     if (!ps || (!s->ps && !(s->ps = calloc(1, sizeof(*s->ps))))) {

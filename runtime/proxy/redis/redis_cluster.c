@@ -694,7 +694,7 @@ static void split_out_error(resp_out_t *o, const mt_rsplit_t *sp)
 
 static bool reply_is_nil(const mt_slice_t *e)
 {
-    return e->len >= 3 && memcmp(e->p, "$-1", 3) == 0;
+    return (e->len >= 3 && memcmp(e->p, "$-1", 3) == 0) || (e->len >= 1 && e->p[0] == '_');
 }
 
 static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
@@ -736,6 +736,8 @@ static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
             resp_out_raw(o, found->p, found->len);
         else if (sp->error)
             split_out_error(o, sp);
+        else if (parent->sess && parent->sess->resp3)
+            resp_out_raw(o, "_\r\n", 3); /* RESP3's null */
         else
             resp_out_raw(o, "$-1\r\n", 5);
         break;

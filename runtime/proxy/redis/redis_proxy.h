@@ -79,6 +79,7 @@ struct mt_rsess {
     /* MULTI was refused: until EXEC or DISCARD every command is answered "not applied" and
      * nothing reaches an upstream (the client may believe it is queueing a transaction) */
     bool tx_refused;
+    bool resp3; /* HELLO 3: its commands go on RESP3 upstream connections, pushes are '>' */
     struct mt_rps_client *ps; /* pub/sub subscriptions (pubsub.c); NULL until the first one */
     mt_timer_t hold_timer;    /* releases held replies (DELAY faults), at the earliest one's time */
 };
@@ -90,6 +91,7 @@ typedef struct mt_rup {
     resp_reply_scanner_t scanner;
     mt_rreq_t *head, *tail;
     uv_timer_t *flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires */
+    bool resp3;              /* said HELLO 3: replies in RESP3, for RESP3 clients only */
 } mt_rup_t;
 
 /* enableCommandStats: this worker's blocks for one listener, indexed by command id; created on
@@ -157,8 +159,9 @@ void mt_rsess_refuse(mt_rsess_t *s, const char *name, const char *form);
 bool mt_rsess_refuse_blocking(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
 
 /* upstream.c */
-/* The shared connection for a session on endpoint ep, connecting if needed; NULL + why. */
-mt_rup_t *mt_rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why);
+/* The shared connection for a session on endpoint ep, connecting if needed; NULL + why.
+ * resp3: one of the endpoint's RESP3 connections (said HELLO 3), for a RESP3 client. */
+mt_rup_t *mt_rup_for(mt_wendpoint_t *ep, uint64_t sess_id, bool resp3, const char **why);
 /* Appends r to u's FIFO (u owes it a reply). */
 void mt_rup_push(mt_rup_t *u, mt_rreq_t *r);
 /* After queueing a command on u: flush now or as maxBufferSizeBeforeFlush says. */

@@ -167,7 +167,7 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         return;
     }
     const char *why = NULL;
-    mt_rup_t *u = mt_rup_for(ep, s->base.id, &why);
+    mt_rup_t *u = mt_rup_for(ep, s->base.id, s->resp3, &why);
     if (!u) {
         char lbl[256];
         mt_stat_add(c->conf->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);

@@ -145,6 +145,7 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
     o->len = 0;
     redis_local_reply(&s->lctx, cmd, req->argc, req->argv, o);
     mt_rsess_reply(s, o->data, o->len);
+    s->resp3 = s->lctx.resp == 3; /* only a valid HELLO changes it */
 }
 
 /*

@@ -140,6 +140,12 @@ static void rup_on_data(mt_upstream_t *base)
         }
         const char *p = b->pos;
         b->pos += flen;
+        if (MT_UNLIKELY(p[0] == '>')) {
+            /* RESP3 out-of-band data (an invalidation) on a connection shared by many: no
+             * request's reply and nobody's in particular */
+            mt_debug("upstream: push message dropped on a shared RESP3 connection");
+            continue;
+        }
         rup_on_reply(u, p, flen);
     }
 }
@@ -151,6 +157,35 @@ static void rup_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char
     char full[420];
     snprintf(full, sizeof(full), "ERR meltemi: %s", text);
     mt_rup_fail((mt_rup_t *)base, full);
+}
+
+/* RESP3 connections: HELLO 3 first, carrying the proxy's credentials when it has some (an
+ * error to it then fails the connection as a refused AUTH does). */
+static int rup_queue_hello3(mt_rup_t *u, const mt_auth_t *a)
+{
+    resp_arg_t argv[5] = {{"HELLO", 5}, {"3", 1}};
+    uint32_t argc = 2;
+    if (a->password) {
+        argv[argc++] = (resp_arg_t){"AUTH", 4};
+        argv[argc++] =
+            a->username ? (resp_arg_t){a->username, a->username_len} : (resp_arg_t){"default", 7};
+        argv[argc++] = (resp_arg_t){a->password, a->password_len};
+    }
+    mt_worker_t *w = u->base.w;
+    resp_out_t *o = &mt_rw(w)->scratch;
+    o->len = 0;
+    resp_out_command(o, argc, argv);
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r || mt_outq_add_copy(&u->base.out, o->data, o->len) != 0) {
+        if (r)
+            mt_rreq_free(w, r);
+        return -1;
+    }
+    OPENSSL_cleanse(o->data, o->len);
+    r->kind = a->password ? RREQ_AUTH : RREQ_IGNORE;
+    r->deadline_ms = u->base.connect_deadline_ms;
+    mt_rup_push(u, r);
+    return 0;
 }
 
 /* Queues the proxy's AUTH as the connection's first command. */
@@ -189,8 +224,13 @@ int mt_rup_open(mt_rup_t *u)
     mt_wcluster_t *c = u->base.ep->cluster;
     resp_reply_scanner_init(&u->scanner, &resp_default_limits);
     const mt_auth_t *a = &mt_redis_cluster(c->conf)->auth;
-    if (a->password && rup_queue_auth(u, a) != 0)
+    if (u->base.ops->pool == MT_UPSTREAM_POOL_REDIS_RESP3) {
+        u->resp3 = u->scanner.resp3 = true;
+        if (rup_queue_hello3(u, a) != 0)
+            return -1;
+    } else if (a->password && rup_queue_auth(u, a) != 0) {
         return -1;
+    }
     if (mt_rtopo(c) && rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$8\r\nREADONLY\r\n", 18) != 0)
         return -1;
     return 0;
@@ -229,6 +269,19 @@ static void rup_on_closed(mt_upstream_t *base)
 
 static const mt_upstream_ops_t rup_ops = {
     .protocol = MT_PROTO_REDIS,
+    .size = sizeof(mt_rup_t),
+    .text_prefix = "meltemi: ",
+    .on_open = rup_on_open,
+    .on_data = rup_on_data,
+    .on_error = rup_on_error,
+    .on_close = rup_on_close,
+    .on_closed = rup_on_closed,
+};
+
+/* The same, for clients that said HELLO 3: connections of their own pool, opened with HELLO 3. */
+static const mt_upstream_ops_t rup3_ops = {
+    .protocol = MT_PROTO_REDIS,
+    .pool = MT_UPSTREAM_POOL_REDIS_RESP3,
     .size = sizeof(mt_rup_t),
     .text_prefix = "meltemi: ",
     .on_open = rup_on_open,
@@ -303,9 +356,9 @@ static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, si
 
 /* The shared connection for a session on endpoint ep, connecting if needed; NULL + why on
  * failure. */
-mt_rup_t *mt_rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
+mt_rup_t *mt_rup_for(mt_wendpoint_t *ep, uint64_t sess_id, bool resp3, const char **why)
 {
-    return (mt_rup_t *)mt_upstream_shared(ep, &rup_ops, sess_id, NULL, why);
+    return (mt_rup_t *)mt_upstream_shared(ep, resp3 ? &rup3_ops : &rup_ops, sess_id, NULL, why);
 }
 
 bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms)
@@ -316,7 +369,7 @@ bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms)
 bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **why)
 {
     mt_rsess_t *s = r->sess ? r->sess : (r->parent ? r->parent->sess : NULL);
-    mt_rup_t *u = mt_rup_for(ep, s ? s->base.id : ep->cluster->rr++, why);
+    mt_rup_t *u = mt_rup_for(ep, s ? s->base.id : ep->cluster->rr++, s && s->resp3, why);
     if (!u)
         return false;
     if (asking && rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$6\r\nASKING\r\n", 16) != 0) {
@@ -336,7 +389,7 @@ bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **wh
 /* Asks ep for the cluster's slot map. */
 bool mt_rcluster_send_slots(mt_wendpoint_t *ep, const char **why)
 {
-    mt_rup_t *u = mt_rup_for(ep, ep->cluster->rr++, why);
+    mt_rup_t *u = mt_rup_for(ep, ep->cluster->rr++, false, why);
     if (!u)
         return false;
     if (rup_queue_internal(u, RREQ_TOPOLOGY, "*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n", 28) != 0) {

@@ -309,7 +309,7 @@ NETWORK_ERRORS = ("ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT", "ECONNREFUSED", "ECONNR
 
 
 def node_modules_ready():
-    probe = ("require('hessian.js'); require('dubbo2.js'); require('ioredis'); "
+    probe = ("require('hessian.js'); require('dubbo2.js'); require('ioredis'); require('redis'); "
              "require('dubbo2.js/es7/socket-worker'); process.stdout.write('ok')")
     r = subprocess.run(["node", "-e", probe], cwd=NODE_DIR, capture_output=True, text=True,
                        timeout=30)
@@ -338,7 +338,7 @@ def install_node_peers():
             return f"npm registry unreachable, cannot install the Node peers: {text.strip()[-400:]}"
         raise AssertionError(f"npm ci failed ({r.returncode}):\n{text[-3000:]}")
     if not node_modules_ready():
-        raise AssertionError("npm ci succeeded but hessian.js / dubbo2.js / ioredis do not load")
+        raise AssertionError("npm ci succeeded but hessian.js / dubbo2.js / ioredis / redis do not load")
     return None
 
 

@@ -111,13 +111,30 @@ Test(local, select)
     "$2\r\nid\r\n:" id "\r\n$4\r\nmode\r\n" mode "$4\r\nrole\r\n$6\r\nmaster\r\n"                  \
     "$7\r\nmodules\r\n*0\r\n"
 
+#define HELLO3_REPLY                                                                               \
+    "%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$6\r\n7.0.15\r\n$5\r\nproto\r\n:3\r\n"  \
+    "$2\r\nid\r\n:7\r\n$4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n"          \
+    "$7\r\nmodules\r\n*0\r\n"
+
 Test(local, hello)
 {
     run("HELLO");
     expect(S(HELLO_REPLY("7", "$10\r\nstandalone\r\n")));
     run("HELLO 2");
     expect(S(HELLO_REPLY("7", "$10\r\nstandalone\r\n")));
+    /* RESP3: the same pairs as a map; HELLO without a version keeps it; HELLO 2 goes back */
     run("HELLO 3");
+    expect(S(HELLO3_REPLY));
+    cr_assert_eq(ctx.resp, 3);
+    run("HELLO");
+    expect(S(HELLO3_REPLY));
+    run("HELLO 3 FOO");
+    expect(S("-ERR Syntax error in HELLO option 'FOO'\r\n"));
+    cr_assert_eq(ctx.resp, 3);
+    run("HELLO 2");
+    expect(S(HELLO_REPLY("7", "$10\r\nstandalone\r\n")));
+    cr_assert_eq(ctx.resp, 2);
+    run("HELLO 4");
     expect(S("-NOPROTO unsupported protocol version\r\n"));
     run("HELLO 1");
     expect(S("-NOPROTO unsupported protocol version\r\n"));
