@@ -478,6 +478,11 @@ static double stats_uptime(double start_time)
     return now > start_time ? now - start_time : 0;
 }
 
+double mt_stats_uptime_s(void)
+{
+    return stats_uptime(mt_stats_global.start_time);
+}
+
 static void stats_render_global(stats_buf_t *sb)
 {
     const mt_stats_global_t *g = &mt_stats_global;

@@ -83,6 +83,8 @@ typedef struct mt_stats_global {
 } mt_stats_global_t;
 extern mt_stats_global_t mt_stats_global;
 
+/* Seconds since the process started (mt_stats_global.start_time), any thread. */
+double mt_stats_uptime_s(void);
 /* Sum of one counter over all workers (admin, tests). */
 int64_t mt_stats_sum(const mt_stats_block_t *b, unsigned slot);
 /* The first block in creation order (follow ->next); main thread only (admin /clusters). */

@@ -17,7 +17,7 @@ import pytest
 
 import configs
 from cluster_fixtures import cluster_proxy, redis_cluster, shared_cluster  # noqa: F401
-from harness import REPO, RespError, redis_py, resp_encode, wait_until
+from harness import REPO, RespError, redis_py, resp_encode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 from meta_env import install_node_peers  # noqa: E402
@@ -84,9 +84,9 @@ class Resp3Conn:
         raise AssertionError(f"not RESP3: {line!r}")
 
 
-SCRIPT = [("SET", "r3:k", "v"), ("GET", "r3:k"), ("GET", "r3:missing"), ("DEL", "r3:h", "r3:z", "r3:s", "r3:k"),
-          ("SET", "r3:k", "v"), ("HSET", "r3:h", "a", "1"), ("HGETALL", "r3:h"), ("ZADD", "r3:z", "1.5", "m"),
-          ("ZSCORE", "r3:z", "m"), ("SADD", "r3:s", "x"), ("SMEMBERS", "r3:s"),
+SCRIPT = [("SET", "r3:k", "v"), ("GET", "r3:k"), ("GET", "r3:missing"),
+          ("DEL", "r3:h", "r3:z", "r3:s", "r3:k"), ("SET", "r3:k", "v"), ("HSET", "r3:h", "a", "1"),
+          ("HGETALL", "r3:h"), ("ZADD", "r3:z", "1.5", "m"), ("ZSCORE", "r3:z", "m"), ("SADD", "r3:s", "x"), ("SMEMBERS", "r3:s"),
           ("EXISTS", "r3:k"), ("PING",), ("SUBSCRIBE", "r3:chan"), ("GET", "r3:k"), ("PING",),
           ("UNSUBSCRIBE", "r3:chan"), ("UNSUBSCRIBE",), ("HELLO", "4"), ("GET", "r3:missing")]
 

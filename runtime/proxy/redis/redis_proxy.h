@@ -80,8 +80,9 @@ struct mt_rsess {
      * nothing reaches an upstream (the client may believe it is queueing a transaction) */
     bool tx_refused;
     bool resp3; /* HELLO 3: its commands go on RESP3 upstream connections, pushes are '>' */
-    struct mt_rps_client *ps; /* pub/sub subscriptions (pubsub.c); NULL until the first one */
-    mt_timer_t hold_timer;    /* releases held replies (DELAY faults), at the earliest one's time */
+    uint64_t info_ns, info_total; /* the previous INFO: instantaneous_ops_per_sec (session.c) */
+    struct mt_rps_client *ps;     /* pub/sub subscriptions (pubsub.c); NULL until the first one */
+    mt_timer_t hold_timer; /* releases held replies (DELAY faults), at the earliest one's time */
 };
 
 /* A Redis upstream connection: the shell (upstream.h) first, then the reply scanner and the

@@ -200,7 +200,44 @@ Test(local, info)
     cr_assert_not_null(memmem(out.data, out.len, "redis_mode:standalone\r\n", 23));
     cr_assert_not_null(memmem(out.data, out.len, "proxy:meltemi\r\n", 15));
     cr_assert_not_null(memmem(out.data, out.len, "\r\n\r\n# Replication\r\nrole:master\r\n", 32));
-    cr_assert_not_null(memmem(out.data, out.len, "cluster_enabled:0\r\n", 19));
+    /* 1 in every mode: CLUSTER SLOTS is answered as a one-node cluster */
+    cr_assert_not_null(memmem(out.data, out.len, "cluster_enabled:1\r\n", 19));
+    /* without the proxy's figures, no memory / stats / cpu section */
+    cr_assert_null(memmem(out.data, out.len, "# Stats", 7));
+    redis_local_info_t in = {.uptime_s = 90061,
+                             .process_id = 42,
+                             .tcp_port = 6380,
+                             .io_threads = 2,
+                             .connected_clients = 3,
+                             .total_connections_received = 9,
+                             .total_commands_processed = 1234,
+                             .instantaneous_ops_per_sec = 56.4,
+                             .used_memory = 2097152,
+                             .used_cpu_sys = 0.5,
+                             .used_cpu_user = 1.25};
+    ctx.info = &in;
+    run("INFO");
+    expect_one_reply();
+    static const char *const want[] = {
+        "process_id:42\r\n",
+        "tcp_port:6380\r\n",
+        "uptime_in_seconds:90061\r\n",
+        "uptime_in_days:1\r\n",
+        "io_threads_active:2\r\n",
+        "# Clients\r\nconnected_clients:3\r\n",
+        "blocked_clients:0\r\n",
+        "# Memory\r\nused_memory:2097152\r\nused_memory_human:2.00M\r\n",
+        "# Stats\r\ntotal_connections_received:9\r\ntotal_commands_processed:1234\r\n",
+        "instantaneous_ops_per_sec:56\r\n",
+        "# CPU\r\nused_cpu_sys:0.500000\r\n",
+        "used_cpu_user:1.250000\r\n"};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        cr_assert_not_null(memmem(out.data, out.len, want[i], strlen(want[i])), "%s", want[i]);
+    run("INFO stats");
+    expect_one_reply();
+    cr_assert_null(memmem(out.data, out.len, "# Server", 8));
+    cr_assert_not_null(memmem(out.data, out.len, "# Stats", 7));
+    ctx.info = NULL;
     run("INFO server");
     expect_one_reply();
     cr_assert_null(memmem(out.data, out.len, "# Replication", 13));
