@@ -81,6 +81,10 @@ UNSUPPORTED = {
 # Subscriptions: pubsub.c subscribes once per channel per worker on a dedicated connection
 # and fans messages out (PUBLISH, SPUBLISH and PUBSUB stay FORWARD).
 PUBSUB = {"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"}
+# Subcommands take their container's kind, except these: CLUSTER's view of the cluster is
+# answered by meltemi in every mode (a one-node cluster at the proxy, protocols/redis/local.c).
+SUBCOMMAND_KIND = {f"cluster|{s}": "REDIS_PROXY_LOCAL"
+                   for s in ("slots", "shards", "nodes", "info", "myid", "keyslot")}
 # XREAD / XREADGROUP stay FORWARD: only their BLOCK form is unsupported; the session asks
 # redis_command_can_block() before it forwards them. Every other command Redis flags
 # `blocking` is refused, so a Redis version that adds one cannot put it on a shared
@@ -293,6 +297,7 @@ def render(version, reply):
         for sc in c["subs"]:
             subs_flat.append((sc, i, kind))
     for sc, parent, kind in subs_flat:
+        kind = SUBCOMMAND_KIND.get(sc["name"], kind)
         sub_rows.append(c_command(sc, parent, kind, len(specs), 0))
         specs.extend(sc["specs"])
 

@@ -379,6 +379,26 @@ static void local__out_command_info(resp_out_t *o, const redis_command_t *c)
         local__out_command_info(o, &subs[i]);
 }
 
+/*
+ * What COMMAND, COMMAND COUNT / INFO / LIST describe: what meltemi lets through, not all of
+ * Redis. A command refused by the proxy (REDIS_PROXY_UNSUPPORTED) is left out, so a client
+ * that learns commands from COMMAND (redis-py's cluster client) never plans on one; a
+ * container stays when some of its subcommands are answered or forwarded (CLIENT, CLUSTER,
+ * CONFIG ...), and LIST leaves out its refused subcommands.
+ */
+static bool local__offered(const redis_command_t *c)
+{
+    return c->proxy != REDIS_PROXY_UNSUPPORTED || c->sub_count > 0;
+}
+
+static size_t local__offered_count(const redis_command_t *table, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += local__offered(&table[i]);
+    return k;
+}
+
 static void local__command_list(resp_out_t *o, uint32_t argc, const resp_arg_t *argv)
 {
     /* COMMAND LIST [FILTERBY MODULE m | ACLCAT c | PATTERN p] */
@@ -411,9 +431,13 @@ static void local__command_list(resp_out_t *o, uint32_t argc, const resp_arg_t *
         if (pass == 1)
             resp_out_array(o, (int64_t)matched);
         for (size_t i = 0; i < n; i++) {
+            if (!local__offered(&table[i]))
+                continue;
             const redis_command_t *subs = redis_command_subcommands(&table[i], &nsub);
             for (size_t j = 0; j <= nsub; j++) {
                 const redis_command_t *c = j == 0 ? &table[i] : &subs[j - 1];
+                if (j > 0 && c->proxy == REDIS_PROXY_UNSUPPORTED)
+                    continue;
                 bool ok = acl == -1 || (acl >= 0 && (c->acl_categories & (1u << acl)));
                 if (pattern)
                     ok = redis_glob_match(pattern->ptr, pattern->len, c->name, c->name_len);
@@ -496,10 +520,13 @@ static void local__command(resp_out_t *o, const redis_command_t *cmd, uint32_t a
 {
     size_t n;
     const redis_command_t *table = redis_command_table(&n);
+    size_t offered = local__offered_count(table, n);
     if (argc == 1) {
-        resp_out_array(o, (int64_t)n);
-        for (size_t i = 0; i < n; i++)
-            local__out_command_info(o, &table[i]);
+        resp_out_array(o, (int64_t)offered);
+        for (size_t i = 0; i < n; i++) {
+            if (local__offered(&table[i]))
+                local__out_command_info(o, &table[i]);
+        }
         return;
     }
     const redis_command_t *sub = redis_command_find_subcommand(cmd, argv[1].ptr, argv[1].len);
@@ -510,18 +537,20 @@ static void local__command(resp_out_t *o, const redis_command_t *cmd, uint32_t a
     if (!local__sub_arity(o, sub, argc))
         return;
     if (local__is(&argv[1], "count")) {
-        resp_out_integer(o, (int64_t)n);
+        resp_out_integer(o, (int64_t)offered);
     } else if (local__is(&argv[1], "info")) {
         if (argc == 2) {
-            resp_out_array(o, (int64_t)n);
-            for (size_t i = 0; i < n; i++)
-                local__out_command_info(o, &table[i]);
+            resp_out_array(o, (int64_t)offered);
+            for (size_t i = 0; i < n; i++) {
+                if (local__offered(&table[i]))
+                    local__out_command_info(o, &table[i]);
+            }
             return;
         }
         resp_out_array(o, argc - 2);
         for (uint32_t i = 2; i < argc; i++) {
             const redis_command_t *c = redis_command_lookup_fullname(argv[i].ptr, argv[i].len);
-            if (c)
+            if (c && local__offered(c)) /* a refused one reads as unknown */
                 local__out_command_info(o, c);
             else
                 resp_out_null(o); /* Redis: addReplyNull, "$-1" in RESP2 */
