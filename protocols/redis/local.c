@@ -399,6 +399,17 @@ static size_t local__offered_count(const redis_command_t *table, size_t n)
     return k;
 }
 
+/* COMMAND and COMMAND INFO without names: every command offered, in table order. */
+static void local__out_offered(resp_out_t *o, const redis_command_t *table, size_t n,
+                               size_t offered)
+{
+    resp_out_array(o, (int64_t)offered);
+    for (size_t i = 0; i < n; i++) {
+        if (local__offered(&table[i]))
+            local__out_command_info(o, &table[i]);
+    }
+}
+
 static void local__command_list(resp_out_t *o, uint32_t argc, const resp_arg_t *argv)
 {
     /* COMMAND LIST [FILTERBY MODULE m | ACLCAT c | PATTERN p] */
@@ -522,11 +533,7 @@ static void local__command(resp_out_t *o, const redis_command_t *cmd, uint32_t a
     const redis_command_t *table = redis_command_table(&n);
     size_t offered = local__offered_count(table, n);
     if (argc == 1) {
-        resp_out_array(o, (int64_t)offered);
-        for (size_t i = 0; i < n; i++) {
-            if (local__offered(&table[i]))
-                local__out_command_info(o, &table[i]);
-        }
+        local__out_offered(o, table, n, offered);
         return;
     }
     const redis_command_t *sub = redis_command_find_subcommand(cmd, argv[1].ptr, argv[1].len);
@@ -540,11 +547,7 @@ static void local__command(resp_out_t *o, const redis_command_t *cmd, uint32_t a
         resp_out_integer(o, (int64_t)offered);
     } else if (local__is(&argv[1], "info")) {
         if (argc == 2) {
-            resp_out_array(o, (int64_t)offered);
-            for (size_t i = 0; i < n; i++) {
-                if (local__offered(&table[i]))
-                    local__out_command_info(o, &table[i]);
-            }
+            local__out_offered(o, table, n, offered);
             return;
         }
         resp_out_array(o, argc - 2);

@@ -7,8 +7,6 @@ a backend. The check is exact: the local ports of every socket the client librar
 appear in no backend's CLIENT LIST.
 """
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,12 +14,10 @@ import pytest
 from redis.cluster import RedisCluster
 
 from cluster_fixtures import cluster_proxy, redis_cluster, shared_cluster  # noqa: F401
-from harness import REPO, RespConn
+from harness import RespConn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
-from meta_env import install_node_peers  # noqa: E402
-
-PEERS = REPO / "tests" / "integration" / "peers"
+from meta_env import run_node_peer  # noqa: E402
 
 
 def backend_client_ports(nodes):
@@ -112,15 +108,9 @@ def test_redis_py_cluster_client_on_a_redis_cluster(redis_cluster, cluster_proxy
 
 @pytest.mark.parametrize("mode", ["single", "cluster"])
 def test_ioredis_cluster_client_stays_on_the_proxy(mode, blog_env, redis_cluster, cluster_proxy):
-    reason = install_node_peers()
-    if reason:
-        pytest.skip(reason)
     env = blog_env(step=1) if mode == "single" else cluster_proxy(redis_cluster, workers=2)
     backends = [env.redis] if mode == "single" else redis_cluster.alive()
-    r = subprocess.run(["node", str(PEERS / "node" / "cluster_client.js"), env.host,
-                        str(env.port)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = json.loads(r.stdout)
+    out = run_node_peer("cluster_client.js", env.host, env.port)
     assert out["ok"] is True
     assert set(out["nodes"]) == {f"{env.host}:{env.port}"}
     # the connections were closed by disconnect(); their ports were never a backend's client

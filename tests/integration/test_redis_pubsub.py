@@ -9,7 +9,6 @@ redis-server behind meltemi; what the upstream sees (PUBSUB NUMSUB / NUMPAT, CLI
 asked of redis-server directly. Every wait is bounded; nothing asserts on timing.
 """
 
-import json
 import socket
 import subprocess
 import sys
@@ -17,17 +16,14 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 
 import configs
 from cluster_fixtures import (cluster_proxy, fresh_cluster, redis_cluster,  # noqa: F401
                               shared_cluster)
-from harness import REPO, RespConn, RespError, redis_py, resp_encode, wait_until
+from harness import RespConn, RespError, redis_py, resp_encode, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
-from meta_env import install_node_peers  # noqa: E402
-
-PEERS = REPO / "tests" / "integration" / "peers"
+from meta_env import run_node_peer  # noqa: E402
 
 
 def direct(env):
@@ -236,14 +232,8 @@ def test_slow_subscriber_is_closed_and_others_keep_receiving(blog_env):
 
 
 def test_ioredis_pubsub(blog_env):
-    reason = install_node_peers()
-    if reason:
-        pytest.skip(reason)
     env = blog_env(step=1)
-    r = subprocess.run(["node", str(PEERS / "node" / "pubsub_client.js"), env.host,
-                        str(env.port)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = json.loads(r.stdout)
+    out = run_node_peer("pubsub_client.js", env.host, env.port)
     assert out["subscribed"] == 2
     assert out["messages"] == [["chan-a", "m0"], ["chan-a", "m1"], ["chan-b", "m2"]]
     assert out["pmessages"] == [["chan-*", "chan-a", "m0"], ["chan-*", "chan-a", "m1"],

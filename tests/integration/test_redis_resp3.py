@@ -7,48 +7,24 @@ speaks RESP3), redis-benchmark -3, against real redis-server and a 6-node cluste
 (redis-py 4.3, Debian's, has no protocol=3: RESP3 from Python is the raw reader below.)
 """
 
-import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 import configs
 from cluster_fixtures import cluster_proxy, redis_cluster, shared_cluster  # noqa: F401
-from harness import REPO, RespError, redis_py, resp_encode
+from harness import RespConn, RespError, redis_py, resp_encode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
-from meta_env import install_node_peers  # noqa: E402
-
-PEERS = REPO / "tests" / "integration" / "peers"
+from meta_env import run_node_peer  # noqa: E402
 
 
-class Resp3Conn:
-    """A blocking RESP3 reader: every type, tagged so that equal bytes compare equal."""
-
-    def __init__(self, host, port, timeout=10.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.buf = b""
-
-    def close(self):
-        self.sock.close()
+class Resp3Conn(RespConn):
+    """RespConn reading RESP3: every type, tagged so that equal bytes compare equal."""
 
     def send(self, *cmds):
-        self.sock.sendall(b"".join(resp_encode(*c) for c in cmds))
-
-    def _fill(self):
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed by peer")
-        self.buf += chunk
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            self._fill()
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
+        self.send_raw(b"".join(resp_encode(*c) for c in cmds))
 
     def _blob(self, n):
         while len(self.buf) < n + 2:
@@ -193,14 +169,8 @@ def test_redis_benchmark_resp3(blog_env):
 
 
 def test_node_redis_resp3(blog_env):
-    reason = install_node_peers()
-    if reason:
-        pytest.skip(reason)
     env = blog_env(step=1)
-    r = subprocess.run(["node", str(PEERS / "node" / "node_redis_client.js"), env.host,
-                        str(env.port)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = json.loads(r.stdout)
+    out = run_node_peer("node_redis_client.js", env.host, env.port)
     assert out["hello"]["proto"] == 3
     assert out["get"] == "v" and out["missing"] is None
     assert out["hgetall"] == {"a": "1", "b": "2"}

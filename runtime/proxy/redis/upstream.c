@@ -159,6 +159,28 @@ static void rup_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char
     mt_rup_fail((mt_rup_t *)base, full);
 }
 
+/* Queues a connect-time command of the proxy's (AUTH, HELLO 3) first on u, owed a reply of
+ * kind; the bytes may carry the password, so the scratch copy is wiped. */
+static int rup_queue_opening(mt_rup_t *u, uint32_t argc, const resp_arg_t *argv, rreq_kind_t kind)
+{
+    mt_worker_t *w = u->base.w;
+    resp_out_t *o = &mt_rw(w)->scratch;
+    o->len = 0;
+    resp_out_command(o, argc, argv);
+    mt_rreq_t *r = mt_rreq_new(w);
+    int rc = !r || mt_outq_add_copy(&u->base.out, o->data, o->len) != 0 ? -1 : 0;
+    OPENSSL_cleanse(o->data, o->len);
+    if (rc != 0) {
+        if (r)
+            mt_rreq_free(w, r);
+        return -1;
+    }
+    r->kind = (uint8_t)kind;
+    r->deadline_ms = u->base.connect_deadline_ms;
+    mt_rup_push(u, r);
+    return 0;
+}
+
 /* RESP3 connections: HELLO 3 first, carrying the proxy's credentials when it has some (an
  * error to it then fails the connection as a refused AUTH does). */
 static int rup_queue_hello3(mt_rup_t *u, const mt_auth_t *a)
@@ -171,21 +193,7 @@ static int rup_queue_hello3(mt_rup_t *u, const mt_auth_t *a)
             a->username ? (resp_arg_t){a->username, a->username_len} : (resp_arg_t){"default", 7};
         argv[argc++] = (resp_arg_t){a->password, a->password_len};
     }
-    mt_worker_t *w = u->base.w;
-    resp_out_t *o = &mt_rw(w)->scratch;
-    o->len = 0;
-    resp_out_command(o, argc, argv);
-    mt_rreq_t *r = mt_rreq_new(w);
-    if (!r || mt_outq_add_copy(&u->base.out, o->data, o->len) != 0) {
-        if (r)
-            mt_rreq_free(w, r);
-        return -1;
-    }
-    OPENSSL_cleanse(o->data, o->len);
-    r->kind = a->password ? RREQ_AUTH : RREQ_IGNORE;
-    r->deadline_ms = u->base.connect_deadline_ms;
-    mt_rup_push(u, r);
-    return 0;
+    return rup_queue_opening(u, argc, argv, a->password ? RREQ_AUTH : RREQ_IGNORE);
 }
 
 /* Queues the proxy's AUTH as the connection's first command. */
@@ -197,22 +205,7 @@ static int rup_queue_auth(mt_rup_t *u, const mt_auth_t *a)
     if (a->username)
         argv[argc++] = (resp_arg_t){a->username, a->username_len};
     argv[argc++] = (resp_arg_t){a->password, a->password_len};
-    mt_worker_t *w = u->base.w;
-    resp_out_t *o = &mt_rw(w)->scratch;
-    o->len = 0;
-    resp_out_command(o, argc, argv);
-    mt_rreq_t *r = mt_rreq_new(w);
-    if (!r || mt_outq_add_copy(&u->base.out, o->data, o->len) != 0) {
-        if (r)
-            mt_rreq_free(w, r);
-        return -1;
-    }
-    /* Wipe the password from the scratch buffer. */
-    OPENSSL_cleanse(o->data, o->len);
-    r->kind = RREQ_AUTH;
-    r->deadline_ms = u->base.connect_deadline_ms;
-    mt_rup_push(u, r);
-    return 0;
+    return rup_queue_opening(u, argc, argv, RREQ_AUTH);
 }
 
 static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, size_t len);

@@ -342,6 +342,19 @@ def install_node_peers():
     return None
 
 
+def run_node_peer(script, *args, timeout=60):
+    """Runs one of the Node peers (`node <NODE_DIR>/<script> args...`), which print one JSON
+    line; returns it parsed. Skips the calling test when npm cannot install the peers."""
+    import pytest
+    reason = install_node_peers()
+    if reason:
+        pytest.skip(reason)
+    r = subprocess.run(["node", str(NODE_DIR / script), *map(str, args)], capture_output=True,
+                       text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
 class DubboConsumer:
     """consumer.js (dubbo2.js DirectlyDubbo) on one connection, driven line by line."""
 
