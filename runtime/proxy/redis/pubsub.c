@@ -33,7 +33,7 @@
 
 #include "runtime/proxy/redis/redis_proxy.h"
 
-#include "protocols/redis/reply_reader.h"
+#include "protocols/redis/pubsub_frame.h"
 #include "runtime/core/log.h"
 
 #include <stdio.h>
@@ -46,11 +46,11 @@
  * is the session's output bound times 8, the same order). */
 #define MT_RPUBSUB_MAX_OUTPUT (8u * MT_SESSION_MAX_OUTPUT)
 
-typedef enum ps_kind { PS_CHANNEL = 0, PS_PATTERN, PS_SHARD, PS_KINDS } ps_kind_t;
+typedef redis_pubsub_kind_t ps_kind_t;
 
 static const struct {
     const char *sub, *unsub;
-} ps_names[PS_KINDS] = {
+} ps_names[REDIS_PUBSUB_KINDS] = {
     {"subscribe", "unsubscribe"},
     {"psubscribe", "punsubscribe"},
     {"ssubscribe", "sunsubscribe"},
@@ -329,7 +329,8 @@ static mt_wendpoint_t *topic_target(mt_wcluster_t *c, ps_kind_t kind, const char
         return mt_rcluster_master_of(c, redis_slot_of_key(name, len));
     }
     uint32_t n_replicas = mt_redis_cluster(c->conf)->n_replicas;
-    if (kind == PS_PATTERN && c->n_eps > 1 && (n_replicas == 0 || n_replicas == c->n_eps)) {
+    if (kind == REDIS_PUBSUB_PATTERN && c->n_eps > 1 &&
+        (n_replicas == 0 || n_replicas == c->n_eps)) {
         *why = "a pattern subscription needs one endpoint, and channels are hashed over "
                "several here";
         return NULL;
@@ -425,21 +426,6 @@ static void hub_lost(mt_rpubsub_t *ps, ps_hub_t *h)
 
 /* ---- the hub's connection -------------------------------------------------------------------- */
 
-static ps_kind_t kind_of_reply(const char *s, size_t n, bool *confirm, bool *subscribe)
-{
-    static const char *const words[] = {"message",     "pmessage",     "smessage",
-                                        "subscribe",   "psubscribe",   "ssubscribe",
-                                        "unsubscribe", "punsubscribe", "sunsubscribe"};
-    for (uint32_t i = 0; i < 9; i++) {
-        if (strlen(words[i]) == n && memcmp(words[i], s, n) == 0) {
-            *confirm = i >= 3;
-            *subscribe = i >= 3 && i < 6;
-            return (ps_kind_t)(i % 3);
-        }
-    }
-    return PS_KINDS;
-}
-
 /* Queues a message frame (bytes in chunk b) for client s: straight to its output, or behind
  * the replies it still waits for. False when s must be closed (too slow). */
 static bool ps_deliver(mt_rsess_t *s, mt_buf_t *b, const char *p, size_t len)
@@ -503,25 +489,16 @@ static void ps_conn_frame(ps_conn_t *conn, const char *p, size_t len)
         mt_upstream_close(&conn->rup.base);
         return;
     }
-    redis_reader_t rd = redis_reader(p, len);
-    int64_t n = redis_read_num(&rd, '*');
-    const char *type, *name;
-    size_t tlen, nlen;
-    if (n < 3 || !redis_read_bulk(&rd, &type, &tlen) || !type ||
-        !redis_read_bulk(&rd, &name, &nlen))
+    redis_pubsub_frame_t f;
+    if (redis_pubsub_parse(p, len, &f) != MT_OK)
         return; /* a PONG or another reply that is nobody's */
-    bool confirm = false, subscribe = false;
-    ps_kind_t kind = kind_of_reply(type, tlen, &confirm, &subscribe);
-    if (kind == PS_KINDS || !name)
-        return;
-    ps_topic_t *t = topic_find(ps, h->cluster, kind, name, nlen);
+    ps_topic_t *t = topic_find(ps, h->cluster, f.kind, f.name, f.name_len);
     if (!t || t->hub != h)
         return; /* a topic that moved, or went: not this hub's to deliver */
-    if (!confirm) {
+    if (f.message) {
         topic_fan_out(ps, t, conn->rup.base.rbuf, p, len);
         return;
     }
-    MT_UNUSED(subscribe);
     if (t->ops > 0 && --t->ops == 0) {
         if (t->want)
             topic_release_waiters(ps->w, t);
@@ -652,7 +629,7 @@ static void member_remove(mt_rpubsub_t *ps, mt_rsess_t *s, ps_member_t *m)
             break;
         }
     }
-    if (m->topic->kind == PS_SHARD)
+    if (m->topic->kind == REDIS_PUBSUB_SHARD)
         cl->n_shard--;
     else
         cl->n_subs--;
@@ -702,7 +679,7 @@ static uint32_t ps_count(const mt_rsess_t *s, ps_kind_t kind)
 {
     if (!s->ps)
         return 0;
-    return kind == PS_SHARD ? s->ps->n_shard : s->ps->n_subs;
+    return kind == REDIS_PUBSUB_SHARD ? s->ps->n_shard : s->ps->n_subs;
 }
 
 /* One name of a client's (P|S)SUBSCRIBE. */
@@ -753,7 +730,7 @@ static void ps_subscribe_one(mt_rpubsub_t *ps, mt_rsess_t *s, mt_wcluster_t *c, 
     t->n_members++;
     m->cnext = s->ps->subs;
     s->ps->subs = m;
-    if (kind == PS_SHARD)
+    if (kind == REDIS_PUBSUB_SHARD)
         s->ps->n_shard++;
     else
         s->ps->n_subs++;
@@ -830,7 +807,7 @@ static bool ps_same_slot(const resp_request_t *req)
 
 static bool ps_family(const redis_command_t *cmd, ps_kind_t *kind, bool *subscribe)
 {
-    for (uint32_t k = 0; k < PS_KINDS; k++) {
+    for (uint32_t k = 0; k < REDIS_PUBSUB_KINDS; k++) {
         if (mt_rcmd_is(cmd, ps_names[k].sub) || mt_rcmd_is(cmd, ps_names[k].unsub)) {
             *kind = (ps_kind_t)k;
             *subscribe = mt_rcmd_is(cmd, ps_names[k].sub);
@@ -886,8 +863,8 @@ static bool ps_subscribed_state(mt_rpubsub_t *ps, mt_rsess_t *s, const redis_com
 
 bool mt_rpubsub_command(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
 {
-    ps_kind_t kind;
-    bool subscribe;
+    ps_kind_t kind = REDIS_PUBSUB_CHANNEL;
+    bool subscribe = false;
     bool family = ps_family(cmd, &kind, &subscribe);
     /* RESP3 has no subscribed state: only RESET still ends the subscriptions */
     if (!family && (!ps_client_subscribed(s) || (s->resp3 && !mt_rcmd_is(cmd, "reset"))))
@@ -908,7 +885,7 @@ bool mt_rpubsub_command(mt_rsess_t *s, const redis_command_t *cmd, const resp_re
         mt_rsess_reply_error(s, "ERR meltemi: no upstream cluster for this listener");
         return true;
     }
-    if (kind == PS_SHARD && mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER &&
+    if (kind == REDIS_PUBSUB_SHARD && mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER &&
         !ps_same_slot(req)) {
         mt_rsess_reply_error(s, "CROSSSLOT Keys in request don't hash to the same slot");
         return true;
