@@ -314,3 +314,34 @@ def test_cluster_shard_channel_follows_failover(fresh_cluster, cluster_proxy):
     pub.publish("everywhere", "x")
     assert sub.read_reply() == [b"message", b"everywhere", b"x"]
     sub.close()
+
+
+def test_ten_thousand_subscribers_cost_one_upstream_subscription_per_worker(blog_env):
+    env = blog_env(step=1, workers=2)
+    n = 10000
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.create_connection((env.host, env.port), timeout=30)
+            s.sendall(resp_encode("SUBSCRIBE", "crowd"))
+            socks.append(s)
+        confirm = b"*3\r\n$9\r\nsubscribe\r\n$5\r\ncrowd\r\n:1\r\n"
+        for s in socks:
+            got = b""
+            while len(got) < len(confirm):
+                got += s.recv(len(confirm) - len(got))
+            assert got == confirm
+        # each worker subscribed once upstream, whatever the number of its clients
+        assert 1 <= upstream_numsub(env, "crowd") <= 2
+        workers_used = upstream_numsub(env, "crowd")
+        assert redis_py(env.host, env.port).publish("crowd", "all") == workers_used
+        msg = b"*3\r\n$7\r\nmessage\r\n$5\r\ncrowd\r\n$3\r\nall\r\n"
+        for s in socks:
+            got = b""
+            while len(got) < len(msg):
+                got += s.recv(len(msg) - len(got))
+            assert got == msg
+    finally:
+        for s in socks:
+            s.close()
+    wait_numsub(env, "crowd", 0, timeout=30)
