@@ -66,6 +66,25 @@ K.schema = shapes.document({
   }, { required = true }),
 })
 
+-- meltemi.fields: what every accepted field does (ingress_listener reads the consumed ones).
+K.consumed = {
+  "spec.ingress[].port.number", "spec.ingress[].port.protocol", "spec.ingress[].port.name",
+  "spec.ingress[].port.targetPort", "spec.ingress[].bind", "spec.ingress[].defaultEndpoint",
+}
+local NO_CAPTURE = "meltemi intercepts nothing: listeners bind their addresses"
+K.unenforced = {
+  ["spec.ingress[].captureMode"] = { reason = NO_CAPTURE, when = function(v) return v == "IPTABLES" end,
+    when_text = "(IPTABLES)" },
+  ["spec.ingress[].tls"] = "inbound TLS termination is not implemented yet",
+  ["spec.ingress[].connectionPool"] = "inbound connections are not bounded per listener",
+  ["spec.inboundConnectionPool"] = "inbound connections are not bounded per listener",
+  ["spec.egress"] = "outbound listeners come from the services' addresses; egress binds and host "
+    .. "scopes are kept in snapshot.sidecars only",
+  ["spec.outboundTrafficPolicy"] = "unknown destinations are never proxied (nothing is intercepted), "
+    .. "so there is no policy to apply",
+  ["spec.workloadSelector"] = "the Sidecar applies to this proxy whatever its workload labels",
+}
+
 local function ingress_listener(obj, c, i, ing)
   local path = T.join("spec.ingress", i)
   local p = ing.port

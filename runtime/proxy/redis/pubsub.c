@@ -583,6 +583,7 @@ static const mt_upstream_ops_t ps_conn_ops = {
     .on_connected = ps_conn_on_connected,
     .on_data = ps_conn_on_data,
     .on_error = ps_conn_on_error,
+    .on_deadline = mt_rup_on_deadline, /* the proxy's AUTH unanswered: the hub reconnects */
     .on_close = ps_conn_on_close,
     .on_closed = ps_conn_on_closed,
 };
