@@ -345,3 +345,19 @@ def test_ten_thousand_subscribers_cost_one_upstream_subscription_per_worker(blog
         for s in socks:
             s.close()
     wait_numsub(env, "crowd", 0, timeout=30)
+
+
+def test_subscribe_inside_multi_aborts_the_transaction(blog_env):
+    # A subscription queued in MULTI would be made at EXEC on the transaction's leased
+    # connection, which then goes back to a pool: refused as a queueing error (EXECABORT).
+    env = blog_env(step=1)
+    c = RespConn(env.host, env.port, timeout=10)
+    c.send_raw(resp_encode("MULTI") + resp_encode("INCR", "n") + resp_encode("SUBSCRIBE", "x") +
+               resp_encode("EXEC") + resp_encode("GET", "n"))
+    replies = [c.read_reply() for _ in range(5)]
+    assert replies[:2] == [b"OK", b"QUEUED"]
+    assert replies[2].startswith("ERR meltemi: 'subscribe' cannot be queued in a transaction")
+    assert replies[3].startswith("EXECABORT")
+    assert replies[4] is None  # nothing applied, and the connection is not subscribed
+    assert upstream_numsub(env, "x") == 0
+    c.close()
