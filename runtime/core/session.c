@@ -203,7 +203,7 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     mt_session_t *s = st->data;
     if (nread < 0) {
-        if (nread == UV_EOF)
+        if (nread == UV_EOF && !(s->ops->on_eof && s->ops->on_eof(s)))
             mt_session_finish(s);
         else
             mt_session_close(s);

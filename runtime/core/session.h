@@ -30,6 +30,10 @@ typedef struct mt_session_ops {
     void (*on_closed)(mt_session_t *s);
     /* Drain (the worker is stopping): NULL means finish, as after EOF. */
     void (*drain)(mt_session_t *s);
+    /* The client sent EOF: true closes at once (what is owed is dropped, as a server drops a
+     * client that went away), false finishes (close once everything owed is written). NULL:
+     * finish. Redis closes a client blocked in BLPOP, whose reply may never come. */
+    bool (*on_eof)(mt_session_t *s);
 } mt_session_ops_t;
 
 struct mt_session {

@@ -35,6 +35,8 @@ enum {
     MT_ST_AUTH_TIMEOUTS,      /* connections closed: no AUTH within settings.authTimeout */
     MT_ST_IDLE_TIMEOUTS,      /* connections closed: quiet for settings.idleTimeout */
     MT_ST_RATE_LIMITED,       /* requests refused by a local rate limit (response flag RL) */
+    MT_ST_STREAMS_TOTAL,      /* MetaProtocol streams opened by clients (init frames routed) */
+    MT_ST_STREAM_FRAMES,      /* stream frames relayed, both directions */
     MT_ST_PUBSUB_SLOW_CLOSED, /* subscribers closed: too many messages unsent (Redis pub/sub) */
     /* cluster */
     MT_ST_UPSTREAM_CX_TOTAL,
@@ -46,6 +48,7 @@ enum {
     MT_ST_UPSTREAM_CX_LEASED, /* gauge: exclusive connections leased (transactions, pub/sub) */
     MT_ST_UPSTREAM_CX_IDLE,   /* gauge: exclusive connections idle in the pool */
     MT_ST_OUTLIER_EJECTIONS,  /* endpoints ejected by outlier detection */
+    MT_ST_UPSTREAM_RQ_RETRY,  /* requests sent again (MetaRouter retries) */
     MT_ST__COUNT
 };
 

@@ -5,6 +5,9 @@ bench.py - redis-benchmark against direct redis-server, meltemi (one worker), tw
 
 Rows: GET and SET, -c 50, pipelines of 1 and 16. For every row the request count is sized
 from a short calibration run against redis-server so that each run lasts about --seconds.
+Row MULTI: transactions of three commands (MULTI, INCR x3, EXEC in one write, 50
+connections) from tests/bench/txload.c, which run.sh compiles; its req/s are transactions/s
+(issue 10's goal: meltemi >= 0.8x direct). twemproxy refuses transactions: its row fails.
 Targets are interleaved inside each repetition (rotating their order) so that drift of the
 machine hits every target alike; the table reports medians over the repetitions of req/s,
 p50 and p99 (redis-benchmark 7's --csv output) and the ratio of req/s to direct.
@@ -39,7 +42,9 @@ HOST = "127.0.0.1"
 # catch-all after the match), a 0% ERROR fault and a 0% mirror: the cost of running the Lua
 # policy chain once per command (the target: >= 90% of plain meltemi).
 ALL_TARGETS = ["direct", "meltemi", "meltemi+policies", "twemproxy", "haproxy"]
-ROWS = [("GET", 1), ("SET", 1), ("GET", 16), ("SET", 16)]
+ROWS = [("GET", 1), ("SET", 1), ("GET", 16), ("SET", 16), ("MULTI", 1)]
+TX_ROW = "MULTI"  # txload, not redis-benchmark
+TXLOAD = None  # --txload: the compiled tests/bench/txload.c
 CLIENTS = 50
 # Where the sections of RESULTS.md that run.sh does not write begin.
 KEPT_SECTIONS = "\n## Instructions per request"
@@ -208,7 +213,7 @@ spec:
     def ready():
         with urllib.request.urlopen(f"http://{HOST}:{admin}/ready", timeout=1) as r:
             return r.status == 200 and tcp_ping(port)
-    s.start(ready)
+    s.start(ready, timeout=60)  # under callgrind on a loaded machine start-up takes a while
     return s
 
 
@@ -268,8 +273,27 @@ def bench_argv(port, test, pipeline, n):
             "--csv"]
 
 
+def run_txload(port, seconds, timeout):
+    """MULTI / INCR x3 / EXEC transactions: -> (dict rps/p50/p99, None) or (None, why)."""
+    if not TXLOAD:
+        return None, "no txload binary (run through tests/bench/run.sh)"
+    argv = [TXLOAD, "--host", HOST, "--port", str(port), "--conns", str(CLIENTS),
+            "--duration", f"{seconds:g}", "--warmup", "0.5"]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout:.0f}s"
+    fields = dict(kv.split("=", 1) for kv in r.stdout.split() if "=" in kv)
+    if r.returncode != 0 or "tx_per_s" not in fields:
+        return None, f"exit {r.returncode}: {(r.stdout + r.stderr).strip()[:200]}"
+    return {"rps": float(fields["tx_per_s"]), "p50": float(fields["p50_us"]) / 1000,
+            "p99": float(fields["p99_us"]) / 1000}, None
+
+
 def run_benchmark(port, test, pipeline, n, timeout):
     """-> (dict rps/p50/p99, None) or (None, why it failed)."""
+    if test == TX_ROW:
+        return run_txload(port, n, timeout)
     argv = bench_argv(port, test, pipeline, n)
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -287,7 +311,10 @@ def run_benchmark(port, test, pipeline, n, timeout):
 
 
 def calibrate(port, test, pipeline, seconds):
-    """Requests for a run of about `seconds` against redis-server itself."""
+    """Requests for a run of about `seconds` against redis-server itself (the MULTI row runs
+    for `seconds` itself: its "size" is that)."""
+    if test == TX_ROW:
+        return seconds
     probe = 20000 * pipeline
     res, err = run_benchmark(port, test, pipeline, probe, timeout=60)
     if res is None:
@@ -360,7 +387,10 @@ def write_results(path, table, info, args, sizes, failures, started, elapsed, no
     cmd = " ".join(["tests/bench/run.sh"] + [shlex.quote(a) for a in argv])
     fail_lines = [f"- {t} {test} P={p}: {why}" for (t, test, p), whys in sorted(failures.items())
                   for why in sorted(set(whys))]
-    per_row = ", ".join(f"{test} P={p}: -n {n}" for (test, p), n in sizes.items())
+    per_row = ", ".join(f"{test} P={p}: -n {n}" for (test, p), n in sizes.items()
+                        if test != TX_ROW)
+    per_row += (f"; MULTI: `txload --conns {CLIENTS} --duration {args.seconds:g}` "
+                "(MULTI, INCR x3, EXEC per transaction; req/s = transactions/s)")
     example = " ".join(bench_argv("PORT", "GET", 16, sizes.get(("GET", 16), 0)))
     text = f"""# Benchmark results
 
@@ -404,7 +434,10 @@ def main():
     ap.add_argument("--out", default=None,
                     help="results file (default tests/bench/RESULTS.md; --quick: none)")
     ap.add_argument("--note", default="", help="a line to put at the top of the results file")
+    ap.add_argument("--txload", default=None, help="txload binary (run.sh compiles it)")
     args = ap.parse_args()
+    global TXLOAD
+    TXLOAD = args.txload
     args.reps = args.reps or (1 if args.quick else 3)
     args.seconds = args.seconds or (1.0 if args.quick else 5.0)
     out = args.out or (None if args.quick else str(REPO / "tests/bench/RESULTS.md"))

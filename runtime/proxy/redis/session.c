@@ -27,10 +27,12 @@
 static void sess_on_data(mt_session_t *base);
 static void sess_on_close(mt_session_t *base);
 static void sess_on_closed(mt_session_t *base);
+static bool sess_on_eof(mt_session_t *base);
 static const mt_session_ops_t redis_sess_ops = {
     .on_data = sess_on_data,
     .on_close = sess_on_close,
     .on_closed = sess_on_closed,
+    .on_eof = sess_on_eof,
 };
 
 /* ---- local commands -----------------------------------------------------------------------------
@@ -309,7 +311,16 @@ static bool sess_rate_allows(mt_rsess_t *s, const redis_command_t *cmd)
     return false;
 }
 
-static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
+static void sess_on_data(mt_session_t *base);
+
+static void sess_map_retry(mt_timer_t *t)
+{
+    mt_rsess_t *s = MT_CONTAINER_OF(t, mt_rsess_t, map_timer);
+    sess_on_data(&s->base);
+}
+
+/* Returns false when the command must wait (unread) for the cluster's first slot map. */
+static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
 {
     mt_worker_t *w = s->base.w;
     /* A reload is picked up at the next command; commands in flight keep the route they
@@ -320,7 +331,8 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         sess_set_unauthenticated(s, !s->authenticated && s->rconf->auth.password);
         sess_apply_timeouts(s);
     }
-    mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
+    if (!s->map_wait_since_ms) /* counted once, not again when retried after a wait */
+        mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     s->cmd_start_ns = w->now_ns;
     s->cmd_bytes = req->frame_len;
     s->cmd_flags = 0;
@@ -328,19 +340,19 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     resp_out_t *o = &mt_rw(s->base.w)->scratch;
     if (!cmd) {
         if (sess_cross_protocol(s, req))
-            return;
+            return true;
         o->len = 0;
         redis_reply_unknown_command(o, req->argc, req->argv);
         mt_rsess_reply(s, o->data, o->len);
         mt_rtx_answered_locally(s, true); /* a queueing error: EXEC aborts, as in Redis */
-        return;
+        return true;
     }
     if (!redis_command_arity_ok(cmd, req->argc)) {
         o->len = 0;
         redis_reply_wrong_arity(o, cmd->name);
         mt_rsess_reply(s, o->data, o->len);
         mt_rtx_answered_locally(s, true);
-        return;
+        return true;
     }
     bool local = cmd->proxy == REDIS_PROXY_LOCAL;
     if (!s->authenticated && s->rconf->auth.password &&
@@ -348,27 +360,36 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
           (mt_rcmd_is(cmd, "auth") || mt_rcmd_is(cmd, "hello") || mt_rcmd_is(cmd, "quit")))) {
         s->cmd_flags |= MT_RF_RBAC;
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
-        return;
+        return true;
     }
     if (MT_UNLIKELY(s->rconf->n_denied) && mt_radmin_denied(s, cmd, req)) {
         mt_rtx_answered_locally(s, true);
-        return;
+        return true;
     }
     /* Before anything can act on the command: local answers, Lua (a filter could mirror
      * it), splitting, cluster routing. */
     if (MT_UNLIKELY(s->tx_refused) && sess_in_refused_tx(s, cmd))
-        return;
+        return true;
+    if (MT_UNLIKELY(s->tx.state != RTX_NONE || cmd->proxy == REDIS_PROXY_TRANSACTION ||
+                    cmd->proxy == REDIS_PROXY_BLOCKING || (cmd->flags & REDIS_CMD_BLOCKING)) &&
+        mt_rtx_wait_for_map(s, cmd, req)) {
+        mt_timer_start_at(&w->timers, &s->map_timer, mt_worker_now_ms(w) + 5, sess_map_retry);
+        return false;
+    }
+    s->map_wait_since_ms = 0;
     /* MULTI is queueing: everything goes to the transaction's connection (tx.c) */
     if (MT_UNLIKELY(s->tx.state == RTX_QUEUED) && cmd->proxy != REDIS_PROXY_TRANSACTION &&
         mt_rtx_queued(s, cmd, req, frame))
-        return;
+        return true;
     /* (P|S)SUBSCRIBE and friends, and every command while subscribed (pubsub.c) */
     if (MT_UNLIKELY((cmd->flags & REDIS_CMD_PUBSUB) || s->ps) && mt_rpubsub_command(s, cmd, req))
-        return;
+        return true;
     switch (cmd->proxy) {
     case REDIS_PROXY_LOCAL:
         if (mt_rcmd_is(cmd, "auth")) {
             sess_auth(s, req);
+        } else if (mt_rcmd_is(cmd, "select")) {
+            mt_rtx_select(s, cmd, req, frame);
         } else if (mt_rcmd_is(cmd, "hello")) {
             sess_hello(s, cmd, req);
         } else {
@@ -384,31 +405,37 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
             if (s->lctx.quit)
                 s->base.finishing = true;
         }
-        return;
+        return true;
     case REDIS_PROXY_PUBSUB:
-        return; /* answered by mt_rpubsub_command above */
+        return true; /* answered by mt_rpubsub_command above */
     case REDIS_PROXY_UNSUPPORTED: {
         if (mt_rcmd_is(cmd, "cluster") && sess_cluster_view(s, req))
-            return;
+            return true;
         if (mt_rcmd_is(cmd, "cluster") && s->base.cluster &&
             mt_redis_cluster(s->base.cluster->conf)->mode == MT_REDIS_CLUSTER) {
             mt_rsess_forward(s, cmd, req, frame);
-            return;
+            return true;
         }
         mt_radmin_refuse(s, cmd, req);
-        return;
+        return true;
     }
     case REDIS_PROXY_TRANSACTION:
         mt_rtx_command(s, cmd, req, frame);
-        return;
-    default:
-        if (mt_rsess_refuse_blocking(s, cmd, req) || !sess_rate_allows(s, cmd))
-            return;
-        if (MT_UNLIKELY(cmd->proxy == REDIS_PROXY_BROADCAST) && mt_radmin_refuse(s, cmd, req))
-            return;
+        return true;
+    case REDIS_PROXY_BLOCKING: /* on a lease of its own (tx.c), through the policy chain */
+        if (!sess_rate_allows(s, cmd))
+            return true;
         mt_rsess_dispatch(s, cmd, req, frame);
-        return;
+        return true;
+    default:
+        if (!sess_rate_allows(s, cmd))
+            return true;
+        if (MT_UNLIKELY(cmd->proxy == REDIS_PROXY_BROADCAST) && mt_radmin_refuse(s, cmd, req))
+            return true;
+        mt_rsess_dispatch(s, cmd, req, frame);
+        return true;
     }
+    return true;
 }
 
 /* ---- session I/O --------------------------------------------------------------------------------
@@ -432,9 +459,16 @@ static void sess_on_close(mt_session_t *base)
     }
     s->head = s->tail = NULL;
     mt_timer_stop(&w->timers, &s->hold_timer);
+    mt_timer_stop(&w->timers, &s->map_timer);
     mt_rtx_session_closed(s); /* after the orphaning: the lease's requests are nobody's now */
     if (s->ran_chain)
         mt_bridge_conn_closed(&mt_rw(w)->bridge, base->id);
+}
+
+/* A client gone while blocked (BLPOP 0) or inside MULTI closes now: Redis would forget it. */
+static bool sess_on_eof(mt_session_t *base)
+{
+    return mt_rtx_close_on_eof((mt_rsess_t *)base);
 }
 
 static void sess_on_closed(mt_session_t *base)
@@ -468,7 +502,8 @@ static void sess_on_data(mt_session_t *base)
         }
         const char *frame = b->pos;
         if (req.argc > 0)
-            sess_command(s, &req, frame);
+            if (!sess_command(s, &req, frame))
+                break; /* left unread: retried once the slot map is in */
         b->pos += req.frame_len;
     }
 }

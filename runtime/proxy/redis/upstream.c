@@ -65,7 +65,7 @@ void mt_rup_fail(mt_rup_t *u, const char *text)
 bool mt_rup_internal_reply(mt_rup_t *u, const char *p, size_t len)
 {
     mt_rreq_t *r = u->head;
-    if (!r || (r->kind != RREQ_AUTH && r->kind != RREQ_IGNORE))
+    if (!r || (r->kind != RREQ_AUTH && r->kind != RREQ_IGNORE && r->kind != RREQ_DROP))
         return false;
     mt_worker_t *w = u->base.w;
     mt_wendpoint_t *ep = u->base.ep;
@@ -75,7 +75,7 @@ bool mt_rup_internal_reply(mt_rup_t *u, const char *p, size_t len)
     u->base.inflight--;
     rreq_kind_t kind = (rreq_kind_t)r->kind;
     mt_rreq_free(w, r);
-    if (!len || p[0] != '-')
+    if (!len || p[0] != '-' || kind == RREQ_DROP)
         return true;
     char lbl[256];
     if (kind == RREQ_IGNORE) {
@@ -110,7 +110,8 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
     }
     rreq_kind_t head_kind = (rreq_kind_t)r->kind;
     if (mt_rup_internal_reply(u, p, len)) {
-        if (head_kind == RREQ_IGNORE && u->base.kind == MT_UPSTREAM_LEASED)
+        if ((head_kind == RREQ_IGNORE || head_kind == RREQ_DROP) &&
+            u->base.kind == MT_UPSTREAM_LEASED)
             mt_rtx_after_reply(u); /* a lease's own READONLY / ASKING answered */
         return;
     }
@@ -133,6 +134,10 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
         /* A transaction's reply: relayed as it is (a MOVED inside MULTI is Redis's
          * queueing error, and EXEC will say EXECABORT), then the lease goes back once its
          * transaction has ended and nothing more is owed. */
+        if (MT_UNLIKELY(r->is_select))
+            mt_rtx_select_answered(u, r, len && p[0] == '+');
+        if (MT_UNLIKELY(r->lease_first) && len > 7 && p[0] == '-' && mt_rtx_moved(u, r, p, len))
+            return;
         mt_rreq_complete(w, r, u->base.rbuf, p, len);
         mt_rtx_after_reply(u);
         return;
@@ -375,6 +380,11 @@ void mt_rup_push(mt_rup_t *u, mt_rreq_t *r)
 }
 
 /* Queues a command of the proxy's own (READONLY, ASKING, CLUSTER SLOTS). */
+int mt_rup_queue_ignored(mt_rup_t *u, const char *cmd, size_t len)
+{
+    return rup_queue_internal(u, RREQ_IGNORE, cmd, len);
+}
+
 static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, size_t len)
 {
     mt_worker_t *w = u->base.w;
@@ -405,6 +415,7 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
     if (u) {
         u->lessee = s;
         u->returning = false;
+        u->db = 0; /* a connection selected elsewhere is closed, never pooled */
     }
     return u;
 }
@@ -412,6 +423,7 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
 void mt_rup_release(mt_rup_t *u, bool clean)
 {
     u->lessee = NULL;
+    clean = clean && u->db == 0;
     if (clean && u->base.inflight > 0) {
         u->returning = true; /* rup_on_reply gives it back after the last reply */
         return;
