@@ -12,6 +12,7 @@
 
 #include "runtime/core/common.h"
 #include "runtime/core/log.h"
+#include "runtime/core/trace.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -618,6 +619,14 @@ static void stats_render_global(stats_buf_t *sb)
     stats_buf_puts(sb, "meltemi_uptime_seconds ");
     stats_buf_printf(sb, "%.3f\n", uptime);
     stats_render_process(sb, stats_wall_clock() - uptime);
+    stats_render_header(sb, "meltemi_trace_spans_exported_total", "counter",
+                        "Spans the collector accepted (Tracing).");
+    stats_buf_printf(sb, "meltemi_trace_spans_exported_total %" PRIu64 "\n",
+                     mt_trace_spans_exported());
+    stats_render_header(sb, "meltemi_trace_spans_dropped_total", "counter",
+                        "Spans dropped: the exporter's queue was full or the collector failed.");
+    stats_buf_printf(sb, "meltemi_trace_spans_dropped_total %" PRIu64 "\n",
+                     mt_trace_spans_dropped());
     stats_render_header(sb, "meltemi_workers", "gauge", "Number of worker threads.");
     stats_buf_printf(sb, "meltemi_workers %u\n", mt_stats_nworkers);
     stats_render_header(sb, "meltemi_build_info", "gauge",

@@ -182,6 +182,23 @@ spec:
 """
 
 
+def access_log_yaml():
+    """MELTEMI_BENCH_ACCESS_LOG=PATH[,FORMAT]: measure with the access log on (a file)."""
+    spec = os.environ.get("MELTEMI_BENCH_ACCESS_LOG")
+    if not spec:
+        return ""
+    path, _, fmt = spec.partition(",")
+    return f"""---
+apiVersion: meltemi.io/v1alpha1
+kind: AccessLog
+metadata:
+  name: bench
+spec:
+  path: {path}
+  format: {fmt or "json"}
+"""
+
+
 def start_meltemi(work, redis_port, binary, policies=False):
     conf = work / ("meltemi-policies-conf" if policies else "meltemi-conf")
     conf.mkdir(exist_ok=True)
@@ -206,7 +223,8 @@ spec:
   - address: {HOST}
     ports:
       tcp-redis: {redis_port}
-""" + (POLICIES_YAML.format(host=HOST, redis_port=redis_port) if policies else ""))
+""" + (POLICIES_YAML.format(host=HOST, redis_port=redis_port) if policies else "")
+                                     + access_log_yaml())
     s = Server("meltemi+policies" if policies else "meltemi", [str(binary), "run", "-c", str(conf), "--admin", f"{HOST}:{admin}",
                            "--workers", "1", "--log-level", "warn"], work, port)
 

@@ -64,6 +64,11 @@ struct meta_req {
     uint64_t start_ns;             /* the read's w->now_ns */
     const mt_cluster_conf_t *dest; /* where it went (Istio's labels) */
     mt_istio_set_t *set;           /* its subset's label set; NULL: dest's */
+    const mt_wendpoint_t *ep;      /* where it was sent (the access log) */
+    const char *subset_name;       /* its subset's name, or NULL (valid while snap is held) */
+    char op[96];                   /* interface.method, kept for the access log and spans */
+    mt_trace_ctx_t trace;          /* its trace context, when traced */
+    bool traced;
     uint32_t req_bytes;
     uint16_t rflags;              /* Envoy response flags (MT_RF_*) */
     mt_slice_t frame;             /* the request as the client sent it: errors are built from it */
@@ -176,6 +181,8 @@ static void up_close(meta_up_t *u);
 static void up_stream_frame(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg, uint8_t *frame);
 static void up_streams_fail(meta_worker_t *mw, meta_up_t *u);
 static bool sess_rate_allows(meta_sess_t *s, const mt_msg_t *msg);
+static const char *msg_method(const mt_msg_t *msg, char *buf, size_t n);
+static void meta_trace_record(meta_sess_t *s, const meta_req_t *r, uint32_t code);
 
 /* ---- request records ----------------------------------------------------------------------- */
 
@@ -573,12 +580,27 @@ static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const cha
         return;
     }
     mt_worker_t *w = s->base.w;
-    if (r->set)
-        mt_session_request_done_in(&s->base, r->set, code, r->rflags, r->start_ns, r->req_bytes,
-                                   (uint32_t)len);
-    else
-        mt_session_request_done(&s->base, r->dest, code, r->rflags, r->start_ns, r->req_bytes,
-                                (uint32_t)len);
+    mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, r->set, code, r->rflags,
+                                                  r->start_ns, r->req_bytes, (uint32_t)len);
+    char trace_id[33] = "";
+    if (MT_UNLIKELY(r->traced)) {
+        mt_trace_hex(r->trace.trace_id, 16, trace_id);
+        if (r->trace.sampled)
+            meta_trace_record(s, r, code);
+    }
+    if (MT_UNLIKELY(log != NULL)) {
+        mt_request_end_t e = {.dest = r->dest,
+                              .start_ns = r->start_ns,
+                              .code = code,
+                              .flags = r->rflags,
+                              .req_bytes = r->req_bytes,
+                              .resp_bytes = (uint32_t)len,
+                              .op = r->op[0] ? r->op : NULL,
+                              .ep = r->ep,
+                              .subset = r->set ? r->subset_name : NULL,
+                              .trace_id = trace_id[0] ? trace_id : NULL};
+        mt_session_access_log(&s->base, &e, log);
+    }
     if (s->in_order && s->head != r) {
         mt_buf_ref(b);
         r->reply = (mt_slice_t){b, p, (uint32_t)len};
@@ -650,10 +672,23 @@ static void sess_error_now(meta_sess_t *s, const mt_msg_t *msg, mt_error_kind_t 
         s->base.finishing = true; /* cannot answer natively: close once the rest is answered */
         return;
     }
-    if (msg->expects_reply)
-        mt_session_request_done(&s->base, s->cur_dest, meta_error_code(s, kind),
-                                s->cur_flags | meta_error_flag(kind), s->cur_start_ns, s->cur_bytes,
-                                (uint32_t)o->len);
+    if (msg->expects_reply) {
+        char method[96];
+        uint32_t code = meta_error_code(s, kind), flags = s->cur_flags | meta_error_flag(kind);
+        mt_istio_set_t *log =
+            mt_session_request_done(&s->base, s->cur_dest, NULL, code, flags, s->cur_start_ns,
+                                    s->cur_bytes, (uint32_t)o->len);
+        if (log) {
+            mt_request_end_t e = {.dest = s->cur_dest,
+                                  .start_ns = s->cur_start_ns,
+                                  .code = code,
+                                  .flags = flags,
+                                  .req_bytes = s->cur_bytes,
+                                  .resp_bytes = (uint32_t)o->len,
+                                  .op = msg_method(msg, method, sizeof(method))};
+            mt_session_access_log(&s->base, &e, log);
+        }
+    }
     sess_reply_local(s, o->data, o->len);
 }
 
@@ -747,6 +782,7 @@ static void up_unlink(meta_up_t *u, meta_req_t *r)
 static void up_push(meta_up_t *u, meta_req_t *r)
 {
     r->up = u;
+    r->ep = u->mep->wep;
     r->unext = NULL;
     r->uprev = u->tail;
     if (u->tail)
@@ -1058,6 +1094,10 @@ static bool sess_route(meta_sess_t *s, const mt_msg_t *msg, meta_target_t *t)
     t->cluster = d ? d->cluster : NULL;
     t->subset = d ? mt_meta_dest_subset(d) : NULL;
     t->rr_index = d ? subset_rr_index(d) : 0;
+    mt_debug("listener %s: %s matched route %s -> %s%s%s", s->base.conf->name,
+             msg_method(msg, method, sizeof(method)), t->route->name ? t->route->name : "?",
+             d && d->cluster_name ? d->cluster_name : "?", d && d->subset_name ? " subset " : "",
+             d && d->subset_name ? d->subset_name : "");
     if (t->subset)
         return true;
     snprintf(text, sizeof(text), "meltemi: route %s: %s%s%s is not defined",
@@ -1139,6 +1179,80 @@ static void warn_no_mutation(meta_worker_t *mw, const mt_meta_route_t *rt,
                 rt->name ? rt->name : "?", err->text);
 }
 
+/* ---- tracing -------------------------------------------------------------------------------- */
+
+/* The trace context of request msg: W3C traceparent, else B3, else a new trace when this one
+ * is sampled; false: not traced. ctx gets meltemi's own span id. */
+static bool meta_trace_begin(meta_sess_t *s, const mt_msg_t *msg, mt_trace_ctx_t *ctx)
+{
+    const mt_trace_conf_t *tc = s->base.snap->tracing;
+    mt_trace_worker_t *tw = &s->base.w->trace;
+    const mt_str_t *tp = mt_msg_get(msg, "traceparent", 11);
+    bool have = tp && mt_trace_parse_traceparent(tp->ptr, tp->len, ctx);
+    if (!have) {
+        const mt_str_t *t = mt_msg_get(msg, "x-b3-traceid", 12);
+        const mt_str_t *sp = mt_msg_get(msg, "x-b3-spanid", 11);
+        const mt_str_t *sm = mt_msg_get(msg, "x-b3-sampled", 12);
+        have = t && sp &&
+               mt_trace_parse_b3(t->ptr, t->len, sp->ptr, sp->len, sm ? sm->ptr : NULL,
+                                 sm ? sm->len : 0, ctx);
+    }
+    if (!have) {
+        memset(ctx, 0, sizeof(*ctx));
+        uint64_t draw = tw->rng;
+        if (!tc->sample_all) {
+            draw ^= draw << 13;
+            draw ^= draw >> 7;
+            draw ^= draw << 17;
+            tw->rng = draw;
+            if (draw >= tc->sample_below)
+                return false;
+        }
+        ctx->sampled = true;
+    }
+    mt_trace_new_span(tw, ctx);
+    return true;
+}
+
+/* The headers that carry ctx upstream: traceparent always, B3 too when it came as B3. */
+static size_t meta_trace_headers(const mt_trace_ctx_t *ctx, mt_attr_t *items, char tp[56],
+                                 char tid[33], char sid[17], char pid[17])
+{
+    size_t n = 0;
+    mt_trace_format_traceparent(ctx, tp);
+    items[n++] = (mt_attr_t){MT_STR("traceparent"), {tp, 55}};
+    if (ctx->b3) {
+        mt_trace_hex(ctx->trace_id, 16, tid);
+        mt_trace_hex(ctx->span_id, 8, sid);
+        mt_trace_hex(ctx->parent_id, 8, pid);
+        items[n++] = (mt_attr_t){MT_STR("x-b3-traceid"), {tid, 32}};
+        items[n++] = (mt_attr_t){MT_STR("x-b3-spanid"), {sid, 16}};
+        items[n++] = (mt_attr_t){MT_STR("x-b3-parentspanid"), {pid, 16}};
+        items[n++] = (mt_attr_t){MT_STR("x-b3-sampled"), {ctx->sampled ? "1" : "0", 1}};
+    }
+    return n;
+}
+
+/* meltemi's client span of r, answered with code. */
+static void meta_trace_record(meta_sess_t *s, const meta_req_t *r, uint32_t code)
+{
+    const mt_istio_codes_t *codes = s->base.conf->istio_codes;
+    mt_trace_span_t sp = {
+        .ctx = &r->trace,
+        .name = r->op[0] ? r->op : NULL,
+        .service = mt_stats_identity()->workload,
+        .system = s->codec->name,
+        .peer_ip = r->ep ? r->ep->address : NULL,
+        .peer_port = r->ep ? r->ep->port : 0,
+        .cluster = r->dest ? r->dest->name : NULL,
+        .code = codes ? codes->names[MT_MIN(code, codes->n - 1)] : NULL,
+        .error = code != 0,
+        .start_ns = r->start_ns,
+        .end_ns = s->base.w->now_ns,
+    };
+    mt_trace_record(&s->base.w->trace, &sp);
+}
+
 /* The label set of requests to t's subset (its name is destination_version), cached on the
  * subset; NULL for the whole cluster (the destination's set then). */
 static mt_istio_set_t *meta_subset_set(meta_sess_t *s, const meta_target_t *t)
@@ -1204,8 +1318,25 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
     uint8_t *p = (uint8_t *)msg->frame;
     size_t len = msg->frame_len;
     bool copy = false;
-    if (rt && rt->n_request_mutation) {
-        mt_mutation_t mut = {rt->request_mutation, rt->n_request_mutation};
+    /* tracing: the context that came (or a new one), and the headers that carry it on */
+    mt_trace_ctx_t tc;
+    bool traced = MT_UNLIKELY(s->base.snap->tracing != NULL) && msg->expects_reply &&
+                  meta_trace_begin(s, msg, &tc);
+    mt_attr_t items_small[16], *items = NULL;
+    char tp[56], tid[33], sid[17], pid[17];
+    size_t n_items = rt ? rt->n_request_mutation : 0;
+    if (traced) {
+        items = n_items + 5 <= 16 ? items_small : malloc(sizeof(*items) * (n_items + 5));
+        if (!items) {
+            mt_session_close(&s->base);
+            return;
+        }
+        if (n_items)
+            memcpy(items, rt->request_mutation, sizeof(*items) * n_items);
+        n_items += meta_trace_headers(&tc, items + n_items, tp, tid, sid, pid);
+    }
+    if (n_items) {
+        mt_mutation_t mut = {items ? items : rt->request_mutation, n_items};
         mt_codec_err_t err = {0};
         mw->scratch.len = 0;
         if (s->codec->encode(msg, &mut, &mw->scratch, &err) == MT_OK) {
@@ -1213,15 +1344,20 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
             len = mw->scratch.len;
             copy = true;
         } else if (err.code == MT_CODEC_E_NO_MUTABLE_HEADERS) {
-            warn_no_mutation(mw, rt, &err);
+            if (rt && rt->n_request_mutation)
+                warn_no_mutation(mw, rt, &err);
         } else {
             char text[ERR_TEXT];
-            snprintf(text, sizeof(text), "meltemi: route %s: request mutation failed: %s",
-                     rt->name ? rt->name : "?", err.text);
+            snprintf(text, sizeof(text), "meltemi: %s%s: request mutation failed: %s",
+                     rt ? "route " : "trace headers", rt && rt->name ? rt->name : "", err.text);
+            if (items && items != items_small)
+                free(items);
             sess_error_now(s, msg, MT_ERR_UNSPECIFIED, text);
             return;
         }
     }
+    if (items && items != items_small)
+        free(items);
     meta_req_t *r = NULL;
     if (msg->expects_reply) {
         r = req_new(mw);
@@ -1233,6 +1369,13 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         r->start_ns = s->cur_start_ns;
         r->dest = t->cluster;
         r->set = meta_subset_set(s, t);
+        r->subset_name = t->subset ? t->subset->name : NULL;
+        if (MT_UNLIKELY(s->base.snap->access_log != NULL || traced))
+            msg_method(msg, r->op, sizeof(r->op));
+        if (traced) {
+            r->trace = tc;
+            r->traced = true;
+        }
         r->req_bytes = s->cur_bytes;
         r->rflags = s->cur_flags;
         req_set_deadlines(r, NULL, sess_timeout_ms(s, rt), mt_worker_now_ms(w));

@@ -20,6 +20,7 @@
 #ifndef MELTEMI_REDIS_PROXY_H
 #define MELTEMI_REDIS_PROXY_H
 
+#include "runtime/core/log.h"
 #include "runtime/core/session.h"
 #include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
@@ -56,6 +57,7 @@ typedef struct mt_rreq {
     const mt_cluster_conf_t *dest; /* where it went, for Istio's labels (mt_rsess_push: the
                                       session's cluster unless route.c set another) */
     uint32_t req_bytes;            /* the command's frame, for istio_request_bytes */
+    const mt_wendpoint_t *ep;      /* the endpoint it was last sent to (the access log) */
     uint16_t rflags;               /* Envoy response flags (MT_RF_*): the session's, plus
                                       what happened on the way (timeouts, failures) */
     struct mt_rreq *parent;        /* a part of a split command */
@@ -131,6 +133,7 @@ struct mt_rsess {
      * and the Envoy response flags (MT_RF_*) that policies, refusals and routing set on it;
      * its record (mt_rsess_push) or its local reply takes them */
     uint64_t cmd_start_ns;
+    const char *cmd_name; /* its name in the command table, or "(unknown)" */
     uint32_t cmd_bytes;
     uint16_t cmd_flags;
 };
@@ -143,6 +146,7 @@ struct mt_rup {
     mt_rreq_t *head, *tail;
     mt_timer_t flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires (worker's wheel) */
     uint16_t failing_flag;  /* mt_rup_fail: the Envoy flag of what failed (UT, else UF) */
+    bool never_connected;   /* mt_rup_fail: the connect failed, nothing queued was sent */
     mt_rsess_t *lessee;     /* leased: the session whose transaction it carries, or NULL */
     int32_t db;             /* leased: the database SELECTed on it (0: clean) */
     bool returning;         /* leased, its transaction ended: returned once nothing is owed */
@@ -164,6 +168,7 @@ typedef struct mt_redis_worker {
     mt_rreq_t *req_free; /* free list of request records */
     uint32_t n_req_free;
     resp_out_t scratch;          /* local replies and split parts are built here */
+    mt_log_limit_t auth_log;     /* failed client AUTH lines: at most a few per second */
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
     struct mt_rpubsub *pubsub;   /* pub/sub topics and hubs (pubsub.c); NULL until first used */
 } mt_redis_worker_t;
@@ -184,6 +189,9 @@ static inline bool mt_rcmd_is(const redis_command_t *cmd, const char *name)
 {
     return strcmp(cmd->name, name) == 0;
 }
+
+/* redis_cluster.c: the admin's /clusters part of a cluster (its slot map and node roles) */
+void mt_rcluster_status(mt_wcluster_t *c, FILE *f);
 
 /* session.c */
 void mt_rsess_accept(mt_wlistener_t *l, uv_stream_t *server);
@@ -334,6 +342,10 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
 void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p, size_t len);
 void mt_rcluster_topology_failed(mt_wcluster_t *c, const char *why);
 void mt_rcluster_node_failed(mt_wcluster_t *c, mt_wendpoint_t *ep);
+/* r was queued on a connection to a node that never connected, so nothing of it was sent:
+ * routes it again (the node now backs off, so a PREFER_REPLICA read goes to its master), or
+ * answers text once it has been re-routed as often as a redirection may be. */
+void mt_rcluster_resend(mt_wcluster_t *c, mt_rreq_t *r, const char *text);
 /* A part of a split command is answered (bytes in chunk b). */
 void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const char *p, size_t len);
 void mt_rcluster_tick(mt_wcluster_t *c, uint64_t now_ms);

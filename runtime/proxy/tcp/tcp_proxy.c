@@ -190,6 +190,7 @@ static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     const char *p = b->last;
     b->last += nread;
     mt_session_count_received(&t->base, (uint64_t)nread);
+    t->base.received_bytes += (uint64_t)nread;
     dir_relay(t, d, b, p, (size_t)nread);
 }
 
