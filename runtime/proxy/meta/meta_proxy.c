@@ -135,6 +135,7 @@ struct meta_sess {
     mt_msg_t msg;
     meta_req_t *head, *tail; /* waiting for a reply, arrival order */
     bool in_order;           /* replies leave in request order (the codec is not multiplexed) */
+    bool codec_changed;      /* a reload gave the port another protocol: answer, then close */
     /* the request being handled (sess_on_frame): its start, size, destination once routed,
      * and the Envoy response flags (MT_RF_*) set on it; a local reply to it takes them */
     uint64_t cur_start_ns;
@@ -924,7 +925,9 @@ static void up_on_data(mt_upstream_t *base)
     meta_worker_t *mw = mw_of(base->w);
     mt_buf_t *b = base->rbuf;
     while (b->pos < b->last && base->state == MT_UPSTREAM_READY) {
-        mt_codec_err_t err = {0};
+        mt_codec_err_t err; /* filled by decode when it fails; 160 bytes not cleared per frame */
+        err.code = MT_CODEC_E_NONE;
+        err.text[0] = '\0';
         mt_status_t rc =
             u->codec->decode(u->dec, (const uint8_t *)b->pos, mt_buf_unread(b), &u->msg, &err);
         if (rc == MT_AGAIN)
@@ -952,6 +955,14 @@ static void up_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char 
     up_fail((meta_up_t *)base, connect ? MT_ERR_NO_HEALTHY_UPSTREAM : MT_ERR_UNSPECIFIED, full);
 }
 
+/* What replies are decoded for: the status, the only attribute read from one (Istio's
+ * response_code of an error reply, meta_response_code). Responses find their request by id or
+ * order and a response mutation re-reads the frame; a new reader of reply attributes adds its
+ * key here or asks mt_msg_locate. The connection is shared by listeners: one filter. */
+static mt_str_t meta_reply_keys[] = {MT_STR("status")};
+static const mt_attr_filter_t meta_reply_want = {
+    .lens = 1ull << 6, .keys = meta_reply_keys, .n = 1, .cap = 1};
+
 /* The shell's on_open: arg is the meta endpoint; the response decoder of its codec. */
 static int up_on_open(mt_upstream_t *base, void *arg)
 {
@@ -961,6 +972,7 @@ static int up_on_open(mt_upstream_t *base, void *arg)
     u->mep = mep;
     mep->mc->n_open++; /* dropped in up_on_closed, whichever way the connection ends */
     mt_msg_init(&u->msg);
+    u->msg.want = &meta_reply_want;
     u->next_id = 1;
     void *dec = codec ? malloc(codec->state_size ? codec->state_size : 1) : NULL;
     if (!dec || mt_codec_init(codec, dec, NULL) != MT_OK) {
@@ -1619,20 +1631,21 @@ static void req_delay_fired(mt_timer_t *t)
 
 /* ---- requests from the client ------------------------------------------------------------- */
 
-/* A request boundary: pick up a reload (routes, mutations, clusters) before routing. */
-static bool sess_rebind(meta_sess_t *s, const mt_msg_t *msg)
+/* A request boundary, before the next frame is decoded: pick up a reload (routes, mutations,
+ * clusters, and with them the attributes the decoder keeps). */
+static void sess_rebind(meta_sess_t *s)
 {
     mt_session_rebind(&s->base);
     const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
     /* A connection keeps the codec it started with while the port's protocol stays the same
      * (a reloaded Lua codec is a new table of the same name): docs/codecs.md. */
-    if (lc && lc->codec && (lc->codec == s->codec || strcmp(lc->codec->name, s->codec->name) == 0))
-        return true;
-    /* The port changed protocol under this connection: answer with the codec it speaks and
-     * close once everything is answered. */
-    sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "meltemi: this port changed protocol; reconnect");
-    s->base.finishing = true;
-    return false;
+    if (lc && lc->codec &&
+        (lc->codec == s->codec || strcmp(lc->codec->name, s->codec->name) == 0)) {
+        s->msg.want = &lc->want;
+        return;
+    }
+    s->msg.want = NULL; /* the old snapshot's listener may be freed with it: keep everything */
+    s->codec_changed = true;
 }
 
 /* MetaRouter localRateLimit: false after answering msg with the codec's over-limit error
@@ -1685,8 +1698,14 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
     s->cur_bytes = (uint32_t)msg->frame_len;
     s->cur_flags = 0;
     s->cur_dest = s->base.cluster ? s->base.cluster->conf : NULL;
-    if (MT_UNLIKELY(s->base.snap != w->snap) && !sess_rebind(s, msg))
+    if (MT_UNLIKELY(s->codec_changed)) {
+        /* The port changed protocol under this connection: answer with the codec it speaks
+         * and close once everything is answered. */
+        sess_error_now(s, msg, MT_ERR_UNSPECIFIED,
+                       "meltemi: this port changed protocol; reconnect");
+        s->base.finishing = true;
         return;
+    }
     if (msg->is_reply)
         return; /* a client answering something: we never ask clients anything */
     if (msg->type == MT_MSG_HEARTBEAT && (s->codec->flags & MT_CODEC_F_LOCAL_HEARTBEAT)) {
@@ -1764,7 +1783,11 @@ static void sess_on_data(mt_session_t *base)
     meta_sess_t *s = (meta_sess_t *)base;
     mt_buf_t *b = base->rbuf;
     while (b && b->pos < b->last && !base->finishing && !base->closing) {
-        mt_codec_err_t err = {0};
+        if (MT_UNLIKELY(base->snap != base->w->snap) && !s->codec_changed)
+            sess_rebind(s);
+        mt_codec_err_t err; /* filled by decode when it fails */
+        err.code = MT_CODEC_E_NONE;
+        err.text[0] = '\0';
         mt_status_t rc =
             s->codec->decode(s->dec, (const uint8_t *)b->pos, mt_buf_unread(b), &s->msg, &err);
         if (rc == MT_AGAIN)
@@ -1897,6 +1920,7 @@ static void meta_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->dec = dec;
     s->in_order = !(codec->flags & MT_CODEC_F_MULTIPLEXED);
     mt_msg_init(&s->msg);
+    s->msg.want = &lc->want;
     mw_of(w)->n_sess++;
     mt_session_resume(&s->base);
 }

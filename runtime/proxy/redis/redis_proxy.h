@@ -113,6 +113,7 @@ struct mt_rsess {
      * mt_session_rebind (sess_command), the only places base.conf changes */
     const mt_redis_listener_conf_t *rconf;
     resp_req_parser_t parser;
+    const redis_command_t *last_cmd; /* redis_command_lookup_cached's one-entry cache */
     mt_rreq_t *head, *tail;
     redis_local_ctx_t lctx;
     bool authenticated;
