@@ -79,13 +79,19 @@ ADMIN_FORWARDED = {"pfdebug", "pfselftest"}
 # Transactions on an exclusive (leased) upstream connection: runtime/proxy/redis/tx.c.
 TRANSACTION = {"multi", "exec", "discard", "watch", "unwatch"}
 UNSUPPORTED = {
-    "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe",
     "monitor", "sync", "psync",
     "wait", "waitaof", "shutdown", "replicaof", "slaveof", "failover", "cluster",
     # Beyond the agreed list: both change the state of the (shared, pooled) upstream
     # connection for whoever uses it next - RESET would even de-authenticate it.
     "reset", "asking",
 }
+# Subscriptions: pubsub.c subscribes once per channel per worker on a dedicated connection
+# and fans messages out (PUBLISH, SPUBLISH and PUBSUB stay FORWARD).
+PUBSUB = {"subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe"}
+# Subcommands take their container's kind, except these: CLUSTER's view of the cluster is
+# answered by meltemi in every mode (a one-node cluster at the proxy, protocols/redis/local.c).
+SUBCOMMAND_KIND = {f"cluster|{s}": "REDIS_PROXY_LOCAL"
+                   for s in ("slots", "shards", "nodes", "info", "myid", "keyslot")}
 # XREAD / XREADGROUP stay FORWARD: only their BLOCK form blocks; the data path asks
 # redis_command_can_block() and leases a connection for that form. Every other command Redis
 # flags `blocking` is BLOCKING (leased per command), so a Redis version that adds one cannot
@@ -100,6 +106,8 @@ def proxy_kind(name, flags):
         return "REDIS_PROXY_MULTI_KEY"
     if name in ALL_MASTERS:
         return "REDIS_PROXY_ALL_MASTERS"
+    if name in PUBSUB:
+        return "REDIS_PROXY_PUBSUB"
     if name in BROADCAST:
         return "REDIS_PROXY_BROADCAST"
     if name in TRANSACTION:
@@ -304,6 +312,7 @@ def render(version, reply):
         for sc in c["subs"]:
             subs_flat.append((sc, i, kind))
     for sc, parent, kind in subs_flat:
+        kind = SUBCOMMAND_KIND.get(sc["name"], kind)
         sub_rows.append(c_command(sc, parent, kind, len(specs), 0))
         specs.extend(sc["specs"])
 

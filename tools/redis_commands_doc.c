@@ -76,6 +76,10 @@ static const char *forward_note(const redis_command_t *cmd)
 {
     if (cmd->flags & REDIS_CMD_BLOCKING)
         return "by key; with BLOCK on a connection leased for it until it answers, like BLPOP";
+    if (strcmp(cmd->name, "publish") == 0)
+        return "PROXY mode: to the endpoint its channel lives on (where the subscriptions are, "
+               "docs/redis-pubsub.md); cluster mode: to a node (Redis Cluster delivers it on "
+               "every node)";
     if (cmd->first_key > 0 || cmd->key_spec_count > 0)
         return "to the endpoint (PROXY mode) or slot master (cluster mode) of its first key";
     if (cmd->sub_count)
@@ -150,6 +154,17 @@ static void command_row(page_t *p, const redis_command_t *cmd)
                   "UNWATCH"
                 : "ends the transaction; the lease goes back once its reply is in");
         break;
+    case REDIS_PROXY_PUBSUB:
+        out(p,
+            "| `%s` | subscription | one upstream subscription per %s per worker, on a "
+            "dedicated connection, fanned out to every subscribed client; re-subscribed after "
+            "a reconnect or failover (docs/redis-pubsub.md) |\n",
+            name,
+            cmd->name[0] == 'p' ? "pattern"
+            : strncmp(cmd->name, "ss", 2) == 0 || strncmp(cmd->name, "sun", 3) == 0
+                ? "shard channel (on its slot's master)"
+                : "channel");
+        break;
     case REDIS_PROXY_BLOCKING:
         out(p,
             "| `%s` | leased | on a connection leased for this command until it answers "
@@ -162,8 +177,10 @@ static void command_row(page_t *p, const redis_command_t *cmd)
         const redis_admin_rule_t *r = redis_admin_rule(cmd, 1, argv);
         if (strcmp(cmd->name, "cluster") == 0)
             out(p,
-                "| `%s` | refused / proxied | PROXY mode: refused; cluster mode: forwarded to a "
-                "node (KEYSLOT answered by the proxy) |\n",
+                "| `%s` | local / proxied / refused | SLOTS, SHARDS, NODES, INFO, MYID, KEYSLOT: "
+                "answered by the proxy as a one-node cluster at its own address "
+                "(docs/redis-cluster.md#cluster-aware-clients); COUNTKEYSINSLOT, GETKEYSINSLOT: "
+                "the slot's master (cluster mode); the rest refused |\n",
                 name);
         else
             out(p, "| `%s` | refused | %s |\n", name,
@@ -190,6 +207,8 @@ static void render(page_t *p)
            "- **by key**: with several masters, to the master of its key.\n"
            "- **leased**: on an upstream connection of the client's own (a lease from a "
            "bounded pool, maxConnections), docs/redis-codec.md#transactions.\n"
+           "- **subscription**: pub/sub, one upstream subscription per channel per worker "
+           "fanned out to the subscribers, docs/redis-pubsub.md.\n"
            "- **local**: answered by meltemi itself.\n"
            "- **refused**: answered with an error saying why; nothing reaches Redis.\n\n"
            "Nothing else is refused by default. A listener refuses more with the RedisService "

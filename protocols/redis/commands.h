@@ -42,13 +42,15 @@ typedef enum redis_proxy_kind {
                                 CLIENT, COMMAND, INFO, READONLY, READWRITE, ... */
     REDIS_PROXY_MULTI_KEY,   /* MGET, MSET, DEL, UNLINK, EXISTS, TOUCH: split per shard */
     REDIS_PROXY_ALL_MASTERS, /* DBSIZE, FLUSHALL, FLUSHDB, KEYS, SCAN, RANDOMKEY */
-    REDIS_PROXY_UNSUPPORTED, /* refused with a clear error (MULTI, SUBSCRIBE, BLPOP...) */
+    REDIS_PROXY_UNSUPPORTED, /* refused with a clear error (BLPOP, MONITOR...) */
     REDIS_PROXY_BROADCAST,   /* administration (CONFIG, DEBUG, SCRIPT, SLOWLOG...): the one
                                 master, or every master with the replies merged (admin.h) */
     REDIS_PROXY_TRANSACTION, /* MULTI, EXEC, DISCARD, WATCH, UNWATCH: on a leased upstream
                                 connection (runtime/proxy/redis/tx.c) */
     REDIS_PROXY_BLOCKING,    /* BLPOP, BZMPOP, BLMOVE...: on a connection leased for the
                                 command until it answers (tx.c); XREAD BLOCK alike */
+    REDIS_PROXY_PUBSUB,      /* (P|S)SUBSCRIBE, (P|S)UNSUBSCRIBE: subscriptions fanned out by
+                                the proxy (runtime/proxy/redis/pubsub.c) */
 } redis_proxy_kind_t;
 
 typedef struct redis_command {

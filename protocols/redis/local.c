@@ -379,6 +379,37 @@ static void local__out_command_info(resp_out_t *o, const redis_command_t *c)
         local__out_command_info(o, &subs[i]);
 }
 
+/*
+ * What COMMAND, COMMAND COUNT / INFO / LIST describe: what meltemi lets through, not all of
+ * Redis. A command refused by the proxy (REDIS_PROXY_UNSUPPORTED) is left out, so a client
+ * that learns commands from COMMAND (redis-py's cluster client) never plans on one; a
+ * container stays when some of its subcommands are answered or forwarded (CLIENT, CLUSTER,
+ * CONFIG ...), and LIST leaves out its refused subcommands.
+ */
+static bool local__offered(const redis_command_t *c)
+{
+    return c->proxy != REDIS_PROXY_UNSUPPORTED || c->sub_count > 0;
+}
+
+static size_t local__offered_count(const redis_command_t *table, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += local__offered(&table[i]);
+    return k;
+}
+
+/* COMMAND and COMMAND INFO without names: every command offered, in table order. */
+static void local__out_offered(resp_out_t *o, const redis_command_t *table, size_t n,
+                               size_t offered)
+{
+    resp_out_array(o, (int64_t)offered);
+    for (size_t i = 0; i < n; i++) {
+        if (local__offered(&table[i]))
+            local__out_command_info(o, &table[i]);
+    }
+}
+
 static void local__command_list(resp_out_t *o, uint32_t argc, const resp_arg_t *argv)
 {
     /* COMMAND LIST [FILTERBY MODULE m | ACLCAT c | PATTERN p] */
@@ -411,9 +442,13 @@ static void local__command_list(resp_out_t *o, uint32_t argc, const resp_arg_t *
         if (pass == 1)
             resp_out_array(o, (int64_t)matched);
         for (size_t i = 0; i < n; i++) {
+            if (!local__offered(&table[i]))
+                continue;
             const redis_command_t *subs = redis_command_subcommands(&table[i], &nsub);
             for (size_t j = 0; j <= nsub; j++) {
                 const redis_command_t *c = j == 0 ? &table[i] : &subs[j - 1];
+                if (j > 0 && c->proxy == REDIS_PROXY_UNSUPPORTED)
+                    continue;
                 bool ok = acl == -1 || (acl >= 0 && (c->acl_categories & (1u << acl)));
                 if (pattern)
                     ok = redis_glob_match(pattern->ptr, pattern->len, c->name, c->name_len);
@@ -496,10 +531,9 @@ static void local__command(resp_out_t *o, const redis_command_t *cmd, uint32_t a
 {
     size_t n;
     const redis_command_t *table = redis_command_table(&n);
+    size_t offered = local__offered_count(table, n);
     if (argc == 1) {
-        resp_out_array(o, (int64_t)n);
-        for (size_t i = 0; i < n; i++)
-            local__out_command_info(o, &table[i]);
+        local__out_offered(o, table, n, offered);
         return;
     }
     const redis_command_t *sub = redis_command_find_subcommand(cmd, argv[1].ptr, argv[1].len);
@@ -510,18 +544,16 @@ static void local__command(resp_out_t *o, const redis_command_t *cmd, uint32_t a
     if (!local__sub_arity(o, sub, argc))
         return;
     if (local__is(&argv[1], "count")) {
-        resp_out_integer(o, (int64_t)n);
+        resp_out_integer(o, (int64_t)offered);
     } else if (local__is(&argv[1], "info")) {
         if (argc == 2) {
-            resp_out_array(o, (int64_t)n);
-            for (size_t i = 0; i < n; i++)
-                local__out_command_info(o, &table[i]);
+            local__out_offered(o, table, n, offered);
             return;
         }
         resp_out_array(o, argc - 2);
         for (uint32_t i = 2; i < argc; i++) {
             const redis_command_t *c = redis_command_lookup_fullname(argv[i].ptr, argv[i].len);
-            if (c)
+            if (c && local__offered(c)) /* a refused one reads as unknown */
                 local__out_command_info(o, c);
             else
                 resp_out_null(o); /* Redis: addReplyNull, "$-1" in RESP2 */
@@ -648,15 +680,15 @@ static void local__client(redis_local_ctx_t *ctx, resp_out_t *o, const redis_com
 static void local__hello(redis_local_ctx_t *ctx, resp_out_t *o, uint32_t argc,
                          const resp_arg_t *argv)
 {
-    /* Redis 7.0 helloCommand, with protocol 3 refused: meltemi speaks RESP2 only. */
+    /* Redis 7.0 helloCommand: protocol 2 or 3, switched only once every option is valid. */
     const resp_arg_t *setname = NULL;
+    int64_t ver = ctx->resp == 3 ? 3 : 2;
     if (argc >= 2) {
-        int64_t ver;
         if (!local__to_i64(&argv[1], &ver)) {
             resp_out_error(o, "ERR Protocol version is not an integer or out of range");
             return;
         }
-        if (ver != 2) {
+        if (ver != 2 && ver != 3) {
             resp_out_error(o, "NOPROTO unsupported protocol version");
             return;
         }
@@ -683,12 +715,16 @@ static void local__hello(redis_local_ctx_t *ctx, resp_out_t *o, uint32_t argc,
         if (!ok)
             return;
     }
-    resp_out_array(o, 14);
+    ctx->resp = (uint8_t)ver;
+    if (ver == 3)
+        resp_out_raw(o, "%7\r\n", 4); /* RESP3: the same pairs as a map */
+    else
+        resp_out_array(o, 14);
     local__bulk_str(o, "server");
     local__bulk_str(o, "redis");
     local__bulk_str(o, "version");
     local__bulk_str(o, REDIS_LOCAL_VERSION);
-    local__out_kv_int(o, "proto", 2);
+    local__out_kv_int(o, "proto", ver);
     local__out_kv_int(o, "id", (int64_t)ctx->client_id);
     local__bulk_str(o, "mode");
     local__bulk_str(o, ctx->mode ? ctx->mode : "standalone");
@@ -722,7 +758,10 @@ enum {
     INFO_REPLICATION = 1 << 2,
     INFO_CLUSTER = 1 << 3,
     INFO_KEYSPACE = 1 << 4,
-    INFO_ALL = 0x1f,
+    INFO_MEMORY = 1 << 5,
+    INFO_STATS = 1 << 6,
+    INFO_CPU = 1 << 7,
+    INFO_ALL = 0xff,
 };
 
 static uint32_t local__info_sections(uint32_t argc, const resp_arg_t *argv)
@@ -733,7 +772,8 @@ static uint32_t local__info_sections(uint32_t argc, const resp_arg_t *argv)
     } names[] = {
         {"server", INFO_SERVER},   {"clients", INFO_CLIENTS},   {"replication", INFO_REPLICATION},
         {"cluster", INFO_CLUSTER}, {"keyspace", INFO_KEYSPACE}, {"default", INFO_ALL},
-        {"all", INFO_ALL},         {"everything", INFO_ALL},
+        {"all", INFO_ALL},         {"everything", INFO_ALL},    {"memory", INFO_MEMORY},
+        {"stats", INFO_STATS},     {"cpu", INFO_CPU},
     };
     if (argc == 1)
         return INFO_ALL;
@@ -752,27 +792,68 @@ static void local__info(redis_local_ctx_t *ctx, resp_out_t *o, uint32_t argc,
 {
     uint32_t bits = local__info_sections(argc, argv);
     const char *mode = ctx->mode ? ctx->mode : "standalone";
-    bool cluster = strcmp(mode, "cluster") == 0;
     resp_out_t t = {0};
     const char *sep = "";
+    const redis_local_info_t *in = ctx->info;
     if (bits & INFO_SERVER) {
         local__catf(&t,
                     "# Server\r\nredis_version:%s\r\nredis_git_sha1:00000000\r\n"
                     "redis_git_dirty:0\r\nredis_mode:%s\r\narch_bits:%d\r\n"
                     "proxy:meltemi\r\nmeltemi_version:%s\r\n",
                     REDIS_LOCAL_VERSION, mode, (int)(sizeof(void *) * 8), MELTEMI_VERSION);
+        if (in)
+            local__catf(&t,
+                        "multiplexing_api:epoll\r\nprocess_id:%llu\r\ntcp_port:%u\r\n"
+                        "server_time_usec:%llu\r\nuptime_in_seconds:%llu\r\n"
+                        "uptime_in_days:%llu\r\nio_threads_active:%u\r\n",
+                        (unsigned long long)in->process_id, in->tcp_port,
+                        (unsigned long long)in->server_time_usec, (unsigned long long)in->uptime_s,
+                        (unsigned long long)(in->uptime_s / 86400), in->io_threads);
         sep = "\r\n";
     }
     if (bits & INFO_CLIENTS) {
         local__catf(&t, "%s# Clients\r\n", sep);
+        if (in)
+            local__catf(&t,
+                        "connected_clients:%llu\r\nblocked_clients:0\r\n"
+                        "tracking_clients:0\r\n",
+                        (unsigned long long)in->connected_clients);
+        sep = "\r\n";
+    }
+    if ((bits & INFO_MEMORY) && in) {
+        double mib = (double)in->used_memory / (1024.0 * 1024.0);
+        local__catf(&t,
+                    "%s# Memory\r\nused_memory:%llu\r\nused_memory_human:%.2fM\r\n"
+                    "used_memory_rss:%llu\r\nused_memory_rss_human:%.2fM\r\n",
+                    sep, (unsigned long long)in->used_memory, mib,
+                    (unsigned long long)in->used_memory, mib);
+        sep = "\r\n";
+    }
+    if ((bits & INFO_STATS) && in) {
+        local__catf(&t,
+                    "%s# Stats\r\ntotal_connections_received:%llu\r\n"
+                    "total_commands_processed:%llu\r\ninstantaneous_ops_per_sec:%.0f\r\n"
+                    "rejected_connections:%llu\r\n",
+                    sep, (unsigned long long)in->total_connections_received,
+                    (unsigned long long)in->total_commands_processed, in->instantaneous_ops_per_sec,
+                    (unsigned long long)in->rejected_connections);
         sep = "\r\n";
     }
     if (bits & INFO_REPLICATION) {
         local__catf(&t, "%s# Replication\r\nrole:master\r\nconnected_slaves:0\r\n", sep);
         sep = "\r\n";
     }
+    if ((bits & INFO_CPU) && in) {
+        local__catf(&t,
+                    "%s# CPU\r\nused_cpu_sys:%.6f\r\nused_cpu_user:%.6f\r\n"
+                    "used_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n",
+                    sep, in->used_cpu_sys, in->used_cpu_user);
+        sep = "\r\n";
+    }
     if (bits & INFO_CLUSTER) {
-        local__catf(&t, "%s# Cluster\r\ncluster_enabled:%d\r\n", sep, cluster ? 1 : 0);
+        /* 1 in every mode: meltemi answers CLUSTER SLOTS as a one-node cluster (and
+         * cluster-aware clients such as redis-py's RedisCluster check this field first) */
+        local__catf(&t, "%s# Cluster\r\ncluster_enabled:1\r\n", sep);
         sep = "\r\n";
     }
     if (bits & INFO_KEYSPACE)
@@ -825,4 +906,110 @@ void redis_local_reply(redis_local_ctx_t *ctx, const redis_command_t *cmd, uint3
     } else {
         local__unsupported(out, name);
     }
+}
+
+/* ==== CLUSTER, as a one-node cluster at the proxy's own address ========================== */
+
+static void local__node_id(const char *ip, uint16_t port, char id[41])
+{
+    static const char hex[] = "0123456789abcdef";
+    char text[80];
+    int n = snprintf(text, sizeof(text), "meltemi %s:%u", ip, port);
+    for (int part = 0; part < 3; part++) {
+        uint64_t h = 14695981039346656037ull ^ (uint64_t)(part + 1);
+        for (int i = 0; i < n; i++)
+            h = (h ^ (uint8_t)text[i]) * 1099511628211ull;
+        for (int k = 0; k < 16 && part * 16 + k < 40; k++)
+            id[part * 16 + k] = hex[(h >> (60 - 4 * k)) & 0xF];
+    }
+    id[40] = '\0';
+}
+
+bool redis_local_cluster_view(const char *ip, uint16_t port, uint32_t argc, const resp_arg_t *argv,
+                              resp_out_t *o)
+{
+    if (argc < 2)
+        return false;
+    static const char *const subs[] = {"slots", "shards", "nodes", "info", "myid", "keyslot"};
+    size_t which = MT_ARRAY_LEN(subs);
+    for (size_t i = 0; i < MT_ARRAY_LEN(subs); i++) {
+        if (local__is(&argv[1], subs[i]))
+            which = i;
+    }
+    if (which == MT_ARRAY_LEN(subs))
+        return false;
+    if (argc != (which == 5 ? 3u : 2u)) {
+        char name[32];
+        snprintf(name, sizeof(name), "cluster|%s", subs[which]);
+        redis_reply_wrong_arity(o, name);
+        return true;
+    }
+    char id[41];
+    local__node_id(ip, port, id);
+    switch (which) {
+    case 0: /* SLOTS: [[0, 16383, [ip, port, id, {}]]] */
+        resp_out_array(o, 1);
+        resp_out_array(o, 3);
+        resp_out_integer(o, 0);
+        resp_out_integer(o, 16383);
+        resp_out_array(o, 4);
+        local__bulk_str(o, ip);
+        resp_out_integer(o, port);
+        local__bulk_str(o, id);
+        resp_out_array(o, 0);
+        break;
+    case 1: /* SHARDS: one shard, its map flattened as RESP2 does */
+        resp_out_array(o, 1);
+        resp_out_array(o, 4);
+        local__bulk_str(o, "slots");
+        resp_out_array(o, 2);
+        resp_out_integer(o, 0);
+        resp_out_integer(o, 16383);
+        local__bulk_str(o, "nodes");
+        resp_out_array(o, 1);
+        resp_out_array(o, 14);
+        local__bulk_str(o, "id");
+        local__bulk_str(o, id);
+        local__out_kv_int(o, "port", port);
+        local__bulk_str(o, "ip");
+        local__bulk_str(o, ip);
+        local__bulk_str(o, "endpoint");
+        local__bulk_str(o, ip);
+        local__bulk_str(o, "role");
+        local__bulk_str(o, "master");
+        local__out_kv_int(o, "replication-offset", 0);
+        local__bulk_str(o, "health");
+        local__bulk_str(o, "online");
+        break;
+    case 2: { /* NODES */
+        char line[200];
+        int n = snprintf(line, sizeof(line), "%s %s:%u@0 myself,master - 0 0 1 connected 0-16383\n",
+                         id, ip, port);
+        resp_out_bulk(o, line, (size_t)n);
+        break;
+    }
+    case 3: { /* INFO */
+        static const char info[] = "cluster_state:ok\r\n"
+                                   "cluster_slots_assigned:16384\r\n"
+                                   "cluster_slots_ok:16384\r\n"
+                                   "cluster_slots_pfail:0\r\n"
+                                   "cluster_slots_fail:0\r\n"
+                                   "cluster_known_nodes:1\r\n"
+                                   "cluster_size:1\r\n"
+                                   "cluster_current_epoch:1\r\n"
+                                   "cluster_my_epoch:1\r\n"
+                                   "cluster_stats_messages_sent:0\r\n"
+                                   "cluster_stats_messages_received:0\r\n"
+                                   "total_cluster_links_buffer_limit_exceeded:0\r\n";
+        resp_out_bulk(o, info, sizeof(info) - 1);
+        break;
+    }
+    case 4: /* MYID */
+        local__bulk_str(o, id);
+        break;
+    default: /* KEYSLOT */
+        resp_out_integer(o, redis_slot_of_key(argv[2].ptr, argv[2].len));
+        break;
+    }
+    return true;
 }

@@ -17,14 +17,33 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* added: the proxy's own figures for INFO's server, clients, memory, stats and cpu sections
+ * (filled by the session before it asks for an INFO reply). */
+typedef struct redis_local_info {
+    uint64_t uptime_s;
+    uint64_t process_id;
+    uint16_t tcp_port;
+    uint32_t io_threads;                 /* worker threads */
+    uint64_t connected_clients;          /* this listener's, every worker */
+    uint64_t total_connections_received; /* this listener's */
+    uint64_t total_commands_processed;   /* this listener's */
+    double instantaneous_ops_per_sec;
+    uint64_t rejected_connections;
+    uint64_t used_memory; /* resident set of the process, bytes */
+    double used_cpu_sys, used_cpu_user;
+    uint64_t server_time_usec;
+} redis_local_info_t;
+
 typedef struct redis_local_ctx {
     uint64_t client_id;
     char *client_name; /* malloc'd, owned by ctx (free it when the connection goes); NULL if none */
     const char *mode;  /* "standalone" or "cluster" (HELLO's mode, INFO's redis_mode) */
     bool quit;         /* set by QUIT: flush the +OK, then close */
+    uint8_t resp;      /* the protocol HELLO chose: 3, or 0/2 for RESP2 */
     /* added, optional (NULL: left out of CLIENT INFO) */
-    const char *addr;  /* "ip:port" of the client */
-    const char *laddr; /* "ip:port" the client connected to */
+    const char *addr;               /* "ip:port" of the client */
+    const char *laddr;              /* "ip:port" the client connected to */
+    const redis_local_info_t *info; /* NULL: INFO leaves the proxy's figures out */
 } redis_local_ctx_t;
 
 /*
@@ -45,6 +64,16 @@ void redis_reply_wrong_arity(resp_out_t *out, const char *name);
 /* added: -ERR unknown subcommand '<sub>'. Try <CONTAINER> HELP. (Redis 7's text) */
 void redis_reply_unknown_subcommand(resp_out_t *out, const resp_arg_t *container,
                                     const resp_arg_t *sub);
+
+/*
+ * added: CLUSTER SLOTS / SHARDS / NODES / INFO / MYID / KEYSLOT answered as a one-node cluster
+ * whose only master, at ip:port (the address the client reached), owns all 16384 slots, so a
+ * cluster-aware client keeps every connection there. The node id is derived from ip:port
+ * (stable across workers and restarts). Returns false, appending nothing, for any other
+ * subcommand.
+ */
+bool redis_local_cluster_view(const char *ip, uint16_t port, uint32_t argc, const resp_arg_t *argv,
+                              resp_out_t *out);
 
 /* added: Redis's case-insensitive glob (stringmatchlen with nocase): * ? [a-z] [^x] \x */
 bool redis_glob_match(const char *pat, size_t plen, const char *s, size_t slen);

@@ -89,6 +89,7 @@ bool redis_read_skip(redis_reader_t *r, const char **start, size_t *len)
     }
     resp_reply_scanner_t sc;
     resp_reply_scanner_init(&sc, &resp_default_limits);
+    sc.resp3 = true; /* the reply was framed already, by its connection's own scanner */
     size_t flen = 0;
     const char *err = NULL;
     if (resp_scan_reply(&sc, r->p, (size_t)(r->end - r->p), &flen, &err) != MT_OK) {

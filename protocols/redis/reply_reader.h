@@ -31,7 +31,7 @@ bool redis_read_line(redis_reader_t *r, char type, const char **s, size_t *n);
 int64_t redis_read_num(redis_reader_t *r, char type);
 /* A bulk string; *s = NULL for a null bulk. */
 bool redis_read_bulk(redis_reader_t *r, const char **s, size_t *n);
-/* Skips one complete element of any type; its start and length when asked. */
+/* Skips one complete element of any type (RESP3's too); its start and length when asked. */
 bool redis_read_skip(redis_reader_t *r, const char **start, size_t *len);
 
 #endif

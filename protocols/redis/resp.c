@@ -625,6 +625,41 @@ static mt_status_t resp__scan_number(resp_reply_scanner_t *s, const char *buf, s
     return MT_OK;
 }
 
+/* A RESP3 type byte (only with s->resp3): lines, blobs, and aggregates counting pairs (maps,
+ * attributes) or elements (sets, pushes). */
+static mt_status_t resp__scan_type3(resp_reply_scanner_t *s, char type, const char **err)
+{
+    if (!s->resp3)
+        return resp__scan_fail(s, err, RESP_ERR_REPLY_TYPE);
+    switch (type) {
+    case '_': /* null */
+    case ',': /* double */
+    case '#': /* boolean */
+    case '(': /* big number */
+        s->state = RS_LINE;
+        return MT_OK;
+    case '!': /* blob error */
+    case '=': /* verbatim string */
+        s->state = RS_BULK_LEN;
+        return MT_OK;
+    case '~': /* set */
+    case '>': /* push */
+        s->state = RS_ARRAY_LEN;
+        s->pairs = 1;
+        return MT_OK;
+    case '%': /* map: n pairs */
+        s->state = RS_ARRAY_LEN;
+        s->pairs = 2;
+        return MT_OK;
+    case '|': /* attribute: n pairs, then the reply they annotate */
+        s->state = RS_ARRAY_LEN;
+        s->pairs = 3;
+        return MT_OK;
+    default:
+        return resp__scan_fail(s, err, RESP_ERR_REPLY_TYPE);
+    }
+}
+
 /* Advances over one token (a type byte, a line, or bulk data). MT_OK: the token was
  * consumed and s->state says what comes next; *complete when the whole reply ended. */
 static mt_status_t resp__scan_step(resp_reply_scanner_t *s, const char *buf, size_t len,
@@ -650,9 +685,10 @@ static mt_status_t resp__scan_step(resp_reply_scanner_t *s, const char *buf, siz
             return MT_OK;
         case '*':
             s->state = RS_ARRAY_LEN;
+            s->pairs = 1;
             return MT_OK;
         default:
-            return resp__scan_fail(s, err, RESP_ERR_REPLY_TYPE);
+            return resp__scan_type3(s, buf[s->pos], err);
         }
     case RS_LINE:
         rc = resp__scan_line(s, buf, len, s->limits.max_bulk_len, RESP_ERR_REPLY_LINE, &cr, err);
@@ -692,8 +728,10 @@ static mt_status_t resp__scan_step(resp_reply_scanner_t *s, const char *buf, siz
         rc = resp__scan_number(s, buf, len, RESP_ERR_MBULK_LEN, &n, err);
         if (rc != MT_OK)
             return rc;
-        if (n < -1)
+        if (n < -1 || n > INT64_MAX / 2 - 1)
             return resp__scan_fail(s, err, RESP_ERR_MBULK_LEN);
+        /* maps count pairs; an attribute is followed by the element it annotates */
+        n = s->pairs == 3 ? 2 * n + 1 : (s->pairs == 2 ? 2 * n : n);
         if (n <= 0) {
             *complete = resp__scan_element_done(s);
             return MT_OK;

@@ -82,6 +82,9 @@ mt_status_t resp_parse_request(resp_req_parser_t *p, const char *buf, size_t len
 /* Reply scanner: finds where one complete reply (any type, nested arrays included) ends. */
 typedef struct resp_reply_scanner {
     resp_limits_t limits;
+    /* RESP3's types too (null, double, boolean, big number, blob error, verbatim, map, set,
+     * attribute, push): set on connections that said HELLO 3. Off, they are a protocol error. */
+    bool resp3;
     /* private */
     uint32_t state;
     size_t pos;
@@ -89,11 +92,14 @@ typedef struct resp_reply_scanner {
     int64_t remaining[RESP_DEFAULT_MAX_DEPTH + 1]; /* elements left per nesting level */
     int64_t bulk_len;
     /* added */
-    size_t scan; /* where the search for the current line's CR resumes */
+    size_t scan;   /* where the search for the current line's CR resumes */
+    uint8_t pairs; /* the aggregate being read: 1 elements, 2 map pairs, 3 attribute */
 } resp_reply_scanner_t;
 
 void resp_reply_scanner_init(resp_reply_scanner_t *s, const resp_limits_t *limits);
-/* On MT_OK *frame_len is the reply's length; buf[0] is its type byte ('+','-',':','$','*'). */
+/* On MT_OK *frame_len is the reply's length; buf[0] is its type byte ('+','-',':','$','*', and
+ * with resp3 '_', ',', '#', '(', '!', '=', '%', '~', '|', '>'). An attribute ('|') is framed
+ * with the reply it annotates. */
 mt_status_t resp_scan_reply(resp_reply_scanner_t *s, const char *buf, size_t len, size_t *frame_len,
                             const char **err);
 

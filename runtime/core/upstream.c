@@ -100,7 +100,7 @@ void mt_upstream_close(mt_upstream_t *u)
         return;
     mt_worker_t *w = u->w;
     mt_protocol_t p = u->ops->protocol;
-    mt_upstream_pool_t *pool = mt_upstream_pool(u->ep, p);
+    mt_upstream_pool_t *pool = mt_upstream_pool_of(u->ep, u->ops);
     bool was_connected = u->state == MT_UPSTREAM_READY;
     u->state = MT_UPSTREAM_CLOSING;
     if (u->kind_counted)
@@ -331,7 +331,7 @@ static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *
 mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, uint64_t key,
                                   void *arg, const char **why)
 {
-    mt_upstream_pool_t *pool = mt_upstream_pool(ep, ops->protocol);
+    mt_upstream_pool_t *pool = mt_upstream_pool_of(ep, ops);
     if (MT_UNLIKELY(!pool->shared)) {
         uint32_t n = ep->cluster->w->rconns_per_endpoint;
         pool->shared = calloc(n ? n : 1, sizeof(*pool->shared));
@@ -354,7 +354,7 @@ mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *o
 mt_upstream_t *mt_upstream_lease(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, void *arg,
                                  const char **why)
 {
-    mt_upstream_pool_t *pool = mt_upstream_pool(ep, ops->protocol);
+    mt_upstream_pool_t *pool = mt_upstream_pool_of(ep, ops);
     mt_upstream_t *u = pool->idle;
     if (u) {
         pool->idle = u->idle_next;
@@ -405,7 +405,7 @@ void mt_upstream_return(mt_upstream_t *u, bool reusable)
         mt_upstream_close(u);
         return;
     }
-    mt_upstream_pool_t *pool = mt_upstream_pool(u->ep, u->ops->protocol);
+    mt_upstream_pool_t *pool = mt_upstream_pool_of(u->ep, u->ops);
     upstream_set_kind(u, MT_UPSTREAM_IDLE);
     u->idle_since_ms = mt_worker_now_ms(u->w);
     u->idle_next = pool->idle;

@@ -54,8 +54,11 @@ typedef enum mt_upstream_kind {
 } mt_upstream_kind_t;
 
 typedef struct mt_upstream_ops {
-    mt_protocol_t protocol; /* which pool of an endpoint, which worker list */
-    size_t size;            /* of the proxy's struct, mt_upstream_t first */
+    mt_protocol_t protocol; /* which pool of an endpoint (unless pool says), which worker list */
+    /* 0: the protocol's own pool; else a variant's (MT_UPSTREAM_POOL_*, worker.h), e.g.
+     * Redis's RESP3 connections */
+    uint8_t pool;
+    size_t size; /* of the proxy's struct, mt_upstream_t first */
     /* Prefixed to the shell's texts in logs and in ep->last_error (what later callers are
      * told while the endpoint backs off): Redis "meltemi: ", MetaProtocol "". */
     const char *text_prefix;
@@ -120,6 +123,12 @@ struct mt_upstream {
 static inline mt_upstream_pool_t *mt_upstream_pool(mt_wendpoint_t *ep, mt_protocol_t p)
 {
     return &ep->pools[p];
+}
+/* The endpoint's pool for connections made with ops. */
+static inline mt_upstream_pool_t *mt_upstream_pool_of(mt_wendpoint_t *ep,
+                                                      const mt_upstream_ops_t *ops)
+{
+    return &ep->pools[ops->pool ? ops->pool : (uint32_t)ops->protocol];
 }
 
 /* "service (address:port)" of ep, for logs and error texts. */

@@ -138,7 +138,7 @@ mt_wendpoint_t *mt_wendpoint_new(mt_wcluster_t *c, const char *address, uint16_t
 
 void mt_wendpoint_free(mt_wendpoint_t *ep)
 {
-    for (int p = 0; p < MT_PROTO_COUNT; p++)
+    for (int p = 0; p < MT_UPSTREAM_POOLS; p++)
         free(ep->pools[p].shared);
     free(ep);
 }

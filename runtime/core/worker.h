@@ -41,6 +41,10 @@ typedef struct mt_upstream_pool {
     mt_upstream_t *idle;  /* exclusive connections returned clean, most recent first */
 } mt_upstream_pool_t;
 
+/* The pools of an endpoint: one per protocol, and Redis's RESP3 connections (said HELLO 3)
+ * apart from its RESP2 ones, so that a connection only ever carries one protocol version. */
+enum { MT_UPSTREAM_POOL_REDIS_RESP3 = MT_PROTO_COUNT, MT_UPSTREAM_POOLS };
+
 /* An endpoint of a cluster as one worker sees it: its pooled connections and backoff. */
 typedef struct mt_wendpoint {
     char address[64]; /* as configured or as the cluster topology named it */
@@ -48,8 +52,9 @@ typedef struct mt_wendpoint {
     struct sockaddr_storage sa;
     char resolve_error[160]; /* non-empty: unusable, and why */
     struct mt_wcluster *cluster;
-    mt_upstream_pool_t pools[MT_PROTO_COUNT]; /* by protocol (upstream.c) */
-    uint64_t retry_at_ms;                     /* no new connection attempt before this (backoff) */
+    /* by protocol, then protocol variants (upstream.h: mt_upstream_pool_of) */
+    mt_upstream_pool_t pools[MT_UPSTREAM_POOLS];
+    uint64_t retry_at_ms; /* no new connection attempt before this (backoff) */
     uint32_t backoff_ms;
     char last_error[400];
     char lease_error[320]; /* why the last exclusive lease was refused (upstream.c) */

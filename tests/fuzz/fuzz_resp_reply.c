@@ -5,6 +5,7 @@
  */
 #include "protocols/redis/resp.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,12 +25,13 @@ typedef struct {
     const char *err;
 } outcome_t;
 
-static void run(const resp_limits_t *lim, const uint8_t *data, size_t len, const uint8_t *chunks,
-                size_t nchunks, outcome_t *o)
+static void run(const resp_limits_t *lim, bool resp3, const uint8_t *data, size_t len,
+                const uint8_t *chunks, size_t nchunks, outcome_t *o)
 {
     memset(o, 0, sizeof(*o));
     resp_reply_scanner_t s;
     resp_reply_scanner_init(&s, lim);
+    s.resp3 = resp3;
     char *buf = NULL;
     size_t have = 0, delivered = 0, c = 0;
     while (delivered < len) {
@@ -58,7 +60,7 @@ static void run(const resp_limits_t *lim, const uint8_t *data, size_t len, const
                 return;
             }
             CHECK(flen > 0 && flen <= have);
-            CHECK(strchr("+-:$*", buf[0]) != NULL);
+            CHECK(strchr(resp3 ? "+-:$*_,#(!=%~|>" : "+-:$*", buf[0]) != NULL);
             if (o->nframes < 4096)
                 o->frames[o->nframes++] = flen;
             memmove(buf, buf + flen, have - flen);
@@ -77,9 +79,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         lim.max_bulk_len = data[0] >> 1;
         lim.max_depth = (data[0] >> 4) + 1;
     }
+    bool resp3 = (data[0] & 2) != 0; /* RESP3 types as on a HELLO 3 connection */
     static outcome_t whole, cut;
-    run(&lim, data + 9, size - 9, NULL, 0, &whole);
-    run(&lim, data + 9, size - 9, data + 1, 8, &cut);
+    run(&lim, resp3, data + 9, size - 9, NULL, 0, &whole);
+    run(&lim, resp3, data + 9, size - 9, data + 1, 8, &cut);
     CHECK(whole.nframes == cut.nframes);
     CHECK(memcmp(whole.frames, cut.frames, whole.nframes * sizeof(size_t)) == 0);
     CHECK((whole.err == NULL) == (cut.err == NULL));

@@ -29,10 +29,11 @@ def test_wrong_arity_has_redis_text(blog_env):
     c.close()
 
 
-def test_hello_3_is_noproto_and_hello_2_works(blog_env):
+def test_hello_4_is_noproto_and_hello_2_works(blog_env):
+    # HELLO 3 switches to RESP3 (test_redis_resp3.py); an unknown version is Redis's NOPROTO.
     env = blog_env(step=1)
     c = RespConn(env.host, env.port)
-    reply = c.call("HELLO", "3")
+    reply = c.call("HELLO", "4")
     assert isinstance(reply, RespError) and reply.startswith("NOPROTO"), reply
     reply = c.call("HELLO", "2")
     assert isinstance(reply, list), reply

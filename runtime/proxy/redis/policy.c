@@ -21,7 +21,7 @@ static void mirror_send(mt_worker_t *w, mt_wcluster_t *c, const redis_command_t 
     }
     mt_wendpoint_t *ep = mt_rroute_endpoint(c, cmd, req, MT_READ_MASTER, true);
     const char *why = NULL;
-    mt_rup_t *u = mt_rup_for(ep, c->rr++, &why);
+    mt_rup_t *u = mt_rup_for(ep, c->rr++, false, &why);
     mt_rreq_t *r = u ? mt_rreq_new(w) : NULL;
     resp_out_t *o = &mt_rw(w)->scratch;
     o->len = 0;

@@ -29,6 +29,7 @@ static void redis_tick(mt_worker_t *w, uint64_t now_ms)
 
 static void redis_worker_stop(mt_worker_t *w)
 {
+    mt_rpubsub_stop(w);
     while (w->upstreams[MT_PROTO_REDIS])
         mt_rup_fail((mt_rup_t *)w->upstreams[MT_PROTO_REDIS], "ERR meltemi: proxy shutting down");
     mt_redis_worker_t *rw = mt_rw(w);
@@ -72,6 +73,7 @@ static void redis_worker_free(mt_worker_t *w)
     if (!rw)
         return;
     mt_bridge_close(&rw->bridge);
+    mt_rpubsub_free(w);
     free(rw);
     w->proxy[MT_PROTO_REDIS] = NULL;
 }

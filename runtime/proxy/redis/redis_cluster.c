@@ -238,6 +238,7 @@ static void topo_fail_waiting(mt_wcluster_t *c, const char *why)
     }
     t->waiting_tail = NULL;
     t->n_waiting = 0;
+    mt_rpubsub_topology_failed(c);
 }
 
 typedef void (*reread_then_t)(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *req);
@@ -398,6 +399,17 @@ void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p,
     topo_event(c, t, CLUSTER_EV_REFRESH);
     if (t->waiting_head)
         topo_release_waiting(c);
+    mt_rpubsub_topology(c);
+}
+
+mt_wendpoint_t *mt_rcluster_master_of(mt_wcluster_t *c, uint16_t slot)
+{
+    if (!topo_get(c))
+        return NULL;
+    mt_wendpoint_t *ep = mt_rcluster_slot_master(c, slot);
+    if (!ep)
+        mt_rcluster_node_failed(c, NULL); /* asks for a refresh soon */
+    return ep;
 }
 
 void mt_rcluster_topology_failed(mt_wcluster_t *c, const char *why)
@@ -770,7 +782,7 @@ static void split_out_error(resp_out_t *o, const mt_rsplit_t *sp)
 
 static bool reply_is_nil(const mt_slice_t *e)
 {
-    return e->len >= 3 && memcmp(e->p, "$-1", 3) == 0;
+    return (e->len >= 3 && memcmp(e->p, "$-1", 3) == 0) || (e->len >= 1 && e->p[0] == '_');
 }
 
 /* SCRIPT EXISTS sha...: element i is 1 only where every master says 1. */
@@ -854,6 +866,8 @@ static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
             resp_out_raw(o, found->p, found->len);
         else if (sp->error)
             split_out_error(o, sp);
+        else if (parent->sess && parent->sess->resp3)
+            resp_out_raw(o, "_\r\n", 3); /* RESP3's null */
         else
             resp_out_raw(o, "$-1\r\n", 5);
         break;

@@ -10,6 +10,8 @@
  *   redis_cluster.c  Redis Cluster topology, slot routing, redirections, split commands
  *   tx.c       transactions, blocking commands and SELECT on leased upstream connections
  *   admin.c    administration: default refusals, deniedCommands, PROXY-mode fan-out
+ *   pubsub.c   pub/sub: one upstream subscription per channel per worker, fanned out to the
+ *              subscribed clients, on dedicated connections (a "hub" per endpoint)
  *
  * Calls go down that list (session -> policy -> route -> upstream -> reply); redis_cluster.c
  * sits beside route.c (route.c hands it cluster-mode commands, it sends through upstream.c
@@ -120,6 +122,9 @@ struct mt_rsess {
      * nothing reaches an upstream (the client may believe it is queueing a transaction) */
     bool tx_refused;
     mt_rtx_t tx;
+    bool resp3; /* HELLO 3: its commands go on RESP3 upstream connections, pushes are '>' */
+    uint64_t info_ns, info_total; /* the previous INFO: instantaneous_ops_per_sec (session.c) */
+    struct mt_rps_client *ps;     /* pub/sub subscriptions (pubsub.c); NULL until the first one */
     /* Cluster mode before the first slot map: a command that needs a lease waits (unread, in
      * order) until the map is in, retried by this timer, at most connectTimeout. */
     mt_timer_t map_timer;
@@ -146,6 +151,7 @@ struct mt_rup {
     mt_rsess_t *lessee;     /* leased: the session whose transaction it carries, or NULL */
     int32_t db;             /* leased: the database SELECTed on it (0: clean) */
     bool returning;         /* leased, its transaction ended: returned once nothing is owed */
+    bool resp3;             /* said HELLO 3: replies in RESP3, for RESP3 clients only */
 };
 
 /* enableCommandStats: this worker's blocks for one listener, indexed by command id; created on
@@ -165,6 +171,7 @@ typedef struct mt_redis_worker {
     resp_out_t scratch;          /* local replies and split parts are built here */
     mt_log_limit_t auth_log;     /* failed client AUTH lines: at most a few per second */
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
+    struct mt_rpubsub *pubsub;   /* pub/sub topics and hubs (pubsub.c); NULL until first used */
 } mt_redis_worker_t;
 
 static inline mt_redis_worker_t *mt_rw(mt_worker_t *w)
@@ -212,6 +219,9 @@ void mt_rsess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_requ
 mt_wendpoint_t *mt_rroute_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
                                    const resp_request_t *req, mt_read_policy_t policy,
                                    bool hashtag);
+/* PROXY mode: the endpoint a pub/sub channel lives on (PUBLISH goes there, its subscription
+ * too): the one endpoint, the primary of a primary/replica set, else the channel's hash. */
+mt_wendpoint_t *mt_rroute_channel(mt_wcluster_t *c, const resp_arg_t *channel);
 /* PROXY mode: the endpoint a key hashes to. */
 mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool hashtag);
 void mt_rsess_refuse(mt_rsess_t *s, const char *name, const char *form);
@@ -266,14 +276,26 @@ bool mt_rtx_wait_for_map(mt_rsess_t *s, const redis_command_t *cmd, const resp_r
 bool mt_rtx_close_on_eof(mt_rsess_t *s);
 
 /* upstream.c */
-/* The shared connection for a session on endpoint ep, connecting if needed; NULL + why. */
-mt_rup_t *mt_rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why);
+/* The shared connection for a session on endpoint ep, connecting if needed; NULL + why.
+ * resp3: one of the endpoint's RESP3 connections (said HELLO 3), for a RESP3 client. */
+mt_rup_t *mt_rup_for(mt_wendpoint_t *ep, uint64_t sess_id, bool resp3, const char **why);
 /* Appends r to u's FIFO (u owes it a reply). */
 void mt_rup_push(mt_rup_t *u, mt_rreq_t *r);
 /* After queueing a command on u: flush now or as maxBufferSizeBeforeFlush says. */
 void mt_rup_schedule(mt_rup_t *u, const mt_redis_listener_conf_t *rl);
 /* Fails every request queued on u with text and closes u. */
 void mt_rup_fail(mt_rup_t *u, const char *text);
+/* The shell's on_open for any Redis connection: the reply scanner, the proxy's AUTH and (cluster
+ * mode) READONLY queued first. 0, or -1 when out of memory. */
+int mt_rup_open(mt_rup_t *u);
+/* A reply to the proxy's own AUTH / READONLY / ASKING (or a dropped one) at the head of u's FIFO is
+ * consumed (true; a refused AUTH backs the endpoint off and fails u); false when the head is not
+ * one. */
+bool mt_rup_internal_reply(mt_rup_t *u, const char *p, size_t len);
+/* Frees the requests still on u (its on_closed). */
+void mt_rup_free_requests(mt_rup_t *u);
+/* The shell's on_deadline for any Redis connection: fails u when its head request is overdue. */
+void mt_rup_on_deadline(mt_upstream_t *base, uint64_t now_ms);
 /* An exclusive connection to ep for session s (mt_upstream_lease); NULL + why. */
 mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why);
 /* A leased connection whose transaction ended: given back clean once nothing is owed on it
@@ -348,6 +370,25 @@ bool mt_rcluster_has_map(mt_wcluster_t *c);
 /* The master serving slot, from the slot map; NULL while there is none. */
 mt_wendpoint_t *mt_rcluster_slot_master(mt_wcluster_t *c, uint16_t slot);
 void mt_rcluster_free(mt_rtopo_t *t);
+/* The master serving slot, or NULL while the slot map is not known (a refresh is asked). */
+mt_wendpoint_t *mt_rcluster_master_of(mt_wcluster_t *c, uint16_t slot);
 void mt_rcluster_split_free(mt_worker_t *w, mt_rsplit_t *sp);
+
+/* pubsub.c */
+/*
+ * A command of session s that pub/sub owns: the (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE family,
+ * and, while s is subscribed (RESP2), every command (PING and RESET answered in that state's
+ * forms, QUIT left to the session, anything else refused as Redis does). True when answered.
+ */
+bool mt_rpubsub_command(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
+/* The session closes: its subscriptions go (the last subscriber of a topic unsubscribes it). */
+void mt_rpubsub_session_closed(mt_rsess_t *s);
+/* Redis Cluster's slot map changed: topics whose node changed move there. */
+void mt_rpubsub_topology(mt_wcluster_t *c);
+/* Redis Cluster's first slot map could not be learnt: subscribers waiting for it are answered. */
+void mt_rpubsub_topology_failed(mt_wcluster_t *c);
+/* Worker shutdown: hubs close and reconnect no more (stop); everything left is freed (free). */
+void mt_rpubsub_stop(mt_worker_t *w);
+void mt_rpubsub_free(mt_worker_t *w);
 
 #endif

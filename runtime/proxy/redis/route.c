@@ -67,6 +67,16 @@ static mt_wendpoint_t *pick_role(mt_wcluster_t *c, bool replica, uint32_t start,
     return NULL;
 }
 
+mt_wendpoint_t *mt_rroute_channel(mt_wcluster_t *c, const resp_arg_t *channel)
+{
+    if (c->n_eps == 1)
+        return c->eps[0];
+    uint32_t n_replicas = mt_redis_cluster(c->conf)->n_replicas;
+    if (n_replicas == 0 || n_replicas == c->n_eps)
+        return mt_rproxy_endpoint(c, channel, false);
+    return pick_role(c, false, 0, false); /* a replica relays what its primary publishes */
+}
+
 /*
  * PROXY mode. Without roles: keys hash over the endpoints. With endpoints labelled as
  * replicas (a plain primary/replica setup): writes go to the primary, reads follow the
@@ -77,6 +87,8 @@ mt_wendpoint_t *mt_rroute_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
 {
     if (c->n_eps == 1)
         return c->eps[0];
+    if (MT_UNLIKELY(cmd->flags & REDIS_CMD_PUBSUB) && mt_rcmd_is(cmd, "publish"))
+        return mt_rroute_channel(c, &req->argv[1]); /* where its subscribers' hub listens */
     uint32_t n_replicas = mt_redis_cluster(c->conf)->n_replicas;
     if (n_replicas == 0 || n_replicas == c->n_eps) {
         uint32_t idx[1];
@@ -174,7 +186,7 @@ void mt_rforward_endpoint(mt_rsess_t *s, mt_wendpoint_t *ep, const redis_command
     mt_wcluster_t *c = ep->cluster;
     char text[400];
     const char *why = NULL;
-    mt_rup_t *u = mt_rup_for(ep, s->base.id, &why);
+    mt_rup_t *u = mt_rup_for(ep, s->base.id, s->resp3, &why);
     if (!u) {
         char lbl[256];
         mt_stat_add(c->conf->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);

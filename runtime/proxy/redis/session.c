@@ -15,6 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 /* Before AUTH (where the listener requires it) a client gets only error replies; it may make
  * us queue this much of them before we stop reading it, so an unauthenticated connection
@@ -168,6 +171,7 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
     o->len = 0;
     redis_local_reply(&s->lctx, cmd, req->argc, req->argv, o);
     mt_rsess_reply(s, o->data, o->len);
+    s->resp3 = s->lctx.resp == 3; /* only a valid HELLO changes it */
 }
 
 /*
@@ -222,6 +226,88 @@ static bool sess_in_refused_tx(mt_rsess_t *s, const redis_command_t *cmd)
         mt_rsess_reply_error(s, text);
     }
     return true;
+}
+
+/* The address the client connected to (ip of at least INET6_ADDRSTRLEN bytes). */
+static uint16_t sess_local_addr(mt_rsess_t *s, char *ip, size_t cap)
+{
+    struct sockaddr_storage sa;
+    int len = sizeof(sa);
+    snprintf(ip, cap, "127.0.0.1");
+    if (uv_tcp_getsockname(&s->base.tcp, (struct sockaddr *)&sa, &len) != 0)
+        return 0;
+    if (sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&sa;
+        uv_ip6_name(a6, ip, cap);
+        return ntohs(a6->sin6_port);
+    }
+    const struct sockaddr_in *a4 = (const struct sockaddr_in *)&sa;
+    uv_ip4_name(a4, ip, cap);
+    return ntohs(a4->sin_port);
+}
+
+/*
+ * CLUSTER SLOTS / SHARDS / NODES / INFO / MYID / KEYSLOT, in every mode: meltemi presents itself
+ * as a one-node cluster at the address the client connected to, owning every slot, so that a
+ * cluster-aware client (redis-py RedisCluster, ioredis Cluster) keeps all its connections on
+ * the proxy, which routes by slot itself (docs/redis-cluster.md). True when answered.
+ */
+static bool sess_cluster_view(mt_rsess_t *s, const resp_request_t *req)
+{
+    char ip[INET6_ADDRSTRLEN];
+    uint16_t port = sess_local_addr(s, ip, sizeof(ip));
+    resp_out_t *o = &mt_rw(s->base.w)->scratch;
+    o->len = 0;
+    if (!redis_local_cluster_view(ip, port, req->argc, req->argv, o))
+        return false;
+    mt_rsess_reply(s, o->data, o->len);
+    return true;
+}
+
+/*
+ * INFO's figures, the proxy's own: its process (uptime, pid, RSS, CPU), this listener's
+ * clients and commands summed over the workers (read from their counters, as the admin's
+ * scrape does), and instantaneous_ops_per_sec as the listener's commands per second since
+ * this connection's previous INFO (what redis-cli --stat polls each second), or over the
+ * uptime at a first INFO or after 10 s.
+ */
+static void sess_info(mt_rsess_t *s, redis_local_info_t *in)
+{
+    const mt_stats_block_t *st = s->base.conf->stats;
+    char ip[INET6_ADDRSTRLEN];
+    memset(in, 0, sizeof(*in));
+    double up = mt_stats_uptime();
+    in->uptime_s = (uint64_t)up;
+    in->process_id = (uint64_t)getpid();
+    in->tcp_port = sess_local_addr(s, ip, sizeof(ip));
+    in->io_threads = mt_stats_nworkers;
+    in->connected_clients = (uint64_t)mt_stats_sum(st, MT_ST_DOWNSTREAM_CX_ACTIVE);
+    in->total_connections_received = (uint64_t)mt_stats_sum(st, MT_ST_DOWNSTREAM_CX_TOTAL);
+    in->total_commands_processed = (uint64_t)mt_stats_sum(st, MT_ST_REQUESTS_TOTAL);
+    uint64_t now_ns = uv_hrtime();
+    if (s->info_ns && now_ns - s->info_ns <= 10000000000ull && now_ns > s->info_ns)
+        in->instantaneous_ops_per_sec = (double)(in->total_commands_processed - s->info_total) /
+                                        ((double)(now_ns - s->info_ns) / 1e9);
+    else if (up > 0)
+        in->instantaneous_ops_per_sec = (double)in->total_commands_processed / up;
+    s->info_ns = now_ns;
+    s->info_total = in->total_commands_processed;
+    long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    in->used_memory = (uint64_t)rss * (uint64_t)sysconf(_SC_PAGESIZE);
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+        in->used_cpu_sys = (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+        in->used_cpu_user = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6;
+    }
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    in->server_time_usec = (uint64_t)tv.tv_sec * 1000000u + (uint64_t)tv.tv_usec;
 }
 
 /* RedisService localRateLimit: false after answering `-ERR rate limited` when the command's
@@ -318,6 +404,9 @@ static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     if (MT_UNLIKELY(s->tx.state == RTX_QUEUED) && cmd->proxy != REDIS_PROXY_TRANSACTION &&
         mt_rtx_queued(s, cmd, req, frame))
         return true;
+    /* (P|S)SUBSCRIBE and friends, and every command while subscribed (pubsub.c) */
+    if (MT_UNLIKELY((cmd->flags & REDIS_CMD_PUBSUB) || s->ps) && mt_rpubsub_command(s, cmd, req))
+        return true;
     switch (cmd->proxy) {
     case REDIS_PROXY_LOCAL:
         if (mt_rcmd_is(cmd, "auth")) {
@@ -327,14 +416,24 @@ static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         } else if (mt_rcmd_is(cmd, "hello")) {
             sess_hello(s, cmd, req);
         } else {
+            redis_local_info_t info;
+            if (mt_rcmd_is(cmd, "info")) {
+                sess_info(s, &info);
+                s->lctx.info = &info;
+            }
             o->len = 0;
             redis_local_reply(&s->lctx, cmd, req->argc, req->argv, o);
+            s->lctx.info = NULL;
             mt_rsess_reply(s, o->data, o->len);
             if (s->lctx.quit)
                 s->base.finishing = true;
         }
         return true;
+    case REDIS_PROXY_PUBSUB:
+        return true; /* answered by mt_rpubsub_command above */
     case REDIS_PROXY_UNSUPPORTED: {
+        if (mt_rcmd_is(cmd, "cluster") && sess_cluster_view(s, req))
+            return true;
         if (mt_rcmd_is(cmd, "cluster") && s->base.cluster &&
             mt_redis_cluster(s->base.cluster->conf)->mode == MT_REDIS_CLUSTER) {
             mt_rsess_forward(s, cmd, req, frame);
@@ -372,6 +471,7 @@ static void sess_on_close(mt_session_t *base)
 {
     mt_rsess_t *s = (mt_rsess_t *)base;
     mt_worker_t *w = base->w;
+    mt_rpubsub_session_closed(s);
     mt_rreq_t *next;
     for (mt_rreq_t *r = s->head; r; r = next) {
         next = r->next;

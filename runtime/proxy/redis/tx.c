@@ -729,6 +729,14 @@ bool mt_rtx_queued(mt_rsess_t *s, const redis_command_t *cmd, const resp_request
         }
         mt_rsess_dispatch(s, cmd, req, frame);
         return true;
+    case REDIS_PROXY_PUBSUB:
+        /* a subscription made at EXEC would be the lease's, which goes back to a pool */
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: '%s' cannot be queued in a transaction: subscriptions are the "
+                 "proxy's, one per channel shared by its clients",
+                 cmd->name);
+        tx_queue_error(s, text, 0);
+        return true;
     default:
         mt_rsess_dispatch(s, cmd, req, frame);
         return true;

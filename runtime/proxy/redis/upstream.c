@@ -76,6 +76,42 @@ void mt_rup_fail(mt_rup_t *u, const char *text)
     }
 }
 
+/* The reply owed to the proxy's own AUTH or READONLY/ASKING at the head of u's FIFO: an error
+ * to AUTH backs the endpoint off and fails u; other errors are logged. */
+bool mt_rup_internal_reply(mt_rup_t *u, const char *p, size_t len)
+{
+    mt_rreq_t *r = u->head;
+    if (!r || (r->kind != RREQ_AUTH && r->kind != RREQ_IGNORE && r->kind != RREQ_DROP))
+        return false;
+    mt_worker_t *w = u->base.w;
+    mt_wendpoint_t *ep = u->base.ep;
+    u->head = r->unext;
+    if (!u->head)
+        u->tail = NULL;
+    u->base.inflight--;
+    rreq_kind_t kind = (rreq_kind_t)r->kind;
+    mt_rreq_free(w, r);
+    if (!len || p[0] != '-' || kind == RREQ_DROP)
+        return true;
+    char lbl[256];
+    if (kind == RREQ_IGNORE) {
+        mt_warn("upstream %s: %.*s", mt_rendpoint_label(ep, lbl, sizeof(lbl)),
+                (int)MT_MIN(len - 3, 200), p + 1);
+        return true;
+    }
+    char text[512];
+    int n = (int)MT_MIN(len - 1, 200);
+    while (n > 0 && (p[n] == '\r' || p[n] == '\n'))
+        n--;
+    mt_error("upstream %s rejected the proxy's credentials: %.*s",
+             mt_rendpoint_label(ep, lbl, sizeof(lbl)), n, p + 1);
+    snprintf(text, sizeof(text), "ERR meltemi: upstream %s rejected the proxy's credentials: %.*s",
+             lbl, n, p + 1);
+    mt_upstream_backoff(ep, w, text + 4);
+    mt_rup_fail(u, text);
+    return true;
+}
+
 static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
 {
     mt_worker_t *w = u->base.w;
@@ -86,6 +122,13 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
         mt_warn("upstream %s: reply with no request outstanding; closing",
                 mt_rendpoint_label(ep, lbl, sizeof(lbl)));
         mt_rup_fail(u, "ERR meltemi: upstream protocol error");
+        return;
+    }
+    rreq_kind_t head_kind = (rreq_kind_t)r->kind;
+    if (mt_rup_internal_reply(u, p, len)) {
+        if ((head_kind == RREQ_IGNORE || head_kind == RREQ_DROP) &&
+            u->base.kind == MT_UPSTREAM_LEASED)
+            mt_rtx_after_reply(u); /* a lease's own READONLY / ASKING answered */
         return;
     }
     u->head = r->unext;
@@ -100,40 +143,6 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
     if (r->kind == RREQ_TOPOLOGY) {
         mt_rreq_free(w, r);
         mt_rcluster_on_slots(ep->cluster, ep, p, len);
-        return;
-    }
-    if (r->kind == RREQ_IGNORE || r->kind == RREQ_DROP) {
-        bool quiet = r->kind == RREQ_DROP;
-        mt_rreq_free(w, r);
-        if (quiet) {
-            if (u->base.kind == MT_UPSTREAM_LEASED)
-                mt_rtx_after_reply(u);
-            return;
-        }
-        if (len && p[0] == '-') {
-            char lbl[256];
-            mt_warn("upstream %s: %.*s", mt_rendpoint_label(ep, lbl, sizeof(lbl)),
-                    (int)MT_MIN(len - 3, 200), p + 1);
-        }
-        if (u->base.kind == MT_UPSTREAM_LEASED)
-            mt_rtx_after_reply(u);
-        return;
-    }
-    if (r->kind == RREQ_AUTH) {
-        mt_rreq_free(w, r);
-        if (len && p[0] == '-') {
-            char lbl[256], text[512];
-            int n = (int)MT_MIN(len - 1, 200);
-            while (n > 0 && (p[n] == '\r' || p[n] == '\n'))
-                n--;
-            mt_error("upstream %s rejected the proxy's credentials: %.*s",
-                     mt_rendpoint_label(ep, lbl, sizeof(lbl)), n, p + 1);
-            snprintf(text, sizeof(text),
-                     "ERR meltemi: upstream %s rejected the proxy's credentials: %.*s", lbl, n,
-                     p + 1);
-            mt_upstream_backoff(ep, w, text + 4);
-            mt_rup_fail(u, text);
-        }
         return;
     }
     mt_stat_add(ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TOTAL, 1);
@@ -176,6 +185,12 @@ static void rup_on_data(mt_upstream_t *base)
         }
         const char *p = b->pos;
         b->pos += flen;
+        if (MT_UNLIKELY(p[0] == '>')) {
+            /* RESP3 out-of-band data (an invalidation) on a connection shared by many: no
+             * request's reply and nobody's in particular */
+            mt_debug("upstream: push message dropped on a shared RESP3 connection");
+            continue;
+        }
         rup_on_reply(u, p, flen);
     }
 }
@@ -190,6 +205,43 @@ static void rup_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char
     mt_rup_fail(u, full);
 }
 
+/* Queues a connect-time command of the proxy's (AUTH, HELLO 3) first on u, owed a reply of
+ * kind; the bytes may carry the password, so the scratch copy is wiped. */
+static int rup_queue_opening(mt_rup_t *u, uint32_t argc, const resp_arg_t *argv, rreq_kind_t kind)
+{
+    mt_worker_t *w = u->base.w;
+    resp_out_t *o = &mt_rw(w)->scratch;
+    o->len = 0;
+    resp_out_command(o, argc, argv);
+    mt_rreq_t *r = mt_rreq_new(w);
+    int rc = !r || mt_outq_add_copy(&u->base.out, o->data, o->len) != 0 ? -1 : 0;
+    OPENSSL_cleanse(o->data, o->len);
+    if (rc != 0) {
+        if (r)
+            mt_rreq_free(w, r);
+        return -1;
+    }
+    r->kind = (uint8_t)kind;
+    r->deadline_ms = u->base.connect_deadline_ms;
+    mt_rup_push(u, r);
+    return 0;
+}
+
+/* RESP3 connections: HELLO 3 first, carrying the proxy's credentials when it has some (an
+ * error to it then fails the connection as a refused AUTH does). */
+static int rup_queue_hello3(mt_rup_t *u, const mt_auth_t *a)
+{
+    resp_arg_t argv[5] = {{"HELLO", 5}, {"3", 1}};
+    uint32_t argc = 2;
+    if (a->password) {
+        argv[argc++] = (resp_arg_t){"AUTH", 4};
+        argv[argc++] =
+            a->username ? (resp_arg_t){a->username, a->username_len} : (resp_arg_t){"default", 7};
+        argv[argc++] = (resp_arg_t){a->password, a->password_len};
+    }
+    return rup_queue_opening(u, argc, argv, a->password ? RREQ_AUTH : RREQ_IGNORE);
+}
+
 /* Queues the proxy's AUTH as the connection's first command. */
 static int rup_queue_auth(mt_rup_t *u, const mt_auth_t *a)
 {
@@ -199,40 +251,34 @@ static int rup_queue_auth(mt_rup_t *u, const mt_auth_t *a)
     if (a->username)
         argv[argc++] = (resp_arg_t){a->username, a->username_len};
     argv[argc++] = (resp_arg_t){a->password, a->password_len};
-    mt_worker_t *w = u->base.w;
-    resp_out_t *o = &mt_rw(w)->scratch;
-    o->len = 0;
-    resp_out_command(o, argc, argv);
-    mt_rreq_t *r = mt_rreq_new(w);
-    if (!r || mt_outq_add_copy(&u->base.out, o->data, o->len) != 0) {
-        if (r)
-            mt_rreq_free(w, r);
-        return -1;
-    }
-    /* Wipe the password from the scratch buffer. */
-    OPENSSL_cleanse(o->data, o->len);
-    r->kind = RREQ_AUTH;
-    r->deadline_ms = u->base.connect_deadline_ms;
-    mt_rup_push(u, r);
-    return 0;
+    return rup_queue_opening(u, argc, argv, RREQ_AUTH);
 }
 
 static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, size_t len);
 
 /* The shell's on_open: AUTH (when the cluster has credentials) and READONLY (cluster mode)
  * go first, before any command queued while connecting. */
-static int rup_on_open(mt_upstream_t *base, void *arg)
+int mt_rup_open(mt_rup_t *u)
 {
-    MT_UNUSED(arg);
-    mt_rup_t *u = (mt_rup_t *)base;
-    mt_wcluster_t *c = base->ep->cluster;
+    mt_wcluster_t *c = u->base.ep->cluster;
     resp_reply_scanner_init(&u->scanner, &resp_default_limits);
     const mt_auth_t *a = &mt_redis_cluster(c->conf)->auth;
-    if (a->password && rup_queue_auth(u, a) != 0)
+    if (u->base.ops->pool == MT_UPSTREAM_POOL_REDIS_RESP3) {
+        u->resp3 = u->scanner.resp3 = true;
+        if (rup_queue_hello3(u, a) != 0)
+            return -1;
+    } else if (a->password && rup_queue_auth(u, a) != 0) {
         return -1;
+    }
     if (mt_rtopo(c) && rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$8\r\nREADONLY\r\n", 18) != 0)
         return -1;
     return 0;
+}
+
+static int rup_on_open(mt_upstream_t *base, void *arg)
+{
+    MT_UNUSED(arg);
+    return mt_rup_open((mt_rup_t *)base);
 }
 
 static void rup_on_close(mt_upstream_t *base)
@@ -245,7 +291,7 @@ static void rup_on_close(mt_upstream_t *base)
  * cannot be skipped on a pipelined connection, so an overdue head fails everything in flight
  * and closes the connection. Otherwise arm again for the head as it is now. While the
  * connection is still connecting, its connect timeout decides first. */
-static void rup_on_deadline(mt_upstream_t *base, uint64_t now_ms)
+void mt_rup_on_deadline(mt_upstream_t *base, uint64_t now_ms)
 {
     mt_rup_t *u = (mt_rup_t *)base;
     mt_rreq_t *h = u->head;
@@ -271,14 +317,18 @@ static void rup_on_deadline(mt_upstream_t *base, uint64_t now_ms)
 
 /* Requests still queued when the handle closes without a fail (they were failed first
  * everywhere; this frees what a failed on_open left). */
-static void rup_on_closed(mt_upstream_t *base)
+void mt_rup_free_requests(mt_rup_t *u)
 {
-    mt_rup_t *u = (mt_rup_t *)base;
     while (u->head) {
         mt_rreq_t *r = u->head;
         u->head = r->unext;
-        mt_rreq_free(base->w, r);
+        mt_rreq_free(u->base.w, r);
     }
+}
+
+static void rup_on_closed(mt_upstream_t *base)
+{
+    mt_rup_free_requests((mt_rup_t *)base);
 }
 
 static const mt_upstream_ops_t rup_ops = {
@@ -288,7 +338,21 @@ static const mt_upstream_ops_t rup_ops = {
     .on_open = rup_on_open,
     .on_data = rup_on_data,
     .on_error = rup_on_error,
-    .on_deadline = rup_on_deadline,
+    .on_deadline = mt_rup_on_deadline,
+    .on_close = rup_on_close,
+    .on_closed = rup_on_closed,
+};
+
+/* The same, for clients that said HELLO 3: connections of their own pool, opened with HELLO 3. */
+static const mt_upstream_ops_t rup3_ops = {
+    .protocol = MT_PROTO_REDIS,
+    .pool = MT_UPSTREAM_POOL_REDIS_RESP3,
+    .size = sizeof(mt_rup_t),
+    .text_prefix = "meltemi: ",
+    .on_open = rup_on_open,
+    .on_data = rup_on_data,
+    .on_error = rup_on_error,
+    .on_deadline = mt_rup_on_deadline,
     .on_close = rup_on_close,
     .on_closed = rup_on_closed,
 };
@@ -357,14 +421,15 @@ static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, si
 
 /* The shared connection for a session on endpoint ep, connecting if needed; NULL + why on
  * failure. */
-mt_rup_t *mt_rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
+mt_rup_t *mt_rup_for(mt_wendpoint_t *ep, uint64_t sess_id, bool resp3, const char **why)
 {
-    return (mt_rup_t *)mt_upstream_shared(ep, &rup_ops, sess_id, NULL, why);
+    return (mt_rup_t *)mt_upstream_shared(ep, resp3 ? &rup3_ops : &rup_ops, sess_id, NULL, why);
 }
 
 mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
 {
-    mt_rup_t *u = (mt_rup_t *)mt_upstream_lease(ep, &rup_ops, NULL, why);
+    mt_rup_t *u =
+        (mt_rup_t *)mt_upstream_lease(ep, s && s->resp3 ? &rup3_ops : &rup_ops, NULL, why);
     if (u) {
         u->lessee = s;
         u->returning = false;
@@ -426,7 +491,7 @@ bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms)
 bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **why)
 {
     mt_rsess_t *s = r->sess ? r->sess : (r->parent ? r->parent->sess : NULL);
-    mt_rup_t *u = mt_rup_for(ep, s ? s->base.id : ep->cluster->rr++, why);
+    mt_rup_t *u = mt_rup_for(ep, s ? s->base.id : ep->cluster->rr++, s && s->resp3, why);
     if (!u)
         return false;
     if (asking && rup_queue_internal(u, RREQ_IGNORE, "*1\r\n$6\r\nASKING\r\n", 16) != 0) {
@@ -453,7 +518,7 @@ bool mt_rup_send_kept(mt_rup_t *u, mt_rreq_t *r)
 /* Asks ep for the cluster's slot map. */
 bool mt_rcluster_send_slots(mt_wendpoint_t *ep, const char **why)
 {
-    mt_rup_t *u = mt_rup_for(ep, ep->cluster->rr++, why);
+    mt_rup_t *u = mt_rup_for(ep, ep->cluster->rr++, false, why);
     if (!u)
         return false;
     if (rup_queue_internal(u, RREQ_TOPOLOGY, "*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n", 28) != 0) {

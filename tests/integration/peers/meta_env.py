@@ -309,7 +309,7 @@ NETWORK_ERRORS = ("ENOTFOUND", "EAI_AGAIN", "ETIMEDOUT", "ECONNREFUSED", "ECONNR
 
 
 def node_modules_ready():
-    probe = ("require('hessian.js'); require('dubbo2.js'); require('ioredis'); "
+    probe = ("require('hessian.js'); require('dubbo2.js'); require('ioredis'); require('redis'); "
              "require('dubbo2.js/es7/socket-worker'); process.stdout.write('ok')")
     r = subprocess.run(["node", "-e", probe], cwd=NODE_DIR, capture_output=True, text=True,
                        timeout=30)
@@ -338,8 +338,21 @@ def install_node_peers():
             return f"npm registry unreachable, cannot install the Node peers: {text.strip()[-400:]}"
         raise AssertionError(f"npm ci failed ({r.returncode}):\n{text[-3000:]}")
     if not node_modules_ready():
-        raise AssertionError("npm ci succeeded but hessian.js / dubbo2.js / ioredis do not load")
+        raise AssertionError("npm ci succeeded but hessian.js / dubbo2.js / ioredis / redis do not load")
     return None
+
+
+def run_node_peer(script, *args, timeout=60):
+    """Runs one of the Node peers (`node <NODE_DIR>/<script> args...`), which print one JSON
+    line; returns it parsed. Skips the calling test when npm cannot install the peers."""
+    import pytest
+    reason = install_node_peers()
+    if reason:
+        pytest.skip(reason)
+    r = subprocess.run(["node", str(NODE_DIR / script), *map(str, args)], capture_output=True,
+                       text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
 
 
 class DubboConsumer:

@@ -688,3 +688,48 @@ Test(resp_out, an_encoded_command_parses_back_to_the_same_argv)
     feed_result_free(&r);
     resp_out_free(&o);
 }
+
+/* RESP3 (a HELLO 3 connection): every type frames, a map counts pairs, an attribute goes with
+ * the reply it annotates; without resp3 the same bytes are a protocol error. */
+Test(resp_reply, resp3_types_frame_only_when_enabled)
+{
+    static const struct {
+        const char *in;
+        size_t flen;
+    } cases[] = {
+        {"_\r\n", 3},
+        {",3.14\r\n", 7},
+        {"#t\r\n", 4},
+        {"(3492890328409238509324850943850943825024385\r\n", 46},
+        {"!21\r\nSYNTAX invalid syntax\r\n", 28},
+        {"=15\r\ntxt:Some string\r\n", 22},
+        {"%2\r\n+first\r\n:1\r\n+second\r\n_\r\n", 28},
+        {"~2\r\n#f\r\n,inf\r\n", 14},
+        {">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nm\r\n", 32},
+        {"|1\r\n+key\r\n+val\r\n:7\r\n", 20},
+        {"*2\r\n%1\r\n$1\r\na\r\n~0\r\n_\r\n", 22},
+        {"%0\r\n", 4},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        resp_reply_scanner_t s;
+        resp_reply_scanner_init(&s, NULL);
+        size_t flen = 0;
+        const char *err = NULL;
+        size_t len = strlen(cases[i].in);
+        cr_assert_eq(resp_scan_reply(&s, cases[i].in, len, &flen, &err), MT_ERROR, "%s",
+                     cases[i].in);
+        resp_reply_scanner_init(&s, NULL);
+        s.resp3 = true;
+        cr_assert_eq(resp_scan_reply(&s, cases[i].in, len, &flen, &err), MT_OK, "%s: %s",
+                     cases[i].in, err ? err : "");
+        cr_assert_eq(flen, cases[i].flen, "%s", cases[i].in);
+        for (size_t k = 1; k < len; k++) { /* and cut anywhere */
+            resp_reply_scanner_init(&s, NULL);
+            s.resp3 = true;
+            cr_assert_eq(resp_scan_reply(&s, cases[i].in, k, &flen, &err), MT_AGAIN, "%s at %zu",
+                         cases[i].in, k);
+            cr_assert_eq(resp_scan_reply(&s, cases[i].in, len, &flen, &err), MT_OK);
+            cr_assert_eq(flen, cases[i].flen);
+        }
+    }
+}

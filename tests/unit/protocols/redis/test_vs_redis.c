@@ -199,7 +199,8 @@ Test(vs_redis, local_replies_and_error_texts_match)
         "CLIENT GETNAME",
         "CLIENT NO-EVICT on",
         "CLIENT NO-EVICT maybe",
-        "COMMAND COUNT",
+        /* COMMAND COUNT differs on purpose: meltemi counts only what it lets through
+         * (test_local.c) */
         "COMMAND NOSUCH",
         "COMMAND INFO get nosuch set",
         "COMMAND INFO client|setname object|encoding config|get",
@@ -358,6 +359,14 @@ Test(vs_redis, command_info_of_every_command_matches_byte_for_byte)
             roundtrip(fd, cmd.data, cmd.len, &theirs);
             ours.len = 0;
             redis_local_reply(&ctx, redis_command_lookup("command", 7), 3, argv, &ours);
+            const redis_command_t *c = j ? &subs[j - 1] : &t[i];
+            if (c->proxy == REDIS_PROXY_UNSUPPORTED && c->sub_count == 0) {
+                /* refused by meltemi: COMMAND INFO says unknown (local.c local__offered) */
+                cr_expect(ours.len == 9 && memcmp(ours.data, "*1\r\n$-1\r\n", 9) == 0,
+                          "COMMAND INFO %s: %.*s", name, (int)ours.len, ours.data);
+                checked++;
+                continue;
+            }
             cr_expect(same_command_info(&ours, &theirs),
                       "COMMAND INFO %s:\n ours:   %.*s\n theirs: %.*s", name, (int)ours.len,
                       ours.data, (int)theirs.len, theirs.data);
