@@ -103,11 +103,11 @@ H.test("unenforced fields warn with file, line, kind/name and field; enforced on
     "se.yaml:9: ServiceEntry/dubbo: spec.location: accepted but not enforced:",
     "se.yaml:11: ServiceEntry/dubbo: spec.endpoints[0].weight: accepted but not enforced:",
     "dr.yaml:7: DestinationRule/dubbo: spec.trafficPolicy.loadBalancer.consistentHash.httpCookie: accepted but not enforced:",
-    "dr.yaml:8: DestinationRule/dubbo: spec.trafficPolicy.connectionPool.tcp.maxConnections: accepted but not enforced:",
     "dr.yaml:14: DestinationRule/dubbo: spec.subsets[0].trafficPolicy.connectionPool: accepted but not enforced:",
   }
   for _, w in ipairs(want) do H.find(warns, w, "warning") end
   H.none(warns, "connectTimeout: accepted", "connectTimeout is enforced")
+  H.none(warns, "maxConnections: accepted", "maxConnections bounds the leases (issue 10)")
   H.none(warns, "tls", "tls.mode DISABLE is enforced (plain text)")
   H.none(warns, "metadata", "metadata is bookkeeping")
 end)

@@ -192,6 +192,7 @@ K.consumed = {
   "**.loadBalancer.consistentHash.useSourceIp",    -- MetaProtocol hashes the client's IP
   "**.loadBalancer.consistentHash.minimumRingSize", "**.loadBalancer.consistentHash.ringHash",
   "**.connectionPool.tcp.connectTimeout",        -- every protocol's upstream connect
+  "**.connectionPool.tcp.maxConnections",        -- bounds the exclusive (leased) connections
   "**.tls.mode",                                 -- DISABLE; the other modes are errors
   "**.outlierDetection",                         -- runtime/core/outlier.c, every protocol
 }
@@ -209,8 +210,6 @@ K.unenforced = {
     .. "(set it on the rule's trafficPolicy)",
   ["spec.subsets[].trafficPolicy.portLevelSettings[].connectionPool"] = "a subset's connection pool is "
     .. "its cluster's (set it on the rule's trafficPolicy)",
-  ["**.connectionPool.tcp.maxConnections"] = "no proxy leases exclusive upstream connections yet "
-    .. "(issue 10), and shared ones are a fixed few per endpoint",
   ["**.connectionPool.tcp.tcpKeepalive"] = "upstream sockets get no TCP keepalive settings yet",
   ["**.connectionPool.tcp.maxConnectionDuration"] = "upstream connections are not closed by age",
   ["**.connectionPool.tcp.idleTimeout"] = "upstream connections are not closed when idle",
