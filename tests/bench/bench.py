@@ -182,6 +182,23 @@ spec:
 """
 
 
+def access_log_yaml():
+    """MELTEMI_BENCH_ACCESS_LOG=PATH[,FORMAT]: measure with the access log on (a file)."""
+    spec = os.environ.get("MELTEMI_BENCH_ACCESS_LOG")
+    if not spec:
+        return ""
+    path, _, fmt = spec.partition(",")
+    return f"""---
+apiVersion: meltemi.io/v1alpha1
+kind: AccessLog
+metadata:
+  name: bench
+spec:
+  path: {path}
+  format: {fmt or "json"}
+"""
+
+
 def start_meltemi(work, redis_port, binary, policies=False):
     conf = work / ("meltemi-policies-conf" if policies else "meltemi-conf")
     conf.mkdir(exist_ok=True)
@@ -206,14 +223,15 @@ spec:
   - address: {HOST}
     ports:
       tcp-redis: {redis_port}
-""" + (POLICIES_YAML.format(host=HOST, redis_port=redis_port) if policies else ""))
+""" + (POLICIES_YAML.format(host=HOST, redis_port=redis_port) if policies else "")
+                                     + access_log_yaml())
     s = Server("meltemi+policies" if policies else "meltemi", [str(binary), "run", "-c", str(conf), "--admin", f"{HOST}:{admin}",
                            "--workers", "1", "--log-level", "warn"], work, port)
 
     def ready():
         with urllib.request.urlopen(f"http://{HOST}:{admin}/ready", timeout=1) as r:
             return r.status == 200 and tcp_ping(port)
-    s.start(ready)
+    s.start(ready, timeout=60)  # under callgrind on a loaded machine start-up takes a while
     return s
 
 

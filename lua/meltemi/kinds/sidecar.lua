@@ -71,17 +71,20 @@ K.consumed = {
   "spec.ingress[].port.number", "spec.ingress[].port.protocol", "spec.ingress[].port.name",
   "spec.ingress[].port.targetPort", "spec.ingress[].bind", "spec.ingress[].defaultEndpoint",
 }
-local NO_CAPTURE = "meltemi intercepts nothing: listeners bind their addresses"
+local PER_PROXY = "capture is chosen for the whole proxy (meltemi run --capture-inbound), not per "
+  .. "ingress port"
 K.unenforced = {
-  ["spec.ingress[].captureMode"] = { reason = NO_CAPTURE, when = function(v) return v == "IPTABLES" end,
-    when_text = "(IPTABLES)" },
+  ["spec.ingress[].captureMode"] = { reason = PER_PROXY, when = function(v) return v ~= "DEFAULT" end,
+    when_text = "(IPTABLES, NONE)" },
   ["spec.ingress[].tls"] = "inbound TLS termination is not implemented yet",
   ["spec.ingress[].connectionPool"] = "inbound connections are not bounded per listener",
   ["spec.inboundConnectionPool"] = "inbound connections are not bounded per listener",
   ["spec.egress"] = "outbound listeners come from the services' addresses; egress binds and host "
     .. "scopes are kept in snapshot.sidecars only",
-  ["spec.outboundTrafficPolicy"] = "unknown destinations are never proxied (nothing is intercepted), "
-    .. "so there is no policy to apply",
+  ["spec.outboundTrafficPolicy"] = { reason = "with capture ports, destinations no listener claims "
+    .. "always pass through (ALLOW_ANY); REGISTRY_ONLY and egressProxy are not enforced",
+    when = function(v) return v.mode == "REGISTRY_ONLY" or v.egressProxy ~= nil end,
+    when_text = "(REGISTRY_ONLY, egressProxy)" },
   ["spec.workloadSelector"] = "the Sidecar applies to this proxy whatever its workload labels",
 }
 

@@ -1598,3 +1598,74 @@ void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t s
     }
     free(uniq), free(parts);
 }
+
+/* ---- the admin's /clusters ------------------------------------------------------------------ */
+
+static void status_node(FILE *f, const mt_wendpoint_t *ep)
+{
+    fprintf(f, "\"%s:%u\"", ep->address, ep->port); /* addresses are IPs or host names */
+}
+
+/* Redis Cluster: the slot map as ranges of one shard, its master and replicas, and every node
+ * met with its role (seeds and nodes first met through a redirection included). */
+void mt_rcluster_status(mt_wcluster_t *c, FILE *f)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    if (mt_redis_cluster(c->conf)->mode != MT_REDIS_CLUSTER) {
+        fputs("{\"mode\":\"proxy\"}", f);
+        return;
+    }
+    if (!t) {
+        fputs("{\"mode\":\"cluster\",\"have_map\":false}", f);
+        return;
+    }
+    uint64_t now = mt_worker_now_ms(c->w);
+    fprintf(f, "{\"mode\":\"cluster\",\"have_map\":%s,\"last_refresh_ms_ago\":%llu,\"slots\":[",
+            t->have_map ? "true" : "false",
+            t->last_refresh_ms ? (unsigned long long)(now - t->last_refresh_ms) : 0ull);
+    bool first = true;
+    for (uint32_t s = 0; s < SLOTS;) {
+        uint16_t si = t->slot_shard[s];
+        uint32_t e = s;
+        while (e + 1 < SLOTS && t->slot_shard[e + 1] == si)
+            e++;
+        if (si != NO_SHARD && si < t->n_shards) {
+            const mt_rshard_t *sh = &t->shards[si];
+            fprintf(f, "%s{\"from\":%u,\"to\":%u,\"master\":", first ? "" : ",", s, e);
+            status_node(f, sh->master);
+            fputs(",\"replicas\":[", f);
+            for (uint32_t r = 0; r < sh->n_replicas; r++) {
+                if (r)
+                    fputc(',', f);
+                status_node(f, sh->replicas[r]);
+            }
+            fputs("]}", f);
+            first = false;
+        }
+        s = e + 1;
+    }
+    fputs("],\"nodes\":[", f);
+    for (uint32_t i = 0; i < t->n_nodes; i++) {
+        const mt_wendpoint_t *ep = t->nodes[i];
+        const char *role = i < t->n_seeds ? "seed" : "unknown";
+        for (uint32_t k = 0; k < t->n_shards; k++) {
+            if (t->shards[k].master == ep)
+                role = "master";
+            for (uint32_t r = 0; r < t->shards[k].n_replicas; r++) {
+                if (t->shards[k].replicas[r] == ep)
+                    role = "replica";
+            }
+        }
+        fprintf(f, "%s{\"address\":", i ? "," : "");
+        status_node(f, ep);
+        fprintf(f, ",\"role\":\"%s\"}", role);
+    }
+    fputs("],\"last_error\":\"", f);
+    for (const char *p = t->last_error; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fputc('\\', f);
+        if ((unsigned char)*p >= 0x20)
+            fputc(*p, f);
+    }
+    fputs("\"}", f);
+}

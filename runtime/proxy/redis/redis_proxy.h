@@ -18,6 +18,7 @@
 #ifndef MELTEMI_REDIS_PROXY_H
 #define MELTEMI_REDIS_PROXY_H
 
+#include "runtime/core/log.h"
 #include "runtime/core/session.h"
 #include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
@@ -54,6 +55,7 @@ typedef struct mt_rreq {
     const mt_cluster_conf_t *dest; /* where it went, for Istio's labels (mt_rsess_push: the
                                       session's cluster unless route.c set another) */
     uint32_t req_bytes;            /* the command's frame, for istio_request_bytes */
+    const mt_wendpoint_t *ep;      /* the endpoint it was last sent to (the access log) */
     uint16_t rflags;               /* Envoy response flags (MT_RF_*): the session's, plus
                                       what happened on the way (timeouts, failures) */
     struct mt_rreq *parent;        /* a part of a split command */
@@ -126,6 +128,7 @@ struct mt_rsess {
      * and the Envoy response flags (MT_RF_*) that policies, refusals and routing set on it;
      * its record (mt_rsess_push) or its local reply takes them */
     uint64_t cmd_start_ns;
+    const char *cmd_name; /* its name in the command table, or "(unknown)" */
     uint32_t cmd_bytes;
     uint16_t cmd_flags;
 };
@@ -158,6 +161,7 @@ typedef struct mt_redis_worker {
     mt_rreq_t *req_free; /* free list of request records */
     uint32_t n_req_free;
     resp_out_t scratch;          /* local replies and split parts are built here */
+    mt_log_limit_t auth_log;     /* failed client AUTH lines: at most a few per second */
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
 } mt_redis_worker_t;
 
@@ -177,6 +181,9 @@ static inline bool mt_rcmd_is(const redis_command_t *cmd, const char *name)
 {
     return strcmp(cmd->name, name) == 0;
 }
+
+/* redis_cluster.c: the admin's /clusters part of a cluster (its slot map and node roles) */
+void mt_rcluster_status(mt_wcluster_t *c, FILE *f);
 
 /* session.c */
 void mt_rsess_accept(mt_wlistener_t *l, uv_stream_t *server);

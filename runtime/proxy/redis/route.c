@@ -161,6 +161,9 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         mt_rsess_reply_error_at(s, text, hold_until_ms);
         return;
     }
+    mt_debug("listener %s: %s -> cluster %s, endpoint %s:%u (%s)", s->base.conf->name, cmd->name,
+             c->conf->name, ep->address, ep->port,
+             c != s->base.cluster ? "a policy's route" : "the listener's destination");
     mt_rforward_endpoint(s, ep, cmd, req, frame, hold_until_ms);
 }
 

@@ -83,6 +83,27 @@ static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const 
     return user_ok && pass_ok;
 }
 
+/* A client failed to authenticate: counted, and said at info with its address, at most 5
+ * lines a second per worker (a flood of wrong passwords must not fill the disk). */
+#define AUTH_LOG_PER_SEC 5
+static void sess_auth_failed(mt_rsess_t *s, const char *how)
+{
+    mt_worker_t *w = s->base.w;
+    mt_stat_add(s->base.conf->stats, w->id, MT_ST_AUTH_FAILURES, 1);
+    s->cmd_flags |= MT_RF_RBAC;
+    uint32_t held = 0;
+    if (mt_log_threshold > MT_LOG_INFO ||
+        !mt_log_allow(&mt_rw(w)->auth_log, mt_worker_now_ms(w), AUTH_LOG_PER_SEC, &held))
+        return;
+    char peer[INET6_ADDRSTRLEN + 8];
+    if (held)
+        mt_info("listener %s: client %s failed to authenticate (%s); %u more failures not logged",
+                s->base.conf->name, mt_session_peer(&s->base, peer, sizeof(peer)), how, held);
+    else
+        mt_info("listener %s: client %s failed to authenticate (%s)", s->base.conf->name,
+                mt_session_peer(&s->base, peer, sizeof(peer)), how);
+}
+
 static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
 {
     const mt_auth_t *a = &s->rconf->auth;
@@ -103,7 +124,7 @@ static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
         mt_rsess_reply(s, "+OK\r\n", 5);
         return;
     }
-    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_FAILURES, 1);
+    sess_auth_failed(s, user ? "AUTH with a username" : "AUTH");
     if (user)
         mt_rsess_reply_error(s, "WRONGPASS invalid username-password pair or user is disabled.");
     else
@@ -125,7 +146,7 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
                 return;
             }
             if (!sess_check_credentials(s, &req->argv[i + 1], &req->argv[i + 2])) {
-                mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_FAILURES, 1);
+                sess_auth_failed(s, "HELLO ... AUTH");
                 mt_rsess_reply_error(s, "WRONGPASS invalid username-password pair or user is "
                                         "disabled.");
                 return;
@@ -251,6 +272,7 @@ static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     s->cmd_bytes = req->frame_len;
     s->cmd_flags = 0;
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
+    s->cmd_name = cmd ? cmd->name : "(unknown)";
     resp_out_t *o = &mt_rw(s->base.w)->scratch;
     if (!cmd) {
         if (sess_cross_protocol(s, req))
@@ -400,6 +422,7 @@ static void sess_on_data(mt_session_t *base)
             s->cmd_start_ns = base->w->now_ns;
             s->cmd_bytes = (uint32_t)mt_buf_unread(b);
             s->cmd_flags = 0;
+            s->cmd_name = "(protocol error)";
             mt_stat_add(base->conf->stats, base->w->id, MT_ST_PROTOCOL_ERRORS, 1);
             mt_rsess_reply_error(s, text);
             base->finishing = true;

@@ -325,7 +325,6 @@ static void tx_send_until(mt_rsess_t *s, const redis_command_t *cmd, const resp_
         return;
     }
     r->cmd = cmd;
-    r->start_ns = uv_hrtime();
     r->deadline_ms = deadline_ms;
     r->hold_until_ms = hold_until_ms;
     if (req->is_inline) {

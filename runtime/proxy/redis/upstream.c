@@ -305,6 +305,7 @@ void mt_rup_schedule(mt_rup_t *u, const mt_redis_listener_conf_t *rl)
 void mt_rup_push(mt_rup_t *u, mt_rreq_t *r)
 {
     r->unext = NULL;
+    r->ep = u->base.ep;
     if (u->tail)
         u->tail->unext = r;
     else
