@@ -218,21 +218,14 @@ void mt_msg__begin(mt_msg_t *m, const mt_codec_t *codec, const uint8_t *frame, s
     m->frame_len = len;
     m->nattrs = 0;
     mt_arena_reset(&m->arena);
-    memset(&m->priv, 0, sizeof(m->priv));
+    /* priv is left to the codec, which clears the part it uses: all 128 bytes cost more
+     * than the rest of a small frame's bookkeeping */
 }
 
-const mt_str_t *mt_msg_get(const mt_msg_t *m, const char *key, size_t key_len)
+/* mt_msg__add_attr past its filter test. */
+mt_status_t mt_msg__store_attr(mt_msg_t *m, mt_str_t key, mt_str_t val)
 {
-    for (uint32_t i = 0; i < m->nattrs; i++) {
-        if (mt_str_eq(m->attrs[i].key, key, key_len))
-            return &m->attrs[i].val;
-    }
-    return NULL;
-}
-
-mt_status_t mt_msg__add_attr(mt_msg_t *m, mt_str_t key, mt_str_t val)
-{
-    if (mt_msg_get(m, key.ptr, key.len) != NULL)
+    if (mt_msg__find(m, key.ptr, key.len) != NULL)
         return MT_OK;
     if (m->nattrs == m->attrs_cap) {
         uint32_t cap = m->attrs_cap ? m->attrs_cap * 2 : 16;
@@ -256,6 +249,78 @@ mt_str_t mt_msg__strdup(mt_msg_t *m, const void *data, size_t len)
     if (len)
         memcpy(p, data, len);
     return (mt_str_t){p, len};
+}
+
+/* "00" "01" ... "99": two digits of every number below 100, for mt_msg__dec. */
+static const char msg_digits[] = "00010203040506070809101112131415161718192021222324252627282930"
+                                 "31323334353637383940414243444546474849505152535455565758596061"
+                                 "6263646566676869707172737475767778798081828384858687888990919293"
+                                 "949596979899";
+
+mt_str_t mt_msg__dec(mt_msg_t *m, int64_t v)
+{
+    if (v >= 0 && v < 10)
+        return (mt_str_t){msg_digits + 2 * v + 1, 1};
+    if (v >= 10 && v < 100)
+        return (mt_str_t){msg_digits + 2 * v, 2};
+    char text[24];
+    char *end = text + sizeof(text), *p = end;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *--p = '-';
+    return mt_msg__strdup(m, p, (size_t)(end - p));
+}
+
+const mt_str_t *mt_msg_locate(const mt_msg_t *msg, const char *key, size_t key_len,
+                              mt_msg_t *scratch)
+{
+    const mt_str_t *v = mt_msg__find(msg, key, key_len);
+    const mt_codec_t *c = msg->codec;
+    if (v != NULL || msg->want == NULL || mt_attr_filter_has(msg->want, key, key_len) || !c)
+        return v;
+    void *st = malloc(c->state_size ? c->state_size : 1);
+    if (st == NULL)
+        return NULL;
+    if (mt_codec_init(c, st, NULL) == MT_OK) {
+        mt_codec_err_t err;
+        scratch->want = NULL;
+        if (c->decode(st, msg->frame, msg->frame_len, scratch, &err) == MT_OK)
+            v = mt_msg__find(scratch, key, key_len);
+    }
+    c->free(st);
+    free(st);
+    return v;
+}
+
+/* ======================================================================================== */
+/* attribute filters                                                                        */
+/* ======================================================================================== */
+
+mt_status_t mt_attr_filter_add(mt_attr_filter_t *f, const char *key, size_t len)
+{
+    if (key == NULL || mt_attr_filter_has(f, key, len))
+        return MT_OK;
+    if (f->n == f->cap) {
+        uint32_t cap = f->cap ? f->cap * 2 : 8;
+        mt_str_t *k = realloc(f->keys, (size_t)cap * sizeof(*k));
+        if (k == NULL)
+            return MT_ERROR;
+        f->keys = k;
+        f->cap = cap;
+    }
+    f->keys[f->n++] = (mt_str_t){key, len};
+    f->lens |= 1ull << (len < 63 ? len : 63);
+    return MT_OK;
+}
+
+void mt_attr_filter_free(mt_attr_filter_t *f)
+{
+    free(f->keys);
+    memset(f, 0, sizeof(*f));
 }
 
 static void msg_rebase_view(mt_str_t *s, uintptr_t old_lo, uintptr_t old_hi, intptr_t delta)

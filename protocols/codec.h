@@ -30,6 +30,7 @@
 
 #include "protocols/status.h"
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -45,9 +46,40 @@ typedef struct mt_str {
 
 #define MT_STR(lit) ((mt_str_t){(lit), sizeof(lit) - 1})
 
+/* Equality of n bytes, inline: attribute keys are a few bytes, for which a memcmp call
+ * costs more than the comparison (words at a time, the last one overlapping). */
+static inline bool mt_bytes_eq(const void *a, const void *b, size_t n)
+{
+    const unsigned char *p = a, *q = b;
+    if (n >= 8) {
+        uint64_t x, y;
+        for (size_t i = 0; i + 8 < n; i += 8) {
+            memcpy(&x, p + i, 8);
+            memcpy(&y, q + i, 8);
+            if (x != y)
+                return false;
+        }
+        memcpy(&x, p + n - 8, 8);
+        memcpy(&y, q + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        uint32_t x0, y0, x1, y1;
+        memcpy(&x0, p, 4);
+        memcpy(&y0, q, 4);
+        memcpy(&x1, p + n - 4, 4);
+        memcpy(&y1, q + n - 4, 4);
+        return x0 == y0 && x1 == y1;
+    }
+    unsigned diff = 0;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned)(p[i] ^ q[i]);
+    return diff == 0;
+}
+
 static inline bool mt_str_eq(mt_str_t a, const char *b, size_t blen)
 {
-    return a.len == blen && (blen == 0 || memcmp(a.ptr, b, blen) == 0);
+    return a.len == blen && mt_bytes_eq(a.ptr, b, blen);
 }
 
 /* A metadata attribute: both views are read-only for the caller. */
@@ -55,6 +87,38 @@ typedef struct mt_attr {
     mt_str_t key;
     mt_str_t val;
 } mt_attr_t;
+
+/* ---- attribute filters ------------------------------------------------------------------ */
+
+/*
+ * The attribute keys a message's readers can ask for: a listener's compiled routes (match
+ * keys), its clusters' hash keys, the names in its error texts. A decoder given a filter
+ * (mt_msg_t.want) still walks and checks the whole frame - it fails on the same bytes with
+ * the same error as without one - but stores only the wanted attributes and formats nothing
+ * for the others, so a frame whose readers need two keys does not pay for twenty. Keys are
+ * views the filter does not own (the snapshot's strings); `keys` is the filter's own array.
+ */
+typedef struct mt_attr_filter {
+    uint64_t lens; /* bit MIN(len, 63) set for the length of every key: a cheap first test */
+    mt_str_t *keys;
+    uint32_t n;
+    uint32_t cap;
+} mt_attr_filter_t;
+
+/* Adds key (a view that must outlive the filter); no-op if present. MT_ERROR: no memory. */
+mt_status_t mt_attr_filter_add(mt_attr_filter_t *f, const char *key, size_t len);
+void mt_attr_filter_free(mt_attr_filter_t *f);
+
+static inline bool mt_attr_filter_has(const mt_attr_filter_t *f, const char *key, size_t len)
+{
+    if ((f->lens & (1ull << (len < 63 ? len : 63))) == 0)
+        return false;
+    for (uint32_t i = 0; i < f->n; i++) {
+        if (mt_str_eq(f->keys[i], key, len))
+            return true;
+    }
+    return false;
+}
 
 /* ---- growable output buffer -------------------------------------------------------------- */
 
@@ -146,6 +210,9 @@ typedef struct mt_msg {
     size_t frame_len;     /* bytes consumed from the caller's buffer */
     mt_attr_t *attrs;     /* nattrs attributes, in frame order, unique keys */
     uint32_t nattrs;
+    /* set by the caller, kept across decodes: the only attributes decode stores; NULL:
+     * every attribute. mt_msg_locate finds one that was left out. */
+    const mt_attr_filter_t *want;
 
     /* private: used by codecs through the helpers below */
     uint32_t attrs_cap;
@@ -159,12 +226,40 @@ typedef struct mt_msg {
 void mt_msg_init(mt_msg_t *m);
 void mt_msg_free(mt_msg_t *m);
 
-/* Attribute lookup by key; NULL when absent. Linear: messages carry a handful of keys. */
-const mt_str_t *mt_msg_get(const mt_msg_t *m, const char *key, size_t key_len);
+/* The stored attribute of key; NULL when absent or left out by m->want. */
+static inline const mt_str_t *mt_msg__find(const mt_msg_t *m, const char *key, size_t key_len)
+{
+    for (uint32_t i = 0; i < m->nattrs; i++) {
+        if (mt_str_eq(m->attrs[i].key, key, key_len))
+            return &m->attrs[i].val;
+    }
+    return NULL;
+}
+
+/* Attribute lookup by key; NULL when absent. Linear: messages carry a handful of keys. A
+ * reader may only ask for keys of m->want (the listener's filter says what its readers read):
+ * asking for another is a bug - the answer would be NULL whatever the frame holds - and
+ * asserts in builds with assertions; a reader outside the filter uses mt_msg_locate. */
+static inline const mt_str_t *mt_msg_get(const mt_msg_t *m, const char *key, size_t key_len)
+{
+    assert(m->want == NULL || mt_attr_filter_has(m->want, key, key_len));
+    return mt_msg__find(m, key, key_len);
+}
 static inline const mt_str_t *mt_msg_get_cstr(const mt_msg_t *m, const char *key)
 {
     return mt_msg_get(m, key, strlen(key));
 }
+
+/*
+ * The value of `key` in msg whatever msg->want left out: msg's own attribute when decode
+ * stored it, else the frame decoded again without a filter into `scratch` (a message the
+ * caller owns, initialised with mt_msg_init and reused; the view is valid while msg's frame
+ * and scratch are). NULL when the frame has no such attribute. The slow path, for readers
+ * outside the filter; the decode is the one that accepted the frame, so it cannot fail
+ * differently.
+ */
+const mt_str_t *mt_msg_locate(const mt_msg_t *msg, const char *key, size_t key_len,
+                              mt_msg_t *scratch);
 
 /*
  * The frame bytes moved (buffer compaction or a copy kept for a retry/mirror): re-point
@@ -173,11 +268,27 @@ static inline const mt_str_t *mt_msg_get_cstr(const mt_msg_t *m, const char *key
 void mt_msg_rebase(mt_msg_t *m, const uint8_t *new_frame);
 
 /* For codecs: start filling `m` for a frame of `len` bytes at `frame` (clears attributes,
- * resets the arena). */
+ * resets the arena; priv is not touched: the codec sets or clears what it keeps there). */
 void mt_msg__begin(mt_msg_t *m, const mt_codec_t *codec, const uint8_t *frame, size_t len);
-/* For codecs: add an attribute unless the key is already present (first writer wins).
- * Views must point into the frame or the message's arena. MT_ERROR on out of memory. */
-mt_status_t mt_msg__add_attr(mt_msg_t *m, mt_str_t key, mt_str_t val);
+/* For codecs: whether m->want lets key in (always without a filter). Codecs ask before
+ * building a value (formatting a number) that only an attribute would use. */
+static inline bool mt_msg__wants(const mt_msg_t *m, const char *key, size_t key_len)
+{
+    return m->want == NULL || mt_attr_filter_has(m->want, key, key_len);
+}
+mt_status_t mt_msg__store_attr(mt_msg_t *m, mt_str_t key, mt_str_t val);
+/* For codecs: add an attribute unless the key is already present (first writer wins) or
+ * m->want leaves it out (then nothing is stored and MT_OK returned). Views must point into
+ * the frame, the message's arena or static storage. MT_ERROR on out of memory. */
+static inline mt_status_t mt_msg__add_attr(mt_msg_t *m, mt_str_t key, mt_str_t val)
+{
+    if (!mt_msg__wants(m, key.ptr, key.len))
+        return MT_OK;
+    return mt_msg__store_attr(m, key, val);
+}
+/* For codecs: the decimal text of v as a view (static storage for 0-99, else the arena;
+ * ptr NULL on out of memory). No printf: it runs per message. */
+mt_str_t mt_msg__dec(mt_msg_t *m, int64_t v);
 /* For codecs: copy bytes into the arena and return a view of the copy (ptr NULL on OOM). */
 mt_str_t mt_msg__strdup(mt_msg_t *m, const void *data, size_t len);
 

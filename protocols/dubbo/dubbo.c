@@ -198,11 +198,12 @@ static void dubbo_free(void *state)
     hessian2_classes_free(&d->classes);
 }
 
-static mt_status_t dubbo_add(mt_msg_t *m, const char *key, mt_str_t val, mt_codec_err_t *err)
+static inline __attribute__((always_inline)) mt_status_t
+dubbo_add(mt_msg_t *m, mt_str_t key, mt_str_t val, mt_codec_err_t *err)
 {
     if (val.ptr == NULL)
         return MT_OK;
-    if (mt_msg__add_attr(m, (mt_str_t){key, strlen(key)}, val) != MT_OK)
+    if (mt_msg__add_attr(m, key, val) != MT_OK)
         return mt_codec_fail(err, MT_CODEC_E_NOMEM, "dubbo: no memory for attributes");
     return MT_OK;
 }
@@ -216,15 +217,26 @@ static mt_status_t dubbo_decode_invocation(dubbo_decoder_t *d, mt_msg_t *m, mt_c
     dubbo_invocation_t inv;
     if (dubbo_parse_invocation(&r, &inv) != MT_OK)
         return MT_ERROR;
-    if (dubbo_add(m, "interface", inv.path, err) != MT_OK ||
-        dubbo_add(m, "method", inv.method, err) != MT_OK ||
-        dubbo_add(m, "version", inv.version, err) != MT_OK)
+    if (dubbo_add(m, MT_STR("interface"), inv.path, err) != MT_OK ||
+        dubbo_add(m, MT_STR("method"), inv.method, err) != MT_OK ||
+        dubbo_add(m, MT_STR("version"), inv.version, err) != MT_OK)
         return MT_ERROR;
     p->attach_off = (uint32_t)inv.attach_off;
     dubbo_attach_kind_t kind;
     if (dubbo_attach_open(&r, &kind) != MT_OK)
         return MT_ERROR;
     for (bool done = kind != DUBBO_ATTACH_MAP; !done;) {
+        /* the common entry: key and value compact ASCII strings, read in one step each */
+        size_t entry = r.pos;
+        mt_str_t key, val;
+        if (hessian2_read_compact_ascii(&r, &key)) {
+            if (hessian2_read_compact_ascii(&r, &val)) {
+                if (mt_msg__add_attr(m, key, val) != MT_OK)
+                    return mt_codec_fail(err, MT_CODEC_E_NOMEM, "dubbo: no memory for attributes");
+                continue;
+            }
+            r.pos = entry; /* the general reader takes the whole entry again */
+        }
         dubbo_attach_entry_t e;
         if (dubbo_attach_next(&r, &e, &done) != MT_OK)
             return MT_ERROR;
@@ -241,12 +253,12 @@ static mt_status_t dubbo_decode_invocation(dubbo_decoder_t *d, mt_msg_t *m, mt_c
 static mt_status_t dubbo_decode_response(mt_msg_t *m, mt_codec_err_t *err)
 {
     const dubbo_priv_t *p = dubbo_cpriv(m);
-    char text[4];
-    int n = snprintf(text, sizeof(text), "%u", p->status);
-    mt_str_t v = mt_msg__strdup(m, text, (size_t)n);
+    if (!mt_msg__wants(m, "status", 6))
+        return MT_OK;
+    mt_str_t v = mt_msg__dec(m, p->status);
     if (v.ptr == NULL)
         return mt_codec_fail(err, MT_CODEC_E_NOMEM, "dubbo: no memory for attributes");
-    return dubbo_add(m, "status", v, err);
+    return dubbo_add(m, MT_STR("status"), v, err);
 }
 
 static mt_status_t dubbo_check_magic(const uint8_t *buf, size_t len, mt_codec_err_t *err)
@@ -280,6 +292,7 @@ static mt_status_t dubbo_decode(void *state, const uint8_t *buf, size_t len, mt_
     uint8_t flag = buf[2];
     mt_msg__begin(msg, &mt_codec_dubbo, buf, frame_len);
     dubbo_priv_t *p = dubbo_priv(msg);
+    *p = (dubbo_priv_t){0};
     p->flag = flag;
     p->status = buf[3];
     p->attach_off = p->attach_end = (uint32_t)frame_len;
@@ -555,8 +568,10 @@ static mt_status_t dubbo_set_request_id(uint8_t *frame, size_t len, uint64_t id)
 {
     if (len < DUBBO_HEADER_LEN || frame[0] != DUBBO_MAGIC_HI || frame[1] != DUBBO_MAGIC_LO)
         return MT_ERROR;
-    for (int i = 0; i < 8; i++)
-        frame[4 + i] = (uint8_t)(id >> (56 - 8 * i));
+    uint8_t be[8] = {(uint8_t)(id >> 56), (uint8_t)(id >> 48), (uint8_t)(id >> 40),
+                     (uint8_t)(id >> 32), (uint8_t)(id >> 24), (uint8_t)(id >> 16),
+                     (uint8_t)(id >> 8),  (uint8_t)id};
+    memcpy(frame + 4, be, sizeof(be)); /* one store: this runs twice per call */
     return MT_OK;
 }
 

@@ -27,58 +27,12 @@ void hessian2_classes_free(hessian2_classes_t *c)
     c->cap = 0;
 }
 
-void hessian2_reader_init(hessian2_reader_t *r, const uint8_t *buf, size_t len, size_t pos,
-                          uint32_t max_depth, hessian2_classes_t *classes, mt_arena_t *arena,
-                          mt_codec_err_t *err)
-{
-    r->buf = buf;
-    r->len = len;
-    r->pos = pos;
-    r->depth = 0;
-    r->max_depth = max_depth;
-    r->classes = classes;
-    r->classes->count = 0;
-    r->arena = arena;
-    r->err = err;
-}
-
 bool hessian2_peek(const hessian2_reader_t *r, uint8_t *tag)
 {
     if (r->pos >= r->len)
         return false;
     *tag = r->buf[r->pos];
     return true;
-}
-
-bool hessian2_tag_is_scalar(uint8_t t)
-{
-    if (t <= 0x3f) /* strings, binaries, 3-octet longs */
-        return true;
-    if (t >= 0x80) /* compact ints and longs */
-        return true;
-    switch (t) {
-    case 'A':
-    case 'B':
-    case 'D':
-    case 'F':
-    case 'I':
-    case 0x4a:
-    case 0x4b:
-    case 'L':
-    case 'N':
-    case 'R':
-    case 'S':
-    case 'T':
-    case 'Y':
-    case 0x5b:
-    case 0x5c:
-    case 0x5d:
-    case 0x5e:
-    case 0x5f:
-        return true;
-    default:
-        return false;
-    }
 }
 
 /* ---- primitives -------------------------------------------------------------------------- */
@@ -178,10 +132,19 @@ static mt_status_t h2_read_count(hessian2_reader_t *r, uint32_t *out)
 /* ---- strings ----------------------------------------------------------------------------- */
 
 /* Advances over `chars` UTF-16 units of UTF-8 text (Hessian lengths count Java chars; a
- * 4-byte sequence is a surrogate pair, i.e. two chars). */
+ * 4-byte sequence is a surrogate pair, i.e. two chars). A run of ASCII is one unit per byte,
+ * so it is skipped by length (hessian2__ascii_run); only a non-ASCII lead byte takes the
+ * character-by-character path. Both end on the same byte with the same error as a walk of
+ * every character would (a truncated string fails at the end of the buffer). */
 static mt_status_t h2_skip_chars(hessian2_reader_t *r, uint32_t chars)
 {
     while (chars > 0) {
+        size_t ascii =
+            hessian2__ascii_run(r->buf, r->pos, MT_MIN((size_t)chars, r->len - r->pos), r->len);
+        r->pos += ascii;
+        chars -= (uint32_t)ascii;
+        if (chars == 0)
+            return MT_OK;
         uint8_t lead = 0;
         if (h2_take(r, &lead) != MT_OK)
             return MT_ERROR;
@@ -278,14 +241,22 @@ static mt_status_t h2_join_chunks(hessian2_reader_t *r, size_t pos, char *dst)
     return MT_OK;
 }
 
-mt_status_t hessian2_read_string(hessian2_reader_t *r, mt_str_t *out)
+mt_status_t hessian2__read_string(hessian2_reader_t *r, mt_str_t *out)
 {
+    size_t text;
     uint8_t t = 0;
     size_t start = r->pos;
     if (h2_take(r, &t) != MT_OK)
         return MT_ERROR;
     if (t == 'N') {
         *out = (mt_str_t){NULL, 0};
+        return MT_OK;
+    }
+    if (t <= 0x1f) { /* compact, not all ASCII (or truncated): one final chunk of t chars */
+        text = r->pos;
+        if (h2_skip_chars(r, t) != MT_OK)
+            return MT_ERROR;
+        *out = (mt_str_t){(const char *)r->buf + text, r->pos - text};
         return MT_OK;
     }
     uint32_t chunks;
@@ -501,6 +472,9 @@ static mt_status_t h2_skip_compound(hessian2_reader_t *r, uint8_t t)
 
 static mt_status_t h2_skip_value(hessian2_reader_t *r)
 {
+    mt_str_t text;
+    if (hessian2_read_compact_ascii(r, &text))
+        return MT_OK;
     uint8_t t = 0;
     if (h2_take(r, &t) != MT_OK)
         return MT_ERROR;

@@ -38,9 +38,20 @@ typedef struct hessian2_reader {
     mt_codec_err_t *err;
 } hessian2_reader_t;
 
-void hessian2_reader_init(hessian2_reader_t *r, const uint8_t *buf, size_t len, size_t pos,
-                          uint32_t max_depth, hessian2_classes_t *classes, mt_arena_t *arena,
-                          mt_codec_err_t *err);
+static inline void hessian2_reader_init(hessian2_reader_t *r, const uint8_t *buf, size_t len,
+                                        size_t pos, uint32_t max_depth, hessian2_classes_t *classes,
+                                        mt_arena_t *arena, mt_codec_err_t *err)
+{
+    r->buf = buf;
+    r->len = len;
+    r->pos = pos;
+    r->depth = 0;
+    r->max_depth = max_depth;
+    r->classes = classes;
+    r->classes->count = 0;
+    r->arena = arena;
+    r->err = err;
+}
 
 /* True and the next tag byte in *tag when one is available. */
 bool hessian2_peek(const hessian2_reader_t *r, uint8_t *tag);
@@ -50,15 +61,101 @@ static inline bool hessian2_tag_is_string(uint8_t t)
 }
 /* True for values that neither define classes nor enter the reference table, so they can be
  * replaced by a string without renumbering later references. */
-bool hessian2_tag_is_scalar(uint8_t t);
+static inline bool hessian2_tag_is_scalar(uint8_t t)
+{
+    if (t <= 0x3f || t >= 0x80) /* strings, binaries, 3-octet longs; compact ints and longs */
+        return true;
+    switch (t) {
+    case 'A':
+    case 'B':
+    case 'D':
+    case 'F':
+    case 'I':
+    case 0x4a:
+    case 0x4b:
+    case 'L':
+    case 'N':
+    case 'R':
+    case 'S':
+    case 'T':
+    case 'Y':
+    case 0x5b:
+    case 0x5c:
+    case 0x5d:
+    case 0x5e:
+    case 0x5f:
+        return true;
+    default:
+        return false;
+    }
+}
 
 /* Skips one complete value (nested ones included). */
 mt_status_t hessian2_skip(hessian2_reader_t *r);
 /* Reads a 32-bit int in any of its encodings. */
 mt_status_t hessian2_read_int(hessian2_reader_t *r, int32_t *out);
+/* How many of the n bytes at buf[pos..] are ASCII (high bit clear), eight at a time, where
+ * pos + n <= len and len bytes are readable at buf: a word that would run past len is read
+ * as the last 8 bytes before len and shifted, so nothing at or beyond buf[len] is read. */
+static inline size_t hessian2__ascii_run(const uint8_t *buf, size_t pos, size_t n, size_t len)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    for (size_t i = 0; i < n; i += 8) {
+        size_t at = pos + i;
+        uint64_t w = 0;
+        if (len - at >= 8) {
+            memcpy(&w, buf + at, 8);
+        } else if (len >= 8) {
+            memcpy(&w, buf + len - 8, 8);
+            w >>= 8 * (8 - (len - at)); /* byte `at` to the bottom */
+        } else {
+            for (size_t k = 0; k < len - at; k++)
+                w |= (uint64_t)buf[at + k] << (8 * k);
+        }
+        uint64_t high = w & 0x8080808080808080ull;
+        if (high != 0) {
+            size_t k = i + (size_t)__builtin_ctzll(high) / 8; /* first byte with the bit */
+            return k < n ? k : n;
+        }
+    }
+    return n;
+#else
+    (void)len;
+    size_t i = 0;
+    while (i < n && buf[pos + i] < 0x80)
+        i++;
+    return i;
+#endif
+}
+
+/* A compact string (tag 0x00-0x1f: one final chunk of at most 31 chars) of ASCII only, at
+ * r->pos: the common case, read in one step into *out (a view into buf). False, with nothing
+ * consumed, for anything else (another tag, non-ASCII text, too few bytes): the general
+ * readers then take the same bytes, with the errors they always had. */
+static inline bool hessian2_read_compact_ascii(hessian2_reader_t *r, mt_str_t *out)
+{
+    if (r->pos >= r->len)
+        return false;
+    uint8_t t = r->buf[r->pos];
+    if (t > 0x1f || t > r->len - r->pos - 1)
+        return false;
+    if (hessian2__ascii_run(r->buf, r->pos + 1, t, r->len) != t)
+        return false;
+    *out = (mt_str_t){(const char *)r->buf + r->pos + 1, t};
+    r->pos += 1 + (size_t)t;
+    return true;
+}
+
+mt_status_t hessian2__read_string(hessian2_reader_t *r, mt_str_t *out);
+
 /* Reads a string or null (out->ptr == NULL). A single-chunk string is a view into buf;
  * a chunked one is joined in r->arena. */
-mt_status_t hessian2_read_string(hessian2_reader_t *r, mt_str_t *out);
+static inline mt_status_t hessian2_read_string(hessian2_reader_t *r, mt_str_t *out)
+{
+    if (hessian2_read_compact_ascii(r, out))
+        return MT_OK;
+    return hessian2__read_string(r, out);
+}
 
 /* Appends `s` as a Hessian2 string (chunked past 0x8000 chars). MT_ERROR on invalid UTF-8
  * (or out of memory); `out` may then hold a partial value the caller must drop. */

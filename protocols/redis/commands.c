@@ -74,17 +74,22 @@ const redis_command_t *redis_command_lookup(const char *name, size_t len)
     return cmd;
 }
 
+const redis_command_t *redis_command_lookup_cached(const redis_command_t **last, const char *name,
+                                                   size_t len)
+{
+    const redis_command_t *cmd = *last;
+    if (cmd && cmd->name_len == len && redis__name_eq(cmd->name, name, len))
+        return cmd;
+    cmd = redis_command_lookup(name, len);
+    if (cmd)
+        *last = cmd;
+    return cmd;
+}
+
 const redis_command_t *redis_command_table(size_t *count)
 {
     *count = REDIS_COMMAND_COUNT;
     return redis_command__table;
-}
-
-bool redis_command_arity_ok(const redis_command_t *cmd, uint32_t argc)
-{
-    if (cmd->arity >= 0)
-        return argc == (uint32_t)cmd->arity;
-    return argc >= (uint32_t)-cmd->arity;
 }
 
 const redis_command_t *redis_command_subcommands(const redis_command_t *cmd, size_t *count)

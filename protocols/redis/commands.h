@@ -106,9 +106,19 @@ typedef struct redis_key_spec {
 
 /* Case-insensitive lookup; NULL if unknown. No allocation. */
 const redis_command_t *redis_command_lookup(const char *name, size_t len);
+/* The same with a one-entry cache the caller keeps (*last; NULL at first): a connection
+ * mostly repeats its command, and comparing with the last one's name costs a few
+ * instructions where hashing costs a hundred. A miss looks up and refills the cache. */
+const redis_command_t *redis_command_lookup_cached(const redis_command_t **last, const char *name,
+                                                   size_t len);
 /* The whole table, and its size (for COMMAND / COMMAND COUNT and stats). */
 const redis_command_t *redis_command_table(size_t *count);
-bool redis_command_arity_ok(const redis_command_t *cmd, uint32_t argc);
+static inline bool redis_command_arity_ok(const redis_command_t *cmd, uint32_t argc)
+{
+    if (cmd->arity >= 0)
+        return argc == (uint32_t)cmd->arity;
+    return argc >= (uint32_t)-cmd->arity;
+}
 /* added: subcommands of a container command ("client|setname"); NULL/0 when none. */
 const redis_command_t *redis_command_subcommands(const redis_command_t *cmd, size_t *count);
 /* added: case-insensitive subcommand lookup by its own name ("setname"); NULL if unknown. */

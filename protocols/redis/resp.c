@@ -437,6 +437,73 @@ static mt_status_t resp__req_inline(resp_req_parser_t *p, const char *buf, size_
     return resp__req_done(p, buf, end + 1, true, out);
 }
 
+/* ==== fast paths ======================================================================== */
+
+/*
+ * The common frame in one pass: everything present, short canonical lengths. A length of at
+ * most 9 digits (no sign, no leading zero but "0" itself) at buf[*i] followed by CRLF: true
+ * with the value and *i past the CRLF. False for anything else - longer, signed, malformed,
+ * incomplete - and the resumable parser then reads the same bytes from the frame's start,
+ * with its own answers; the fast paths never consume or change state on false.
+ */
+static inline bool resp__fast_len(const char *buf, size_t len, size_t *i, uint32_t *out)
+{
+    size_t k = *i;
+    if (k >= len)
+        return false;
+    unsigned d = (unsigned char)buf[k++] - '0';
+    if (d > 9)
+        return false;
+    uint32_t v = d;
+    if (d != 0) {
+        for (unsigned digits = 1; k < len; k++, digits++) {
+            d = (unsigned char)buf[k] - '0';
+            if (d > 9)
+                break;
+            if (digits == 9)
+                return false;
+            v = v * 10 + d;
+        }
+    }
+    if (len - k < 2 || buf[k] != '\r' || buf[k + 1] != '\n')
+        return false;
+    *i = k + 2;
+    *out = v;
+    return true;
+}
+
+/* A whole multibulk frame ("*N\r\n" then N "$L\r\n<L bytes>\r\n") with argv already big
+ * enough, from a client that needs no pre-auth limits: argv filled, MT_OK. Every check the
+ * resumable parser makes holds for what this accepts (canonical counts and lengths within
+ * the limits, CRLF after each, lines within max_inline), so both give the same frame. */
+static bool resp__req_fast(resp_req_parser_t *p, const char *buf, size_t len, resp_request_t *out)
+{
+    size_t i = 1;
+    uint32_t n;
+    if (!resp__fast_len(buf, len, &i, &n) || n == 0 || n > p->argv_cap || n > p->limits.max_args ||
+        i - 2 > p->limits.max_inline)
+        return false;
+    for (uint32_t a = 0; a < n; a++) {
+        size_t line = i;
+        uint32_t bl;
+        if (i >= len || buf[i] != '$')
+            return false;
+        i++;
+        if (!resp__fast_len(buf, len, &i, &bl) || bl > p->limits.max_bulk_len ||
+            i - 2 - line > p->limits.max_inline)
+            return false;
+        if (len - i < (size_t)bl + 2 || buf[i + bl] != '\r' || buf[i + bl + 1] != '\n')
+            return false;
+        p->argv[a] = (resp_arg_t){buf + i, bl};
+        i += (size_t)bl + 2;
+    }
+    out->frame_len = i;
+    out->argc = n;
+    out->argv = p->argv;
+    out->is_inline = false;
+    return true;
+}
+
 /* ==== request parser: entry point ======================================================== */
 
 mt_status_t resp_parse_request(resp_req_parser_t *p, const char *buf, size_t len,
@@ -447,6 +514,8 @@ mt_status_t resp_parse_request(resp_req_parser_t *p, const char *buf, size_t len
         if (len == 0)
             return MT_AGAIN;
         resp__req_trim(p);
+        if (buf[0] == '*' && !p->unauthenticated && resp__req_fast(p, buf, len, out))
+            return MT_OK;
         p->bulk_len = -1;
         p->state = buf[0] == '*' ? RQ_MB_COUNT : RQ_INLINE;
     }
@@ -638,10 +707,44 @@ static mt_status_t resp__scan_step(resp_reply_scanner_t *s, const char *buf, siz
     return resp__scan_fail(s, err, RESP_ERR_REPLY_TYPE);
 }
 
+/* A whole reply that is a status or error line, a bulk string with a short length, or a
+ * null bulk, at the start of a reply: its length, or 0 for the resumable scanner to take
+ * (which then reads the same bytes from the start). */
+static size_t resp__scan_fast(const resp_reply_scanner_t *s, const char *buf, size_t len)
+{
+    if (len < 4)
+        return 0;
+    if (buf[0] == '$') {
+        if (buf[1] == '-') /* a null bulk; anything else with a sign is the scanner's */
+            return len >= 5 && buf[2] == '1' && buf[3] == '\r' && buf[4] == '\n' ? 5 : 0;
+        size_t i = 1;
+        uint32_t n;
+        if (!resp__fast_len(buf, len, &i, &n) || n > s->limits.max_bulk_len ||
+            len - i < (size_t)n + 2 || buf[i + n] != '\r' || buf[i + n + 1] != '\n')
+            return 0;
+        return i + n + 2;
+    }
+    if (buf[0] == '+' || buf[0] == '-') {
+        const char *cr = memchr(buf + 1, '\r', len - 1);
+        size_t end = cr ? (size_t)(cr - buf) : 0;
+        if (!cr || end + 1 >= len || buf[end + 1] != '\n' || end - 1 > s->limits.max_bulk_len)
+            return 0;
+        return end + 2;
+    }
+    return 0;
+}
+
 mt_status_t resp_scan_reply(resp_reply_scanner_t *s, const char *buf, size_t len, size_t *frame_len,
                             const char **err)
 {
     assert(len >= s->pos && "resp_scan_reply: the reply's bytes must not shrink");
+    if (s->state == RS_TYPE && s->pos == 0 && s->depth == 0) {
+        size_t n = resp__scan_fast(s, buf, len);
+        if (n != 0) {
+            *frame_len = n;
+            return MT_OK;
+        }
+    }
     for (;;) {
         bool complete = false;
         mt_status_t rc = resp__scan_step(s, buf, len, &complete, err);

@@ -156,7 +156,8 @@ static void thrift_free(void *state)
 
 /* ---- filling the message ----------------------------------------------------------------- */
 
-static const char *const thrift_type_names[] = {"", "call", "reply", "exception", "oneway"};
+static const mt_str_t thrift_type_names[] = {MT_STR(""), MT_STR("call"), MT_STR("reply"),
+                                             MT_STR("exception"), MT_STR("oneway")};
 
 static mt_status_t thrift_nomem(mt_codec_err_t *err)
 {
@@ -169,6 +170,7 @@ static mt_status_t thrift_fill_msg(mt_msg_t *m, const uint8_t *frame, size_t fra
 {
     mt_msg__begin(m, &mt_codec_thrift, frame, frame_len);
     thrift_priv_t *pr = thrift_priv(m);
+    *pr = (thrift_priv_t){0};
     pr->transport = (uint8_t)t;
     pr->protocol = (uint8_t)p;
     pr->msg_off = (uint32_t)msg_off;
@@ -182,15 +184,14 @@ static mt_status_t thrift_fill_msg(mt_msg_t *m, const uint8_t *frame, size_t fra
     m->expects_reply = h->type == THRIFT_CALL;
     m->request_id = (uint32_t)h->seqid;
 
-    char num[16];
-    int n = snprintf(num, sizeof(num), "%d", h->seqid);
-    mt_str_t seq = mt_msg__strdup(m, num, (size_t)n);
-    const char *tn = thrift_type_names[h->type];
-    if (seq.ptr == NULL ||
-        mt_msg__add_attr(m, MT_STR("method"),
+    /* seq_id is text only for a reader that wants it: formatting it is most of the cost */
+    mt_str_t seq = {NULL, 0};
+    if (mt_msg__wants(m, "seq_id", 6) && (seq = mt_msg__dec(m, h->seqid)).ptr == NULL)
+        return thrift_nomem(err);
+    if (mt_msg__add_attr(m, MT_STR("method"),
                          (mt_str_t){(const char *)frame + h->name_off, h->name_len}) != MT_OK ||
-        mt_msg__add_attr(m, MT_STR("message_type"), (mt_str_t){tn, strlen(tn)}) != MT_OK ||
-        mt_msg__add_attr(m, MT_STR("seq_id"), seq) != MT_OK)
+        mt_msg__add_attr(m, MT_STR("message_type"), thrift_type_names[h->type]) != MT_OK ||
+        (seq.ptr != NULL && mt_msg__add_attr(m, MT_STR("seq_id"), seq) != MT_OK))
         return thrift_nomem(err);
     return MT_OK;
 }

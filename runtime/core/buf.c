@@ -49,6 +49,19 @@ mt_buf_t *mt_buf_get(mt_buf_pool_t *pool, size_t min_cap)
     return b;
 }
 
+uint32_t mt_buf_pool_trim(mt_buf_pool_t *pool, uint32_t keep, uint32_t max)
+{
+    uint32_t n = 0;
+    while (pool->nfree > keep && n < max && pool->free) {
+        mt_buf_t *b = pool->free;
+        pool->free = b->next_free;
+        pool->nfree--;
+        free(b);
+        n++;
+    }
+    return n;
+}
+
 void mt_buf_release(mt_buf_pool_t *pool, mt_buf_t *b)
 {
     pool->allocated--;

@@ -46,6 +46,9 @@ static inline void mt_buf_ref(mt_buf_t *b)
 
 void mt_buf_release(mt_buf_pool_t *pool, mt_buf_t *b);
 
+/* Frees free chunks beyond `keep`, at most `max` of them; returns how many it freed. */
+uint32_t mt_buf_pool_trim(mt_buf_pool_t *pool, uint32_t keep, uint32_t max);
+
 static inline void mt_buf_unref(mt_buf_pool_t *pool, mt_buf_t *b)
 {
     if (--b->refs == 0)

@@ -109,6 +109,16 @@ int mt_outq_add_copy(mt_outq_t *q, const char *p, size_t len)
     return mt_outq_add_slice(q, s);
 }
 
+/* Everything queued is written: the chunk local replies were copied into goes back to the
+ * pool (a connection that got one PONG must not keep 16 KiB), the next copy takes another. */
+static void outq_idle(mt_outq_t *q)
+{
+    if (q->own && q->n == 0 && q->inflight_writes == 0) {
+        mt_buf_unref(q->pool, q->own);
+        q->own = NULL;
+    }
+}
+
 static void outq_write_cb(uv_write_t *req, int status)
 {
     outq_write_t *w = (outq_write_t *)req;
@@ -118,6 +128,7 @@ static void outq_write_cb(uv_write_t *req, int status)
     q->inflight_bytes -= w->bytes;
     q->inflight_writes--;
     free(w);
+    outq_idle(q);
     if (q->on_done)
         q->on_done(q, status);
 }
@@ -162,6 +173,7 @@ int mt_outq_flush(mt_outq_t *q)
             outq_consume(q, (size_t)wrote);
         }
         if (q->n == 0) {
+            outq_idle(q);
             if (q->on_done)
                 q->on_done(q, 0);
             return 0;

@@ -221,6 +221,50 @@ static char *fingerprint_of(lua_State *L, int idx)
     return fp;
 }
 
+/* Pushes a shallow copy of the table at t (absolute) without the fields the workers' Lua side
+ * never reads: `sources` (the YAML texts, kept for config_dump) and each listener's
+ * `metaprotocol` (MetaRouter routes, which meta_snapshot.c compiles to C at snapshot time).
+ * With a thousand routes those are most of the text every worker loads on every reload. */
+static void push_worker_view(lua_State *L, int t)
+{
+    lua_newtable(L);
+    int out = lua_gettop(L);
+    for (lua_pushnil(L); lua_next(L, t); lua_pop(L, 1)) {
+        if (lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), "sources") == 0)
+            continue;
+        bool listeners =
+            lua_type(L, -2) == LUA_TSTRING && strcmp(lua_tostring(L, -2), "listeners") == 0;
+        lua_pushvalue(L, -2);
+        if (!listeners || !lua_istable(L, -2)) {
+            lua_pushvalue(L, -2);
+            lua_rawset(L, out);
+            continue;
+        }
+        int lt = lua_gettop(L) - 1; /* the listeners array */
+        lua_newtable(L);
+        size_t n = lua_objlen(L, lt);
+        for (size_t i = 1; i <= n; i++) {
+            lua_rawgeti(L, lt, (int)i);
+            int l = lua_gettop(L);
+            if (lua_istable(L, l)) {
+                lua_newtable(L);
+                int copy = lua_gettop(L);
+                for (lua_pushnil(L); lua_next(L, l); lua_pop(L, 1)) {
+                    if (lua_type(L, -2) == LUA_TSTRING &&
+                        strcmp(lua_tostring(L, -2), "metaprotocol") == 0)
+                        continue;
+                    lua_pushvalue(L, -2);
+                    lua_pushvalue(L, -2);
+                    lua_rawset(L, copy);
+                }
+                lua_remove(L, l);
+            }
+            lua_rawseti(L, -2, (int)i);
+        }
+        lua_rawset(L, out); /* key (pushed above) = the copied array */
+    }
+}
+
 /* The compiler's `fingerprint` of a cluster or listener table (meltemi.fingerprint): equal
  * ones let workers keep pools and sockets across a reload. A missing one refuses the
  * snapshot: it is a compiler bug, and an empty stand-in would compare equal to every other
@@ -498,8 +542,10 @@ mt_snapshot_t *mt_snapshot_from_lua(lua_State *L, int idx, uint64_t generation, 
     }
     lua_settop(L, top);
     if (rc == 0) {
-        s->lua_source = fingerprint_of(L, t);
+        push_worker_view(L, t);
+        s->lua_source = fingerprint_of(L, lua_gettop(L));
         s->lua_source_len = s->lua_source ? strlen(s->lua_source) : 0;
+        lua_settop(L, top);
     }
     if (rc != 0 || !s->lua_source) {
         snapshot_free(s);

@@ -83,13 +83,15 @@ typedef struct mt_listener_conf {
 typedef struct mt_snapshot {
     int refs; /* atomic */
     uint64_t generation;
+    uint64_t reload_start_ns; /* uv_hrtime() when the reload that built it began; 0: startup */
     mt_listener_conf_t *listeners;
     uint32_t n_listeners;
     mt_cluster_conf_t *clusters;
     uint32_t n_clusters;
     mt_alog_conf_t *access_log; /* NULL: no access log */
     mt_trace_conf_t *tracing;   /* NULL: no tracing */
-    char *lua_source;           /* the whole snapshot as Lua source, for the workers' Lua states */
+    char *lua_source; /* the snapshot as Lua source for the workers' Lua states: all of it but
+                         `sources` and listeners' `metaprotocol`, which they never read */
     size_t lua_source_len;
 } mt_snapshot_t;
 

@@ -9,6 +9,9 @@
 #include "runtime/luajit/lua_env.h"
 
 #include <lauxlib.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,8 +289,17 @@ void mt_worker_swap_clusters(mt_worker_t *w, mt_snapshot_t *snap)
     }
 }
 
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 static void worker_apply_snapshot(mt_worker_t *w, mt_snapshot_t *snap, int *fds)
 {
+    uint64_t t0 = uv_hrtime(), cpu0 = thread_cpu_ns();
     w->snap_applying = snap;
     mt_worker_swap_clusters(w, snap);
     /* Listeners: keep the sockets of those that still exist, open the new, close the gone. */
@@ -340,6 +352,19 @@ static void worker_apply_snapshot(mt_worker_t *w, mt_snapshot_t *snap, int *fds)
         mt_snapshot_unref(old);
     mt_worker_reap_clusters(w);
     __atomic_store_n(&w->ready, 1, __ATOMIC_RELEASE);
+    uint64_t t1 = uv_hrtime(), cpu1 = thread_cpu_ns();
+    /* The swap's cost on this worker (its loop serves nothing meanwhile: wall clock, and
+     * the thread's CPU time, which a busy machine does not inflate) and, for a reload, how
+     * long after the reload began the worker serves the new generation. */
+    if (snap->reload_start_ns)
+        mt_info("worker %u: generation %llu swapped in in %.2f ms (%.2f ms CPU; %.2f ms after "
+                "the reload began)",
+                w->id, (unsigned long long)snap->generation, (double)(t1 - t0) / 1e6,
+                (double)(cpu1 - cpu0) / 1e6, (double)(t1 - snap->reload_start_ns) / 1e6);
+    else
+        mt_info("worker %u: generation %llu swapped in in %.2f ms (%.2f ms CPU)", w->id,
+                (unsigned long long)snap->generation, (double)(t1 - t0) / 1e6,
+                (double)(cpu1 - cpu0) / 1e6);
 }
 
 static void worker_close_walk(uv_handle_t *h, void *arg)
@@ -409,6 +434,30 @@ static void worker_on_mail(uv_async_t *h)
 static void worker_heartbeat(mt_worker_t *w)
 {
     __atomic_store_n(&w->heartbeat_ms, uv_hrtime() / 1000000u, __ATOMIC_RELAXED);
+}
+
+/* Free chunks beyond what the worker uses now (a burst of connections or a pipelining client
+ * filled the pool) are freed a few hundred per tick, and once a second after such frees the
+ * allocator is asked to give the pages back (malloc_trim): RSS follows the load down instead
+ * of staying at its peak. The pool keeps as many free chunks as are in use (at least 64), so
+ * a steady load never frees and reallocates. */
+#define POOL_KEEP_MIN 64
+#define POOL_TRIM_PER_TICK 256
+
+static void worker_trim_pool(mt_worker_t *w, uint64_t now)
+{
+    mt_buf_pool_t *p = &w->pool;
+    uint64_t keep = MT_MAX((uint64_t)POOL_KEEP_MIN, p->allocated);
+    if (p->nfree > keep)
+        w->pool_trimmed +=
+            mt_buf_pool_trim(p, (uint32_t)MT_MIN(keep, UINT32_MAX), POOL_TRIM_PER_TICK);
+    if (w->pool_trimmed && now - w->pool_trim_ms >= 1000) {
+#ifdef __GLIBC__
+        malloc_trim(0);
+#endif
+        w->pool_trimmed = 0;
+        w->pool_trim_ms = now;
+    }
 }
 
 /* ---- status for the admin's /clusters ---------------------------------------------------------
@@ -501,6 +550,7 @@ static void worker_on_tick(uv_timer_t *t)
     worker_heartbeat(w);
     w->now_ns = uv_hrtime(); /* timeouts the tick fails end requests now */
     uint64_t now = mt_worker_now_ms(w);
+    worker_trim_pool(w, now);
     if (++w->status_ticks * MT_WORKER_TICK_MS >= MT_WORKER_STATUS_MS) {
         w->status_ticks = 0;
         worker_publish_status(w, now);

@@ -154,6 +154,8 @@ struct mt_worker {
     unsigned mail;
     struct mt_mail_snap *mail_snaps; /* snapshots to apply, oldest first */
     int ready;                       /* set once the first snapshot is applied */
+    uint64_t pool_trimmed;           /* chunks freed by the tick since the last malloc_trim */
+    uint64_t pool_trim_ms;           /* when the tick last gave memory back (malloc_trim) */
     uint64_t heartbeat_ms;           /* uv_hrtime() in ms at the loop's last tick (atomic): the main
                                         thread reads it for /ready, to tell a stuck worker */
     int exited;

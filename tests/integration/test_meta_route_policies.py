@@ -112,6 +112,9 @@ def test_route_timeout_answers_before_the_listener_default(config_dir, meltemi_f
     try:
         port = deploy(config_dir, meltemi_factory, srv.getsockname()[1], "    timeout: 300ms")
         r = me.DubboConn(VIP, port, timeout=3.0)  # the listener's default would be 5 s
+        # a request due in 5 s (route "rest") ahead of it on the same upstream connection
+        # must not hold its 300 ms timeout back
+        r.send(me.dubbo_request(4, IFACE, "sayHello"))
         r.send(me.dubbo_request(5, IFACE, "sayBye"))
         f = r.read_frame()
         assert (f.id, f.status) == (5, STATUS_SERVER_TIMEOUT), f.text()

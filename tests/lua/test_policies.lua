@@ -356,3 +356,82 @@ H.test("apply replaces the previous generation and rejects a source that is not 
 end)
 
 H.run()
+
+-- ---- chains C decides alone (worker.lua's c_route_table, lua_bridge.c's croute_match) -----------
+
+-- What lua_bridge.c does with a c_route_table: the first route (longest prefix first) whose
+-- prefix the key starts with (ASCII letters folded when case-insensitive), else the catch-all.
+local function c_match(t, key)
+  if key ~= nil then
+    for _, r in ipairs(t.list) do
+      local p = r[1]
+      local head = key:sub(1, #p)
+      if #key >= #p and (head == p or (t.case_insensitive and head:lower() == p:lower())) then
+        return r[2], r[3]
+      end
+    end
+  end
+  return t.catch_idx, t.catch_strip
+end
+
+local function c_routes_of(snap)
+  F.generation = F.generation + 1
+  local _, _, c_routes = worker.apply(require("meltemi.dump").lua(snap), F.cluster_index(snap),
+    F.generation)
+  return c_routes
+end
+
+H.test("prefix routes alone are handed to C as data that routes every key as Lua does", function()
+  for _, ci in ipairs({ false, true }) do
+    local snap = with_redis_service((ci and "  settings: {caseInsensitive: true}\n" or "") .. [[
+  redis:
+  - match: {key: {prefix: "user:"}}
+    route: {host: b}
+  - match: {key: {prefix: "user:vip:", removePrefix: true}}
+    route: {host: c}
+  - match: {key: {prefix: "u"}}
+    route: {host: a}
+  - route: {host: d}
+  faults:
+  - type: ERROR
+    percentage: {value: 0}
+]])
+    local t = c_routes_of(snap)[LA]
+    H.ok(t, "a 0% fault cannot fire: the chain is routes only")
+    H.eq(t.case_insensitive, ci, "case_insensitive")
+    H.eq(#t.list, 3, "three prefixes, the catch-all apart")
+    H.eq(t.list[1][1], "user:vip:", "longest first")
+    for _, key in ipairs({ "user:vip:42", "USER:VIP:1", "user:1", "uX", "u", "", "zzz", "Us", false }) do
+      local k = key or nil
+      local idx, strip = worker.route_key(LA, k or "")
+      if k == nil then idx, strip = t.catch_idx, t.catch_strip end
+      local cidx, cstrip = c_match(t, k)
+      H.eq(cidx, idx, "cluster of " .. tostring(key) .. (ci and " (ci)" or ""))
+      H.eq(cstrip, strip, "strip of " .. tostring(key))
+    end
+  end
+end)
+
+H.test("a fault that can fire, a mirror or a filter keeps the chain in Lua", function()
+  local routes = "  redis:\n  - match: {key: {prefix: \"x\"}}\n    route: {host: b}\n"
+  H.ok(c_routes_of(with_redis_service(routes))[LA], "routes alone: C")
+  H.eq(c_routes_of(with_redis_service(routes .. [[
+  faults:
+  - type: ERROR
+    percentage: {value: 1}
+]]))[LA], nil, "a 1% fault: Lua")
+  H.eq(c_routes_of(with_redis_service([[
+  redis:
+  - route: {host: b}
+    mirror:
+    - route: {host: c}
+      percentage: {value: 5}
+]]))[LA], nil, "a 5% mirror: Lua")
+  H.ok(c_routes_of(with_redis_service([[
+  redis:
+  - route: {host: b}
+    mirror:
+    - route: {host: c}
+      percentage: {value: 0}
+]]))[LA], "a 0% mirror never fires: C")
+end)

@@ -2,7 +2,7 @@
 -- (docs/lua-bridge.md is the contract with runtime/proxy/redis/lua_bridge.c).
 --
 --   local worker = require "meltemi.redis.worker"
---   local chains = worker.apply(snapshot_source, cluster_index, generation) -- per generation
+--   local chains, key_limits, c_routes = worker.apply(snapshot_source, cluster_index, generation)
 --   worker.request(li, cmd, key, nargs, is_write, conn_id)   -- per command, listeners with a chain
 --   local idx, strip = worker.route_key(li, key)             -- per key of a multi-key command
 --   worker.conn_closed(conn_id)
@@ -267,16 +267,36 @@ local function build_chain(l, default_idx, services, cluster_index, filters)
   return nil
 end
 
+-- A chain that is prefix routes only - no fault that can fire, no filter, no mirror (those
+-- that can never fire are compiled away already) - is plain data C can decide from: its
+-- routes longest prefix first as { prefix, cluster index, strip }, the catch-all, the
+-- default. lua_bridge.c then answers request and route_key for that listener without
+-- entering Lua. nil for any other chain.
+local function c_route_table(ch)
+  if ch.faults ~= nil or ch.filters ~= nil then return nil end
+  local r = ch.route
+  if r.catch_all.mirrors ~= nil then return nil end
+  local list = {}
+  for i, x in ipairs(r.list) do
+    if x.mirrors ~= nil then return nil end
+    list[i] = { x.prefix, x.idx, x.strip }
+  end
+  return { case_insensitive = r.case_insensitive == true, default_idx = r.default_idx,
+    catch_idx = r.catch_all.idx, catch_strip = r.catch_all.strip, list = list }
+end
+W.c_route_table = c_route_table
+
 -- Replaces the previous generation entirely. Returns { [li] = true } for every listener
--- that needs Lua per command, { [li] = 2 } where a filter also wants the replies; and
--- { [li] = n } for chains that read at most the first n bytes of the key (0: not at all).
+-- that needs Lua per command, { [li] = 2 } where a filter also wants the replies;
+-- { [li] = n } for chains that read at most the first n bytes of the key (0: not at all);
+-- and { [li] = c_route_table } for chains C decides alone.
 function W.apply(source, cluster_index, generation)
   local snap = load_snapshot(source)
   bind_core()
   cluster_index = cluster_index or {}
   local filters = load_filters(snap)
   local services = index_services(snap, cluster_index)
-  local new_chains, new_defaults, result, key_limits = {}, {}, {}, {}
+  local new_chains, new_defaults, result, key_limits, c_routes = {}, {}, {}, {}, {}
   for li, l in ipairs(snap.listeners or {}) do
     local default_idx = cluster_index[l.cluster]
     if l.protocol == "redis" and default_idx then
@@ -291,12 +311,13 @@ function W.apply(source, cluster_index, generation)
         new_chains[li] = ch
         result[li] = ch.response_filters and 2 or true
         key_limits[li] = ch.key_limit
+        c_routes[li] = c_route_table(ch)
       end
     end
   end
   chains, defaults = new_chains, new_defaults
   generation_live = generation
-  return result, key_limits
+  return result, key_limits, c_routes
 end
 
 function W.generation()

@@ -551,6 +551,8 @@ static mt_status_t lc_attrs(lua_State *L, int a, mt_msg_t *msg)
         }
         size_t kl, vl;
         const char *k = lua_tolstring(L, -2, &kl), *v = lua_tolstring(L, -1, &vl);
+        if (!mt_msg__wants(msg, k, kl))
+            continue; /* the listener reads no such attribute: no copy (docs/codecs.md) */
         mt_str_t ks = mt_msg__strdup(msg, k, kl), vs = mt_msg__strdup(msg, v, vl);
         if (!ks.ptr || !vs.ptr || mt_msg__add_attr(msg, ks, vs) != MT_OK) {
             lua_pop(L, 2);

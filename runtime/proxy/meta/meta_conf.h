@@ -117,6 +117,10 @@ typedef struct mt_meta_listener_conf {
     uint32_t n_rate_conds;
     uint32_t request_timeout_ms; /* listener.metaprotocol.request_timeout_ms, default 5000 */
     const mt_codec_t *codec;     /* resolved at snapshot time; NULL: unknown (relayed as TCP) */
+    /* Every attribute this listener's requests can be asked for: the routes' match keys, the
+     * hash keys of the subsets its routes, mirrors and default cluster pick from, and
+     * "interface"/"method" (error texts). Request decoders store only these (codec.h). */
+    mt_attr_filter_t want;
 } mt_meta_listener_conf_t;
 
 static inline mt_meta_cluster_conf_t *mt_meta_cluster(const mt_cluster_conf_t *c)

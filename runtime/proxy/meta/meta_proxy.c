@@ -77,9 +77,9 @@ struct meta_req {
     mt_snapshot_t *snap;          /* held only when route has a response mutation or retries */
     /* retries (route->retry_attempts): where the request went and how many tries are left */
     const mt_cluster_conf_t *cluster;
-    const mt_meta_subset_t *subset;
-    uint64_t overall_deadline_ms; /* the route's timeout over every try */
-    int64_t last_ep;              /* endpoint of the last try: a retry prefers another */
+    const mt_meta_subset_t *endpoints; /* the destination's endpoint set (subset or all) */
+    uint64_t overall_deadline_ms;      /* the route's timeout over every try */
+    int64_t last_ep;                   /* endpoint of the last try: a retry prefers another */
     uint32_t rr_index;
     uint32_t tries_left;
     mt_timer_t delay_timer; /* fault.delay: pending while the request is held */
@@ -135,6 +135,7 @@ struct meta_sess {
     mt_msg_t msg;
     meta_req_t *head, *tail; /* waiting for a reply, arrival order */
     bool in_order;           /* replies leave in request order (the codec is not multiplexed) */
+    bool codec_changed;      /* a reload gave the port another protocol: answer, then close */
     /* the request being handled (sess_on_frame): its start, size, destination once routed,
      * and the Envoy response flags (MT_RF_*) set on it; a local reply to it takes them */
     uint64_t cur_start_ns;
@@ -792,8 +793,17 @@ static void up_push(meta_up_t *u, meta_req_t *r)
     u->tail = r;
     u->base.inflight++;
     u->mep->active++;
-    if (MT_UNLIKELY(!mt_upstream_deadline_armed(&u->base)) && r->deadline_ms)
+    /* Route timeouts differ, so a later request may be due first: the timer is armed for
+     * the earliest deadline in flight, moved earlier when one is. */
+    if (!r->deadline_ms)
+        return;
+    mt_timer_t *dt = &u->base.deadline_timer;
+    if (MT_UNLIKELY(!mt_upstream_deadline_armed(&u->base))) {
         mt_upstream_arm_deadline(&u->base, r->deadline_ms);
+    } else if (MT_UNLIKELY(r->deadline_ms < dt->due_ms)) {
+        mt_timer_stop(&u->base.w->timers, dt);
+        mt_upstream_arm_deadline(&u->base, r->deadline_ms);
+    }
 }
 
 /* Fails every request in flight on u with a native error, then closes u. */
@@ -924,7 +934,9 @@ static void up_on_data(mt_upstream_t *base)
     meta_worker_t *mw = mw_of(base->w);
     mt_buf_t *b = base->rbuf;
     while (b->pos < b->last && base->state == MT_UPSTREAM_READY) {
-        mt_codec_err_t err = {0};
+        mt_codec_err_t err; /* filled by decode when it fails; 160 bytes not cleared per frame */
+        err.code = MT_CODEC_E_NONE;
+        err.text[0] = '\0';
         mt_status_t rc =
             u->codec->decode(u->dec, (const uint8_t *)b->pos, mt_buf_unread(b), &u->msg, &err);
         if (rc == MT_AGAIN)
@@ -952,6 +964,14 @@ static void up_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char 
     up_fail((meta_up_t *)base, connect ? MT_ERR_NO_HEALTHY_UPSTREAM : MT_ERR_UNSPECIFIED, full);
 }
 
+/* What replies are decoded for: the status, the only attribute read from one (Istio's
+ * response_code of an error reply, meta_response_code). Responses find their request by id or
+ * order and a response mutation re-reads the frame; a new reader of reply attributes adds its
+ * key here or asks mt_msg_locate. The connection is shared by listeners: one filter. */
+static mt_str_t meta_reply_keys[] = {MT_STR("status")};
+static const mt_attr_filter_t meta_reply_want = {
+    .lens = 1ull << 6, .keys = meta_reply_keys, .n = 1, .cap = 1};
+
 /* The shell's on_open: arg is the meta endpoint; the response decoder of its codec. */
 static int up_on_open(mt_upstream_t *base, void *arg)
 {
@@ -961,6 +981,7 @@ static int up_on_open(mt_upstream_t *base, void *arg)
     u->mep = mep;
     mep->mc->n_open++; /* dropped in up_on_closed, whichever way the connection ends */
     mt_msg_init(&u->msg);
+    u->msg.want = &meta_reply_want;
     u->next_id = 1;
     void *dec = codec ? malloc(codec->state_size ? codec->state_size : 1) : NULL;
     if (!dec || mt_codec_init(codec, dec, NULL) != MT_OK) {
@@ -1388,7 +1409,7 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         if (rt && (rt->retry_attempts || delay)) {
             r->tries_left = rt->retry_attempts;
             r->cluster = t->cluster;
-            r->subset = t->subset;
+            r->endpoints = t->subset;
             r->rr_index = t->rr_index;
             r->last_ep = u ? u->mep - u->mep->mc->eps : -1;
             req_set_deadlines(r, rt, sess_timeout_ms(s, rt), mt_worker_now_ms(w));
@@ -1575,7 +1596,7 @@ static bool req_retry(meta_worker_t *mw, meta_req_t *r, uint32_t why)
     if (!s || !rt || !(rt->retry_on & why) || !r->tries_left || now >= r->overall_deadline_ms)
         return false;
     meta_cluster_t *mc = meta_cluster_get(mw, r->cluster, s->codec);
-    int64_t ep = mc ? meta_pick(mw, mc, r->subset, r->rr_index, NULL, s, r->last_ep) : -1;
+    int64_t ep = mc ? meta_pick(mw, mc, r->endpoints, r->rr_index, NULL, s, r->last_ep) : -1;
     const char *whynot = NULL;
     meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], s->base.id, &whynot) : NULL;
     if (!u)
@@ -1601,7 +1622,7 @@ static void req_delay_fired(mt_timer_t *t)
     r->delayed = false;
     req_set_deadlines(r, r->route, sess_timeout_ms(s, r->route), mt_worker_now_ms(mw->w));
     meta_cluster_t *mc = meta_cluster_get(mw, r->cluster, s->codec);
-    int64_t ep = mc ? meta_pick(mw, mc, r->subset, r->rr_index, NULL, s, -1) : -1;
+    int64_t ep = mc ? meta_pick(mw, mc, r->endpoints, r->rr_index, NULL, s, -1) : -1;
     const char *why = "no healthy endpoint";
     meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], s->base.id, &why) : NULL;
     if (u) {
@@ -1619,20 +1640,21 @@ static void req_delay_fired(mt_timer_t *t)
 
 /* ---- requests from the client ------------------------------------------------------------- */
 
-/* A request boundary: pick up a reload (routes, mutations, clusters) before routing. */
-static bool sess_rebind(meta_sess_t *s, const mt_msg_t *msg)
+/* A request boundary, before the next frame is decoded: pick up a reload (routes, mutations,
+ * clusters, and with them the attributes the decoder keeps). */
+static void sess_rebind(meta_sess_t *s)
 {
     mt_session_rebind(&s->base);
     const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
     /* A connection keeps the codec it started with while the port's protocol stays the same
      * (a reloaded Lua codec is a new table of the same name): docs/codecs.md. */
-    if (lc && lc->codec && (lc->codec == s->codec || strcmp(lc->codec->name, s->codec->name) == 0))
-        return true;
-    /* The port changed protocol under this connection: answer with the codec it speaks and
-     * close once everything is answered. */
-    sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "meltemi: this port changed protocol; reconnect");
-    s->base.finishing = true;
-    return false;
+    if (lc && lc->codec &&
+        (lc->codec == s->codec || strcmp(lc->codec->name, s->codec->name) == 0)) {
+        s->msg.want = &lc->want;
+        return;
+    }
+    s->msg.want = NULL; /* the old snapshot's listener may be freed with it: keep everything */
+    s->codec_changed = true;
 }
 
 /* MetaRouter localRateLimit: false after answering msg with the codec's over-limit error
@@ -1685,8 +1707,14 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
     s->cur_bytes = (uint32_t)msg->frame_len;
     s->cur_flags = 0;
     s->cur_dest = s->base.cluster ? s->base.cluster->conf : NULL;
-    if (MT_UNLIKELY(s->base.snap != w->snap) && !sess_rebind(s, msg))
+    if (MT_UNLIKELY(s->codec_changed)) {
+        /* The port changed protocol under this connection: answer with the codec it speaks
+         * and close once everything is answered. */
+        sess_error_now(s, msg, MT_ERR_UNSPECIFIED,
+                       "meltemi: this port changed protocol; reconnect");
+        s->base.finishing = true;
         return;
+    }
     if (msg->is_reply)
         return; /* a client answering something: we never ask clients anything */
     if (msg->type == MT_MSG_HEARTBEAT && (s->codec->flags & MT_CODEC_F_LOCAL_HEARTBEAT)) {
@@ -1764,7 +1792,11 @@ static void sess_on_data(mt_session_t *base)
     meta_sess_t *s = (meta_sess_t *)base;
     mt_buf_t *b = base->rbuf;
     while (b && b->pos < b->last && !base->finishing && !base->closing) {
-        mt_codec_err_t err = {0};
+        if (MT_UNLIKELY(base->snap != base->w->snap) && !s->codec_changed)
+            sess_rebind(s);
+        mt_codec_err_t err; /* filled by decode when it fails */
+        err.code = MT_CODEC_E_NONE;
+        err.text[0] = '\0';
         mt_status_t rc =
             s->codec->decode(s->dec, (const uint8_t *)b->pos, mt_buf_unread(b), &s->msg, &err);
         if (rc == MT_AGAIN)
@@ -1833,15 +1865,22 @@ static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
     }
 }
 
-/* The shell's deadline timer (armed lazily at the oldest request's deadline): fail what is
- * overdue, arm again for the oldest request left. Requests queue in deadline order, except a
- * head with none, which is skipped here and rearms at the next push. */
+/* The shell's deadline timer (armed at the earliest deadline in flight, up_push): fail what is
+ * overdue, arm again for the earliest deadline left (route timeouts differ, so that is not
+ * always the head's). */
 static void up_on_deadline(mt_upstream_t *b, uint64_t now)
 {
     meta_up_t *u = (meta_up_t *)b;
     up_check_timeouts(mw_of(b->w), u, now);
-    if (b->state != MT_UPSTREAM_CLOSING && u->head && u->head->deadline_ms)
-        mt_upstream_arm_deadline(b, MT_MAX(u->head->deadline_ms, now + 1));
+    if (b->state == MT_UPSTREAM_CLOSING)
+        return;
+    uint64_t due = 0;
+    for (const meta_req_t *r = u->head; r; r = r->unext) {
+        if (r->deadline_ms && (!due || r->deadline_ms < due))
+            due = r->deadline_ms;
+    }
+    if (due)
+        mt_upstream_arm_deadline(b, MT_MAX(due, now + 1));
 }
 
 static void meta_tick(mt_worker_t *w, uint64_t now)
@@ -1897,6 +1936,7 @@ static void meta_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->dec = dec;
     s->in_order = !(codec->flags & MT_CODEC_F_MULTIPLEXED);
     mt_msg_init(&s->msg);
+    s->msg.want = &lc->want;
     mw_of(w)->n_sess++;
     mt_session_resume(&s->base);
 }

@@ -386,6 +386,53 @@ static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route
     return 0;
 }
 
+static int meta_want_hash_keys(mt_attr_filter_t *f, const mt_cluster_conf_t *c)
+{
+    const mt_meta_cluster_conf_t *mc = mt_meta_cluster(c);
+    if (!mc)
+        return 0;
+    int rc = mt_attr_filter_add(f, mc->all.hash_key.ptr, mc->all.hash_key.len) == MT_OK ? 0 : -1;
+    for (uint32_t i = 0; rc == 0 && i < mc->n_subsets; i++) {
+        const mt_meta_subset_t *ss = &mc->subsets[i];
+        rc = mt_attr_filter_add(f, ss->hash_key.ptr, ss->hash_key.len) == MT_OK ? 0 : -1;
+    }
+    return rc;
+}
+
+/* The attribute filter of a listener (mt_meta_listener_conf_t.want): what meta_router.c and
+ * meta_proxy.c read from its requests, compiled once here: the routes' and localRateLimit
+ * conditions' match keys, the hash keys of the subsets it can pick from, the error texts'
+ * interface and method, the trace context's headers. A new reader of request attributes
+ * adds its keys here (mt_msg_get asserts that it did). */
+static int meta_build_want(mt_meta_listener_conf_t *ml, const mt_listener_conf_t *l)
+{
+    mt_attr_filter_t *f = &ml->want;
+    /* interface/method: error texts; traceparent and B3: the trace context a request
+     * carries (meta_trace_ctx), read when tracing is on - always wanted, as cheap as that. */
+    static const char *const always[] = {"interface",    "method",      "traceparent",
+                                         "x-b3-traceid", "x-b3-spanid", "x-b3-sampled"};
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < MT_ARRAY_LEN(always); i++)
+        rc = mt_attr_filter_add(f, always[i], strlen(always[i])) == MT_OK ? 0 : -1;
+    if (rc == 0)
+        rc = meta_want_hash_keys(f, l->cluster);
+    for (uint32_t i = 0; rc == 0 && i < ml->n_routes; i++) {
+        const mt_meta_route_t *r = &ml->routes[i];
+        for (uint32_t k = 0; rc == 0 && k < r->n_match; k++)
+            rc = mt_attr_filter_add(f, r->match[k].key.ptr, r->match[k].key.len) == MT_OK ? 0 : -1;
+        for (uint32_t k = 0; rc == 0 && k < r->n_dests; k++)
+            rc = meta_want_hash_keys(f, r->dests[k].cluster);
+        if (rc == 0 && r->mirror)
+            rc = meta_want_hash_keys(f, r->mirror->cluster);
+    }
+    for (uint32_t i = 0; rc == 0 && i < ml->n_rate_conds; i++) {
+        const mt_meta_rate_cond_t *c = &ml->rate_conds[i];
+        for (uint32_t k = 0; rc == 0 && k < c->n_match; k++)
+            rc = mt_attr_filter_add(f, c->match[k].key.ptr, c->match[k].key.len) == MT_OK ? 0 : -1;
+    }
+    return rc;
+}
+
 /* listener.metaprotocol.local_rate_limit (mp: its table's index) into ml. */
 static int meta_read_rate_limit(lua_State *L, int mp, mt_meta_listener_conf_t *ml, char *msg,
                                 size_t msglen)
@@ -488,8 +535,12 @@ int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_con
         mt_warn("listener %s: no codec named %s is built in; relaying it as plain TCP", l->name,
                 l->codec ? l->codec : "(none)");
     l->istio_codes = mt_meta_istio_codes(ml->codec);
-    if (!mt_snap_field_table(L, t, "metaprotocol"))
-        return 0;
+    if (!mt_snap_field_table(L, t, "metaprotocol")) {
+        if (meta_build_want(ml, l) == 0)
+            return 0;
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
     int mp = lua_gettop(L);
     int64_t tmo = mt_snap_field_int(L, mp, "request_timeout_ms", META_DEFAULT_REQUEST_TIMEOUT_MS);
     ml->request_timeout_ms = tmo > 0 ? (uint32_t)tmo : META_DEFAULT_REQUEST_TIMEOUT_MS;
@@ -517,6 +568,10 @@ int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_con
         return -1;
     }
     lua_pop(L, 1);
+    if (rc == 0 && meta_build_want(ml, l) != 0) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
     if (rc != 0) {
         const mt_meta_route_t *r = ml->n_routes ? &ml->routes[ml->n_routes - 1] : NULL;
         if (asprintf(err, "listener %s: route %s: %s", l->name, r && r->name ? r->name : "?",
@@ -573,6 +628,7 @@ void mt_meta_free_listener(mt_listener_conf_t *l)
     for (uint32_t i = 0; i < ml->n_routes; i++)
         meta_free_route(&ml->routes[i]);
     free(ml->routes);
+    mt_attr_filter_free(&ml->want);
     for (uint32_t i = 0; i < ml->n_rate_conds; i++)
         meta_free_match(ml->rate_conds[i].match, ml->rate_conds[i].n_match);
     free(ml->rate_conds);

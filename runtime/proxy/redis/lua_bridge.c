@@ -329,6 +329,141 @@ void mt_bridge_open(mt_bridge_t *b, mt_worker_t *w)
     b->response_ref = LUA_NOREF;
 }
 
+/* ---- prefix routes decided in C ------------------------------------------------------------ */
+
+static void croutes_free(mt_bridge_t *b)
+{
+    for (uint32_t i = 0; i < b->n_croutes; i++) {
+        mt_croutes_t *c = b->croutes[i];
+        if (!c)
+            continue;
+        for (uint32_t k = 0; k < c->n; k++)
+            free(c->list[k].prefix);
+        free(c->list);
+        free(c);
+    }
+    free(b->croutes);
+    b->croutes = NULL;
+    b->n_croutes = 0;
+}
+
+static uint32_t table_u32(lua_State *L, int t, const char *key)
+{
+    lua_getfield(L, t, key);
+    lua_Integer v = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return v > 0 && v <= UINT32_MAX ? (uint32_t)v : 0;
+}
+
+/* One c_route_table at the top of the stack; NULL (and the chain stays in Lua) when it does
+ * not read as one or memory runs out. */
+static mt_croutes_t *croutes_read(lua_State *L)
+{
+    int t = lua_gettop(L);
+    mt_croutes_t *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    lua_getfield(L, t, "case_insensitive");
+    c->case_insensitive = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    c->default_idx = table_u32(L, t, "default_idx");
+    c->catch_idx = table_u32(L, t, "catch_idx");
+    c->catch_strip = table_u32(L, t, "catch_strip");
+    lua_getfield(L, t, "list");
+    size_t n = lua_istable(L, -1) ? lua_objlen(L, -1) : 0;
+    c->list = calloc(n ? n : 1, sizeof(*c->list));
+    bool ok = c->list != NULL && c->default_idx && c->catch_idx;
+    for (size_t i = 0; ok && i < n; i++) {
+        lua_rawgeti(L, -1, (int)i + 1);
+        int r = lua_gettop(L);
+        size_t plen = 0;
+        lua_rawgeti(L, r, 1);
+        const char *p = lua_tolstring(L, -1, &plen);
+        mt_croute_t *x = &c->list[c->n];
+        x->prefix = p ? malloc(plen ? plen : 1) : NULL;
+        ok = x->prefix != NULL && plen <= UINT32_MAX;
+        if (ok) {
+            memcpy(x->prefix, p, plen);
+            x->len = (uint32_t)plen;
+            c->n++;
+        }
+        lua_pop(L, 1);
+        lua_rawgeti(L, r, 2);
+        lua_rawgeti(L, r, 3);
+        lua_Integer idx = lua_tointeger(L, -2), strip = lua_tointeger(L, -1);
+        ok = ok && idx > 0 && idx <= UINT32_MAX && strip >= 0 && strip <= UINT32_MAX;
+        if (ok) {
+            x->idx = (uint32_t)idx;
+            x->strip = (uint32_t)strip;
+        }
+        lua_pop(L, 3);
+    }
+    lua_settop(L, t);
+    if (ok)
+        return c;
+    for (uint32_t k = 0; k < c->n; k++)
+        free(c->list[k].prefix);
+    free(c->list);
+    free(c);
+    return NULL;
+}
+
+/* Reads apply's third result (at the top of the stack) into b->croutes. */
+static void croutes_load(mt_bridge_t *b, lua_State *L, uint32_t n_listeners)
+{
+    croutes_free(b);
+    if (!lua_istable(L, -1))
+        return;
+    b->croutes = calloc(n_listeners + 1, sizeof(*b->croutes));
+    if (!b->croutes)
+        return;
+    b->n_croutes = n_listeners;
+    for (uint32_t i = 0; i < n_listeners; i++) {
+        lua_rawgeti(L, -1, (int)i + 1);
+        if (lua_istable(L, -1))
+            b->croutes[i] = croutes_read(L);
+        lua_pop(L, 1);
+    }
+}
+
+static bool croute_prefix_is(const mt_croute_t *r, bool ci, const char *key, size_t len)
+{
+    if (len < r->len)
+        return false;
+    if (!ci)
+        return memcmp(key, r->prefix, r->len) == 0;
+    for (uint32_t i = 0; i < r->len; i++) {
+        unsigned char a = (unsigned char)key[i], b = (unsigned char)r->prefix[i];
+        if (a >= 'A' && a <= 'Z')
+            a = (unsigned char)(a + 32);
+        if (b >= 'A' && b <= 'Z')
+            b = (unsigned char)(b + 32);
+        if (a != b)
+            return false;
+    }
+    return true;
+}
+
+/* The route of key (NULL: a keyless command, the catch-all), as redis_route.match. */
+static void croute_match(const mt_croutes_t *c, const char *key, size_t len, uint32_t *idx,
+                         uint32_t *strip)
+{
+    for (uint32_t i = 0; key && i < c->n; i++) {
+        if (croute_prefix_is(&c->list[i], c->case_insensitive, key, len)) {
+            *idx = c->list[i].idx;
+            *strip = c->list[i].strip;
+            return;
+        }
+    }
+    *idx = c->catch_idx;
+    *strip = c->catch_strip;
+}
+
+static const mt_croutes_t *croutes_of(const mt_bridge_t *b, uint32_t li)
+{
+    return li > 0 && li <= b->n_croutes ? b->croutes[li - 1] : NULL;
+}
+
 /* ---- loading a snapshot --------------------------------------------------------------------- */
 
 static int ref_field(lua_State *L, int t, const char *name)
@@ -349,6 +484,7 @@ void mt_bridge_apply(mt_bridge_t *b)
     free(b->chains);
     b->chains = NULL;
     b->n_chains = 0;
+    croutes_free(b);
     free(b->cluster_by_index);
     b->cluster_by_index = calloc(snap->n_clusters + 1, sizeof(*b->cluster_by_index));
     b->n_cluster_index = b->cluster_by_index ? snap->n_clusters : 0;
@@ -374,12 +510,15 @@ void mt_bridge_apply(mt_bridge_t *b)
         lua_setfield(L, -2, snap->clusters[i].name);
     }
     lua_pushnumber(L, (lua_Number)snap->generation);
-    if (lua_pcall(L, 3, 2, 0) != 0) {
+    if (lua_pcall(L, 3, 3, 0) != 0) {
         mt_error("worker %u: loading the Lua policies of generation %llu failed: %s", w->id,
                  (unsigned long long)snap->generation, lua_tostring(L, -1));
+        croutes_free(b);
         lua_settop(L, top);
         return;
     }
+    croutes_load(b, L, snap->n_listeners); /* the third result: chains decided in C */
+    lua_pop(L, 1);
     free(b->key_limits);
     b->key_limits = malloc(sizeof(uint32_t) * (snap->n_listeners + 1));
     bool have_limits = lua_istable(L, -1); /* the second result: key limits */
@@ -427,6 +566,17 @@ int mt_bridge_request(mt_bridge_t *b, uint32_t li, const redis_command_t *cmd,
     lua_State *L = w->L;
     mt_verdict_t *v = &b->verdict;
     verdict_reset(v);
+    const mt_croutes_t *cr = croutes_of(b, li);
+    if (cr) { /* prefix routes only: what worker.request would do, without entering Lua */
+        uint32_t k, idx, strip;
+        bool keyed = redis_command_keys(cmd, req->argc, req->argv, &k, 1) > 0;
+        croute_match(cr, keyed ? req->argv[k].ptr : NULL, keyed ? req->argv[k].len : 0, &idx,
+                     &strip);
+        if (idx != cr->default_idx && idx <= b->n_cluster_index)
+            v->route = idx;
+        v->strip = strip;
+        return 0;
+    }
     v->req = req;
     v->cmd = cmd;
     lua_rawgeti(L, LUA_REGISTRYINDEX, b->request_ref);
@@ -464,6 +614,12 @@ uint32_t mt_bridge_route_key(mt_bridge_t *b, uint32_t li, const char *key, size_
     mt_worker_t *w = b->w;
     lua_State *L = w->L;
     *strip = 0;
+    const mt_croutes_t *cr = croutes_of(b, li);
+    if (cr) {
+        uint32_t idx;
+        croute_match(cr, key, len, &idx, strip);
+        return idx <= b->n_cluster_index ? idx : 0;
+    }
     if (b->route_key_ref == LUA_NOREF)
         return 0;
     lua_rawgeti(L, LUA_REGISTRYINDEX, b->route_key_ref);
@@ -552,6 +708,7 @@ void mt_bridge_close(mt_bridge_t *b)
     b->cluster_by_index = NULL;
     b->key_limits = NULL;
     b->n_chains = b->n_cluster_index = 0;
+    croutes_free(b);
     verdict_reset(&b->verdict);
     resp_out_free(&b->verdict.reply);
     while (b->counters) {

@@ -37,6 +37,22 @@ typedef struct mt_verdict {
     const redis_command_t *cmd;
 } mt_verdict_t;
 
+/* A listener whose chain is prefix routes only (worker.lua's c_route_table): decided here,
+ * in C, without a Lua call per command. Routes longest prefix first. */
+typedef struct mt_croute {
+    char *prefix;
+    uint32_t len;
+    uint32_t idx; /* 1-based cluster index */
+    uint32_t strip;
+} mt_croute_t;
+
+typedef struct mt_croutes {
+    mt_croute_t *list;
+    uint32_t n;
+    bool case_insensitive; /* ASCII letters only, as the Lua patterns' [aA] classes */
+    uint32_t default_idx, catch_idx, catch_strip;
+} mt_croutes_t;
+
 /* One worker's bridge: its Lua policies and the verdict of the command being decided. The
  * Redis proxy keeps it in its per-worker state (mt_redis_worker_t). */
 typedef struct mt_bridge {
@@ -49,6 +65,8 @@ typedef struct mt_bridge {
     uint32_t n_cluster_index;
     int request_ref, route_key_ref, conn_closed_ref, response_ref;
     struct mt_lua_counter *counters; /* Lua counter name -> stats block cache */
+    mt_croutes_t **croutes;          /* per listener index: NULL, or its routes decided in C */
+    uint32_t n_croutes;
 } mt_bridge_t;
 
 /* Preloads `meltemi.core` into w's Lua state, bound to b. */

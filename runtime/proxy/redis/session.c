@@ -271,7 +271,8 @@ static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     s->cmd_start_ns = w->now_ns;
     s->cmd_bytes = req->frame_len;
     s->cmd_flags = 0;
-    const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
+    const redis_command_t *cmd =
+        redis_command_lookup_cached(&s->last_cmd, req->argv[0].ptr, req->argv[0].len);
     s->cmd_name = cmd ? cmd->name : "(unknown)";
     resp_out_t *o = &mt_rw(s->base.w)->scratch;
     if (!cmd) {

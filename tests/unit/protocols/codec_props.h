@@ -14,7 +14,10 @@
  *   - on_error for a request that expects a reply decodes as an error response with the
  *     same request id; heartbeat_reply decodes as a heartbeat with the same id;
  *   - set_request_id either fails leaving the frame alone or the frame decodes with the
- *     new id.
+ *     new id;
+ *   - a second decoder fed the same bytes with an attribute filter (mt_msg_t.want) gives
+ *     the same outcome - status, error code and text, frame, type, id - and exactly the
+ *     unfiltered attributes whose keys the filter names, with the same values.
  * A violated property calls abort().
  */
 #ifndef MELTEMI_CODEC_PROPS_H
@@ -122,6 +125,47 @@ static inline void cp_check_request_id(const mt_codec_t *c, const mt_msg_t *m)
     free(copy);
 }
 
+/* The filter of the second decoder: keys the codecs produce (and one they never do). */
+static inline const mt_attr_filter_t *cp_filter(void)
+{
+    static mt_str_t keys[] = {MT_STR("method"), MT_STR("status"), MT_STR("seq_id"), MT_STR("path"),
+                              MT_STR("absent-key")};
+    static mt_attr_filter_t f;
+    if (f.n == 0) {
+        f.keys = keys;
+        f.n = f.cap = (uint32_t)(sizeof(keys) / sizeof(keys[0]));
+        for (uint32_t i = 0; i < f.n; i++)
+            f.lens |= 1ull << (keys[i].len < 63 ? keys[i].len : 63);
+    }
+    return &f;
+}
+
+static inline void cp_check_filtered(mt_status_t rc, const mt_codec_err_t *err, const mt_msg_t *m,
+                                     mt_status_t rc2, const mt_codec_err_t *err2,
+                                     const mt_msg_t *m2)
+{
+    CP_CHECK(rc == rc2);
+    if (rc == MT_ERROR)
+        CP_CHECK(err->code == err2->code && strcmp(err->text, err2->text) == 0);
+    if (rc != MT_OK)
+        return;
+    CP_CHECK(m->frame == m2->frame && m->frame_len == m2->frame_len && m->type == m2->type);
+    CP_CHECK(m->request_id == m2->request_id && m->is_reply == m2->is_reply);
+    CP_CHECK(m->expects_reply == m2->expects_reply);
+    uint32_t wanted = 0;
+    for (uint32_t i = 0; i < m->nattrs; i++) {
+        const mt_attr_t *a = &m->attrs[i];
+        const mt_str_t *v = mt_msg__find(m2, a->key.ptr, a->key.len);
+        if (!mt_attr_filter_has(m2->want, a->key.ptr, a->key.len)) {
+            CP_CHECK(v == NULL);
+            continue;
+        }
+        CP_CHECK(v != NULL && v->len == a->val.len && memcmp(v->ptr, a->val.ptr, v->len) == 0);
+        wanted++;
+    }
+    CP_CHECK(m2->nattrs == wanted);
+}
+
 /*
  * `sniffs`: the codec detects the transport from a connection's first bytes (Thrift), so a
  * fresh decoder - used to check replies and rewritten ids - only agrees with the
@@ -140,8 +184,12 @@ static inline void cp_run(const mt_codec_t *c, bool sniffs, const uint8_t *data,
     mt_error_kind_t kind = (mt_error_kind_t)((mode >> 6) % 7);
     void *st = calloc(1, c->state_size);
     CP_CHECK(st != NULL && mt_codec_init(c, st, (mode & 1) ? &small : NULL) == MT_OK);
-    mt_msg_t m;
+    void *st2 = calloc(1, c->state_size); /* the same, decoding through cp_filter() */
+    CP_CHECK(st2 != NULL && mt_codec_init(c, st2, (mode & 1) ? &small : NULL) == MT_OK);
+    mt_msg_t m, m2;
     mt_msg_init(&m);
+    mt_msg_init(&m2);
+    m2.want = cp_filter();
     size_t off = 0;
     for (int frames = 0; frames < 32 && off < size; frames++) {
         size_t left = size - off;
@@ -153,6 +201,9 @@ static inline void cp_run(const mt_codec_t *c, bool sniffs, const uint8_t *data,
             memcpy(copy, data + off, avail);
             mt_codec_err_t err = {0};
             rc = c->decode(st, copy, avail, &m, &err);
+            mt_codec_err_t err2 = {0};
+            mt_status_t rc2 = c->decode(st2, copy, avail, &m2, &err2);
+            cp_check_filtered(rc, &err, &m, rc2, &err2, &m2);
             if (rc == MT_OK) {
                 CP_CHECK(m.frame_len > 0 && m.frame_len <= avail && m.frame == copy);
                 cp_check_encode(c, &m);
@@ -173,8 +224,11 @@ static inline void cp_run(const mt_codec_t *c, bool sniffs, const uint8_t *data,
             break;
     }
     mt_msg_free(&m);
+    mt_msg_free(&m2);
     c->free(st);
     free(st);
+    c->free(st2);
+    free(st2);
 }
 
 #endif

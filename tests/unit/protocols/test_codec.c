@@ -5,6 +5,7 @@
 #include "protocols/codec.h"
 
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 Test(wbuf, appends_grow_and_encode_big_endian)
@@ -159,4 +160,133 @@ Test(registry, rejects_duplicate_names_and_aliases)
     cr_assert_eq(mt_codec_register(NULL), MT_ERROR);
     mt_codec_registry_clear();
     cr_assert_null(mt_codec_find("fake"));
+}
+
+/* ---- attribute filters, numbers as text, locating what a filter left out ------------------ */
+
+Test(attr_filter, keys_are_found_by_length_and_bytes_and_added_once)
+{
+    mt_attr_filter_t f = {0};
+    cr_assert_not(mt_attr_filter_has(&f, "method", 6), "an empty filter has nothing");
+    cr_assert_eq(mt_attr_filter_add(&f, "method", 6), MT_OK);
+    cr_assert_eq(mt_attr_filter_add(&f, "method", 6), MT_OK);
+    cr_assert_eq(mt_attr_filter_add(&f, NULL, 0), MT_OK, "a missing key is no key");
+    cr_assert_eq(f.n, 1);
+    char long_key[100];
+    memset(long_key, 'k', sizeof(long_key));
+    for (int i = 0; i < 20; i++) /* grows past its first array */
+        cr_assert_eq(mt_attr_filter_add(&f, long_key, 64 + (size_t)i), MT_OK);
+    cr_assert_eq(f.n, 21);
+    cr_assert(mt_attr_filter_has(&f, "method", 6));
+    cr_assert_not(mt_attr_filter_has(&f, "metho", 5));
+    cr_assert_not(mt_attr_filter_has(&f, "methox", 6), "same length, other bytes");
+    cr_assert(mt_attr_filter_has(&f, long_key, 70));
+    cr_assert_not(mt_attr_filter_has(&f, long_key, 90), "past 63 the length bit is shared");
+    mt_attr_filter_free(&f);
+    cr_assert_eq(f.n, 0);
+}
+
+Test(msg, add_attr_stores_only_what_the_filter_wants)
+{
+    mt_attr_filter_t f = {0};
+    cr_assert_eq(mt_attr_filter_add(&f, "b", 1), MT_OK);
+    mt_msg_t m;
+    mt_msg_init(&m);
+    m.want = &f;
+    const uint8_t frame[] = "abcd";
+    mt_msg__begin(&m, NULL, frame, 4);
+    cr_assert_eq(mt_msg__add_attr(&m, MT_STR("a"), MT_STR("1")), MT_OK);
+    cr_assert_eq(mt_msg__add_attr(&m, MT_STR("b"), MT_STR("2")), MT_OK);
+    cr_assert_eq(m.nattrs, 1);
+    cr_assert_not(mt_msg__wants(&m, "a", 1));
+    cr_assert(mt_msg__wants(&m, "b", 1));
+    cr_assert_null(mt_msg__find(&m, "a", 1));
+    cr_assert_eq(mt_msg_get_cstr(&m, "b")->ptr[0], '2');
+    mt_msg__begin(&m, NULL, frame, 4);
+    cr_assert_eq(m.want, &f, "the filter outlives a decode");
+    m.want = NULL;
+    cr_assert(mt_msg__wants(&m, "a", 1), "no filter: everything");
+    mt_msg_free(&m);
+    mt_attr_filter_free(&f);
+}
+
+static void expect_dec(mt_msg_t *m, int64_t v, const char *want)
+{
+    mt_str_t s = mt_msg__dec(m, v);
+    cr_assert_not_null(s.ptr);
+    cr_assert(mt_str_eq(s, want, strlen(want)), "%lld -> %.*s, want %s", (long long)v, (int)s.len,
+              s.ptr, want);
+}
+
+Test(msg, dec_writes_decimal_text_without_printf)
+{
+    mt_msg_t m;
+    mt_msg_init(&m);
+    char want[32];
+    for (int64_t v = -1000; v <= 1000; v++) {
+        snprintf(want, sizeof(want), "%lld", (long long)v);
+        expect_dec(&m, v, want);
+    }
+    expect_dec(&m, INT32_MIN, "-2147483648");
+    expect_dec(&m, INT32_MAX, "2147483647");
+    expect_dec(&m, INT64_MIN, "-9223372036854775808");
+    expect_dec(&m, INT64_MAX, "9223372036854775807");
+    mt_msg_free(&m);
+}
+
+static const mt_codec_t kv_codec;
+
+/* A codec whose decode stores attribute "k<i>" = "v<i>" for i in 0..3 (through the filter). */
+static mt_status_t kv_decode(void *s, const uint8_t *b, size_t l, mt_msg_t *m, mt_codec_err_t *e)
+{
+    (void)s;
+    (void)e;
+    static const mt_attr_t kv[] = {{MT_STR("k0"), MT_STR("v0")},
+                                   {MT_STR("k1"), MT_STR("v1")},
+                                   {MT_STR("k2"), MT_STR("v2")},
+                                   {MT_STR("k3"), MT_STR("v3")}};
+    mt_msg__begin(m, &kv_codec, b, l);
+    for (size_t i = 0; i < MT_ARRAY_LEN(kv); i++) {
+        if (mt_msg__add_attr(m, kv[i].key, kv[i].val) != MT_OK)
+            return MT_ERROR;
+    }
+    return MT_OK;
+}
+
+static mt_status_t kv_init(void *s, const mt_codec_limits_t *l)
+{
+    (void)s;
+    (void)l;
+    return MT_OK;
+}
+
+static void kv_free(void *s)
+{
+    (void)s;
+}
+
+static const mt_codec_t kv_codec = {
+    .name = "kv", .state_size = 1, .init = kv_init, .free = kv_free, .decode = kv_decode};
+
+Test(msg, locate_decodes_again_for_a_key_the_filter_left_out)
+{
+    mt_attr_filter_t f = {0};
+    cr_assert_eq(mt_attr_filter_add(&f, "k1", 2), MT_OK);
+    mt_msg_t m, scratch;
+    mt_msg_init(&m);
+    mt_msg_init(&scratch);
+    m.codec = &kv_codec;
+    m.want = &f;
+    const uint8_t frame[] = "frame";
+    cr_assert_eq(kv_decode(NULL, frame, 5, &m, NULL), MT_OK);
+    cr_assert_eq(m.nattrs, 1);
+    const mt_str_t *v = mt_msg_locate(&m, "k3", 2, &scratch);
+    cr_assert_not_null(v);
+    cr_assert(mt_str_eq(*v, "v3", 2));
+    v = mt_msg_locate(&m, "k1", 2, &scratch);
+    cr_assert(v == mt_msg_get_cstr(&m, "k1"), "a stored attribute is the message's own");
+    cr_assert_null(mt_msg_locate(&m, "k9", 2, &scratch), "absent from the frame too");
+    mt_msg_free(&scratch);
+    mt_msg_free(&m);
+    mt_attr_filter_free(&f);
 }

@@ -813,3 +813,123 @@ Test(dubbo_properties, hold_on_requests_heartbeats_and_responses)
     mt_wbuf_free(&in);
     mt_wbuf_free(&body);
 }
+
+/* ---- attribute filters ------------------------------------------------------------------- */
+
+Test(dubbo_filter, stores_only_wanted_attributes_and_locates_the_rest)
+{
+    mt_wbuf_t f;
+    mt_wbuf_init(&f);
+    build_hello(&f, 7);
+    mt_attr_filter_t want = {0};
+    cr_assert_eq(mt_attr_filter_add(&want, "method", 6), MT_OK);
+    cr_assert_eq(mt_attr_filter_add(&want, "group", 5), MT_OK);
+    ct_decoder_t d = ct_decoder_new(&mt_codec_dubbo, NULL);
+    mt_msg_t m, scratch;
+    mt_msg_init(&m);
+    mt_msg_init(&scratch);
+    m.want = &want;
+    mt_codec_err_t err;
+    cr_assert_eq(mt_codec_dubbo.decode(d.state, f.data, f.len, &m, &err), MT_OK);
+    cr_assert_eq(m.frame_len, f.len);
+    cr_assert_eq(m.nattrs, 2);
+    ct_assert_attr(&m, "method", "sayHello");
+    ct_assert_attr(&m, "group", "blue");
+    cr_assert_null(mt_msg__find(&m, "timeout", 7));
+    const mt_str_t *v = mt_msg_locate(&m, "timeout", 7, &scratch);
+    cr_assert(v && mt_str_eq(*v, "3000", 4), "found on demand");
+    v = mt_msg_locate(&m, "interface", 9, &scratch);
+    cr_assert(v && mt_str_eq(*v, "org.apache.dubbo.demo.DemoService", 33));
+    /* a mutation still sees every attachment: encode walks the frame itself */
+    const mt_attr_t set[] = {{MT_STR("timeout"), MT_STR("10")}};
+    mt_mutation_t mut = {set, 1};
+    mt_wbuf_t out;
+    mt_wbuf_init(&out);
+    cr_assert_eq(mt_codec_dubbo.encode(&m, &mut, &out, &err), MT_OK);
+    mt_msg_t after;
+    mt_msg_init(&after);
+    ct_decoder_t d2 = ct_decoder_new(&mt_codec_dubbo, NULL);
+    cr_assert_eq(mt_codec_dubbo.decode(d2.state, out.data, out.len, &after, &err), MT_OK);
+    ct_assert_attr(&after, "timeout", "10");
+    ct_assert_attr(&after, "group", "blue");
+    cr_assert_eq(after.nattrs, 6);
+    ct_decoder_free(&d2);
+    mt_msg_free(&after);
+    mt_wbuf_free(&out);
+    ct_decoder_free(&d);
+    mt_msg_free(&scratch);
+    mt_msg_free(&m);
+    mt_attr_filter_free(&want);
+    mt_wbuf_free(&f);
+}
+
+Test(dubbo_filter, bad_attachments_fail_the_same_with_a_filter)
+{
+    mt_wbuf_t b, f;
+    mt_wbuf_init(&b);
+    mt_wbuf_init(&f);
+    h_invocation(&b, "svc", "1", "m", "");
+    put1(&b, 'H');
+    h_str(&b, "k");
+    put1(&b, 2);
+    put1(&b, 0x80); /* a continuation byte as a lead, in a value nobody wants */
+    put1(&b, 'a');
+    put1(&b, 'Z');
+    dubbo_frame(&f, REQ_FLAGS, 0, 1, &b);
+    mt_attr_filter_t want = {0};
+    cr_assert_eq(mt_attr_filter_add(&want, "method", 6), MT_OK);
+    char first[MT_CODEC_ERR_TEXT] = "";
+    for (int filtered = 0; filtered < 2; filtered++) {
+        ct_decoder_t d = ct_decoder_new(&mt_codec_dubbo, NULL);
+        mt_msg_t m;
+        mt_msg_init(&m);
+        m.want = filtered ? &want : NULL;
+        mt_codec_err_t err = {0};
+        cr_assert_eq(mt_codec_dubbo.decode(d.state, f.data, f.len, &m, &err), MT_ERROR);
+        cr_assert_eq(err.code, MT_CODEC_E_MALFORMED);
+        cr_assert(strstr(err.text, "invalid UTF-8 byte 0x80 at offset 35"), "%s", err.text);
+        if (filtered)
+            cr_assert_str_eq(err.text, first);
+        memcpy(first, err.text, sizeof(first));
+        ct_decoder_free(&d);
+        mt_msg_free(&m);
+    }
+    mt_attr_filter_free(&want);
+    mt_wbuf_free(&f);
+    mt_wbuf_free(&b);
+}
+
+Test(dubbo_filter, response_status_only_when_wanted)
+{
+    mt_wbuf_t body, f;
+    mt_wbuf_init(&body);
+    mt_wbuf_init(&f);
+    put1(&body, 0x91); /* RESPONSE_VALUE */
+    h_str(&body, "hi");
+    const uint8_t statuses[] = {DUBBO_OK, DUBBO_SERVER_THREADPOOL_EXHAUSTED, 5, 255};
+    const char *const texts[] = {"20", "100", "5", "255"};
+    mt_attr_filter_t want = {0}, none = {0};
+    cr_assert_eq(mt_attr_filter_add(&want, "status", 6), MT_OK);
+    cr_assert_eq(mt_attr_filter_add(&none, "method", 6), MT_OK);
+    for (size_t i = 0; i < MT_ARRAY_LEN(statuses); i++) {
+        f.len = 0;
+        dubbo_frame(&f, DUBBO_SERIALIZATION_HESSIAN2, statuses[i], 9, &body);
+        ct_decoder_t d = ct_decoder_new(&mt_codec_dubbo, NULL);
+        mt_msg_t m;
+        mt_msg_init(&m);
+        mt_codec_err_t err;
+        m.want = &want;
+        cr_assert_eq(mt_codec_dubbo.decode(d.state, f.data, f.len, &m, &err), MT_OK);
+        ct_assert_attr(&m, "status", texts[i]);
+        m.want = &none;
+        cr_assert_eq(mt_codec_dubbo.decode(d.state, f.data, f.len, &m, &err), MT_OK);
+        cr_assert_eq(m.nattrs, 0);
+        cr_assert_eq(m.type, statuses[i] == DUBBO_OK ? MT_MSG_RESPONSE : MT_MSG_ERROR);
+        ct_decoder_free(&d);
+        mt_msg_free(&m);
+    }
+    mt_attr_filter_free(&want);
+    mt_attr_filter_free(&none);
+    mt_wbuf_free(&f);
+    mt_wbuf_free(&body);
+}

@@ -491,6 +491,22 @@ Test(commands, lookup_speed)
             (t1 - t0) / (rounds * 10.0), (t2 - t1) / (rounds / 10 * 10.0));
 }
 
+Test(commands, cached_lookup_answers_as_the_lookup_in_any_case_and_refills_on_a_miss)
+{
+    const redis_command_t *last = NULL;
+    const redis_command_t *get = redis_command_lookup("get", 3);
+    cr_assert_eq(redis_command_lookup_cached(&last, "GET", 3), get);
+    cr_assert_eq(last, get, "filled");
+    cr_assert_eq(redis_command_lookup_cached(&last, "gEt", 3), get, "a hit in any case");
+    cr_assert_null(redis_command_lookup_cached(&last, "ge", 2), "a prefix is no hit");
+    cr_assert_null(redis_command_lookup_cached(&last, "getx", 4));
+    cr_assert_eq(last, get, "an unknown name leaves the cache alone");
+    const redis_command_t *set = redis_command_lookup_cached(&last, "set", 3);
+    cr_assert_eq(set, redis_command_lookup("SET", 3));
+    cr_assert_eq(last, set, "a miss refills");
+    cr_assert_null(redis_command_lookup_cached(&last, "", 0));
+}
+
 static bool block_timeout(const char *line, uint64_t *ms)
 {
     resp_arg_t argv[12];

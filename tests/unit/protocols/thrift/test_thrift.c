@@ -661,3 +661,39 @@ Test(thrift_properties, hold_on_every_fixture_with_every_feeding)
         }
     }
 }
+
+/* ---- attribute filters ------------------------------------------------------------------- */
+
+Test(thrift_filter, seq_id_and_headers_only_when_wanted)
+{
+    mt_wbuf_t p, f;
+    mt_wbuf_init(&p);
+    mt_wbuf_init(&f);
+    bin_msg(&p, "echo", 1, -5);
+    put1(&p, 0); /* empty args struct */
+    theader(&f, &p, 3);
+    mt_attr_filter_t want = {0};
+    cr_assert_eq(mt_attr_filter_add(&want, "method", 6), MT_OK);
+    cr_assert_eq(mt_attr_filter_add(&want, "p", 1), MT_OK);
+    ct_decoder_t d = ct_decoder_new(&mt_codec_thrift, NULL);
+    mt_msg_t m;
+    mt_msg_init(&m);
+    mt_codec_err_t err;
+    m.want = &want;
+    cr_assert_eq(mt_codec_thrift.decode(d.state, f.data, f.len, &m, &err), MT_OK, "%s", err.text);
+    cr_assert_eq(m.nattrs, 2);
+    ct_assert_attr(&m, "method", "echo");
+    ct_assert_attr(&m, "p", "pv");
+    cr_assert_eq(m.request_id, (uint32_t)-5, "the id does not depend on the filter");
+    m.want = NULL;
+    cr_assert_eq(mt_codec_thrift.decode(d.state, f.data, f.len, &m, &err), MT_OK);
+    ct_assert_attr(&m, "seq_id", "-5");
+    ct_assert_attr(&m, "message_type", "call");
+    ct_assert_attr(&m, "a", "1");
+    cr_assert_eq(m.nattrs, 5);
+    ct_decoder_free(&d);
+    mt_msg_free(&m);
+    mt_attr_filter_free(&want);
+    mt_wbuf_free(&f);
+    mt_wbuf_free(&p);
+}

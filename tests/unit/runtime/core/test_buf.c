@@ -77,3 +77,24 @@ Test(buf, make_room_keeps_unread_bytes)
     cr_assert_eq(pool.allocated, 0);
     mt_buf_pool_destroy(&pool);
 }
+
+Test(buf, trim_frees_free_chunks_beyond_what_it_keeps_a_bounded_number_at_a_time)
+{
+    mt_buf_pool_t pool;
+    mt_buf_pool_init(&pool);
+    mt_buf_t *b[10];
+    for (int i = 0; i < 10; i++)
+        b[i] = mt_buf_get(&pool, 100);
+    for (int i = 0; i < 10; i++)
+        mt_buf_unref(&pool, b[i]);
+    cr_assert_eq(pool.nfree, 10);
+    cr_assert_eq(mt_buf_pool_trim(&pool, 4, 3), 3, "at most max per call");
+    cr_assert_eq(pool.nfree, 7);
+    cr_assert_eq(mt_buf_pool_trim(&pool, 4, 100), 3, "down to keep");
+    cr_assert_eq(pool.nfree, 4);
+    cr_assert_eq(mt_buf_pool_trim(&pool, 4, 100), 0, "nothing beyond keep");
+    mt_buf_t *again = mt_buf_get(&pool, 100);
+    cr_assert_eq(pool.nfree, 3, "the kept chunks are still reused");
+    mt_buf_unref(&pool, again);
+    mt_buf_pool_destroy(&pool);
+}

@@ -223,7 +223,10 @@ Test(outq_flush, small_writes_complete_at_once_in_order_and_release_their_chunks
     cr_assert_str_eq(got, "PING\r\n+OK\r\n*1\r\n", "in the order queued");
     cr_assert_eq(mt_outq_flush(&fx.q), 0, "an empty queue flushes as a no-op");
     cr_assert_eq(fx.done_calls, 1, "and reports nothing");
-    cr_assert_eq(fx.pool.allocated, 2, "b and the queue's own chunk");
+    cr_assert_eq(fx.pool.allocated, 1, "b only: the own chunk went back once all was written");
+    cr_assert_null(fx.q.own);
+    cr_assert_eq(mt_outq_add_copy(&fx.q, "+OK\r\n", 5), 0);
+    cr_assert_eq(fx.pool.allocated, 2, "the next local reply takes a chunk again");
     mt_outq_reset(&fx.q);
     cr_assert_eq(fx.pool.allocated, 1, "reset drops the own chunk");
     mt_buf_unref(&fx.pool, b);

@@ -206,7 +206,7 @@ Test(snapshot, an_empty_table_is_an_empty_snapshot)
     mt_snapshot_unref(s);
 }
 
-Test(snapshot, lua_source_is_the_whole_table_for_the_workers)
+Test(snapshot, lua_source_is_the_table_for_the_workers)
 {
     mt_snapshot_t *s = build_ok(full);
     cr_assert_not_null(s->lua_source);
@@ -218,6 +218,27 @@ Test(snapshot, lua_source_is_the_whole_table_for_the_workers)
     cr_assert_str_eq(again->lua_source, s->lua_source, "the dump is deterministic");
     cr_assert_eq(again->n_listeners, s->n_listeners);
     mt_snapshot_unref(again);
+    mt_snapshot_unref(s);
+}
+
+Test(snapshot, lua_source_leaves_out_the_yaml_sources_and_metarouter_routes)
+{
+    mt_snapshot_t *s = build_ok(
+        "return { version = 1, sources = { { file = 'a.yaml', text = 'YAML-TEXT' } },"
+        "  clusters = {},"
+        "  listeners = { { name = '127.0.0.61:9090', address = '127.0.0.61', port = 9090,"
+        "    protocol = 'metaprotocol', codec = 'thrift', fingerprint = 'fp-l',"
+        "    metaprotocol = { routes = { { name = 'ROUTE-NAME', match = {} } } } },"
+        "  { name = '127.0.0.61:6379', address = '127.0.0.61', port = 6379,"
+        "    protocol = 'redis', fingerprint = 'fp-r', redis = { routes = { { prefix = 'p:' } } } }"
+        " } }");
+    cr_assert_eq(s->n_listeners, 2);
+    cr_assert_null(strstr(s->lua_source, "YAML-TEXT"), "%s", s->lua_source);
+    cr_assert_null(strstr(s->lua_source, "ROUTE-NAME"), "%s", s->lua_source);
+    cr_assert_null(strstr(s->lua_source, "metaprotocol = {"), "%s", s->lua_source);
+    cr_assert_not_null(strstr(s->lua_source, "prefix = \"p:\""), "%s", s->lua_source);
+    cr_assert_not_null(strstr(s->lua_source, "fp-l"), "the listener itself stays");
+    cr_assert_not_null(strstr(s->lua_source, "version = 1"));
     mt_snapshot_unref(s);
 }
 

@@ -580,6 +580,8 @@ Test(meta, local_rate_limit_buckets_and_conditions_are_read_from_the_snapshot)
     cr_assert_eq(c->n_match, 1);
     cr_expect(mt_meta_match_one(&c->match[0], &bye, match_data));
     cr_expect_not(mt_meta_match_one(&c->match[0], &hello, match_data));
+    mt_msg_free(&bye);
+    mt_msg_free(&hello);
     mt_snapshot_unref(s);
 }
 
@@ -589,6 +591,35 @@ Test(meta, a_listener_without_local_rate_limit_has_no_bucket)
     const mt_meta_listener_conf_t *lc = mt_meta_listener(&s->listeners[0]);
     cr_expect_null(lc->rate_bucket);
     cr_expect_eq(lc->n_rate_conds, 0);
+    mt_snapshot_unref(s);
+}
+
+/* ---- the attributes a listener's requests are decoded for ---------------------------------- */
+
+Test(meta, the_listener_wants_its_match_keys_hash_keys_and_error_names_only)
+{
+    mt_snapshot_t *s =
+        snap_with("'RING_HASH'", "'user'",
+                  ROUTE("a", "{ key = 'group', exact = 'blue' }, { key = 'zone', prefix = 'eu' }",
+                        TO("'v1'", 100)) ROUTE("b", "{ key = 'tenant' }", TO("'v2'", 100)));
+    const mt_attr_filter_t *f = &mt_meta_listener(&s->listeners[0])->want;
+    const char *const wanted[] = {"interface",   "method",       "traceparent", "x-b3-traceid",
+                                  "x-b3-spanid", "x-b3-sampled", "group",       "zone",
+                                  "tenant",      "user"};
+    for (size_t i = 0; i < MT_ARRAY_LEN(wanted); i++)
+        cr_expect(mt_attr_filter_has(f, wanted[i], strlen(wanted[i])), "%s", wanted[i]);
+    cr_expect_eq(f->n, MT_ARRAY_LEN(wanted), "nothing else: %u keys", f->n);
+    cr_expect_not(mt_attr_filter_has(f, "version", 7));
+    cr_expect_not(mt_attr_filter_has(f, "seq_id", 6));
+    /* a request decoded through the filter still routes as without one */
+    mt_msg_t m;
+    msg_with(&m, NULL);
+    m.want = f;
+    cr_assert_eq(mt_msg__add_attr(&m, MT_STR("tenant"), MT_STR("t1")), MT_OK);
+    cr_assert_eq(mt_msg__add_attr(&m, MT_STR("timeout"), MT_STR("30")), MT_OK);
+    cr_expect_eq(m.nattrs, 1);
+    cr_expect_str_eq(route_of(s, &m), "b");
+    mt_msg_free(&m);
     mt_snapshot_unref(s);
 }
 
