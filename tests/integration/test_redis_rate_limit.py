@@ -15,7 +15,7 @@ from pathlib import Path
 import redis as redis_py
 
 import configs
-from harness import VIP, RespConn, RespError, free_port
+from harness import VIP, RespConn, RespError, free_port, resp_encode
 
 
 def deploy(redis_factory, config_dir, meltemi_factory, limit_yaml, workers=2):
@@ -97,6 +97,24 @@ def test_write_class_and_named_commands_have_their_own_buckets(redis_factory, co
     assert c.call("PING") == b"PONG", "commands meltemi answers itself are not limited"
     assert rate_limited_total(m) == 3 + 2 + 1
     assert sorted(redis.client().keys("k*")) == [b"k0", b"k1", b"k2"]
+    c.close()
+
+
+def test_queued_commands_of_a_transaction_meet_the_limit_too(redis_factory, config_dir,
+                                                             meltemi_factory):
+    # MULTI is no way around the limit: a limited queued command fails the transaction
+    # (EXECABORT, as after any queueing error) and nothing of it is applied.
+    redis, port, m = deploy(redis_factory, config_dir, meltemi_factory,
+                            "    tokenBucket: {maxTokens: 3, tokensPerFill: 1, fillInterval: 1h}\n",
+                            workers=1)
+    c = RespConn(VIP, port, timeout=10)
+    stream = [("MULTI",), ("INCR", "n"), ("INCR", "n"), ("INCR", "n"), ("INCR", "n"), ("EXEC",)]
+    c.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
+    assert [c.read_reply() for _ in stream] == [
+        b"OK", b"QUEUED", b"QUEUED", b"QUEUED", RespError("ERR rate limited"),
+        RespError("EXECABORT Transaction discarded because of previous errors.")]
+    assert redis.client().get("n") is None
+    assert rate_limited_total(m) == 1
     c.close()
 
 

@@ -41,11 +41,12 @@ K.schema = shapes.document({
 -- meltemi.fields: what every accepted field does (build below reads the consumed ones).
 K.consumed = {
   "spec.host", "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+  -- the leases of transactions, blocking commands and SELECT (dr.apply_tcp)
+  "spec.trafficPolicy.connectionPool.tcp.maxConnections",
   "spec.trafficPolicy.connectionPool.redis.mode", "spec.trafficPolicy.connectionPool.redis.auth",
   "spec.trafficPolicy.connectionPool.redis.discoveryEndpoints",
 }
 K.unenforced = {}
-table.insert(K.consumed, "spec.trafficPolicy.connectionPool.tcp.maxConnections") -- bounds leases
 for _, f in ipairs({ "tcpKeepalive", "maxConnectionDuration", "idleTimeout" }) do
   K.unenforced["spec.trafficPolicy.connectionPool.tcp." .. f] = dr.unenforced["**.connectionPool.tcp." .. f]
 end

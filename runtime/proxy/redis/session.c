@@ -400,10 +400,16 @@ static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         return false;
     }
     s->map_wait_since_ms = 0;
-    /* MULTI is queueing: everything goes to the transaction's connection (tx.c) */
-    if (MT_UNLIKELY(s->tx.state == RTX_QUEUED) && cmd->proxy != REDIS_PROXY_TRANSACTION &&
-        mt_rtx_queued(s, cmd, req, frame))
-        return true;
+    /* MULTI is queueing: everything goes to the transaction's connection (tx.c), within the
+     * rate limit like any command (a limited one fails the transaction: EXECABORT) */
+    if (MT_UNLIKELY(s->tx.state == RTX_QUEUED) && cmd->proxy != REDIS_PROXY_TRANSACTION) {
+        if (cmd->proxy != REDIS_PROXY_LOCAL && !sess_rate_allows(s, cmd)) {
+            mt_rtx_answered_locally(s, true);
+            return true;
+        }
+        if (mt_rtx_queued(s, cmd, req, frame))
+            return true;
+    }
     /* (P|S)SUBSCRIBE and friends, and every command while subscribed (pubsub.c) */
     if (MT_UNLIKELY((cmd->flags & REDIS_CMD_PUBSUB) || s->ps) && mt_rpubsub_command(s, cmd, req))
         return true;
