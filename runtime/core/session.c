@@ -6,14 +6,31 @@
 #include "runtime/core/session.h"
 
 #include "runtime/core/log.h"
+#include "runtime/core/tls.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define READ_MIN_ROOM 4096
 
 static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void session_on_write_done(mt_outq_t *q, int status);
+
+/* The TLS transport for s (its output queue is initialised first: it is sealed into it). */
+static int session_tls_start(mt_session_t *s)
+{
+    char err[256];
+    mt_outq_init(&s->out, &s->w->pool, session_on_write_done);
+    s->tls = mt_tls_new(s->conf->tls, s->w->id, &s->out, &s->w->pool, NULL, err, sizeof(err));
+    if (!s->tls) {
+        mt_warn("listener %s: TLS: %s; closing the client", s->conf->name, err);
+        return -1;
+    }
+    s->tls->raw.stream = (uv_stream_t *)&s->tcp;
+    return 0;
+}
 
 static void session_on_write_done(mt_outq_t *q, int status)
 {
@@ -53,6 +70,11 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
     s->w = w;
     s->lst = l;
     s->conf = l->conf;
+    if (l->conf->tls && !l->conf->tls->permissive && session_tls_start(s) != 0) {
+        uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
+        return -1;
+    }
+    s->sniffing = l->conf->tls && l->conf->tls->permissive;
     s->snap = mt_snapshot_ref(w->snap);
     s->cluster = l->cluster;
     mt_wcluster_ref(l->cluster);
@@ -61,7 +83,8 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
     s->id = w->next_client_id++;
     s->max_output = MT_SESSION_MAX_OUTPUT;
     s->accepted_ms = s->active_ms = mt_worker_now_ms(w);
-    mt_outq_init(&s->out, &w->pool, session_on_write_done);
+    if (!s->tls)
+        mt_outq_init(&s->out, &w->pool, session_on_write_done);
     s->out.stream = (uv_stream_t *)&s->tcp;
     s->link.drain = session_drain;
     mt_worker_session_add(w, &s->link);
@@ -74,6 +97,11 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
 static void session_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     mt_session_t *s = h->data;
+    if (s->tls) { /* ciphertext: fed to the SSL at once, decrypted into s->rbuf */
+        buf->base = mt_tls_scratch();
+        buf->len = MT_TLS_SCRATCH;
+        return;
+    }
     if (mt_buf_make_room(&s->w->pool, &s->rbuf, READ_MIN_ROOM, 0) != 0) {
         buf->base = NULL;
         buf->len = 0;
@@ -139,6 +167,7 @@ static void session_closed(uv_handle_t *h)
     if (s->ops->on_closed)
         s->ops->on_closed(s);
     mt_session_release(s);
+    mt_tls_free(s->tls);
     free(s);
 }
 
@@ -153,7 +182,95 @@ void mt_session_close(mt_session_t *s)
     s->pending = 0;
     mt_timer_stop(&s->w->timers, &s->timeout_timer);
     mt_worker_unschedule_flush(s->w, &s->out);
+    if (s->tls)
+        mt_tls_shutdown(s->tls); /* best effort: the close cancels what has not left */
     uv_close((uv_handle_t *)&s->tcp, session_closed);
+}
+
+/* ---- TLS in ---------------------------------------------------------------------------------- */
+
+static void session_tls_failed(mt_session_t *s, const char *why)
+{
+    char peer[INET6_ADDRSTRLEN + 8];
+    mt_warn("listener %s: closing %s: %s", s->conf->name, mt_session_peer(s, peer, sizeof(peer)),
+            why);
+    mt_stat_add(s->conf->stats, s->w->id, MT_ST_TLS_HANDSHAKE_FAILURES, 1);
+    mt_session_close(s);
+}
+
+/* Ciphertext read from the client: the handshake moves on, plaintext goes to s->rbuf.
+ * Returns the plaintext bytes added, or -1 when s is closing; *eof on close_notify. */
+static long session_tls_in(mt_session_t *s, const char *p, size_t n, bool *eof)
+{
+    mt_tls_t *t = s->tls;
+    if (mt_tls_feed(t, p, n) != 0) {
+        session_tls_failed(s, t->error);
+        return -1;
+    }
+    if (!t->handshake_done) {
+        int r = mt_tls_handshake(t);
+        if (r < 0) {
+            session_tls_failed(s, t->error);
+            return -1;
+        }
+        if (r == 0)
+            return 0;
+        if (s->out.n > 0)
+            mt_worker_schedule_flush(s->w, &s->out); /* queued while the handshake ran */
+    }
+    long got = 0;
+    for (;;) {
+        if (mt_buf_make_room(&s->w->pool, &s->rbuf, READ_MIN_ROOM, 0) != 0) {
+            mt_session_close(s);
+            return -1;
+        }
+        long k = mt_tls_read(t, s->rbuf->last, mt_buf_room(s->rbuf));
+        if (k > 0) {
+            s->rbuf->last += k;
+            got += k;
+        } else if (k == 0) {
+            break;
+        } else if (k == MT_TLS_EOF) {
+            *eof = true;
+            break;
+        } else {
+            char peer[INET6_ADDRSTRLEN + 8];
+            mt_info("listener %s: closing %s: %s", s->conf->name,
+                    mt_session_peer(s, peer, sizeof(peer)), t->error);
+            mt_session_close(s);
+            return -1;
+        }
+    }
+    return got;
+}
+
+/* PERMISSIVE: the first bytes read (plain, in s->rbuf) decide. A ClientHello moves them into
+ * a TLS transport; anything else stays plain text. Returns 0 to go on as plain, 1 when the
+ * read is handled (more bytes needed, TLS started, or closing). */
+static int session_sniff(mt_session_t *s)
+{
+    mt_buf_t *b = s->rbuf;
+    int r = mt_tls_sniff((const unsigned char *)b->pos, mt_buf_unread(b));
+    if (r < 0)
+        return 1;
+    s->sniffing = false;
+    if (r == 0)
+        return 0;
+    if (session_tls_start(s) != 0) {
+        mt_session_close(s);
+        return 1;
+    }
+    size_t n = mt_buf_unread(b);
+    char *copy = mt_tls_scratch(); /* the read chunk becomes the plaintext buffer */
+    memcpy(copy, b->pos, n);
+    b->pos = b->last = b->data;
+    bool eof = false;
+    long got = session_tls_in(s, copy, n, &eof);
+    if (got > 0 && !s->finishing)
+        s->ops->on_data(s);
+    if (got >= 0 && eof)
+        mt_session_finish(s);
+    return 1;
 }
 
 static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -168,10 +285,24 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    s->rbuf->last += nread;
     s->active_ms = uv_now(&s->w->loop); /* idle timeouts: the loop's cached time */
-    if (!s->finishing)
-        s->ops->on_data(s);
+    bool eof = false;
+    if (s->tls) {
+        long got = session_tls_in(s, buf->base, (size_t)nread, &eof);
+        if (got < 0)
+            return; /* closing */
+        if (got > 0 && !s->finishing)
+            s->ops->on_data(s);
+    } else {
+        s->rbuf->last += nread;
+        if (s->sniffing) {
+            int r = session_sniff(s);
+            if (r != 0)
+                return; /* waiting for more, closing, or switched to TLS (which called on_data) */
+        }
+        if (!s->finishing)
+            s->ops->on_data(s);
+    }
     mt_buf_t *b = s->rbuf;
     if (b && b->pos == b->last && !s->closing) {
         /* Nothing unread: give the chunk back (it stays alive while slices reference it). */
@@ -179,6 +310,8 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         s->rbuf = NULL;
     }
     mt_session_check_bounds(s);
+    if (eof)
+        mt_session_finish(s);
     mt_session_maybe_finish(s);
 }
 
@@ -251,6 +384,16 @@ void mt_session_rebind(mt_session_t *s)
     mt_snapshot_t *old = s->snap;
     s->snap = mt_snapshot_ref(w->snap);
     mt_snapshot_unref(old);
+}
+
+const char *mt_session_principal(const mt_session_t *s)
+{
+    return s->tls ? s->tls->principal : NULL;
+}
+
+const char *mt_session_security_policy(const mt_session_t *s)
+{
+    return s->tls ? mt_tls_security_policy(s->tls) : "none";
 }
 
 const char *mt_session_peer(const mt_session_t *s, char *out, size_t cap)

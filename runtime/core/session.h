@@ -5,7 +5,9 @@
  * everything owed is written), auth and idle timeouts, and the close. A proxy embeds mt_session_t
  * first in its own session and fills an mt_session_ops_t; it never touches the socket itself.
  *
- * The transport is plain TCP today; TLS goes into this shell, once, for every protocol.
+ * The transport slot: plain TCP, or TLS when the listener terminates it (core/tls.h): the
+ * shell decrypts into s->rbuf and s->out is sealed on its way out, so a proxy sees the same
+ * bytes either way. PERMISSIVE listeners look at the first bytes and go one way or the other.
  */
 #ifndef MELTEMI_CORE_SESSION_H
 #define MELTEMI_CORE_SESSION_H
@@ -51,6 +53,8 @@ struct mt_session {
     mt_timer_t timeout_timer;        /* auth and idle timeouts, at the earlier (worker's wheel) */
     uint32_t auth_timeout_ms;        /* 0: none (or authenticated) */
     uint32_t idle_timeout_ms;        /* 0: none */
+    struct mt_tls *tls;              /* the TLS transport, or NULL: plain TCP */
+    bool sniffing;                   /* PERMISSIVE: TLS or plain is decided by the first bytes */
     bool reading;
     bool finishing; /* EOF, protocol error or drain: close once everything owed is written */
     bool closing;
@@ -94,6 +98,12 @@ static inline mt_session_t *mt_session_of_link(mt_session_link_t *l)
 {
     return MT_CONTAINER_OF(l, mt_session_t, link);
 }
+/* The client's SPIFFE identity without "spiffe://" ("cluster.local/ns/x/sa/y": Istio's
+ * source.principal), or NULL (plain text, no certificate, no SPIFFE URI SAN). */
+const char *mt_session_principal(const mt_session_t *s);
+/* Istio's connection_security_policy: "mutual_tls" (client certificate verified), "tls"
+ * (server-side TLS only), "none" (plain text). */
+const char *mt_session_security_policy(const mt_session_t *s);
 /* The peer as "address:port" (or "?"), for logs. */
 const char *mt_session_peer(const mt_session_t *s, char *out, size_t cap);
 

@@ -7,6 +7,7 @@
 #include "runtime/core/common.h"
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
+#include "runtime/core/tls.h"
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
@@ -250,6 +251,11 @@ static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
     }
     if (read_fingerprint(L, t, "cluster", c->name, &c->fingerprint, err) != 0)
         return -1;
+    char what[300];
+    snprintf(what, sizeof(what), "cluster %s", c->name);
+    c->tls = mt_tls_conf_from_lua(L, t, false, what, err);
+    if (*err)
+        return -1;
     c->stats = mt_stats_block(MT_STATS_CLUSTER, c->name, NULL);
     const mt_proxy_ops_t *ops = mt_proxy_for(c->protocol);
     return ops->read_cluster ? ops->read_cluster(L, t, c, err) : 0;
@@ -281,6 +287,11 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
     }
     if (read_fingerprint(L, t, "listener", l->name, &l->fingerprint, err) != 0)
         return -1;
+    char what[300];
+    snprintf(what, sizeof(what), "listener %s", l->name);
+    l->tls = mt_tls_conf_from_lua(L, t, true, what, err);
+    if (*err)
+        return -1;
     l->stats = mt_stats_block(MT_STATS_LISTENER, l->name, NULL);
     const mt_proxy_ops_t *ops = mt_proxy_for(l->protocol);
     return ops->read_listener ? ops->read_listener(L, t, s, l, err) : 0;
@@ -305,6 +316,7 @@ static void snapshot_free(mt_snapshot_t *s)
         const mt_proxy_ops_t *ops = mt_proxy_for(c->protocol);
         if (c->proto && ops->free_cluster)
             ops->free_cluster(c);
+        mt_tls_conf_free(c->tls);
         free(c->name);
         free(c->service);
         free(c->fingerprint);
@@ -314,6 +326,7 @@ static void snapshot_free(mt_snapshot_t *s)
         const mt_proxy_ops_t *lops = mt_proxy_for(l->protocol);
         if (l->proto && lops->free_listener)
             lops->free_listener(l);
+        mt_tls_conf_free(l->tls);
         free(l->name);
         free(l->address);
         free(l->codec);

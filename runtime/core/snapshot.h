@@ -48,7 +48,8 @@ typedef struct mt_cluster_conf {
     uint32_t max_connections;
     char *fingerprint; /* equal fingerprints: a worker may keep this cluster's pools */
     mt_stats_block_t *stats;
-    void *proto; /* the proxy's own part (mt_proxy_ops_t.read_cluster), or NULL */
+    struct mt_tls_conf *tls; /* DestinationRule trafficPolicy.tls (core/tls.h), or NULL */
+    void *proto;             /* the proxy's own part (mt_proxy_ops_t.read_cluster), or NULL */
 } mt_cluster_conf_t;
 
 typedef struct mt_listener_conf {
@@ -63,7 +64,8 @@ typedef struct mt_listener_conf {
     mt_cluster_conf_t *cluster; /* default destination; NULL if it names no cluster */
     char *fingerprint;
     mt_stats_block_t *stats;
-    void *proto; /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
+    struct mt_tls_conf *tls; /* the listener terminates TLS (core/tls.h), or NULL */
+    void *proto;             /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
 } mt_listener_conf_t;
 
 typedef struct mt_snapshot {

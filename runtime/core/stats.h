@@ -29,9 +29,10 @@ enum {
     MT_ST_REQUEST_ERRORS,  /* error replies sent to clients (local or upstream) */
     MT_ST_PROTOCOL_ERRORS, /* malformed frames */
     MT_ST_AUTH_FAILURES,
-    MT_ST_CROSS_PROTOCOL, /* connections closed for an HTTP request (POST / Host:) */
-    MT_ST_AUTH_TIMEOUTS,  /* connections closed: no AUTH within settings.authTimeout */
-    MT_ST_IDLE_TIMEOUTS,  /* connections closed: quiet for settings.idleTimeout */
+    MT_ST_CROSS_PROTOCOL,         /* connections closed for an HTTP request (POST / Host:) */
+    MT_ST_AUTH_TIMEOUTS,          /* connections closed: no AUTH within settings.authTimeout */
+    MT_ST_IDLE_TIMEOUTS,          /* connections closed: quiet for settings.idleTimeout */
+    MT_ST_TLS_HANDSHAKE_FAILURES, /* downstream TLS handshakes refused or failed */
     /* cluster */
     MT_ST_UPSTREAM_CX_TOTAL,
     MT_ST_UPSTREAM_CX_ACTIVE, /* gauge */
@@ -39,6 +40,8 @@ enum {
     MT_ST_UPSTREAM_RQ_TOTAL,
     MT_ST_UPSTREAM_RQ_ERRORS, /* failed because of the upstream: closed, timeout, auth */
     MT_ST_UPSTREAM_RQ_TIMEOUT,
+    MT_ST_UPSTREAM_TLS_FAILURES, /* upstream TLS handshakes refused or failed */
+    MT_ST_UPSTREAM_TLS_RESUMED,  /* upstream TLS handshakes that resumed a session */
     MT_ST__COUNT
 };
 

@@ -6,6 +6,7 @@
 
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
+#include "runtime/core/tls.h"
 #include "runtime/luajit/lua_env.h"
 
 #include <lauxlib.h>
@@ -131,6 +132,7 @@ void mt_wendpoint_free(mt_wendpoint_t *ep)
 {
     for (int p = 0; p < MT_PROTO_COUNT; p++)
         free(ep->pools[p].shared);
+    mt_tls_session_free(ep->tls_session);
     free(ep);
 }
 

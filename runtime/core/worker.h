@@ -51,6 +51,7 @@ typedef struct mt_wendpoint {
     uint32_t backoff_ms;
     char last_error[400];
     char lease_error[320]; /* why the last exclusive lease was refused (upstream.c) */
+    void *tls_session;     /* SSL_SESSION * of the last TLS connection: resumption (tls.c) */
 } mt_wendpoint_t;
 
 typedef struct mt_wcluster {

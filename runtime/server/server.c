@@ -144,6 +144,8 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
     print_warnings(L, -1);
     mt_snapshot_t *s = mt_snapshot_from_lua(L, -1, srv->generation + 1, err);
     if (!s) {
+        mt_error("%s",
+                 *err ? *err : "out of memory building the snapshot"); /* as compile errors are */
         lua_settop(L, top);
         return NULL;
     }

@@ -5,6 +5,7 @@
 
 local T = require "meltemi.schema"
 local shapes = require "meltemi.shapes"
+local tls = require "meltemi.tls"
 
 local K = {
   kind = "DestinationRule",
@@ -46,11 +47,7 @@ local policy_fields = {
     interval = T.dur(), baseEjectionTime = T.dur(),
     maxEjectionPercent = T.int{ min = 0, max = 100 }, minHealthPercent = T.int{ min = 0, max = 100 },
   }),
-  tls = T.obj({
-    mode = T.enum({ "DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL" }),
-    clientCertificate = T.str(), privateKey = T.str(), caCertificates = T.str(), credentialName = T.str(),
-    subjectAltNames = T.list(T.str()), sni = T.str(), insecureSkipVerify = T.bool(), caCrl = T.str(),
-  }),
+  tls = tls.client_schema,
   tunnel = T.any(),
   proxyProtocol = T.any(),
 }
@@ -147,11 +144,15 @@ function K.apply_policy(obj, c, path, cl, tp)
     }
   end
   if tp.tls then
-    local t = tp.tls
-    cl.tls = { mode = t.mode or "DISABLE", client_certificate = t.clientCertificate,
-      private_key = t.privateKey,
-      ca_certificates = t.caCertificates, credential_name = t.credentialName, sni = t.sni,
-      subject_alt_names = t.subjectAltNames, insecure_skip_verify = t.insecureSkipVerify }
+    local tpath = T.join(path, "tls")
+    if not cl.name then
+      c:warn(obj, tpath, "tls of a subset is not supported yet: the host's trafficPolicy.tls applies")
+    elseif cl.protocol == "tcp" and (tp.tls.mode or "DISABLE") ~= "DISABLE" then
+      c:error(obj, tpath, "TLS to plain TCP upstreams is not supported yet (Redis and "
+        .. "MetaProtocol ports are)")
+    else
+      cl.tls = tls.client(obj, c, tpath, tp.tls)
+    end
   end
   for i, pls in ipairs(tp.portLevelSettings or {}) do
     if cl.port == pls.port.number then

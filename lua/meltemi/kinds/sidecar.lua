@@ -7,6 +7,7 @@
 local T = require "meltemi.schema"
 local shapes = require "meltemi.shapes"
 local compiler = require "meltemi.compiler"
+local tls = require "meltemi.tls"
 
 local K = {
   kind = "Sidecar",
@@ -52,7 +53,7 @@ K.schema = shapes.document({
       bind = T.str{ non_empty = true },
       captureMode = capture,
       defaultEndpoint = T.str{ non_empty = true },
-      tls = T.any(),
+      tls = tls.server_schema,
       connectionPool = T.any(),
     }, { check = check_endpoint })),
     egress = T.list(T.obj({
@@ -87,9 +88,19 @@ local function ingress_listener(obj, c, i, ing)
   cl.name, cl.service = name, nil
   cl.endpoints = { { address = ep_addr, port = ep_port, labels = {} } }
   c.snapshot.clusters[name] = cl
+  local ltls
+  if ing.tls then
+    if protocol == "tcp" then
+      c:error(obj, T.join(path, "tls"), "TLS on plain TCP listeners is not supported yet (Redis "
+        .. "and MetaProtocol ports are)")
+      return
+    end
+    ltls = tls.server(obj, c, T.join(path, "tls"), ing.tls)
+    if not ltls then return end
+  end
   c:add_listener(obj, T.join(path, "port.number"), {
     address = address, port = p.number, protocol = protocol, codec = codec,
-    service = nil, direction = "inbound", cluster = name,
+    service = nil, direction = "inbound", cluster = name, tls = ltls,
   })
 end
 
