@@ -215,6 +215,10 @@ static long session_tls_in(mt_session_t *s, const char *p, size_t n, bool *eof)
         }
         if (r == 0)
             return 0;
+        char peer[INET6_ADDRSTRLEN + 8];
+        mt_debug("listener %s: TLS from %s: %s%s%s", s->conf->name,
+                 mt_session_peer(s, peer, sizeof(peer)), mt_tls_security_policy(t),
+                 t->principal ? ", principal " : "", t->principal ? t->principal : "");
         if (s->out.n > 0)
             mt_worker_schedule_flush(s->w, &s->out); /* queued while the handshake ran */
     }

@@ -121,6 +121,10 @@ const char *mt_tls_security_policy(const mt_tls_t *t);
 #define MT_TLS_SCRATCH 65536
 char *mt_tls_scratch(void);
 
+/* Where ISTIO_MUTUAL finds cert-chain.pem, key.pem and root-cert.pem when the snapshot
+ * names no files (default /etc/certs; main.c: --istio-certs). Set before the first snapshot. */
+extern const char *mt_tls_istio_dir;
+
 /* PERMISSIVE: do the first bytes of a connection look like a TLS ClientHello (a handshake
  * record, version 3.x)? 1 yes, 0 no (plain text), -1 not enough bytes to tell yet. */
 int mt_tls_sniff(const unsigned char *p, size_t n);

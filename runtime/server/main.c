@@ -2,6 +2,7 @@
  * main.c - the meltemi command line: run, validate, compile (and `lua`, for tests).
  * Exit codes: 0 ok, 1 invalid configuration, 2 usage error.
  */
+#include "runtime/core/tls.h"
 #include "runtime/core/common.h"
 #include "runtime/server/config.h"
 #include "runtime/core/log.h"
@@ -19,7 +20,7 @@ static const char usage_text[] =
     "\n"
     "commands:\n"
     "  run -c DIR [--admin ADDR] [--admin-token-file PATH] [--workers N] [--log-level L]\n"
-    "      [--drain-timeout MS]\n"
+    "      [--drain-timeout MS] [--istio-certs DIR]\n"
     "        serve the configuration in DIR (every *.yaml / *.yml file)\n"
     "        --admin ADDR       admin HTTP server address (default 127.0.0.1:15000; 'off')\n"
     "        --admin-token-file PATH\n"
@@ -29,6 +30,8 @@ static const char usage_text[] =
     "        --workers N        worker threads (default: number of cores)\n"
     "        --log-level L      debug | info | warn | error (default info)\n"
     "        --drain-timeout MS how long SIGTERM waits for requests in flight (default 5000)\n"
+    "        --istio-certs DIR  the workload's Istio mTLS files: cert-chain.pem, key.pem,\n"
+    "                           root-cert.pem (default /etc/certs; re-read when they change)\n"
     "  validate DIR   check the configuration; print every problem as\n"
     "                 file:line: Kind/name: field: message\n"
     "  compile DIR    print the compiled configuration snapshot as Lua\n"
@@ -84,6 +87,10 @@ static int cmd_run(int argc, char **argv)
         } else if (strcmp(a, "--drain-timeout") == 0) {
             if (!v || parse_uint(v, &o.drain_timeout_ms) != 0)
                 return usage_error("--drain-timeout needs milliseconds, got '%s'", v ? v : "");
+        } else if (strcmp(a, "--istio-certs") == 0) {
+            if (!v || !*v)
+                return usage_error("%s needs a directory", a);
+            mt_tls_istio_dir = v;
         } else if (strcmp(a, "--log-level") == 0) {
             int l = v ? mt_log_level_parse(v) : -1;
             if (l < 0)
