@@ -30,6 +30,7 @@ DUBBO_HOST = "dubbo-mesh.meta.svc.cluster.local"
 DUBBO_VIP = "127.0.0.12"
 IFACE = "org.apache.dubbo.samples.basic.api.DemoService"
 CLIENT_ID = spiffe("app", "client")
+INGRESS = "127.0.0.13"  # the server side's ports: apart from the admin ports on 127.0.0.1
 SERVER_ID = spiffe("redis", "server")
 
 
@@ -80,7 +81,7 @@ spec:
   - port:
       number: {redis_port}
       name: tcp-redis
-    bind: 127.0.0.1
+    bind: {INGRESS}
     defaultEndpoint: 127.0.0.1:{redis_ep}
 """
     if dubbo_port:
@@ -88,7 +89,7 @@ spec:
   - port:
       number: {dubbo_port}
       name: tcp-metaprotocol-dubbo-hello
-    bind: 127.0.0.1
+    bind: {INGRESS}
     defaultEndpoint: 127.0.0.1:{dubbo_ep}
 """
     return out
@@ -119,8 +120,8 @@ def mesh(tmp_path, redis_factory, config_dir, meltemi_factory, monkeypatch):
     def deploy(mode="STRICT", port_modes=None, dubbo=False, client_sans=None):
         env = types.SimpleNamespace(ca=ca, tmp=tmp_path)
         env.redis = redis_factory()
-        env.b_redis = free_port()
-        env.b_dubbo = free_port() if dubbo else None
+        env.b_redis = free_port(INGRESS)
+        env.b_dubbo = free_port(INGRESS) if dubbo else None
         env.provider = None
         if dubbo:
             env.provider = me.DubboProvider(tmp_path / "peers", "v1", free_port()).start()
@@ -143,14 +144,14 @@ def mesh(tmp_path, redis_factory, config_dir, meltemi_factory, monkeypatch):
             sans = "      subjectAltNames:\n" + "".join(f"      - {s}\n" for s in client_sans)
         a_files = {
             "se.yaml": me.service_entry("redis-mesh", REDIS_HOST, VIP, env.a_redis, "tcp-redis",
-                                        [("127.0.0.1", env.b_redis, {})], namespace="redis"),
+                                        [(INGRESS, env.b_redis, {})], namespace="redis"),
             "dr.yaml": client_dr(REDIS_HOST, "redis", sans),
         }
         if dubbo:
             env.a_dubbo = free_port(DUBBO_VIP)
             a_files["se-dubbo.yaml"] = me.service_entry(
                 "dubbo-mesh", DUBBO_HOST, DUBBO_VIP, env.a_dubbo, "tcp-metaprotocol-dubbo-hello",
-                [("127.0.0.1", env.b_dubbo, {})])
+                [(INGRESS, env.b_dubbo, {})])
             a_files["dr-dubbo.yaml"] = client_dr(DUBBO_HOST, "meta")
         # One upstream connection per client session (up to 64): a new client means a new
         # handshake, which the rotation test needs to see.
@@ -183,7 +184,7 @@ def direct_tls(port, cert=None, key=None, ca=None):
     ctx.load_verify_locations(str(ca))
     if cert:
         ctx.load_cert_chain(str(cert), str(key))
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+    with socket.create_connection((INGRESS, port), timeout=5) as raw:
         with ctx.wrap_socket(raw) as s:
             s.sendall(b"PING\r\n")
             return s.getpeercert(), s.recv(64)
@@ -215,7 +216,7 @@ def test_redis_and_dubbo_over_mtls_between_two_meltemis(mesh):
         consumer.close()
     assert len(env.provider.records("request")) == 5
     # STRICT: a plain-text client straight to the server side gets nothing.
-    plain = RespConn("127.0.0.1", env.b_redis, timeout=3)
+    plain = RespConn(INGRESS, env.b_redis, timeout=3)
     plain.send_raw(b"PING\r\n")
     assert plain.closed_by_peer(timeout=5)
     assert metric(env.b, "meltemi_tls_handshake_failures_total") >= 1
@@ -223,7 +224,7 @@ def test_redis_and_dubbo_over_mtls_between_two_meltemis(mesh):
 
 def test_permissive_takes_plain_text_and_mtls_on_one_port(mesh):
     env = mesh("PERMISSIVE")
-    plain = redis_py("127.0.0.1", env.b_redis)
+    plain = redis_py(INGRESS, env.b_redis)
     assert plain.set("p", "plain") is True
     via_mesh = redis_py(VIP, env.a_redis)
     assert via_mesh.get("p") == b"plain"
@@ -237,13 +238,13 @@ def test_permissive_takes_plain_text_and_mtls_on_one_port(mesh):
 
 def test_port_level_disable_keeps_one_port_plain(mesh):
     env = mesh("STRICT", port_modes={"dubbo": "DISABLE"}, dubbo=True)
-    consumer = me.DubboConsumer(env.tmp, f"127.0.0.1:{env.b_dubbo}")  # plain, straight to B
+    consumer = me.DubboConsumer(env.tmp, f"{INGRESS}:{env.b_dubbo}")  # plain, straight to B
     try:
         got = consumer.call(IFACE, "sayHello", args=["plain"], n=2)
         assert all(r["ok"] for r in got["results"]), got
     finally:
         consumer.close()
-    plain = RespConn("127.0.0.1", env.b_redis, timeout=3)
+    plain = RespConn(INGRESS, env.b_redis, timeout=3)
     plain.send_raw(b"PING\r\n")
     assert plain.closed_by_peer(timeout=5)
 

@@ -6,18 +6,28 @@ ALPN, SNI certificate choice), and the refusals (unknown CA, wrong SAN, expired)
 its logged reason and counter. Certificates are made by the test with openssl (tls_certs.py).
 """
 
+import os
 import re
 import socket
 import ssl
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
-import configs
-from harness import VIP, RespConn, free_port, redis_py, wait_until
-from tls_certs import Ca, TlsRedisServer
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+
+import configs  # noqa: E402
+import meta_env as me  # noqa: E402
+import thrift_peers as tp  # noqa: E402
+from harness import VIP, RespConn, free_port, redis_py, stop_pid, wait_until  # noqa: E402
+from tls_certs import Ca, TlsRedisServer  # noqa: E402
 
 HOST = "redis-tls.redis.svc.cluster.local"
+# Ingress listeners bind here: ports picked on 127.0.0.1 could collide with admin ports.
+INGRESS = "127.0.0.13"
 
 
 @pytest.fixture
@@ -26,7 +36,7 @@ def pki(tmp_path):
     and a second, unrelated CA."""
     ca = Ca(tmp_path / "pki")
     other = Ca(tmp_path / "pki-other", name="other-ca")
-    srv = ca.issue("redis-server", dns=["redis.test"], ips=["127.0.0.1"])
+    srv = ca.issue("redis-server", dns=["redis.test"], ips=["127.0.0.1", INGRESS])
     cli = ca.issue("meltemi-client", dns=["meltemi.test"])
     return {"ca": ca, "other": other, "server": srv, "client": cli, "dir": tmp_path / "pki"}
 
@@ -240,7 +250,7 @@ spec:
   - port:
       number: {port}
       name: {name}
-    bind: 127.0.0.1
+    bind: {INGRESS}
     defaultEndpoint: 127.0.0.1:{endpoint_port}
     tls:
 {body}
@@ -251,7 +261,7 @@ spec:
 def ingress(redis_factory, config_dir, meltemi_factory, pki):
     def start(tls_yaml):
         redis = redis_factory()
-        port = free_port()
+        port = free_port(INGRESS)
         m = meltemi_factory(config_dir({"sidecar.yaml": sidecar(port, redis.port, tls_yaml)}))
         return port, redis, m
     return start
@@ -263,7 +273,7 @@ def server_tls(pki, extra=""):
 
 
 def redis_cli_tls(port, *cmd, ca, cert=None, key=None, sni=None):
-    args = ["redis-cli", "--tls", "--cacert", str(ca), "-h", "127.0.0.1", "-p", str(port)]
+    args = ["redis-cli", "--tls", "--cacert", str(ca), "-h", INGRESS, "-p", str(port)]
     if cert:
         args += ["--cert", str(cert), "--key", str(key)]
     if sni:
@@ -277,7 +287,7 @@ def test_downstream_tls_with_redis_cli_and_redis_py(pki, ingress):
     assert r.stdout.strip() == "OK", r.stderr
     r = redis_cli_tls(port, "GET", "d", ca=pki["ca"].cert)
     assert r.stdout.strip() == "from-cli"
-    c = redis_py("127.0.0.1", port, ssl=True, ssl_ca_certs=str(pki["ca"].cert),
+    c = redis_py(INGRESS, port, ssl=True, ssl_ca_certs=str(pki["ca"].cert),
                  ssl_cert_reqs="required")
     assert c.get("d") == b"from-cli"
     pipe = c.pipeline(transaction=False)
@@ -287,7 +297,7 @@ def test_downstream_tls_with_redis_cli_and_redis_py(pki, ingress):
     assert c.get("p199") == b"x" * (199 * 50)
     assert redis.client().get("d") == b"from-cli"
     # A plain-text client on a TLS port gets no Redis reply.
-    plain = RespConn("127.0.0.1", port, timeout=3)
+    plain = RespConn(INGRESS, port, timeout=3)
     plain.send_raw(b"PING\r\n")
     assert plain.closed_by_peer(timeout=5)
     wait_until(lambda: metric(m, "meltemi_tls_handshake_failures_total") >= 1, 5,
@@ -296,7 +306,7 @@ def test_downstream_tls_with_redis_cli_and_redis_py(pki, ingress):
 
 def test_downstream_large_values_both_ways(pki, ingress):
     port, redis, m = ingress(server_tls(pki))
-    c = redis_py("127.0.0.1", port, ssl=True, ssl_ca_certs=str(pki["ca"].cert))
+    c = redis_py(INGRESS, port, ssl=True, ssl_ca_certs=str(pki["ca"].cert))
     big = bytes(range(256)) * 4096  # 1 MiB: many TLS records, several reads
     assert c.set("big", big) is True
     assert c.get("big") == big
@@ -338,7 +348,7 @@ sniCertificates:
     def handshake(server_name, alpn):
         ctx = ssl.create_default_context(cafile=str(ca.cert))
         ctx.set_alpn_protocols(alpn)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with socket.create_connection((INGRESS, port), timeout=5) as raw:
             with ctx.wrap_socket(raw, server_hostname=server_name) as s:
                 cn = dict(x[0] for x in s.getpeercert()["subject"])["commonName"]
                 s.sendall(b"PING\r\n")
@@ -350,17 +360,32 @@ sniCertificates:
 
 
 def test_downstream_openssl_s_client(pki, ingress):
+    import select
     port, redis, m = ingress(server_tls(pki))
-    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile",
-                        str(pki["ca"].cert), "-servername", "redis.test", "-verify_return_error",
-                        "-quiet", "-no_ign_eof"], input="PING\r\n", capture_output=True, text=True, timeout=15)
-    assert "+PONG" in r.stdout, r.stderr
+    p = subprocess.Popen(["openssl", "s_client", "-connect", f"{INGRESS}:{port}", "-CAfile",
+                          str(pki["ca"].cert), "-servername", "redis.test",
+                          "-verify_return_error", "-quiet"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        p.stdin.write(b"PING\r\n")
+        p.stdin.flush()
+        got = b""
+        deadline = time.monotonic() + 10
+        while b"+PONG" not in got and time.monotonic() < deadline:
+            if select.select([p.stdout], [], [], 0.2)[0]:
+                chunk = os.read(p.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                got += chunk
+        assert b"+PONG" in got, p.stderr.read1(4096) if p.poll() is not None else got
+    finally:
+        stop_pid(p)
 
 
 def test_bad_tls_settings_are_refused_with_a_reason(pki, config_dir, meltemi_factory):
     cert, key = pki["server"]
     _, other_key = pki["client"]
-    conf = config_dir({"s.yaml": sidecar(free_port(), 1234, f"""
+    conf = config_dir({"s.yaml": sidecar(free_port(INGRESS), 1234, f"""
 mode: SIMPLE
 serverCertificate: {cert}
 privateKey: {other_key}
@@ -371,7 +396,7 @@ privateKey: {other_key}
     err = m.stderr()
     assert re.search(r"certificate and private key: .*mismatch", err), err
     assert "BEGIN" not in err
-    missing = config_dir({"s.yaml": sidecar(free_port(), 1234, f"""
+    missing = config_dir({"s.yaml": sidecar(free_port(INGRESS), 1234, f"""
 mode: SIMPLE
 serverCertificate: {cert}.missing
 privateKey: {key}
@@ -379,3 +404,56 @@ privateKey: {key}
     m2 = meltemi_factory(missing, wait_ready=False)
     assert m2.proc.wait(timeout=15) != 0
     assert "No such file or directory" in m2.stderr()
+
+
+# ---- RPC: Thrift over TLS ------------------------------------------------------------------
+
+THRIFT_PORT_NAME = "tcp-metaprotocol-thrift-hello"
+
+
+@pytest.fixture(scope="module")
+def thrift_gen(tmp_path_factory):
+    return tp.generate(tmp_path_factory.mktemp("thrift-gen"))
+
+
+def test_thrift_tsslsocket_client_to_a_tls_listener(pki, thrift_gen, tmp_path, config_dir,
+                                                   meltemi_factory):
+    server = me.ThriftServer(tmp_path / "peers", thrift_gen, "v1", free_port()).start()
+    try:
+        port = free_port(INGRESS)
+        meltemi_factory(config_dir({"sidecar.yaml": sidecar(port, server.port, server_tls(pki),
+                                                            name=THRIFT_PORT_NAME)}))
+        c = tp.Client(thrift_gen, INGRESS, port, ssl_ca=pki["ca"].cert)
+        try:
+            replies = [c.hello(f"t{i}") for i in range(5)]
+        finally:
+            c.close()
+        assert [r.server for r in replies] == ["v1"] * 5
+        assert len(server.records("request")) == 5
+    finally:
+        server.stop()
+
+
+def test_thrift_upstream_over_tls_to_a_tsslserversocket(pki, thrift_gen, tmp_path, config_dir,
+                                                         meltemi_factory):
+    cert, key = pki["server"]
+    server = me.ThriftServer(tmp_path / "peers", thrift_gen, "tls-v1", free_port(),
+                             tls=(cert, key)).start()
+    try:
+        host = "thrift-tls.meta.svc.cluster.local"
+        port = free_port(VIP)
+        files = {
+            "se.yaml": me.service_entry("thrift-tls", host, VIP, port, THRIFT_PORT_NAME,
+                                        [("127.0.0.1", server.port, {})]),
+            "dr.yaml": destination_rule(f"mode: SIMPLE\ncaCertificates: {pki['ca'].cert}\n"
+                                        "sni: redis.test\n", host=host).replace(
+                                            "namespace: redis", "namespace: meta"),
+        }
+        meltemi_factory(config_dir(files))
+        c = tp.Client(thrift_gen, VIP, port)
+        try:
+            assert [c.hello(f"u{i}").server for i in range(3)] == ["tls-v1"] * 3
+        finally:
+            c.close()
+    finally:
+        server.stop()
