@@ -25,7 +25,7 @@ local M = {}
 local KIND_MODULES = {
   "application_protocol", "secret", "endpoint_slice", "service_entry", "service",
   "destination_rule", "redis_destination", "redis_service", "meta_router", "sidecar",
-  "peer_authentication", "lua_filter",
+  "peer_authentication", "authorization_policy", "lua_filter",
 }
 
 local registry, kinds_by_name -- built on first use

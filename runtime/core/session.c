@@ -88,6 +88,9 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
     s->out.stream = (uv_stream_t *)&s->tcp;
     s->link.drain = session_drain;
     mt_worker_session_add(w, &s->link);
+    int salen = sizeof(s->peer_sa);
+    if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&s->peer_sa, &salen) != 0)
+        s->peer_sa.ss_family = AF_UNSPEC;
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_TOTAL, 1);
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, 1);
     uv_tcp_nodelay(&s->tcp, 1);
@@ -388,6 +391,24 @@ void mt_session_rebind(mt_session_t *s)
     mt_snapshot_t *old = s->snap;
     s->snap = mt_snapshot_ref(w->snap);
     mt_snapshot_unref(old);
+}
+
+bool mt_session__authorize(mt_session_t *s, mt_authz_request_t *r)
+{
+    r->principal = mt_session_principal(s);
+    r->peer = s->peer_sa.ss_family == AF_UNSPEC ? NULL : (const struct sockaddr *)&s->peer_sa;
+    r->port = s->conf->port;
+    mt_authz_verdict_t v = mt_authz_check(s->conf->authz, r);
+    if (v.allowed && !v.audited)
+        return true;
+    char peer[INET6_ADDRSTRLEN + 8];
+    mt_info("listener %s: RBAC: %s %s%s%s: %.*s %.*s (%s)", s->conf->name,
+            v.allowed ? "audited" : "denied", mt_session_peer(s, peer, sizeof(peer)),
+            r->principal ? " " : "", r->principal ? r->principal : "",
+            (int)MT_MIN(r->path_len, 200), r->path ? r->path : "", (int)MT_MIN(r->method_len, 100),
+            r->method ? r->method : "", v.policy ? v.policy : "no ALLOW policy matched");
+    mt_stat_add(s->conf->stats, s->w->id, v.allowed ? MT_ST_RBAC_AUDITED : MT_ST_RBAC_DENIED, 1);
+    return v.allowed;
 }
 
 const char *mt_session_principal(const mt_session_t *s)

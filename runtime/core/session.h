@@ -12,6 +12,7 @@
 #ifndef MELTEMI_CORE_SESSION_H
 #define MELTEMI_CORE_SESSION_H
 
+#include "runtime/core/authz.h"
 #include "runtime/core/common.h"
 #include "runtime/core/worker.h"
 
@@ -54,6 +55,7 @@ struct mt_session {
     uint32_t auth_timeout_ms;        /* 0: none (or authenticated) */
     uint32_t idle_timeout_ms;        /* 0: none */
     struct mt_tls *tls;              /* the TLS transport, or NULL: plain TCP */
+    struct sockaddr_storage peer_sa; /* the client's address (AuthorizationPolicy ipBlocks) */
     bool sniffing;                   /* PERMISSIVE: TLS or plain is decided by the first bytes */
     bool reading;
     bool finishing; /* EOF, protocol error or drain: close once everything owed is written */
@@ -104,6 +106,15 @@ const char *mt_session_principal(const mt_session_t *s);
 /* Istio's connection_security_policy: "mutual_tls" (client certificate verified), "tls"
  * (server-side TLS only), "none" (plain text). */
 const char *mt_session_security_policy(const mt_session_t *s);
+/* The listener's AuthorizationPolicies on r, whose operation part (method, path, keys) the
+ * proxy filled; the source part (principal, address, port) is the session's. A denial is
+ * logged (info) and counted (MT_ST_RBAC_DENIED), an audit too (MT_ST_RBAC_AUDITED). True
+ * when allowed; always true without policies. */
+bool mt_session__authorize(mt_session_t *s, mt_authz_request_t *r);
+static inline bool mt_session_authorize(mt_session_t *s, mt_authz_request_t *r)
+{
+    return !s->conf->authz || mt_session__authorize(s, r);
+}
 /* The peer as "address:port" (or "?"), for logs. */
 const char *mt_session_peer(const mt_session_t *s, char *out, size_t cap);
 

@@ -7,6 +7,7 @@
 #include "runtime/core/common.h"
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
+#include "runtime/core/authz.h"
 #include "runtime/core/tls.h"
 
 #include <arpa/inet.h>
@@ -292,6 +293,14 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
     l->tls = mt_tls_conf_from_lua(L, t, true, what, err);
     if (*err)
         return -1;
+    l->authz = mt_authz_from_lua(L, t, err);
+    if (*err) {
+        char *e = *err;
+        if (asprintf(err, "listener %s: %s", l->name, e) < 0)
+            *err = NULL;
+        free(e);
+        return -1;
+    }
     l->stats = mt_stats_block(MT_STATS_LISTENER, l->name, NULL);
     const mt_proxy_ops_t *ops = mt_proxy_for(l->protocol);
     return ops->read_listener ? ops->read_listener(L, t, s, l, err) : 0;
@@ -327,6 +336,7 @@ static void snapshot_free(mt_snapshot_t *s)
         if (l->proto && lops->free_listener)
             lops->free_listener(l);
         mt_tls_conf_free(l->tls);
+        mt_authz_free(l->authz);
         free(l->name);
         free(l->address);
         free(l->codec);

@@ -65,6 +65,7 @@ typedef struct mt_listener_conf {
     char *fingerprint;
     mt_stats_block_t *stats;
     struct mt_tls_conf *tls; /* the listener terminates TLS (core/tls.h), or NULL */
+    struct mt_authz *authz;  /* AuthorizationPolicy (core/authz.h), or NULL: allow all */
     void *proto;             /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
 } mt_listener_conf_t;
 

@@ -199,6 +199,45 @@ static bool sess_in_refused_tx(mt_rsess_t *s, const redis_command_t *cmd)
     return true;
 }
 
+/* AuthorizationPolicy: methods are command names, keys the command's keys. */
+static bool sess_authorized(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
+{
+    uint32_t idx_small[64];
+    const char *keys_small[64];
+    size_t lens_small[64];
+    uint32_t *idx = idx_small;
+    const char **keys = keys_small;
+    size_t *lens = lens_small;
+    uint32_t cap = MT_ARRAY_LEN(idx_small);
+    if (req->argc > cap) { /* as many keys as arguments at most */
+        cap = req->argc;
+        idx = malloc(cap * sizeof(*idx));
+        keys = malloc(cap * sizeof(*keys));
+        lens = malloc(cap * sizeof(*lens));
+    }
+    bool ok = false;
+    if (idx && keys && lens) {
+        uint32_t n = MT_MIN(redis_command_keys(cmd, req->argc, req->argv, idx, cap), cap);
+        for (uint32_t i = 0; i < n; i++) {
+            keys[i] = req->argv[idx[i]].ptr;
+            lens[i] = req->argv[idx[i]].len;
+        }
+        mt_authz_request_t r = {.method = req->argv[0].ptr,
+                                .method_len = req->argv[0].len,
+                                .method_nocase = true,
+                                .keys = keys,
+                                .key_lens = lens,
+                                .n_keys = n};
+        ok = mt_session_authorize(&s->base, &r);
+    }
+    if (idx != idx_small) {
+        free(idx);
+        free(keys);
+        free(lens);
+    }
+    return ok;
+}
+
 static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
 {
     mt_worker_t *w = s->base.w;
@@ -232,6 +271,10 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         !(local &&
           (mt_rcmd_is(cmd, "auth") || mt_rcmd_is(cmd, "hello") || mt_rcmd_is(cmd, "quit")))) {
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
+        return;
+    }
+    if (MT_UNLIKELY(s->base.conf->authz != NULL) && !sess_authorized(s, cmd, req)) {
+        mt_rsess_reply_error(s, "NOPERM RBAC: access denied");
         return;
     }
     /* Before anything can act on the command: local answers, Lua (a filter could mirror
