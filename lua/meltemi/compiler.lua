@@ -24,7 +24,7 @@ local M = {}
 
 local KIND_MODULES = {
   "application_protocol", "secret", "endpoint_slice", "service_entry", "service",
-  "destination_rule", "redis_destination", "redis_service", "meta_router", "sidecar",
+  "destination_rule", "redis_destination", "redis_service", "meta_router", "sidecar", "gateway",
   "peer_authentication", "authorization_policy", "lua_filter",
 }
 

@@ -457,3 +457,46 @@ def test_thrift_upstream_over_tls_to_a_tsslserversocket(pki, thrift_gen, tmp_pat
             c.close()
     finally:
         server.stop()
+
+
+# ---- Gateway: termination and origination on one hop ----------------------------------------
+
+def test_gateway_terminates_and_originates_tls(pki, tls_redis, config_dir, meltemi_factory):
+    cert, key = pki["server"]
+    redis = tls_redis(cert, key, pki["ca"].cert)
+    alt_cert, alt_key = pki["ca"].issue("gw-alt", dns=["alt.gw.test"])
+    gport = free_port(INGRESS)
+    files = {
+        "se.yaml": configs.service_entry("redis-tls", VIP, free_port(VIP), redis.tls_port),
+        "dr.yaml": destination_rule(f"mode: SIMPLE\ncaCertificates: {pki['ca'].cert}\n"
+                                    "sni: redis.test\n"),
+        "gw.yaml": f"""\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: redis-gw
+  namespace: redis
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port: {{number: {gport}, name: tls-redis, protocol: TLS}}
+    bind: {INGRESS}
+    hosts: [redis/{HOST}]
+    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}
+  - port: {{number: {gport}, name: tls-redis, protocol: TLS}}
+    bind: {INGRESS}
+    hosts: [redis/{HOST}, alt.gw.test]
+    tls: {{mode: SIMPLE, serverCertificate: {alt_cert}, privateKey: {alt_key}}}
+""",
+    }
+    meltemi_factory(config_dir(files))
+    r = redis_cli_tls(gport, "SET", "gw", "both-ways", ca=pki["ca"].cert)
+    assert r.stdout.strip() == "OK", r.stderr
+    assert redis.client().get("gw") == b"both-ways"
+    ctx = ssl.create_default_context(cafile=str(pki["ca"].cert))
+    with socket.create_connection((INGRESS, gport), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="alt.gw.test") as s:
+            assert dict(x[0] for x in s.getpeercert()["subject"])["commonName"] == "gw-alt"
+            s.sendall(b"GET gw\r\n")
+            assert s.recv(100) == b"$9\r\nboth-ways\r\n"

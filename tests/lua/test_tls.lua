@@ -108,4 +108,40 @@ H.test("PeerAuthentication: STRICT, PERMISSIVE, per port, selectors", function()
   H.eq(H.listener(s, "127.0.0.1:16379").tls.mode, "ISTIO_MUTUAL", "the first by name wins")
 end)
 
+local function gw(servers)
+  return "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: redis}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n" .. servers
+end
+
+H.test("Gateway: TLS termination to a service, SNI certificates from servers on one port", function()
+  local s = H.snapshot_of({ ["se.yaml"] = SE, ["g.yaml"] = gw([[
+  - port: {number: 6443, name: tls-redis, targetPort: 6380}
+    bind: 127.0.0.20
+    hosts: [redis/r.redis.svc.cluster.local]
+    tls: {mode: SIMPLE, serverCertificate: a.pem, privateKey: ak.pem}
+  - port: {number: 6443, name: tls-redis, targetPort: 6380}
+    bind: 127.0.0.20
+    hosts: [r.redis.svc.cluster.local, "*.alias.test"]
+    tls: {mode: SIMPLE, serverCertificate: b.pem, privateKey: bk.pem}
+]]) })
+  local l = H.listener(s, "127.0.0.20:6443")
+  H.eq(l.protocol, "redis", "the destination port's protocol")
+  H.eq(l.cluster, "outbound|6380||r.redis.svc.cluster.local", "to the service")
+  H.eq(l.tls.cert_file, "./a.pem", "default certificate")
+  H.eq(l.tls.sni_certs[1].cert_file, "./b.pem", "by SNI"); H.eq(l.tls.sni_certs[1].server_names[2], "*.alias.test", "names")
+  local e = H.errors_of({ ["se.yaml"] = SE, ["g.yaml"] = gw([[
+  - port: {number: 6443, name: tls-redis}
+    hosts: [r.redis.svc.cluster.local]
+]]) })
+  H.find(e, "has several  ports (6380, 6381); say which with a port", "ambiguous port")
+  e = H.errors_of({ ["se.yaml"] = SE, ["g.yaml"] = gw([[
+  - port: {number: 6443, targetPort: 6380}
+    hosts: [r.redis.svc.cluster.local]
+    tls: {mode: SIMPLE, serverCertificate: a.pem, privateKey: ak.pem}
+  - port: {number: 6443, targetPort: 6381}
+    hosts: [r.redis.svc.cluster.local]
+    tls: {mode: SIMPLE, serverCertificate: b.pem, privateKey: bk.pem}
+]]) })
+  H.find(e, "routing by SNI is not supported", "one destination per port")
+end)
+
 H.run()
