@@ -71,6 +71,31 @@ static int open_listen_socket(const mt_listener_conf_t *l, char **err)
     return fd;
 }
 
+/* SO_REUSEPORT would let a second process bind the address silently and take a share of its
+ * connections (a second meltemi started on the same configuration): before the workers'
+ * sockets, bind once without it. EADDRINUSE then means someone else holds the address. */
+static int probe_address_free(const mt_listener_conf_t *l, char **err)
+{
+    int fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    int rc = fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+                     bind(fd, (const struct sockaddr *)&l->sa, l->salen) != 0
+                 ? -1
+                 : 0;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    if (rc == 0)
+        return 0;
+    if (asprintf(err, "listener %s: cannot listen on %s:%u: %s%s", l->name, l->address, l->port,
+                 strerror(e),
+                 e == EADDRINUSE ? " (another process holds it: a second meltemi on this "
+                                   "configuration?)"
+                                 : "") < 0)
+        *err = NULL;
+    return -1;
+}
+
 /* fds[w * n + i]: worker w's socket for listener i. Returns NULL (and closes all) on error. */
 static int *open_listeners(const mt_snapshot_t *s, unsigned nworkers, char **err)
 {
@@ -82,7 +107,9 @@ static int *open_listeners(const mt_snapshot_t *s, unsigned nworkers, char **err
         fds[k] = -1;
     for (unsigned w = 0; w < nworkers; w++) {
         for (size_t i = 0; i < n; i++) {
-            int fd = open_listen_socket(&s->listeners[i], err);
+            int fd = w == 0 && probe_address_free(&s->listeners[i], err) != 0
+                         ? -1
+                         : open_listen_socket(&s->listeners[i], err);
             if (fd < 0) {
                 for (size_t k = 0; k < n * nworkers; k++) {
                     if (fds[k] >= 0)
@@ -237,8 +264,11 @@ static int server_reload(mt_server_t *srv, const char *why, char **msg)
         if (snapshot_has_listener(srv->snap, s->listeners[i].name))
             continue;
         for (unsigned w = 0; w < srv->nworkers; w++) {
-            int fd = open_listen_socket(&s->listeners[i], &err);
+            int fd = w == 0 && probe_address_free(&s->listeners[i], &err) != 0
+                         ? -1
+                         : open_listen_socket(&s->listeners[i], &err);
             if (fd < 0) {
+                mt_error("reload (%s): %s", why, err ? err : "cannot listen");
                 for (size_t k = 0; k < n * srv->nworkers; k++) {
                     if (fds[k] >= 0)
                         close(fds[k]);

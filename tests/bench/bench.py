@@ -3,7 +3,10 @@
 bench.py - redis-benchmark against direct redis-server, meltemi (one worker), twemproxy
 (Debian's nutcracker) and haproxy (mode tcp, one thread), all on 127.0.0.1.
 
-Rows: GET and SET, -c 50, pipelines of 1 and 16. For every row the request count is sized
+Rows: GET and SET, -c 50, pipelines of 1 and 16. TLS targets (redis-benchmark --tls, so the
+client side is TLS too): direct-tls (redis-server's TLS port), meltemi-tls (a Gateway that
+terminates TLS and a DestinationRule that originates it to that port) and haproxy-tls (ssl
+bind and ssl server, the same two hops); their ratio column is against direct-tls. For every row the request count is sized
 from a short calibration run against redis-server so that each run lasts about --seconds.
 Targets are interleaved inside each repetition (rotating their order) so that drift of the
 machine hits every target alike; the table reports medians over the repetitions of req/s,
@@ -38,7 +41,9 @@ HOST = "127.0.0.1"
 # second service on the same Redis; no benchmark key does, so every command takes the
 # catch-all after the match), a 0% ERROR fault and a 0% mirror: the cost of running the Lua
 # policy chain once per command (the target: >= 90% of plain meltemi).
-ALL_TARGETS = ["direct", "meltemi", "meltemi+policies", "twemproxy", "haproxy"]
+ALL_TARGETS = ["direct", "meltemi", "meltemi+policies", "twemproxy", "haproxy",
+               "direct-tls", "meltemi-tls", "haproxy-tls"]
+TLS_TARGETS = {"direct-tls", "meltemi-tls", "haproxy-tls"}
 ROWS = [("GET", 1), ("SET", 1), ("GET", 16), ("SET", 16)]
 CLIENTS = 50
 # Where the sections of RESULTS.md that run.sh does not write begin.
@@ -119,13 +124,135 @@ class Server:
 
 # ---- starting each target ------------------------------------------------------------------
 
-def start_redis(work):
+def make_certs(work):
+    """A CA and a server certificate (DNS bench.test, IP 127.0.0.1) made with openssl; returns
+    {ca, cert, key, pem (cert + key, for haproxy)}."""
+    d = work / "pki"
+    d.mkdir(exist_ok=True)
+
+    def ossl(*a):
+        subprocess.run(["openssl", *map(str, a)], check=True, capture_output=True, timeout=60)
+    ca, cakey = d / "ca.crt", d / "ca.key"
+    ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", cakey, "-out", ca, "-days", "7", "-subj", "/CN=bench ca")
+    key, csr, cert, ext = d / "srv.key", d / "srv.csr", d / "srv.crt", d / "srv.ext"
+    ossl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", key, "-out", csr, "-subj", "/CN=bench.test")
+    ext.write_text("subjectAltName=DNS:bench.test,IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", cakey, "-set_serial", "2", "-days", "7",
+         "-out", cert, "-extfile", ext)
+    pem = d / "srv.pem"
+    pem.write_text(cert.read_text() + key.read_text())
+    return {"ca": ca, "cert": cert, "key": key, "pem": pem}
+
+
+def start_redis(work, certs=None):
+    """redis-server; with certs also a TLS port (s.tls_port)."""
     port = free_port()
-    s = Server("redis-server", ["redis-server", "--port", str(port), "--bind", HOST,
-                                "--save", "", "--appendonly", "no", "--daemonize", "no",
-                                "--dir", str(work), "--logfile", ""], work, port)
+    argv = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly",
+            "no", "--daemonize", "no", "--dir", str(work), "--logfile", ""]
+    tls_port = None
+    if certs:
+        tls_port = free_port()
+        argv += ["--tls-port", str(tls_port), "--tls-cert-file", str(certs["cert"]),
+                 "--tls-key-file", str(certs["key"]), "--tls-ca-cert-file", str(certs["ca"]),
+                 "--tls-auth-clients", "no"]
+    s = Server("redis-server", argv, work, port)
     if not s.start(lambda: tcp_ping(port)):
         sys.exit(f"redis-server did not start: {s.error}")
+    s.tls_port = tls_port
+    return s
+
+
+def direct_tls(redis, certs):
+    """The TLS baseline: redis-server's own TLS port (already running)."""
+    s = Server("direct-tls", [], redis.log.parent, redis.tls_port)
+    s.proc, s.tls, s.ca = redis.proc, True, certs["ca"]
+    s.stop = lambda: None  # the plain target stops the process
+    return s
+
+
+def start_meltemi_tls(work, redis_tls_port, binary, certs):
+    """A Gateway terminating TLS, forwarding to a service whose DestinationRule originates TLS
+    to redis-server's TLS port."""
+    conf = work / "meltemi-tls-conf"
+    conf.mkdir(exist_ok=True)
+    port, admin, vport = free_port(), free_port(), free_port()
+    (conf / "bench.yaml").write_text(f"""\
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {{name: bench-tls, namespace: bench}}
+spec:
+  hosts: [bench-tls.bench.svc.cluster.local]
+  addresses: [127.0.0.2]
+  ports: [{{number: {vport}, name: tcp-redis, protocol: TCP}}]
+  resolution: STATIC
+  endpoints: [{{address: {HOST}, ports: {{tcp-redis: {redis_tls_port}}}}}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {{name: bench-tls, namespace: bench}}
+spec:
+  host: bench-tls.bench.svc.cluster.local
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: {certs['ca']}, sni: bench.test}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: bench-gw, namespace: bench}}
+spec:
+  servers:
+  - port: {{number: {port}, name: tls-redis, protocol: TLS}}
+    bind: {HOST}
+    hosts: [bench/bench-tls.bench.svc.cluster.local]
+    tls: {{mode: SIMPLE, serverCertificate: {certs['cert']}, privateKey: {certs['key']}}}
+""")
+    s = Server("meltemi-tls", [str(binary), "run", "-c", str(conf), "--admin", f"{HOST}:{admin}",
+                               "--workers", "1", "--log-level", "warn"], work, port)
+    s.tls, s.ca = True, certs["ca"]
+
+    def ready():
+        with urllib.request.urlopen(f"http://{HOST}:{admin}/ready", timeout=1) as r:
+            return r.status == 200 and tls_ping(port, certs["ca"])
+    s.start(ready)
+    return s
+
+
+def tls_ping(port, ca):
+    import ssl
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.check_hostname = False
+    with socket.create_connection((HOST, port), timeout=1) as raw:
+        with ctx.wrap_socket(raw) as s:
+            s.settimeout(1)
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+
+
+def start_haproxy_tls(work, redis_tls_port, certs):
+    port = free_port()
+    conf = work / "haproxy-tls.cfg"
+    conf.write_text(f"""\
+global
+    nbthread 1
+    maxconn 1000
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+
+frontend redis_tls_in
+    bind {HOST}:{port} ssl crt {certs['pem']}
+    default_backend redis_tls_out
+
+backend redis_tls_out
+    server r1 {HOST}:{redis_tls_port} ssl verify required ca-file {certs['ca']} sni str(bench.test)
+""")
+    s = Server("haproxy-tls", ["haproxy", "-db", "-f", str(conf)], work, port)
+    s.tls, s.ca = True, certs["ca"]
+    s.start(lambda: tls_ping(port, certs["ca"]))
     return s
 
 
@@ -262,15 +389,16 @@ backend redis_out
 
 # ---- running redis-benchmark ---------------------------------------------------------------
 
-def bench_argv(port, test, pipeline, n):
+def bench_argv(port, test, pipeline, n, ca=None):
+    tls = ["--tls", "--cacert", str(ca)] if ca else []
     return ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", test.lower(),
             "-c", str(CLIENTS), "-P", str(pipeline), "-n", str(n), "-r", str(KEYSPACE),
-            "--csv"]
+            "--csv"] + tls
 
 
-def run_benchmark(port, test, pipeline, n, timeout):
-    """-> (dict rps/p50/p99, None) or (None, why it failed)."""
-    argv = bench_argv(port, test, pipeline, n)
+def run_benchmark(port, test, pipeline, n, timeout, ca=None):
+    """-> (dict rps/p50/p99, None) or (None, why it failed). ca: a TLS target."""
+    argv = bench_argv(port, test, pipeline, n, ca)
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -334,9 +462,12 @@ def fmt_table(results, targets, failures):
     lines = ["| test | P | target | req/s (median) | p50 ms | p99 ms | vs direct | runs ok |",
              "|---|---:|---|---:|---:|---:|---:|---:|"]
     for test, p in ROWS:
-        direct = results.get(("direct", test, p), [])
-        direct_rps = statistics.median([r["rps"] for r in direct]) if direct else None
+        base = {}
+        for b in ("direct", "direct-tls"):
+            runs = results.get((b, test, p), [])
+            base[b] = statistics.median([r["rps"] for r in runs]) if runs else None
         for t in targets:
+            direct_rps = base["direct-tls" if t in TLS_TARGETS else "direct"]
             runs = results.get((t, test, p), [])
             nfail = len(failures.get((t, test, p), []))
             total = len(runs) + nfail
@@ -422,9 +553,13 @@ def main():
     servers = {}
     results, failures = {}, {}
     try:
-        redis = start_redis(work)
+        certs = make_certs(work) if TLS_TARGETS & set(targets) else None
+        redis = start_redis(work, certs)
         servers["direct"] = redis
         starters = {
+            "direct-tls": lambda: direct_tls(redis, certs),
+            "meltemi-tls": lambda: start_meltemi_tls(work, redis.tls_port, binary, certs),
+            "haproxy-tls": lambda: start_haproxy_tls(work, redis.tls_port, certs),
             "meltemi": lambda: start_meltemi(work, redis.port, binary),
             "meltemi+policies": lambda: start_meltemi(work, redis.port, binary, policies=True),
             "twemproxy": lambda: start_twemproxy(work, redis.port),
@@ -458,7 +593,8 @@ def main():
                                                             tail(s.log, 300).strip())
                         continue
                     n = sizes[(test, p)]
-                    res, err = run_benchmark(s.port, test, p, n, timeout=30 + 20 * args.seconds)
+                    res, err = run_benchmark(s.port, test, p, n, timeout=30 + 20 * args.seconds,
+                                             ca=getattr(s, "ca", None))
                     if res is None:
                         failures.setdefault(key, []).append(err)
                         log(f"rep {rep + 1} {test} P={p} {t}: FAILED {err}")

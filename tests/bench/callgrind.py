@@ -8,6 +8,8 @@ Rows (one client connection each, so every request is one full pass through the 
   redis GET P=1    redis-benchmark -c 1 -P 1 -t get  -> meltemi -> redis-server
   redis GET P=16   redis-benchmark -c 1 -P 16 -t get -> meltemi -> redis-server
   dubbo depth 1    rpcload run --proto dubbo --conns 1 --depth 1 -> meltemi -> rpcload serve
+  redis TLS P=1/16 redis-benchmark --tls -c 1 -> meltemi (Gateway TLS termination, TLS
+                   origination by DestinationRule) -> redis-server's TLS port
 
 meltemi runs as `valgrind --tool=callgrind meltemi run --workers 1` (instructions of all its
 threads: main and the worker). For each row: a warm-up load, then twice "zero the counters
@@ -16,7 +18,7 @@ large load; instructions per request = (Ir_large - Ir_small) / (requests_large -
 requests_small), which cancels what one load costs once (connect, accept, redis-benchmark's
 CONFIG GET). The idle loop costs ~40k instructions per second, under 0.01 per request.
 
-Usage: tests/bench/callgrind.sh [--requests N] [--rows redis-p1,redis-p16,dubbo-d1]
+Usage: tests/bench/callgrind.sh [--requests N] [--rows redis-p1,redis-p16,dubbo-d1,redis-tls-p1,redis-tls-p16]
 MELTEMI_BIN selects the binary (default build/meltemi); --rpcload is given by callgrind.sh.
 """
 
@@ -72,9 +74,11 @@ class Counter:
         return int(m.group(1))
 
 
-def redis_load(port, pipeline, n):
+def redis_load(port, pipeline, n, ca=None):
     argv = ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", "get", "-c", "1",
             "-P", str(pipeline), "-n", str(n), "-r", str(bench.KEYSPACE), "--csv"]
+    if ca:
+        argv += ["--tls", "--cacert", str(ca)]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if r.returncode != 0 or "rror" in r.stdout + r.stderr:
         sys.exit(f"redis-benchmark failed: {r.stdout[-300:]}{r.stderr[-300:]}")
@@ -113,7 +117,7 @@ def main():
                     help="Redis requests of the large load (the small one is a fifth)")
     ap.add_argument("--dubbo-seconds", type=float, default=4.0,
                     help="length of the large Dubbo load (the small one is a quarter)")
-    ap.add_argument("--rows", default="redis-p1,redis-p16,dubbo-d1")
+    ap.add_argument("--rows", default="redis-p1,redis-p16,dubbo-d1,redis-tls-p1,redis-tls-p16")
     args = ap.parse_args()
     binary = Path(os.environ.get("MELTEMI_BIN", REPO / "build" / "meltemi")).resolve()
     if not binary.exists():
@@ -125,7 +129,25 @@ def main():
         wrapper = callgrind_wrapper(work, binary)
         servers = []
         try:
-            if any(r.startswith("redis") for r in rows):
+            if any(r.startswith("redis-tls") for r in rows):
+                certs = bench.make_certs(work)
+                redis = bench.start_redis(work, certs)
+                servers.append(redis)
+                m = bench.start_meltemi_tls(work, redis.tls_port, wrapper, certs)
+                servers.append(m)
+                if not m.alive():
+                    sys.exit(f"meltemi under callgrind did not start: {m.error}")
+                c = Counter(work, m.proc.pid)
+                for p in (1, 16):
+                    if f"redis-tls-p{p}" in rows:
+                        n = args.requests
+                        ipr, cnt = measure(c, lambda k, p=p: redis_load(m.port, p, k, certs["ca"]),
+                                           n // 5, n)
+                        results.append((f"redis TLS GET P={p}", ipr, cnt))
+                        bench.log(f"callgrind: redis TLS GET P={p}: {ipr:.0f} instructions/request")
+                m.stop()
+                redis.stop()
+            if any(r.startswith("redis-p") for r in rows):
                 redis = bench.start_redis(work)
                 servers.append(redis)
                 m = bench.start_meltemi(work, redis.port, wrapper)
