@@ -3,8 +3,9 @@
 -- ServerTLSSettings, as Sidecar ingress tls) and forwards to the service its hosts name —
 -- meltemi's simplification of the VirtualService Istio would bind to the gateway: the first
 -- host ("namespace/host" or "host"; all of them are the server's SNI names), and of its
--- ports port.targetPort, else the one whose protocol port.name selects, else its only one. Several servers on one port choose their certificate
--- by the client's SNI (their hosts); they must lead to the same service (no routing by SNI).
+-- ports port.targetPort, else the one whose protocol port.name selects, else its only one.
+-- Several servers on one port choose their certificate by the client's SNI (their hosts);
+-- they must lead to the same service (no routing by SNI).
 -- The upstream side is the destination's own: its DestinationRule tls applies (TLS
 -- termination and origination on one hop). selector names the gateway workload: meltemi is
 -- it, so it is accepted and not used.
@@ -16,7 +17,7 @@ local tls = require "meltemi.tls"
 local K = {
   kind = "Gateway",
   api_versions = { "networking.istio.io/v1alpha3", "networking.istio.io/v1beta1", "networking.istio.io/v1" },
-  phase = 45, -- after DestinationRule, before RedisService and MetaRouter shape its listeners
+  phase = 45, -- after DestinationRule; before RedisService and MetaRouter shape its listeners
 }
 
 K.schema = shapes.document({
