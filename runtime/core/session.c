@@ -17,6 +17,8 @@
 
 static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void session_on_write_done(mt_outq_t *q, int status);
+static bool session_handshaking(const mt_session_t *s);
+static void session_timeout_arm(mt_session_t *s);
 
 /* The TLS transport for s (its output queue is initialised first: it is sealed into it). */
 static int session_tls_start(mt_session_t *s)
@@ -94,6 +96,8 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_TOTAL, 1);
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, 1);
     uv_tcp_nodelay(&s->tcp, 1);
+    if (session_handshaking(s))
+        session_timeout_arm(s);
     return 0;
 }
 
@@ -326,9 +330,17 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 
 static void session_on_timeout(mt_timer_t *t);
 
+/* A TLS client that has not finished its handshake, or a PERMISSIVE one that sent nothing. */
+static bool session_handshaking(const mt_session_t *s)
+{
+    return s->sniffing || (s->tls && !s->tls->handshake_done);
+}
+
 static void session_timeout_arm(mt_session_t *s)
 {
     uint64_t due = UINT64_MAX;
+    if (session_handshaking(s))
+        due = s->accepted_ms + MT_SESSION_TLS_HANDSHAKE_MS;
     if (s->auth_timeout_ms)
         due = s->accepted_ms + s->auth_timeout_ms;
     if (s->idle_timeout_ms)
@@ -348,6 +360,13 @@ static void session_on_timeout(mt_timer_t *t)
     char peer[INET6_ADDRSTRLEN + 8];
     if (s->closing)
         return;
+    if (session_handshaking(s) && now - s->accepted_ms >= MT_SESSION_TLS_HANDSHAKE_MS) {
+        mt_info("listener %s: closing %s: TLS handshake not done after %u ms", s->conf->name,
+                mt_session_peer(s, peer, sizeof(peer)), MT_SESSION_TLS_HANDSHAKE_MS);
+        mt_stat_add(s->conf->stats, s->w->id, MT_ST_TLS_HANDSHAKE_FAILURES, 1);
+        mt_session_close(s);
+        return;
+    }
     if (s->auth_timeout_ms && now - s->accepted_ms >= s->auth_timeout_ms) {
         mt_info("listener %s: closing %s: not authenticated after %u ms", s->conf->name,
                 mt_session_peer(s, peer, sizeof(peer)), s->auth_timeout_ms);

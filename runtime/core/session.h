@@ -18,6 +18,9 @@
 
 #define MT_SESSION_MAX_PENDING 1024      /* requests in flight per client before it is paused */
 #define MT_SESSION_MAX_OUTPUT (4u << 20) /* reply bytes queued per client before it is paused */
+#define MT_SESSION_TLS_HANDSHAKE_MS                                                                \
+    10000 /* a TLS (or PERMISSIVE) client must finish its                                          \
+             handshake (or send its first bytes) by then */
 
 typedef struct mt_session mt_session_t;
 

@@ -293,6 +293,7 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
     l->tls = mt_tls_conf_from_lua(L, t, true, what, err);
     if (*err)
         return -1;
+    l->max_connections = (uint32_t)mt_snap_field_int(L, t, "max_connections", 0);
     l->authz = mt_authz_from_lua(L, t, err);
     if (*err) {
         char *e = *err;

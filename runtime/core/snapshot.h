@@ -64,9 +64,10 @@ typedef struct mt_listener_conf {
     mt_cluster_conf_t *cluster; /* default destination; NULL if it names no cluster */
     char *fingerprint;
     mt_stats_block_t *stats;
-    struct mt_tls_conf *tls; /* the listener terminates TLS (core/tls.h), or NULL */
-    struct mt_authz *authz;  /* AuthorizationPolicy (core/authz.h), or NULL: allow all */
-    void *proto;             /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
+    struct mt_tls_conf *tls;  /* the listener terminates TLS (core/tls.h), or NULL */
+    struct mt_authz *authz;   /* AuthorizationPolicy (core/authz.h), or NULL: allow all */
+    uint32_t max_connections; /* accepted connections open at once (all workers); 0: no cap */
+    void *proto;              /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
 } mt_listener_conf_t;
 
 typedef struct mt_snapshot {

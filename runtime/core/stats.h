@@ -34,6 +34,7 @@ enum {
     MT_ST_IDLE_TIMEOUTS,          /* connections closed: quiet for settings.idleTimeout */
     MT_ST_TLS_HANDSHAKE_FAILURES, /* downstream TLS handshakes refused or failed */
     MT_ST_RBAC_DENIED,            /* requests an AuthorizationPolicy denied */
+    MT_ST_DOWNSTREAM_CX_OVERFLOW, /* connections closed at accept: max_connections reached */
     MT_ST_RBAC_AUDITED,           /* requests an AUDIT AuthorizationPolicy matched */
     /* cluster */
     MT_ST_UPSTREAM_CX_TOTAL,

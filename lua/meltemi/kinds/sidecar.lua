@@ -54,7 +54,7 @@ K.schema = shapes.document({
       captureMode = capture,
       defaultEndpoint = T.str{ non_empty = true },
       tls = tls.server_schema,
-      connectionPool = T.any(),
+      connectionPool = T.obj({ tcp = shapes.tcp_settings, http = T.any() }),
     }, { check = check_endpoint })),
     egress = T.list(T.obj({
       port = T.with(port, { required = false }),
@@ -63,7 +63,7 @@ K.schema = shapes.document({
       hosts = T.list(T.str{ non_empty = true }, { required = true, min_items = 1 }),
     }, { check = check_egress })),
     outboundTrafficPolicy = T.obj({ mode = T.enum({ "REGISTRY_ONLY", "ALLOW_ANY" }), egressProxy = T.any() }),
-    inboundConnectionPool = T.any(),
+    inboundConnectionPool = T.obj({ tcp = shapes.tcp_settings, http = T.any() }),
   }, { required = true }),
 })
 
@@ -98,10 +98,29 @@ local function ingress_listener(obj, c, i, ing)
     ltls = tls.server(obj, c, T.join(path, "tls"), ing.tls)
     if not ltls then return end
   end
-  c:add_listener(obj, T.join(path, "port.number"), {
+  local l = c:add_listener(obj, T.join(path, "port.number"), {
     address = address, port = p.number, protocol = protocol, codec = codec,
     service = nil, direction = "inbound", cluster = name, tls = ltls,
   })
+  -- Connections the port accepts at most (Istio: ingress connectionPool, else the Sidecar's
+  -- inboundConnectionPool); past it a new connection is closed at once.
+  local spec = obj.doc.spec
+  for _, cp in ipairs({ { ing.connectionPool, T.join(path, "connectionPool") },
+    { spec.inboundConnectionPool, "spec.inboundConnectionPool" } }) do
+    local pool, ppath = cp[1], cp[2]
+    if pool then
+      for _, f in ipairs({ "connectTimeout", "tcpKeepalive", "maxConnectionDuration", "idleTimeout" }) do
+        if pool.tcp and pool.tcp[f] then
+          c:warn(obj, T.join(T.join(ppath, "tcp"), f), "not used for inbound ports (only maxConnections is)")
+        end
+      end
+      if pool.http then c:warn(obj, T.join(ppath, "http"), "not used: these ports are not HTTP") end
+    end
+  end
+  local max = (ing.connectionPool and ing.connectionPool.tcp and ing.connectionPool.tcp.maxConnections)
+    or (spec.inboundConnectionPool and spec.inboundConnectionPool.tcp
+      and spec.inboundConnectionPool.tcp.maxConnections)
+  if l and max then l.max_connections = max end
 end
 
 function K.build(obj, c)
