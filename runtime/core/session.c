@@ -229,30 +229,17 @@ static long session_tls_in(mt_session_t *s, const char *p, size_t n, bool *eof)
         if (s->out.n > 0)
             mt_worker_schedule_flush(s->w, &s->out); /* queued while the handshake ran */
     }
-    long got = 0;
-    for (;;) {
-        if (mt_buf_make_room(&s->w->pool, &s->rbuf, READ_MIN_ROOM, 0) != 0) {
-            mt_session_close(s);
-            return -1;
-        }
-        long k = mt_tls_read(t, s->rbuf->last, mt_buf_room(s->rbuf));
-        if (k > 0) {
-            s->rbuf->last += k;
-            got += k;
-        } else if (k == 0) {
-            break;
-        } else if (k == MT_TLS_EOF) {
-            *eof = true;
-            break;
-        } else {
-            char peer[INET6_ADDRSTRLEN + 8];
-            mt_info("listener %s: closing %s: %s", s->conf->name,
-                    mt_session_peer(s, peer, sizeof(peer)), t->error);
-            mt_session_close(s);
-            return -1;
-        }
+    size_t got;
+    int rc = mt_tls_read_all(t, &s->w->pool, &s->rbuf, READ_MIN_ROOM, &got);
+    if (rc == -1) {
+        char peer[INET6_ADDRSTRLEN + 8];
+        mt_info("listener %s: closing %s: %s", s->conf->name,
+                mt_session_peer(s, peer, sizeof(peer)), t->error);
+        mt_session_close(s);
+        return -1;
     }
-    return got;
+    *eof = rc == MT_TLS_EOF;
+    return (long)got;
 }
 
 /* PERMISSIVE: the first bytes read (plain, in s->rbuf) decide. A ClientHello moves them into

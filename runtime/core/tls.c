@@ -841,6 +841,22 @@ long mt_tls_read(mt_tls_t *t, char *dst, size_t cap)
     return -1;
 }
 
+int mt_tls_read_all(mt_tls_t *t, mt_buf_pool_t *pool, mt_buf_t **bp, size_t room, size_t *got)
+{
+    *got = 0;
+    for (;;) {
+        if (mt_buf_make_room(pool, bp, room, 0) != 0) {
+            snprintf(t->error, sizeof(t->error), "TLS: out of memory");
+            return -1;
+        }
+        long k = mt_tls_read(t, (*bp)->last, mt_buf_room(*bp));
+        if (k <= 0)
+            return (int)k; /* 0, MT_TLS_EOF or -1 */
+        (*bp)->last += k;
+        *got += (size_t)k;
+    }
+}
+
 void mt_tls_shutdown(mt_tls_t *t)
 {
     if (!t->handshake_done)

@@ -110,6 +110,10 @@ int mt_tls_handshake(mt_tls_t *t);
  * (post-handshake messages). */
 #define MT_TLS_EOF (-2)
 long mt_tls_read(mt_tls_t *t, char *dst, size_t cap);
+/* Every byte of plaintext the SSL has, into *bp (made room for from pool, at least room bytes
+ * at a time; the shells' read buffers). *got: the bytes added. Returns 0 (the SSL needs more
+ * input), MT_TLS_EOF (close_notify; what came before it is in *bp) or -1 (t->error). */
+int mt_tls_read_all(mt_tls_t *t, mt_buf_pool_t *pool, mt_buf_t **bp, size_t room, size_t *got);
 /* Sends close_notify (best effort, before a close). */
 void mt_tls_shutdown(mt_tls_t *t);
 

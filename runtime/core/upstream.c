@@ -176,25 +176,14 @@ static long upstream_tls_in(mt_upstream_t *u, const char *p, size_t n)
         if (u->state != MT_UPSTREAM_READY)
             return -1;
     }
-    long got = 0;
-    for (;;) {
-        if (mt_buf_make_room(&u->w->pool, &u->rbuf, READ_MIN_ROOM, 0) != 0) {
-            upstream_tls_failed(u, "out of memory");
-            return -1;
-        }
-        long k = mt_tls_read(t, u->rbuf->last, mt_buf_room(u->rbuf));
-        if (k > 0) {
-            u->rbuf->last += k;
-            got += k;
-        } else if (k == 0) {
-            return got;
-        } else if (k == MT_TLS_EOF) {
-            return got > 0 ? got : MT_TLS_EOF;
-        } else {
-            upstream_tls_failed(u, t->error);
-            return -1;
-        }
+    size_t got;
+    int rc = mt_tls_read_all(t, &u->w->pool, &u->rbuf, READ_MIN_ROOM, &got);
+    if (rc == -1) {
+        upstream_tls_failed(u, t->error);
+        return -1;
     }
+    /* close_notify after data: the data first; the TCP EOF that follows ends u. */
+    return got > 0 || rc == 0 ? (long)got : MT_TLS_EOF;
 }
 
 static void upstream_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)

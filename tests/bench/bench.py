@@ -229,81 +229,6 @@ def tls_ping(port, ca):
             return s.recv(64).startswith(b"+PONG")
 
 
-def start_haproxy_tls(work, redis_tls_port, certs):
-    port = free_port()
-    conf = work / "haproxy-tls.cfg"
-    conf.write_text(f"""\
-global
-    nbthread 1
-    maxconn 1000
-
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 120s
-    timeout server 120s
-
-frontend redis_tls_in
-    bind {HOST}:{port} ssl crt {certs['pem']}
-    default_backend redis_tls_out
-
-backend redis_tls_out
-    server r1 {HOST}:{redis_tls_port} ssl verify required ca-file {certs['ca']} sni str(bench.test)
-""")
-    s = Server("haproxy-tls", ["haproxy", "-db", "-f", str(conf)], work, port)
-    s.tls, s.ca = True, certs["ca"]
-    s.start(lambda: tls_ping(port, certs["ca"]))
-    return s
-
-
-POLICIES_YAML = """\
----
-apiVersion: networking.istio.io/v1beta1
-kind: ServiceEntry
-metadata:
-  name: bench-other
-  namespace: bench
-spec:
-  hosts:
-  - bench-other.bench.svc.cluster.local
-  ports:
-  - number: 6379
-    name: tcp-redis
-    protocol: TCP
-  resolution: STATIC
-  endpoints:
-  - address: {host}
-    ports:
-      tcp-redis: {redis_port}
----
-apiVersion: redis.aeraki.io/v1alpha1
-kind: RedisService
-metadata:
-  name: bench
-  namespace: bench
-spec:
-  host:
-  - bench.bench.svc.cluster.local
-  redis:
-  - match:
-      key:
-        prefix: "cluster:"
-    route:
-      host: bench-other.bench.svc.cluster.local
-  - route:
-      host: bench.bench.svc.cluster.local
-    mirror:
-    - route:
-        host: bench.bench.svc.cluster.local
-      percentage:
-        value: 0
-  faults:
-  - type: ERROR
-    percentage:
-      value: 0
-"""
-
-
 def start_meltemi(work, redis_port, binary, policies=False):
     conf = work / ("meltemi-policies-conf" if policies else "meltemi-conf")
     conf.mkdir(exist_ok=True)
@@ -361,9 +286,14 @@ bench:
     return s
 
 
-def start_haproxy(work, redis_port):
+def start_haproxy(work, redis_port, certs=None):
+    """haproxy in mode tcp, one thread; with certs it terminates TLS and originates it to
+    redis_port (redis-server's TLS port), verifying the server."""
     port = free_port()
-    conf = work / "haproxy.cfg"
+    name = "haproxy-tls" if certs else "haproxy"
+    conf = work / f"{name}.cfg"
+    bind_tls = f" ssl crt {certs['pem']}" if certs else ""
+    server_tls = f" ssl verify required ca-file {certs['ca']} sni str(bench.test)" if certs else ""
     conf.write_text(f"""\
 global
     nbthread 1
@@ -376,14 +306,18 @@ defaults
     timeout server 120s
 
 frontend redis_in
-    bind {HOST}:{port}
+    bind {HOST}:{port}{bind_tls}
     default_backend redis_out
 
 backend redis_out
-    server r1 {HOST}:{redis_port}
+    server r1 {HOST}:{redis_port}{server_tls}
 """)
-    s = Server("haproxy", ["haproxy", "-db", "-f", str(conf)], work, port)
-    s.start(lambda: tcp_ping(port))
+    s = Server(name, ["haproxy", "-db", "-f", str(conf)], work, port)
+    if certs:
+        s.tls, s.ca = True, certs["ca"]
+        s.start(lambda: tls_ping(port, certs["ca"]))
+    else:
+        s.start(lambda: tcp_ping(port))
     return s
 
 
@@ -559,7 +493,7 @@ def main():
         starters = {
             "direct-tls": lambda: direct_tls(redis, certs),
             "meltemi-tls": lambda: start_meltemi_tls(work, redis.tls_port, binary, certs),
-            "haproxy-tls": lambda: start_haproxy_tls(work, redis.tls_port, certs),
+            "haproxy-tls": lambda: start_haproxy(work, redis.tls_port, certs),
             "meltemi": lambda: start_meltemi(work, redis.port, binary),
             "meltemi+policies": lambda: start_meltemi(work, redis.port, binary, policies=True),
             "twemproxy": lambda: start_twemproxy(work, redis.port),

@@ -184,24 +184,13 @@ function K.build(obj, c)
   table.insert(c.authz_policies, { obj = obj, policy = policy })
 end
 
-local function selects(sel, labels)
-  if not labels then return false end
-  for k, v in pairs(sel) do
-    if labels[k] ~= v then return false end
-  end
-  return true
-end
-
 function K.after_build(c)
   local list = c.authz_policies
   if not list then return end
   table.sort(list, function(a, b) return a.policy.name < b.policy.name end)
-  local labels
-  for _, sc in ipairs(c.snapshot.sidecars) do labels = labels or sc.workload_labels end
   local policies = {}
   for _, p in ipairs(list) do
-    local sel = p.obj.doc.spec.selector
-    if not (sel and sel.matchLabels and next(sel.matchLabels)) or selects(sel.matchLabels, labels) then
+    if c:selects_workload(p.obj.doc.spec.selector) then
       policies[#policies + 1] = p.policy
     else
       c:warn(p.obj, "spec.selector", "selects no workload meltemi serves (Sidecar workloadSelector "

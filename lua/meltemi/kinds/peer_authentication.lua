@@ -30,22 +30,6 @@ K.schema = shapes.document({
   }, { required = true }),
 })
 
-local function selects(sel, labels)
-  if not labels then return false end
-  for k, v in pairs(sel) do
-    if labels[k] ~= v then return false end
-  end
-  return true
-end
-
--- The workload labels meltemi serves: those of the Sidecar(s) with a workloadSelector.
-local function workload_labels(c)
-  for _, sc in ipairs(c.snapshot.sidecars) do
-    if sc.workload_labels then return sc.workload_labels end
-  end
-  return nil
-end
-
 function K.build(obj, c)
   c.peer_auths = c.peer_auths or {}
   table.insert(c.peer_auths, obj)
@@ -62,18 +46,12 @@ end
 
 -- The PeerAuthentication that governs this workload: selector matches beat namespace-wide.
 local function governing(c)
-  local labels = workload_labels(c)
   local best, best_rank, tie
   local list = c.peer_auths or {}
   table.sort(list, function(a, b) return (a.namespace .. "/" .. a.name) < (b.namespace .. "/" .. b.name) end)
   for _, pa in ipairs(list) do
-    local sel = pa.doc.spec.selector
-    local rank
-    if sel and sel.matchLabels and next(sel.matchLabels) then
-      rank = selects(sel.matchLabels, labels) and 2 or nil
-    else
-      rank = 1
-    end
+    local applies, by_labels = c:selects_workload(pa.doc.spec.selector)
+    local rank = applies and (by_labels and 2 or 1) or nil
     if rank then
       if not best or rank > best_rank then
         best, best_rank, tie = pa, rank, nil
