@@ -10,15 +10,17 @@ FUZZ_DIR   ?= $(MATRIX_DIR)/clang-RelWithDebInfo
 FUZZ_SECONDS ?= 30
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
+PREFIX     ?= /usr/local
+DESTDIR    ?=
 BENCH_ARGS ?=
 CALLGRIND_ARGS ?=
 DEMO_ARGS  ?=
 
 # Sources the style checks cover (only files that exist; others add theirs as they land).
-C_SOURCES   = $(shell find runtime protocols tests/unit tests/fuzz -name '*.[ch]' 2>/dev/null)
+C_SOURCES   = $(shell find runtime protocols tests/unit tests/fuzz tools -name '*.[ch]' 2>/dev/null)
 LUA_DIRS    = $(wildcard lua policies tests/lua)
 
-.PHONY: all deps configure build test demo asan asan-build matrix fuzz bench callgrind format format-check lint clean
+.PHONY: all deps configure build install test docs demo asan asan-build matrix fuzz bench callgrind format format-check lint clean
 
 all: build
 
@@ -34,8 +36,19 @@ configure: deps
 build: configure
 	cmake --build $(BUILD_DIR) -j$(JOBS)
 
+# Installs what `make build` built under $(DESTDIR)$(PREFIX): bin/meltemi, bin/meltemi-iptables,
+# share/meltemi/{lua,policies}, share/doc/meltemi/{examples,docs}, share/man/man1/meltemi.1.
+# No rebuild here (an install as root must not write into the build tree).
+install:
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD_DIR) --prefix $(PREFIX)
+
 test: build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure
+
+# docs/redis-commands.md is generated from the command table (a test fails when it is stale).
+docs: build
+	$(BUILD_DIR)/redis_commands_doc > docs/redis-commands.md
+	$(BUILD_DIR)/redis_commands_doc --lua > lua/meltemi/redis/command_names.lua
 
 demo: build
 	MELTEMI_BIN=$(CURDIR)/$(BUILD_DIR)/meltemi examples/redis-demo/run.sh $(DEMO_ARGS)

@@ -209,6 +209,8 @@ typedef enum mt_codec_errc {
     MT_CODEC_E_UNSUPPORTED,        /* valid protocol, feature we do not implement */
     MT_CODEC_E_NO_MUTABLE_HEADERS, /* encode: this frame has nowhere to put a mutation */
     MT_CODEC_E_NOMEM,
+    MT_CODEC_E_CODEC_FAILED, /* the codec itself failed (a Lua codec raised an error, returned
+                              * nonsense or hit its time or instruction limit) */
 } mt_codec_errc_t;
 
 #define MT_CODEC_ERR_TEXT 160
@@ -295,7 +297,36 @@ struct mt_codec {
      * MT_ERROR when the id does not fit the frame (see each codec's notes).
      */
     mt_status_t (*set_request_id)(uint8_t *frame, size_t len, uint64_t id);
+
+    /*
+     * Codecs built at run time (Lua codecs, runtime/proxy/meta/lua_codec.c) share one set of
+     * C functions between many tables, so these two receive the table they were called
+     * through. A codec sets either init or init_self, and at most one of set_request_id and
+     * set_request_id_self; callers go through mt_codec_init / mt_codec_set_request_id.
+     */
+    mt_status_t (*init_self)(const mt_codec_t *self, void *state, const mt_codec_limits_t *limits);
+    mt_status_t (*set_request_id_self)(const mt_codec_t *self, uint8_t *frame, size_t len,
+                                       uint64_t id);
 };
+
+static inline mt_status_t mt_codec_init(const mt_codec_t *c, void *state,
+                                        const mt_codec_limits_t *limits)
+{
+    return c->init_self ? c->init_self(c, state, limits) : c->init(state, limits);
+}
+
+static inline bool mt_codec_has_request_id(const mt_codec_t *c)
+{
+    return c->set_request_id || c->set_request_id_self;
+}
+
+static inline mt_status_t mt_codec_set_request_id(const mt_codec_t *c, uint8_t *frame, size_t len,
+                                                  uint64_t id)
+{
+    if (c->set_request_id_self)
+        return c->set_request_id_self(c, frame, len, id);
+    return c->set_request_id ? c->set_request_id(frame, len, id) : MT_ERROR;
+}
 
 /* ---- registry ---------------------------------------------------------------------------- */
 

@@ -65,16 +65,24 @@ KSPEC_FLAGS = ["RO", "RW", "OW", "RM", "access", "update", "insert", "delete", "
                "incomplete", "variable_flags"]
 
 # ---- proxy kind rules --------------------------------------------------------------------
-LOCAL = {"ping", "echo", "auth", "hello", "quit", "select", "client", "command", "info", "config",
+LOCAL = {"ping", "echo", "auth", "hello", "quit", "select", "client", "command", "info",
          "readonly", "readwrite"}
 MULTI_KEY = {"mget", "mset", "del", "unlink", "exists", "touch"}
 ALL_MASTERS = {"dbsize", "flushall", "flushdb", "keys", "scan", "randomkey"}
+# Administration, transparent by default (issue 10): the one endpoint of a single-endpoint
+# service, else every master with the replies merged. protocols/redis/admin.c says per
+# subcommand how (and refuses the DEBUG subcommands that stop or crash a server).
+BROADCAST = {"config", "debug", "memory", "latency", "slowlog", "script", "function", "bgsave",
+             "bgrewriteaof", "save"}
+# Flagged admin by Redis but harmless through a proxy: forwarded like any command.
+ADMIN_FORWARDED = {"pfdebug", "pfselftest"}
+# Transactions on an exclusive (leased) upstream connection: runtime/proxy/redis/tx.c.
+TRANSACTION = {"multi", "exec", "discard", "watch", "unwatch"}
 UNSUPPORTED = {
-    "multi", "exec", "discard", "watch", "unwatch",
     "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe",
     "monitor", "sync", "psync",
     "blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax", "bzmpop",
-    "wait", "waitaof", "shutdown", "debug", "replicaof", "slaveof", "failover", "cluster",
+    "wait", "waitaof", "shutdown", "replicaof", "slaveof", "failover", "cluster",
     # Beyond the agreed list: both change the state of the (shared, pooled) upstream
     # connection for whoever uses it next - RESET would even de-authenticate it.
     "reset", "asking",
@@ -93,6 +101,14 @@ def proxy_kind(name, flags):
         return "REDIS_PROXY_MULTI_KEY"
     if name in ALL_MASTERS:
         return "REDIS_PROXY_ALL_MASTERS"
+    if name in BROADCAST:
+        return "REDIS_PROXY_BROADCAST"
+    if name in TRANSACTION:
+        return "REDIS_PROXY_TRANSACTION"
+    if name in ADMIN_FORWARDED:
+        return "REDIS_PROXY_FORWARD"
+    # A command Redis flags admin that is in none of the lists above (a newer Redis's) is
+    # refused until someone decides what it does through a proxy.
     if name in UNSUPPORTED or "admin" in flags:
         return "REDIS_PROXY_UNSUPPORTED"
     if "blocking" in flags and name not in BLOCKING_FORWARDED:
@@ -311,6 +327,7 @@ def render(version, reply):
     out.extend(top_rows)
     w("};")
     w("")
+    w(f"_Static_assert({len(sub_rows)} <= REDIS_SUBCOMMAND_MAX, \"regenerated table: raise REDIS_SUBCOMMAND_MAX\");")
     w(f"const size_t redis_command__subcommand_count = {len(sub_rows)};")
     w(f"const redis_command_t redis_command__subcommands[{len(sub_rows)}] = {{")
     out.extend(sub_rows)

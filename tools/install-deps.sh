@@ -32,14 +32,25 @@ PACKAGES=(
     nutcracker haproxy
     # tests/bench/callgrind.sh: instructions per request under callgrind
     valgrind
+    # observability tests: promtool checks /stats/prometheus (its daemon never starts here);
+    # headless Chromium renders the admin status page
+    prometheus chromium chromium-driver
     # scripts: admin HTTP checks, process handling
     curl procps psmisc
+    # transparent interception: tools/meltemi-iptables and its network-namespace test
+    # (tests/integration/test_sidecar_netns.py; ip and setpriv come with iproute2/util-linux)
+    iptables iproute2
+    # the container image without a registry (tools/build-rootfs.sh, tools/image-check.sh):
+    # a Debian root filesystem from Debian's packages, imported as an image
+    mmdebstrap podman
 )
 
 # Packages needed only for a command they provide: present when the command is, whoever
 # installed it (a NodeSource nodejs ships npm itself and conflicts with Debian's npm).
 COMMAND_PACKAGES=(
     npm:npm
+    # deploy/kubernetes dry runs (tools/k8s-dry-run.py): Debian's kubectl, unless one is there
+    kubectl:kubernetes-client
 )
 
 missing=()

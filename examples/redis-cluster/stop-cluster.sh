@@ -3,8 +3,12 @@
 # (at most 5 s each) for them to exit, and removes their directory.
 set -uo pipefail
 dir=${CLUSTER_DIR:-/tmp/meltemi-redis-cluster}
+# CLUSTER_BASE_PORT (default 7000): the nodes listen on it and the five ports after it (the
+# seeds in service-entry.yaml name 7000-7002: change them with it).
+base=${CLUSTER_BASE_PORT:-7000}
+ports=$(seq "$base" $((base + 5)))
 pids=()
-for port in 7000 7001 7002 7003 7004 7005; do
+for port in $ports; do
     pidfile="$dir/$port/redis.pid"
     [ -f "$pidfile" ] && pids+=("$(cat "$pidfile")")
 done

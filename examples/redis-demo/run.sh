@@ -13,19 +13,24 @@
 #   examples/redis-demo/run.sh --check   runs the walk-through itself, prints the
 #                                        transcript, exits 0 if every reply was the expected one
 # MELTEMI_BIN selects the binary (default build/meltemi); MELTEMI_WORKERS (default 2).
+# Addresses and ports, so that two demos (or CI and a developer) can run side by side:
+#   DEMO_VIP (127.0.0.10), DEMO_PORT (6379)   the service address meltemi listens on
+#   DEMO_REDIS_PORT (6390)                    redis-server on 127.0.0.1
+#   MELTEMI_ADMIN (127.0.0.1:15000)           meltemi's admin server
+# The YAML in this directory holds the defaults; the copies meltemi reads are rewritten with
+# the values chosen.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 bin=${MELTEMI_BIN:-$repo/build/meltemi}
 workers=${MELTEMI_WORKERS:-2}
-# Must match the YAML in this directory.
-vip=127.0.0.10
-port=6379
-redis_port=6390
+vip=${DEMO_VIP:-127.0.0.10}
+port=${DEMO_PORT:-6379}
+redis_port=${DEMO_REDIS_PORT:-6390}
 redis_password=testredis
 client_password='testredis123!'
-admin=127.0.0.1:15000
+admin=${MELTEMI_ADMIN:-127.0.0.1:15000}
 
 check=0
 case "${1:-}" in
@@ -107,7 +112,15 @@ wait_for 10 "redis-server on 127.0.0.1:$redis_port" redis_pong || {
     exit 1
 }
 
-cp "$here/service-entry.yaml" "$here/redis-destination.yaml" "$conf/"
+# install_yaml FILE: copies FILE into the live config directory with the chosen addresses
+# (the defaults written in the YAML replaced).
+install_yaml() {
+    sed -e "s/^\\([[:space:]]*- \\)127\\.0\\.0\\.10\$/\\1$vip/" \
+        -e "s/^\\([[:space:]]*- number: \\)6379\$/\\1$port/" \
+        -e "s/^\\([[:space:]]*tcp-redis: \\)6390\$/\\1$redis_port/" "$here/$1" >"$conf/$1"
+}
+install_yaml service-entry.yaml
+install_yaml redis-destination.yaml
 "$bin" run -c "$conf" --admin "$admin" --workers "$workers" 2>"$tmp/meltemi.log" &
 meltemi_pid=$!
 if ! wait_for 15 "meltemi /ready on $admin" curl -fsS "http://$admin/ready"; then
@@ -117,7 +130,7 @@ if ! wait_for 15 "meltemi /ready on $admin" curl -fsS "http://$admin/ready"; the
 fi
 
 apply_step2() {
-    cp "$here/redis-service.yaml" "$conf/"
+    install_yaml redis-service.yaml
     # meltemi also notices the new file by itself; POST /reload makes the switch immediate
     # and reports validation errors, if any.
     curl -fsS -X POST "http://$admin/reload" >/dev/null

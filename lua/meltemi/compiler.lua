@@ -15,6 +15,7 @@
 
 local C = require "meltemi.c"
 local T = require "meltemi.schema"
+local fields = require "meltemi.fields"
 local fingerprint = require "meltemi.fingerprint"
 local hosts = require "meltemi.hosts"
 
@@ -456,6 +457,8 @@ function Compile:add_document(file, line, doc)
   local md = type(doc.metadata) == "table" and doc.metadata or {}
   obj.namespace = type(md.namespace) == "string" and md.namespace or "default"
   obj.valid = T.check(mod.schema, doc, "", function(p, msg) self:error(obj, p, msg) end)
+  -- No accepted field silently does nothing: those without effect yet say so (meltemi.fields).
+  if obj.valid then fields.warn_unenforced(self, obj) end
   local id = kind .. "/" .. obj.namespace .. "/" .. obj.name
   if obj.name ~= "?" then
     local prev = self.by_id[id]

@@ -31,6 +31,17 @@ M.metadata = T.obj({
   selfLink = T.str(),
 }, { required = true })
 
+-- What the fields every document has do (meltemi.fields): kind and name pick the object;
+-- the rest is Kubernetes bookkeeping that asks for no behaviour. A kind that reads one of
+-- them (EndpointSlice: metadata.labels) declares it consumed itself.
+M.document_fields = {
+  consumed = { "apiVersion", "kind", "metadata.name", "metadata.namespace" },
+  informational = { "metadata.labels", "metadata.annotations", "metadata.generateName", "metadata.uid",
+    "metadata.resourceVersion", "metadata.generation", "metadata.creationTimestamp",
+    "metadata.deletionTimestamp", "metadata.deletionGracePeriodSeconds", "metadata.ownerReferences",
+    "metadata.finalizers", "metadata.managedFields", "metadata.selfLink", "status" },
+}
+
 -- Top-level fields every kind has; kinds add theirs (spec, data, ...).
 function M.document(fields)
   local f = {
@@ -108,6 +119,19 @@ function M.regex_problem(re)
   end
   if depth > 0 then return "regex has an unclosed (" end
   return nil
+end
+
+-- Aeraki's TokenBucket (MetaRouter localRateLimit; RedisService's meltemi extension too).
+M.token_bucket = T.obj({
+  maxTokens = T.int{ required = true, min = 1, max = 4294967295 },
+  tokensPerFill = T.int{ min = 1, max = 4294967295 },
+  fillInterval = T.dur{ required = true },
+})
+
+-- The snapshot's token bucket (runtime/core/ratelimit.h reads it): tokensPerFill defaults to 1.
+function M.compile_token_bucket(b)
+  return { max_tokens = b.maxTokens, tokens_per_fill = b.tokensPerFill or 1,
+    fill_interval_ms = math.max(1, T.duration_ms(b.fillInterval)) }
 end
 
 -- An Aeraki Percent: { value = 0..100 }.

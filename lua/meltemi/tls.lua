@@ -33,6 +33,20 @@ local sni_cert = T.obj({
   credentialName = T.str{ non_empty = true },
 })
 
+-- What the fields of ServerTLSSettings at `prefix` do (meltemi.fields), for the kinds that
+-- embed it (Sidecar ingress, Gateway servers).
+function M.server_declarations(prefix, consumed, unenforced)
+  consumed[#consumed + 1] = prefix
+  local no = {
+    cipherSuites = "OpenSSL's default cipher suites are used",
+    verifyCertificateSpki = "client certificates are not pinned: the CA and subjectAltNames decide",
+    verifyCertificateHash = "client certificates are not pinned: the CA and subjectAltNames decide",
+    caCrl = "no certificate revocation lists: revoked certificates are accepted",
+    httpsRedirect = "no HTTP is served: there is nothing to redirect",
+  }
+  for f, why in pairs(no) do unenforced[prefix .. "." .. f] = why end
+end
+
 M.server_schema = T.obj({
   mode = T.enum({ "SIMPLE", "MUTUAL", "ISTIO_MUTUAL", "PASSTHROUGH", "AUTO_PASSTHROUGH",
     "OPTIONAL_MUTUAL" }),
@@ -96,19 +110,10 @@ local function from_secret(obj, c, path, name, out, want_key, want_ca)
   return true
 end
 
-local function warn_ignored(obj, c, path, t, fields)
-  for _, f in ipairs(fields) do
-    if t[f] ~= nil then
-      c:warn(obj, T.join(path, f), "not supported by meltemi; ignored")
-    end
-  end
-end
-
 -- ClientTLSSettings -> cluster tls, or nil after reporting.
 function M.client(obj, c, path, t)
   local mode = t.mode or "DISABLE"
   if mode == "DISABLE" then return { mode = "DISABLE" } end
-  warn_ignored(obj, c, path, t, { "caCrl" })
   local out = { mode = mode, sni = t.sni, subject_alt_names = t.subjectAltNames,
     insecure_skip_verify = t.insecureSkipVerify or nil, alpn = t.alpnProtocols }
   if mode == "ISTIO_MUTUAL" then
@@ -169,8 +174,6 @@ function M.server(obj, c, path, t)
     c:error(obj, T.join(path, "mode"), mode .. " is not supported; use SIMPLE, MUTUAL or ISTIO_MUTUAL")
     return nil
   end
-  warn_ignored(obj, c, path, t, { "cipherSuites", "verifyCertificateSpki", "verifyCertificateHash",
-    "caCrl", "httpsRedirect" })
   for _, f in ipairs({ "minProtocolVersion", "maxProtocolVersion" }) do
     local v = t[f]
     if v and v ~= "TLS_AUTO" and v ~= "TLSV1_2" and v ~= "TLSV1_3" then

@@ -39,10 +39,14 @@ enum {
 typedef enum redis_proxy_kind {
     REDIS_PROXY_FORWARD = 0, /* route by first key (or any node if keyless) */
     REDIS_PROXY_LOCAL,       /* answered by meltemi: PING, ECHO, AUTH, HELLO, QUIT, SELECT,
-                                CLIENT, COMMAND, INFO, CONFIG, READONLY, READWRITE, ... */
+                                CLIENT, COMMAND, INFO, READONLY, READWRITE, ... */
     REDIS_PROXY_MULTI_KEY,   /* MGET, MSET, DEL, UNLINK, EXISTS, TOUCH: split per shard */
     REDIS_PROXY_ALL_MASTERS, /* DBSIZE, FLUSHALL, FLUSHDB, KEYS, SCAN, RANDOMKEY */
     REDIS_PROXY_UNSUPPORTED, /* refused with a clear error (MULTI, SUBSCRIBE, BLPOP...) */
+    REDIS_PROXY_BROADCAST,   /* administration (CONFIG, DEBUG, SCRIPT, SLOWLOG...): the one
+                                master, or every master with the replies merged (admin.h) */
+    REDIS_PROXY_TRANSACTION, /* MULTI, EXEC, DISCARD, WATCH, UNWATCH: on a leased upstream
+                                connection (runtime/proxy/redis/tx.c) */
 } redis_proxy_kind_t;
 
 typedef struct redis_command {
@@ -67,7 +71,8 @@ typedef struct redis_command {
 } redis_command_t;
 
 #define REDIS_COMMAND_MAX 255
-#define REDIS_COMMAND_COUNT 240 /* top-level commands in the generated table (asserted there) */
+#define REDIS_COMMAND_COUNT 240  /* top-level commands in the generated table (asserted there) */
+#define REDIS_SUBCOMMAND_MAX 256 /* room for the generated table's subcommands (asserted) */
 
 enum {
     REDIS_KEYS_PROC_SPECS = 0, /* Redis 7 key specs (below) */

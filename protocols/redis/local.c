@@ -1,7 +1,7 @@
 /*
  * local.c - replies to the commands meltemi answers itself, in Redis 7.0.15's words and
  * reply shapes (RESP2), so clients' connection handshakes (HELLO, CLIENT SETNAME/SETINFO,
- * INFO, CONFIG GET, COMMAND, SELECT 0, PING) behave as against a real server.
+ * INFO, COMMAND, SELECT 0, PING) behave as against a real server (CONFIG goes to Redis).
  */
 #include "protocols/redis/local.h"
 
@@ -607,6 +607,19 @@ static void local__client(redis_local_ctx_t *ctx, resp_out_t *o, const redis_com
         }
         return;
     }
+    if (local__is(&argv[1], "no-evict") || local__is(&argv[1], "no-touch")) {
+        /* Per-connection flags of the client's connection, which is to the proxy: the
+         * upstream connection is shared, so setting them there would change eviction or LRU
+         * for every client on it. Accepted (Redis 7.2's NO-TOUCH too) and not forwarded. */
+        if (argc != 3)
+            redis_reply_wrong_arity(o, local__is(&argv[1], "no-evict") ? "client|no-evict"
+                                                                       : "client|no-touch");
+        else if (!local__is(&argv[2], "on") && !local__is(&argv[2], "off"))
+            resp_out_error(o, "ERR syntax error");
+        else
+            resp_out_simple(o, "OK");
+        return;
+    }
     const redis_command_t *sub = redis_command_find_subcommand(cmd, argv[1].ptr, argv[1].len);
     if (!sub) {
         redis_reply_unknown_subcommand(o, &argv[0], &argv[1]);
@@ -630,7 +643,7 @@ static void local__client(redis_local_ctx_t *ctx, resp_out_t *o, const redis_com
     }
 }
 
-/* ==== HELLO, SELECT, INFO, CONFIG ======================================================== */
+/* ==== HELLO, SELECT, INFO ======================================================== */
 
 static void local__hello(redis_local_ctx_t *ctx, resp_out_t *o, uint32_t argc,
                          const resp_arg_t *argv)
@@ -768,43 +781,6 @@ static void local__info(redis_local_ctx_t *ctx, resp_out_t *o, uint32_t argc,
     resp_out_free(&t);
 }
 
-static void local__config(resp_out_t *o, const redis_command_t *cmd, uint32_t argc,
-                          const resp_arg_t *argv)
-{
-    const redis_command_t *sub = redis_command_find_subcommand(cmd, argv[1].ptr, argv[1].len);
-    if (!sub) {
-        redis_reply_unknown_subcommand(o, &argv[0], &argv[1]);
-        return;
-    }
-    if (!local__sub_arity(o, sub, argc))
-        return;
-    if (!local__is(&argv[1], "get")) {
-        local__unsupported(o, sub->name);
-        return;
-    }
-    /* What clients ask on connect (redis-benchmark: save, appendonly); every other
-     * parameter reads as unknown, which Redis answers with an empty list. */
-    static const char *const params[][2] = {{"save", ""}, {"appendonly", "no"}};
-    bool hit[MT_ARRAY_LEN(params)] = {false};
-    int64_t n = 0;
-    for (uint32_t i = 2; i < argc; i++) {
-        for (size_t k = 0; k < MT_ARRAY_LEN(params); k++) {
-            if (!hit[k] &&
-                redis_glob_match(argv[i].ptr, argv[i].len, params[k][0], strlen(params[k][0]))) {
-                hit[k] = true;
-                n++;
-            }
-        }
-    }
-    resp_out_array(o, n * 2);
-    for (size_t k = 0; k < MT_ARRAY_LEN(params); k++) {
-        if (hit[k]) {
-            local__bulk_str(o, params[k][0]);
-            local__bulk_str(o, params[k][1]);
-        }
-    }
-}
-
 /* ==== entry point ======================================================================== */
 
 void redis_local_reply(redis_local_ctx_t *ctx, const redis_command_t *cmd, uint32_t argc,
@@ -839,8 +815,6 @@ void redis_local_reply(redis_local_ctx_t *ctx, const redis_command_t *cmd, uint3
         local__command(out, cmd, argc, argv);
     } else if (strcmp(name, "info") == 0) {
         local__info(ctx, out, argc, argv);
-    } else if (strcmp(name, "config") == 0) {
-        local__config(out, cmd, argc, argv);
     } else if (strcmp(name, "readonly") == 0 || strcmp(name, "readwrite") == 0) {
         resp_out_simple(out, "OK");
     } else if (strcmp(name, "auth") == 0) {

@@ -1,6 +1,6 @@
 /*
  * local.h - replies to the Redis commands meltemi answers itself (REDIS_PROXY_LOCAL):
- * PING, ECHO, QUIT, SELECT, HELLO, CLIENT, COMMAND, INFO, CONFIG, READONLY, READWRITE,
+ * PING, ECHO, QUIT, SELECT, HELLO, CLIENT, COMMAND, INFO, READONLY, READWRITE,
  * AUTH (only when no password is configured: the session checks passwords), plus the
  * texts of Redis's "unknown command" and "wrong number of arguments" errors.
  *

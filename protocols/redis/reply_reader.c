@@ -1,6 +1,7 @@
 /*
  * reply_reader.c - see reply_reader.h. Everything is bounded by r->end: no read past the
- * reply, and integers are parsed from a copy, never from the reply bytes with strtoll.
+ * reply, and integers are parsed by redis_parse_int within the slice, never with strtoll
+ * (which skips white space, CRLF included, and would read on past the reply).
  */
 #include "protocols/redis/reply_reader.h"
 
@@ -25,20 +26,22 @@ bool redis_read_line(redis_reader_t *r, char type, const char **s, size_t *n)
     return true;
 }
 
-/* Decimal with an optional '-', at most 18 digits: no overflow is possible. */
-static bool parse_int(const char *s, size_t n, int64_t *out)
+bool redis_parse_int(const char *s, size_t n, int64_t *out)
 {
     bool neg = n > 0 && s[0] == '-';
     size_t i = neg ? 1 : 0;
-    if (i == n || n - i > 18)
+    if (i == n || n - i > 19)
         return false;
-    int64_t v = 0;
+    uint64_t v = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
     for (; i < n; i++) {
         if (s[i] < '0' || s[i] > '9')
             return false;
-        v = v * 10 + (s[i] - '0');
+        uint64_t d = (uint64_t)(s[i] - '0');
+        if (v > (limit - d) / 10)
+            return false; /* past int64_t */
+        v = v * 10 + d;
     }
-    *out = neg ? -v : v;
+    *out = neg ? (int64_t)(0 - v) : (int64_t)v;
     return true;
 }
 
@@ -49,7 +52,7 @@ int64_t redis_read_num(redis_reader_t *r, char type)
     int64_t v;
     if (!redis_read_line(r, type, &s, &n))
         return -1;
-    if (!parse_int(s, n, &v)) {
+    if (!redis_parse_int(s, n, &v)) {
         r->bad = true;
         return -1;
     }
@@ -66,7 +69,9 @@ bool redis_read_bulk(redis_reader_t *r, const char **s, size_t *n)
         *n = 0;
         return true;
     }
-    if (r->end - r->p < len + 2 || r->p[len] != '\r' || r->p[len + 1] != '\n') {
+    /* len may be anything up to INT64_MAX: compare without adding to it. */
+    if (r->end - r->p < 2 || len > (r->end - r->p) - 2 || r->p[len] != '\r' ||
+        r->p[len + 1] != '\n') {
         r->bad = true;
         return false;
     }

@@ -21,6 +21,9 @@ static inline redis_reader_t redis_reader(const char *p, size_t len)
     return (redis_reader_t){p, p + len, false};
 }
 
+/* s[0..n) as a decimal integer with an optional '-' (every byte a digit, within int64_t):
+ * the bounded parser for slices of requests and replies, which are not NUL-terminated. */
+bool redis_parse_int(const char *s, size_t n, int64_t *out);
 /* A line starting with type ('+', '-', ':', '$', '*'): its text without the type and CRLF. */
 bool redis_read_line(redis_reader_t *r, char type, const char **s, size_t *n);
 /* The integer of a line of that type (':', '*', '$'); -1 (and r->bad) when it is not one. A

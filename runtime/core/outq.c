@@ -161,8 +161,10 @@ int mt_outq_flush(mt_outq_t *q)
         int wrote = uv_try_write(q->stream, small, k);
         if (wrote < 0 && wrote != UV_EAGAIN)
             return wrote;
-        if (wrote > 0)
+        if (wrote > 0) {
+            q->written_bytes += (uint64_t)wrote;
             mt_outq_drop(q, (size_t)wrote);
+        }
         if (q->n == 0) {
             if (q->on_done)
                 q->on_done(q, 0);
@@ -186,6 +188,8 @@ int mt_outq_flush(mt_outq_t *q)
     q->queued_bytes = 0;
     q->inflight_writes++;
     int rc = uv_write(&w->req, q->stream, w->bufs, n, outq_write_cb);
+    if (rc == 0)
+        q->written_bytes += w->bytes;
     if (rc != 0) {
         for (uint32_t i = 0; i < n; i++)
             mt_buf_unref(q->pool, w->slices[i].buf);

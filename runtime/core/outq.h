@@ -30,6 +30,7 @@ struct mt_outq {
     size_t queued_bytes;   /* not yet handed to libuv */
     size_t inflight_bytes; /* handed to libuv, not yet confirmed */
     uint32_t inflight_writes;
+    uint64_t written_bytes;  /* handed to libuv since the queue was made (byte counters) */
     mt_buf_t *own;           /* chunk for copied bytes */
     mt_outq_done_cb on_done; /* after each write completes (status < 0: error) */
     mt_outq_t *flush_next;   /* the worker's list of queues with bytes to flush */

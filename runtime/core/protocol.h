@@ -9,6 +9,10 @@ typedef enum mt_protocol {
     MT_PROTO_TCP = 0,
     MT_PROTO_REDIS = 1,
     MT_PROTO_META = 2,
+    /* Not a protocol: the transparent capture ports (runtime/proxy/capture), which hand each
+     * connection to the proxy of the listener its original destination selects. Its slot
+     * holds the capture's per-worker state; no listener or cluster of a snapshot has it. */
+    MT_PROTO_CAPTURE = 3,
     MT_PROTO_COUNT
 } mt_protocol_t;
 

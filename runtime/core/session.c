@@ -44,10 +44,33 @@ static void session_on_write_done(mt_outq_t *q, int status)
         return;
     }
     s->active_ms = uv_now(&s->w->loop); /* idle timeouts: written to is not idle */
+    mt_session_count_sent(s);
     if (s->finishing)
         mt_session_maybe_finish(s);
     else
         mt_session_resume(s);
+}
+
+void mt_session_count_sent_from(mt_session_t *s, const mt_outq_t *q)
+{
+    if (q->written_bytes > s->sent_counted && s->istio_tcp) {
+        s->istio_tcp->tcp[s->w->id].sent += q->written_bytes - s->sent_counted;
+        s->sent_counted = q->written_bytes;
+    }
+}
+
+mt_istio_set_t *mt_session_istio_slow(mt_session_t *s, const mt_cluster_conf_t *dest)
+{
+    mt_listener_conf_t *l = s->conf;
+    mt_istio_set_t *set =
+        mt_istio_set(l->name, l->istio_codes, dest ? dest->name : NULL,
+                     dest ? (dest->service ? dest->service : dest->name) : NULL, NULL);
+    uint32_t i = dest ? dest->index + 1 : 0;
+    /* cached only for the listener's own snapshot's clusters (a session between two
+     * snapshots may send to a cluster of the other: rare, and looked up each time) */
+    if (i < l->n_istio && (!dest || &s->snap->clusters[dest->index] == dest))
+        __atomic_store_n(&l->istio[i], set, __ATOMIC_RELEASE);
+    return set;
 }
 
 static void session_drain(mt_session_link_t *l)
@@ -59,13 +82,29 @@ static void session_drain(mt_session_link_t *l)
         mt_session_finish(s);
 }
 
+/* 1-based index of conf in snap->listeners; 0 for a listener outside the snapshot (the
+ * capture ports' PassthroughCluster). */
+static uint32_t session_listener_index(const mt_snapshot_t *snap, const mt_listener_conf_t *conf)
+{
+    uintptr_t first = (uintptr_t)snap->listeners, p = (uintptr_t)conf;
+    if (p < first || p >= (uintptr_t)(snap->listeners + snap->n_listeners))
+        return 0;
+    return (uint32_t)((p - first) / sizeof(*conf)) + 1;
+}
+
 int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
                       const mt_session_ops_t *ops)
 {
     mt_worker_t *w = l->w;
     uv_tcp_init(&w->loop, &s->tcp);
     s->tcp.data = s;
-    if (uv_accept(server, (uv_stream_t *)&s->tcp) != 0) {
+    /* server NULL: a capture port accepted the socket already (worker.h, mt_handoff_t). */
+    int rc = UV_EINVAL;
+    if (server)
+        rc = uv_accept(server, (uv_stream_t *)&s->tcp);
+    else if (w->handoff && w->handoff->fd >= 0 && (rc = uv_tcp_open(&s->tcp, w->handoff->fd)) == 0)
+        w->handoff->fd = -1;
+    if (rc != 0) {
         uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
         return -1;
     }
@@ -80,7 +119,7 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
     s->snap = mt_snapshot_ref(w->snap);
     s->cluster = l->cluster;
     mt_wcluster_ref(l->cluster);
-    s->li = (uint32_t)(l->conf - w->snap->listeners) + 1;
+    s->li = session_listener_index(w->snap, l->conf);
     s->ops = ops;
     s->id = w->next_client_id++;
     s->max_output = MT_SESSION_MAX_OUTPUT;
@@ -95,6 +134,8 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
         s->peer_sa.ss_family = AF_UNSPEC;
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_TOTAL, 1);
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, 1);
+    s->istio_tcp = mt_session_istio_slow(s, l->cluster ? l->cluster->conf : NULL);
+    s->istio_tcp->tcp[w->id].opened++;
     uv_tcp_nodelay(&s->tcp, 1);
     if (session_handshaking(s))
         session_timeout_arm(s);
@@ -163,6 +204,8 @@ void mt_session_release(mt_session_t *s)
     if (s->rbuf)
         mt_buf_unref(&w->pool, s->rbuf);
     mt_stat_add(s->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, -1);
+    mt_session_count_sent(s);
+    s->istio_tcp->tcp[w->id].closed++;
     mt_wcluster_unref(s->cluster);
     mt_snapshot_unref(s->snap);
     mt_worker_session_remove(w, &s->link);
@@ -284,11 +327,13 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     s->active_ms = uv_now(&s->w->loop); /* idle timeouts: the loop's cached time */
+    s->w->now_ns = uv_hrtime();
     bool eof = false;
-    if (s->tls) {
+    if (s->tls) { /* the byte counters count plaintext, as for what is sent */
         long got = session_tls_in(s, buf->base, (size_t)nread, &eof);
         if (got < 0)
             return; /* closing */
+        s->istio_tcp->tcp[s->w->id].received += (uint64_t)got;
         if (got > 0 && !s->finishing)
             s->ops->on_data(s);
     } else {
@@ -298,6 +343,7 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             if (r != 0)
                 return; /* waiting for more, closing, or switched to TLS (which called on_data) */
         }
+        s->istio_tcp->tcp[s->w->id].received += (uint64_t)nread;
         if (!s->finishing)
             s->ops->on_data(s);
     }
@@ -393,7 +439,7 @@ void mt_session_rebind(mt_session_t *s)
     mt_wcluster_unref(s->cluster);
     s->cluster = l->cluster;
     s->conf = l->conf;
-    s->li = (uint32_t)(l->conf - w->snap->listeners) + 1;
+    s->li = session_listener_index(w->snap, l->conf);
     mt_snapshot_t *old = s->snap;
     s->snap = mt_snapshot_ref(w->snap);
     mt_snapshot_unref(old);

@@ -60,6 +60,8 @@ struct mt_session {
     struct mt_tls *tls;              /* the TLS transport, or NULL: plain TCP */
     struct sockaddr_storage peer_sa; /* the client's address (AuthorizationPolicy ipBlocks) */
     bool sniffing;                   /* PERMISSIVE: TLS or plain is decided by the first bytes */
+    mt_istio_set_t *istio_tcp;       /* the connection's Istio label set (default destination) */
+    uint64_t sent_counted; /* of out.written_bytes, already in istio_tcp_sent_bytes_total */
     bool reading;
     bool finishing; /* EOF, protocol error or drain: close once everything owed is written */
     bool closing;
@@ -118,6 +120,56 @@ static inline bool mt_session_authorize(mt_session_t *s, mt_authz_request_t *r)
 {
     return !s->conf->authz || mt_session__authorize(s, r);
 }
+/* ---- one request's outcome: Istio's metrics (and the access log), written here once ------- */
+
+/* The label set of requests from s to dest (NULL: none): found or made on first use. */
+mt_istio_set_t *mt_session_istio_slow(mt_session_t *s, const mt_cluster_conf_t *dest);
+
+/*
+ * A reply to one request of s left (or was made) now: the proxy calls this once per request,
+ * local replies, faults and refusals included. dest is the cluster it went to (NULL: none),
+ * code an index into the listener's istio_codes (0: success), flags MT_RF_*, start_ns the
+ * worker's now_ns when the request was read, the sizes the request's and the reply's bytes.
+ * Costs an array lookup and a few adds on the worker's own shard.
+ */
+static inline void mt_session_request_done_in(mt_session_t *s, mt_istio_set_t *set, uint32_t code,
+                                              uint32_t flags, uint64_t start_ns, uint32_t req_bytes,
+                                              uint32_t resp_bytes)
+{
+    uint64_t now = s->w->now_ns;
+    mt_istio_record(set, s->w->id, code, flags, now > start_ns ? now - start_ns : 0, req_bytes,
+                    resp_bytes);
+}
+
+static inline void mt_session_request_done(mt_session_t *s, const mt_cluster_conf_t *dest,
+                                           uint32_t code, uint32_t flags, uint64_t start_ns,
+                                           uint32_t req_bytes, uint32_t resp_bytes)
+{
+    const mt_listener_conf_t *l = s->conf;
+    if (!l->istio_codes)
+        return;
+    uint32_t i = dest ? dest->index + 1 : 0;
+    mt_istio_set_t *set = NULL;
+    if (MT_LIKELY(i < l->n_istio && (!dest || &s->snap->clusters[dest->index] == dest)))
+        set = __atomic_load_n(&l->istio[i], __ATOMIC_ACQUIRE);
+    if (MT_UNLIKELY(!set) && !(set = mt_session_istio_slow(s, dest)))
+        return;
+    mt_session_request_done_in(s, set, code, flags, start_ns, req_bytes, resp_bytes);
+}
+
+/* Adds what s->out wrote since the last call to istio_tcp_sent_bytes_total (the shell calls
+ * it after each write; a proxy that writes through its own callback calls it too). */
+void mt_session_count_sent_from(mt_session_t *s, const mt_outq_t *q);
+static inline void mt_session_count_sent(mt_session_t *s)
+{
+    mt_session_count_sent_from(s, &s->out);
+}
+/* Bytes a proxy read from the client itself (plain TCP reads outside the shell). */
+static inline void mt_session_count_received(mt_session_t *s, uint64_t n)
+{
+    s->istio_tcp->tcp[s->w->id].received += n;
+}
+
 /* The peer as "address:port" (or "?"), for logs. */
 const char *mt_session_peer(const mt_session_t *s, char *out, size_t cap);
 

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uv.h>
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 
@@ -70,6 +71,23 @@ uint32_t mt_snap_field_ms(lua_State *L, int t, const char *key, uint32_t dflt)
 {
     int64_t v = mt_snap_field_int(L, t, key, dflt);
     return v < 0 ? 0 : v > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
+static uint32_t snap_clamp_u32(int64_t v)
+{
+    return v < 1 ? 1u : v > (int64_t)UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
+void mt_snap_token_bucket(lua_State *L, int t, mt_token_bucket_t *b, uint64_t now_ms)
+{
+    mt_token_bucket_init(b, snap_clamp_u32(mt_snap_field_int(L, t, "max_tokens", 1)),
+                         snap_clamp_u32(mt_snap_field_int(L, t, "tokens_per_fill", 1)),
+                         snap_clamp_u32(mt_snap_field_int(L, t, "fill_interval_ms", 1000)), now_ms);
+}
+
+uint64_t mt_snap_clock_ms(void)
+{
+    return uv_hrtime() / 1000000u;
 }
 
 bool mt_snap_field_bool(lua_State *L, int t, const char *key, bool dflt)
@@ -177,7 +195,7 @@ void mt_endpoint_conf_free(mt_endpoint_conf_t *e)
 static mt_protocol_t parse_protocol(const char *p)
 {
     for (const mt_proxy_ops_t *const *o = mt_proxies; p && *o; o++) {
-        if (strcmp((*o)->name, p) == 0)
+        if ((*o)->accept && strcmp((*o)->name, p) == 0) /* the capture ports serve none */
             return (*o)->protocol;
     }
     return MT_PROTO_TCP;
@@ -220,6 +238,43 @@ static int read_fingerprint(lua_State *L, int t, const char *what, const char *n
     return -1;
 }
 
+/* cluster.outlier_detection (docs/snapshot.md) into c->outlier, state for every endpoint. */
+static int read_outlier(lua_State *L, int t, mt_cluster_conf_t *c)
+{
+    if (!mt_snap_field_table(L, t, "outlier_detection"))
+        return 0;
+    int ot = lua_gettop(L);
+    mt_outlier_conf_t *o = &c->outlier;
+    o->consecutive_errors = mt_snap_field_ms(L, ot, "consecutive_errors", 5);
+    o->consecutive_gateway = mt_snap_field_ms(L, ot, "consecutive_gateway_errors", 0);
+    o->interval_ms = mt_snap_field_ms(L, ot, "interval_ms", 10000);
+    o->base_ejection_ms = mt_snap_field_ms(L, ot, "base_ejection_time_ms", 30000);
+    o->max_ejection_pct = mt_snap_field_ms(L, ot, "max_ejection_percent", 10);
+    o->min_health_pct = mt_snap_field_ms(L, ot, "min_health_percent", 0);
+    lua_pop(L, 1);
+    o->enabled = o->consecutive_errors || o->consecutive_gateway;
+    return o->enabled ? mt_outlier_init(o, c->n_endpoints) : 0;
+}
+
+void mt_snapshot_carry_outlier_state(mt_snapshot_t *to, const mt_snapshot_t *from)
+{
+    for (uint32_t i = 0; i < to->n_clusters; i++) {
+        mt_cluster_conf_t *c = &to->clusters[i];
+        const mt_cluster_conf_t *o = mt_snapshot_cluster(from, c->name);
+        if (!c->outlier.enabled || !o || !o->outlier.enabled ||
+            strcmp(o->fingerprint, c->fingerprint) != 0 || o->outlier.n_eps != c->outlier.n_eps)
+            continue;
+        for (uint32_t j = 0; j < c->outlier.n_eps; j++) {
+            mt_outlier_state_t *d = &c->outlier.eps[j];
+            mt_outlier_state_t *s = &o->outlier.eps[j];
+            atomic_store(&d->errors, atomic_load(&s->errors));
+            atomic_store(&d->gateway, atomic_load(&s->gateway));
+            atomic_store(&d->ejections, atomic_load(&s->ejections));
+            atomic_store(&d->ejected_until_ms, atomic_load(&s->ejected_until_ms));
+        }
+    }
+}
+
 static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
 {
     c->name = mt_snap_field_str(L, t, "name");
@@ -250,6 +305,10 @@ static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
         }
         lua_pop(L, 1);
     }
+    if (read_outlier(L, t, c) != 0) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
     if (read_fingerprint(L, t, "cluster", c->name, &c->fingerprint, err) != 0)
         return -1;
     char what[300];
@@ -272,6 +331,9 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
     free(proto);
     l->codec = mt_snap_field_str(L, t, "codec");
     l->service = mt_snap_field_str(L, t, "service");
+    char *direction = mt_snap_field_str(L, t, "direction");
+    l->inbound = direction && strcmp(direction, "inbound") == 0;
+    free(direction);
     char *cluster = mt_snap_field_str(L, t, "cluster");
     l->cluster = cluster ? mt_snapshot_cluster(s, cluster) : NULL;
     free(cluster);
@@ -303,6 +365,12 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
         return -1;
     }
     l->stats = mt_stats_block(MT_STATS_LISTENER, l->name, NULL);
+    l->n_istio = s->n_clusters + 1;
+    l->istio = calloc(l->n_istio, sizeof(*l->istio));
+    if (!l->istio) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
     const mt_proxy_ops_t *ops = mt_proxy_for(l->protocol);
     return ops->read_listener ? ops->read_listener(L, t, s, l, err) : 0;
 }
@@ -323,6 +391,7 @@ static void snapshot_free(mt_snapshot_t *s)
         for (uint32_t j = 0; j < c->n_endpoints; j++)
             mt_endpoint_conf_free(&c->endpoints[j]);
         free(c->endpoints);
+        mt_outlier_free(&c->outlier);
         const mt_proxy_ops_t *ops = mt_proxy_for(c->protocol);
         if (c->proto && ops->free_cluster)
             ops->free_cluster(c);
@@ -343,6 +412,7 @@ static void snapshot_free(mt_snapshot_t *s)
         free(l->codec);
         free(l->service);
         free(l->fingerprint);
+        free(l->istio);
     }
     free(s->clusters);
     free(s->listeners);
@@ -368,8 +438,10 @@ mt_snapshot_t *mt_snapshot_from_lua(lua_State *L, int idx, uint64_t generation, 
             n++;
         s->clusters = calloc(n ? n : 1, sizeof(*s->clusters));
         for (lua_pushnil(L); rc == 0 && lua_next(L, ct); lua_pop(L, 1)) {
-            if (lua_istable(L, -1))
+            if (lua_istable(L, -1)) {
+                s->clusters[s->n_clusters].index = s->n_clusters;
                 rc = read_cluster(L, lua_gettop(L), &s->clusters[s->n_clusters++], err);
+            }
         }
     }
     lua_settop(L, top);

@@ -6,6 +6,8 @@
 #ifndef MELTEMI_SNAPSHOT_H
 #define MELTEMI_SNAPSHOT_H
 
+#include "runtime/core/outlier.h"
+#include "runtime/core/ratelimit.h"
 #include "runtime/core/stats.h"
 
 #include "runtime/core/protocol.h"
@@ -46,10 +48,12 @@ typedef struct mt_cluster_conf {
     uint32_t n_endpoints;
     uint32_t connect_timeout_ms;
     uint32_t max_connections;
-    char *fingerprint; /* equal fingerprints: a worker may keep this cluster's pools */
+    char *fingerprint;         /* equal fingerprints: a worker may keep this cluster's pools */
+    mt_outlier_conf_t outlier; /* outlierDetection; its per-endpoint state is shared, mutable */
     mt_stats_block_t *stats;
     struct mt_tls_conf *tls; /* DestinationRule trafficPolicy.tls (core/tls.h), or NULL */
-    void *proto;             /* the proxy's own part (mt_proxy_ops_t.read_cluster), or NULL */
+    void *proto;    /* the proxy's own part (mt_proxy_ops_t.read_cluster), or NULL */
+    uint32_t index; /* in its snapshot's clusters[] */
 } mt_cluster_conf_t;
 
 typedef struct mt_listener_conf {
@@ -61,13 +65,21 @@ typedef struct mt_listener_conf {
     mt_protocol_t protocol;
     char *codec;
     char *service;
+    bool inbound; /* a Sidecar ingress listener (direction "inbound"): the inbound capture
+                     port serves it, the outbound one never does */
     mt_cluster_conf_t *cluster; /* default destination; NULL if it names no cluster */
     char *fingerprint;
     mt_stats_block_t *stats;
     struct mt_tls_conf *tls;  /* the listener terminates TLS (core/tls.h), or NULL */
     struct mt_authz *authz;   /* AuthorizationPolicy (core/authz.h), or NULL: allow all */
     uint32_t max_connections; /* accepted connections open at once (all workers); 0: no cap */
-    void *proto;              /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
+    void *proto; /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
+    /* Istio's metrics: the protocol's response codes (set by the proxy's read_listener; NULL:
+     * connection metrics only, as for plain TCP) and the label sets by destination, [0] none,
+     * [1 + i] the snapshot's cluster i, filled on first use (session.c). */
+    const mt_istio_codes_t *istio_codes;
+    mt_istio_set_t **istio;
+    uint32_t n_istio;
 } mt_listener_conf_t;
 
 typedef struct mt_snapshot {
@@ -100,6 +112,15 @@ bool mt_snap_field_table(lua_State *L, int t, const char *key);
 uint32_t mt_snap_field_ms(lua_State *L, int t, const char *key, uint32_t dflt);
 /* t[key] = { username =, password = } as byte strings (mt_auth_t); all zero when absent. */
 void mt_snap_field_auth(lua_State *L, int t, const char *key, mt_auth_t *a);
+/* Outlier detection state (ejections, error streaks) of every cluster of `from` whose name
+ * and fingerprint `to` has too is copied into `to`'s, so a reload does not bring ejected
+ * endpoints back. Main thread, before `to` is handed to the workers. */
+void mt_snapshot_carry_outlier_state(mt_snapshot_t *to, const mt_snapshot_t *from);
+/* The token bucket table { max_tokens, tokens_per_fill, fill_interval_ms } at absolute index t
+ * into b, full as of now (the clock of mt_snap_clock_ms; values clamped to 1..UINT32_MAX). */
+void mt_snap_token_bucket(lua_State *L, int t, mt_token_bucket_t *b, uint64_t now_ms);
+/* The workers' clock (uv_now's base: monotonic ms) as read on the main thread. */
+uint64_t mt_snap_clock_ms(void);
 /* Frees a's strings, wiping the password first, and zeroes a. */
 void mt_auth_free(mt_auth_t *a);
 /* The endpoint table { address =, port = } at absolute index t into e (zeroed by the caller),

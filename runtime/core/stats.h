@@ -1,13 +1,15 @@
 /*
- * stats.h - counters without locks. Every listener, cluster and (optionally) Redis command
- * has a stats block created by the main thread and never freed, so workers can keep pointers
- * across reloads. Each worker writes only its own cache-line-aligned shard; the admin server
- * sums the shards when it renders /stats/prometheus (a torn read of an aligned 64-bit word
- * cannot happen on the platforms we build for).
+ * stats.h - counters without locks. Every listener and cluster has a stats block created by
+ * the main thread and never freed, so workers can keep pointers across reloads; a proxy adds
+ * detail blocks of its own (Redis per command, MetaProtocol per method) through
+ * mt_stats_detail_t, which names them, so core never names a protocol. Each worker writes only its
+ * own cache-line-aligned shard; the admin server sums the shards when it renders /stats/prometheus
+ * (a torn read of an aligned 64-bit word cannot happen on the platforms we build for).
  */
 #ifndef MELTEMI_STATS_H
 #define MELTEMI_STATS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,8 +18,8 @@
 typedef enum mt_stats_kind {
     MT_STATS_LISTENER = 0,
     MT_STATS_CLUSTER = 1,
-    MT_STATS_COMMAND = 2, /* per listener and Redis command: enableCommandStats */
-    MT_STATS_LUA = 3,     /* counters of Lua filters: name + label; created by workers too */
+    MT_STATS_DETAIL = 2, /* a proxy's per listener and key block (mt_stats_detail_t) */
+    MT_STATS_LUA = 3,    /* counters of Lua filters: name + label; created by workers too */
 } mt_stats_kind_t;
 
 /* Counter slots; which ones are meaningful depends on the block's kind. */
@@ -32,6 +34,7 @@ enum {
     MT_ST_CROSS_PROTOCOL,         /* connections closed for an HTTP request (POST / Host:) */
     MT_ST_AUTH_TIMEOUTS,          /* connections closed: no AUTH within settings.authTimeout */
     MT_ST_IDLE_TIMEOUTS,          /* connections closed: quiet for settings.idleTimeout */
+    MT_ST_RATE_LIMITED,           /* requests refused by a local rate limit (response flag RL) */
     MT_ST_TLS_HANDSHAKE_FAILURES, /* downstream TLS handshakes refused or failed */
     MT_ST_RBAC_DENIED,            /* requests an AuthorizationPolicy denied */
     MT_ST_DOWNSTREAM_CX_OVERFLOW, /* connections closed at accept: max_connections reached */
@@ -43,6 +46,9 @@ enum {
     MT_ST_UPSTREAM_RQ_TOTAL,
     MT_ST_UPSTREAM_RQ_ERRORS, /* failed because of the upstream: closed, timeout, auth */
     MT_ST_UPSTREAM_RQ_TIMEOUT,
+    MT_ST_UPSTREAM_CX_LEASED, /* gauge: exclusive connections leased (transactions, pub/sub) */
+    MT_ST_UPSTREAM_CX_IDLE,   /* gauge: exclusive connections idle in the pool */
+    MT_ST_OUTLIER_EJECTIONS, /* endpoints ejected by outlier detection */
     MT_ST_UPSTREAM_TLS_FAILURES, /* upstream TLS handshakes refused or failed */
     MT_ST_UPSTREAM_TLS_RESUMED,  /* upstream TLS handshakes that resumed a session */
     MT_ST__COUNT
@@ -58,10 +64,27 @@ typedef struct mt_stats_shard {
     double hist_sum_ms;
 } __attribute__((aligned(64))) mt_stats_shard_t;
 
+/*
+ * A family of detail blocks a proxy defines (static, never freed): per listener and key, a
+ * total (MT_ST_REQUESTS_TOTAL), an error count (MT_ST_REQUEST_ERRORS) and a duration
+ * histogram, rendered as <prefix>_total, <prefix>_errors_total and
+ * <prefix>_duration_milliseconds with the labels listener="..." and <label>="key".
+ */
+typedef struct mt_stats_detail {
+    const char *prefix;     /* e.g. "meltemi_redis_command" */
+    const char *scope;      /* the first label's name; NULL: "listener" ("cluster", ...) */
+    const char *label;      /* e.g. "command" */
+    bool total_only;        /* only <prefix>_total (events, not requests) */
+    const char *help_total; /* HELP texts of the three families */
+    const char *help_errors;
+    const char *help_duration;
+} mt_stats_detail_t;
+
 typedef struct mt_stats_block {
     mt_stats_kind_t kind;
-    char *name;   /* listener or cluster name; for commands "listener\0command" */
+    char *name;   /* listener or cluster name; for detail and Lua blocks "name\0key" */
     char *labels; /* Prometheus label set without braces, e.g. listener="127.0.0.1:6379" */
+    const mt_stats_detail_t *detail; /* MT_STATS_DETAIL only */
     struct mt_stats_block *next;
     mt_stats_shard_t *shards; /* mt_stats_nworkers of them */
 } mt_stats_block_t;
@@ -71,6 +94,9 @@ extern unsigned mt_stats_nworkers;
 /* Main thread only, before or between snapshots. Finds or creates the block. */
 void mt_stats_init(unsigned nworkers);
 mt_stats_block_t *mt_stats_block(mt_stats_kind_t kind, const char *name, const char *extra);
+/* A detail block of family d for listener and key (any thread; creation takes a lock). */
+mt_stats_block_t *mt_stats_detail_block(const mt_stats_detail_t *d, const char *listener,
+                                        const char *key);
 
 static inline void mt_stat_add(mt_stats_block_t *b, unsigned worker, unsigned slot, int64_t d)
 {
@@ -87,6 +113,136 @@ typedef struct mt_stats_global {
                           uv_now()/1000.0; the uptime is computed on the matching clock */
 } mt_stats_global_t;
 extern mt_stats_global_t mt_stats_global;
+
+/* ---- Istio's standard metrics ------------------------------------------------------------
+ *
+ * One label set (mt_istio_set_t) per listener and destination cluster: everything Istio
+ * labels a request with but its outcome. Under it, series by outcome: response_code (an
+ * index into the listener protocol's code table, mt_istio_codes_t, which its proxy defines)
+ * and response_flags (none, or the first of MT_RF_* in Envoy's order). Sets and series are
+ * created on first use (the only step that formats or locks) and never freed; the request
+ * path indexes arrays of pointers and adds to its own worker's shard.
+ *
+ * Cardinality: listeners x clusters x codes x (1 + MT_RF_COUNT) at most, and in practice the
+ * pairs and outcomes that happen; no key, argument, method or client address is a label.
+ */
+
+/* Envoy's response flags that meltemi sets (Envoy's short codes, same meaning). */
+enum {
+    MT_RF_UH = 1u << 0,    /* no healthy upstream */
+    MT_RF_UF = 1u << 1,    /* upstream connection failure */
+    MT_RF_URX = 1u << 2,   /* retry / redirection limit exceeded */
+    MT_RF_NR = 1u << 3,    /* no route, or no cluster */
+    MT_RF_UT = 1u << 4,    /* upstream request timeout */
+    MT_RF_DI = 1u << 5,    /* a delay was injected (fault) */
+    MT_RF_FI = 1u << 6,    /* an abort was injected (fault) */
+    MT_RF_RL = 1u << 7,    /* rate limited */
+    MT_RF_UAEX = 1u << 8,  /* denied by an external authorizer */
+    MT_RF_DC = 1u << 9,    /* the downstream connection went away */
+    MT_RF_RBAC = 1u << 10, /* denied by a policy (a Lua filter's deny, an unauthenticated client) */
+};
+#define MT_RF_COUNT 11
+extern const char *const mt_rflag_names[MT_RF_COUNT]; /* "UH", "UF", ... */
+
+/* A protocol's response codes: index 0 is success. Static, defined by the proxy. */
+#define MT_ISTIO_MAX_CODES 24
+typedef struct mt_istio_codes {
+    const char *protocol; /* request_protocol: "redis", "dubbo", "thrift", ... */
+    const char *const *names;
+    uint32_t n; /* at most MT_ISTIO_MAX_CODES */
+} mt_istio_codes_t;
+
+/* Istio's byte histograms: 1, 10, ... 10^7 bytes, plus +Inf. */
+#define MT_BYTES_BUCKETS 8
+
+typedef struct mt_istio_shard {
+    uint64_t dur[MT_HIST_BUCKETS + 1]; /* per bucket (not cumulative); last: +Inf */
+    uint64_t dur_sum_ns;
+    uint64_t req_bytes[MT_BYTES_BUCKETS + 1];
+    uint64_t req_bytes_sum;
+    uint64_t resp_bytes[MT_BYTES_BUCKETS + 1];
+    uint64_t resp_bytes_sum;
+} __attribute__((aligned(64))) mt_istio_shard_t;
+
+typedef struct mt_istio_series {
+    uint32_t code;
+    uint32_t flag; /* 0: none, else 1 + the flag's bit */
+    mt_istio_shard_t *shards;
+    struct mt_istio_series *next; /* the set's series, in creation order */
+} mt_istio_series_t;
+
+typedef struct mt_istio_tcp_shard {
+    uint64_t opened, closed, sent, received;
+} __attribute__((aligned(64))) mt_istio_tcp_shard_t;
+
+typedef struct mt_istio_set {
+    char *key;    /* "listener\0cluster" */
+    char *labels; /* every label but response_code and response_flags */
+    const mt_istio_codes_t *codes;
+    mt_istio_series_t *series[MT_ISTIO_MAX_CODES][1 + MT_RF_COUNT]; /* NULL until first use */
+    mt_istio_series_t *first;                                       /* render order */
+    mt_istio_tcp_shard_t *tcp;                                      /* connection counters */
+    struct mt_istio_set *next;
+} mt_istio_set_t;
+
+/* Who this process is (Istio's injector sets these variables; flags override). */
+typedef struct mt_stats_identity {
+    const char *workload;  /* ISTIO_META_WORKLOAD_NAME, else POD_NAME's deployment part */
+    const char *namespace; /* POD_NAMESPACE */
+    const char *pod;       /* POD_NAME */
+    const char *principal; /* spiffe://... when known, else "unknown" */
+} mt_stats_identity_t;
+/* Main thread, before the first label set is made; strings are copied. NULL: from env. */
+void mt_stats_set_identity(const mt_stats_identity_t *id);
+const mt_stats_identity_t *mt_stats_identity(void);
+
+/* The label set of listener (protocol codes) -> cluster (NULL: no destination). Finds or
+ * creates; any thread (a lock, formatting): call it once and keep the pointer. */
+mt_istio_set_t *mt_istio_set(const char *listener, const mt_istio_codes_t *codes,
+                             const char *cluster, const char *service, const char *version);
+/* The series of an outcome, created on first use (lock). */
+mt_istio_series_t *mt_istio_series_slow(mt_istio_set_t *set, uint32_t code, uint32_t flag);
+
+static inline uint32_t mt_rflag_index(uint32_t flags)
+{
+    return flags ? 1u + (uint32_t)__builtin_ctz(flags) : 0;
+}
+
+static inline unsigned mt_bytes_bucket(uint64_t n)
+{
+    unsigned i = 0;
+    for (uint64_t bound = 1; i < MT_BYTES_BUCKETS && n > bound; bound *= 10)
+        i++;
+    return i;
+}
+
+extern uint64_t mt_hist_bounds_ns[MT_HIST_BUCKETS];
+
+/* One request's outcome: what the shells record (session.c). */
+static inline void mt_istio_record(mt_istio_set_t *set, unsigned worker, uint32_t code,
+                                   uint32_t flags, uint64_t dur_ns, uint64_t req_bytes,
+                                   uint64_t resp_bytes)
+{
+    uint32_t f = mt_rflag_index(flags);
+    if (code >= set->codes->n)
+        code = set->codes->n - 1; /* the table's last entry: anything else */
+    mt_istio_series_t *se = __atomic_load_n(&set->series[code][f], __ATOMIC_ACQUIRE);
+    if (__builtin_expect(se == NULL, 0) && (se = mt_istio_series_slow(set, code, f)) == NULL)
+        return;
+    mt_istio_shard_t *sh = &se->shards[worker];
+    unsigned i = 0;
+    while (i < MT_HIST_BUCKETS && dur_ns > mt_hist_bounds_ns[i])
+        i++;
+    sh->dur[i]++;
+    sh->dur_sum_ns += dur_ns;
+    sh->req_bytes[mt_bytes_bucket(req_bytes)]++;
+    sh->req_bytes_sum += req_bytes;
+    sh->resp_bytes[mt_bytes_bucket(resp_bytes)]++;
+    sh->resp_bytes_sum += resp_bytes;
+}
+
+/* Seconds since the process started (mt_stats_global.start_time, on its clock). */
+double mt_stats_uptime(void);
 
 /* Sum of one counter over all workers (admin, tests). */
 int64_t mt_stats_sum(const mt_stats_block_t *b, unsigned slot);

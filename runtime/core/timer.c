@@ -172,12 +172,15 @@ static void wheel_on_uv(uv_timer_t *h)
 {
     mt_timer_wheel_t *wh = h->data;
     wh->armed_ms = UINT64_MAX;
+    if (wh->clock_ns)
+        *wh->clock_ns = uv_hrtime();
     mt_timer_wheel_run(wh, uv_now(wh->loop));
 }
 
 int mt_timer_wheel_init(mt_timer_wheel_t *wh, uv_loop_t *loop)
 {
     wh->loop = loop;
+    wh->clock_ns = NULL;
     wh->now_ms = uv_now(loop);
     wh->armed_ms = UINT64_MAX;
     wh->run_ms = 0;

@@ -52,6 +52,8 @@ struct mt_timer {
 typedef struct mt_timer_wheel {
     uv_timer_t uv; /* armed at the earliest slot holding a timer; stopped when none */
     uv_loop_t *loop;
+    uint64_t *clock_ns; /* set to uv_hrtime() before timers run, when not NULL (the worker's
+                           now_ns: durations that end in a timer callback) */
     /* private */
     uint64_t now_ms;   /* the wheel's time: every pending timer is due after it (or listed due) */
     uint64_t armed_ms; /* the uv timer's due, UINT64_MAX when it is stopped */

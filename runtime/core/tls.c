@@ -602,6 +602,7 @@ static int tls_seal(mt_outq_t *q)
             left -= (size_t)r;
         }
     }
+    q->written_bytes += q->queued_bytes; /* the byte counters count plaintext */
     mt_outq_drop(q, q->queued_bytes);
     return tls_push(t);
 }

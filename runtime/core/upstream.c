@@ -1,8 +1,8 @@
 /*
- * upstream.c - the upstream shell (upstream.h): connect with backoff, connect timeout, read
- * path, close, and the per-endpoint pools (shared slots, exclusive leases). The proxy sees
- * bytes through ops->on_data and queues requests on u->out; everything about the socket's
- * life is here, once for every protocol.
+ * upstream.c - the upstream shell (upstream.h): connect with backoff, connect timeout and
+ * request deadline on the worker's timer wheel, read path, close, and the per-endpoint pools
+ * (shared slots, exclusive leases). The proxy sees bytes through ops->on_data and queues requests
+ * on u->out; everything about the socket's life is here, once for every protocol.
  */
 #include "runtime/core/upstream.h"
 
@@ -20,6 +20,23 @@ const char *mt_upstream_label(const mt_wendpoint_t *ep, char *buf, size_t n)
     const mt_cluster_conf_t *cc = ep->cluster->conf;
     snprintf(buf, n, "%s (%s:%u)", cc->service ? cc->service : cc->name, ep->address, ep->port);
     return buf;
+}
+
+void mt_upstream_outcome(mt_wendpoint_t *ep, mt_worker_t *w, mt_outlier_event_t ev)
+{
+    mt_cluster_conf_t *c = ep->cluster->conf;
+    if (MT_LIKELY(!c->outlier.enabled))
+        return;
+    uint64_t now = mt_worker_now_ms(w);
+    if (!mt_outlier_report(&c->outlier, ep->conf_index, ev, now))
+        return;
+    mt_stat_add(c->stats, w->id, MT_ST_OUTLIER_EJECTIONS, 1);
+    char lbl[256];
+    const mt_outlier_state_t *st = &c->outlier.eps[ep->conf_index];
+    mt_warn("outlier detection: ejected %s for %llu ms (ejection %u)",
+            mt_upstream_label(ep, lbl, sizeof(lbl)),
+            (unsigned long long)(atomic_load(&st->ejected_until_ms) - now),
+            (unsigned)atomic_load(&st->ejections));
 }
 
 void mt_upstream_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why)
@@ -58,6 +75,27 @@ static void pool_idle_remove(mt_upstream_pool_t *pool, mt_upstream_t *u)
     u->idle_next = NULL;
 }
 
+/* The pool gauges follow a connection's kind: leased and idle exclusive ones. */
+static void upstream_count_kind(mt_upstream_t *u, int64_t d)
+{
+    mt_stats_block_t *b = u->ep->cluster->conf->stats;
+    if (u->kind == MT_UPSTREAM_LEASED)
+        mt_stat_add(b, u->w->id, MT_ST_UPSTREAM_CX_LEASED, d);
+    else if (u->kind == MT_UPSTREAM_IDLE)
+        mt_stat_add(b, u->w->id, MT_ST_UPSTREAM_CX_IDLE, d);
+}
+
+static void upstream_set_kind(mt_upstream_t *u, mt_upstream_kind_t kind)
+{
+    if (u->kind != kind || !u->kind_counted) {
+        if (u->kind_counted)
+            upstream_count_kind(u, -1);
+        u->kind = kind;
+        u->kind_counted = true;
+        upstream_count_kind(u, 1);
+    }
+}
+
 void mt_upstream_close(mt_upstream_t *u)
 {
     if (u->state == MT_UPSTREAM_CLOSING)
@@ -67,6 +105,9 @@ void mt_upstream_close(mt_upstream_t *u)
     mt_upstream_pool_t *pool = mt_upstream_pool(u->ep, p);
     bool was_connected = u->state == MT_UPSTREAM_READY;
     u->state = MT_UPSTREAM_CLOSING;
+    if (u->kind_counted)
+        upstream_count_kind(u, -1);
+    u->kind_counted = false;
     if (u->kind == MT_UPSTREAM_SHARED) {
         if (u->slot < pool->n_shared && pool->shared[u->slot] == u)
             pool->shared[u->slot] = NULL;
@@ -83,6 +124,8 @@ void mt_upstream_close(mt_upstream_t *u)
         u->next->prev = u->prev;
     u->prev = u->next = NULL;
     mt_worker_unschedule_flush(w, &u->out);
+    mt_timer_stop(&w->timers, &u->connect_timer);
+    mt_timer_stop(&w->timers, &u->deadline_timer);
     if (u->ops->on_close)
         u->ops->on_close(u);
     if (was_connected)
@@ -106,6 +149,9 @@ static void upstream_end(mt_upstream_t *u, mt_upstream_event_t ev, const char *t
         if (!u->ops->ignore_backoff)
             mt_upstream_backoff(u->ep, u->w, why);
     }
+    /* A connection lost with nothing in flight (an idle one the server closed) is no failure. */
+    if (ev == MT_UPSTREAM_CONNECT_FAILED || ev == MT_UPSTREAM_CONNECT_TIMEOUT || u->inflight)
+        mt_upstream_outcome(u->ep, u->w, MT_OUTLIER_GATEWAY);
     u->ops->on_error(u, ev, text);
     mt_upstream_close(u);
 }
@@ -115,6 +161,7 @@ static void upstream_end(mt_upstream_t *u, mt_upstream_event_t ev, const char *t
 /* New bytes are in u->rbuf: the proxy takes its frames. */
 static void upstream_consume(mt_upstream_t *u)
 {
+    u->w->now_ns = uv_hrtime(); /* replies end requests: their time, once per read */
     u->ops->on_data(u);
     /* Everything consumed and nobody holds a slice of it: reuse the chunk from its start. */
     mt_buf_t *b = u->rbuf;
@@ -244,6 +291,8 @@ static void upstream_on_connect(uv_connect_t *req, int status)
         return;
     mt_worker_t *w = u->w;
     mt_cluster_conf_t *cc = u->ep->cluster->conf;
+    if (status < 0 || !cc->tls) /* a TLS handshake is part of the connect (its deadline) */
+        mt_timer_stop(&w->timers, &u->connect_timer);
     if (status < 0) {
         u->error = status;
         char lbl[256], text[TEXT_MAX];
@@ -278,6 +327,7 @@ static void upstream_ready(mt_upstream_t *u)
 {
     mt_worker_t *w = u->w;
     mt_cluster_conf_t *cc = u->ep->cluster->conf;
+    mt_timer_stop(&w->timers, &u->connect_timer);
     u->state = MT_UPSTREAM_READY;
     if (!u->ops->ignore_backoff)
         u->ep->backoff_ms = 0;
@@ -288,6 +338,30 @@ static void upstream_ready(mt_upstream_t *u)
     mt_worker_schedule_flush(w, &u->out);
     if (u->ops->on_connected)
         u->ops->on_connected(u);
+}
+
+static void upstream_connect_timed_out(mt_timer_t *t)
+{
+    mt_upstream_t *u = MT_CONTAINER_OF(t, mt_upstream_t, connect_timer);
+    if (u->state != MT_UPSTREAM_CONNECTING)
+        return;
+    char lbl[256], text[TEXT_MAX];
+    snprintf(text, sizeof(text), "upstream %s unavailable: connect timed out after %u ms",
+             mt_upstream_label(u->ep, lbl, sizeof(lbl)), u->ep->cluster->conf->connect_timeout_ms);
+    upstream_end(u, MT_UPSTREAM_CONNECT_TIMEOUT, text, true);
+}
+
+static void upstream_deadline_reached(mt_timer_t *t)
+{
+    mt_upstream_t *u = MT_CONTAINER_OF(t, mt_upstream_t, deadline_timer);
+    if (u->state != MT_UPSTREAM_CLOSING && u->ops->on_deadline)
+        u->ops->on_deadline(u, mt_worker_now_ms(u->w));
+}
+
+void mt_upstream_arm_deadline(mt_upstream_t *u, uint64_t due_ms)
+{
+    if (u->state != MT_UPSTREAM_CLOSING && !mt_timer_pending(&u->deadline_timer))
+        mt_timer_start_at(&u->w->timers, &u->deadline_timer, due_ms, upstream_deadline_reached);
 }
 
 /* A new connection to ep, connecting; NULL and why when it cannot be had. */
@@ -313,12 +387,14 @@ static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *
     u->w = w;
     u->ep = ep;
     u->ops = ops;
-    u->kind = kind;
+    upstream_set_kind(u, kind);
     u->slot = slot;
     u->state = MT_UPSTREAM_CONNECTING;
     u->connect_deadline_ms = now + ep->cluster->conf->connect_timeout_ms;
     ep->cluster->n_rups++; /* dropped in upstream_closed, whichever way the connection ends */
     mt_outq_init(&u->out, &w->pool, upstream_on_write_done);
+    mt_timer_init(&u->connect_timer);
+    mt_timer_init(&u->deadline_timer);
     uv_tcp_init(&w->loop, &u->tcp);
     u->tcp.data = u;
     u->creq.data = u;
@@ -342,6 +418,8 @@ static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *
         uv_close((uv_handle_t *)&u->tcp, upstream_closed);
         return NULL;
     }
+    mt_timer_start_at(&w->timers, &u->connect_timer, u->connect_deadline_ms,
+                      upstream_connect_timed_out);
     mt_protocol_t p = ops->protocol;
     u->next = w->upstreams[p];
     if (w->upstreams[p])
@@ -384,7 +462,7 @@ mt_upstream_t *mt_upstream_lease(mt_wendpoint_t *ep, const mt_upstream_ops_t *op
     if (u) {
         pool->idle = u->idle_next;
         u->idle_next = NULL;
-        u->kind = MT_UPSTREAM_LEASED;
+        upstream_set_kind(u, MT_UPSTREAM_LEASED);
         return u;
     }
     uint32_t max = ep->cluster->conf->max_connections;
@@ -431,7 +509,7 @@ void mt_upstream_return(mt_upstream_t *u, bool reusable)
         return;
     }
     mt_upstream_pool_t *pool = mt_upstream_pool(u->ep, u->ops->protocol);
-    u->kind = MT_UPSTREAM_IDLE;
+    upstream_set_kind(u, MT_UPSTREAM_IDLE);
     u->idle_since_ms = mt_worker_now_ms(u->w);
     u->idle_next = pool->idle;
     pool->idle = u;
@@ -445,12 +523,6 @@ void mt_upstream_tick(mt_worker_t *w, mt_protocol_t p, uint64_t now_ms)
         if ((u->kind == MT_UPSTREAM_SHARED || u->kind == MT_UPSTREAM_IDLE) &&
             u->ep->cluster->retired && u->inflight == 0) {
             mt_upstream_close(u); /* a reload replaced its cluster and nothing is in flight */
-        } else if (u->state == MT_UPSTREAM_CONNECTING && now_ms >= u->connect_deadline_ms) {
-            char lbl[256], text[TEXT_MAX];
-            snprintf(text, sizeof(text), "upstream %s unavailable: connect timed out after %u ms",
-                     mt_upstream_label(u->ep, lbl, sizeof(lbl)),
-                     u->ep->cluster->conf->connect_timeout_ms);
-            upstream_end(u, MT_UPSTREAM_CONNECT_TIMEOUT, text, true);
         } else if (u->kind == MT_UPSTREAM_IDLE &&
                    now_ms - u->idle_since_ms >= MT_UPSTREAM_IDLE_MS) {
             mt_upstream_close(u);

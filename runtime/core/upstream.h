@@ -1,7 +1,8 @@
 /*
  * upstream.h - the upstream shell every proxy builds its server-side connections on: the
  * connect (with the endpoint's backoff and health), the connect timeout, the read buffer and
- * read path, the output queue, the close, and the per-endpoint pools:
+ * read path, the output queue, the close, a request-deadline timer for the proxy, and the
+ * per-endpoint pools:
  *
  *   - shared connections by slot (pipelined or id-multiplexed: Redis, MetaProtocol), one
  *     pool per protocol on each endpoint, so connections of different proxies never mix;
@@ -81,6 +82,10 @@ typedef struct mt_upstream_ops {
      * protocol's own prefix). Fail what is in flight; the shell closes u afterwards (the
      * proxy may close it itself first). */
     void (*on_error)(mt_upstream_t *u, mt_upstream_event_t ev, const char *text);
+    /* The request deadline armed with mt_upstream_arm_deadline is reached (now_ms, loop
+     * time): fail what is overdue, arm again for what is left. May be NULL if the proxy never
+     * arms one. */
+    void (*on_deadline)(mt_upstream_t *u, uint64_t now_ms);
     /* The connection starts closing (state CLOSING, out of its pool and the worker's list):
      * stop the proxy's timers. May be NULL. */
     void (*on_close)(mt_upstream_t *u);
@@ -101,9 +106,12 @@ struct mt_upstream {
     uint32_t slot;     /* shared: the pool slot */
     int error;         /* the libuv status behind the last on_error (0: a timeout) */
     uint64_t connect_deadline_ms;
-    uint64_t idle_since_ms; /* MT_UPSTREAM_IDLE: when it was returned */
+    mt_timer_t connect_timer;  /* the shell's, on the worker's wheel, until connected */
+    mt_timer_t deadline_timer; /* the proxy's request deadline (mt_upstream_arm_deadline) */
+    uint64_t idle_since_ms;    /* MT_UPSTREAM_IDLE: when it was returned */
     mt_upstream_state_t state;
     mt_upstream_kind_t kind;
+    bool kind_counted;          /* in the cluster's leased/idle gauges (upstream.c) */
     mt_upstream_t *prev, *next; /* the worker's list */
     mt_upstream_t *idle_next;   /* the pool's idle list */
     struct mt_tls *tls;         /* the TLS transport (cluster tls), or NULL: plain TCP; a TLS
@@ -119,11 +127,17 @@ static inline mt_upstream_pool_t *mt_upstream_pool(mt_wendpoint_t *ep, mt_protoc
 /* "service (address:port)" of ep, for logs and error texts. */
 const char *mt_upstream_label(const mt_wendpoint_t *ep, char *buf, size_t n);
 
-/* True while ep may be tried: resolved, and not backing off. */
+/* True while ep may be tried: resolved, not backing off, not ejected by outlier detection. */
 static inline bool mt_upstream_healthy(const mt_wendpoint_t *ep, uint64_t now_ms)
 {
-    return !ep->resolve_error[0] && ep->retry_at_ms <= now_ms;
+    return !ep->resolve_error[0] && ep->retry_at_ms <= now_ms &&
+           !mt_outlier_ejected(&ep->cluster->conf->outlier, ep->conf_index, now_ms);
 }
+
+/* Outlier detection: what a request to ep came to (outlier.h says what counts). Counts and
+ * logs an ejection. The shell itself reports failed connects and connections lost under
+ * requests; proxies report answers (success or error) and request timeouts. */
+void mt_upstream_outcome(mt_wendpoint_t *ep, mt_worker_t *w, mt_outlier_event_t ev);
 /* A connect to ep failed with why: no new attempt for 50 ms, doubling up to 1 s while it
  * keeps failing; why is what callers are told meanwhile. A connect that succeeds resets it. */
 void mt_upstream_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why);
@@ -152,10 +166,9 @@ mt_upstream_t *mt_upstream_lease(mt_wendpoint_t *ep, const mt_upstream_ops_t *op
  * A connection to ep for one user, outside every pool: not counted against max_connections,
  * never reused, and (with ops->ignore_backoff) tried whatever the endpoint's backoff says.
  * NULL and why as mt_upstream_shared. The user closes it with mt_upstream_close; if the shell
- * ends it first (on_error), the user hears it through its ops and must forget u. Its
- * connect deadline is the user's (mt_upstream_tick is per protocol): plain TCP keeps its
- * timer on the worker's wheel. The user may write to u->tcp through an outq of its own and
- * shut it down for writing (a relay's half-close).
+ * ends it first (on_error, also MT_UPSTREAM_CONNECT_TIMEOUT as for every connection), the
+ * user hears it through its ops and must forget u. The user may write to u->tcp through an
+ * outq of its own and shut it down for writing (a relay's half-close).
  */
 mt_upstream_t *mt_upstream_connect(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, void *arg,
                                    const char **why);
@@ -187,9 +200,21 @@ static inline void mt_upstream_schedule(mt_upstream_t *u)
 void mt_upstream_close(mt_upstream_t *u);
 
 /*
- * The worker's tick for protocol p's connections: connects past their deadline end with
- * MT_UPSTREAM_CONNECT_TIMEOUT (the endpoint backs off), connections of retired clusters with
- * nothing in flight close, idle exclusive connections older than MT_UPSTREAM_IDLE_MS close.
+ * The proxy's request deadline on u, on the worker's timer wheel: ops->on_deadline(u, now)
+ * runs once the loop time reaches due_ms. Lazy: while a deadline is armed, arming again keeps
+ * the earlier one (requests queue in deadline order, so the head's is the earliest); the
+ * callback looks at what is at the head and arms again for it. Stopped when u closes.
+ */
+void mt_upstream_arm_deadline(mt_upstream_t *u, uint64_t due_ms);
+static inline bool mt_upstream_deadline_armed(const mt_upstream_t *u)
+{
+    return mt_timer_pending(&u->deadline_timer);
+}
+
+/*
+ * The worker's tick for protocol p's connections (housekeeping, not timeouts: those are on
+ * the wheel): connections of retired clusters with nothing in flight close, idle exclusive
+ * connections older than MT_UPSTREAM_IDLE_MS close.
  */
 void mt_upstream_tick(mt_worker_t *w, mt_protocol_t p, uint64_t now_ms);
 

@@ -106,6 +106,7 @@ static mt_wcluster_t *wcluster_new(mt_worker_t *w, mt_cluster_conf_t *conf)
         const mt_endpoint_conf_t *e = &conf->endpoints[i];
         c->eps[i] =
             mt_wendpoint_new(c, e->address ? e->address : "?", e->port, &e->sa, e->resolve_error);
+        c->eps[i]->conf_index = i;
     }
     c->next = w->clusters;
     w->clusters = c;
@@ -125,6 +126,7 @@ mt_wendpoint_t *mt_wendpoint_new(mt_wcluster_t *c, const char *address, uint16_t
     if (resolve_error)
         snprintf(ep->resolve_error, sizeof(ep->resolve_error), "%s", resolve_error);
     ep->cluster = c;
+    ep->conf_index = UINT32_MAX;
     return ep;
 }
 
@@ -242,6 +244,11 @@ static int listener_open(mt_worker_t *w, mt_listener_conf_t *conf, int fd)
     mt_wcluster_ref(l->cluster);
     uv_tcp_init(&w->loop, &l->tcp);
     l->tcp.data = l;
+    if (fd == MT_LISTENER_FD_VIRTUAL) { /* matched by a capture port, never bound */
+        l->next = w->listeners;
+        w->listeners = l;
+        return 0;
+    }
     int rc = uv_tcp_open(&l->tcp, fd);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&l->tcp, 1024, listener_on_connection);
@@ -322,7 +329,7 @@ static void worker_apply_snapshot(mt_worker_t *w, mt_snapshot_t *snap, int *fds)
             keep = l;
             if (fds && fds[i] >= 0)
                 close(fds[i]);
-        } else if (fds && fds[i] >= 0) {
+        } else if (fds && (fds[i] >= 0 || fds[i] == MT_LISTENER_FD_VIRTUAL)) {
             mt_wlistener_t *saved = w->listeners;
             w->listeners = keep;
             listener_open(w, conf, fds[i]);
@@ -428,6 +435,7 @@ static void worker_on_tick(uv_timer_t *t)
 {
     mt_worker_t *w = t->data;
     worker_heartbeat(w);
+    w->now_ns = uv_hrtime(); /* timeouts the tick fails end requests now */
     uint64_t now = mt_worker_now_ms(w);
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->tick)
@@ -493,6 +501,8 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
         return -1;
     if (mt_timer_wheel_init(&w->timers, &w->loop) != 0)
         return -1;
+    w->timers.clock_ns = &w->now_ns;
+    w->now_ns = uv_hrtime();
     w->L = mt_lua_new();
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->worker_start && (*p)->worker_start(w) != 0)

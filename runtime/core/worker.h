@@ -52,6 +52,8 @@ typedef struct mt_wendpoint {
     char last_error[400];
     char lease_error[320]; /* why the last exclusive lease was refused (upstream.c) */
     void *tls_session;     /* SSL_SESSION * of the last TLS connection: resumption (tls.c) */
+    uint32_t conf_index;   /* in cluster->conf->endpoints (outlier state); UINT32_MAX: found
+                              at run time (Redis Cluster topology), no outlier detection */
 } mt_wendpoint_t;
 
 typedef struct mt_wcluster {
@@ -70,6 +72,18 @@ typedef struct mt_wcluster {
 } mt_wcluster_t;
 
 enum { MT_MAIL_SNAPSHOT = 1, MT_MAIL_DRAIN = 2, MT_MAIL_STOP = 4 };
+
+/* In the fds posted with a snapshot: the listener gets no socket of its own (transparent
+ * capture: the capture ports hand it the connections whose original destination it is). */
+#define MT_LISTENER_FD_VIRTUAL (-2)
+
+/* A connection accepted by a capture port (runtime/proxy/capture) rather than by its
+ * listener: w->handoff points at one only around the proxy's accept call it is handed to;
+ * mt_session_accept takes the socket (and sets fd to -1). dst is the original destination. */
+typedef struct mt_handoff {
+    int fd;
+    struct sockaddr_storage dst;
+} mt_handoff_t;
 
 /* /ready reports a worker whose loop has not ticked (every 20 ms) for this long as stuck. A
  * filter call is bounded by its spec.timeout (at most 10 s), so a stuck worker comes back. */
@@ -97,6 +111,10 @@ struct mt_worker {
     struct mt_session_link *sessions; /* every downstream connection (drain, reload) */
     uint32_t n_sessions;
     uint64_t next_client_id;
+    /* uv_hrtime() of the last read callback (session or upstream shell) or timer run: the
+     * time requests start and end at, read once per event rather than once per request */
+    uint64_t now_ns;
+    mt_handoff_t *handoff;                    /* see mt_handoff_t; NULL outside a capture port's accept */
     uint32_t rconns_per_endpoint;             /* shared connections per endpoint and protocol */
     mt_upstream_t *upstreams[MT_PROTO_COUNT]; /* every upstream connection, by protocol */
     bool draining;

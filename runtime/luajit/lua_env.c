@@ -10,6 +10,8 @@
 #include "runtime/luajit/lua_embedded.h"
 #include "runtime/luajit/lua_pattern.h"
 #include "runtime/luajit/yaml.h"
+#include "protocols/codec.h"
+#include "protocols/redis/commands.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -167,11 +169,37 @@ static int c_base64_decode(lua_State *L)
     return 2;
 }
 
+/* codec_known(name) -> true when a built-in codec answers to name (its own or an alias), so
+ * that an ApplicationProtocol naming anything else is refused at compile time instead of
+ * its ports silently becoming plain TCP. The first call registers the built-ins (main
+ * thread; later calls find them registered and write nothing). */
+static int c_codec_known(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    lua_pushboolean(L, mt_codec_register_builtins() == MT_OK && mt_codec_find(name) != NULL);
+    return 1;
+}
+
+/* redis_command_known(name) -> true when the Redis command table has it (any case). */
+static int c_redis_command_known(lua_State *L)
+{
+    size_t n = 0;
+    const char *name = luaL_checklstring(L, 1, &n);
+    lua_pushboolean(L, redis_command_lookup(name, n) != NULL);
+    return 1;
+}
+
 static int luaopen_meltemi_c(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"yaml_load", mt_yaml_load},        {"listdir", c_listdir},   {"readfile", c_readfile},
-        {"base64_decode", c_base64_decode}, {"realpath", c_realpath}, {NULL, NULL},
+        {"yaml_load", mt_yaml_load},
+        {"listdir", c_listdir},
+        {"readfile", c_readfile},
+        {"base64_decode", c_base64_decode},
+        {"realpath", c_realpath},
+        {"codec_known", c_codec_known},
+        {"redis_command_known", c_redis_command_known},
+        {NULL, NULL},
     };
     lua_newtable(L);
     luaL_register(L, NULL, fns);

@@ -7,8 +7,10 @@
 extern const mt_proxy_ops_t mt_proxy_tcp;
 extern const mt_proxy_ops_t mt_proxy_redis;
 extern const mt_proxy_ops_t mt_proxy_meta;
+extern const mt_proxy_ops_t mt_proxy_capture; /* the capture ports: worker hooks only */
 
-const mt_proxy_ops_t *const mt_proxies[] = {&mt_proxy_tcp, &mt_proxy_redis, &mt_proxy_meta, NULL};
+const mt_proxy_ops_t *const mt_proxies[] = {&mt_proxy_tcp, &mt_proxy_redis, &mt_proxy_meta,
+                                            &mt_proxy_capture, NULL};
 
 const mt_proxy_ops_t *mt_proxy_for(mt_protocol_t p)
 {

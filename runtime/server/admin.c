@@ -42,6 +42,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* ---- types --------------------------------------------------------------------------------- */
 
@@ -543,6 +544,33 @@ static void admin_handle_prometheus(mt_admin_t *a, admin_response_t *r)
     r->body = mt_stats_render_prometheus(&r->body_len);
 }
 
+/* /healthz: the process is alive and its admin loop answers (liveness; /ready is readiness). */
+static void admin_handle_healthz(mt_admin_t *a, admin_response_t *r)
+{
+    MT_UNUSED(a);
+    admin_response_text(r, 200, "ok\n");
+}
+
+/* /server_info: what runs, since when, on which configuration generation (JSON). */
+static void admin_handle_server_info(mt_admin_t *a, admin_response_t *r)
+{
+    const mt_stats_global_t *g = &mt_stats_global;
+    bool ready = a->hooks.ready && a->hooks.ready(a->hooks.ud);
+    double uptime = mt_stats_uptime();
+    const mt_stats_identity_t *id = mt_stats_identity();
+    r->status = 200;
+    r->content_type = "application/json";
+    r->body = admin_strdup_printf(
+        "{\"version\":\"%s\",\"state\":\"%s\",\"uptime_seconds\":%.3f,"
+        "\"config_generation\":%llu,\"config_reloads\":%llu,\"config_reload_failures\":%llu,"
+        "\"workers\":%u,\"pid\":%ld,\"workload\":\"%s\",\"namespace\":\"%s\"}\n",
+        MELTEMI_VERSION, ready ? "LIVE" : "INITIALIZING", uptime,
+        (unsigned long long)g->config_generation, (unsigned long long)g->config_reloads,
+        (unsigned long long)g->config_reload_failures, mt_stats_nworkers, (long)getpid(),
+        id->workload, id->namespace);
+    r->body_len = r->body ? strlen(r->body) : 0;
+}
+
 /* /stats: the same samples without the # HELP / # TYPE lines, for humans. */
 static void admin_handle_stats(mt_admin_t *a, admin_response_t *r)
 {
@@ -638,6 +666,10 @@ static const admin_route_t admin_routes[] = {
     {"/ready", "GET", admin_handle_ready, "200 when serving a configuration, else 503"},
     {"/stats", "GET", admin_handle_stats, "all metrics, one sample per line"},
     {"/stats/prometheus", "GET", admin_handle_prometheus, "all metrics, Prometheus text format"},
+    {"/metrics", "GET", admin_handle_prometheus, "the same as /stats/prometheus"},
+    {"/healthz", "GET", admin_handle_healthz, "200 while the process runs (liveness)"},
+    {"/server_info", "GET", admin_handle_server_info,
+     "version, state, uptime, configuration generation (JSON)"},
     {"/config_dump", "GET", admin_handle_config_dump,
      "the configuration served (JSON, secrets "
      "redacted)"},

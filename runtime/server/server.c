@@ -9,6 +9,7 @@
 #include "runtime/server/admin.h"
 #include "runtime/core/common.h"
 #include "runtime/server/config.h"
+#include "runtime/server/notify.h"
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
 #include "runtime/luajit/lua_env.h"
@@ -16,6 +17,7 @@
 #include "runtime/core/stats.h"
 #include "runtime/core/tls.h"
 #include "runtime/core/worker.h"
+#include "runtime/proxy/capture/capture.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,6 +28,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct mt_server {
@@ -41,7 +44,8 @@ typedef struct mt_server {
     mt_admin_t *admin;
     uv_signal_t sigterm, sigint, sighup;
     uv_timer_t drain_timer, drain_poll;
-    uv_fs_event_t watch; /* the config directory */
+    uv_timer_t ready_poll; /* until /ready would answer 200: then READY=1 (notify.h) */
+    uv_fs_event_t watch;   /* the config directory */
     uv_timer_t reload_debounce;
     uv_timer_t cert_poll;  /* TLS files of the live snapshot, checked every second */
     uint64_t cert_sig;     /* their (inode, size, mtime) digest ... */
@@ -53,8 +57,66 @@ typedef struct mt_server {
 /* ---- listening sockets ------------------------------------------------------------------------
  */
 
+static bool snapshot_has_listener(const mt_snapshot_t *s, const char *name)
+{
+    for (uint32_t i = 0; i < s->n_listeners; i++) {
+        if (strcmp(s->listeners[i].name, name) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Does s have a listener on l's address (under another name: a renamed service)? */
+static bool snapshot_has_address(const mt_snapshot_t *s, const mt_listener_conf_t *l)
+{
+    for (uint32_t i = 0; i < s->n_listeners; i++) {
+        const mt_listener_conf_t *h = &s->listeners[i];
+        if (h->salen == l->salen && memcmp(&h->sa, &l->sa, l->salen) == 0)
+            return true;
+    }
+    return false;
+}
+
+static int listen_error(const mt_listener_conf_t *l, const char *why, char **err)
+{
+    if (asprintf(err, "listener %s: cannot listen on %s:%u: %s", l->name, l->address, l->port,
+                 why) < 0)
+        *err = NULL;
+    return -1;
+}
+
+/*
+ * Is l's address free of every other process? SO_REUSEPORT, which gives each worker its own
+ * socket, would also let a second meltemi (same user) join the first's listeners and take
+ * half its connections without a word. So before the workers' sockets are opened for a new
+ * listener, one socket without SO_REUSEPORT binds and listens there: it fails with
+ * EADDRINUSE whenever anybody listens on the address, and is closed at once. (A process that
+ * binds in the instant between the probe and the workers' sockets is not seen; a plain
+ * listener is, later, because the workers' sockets then fail to bind.)
+ */
+static int probe_address_free(const mt_listener_conf_t *l, char **err)
+{
+    int fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, (const struct sockaddr *)&l->sa, l->salen) != 0 || listen(fd, 1) != 0) {
+        int e = errno;
+        if (fd >= 0)
+            close(fd);
+        return listen_error(l,
+                            e == EADDRINUSE ? "the address is already in use by another "
+                                              "process (another meltemi?)"
+                                            : strerror(e),
+                            err);
+    }
+    close(fd);
+    return 0;
+}
+
 static int open_listen_socket(const mt_listener_conf_t *l, char **err)
 {
+    if (mt_capture_enabled())
+        return MT_LISTENER_FD_VIRTUAL; /* matched by the capture ports, not bound */
     int fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
@@ -63,62 +125,45 @@ static int open_listen_socket(const mt_listener_conf_t *l, char **err)
         int e = errno;
         if (fd >= 0)
             close(fd);
-        if (asprintf(err, "listener %s: cannot listen on %s:%u: %s", l->name, l->address, l->port,
-                     strerror(e)) < 0)
-            *err = NULL;
-        return -1;
+        return listen_error(l, strerror(e), err);
     }
     return fd;
 }
 
-/* SO_REUSEPORT would let a second process bind the address silently and take a share of its
- * connections (a second meltemi started on the same configuration): before the workers'
- * sockets, bind once without it. EADDRINUSE then means someone else holds the address. */
-static int probe_address_free(const mt_listener_conf_t *l, char **err)
-{
-    int fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    int rc = fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-                     bind(fd, (const struct sockaddr *)&l->sa, l->salen) != 0
-                 ? -1
-                 : 0;
-    int e = errno;
-    if (fd >= 0)
-        close(fd);
-    if (rc == 0)
-        return 0;
-    if (asprintf(err, "listener %s: cannot listen on %s:%u: %s%s", l->name, l->address, l->port,
-                 strerror(e),
-                 e == EADDRINUSE ? " (another process holds it: a second meltemi on this "
-                                   "configuration?)"
-                                 : "") < 0)
-        *err = NULL;
-    return -1;
-}
-
-/* fds[w * n + i]: worker w's socket for listener i. Returns NULL (and closes all) on error. */
-static int *open_listeners(const mt_snapshot_t *s, unsigned nworkers, char **err)
+/*
+ * fds[w * n + i]: worker w's socket for listener i of s, for every listener that `held` (the
+ * live snapshot, or NULL at startup) does not already have (-1 there: the workers keep theirs).
+ * Each new listener's address is probed first (probe_address_free). Returns NULL (and closes
+ * all it opened) on error, with a malloc'd message in *err.
+ */
+static int *open_listeners(const mt_snapshot_t *s, const mt_snapshot_t *held, unsigned nworkers,
+                           char **err)
 {
     size_t n = s->n_listeners;
     int *fds = malloc(sizeof(int) * (n * nworkers + 1));
-    if (!fds)
+    if (!fds) {
+        *err = strdup("out of memory");
         return NULL;
+    }
     for (size_t k = 0; k < n * nworkers; k++)
         fds[k] = -1;
-    for (unsigned w = 0; w < nworkers; w++) {
-        for (size_t i = 0; i < n; i++) {
-            int fd = w == 0 && probe_address_free(&s->listeners[i], err) != 0
-                         ? -1
-                         : open_listen_socket(&s->listeners[i], err);
-            if (fd < 0) {
-                for (size_t k = 0; k < n * nworkers; k++) {
-                    if (fds[k] >= 0)
-                        close(fds[k]);
-                }
-                free(fds);
-                return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (held && snapshot_has_listener(held, s->listeners[i].name))
+            continue;
+        /* Our own workers may hold the address under an old name: no probe then. */
+        bool ok = mt_capture_enabled() || (held && snapshot_has_address(held, &s->listeners[i])) ||
+                  probe_address_free(&s->listeners[i], err) == 0;
+        for (unsigned w = 0; ok && w < nworkers; w++) {
+            fds[w * n + i] = open_listen_socket(&s->listeners[i], err);
+            ok = fds[w * n + i] != -1; /* MT_LISTENER_FD_VIRTUAL: a capture port matches it */
+        }
+        if (!ok) {
+            for (size_t k = 0; k < n * nworkers; k++) {
+                if (fds[k] >= 0)
+                    close(fds[k]);
             }
-            fds[w * n + i] = fd;
+            free(fds);
+            return NULL;
         }
     }
     return fds;
@@ -217,6 +262,8 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
         lua_settop(L, top);
         return NULL;
     }
+    if (srv->snap)
+        mt_snapshot_carry_outlier_state(s, srv->snap); /* ejections outlive a reload */
     if (srv->snapshot_ref != LUA_NOREF)
         luaL_unref(L, LUA_REGISTRYINDEX, srv->snapshot_ref);
     srv->snapshot_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -230,22 +277,37 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
 /* ---- reload -------------------------------------------------------------------------------------
  */
 
-static bool snapshot_has_listener(const mt_snapshot_t *s, const char *name)
-{
-    for (uint32_t i = 0; i < s->n_listeners; i++) {
-        if (strcmp(s->listeners[i].name, name) == 0)
-            return true;
-    }
-    return false;
-}
-
 /*
  * Builds a new snapshot off the request path and hands it to every worker, which swaps it in
  * between requests. An invalid configuration (or a new listener that cannot bind) changes
  * nothing: the old snapshot keeps serving and the failure is counted and kept for
  * /config_dump. Returns 0 or -1 with a malloc'd message.
  */
+/* READY=1 with the generation serving, for the service manager (notify.h). */
+static void server_notify_ready(const mt_server_t *srv, const char *how)
+{
+    char state[160];
+    snprintf(state, sizeof state, "READY=1\nSTATUS=serving configuration generation %llu%s",
+             (unsigned long long)srv->generation, how);
+    mt_notify(state);
+}
+
+static int server_reload_run(mt_server_t *srv, const char *why, char **msg);
+
 static int server_reload(mt_server_t *srv, const char *why, char **msg)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    char state[96];
+    snprintf(state, sizeof state, "RELOADING=1\nMONOTONIC_USEC=%llu",
+             (unsigned long long)ts.tv_sec * 1000000ull + (unsigned long long)ts.tv_nsec / 1000);
+    mt_notify(state);
+    int rc = server_reload_run(srv, why, msg);
+    server_notify_ready(srv, rc == 0 ? "" : " (the last reload was rejected)");
+    return rc;
+}
+
+static int server_reload_run(mt_server_t *srv, const char *why, char **msg)
 {
     char *err = NULL;
     mt_info("reload (%s): compiling %s", why, srv->opts->config_dir);
@@ -257,30 +319,9 @@ static int server_reload(mt_server_t *srv, const char *why, char **msg)
         goto failed;
     }
     size_t n = s->n_listeners;
-    int *fds = malloc(sizeof(int) * (n * srv->nworkers + 1));
-    for (size_t k = 0; fds && k < n * srv->nworkers; k++)
-        fds[k] = -1;
-    for (size_t i = 0; fds && i < n; i++) {
-        if (snapshot_has_listener(srv->snap, s->listeners[i].name))
-            continue;
-        for (unsigned w = 0; w < srv->nworkers; w++) {
-            int fd = w == 0 && probe_address_free(&s->listeners[i], &err) != 0
-                         ? -1
-                         : open_listen_socket(&s->listeners[i], &err);
-            if (fd < 0) {
-                mt_error("reload (%s): %s", why, err ? err : "cannot listen");
-                for (size_t k = 0; k < n * srv->nworkers; k++) {
-                    if (fds[k] >= 0)
-                        close(fds[k]);
-                }
-                free(fds);
-                fds = NULL;
-                break;
-            }
-            fds[w * n + i] = fd;
-        }
-    }
+    int *fds = open_listeners(s, srv->snap, srv->nworkers, &err);
     if (!fds) {
+        mt_error("reload (%s): %s", why, err ? err : "cannot listen"); /* says which, and why */
         mt_snapshot_unref(s);
         luaL_unref(srv->L, LUA_REGISTRYINDEX, srv->snapshot_ref);
         srv->snapshot_ref = old_ref;
@@ -354,10 +395,13 @@ static void on_config_dir_event(uv_fs_event_t *h, const char *filename, int even
 {
     mt_server_t *srv = h->data;
     /* Only configuration files count: YAML, and the Lua files LuaFilters load with
-     * scriptFile (logs or editor swap files in the directory do not). */
+     * scriptFile (logs or editor swap files in the directory do not); and "..data", which
+     * a Kubernetes ConfigMap or Secret volume renames over the old one to publish a new
+     * version: its *.yaml entries are symlinks through ..data that never change themselves. */
     if (filename) {
         size_t n = strlen(filename);
-        bool config = (n > 5 && strcmp(filename + n - 5, ".yaml") == 0) ||
+        bool config = strcmp(filename, "..data") == 0 ||
+                      (n > 5 && strcmp(filename + n - 5, ".yaml") == 0) ||
                       (n > 4 && strcmp(filename + n - 4, ".yml") == 0) ||
                       (n > 4 && strcmp(filename + n - 4, ".lua") == 0);
         if (!config)
@@ -457,10 +501,17 @@ static char *hook_clusters(void *ud, size_t *len)
                 (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_CX_CONNECT_FAIL));
         fprintf(f, "%s::upstream_rq_total::%lld\n", c->name,
                 (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_RQ_TOTAL));
+        uint64_t now = uv_now(srv->loop);
         for (uint32_t j = 0; j < c->n_endpoints; j++) {
             const mt_endpoint_conf_t *e = &c->endpoints[j];
             fprintf(f, "%s::%s:%u::%s\n", c->name, e->address, e->port,
                     e->resolve_error ? e->resolve_error : "resolved");
+            if (c->outlier.enabled) {
+                fprintf(f, "%s::%s:%u::outlier_ejected::%s\n", c->name, e->address, e->port,
+                        mt_outlier_ejected(&c->outlier, j, now) ? "true" : "false");
+                fprintf(f, "%s::%s:%u::outlier_ejections::%u\n", c->name, e->address, e->port,
+                        (unsigned)atomic_load(&c->outlier.eps[j].ejections));
+            }
         }
     }
     fclose(f);
@@ -478,6 +529,20 @@ static void server_finish_if_done(mt_server_t *srv)
             return;
     }
     uv_stop(srv->loop);
+}
+
+/* The service manager hears READY=1 when /ready would say so: every worker has applied the
+ * first snapshot. */
+static void on_ready_poll(uv_timer_t *t)
+{
+    mt_server_t *srv = t->data;
+    char buf[512];
+    if (srv->draining) {
+        uv_timer_stop(t);
+    } else if (!server_not_ready(srv, buf, sizeof buf)) {
+        uv_timer_stop(t);
+        server_notify_ready(srv, "");
+    }
 }
 
 static void on_drain_poll(uv_timer_t *t)
@@ -500,6 +565,7 @@ static void server_drain(mt_server_t *srv)
     if (srv->draining)
         return;
     srv->draining = true;
+    mt_notify("STOPPING=1\nSTATUS=draining");
     uv_fs_event_stop(&srv->watch);
     uv_timer_stop(&srv->cert_poll);
     mt_info("draining: no new connections; waiting up to %u ms for requests in flight",
@@ -550,7 +616,7 @@ static int server_load_first(mt_server_t *srv, int **fds)
         return MT_EXIT_INVALID_CONFIG;
     }
     mt_stats_global.config_generation = srv->generation;
-    *fds = open_listeners(srv->snap, srv->nworkers, &err);
+    *fds = open_listeners(srv->snap, NULL, srv->nworkers, &err);
     if (!*fds) {
         mt_error("%s", err ? err : "out of memory");
         free(err);
@@ -569,6 +635,8 @@ static void server_init_handles(mt_server_t *srv)
     uv_timer_init(srv->loop, &srv->drain_timer);
     uv_timer_init(srv->loop, &srv->drain_poll);
     srv->drain_timer.data = srv->drain_poll.data = srv;
+    uv_timer_init(srv->loop, &srv->ready_poll);
+    srv->ready_poll.data = srv;
     uv_timer_init(srv->loop, &srv->reload_debounce);
     srv->reload_debounce.data = srv;
     uv_timer_init(srv->loop, &srv->cert_poll);
@@ -610,12 +678,13 @@ static int server_start_workers(mt_server_t *srv, const int *fds)
     return 0;
 }
 
-/* The admin server, unless it is off; if it cannot start, meltemi drains and exits. */
-static void server_start_admin(mt_server_t *srv)
+/* The admin server, unless it is off. Runs before any worker starts: a port that cannot be
+ * bound ends the start with one error naming it (and no "started" line). Returns 0 or -1. */
+static int server_start_admin(mt_server_t *srv)
 {
     const mt_server_options_t *opts = srv->opts;
     if (strcmp(opts->admin_addr, "off") == 0)
-        return;
+        return 0;
     char *err = NULL;
     mt_admin_hooks_t hooks = {.ud = srv,
                               .ready = hook_ready,
@@ -630,19 +699,34 @@ static void server_start_admin(mt_server_t *srv)
         srv->admin = NULL;
     }
     if (!srv->admin) {
-        mt_error("%s", err ? err : "admin: cannot start");
+        mt_error("%s: not starting", err ? err : "admin: cannot start");
         free(err);
-        srv->forced = true;
-        server_drain(srv);
+        return -1;
     }
+    return 0;
+}
+
+/* The start failed before any worker ran: close what server_load_first and
+ * server_init_handles opened. */
+static void server_abort_start(mt_server_t *srv, int *fds)
+{
+    size_t n = (size_t)srv->nworkers * srv->snap->n_listeners;
+    for (size_t i = 0; i < n; i++)
+        close(fds[i]);
+    free(fds);
+    uv_walk(srv->loop, close_walk, NULL);
+    uv_run(srv->loop, UV_RUN_DEFAULT);
+    mt_snapshot_unref(srv->snap);
+    lua_close(srv->L);
 }
 
 static void server_log_started(const mt_server_t *srv)
 {
     for (uint32_t i = 0; i < srv->snap->n_listeners; i++) {
         const mt_listener_conf_t *l = &srv->snap->listeners[i];
-        mt_info("listening on %s:%u (%s, service %s)", l->address, l->port,
-                mt_proxy_for(l->protocol)->name, l->service ? l->service : "-");
+        mt_info("%s %s:%u (%s, service %s)", mt_capture_enabled() ? "capturing" : "listening on",
+                l->address, l->port, mt_proxy_for(l->protocol)->name,
+                l->service ? l->service : "-");
     }
     mt_info("meltemi %s started: %u workers, config generation %llu%s%s", MELTEMI_VERSION,
             srv->nworkers, (unsigned long long)srv->generation, srv->admin ? ", admin on " : "",
@@ -662,20 +746,36 @@ int mt_server_run(const mt_server_options_t *opts)
     }
     signal(SIGPIPE, SIG_IGN);
     mt_stats_init(srv->nworkers);
+    char *cerr = NULL;
+    if (mt_capture_setup(opts->capture_outbound, opts->capture_inbound, srv->nworkers, &cerr) !=
+        0) {
+        mt_error("%s", cerr ? cerr : "out of memory");
+        free(cerr);
+        return MT_EXIT_INVALID_CONFIG;
+    }
+    if (opts->capture_outbound)
+        mt_info("outbound capture on %s", opts->capture_outbound);
+    if (opts->capture_inbound)
+        mt_info("inbound capture on %s", opts->capture_inbound);
     int *fds = NULL;
     int rc = server_load_first(srv, &fds);
-    if (rc != 0)
+    if (rc != 0) {
+        mt_capture_teardown();
         return rc;
+    }
     server_init_handles(srv);
+    if (server_start_admin(srv) != 0) {
+        server_abort_start(srv, fds);
+        return MT_EXIT_INVALID_CONFIG;
+    }
     if (server_start_workers(srv, fds) != 0)
         return MT_EXIT_INVALID_CONFIG; /* as before: a worker that cannot start ends the run */
     free(fds);
-    server_start_admin(srv);
     server_log_started(srv);
+    uv_timer_start(&srv->ready_poll, on_ready_poll, 0, 5);
 
     uv_run(srv->loop, UV_RUN_DEFAULT);
 
-    bool admin_failed = srv->forced && !srv->admin;
     for (unsigned i = 0; i < srv->nworkers; i++)
         mt_worker_join(&srv->workers[i]);
     if (srv->admin)
@@ -686,6 +786,7 @@ int mt_server_run(const mt_server_options_t *opts)
     mt_snapshot_unref(srv->snap);
     free(srv->last_reload_error);
     lua_close(srv->L);
+    mt_capture_teardown();
     mt_info("stopped");
-    return admin_failed ? MT_EXIT_INVALID_CONFIG : MT_EXIT_OK;
+    return MT_EXIT_OK;
 }

@@ -18,7 +18,10 @@ large load; instructions per request = (Ir_large - Ir_small) / (requests_large -
 requests_small), which cancels what one load costs once (connect, accept, redis-benchmark's
 CONFIG GET). The idle loop costs ~40k instructions per second, under 0.01 per request.
 
-Usage: tests/bench/callgrind.sh [--requests N] [--rows redis-p1,redis-p16,dubbo-d1,redis-tls-p1,redis-tls-p16]
+Usage: tests/bench/callgrind.sh [--requests N] [--rows redis-p1,redis-p16,dubbo-d1]
+  (also dubbo-d1-router: with a MetaRouter, and dubbo-d1-rl: the same with a localRateLimit
+  that never refuses, the cost of the shared token bucket; redis-tls-p1, redis-tls-p16: TLS
+  on both sides, a Gateway terminating and a DestinationRule originating it)
 MELTEMI_BIN selects the binary (default build/meltemi); --rpcload is given by callgrind.sh.
 """
 
@@ -117,7 +120,7 @@ def main():
                     help="Redis requests of the large load (the small one is a fifth)")
     ap.add_argument("--dubbo-seconds", type=float, default=4.0,
                     help="length of the large Dubbo load (the small one is a quarter)")
-    ap.add_argument("--rows", default="redis-p1,redis-p16,dubbo-d1,redis-tls-p1,redis-tls-p16")
+    ap.add_argument("--rows", default="redis-p1,redis-p16,dubbo-d1")
     args = ap.parse_args()
     binary = Path(os.environ.get("MELTEMI_BIN", REPO / "build" / "meltemi")).resolve()
     if not binary.exists():
@@ -161,11 +164,17 @@ def main():
                         ipr, cnt = measure(c, lambda k, p=p: redis_load(m.port, p, k), n // 5, n)
                         results.append((f"redis GET P={p}", ipr, cnt))
                         bench.log(f"callgrind: redis GET P={p}: {ipr:.0f} instructions/request")
-            if "dubbo-d1" in rows:
+            dubbo_rows = {"dubbo-d1": ("dubbo call depth=1", False, False),
+                          "dubbo-d1-router": ("dubbo router d=1", True, False),
+                          "dubbo-d1-rl": ("dubbo router+rl d=1", True, True)}
+            for row, (label, router, rate_limit) in dubbo_rows.items():
+                if row not in rows:
+                    continue
                 up = rpc_bench.start_server(work, args.rpcload, "dubbo")
                 servers.append(up)
-                m, ports = rpc_bench.start_meltemi(work, wrapper, "meltemi-dubbo",
-                                                   {"dubbo": up.port}, router=False)
+                m, ports = rpc_bench.start_meltemi(work, wrapper, f"meltemi-{row}",
+                                                   {"dubbo": up.port}, router=router,
+                                                   rate_limit=rate_limit)
                 servers.append(m)
                 if not m.alive():
                     sys.exit(f"meltemi under callgrind did not start: {m.error}")
@@ -173,8 +182,10 @@ def main():
                 s = args.dubbo_seconds
                 ipr, cnt = measure(c, lambda k: dubbo_load(args.rpcload, ports["dubbo"], k),
                                    s / 4, s)
-                results.append(("dubbo call depth=1", ipr, cnt))
-                bench.log(f"callgrind: dubbo depth 1: {ipr:.0f} instructions/request")
+                results.append((label, ipr, cnt))
+                bench.log(f"callgrind: {label}: {ipr:.0f} instructions/request")
+                m.stop()
+                up.stop()
         finally:
             for s in reversed(servers):
                 s.stop()

@@ -62,7 +62,15 @@ def start_server(work, rpcload, proto):
     return s
 
 
-def meltemi_yaml(proto, port, upstream, router):
+# A MetaRouter localRateLimit that never refuses (a billion tokens a second): what the check
+# costs per request, for tests/bench/callgrind.sh's dubbo-d1-rl row.
+UNLIMITED_RATE_LIMIT = """\
+  localRateLimit:
+    tokenBucket: {maxTokens: 1000000000, tokensPerFill: 1000000000, fillInterval: 1s}
+"""
+
+
+def meltemi_yaml(proto, port, upstream, router, rate_limit=False):
     host = f"bench-{proto}.bench.svc.cluster.local"
     pname = f"tcp-metaprotocol-{proto}-bench"
     y = f"""\
@@ -122,17 +130,20 @@ spec:
         host: {host}
         subset: v1
 """
+        if rate_limit:
+            y += UNLIMITED_RATE_LIMIT
     return y
 
 
-def start_meltemi(work, binary, name, upstreams, router):
+def start_meltemi(work, binary, name, upstreams, router, rate_limit=False):
     """One meltemi (one worker) with a listener per protocol; -> (Server, {proto: port})."""
     conf = work / f"{name}-conf"
     conf.mkdir(exist_ok=True)
     ports = {}
     for proto, up in upstreams.items():
         ports[proto] = free_port()
-        (conf / f"{proto}.yaml").write_text(meltemi_yaml(proto, ports[proto], up, router))
+        (conf / f"{proto}.yaml").write_text(meltemi_yaml(proto, ports[proto], up, router,
+                                                         rate_limit))
     admin = free_port()
     s = Server(name, [str(binary), "run", "-c", str(conf), "--admin", f"{HOST}:{admin}",
                       "--workers", "1", "--log-level", "warn"], work, 0)
@@ -140,7 +151,7 @@ def start_meltemi(work, binary, name, upstreams, router):
     def ready():
         with urllib.request.urlopen(f"http://{HOST}:{admin}/ready", timeout=1) as r:
             return r.status == 200 and all(tcp_up(p) for p in ports.values())
-    s.start(ready)
+    s.start(ready, timeout=60)  # under callgrind on a loaded machine start-up takes a while
     return s, ports
 
 

@@ -1,9 +1,10 @@
 /*
  * rpcload.c - a small load generator and a fast echo-like server for Thrift (strict binary
- * protocol, framed transport) and Dubbo 2 (Hessian2 body) calls, for tests/bench/rpc.sh.
+ * protocol, framed transport), Dubbo 2 (Hessian2 body) and mrpc (the example protocol of
+ * examples/custom-protocol, for tests/bench/lua_codec/) calls, for tests/bench/rpc.sh.
  *
- *   rpcload serve --proto thrift|dubbo --port P [--host 127.0.0.1]
- *   rpcload run   --proto thrift|dubbo --port P [--host 127.0.0.1] [--conns 32] [--depth 1]
+ *   rpcload serve --proto thrift|dubbo|mrpc --port P [--host 127.0.0.1]
+ *   rpcload run   --proto thrift|dubbo|mrpc --port P [--host 127.0.0.1] [--conns 32] [--depth 1]
  *                 [--duration 3] [--warmup 0.5]
  *
  * `run` opens --conns connections and keeps --depth calls in flight on each (pipelining:
@@ -15,7 +16,8 @@
  *
  * `serve` answers every call at once from one thread: Thrift with a REPLY carrying the
  * call's name and seq id (result field 0 = "ok"), Dubbo with status 20 and RESPONSE_VALUE
- * "ok" for the request's id; Dubbo heartbeats get a heartbeat reply. It never looks past the
+ * "ok" for the request's id; Dubbo heartbeats get a heartbeat reply; mrpc with a response of
+ * the same id, service and method and body "ok" (a ping gets a pong). It never looks past the
  * headers it needs, so it costs far less per call than any proxy in front of it.
  *
  * One thread, epoll, non-blocking sockets, no dependencies. Calls carry ids of the form
@@ -41,7 +43,9 @@
 #define RL_MAX_DEPTH 256
 #define RL_MAX_FRAME (1u << 20)
 
-typedef enum { RL_THRIFT, RL_DUBBO } rl_proto_t;
+typedef enum { RL_THRIFT, RL_DUBBO, RL_MRPC } rl_proto_t;
+
+static const char *const rl_proto_names[] = {"thrift", "dubbo", "mrpc"};
 
 typedef struct {
     uint8_t *data;
@@ -171,11 +175,29 @@ static size_t rl_dubbo_body(uint8_t *p)
     return n;
 }
 
+/* An mrpc call: service "Echo", method "echo", header user=bench, body "bench". */
+static size_t rl_mrpc_call(uint8_t *f, uint32_t id)
+{
+    static const uint8_t rest[] = {0,   4,   'E', 'c', 'h', 'o', 0,   4,   'e', 'c', 'h',
+                                   'o', 0,   1,   0,   4,   'u', 's', 'e', 'r', 0,   5,
+                                   'b', 'e', 'n', 'c', 'h', 'b', 'e', 'n', 'c', 'h'};
+    f[0] = 0x4d;
+    f[1] = 0x52;
+    f[2] = 0; /* a two-way request */
+    f[3] = 1;
+    rl_put32(f + 4, (uint32_t)(12 + sizeof rest));
+    rl_put32(f + 8, id);
+    memcpy(f + 12, rest, sizeof rest);
+    return 12 + sizeof rest;
+}
+
 static void rl_write_call(rl_proto_t proto, rl_buf_t *out, uint32_t id)
 {
     uint8_t f[256];
     size_t n = 0;
-    if (proto == RL_THRIFT) {
+    if (proto == RL_MRPC) {
+        n = rl_mrpc_call(f, id);
+    } else if (proto == RL_THRIFT) {
         size_t ml = sizeof rl_thrift_method - 1;
         n = 4;
         rl_put32(f + n, 0x80010001u); /* strict binary, CALL */
@@ -224,6 +246,14 @@ static size_t rl_frame_len(rl_proto_t proto, const uint8_t *p, size_t avail)
             return SIZE_MAX;
         return avail >= 4 + (size_t)len ? 4 + (size_t)len : 0;
     }
+    if (proto == RL_MRPC) {
+        if (avail < 12)
+            return 0;
+        uint32_t len = rl_get32(p + 4);
+        if (p[0] != 0x4d || p[1] != 0x52 || len < 18 || len > RL_MAX_FRAME)
+            return SIZE_MAX;
+        return avail >= len ? len : 0;
+    }
     if (avail < 16)
         return 0;
     if (p[0] != 0xda || p[1] != 0xbb)
@@ -262,6 +292,31 @@ static bool rl_answer(rl_proto_t proto, const uint8_t *f, size_t n, rl_buf_t *ou
         rl_buf_append(out, r, k);
         return true;
     }
+    if (proto == RL_MRPC) {
+        if (f[2] & 3) /* a response or a oneway call: nothing to say */
+            return true;
+        size_t sl = (size_t)f[12] << 8 | f[13];
+        if (14 + sl + 2 > n)
+            return false;
+        size_t ml = (size_t)f[14 + sl] << 8 | f[15 + sl];
+        size_t names = 4 + sl + ml; /* both u16-prefixed strings */
+        if (12 + names > n || 12 + names + 4 > sizeof r)
+            return false;
+        bool ping = f[2] & 4;
+        memcpy(r, f, 12);
+        r[2] = ping ? 5 : 1;
+        memcpy(r + 12, f + 12, names);
+        size_t k = 12 + names;
+        r[k++] = 0; /* no headers */
+        r[k++] = 0;
+        if (!ping) {
+            r[k++] = 'o';
+            r[k++] = 'k';
+        }
+        rl_put32(r + 4, (uint32_t)k);
+        rl_buf_append(out, r, k);
+        return true;
+    }
     uint8_t flag = f[2];
     if (!(flag & 0x80) || !(flag & 0x40)) /* not a request, or one-way: nothing to say */
         return true;
@@ -296,6 +351,13 @@ static bool rl_parse_reply(rl_proto_t proto, const uint8_t *f, size_t n, uint32_
             return false;
         *id = rl_get32(f + 12 + ml);
         *ok = (ver & 0xff) == 2; /* REPLY; 3 = EXCEPTION */
+        return true;
+    }
+    if (proto == RL_MRPC) {
+        if (!(f[2] & 1)) /* a request coming back is not an answer */
+            return false;
+        *id = rl_get32(f + 8);
+        *ok = !(f[2] & 8);
         return true;
     }
     if (f[2] & 0x80) /* a request coming back is not an answer */
@@ -373,8 +435,7 @@ static int rl_serve(const rl_opts_t *o)
     int ep = epoll_create1(0);
     struct epoll_event lev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &lev);
-    printf("rpcload serve %s on %s:%u\n", o->proto == RL_THRIFT ? "thrift" : "dubbo", o->host,
-           o->port);
+    printf("rpcload serve %s on %s:%u\n", rl_proto_names[o->proto], o->host, o->port);
     fflush(stdout);
     struct epoll_event evs[256];
     for (;;) {
@@ -571,7 +632,7 @@ static int rl_run(const rl_opts_t *o)
     qsort(st.lat, st.n, sizeof *st.lat, rl_cmp_u32);
     printf("proto=%s conns=%u depth=%u seconds=%.3f calls=%zu errors=%llu calls_per_s=%.0f "
            "p50_us=%.1f p99_us=%.1f max_us=%.1f\n",
-           o->proto == RL_THRIFT ? "thrift" : "dubbo", o->conns, o->depth, o->duration, st.n,
+           rl_proto_names[o->proto], o->conns, o->depth, o->duration, st.n,
            (unsigned long long)st.errors, (double)st.n / o->duration, rl_pct_us(&st, 0.50),
            rl_pct_us(&st, 0.99), rl_pct_us(&st, 1.0));
     return st.errors == 0 && st.n > 0 ? 0 : 1;
@@ -582,10 +643,11 @@ static int rl_run(const rl_opts_t *o)
 
 static void rl_usage(void)
 {
-    fprintf(stderr,
-            "usage: rpcload serve --proto thrift|dubbo --port P [--host H]\n"
-            "       rpcload run --proto thrift|dubbo --port P [--host H] [--conns N] [--depth D]\n"
-            "                   [--duration S] [--warmup S]\n");
+    fprintf(
+        stderr,
+        "usage: rpcload serve --proto thrift|dubbo|mrpc --port P [--host H]\n"
+        "       rpcload run --proto thrift|dubbo|mrpc --port P [--host H] [--conns N] [--depth D]\n"
+        "                   [--duration S] [--warmup S]\n");
     exit(2);
 }
 
@@ -611,6 +673,8 @@ int main(int argc, char **argv)
                 o.proto = RL_THRIFT;
             else if (!strcmp(v, "dubbo"))
                 o.proto = RL_DUBBO;
+            else if (!strcmp(v, "mrpc"))
+                o.proto = RL_MRPC;
             else
                 rl_usage();
         } else if (!strcmp(k, "--port")) {

@@ -4,6 +4,7 @@ compile`, `meltemi run` on a bad directory, usage errors. Exit codes: 0 ok, 1 in
 configuration, 2 usage error. Every problem is reported as `file:line: Kind/name: field: msg`.
 """
 
+import os
 import re
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import subprocess
 import pytest
 
 import configs
-from harness import VIP, free_port, meltemi_bin, run_meltemi
+from harness import REPO, VIP, free_port, meltemi_bin, run_meltemi
 
 pytestmark = pytest.mark.usefixtures("meltemi_binary")
 
@@ -53,8 +54,43 @@ def test_version_and_help():
     assert v.returncode == 0 and re.match(r"meltemi \d+\.\d+\.\d+", v.stdout), v
     h = run_meltemi("--help")
     assert h.returncode == 0
-    for word in ("run -c DIR", "validate DIR", "compile DIR", "--workers", "--admin"):
+    for word in ("run -c DIR", "validate [DIR]", "compile [DIR]", "meltemi run --help"):
         assert word in h.stdout
+    # Every option of run is listed with its environment variable.
+    r = run_meltemi("run", "--help")
+    assert r.returncode == 0, r
+    for flag, env in (("--config", "MELTEMI_CONFIG"), ("--admin", "MELTEMI_ADMIN"),
+                      ("--admin-token-file", "MELTEMI_ADMIN_TOKEN_FILE"),
+                      ("--workers", "MELTEMI_WORKERS"), ("--log-level", "MELTEMI_LOG_LEVEL"),
+                      ("--drain-timeout", "MELTEMI_DRAIN_TIMEOUT"),
+                      ("--capture-outbound", "MELTEMI_CAPTURE_OUTBOUND"),
+                      ("--capture-inbound", "MELTEMI_CAPTURE_INBOUND")):
+        assert re.search(rf"{flag} \S+  \[{env}\]", r.stdout), (flag, r.stdout)
+    for cmd in ("validate", "compile"):
+        r = run_meltemi(cmd, "--help")
+        assert r.returncode == 0 and f"usage: meltemi {cmd} [DIR]" in r.stdout, r
+
+
+def test_run_options_from_the_environment_flag_wins(tmp_path):
+    env = {**os.environ, "MELTEMI_LOG_LEVEL": "loud"}
+    r = subprocess.run([str(meltemi_bin()), "run", "-c", str(tmp_path)], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "MELTEMI_LOG_LEVEL: unknown log level 'loud'" in r.stderr, r
+    # The flag replaces the variable, whose bad value is then not read: the run fails on the
+    # missing directory (exit 1), not on usage (exit 2).
+    r = subprocess.run([str(meltemi_bin()), "run", "-c", str(tmp_path / "missing"),
+                        "--log-level", "error"], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 1, r
+    env = {**os.environ, "MELTEMI_WORKERS": "many"}
+    r = subprocess.run([str(meltemi_bin()), "run", "-c", "."], env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 2 and "MELTEMI_WORKERS needs a number" in r.stderr, r
+    # validate takes its directory from MELTEMI_CONFIG too.
+    env = {**os.environ, "MELTEMI_CONFIG": str(REPO / "examples" / "redis-demo")}
+    r = subprocess.run([str(meltemi_bin()), "validate"], env=env, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("ok: "), r
 
 
 @pytest.mark.parametrize("args", [

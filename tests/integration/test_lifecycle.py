@@ -8,7 +8,8 @@ import socket
 
 import pytest
 
-from harness import RespConn, RespError, resp_encode, stop_pid
+import configs
+from harness import VIP, RespConn, RespError, free_port, resp_encode, stop_pid
 
 
 def connect_refused(host, port):
@@ -59,3 +60,51 @@ def test_multiple_workers_serve(blog_env):
     for i, c in enumerate(conns):
         assert c.call("GET", f"w{i}") == str(i).encode()
         c.close()
+
+
+def _post_reload(meltemi):
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(f"http://{meltemi.admin}/reload", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def test_second_meltemi_cannot_share_a_listener_of_the_first(redis_factory, config_dir,
+                                                             meltemi_factory, tmp_path):
+    """SO_REUSEPORT gives each worker its own socket; it must not let a second meltemi join
+    the first's listener and take part of its clients. The second one fails at startup with
+    the address named; the first keeps every client."""
+    redis = redis_factory()
+    port = free_port(VIP)
+    conf = config_dir({"se.yaml": configs.service_entry("redis-single", VIP, port, redis.port)})
+    first = meltemi_factory(conf, workers=2)
+    second = meltemi_factory(conf, wait_ready=False)
+    rc = second.proc.wait(timeout=15)
+    assert rc != 0
+    err = second.stderr()
+    assert f"cannot listen on {VIP}:{port}" in err and "in use by another process" in err, err
+    # Every connection still lands on the first (it is the only process listening).
+    conns = [RespConn(VIP, port) for _ in range(20)]
+    for i, c in enumerate(conns):
+        assert c.call("SET", f"k{i}", "v") == b"OK"
+        c.close()
+    assert first.running()
+
+    # A reload of another meltemi that adds the held address fails and changes nothing.
+    other_port = free_port(VIP)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.yaml").write_text(
+        configs.service_entry("redis-other", VIP, other_port, redis.port, host="other.redis"))
+    third = meltemi_factory(other)
+    assert RespConn(VIP, other_port).call("PING") == b"PONG"
+    (other / "b.yaml").write_text(
+        configs.service_entry("redis-single", VIP, port, redis.port))
+    status, body = _post_reload(third)
+    assert status != 200, body
+    assert f"cannot listen on {VIP}:{port}" in body, body
+    assert RespConn(VIP, other_port).call("PING") == b"PONG", "the old snapshot serves on"

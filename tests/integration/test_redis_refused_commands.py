@@ -2,8 +2,11 @@
 Commands meltemi refuses must not be applied anyway, and nothing that can block may reach a
 shared upstream connection (issue 10):
 
-- a refused MULTI leaves the client believing it queues a transaction: everything up to its
-  EXEC or DISCARD is answered "not applied" and never reaches Redis, EXEC answers EXECABORT;
+- a transaction meltemi cannot carry out (its upstream connection cannot be leased: the
+  pool is at connectionPool.tcp.maxConnections, held here by another client's transaction)
+  leaves the client believing it queues a transaction: everything up to its EXEC or DISCARD
+  is answered "not applied" and never reaches Redis, EXEC answers EXECABORT (transactions
+  themselves: test_redis_transactions.py);
 - XREAD / XREADGROUP with BLOCK (any case) and every command Redis flags blocking are refused,
   so another client pipelined on the same upstream connection is answered at once.
 
@@ -24,8 +27,8 @@ import pytest
 import redis
 
 import configs
-from cluster_fixtures import (CLUSTER_VIP, cluster_proxy, redis_cluster,  # noqa: F401
-                              shared_cluster)
+from cluster_fixtures import (CLUSTER_HOST, CLUSTER_VIP, cluster_yaml,  # noqa: F401
+                              redis_cluster, shared_cluster)
 from harness import REPO, RespConn, RespError, free_port, redis_py, resp_encode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
@@ -33,13 +36,48 @@ from meta_env import install_node_peers  # noqa: E402
 
 PEERS = REPO / "tests" / "integration" / "peers"
 EXECABORT = "EXECABORT Transaction discarded because of previous errors."
-MULTI_REFUSED = ("ERR meltemi: 'multi' is not supported through the proxy (it needs a "
-                 "dedicated upstream connection)")
+# One lease per endpoint and worker: a second client's transaction finds the pool at its bound.
+MAX_ONE = """\
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata:
+  name: one-lease
+  namespace: {namespace}
+spec:
+  host: {host}
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        maxConnections: 1
+"""
+
+
+def pool_full(port, host=configs.HOST):
+    return (f"ERR meltemi: upstream {host} (127.0.0.1:{port}): all 1 exclusive connections "
+            "are in use (connectionPool.tcp.maxConnections)")
+
+
+def one_lease_env(blog_env, step=1):
+    files = {"redis-single.yaml": configs.STEP1,
+             "dr.yaml": MAX_ONE.format(namespace="redis", host=configs.HOST)}
+    if step >= 2:
+        files["redis-service.yaml"] = configs.BLOG_STEP2
+    return blog_env(files=files)
+
+
+def hold_the_lease(host, port, key="holder", password=None):
+    """A client inside MULTI with a queued command: it holds the only lease until closed."""
+    holder = RespConn(host, port, timeout=10)
+    if password:
+        assert holder.call("AUTH", password) == b"OK"
+    assert holder.call("MULTI") == b"OK"
+    assert holder.call("INCR", key) == b"QUEUED"
+    return holder
 
 
 def not_applied(name):
-    return (f"ERR meltemi: '{name}' not applied: MULTI was refused on this connection, so "
-            "nothing is sent to Redis until EXEC or DISCARD")
+    return (f"ERR meltemi: '{name}' not applied: the transaction was refused on this "
+            "connection, so nothing is sent to Redis until EXEC or DISCARD")
 
 
 def block_refused(name):
@@ -60,23 +98,28 @@ def direct(env):
 # ---- refused MULTI: raw RESP --------------------------------------------------------------
 
 def test_pipelined_multi_set_incr_exec_in_one_write_applies_nothing(blog_env):
-    env = blog_env(step=1)
+    env = one_lease_env(blog_env)
+    multi_refused = pool_full(env.redis.port)
+    holder = hold_the_lease(env.host, env.port)
     direct(env).set("counter", "5")
     c = RespConn(env.host, env.port, timeout=10)
     c.send_raw(resp_encode("MULTI") + resp_encode("SET", "tx-key", "v") +
                resp_encode("INCR", "counter") + resp_encode("EXEC") +
                resp_encode("GET", "counter"))
     assert [c.read_reply() for _ in range(5)] == [
-        MULTI_REFUSED, not_applied("set"), not_applied("incr"), EXECABORT, b"5"]
+        multi_refused, not_applied("set"), not_applied("incr"), EXECABORT, b"5"]
     assert direct(env).get("counter") == b"5"
     assert direct(env).exists("tx-key") == 0
     # EXEC ended the state: the connection forwards again.
     assert c.call("INCR", "counter") == 6
     c.close()
+    holder.close()
 
 
 def test_refused_multi_state_covers_local_split_and_ends_at_discard(blog_env):
-    env = blog_env(step=1)
+    env = one_lease_env(blog_env)
+    multi_refused = pool_full(env.redis.port)
+    holder = hold_the_lease(env.host, env.port)
     direct(env).set("counter", "1")
     c = RespConn(env.host, env.port, timeout=10)
     stream = [("INCR", "counter"), ("MULTI",), ("PING",), ("MSET", "a", "1", "b", "2"),
@@ -84,24 +127,27 @@ def test_refused_multi_state_covers_local_split_and_ends_at_discard(blog_env):
               ("DISCARD",), ("INCR", "counter"), ("EXEC",), ("DISCARD",)]
     c.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
     assert [c.read_reply() for _ in stream] == [
-        2, MULTI_REFUSED, not_applied("ping"), not_applied("mset"), not_applied("del"),
+        2, multi_refused, not_applied("ping"), not_applied("mset"), not_applied("del"),
         RespError("ERR MULTI calls can not be nested"), not_applied("xread"), b"OK",
-        3, refused("exec"), refused("discard")]
+        3, RespError("ERR EXEC without MULTI"), RespError("ERR DISCARD without MULTI")]
     d = direct(env)
     assert d.get("counter") == b"3" and d.exists("a", "b") == 0
     # QUIT still closes a connection in that state.
     c.send_raw(resp_encode("MULTI") + resp_encode("CLIENT", "UNBLOCK", "1") +
                resp_encode("QUIT"))
-    assert [c.read_reply() for _ in range(3)] == [MULTI_REFUSED, not_applied("client"), b"OK"]
+    assert [c.read_reply() for _ in range(3)] == [multi_refused, not_applied("client"), b"OK"]
     assert c.closed_by_peer(timeout=10)
     c.close()
+    holder.close()
 
 
 def test_refused_multi_after_noauth_and_auth_inside_it(blog_env):
     # With a client password: an unauthenticated MULTI is NOAUTH (as in Redis, no
     # transaction starts); an authenticated one is refused, and an AUTH inside is not
     # applied either.
-    env = blog_env(step=2)
+    env = one_lease_env(blog_env, step=2)
+    multi_refused = pool_full(env.redis.port)
+    holder = hold_the_lease(env.host, env.port, password=configs.CLIENT_PASSWORD)
     direct(env).set("counter", "10")
     c = RespConn(env.host, env.port, timeout=10)
     stream = [("MULTI",), ("INCR", "counter"), ("AUTH", configs.CLIENT_PASSWORD),
@@ -110,15 +156,17 @@ def test_refused_multi_after_noauth_and_auth_inside_it(blog_env):
     c.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
     assert [c.read_reply() for _ in stream] == [
         "NOAUTH Authentication required.", "NOAUTH Authentication required.", b"OK",
-        11, MULTI_REFUSED, not_applied("auth"), not_applied("incr"), EXECABORT, b"11"]
+        11, multi_refused, not_applied("auth"), not_applied("incr"), EXECABORT, b"11"]
     assert direct(env).get("counter") == b"11"
     c.close()
+    holder.close()
 
 
 # ---- refused MULTI: real clients ----------------------------------------------------------
 
 def test_redis_py_transaction_pipeline_applies_nothing(blog_env):
-    env = blog_env(step=1)
+    env = one_lease_env(blog_env)
+    holder = hold_the_lease(env.host, env.port)
     direct(env).set("counter", "5")
     client = redis_py(env.host, env.port, socket_timeout=10)
     p = client.pipeline(transaction=True)
@@ -128,17 +176,19 @@ def test_redis_py_transaction_pipeline_applies_nothing(blog_env):
     assert direct(env).get("counter") == b"5"
     assert direct(env).exists("tx-key") == 0
     # redis-py raises the first error of the transaction: MULTI's refusal
-    assert str(err.value) == MULTI_REFUSED[4:]
+    assert str(err.value) == pool_full(env.redis.port)[4:]
     # The pooled connection is usable and out of the transaction state.
     assert client.incr("counter") == 6
     client.close()
+    holder.close()
 
 
 def test_redis_py_transaction_through_a_lua_filter_applies_nothing(redis_factory, config_dir,
                                                                   meltemi_factory):
     # A listener with a LuaFilter runs every forwarded command through Lua, which here would
-    # mirror it to a second redis-server: neither may see the commands of the refused MULTI,
-    # nor an XREAD that the filter rewrites into XREAD BLOCK.
+    # mirror it to a second redis-server: neither may see the commands of a transaction
+    # whose lease is refused (with a filter the lease is taken at the first queued command,
+    # which gets the refusal), nor an XREAD that the filter rewrites into XREAD BLOCK.
     main, mirror = redis_factory(name="main"), redis_factory(name="mirror")
     port, mport = free_port("127.0.0.41"), free_port("127.0.0.42")
     files = {
@@ -146,6 +196,7 @@ def test_redis_py_transaction_through_a_lua_filter_applies_nothing(redis_factory
                                             namespace="demo"),
         "mirror.yaml": configs.service_entry("redis-mirror", "127.0.0.42", mport,
                                               mirror.port, namespace="demo"),
+        "dr.yaml": MAX_ONE.format(namespace="demo", host="redis-main.demo.svc.cluster.local"),
         "filter.yaml": """\
 apiVersion: meltemi.io/v1alpha1
 kind: LuaFilter
@@ -167,11 +218,13 @@ spec:
     meltemi_factory(conf)
     main.client().set("counter", "5")
     mirror.client().set("counter", "5")
+    holder = hold_the_lease("127.0.0.41", port)
     client = redis_py("127.0.0.41", port, socket_timeout=10)
     p = client.pipeline(transaction=True)
     p.incr("counter").set("tx-key", "v")
-    with pytest.raises(redis.exceptions.ResponseError):
+    with pytest.raises(redis.exceptions.ResponseError) as err:
         p.execute()
+    assert "all 1 exclusive connections are in use" in str(err.value)
     for name, r in (("main", main), ("mirror", mirror)):
         d = r.client()
         assert (d.get("counter"), d.exists("tx-key")) == (b"5", 0), name
@@ -181,6 +234,7 @@ spec:
     assert client.incr("counter") == 6
     assert main.client().get("counter") == b"6"
     client.close()
+    holder.close()
 
 
 def ioredis(scenario, env):
@@ -203,21 +257,26 @@ def redis_rb(scenario, env):
 
 
 def test_ioredis_multi_exec_applies_nothing(blog_env):
-    env = blog_env(step=1)
+    env = one_lease_env(blog_env)
+    holder = hold_the_lease(env.host, env.port)
     direct(env).set("counter", "5")
     out = ioredis("transaction", env)
+    holder.close()
     assert "exec" not in out, out
     assert out["error"].startswith("EXECABORT"), out
-    assert out["previous"] == [MULTI_REFUSED, not_applied("incr"), not_applied("set")], out
+    assert out["previous"] == [pool_full(env.redis.port), not_applied("incr"),
+                               not_applied("set")], out
     assert out["after"] == {"value": "5"}, out
     assert direct(env).get("counter") == b"5"
     assert direct(env).exists("tx-key") == 0
 
 
 def test_redis_rb_multi_applies_nothing(blog_env):
-    env = blog_env(step=1)
+    env = one_lease_env(blog_env)
+    holder = hold_the_lease(env.host, env.port)
     direct(env).set("counter", "5")
     out = redis_rb("transaction", env)
+    holder.close()
     assert "error" in out["multi"], out
     assert out["after"] == {"value": "5"}, out
     assert direct(env).get("counter") == b"5"
@@ -336,19 +395,27 @@ def test_redis_rb_xread_block_is_refused_and_other_clients_are_answered(blog_env
 
 # ---- cluster mode -------------------------------------------------------------------------
 
-def test_cluster_refused_multi_applies_nothing_and_xread_block_is_refused(redis_cluster,
-                                                                         cluster_proxy):
-    env = cluster_proxy(redis_cluster, workers=1)
-    c = RespConn(CLUSTER_VIP, env.port, timeout=10)
+def test_cluster_refused_transaction_applies_nothing_and_xread_block_is_refused(
+        redis_cluster, config_dir, meltemi_factory):
+    # Cluster mode leases at the first queued command (MULTI is answered by meltemi): with the
+    # slot master's only lease held, that command gets the refusal and nothing after it is
+    # applied.
+    port = free_port(CLUSTER_VIP)
+    files = cluster_yaml(redis_cluster, port)
+    files["dr.yaml"] = MAX_ONE.format(namespace="redis", host=CLUSTER_HOST)
+    meltemi_factory(config_dir(files), workers=1)
+    c = RespConn(CLUSTER_VIP, port, timeout=10)
     assert c.call("SET", "counter", "5") == b"OK"
+    holder = hold_the_lease(CLUSTER_VIP, port, key="counter")
+    owner = redis_cluster.master_of_slot(redis_cluster.keyslot("counter"))
     stream = [("MULTI",), ("INCR", "counter"), ("MSET", "{a}1", "x", "{b}2", "y"), ("EXEC",),
               ("XREAD", "BLOCK", "0", "STREAMS", "s", "$"), ("GET", "counter")]
     c.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
     assert [c.read_reply() for _ in stream] == [
-        MULTI_REFUSED, not_applied("incr"), not_applied("mset"), EXECABORT,
+        b"OK", pool_full(owner.port, CLUSTER_HOST), not_applied("mset"), EXECABORT,
         block_refused("xread"), b"5"]
-    slot = redis_cluster.keyslot("counter")
-    assert redis_cluster.master_of_slot(slot).call("GET", "counter") == b"5"
+    assert owner.call("GET", "counter") == b"5"
     for k in ("{a}1", "{b}2"):
         assert redis_cluster.master_of_slot(redis_cluster.keyslot(k)).call("EXISTS", k) == 0
+    holder.close()
     c.close()

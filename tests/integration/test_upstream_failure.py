@@ -95,3 +95,76 @@ def test_upstream_restart_does_not_break_pipelines(blog_env):
         assert time.monotonic() < deadline, "service did not resume"
         time.sleep(0.2)
     c.close()
+
+
+class _SilentServer:
+    """Accepts connections and reads everything, never answers: an upstream that hangs."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.conns = []
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import select
+        while not self.stop:
+            r, _, _ = select.select([self.sock] + self.conns, [], [], 0.1)
+            for s in r:
+                if s is self.sock:
+                    c, _ = s.accept()
+                    self.accepted += 1
+                    self.conns.append(c)
+                elif not s.recv(65536):
+                    self.conns.remove(s)
+                    s.close()
+
+    def close(self):
+        self.stop = True
+        self.thread.join(timeout=5)
+        for c in self.conns:
+            c.close()
+        self.sock.close()
+
+
+def test_hanging_upstream_times_out_every_command_in_flight(config_dir, meltemi_factory):
+    """opTimeout on an upstream that accepts but never answers: every pipelined command gets
+    the timeout error, the connection is replaced, and the next command times out again on
+    the new one (the deadline is armed again for it)."""
+    silent = _SilentServer()
+    try:
+        port = free_port(VIP)
+        conf = config_dir({
+            "se.yaml": configs.service_entry("redis-single", VIP, port, silent.port),
+            "rs.yaml": """
+apiVersion: redis.aeraki.io/v1alpha1
+kind: RedisService
+metadata: {name: redis-single, namespace: redis}
+spec:
+  host: [redis-single.redis.svc.cluster.local]
+  settings: {opTimeout: 300ms}
+""",
+        })
+        m = meltemi_factory(conf)
+        c = RespConn(VIP, port, timeout=15)
+        c.send_raw(b"".join(resp_encode("GET", f"k{i}") for i in range(5)))
+        replies = [c.read_reply() for _ in range(5)]
+        for r in replies:
+            assert isinstance(r, RespError) and "timed out" in r, r
+        reply = c.call("GET", "again")
+        assert isinstance(reply, RespError) and "timed out" in reply, reply
+        assert silent.accepted == 2, "a timed-out connection is closed and a new one made"
+        assert c.call("PING") == b"PONG"
+        status, body = m.http_get("/stats/prometheus")
+        assert status == 200
+        got = [ln for ln in body.splitlines() if ln.startswith("meltemi_upstream_request_timeouts_total{")]
+        assert got and sum(float(ln.split()[-1]) for ln in got) == 6, got
+    finally:
+        silent.close()

@@ -284,6 +284,23 @@ H.test("authTimeout / idleTimeout: defaults, values, validation, warning without
   end
 end)
 
+H.test("deniedCommands: normalised names, unknown commands refused", function()
+  local function rs(settings)
+    return SE .. "---\napiVersion: redis.aeraki.io/v1alpha1\nkind: RedisService\nmetadata: {name: rs, namespace: "
+      .. "redis}\nspec:\n  host: [redis-single]\n  settings:\n" .. settings
+  end
+  local denied = "    deniedCommands: [FLUSHALL, \"Config Set\", object|encoding]\n"
+  local r = H.listener(H.snapshot_of({ ["a.yaml"] = rs(denied) }), "127.0.0.10:6379").redis
+  H.eq(r.denied_commands[1], "flushall", "lower case"); H.eq(r.denied_commands[2], "config|set", "space -> |")
+  H.eq(r.denied_commands[3], "object|encoding", "as written")
+  r = H.listener(H.snapshot_of({ ["a.yaml"] = rs("    opTimeout: 1s\n") }), "127.0.0.10:6379").redis
+  H.eq(r.denied_commands, nil, "none by default")
+  for _, bad in ipairs({ "flushal", "config nosuch", "debug segfault", "get x y" }) do
+    local e = H.errors_of({ ["a.yaml"] = rs("    deniedCommands: [\"" .. bad .. "\"]\n") })
+    H.find(e, { "spec.settings.deniedCommands[0]", "is not a Redis 7.0 command" }, bad)
+  end
+end)
+
 H.test("faults: DELAY needs a delay; bad type", function()
   local e = H.errors_of({ ["se.yaml"] = SE, ["f.yaml"] = [[
 apiVersion: redis.aeraki.io/v1alpha1
@@ -398,16 +415,21 @@ spec:
 ]]
   local e = H.errors_of({ ["a.yaml"] = svc })
   H.find(e, 'a.yaml:8: ServiceEntry/rpc: spec.ports[0].name: unknown application protocol "videopacket"', "unknown")
-  local s = H.snapshot_of({ ["a.yaml"] = svc, ["b.yaml"] = [[
+  local ap = [[
 apiVersion: metaprotocol.aeraki.io/v1alpha1
 kind: ApplicationProtocol
 metadata: {name: videopacket, namespace: istio-system}
 spec:
   protocol: videopacket
   codec: aeraki.meta_protocol.codec.videopacket
-]] })
+]]
+  -- A codec that is not built in is refused (its ports would silently be plain TCP).
+  e = H.errors_of({ ["a.yaml"] = svc, ["b.yaml"] = ap })
+  H.find(e, 'b.yaml:6: ApplicationProtocol/videopacket: spec.codec: codec "aeraki.meta_protocol.codec.videopacket" '
+    .. "is not built in", "codec not built in")
+  local s = H.snapshot_of({ ["a.yaml"] = svc, ["b.yaml"] = ap:gsub("codec%.videopacket", "codec.dubbo") })
   local l = H.listener(s, "127.0.0.30:9090")
-  H.eq(l.protocol, "metaprotocol", "protocol"); H.eq(l.codec, "videopacket", "codec from ApplicationProtocol")
+  H.eq(l.protocol, "metaprotocol", "protocol"); H.eq(l.codec, "dubbo", "codec from ApplicationProtocol")
   H.eq(H.listener(s, "127.0.0.30:9091").codec, "thrift", "built-in thrift")
   H.eq(H.listener(s, "127.0.0.30:9092").codec, "dubbo", "built-in dubbo")
   H.eq(l.metaprotocol.routes[1].route[1].cluster, "outbound|9090||rpc.demo.svc.cluster.local", "default route")
@@ -432,6 +454,37 @@ spec:
     .. '"CLUSTR" is not one of PROXY, CLUSTER', "enum")
   H.find(e, 'd.yaml:11: RedisDestination/redis-single: spec.trafficPolicy.connectionPool.redis.auth.secret.name: '
     .. 'Secret "nope" not found in namespace redis', "dangling secret")
+end)
+
+H.test("RedisService localRateLimit: command names are checked, compiled lower case", function()
+  local rs = [[
+apiVersion: redis.aeraki.io/v1alpha1
+kind: RedisService
+metadata: {name: redis-single, namespace: redis}
+spec:
+  host: [redis-single.redis.svc.cluster.local]
+  localRateLimit:
+    tokenBucket: {maxTokens: 5, fillInterval: 1s}
+    conditions:
+    - match: {commands: [GET, GTE]}
+      tokenBucket: {maxTokens: 1, tokensPerFill: 2, fillInterval: 1m}
+    - match: {commandClass: WRITE}
+      tokenBucket: {maxTokens: 3, fillInterval: 1h}
+]]
+  local e = H.errors_of({ ["se.yaml"] = SE, ["rs.yaml"] = rs })
+  H.find(e, 'rs.yaml:9: RedisService/redis-single: spec.localRateLimit.conditions[0].match.commands[1]: '
+    .. 'unknown Redis command "GTE"', "unknown command")
+  local s = H.snapshot_of({ ["se.yaml"] = SE, ["rs.yaml"] = rs:gsub("GTE", "mget") })
+  local rl = H.listener(s, "127.0.0.10:6379").redis.local_rate_limit
+  H.ok(H.same(rl, { token_bucket = { max_tokens = 5, tokens_per_fill = 1, fill_interval_ms = 1000 },
+    conditions = {
+      { commands = { "get", "mget" }, token_bucket = { max_tokens = 1, tokens_per_fill = 2,
+        fill_interval_ms = 60000 } },
+      { command_class = "WRITE", token_bucket = { max_tokens = 3, tokens_per_fill = 1,
+        fill_interval_ms = 3600000 } } } }), "compiled")
+  e = H.errors_of({ ["se.yaml"] = SE, ["rs.yaml"] = rs:gsub("{commands: %[GET, GTE%]}",
+    "{commands: [GET], commandClass: READ}") })
+  H.find(e, "match.commands: only one of commandClass, commands may be set", "one of")
 end)
 
 H.run()

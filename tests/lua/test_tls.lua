@@ -56,7 +56,7 @@ end)
 
 H.test("DestinationRule tls: ignored fields warn; TCP upstreams refuse TLS", function()
   local s = H.snapshot_of({ ["se.yaml"] = SE, ["dr.yaml"] = dr("    tls: {mode: ISTIO_MUTUAL, caCrl: crl.pem, clientCertificate: c.pem}\n") })
-  H.find(s.warnings, "spec.trafficPolicy.tls.caCrl: not supported by meltemi; ignored", "caCrl")
+  H.find(s.warnings, "spec.trafficPolicy.tls.caCrl: accepted but not enforced: no certificate revocation lists", "caCrl")
   H.find(s.warnings, "spec.trafficPolicy.tls.clientCertificate: ISTIO_MUTUAL uses the workload's Istio certificates; ignored", "istio files")
   local tcp = SE:gsub("tcp%-redis%-b", "tcp-plain")
   local e = H.errors_of({ ["se.yaml"] = tcp, ["dr.yaml"] = dr("    portLevelSettings:\n      - port: {number: 6381}\n        tls: {mode: SIMPLE}\n") })
@@ -80,7 +80,7 @@ H.test("Sidecar ingress tls: SIMPLE, MUTUAL, SNI certificates; PASSTHROUGH refus
   H.find(e, "TLS on plain TCP listeners is not supported yet", "tcp listener")
   s = H.snapshot_of({ ["sc.yaml"] = sidecar("{mode: SIMPLE, serverCertificate: s.pem, privateKey: k.pem, minProtocolVersion: TLSV1_0, cipherSuites: [x]}") })
   H.find(s.warnings, "minProtocolVersion: TLSV1_0: meltemi speaks TLS 1.2 and 1.3 only", "old tls")
-  H.find(s.warnings, "tls.cipherSuites: not supported by meltemi; ignored", "ciphers")
+  H.find(s.warnings, "tls.cipherSuites: accepted but not enforced: OpenSSL's default cipher suites are used", "ciphers")
 end)
 
 local function pa(spec, name)

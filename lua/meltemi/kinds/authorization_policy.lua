@@ -55,6 +55,11 @@ K.schema = shapes.document({
   }, { required = true }),
 })
 
+-- meltemi.fields: what every accepted field does (requestPrincipals, hosts, CUSTOM, provider
+-- and targetRef(s) are consumed in the sense that the build refuses them with an error).
+K.consumed = { "spec.selector", "spec.action", "spec.rules", "spec.provider", "spec.targetRef",
+  "spec.targetRefs" }
+
 local WHEN = {
   ["source.ip"] = "ip_blocks", ["remote.ip"] = "remote_ip_blocks",
   ["source.namespace"] = "namespaces", ["source.principal"] = "principals",

@@ -110,7 +110,18 @@ end
 local LB = { UNSPECIFIED = "ROUND_ROBIN", ROUND_ROBIN = "ROUND_ROBIN", LEAST_CONN = "LEAST_REQUEST",
   LEAST_REQUEST = "LEAST_REQUEST", RANDOM = "RANDOM", PASSTHROUGH = "ROUND_ROBIN" }
 
+-- Which protocols read a cluster's load balancing: MetaProtocol picks endpoints with it;
+-- Redis hashes keys (PROXY) or follows slots (CLUSTER); plain TCP takes turns.
+local LB_IGNORED_BY = {
+  redis = "Redis clusters do not use loadBalancer: PROXY mode hashes keys over the endpoints, "
+    .. "CLUSTER mode follows the slot map",
+  tcp = "plain TCP clusters do not use loadBalancer: connections take the endpoints in turn",
+}
+
 local function apply_lb(obj, c, path, cl, lb)
+  if cl.protocol and LB_IGNORED_BY[cl.protocol] then
+    c:warn(obj, path, "accepted but not enforced: " .. LB_IGNORED_BY[cl.protocol])
+  end
   if lb.simple then
     if lb.simple == "PASSTHROUGH" then
       c:warn(obj, T.join(path, "simple"), "PASSTHROUGH is not supported; ROUND_ROBIN is used")
@@ -118,6 +129,10 @@ local function apply_lb(obj, c, path, cl, lb)
     cl.lb_policy = LB[lb.simple]
   elseif lb.consistentHash then
     local h = lb.consistentHash
+    if not (h.httpHeaderName or h.useSourceIp or h.httpCookie or h.httpQueryParameterName) then
+      c:warn(obj, T.join(path, "consistentHash"), "no hash key (httpHeaderName names the request "
+        .. "attribute to hash): every request goes to a random endpoint")
+    end
     cl.lb_policy = "RING_HASH"
     cl.hash_key = h.httpHeaderName
     cl.hash_source_ip = h.useSourceIp or nil
@@ -146,7 +161,7 @@ function K.apply_policy(obj, c, path, cl, tp)
   if tp.tls then
     local tpath = T.join(path, "tls")
     if not cl.name then
-      c:warn(obj, tpath, "tls of a subset is not supported yet: the host's trafficPolicy.tls applies")
+      return -- a subset's: warned as not enforced (K.unenforced)
     elseif cl.protocol == "tcp" and (tp.tls.mode or "DISABLE") ~= "DISABLE" then
       c:error(obj, tpath, "TLS to plain TCP upstreams is not supported yet (Redis and "
         .. "MetaProtocol ports are)")
@@ -160,6 +175,60 @@ function K.apply_policy(obj, c, path, cl, tp)
     end
   end
 end
+
+-- ---- meltemi.fields: what every accepted field does ---------------------------------------
+-- "**." covers the rule's trafficPolicy, its portLevelSettings[] and the same in subsets[].
+-- A subset's policy is read for load balancing only (meta_snapshot.c reads lb_policy,
+-- hash_key and ring_size of subsets[].policy); its other settings are the cluster's.
+
+K.consumed = {
+  "spec.host", "spec.subsets[].name", "spec.subsets[].labels", "**.portLevelSettings[].port.number",
+  "**.loadBalancer.simple",                      -- MetaProtocol's picker (warns for Redis, TCP)
+  "**.loadBalancer.consistentHash.httpHeaderName", -- the attribute MetaProtocol hashes
+  "**.loadBalancer.consistentHash.useSourceIp",    -- MetaProtocol hashes the client's IP
+  "**.loadBalancer.consistentHash.minimumRingSize", "**.loadBalancer.consistentHash.ringHash",
+  "**.connectionPool.tcp.connectTimeout",        -- every protocol's upstream connect
+  "**.tls",                                      -- runtime/core/tls.c (TCP ports: an error)
+  "**.outlierDetection",                         -- runtime/core/outlier.c, every protocol
+}
+
+K.unenforced = {
+  ["**.loadBalancer.consistentHash.httpCookie"] = "Redis and RPC requests carry no cookies: requests "
+    .. "go to random endpoints",
+  ["**.loadBalancer.consistentHash.httpQueryParameterName"] = "Redis and RPC requests carry no query "
+    .. "parameters: requests go to random endpoints",
+  ["**.loadBalancer.consistentHash.maglev"] = "no Maglev table: a ring hash is used",
+  ["**.loadBalancer.localityLbSetting"] = "no locality-aware load balancing: localities are ignored",
+  ["**.loadBalancer.warmupDurationSecs"] = "no slow start: new endpoints get their full share at once",
+  ["**.loadBalancer.warmup"] = "no slow start: new endpoints get their full share at once",
+  ["spec.subsets[].trafficPolicy.connectionPool"] = "a subset's connection pool is its cluster's "
+    .. "(set it on the rule's trafficPolicy)",
+  ["spec.subsets[].trafficPolicy.portLevelSettings[].connectionPool"] = "a subset's connection pool is "
+    .. "its cluster's (set it on the rule's trafficPolicy)",
+  ["**.connectionPool.tcp.maxConnections"] = "no proxy leases exclusive upstream connections yet "
+    .. "(issue 10), and shared ones are a fixed few per endpoint",
+  ["**.connectionPool.tcp.tcpKeepalive"] = "upstream sockets get no TCP keepalive settings yet",
+  ["**.connectionPool.tcp.maxConnectionDuration"] = "upstream connections are not closed by age",
+  ["**.connectionPool.tcp.idleTimeout"] = "upstream connections are not closed when idle",
+  ["**.connectionPool.http"] = "HTTP connection pool settings: meltemi proxies no HTTP",
+  ["**.outlierDetection.consecutiveLocalOriginFailures"] = "local-origin failures are not told apart: "
+    .. "they count as gateway errors",
+  ["**.outlierDetection.splitExternalLocalOriginErrors"] = "local-origin failures are not told apart: "
+    .. "they count as gateway errors",
+  ["spec.subsets[].trafficPolicy.outlierDetection"] = "outlier detection is per cluster: set it on the "
+    .. "rule's trafficPolicy",
+  ["spec.subsets[].trafficPolicy.portLevelSettings[].outlierDetection"] = "outlier detection is per "
+    .. "cluster: set it on the rule's trafficPolicy",
+  ["**.tls.caCrl"] = "no certificate revocation lists: revoked certificates are accepted",
+  ["spec.subsets[].trafficPolicy.tls"] = "a subset's tls is its host's (set it on the rule's "
+    .. "trafficPolicy or its portLevelSettings)",
+  ["spec.subsets[].trafficPolicy.portLevelSettings[].tls"] = "a subset's tls is its host's (set it "
+    .. "on the rule's trafficPolicy or its portLevelSettings)",
+  ["**.tunnel"] = "no tunnelling (HTTP CONNECT)",
+  ["**.proxyProtocol"] = "no PROXY protocol header is sent upstream",
+  ["spec.exportTo"] = "one proxy sees every rule: there is no export scope",
+  ["spec.workloadSelector"] = "the rule applies to this proxy whatever its workload labels",
+}
 
 local function labels_match(sel, labels)
   for k, v in pairs(sel) do

@@ -44,6 +44,26 @@ K.schema = shapes.document({
 })
 K.schema.check = check_addresses
 
+-- meltemi.fields: what every accepted field does (endpoints_for reads the consumed ones).
+K.consumed = {
+  "metadata.labels", "addressType", "endpoints[].addresses", "endpoints[].conditions.ready", "ports[].name",
+  "ports[].port",
+}
+K.unenforced = {
+  ["endpoints[].conditions.serving"] = { reason = "only conditions.ready is read",
+    when = function(v) return v == false end, when_text = "(when false)" },
+  ["endpoints[].conditions.terminating"] = { reason = "only conditions.ready is read",
+    when = function(v) return v == true end, when_text = "(when true)" },
+  ["endpoints[].zone"] = "no zone-aware load balancing",
+  ["endpoints[].hints"] = "no topology-aware routing",
+  ["endpoints[].deprecatedTopology"] = "no topology-aware routing",
+  ["ports[].protocol"] = { reason = "only TCP is proxied", when = function(v) return v ~= "TCP" end,
+    when_text = "(unless TCP)" },
+}
+-- References to the workload and copies of the Service's data, not requests for behaviour.
+K.informational = { "endpoints[].hostname", "endpoints[].nodeName", "endpoints[].targetRef",
+  "ports[].appProtocol" }
+
 local function endpoint_labels(doc)
   local labels = {}
   for k, v in pairs(doc.metadata.labels or {}) do

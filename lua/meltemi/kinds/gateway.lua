@@ -35,6 +35,14 @@ K.schema = shapes.document({
   }, { required = true }),
 })
 
+-- meltemi.fields: what every accepted field does.
+K.consumed = { "spec.servers[].port", "spec.servers[].bind", "spec.servers[].hosts" }
+K.unenforced = {
+  ["spec.servers[].defaultEndpoint"] = "a server forwards to the service of its first host",
+}
+K.informational = { "spec.selector", "spec.servers[].name" }
+tls.server_declarations("spec.servers[].tls", K.consumed, K.unenforced)
+
 -- "ns/host" -> host (the namespace part only scopes visibility in Istio).
 local function host_of(h)
   return h:match("^[^/]+/(.+)$") or h
@@ -51,9 +59,6 @@ function K.build(obj, c)
   local by_port = {}
   for i, srv in ipairs(spec.servers) do
     local path = T.join("spec.servers", i)
-    if srv.defaultEndpoint then
-      c:warn(obj, T.join(path, "defaultEndpoint"), "not used by a Gateway; ignored")
-    end
     local host = c:ref_host(obj, T.join(path, "hosts[0]"), host_of(srv.hosts[1]))
     if not host then return end
     local lname = (srv.port.name or ""):lower()

@@ -82,6 +82,10 @@ local function filter_source(obj, c, spec)
   return { field = field, text = spec.script or spec.code, chunkname = "LuaFilter/" .. obj.name }
 end
 
+-- meltemi.fields: every field takes effect (build below; MetaProtocol hosts warn there).
+K.consumed = { "spec.hosts", "spec.order", "spec.code", "spec.script", "spec.scriptFile", "spec.config",
+  "spec.timeout", "spec.maxInstructions" }
+
 function K.build(obj, c)
   local spec = obj.doc.spec
   local src = filter_source(obj, c, spec)
@@ -107,7 +111,17 @@ function K.build(obj, c)
   local hosts = {}
   for i, h in ipairs(spec.hosts) do
     local host = c:ref_host(obj, T.join("spec.hosts", i), h)
-    if host then hosts[#hosts + 1] = host end
+    if host then
+      hosts[#hosts + 1] = host
+      local redis = false
+      for _, cl in pairs(c.clusters_by_host[host] or {}) do
+        if cl.protocol == "redis" then redis = true end
+      end
+      if not redis then
+        c:warn(obj, T.join("spec.hosts", i), string.format("accepted but not enforced: %s has no redis "
+          .. "port, and Lua filters run on Redis services only so far (MetaProtocol and TCP: not yet)", host))
+      end
+    end
   end
   local list = c.snapshot.lua_filters
   list[#list + 1] = {

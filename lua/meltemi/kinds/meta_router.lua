@@ -26,11 +26,7 @@ local mutation = T.list(T.obj({
 
 local match = T.obj({ attributes = T.map(shapes.string_match) })
 
-local token_bucket = T.obj({
-  maxTokens = T.int{ required = true, min = 1 },
-  tokensPerFill = T.int{ min = 1 },
-  fillInterval = T.dur{ required = true },
-})
+local token_bucket = shapes.token_bucket
 
 local function check_route(r, report)
   if r.mirrorPercentage and not r.mirror then
@@ -108,10 +104,7 @@ local function compile_mutation(list)
   return out
 end
 
-local function compile_bucket(b)
-  return { max_tokens = b.maxTokens, tokens_per_fill = b.tokensPerFill or 1,
-    fill_interval_ms = T.duration_ms(b.fillInterval) }
-end
+local compile_bucket = shapes.compile_token_bucket
 
 -- A Destination seen from listener l -> { cluster, subset } (nil after reporting).
 local function compile_destination(obj, c, path, d, l)
@@ -186,6 +179,17 @@ local function compile_rate_limits(spec, mp)
       descriptors = descriptors }
   end
 end
+
+-- meltemi.fields: what every accepted field does. routes[] is read whole by compile_routes,
+-- localRateLimit by compile_rate_limits (meta_snapshot.c / meta_proxy.c act on both: one
+-- token bucket per condition, shared by every worker, runtime/core/ratelimit.h).
+K.consumed = { "spec.hosts", "spec.routes", "spec.localRateLimit" }
+K.unenforced = {
+  ["spec.globalRateLimit"] = "global rate limits are not implemented yet (issue 12): no rate limit "
+    .. "service is asked and requests are not limited",
+  ["spec.gateways"] = "meltemi is a sidecar: the router applies to its hosts' listeners, not to gateways",
+  ["spec.exportTo"] = "one proxy sees every router: there is no export scope",
+}
 
 function K.build(obj, c)
   local spec = obj.doc.spec

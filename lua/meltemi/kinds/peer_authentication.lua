@@ -35,6 +35,9 @@ function K.build(obj, c)
   table.insert(c.peer_auths, obj)
 end
 
+-- meltemi.fields: what every accepted field does.
+K.consumed = { "spec.selector", "spec.mtls", "spec.portLevelMtls" }
+
 local function mode_for(pa, l, ep_port)
   local spec = pa.doc.spec
   local plm = spec.portLevelMtls or {}

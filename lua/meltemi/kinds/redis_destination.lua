@@ -38,6 +38,17 @@ K.schema = shapes.document({
   }, { required = true }),
 })
 
+-- meltemi.fields: what every accepted field does (build below reads the consumed ones).
+K.consumed = {
+  "spec.host", "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+  "spec.trafficPolicy.connectionPool.redis.mode", "spec.trafficPolicy.connectionPool.redis.auth",
+  "spec.trafficPolicy.connectionPool.redis.discoveryEndpoints",
+}
+K.unenforced = {}
+for _, f in ipairs({ "maxConnections", "tcpKeepalive", "maxConnectionDuration", "idleTimeout" }) do
+  K.unenforced["spec.trafficPolicy.connectionPool.tcp." .. f] = dr.unenforced["**.connectionPool.tcp." .. f]
+end
+
 function K.build(obj, c)
   local spec = obj.doc.spec
   local host = c:ref_host(obj, "spec.host", spec.host)
@@ -52,6 +63,10 @@ function K.build(obj, c)
   for _, e in ipairs(redis.discoveryEndpoints or {}) do
     local h, p = compiler.split_host_port(e)
     discovery[#discovery + 1] = { address = h, port = p }
+  end
+  if #discovery > 0 and (redis.mode or "PROXY") ~= "CLUSTER" then
+    c:warn(obj, "spec.trafficPolicy.connectionPool.redis.discoveryEndpoints", "accepted but not enforced: "
+      .. "discovery endpoints seed CLUSTER mode; PROXY mode uses the service's endpoints")
   end
   local applied = false
   local ports = {}

@@ -4,8 +4,10 @@
 -- service routes everything to its own cluster (the blog's step 2); with routes but no
 -- catch-all, unmatched keys also go to the service's own cluster.
 
+local C = require "meltemi.c"
 local T = require "meltemi.schema"
 local shapes = require "meltemi.shapes"
+local command_names = require "meltemi.redis.command_names"
 
 local K = {
   kind = "RedisService",
@@ -20,6 +22,19 @@ local route_target = T.obj({
 
 local function check_fault(f, report)
   if f.type == "DELAY" and not f.delay then report("delay", "required for a DELAY fault") end
+end
+
+-- "flushall", "CONFIG SET", "config|set": a command, or a container and its subcommand.
+-- The runtime's form of a denied name: lower case, "container|sub".
+local function denied_name(v)
+  return (v:lower():gsub(" ", "|"))
+end
+
+local function check_denied_name(v)
+  if not command_names[denied_name(v)] then
+    return string.format("%q is not a Redis 7.0 command (write FLUSHALL, or CONFIG SET for a "
+      .. "subcommand)", v)
+  end
 end
 
 local function check_spec(spec, report)
@@ -54,6 +69,9 @@ K.schema = shapes.document({
       -- in time (only where auth is set), or that has been idle; "0s" turns either off.
       authTimeout = T.dur(),
       idleTimeout = T.dur(),
+      -- meltemi extension: commands answered NOPERM instead of reaching Redis ("FLUSHALL",
+      -- "CONFIG SET"); the runtime checks each against Redis's command table.
+      deniedCommands = T.list(T.str{ non_empty = true, validate = check_denied_name }),
     }),
     redis = T.list(T.obj({
       match = T.obj({
@@ -66,6 +84,18 @@ K.schema = shapes.document({
         excludeReadCommands = T.bool(),
       })),
     })),
+    -- meltemi extension (not in Aeraki's API): MetaRouter's localRateLimit shape, with
+    -- conditions matching a command class or command names instead of attributes.
+    localRateLimit = T.obj({
+      tokenBucket = shapes.token_bucket,
+      conditions = T.list(T.obj({
+        match = T.obj({
+          commandClass = T.enum({ "READ", "WRITE" }),
+          commands = T.list(T.str{ non_empty = true }, { min_items = 1 }),
+        }, { required = true, one_of = { { "commandClass", "commands" } }, exactly_one = true }),
+        tokenBucket = T.with(shapes.token_bucket, { required = true }),
+      })),
+    }),
     faults = T.list(T.obj({
       type = T.enum({ "DELAY", "ERROR" }, { required = true }),
       percentage = shapes.percentage,
@@ -74,6 +104,35 @@ K.schema = shapes.document({
     }, { check = check_fault })),
   }, { required = true, check = check_spec }),
 })
+
+-- meltemi.fields: every field takes effect (compile_settings / compile_routes /
+-- compile_faults below; the runtime's side is redis_snapshot.c and policies/redis_*.lua).
+K.consumed = { "spec.host", "spec.settings", "spec.redis", "spec.faults", "spec.localRateLimit" }
+
+-- localRateLimit -> listener.redis.local_rate_limit (read by redis_snapshot.c); command names
+-- are checked against the command table here, so a typo is a validate error.
+local function compile_rate_limit(obj, c, lrl)
+  if not lrl then return nil end
+  local out = { token_bucket = lrl.tokenBucket and shapes.compile_token_bucket(lrl.tokenBucket),
+    conditions = {} }
+  for i, cond in ipairs(lrl.conditions or {}) do
+    local cmds
+    if cond.match.commands then
+      cmds = {}
+      for j, name in ipairs(cond.match.commands) do
+        if C.redis_command_known(name) then
+          cmds[#cmds + 1] = name:lower()
+        else
+          c:error(obj, T.join(T.join(T.join("spec.localRateLimit.conditions", i), "match.commands"), j),
+            string.format("unknown Redis command %q", name))
+        end
+      end
+    end
+    out.conditions[#out.conditions + 1] = { commands = cmds, command_class = cond.match.commandClass,
+      token_bucket = shapes.compile_token_bucket(cond.tokenBucket) }
+  end
+  return out
+end
 
 local function compile_settings(obj, c, r, s)
   if s.caseInsensitive ~= nil then r.case_insensitive = s.caseInsensitive end
@@ -89,6 +148,10 @@ local function compile_settings(obj, c, r, s)
   if s.readPolicy then r.read_policy = s.readPolicy end
   if s.authTimeout then r.auth_timeout_ms = T.duration_ms(s.authTimeout) end
   if s.idleTimeout then r.idle_timeout_ms = T.duration_ms(s.idleTimeout) end
+  if s.deniedCommands then
+    r.denied_commands = {}
+    for i, v in ipairs(s.deniedCommands) do r.denied_commands[i] = denied_name(v) end
+  end
 end
 
 -- The cluster a route target points at, seen from listener l. Reports and returns nil on a
@@ -178,6 +241,7 @@ function K.build(obj, c)
         l.redis.auth = auth
         l.redis.routes = compile_routes(obj, c, l, spec)
         l.redis.faults = compile_faults(spec)
+        l.redis.local_rate_limit = compile_rate_limit(obj, c, spec.localRateLimit)
         l.redis.source = { file = obj.file, line = obj.line, kind = obj.kind, name = obj.name }
       end
     end

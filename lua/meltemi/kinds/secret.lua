@@ -32,6 +32,11 @@ K.schema = shapes.document({
 })
 K.schema.check = check_base64
 
+-- meltemi.fields: the values are read where auth names them; type and immutable describe the
+-- object to the API server and ask the proxy for nothing.
+K.consumed = { "data", "stringData" }
+K.informational = { "type", "immutable" }
+
 function K.index(obj, c)
   local doc = obj.doc
   local values = {}

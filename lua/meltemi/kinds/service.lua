@@ -56,6 +56,44 @@ K.schema = shapes.document({
   }, { required = true, check = check_spec }),
 })
 
+-- meltemi.fields: what every accepted field does. `kubectl get -o yaml` fills many fields
+-- with their defaults; those ask for nothing meltemi does not do, so only other values warn.
+local function is_not(default)
+  return { when = function(v) return v ~= default end, when_text = "(unless " .. tostring(default) .. ")" }
+end
+local function warn_unless(default, reason)
+  local e = is_not(default)
+  e.reason = reason
+  return e
+end
+K.consumed = {
+  "spec.type", "spec.ports[].name", "spec.ports[].port", "spec.ports[].targetPort",
+  "spec.ports[].appProtocol", "spec.clusterIP", "spec.externalName",
+}
+K.unenforced = {
+  ["spec.ports[].protocol"] = warn_unless("TCP", "only TCP is proxied"),
+  ["spec.ports[].nodePort"] = "no node ports are bound",
+  ["spec.clusterIPs"] = { reason = "only clusterIP is bound", when = function(v, doc)
+    return #v > 1 or (v[1] ~= nil and v[1] ~= doc.spec.clusterIP) end, when_text = "(beyond clusterIP)" },
+  ["spec.externalIPs"] = "external IPs are not bound",
+  ["spec.sessionAffinity"] = warn_unless("None", "no client affinity"),
+  ["spec.sessionAffinityConfig"] = "no client affinity",
+  ["spec.loadBalancerIP"] = "no load balancer address is bound",
+  ["spec.loadBalancerSourceRanges"] = "clients are not filtered by source range",
+  ["spec.loadBalancerClass"] = "no load balancer is provisioned",
+  ["spec.externalTrafficPolicy"] = warn_unless("Cluster", "every endpoint is used"),
+  ["spec.internalTrafficPolicy"] = warn_unless("Cluster", "every endpoint is used"),
+  ["spec.healthCheckNodePort"] = "no node ports are bound",
+  ["spec.publishNotReadyAddresses"] = warn_unless(false, "endpoints with ready: false are skipped"),
+  ["spec.ipFamilyPolicy"] = warn_unless("SingleStack", "only clusterIP is bound"),
+  ["spec.allocateLoadBalancerNodePorts"] = "no node ports are bound",
+  ["spec.trafficDistribution"] = "every endpoint is used alike",
+}
+-- ipFamilies follows from clusterIP, which is what is bound. selector: pods are not visible
+-- here, but the EndpointSlices Kubernetes makes from it are what meltemi reads, and a
+-- Service without any draws its own warning (K.build).
+K.informational = { "spec.ipFamilies", "spec.selector" }
+
 function K.index(obj, c)
   obj.host = compiler.service_fqdn(obj.name, obj.namespace)
   local rec = { kind = obj.kind, name = obj.name, namespace = obj.namespace, obj = obj }
@@ -86,6 +124,10 @@ end
 function K.build(obj, c)
   if not obj.host then return end
   local spec = obj.doc.spec
+  if spec.type == "NodePort" or spec.type == "LoadBalancer" then
+    c:warn(obj, "spec.type", string.format("accepted but not enforced: %s is served as ClusterIP "
+      .. "(only clusterIP is bound)", spec.type))
+  end
   local address
   local ip = spec.clusterIP
   if spec.type == "ExternalName" then

@@ -73,6 +73,24 @@ K.schema = shapes.document({
   }, { required = true, check = check_spec }),
 })
 
+-- meltemi.fields: what every accepted field does (build below reads the consumed ones).
+K.consumed = {
+  "spec.hosts", "spec.addresses", "spec.ports[].number", "spec.ports[].protocol", "spec.ports[].name",
+  "spec.ports[].targetPort", "spec.resolution", "spec.endpoints[].address", "spec.endpoints[].ports",
+  "spec.endpoints[].labels",
+}
+K.unenforced = {
+  ["spec.location"] = { reason = "MESH_INTERNAL is proxied as MESH_EXTERNAL is (no mTLS to mesh "
+    .. "endpoints yet)", when = function(v) return v == "MESH_INTERNAL" end, when_text = "(MESH_INTERNAL)" },
+  ["spec.endpoints[].weight"] = "endpoints get equal shares whatever their weight",
+  ["spec.endpoints[].locality"] = "no locality-aware load balancing",
+  ["spec.endpoints[].network"] = "every endpoint is taken to be reachable directly",
+  ["spec.endpoints[].serviceAccount"] = "no peer identity is checked (no mTLS yet)",
+  ["spec.subjectAltNames"] = "no peer identity is checked (no mTLS yet)",
+  ["spec.workloadSelector"] = "endpoints come from spec.endpoints only (no workload entries)",
+  ["spec.exportTo"] = "one proxy sees every service: there is no export scope",
+}
+
 local function hosts_of(obj)
   local out = {}
   for i, h in ipairs(obj.doc.spec.hosts) do
@@ -136,6 +154,9 @@ function K.build(obj, c)
   local address
   if spec.addresses and #spec.addresses > 0 then
     address = c:listen_address(obj, "spec.addresses[0]", spec.addresses[1])
+    if #spec.addresses > 1 then
+      c:warn(obj, "spec.addresses[1]", "accepted but not enforced: only addresses[0] is bound")
+    end
   elseif #ports > 0 then
     c:warn(obj, "spec", "no addresses: no listener is bound for this service "
       .. "(routes can still send traffic to its clusters)")

@@ -67,6 +67,29 @@ K.schema = shapes.document({
   }, { required = true }),
 })
 
+-- meltemi.fields: what every accepted field does (ingress_listener reads the consumed ones).
+K.consumed = {
+  "spec.ingress[].port.number", "spec.ingress[].port.protocol", "spec.ingress[].port.name",
+  "spec.ingress[].port.targetPort", "spec.ingress[].bind", "spec.ingress[].defaultEndpoint",
+  "spec.ingress[].connectionPool.tcp.maxConnections", -- the port's connection cap
+  "spec.inboundConnectionPool.tcp.maxConnections",
+}
+local NO_CAPTURE = "meltemi intercepts nothing: listeners bind their addresses"
+K.unenforced = {}
+tls.server_declarations("spec.ingress[].tls", K.consumed, K.unenforced)
+local unenforced = {
+  ["spec.ingress[].captureMode"] = { reason = NO_CAPTURE, when = function(v) return v == "IPTABLES" end,
+    when_text = "(IPTABLES)" },
+  ["spec.ingress[].connectionPool"] = "only tcp.maxConnections applies to an inbound port",
+  ["spec.inboundConnectionPool"] = "only tcp.maxConnections applies to an inbound port",
+  ["spec.egress"] = "outbound listeners come from the services' addresses; egress binds and host "
+    .. "scopes are kept in snapshot.sidecars only",
+  ["spec.outboundTrafficPolicy"] = "unknown destinations are never proxied (nothing is intercepted), "
+    .. "so there is no policy to apply",
+  ["spec.workloadSelector"] = "the Sidecar applies to this proxy whatever its workload labels",
+}
+for k, v in pairs(unenforced) do K.unenforced[k] = v end
+
 local function ingress_listener(obj, c, i, ing)
   local path = T.join("spec.ingress", i)
   local p = ing.port
@@ -103,20 +126,9 @@ local function ingress_listener(obj, c, i, ing)
     service = nil, direction = "inbound", cluster = name, tls = ltls,
   })
   -- Connections the port accepts at most (Istio: ingress connectionPool, else the Sidecar's
-  -- inboundConnectionPool); past it a new connection is closed at once.
+  -- inboundConnectionPool); past it a new connection is closed at once. (The other pool
+  -- fields are warned through K.unenforced.)
   local spec = obj.doc.spec
-  for _, cp in ipairs({ { ing.connectionPool, T.join(path, "connectionPool") },
-    { spec.inboundConnectionPool, "spec.inboundConnectionPool" } }) do
-    local pool, ppath = cp[1], cp[2]
-    if pool then
-      for _, f in ipairs({ "connectTimeout", "tcpKeepalive", "maxConnectionDuration", "idleTimeout" }) do
-        if pool.tcp and pool.tcp[f] then
-          c:warn(obj, T.join(T.join(ppath, "tcp"), f), "not used for inbound ports (only maxConnections is)")
-        end
-      end
-      if pool.http then c:warn(obj, T.join(ppath, "http"), "not used: these ports are not HTTP") end
-    end
-  end
   local max = (ing.connectionPool and ing.connectionPool.tcp and ing.connectionPool.tcp.maxConnections)
     or (spec.inboundConnectionPool and spec.inboundConnectionPool.tcp
       and spec.inboundConnectionPool.tcp.maxConnections)

@@ -199,6 +199,12 @@ local function filter_failed(f, err, cmd)
   core_error(format("ERR meltemi: filter %s failed: %s", f.name, err))
   log("error", format("LuaFilter %s failed on %s: %s", f.name, cmd, err))
   pcall(core_counter, "filter_errors", 1, f.name)
+  -- the sandbox's limits (instructions, time, memory) stopped it: counted apart as well
+  local e = tostring(err)
+  if e:find(sandbox.BUDGET_EXCEEDED, 1, true) or e:find(sandbox.TIME_EXCEEDED, 1, true)
+      or e:find(sandbox.MEMORY_EXCEEDED, 1, true) then
+    pcall(core_counter, "filter_budget_kills", 1, f.name)
+  end
 end
 
 local function run_filters(ch, filters, cmd, key, nargs, is_write, conn_id)

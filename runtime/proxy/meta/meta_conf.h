@@ -5,6 +5,8 @@
 #ifndef MELTEMI_META_CONF_H
 #define MELTEMI_META_CONF_H
 
+#include "runtime/core/ratelimit.h"
+#include "runtime/core/ring.h"
 #include "runtime/core/snapshot.h"
 
 #include "protocols/codec.h"
@@ -35,12 +37,8 @@ typedef enum mt_lb_policy {
     MT_LB_RING_HASH,
 } mt_lb_policy_t;
 
-/* A consistent-hash ring: n points sorted by hash, each naming an endpoint index. */
-typedef struct mt_meta_ring {
-    uint64_t *hash;
-    uint32_t *ep;
-    uint32_t n;
-} mt_meta_ring_t;
+/* A consistent-hash ring (runtime/core/ring.h): points sorted by hash naming endpoints. */
+typedef mt_ring_t mt_meta_ring_t;
 
 /* A DestinationRule subset (or the whole cluster): the endpoints whose labels match. */
 typedef struct mt_meta_subset {
@@ -49,7 +47,11 @@ typedef struct mt_meta_subset {
     uint32_t n_eps;
     mt_lb_policy_t lb_policy; /* the subset's trafficPolicy, else the cluster's */
     mt_str_t hash_key;        /* RING_HASH: the metadata attribute hashed; ptr NULL: none */
+    bool hash_source_ip;      /* RING_HASH: consistentHash.useSourceIp, the client's IP */
     mt_meta_ring_t ring;      /* RING_HASH only */
+    /* Istio's label set of requests to this subset (destination_version = its name), made on
+     * first use by a worker (meta_proxy.c); sets are never freed */
+    mt_istio_set_t *istio;
 } mt_meta_subset_t;
 
 typedef struct mt_meta_cluster_conf {
@@ -83,9 +85,20 @@ typedef struct mt_meta_route {
     uint32_t n_response_mutation;
 } mt_meta_route_t;
 
+/* MetaRouter localRateLimit conditions[]: the first whose matches all hold takes a token from
+ * its own bucket; a request no condition matches takes one from the default bucket. */
+typedef struct mt_meta_rate_cond {
+    mt_meta_match_t *match;
+    uint32_t n_match;
+    mt_token_bucket_t bucket; /* shared by every worker (ratelimit.h) */
+} mt_meta_rate_cond_t;
+
 typedef struct mt_meta_listener_conf {
     mt_meta_route_t *routes; /* in order, first match wins; none: the default cluster */
     uint32_t n_routes;
+    mt_token_bucket_t *rate_bucket; /* localRateLimit.tokenBucket; NULL: unlimited */
+    mt_meta_rate_cond_t *rate_conds;
+    uint32_t n_rate_conds;
     uint32_t request_timeout_ms; /* listener.metaprotocol.request_timeout_ms, default 5000 */
     const mt_codec_t *codec;     /* resolved at snapshot time; NULL: unknown (relayed as TCP) */
 } mt_meta_listener_conf_t;

@@ -23,9 +23,9 @@
  * (meta_ep_t) of a per-worker view of a cluster (meta_cluster_t), which holds a reference on
  * the worker's cluster and is freed once that cluster is retired and its connections closed.
  *
- * Worker hooks (mt_proxy_meta, at the end): the worker's tick runs the timeouts and the
- * reaping, and a drain waits while pooled upstream connections are still closing (busy).
- * See docs/metaprotocol.md.
+ * Worker hooks (mt_proxy_meta, at the end): request timeouts are the upstream shell's
+ * deadline timer on the worker's wheel (up_on_deadline); the worker's tick runs the reaping, and a
+ * drain waits while pooled upstream connections are still closing (busy). See docs/metaprotocol.md.
  */
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
@@ -34,6 +34,8 @@
 #include "runtime/core/worker.h"
 #include "runtime/proxy/meta/meta_router.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
+
+#include "protocols/dubbo/dubbo.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +60,11 @@ struct meta_req {
     uint64_t down_id;          /* the client's request id */
     uint64_t up_id;            /* id on the upstream connection (multiplexed codecs) */
     uint64_t deadline_ms;
-    uint64_t start_ns;
+    uint64_t start_ns;             /* the read's w->now_ns */
+    const mt_cluster_conf_t *dest; /* where it went (Istio's labels) */
+    mt_istio_set_t *set;           /* its subset's label set; NULL: dest's */
+    uint32_t req_bytes;
+    uint16_t rflags;              /* Envoy response flags (MT_RF_*) */
     mt_slice_t frame;             /* the request as the client sent it: errors are built from it */
     mt_slice_t reply;             /* in-order sessions: a reply that came before its turn */
     const mt_meta_route_t *route; /* responseMutation; valid while snap is held */
@@ -113,6 +119,14 @@ struct meta_sess {
     mt_msg_t msg;
     meta_req_t *head, *tail; /* waiting for a reply, arrival order */
     bool in_order;           /* replies leave in request order (the codec is not multiplexed) */
+    /* the request being handled (sess_on_frame): its start, size, destination once routed,
+     * and the Envoy response flags (MT_RF_*) set on it; a local reply to it takes them */
+    uint64_t cur_start_ns;
+    uint32_t cur_bytes;
+    uint16_t cur_flags;
+    const mt_cluster_conf_t *cur_dest;
+    uint8_t peer_ip[16];     /* the client's address bytes, for useSourceIp; read once */
+    uint8_t peer_ip_len;     /* 0: not read yet */
 };
 
 /* Everything meta_proxy keeps per worker (w->proxy[MT_PROTO_META]). */
@@ -379,17 +393,43 @@ static const char *ep_label(const meta_ep_t *mep, char *buf, size_t n)
     return mt_upstream_label(mep->wep, buf, n);
 }
 
-/* Picks an endpoint of subset ss of mc for msg; -1 when none is healthy. */
-static int64_t meta_pick(meta_worker_t *mw, meta_cluster_t *mc, const mt_meta_subset_t *ss,
-                         uint32_t rr_index, const mt_msg_t *msg)
+/* The client's IP address bytes (4 or 16; a failed getpeername hashes as no bytes), read
+ * from the socket the first time a useSourceIp ring asks. */
+static mt_str_t sess_source_ip(meta_sess_t *s)
 {
+    if (s->peer_ip_len == 0) {
+        struct sockaddr_storage ss;
+        int len = sizeof(ss);
+        s->peer_ip_len = 1; /* read once, even when it fails */
+        if (uv_tcp_getpeername(&s->base.tcp, (struct sockaddr *)&ss, &len) == 0) {
+            if (ss.ss_family == AF_INET) {
+                memcpy(s->peer_ip, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+                s->peer_ip_len = 1 + 4;
+            } else if (ss.ss_family == AF_INET6) {
+                memcpy(s->peer_ip, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+                s->peer_ip_len = 1 + 16;
+            }
+        }
+    }
+    return (mt_str_t){(const char *)s->peer_ip, (size_t)(s->peer_ip_len - 1)};
+}
+
+/* Picks an endpoint of subset ss of mc for msg from session s; -1 when none is healthy. */
+static int64_t meta_pick(meta_worker_t *mw, meta_cluster_t *mc, const mt_meta_subset_t *ss,
+                         uint32_t rr_index, const mt_msg_t *msg, meta_sess_t *s)
+{
+    mt_str_t source = {NULL, 0};
+    if (MT_UNLIKELY(ss->hash_source_ip))
+        source = sess_source_ip(s);
     mt_meta_lb_env_t env = {
         .healthy = ep_healthy,
         .load = ep_load,
         .ctx = mc,
         .rr = &mc->rr[rr_index < mc->n_rr ? rr_index : 0],
         .rnd = mw_rand(mw),
-        .hash_value = ss->hash_key.ptr ? mt_msg_get(msg, ss->hash_key.ptr, ss->hash_key.len) : NULL,
+        .hash_value = ss->hash_source_ip ? (source.len ? &source : NULL)
+                      : ss->hash_key.ptr ? mt_msg_get(msg, ss->hash_key.ptr, ss->hash_key.len)
+                                         : NULL,
     };
     int64_t ep = mt_meta_lb_pick(ss, &env);
     return ep >= 0 && (uint64_t)ep < mc->n_eps ? ep : -1;
@@ -439,8 +479,64 @@ static void sess_drain_done(meta_sess_t *s)
     }
 }
 
-/* The reply to r is bytes [p, p+len) of chunk b (a reference is taken when kept). */
-static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const char *p, size_t len)
+/* ---- Istio's response_code ----------------------------------------------------------------- */
+
+/* Index of a code name in the listener's table; the last entry when it is not there. */
+static uint32_t meta_code_named(const mt_istio_codes_t *c, const char *name, size_t n)
+{
+    for (uint32_t i = 0; i + 1 < c->n; i++) {
+        if (strlen(c->names[i]) == n && memcmp(c->names[i], name, n) == 0)
+            return i;
+    }
+    return c->n - 1;
+}
+
+/* A response's code: 0 unless it is an error; Dubbo's status attribute when it has one. */
+static uint32_t meta_response_code(const meta_sess_t *s, const mt_msg_t *msg)
+{
+    const mt_istio_codes_t *c = s->base.conf->istio_codes;
+    if (MT_LIKELY(msg->type != MT_MSG_ERROR) || !c)
+        return 0;
+    const mt_str_t *st = mt_msg_get(msg, "status", 6);
+    return st ? meta_code_named(c, st->ptr, st->len) : c->n - 1;
+}
+
+/* The code of the native error meltemi answers for kind (the status its codec writes). */
+static uint32_t meta_error_code(const meta_sess_t *s, mt_error_kind_t kind)
+{
+    const mt_istio_codes_t *c = s->base.conf->istio_codes;
+    if (!c)
+        return 0;
+    if (c == &mt_meta_dubbo_codes) {
+        char num[8];
+        int n = snprintf(num, sizeof(num), "%u", dubbo_status_for_error(kind));
+        return meta_code_named(c, num, (size_t)n);
+    }
+    return c->n - 1;
+}
+
+/* Envoy's flag for a native error meltemi answers. */
+static uint16_t meta_error_flag(mt_error_kind_t kind)
+{
+    switch (kind) {
+    case MT_ERR_ROUTE_NOT_FOUND:
+    case MT_ERR_CLUSTER_NOT_FOUND:
+        return MT_RF_NR;
+    case MT_ERR_NO_HEALTHY_UPSTREAM:
+        return MT_RF_UH;
+    case MT_ERR_UPSTREAM_TIMEOUT:
+        return MT_RF_UT;
+    case MT_ERR_OVER_LIMIT:
+        return MT_RF_RL;
+    default:
+        return 0;
+    }
+}
+
+/* The reply to r is bytes [p, p+len) of chunk b (a reference is taken when kept); code is
+ * its Istio response_code. */
+static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const char *p, size_t len,
+                        uint32_t code)
 {
     meta_sess_t *s = r->sess;
     if (!s) {
@@ -448,8 +544,12 @@ static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const cha
         return;
     }
     mt_worker_t *w = s->base.w;
-    if (r->start_ns)
-        mt_stat_observe_ms(s->base.conf->stats, w->id, (double)(uv_hrtime() - r->start_ns) / 1e6);
+    if (r->set)
+        mt_session_request_done_in(&s->base, r->set, code, r->rflags, r->start_ns, r->req_bytes,
+                                   (uint32_t)len);
+    else
+        mt_session_request_done(&s->base, r->dest, code, r->rflags, r->start_ns, r->req_bytes,
+                                (uint32_t)len);
     if (s->in_order && s->head != r) {
         mt_buf_ref(b);
         r->reply = (mt_slice_t){b, p, (uint32_t)len};
@@ -465,7 +565,8 @@ static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const cha
     mt_session_resume(&s->base);
 }
 
-static void req_deliver_copy(meta_worker_t *mw, meta_req_t *r, const uint8_t *p, size_t len)
+static void req_deliver_copy(meta_worker_t *mw, meta_req_t *r, const uint8_t *p, size_t len,
+                             uint32_t code)
 {
     mt_slice_t sl;
     if (!r->sess || mt_slice_copy(&mw->w->pool, &mw->w->own, (const char *)p, len, &sl) != 0) {
@@ -477,7 +578,7 @@ static void req_deliver_copy(meta_worker_t *mw, meta_req_t *r, const uint8_t *p,
             mt_session_close(&s->base);
         return;
     }
-    req_deliver(mw, r, sl.buf, sl.p, sl.len);
+    req_deliver(mw, r, sl.buf, sl.p, sl.len, code);
     mt_buf_unref(&mw->w->pool, sl.buf);
 }
 
@@ -520,6 +621,10 @@ static void sess_error_now(meta_sess_t *s, const mt_msg_t *msg, mt_error_kind_t 
         s->base.finishing = true; /* cannot answer natively: close once the rest is answered */
         return;
     }
+    if (msg->expects_reply)
+        mt_session_request_done(&s->base, s->cur_dest, meta_error_code(s, kind),
+                                s->cur_flags | meta_error_flag(kind), s->cur_start_ns, s->cur_bytes,
+                                (uint32_t)o->len);
     sess_reply_local(s, o->data, o->len);
 }
 
@@ -528,7 +633,7 @@ static int req_error_bytes(meta_worker_t *mw, meta_req_t *r, const mt_codec_t *c
                            mt_error_kind_t kind, const char *text, mt_wbuf_t *o)
 {
     void *st = malloc(codec->state_size ? codec->state_size : 1);
-    if (!st || codec->init(st, NULL) != MT_OK) {
+    if (!st || mt_codec_init(codec, st, NULL) != MT_OK) {
         free(st);
         return -1;
     }
@@ -542,8 +647,8 @@ static int req_error_bytes(meta_worker_t *mw, meta_req_t *r, const mt_codec_t *c
         codec->on_error(&mw->emsg, kind, text, o) == MT_OK) {
         rc = 0;
         /* a multiplexed request went up with an id of its connection: give the client its own */
-        if ((codec->flags & MT_CODEC_F_MULTIPLEXED) && o->len && codec->set_request_id &&
-            codec->set_request_id(o->data, o->len, r->down_id) != MT_OK)
+        if ((codec->flags & MT_CODEC_F_MULTIPLEXED) && o->len && mt_codec_has_request_id(codec) &&
+            mt_codec_set_request_id(codec, o->data, o->len, r->down_id) != MT_OK)
             rc = -1;
     }
     codec->free(st);
@@ -568,7 +673,8 @@ static void req_fail(meta_worker_t *mw, meta_req_t *r, mt_error_kind_t kind, con
         mt_session_close(&s->base);
         return;
     }
-    req_deliver_copy(mw, r, o->data, o->len);
+    r->rflags |= meta_error_flag(kind);
+    req_deliver_copy(mw, r, o->data, o->len, meta_error_code(s, kind));
 }
 
 /* ---- upstream connections ------------------------------------------------------------------ */
@@ -602,6 +708,8 @@ static void up_push(meta_up_t *u, meta_req_t *r)
     u->tail = r;
     u->base.inflight++;
     u->mep->active++;
+    if (MT_UNLIKELY(!mt_upstream_deadline_armed(&u->base)) && r->deadline_ms)
+        mt_upstream_arm_deadline(&u->base, r->deadline_ms);
 }
 
 /* Fails every request in flight on u with a native error, then closes u. */
@@ -644,9 +752,11 @@ static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_ms
                      uint8_t *frame, size_t len)
 {
     meta_sess_t *s = r->sess;
+    mt_upstream_outcome(u->mep->wep, mw->w,
+                        msg->type == MT_MSG_ERROR ? MT_OUTLIER_ERROR : MT_OUTLIER_SUCCESS);
     if (msg->type == MT_MSG_ERROR)
         mt_stat_add(s->base.conf->stats, mw->w->id, MT_ST_REQUEST_ERRORS, 1);
-    if (u->multiplexed && u->codec->set_request_id(frame, len, r->down_id) != MT_OK) {
+    if (u->multiplexed && mt_codec_set_request_id(u->codec, frame, len, r->down_id) != MT_OK) {
         req_fail(mw, r, MT_ERR_BAD_RESPONSE, "meltemi: cannot restore the request id");
         return;
     }
@@ -657,13 +767,13 @@ static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_ms
         o->len = 0;
         mt_codec_err_t err = {0};
         if (u->codec->encode(msg, &mut, o, &err) == MT_OK) {
-            req_deliver_copy(mw, r, o->data, o->len);
+            req_deliver_copy(mw, r, o->data, o->len, meta_response_code(s, msg));
             return;
         }
         mt_debug("route %s: response mutation not applied: %s", rt->name ? rt->name : "?",
                  err.text);
     }
-    req_deliver(mw, r, u->base.rbuf, (const char *)frame, len);
+    req_deliver(mw, r, u->base.rbuf, (const char *)frame, len, meta_response_code(s, msg));
 }
 
 /* One decoded frame from the upstream, lying at frame in u->rbuf. */
@@ -746,13 +856,13 @@ static int up_on_open(mt_upstream_t *base, void *arg)
     mt_msg_init(&u->msg);
     u->next_id = 1;
     void *dec = codec ? malloc(codec->state_size ? codec->state_size : 1) : NULL;
-    if (!dec || codec->init(dec, NULL) != MT_OK) {
+    if (!dec || mt_codec_init(codec, dec, NULL) != MT_OK) {
         free(dec);
         return -1;
     }
     u->dec = dec;
     u->codec = codec;
-    u->multiplexed = (codec->flags & MT_CODEC_F_MULTIPLEXED) && codec->set_request_id;
+    u->multiplexed = (codec->flags & MT_CODEC_F_MULTIPLEXED) && mt_codec_has_request_id(codec);
     return 0;
 }
 
@@ -768,6 +878,8 @@ static void up_on_closed(mt_upstream_t *base)
     u->mep->mc->n_open--;
 }
 
+static void up_on_deadline(mt_upstream_t *b, uint64_t now);
+
 static const mt_upstream_ops_t meta_up_ops = {
     .protocol = MT_PROTO_META,
     .size = sizeof(meta_up_t),
@@ -775,6 +887,7 @@ static const mt_upstream_ops_t meta_up_ops = {
     .on_open = up_on_open,
     .on_data = up_on_data,
     .on_error = up_on_error,
+    .on_deadline = up_on_deadline,
     .on_closed = up_on_closed,
 };
 
@@ -794,7 +907,7 @@ static int up_send(meta_up_t *u, meta_req_t *r, mt_buf_t *b, uint8_t *p, size_t 
         r->up_id = u->next_id++;
         if (u->next_id == 0)
             u->next_id = 1;
-        if (u->codec->set_request_id(p, len, r->up_id) != MT_OK ||
+        if (mt_codec_set_request_id(u->codec, p, len, r->up_id) != MT_OK ||
             idmap_put(&u->ids, r->up_id, r) != 0)
             return -1;
     }
@@ -893,7 +1006,7 @@ static meta_up_t *sess_upstream(meta_sess_t *s, const mt_msg_t *msg, const meta_
         sess_error_now(s, msg, MT_ERR_CLUSTER_NOT_FOUND, text);
         return NULL;
     }
-    int64_t ep = meta_pick(mw, mc, t->subset, t->rr_index, msg);
+    int64_t ep = meta_pick(mw, mc, t->subset, t->rr_index, msg, s);
     if (ep < 0) {
         mt_stat_add(t->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
         snprintf(text, sizeof(text), "meltemi: no healthy upstream for %s%s%s",
@@ -923,7 +1036,7 @@ static void sess_mirror(meta_sess_t *s, const mt_meta_route_t *route, const mt_m
         return;
     const mt_meta_subset_t *ss = mt_meta_dest_subset(d);
     meta_cluster_t *mc = ss ? meta_cluster_get(mw, d->cluster, s->codec) : NULL;
-    int64_t ep = mc ? meta_pick(mw, mc, ss, subset_rr_index(d), msg) : -1;
+    int64_t ep = mc ? meta_pick(mw, mc, ss, subset_rr_index(d), msg, s) : -1;
     const char *why = NULL;
     meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], mw_rand(mw), &why) : NULL;
     meta_req_t *r = u && msg->expects_reply ? req_new(mw) : NULL;
@@ -954,11 +1067,30 @@ static void warn_no_mutation(meta_worker_t *mw, const mt_meta_route_t *rt,
                 rt->name ? rt->name : "?", err->text);
 }
 
+/* The label set of requests to t's subset (its name is destination_version), cached on the
+ * subset; NULL for the whole cluster (the destination's set then). */
+static mt_istio_set_t *meta_subset_set(meta_sess_t *s, const meta_target_t *t)
+{
+    mt_meta_subset_t *ss = (mt_meta_subset_t *)t->subset;
+    const mt_istio_codes_t *codes = s->base.conf->istio_codes;
+    if (!ss || !ss->name || !codes)
+        return NULL;
+    mt_istio_set_t *set = __atomic_load_n(&ss->istio, __ATOMIC_ACQUIRE);
+    if (MT_LIKELY(set && set->codes == codes))
+        return set;
+    const mt_cluster_conf_t *c = t->cluster;
+    set = mt_istio_set(s->base.conf->name, codes, c->name, c->service ? c->service : c->name,
+                       ss->name);
+    __atomic_store_n(&ss->istio, set, __ATOMIC_RELEASE);
+    return set;
+}
+
 /* Forwards request msg (its frame lies in s->base.rbuf) along t. */
 static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_t *t)
 {
     meta_worker_t *mw = mw_of(s->base.w);
     mt_worker_t *w = s->base.w;
+    s->cur_dest = t->cluster;
     meta_up_t *u = sess_upstream(s, msg, t);
     if (!u)
         return;
@@ -992,7 +1124,11 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
             return;
         }
         r->down_id = msg->request_id;
-        r->start_ns = uv_hrtime();
+        r->start_ns = s->cur_start_ns;
+        r->dest = t->cluster;
+        r->set = meta_subset_set(s, t);
+        r->req_bytes = s->cur_bytes;
+        r->rflags = s->cur_flags;
         r->deadline_ms = mt_worker_now_ms(w) + mt_meta_listener(s->base.conf)->request_timeout_ms;
         mt_buf_ref(s->base.rbuf);
         r->frame = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
@@ -1021,7 +1157,9 @@ static bool sess_rebind(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_session_rebind(&s->base);
     const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
-    if (lc && lc->codec == s->codec)
+    /* A connection keeps the codec it started with while the port's protocol stays the same
+     * (a reloaded Lua codec is a new table of the same name): docs/codecs.md. */
+    if (lc && lc->codec && (lc->codec == s->codec || strcmp(lc->codec->name, s->codec->name) == 0))
         return true;
     /* The port changed protocol under this connection: answer with the codec it speaks and
      * close once everything is answered. */
@@ -1045,10 +1183,42 @@ static bool sess_authorized(meta_sess_t *s, const mt_msg_t *msg)
     return mt_session_authorize(&s->base, &r);
 }
 
+/* MetaRouter localRateLimit: false after answering msg with the codec's over-limit error
+ * when its bucket (its condition's, else the default one) has no token left. */
+static bool sess_rate_allows(meta_sess_t *s, const mt_msg_t *msg)
+{
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
+    if (MT_LIKELY(!lc || (!lc->rate_bucket && lc->n_rate_conds == 0)))
+        return true;
+    meta_worker_t *mw = mw_of(s->base.w);
+    mt_token_bucket_t *b = lc->rate_bucket;
+    for (uint32_t i = 0; i < lc->n_rate_conds; i++) {
+        const mt_meta_rate_cond_t *c = &lc->rate_conds[i];
+        bool all = true;
+        for (uint32_t j = 0; all && j < c->n_match; j++)
+            all = mt_meta_match_one(&c->match[j], msg, mw->match_data);
+        if (all) {
+            b = (mt_token_bucket_t *)&c->bucket; /* shared state: atomics, see ratelimit.h */
+            break;
+        }
+    }
+    if (!b || mt_token_bucket_take(b, mt_worker_now_ms(s->base.w)))
+        return true;
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_RATE_LIMITED, 1);
+    char text[ERR_TEXT];
+    snprintf(text, sizeof(text), "meltemi: rate limited (%s localRateLimit)", sess_service(s));
+    sess_error_now(s, msg, MT_ERR_OVER_LIMIT, text);
+    return false;
+}
+
 static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_worker_t *w = s->base.w;
     meta_worker_t *mw = mw_of(w);
+    s->cur_start_ns = w->now_ns;
+    s->cur_bytes = (uint32_t)msg->frame_len;
+    s->cur_flags = 0;
+    s->cur_dest = s->base.cluster ? s->base.cluster->conf : NULL;
     if (MT_UNLIKELY(s->base.snap != w->snap) && !sess_rebind(s, msg))
         return;
     if (msg->is_reply)
@@ -1064,9 +1234,12 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
     }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1); /* heartbeats are not */
     if (MT_UNLIKELY(s->base.conf->authz != NULL) && !sess_authorized(s, msg)) {
+        s->cur_flags |= MT_RF_RBAC; /* Istio's response flag of a denied request */
         sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "RBAC: access denied");
         return;
     }
+    if (!sess_rate_allows(s, msg))
+        return;
     meta_target_t t;
     if (sess_route(s, msg, &t))
         sess_forward(s, msg, &t);
@@ -1102,8 +1275,14 @@ static void sess_on_closed(mt_session_t *base)
 static void sess_malformed(meta_sess_t *s, const mt_codec_err_t *err)
 {
     char peer[64];
-    mt_warn("listener %s: client %s sent a malformed frame (%s); closing it after its answers",
-            s->base.conf->name, mt_session_peer(&s->base, peer, sizeof(peer)), err->text);
+    const char *name = s->base.conf->name, *who = mt_session_peer(&s->base, peer, sizeof(peer));
+    if (err->code == MT_CODEC_E_CODEC_FAILED) /* a Lua codec's own failure, not the client's */
+        mt_warn("listener %s: the codec failed on a frame of client %s (%s); closing it after "
+                "its answers",
+                name, who, err->text);
+    else
+        mt_warn("listener %s: client %s sent a malformed frame (%s); closing it after its answers",
+                name, who, err->text);
     mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_PROTOCOL_ERRORS, 1);
     s->base.finishing = true;
     mt_session_pause(&s->base);
@@ -1134,7 +1313,7 @@ static const mt_session_ops_t meta_sess_ops = {
     .on_closed = sess_on_closed,
 };
 
-/* ---- per-worker tick: timeouts, retired clusters, drain ------------------------------------- */
+/* ---- timeouts (on the wheel) and the per-worker tick: retired clusters, drain -------------- */
 
 /* Multiplexed connections answer a late request alone; in-order ones cannot skip a reply, so
  * a timeout there fails everything in flight and closes the connection (as the Redis path). */
@@ -1146,6 +1325,7 @@ static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
         return;
     snprintf(text, sizeof(text), "meltemi: upstream %s timed out",
              ep_label(u->mep, lbl, sizeof(lbl)));
+    mt_upstream_outcome(u->mep->wep, mw->w, MT_OUTLIER_GATEWAY); /* once per timeout pass */
     if (!u->multiplexed) {
         mt_warn("%s (%u requests in flight failed)", text + 9, u->base.inflight);
         mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, u->base.inflight);
@@ -1166,11 +1346,22 @@ static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
     }
 }
 
+/* The shell's deadline timer (armed lazily at the oldest request's deadline): fail what is
+ * overdue, arm again for the oldest request left. Requests queue in deadline order, except a
+ * head with none, which is skipped here and rearms at the next push. */
+static void up_on_deadline(mt_upstream_t *b, uint64_t now)
+{
+    meta_up_t *u = (meta_up_t *)b;
+    up_check_timeouts(mw_of(b->w), u, now);
+    if (b->state != MT_UPSTREAM_CLOSING && u->head && u->head->deadline_ms)
+        mt_upstream_arm_deadline(b, MT_MAX(u->head->deadline_ms, now + 1));
+}
+
 static void meta_tick(mt_worker_t *w, uint64_t now)
 {
     meta_worker_t *mw = mw_of(w);
     bool had_state = w->upstreams[MT_PROTO_META] || mw->clusters;
-    /* Connect timeouts, connections of retired clusters, idle exclusive ones: the shell's. */
+    /* Connections of retired clusters, idle exclusive ones: the shell's. */
     mt_upstream_tick(w, MT_PROTO_META, now);
     mt_upstream_t *next;
     for (mt_upstream_t *b = w->upstreams[MT_PROTO_META]; b; b = next) {
@@ -1178,8 +1369,6 @@ static void meta_tick(mt_worker_t *w, uint64_t now)
         meta_up_t *u = (meta_up_t *)b;
         if (b->inflight == 0 && w->draining)
             up_close(u); /* drained */
-        else
-            up_check_timeouts(mw, u, now); /* also while connecting, as before */
         if (next && next->state == MT_UPSTREAM_CLOSING)
             next = w->upstreams[MT_PROTO_META]; /* closed meanwhile: start over */
     }
@@ -1207,7 +1396,7 @@ static void meta_accept(mt_wlistener_t *l, uv_stream_t *server)
     const mt_codec_t *codec = lc->codec;
     meta_sess_t *s = calloc(1, sizeof(*s));
     void *dec = s ? malloc(codec->state_size ? codec->state_size : 1) : NULL;
-    if (!dec || codec->init(dec, NULL) != MT_OK) {
+    if (!dec || mt_codec_init(codec, dec, NULL) != MT_OK) {
         free(dec);
         free(s);
         return;

@@ -7,9 +7,6 @@
 #include "runtime/proxy/meta/meta_router.h"
 
 #include <pcre2.h>
-/* Header-only XXH3: inlined into the ring lookup, no library call on the request path. */
-#define XXH_INLINE_ALL
-#include <xxhash.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,93 +139,26 @@ bool mt_meta_mirror_roll(double pct, uint64_t rnd)
 
 /* ---- hashing and rings ------------------------------------------------------------------- */
 
-/* XXH3 (64-bit, unseeded): its output is fixed since xxHash 0.8.0, so ring points and keys
- * land alike in every process, build and snapshot; it spreads short keys that differ in one
- * byte without the extra mixer FNV-1a needed, and costs fewer instructions past a few bytes. */
+/* The ring itself is runtime/core/ring.c's, shared with Redis PROXY mode. */
 uint64_t mt_meta_hash(const void *p, size_t n)
 {
-    return XXH3_64bits(p, n);
-}
-
-typedef struct ring_point {
-    uint64_t hash;
-    uint32_t ep;
-} ring_point_t;
-
-static int ring_point_cmp(const void *a, const void *b)
-{
-    const ring_point_t *x = a, *y = b;
-    if (x->hash != y->hash)
-        return x->hash < y->hash ? -1 : 1;
-    return x->ep < y->ep ? -1 : (x->ep > y->ep);
+    return mt_hash64(p, n);
 }
 
 int mt_meta_ring_build(mt_meta_ring_t *ring, const mt_cluster_conf_t *c, const uint32_t *eps,
                        uint32_t n, uint32_t min_points)
 {
-    memset(ring, 0, sizeof(*ring));
-    if (n == 0)
-        return 0;
-    if (min_points > MT_META_RING_MAX)
-        min_points = MT_META_RING_MAX;
-    uint32_t per = min_points ? (min_points + n - 1) / n : MT_META_RING_POINTS;
-    if (per == 0 || (uint64_t)per * n > MT_META_RING_MAX)
-        per = MT_META_RING_MAX / n ? MT_META_RING_MAX / n : 1;
-    size_t total = (size_t)per * n;
-    ring_point_t *pts = malloc(total * sizeof(*pts));
-    ring->hash = malloc(total * sizeof(*ring->hash));
-    ring->ep = malloc(total * sizeof(*ring->ep));
-    if (!pts || !ring->hash || !ring->ep) {
-        free(pts);
-        mt_meta_ring_free(ring);
-        return -1;
-    }
-    size_t k = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        const mt_endpoint_conf_t *e = &c->endpoints[eps[i]];
-        char label[128];
-        for (uint32_t j = 0; j < per; j++) {
-            int len = snprintf(label, sizeof(label), "%s:%u#%u", e->address ? e->address : "?",
-                               e->port, j);
-            pts[k].hash = mt_meta_hash(label, (size_t)len);
-            pts[k].ep = eps[i];
-            k++;
-        }
-    }
-    qsort(pts, total, sizeof(*pts), ring_point_cmp);
-    for (size_t i = 0; i < total; i++) {
-        ring->hash[i] = pts[i].hash;
-        ring->ep[i] = pts[i].ep;
-    }
-    ring->n = (uint32_t)total;
-    free(pts);
-    return 0;
+    return mt_ring_build(ring, c->endpoints, eps, n, min_points);
 }
 
 void mt_meta_ring_free(mt_meta_ring_t *ring)
 {
-    free(ring->hash);
-    free(ring->ep);
-    memset(ring, 0, sizeof(*ring));
-}
-
-/* Position of the first point with hash >= h (0 after the last: the ring wraps). */
-static uint32_t ring_pos(const mt_meta_ring_t *ring, uint64_t h)
-{
-    uint32_t lo = 0, hi = ring->n;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (ring->hash[mid] < h)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo == ring->n ? 0 : lo;
+    mt_ring_free(ring);
 }
 
 uint32_t mt_meta_ring_owner(const mt_meta_ring_t *ring, uint64_t h)
 {
-    return ring->ep[ring_pos(ring, h)];
+    return mt_ring_owner(ring, h);
 }
 
 /* ---- load balancing ---------------------------------------------------------------------- */
@@ -283,7 +213,7 @@ static int64_t lb_ring_hash(const mt_meta_subset_t *ss, const mt_meta_lb_env_t *
     const mt_meta_ring_t *ring = &ss->ring;
     if (!env->hash_value || ring->n == 0)
         return lb_random(ss, env);
-    uint32_t pos = ring_pos(ring, mt_meta_hash(env->hash_value->ptr, env->hash_value->len));
+    uint32_t pos = mt_ring_pos(ring, mt_meta_hash(env->hash_value->ptr, env->hash_value->len));
     for (uint32_t i = 0; i < ring->n; i++) {
         uint32_t ep = ring->ep[(pos + i) % ring->n];
         if (lb_healthy(env, ep))

@@ -19,11 +19,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Points per endpoint when the DestinationRule names no minimumRingSize. A fixed count per
- * endpoint (not a ring size divided among them) keeps every endpoint's points where they
- * are when endpoints come and go, so only the keys of the added or removed one move. */
-#define MT_META_RING_POINTS 256u
-#define MT_META_RING_MAX (1u << 20)
+/* Points per endpoint when the DestinationRule names no minimumRingSize (runtime/core/ring.h).
+ * A fixed count per endpoint (not a ring size divided among them) keeps every endpoint's
+ * points where they are when endpoints come and go, so only the keys of the added or removed
+ * one move. */
+#define MT_META_RING_POINTS MT_RING_POINTS
+#define MT_META_RING_MAX MT_RING_MAX
 
 /* ---- building (main thread, snapshot time) ----------------------------------------------- */
 

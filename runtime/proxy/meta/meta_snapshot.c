@@ -6,6 +6,7 @@
  * the main thread at load and reload.
  */
 #include "runtime/core/log.h"
+#include "runtime/proxy/meta/lua_codec.h"
 #include "runtime/proxy/meta/meta_router.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
 
@@ -41,7 +42,10 @@ static void meta_read_lb(lua_State *L, int t, mt_meta_subset_t *ss, const mt_met
     ss->lb_policy = meta_parse_lb(lb, dflt ? dflt->lb_policy : MT_LB_ROUND_ROBIN);
     free(lb);
     ss->hash_key = t ? meta_str(L, t, "hash_key") : (mt_str_t){NULL, 0};
-    if (!ss->hash_key.ptr && dflt && dflt->hash_key.ptr) {
+    /* useSourceIp: a policy's own key (attribute or source IP) wins over the cluster's. */
+    bool own_ip = t && mt_snap_field_bool(L, t, "hash_source_ip", false);
+    ss->hash_source_ip = own_ip || (!ss->hash_key.ptr && dflt && dflt->hash_source_ip);
+    if (!ss->hash_key.ptr && !own_ip && dflt && dflt->hash_key.ptr) {
         char *k = strdup(dflt->hash_key.ptr);
         ss->hash_key = (mt_str_t){k, k ? dflt->hash_key.len : 0};
     }
@@ -161,8 +165,13 @@ int mt_meta_read_cluster(lua_State *L, int ct, mt_cluster_conf_t *c, char **err)
     mc->codec = mt_snap_field_str(L, ct, "codec");
     /* The registry is written here, on the main thread, before any worker sees a snapshot;
      * workers only use the resolved pointers. */
-    if (mt_codec_register_builtins() == MT_OK && mc->codec)
+    if (mt_lua_codec_named(mc->codec)) {
+        mc->codec_impl = mt_lua_codec_from_snapshot(L, ct, err);
+        if (!mc->codec_impl)
+            return -1;
+    } else if (mt_codec_register_builtins() == MT_OK && mc->codec) {
         mc->codec_impl = mt_codec_find(mc->codec);
+    }
     uint32_t ring = 0; /* minimumRingSize; 0: MT_META_RING_POINTS per endpoint */
     meta_read_lb(L, ct, &mc->all, NULL, &ring);
     if (meta_select_endpoints(L, ct, 0, c, &mc->all) != 0 ||
@@ -192,6 +201,7 @@ void mt_meta_free_cluster(mt_cluster_conf_t *c)
         meta_free_subset(&mc->subsets[i]);
     free(mc->subsets);
     free(mc->codec);
+    mt_lua_codec_release(mc->codec_impl);
     free(mc);
     c->proto = NULL;
 }
@@ -241,19 +251,22 @@ static int meta_read_mutation(lua_State *L, int rt, const char *key, mt_attr_t *
     return 0;
 }
 
-static int meta_read_match(lua_State *L, int rt, mt_meta_route_t *r, char *msg, size_t msglen)
+/* t.match (a list of attribute conditions, a route's or a rate limit condition's) into
+ * *out / *n_out. */
+static int meta_read_match(lua_State *L, int t, mt_meta_match_t **out, uint32_t *n_out, char *msg,
+                           size_t msglen)
 {
-    if (!mt_snap_field_table(L, rt, "match"))
+    if (!mt_snap_field_table(L, t, "match"))
         return 0;
     int mt = lua_gettop(L);
     size_t cnt = lua_objlen(L, mt);
-    r->match = calloc(cnt ? cnt : 1, sizeof(*r->match));
-    int rc = r->match ? 0 : -1;
+    *out = calloc(cnt ? cnt : 1, sizeof(**out));
+    int rc = *out ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < cnt; i++) {
         lua_rawgeti(L, mt, (int)i + 1);
         int e = lua_gettop(L);
         if (lua_istable(L, e)) {
-            mt_meta_match_t *m = &r->match[r->n_match++];
+            mt_meta_match_t *m = &(*out)[(*n_out)++];
             m->key = meta_str(L, e, "key");
             mt_str_t v;
             if ((v = meta_str(L, e, "exact")).ptr) {
@@ -283,7 +296,7 @@ static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route
                            size_t msglen)
 {
     r->name = mt_snap_field_str(L, rt, "name");
-    if (meta_read_match(L, rt, r, msg, msglen) != 0)
+    if (meta_read_match(L, rt, &r->match, &r->n_match, msg, msglen) != 0)
         return -1;
     if (mt_snap_field_table(L, rt, "route")) {
         int dt = lua_gettop(L);
@@ -316,6 +329,84 @@ static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route
     return 0;
 }
 
+/* listener.metaprotocol.local_rate_limit (mp: its table's index) into ml. */
+static int meta_read_rate_limit(lua_State *L, int mp, mt_meta_listener_conf_t *ml, char *msg,
+                                size_t msglen)
+{
+    if (!mt_snap_field_table(L, mp, "local_rate_limit"))
+        return 0;
+    int rl = lua_gettop(L);
+    uint64_t now_ms = mt_snap_clock_ms();
+    int rc = 0;
+    if (mt_snap_field_table(L, rl, "token_bucket")) {
+        ml->rate_bucket = calloc(1, sizeof(*ml->rate_bucket));
+        if (ml->rate_bucket)
+            mt_snap_token_bucket(L, lua_gettop(L), ml->rate_bucket, now_ms);
+        else
+            rc = -1;
+        lua_pop(L, 1);
+    }
+    if (rc == 0 && mt_snap_field_table(L, rl, "conditions")) {
+        int ct = lua_gettop(L);
+        size_t cnt = lua_objlen(L, ct);
+        ml->rate_conds = calloc(cnt ? cnt : 1, sizeof(*ml->rate_conds));
+        rc = ml->rate_conds ? 0 : -1;
+        for (size_t i = 0; rc == 0 && i < cnt; i++) {
+            lua_rawgeti(L, ct, (int)i + 1);
+            int e = lua_gettop(L);
+            if (lua_istable(L, e)) {
+                mt_meta_rate_cond_t *c = &ml->rate_conds[ml->n_rate_conds++];
+                rc = meta_read_match(L, e, &c->match, &c->n_match, msg, msglen);
+                if (mt_snap_field_table(L, e, "token_bucket")) {
+                    mt_snap_token_bucket(L, lua_gettop(L), &c->bucket, now_ms);
+                    lua_pop(L, 1);
+                }
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+/* ---- Istio's response_code per codec -------------------------------------------------------- */
+
+/* Dubbo's status byte as a number; index 0 (20, OK) is success. */
+static const char *const dubbo_code_names[] = {"20", "30", "31", "40",  "50",   "60",
+                                               "70", "80", "90", "100", "OTHER"};
+const mt_istio_codes_t mt_meta_dubbo_codes = {"dubbo", dubbo_code_names,
+                                              MT_ARRAY_LEN(dubbo_code_names)};
+/* Thrift: a REPLY, or an EXCEPTION message (the codec does not decode its type field). */
+static const char *const thrift_code_names[] = {"OK", "EXCEPTION"};
+static const mt_istio_codes_t thrift_codes = {"thrift", thrift_code_names,
+                                              MT_ARRAY_LEN(thrift_code_names)};
+static const char *const generic_code_names[] = {"OK", "ERROR"};
+
+/* Label sets keep their codes for good: other codecs' tables are made once, never freed. */
+const mt_istio_codes_t *mt_meta_istio_codes(const mt_codec_t *codec)
+{
+    static mt_istio_codes_t generic[16];
+    static const mt_codec_t *generic_of[16];
+    if (!codec)
+        return NULL;
+    if (strcmp(codec->name, "dubbo") == 0)
+        return &mt_meta_dubbo_codes;
+    if (strcmp(codec->name, "thrift") == 0)
+        return &thrift_codes;
+    for (size_t i = 0; i < MT_ARRAY_LEN(generic); i++) {
+        if (generic_of[i] == codec)
+            return &generic[i];
+        if (!generic_of[i]) {
+            generic_of[i] = codec;
+            generic[i] = (mt_istio_codes_t){codec->name, generic_code_names,
+                                            MT_ARRAY_LEN(generic_code_names)};
+            return &generic[i];
+        }
+    }
+    return NULL; /* more than 16 codecs: requests of the others go uncounted by Istio's names */
+}
+
 int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf_t *l, char **err)
 {
     mt_meta_listener_conf_t *ml = calloc(1, sizeof(*ml));
@@ -325,11 +416,17 @@ int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_con
     }
     l->proto = ml;
     ml->request_timeout_ms = META_DEFAULT_REQUEST_TIMEOUT_MS;
-    if (mt_codec_register_builtins() == MT_OK && l->codec)
+    if (mt_lua_codec_named(l->codec)) {
+        ml->codec = mt_lua_codec_from_snapshot(L, t, err);
+        if (!ml->codec)
+            return -1;
+    } else if (mt_codec_register_builtins() == MT_OK && l->codec) {
         ml->codec = mt_codec_find(l->codec);
+    }
     if (!ml->codec)
         mt_warn("listener %s: no codec named %s is built in; relaying it as plain TCP", l->name,
                 l->codec ? l->codec : "(none)");
+    l->istio_codes = mt_meta_istio_codes(ml->codec);
     if (!mt_snap_field_table(L, t, "metaprotocol"))
         return 0;
     int mp = lua_gettop(L);
@@ -350,6 +447,13 @@ int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_con
             lua_pop(L, 1);
         }
         lua_pop(L, 1);
+    }
+    if (rc == 0 && meta_read_rate_limit(L, mp, ml, msg, sizeof(msg)) != 0) {
+        lua_pop(L, 1);
+        if (asprintf(err, "listener %s: localRateLimit: %s", l->name,
+                     msg[0] ? msg : "out of memory") < 0)
+            *err = NULL;
+        return -1;
     }
     lua_pop(L, 1);
     if (rc != 0) {
@@ -376,14 +480,19 @@ static void meta_free_attrs(mt_attr_t *a, uint32_t n)
     free(a);
 }
 
+static void meta_free_match(mt_meta_match_t *m, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        free((char *)m[i].key.ptr);
+        free((char *)m[i].value.ptr);
+        mt_meta_regex_free(m[i].re);
+    }
+    free(m);
+}
+
 static void meta_free_route(mt_meta_route_t *r)
 {
-    for (uint32_t i = 0; i < r->n_match; i++) {
-        free((char *)r->match[i].key.ptr);
-        free((char *)r->match[i].value.ptr);
-        mt_meta_regex_free(r->match[i].re);
-    }
-    free(r->match);
+    meta_free_match(r->match, r->n_match);
     for (uint32_t i = 0; i < r->n_dests; i++)
         meta_free_dest(&r->dests[i]);
     free(r->dests);
@@ -403,6 +512,11 @@ void mt_meta_free_listener(mt_listener_conf_t *l)
     for (uint32_t i = 0; i < ml->n_routes; i++)
         meta_free_route(&ml->routes[i]);
     free(ml->routes);
+    for (uint32_t i = 0; i < ml->n_rate_conds; i++)
+        meta_free_match(ml->rate_conds[i].match, ml->rate_conds[i].n_match);
+    free(ml->rate_conds);
+    free(ml->rate_bucket);
+    mt_lua_codec_release(ml->codec);
     free(ml);
     l->proto = NULL;
 }

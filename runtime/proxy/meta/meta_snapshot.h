@@ -13,5 +13,8 @@ int mt_meta_read_cluster(lua_State *L, int ct, mt_cluster_conf_t *c, char **err)
 int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf_t *l, char **err);
 void mt_meta_free_cluster(mt_cluster_conf_t *c);
 void mt_meta_free_listener(mt_listener_conf_t *l);
+/* Istio's response_code values for a codec's listeners (static or made once). */
+const mt_istio_codes_t *mt_meta_istio_codes(const mt_codec_t *codec);
+extern const mt_istio_codes_t mt_meta_dubbo_codes;
 
 #endif

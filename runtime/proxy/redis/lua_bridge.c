@@ -9,6 +9,8 @@
  */
 #include "runtime/proxy/redis/lua_bridge.h"
 
+#include "protocols/redis/reply_reader.h"
+
 #include "runtime/core/log.h"
 #include "runtime/core/stats.h"
 
@@ -492,19 +494,23 @@ static void push_reply(lua_State *L, const char *p, size_t len)
         lua_pushliteral(L, "error");
         lua_pushlstring(L, p + 1, body);
         return;
-    case ':':
+    case ':': {
+        redis_reader_t rd = redis_reader(p, len);
+        int64_t v = redis_read_num(&rd, ':');
         lua_pushliteral(L, "integer");
-        lua_pushnumber(L, (lua_Number)strtoll(p + 1, NULL, 10));
+        lua_pushnumber(L, rd.bad ? 0 : (lua_Number)v);
         return;
+    }
     case '$': {
-        const char *nl = memchr(p, '\n', len);
-        long n = strtol(p + 1, NULL, 10);
-        if (n < 0 || !nl || (size_t)(nl + 1 - p) + (size_t)n > len) {
+        redis_reader_t rd = redis_reader(p, len);
+        const char *s = NULL;
+        size_t n = 0;
+        if (!redis_read_bulk(&rd, &s, &n) || !s) {
             lua_pushliteral(L, "null");
             lua_pushnil(L);
         } else {
             lua_pushliteral(L, "bulk");
-            lua_pushlstring(L, nl + 1, (size_t)n);
+            lua_pushlstring(L, s, n);
         }
         return;
     }

@@ -117,7 +117,13 @@ static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
         same = same && targets[i] == first && strips[i] == first_strip;
     }
     bool handled = false;
-    if (!same && !splittable) {
+    if (!same && s->tx.state == RTX_QUEUED) {
+        /* a transaction runs on one connection to one destination */
+        mt_rsess_reply_error(s, "ERR meltemi: the keys of a transaction must all go to one "
+                                "destination (prefix routes send them to different services)");
+        mt_rtx_answered_locally(s, true);
+        handled = true;
+    } else if (!same && !splittable) {
         mt_rsess_reply_error(s, "ERR meltemi: the keys of this command are routed to different "
                                 "services");
         handled = true;
@@ -127,7 +133,6 @@ static bool sess_split_by_route(mt_rsess_t *s, const redis_command_t *cmd,
             mt_session_close(&s->base);
         } else {
             r->cmd = cmd;
-            r->start_ns = uv_hrtime();
             r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
             r->hold_until_ms = hold;
             mt_rsess_push(s, r);
@@ -156,8 +161,12 @@ void mt_rsess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_reque
          * hold is never shorter than asked. */
         uv_update_time(&w->loop);
         hold = mt_worker_now_ms(w) + v->delay_ms + 1;
+        s->cmd_flags |= MT_RF_DI;
     }
+    if (v->has_error)
+        s->cmd_flags |= MT_RF_FI; /* an abort fault or a filter's deny */
     if (v->has_error || v->has_reply) {
+        mt_rtx_answered_locally(s, v->has_error || (v->reply.len && v->reply.data[0] == '-'));
         if (hold)
             mt_rsess_reply_held(s, v->reply.data, v->reply.len, hold);
         else
@@ -185,13 +194,15 @@ void mt_rsess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_reque
         verdict_rewrite(v, cmd, req, argv, &rewritten);
         use = &rewritten;
         /* a filter's msg:set may have written BLOCK into XREAD's options */
-        if (v->n_sets && mt_rsess_refuse_blocking(s, cmd, use)) {
+        if (v->n_sets && s->tx.state != RTX_QUEUED && mt_rsess_refuse_blocking(s, cmd, use)) {
             if (argv != small)
                 free(argv);
             return;
         }
     }
-    for (uint32_t i = 0; i < v->n_mirrors; i++) {
+    /* A queued command is not mirrored: the mirror would apply it now, whether or not the
+     * transaction runs. */
+    for (uint32_t i = 0; i < v->n_mirrors && s->tx.state != RTX_QUEUED; i++) {
         if (v->mirrors[i] <= mt_rw(w)->bridge.n_cluster_index)
             mirror_send(w, mt_rw(w)->bridge.cluster_by_index[v->mirrors[i] - 1], cmd, use);
     }
@@ -202,4 +213,14 @@ void mt_rsess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_reque
         s->tail->resp_chain = true;
     if (argv && argv != small)
         free(argv);
+}
+
+void mt_rsess_dispatch(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                       const char *frame)
+{
+    mt_worker_t *w = s->base.w;
+    if (MT_UNLIKELY(mt_bridge_has_chain(&mt_rw(w)->bridge, s->base.li)) && s->base.snap == w->snap)
+        mt_rsess_policy(s, cmd, req, frame);
+    else
+        mt_rsess_forward(s, cmd, req, frame);
 }

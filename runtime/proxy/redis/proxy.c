@@ -1,7 +1,8 @@
 /*
  * proxy.c - the Redis proxy's registry entry (core/proxy.h) and its
- * per-worker state (mt_redis_worker_t): start, snapshot applied, tick (cluster topology, the
- * upstream connections' op timeouts), stop and free.
+ * per-worker state (mt_redis_worker_t): start, snapshot applied, tick (cluster topology
+ * refresh, retired connections; op timeouts are on the worker's timer wheel, upstream.c),
+ * stop and free.
  */
 
 #include "runtime/proxy/redis/redis_proxy.h"
@@ -15,7 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-/* ---- per-worker upkeep: the tick (topology, op timeouts) and shutdown ---------------------- */
+/* ---- per-worker upkeep: the tick (topology refresh, retired connections) and shutdown ----- */
 
 static void redis_tick(mt_worker_t *w, uint64_t now_ms)
 {
@@ -23,23 +24,7 @@ static void redis_tick(mt_worker_t *w, uint64_t now_ms)
         if (mt_rtopo(c))
             mt_rcluster_tick(c, now_ms);
     }
-    mt_upstream_tick(w, MT_PROTO_REDIS, now_ms);
-    mt_upstream_t *next;
-    char lbl[256], text[400];
-    for (mt_upstream_t *b = w->upstreams[MT_PROTO_REDIS]; b; b = next) {
-        next = b->next;
-        mt_rup_t *u = (mt_rup_t *)b;
-        if (b->state == MT_UPSTREAM_READY && u->head && u->head->deadline_ms &&
-            now_ms >= u->head->deadline_ms) {
-            snprintf(text, sizeof(text), "ERR meltemi: upstream %s timed out",
-                     mt_rendpoint_label(b->ep, lbl, sizeof(lbl)));
-            mt_warn("%s (%u commands in flight failed)", text + 4, b->inflight);
-            mt_stat_add(b->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, b->inflight);
-            mt_rup_fail(u, text);
-            if (next && next->state == MT_UPSTREAM_CLOSING)
-                next = w->upstreams[MT_PROTO_REDIS]; /* the fail closed it too: start over */
-        }
-    }
+    mt_upstream_tick(w, MT_PROTO_REDIS, now_ms); /* op timeouts: the shell's deadline timer */
 }
 
 static void redis_worker_stop(mt_worker_t *w)

@@ -15,6 +15,8 @@
  */
 #include "runtime/proxy/redis/redis_proxy.h"
 
+#include "protocols/redis/admin.h"
+
 #include "runtime/core/log.h"
 
 #include "protocols/redis/cluster_slots.h"
@@ -43,6 +45,15 @@ typedef struct mt_rshard {
     uint16_t first_slot;
 } mt_rshard_t;
 
+typedef enum cluster_event {
+    CLUSTER_EV_MOVED = 0,
+    CLUSTER_EV_ASK,
+    CLUSTER_EV_REDIRECT_LIMIT,
+    CLUSTER_EV_REFRESH,
+    CLUSTER_EV_REFRESH_FAILED,
+    CLUSTER_EVENT_COUNT
+} cluster_event_t;
+
 struct mt_rtopo {
     mt_worker_t *w;
     uint16_t slot_shard[SLOTS];
@@ -66,7 +77,30 @@ struct mt_rtopo {
     uint32_t n_waiting;
     uint64_t waiting_since_ms;
     char last_error[300];
+    mt_stats_block_t *events[CLUSTER_EVENT_COUNT]; /* created on first use (topo_event) */
 };
+
+/* ---- events counted per cluster: redirections and slot map refreshes ------------------------ */
+
+static const char *const cluster_event_names[CLUSTER_EVENT_COUNT] = {
+    "moved", "ask", "redirect_limit", "refresh", "refresh_failed"};
+
+static const mt_stats_detail_t cluster_events = {
+    .prefix = "meltemi_redis_cluster_events",
+    .scope = "cluster",
+    .label = "event",
+    .total_only = true,
+    .help_total = "Redis Cluster events per cluster: MOVED and ASK redirections followed, "
+                  "commands over the redirection limit, slot map refreshes and failed ones.",
+};
+
+static void topo_event(const mt_wcluster_t *c, mt_rtopo_t *t, cluster_event_t ev)
+{
+    if (!t->events[ev])
+        t->events[ev] =
+            mt_stats_detail_block(&cluster_events, c->conf->name, cluster_event_names[ev]);
+    mt_stat_add(t->events[ev], t->w->id, MT_ST_REQUESTS_TOTAL, 1);
+}
 
 typedef enum split_op {
     SPLIT_MGET = 1, /* array, one element per key in the client's order */
@@ -76,6 +110,8 @@ typedef enum split_op {
     SPLIT_SCAN,     /* one master at a time, cursor rewritten */
     SPLIT_ANY_KEY,  /* RANDOMKEY: the first non-nil reply, from a rotating start */
     SPLIT_SAME,     /* SCRIPT LOAD / FLUSH: every master answers alike; the first reply */
+    SPLIT_AND,      /* SCRIPT EXISTS: arrays of 0/1, 1 where every master says 1 */
+    SPLIT_ANY_OK,   /* SCRIPT / FUNCTION KILL: the first reply that is not an error */
 } split_op_t;
 
 struct mt_rsplit {
@@ -359,6 +395,7 @@ void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p,
                 from->port, ns);
     else
         mt_debug("cluster %s: slot map refreshed: %u masters", c->conf->name, ns);
+    topo_event(c, t, CLUSTER_EV_REFRESH);
     if (t->waiting_head)
         topo_release_waiting(c);
 }
@@ -370,6 +407,7 @@ void mt_rcluster_topology_failed(mt_wcluster_t *c, const char *why)
         return;
     t->refreshing = false;
     t->failed_attempts++;
+    topo_event(c, t, CLUSTER_EV_REFRESH_FAILED);
     if (why != t->last_error)
         snprintf(t->last_error, sizeof(t->last_error), "%s", why);
     mt_warn("cluster %s: topology refresh failed: %s", c->conf->name, t->last_error);
@@ -581,6 +619,10 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     mt_worker_t *w = c->w;
     char text[400];
     if (r->redirects >= MAX_REDIRECTS) {
+        topo_event(c, mt_rtopo(c), CLUSTER_EV_REDIRECT_LIMIT);
+        r->rflags |= MT_RF_URX;
+        mt_debug("cluster %s: giving up after %u redirections (last: %.*s)", c->conf->name,
+                 r->redirects, (int)MT_MIN(len - 3, 200), p + 1);
         snprintf(text, sizeof(text), "ERR meltemi: too many redirections (last: %.*s)",
                  (int)MT_MIN(len - 3, 200), p + 1);
         mt_rreq_complete_error(w, r, text);
@@ -588,16 +630,20 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     }
     /* "-MOVED <slot> <host>:<port>\r\n" */
     const char *q = p + (moved ? 7 : 5), *end = p + len - 2;
-    char *after = NULL;
-    unsigned long slot = strtoul(q, &after, 10);
-    const char *hp = after && *after == ' ' ? after + 1 : NULL;
-    const char *colon = hp ? memrchr(hp, ':', (size_t)(end - hp)) : NULL;
-    if (!hp || !colon || slot >= SLOTS)
+    if (q >= end)
         return false;
-    uint16_t port = (uint16_t)strtoul(colon + 1, NULL, 10);
+    const char *sp = memchr(q, ' ', (size_t)(end - q));
+    int64_t slot = -1, port = -1;
+    if (!sp || !redis_parse_int(q, (size_t)(sp - q), &slot) || slot < 0 || slot >= SLOTS)
+        return false;
+    const char *hp = sp + 1;
+    const char *colon = hp < end ? memrchr(hp, ':', (size_t)(end - hp)) : NULL;
+    if (!colon || !redis_parse_int(colon + 1, (size_t)(end - colon - 1), &port) || port <= 0 ||
+        port > 65535)
+        return false;
     mt_rtopo_t *tp = mt_rtopo(c);
     uint32_t known = tp->n_nodes;
-    mt_wendpoint_t *ep = topo_node(c, hp, (size_t)(colon - hp), port);
+    mt_wendpoint_t *ep = topo_node(c, hp, (size_t)(colon - hp), (uint16_t)port);
     if (!ep)
         return false;
     if (tp->n_nodes > known &&
@@ -610,6 +656,9 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
         return true;
     }
     r->redirects++;
+    topo_event(c, tp, moved ? CLUSTER_EV_MOVED : CLUSTER_EV_ASK);
+    mt_debug("cluster %s: %s slot %lu -> %s:%u (redirection %u)", c->conf->name,
+             moved ? "MOVED" : "ASK", slot, ep->address, ep->port, r->redirects);
     /* r just left its old connection's FIFO; its link there must not follow it into the
      * new one (mt_rup_push appends without clearing it). */
     r->unext = NULL;
@@ -670,7 +719,9 @@ static void keep_slice(mt_slice_t *dst, mt_buf_t *b, const char *p, size_t len)
 static void split_out_error(resp_out_t *o, const mt_rsplit_t *sp)
 {
     char text[400];
-    if (sp->n_parts > 1)
+    /* Every part failed (CONFIG SET of an unknown parameter on every master): Redis's own
+     * error, as a client written against Redis expects it. */
+    if (sp->n_parts > 1 && sp->n_failed < sp->n_parts)
         snprintf(text, sizeof(text), "%s (meltemi: %u of %u parts failed)", sp->error, sp->n_failed,
                  sp->n_parts);
     else
@@ -681,6 +732,48 @@ static void split_out_error(resp_out_t *o, const mt_rsplit_t *sp)
 static bool reply_is_nil(const mt_slice_t *e)
 {
     return e->len >= 3 && memcmp(e->p, "$-1", 3) == 0;
+}
+
+/* SCRIPT EXISTS sha...: element i is 1 only where every master says 1. */
+static void split_and(resp_out_t *o, const mt_rsplit_t *sp)
+{
+    redis_reader_t *rd = calloc(sp->n_parts ? sp->n_parts : 1, sizeof(*rd));
+    int64_t n = -1;
+    for (uint32_t i = 0; rd && i < sp->n_parts; i++) {
+        rd[i] = redis_reader(sp->elems[i].p, sp->elems[i].len);
+        int64_t ni = sp->elems[i].buf ? redis_read_num(&rd[i], '*') : -1;
+        if (ni < 0 || (n >= 0 && ni != n)) {
+            resp_out_error(o, "ERR meltemi: the masters' replies do not match");
+            free(rd);
+            return;
+        }
+        n = ni;
+    }
+    if (!rd) {
+        resp_out_error(o, "ERR meltemi: out of memory");
+        return;
+    }
+    resp_out_array(o, n);
+    for (int64_t k = 0; k < n; k++) {
+        bool all = true;
+        for (uint32_t i = 0; i < sp->n_parts; i++)
+            all &= redis_read_num(&rd[i], ':') == 1;
+        resp_out_integer(o, all ? 1 : 0);
+    }
+    free(rd);
+}
+
+/* SCRIPT KILL / FUNCTION KILL: only the master running a script says OK; NOTBUSY from all
+ * of them is Redis's NOTBUSY. */
+static void split_any_ok(resp_out_t *o, const mt_rsplit_t *sp)
+{
+    for (uint32_t i = 0; i < sp->n_parts; i++) {
+        if (sp->elems[i].buf) {
+            resp_out_raw(o, sp->elems[i].p, sp->elems[i].len);
+            return;
+        }
+    }
+    resp_out_error(o, sp->error ? sp->error : "ERR meltemi: no reply");
 }
 
 static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
@@ -754,6 +847,15 @@ static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
         }
         break;
     }
+    case SPLIT_AND:
+        if (sp->error)
+            split_out_error(o, sp);
+        else
+            split_and(o, sp);
+        break;
+    case SPLIT_ANY_OK:
+        split_any_ok(o, sp);
+        break;
     case SPLIT_SCAN:
         break; /* answered by the part directly */
     }
@@ -826,8 +928,14 @@ void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const c
     case SPLIT_SUM:
         if (is_error)
             split_note_error(sp, p, len);
-        else if (p[0] == ':')
-            sp->sum += strtoll(p + 1, NULL, 10);
+        else if (p[0] == ':') {
+            redis_reader_t rd = redis_reader(p, len);
+            int64_t v = redis_read_num(&rd, ':');
+            if (rd.bad)
+                split_note_error(sp, "-ERR meltemi: malformed integer reply\r\n", 39);
+            else
+                sp->sum += v;
+        }
         break;
     case SPLIT_OK:
         if (is_error)
@@ -836,6 +944,8 @@ void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const c
     case SPLIT_CONCAT:
     case SPLIT_ANY_KEY:
     case SPLIT_SAME:
+    case SPLIT_AND:
+    case SPLIT_ANY_OK:
         if (is_error)
             split_note_error(sp, p, len);
         else
@@ -961,35 +1071,60 @@ static void split_by_slot(mt_wcluster_t *c, mt_rreq_t *parent, const resp_reques
     free(parts);
 }
 
-/* DBSIZE / KEYS / FLUSHALL / FLUSHDB / RANDOMKEY / SCRIPT LOAD: the same command on every
- * master. */
-static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req, split_op_t op)
+/* A part for one given endpoint: through the slot machinery in cluster mode (its node may
+ * fail), straight to the endpoint in PROXY mode. */
+static void part_send(mt_wcluster_t *c, mt_rreq_t *part)
+{
+    if (mt_rtopo(c)) {
+        cluster_send(c, part);
+        return;
+    }
+    const char *why = NULL;
+    if (!mt_rreq_send(part, part->pin, false, &why)) {
+        char text[400], lbl[256];
+        mt_stat_add(c->conf->stats, c->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        if (why && strncmp(why, "meltemi: ", 9) == 0)
+            snprintf(text, sizeof(text), "ERR %s", why);
+        else
+            snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
+                     mt_rendpoint_label(part->pin, lbl, sizeof(lbl)), why ? why : "?");
+        mt_rreq_complete_error(c->w, part, text);
+    }
+}
+
+/* The same command on each of eps (slots[i]: a slot eps[i] serves, cluster mode), the
+ * replies combined as op says. */
+static void fan_out_to(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
+                       mt_wendpoint_t *const *eps, const uint16_t *slots, uint32_t n, split_op_t op)
 {
     mt_worker_t *w = c->w;
-    mt_rtopo_t *t = mt_rtopo(c);
     mt_rsplit_t *sp = calloc(1, sizeof(*sp));
-    if (!sp) {
+    if (!sp || n == 0) {
+        free(sp);
         mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
         return;
     }
     sp->op = op;
-    sp->n_parts = t->n_shards;
-    sp->pending = t->n_shards;
+    sp->n_parts = n;
+    sp->pending = n;
     parent->split = sp;
-    bool per_part = op == SPLIT_CONCAT || op == SPLIT_ANY_KEY || op == SPLIT_SAME;
+    bool per_part = op == SPLIT_CONCAT || op == SPLIT_ANY_KEY || op == SPLIT_SAME ||
+                    op == SPLIT_AND || op == SPLIT_ANY_OK;
     if (per_part)
-        sp->elems = calloc(t->n_shards, sizeof(mt_slice_t));
-    sp->scan_index = t->next_node++ % t->n_shards;
-    mt_rreq_t **parts = calloc(t->n_shards, sizeof(*parts));
+        sp->elems = calloc(n, sizeof(mt_slice_t));
+    sp->scan_index = c->rr++ % n;
+    mt_rreq_t **parts = calloc(n, sizeof(*parts));
     bool ok = parts && (!per_part || sp->elems);
-    for (uint32_t i = 0; ok && i < t->n_shards; i++) {
-        parts[i] = part_new(w, parent, i, t->shards[i].first_slot, req->argc, req->argv);
-        if (parts[i])
-            parts[i]->pin = t->shards[i].master;
-        parts[i] ? (void)(parts[i]->read_only = false) : (void)(ok = false);
+    for (uint32_t i = 0; ok && i < n; i++) {
+        parts[i] = part_new(w, parent, i, slots ? slots[i] : 0, req->argc, req->argv);
+        if (parts[i]) {
+            parts[i]->pin = eps[i];
+            parts[i]->read_only = false;
+        }
+        ok = parts[i] != NULL;
     }
     if (!ok) {
-        for (uint32_t i = 0; parts && i < t->n_shards; i++) {
+        for (uint32_t i = 0; parts && i < n; i++) {
             if (parts[i]) {
                 parts[i]->parent = NULL;
                 mt_rreq_free(w, parts[i]);
@@ -999,16 +1134,75 @@ static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *r
         mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
         return;
     }
-    for (uint32_t i = 0; i < t->n_shards; i++)
-        cluster_send(c, parts[i]);
+    /* Send after building every part: a part may complete (with an error) synchronously. */
+    for (uint32_t i = 0; i < n; i++)
+        part_send(c, parts[i]);
     free(parts);
 }
 
+/* DBSIZE / KEYS / FLUSHALL / FLUSHDB / RANDOMKEY / CONFIG SET ...: the same command on every
+ * master of the slot map. */
+static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req, split_op_t op)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    uint32_t n = t->n_shards;
+    mt_wendpoint_t **eps = calloc(n ? n : 1, sizeof(*eps));
+    uint16_t *slots = calloc(n ? n : 1, sizeof(*slots));
+    if (!eps || !slots) {
+        free(eps), free(slots);
+        mt_rreq_complete_error(c->w, parent, "ERR meltemi: out of memory");
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        eps[i] = t->shards[i].master;
+        slots[i] = t->shards[i].first_slot;
+    }
+    fan_out_to(c, parent, req, eps, slots, n, op);
+    free(eps), free(slots);
+}
+
+mt_wendpoint_t *mt_rcluster_slot_master(mt_wcluster_t *c, uint16_t slot)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    if (!t || !t->have_map || slot >= SLOTS)
+        return NULL;
+    uint16_t si = t->slot_shard[slot];
+    return si == NO_SHARD || si >= t->n_shards ? NULL : t->shards[si].master;
+}
+
+static split_op_t split_op_of(redis_merge_t m)
+{
+    switch (m) {
+    case REDIS_MERGE_ALL_OK:
+        return SPLIT_OK;
+    case REDIS_MERGE_SUM:
+        return SPLIT_SUM;
+    case REDIS_MERGE_CONCAT:
+        return SPLIT_CONCAT;
+    case REDIS_MERGE_AND:
+        return SPLIT_AND;
+    case REDIS_MERGE_ANY_OK:
+        return SPLIT_ANY_OK;
+    case REDIS_MERGE_ANY_KEY:
+        return SPLIT_ANY_KEY;
+    default:
+        return SPLIT_SAME;
+    }
+}
+
+void mt_rsplit_fanout(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
+                      mt_wendpoint_t *const *eps, uint32_t n, int merge)
+{
+    fan_out_to(c, parent, req, eps, NULL, n, split_op_of((redis_merge_t)merge));
+}
+
 /* SCAN cursor [args]: the cursor says which master (low bits) and where on it (high bits). */
-static void scan_start(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req)
+static void scan_on(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
+                    mt_wendpoint_t *const *eps, uint32_t n)
 {
     mt_worker_t *w = c->w;
     mt_rtopo_t *t = mt_rtopo(c);
+    uint32_t n_masters = eps ? n : t->n_shards;
     char num[32];
     snprintf(num, sizeof(num), "%.*s", (int)MT_MIN(req->argv[1].len, 31), req->argv[1].ptr);
     char *end = NULL;
@@ -1019,7 +1213,7 @@ static void scan_start(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t
     }
     uint32_t index = (uint32_t)(cursor & ((1u << SCAN_SHARD_BITS) - 1));
     uint64_t node_cursor = cursor >> SCAN_SHARD_BITS;
-    if (index >= t->n_shards) {
+    if (index >= n_masters) {
         mt_rreq_complete_copy(w, parent, "*2\r\n$1\r\n0\r\n*0\r\n", 15);
         return;
     }
@@ -1033,21 +1227,33 @@ static void scan_start(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t
     sp->op = SPLIT_SCAN;
     sp->n_parts = sp->pending = 1;
     sp->scan_index = index;
-    sp->scan_masters = t->n_shards;
+    sp->scan_masters = n_masters;
     parent->split = sp;
     snprintf(num, sizeof(num), "%llu", (unsigned long long)node_cursor);
     memcpy(argv, req->argv, sizeof(resp_arg_t) * req->argc);
     argv[1] = (resp_arg_t){num, strlen(num)};
-    mt_rreq_t *part = part_new(w, parent, 0, t->shards[index].first_slot, req->argc, argv);
+    mt_rreq_t *part =
+        part_new(w, parent, 0, eps ? 0 : t->shards[index].first_slot, req->argc, argv);
     if (part)
-        part->pin = t->shards[index].master;
+        part->pin = eps ? eps[index] : t->shards[index].master;
     free(argv);
     if (!part) {
         mt_rreq_complete_error(w, parent, "ERR meltemi: out of memory");
         return;
     }
     part->read_only = false; /* one node per master, always the same: the cursor is its */
-    cluster_send(c, part);
+    part_send(c, part);
+}
+
+static void scan_start(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req)
+{
+    scan_on(c, parent, req, NULL, 0);
+}
+
+void mt_rsplit_scan(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
+                    mt_wendpoint_t *const *eps, uint32_t n)
+{
+    scan_on(c, parent, req, eps, n);
 }
 
 /* What a replica in READONLY mode serves: commands Redis flags readonly. EVAL, OBJECT and
@@ -1067,29 +1273,25 @@ static void cluster_route(mt_wcluster_t *c, mt_rreq_t *r, const resp_request_t *
         cluster_wait(c, r);
         return;
     }
-    if (cmd->proxy == REDIS_PROXY_ALL_MASTERS) {
-        if (mt_rcmd_is(cmd, "dbsize"))
-            fan_out(c, r, req, SPLIT_SUM);
-        else if (mt_rcmd_is(cmd, "keys"))
-            fan_out(c, r, req, SPLIT_CONCAT);
-        else if (mt_rcmd_is(cmd, "flushall") || mt_rcmd_is(cmd, "flushdb"))
-            fan_out(c, r, req, SPLIT_OK);
-        else if (mt_rcmd_is(cmd, "scan"))
+    if (cmd->proxy == REDIS_PROXY_ALL_MASTERS || cmd->proxy == REDIS_PROXY_BROADCAST) {
+        /* protocols/redis/admin.c says how (docs/redis-commands.md): every master with the
+         * replies merged, the master of a key, or one master. */
+        const redis_admin_rule_t *rule = redis_admin_rule(cmd, req->argc, req->argv);
+        redis_merge_t m = rule ? (redis_merge_t)rule->merge : REDIS_MERGE_ONE;
+        if (m == REDIS_MERGE_SCAN) {
             scan_start(c, r, req);
-        else if (mt_rcmd_is(cmd, "randomkey"))
-            fan_out(c, r, req, SPLIT_ANY_KEY);
-        else {
-            r->slot = t->shards[(t->next_node++) % t->n_shards].first_slot;
+        } else if (m == REDIS_MERGE_BY_KEY && rule->key_arg < req->argc) {
+            r->slot = key_slot(&req->argv[rule->key_arg]);
             r->read_only = false;
             cluster_send(c, r);
+        } else if (m == REDIS_MERGE_ONE || m == REDIS_MERGE_BY_KEY || t->n_shards == 1) {
+            r->slot =
+                t->shards[m == REDIS_MERGE_ONE ? 0 : (t->next_node++) % t->n_shards].first_slot;
+            r->read_only = false;
+            cluster_send(c, r);
+        } else {
+            fan_out(c, r, req, split_op_of(m));
         }
-        return;
-    }
-    if (mt_rcmd_is(cmd, "script") && req->argc >= 2 &&
-        ((req->argv[1].len == 4 && strncasecmp(req->argv[1].ptr, "load", 4) == 0) ||
-         (req->argv[1].len == 5 && strncasecmp(req->argv[1].ptr, "flush", 5) == 0))) {
-        /* A script loaded through the proxy must be there for EVALSHA on any shard. */
-        fan_out(c, r, req, SPLIT_SAME);
         return;
     }
     uint32_t idx_inline[MAX_KEYS_INLINE];
@@ -1200,7 +1402,7 @@ void mt_rcluster_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t 
         return;
     }
     r->cmd = cmd;
-    r->start_ns = uv_hrtime();
+    r->dest = c->conf;
     r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     r->read_only = cmd_replica_ok(cmd);
     /* Keep the command's bytes for redirections: a reference, or a copy for inline ones. */

@@ -8,7 +8,10 @@
 #ifndef MELTEMI_REDIS_CONF_H
 #define MELTEMI_REDIS_CONF_H
 
+#include "runtime/core/ring.h"
 #include "runtime/core/snapshot.h"
+
+#include "protocols/redis/commands.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,6 +25,15 @@ typedef enum mt_read_policy {
     MT_READ_PREFER_REPLICA,
     MT_READ_ANY,
 } mt_read_policy_t;
+
+/* RedisService localRateLimit conditions[] (a meltemi extension): a command of the class
+ * (REDIS_CMD_WRITE / REDIS_CMD_READONLY in `flags`) or named in `ids` takes a token from this
+ * condition's bucket; the first matching condition wins. */
+typedef struct mt_redis_rate_cond {
+    uint32_t flags;           /* any of these command flags matches; 0: none */
+    uint64_t ids[4];          /* bit redis_command_t.id: named commands */
+    mt_token_bucket_t bucket; /* shared by every worker (runtime/core/ratelimit.h) */
+} mt_redis_rate_cond_t;
 
 /* RedisService settings of one listener (listener.redis). */
 typedef struct mt_redis_listener_conf {
@@ -37,6 +49,15 @@ typedef struct mt_redis_listener_conf {
     uint32_t auth_timeout_ms; /* close if not authenticated by then (auth required); 0: never */
     uint32_t idle_timeout_ms; /* close after this long with no traffic, nothing in flight; 0:
                                  never */
+    mt_token_bucket_t *rate_bucket; /* localRateLimit.tokenBucket; NULL: no default limit */
+    mt_redis_rate_cond_t *rate_conds;
+    uint32_t n_rate_conds;
+    /* settings.deniedCommands (a meltemi extension): bit i of denied = command id i, of
+     * denied_sub = the i-th entry of the subcommand table; answered NOPERM before anything
+     * acts on them. n_denied = 0: none (the data path checks only that). */
+    uint32_t n_denied;
+    uint8_t denied[(REDIS_COMMAND_COUNT + 7) / 8];
+    uint8_t denied_sub[(REDIS_SUBCOMMAND_MAX + 7) / 8];
 } mt_redis_listener_conf_t;
 
 /* RedisDestination settings of one cluster (cluster.redis). */
@@ -50,6 +71,9 @@ typedef struct mt_redis_cluster_conf {
      * redis-role or redis.io/role = replica | slave). NULL when the cluster has none. */
     bool *replica;
     uint32_t n_replicas;
+    /* PROXY mode without roles: the consistent-hash ring keys are spread over (every
+     * endpoint, MT_RING_POINTS each); n == 0 when the cluster has fewer than two. */
+    mt_ring_t ring;
 } mt_redis_cluster_conf_t;
 
 /* What a cluster without a Redis part reads as (a snapshot where a Redis route names a
@@ -72,5 +96,8 @@ static inline const mt_redis_cluster_conf_t *mt_redis_cluster(const mt_cluster_c
 {
     return c->protocol == MT_PROTO_REDIS ? c->proto : &mt_redis_cluster_none;
 }
+
+/* Istio's response_code values of Redis replies (reply.c): OK or the error's prefix. */
+extern const mt_istio_codes_t mt_redis_istio_codes;
 
 #endif

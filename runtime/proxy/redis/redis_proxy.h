@@ -48,10 +48,15 @@ typedef struct mt_rreq {
     uint64_t start_ns;
     uint64_t deadline_ms;
     const redis_command_t *cmd;
-    struct mt_rreq *parent; /* a part of a split command */
-    mt_wendpoint_t *pin;    /* a part for one given master (fan-out), whatever its slot */
-    mt_rsplit_t *split;     /* a split command: how the parts' replies combine */
-    uint32_t part;          /* index among the parent's parts */
+    const mt_cluster_conf_t *dest; /* where it went, for Istio's labels (mt_rsess_push: the
+                                      session's cluster unless route.c set another) */
+    uint32_t req_bytes;            /* the command's frame, for istio_request_bytes */
+    uint16_t rflags;               /* Envoy response flags (MT_RF_*): the session's, plus
+                                      what happened on the way (timeouts, failures) */
+    struct mt_rreq *parent;        /* a part of a split command */
+    mt_wendpoint_t *pin;           /* a part for one given master (fan-out), whatever its slot */
+    mt_rsplit_t *split;            /* a split command: how the parts' replies combine */
+    uint32_t part;                 /* index among the parent's parts */
     uint16_t slot;
     uint8_t kind;
     uint8_t redirects;
@@ -59,10 +64,30 @@ typedef struct mt_rreq {
     bool read_only; /* may go to a replica */
     bool held;      /* answered, but a DELAY fault holds the reply until hold_until */
     bool stats_done;
+    bool observed; /* in Istio's metrics (once, whichever path answers it) */
     bool resp_chain;
     /* on_response filters see the reply (once) */ /* counted in the per-command stats */
     uint64_t hold_until_ms;
 } mt_rreq_t;
+
+typedef struct mt_rup mt_rup_t;
+
+/* A transaction's state (tx.c): WATCH and MULTI put the session on an exclusive upstream
+ * connection until EXEC, DISCARD or UNWATCH. */
+typedef enum rtx_state { RTX_NONE = 0, RTX_WATCHING, RTX_QUEUED } rtx_state_t;
+typedef struct mt_rtx {
+    mt_rup_t *lease;    /* the leased connection, or NULL (not yet, or lost) */
+    uint8_t state;      /* rtx_state_t */
+    bool multi_pending; /* MULTI answered here; sent on the lease before the first command */
+    bool failed;        /* a queued command was refused here: EXEC aborts (EXECABORT) */
+    bool watch_lost;    /* the lease died while keys were watched: EXEC answers nil */
+    int32_t slot;       /* cluster mode: the slot of the transaction's keys; -1: none yet */
+    /* A new lease waits for what the client sent before it (on other connections) to be
+     * answered, so Redis sees the client's commands in order: gate_ahead is how many records
+     * of the session's FIFO are still ahead, pending what waits (linked by unext). */
+    uint32_t gate_ahead;
+    mt_rreq_t *pending_head, *pending_tail;
+} mt_rtx_t;
 
 struct mt_rsess {
     mt_session_t base; /* first: the uv handle is first in it */
@@ -77,17 +102,27 @@ struct mt_rsess {
     /* MULTI was refused: until EXEC or DISCARD every command is answered "not applied" and
      * nothing reaches an upstream (the client may believe it is queueing a transaction) */
     bool tx_refused;
+    mt_rtx_t tx;
     mt_timer_t hold_timer; /* releases held replies (DELAY faults), at the earliest one's time */
+    /* the command being handled (sess_command): its start (the read's w->now_ns), its size,
+     * and the Envoy response flags (MT_RF_*) that policies, refusals and routing set on it;
+     * its record (mt_rsess_push) or its local reply takes them */
+    uint64_t cmd_start_ns;
+    uint32_t cmd_bytes;
+    uint16_t cmd_flags;
 };
 
 /* A Redis upstream connection: the shell (upstream.h) first, then the reply scanner and the
  * FIFO of requests it owes replies to (Redis answers in order). */
-typedef struct mt_rup {
+struct mt_rup {
     mt_upstream_t base;
     resp_reply_scanner_t scanner;
     mt_rreq_t *head, *tail;
-    uv_timer_t *flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires */
-} mt_rup_t;
+    mt_timer_t flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires (worker's wheel) */
+    uint16_t failing_flag;  /* mt_rup_fail: the Envoy flag of what failed (UT, else UF) */
+    mt_rsess_t *lessee;     /* leased: the session whose transaction it carries, or NULL */
+    bool returning;         /* leased, its transaction ended: returned once nothing is owed */
+};
 
 /* enableCommandStats: this worker's blocks for one listener, indexed by command id; created on
  * first use (reply.c), freed when the worker stops (proxy.c). */
@@ -128,6 +163,9 @@ static inline bool mt_rcmd_is(const redis_command_t *cmd, const char *name)
 void mt_rsess_accept(mt_wlistener_t *l, uv_stream_t *server);
 
 /* policy.c */
+/* A forwardable command: through the policy chain when the listener has one, else forwarded. */
+void mt_rsess_dispatch(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                       const char *frame);
 /* A command on a listener with policies or filters: ask Lua, then carry out the verdict. */
 void mt_rsess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
                      const char *frame);
@@ -136,6 +174,9 @@ void mt_rsess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_reque
 /* Forwards a command to cluster c; hold_until_ms (DELAY faults) holds the reply back. */
 void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
                     const resp_request_t *req, const char *frame, uint64_t hold_until_ms);
+/* PROXY mode: queues a command on endpoint ep's shared connection. */
+void mt_rforward_endpoint(mt_rsess_t *s, mt_wendpoint_t *ep, const redis_command_t *cmd,
+                          const resp_request_t *req, const char *frame, uint64_t hold_until_ms);
 /* Forwards a command to the session's own cluster. */
 void mt_rsess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
                       const char *frame);
@@ -149,6 +190,41 @@ void mt_rsess_refuse(mt_rsess_t *s, const char *name, const char *form);
 /* Refuses (answers) a command that would block its shared upstream; true when refused. */
 bool mt_rsess_refuse_blocking(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
 
+/* admin.c */
+/* Answers a command refused by default (SHUTDOWN, DEBUG SEGFAULT...) with why; true if so. */
+bool mt_radmin_refuse(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
+/* Answers a command the listener denies (settings.deniedCommands) NOPERM; true if so. */
+bool mt_radmin_denied(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
+/* PROXY mode, a BROADCAST or ALL_MASTERS command: with several masters, sends it as
+ * protocols/redis/admin.c says (every master, merged; a key's master; one master) and returns
+ * true; false when c has one master (forward it as any command). */
+bool mt_radmin_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                       const resp_request_t *req, const char *frame, uint64_t hold_until_ms);
+
+/* tx.c */
+/* MULTI, EXEC, DISCARD, UNWATCH (WATCH is dispatched like a keyed command). */
+void mt_rtx_command(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                    const char *frame);
+/* A command while MULTI is queueing (any kind but the transaction commands); false for QUIT. */
+bool mt_rtx_queued(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                   const char *frame);
+/* mt_rforward_to's hook: WATCH, and commands while a transaction is open, go on the lease;
+ * true when handled (sent or answered). */
+bool mt_rtx_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                    const resp_request_t *req, const char *frame, uint64_t hold_until_ms);
+/* A command the policy answered itself (a fault, a filter): a queued one fails the
+ * transaction (Redis aborts on queueing errors). */
+void mt_rtx_answered_locally(mt_rsess_t *s, bool error);
+/* upstream.c tells the lessee its lease died with text (it fails what was on it itself). */
+void mt_rtx_lease_lost(mt_rsess_t *s, const char *text);
+/* A reply (or an ignored one) came in on leased connection u: gives it back once its
+ * transaction is over and nothing more is owed. */
+void mt_rtx_after_reply(mt_rup_t *u);
+/* reply.c popped a record off s's FIFO while a lease waits for its gate. */
+void mt_rtx_popped(mt_rsess_t *s);
+/* The client went away: its lease closes (Redis discards its transaction). */
+void mt_rtx_session_closed(mt_rsess_t *s);
+
 /* upstream.c */
 /* The shared connection for a session on endpoint ep, connecting if needed; NULL + why. */
 mt_rup_t *mt_rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why);
@@ -158,6 +234,17 @@ void mt_rup_push(mt_rup_t *u, mt_rreq_t *r);
 void mt_rup_schedule(mt_rup_t *u, const mt_redis_listener_conf_t *rl);
 /* Fails every request queued on u with text and closes u. */
 void mt_rup_fail(mt_rup_t *u, const char *text);
+/* An exclusive connection to ep for session s (mt_upstream_lease); NULL + why. */
+mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why);
+/* A leased connection whose transaction ended: given back clean once nothing is owed on it
+ * (now if nothing is), or closed when clean is false. */
+void mt_rup_release(mt_rup_t *u, bool clean);
+/* Queues a client's command on u (bytes: the frame in the read chunk, or re-encoded when
+ * inline); the record is in the session's FIFO and u's. NULL when out of memory. */
+mt_rreq_t *mt_rup_send_user(mt_rup_t *u, mt_rsess_t *s, const redis_command_t *cmd,
+                            const resp_request_t *req, const char *frame, uint64_t hold_until_ms);
+/* Queues r, whose bytes are r->frame, on u; false when out of memory. */
+bool mt_rup_send_kept(mt_rup_t *u, mt_rreq_t *r);
 /* Queues r (its bytes in r->frame) on endpoint ep, after an ASKING when asking. Returns false
  * and why when no connection can be had. */
 bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **why);
@@ -200,6 +287,15 @@ void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t s
                         mt_wcluster_t **targets, const uint32_t *strips);
 /* A fire-and-forget copy of a command (mirroring) to a cluster-mode destination. */
 void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp_request_t *req);
+/* The same command on each of eps (a part per endpoint, parent in its session's FIFO), the
+ * replies merged as merge (a redis_merge_t) says. */
+void mt_rsplit_fanout(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
+                      mt_wendpoint_t *const *eps, uint32_t n, int merge);
+/* SCAN over eps, one endpoint after the other (the cursor's low bits say which). */
+void mt_rsplit_scan(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
+                    mt_wendpoint_t *const *eps, uint32_t n);
+/* The master serving slot, from the slot map; NULL while there is none. */
+mt_wendpoint_t *mt_rcluster_slot_master(mt_wcluster_t *c, uint16_t slot);
 void mt_rcluster_free(mt_rtopo_t *t);
 void mt_rcluster_split_free(mt_worker_t *w, mt_rsplit_t *sp);
 

@@ -8,7 +8,10 @@
 
 #include "runtime/core/common.h"
 
+#include "protocols/redis/commands.h"
+
 #include <lauxlib.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -84,7 +87,7 @@ static int redis_read_roles(lua_State *L, int t, const mt_cluster_conf_t *c,
     return rc->replica ? 0 : -1;
 }
 
-int mt_redis_read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
+static int redis_read_cluster_fields(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
 {
     mt_redis_cluster_conf_t *rc = calloc(1, sizeof(*rc));
     if (!rc) {
@@ -108,6 +111,32 @@ int mt_redis_read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
     return 0;
 }
 
+/* PROXY mode's ring over every endpoint (route.c hashes keys on it). */
+static int redis_build_ring(mt_cluster_conf_t *c, mt_redis_cluster_conf_t *rc)
+{
+    if (rc->mode != MT_REDIS_PROXY || c->n_endpoints < 2)
+        return 0;
+    uint32_t *eps = malloc(c->n_endpoints * sizeof(*eps));
+    if (!eps)
+        return -1;
+    for (uint32_t i = 0; i < c->n_endpoints; i++)
+        eps[i] = i;
+    int rc2 = mt_ring_build(&rc->ring, c->endpoints, eps, (uint32_t)c->n_endpoints, 0);
+    free(eps);
+    return rc2;
+}
+
+int mt_redis_read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
+{
+    if (redis_read_cluster_fields(L, t, c, err) != 0)
+        return -1;
+    if (redis_build_ring(c, c->proto) != 0) {
+        *err = strdup("snapshot: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 void mt_redis_free_cluster(mt_cluster_conf_t *c)
 {
     mt_redis_cluster_conf_t *rc = c->proto;
@@ -117,6 +146,7 @@ void mt_redis_free_cluster(mt_cluster_conf_t *c)
         mt_endpoint_conf_free(&rc->discovery[i]);
     free(rc->discovery);
     free(rc->replica);
+    mt_ring_free(&rc->ring);
     mt_auth_free(&rc->auth);
     free(rc);
     c->proto = NULL;
@@ -145,6 +175,118 @@ static void redis_read_settings(lua_State *L, int rt, mt_redis_listener_conf_t *
     rl->idle_timeout_ms = mt_snap_field_ms(L, rt, "idle_timeout_ms", 0);
 }
 
+/* One condition { commands = { "get", ... }, command_class = "READ" | "WRITE", token_bucket }
+ * at index e into c. Returns 0, or -1 with the unknown command's name in msg. */
+static int redis_read_rate_cond(lua_State *L, int e, mt_redis_rate_cond_t *c, uint64_t now_ms,
+                                char *msg, size_t msglen)
+{
+    char *cls = mt_snap_field_str(L, e, "command_class");
+    if (cls)
+        c->flags = strcmp(cls, "WRITE") == 0 ? REDIS_CMD_WRITE : REDIS_CMD_READONLY;
+    free(cls);
+    int rc = 0;
+    if (mt_snap_field_table(L, e, "commands")) {
+        int ct = lua_gettop(L);
+        for (size_t i = 1; rc == 0 && i <= lua_objlen(L, ct); i++) {
+            lua_rawgeti(L, ct, (int)i);
+            size_t n = 0;
+            const char *name = lua_tolstring(L, -1, &n);
+            const redis_command_t *cmd = name ? redis_command_lookup(name, n) : NULL;
+            if (cmd) {
+                c->ids[cmd->id / 64] |= 1ull << (cmd->id % 64);
+            } else {
+                snprintf(msg, msglen, "unknown command %s", name ? name : "?");
+                rc = -1;
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    if (mt_snap_field_table(L, e, "token_bucket")) {
+        mt_snap_token_bucket(L, lua_gettop(L), &c->bucket, now_ms);
+        lua_pop(L, 1);
+    }
+    return rc;
+}
+
+/* listener.redis.local_rate_limit at index rt into rl. */
+static int redis_read_rate_limit(lua_State *L, int rt, mt_redis_listener_conf_t *rl, char *msg,
+                                 size_t msglen)
+{
+    if (!mt_snap_field_table(L, rt, "local_rate_limit"))
+        return 0;
+    int t = lua_gettop(L);
+    uint64_t now_ms = mt_snap_clock_ms();
+    int rc = 0;
+    if (mt_snap_field_table(L, t, "token_bucket")) {
+        rl->rate_bucket = calloc(1, sizeof(*rl->rate_bucket));
+        if (rl->rate_bucket)
+            mt_snap_token_bucket(L, lua_gettop(L), rl->rate_bucket, now_ms);
+        else
+            rc = -1;
+        lua_pop(L, 1);
+    }
+    if (rc == 0 && mt_snap_field_table(L, t, "conditions")) {
+        int ct = lua_gettop(L);
+        size_t cnt = lua_objlen(L, ct);
+        rl->rate_conds = calloc(cnt ? cnt : 1, sizeof(*rl->rate_conds));
+        rc = rl->rate_conds ? 0 : -1;
+        for (size_t i = 0; rc == 0 && i < cnt; i++) {
+            lua_rawgeti(L, ct, (int)i + 1);
+            if (lua_istable(L, -1))
+                rc = redis_read_rate_cond(L, lua_gettop(L), &rl->rate_conds[rl->n_rate_conds++],
+                                          now_ms, msg, msglen);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+/* One name of settings.deniedCommands: "flushall" or "config|set" (the compiler lower-cased
+ * it and turned a space into '|'). False when Redis has no such command. */
+static bool redis_deny_one(mt_redis_listener_conf_t *rl, const char *name, size_t len)
+{
+    const redis_command_t *cmd = redis_command_lookup_fullname(name, len);
+    if (!cmd)
+        return false;
+    const redis_command_t *subs = redis_command__subcommands;
+    if (cmd >= subs && cmd < subs + redis_command__subcommand_count) {
+        size_t i = (size_t)(cmd - subs);
+        rl->denied_sub[i / 8] |= (uint8_t)(1u << (i % 8));
+    } else {
+        rl->denied[cmd->id / 8] |= (uint8_t)(1u << (cmd->id % 8));
+    }
+    rl->n_denied++;
+    return true;
+}
+
+static int redis_read_denied(lua_State *L, int rt, mt_redis_listener_conf_t *rl, char **err)
+{
+    if (!mt_snap_field_table(L, rt, "denied_commands"))
+        return 0;
+    int dt = lua_gettop(L);
+    size_t n = lua_objlen(L, dt);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        lua_rawgeti(L, dt, (int)i + 1);
+        size_t len = 0;
+        const char *name = lua_tolstring(L, -1, &len);
+        if (!name || !redis_deny_one(rl, name, len)) {
+            char text[200];
+            snprintf(text, sizeof(text),
+                     "RedisService settings.deniedCommands[%zu]: Redis 7.0 has no command '%.*s'",
+                     i, (int)MT_MIN(len, 100), name ? name : "?");
+            *err = strdup(text);
+            rc = -1;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 int mt_redis_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf_t *l, char **err)
 {
     (void)s;
@@ -154,6 +296,7 @@ int mt_redis_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_co
         return -1;
     }
     l->proto = rl;
+    l->istio_codes = &mt_redis_istio_codes;
     /* A listener without a redis table (no RedisService) runs on these defaults. */
     rl->op_timeout_ms = REDIS_DEFAULT_OP_TIMEOUT_MS;
     rl->enable_redirection = true;
@@ -161,8 +304,19 @@ int mt_redis_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_co
     rl->max_upstream_unknown_connections = REDIS_DEFAULT_MAX_UNKNOWN;
     rl->auth_timeout_ms = REDIS_DEFAULT_AUTH_TIMEOUT_MS;
     if (mt_snap_field_table(L, t, "redis")) {
+        char msg[160] = "";
         redis_read_settings(L, lua_gettop(L), rl);
+        int rc = redis_read_rate_limit(L, lua_gettop(L), rl, msg, sizeof(msg));
+        if (rc != 0) {
+            lua_pop(L, 1);
+            if (asprintf(err, "listener %s: localRateLimit: %s", l->name,
+                         msg[0] ? msg : "out of memory") < 0)
+                *err = NULL;
+            return -1;
+        }
+        rc = redis_read_denied(L, lua_gettop(L), rl, err);
         lua_pop(L, 1);
+        return rc;
     }
     return 0;
 }
@@ -173,6 +327,8 @@ void mt_redis_free_listener(mt_listener_conf_t *l)
     if (!rl)
         return;
     mt_auth_free(&rl->auth);
+    free(rl->rate_bucket);
+    free(rl->rate_conds);
     free(rl);
     l->proto = NULL;
 }

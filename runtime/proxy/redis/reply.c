@@ -18,6 +18,59 @@
 /* ---- per-command stats (enableCommandStats) ---------------------------------------------------
  */
 
+/* ---- Istio's response_code for Redis: OK, or the error's prefix ------------------------------ */
+
+static const char *const redis_code_names[] = {
+    "OK",         "ERR",     "WRONGTYPE",   "MOVED",    "ASK",       "NOAUTH",
+    "WRONGPASS",  "NOPERM",  "NOSCRIPT",    "BUSY",     "LOADING",   "READONLY",
+    "EXECABORT",  "OOM",     "CLUSTERDOWN", "TRYAGAIN", "CROSSSLOT", "MASTERDOWN",
+    "NOREPLICAS", "MISCONF", "NOPROTO",     "OTHER",
+};
+const mt_istio_codes_t mt_redis_istio_codes = {"redis", redis_code_names,
+                                               MT_ARRAY_LEN(redis_code_names)};
+
+/* Index of a reply's code: 0 unless it is an error; an unknown prefix is the last ("OTHER"). */
+static uint32_t redis_reply_code(const char *p, size_t len)
+{
+    if (MT_LIKELY(len == 0 || p[0] != '-'))
+        return 0;
+    size_t n = 0;
+    while (n + 1 < len && n < 16 && p[n + 1] != ' ' && p[n + 1] != '\r')
+        n++;
+    for (uint32_t i = 1; i + 1 < MT_ARRAY_LEN(redis_code_names); i++) {
+        if (strlen(redis_code_names[i]) == n && memcmp(redis_code_names[i], p + 1, n) == 0)
+            return i;
+    }
+    return MT_ARRAY_LEN(redis_code_names) - 1;
+}
+
+/* Istio's metrics for a record's reply (every client request ends here once). */
+static void rreq_observe(mt_rsess_t *s, mt_rreq_t *r, const char *p, size_t len)
+{
+    if (r->observed)
+        return;
+    r->observed = true;
+    mt_session_request_done(&s->base, r->dest, redis_reply_code(p, len), r->rflags, r->start_ns,
+                            r->req_bytes, (uint32_t)len);
+}
+
+/* ... and for a reply made for the command being handled, without a record. */
+static void sess_observe_local(mt_rsess_t *s, const char *p, size_t len)
+{
+    mt_session_request_done(&s->base, s->base.cluster ? s->base.cluster->conf : NULL,
+                            redis_reply_code(p, len), s->cmd_flags, s->cmd_start_ns, s->cmd_bytes,
+                            (uint32_t)len);
+}
+
+/* Envoy's redis.command.<cmd>.{total,error,latency}, named here: core only sums the blocks. */
+static const mt_stats_detail_t redis_command_stats = {
+    .prefix = "meltemi_redis_command",
+    .label = "command",
+    .help_total = "Redis commands handled, per listener and command (enableCommandStats).",
+    .help_errors = "Redis commands answered with an error, per listener and command.",
+    .help_duration = "Redis command duration in milliseconds, per listener and command.",
+};
+
 static void cmd_stats_record(mt_worker_t *w, const mt_listener_conf_t *lc,
                              const redis_command_t *cmd, bool error, uint64_t start_ns)
 {
@@ -37,12 +90,13 @@ static void cmd_stats_record(mt_worker_t *w, const mt_listener_conf_t *lc,
         return;
     mt_stats_block_t *b = cs->blocks[cmd->id];
     if (!b)
-        b = cs->blocks[cmd->id] = mt_stats_block(MT_STATS_COMMAND, lc->name, cmd->name);
+        b = cs->blocks[cmd->id] = mt_stats_detail_block(&redis_command_stats, lc->name, cmd->name);
     mt_stat_add(b, w->id, MT_ST_REQUESTS_TOTAL, 1);
     if (error)
         mt_stat_add(b, w->id, MT_ST_REQUEST_ERRORS, 1);
     if (start_ns)
-        mt_stat_observe_ms(b, w->id, (double)(uv_hrtime() - start_ns) / 1e6);
+        mt_stat_observe_ms(b, w->id,
+                           w->now_ns > start_ns ? (double)(w->now_ns - start_ns) / 1e6 : 0);
 }
 
 /* ---- request records ------------------------------------------------------------------------ */
@@ -97,6 +151,8 @@ static void sess_drain_done(mt_rsess_t *s)
             r->reply.buf = NULL;
         }
         mt_rreq_free(w, r);
+        if (MT_UNLIKELY(s->tx.gate_ahead))
+            mt_rtx_popped(s);
     }
     mt_worker_schedule_flush(w, &s->base.out);
     mt_session_resume(&s->base);
@@ -136,14 +192,14 @@ void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, 
         mt_buf_ref(b);
         r->reply = (mt_slice_t){b, p, (uint32_t)len};
         r->held = true;
+        r->rflags |= MT_RF_DI; /* observed when released (sess_hold_fire) */
         mt_rsess_hold_arm(s, r->hold_until_ms);
         return;
     }
     mt_listener_conf_t *lc = s->base.conf;
     if (len && p[0] == '-')
         mt_stat_add(lc->stats, w->id, MT_ST_REQUEST_ERRORS, 1);
-    if (r->start_ns)
-        mt_stat_observe_ms(lc->stats, w->id, (double)(uv_hrtime() - r->start_ns) / 1e6);
+    rreq_observe(s, r, p, len);
     if (s->head == r) {
         s->head = r->next;
         if (!s->head)
@@ -151,6 +207,8 @@ void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, 
         s->base.pending--;
         mt_outq_add_ref(&s->base.out, b, p, len);
         mt_rreq_free(w, r);
+        if (MT_UNLIKELY(s->tx.gate_ahead))
+            mt_rtx_popped(s);
         if (s->head && s->head->done)
             sess_drain_done(s);
         else {
@@ -198,6 +256,7 @@ void mt_rsess_reply(mt_rsess_t *s, const char *p, size_t len)
     mt_worker_t *w = s->base.w;
     if (len && p[0] == '-')
         mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUEST_ERRORS, 1);
+    sess_observe_local(s, p, len);
     if (!s->head) {
         mt_outq_add_copy(&s->base.out, p, len);
         mt_worker_schedule_flush(w, &s->base.out);
@@ -241,6 +300,7 @@ static void sess_hold_fire(mt_timer_t *t)
         if (r->hold_until_ms <= now) {
             r->held = false;
             r->done = true;
+            rreq_observe(s, r, r->reply.p, r->reply.len);
         } else if (!next || r->hold_until_ms < next) {
             next = r->hold_until_ms;
         }
@@ -275,6 +335,7 @@ void mt_rsess_reply_held(mt_rsess_t *s, const char *p, size_t len, uint64_t hold
     r->held = true;
     r->hold_until_ms = hold_until_ms;
     mt_rsess_push(s, r);
+    r->rflags |= MT_RF_DI;
     mt_rsess_hold_arm(s, hold_until_ms);
 }
 
@@ -295,6 +356,11 @@ void mt_rsess_reply_error_at(mt_rsess_t *s, const char *text, uint64_t hold_unti
 void mt_rsess_push(mt_rsess_t *s, mt_rreq_t *r)
 {
     r->sess = s;
+    r->start_ns = s->cmd_start_ns;
+    r->req_bytes = s->cmd_bytes;
+    r->rflags |= s->cmd_flags;
+    if (!r->dest && s->base.cluster)
+        r->dest = s->base.cluster->conf;
     if (s->tail)
         s->tail->next = r;
     else

@@ -15,14 +15,6 @@
 /* ---- routing ------------------------------------------------------------------------------------
  */
 
-static uint32_t key_hash(const char *p, size_t n)
-{
-    uint32_t h = 2166136261u; /* FNV-1a: spreads keys over a PROXY-mode cluster's endpoints */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (uint8_t)p[i]) * 16777619u;
-    return h;
-}
-
 mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool hashtag)
 {
     if (c->n_eps == 1)
@@ -41,7 +33,13 @@ mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool
             n = (size_t)(close - p);
         }
     }
-    return c->eps[key_hash(p, n) % c->n_eps];
+    /* A consistent-hash ring (runtime/core/ring.h), not a modulo: removing one of N endpoints
+     * moves only its keys (about 1/N), every other key stays where its data is. */
+    const mt_ring_t *ring = &mt_redis_cluster(c->conf)->ring;
+    if (MT_UNLIKELY(ring->n == 0))
+        return c->eps[0];
+    uint32_t i = mt_ring_owner(ring, mt_hash64(p, n));
+    return i < c->n_eps ? c->eps[i] : c->eps[0];
 }
 
 /* The k-th endpoint of one role (replica or not), k < the number of them. */
@@ -123,9 +121,9 @@ mt_wendpoint_t *mt_rroute_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
 void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
                     const resp_request_t *req, const char *frame, uint64_t hold_until_ms)
 {
-    mt_worker_t *w = s->base.w;
     char text[400];
     if (!c || c->n_eps == 0) {
+        s->cmd_flags |= c ? MT_RF_UH : MT_RF_NR;
         snprintf(text, sizeof(text), "ERR meltemi: no upstream host for %s",
                  c && c->conf->service
                      ? c->conf->service
@@ -133,6 +131,11 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         mt_rsess_reply_error_at(s, text, hold_until_ms);
         return;
     }
+    /* WATCH, and everything while a transaction is open, go on its leased connection */
+    if (MT_UNLIKELY(s->tx.state != RTX_NONE || s->tx.lease ||
+                    cmd->proxy == REDIS_PROXY_TRANSACTION) &&
+        mt_rtx_forward(s, c, cmd, req, frame, hold_until_ms))
+        return;
     if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER) {
         mt_rreq_t *tail = s->tail;
         mt_rcluster_forward(s, c, cmd, req, frame);
@@ -146,19 +149,33 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         }
         return;
     }
+    if (MT_UNLIKELY(cmd->proxy == REDIS_PROXY_BROADCAST || cmd->proxy == REDIS_PROXY_ALL_MASTERS) &&
+        mt_radmin_forward(s, c, cmd, req, frame, hold_until_ms))
+        return;
     mt_wendpoint_t *ep =
         mt_rroute_endpoint(c, cmd, req, s->rconf->read_policy, s->rconf->enable_hashtagging);
     if (!ep) {
+        s->cmd_flags |= MT_RF_UH;
         snprintf(text, sizeof(text), "ERR meltemi: no healthy replica for %s (readPolicy REPLICA)",
                  c->conf->service ? c->conf->service : c->conf->name);
         mt_rsess_reply_error_at(s, text, hold_until_ms);
         return;
     }
+    mt_rforward_endpoint(s, ep, cmd, req, frame, hold_until_ms);
+}
+
+void mt_rforward_endpoint(mt_rsess_t *s, mt_wendpoint_t *ep, const redis_command_t *cmd,
+                          const resp_request_t *req, const char *frame, uint64_t hold_until_ms)
+{
+    mt_worker_t *w = s->base.w;
+    mt_wcluster_t *c = ep->cluster;
+    char text[400];
     const char *why = NULL;
     mt_rup_t *u = mt_rup_for(ep, s->base.id, &why);
     if (!u) {
         char lbl[256];
         mt_stat_add(c->conf->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        s->cmd_flags |= MT_RF_UF;
         if (strncmp(why, "meltemi: ", 9) == 0)
             snprintf(text, sizeof(text), "ERR %s", why);
         else
@@ -167,33 +184,8 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         mt_rsess_reply_error_at(s, text, hold_until_ms);
         return;
     }
-    mt_rreq_t *r = mt_rreq_new(w);
-    if (!r) {
+    if (!mt_rup_send_user(u, s, cmd, req, frame, hold_until_ms))
         mt_session_close(&s->base);
-        return;
-    }
-    r->sess = s;
-    r->cmd = cmd;
-    r->start_ns = uv_hrtime();
-    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
-    r->hold_until_ms = hold_until_ms;
-    int rc;
-    if (req->is_inline) {
-        resp_out_t *o = &mt_rw(s->base.w)->scratch;
-        o->len = 0;
-        resp_out_command(o, req->argc, req->argv);
-        rc = mt_outq_add_copy(&u->base.out, o->data, o->len);
-    } else {
-        rc = mt_outq_add_ref(&u->base.out, s->base.rbuf, frame, req->frame_len);
-    }
-    if (rc != 0) {
-        mt_rreq_free(w, r);
-        mt_session_close(&s->base);
-        return;
-    }
-    mt_rsess_push(s, r);
-    mt_rup_push(u, r);
-    mt_rup_schedule(u, s->rconf);
 }
 
 void mt_rsess_forward(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,

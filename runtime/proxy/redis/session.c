@@ -170,11 +170,12 @@ static bool sess_cross_protocol(mt_rsess_t *s, const resp_request_t *req)
 }
 
 /*
- * After a refused MULTI the client may believe it is queueing a transaction: until its EXEC
- * or DISCARD nothing is applied. Commands are answered an error saying so (Redis would have
- * queued them), EXEC gets Redis's answer for a transaction with errors, DISCARD +OK (what
- * Redis answers to a DISCARD after MULTI, and what clients check for), a nested MULTI
- * Redis's text. QUIT still closes. Answers and returns true unless the command is QUIT.
+ * After a refused transaction (tx.c could not lease its upstream connection: MULTI itself,
+ * or its first queued command, got the refusal) the client may believe it is queueing a
+ * transaction: until its EXEC or DISCARD nothing is applied. Commands are answered an error saying
+ * so (Redis would have queued them), EXEC gets Redis's answer for a transaction with errors,
+ * DISCARD +OK (what Redis answers to a DISCARD after MULTI, and what clients check for), a nested
+ * MULTI Redis's text. QUIT still closes. Answers and returns true unless the command is QUIT.
  */
 static bool sess_in_refused_tx(mt_rsess_t *s, const redis_command_t *cmd)
 {
@@ -190,10 +191,11 @@ static bool sess_in_refused_tx(mt_rsess_t *s, const redis_command_t *cmd)
         return false;
     } else {
         char text[256];
-        snprintf(text, sizeof(text),
-                 "ERR meltemi: '%s' not applied: MULTI was refused on this connection, so "
-                 "nothing is sent to Redis until EXEC or DISCARD",
-                 cmd->name);
+        snprintf(
+            text, sizeof(text),
+            "ERR meltemi: '%s' not applied: the transaction was refused on this connection, so "
+            "nothing is sent to Redis until EXEC or DISCARD",
+            cmd->name);
         mt_rsess_reply_error(s, text);
     }
     return true;
@@ -238,6 +240,28 @@ static bool sess_authorized(mt_rsess_t *s, const redis_command_t *cmd, const res
     return ok;
 }
 
+/* RedisService localRateLimit: false after answering `-ERR rate limited` when the command's
+ * bucket (its condition's, else the default one) has no token left. */
+static bool sess_rate_allows(mt_rsess_t *s, const redis_command_t *cmd)
+{
+    const mt_redis_listener_conf_t *rc = s->rconf;
+    if (MT_LIKELY(!rc->rate_bucket && rc->n_rate_conds == 0))
+        return true;
+    mt_token_bucket_t *b = rc->rate_bucket;
+    for (uint32_t i = 0; i < rc->n_rate_conds; i++) {
+        const mt_redis_rate_cond_t *c = &rc->rate_conds[i];
+        if ((cmd->flags & c->flags) || (c->ids[cmd->id / 64] >> (cmd->id % 64) & 1u)) {
+            b = (mt_token_bucket_t *)&c->bucket; /* shared state: atomics, see ratelimit.h */
+            break;
+        }
+    }
+    if (!b || mt_token_bucket_take(b, mt_worker_now_ms(s->base.w)))
+        return true;
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_RATE_LIMITED, 1);
+    mt_rsess_reply_error(s, "ERR rate limited");
+    return false;
+}
+
 static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
 {
     mt_worker_t *w = s->base.w;
@@ -250,6 +274,9 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         sess_apply_timeouts(s);
     }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
+    s->cmd_start_ns = w->now_ns;
+    s->cmd_bytes = req->frame_len;
+    s->cmd_flags = 0;
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
     resp_out_t *o = &mt_rw(s->base.w)->scratch;
     if (!cmd) {
@@ -258,28 +285,41 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         o->len = 0;
         redis_reply_unknown_command(o, req->argc, req->argv);
         mt_rsess_reply(s, o->data, o->len);
+        mt_rtx_answered_locally(s, true); /* a queueing error: EXEC aborts, as in Redis */
         return;
     }
     if (!redis_command_arity_ok(cmd, req->argc)) {
         o->len = 0;
         redis_reply_wrong_arity(o, cmd->name);
         mt_rsess_reply(s, o->data, o->len);
+        mt_rtx_answered_locally(s, true);
         return;
     }
     bool local = cmd->proxy == REDIS_PROXY_LOCAL;
     if (!s->authenticated && s->rconf->auth.password &&
         !(local &&
           (mt_rcmd_is(cmd, "auth") || mt_rcmd_is(cmd, "hello") || mt_rcmd_is(cmd, "quit")))) {
+        s->cmd_flags |= MT_RF_RBAC;
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
         return;
     }
     if (MT_UNLIKELY(s->base.conf->authz != NULL) && !sess_authorized(s, cmd, req)) {
+        s->cmd_flags |= MT_RF_RBAC; /* Istio's response flag of a denied request */
         mt_rsess_reply_error(s, "NOPERM RBAC: access denied");
+        mt_rtx_answered_locally(s, true); /* a queued command refused: EXEC aborts */
+        return;
+    }
+    if (MT_UNLIKELY(s->rconf->n_denied) && mt_radmin_denied(s, cmd, req)) {
+        mt_rtx_answered_locally(s, true);
         return;
     }
     /* Before anything can act on the command: local answers, Lua (a filter could mirror
      * it), splitting, cluster routing. */
     if (MT_UNLIKELY(s->tx_refused) && sess_in_refused_tx(s, cmd))
+        return;
+    /* MULTI is queueing: everything goes to the transaction's connection (tx.c) */
+    if (MT_UNLIKELY(s->tx.state == RTX_QUEUED) && cmd->proxy != REDIS_PROXY_TRANSACTION &&
+        mt_rtx_queued(s, cmd, req, frame))
         return;
     switch (cmd->proxy) {
     case REDIS_PROXY_LOCAL:
@@ -301,19 +341,18 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
             mt_rsess_forward(s, cmd, req, frame);
             return;
         }
-        if (mt_rcmd_is(cmd, "multi"))
-            s->tx_refused = true;
-        mt_rsess_refuse(s, cmd->name, "");
+        mt_radmin_refuse(s, cmd, req);
         return;
     }
+    case REDIS_PROXY_TRANSACTION:
+        mt_rtx_command(s, cmd, req, frame);
+        return;
     default:
-        if (mt_rsess_refuse_blocking(s, cmd, req))
+        if (mt_rsess_refuse_blocking(s, cmd, req) || !sess_rate_allows(s, cmd))
             return;
-        if (MT_UNLIKELY(mt_bridge_has_chain(&mt_rw(w)->bridge, s->base.li)) &&
-            s->base.snap == w->snap)
-            mt_rsess_policy(s, cmd, req, frame);
-        else
-            mt_rsess_forward(s, cmd, req, frame);
+        if (MT_UNLIKELY(cmd->proxy == REDIS_PROXY_BROADCAST) && mt_radmin_refuse(s, cmd, req))
+            return;
+        mt_rsess_dispatch(s, cmd, req, frame);
         return;
     }
 }
@@ -338,6 +377,7 @@ static void sess_on_close(mt_session_t *base)
     }
     s->head = s->tail = NULL;
     mt_timer_stop(&w->timers, &s->hold_timer);
+    mt_rtx_session_closed(s); /* after the orphaning: the lease's requests are nobody's now */
     if (s->ran_chain)
         mt_bridge_conn_closed(&mt_rw(w)->bridge, base->id);
 }
@@ -362,6 +402,9 @@ static void sess_on_data(mt_session_t *base)
         if (rc == MT_ERROR) {
             char text[300];
             snprintf(text, sizeof(text), "ERR %s", err ? err : "Protocol error");
+            s->cmd_start_ns = base->w->now_ns;
+            s->cmd_bytes = (uint32_t)mt_buf_unread(b);
+            s->cmd_flags = 0;
             mt_stat_add(base->conf->stats, base->w->id, MT_ST_PROTOCOL_ERRORS, 1);
             mt_rsess_reply_error(s, text);
             base->finishing = true;
@@ -383,6 +426,7 @@ void mt_rsess_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->rconf = mt_redis_listener(s->base.conf);
     s->lctx.client_id = s->base.id;
     s->lctx.mode = "standalone";
+    s->tx.slot = -1;
     resp_req_parser_init(&s->parser, &resp_default_limits);
     sess_set_unauthenticated(s, s->rconf->auth.password != NULL);
     sess_apply_timeouts(s);

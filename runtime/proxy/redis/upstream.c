@@ -31,12 +31,19 @@ void mt_rup_fail(mt_rup_t *u, const char *text)
     mt_wcluster_t *c = u->base.ep->cluster;
     mt_cluster_conf_t *cc = c->conf;
     bool topology_lost = false;
+    if (u->lessee) {
+        /* first, so the session forgets u before its requests' errors reach it */
+        mt_rsess_t *s = u->lessee;
+        u->lessee = NULL;
+        mt_rtx_lease_lost(s, text);
+    }
     while (u->head) {
         mt_rreq_t *r = u->head;
         u->head = r->unext;
         u->base.inflight--;
         if (r->kind == RREQ_USER) {
             mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+            r->rflags |= u->failing_flag ? u->failing_flag : MT_RF_UF;
             mt_rreq_complete_error(w, r, text);
         } else {
             topology_lost |= r->kind == RREQ_TOPOLOGY;
@@ -68,6 +75,11 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
     u->head = r->unext;
     if (!u->head)
         u->tail = NULL;
+    else if (MT_UNLIKELY(!mt_upstream_deadline_armed(&u->base)) && u->head->deadline_ms)
+        mt_upstream_arm_deadline(&u->base, u->head->deadline_ms); /* r had none */
+    /* Any reply, -ERR included, shows the server up: only connection errors and timeouts
+     * count against it (outlier detection, runtime/core/outlier.h). */
+    mt_upstream_outcome(ep, w, MT_OUTLIER_SUCCESS);
     u->base.inflight--;
     if (r->kind == RREQ_TOPOLOGY) {
         mt_rreq_free(w, r);
@@ -81,6 +93,8 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
             mt_warn("upstream %s: %.*s", mt_rendpoint_label(ep, lbl, sizeof(lbl)),
                     (int)MT_MIN(len - 3, 200), p + 1);
         }
+        if (u->base.kind == MT_UPSTREAM_LEASED)
+            mt_rtx_after_reply(u);
         return;
     }
     if (r->kind == RREQ_AUTH) {
@@ -101,6 +115,14 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
         return;
     }
     mt_stat_add(ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_RQ_TOTAL, 1);
+    if (MT_UNLIKELY(u->base.kind == MT_UPSTREAM_LEASED)) {
+        /* A transaction's reply: relayed as it is (a MOVED inside MULTI is Redis's
+         * queueing error, and EXEC will say EXECABORT), then the lease goes back once its
+         * transaction has ended and nothing more is owed. */
+        mt_rreq_complete(w, r, u->base.rbuf, p, len);
+        mt_rtx_after_reply(u);
+        return;
+    }
     if (MT_UNLIKELY(mt_rtopo(ep->cluster) != NULL) && len > 4 && p[0] == '-' &&
         mt_rcluster_redirect(ep->cluster, r, p, len))
         return;
@@ -189,10 +211,35 @@ static int rup_on_open(mt_upstream_t *base, void *arg)
 static void rup_on_close(mt_upstream_t *base)
 {
     mt_rup_t *u = (mt_rup_t *)base;
-    if (u->flush_timer) {
-        uv_close((uv_handle_t *)u->flush_timer, (uv_close_cb)free);
-        u->flush_timer = NULL;
+    mt_timer_stop(&base->w->timers, &u->flush_timer);
+}
+
+/* The head's deadline (the shell's timer, armed lazily at the head's deadline): a reply
+ * cannot be skipped on a pipelined connection, so an overdue head fails everything in flight
+ * and closes the connection. Otherwise arm again for the head as it is now. While the
+ * connection is still connecting, its connect timeout decides first. */
+static void rup_on_deadline(mt_upstream_t *base, uint64_t now_ms)
+{
+    mt_rup_t *u = (mt_rup_t *)base;
+    mt_rreq_t *h = u->head;
+    if (!h || !h->deadline_ms)
+        return; /* rearmed by the next push or reply */
+    if (base->state == MT_UPSTREAM_READY && now_ms >= h->deadline_ms) {
+        char lbl[256], text[400];
+        snprintf(text, sizeof(text), "ERR meltemi: upstream %s timed out",
+                 mt_rendpoint_label(base->ep, lbl, sizeof(lbl)));
+        mt_warn("%s (%u commands in flight failed)", text + 4, base->inflight);
+        mt_stat_add(base->ep->cluster->conf->stats, base->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT,
+                    base->inflight);
+        u->failing_flag = MT_RF_UT;
+        mt_upstream_outcome(base->ep, base->w, MT_OUTLIER_GATEWAY);
+        mt_rup_fail(u, text);
+        return;
     }
+    uint64_t due = h->deadline_ms;
+    if (base->state != MT_UPSTREAM_READY)
+        due = MT_MAX(due, base->connect_deadline_ms + 1);
+    mt_upstream_arm_deadline(base, MT_MAX(due, now_ms + 1));
 }
 
 /* Requests still queued when the handle closes without a fail (they were failed first
@@ -214,13 +261,14 @@ static const mt_upstream_ops_t rup_ops = {
     .on_open = rup_on_open,
     .on_data = rup_on_data,
     .on_error = rup_on_error,
+    .on_deadline = rup_on_deadline,
     .on_close = rup_on_close,
     .on_closed = rup_on_closed,
 };
 
-static void rup_flush_timer_fired(uv_timer_t *t)
+static void rup_flush_timer_fired(mt_timer_t *t)
 {
-    mt_rup_t *u = t->data;
+    mt_rup_t *u = MT_CONTAINER_OF(t, mt_rup_t, flush_timer);
     mt_upstream_schedule(&u->base);
 }
 
@@ -234,23 +282,14 @@ void mt_rup_schedule(mt_rup_t *u, const mt_redis_listener_conf_t *rl)
     if (u->base.state != MT_UPSTREAM_READY)
         return;
     uint32_t max = rl ? rl->max_buffer_size_before_flush : 0;
+    mt_timer_wheel_t *wh = &u->base.w->timers;
     if (MT_LIKELY(max == 0) || u->base.out.queued_bytes >= max) {
-        if (u->flush_timer)
-            uv_timer_stop(u->flush_timer);
+        mt_timer_stop(wh, &u->flush_timer);
         mt_worker_schedule_flush(u->base.w, &u->base.out);
         return;
     }
-    if (!u->flush_timer) {
-        u->flush_timer = malloc(sizeof(*u->flush_timer));
-        if (!u->flush_timer) {
-            mt_worker_schedule_flush(u->base.w, &u->base.out);
-            return;
-        }
-        uv_timer_init(&u->base.w->loop, u->flush_timer);
-        u->flush_timer->data = u;
-    }
-    if (!uv_is_active((uv_handle_t *)u->flush_timer))
-        uv_timer_start(u->flush_timer, rup_flush_timer_fired, rl->buffer_flush_timeout_ms, 0);
+    if (!mt_timer_pending(&u->flush_timer))
+        mt_timer_start(wh, &u->flush_timer, rl->buffer_flush_timeout_ms, rup_flush_timer_fired);
 }
 
 void mt_rup_push(mt_rup_t *u, mt_rreq_t *r)
@@ -262,6 +301,8 @@ void mt_rup_push(mt_rup_t *u, mt_rreq_t *r)
         u->head = r;
     u->tail = r;
     u->base.inflight++;
+    if (MT_UNLIKELY(!mt_upstream_deadline_armed(&u->base)) && r->deadline_ms)
+        mt_upstream_arm_deadline(&u->base, r->deadline_ms);
 }
 
 /* Queues a command of the proxy's own (READONLY, ASKING, CLUSTER SLOTS). */
@@ -288,6 +329,60 @@ mt_rup_t *mt_rup_for(mt_wendpoint_t *ep, uint64_t sess_id, const char **why)
     return (mt_rup_t *)mt_upstream_shared(ep, &rup_ops, sess_id, NULL, why);
 }
 
+mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
+{
+    mt_rup_t *u = (mt_rup_t *)mt_upstream_lease(ep, &rup_ops, NULL, why);
+    if (u) {
+        u->lessee = s;
+        u->returning = false;
+    }
+    return u;
+}
+
+void mt_rup_release(mt_rup_t *u, bool clean)
+{
+    u->lessee = NULL;
+    if (clean && u->base.inflight > 0) {
+        u->returning = true; /* rup_on_reply gives it back after the last reply */
+        return;
+    }
+    u->returning = false;
+    /* Closed (whatever clean says) when not READY or still owed replies: then the requests
+     * left on it are freed by on_closed, their sessions already gone or failed. */
+    mt_upstream_return(&u->base, clean);
+}
+
+mt_rreq_t *mt_rup_send_user(mt_rup_t *u, mt_rsess_t *s, const redis_command_t *cmd,
+                            const resp_request_t *req, const char *frame, uint64_t hold_until_ms)
+{
+    mt_worker_t *w = s->base.w;
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r)
+        return NULL;
+    r->sess = s;
+    r->cmd = cmd;
+    r->dest = u->base.ep->cluster->conf; /* Istio's destination labels */
+    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
+    r->hold_until_ms = hold_until_ms;
+    int rc;
+    if (req->is_inline) {
+        resp_out_t *o = &mt_rw(w)->scratch;
+        o->len = 0;
+        resp_out_command(o, req->argc, req->argv);
+        rc = mt_outq_add_copy(&u->base.out, o->data, o->len);
+    } else {
+        rc = mt_outq_add_ref(&u->base.out, s->base.rbuf, frame, req->frame_len);
+    }
+    if (rc != 0) {
+        mt_rreq_free(w, r);
+        return NULL;
+    }
+    mt_rsess_push(s, r);
+    mt_rup_push(u, r);
+    mt_rup_schedule(u, s->rconf);
+    return r;
+}
+
 bool mt_rendpoint_healthy(mt_wendpoint_t *ep, uint64_t now_ms)
 {
     return mt_upstream_healthy(ep, now_ms);
@@ -303,11 +398,18 @@ bool mt_rreq_send(mt_rreq_t *r, mt_wendpoint_t *ep, bool asking, const char **wh
         *why = "out of memory";
         return false;
     }
-    mt_buf_ref(r->frame.buf);
-    if (mt_outq_add_slice(&u->base.out, r->frame) != 0) {
+    if (!mt_rup_send_kept(u, r)) {
         *why = "out of memory";
         return false;
     }
+    return true;
+}
+
+bool mt_rup_send_kept(mt_rup_t *u, mt_rreq_t *r)
+{
+    mt_buf_ref(r->frame.buf);
+    if (mt_outq_add_slice(&u->base.out, r->frame) != 0)
+        return false;
     mt_rup_push(u, r);
     mt_upstream_schedule(&u->base);
     return true;

@@ -12,6 +12,7 @@
 #include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,11 +34,12 @@ typedef struct tcp_dir {
 } tcp_dir_t;
 
 typedef struct mt_tsess {
-    mt_session_t base;        /* downstream handle first */
-    mt_upstream_t *up;        /* the shell's, NULL until connecting and once it starts closing */
-    mt_timer_t connect_timer; /* on the worker's wheel; stopped at connect and at close */
+    mt_session_t base; /* downstream handle first */
+    mt_upstream_t *up; /* the shell's (it also times the connect), NULL until connecting and
+                        * once it starts closing */
     tcp_dir_t d2u, u2d;
     mt_wcluster_t *cluster;
+    mt_wendpoint_t *own_ep; /* a passthrough's endpoint, its original destination: freed with t */
     bool connected;
     bool closing;
     int open_handles; /* the client's and, from its on_open to its on_closed, the upstream's */
@@ -57,9 +59,12 @@ static void tsess_handle_closed(uv_handle_t *h)
         return;
     mt_worker_t *w = t->base.w;
     mt_outq_reset(&t->d2u.out);
+    mt_session_count_sent_from(&t->base, &t->u2d.out);
     mt_outq_reset(&t->u2d.out);
     if (t->d2u.rbuf)
         mt_buf_unref(&w->pool, t->d2u.rbuf);
+    if (t->own_ep)
+        mt_wendpoint_free(t->own_ep); /* its upstream connection is closed: nothing refers to it */
     mt_session_release(&t->base);
     free(t);
 }
@@ -71,7 +76,6 @@ static void tsess_close(mt_tsess_t *t)
     t->closing = true;
     mt_worker_unschedule_flush(t->base.w, &t->d2u.out);
     mt_worker_unschedule_flush(t->base.w, &t->u2d.out);
-    mt_timer_stop(&t->base.w->timers, &t->connect_timer);
     uv_close((uv_handle_t *)&t->base.tcp, tsess_handle_closed);
     if (t->up) {
         mt_upstream_t *u = t->up;
@@ -185,6 +189,7 @@ static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     mt_buf_t *b = d->rbuf;
     const char *p = b->last;
     b->last += nread;
+    mt_session_count_received(&t->base, (uint64_t)nread);
     dir_relay(t, d, b, p, (size_t)nread);
 }
 
@@ -198,19 +203,10 @@ static void dir_on_write_done(mt_outq_t *q, int status)
         tsess_close(t);
         return;
     }
+    if (d == &t->u2d)
+        mt_session_count_sent_from(&t->base, &d->out);
     dir_resume(d);
     dir_maybe_shutdown(t, d);
-}
-
-static void tsess_on_timeout(mt_timer_t *tm)
-{
-    mt_tsess_t *t = MT_CONTAINER_OF(tm, mt_tsess_t, connect_timer);
-    if (t->connected || t->closing)
-        return;
-    mt_warn("listener %s: upstream %s connect timed out after %u ms; closing the client",
-            t->base.conf->name, t->cluster->conf->name, t->cluster->conf->connect_timeout_ms);
-    mt_stat_add(t->cluster->conf->stats, t->base.w->id, MT_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
-    tsess_close(t);
 }
 
 /* ---- the upstream, on the shell ---------------------------------------------------------- */
@@ -229,7 +225,6 @@ static void tcp_up_on_connected(mt_upstream_t *u)
     if (t->closing)
         return;
     mt_worker_t *w = t->base.w;
-    mt_timer_stop(&w->timers, &t->connect_timer);
     t->connected = true;
     t->d2u.out.stream = (uv_stream_t *)&u->tcp;
     mt_worker_schedule_flush(w, &t->d2u.out);
@@ -262,6 +257,9 @@ static void tcp_up_on_error(mt_upstream_t *u, mt_upstream_event_t ev, const char
     if (ev == MT_UPSTREAM_CONNECT_FAILED)
         mt_warn("listener %s: upstream %s unavailable: %s; closing the client", t->base.conf->name,
                 t->cluster->conf->name, uv_strerror(u->error));
+    else if (ev == MT_UPSTREAM_CONNECT_TIMEOUT)
+        mt_warn("listener %s: upstream %s connect timed out after %u ms; closing the client",
+                t->base.conf->name, t->cluster->conf->name, t->cluster->conf->connect_timeout_ms);
     tsess_close(t);
 }
 
@@ -298,6 +296,25 @@ static mt_wendpoint_t *tcp_pick(mt_wcluster_t *c)
     return NULL;
 }
 
+/* A capture port's passthrough (runtime/proxy/capture): a cluster without endpoints, each
+ * session relayed to the original destination it was redirected from. */
+static mt_wendpoint_t *tcp_passthrough_endpoint(mt_wcluster_t *c,
+                                                const struct sockaddr_storage *dst)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    uint16_t port = 0;
+    if (dst->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)dst;
+        uv_ip6_name(in6, ip, sizeof(ip));
+        port = ntohs(in6->sin6_port);
+    } else {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)dst;
+        uv_ip4_name(in, ip, sizeof(ip));
+        port = ntohs(in->sin_port);
+    }
+    return mt_wendpoint_new(c, ip, port, dst, NULL);
+}
+
 static void tsess_drain(mt_session_t *base)
 {
     /* Plain TCP has no request boundary: the connection runs until it ends or the drain
@@ -326,6 +343,8 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     mt_outq_init(&t->u2d.out, &w->pool, dir_on_write_done);
     t->u2d.out.stream = (uv_stream_t *)&t->base.tcp;
     mt_wendpoint_t *ep = tcp_pick(t->cluster);
+    if (!ep && w->handoff && t->cluster && t->cluster->n_eps == 0)
+        ep = t->own_ep = tcp_passthrough_endpoint(t->cluster, &w->handoff->dst);
     if (!ep) {
         mt_warn("listener %s: no upstream host; closing the client", l->conf->name);
         tsess_close(t);
@@ -339,13 +358,25 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     }
     t->d2u.to = &t->up->tcp;
     t->u2d.from = &t->up->tcp;
-    mt_timer_start(&w->timers, &t->connect_timer, t->cluster->conf->connect_timeout_ms,
-                   tsess_on_timeout);
     dir_resume(&t->d2u);
+}
+
+/* The loop is stopping (a drain that timed out: plain TCP never finishes by itself): close
+ * every relay of this worker, so that the close callbacks that follow free them. */
+static void tcp_worker_stop(mt_worker_t *w)
+{
+    mt_session_link_t *next;
+    for (mt_session_link_t *l = w->sessions; l; l = next) {
+        next = l->next;
+        mt_session_t *s = mt_session_of_link(l);
+        if (s->ops == &tsess_ops)
+            tsess_close((mt_tsess_t *)s);
+    }
 }
 
 const mt_proxy_ops_t mt_proxy_tcp = {
     .name = "tcp",
     .protocol = MT_PROTO_TCP,
     .accept = tcp_accept,
+    .worker_stop = tcp_worker_stop,
 };

@@ -36,7 +36,7 @@ static inline bool cp_decode_whole(const mt_codec_t *c, const uint8_t *data, siz
                                    mt_msg_t *msg)
 {
     void *st = calloc(1, c->state_size);
-    CP_CHECK(st != NULL && c->init(st, NULL) == MT_OK);
+    CP_CHECK(st != NULL && mt_codec_init(c, st, NULL) == MT_OK);
     mt_codec_err_t err = {0};
     mt_status_t rc = c->decode(st, data, len, msg, &err);
     c->free(st);
@@ -105,14 +105,14 @@ static inline void cp_check_replies(const mt_codec_t *c, const mt_msg_t *m, mt_e
 
 static inline void cp_check_request_id(const mt_codec_t *c, const mt_msg_t *m)
 {
-    if (c->set_request_id == NULL)
+    if (!mt_codec_has_request_id(c))
         return;
     uint8_t *copy = malloc(m->frame_len);
     CP_CHECK(copy != NULL);
     memcpy(copy, m->frame, m->frame_len);
     mt_msg_t r;
     mt_msg_init(&r);
-    if (c->set_request_id(copy, m->frame_len, 5) == MT_OK) {
+    if (mt_codec_set_request_id(c, copy, m->frame_len, 5) == MT_OK) {
         if (cp_decode_whole(c, copy, m->frame_len, &r))
             CP_CHECK(r.request_id == 5);
     } else {
@@ -139,7 +139,7 @@ static inline void cp_run(const mt_codec_t *c, bool sniffs, const uint8_t *data,
     size_t step = (mode >> 1) & 0x1f; /* 0: offer everything at once */
     mt_error_kind_t kind = (mt_error_kind_t)((mode >> 6) % 7);
     void *st = calloc(1, c->state_size);
-    CP_CHECK(st != NULL && c->init(st, (mode & 1) ? &small : NULL) == MT_OK);
+    CP_CHECK(st != NULL && mt_codec_init(c, st, (mode & 1) ? &small : NULL) == MT_OK);
     mt_msg_t m;
     mt_msg_init(&m);
     size_t off = 0;

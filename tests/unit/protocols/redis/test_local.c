@@ -198,24 +198,16 @@ Test(local, info)
     cr_assert_not_null(memmem(out.data, out.len, "\r\n\r\n# Cluster\r\ncluster_enabled:1\r\n", 34));
 }
 
-Test(local, config)
+Test(local, client_no_evict_and_no_touch_are_accepted_not_forwarded)
 {
-    run("CONFIG GET save");
-    expect(S("*2\r\n$4\r\nsave\r\n$0\r\n\r\n"));
-    run("CONFIG GET appendonly");
-    expect(S("*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"));
-    run("CONFIG GET *");
-    expect(S("*4\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"));
-    run("CONFIG GET SAVE appendonly sav?");
-    expect(S("*4\r\n$4\r\nsave\r\n$0\r\n\r\n$10\r\nappendonly\r\n$2\r\nno\r\n"));
-    run("CONFIG GET maxmemory");
-    expect(S("*0\r\n"));
-    run("CONFIG GET");
-    expect(S("-ERR wrong number of arguments for 'config|get' command\r\n"));
-    run("CONFIG SET save x");
-    expect(S("-ERR meltemi: 'config|set' is not supported through the proxy\r\n"));
-    run("CONFIG FOO");
-    expect(S("-ERR unknown subcommand 'FOO'. Try CONFIG HELP.\r\n"));
+    run("CLIENT NO-EVICT on");
+    expect(S("+OK\r\n"));
+    run("CLIENT NO-TOUCH OFF");
+    expect(S("+OK\r\n"));
+    run("CLIENT NO-EVICT maybe");
+    expect(S("-ERR syntax error\r\n"));
+    run("CLIENT NO-TOUCH");
+    expect(S("-ERR wrong number of arguments for 'client|no-touch' command\r\n"));
 }
 
 Test(local, auth_without_a_configured_password)

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define PROM_MAX_LABELS 4
+#define PROM_MAX_LABELS 16 /* Istio's series carry 13 */
 
 typedef struct prom_sample {
     char name[128];
@@ -281,6 +281,35 @@ static inline const prom_sample_t *prom_find(const prom_doc_t *d, const char *na
             return s;
     }
     return NULL;
+}
+
+/* Sum of the values of every sample of name whose labels include the key, value pairs given
+ * (NULL-terminated); NaN when none matches. */
+static inline double prom_sum(const prom_doc_t *d, const char *name, ...)
+{
+    double sum = 0;
+    bool any = false;
+    for (size_t i = 0; i < d->nsamples; i++) {
+        const prom_sample_t *s = &d->samples[i];
+        if (strcmp(s->name, name) != 0)
+            continue;
+        va_list ap;
+        va_start(ap, name);
+        bool match = true;
+        for (const char *k = va_arg(ap, const char *); k; k = va_arg(ap, const char *)) {
+            const char *v = va_arg(ap, const char *);
+            bool found = false;
+            for (int j = 0; j < s->nlabels; j++)
+                found = found || (strcmp(s->key[j], k) == 0 && strcmp(s->val[j], v) == 0);
+            match = match && found;
+        }
+        va_end(ap);
+        if (match) {
+            sum += s->value;
+            any = true;
+        }
+    }
+    return any ? sum : NAN;
 }
 
 /* Number of samples of a metric name carrying label key=value. */

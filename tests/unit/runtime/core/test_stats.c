@@ -12,6 +12,15 @@
 #include <string.h>
 #include <time.h>
 
+/* A proxy's detail family, as proxy/redis/reply.c defines its per-command one. */
+static const mt_stats_detail_t cmd_detail = {
+    .prefix = "meltemi_redis_command",
+    .label = "command",
+    .help_total = "Commands.",
+    .help_errors = "Commands answered with an error.",
+    .help_duration = "Command duration in milliseconds.",
+};
+
 static prom_doc_t render_and_parse(void)
 {
     size_t len = 0;
@@ -31,13 +40,13 @@ Test(stats_registry, same_key_returns_same_block_and_labels_name_it)
     mt_stats_block_t *l1 = mt_stats_block(MT_STATS_LISTENER, "redis-a", NULL);
     mt_stats_block_t *l1b = mt_stats_block(MT_STATS_LISTENER, "redis-a", NULL);
     mt_stats_block_t *c1 = mt_stats_block(MT_STATS_CLUSTER, "redis-a", NULL);
-    mt_stats_block_t *cmd = mt_stats_block(MT_STATS_COMMAND, "redis-a", "GET");
-    mt_stats_block_t *cmd2 = mt_stats_block(MT_STATS_COMMAND, "redis-a", "SET");
+    mt_stats_block_t *cmd = mt_stats_detail_block(&cmd_detail, "redis-a", "GET");
+    mt_stats_block_t *cmd2 = mt_stats_detail_block(&cmd_detail, "redis-a", "SET");
 
     cr_assert_eq(l1, l1b);
     cr_assert_neq(l1, c1, "kind is part of the key");
     cr_assert_neq(cmd, cmd2, "command is part of the key");
-    cr_assert_eq(mt_stats_block(MT_STATS_COMMAND, "redis-a", "GET"), cmd);
+    cr_assert_eq(mt_stats_detail_block(&cmd_detail, "redis-a", "GET"), cmd);
     cr_assert_str_eq(l1->labels, "listener=\"redis-a\"");
     cr_assert_str_eq(c1->labels, "cluster=\"redis-a\"");
     cr_assert_str_eq(cmd->labels, "listener=\"redis-a\",command=\"GET\"");
@@ -55,11 +64,11 @@ Test(stats_registry, many_blocks_stay_findable_as_the_index_grows)
     char cmd[32];
     for (int i = 0; i < 3000; i++) {
         snprintf(cmd, sizeof(cmd), "CMD%d", i);
-        blocks[i] = mt_stats_block(MT_STATS_COMMAND, i % 2 ? "l1" : "l2", cmd);
+        blocks[i] = mt_stats_detail_block(&cmd_detail, i % 2 ? "l1" : "l2", cmd);
     }
     for (int i = 0; i < 3000; i++) {
         snprintf(cmd, sizeof(cmd), "CMD%d", i);
-        cr_assert_eq(mt_stats_block(MT_STATS_COMMAND, i % 2 ? "l1" : "l2", cmd), blocks[i]);
+        cr_assert_eq(mt_stats_detail_block(&cmd_detail, i % 2 ? "l1" : "l2", cmd), blocks[i]);
     }
     size_t n = 0;
     for (mt_stats_block_t *b = mt_stats_first(); b; b = b->next)
@@ -127,7 +136,7 @@ Test(stats_prometheus, listener_cluster_and_command_rows_parse_back)
     mt_stats_init(3);
     mt_stats_block_t *l = mt_stats_block(MT_STATS_LISTENER, "redis-6379", NULL);
     mt_stats_block_t *c = mt_stats_block(MT_STATS_CLUSTER, "outbound|6379||redis.svc", NULL);
-    mt_stats_block_t *cmd = mt_stats_block(MT_STATS_COMMAND, "redis-6379", "get");
+    mt_stats_block_t *cmd = mt_stats_detail_block(&cmd_detail, "redis-6379", "get");
     mt_stat_add(l, 0, MT_ST_REQUESTS_TOTAL, 4);
     mt_stat_add(l, 2, MT_ST_REQUESTS_TOTAL, 6);
     mt_stat_add(l, 1, MT_ST_DOWNSTREAM_CX_ACTIVE, 2);
@@ -147,7 +156,6 @@ Test(stats_prometheus, listener_cluster_and_command_rows_parse_back)
     const char *L = "listener", *LV = "redis-6379";
     const char *C = "cluster", *CV = "outbound|6379||redis.svc";
     cr_assert_eq(prom_find(&d, "meltemi_requests_total", L, LV, NULL)->value, 10);
-    cr_assert_eq(prom_find(&d, "istio_requests_total", L, LV, NULL)->value, 10);
     cr_assert_eq(prom_find(&d, "meltemi_downstream_connections_active", L, LV, NULL)->value, 2);
     cr_assert_eq(prom_find(&d, "meltemi_auth_failures_total", L, LV, NULL)->value, 1);
     cr_assert_eq(prom_find(&d, "meltemi_protocol_errors_total", L, LV, NULL)->value, 0);
@@ -170,40 +178,45 @@ Test(stats_prometheus, listener_cluster_and_command_rows_parse_back)
     cr_assert_eq(prom_count(&d, "meltemi_requests_total", C, CV), 0);
     cr_assert_eq(prom_count(&d, "meltemi_requests_total", "command", "get"), 0);
     cr_assert_eq(prom_count(&d, "meltemi_upstream_requests_total", L, LV), 0);
-    cr_assert_eq(prom_count(&d, "istio_request_duration_milliseconds_count", C, CV), 0);
-    cr_assert_eq(prom_count(&d, "istio_requests_total", L, LV), 1, "no command rows");
+    cr_assert_eq(prom_count(&d, "meltemi_redis_command_duration_milliseconds_count", C, CV), 0);
+    cr_assert_eq(prom_count(&d, "meltemi_requests_total", L, LV), 1, "no command rows");
+    cr_assert_eq(prom_count(&d, "istio_requests_total", L, LV), 0, "Istio's are not per listener");
 
     const prom_type_t *t = prom_type_of(&d, "meltemi_downstream_connections_active");
     cr_assert_str_eq(t->type, "gauge");
     cr_assert_str_eq(prom_type_of(&d, "meltemi_requests_total")->type, "counter");
-    cr_assert_str_eq(prom_type_of(&d, "istio_request_duration_milliseconds")->type, "histogram");
+    cr_assert_str_eq(prom_type_of(&d, "meltemi_redis_command_duration_milliseconds")->type,
+                     "histogram");
     prom_free(&d);
 }
 
 Test(stats_prometheus, histogram_rows_are_cumulative_and_end_in_inf)
 {
     mt_stats_init(2);
-    mt_stats_block_t *l = mt_stats_block(MT_STATS_LISTENER, "l", NULL);
+    mt_stats_block_t *l = mt_stats_detail_block(&cmd_detail, "l", "get");
     mt_stat_observe_ms(l, 0, 0.3);
     mt_stat_observe_ms(l, 1, 3);
     mt_stat_observe_ms(l, 1, 30);
     mt_stat_observe_ms(l, 0, 99999);
 
     prom_doc_t d = render_and_parse();
-    const char *H = "istio_request_duration_milliseconds_bucket";
-    cr_assert_eq(prom_find(&d, H, "listener", "l", "le", "0.5", NULL)->value, 1);
-    cr_assert_eq(prom_find(&d, H, "listener", "l", "le", "1", NULL)->value, 1);
-    cr_assert_eq(prom_find(&d, H, "listener", "l", "le", "5", NULL)->value, 2);
-    cr_assert_eq(prom_find(&d, H, "listener", "l", "le", "50", NULL)->value, 3);
-    cr_assert_eq(prom_find(&d, H, "listener", "l", "le", "60000", NULL)->value, 3);
-    cr_assert_eq(prom_find(&d, H, "listener", "l", "le", "+Inf", NULL)->value, 4);
+    const char *H = "meltemi_redis_command_duration_milliseconds_bucket";
+    cr_assert_eq(prom_find(&d, H, "listener", "l", "command", "get", "le", "0.5", NULL)->value, 1);
+    cr_assert_eq(prom_find(&d, H, "listener", "l", "command", "get", "le", "1", NULL)->value, 1);
+    cr_assert_eq(prom_find(&d, H, "listener", "l", "command", "get", "le", "5", NULL)->value, 2);
+    cr_assert_eq(prom_find(&d, H, "listener", "l", "command", "get", "le", "50", NULL)->value, 3);
+    cr_assert_eq(prom_find(&d, H, "listener", "l", "command", "get", "le", "60000", NULL)->value,
+                 3);
+    cr_assert_eq(prom_find(&d, H, "listener", "l", "command", "get", "le", "+Inf", NULL)->value, 4);
     cr_assert_eq(prom_count(&d, H, "listener", "l"), MT_HIST_BUCKETS + 1);
-    cr_assert_eq(
-        prom_find(&d, "istio_request_duration_milliseconds_count", "listener", "l", NULL)->value,
-        4);
-    cr_assert_float_eq(
-        prom_find(&d, "istio_request_duration_milliseconds_sum", "listener", "l", NULL)->value,
-        0.3 + 3 + 30 + 99999, 1e-6);
+    cr_assert_eq(prom_find(&d, "meltemi_redis_command_duration_milliseconds_count", "listener", "l",
+                           "command", "get", NULL)
+                     ->value,
+                 4);
+    cr_assert_float_eq(prom_find(&d, "meltemi_redis_command_duration_milliseconds_sum", "listener",
+                                 "l", "command", "get", NULL)
+                           ->value,
+                       0.3 + 3 + 30 + 99999, 1e-6);
 
     /* Non-decreasing in the order rendered. */
     double prev = -1;
@@ -221,7 +234,7 @@ Test(stats_prometheus, label_values_are_escaped)
     mt_stats_init(1);
     const char *evil = "a\"b\\c\nd}e,f=\"g";
     mt_stats_block_t *l = mt_stats_block(MT_STATS_LISTENER, evil, NULL);
-    mt_stats_block_t *cmd = mt_stats_block(MT_STATS_COMMAND, evil, "x\"y");
+    mt_stats_block_t *cmd = mt_stats_detail_block(&cmd_detail, evil, "x\"y");
     mt_stat_add(l, 0, MT_ST_PROTOCOL_ERRORS, 3);
     mt_stat_add(cmd, 0, MT_ST_REQUESTS_TOTAL, 2);
     cr_assert_str_eq(l->labels, "listener=\"a\\\"b\\\\c\\nd}e,f=\\\"g\"");
@@ -290,4 +303,111 @@ Test(stats_prometheus, uptime_follows_the_clock_start_time_was_taken_on)
     cr_assert(up >= 99 && up < 1e5, "monotonic start: uptime %f", up);
     up = uptime_for_start((double)wall.tv_sec - 100);
     cr_assert(up >= 99 && up < 1e5, "wall-clock start: uptime %f", up);
+}
+
+/* ---- Istio's standard metrics ---------------------------------------------------------------- */
+
+static const char *const test_codes_names[] = {"OK", "ERR", "OTHER"};
+static const mt_istio_codes_t test_codes = {"redis", test_codes_names, 3};
+
+Test(stats_istio, labels_come_from_the_identity_and_the_cluster)
+{
+    setenv("POD_NAME", "checkout-7d9c8b6f5-x2x9q", 1);
+    setenv("POD_NAMESPACE", "shop", 1);
+    unsetenv("ISTIO_META_WORKLOAD_NAME");
+    mt_stats_init(1);
+    mt_istio_set_t *a =
+        mt_istio_set("l1", &test_codes, "outbound|6379|v2|cache.shop.svc.cluster.local",
+                     "cache.shop.svc.cluster.local", NULL);
+    cr_assert_str_eq(mt_stats_identity()->workload, "checkout", "the Deployment part of POD_NAME");
+    cr_assert_str_eq(
+        a->labels,
+        "reporter=\"source\",source_workload=\"checkout\",source_workload_namespace=\"shop\","
+        "source_principal=\"unknown\",destination_workload=\"unknown\","
+        "destination_service=\"cache.shop.svc.cluster.local\",destination_service_name=\"cache\","
+        "destination_service_namespace=\"shop\",destination_version=\"v2\","
+        "request_protocol=\"redis\",connection_security_policy=\"unknown\"");
+    mt_istio_set_t *b =
+        mt_istio_set("l2", &test_codes, "outbound|6379|v2|cache.shop.svc.cluster.local",
+                     "cache.shop.svc.cluster.local", NULL);
+    cr_assert_eq(a, b, "two listeners to one destination share a label set (no duplicate series)");
+    mt_istio_set_t *none = mt_istio_set("l1", &test_codes, NULL, NULL, NULL);
+    cr_assert_neq(none, a);
+    cr_assert_not_null(strstr(none->labels, "destination_service=\"unknown\""));
+    mt_istio_set_t *ext =
+        mt_istio_set("l1", NULL, "outbound|80||api.example.com", "api.example.com", "blue");
+    cr_assert_not_null(strstr(ext->labels, "destination_service_namespace=\"unknown\""));
+    cr_assert_not_null(strstr(ext->labels, "destination_version=\"blue\""));
+    cr_assert_not_null(strstr(ext->labels, "request_protocol=\"tcp\""));
+}
+
+Test(stats_istio, workload_env_wins_over_pod_name)
+{
+    setenv("POD_NAME", "checkout-7d9c8b6f5-x2x9q", 1);
+    setenv("ISTIO_META_WORKLOAD_NAME", "checkout-v2", 1);
+    mt_stats_identity_t id = {.principal = "spiffe://cluster.local/ns/shop/sa/checkout"};
+    mt_stats_set_identity(&id);
+    cr_assert_str_eq(mt_stats_identity()->workload, "checkout-v2");
+    cr_assert_str_eq(mt_stats_identity()->principal, "spiffe://cluster.local/ns/shop/sa/checkout");
+    cr_assert_str_eq(mt_stats_identity()->pod, "checkout-7d9c8b6f5-x2x9q");
+}
+
+Test(stats_istio, outcomes_render_as_istio_families)
+{
+    mt_stats_init(2);
+    mt_istio_set_t *set = mt_istio_set("l", &test_codes, "outbound|6379||r.ns.svc.cluster.local",
+                                       "r.ns.svc.cluster.local", NULL);
+    mt_istio_record(set, 0, 0, 0, 300000, 30, 5);             /* OK, 0.3 ms */
+    mt_istio_record(set, 1, 0, 0, 7000000, 3000, 12);         /* OK, 7 ms */
+    mt_istio_record(set, 1, 1, MT_RF_UF, 0, 20, 40);          /* ERR, UF */
+    mt_istio_record(set, 0, 1, MT_RF_UT | MT_RF_DI, 2, 1, 1); /* ERR: first flag in order: UT */
+    mt_istio_record(set, 0, 99, 0, 0, 0, 0);                  /* beyond the table: its last entry */
+    set->tcp[0].opened += 2;
+    set->tcp[1].closed += 1;
+    set->tcp[1].received += 3051;
+    set->tcp[0].sent += 58;
+
+    prom_doc_t d = render_and_parse();
+    const char *RC = "response_code", *RF = "response_flags";
+    cr_assert_eq(prom_sum(&d, "istio_requests_total", RC, "OK", RF, "-", NULL), 2);
+    cr_assert_eq(prom_sum(&d, "istio_requests_total", RC, "ERR", RF, "UF", NULL), 1);
+    cr_assert_eq(prom_sum(&d, "istio_requests_total", RC, "ERR", RF, "UT", NULL), 1);
+    cr_assert_eq(prom_sum(&d, "istio_requests_total", RC, "OTHER", RF, "-", NULL), 1);
+    cr_assert_eq(prom_count(&d, "istio_requests_total", "reporter", "source"), 4);
+    const char *H = "istio_request_duration_milliseconds_bucket";
+    cr_assert_eq(prom_sum(&d, H, RC, "OK", "le", "0.5", NULL), 1);
+    cr_assert_eq(prom_sum(&d, H, RC, "OK", "le", "5", NULL), 1);
+    cr_assert_eq(prom_sum(&d, H, RC, "OK", "le", "10", NULL), 2);
+    cr_assert_eq(prom_sum(&d, H, RC, "OK", "le", "+Inf", NULL), 2);
+    cr_assert_float_eq(prom_sum(&d, "istio_request_duration_milliseconds_sum", RC, "OK", NULL), 7.3,
+                       1e-9);
+    const char *B = "istio_request_bytes_bucket";
+    cr_assert_eq(prom_sum(&d, B, RC, "OK", "le", "10", NULL), 0);
+    cr_assert_eq(prom_sum(&d, B, RC, "OK", "le", "100", NULL), 1);
+    cr_assert_eq(prom_sum(&d, B, RC, "OK", "le", "10000", NULL), 2);
+    cr_assert_eq(prom_sum(&d, "istio_request_bytes_sum", RC, "OK", NULL), 3030);
+    cr_assert_eq(prom_sum(&d, "istio_response_bytes_sum", RC, "OK", NULL), 17);
+    cr_assert_eq(prom_sum(&d, "istio_response_bytes_count", RC, "ERR", RF, "UF", NULL), 1);
+    cr_assert_eq(prom_sum(&d, "istio_tcp_connections_opened_total", NULL), 2);
+    cr_assert_eq(prom_sum(&d, "istio_tcp_connections_closed_total", NULL), 1);
+    cr_assert_eq(prom_sum(&d, "istio_tcp_received_bytes_total", NULL), 3051);
+    cr_assert_eq(prom_sum(&d, "istio_tcp_sent_bytes_total", NULL), 58);
+    cr_assert_str_eq(prom_type_of(&d, "istio_request_bytes")->type, "histogram");
+    cr_assert_str_eq(prom_type_of(&d, "istio_tcp_sent_bytes_total")->type, "counter");
+    prom_free(&d);
+}
+
+Test(stats_istio, byte_buckets_are_powers_of_ten)
+{
+    cr_assert_eq(mt_bytes_bucket(0), 0);
+    cr_assert_eq(mt_bytes_bucket(1), 0);
+    cr_assert_eq(mt_bytes_bucket(2), 1);
+    cr_assert_eq(mt_bytes_bucket(10), 1);
+    cr_assert_eq(mt_bytes_bucket(11), 2);
+    cr_assert_eq(mt_bytes_bucket(10000000), MT_BYTES_BUCKETS - 1);
+    cr_assert_eq(mt_bytes_bucket(10000001), MT_BYTES_BUCKETS);
+    cr_assert_eq(mt_rflag_index(0), 0);
+    cr_assert_eq(mt_rflag_index(MT_RF_UH), 1);
+    cr_assert_eq(mt_rflag_index(MT_RF_RBAC), MT_RF_COUNT);
+    cr_assert_str_eq(mt_rflag_names[mt_rflag_index(MT_RF_DC) - 1], "DC");
 }

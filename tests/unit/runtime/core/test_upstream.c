@@ -53,7 +53,8 @@ static struct {
     uint16_t dead_port; /* nobody listens here: connects are refused */
     mt_wcluster_t *c;
     mt_wendpoint_t *ep;
-    int accepts, opens, connected, errors, closes, closed;
+    int accepts, opens, connected, errors, closes, closed, deadlines;
+    uint64_t deadline_now;
     mt_upstream_event_t last_ev;
     char last_text[400];
 } t;
@@ -96,6 +97,13 @@ static void tp_on_error(mt_upstream_t *u, mt_upstream_event_t ev, const char *te
     u->inflight = 0; /* failed */
 }
 
+static void tp_on_deadline(mt_upstream_t *u, uint64_t now_ms)
+{
+    MT_UNUSED(u);
+    t.deadlines++;
+    t.deadline_now = now_ms;
+}
+
 static void tp_on_close(mt_upstream_t *u)
 {
     cr_assert_eq(u->state, MT_UPSTREAM_CLOSING);
@@ -116,6 +124,7 @@ static const mt_upstream_ops_t tp_ops = {
     .on_connected = tp_on_connected,
     .on_data = tp_on_data,
     .on_error = tp_on_error,
+    .on_deadline = tp_on_deadline,
     .on_close = tp_on_close,
     .on_closed = tp_on_closed,
 };
@@ -231,6 +240,7 @@ static void setup_with(uint32_t max)
     w->rconns_per_endpoint = 1;
     mt_buf_pool_init(&w->pool);
     cr_assert_eq(uv_loop_init(&w->loop), 0);
+    cr_assert_eq(mt_timer_wheel_init(&w->timers, &w->loop), 0);
     uv_check_init(&w->loop, &t.flush);
     t.flush.data = w;
     uv_check_start(&t.flush, flush_all);
@@ -266,6 +276,8 @@ static void upstream_teardown(void)
     uv_close((uv_handle_t *)&t.server, NULL);
     uv_close((uv_handle_t *)&t.flush, NULL);
     uv_close((uv_handle_t *)&t.tick, NULL);
+    cr_assert_eq(mt_timer_wheel_pending(&w->timers), 0, "closed connections stop their timers");
+    mt_timer_wheel_close(&w->timers);
     uv_run(&w->loop, UV_RUN_DEFAULT); /* every close callback (the echo server's too) runs */
     cr_assert_eq(uv_loop_close(&w->loop), 0, "no handle left open");
     /* Every cluster goes: retire them all, then reap (nothing is open any more). */
@@ -425,8 +437,12 @@ Test(upstream, connect_past_its_deadline_times_out_and_backs_off)
     mt_upstream_t *u = mt_upstream_shared(t.ep, &tp_ops, 0, &t, &why);
     cr_assert_not_null(u);
     cr_assert_eq(u->state, MT_UPSTREAM_CONNECTING);
-    /* The tick sees the deadline passed before the loop had a chance to connect. */
-    mt_upstream_tick(&t.w, MT_PROTO_TCP, u->connect_deadline_ms);
+    /* The wheel reaches the deadline before the loop had a chance to connect (a clock of the
+     * test's own: one millisecond early nothing happens, at the deadline the connect ends). */
+    cr_assert(mt_timer_pending(&u->connect_timer));
+    mt_timer_wheel_run(&t.w.timers, u->connect_deadline_ms - 1);
+    cr_assert_eq(t.errors, 0);
+    mt_timer_wheel_run(&t.w.timers, u->connect_deadline_ms);
     cr_assert_eq(t.errors, 1);
     cr_assert_eq(t.last_ev, MT_UPSTREAM_CONNECT_TIMEOUT);
     cr_assert(strstr(t.last_text, "unavailable: connect timed out after 250 ms"), "%s",
@@ -436,6 +452,35 @@ Test(upstream, connect_past_its_deadline_times_out_and_backs_off)
     cr_assert_eq(t.closes, 1);
     run_until(all_closed, "the close");
     cr_assert_eq(t.c->n_rups, 0);
+}
+
+Test(upstream, connected_connection_has_no_connect_timer_left)
+{
+    mt_upstream_t *u = connected_shared(3);
+    cr_assert_not(mt_timer_pending(&u->connect_timer), "stopped at connect");
+    cr_assert_eq(mt_timer_wheel_pending(&t.w.timers), 0);
+}
+
+Test(upstream, request_deadline_is_armed_lazily_and_calls_the_proxy_once)
+{
+    mt_upstream_t *u = connected_shared(4);
+    uint64_t now = mt_worker_now_ms(&t.w);
+    mt_upstream_arm_deadline(u, now + 100);
+    cr_assert(mt_upstream_deadline_armed(u));
+    mt_upstream_arm_deadline(u, now + 50); /* armed: the earlier arming stands */
+    mt_timer_wheel_run(&t.w.timers, now + 99);
+    cr_assert_eq(t.deadlines, 0, "not before its due time");
+    mt_timer_wheel_run(&t.w.timers, now + 100);
+    cr_assert_eq(t.deadlines, 1);
+    cr_assert_eq(t.deadline_now, mt_worker_now_ms(&t.w), "called with the loop's time");
+    cr_assert_not(mt_upstream_deadline_armed(u), "one shot: the proxy arms again");
+    mt_upstream_arm_deadline(u, now + 200);
+    cr_assert(mt_upstream_deadline_armed(u));
+    mt_upstream_close(u);
+    cr_assert_not(mt_upstream_deadline_armed(u), "a closing connection stops its deadline");
+    mt_timer_wheel_run(&t.w.timers, now + 300);
+    cr_assert_eq(t.deadlines, 1);
+    run_until(all_closed, "the close");
 }
 
 /* ---- shared connections ---------------------------------------------------------------------- */
@@ -616,6 +661,7 @@ static const mt_upstream_ops_t tp_dedicated_ops = {
     .on_connected = tp_on_connected,
     .on_data = tp_on_data,
     .on_error = tp_on_error,
+    .on_deadline = tp_on_deadline,
     .on_close = tp_on_close,
     .on_closed = tp_on_closed,
 };

@@ -292,6 +292,7 @@ Test(admin, prometheus_endpoint_serves_parseable_stats)
     cr_assert_eq(r.status, 200);
     cr_assert(has_header(&r, "Content-Type: text/plain; version=0.0.4"), "%s", r.raw);
     cr_assert_not_null(strstr(r.body, "# TYPE istio_requests_total counter\n"));
+    cr_assert_not_null(strstr(r.body, "# TYPE istio_tcp_sent_bytes_total counter\n"));
     cr_assert_not_null(strstr(r.body, "meltemi_requests_total{listener=\"redis-6379\"} 3\n"));
     prom_doc_t d;
     cr_assert(prom_parse(&d, r.body, r.body_len), "%s", d.error);
@@ -301,7 +302,7 @@ Test(admin, prometheus_endpoint_serves_parseable_stats)
 
     r = http("GET", "/stats?filter=ignored");
     cr_assert_eq(r.status, 200, "the query string is not part of the path");
-    cr_assert_not_null(strstr(r.body, "istio_requests_total{listener=\"redis-6379\"} 3\n"));
+    cr_assert_not_null(strstr(r.body, "meltemi_requests_total{listener=\"redis-6379\"} 3\n"));
     cr_assert_null(strstr(r.body, "# TYPE"), "plain list without metadata");
     free(r.raw);
     server_stop();

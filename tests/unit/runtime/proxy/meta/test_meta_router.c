@@ -549,3 +549,45 @@ Test(meta, ring_hash_function_is_xxh3_and_spreads_one_byte_differences)
     }
     cr_expect(flipped > 255 * 28 && flipped < 255 * 36, "%u bits flipped over 255 pairs", flipped);
 }
+
+/* ---- localRateLimit ----------------------------------------------------------------------- */
+
+Test(meta, local_rate_limit_buckets_and_conditions_are_read_from_the_snapshot)
+{
+    /* local_rate_limit sits next to routes in listener.metaprotocol (docs/snapshot.md). */
+    mt_snapshot_t *s = snap_with(
+        "'ROUND_ROBIN'", "nil",
+        ROUTE("all", "",
+              TO("nil", 100)) " }, local_rate_limit = {"
+                              "  token_bucket = { max_tokens = 3, tokens_per_fill = 2, "
+                              "fill_interval_ms = 1000 },"
+                              "  conditions = { { match = { { key = 'method', exact = 'bye' } },"
+                              "    token_bucket = { max_tokens = 1, tokens_per_fill = 1, "
+                              "fill_interval_ms = 60000 } } } },"
+                              " _unused = {");
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(&s->listeners[0]);
+    cr_assert_not_null(lc->rate_bucket);
+    cr_expect_eq(lc->rate_bucket->max_tokens, 3);
+    cr_expect_eq(lc->rate_bucket->tokens_per_fill, 2);
+    cr_expect_eq(lc->rate_bucket->fill_interval_ms, 1000);
+    cr_assert_eq(lc->n_rate_conds, 1);
+    const mt_meta_rate_cond_t *c = &lc->rate_conds[0];
+    cr_expect_eq(c->bucket.max_tokens, 1);
+    cr_expect_eq(c->bucket.fill_interval_ms, 60000);
+    mt_msg_t bye, hello;
+    msg_with(&bye, "method", "bye", NULL);
+    msg_with(&hello, "method", "hello", NULL);
+    cr_assert_eq(c->n_match, 1);
+    cr_expect(mt_meta_match_one(&c->match[0], &bye, match_data));
+    cr_expect_not(mt_meta_match_one(&c->match[0], &hello, match_data));
+    mt_snapshot_unref(s);
+}
+
+Test(meta, a_listener_without_local_rate_limit_has_no_bucket)
+{
+    mt_snapshot_t *s = snap_with("'ROUND_ROBIN'", "nil", ROUTE("all", "", TO("nil", 100)));
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(&s->listeners[0]);
+    cr_expect_null(lc->rate_bucket);
+    cr_expect_eq(lc->n_rate_conds, 0);
+    mt_snapshot_unref(s);
+}

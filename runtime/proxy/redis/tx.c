@@ -1,0 +1,596 @@
+/*
+ * tx.c - Redis transactions through the proxy (issue 10): MULTI / EXEC / DISCARD / WATCH /
+ * UNWATCH on an exclusive upstream connection leased for the client (mt_upstream_lease,
+ * bounded by the cluster's maxConnections) from its WATCH or MULTI until its EXEC, DISCARD
+ * or UNWATCH; then given back clean once its last reply is in, or closed when its state is
+ * unknown (the client went away, the connection failed).
+ *
+ * Where the lease goes: the one master of a single-master PROXY-mode service, leased at
+ * MULTI (so a pool at its bound refuses MULTI itself, and nothing after it is applied); in
+ * cluster mode the master of the transaction's slot, and in PROXY mode with several
+ * endpoints (or with prefix routes) the endpoint of its keys, leased at WATCH or at the first
+ * queued command (MULTI is answered here and sent on the lease just before it). Every key of
+ * the transaction must go to that one place: another slot answers CROSSSLOT as Redis Cluster
+ * does, another endpoint or service a clear error, and EXEC then answers EXECABORT (Redis
+ * aborts a transaction with a queueing error) after a DISCARD upstream.
+ *
+ * Queued commands go through the policy chain like any other (filters and faults see each
+ * one; an error a filter or fault answers fails the transaction), but are not mirrored: a
+ * mirror would apply them at once. Replies (+QUEUED, EXEC's array) are Redis's, relayed.
+ *
+ * Order: a client's commands reach Redis in the order it sent them, as on one connection. A
+ * new lease waits until what the client sent before it (on shared connections) is answered
+ * (the gate); after EXEC the lease stays the client's until its last reply is in, and what
+ * goes to the same endpoint meanwhile goes on it.
+ *
+ * The lease dies (the server closed it, a timeout): what was on it fails with the upstream's
+ * error; a transaction being queued then aborts at EXEC, and one whose keys were watched
+ * answers EXEC with nil (the watched keys may have changed), so a client's WATCH retry loop
+ * runs again. Nothing is ever re-sent, so nothing is applied twice.
+ */
+
+#include "runtime/proxy/redis/redis_proxy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TX_MAX_KEYS 64
+
+static const char EXECABORT[] = "EXECABORT Transaction discarded because of previous errors.";
+static const char MULTI_CMD[] = "*1\r\n$5\r\nMULTI\r\n";
+static const char DISCARD_CMD[] = "*1\r\n$7\r\nDISCARD\r\n";
+
+static void tx_reset(mt_rsess_t *s)
+{
+    s->tx.state = RTX_NONE;
+    s->tx.multi_pending = false;
+    s->tx.failed = false;
+    s->tx.watch_lost = false;
+    s->tx.slot = -1;
+}
+
+/* Gives the lease up now (it goes back after its last reply); only when nothing waits. */
+static void tx_let_go(mt_rsess_t *s)
+{
+    mt_rup_t *u = s->tx.lease;
+    s->tx.lease = NULL;
+    if (u)
+        mt_rup_release(u, true);
+}
+
+/* Puts r (bytes in r->frame) on the lease, or behind the gate. */
+static void tx_put(mt_rsess_t *s, mt_rreq_t *r)
+{
+    mt_worker_t *w = s->base.w;
+    if (s->tx.gate_ahead) {
+        r->unext = NULL;
+        if (s->tx.pending_tail)
+            s->tx.pending_tail->unext = r;
+        else
+            s->tx.pending_head = r;
+        s->tx.pending_tail = r;
+        return;
+    }
+    if (mt_rup_send_kept(s->tx.lease, r))
+        return;
+    if (r->kind == RREQ_USER)
+        mt_rreq_complete_error(w, r, "ERR meltemi: out of memory");
+    else
+        mt_rreq_free(w, r);
+}
+
+/* A command of the proxy's own on the lease (MULTI before the first queued command, DISCARD
+ * of a failed transaction), its reply dropped. */
+static int tx_internal(mt_rsess_t *s, const char *bytes, size_t len)
+{
+    mt_worker_t *w = s->base.w;
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r || mt_slice_copy(&w->pool, &w->own, bytes, len, &r->frame) != 0) {
+        if (r)
+            mt_rreq_free(w, r);
+        return -1;
+    }
+    r->kind = RREQ_IGNORE;
+    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
+    tx_put(s, r);
+    return 0;
+}
+
+/* Sends what waited behind the gate, in order. */
+static void tx_gate_open(mt_rsess_t *s)
+{
+    mt_rreq_t *r = s->tx.pending_head;
+    s->tx.pending_head = s->tx.pending_tail = NULL;
+    s->tx.gate_ahead = 0;
+    while (r) {
+        mt_rreq_t *next = r->unext;
+        tx_put(s, r);
+        r = next;
+    }
+}
+
+void mt_rtx_popped(mt_rsess_t *s)
+{
+    if (--s->tx.gate_ahead == 0)
+        tx_gate_open(s);
+}
+
+/* What waited behind the gate fails with text (the lease died before it was sent). */
+static void tx_fail_pending(mt_rsess_t *s, const char *text)
+{
+    mt_worker_t *w = s->base.w;
+    mt_rreq_t *r = s->tx.pending_head;
+    s->tx.pending_head = s->tx.pending_tail = NULL;
+    s->tx.gate_ahead = 0;
+    while (r) {
+        mt_rreq_t *next = r->unext;
+        if (r->kind == RREQ_USER && r->sess)
+            mt_rreq_complete_error(w, r, text);
+        else
+            mt_rreq_free(w, r);
+        r = next;
+    }
+}
+
+/* A queued command answered with an error here: Redis would flag the transaction. */
+static void tx_queue_error(mt_rsess_t *s, const char *text, uint64_t hold_until_ms)
+{
+    mt_rsess_reply_error_at(s, text, hold_until_ms);
+    if (s->tx.state == RTX_QUEUED)
+        s->tx.failed = true;
+}
+
+void mt_rtx_answered_locally(mt_rsess_t *s, bool error)
+{
+    if (error && s->tx.state == RTX_QUEUED)
+        s->tx.failed = true;
+}
+
+/* ---- where a transaction goes ------------------------------------------------------------ */
+
+static bool is_replica(const mt_wcluster_t *c, uint32_t i)
+{
+    const bool *replica = mt_redis_cluster(c->conf)->replica;
+    return replica && replica[i];
+}
+
+/* PROXY mode: the only master of c, or NULL when there are several. */
+static mt_wendpoint_t *single_master(mt_wcluster_t *c)
+{
+    mt_wendpoint_t *found = NULL;
+    for (uint32_t i = 0; i < c->n_eps; i++) {
+        if (is_replica(c, i))
+            continue;
+        if (found)
+            return NULL;
+        found = c->eps[i];
+    }
+    return found;
+}
+
+typedef struct tx_target {
+    mt_wendpoint_t *ep; /* NULL: a keyless command, which may go to any master */
+    int32_t slot;       /* cluster mode, keyed: the keys' slot; else -1 */
+} tx_target_t;
+
+static const char *service_of(const mt_wcluster_t *c)
+{
+    return c->conf->service ? c->conf->service : c->conf->name;
+}
+
+/* Where the keys of cmd go on cluster c. NULL, or the error to answer (text valid until the
+ * next call). */
+static const char *tx_target(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                             const resp_request_t *req, tx_target_t *t)
+{
+    static char text[300];
+    t->ep = NULL;
+    t->slot = -1;
+    if (!c || c->n_eps == 0) {
+        snprintf(text, sizeof(text), "ERR meltemi: no upstream host for %s",
+                 c ? service_of(c) : s->base.conf->name);
+        return text;
+    }
+    uint32_t idx[TX_MAX_KEYS];
+    uint32_t nk = redis_command_keys(cmd, req->argc, req->argv, idx, TX_MAX_KEYS);
+    if (nk > TX_MAX_KEYS)
+        return "ERR meltemi: more than 64 keys in one command of a transaction";
+    bool cluster = mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER;
+    if (cluster) {
+        if (nk == 0)
+            return NULL;
+        uint16_t slot = redis_slot_of_key(req->argv[idx[0]].ptr, req->argv[idx[0]].len);
+        for (uint32_t i = 1; i < nk; i++) {
+            if (redis_slot_of_key(req->argv[idx[i]].ptr, req->argv[idx[i]].len) != slot)
+                return "CROSSSLOT Keys in request don't hash to the same slot";
+        }
+        t->slot = slot;
+        t->ep = mt_rcluster_slot_master(c, slot);
+        if (!t->ep) {
+            snprintf(text, sizeof(text),
+                     "TRYAGAIN meltemi: the slot map of %s is not known yet; retry", service_of(c));
+            return text;
+        }
+        return NULL;
+    }
+    mt_wendpoint_t *one = single_master(c);
+    if (one || nk == 0) {
+        t->ep = one;
+        return NULL;
+    }
+    /* several endpoints, keys hashed over them (as mt_rroute_endpoint does) */
+    for (uint32_t i = 0; i < nk; i++) {
+        mt_wendpoint_t *ep =
+            mt_rproxy_endpoint(c, &req->argv[idx[i]], s->rconf->enable_hashtagging);
+        if (t->ep && ep != t->ep) {
+            snprintf(text, sizeof(text),
+                     "ERR meltemi: the keys of a transaction must all go to one endpoint of %s "
+                     "(use a {hash tag})",
+                     service_of(c));
+            return text;
+        }
+        t->ep = ep;
+    }
+    return NULL;
+}
+
+/* A master for a keyless first command: the slot map's first, or PROXY mode's first. */
+static mt_wendpoint_t *any_master(mt_wcluster_t *c)
+{
+    if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER)
+        return mt_rcluster_slot_master(c, 0);
+    for (uint32_t i = 0; i < c->n_eps; i++) {
+        if (!is_replica(c, i))
+            return c->eps[i];
+    }
+    return c->eps[0];
+}
+
+/* Whether a command for t may join the transaction leased on s->tx.lease; else the error. */
+static const char *tx_compatible(mt_rsess_t *s, mt_wcluster_t *c, const tx_target_t *t)
+{
+    mt_rup_t *u = s->tx.lease;
+    if (!t->ep)
+        return NULL; /* keyless: runs where the transaction runs */
+    if (u->base.ep->cluster != c)
+        return "ERR meltemi: the keys of a transaction must all go to one destination (prefix "
+               "routes send them to different services)";
+    if (t->slot >= 0 && s->tx.slot >= 0 && t->slot != s->tx.slot)
+        return "CROSSSLOT Keys in request don't hash to the same slot";
+    if (t->ep != u->base.ep)
+        return mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER
+                   ? "CROSSSLOT Keys in request don't hash to the same slot"
+                   : "ERR meltemi: the keys of a transaction must all go to one endpoint (use a "
+                     "{hash tag})";
+    return NULL;
+}
+
+/* Leases a connection to ep for s; NULL after answering why (with the error text Redis
+ * clients show). */
+static mt_rup_t *tx_lease(mt_rsess_t *s, mt_wendpoint_t *ep, uint64_t hold_until_ms)
+{
+    const char *why = NULL;
+    mt_rup_t *u = ep ? mt_rup_lease(ep, s, &why) : NULL;
+    if (u) {
+        s->tx.lease = u;
+        /* what the client sent before is answered first (it went on other connections) */
+        s->tx.gate_ahead = s->base.pending;
+        return u;
+    }
+    char text[400], lbl[256];
+    if (!ep)
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: no master for the transaction (slot map not "
+                 "known yet)");
+    else if (why && strncmp(why, "meltemi: ", 9) == 0)
+        snprintf(text, sizeof(text), "ERR %s", why);
+    else
+        snprintf(text, sizeof(text), "ERR meltemi: upstream %s unavailable: %s",
+                 mt_rendpoint_label(ep, lbl, sizeof(lbl)), why ? why : "?");
+    mt_stat_add(ep ? ep->cluster->conf->stats : s->base.conf->stats, s->base.w->id,
+                MT_ST_UPSTREAM_RQ_ERRORS, 1);
+    mt_rsess_reply_error_at(s, text, hold_until_ms);
+    return NULL;
+}
+
+/* A client's command on the lease (kept by reference, or re-encoded when inline). */
+static void tx_send(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                    const char *frame, uint64_t hold_until_ms)
+{
+    mt_worker_t *w = s->base.w;
+    mt_rreq_t *r = mt_rreq_new(w);
+    if (!r) {
+        mt_session_close(&s->base);
+        return;
+    }
+    r->cmd = cmd;
+    r->start_ns = uv_hrtime();
+    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
+    r->hold_until_ms = hold_until_ms;
+    if (req->is_inline) {
+        resp_out_t *o = &mt_rw(w)->scratch;
+        o->len = 0;
+        resp_out_command(o, req->argc, req->argv);
+        if (mt_slice_copy(&w->pool, &w->own, o->data, o->len, &r->frame) != 0) {
+            mt_rreq_free(w, r);
+            mt_session_close(&s->base);
+            return;
+        }
+    } else {
+        mt_buf_ref(s->base.rbuf);
+        r->frame = (mt_slice_t){s->base.rbuf, frame, (uint32_t)req->frame_len};
+    }
+    mt_rsess_push(s, r);
+    tx_put(s, r);
+}
+
+/* ---- the hook in mt_rforward_to -------------------------------------------------------- */
+
+/* Between WATCH and MULTI, and after EXEC until the lease goes back: what goes to the
+ * lease's endpoint goes on it (ordered with the transaction, as on one connection to Redis);
+ * the rest is forwarded. */
+static bool tx_forward_pinned(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                              const resp_request_t *req, const char *frame, uint64_t hold)
+{
+    if (!s->tx.lease)
+        return false;
+    tx_target_t t;
+    if (tx_target(s, c, cmd, req, &t) != NULL)
+        return false; /* the normal path answers the same error */
+    mt_wendpoint_t *at =
+        t.ep ? t.ep
+             : (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER ? NULL : single_master(c));
+    if (at != s->tx.lease->base.ep || s->tx.lease->base.ep->cluster != c)
+        return false;
+    tx_send(s, cmd, req, frame, hold);
+    return true;
+}
+
+bool mt_rtx_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                    const resp_request_t *req, const char *frame, uint64_t hold_until_ms)
+{
+    bool watch = mt_rcmd_is(cmd, "watch");
+    if (watch && s->tx.state == RTX_QUEUED) {
+        mt_rsess_reply_error_at(s, "ERR WATCH inside MULTI is not allowed", hold_until_ms);
+        return true;
+    }
+    if (!watch && s->tx.state != RTX_QUEUED)
+        return tx_forward_pinned(s, c, cmd, req, frame, hold_until_ms);
+    tx_target_t t;
+    const char *err = tx_target(s, c, cmd, req, &t);
+    if (!err && watch && s->tx.state == RTX_NONE && s->tx.lease && !s->tx.pending_head &&
+        (t.ep != s->tx.lease->base.ep || s->tx.lease->base.ep->cluster != c))
+        tx_let_go(s); /* a finished transaction's lease elsewhere: this one needs another */
+    if (!err && s->tx.lease)
+        err = tx_compatible(s, c, &t);
+    if (err) {
+        tx_queue_error(s, err, hold_until_ms);
+        return true;
+    }
+    if (!s->tx.lease) {
+        if (!tx_lease(s, t.ep ? t.ep : any_master(c), hold_until_ms)) {
+            if (s->tx.state == RTX_QUEUED) {
+                /* nothing is applied until EXEC or DISCARD (session.c's refused state) */
+                tx_reset(s);
+                s->tx_refused = true;
+            }
+            return true;
+        }
+        if (s->tx.multi_pending && tx_internal(s, MULTI_CMD, sizeof(MULTI_CMD) - 1) != 0) {
+            mt_session_close(&s->base);
+            return true;
+        }
+    }
+    s->tx.multi_pending = false;
+    if (t.slot >= 0)
+        s->tx.slot = t.slot;
+    if (watch)
+        s->tx.state = RTX_WATCHING;
+    tx_send(s, cmd, req, frame, hold_until_ms);
+    return true;
+}
+
+/* ---- MULTI / EXEC / DISCARD / UNWATCH ------------------------------------------------------ */
+
+/* MULTI on a single-master PROXY-mode service without prefix routes: the lease is taken now,
+ * so a pool at its bound refuses MULTI itself. */
+static mt_wendpoint_t *eager_target(mt_rsess_t *s)
+{
+    mt_wcluster_t *c = s->base.cluster;
+    if (!c || c->n_eps == 0 || mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER ||
+        mt_bridge_has_chain(&mt_rw(s->base.w)->bridge, s->base.li))
+        return NULL;
+    return single_master(c);
+}
+
+static void tx_multi(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                     const char *frame)
+{
+    if (s->tx.state == RTX_QUEUED) {
+        mt_rsess_reply_error(s, "ERR MULTI calls can not be nested");
+        return;
+    }
+    mt_wendpoint_t *ep = eager_target(s);
+    /* a finished transaction's lease still draining: kept if this one goes there too */
+    if (s->tx.state == RTX_NONE && s->tx.lease && !s->tx.pending_head && s->tx.lease->base.ep != ep)
+        tx_let_go(s);
+    s->tx.state = RTX_QUEUED;
+    s->tx.failed = false;
+    if (s->tx.lease) {
+        tx_send(s, cmd, req, frame, 0);
+        return;
+    }
+    if (ep) {
+        if (!tx_lease(s, ep, 0)) {
+            tx_reset(s);
+            s->tx_refused = true;
+            return;
+        }
+        tx_send(s, cmd, req, frame, 0);
+        return;
+    }
+    s->tx.multi_pending = true;
+    mt_rsess_reply(s, "+OK\r\n", 5);
+}
+
+static void tx_exec(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                    const char *frame)
+{
+    if (s->tx.state != RTX_QUEUED) {
+        mt_rsess_reply_error(s, "ERR EXEC without MULTI");
+        return;
+    }
+    bool failed = s->tx.failed, watch_lost = s->tx.watch_lost;
+    if ((failed || watch_lost) && s->tx.lease &&
+        tx_internal(s, DISCARD_CMD, sizeof(DISCARD_CMD) - 1) != 0) {
+        mt_session_close(&s->base);
+        return;
+    }
+    if (failed)
+        mt_rsess_reply_error(s, EXECABORT);
+    else if (watch_lost)
+        mt_rsess_reply(s, "*-1\r\n", 5); /* as when a watched key changed: clients retry */
+    else if (!s->tx.lease)
+        mt_rsess_reply(s, "*0\r\n", 4); /* nothing was queued */
+    else
+        tx_send(s, cmd, req, frame, 0);
+    tx_reset(s); /* the lease drains, then goes back (mt_rtx_after_reply) */
+}
+
+static void tx_discard(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                       const char *frame)
+{
+    if (s->tx.state != RTX_QUEUED) {
+        mt_rsess_reply_error(s, "ERR DISCARD without MULTI");
+        return;
+    }
+    if (s->tx.lease)
+        tx_send(s, cmd, req, frame, 0);
+    else
+        mt_rsess_reply(s, "+OK\r\n", 5);
+    tx_reset(s);
+}
+
+void mt_rtx_command(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                    const char *frame)
+{
+    if (mt_rcmd_is(cmd, "multi")) {
+        tx_multi(s, cmd, req, frame);
+    } else if (mt_rcmd_is(cmd, "exec")) {
+        tx_exec(s, cmd, req, frame);
+    } else if (mt_rcmd_is(cmd, "discard")) {
+        tx_discard(s, cmd, req, frame);
+    } else if (mt_rcmd_is(cmd, "unwatch")) {
+        if (s->tx.state == RTX_QUEUED) {
+            mt_rsess_dispatch(s, cmd, req, frame); /* queued, as Redis does */
+        } else if (s->tx.lease) {
+            tx_send(s, cmd, req, frame, 0);
+            tx_reset(s);
+        } else {
+            tx_reset(s);
+            mt_rsess_reply(s, "+OK\r\n", 5);
+        }
+    } else {
+        mt_rsess_dispatch(s, cmd, req, frame); /* WATCH */
+    }
+}
+
+/* ---- commands while MULTI queues ---------------------------------------------------------- */
+
+bool mt_rtx_queued(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                   const char *frame)
+{
+    char text[300];
+    switch (cmd->proxy) {
+    case REDIS_PROXY_LOCAL:
+        if (mt_rcmd_is(cmd, "quit"))
+            return false;
+        if (mt_rcmd_is(cmd, "ping") || mt_rcmd_is(cmd, "echo")) {
+            mt_rsess_dispatch(s, cmd, req, frame); /* EXEC's array has their replies */
+            return true;
+        }
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: '%s' cannot be queued in a transaction: it is answered by the "
+                 "proxy, not by Redis",
+                 cmd->name);
+        tx_queue_error(s, text, 0);
+        return true;
+    case REDIS_PROXY_UNSUPPORTED:
+        /* inside MULTI a blocking command does not block: Redis runs it at EXEC */
+        if ((cmd->flags & REDIS_CMD_BLOCKING) || mt_rcmd_is(cmd, "wait")) {
+            mt_rsess_dispatch(s, cmd, req, frame);
+            return true;
+        }
+        if (mt_radmin_refuse(s, cmd, req))
+            s->tx.failed = true;
+        return true;
+    case REDIS_PROXY_BROADCAST:
+    case REDIS_PROXY_ALL_MASTERS:
+        if (mt_radmin_refuse(s, cmd, req)) {
+            s->tx.failed = true;
+            return true;
+        }
+        if (!s->base.cluster || mt_redis_cluster(s->base.cluster->conf)->mode == MT_REDIS_CLUSTER ||
+            !single_master(s->base.cluster)) {
+            snprintf(text, sizeof(text),
+                     "ERR meltemi: '%s' goes to every master, which a transaction cannot do",
+                     cmd->name);
+            tx_queue_error(s, text, 0);
+            return true;
+        }
+        mt_rsess_dispatch(s, cmd, req, frame);
+        return true;
+    default:
+        mt_rsess_dispatch(s, cmd, req, frame);
+        return true;
+    }
+}
+
+/* ---- the lease's life ---------------------------------------------------------------------- */
+
+void mt_rtx_lease_lost(mt_rsess_t *s, const char *text)
+{
+    s->tx.lease = NULL;
+    tx_fail_pending(s, text);
+    if (s->tx.state == RTX_QUEUED)
+        s->tx.failed = true;
+    else if (s->tx.state == RTX_WATCHING)
+        s->tx.watch_lost = true;
+}
+
+void mt_rtx_after_reply(mt_rup_t *u)
+{
+    if (u->base.inflight)
+        return;
+    mt_rsess_t *s = u->lessee;
+    if (!s) {
+        if (u->returning)
+            mt_rup_release(u, true);
+        return;
+    }
+    if (s->tx.lease == u && s->tx.state == RTX_NONE && !s->tx.pending_head) {
+        s->tx.lease = NULL;
+        mt_rup_release(u, true);
+    }
+}
+
+void mt_rtx_session_closed(mt_rsess_t *s)
+{
+    mt_worker_t *w = s->base.w;
+    mt_rup_t *u = s->tx.lease;
+    s->tx.lease = NULL;
+    tx_reset(s);
+    /* never sent: nobody's (the session orphaned them), freed here */
+    mt_rreq_t *r = s->tx.pending_head;
+    s->tx.pending_head = s->tx.pending_tail = NULL;
+    s->tx.gate_ahead = 0;
+    while (r) {
+        mt_rreq_t *next = r->unext;
+        mt_rreq_free(w, r);
+        r = next;
+    }
+    /* Redis discards a transaction whose connection closes: so does closing the lease. */
+    if (u)
+        mt_rup_release(u, false);
+}

@@ -1,0 +1,410 @@
+"""
+test_lua_codec.py - codecs written in Lua (ApplicationProtocol `codec: lua`, issue 15),
+through meltemi with the example's own servers and clients (examples/custom-protocol/):
+
+  - mrpc, a binary RPC protocol with request ids and key/value headers (mrpc.lua): MetaRouter
+    routing by header and by service to DestinationRule subsets, request and response
+    mutation, a native error when no route matches, pings answered by meltemi, responses
+    correlated by id (out of order on one connection), oneway calls;
+  - kvtext, a memcached-like text protocol decoded with lpeg (kvtext.lua): routed by key
+    prefix, pipelined replies in request order, noreply;
+  - a broken codec (raises, returns nonsense lengths, loops forever) fails the connection
+    it decodes and nothing else, counted in meltemi_protocol_errors_total and logged;
+  - a reload that changes the codec: the established connection keeps the codec it started
+    with, a new connection gets the new one.
+
+The servers are the example's mrpc.py / kvtext.py, started as processes on loopback ports
+and stopped by PID.
+"""
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+
+import meta_env as me  # noqa: E402
+from harness import REPO, free_port, stop_pid, wait_until  # noqa: E402
+
+EXAMPLE = REPO / "examples" / "custom-protocol"
+sys.path.insert(0, str(EXAMPLE))
+
+import kvtext  # noqa: E402
+import mrpc  # noqa: E402
+
+VIP = "127.0.0.32"
+MRPC_HOST = "orders.shop.svc.cluster.local"
+KV_HOST = "sessions.shop.svc.cluster.local"
+
+
+def app_protocols(mrpc_source="scriptFile: mrpc.lua"):
+    return f"""\
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: ApplicationProtocol
+metadata: {{name: mrpc, namespace: shop}}
+spec:
+  protocol: mrpc
+  codec: lua
+  {mrpc_source}
+---
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: ApplicationProtocol
+metadata: {{name: kvtext, namespace: shop}}
+spec:
+  protocol: kvtext
+  codec: lua
+  module: kvtext
+"""
+
+
+class Peer:
+    """One example server process (mrpc.py or kvtext.py serve) on a free port."""
+
+    def __init__(self, script, name, workdir):
+        self.port = free_port()
+        self.name = name
+        self.errf = open(Path(workdir) / f"{name}-{self.port}.err", "wb")
+        self.proc = subprocess.Popen(
+            ["/usr/bin/python3", str(EXAMPLE / script), "serve", "--port", str(self.port),
+             "--name", name], stdout=subprocess.DEVNULL, stderr=self.errf,
+            stdin=subprocess.DEVNULL)
+        wait_until(self._up, 10, f"{script} {name} on port {self.port}")
+
+    def _up(self):
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True
+
+    def stop(self):
+        stop_pid(self.proc)
+        self.errf.close()
+
+
+@pytest.fixture
+def peers(tmp_path):
+    started = []
+
+    def start(script, name):
+        p = Peer(script, name, tmp_path)
+        started.append(p)
+        return p
+    yield start
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
+def shop(tmp_path, peers, config_dir, meltemi_factory):
+    """deploy(files=None, mrpc_source=...) -> env with two mrpc servers (v1, v2), two kvtext
+    servers (users, other), the example's codecs and MetaRouters, and meltemi in front.
+    `files` adds or replaces config files."""
+
+    def deploy(files=None, mrpc_source="scriptFile: mrpc.lua", workers=1):
+        env = type("Env", (), {})()
+        env.v1, env.v2 = peers("mrpc.py", "v1"), peers("mrpc.py", "v2")
+        env.users, env.other = peers("kvtext.py", "users"), peers("kvtext.py", "other")
+        env.mrpc_port, env.kv_port = free_port(VIP), free_port(VIP)
+        conf = {
+            "application-protocol.yaml": app_protocols(mrpc_source),
+            "mrpc.lua": (EXAMPLE / "mrpc.lua").read_text(),
+            "kvtext.lua": (EXAMPLE / "kvtext.lua").read_text(),
+            "orders.yaml": me.service_entry(
+                "orders", MRPC_HOST, VIP, env.mrpc_port, "tcp-metaprotocol-mrpc-orders",
+                [("127.0.0.1", env.v1.port, {"version": "v1"}),
+                 ("127.0.0.1", env.v2.port, {"version": "v2"})], namespace="shop"),
+            "sessions.yaml": me.service_entry(
+                "sessions", KV_HOST, VIP, env.kv_port, "tcp-metaprotocol-kvtext-sessions",
+                [("127.0.0.1", env.users.port, {"shard": "users"}),
+                 ("127.0.0.1", env.other.port, {"shard": "other"})], namespace="shop"),
+            "destination-rule.yaml": (EXAMPLE / "destination-rule.yaml").read_text(),
+            "meta-router.yaml": (EXAMPLE / "meta-router.yaml").read_text(),
+        }
+        conf.update(files or {})
+        env.conf = config_dir(conf)
+        env.meltemi = meltemi_factory(env.conf, workers=workers)
+        return env
+    return deploy
+
+
+def mclient(env):
+    return mrpc.Client(VIP, env.mrpc_port)
+
+
+def server_stats(peer):
+    c = mrpc.Client("127.0.0.1", peer.port)
+    try:
+        import json
+        return json.loads(c.call("x", "stats").body)
+    finally:
+        c.close()
+
+
+def body(frame):
+    import json
+    return json.loads(frame.body)
+
+
+def prom(meltemi, name):
+    status, text = meltemi.http_get("/stats/prometheus")
+    assert status == 200
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+# ---- mrpc: the binary protocol --------------------------------------------------------------
+
+def test_mrpc_routes_by_header_to_a_subset_with_request_mutation(shop):
+    env = shop()
+    c = mclient(env)
+    for i in range(3):
+        f = c.call("Orders", "get", [("user", "alice")], f"a{i}")
+        b = body(f)
+        assert (b["server"], b["method"], b["body"]) == ("v2", "get", f"a{i}")
+        assert b["headers"] == {"user": "alice", "x-routed-by": "meltemi"}
+        assert f.header("x-proxy") is None  # the canary route has no response mutation
+    c.close()
+    assert server_stats(env.v1)["requests"] == 0
+
+
+def test_mrpc_routes_by_service_with_response_mutation(shop):
+    env = shop()
+    c = mclient(env)
+    f = c.call("Orders", "list", [("user", "bob"), ("x-echo-trace", "t1")], "b")
+    b = body(f)
+    assert b["server"] == "v1" and b["headers"] == {"user": "bob", "x-echo-trace": "t1"}
+    assert f.header("x-proxy") == "meltemi" and f.header("x-echo-trace") == "t1"
+    assert f.header("x-server") == "v1"
+    c.close()
+
+
+def test_mrpc_no_route_is_a_native_error_and_the_connection_stays(shop):
+    env = shop()
+    c = mclient(env)
+    f = c.call("Payments", "charge", [("user", "bob")], "x")
+    assert f.flags & mrpc.F_ERROR
+    assert f.header("error-kind") == "route_not_found"
+    assert b"no route" in f.body
+    assert body(c.call("Orders", "get", [], "after"))["server"] == "v1"
+    c.close()
+    assert server_stats(env.v1)["requests"] == 1 and server_stats(env.v2)["requests"] == 0
+
+
+def test_mrpc_responses_correlate_by_id_out_of_order(shop):
+    env = shop()
+    c = mclient(env)
+    slow = c.send("Orders", "slow", [], "400")
+    fast = [c.send("Orders", "get", [], f"f{i}") for i in range(5)]
+    got = [c.recv() for _ in range(6)]
+    assert [f.id for f in got[:5]] == fast, "the fast calls are answered while slow waits"
+    assert got[5].id == slow and body(got[5])["method"] == "slow"
+    assert [body(f)["body"] for f in got[:5]] == [f"f{i}" for i in range(5)]
+    c.close()
+
+
+def test_mrpc_many_clients_share_the_upstream_with_their_own_ids(shop):
+    env = shop()
+    clients = [mclient(env) for _ in range(4)]
+    for i, c in enumerate(clients):  # every client uses the same ids 1..3
+        for j in range(3):
+            c.send("Orders", "get", [], f"c{i}-{j}")
+    for i, c in enumerate(clients):
+        got = sorted((f.id, body(f)["body"]) for f in (c.recv() for _ in range(3)))
+        assert got == [(j + 1, f"c{i}-{j}") for j in range(3)]
+        c.close()
+
+
+def test_mrpc_ping_is_answered_by_meltemi(shop):
+    env = shop()
+    c = mclient(env)
+    pong = c.ping()
+    assert pong.flags & mrpc.F_HEARTBEAT and pong.flags & mrpc.F_RESPONSE and pong.id == 1
+    assert body(c.call("Orders", "get", [], "x"))["server"] == "v1"
+    c.close()
+    assert server_stats(env.v1)["pings"] == 0 and server_stats(env.v2)["pings"] == 0
+
+
+def test_mrpc_oneway_reaches_the_server(shop):
+    env = shop()
+    c = mclient(env)
+    c.send("Orders", "notify", [("user", "alice")], "n", flags=mrpc.F_ONEWAY)
+    assert body(c.call("Orders", "get", [("user", "alice")], "x"))["server"] == "v2"
+    wait_until(lambda: server_stats(env.v2)["oneway"] == 1, 5, "the oneway call at v2")
+    seen = server_stats(env.v2)["seen"]
+    assert ["Orders", "notify", {"user": "alice", "x-routed-by": "meltemi"}] in seen
+    c.close()
+
+
+def test_mrpc_garbage_closes_only_that_client(shop):
+    env = shop()
+    good = mclient(env)
+    bad = socket.create_connection((VIP, env.mrpc_port), timeout=5)
+    bad.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert bad.recv(100) == b""
+    bad.close()
+    assert body(good.call("Orders", "get", [], "still"))["body"] == "still"
+    good.close()
+    assert prom(env.meltemi, "meltemi_protocol_errors_total") >= 1
+    assert "mrpc: bad magic" in env.meltemi.stderr()
+
+
+# ---- kvtext: the text protocol (lpeg) --------------------------------------------------------
+
+def kv_keys(peer):
+    c = kvtext.Client("127.0.0.1", peer.port)
+    try:
+        return c.keys()
+    finally:
+        c.close()
+
+
+def test_kvtext_routes_by_key_prefix(shop):
+    env = shop()
+    c = kvtext.Client(VIP, env.kv_port)
+    assert c.set("user:1", "alice") == "STORED"
+    assert c.set("user:2", "bob") == "STORED"
+    assert c.set("cart:9", "apples") == "STORED"
+    assert c.get("user:1") == b"alice" and c.get("cart:9") == b"apples"
+    assert c.get("user:404") is None
+    assert c.delete("user:2") == "DELETED" and c.delete("user:2") == "NOT_FOUND"
+    c.close()
+    assert kv_keys(env.users) == ["user:1"]
+    assert kv_keys(env.other) == ["cart:9"]
+
+
+def test_kvtext_pipelined_replies_keep_request_order(shop):
+    env = shop()
+    c = kvtext.Client(VIP, env.kv_port)
+    c.send(b"set user:a 1\r\na\r\nset cart:b 1\r\nb\r\nset user:c 3 noreply\r\nccc\r\n")
+    c.send(b"".join(b"get %s\r\n" % k for k in (b"cart:b", b"user:a", b"user:c", b"nope")))
+    assert [c.reply() for _ in range(6)] == ["STORED", "STORED", b"b", b"a", b"ccc", None]
+    c.close()
+
+
+def test_kvtext_unknown_command_closes_that_client_only(shop):
+    env = shop()
+    good = kvtext.Client(VIP, env.kv_port)
+    bad = kvtext.Client(VIP, env.kv_port)
+    bad.send(b"flush_all\r\n")
+    with pytest.raises(ConnectionError):
+        bad.reply()
+    bad.close()
+    assert good.set("user:z", "z") == "STORED" and good.get("user:z") == b"z"
+    good.close()
+    assert "kvtext: not a kvtext line: flush_all" in env.meltemi.stderr()
+
+
+# ---- a broken codec ------------------------------------------------------------------------
+
+# mrpc.lua with traps: a frame whose method is "boom" raises, "nonsense" returns a length
+# the buffer cannot hold, "negative" a negative one, "loop" never returns.
+ANCHOR = '  method, pos = field(buf, pos, len, "method")\n'
+BROKEN = (EXAMPLE / "mrpc.lua").read_text().replace(
+    ANCHOR, ANCHOR +
+    "  if method == 'boom' then error('boom in decode') end\n"
+    "  if method == 'nonsense' then return len + 1000, {} end\n"
+    "  if method == 'negative' then return -5, {} end\n"
+    "  if method == 'loop' then while true do end end\n")
+
+
+@pytest.mark.parametrize("trap,logged", [
+    ("boom", "boom in decode"),
+    ("nonsense", "is not within the"),
+    ("negative", "is not within the"),
+    ("loop", ("instruction budget exceeded", "time limit exceeded")),
+])
+def test_broken_codec_fails_that_connection_only(shop, trap, logged):
+    assert ANCHOR in (EXAMPLE / "mrpc.lua").read_text(), "the traps go into mrpc.lua's decode"
+    env = shop(files={"mrpc.lua": BROKEN})
+    good = mclient(env)
+    assert body(good.call("Orders", "get", [], "before"))["body"] == "before"
+    before = prom(env.meltemi, "meltemi_protocol_errors_total")
+    bad = mclient(env)
+    bad.send("Orders", trap, [], "x")
+    with pytest.raises(ConnectionError):
+        bad.recv()
+    bad.close()
+    assert body(good.call("Orders", "get", [], "after"))["body"] == "after"
+    fresh = mclient(env)
+    assert body(fresh.call("Orders", "get", [], "fresh"))["body"] == "fresh"
+    fresh.close()
+    good.close()
+    assert prom(env.meltemi, "meltemi_protocol_errors_total") == before + 1
+    log = env.meltemi.stderr()
+    assert "the codec failed on a frame of client" in log
+    assert any(t in log for t in ((logged,) if isinstance(logged, str) else logged)), log[-2000:]
+
+
+# ---- reload ---------------------------------------------------------------------------------
+
+def test_reload_established_connections_keep_their_codec(shop):
+    """Version 2 of the codec tags every request with the attribute codec=v2, and a route
+    sends those to v2. A connection opened before the reload keeps decoding with version 1
+    (its calls go to v1); one opened after uses version 2."""
+    env = shop()
+    old = mclient(env)
+    assert body(old.call("Orders", "get", [], "x"))["server"] == "v1"
+    gen = me.config_generation(env.meltemi)
+    v2_codec = (EXAMPLE / "mrpc.lua").read_text().replace(
+        "local attrs = { service = service, method = method }",
+        "local attrs = { service = service, method = method, codec = 'v2' }")
+    router = (EXAMPLE / "meta-router.yaml").read_text().replace(
+        "  routes:\n", "  routes:\n" + me.route("by-codec", [(MRPC_HOST, "v2", None)],
+                                                   match={"codec": {"exact": "v2"}}), 1)
+    me.write_atomically(env.conf / "mrpc.lua", v2_codec)
+    me.write_atomically(env.conf / "meta-router.yaml", router)
+    me.wait_generation_after(env.meltemi, gen)
+    new = mclient(env)
+    assert body(new.call("Orders", "get", [], "y"))["server"] == "v2"
+    assert body(old.call("Orders", "get", [], "z"))["server"] == "v1"
+    old.close()
+    new.close()
+
+
+# ---- what else MetaRouter does, with a Lua codec -------------------------------------------
+
+def test_mrpc_mirror_copies_calls_to_a_shadow(shop, peers):
+    shadow = peers("mrpc.py", "shadow")
+    shadow_host = "orders-shadow.shop.svc.cluster.local"
+    mirror_route = me.route("mirrored", [(MRPC_HOST, "v1", None)],
+                            match={"method": {"exact": "audit"}},
+                            mirror=(shadow_host, None), mirror_pct=100)
+    router = (EXAMPLE / "meta-router.yaml").read_text().replace(
+        "  routes:\n", "  routes:\n" + mirror_route, 1)
+    files = {
+        "meta-router.yaml": router,
+        "shadow.yaml": me.service_entry(
+            "orders-shadow", shadow_host, "127.0.0.33", free_port("127.0.0.33"),
+            "tcp-metaprotocol-mrpc-shadow", [("127.0.0.1", shadow.port, {})], namespace="shop"),
+    }
+    env = shop(files=files)
+    c = mclient(env)
+    for i in range(3):
+        assert body(c.call("Orders", "audit", [], f"m{i}"))["server"] == "v1"
+    c.close()
+    wait_until(lambda: server_stats(shadow)["requests"] == 3, 5, "3 mirrored calls")
+    assert server_stats(env.v1)["requests"] == 3
+
+
+def test_mrpc_ring_hash_on_a_header_sticks_to_one_server(shop):
+    rule = (EXAMPLE / "destination-rule.yaml").read_text().replace(
+        "  host: orders.shop.svc.cluster.local\n",
+        "  host: orders.shop.svc.cluster.local\n  trafficPolicy:\n    loadBalancer:\n"
+        "      consistentHash:\n        httpHeaderName: tenant\n", 1)
+    router = (EXAMPLE / "meta-router.yaml").read_text().replace(
+        "        subset: v1\n    responseMutation:", "    responseMutation:", 1)
+    env = shop(files={"destination-rule.yaml": rule, "meta-router.yaml": router})
+    c = mclient(env)
+    seen = set()
+    for t in range(16):
+        got = {body(c.call("Orders", "get", [("tenant", f"t{t}")], "x"))["server"]
+               for _ in range(3)}
+        assert len(got) == 1, f"tenant t{t} went to {got}"
+        seen |= got
+    c.close()
+    assert seen == {"v1", "v2"}, "16 tenants spread over both servers (2^-15 to fail by chance)"

@@ -1,0 +1,370 @@
+"""
+Transactions through meltemi (issue 10): MULTI / EXEC / DISCARD / WATCH / UNWATCH on an
+upstream connection leased for the client until EXEC, DISCARD or UNWATCH, bounded by the
+cluster's maxConnections. Real redis-server (one, and the 6-node cluster fixture), real
+clients (redis-py's pipeline(transaction=True) and its WATCH retry loop, ioredis multi(),
+redis-rb multi, raw RESP); what was applied is read from the servers directly.
+
+Failure cases: the pool at its bound (MULTI refused, nothing after it applied), the upstream
+connection killed mid-transaction (errors, nothing applied, never applied twice on retry), a
+client that disconnects mid-transaction (its lease closes, nothing applied), cross-slot and
+cross-endpoint keys (CROSSSLOT / a clear error, EXECABORT).
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import redis
+
+import configs
+from cluster_fixtures import (cluster_proxy, redis_cluster, shared_cluster)  # noqa: F401
+from harness import (REPO, RespConn, RespError, free_port, redis_py, resp_encode,
+                     wait_until)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+from meta_env import install_node_peers  # noqa: E402
+
+PEERS = REPO / "tests" / "integration" / "peers"
+EXECABORT = "EXECABORT Transaction discarded because of previous errors."
+
+
+def direct(env):
+    return env.redis.client()
+
+
+def in_multi(server_client):
+    """Clients of the server that are inside MULTI (CLIENT LIST flags contain 'x')."""
+    return [c for c in server_client.client_list() if "x" in c["flags"]]
+
+
+# ---- the basics, raw RESP ------------------------------------------------------------------
+
+def test_multi_exec_in_one_write_is_applied_atomically(blog_env):
+    env = blog_env(step=1)
+    direct(env).set("counter", "5")
+    c = RespConn(env.host, env.port, timeout=10)
+    c.send_raw(resp_encode("MULTI") + resp_encode("SET", "tx-key", "v") +
+               resp_encode("INCR", "counter") + resp_encode("PING") + resp_encode("EXEC") +
+               resp_encode("GET", "counter"))
+    assert [c.read_reply() for _ in range(6)] == [
+        b"OK", b"QUEUED", b"QUEUED", b"QUEUED", [b"OK", 6, b"PONG"], b"6"]
+    assert direct(env).get("tx-key") == b"v"
+    # the connection is out of the transaction: commands apply at once again
+    assert c.call("INCR", "counter") == 7
+    # in order with what the client sent before and after, also when the lease is an idle
+    # one reused at once (the commands around it travel on another connection)
+    for i in range(20):
+        c.send_raw(resp_encode("SET", "counter", str(i * 10)) + resp_encode("MULTI") +
+                   resp_encode("INCR", "counter") + resp_encode("EXEC") +
+                   resp_encode("INCR", "counter"))
+        assert [c.read_reply() for _ in range(5)] == [
+            b"OK", b"OK", b"QUEUED", [i * 10 + 1], i * 10 + 2], i
+    c.close()
+
+
+def test_discard_applies_nothing_and_errors_are_redis_texts(blog_env):
+    env = blog_env(step=1)
+    direct(env).set("counter", "1")
+    c = RespConn(env.host, env.port, timeout=10)
+    stream = [("EXEC",), ("DISCARD",), ("MULTI",), ("INCR", "counter"), ("MULTI",),
+              ("WATCH", "counter"), ("DISCARD",), ("GET", "counter"),
+              # a queueing error aborts the transaction, as in Redis
+              ("MULTI",), ("INCR", "counter"), ("NOSUCHCOMMAND",), ("GET",), ("EXEC",),
+              ("GET", "counter")]
+    c.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
+    got = [c.read_reply() for _ in stream]
+    assert got[:8] == [
+        RespError("ERR EXEC without MULTI"), RespError("ERR DISCARD without MULTI"), b"OK",
+        b"QUEUED", RespError("ERR MULTI calls can not be nested"),
+        RespError("ERR WATCH inside MULTI is not allowed"), b"OK", b"1"]
+    assert got[8:10] == [b"OK", b"QUEUED"]
+    assert got[10].startswith("ERR unknown command 'NOSUCHCOMMAND'")
+    assert got[11] == "ERR wrong number of arguments for 'get' command"
+    assert got[12:] == [EXECABORT, b"1"]
+    assert direct(env).get("counter") == b"1"
+    c.close()
+
+
+# ---- redis-py ------------------------------------------------------------------------------
+
+def test_redis_py_transaction_pipeline(blog_env):
+    env = blog_env(step=1)
+    direct(env).set("counter", "5")
+    r = redis_py(env.host, env.port, socket_timeout=10)
+    p = r.pipeline(transaction=True)
+    p.incr("counter").set("tx-key", "v").get("counter")
+    assert p.execute() == [6, True, b"6"]
+    assert direct(env).get("tx-key") == b"v"
+    r.close()
+
+
+def test_redis_py_watch_retry_loop_retries_when_the_key_changes(blog_env):
+    """The optimistic-locking loop of redis-py's docs: another client changes the watched key
+    between WATCH and EXEC once; EXEC answers nil (WatchError), the loop runs again, and the
+    increment is applied exactly once."""
+    env = blog_env(step=1)
+    direct(env).set("balance", "100")
+    r = redis_py(env.host, env.port, socket_timeout=10)
+    attempts = []
+    with r.pipeline() as p:
+        while True:
+            try:
+                p.watch("balance")
+                value = int(p.get("balance"))
+                if not attempts:
+                    direct(env).incrby("balance", 1000)  # someone else, in between
+                attempts.append(value)
+                p.multi()
+                p.set("balance", value + 1)
+                p.execute()
+                break
+            except redis.WatchError:
+                continue
+    assert attempts == [100, 1100]
+    assert direct(env).get("balance") == b"1101"
+    # the high-level helper does the same
+    def incr(pipe):
+        pipe.multi()
+        pipe.incr("balance")
+
+    assert r.transaction(incr, "balance") == [1102]
+    r.close()
+
+
+def test_unwatch_and_watch_then_exec_without_change(blog_env):
+    env = blog_env(step=1)
+    direct(env).set("k", "1")
+    c = RespConn(env.host, env.port, timeout=10)
+    stream = [("WATCH", "k"), ("UNWATCH",), ("WATCH", "k"), ("GET", "k"), ("MULTI",),
+              ("INCR", "k"), ("EXEC",)]
+    c.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
+    assert [c.read_reply() for _ in stream] == [b"OK", b"OK", b"OK", b"1", b"OK", b"QUEUED",
+                                                [2]]
+    c.close()
+
+
+# ---- a Lua filter sees every queued command -------------------------------------------------
+
+def test_lua_filter_and_fault_see_each_queued_command(redis_factory, config_dir,
+                                                       meltemi_factory):
+    main = redis_factory(name="main")
+    port = free_port("127.0.0.41")
+    files = {
+        "main.yaml": configs.service_entry("redis-main", "127.0.0.41", port, main.port,
+                                            namespace="demo"),
+        "filter.yaml": """\
+apiVersion: meltemi.io/v1alpha1
+kind: LuaFilter
+metadata:
+  name: deny-del
+  namespace: demo
+spec:
+  hosts: [redis-main]
+  script: |
+    return {
+      on_request = function(msg, ctx)
+        ctx:counter("seen", 1, msg.command)
+        if msg.command == "del" then return ctx:reply_error("NOPERM no DEL here") end
+      end,
+    }
+""",
+    }
+    m = meltemi_factory(config_dir(files))
+    main.client().set("counter", "5")
+    c = RespConn("127.0.0.41", port, timeout=10)
+    stream = [("MULTI",), ("INCR", "counter"), ("DEL", "counter"), ("EXEC",),
+              ("MULTI",), ("INCR", "counter"), ("EXEC",)]
+    c.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
+    assert [c.read_reply() for _ in stream] == [
+        b"OK", b"QUEUED", RespError("NOPERM no DEL here"), EXECABORT, b"OK", b"QUEUED", [6]]
+    assert main.client().get("counter") == b"6"
+    c.close()
+    from test_lua_filters import lua_counter
+    wait_until(lambda: lua_counter(m, "seen", "incr") == 2, 5, "the filter saw both INCRs")
+    assert lua_counter(m, "seen", "del") == 1
+
+
+# ---- failures ------------------------------------------------------------------------------
+
+MAX_ONE = """\
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata:
+  name: one-lease
+  namespace: redis
+spec:
+  host: redis-single.redis.svc.cluster.local
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        maxConnections: 1
+"""
+
+
+def test_exhausted_lease_pool_refuses_multi_at_once_and_applies_nothing(blog_env):
+    env = blog_env(files={"redis-single.yaml": configs.STEP1, "dr.yaml": MAX_ONE})
+    direct(env).set("counter", "5")
+    a = RespConn(env.host, env.port, timeout=10)
+    b = RespConn(env.host, env.port, timeout=10)
+    assert a.call("MULTI") == b"OK"
+    assert a.call("INCR", "counter") == b"QUEUED"
+    stream = [("MULTI",), ("INCR", "counter"), ("EXEC",), ("GET", "counter")]
+    b.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
+    got = [b.read_reply() for _ in stream]
+    assert got[0].startswith("ERR meltemi: upstream ") and got[0].endswith(
+        "all 1 exclusive connections are in use (connectionPool.tcp.maxConnections)"), got
+    assert got[1].startswith("ERR meltemi: 'incr' not applied"), got
+    assert got[2:] == [EXECABORT, b"5"]
+    # the first client's transaction is unaffected, and its lease goes back afterwards
+    assert a.call("EXEC") == [6]
+    assert direct(env).get("counter") == b"6"
+    wait_until(lambda: b.call("MULTI") == b"OK", 5, "the lease to be free again")
+    assert b.call("INCR", "counter") == b"QUEUED"
+    assert b.call("EXEC") == [7]
+    a.close()
+    b.close()
+
+
+def test_upstream_killed_mid_transaction_errors_and_nothing_applies_twice(blog_env):
+    env = blog_env(step=1)
+    d = direct(env)
+    d.set("counter", "5")
+    c = RespConn(env.host, env.port, timeout=10)
+    assert c.call("MULTI") == b"OK"
+    assert c.call("INCR", "counter") == b"QUEUED"
+    # the server drops every connection but ours: the lease dies under the transaction
+    assert d.client_kill_filter(_type="normal", skipme=True) >= 1
+    assert c.call("EXEC") == EXECABORT
+    assert d.get("counter") == b"5"
+    # retrying the transaction applies it exactly once
+    assert c.call("MULTI") == b"OK"
+    assert c.call("INCR", "counter") == b"QUEUED"
+    assert c.call("EXEC") == [6]
+    assert d.get("counter") == b"6"
+    # killed while keys are watched: EXEC answers nil, so a WATCH loop retries
+    assert c.call("WATCH", "counter") == b"OK"
+    assert d.client_kill_filter(_type="normal", skipme=True) >= 1
+    assert c.call("MULTI") == b"OK"
+    assert c.call("INCR", "counter") == b"QUEUED"
+    assert c.call("EXEC") is None
+    assert d.get("counter") == b"6"
+    c.close()
+
+
+def test_client_disconnecting_mid_transaction_closes_its_lease(blog_env):
+    env = blog_env(step=1)
+    d = direct(env)
+    d.set("counter", "5")
+    c = RespConn(env.host, env.port, timeout=10)
+    assert c.call("MULTI") == b"OK"
+    assert c.call("INCR", "counter") == b"QUEUED"
+    wait_until(lambda: len(in_multi(d)) == 1, 5, "the lease to be inside MULTI on the server")
+    c.close()
+    wait_until(lambda: not in_multi(d), 10, "the lease to close after the client left")
+    assert d.get("counter") == b"5"
+
+
+# ---- ioredis, redis-rb -------------------------------------------------------------------
+
+def ioredis(scenario, env):
+    reason = install_node_peers()
+    if reason:
+        pytest.skip(reason)
+    r = subprocess.run(["node", str(PEERS / "node" / "ioredis_client.js"), scenario, env.host,
+                        str(env.port)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def test_ioredis_multi_exec(blog_env):
+    env = blog_env(step=1)
+    direct(env).set("counter", "5")
+    out = ioredis("transaction", env)
+    assert out.get("exec") == [[None, 6], [None, "OK"]], out
+    assert out["after"] == {"value": "6"}, out
+    assert direct(env).get("tx-key") == b"v"
+
+
+def test_redis_rb_multi(blog_env):
+    if shutil.which("ruby") is None:
+        raise AssertionError("ruby / ruby-redis are not installed: run tools/install-deps.sh")
+    env = blog_env(step=1)
+    direct(env).set("counter", "5")
+    r = subprocess.run(["ruby", str(PEERS / "redis_rb_client.rb"), "transaction", env.host,
+                        str(env.port)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["multi"] == {"value": [6, "OK"]}, out
+    assert out["after"] == {"value": "6"}, out
+
+
+# ---- many clients at once ---------------------------------------------------------------------
+
+def test_concurrent_transactions_are_each_atomic(blog_env):
+    env = blog_env(step=1, workers=2)
+    direct(env).set("counter", "0")
+    errors = []
+
+    def run():
+        try:
+            r = redis_py(env.host, env.port, socket_timeout=10)
+            for _ in range(20):
+                p = r.pipeline(transaction=True)
+                p.incr("counter").incr("counter")
+                a, b = p.execute()
+                assert b == a + 1, (a, b)  # nobody's INCR between ours
+            r.close()
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert direct(env).get("counter") == b"320"
+
+
+# ---- Redis Cluster mode -----------------------------------------------------------------------
+
+def test_cluster_transaction_on_one_slot_and_crossslot(redis_cluster, cluster_proxy):
+    env = cluster_proxy(redis_cluster, workers=1)
+    c = RespConn(env.host, env.port, timeout=10)
+    assert c.call("SET", "{user1}:n", "5") == b"OK"
+    stream = [("MULTI",), ("INCR", "{user1}:n"), ("SET", "{user1}:s", "x"), ("EXEC",),
+              ("MULTI",), ("INCR", "{user1}:n"), ("SET", "{user2}:s", "y"), ("EXEC",),
+              ("GET", "{user1}:n")]
+    c.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
+    assert [c.read_reply() for _ in stream] == [
+        b"OK", b"QUEUED", b"QUEUED", [6, b"OK"],
+        b"OK", b"QUEUED", RespError("CROSSSLOT Keys in request don't hash to the same slot"),
+        EXECABORT, b"6"]
+    owner = redis_cluster.master_of_slot(redis_cluster.keyslot("{user1}:n"))
+    assert owner.call("GET", "{user1}:n") == b"6"
+    other = redis_cluster.master_of_slot(redis_cluster.keyslot("{user2}:s"))
+    assert other.call("EXISTS", "{user2}:s") == 0
+    c.close()
+
+
+def test_cluster_redis_py_watch_loop(redis_cluster, cluster_proxy):
+    env = cluster_proxy(redis_cluster, workers=1)
+    r = redis_py(env.host, env.port, socket_timeout=10)
+    r.set("{acct}:a", "10")
+    r.set("{acct}:b", "0")
+
+    def move(pipe):
+        a = int(pipe.get("{acct}:a"))
+        pipe.multi()
+        pipe.set("{acct}:a", a - 3)
+        pipe.incrby("{acct}:b", 3)
+
+    assert r.transaction(move, "{acct}:a", "{acct}:b") == [True, 3]
+    owner = redis_cluster.master_of_slot(redis_cluster.keyslot("{acct}:a"))
+    assert (owner.call("GET", "{acct}:a"), owner.call("GET", "{acct}:b")) == (b"7", b"3")
+    r.close()
