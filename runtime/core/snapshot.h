@@ -52,8 +52,8 @@ typedef struct mt_cluster_conf {
     mt_outlier_conf_t outlier; /* outlierDetection; its per-endpoint state is shared, mutable */
     mt_stats_block_t *stats;
     struct mt_tls_conf *tls; /* DestinationRule trafficPolicy.tls (core/tls.h), or NULL */
-    void *proto;    /* the proxy's own part (mt_proxy_ops_t.read_cluster), or NULL */
-    uint32_t index; /* in its snapshot's clusters[] */
+    void *proto;             /* the proxy's own part (mt_proxy_ops_t.read_cluster), or NULL */
+    uint32_t index;          /* in its snapshot's clusters[] */
 } mt_cluster_conf_t;
 
 typedef struct mt_listener_conf {
@@ -73,7 +73,7 @@ typedef struct mt_listener_conf {
     struct mt_tls_conf *tls;  /* the listener terminates TLS (core/tls.h), or NULL */
     struct mt_authz *authz;   /* AuthorizationPolicy (core/authz.h), or NULL: allow all */
     uint32_t max_connections; /* accepted connections open at once (all workers); 0: no cap */
-    void *proto; /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
+    void *proto;              /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
     /* Istio's metrics: the protocol's response codes (set by the proxy's read_listener; NULL:
      * connection metrics only, as for plain TCP) and the label sets by destination, [0] none,
      * [1 + i] the snapshot's cluster i, filled on first use (session.c). */

@@ -46,9 +46,9 @@ enum {
     MT_ST_UPSTREAM_RQ_TOTAL,
     MT_ST_UPSTREAM_RQ_ERRORS, /* failed because of the upstream: closed, timeout, auth */
     MT_ST_UPSTREAM_RQ_TIMEOUT,
-    MT_ST_UPSTREAM_CX_LEASED, /* gauge: exclusive connections leased (transactions, pub/sub) */
-    MT_ST_UPSTREAM_CX_IDLE,   /* gauge: exclusive connections idle in the pool */
-    MT_ST_OUTLIER_EJECTIONS, /* endpoints ejected by outlier detection */
+    MT_ST_UPSTREAM_CX_LEASED,    /* gauge: exclusive connections leased (transactions, pub/sub) */
+    MT_ST_UPSTREAM_CX_IDLE,      /* gauge: exclusive connections idle in the pool */
+    MT_ST_OUTLIER_EJECTIONS,     /* endpoints ejected by outlier detection */
     MT_ST_UPSTREAM_TLS_FAILURES, /* upstream TLS handshakes refused or failed */
     MT_ST_UPSTREAM_TLS_RESUMED,  /* upstream TLS handshakes that resumed a session */
     MT_ST__COUNT

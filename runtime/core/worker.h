@@ -114,8 +114,8 @@ struct mt_worker {
     /* uv_hrtime() of the last read callback (session or upstream shell) or timer run: the
      * time requests start and end at, read once per event rather than once per request */
     uint64_t now_ns;
-    mt_handoff_t *handoff;                    /* see mt_handoff_t; NULL outside a capture port's accept */
-    uint32_t rconns_per_endpoint;             /* shared connections per endpoint and protocol */
+    mt_handoff_t *handoff;        /* see mt_handoff_t; NULL outside a capture port's accept */
+    uint32_t rconns_per_endpoint; /* shared connections per endpoint and protocol */
     mt_upstream_t *upstreams[MT_PROTO_COUNT]; /* every upstream connection, by protocol */
     bool draining;
     bool stopping;

@@ -125,8 +125,8 @@ struct meta_sess {
     uint32_t cur_bytes;
     uint16_t cur_flags;
     const mt_cluster_conf_t *cur_dest;
-    uint8_t peer_ip[16];     /* the client's address bytes, for useSourceIp; read once */
-    uint8_t peer_ip_len;     /* 0: not read yet */
+    uint8_t peer_ip[16]; /* the client's address bytes, for useSourceIp; read once */
+    uint8_t peer_ip_len; /* 0: not read yet */
 };
 
 /* Everything meta_proxy keeps per worker (w->proxy[MT_PROTO_META]). */
