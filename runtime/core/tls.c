@@ -371,6 +371,7 @@ mt_tls_conf_t *mt_tls_conf_from_lua(lua_State *L, int t, bool server, const char
     }
     mt_tls_conf_t *c = calloc(1, sizeof(*c));
     if (c) {
+        c->refs = 1;
         c->mode = m;
         c->server = server;
         c->what = strdup(what);
@@ -387,7 +388,7 @@ mt_tls_conf_t *mt_tls_conf_from_lua(lua_State *L, int t, bool server, const char
 
 void mt_tls_conf_free(mt_tls_conf_t *c)
 {
-    if (!c)
+    if (!c || __atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     for (unsigned i = 0; i < MT_TLS_MAX_WORKERS; i++)
         SSL_CTX_free(c->ctx[i]);
@@ -484,6 +485,7 @@ static void *ctx_build(mt_tls_conf_t *c, char *err, size_t errlen)
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION); /* TLS 1.2 renegotiation: a DoS lever */
     if (c->n_certs > 0) {
         mt_tls_cert_t *ct = &c->certs[0];
         if (SSL_CTX_use_cert_and_key(ctx, ct->x509, ct->pkey, ct->chain, 1) != 1) {
@@ -641,6 +643,7 @@ mt_tls_t *mt_tls_new(mt_tls_conf_t *conf, unsigned wid, mt_outq_t *plain, mt_buf
     t->ssl = ssl;
     t->rbio = r;
     t->wbio = w;
+    __atomic_add_fetch(&conf->refs, 1, __ATOMIC_RELAXED);
     t->conf = conf;
     t->plain = plain;
     t->session_slot = session_slot;
@@ -675,6 +678,7 @@ void mt_tls_free(mt_tls_t *t)
     }
     mt_outq_reset(&t->raw);
     SSL_free(t->ssl); /* frees both BIOs */
+    mt_tls_conf_free((mt_tls_conf_t *)t->conf);
     free(t->principal);
     free(t);
 }

@@ -46,6 +46,8 @@ typedef struct mt_tls_cert {
 } mt_tls_cert_t;
 
 typedef struct mt_tls_conf {
+    int refs; /* atomic: the snapshot's, plus one per connection (a reload may free the
+                 snapshot while a connection still handshakes or reports its policy) */
     mt_tls_mode_t mode;
     bool server;               /* a listener's (accept) or a cluster's (connect) */
     bool permissive;           /* server: plain text is served too (PeerAuthentication) */
@@ -86,6 +88,7 @@ typedef struct mt_tls {
  * absent or its mode is DISABLE.
  */
 mt_tls_conf_t *mt_tls_conf_from_lua(lua_State *L, int t, bool server, const char *what, char **err);
+/* Drops a reference (the snapshot's, or a connection's); the last one frees c. */
 void mt_tls_conf_free(mt_tls_conf_t *c);
 
 /*
@@ -96,7 +99,8 @@ void mt_tls_conf_free(mt_tls_conf_t *c);
  */
 mt_tls_t *mt_tls_new(mt_tls_conf_t *conf, unsigned wid, mt_outq_t *plain, mt_buf_pool_t *pool,
                      void **session_slot, char *err, size_t errlen);
-/* Frees t (after the socket's handle is closed: raw's write callbacks have run). */
+/* Frees t (after the socket's handle is closed: raw's write callbacks have run) and drops its
+ * reference on its conf. */
 void mt_tls_free(mt_tls_t *t);
 
 /* Bytes read from the socket. Returns -1 (t->error) if the BIO refuses them. */

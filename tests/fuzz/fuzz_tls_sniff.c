@@ -24,6 +24,7 @@ static mt_tls_conf_t *server_conf(void)
     ca = tk_make(NULL, "fuzz ca", NULL, 0, 86400);
     leaf = tk_make(&ca, "fuzz server", "DNS:fuzz.test", 0, 86400);
     conf = calloc(1, sizeof(*conf));
+    conf->refs = 1; /* ours, for the whole run */
     conf->mode = MT_TLS_SIMPLE;
     conf->server = true;
     conf->what = strdup("listener fuzz");
