@@ -214,7 +214,7 @@ spec:
     def ready():
         with urllib.request.urlopen(f"http://{HOST}:{admin}/ready", timeout=1) as r:
             return r.status == 200 and tls_ping(port, certs["ca"])
-    s.start(ready, timeout=60)  # under callgrind the first handshakes take seconds
+    s.start(ready, timeout=120)  # under callgrind on a busy machine the start takes a while
     return s
 
 
