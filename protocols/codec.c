@@ -184,6 +184,7 @@ static const char *const msg_type_names[] = {
     [MT_MSG_STREAM_DATA] = "stream_data",
     [MT_MSG_STREAM_CLOSE_ONE_WAY] = "stream_close_one_way",
     [MT_MSG_STREAM_CLOSE_TWO_WAY] = "stream_close_two_way",
+    [MT_MSG_STREAM_RESET] = "stream_reset",
 };
 
 const char *mt_msg_type_name(mt_msg_type_t t)

@@ -108,12 +108,21 @@ typedef enum mt_msg_type {
     MT_MSG_ONEWAY,      /* a request that takes no response */
     MT_MSG_HEARTBEAT,   /* keep-alive; see is_reply / expects_reply for its direction */
     MT_MSG_ERROR,       /* an error response (Dubbo status != OK, Thrift EXCEPTION) */
-    /* Streaming (gRPC-like protocols, Dubbo triple) - reserved, no codec emits them yet. */
+    /* Streaming (tRPC streams, Dubbo triple): request_id is the stream id. A stream is
+     * routed once at its init frame; its data, close and reset frames follow it to the
+     * same upstream connection (runtime/proxy/meta/meta_stream.h). CLOSE_ONE_WAY ends the
+     * sender's half, CLOSE_TWO_WAY both, RESET aborts the stream from either side. */
     MT_MSG_STREAM_INIT,
     MT_MSG_STREAM_DATA,
     MT_MSG_STREAM_CLOSE_ONE_WAY,
     MT_MSG_STREAM_CLOSE_TWO_WAY,
+    MT_MSG_STREAM_RESET,
 } mt_msg_type_t;
+
+static inline bool mt_msg_type_is_stream(mt_msg_type_t t)
+{
+    return t >= MT_MSG_STREAM_INIT && t <= MT_MSG_STREAM_RESET;
+}
 
 const char *mt_msg_type_name(mt_msg_type_t t); /* "request", "response", ... */
 
@@ -305,6 +314,13 @@ struct mt_codec {
      * set_request_id_self; callers go through mt_codec_init / mt_codec_set_request_id.
      */
     mt_status_t (*init_self)(const mt_codec_t *self, void *state, const mt_codec_limits_t *limits);
+
+    /*
+     * Streams: appends a reset frame toward the server for the stream whose init frame is
+     * `init` (same stream id), sent when the client goes away with the stream open. NULL:
+     * the protocol has no such frame (the server is not told). Optional.
+     */
+    mt_status_t (*stream_reset)(const mt_msg_t *init, mt_wbuf_t *out);
     mt_status_t (*set_request_id_self)(const mt_codec_t *self, uint8_t *frame, size_t len,
                                        uint64_t id);
 };

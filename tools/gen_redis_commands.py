@@ -81,16 +81,15 @@ TRANSACTION = {"multi", "exec", "discard", "watch", "unwatch"}
 UNSUPPORTED = {
     "subscribe", "psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe",
     "monitor", "sync", "psync",
-    "blpop", "brpop", "brpoplpush", "blmove", "blmpop", "bzpopmin", "bzpopmax", "bzmpop",
     "wait", "waitaof", "shutdown", "replicaof", "slaveof", "failover", "cluster",
     # Beyond the agreed list: both change the state of the (shared, pooled) upstream
     # connection for whoever uses it next - RESET would even de-authenticate it.
     "reset", "asking",
 }
-# XREAD / XREADGROUP stay FORWARD: only their BLOCK form is unsupported; the session asks
-# redis_command_can_block() before it forwards them. Every other command Redis flags
-# `blocking` is refused, so a Redis version that adds one cannot put it on a shared
-# upstream connection by omission from the list above.
+# XREAD / XREADGROUP stay FORWARD: only their BLOCK form blocks; the data path asks
+# redis_command_can_block() and leases a connection for that form. Every other command Redis
+# flags `blocking` is BLOCKING (leased per command), so a Redis version that adds one cannot
+# put it on a shared upstream connection by omission from a list.
 BLOCKING_FORWARDED = {"xread", "xreadgroup"}
 
 
@@ -112,7 +111,7 @@ def proxy_kind(name, flags):
     if name in UNSUPPORTED or "admin" in flags:
         return "REDIS_PROXY_UNSUPPORTED"
     if "blocking" in flags and name not in BLOCKING_FORWARDED:
-        return "REDIS_PROXY_UNSUPPORTED"
+        return "REDIS_PROXY_BLOCKING"
     return "REDIS_PROXY_FORWARD"
 
 

@@ -54,7 +54,9 @@ static const char *local_note(const char *name)
                  "authenticates to Redis with the RedisDestination's credentials"},
         {"hello", "RESP2 only; AUTH and SETNAME as AUTH and CLIENT SETNAME"},
         {"quit", "closes the client's connection once its replies are written"},
-        {"select", "database 0 only: upstream connections are shared"},
+        {"select", "0 answered here; another database (PROXY mode, one master) on a connection "
+                   "leased for the client, selected again after a reconnect "
+                   "(docs/redis-codec.md#databases-select); cluster mode: 0 only"},
         {"client", "the client's connection is to the proxy: SETNAME, GETNAME, ID, INFO, "
                    "SETINFO answered; NO-EVICT and NO-TOUCH accepted and not forwarded (they "
                    "would change the shared upstream connection for every client on it)"},
@@ -73,7 +75,7 @@ static const char *local_note(const char *name)
 static const char *forward_note(const redis_command_t *cmd)
 {
     if (cmd->flags & REDIS_CMD_BLOCKING)
-        return "by key; refused with BLOCK (it would hold a shared upstream connection)";
+        return "by key; with BLOCK on a connection leased for it until it answers, like BLPOP";
     if (cmd->first_key > 0 || cmd->key_spec_count > 0)
         return "to the endpoint (PROXY mode) or slot master (cluster mode) of its first key";
     if (cmd->sub_count)
@@ -147,6 +149,13 @@ static void command_row(page_t *p, const redis_command_t *cmd)
                 ? "leases the connection of its keys' master, kept until EXEC, DISCARD or "
                   "UNWATCH"
                 : "ends the transaction; the lease goes back once its reply is in");
+        break;
+    case REDIS_PROXY_BLOCKING:
+        out(p,
+            "| `%s` | leased | on a connection leased for this command until it answers "
+            "(bounded by maxConnections: at the bound an error at once); its timeout is "
+            "Redis's; a client that disconnects closes the lease |\n",
+            name);
         break;
     case REDIS_PROXY_UNSUPPORTED: {
         resp_arg_t argv[1] = {{cmd->name, cmd->name_len}};

@@ -5,7 +5,9 @@
 --
 --   offset  size  field
 --   0       2     magic 0x4d52 ("MR")
---   2       1     flags: 1 response, 2 oneway, 4 heartbeat, 8 error
+--   2       1     flags: 1 response, 2 oneway, 4 heartbeat, 8 error, 16 stream frame; a
+--                 stream frame's kind is in bits 5-6: 0 init, 1 data, 2 close, 3 reset
+--                 (init 0x10, data 0x30, close 0x50, reset 0x70; + 1 from the server)
 --   3       1     version (1)
 --   4       4     length of the whole frame, these 12 header bytes included
 --   8       4     request id (a response carries its request's)
@@ -15,13 +17,19 @@
 --   ...           body: the rest of the frame, opaque to the proxy
 --
 -- What the proxy sees of a frame (its attributes): service, method and every header.
+--
+-- Streams: the request id is the stream id. The client opens a stream with an init frame
+-- (service, method and headers as in a call: that is what routes it), then either side
+-- sends data frames, a close ends the sender's half, a reset ends the stream.
 
 local byte, sub, char, floor = string.byte, string.sub, string.char, math.floor
 local concat = table.concat
 
 local MAGIC = 0x4d52
 local HEADER = 12
-local F_RESPONSE, F_ONEWAY, F_HEARTBEAT, F_ERROR = 1, 2, 4, 8
+local F_RESPONSE, F_ONEWAY, F_HEARTBEAT, F_ERROR, F_STREAM = 1, 2, 4, 8, 16
+local STREAM_KINDS = { [0] = "stream_init", "stream_data", "stream_close", "stream_reset" }
+local STREAM_RESET = 0x70
 
 local function u16(s, i)
   local a, b = byte(s, i, i + 1)
@@ -125,7 +133,9 @@ function codec.decode(buf)
     if attrs[k] == nil then attrs[k] = v end
   end
   local t
-  if flags % 8 >= F_HEARTBEAT then
+  if flags % 32 >= F_STREAM then
+    t = STREAM_KINDS[floor(flags / 32) % 4]
+  elseif flags % 8 >= F_HEARTBEAT then
     t = "heartbeat"
   elseif flags % 16 >= F_ERROR then
     t = "error"
@@ -160,9 +170,18 @@ end
 
 -- Step 4: the native error a client gets when meltemi answers for the server.
 function codec.error_reply(frame, id, kind, text)
-  if has(byte(frame, 3), F_ONEWAY) then return nil end
+  local flags = byte(frame, 3)
+  if has(flags, F_STREAM) then -- a stream meltemi cannot carry on: the server resets it
+    return build(STREAM_RESET + F_RESPONSE, id, "", "", { { "error-kind", kind } }, text)
+  end
+  if has(flags, F_ONEWAY) then return nil end
   local service, method = parse(frame, #frame)
   return build(F_RESPONSE + F_ERROR, id, service, method, { { "error-kind", kind } }, text)
+end
+
+-- Streams: the reset meltemi sends the server for a stream whose client went away.
+function codec.stream_reset(_, id)
+  return build(STREAM_RESET, id, "", "", {}, "client gone")
 end
 
 -- Step 5: the pong to a ping.

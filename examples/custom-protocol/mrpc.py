@@ -12,6 +12,11 @@ The server answers a request with a response of the same id whose body is JSON:
 of the same connection are answered meanwhile (responses come out of order, as the protocol
 allows). Oneway requests are recorded and not answered; pings (heartbeats) get a pong.
 The server counts what it saw: method "stats" answers {"requests": n, "oneway": n, ...}.
+
+Streams (frame kinds in mrpc.lua): on an init frame the server answers a data frame
+"open:<name>" (an init whose method is "reset-me" gets a reset instead), echoes every data
+frame as "echo:<body>" on the same stream, answers a close with its own close, and forgets a
+stream the client resets.
 """
 
 import argparse
@@ -23,7 +28,9 @@ import threading
 
 MAGIC = 0x4D52
 HEADER = 12
-F_RESPONSE, F_ONEWAY, F_HEARTBEAT, F_ERROR = 1, 2, 4, 8
+F_RESPONSE, F_ONEWAY, F_HEARTBEAT, F_ERROR, F_STREAM = 1, 2, 4, 8, 16
+S_INIT, S_DATA, S_CLOSE, S_RESET = 0x10, 0x30, 0x50, 0x70
+STREAM_KINDS = {S_INIT: "init", S_DATA: "data", S_CLOSE: "close", S_RESET: "reset"}
 
 
 def _str16(b):
@@ -49,6 +56,11 @@ class Frame:
     @property
     def is_response(self):
         return bool(self.flags & F_RESPONSE)
+
+    @property
+    def stream_kind(self):
+        """"init", "data", "close" or "reset" for a stream frame, else None."""
+        return STREAM_KINDS.get(self.flags & 0x70) if self.flags & F_STREAM else None
 
     def header(self, key, default=None):
         for k, v in self.headers:
@@ -103,7 +115,8 @@ def read_frames(sock, buf):
 class Server:
     def __init__(self, host, port, name):
         self.name = name
-        self.counts = {"requests": 0, "oneway": 0, "pings": 0, "connections": 0}
+        self.counts = {"requests": 0, "oneway": 0, "pings": 0, "connections": 0,
+                       "streams": 0, "stream_frames": 0, "resets": 0}
         self.seen = []  # (service, method, headers) of every request and oneway
         self.lock = threading.Lock()
         self.sock = socket.create_server((host, port), reuse_port=False)
@@ -131,6 +144,30 @@ class Server:
                                                                                 "replace")})
         return encode(F_RESPONSE, f.id, f.service, f.method, headers, body)
 
+    def stream_frame(self, f, streams, send):
+        kind = f.stream_kind
+        with self.lock:
+            self.counts["stream_frames"] += 1
+            if kind == "init":
+                self.counts["streams"] += 1
+                self.seen.append([f.service, f.method, dict(f.headers)])
+            if kind == "reset":
+                self.counts["resets"] += 1
+        reply = F_RESPONSE
+        if kind == "init":
+            if f.method == "reset-me":
+                send(encode(S_RESET | reply, f.id, body="reset by the server"))
+                return
+            streams[f.id] = f.method
+            send(encode(S_DATA | reply, f.id, body=f"open:{self.name}"))
+        elif kind == "data" and f.id in streams:
+            send(encode(S_DATA | reply, f.id, body=b"echo:" + f.body))
+        elif kind == "close" and f.id in streams:
+            del streams[f.id]
+            send(encode(S_CLOSE | reply, f.id))
+        elif kind == "reset":
+            streams.pop(f.id, None)
+
     def handle(self, c):
         wlock = threading.Lock()
 
@@ -141,8 +178,12 @@ class Server:
                 except OSError:
                     pass
         buf = bytearray()
+        streams = {}  # id -> method, this connection's open streams
         try:
             for f in read_frames(c, buf):
+                if f.stream_kind:
+                    self.stream_frame(f, streams, send)
+                    continue
                 if f.flags & F_HEARTBEAT:
                     if not f.is_response:
                         with self.lock:
@@ -200,6 +241,11 @@ class Client:
         if f.id != rid:
             raise ValueError(f"response id {f.id} for request {rid}")
         return f
+
+    def stream(self, sid, kind, service="", method="", headers=(), body=b""):
+        """Sends a stream frame: kind is "init", "data", "close" or "reset"."""
+        flags = {"init": S_INIT, "data": S_DATA, "close": S_CLOSE, "reset": S_RESET}[kind]
+        self.sock.sendall(encode(flags, sid, service, method, list(headers), body))
 
     def ping(self):
         rid, self.next_id = self.next_id, self.next_id + 1

@@ -24,7 +24,8 @@
 --     error_reply = function(frame, id, kind, text) ... end, -- required: bytes | nil
 --     heartbeat_reply = function(frame, id) ... end,         -- optional
 --     set_request_id = function(frame, id) ... end,          -- optional
---   }
+--     stream_reset = function(init_frame, id) ... end,       -- optional: a reset toward
+--   }                                                      -- the server (client gone)
 
 local sandbox = require "meltemi.sandbox"
 local lpeg_ok, lpeg = pcall(require, "lpeg")
@@ -37,12 +38,16 @@ local D = {}
 D.DEFAULT_MAX_FRAME = 1024 * 1024
 D.MAX_FRAME = 64 * 1024 * 1024
 
-local TYPES = { request = true, response = true, oneway = true, heartbeat = true, error = true }
+local TYPES = {
+  request = true, response = true, oneway = true, heartbeat = true, error = true,
+  -- streams: id is the stream id; reply = true on frames the server sends
+  stream_init = true, stream_data = true, stream_close = true, stream_reset = true,
+}
 D.TYPES = TYPES
 
 local FUNCTIONS = {
   decode = true, encode = false, error_reply = true, heartbeat_reply = false,
-  set_request_id = false,
+  set_request_id = false, stream_reset = false,
 }
 
 -- lpeg for text protocols, without setmaxstack (the backtrack stack stays at its default).
@@ -113,6 +118,7 @@ function D.props(cd)
     multiplexed = cd.multiplexed, local_heartbeat = cd.local_heartbeat,
     max_frame_size = cd.max_frame_size, id_offset = cd.id_offset, id_size = cd.id_size,
     has_encode = cd.encode ~= nil, has_set_request_id = cd.set_request_id ~= nil,
+    has_stream_reset = cd.stream_reset ~= nil,
   }
 end
 
@@ -164,6 +170,11 @@ end
 function D.heartbeat_reply(cd, frame, id)
   if not cd.heartbeat_reply then return "error", "the codec has no heartbeat_reply function" end
   return bytes_result("heartbeat_reply", false, call_with(nil, cd.heartbeat_reply, frame, id))
+end
+
+function D.stream_reset(cd, frame, id)
+  if not cd.stream_reset then return "error", "the codec has no stream_reset function" end
+  return bytes_result("stream_reset", false, call_with(nil, cd.stream_reset, frame, id))
 end
 
 function D.set_request_id(cd, frame, id)

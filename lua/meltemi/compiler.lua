@@ -25,8 +25,9 @@ local M = {}
 
 local KIND_MODULES = {
   "application_protocol", "secret", "endpoint_slice", "service_entry", "service",
-  "destination_rule", "redis_destination", "redis_service", "meta_router", "sidecar", "gateway",
-  "peer_authentication", "authorization_policy", "lua_filter",
+  "destination_rule", "redis_destination", "redis_service", "meta_router", "sidecar",
+  "lua_filter", "gateway", "access_log", "telemetry", "tracing", "peer_authentication",
+  "authorization_policy",
 }
 
 local registry, kinds_by_name -- built on first use
@@ -63,7 +64,9 @@ local function new_compile()
     app_protocols = {},      -- protocol -> { codec, obj }
     slices = {},             -- "namespace/service" -> { obj, ... }
     listeners = {},          -- name -> listener
-    listeners_by_host = {},  -- host -> { listener, ... }
+    listeners_by_host = {},  -- host -> { listener, ... } (the mesh's: not gateways')
+    gateways = {},           -- "namespace/name" -> the Gateway object
+    gateway_listeners = {},  -- "namespace/name" -> host -> { listener, ... }
     clusters_by_host = {},   -- host -> { [port] = cluster }
     subsets_by_host = {},    -- host -> { name -> true }
     claimed = {},            -- "RedisService/host" etc. -> obj, for one-per-host kinds
@@ -284,10 +287,39 @@ function Compile:add_listener(obj, path, l)
     l.metaprotocol = M.metaprotocol_defaults(l.cluster)
   end
   self.listeners[l.name] = l
-  if l.service and self.listeners_by_host[l.service] then
+  if l.gateway then
+    local by_host = self.gateway_listeners[l.gateway] or {}
+    self.gateway_listeners[l.gateway] = by_host
+    by_host[l.service] = by_host[l.service] or {}
+    table.insert(by_host[l.service], l)
+  elseif l.service and self.listeners_by_host[l.service] then
     table.insert(self.listeners_by_host[l.service], l)
   end
   return l
+end
+
+-- The listeners of host that a MetaRouter / RedisService with this `gateways` list applies
+-- to, as Istio applies a VirtualService: none listed (or "mesh") means the sidecar's own
+-- listeners; a Gateway's name ("name" in the object's namespace, or "namespace/name") means
+-- that gateway's listeners for host. Returns { { target = "mesh" | "ns/name", listeners } }.
+function Compile:listeners_for(obj, path, host, gateways)
+  if not gateways or #gateways == 0 then
+    return { { target = "mesh", listeners = self.listeners_by_host[host] or {} } }
+  end
+  local out = {}
+  for i, g in ipairs(gateways) do
+    if g == "mesh" then
+      out[#out + 1] = { target = "mesh", listeners = self.listeners_by_host[host] or {} }
+    else
+      local key = g:find("/", 1, true) and g or (obj.namespace .. "/" .. g)
+      if self.gateways[key] then
+        out[#out + 1] = { target = key, listeners = (self.gateway_listeners[key] or {})[host] or {} }
+      else
+        self:error(obj, T.join(path, i), string.format("unknown Gateway %q (looked for %s)", g, key))
+      end
+    end
+  end
+  return out
 end
 
 function M.cluster_name(port, subset, host)

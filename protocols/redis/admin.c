@@ -123,6 +123,9 @@ static const redis_admin_rule_t rules[] = {
                      "share"),
     REFUSED("asking", "redirections are followed by the proxy"),
     REFUSED("monitor", DEDICATED),
+    REFUSED("wait", "it counts the replicas that acknowledged this connection's writes, and "
+                    "through the proxy a client's writes travel on shared connections: the "
+                    "answer would not be about them"),
 };
 
 const redis_admin_rule_t *redis_admin_rules(size_t *count)

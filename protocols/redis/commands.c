@@ -12,6 +12,7 @@
  */
 #include "protocols/redis/commands.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -261,21 +262,53 @@ static void redis__xread_keys(uint32_t argc, const resp_arg_t *argv, redis__keys
  * one with a syntax error, without blocking). It never answers false where Redis would
  * block; where Redis would reject the options anyway it may answer true (refusing is then
  * harmless). */
-static bool redis__xread_blocks(uint32_t argc, const resp_arg_t *argv)
+static uint32_t redis__xread_block_value(uint32_t argc, const resp_arg_t *argv)
 {
     for (uint32_t i = 1; i < argc; i++) {
         uint32_t more = argc - i - 1;
         const resp_arg_t *a = &argv[i];
         if (redis__arg_is(a, "block") && more)
-            return true;
+            return i + 1; /* the index of BLOCK's value */
         if (redis__arg_is(a, "count") && more)
             i++;
         else if (redis__arg_is(a, "group") && more >= 2)
             i += 2;
         else if (!redis__arg_is(a, "noack"))
-            return false;
+            return 0;
     }
-    return false;
+    return 0;
+}
+
+static bool redis__xread_blocks(uint32_t argc, const resp_arg_t *argv)
+{
+    return redis__xread_block_value(argc, argv) != 0;
+}
+
+bool redis_command_block_timeout_ms(const redis_command_t *cmd, uint32_t argc,
+                                    const resp_arg_t *argv, uint64_t *ms)
+{
+    uint32_t at = 0;
+    bool in_ms = false;
+    if (cmd->keys_proc == REDIS_KEYS_PROC_XREAD) {
+        at = redis__xread_block_value(argc, argv);
+        in_ms = true;
+    } else if (strcmp(cmd->name, "blmpop") == 0 || strcmp(cmd->name, "bzmpop") == 0) {
+        at = argc > 1 ? 1 : 0;
+    } else if (cmd->flags & REDIS_CMD_BLOCKING) {
+        at = argc > 1 ? argc - 1 : 0;
+    }
+    if (at == 0 || argv[at].len == 0 || argv[at].len > 31)
+        return false;
+    char num[32];
+    memcpy(num, argv[at].ptr, argv[at].len);
+    num[argv[at].len] = '\0';
+    char *end = NULL;
+    double v = strtod(num, &end);
+    if (!end || *end != '\0' || !(v >= 0) || v > 1e12)
+        return false;
+    double scaled = in_ms ? v : v * 1000.0;
+    *ms = (uint64_t)scaled + (scaled > (double)(uint64_t)scaled ? 1 : 0);
+    return true;
 }
 
 bool redis_command_can_block(const redis_command_t *cmd, uint32_t argc, const resp_arg_t *argv)

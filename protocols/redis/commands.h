@@ -47,6 +47,8 @@ typedef enum redis_proxy_kind {
                                 master, or every master with the replies merged (admin.h) */
     REDIS_PROXY_TRANSACTION, /* MULTI, EXEC, DISCARD, WATCH, UNWATCH: on a leased upstream
                                 connection (runtime/proxy/redis/tx.c) */
+    REDIS_PROXY_BLOCKING,    /* BLPOP, BZMPOP, BLMOVE...: on a connection leased for the
+                                command until it answers (tx.c); XREAD BLOCK alike */
 } redis_proxy_kind_t;
 
 typedef struct redis_command {
@@ -131,6 +133,14 @@ uint32_t redis_command_keys(const redis_command_t *cmd, uint32_t argc, const res
  * walks the options, so a stream or value named "block" is not the keyword).
  */
 bool redis_command_can_block(const redis_command_t *cmd, uint32_t argc, const resp_arg_t *argv);
+/*
+ * added: the timeout of a blocking invocation, in milliseconds (0: it may block forever):
+ * the last argument of BLPOP, BRPOP, BZPOPMIN/MAX, BLMOVE, BRPOPLPUSH (seconds), the first of
+ * BLMPOP / BZMPOP (seconds), BLOCK's value of XREAD / XREADGROUP (milliseconds). False when
+ * there is none or it does not read as a number >= 0 (Redis then answers an error at once).
+ */
+bool redis_command_block_timeout_ms(const redis_command_t *cmd, uint32_t argc,
+                                    const resp_arg_t *argv, uint64_t *ms);
 
 /* ---- private: the generated table (commands_table.c) ------------------------------------ */
 #define REDIS_COMMAND__HASH_SLOTS 4096

@@ -14,6 +14,7 @@
 
 #include <lua.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -46,6 +47,9 @@ typedef struct mt_proxy_ops {
     void (*worker_free)(mt_worker_t *w);
     /* A worker cluster of this protocol is freed: release what the proxy hung on it. */
     void (*cluster_free)(mt_wcluster_t *c);
+    /* The admin's /clusters: the proxy's own state of c as one JSON value into f (worker
+     * thread, every MT_WORKER_STATUS_MS). May be NULL; may write nothing (then null). */
+    void (*cluster_status)(mt_wcluster_t *c, FILE *f);
 
     /* Snapshot hooks (main thread, load and reload): read the proxy's own part of a cluster
      * or listener table at absolute index t into c->proto / l->proto (0, or -1 and a malloc'd

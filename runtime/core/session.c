@@ -73,6 +73,78 @@ mt_istio_set_t *mt_session_istio_slow(mt_session_t *s, const mt_cluster_conf_t *
     return set;
 }
 
+/* ---- the access log ------------------------------------------------------------------------ */
+
+static const char *session_peer_text(mt_session_t *s)
+{
+    if (!s->peer_text) {
+        char peer[INET6_ADDRSTRLEN + 8];
+        s->peer_text = strdup(mt_session_peer(s, peer, sizeof(peer)));
+    }
+    return s->peer_text;
+}
+
+void mt_session_access_log(mt_session_t *s, const mt_request_end_t *e, const mt_istio_set_t *set)
+{
+    char up[96];
+    const mt_cluster_conf_t *d = e->dest;
+    if (e->ep) { /* address:port without printf (one line per request) */
+        size_t n = strnlen(e->ep->address, sizeof(e->ep->address)), i = n + 6;
+        memcpy(up, e->ep->address, n);
+        up[n] = ':';
+        up[i] = '\0';
+        unsigned port = e->ep->port;
+        do {
+            up[--i] = (char)('0' + port % 10);
+            port /= 10;
+        } while (port);
+        memmove(up + n + 1, up + i, n + 6 - i + 1);
+    }
+    mt_alog_entry_t le = {
+        .start_ns = e->start_ns,
+        .end_ns = s->w->now_ns,
+        .listener = s->conf->name,
+        .protocol = set->codes ? set->codes->protocol : "tcp",
+        .peer = session_peer_text(s),
+        .upstream_host = e->ep ? up : NULL,
+        .cluster = d ? d->name : NULL,
+        .service = d && d->service ? d->service : s->conf->service,
+        .route = e->route,
+        .subset = e->subset,
+        .op = e->op,
+        .op_len = e->op_len,
+        .code = set->codes ? set->codes->names[MT_MIN(e->code, set->codes->n - 1)] : NULL,
+        .flags = e->flags,
+        .bytes_in = e->req_bytes,
+        .bytes_out = e->resp_bytes,
+        .connection_id = s->id,
+        .trace_id = e->trace_id,
+    };
+    mt_alog_write(s->snap->access_log, &s->w->alog, &le);
+}
+
+/* Plain TCP has no requests: its line is the connection's, written when it closes. */
+static void session_access_log_connection(mt_session_t *s)
+{
+    const mt_alog_conf_t *al = s->snap->access_log;
+    if (!al || s->conf->istio_codes || !mt_alog_sampled(al, &s->w->alog))
+        return;
+    uint64_t received = s->received_bytes;
+    mt_alog_entry_t le = {
+        .start_ns = s->accepted_ns,
+        .end_ns = uv_hrtime(),
+        .listener = s->conf->name,
+        .protocol = "tcp",
+        .peer = session_peer_text(s),
+        .cluster = s->cluster ? s->cluster->conf->name : NULL,
+        .service = s->conf->service,
+        .bytes_in = received,
+        .bytes_out = s->sent_counted,
+        .connection_id = s->id,
+    };
+    mt_alog_write(al, &s->w->alog, &le);
+}
+
 static void session_drain(mt_session_link_t *l)
 {
     mt_session_t *s = mt_session_of_link(l);
@@ -124,6 +196,7 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
     s->id = w->next_client_id++;
     s->max_output = MT_SESSION_MAX_OUTPUT;
     s->accepted_ms = s->active_ms = mt_worker_now_ms(w);
+    s->accepted_ns = w->now_ns;
     if (!s->tls)
         mt_outq_init(&s->out, &w->pool, session_on_write_done);
     s->out.stream = (uv_stream_t *)&s->tcp;
@@ -206,6 +279,9 @@ void mt_session_release(mt_session_t *s)
     mt_stat_add(s->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, -1);
     mt_session_count_sent(s);
     s->istio_tcp->tcp[w->id].closed++;
+    session_access_log_connection(s);
+    free(s->peer_text);
+    s->peer_text = NULL;
     mt_wcluster_unref(s->cluster);
     mt_snapshot_unref(s->snap);
     mt_worker_session_remove(w, &s->link);
@@ -318,7 +394,7 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     mt_session_t *s = st->data;
     if (nread < 0) {
-        if (nread == UV_EOF)
+        if (nread == UV_EOF && !(s->ops->on_eof && s->ops->on_eof(s)))
             mt_session_finish(s);
         else
             mt_session_close(s);
@@ -333,7 +409,7 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         long got = session_tls_in(s, buf->base, (size_t)nread, &eof);
         if (got < 0)
             return; /* closing */
-        s->istio_tcp->tcp[s->w->id].received += (uint64_t)got;
+        mt_session_count_received(s, (uint64_t)got);
         if (got > 0 && !s->finishing)
             s->ops->on_data(s);
     } else {
@@ -343,7 +419,7 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             if (r != 0)
                 return; /* waiting for more, closing, or switched to TLS (which called on_data) */
         }
-        s->istio_tcp->tcp[s->w->id].received += (uint64_t)nread;
+        mt_session_count_received(s, (uint64_t)nread);
         if (!s->finishing)
             s->ops->on_data(s);
     }

@@ -36,6 +36,10 @@ typedef struct mt_session_ops {
     void (*on_closed)(mt_session_t *s);
     /* Drain (the worker is stopping): NULL means finish, as after EOF. */
     void (*drain)(mt_session_t *s);
+    /* The client sent EOF: true closes at once (what is owed is dropped, as a server drops a
+     * client that went away), false finishes (close once everything owed is written). NULL:
+     * finish. Redis closes a client blocked in BLPOP, whose reply may never come. */
+    bool (*on_eof)(mt_session_t *s);
 } mt_session_ops_t;
 
 struct mt_session {
@@ -61,7 +65,10 @@ struct mt_session {
     struct sockaddr_storage peer_sa; /* the client's address (AuthorizationPolicy ipBlocks) */
     bool sniffing;                   /* PERMISSIVE: TLS or plain is decided by the first bytes */
     mt_istio_set_t *istio_tcp;       /* the connection's Istio label set (default destination) */
-    uint64_t sent_counted; /* of out.written_bytes, already in istio_tcp_sent_bytes_total */
+    uint64_t sent_counted;   /* of out.written_bytes, already in istio_tcp_sent_bytes_total */
+    char *peer_text;         /* "address:port" for the access log, made on first use */
+    uint64_t accepted_ns;    /* now_ns at the accept (plain TCP's access log line) */
+    uint64_t received_bytes; /* from the client (plain TCP's relay: its access log line) */
     bool reading;
     bool finishing; /* EOF, protocol error or drain: close once everything owed is written */
     bool closing;
@@ -120,41 +127,60 @@ static inline bool mt_session_authorize(mt_session_t *s, mt_authz_request_t *r)
 {
     return !s->conf->authz || mt_session__authorize(s, r);
 }
-/* ---- one request's outcome: Istio's metrics (and the access log), written here once ------- */
+/* ---- one request's outcome: Istio's metrics and the access log, written here once --------- */
+
+/* What the access log says of a request besides its metrics (built only when it is logged). */
+typedef struct mt_request_end {
+    const mt_cluster_conf_t *dest; /* the cluster it went to (NULL: none) */
+    uint64_t start_ns;             /* the worker's now_ns when the request was read */
+    uint32_t code;                 /* index into the listener's istio_codes (0: success) */
+    uint32_t flags;                /* Envoy response flags, MT_RF_* */
+    uint32_t req_bytes, resp_bytes;
+    const char *op;           /* the command or method (never its arguments) */
+    size_t op_len;            /* 0: op is NUL-terminated */
+    const mt_wendpoint_t *ep; /* the upstream endpoint that answered, or NULL */
+    const char *route;        /* the route taken, or NULL */
+    const char *subset;       /* the subset, or NULL */
+    const char *trace_id;     /* 32 hex, or NULL */
+} mt_request_end_t;
 
 /* The label set of requests from s to dest (NULL: none): found or made on first use. */
 mt_istio_set_t *mt_session_istio_slow(mt_session_t *s, const mt_cluster_conf_t *dest);
+/* The access log line of a request (after mt_session_request_done asked for it). */
+void mt_session_access_log(mt_session_t *s, const mt_request_end_t *e, const mt_istio_set_t *set);
 
 /*
  * A reply to one request of s left (or was made) now: the proxy calls this once per request,
- * local replies, faults and refusals included. dest is the cluster it went to (NULL: none),
- * code an index into the listener's istio_codes (0: success), flags MT_RF_*, start_ns the
- * worker's now_ns when the request was read, the sizes the request's and the reply's bytes.
- * Costs an array lookup and a few adds on the worker's own shard.
+ * local replies, faults and refusals included, with the cluster it went to (dest, NULL: none)
+ * or the label set it resolved itself (set: a MetaProtocol subset's), the response code (an
+ * index into the listener's istio_codes, 0: success), the Envoy flags (MT_RF_*), the worker's
+ * now_ns when the request was read, and the request's and the reply's sizes. Costs an array
+ * lookup and a few adds on the worker's own shard. Returns the label set when this request
+ * goes to the access log (the proxy then builds an mt_request_end_t and calls
+ * mt_session_access_log), NULL otherwise.
  */
-static inline void mt_session_request_done_in(mt_session_t *s, mt_istio_set_t *set, uint32_t code,
-                                              uint32_t flags, uint64_t start_ns, uint32_t req_bytes,
-                                              uint32_t resp_bytes)
-{
-    uint64_t now = s->w->now_ns;
-    mt_istio_record(set, s->w->id, code, flags, now > start_ns ? now - start_ns : 0, req_bytes,
-                    resp_bytes);
-}
-
-static inline void mt_session_request_done(mt_session_t *s, const mt_cluster_conf_t *dest,
-                                           uint32_t code, uint32_t flags, uint64_t start_ns,
-                                           uint32_t req_bytes, uint32_t resp_bytes)
+static inline __attribute__((always_inline)) mt_istio_set_t *
+mt_session_request_done(mt_session_t *s, const mt_cluster_conf_t *dest, mt_istio_set_t *set,
+                        uint32_t code, uint32_t flags, uint64_t start_ns, uint32_t req_bytes,
+                        uint32_t resp_bytes)
 {
     const mt_listener_conf_t *l = s->conf;
     if (!l->istio_codes)
-        return;
-    uint32_t i = dest ? dest->index + 1 : 0;
-    mt_istio_set_t *set = NULL;
-    if (MT_LIKELY(i < l->n_istio && (!dest || &s->snap->clusters[dest->index] == dest)))
-        set = __atomic_load_n(&l->istio[i], __ATOMIC_ACQUIRE);
-    if (MT_UNLIKELY(!set) && !(set = mt_session_istio_slow(s, dest)))
-        return;
-    mt_session_request_done_in(s, set, code, flags, start_ns, req_bytes, resp_bytes);
+        return NULL;
+    if (!set) {
+        uint32_t i = dest ? dest->index + 1 : 0;
+        if (MT_LIKELY(i < l->n_istio && (!dest || &s->snap->clusters[dest->index] == dest)))
+            set = __atomic_load_n(&l->istio[i], __ATOMIC_ACQUIRE);
+        if (MT_UNLIKELY(!set) && !(set = mt_session_istio_slow(s, dest)))
+            return NULL;
+    }
+    uint64_t now = s->w->now_ns;
+    mt_istio_record(set, s->w->id, code, flags, now > start_ns ? now - start_ns : 0, req_bytes,
+                    resp_bytes);
+    const mt_alog_conf_t *al = s->snap->access_log;
+    if (MT_LIKELY(al == NULL) || !mt_alog_sampled(al, &s->w->alog))
+        return NULL;
+    return set;
 }
 
 /* Adds what s->out wrote since the last call to istio_tcp_sent_bytes_total (the shell calls

@@ -414,10 +414,47 @@ static void snapshot_free(mt_snapshot_t *s)
         free(l->fingerprint);
         free(l->istio);
     }
+    mt_alog_conf_free(s->access_log);
+    mt_trace_conf_free(s->tracing);
     free(s->clusters);
     free(s->listeners);
     free(s->lua_source);
     free(s);
+}
+
+/* The snapshot's access_log table (docs/snapshot.md) at absolute index t: NULL when it is
+ * off, or when it is invalid (then *err says why). */
+static mt_alog_conf_t *read_access_log(lua_State *L, int t, char **err)
+{
+    if (!mt_snap_field_bool(L, t, "enabled", true))
+        return NULL;
+    mt_alog_conf_t *c = calloc(1, sizeof(*c));
+    if (!c) {
+        *err = strdup("access_log: out of memory");
+        return NULL;
+    }
+    char *format = mt_snap_field_str(L, t, "format");
+    bool json = !format || strcmp(format, "json") == 0;
+    free(format);
+    char *text = json ? NULL : mt_snap_field_str(L, t, "text");
+    if (!json && (!text || mt_alog_parse_format(c, text, err) != 0)) {
+        if (!text)
+            *err = strdup("access_log: text format without text");
+        free(text);
+        mt_alog_conf_free(c);
+        return NULL;
+    }
+    free(text);
+    c->json = json;
+    c->path = mt_snap_field_str(L, t, "path");
+    if (!c->path)
+        c->path = strdup("/dev/stdout");
+    lua_getfield(L, t, "sampling");
+    double rate = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 1.0;
+    lua_pop(L, 1);
+    c->sample_all = rate >= 1.0;
+    c->sample_below = rate <= 0 ? 0 : (uint64_t)(rate * 18446744073709551615.0);
+    return c;
 }
 
 mt_snapshot_t *mt_snapshot_from_lua(lua_State *L, int idx, uint64_t generation, char **err)
@@ -454,6 +491,33 @@ mt_snapshot_t *mt_snapshot_from_lua(lua_State *L, int idx, uint64_t generation, 
             if (lua_istable(L, -1))
                 rc = read_listener(L, lua_gettop(L), s, &s->listeners[s->n_listeners++], err);
             lua_pop(L, 1);
+        }
+    }
+    lua_settop(L, top);
+    if (rc == 0 && mt_snap_field_table(L, t, "access_log")) {
+        s->access_log = read_access_log(L, lua_gettop(L), err);
+        rc = *err ? -1 : 0;
+    }
+    lua_settop(L, top);
+    if (rc == 0 && mt_snap_field_table(L, t, "tracing")) {
+        int tt = lua_gettop(L);
+        mt_trace_conf_t *tc = calloc(1, sizeof(*tc));
+        if (tc) {
+            tc->host = mt_snap_field_str(L, tt, "host");
+            tc->path = mt_snap_field_str(L, tt, "path");
+            tc->port = (uint16_t)mt_snap_field_int(L, tt, "port", 9411);
+            lua_getfield(L, tt, "sampling");
+            double rate = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 1.0;
+            lua_pop(L, 1);
+            tc->sample_all = rate >= 1.0;
+            tc->sample_below = rate <= 0 ? 0 : (uint64_t)(rate * 18446744073709551615.0);
+        }
+        if (!tc || !tc->host || !tc->path) {
+            mt_trace_conf_free(tc);
+            *err = strdup("tracing: out of memory or no collector");
+            rc = -1;
+        } else {
+            s->tracing = tc;
         }
     }
     lua_settop(L, top);

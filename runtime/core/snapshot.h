@@ -6,6 +6,8 @@
 #ifndef MELTEMI_SNAPSHOT_H
 #define MELTEMI_SNAPSHOT_H
 
+#include "runtime/core/access_log.h"
+#include "runtime/core/trace.h"
 #include "runtime/core/outlier.h"
 #include "runtime/core/ratelimit.h"
 #include "runtime/core/stats.h"
@@ -89,7 +91,9 @@ typedef struct mt_snapshot {
     uint32_t n_listeners;
     mt_cluster_conf_t *clusters;
     uint32_t n_clusters;
-    char *lua_source; /* the whole snapshot as Lua source, for the workers' Lua states */
+    mt_alog_conf_t *access_log; /* NULL: no access log */
+    mt_trace_conf_t *tracing;   /* NULL: no tracing */
+    char *lua_source;           /* the whole snapshot as Lua source, for the workers' Lua states */
     size_t lua_source_len;
 } mt_snapshot_t;
 

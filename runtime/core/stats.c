@@ -12,6 +12,7 @@
 
 #include "runtime/core/common.h"
 #include "runtime/core/log.h"
+#include "runtime/core/trace.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -409,6 +410,10 @@ static const stats_family_t stats_families[] = {
      "Connections closed because they were idle for the idle timeout."},
     {"meltemi_rate_limited_total", "counter", MT_STATS_LISTENER, MT_ST_RATE_LIMITED,
      "Requests refused by a local rate limit, answered with the protocol's error (flag RL)."},
+    {"meltemi_streams_total", "counter", MT_STATS_LISTENER, MT_ST_STREAMS_TOTAL,
+     "Streams opened by downstream clients (MetaProtocol stream init frames routed)."},
+    {"meltemi_stream_frames_total", "counter", MT_STATS_LISTENER, MT_ST_STREAM_FRAMES,
+     "Stream frames relayed between clients and upstreams, both directions."},
     {"meltemi_downstream_connections_overflow_total", "counter", MT_STATS_LISTENER,
      MT_ST_DOWNSTREAM_CX_OVERFLOW,
      "Connections closed as soon as accepted: the listener's maxConnections were open."},
@@ -437,6 +442,8 @@ static const stats_family_t stats_families[] = {
      "Exclusive upstream connections idle in the pool, ready for the next lease."},
     {"meltemi_outlier_ejections_total", "counter", MT_STATS_CLUSTER, MT_ST_OUTLIER_EJECTIONS,
      "Endpoints of the cluster ejected by outlier detection (outlierDetection)."},
+    {"meltemi_upstream_request_retries_total", "counter", MT_STATS_CLUSTER, MT_ST_UPSTREAM_RQ_RETRY,
+     "Requests sent to the cluster again by a route's retries."},
     {"meltemi_upstream_tls_handshake_failures_total", "counter", MT_STATS_CLUSTER,
      MT_ST_UPSTREAM_TLS_FAILURES,
      "Upstream TLS handshakes that failed or whose server certificate was refused."},
@@ -624,6 +631,14 @@ static void stats_render_global(stats_buf_t *sb)
     stats_buf_puts(sb, "meltemi_uptime_seconds ");
     stats_buf_printf(sb, "%.3f\n", uptime);
     stats_render_process(sb, stats_wall_clock() - uptime);
+    stats_render_header(sb, "meltemi_trace_spans_exported_total", "counter",
+                        "Spans the collector accepted (Tracing).");
+    stats_buf_printf(sb, "meltemi_trace_spans_exported_total %" PRIu64 "\n",
+                     mt_trace_spans_exported());
+    stats_render_header(sb, "meltemi_trace_spans_dropped_total", "counter",
+                        "Spans dropped: the exporter's queue was full or the collector failed.");
+    stats_buf_printf(sb, "meltemi_trace_spans_dropped_total %" PRIu64 "\n",
+                     mt_trace_spans_dropped());
     stats_render_header(sb, "meltemi_workers", "gauge", "Number of worker threads.");
     stats_buf_printf(sb, "meltemi_workers %u\n", mt_stats_nworkers);
     stats_render_header(sb, "meltemi_build_info", "gauge",

@@ -35,6 +35,8 @@ enum {
     MT_ST_AUTH_TIMEOUTS,          /* connections closed: no AUTH within settings.authTimeout */
     MT_ST_IDLE_TIMEOUTS,          /* connections closed: quiet for settings.idleTimeout */
     MT_ST_RATE_LIMITED,           /* requests refused by a local rate limit (response flag RL) */
+    MT_ST_STREAMS_TOTAL,          /* MetaProtocol streams opened by clients (init frames routed) */
+    MT_ST_STREAM_FRAMES,          /* stream frames relayed, both directions */
     MT_ST_TLS_HANDSHAKE_FAILURES, /* downstream TLS handshakes refused or failed */
     MT_ST_RBAC_DENIED,            /* requests an AuthorizationPolicy denied */
     MT_ST_DOWNSTREAM_CX_OVERFLOW, /* connections closed at accept: max_connections reached */
@@ -49,6 +51,7 @@ enum {
     MT_ST_UPSTREAM_CX_LEASED,    /* gauge: exclusive connections leased (transactions, pub/sub) */
     MT_ST_UPSTREAM_CX_IDLE,      /* gauge: exclusive connections idle in the pool */
     MT_ST_OUTLIER_EJECTIONS,     /* endpoints ejected by outlier detection */
+    MT_ST_UPSTREAM_RQ_RETRY,     /* requests sent again (MetaRouter retries) */
     MT_ST_UPSTREAM_TLS_FAILURES, /* upstream TLS handshakes refused or failed */
     MT_ST_UPSTREAM_TLS_RESUMED,  /* upstream TLS handshakes that resumed a session */
     MT_ST__COUNT
@@ -208,20 +211,23 @@ static inline uint32_t mt_rflag_index(uint32_t flags)
     return flags ? 1u + (uint32_t)__builtin_ctz(flags) : 0;
 }
 
+/* Index of n's bucket (bounds 1, 10, ... 10^7, then +Inf): a chain of compares, most
+ * frames are short. */
 static inline unsigned mt_bytes_bucket(uint64_t n)
 {
-    unsigned i = 0;
-    for (uint64_t bound = 1; i < MT_BYTES_BUCKETS && n > bound; bound *= 10)
-        i++;
-    return i;
+    if (n <= 100)
+        return n <= 1 ? 0 : n <= 10 ? 1 : 2;
+    if (n <= 100000)
+        return n <= 1000 ? 3 : n <= 10000 ? 4 : 5;
+    return n <= 1000000 ? 6 : n <= 10000000 ? 7 : 8;
 }
 
 extern uint64_t mt_hist_bounds_ns[MT_HIST_BUCKETS];
 
 /* One request's outcome: what the shells record (session.c). */
-static inline void mt_istio_record(mt_istio_set_t *set, unsigned worker, uint32_t code,
-                                   uint32_t flags, uint64_t dur_ns, uint64_t req_bytes,
-                                   uint64_t resp_bytes)
+static inline __attribute__((always_inline)) void
+mt_istio_record(mt_istio_set_t *set, unsigned worker, uint32_t code, uint32_t flags,
+                uint64_t dur_ns, uint64_t req_bytes, uint64_t resp_bytes)
 {
     uint32_t f = mt_rflag_index(flags);
     if (code >= set->codes->n)

@@ -47,6 +47,10 @@ void mt_worker_flush(mt_worker_t *w)
         if (rc < 0 && q->on_done)
             q->on_done(q, rc);
     }
+    if (w->alog.len)
+        mt_alog_flush(&w->alog);
+    if (w->trace.len)
+        mt_trace_flush(&w->trace, w->now_ns, false);
 }
 
 static void worker_flush(uv_check_t *h)
@@ -429,6 +433,88 @@ static void worker_heartbeat(mt_worker_t *w)
     __atomic_store_n(&w->heartbeat_ms, uv_hrtime() / 1000000u, __ATOMIC_RELAXED);
 }
 
+/* ---- status for the admin's /clusters ---------------------------------------------------------
+ */
+
+void mt_wstatus_free(mt_wstatus_t *st)
+{
+    if (!st)
+        return;
+    for (uint32_t i = 0; i < st->n_clusters; i++) {
+        free(st->clusters[i].name);
+        free(st->clusters[i].proxy_json);
+    }
+    free(st->clusters);
+    free(st->eps);
+    free(st);
+}
+
+static void worker_status_ep(mt_wstatus_ep_t *e, const mt_wendpoint_t *ep, uint32_t ci,
+                             uint64_t now)
+{
+    e->cluster = ci;
+    snprintf(e->address, sizeof(e->address), "%s", ep->address);
+    e->port = ep->port;
+    e->resolved = !ep->resolve_error[0];
+    /* a failed connect backs the endpoint off; the next successful one resets backoff_ms */
+    e->healthy = e->resolved && ep->backoff_ms == 0;
+    e->retry_in_ms = ep->retry_at_ms > now ? ep->retry_at_ms - now : 0;
+    snprintf(e->last_error, sizeof(e->last_error), "%s",
+             ep->resolve_error[0] ? ep->resolve_error : ep->last_error);
+    for (int p = 0; p < MT_PROTO_COUNT; p++) {
+        const mt_upstream_pool_t *pool = &ep->pools[p];
+        for (uint32_t k = 0; k < pool->n_shared; k++)
+            e->shared += pool->shared[k] != NULL;
+        e->exclusive += pool->n_exclusive;
+    }
+}
+
+static char *worker_status_proxy(mt_wcluster_t *c)
+{
+    const mt_proxy_ops_t *ops = mt_proxy_for(c->conf->protocol);
+    if (!ops->cluster_status)
+        return NULL;
+    char *out = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&out, &n);
+    if (!f)
+        return NULL;
+    ops->cluster_status(c, f);
+    fclose(f);
+    if (out && n == 0) {
+        free(out);
+        out = NULL;
+    }
+    return out;
+}
+
+static void worker_publish_status(mt_worker_t *w, uint64_t now)
+{
+    mt_wstatus_t *st = calloc(1, sizeof(*st));
+    uint32_t nc = 0, ne = 0;
+    for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
+        nc++;
+        ne += c->n_eps;
+    }
+    if (!st || !(st->clusters = calloc(nc + 1, sizeof(*st->clusters))) ||
+        !(st->eps = calloc(ne + 1, sizeof(*st->eps)))) {
+        mt_wstatus_free(st);
+        return;
+    }
+    for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
+        uint32_t ci = st->n_clusters++;
+        st->clusters[ci].name = strdup(c->conf->name);
+        st->clusters[ci].proxy_json = worker_status_proxy(c);
+        for (uint32_t i = 0; i < c->n_eps; i++)
+            worker_status_ep(&st->eps[st->n_eps++], c->eps[i], ci, now);
+    }
+    pthread_mutex_lock(&w->status_mu);
+    mt_wstatus_t *old = w->status;
+    w->status = st;
+    pthread_mutex_unlock(&w->status_mu);
+    mt_wstatus_free(old);
+}
+
 /* Every MT_WORKER_TICK_MS, busy or idle: a worker whose tick stops coming is stuck (a long filter
  * call, a blocking bug), and the heartbeat lets /ready say so. */
 static void worker_on_tick(uv_timer_t *t)
@@ -437,6 +523,10 @@ static void worker_on_tick(uv_timer_t *t)
     worker_heartbeat(w);
     w->now_ns = uv_hrtime(); /* timeouts the tick fails end requests now */
     uint64_t now = mt_worker_now_ms(w);
+    if (++w->status_ticks * MT_WORKER_TICK_MS >= MT_WORKER_STATUS_MS) {
+        w->status_ticks = 0;
+        worker_publish_status(w, now);
+    }
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->tick)
             (*p)->tick(w, now);
@@ -460,6 +550,8 @@ static void *worker_main(void *arg)
     uv_walk(&w->loop, worker_close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     uv_loop_close(&w->loop);
+    mt_alog_worker_free(&w->alog);
+    mt_trace_worker_free(&w->trace);
     /* Proxy state may hold cluster references: it goes first. */
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->worker_free)
@@ -496,6 +588,7 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
     const char *k = getenv("MELTEMI_UPSTREAM_CONNS");
     w->rconns_per_endpoint = k && atoi(k) > 0 ? (uint32_t)atoi(k) : 1;
     pthread_mutex_init(&w->mu, NULL);
+    pthread_mutex_init(&w->status_mu, NULL);
     mt_buf_pool_init(&w->pool);
     if (uv_loop_init(&w->loop) != 0)
         return -1;
@@ -503,6 +596,8 @@ int mt_worker_start(mt_worker_t *w, unsigned id)
         return -1;
     w->timers.clock_ns = &w->now_ns;
     w->now_ns = uv_hrtime();
+    mt_alog_worker_init(&w->alog, id);
+    mt_trace_worker_init(&w->trace, id);
     w->L = mt_lua_new();
     for (const mt_proxy_ops_t *const *p = mt_proxies; *p; p++) {
         if ((*p)->worker_start && (*p)->worker_start(w) != 0)
@@ -548,4 +643,7 @@ void mt_worker_join(mt_worker_t *w)
 {
     pthread_join(w->thread, NULL);
     pthread_mutex_destroy(&w->mu);
+    mt_wstatus_free(w->status);
+    w->status = NULL;
+    pthread_mutex_destroy(&w->status_mu);
 }

@@ -8,7 +8,9 @@
 
 #define MT_WORKER_TICK_MS 20
 
+#include "runtime/core/access_log.h"
 #include "runtime/core/buf.h"
+#include "runtime/core/trace.h"
 #include "runtime/core/outq.h"
 #include "runtime/core/snapshot.h"
 #include "runtime/core/timer.h"
@@ -73,6 +75,33 @@ typedef struct mt_wcluster {
 
 enum { MT_MAIL_SNAPSHOT = 1, MT_MAIL_DRAIN = 2, MT_MAIL_STOP = 4 };
 
+/* What a worker publishes of its upstreams for the admin's /clusters (every
+ * MT_WORKER_STATUS_MS): endpoints as this worker sees them, and each cluster's proxy part as
+ * a JSON value (Redis Cluster: its slot map and node roles). Made by the worker, read by the
+ * main thread under status_mu. */
+#define MT_WORKER_STATUS_MS 500
+typedef struct mt_wstatus_ep {
+    uint32_t cluster; /* index into mt_wstatus_t.clusters */
+    char address[64];
+    uint16_t port;
+    bool resolved;
+    bool healthy;         /* its last connect did not fail (no backoff) */
+    uint64_t retry_in_ms; /* backing off: time left */
+    char last_error[200];
+    uint32_t shared, exclusive; /* open connections of the endpoint's pools */
+} mt_wstatus_ep_t;
+typedef struct mt_wstatus_cluster {
+    char *name;
+    char *proxy_json; /* NULL: nothing of the proxy's own */
+} mt_wstatus_cluster_t;
+typedef struct mt_wstatus {
+    mt_wstatus_ep_t *eps;
+    uint32_t n_eps;
+    mt_wstatus_cluster_t *clusters;
+    uint32_t n_clusters;
+} mt_wstatus_t;
+void mt_wstatus_free(mt_wstatus_t *st);
+
 /* In the fds posted with a snapshot: the listener gets no socket of its own (transparent
  * capture: the capture ports hand it the connections whose original destination it is). */
 #define MT_LISTENER_FD_VIRTUAL (-2)
@@ -114,6 +143,8 @@ struct mt_worker {
     /* uv_hrtime() of the last read callback (session or upstream shell) or timer run: the
      * time requests start and end at, read once per event rather than once per request */
     uint64_t now_ns;
+    mt_alog_worker_t alog;        /* this worker's access log lines (access_log.h) */
+    mt_trace_worker_t trace;      /* this worker's finished spans (trace.h) */
     mt_handoff_t *handoff;        /* see mt_handoff_t; NULL outside a capture port's accept */
     uint32_t rconns_per_endpoint; /* shared connections per endpoint and protocol */
     mt_upstream_t *upstreams[MT_PROTO_COUNT]; /* every upstream connection, by protocol */
@@ -127,6 +158,9 @@ struct mt_worker {
     uint64_t heartbeat_ms;           /* uv_hrtime() in ms at the loop's last tick (atomic): the main
                                         thread reads it for /ready, to tell a stuck worker */
     int exited;
+    pthread_mutex_t status_mu;
+    mt_wstatus_t *status; /* the last published (status_mu) */
+    uint32_t status_ticks;
 };
 
 /* A snapshot for a worker, with its listening sockets for the listeners it adds (by index in

@@ -260,6 +260,8 @@ static int admin_http_end_span(mt_admin_http_t *h)
         const char *q = memchr(h->url, '?', h->url_len);
         rq->path = h->url;
         rq->path_len = q ? (size_t)(q - h->url) : h->url_len;
+        rq->query = q ? q + 1 : NULL;
+        rq->query_len = q ? h->url_len - rq->path_len - 1 : 0;
         return 0;
     }
     if (last != ADMIN_HTTP_VALUE)
@@ -520,11 +522,11 @@ mt_status_t mt_admin_http_parse(mt_admin_http_t *h, const char *buf, size_t len,
 
 /* ---- endpoints ----------------------------------------------------------------------------- */
 
-typedef void (*admin_handler_t)(mt_admin_t *a, admin_response_t *r);
+typedef void (*admin_handler_t)(mt_admin_t *a, const mt_admin_request_t *rq, admin_response_t *r);
 
-static void admin_handle_index(mt_admin_t *a, admin_response_t *r);
+static void admin_handle_index(mt_admin_t *a, const mt_admin_request_t *rq, admin_response_t *r);
 
-static void admin_handle_ready(mt_admin_t *a, admin_response_t *r)
+static void admin_handle_ready(mt_admin_t *a, const mt_admin_request_t *rq, admin_response_t *r)
 {
     if (a->hooks.ready == NULL)
         admin_response_text(r, 501, "not implemented\n");
@@ -537,22 +539,153 @@ static void admin_handle_ready(mt_admin_t *a, admin_response_t *r)
     }
 }
 
-static void admin_handle_prometheus(mt_admin_t *a, admin_response_t *r)
+static void admin_handle_prometheus(mt_admin_t *a, const mt_admin_request_t *rq,
+                                    admin_response_t *r)
 {
     r->status = 200;
     r->content_type = "text/plain; version=0.0.4; charset=utf-8";
     r->body = mt_stats_render_prometheus(&r->body_len);
 }
 
+/* The value of name=... in the query (not decoded: the values we take are plain words). */
+static bool admin_query_param(const mt_admin_request_t *rq, const char *name, const char **v,
+                              size_t *vlen)
+{
+    size_t n = strlen(name);
+    const char *p = rq->query, *end = rq->query ? rq->query + rq->query_len : NULL;
+    while (p && p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - p) > n && memcmp(p, name, n) == 0 && p[n] == '=') {
+            *v = p + n + 1;
+            *vlen = (size_t)(stop - p - (ptrdiff_t)n - 1);
+            return true;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    return false;
+}
+
+static bool admin_query_is(const mt_admin_request_t *rq, const char *name, const char *want)
+{
+    const char *v;
+    size_t n;
+    return admin_query_param(rq, name, &v, &n) && n == strlen(want) && memcmp(v, want, n) == 0;
+}
+
+/* POST /logging?level=debug|info|warn|error|off: the log level, now, for every thread. */
+static void admin_handle_logging(mt_admin_t *a, const mt_admin_request_t *rq, admin_response_t *r)
+{
+    MT_UNUSED(a);
+    const char *v;
+    size_t n;
+    char level[16];
+    if (!admin_query_param(rq, "level", &v, &n) || n == 0 || n >= sizeof(level)) {
+        admin_response_text(r, 400, "usage: POST /logging?level=debug|info|warn|error|off\n");
+        return;
+    }
+    memcpy(level, v, n);
+    level[n] = '\0';
+    int l = mt_log_level_parse(level);
+    if (l < 0) {
+        admin_response_text(r, 400, "unknown level: use debug, info, warn, error or off\n");
+        return;
+    }
+    __atomic_store_n(&mt_log_threshold, (mt_log_level_t)l, __ATOMIC_RELAXED);
+    mt_log_write(MT_LOG_INFO, "admin: log level is now %s", level);
+    r->status = 200;
+    r->content_type = "text/plain; charset=utf-8";
+    r->body = admin_strdup_printf("log level: %s\n", level);
+    r->body_len = r->body ? strlen(r->body) : 0;
+}
+
+/* /stats?format=json: every sample as {"name":..,"labels":{..},"value":..}. */
+static char *admin_stats_json(const char *text, size_t len, size_t *out_len)
+{
+    char *out = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&out, &n);
+    if (!f)
+        return NULL;
+    fputs("{\"stats\":[", f);
+    bool first = true;
+    for (size_t i = 0; i < len;) {
+        const char *ln = text + i;
+        const char *nl = memchr(ln, '\n', len - i);
+        size_t ll = nl ? (size_t)(nl - ln) : len - i;
+        i += ll + 1;
+        if (ll == 0 || ln[0] == '#')
+            continue;
+        const char *sp = memrchr(ln, ' ', ll);
+        const char *brace = memchr(ln, '{', ll);
+        if (!sp)
+            continue;
+        size_t name_len = brace && brace < sp ? (size_t)(brace - ln) : (size_t)(sp - ln);
+        fprintf(f, "%s{\"name\":\"%.*s\",\"labels\":{", first ? "" : ",", (int)name_len, ln);
+        first = false;
+        if (brace && brace < sp) {
+            /* the label values are escaped as Prometheus does (\\ \" \n): valid in JSON too */
+            const char *p = brace + 1, *end = sp - 1; /* end: the closing brace */
+            bool lfirst = true;
+            while (p < end) {
+                const char *eq = memchr(p, '=', (size_t)(end - p));
+                if (!eq || eq + 1 >= end || eq[1] != '"')
+                    break;
+                const char *q = eq + 2;
+                while (q < end && !(*q == '"' && q[-1] != '\\'))
+                    q++;
+                fprintf(f, "%s\"%.*s\":\"%.*s\"", lfirst ? "" : ",", (int)(eq - p), p,
+                        (int)(q - eq - 2), eq + 2);
+                lfirst = false;
+                p = q + 1;
+                if (p < end && *p == ',')
+                    p++;
+            }
+        }
+        const char *val = sp + 1;
+        size_t vl = (size_t)(ln + ll - val);
+        bool numeric = vl > 0 && strspn(val, "0123456789.-+eE") == vl;
+        if (numeric)
+            fprintf(f, "},\"value\":%.*s}", (int)vl, val);
+        else
+            fprintf(f, "},\"value\":\"%.*s\"}", (int)vl, val);
+    }
+    fputs("]}\n", f);
+    fclose(f);
+    *out_len = n;
+    return out;
+}
+
+/* The status page (runtime/server/status.html, embedded by cmake/embed_file.cmake). */
+extern const char mt_status_page[];
+extern const size_t mt_status_page_len;
+
+/* /: a live status page; everything it shows comes from the JSON endpoints, once a second. */
+static void admin_handle_status(mt_admin_t *a, const mt_admin_request_t *rq, admin_response_t *r)
+{
+    MT_UNUSED(a);
+    MT_UNUSED(rq);
+    r->status = 200;
+    r->content_type = "text/html; charset=utf-8";
+    r->body = malloc(mt_status_page_len + 1);
+    if (!r->body) {
+        admin_response_text(r, 500, "internal error\n");
+        return;
+    }
+    memcpy(r->body, mt_status_page, mt_status_page_len + 1);
+    r->body_len = mt_status_page_len;
+}
+
 /* /healthz: the process is alive and its admin loop answers (liveness; /ready is readiness). */
-static void admin_handle_healthz(mt_admin_t *a, admin_response_t *r)
+static void admin_handle_healthz(mt_admin_t *a, const mt_admin_request_t *rq, admin_response_t *r)
 {
     MT_UNUSED(a);
     admin_response_text(r, 200, "ok\n");
 }
 
 /* /server_info: what runs, since when, on which configuration generation (JSON). */
-static void admin_handle_server_info(mt_admin_t *a, admin_response_t *r)
+static void admin_handle_server_info(mt_admin_t *a, const mt_admin_request_t *rq,
+                                     admin_response_t *r)
 {
     const mt_stats_global_t *g = &mt_stats_global;
     bool ready = a->hooks.ready && a->hooks.ready(a->hooks.ud);
@@ -571,11 +704,20 @@ static void admin_handle_server_info(mt_admin_t *a, admin_response_t *r)
     r->body_len = r->body ? strlen(r->body) : 0;
 }
 
-/* /stats: the same samples without the # HELP / # TYPE lines, for humans. */
-static void admin_handle_stats(mt_admin_t *a, admin_response_t *r)
+/* /stats: the same samples without the # HELP / # TYPE lines, for humans; ?format=json. */
+static void admin_handle_stats(mt_admin_t *a, const mt_admin_request_t *rq, admin_response_t *r)
 {
     size_t len;
     char *text = mt_stats_render_prometheus(&len);
+    if (admin_query_is(rq, "format", "json")) {
+        r->status = 200;
+        r->content_type = "application/json";
+        r->body = admin_stats_json(text, len, &r->body_len);
+        free(text);
+        if (!r->body)
+            admin_response_text(r, 500, "internal error\n");
+        return;
+    }
     size_t out = 0;
     for (size_t i = 0; i < len;) {
         const char *nl = memchr(text + i, '\n', len - i);
@@ -621,17 +763,32 @@ static void admin_handle_dump_hook(admin_response_t *r, char *(*hook)(void *, si
     r->body_len = len;
 }
 
-static void admin_handle_config_dump(mt_admin_t *a, admin_response_t *r)
+static void admin_handle_config_dump(mt_admin_t *a, const mt_admin_request_t *rq,
+                                     admin_response_t *r)
 {
     admin_handle_dump_hook(r, a->hooks.config_dump, a->hooks.ud, "application/json");
 }
 
-static void admin_handle_clusters(mt_admin_t *a, admin_response_t *r)
+static void admin_handle_clusters(mt_admin_t *a, const mt_admin_request_t *rq, admin_response_t *r)
 {
-    admin_handle_dump_hook(r, a->hooks.clusters, a->hooks.ud, NULL);
+    if (a->hooks.clusters == NULL) {
+        admin_response_text(r, 501, "not implemented\n");
+        return;
+    }
+    bool json = admin_query_is(rq, "format", "json");
+    size_t len = 0;
+    char *body = a->hooks.clusters(a->hooks.ud, json, &len);
+    if (body == NULL) {
+        admin_response_text(r, 500, "internal error\n");
+        return;
+    }
+    r->status = 200;
+    r->content_type = json ? "application/json" : "text/plain; charset=utf-8";
+    r->body = body;
+    r->body_len = len;
 }
 
-static void admin_handle_reload(mt_admin_t *a, admin_response_t *r)
+static void admin_handle_reload(mt_admin_t *a, const mt_admin_request_t *rq, admin_response_t *r)
 {
     if (a->hooks.reload == NULL) {
         admin_response_text(r, 501, "not implemented\n");
@@ -662,7 +819,8 @@ typedef struct admin_route {
 } admin_route_t;
 
 static const admin_route_t admin_routes[] = {
-    {"/", "GET", admin_handle_index, "this list"},
+    {"/", "GET", admin_handle_status, "a live status page (HTML, updates every second)"},
+    {"/help", "GET", admin_handle_index, "this list"},
     {"/ready", "GET", admin_handle_ready, "200 when serving a configuration, else 503"},
     {"/stats", "GET", admin_handle_stats, "all metrics, one sample per line"},
     {"/stats/prometheus", "GET", admin_handle_prometheus, "all metrics, Prometheus text format"},
@@ -675,9 +833,10 @@ static const admin_route_t admin_routes[] = {
      "redacted)"},
     {"/clusters", "GET", admin_handle_clusters, "upstream clusters and their endpoints"},
     {"/reload", "POST", admin_handle_reload, "reload the configuration directory now"},
+    {"/logging", "POST", admin_handle_logging, "?level=debug|info|warn|error|off: the log level"},
 };
 
-static void admin_handle_index(mt_admin_t *a, admin_response_t *r)
+static void admin_handle_index(mt_admin_t *a, const mt_admin_request_t *rq, admin_response_t *r)
 {
     char *text = NULL;
     size_t len = 0;
@@ -806,7 +965,7 @@ static void admin_dispatch(admin_client_t *c, const mt_admin_request_t *rq, admi
         }
         if (strcmp(route->method, "GET") != 0 && !admin_mutation_allowed(c, rq, r))
             return;
-        route->handler(a, r);
+        route->handler(a, rq, r);
         return;
     }
     admin_response_text(r, 404, "not found\n");

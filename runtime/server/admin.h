@@ -47,12 +47,13 @@ typedef struct mt_admin_hooks {
     void *ud;
     bool (*ready)(void *ud);                     /* GET /ready: 200 or 503 */
     char *(*config_dump)(void *ud, size_t *len); /* GET /config_dump: JSON, secrets redacted */
-    char *(*clusters)(void *ud, size_t *len);    /* GET /clusters: text (or JSON) */
-    int (*reload)(void *ud, char **msg);         /* POST /reload: 0 ok, -1 rejected; *msg
-                                                    malloc'd (or NULL), the message or the
-                                                    validation errors */
-    char *(*not_ready_why)(void *ud);            /* optional: the 503 body of /ready (malloc'd text,
-                                                    NULL: "not ready") */
+    char *(*clusters)(void *ud, bool json, size_t *len); /* GET /clusters: text, or JSON with
+                                                            ?format=json */
+    int (*reload)(void *ud, char **msg);                 /* POST /reload: 0 ok, -1 rejected; *msg
+                                                            malloc'd (or NULL), the message or the
+                                                            validation errors */
+    char *(*not_ready_why)(void *ud); /* optional: the 503 body of /ready (malloc'd text,
+                                         NULL: "not ready") */
 } mt_admin_hooks_t;
 
 typedef struct mt_admin mt_admin_t;
@@ -95,6 +96,8 @@ typedef struct mt_admin_request {
     size_t method_len;
     const char *path; /* the request target up to '?', always starting with '/' */
     size_t path_len;
+    const char *query; /* after '?' (NULL: none), not decoded */
+    size_t query_len;
     bool head;             /* HEAD: answer like GET without the body */
     bool keep_alive;       /* what the client asked for (version default + Connection) */
     size_t content_length; /* body bytes (0 without Content-Length) */

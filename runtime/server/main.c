@@ -125,6 +125,11 @@ static const run_opt_t run_options[] = {
      "transparent inbound capture port, e.g. 0.0.0.0:15006,[::]:15006 (default off):\n"
      "served by the Sidecar ingress listener of the original port; others\n"
      "pass through to the original destination"},
+    {OPT_WORKLOAD, "--workload", NULL, "MELTEMI_WORKLOAD", "NAME",
+     "source_workload of Istio's metrics (default: the environment's\n"
+     "ISTIO_META_WORKLOAD_NAME, else POD_NAME's Deployment part)"},
+    {OPT_NAMESPACE, "--namespace", NULL, "MELTEMI_NAMESPACE", "NS",
+     "source_workload_namespace (default: POD_NAMESPACE)"},
     {OPT_ISTIO_CERTS, "--istio-certs", NULL, "MELTEMI_ISTIO_CERTS", "DIR",
      "the workload's Istio mTLS files: cert-chain.pem, key.pem, root-cert.pem\n"
      "(default /etc/certs; polled, a replaced file reloads)"},

@@ -42,7 +42,7 @@ typedef struct mt_server {
     mt_worker_t *workers;
     unsigned nworkers;
     mt_admin_t *admin;
-    uv_signal_t sigterm, sigint, sighup;
+    uv_signal_t sigterm, sigint, sighup, sigusr1;
     uv_timer_t drain_timer, drain_poll;
     uv_timer_t ready_poll; /* until /ready would answer 200: then READY=1 (notify.h) */
     uv_fs_event_t watch;   /* the config directory */
@@ -256,6 +256,12 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
     }
     print_warnings(L, -1);
     mt_snapshot_t *s = mt_snapshot_from_lua(L, -1, srv->generation + 1, err);
+    if (s && s->access_log && mt_alog_open(s->access_log, err) != 0) {
+        mt_snapshot_unref(s); /* a log file that cannot be opened is a configuration error */
+        s = NULL;
+    }
+    if (s)
+        mt_trace_configure(s->tracing);
     if (!s) {
         mt_error("%s",
                  *err ? *err : "out of memory building the snapshot"); /* as compile errors are */
@@ -276,6 +282,44 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
 
 /* ---- reload -------------------------------------------------------------------------------------
  */
+
+/* What a reload changes, at info: listeners and clusters added, removed, changed (by
+ * fingerprint), so an operator reads the diff in the log. */
+static void log_reload_diff(const mt_snapshot_t *old, const mt_snapshot_t *s)
+{
+    unsigned changes = 0;
+    for (uint32_t i = 0; i < s->n_listeners; i++) {
+        const mt_listener_conf_t *l = &s->listeners[i], *o = NULL;
+        for (uint32_t k = 0; k < old->n_listeners && !o; k++)
+            o = strcmp(old->listeners[k].name, l->name) == 0 ? &old->listeners[k] : NULL;
+        if (!o || strcmp(o->fingerprint, l->fingerprint) != 0) {
+            mt_info("reload: listener %s %s", l->name, o ? "changed" : "added");
+            changes++;
+        }
+    }
+    for (uint32_t k = 0; k < old->n_listeners; k++) {
+        if (!snapshot_has_listener(s, old->listeners[k].name)) {
+            mt_info("reload: listener %s removed", old->listeners[k].name);
+            changes++;
+        }
+    }
+    for (uint32_t i = 0; i < s->n_clusters; i++) {
+        const mt_cluster_conf_t *c = &s->clusters[i];
+        const mt_cluster_conf_t *o = mt_snapshot_cluster(old, c->name);
+        if (!o || strcmp(o->fingerprint, c->fingerprint) != 0) {
+            mt_info("reload: cluster %s %s", c->name, o ? "changed" : "added");
+            changes++;
+        }
+    }
+    for (uint32_t k = 0; k < old->n_clusters; k++) {
+        if (!mt_snapshot_cluster(s, old->clusters[k].name)) {
+            mt_info("reload: cluster %s removed", old->clusters[k].name);
+            changes++;
+        }
+    }
+    if (!changes)
+        mt_info("reload: no listener or cluster changed");
+}
 
 /*
  * Builds a new snapshot off the request path and hands it to every worker, which swaps it in
@@ -335,6 +379,7 @@ static int server_reload_run(mt_server_t *srv, const char *why, char **msg)
         mt_worker_post(&srv->workers[w], MT_MAIL_SNAPSHOT, mt_snapshot_ref(s), mine);
     }
     free(fds);
+    log_reload_diff(srv->snap, s);
     mt_snapshot_unref(srv->snap);
     srv->snap = s;
     free(srv->last_reload_error);
@@ -484,7 +529,185 @@ static char *hook_config_dump(void *ud, size_t *len)
     return out;
 }
 
-static char *hook_clusters(void *ud, size_t *len)
+/* ---- /clusters ------------------------------------------------------------------------------ */
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; s && *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
+/* One endpoint of a cluster as every worker sees it. */
+typedef struct ep_view {
+    char address[64];
+    uint16_t port;
+    uint32_t workers, healthy, unresolved;
+    uint64_t retry_in_ms;
+    uint32_t shared, exclusive;
+    char last_error[200];
+    uint32_t conf_index; /* 1 + its index among the configured endpoints; 0: discovered */
+} ep_view_t;
+
+static ep_view_t *ep_view_find(ep_view_t *v, uint32_t *n, uint32_t cap, const char *a, uint16_t p)
+{
+    for (uint32_t i = 0; i < *n; i++) {
+        if (v[i].port == p && strcmp(v[i].address, a) == 0)
+            return &v[i];
+    }
+    if (*n == cap)
+        return NULL;
+    ep_view_t *e = &v[(*n)++];
+    memset(e, 0, sizeof(*e));
+    snprintf(e->address, sizeof(e->address), "%s", a);
+    e->port = p;
+    return e;
+}
+
+/* Merges the workers' published status of cluster c; *proxy_json: the first worker's proxy
+ * part (malloc'd, or NULL). */
+static uint32_t cluster_endpoints(mt_server_t *srv, const mt_cluster_conf_t *c, ep_view_t *v,
+                                  uint32_t cap, char **proxy_json)
+{
+    uint32_t n = 0;
+    *proxy_json = NULL;
+    for (uint32_t i = 0; i < c->n_endpoints; i++) {
+        ep_view_t *e = ep_view_find(v, &n, cap, c->endpoints[i].address, c->endpoints[i].port);
+        if (e && !e->conf_index)
+            e->conf_index = i + 1;
+    }
+    for (unsigned w = 0; w < srv->nworkers; w++) {
+        mt_worker_t *wk = &srv->workers[w];
+        pthread_mutex_lock(&wk->status_mu);
+        const mt_wstatus_t *st = wk->status;
+        for (uint32_t k = 0; st && k < st->n_eps; k++) {
+            const mt_wstatus_ep_t *se = &st->eps[k];
+            if (strcmp(st->clusters[se->cluster].name, c->name) != 0)
+                continue;
+            ep_view_t *e = ep_view_find(v, &n, cap, se->address, se->port);
+            if (!e)
+                continue;
+            e->workers++;
+            e->healthy += se->healthy;
+            e->unresolved += !se->resolved;
+            e->retry_in_ms = MT_MAX(e->retry_in_ms, se->retry_in_ms);
+            e->shared += se->shared;
+            e->exclusive += se->exclusive;
+            if (se->last_error[0])
+                snprintf(e->last_error, sizeof(e->last_error), "%s", se->last_error);
+        }
+        for (uint32_t k = 0; st && !*proxy_json && k < st->n_clusters; k++) {
+            if (st->clusters[k].proxy_json && strcmp(st->clusters[k].name, c->name) == 0)
+                *proxy_json = strdup(st->clusters[k].proxy_json);
+        }
+        pthread_mutex_unlock(&wk->status_mu);
+    }
+    return n;
+}
+
+static bool ep_ejected(mt_server_t *srv, const mt_cluster_conf_t *c, const ep_view_t *e)
+{
+    return c->outlier.enabled && e->conf_index &&
+           mt_outlier_ejected(&c->outlier, e->conf_index - 1, uv_now(srv->loop));
+}
+
+static unsigned ep_ejections(const mt_cluster_conf_t *c, const ep_view_t *e)
+{
+    return c->outlier.enabled && e->conf_index
+               ? (unsigned)atomic_load(&c->outlier.eps[e->conf_index - 1].ejections)
+               : 0;
+}
+
+static const char *ep_health(const ep_view_t *e)
+{
+    if (e->unresolved)
+        return "unresolved";
+    if (e->workers == 0)
+        return "unknown"; /* no worker has published yet */
+    return e->healthy == e->workers ? "healthy" : "unhealthy";
+}
+
+static void clusters_one(mt_server_t *srv, FILE *f, const mt_cluster_conf_t *c, bool json,
+                         bool first)
+{
+    ep_view_t v[256];
+    char *proxy = NULL;
+    uint32_t n = cluster_endpoints(srv, c, v, MT_ARRAY_LEN(v), &proxy);
+    static const struct {
+        const char *name;
+        unsigned slot;
+    } st[] = {{"upstream_cx_active", MT_ST_UPSTREAM_CX_ACTIVE},
+              {"upstream_cx_total", MT_ST_UPSTREAM_CX_TOTAL},
+              {"upstream_cx_connect_fail", MT_ST_UPSTREAM_CX_CONNECT_FAIL},
+              {"upstream_cx_leased", MT_ST_UPSTREAM_CX_LEASED},
+              {"upstream_cx_idle", MT_ST_UPSTREAM_CX_IDLE},
+              {"upstream_rq_total", MT_ST_UPSTREAM_RQ_TOTAL},
+              {"upstream_rq_errors", MT_ST_UPSTREAM_RQ_ERRORS},
+              {"upstream_rq_timeout", MT_ST_UPSTREAM_RQ_TIMEOUT}};
+    const char *proto = mt_proxy_for(c->protocol)->name;
+    if (!json) {
+        fprintf(f, "%s::protocol::%s\n", c->name, proto);
+        for (size_t k = 0; k < MT_ARRAY_LEN(st); k++)
+            fprintf(f, "%s::%s::%lld\n", c->name, st[k].name,
+                    (long long)mt_stats_sum(c->stats, st[k].slot));
+        for (uint32_t i = 0; i < n; i++) {
+            const ep_view_t *e = &v[i];
+            fprintf(f, "%s::%s:%u::health::%s\n", c->name, e->address, e->port, ep_health(e));
+            if (c->outlier.enabled && e->conf_index) {
+                fprintf(f, "%s::%s:%u::outlier_ejected::%s\n", c->name, e->address, e->port,
+                        ep_ejected(srv, c, e) ? "true" : "false");
+                fprintf(f, "%s::%s:%u::outlier_ejections::%u\n", c->name, e->address, e->port,
+                        ep_ejections(c, e));
+            }
+            fprintf(f, "%s::%s:%u::cx_shared::%u\n", c->name, e->address, e->port, e->shared);
+            fprintf(f, "%s::%s:%u::cx_exclusive::%u\n", c->name, e->address, e->port, e->exclusive);
+            if (e->last_error[0])
+                fprintf(f, "%s::%s:%u::last_error::%s\n", c->name, e->address, e->port,
+                        e->last_error);
+        }
+        if (proxy)
+            fprintf(f, "%s::%s::%s\n", c->name, proto, proxy);
+        free(proxy);
+        return;
+    }
+    fprintf(f, "%s{\"name\":", first ? "" : ",");
+    json_str(f, c->name);
+    fprintf(f, ",\"protocol\":\"%s\",\"service\":", proto);
+    json_str(f, c->service ? c->service : "");
+    fputs(",\"stats\":{", f);
+    for (size_t k = 0; k < MT_ARRAY_LEN(st); k++)
+        fprintf(f, "%s\"%s\":%lld", k ? "," : "", st[k].name,
+                (long long)mt_stats_sum(c->stats, st[k].slot));
+    fputs("},\"endpoints\":[", f);
+    for (uint32_t i = 0; i < n; i++) {
+        const ep_view_t *e = &v[i];
+        fprintf(f, "%s{\"address\":", i ? "," : "");
+        json_str(f, e->address);
+        fprintf(f,
+                ",\"port\":%u,\"health\":\"%s\",\"healthy_workers\":%u,\"workers\":%u,"
+                "\"retry_in_ms\":%llu,\"connections\":{\"shared\":%u,\"exclusive\":%u},"
+                "\"last_error\":",
+                e->port, ep_health(e), e->healthy, e->workers, (unsigned long long)e->retry_in_ms,
+                e->shared, e->exclusive);
+        json_str(f, e->last_error);
+        if (c->outlier.enabled && e->conf_index)
+            fprintf(f, ",\"outlier\":{\"ejected\":%s,\"ejections\":%u}",
+                    ep_ejected(srv, c, e) ? "true" : "false", ep_ejections(c, e));
+        fputc('}', f);
+    }
+    fprintf(f, "],\"%s\":%s}", proto, proxy ? proxy : "null");
+    free(proxy);
+}
+
+static char *hook_clusters(void *ud, bool json, size_t *len)
 {
     mt_server_t *srv = ud;
     char *out = NULL;
@@ -492,28 +715,12 @@ static char *hook_clusters(void *ud, size_t *len)
     FILE *f = open_memstream(&out, &n);
     if (!f)
         return NULL;
-    for (uint32_t i = 0; i < srv->snap->n_clusters; i++) {
-        const mt_cluster_conf_t *c = &srv->snap->clusters[i];
-        fprintf(f, "%s::protocol::%s\n", c->name, mt_proxy_for(c->protocol)->name);
-        fprintf(f, "%s::upstream_cx_active::%lld\n", c->name,
-                (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_CX_ACTIVE));
-        fprintf(f, "%s::upstream_cx_connect_fail::%lld\n", c->name,
-                (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_CX_CONNECT_FAIL));
-        fprintf(f, "%s::upstream_rq_total::%lld\n", c->name,
-                (long long)mt_stats_sum(c->stats, MT_ST_UPSTREAM_RQ_TOTAL));
-        uint64_t now = uv_now(srv->loop);
-        for (uint32_t j = 0; j < c->n_endpoints; j++) {
-            const mt_endpoint_conf_t *e = &c->endpoints[j];
-            fprintf(f, "%s::%s:%u::%s\n", c->name, e->address, e->port,
-                    e->resolve_error ? e->resolve_error : "resolved");
-            if (c->outlier.enabled) {
-                fprintf(f, "%s::%s:%u::outlier_ejected::%s\n", c->name, e->address, e->port,
-                        mt_outlier_ejected(&c->outlier, j, now) ? "true" : "false");
-                fprintf(f, "%s::%s:%u::outlier_ejections::%u\n", c->name, e->address, e->port,
-                        (unsigned)atomic_load(&c->outlier.eps[j].ejections));
-            }
-        }
-    }
+    if (json)
+        fputs("{\"clusters\":[", f);
+    for (uint32_t i = 0; i < srv->snap->n_clusters; i++)
+        clusters_one(srv, f, &srv->snap->clusters[i], json, i == 0);
+    if (json)
+        fputs("]}\n", f);
     fclose(f);
     *len = n;
     return out;
@@ -582,6 +789,10 @@ static void on_signal(uv_signal_t *h, int signum)
     if (signum == SIGHUP) {
         if (!srv->draining)
             server_reload(srv, "SIGHUP", NULL);
+        return;
+    }
+    if (signum == SIGUSR1) { /* logrotate moved the access log away */
+        mt_alog_reopen();
         return;
     }
     server_drain(srv);
@@ -655,6 +866,9 @@ static void server_init_handles(mt_server_t *srv)
     uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
     uv_signal_start(&srv->sigint, on_signal, SIGINT);
     uv_signal_start(&srv->sighup, on_signal, SIGHUP);
+    uv_signal_init(srv->loop, &srv->sigusr1);
+    srv->sigusr1.data = srv;
+    uv_signal_start(&srv->sigusr1, on_signal, SIGUSR1);
 }
 
 /* Starts every worker with its share of the listening sockets in fds. */
@@ -711,8 +925,10 @@ static int server_start_admin(mt_server_t *srv)
 static void server_abort_start(mt_server_t *srv, int *fds)
 {
     size_t n = (size_t)srv->nworkers * srv->snap->n_listeners;
-    for (size_t i = 0; i < n; i++)
-        close(fds[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (fds[i] >= 0) /* a capture-only listener has none (MT_LISTENER_FD_VIRTUAL) */
+            close(fds[i]);
+    }
     free(fds);
     uv_walk(srv->loop, close_walk, NULL);
     uv_run(srv->loop, UV_RUN_DEFAULT);
@@ -766,6 +982,8 @@ int mt_server_run(const mt_server_options_t *opts)
     server_init_handles(srv);
     if (server_start_admin(srv) != 0) {
         server_abort_start(srv, fds);
+        mt_trace_shutdown();
+        mt_capture_teardown();
         return MT_EXIT_INVALID_CONFIG;
     }
     if (server_start_workers(srv, fds) != 0)
@@ -786,6 +1004,7 @@ int mt_server_run(const mt_server_options_t *opts)
     mt_snapshot_unref(srv->snap);
     free(srv->last_reload_error);
     lua_close(srv->L);
+    mt_trace_shutdown();
     mt_capture_teardown();
     mt_info("stopped");
     return MT_EXIT_OK;

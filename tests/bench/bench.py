@@ -8,6 +8,9 @@ client side is TLS too): direct-tls (redis-server's TLS port), meltemi-tls (a Ga
 terminates TLS and a DestinationRule that originates it to that port) and haproxy-tls (ssl
 bind and ssl server, the same two hops); their ratio column is against direct-tls. For every row the request count is sized
 from a short calibration run against redis-server so that each run lasts about --seconds.
+Row MULTI: transactions of three commands (MULTI, INCR x3, EXEC in one write, 50
+connections) from tests/bench/txload.c, which run.sh compiles; its req/s are transactions/s
+(issue 10's goal: meltemi >= 0.8x direct). twemproxy refuses transactions: its row fails.
 Targets are interleaved inside each repetition (rotating their order) so that drift of the
 machine hits every target alike; the table reports medians over the repetitions of req/s,
 p50 and p99 (redis-benchmark 7's --csv output) and the ratio of req/s to direct.
@@ -44,7 +47,9 @@ HOST = "127.0.0.1"
 ALL_TARGETS = ["direct", "meltemi", "meltemi+policies", "twemproxy", "haproxy",
                "direct-tls", "meltemi-tls", "haproxy-tls"]
 TLS_TARGETS = {"direct-tls", "meltemi-tls", "haproxy-tls"}
-ROWS = [("GET", 1), ("SET", 1), ("GET", 16), ("SET", 16)]
+ROWS = [("GET", 1), ("SET", 1), ("GET", 16), ("SET", 16), ("MULTI", 1)]
+TX_ROW = "MULTI"  # txload, not redis-benchmark (it speaks no TLS: no TLS target runs it)
+TXLOAD = None  # --txload: the compiled tests/bench/txload.c
 CLIENTS = 50
 # Where the sections of RESULTS.md that run.sh does not write begin.
 KEPT_SECTIONS = "\n## Instructions per request"
@@ -202,7 +207,7 @@ kind: Gateway
 metadata: {{name: bench-gw, namespace: bench}}
 spec:
   servers:
-  - port: {{number: {port}, name: tls-redis, protocol: TLS}}
+  - port: {{number: {port}, name: redis-tls, protocol: TLS}}
     bind: {HOST}
     hosts: [bench/bench-tls.bench.svc.cluster.local]
     tls: {{mode: SIMPLE, serverCertificate: {certs['cert']}, privateKey: {certs['key']}}}
@@ -229,6 +234,23 @@ def tls_ping(port, ca):
             return s.recv(64).startswith(b"+PONG")
 
 
+def access_log_yaml():
+    """MELTEMI_BENCH_ACCESS_LOG=PATH[,FORMAT]: measure with the access log on (a file)."""
+    spec = os.environ.get("MELTEMI_BENCH_ACCESS_LOG")
+    if not spec:
+        return ""
+    path, _, fmt = spec.partition(",")
+    return f"""---
+apiVersion: meltemi.io/v1alpha1
+kind: AccessLog
+metadata:
+  name: bench
+spec:
+  path: {path}
+  format: {fmt or "json"}
+"""
+
+
 def start_meltemi(work, redis_port, binary, policies=False):
     conf = work / ("meltemi-policies-conf" if policies else "meltemi-conf")
     conf.mkdir(exist_ok=True)
@@ -253,14 +275,15 @@ spec:
   - address: {HOST}
     ports:
       tcp-redis: {redis_port}
-""" + (POLICIES_YAML.format(host=HOST, redis_port=redis_port) if policies else ""))
+""" + (POLICIES_YAML.format(host=HOST, redis_port=redis_port) if policies else "")
+                                     + access_log_yaml())
     s = Server("meltemi+policies" if policies else "meltemi", [str(binary), "run", "-c", str(conf), "--admin", f"{HOST}:{admin}",
                            "--workers", "1", "--log-level", "warn"], work, port)
 
     def ready():
         with urllib.request.urlopen(f"http://{HOST}:{admin}/ready", timeout=1) as r:
             return r.status == 200 and tcp_ping(port)
-    s.start(ready)
+    s.start(ready, timeout=60)  # under callgrind on a loaded machine start-up takes a while
     return s
 
 
@@ -330,8 +353,27 @@ def bench_argv(port, test, pipeline, n, ca=None):
             "--csv"] + tls
 
 
+def run_txload(port, seconds, timeout):
+    """MULTI / INCR x3 / EXEC transactions: -> (dict rps/p50/p99, None) or (None, why)."""
+    if not TXLOAD:
+        return None, "no txload binary (run through tests/bench/run.sh)"
+    argv = [TXLOAD, "--host", HOST, "--port", str(port), "--conns", str(CLIENTS),
+            "--duration", f"{seconds:g}", "--warmup", "0.5"]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None, f"timed out after {timeout:.0f}s"
+    fields = dict(kv.split("=", 1) for kv in r.stdout.split() if "=" in kv)
+    if r.returncode != 0 or "tx_per_s" not in fields:
+        return None, f"exit {r.returncode}: {(r.stdout + r.stderr).strip()[:200]}"
+    return {"rps": float(fields["tx_per_s"]), "p50": float(fields["p50_us"]) / 1000,
+            "p99": float(fields["p99_us"]) / 1000}, None
+
+
 def run_benchmark(port, test, pipeline, n, timeout, ca=None):
     """-> (dict rps/p50/p99, None) or (None, why it failed). ca: a TLS target."""
+    if test == TX_ROW:
+        return run_txload(port, n, timeout)
     argv = bench_argv(port, test, pipeline, n, ca)
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
@@ -349,7 +391,10 @@ def run_benchmark(port, test, pipeline, n, timeout, ca=None):
 
 
 def calibrate(port, test, pipeline, seconds):
-    """Requests for a run of about `seconds` against redis-server itself."""
+    """Requests for a run of about `seconds` against redis-server itself (the MULTI row runs
+    for `seconds` itself: its "size" is that)."""
+    if test == TX_ROW:
+        return seconds
     probe = 20000 * pipeline
     res, err = run_benchmark(port, test, pipeline, probe, timeout=60)
     if res is None:
@@ -392,6 +437,11 @@ def machine_info():
     }
 
 
+def runs_row(t, test):
+    """Does target t run this row? txload (the MULTI row) speaks no TLS."""
+    return not (test == TX_ROW and t in TLS_TARGETS)
+
+
 def fmt_table(results, targets, failures):
     lines = ["| test | P | target | req/s (median) | p50 ms | p99 ms | vs direct | runs ok |",
              "|---|---:|---|---:|---:|---:|---:|---:|"]
@@ -401,6 +451,8 @@ def fmt_table(results, targets, failures):
             runs = results.get((b, test, p), [])
             base[b] = statistics.median([r["rps"] for r in runs]) if runs else None
         for t in targets:
+            if not runs_row(t, test):
+                continue
             direct_rps = base["direct-tls" if t in TLS_TARGETS else "direct"]
             runs = results.get((t, test, p), [])
             nfail = len(failures.get((t, test, p), []))
@@ -425,7 +477,10 @@ def write_results(path, table, info, args, sizes, failures, started, elapsed, no
     cmd = " ".join(["tests/bench/run.sh"] + [shlex.quote(a) for a in argv])
     fail_lines = [f"- {t} {test} P={p}: {why}" for (t, test, p), whys in sorted(failures.items())
                   for why in sorted(set(whys))]
-    per_row = ", ".join(f"{test} P={p}: -n {n}" for (test, p), n in sizes.items())
+    per_row = ", ".join(f"{test} P={p}: -n {n}" for (test, p), n in sizes.items()
+                        if test != TX_ROW)
+    per_row += (f"; MULTI: `txload --conns {CLIENTS} --duration {args.seconds:g}` "
+                "(MULTI, INCR x3, EXEC per transaction; req/s = transactions/s)")
     example = " ".join(bench_argv("PORT", "GET", 16, sizes.get(("GET", 16), 0)))
     text = f"""# Benchmark results
 
@@ -469,7 +524,10 @@ def main():
     ap.add_argument("--out", default=None,
                     help="results file (default tests/bench/RESULTS.md; --quick: none)")
     ap.add_argument("--note", default="", help="a line to put at the top of the results file")
+    ap.add_argument("--txload", default=None, help="txload binary (run.sh compiles it)")
     args = ap.parse_args()
+    global TXLOAD
+    TXLOAD = args.txload
     args.reps = args.reps or (1 if args.quick else 3)
     args.seconds = args.seconds or (1.0 if args.quick else 5.0)
     out = args.out or (None if args.quick else str(REPO / "tests/bench/RESULTS.md"))
@@ -520,6 +578,8 @@ def main():
             for i, (test, p) in enumerate(ROWS):
                 k = (rep + i) % len(targets)
                 for t in targets[k:] + targets[:k]:
+                    if not runs_row(t, test):
+                        continue
                     key = (t, test, p)
                     s = servers[t]
                     if not s.alive():
@@ -549,7 +609,8 @@ def main():
                       time.monotonic() - t0, note)
         log(f"results written to {out}")
     subprocess.run(["rm", "-rf", str(work)], check=False)
-    return 0 if all((t, test, p) in results for t in targets for test, p in ROWS) else 1
+    return 0 if all((t, test, p) in results for t in targets for test, p in ROWS
+                    if runs_row(t, test)) else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 /*
  * fuzz_resp_request.c - libFuzzer harness for the RESP2 request parser and everything a
- * request reaches in protocols/redis (command lookup, keys, local replies, error texts).
+ * request reaches in protocols/redis (command lookup, keys, local replies, error texts, the
+ * administration rules, the timeout of a blocking command).
  *
  * Beyond "no crash", it checks the parser's contract: the frames and the error are the same
  * whether the input comes in one piece or in chunks whose bytes move between calls; argv
@@ -8,6 +9,7 @@
  * parses back to the same argv; every local reply is exactly one well-formed RESP reply.
  * Build: see tests/fuzz/README.md.
  */
+#include "protocols/redis/admin.h"
 #include "protocols/redis/commands.h"
 #include "protocols/redis/local.h"
 #include "protocols/redis/resp.h"
@@ -69,6 +71,15 @@ static void exercise_command(const resp_request_t *req)
         CHECK(idx[i] > 0 && idx[i] < req->argc);
         (void)redis_slot_of_key(req->argv[idx[i]].ptr, req->argv[idx[i]].len);
     }
+    /* A rule names this command (or its subcommand); a keyed one's key is an argument. */
+    const redis_admin_rule_t *rule = redis_admin_rule(cmd, req->argc, req->argv);
+    if (rule) {
+        CHECK(strncmp(rule->name, cmd->name, cmd->name_len) == 0);
+        CHECK(rule->merge != REDIS_MERGE_BY_KEY || rule->key_arg > 0);
+    }
+    uint64_t ms = 0;
+    if (redis_command_block_timeout_ms(cmd, req->argc, req->argv, &ms))
+        CHECK(ms <= 1000000000000000ull); /* at most 10^12 s, in ms */
     if (cmd->proxy == REDIS_PROXY_LOCAL) {
         redis_local_ctx_t ctx = {.client_id = 1, .mode = "standalone"};
         /* COMMAND without arguments is 100 KB of output: fine, but slow for fuzzing */

@@ -111,6 +111,29 @@ spec:
 """
 
 
+def redis_get_fault(name, host, gateways=None, namespace="redis"):
+    """A RedisService answering every GET to host with "Fault Injected: Error" (100%): a
+    policy whose effect shows from any client. gateways: its gateways[] (None: the mesh)."""
+    gw = "".join(f"  - {g}\n" for g in gateways or ())
+    return f"""\
+apiVersion: redis.aeraki.io/v1alpha1
+kind: RedisService
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+""" + (f"  gateways:\n{gw}" if gw else "") + f"""\
+  host:
+  - {host}
+  faults:
+  - type: ERROR
+    percentage:
+      value: 100
+    commands:
+    - GET
+"""
+
+
 def secret_string_data(name, password):
     return f"""\
 apiVersion: v1
@@ -131,3 +154,21 @@ def write_config(directory, files):
     for name, text in files.items():
         (d / name).write_text(text)
     return d
+
+
+def max_connections_rule(n, host=HOST, namespace="redis", name="leases"):
+    """A DestinationRule bounding host's exclusive upstream connections (the leases of
+    transactions, blocking commands and SELECT) to n per endpoint and worker."""
+    return f"""\
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  host: {host}
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        maxConnections: {n}
+"""

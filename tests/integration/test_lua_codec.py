@@ -11,7 +11,10 @@ through meltemi with the example's own servers and clients (examples/custom-prot
   - a broken codec (raises, returns nonsense lengths, loops forever) fails the connection
     it decodes and nothing else, counted in meltemi_protocol_errors_total and logged;
   - a reload that changes the codec: the established connection keeps the codec it started
-    with, a new connection gets the new one.
+    with, a new connection gets the new one;
+  - what MetaRouter does besides routing (mirroring, ring hash on a header, localRateLimit)
+    and streams (interleaved on one connection, across clients, reset by either side or
+    when a connection goes).
 
 The servers are the example's mrpc.py / kvtext.py, started as processes on loopback ports
 and stopped by PID.
@@ -408,3 +411,167 @@ def test_mrpc_ring_hash_on_a_header_sticks_to_one_server(shop):
         seen |= got
     c.close()
     assert seen == {"v1", "v2"}, "16 tenants spread over both servers (2^-15 to fail by chance)"
+
+
+# ---- streams --------------------------------------------------------------------------------
+
+def read_stream_frames(c, n):
+    """n frames from c as {stream id: [(kind, body), ...]} in arrival order."""
+    got = {}
+    for _ in range(n):
+        f = c.recv()
+        assert f.stream_kind, f"not a stream frame: flags {f.flags:#x}"
+        assert f.is_response, "frames from the server carry the response bit"
+        got.setdefault(f.id, []).append((f.stream_kind, f.body.decode()))
+    return got
+
+
+def test_mrpc_interleaved_streams_follow_their_init_frame(shop):
+    """Several streams interleaved on one client connection: each is routed once, at its
+    init frame (by header to v2, by service to v1), and all its frames reach the same server
+    and come back on the client's stream id, in order; a close from each side or a reset
+    ends a stream; meltemi answers a frame of an ended stream with a reset."""
+    env = shop()
+    c = mclient(env)
+    c.stream(11, "init", "Orders", "watch", [("user", "bob")])
+    c.stream(12, "init", "Orders", "watch", [("user", "alice")])
+    c.stream(11, "data", body="a")
+    c.stream(13, "init", "Orders", "tail")
+    c.stream(12, "data", body="b")
+    c.stream(13, "data", body="c")
+    c.stream(11, "data", body="d")
+    c.stream(12, "close")
+    c.stream(13, "data", body="e")
+    c.stream(13, "close")
+    got = read_stream_frames(c, 10)
+    assert got == {
+        11: [("data", "open:v1"), ("data", "echo:a"), ("data", "echo:d")],
+        12: [("data", "open:v2"), ("data", "echo:b"), ("close", "")],
+        13: [("data", "open:v1"), ("data", "echo:c"), ("data", "echo:e"), ("close", "")],
+    }
+    c.stream(11, "reset")
+    wait_until(lambda: server_stats(env.v1)["resets"] == 1, 5, "the reset at v1")
+    # 11 was reset, 12 and 13 closed by both sides: meltemi knows none of them any more
+    for sid in (11, 12):
+        c.stream(sid, "data", body="late")
+        f = c.recv()
+        assert (f.id, f.stream_kind) == (sid, "reset"), (f.id, f.flags)
+        assert f.header("error-kind") == "unspecified" and b"no such stream" in f.body
+    v1, v2 = server_stats(env.v1), server_stats(env.v2)
+    assert (v1["streams"], v2["streams"]) == (2, 1)
+    assert v1["stream_frames"] == 2 + 3 + 2 + 1 and v2["stream_frames"] == 1 + 1 + 1
+    assert ["Orders", "watch", {"user": "alice", "x-routed-by": "meltemi"}] not in v2["seen"], \
+        "streams are routed, not mutated"
+    # a request on the same connection still works between streams
+    assert body(c.call("Orders", "get", [], "r"))["server"] == "v1"
+    c.close()
+    assert prom(env.meltemi, "meltemi_streams_total") == 3
+    assert prom(env.meltemi, "meltemi_stream_frames_total") == 10 + 10 + 1 + 2
+
+
+def test_mrpc_streams_of_two_clients_share_ids_and_a_server_reset_ends_one(shop):
+    env = shop()
+    a, b = mclient(env), mclient(env)
+    a.stream(1, "init", "Orders", "watch")
+    b.stream(1, "init", "Orders", "watch")
+    a.stream(1, "data", body="from-a")
+    b.stream(1, "data", body="from-b")
+    assert read_stream_frames(a, 2) == {1: [("data", "open:v1"), ("data", "echo:from-a")]}
+    assert read_stream_frames(b, 2) == {1: [("data", "open:v1"), ("data", "echo:from-b")]}
+    a.stream(2, "init", "Orders", "reset-me")
+    f = a.recv()
+    assert (f.id, f.stream_kind, f.body) == (2, "reset", b"reset by the server")
+    a.stream(2, "data", body="after")  # the server's reset ended it in meltemi too
+    f = a.recv()
+    assert (f.id, f.stream_kind) == (2, "reset") and b"no such stream" in f.body
+    b.stream(1, "data", body="still")
+    assert read_stream_frames(b, 1) == {1: [("data", "echo:still")]}
+    a.close()
+    b.close()
+
+
+def test_mrpc_stream_gets_a_reset_when_its_server_goes(shop):
+    env = shop()
+    c = mclient(env)
+    c.stream(5, "init", "Orders", "watch")
+    assert read_stream_frames(c, 1) == {5: [("data", "open:v1")]}
+    env.v1.stop()
+    f = c.recv()
+    assert (f.id, f.stream_kind) == (5, "reset") and b"upstream connection closed" in f.body
+    c.close()
+
+
+def test_mrpc_streams_of_a_client_that_goes_are_reset_at_the_server(shop):
+    env = shop()
+    c = mclient(env)
+    c.stream(21, "init", "Orders", "watch")
+    c.stream(22, "init", "Orders", "watch")
+    assert read_stream_frames(c, 2) == {21: [("data", "open:v1")], 22: [("data", "open:v1")]}
+    c.close()
+    wait_until(lambda: server_stats(env.v1)["resets"] == 2, 5, "both streams reset at v1")
+
+
+def test_mrpc_local_rate_limit_answers_with_the_codecs_error(shop):
+    """MetaRouter localRateLimit (issue 12) over a Lua codec's attributes: token arithmetic
+    (fillInterval an hour), the over-limit answer is mrpc's own error frame."""
+    limit = ("  localRateLimit:\n"
+             "    tokenBucket: {maxTokens: 3, tokensPerFill: 1, fillInterval: 1h}\n"
+             "    conditions:\n"
+             "    - match: {attributes: {user: {exact: alice}}}\n"
+             "      tokenBucket: {maxTokens: 1, fillInterval: 1h}\n")
+    router = (EXAMPLE / "meta-router.yaml").read_text().replace("  routes:\n",
+                                                                limit + "  routes:\n", 1)
+    env = shop(files={"meta-router.yaml": router})
+    c = mclient(env)
+    bob = [c.call("Orders", "get", [("user", "bob")], f"b{i}") for i in range(5)]
+    alice = [c.call("Orders", "get", [("user", "alice")], f"a{i}") for i in range(2)]
+    kinds = [(f.flags & mrpc.F_ERROR != 0, f.header("error-kind")) for f in bob + alice]
+    assert kinds == [(False, None)] * 3 + [(True, "over_limit")] * 2 + \
+        [(False, None), (True, "over_limit")]
+    assert b"rate limited" in bob[3].body
+    c.close()
+    assert server_stats(env.v1)["requests"] == 3 and server_stats(env.v2)["requests"] == 1
+    assert prom(env.meltemi, "meltemi_rate_limited_total") == 3
+
+
+def test_reload_with_a_broken_codec_is_refused_and_the_old_one_serves(shop):
+    env = shop()
+    c = mclient(env)
+    assert body(c.call("Orders", "get", [], "x"))["server"] == "v1"
+    failures = prom(env.meltemi, "meltemi_config_reload_failures_total")
+    me.write_atomically(env.conf / "mrpc.lua", "return { decode = function( end }\n")
+    wait_until(lambda: prom(env.meltemi, "meltemi_config_reload_failures_total") > failures, 15,
+               "the refused reload")
+    status, dump = env.meltemi.http_get("/config_dump")
+    assert "mrpc.lua" in dump and "is not a usable codec" in dump, dump[:500]
+    assert body(c.call("Orders", "get", [], "y"))["body"] == "y"
+    fresh = mclient(env)
+    assert body(fresh.call("Orders", "get", [("user", "alice")], "z"))["server"] == "v2"
+    fresh.close()
+    c.close()
+
+
+def istio_requests(meltemi, protocol):
+    status, text = meltemi.http_get("/stats/prometheus")
+    assert status == 200
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("istio_requests_total{")
+               and f'request_protocol="{protocol}"' in line)
+
+
+def test_istio_metrics_name_the_protocol_across_codec_reloads(shop):
+    """istio_requests_total labels requests with the ApplicationProtocol's name; reloads
+    that replace the codec (each old one is freed once its last connection goes) keep the
+    label and the count - more of them than the 16 label sets meltemi keeps for codecs."""
+    env = shop()
+    source = (EXAMPLE / "mrpc.lua").read_text()
+    for version in range(18):
+        if version:
+            gen = me.config_generation(env.meltemi)
+            me.write_atomically(env.conf / "mrpc.lua", source + f"\n-- version {version}\n")
+            me.wait_generation_after(env.meltemi, gen)
+        c = mclient(env)
+        c.call("Orders", "get", [], f"v{version}")
+        c.close()
+        wait_until(lambda n=version + 1: istio_requests(env.meltemi, "mrpc") == n, 5,
+                   f"{version + 1} mrpc requests counted")

@@ -8,7 +8,9 @@ meltemi_rate_limited_total counts them.
 """
 
 import re
+import sys
 import threading
+from pathlib import Path
 
 import redis as redis_py
 
@@ -96,3 +98,32 @@ def test_write_class_and_named_commands_have_their_own_buckets(redis_factory, co
     assert rate_limited_total(m) == 3 + 2 + 1
     assert sorted(redis.client().keys("k*")) == [b"k0", b"k1", b"k2"]
     c.close()
+
+
+def test_run_and_reload_print_what_is_accepted_but_not_enforced(redis_factory, config_dir,
+                                                               meltemi_factory):
+    """`meltemi run` logs such a warning at start, and a reload adding another such field
+    logs that one (file, line, kind/name and field named)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+    import meta_env as me
+    _, _, m = deploy(redis_factory, config_dir, meltemi_factory,
+                            "    tokenBucket: {maxTokens: 5, fillInterval: 1s}\n", workers=1)
+    dr = """\
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: redis-single, namespace: redis}
+spec:
+  host: redis-single.redis.svc.cluster.local
+  trafficPolicy:
+    connectionPool: {tcp: {idleTimeout: 1h}}
+"""
+    # configs.service_entry writes location: MESH_INTERNAL, as Aeraki's examples do
+    assert re.search(r"se\.yaml:\d+: ServiceEntry/redis-single: spec\.location: accepted but not "
+                     r"enforced: MESH_INTERNAL", m.stderr()), m.stderr()
+    assert "idleTimeout" not in m.stderr()
+    conf = Path(m.argv()[m.argv().index("-c") + 1])
+    before = me.config_generation(m)
+    me.write_atomically(conf / "dr.yaml", dr)
+    me.wait_generation_after(m, before)
+    assert ("dr.yaml:7: DestinationRule/redis-single: spec.trafficPolicy.connectionPool.tcp.idleTimeout: "
+            "accepted but not enforced: upstream connections are not closed when idle") in m.stderr()

@@ -22,7 +22,8 @@ import pytest
 import redis
 
 import configs
-from cluster_fixtures import (cluster_proxy, redis_cluster, shared_cluster)  # noqa: F401
+from cluster_fixtures import (cluster_proxy, fresh_cluster, redis_cluster,  # noqa: F401
+                              shared_cluster)
 from harness import (REPO, RespConn, RespError, free_port, redis_py, resp_encode,
                      wait_until)
 
@@ -191,23 +192,10 @@ spec:
 
 # ---- failures ------------------------------------------------------------------------------
 
-MAX_ONE = """\
-apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata:
-  name: one-lease
-  namespace: redis
-spec:
-  host: redis-single.redis.svc.cluster.local
-  trafficPolicy:
-    connectionPool:
-      tcp:
-        maxConnections: 1
-"""
 
 
 def test_exhausted_lease_pool_refuses_multi_at_once_and_applies_nothing(blog_env):
-    env = blog_env(files={"redis-single.yaml": configs.STEP1, "dr.yaml": MAX_ONE})
+    env = blog_env(files={"redis-single.yaml": configs.STEP1, "dr.yaml": configs.max_connections_rule(1)})
     direct(env).set("counter", "5")
     a = RespConn(env.host, env.port, timeout=10)
     b = RespConn(env.host, env.port, timeout=10)
@@ -367,4 +355,35 @@ def test_cluster_redis_py_watch_loop(redis_cluster, cluster_proxy):
     assert r.transaction(move, "{acct}:a", "{acct}:b") == [True, 3]
     owner = redis_cluster.master_of_slot(redis_cluster.keyslot("{acct}:a"))
     assert (owner.call("GET", "{acct}:a"), owner.call("GET", "{acct}:b")) == (b"7", b"3")
+    r.close()
+
+
+def test_cluster_transaction_follows_moved_before_its_first_command(fresh_cluster,
+                                                                     cluster_proxy):
+    """A slot moves to another master behind meltemi's back: the lease goes to the old master,
+    whose MOVED answers the first queued command; meltemi discards there, leases the new
+    master and sends MULTI and the command again, so the transaction runs once, where the
+    slot now is."""
+    import subprocess
+    from test_redis_cluster import _slot, node_id
+    env = cluster_proxy(fresh_cluster, workers=1)
+    r = redis_py(env.host, env.port, socket_timeout=10)
+    assert r.set("{warm}", "1") is True and r.dbsize() == 1  # the map is learnt
+    shards = sorted(fresh_cluster.shards(), key=lambda s: s[0])
+    lo, _, src, _ = shards[0]
+    dst = shards[1][2]
+    key = next(f"txmv:{i}" for i in range(1_000_000) if _slot(f"txmv:{i}") == lo)
+    done = subprocess.run(["redis-cli", "--cluster", "reshard", src.addr, "--cluster-from",
+                           node_id(src), "--cluster-to", node_id(dst), "--cluster-slots", "1",
+                           "--cluster-yes"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    fresh_cluster.wait_healthy(timeout=30)
+    assert fresh_cluster.master_of_slot(lo) is dst
+    c = RespConn(env.host, env.port, timeout=10)
+    stream = [("MULTI",), ("INCR", key), ("INCR", key), ("EXEC",)]
+    c.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
+    assert [c.read_reply() for _ in stream] == [b"OK", b"QUEUED", b"QUEUED", [1, 2]]
+    assert dst.call("GET", key) == b"2"
+    assert src.cmdstat_calls("incr") == 0  # refused there with MOVED, applied once, on dst
+    c.close()
     r.close()

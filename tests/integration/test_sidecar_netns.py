@@ -219,22 +219,8 @@ def write_conf(lab, gen_dir):
         # the same command reaches Redis directly.
         "redis.yaml": configs.service_entry("redis-single", lab.srv_ip, REDIS_PORT, REDIS_PORT,
                                             endpoint_address=lab.srv_ip),
-        "redis-faults.yaml": """\
-apiVersion: redis.aeraki.io/v1alpha1
-kind: RedisService
-metadata:
-  name: redis-single
-  namespace: redis
-spec:
-  host:
-  - redis-single.redis.svc.cluster.local
-  faults:
-  - type: ERROR
-    percentage:
-      value: 100
-    commands:
-    - GET
-""",
+        "redis-faults.yaml": configs.redis_get_fault("redis-single",
+                                                     "redis-single.redis.svc.cluster.local"),
         "thrift.yaml": me.service_entry("thrift-hello", "thrift-hello.meta.svc.cluster.local",
                                         lab.srv_ip, THRIFT_PORT, "tcp-metaprotocol-thrift-hello",
                                         [(lab.srv_ip, THRIFT_PORT, {"version": "v1"})]),
@@ -344,22 +330,7 @@ def test_ipv6_connections_are_matched_by_their_ip6t_original_destination(lab):
     conf = write_files(lab, {
         "redis6.yaml": configs.service_entry("redis-six", lab.srv_ip6, REDIS_PORT, REDIS_PORT,
                                              endpoint_address=lab.srv_ip6),
-        "faults.yaml": """\
-apiVersion: redis.aeraki.io/v1alpha1
-kind: RedisService
-metadata:
-  name: redis-six
-  namespace: redis
-spec:
-  host:
-  - redis-six.redis.svc.cluster.local
-  faults:
-  - type: ERROR
-    percentage:
-      value: 100
-    commands:
-    - GET
-""",
+        "faults.yaml": configs.redis_get_fault("redis-six", "redis-six.redis.svc.cluster.local"),
     })
     start_meltemi(lab, conf, f"127.0.0.1:{OUT_PORT},[::1]:{OUT_PORT}")
     lab.rules("--apply", "--ipv6", "--proxy-uid", NOBODY)

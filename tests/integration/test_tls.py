@@ -480,11 +480,11 @@ spec:
   selector:
     istio: ingressgateway
   servers:
-  - port: {{number: {gport}, name: tls-redis, protocol: TLS}}
+  - port: {{number: {gport}, name: redis-tls, protocol: TLS}}
     bind: {INGRESS}
     hosts: [redis/{HOST}]
     tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}
-  - port: {{number: {gport}, name: tls-redis, protocol: TLS}}
+  - port: {{number: {gport}, name: redis-tls, protocol: TLS}}
     bind: {INGRESS}
     hosts: [redis/{HOST}, alt.gw.test]
     tls: {{mode: SIMPLE, serverCertificate: {alt_cert}, privateKey: {alt_key}}}

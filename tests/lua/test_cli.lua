@@ -38,6 +38,25 @@ H.test("validate: warnings go to stderr, prefixed, and do not fail", function()
     1, true), err)
 end)
 
+H.test("validate: an accepted field without effect warns; ISTIO_MUTUAL is an error", function()
+  local d = H.tmpdir()
+  H.write(d .. "/s.yaml", C.readfile("tests/lua/fixtures/blog/services.yaml"))
+  H.write(d .. "/dr.yaml", "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\n"
+    .. "metadata: {name: r, namespace: redis}\nspec:\n  host: redis-single\n  trafficPolicy:\n"
+    .. "    connectionPool: {tcp: {tcpKeepalive: {time: 10s}}}\n")
+  local code, _, err = run("validate " .. d)
+  H.eq(code, 0, "warnings do not fail: " .. err)
+  H.ok(err:find("warning: " .. d .. "/dr.yaml:7: DestinationRule/r: spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: "
+    .. "accepted but not enforced: ", 1, true), err)
+  H.write(d .. "/dr.yaml", "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\n"
+    .. "metadata: {name: r, namespace: redis}\nspec:\n  host: redis-single\n  trafficPolicy:\n"
+    .. "    tls: {mode: ISTIO_MUTUAL}\n")
+  code, _, err = run("validate " .. d)
+  os.execute("rm -rf '" .. d .. "'")
+  H.eq(code, 1, "exit code")
+  H.ok(err:find(d .. "/dr.yaml:7: DestinationRule/r: spec.trafficPolicy.tls.mode: ISTIO_MUTUAL: TLS origination not supported yet", 1, true), err)
+end)
+
 H.test("validate: every error on stderr, one per line, exit 1", function()
   local d = H.tmpdir()
   H.write(d .. "/a.yaml", "apiVersion: v1\nkind: Widget\nmetadata: {name: w}\n---\napiVersion: v1\nkind: Secret\n"

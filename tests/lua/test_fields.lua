@@ -179,7 +179,7 @@ spec: {protocol: videopacket, codec: aeraki.meta_protocol.codec.videopacket}
   H.ok(C.codec_known("thrift") and C.codec_known("aeraki.meta_protocol.codec.dubbo") ~= nil, "registry")
 end)
 
-H.test("MetaRouter rate limits, gateways, exportTo warn until enforced", function()
+H.test("MetaRouter rate limits, exportTo warn until enforced; gateways is enforced", function()
   local mr = [[
 apiVersion: metaprotocol.aeraki.io/v1alpha1
 kind: MetaRouter
@@ -191,8 +191,70 @@ spec:
   routes: [{route: [{destination: {host: dubbo}}]}]
 ]]
   local warns = warnings({ ["se.yaml"] = SE, ["mr.yaml"] = mr })
-  H.find(warns, "mr.yaml:6: MetaRouter/r: spec.gateways: accepted but not enforced", "gateways")
+  for _, w in ipairs(warns) do H.ok(not w:find("spec.gateways", 1, true), "gateways [mesh] applies: " .. w) end
   H.find(warns, "mr.yaml:7: MetaRouter/r: spec.globalRateLimit: accepted but not enforced", "grl")
+end)
+
+H.test("MetaRouter route extensions: timeout, retries, fault.abort compile; bad ones are errors", function()
+  local mr = [[
+apiVersion: metaprotocol.aeraki.io/v1alpha1
+kind: MetaRouter
+metadata: {name: r, namespace: meta}
+spec:
+  hosts: [dubbo]
+  routes:
+  - route: [{destination: {host: dubbo}}]
+    timeout: 250ms
+    retries: {attempts: 2, perTryTimeout: 100ms, retryOn: "connect-failure,5xx"}
+    fault: {abort: {percentage: {value: 5}, errorCode: 503}}
+]]
+  local snap = H.snapshot_of({ ["se.yaml"] = SE, ["mr.yaml"] = mr })
+  local rt = H.listener(snap, "127.0.0.41:20880").metaprotocol.routes[1]
+  H.eq(rt.timeout_ms, 250, "timeout")
+  H.ok(H.same(rt.retries, { attempts = 2, per_try_timeout_ms = 100, retry_on = { "connect-failure", "5xx" } }),
+    "retries")
+  H.ok(H.same(rt.fault_abort, { percentage = 5, error_kind = "no_healthy_upstream" }), "abort")
+  local e = H.errors_of({ ["se.yaml"] = SE, ["mr.yaml"] = mr:gsub("connect%-failure,5xx", "retriable-4xx") })
+  H.find(e, 'spec.routes[0].retries.retryOn: "retriable-4xx" does not apply to RPC', "retryOn")
+  snap = H.snapshot_of({ ["se.yaml"] = SE, ["mr.yaml"] = mr:gsub("fault: {abort: {percentage: {value: 5}, errorCode: 503}}",
+    "fault: {delay: {fixedDelay: 1.5s}}") })
+  rt = H.listener(snap, "127.0.0.41:20880").metaprotocol.routes[1]
+  H.ok(H.same(rt.fault_delay, { percentage = 100, delay_ms = 1500 }) and rt.fault_abort == nil, "delay")
+  e = H.errors_of({ ["se.yaml"] = SE, ["mr.yaml"] = mr:gsub("fault: {abort: {percentage: {value: 5}, errorCode: 503}}",
+    "fault: {}") })
+  H.find(e, "spec.routes[0].fault: needs abort or delay", "empty fault")
+end)
+
+H.test("maxConnections bounds Redis leases; on a MetaProtocol cluster, and loadBalancer on Redis, it warns", function()
+  local se = [[
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: r, namespace: meta}
+spec:
+  hosts: [r.meta.svc.cluster.local]
+  addresses: [127.0.0.42]
+  ports: [{number: 6379, name: tcp-redis}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+]]
+  local dr = [[
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: r, namespace: meta}
+spec:
+  host: r
+  trafficPolicy:
+    connectionPool: {tcp: {maxConnections: 8}}
+    loadBalancer: {simple: RANDOM}
+]]
+  local snap = H.snapshot_of({ ["se.yaml"] = se, ["dr.yaml"] = dr })
+  H.eq(snap.clusters["outbound|6379||r.meta.svc.cluster.local"].max_connections, 8, "compiled")
+  H.none(snap.warnings, "maxConnections", "enforced for Redis")
+  H.find(snap.warnings, "dr.yaml:8: DestinationRule/r: spec.trafficPolicy.loadBalancer: accepted but not enforced: "
+    .. "Redis clusters do not use loadBalancer", "lb on redis")
+  local warns = warnings({ ["se.yaml"] = SE, ["dr.yaml"] = DR })
+  H.find(warns, "spec.trafficPolicy.connectionPool.tcp.maxConnections: accepted but not enforced: MetaProtocol "
+    .. "connections are shared", "meta")
 end)
 
 H.test("a LuaFilter on a MetaProtocol service warns", function()

@@ -151,6 +151,21 @@ H.test("decode answers are checked: again, ok, nonsense", function()
   end
 end)
 
+H.test("stream frames are message types of their own", function()
+  for _, t in ipairs({ "stream_init", "stream_data", "stream_close", "stream_reset" }) do
+    local cd = load("return { decode = function(buf) return #buf, { type = '" .. t
+      .. "', id = 3, reply = true } end, error_reply = " .. NOOP
+      .. ", stream_reset = function(_, id) return 'R' .. id end }")
+    local st, _, typ, id, _, reply = codec.decode(cd, "x")
+    H.eq(st, "ok", t)
+    H.eq(typ, t, "type")
+    H.eq(id, 3, "stream id")
+    H.eq(reply, true, "from the server")
+    H.eq(codec.props(cd).has_stream_reset, true, "declares stream_reset")
+    H.eq(select(2, codec.stream_reset(cd, "init", 3)), "R3", "reset frame")
+  end
+end)
+
 H.test("error_reply may answer nothing; set_request_id must keep the size", function()
   local cd = load([[return { decode = function() end,
     error_reply = function(frame) if frame == "oneway" then return nil end return "E" end,

@@ -114,11 +114,11 @@ end
 
 H.test("Gateway: TLS termination to a service, SNI certificates from servers on one port", function()
   local s = H.snapshot_of({ ["se.yaml"] = SE, ["g.yaml"] = gw([[
-  - port: {number: 6443, name: tls-redis, targetPort: 6380}
+  - port: {number: 6443, name: redis-tls, protocol: TLS, targetPort: 6380}
     bind: 127.0.0.20
     hosts: [redis/r.redis.svc.cluster.local]
     tls: {mode: SIMPLE, serverCertificate: a.pem, privateKey: ak.pem}
-  - port: {number: 6443, name: tls-redis, targetPort: 6380}
+  - port: {number: 6443, name: redis-tls, protocol: TLS, targetPort: 6380}
     bind: 127.0.0.20
     hosts: [r.redis.svc.cluster.local, "*.alias.test"]
     tls: {mode: SIMPLE, serverCertificate: b.pem, privateKey: bk.pem}
@@ -129,15 +129,15 @@ H.test("Gateway: TLS termination to a service, SNI certificates from servers on 
   H.eq(l.tls.cert_file, "./a.pem", "default certificate")
   H.eq(l.tls.sni_certs[1].cert_file, "./b.pem", "by SNI"); H.eq(l.tls.sni_certs[1].server_names[2], "*.alias.test", "names")
   local e = H.errors_of({ ["se.yaml"] = SE, ["g.yaml"] = gw([[
-  - port: {number: 6443, name: tls-redis}
+  - port: {number: 6443, name: redis-tls}
     hosts: [r.redis.svc.cluster.local]
 ]]) })
-  H.find(e, "has several  ports (6380, 6381); say which with a port", "ambiguous port")
+  H.find(e, "has several redis ports (6380, 6381)", "ambiguous port")
   e = H.errors_of({ ["se.yaml"] = SE, ["g.yaml"] = gw([[
-  - port: {number: 6443, targetPort: 6380}
+  - port: {number: 6443, name: redis-tls, targetPort: 6380}
     hosts: [r.redis.svc.cluster.local]
     tls: {mode: SIMPLE, serverCertificate: a.pem, privateKey: ak.pem}
-  - port: {number: 6443, targetPort: 6381}
+  - port: {number: 6443, name: redis-tls, targetPort: 6381}
     hosts: [r.redis.svc.cluster.local]
     tls: {mode: SIMPLE, serverCertificate: b.pem, privateKey: bk.pem}
 ]]) })

@@ -93,7 +93,19 @@ local function secs(d, default)
 end
 
 -- Istio TCPSettings (validated) onto a cluster (also used by RedisDestination).
-function K.apply_tcp(cl, tcp)
+-- What maxConnections bounds: exclusive (leased) connections, which only Redis takes (for
+-- transactions, docs/redis-codec.md); the other protocols' connections are shared or one per
+-- client, so there it warns (obj, c, path given by the callers that can report).
+local MAX_CONN_IGNORED = {
+  metaprotocol = "MetaProtocol connections are shared (a fixed few per endpoint), none is leased",
+  tcp = "plain TCP opens one upstream connection per client, not from a bounded pool",
+}
+
+function K.apply_tcp(cl, tcp, obj, c, path)
+  if tcp.maxConnections and obj and MAX_CONN_IGNORED[cl.protocol] then
+    c:warn(obj, T.join(path, "maxConnections"), "accepted but not enforced: "
+      .. MAX_CONN_IGNORED[cl.protocol])
+  end
   if tcp.maxConnections then cl.max_connections = tcp.maxConnections end
   if tcp.connectTimeout then cl.connect_timeout_ms = T.duration_ms(tcp.connectTimeout) end
   if tcp.tcpKeepalive then
@@ -145,7 +157,9 @@ end
 -- A validated TrafficPolicy onto cl (a cluster, or a subset's policy table).
 function K.apply_policy(obj, c, path, cl, tp)
   if tp.loadBalancer then apply_lb(obj, c, T.join(path, "loadBalancer"), cl, tp.loadBalancer) end
-  if tp.connectionPool and tp.connectionPool.tcp then K.apply_tcp(cl, tp.connectionPool.tcp) end
+  if tp.connectionPool and tp.connectionPool.tcp then
+    K.apply_tcp(cl, tp.connectionPool.tcp, obj, c, T.join(path, "connectionPool.tcp"))
+  end
   local od = tp.outlierDetection
   if od then
     cl.outlier_detection = {
@@ -190,6 +204,7 @@ K.consumed = {
   "**.connectionPool.tcp.connectTimeout",        -- every protocol's upstream connect
   "**.tls",                                      -- runtime/core/tls.c (TCP ports: an error)
   "**.outlierDetection",                         -- runtime/core/outlier.c, every protocol
+  "**.connectionPool.tcp.maxConnections",        -- Redis leases (transactions); warns elsewhere
 }
 
 K.unenforced = {
@@ -205,8 +220,6 @@ K.unenforced = {
     .. "(set it on the rule's trafficPolicy)",
   ["spec.subsets[].trafficPolicy.portLevelSettings[].connectionPool"] = "a subset's connection pool is "
     .. "its cluster's (set it on the rule's trafficPolicy)",
-  ["**.connectionPool.tcp.maxConnections"] = "no proxy leases exclusive upstream connections yet "
-    .. "(issue 10), and shared ones are a fixed few per endpoint",
   ["**.connectionPool.tcp.tcpKeepalive"] = "upstream sockets get no TCP keepalive settings yet",
   ["**.connectionPool.tcp.maxConnectionDuration"] = "upstream connections are not closed by age",
   ["**.connectionPool.tcp.idleTimeout"] = "upstream connections are not closed when idle",

@@ -28,7 +28,24 @@ local match = T.obj({ attributes = T.map(shapes.string_match) })
 
 local token_bucket = shapes.token_bucket
 
+-- retries.retryOn (Istio's comma-separated string): the conditions that apply to RPC.
+local RETRY_ON = { ["connect-failure"] = true, reset = true, ["gateway-error"] = true, ["5xx"] = true }
+
+local function retry_on_list(s)
+  local out = {}
+  for tok in (s or "connect-failure"):gmatch("[^,%s]+") do out[#out + 1] = tok end
+  return out
+end
+
 local function check_route(r, report)
+  if r.retries then
+    for _, tok in ipairs(retry_on_list(r.retries.retryOn)) do
+      if not RETRY_ON[tok] then
+        report("retries.retryOn", string.format("%q does not apply to RPC (use connect-failure, reset, "
+          .. "gateway-error, 5xx)", tok))
+      end
+    end
+  end
   if r.mirrorPercentage and not r.mirror then
     report("mirrorPercentage", "set without a mirror")
   end
@@ -67,6 +84,25 @@ K.schema = shapes.document({
       mirrorPercentage = T.obj({ value = T.num{ min = 0, max = 100 } }),
       requestMutation = mutation,
       responseMutation = mutation,
+      -- meltemi extensions (Istio VirtualService's names; Aeraki has none of these):
+      timeout = T.dur(),
+      retries = T.obj({
+        attempts = T.int{ required = true, min = 0, max = 10 },
+        perTryTimeout = T.dur(),
+        retryOn = T.str{ non_empty = true },
+      }),
+      fault = T.obj({
+        abort = T.obj({
+          percentage = shapes.percentage,
+          errorCode = T.int{ required = true, min = 100, max = 599 },
+        }),
+        delay = T.obj({
+          percentage = shapes.percentage,
+          fixedDelay = T.dur{ required = true },
+        }),
+      }, { check = function(f, report)
+        if not f.abort and not f.delay then report(nil, "needs abort or delay") end
+      end }),
     }, { check = check_route })),
     localRateLimit = T.obj({
       tokenBucket = token_bucket,
@@ -121,6 +157,11 @@ local function compile_destination(obj, c, path, d, l)
   return { cluster = cl.name, subset = d.subset }
 end
 
+-- fault.abort's errorCode (HTTP-style, as in Istio) -> the codec error it answers with
+-- (codec.h's kinds; each codec maps them to its own: Dubbo status, Thrift exception type).
+local ABORT_KINDS = { [404] = "route_not_found", [429] = "over_limit", [502] = "bad_response",
+  [503] = "no_healthy_upstream", [504] = "upstream_timeout" }
+
 local function compile_routes(obj, c, l, spec)
   local routes, open_ended = {}, nil
   for i, r in ipairs(spec.routes or {}) do
@@ -133,7 +174,23 @@ local function compile_routes(obj, c, l, spec)
     if #m == 0 and not open_ended then open_ended = i end
     local route = { name = r.name or ("route-" .. (i - 1)), match = m, route = {},
       request_mutation = compile_mutation(r.requestMutation),
-      response_mutation = compile_mutation(r.responseMutation) }
+      response_mutation = compile_mutation(r.responseMutation),
+      timeout_ms = r.timeout and math.max(1, T.duration_ms(r.timeout)) or nil }
+    if r.retries and r.retries.attempts > 0 then
+      route.retries = { attempts = r.retries.attempts, retry_on = retry_on_list(r.retries.retryOn),
+        per_try_timeout_ms = r.retries.perTryTimeout and math.max(1, T.duration_ms(r.retries.perTryTimeout))
+          or nil }
+    end
+    local a = r.fault and r.fault.abort
+    if a then
+      route.fault_abort = { percentage = a.percentage and a.percentage.value or 100,
+        error_kind = ABORT_KINDS[a.errorCode] or "unspecified" }
+    end
+    local delay = r.fault and r.fault.delay
+    if delay and T.duration_ms(delay.fixedDelay) > 0 then
+      route.fault_delay = { percentage = delay.percentage and delay.percentage.value or 100,
+        delay_ms = T.duration_ms(delay.fixedDelay) }
+    end
     for j, d in ipairs(r.route) do
       local dest = compile_destination(obj, c, T.join(T.join(path, "route"), j) .. ".destination",
         d.destination, l)
@@ -183,11 +240,10 @@ end
 -- meltemi.fields: what every accepted field does. routes[] is read whole by compile_routes,
 -- localRateLimit by compile_rate_limits (meta_snapshot.c / meta_proxy.c act on both: one
 -- token bucket per condition, shared by every worker, runtime/core/ratelimit.h).
-K.consumed = { "spec.hosts", "spec.routes", "spec.localRateLimit" }
+K.consumed = { "spec.hosts", "spec.gateways", "spec.routes", "spec.localRateLimit" }
 K.unenforced = {
   ["spec.globalRateLimit"] = "global rate limits are not implemented yet (issue 12): no rate limit "
     .. "service is asked and requests are not limited",
-  ["spec.gateways"] = "meltemi is a sidecar: the router applies to its hosts' listeners, not to gateways",
   ["spec.exportTo"] = "one proxy sees every router: there is no export scope",
 }
 
@@ -196,20 +252,29 @@ function K.build(obj, c)
   for i, h in ipairs(spec.hosts) do
     local path = T.join("spec.hosts", i)
     local host = c:ref_host(obj, path, h)
-    if host and c:claim(obj, path, "MetaRouter", host) then
-      local applied = false
-      for _, l in ipairs(c.listeners_by_host[host]) do
-        if l.protocol == "metaprotocol" then
-          applied = true
-          local mp = { routes = compile_routes(obj, c, l, spec),
-            source = { file = obj.file, line = obj.line, kind = obj.kind, name = obj.name } }
-          compile_rate_limits(spec, mp)
-          l.metaprotocol = mp
+    -- gateways (Istio's VirtualService rule): none or "mesh" = the sidecar's listeners of the
+    -- host, a Gateway's name = that gateway's listeners for it. One MetaRouter per host and
+    -- target.
+    for _, t in ipairs(host and c:listeners_for(obj, "spec.gateways", host, spec.gateways) or {}) do
+      local key = t.target == "mesh" and host or (host .. " on Gateway " .. t.target)
+      if c:claim(obj, path, "MetaRouter", key) then
+        local applied = false
+        for _, l in ipairs(t.listeners) do
+          if l.protocol == "metaprotocol" then
+            applied = true
+            local mp = { routes = compile_routes(obj, c, l, spec),
+              source = { file = obj.file, line = obj.line, kind = obj.kind, name = obj.name } }
+            compile_rate_limits(spec, mp)
+            l.metaprotocol = mp
+          end
         end
-      end
-      if not applied then
-        c:warn(obj, path, string.format("%s has no metaprotocol listener (a tcp-metaprotocol-* port on an "
-          .. "address): this MetaRouter has no effect", host))
+        if not applied and t.target == "mesh" then
+          c:warn(obj, path, string.format("%s has no metaprotocol listener (a tcp-metaprotocol-* port on an "
+            .. "address): this MetaRouter has no effect", host))
+        elseif not applied then
+          c:warn(obj, path, string.format("Gateway %s has no metaprotocol server for %s: this MetaRouter has "
+            .. "no effect there", t.target, host))
+        end
       end
     end
   end

@@ -45,7 +45,8 @@ K.consumed = {
   "spec.trafficPolicy.connectionPool.redis.discoveryEndpoints",
 }
 K.unenforced = {}
-for _, f in ipairs({ "maxConnections", "tcpKeepalive", "maxConnectionDuration", "idleTimeout" }) do
+table.insert(K.consumed, "spec.trafficPolicy.connectionPool.tcp.maxConnections") -- bounds leases
+for _, f in ipairs({ "tcpKeepalive", "maxConnectionDuration", "idleTimeout" }) do
   K.unenforced["spec.trafficPolicy.connectionPool.tcp." .. f] = dr.unenforced["**.connectionPool.tcp." .. f]
 end
 

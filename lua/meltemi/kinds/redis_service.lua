@@ -54,6 +54,8 @@ end
 K.schema = shapes.document({
   spec = T.obj({
     host = T.list(T.str{ non_empty = true }, { required = true, min_items = 1 }),
+    -- meltemi extension, as MetaRouter's: the Gateways (or "mesh") this applies to.
+    gateways = T.list(T.str{ non_empty = true }),
     settings = T.obj({
       caseInsensitive = T.bool(),
       opTimeout = T.dur(),
@@ -107,7 +109,8 @@ K.schema = shapes.document({
 
 -- meltemi.fields: every field takes effect (compile_settings / compile_routes /
 -- compile_faults below; the runtime's side is redis_snapshot.c and policies/redis_*.lua).
-K.consumed = { "spec.host", "spec.settings", "spec.redis", "spec.faults", "spec.localRateLimit" }
+K.consumed = { "spec.host", "spec.gateways",
+  "spec.settings", "spec.redis", "spec.faults", "spec.localRateLimit" }
 
 -- localRateLimit -> listener.redis.local_rate_limit (read by redis_snapshot.c); command names
 -- are checked against the command table here, so a typo is a validate error.
@@ -217,8 +220,11 @@ function K.build(obj, c)
   for i, h in ipairs(spec.host) do
     local path = T.join("spec.host", i)
     local host = c:ref_host(obj, path, h)
-    if host and c:claim(obj, path, "RedisService", host) then
-      hosts[#hosts + 1] = { host = host, path = path }
+    for _, t in ipairs(host and c:listeners_for(obj, "spec.gateways", host, spec.gateways) or {}) do
+      local key = t.target == "mesh" and host or (host .. " on Gateway " .. t.target)
+      if c:claim(obj, path, "RedisService", key) then
+        hosts[#hosts + 1] = { host = host, path = path, target = t.target, listeners = t.listeners }
+      end
     end
   end
   local settings = spec.settings or {}
@@ -234,7 +240,7 @@ function K.build(obj, c)
   end
   for _, h in ipairs(hosts) do
     local applied = false
-    for _, l in ipairs(c.listeners_by_host[h.host]) do
+    for _, l in ipairs(h.listeners) do
       if l.protocol == "redis" then
         applied = true
         compile_settings(obj, c, l.redis, settings)
@@ -245,9 +251,12 @@ function K.build(obj, c)
         l.redis.source = { file = obj.file, line = obj.line, kind = obj.kind, name = obj.name }
       end
     end
-    if not applied then
+    if not applied and h.target == "mesh" then
       c:warn(obj, h.path, string.format("%s has no redis listener (a tcp-redis* port on an address): "
         .. "this RedisService has no effect", h.host))
+    elseif not applied then
+      c:warn(obj, h.path, string.format("Gateway %s has no redis server for %s: this RedisService has no "
+        .. "effect there", h.target, h.host))
     end
   end
 end

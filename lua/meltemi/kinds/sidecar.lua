@@ -74,18 +74,21 @@ K.consumed = {
   "spec.ingress[].connectionPool.tcp.maxConnections", -- the port's connection cap
   "spec.inboundConnectionPool.tcp.maxConnections",
 }
-local NO_CAPTURE = "meltemi intercepts nothing: listeners bind their addresses"
+local PER_PROXY = "capture is chosen for the whole proxy (meltemi run --capture-inbound), not per "
+  .. "ingress port"
 K.unenforced = {}
 tls.server_declarations("spec.ingress[].tls", K.consumed, K.unenforced)
 local unenforced = {
-  ["spec.ingress[].captureMode"] = { reason = NO_CAPTURE, when = function(v) return v == "IPTABLES" end,
-    when_text = "(IPTABLES)" },
+  ["spec.ingress[].captureMode"] = { reason = PER_PROXY, when = function(v) return v ~= "DEFAULT" end,
+    when_text = "(IPTABLES, NONE)" },
   ["spec.ingress[].connectionPool"] = "only tcp.maxConnections applies to an inbound port",
   ["spec.inboundConnectionPool"] = "only tcp.maxConnections applies to an inbound port",
   ["spec.egress"] = "outbound listeners come from the services' addresses; egress binds and host "
     .. "scopes are kept in snapshot.sidecars only",
-  ["spec.outboundTrafficPolicy"] = "unknown destinations are never proxied (nothing is intercepted), "
-    .. "so there is no policy to apply",
+  ["spec.outboundTrafficPolicy"] = { reason = "with capture ports, destinations no listener claims "
+    .. "always pass through (ALLOW_ANY); REGISTRY_ONLY and egressProxy are not enforced",
+    when = function(v) return v.mode == "REGISTRY_ONLY" or v.egressProxy ~= nil end,
+    when_text = "(REGISTRY_ONLY, egressProxy)" },
   ["spec.workloadSelector"] = "the Sidecar applies to this proxy whatever its workload labels",
 }
 for k, v in pairs(unenforced) do K.unenforced[k] = v end

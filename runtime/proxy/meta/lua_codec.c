@@ -43,6 +43,7 @@ struct mt_lua_codec {
     uint32_t id_offset, id_size; /* id_size 0: no declared id field */
     bool has_set_request_id;
     bool has_encode;
+    bool has_stream_reset;
     /* under lc_mu */
     uint32_t refs;
     uint32_t snap_refs; /* of refs, those held by snapshots */
@@ -60,7 +61,7 @@ struct lc_loaded {
 
 typedef struct lc_thread {
     lua_State *L;
-    int f_load, f_decode, f_encode, f_error, f_heartbeat, f_set_id;
+    int f_load, f_decode, f_encode, f_error, f_heartbeat, f_set_id, f_stream_reset;
     lc_loaded_t *loaded;
 } lc_thread_t;
 
@@ -83,6 +84,7 @@ static mt_status_t lc_encode(const mt_msg_t *msg, const mt_mutation_t *mut, mt_w
 static mt_status_t lc_on_error(const mt_msg_t *req, mt_error_kind_t kind, const char *text,
                                mt_wbuf_t *out);
 static mt_status_t lc_heartbeat_reply(const mt_msg_t *req, mt_wbuf_t *out);
+static mt_status_t lc_stream_reset(const mt_msg_t *init, mt_wbuf_t *out);
 static mt_status_t lc_set_request_id(const mt_codec_t *self, uint8_t *frame, size_t len,
                                      uint64_t id);
 
@@ -210,6 +212,7 @@ static mt_lua_codec_t *lc_build(lua_State *L, int d, char **err)
     lc->id_size = (uint32_t)id_size;
     lc->has_set_request_id = mt_snap_field_bool(L, d, "has_set_request_id", false);
     lc->has_encode = mt_snap_field_bool(L, d, "has_encode", false);
+    lc->has_stream_reset = mt_snap_field_bool(L, d, "has_stream_reset", false);
     bool multiplexed = mt_snap_field_bool(L, d, "multiplexed", false);
     bool heartbeat = mt_snap_field_bool(L, d, "local_heartbeat", false);
     mt_codec_t *c = &lc->base;
@@ -223,12 +226,14 @@ static mt_lua_codec_t *lc_build(lua_State *L, int d, char **err)
     c->encode = lc_encode;
     c->on_error = lc_on_error;
     c->heartbeat_reply = heartbeat ? lc_heartbeat_reply : NULL;
+    c->stream_reset = lc->has_stream_reset ? lc_stream_reset : NULL;
     if (multiplexed && (lc->id_size || lc->has_set_request_id))
         c->set_request_id_self = lc_set_request_id;
     /* key: everything above that can differ between two definitions */
     char head[160];
-    int hn = snprintf(head, sizeof(head), "%u/%u/%u/%d%d%d%d/", lc->max_frame, lc->id_offset,
-                      lc->id_size, multiplexed, heartbeat, lc->has_set_request_id, lc->has_encode);
+    int hn = snprintf(head, sizeof(head), "%u/%u/%u/%d%d%d%d%d/", lc->max_frame, lc->id_offset,
+                      lc->id_size, multiplexed, heartbeat, lc->has_set_request_id, lc->has_encode,
+                      lc->has_stream_reset);
     size_t pl = strlen(lc->protocol) + 1, cl = strlen(lc->chunkname) + 1;
     lc->key_len = (size_t)hn + pl + cl + code_len;
     lc->key = malloc(lc->key_len);
@@ -354,6 +359,7 @@ static lc_thread_t *lc_thread(void)
     th->f_error = lc_driver_ref(L, drv, "error_reply");
     th->f_heartbeat = lc_driver_ref(L, drv, "heartbeat_reply");
     th->f_set_id = lc_driver_ref(L, drv, "set_request_id");
+    th->f_stream_reset = lc_driver_ref(L, drv, "stream_reset");
     lua_settop(L, 0);
     lc_tl = th;
     pthread_setspecific(lc_key, th);
@@ -380,6 +386,7 @@ static lc_loaded_t *lc_module(lc_thread_t *th, mt_lua_codec_t *lc)
     }
     lc_sweep(th);
     lua_State *L = th->L;
+    int top = lua_gettop(L);
     lua_rawgeti(L, LUA_REGISTRYINDEX, th->f_load);
     lua_pushlstring(L, lc->code, lc->code_len);
     lua_pushstring(L, lc->chunkname);
@@ -396,7 +403,7 @@ static lc_loaded_t *lc_module(lc_thread_t *th, mt_lua_codec_t *lc)
         m->next = th->loaded;
         th->loaded = m;
     }
-    lua_settop(L, 0);
+    lua_settop(L, top);
     return m;
 }
 
@@ -408,7 +415,11 @@ typedef struct lc_call {
     int base;
 } lc_call_t;
 
-/* Pushes driver function fref and lc's module; false when lc cannot run on this thread. */
+/* The driver functions a call can go through. */
+enum { LC_DECODE = 0, LC_ENCODE, LC_ERROR, LC_HEARTBEAT, LC_SET_ID, LC_STREAM_RESET };
+
+/* Pushes the driver function `which` (LC_*) and lc's module; false when lc cannot run on
+ * this thread (no state, or the module does not load: logged). */
 static bool lc_begin(lc_call_t *c, mt_lua_codec_t *lc, int which)
 {
     c->lc = lc;
@@ -418,20 +429,20 @@ static bool lc_begin(lc_call_t *c, mt_lua_codec_t *lc, int which)
         return false;
     lua_State *L = c->th->L;
     c->base = lua_gettop(L);
-    int fref = which == 0   ? c->th->f_decode
-               : which == 1 ? c->th->f_encode
-               : which == 2 ? c->th->f_error
-               : which == 3 ? c->th->f_heartbeat
-                            : c->th->f_set_id;
+    int fref = which == LC_DECODE      ? c->th->f_decode
+               : which == LC_ENCODE    ? c->th->f_encode
+               : which == LC_ERROR     ? c->th->f_error
+               : which == LC_HEARTBEAT ? c->th->f_heartbeat
+               : which == LC_SET_ID    ? c->th->f_set_id
+                                       : c->th->f_stream_reset;
     lua_rawgeti(L, LUA_REGISTRYINDEX, fref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, m->ref);
     return true;
 }
 
-enum { LC_DECODE = 0, LC_ENCODE, LC_ERROR, LC_HEARTBEAT, LC_SET_ID };
-
-/* Runs the call with nargs pushed after the module; returns the status word's index, or 0
- * when the driver itself failed (the message is logged). */
+/* Runs the call with nargs pushed after the module. Returns the index of the driver's status
+ * word ("ok", "again", "error"; its values follow it); *status is "error" also when the call
+ * itself failed, and the message is then at that index. */
 static int lc_run(lc_call_t *c, int nargs, const char **status)
 {
     lua_State *L = c->th->L;
@@ -513,6 +524,12 @@ static mt_msg_type_t lc_type(const char *t, bool reply, bool *is_reply, bool *ex
     case 'e':
         *is_reply = true;
         return MT_MSG_ERROR;
+    case 's': /* stream_init, stream_data, stream_close, stream_reset */
+        *is_reply = reply;
+        return t[7] == 'i'   ? MT_MSG_STREAM_INIT
+               : t[7] == 'd' ? MT_MSG_STREAM_DATA
+               : t[7] == 'c' ? MT_MSG_STREAM_CLOSE_ONE_WAY
+                             : MT_MSG_STREAM_RESET;
     default: /* heartbeat: a ping expects its pong */
         *is_reply = reply;
         *expects = !reply;
@@ -634,8 +651,14 @@ static mt_status_t lc_encode(const mt_msg_t *msg, const mt_mutation_t *mut, mt_w
     lua_pushlstring(L, (const char *)msg->frame, msg->frame_len);
     size_t n = mut ? mut->count : 0;
     lua_createtable(L, (int)n, 0);
+    int k = 0;
     for (size_t i = 0; i < n; i++) {
         const mt_attr_t *a = &mut->items[i];
+        bool repeated = false; /* the contract: of two items with one key, the first wins */
+        for (size_t j = 0; j < i && !repeated; j++)
+            repeated = mt_str_eq(mut->items[j].key, a->key.ptr, a->key.len);
+        if (repeated)
+            continue;
         lua_createtable(L, 2, 0);
         lua_pushlstring(L, a->key.ptr, a->key.len);
         lua_rawseti(L, -2, 1);
@@ -643,7 +666,7 @@ static mt_status_t lc_encode(const mt_msg_t *msg, const mt_mutation_t *mut, mt_w
             lua_pushlstring(L, a->val.ptr, a->val.len);
             lua_rawseti(L, -2, 2);
         }
-        lua_rawseti(L, -2, (int)i + 1);
+        lua_rawseti(L, -2, ++k);
     }
     size_t before = out->len;
     mt_status_t rc = lc_bytes(&c, 2, "encode", out, err, NULL);
@@ -684,6 +707,23 @@ static mt_status_t lc_heartbeat_reply(const mt_msg_t *req, mt_wbuf_t *out)
     lua_pushnumber(L, (lua_Number)req->request_id);
     size_t before = out->len;
     mt_status_t rc = lc_bytes(&c, 2, "heartbeat_reply", out, &err, NULL);
+    if (rc != MT_OK)
+        out->len = before;
+    return rc;
+}
+
+static mt_status_t lc_stream_reset(const mt_msg_t *init, mt_wbuf_t *out)
+{
+    mt_lua_codec_t *lc = (mt_lua_codec_t *)init->codec;
+    mt_codec_err_t err;
+    lc_call_t c;
+    if (!lc_begin(&c, lc, LC_STREAM_RESET))
+        return lc_failed(lc, &err, "stream_reset", "the codec is not loaded");
+    lua_State *L = c.th->L;
+    lua_pushlstring(L, (const char *)init->frame, init->frame_len);
+    lua_pushnumber(L, (lua_Number)init->request_id);
+    size_t before = out->len;
+    mt_status_t rc = lc_bytes(&c, 2, "stream_reset", out, &err, NULL);
     if (rc != MT_OK)
         out->len = before;
     return rc;

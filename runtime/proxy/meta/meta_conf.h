@@ -71,6 +71,14 @@ typedef struct mt_meta_dest {
     double percentage; /* mirrors: share of requests copied, 0-100 */
 } mt_meta_dest_t;
 
+/* retries.retryOn conditions (meltemi's reading of Istio's for RPC, docs/metaprotocol.md). */
+enum {
+    MT_RETRY_CONNECT_FAILURE = 1u << 0, /* could not connect: the request never left */
+    MT_RETRY_RESET = 1u << 1,           /* the connection was lost with the request on it */
+    MT_RETRY_TIMEOUT = 1u << 2,         /* no answer within perTryTimeout */
+    MT_RETRY_ERROR_ANSWER = 1u << 3,    /* an error answer (Dubbo status, Thrift exception) */
+};
+
 typedef struct mt_meta_route {
     char *name;
     mt_meta_match_t *match; /* all must hold */
@@ -83,6 +91,14 @@ typedef struct mt_meta_route {
     uint32_t n_request_mutation;
     mt_attr_t *response_mutation;
     uint32_t n_response_mutation;
+    uint32_t timeout_ms;         /* route timeout (meltemi extension); 0: the listener's */
+    double abort_percentage;     /* fault.abort share of requests, 0-100; 0: none */
+    mt_error_kind_t abort_kind;  /* the codec error fault.abort answers with */
+    uint32_t retry_attempts;     /* retries.attempts: tries after the first; 0: none */
+    uint32_t retry_on;           /* MT_RETRY_* */
+    uint32_t per_try_timeout_ms; /* 0: the route's (or listener's) timeout */
+    double delay_percentage;     /* fault.delay share of requests, 0-100; 0: none */
+    uint32_t delay_ms;           /* fault.delay.fixedDelay */
 } mt_meta_route_t;
 
 /* MetaRouter localRateLimit conditions[]: the first whose matches all hold takes a token from

@@ -34,6 +34,7 @@
 #include "runtime/core/worker.h"
 #include "runtime/proxy/meta/meta_router.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
+#include "runtime/proxy/meta/meta_stream.h"
 
 #include "protocols/dubbo/dubbo.h"
 
@@ -63,12 +64,26 @@ struct meta_req {
     uint64_t start_ns;             /* the read's w->now_ns */
     const mt_cluster_conf_t *dest; /* where it went (Istio's labels) */
     mt_istio_set_t *set;           /* its subset's label set; NULL: dest's */
+    const mt_wendpoint_t *ep;      /* where it was sent (the access log) */
+    const char *subset_name;       /* its subset's name, or NULL (valid while snap is held) */
+    char op[96];                   /* interface.method, kept for the access log and spans */
+    mt_trace_ctx_t trace;          /* its trace context, when traced */
+    bool traced;
     uint32_t req_bytes;
     uint16_t rflags;              /* Envoy response flags (MT_RF_*) */
     mt_slice_t frame;             /* the request as the client sent it: errors are built from it */
     mt_slice_t reply;             /* in-order sessions: a reply that came before its turn */
-    const mt_meta_route_t *route; /* responseMutation; valid while snap is held */
-    mt_snapshot_t *snap;          /* held only when route has a response mutation */
+    const mt_meta_route_t *route; /* responseMutation, retries; valid while snap is held */
+    mt_snapshot_t *snap;          /* held only when route has a response mutation or retries */
+    /* retries (route->retry_attempts): where the request went and how many tries are left */
+    const mt_cluster_conf_t *cluster;
+    const mt_meta_subset_t *subset;
+    uint64_t overall_deadline_ms; /* the route's timeout over every try */
+    int64_t last_ep;              /* endpoint of the last try: a retry prefers another */
+    uint32_t rr_index;
+    uint32_t tries_left;
+    mt_timer_t delay_timer; /* fault.delay: pending while the request is held */
+    bool delayed;
     bool done;
 };
 
@@ -110,6 +125,7 @@ struct meta_up {
     meta_idmap_t ids;
     uint64_t next_id;
     bool multiplexed;
+    mt_meta_stream_list_t streams; /* streams routed here (meta_stream.h) */
 };
 
 struct meta_sess {
@@ -125,8 +141,9 @@ struct meta_sess {
     uint32_t cur_bytes;
     uint16_t cur_flags;
     const mt_cluster_conf_t *cur_dest;
-    uint8_t peer_ip[16]; /* the client's address bytes, for useSourceIp; read once */
-    uint8_t peer_ip_len; /* 0: not read yet */
+    uint8_t peer_ip[16];           /* the client's address bytes, for useSourceIp; read once */
+    uint8_t peer_ip_len;           /* 0: not read yet */
+    mt_meta_stream_list_t streams; /* this client's open streams */
 };
 
 /* Everything meta_proxy keeps per worker (w->proxy[MT_PROTO_META]). */
@@ -161,6 +178,11 @@ static uint64_t mw_rand(meta_worker_t *mw)
 }
 
 static void up_close(meta_up_t *u);
+static void up_stream_frame(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg, uint8_t *frame);
+static void up_streams_fail(meta_worker_t *mw, meta_up_t *u);
+static bool sess_rate_allows(meta_sess_t *s, const mt_msg_t *msg);
+static const char *msg_method(const mt_msg_t *msg, char *buf, size_t n);
+static void meta_trace_record(meta_sess_t *s, const meta_req_t *r, uint32_t code);
 
 /* ---- request records ----------------------------------------------------------------------- */
 
@@ -374,17 +396,24 @@ static meta_cluster_t *meta_cluster_get(meta_worker_t *mw, const mt_cluster_conf
     return meta_cluster_new(mw, wc, fallback);
 }
 
+/* The picker's view of a cluster, minus the endpoint a retry moves away from. */
+typedef struct meta_pick_ctx {
+    meta_cluster_t *mc;
+    int64_t exclude; /* -1: none */
+} meta_pick_ctx_t;
+
 static bool ep_healthy(void *ctx, uint32_t i)
 {
-    meta_cluster_t *mc = ctx;
-    if (i >= mc->n_eps)
+    const meta_pick_ctx_t *pc = ctx;
+    meta_cluster_t *mc = pc->mc;
+    if (i >= mc->n_eps || (int64_t)i == pc->exclude)
         return false;
     return mt_upstream_healthy(mc->eps[i].wep, mt_worker_now_ms(mc->wc->w));
 }
 
 static uint32_t ep_load(void *ctx, uint32_t i)
 {
-    meta_cluster_t *mc = ctx;
+    meta_cluster_t *mc = ((const meta_pick_ctx_t *)ctx)->mc;
     return i < mc->n_eps ? mc->eps[i].active : UINT32_MAX;
 }
 
@@ -414,24 +443,31 @@ static mt_str_t sess_source_ip(meta_sess_t *s)
     return (mt_str_t){(const char *)s->peer_ip, (size_t)(s->peer_ip_len - 1)};
 }
 
-/* Picks an endpoint of subset ss of mc for msg from session s; -1 when none is healthy. */
+/* Picks an endpoint of subset ss of mc for msg (NULL for a retry: no attribute to hash) from
+ * session s, other than `exclude` when another is healthy; -1 when none is healthy. */
 static int64_t meta_pick(meta_worker_t *mw, meta_cluster_t *mc, const mt_meta_subset_t *ss,
-                         uint32_t rr_index, const mt_msg_t *msg, meta_sess_t *s)
+                         uint32_t rr_index, const mt_msg_t *msg, meta_sess_t *s, int64_t exclude)
 {
     mt_str_t source = {NULL, 0};
     if (MT_UNLIKELY(ss->hash_source_ip))
         source = sess_source_ip(s);
+    meta_pick_ctx_t pc = {mc, exclude};
     mt_meta_lb_env_t env = {
         .healthy = ep_healthy,
         .load = ep_load,
-        .ctx = mc,
+        .ctx = &pc,
         .rr = &mc->rr[rr_index < mc->n_rr ? rr_index : 0],
         .rnd = mw_rand(mw),
         .hash_value = ss->hash_source_ip ? (source.len ? &source : NULL)
-                      : ss->hash_key.ptr ? mt_msg_get(msg, ss->hash_key.ptr, ss->hash_key.len)
-                                         : NULL,
+                      : ss->hash_key.ptr && msg
+                          ? mt_msg_get(msg, ss->hash_key.ptr, ss->hash_key.len)
+                          : NULL,
     };
     int64_t ep = mt_meta_lb_pick(ss, &env);
+    if (ep < 0 && exclude >= 0) { /* the only healthy one: a retry goes there again */
+        pc.exclude = -1;
+        ep = mt_meta_lb_pick(ss, &env);
+    }
     return ep >= 0 && (uint64_t)ep < mc->n_eps ? ep : -1;
 }
 
@@ -544,12 +580,27 @@ static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const cha
         return;
     }
     mt_worker_t *w = s->base.w;
-    if (r->set)
-        mt_session_request_done_in(&s->base, r->set, code, r->rflags, r->start_ns, r->req_bytes,
-                                   (uint32_t)len);
-    else
-        mt_session_request_done(&s->base, r->dest, code, r->rflags, r->start_ns, r->req_bytes,
-                                (uint32_t)len);
+    mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, r->set, code, r->rflags,
+                                                  r->start_ns, r->req_bytes, (uint32_t)len);
+    char trace_id[33] = "";
+    if (MT_UNLIKELY(r->traced)) {
+        mt_trace_hex(r->trace.trace_id, 16, trace_id);
+        if (r->trace.sampled)
+            meta_trace_record(s, r, code);
+    }
+    if (MT_UNLIKELY(log != NULL)) {
+        mt_request_end_t e = {.dest = r->dest,
+                              .start_ns = r->start_ns,
+                              .code = code,
+                              .flags = r->rflags,
+                              .req_bytes = r->req_bytes,
+                              .resp_bytes = (uint32_t)len,
+                              .op = r->op[0] ? r->op : NULL,
+                              .ep = r->ep,
+                              .subset = r->set ? r->subset_name : NULL,
+                              .trace_id = trace_id[0] ? trace_id : NULL};
+        mt_session_access_log(&s->base, &e, log);
+    }
     if (s->in_order && s->head != r) {
         mt_buf_ref(b);
         r->reply = (mt_slice_t){b, p, (uint32_t)len};
@@ -621,10 +672,23 @@ static void sess_error_now(meta_sess_t *s, const mt_msg_t *msg, mt_error_kind_t 
         s->base.finishing = true; /* cannot answer natively: close once the rest is answered */
         return;
     }
-    if (msg->expects_reply)
-        mt_session_request_done(&s->base, s->cur_dest, meta_error_code(s, kind),
-                                s->cur_flags | meta_error_flag(kind), s->cur_start_ns, s->cur_bytes,
-                                (uint32_t)o->len);
+    if (msg->expects_reply) {
+        char method[96];
+        uint32_t code = meta_error_code(s, kind), flags = s->cur_flags | meta_error_flag(kind);
+        mt_istio_set_t *log =
+            mt_session_request_done(&s->base, s->cur_dest, NULL, code, flags, s->cur_start_ns,
+                                    s->cur_bytes, (uint32_t)o->len);
+        if (log) {
+            mt_request_end_t e = {.dest = s->cur_dest,
+                                  .start_ns = s->cur_start_ns,
+                                  .code = code,
+                                  .flags = flags,
+                                  .req_bytes = s->cur_bytes,
+                                  .resp_bytes = (uint32_t)o->len,
+                                  .op = msg_method(msg, method, sizeof(method))};
+            mt_session_access_log(&s->base, &e, log);
+        }
+    }
     sess_reply_local(s, o->data, o->len);
 }
 
@@ -657,6 +721,23 @@ static int req_error_bytes(meta_worker_t *mw, meta_req_t *r, const mt_codec_t *c
 }
 
 /* r failed after it left (timeout, upstream closed): a native error, or a close if none. */
+static bool req_retry(meta_worker_t *mw, meta_req_t *r, uint32_t why);
+
+/* The retry condition an upstream failure of kind is (MT_RETRY_*; 0: never retried). */
+static uint32_t retry_cond_of(mt_error_kind_t kind)
+{
+    switch (kind) {
+    case MT_ERR_NO_HEALTHY_UPSTREAM:
+        return MT_RETRY_CONNECT_FAILURE;
+    case MT_ERR_UPSTREAM_TIMEOUT:
+        return MT_RETRY_TIMEOUT;
+    case MT_ERR_UNSPECIFIED:
+        return MT_RETRY_RESET;
+    default:
+        return 0;
+    }
+}
+
 static void req_fail(meta_worker_t *mw, meta_req_t *r, mt_error_kind_t kind, const char *text)
 {
     meta_sess_t *s = r->sess;
@@ -664,6 +745,8 @@ static void req_fail(meta_worker_t *mw, meta_req_t *r, mt_error_kind_t kind, con
         req_free(mw, r);
         return;
     }
+    if (MT_UNLIKELY(r->tries_left) && req_retry(mw, r, retry_cond_of(kind)))
+        return;
     mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_REQUEST_ERRORS, 1);
     mt_wbuf_t *o = &mw->scratch;
     o->len = 0;
@@ -699,6 +782,7 @@ static void up_unlink(meta_up_t *u, meta_req_t *r)
 static void up_push(meta_up_t *u, meta_req_t *r)
 {
     r->up = u;
+    r->ep = u->mep->wep;
     r->unext = NULL;
     r->uprev = u->tail;
     if (u->tail)
@@ -713,20 +797,36 @@ static void up_push(meta_up_t *u, meta_req_t *r)
 }
 
 /* Fails every request in flight on u with a native error, then closes u. */
-static void up_fail(meta_up_t *u, mt_error_kind_t kind, const char *text)
+/* Takes every request off u, in send order, chained through unext. */
+static meta_req_t *up_detach_all(meta_up_t *u)
 {
-    meta_worker_t *mw = mw_of(u->base.w);
-    mt_stats_block_t *cs = u->mep->mc->wc->conf->stats;
+    meta_req_t *first = NULL, **tail = &first;
     while (u->head) {
         meta_req_t *r = u->head;
         up_unlink(u, r);
         if (u->multiplexed)
             idmap_take(&u->ids, r->up_id);
+        *tail = r;
+        tail = &r->unext;
+    }
+    return first;
+}
+
+/* u is closed first (out of its pool), so a retry of one of its requests never lands on it. */
+static void up_fail(meta_up_t *u, mt_error_kind_t kind, const char *text)
+{
+    meta_worker_t *mw = mw_of(u->base.w);
+    mt_stats_block_t *cs = u->mep->mc->wc->conf->stats;
+    meta_req_t *r = up_detach_all(u);
+    up_close(u);
+    while (r) {
+        meta_req_t *next = r->unext;
+        r->unext = NULL;
         if (r->sess)
             mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
         req_fail(mw, r, kind, text);
+        r = next;
     }
-    up_close(u);
 }
 
 static void up_close(meta_up_t *u)
@@ -754,6 +854,9 @@ static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_ms
     meta_sess_t *s = r->sess;
     mt_upstream_outcome(u->mep->wep, mw->w,
                         msg->type == MT_MSG_ERROR ? MT_OUTLIER_ERROR : MT_OUTLIER_SUCCESS);
+    if (MT_UNLIKELY(r->tries_left) && msg->type == MT_MSG_ERROR &&
+        req_retry(mw, r, MT_RETRY_ERROR_ANSWER))
+        return;
     if (msg->type == MT_MSG_ERROR)
         mt_stat_add(s->base.conf->stats, mw->w->id, MT_ST_REQUEST_ERRORS, 1);
     if (u->multiplexed && mt_codec_set_request_id(u->codec, frame, len, r->down_id) != MT_OK) {
@@ -780,6 +883,10 @@ static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_ms
 static void up_on_frame(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg, uint8_t *frame)
 {
     char lbl[256], text[ERR_TEXT];
+    if (mt_msg_type_is_stream(msg->type)) {
+        up_stream_frame(mw, u, msg, frame);
+        return;
+    }
     if (!msg->is_reply) {
         up_on_request(mw, u, msg);
         return;
@@ -869,6 +976,7 @@ static int up_on_open(mt_upstream_t *base, void *arg)
 static void up_on_closed(mt_upstream_t *base)
 {
     meta_up_t *u = (meta_up_t *)base;
+    up_streams_fail(mw_of(base->w), u);
     if (u->dec) {
         u->codec->free(u->dec);
         free(u->dec);
@@ -986,6 +1094,10 @@ static bool sess_route(meta_sess_t *s, const mt_msg_t *msg, meta_target_t *t)
     t->cluster = d ? d->cluster : NULL;
     t->subset = d ? mt_meta_dest_subset(d) : NULL;
     t->rr_index = d ? subset_rr_index(d) : 0;
+    mt_debug("listener %s: %s matched route %s -> %s%s%s", s->base.conf->name,
+             msg_method(msg, method, sizeof(method)), t->route->name ? t->route->name : "?",
+             d && d->cluster_name ? d->cluster_name : "?", d && d->subset_name ? " subset " : "",
+             d && d->subset_name ? d->subset_name : "");
     if (t->subset)
         return true;
     snprintf(text, sizeof(text), "meltemi: route %s: %s%s%s is not defined",
@@ -1006,7 +1118,7 @@ static meta_up_t *sess_upstream(meta_sess_t *s, const mt_msg_t *msg, const meta_
         sess_error_now(s, msg, MT_ERR_CLUSTER_NOT_FOUND, text);
         return NULL;
     }
-    int64_t ep = meta_pick(mw, mc, t->subset, t->rr_index, msg, s);
+    int64_t ep = meta_pick(mw, mc, t->subset, t->rr_index, msg, s, -1);
     if (ep < 0) {
         mt_stat_add(t->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
         snprintf(text, sizeof(text), "meltemi: no healthy upstream for %s%s%s",
@@ -1036,7 +1148,7 @@ static void sess_mirror(meta_sess_t *s, const mt_meta_route_t *route, const mt_m
         return;
     const mt_meta_subset_t *ss = mt_meta_dest_subset(d);
     meta_cluster_t *mc = ss ? meta_cluster_get(mw, d->cluster, s->codec) : NULL;
-    int64_t ep = mc ? meta_pick(mw, mc, ss, subset_rr_index(d), msg, s) : -1;
+    int64_t ep = mc ? meta_pick(mw, mc, ss, subset_rr_index(d), msg, s, -1) : -1;
     const char *why = NULL;
     meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], mw_rand(mw), &why) : NULL;
     meta_req_t *r = u && msg->expects_reply ? req_new(mw) : NULL;
@@ -1067,6 +1179,80 @@ static void warn_no_mutation(meta_worker_t *mw, const mt_meta_route_t *rt,
                 rt->name ? rt->name : "?", err->text);
 }
 
+/* ---- tracing -------------------------------------------------------------------------------- */
+
+/* The trace context of request msg: W3C traceparent, else B3, else a new trace when this one
+ * is sampled; false: not traced. ctx gets meltemi's own span id. */
+static bool meta_trace_begin(meta_sess_t *s, const mt_msg_t *msg, mt_trace_ctx_t *ctx)
+{
+    const mt_trace_conf_t *tc = s->base.snap->tracing;
+    mt_trace_worker_t *tw = &s->base.w->trace;
+    const mt_str_t *tp = mt_msg_get(msg, "traceparent", 11);
+    bool have = tp && mt_trace_parse_traceparent(tp->ptr, tp->len, ctx);
+    if (!have) {
+        const mt_str_t *t = mt_msg_get(msg, "x-b3-traceid", 12);
+        const mt_str_t *sp = mt_msg_get(msg, "x-b3-spanid", 11);
+        const mt_str_t *sm = mt_msg_get(msg, "x-b3-sampled", 12);
+        have = t && sp &&
+               mt_trace_parse_b3(t->ptr, t->len, sp->ptr, sp->len, sm ? sm->ptr : NULL,
+                                 sm ? sm->len : 0, ctx);
+    }
+    if (!have) {
+        memset(ctx, 0, sizeof(*ctx));
+        uint64_t draw = tw->rng;
+        if (!tc->sample_all) {
+            draw ^= draw << 13;
+            draw ^= draw >> 7;
+            draw ^= draw << 17;
+            tw->rng = draw;
+            if (draw >= tc->sample_below)
+                return false;
+        }
+        ctx->sampled = true;
+    }
+    mt_trace_new_span(tw, ctx);
+    return true;
+}
+
+/* The headers that carry ctx upstream: traceparent always, B3 too when it came as B3. */
+static size_t meta_trace_headers(const mt_trace_ctx_t *ctx, mt_attr_t *items, char tp[56],
+                                 char tid[33], char sid[17], char pid[17])
+{
+    size_t n = 0;
+    mt_trace_format_traceparent(ctx, tp);
+    items[n++] = (mt_attr_t){MT_STR("traceparent"), {tp, 55}};
+    if (ctx->b3) {
+        mt_trace_hex(ctx->trace_id, 16, tid);
+        mt_trace_hex(ctx->span_id, 8, sid);
+        mt_trace_hex(ctx->parent_id, 8, pid);
+        items[n++] = (mt_attr_t){MT_STR("x-b3-traceid"), {tid, 32}};
+        items[n++] = (mt_attr_t){MT_STR("x-b3-spanid"), {sid, 16}};
+        items[n++] = (mt_attr_t){MT_STR("x-b3-parentspanid"), {pid, 16}};
+        items[n++] = (mt_attr_t){MT_STR("x-b3-sampled"), {ctx->sampled ? "1" : "0", 1}};
+    }
+    return n;
+}
+
+/* meltemi's client span of r, answered with code. */
+static void meta_trace_record(meta_sess_t *s, const meta_req_t *r, uint32_t code)
+{
+    const mt_istio_codes_t *codes = s->base.conf->istio_codes;
+    mt_trace_span_t sp = {
+        .ctx = &r->trace,
+        .name = r->op[0] ? r->op : NULL,
+        .service = mt_stats_identity()->workload,
+        .system = s->codec->name,
+        .peer_ip = r->ep ? r->ep->address : NULL,
+        .peer_port = r->ep ? r->ep->port : 0,
+        .cluster = r->dest ? r->dest->name : NULL,
+        .code = codes ? codes->names[MT_MIN(code, codes->n - 1)] : NULL,
+        .error = code != 0,
+        .start_ns = r->start_ns,
+        .end_ns = s->base.w->now_ns,
+    };
+    mt_trace_record(&s->base.w->trace, &sp);
+}
+
 /* The label set of requests to t's subset (its name is destination_version), cached on the
  * subset; NULL for the whole cluster (the destination's set then). */
 static mt_istio_set_t *meta_subset_set(meta_sess_t *s, const meta_target_t *t)
@@ -1086,20 +1272,71 @@ static mt_istio_set_t *meta_subset_set(meta_sess_t *s, const meta_target_t *t)
 }
 
 /* Forwards request msg (its frame lies in s->base.rbuf) along t. */
+/* Keeps r's bytes for a later send (retry, fault delay): the client's frame is referenced as
+ * it is; a mutated copy (p, len in the worker's scratch) is copied into a chunk of its own. */
+static int req_keep_bytes(meta_worker_t *mw, meta_req_t *r, const uint8_t *p, size_t len)
+{
+    mt_buf_t *b = mt_buf_get(&mw->w->pool, len);
+    if (!b)
+        return -1;
+    memcpy(b->last, p, len);
+    b->last += len;
+    mt_buf_unref(&mw->w->pool, r->frame.buf);
+    r->frame = (mt_slice_t){b, b->pos, (uint32_t)len};
+    return 0;
+}
+
+/* Deadlines of a try that starts at now: the route's timeout (or the listener's) over all
+ * tries, perTryTimeout for this one. */
+static void req_set_deadlines(meta_req_t *r, const mt_meta_route_t *rt, uint32_t tmo, uint64_t now)
+{
+    r->deadline_ms = r->overall_deadline_ms = now + tmo;
+    if (rt && rt->per_try_timeout_ms && rt->per_try_timeout_ms < tmo)
+        r->deadline_ms = now + rt->per_try_timeout_ms;
+}
+
+static uint32_t sess_timeout_ms(const meta_sess_t *s, const mt_meta_route_t *rt)
+{
+    return rt && rt->timeout_ms ? rt->timeout_ms
+                                : mt_meta_listener(s->base.conf)->request_timeout_ms;
+}
+
+static void req_delay_fired(mt_timer_t *t);
+
 static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_t *t)
 {
     meta_worker_t *mw = mw_of(s->base.w);
     mt_worker_t *w = s->base.w;
     s->cur_dest = t->cluster;
-    meta_up_t *u = sess_upstream(s, msg, t);
-    if (!u)
-        return;
     const mt_meta_route_t *rt = t->route;
+    /* fault.delay holds two-way requests (a oneway one has no record to hold it in) */
+    bool delay = rt && rt->delay_ms && msg->expects_reply &&
+                 mt_meta_mirror_roll(rt->delay_percentage, mw_rand(mw));
+    meta_up_t *u = NULL;
+    if (!delay && !(u = sess_upstream(s, msg, t)))
+        return;
     uint8_t *p = (uint8_t *)msg->frame;
     size_t len = msg->frame_len;
     bool copy = false;
-    if (rt && rt->n_request_mutation) {
-        mt_mutation_t mut = {rt->request_mutation, rt->n_request_mutation};
+    /* tracing: the context that came (or a new one), and the headers that carry it on */
+    mt_trace_ctx_t tc;
+    bool traced = MT_UNLIKELY(s->base.snap->tracing != NULL) && msg->expects_reply &&
+                  meta_trace_begin(s, msg, &tc);
+    mt_attr_t items_small[16], *items = NULL;
+    char tp[56], tid[33], sid[17], pid[17];
+    size_t n_items = rt ? rt->n_request_mutation : 0;
+    if (traced) {
+        items = n_items + 5 <= 16 ? items_small : malloc(sizeof(*items) * (n_items + 5));
+        if (!items) {
+            mt_session_close(&s->base);
+            return;
+        }
+        if (n_items)
+            memcpy(items, rt->request_mutation, sizeof(*items) * n_items);
+        n_items += meta_trace_headers(&tc, items + n_items, tp, tid, sid, pid);
+    }
+    if (n_items) {
+        mt_mutation_t mut = {items ? items : rt->request_mutation, n_items};
         mt_codec_err_t err = {0};
         mw->scratch.len = 0;
         if (s->codec->encode(msg, &mut, &mw->scratch, &err) == MT_OK) {
@@ -1107,15 +1344,20 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
             len = mw->scratch.len;
             copy = true;
         } else if (err.code == MT_CODEC_E_NO_MUTABLE_HEADERS) {
-            warn_no_mutation(mw, rt, &err);
+            if (rt && rt->n_request_mutation)
+                warn_no_mutation(mw, rt, &err);
         } else {
             char text[ERR_TEXT];
-            snprintf(text, sizeof(text), "meltemi: route %s: request mutation failed: %s",
-                     rt->name ? rt->name : "?", err.text);
+            snprintf(text, sizeof(text), "meltemi: %s%s: request mutation failed: %s",
+                     rt ? "route " : "trace headers", rt && rt->name ? rt->name : "", err.text);
+            if (items && items != items_small)
+                free(items);
             sess_error_now(s, msg, MT_ERR_UNSPECIFIED, text);
             return;
         }
     }
+    if (items && items != items_small)
+        free(items);
     meta_req_t *r = NULL;
     if (msg->expects_reply) {
         r = req_new(mw);
@@ -1127,19 +1369,45 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         r->start_ns = s->cur_start_ns;
         r->dest = t->cluster;
         r->set = meta_subset_set(s, t);
+        r->subset_name = t->subset ? t->subset->name : NULL;
+        if (MT_UNLIKELY(s->base.snap->access_log != NULL || traced))
+            msg_method(msg, r->op, sizeof(r->op));
+        if (traced) {
+            r->trace = tc;
+            r->traced = true;
+        }
         r->req_bytes = s->cur_bytes;
         r->rflags = s->cur_flags;
-        r->deadline_ms = mt_worker_now_ms(w) + mt_meta_listener(s->base.conf)->request_timeout_ms;
+        req_set_deadlines(r, NULL, sess_timeout_ms(s, rt), mt_worker_now_ms(w));
         mt_buf_ref(s->base.rbuf);
         r->frame = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
-        if (rt && rt->n_response_mutation) {
+        if (rt && (rt->n_response_mutation || rt->retry_attempts || delay)) {
             r->route = rt;
             r->snap = mt_snapshot_ref(s->base.snap);
+        }
+        if (rt && (rt->retry_attempts || delay)) {
+            r->tries_left = rt->retry_attempts;
+            r->cluster = t->cluster;
+            r->subset = t->subset;
+            r->rr_index = t->rr_index;
+            r->last_ep = u ? u->mep - u->mep->mc->eps : -1;
+            req_set_deadlines(r, rt, sess_timeout_ms(s, rt), mt_worker_now_ms(w));
+            if (copy && req_keep_bytes(mw, r, p, len) != 0) {
+                req_free(mw, r);
+                mt_session_close(&s->base);
+                return;
+            }
         }
     }
     /* the mirror copies the bytes before a multiplexed send rewrites their id in place */
     if (rt && rt->mirror)
         sess_mirror(s, rt, msg, p, len);
+    if (delay) {
+        r->delayed = true;
+        mt_timer_start(&w->timers, &r->delay_timer, rt->delay_ms, req_delay_fired);
+        sess_push(s, r);
+        return;
+    }
     if (up_send(u, r, s->base.rbuf, p, len, copy) != 0) {
         if (r)
             req_free(mw, r);
@@ -1148,6 +1416,205 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
     }
     if (r)
         sess_push(s, r);
+}
+
+/* ---- streams (meta_stream.h) ---------------------------------------------------------------- */
+
+/* Unlinks st from its session and upstream connection and frees it. */
+static void stream_end(meta_worker_t *mw, mt_meta_stream_t *st)
+{
+    if (st->sess)
+        mt_meta_stream_unlink_down(&((meta_sess_t *)st->sess)->streams, st);
+    if (st->up)
+        mt_meta_stream_unlink_up(&((meta_up_t *)st->up)->streams, st);
+    mt_meta_stream_free(&mw->w->pool, st);
+}
+
+/* Queues a stream frame of the client (lying in s->base.rbuf) on st's upstream connection. */
+static void stream_send_up(meta_sess_t *s, mt_meta_stream_t *st, const mt_msg_t *msg)
+{
+    meta_worker_t *mw = mw_of(s->base.w);
+    meta_up_t *u = st->up;
+    uint8_t *p = (uint8_t *)msg->frame;
+    if (mt_codec_set_request_id(u->codec, p, msg->frame_len, st->up_id) != MT_OK ||
+        mt_outq_add_ref(&u->base.out, s->base.rbuf, (const char *)p, msg->frame_len) != 0) {
+        stream_end(mw, st);
+        mt_session_close(&s->base);
+        return;
+    }
+    mt_upstream_schedule(&u->base);
+    if (mt_meta_stream_frame(st, msg->type, true))
+        stream_end(mw, st);
+}
+
+/* An init frame: routed like a request, once; the stream's frames follow it. */
+static void stream_open(meta_sess_t *s, const mt_msg_t *msg)
+{
+    meta_target_t t;
+    if (!sess_route(s, msg, &t))
+        return;
+    meta_up_t *u = sess_upstream(s, msg, &t);
+    if (!u)
+        return;
+    if (!u->multiplexed) {
+        sess_error_now(s, msg, MT_ERR_UNSPECIFIED,
+                       "meltemi: streams need a codec that correlates by id");
+        return;
+    }
+    mt_meta_stream_t *st = mt_meta_stream_new();
+    if (!st) {
+        mt_session_close(&s->base);
+        return;
+    }
+    st->down_id = msg->request_id;
+    st->up_id = u->next_id++;
+    if (u->next_id == 0)
+        u->next_id = 1;
+    mt_buf_ref(s->base.rbuf);
+    st->init = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
+    st->sess = s;
+    st->up = u;
+    mt_meta_stream_link_down(&s->streams, st);
+    mt_meta_stream_link_up(&u->streams, st);
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_STREAMS_TOTAL, 1);
+    stream_send_up(s, st, msg);
+}
+
+/* Tells st's server that the stream is over (the client went away), when the codec can
+ * build a reset: decoded again from the init frame (which carries the upstream's id). */
+static void stream_reset_up(meta_worker_t *mw, mt_meta_stream_t *st)
+{
+    meta_up_t *u = st->up;
+    const mt_codec_t *codec = u ? u->codec : NULL;
+    if (!codec || !codec->stream_reset || u->base.state == MT_UPSTREAM_CLOSING)
+        return;
+    void *dst = malloc(codec->state_size ? codec->state_size : 1);
+    if (!dst || mt_codec_init(codec, dst, NULL) != MT_OK) {
+        free(dst);
+        return;
+    }
+    if (!mw->emsg_init) {
+        mt_msg_init(&mw->emsg);
+        mw->emsg_init = true;
+    }
+    mt_codec_err_t err = {0};
+    mt_wbuf_t *o = &mw->scratch;
+    o->len = 0;
+    if (codec->decode(dst, (const uint8_t *)st->init.p, st->init.len, &mw->emsg, &err) == MT_OK &&
+        codec->stream_reset(&mw->emsg, o) == MT_OK && o->len &&
+        mt_outq_add_copy(&u->base.out, (const char *)o->data, o->len) == 0)
+        mt_upstream_schedule(&u->base);
+    codec->free(dst);
+    free(dst);
+}
+
+/* A stream frame from the client. */
+static void sess_stream_frame(meta_sess_t *s, const mt_msg_t *msg)
+{
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_STREAM_FRAMES, 1);
+    mt_meta_stream_t *st = mt_meta_stream_find_down(&s->streams, msg->request_id);
+    if (msg->type == MT_MSG_STREAM_INIT) {
+        if (st)
+            sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "meltemi: stream id already open");
+        else if (sess_rate_allows(s, msg)) /* an init counts against rate limits as a request */
+            stream_open(s, msg);
+        return;
+    }
+    if (st)
+        stream_send_up(s, st, msg);
+    else if (msg->type != MT_MSG_STREAM_RESET) /* nobody to tell; a reset needs no answer */
+        sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "meltemi: no such stream");
+}
+
+/* A stream frame from the upstream (lying at frame in u->base.rbuf): to its client. */
+static void up_stream_frame(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg, uint8_t *frame)
+{
+    mt_meta_stream_t *st = mt_meta_stream_find_up(&u->streams, msg->request_id);
+    if (!st)
+        return; /* the stream ended on the client's side meanwhile */
+    meta_sess_t *s = st->sess;
+    mt_stat_add(s->base.conf->stats, mw->w->id, MT_ST_STREAM_FRAMES, 1);
+    if (mt_codec_set_request_id(u->codec, frame, msg->frame_len, st->down_id) != MT_OK ||
+        mt_outq_add_ref(&s->base.out, u->base.rbuf, (const char *)frame, msg->frame_len) != 0) {
+        stream_end(mw, st);
+        mt_session_close(&s->base);
+        return;
+    }
+    mt_worker_schedule_flush(mw->w, &s->base.out);
+    if (mt_meta_stream_frame(st, msg->type, false))
+        stream_end(mw, st);
+}
+
+/* u is going: each of its streams gets the codec's native error (built from its init frame,
+ * as for a request), and ends. */
+static void up_streams_fail(meta_worker_t *mw, meta_up_t *u)
+{
+    while (u->streams.head) {
+        mt_meta_stream_t *st = u->streams.head;
+        meta_sess_t *s = st->sess;
+        meta_req_t tmp = {.frame = st->init, .down_id = st->down_id};
+        mt_wbuf_t *o = &mw->scratch;
+        o->len = 0;
+        if (s && !s->base.closing &&
+            req_error_bytes(mw, &tmp, s->codec, MT_ERR_UNSPECIFIED,
+                            "meltemi: the stream's upstream connection closed", o) == 0 &&
+            o->len && mt_outq_add_copy(&s->base.out, (const char *)o->data, o->len) == 0)
+            mt_worker_schedule_flush(mw->w, &s->base.out);
+        stream_end(mw, st);
+    }
+}
+
+/* Sends r again, to another endpoint of its destination where one is healthy, when its route
+ * retries on `why` and tries and time are left. True when it is on its way (the failure is
+ * not answered); false leaves the answer to the caller. */
+static bool req_retry(meta_worker_t *mw, meta_req_t *r, uint32_t why)
+{
+    meta_sess_t *s = r->sess;
+    const mt_meta_route_t *rt = r->route;
+    uint64_t now = mt_worker_now_ms(mw->w);
+    if (!s || !rt || !(rt->retry_on & why) || !r->tries_left || now >= r->overall_deadline_ms)
+        return false;
+    meta_cluster_t *mc = meta_cluster_get(mw, r->cluster, s->codec);
+    int64_t ep = mc ? meta_pick(mw, mc, r->subset, r->rr_index, NULL, s, r->last_ep) : -1;
+    const char *whynot = NULL;
+    meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], s->base.id, &whynot) : NULL;
+    if (!u)
+        return false;
+    r->tries_left--;
+    r->last_ep = ep;
+    r->deadline_ms = r->overall_deadline_ms;
+    if (rt->per_try_timeout_ms && now + rt->per_try_timeout_ms < r->deadline_ms)
+        r->deadline_ms = now + rt->per_try_timeout_ms;
+    if (up_send(u, r, r->frame.buf, (uint8_t *)r->frame.p, r->frame.len, false) != 0)
+        return false;
+    mt_stat_add(r->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_RETRY, 1);
+    return true;
+}
+
+/* A fault delay is over: r goes to an endpoint of its destination now, its timeouts counted
+ * from now (as Envoy's router starts after its fault filter). */
+static void req_delay_fired(mt_timer_t *t)
+{
+    meta_req_t *r = MT_CONTAINER_OF(t, meta_req_t, delay_timer);
+    meta_sess_t *s = r->sess; /* set: a closing session stops the timer */
+    meta_worker_t *mw = mw_of(s->base.w);
+    r->delayed = false;
+    req_set_deadlines(r, r->route, sess_timeout_ms(s, r->route), mt_worker_now_ms(mw->w));
+    meta_cluster_t *mc = meta_cluster_get(mw, r->cluster, s->codec);
+    int64_t ep = mc ? meta_pick(mw, mc, r->subset, r->rr_index, NULL, s, -1) : -1;
+    const char *why = "no healthy endpoint";
+    meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], s->base.id, &why) : NULL;
+    if (u) {
+        r->last_ep = ep;
+        if (up_send(u, r, r->frame.buf, (uint8_t *)r->frame.p, r->frame.len, false) == 0)
+            return;
+        why = "out of memory";
+    }
+    char text[ERR_TEXT];
+    snprintf(text, sizeof(text), "meltemi: upstream for %s unavailable: %s",
+             r->cluster->service ? r->cluster->service : r->cluster->name, why);
+    mt_stat_add(r->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+    req_fail(mw, r, MT_ERR_NO_HEALTHY_UPSTREAM, text);
 }
 
 /* ---- requests from the client ------------------------------------------------------------- */
@@ -1166,21 +1633,6 @@ static bool sess_rebind(meta_sess_t *s, const mt_msg_t *msg)
     sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "meltemi: this port changed protocol; reconnect");
     s->base.finishing = true;
     return false;
-}
-
-/* AuthorizationPolicy: paths are the interface (Dubbo) or service, methods the method. */
-static bool sess_authorized(meta_sess_t *s, const mt_msg_t *msg)
-{
-    const mt_str_t *path = mt_msg_get_cstr(msg, "interface");
-    if (!path)
-        path = mt_msg_get_cstr(msg, "service");
-    const mt_str_t *method = mt_msg_get_cstr(msg, "method");
-    const char *svc = s->base.conf->service;
-    mt_authz_request_t r = {.method = method ? method->ptr : NULL,
-                            .method_len = method ? method->len : 0,
-                            .path = path ? path->ptr : svc,
-                            .path_len = path ? path->len : (svc ? strlen(svc) : 0)};
-    return mt_session_authorize(&s->base, &r);
 }
 
 /* MetaRouter localRateLimit: false after answering msg with the codec's over-limit error
@@ -1211,6 +1663,35 @@ static bool sess_rate_allows(meta_sess_t *s, const mt_msg_t *msg)
     return false;
 }
 
+/* A route's fault.abort (meltemi extension): true after answering msg with the route's
+ * codec error, for its percentage of requests. */
+static bool sess_fault_abort(meta_sess_t *s, const mt_msg_t *msg, const mt_meta_route_t *rt)
+{
+    if (MT_LIKELY(!rt || rt->abort_percentage <= 0))
+        return false;
+    if (!mt_meta_mirror_roll(rt->abort_percentage, mw_rand(mw_of(s->base.w))))
+        return false;
+    char text[ERR_TEXT];
+    snprintf(text, sizeof(text), "meltemi: fault injected (route %s)", rt->name ? rt->name : "?");
+    sess_error_now(s, msg, rt->abort_kind, text);
+    return true;
+}
+
+/* AuthorizationPolicy: paths are the interface (Dubbo) or service, methods the method. */
+static bool sess_authorized(meta_sess_t *s, const mt_msg_t *msg)
+{
+    const mt_str_t *path = mt_msg_get_cstr(msg, "interface");
+    if (!path)
+        path = mt_msg_get_cstr(msg, "service");
+    const mt_str_t *method = mt_msg_get_cstr(msg, "method");
+    const char *svc = s->base.conf->service;
+    mt_authz_request_t r = {.method = method ? method->ptr : NULL,
+                            .method_len = method ? method->len : 0,
+                            .path = path ? path->ptr : svc,
+                            .path_len = path ? path->len : (svc ? strlen(svc) : 0)};
+    return mt_session_authorize(&s->base, &r);
+}
+
 static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_worker_t *w = s->base.w;
@@ -1232,6 +1713,10 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
             sess_reply_local(s, o->data, o->len);
         return;
     }
+    if (mt_msg_type_is_stream(msg->type)) {
+        sess_stream_frame(s, msg);
+        return;
+    }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1); /* heartbeats are not */
     if (MT_UNLIKELY(s->base.conf->authz != NULL) && !sess_authorized(s, msg)) {
         s->cur_flags |= MT_RF_RBAC; /* Istio's response flag of a denied request */
@@ -1241,7 +1726,7 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
     if (!sess_rate_allows(s, msg))
         return;
     meta_target_t t;
-    if (sess_route(s, msg, &t))
+    if (sess_route(s, msg, &t) && !sess_fault_abort(s, msg, t.route))
         sess_forward(s, msg, &t);
 }
 
@@ -1257,10 +1742,16 @@ static void sess_on_close(mt_session_t *base)
         next = r->snext;
         r->sprev = r->snext = NULL;
         r->sess = NULL;
+        if (r->delayed) /* held by a fault delay: nobody waits for it any more, never sent */
+            mt_timer_stop(&base->w->timers, &r->delay_timer);
         if (!r->up)
             req_free(mw, r);
     }
     s->head = s->tail = NULL;
+    while (s->streams.head) { /* the client is gone: its streams are reset upstream */
+        stream_reset_up(mw, s->streams.head);
+        stream_end(mw, s->streams.head);
+    }
 }
 
 static void sess_on_closed(mt_session_t *base)
@@ -1317,28 +1808,44 @@ static const mt_session_ops_t meta_sess_ops = {
 
 /* Multiplexed connections answer a late request alone; in-order ones cannot skip a reply, so
  * a timeout there fails everything in flight and closes the connection (as the Redis path). */
+/* Whether any request in flight on u is past its deadline. Route timeouts differ, so the
+ * deadlines are not in send order: every request is looked at (a few per connection). */
+static bool up_any_expired(const meta_up_t *u, uint64_t now)
+{
+    for (const meta_req_t *r = u->head; r; r = r->unext) {
+        if (r->deadline_ms && now >= r->deadline_ms)
+            return true;
+    }
+    return false;
+}
+
 static void up_check_timeouts(meta_worker_t *mw, meta_up_t *u, uint64_t now)
 {
     char lbl[256], text[ERR_TEXT];
     mt_stats_block_t *cs = u->mep->mc->wc->conf->stats;
-    if (!u->head || !u->head->deadline_ms || now < u->head->deadline_ms)
+    if (!u->head || !up_any_expired(u, now))
         return;
     snprintf(text, sizeof(text), "meltemi: upstream %s timed out",
              ep_label(u->mep, lbl, sizeof(lbl)));
     mt_upstream_outcome(u->mep->wep, mw->w, MT_OUTLIER_GATEWAY); /* once per timeout pass */
     if (!u->multiplexed) {
+        /* In-order replies: the late one would answer the next request; all of them fail. */
         mt_warn("%s (%u requests in flight failed)", text + 9, u->base.inflight);
         mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, u->base.inflight);
-        while (u->head) {
-            meta_req_t *r = u->head;
-            up_unlink(u, r);
+        meta_req_t *r = up_detach_all(u);
+        up_close(u); /* first: a retry must not land on it */
+        while (r) {
+            meta_req_t *next = r->unext;
+            r->unext = NULL;
             req_fail(mw, r, MT_ERR_UPSTREAM_TIMEOUT, text);
+            r = next;
         }
-        up_close(u);
         return;
     }
-    while (u->head && u->head->deadline_ms && now >= u->head->deadline_ms) {
-        meta_req_t *r = u->head;
+    for (meta_req_t *r = u->head, *next; r; r = next) {
+        next = r->unext;
+        if (!r->deadline_ms || now < r->deadline_ms)
+            continue;
         up_unlink(u, r);
         idmap_take(&u->ids, r->up_id);
         mt_stat_add(cs, mw->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, 1);

@@ -292,6 +292,36 @@ static int meta_read_match(lua_State *L, int t, mt_meta_match_t **out, uint32_t 
     return rc;
 }
 
+/* route.retries { attempts, per_try_timeout_ms, retry_on = { "connect-failure", ... } } at yt. */
+static void meta_read_retries(lua_State *L, int yt, mt_meta_route_t *r)
+{
+    static const struct {
+        const char *name;
+        uint32_t bits;
+    } conds[] = {
+        {"connect-failure", MT_RETRY_CONNECT_FAILURE},
+        {"reset", MT_RETRY_RESET},
+        {"gateway-error", MT_RETRY_CONNECT_FAILURE | MT_RETRY_RESET | MT_RETRY_TIMEOUT},
+        {"5xx",
+         MT_RETRY_CONNECT_FAILURE | MT_RETRY_RESET | MT_RETRY_TIMEOUT | MT_RETRY_ERROR_ANSWER},
+    };
+    r->retry_attempts = mt_snap_field_ms(L, yt, "attempts", 0);
+    r->per_try_timeout_ms = mt_snap_field_ms(L, yt, "per_try_timeout_ms", 0);
+    if (!mt_snap_field_table(L, yt, "retry_on"))
+        return;
+    int ot = lua_gettop(L);
+    for (size_t i = 1; i <= lua_objlen(L, ot); i++) {
+        lua_rawgeti(L, ot, (int)i);
+        const char *c = lua_tostring(L, -1);
+        for (size_t k = 0; c && k < MT_ARRAY_LEN(conds); k++) {
+            if (strcmp(c, conds[k].name) == 0)
+                r->retry_on |= conds[k].bits;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
 static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route_t *r, char *msg,
                            size_t msglen)
 {
@@ -317,6 +347,33 @@ static int meta_read_route(lua_State *L, int rt, mt_snapshot_t *s, mt_meta_route
         r->mirror = calloc(1, sizeof(*r->mirror));
         if (r->mirror)
             meta_read_dest(L, lua_gettop(L), s, r->mirror);
+        lua_pop(L, 1);
+    }
+    r->timeout_ms = mt_snap_field_ms(L, rt, "timeout_ms", 0);
+    if (mt_snap_field_table(L, rt, "fault_abort")) {
+        int ft = lua_gettop(L);
+        lua_getfield(L, ft, "percentage");
+        r->abort_percentage = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 100.0;
+        lua_pop(L, 1);
+        char *kind = mt_snap_field_str(L, ft, "error_kind");
+        r->abort_kind = MT_ERR_UNSPECIFIED;
+        for (int k = 0; kind && k <= MT_ERR_UNSPECIFIED; k++) {
+            if (strcmp(kind, mt_error_kind_name((mt_error_kind_t)k)) == 0)
+                r->abort_kind = (mt_error_kind_t)k;
+        }
+        free(kind);
+        lua_pop(L, 1);
+    }
+    if (mt_snap_field_table(L, rt, "fault_delay")) {
+        int ft = lua_gettop(L);
+        lua_getfield(L, ft, "percentage");
+        r->delay_percentage = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 100.0;
+        lua_pop(L, 1);
+        r->delay_ms = mt_snap_field_ms(L, ft, "delay_ms", 0);
+        lua_pop(L, 1);
+    }
+    if (mt_snap_field_table(L, rt, "retries")) {
+        meta_read_retries(L, lua_gettop(L), r);
         lua_pop(L, 1);
     }
     if (meta_read_mutation(L, rt, "request_mutation", &r->request_mutation,
@@ -383,11 +440,13 @@ static const mt_istio_codes_t thrift_codes = {"thrift", thrift_code_names,
                                               MT_ARRAY_LEN(thrift_code_names)};
 static const char *const generic_code_names[] = {"OK", "ERROR"};
 
-/* Label sets keep their codes for good: other codecs' tables are made once, never freed. */
+/* Label sets keep their codes for good: other codecs' tables are made once, never freed.
+ * They are found by the codec's name, which they copy: a Lua codec is a new table (and its
+ * name a new string, freed with it) after every reload that changes its source. Main
+ * thread only (snapshot reading). */
 const mt_istio_codes_t *mt_meta_istio_codes(const mt_codec_t *codec)
 {
     static mt_istio_codes_t generic[16];
-    static const mt_codec_t *generic_of[16];
     if (!codec)
         return NULL;
     if (strcmp(codec->name, "dubbo") == 0)
@@ -395,12 +454,14 @@ const mt_istio_codes_t *mt_meta_istio_codes(const mt_codec_t *codec)
     if (strcmp(codec->name, "thrift") == 0)
         return &thrift_codes;
     for (size_t i = 0; i < MT_ARRAY_LEN(generic); i++) {
-        if (generic_of[i] == codec)
+        if (generic[i].protocol && strcmp(generic[i].protocol, codec->name) == 0)
             return &generic[i];
-        if (!generic_of[i]) {
-            generic_of[i] = codec;
-            generic[i] = (mt_istio_codes_t){codec->name, generic_code_names,
-                                            MT_ARRAY_LEN(generic_code_names)};
+        if (!generic[i].protocol) {
+            char *name = strdup(codec->name);
+            if (!name)
+                return NULL;
+            generic[i] =
+                (mt_istio_codes_t){name, generic_code_names, MT_ARRAY_LEN(generic_code_names)};
             return &generic[i];
         }
     }

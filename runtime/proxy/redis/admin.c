@@ -85,7 +85,6 @@ static mt_rreq_t *fanout_parent(mt_rsess_t *s, const redis_command_t *cmd, uint6
         return NULL;
     r->sess = s;
     r->cmd = cmd;
-    r->start_ns = uv_hrtime();
     r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     r->hold_until_ms = hold_until_ms;
     mt_rsess_push(s, r);

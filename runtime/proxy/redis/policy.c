@@ -192,17 +192,15 @@ void mt_rsess_policy(mt_rsess_t *s, const redis_command_t *cmd, const resp_reque
             return;
         }
         verdict_rewrite(v, cmd, req, argv, &rewritten);
-        use = &rewritten;
-        /* a filter's msg:set may have written BLOCK into XREAD's options */
-        if (v->n_sets && s->tx.state != RTX_QUEUED && mt_rsess_refuse_blocking(s, cmd, use)) {
-            if (argv != small)
-                free(argv);
-            return;
-        }
+        use = &rewritten; /* a BLOCK a filter wrote into XREAD is seen by mt_rforward_to */
     }
     /* A queued command is not mirrored: the mirror would apply it now, whether or not the
-     * transaction runs. */
-    for (uint32_t i = 0; i < v->n_mirrors && s->tx.state != RTX_QUEUED; i++) {
+     * transaction runs. Nor is one that can block: the copy would hold the mirror's shared
+     * connection. */
+    bool no_mirror =
+        s->tx.state == RTX_QUEUED ||
+        ((cmd->flags & REDIS_CMD_BLOCKING) && redis_command_can_block(cmd, use->argc, use->argv));
+    for (uint32_t i = 0; i < v->n_mirrors && !no_mirror; i++) {
         if (v->mirrors[i] <= mt_rw(w)->bridge.n_cluster_index)
             mirror_send(w, mt_rw(w)->bridge.cluster_by_index[v->mirrors[i] - 1], cmd, use);
     }

@@ -93,6 +93,7 @@ const mt_proxy_ops_t mt_proxy_redis = {
     .worker_stop = redis_worker_stop,
     .worker_free = redis_worker_free,
     .cluster_free = redis_cluster_free,
+    .cluster_status = mt_rcluster_status,
     .read_cluster = mt_redis_read_cluster,
     .read_listener = mt_redis_read_listener,
     .free_cluster = mt_redis_free_cluster,

@@ -607,6 +607,55 @@ static void cluster_wait(mt_wcluster_t *c, mt_rreq_t *r)
 
 /* ---- redirections --------------------------------------------------------------------------- */
 
+/* "-MOVED <slot> <host>:<port>\r\n" (or -ASK): the node, known or new (unknown: new). */
+static mt_wendpoint_t *redirect_node(mt_wcluster_t *c, const char *p, size_t len, bool moved,
+                                     uint16_t *slot_out, bool *unknown)
+{
+    const char *q = p + (moved ? 7 : 5), *end = p + len - 2;
+    if (q >= end)
+        return NULL;
+    const char *sp = memchr(q, ' ', (size_t)(end - q));
+    int64_t slot = -1, port = -1;
+    if (!sp || !redis_parse_int(q, (size_t)(sp - q), &slot) || slot < 0 || slot >= SLOTS)
+        return NULL;
+    const char *hp = sp + 1;
+    const char *colon = hp < end ? memrchr(hp, ':', (size_t)(end - hp)) : NULL;
+    if (!colon || !redis_parse_int(colon + 1, (size_t)(end - colon - 1), &port) || port <= 0 ||
+        port > 65535)
+        return NULL;
+    mt_rtopo_t *tp = mt_rtopo(c);
+    uint32_t known = tp->n_nodes;
+    mt_wendpoint_t *ep = topo_node(c, hp, (size_t)(colon - hp), (uint16_t)port);
+    *unknown = tp->n_nodes > known;
+    *slot_out = (uint16_t)slot;
+    return ep;
+}
+
+/* MOVED: point the slot at the node's shard if we know it as a master; refresh soon. */
+static void moved_slot(mt_wcluster_t *c, uint16_t slot, mt_wendpoint_t *ep)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    for (uint32_t i = 0; i < t->n_shards; i++) {
+        if (t->shards[i].master == ep) {
+            t->slot_shard[slot] = (uint16_t)i;
+            break;
+        }
+    }
+    mt_rcluster_node_failed(c, NULL);
+}
+
+mt_wendpoint_t *mt_rcluster_moved(mt_wcluster_t *c, const char *p, size_t len)
+{
+    if (!mt_rtopo(c) || len <= 7 || memcmp(p, "-MOVED ", 7) != 0)
+        return NULL;
+    uint16_t slot = 0;
+    bool unknown = false;
+    mt_wendpoint_t *ep = redirect_node(c, p, len, true, &slot, &unknown);
+    if (ep)
+        moved_slot(c, slot, ep);
+    return ep;
+}
+
 bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t len)
 {
     bool moved = len > 7 && memcmp(p, "-MOVED ", 7) == 0;
@@ -628,26 +677,13 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
         mt_rreq_complete_error(w, r, text);
         return true;
     }
-    /* "-MOVED <slot> <host>:<port>\r\n" */
-    const char *q = p + (moved ? 7 : 5), *end = p + len - 2;
-    if (q >= end)
-        return false;
-    const char *sp = memchr(q, ' ', (size_t)(end - q));
-    int64_t slot = -1, port = -1;
-    if (!sp || !redis_parse_int(q, (size_t)(sp - q), &slot) || slot < 0 || slot >= SLOTS)
-        return false;
-    const char *hp = sp + 1;
-    const char *colon = hp < end ? memrchr(hp, ':', (size_t)(end - hp)) : NULL;
-    if (!colon || !redis_parse_int(colon + 1, (size_t)(end - colon - 1), &port) || port <= 0 ||
-        port > 65535)
-        return false;
-    mt_rtopo_t *tp = mt_rtopo(c);
-    uint32_t known = tp->n_nodes;
-    mt_wendpoint_t *ep = topo_node(c, hp, (size_t)(colon - hp), (uint16_t)port);
+    uint16_t slot = 0;
+    bool unknown = false;
+    mt_wendpoint_t *ep = redirect_node(c, p, len, moved, &slot, &unknown);
     if (!ep)
         return false;
-    if (tp->n_nodes > known &&
-        ++tp->n_unknown > (s ? s->rconf->max_upstream_unknown_connections : 100)) {
+    mt_rtopo_t *tp = mt_rtopo(c);
+    if (unknown && ++tp->n_unknown > (s ? s->rconf->max_upstream_unknown_connections : 100)) {
         snprintf(text, sizeof(text),
                  "ERR meltemi: redirected to %s:%u, a node the slot map does not know, and "
                  "maxUpstreamUnknownConnections is reached",
@@ -657,22 +693,13 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     }
     r->redirects++;
     topo_event(c, tp, moved ? CLUSTER_EV_MOVED : CLUSTER_EV_ASK);
-    mt_debug("cluster %s: %s slot %lu -> %s:%u (redirection %u)", c->conf->name,
-             moved ? "MOVED" : "ASK", slot, ep->address, ep->port, r->redirects);
+    mt_debug("cluster %s: %s slot %u -> %s:%u (redirection %u)", c->conf->name,
+             moved ? "MOVED" : "ASK", (unsigned)slot, ep->address, ep->port, r->redirects);
     /* r just left its old connection's FIFO; its link there must not follow it into the
      * new one (mt_rup_push appends without clearing it). */
     r->unext = NULL;
-    if (moved) {
-        /* Point the slot at the node's shard if we know it as a master; refresh soon. */
-        mt_rtopo_t *t = mt_rtopo(c);
-        for (uint32_t i = 0; i < t->n_shards; i++) {
-            if (t->shards[i].master == ep) {
-                t->slot_shard[slot] = (uint16_t)i;
-                break;
-            }
-        }
-        mt_rcluster_node_failed(c, NULL);
-    }
+    if (moved)
+        moved_slot(c, slot, ep);
     const char *why = NULL;
     if (!mt_rreq_send(r, ep, ask, &why)) {
         snprintf(text, sizeof(text), "ERR meltemi: redirected to %s:%u, which is unavailable: %s",
@@ -1161,6 +1188,16 @@ static void fan_out(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *r
     free(eps), free(slots);
 }
 
+bool mt_rcluster_has_map(mt_wcluster_t *c)
+{
+    mt_rtopo_t *t = topo_get(c);
+    if (!t || t->have_map)
+        return true; /* out of memory: go on, the command says so */
+    if (!t->refreshing)
+        topo_refresh(c, mt_worker_now_ms(c->w));
+    return false;
+}
+
 mt_wendpoint_t *mt_rcluster_slot_master(mt_wcluster_t *c, uint16_t slot)
 {
     mt_rtopo_t *t = mt_rtopo(c);
@@ -1560,4 +1597,75 @@ void mt_rsplit_by_route(mt_rreq_t *parent, const resp_request_t *req, uint32_t s
         split_part_send(s, uniq[pi], parts[pi], &req->argv[1 + key0 * step]);
     }
     free(uniq), free(parts);
+}
+
+/* ---- the admin's /clusters ------------------------------------------------------------------ */
+
+static void status_node(FILE *f, const mt_wendpoint_t *ep)
+{
+    fprintf(f, "\"%s:%u\"", ep->address, ep->port); /* addresses are IPs or host names */
+}
+
+/* Redis Cluster: the slot map as ranges of one shard, its master and replicas, and every node
+ * met with its role (seeds and nodes first met through a redirection included). */
+void mt_rcluster_status(mt_wcluster_t *c, FILE *f)
+{
+    mt_rtopo_t *t = mt_rtopo(c);
+    if (mt_redis_cluster(c->conf)->mode != MT_REDIS_CLUSTER) {
+        fputs("{\"mode\":\"proxy\"}", f);
+        return;
+    }
+    if (!t) {
+        fputs("{\"mode\":\"cluster\",\"have_map\":false}", f);
+        return;
+    }
+    uint64_t now = mt_worker_now_ms(c->w);
+    fprintf(f, "{\"mode\":\"cluster\",\"have_map\":%s,\"last_refresh_ms_ago\":%llu,\"slots\":[",
+            t->have_map ? "true" : "false",
+            t->last_refresh_ms ? (unsigned long long)(now - t->last_refresh_ms) : 0ull);
+    bool first = true;
+    for (uint32_t s = 0; s < SLOTS;) {
+        uint16_t si = t->slot_shard[s];
+        uint32_t e = s;
+        while (e + 1 < SLOTS && t->slot_shard[e + 1] == si)
+            e++;
+        if (si != NO_SHARD && si < t->n_shards) {
+            const mt_rshard_t *sh = &t->shards[si];
+            fprintf(f, "%s{\"from\":%u,\"to\":%u,\"master\":", first ? "" : ",", s, e);
+            status_node(f, sh->master);
+            fputs(",\"replicas\":[", f);
+            for (uint32_t r = 0; r < sh->n_replicas; r++) {
+                if (r)
+                    fputc(',', f);
+                status_node(f, sh->replicas[r]);
+            }
+            fputs("]}", f);
+            first = false;
+        }
+        s = e + 1;
+    }
+    fputs("],\"nodes\":[", f);
+    for (uint32_t i = 0; i < t->n_nodes; i++) {
+        const mt_wendpoint_t *ep = t->nodes[i];
+        const char *role = i < t->n_seeds ? "seed" : "unknown";
+        for (uint32_t k = 0; k < t->n_shards; k++) {
+            if (t->shards[k].master == ep)
+                role = "master";
+            for (uint32_t r = 0; r < t->shards[k].n_replicas; r++) {
+                if (t->shards[k].replicas[r] == ep)
+                    role = "replica";
+            }
+        }
+        fprintf(f, "%s{\"address\":", i ? "," : "");
+        status_node(f, ep);
+        fprintf(f, ",\"role\":\"%s\"}", role);
+    }
+    fputs("],\"last_error\":\"", f);
+    for (const char *p = t->last_error; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fputc('\\', f);
+        if ((unsigned char)*p >= 0x20)
+            fputc(*p, f);
+    }
+    fputs("\"}", f);
 }

@@ -8,6 +8,8 @@
  *   upstream.c the upstream connections (mt_rup_t on the upstream shell)
  *   reply.c    request records, completion, replies in order, held replies, command stats
  *   redis_cluster.c  Redis Cluster topology, slot routing, redirections, split commands
+ *   tx.c       transactions, blocking commands and SELECT on leased upstream connections
+ *   admin.c    administration: default refusals, deniedCommands, PROXY-mode fan-out
  *
  * Calls go down that list (session -> policy -> route -> upstream -> reply); redis_cluster.c
  * sits beside route.c (route.c hands it cluster-mode commands, it sends through upstream.c
@@ -16,6 +18,7 @@
 #ifndef MELTEMI_REDIS_PROXY_H
 #define MELTEMI_REDIS_PROXY_H
 
+#include "runtime/core/log.h"
 #include "runtime/core/session.h"
 #include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
@@ -37,6 +40,7 @@ typedef enum rreq_kind {
     RREQ_AUTH = 1,     /* the proxy's AUTH on a new connection */
     RREQ_IGNORE = 2,   /* READONLY / ASKING: reply dropped unless it is an error */
     RREQ_TOPOLOGY = 3, /* CLUSTER SLOTS */
+    RREQ_DROP = 4,     /* a transaction's command moved to another lease: reply dropped */
 } rreq_kind_t;
 
 typedef struct mt_rreq {
@@ -51,6 +55,7 @@ typedef struct mt_rreq {
     const mt_cluster_conf_t *dest; /* where it went, for Istio's labels (mt_rsess_push: the
                                       session's cluster unless route.c set another) */
     uint32_t req_bytes;            /* the command's frame, for istio_request_bytes */
+    const mt_wendpoint_t *ep;      /* the endpoint it was last sent to (the access log) */
     uint16_t rflags;               /* Envoy response flags (MT_RF_*): the session's, plus
                                       what happened on the way (timeouts, failures) */
     struct mt_rreq *parent;        /* a part of a split command */
@@ -64,7 +69,13 @@ typedef struct mt_rreq {
     bool read_only; /* may go to a replica */
     bool held;      /* answered, but a DELAY fault holds the reply until hold_until */
     bool stats_done;
-    bool observed; /* in Istio's metrics (once, whichever path answers it) */
+    bool observed;    /* in Istio's metrics (once, whichever path answers it) */
+    bool blocking;    /* a blocking command on a lease of its own (tx.c) */
+    bool is_select;   /* SELECT select_db on a lease (tx.c) */
+    bool lease_first; /* the first client command on a new lease: MOVED may be followed */
+    bool queued;      /* sent while MULTI queued (tx.c) */
+    bool tx_end;      /* EXEC or DISCARD (tx.c) */
+    int32_t select_db;
     bool resp_chain;
     /* on_response filters see the reply (once) */ /* counted in the per-command stats */
     uint64_t hold_until_ms;
@@ -87,6 +98,11 @@ typedef struct mt_rtx {
      * of the session's FIFO are still ahead, pending what waits (linked by unext). */
     uint32_t gate_ahead;
     mt_rreq_t *pending_head, *pending_tail;
+    /* SELECT n (PROXY mode, one master): the client's database as Redis confirmed it; while
+     * it is not 0 (or a SELECT is in flight) the session keeps its lease, and a new lease
+     * (after the old one died) is selected first, so the database survives reconnects. */
+    int32_t db;
+    uint32_t selects_in_flight;
 } mt_rtx_t;
 
 struct mt_rsess {
@@ -103,11 +119,16 @@ struct mt_rsess {
      * nothing reaches an upstream (the client may believe it is queueing a transaction) */
     bool tx_refused;
     mt_rtx_t tx;
+    /* Cluster mode before the first slot map: a command that needs a lease waits (unread, in
+     * order) until the map is in, retried by this timer, at most connectTimeout. */
+    mt_timer_t map_timer;
+    uint64_t map_wait_since_ms;
     mt_timer_t hold_timer; /* releases held replies (DELAY faults), at the earliest one's time */
     /* the command being handled (sess_command): its start (the read's w->now_ns), its size,
      * and the Envoy response flags (MT_RF_*) that policies, refusals and routing set on it;
      * its record (mt_rsess_push) or its local reply takes them */
     uint64_t cmd_start_ns;
+    const char *cmd_name; /* its name in the command table, or "(unknown)" */
     uint32_t cmd_bytes;
     uint16_t cmd_flags;
 };
@@ -121,6 +142,7 @@ struct mt_rup {
     mt_timer_t flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires (worker's wheel) */
     uint16_t failing_flag;  /* mt_rup_fail: the Envoy flag of what failed (UT, else UF) */
     mt_rsess_t *lessee;     /* leased: the session whose transaction it carries, or NULL */
+    int32_t db;             /* leased: the database SELECTed on it (0: clean) */
     bool returning;         /* leased, its transaction ended: returned once nothing is owed */
 };
 
@@ -139,6 +161,7 @@ typedef struct mt_redis_worker {
     mt_rreq_t *req_free; /* free list of request records */
     uint32_t n_req_free;
     resp_out_t scratch;          /* local replies and split parts are built here */
+    mt_log_limit_t auth_log;     /* failed client AUTH lines: at most a few per second */
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
 } mt_redis_worker_t;
 
@@ -158,6 +181,9 @@ static inline bool mt_rcmd_is(const redis_command_t *cmd, const char *name)
 {
     return strcmp(cmd->name, name) == 0;
 }
+
+/* redis_cluster.c: the admin's /clusters part of a cluster (its slot map and node roles) */
+void mt_rcluster_status(mt_wcluster_t *c, FILE *f);
 
 /* session.c */
 void mt_rsess_accept(mt_wlistener_t *l, uv_stream_t *server);
@@ -187,8 +213,6 @@ mt_wendpoint_t *mt_rroute_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
 /* PROXY mode: the endpoint a key hashes to. */
 mt_wendpoint_t *mt_rproxy_endpoint(mt_wcluster_t *c, const resp_arg_t *key, bool hashtag);
 void mt_rsess_refuse(mt_rsess_t *s, const char *name, const char *form);
-/* Refuses (answers) a command that would block its shared upstream; true when refused. */
-bool mt_rsess_refuse_blocking(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
 
 /* admin.c */
 /* Answers a command refused by default (SHUTDOWN, DEBUG SEGFAULT...) with why; true if so. */
@@ -220,10 +244,24 @@ void mt_rtx_lease_lost(mt_rsess_t *s, const char *text);
 /* A reply (or an ignored one) came in on leased connection u: gives it back once its
  * transaction is over and nothing more is owed. */
 void mt_rtx_after_reply(mt_rup_t *u);
+/* SELECT: on the session's lease (PROXY mode with one master), else answered here. */
+void mt_rtx_select(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                   const char *frame);
+/* upstream.c: the first command on lease u was answered MOVED (cluster mode, a stale slot
+ * map): true when tx.c re-sent it on a lease to the right master (nothing was applied). */
+bool mt_rtx_moved(mt_rup_t *u, mt_rreq_t *r, const char *p, size_t len);
+/* upstream.c: a SELECT on lease u was answered (ok: +OK). */
+void mt_rtx_select_answered(mt_rup_t *u, mt_rreq_t *r, bool ok);
 /* reply.c popped a record off s's FIFO while a lease waits for its gate. */
 void mt_rtx_popped(mt_rsess_t *s);
 /* The client went away: its lease closes (Redis discards its transaction). */
 void mt_rtx_session_closed(mt_rsess_t *s);
+/* Cluster mode, no slot map yet, and cmd would need a lease (WATCH, a blocking command, a
+ * command of an open transaction): true (and the session retries it once the map is in). */
+bool mt_rtx_wait_for_map(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
+/* The client sent EOF: close at once rather than wait for what is owed? True while a
+ * blocking command is on its lease or a transaction is open (Redis would drop either). */
+bool mt_rtx_close_on_eof(mt_rsess_t *s);
 
 /* upstream.c */
 /* The shared connection for a session on endpoint ep, connecting if needed; NULL + why. */
@@ -239,6 +277,8 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why);
 /* A leased connection whose transaction ended: given back clean once nothing is owed on it
  * (now if nothing is), or closed when clean is false. */
 void mt_rup_release(mt_rup_t *u, bool clean);
+/* Queues a command of the proxy's own on u whose reply is dropped unless it is an error. */
+int mt_rup_queue_ignored(mt_rup_t *u, const char *cmd, size_t len);
 /* Queues a client's command on u (bytes: the frame in the read chunk, or re-encoded when
  * inline); the record is in the session's FIFO and u's. NULL when out of memory. */
 mt_rreq_t *mt_rup_send_user(mt_rup_t *u, mt_rsess_t *s, const redis_command_t *cmd,
@@ -294,6 +334,11 @@ void mt_rsplit_fanout(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t 
 /* SCAN over eps, one endpoint after the other (the cursor's low bits say which). */
 void mt_rsplit_scan(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
                     mt_wendpoint_t *const *eps, uint32_t n);
+/* A "-MOVED slot host:port" reply: the node it names (the slot map is pointed there and
+ * refreshed soon); NULL when p is not one. */
+mt_wendpoint_t *mt_rcluster_moved(mt_wcluster_t *c, const char *p, size_t len);
+/* Whether c's first slot map is in; if not, asks for it (false). */
+bool mt_rcluster_has_map(mt_wcluster_t *c);
 /* The master serving slot, from the slot map; NULL while there is none. */
 mt_wendpoint_t *mt_rcluster_slot_master(mt_wcluster_t *c, uint16_t slot);
 void mt_rcluster_free(mt_rtopo_t *t);

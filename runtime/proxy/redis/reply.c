@@ -45,21 +45,45 @@ static uint32_t redis_reply_code(const char *p, size_t len)
 }
 
 /* Istio's metrics for a record's reply (every client request ends here once). */
-static void rreq_observe(mt_rsess_t *s, mt_rreq_t *r, const char *p, size_t len)
+static inline __attribute__((always_inline)) void rreq_observe(mt_rsess_t *s, mt_rreq_t *r,
+                                                               const char *p, size_t len)
 {
     if (r->observed)
         return;
     r->observed = true;
-    mt_session_request_done(&s->base, r->dest, redis_reply_code(p, len), r->rflags, r->start_ns,
-                            r->req_bytes, (uint32_t)len);
+    uint32_t code = redis_reply_code(p, len);
+    mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, NULL, code, r->rflags,
+                                                  r->start_ns, r->req_bytes, (uint32_t)len);
+    if (MT_UNLIKELY(log != NULL)) {
+        mt_request_end_t e = {.dest = r->dest,
+                              .start_ns = r->start_ns,
+                              .code = code,
+                              .flags = r->rflags,
+                              .req_bytes = r->req_bytes,
+                              .resp_bytes = (uint32_t)len,
+                              .op = r->cmd ? r->cmd->name : s->cmd_name,
+                              .ep = r->ep};
+        mt_session_access_log(&s->base, &e, log);
+    }
 }
 
 /* ... and for a reply made for the command being handled, without a record. */
 static void sess_observe_local(mt_rsess_t *s, const char *p, size_t len)
 {
-    mt_session_request_done(&s->base, s->base.cluster ? s->base.cluster->conf : NULL,
-                            redis_reply_code(p, len), s->cmd_flags, s->cmd_start_ns, s->cmd_bytes,
-                            (uint32_t)len);
+    const mt_cluster_conf_t *dest = s->base.cluster ? s->base.cluster->conf : NULL;
+    uint32_t code = redis_reply_code(p, len);
+    mt_istio_set_t *log = mt_session_request_done(&s->base, dest, NULL, code, s->cmd_flags,
+                                                  s->cmd_start_ns, s->cmd_bytes, (uint32_t)len);
+    if (MT_UNLIKELY(log != NULL)) {
+        mt_request_end_t e = {.dest = dest,
+                              .start_ns = s->cmd_start_ns,
+                              .code = code,
+                              .flags = s->cmd_flags,
+                              .req_bytes = s->cmd_bytes,
+                              .resp_bytes = (uint32_t)len,
+                              .op = s->cmd_name};
+        mt_session_access_log(&s->base, &e, log);
+    }
 }
 
 /* Envoy's redis.command.<cmd>.{total,error,latency}, named here: core only sums the blocks. */

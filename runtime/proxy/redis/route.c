@@ -132,8 +132,8 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         return;
     }
     /* WATCH, and everything while a transaction is open, go on its leased connection */
-    if (MT_UNLIKELY(s->tx.state != RTX_NONE || s->tx.lease ||
-                    cmd->proxy == REDIS_PROXY_TRANSACTION) &&
+    if (MT_UNLIKELY(s->tx.state != RTX_NONE || s->tx.lease || s->tx.db ||
+                    cmd->proxy == REDIS_PROXY_TRANSACTION || (cmd->flags & REDIS_CMD_BLOCKING)) &&
         mt_rtx_forward(s, c, cmd, req, frame, hold_until_ms))
         return;
     if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER) {
@@ -161,6 +161,9 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         mt_rsess_reply_error_at(s, text, hold_until_ms);
         return;
     }
+    mt_debug("listener %s: %s -> cluster %s, endpoint %s:%u (%s)", s->base.conf->name, cmd->name,
+             c->conf->name, ep->address, ep->port,
+             c != s->base.cluster ? "a policy's route" : "the listener's destination");
     mt_rforward_endpoint(s, ep, cmd, req, frame, hold_until_ms);
 }
 
@@ -205,19 +208,4 @@ void mt_rsess_refuse(mt_rsess_t *s, const char *name, const char *form)
              "upstream connection)",
              name, form);
     mt_rsess_reply_error(s, text);
-}
-
-/*
- * A command that would hold its shared upstream connection (and every client pipelined
- * behind it) until something happens elsewhere: XREAD/XREADGROUP ... BLOCK. The other
- * blocking commands are UNSUPPORTED in the table and never get here. Answers and returns
- * true when refused.
- */
-bool mt_rsess_refuse_blocking(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
-{
-    if (MT_LIKELY(!(cmd->flags & REDIS_CMD_BLOCKING)) ||
-        !redis_command_can_block(cmd, req->argc, req->argv))
-        return false;
-    mt_rsess_refuse(s, cmd->name, " with BLOCK");
-    return true;
 }

@@ -24,10 +24,12 @@
 static void sess_on_data(mt_session_t *base);
 static void sess_on_close(mt_session_t *base);
 static void sess_on_closed(mt_session_t *base);
+static bool sess_on_eof(mt_session_t *base);
 static const mt_session_ops_t redis_sess_ops = {
     .on_data = sess_on_data,
     .on_close = sess_on_close,
     .on_closed = sess_on_closed,
+    .on_eof = sess_on_eof,
 };
 
 /* ---- local commands -----------------------------------------------------------------------------
@@ -81,6 +83,27 @@ static bool sess_check_credentials(mt_rsess_t *s, const resp_arg_t *user, const 
     return user_ok && pass_ok;
 }
 
+/* A client failed to authenticate: counted, and said at info with its address, at most 5
+ * lines a second per worker (a flood of wrong passwords must not fill the disk). */
+#define AUTH_LOG_PER_SEC 5
+static void sess_auth_failed(mt_rsess_t *s, const char *how)
+{
+    mt_worker_t *w = s->base.w;
+    mt_stat_add(s->base.conf->stats, w->id, MT_ST_AUTH_FAILURES, 1);
+    s->cmd_flags |= MT_RF_RBAC;
+    uint32_t held = 0;
+    if (mt_log_threshold > MT_LOG_INFO ||
+        !mt_log_allow(&mt_rw(w)->auth_log, mt_worker_now_ms(w), AUTH_LOG_PER_SEC, &held))
+        return;
+    char peer[INET6_ADDRSTRLEN + 8];
+    if (held)
+        mt_info("listener %s: client %s failed to authenticate (%s); %u more failures not logged",
+                s->base.conf->name, mt_session_peer(&s->base, peer, sizeof(peer)), how, held);
+    else
+        mt_info("listener %s: client %s failed to authenticate (%s)", s->base.conf->name,
+                mt_session_peer(&s->base, peer, sizeof(peer)), how);
+}
+
 static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
 {
     const mt_auth_t *a = &s->rconf->auth;
@@ -101,7 +124,7 @@ static void sess_auth(mt_rsess_t *s, const resp_request_t *req)
         mt_rsess_reply(s, "+OK\r\n", 5);
         return;
     }
-    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_FAILURES, 1);
+    sess_auth_failed(s, user ? "AUTH with a username" : "AUTH");
     if (user)
         mt_rsess_reply_error(s, "WRONGPASS invalid username-password pair or user is disabled.");
     else
@@ -123,7 +146,7 @@ static void sess_hello(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
                 return;
             }
             if (!sess_check_credentials(s, &req->argv[i + 1], &req->argv[i + 2])) {
-                mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_AUTH_FAILURES, 1);
+                sess_auth_failed(s, "HELLO ... AUTH");
                 mt_rsess_reply_error(s, "WRONGPASS invalid username-password pair or user is "
                                         "disabled.");
                 return;
@@ -201,6 +224,36 @@ static bool sess_in_refused_tx(mt_rsess_t *s, const redis_command_t *cmd)
     return true;
 }
 
+/* RedisService localRateLimit: false after answering `-ERR rate limited` when the command's
+ * bucket (its condition's, else the default one) has no token left. */
+static bool sess_rate_allows(mt_rsess_t *s, const redis_command_t *cmd)
+{
+    const mt_redis_listener_conf_t *rc = s->rconf;
+    if (MT_LIKELY(!rc->rate_bucket && rc->n_rate_conds == 0))
+        return true;
+    mt_token_bucket_t *b = rc->rate_bucket;
+    for (uint32_t i = 0; i < rc->n_rate_conds; i++) {
+        const mt_redis_rate_cond_t *c = &rc->rate_conds[i];
+        if ((cmd->flags & c->flags) || (c->ids[cmd->id / 64] >> (cmd->id % 64) & 1u)) {
+            b = (mt_token_bucket_t *)&c->bucket; /* shared state: atomics, see ratelimit.h */
+            break;
+        }
+    }
+    if (!b || mt_token_bucket_take(b, mt_worker_now_ms(s->base.w)))
+        return true;
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_RATE_LIMITED, 1);
+    mt_rsess_reply_error(s, "ERR rate limited");
+    return false;
+}
+
+static void sess_on_data(mt_session_t *base);
+
+static void sess_map_retry(mt_timer_t *t)
+{
+    mt_rsess_t *s = MT_CONTAINER_OF(t, mt_rsess_t, map_timer);
+    sess_on_data(&s->base);
+}
+
 /* AuthorizationPolicy: methods are command names, keys the command's keys. */
 static bool sess_authorized(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
 {
@@ -240,29 +293,8 @@ static bool sess_authorized(mt_rsess_t *s, const redis_command_t *cmd, const res
     return ok;
 }
 
-/* RedisService localRateLimit: false after answering `-ERR rate limited` when the command's
- * bucket (its condition's, else the default one) has no token left. */
-static bool sess_rate_allows(mt_rsess_t *s, const redis_command_t *cmd)
-{
-    const mt_redis_listener_conf_t *rc = s->rconf;
-    if (MT_LIKELY(!rc->rate_bucket && rc->n_rate_conds == 0))
-        return true;
-    mt_token_bucket_t *b = rc->rate_bucket;
-    for (uint32_t i = 0; i < rc->n_rate_conds; i++) {
-        const mt_redis_rate_cond_t *c = &rc->rate_conds[i];
-        if ((cmd->flags & c->flags) || (c->ids[cmd->id / 64] >> (cmd->id % 64) & 1u)) {
-            b = (mt_token_bucket_t *)&c->bucket; /* shared state: atomics, see ratelimit.h */
-            break;
-        }
-    }
-    if (!b || mt_token_bucket_take(b, mt_worker_now_ms(s->base.w)))
-        return true;
-    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_RATE_LIMITED, 1);
-    mt_rsess_reply_error(s, "ERR rate limited");
-    return false;
-}
-
-static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
+/* Returns false when the command must wait (unread) for the cluster's first slot map. */
+static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
 {
     mt_worker_t *w = s->base.w;
     /* A reload is picked up at the next command; commands in flight keep the route they
@@ -273,27 +305,29 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
         sess_set_unauthenticated(s, !s->authenticated && s->rconf->auth.password);
         sess_apply_timeouts(s);
     }
-    mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
+    if (!s->map_wait_since_ms) /* counted once, not again when retried after a wait */
+        mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
     s->cmd_start_ns = w->now_ns;
     s->cmd_bytes = req->frame_len;
     s->cmd_flags = 0;
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
+    s->cmd_name = cmd ? cmd->name : "(unknown)";
     resp_out_t *o = &mt_rw(s->base.w)->scratch;
     if (!cmd) {
         if (sess_cross_protocol(s, req))
-            return;
+            return true;
         o->len = 0;
         redis_reply_unknown_command(o, req->argc, req->argv);
         mt_rsess_reply(s, o->data, o->len);
         mt_rtx_answered_locally(s, true); /* a queueing error: EXEC aborts, as in Redis */
-        return;
+        return true;
     }
     if (!redis_command_arity_ok(cmd, req->argc)) {
         o->len = 0;
         redis_reply_wrong_arity(o, cmd->name);
         mt_rsess_reply(s, o->data, o->len);
         mt_rtx_answered_locally(s, true);
-        return;
+        return true;
     }
     bool local = cmd->proxy == REDIS_PROXY_LOCAL;
     if (!s->authenticated && s->rconf->auth.password &&
@@ -301,30 +335,39 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
           (mt_rcmd_is(cmd, "auth") || mt_rcmd_is(cmd, "hello") || mt_rcmd_is(cmd, "quit")))) {
         s->cmd_flags |= MT_RF_RBAC;
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
-        return;
+        return true;
     }
     if (MT_UNLIKELY(s->base.conf->authz != NULL) && !sess_authorized(s, cmd, req)) {
         s->cmd_flags |= MT_RF_RBAC; /* Istio's response flag of a denied request */
         mt_rsess_reply_error(s, "NOPERM RBAC: access denied");
         mt_rtx_answered_locally(s, true); /* a queued command refused: EXEC aborts */
-        return;
+        return true;
     }
     if (MT_UNLIKELY(s->rconf->n_denied) && mt_radmin_denied(s, cmd, req)) {
         mt_rtx_answered_locally(s, true);
-        return;
+        return true;
     }
     /* Before anything can act on the command: local answers, Lua (a filter could mirror
      * it), splitting, cluster routing. */
     if (MT_UNLIKELY(s->tx_refused) && sess_in_refused_tx(s, cmd))
-        return;
+        return true;
+    if (MT_UNLIKELY(s->tx.state != RTX_NONE || cmd->proxy == REDIS_PROXY_TRANSACTION ||
+                    cmd->proxy == REDIS_PROXY_BLOCKING || (cmd->flags & REDIS_CMD_BLOCKING)) &&
+        mt_rtx_wait_for_map(s, cmd, req)) {
+        mt_timer_start_at(&w->timers, &s->map_timer, mt_worker_now_ms(w) + 5, sess_map_retry);
+        return false;
+    }
+    s->map_wait_since_ms = 0;
     /* MULTI is queueing: everything goes to the transaction's connection (tx.c) */
     if (MT_UNLIKELY(s->tx.state == RTX_QUEUED) && cmd->proxy != REDIS_PROXY_TRANSACTION &&
         mt_rtx_queued(s, cmd, req, frame))
-        return;
+        return true;
     switch (cmd->proxy) {
     case REDIS_PROXY_LOCAL:
         if (mt_rcmd_is(cmd, "auth")) {
             sess_auth(s, req);
+        } else if (mt_rcmd_is(cmd, "select")) {
+            mt_rtx_select(s, cmd, req, frame);
         } else if (mt_rcmd_is(cmd, "hello")) {
             sess_hello(s, cmd, req);
         } else {
@@ -334,27 +377,33 @@ static void sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
             if (s->lctx.quit)
                 s->base.finishing = true;
         }
-        return;
+        return true;
     case REDIS_PROXY_UNSUPPORTED: {
         if (mt_rcmd_is(cmd, "cluster") && s->base.cluster &&
             mt_redis_cluster(s->base.cluster->conf)->mode == MT_REDIS_CLUSTER) {
             mt_rsess_forward(s, cmd, req, frame);
-            return;
+            return true;
         }
         mt_radmin_refuse(s, cmd, req);
-        return;
+        return true;
     }
     case REDIS_PROXY_TRANSACTION:
         mt_rtx_command(s, cmd, req, frame);
-        return;
-    default:
-        if (mt_rsess_refuse_blocking(s, cmd, req) || !sess_rate_allows(s, cmd))
-            return;
-        if (MT_UNLIKELY(cmd->proxy == REDIS_PROXY_BROADCAST) && mt_radmin_refuse(s, cmd, req))
-            return;
+        return true;
+    case REDIS_PROXY_BLOCKING: /* on a lease of its own (tx.c), through the policy chain */
+        if (!sess_rate_allows(s, cmd))
+            return true;
         mt_rsess_dispatch(s, cmd, req, frame);
-        return;
+        return true;
+    default:
+        if (!sess_rate_allows(s, cmd))
+            return true;
+        if (MT_UNLIKELY(cmd->proxy == REDIS_PROXY_BROADCAST) && mt_radmin_refuse(s, cmd, req))
+            return true;
+        mt_rsess_dispatch(s, cmd, req, frame);
+        return true;
     }
+    return true;
 }
 
 /* ---- session I/O --------------------------------------------------------------------------------
@@ -377,9 +426,16 @@ static void sess_on_close(mt_session_t *base)
     }
     s->head = s->tail = NULL;
     mt_timer_stop(&w->timers, &s->hold_timer);
+    mt_timer_stop(&w->timers, &s->map_timer);
     mt_rtx_session_closed(s); /* after the orphaning: the lease's requests are nobody's now */
     if (s->ran_chain)
         mt_bridge_conn_closed(&mt_rw(w)->bridge, base->id);
+}
+
+/* A client gone while blocked (BLPOP 0) or inside MULTI closes now: Redis would forget it. */
+static bool sess_on_eof(mt_session_t *base)
+{
+    return mt_rtx_close_on_eof((mt_rsess_t *)base);
 }
 
 static void sess_on_closed(mt_session_t *base)
@@ -405,6 +461,7 @@ static void sess_on_data(mt_session_t *base)
             s->cmd_start_ns = base->w->now_ns;
             s->cmd_bytes = (uint32_t)mt_buf_unread(b);
             s->cmd_flags = 0;
+            s->cmd_name = "(protocol error)";
             mt_stat_add(base->conf->stats, base->w->id, MT_ST_PROTOCOL_ERRORS, 1);
             mt_rsess_reply_error(s, text);
             base->finishing = true;
@@ -413,7 +470,8 @@ static void sess_on_data(mt_session_t *base)
         }
         const char *frame = b->pos;
         if (req.argc > 0)
-            sess_command(s, &req, frame);
+            if (!sess_command(s, &req, frame))
+                break; /* left unread: retried once the slot map is in */
         b->pos += req.frame_len;
     }
 }

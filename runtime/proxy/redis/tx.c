@@ -14,6 +14,10 @@
  * does, another endpoint or service a clear error, and EXEC then answers EXECABORT (Redis
  * aborts a transaction with a queueing error) after a DISCARD upstream.
  *
+ * Blocking commands (BLPOP, BZMPOP, XREAD ... BLOCK) take a lease of their own for one
+ * command (tx_forward_blocking), from the same bounded pool: a pool at its bound answers at
+ * once; a client that disconnects while blocked closes its lease (Redis forgets it).
+ *
  * Queued commands go through the policy chain like any other (filters and faults see each
  * one; an error a filter or fault answers fails the transaction), but are not mirrored: a
  * mirror would apply them at once. Replies (+QUEUED, EXEC's array) are Redis's, relayed.
@@ -95,6 +99,17 @@ static int tx_internal(mt_rsess_t *s, const char *bytes, size_t len)
     r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
     tx_put(s, r);
     return 0;
+}
+
+/* The client's database on a new lease (its old one died): SELECT first, reply dropped. */
+static int tx_select_internal(mt_rsess_t *s, mt_rup_t *u)
+{
+    char cmd[64];
+    char num[16];
+    int nlen = snprintf(num, sizeof(num), "%d", (int)s->tx.db);
+    int n = snprintf(cmd, sizeof(cmd), "*2\r\n$6\r\nSELECT\r\n$%d\r\n%s\r\n", nlen, num);
+    u->db = s->tx.db;
+    return tx_internal(s, cmd, (size_t)n);
 }
 
 /* Sends what waited behind the gate, in order. */
@@ -276,6 +291,10 @@ static mt_rup_t *tx_lease(mt_rsess_t *s, mt_wendpoint_t *ep, uint64_t hold_until
         s->tx.lease = u;
         /* what the client sent before is answered first (it went on other connections) */
         s->tx.gate_ahead = s->base.pending;
+        if (s->tx.db && tx_select_internal(s, u) != 0) {
+            mt_session_close(&s->base);
+            return NULL;
+        }
         return u;
     }
     char text[400], lbl[256];
@@ -294,9 +313,10 @@ static mt_rup_t *tx_lease(mt_rsess_t *s, mt_wendpoint_t *ep, uint64_t hold_until
     return NULL;
 }
 
-/* A client's command on the lease (kept by reference, or re-encoded when inline). */
-static void tx_send(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
-                    const char *frame, uint64_t hold_until_ms)
+/* A client's command on the lease (kept by reference, or re-encoded when inline), answered
+ * by deadline_ms (0: whenever Redis answers). */
+static void tx_send_until(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                          const char *frame, uint64_t hold_until_ms, uint64_t deadline_ms)
 {
     mt_worker_t *w = s->base.w;
     mt_rreq_t *r = mt_rreq_new(w);
@@ -305,8 +325,7 @@ static void tx_send(mt_rsess_t *s, const redis_command_t *cmd, const resp_reques
         return;
     }
     r->cmd = cmd;
-    r->start_ns = uv_hrtime();
-    r->deadline_ms = mt_worker_now_ms(w) + s->rconf->op_timeout_ms;
+    r->deadline_ms = deadline_ms;
     r->hold_until_ms = hold_until_ms;
     if (req->is_inline) {
         resp_out_t *o = &mt_rw(w)->scratch;
@@ -325,6 +344,13 @@ static void tx_send(mt_rsess_t *s, const redis_command_t *cmd, const resp_reques
     tx_put(s, r);
 }
 
+static void tx_send(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                    const char *frame, uint64_t hold_until_ms)
+{
+    tx_send_until(s, cmd, req, frame, hold_until_ms,
+                  mt_worker_now_ms(s->base.w) + s->rconf->op_timeout_ms);
+}
+
 /* ---- the hook in mt_rforward_to -------------------------------------------------------- */
 
 /* Between WATCH and MULTI, and after EXEC until the lease goes back: what goes to the
@@ -333,7 +359,8 @@ static void tx_send(mt_rsess_t *s, const redis_command_t *cmd, const resp_reques
 static bool tx_forward_pinned(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
                               const resp_request_t *req, const char *frame, uint64_t hold)
 {
-    if (!s->tx.lease)
+    bool selected = s->tx.db != 0 || s->tx.selects_in_flight;
+    if (!s->tx.lease && !selected)
         return false;
     tx_target_t t;
     if (tx_target(s, c, cmd, req, &t) != NULL)
@@ -341,10 +368,61 @@ static bool tx_forward_pinned(mt_rsess_t *s, mt_wcluster_t *c, const redis_comma
     mt_wendpoint_t *at =
         t.ep ? t.ep
              : (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER ? NULL : single_master(c));
-    if (at != s->tx.lease->base.ep || s->tx.lease->base.ep->cluster != c)
-        return false;
+    if (!s->tx.lease && at && at == single_master(s->base.cluster) && !tx_lease(s, at, hold))
+        return true; /* the database's lease died: a new one, selected, or the reason */
+    if (!s->tx.lease || at != s->tx.lease->base.ep || s->tx.lease->base.ep->cluster != c) {
+        if (!selected)
+            return false;
+        char text[300];
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: database %d is selected on %s; '%s' goes elsewhere (a prefix "
+                 "route), where only database 0 is served",
+                 (int)s->tx.db, service_of(s->base.cluster), cmd->name);
+        mt_rsess_reply_error_at(s, text, hold);
+        return true;
+    }
     tx_send(s, cmd, req, frame, hold);
     return true;
+}
+
+/*
+ * A command that can block (BLPOP, BZMPOP, XREAD ... BLOCK): on a connection leased for it
+ * until it answers, so nobody else waits behind it. Its reply is due by its own timeout plus
+ * opTimeout (never, for a timeout of 0). Behind a lease the session already holds (keys
+ * watched, a transaction draining) when it goes to the same endpoint, as on one connection.
+ */
+static bool tx_forward_blocking(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
+                                const resp_request_t *req, const char *frame, uint64_t hold)
+{
+    tx_target_t t;
+    const char *err = tx_target(s, c, cmd, req, &t);
+    if (err) {
+        mt_rsess_reply_error_at(s, err, hold);
+        return true;
+    }
+    mt_wendpoint_t *ep = t.ep ? t.ep : any_master(c);
+    mt_rup_t *u = s->tx.lease;
+    if (u && (u->base.ep != ep || u->base.ep->cluster != c)) {
+        if (s->tx.state != RTX_NONE || s->tx.pending_head) {
+            char text[300];
+            snprintf(text, sizeof(text),
+                     "ERR meltemi: '%s' goes to another master than the keys this connection "
+                     "watches",
+                     cmd->name);
+            mt_rsess_reply_error_at(s, text, hold);
+            return true;
+        }
+        tx_let_go(s);
+    }
+    if (!s->tx.lease && !tx_lease(s, ep, hold))
+        return true; /* the pool is at its bound, or the endpoint down: said at once */
+    uint64_t timeout_ms = 0, deadline = 0;
+    if (redis_command_block_timeout_ms(cmd, req->argc, req->argv, &timeout_ms) && timeout_ms)
+        deadline = mt_worker_now_ms(s->base.w) + timeout_ms + s->rconf->op_timeout_ms;
+    tx_send_until(s, cmd, req, frame, hold, deadline);
+    if (s->tail)
+        s->tail->blocking = true;
+    return true; /* the lease goes back after the reply (mt_rtx_after_reply) */
 }
 
 bool mt_rtx_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
@@ -355,8 +433,12 @@ bool mt_rtx_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         mt_rsess_reply_error_at(s, "ERR WATCH inside MULTI is not allowed", hold_until_ms);
         return true;
     }
-    if (!watch && s->tx.state != RTX_QUEUED)
+    if (!watch && s->tx.state != RTX_QUEUED) {
+        if (MT_UNLIKELY(cmd->flags & REDIS_CMD_BLOCKING) &&
+            redis_command_can_block(cmd, req->argc, req->argv))
+            return tx_forward_blocking(s, c, cmd, req, frame, hold_until_ms);
         return tx_forward_pinned(s, c, cmd, req, frame, hold_until_ms);
+    }
     tx_target_t t;
     const char *err = tx_target(s, c, cmd, req, &t);
     if (!err && watch && s->tx.state == RTX_NONE && s->tx.lease && !s->tx.pending_head &&
@@ -368,6 +450,7 @@ bool mt_rtx_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         tx_queue_error(s, err, hold_until_ms);
         return true;
     }
+    bool fresh = !s->tx.lease;
     if (!s->tx.lease) {
         if (!tx_lease(s, t.ep ? t.ep : any_master(c), hold_until_ms)) {
             if (s->tx.state == RTX_QUEUED) {
@@ -387,7 +470,109 @@ bool mt_rtx_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         s->tx.slot = t.slot;
     if (watch)
         s->tx.state = RTX_WATCHING;
+    bool queued = s->tx.state == RTX_QUEUED;
     tx_send(s, cmd, req, frame, hold_until_ms);
+    if (queued && s->tail)
+        s->tail->queued = true;
+    /* cluster mode: a stale slot map's MOVED to this first command is followed (tx_moved) */
+    if (fresh && t.ep && s->tail && mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER &&
+        s->rconf->enable_redirection)
+        s->tail->lease_first = true;
+    return true;
+}
+
+/*
+ * The first command on a new lease (WATCH, or the first queued one after MULTI) was answered
+ * MOVED: the slot map was stale. Nothing was applied (a MOVED inside MULTI only flags the
+ * transaction, which the DISCARD here drops), so the lease goes to the master MOVED names and
+ * the command is sent again there (after MULTI, when queueing). Only when nothing else is
+ * owed on the old lease: otherwise Redis's MOVED stands and EXEC aborts.
+ */
+/* The transaction's commands still owed on u after r (the client pipelined them: queued
+ * ones, then at most its EXEC or DISCARD, nothing else), or false. */
+static bool tx_rest_movable(mt_rsess_t *s, mt_rup_t *u, bool queued)
+{
+    for (mt_rreq_t *x = u->head; x; x = x->unext) {
+        if (!queued || x->kind != RREQ_USER || x->sess != s || !x->frame.buf ||
+            !(x->queued || (x->tx_end && !x->unext)))
+            return false;
+    }
+    return true;
+}
+
+/* Moves what tx_rest_movable accepted from u to n, in order; on u a silent stand-in takes
+ * each one's place (Redis still answers it there: MOVED, EXECABORT; nothing is applied). */
+static bool tx_move_rest(mt_worker_t *w, mt_rup_t *u, mt_rup_t *n, bool *ended)
+{
+    mt_rreq_t *x = u->head;
+    u->head = u->tail = NULL;
+    u->base.inflight = 0; /* the stand-ins count again */
+    bool ok = true;
+    while (x) {
+        mt_rreq_t *next = x->unext;
+        mt_rreq_t *stand_in = mt_rreq_new(w);
+        if (stand_in) {
+            stand_in->kind = RREQ_DROP;
+            stand_in->deadline_ms = x->deadline_ms;
+            mt_rup_push(u, stand_in);
+        }
+        ok = ok && stand_in;
+        *ended = *ended || x->tx_end;
+        x->unext = NULL;
+        x->redirects++;
+        if (!mt_rup_send_kept(n, x)) {
+            mt_rreq_complete_error(w, x, "ERR meltemi: out of memory");
+            ok = false;
+        }
+        x = next;
+    }
+    return ok;
+}
+
+bool mt_rtx_moved(mt_rup_t *u, mt_rreq_t *r, const char *p, size_t len)
+{
+    mt_rsess_t *s = u->lessee;
+    bool queued = r->queued;
+    if (!s || s->tx.lease != u || r->sess != s || s->tx.pending_head || !r->frame.buf ||
+        r->redirects || (u->head && !tx_rest_movable(s, u, queued)))
+        return false;
+    mt_wcluster_t *c = u->base.ep->cluster;
+    mt_wendpoint_t *ep = mt_rcluster_moved(c, p, len);
+    if (!ep || ep == u->base.ep)
+        return false;
+    s->tx.lease = NULL;
+    r->redirects++;
+    r->lease_first = false;
+    r->unext = NULL;
+    const char *why = NULL;
+    mt_rup_t *n = mt_rup_lease(ep, s, &why);
+    bool on_n = n && (!queued || mt_rup_queue_ignored(n, MULTI_CMD, sizeof(MULTI_CMD) - 1) == 0) &&
+                mt_rup_send_kept(n, r);
+    bool ended = false, all_moved = true;
+    if (on_n && u->head)
+        all_moved = tx_move_rest(u->base.w, u, n, &ended);
+    /* the old lease: a transaction still open there is discarded (its MULTI was flagged by
+     * the MOVED), then it goes back after its last reply; closed if that could not be said */
+    bool clean =
+        !queued || ended || mt_rup_queue_ignored(u, DISCARD_CMD, sizeof(DISCARD_CMD) - 1) == 0;
+    mt_rup_release(u, clean);
+    if (!on_n) {
+        char text[400];
+        snprintf(text, sizeof(text), "ERR meltemi: redirected to %s:%u, which is unavailable: %s",
+                 ep->address, ep->port, why ? why : "out of memory");
+        if (n)
+            mt_rup_release(n, false);
+        n = NULL;
+        mt_rreq_complete_error(u->base.w, r, text);
+    }
+    if (!on_n || !all_moved) {
+        if (queued)
+            s->tx.failed = true;
+        else
+            s->tx.watch_lost = true; /* the WATCH did not happen: EXEC answers nil */
+    }
+    s->tx.lease = n;
+    s->tx.gate_ahead = 0;
     return true;
 }
 
@@ -453,8 +638,8 @@ static void tx_exec(mt_rsess_t *s, const redis_command_t *cmd, const resp_reques
         mt_rsess_reply(s, "*-1\r\n", 5); /* as when a watched key changed: clients retry */
     else if (!s->tx.lease)
         mt_rsess_reply(s, "*0\r\n", 4); /* nothing was queued */
-    else
-        tx_send(s, cmd, req, frame, 0);
+    else if (tx_send(s, cmd, req, frame, 0), s->tail)
+        s->tail->tx_end = true;
     tx_reset(s); /* the lease drains, then goes back (mt_rtx_after_reply) */
 }
 
@@ -465,10 +650,13 @@ static void tx_discard(mt_rsess_t *s, const redis_command_t *cmd, const resp_req
         mt_rsess_reply_error(s, "ERR DISCARD without MULTI");
         return;
     }
-    if (s->tx.lease)
+    if (s->tx.lease) {
         tx_send(s, cmd, req, frame, 0);
-    else
+        if (s->tail)
+            s->tail->tx_end = true;
+    } else {
         mt_rsess_reply(s, "+OK\r\n", 5);
+    }
     tx_reset(s);
 }
 
@@ -552,6 +740,7 @@ bool mt_rtx_queued(mt_rsess_t *s, const redis_command_t *cmd, const resp_request
 void mt_rtx_lease_lost(mt_rsess_t *s, const char *text)
 {
     s->tx.lease = NULL;
+    s->tx.selects_in_flight = 0; /* they fail with the rest; s->tx.db stays: re-selected */
     tx_fail_pending(s, text);
     if (s->tx.state == RTX_QUEUED)
         s->tx.failed = true;
@@ -569,10 +758,45 @@ void mt_rtx_after_reply(mt_rup_t *u)
             mt_rup_release(u, true);
         return;
     }
-    if (s->tx.lease == u && s->tx.state == RTX_NONE && !s->tx.pending_head) {
+    if (s->tx.lease == u && s->tx.state == RTX_NONE && !s->tx.pending_head && s->tx.db == 0 &&
+        s->tx.selects_in_flight == 0) {
         s->tx.lease = NULL;
         mt_rup_release(u, true);
     }
+}
+
+bool mt_rtx_wait_for_map(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
+{
+    mt_wcluster_t *c = s->base.cluster;
+    bool leased =
+        s->tx.state != RTX_NONE || cmd->proxy == REDIS_PROXY_TRANSACTION ||
+        cmd->proxy == REDIS_PROXY_BLOCKING ||
+        ((cmd->flags & REDIS_CMD_BLOCKING) && redis_command_can_block(cmd, req->argc, req->argv));
+    if (!leased || !c || mt_redis_cluster(c->conf)->mode != MT_REDIS_CLUSTER ||
+        mt_rcluster_has_map(c))
+        return false;
+    uint64_t now = mt_worker_now_ms(s->base.w);
+    if (!s->map_wait_since_ms)
+        s->map_wait_since_ms = now;
+    /* at most connectTimeout: then it goes on and answers TRYAGAIN (tx_target) */
+    return now < s->map_wait_since_ms + c->conf->connect_timeout_ms;
+}
+
+bool mt_rtx_close_on_eof(mt_rsess_t *s)
+{
+    if (!s->tx.lease && !s->tx.pending_head)
+        return false;
+    if (s->tx.state != RTX_NONE)
+        return true;
+    for (mt_rreq_t *r = s->tx.lease ? s->tx.lease->head : NULL; r; r = r->unext) {
+        if (r->blocking)
+            return true;
+    }
+    for (mt_rreq_t *r = s->tx.pending_head; r; r = r->unext) {
+        if (r->blocking)
+            return true;
+    }
+    return false;
 }
 
 void mt_rtx_session_closed(mt_rsess_t *s)
@@ -593,4 +817,73 @@ void mt_rtx_session_closed(mt_rsess_t *s)
     /* Redis discards a transaction whose connection closes: so does closing the lease. */
     if (u)
         mt_rup_release(u, false);
+}
+
+/* ---- SELECT ---------------------------------------------------------------------------- */
+
+/*
+ * SELECT n through the proxy (PROXY mode, a service with one master): the client's database
+ * lives on a lease of its own, kept while it is not 0 and selected again on a new lease if
+ * the old one dies (so it survives upstream reconnects). A lease rather than shared pools
+ * per database: Redis keeps the database per connection, a lease is that connection, and it
+ * needs nothing new from the upstream shell; the cost is one upstream connection per client
+ * outside database 0 (bounded by maxConnections; the error says so at the bound). A lease
+ * that served another database is closed, never pooled. Cluster mode has database 0 only
+ * (Redis Cluster's rule); several endpoints: only 0 (each would need its own lease).
+ */
+void mt_rtx_select(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                   const char *frame)
+{
+    resp_out_t *o = &mt_rw(s->base.w)->scratch;
+    char num[24];
+    snprintf(num, sizeof(num), "%.*s", (int)MT_MIN(req->argv[1].len, 23), req->argv[1].ptr);
+    char *end = NULL;
+    long long id = strtoll(num, &end, 10);
+    mt_wcluster_t *c = s->base.cluster;
+    bool valid = end && *end == '\0' && num[0] != '\0' && id >= INT32_MIN && id <= INT32_MAX;
+    bool cluster = c && mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER;
+    mt_wendpoint_t *ep = c && c->n_eps && !cluster ? single_master(c) : NULL;
+    if (valid && cluster && id != 0) {
+        mt_rsess_reply_error(s, "ERR SELECT is not allowed in cluster mode"); /* Redis's text */
+        return;
+    }
+    if (!valid || cluster || (id == 0 && !s->tx.lease && s->tx.db == 0)) {
+        o->len = 0; /* Redis's texts: not an integer, out of range, cluster mode, or OK */
+        redis_local_reply(&s->lctx, cmd, req->argc, req->argv, o);
+        mt_rsess_reply(s, o->data, o->len);
+        return;
+    }
+    if (!ep) {
+        mt_rsess_reply_error(s, "ERR meltemi: SELECT other than 0 needs a service with one "
+                                "endpoint (a client's database is kept on a connection of its "
+                                "own)");
+        return;
+    }
+    if (!s->tx.lease) {
+        if (!tx_lease(s, ep, 0))
+            return; /* the pool at its bound: said at once */
+    } else if (s->tx.lease->base.ep != ep) {
+        mt_rsess_reply_error(s, "ERR meltemi: SELECT on a connection whose transaction runs "
+                                "elsewhere");
+        return;
+    }
+    tx_send(s, cmd, req, frame, 0);
+    if (s->tail) {
+        s->tail->is_select = true;
+        s->tail->select_db = (int32_t)id;
+        s->tx.selects_in_flight++;
+    }
+}
+
+void mt_rtx_select_answered(mt_rup_t *u, mt_rreq_t *r, bool ok)
+{
+    if (ok)
+        u->db = r->select_db;
+    mt_rsess_t *s = r->sess;
+    if (!s || s->tx.lease != u)
+        return;
+    if (s->tx.selects_in_flight)
+        s->tx.selects_in_flight--;
+    if (ok)
+        s->tx.db = r->select_db;
 }

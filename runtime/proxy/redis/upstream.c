@@ -86,8 +86,14 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
         mt_rcluster_on_slots(ep->cluster, ep, p, len);
         return;
     }
-    if (r->kind == RREQ_IGNORE) {
+    if (r->kind == RREQ_IGNORE || r->kind == RREQ_DROP) {
+        bool quiet = r->kind == RREQ_DROP;
         mt_rreq_free(w, r);
+        if (quiet) {
+            if (u->base.kind == MT_UPSTREAM_LEASED)
+                mt_rtx_after_reply(u);
+            return;
+        }
         if (len && p[0] == '-') {
             char lbl[256];
             mt_warn("upstream %s: %.*s", mt_rendpoint_label(ep, lbl, sizeof(lbl)),
@@ -119,6 +125,10 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
         /* A transaction's reply: relayed as it is (a MOVED inside MULTI is Redis's
          * queueing error, and EXEC will say EXECABORT), then the lease goes back once its
          * transaction has ended and nothing more is owed. */
+        if (MT_UNLIKELY(r->is_select))
+            mt_rtx_select_answered(u, r, len && p[0] == '+');
+        if (MT_UNLIKELY(r->lease_first) && len > 7 && p[0] == '-' && mt_rtx_moved(u, r, p, len))
+            return;
         mt_rreq_complete(w, r, u->base.rbuf, p, len);
         mt_rtx_after_reply(u);
         return;
@@ -295,6 +305,7 @@ void mt_rup_schedule(mt_rup_t *u, const mt_redis_listener_conf_t *rl)
 void mt_rup_push(mt_rup_t *u, mt_rreq_t *r)
 {
     r->unext = NULL;
+    r->ep = u->base.ep;
     if (u->tail)
         u->tail->unext = r;
     else
@@ -306,6 +317,11 @@ void mt_rup_push(mt_rup_t *u, mt_rreq_t *r)
 }
 
 /* Queues a command of the proxy's own (READONLY, ASKING, CLUSTER SLOTS). */
+int mt_rup_queue_ignored(mt_rup_t *u, const char *cmd, size_t len)
+{
+    return rup_queue_internal(u, RREQ_IGNORE, cmd, len);
+}
+
 static int rup_queue_internal(mt_rup_t *u, rreq_kind_t kind, const char *cmd, size_t len)
 {
     mt_worker_t *w = u->base.w;
@@ -335,6 +351,7 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
     if (u) {
         u->lessee = s;
         u->returning = false;
+        u->db = 0; /* a connection selected elsewhere is closed, never pooled */
     }
     return u;
 }
@@ -342,6 +359,7 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
 void mt_rup_release(mt_rup_t *u, bool clean)
 {
     u->lessee = NULL;
+    clean = clean && u->db == 0;
     if (clean && u->base.inflight > 0) {
         u->returning = true; /* rup_on_reply gives it back after the last reply */
         return;

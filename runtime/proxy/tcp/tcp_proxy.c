@@ -190,6 +190,7 @@ static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     const char *p = b->last;
     b->last += nread;
     mt_session_count_received(&t->base, (uint64_t)nread);
+    t->base.received_bytes += (uint64_t)nread;
     dir_relay(t, d, b, p, (size_t)nread);
 }
 
@@ -286,14 +287,24 @@ static const mt_upstream_ops_t tcp_up_ops = {
     .on_closed = tcp_up_on_closed,
 };
 
+/* Round robin over the resolved endpoints, skipping those outlier detection ejected unless
+ * every resolved one is (then one is tried anyway: a client is better served by a try). */
 static mt_wendpoint_t *tcp_pick(mt_wcluster_t *c)
 {
-    for (uint32_t i = 0; c && i < c->n_eps; i++) {
+    if (!c)
+        return NULL;
+    uint64_t now = mt_worker_now_ms(c->w);
+    mt_wendpoint_t *fallback = NULL;
+    for (uint32_t i = 0; i < c->n_eps; i++) {
         mt_wendpoint_t *ep = c->eps[c->rr++ % c->n_eps];
-        if (!ep->resolve_error[0])
+        if (ep->resolve_error[0])
+            continue;
+        if (!mt_outlier_ejected(&c->conf->outlier, ep->conf_index, now))
             return ep;
+        if (!fallback)
+            fallback = ep;
     }
-    return NULL;
+    return fallback;
 }
 
 /* A capture port's passthrough (runtime/proxy/capture): a cluster without endpoints, each

@@ -180,9 +180,9 @@ Test(commands, proxy_kinds_follow_the_rules)
         {"sunsubscribe", REDIS_PROXY_UNSUPPORTED},
         {"monitor", REDIS_PROXY_UNSUPPORTED},
         {"psync", REDIS_PROXY_UNSUPPORTED},
-        {"blpop", REDIS_PROXY_UNSUPPORTED},
-        {"bzmpop", REDIS_PROXY_UNSUPPORTED},
-        {"blmove", REDIS_PROXY_UNSUPPORTED},
+        {"blpop", REDIS_PROXY_BLOCKING},
+        {"bzmpop", REDIS_PROXY_BLOCKING},
+        {"blmove", REDIS_PROXY_BLOCKING},
         {"wait", REDIS_PROXY_UNSUPPORTED},
         {"shutdown", REDIS_PROXY_UNSUPPORTED},
         {"debug", REDIS_PROXY_BROADCAST},
@@ -322,11 +322,11 @@ Test(commands, xread_blocks_only_with_a_block_option_in_any_case)
     cr_assert_not(can_block("XREAD FOO BLOCK 0 STREAMS s $"), "unknown option: syntax error");
 }
 
-Test(commands, every_blocking_command_is_refused_or_checked_per_call)
+Test(commands, every_blocking_command_is_leased_or_checked_per_call)
 {
     /* Nothing that can block may be forwarded on a shared upstream connection: a command
-     * Redis flags blocking is UNSUPPORTED, except XREAD/XREADGROUP whose BLOCK form the
-     * session refuses through redis_command_can_block. */
+     * Redis flags blocking is BLOCKING (a lease per command), except XREAD/XREADGROUP whose
+     * BLOCK form the data path finds through redis_command_can_block. */
     size_t n, nsub;
     const redis_command_t *t = redis_command_table(&n);
     uint32_t per_call = 0;
@@ -340,7 +340,7 @@ Test(commands, every_blocking_command_is_refused_or_checked_per_call)
                 cr_assert_eq(c->proxy, REDIS_PROXY_FORWARD, "%s", c->name);
                 per_call++;
             } else {
-                cr_assert_eq(c->proxy, REDIS_PROXY_UNSUPPORTED, "%s", c->name);
+                cr_assert_eq(c->proxy, REDIS_PROXY_BLOCKING, "%s", c->name);
                 cr_assert(redis_command_can_block(c, 0, NULL), "%s", c->name);
             }
         }
@@ -489,4 +489,35 @@ Test(commands, lookup_speed)
     cr_assert_eq(found, rounds * 9 + rounds / 10 * 9);
     fprintf(stderr, "command lookup: hash %.1f ns, linear scan %.1f ns\n",
             (t1 - t0) / (rounds * 10.0), (t2 - t1) / (rounds / 10 * 10.0));
+}
+
+static bool block_timeout(const char *line, uint64_t *ms)
+{
+    resp_arg_t argv[12];
+    static char buf[256];
+    snprintf(buf, sizeof(buf), "%s", line);
+    uint32_t argc = 0;
+    for (char *tok = strtok(buf, " "); tok && argc < 12; tok = strtok(NULL, " "))
+        argv[argc++] = (resp_arg_t){tok, strlen(tok)};
+    const redis_command_t *cmd = redis_command_lookup(argv[0].ptr, argv[0].len);
+    cr_assert_not_null(cmd, "%s", line);
+    return redis_command_block_timeout_ms(cmd, argc, argv, ms);
+}
+
+Test(commands, block_timeouts_in_milliseconds)
+{
+    uint64_t ms = 7;
+    cr_assert(block_timeout("BLPOP a b 0", &ms) && ms == 0);
+    cr_assert(block_timeout("BRPOP a 1.5", &ms) && ms == 1500);
+    cr_assert(block_timeout("BZPOPMIN z 0.001", &ms) && ms == 1);
+    cr_assert(block_timeout("BLMOVE a b LEFT RIGHT 2", &ms) && ms == 2000);
+    cr_assert(block_timeout("BLMPOP 3 2 a b LEFT", &ms) && ms == 3000);
+    cr_assert(block_timeout("BZMPOP 0.25 1 z MIN", &ms) && ms == 250);
+    cr_assert(block_timeout("XREAD COUNT 2 BLOCK 75 STREAMS s $", &ms) && ms == 75);
+    cr_assert(block_timeout("xreadgroup group g c block 0 streams s >", &ms) && ms == 0);
+    /* no timeout, or one Redis will refuse itself */
+    cr_assert_not(block_timeout("XREAD STREAMS s $", &ms));
+    cr_assert_not(block_timeout("BLPOP a x", &ms));
+    cr_assert_not(block_timeout("BLPOP a -1", &ms));
+    cr_assert_not(block_timeout("GET a", &ms));
 }

@@ -54,6 +54,8 @@ static struct {
     uint64_t on_close_ms;        /* loop time of on_close */
     char seen[256];              /* every byte on_data was shown, in order */
     size_t seen_len;
+    bool close_on_eof; /* what tp_on_eof answers */
+    int on_eof_calls;
 } t;
 
 /* ---- the test proxy -------------------------------------------------------------------------- */
@@ -106,8 +108,15 @@ static void tp_on_closed(mt_session_t *s)
     t.s = NULL;
 }
 
+static bool tp_on_eof(mt_session_t *s)
+{
+    cr_assert_eq(s, t.s);
+    t.on_eof_calls++;
+    return t.close_on_eof;
+}
+
 static const mt_session_ops_t tp_ops = {
-    .on_data = tp_on_data, .on_close = tp_on_close, .on_closed = tp_on_closed};
+    .on_data = tp_on_data, .on_close = tp_on_close, .on_closed = tp_on_closed, .on_eof = tp_on_eof};
 
 static void tp_accept(uv_stream_t *server, int status)
 {
@@ -394,6 +403,11 @@ Test(session, reading_pauses_at_the_bound_of_requests_in_flight)
     s->pending = 0;
 }
 
+static bool saw_hold(void)
+{
+    return t.s && t.s->pending == 1;
+}
+
 static bool finishing(void)
 {
     return t.s && t.s->finishing;
@@ -423,6 +437,20 @@ Test(session, eof_finishes_only_after_the_replies_owed_are_written)
     cr_assert_eq(t.on_close_calls, 1);
     cr_assert_eq(t.on_closed_calls, 1);
     cr_assert_eq(t.on_data_calls, 1, "nothing read after the EOF");
+}
+
+Test(session, eof_closes_at_once_when_on_eof_says_so_even_with_replies_owed)
+{
+    /* Redis's session says so for a client blocked in BLPOP: its reply may never come. */
+    t.close_on_eof = true;
+    client_connect(false);
+    client_send("HOLD\n");
+    run_until(saw_hold, "the HOLD");
+    shutdown(t.client, SHUT_WR);
+    run_until(closed, "the close at the EOF");
+    cr_assert_eq(t.on_eof_calls, 1);
+    cr_assert_eq(t.on_close_calls, 1, "closed although a reply was owed");
+    cr_assert(client_sees_eof());
 }
 
 Test(session, close_calls_on_close_then_on_closed_exactly_once_and_releases_everything)

@@ -340,8 +340,15 @@ Test(admin, config_dump_is_json_and_missing_hooks_are_501)
     free(r.raw);
     r = http("GET", "/");
     cr_assert_eq(r.status, 200);
+    cr_assert(has_header(&r, "Content-Type: text/html; charset=utf-8"), "%s", r.raw);
+    cr_assert_not_null(strstr(r.body, "<script>"), "the status page");
+    cr_assert_null(strstr(r.body, "src=\"http"), "no external assets");
+    free(r.raw);
+    r = http("GET", "/help");
+    cr_assert_eq(r.status, 200);
     cr_assert_not_null(strstr(r.body, "/stats/prometheus"));
     cr_assert_not_null(strstr(r.body, "/reload"));
+    cr_assert_not_null(strstr(r.body, "/logging"));
     free(r.raw);
     server_stop();
 }

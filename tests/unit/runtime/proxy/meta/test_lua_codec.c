@@ -211,8 +211,9 @@ Test(lua_codec, mrpc_mutation_and_declared_request_id)
     cr_assert_eq(c->decode(st, f, n, &m, &err), MT_OK);
     mt_attr_t items[] = {{MT_STR("user"), MT_STR("carol")},
                          {MT_STR("drop"), {NULL, 0}},
-                         {MT_STR("x-new"), MT_STR("1")}};
-    mt_mutation_t mut = {items, 3};
+                         {MT_STR("x-new"), MT_STR("1")},
+                         {MT_STR("user"), {NULL, 0}}}; /* a repeated key: the first wins */
+    mt_mutation_t mut = {items, 4};
     mt_wbuf_t out;
     mt_wbuf_init(&out);
     cr_assert_eq(c->encode(&m, &mut, &out, &err), MT_OK, "%s", err.text);
@@ -293,6 +294,7 @@ Test(lua_codec, c_waits_for_the_missing_bytes_and_enforces_the_frame_limit)
     cr_assert_eq(c->decode(st, buf + 100, 150, &m, &err), MT_ERROR);
     cr_assert_eq(err.code, MT_CODEC_E_TOO_LARGE, "%s", err.text);
     cr_assert_eq(mt_lua_codec_failures(c), 0, "a too large frame is the peer's fault");
+    mt_msg_free(&m);
     state_free(c, st);
     mt_lua_codec_release(c);
 }

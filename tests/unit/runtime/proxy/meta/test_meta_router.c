@@ -591,3 +591,23 @@ Test(meta, a_listener_without_local_rate_limit_has_no_bucket)
     cr_expect_eq(lc->n_rate_conds, 0);
     mt_snapshot_unref(s);
 }
+
+Test(meta, route_timeout_and_fault_abort_are_read_from_the_snapshot)
+{
+    mt_snapshot_t *s = snap_with(
+        "'ROUND_ROBIN'", "nil",
+        "{ name = 'f', match = {}, route = { " TO(
+            "nil", 100) " },"
+                        "  timeout_ms = 250,"
+                        "  fault_abort = { percentage = 12.5, error_kind = 'over_limit' } },");
+    const mt_meta_route_t *r = &mt_meta_listener(&s->listeners[0])->routes[0];
+    cr_expect_eq(r->timeout_ms, 250);
+    cr_expect_float_eq(r->abort_percentage, 12.5, 1e-9);
+    cr_expect_eq(r->abort_kind, MT_ERR_OVER_LIMIT);
+    mt_snapshot_unref(s);
+    s = snap_with("'ROUND_ROBIN'", "nil", ROUTE("plain", "", TO("nil", 100)));
+    r = &mt_meta_listener(&s->listeners[0])->routes[0];
+    cr_expect_eq(r->timeout_ms, 0, "no timeout: the listener's");
+    cr_expect_float_eq(r->abort_percentage, 0.0, 1e-9, "no fault");
+    mt_snapshot_unref(s);
+}

@@ -1,0 +1,55 @@
+/*
+ * meta_stream.h - MetaProtocol streams (frames of type MT_MSG_STREAM_*, protocols/codec.h):
+ * which upstream connection a client's stream went to, under which id, and which halves
+ * are closed. meta_proxy.c routes a stream at its init frame and then relays its frames
+ * through these records; this file knows nothing of sessions or connections (they are
+ * opaque owners here).
+ *
+ * A record sits on two lists: its client session's (found by the client's stream id) and
+ * its upstream connection's (found by the id the stream has on that connection). It ends
+ * when both halves are closed (a close from each side, or one two-way close) or on a reset
+ * from either side; the owner unlinks and frees it then, or when either connection goes.
+ * Lists are searched linearly: a connection carries a handful of streams.
+ */
+#ifndef MELTEMI_META_STREAM_H
+#define MELTEMI_META_STREAM_H
+
+#include "runtime/core/outq.h"
+
+#include "protocols/codec.h"
+
+typedef struct mt_meta_stream mt_meta_stream_t;
+
+struct mt_meta_stream {
+    mt_meta_stream_t *dnext, *dprev; /* the client session's list */
+    mt_meta_stream_t *unext, *uprev; /* the upstream connection's list */
+    void *sess;                      /* owner on the client side; NULL once it is gone */
+    void *up;                        /* owner on the upstream side; NULL once it is gone */
+    uint64_t down_id;                /* the client's stream id */
+    uint64_t up_id;                  /* the stream's id on the upstream connection */
+    bool client_closed, server_closed;
+    mt_slice_t init; /* the init frame as the client sent it: native errors are built from it */
+};
+
+typedef struct mt_meta_stream_list {
+    mt_meta_stream_t *head;
+} mt_meta_stream_list_t;
+
+/* A zeroed record (NULL when out of memory); the caller fills and links it. */
+mt_meta_stream_t *mt_meta_stream_new(void);
+/* Releases the init frame's reference and the record; it must be on no list. */
+void mt_meta_stream_free(mt_buf_pool_t *pool, mt_meta_stream_t *st);
+
+void mt_meta_stream_link_down(mt_meta_stream_list_t *l, mt_meta_stream_t *st);
+void mt_meta_stream_link_up(mt_meta_stream_list_t *l, mt_meta_stream_t *st);
+void mt_meta_stream_unlink_down(mt_meta_stream_list_t *l, mt_meta_stream_t *st);
+void mt_meta_stream_unlink_up(mt_meta_stream_list_t *l, mt_meta_stream_t *st);
+
+mt_meta_stream_t *mt_meta_stream_find_down(const mt_meta_stream_list_t *l, uint64_t id);
+mt_meta_stream_t *mt_meta_stream_find_up(const mt_meta_stream_list_t *l, uint64_t id);
+
+/* Records a data, close or reset frame of type t sent by the client (from_client) or the
+ * server; true when the stream has ended with it. An init frame changes nothing. */
+bool mt_meta_stream_frame(mt_meta_stream_t *st, mt_msg_type_t t, bool from_client);
+
+#endif
