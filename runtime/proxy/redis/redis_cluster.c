@@ -709,6 +709,18 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
     return true;
 }
 
+void mt_rcluster_resend(mt_wcluster_t *c, mt_rreq_t *r, const char *text)
+{
+    if (r->redirects >= MAX_REDIRECTS) {
+        mt_stat_add(c->conf->stats, c->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        r->rflags |= MT_RF_UF;
+        mt_rreq_complete_error(c->w, r, text);
+        return;
+    }
+    r->redirects++;
+    cluster_send(c, r);
+}
+
 /* ---- splitting and combining ---------------------------------------------------------------- */
 
 void mt_rcluster_split_free(mt_worker_t *w, mt_rsplit_t *sp)

@@ -141,6 +141,7 @@ struct mt_rup {
     mt_rreq_t *head, *tail;
     mt_timer_t flush_timer; /* maxBufferSizeBeforeFlush: flush when it fires (worker's wheel) */
     uint16_t failing_flag;  /* mt_rup_fail: the Envoy flag of what failed (UT, else UF) */
+    bool never_connected;   /* mt_rup_fail: the connect failed, nothing queued was sent */
     mt_rsess_t *lessee;     /* leased: the session whose transaction it carries, or NULL */
     int32_t db;             /* leased: the database SELECTed on it (0: clean) */
     bool returning;         /* leased, its transaction ended: returned once nothing is owed */
@@ -319,6 +320,10 @@ bool mt_rcluster_redirect(mt_wcluster_t *c, mt_rreq_t *r, const char *p, size_t 
 void mt_rcluster_on_slots(mt_wcluster_t *c, mt_wendpoint_t *from, const char *p, size_t len);
 void mt_rcluster_topology_failed(mt_wcluster_t *c, const char *why);
 void mt_rcluster_node_failed(mt_wcluster_t *c, mt_wendpoint_t *ep);
+/* r was queued on a connection to a node that never connected, so nothing of it was sent:
+ * routes it again (the node now backs off, so a PREFER_REPLICA read goes to its master), or
+ * answers text once it has been re-routed as often as a redirection may be. */
+void mt_rcluster_resend(mt_wcluster_t *c, mt_rreq_t *r, const char *text);
 /* A part of a split command is answered (bytes in chunk b). */
 void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const char *p, size_t len);
 void mt_rcluster_tick(mt_wcluster_t *c, uint64_t now_ms);

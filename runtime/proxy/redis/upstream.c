@@ -37,11 +37,21 @@ void mt_rup_fail(mt_rup_t *u, const char *text)
         u->lessee = NULL;
         mt_rtx_lease_lost(s, text);
     }
+    /* A cluster node that never connected was sent nothing: its commands are routed again
+     * once it is closed (and backing off), instead of failing (a dead replica under
+     * PREFER_REPLICA, each time its backoff expires). Shared connections only: what was queued
+     * on a lease belongs to a transaction and must not run outside it. */
+    bool resend = u->never_connected && mt_rtopo(c) != NULL && u->base.kind == MT_UPSTREAM_SHARED;
+    mt_rreq_t *again = NULL, **again_tail = &again;
     while (u->head) {
         mt_rreq_t *r = u->head;
         u->head = r->unext;
         u->base.inflight--;
-        if (r->kind == RREQ_USER) {
+        if (r->kind == RREQ_USER && resend && r->frame.buf) {
+            r->unext = NULL;
+            *again_tail = r;
+            again_tail = &r->unext;
+        } else if (r->kind == RREQ_USER) {
             mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
             r->rflags |= u->failing_flag ? u->failing_flag : MT_RF_UF;
             mt_rreq_complete_error(w, r, text);
@@ -57,6 +67,12 @@ void mt_rup_fail(mt_rup_t *u, const char *text)
         if (topology_lost)
             mt_rcluster_topology_failed(c, text);
         mt_rcluster_node_failed(c, ep);
+    }
+    while (again) {
+        mt_rreq_t *r = again;
+        again = r->unext;
+        r->unext = NULL;
+        mt_rcluster_resend(c, r, text);
     }
 }
 
@@ -167,10 +183,11 @@ static void rup_on_data(mt_upstream_t *base)
 /* The shell ends the connection (connect failed or timed out, peer closed, write failed). */
 static void rup_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char *text)
 {
-    MT_UNUSED(ev);
     char full[420];
     snprintf(full, sizeof(full), "ERR meltemi: %s", text);
-    mt_rup_fail((mt_rup_t *)base, full);
+    mt_rup_t *u = (mt_rup_t *)base;
+    u->never_connected = ev == MT_UPSTREAM_CONNECT_FAILED || ev == MT_UPSTREAM_CONNECT_TIMEOUT;
+    mt_rup_fail(u, full);
 }
 
 /* Queues the proxy's AUTH as the connection's first command. */

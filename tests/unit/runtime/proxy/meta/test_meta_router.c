@@ -580,6 +580,8 @@ Test(meta, local_rate_limit_buckets_and_conditions_are_read_from_the_snapshot)
     cr_assert_eq(c->n_match, 1);
     cr_expect(mt_meta_match_one(&c->match[0], &bye, match_data));
     cr_expect_not(mt_meta_match_one(&c->match[0], &hello, match_data));
+    mt_msg_free(&bye);
+    mt_msg_free(&hello);
     mt_snapshot_unref(s);
 }
 
