@@ -5,7 +5,7 @@ local fields = require "meltemi.fields"
 local mods = {}
 for _, n in ipairs({ "application_protocol", "secret", "endpoint_slice", "service_entry", "service",
   "destination_rule", "redis_destination", "redis_service", "meta_router", "sidecar", "lua_filter",
-  "gateway" }) do
+  "gateway", "peer_authentication", "authorization_policy" }) do
   mods[#mods + 1] = require("meltemi.kinds." .. n)
 end
 io.write(fields.markdown(mods))

@@ -26,7 +26,8 @@ local M = {}
 local KIND_MODULES = {
   "application_protocol", "secret", "endpoint_slice", "service_entry", "service",
   "destination_rule", "redis_destination", "redis_service", "meta_router", "sidecar",
-  "lua_filter", "gateway", "access_log", "telemetry", "tracing",
+  "lua_filter", "gateway", "access_log", "telemetry", "tracing", "peer_authentication",
+  "authorization_policy",
 }
 
 local registry, kinds_by_name -- built on first use
@@ -375,6 +376,23 @@ function Compile:pick_cluster(obj, path, host, port, protocol, near_port)
       host, protocol or "", table.concat(cands, ", ")))
   end
   return nil
+end
+
+-- ---- the workload ---------------------------------------------------------------------------
+
+-- Does a security.istio.io selector ({ matchLabels = ... } or nil) pick the workload meltemi
+-- serves (the labels of the Sidecar with a workloadSelector)? No selector, or an empty one,
+-- selects it; selected_by_labels says whether the selector itself matched (a more specific
+-- policy) as a second result.
+function Compile:selects_workload(sel)
+  if not (sel and sel.matchLabels and next(sel.matchLabels)) then return true, false end
+  local labels
+  for _, sc in ipairs(self.snapshot.sidecars) do labels = labels or sc.workload_labels end
+  if not labels then return false, false end
+  for k, v in pairs(sel.matchLabels) do
+    if labels[k] ~= v then return false, false end
+  end
+  return true, true
 end
 
 -- ---- secrets -----------------------------------------------------------------------------

@@ -123,7 +123,7 @@ end
 -- ---- secrets redacted ----------------------------------------------------------------------
 
 local REDACTED = "<redacted>"
-local SECRET_KEYS = { password = true, token = true }
+local SECRET_KEYS = { password = true, token = true, key_pem = true }
 
 -- Copies v with every password / token string and, below anything of kind Secret, every
 -- data / stringData value replaced by REDACTED.

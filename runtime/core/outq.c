@@ -133,8 +133,8 @@ static void outq_write_cb(uv_write_t *req, int status)
         q->on_done(q, status);
 }
 
-/* Drops the first n bytes of the queued slices (written synchronously). */
-static void outq_consume(mt_outq_t *q, size_t n)
+/* Drops the first n bytes of the queued slices (written synchronously, or sealed). */
+void mt_outq_drop(mt_outq_t *q, size_t n)
 {
     uint32_t i = 0;
     while (i < q->n && n >= q->v[i].len) {
@@ -156,7 +156,11 @@ static void outq_consume(mt_outq_t *q, size_t n)
 
 int mt_outq_flush(mt_outq_t *q)
 {
-    if (q->n == 0 || !q->stream)
+    if (q->n == 0)
+        return 0;
+    if (q->seal)
+        return q->seal(q);
+    if (!q->stream)
         return 0;
     if (q->inflight_writes == 0) {
         /* Most writes complete at once: try without a write request, which spares libuv's
@@ -170,7 +174,7 @@ int mt_outq_flush(mt_outq_t *q)
             return wrote;
         if (wrote > 0) {
             q->written_bytes += (uint64_t)wrote;
-            outq_consume(q, (size_t)wrote);
+            mt_outq_drop(q, (size_t)wrote);
         }
         if (q->n == 0) {
             outq_idle(q);

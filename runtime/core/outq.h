@@ -35,6 +35,13 @@ struct mt_outq {
     mt_outq_done_cb on_done; /* after each write completes (status < 0: error) */
     mt_outq_t *flush_next;   /* the worker's list of queues with bytes to flush */
     bool flush_listed;
+    /* A transport below this queue (TLS, core/tls.h): mt_outq_flush hands the queued slices
+     * to seal(q) instead of writing them, and seal passes what it made to lower, the queue
+     * that writes to the socket. The bytes lower still owes count as this queue's pending.
+     * NULL for plain TCP. */
+    int (*seal)(mt_outq_t *q);
+    void *seal_arg;
+    mt_outq_t *lower;
 };
 
 void mt_outq_init(mt_outq_t *q, mt_buf_pool_t *pool, mt_outq_done_cb on_done);
@@ -53,9 +60,15 @@ int mt_slice_copy(mt_buf_pool_t *pool, mt_buf_t **ownp, const char *p, size_t le
 /* Writes everything queued. Returns a libuv error code (< 0) if the write could not start. */
 int mt_outq_flush(mt_outq_t *q);
 
+/* Drops the first n queued bytes (a transport consumed them). */
+void mt_outq_drop(mt_outq_t *q, size_t n);
+
 static inline size_t mt_outq_pending(const mt_outq_t *q)
 {
-    return q->queued_bytes + q->inflight_bytes;
+    size_t n = q->queued_bytes + q->inflight_bytes;
+    if (q->lower)
+        n += q->lower->queued_bytes + q->lower->inflight_bytes;
+    return n;
 }
 
 #endif

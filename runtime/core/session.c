@@ -6,6 +6,7 @@
 #include "runtime/core/session.h"
 
 #include "runtime/core/log.h"
+#include "runtime/core/tls.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -15,6 +16,23 @@
 #define READ_MIN_ROOM 4096
 
 static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+static void session_on_write_done(mt_outq_t *q, int status);
+static bool session_handshaking(const mt_session_t *s);
+static void session_timeout_arm(mt_session_t *s);
+
+/* The TLS transport for s (its output queue is initialised first: it is sealed into it). */
+static int session_tls_start(mt_session_t *s)
+{
+    char err[256];
+    mt_outq_init(&s->out, &s->w->pool, session_on_write_done);
+    s->tls = mt_tls_new(s->conf->tls, s->w->id, &s->out, &s->w->pool, NULL, err, sizeof(err));
+    if (!s->tls) {
+        mt_warn("listener %s: TLS: %s; closing the client", s->conf->name, err);
+        return -1;
+    }
+    s->tls->raw.stream = (uv_stream_t *)&s->tcp;
+    return 0;
+}
 
 static void session_on_write_done(mt_outq_t *q, int status)
 {
@@ -165,6 +183,11 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
     s->w = w;
     s->lst = l;
     s->conf = l->conf;
+    if (l->conf->tls && !l->conf->tls->permissive && session_tls_start(s) != 0) {
+        uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
+        return -1;
+    }
+    s->sniffing = l->conf->tls && l->conf->tls->permissive;
     s->snap = mt_snapshot_ref(w->snap);
     s->cluster = l->cluster;
     mt_wcluster_ref(l->cluster);
@@ -174,21 +197,32 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
     s->max_output = MT_SESSION_MAX_OUTPUT;
     s->accepted_ms = s->active_ms = mt_worker_now_ms(w);
     s->accepted_ns = w->now_ns;
-    mt_outq_init(&s->out, &w->pool, session_on_write_done);
+    if (!s->tls)
+        mt_outq_init(&s->out, &w->pool, session_on_write_done);
     s->out.stream = (uv_stream_t *)&s->tcp;
     s->link.drain = session_drain;
     mt_worker_session_add(w, &s->link);
+    int salen = sizeof(s->peer_sa);
+    if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&s->peer_sa, &salen) != 0)
+        s->peer_sa.ss_family = AF_UNSPEC;
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_TOTAL, 1);
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, 1);
     s->istio_tcp = mt_session_istio_slow(s, l->cluster ? l->cluster->conf : NULL);
     s->istio_tcp->tcp[w->id].opened++;
     uv_tcp_nodelay(&s->tcp, 1);
+    if (session_handshaking(s))
+        session_timeout_arm(s);
     return 0;
 }
 
 static void session_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     mt_session_t *s = h->data;
+    if (s->tls) { /* ciphertext: fed to the SSL at once, decrypted into s->rbuf */
+        buf->base = mt_tls_scratch();
+        buf->len = MT_TLS_SCRATCH;
+        return;
+    }
     if (mt_buf_make_room(&s->w->pool, &s->rbuf, READ_MIN_ROOM, 0) != 0) {
         buf->base = NULL;
         buf->len = 0;
@@ -259,6 +293,7 @@ static void session_closed(uv_handle_t *h)
     if (s->ops->on_closed)
         s->ops->on_closed(s);
     mt_session_release(s);
+    mt_tls_free(s->tls);
     free(s);
 }
 
@@ -273,7 +308,86 @@ void mt_session_close(mt_session_t *s)
     s->pending = 0;
     mt_timer_stop(&s->w->timers, &s->timeout_timer);
     mt_worker_unschedule_flush(s->w, &s->out);
+    if (s->tls)
+        mt_tls_shutdown(s->tls); /* best effort: the close cancels what has not left */
     uv_close((uv_handle_t *)&s->tcp, session_closed);
+}
+
+/* ---- TLS in ---------------------------------------------------------------------------------- */
+
+static void session_tls_failed(mt_session_t *s, const char *why)
+{
+    char peer[INET6_ADDRSTRLEN + 8];
+    mt_warn("listener %s: closing %s: %s", s->conf->name, mt_session_peer(s, peer, sizeof(peer)),
+            why);
+    mt_stat_add(s->conf->stats, s->w->id, MT_ST_TLS_HANDSHAKE_FAILURES, 1);
+    mt_session_close(s);
+}
+
+/* Ciphertext read from the client: the handshake moves on, plaintext goes to s->rbuf.
+ * Returns the plaintext bytes added, or -1 when s is closing; *eof on close_notify. */
+static long session_tls_in(mt_session_t *s, const char *p, size_t n, bool *eof)
+{
+    mt_tls_t *t = s->tls;
+    if (mt_tls_feed(t, p, n) != 0) {
+        session_tls_failed(s, t->error);
+        return -1;
+    }
+    if (!t->handshake_done) {
+        int r = mt_tls_handshake(t);
+        if (r < 0) {
+            session_tls_failed(s, t->error);
+            return -1;
+        }
+        if (r == 0)
+            return 0;
+        char peer[INET6_ADDRSTRLEN + 8];
+        mt_debug("listener %s: TLS from %s: %s%s%s", s->conf->name,
+                 mt_session_peer(s, peer, sizeof(peer)), mt_tls_security_policy(t),
+                 t->principal ? ", principal " : "", t->principal ? t->principal : "");
+        if (s->out.n > 0)
+            mt_worker_schedule_flush(s->w, &s->out); /* queued while the handshake ran */
+    }
+    size_t got;
+    int rc = mt_tls_read_all(t, &s->w->pool, &s->rbuf, READ_MIN_ROOM, &got);
+    if (rc == -1) {
+        char peer[INET6_ADDRSTRLEN + 8];
+        mt_info("listener %s: closing %s: %s", s->conf->name,
+                mt_session_peer(s, peer, sizeof(peer)), t->error);
+        mt_session_close(s);
+        return -1;
+    }
+    *eof = rc == MT_TLS_EOF;
+    return (long)got;
+}
+
+/* PERMISSIVE: the first bytes read (plain, in s->rbuf) decide. A ClientHello moves them into
+ * a TLS transport; anything else stays plain text. Returns 0 to go on as plain, 1 when the
+ * read is handled (more bytes needed, TLS started, or closing). */
+static int session_sniff(mt_session_t *s)
+{
+    mt_buf_t *b = s->rbuf;
+    int r = mt_tls_sniff((const unsigned char *)b->pos, mt_buf_unread(b));
+    if (r < 0)
+        return 1;
+    s->sniffing = false;
+    if (r == 0)
+        return 0;
+    if (session_tls_start(s) != 0) {
+        mt_session_close(s);
+        return 1;
+    }
+    size_t n = mt_buf_unread(b);
+    char *copy = mt_tls_scratch(); /* the read chunk becomes the plaintext buffer */
+    memcpy(copy, b->pos, n);
+    b->pos = b->last = b->data;
+    bool eof = false;
+    long got = session_tls_in(s, copy, n, &eof);
+    if (got > 0 && !s->finishing)
+        s->ops->on_data(s);
+    if (got >= 0 && eof)
+        mt_session_finish(s);
+    return 1;
 }
 
 static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
@@ -288,12 +402,27 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    s->rbuf->last += nread;
     s->active_ms = uv_now(&s->w->loop); /* idle timeouts: the loop's cached time */
     s->w->now_ns = uv_hrtime();
-    mt_session_count_received(s, (uint64_t)nread);
-    if (!s->finishing)
-        s->ops->on_data(s);
+    bool eof = false;
+    if (s->tls) { /* the byte counters count plaintext, as for what is sent */
+        long got = session_tls_in(s, buf->base, (size_t)nread, &eof);
+        if (got < 0)
+            return; /* closing */
+        mt_session_count_received(s, (uint64_t)got);
+        if (got > 0 && !s->finishing)
+            s->ops->on_data(s);
+    } else {
+        s->rbuf->last += nread;
+        if (s->sniffing) {
+            int r = session_sniff(s);
+            if (r != 0)
+                return; /* waiting for more, closing, or switched to TLS (which called on_data) */
+        }
+        mt_session_count_received(s, (uint64_t)nread);
+        if (!s->finishing)
+            s->ops->on_data(s);
+    }
     mt_buf_t *b = s->rbuf;
     if (b && b->pos == b->last && !s->closing) {
         /* Nothing unread: give the chunk back (it stays alive while slices reference it). */
@@ -301,6 +430,8 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         s->rbuf = NULL;
     }
     mt_session_check_bounds(s);
+    if (eof)
+        mt_session_finish(s);
     mt_session_maybe_finish(s);
 }
 
@@ -308,9 +439,17 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 
 static void session_on_timeout(mt_timer_t *t);
 
+/* A TLS client that has not finished its handshake, or a PERMISSIVE one that sent nothing. */
+static bool session_handshaking(const mt_session_t *s)
+{
+    return s->sniffing || (s->tls && !s->tls->handshake_done);
+}
+
 static void session_timeout_arm(mt_session_t *s)
 {
     uint64_t due = UINT64_MAX;
+    if (session_handshaking(s))
+        due = s->accepted_ms + MT_SESSION_TLS_HANDSHAKE_MS;
     if (s->auth_timeout_ms)
         due = s->accepted_ms + s->auth_timeout_ms;
     if (s->idle_timeout_ms)
@@ -330,6 +469,13 @@ static void session_on_timeout(mt_timer_t *t)
     char peer[INET6_ADDRSTRLEN + 8];
     if (s->closing)
         return;
+    if (session_handshaking(s) && now - s->accepted_ms >= MT_SESSION_TLS_HANDSHAKE_MS) {
+        mt_info("listener %s: closing %s: TLS handshake not done after %u ms", s->conf->name,
+                mt_session_peer(s, peer, sizeof(peer)), MT_SESSION_TLS_HANDSHAKE_MS);
+        mt_stat_add(s->conf->stats, s->w->id, MT_ST_TLS_HANDSHAKE_FAILURES, 1);
+        mt_session_close(s);
+        return;
+    }
     if (s->auth_timeout_ms && now - s->accepted_ms >= s->auth_timeout_ms) {
         mt_info("listener %s: closing %s: not authenticated after %u ms", s->conf->name,
                 mt_session_peer(s, peer, sizeof(peer)), s->auth_timeout_ms);
@@ -373,6 +519,34 @@ void mt_session_rebind(mt_session_t *s)
     mt_snapshot_t *old = s->snap;
     s->snap = mt_snapshot_ref(w->snap);
     mt_snapshot_unref(old);
+}
+
+bool mt_session__authorize(mt_session_t *s, mt_authz_request_t *r)
+{
+    r->principal = mt_session_principal(s);
+    r->peer = s->peer_sa.ss_family == AF_UNSPEC ? NULL : (const struct sockaddr *)&s->peer_sa;
+    r->port = s->conf->port;
+    mt_authz_verdict_t v = mt_authz_check(s->conf->authz, r);
+    if (v.allowed && !v.audited)
+        return true;
+    char peer[INET6_ADDRSTRLEN + 8];
+    mt_info("listener %s: RBAC: %s %s%s%s: %.*s %.*s (%s)", s->conf->name,
+            v.allowed ? "audited" : "denied", mt_session_peer(s, peer, sizeof(peer)),
+            r->principal ? " " : "", r->principal ? r->principal : "",
+            (int)MT_MIN(r->path_len, 200), r->path ? r->path : "", (int)MT_MIN(r->method_len, 100),
+            r->method ? r->method : "", v.policy ? v.policy : "no ALLOW policy matched");
+    mt_stat_add(s->conf->stats, s->w->id, v.allowed ? MT_ST_RBAC_AUDITED : MT_ST_RBAC_DENIED, 1);
+    return v.allowed;
+}
+
+const char *mt_session_principal(const mt_session_t *s)
+{
+    return s->tls ? s->tls->principal : NULL;
+}
+
+const char *mt_session_security_policy(const mt_session_t *s)
+{
+    return s->tls ? mt_tls_security_policy(s->tls) : "none";
 }
 
 const char *mt_session_peer(const mt_session_t *s, char *out, size_t cap)

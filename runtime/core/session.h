@@ -5,16 +5,22 @@
  * everything owed is written), auth and idle timeouts, and the close. A proxy embeds mt_session_t
  * first in its own session and fills an mt_session_ops_t; it never touches the socket itself.
  *
- * The transport is plain TCP today; TLS goes into this shell, once, for every protocol.
+ * The transport slot: plain TCP, or TLS when the listener terminates it (core/tls.h): the
+ * shell decrypts into s->rbuf and s->out is sealed on its way out, so a proxy sees the same
+ * bytes either way. PERMISSIVE listeners look at the first bytes and go one way or the other.
  */
 #ifndef MELTEMI_CORE_SESSION_H
 #define MELTEMI_CORE_SESSION_H
 
+#include "runtime/core/authz.h"
 #include "runtime/core/common.h"
 #include "runtime/core/worker.h"
 
 #define MT_SESSION_MAX_PENDING 1024      /* requests in flight per client before it is paused */
 #define MT_SESSION_MAX_OUTPUT (4u << 20) /* reply bytes queued per client before it is paused */
+#define MT_SESSION_TLS_HANDSHAKE_MS                                                                \
+    10000 /* a TLS (or PERMISSIVE) client must finish its                                          \
+             handshake (or send its first bytes) by then */
 
 typedef struct mt_session mt_session_t;
 
@@ -55,6 +61,9 @@ struct mt_session {
     mt_timer_t timeout_timer;        /* auth and idle timeouts, at the earlier (worker's wheel) */
     uint32_t auth_timeout_ms;        /* 0: none (or authenticated) */
     uint32_t idle_timeout_ms;        /* 0: none */
+    struct mt_tls *tls;              /* the TLS transport, or NULL: plain TCP */
+    struct sockaddr_storage peer_sa; /* the client's address (AuthorizationPolicy ipBlocks) */
+    bool sniffing;                   /* PERMISSIVE: TLS or plain is decided by the first bytes */
     mt_istio_set_t *istio_tcp;       /* the connection's Istio label set (default destination) */
     uint64_t sent_counted;   /* of out.written_bytes, already in istio_tcp_sent_bytes_total */
     char *peer_text;         /* "address:port" for the access log, made on first use */
@@ -102,6 +111,21 @@ void mt_session_rebind(mt_session_t *s);
 static inline mt_session_t *mt_session_of_link(mt_session_link_t *l)
 {
     return MT_CONTAINER_OF(l, mt_session_t, link);
+}
+/* The client's SPIFFE identity without "spiffe://" ("cluster.local/ns/x/sa/y": Istio's
+ * source.principal), or NULL (plain text, no certificate, no SPIFFE URI SAN). */
+const char *mt_session_principal(const mt_session_t *s);
+/* Istio's connection_security_policy: "mutual_tls" (client certificate verified), "tls"
+ * (server-side TLS only), "none" (plain text). */
+const char *mt_session_security_policy(const mt_session_t *s);
+/* The listener's AuthorizationPolicies on r, whose operation part (method, path, keys) the
+ * proxy filled; the source part (principal, address, port) is the session's. A denial is
+ * logged (info) and counted (MT_ST_RBAC_DENIED), an audit too (MT_ST_RBAC_AUDITED). True
+ * when allowed; always true without policies. */
+bool mt_session__authorize(mt_session_t *s, mt_authz_request_t *r);
+static inline bool mt_session_authorize(mt_session_t *s, mt_authz_request_t *r)
+{
+    return !s->conf->authz || mt_session__authorize(s, r);
 }
 /* ---- one request's outcome: Istio's metrics and the access log, written here once --------- */
 

@@ -7,6 +7,8 @@
 #include "runtime/core/common.h"
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
+#include "runtime/core/authz.h"
+#include "runtime/core/tls.h"
 
 #include <arpa/inet.h>
 #include <lauxlib.h>
@@ -353,6 +355,11 @@ static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
     }
     if (read_fingerprint(L, t, "cluster", c->name, &c->fingerprint, err) != 0)
         return -1;
+    char what[300];
+    snprintf(what, sizeof(what), "cluster %s", c->name);
+    c->tls = mt_tls_conf_from_lua(L, t, false, what, err);
+    if (*err)
+        return -1;
     c->stats = mt_stats_block(MT_STATS_CLUSTER, c->name, NULL);
     const mt_proxy_ops_t *ops = mt_proxy_for(c->protocol);
     return ops->read_cluster ? ops->read_cluster(L, t, c, err) : 0;
@@ -387,6 +394,20 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
     }
     if (read_fingerprint(L, t, "listener", l->name, &l->fingerprint, err) != 0)
         return -1;
+    char what[300];
+    snprintf(what, sizeof(what), "listener %s", l->name);
+    l->tls = mt_tls_conf_from_lua(L, t, true, what, err);
+    if (*err)
+        return -1;
+    l->max_connections = (uint32_t)mt_snap_field_int(L, t, "max_connections", 0);
+    l->authz = mt_authz_from_lua(L, t, err);
+    if (*err) {
+        char *e = *err;
+        if (asprintf(err, "listener %s: %s", l->name, e) < 0)
+            *err = NULL;
+        free(e);
+        return -1;
+    }
     l->stats = mt_stats_block(MT_STATS_LISTENER, l->name, NULL);
     l->n_istio = s->n_clusters + 1;
     l->istio = calloc(l->n_istio, sizeof(*l->istio));
@@ -418,6 +439,7 @@ static void snapshot_free(mt_snapshot_t *s)
         const mt_proxy_ops_t *ops = mt_proxy_for(c->protocol);
         if (c->proto && ops->free_cluster)
             ops->free_cluster(c);
+        mt_tls_conf_free(c->tls);
         free(c->name);
         free(c->service);
         free(c->fingerprint);
@@ -427,6 +449,8 @@ static void snapshot_free(mt_snapshot_t *s)
         const mt_proxy_ops_t *lops = mt_proxy_for(l->protocol);
         if (l->proto && lops->free_listener)
             lops->free_listener(l);
+        mt_tls_conf_free(l->tls);
+        mt_authz_free(l->authz);
         free(l->name);
         free(l->address);
         free(l->codec);

@@ -53,8 +53,9 @@ typedef struct mt_cluster_conf {
     char *fingerprint;         /* equal fingerprints: a worker may keep this cluster's pools */
     mt_outlier_conf_t outlier; /* outlierDetection; its per-endpoint state is shared, mutable */
     mt_stats_block_t *stats;
-    void *proto;    /* the proxy's own part (mt_proxy_ops_t.read_cluster), or NULL */
-    uint32_t index; /* in its snapshot's clusters[] */
+    struct mt_tls_conf *tls; /* DestinationRule trafficPolicy.tls (core/tls.h), or NULL */
+    void *proto;             /* the proxy's own part (mt_proxy_ops_t.read_cluster), or NULL */
+    uint32_t index;          /* in its snapshot's clusters[] */
 } mt_cluster_conf_t;
 
 typedef struct mt_listener_conf {
@@ -71,7 +72,10 @@ typedef struct mt_listener_conf {
     mt_cluster_conf_t *cluster; /* default destination; NULL if it names no cluster */
     char *fingerprint;
     mt_stats_block_t *stats;
-    void *proto; /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
+    struct mt_tls_conf *tls;  /* the listener terminates TLS (core/tls.h), or NULL */
+    struct mt_authz *authz;   /* AuthorizationPolicy (core/authz.h), or NULL: allow all */
+    uint32_t max_connections; /* accepted connections open at once (all workers); 0: no cap */
+    void *proto;              /* the proxy's own part (mt_proxy_ops_t.read_listener), or NULL */
     /* Istio's metrics: the protocol's response codes (set by the proxy's read_listener; NULL:
      * connection metrics only, as for plain TCP) and the label sets by destination, [0] none,
      * [1 + i] the snapshot's cluster i, filled on first use (session.c). */

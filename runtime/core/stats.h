@@ -38,6 +38,10 @@ enum {
     MT_ST_STREAMS_TOTAL,      /* MetaProtocol streams opened by clients (init frames routed) */
     MT_ST_STREAM_FRAMES,      /* stream frames relayed, both directions */
     MT_ST_PUBSUB_SLOW_CLOSED, /* subscribers closed: too many messages unsent (Redis pub/sub) */
+    MT_ST_TLS_HANDSHAKE_FAILURES, /* downstream TLS handshakes refused or failed */
+    MT_ST_RBAC_DENIED,            /* requests an AuthorizationPolicy denied */
+    MT_ST_DOWNSTREAM_CX_OVERFLOW, /* connections closed at accept: max_connections reached */
+    MT_ST_RBAC_AUDITED,           /* requests an AUDIT AuthorizationPolicy matched */
     /* cluster */
     MT_ST_UPSTREAM_CX_TOTAL,
     MT_ST_UPSTREAM_CX_ACTIVE, /* gauge */
@@ -45,10 +49,12 @@ enum {
     MT_ST_UPSTREAM_RQ_TOTAL,
     MT_ST_UPSTREAM_RQ_ERRORS, /* failed because of the upstream: closed, timeout, auth */
     MT_ST_UPSTREAM_RQ_TIMEOUT,
-    MT_ST_UPSTREAM_CX_LEASED, /* gauge: exclusive connections leased (transactions, pub/sub) */
-    MT_ST_UPSTREAM_CX_IDLE,   /* gauge: exclusive connections idle in the pool */
-    MT_ST_OUTLIER_EJECTIONS,  /* endpoints ejected by outlier detection */
-    MT_ST_UPSTREAM_RQ_RETRY,  /* requests sent again (MetaRouter retries) */
+    MT_ST_UPSTREAM_CX_LEASED,    /* gauge: exclusive connections leased (transactions, pub/sub) */
+    MT_ST_UPSTREAM_CX_IDLE,      /* gauge: exclusive connections idle in the pool */
+    MT_ST_OUTLIER_EJECTIONS,     /* endpoints ejected by outlier detection */
+    MT_ST_UPSTREAM_RQ_RETRY,     /* requests sent again (MetaRouter retries) */
+    MT_ST_UPSTREAM_TLS_FAILURES, /* upstream TLS handshakes refused or failed */
+    MT_ST_UPSTREAM_TLS_RESUMED,  /* upstream TLS handshakes that resumed a session */
     MT_ST__COUNT
 };
 

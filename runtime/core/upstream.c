@@ -7,6 +7,7 @@
 #include "runtime/core/upstream.h"
 
 #include "runtime/core/log.h"
+#include "runtime/core/tls.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,7 @@ static void upstream_closed(uv_handle_t *h)
     mt_outq_reset(&u->out);
     if (u->rbuf)
         mt_buf_unref(&w->pool, u->rbuf);
+    mt_tls_free(u->tls);
     free(u);
 }
 
@@ -128,6 +130,8 @@ void mt_upstream_close(mt_upstream_t *u)
         u->ops->on_close(u);
     if (was_connected)
         mt_stat_add(u->ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, -1);
+    if (u->tls)
+        mt_tls_shutdown(u->tls); /* best effort: the close cancels what has not left */
     uv_close((uv_handle_t *)&u->tcp, upstream_closed);
 }
 
@@ -154,10 +158,26 @@ static void upstream_end(mt_upstream_t *u, mt_upstream_event_t ev, const char *t
 
 /* ---- read, write, connect ------------------------------------------------------------------- */
 
+/* New bytes are in u->rbuf: the proxy takes its frames. */
+static void upstream_consume(mt_upstream_t *u)
+{
+    u->w->now_ns = uv_hrtime(); /* replies end requests: their time, once per read */
+    u->ops->on_data(u);
+    /* Everything consumed and nobody holds a slice of it: reuse the chunk from its start. */
+    mt_buf_t *b = u->rbuf;
+    if (u->state == MT_UPSTREAM_READY && b && b->pos == b->last && b->refs == 1)
+        b->pos = b->last = b->data;
+}
+
 static void upstream_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     MT_UNUSED(hint);
     mt_upstream_t *u = h->data;
+    if (u->tls) { /* ciphertext: fed to the SSL at once, decrypted into u->rbuf */
+        buf->base = mt_tls_scratch();
+        buf->len = MT_TLS_SCRATCH;
+        return;
+    }
     if (mt_buf_make_room(&u->w->pool, &u->rbuf, READ_MIN_ROOM, 0) != 0) {
         buf->base = NULL;
         buf->len = 0;
@@ -167,10 +187,72 @@ static void upstream_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
     buf->len = mt_buf_room(u->rbuf);
 }
 
+static void upstream_ready(mt_upstream_t *u);
+
+/* A TLS connection's handshake or read failed: why is t->error. */
+static void upstream_tls_failed(mt_upstream_t *u, const char *why)
+{
+    char lbl[256], text[TEXT_MAX];
+    bool handshake = u->state == MT_UPSTREAM_CONNECTING;
+    snprintf(text, sizeof(text), "upstream %s %s: %s", mt_upstream_label(u->ep, lbl, sizeof(lbl)),
+             handshake ? "unavailable" : "closed the connection", why);
+    if (handshake)
+        mt_stat_add(u->ep->cluster->conf->stats, u->w->id, MT_ST_UPSTREAM_TLS_FAILURES, 1);
+    upstream_end(u, handshake ? MT_UPSTREAM_CONNECT_FAILED : MT_UPSTREAM_PEER_CLOSED, text,
+                 handshake || u->inflight > 0);
+}
+
+/* Ciphertext from the server: the handshake moves on (READY once done), plaintext goes to
+ * u->rbuf. Returns the plaintext bytes added, -1 when u is ending, MT_TLS_EOF on close_notify. */
+static long upstream_tls_in(mt_upstream_t *u, const char *p, size_t n)
+{
+    mt_tls_t *t = u->tls;
+    if (mt_tls_feed(t, p, n) != 0) {
+        upstream_tls_failed(u, t->error);
+        return -1;
+    }
+    if (!t->handshake_done) {
+        int r = mt_tls_handshake(t);
+        if (r < 0) {
+            upstream_tls_failed(u, t->error);
+            return -1;
+        }
+        if (r == 0)
+            return 0;
+        upstream_ready(u);
+        if (u->state != MT_UPSTREAM_READY)
+            return -1;
+    }
+    size_t got;
+    int rc = mt_tls_read_all(t, &u->w->pool, &u->rbuf, READ_MIN_ROOM, &got);
+    if (rc == -1) {
+        upstream_tls_failed(u, t->error);
+        return -1;
+    }
+    /* close_notify after data: the data first; the TCP EOF that follows ends u. */
+    return got > 0 || rc == 0 ? (long)got : MT_TLS_EOF;
+}
+
 static void upstream_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
-    MT_UNUSED(buf);
     mt_upstream_t *u = st->data;
+    if (u->tls && nread > 0) {
+        long got = upstream_tls_in(u, buf->base, (size_t)nread);
+        if (got == 0 || got == -1 || u->state != MT_UPSTREAM_READY)
+            return;
+        if (got == MT_TLS_EOF) {
+            nread = UV_EOF; /* close_notify: as a TCP EOF */
+            if (u->ops->on_eof)
+                uv_read_stop((uv_stream_t *)&u->tcp);
+        } else {
+            upstream_consume(u);
+            return;
+        }
+    }
+    if (u->tls && nread < 0 && u->state == MT_UPSTREAM_CONNECTING) {
+        upstream_tls_failed(u, "TLS handshake: the server closed the connection");
+        return;
+    }
     if (nread == UV_EOF && u->ops->on_eof) {
         u->ops->on_eof(u); /* libuv has stopped reading */
         return;
@@ -186,14 +268,8 @@ static void upstream_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf
     }
     if (nread == 0)
         return;
-    mt_buf_t *b = u->rbuf;
-    b->last += nread;
-    u->w->now_ns = uv_hrtime(); /* replies end requests: their time, once per read */
-    u->ops->on_data(u);
-    /* Everything consumed and nobody holds a slice of it: reuse the chunk from its start. */
-    b = u->rbuf;
-    if (u->state == MT_UPSTREAM_READY && b && b->pos == b->last && b->refs == 1)
-        b->pos = b->last = b->data;
+    u->rbuf->last += nread;
+    upstream_consume(u);
 }
 
 static void upstream_on_write_done(mt_outq_t *q, int status)
@@ -215,7 +291,8 @@ static void upstream_on_connect(uv_connect_t *req, int status)
         return;
     mt_worker_t *w = u->w;
     mt_cluster_conf_t *cc = u->ep->cluster->conf;
-    mt_timer_stop(&w->timers, &u->connect_timer);
+    if (status < 0 || !cc->tls) /* a TLS handshake is part of the connect (its deadline) */
+        mt_timer_stop(&w->timers, &u->connect_timer);
     if (status < 0) {
         u->error = status;
         char lbl[256], text[TEXT_MAX];
@@ -224,14 +301,40 @@ static void upstream_on_connect(uv_connect_t *req, int status)
         upstream_end(u, MT_UPSTREAM_CONNECT_FAILED, text, true);
         return;
     }
+    uv_tcp_nodelay(&u->tcp, 1);
+    u->out.stream = (uv_stream_t *)&u->tcp;
+    if (!cc->tls) {
+        uv_read_start((uv_stream_t *)&u->tcp, upstream_alloc, upstream_on_read);
+        upstream_ready(u);
+        return;
+    }
+    /* TLS: still CONNECTING (its deadline covers the handshake) until the handshake is done;
+     * what the proxy queued meanwhile is sealed once it is. */
+    char err[256];
+    u->tls = mt_tls_new(cc->tls, w->id, &u->out, &w->pool, &u->ep->tls_session, err, sizeof(err));
+    if (!u->tls) {
+        upstream_tls_failed(u, err);
+        return;
+    }
+    u->tls->raw.stream = (uv_stream_t *)&u->tcp;
+    uv_read_start((uv_stream_t *)&u->tcp, upstream_alloc, upstream_on_read);
+    if (mt_tls_handshake(u->tls) < 0)
+        upstream_tls_failed(u, u->tls->error);
+}
+
+/* Connected (and, over TLS, the handshake done): reading, the queue, the proxy's hook. */
+static void upstream_ready(mt_upstream_t *u)
+{
+    mt_worker_t *w = u->w;
+    mt_cluster_conf_t *cc = u->ep->cluster->conf;
+    mt_timer_stop(&w->timers, &u->connect_timer);
     u->state = MT_UPSTREAM_READY;
     if (!u->ops->ignore_backoff)
         u->ep->backoff_ms = 0;
     mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_TOTAL, 1);
     mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_ACTIVE, 1);
-    uv_tcp_nodelay(&u->tcp, 1);
-    u->out.stream = (uv_stream_t *)&u->tcp;
-    uv_read_start((uv_stream_t *)&u->tcp, upstream_alloc, upstream_on_read);
+    if (u->tls && u->tls->resumed)
+        mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_TLS_RESUMED, 1);
     mt_worker_schedule_flush(w, &u->out);
     if (u->ops->on_connected)
         u->ops->on_connected(u);

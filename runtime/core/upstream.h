@@ -117,6 +117,8 @@ struct mt_upstream {
     bool kind_counted;          /* in the cluster's leased/idle gauges (upstream.c) */
     mt_upstream_t *prev, *next; /* the worker's list */
     mt_upstream_t *idle_next;   /* the pool's idle list */
+    struct mt_tls *tls;         /* the TLS transport (cluster tls), or NULL: plain TCP; a TLS
+                                   connection stays CONNECTING until its handshake is done */
 };
 
 /* The endpoint's pool for protocol p. */

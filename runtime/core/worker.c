@@ -6,6 +6,7 @@
 
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
+#include "runtime/core/tls.h"
 #include "runtime/luajit/lua_env.h"
 
 #include <lauxlib.h>
@@ -140,6 +141,7 @@ void mt_wendpoint_free(mt_wendpoint_t *ep)
 {
     for (int p = 0; p < MT_UPSTREAM_POOLS; p++)
         free(ep->pools[p].shared);
+    mt_tls_session_free(ep->tls_session);
     free(ep);
 }
 
@@ -193,6 +195,21 @@ mt_wcluster_t *mt_worker_cluster(mt_worker_t *w, mt_cluster_conf_t *conf)
 
 /* ---- listeners --------------------------------------------------------------------------- */
 
+/* Over the listener's cap: take the connection off the backlog and close it at once. */
+static void listener_refuse(mt_wlistener_t *l, uv_stream_t *server)
+{
+    uv_tcp_t *c = malloc(sizeof(*c));
+    if (!c)
+        return;
+    uv_tcp_init(&l->w->loop, c);
+    if (uv_accept(server, (uv_stream_t *)c) == 0) {
+        mt_stat_add(l->conf->stats, l->w->id, MT_ST_DOWNSTREAM_CX_OVERFLOW, 1);
+        mt_debug("listener %s: %u connections open (maxConnections): closing a new one",
+                 l->conf->name, l->conf->max_connections);
+    }
+    uv_close((uv_handle_t *)c, (uv_close_cb)free);
+}
+
 static void listener_on_connection(uv_stream_t *server, int status)
 {
     mt_wlistener_t *l = server->data;
@@ -202,6 +219,11 @@ static void listener_on_connection(uv_stream_t *server, int status)
     }
     if (l->w->draining)
         return;
+    uint32_t max = l->conf->max_connections;
+    if (max && mt_stats_sum(l->conf->stats, MT_ST_DOWNSTREAM_CX_ACTIVE) >= (int64_t)max) {
+        listener_refuse(l, server); /* sums other workers' shards: a cap, not an exact count */
+        return;
+    }
     mt_proxy_for(l->conf->protocol)->accept(l, server);
 }
 

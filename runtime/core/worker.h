@@ -58,6 +58,7 @@ typedef struct mt_wendpoint {
     uint32_t backoff_ms;
     char last_error[400];
     char lease_error[320]; /* why the last exclusive lease was refused (upstream.c) */
+    void *tls_session;     /* SSL_SESSION * of the last TLS connection: resumption (tls.c) */
     uint32_t conf_index;   /* in cluster->conf->endpoints (outlier state); UINT32_MAX: found
                               at run time (Redis Cluster topology), no outlier detection */
 } mt_wendpoint_t;

@@ -11,6 +11,7 @@
 #include "runtime/server/config.h"
 #include "runtime/core/log.h"
 #include "runtime/core/stats.h"
+#include "runtime/core/tls.h"
 #include "runtime/server/server.h"
 
 #include <stdio.h>
@@ -86,6 +87,7 @@ typedef enum {
     OPT_CAPTURE_INBOUND,
     OPT_WORKLOAD,
     OPT_NAMESPACE,
+    OPT_ISTIO_CERTS,
 } run_opt_id_t;
 
 typedef struct run_opt {
@@ -128,6 +130,9 @@ static const run_opt_t run_options[] = {
      "ISTIO_META_WORKLOAD_NAME, else POD_NAME's Deployment part)"},
     {OPT_NAMESPACE, "--namespace", NULL, "MELTEMI_NAMESPACE", "NS",
      "source_workload_namespace (default: POD_NAMESPACE)"},
+    {OPT_ISTIO_CERTS, "--istio-certs", NULL, "MELTEMI_ISTIO_CERTS", "DIR",
+     "the workload's Istio mTLS files: cert-chain.pem, key.pem, root-cert.pem\n"
+     "(default /etc/certs; polled, a replaced file reloads)"},
 };
 #define N_RUN_OPTIONS (sizeof(run_options) / sizeof(run_options[0]))
 
@@ -175,6 +180,13 @@ static int run_opt_apply(const run_opt_t *o, const char *v, bool from_env, mt_se
         return 0;
     case OPT_CAPTURE_INBOUND:
         out->capture_inbound = strcmp(v, "off") == 0 ? NULL : v;
+        return 0;
+    case OPT_ISTIO_CERTS:
+        if (!*v) {
+            snprintf(what, sizeof what, "%s needs a directory%%s", who);
+            return usage_error(what, "");
+        }
+        mt_tls_istio_dir = v;
         return 0;
     case OPT_WORKLOAD:
     case OPT_NAMESPACE:

@@ -15,6 +15,7 @@
 #include "runtime/luajit/lua_env.h"
 #include "runtime/core/snapshot.h"
 #include "runtime/core/stats.h"
+#include "runtime/core/tls.h"
 #include "runtime/core/worker.h"
 #include "runtime/proxy/capture/capture.h"
 
@@ -26,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -45,6 +47,9 @@ typedef struct mt_server {
     uv_timer_t ready_poll; /* until /ready would answer 200: then READY=1 (notify.h) */
     uv_fs_event_t watch;   /* the config directory */
     uv_timer_t reload_debounce;
+    uv_timer_t cert_poll;  /* TLS files of the live snapshot, checked every second */
+    uint64_t cert_sig;     /* their (inode, size, mtime) digest ... */
+    uint64_t cert_sig_gen; /* ... for this generation */
     bool draining;
     bool forced;
 } mt_server_t;
@@ -191,6 +196,42 @@ static void print_warnings(lua_State *L, int idx)
     lua_pop(L, 1);
 }
 
+/* ---- certificate rotation ------------------------------------------------------------------ */
+
+static uint64_t sig_mix(uint64_t h, uint64_t v)
+{
+    return (h ^ v) * 0x100000001b3ull;
+}
+
+static uint64_t tls_files_sig(const mt_tls_conf_t *c, uint64_t h)
+{
+    for (uint32_t i = 0; c && i < c->n_files; i++) {
+        struct stat st;
+        if (stat(c->files[i], &st) != 0) {
+            h = sig_mix(h, 0xdead); /* gone (mid-replace): changes again once it is back */
+            continue;
+        }
+        h = sig_mix(h, (uint64_t)st.st_ino);
+        h = sig_mix(h, (uint64_t)st.st_size);
+        h = sig_mix(h, (uint64_t)st.st_mtim.tv_sec * 1000000000ull + (uint64_t)st.st_mtim.tv_nsec);
+    }
+    return h;
+}
+
+static uint64_t snapshot_tls_sig(const mt_snapshot_t *s)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (uint32_t i = 0; i < s->n_listeners; i++)
+        h = tls_files_sig(s->listeners[i].tls, h);
+    for (uint32_t i = 0; i < s->n_clusters; i++)
+        h = tls_files_sig(s->clusters[i].tls, h);
+    return h;
+}
+
+/* Certificates and keys are read when a snapshot is built: a file replaced on disk means a
+ * reload (new handshakes use it; established connections keep theirs). Polled rather than
+ * watched: the files live anywhere (/etc/certs), and Kubernetes replaces them by swapping a
+ * symlink, which inotify on the files would miss. */
 /* Compiles the directory and builds a snapshot; on success the table is kept in the registry. */
 static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
 {
@@ -222,6 +263,8 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
     if (s)
         mt_trace_configure(s->tracing);
     if (!s) {
+        mt_error("%s",
+                 *err ? *err : "out of memory building the snapshot"); /* as compile errors are */
         lua_settop(L, top);
         return NULL;
     }
@@ -231,6 +274,8 @@ static mt_snapshot_t *server_load(mt_server_t *srv, char **err)
         luaL_unref(L, LUA_REGISTRYINDEX, srv->snapshot_ref);
     srv->snapshot_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     srv->generation++;
+    srv->cert_sig = snapshot_tls_sig(s); /* rotation: the files as this snapshot read them */
+    srv->cert_sig_gen = srv->generation;
     lua_settop(L, top);
     return s;
 }
@@ -323,6 +368,7 @@ static int server_reload_run(mt_server_t *srv, const char *why, char **msg)
     size_t n = s->n_listeners;
     int *fds = open_listeners(s, srv->snap, srv->nworkers, &err);
     if (!fds) {
+        mt_error("reload (%s): %s", why, err ? err : "cannot listen"); /* says which, and why */
         mt_snapshot_unref(s);
         luaL_unref(srv->L, LUA_REGISTRYINDEX, srv->snapshot_ref);
         srv->snapshot_ref = old_ref;
@@ -368,6 +414,23 @@ static int hook_reload(void *ud, char **msg)
         return -1;
     }
     return server_reload(srv, "POST /reload", msg);
+}
+
+static void on_cert_poll(uv_timer_t *t)
+{
+    mt_server_t *srv = t->data;
+    if (srv->draining || !srv->snap)
+        return;
+    uint64_t sig = snapshot_tls_sig(srv->snap);
+    if (srv->cert_sig_gen != srv->generation) { /* a new snapshot: its files as they are now */
+        srv->cert_sig_gen = srv->generation;
+        srv->cert_sig = sig;
+        return;
+    }
+    if (sig == srv->cert_sig)
+        return;
+    srv->cert_sig = sig; /* a failed reload is not retried until the files change again */
+    server_reload(srv, "TLS certificate files changed", NULL);
 }
 
 static void on_reload_debounce(uv_timer_t *t)
@@ -715,6 +778,7 @@ static void server_drain(mt_server_t *srv)
     srv->draining = true;
     mt_notify("STOPPING=1\nSTATUS=draining");
     uv_fs_event_stop(&srv->watch);
+    uv_timer_stop(&srv->cert_poll);
     mt_info("draining: no new connections; waiting up to %u ms for requests in flight",
             srv->opts->drain_timeout_ms);
     for (unsigned i = 0; i < srv->nworkers; i++)
@@ -790,6 +854,10 @@ static void server_init_handles(mt_server_t *srv)
     srv->ready_poll.data = srv;
     uv_timer_init(srv->loop, &srv->reload_debounce);
     srv->reload_debounce.data = srv;
+    uv_timer_init(srv->loop, &srv->cert_poll);
+    srv->cert_poll.data = srv;
+    uv_timer_start(&srv->cert_poll, on_cert_poll, 1000, 1000);
+    uv_unref((uv_handle_t *)&srv->cert_poll);
     uv_fs_event_init(srv->loop, &srv->watch);
     srv->watch.data = srv;
     if (uv_fs_event_start(&srv->watch, on_config_dir_event, opts->config_dir, 0) != 0)

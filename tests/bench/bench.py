@@ -3,7 +3,10 @@
 bench.py - redis-benchmark against direct redis-server, meltemi (one worker), twemproxy
 (Debian's nutcracker) and haproxy (mode tcp, one thread), all on 127.0.0.1.
 
-Rows: GET and SET, -c 50, pipelines of 1 and 16. For every row the request count is sized
+Rows: GET and SET, -c 50, pipelines of 1 and 16. TLS targets (redis-benchmark --tls, so the
+client side is TLS too): direct-tls (redis-server's TLS port), meltemi-tls (a Gateway that
+terminates TLS and a DestinationRule that originates it to that port) and haproxy-tls (ssl
+bind and ssl server, the same two hops); their ratio column is against direct-tls. For every row the request count is sized
 from a short calibration run against redis-server so that each run lasts about --seconds.
 Row MULTI: transactions of three commands (MULTI, INCR x3, EXEC in one write, 50
 connections) from tests/bench/txload.c, which run.sh compiles; its req/s are transactions/s
@@ -41,9 +44,11 @@ HOST = "127.0.0.1"
 # second service on the same Redis; no benchmark key does, so every command takes the
 # catch-all after the match), a 0% ERROR fault and a 0% mirror: the cost of running the Lua
 # policy chain once per command (the target: >= 90% of plain meltemi).
-ALL_TARGETS = ["direct", "meltemi", "meltemi+policies", "twemproxy", "haproxy"]
+ALL_TARGETS = ["direct", "meltemi", "meltemi+policies", "twemproxy", "haproxy",
+               "direct-tls", "meltemi-tls", "haproxy-tls"]
+TLS_TARGETS = {"direct-tls", "meltemi-tls", "haproxy-tls"}
 ROWS = [("GET", 1), ("SET", 1), ("GET", 16), ("SET", 16), ("MULTI", 1)]
-TX_ROW = "MULTI"  # txload, not redis-benchmark
+TX_ROW = "MULTI"  # txload, not redis-benchmark (it speaks no TLS: no TLS target runs it)
 TXLOAD = None  # --txload: the compiled tests/bench/txload.c
 CLIENTS = 50
 # Where the sections of RESULTS.md that run.sh does not write begin.
@@ -124,62 +129,109 @@ class Server:
 
 # ---- starting each target ------------------------------------------------------------------
 
-def start_redis(work):
+def make_certs(work):
+    """A CA and a server certificate (DNS bench.test, IP 127.0.0.1) made with openssl; returns
+    {ca, cert, key, pem (cert + key, for haproxy)}."""
+    d = work / "pki"
+    d.mkdir(exist_ok=True)
+
+    def ossl(*a):
+        subprocess.run(["openssl", *map(str, a)], check=True, capture_output=True, timeout=60)
+    ca, cakey = d / "ca.crt", d / "ca.key"
+    ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", cakey, "-out", ca, "-days", "7", "-subj", "/CN=bench ca")
+    key, csr, cert, ext = d / "srv.key", d / "srv.csr", d / "srv.crt", d / "srv.ext"
+    ossl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", key, "-out", csr, "-subj", "/CN=bench.test")
+    ext.write_text("subjectAltName=DNS:bench.test,IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", cakey, "-set_serial", "2", "-days", "7",
+         "-out", cert, "-extfile", ext)
+    pem = d / "srv.pem"
+    pem.write_text(cert.read_text() + key.read_text())
+    return {"ca": ca, "cert": cert, "key": key, "pem": pem}
+
+
+def start_redis(work, certs=None):
+    """redis-server; with certs also a TLS port (s.tls_port)."""
     port = free_port()
-    s = Server("redis-server", ["redis-server", "--port", str(port), "--bind", HOST,
-                                "--save", "", "--appendonly", "no", "--daemonize", "no",
-                                "--dir", str(work), "--logfile", ""], work, port)
+    argv = ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly",
+            "no", "--daemonize", "no", "--dir", str(work), "--logfile", ""]
+    tls_port = None
+    if certs:
+        tls_port = free_port()
+        argv += ["--tls-port", str(tls_port), "--tls-cert-file", str(certs["cert"]),
+                 "--tls-key-file", str(certs["key"]), "--tls-ca-cert-file", str(certs["ca"]),
+                 "--tls-auth-clients", "no"]
+    s = Server("redis-server", argv, work, port)
     if not s.start(lambda: tcp_ping(port)):
         sys.exit(f"redis-server did not start: {s.error}")
+    s.tls_port = tls_port
     return s
 
 
-POLICIES_YAML = """\
----
+def direct_tls(redis, certs):
+    """The TLS baseline: redis-server's own TLS port (already running)."""
+    s = Server("direct-tls", [], redis.log.parent, redis.tls_port)
+    s.proc, s.tls, s.ca = redis.proc, True, certs["ca"]
+    s.stop = lambda: None  # the plain target stops the process
+    return s
+
+
+def start_meltemi_tls(work, redis_tls_port, binary, certs):
+    """A Gateway terminating TLS, forwarding to a service whose DestinationRule originates TLS
+    to redis-server's TLS port."""
+    conf = work / "meltemi-tls-conf"
+    conf.mkdir(exist_ok=True)
+    port, admin, vport = free_port(), free_port(), free_port()
+    (conf / "bench.yaml").write_text(f"""\
 apiVersion: networking.istio.io/v1beta1
 kind: ServiceEntry
-metadata:
-  name: bench-other
-  namespace: bench
+metadata: {{name: bench-tls, namespace: bench}}
 spec:
-  hosts:
-  - bench-other.bench.svc.cluster.local
-  ports:
-  - number: 6379
-    name: tcp-redis
-    protocol: TCP
+  hosts: [bench-tls.bench.svc.cluster.local]
+  addresses: [127.0.0.2]
+  ports: [{{number: {vport}, name: tcp-redis, protocol: TCP}}]
   resolution: STATIC
-  endpoints:
-  - address: {host}
-    ports:
-      tcp-redis: {redis_port}
+  endpoints: [{{address: {HOST}, ports: {{tcp-redis: {redis_tls_port}}}}}]
 ---
-apiVersion: redis.aeraki.io/v1alpha1
-kind: RedisService
-metadata:
-  name: bench
-  namespace: bench
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {{name: bench-tls, namespace: bench}}
 spec:
-  host:
-  - bench.bench.svc.cluster.local
-  redis:
-  - match:
-      key:
-        prefix: "cluster:"
-    route:
-      host: bench-other.bench.svc.cluster.local
-  - route:
-      host: bench.bench.svc.cluster.local
-    mirror:
-    - route:
-        host: bench.bench.svc.cluster.local
-      percentage:
-        value: 0
-  faults:
-  - type: ERROR
-    percentage:
-      value: 0
-"""
+  host: bench-tls.bench.svc.cluster.local
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: {certs['ca']}, sni: bench.test}}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: bench-gw, namespace: bench}}
+spec:
+  servers:
+  - port: {{number: {port}, name: redis-tls, protocol: TLS}}
+    bind: {HOST}
+    hosts: [bench/bench-tls.bench.svc.cluster.local]
+    tls: {{mode: SIMPLE, serverCertificate: {certs['cert']}, privateKey: {certs['key']}}}
+""")
+    s = Server("meltemi-tls", [str(binary), "run", "-c", str(conf), "--admin", f"{HOST}:{admin}",
+                               "--workers", "1", "--log-level", "warn"], work, port)
+    s.tls, s.ca = True, certs["ca"]
+
+    def ready():
+        with urllib.request.urlopen(f"http://{HOST}:{admin}/ready", timeout=1) as r:
+            return r.status == 200 and tls_ping(port, certs["ca"])
+    s.start(ready, timeout=120)  # under callgrind on a busy machine the start takes a while
+    return s
+
+
+def tls_ping(port, ca):
+    import ssl
+    ctx = ssl.create_default_context(cafile=str(ca))
+    ctx.check_hostname = False
+    with socket.create_connection((HOST, port), timeout=1) as raw:
+        with ctx.wrap_socket(raw) as s:
+            s.settimeout(1)
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return s.recv(64).startswith(b"+PONG")
 
 
 def access_log_yaml():
@@ -257,9 +309,14 @@ bench:
     return s
 
 
-def start_haproxy(work, redis_port):
+def start_haproxy(work, redis_port, certs=None):
+    """haproxy in mode tcp, one thread; with certs it terminates TLS and originates it to
+    redis_port (redis-server's TLS port), verifying the server."""
     port = free_port()
-    conf = work / "haproxy.cfg"
+    name = "haproxy-tls" if certs else "haproxy"
+    conf = work / f"{name}.cfg"
+    bind_tls = f" ssl crt {certs['pem']}" if certs else ""
+    server_tls = f" ssl verify required ca-file {certs['ca']} sni str(bench.test)" if certs else ""
     conf.write_text(f"""\
 global
     nbthread 1
@@ -272,23 +329,28 @@ defaults
     timeout server 120s
 
 frontend redis_in
-    bind {HOST}:{port}
+    bind {HOST}:{port}{bind_tls}
     default_backend redis_out
 
 backend redis_out
-    server r1 {HOST}:{redis_port}
+    server r1 {HOST}:{redis_port}{server_tls}
 """)
-    s = Server("haproxy", ["haproxy", "-db", "-f", str(conf)], work, port)
-    s.start(lambda: tcp_ping(port))
+    s = Server(name, ["haproxy", "-db", "-f", str(conf)], work, port)
+    if certs:
+        s.tls, s.ca = True, certs["ca"]
+        s.start(lambda: tls_ping(port, certs["ca"]))
+    else:
+        s.start(lambda: tcp_ping(port))
     return s
 
 
 # ---- running redis-benchmark ---------------------------------------------------------------
 
-def bench_argv(port, test, pipeline, n):
+def bench_argv(port, test, pipeline, n, ca=None):
+    tls = ["--tls", "--cacert", str(ca)] if ca else []
     return ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", test.lower(),
             "-c", str(CLIENTS), "-P", str(pipeline), "-n", str(n), "-r", str(KEYSPACE),
-            "--csv"]
+            "--csv"] + tls
 
 
 def run_txload(port, seconds, timeout):
@@ -308,11 +370,11 @@ def run_txload(port, seconds, timeout):
             "p99": float(fields["p99_us"]) / 1000}, None
 
 
-def run_benchmark(port, test, pipeline, n, timeout):
-    """-> (dict rps/p50/p99, None) or (None, why it failed)."""
+def run_benchmark(port, test, pipeline, n, timeout, ca=None):
+    """-> (dict rps/p50/p99, None) or (None, why it failed). ca: a TLS target."""
     if test == TX_ROW:
         return run_txload(port, n, timeout)
-    argv = bench_argv(port, test, pipeline, n)
+    argv = bench_argv(port, test, pipeline, n, ca)
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -375,13 +437,23 @@ def machine_info():
     }
 
 
+def runs_row(t, test):
+    """Does target t run this row? txload (the MULTI row) speaks no TLS."""
+    return not (test == TX_ROW and t in TLS_TARGETS)
+
+
 def fmt_table(results, targets, failures):
     lines = ["| test | P | target | req/s (median) | p50 ms | p99 ms | vs direct | runs ok |",
              "|---|---:|---|---:|---:|---:|---:|---:|"]
     for test, p in ROWS:
-        direct = results.get(("direct", test, p), [])
-        direct_rps = statistics.median([r["rps"] for r in direct]) if direct else None
+        base = {}
+        for b in ("direct", "direct-tls"):
+            runs = results.get((b, test, p), [])
+            base[b] = statistics.median([r["rps"] for r in runs]) if runs else None
         for t in targets:
+            if not runs_row(t, test):
+                continue
+            direct_rps = base["direct-tls" if t in TLS_TARGETS else "direct"]
             runs = results.get((t, test, p), [])
             nfail = len(failures.get((t, test, p), []))
             total = len(runs) + nfail
@@ -473,9 +545,13 @@ def main():
     servers = {}
     results, failures = {}, {}
     try:
-        redis = start_redis(work)
+        certs = make_certs(work) if TLS_TARGETS & set(targets) else None
+        redis = start_redis(work, certs)
         servers["direct"] = redis
         starters = {
+            "direct-tls": lambda: direct_tls(redis, certs),
+            "meltemi-tls": lambda: start_meltemi_tls(work, redis.tls_port, binary, certs),
+            "haproxy-tls": lambda: start_haproxy(work, redis.tls_port, certs),
             "meltemi": lambda: start_meltemi(work, redis.port, binary),
             "meltemi+policies": lambda: start_meltemi(work, redis.port, binary, policies=True),
             "twemproxy": lambda: start_twemproxy(work, redis.port),
@@ -502,6 +578,8 @@ def main():
             for i, (test, p) in enumerate(ROWS):
                 k = (rep + i) % len(targets)
                 for t in targets[k:] + targets[:k]:
+                    if not runs_row(t, test):
+                        continue
                     key = (t, test, p)
                     s = servers[t]
                     if not s.alive():
@@ -509,7 +587,8 @@ def main():
                                                             tail(s.log, 300).strip())
                         continue
                     n = sizes[(test, p)]
-                    res, err = run_benchmark(s.port, test, p, n, timeout=30 + 20 * args.seconds)
+                    res, err = run_benchmark(s.port, test, p, n, timeout=30 + 20 * args.seconds,
+                                             ca=getattr(s, "ca", None))
                     if res is None:
                         failures.setdefault(key, []).append(err)
                         log(f"rep {rep + 1} {test} P={p} {t}: FAILED {err}")
@@ -530,7 +609,8 @@ def main():
                       time.monotonic() - t0, note)
         log(f"results written to {out}")
     subprocess.run(["rm", "-rf", str(work)], check=False)
-    return 0 if all((t, test, p) in results for t in targets for test, p in ROWS) else 1
+    return 0 if all((t, test, p) in results for t in targets for test, p in ROWS
+                    if runs_row(t, test)) else 1
 
 
 if __name__ == "__main__":

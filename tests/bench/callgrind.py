@@ -17,6 +17,9 @@ Rows (one client connection each unless --rpc-conns says otherwise):
   The RPC rows go through a listener without a MetaRouter (the default route); append
   "-router" to a row name (dubbo-d16-router) for the same load through a MetaRouter that
   matches on the method and picks subset v1 (rpc.sh's meltemi-router target).
+  redis TLS P=1/16 redis-benchmark --tls -c 1 -> meltemi (Gateway TLS termination, TLS
+                   origination by DestinationRule) -> redis-server's TLS port (rows
+                   redis-tls-p1, redis-tls-p16)
 
 meltemi runs as `valgrind --tool=callgrind meltemi run --workers 1` (instructions of all its
 threads: main and the worker). For each row: a warm-up load, then twice "zero the counters
@@ -30,6 +33,8 @@ Usage: tests/bench/callgrind.sh [--requests N] [--dubbo-seconds S] [--rpc-conns 
                                 [--keep DIR]
   (an RPC row with "-router" goes through a MetaRouter; with "-rl" through the same router
   with a localRateLimit that never refuses, the cost of the shared token bucket)
+  (redis-tls-p1, redis-tls-p16: TLS on both sides, a Gateway terminating and a
+  DestinationRule originating it)
 MELTEMI_BIN selects the binary (default build/meltemi); --rpcload is given by callgrind.sh.
 --keep DIR copies the callgrind dumps there (callgrind_annotate DIR/callgrind.out.PID.N: the
 dumps of a row's large load show where its instructions go).
@@ -100,9 +105,11 @@ class Counter:
         return int(m.group(1))
 
 
-def redis_load(port, pipeline, n):
+def redis_load(port, pipeline, n, ca=None):
     argv = ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", "get", "-c", "1",
             "-P", str(pipeline), "-n", str(n), "-r", str(bench.KEYSPACE), "--csv"]
+    if ca:
+        argv += ["--tls", "--cacert", str(ca)]
     r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if r.returncode != 0 or "rror" in r.stdout + r.stderr:
         sys.exit(f"redis-benchmark failed: {r.stdout[-300:]}{r.stderr[-300:]}")
@@ -281,6 +288,24 @@ def measure_rows(args, binary, rows):
         wrapper = callgrind_wrapper(work, binary)
         servers = []
         try:
+            if any(r.startswith("redis-tls") for r in rows):
+                certs = bench.make_certs(work)
+                redis = bench.start_redis(work, certs)
+                servers.append(redis)
+                m = bench.start_meltemi_tls(work, redis.tls_port, wrapper, certs)
+                servers.append(m)
+                if not m.alive():
+                    sys.exit(f"meltemi under callgrind did not start: {m.error}")
+                c = Counter(work, m.proc.pid)
+                for p in (1, 16):
+                    if f"redis-tls-p{p}" in rows:
+                        n = args.requests
+                        ipr, cnt = measure(c, lambda k, p=p: redis_load(m.port, p, k, certs["ca"]),
+                                           n // 5, n)
+                        results.append((f"redis-tls-p{p}", f"redis TLS GET P={p}", ipr, cnt))
+                        bench.log(f"callgrind: redis TLS GET P={p}: {ipr:.0f} instructions/request")
+                m.stop()
+                redis.stop()
             redis = None
             for policies in (False, True):
                 suffix = "-policies" if policies else ""

@@ -40,6 +40,7 @@ class ClusterNode:
         self.log = self.workdir / "redis.log"
         self.proc = None
         self.stopped = False  # SIGSTOP sent and no SIGCONT yet
+        self.extra_args = []  # more redis-server arguments (a TLS port, ...)
 
     @property
     def addr(self):
@@ -51,7 +52,7 @@ class ClusterNode:
                 "--cluster-config-file", str(self.workdir / "nodes.conf"),
                 "--cluster-node-timeout", str(self.node_timeout_ms),
                 "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--dir", str(self.workdir), "--logfile", ""]
+                "--dir", str(self.workdir), "--logfile", ""] + [str(a) for a in self.extra_args]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

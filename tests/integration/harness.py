@@ -180,12 +180,13 @@ class RespError(str):
 class RedisServer:
     """One redis-server on 127.0.0.1, no persistence, in its own directory."""
 
-    def __init__(self, workdir, port=None, password=None, name="redis"):
+    def __init__(self, workdir, port=None, password=None, name="redis", extra_args=()):
         self.workdir = Path(workdir) / f"{name}-{port or 'auto'}-{time.monotonic_ns()}"
         self.workdir.mkdir(parents=True)
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.password = password
+        self.extra_args = list(extra_args)
         self.proc = None
         self.log = self.workdir / "redis.log"
 
@@ -195,6 +196,7 @@ class RedisServer:
                 "--dir", str(self.workdir), "--logfile", ""]
         if self.password is not None:
             args += ["--requirepass", self.password]
+        args += [str(a) for a in self.extra_args]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, cwd=self.workdir, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

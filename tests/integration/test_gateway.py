@@ -131,7 +131,7 @@ BASE = {
      'unknown service "nowhere.redis.svc.cluster.local"'),
     ({"gw.yaml": gateway("edge", "redis", [(16379, "tcp-redis", "redis-single")]).replace(
         "    bind: 127.0.0.1\n", "    bind: 127.0.0.1\n    tls:\n      mode: SIMPLE\n")},
-     "TLS at the gateway is not supported yet"),
+     "a TLS listener needs serverCertificate and privateKey"),
     ({"rs.yaml": with_gateways("""\
 apiVersion: redis.aeraki.io/v1alpha1
 kind: RedisService

@@ -38,7 +38,7 @@ H.test("validate: warnings go to stderr, prefixed, and do not fail", function()
     1, true), err)
 end)
 
-H.test("validate: an accepted field without effect warns; ISTIO_MUTUAL is an error", function()
+H.test("validate: an accepted field without effect warns; MUTUAL without a certificate is an error", function()
   local d = H.tmpdir()
   H.write(d .. "/s.yaml", C.readfile("tests/lua/fixtures/blog/services.yaml"))
   H.write(d .. "/dr.yaml", "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\n"
@@ -52,9 +52,14 @@ H.test("validate: an accepted field without effect warns; ISTIO_MUTUAL is an err
     .. "metadata: {name: r, namespace: redis}\nspec:\n  host: redis-single\n  trafficPolicy:\n"
     .. "    tls: {mode: ISTIO_MUTUAL}\n")
   code, _, err = run("validate " .. d)
+  H.eq(code, 0, "ISTIO_MUTUAL is TLS origination with the workload's files: " .. err)
+  H.write(d .. "/dr.yaml", "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\n"
+    .. "metadata: {name: r, namespace: redis}\nspec:\n  host: redis-single\n  trafficPolicy:\n"
+    .. "    tls: {mode: MUTUAL}\n")
+  code, _, err = run("validate " .. d)
   os.execute("rm -rf '" .. d .. "'")
   H.eq(code, 1, "exit code")
-  H.ok(err:find(d .. "/dr.yaml:7: DestinationRule/r: spec.trafficPolicy.tls.mode: ISTIO_MUTUAL: TLS origination not supported yet", 1, true), err)
+  H.ok(err:find(d .. "/dr.yaml:7: DestinationRule/r: spec.trafficPolicy.tls: mode MUTUAL needs clientCertificate and privateKey", 1, true), err)
 end)
 
 H.test("validate: every error on stderr, one per line, exit 1", function()

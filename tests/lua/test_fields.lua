@@ -8,7 +8,7 @@ local fields = require "meltemi.fields"
 
 local KINDS = { "application_protocol", "secret", "endpoint_slice", "service_entry", "service",
   "destination_rule", "redis_destination", "redis_service", "meta_router", "sidecar", "lua_filter",
-  "gateway" }
+  "gateway", "peer_authentication", "authorization_policy" }
 
 -- Warnings of a compile, whether it succeeded (snap.warnings) or not (third result).
 local function warnings(files)
@@ -123,15 +123,19 @@ H.test("an empty object of an unenforced field still warns; a subset's outlierDe
   H.none(warns, "spec.trafficPolicy.outlierDetection", "the rule's outlierDetection is enforced")
 end)
 
-H.test("TLS origination modes are errors until TLS lands", function()
-  for _, mode in ipairs({ "SIMPLE", "MUTUAL", "ISTIO_MUTUAL" }) do
+H.test("TLS origination modes are enforced (runtime/core/tls.c); caCrl warns", function()
+  for _, mode in ipairs({ "SIMPLE", "ISTIO_MUTUAL" }) do
     local snap, errs = H.compile({ ["se.yaml"] = SE, ["dr.yaml"] = DR:gsub("mode: DISABLE", "mode: " .. mode) })
-    H.eq(snap, nil, mode .. " refused")
-    H.find(errs, { "dr.yaml:10: DestinationRule/dubbo: spec.trafficPolicy.tls.mode: " .. mode,
-      "TLS origination not supported yet" }, mode)
+    H.ok(snap, mode .. " compiles: " .. table.concat(errs or {}, "; "))
+    local any
+    for _, cl in pairs(snap.clusters) do any = any or (cl.tls and cl.tls.mode == mode) end
+    H.ok(any, mode .. " reaches the cluster")
+    H.none(snap.warnings, "tls", mode .. ": no tls field warned")
   end
-  local snap, errs = H.compile({ ["se.yaml"] = SE, ["dr.yaml"] = DR })
-  H.ok(snap, "DISABLE is fine: " .. table.concat(errs or {}, "; "))
+  local _, errs = H.compile({ ["se.yaml"] = SE, ["dr.yaml"] = DR:gsub("mode: DISABLE", "mode: MUTUAL") })
+  H.find(errs, "mode MUTUAL needs clientCertificate and privateKey", "MUTUAL without a certificate")
+  local warns = warnings({ ["se.yaml"] = SE, ["dr.yaml"] = DR:gsub("mode: DISABLE", "mode: SIMPLE, caCrl: crl.pem") })
+  H.find(warns, "tls.caCrl: accepted but not enforced", "caCrl")
 end)
 
 H.test("values that ask for nothing do not warn (kubectl's defaults)", function()

@@ -5,6 +5,7 @@
 
 local T = require "meltemi.schema"
 local shapes = require "meltemi.shapes"
+local tls = require "meltemi.tls"
 
 local K = {
   kind = "DestinationRule",
@@ -46,11 +47,7 @@ local policy_fields = {
     interval = T.dur(), baseEjectionTime = T.dur(),
     maxEjectionPercent = T.int{ min = 0, max = 100 }, minHealthPercent = T.int{ min = 0, max = 100 },
   }),
-  tls = T.obj({
-    mode = T.enum({ "DISABLE", "SIMPLE", "MUTUAL", "ISTIO_MUTUAL" }),
-    clientCertificate = T.str(), privateKey = T.str(), caCertificates = T.str(), credentialName = T.str(),
-    subjectAltNames = T.list(T.str()), sni = T.str(), insecureSkipVerify = T.bool(), caCrl = T.str(),
-  }),
+  tls = tls.client_schema,
   tunnel = T.any(),
   proxyProtocol = T.any(),
 }
@@ -176,16 +173,15 @@ function K.apply_policy(obj, c, path, cl, tp)
     }
   end
   if tp.tls then
-    local t = tp.tls
-    if t.mode and t.mode ~= "DISABLE" then
-      -- Traffic would stay plain text while the user believes it encrypted.
-      c:error(obj, T.join(path, "tls.mode"), string.format("%s: TLS origination not supported yet "
-        .. "(only DISABLE; traffic to %s would stay plain text)", t.mode, cl.service or "this host"))
+    local tpath = T.join(path, "tls")
+    if not cl.name then
+      return -- a subset's: warned as not enforced (K.unenforced)
+    elseif cl.protocol == "tcp" and (tp.tls.mode or "DISABLE") ~= "DISABLE" then
+      c:error(obj, tpath, "TLS to plain TCP upstreams is not supported yet (Redis and "
+        .. "MetaProtocol ports are)")
+    else
+      cl.tls = tls.client(obj, c, tpath, tp.tls)
     end
-    cl.tls = { mode = t.mode or "DISABLE", client_certificate = t.clientCertificate,
-      private_key = t.privateKey,
-      ca_certificates = t.caCertificates, credential_name = t.credentialName, sni = t.sni,
-      subject_alt_names = t.subjectAltNames, insecure_skip_verify = t.insecureSkipVerify }
   end
   for i, pls in ipairs(tp.portLevelSettings or {}) do
     if cl.port == pls.port.number then
@@ -206,7 +202,7 @@ K.consumed = {
   "**.loadBalancer.consistentHash.useSourceIp",    -- MetaProtocol hashes the client's IP
   "**.loadBalancer.consistentHash.minimumRingSize", "**.loadBalancer.consistentHash.ringHash",
   "**.connectionPool.tcp.connectTimeout",        -- every protocol's upstream connect
-  "**.tls.mode",                                 -- DISABLE; the other modes are errors
+  "**.tls",                                      -- runtime/core/tls.c (TCP ports: an error)
   "**.outlierDetection",                         -- runtime/core/outlier.c, every protocol
   "**.connectionPool.tcp.maxConnections",        -- Redis leases (transactions); warns elsewhere
 }
@@ -236,7 +232,11 @@ K.unenforced = {
     .. "rule's trafficPolicy",
   ["spec.subsets[].trafficPolicy.portLevelSettings[].outlierDetection"] = "outlier detection is per "
     .. "cluster: set it on the rule's trafficPolicy",
-  ["**.tls"] = "TLS settings are unused while tls.mode is DISABLE",
+  ["**.tls.caCrl"] = "no certificate revocation lists: revoked certificates are accepted",
+  ["spec.subsets[].trafficPolicy.tls"] = "a subset's tls is its host's (set it on the rule's "
+    .. "trafficPolicy or its portLevelSettings)",
+  ["spec.subsets[].trafficPolicy.portLevelSettings[].tls"] = "a subset's tls is its host's (set it "
+    .. "on the rule's trafficPolicy or its portLevelSettings)",
   ["**.tunnel"] = "no tunnelling (HTTP CONNECT)",
   ["**.proxyProtocol"] = "no PROXY protocol header is sent upstream",
   ["spec.exportTo"] = "one proxy sees every rule: there is no export scope",

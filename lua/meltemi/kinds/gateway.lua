@@ -6,10 +6,18 @@
 -- to it when their `gateways` name this Gateway (Istio's rule for VirtualServices); without
 -- one, the port routes everything to the service's cluster with the protocol's defaults.
 -- `selector` is accepted and not used: the meltemi that reads the file is the gateway.
+--
+-- TLS: servers[].tls (Istio's ServerTLSSettings, as Sidecar ingress tls, meltemi.tls)
+-- terminates TLS on the port; the destination's own DestinationRule tls originates it
+-- upstream (termination and origination on one hop). A TLS server may list several hosts:
+-- the first is the destination, all are its SNI names; several TLS servers on one port
+-- choose their certificate by the client's SNI and must lead to the same service (no routing
+-- by SNI).
 
 local T = require "meltemi.schema"
 local shapes = require "meltemi.shapes"
 local compiler = require "meltemi.compiler"
+local tls = require "meltemi.tls"
 
 local K = {
   kind = "Gateway",
@@ -30,22 +38,22 @@ K.schema = shapes.document({
       hosts = T.list(T.str{ non_empty = true }, { required = true, min_items = 1 }),
       bind = T.str{ non_empty = true },
       name = T.str(),
-      tls = T.any(),
+      tls = tls.server_schema,
       defaultEndpoint = T.any(),
     }), { required = true, min_items = 1 }),
   }, { required = true }),
 })
 
--- meltemi.fields: what every accepted field does (gateway_server reads the consumed ones;
--- it reports tls itself, as an error).
+-- meltemi.fields: what every accepted field does (gateway_server reads the consumed ones).
 K.consumed = {
   "spec.servers[].port.number", "spec.servers[].port.name", "spec.servers[].port.protocol",
-  "spec.servers[].port.targetPort", "spec.servers[].hosts", "spec.servers[].bind", "spec.servers[].tls",
+  "spec.servers[].port.targetPort", "spec.servers[].hosts", "spec.servers[].bind",
 }
 K.unenforced = {
   ["spec.selector"] = "the meltemi that reads this Gateway serves it, whatever its labels",
   ["spec.servers[].defaultEndpoint"] = "a gateway server forwards to its host's endpoints",
 }
+tls.server_declarations("spec.servers[].tls", K.consumed, K.unenforced)
 K.informational = { "spec.servers[].name" }
 
 function K.index(obj, c)
@@ -88,15 +96,33 @@ local function server_cluster(obj, c, path, host, protocol, port)
   return nil
 end
 
-local function gateway_server(obj, c, i, srv)
+-- A TLS server on a port an earlier TLS server of this Gateway holds: its certificate is
+-- chosen by SNI (its hosts). Returns true when handled (added or reported).
+local function sni_server(obj, c, path, srv, prev, cl)
+  if prev.cluster ~= cl.name then
+    c:error(obj, T.join(path, "hosts"), string.format("servers on port %d lead to %s and %s: routing "
+      .. "by SNI is not supported (one destination per port)", srv.port.number, prev.service, cl.service))
+    return true
+  end
+  if not (srv.tls and prev.tls) then
+    c:error(obj, T.join(path, "tls"), "servers sharing a port all need tls (their certificates are "
+      .. "chosen by SNI)")
+    return true
+  end
+  local one = tls.server(obj, c, T.join(path, "tls"), srv.tls)
+  if not one then return true end
+  local names = {}
+  for _, h in ipairs(srv.hosts) do names[#names + 1] = h:match("^[^/]+/(.+)$") or h end
+  prev.tls.sni_certs = prev.tls.sni_certs or {}
+  table.insert(prev.tls.sni_certs, { server_names = names, cert_file = one.cert_file,
+    key_file = one.key_file, cert_pem = one.cert_pem, key_pem = one.key_pem })
+  return true
+end
+
+local function gateway_server(obj, c, i, srv, by_port)
   local path = T.join("spec.servers", i)
   local key = obj.namespace .. "/" .. obj.name
-  if srv.tls then
-    c:error(obj, T.join(path, "tls"),
-      "TLS at the gateway is not supported yet: this server would be plain text")
-    return
-  end
-  if #srv.hosts > 1 then
+  if #srv.hosts > 1 and not srv.tls then
     c:error(obj, T.join(path, "hosts"), string.format("%d hosts: a gateway port forwards to one service "
       .. "(list one host per server)", #srv.hosts))
     return
@@ -111,14 +137,31 @@ local function gateway_server(obj, c, i, srv)
   local cl = server_cluster(obj, c, T.join(T.join(path, "hosts"), 1), host, protocol,
     p.targetPort or p.number)
   if not cl then return end
-  c:add_listener(obj, T.join(path, "port.number"), {
+  local lkey = address .. ":" .. p.number
+  if by_port[lkey] then
+    sni_server(obj, c, path, srv, by_port[lkey], cl)
+    return
+  end
+  local ltls
+  if srv.tls then
+    if protocol == "tcp" then
+      c:error(obj, T.join(path, "tls"), "TLS on plain TCP listeners is not supported yet (Redis and "
+        .. "MetaProtocol ports are)")
+      return
+    end
+    ltls = tls.server(obj, c, T.join(path, "tls"), srv.tls)
+    if not ltls then return end
+  end
+  local l = c:add_listener(obj, T.join(path, "port.number"), {
     address = address, port = p.number, protocol = protocol, codec = cl.codec or codec,
-    service = host, cluster = cl.name, gateway = key,
+    service = host, cluster = cl.name, gateway = key, tls = ltls,
   })
+  if l then by_port[lkey] = { cluster = cl.name, service = host, tls = ltls } end
 end
 
 function K.build(obj, c)
-  for i, srv in ipairs(obj.doc.spec.servers) do gateway_server(obj, c, i, srv) end
+  local by_port = {}
+  for i, srv in ipairs(obj.doc.spec.servers) do gateway_server(obj, c, i, srv, by_port) end
 end
 
 function K.taint(obj, c)

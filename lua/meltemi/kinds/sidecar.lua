@@ -7,6 +7,7 @@
 local T = require "meltemi.schema"
 local shapes = require "meltemi.shapes"
 local compiler = require "meltemi.compiler"
+local tls = require "meltemi.tls"
 
 local K = {
   kind = "Sidecar",
@@ -52,8 +53,8 @@ K.schema = shapes.document({
       bind = T.str{ non_empty = true },
       captureMode = capture,
       defaultEndpoint = T.str{ non_empty = true },
-      tls = T.any(),
-      connectionPool = T.any(),
+      tls = tls.server_schema,
+      connectionPool = T.obj({ tcp = shapes.tcp_settings, http = T.any() }),
     }, { check = check_endpoint })),
     egress = T.list(T.obj({
       port = T.with(port, { required = false }),
@@ -62,7 +63,7 @@ K.schema = shapes.document({
       hosts = T.list(T.str{ non_empty = true }, { required = true, min_items = 1 }),
     }, { check = check_egress })),
     outboundTrafficPolicy = T.obj({ mode = T.enum({ "REGISTRY_ONLY", "ALLOW_ANY" }), egressProxy = T.any() }),
-    inboundConnectionPool = T.any(),
+    inboundConnectionPool = T.obj({ tcp = shapes.tcp_settings, http = T.any() }),
   }, { required = true }),
 })
 
@@ -70,15 +71,18 @@ K.schema = shapes.document({
 K.consumed = {
   "spec.ingress[].port.number", "spec.ingress[].port.protocol", "spec.ingress[].port.name",
   "spec.ingress[].port.targetPort", "spec.ingress[].bind", "spec.ingress[].defaultEndpoint",
+  "spec.ingress[].connectionPool.tcp.maxConnections", -- the port's connection cap
+  "spec.inboundConnectionPool.tcp.maxConnections",
 }
 local PER_PROXY = "capture is chosen for the whole proxy (meltemi run --capture-inbound), not per "
   .. "ingress port"
-K.unenforced = {
+K.unenforced = {}
+tls.server_declarations("spec.ingress[].tls", K.consumed, K.unenforced)
+local unenforced = {
   ["spec.ingress[].captureMode"] = { reason = PER_PROXY, when = function(v) return v ~= "DEFAULT" end,
     when_text = "(IPTABLES, NONE)" },
-  ["spec.ingress[].tls"] = "inbound TLS termination is not implemented yet",
-  ["spec.ingress[].connectionPool"] = "inbound connections are not bounded per listener",
-  ["spec.inboundConnectionPool"] = "inbound connections are not bounded per listener",
+  ["spec.ingress[].connectionPool"] = "only tcp.maxConnections applies to an inbound port",
+  ["spec.inboundConnectionPool"] = "only tcp.maxConnections applies to an inbound port",
   ["spec.egress"] = "outbound listeners come from the services' addresses; egress binds and host "
     .. "scopes are kept in snapshot.sidecars only",
   ["spec.outboundTrafficPolicy"] = { reason = "with capture ports, destinations no listener claims "
@@ -87,6 +91,7 @@ K.unenforced = {
     when_text = "(REGISTRY_ONLY, egressProxy)" },
   ["spec.workloadSelector"] = "the Sidecar applies to this proxy whatever its workload labels",
 }
+for k, v in pairs(unenforced) do K.unenforced[k] = v end
 
 local function ingress_listener(obj, c, i, ing)
   local path = T.join("spec.ingress", i)
@@ -109,10 +114,28 @@ local function ingress_listener(obj, c, i, ing)
   cl.name, cl.service = name, nil
   cl.endpoints = { { address = ep_addr, port = ep_port, labels = {} } }
   c.snapshot.clusters[name] = cl
-  c:add_listener(obj, T.join(path, "port.number"), {
+  local ltls
+  if ing.tls then
+    if protocol == "tcp" then
+      c:error(obj, T.join(path, "tls"), "TLS on plain TCP listeners is not supported yet (Redis "
+        .. "and MetaProtocol ports are)")
+      return
+    end
+    ltls = tls.server(obj, c, T.join(path, "tls"), ing.tls)
+    if not ltls then return end
+  end
+  local l = c:add_listener(obj, T.join(path, "port.number"), {
     address = address, port = p.number, protocol = protocol, codec = codec,
-    service = nil, direction = "inbound", cluster = name,
+    service = nil, direction = "inbound", cluster = name, tls = ltls,
   })
+  -- Connections the port accepts at most (Istio: ingress connectionPool, else the Sidecar's
+  -- inboundConnectionPool); past it a new connection is closed at once. (The other pool
+  -- fields are warned through K.unenforced.)
+  local spec = obj.doc.spec
+  local max = (ing.connectionPool and ing.connectionPool.tcp and ing.connectionPool.tcp.maxConnections)
+    or (spec.inboundConnectionPool and spec.inboundConnectionPool.tcp
+      and spec.inboundConnectionPool.tcp.maxConnections)
+  if l and max then l.max_connections = max end
 end
 
 function K.build(obj, c)

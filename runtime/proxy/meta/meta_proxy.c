@@ -1699,6 +1699,21 @@ static bool sess_fault_abort(meta_sess_t *s, const mt_msg_t *msg, const mt_meta_
     return true;
 }
 
+/* AuthorizationPolicy: paths are the interface (Dubbo) or service, methods the method. */
+static bool sess_authorized(meta_sess_t *s, const mt_msg_t *msg)
+{
+    const mt_str_t *path = mt_msg_get_cstr(msg, "interface");
+    if (!path)
+        path = mt_msg_get_cstr(msg, "service");
+    const mt_str_t *method = mt_msg_get_cstr(msg, "method");
+    const char *svc = s->base.conf->service;
+    mt_authz_request_t r = {.method = method ? method->ptr : NULL,
+                            .method_len = method ? method->len : 0,
+                            .path = path ? path->ptr : svc,
+                            .path_len = path ? path->len : (svc ? strlen(svc) : 0)};
+    return mt_session_authorize(&s->base, &r);
+}
+
 static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_worker_t *w = s->base.w;
@@ -1731,6 +1746,11 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
         return;
     }
     mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1); /* heartbeats are not */
+    if (MT_UNLIKELY(s->base.conf->authz != NULL) && !sess_authorized(s, msg)) {
+        s->cur_flags |= MT_RF_RBAC; /* Istio's response flag of a denied request */
+        sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "RBAC: access denied");
+        return;
+    }
     if (!sess_rate_allows(s, msg))
         return;
     meta_target_t t;

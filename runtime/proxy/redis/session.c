@@ -340,6 +340,45 @@ static void sess_map_retry(mt_timer_t *t)
     sess_on_data(&s->base);
 }
 
+/* AuthorizationPolicy: methods are command names, keys the command's keys. */
+static bool sess_authorized(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
+{
+    uint32_t idx_small[64];
+    const char *keys_small[64];
+    size_t lens_small[64];
+    uint32_t *idx = idx_small;
+    const char **keys = keys_small;
+    size_t *lens = lens_small;
+    uint32_t cap = MT_ARRAY_LEN(idx_small);
+    if (req->argc > cap) { /* as many keys as arguments at most */
+        cap = req->argc;
+        idx = malloc(cap * sizeof(*idx));
+        keys = malloc(cap * sizeof(*keys));
+        lens = malloc(cap * sizeof(*lens));
+    }
+    bool ok = false;
+    if (idx && keys && lens) {
+        uint32_t n = MT_MIN(redis_command_keys(cmd, req->argc, req->argv, idx, cap), cap);
+        for (uint32_t i = 0; i < n; i++) {
+            keys[i] = req->argv[idx[i]].ptr;
+            lens[i] = req->argv[idx[i]].len;
+        }
+        mt_authz_request_t r = {.method = req->argv[0].ptr,
+                                .method_len = req->argv[0].len,
+                                .method_nocase = true,
+                                .keys = keys,
+                                .key_lens = lens,
+                                .n_keys = n};
+        ok = mt_session_authorize(&s->base, &r);
+    }
+    if (idx != idx_small) {
+        free(idx);
+        free(keys);
+        free(lens);
+    }
+    return ok;
+}
+
 /* Returns false when the command must wait (unread) for the cluster's first slot map. */
 static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *frame)
 {
@@ -383,6 +422,12 @@ static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
           (mt_rcmd_is(cmd, "auth") || mt_rcmd_is(cmd, "hello") || mt_rcmd_is(cmd, "quit")))) {
         s->cmd_flags |= MT_RF_RBAC;
         mt_rsess_reply_error(s, "NOAUTH Authentication required.");
+        return true;
+    }
+    if (MT_UNLIKELY(s->base.conf->authz != NULL) && !sess_authorized(s, cmd, req)) {
+        s->cmd_flags |= MT_RF_RBAC; /* Istio's response flag of a denied request */
+        mt_rsess_reply_error(s, "NOPERM RBAC: access denied");
+        mt_rtx_answered_locally(s, true); /* a queued command refused: EXEC aborts */
         return true;
     }
     if (MT_UNLIKELY(s->rconf->n_denied) && mt_radmin_denied(s, cmd, req)) {

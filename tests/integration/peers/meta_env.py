@@ -283,15 +283,20 @@ class Peer:
 
 
 class ThriftServer(Peer):
-    def __init__(self, workdir, gen_dir, name, port, protocol="binary", transport="framed"):
+    def __init__(self, workdir, gen_dir, name, port, protocol="binary", transport="framed",
+                 tls=None):
         super().__init__(workdir, name, port)
         self.gen_dir, self.protocol, self.transport = gen_dir, protocol, transport
+        self.tls = tls  # (cert, key): a TSSLServerSocket
 
     def argv(self):
-        return [DEBIAN_PYTHON, str(HERE / "thrift_peers.py"), "serve", "--gen-dir",
-                str(self.gen_dir), "--port", str(self.port), "--name", self.name,
-                "--protocol", self.protocol, "--transport", self.transport,
-                "--record", str(self.record)]
+        a = [DEBIAN_PYTHON, str(HERE / "thrift_peers.py"), "serve", "--gen-dir",
+             str(self.gen_dir), "--port", str(self.port), "--name", self.name,
+             "--protocol", self.protocol, "--transport", self.transport,
+             "--record", str(self.record)]
+        if self.tls:
+            a += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
+        return a
 
 
 class DubboProvider(Peer):

@@ -79,13 +79,17 @@ class Client:
     with every call; `last_headers` holds the info headers of the last reply."""
 
     def __init__(self, gen_dir, host, port, protocol="binary", transport="framed",
-                 timeout=5.0, headers=None):
+                 timeout=5.0, headers=None, ssl_ca=None):
         from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol
         from thrift.transport import TSocket, TTransport
         from thrift.transport.THeaderTransport import THeaderClientType
         Hello, _ = import_generated(gen_dir)
         self.protocol = protocol
-        sock = TSocket.TSocket(host, port)
+        if ssl_ca:  # TSSLSocket: verifies the server against ssl_ca and its name (host)
+            from thrift.transport import TSSLSocket
+            sock = TSSLSocket.TSSLSocket(host, port, ca_certs=str(ssl_ca))
+        else:
+            sock = TSocket.TSocket(host, port)
         sock.setTimeout(int(timeout * 1000))
         self.sock = sock
         if protocol == "header":
@@ -192,7 +196,12 @@ def serve(args):
             current.iprot, current.oprot = iprot, oprot
             return super().process(iprot, oprot)
 
-    sock = TSocket.TServerSocket(host=args.host, port=args.port)
+    if args.tls_cert:  # TSSLServerSocket: the upstream of a DestinationRule tls test
+        from thrift.transport import TSSLSocket
+        sock = TSSLSocket.TSSLServerSocket(host=args.host, port=args.port, certfile=args.tls_cert,
+                                           keyfile=args.tls_key)
+    else:
+        sock = TSocket.TServerSocket(host=args.host, port=args.port)
     pfactory = _protocol_factory(args.protocol)
     if isinstance(pfactory, THeaderProtocolFactory):
         from thrift.transport import TTransport
@@ -219,6 +228,8 @@ def main():
     s.add_argument("--protocol", choices=PROTOCOLS, default="binary")
     s.add_argument("--transport", choices=TRANSPORTS, default="framed")
     s.add_argument("--record", required=True)
+    s.add_argument("--tls-cert", help="serve TLS with this certificate (and --tls-key)")
+    s.add_argument("--tls-key")
     c = sub.add_parser("call", help="make calls with the generated client, print who served")
     c.add_argument("--gen-dir", required=True)
     c.add_argument("--host", default="127.0.0.1")
