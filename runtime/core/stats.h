@@ -31,13 +31,13 @@ enum {
     MT_ST_REQUEST_ERRORS,  /* error replies sent to clients (local or upstream) */
     MT_ST_PROTOCOL_ERRORS, /* malformed frames */
     MT_ST_AUTH_FAILURES,
-    MT_ST_CROSS_PROTOCOL,     /* connections closed for an HTTP request (POST / Host:) */
-    MT_ST_AUTH_TIMEOUTS,      /* connections closed: no AUTH within settings.authTimeout */
-    MT_ST_IDLE_TIMEOUTS,      /* connections closed: quiet for settings.idleTimeout */
-    MT_ST_RATE_LIMITED,       /* requests refused by a local rate limit (response flag RL) */
-    MT_ST_STREAMS_TOTAL,      /* MetaProtocol streams opened by clients (init frames routed) */
-    MT_ST_STREAM_FRAMES,      /* stream frames relayed, both directions */
-    MT_ST_PUBSUB_SLOW_CLOSED, /* subscribers closed: too many messages unsent (Redis pub/sub) */
+    MT_ST_CROSS_PROTOCOL,         /* connections closed for an HTTP request (POST / Host:) */
+    MT_ST_AUTH_TIMEOUTS,          /* connections closed: no AUTH within settings.authTimeout */
+    MT_ST_IDLE_TIMEOUTS,          /* connections closed: quiet for settings.idleTimeout */
+    MT_ST_RATE_LIMITED,           /* requests refused by a local rate limit (response flag RL) */
+    MT_ST_STREAMS_TOTAL,          /* MetaProtocol streams opened by clients (init frames routed) */
+    MT_ST_STREAM_FRAMES,          /* stream frames relayed, both directions */
+    MT_ST_PUBSUB_SLOW_CLOSED,     /* subscribers closed: too many messages unsent (Redis pub/sub) */
     MT_ST_TLS_HANDSHAKE_FAILURES, /* downstream TLS handshakes refused or failed */
     MT_ST_RBAC_DENIED,            /* requests an AuthorizationPolicy denied */
     MT_ST_DOWNSTREAM_CX_OVERFLOW, /* connections closed at accept: max_connections reached */

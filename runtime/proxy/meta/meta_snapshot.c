@@ -407,10 +407,12 @@ static int meta_want_hash_keys(mt_attr_filter_t *f, const mt_cluster_conf_t *c)
 static int meta_build_want(mt_meta_listener_conf_t *ml, const mt_listener_conf_t *l)
 {
     mt_attr_filter_t *f = &ml->want;
-    /* interface/method: error texts; traceparent and B3: the trace context a request
-     * carries (meta_trace_ctx), read when tracing is on - always wanted, as cheap as that. */
-    static const char *const always[] = {"interface",    "method",      "traceparent",
-                                         "x-b3-traceid", "x-b3-spanid", "x-b3-sampled"};
+    /* interface/method: error texts; interface/service/method: AuthorizationPolicy's paths
+     * and methods (sess_authorized); traceparent and B3: the trace context a request carries
+     * (meta_trace_ctx), read when tracing is on - always wanted, as cheap as that. */
+    static const char *const always[] = {"interface",   "service",      "method",
+                                         "traceparent", "x-b3-traceid", "x-b3-spanid",
+                                         "x-b3-sampled"};
     int rc = 0;
     for (size_t i = 0; rc == 0 && i < MT_ARRAY_LEN(always); i++)
         rc = mt_attr_filter_add(f, always[i], strlen(always[i])) == MT_OK ? 0 : -1;
