@@ -603,9 +603,9 @@ Test(meta, the_listener_wants_its_match_keys_hash_keys_and_error_names_only)
                   ROUTE("a", "{ key = 'group', exact = 'blue' }, { key = 'zone', prefix = 'eu' }",
                         TO("'v1'", 100)) ROUTE("b", "{ key = 'tenant' }", TO("'v2'", 100)));
     const mt_attr_filter_t *f = &mt_meta_listener(&s->listeners[0])->want;
-    const char *const wanted[] = {"interface",   "method",       "traceparent", "x-b3-traceid",
-                                  "x-b3-spanid", "x-b3-sampled", "group",       "zone",
-                                  "tenant",      "user"};
+    const char *const wanted[] = {"interface",    "service",     "method",       "traceparent",
+                                  "x-b3-traceid", "x-b3-spanid", "x-b3-sampled", "group",
+                                  "zone",         "tenant",      "user"};
     for (size_t i = 0; i < MT_ARRAY_LEN(wanted); i++)
         cr_expect(mt_attr_filter_has(f, wanted[i], strlen(wanted[i])), "%s", wanted[i]);
     cr_expect_eq(f->n, MT_ARRAY_LEN(wanted), "nothing else: %u keys", f->n);
