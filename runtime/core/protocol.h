@@ -16,4 +16,10 @@ typedef enum mt_protocol {
     MT_PROTO_COUNT
 } mt_protocol_t;
 
+/* The upstream pools of an endpoint (mt_wendpoint_t.pools): one per protocol, then the extra
+ * pools a proxy keeps apart from its main one — Redis's RESP3 connections (said HELLO 3), so
+ * that a connection only ever carries one protocol version. Listed here, with the protocols,
+ * so that core sizes the array without naming a proxy. */
+enum { MT_UPSTREAM_POOL_REDIS_RESP3 = MT_PROTO_COUNT, MT_UPSTREAM_POOLS };
+
 #endif

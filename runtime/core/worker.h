@@ -41,10 +41,6 @@ typedef struct mt_upstream_pool {
     mt_upstream_t *idle;  /* exclusive connections returned clean, most recent first */
 } mt_upstream_pool_t;
 
-/* The pools of an endpoint: one per protocol, and Redis's RESP3 connections (said HELLO 3)
- * apart from its RESP2 ones, so that a connection only ever carries one protocol version. */
-enum { MT_UPSTREAM_POOL_REDIS_RESP3 = MT_PROTO_COUNT, MT_UPSTREAM_POOLS };
-
 /* An endpoint of a cluster as one worker sees it: its pooled connections and backoff. */
 typedef struct mt_wendpoint {
     char address[64]; /* as configured or as the cluster topology named it */
