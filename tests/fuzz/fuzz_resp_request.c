@@ -42,10 +42,12 @@ static void log_add(outcome_t *o, const void *p, size_t n)
     o->len += n;
 }
 
-static void one_reply(const resp_out_t *out)
+/* A reply in the protocol the connection speaks: RESP3 once HELLO 3 chose it. */
+static void one_reply(const resp_out_t *out, bool resp3)
 {
     resp_reply_scanner_t s;
     resp_reply_scanner_init(&s, NULL);
+    s.resp3 = resp3;
     size_t flen = 0;
     const char *err = NULL;
     CHECK(resp_scan_reply(&s, out->data, out->len, &flen, &err) == MT_OK);
@@ -61,7 +63,7 @@ static void exercise_command(const resp_request_t *req)
     const redis_command_t *cmd = redis_command_lookup(req->argv[0].ptr, req->argv[0].len);
     if (!cmd) {
         redis_reply_unknown_command(&out, req->argc, req->argv);
-        one_reply(&out);
+        one_reply(&out, false);
         resp_out_free(&out);
         return;
     }
@@ -85,12 +87,12 @@ static void exercise_command(const resp_request_t *req)
         /* COMMAND without arguments is 100 KB of output: fine, but slow for fuzzing */
         if (!(req->argc == 1 && strcmp(cmd->name, "command") == 0)) {
             redis_local_reply(&ctx, cmd, req->argc, req->argv, &out);
-            one_reply(&out);
+            one_reply(&out, ctx.resp == 3);
         }
         free(ctx.client_name);
     } else if (!redis_command_arity_ok(cmd, req->argc)) {
         redis_reply_wrong_arity(&out, cmd->name);
-        one_reply(&out);
+        one_reply(&out, false);
     }
     resp_out_free(&out);
 }
