@@ -40,7 +40,7 @@ void mt_outq_reset(mt_outq_t *q)
 
 static int outq_grow(mt_outq_t *q)
 {
-    uint32_t cap = q->cap ? q->cap * 2 : 16;
+    uint32_t cap = q->cap ? q->cap * 2 : 4; /* an idle connection keeps it: start small */
     mt_slice_t *v = realloc(q->v, cap * sizeof(*v));
     if (!v)
         return -1;
