@@ -5,8 +5,8 @@
  * both must report the same events (partial frames change nothing), the input must be left
  * as it was, and the pending table must stay within its bound.
  *
- *     cmake -S . -B build-clang -DCMAKE_C_COMPILER=clang && cmake --build build-clang --target fuzz_kafka
- *     build-clang/fuzz_kafka -max_total_time=60 tests/fuzz/seeds/kafka
+ *     cmake -S . -B build-clang -DCMAKE_C_COMPILER=clang && cmake --build build-clang --target
+ * fuzz_kafka build-clang/fuzz_kafka -max_total_time=60 tests/fuzz/seeds/kafka
  */
 #include "protocols/kafka/kafka.h"
 

@@ -1,12 +1,12 @@
 /*
- * fuzz_zookeeper.c - libFuzzer harness for the passive ZooKeeper decoder (protocols/zookeeper): the input
- * is a conversation, segments of [header byte: bit 0 direction (1: client), bits 1-7 length-1]
- * then that many bytes. Each segment is fed whole to one decoder and byte by byte to another:
- * both must report the same events (partial frames change nothing), the input must be left
+ * fuzz_zookeeper.c - libFuzzer harness for the passive ZooKeeper decoder (protocols/zookeeper): the
+ * input is a conversation, segments of [header byte: bit 0 direction (1: client), bits 1-7
+ * length-1] then that many bytes. Each segment is fed whole to one decoder and byte by byte to
+ * another: both must report the same events (partial frames change nothing), the input must be left
  * as it was, and the pending table must stay within its bound.
  *
- *     cmake -S . -B build-clang -DCMAKE_C_COMPILER=clang && cmake --build build-clang --target fuzz_zookeeper
- *     build-clang/fuzz_zookeeper -max_total_time=60 tests/fuzz/seeds/zookeeper
+ *     cmake -S . -B build-clang -DCMAKE_C_COMPILER=clang && cmake --build build-clang --target
+ * fuzz_zookeeper build-clang/fuzz_zookeeper -max_total_time=60 tests/fuzz/seeds/zookeeper
  */
 #include "protocols/zookeeper/zookeeper.h"
 
