@@ -16,6 +16,7 @@
 
 local core_loaded, core_value -- meltemi.core, looked up when first needed (tests swap it)
 local cur_core                -- a MetaProtocol request's core (meltemi.meta.core), or nil
+local cur_get                 -- cur_core.get, for msg.<field> reads without a lookup
 local function core()
   if cur_core then return cur_core end
   local c = package.loaded["meltemi.core"]
@@ -219,7 +220,6 @@ function MetaMsg.set(self, key, value)
   else
     core().set(key, as_arg_text(value, "msg:set"))
   end
-  if META_FIELDS[key] then rawset(self, key, value) end
 end
 
 function MetaMsg.remove(self, key)
@@ -234,16 +234,18 @@ function MetaMsg.attributes(self)
   return core().attributes()
 end
 
+-- msg.<field> is read from the message each time (a C call pushing one string): nothing is
+-- cached in msg, so one msg table per phase serves every request (begin_meta).
 local META_MSG_MT = {
   __index = function(t, k)
     local m = MetaMsg[k]
     if m then return m end
-    if t == cur_msg and META_FIELDS[k] and cur_phase == "request" then
-      local v = core().get(k)
-      if v ~= nil then rawset(t, k, v) end
-      return v
-    end
+    if META_FIELDS[k] and t == cur_msg and cur_phase == "request" then return cur_get(k) end
     return nil
+  end,
+  __newindex = function(_, k)
+    error(format("msg.%s: msg is read-only (msg:set(key, value) changes what is sent on)",
+      tostring(k)), 2)
   end,
   __metatable = false,
 }
@@ -392,7 +394,7 @@ local CTX_MT = {
 
 function A.begin(chain, cmd, key, nargs, is_write, conn_id)
   cur_chain, cur_conn_id = chain, conn_id
-  cur_core, cur_phase = nil, nil
+  cur_core, cur_get, cur_phase = nil, nil, nil
   orig_key, key_index = key, nil
   is_answered = false
   cur_filter = nil
@@ -402,15 +404,28 @@ function A.begin(chain, cmd, key, nargs, is_write, conn_id)
 end
 
 -- A MetaProtocol request (phase "request") or reply ("response"): msg reads attributes
--- through c (meltemi.meta.core) until finish; fields are msg's first values (type, is_error...).
-function A.begin_meta(chain, c, conn_id, phase, fields)
-  cur_chain, cur_conn_id, cur_core, cur_phase = chain, conn_id, c, phase
+-- through c (meltemi.meta.core) until finish. msg is a table made once by new_meta_msg and
+-- filled by the caller (read-only for filters); ctx is reused while no filter stored anything
+-- in it (ctx.vars, ctx.conn), else made afresh: per request nothing is allocated.
+local spare_ctx
+
+function A.new_meta_msg(fields)
+  return setmetatable(fields, META_MSG_MT)
+end
+
+function A.begin_meta(chain, c, conn_id, phase, msg)
+  cur_chain, cur_conn_id, cur_core, cur_get, cur_phase = chain, conn_id, c, c.get, phase
   orig_key, key_index = nil, nil
   is_answered = false
   cur_filter = nil
-  cur_msg = setmetatable(fields or {}, META_MSG_MT)
-  cur_ctx = setmetatable({}, CTX_MT)
-  return cur_msg, cur_ctx
+  cur_msg = msg
+  local ctx = spare_ctx
+  if ctx == nil or next(ctx) ~= nil then
+    ctx = setmetatable({}, CTX_MT)
+    spare_ctx = ctx
+  end
+  cur_ctx = ctx
+  return msg, ctx
 end
 
 function A.enter(filter)
@@ -423,7 +438,7 @@ end
 
 function A.finish()
   cur_msg, cur_ctx, cur_chain, cur_filter, orig_key, key_index = nil, nil, nil, nil, nil, nil
-  cur_core, cur_phase = nil, nil
+  cur_core, cur_get, cur_phase = nil, nil, nil
 end
 
 function A.conn_closed(conn_id)

@@ -22,7 +22,7 @@ local hosts = require "meltemi.hosts"
 local sandbox = require "meltemi.sandbox"
 local api = require "meltemi.filter_api"
 
-local type, format, tostring, pcall = type, string.format, tostring, pcall
+local type, format, tostring, pcall, rawset = type, string.format, tostring, pcall, rawset
 local loadstring, setfenv = loadstring, setfenv
 local sandbox_call_with = sandbox.call_with
 local api_begin_meta, api_enter, api_answered, api_finish =
@@ -204,10 +204,16 @@ function W.apply(source, cluster_index, generation)
   return result
 end
 
+-- One msg table per phase, refilled per message (fields only; filters cannot write it).
+local req_msg = api.new_meta_msg({ type = "request", is_reply = false })
+local resp_msg = api.new_meta_msg({ is_reply = true, is_error = false, status = false,
+  interface = false, method = false, duration_ms = 0 })
+
 function W.request(li, conn_id, msg_type)
   local ch = chains[li]
   if ch == nil then return end
-  local msg, ctx = api_begin_meta(ch, core, conn_id, "request", { type = msg_type, is_reply = false })
+  rawset(req_msg, "type", msg_type)
+  local msg, ctx = api_begin_meta(ch, core, conn_id, "request", req_msg)
   run(ch.filters, "on_request", msg, ctx, "a request")
   api_finish()
 end
@@ -220,9 +226,13 @@ function W.response(li, conn_id, is_error, op, duration_ms)
   if ch == nil or ch.response_filters == nil then return end
   local iface, method = op:match("^(.*)%.([^.]*)$")
   if not iface and op ~= "" and op ~= "?" then method = op end
-  local msg, ctx = api_begin_meta(ch, core, conn_id, "response", {
-    is_reply = true, is_error = is_error, status = core.get("status"),
-    interface = iface ~= "" and iface or nil, method = method, duration_ms = duration_ms })
+  -- existing keys only (rawset of nil keeps the slot): the table never grows
+  rawset(resp_msg, "is_error", is_error)
+  rawset(resp_msg, "status", core.get("status"))
+  rawset(resp_msg, "interface", iface ~= "" and iface or nil)
+  rawset(resp_msg, "method", method)
+  rawset(resp_msg, "duration_ms", duration_ms)
+  local msg, ctx = api_begin_meta(ch, core, conn_id, "response", resp_msg)
   run(ch.response_filters, "on_response", msg, ctx, "a reply")
   api_finish()
 end

@@ -121,8 +121,10 @@ typedef struct mt_meta_listener_conf {
      * hash keys of the subsets its routes, mirrors and default cluster pick from, and
      * "interface"/"method" (error texts). Request decoders store only these (codec.h). */
     mt_attr_filter_t want;
-    /* A LuaFilter runs on this listener (listener.metaprotocol.lua_filters): its requests are
-     * decoded with every attribute (want is not used), as a filter may read any of them. */
+    /* A LuaFilter runs on this listener (listener.metaprotocol.lua_filters): workers load
+     * their Lua filters only when some listener has one. A filter may read any attribute;
+     * what want leaves out it finds by decoding the frame again (meta_lua.c), so want stays
+     * as cheap as the listener's C readers need. */
     bool lua_filtered;
 } mt_meta_listener_conf_t;
 
@@ -134,12 +136,6 @@ static inline mt_meta_cluster_conf_t *mt_meta_cluster(const mt_cluster_conf_t *c
 static inline mt_meta_listener_conf_t *mt_meta_listener(const mt_listener_conf_t *l)
 {
     return l ? l->proto : NULL;
-}
-
-/* The attribute filter request decoders of lc's listener use; NULL: every attribute. */
-static inline const mt_attr_filter_t *mt_meta_listener_want(const mt_meta_listener_conf_t *lc)
-{
-    return lc->lua_filtered ? NULL : &lc->want;
 }
 
 #endif

@@ -34,6 +34,7 @@ static void dest_clear(mt_meta_lua_dest_t *d)
 
 static void verdict_reset(mt_meta_verdict_t *v)
 {
+    v->seq++; /* a new message: the re-decoded copy of the last one is stale */
     dest_clear(&v->route);
     for (uint32_t i = 0; i < v->n_mirrors; i++)
         dest_clear(&v->mirrors[i]);
@@ -85,15 +86,44 @@ static void read_dest(lua_State *L, mt_meta_lua_t *b, mt_meta_lua_dest_t *d, con
 
 /* ---- meltemi.meta.core --------------------------------------------------------------------- */
 
-/* get(key) -> the attribute's value, or nil. Requests of a filtered listener are decoded with
- * every attribute (meta_snapshot.c); replies keep only "status", the rest is located. */
+/* The current message decoded again with every attribute (the decoder kept only the keys of
+ * msg->want: what the listener's C readers need), once per call; NULL when that fails. */
+static const mt_msg_t *full_message(mt_meta_lua_t *b, const mt_msg_t *m)
+{
+    if (!m->want)
+        return m;
+    if (b->scratch_seq == b->verdict.seq)
+        return b->scratch_ok ? &b->scratch : NULL;
+    b->scratch_seq = b->verdict.seq;
+    b->scratch_ok = false;
+    const mt_codec_t *c = m->codec;
+    void *st = c ? malloc(c->state_size ? c->state_size : 1) : NULL;
+    if (!st)
+        return NULL;
+    if (!b->scratch_init) {
+        mt_msg_init(&b->scratch);
+        b->scratch_init = true;
+    }
+    if (mt_codec_init(c, st, NULL) == MT_OK) {
+        mt_codec_err_t err;
+        b->scratch.want = NULL;
+        b->scratch_ok = c->decode(st, m->frame, m->frame_len, &b->scratch, &err) == MT_OK;
+    }
+    c->free(st);
+    free(st);
+    return b->scratch_ok ? &b->scratch : NULL;
+}
+
+/* get(key) -> the attribute's value, or nil: from the message as decoded when its filter
+ * (want) kept the key, else from the frame decoded again (full_message). */
 static int core_get(lua_State *L)
 {
     mt_meta_lua_t *b = bridge_of(L);
     size_t n;
     const char *key = luaL_checklstring(L, 1, &n);
     const mt_meta_verdict_t *v = &b->verdict;
-    if (!v->msg) {
+    const mt_msg_t *m = v->msg;
+    if (!m) {
         lua_pushnil(L);
         return 1;
     }
@@ -106,16 +136,9 @@ static int core_get(lua_State *L)
             return 1;
         }
     }
-    const mt_str_t *val;
-    if (v->msg_is_reply) {
-        if (!b->scratch_init) {
-            mt_msg_init(&b->scratch);
-            b->scratch_init = true;
-        }
-        val = mt_msg_locate(v->msg, key, n, &b->scratch);
-    } else {
-        val = mt_msg_get(v->msg, key, n);
-    }
+    if (m->want && !mt_attr_filter_has(m->want, key, n))
+        m = full_message(b, m);
+    const mt_str_t *val = m ? mt_msg__find(m, key, n) : NULL;
     if (val)
         lua_pushlstring(L, val->ptr, val->len);
     else
@@ -123,11 +146,11 @@ static int core_get(lua_State *L)
     return 1;
 }
 
-/* attributes() -> { key = value } of the request as decoded (before any set). */
+/* attributes() -> { key = value } of the message as decoded (before any set). */
 static int core_attributes(lua_State *L)
 {
     mt_meta_lua_t *b = bridge_of(L);
-    const mt_msg_t *m = b->verdict.msg;
+    const mt_msg_t *m = b->verdict.msg ? full_message(b, b->verdict.msg) : NULL;
     lua_createtable(L, 0, m ? (int)m->nattrs : 0);
     for (uint32_t i = 0; m && i < m->nattrs; i++) {
         lua_pushlstring(L, m->attrs[i].key.ptr, m->attrs[i].key.len);

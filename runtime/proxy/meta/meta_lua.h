@@ -40,7 +40,8 @@ typedef struct mt_meta_verdict {
     uint32_t n_sets;
     /* the message being decided (valid during the call only) */
     const mt_msg_t *msg;
-    bool msg_is_reply; /* reply attributes are found with mt_msg_locate (msg->want) */
+    bool msg_is_reply;
+    uint64_t seq; /* counts messages decided: says whether scratch holds this one */
 } mt_meta_verdict_t;
 
 typedef struct mt_meta_lua_counter mt_meta_lua_counter_t;
@@ -53,8 +54,9 @@ typedef struct mt_meta_lua {
     uint32_t n_clusters; /* of the snapshot the chains were built for */
     int request_ref, response_ref, conn_closed_ref;
     mt_meta_lua_counter_t *counters; /* Lua counter name -> stats block cache */
-    mt_msg_t scratch;                /* reply attributes outside the reply filter */
-    bool scratch_init;
+    mt_msg_t scratch; /* the current message decoded again with every attribute (meta_lua.c) */
+    uint64_t scratch_seq;
+    bool scratch_init, scratch_ok;
 } mt_meta_lua_t;
 
 /* Preloads `meltemi.meta.core` into w's Lua state, bound to b. */

@@ -1779,7 +1779,7 @@ static void sess_rebind(meta_sess_t *s)
      * (a reloaded Lua codec is a new table of the same name): docs/codecs.md. */
     if (lc && lc->codec &&
         (lc->codec == s->codec || strcmp(lc->codec->name, s->codec->name) == 0)) {
-        s->msg.want = mt_meta_listener_want(lc);
+        s->msg.want = &lc->want;
         return;
     }
     s->msg.want = NULL; /* the old snapshot's listener may be freed with it: keep everything */
@@ -2132,7 +2132,7 @@ static void meta_accept(mt_wlistener_t *l, uv_stream_t *server)
     s->dec = dec;
     s->in_order = !(codec->flags & MT_CODEC_F_MULTIPLEXED);
     mt_msg_init(&s->msg);
-    s->msg.want = mt_meta_listener_want(lc);
+    s->msg.want = &lc->want;
     mw_of(w)->n_sess++;
     mt_session_resume(&s->base);
 }
