@@ -26,6 +26,10 @@ local function check_redis(redis, report)
       report("sentinel", "Sentinel names the master of a primary/replica set: it needs mode PROXY, "
         .. "not CLUSTER")
     end
+    if type(s.masterName) == "string" and (#s.masterName > 200 or s.masterName:find("[%s%c]")) then
+      report("sentinel.masterName", "a Sentinel master name is at most 200 characters, without "
+        .. "spaces or control characters")
+    end
     if not s.addresses or #s.addresses == 0 then
       report("sentinel.addresses", "at least one Sentinel host:port is required")
     end

@@ -68,11 +68,11 @@ static const mt_stats_detail_t sn_events = {
 };
 
 typedef struct sn_conn {
-    mt_rup_t rup;          /* first: the worker's Redis list treats every entry as an mt_rup_t */
-    mt_rsentinel_t *st;    /* NULL once the state let it go */
-    bool subscription;     /* else a query */
-    uint32_t replies;      /* a query: replies of its own read so far */
-    uint32_t sentinel;     /* index in st->sentinels */
+    mt_rup_t rup;       /* first: the worker's Redis list treats every entry as an mt_rup_t */
+    mt_rsentinel_t *st; /* NULL once the state let it go */
+    bool subscription;  /* else a query */
+    uint32_t replies;   /* a query: replies of its own read so far */
+    uint32_t sentinel;  /* index in st->sentinels */
 } sn_conn_t;
 
 struct mt_rsentinel {
@@ -322,7 +322,8 @@ static sn_conn_t *sn_connect(mt_rsentinel_t *st, uint32_t i, bool subscription, 
     return (sn_conn_t *)mt_upstream_connect(st->sentinels[i], &sn_conn_ops, &want, why);
 }
 
-/* ---- replies ---------------------------------------------------------------------------------- */
+/* ---- replies ----------------------------------------------------------------------------------
+ */
 
 /* The error text of a "-..." reply, without CRLF. */
 static int sn_error_len(const char *p, size_t len)
@@ -454,8 +455,8 @@ static void sn_switch_message(sn_conn_t *conn, const char *msg, size_t len)
     mt_wendpoint_t *ep = sn_node(st, new_ip, strlen(new_ip), (uint16_t)new_port);
     if (ep) {
         char how[120];
-        snprintf(how, sizeof(how), "+switch-master from Sentinel %s:%u",
-                 conn->rup.base.ep->address, conn->rup.base.ep->port);
+        snprintf(how, sizeof(how), "+switch-master from Sentinel %s:%u", conn->rup.base.ep->address,
+                 conn->rup.base.ep->port);
         sn_set_master(st, ep, how);
         st->n_replicas = 0; /* the old set is stale: asked again at once */
     }
@@ -517,9 +518,8 @@ static void sn_query_failed(mt_rsentinel_t *st, const char *why)
     mt_warn("cluster %s: Sentinel look-up of master '%s' failed: %s", st->c->conf->name,
             sn_conf(st)->sentinel_master, why);
     /* the next Sentinel at once; once every one failed in a row, a pause */
-    st->resolve_at_ms = st->failed_in_row % MT_MAX(st->n_sentinels, 1) == 0
-                            ? now + RETRY_ALL_DOWN_MS
-                            : now;
+    st->resolve_at_ms =
+        st->failed_in_row % MT_MAX(st->n_sentinels, 1) == 0 ? now + RETRY_ALL_DOWN_MS : now;
 }
 
 static void sn_query_start(mt_rsentinel_t *st, uint64_t now)
@@ -567,7 +567,8 @@ static void sn_sub_start(mt_rsentinel_t *st, uint64_t now)
     st->sub_retry_at_ms = now + RETRY_ALL_DOWN_MS;
 }
 
-/* ---- the cluster's part ------------------------------------------------------------------------ */
+/* ---- the cluster's part ------------------------------------------------------------------------
+ */
 
 static mt_rsentinel_t *sn_get(mt_wcluster_t *c)
 {
@@ -607,7 +608,8 @@ void mt_rsentinel_tick(mt_wcluster_t *c, uint64_t now_ms)
         mt_rsentinel_stop(c);
         return;
     }
-    if (st->query && now_ms >= st->query_started_ms + c->conf->connect_timeout_ms + QUERY_GRACE_MS) {
+    if (st->query &&
+        now_ms >= st->query_started_ms + c->conf->connect_timeout_ms + QUERY_GRACE_MS) {
         char why[200];
         mt_wendpoint_t *ep = st->query->rup.base.ep;
         snprintf(why, sizeof(why), "Sentinel %s:%u did not answer within %u ms", ep->address,
