@@ -44,7 +44,7 @@
 #define MIN_GAP_MS 100         /* a failed master connection asks again at most this often */
 #define QUERY_GRACE_MS 1000    /* a query unanswered after connect timeout + this: next one */
 #define RETRY_ALL_DOWN_MS 200  /* every Sentinel unreachable: try again after this */
-#define MAX_NAME 200           /* master names longer than this are refused by the compiler */
+#define LOG_EVERY_MS 10000     /* repeated failures: one log line this often */
 
 typedef enum sn_event {
     SN_EV_RESOLVE = 0,
@@ -73,6 +73,7 @@ typedef struct sn_conn {
     bool subscription;  /* else a query */
     uint32_t replies;   /* a query: replies of its own read so far */
     uint32_t sentinel;  /* index in st->sentinels */
+    bool connected;     /* the connect succeeded (on_close: lost, rather than refused) */
 } sn_conn_t;
 
 struct mt_rsentinel {
@@ -98,7 +99,9 @@ struct mt_rsentinel {
     uint64_t resolve_at_ms;        /* 0: only the periodic query is due */
     uint64_t sub_retry_at_ms;
     uint32_t failed_in_row; /* queries failed since the last answer */
-    bool stopped;           /* the cluster is retired or the worker stops: no new connection */
+    uint64_t last_warn_ms,
+        last_sub_warn_ms; /* log lines of failures: at most one per LOG_EVERY_MS */
+    bool stopped;         /* the cluster is retired or the worker stops: no new connection */
     char last_error[300];
     mt_stats_block_t *events[SN_EVENT_COUNT];
 };
@@ -221,6 +224,17 @@ static int sn_queue_auth(sn_conn_t *conn, const mt_auth_t *a)
     return rc;
 }
 
+/* Why a Sentinel endpoint is unusable, without the shell's label (which names the service,
+ * not the Sentinel): "connection refused", "backing off"... */
+static const char *sn_ep_error(const mt_wendpoint_t *ep, const char *dflt)
+{
+    if (ep->resolve_error[0])
+        return ep->resolve_error;
+    const char *e = ep->last_error[0] ? ep->last_error : NULL;
+    const char *tail = e ? strstr(e, "unavailable: ") : NULL;
+    return tail ? tail + 13 : (e ? e : dflt);
+}
+
 static int sn_conn_on_open(mt_upstream_t *base, void *arg)
 {
     sn_conn_t *conn = (sn_conn_t *)base;
@@ -271,6 +285,11 @@ static void sn_conn_on_data(mt_upstream_t *base)
     }
 }
 
+static void sn_conn_on_connected(mt_upstream_t *base)
+{
+    ((sn_conn_t *)base)->connected = true;
+}
+
 static void sn_conn_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char *text)
 {
     MT_UNUSED(ev);
@@ -287,12 +306,17 @@ static void sn_conn_on_close(mt_upstream_t *base)
         return;
     char why[200];
     snprintf(why, sizeof(why), "Sentinel %s:%u: %s", base->ep->address, base->ep->port,
-             base->ep->last_error[0] ? base->ep->last_error : "connection closed");
+             conn->connected ? "connection closed" : sn_ep_error(base->ep, "connection closed"));
     if (st->sub == conn) {
         st->sub = NULL;
         st->next_sub = conn->sentinel + 1; /* the next subscription tries another Sentinel */
         st->sub_retry_at_ms = mt_worker_now_ms(st->w) + MIN_GAP_MS;
-        mt_warn("cluster %s: lost the +switch-master subscription: %s", st->c->conf->name, why);
+        uint64_t now = mt_worker_now_ms(st->w);
+        if (conn->rup.base.state == MT_UPSTREAM_READY ||
+            now >= st->last_sub_warn_ms + LOG_EVERY_MS) {
+            st->last_sub_warn_ms = now;
+            mt_warn("cluster %s: no +switch-master subscription: %s", st->c->conf->name, why);
+        }
     } else if (st->query == conn) {
         st->query = NULL;
         sn_query_failed(st, why);
@@ -309,6 +333,7 @@ static const mt_upstream_ops_t sn_conn_ops = {
     .size = sizeof(sn_conn_t),
     .text_prefix = "meltemi: ",
     .on_open = sn_conn_on_open,
+    .on_connected = sn_conn_on_connected,
     .on_data = sn_conn_on_data,
     .on_error = sn_conn_on_error,
     .on_deadline = mt_rup_on_deadline, /* AUTH unanswered: the connection fails */
@@ -515,8 +540,13 @@ static void sn_query_failed(mt_rsentinel_t *st, const char *why)
     snprintf(st->last_error, sizeof(st->last_error), "%s", why);
     sn_event(st, SN_EV_RESOLVE_FAILED);
     st->failed_in_row++;
-    mt_warn("cluster %s: Sentinel look-up of master '%s' failed: %s", st->c->conf->name,
-            sn_conf(st)->sentinel_master, why);
+    /* the first failure after an answer, then one line per LOG_EVERY_MS while it lasts */
+    if (st->failed_in_row == 1 || now >= st->last_warn_ms + LOG_EVERY_MS) {
+        st->last_warn_ms = now;
+        mt_warn("cluster %s: Sentinel look-up of master '%s' failed: %s%s", st->c->conf->name,
+                sn_conf(st)->sentinel_master, why,
+                st->failed_in_row > 1 ? " (still failing; retrying)" : "");
+    }
     /* the next Sentinel at once; once every one failed in a row, a pause */
     st->resolve_at_ms =
         st->failed_in_row % MT_MAX(st->n_sentinels, 1) == 0 ? now + RETRY_ALL_DOWN_MS : now;
@@ -531,8 +561,7 @@ static void sn_query_start(mt_rsentinel_t *st, uint64_t now)
         mt_wendpoint_t *ep = st->sentinels[i];
         if (!mt_rendpoint_healthy(ep, now)) {
             snprintf(why, sizeof(why), "Sentinel %s:%u: %s", ep->address, ep->port,
-                     ep->resolve_error[0] ? ep->resolve_error
-                                          : (ep->last_error[0] ? ep->last_error : "backing off"));
+                     sn_ep_error(ep, "backing off"));
             continue;
         }
         const char *err = NULL;
