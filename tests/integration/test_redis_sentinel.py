@@ -322,3 +322,30 @@ def test_validate_refuses_sentinel_in_cluster_mode(tmp_path, config_dir):
     assert "needs mode PROXY" in (out.stdout + out.stderr)
     assert "at least one Sentinel" in (out.stdout + out.stderr)
 
+
+
+def test_reload_with_other_sentinels_and_two_workers_follows_a_failover(ha, meltemi_factory,
+                                                                         config_dir,
+                                                                         redis_client):
+    """A reload that changes the Sentinel list retires the old cluster (its Sentinel
+    connections close) and the new one discovers the master again, in every worker."""
+    master, replica, sentinels = ha
+    start_sentinels(sentinels)
+    port = free_port(VIP)
+    conf = config_dir(topology(sentinels[1:], port))
+    m = meltemi_factory(conf, workers=2)
+    c = redis_client(VIP, port)
+    wait_until(lambda: write_lands_on(c, master, "r0", "0"), 10, "a write on the master")
+    (conf / "rd.yaml").write_text(topology(sentinels[:1], port)["rd.yaml"])
+    wait_until(lambda: f'"sentinels":["127.0.0.1:{sentinels[0].port}"]' in clusters(m), 15,
+               "the reloaded Sentinel list in /clusters")
+    for i in range(10):  # connections to both workers
+        c2 = redis_client(VIP, port)
+        assert c2.set(f"r{i}", "x") is True
+    assert sentinels[0].client().execute_command("SENTINEL", "FAILOVER", MASTER_NAME) in (True,
+                                                                                          b"OK")
+    wait_until(lambda: role(replica) == "master", 30, "the replica promoted")
+    for i in range(10):
+        c2 = redis_client(VIP, port)
+        wait_until(lambda: write_lands_on(c2, replica, f"after{i}", "y"), 20,
+                   "every worker writes to the new master")

@@ -32,7 +32,7 @@
  */
 #include "runtime/proxy/redis/redis_proxy.h"
 
-#include "protocols/redis/reply_reader.h"
+#include "protocols/redis/sentinel_reply.h"
 
 #include "runtime/core/log.h"
 
@@ -44,6 +44,7 @@
 #define MIN_GAP_MS 100         /* a failed master connection asks again at most this often */
 #define QUERY_GRACE_MS 1000    /* a query unanswered after connect timeout + this: next one */
 #define RETRY_ALL_DOWN_MS 200  /* every Sentinel unreachable: try again after this */
+#define MAX_REPLICAS 64        /* replicas kept from one SENTINEL REPLICAS answer */
 #define LOG_EVERY_MS 10000     /* repeated failures: one log line this often */
 
 typedef enum sn_event {
@@ -368,19 +369,14 @@ static void sn_master_reply(sn_conn_t *conn, const char *p, size_t len)
         sn_query_failed(st, why);
         return;
     }
-    redis_reader_t r = redis_reader(p, len);
-    int64_t n = redis_read_num(&r, '*');
-    const char *host = NULL, *port_s = NULL;
-    size_t hlen = 0, plen = 0;
-    int64_t port = 0;
-    if (n != 2 || !redis_read_bulk(&r, &host, &hlen) || !redis_read_bulk(&r, &port_s, &plen) ||
-        !host || !port_s || !redis_parse_int(port_s, plen, &port) || port <= 0 || port > 65535) {
+    redis_sentinel_addr_t a;
+    if (!redis_sentinel_master_reply(p, len, &a)) {
         snprintf(why, sizeof(why), "Sentinel %s:%u does not know a master named '%s'",
                  from->address, from->port, sn_conf(st)->sentinel_master);
         sn_query_failed(st, why);
         return;
     }
-    mt_wendpoint_t *ep = sn_node(st, host, hlen, (uint16_t)port);
+    mt_wendpoint_t *ep = sn_node(st, a.host, a.host_len, a.port);
     if (!ep) {
         sn_query_failed(st, "out of memory");
         return;
@@ -393,19 +389,6 @@ static void sn_master_reply(sn_conn_t *conn, const char *p, size_t len)
     st->last_resolve_ms = mt_worker_now_ms(st->w);
     sn_event(st, SN_EV_RESOLVE);
     sn_set_master(st, ep, how);
-}
-
-static bool sn_flags_down(const char *f, size_t n)
-{
-    static const char *const bad[] = {"s_down", "o_down", "disconnected"};
-    for (size_t i = 0; i < MT_ARRAY_LEN(bad); i++) {
-        size_t bl = strlen(bad[i]);
-        for (size_t k = 0; k + bl <= n; k++) {
-            if (memcmp(f + k, bad[i], bl) == 0)
-                return true;
-        }
-    }
-    return false;
 }
 
 static void sn_add_replica(mt_rsentinel_t *st, mt_wendpoint_t *ep)
@@ -429,30 +412,13 @@ static void sn_replicas_reply(sn_conn_t *conn, const char *p, size_t len)
     mt_rsentinel_t *st = conn->st;
     if (!st->query_got_master || (len && p[0] == '-'))
         return; /* the master look-up failed already, or an old Sentinel: keep what we had */
-    redis_reader_t r = redis_reader(p, len);
-    int64_t n = redis_read_num(&r, '*');
+    redis_sentinel_addr_t up[MAX_REPLICAS];
+    int n = redis_sentinel_replicas_reply(p, len, up, MAX_REPLICAS);
+    if (n < 0)
+        return; /* unreadable: keep what we had */
     st->n_replicas = 0;
-    for (int64_t i = 0; i < n && !r.bad; i++) {
-        int64_t m = redis_read_num(&r, '*');
-        const char *ip = NULL, *port_s = NULL, *flags = NULL;
-        size_t iplen = 0, plen = 0, flen = 0;
-        for (int64_t k = 0; k + 1 < m && !r.bad; k += 2) {
-            const char *key = NULL, *val = NULL;
-            size_t kl = 0, vl = 0;
-            if (!redis_read_bulk(&r, &key, &kl) || !redis_read_bulk(&r, &val, &vl) || !key)
-                break;
-            if (kl == 2 && memcmp(key, "ip", 2) == 0)
-                ip = val, iplen = vl;
-            else if (kl == 4 && memcmp(key, "port", 4) == 0)
-                port_s = val, plen = vl;
-            else if (kl == 5 && memcmp(key, "flags", 5) == 0)
-                flags = val, flen = vl;
-        }
-        int64_t port = 0;
-        if (!ip || !port_s || !redis_parse_int(port_s, plen, &port) || port <= 0 || port > 65535 ||
-            (flags && sn_flags_down(flags, flen)))
-            continue;
-        mt_wendpoint_t *ep = sn_node(st, ip, iplen, (uint16_t)port);
+    for (int i = 0; i < n; i++) {
+        mt_wendpoint_t *ep = sn_node(st, up[i].host, up[i].host_len, up[i].port);
         if (ep)
             sn_add_replica(st, ep);
     }
@@ -463,21 +429,18 @@ static void sn_switch_message(sn_conn_t *conn, const char *msg, size_t len)
 {
     mt_rsentinel_t *st = conn->st;
     const char *name = sn_conf(st)->sentinel_master;
-    size_t nlen = strlen(name);
-    if (len <= nlen || memcmp(msg, name, nlen) != 0 || msg[nlen] != ' ')
+    redis_sentinel_addr_t a;
+    int rc = redis_sentinel_switch_master(msg, len, name, strlen(name), &a);
+    if (rc == 0)
         return; /* another master of these Sentinels */
-    char text[300];
-    snprintf(text, sizeof(text), "%.*s", (int)MT_MIN(len, sizeof(text) - 1), msg);
-    char old_ip[64], new_ip[64];
-    unsigned old_port = 0, new_port = 0;
-    if (sscanf(text + nlen, " %63s %u %63s %u", old_ip, &old_port, new_ip, &new_port) != 4 ||
-        new_port == 0 || new_port > 65535) {
-        mt_warn("cluster %s: unreadable +switch-master message: %s", st->c->conf->name, text);
+    if (rc < 0) {
+        mt_warn("cluster %s: unreadable +switch-master message: %.*s", st->c->conf->name,
+                (int)MT_MIN(len, 200), msg);
         st->resolve_at_ms = mt_worker_now_ms(st->w);
         return;
     }
     sn_event(st, SN_EV_SWITCH_MASTER);
-    mt_wendpoint_t *ep = sn_node(st, new_ip, strlen(new_ip), (uint16_t)new_port);
+    mt_wendpoint_t *ep = sn_node(st, a.host, a.host_len, a.port);
     if (ep) {
         char how[120];
         snprintf(how, sizeof(how), "+switch-master from Sentinel %s:%u", conn->rup.base.ep->address,
@@ -510,18 +473,16 @@ static void sn_conn_frame(sn_conn_t *conn, const char *p, size_t len)
         mt_upstream_close(&conn->rup.base); /* on_close moves on to the next Sentinel */
         return;
     }
-    redis_reader_t r = redis_reader(p, len);
-    const char *kind = NULL, *chan = NULL, *msg = NULL;
-    size_t klen = 0, clen = 0, mlen = 0;
-    if (redis_read_num(&r, '*') != 3 || !redis_read_bulk(&r, &kind, &klen) || !kind)
+    const char *kind = NULL, *msg = NULL;
+    size_t klen = 0, mlen = 0;
+    if (!redis_sentinel_pubsub(p, len, &kind, &klen, &msg, &mlen))
         return;
     if (klen == 9 && memcmp(kind, "subscribe", 9) == 0) {
         /* (re)subscribed: whatever happened while no subscription was up is asked for */
         st->resolve_at_ms = mt_worker_now_ms(st->w);
         return;
     }
-    if (klen != 7 || memcmp(kind, "message", 7) != 0 || !redis_read_bulk(&r, &chan, &clen) ||
-        !redis_read_bulk(&r, &msg, &mlen) || !msg)
+    if (!msg)
         return;
     sn_switch_message(conn, msg, mlen);
 }
