@@ -12,6 +12,8 @@
  *   admin.c    administration: default refusals, deniedCommands, PROXY-mode fan-out
  *   pubsub.c   pub/sub: one upstream subscription per channel per worker, fanned out to the
  *              subscribed clients, on dedicated connections (a "hub" per endpoint)
+ *   sentinel.c Sentinel discovery: the master (c->eps) and replicas of a Sentinel-backed
+ *              cluster, +switch-master, on dedicated connections to the Sentinels
  *
  * Calls go down that list (session -> policy -> route -> upstream -> reply); redis_cluster.c
  * sits beside route.c (route.c hands it cluster-mode commands, it sends through upstream.c
