@@ -22,6 +22,8 @@ PACKAGES=(
     libcriterion-dev lua-check clang-format
     # integration tests and the demo: real servers and real clients
     redis-server redis-tools python3 python3-redis python3-pytest
+    # Sentinel discovery tests (tests/integration/test_redis_sentinel.py): real redis-sentinel
+    redis-sentinel
     # MetaProtocol integration tests: Thrift peers (Apache Thrift's Python library and the
     # compiler that generates their code from tests/integration/peers/hello.thrift), Dubbo
     # peers in Node (hessian.js, dubbo2.js; npm installs them from the lockfile)

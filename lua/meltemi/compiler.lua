@@ -615,7 +615,9 @@ end
 function Compile:warn_empty_clusters()
   for _, l in pairs(self.listeners) do
     local cl = self.snapshot.clusters[l.cluster]
-    if cl and #cl.endpoints == 0 and cl.resolution ~= "DNS" then
+    -- a Sentinel-backed Redis service learns its endpoints from the Sentinels
+    local sentinel = cl and cl.redis and cl.redis.sentinel
+    if cl and #cl.endpoints == 0 and cl.resolution ~= "DNS" and not sentinel then
       self:warn(l.owner, l.path, string.format("cluster %s has no endpoints: connections to %s will fail",
         cl.name, l.name))
     end
