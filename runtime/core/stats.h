@@ -55,6 +55,10 @@ enum {
     MT_ST_UPSTREAM_RQ_RETRY,     /* requests sent again (MetaRouter retries) */
     MT_ST_UPSTREAM_TLS_FAILURES, /* upstream TLS handshakes refused or failed */
     MT_ST_UPSTREAM_TLS_RESUMED,  /* upstream TLS handshakes that resumed a session */
+    MT_ST_UPSTREAM_CX_OVERFLOW,  /* refused: the cluster's connectionPool.tcp.maxConnections */
+    MT_ST_UPSTREAM_CX_MAX_DURATION, /* drained: older than tcp.maxConnectionDuration */
+    MT_ST_UPSTREAM_CX_IDLE_TIMEOUT, /* closed: idle for tcp.idleTimeout */
+    MT_ST_UPSTREAM_CX_MAX_REQUESTS, /* drained: http.maxRequestsPerConnection requests sent */
     MT_ST__COUNT
 };
 

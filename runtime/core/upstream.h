@@ -89,6 +89,9 @@ typedef struct mt_upstream_ops {
      * time): fail what is overdue, arm again for what is left. May be NULL if the proxy never
      * arms one. */
     void (*on_deadline)(mt_upstream_t *u, uint64_t now_ms);
+    /* True while the proxy holds more on u than its inflight requests (MetaProtocol: open
+     * streams): the tick neither closes it idle nor closes it drained meanwhile. May be NULL. */
+    bool (*busy)(const mt_upstream_t *u);
     /* The connection starts closing (state CLOSING, out of its pool and the worker's list):
      * stop the proxy's timers. May be NULL. */
     void (*on_close)(mt_upstream_t *u);
@@ -112,6 +115,13 @@ struct mt_upstream {
     mt_timer_t connect_timer;  /* the shell's, on the worker's wheel, until connected */
     mt_timer_t deadline_timer; /* the proxy's request deadline (mt_upstream_arm_deadline) */
     uint64_t idle_since_ms;    /* MT_UPSTREAM_IDLE: when it was returned */
+    uint64_t opened_ms;        /* when it became READY (maxConnectionDuration counts from it) */
+    uint64_t active_ms;        /* last request queued or reply read (idleTimeout) */
+    uint32_t requests;         /* requests sent (mt_upstream_request_sent) */
+    /* No new user: out of its pool slot (shared) or closed when given back (leased); closes
+     * once nothing is in flight and its queue is written (maxConnectionDuration,
+     * maxRequestsPerConnection). */
+    bool draining;
     mt_upstream_state_t state;
     mt_upstream_kind_t kind;
     bool kind_counted;          /* in the cluster's leased/idle gauges (upstream.c) */
@@ -196,12 +206,23 @@ void mt_upstream_read_start(mt_upstream_t *u);
 void mt_upstream_return(mt_upstream_t *u, bool reusable);
 
 /* Schedules u's output for the worker's flush pass if it is connected (a CONNECTING
- * connection writes what is queued once connected). */
+ * connection writes what is queued once connected). Something was queued: u is not idle. */
 static inline void mt_upstream_schedule(mt_upstream_t *u)
 {
+    u->active_ms = mt_worker_now_ms(u->w);
     if (u->state == MT_UPSTREAM_READY)
         mt_worker_schedule_flush(u->w, &u->out);
 }
+
+/* The proxy queued one request on shared connection u: counts it against the cluster's
+ * max_requests_per_connection (http.maxRequestsPerConnection); the request that reaches it
+ * drains u, so the next caller of mt_upstream_shared gets a new connection. */
+void mt_upstream_request_sent(mt_upstream_t *u);
+
+/* Takes u out of use: no new requests go to it; it closes once what is in flight is answered
+ * and its queue is written (mt_upstream_tick), never under a reply. A leased connection
+ * closes when it is given back. */
+void mt_upstream_drain(mt_upstream_t *u);
 
 /* Closes u (idempotent): out of its pool and the worker's list at once, ops->on_close, the
  * handle closes, then ops->on_closed and the memory goes. Requests still on u are the
@@ -222,8 +243,11 @@ static inline bool mt_upstream_deadline_armed(const mt_upstream_t *u)
 
 /*
  * The worker's tick for protocol p's connections (housekeeping, not timeouts: those are on
- * the wheel): connections of retired clusters with nothing in flight close, idle exclusive
- * connections older than MT_UPSTREAM_IDLE_MS close.
+ * the wheel): connections of retired clusters with nothing in flight close; idle exclusive
+ * connections close after the cluster's idle_timeout_ms (MT_UPSTREAM_IDLE_MS if unset);
+ * shared ones with nothing in flight close after idle_timeout_ms (if set); connections older
+ * than max_connection_duration_ms drain (mt_upstream_drain); drained ones close once empty.
+ * Connections outside the pools (mt_upstream_connect) are their user's: not looked at.
  */
 void mt_upstream_tick(mt_worker_t *w, mt_protocol_t p, uint64_t now_ms);
 

@@ -1009,6 +1009,12 @@ static void up_on_closed(mt_upstream_t *base)
 
 static void up_on_deadline(mt_upstream_t *b, uint64_t now);
 
+/* Open streams keep a connection from closing idle or drained (upstream.h). */
+static bool up_busy(const mt_upstream_t *base)
+{
+    return ((const meta_up_t *)base)->streams.head != NULL;
+}
+
 static const mt_upstream_ops_t meta_up_ops = {
     .protocol = MT_PROTO_META,
     .size = sizeof(meta_up_t),
@@ -1017,6 +1023,7 @@ static const mt_upstream_ops_t meta_up_ops = {
     .on_data = up_on_data,
     .on_error = up_on_error,
     .on_deadline = up_on_deadline,
+    .busy = up_busy,
     .on_closed = up_on_closed,
 };
 
@@ -1050,6 +1057,8 @@ static int up_send(meta_up_t *u, meta_req_t *r, mt_buf_t *b, uint8_t *p, size_t 
     if (r)
         up_push(u, r);
     mt_upstream_schedule(&u->base);
+    if (r)
+        mt_upstream_request_sent(&u->base); /* http.maxRequestsPerConnection: two-way ones */
     return 0;
 }
 
