@@ -335,6 +335,7 @@ static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
     c->idle_timeout_ms = (uint32_t)mt_snap_field_int(L, t, "idle_timeout_ms", 0);
     c->max_requests_per_connection =
         (uint32_t)mt_snap_field_int(L, t, "max_requests_per_connection", 0);
+    c->max_pending_requests = (uint32_t)mt_snap_field_int(L, t, "max_pending_requests", 0);
     if (mt_snap_field_table(L, t, "tcp_keepalive")) {
         int kt = lua_gettop(L);
         c->keepalive_time_s = (uint32_t)mt_snap_field_int(L, kt, "time_s", 7200);

@@ -56,6 +56,7 @@ typedef struct mt_cluster_conf {
     uint32_t max_connection_duration_ms;  /* 0: none (upstream.c drains older connections) */
     uint32_t idle_timeout_ms;             /* 0: none (upstream.c closes idle connections) */
     uint32_t max_requests_per_connection; /* http.maxRequestsPerConnection (RPC), 0: none */
+    uint32_t max_pending_requests;        /* http.http1MaxPendingRequests (RPC), 0: none */
     char *fingerprint;         /* equal fingerprints: a worker may keep this cluster's pools */
     mt_outlier_conf_t outlier; /* outlierDetection; its per-endpoint state is shared, mutable */
     mt_stats_block_t *stats;

@@ -50,6 +50,13 @@ void mt_upstream_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why)
     snprintf(ep->last_error, sizeof(ep->last_error), "%s", why);
 }
 
+/* u's pending requests have their connection (or lost it): no longer pending. */
+static void upstream_pending_done(mt_upstream_t *u)
+{
+    u->ep->cluster->n_pending -= u->pending;
+    u->pending = 0;
+}
+
 /* ---- close ------------------------------------------------------------------------------------
  */
 
@@ -107,6 +114,7 @@ void mt_upstream_close(mt_upstream_t *u)
     mt_protocol_t p = u->ops->protocol;
     mt_upstream_pool_t *pool = mt_upstream_pool_of(u->ep, u->ops);
     bool was_connected = u->state == MT_UPSTREAM_READY;
+    upstream_pending_done(u);
     u->state = MT_UPSTREAM_CLOSING;
     if (u->kind_counted)
         upstream_count_kind(u, -1);
@@ -356,6 +364,7 @@ static void upstream_ready(mt_upstream_t *u)
     mt_timer_stop(&w->timers, &u->connect_timer);
     u->state = MT_UPSTREAM_READY;
     u->opened_ms = u->active_ms = mt_worker_now_ms(w);
+    upstream_pending_done(u);
     if (!u->ops->ignore_backoff)
         u->ep->backoff_ms = 0;
     mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_TOTAL, 1);
@@ -554,6 +563,10 @@ void mt_upstream_drain(mt_upstream_t *u)
 
 void mt_upstream_request_sent(mt_upstream_t *u)
 {
+    if (u->state != MT_UPSTREAM_READY) {
+        u->pending++;
+        u->ep->cluster->n_pending++;
+    }
     uint32_t max = u->ep->cluster->conf->max_requests_per_connection;
     if (++u->requests == max && u->kind == MT_UPSTREAM_SHARED) {
         mt_stat_add(u->ep->cluster->conf->stats, u->w->id, MT_ST_UPSTREAM_CX_MAX_REQUESTS, 1);

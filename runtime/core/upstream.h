@@ -118,6 +118,7 @@ struct mt_upstream {
     uint64_t opened_ms;        /* when it became READY (maxConnectionDuration counts from it) */
     uint64_t active_ms;        /* last request queued or reply read (idleTimeout) */
     uint32_t requests;         /* requests sent (mt_upstream_request_sent) */
+    uint32_t pending;          /* of those, queued while CONNECTING (in the cluster's n_pending) */
     /* No new user: out of its pool slot (shared) or closed when given back (leased); closes
      * once nothing is in flight and its queue is written (maxConnectionDuration,
      * maxRequestsPerConnection). */
@@ -218,6 +219,16 @@ static inline void mt_upstream_schedule(mt_upstream_t *u)
  * max_requests_per_connection (http.maxRequestsPerConnection); the request that reaches it
  * drains u, so the next caller of mt_upstream_shared gets a new connection. */
 void mt_upstream_request_sent(mt_upstream_t *u);
+
+/* True when one more request queued on u would go over the cluster's max_pending_requests
+ * (http.http1MaxPendingRequests): u is still connecting and that many requests of the
+ * cluster (this worker's) already wait for their connections. The proxy answers it natively
+ * with response flag UO instead. Requests on READY connections are never pending. */
+static inline bool mt_upstream_pending_full(const mt_upstream_t *u)
+{
+    uint32_t max = u->ep->cluster->conf->max_pending_requests;
+    return max && u->state != MT_UPSTREAM_READY && u->ep->cluster->n_pending >= max;
+}
 
 /* Takes u out of use: no new requests go to it; it closes once what is in flight is answered
  * and its queue is written (mt_upstream_tick), never under a reply. A leased connection

@@ -210,3 +210,58 @@ def test_max_connections_refuses_tcp_clients_over_the_bound(config_dir, meltemi_
         for s in socks:
             s.close()
         echo.close()
+
+
+# ---- http.http1MaxPendingRequests (RPC) ----------------------------------------------------
+
+class Blackhole:
+    """A listening socket whose accept queue is full (backlog 0, one connection already in
+    it, never accepted): the kernel drops further SYNs, so a connect to it stays in SYN_SENT
+    until the connecting side gives up. The requests meltemi queues meanwhile are pending."""
+
+    def __init__(self):
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(0)
+        self.port = self.srv.getsockname()[1]
+        self.filler = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+    def close(self):
+        self.filler.close()
+        self.srv.close()
+
+
+def istio_requests(m, flag):
+    _, body = m.http_get("/stats/prometheus")
+    return sum(float(v) for v in re.findall(
+        rf'^istio_requests_total\{{[^}}]*response_flags="{flag}"[^}}]*\}} (\S+)$', body, re.M))
+
+
+def test_pending_requests_over_the_bound_are_answered_natively_with_uo(tmp_path, node_peers,
+                                                                       config_dir,
+                                                                       meltemi_factory):
+    hole = Blackhole()
+    consumer = None
+    try:
+        port = free_port(VIP)
+        files = {
+            "service-entry.yaml": me.service_entry(
+                "dubbo-hello", DUBBO_HOST, VIP, port, "tcp-metaprotocol-dubbo-hello",
+                [("127.0.0.1", hole.port, {"version": "v1"})]),
+            "dr.yaml": rule(DUBBO_HOST, "      tcp: {connectTimeout: 2s}\n"
+                            "      http: {http1MaxPendingRequests: 2}\n", namespace="meta"),
+        }
+        m = meltemi_factory(config_dir(files))
+        consumer = me.DubboConsumer(tmp_path, f"{VIP}:{port}", timeout=20)
+        # 6 calls at once on one client connection: one upstream connection, stuck connecting
+        res = consumer.call(IFACE, "sayHello", n=6, concurrency=6)["results"]
+        assert not any(r["ok"] for r in res), res
+        over = [r for r in res if "http1MaxPendingRequests" in r["error"]]
+        assert len(over) == 4, res  # the 2 pending ones fail later: the connect times out
+        assert counter(m, "meltemi_upstream_request_pending_overflow_total") == 4
+        assert istio_requests(m, "UO") == 4
+        assert istio_requests(m, "RL") == 0
+    finally:
+        if consumer:
+            consumer.close()
+        hole.close()

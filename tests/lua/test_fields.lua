@@ -280,7 +280,8 @@ spec:
   endpoints: [{address: 127.0.0.1}]
 ]]
   local pool = "    connectionPool:\n      tcp: {tcpKeepalive: {time: 30s, probes: 3}, maxConnectionDuration: 10s, "
-    .. "idleTimeout: 2s, maxConnections: 4}\n      http: {maxRequestsPerConnection: 7, idleTimeout: 9s}\n"
+    .. "idleTimeout: 2s, maxConnections: 4}\n      http: {maxRequestsPerConnection: 7, http1MaxPendingRequests: 3, "
+    .. "idleTimeout: 9s}\n"
   local dr = "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {name: r, namespace: meta}\n"
     .. "spec:\n  host: r.meta.svc.cluster.local\n  trafficPolicy:\n" .. pool
   local snap = H.snapshot_of({ ["se.yaml"] = se, ["dr.yaml"] = dr })
@@ -291,6 +292,8 @@ spec:
   H.none(snap.warnings, "maxConnectionDuration", "pooled on Redis")
   H.find(snap.warnings, "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: accepted but not enforced: "
     .. "Redis connections are pipelined", "redis: requests per connection")
+  H.find(snap.warnings, "spec.trafficPolicy.connectionPool.http.http1MaxPendingRequests: accepted but not enforced: "
+    .. "Redis connections are pipelined", "redis: pending requests")
   local tdr = dr:gsub("host: r%.meta", "host: t.meta")
   snap = H.snapshot_of({ ["se.yaml"] = se, ["dr.yaml"] = tdr })
   H.eq(snap.clusters["outbound|7000||t.meta.svc.cluster.local"].max_connections, 4, "tcp bound")
@@ -300,6 +303,7 @@ spec:
       "tcp " .. f)
   end
   H.find(snap.warnings, "http.maxRequestsPerConnection: accepted but not enforced: plain TCP has no requests", "tcp")
+  H.find(snap.warnings, "http.http1MaxPendingRequests: accepted but not enforced: plain TCP has no requests", "tcp")
 end)
 
 H.test("a LuaFilter on a MetaProtocol service warns", function()

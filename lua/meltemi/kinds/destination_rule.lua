@@ -132,9 +132,12 @@ function K.apply_tcp(cl, tcp, obj, c, path)
 end
 
 -- Istio ConnectionPoolSettings.HTTPSettings: of these, RPC (MetaProtocol) takes
--- maxRequestsPerConnection and idleTimeout (tcp.idleTimeout wins when both are set).
+-- maxRequestsPerConnection, http1MaxPendingRequests (requests waiting for a connection that is
+-- still connecting, per cluster and worker) and idleTimeout (tcp.idleTimeout wins when both
+-- are set).
 local HTTP_RPC_ONLY = {
-  redis = "Redis connections are pipelined: requests per connection are not counted",
+  redis = "Redis connections are pipelined: requests per connection and pending requests are "
+    .. "not counted",
   tcp = "plain TCP has no requests",
 }
 
@@ -142,6 +145,13 @@ function K.apply_http(cl, http, obj, c, path)
   if http.maxRequestsPerConnection and HTTP_RPC_ONLY[cl.protocol] then
     c:warn(obj, T.join(path, "maxRequestsPerConnection"), "accepted but not enforced: "
       .. HTTP_RPC_ONLY[cl.protocol])
+  end
+  if http.http1MaxPendingRequests and HTTP_RPC_ONLY[cl.protocol] then
+    c:warn(obj, T.join(path, "http1MaxPendingRequests"), "accepted but not enforced: "
+      .. HTTP_RPC_ONLY[cl.protocol])
+  end
+  if http.http1MaxPendingRequests and http.http1MaxPendingRequests > 0 then
+    cl.max_pending_requests = http.http1MaxPendingRequests
   end
   if http.idleTimeout and POOL_ONLY[cl.protocol] then
     c:warn(obj, T.join(path, "idleTimeout"), "accepted but not enforced: " .. POOL_ONLY[cl.protocol])
@@ -248,6 +258,7 @@ K.consumed = {
   "**.connectionPool.tcp.idleTimeout",           -- pooled connections close (warns on TCP)
   "**.connectionPool.http.maxRequestsPerConnection", -- RPC (warns on Redis, TCP)
   "**.connectionPool.http.idleTimeout",          -- as tcp.idleTimeout
+  "**.connectionPool.http.http1MaxPendingRequests", -- RPC: answered natively, flag UO
 }
 
 K.unenforced = {
@@ -264,7 +275,7 @@ K.unenforced = {
   ["spec.subsets[].trafficPolicy.portLevelSettings[].connectionPool"] = "a subset's connection pool is "
     .. "its cluster's (set it on the rule's trafficPolicy)",
   ["**.connectionPool.http"] = "HTTP connection pool settings: meltemi proxies no HTTP (of these, "
-    .. "RPC takes maxRequestsPerConnection and idleTimeout)",
+    .. "RPC takes maxRequestsPerConnection, http1MaxPendingRequests and idleTimeout)",
   ["**.outlierDetection.consecutiveLocalOriginFailures"] = "local-origin failures are not told apart: "
     .. "they count as gateway errors",
   ["**.outlierDetection.splitExternalLocalOriginErrors"] = "local-origin failures are not told apart: "
