@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import redis
 
 import configs
 from harness import VIP, EchoServer, free_port, wait_until
@@ -36,6 +37,11 @@ spec:
 def counter(m, name):
     _, body = m.http_get("/stats/prometheus")
     return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", body, re.M))
+
+
+def configs_client(env):
+    """A redis-py client of meltemi's listener."""
+    return redis.Redis(host=env.host, port=env.port, socket_timeout=10)
 
 
 def meltemi_ids(env, direct):
@@ -69,11 +75,6 @@ def test_tcp_keepalive_is_set_on_upstream_sockets(blog_env):
     down = subprocess.run(["ss", "-tnoH", "state", "established", f"( sport = :{env.port} )"],
                           capture_output=True, text=True, check=True).stdout
     assert down.strip() and "keepalive" not in down, down
-
-
-def configs_client(env):
-    import redis
-    return redis.Redis(host=env.host, port=env.port, socket_timeout=10)
 
 
 # ---- tcp.maxConnectionDuration -------------------------------------------------------------

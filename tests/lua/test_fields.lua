@@ -257,7 +257,7 @@ spec:
     .. "connections are shared", "meta")
 end)
 
-H.test("connection pool: compiled per protocol; TCP relays warn for age and idle, Redis and TCP for requests per connection", function()
+H.test("connection pool: compiled per protocol; TCP relays warn for age and idle, Redis and TCP for requests", function()
   local se = [[
 apiVersion: networking.istio.io/v1beta1
 kind: ServiceEntry

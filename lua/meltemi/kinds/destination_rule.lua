@@ -122,7 +122,8 @@ function K.apply_tcp(cl, tcp, obj, c, path)
   if tcp.tcpKeepalive then
     local k = tcp.tcpKeepalive
     -- Istio's defaults are the kernel's (net.ipv4.tcp_keepalive_*): 2 h, 75 s, 9 probes.
-    cl.tcp_keepalive = { time_s = math.max(secs(k.time, 7200), 1), interval_s = math.max(secs(k.interval, 75), 1),
+    cl.tcp_keepalive = { time_s = math.max(secs(k.time, 7200), 1),
+      interval_s = math.max(secs(k.interval, 75), 1),
       probes = (k.probes and k.probes > 0) and k.probes or 9 }
   end
   if tcp.maxConnectionDuration then
