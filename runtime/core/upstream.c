@@ -467,6 +467,40 @@ static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *
 /* ---- pools ------------------------------------------------------------------------------------
  */
 
+bool mt_upstream_at_bound(const mt_wendpoint_t *ep, const mt_upstream_ops_t *ops)
+{
+    uint32_t max = ep->cluster->conf->max_connections_set;
+    return ops->bound_shared && max && ep->cluster->n_rups >= max;
+}
+
+/* At the cluster's bound: another open connection of ops to ep (one that is not draining
+ * first, else a draining one, kept in use: the bound wins over its replacement), or NULL and
+ * why. A walk of the worker's list, only at the bound. */
+static mt_upstream_t *shared_at_bound(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops,
+                                      const char **why)
+{
+    mt_worker_t *w = ep->cluster->w;
+    mt_upstream_t *drained = NULL;
+    for (mt_upstream_t *u = w->upstreams[ops->protocol]; u; u = u->next) {
+        if (u->ep != ep || u->ops != ops || u->kind != MT_UPSTREAM_SHARED ||
+            u->state == MT_UPSTREAM_CLOSING)
+            continue;
+        if (!u->draining)
+            return u;
+        drained = u;
+    }
+    if (drained)
+        return drained;
+    char lbl[256];
+    mt_stat_add(ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_OVERFLOW, 1);
+    snprintf(ep->lease_error, sizeof(ep->lease_error),
+             "upstream %s: the cluster's %u connections are open and none is to this endpoint "
+             "(connectionPool.tcp.maxConnections)",
+             mt_upstream_label(ep, lbl, sizeof(lbl)), ep->cluster->conf->max_connections_set);
+    *why = ep->lease_error;
+    return NULL;
+}
+
 mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, uint64_t key,
                                   void *arg, const char **why)
 {
@@ -484,6 +518,8 @@ mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *o
     mt_upstream_t *u = pool->shared[slot];
     if (MT_LIKELY(u != NULL))
         return u;
+    if (MT_UNLIKELY(mt_upstream_at_bound(ep, ops)))
+        return shared_at_bound(ep, ops, why);
     u = upstream_new(ep, ops, MT_UPSTREAM_SHARED, slot, arg, why);
     if (u)
         pool->shared[slot] = u;

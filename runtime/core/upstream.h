@@ -68,6 +68,10 @@ typedef struct mt_upstream_ops {
     /* Connect even while the endpoint backs off, and let a failed connect not back it off
      * (nor a successful one reset it): plain TCP tries every client's connect. */
     bool ignore_backoff;
+    /* The cluster's connectionPool.tcp.maxConnections (when written) bounds its shared
+     * connections on each worker (MetaProtocol): at the bound mt_upstream_shared reuses
+     * another open connection to the endpoint, or fails (mt_upstream_at_bound). */
+    bool bound_shared;
     /* The connect is about to start: set up the proxy's parts (arg is what the caller of
      * mt_upstream_shared / mt_upstream_lease passed) and queue what must leave first (Redis:
      * AUTH, READONLY), before anyone else queues. -1 gives the connection up (the caller is
@@ -170,6 +174,11 @@ void mt_upstream_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why);
  */
 mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, uint64_t key,
                                   void *arg, const char **why);
+
+/* True when ops->bound_shared and ep's cluster has its max_connections_set connections open
+ * on this worker. A NULL from mt_upstream_shared whose why is ep->lease_error is that bound
+ * (response flag UO). */
+bool mt_upstream_at_bound(const mt_wendpoint_t *ep, const mt_upstream_ops_t *ops);
 
 /*
  * An exclusive connection to ep for one lessee: the most recently returned idle one, or a new

@@ -266,3 +266,43 @@ def test_pending_requests_over_the_bound_are_answered_natively_with_uo(tmp_path,
         if consumer:
             consumer.close()
         hole.close()
+
+
+# ---- tcp.maxConnections on MetaProtocol ----------------------------------------------------
+
+def test_max_connections_bounds_dubbo_connections_of_the_cluster(tmp_path, node_peers,
+                                                                 config_dir, meltemi_factory):
+    peers = [me.DubboProvider(tmp_path / "peers", f"p{i}", free_port()) for i in range(2)]
+    consumers = []
+    try:
+        for p in peers:
+            p.start()
+        port = free_port(VIP)
+        files = {
+            "service-entry.yaml": me.service_entry(
+                "dubbo-hello", DUBBO_HOST, VIP, port, "tcp-metaprotocol-dubbo-hello",
+                [("127.0.0.1", p.port, {"version": "v1"}) for p in peers]),
+            "dr.yaml": rule(DUBBO_HOST, "      tcp: {maxConnections: 1}\n"
+                            "    loadBalancer: {simple: ROUND_ROBIN}\n", namespace="meta"),
+        }
+        m = meltemi_factory(config_dir(files))
+        consumers = [me.DubboConsumer(tmp_path, f"{VIP}:{port}") for _ in range(3)]
+        res = [r for c in consumers for r in c.call(IFACE, "sayHello", n=10)["results"]]
+        ok = [r for r in res if r["ok"]]
+        refused = [r for r in res if not r["ok"]]
+        # one connection for the whole cluster: one provider serves, the other is never
+        # connected, and calls routed to it get the codec's over-limit error (flag UO)
+        assert ok and refused, res
+        assert len({r["value"]["server"] for r in ok}) == 1, ok
+        assert all("connectionPool.tcp.maxConnections" in r["error"] for r in refused), refused
+        assert counter(m, "meltemi_upstream_connection_overflow_total") == len(refused)
+        assert istio_requests(m, "UO") == len(refused)
+        out = "".join(subprocess.run(
+            ["ss", "-tnH", "state", "established", f"( dport = :{p.port} )"],
+            capture_output=True, text=True, check=True).stdout for p in peers)
+        assert len(out.strip().splitlines()) == 1, out
+    finally:
+        for c in consumers:
+            c.close()
+        for p in peers:
+            p.stop()

@@ -104,11 +104,11 @@ H.test("unenforced fields warn with file, line, kind/name and field; enforced on
     "se.yaml:9: ServiceEntry/dubbo: spec.location: accepted but not enforced:",
     "se.yaml:11: ServiceEntry/dubbo: spec.endpoints[0].weight: accepted but not enforced:",
     "dr.yaml:7: DestinationRule/dubbo: spec.trafficPolicy.loadBalancer.consistentHash.httpCookie: accepted but not enforced:",
-    "dr.yaml:8: DestinationRule/dubbo: spec.trafficPolicy.connectionPool.tcp.maxConnections: accepted but not enforced:",
     "dr.yaml:14: DestinationRule/dubbo: spec.subsets[0].trafficPolicy.connectionPool: accepted but not enforced:",
   }
   for _, w in ipairs(want) do H.find(warns, w, "warning") end
   H.none(warns, "connectTimeout: accepted", "connectTimeout is enforced")
+  H.none(warns, "maxConnections: accepted", "maxConnections bounds MetaProtocol connections")
   H.none(warns, "tls", "tls.mode DISABLE is enforced (plain text)")
   H.none(warns, "metadata", "metadata is bookkeeping")
 end)
@@ -225,7 +225,7 @@ spec:
   H.find(e, "spec.routes[0].fault: needs abort or delay", "empty fault")
 end)
 
-H.test("maxConnections bounds Redis leases; on a MetaProtocol cluster, and loadBalancer on Redis, it warns", function()
+H.test("maxConnections bounds Redis leases and MetaProtocol connections; loadBalancer on Redis warns", function()
   local se = [[
 apiVersion: networking.istio.io/v1beta1
 kind: ServiceEntry
@@ -253,8 +253,7 @@ spec:
   H.find(snap.warnings, "dr.yaml:8: DestinationRule/r: spec.trafficPolicy.loadBalancer: accepted but not enforced: "
     .. "Redis clusters do not use loadBalancer", "lb on redis")
   local warns = warnings({ ["se.yaml"] = SE, ["dr.yaml"] = DR })
-  H.find(warns, "spec.trafficPolicy.connectionPool.tcp.maxConnections: accepted but not enforced: MetaProtocol "
-    .. "connections are shared", "meta")
+  H.none(warns, "maxConnections", "enforced for MetaProtocol")
 end)
 
 H.test("connection pool: compiled per protocol; TCP relays warn for age and idle, Redis and TCP for requests", function()

@@ -93,25 +93,18 @@ local function secs(d, default)
 end
 
 -- Istio TCPSettings (validated) onto a cluster (also used by RedisDestination).
--- What maxConnections bounds (docs/configuration.md, "Connection pool"): Redis's exclusive
--- (leased) connections (transactions, docs/redis-codec.md), plain TCP's relays (each one
--- upstream connection: the client over the bound is refused), per worker. MetaProtocol's
--- connections are shared (a fixed few per endpoint), so there it warns. maxConnectionDuration
+-- What maxConnections bounds (docs/configuration.md, "Connection pool"), per worker: Redis's
+-- exclusive (leased) connections per endpoint (transactions, docs/redis-codec.md), plain TCP's
+-- relays (each one upstream connection: the client over the bound is refused), MetaProtocol's
+-- shared connections of the cluster (over it, requests share the endpoint's open connection
+-- or get the codec's over-limit error, flag UO). maxConnectionDuration
 -- and idleTimeout act on pooled connections (Redis, MetaProtocol); a TCP relay is its
 -- client's connection, so there they warn (obj, c, path given by the callers that can report).
-local MAX_CONN_IGNORED = {
-  metaprotocol = "MetaProtocol connections are shared (a fixed few per endpoint per worker), "
-    .. "none is opened per request: there is no bound to apply",
-}
 local POOL_ONLY = {
   tcp = "a plain TCP relay's upstream connection lives as long as its client's",
 }
 
 function K.apply_tcp(cl, tcp, obj, c, path)
-  if tcp.maxConnections and obj and MAX_CONN_IGNORED[cl.protocol] then
-    c:warn(obj, T.join(path, "maxConnections"), "accepted but not enforced: "
-      .. MAX_CONN_IGNORED[cl.protocol])
-  end
   for _, f in ipairs({ "maxConnectionDuration", "idleTimeout" }) do
     if tcp[f] and obj and POOL_ONLY[cl.protocol] then
       c:warn(obj, T.join(path, f), "accepted but not enforced: " .. POOL_ONLY[cl.protocol])
@@ -253,7 +246,7 @@ K.consumed = {
   "**.connectionPool.tcp.connectTimeout",        -- every protocol's upstream connect
   "**.tls",                                      -- runtime/core/tls.c (TCP ports: an error)
   "**.outlierDetection",                         -- runtime/core/outlier.c, every protocol
-  "**.connectionPool.tcp.maxConnections",        -- Redis leases, TCP relays; warns on MetaProtocol
+  "**.connectionPool.tcp.maxConnections",        -- Redis leases, TCP relays, MetaProtocol connections
   "**.connectionPool.tcp.tcpKeepalive",          -- every upstream socket (core/upstream.c)
   "**.connectionPool.tcp.maxConnectionDuration", -- pooled connections drain (warns on TCP)
   "**.connectionPool.tcp.idleTimeout",           -- pooled connections close (warns on TCP)

@@ -1030,6 +1030,7 @@ static const mt_upstream_ops_t meta_up_ops = {
     .protocol = MT_PROTO_META,
     .size = sizeof(meta_up_t),
     .text_prefix = "",
+    .bound_shared = true,
     .on_open = up_on_open,
     .on_data = up_on_data,
     .on_error = up_on_error,
@@ -1170,7 +1171,10 @@ static meta_up_t *sess_upstream(meta_sess_t *s, const mt_msg_t *msg, const meta_
     }
     const char *why = "?";
     meta_up_t *u = up_for(mw, &mc->eps[ep], s->base.id, &why);
-    if (!u) {
+    if (!u && why == mc->eps[ep].wep->lease_error) {
+        snprintf(text, sizeof(text), "meltemi: %s", why); /* tcp.maxConnections (UO) */
+        sess_error_flagged(s, msg, MT_ERR_OVER_LIMIT, MT_RF_UO, text);
+    } else if (!u) {
         mt_stat_add(t->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
         snprintf(text, sizeof(text), "meltemi: upstream %s unavailable: %s",
                  ep_label(&mc->eps[ep], lbl, sizeof(lbl)), why);
