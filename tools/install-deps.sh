@@ -26,6 +26,10 @@ PACKAGES=(
     # compiler that generates their code from tests/integration/peers/hello.thrift), Dubbo
     # peers in Node (hessian.js, dubbo2.js; npm installs them from the lockfile)
     python3-thrift thrift-compiler nodejs
+    # Kafka / ZooKeeper metrics tests (test_kafka_zookeeper.py): Debian's ZooKeeper server
+    # (Java; its daemon never starts here) with the kazoo client, and kafka-python against
+    # the test's own broker fixture (Kafka is not packaged)
+    zookeeper python3-kazoo python3-kafka
     # a third real Redis client for the refused-command tests: redis-rb (pulls in ruby)
     ruby-redis
     # benchmark peers
