@@ -328,7 +328,21 @@ static int read_cluster(lua_State *L, int t, mt_cluster_conf_t *c, char **err)
     free(proto);
     c->connect_timeout_ms =
         (uint32_t)mt_snap_field_int(L, t, "connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT_MS);
-    c->max_connections = (uint32_t)mt_snap_field_int(L, t, "max_connections", 1024);
+    c->max_connections_set = (uint32_t)mt_snap_field_int(L, t, "max_connections", 0);
+    c->max_connections = c->max_connections_set ? c->max_connections_set : 1024;
+    c->max_connection_duration_ms =
+        (uint32_t)mt_snap_field_int(L, t, "max_connection_duration_ms", 0);
+    c->idle_timeout_ms = (uint32_t)mt_snap_field_int(L, t, "idle_timeout_ms", 0);
+    c->max_requests_per_connection =
+        (uint32_t)mt_snap_field_int(L, t, "max_requests_per_connection", 0);
+    c->max_pending_requests = (uint32_t)mt_snap_field_int(L, t, "max_pending_requests", 0);
+    if (mt_snap_field_table(L, t, "tcp_keepalive")) {
+        int kt = lua_gettop(L);
+        c->keepalive_time_s = (uint32_t)mt_snap_field_int(L, kt, "time_s", 7200);
+        c->keepalive_interval_s = (uint32_t)mt_snap_field_int(L, kt, "interval_s", 75);
+        c->keepalive_probes = (uint32_t)mt_snap_field_int(L, kt, "probes", 9);
+        lua_pop(L, 1);
+    }
     if (!c->name) {
         *err = strdup("snapshot: cluster without a name");
         return -1;

@@ -49,7 +49,14 @@ typedef struct mt_cluster_conf {
     mt_endpoint_conf_t *endpoints;
     uint32_t n_endpoints;
     uint32_t connect_timeout_ms;
-    uint32_t max_connections;
+    uint32_t max_connections;     /* Redis leases: the field, else 1024 */
+    uint32_t max_connections_set; /* the field as written, 0: absent (TCP relays, RPC) */
+    /* connectionPool.tcp.tcpKeepalive on every upstream socket; keepalive_time_s 0: none */
+    uint32_t keepalive_time_s, keepalive_interval_s, keepalive_probes;
+    uint32_t max_connection_duration_ms;  /* 0: none (upstream.c drains older connections) */
+    uint32_t idle_timeout_ms;             /* 0: none (upstream.c closes idle connections) */
+    uint32_t max_requests_per_connection; /* http.maxRequestsPerConnection (RPC), 0: none */
+    uint32_t max_pending_requests;        /* http.http1MaxPendingRequests (RPC), 0: none */
     char *fingerprint;         /* equal fingerprints: a worker may keep this cluster's pools */
     mt_outlier_conf_t outlier; /* outlierDetection; its per-endpoint state is shared, mutable */
     mt_stats_block_t *stats;

@@ -452,6 +452,23 @@ static const stats_family_t stats_families[] = {
      "Upstream TLS handshakes that failed or whose server certificate was refused."},
     {"meltemi_upstream_tls_resumed_total", "counter", MT_STATS_CLUSTER, MT_ST_UPSTREAM_TLS_RESUMED,
      "Upstream TLS handshakes that resumed an earlier session (no full handshake)."},
+    {"meltemi_upstream_connection_overflow_total", "counter", MT_STATS_CLUSTER,
+     MT_ST_UPSTREAM_CX_OVERFLOW,
+     "Connections or requests refused: the cluster's connectionPool.tcp.maxConnections were open."},
+    {"meltemi_upstream_connection_max_duration_total", "counter", MT_STATS_CLUSTER,
+     MT_ST_UPSTREAM_CX_MAX_DURATION,
+     "Upstream connections drained and replaced: older than "
+     "connectionPool.tcp.maxConnectionDuration."},
+    {"meltemi_upstream_connection_idle_timeouts_total", "counter", MT_STATS_CLUSTER,
+     MT_ST_UPSTREAM_CX_IDLE_TIMEOUT,
+     "Upstream connections closed: idle for connectionPool.tcp.idleTimeout."},
+    {"meltemi_upstream_connection_max_requests_total", "counter", MT_STATS_CLUSTER,
+     MT_ST_UPSTREAM_CX_MAX_REQUESTS,
+     "Upstream connections drained and replaced: http.maxRequestsPerConnection requests sent."},
+    {"meltemi_upstream_request_pending_overflow_total", "counter", MT_STATS_CLUSTER,
+     MT_ST_UPSTREAM_RQ_PENDING_OVERFLOW,
+     "Requests refused (response flag UO): http.http1MaxPendingRequests were waiting for a "
+     "connection."},
     {"meltemi_lua_counter_total", "counter", MT_STATS_LUA, MT_ST_REQUESTS_TOTAL,
      "Counters incremented by Lua filters (ctx:counter)."},
 };
@@ -710,8 +727,8 @@ char *mt_stats_render_prometheus(size_t *len)
 
 /* ---- Istio's standard metrics ---------------------------------------------------------------- */
 
-const char *const mt_rflag_names[MT_RF_COUNT] = {"UH", "UF", "URX",  "NR", "UT",  "DI",
-                                                 "FI", "RL", "UAEX", "DC", "RBAC"};
+const char *const mt_rflag_names[MT_RF_COUNT] = {"UH", "UF", "URX",  "NR", "UT",   "DI",
+                                                 "FI", "RL", "UAEX", "DC", "RBAC", "UO"};
 uint64_t mt_hist_bounds_ns[MT_HIST_BUCKETS];
 
 static mt_istio_set_t *istio_head, *istio_tail;

@@ -55,6 +55,11 @@ enum {
     MT_ST_UPSTREAM_RQ_RETRY,     /* requests sent again (MetaRouter retries) */
     MT_ST_UPSTREAM_TLS_FAILURES, /* upstream TLS handshakes refused or failed */
     MT_ST_UPSTREAM_TLS_RESUMED,  /* upstream TLS handshakes that resumed a session */
+    MT_ST_UPSTREAM_CX_OVERFLOW,  /* refused: the cluster's connectionPool.tcp.maxConnections */
+    MT_ST_UPSTREAM_CX_MAX_DURATION,     /* drained: older than tcp.maxConnectionDuration */
+    MT_ST_UPSTREAM_CX_IDLE_TIMEOUT,     /* closed: idle for tcp.idleTimeout */
+    MT_ST_UPSTREAM_CX_MAX_REQUESTS,     /* drained: http.maxRequestsPerConnection requests sent */
+    MT_ST_UPSTREAM_RQ_PENDING_OVERFLOW, /* refused: http.http1MaxPendingRequests (flag UO) */
     MT_ST__COUNT
 };
 
@@ -144,8 +149,9 @@ enum {
     MT_RF_UAEX = 1u << 8,  /* denied by an external authorizer */
     MT_RF_DC = 1u << 9,    /* the downstream connection went away */
     MT_RF_RBAC = 1u << 10, /* denied by a policy (a Lua filter's deny, an unauthenticated client) */
+    MT_RF_UO = 1u << 11, /* upstream overflow: a connection pool bound (http1MaxPendingRequests) */
 };
-#define MT_RF_COUNT 11
+#define MT_RF_COUNT 12
 extern const char *const mt_rflag_names[MT_RF_COUNT]; /* "UH", "UF", ... */
 
 /* A protocol's response codes: index 0 is success. Static, defined by the proxy. */

@@ -9,8 +9,11 @@
 #include "runtime/core/log.h"
 #include "runtime/core/tls.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 
 #define READ_MIN_ROOM 4096
 #define TEXT_MAX 400
@@ -45,6 +48,13 @@ void mt_upstream_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why)
                                     : MT_UPSTREAM_BACKOFF_MIN_MS;
     ep->retry_at_ms = mt_worker_now_ms(w) + ep->backoff_ms;
     snprintf(ep->last_error, sizeof(ep->last_error), "%s", why);
+}
+
+/* u's pending requests have their connection (or lost it): no longer pending. */
+static void upstream_pending_done(mt_upstream_t *u)
+{
+    u->ep->cluster->n_pending -= u->pending;
+    u->pending = 0;
 }
 
 /* ---- close ------------------------------------------------------------------------------------
@@ -104,6 +114,7 @@ void mt_upstream_close(mt_upstream_t *u)
     mt_protocol_t p = u->ops->protocol;
     mt_upstream_pool_t *pool = mt_upstream_pool_of(u->ep, u->ops);
     bool was_connected = u->state == MT_UPSTREAM_READY;
+    upstream_pending_done(u);
     u->state = MT_UPSTREAM_CLOSING;
     if (u->kind_counted)
         upstream_count_kind(u, -1);
@@ -162,6 +173,7 @@ static void upstream_end(mt_upstream_t *u, mt_upstream_event_t ev, const char *t
 static void upstream_consume(mt_upstream_t *u)
 {
     mt_worker_clock(u->w); /* replies end requests: their time, once per wake-up */
+    u->active_ms = mt_worker_now_ms(u->w);
     u->ops->on_data(u);
     /* Everything consumed and nobody holds a slice of it: reuse the chunk from its start. */
     mt_buf_t *b = u->rbuf;
@@ -284,6 +296,27 @@ static void upstream_on_write_done(mt_outq_t *q, int status)
     }
 }
 
+/* connectionPool.tcp.tcpKeepalive: SO_KEEPALIVE with the rule's idle time, probe interval
+ * and probe count. Best effort: a socket option the kernel refuses is logged, not fatal. */
+static void upstream_keepalive(mt_upstream_t *u, const mt_cluster_conf_t *cc)
+{
+    if (!cc->keepalive_time_s)
+        return;
+    uv_os_fd_t fd;
+    int rc = uv_tcp_keepalive(&u->tcp, 1, cc->keepalive_time_s);
+    if (rc == 0)
+        rc = uv_fileno((uv_handle_t *)&u->tcp, &fd);
+    if (rc == 0) {
+        int intvl = cc->keepalive_interval_s ? (int)cc->keepalive_interval_s : 1;
+        int cnt = cc->keepalive_probes ? (int)cc->keepalive_probes : 1;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) != 0 ||
+            setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt)) != 0)
+            rc = -1;
+    }
+    if (rc != 0)
+        mt_debug("cluster %s: tcpKeepalive not set on an upstream socket", cc->name);
+}
+
 static void upstream_on_connect(uv_connect_t *req, int status)
 {
     mt_upstream_t *u = req->data;
@@ -302,6 +335,7 @@ static void upstream_on_connect(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&u->tcp, 1);
+    upstream_keepalive(u, cc);
     u->out.stream = (uv_stream_t *)&u->tcp;
     if (!cc->tls) {
         uv_read_start((uv_stream_t *)&u->tcp, upstream_alloc, upstream_on_read);
@@ -329,6 +363,8 @@ static void upstream_ready(mt_upstream_t *u)
     mt_cluster_conf_t *cc = u->ep->cluster->conf;
     mt_timer_stop(&w->timers, &u->connect_timer);
     u->state = MT_UPSTREAM_READY;
+    u->opened_ms = u->active_ms = mt_worker_now_ms(w);
+    upstream_pending_done(u);
     if (!u->ops->ignore_backoff)
         u->ep->backoff_ms = 0;
     mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_TOTAL, 1);
@@ -431,6 +467,40 @@ static mt_upstream_t *upstream_new(mt_wendpoint_t *ep, const mt_upstream_ops_t *
 /* ---- pools ------------------------------------------------------------------------------------
  */
 
+bool mt_upstream_at_bound(const mt_wendpoint_t *ep, const mt_upstream_ops_t *ops)
+{
+    uint32_t max = ep->cluster->conf->max_connections_set;
+    return ops->bound_shared && max && ep->cluster->n_rups >= max;
+}
+
+/* At the cluster's bound: another open connection of ops to ep (one that is not draining
+ * first, else a draining one, kept in use: the bound wins over its replacement), or NULL and
+ * why. A walk of the worker's list, only at the bound. */
+static mt_upstream_t *shared_at_bound(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops,
+                                      const char **why)
+{
+    mt_worker_t *w = ep->cluster->w;
+    mt_upstream_t *drained = NULL;
+    for (mt_upstream_t *u = w->upstreams[ops->protocol]; u; u = u->next) {
+        if (u->ep != ep || u->ops != ops || u->kind != MT_UPSTREAM_SHARED ||
+            u->state == MT_UPSTREAM_CLOSING)
+            continue;
+        if (!u->draining)
+            return u;
+        drained = u;
+    }
+    if (drained)
+        return drained;
+    char lbl[256];
+    mt_stat_add(ep->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_OVERFLOW, 1);
+    snprintf(ep->lease_error, sizeof(ep->lease_error),
+             "upstream %s: the cluster's %u connections are open and none is to this endpoint "
+             "(connectionPool.tcp.maxConnections)",
+             mt_upstream_label(ep, lbl, sizeof(lbl)), ep->cluster->conf->max_connections_set);
+    *why = ep->lease_error;
+    return NULL;
+}
+
 mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, uint64_t key,
                                   void *arg, const char **why)
 {
@@ -448,6 +518,8 @@ mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *o
     mt_upstream_t *u = pool->shared[slot];
     if (MT_LIKELY(u != NULL))
         return u;
+    if (MT_UNLIKELY(mt_upstream_at_bound(ep, ops)))
+        return shared_at_bound(ep, ops, why);
     u = upstream_new(ep, ops, MT_UPSTREAM_SHARED, slot, arg, why);
     if (u)
         pool->shared[slot] = u;
@@ -503,8 +575,8 @@ void mt_upstream_return(mt_upstream_t *u, bool reusable)
 {
     if (u->state == MT_UPSTREAM_CLOSING || u->kind != MT_UPSTREAM_LEASED)
         return;
-    if (!reusable || u->state != MT_UPSTREAM_READY || u->inflight || u->ep->cluster->retired ||
-        mt_outq_pending(&u->out)) {
+    if (!reusable || u->draining || u->state != MT_UPSTREAM_READY || u->inflight ||
+        u->ep->cluster->retired || mt_outq_pending(&u->out)) {
         mt_upstream_close(u);
         return;
     }
@@ -515,18 +587,74 @@ void mt_upstream_return(mt_upstream_t *u, bool reusable)
     pool->idle = u;
 }
 
+void mt_upstream_drain(mt_upstream_t *u)
+{
+    if (u->draining || u->state == MT_UPSTREAM_CLOSING)
+        return;
+    u->draining = true;
+    mt_upstream_pool_t *pool = mt_upstream_pool_of(u->ep, u->ops);
+    if (u->kind == MT_UPSTREAM_SHARED && u->slot < pool->n_shared && pool->shared[u->slot] == u)
+        pool->shared[u->slot] = NULL; /* the next caller connects anew in this slot */
+}
+
+void mt_upstream_request_sent(mt_upstream_t *u)
+{
+    if (u->state != MT_UPSTREAM_READY) {
+        u->pending++;
+        u->ep->cluster->n_pending++;
+    }
+    uint32_t max = u->ep->cluster->conf->max_requests_per_connection;
+    if (++u->requests == max && u->kind == MT_UPSTREAM_SHARED) {
+        mt_stat_add(u->ep->cluster->conf->stats, u->w->id, MT_ST_UPSTREAM_CX_MAX_REQUESTS, 1);
+        mt_upstream_drain(u);
+    }
+}
+
+/* What the tick does with one pooled connection (it may close it). */
+static void upstream_tick_one(mt_upstream_t *u, uint64_t now_ms)
+{
+    const mt_cluster_conf_t *cc = u->ep->cluster->conf;
+    bool empty =
+        u->inflight == 0 && !mt_outq_pending(&u->out) && !(u->ops->busy && u->ops->busy(u));
+    if (u->kind == MT_UPSTREAM_DEDICATED)
+        return;
+    if ((u->kind == MT_UPSTREAM_SHARED || u->kind == MT_UPSTREAM_IDLE) && empty &&
+        (u->ep->cluster->retired || u->draining)) {
+        mt_upstream_close(u); /* replaced (a reload, its age, its requests) and now empty */
+        return;
+    }
+    if (u->state != MT_UPSTREAM_READY)
+        return;
+    if (cc->max_connection_duration_ms && !u->draining &&
+        now_ms - u->opened_ms >= cc->max_connection_duration_ms) {
+        mt_stat_add(cc->stats, u->w->id, MT_ST_UPSTREAM_CX_MAX_DURATION, 1);
+        if (u->kind == MT_UPSTREAM_IDLE) {
+            mt_upstream_close(u);
+            return;
+        }
+        mt_upstream_drain(u); /* shared: closes on a later tick once empty; leased: on return */
+        return;
+    }
+    if (u->kind == MT_UPSTREAM_IDLE) {
+        uint64_t idle = cc->idle_timeout_ms ? cc->idle_timeout_ms : MT_UPSTREAM_IDLE_MS;
+        if (now_ms - u->idle_since_ms >= idle) {
+            if (cc->idle_timeout_ms)
+                mt_stat_add(cc->stats, u->w->id, MT_ST_UPSTREAM_CX_IDLE_TIMEOUT, 1);
+            mt_upstream_close(u);
+        }
+    } else if (u->kind == MT_UPSTREAM_SHARED && cc->idle_timeout_ms && empty &&
+               now_ms - u->active_ms >= cc->idle_timeout_ms) {
+        mt_stat_add(cc->stats, u->w->id, MT_ST_UPSTREAM_CX_IDLE_TIMEOUT, 1);
+        mt_upstream_close(u);
+    }
+}
+
 void mt_upstream_tick(mt_worker_t *w, mt_protocol_t p, uint64_t now_ms)
 {
     mt_upstream_t *next;
     for (mt_upstream_t *u = w->upstreams[p]; u; u = next) {
         next = u->next;
-        if ((u->kind == MT_UPSTREAM_SHARED || u->kind == MT_UPSTREAM_IDLE) &&
-            u->ep->cluster->retired && u->inflight == 0) {
-            mt_upstream_close(u); /* a reload replaced its cluster and nothing is in flight */
-        } else if (u->kind == MT_UPSTREAM_IDLE &&
-                   now_ms - u->idle_since_ms >= MT_UPSTREAM_IDLE_MS) {
-            mt_upstream_close(u);
-        }
+        upstream_tick_one(u, now_ms);
         /* upstream_end / close may have closed next as well (a proxy failing one connection
          * can end others of the same cluster): it is out of the list then, start over. */
         if (next && next->state == MT_UPSTREAM_CLOSING) {

@@ -68,6 +68,10 @@ typedef struct mt_upstream_ops {
     /* Connect even while the endpoint backs off, and let a failed connect not back it off
      * (nor a successful one reset it): plain TCP tries every client's connect. */
     bool ignore_backoff;
+    /* The cluster's connectionPool.tcp.maxConnections (when written) bounds its shared
+     * connections on each worker (MetaProtocol): at the bound mt_upstream_shared reuses
+     * another open connection to the endpoint, or fails (mt_upstream_at_bound). */
+    bool bound_shared;
     /* The connect is about to start: set up the proxy's parts (arg is what the caller of
      * mt_upstream_shared / mt_upstream_lease passed) and queue what must leave first (Redis:
      * AUTH, READONLY), before anyone else queues. -1 gives the connection up (the caller is
@@ -89,6 +93,9 @@ typedef struct mt_upstream_ops {
      * time): fail what is overdue, arm again for what is left. May be NULL if the proxy never
      * arms one. */
     void (*on_deadline)(mt_upstream_t *u, uint64_t now_ms);
+    /* True while the proxy holds more on u than its inflight requests (MetaProtocol: open
+     * streams): the tick neither closes it idle nor closes it drained meanwhile. May be NULL. */
+    bool (*busy)(const mt_upstream_t *u);
     /* The connection starts closing (state CLOSING, out of its pool and the worker's list):
      * stop the proxy's timers. May be NULL. */
     void (*on_close)(mt_upstream_t *u);
@@ -112,6 +119,14 @@ struct mt_upstream {
     mt_timer_t connect_timer;  /* the shell's, on the worker's wheel, until connected */
     mt_timer_t deadline_timer; /* the proxy's request deadline (mt_upstream_arm_deadline) */
     uint64_t idle_since_ms;    /* MT_UPSTREAM_IDLE: when it was returned */
+    uint64_t opened_ms;        /* when it became READY (maxConnectionDuration counts from it) */
+    uint64_t active_ms;        /* last request queued or reply read (idleTimeout) */
+    uint32_t requests;         /* requests sent (mt_upstream_request_sent) */
+    uint32_t pending;          /* of those, queued while CONNECTING (in the cluster's n_pending) */
+    /* No new user: out of its pool slot (shared) or closed when given back (leased); closes
+     * once nothing is in flight and its queue is written (maxConnectionDuration,
+     * maxRequestsPerConnection). */
+    bool draining;
     mt_upstream_state_t state;
     mt_upstream_kind_t kind;
     bool kind_counted;          /* in the cluster's leased/idle gauges (upstream.c) */
@@ -160,6 +175,11 @@ void mt_upstream_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why);
 mt_upstream_t *mt_upstream_shared(mt_wendpoint_t *ep, const mt_upstream_ops_t *ops, uint64_t key,
                                   void *arg, const char **why);
 
+/* True when ops->bound_shared and ep's cluster has its max_connections_set connections open
+ * on this worker. A NULL from mt_upstream_shared whose why is ep->lease_error is that bound
+ * (response flag UO). */
+bool mt_upstream_at_bound(const mt_wendpoint_t *ep, const mt_upstream_ops_t *ops);
+
 /*
  * An exclusive connection to ep for one lessee: the most recently returned idle one, or a new
  * one when none is idle and fewer than the cluster's max_connections exclusive connections of
@@ -196,12 +216,33 @@ void mt_upstream_read_start(mt_upstream_t *u);
 void mt_upstream_return(mt_upstream_t *u, bool reusable);
 
 /* Schedules u's output for the worker's flush pass if it is connected (a CONNECTING
- * connection writes what is queued once connected). */
+ * connection writes what is queued once connected). Something was queued: u is not idle. */
 static inline void mt_upstream_schedule(mt_upstream_t *u)
 {
+    u->active_ms = mt_worker_now_ms(u->w);
     if (u->state == MT_UPSTREAM_READY)
         mt_worker_schedule_flush(u->w, &u->out);
 }
+
+/* The proxy queued one request on shared connection u: counts it against the cluster's
+ * max_requests_per_connection (http.maxRequestsPerConnection); the request that reaches it
+ * drains u, so the next caller of mt_upstream_shared gets a new connection. */
+void mt_upstream_request_sent(mt_upstream_t *u);
+
+/* True when one more request queued on u would go over the cluster's max_pending_requests
+ * (http.http1MaxPendingRequests): u is still connecting and that many requests of the
+ * cluster (this worker's) already wait for their connections. The proxy answers it natively
+ * with response flag UO instead. Requests on READY connections are never pending. */
+static inline bool mt_upstream_pending_full(const mt_upstream_t *u)
+{
+    uint32_t max = u->ep->cluster->conf->max_pending_requests;
+    return max && u->state != MT_UPSTREAM_READY && u->ep->cluster->n_pending >= max;
+}
+
+/* Takes u out of use: no new requests go to it; it closes once what is in flight is answered
+ * and its queue is written (mt_upstream_tick), never under a reply. A leased connection
+ * closes when it is given back. */
+void mt_upstream_drain(mt_upstream_t *u);
 
 /* Closes u (idempotent): out of its pool and the worker's list at once, ops->on_close, the
  * handle closes, then ops->on_closed and the memory goes. Requests still on u are the
@@ -222,8 +263,11 @@ static inline bool mt_upstream_deadline_armed(const mt_upstream_t *u)
 
 /*
  * The worker's tick for protocol p's connections (housekeeping, not timeouts: those are on
- * the wheel): connections of retired clusters with nothing in flight close, idle exclusive
- * connections older than MT_UPSTREAM_IDLE_MS close.
+ * the wheel): connections of retired clusters with nothing in flight close; idle exclusive
+ * connections close after the cluster's idle_timeout_ms (MT_UPSTREAM_IDLE_MS if unset);
+ * shared ones with nothing in flight close after idle_timeout_ms (if set); connections older
+ * than max_connection_duration_ms drain (mt_upstream_drain); drained ones close once empty.
+ * Connections outside the pools (mt_upstream_connect) are their user's: not looked at.
  */
 void mt_upstream_tick(mt_worker_t *w, mt_protocol_t p, uint64_t now_ms);
 

@@ -65,6 +65,7 @@ typedef struct mt_wcluster {
     mt_worker_t *w;
     uint32_t refs;        /* listeners and sessions using it, +1 while in w->clusters */
     uint32_t n_rups;      /* open upstream connections of its endpoints (upstream.c) */
+    uint32_t n_pending;   /* requests queued on connections still connecting (upstream.c) */
     bool retired;         /* no longer in the live snapshot: freed once unused and idle */
     void *proxy_state;    /* the cluster's proxy's own part (Redis Cluster: its slot map),
                              released by mt_proxy_ops_t.cluster_free */

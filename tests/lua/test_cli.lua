@@ -43,10 +43,10 @@ H.test("validate: an accepted field without effect warns; MUTUAL without a certi
   H.write(d .. "/s.yaml", C.readfile("tests/lua/fixtures/blog/services.yaml"))
   H.write(d .. "/dr.yaml", "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\n"
     .. "metadata: {name: r, namespace: redis}\nspec:\n  host: redis-single\n  trafficPolicy:\n"
-    .. "    connectionPool: {tcp: {tcpKeepalive: {time: 10s}}}\n")
+    .. "    proxyProtocol: {version: V1}\n")
   local code, _, err = run("validate " .. d)
   H.eq(code, 0, "warnings do not fail: " .. err)
-  H.ok(err:find("warning: " .. d .. "/dr.yaml:7: DestinationRule/r: spec.trafficPolicy.connectionPool.tcp.tcpKeepalive: "
+  H.ok(err:find("warning: " .. d .. "/dr.yaml:7: DestinationRule/r: spec.trafficPolicy.proxyProtocol: "
     .. "accepted but not enforced: ", 1, true), err)
   H.write(d .. "/dr.yaml", "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\n"
     .. "metadata: {name: r, namespace: redis}\nspec:\n  host: redis-single\n  trafficPolicy:\n"

@@ -104,11 +104,11 @@ H.test("unenforced fields warn with file, line, kind/name and field; enforced on
     "se.yaml:9: ServiceEntry/dubbo: spec.location: accepted but not enforced:",
     "se.yaml:11: ServiceEntry/dubbo: spec.endpoints[0].weight: accepted but not enforced:",
     "dr.yaml:7: DestinationRule/dubbo: spec.trafficPolicy.loadBalancer.consistentHash.httpCookie: accepted but not enforced:",
-    "dr.yaml:8: DestinationRule/dubbo: spec.trafficPolicy.connectionPool.tcp.maxConnections: accepted but not enforced:",
     "dr.yaml:14: DestinationRule/dubbo: spec.subsets[0].trafficPolicy.connectionPool: accepted but not enforced:",
   }
   for _, w in ipairs(want) do H.find(warns, w, "warning") end
   H.none(warns, "connectTimeout: accepted", "connectTimeout is enforced")
+  H.none(warns, "maxConnections: accepted", "maxConnections bounds MetaProtocol connections")
   H.none(warns, "tls", "tls.mode DISABLE is enforced (plain text)")
   H.none(warns, "metadata", "metadata is bookkeeping")
 end)
@@ -225,7 +225,7 @@ spec:
   H.find(e, "spec.routes[0].fault: needs abort or delay", "empty fault")
 end)
 
-H.test("maxConnections bounds Redis leases; on a MetaProtocol cluster, and loadBalancer on Redis, it warns", function()
+H.test("maxConnections bounds Redis leases and MetaProtocol connections; loadBalancer on Redis warns", function()
   local se = [[
 apiVersion: networking.istio.io/v1beta1
 kind: ServiceEntry
@@ -253,8 +253,56 @@ spec:
   H.find(snap.warnings, "dr.yaml:8: DestinationRule/r: spec.trafficPolicy.loadBalancer: accepted but not enforced: "
     .. "Redis clusters do not use loadBalancer", "lb on redis")
   local warns = warnings({ ["se.yaml"] = SE, ["dr.yaml"] = DR })
-  H.find(warns, "spec.trafficPolicy.connectionPool.tcp.maxConnections: accepted but not enforced: MetaProtocol "
-    .. "connections are shared", "meta")
+  H.none(warns, "maxConnections", "enforced for MetaProtocol")
+end)
+
+H.test("connection pool: compiled per protocol; TCP relays warn for age and idle, Redis and TCP for requests", function()
+  local se = [[
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: r, namespace: meta}
+spec:
+  hosts: [r.meta.svc.cluster.local]
+  addresses: [127.0.0.42]
+  ports: [{number: 6379, name: tcp-redis}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: t, namespace: meta}
+spec:
+  hosts: [t.meta.svc.cluster.local]
+  addresses: [127.0.0.43]
+  ports: [{number: 7000, name: tcp-other}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1}]
+]]
+  local pool = "    connectionPool:\n      tcp: {tcpKeepalive: {time: 30s, probes: 3}, maxConnectionDuration: 10s, "
+    .. "idleTimeout: 2s, maxConnections: 4}\n      http: {maxRequestsPerConnection: 7, http1MaxPendingRequests: 3, "
+    .. "idleTimeout: 9s}\n"
+  local dr = "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {name: r, namespace: meta}\n"
+    .. "spec:\n  host: r.meta.svc.cluster.local\n  trafficPolicy:\n" .. pool
+  local snap = H.snapshot_of({ ["se.yaml"] = se, ["dr.yaml"] = dr })
+  local cl = snap.clusters["outbound|6379||r.meta.svc.cluster.local"]
+  H.eq(cl.tcp_keepalive.time_s, 30, "keepalive time"); H.eq(cl.tcp_keepalive.interval_s, 75, "default interval")
+  H.eq(cl.tcp_keepalive.probes, 3, "probes"); H.eq(cl.max_connection_duration_ms, 10000, "duration")
+  H.eq(cl.idle_timeout_ms, 2000, "tcp idleTimeout wins over http's")
+  H.none(snap.warnings, "maxConnectionDuration", "pooled on Redis")
+  H.find(snap.warnings, "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: accepted but not enforced: "
+    .. "Redis connections are pipelined", "redis: requests per connection")
+  H.find(snap.warnings, "spec.trafficPolicy.connectionPool.http.http1MaxPendingRequests: accepted but not enforced: "
+    .. "Redis connections are pipelined", "redis: pending requests")
+  local tdr = dr:gsub("host: r%.meta", "host: t.meta")
+  snap = H.snapshot_of({ ["se.yaml"] = se, ["dr.yaml"] = tdr })
+  H.eq(snap.clusters["outbound|7000||t.meta.svc.cluster.local"].max_connections, 4, "tcp bound")
+  H.none(snap.warnings, "maxConnections:", "enforced for TCP")
+  for _, f in ipairs({ "tcp.maxConnectionDuration", "tcp.idleTimeout", "http.idleTimeout" }) do
+    H.find(snap.warnings, "spec.trafficPolicy.connectionPool." .. f .. ": accepted but not enforced: a plain TCP relay",
+      "tcp " .. f)
+  end
+  H.find(snap.warnings, "http.maxRequestsPerConnection: accepted but not enforced: plain TCP has no requests", "tcp")
+  H.find(snap.warnings, "http.http1MaxPendingRequests: accepted but not enforced: plain TCP has no requests", "tcp")
 end)
 
 H.test("a LuaFilter on a MetaProtocol service takes effect; on a TCP-only service it warns", function()

@@ -93,30 +93,69 @@ local function secs(d, default)
 end
 
 -- Istio TCPSettings (validated) onto a cluster (also used by RedisDestination).
--- What maxConnections bounds: exclusive (leased) connections, which only Redis takes (for
--- transactions, docs/redis-codec.md); the other protocols' connections are shared or one per
--- client, so there it warns (obj, c, path given by the callers that can report).
-local MAX_CONN_IGNORED = {
-  metaprotocol = "MetaProtocol connections are shared (a fixed few per endpoint), none is leased",
-  tcp = "plain TCP opens one upstream connection per client, not from a bounded pool",
+-- What maxConnections bounds (docs/configuration.md, "Connection pool"), per worker: Redis's
+-- exclusive (leased) connections per endpoint (transactions, docs/redis-codec.md), plain TCP's
+-- relays (each one upstream connection: the client over the bound is refused), MetaProtocol's
+-- shared connections of the cluster (over it, requests share the endpoint's open connection
+-- or get the codec's over-limit error, flag UO). maxConnectionDuration
+-- and idleTimeout act on pooled connections (Redis, MetaProtocol); a TCP relay is its
+-- client's connection, so there they warn (obj, c, path given by the callers that can report).
+local POOL_ONLY = {
+  tcp = "a plain TCP relay's upstream connection lives as long as its client's",
 }
 
 function K.apply_tcp(cl, tcp, obj, c, path)
-  if tcp.maxConnections and obj and MAX_CONN_IGNORED[cl.protocol] then
-    c:warn(obj, T.join(path, "maxConnections"), "accepted but not enforced: "
-      .. MAX_CONN_IGNORED[cl.protocol])
+  for _, f in ipairs({ "maxConnectionDuration", "idleTimeout" }) do
+    if tcp[f] and obj and POOL_ONLY[cl.protocol] then
+      c:warn(obj, T.join(path, f), "accepted but not enforced: " .. POOL_ONLY[cl.protocol])
+    end
   end
   if tcp.maxConnections then cl.max_connections = tcp.maxConnections end
   if tcp.connectTimeout then cl.connect_timeout_ms = T.duration_ms(tcp.connectTimeout) end
   if tcp.tcpKeepalive then
     local k = tcp.tcpKeepalive
-    cl.tcp_keepalive = { time_s = secs(k.time, 7200), interval_s = secs(k.interval, 75),
-      probes = k.probes or 9 }
+    -- Istio's defaults are the kernel's (net.ipv4.tcp_keepalive_*): 2 h, 75 s, 9 probes.
+    cl.tcp_keepalive = { time_s = math.max(secs(k.time, 7200), 1),
+      interval_s = math.max(secs(k.interval, 75), 1),
+      probes = (k.probes and k.probes > 0) and k.probes or 9 }
   end
   if tcp.maxConnectionDuration then
     cl.max_connection_duration_ms = T.duration_ms(tcp.maxConnectionDuration)
   end
   if tcp.idleTimeout then cl.idle_timeout_ms = T.duration_ms(tcp.idleTimeout) end
+end
+
+-- Istio ConnectionPoolSettings.HTTPSettings: of these, RPC (MetaProtocol) takes
+-- maxRequestsPerConnection, http1MaxPendingRequests (requests waiting for a connection that is
+-- still connecting, per cluster and worker) and idleTimeout (tcp.idleTimeout wins when both
+-- are set).
+local HTTP_RPC_ONLY = {
+  redis = "Redis connections are pipelined: requests per connection and pending requests are "
+    .. "not counted",
+  tcp = "plain TCP has no requests",
+}
+
+function K.apply_http(cl, http, obj, c, path)
+  if http.maxRequestsPerConnection and HTTP_RPC_ONLY[cl.protocol] then
+    c:warn(obj, T.join(path, "maxRequestsPerConnection"), "accepted but not enforced: "
+      .. HTTP_RPC_ONLY[cl.protocol])
+  end
+  if http.http1MaxPendingRequests and HTTP_RPC_ONLY[cl.protocol] then
+    c:warn(obj, T.join(path, "http1MaxPendingRequests"), "accepted but not enforced: "
+      .. HTTP_RPC_ONLY[cl.protocol])
+  end
+  if http.http1MaxPendingRequests and http.http1MaxPendingRequests > 0 then
+    cl.max_pending_requests = http.http1MaxPendingRequests
+  end
+  if http.idleTimeout and POOL_ONLY[cl.protocol] then
+    c:warn(obj, T.join(path, "idleTimeout"), "accepted but not enforced: " .. POOL_ONLY[cl.protocol])
+  end
+  if http.maxRequestsPerConnection and http.maxRequestsPerConnection > 0 then
+    cl.max_requests_per_connection = http.maxRequestsPerConnection
+  end
+  if http.idleTimeout and not cl.idle_timeout_ms then
+    cl.idle_timeout_ms = T.duration_ms(http.idleTimeout)
+  end
 end
 
 local LB = { UNSPECIFIED = "ROUND_ROBIN", ROUND_ROBIN = "ROUND_ROBIN", LEAST_CONN = "LEAST_REQUEST",
@@ -159,6 +198,9 @@ function K.apply_policy(obj, c, path, cl, tp)
   if tp.loadBalancer then apply_lb(obj, c, T.join(path, "loadBalancer"), cl, tp.loadBalancer) end
   if tp.connectionPool and tp.connectionPool.tcp then
     K.apply_tcp(cl, tp.connectionPool.tcp, obj, c, T.join(path, "connectionPool.tcp"))
+  end
+  if tp.connectionPool and tp.connectionPool.http and cl.name then
+    K.apply_http(cl, tp.connectionPool.http, obj, c, T.join(path, "connectionPool.http"))
   end
   local od = tp.outlierDetection
   if od then
@@ -204,7 +246,13 @@ K.consumed = {
   "**.connectionPool.tcp.connectTimeout",        -- every protocol's upstream connect
   "**.tls",                                      -- runtime/core/tls.c (TCP ports: an error)
   "**.outlierDetection",                         -- runtime/core/outlier.c, every protocol
-  "**.connectionPool.tcp.maxConnections",        -- Redis leases (transactions); warns elsewhere
+  "**.connectionPool.tcp.maxConnections",        -- Redis leases, TCP relays, MetaProtocol connections
+  "**.connectionPool.tcp.tcpKeepalive",          -- every upstream socket (core/upstream.c)
+  "**.connectionPool.tcp.maxConnectionDuration", -- pooled connections drain (warns on TCP)
+  "**.connectionPool.tcp.idleTimeout",           -- pooled connections close (warns on TCP)
+  "**.connectionPool.http.maxRequestsPerConnection", -- RPC (warns on Redis, TCP)
+  "**.connectionPool.http.idleTimeout",          -- as tcp.idleTimeout
+  "**.connectionPool.http.http1MaxPendingRequests", -- RPC: answered natively, flag UO
 }
 
 K.unenforced = {
@@ -220,10 +268,8 @@ K.unenforced = {
     .. "(set it on the rule's trafficPolicy)",
   ["spec.subsets[].trafficPolicy.portLevelSettings[].connectionPool"] = "a subset's connection pool is "
     .. "its cluster's (set it on the rule's trafficPolicy)",
-  ["**.connectionPool.tcp.tcpKeepalive"] = "upstream sockets get no TCP keepalive settings yet",
-  ["**.connectionPool.tcp.maxConnectionDuration"] = "upstream connections are not closed by age",
-  ["**.connectionPool.tcp.idleTimeout"] = "upstream connections are not closed when idle",
-  ["**.connectionPool.http"] = "HTTP connection pool settings: meltemi proxies no HTTP",
+  ["**.connectionPool.http"] = "HTTP connection pool settings: meltemi proxies no HTTP (of these, "
+    .. "RPC takes maxRequestsPerConnection, http1MaxPendingRequests and idleTimeout)",
   ["**.outlierDetection.consecutiveLocalOriginFailures"] = "local-origin failures are not told apart: "
     .. "they count as gateway errors",
   ["**.outlierDetection.splitExternalLocalOriginErrors"] = "local-origin failures are not told apart: "

@@ -78,11 +78,12 @@ K.consumed = {
   "spec.trafficPolicy.connectionPool.redis.sentinel.masterName",
   "spec.trafficPolicy.connectionPool.redis.sentinel.addresses",
   "spec.trafficPolicy.connectionPool.redis.sentinel.auth",
+  -- every upstream socket; pooled connections drain by age, close when idle (dr.apply_tcp)
+  "spec.trafficPolicy.connectionPool.tcp.tcpKeepalive",
+  "spec.trafficPolicy.connectionPool.tcp.maxConnectionDuration",
+  "spec.trafficPolicy.connectionPool.tcp.idleTimeout",
 }
 K.unenforced = {}
-for _, f in ipairs({ "tcpKeepalive", "maxConnectionDuration", "idleTimeout" }) do
-  K.unenforced["spec.trafficPolicy.connectionPool.tcp." .. f] = dr.unenforced["**.connectionPool.tcp." .. f]
-end
 
 function K.build(obj, c)
   local spec = obj.doc.spec

@@ -665,8 +665,19 @@ static void sess_reply_local(meta_sess_t *s, const uint8_t *p, size_t len)
 }
 
 /* Answers msg (a request being handled now) with a native error of kind. */
+static void sess_error_flagged(meta_sess_t *s, const mt_msg_t *msg, mt_error_kind_t kind,
+                               uint16_t flag, const char *text);
+
 static void sess_error_now(meta_sess_t *s, const mt_msg_t *msg, mt_error_kind_t kind,
                            const char *text)
+{
+    sess_error_flagged(s, msg, kind, meta_error_flag(kind), text);
+}
+
+/* As sess_error_now, with Envoy's response flag given (UO for a pool bound answered with the
+ * codec's over-limit error, which otherwise says RL). */
+static void sess_error_flagged(meta_sess_t *s, const mt_msg_t *msg, mt_error_kind_t kind,
+                               uint16_t flag, const char *text)
 {
     meta_worker_t *mw = mw_of(s->base.w);
     mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_REQUEST_ERRORS, 1);
@@ -678,7 +689,7 @@ static void sess_error_now(meta_sess_t *s, const mt_msg_t *msg, mt_error_kind_t 
     }
     if (msg->expects_reply) {
         char method[96];
-        uint32_t code = meta_error_code(s, kind), flags = s->cur_flags | meta_error_flag(kind);
+        uint32_t code = meta_error_code(s, kind), flags = s->cur_flags | flag;
         mt_istio_set_t *log =
             mt_session_request_done(&s->base, s->cur_dest, NULL, code, flags, s->cur_start_ns,
                                     s->cur_bytes, (uint32_t)o->len);
@@ -1070,14 +1081,22 @@ static void up_on_closed(mt_upstream_t *base)
 
 static void up_on_deadline(mt_upstream_t *b, uint64_t now);
 
+/* Open streams keep a connection from closing idle or drained (upstream.h). */
+static bool up_busy(const mt_upstream_t *base)
+{
+    return ((const meta_up_t *)base)->streams.head != NULL;
+}
+
 static const mt_upstream_ops_t meta_up_ops = {
     .protocol = MT_PROTO_META,
     .size = sizeof(meta_up_t),
     .text_prefix = "",
+    .bound_shared = true,
     .on_open = up_on_open,
     .on_data = up_on_data,
     .on_error = up_on_error,
     .on_deadline = up_on_deadline,
+    .busy = up_busy,
     .on_closed = up_on_closed,
 };
 
@@ -1111,6 +1130,8 @@ static int up_send(meta_up_t *u, meta_req_t *r, mt_buf_t *b, uint8_t *p, size_t 
     if (r)
         up_push(u, r);
     mt_upstream_schedule(&u->base);
+    if (r)
+        mt_upstream_request_sent(&u->base); /* http.maxRequestsPerConnection: two-way ones */
     return 0;
 }
 
@@ -1211,11 +1232,23 @@ static meta_up_t *sess_upstream(meta_sess_t *s, const mt_msg_t *msg, const meta_
     }
     const char *why = "?";
     meta_up_t *u = up_for(mw, &mc->eps[ep], s->base.id, &why);
-    if (!u) {
+    if (!u && why == mc->eps[ep].wep->lease_error) {
+        snprintf(text, sizeof(text), "meltemi: %s", why); /* tcp.maxConnections (UO) */
+        sess_error_flagged(s, msg, MT_ERR_OVER_LIMIT, MT_RF_UO, text);
+    } else if (!u) {
         mt_stat_add(t->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
         snprintf(text, sizeof(text), "meltemi: upstream %s unavailable: %s",
                  ep_label(&mc->eps[ep], lbl, sizeof(lbl)), why);
         sess_error_now(s, msg, MT_ERR_NO_HEALTHY_UPSTREAM, text);
+    } else if (msg->expects_reply && mt_upstream_pending_full(&u->base)) {
+        /* http.http1MaxPendingRequests: enough already wait for a connection (UO) */
+        mt_stat_add(t->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_PENDING_OVERFLOW, 1);
+        snprintf(text, sizeof(text),
+                 "meltemi: upstream %s: %u requests already wait for a connection "
+                 "(connectionPool.http.http1MaxPendingRequests)",
+                 ep_label(&mc->eps[ep], lbl, sizeof(lbl)), t->cluster->max_pending_requests);
+        sess_error_flagged(s, msg, MT_ERR_OVER_LIMIT, MT_RF_UO, text);
+        return NULL;
     }
     return u;
 }

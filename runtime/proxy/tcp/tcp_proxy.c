@@ -374,6 +374,17 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
         tsess_close(t);
         return;
     }
+    /* connectionPool.tcp.maxConnections: relays open to the cluster on this worker (each is
+     * one upstream connection); the client over the bound is refused, counted. */
+    uint32_t max = t->cluster ? t->cluster->conf->max_connections_set : 0;
+    if (max && t->cluster->n_rups >= max) {
+        mt_stat_add(t->cluster->conf->stats, w->id, MT_ST_UPSTREAM_CX_OVERFLOW, 1);
+        mt_debug("listener %s: cluster %s has %u upstream connections on this worker "
+                 "(connectionPool.tcp.maxConnections): closing the client",
+                 l->conf->name, t->cluster->conf->name, max);
+        tsess_close(t);
+        return;
+    }
     const char *why = NULL;
     t->up = mt_upstream_connect(ep, &tcp_up_ops, t, &why);
     if (!t->up) {

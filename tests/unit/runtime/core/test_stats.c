@@ -408,6 +408,6 @@ Test(stats_istio, byte_buckets_are_powers_of_ten)
     cr_assert_eq(mt_bytes_bucket(10000001), MT_BYTES_BUCKETS);
     cr_assert_eq(mt_rflag_index(0), 0);
     cr_assert_eq(mt_rflag_index(MT_RF_UH), 1);
-    cr_assert_eq(mt_rflag_index(MT_RF_RBAC), MT_RF_COUNT);
+    cr_assert_eq(mt_rflag_index(MT_RF_UO), MT_RF_COUNT);
     cr_assert_str_eq(mt_rflag_names[mt_rflag_index(MT_RF_DC) - 1], "DC");
 }
