@@ -494,6 +494,22 @@ static inline uint64_t alog_duration_ms(const mt_alog_entry_t *e)
     return e->end_ns > e->start_ns ? (e->end_ns - e->start_ns) / 1000000ull : 0;
 }
 
+/* UPSTREAM_HOST: the string, or the address and port apart. */
+static inline __attribute__((always_inline)) char *put_upstream(char *o, const mt_alog_entry_t *e,
+                                                                bool json)
+{
+    if (e->upstream_host || !e->upstream_addr)
+        return put_str(o, e->upstream_host, 0, json);
+    if (json)
+        *o++ = '"';
+    o = put_value(o, e->upstream_addr, MT_MIN(e->upstream_addr_len, (size_t)ALOG_VALUE_MAX), json);
+    *o++ = ':';
+    o = put_u64(o, e->upstream_port);
+    if (json)
+        *o++ = '"';
+    return o;
+}
+
 /* One field's value; strings are quoted in JSON, "-" stands for none in text, null in JSON. */
 static char *put_field(mt_alog_worker_t *aw, char *o, const mt_alog_entry_t *e, mt_alog_field_t f,
                        bool json)
@@ -533,8 +549,7 @@ static char *put_field(mt_alog_worker_t *aw, char *o, const mt_alog_entry_t *e, 
         s = e->peer;
         break;
     case MT_ALOG_UPSTREAM_HOST:
-        s = e->upstream_host;
-        break;
+        return put_upstream(o, e, json);
     case MT_ALOG_UPSTREAM_CLUSTER:
         s = e->cluster;
         break;
@@ -582,7 +597,7 @@ static char *alog_json_line(mt_alog_worker_t *aw, char *o, const mt_alog_entry_t
     o = PUT_LIT(o, ",\"downstream_remote_address\":");
     o = put_str(o, e->peer, 0, true);
     o = PUT_LIT(o, ",\"upstream_host\":");
-    o = put_str(o, e->upstream_host, 0, true);
+    o = put_upstream(o, e, true);
     o = PUT_LIT(o, ",\"upstream_cluster\":");
     o = put_str(o, e->cluster, 0, true);
     o = PUT_LIT(o, ",\"service\":");

@@ -64,6 +64,9 @@ typedef struct mt_alog_entry {
     const char *protocol;
     const char *peer;
     const char *upstream_host; /* "address:port" */
+    const char *upstream_addr; /* or, when upstream_host is NULL, the address and port apart */
+    size_t upstream_addr_len;  /* (written as "address:port" without a copy in between) */
+    uint16_t upstream_port;
     const char *cluster;
     const char *service;
     const char *route;
