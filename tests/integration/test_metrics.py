@@ -156,6 +156,36 @@ def test_thrift_calls_counted(thrift_env, wire):
     assert m.sum("istio_tcp_connections_opened_total", request_protocol="thrift") >= 1
 
 
+@pytest.mark.parametrize("wire", [("binary", "framed"), ("compact", "buffered")],
+                         ids=["binary-framed", "compact-buffered"])
+def test_thrift_exceptions_named_by_their_type(thrift_env, wire):
+    """An upstream's TApplicationException and meltemi's own are counted by the exception's
+    type (Apache Thrift's name), not as one EXCEPTION code."""
+    from thrift.Thrift import TApplicationException
+    routes = [me.route("greet-only", [(THRIFT_HOST, "v1", None)],
+                       match={"method": {"exact": "greet"}})]
+    env = thrift_env(wire, versions=("v1",), routes=routes)
+    cl = env.client()
+    assert cl.greet("ok").arg == "ok"
+    for _ in range(2):  # the server's handler raises: INTERNAL_ERROR from upstream
+        with pytest.raises(TApplicationException) as ei:
+            cl.greet("raise")
+        assert ei.value.type == TApplicationException.INTERNAL_ERROR
+    with pytest.raises(TApplicationException) as ei:  # no route: meltemi's own answer
+        cl.hello("nowhere")
+    assert ei.value.type == TApplicationException.UNKNOWN_METHOD
+    m, text = scrape(env.meltemi)
+    assert m.sum("istio_requests_total", request_protocol="thrift", response_code="OK") == 1, text
+    assert m.sum("istio_requests_total", request_protocol="thrift",
+                 response_code="INTERNAL_ERROR") == 2, text
+    local = m.select("istio_requests_total", request_protocol="thrift",
+                     response_code="UNKNOWN_METHOD")
+    assert sum(v for _, v in local) == 1, text
+    assert local[0][0]["response_flags"] == "NR"
+    assert m.sum("istio_requests_total", request_protocol="thrift",
+                 response_code="EXCEPTION") == 0, text
+
+
 def test_metrics_path_and_promtool(blog_env, tmp_path):
     env = blog_env(step=1)
     c = RespConn(env.host, env.port)

@@ -37,6 +37,7 @@
 #include "runtime/proxy/meta/meta_stream.h"
 
 #include "protocols/dubbo/dubbo.h"
+#include "protocols/thrift/thrift.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -548,6 +549,10 @@ static uint32_t meta_error_code(const meta_sess_t *s, mt_error_kind_t kind)
         char num[8];
         int n = snprintf(num, sizeof(num), "%u", dubbo_status_for_error(kind));
         return meta_code_named(c, num, (size_t)n);
+    }
+    if (c == &mt_meta_thrift_codes) { /* the type of the TApplicationException it writes */
+        const char *name = thrift_appex_type_name(thrift_appex_type_for_error(kind));
+        return name ? meta_code_named(c, name, strlen(name)) : c->n - 1;
     }
     return c->n - 1;
 }

@@ -483,10 +483,23 @@ static const char *const dubbo_code_names[] = {"20", "30", "31", "40",  "50",   
                                                "70", "80", "90", "100", "OTHER"};
 const mt_istio_codes_t mt_meta_dubbo_codes = {"dubbo", dubbo_code_names,
                                               MT_ARRAY_LEN(dubbo_code_names)};
-/* Thrift: a REPLY, or an EXCEPTION message (the codec does not decode its type field). */
-static const char *const thrift_code_names[] = {"OK", "EXCEPTION"};
-static const mt_istio_codes_t thrift_codes = {"thrift", thrift_code_names,
-                                              MT_ARRAY_LEN(thrift_code_names)};
+/* Thrift: OK for a REPLY; for an EXCEPTION its TApplicationException type by Apache Thrift's
+ * name (the codec's status attribute), EXCEPTION when it has no type the codec knows. */
+static const char *const thrift_code_names[] = {"OK",
+                                                "UNKNOWN",
+                                                "UNKNOWN_METHOD",
+                                                "INVALID_MESSAGE_TYPE",
+                                                "WRONG_METHOD_NAME",
+                                                "BAD_SEQUENCE_ID",
+                                                "MISSING_RESULT",
+                                                "INTERNAL_ERROR",
+                                                "PROTOCOL_ERROR",
+                                                "INVALID_TRANSFORM",
+                                                "INVALID_PROTOCOL",
+                                                "UNSUPPORTED_CLIENT_TYPE",
+                                                "EXCEPTION"};
+const mt_istio_codes_t mt_meta_thrift_codes = {"thrift", thrift_code_names,
+                                               MT_ARRAY_LEN(thrift_code_names)};
 static const char *const generic_code_names[] = {"OK", "ERROR"};
 
 /* Label sets keep their codes for good: other codecs' tables are made once, never freed.
@@ -501,7 +514,7 @@ const mt_istio_codes_t *mt_meta_istio_codes(const mt_codec_t *codec)
     if (strcmp(codec->name, "dubbo") == 0)
         return &mt_meta_dubbo_codes;
     if (strcmp(codec->name, "thrift") == 0)
-        return &thrift_codes;
+        return &mt_meta_thrift_codes;
     for (size_t i = 0; i < MT_ARRAY_LEN(generic); i++) {
         if (generic[i].protocol && strcmp(generic[i].protocol, codec->name) == 0)
             return &generic[i];

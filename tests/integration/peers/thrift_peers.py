@@ -183,6 +183,8 @@ def serve(args):
             return self._answer("hello", name)
 
         def greet(self, name):
+            if name == "raise":  # the generated processor answers INTERNAL_ERROR
+                raise RuntimeError("asked to fail")
             return self._answer("greet", name)
 
         def notify(self, what):
