@@ -102,7 +102,7 @@ void mt_session_access_log(mt_session_t *s, const mt_request_end_t *e, const mt_
         .subset = e->subset,
         .op = e->op,
         .op_len = e->op_len,
-        .code = set->codes ? set->codes->names[MT_MIN(e->code, set->codes->n - 1)] : NULL,
+        .code = set->codes ? mt_istio_code_name(set->codes, e->code) : NULL,
         .flags = e->flags,
         .bytes_in = e->req_bytes,
         .bytes_out = e->resp_bytes,

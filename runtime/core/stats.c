@@ -927,7 +927,7 @@ static void istio_series_labels(stats_buf_t *sb, const mt_istio_set_t *set,
 {
     stats_buf_puts(sb, set->labels);
     stats_buf_puts(sb, ",response_code=\"");
-    stats_buf_label_value(sb, set->codes->names[se->code]);
+    stats_buf_label_value(sb, mt_istio_code_name(set->codes, se->code));
     stats_buf_printf(sb, "\",response_flags=\"%s\"", se->flag ? mt_rflag_names[se->flag - 1] : "-");
 }
 

@@ -150,11 +150,22 @@ extern const char *const mt_rflag_names[MT_RF_COUNT]; /* "UH", "UF", ... */
 
 /* A protocol's response codes: index 0 is success. Static, defined by the proxy. */
 #define MT_ISTIO_MAX_CODES 24
+/* The code of a request that got no response (the client left first: flag DC), "0" as in
+ * Envoy, whatever the protocol; a table has at most MT_ISTIO_MAX_CODES - 1 names. */
+#define MT_ISTIO_CODE_NONE (MT_ISTIO_MAX_CODES - 1)
 typedef struct mt_istio_codes {
     const char *protocol; /* request_protocol: "redis", "dubbo", "thrift", ... */
     const char *const *names;
     uint32_t n; /* at most MT_ISTIO_MAX_CODES */
 } mt_istio_codes_t;
+
+/* The response_code label of code in c's table (MT_ISTIO_CODE_NONE: "0"). */
+static inline const char *mt_istio_code_name(const mt_istio_codes_t *c, uint32_t code)
+{
+    if (code == MT_ISTIO_CODE_NONE)
+        return "0";
+    return c->names[code < c->n ? code : c->n - 1];
+}
 
 /* Istio's byte histograms: 1, 10, ... 10^7 bytes, plus +Inf. */
 #define MT_BYTES_BUCKETS 8
@@ -231,7 +242,7 @@ mt_istio_record(mt_istio_set_t *set, unsigned worker, uint32_t code, uint32_t fl
                 uint64_t dur_ns, uint64_t req_bytes, uint64_t resp_bytes)
 {
     uint32_t f = mt_rflag_index(flags);
-    if (code >= set->codes->n)
+    if (code >= set->codes->n && code != MT_ISTIO_CODE_NONE)
         code = set->codes->n - 1; /* the table's last entry: anything else */
     mt_istio_series_t *se = __atomic_load_n(&set->series[code][f], __ATOMIC_ACQUIRE);
     if (__builtin_expect(se == NULL, 0) && (se = mt_istio_series_slow(set, code, f)) == NULL)

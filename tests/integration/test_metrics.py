@@ -8,8 +8,11 @@ serving the same as /stats/prometheus.
 """
 
 import shutil
+import socket
+import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -142,6 +145,51 @@ def test_dubbo_calls_and_local_errors(dubbo_env):
     ok = m.select("istio_requests_total", request_protocol="dubbo", response_code="20")[0][0]
     assert ok["destination_version"] == "v1"
     assert ok["destination_service"] == DUBBO_HOST
+
+
+def test_redis_client_gone_before_the_reply_is_dc(blog_env):
+    """A command whose client leaves before its reply ends as Envoy's DC, response_code "0",
+    counted once (when the client's connection closes), not lost and not counted again when
+    the upstream's reply comes to nobody."""
+    env = blog_env(step=1)
+    c = RespConn(env.host, env.port)
+    assert c.call("PING") == b"PONG"
+    c.send_raw(resp_encode("BLPOP", "observe2-empty-list", "1"))  # Redis answers in 1 s
+    time.sleep(0.2)  # meltemi has read and sent it (no assertion on the time)
+    c.close()
+
+    def dc_counted():
+        m, _ = scrape(env.meltemi)
+        return m if m.sum("istio_requests_total", response_flags="DC") >= 1 else None
+    m = wait_until(dc_counted, 10, "the request counted DC")
+    dc = m.select("istio_requests_total", request_protocol="redis", response_flags="DC")
+    assert [lb["response_code"] for lb, _ in dc] == ["0"], dc
+    assert sum(v for _, v in dc) == 1
+    time.sleep(1.2)  # BLPOP's timeout: its nil reply reaches meltemi for a client gone
+    m, _ = scrape(env.meltemi)
+    assert m.sum("istio_requests_total", request_protocol="redis") == 2
+    assert m.sum("istio_request_duration_milliseconds_count", request_protocol="redis") == 2
+
+
+def test_thrift_client_gone_before_the_reply_is_dc(thrift_env):
+    env = thrift_env(("binary", "framed"), versions=("v1",))
+    cl = env.client()
+    assert cl.greet("ok").arg == "ok"
+    cl.client.send_greet("slow")  # the server answers in 1 s; the client does not wait
+    time.sleep(0.2)
+    # a reset, not a FIN: after a half-close meltemi still delivers what the client asked for
+    cl.sock.handle.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    cl.close()
+
+    def dc_counted():
+        m, _ = scrape(env.meltemi)
+        return m if m.sum("istio_requests_total", response_flags="DC") >= 1 else None
+    m = wait_until(dc_counted, 10, "the call counted DC")
+    dc = m.select("istio_requests_total", request_protocol="thrift", response_flags="DC")
+    assert [lb["response_code"] for lb, _ in dc] == ["0"], dc
+    time.sleep(1.2)
+    m, _ = scrape(env.meltemi)
+    assert m.sum("istio_requests_total", request_protocol="thrift") == 2
 
 
 @pytest.mark.parametrize("wire", [("binary", "framed")], ids=["binary-framed"])

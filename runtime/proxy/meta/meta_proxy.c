@@ -1271,7 +1271,7 @@ static void meta_trace_record(meta_sess_t *s, const meta_req_t *r, uint32_t code
         .peer_ip = r->ep ? r->ep->address : NULL,
         .peer_port = r->ep ? r->ep->port : 0,
         .cluster = r->dest ? r->dest->name : NULL,
-        .code = codes ? codes->names[MT_MIN(code, codes->n - 1)] : NULL,
+        .code = codes ? mt_istio_code_name(codes, code) : NULL,
         .error = code != 0,
         .start_ns = r->start_ns,
         .end_ns = s->base.w->now_ns,
@@ -1765,7 +1765,32 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
 
 /* ---- session shell hooks ------------------------------------------------------------------ */
 
-/* Orphan what upstreams still owe us; free what is answered or never left. */
+/* A request the client left before its reply (Envoy's DC, response_code "0"): counted and
+ * logged now, as its end, since no reply will reach anyone. */
+static void req_observe_dc(meta_sess_t *s, meta_req_t *r)
+{
+    r->rflags |= MT_RF_DC;
+    mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, r->set, MT_ISTIO_CODE_NONE,
+                                                  r->rflags, r->start_ns, r->req_bytes, 0);
+    if (MT_UNLIKELY(log != NULL)) {
+        char trace_id[33] = "";
+        if (r->traced)
+            mt_trace_hex(r->trace.trace_id, 16, trace_id);
+        mt_request_end_t e = {.dest = r->dest,
+                              .start_ns = r->start_ns,
+                              .code = MT_ISTIO_CODE_NONE,
+                              .flags = r->rflags,
+                              .req_bytes = r->req_bytes,
+                              .op = r->op[0] ? r->op : NULL,
+                              .ep = r->ep,
+                              .subset = r->set ? r->subset_name : NULL,
+                              .trace_id = trace_id[0] ? trace_id : NULL};
+        mt_session_access_log(&s->base, &e, log);
+    }
+}
+
+/* Orphan what upstreams still owe us; free what is answered or never left. A request not
+ * answered yet ends here as DC (a oneway one has nothing to wait for). */
 static void sess_on_close(mt_session_t *base)
 {
     meta_sess_t *s = (meta_sess_t *)base;
@@ -1773,6 +1798,8 @@ static void sess_on_close(mt_session_t *base)
     meta_req_t *next;
     for (meta_req_t *r = s->head; r; r = next) {
         next = r->snext;
+        if (!r->done)
+            req_observe_dc(s, r);
         r->sprev = r->snext = NULL;
         r->sess = NULL;
         if (r->delayed) /* held by a fault delay: nobody waits for it any more, never sent */

@@ -500,6 +500,9 @@ static const char *const thrift_code_names[] = {"OK",
                                                 "EXCEPTION"};
 const mt_istio_codes_t mt_meta_thrift_codes = {"thrift", thrift_code_names,
                                                MT_ARRAY_LEN(thrift_code_names)};
+_Static_assert(MT_ARRAY_LEN(thrift_code_names) < MT_ISTIO_CODE_NONE &&
+                   MT_ARRAY_LEN(dubbo_code_names) < MT_ISTIO_CODE_NONE,
+               "room for the code \"0\" (a request the client left)");
 static const char *const generic_code_names[] = {"OK", "ERROR"};
 
 /* Label sets keep their codes for good: other codecs' tables are made once, never freed.

@@ -28,6 +28,7 @@ static const char *const redis_code_names[] = {
 };
 const mt_istio_codes_t mt_redis_istio_codes = {"redis", redis_code_names,
                                                MT_ARRAY_LEN(redis_code_names)};
+_Static_assert(MT_ARRAY_LEN(redis_code_names) < MT_ISTIO_CODE_NONE, "room for the code \"0\"");
 
 /* Index of a reply's code: 0 unless it is an error; an unknown prefix is the last ("OTHER"). */
 static uint32_t redis_reply_code(const char *p, size_t len)
@@ -62,6 +63,28 @@ static inline __attribute__((always_inline)) void rreq_observe(mt_rsess_t *s, mt
                               .req_bytes = r->req_bytes,
                               .resp_bytes = (uint32_t)len,
                               .op = r->cmd ? r->cmd->name : s->cmd_name,
+                              .ep = r->ep};
+        mt_session_access_log(&s->base, &e, log);
+    }
+}
+
+/* ... and for a record the client left before its reply (Envoy's DC, response_code "0"):
+ * counted and logged when the session closes, since no reply will reach anyone. */
+void mt_rreq_observe_dc(mt_rsess_t *s, mt_rreq_t *r)
+{
+    if (r->observed)
+        return;
+    r->observed = true;
+    r->rflags |= MT_RF_DC;
+    mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, NULL, MT_ISTIO_CODE_NONE,
+                                                  r->rflags, r->start_ns, r->req_bytes, 0);
+    if (MT_UNLIKELY(log != NULL)) {
+        mt_request_end_t e = {.dest = r->dest,
+                              .start_ns = r->start_ns,
+                              .code = MT_ISTIO_CODE_NONE,
+                              .flags = r->rflags,
+                              .req_bytes = r->req_bytes,
+                              .op = r->cmd ? r->cmd->name : NULL,
                               .ep = r->ep};
         mt_session_access_log(&s->base, &e, log);
     }
