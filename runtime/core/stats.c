@@ -443,6 +443,9 @@ static const stats_family_t stats_families[] = {
      "Exclusive upstream connections leased to one client (transactions, pub/sub, blocking)."},
     {"meltemi_upstream_connections_idle", "gauge", MT_STATS_CLUSTER, MT_ST_UPSTREAM_CX_IDLE,
      "Exclusive upstream connections idle in the pool, ready for the next lease."},
+    {"meltemi_upstream_requests_pending", "gauge", MT_STATS_CLUSTER, MT_ST_UPSTREAM_RQ_PENDING,
+     "Requests waiting for an upstream connection: queued on one still connecting (Envoy's "
+     "upstream_rq_pending_active)."},
     {"meltemi_outlier_ejections_total", "counter", MT_STATS_CLUSTER, MT_ST_OUTLIER_EJECTIONS,
      "Endpoints of the cluster ejected by outlier detection (outlierDetection)."},
     {"meltemi_upstream_request_retries_total", "counter", MT_STATS_CLUSTER, MT_ST_UPSTREAM_RQ_RETRY,

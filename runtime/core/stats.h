@@ -55,6 +55,7 @@ enum {
     MT_ST_UPSTREAM_RQ_RETRY,     /* requests sent again (MetaRouter retries) */
     MT_ST_UPSTREAM_TLS_FAILURES, /* upstream TLS handshakes refused or failed */
     MT_ST_UPSTREAM_TLS_RESUMED,  /* upstream TLS handshakes that resumed a session */
+    MT_ST_UPSTREAM_RQ_PENDING,   /* gauge: requests queued on a connection still connecting */
     MT_ST__COUNT
 };
 

@@ -85,6 +85,21 @@ static void upstream_count_kind(mt_upstream_t *u, int64_t d)
         mt_stat_add(b, u->w->id, MT_ST_UPSTREAM_CX_IDLE, d);
 }
 
+void mt_upstream_pending_slow(mt_upstream_t *u)
+{
+    u->pending++;
+    mt_stat_add(u->ep->cluster->conf->stats, u->w->id, MT_ST_UPSTREAM_RQ_PENDING, 1);
+}
+
+/* The connection is ready or closing: what waited for it waits no more. */
+static void upstream_pending_done(mt_upstream_t *u)
+{
+    if (u->pending)
+        mt_stat_add(u->ep->cluster->conf->stats, u->w->id, MT_ST_UPSTREAM_RQ_PENDING,
+                    -(int64_t)u->pending);
+    u->pending = 0;
+}
+
 static void upstream_set_kind(mt_upstream_t *u, mt_upstream_kind_t kind)
 {
     if (u->kind != kind || !u->kind_counted) {
@@ -105,6 +120,7 @@ void mt_upstream_close(mt_upstream_t *u)
     mt_upstream_pool_t *pool = mt_upstream_pool_of(u->ep, u->ops);
     bool was_connected = u->state == MT_UPSTREAM_READY;
     u->state = MT_UPSTREAM_CLOSING;
+    upstream_pending_done(u);
     if (u->kind_counted)
         upstream_count_kind(u, -1);
     u->kind_counted = false;
@@ -329,6 +345,7 @@ static void upstream_ready(mt_upstream_t *u)
     mt_cluster_conf_t *cc = u->ep->cluster->conf;
     mt_timer_stop(&w->timers, &u->connect_timer);
     u->state = MT_UPSTREAM_READY;
+    upstream_pending_done(u);
     if (!u->ops->ignore_backoff)
         u->ep->backoff_ms = 0;
     mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_TOTAL, 1);

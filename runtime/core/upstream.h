@@ -106,6 +106,7 @@ struct mt_upstream {
     mt_buf_t *rbuf;    /* unread replies */
     mt_outq_t out;     /* requests, in the order they leave */
     uint32_t inflight; /* requests sent or queued, waiting for their reply: the proxy counts */
+    uint32_t pending;  /* client requests queued while CONNECTING (mt_upstream_queued) */
     uint32_t slot;     /* shared: the pool slot */
     int error;         /* the libuv status behind the last on_error (0: a timeout) */
     uint64_t connect_deadline_ms;
@@ -201,6 +202,16 @@ static inline void mt_upstream_schedule(mt_upstream_t *u)
 {
     if (u->state == MT_UPSTREAM_READY)
         mt_worker_schedule_flush(u->w, &u->out);
+}
+
+/* A client's request was queued on u: while u is still connecting it waits for the
+ * connection, in the cluster's pending gauge until u is ready or closes (the shell takes it
+ * out). The proxies call it for every client request they queue, not for their own. */
+void mt_upstream_pending_slow(mt_upstream_t *u);
+static inline void mt_upstream_queued(mt_upstream_t *u)
+{
+    if (MT_UNLIKELY(u->state == MT_UPSTREAM_CONNECTING))
+        mt_upstream_pending_slow(u);
 }
 
 /* Closes u (idempotent): out of its pool and the worker's list at once, ops->on_close, the

@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 
 import configs
 from cluster_fixtures import CLUSTER_VIP, cluster_proxy, redis_cluster, shared_cluster  # noqa: F401
-from harness import RespConn, RespError, resp_encode, wait_until
+from harness import VIP, RespConn, RespError, free_port, resp_encode, wait_until
 from prom import Metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
@@ -190,6 +191,84 @@ def test_thrift_client_gone_before_the_reply_is_dc(thrift_env):
     time.sleep(1.2)
     m, _ = scrape(env.meltemi)
     assert m.sum("istio_requests_total", request_protocol="thrift") == 2
+
+
+class SilentServer:
+    """Accepts connections and never says anything: an upstream whose TLS handshake never
+    completes, so meltemi's connection to it stays connecting."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+
+    def hang_up(self):
+        for c in self.conns:
+            c.close()
+        self.conns = []
+
+    def close(self):
+        self.hang_up()
+        self.sock.close()
+
+
+def test_pending_gauge_counts_requests_waiting_for_a_connection(tmp_path, config_dir,
+                                                                meltemi_factory):
+    """meltemi_upstream_requests_pending: client requests queued on an upstream connection
+    that is still connecting (here its TLS handshake never ends), back to 0 once it closes."""
+    from tls_certs import Ca
+    ca = Ca(tmp_path / "pki")
+    silent = SilentServer()
+    try:
+        port = free_port(VIP)
+        files = {
+            "se.yaml": configs.service_entry("redis-single", VIP, port, silent.port),
+            "dr.yaml": f"""\
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata:
+  name: redis-single
+  namespace: redis
+spec:
+  host: {configs.HOST}
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        connectTimeout: 30s
+    tls:
+      mode: SIMPLE
+      caCertificates: {ca.cert}
+""",
+        }
+        m = meltemi_factory(config_dir(files), workers=1)
+        c = RespConn(VIP, port)
+        c.send_raw(resp_encode("GET", "a") + resp_encode("GET", "b") + resp_encode("GET", "c"))
+
+        def pending(n):
+            def check():
+                got, _ = scrape(m)
+                return got if got.sum("meltemi_upstream_requests_pending") == n else None
+            return check
+        got = wait_until(pending(3), 10, "three requests pending")
+        assert got.sum("meltemi_upstream_connections_active") == 0  # none is connected
+        silent.hang_up()  # the handshake fails: the requests fail, nothing waits any more
+        wait_until(pending(0), 10, "no request pending")
+        assert all(isinstance(c.read_reply(), RespError) for _ in range(3))
+        c.close()
+    finally:
+        silent.close()
 
 
 @pytest.mark.parametrize("wire", [("binary", "framed")], ids=["binary-framed"])

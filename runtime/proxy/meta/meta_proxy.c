@@ -1054,6 +1054,7 @@ static int up_send(meta_up_t *u, meta_req_t *r, mt_buf_t *b, uint8_t *p, size_t 
     }
     if (r)
         up_push(u, r);
+    mt_upstream_queued(&u->base);
     mt_upstream_schedule(&u->base);
     return 0;
 }
