@@ -193,6 +193,50 @@ def test_thrift_client_gone_before_the_reply_is_dc(thrift_env):
     assert m.sum("istio_requests_total", request_protocol="thrift") == 2
 
 
+def thrift_raw_call(cl, name, seq):
+    """Calls method `name` (any name, with no arguments) on a thrift_peers.Client's
+    connection; returns the reply's message type (2 REPLY, 3 EXCEPTION)."""
+    from thrift.Thrift import TApplicationException, TMessageType
+    p = cl.prot
+    p.writeMessageBegin(name, TMessageType.CALL, seq)
+    p.writeStructBegin("args")
+    p.writeFieldStop()
+    p.writeStructEnd()
+    p.writeMessageEnd()
+    p.trans.flush()
+    _, mtype, _ = p.readMessageBegin()
+    if mtype == TMessageType.EXCEPTION:
+        TApplicationException().read(p)
+    else:
+        p.skip(12)  # TType.STRUCT
+    p.readMessageEnd()
+    return mtype
+
+
+def test_meta_method_counts_are_bounded(thrift_env):
+    """meltemi_meta_method_*: per listener and method, for the first 32 method names a
+    listener sees; every later name is counted as "other" (names come from clients)."""
+    env = thrift_env(("binary", "framed"), versions=("v1",))
+    cl = env.client()
+    for i in range(3):
+        assert cl.hello(f"h{i}").arg == f"h{i}"
+    for i in range(2):
+        assert cl.greet(f"g{i}").arg == f"g{i}"
+    for i in range(40):  # the server knows none of these: each is an UNKNOWN_METHOD reply
+        assert thrift_raw_call(cl, f"m{i}", 100 + i) == 3
+    m, text = scrape(env.meltemi)
+    series = {lb["method"]: v for lb, v in m.select("meltemi_meta_method_total")}
+    assert series["hello"] == 3 and series["greet"] == 2, series
+    named = {k for k in series if k != "other"}
+    assert len(named) == 32, sorted(named)
+    assert {f"m{i}" for i in range(30)} <= named
+    assert series["other"] == 10  # m30 .. m39
+    errors = {lb["method"]: v for lb, v in m.select("meltemi_meta_method_errors_total")}
+    assert errors["hello"] == 0 and errors["m0"] == 1 and errors["other"] == 10
+    assert m.sum("meltemi_meta_method_duration_milliseconds_count", method="hello") == 3
+    assert all(lb["listener"] for lb, _ in m.select("meltemi_meta_method_total"))
+
+
 class SilentServer:
     """Accepts connections and never says anything: an upstream whose TLS handshake never
     completes, so meltemi's connection to it stays connecting."""

@@ -121,6 +121,7 @@ typedef struct mt_meta_listener_conf {
      * hash keys of the subsets its routes, mirrors and default cluster pick from, and
      * "interface"/"method" (error texts). Request decoders store only these (codec.h). */
     mt_attr_filter_t want;
+    struct mt_meta_methods *methods; /* per-method counts (meta_methods.h); NULL: none */
 } mt_meta_listener_conf_t;
 
 static inline mt_meta_cluster_conf_t *mt_meta_cluster(const mt_cluster_conf_t *c)

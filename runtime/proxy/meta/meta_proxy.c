@@ -32,6 +32,7 @@
 #include "runtime/core/session.h"
 #include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
+#include "runtime/proxy/meta/meta_methods.h"
 #include "runtime/proxy/meta/meta_router.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
 #include "runtime/proxy/meta/meta_stream.h"
@@ -72,6 +73,7 @@ struct meta_req {
     bool traced;
     uint32_t req_bytes;
     uint16_t rflags;              /* Envoy response flags (MT_RF_*) */
+    mt_stats_block_t *method;     /* its method's counts (meta_methods.h), or NULL */
     mt_slice_t frame;             /* the request as the client sent it: errors are built from it */
     mt_slice_t reply;             /* in-order sessions: a reply that came before its turn */
     const mt_meta_route_t *route; /* responseMutation, retries; valid while snap is held */
@@ -575,6 +577,29 @@ static uint16_t meta_error_flag(mt_error_kind_t kind)
     }
 }
 
+/* The per-method block of a request (interface and method, as the codec named them). */
+static mt_stats_block_t *req_method_block(const meta_sess_t *s, const mt_msg_t *msg)
+{
+    mt_meta_methods_t *t = mt_meta_listener(s->base.conf)->methods;
+    if (!t)
+        return NULL;
+    const mt_str_t *m = mt_msg_get(msg, "method", 6);
+    const mt_str_t *i = mt_msg_get(msg, "interface", 9);
+    return mt_meta_methods_block(t, i ? i->ptr : NULL, i ? i->len : 0, m ? m->ptr : NULL,
+                                 m ? m->len : 0);
+}
+
+/* A request's end in its method's counts: an error unless code is 0 (success). */
+static void req_count_method(const meta_sess_t *s, const meta_req_t *r, uint32_t code)
+{
+    mt_worker_t *w = s->base.w;
+    mt_stat_add(r->method, w->id, MT_ST_REQUESTS_TOTAL, 1);
+    if (code != 0)
+        mt_stat_add(r->method, w->id, MT_ST_REQUEST_ERRORS, 1);
+    mt_stat_observe_ms(r->method, w->id,
+                       w->now_ns > r->start_ns ? (double)(w->now_ns - r->start_ns) / 1e6 : 0);
+}
+
 /* The reply to r is bytes [p, p+len) of chunk b (a reference is taken when kept); code is
  * its Istio response_code. */
 static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const char *p, size_t len,
@@ -588,6 +613,8 @@ static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const cha
     mt_worker_t *w = s->base.w;
     mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, r->set, code, r->rflags,
                                                   r->start_ns, r->req_bytes, (uint32_t)len);
+    if (r->method)
+        req_count_method(s, r, code);
     char trace_id[33] = "";
     if (MT_UNLIKELY(r->traced)) {
         mt_trace_hex(r->trace.trace_id, 16, trace_id);
@@ -1405,6 +1432,7 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         }
         r->req_bytes = s->cur_bytes;
         r->rflags = s->cur_flags;
+        r->method = req_method_block(s, msg);
         req_set_deadlines(r, NULL, sess_timeout_ms(s, rt), mt_worker_now_ms(w));
         mt_buf_ref(s->base.rbuf);
         r->frame = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
@@ -1773,6 +1801,8 @@ static void req_observe_dc(meta_sess_t *s, meta_req_t *r)
     r->rflags |= MT_RF_DC;
     mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, r->set, MT_ISTIO_CODE_NONE,
                                                   r->rflags, r->start_ns, r->req_bytes, 0);
+    if (r->method)
+        req_count_method(s, r, MT_ISTIO_CODE_NONE);
     if (MT_UNLIKELY(log != NULL)) {
         char trace_id[33] = "";
         if (r->traced)

@@ -8,6 +8,7 @@
 #include "runtime/core/log.h"
 #include "runtime/proxy/meta/lua_codec.h"
 #include "runtime/proxy/meta/meta_router.h"
+#include "runtime/proxy/meta/meta_methods.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
 
 #include <lauxlib.h>
@@ -553,6 +554,8 @@ int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_con
         mt_warn("listener %s: no codec named %s is built in; relaying it as plain TCP", l->name,
                 l->codec ? l->codec : "(none)");
     l->istio_codes = mt_meta_istio_codes(ml->codec);
+    if (ml->codec)
+        ml->methods = mt_meta_methods_for(l->name);
     if (!mt_snap_field_table(L, t, "metaprotocol")) {
         if (meta_build_want(ml, l) == 0)
             return 0;
