@@ -60,6 +60,7 @@ typedef struct mt_rreq {
     const mt_wendpoint_t *ep;      /* the endpoint it was last sent to (the access log) */
     uint16_t rflags;               /* Envoy response flags (MT_RF_*): the session's, plus
                                       what happened on the way (timeouts, failures) */
+    struct mt_trace_ctx *trace;    /* its span's context when sampled (malloc'd), or NULL */
     struct mt_rreq *parent;        /* a part of a split command */
     mt_wendpoint_t *pin;           /* a part for one given master (fan-out), whatever its slot */
     mt_rsplit_t *split;            /* a split command: how the parts' replies combine */

@@ -11,6 +11,8 @@
 
 #include "runtime/proxy/redis/redis_proxy.h"
 
+#include "runtime/core/trace.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +47,48 @@ static uint32_t redis_reply_code(const char *p, size_t len)
     return MT_ARRAY_LEN(redis_code_names) - 1;
 }
 
+/* ---- tracing: a span per sampled command (Redis carries no context: traces start here) ---- */
+
+static void rreq_trace_begin(mt_rsess_t *s, mt_rreq_t *r)
+{
+    mt_trace_ctx_t ctx;
+    if (!mt_trace_sample_new(s->base.snap->tracing, &s->base.w->trace, &ctx))
+        return;
+    r->trace = malloc(sizeof(*r->trace));
+    if (r->trace)
+        *r->trace = ctx;
+}
+
+/* meltemi's client span of r, ended now with Istio's code (index into the Redis table). */
+static void rreq_trace_end(mt_rsess_t *s, mt_rreq_t *r, uint32_t code)
+{
+    const mt_wendpoint_t *ep = r->ep;
+    mt_trace_span_t sp = {
+        .ctx = r->trace,
+        .name = r->cmd ? r->cmd->name : NULL,
+        .service = mt_stats_identity()->workload,
+        .system = "redis",
+        .db = true,
+        .peer_ip = ep ? ep->address : NULL,
+        .peer_port = ep ? ep->port : 0,
+        .cluster = r->dest ? r->dest->name : NULL,
+        .code = mt_istio_code_name(&mt_redis_istio_codes, code),
+        .error = code != 0,
+        .start_ns = r->start_ns,
+        .end_ns = s->base.w->now_ns,
+    };
+    mt_trace_record(&s->base.w->trace, &sp);
+    free(r->trace);
+    r->trace = NULL;
+}
+
+static inline void rreq_trace_hex(const mt_rreq_t *r, char out[33])
+{
+    out[0] = '\0';
+    if (r->trace)
+        mt_trace_hex(r->trace->trace_id, 16, out);
+}
+
 /* Istio's metrics for a record's reply (every client request ends here once). */
 static inline __attribute__((always_inline)) void rreq_observe(mt_rsess_t *s, mt_rreq_t *r,
                                                                const char *p, size_t len)
@@ -55,7 +99,9 @@ static inline __attribute__((always_inline)) void rreq_observe(mt_rsess_t *s, mt
     uint32_t code = redis_reply_code(p, len);
     mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, NULL, code, r->rflags,
                                                   r->start_ns, r->req_bytes, (uint32_t)len);
+    char trace_id[33] = "";
     if (MT_UNLIKELY(log != NULL)) {
+        rreq_trace_hex(r, trace_id);
         mt_request_end_t e = {.dest = r->dest,
                               .start_ns = r->start_ns,
                               .code = code,
@@ -63,9 +109,12 @@ static inline __attribute__((always_inline)) void rreq_observe(mt_rsess_t *s, mt
                               .req_bytes = r->req_bytes,
                               .resp_bytes = (uint32_t)len,
                               .op = r->cmd ? r->cmd->name : s->cmd_name,
-                              .ep = r->ep};
+                              .ep = r->ep,
+                              .trace_id = trace_id[0] ? trace_id : NULL};
         mt_session_access_log(&s->base, &e, log);
     }
+    if (MT_UNLIKELY(r->trace != NULL))
+        rreq_trace_end(s, r, code);
 }
 
 /* ... and for a record the client left before its reply (Envoy's DC, response_code "0"):
@@ -79,15 +128,20 @@ void mt_rreq_observe_dc(mt_rsess_t *s, mt_rreq_t *r)
     mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, NULL, MT_ISTIO_CODE_NONE,
                                                   r->rflags, r->start_ns, r->req_bytes, 0);
     if (MT_UNLIKELY(log != NULL)) {
+        char trace_id[33];
+        rreq_trace_hex(r, trace_id);
         mt_request_end_t e = {.dest = r->dest,
                               .start_ns = r->start_ns,
                               .code = MT_ISTIO_CODE_NONE,
                               .flags = r->rflags,
                               .req_bytes = r->req_bytes,
                               .op = r->cmd ? r->cmd->name : NULL,
-                              .ep = r->ep};
+                              .ep = r->ep,
+                              .trace_id = trace_id[0] ? trace_id : NULL};
         mt_session_access_log(&s->base, &e, log);
     }
+    if (r->trace)
+        rreq_trace_end(s, r, MT_ISTIO_CODE_NONE);
 }
 
 /* ... and for a reply made for the command being handled, without a record. */
@@ -165,6 +219,7 @@ mt_rreq_t *mt_rreq_new(mt_worker_t *w)
 
 void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r)
 {
+    free(r->trace); /* a traced record that never got to its end (internal paths) */
     if (r->reply.buf)
         mt_buf_unref(&w->pool, r->reply.buf);
     if (r->frame.buf)
@@ -408,6 +463,8 @@ void mt_rsess_push(mt_rsess_t *s, mt_rreq_t *r)
     r->rflags |= s->cmd_flags;
     if (!r->dest && s->base.cluster)
         r->dest = s->base.cluster->conf;
+    if (MT_UNLIKELY(s->base.snap->tracing != NULL))
+        rreq_trace_begin(s, r);
     if (s->tail)
         s->tail->next = r;
     else
