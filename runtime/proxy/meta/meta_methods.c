@@ -147,8 +147,12 @@ mt_stats_block_t *mt_meta_methods_block(mt_meta_methods_t *t, const char *iface,
         return e->block;
     /* full: every other name is "other", without the lock (a flood of new names from
      * clients costs a probe each, never the mutex) */
-    if (__atomic_load_n(&t->count, __ATOMIC_ACQUIRE) >= MT_META_METHODS_MAX)
-        return t->other;
+    if (__atomic_load_n(&t->count, __ATOMIC_ACQUIRE) >= MT_META_METHODS_MAX) {
+        /* once full the table never changes: probing again after reading the count sees
+         * every name, the one another worker added between our probe and the count too */
+        e = methods_find(t, h, iface, ilen, method, mlen, &slot);
+        return e ? e->block : t->other;
+    }
     return methods_add(t, h, iface, ilen, method, mlen);
 }
 
