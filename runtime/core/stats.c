@@ -661,7 +661,7 @@ static void stats_render_detail(stats_buf_t *sb, const mt_stats_detail_t *d)
     char name[128];
     static const char *const suffix[3] = {"_total", "_errors_total", "_duration_milliseconds"};
     const char *const help[3] = {d->help_total, d->help_errors, d->help_duration};
-    for (int k = 0; k < (d->total_only ? 1 : 3); k++) {
+    for (int k = 0; k < (d->total_only ? 1 : d->no_duration ? 2 : 3); k++) {
         snprintf(name, sizeof(name), "%s%s", d->prefix, suffix[k]);
         stats_render_header(sb, name, k == 2 ? "histogram" : "counter", help[k]);
         for (const mt_stats_block_t *b = stats_head; b != NULL; b = b->next) {

@@ -80,6 +80,7 @@ typedef struct mt_stats_detail {
     const char *scope;      /* the first label's name; NULL: "listener" ("cluster", ...) */
     const char *label;      /* e.g. "command" */
     bool total_only;        /* only <prefix>_total (events, not requests) */
+    bool no_duration;       /* <prefix>_total and _errors_total, no duration histogram */
     const char *help_total; /* HELP texts of the three families */
     const char *help_errors;
     const char *help_duration;

@@ -7,8 +7,8 @@
  * and lives for the process, as stats blocks do, so counts survive reloads. Workers look
  * methods up without a lock (an append-only open-addressing table whose slots are published
  * with a release store); adding a name takes the table's mutex, once per name and process.
- * The counters are stats detail blocks (meltemi_meta_method_total, _errors_total,
- * _duration_milliseconds, labels listener and method), written on each worker's own shard.
+ * The counters are stats detail blocks (meltemi_meta_method_total and _errors_total, labels
+ * listener and method), written on each worker's own shard.
  */
 #ifndef MELTEMI_META_METHODS_H
 #define MELTEMI_META_METHODS_H

@@ -596,8 +596,6 @@ static void req_count_method(const meta_sess_t *s, const meta_req_t *r, uint32_t
     mt_stat_add(r->method, w->id, MT_ST_REQUESTS_TOTAL, 1);
     if (code != 0)
         mt_stat_add(r->method, w->id, MT_ST_REQUEST_ERRORS, 1);
-    mt_stat_observe_ms(r->method, w->id,
-                       w->now_ns > r->start_ns ? (double)(w->now_ns - r->start_ns) / 1e6 : 0);
 }
 
 /* The reply to r is bytes [p, p+len) of chunk b (a reference is taken when kept); code is

@@ -99,8 +99,8 @@ static inline __attribute__((always_inline)) void rreq_observe(mt_rsess_t *s, mt
     uint32_t code = redis_reply_code(p, len);
     mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, NULL, code, r->rflags,
                                                   r->start_ns, r->req_bytes, (uint32_t)len);
-    char trace_id[33] = "";
     if (MT_UNLIKELY(log != NULL)) {
+        char trace_id[33];
         rreq_trace_hex(r, trace_id);
         mt_request_end_t e = {.dest = r->dest,
                               .start_ns = r->start_ns,
