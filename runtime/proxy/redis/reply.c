@@ -49,7 +49,7 @@ static uint32_t redis_reply_code(const char *p, size_t len)
 
 /* ---- tracing: a span per sampled command (Redis carries no context: traces start here) ---- */
 
-static void rreq_trace_begin(mt_rsess_t *s, mt_rreq_t *r)
+static __attribute__((noinline, cold)) void rreq_trace_begin(mt_rsess_t *s, mt_rreq_t *r)
 {
     mt_trace_ctx_t ctx;
     if (!mt_trace_sample_new(s->base.snap->tracing, &s->base.w->trace, &ctx))
@@ -219,7 +219,8 @@ mt_rreq_t *mt_rreq_new(mt_worker_t *w)
 
 void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r)
 {
-    free(r->trace); /* a traced record that never got to its end (internal paths) */
+    if (MT_UNLIKELY(r->trace != NULL)) /* a traced record that never got to its end */
+        free(r->trace);
     if (r->reply.buf)
         mt_buf_unref(&w->pool, r->reply.buf);
     if (r->frame.buf)
