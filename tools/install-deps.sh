@@ -22,10 +22,16 @@ PACKAGES=(
     libcriterion-dev lua-check clang-format
     # integration tests and the demo: real servers and real clients
     redis-server redis-tools python3 python3-redis python3-pytest
+    # Sentinel discovery tests (tests/integration/test_redis_sentinel.py): real redis-sentinel
+    redis-sentinel
     # MetaProtocol integration tests: Thrift peers (Apache Thrift's Python library and the
     # compiler that generates their code from tests/integration/peers/hello.thrift), Dubbo
     # peers in Node (hessian.js, dubbo2.js; npm installs them from the lockfile)
     python3-thrift thrift-compiler nodejs
+    # Kafka / ZooKeeper metrics tests (test_kafka_zookeeper.py): Debian's ZooKeeper server
+    # (Java; its daemon never starts here) with the kazoo client, and kafka-python against
+    # the test's own broker fixture (Kafka is not packaged)
+    zookeeper python3-kazoo python3-kafka
     # a third real Redis client for the refused-command tests: redis-rb (pulls in ruby)
     ruby-redis
     # benchmark peers

@@ -176,17 +176,31 @@ end
 
 local BUILTIN_CODECS = { dubbo = "dubbo", thrift = "thrift" }
 
+-- Protocols relayed byte for byte as plain TCP whose requests are decoded for metrics only
+-- (runtime/proxy/tcp/tcp_observe.c): the listener is "tcp" with this codec name.
+M.OBSERVED_TCP = { kafka = true, zookeeper = true }
+
 -- Protocol of a service port from its name (Istio / Aeraki naming): tcp-redis* (or redis*)
--- -> redis; tcp-metaprotocol-<proto>-* -> metaprotocol with <proto>'s codec; else tcp.
+-- -> redis; tcp-metaprotocol-<proto>-* -> metaprotocol with <proto>'s codec; tcp-kafka* /
+-- tcp-zookeeper* (or kafka*, zookeeper*, or an appProtocol / protocol naming them, or an
+-- ApplicationProtocol whose codec is kafka / zookeeper) -> tcp with that codec (metrics
+-- only); else tcp.
 function Compile:port_protocol(obj, path, name, declared)
   local lname = (name or ""):lower()
   local ldecl = (declared or ""):lower()
   if lname:match("^tcp%-redis") or lname == "redis" or lname:match("^redis%-") or ldecl == "redis" then
     return "redis"
   end
+  for observed in pairs(M.OBSERVED_TCP) do
+    if lname:match("^tcp%-" .. observed) or lname == observed or lname:match("^" .. observed .. "%-")
+        or ldecl == observed then
+      return "tcp", observed
+    end
+  end
   local proto = lname:match("^tcp%-metaprotocol%-([^-]+)")
   if proto then
     local ap = self.app_protocols[proto]
+    if ap and M.OBSERVED_TCP[ap.codec] then return "tcp", ap.codec end
     if ap then return "metaprotocol", ap.codec end
     if BUILTIN_CODECS[proto] then return "metaprotocol", BUILTIN_CODECS[proto] end
     if not self.tainted.protocols[proto] then
@@ -601,7 +615,9 @@ end
 function Compile:warn_empty_clusters()
   for _, l in pairs(self.listeners) do
     local cl = self.snapshot.clusters[l.cluster]
-    if cl and #cl.endpoints == 0 and cl.resolution ~= "DNS" then
+    -- a Sentinel-backed Redis service learns its endpoints from the Sentinels
+    local sentinel = cl and cl.redis and cl.redis.sentinel
+    if cl and #cl.endpoints == 0 and cl.resolution ~= "DNS" and not sentinel then
       self:warn(l.owner, l.path, string.format("cluster %s has no endpoints: connections to %s will fail",
         cl.name, l.name))
     end

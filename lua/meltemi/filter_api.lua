@@ -15,7 +15,10 @@
 -- kept across reloads (a connection outlives generations) and dropped when it closes.
 
 local core_loaded, core_value -- meltemi.core, looked up when first needed (tests swap it)
+local cur_core                -- a MetaProtocol request's core (meltemi.meta.core), or nil
+local cur_get                 -- cur_core.get, for msg.<field> reads without a lookup
 local function core()
+  if cur_core then return cur_core end
   local c = package.loaded["meltemi.core"]
   if c ~= core_loaded then
     core_loaded = c
@@ -44,6 +47,7 @@ local cur_filter           -- the filter running now
 local cur_conn_id
 local orig_key, key_index  -- the first key as received, and its argument index once found
 local is_answered = false
+local cur_phase            -- MetaProtocol: "request" or "response"; nil for Redis
 
 local conn_store = {}      -- conn_id -> table (ctx.conn)
 local counters_seen, n_counters, overflow_logged = {}, 0, false
@@ -191,6 +195,61 @@ end
 
 local MSG_MT = { __index = Msg, __metatable = false }
 
+-- ---- msg of a MetaProtocol request or reply -----------------------------------------------
+
+-- Attributes readable as fields (msg.method); any key through msg:get(key).
+local META_FIELDS = { interface = true, method = true, service = true, version = true, group = true }
+
+local MetaMsg = {}
+
+local function check_key(k, what)
+  if type(k) ~= "string" or k == "" then error(format("msg:%s: key must be a non-empty string", what), 3) end
+end
+
+function MetaMsg.get(self, key)
+  check_msg(self, "get")
+  check_key(key, "get")
+  return core().get(key)
+end
+
+function MetaMsg.set(self, key, value)
+  check_msg(self, "set")
+  check_key(key, "set")
+  if value == nil then
+    core().set(key, nil)
+  else
+    core().set(key, as_arg_text(value, "msg:set"))
+  end
+end
+
+function MetaMsg.remove(self, key)
+  MetaMsg.set(self, key, nil)
+end
+
+function MetaMsg.attributes(self)
+  check_msg(self, "attributes")
+  if cur_phase == "response" then
+    error("msg:attributes: not available on replies (read them with msg:get)", 2)
+  end
+  return core().attributes()
+end
+
+-- msg.<field> is read from the message each time (a C call pushing one string): nothing is
+-- cached in msg, so one msg table per phase serves every request (begin_meta).
+local META_MSG_MT = {
+  __index = function(t, k)
+    local m = MetaMsg[k]
+    if m then return m end
+    if META_FIELDS[k] and t == cur_msg and cur_phase == "request" then return cur_get(k) end
+    return nil
+  end,
+  __newindex = function(_, k)
+    error(format("msg.%s: msg is read-only (msg:set(key, value) changes what is sent on)",
+      tostring(k)), 2)
+  end,
+  __metatable = false,
+}
+
 -- ---- ctx ----------------------------------------------------------------------------------
 
 local Ctx = {}
@@ -204,34 +263,53 @@ local function cluster_of(host, subset, what)
   end
   local idx, why = cur_chain.cluster_of(host, cur_filter and cur_filter.namespace, subset)
   if not idx then error(format("ctx:%s: %s", what, why), 3) end
-  return idx
+  return idx, why -- MetaProtocol resolvers answer the subset second (subsets live in a cluster)
+end
+
+-- MetaProtocol replies: what can only decide a request is refused in on_response.
+local function request_only(what)
+  if cur_phase == "response" then
+    error(format("ctx:%s: only on_request can %s (the request has been sent)", what, what), 3)
+  end
 end
 
 function Ctx.route(self, host, subset)
   check_ctx(self, "route")
+  request_only("route")
   core().route(cluster_of(host, subset, "route"))
 end
 
 function Ctx.mirror(self, host, subset)
   check_ctx(self, "mirror")
+  request_only("mirror")
   core().mirror(cluster_of(host, subset, "mirror"))
 end
 
-function Ctx.reply_error(self, text)
+-- kind (MetaProtocol only): which native error, as meltemi's own answers name them
+-- ("unspecified", the default; "over_limit", "route_not_found", "no_healthy_upstream", ...).
+function Ctx.reply_error(self, text, kind)
   check_ctx(self, "reply_error")
   if type(text) ~= "string" then error("ctx:reply_error: text must be a string", 2) end
-  core().error(text)
+  if kind ~= nil and type(kind) ~= "string" then error("ctx:reply_error: kind must be a string", 2) end
+  local ok, err = pcall(core().error, text, kind)
+  if not ok then error("ctx:reply_error: " .. tostring(err), 2) end
   is_answered = true
 end
 
 function Ctx.reply(self, value)
   check_ctx(self, "reply")
-  core().reply(value)
+  local c = core()
+  if not c.reply then
+    error("ctx:reply: a MetaProtocol filter answers with ctx:reply_error (the codec's native "
+      .. "error); other local replies are not supported", 2)
+  end
+  c.reply(value)
   is_answered = true
 end
 
 function Ctx.delay(self, ms)
   check_ctx(self, "delay")
+  request_only("delay")
   if type(ms) ~= "number" or ms < 0 or ms ~= ms then
     error("ctx:delay: ms must be a non-negative number", 2)
   end
@@ -316,12 +394,38 @@ local CTX_MT = {
 
 function A.begin(chain, cmd, key, nargs, is_write, conn_id)
   cur_chain, cur_conn_id = chain, conn_id
+  cur_core, cur_get, cur_phase = nil, nil, nil
   orig_key, key_index = key, nil
   is_answered = false
   cur_filter = nil
   cur_msg = setmetatable({ command = cmd, key = key, is_write = is_write, _nargs = nargs }, MSG_MT)
   cur_ctx = setmetatable({}, CTX_MT)
   return cur_msg, cur_ctx
+end
+
+-- A MetaProtocol request (phase "request") or reply ("response"): msg reads attributes
+-- through c (meltemi.meta.core) until finish. msg is a table made once by new_meta_msg and
+-- filled by the caller (read-only for filters); ctx is reused while no filter stored anything
+-- in it (ctx.vars, ctx.conn), else made afresh: per request nothing is allocated.
+local spare_ctx
+
+function A.new_meta_msg(fields)
+  return setmetatable(fields, META_MSG_MT)
+end
+
+function A.begin_meta(chain, c, conn_id, phase, msg)
+  cur_chain, cur_conn_id, cur_core, cur_get, cur_phase = chain, conn_id, c, c.get, phase
+  orig_key, key_index = nil, nil
+  is_answered = false
+  cur_filter = nil
+  cur_msg = msg
+  local ctx = spare_ctx
+  if ctx == nil or next(ctx) ~= nil then
+    ctx = setmetatable({}, CTX_MT)
+    spare_ctx = ctx
+  end
+  cur_ctx = ctx
+  return msg, ctx
 end
 
 function A.enter(filter)
@@ -334,6 +438,7 @@ end
 
 function A.finish()
   cur_msg, cur_ctx, cur_chain, cur_filter, orig_key, key_index = nil, nil, nil, nil, nil, nil
+  cur_core, cur_get, cur_phase = nil, nil, nil
 end
 
 function A.conn_closed(conn_id)
@@ -351,5 +456,5 @@ function A.reset_counters()
   counters_seen, n_counters, overflow_logged = {}, 0, false
 end
 
-A.Msg, A.Ctx = Msg, Ctx
+A.Msg, A.Ctx, A.MetaMsg = Msg, Ctx, MetaMsg
 return A

@@ -40,7 +40,7 @@ void mt_outq_reset(mt_outq_t *q)
 
 static int outq_grow(mt_outq_t *q)
 {
-    uint32_t cap = q->cap ? q->cap * 2 : 16;
+    uint32_t cap = q->cap ? q->cap * 2 : 4; /* an idle connection keeps it: start small */
     mt_slice_t *v = realloc(q->v, cap * sizeof(*v));
     if (!v)
         return -1;
@@ -168,7 +168,7 @@ int mt_outq_flush(mt_outq_t *q)
         uv_buf_t small[64];
         uint32_t k = MT_MIN(q->n, (uint32_t)MT_ARRAY_LEN(small));
         for (uint32_t i = 0; i < k; i++)
-            small[i] = uv_buf_init((char *)q->v[i].p, q->v[i].len);
+            small[i] = (uv_buf_t){.base = (char *)q->v[i].p, .len = q->v[i].len};
         int wrote = uv_try_write(q->stream, small, k);
         if (wrote < 0 && wrote != UV_EAGAIN)
             return wrote;
@@ -194,7 +194,7 @@ int mt_outq_flush(mt_outq_t *q)
     w->bufs = (uv_buf_t *)(w->slices + n);
     memcpy(w->slices, q->v, n * sizeof(mt_slice_t));
     for (uint32_t i = 0; i < n; i++)
-        w->bufs[i] = uv_buf_init((char *)q->v[i].p, q->v[i].len);
+        w->bufs[i] = (uv_buf_t){.base = (char *)q->v[i].p, .len = q->v[i].len};
     q->n = 0;
     q->inflight_bytes += q->queued_bytes;
     q->queued_bytes = 0;

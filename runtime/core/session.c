@@ -392,7 +392,7 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     if (nread == 0)
         return;
     s->active_ms = uv_now(&s->w->loop); /* idle timeouts: the loop's cached time */
-    s->w->now_ns = uv_hrtime();
+    mt_worker_clock(s->w);
     bool eof = false;
     if (s->tls) { /* the byte counters count plaintext, as for what is sent */
         long got = session_tls_in(s, buf->base, (size_t)nread, &eof);

@@ -177,7 +177,7 @@ static void upstream_end(mt_upstream_t *u, mt_upstream_event_t ev, const char *t
 /* New bytes are in u->rbuf: the proxy takes its frames. */
 static void upstream_consume(mt_upstream_t *u)
 {
-    u->w->now_ns = uv_hrtime(); /* replies end requests: their time, once per read */
+    mt_worker_clock(u->w); /* replies end requests: their time, once per wake-up */
     u->ops->on_data(u);
     /* Everything consumed and nobody holds a slice of it: reuse the chunk from its start. */
     mt_buf_t *b = u->rbuf;

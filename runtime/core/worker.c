@@ -65,7 +65,9 @@ static void worker_flush(uv_check_t *h)
  * loop blocks, not after the next wake-up. */
 static void worker_flush_before_poll(uv_prepare_t *h)
 {
-    mt_worker_flush(h->data);
+    mt_worker_t *w = h->data;
+    mt_worker_flush(w);
+    w->now_stale = true; /* the loop polls next: what it wakes up for is at a new time */
 }
 
 void mt_worker_session_add(mt_worker_t *w, mt_session_link_t *s)

@@ -141,13 +141,15 @@ struct mt_worker {
     struct mt_session_link *sessions; /* every downstream connection (drain, reload) */
     uint32_t n_sessions;
     uint64_t next_client_id;
-    /* uv_hrtime() of the last read callback (session or upstream shell) or timer run: the
-     * time requests start and end at, read once per event rather than once per request */
+    /* uv_hrtime() at the first read callback (session or upstream shell) of this loop
+     * iteration, or of the last timer run: the time requests start and end at, read once per
+     * wake-up rather than once per request or per read (mt_worker_clock) */
     uint64_t now_ns;
-    mt_alog_worker_t alog;        /* this worker's access log lines (access_log.h) */
-    mt_trace_worker_t trace;      /* this worker's finished spans (trace.h) */
-    mt_handoff_t *handoff;        /* see mt_handoff_t; NULL outside a capture port's accept */
-    uint32_t rconns_per_endpoint; /* shared connections per endpoint and protocol */
+    bool now_stale;          /* set before the loop polls: the next read takes the time again */
+    mt_alog_worker_t alog;   /* this worker's access log lines (access_log.h) */
+    mt_trace_worker_t trace; /* this worker's finished spans (trace.h) */
+    mt_handoff_t *handoff;   /* see mt_handoff_t; NULL outside a capture port's accept */
+    uint32_t rconns_per_endpoint;             /* shared connections per endpoint and protocol */
     mt_upstream_t *upstreams[MT_PROTO_COUNT]; /* every upstream connection, by protocol */
     bool draining;
     bool stopping;
@@ -191,6 +193,17 @@ static inline void mt_worker_schedule_flush(mt_worker_t *w, mt_outq_t *q)
 void mt_worker_unschedule_flush(mt_worker_t *w, mt_outq_t *q);
 /* Writes every scheduled output queue (the worker runs it once per loop iteration). */
 void mt_worker_flush(mt_worker_t *w);
+
+/* Brings w->now_ns to the present once per loop iteration: the first read callback after a
+ * poll takes the time, later ones in the same wake-up reuse it (an iteration's callbacks run
+ * within microseconds; the histograms' finest bucket is 0.5 ms). */
+static inline void mt_worker_clock(mt_worker_t *w)
+{
+    if (w->now_stale) {
+        w->now_ns = uv_hrtime();
+        w->now_stale = false;
+    }
+}
 uint64_t mt_worker_now_ms(mt_worker_t *w);
 /* How the worker knows a downstream connection: the session shell (session.h) embeds one,
  * so that the worker walks and drains its connections without knowing the shell. */

@@ -29,6 +29,7 @@ requests_small), which cancels what one load costs once (connect, accept, redis-
 CONFIG GET). The idle loop costs ~40k instructions per second, under 0.01 per request.
 
 Usage: tests/bench/callgrind.sh [--requests N] [--dubbo-seconds S] [--rpc-conns N]
+                                [--redis-clients N] (redis-benchmark -c of the plain Redis rows)
                                 [--rows redis-p1,redis-p16,dubbo-d1,dubbo-d16,thrift-d1,...]
                                 [--keep DIR]
   (an RPC row with "-router" goes through a MetaRouter; with "-rl" through the same router
@@ -74,7 +75,8 @@ def callgrind_wrapper(work, binary):
     rpc_bench.py take a binary path, and with exec the PID they stop is valgrind's."""
     w = work / "meltemi-callgrind"
     w.write_text("#!/bin/sh\n"
-                 f"exec valgrind --tool=callgrind --callgrind-out-file={work}/callgrind.out.%p "
+                 f"exec valgrind --tool=callgrind --compress-strings=no "
+                 f"--callgrind-out-file={work}/callgrind.out.%p "
                  f"--log-file={work}/valgrind.%p.log {binary} \"$@\"\n")
     w.chmod(0o755)
     return w
@@ -105,8 +107,8 @@ class Counter:
         return int(m.group(1))
 
 
-def redis_load(port, pipeline, n, ca=None):
-    argv = ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", "get", "-c", "1",
+def redis_load(port, pipeline, n, ca=None, clients=1):
+    argv = ["redis-benchmark", "-h", HOST, "-p", str(port), "-t", "get", "-c", str(clients),
             "-P", str(pipeline), "-n", str(n), "-r", str(bench.KEYSPACE), "--csv"]
     if ca:
         argv += ["--tls", "--cacert", str(ca)]
@@ -158,6 +160,9 @@ def main():
                     help="length of the large Dubbo load (the small one is a quarter)")
     ap.add_argument("--rpc-conns", type=int, default=1,
                     help="client connections of the RPC rows (rpcload --conns)")
+    ap.add_argument("--redis-clients", type=int, default=1,
+                    help="client connections of the plain Redis rows (redis-benchmark -c; issue "
+                         "16 measured with 50)")
     ap.add_argument("--rows", default="redis-p1,redis-p16,dubbo-d1,dubbo-d16,thrift-d1,thrift-d16")
     ap.add_argument("--keep", help="copy the callgrind dumps into this directory")
     ap.add_argument("--repeat", type=int, default=1,
@@ -322,8 +327,12 @@ def measure_rows(args, binary, rows):
                 c = Counter(work, m.proc.pid)
                 for p in mine:
                     n = args.requests
-                    ipr, cnt = measure(c, lambda k, p=p: redis_load(m.port, p, k), n // 5, n)
+                    ipr, cnt = measure(
+                        c, lambda k, p=p: redis_load(m.port, p, k, clients=args.redis_clients),
+                        n // 5, n)
                     label = f"redis GET P={p}" + (" policies" if policies else "")
+                    if args.redis_clients != 1:
+                        label += f" clients={args.redis_clients}"
                     results.append((f"redis-p{p}{suffix}", label, ipr, cnt))
                     bench.log(f"callgrind: {label}: {ipr:.0f} instructions/request")
                 m.stop()

@@ -13,6 +13,9 @@ Targets:
                   no MetaRouter: the default route) -> server
   meltemi-router  the same with a MetaRouter: match on method, destination subset v1 (the
                   path every routed call takes: decode, match, pick, forward)
+  meltemi-router-lua  meltemi-router plus a LuaFilter (on_request) that reads two attributes
+                  (method, interface) per call: issue 12's goal is >= 0.9x meltemi-router
+                  (Dubbo, depth 16). Only this target: --targets meltemi-router,meltemi-router-lua
   haproxy         rpcload -> haproxy (mode tcp, nbthread 1) -> server
 
 Rows: thrift (strict binary, framed) and dubbo (hessian2), pipeline depth 1 and 16, 32
@@ -42,7 +45,7 @@ from bench import Server, cpu_model, first_line, free_port, log, tail  # noqa: E
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
-ALL_TARGETS = ["direct", "meltemi", "meltemi-router", "haproxy"]
+ALL_TARGETS = ["direct", "meltemi", "meltemi-router", "meltemi-router-lua", "haproxy"]
 CONNS = 32
 ROWS = [("thrift", 1), ("thrift", 16), ("dubbo", 1), ("dubbo", 16)]
 METHOD = {"thrift": "hello", "dubbo": "echo"}  # what rpcload calls
@@ -70,7 +73,27 @@ UNLIMITED_RATE_LIMIT = """\
 """
 
 
-def meltemi_yaml(proto, port, upstream, router, rate_limit=False):
+# A LuaFilter reading two attributes of every call and deciding nothing: the cost of entering
+# the filter (sandbox hook, watchdog, msg/ctx, two reads) on the routed path.
+LUA_FILTER = """\
+---
+apiVersion: meltemi.io/v1alpha1
+kind: LuaFilter
+metadata:
+  name: bench-{proto}
+  namespace: bench
+spec:
+  hosts:
+  - {host}
+  script: |
+    return {{ on_request = function(msg, ctx)
+      local method, iface = msg.method, msg.interface or msg.service
+      if method == "never-called" and iface == "nowhere" then ctx:reply_error("no") end
+    end }}
+"""
+
+
+def meltemi_yaml(proto, port, upstream, router, rate_limit=False, lua=False):
     host = f"bench-{proto}.bench.svc.cluster.local"
     pname = f"tcp-metaprotocol-{proto}-bench"
     y = f"""\
@@ -132,10 +155,12 @@ spec:
 """
         if rate_limit:
             y += UNLIMITED_RATE_LIMIT
+        if lua:
+            y += LUA_FILTER.format(proto=proto, host=host)
     return y
 
 
-def start_meltemi(work, binary, name, upstreams, router, rate_limit=False):
+def start_meltemi(work, binary, name, upstreams, router, rate_limit=False, lua=False):
     """One meltemi (one worker) with a listener per protocol; -> (Server, {proto: port})."""
     conf = work / f"{name}-conf"
     conf.mkdir(exist_ok=True)
@@ -143,7 +168,7 @@ def start_meltemi(work, binary, name, upstreams, router, rate_limit=False):
     for proto, up in upstreams.items():
         ports[proto] = free_port()
         (conf / f"{proto}.yaml").write_text(meltemi_yaml(proto, ports[proto], up, router,
-                                                         rate_limit))
+                                                         rate_limit, lua))
     admin = free_port()
     s = Server(name, [str(binary), "run", "-c", str(conf), "--admin", f"{HOST}:{admin}",
                       "--workers", "1", "--log-level", "warn"], work, 0)
@@ -280,7 +305,9 @@ def main():
                 if not binary.exists():
                     log(f"{t}: {binary} does not exist (build first)")
                     continue
-                s, p = start_meltemi(work, binary, t, upstream, router=(t == "meltemi-router"))
+                s, p = start_meltemi(work, binary, t, upstream,
+                                     router=t.startswith("meltemi-router"),
+                                     lua=(t == "meltemi-router-lua"))
             else:
                 s, p = start_haproxy(work, upstream)
             procs.append(s)

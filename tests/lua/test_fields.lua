@@ -257,15 +257,22 @@ spec:
     .. "connections are shared", "meta")
 end)
 
-H.test("a LuaFilter on a MetaProtocol service warns", function()
+H.test("a LuaFilter on a MetaProtocol service takes effect; on a TCP-only service it warns", function()
   local lf = [[
 apiVersion: meltemi.io/v1alpha1
 kind: LuaFilter
 metadata: {name: f, namespace: meta}
 spec: {hosts: [dubbo], script: "return { on_request = function() end }"}
 ]]
-  local warns = warnings({ ["se.yaml"] = SE, ["lf.yaml"] = lf })
-  H.find(warns, { "LuaFilter/f: spec.hosts[0]: accepted but not enforced", "Redis services only" }, "meta host")
+  local snap = H.snapshot_of({ ["se.yaml"] = SE, ["lf.yaml"] = lf })
+  H.none(snap.warnings, "LuaFilter/f", "meta host: no warning")
+  local l = snap.listeners[1]
+  H.eq(l.protocol, "metaprotocol", "the dubbo listener")
+  H.eq(l.metaprotocol.lua_filters, true, "marked: its requests decode every attribute")
+  local tcp = SE:gsub("tcp%-metaprotocol%-dubbo", "tcp-plain")
+  local warns = warnings({ ["se.yaml"] = tcp, ["lf.yaml"] = lf })
+  H.find(warns, { "LuaFilter/f: spec.hosts[0]: accepted but not enforced", "no redis or metaprotocol port" },
+    "tcp host")
 end)
 
 H.test("docs/configuration.md lists exactly the unenforced fields", function()

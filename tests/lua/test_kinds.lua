@@ -233,6 +233,26 @@ H.test("RedisDestination: tcp pool, discovery endpoints, no-redis-port warning",
   H.find(s.warnings, "has no redis port", "no redis port")
 end)
 
+H.test("RedisDestination sentinel: master name, addresses, auth; refused with CLUSTER mode", function()
+  local se = "apiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {name: r}\nspec:\n  hosts: [r.default.svc.cluster.local]\n  addresses: [127.0.0.60]\n  ports: [{number: 7000, name: tcp-redis}]\n  resolution: STATIC\n"
+  local rd = "---\napiVersion: redis.aeraki.io/v1alpha1\nkind: RedisDestination\nmetadata: {name: r}\nspec:\n  host: r\n  trafficPolicy:\n    connectionPool:\n      redis:\n        sentinel: {masterName: mymaster, addresses: ['127.0.0.1:26379', '127.0.0.2:26380'], auth: {plain: {password: sp}}}\n"
+  local s = H.snapshot_of({ ["a.yaml"] = se .. rd })
+  local cl = s.clusters["outbound|7000||r.default.svc.cluster.local"]
+  H.eq(cl.redis.sentinel.master_name, "mymaster", "master name")
+  H.eq(cl.redis.sentinel.addresses[2].address, "127.0.0.2", "second sentinel")
+  H.eq(cl.redis.sentinel.addresses[1].port, 26379, "sentinel port")
+  H.eq(cl.redis.sentinel.auth.password, "sp", "sentinel password")
+  for _, w in ipairs(s.warnings) do
+    H.ok(not w:find("has no endpoints"), "a Sentinel service needs no endpoints: " .. w)
+  end
+  local e = H.errors_of({ ["a.yaml"] = se .. rd:gsub("redis:\n", "redis:\n        mode: CLUSTER\n") })
+  H.find(e, "spec.trafficPolicy.connectionPool.redis.sentinel: Sentinel names the master of a primary/replica set: it needs mode PROXY", "cluster mode")
+  e = H.errors_of({ ["a.yaml"] = se .. rd:gsub("'127.0.0.1:26379'", "'nohost'") })
+  H.find(e, 'sentinel.addresses[0]: "nohost" is not host:port', "address")
+  e = H.errors_of({ ["a.yaml"] = se .. rd:gsub("masterName: mymaster", "masterName: 'my master'") })
+  H.find(e, "sentinel.masterName: a Sentinel master name is at most 200 characters", "name")
+end)
+
 H.test("v1 List, multi-document files and empty documents", function()
   local s = H.snapshot_of({ ["a.yaml"] = [[
 ---

@@ -108,12 +108,19 @@ function K.index(obj, c)
       return
     end
     entry.codec = K.LUA_PREFIX .. spec.protocol
+  elseif require("meltemi.compiler").OBSERVED_TCP[name] then
+    -- kafka / zookeeper: relayed as plain TCP with request metrics, no MetaProtocol codec
+    for _, f in ipairs(SOURCE_FIELDS) do
+      if spec[f] then
+        c:error(obj, "spec." .. f, "only a Lua codec (codec: lua) takes a script")
+      end
+    end
   else
     if not C.codec_known(name) then
       -- Its ports would otherwise become plain TCP while everything says metaprotocol.
       c:error(obj, "spec.codec", string.format("codec %q is not built in (built in: dubbo, "
-        .. "thrift, or lua with a script; Aeraki's names aeraki.meta_protocol.codec.<name> work "
-        .. "too)", spec.codec))
+        .. "thrift, kafka, zookeeper, or lua with a script; Aeraki's names "
+        .. "aeraki.meta_protocol.codec.<name> work too)", spec.codec))
       c.tainted.protocols[spec.protocol] = true
       return
     end

@@ -82,7 +82,8 @@ local function filter_source(obj, c, spec)
   return { field = field, text = spec.script or spec.code, chunkname = "LuaFilter/" .. obj.name }
 end
 
--- meltemi.fields: every field takes effect (build below; MetaProtocol hosts warn there).
+-- meltemi.fields: every field takes effect (build below; hosts without a Redis or MetaProtocol
+-- port warn there).
 K.consumed = { "spec.hosts", "spec.order", "spec.code", "spec.script", "spec.scriptFile", "spec.config",
   "spec.timeout", "spec.maxInstructions" }
 
@@ -113,13 +114,23 @@ function K.build(obj, c)
     local host = c:ref_host(obj, T.join("spec.hosts", i), h)
     if host then
       hosts[#hosts + 1] = host
-      local redis = false
+      local redis, meta = false, false
       for _, cl in pairs(c.clusters_by_host[host] or {}) do
         if cl.protocol == "redis" then redis = true end
+        if cl.protocol == "metaprotocol" then meta = true end
       end
-      if not redis then
+      -- MetaProtocol listeners of the host decode every attribute of a request for it (a
+      -- filter may read any): meta_snapshot.c reads this mark.
+      for _, l in pairs(c.listeners) do
+        if l.protocol == "metaprotocol" and l.service == host and l.metaprotocol then
+          l.metaprotocol.lua_filters = true
+          meta = true
+        end
+      end
+      if not redis and not meta then
         c:warn(obj, T.join("spec.hosts", i), string.format("accepted but not enforced: %s has no redis "
-          .. "port, and Lua filters run on Redis services only so far (MetaProtocol and TCP: not yet)", host))
+          .. "or metaprotocol port, and Lua filters run on Redis and MetaProtocol services only (TCP: "
+          .. "not yet)", host))
       end
     end
   end

@@ -20,7 +20,35 @@ local function check_redis(redis, report)
       report(T.join("discoveryEndpoints", i), string.format("%q is not host:port", e))
     end
   end
+  local s = redis.sentinel
+  if s then
+    if redis.mode == "CLUSTER" then
+      report("sentinel", "Sentinel names the master of a primary/replica set: it needs mode PROXY, "
+        .. "not CLUSTER")
+    end
+    if type(s.masterName) == "string" and (#s.masterName > 200 or s.masterName:find("[%s%c]")) then
+      report("sentinel.masterName", "a Sentinel master name is at most 200 characters, without "
+        .. "spaces or control characters")
+    end
+    if not s.addresses or #s.addresses == 0 then
+      report("sentinel.addresses", "at least one Sentinel host:port is required")
+    end
+    for i, e in ipairs(s.addresses or {}) do
+      if not compiler.split_host_port(e) then
+        report(T.join("sentinel.addresses", i), string.format("%q is not host:port", e))
+      end
+    end
+  end
 end
+
+-- redis.sentinel (a meltemi extension; Aeraki's API has no Sentinel field): the Sentinels
+-- that name the service's master, the master's name among them, and the proxy's password
+-- towards the Sentinels (a Sentinel's requirepass, not the data nodes').
+local sentinel = T.obj({
+  masterName = T.str{ required = true, non_empty = true },
+  addresses = T.list(T.str()),
+  auth = shapes.auth,
+})
 
 K.schema = shapes.document({
   spec = T.obj({
@@ -32,6 +60,7 @@ K.schema = shapes.document({
           mode = T.enum({ "PROXY", "CLUSTER" }),
           auth = shapes.auth,
           discoveryEndpoints = T.list(T.str()),
+          sentinel = sentinel,
         }, { check = check_redis }),
       }),
     }),
@@ -45,6 +74,10 @@ K.consumed = {
   "spec.trafficPolicy.connectionPool.tcp.maxConnections",
   "spec.trafficPolicy.connectionPool.redis.mode", "spec.trafficPolicy.connectionPool.redis.auth",
   "spec.trafficPolicy.connectionPool.redis.discoveryEndpoints",
+  -- Sentinel discovery (runtime/proxy/redis/sentinel.c)
+  "spec.trafficPolicy.connectionPool.redis.sentinel.masterName",
+  "spec.trafficPolicy.connectionPool.redis.sentinel.addresses",
+  "spec.trafficPolicy.connectionPool.redis.sentinel.auth",
 }
 K.unenforced = {}
 for _, f in ipairs({ "tcpKeepalive", "maxConnectionDuration", "idleTimeout" }) do
@@ -70,6 +103,20 @@ function K.build(obj, c)
     c:warn(obj, "spec.trafficPolicy.connectionPool.redis.discoveryEndpoints", "accepted but not enforced: "
       .. "discovery endpoints seed CLUSTER mode; PROXY mode uses the service's endpoints")
   end
+  local sentinel_conf
+  if redis.sentinel then
+    local s = redis.sentinel
+    local addrs = {}
+    for _, e in ipairs(s.addresses or {}) do
+      local h, p = compiler.split_host_port(e)
+      addrs[#addrs + 1] = { address = h, port = p }
+    end
+    sentinel_conf = { master_name = s.masterName, addresses = addrs }
+    if s.auth then
+      sentinel_conf.auth = c:resolve_auth(obj, "spec.trafficPolicy.connectionPool.redis.sentinel.auth",
+        s.auth)
+    end
+  end
   local applied = false
   local ports = {}
   for port in pairs(c.clusters_by_host[host]) do ports[#ports + 1] = port end
@@ -82,6 +129,12 @@ function K.build(obj, c)
       cl.redis.mode = redis.mode or "PROXY"
       cl.redis.auth = auth
       cl.redis.discovery_endpoints = discovery
+      cl.redis.sentinel = sentinel_conf
+      if sentinel_conf and #(cl.endpoints or {}) > 0 then
+        c:warn(obj, "spec.trafficPolicy.connectionPool.redis.sentinel", string.format(
+          "%s port %s: the Sentinels name the master and replicas; the service's %d endpoint(s) "
+          .. "are not used", host, tostring(port), #cl.endpoints))
+      end
     end
   end
   if not applied then

@@ -122,6 +122,11 @@ typedef struct mt_meta_listener_conf {
      * "interface"/"method" (error texts). Request decoders store only these (codec.h). */
     mt_attr_filter_t want;
     struct mt_meta_methods *methods; /* per-method counts (meta_methods.h); NULL: none */
+    /* A LuaFilter runs on this listener (listener.metaprotocol.lua_filters): workers load
+     * their Lua filters only when some listener has one. A filter may read any attribute;
+     * what want leaves out it finds by decoding the frame again (meta_lua.c), so want stays
+     * as cheap as the listener's C readers need. */
+    bool lua_filtered;
 } mt_meta_listener_conf_t;
 
 static inline mt_meta_cluster_conf_t *mt_meta_cluster(const mt_cluster_conf_t *c)

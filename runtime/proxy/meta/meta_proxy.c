@@ -32,6 +32,7 @@
 #include "runtime/core/session.h"
 #include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
+#include "runtime/proxy/meta/meta_lua.h"
 #include "runtime/proxy/meta/meta_methods.h"
 #include "runtime/proxy/meta/meta_router.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
@@ -85,9 +86,10 @@ struct meta_req {
     int64_t last_ep;                   /* endpoint of the last try: a retry prefers another */
     uint32_t rr_index;
     uint32_t tries_left;
-    mt_timer_t delay_timer; /* fault.delay: pending while the request is held */
+    mt_timer_t delay_timer; /* fault.delay or a filter's ctx:delay: pending while held */
     bool delayed;
     bool done;
+    bool resp_filter; /* its listener's Lua filters look at the reply (on_response) */
 };
 
 /* Per worker view of one endpoint of a cluster: its pooled connections. */
@@ -163,6 +165,7 @@ typedef struct meta_worker {
     bool emsg_init;
     uint64_t mutation_warnings;       /* "request mutation not applied": logged once per worker */
     mt_meta_match_data_t *match_data; /* regex route matches */
+    mt_meta_lua_t lua;                /* LuaFilter on_request / on_response (meta_lua.h) */
 } meta_worker_t;
 
 static meta_worker_t *mw_of(mt_worker_t *w)
@@ -887,6 +890,62 @@ static void up_on_request(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg)
         mt_worker_schedule_flush(mw->w, &u->base.out);
 }
 
+/* The reply to r re-encoded with its filters' mutation (first: a codec applies the first item
+ * of a key) and its route's responseMutation; false when the codec cannot carry it. */
+static bool up_reply_mutated(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_msg_t *msg,
+                             const mt_meta_verdict_t *fv)
+{
+    const mt_meta_route_t *rt = r->route;
+    size_t n_route = rt ? rt->n_response_mutation : 0, n = fv->n_sets + n_route;
+    mt_attr_t small[32], *items = n <= 32 ? small : malloc(sizeof(*items) * n);
+    if (!items)
+        return false;
+    memcpy(items, fv->sets, sizeof(*items) * fv->n_sets);
+    if (n_route)
+        memcpy(items + fv->n_sets, rt->response_mutation, sizeof(*items) * n_route);
+    mt_mutation_t mut = {items, n};
+    mt_wbuf_t *o = &mw->scratch;
+    o->len = 0;
+    mt_codec_err_t err = {0};
+    bool ok = u->codec->encode(msg, &mut, o, &err) == MT_OK;
+    if (items != small)
+        free(items);
+    if (!ok) {
+        mt_debug("Lua filter: response mutation not applied: %s", err.text);
+        return false;
+    }
+    req_deliver_copy(mw, r, o->data, o->len, meta_response_code(r->sess, msg));
+    return true;
+}
+
+/* The on_response filters of r's listener look at the reply: true when they answered it (a
+ * native error instead, or the reply with their mutation). A session that has not seen the
+ * live snapshot yet (between two of its frames) has no filters of that generation. */
+static bool up_reply_filtered(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_msg_t *msg)
+{
+    meta_sess_t *s = r->sess;
+    if (s->base.snap != mw->w->snap || !mt_meta_lua_has_response(&mw->lua, s->base.li))
+        return false;
+    double ms = (double)(mw->w->now_ns - r->start_ns) / 1e6;
+    mt_meta_lua_response(&mw->lua, s->base.li, msg, r->op, ms, s->base.id);
+    const mt_meta_verdict_t *fv = &mw->lua.verdict;
+    if (!fv->has_error)
+        return fv->n_sets && up_reply_mutated(mw, u, r, msg, fv);
+    mt_stat_add(s->base.conf->stats, mw->w->id, MT_ST_REQUEST_ERRORS, 1);
+    mt_wbuf_t *o = &mw->scratch;
+    o->len = 0;
+    if (req_error_bytes(mw, r, s->codec, fv->error_kind, fv->error_text, o) != 0 || !o->len) {
+        sess_unlink(s, r);
+        req_free(mw, r);
+        mt_session_close(&s->base);
+        return true;
+    }
+    if (!fv->failed)
+        r->rflags |= MT_RF_RBAC;
+    req_deliver_copy(mw, r, o->data, o->len, meta_error_code(s, fv->error_kind));
+    return true;
+}
+
 /* The reply bytes for r, with its route's responseMutation when the codec can carry it. */
 static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_msg_t *msg,
                      uint8_t *frame, size_t len)
@@ -903,6 +962,8 @@ static void up_reply(meta_worker_t *mw, meta_up_t *u, meta_req_t *r, const mt_ms
         req_fail(mw, r, MT_ERR_BAD_RESPONSE, "meltemi: cannot restore the request id");
         return;
     }
+    if (MT_UNLIKELY(r->resp_filter) && up_reply_filtered(mw, u, r, msg))
+        return;
     const mt_meta_route_t *rt = r->route;
     if (rt && rt->n_response_mutation) {
         mt_mutation_t mut = {rt->response_mutation, rt->n_response_mutation};
@@ -1190,17 +1251,14 @@ static meta_up_t *sess_upstream(meta_sess_t *s, const mt_msg_t *msg, const meta_
     return u;
 }
 
-/* A fire-and-forget copy of bytes to the route's mirror; nobody waits for its reply. */
-static void sess_mirror(meta_sess_t *s, const mt_meta_route_t *route, const mt_msg_t *msg,
-                        const uint8_t *p, size_t len)
+/* A fire-and-forget copy of bytes to endpoint set ss (round-robin cursor rr_index) of cluster
+ * c; nobody waits for its reply. */
+static void sess_mirror_to(meta_sess_t *s, const mt_cluster_conf_t *c, const mt_meta_subset_t *ss,
+                           uint32_t rr_index, const mt_msg_t *msg, const uint8_t *p, size_t len)
 {
     meta_worker_t *mw = mw_of(s->base.w);
-    const mt_meta_dest_t *d = route->mirror;
-    if (!mt_meta_mirror_roll(d->percentage, mw_rand(mw)))
-        return;
-    const mt_meta_subset_t *ss = mt_meta_dest_subset(d);
-    meta_cluster_t *mc = ss ? meta_cluster_get(mw, d->cluster, s->codec) : NULL;
-    int64_t ep = mc ? meta_pick(mw, mc, ss, subset_rr_index(d), msg, s, -1) : -1;
+    meta_cluster_t *mc = ss ? meta_cluster_get(mw, c, s->codec) : NULL;
+    int64_t ep = mc ? meta_pick(mw, mc, ss, rr_index, msg, s, -1) : -1;
     const char *why = NULL;
     meta_up_t *u = ep >= 0 ? up_for(mw, &mc->eps[ep], mw_rand(mw), &why) : NULL;
     meta_req_t *r = u && msg->expects_reply ? req_new(mw) : NULL;
@@ -1218,8 +1276,58 @@ static void sess_mirror(meta_sess_t *s, const mt_meta_route_t *route, const mt_m
     if (!ok) {
         if (r && !r->up)
             req_free(mw, r);
-        if (d->cluster)
-            mt_stat_add(d->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        if (c)
+            mt_stat_add(c->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+    }
+}
+
+/* The route's mirror, for its percentage of requests. */
+static void sess_mirror(meta_sess_t *s, const mt_meta_route_t *route, const mt_msg_t *msg,
+                        const uint8_t *p, size_t len)
+{
+    const mt_meta_dest_t *d = route->mirror;
+    if (!mt_meta_mirror_roll(d->percentage, mw_rand(mw_of(s->base.w))))
+        return;
+    sess_mirror_to(s, d->cluster, mt_meta_dest_subset(d), subset_rr_index(d), msg, p, len);
+}
+
+/* The endpoint set named `name` of cluster c (NULL name: all of it) and its round-robin
+ * cursor; NULL when c defines no such subset. */
+static const mt_meta_subset_t *meta_subset_named(const mt_cluster_conf_t *c, const char *name,
+                                                 uint32_t *rr_index)
+{
+    const mt_meta_cluster_conf_t *cm = mt_meta_cluster(c);
+    *rr_index = 0;
+    if (!cm)
+        return NULL;
+    if (!name)
+        return &cm->all;
+    for (uint32_t i = 0; i < cm->n_subsets; i++) {
+        if (cm->subsets[i].name && strcmp(cm->subsets[i].name, name) == 0) {
+            *rr_index = i + 1;
+            return &cm->subsets[i];
+        }
+    }
+    return NULL;
+}
+
+/* The snapshot cluster of a filter's destination (1-based index), or NULL. */
+static const mt_cluster_conf_t *meta_filter_cluster(const meta_sess_t *s, uint32_t idx)
+{
+    const mt_snapshot_t *snap = s->base.snap;
+    return idx >= 1 && idx <= snap->n_clusters ? &snap->clusters[idx - 1] : NULL;
+}
+
+/* The copies a filter asked for (ctx:mirror), each to every request it decided. */
+static void sess_filter_mirrors(meta_sess_t *s, const mt_meta_verdict_t *fv, const mt_msg_t *msg,
+                                const uint8_t *p, size_t len)
+{
+    for (uint32_t i = 0; i < fv->n_mirrors; i++) {
+        const mt_cluster_conf_t *c = meta_filter_cluster(s, fv->mirrors[i].cluster);
+        uint32_t rr = 0;
+        const mt_meta_subset_t *ss = c ? meta_subset_named(c, fv->mirrors[i].subset, &rr) : NULL;
+        if (ss)
+            sess_mirror_to(s, c, ss, rr, msg, p, len);
     }
 }
 
@@ -1355,15 +1463,23 @@ static uint32_t sess_timeout_ms(const meta_sess_t *s, const mt_meta_route_t *rt)
 
 static void req_delay_fired(mt_timer_t *t);
 
-static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_t *t)
+/* fv: the verdict of the listener's Lua filters (NULL: none ran): their delay, mutation and
+ * mirrors come with the route's own. */
+static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_t *t,
+                         const mt_meta_verdict_t *fv)
 {
     meta_worker_t *mw = mw_of(s->base.w);
     mt_worker_t *w = s->base.w;
     s->cur_dest = t->cluster;
     const mt_meta_route_t *rt = t->route;
-    /* fault.delay holds two-way requests (a oneway one has no record to hold it in) */
-    bool delay = rt && rt->delay_ms && msg->expects_reply &&
-                 mt_meta_mirror_roll(rt->delay_percentage, mw_rand(mw));
+    /* fault.delay and ctx:delay hold two-way requests (a oneway one has no record to hold
+     * it in); a filter's delay comes first, the route's fault is not rolled then */
+    uint32_t delay_ms = fv && fv->delay_ms ? fv->delay_ms : 0;
+    if (!delay_ms && rt && rt->delay_ms && mt_meta_mirror_roll(rt->delay_percentage, mw_rand(mw)))
+        delay_ms = rt->delay_ms;
+    bool delay = delay_ms && msg->expects_reply;
+    if (delay && fv && fv->delay_ms)
+        s->cur_flags |= MT_RF_DI;
     meta_up_t *u = NULL;
     if (!delay && !(u = sess_upstream(s, msg, t)))
         return;
@@ -1376,16 +1492,23 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
                   meta_trace_begin(s, msg, &tc);
     mt_attr_t items_small[16], *items = NULL;
     char tp[56], tid[33], sid[17], pid[17];
-    size_t n_items = rt ? rt->n_request_mutation : 0;
-    if (traced) {
-        items = n_items + 5 <= 16 ? items_small : malloc(sizeof(*items) * (n_items + 5));
+    size_t n_route = rt ? rt->n_request_mutation : 0, n_filter = fv ? fv->n_sets : 0;
+    size_t n_items = n_route;
+    if (traced || n_filter) {
+        /* the filter's items first: a codec applies the first item of a key */
+        size_t need = n_filter + n_route + 5;
+        items = need <= 16 ? items_small : malloc(sizeof(*items) * need);
         if (!items) {
             mt_session_close(&s->base);
             return;
         }
-        if (n_items)
-            memcpy(items, rt->request_mutation, sizeof(*items) * n_items);
-        n_items += meta_trace_headers(&tc, items + n_items, tp, tid, sid, pid);
+        if (n_filter)
+            memcpy(items, fv->sets, sizeof(*items) * n_filter);
+        if (n_route)
+            memcpy(items + n_filter, rt->request_mutation, sizeof(*items) * n_route);
+        n_items = n_filter + n_route;
+        if (traced)
+            n_items += meta_trace_headers(&tc, items + n_items, tp, tid, sid, pid);
     }
     if (n_items) {
         mt_mutation_t mut = {items ? items : rt->request_mutation, n_items};
@@ -1395,13 +1518,16 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
             p = mw->scratch.data;
             len = mw->scratch.len;
             copy = true;
-        } else if (err.code == MT_CODEC_E_NO_MUTABLE_HEADERS) {
+        } else if (err.code == MT_CODEC_E_NO_MUTABLE_HEADERS && !n_filter) {
             if (rt && rt->n_request_mutation)
                 warn_no_mutation(mw, rt, &err);
         } else {
             char text[ERR_TEXT];
             snprintf(text, sizeof(text), "meltemi: %s%s: request mutation failed: %s",
-                     rt ? "route " : "trace headers", rt && rt->name ? rt->name : "", err.text);
+                     n_filter ? "Lua filter"
+                     : rt     ? "route "
+                              : "trace headers",
+                     !n_filter && rt && rt->name ? rt->name : "", err.text);
             if (items && items != items_small)
                 free(items);
             sess_error_now(s, msg, MT_ERR_UNSPECIFIED, text);
@@ -1422,7 +1548,8 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         r->dest = t->cluster;
         r->set = meta_subset_set(s, t);
         r->subset_name = t->subset ? t->subset->name : NULL;
-        if (MT_UNLIKELY(s->base.snap->access_log != NULL || traced))
+        r->resp_filter = mt_meta_lua_has_response(&mw->lua, s->base.li);
+        if (MT_UNLIKELY(s->base.snap->access_log != NULL || traced || r->resp_filter))
             msg_method(msg, r->op, sizeof(r->op));
         if (traced) {
             r->trace = tc;
@@ -1434,12 +1561,12 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         req_set_deadlines(r, NULL, sess_timeout_ms(s, rt), mt_worker_now_ms(w));
         mt_buf_ref(s->base.rbuf);
         r->frame = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
-        if (rt && (rt->n_response_mutation || rt->retry_attempts || delay)) {
+        if ((rt && (rt->n_response_mutation || rt->retry_attempts)) || delay) {
             r->route = rt;
             r->snap = mt_snapshot_ref(s->base.snap);
         }
-        if (rt && (rt->retry_attempts || delay)) {
-            r->tries_left = rt->retry_attempts;
+        if ((rt && rt->retry_attempts) || delay) {
+            r->tries_left = rt ? rt->retry_attempts : 0;
             r->cluster = t->cluster;
             r->endpoints = t->subset;
             r->rr_index = t->rr_index;
@@ -1455,9 +1582,11 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
     /* the mirror copies the bytes before a multiplexed send rewrites their id in place */
     if (rt && rt->mirror)
         sess_mirror(s, rt, msg, p, len);
+    if (MT_UNLIKELY(fv && fv->n_mirrors))
+        sess_filter_mirrors(s, fv, msg, p, len);
     if (delay) {
         r->delayed = true;
-        mt_timer_start(&w->timers, &r->delay_timer, rt->delay_ms, req_delay_fired);
+        mt_timer_start(&w->timers, &r->delay_timer, delay_ms, req_delay_fired);
         sess_push(s, r);
         return;
     }
@@ -1746,6 +1875,48 @@ static bool sess_authorized(meta_sess_t *s, const mt_msg_t *msg)
     return mt_session_authorize(&s->base, &r);
 }
 
+/* The destination a filter chose (ctx:route) into t: the MetaRouter route that matches still
+ * gives its policies (timeout, retries, mutations, mirror, faults), not its destination; with
+ * none matching the request goes there plainly. False after answering msg with a native error
+ * (no such cluster or subset). */
+static bool sess_route_filtered(meta_sess_t *s, const mt_msg_t *msg, const mt_meta_verdict_t *fv,
+                                meta_target_t *t)
+{
+    meta_worker_t *mw = mw_of(s->base.w);
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
+    memset(t, 0, sizeof(*t));
+    t->route = lc && lc->n_routes ? mt_meta_route_find(lc, msg, mw->match_data) : NULL;
+    t->cluster = meta_filter_cluster(s, fv->route.cluster);
+    t->subset = t->cluster ? meta_subset_named(t->cluster, fv->route.subset, &t->rr_index) : NULL;
+    if (t->subset)
+        return true;
+    char text[ERR_TEXT];
+    snprintf(text, sizeof(text), "meltemi: Lua filter route: %s%s%s is not defined",
+             t->cluster ? t->cluster->name : "?", fv->route.subset ? " subset " : "",
+             fv->route.subset ? fv->route.subset : "");
+    sess_error_now(s, msg, MT_ERR_CLUSTER_NOT_FOUND, text);
+    return false;
+}
+
+/* A request of a listener with Lua filters: on_request decides first (docs/lua-filters.md),
+ * then the MetaRouter route (or the filter's destination), fault abort, forward. */
+static void sess_filtered(meta_sess_t *s, const mt_msg_t *msg)
+{
+    meta_worker_t *mw = mw_of(s->base.w);
+    mt_meta_lua_request(&mw->lua, s->base.li, msg, s->base.id);
+    const mt_meta_verdict_t *fv = &mw->lua.verdict;
+    if (fv->has_error) {
+        if (!fv->failed)
+            s->cur_flags |= MT_RF_RBAC; /* Istio's flag of a denied request */
+        sess_error_now(s, msg, fv->error_kind, fv->error_text);
+        return;
+    }
+    meta_target_t t;
+    bool routed = fv->route.cluster ? sess_route_filtered(s, msg, fv, &t) : sess_route(s, msg, &t);
+    if (routed && !sess_fault_abort(s, msg, t.route))
+        sess_forward(s, msg, &t, fv);
+}
+
 static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_worker_t *w = s->base.w;
@@ -1785,9 +1956,13 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
     }
     if (!sess_rate_allows(s, msg))
         return;
+    if (MT_UNLIKELY(mt_meta_lua_has_chain(&mw->lua, s->base.li)) && s->base.snap == w->snap) {
+        sess_filtered(s, msg);
+        return;
+    }
     meta_target_t t;
     if (sess_route(s, msg, &t) && !sess_fault_abort(s, msg, t.route))
-        sess_forward(s, msg, &t);
+        sess_forward(s, msg, &t, NULL);
 }
 
 /* ---- session shell hooks ------------------------------------------------------------------ */
@@ -1837,6 +2012,7 @@ static void sess_on_close(mt_session_t *base)
             req_free(mw, r);
     }
     s->head = s->tail = NULL;
+    mt_meta_lua_conn_closed(&mw->lua, base->id); /* its ctx.conn goes (no-op without filters) */
     while (s->streams.head) { /* the client is gone: its streams are reset upstream */
         stream_reset_up(mw, s->streams.head);
         stream_end(mw, s->streams.head);
@@ -2038,7 +2214,14 @@ static int meta_worker_start(mt_worker_t *w)
         return -1;
     }
     w->proxy[MT_PROTO_META] = mw;
+    mt_meta_lua_open(&mw->lua, w);
     return 0;
+}
+
+/* A new snapshot: its LuaFilters on metaprotocol listeners (none: no Lua is entered). */
+static void meta_snapshot_applied(mt_worker_t *w)
+{
+    mt_meta_lua_apply(&mw_of(w)->lua);
 }
 
 /* A drain waits until pooled upstream connections are closed and clusters released. */
@@ -2071,6 +2254,7 @@ static void meta_worker_free(mt_worker_t *w)
     if (mw->emsg_init)
         mt_msg_free(&mw->emsg);
     mt_meta_match_data_free(mw->match_data);
+    mt_meta_lua_close(&mw->lua);
     free(mw);
     w->proxy[MT_PROTO_META] = NULL;
 }
@@ -2080,6 +2264,7 @@ const mt_proxy_ops_t mt_proxy_meta = {
     .protocol = MT_PROTO_META,
     .worker_start = meta_worker_start,
     .accept = meta_accept,
+    .snapshot_applied = meta_snapshot_applied,
     .tick = meta_tick,
     .busy = meta_busy,
     .worker_stop = meta_worker_stop,

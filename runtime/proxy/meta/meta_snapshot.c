@@ -563,6 +563,9 @@ int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_con
         return -1;
     }
     int mp = lua_gettop(L);
+    /* meltemi.kinds.lua_filter marks the listeners its filters run on (meta_lua.c loads the
+     * filters only when one is marked; their reads outside want re-decode the frame). */
+    ml->lua_filtered = mt_snap_field_bool(L, mp, "lua_filters", false);
     int64_t tmo = mt_snap_field_int(L, mp, "request_timeout_ms", META_DEFAULT_REQUEST_TIMEOUT_MS);
     ml->request_timeout_ms = tmo > 0 ? (uint32_t)tmo : META_DEFAULT_REQUEST_TIMEOUT_MS;
     int rc = 0;

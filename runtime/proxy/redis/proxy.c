@@ -23,13 +23,21 @@ static void redis_tick(mt_worker_t *w, uint64_t now_ms)
     for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
         if (mt_rtopo(c))
             mt_rcluster_tick(c, now_ms);
+        else if (MT_UNLIKELY(mt_redis_cluster(c->conf)->sentinel_master != NULL))
+            mt_rsentinel_tick(c, now_ms);
     }
+    for (mt_wcluster_t *c = w->retired; c; c = c->next)
+        mt_rsentinel_stop(c); /* a retired cluster's Sentinel connections close */
     mt_upstream_tick(w, MT_PROTO_REDIS, now_ms); /* op timeouts: the shell's deadline timer */
 }
 
 static void redis_worker_stop(mt_worker_t *w)
 {
     mt_rpubsub_stop(w);
+    for (mt_wcluster_t *c = w->clusters; c; c = c->next)
+        mt_rsentinel_stop(c);
+    for (mt_wcluster_t *c = w->retired; c; c = c->next)
+        mt_rsentinel_stop(c);
     while (w->upstreams[MT_PROTO_REDIS])
         mt_rup_fail((mt_rup_t *)w->upstreams[MT_PROTO_REDIS], "ERR meltemi: proxy shutting down");
     mt_redis_worker_t *rw = mt_rw(w);
@@ -65,6 +73,11 @@ static int redis_worker_start(mt_worker_t *w)
 static void redis_snapshot_applied(mt_worker_t *w)
 {
     mt_bridge_apply(&mt_rw(w)->bridge);
+    /* Sentinel discovery starts now rather than at the next tick */
+    for (mt_wcluster_t *c = w->clusters; c; c = c->next) {
+        if (mt_redis_cluster(c->conf)->sentinel_master)
+            mt_rsentinel_tick(c, mt_worker_now_ms(w));
+    }
 }
 
 static void redis_worker_free(mt_worker_t *w)
@@ -80,9 +93,19 @@ static void redis_worker_free(mt_worker_t *w)
 
 static void redis_cluster_free(mt_wcluster_t *c)
 {
+    if (mt_rsentinel(c))
+        mt_rsentinel_free(c);
     if (mt_rtopo(c))
         mt_rcluster_free(mt_rtopo(c));
     c->proxy_state = NULL;
+}
+
+static void redis_cluster_status(mt_wcluster_t *c, FILE *f)
+{
+    if (mt_redis_cluster(c->conf)->sentinel_master)
+        mt_rsentinel_status(c, f);
+    else
+        mt_rcluster_status(c, f);
 }
 
 const mt_proxy_ops_t mt_proxy_redis = {
@@ -95,7 +118,7 @@ const mt_proxy_ops_t mt_proxy_redis = {
     .worker_stop = redis_worker_stop,
     .worker_free = redis_worker_free,
     .cluster_free = redis_cluster_free,
-    .cluster_status = mt_rcluster_status,
+    .cluster_status = redis_cluster_status,
     .read_cluster = mt_redis_read_cluster,
     .read_listener = mt_redis_read_listener,
     .free_cluster = mt_redis_free_cluster,

@@ -74,6 +74,13 @@ typedef struct mt_redis_cluster_conf {
     /* PROXY mode without roles: the consistent-hash ring keys are spread over (every
      * endpoint, MT_RING_POINTS each); n == 0 when the cluster has fewer than two. */
     mt_ring_t ring;
+    /* redis.sentinel (a meltemi extension, PROXY mode only): the master is the one the
+     * Sentinels name for sentinel_master (sentinel.c); NULL: no Sentinel. The sentinels are
+     * resolved like the seeds; sentinel_auth is what the proxy says to them. */
+    char *sentinel_master;
+    mt_endpoint_conf_t *sentinels;
+    uint32_t n_sentinels;
+    mt_auth_t sentinel_auth;
 } mt_redis_cluster_conf_t;
 
 /* What a cluster without a Redis part reads as (a snapshot where a Redis route names a

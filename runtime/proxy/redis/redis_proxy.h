@@ -12,6 +12,8 @@
  *   admin.c    administration: default refusals, deniedCommands, PROXY-mode fan-out
  *   pubsub.c   pub/sub: one upstream subscription per channel per worker, fanned out to the
  *              subscribed clients, on dedicated connections (a "hub" per endpoint)
+ *   sentinel.c Sentinel discovery: the master (c->eps) and replicas of a Sentinel-backed
+ *              cluster, +switch-master, on dedicated connections to the Sentinels
  *
  * Calls go down that list (session -> policy -> route -> upstream -> reply); redis_cluster.c
  * sits beside route.c (route.c hands it cluster-mode commands, it sends through upstream.c
@@ -180,10 +182,19 @@ static inline mt_redis_worker_t *mt_rw(mt_worker_t *w)
     return w->proxy[MT_PROTO_REDIS];
 }
 
-/* Redis Cluster mode: the slot map and nodes of a worker cluster (redis_cluster.c). */
+typedef struct mt_rsentinel mt_rsentinel_t;
+
+/* Redis Cluster mode: the slot map and nodes of a worker cluster (redis_cluster.c). A
+ * Sentinel-backed cluster (PROXY mode) keeps its Sentinel state there instead. */
 static inline mt_rtopo_t *mt_rtopo(const mt_wcluster_t *c)
 {
-    return c->proxy_state;
+    return MT_UNLIKELY(mt_redis_cluster(c->conf)->sentinel_master != NULL) ? NULL : c->proxy_state;
+}
+
+/* A Sentinel-backed cluster's state (sentinel.c), or NULL. */
+static inline mt_rsentinel_t *mt_rsentinel(const mt_wcluster_t *c)
+{
+    return MT_UNLIKELY(mt_redis_cluster(c->conf)->sentinel_master != NULL) ? c->proxy_state : NULL;
 }
 
 /* Compares a looked-up command with a lower-case name (not for the per-command hot path). */
@@ -376,6 +387,24 @@ void mt_rcluster_free(mt_rtopo_t *t);
 /* The master serving slot, or NULL while the slot map is not known (a refresh is asked). */
 mt_wendpoint_t *mt_rcluster_master_of(mt_wcluster_t *c, uint16_t slot);
 void mt_rcluster_split_free(mt_worker_t *w, mt_rsplit_t *sp);
+
+/* sentinel.c */
+/* The worker's tick for a Sentinel-backed cluster (also right after a snapshot is applied):
+ * starts discovery on first use, asks the Sentinels when due, keeps the subscription up. */
+void mt_rsentinel_tick(mt_wcluster_t *c, uint64_t now_ms);
+/* The cluster is retired or the worker stops: its Sentinel connections close for good. */
+void mt_rsentinel_stop(mt_wcluster_t *c);
+/* cluster_free: gives the cluster its configured endpoints back and frees the state. */
+void mt_rsentinel_free(mt_wcluster_t *c);
+/* A connection to ep failed: if ep is the master, the Sentinels are asked again soon. */
+void mt_rsentinel_node_failed(mt_wcluster_t *c, const mt_wendpoint_t *ep);
+/* The error reply for a command while no master is known (all Sentinels down...), in buf. */
+const char *mt_rsentinel_no_master(mt_wcluster_t *c, char *buf, size_t n);
+/* A read under readPolicy (not MASTER): a replica the Sentinels listed, or the master; NULL
+ * when REPLICA finds no healthy replica. */
+mt_wendpoint_t *mt_rsentinel_read_endpoint(mt_wcluster_t *c, mt_read_policy_t policy);
+/* The admin's /clusters part: master name, master, replicas, Sentinels, last error. */
+void mt_rsentinel_status(mt_wcluster_t *c, FILE *f);
 
 /* pubsub.c */
 /*

@@ -52,6 +52,30 @@ static void redis_read_discovery(lua_State *L, int rt, mt_redis_cluster_conf_t *
     lua_pop(L, 1);
 }
 
+/* redis.sentinel: { master_name =, addresses = { {address=, port=}, ... }, auth = } (the
+ * compiler checked it: a master name and at least one address). */
+static void redis_read_sentinel(lua_State *L, int rt, mt_redis_cluster_conf_t *rc)
+{
+    if (!mt_snap_field_table(L, rt, "sentinel"))
+        return;
+    int st = lua_gettop(L);
+    rc->sentinel_master = mt_snap_field_str(L, st, "master_name");
+    mt_snap_field_auth(L, st, "auth", &rc->sentinel_auth);
+    if (mt_snap_field_table(L, st, "addresses")) {
+        int at = lua_gettop(L);
+        size_t n = lua_objlen(L, at);
+        rc->sentinels = calloc(n ? n : 1, sizeof(*rc->sentinels));
+        for (size_t i = 0; rc->sentinels && i < n; i++) {
+            lua_rawgeti(L, at, (int)i + 1);
+            if (lua_istable(L, -1))
+                mt_snap_endpoint(L, lua_gettop(L), "sentinel", &rc->sentinels[rc->n_sentinels++]);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
 /* Whether the endpoint table at index ep is labelled as a replica. */
 static bool redis_endpoint_is_replica(lua_State *L, int ep)
 {
@@ -107,6 +131,7 @@ static int redis_read_cluster_fields(lua_State *L, int t, mt_cluster_conf_t *c, 
     free(mode);
     mt_snap_field_auth(L, rt, "auth", &rc->auth);
     redis_read_discovery(L, rt, rc);
+    redis_read_sentinel(L, rt, rc);
     lua_pop(L, 1);
     return 0;
 }
@@ -145,6 +170,11 @@ void mt_redis_free_cluster(mt_cluster_conf_t *c)
     for (uint32_t i = 0; i < rc->n_discovery; i++)
         mt_endpoint_conf_free(&rc->discovery[i]);
     free(rc->discovery);
+    for (uint32_t i = 0; i < rc->n_sentinels; i++)
+        mt_endpoint_conf_free(&rc->sentinels[i]);
+    free(rc->sentinels);
+    free(rc->sentinel_master);
+    mt_auth_free(&rc->sentinel_auth);
     free(rc->replica);
     mt_ring_free(&rc->ring);
     mt_auth_free(&rc->auth);

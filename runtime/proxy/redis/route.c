@@ -85,6 +85,11 @@ mt_wendpoint_t *mt_rroute_channel(mt_wcluster_t *c, const resp_arg_t *channel)
 mt_wendpoint_t *mt_rroute_endpoint(mt_wcluster_t *c, const redis_command_t *cmd,
                                    const resp_request_t *req, mt_read_policy_t policy, bool hashtag)
 {
+    /* Sentinel: c->eps is the master alone; reads a readPolicy sends elsewhere pick from the
+     * replicas the Sentinels listed */
+    if (MT_UNLIKELY(policy != MT_READ_MASTER) && mt_rsentinel(c) &&
+        (cmd->flags & REDIS_CMD_READONLY) && !(cmd->flags & REDIS_CMD_WRITE))
+        return mt_rsentinel_read_endpoint(c, policy);
     if (c->n_eps == 1)
         return c->eps[0];
     if (MT_UNLIKELY(cmd->flags & REDIS_CMD_PUBSUB) && mt_rcmd_is(cmd, "publish"))
@@ -134,6 +139,11 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
                     const resp_request_t *req, const char *frame, uint64_t hold_until_ms)
 {
     char text[400];
+    if (MT_UNLIKELY(c && c->n_eps == 0 && mt_rsentinel(c))) {
+        s->cmd_flags |= MT_RF_UH;
+        mt_rsess_reply_error_at(s, mt_rsentinel_no_master(c, text, sizeof(text)), hold_until_ms);
+        return;
+    }
     if (!c || c->n_eps == 0) {
         s->cmd_flags |= c ? MT_RF_UH : MT_RF_NR;
         snprintf(text, sizeof(text), "ERR meltemi: no upstream host for %s",

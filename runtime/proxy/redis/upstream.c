@@ -63,6 +63,7 @@ void mt_rup_fail(mt_rup_t *u, const char *text)
     u->tail = NULL;
     mt_wendpoint_t *ep = u->base.ep;
     mt_upstream_close(&u->base);
+    mt_rsentinel_node_failed(c, ep); /* the master gone: the Sentinels are asked soon */
     if (mt_rtopo(c)) {
         if (topology_lost)
             mt_rcluster_topology_failed(c, text);

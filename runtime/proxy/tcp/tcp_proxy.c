@@ -5,12 +5,16 @@
  * other side has more than TCP_MAX_QUEUED bytes waiting. The upstream connection is the
  * upstream shell's (core/upstream.h), a dedicated one per client (mt_upstream_connect): the
  * shell creates, connects, reads and closes the socket; this file relays.
+ *
+ * Kafka and ZooKeeper ports are relayed the same way; their bytes are also shown to a
+ * passive decoder for request metrics (tcp_observe.h).
  */
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
 #include "runtime/core/session.h"
 #include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
+#include "runtime/proxy/tcp/tcp_observe.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -40,6 +44,7 @@ typedef struct mt_tsess {
     tcp_dir_t d2u, u2d;
     mt_wcluster_t *cluster;
     mt_wendpoint_t *own_ep; /* a passthrough's endpoint, its original destination: freed with t */
+    tcp_observer_t *obs;    /* Kafka / ZooKeeper metrics, or NULL: plain TCP */
     bool connected;
     bool closing;
     int open_handles; /* the client's and, from its on_open to its on_closed, the upstream's */
@@ -65,6 +70,7 @@ static void tsess_handle_closed(uv_handle_t *h)
         mt_buf_unref(&w->pool, t->d2u.rbuf);
     if (t->own_ep)
         mt_wendpoint_free(t->own_ep); /* its upstream connection is closed: nothing refers to it */
+    tcp_observer_free(t->obs);
     mt_session_release(&t->base);
     free(t);
 }
@@ -191,6 +197,10 @@ static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     b->last += nread;
     mt_session_count_received(&t->base, (uint64_t)nread);
     t->base.received_bytes += (uint64_t)nread;
+    if (t->obs) {
+        t->base.w->now_ns = uv_hrtime(); /* requests start at their read (plain TCP has none) */
+        tcp_observe(t->obs, true, p, (size_t)nread);
+    }
     dir_relay(t, d, b, p, (size_t)nread);
 }
 
@@ -239,6 +249,8 @@ static void tcp_up_on_data(mt_upstream_t *u)
     mt_buf_t *b = u->rbuf;
     if (t->closing || b->last == b->pos)
         return;
+    if (t->obs)
+        tcp_observe(t->obs, false, b->pos, (size_t)(b->last - b->pos));
     dir_relay(t, &t->u2d, b, b->pos, (size_t)(b->last - b->pos));
 }
 
@@ -347,6 +359,7 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
         return;
     t->cluster = l->cluster;
     t->open_handles = 1;
+    t->obs = tcp_observer_new(w, t->base.conf);
     t->d2u.t = t->u2d.t = t;
     t->d2u.from = &t->base.tcp;
     t->u2d.to = &t->base.tcp;
