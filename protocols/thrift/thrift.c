@@ -193,6 +193,16 @@ static mt_status_t thrift_fill_msg(mt_msg_t *m, const uint8_t *frame, size_t fra
         mt_msg__add_attr(m, MT_STR("message_type"), thrift_type_names[h->type]) != MT_OK ||
         (seq.ptr != NULL && mt_msg__add_attr(m, MT_STR("seq_id"), seq) != MT_OK))
         return thrift_nomem(err);
+    /* an EXCEPTION's status: its TApplicationException type by Apache Thrift's name, as
+     * Dubbo's status is its status byte (Istio's response_code); "EXCEPTION" when the struct
+     * has no type this reader knows */
+    if (h->type == THRIFT_EXCEPTION && mt_msg__wants(m, "status", 6)) {
+        const char *name = thrift_appex_type_name(
+            thrift_read_app_exception_type(p, frame, h->body_off, frame_len));
+        mt_str_t st = name ? (mt_str_t){name, strlen(name)} : MT_STR("EXCEPTION");
+        if (mt_msg__add_attr(m, MT_STR("status"), st) != MT_OK)
+            return thrift_nomem(err);
+    }
     return MT_OK;
 }
 

@@ -124,6 +124,14 @@ mt_status_t thrift_write_msg_header(mt_wbuf_t *out, thrift_protocol_t p, mt_str_
 mt_status_t thrift_write_app_exception(mt_wbuf_t *out, thrift_protocol_t p, mt_str_t message,
                                        int32_t type);
 
+/* The type (field 2) of the TApplicationException struct in buf[pos, end) of an EXCEPTION
+ * message, or -1 when it has none or is not that struct. Reads only; never past end. */
+int32_t thrift_read_app_exception_type(thrift_protocol_t p, const uint8_t *buf, size_t pos,
+                                       size_t end);
+/* Apache Thrift's name of a TApplicationException type ("UNKNOWN_METHOD"); NULL for a type
+ * it does not define. */
+const char *thrift_appex_type_name(int32_t type);
+
 /* Maps a proxy error kind to a TApplicationException type. */
 int32_t thrift_appex_type_for_error(mt_error_kind_t kind);
 

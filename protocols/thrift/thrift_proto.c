@@ -579,6 +579,86 @@ mt_status_t thrift_write_app_exception(mt_wbuf_t *out, thrift_protocol_t p, mt_s
     return rc == MT_OK ? mt_wbuf_append_u8(out, THRIFT_T_STOP) : rc;
 }
 
+/* Binary protocol: TApplicationException's fields in [pos, end); the type, or -1. */
+static int32_t thrift_appex_type_binary(const uint8_t *buf, size_t pos, size_t end)
+{
+    while (pos + 1 <= end && buf[pos] != THRIFT_T_STOP) {
+        if (pos + 3 > end)
+            return -1;
+        uint8_t type = buf[pos];
+        uint16_t id = (uint16_t)(buf[pos + 1] << 8 | buf[pos + 2]);
+        pos += 3;
+        if (type == THRIFT_T_I32 && pos + 4 <= end) {
+            uint32_t v = thrift_be32(buf + pos);
+            if (id == 2)
+                return (int32_t)v;
+            pos += 4;
+        } else if (type == THRIFT_T_STRING && pos + 4 <= end) {
+            uint32_t n = thrift_be32(buf + pos);
+            if (n > end - pos - 4)
+                return -1;
+            pos += 4 + (size_t)n;
+        } else {
+            return -1; /* not a field TApplicationException has */
+        }
+    }
+    return -1;
+}
+
+/* Compact protocol: the same, with its field headers (delta or zigzag id) and varints. */
+static int32_t thrift_appex_type_compact(const uint8_t *buf, size_t pos, size_t end)
+{
+    int32_t last_id = 0;
+    while (pos < end && buf[pos] != 0) {
+        uint8_t hdr = buf[pos++], ctype = hdr & 0x0f;
+        int32_t id;
+        uint64_t v;
+        if (hdr >> 4) {
+            id = last_id + (hdr >> 4);
+        } else {
+            int n = thrift_uvarint(buf, pos, end, 3, &v);
+            if (n <= 0)
+                return -1;
+            pos += (size_t)n;
+            id = (int32_t)((v >> 1) ^ (~(v & 1) + 1));
+        }
+        last_id = id;
+        int n = thrift_uvarint(buf, pos, end, 5, &v);
+        if (n <= 0)
+            return -1;
+        pos += (size_t)n;
+        if (ctype == 5 && id == 2) /* i32, zigzag */
+            return (int32_t)((uint32_t)(v >> 1) ^ (uint32_t)(~(v & 1) + 1));
+        if (ctype == 8) { /* binary: v is its length */
+            if (v > end - pos)
+                return -1;
+            pos += (size_t)v;
+        } else if (ctype != 5) {
+            return -1;
+        }
+    }
+    return -1;
+}
+
+int32_t thrift_read_app_exception_type(thrift_protocol_t p, const uint8_t *buf, size_t pos,
+                                       size_t end)
+{
+    if (pos >= end)
+        return -1;
+    return p == THRIFT_PROTO_COMPACT ? thrift_appex_type_compact(buf, pos, end)
+                                     : thrift_appex_type_binary(buf, pos, end);
+}
+
+const char *thrift_appex_type_name(int32_t type)
+{
+    /* Apache Thrift's TApplicationException.TYPE names (lib/cpp TApplicationException.h) */
+    static const char *const names[] = {
+        "UNKNOWN",           "UNKNOWN_METHOD",   "INVALID_MESSAGE_TYPE",   "WRONG_METHOD_NAME",
+        "BAD_SEQUENCE_ID",   "MISSING_RESULT",   "INTERNAL_ERROR",         "PROTOCOL_ERROR",
+        "INVALID_TRANSFORM", "INVALID_PROTOCOL", "UNSUPPORTED_CLIENT_TYPE"};
+    return type >= 0 && (size_t)type < MT_ARRAY_LEN(names) ? names[type] : NULL;
+}
+
 int32_t thrift_appex_type_for_error(mt_error_kind_t kind)
 {
     switch (kind) {

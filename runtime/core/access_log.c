@@ -18,9 +18,13 @@
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #define ALOG_FLUSH_AT (32u << 10) /* a worker writes once its buffer holds this much */
 #define ALOG_LINE_MAX 4096        /* room reserved for one line */
+#define ALOG_PAD 16               /* readable bytes after every literal (put_lit copies 16) */
 
 static const char *const alog_field_names[MT_ALOG_FIELD_COUNT] = {
     [MT_ALOG_START_TIME] = "START_TIME",
@@ -43,38 +47,7 @@ static const char *const alog_field_names[MT_ALOG_FIELD_COUNT] = {
     [MT_ALOG_CONNECTION_ID] = "CONNECTION_ID",
 };
 
-/* JSON keys, in the order a JSON line lists them (Envoy's names, lower case). */
-static const char *const alog_json_keys[MT_ALOG_FIELD_COUNT] = {
-    [MT_ALOG_START_TIME] = "start_time",
-    [MT_ALOG_DURATION] = "duration",
-    [MT_ALOG_LISTENER] = "listener",
-    [MT_ALOG_PROTOCOL] = "protocol",
-    [MT_ALOG_DOWNSTREAM_REMOTE_ADDRESS] = "downstream_remote_address",
-    [MT_ALOG_UPSTREAM_HOST] = "upstream_host",
-    [MT_ALOG_UPSTREAM_CLUSTER] = "upstream_cluster",
-    [MT_ALOG_SERVICE] = "service",
-    [MT_ALOG_ROUTE_NAME] = "route_name",
-    [MT_ALOG_SUBSET] = "subset",
-    [MT_ALOG_COMMAND] = "command",
-    [MT_ALOG_RESPONSE_CODE] = "response_code",
-    [MT_ALOG_RESPONSE_FLAGS] = "response_flags",
-    [MT_ALOG_BYTES_RECEIVED] = "bytes_received",
-    [MT_ALOG_BYTES_SENT] = "bytes_sent",
-    [MT_ALOG_TRACE_ID] = "trace_id",
-    [MT_ALOG_CONNECTION_ID] = "connection_id",
-};
-
-static size_t alog_json_key_len[MT_ALOG_FIELD_COUNT];
-
 static void alog_plain_init(void);
-
-static void alog_json_keys_measure(void)
-{
-    alog_plain_init();
-    for (int f = 1; f < MT_ALOG_FIELD_COUNT; f++)
-        alog_json_key_len[f] = alog_json_keys[f] ? strlen(alog_json_keys[f]) : 0;
-}
-
 mt_alog_field_t mt_alog_field_named(const char *name, size_t len)
 {
     for (int f = 1; f < MT_ALOG_FIELD_COUNT; f++) {
@@ -96,7 +69,11 @@ int mt_alog_parse_format(mt_alog_conf_t *c, const char *text, char **err)
     c->segs = NULL;
     c->n_segs = 0;
     c->json = false;
-    c->text = strdup(text);
+    c->literal_len = 0;
+    size_t n = strlen(text);
+    c->text = calloc(1, n + 1 + ALOG_PAD); /* put_lit reads up to ALOG_PAD past a literal */
+    if (c->text)
+        memcpy(c->text, text, n);
     if (!c->text) {
         *err = strdup("access_log: out of memory");
         return -1;
@@ -121,6 +98,7 @@ static int alog_parse_text(mt_alog_conf_t *c, char **err)
         const char *close = p[0] == '%' ? strchr(p + 1, '%') : NULL;
         if (close && close == p + 1) { /* "%%": a literal percent */
             *s = (mt_alog_seg_t){MT_ALOG_LITERAL, p, 1};
+            c->literal_len += 1;
             p += 2;
             continue;
         }
@@ -137,6 +115,7 @@ static int alog_parse_text(mt_alog_conf_t *c, char **err)
         const char *next = strchr(p + 1, '%');
         size_t n = next ? (size_t)(next - p) : strlen(p);
         *s = (mt_alog_seg_t){MT_ALOG_LITERAL, p, n};
+        c->literal_len += n;
         p += n;
     }
     if (!c->segs) {
@@ -224,7 +203,7 @@ void mt_alog_reopen(void)
 void mt_alog_worker_init(mt_alog_worker_t *aw, unsigned worker_id)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    pthread_once(&once, alog_json_keys_measure);
+    pthread_once(&once, alog_plain_init);
     memset(aw, 0, sizeof(*aw));
     aw->rng = (uv_hrtime() ^ ((uint64_t)worker_id << 40) ^ 0x9e3779b97f4a7c15ull) | 1;
 }
@@ -263,6 +242,7 @@ static bool alog_reserve(mt_alog_worker_t *aw, size_t n)
     char *p = realloc(aw->buf, cap);
     if (!p)
         return false;
+    memset(p + aw->cap, 0, cap - aw->cap); /* alog_copy_plain reads past a short value */
     aw->buf = p;
     aw->cap = cap;
     return true;
@@ -270,7 +250,9 @@ static bool alog_reserve(mt_alog_worker_t *aw, size_t n)
 
 /*
  * A line is written through a cursor into room reserved once for the longest line there can
- * be: every string value is cut at ALOG_VALUE_MAX bytes and grows at most 6x when escaped.
+ * be: every string value is cut at ALOG_VALUE_MAX bytes and grows at most 6x when escaped;
+ * literal runs are copied 16 bytes at a time (their storage is padded), so a line may write
+ * up to 15 bytes past its end (inside the room, overwritten by the next line).
  */
 #define ALOG_VALUE_MAX 256
 #define ALOG_LINE_ROOM (MT_ALOG_FIELD_COUNT * (ALOG_VALUE_MAX * 6 + 48) + 4096)
@@ -283,6 +265,15 @@ static inline char *put(char *o, const char *s, size_t n)
 
 #define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
 
+/* A literal whose storage has ALOG_PAD readable bytes after it: fixed-size copies the
+ * compiler inlines, instead of a call to memcpy for every short piece of a line. */
+static inline char *put_lit(char *o, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i += 16)
+        memcpy(o + i, s + i, 16);
+    return o + n;
+}
+
 /* Bytes a value may hold as they are: printable ASCII, and in JSON not '"' or '\'. */
 static bool alog_plain_json[256], alog_plain_text[256];
 
@@ -294,9 +285,84 @@ static void alog_plain_init(void)
     }
 }
 
+/* ---- values ------------------------------------------------------------------------------- */
+
+#if defined(__SSE2__)
+/* The bytes of v that need escaping, as a 16-bit mask: control bytes and non-ASCII (signed,
+ * bytes >= 0x80 are negative, below ' ' as the control bytes are), DEL, and in JSON '"' and
+ * '\'. */
+static inline __attribute__((always_inline)) unsigned alog_bad_mask(__m128i v, bool json)
+{
+    __m128i bad = _mm_or_si128(_mm_cmplt_epi8(v, _mm_set1_epi8(0x20)),
+                               _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7f)));
+    if (json)
+        bad = _mm_or_si128(bad, _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                             _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))));
+    return (unsigned)_mm_movemask_epi8(bad);
+}
+#endif
+
+/*
+ * Copies s[0, n) to o and returns the length of its prefix that needs no escaping (n: all of
+ * it; then o holds the value). With SSE2, 16 bytes per step and never a read past s + n: the
+ * last step overlaps the one before; a value under 16 bytes is copied in two overlapping
+ * pieces and checked where it was copied to, which may read up to 15 bytes past o + n (the
+ * line buffer's room, zeroed when allocated; those bytes are masked out).
+ */
+static inline __attribute__((always_inline)) size_t alog_copy_plain(char *o, const char *s,
+                                                                    size_t n, bool json)
+{
+#if defined(__SSE2__)
+    if (n >= 16) {
+        size_t i = 0;
+        for (; i + 16 <= n; i += 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + i));
+            _mm_storeu_si128((__m128i *)(void *)(o + i), v);
+            unsigned mask = alog_bad_mask(v, json);
+            if (mask)
+                return i + (size_t)__builtin_ctz(mask);
+        }
+        if (i == n)
+            return n;
+        __m128i v = _mm_loadu_si128((const __m128i *)(const void *)(s + n - 16));
+        _mm_storeu_si128((__m128i *)(void *)(o + n - 16), v);
+        unsigned mask = alog_bad_mask(v, json); /* the bytes before i were checked above */
+        return mask ? n - 16 + (size_t)__builtin_ctz(mask) : n;
+    }
+    if (n >= 8) {
+        uint64_t a, b;
+        memcpy(&a, s, 8);
+        memcpy(&b, s + n - 8, 8);
+        memcpy(o, &a, 8);
+        memcpy(o + n - 8, &b, 8);
+    } else if (n >= 4) {
+        uint32_t a, b;
+        memcpy(&a, s, 4);
+        memcpy(&b, s + n - 4, 4);
+        memcpy(o, &a, 4);
+        memcpy(o + n - 4, &b, 4);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            o[i] = s[i];
+    }
+    unsigned mask = alog_bad_mask(_mm_loadu_si128((const __m128i *)(const void *)o), json);
+    mask &= (1u << n) - 1;
+    return mask ? (size_t)__builtin_ctz(mask) : n;
+#else
+    const bool *plain = json ? alog_plain_json : alog_plain_text;
+    size_t i = 0;
+    while (i < n && plain[(unsigned char)s[i]]) {
+        o[i] = s[i];
+        i++;
+    }
+    return i;
+#endif
+}
+
 /* A string as JSON's content (quotes added by the caller), or as text; control bytes and
  * non-ASCII are escaped in both, so a line is always one line. Plain runs are copied whole. */
-static char *put_escaped(char *o, const char *s, size_t n, bool json)
+static __attribute__((noinline, cold)) char *put_escaped(char *o, const char *s, size_t n,
+                                                         bool json)
 {
     static const char hex[] = "0123456789abcdef";
     const bool *plain = json ? alog_plain_json : alog_plain_text;
@@ -322,9 +388,30 @@ static char *put_escaped(char *o, const char *s, size_t n, bool json)
     return o;
 }
 
-/* Decimal digits of v, without printf. */
-static char *put_u64(char *o, uint64_t v)
+/* A value copied as it is and checked on the way (the common case: nothing to escape); from
+ * the first byte that needs it, written through put_escaped. */
+static inline __attribute__((always_inline)) char *put_value(char *o, const char *s, size_t n,
+                                                             bool json)
 {
+    size_t k = alog_copy_plain(o, s, n, json);
+    if (MT_LIKELY(k == n))
+        return o + n;
+    return put_escaped(o + k, s + k, n - k, json);
+}
+
+/* Decimal digits of v, without printf; one and two digits (durations, small sizes) without
+ * the loop. */
+static inline char *put_u64(char *o, uint64_t v)
+{
+    if (v < 10) {
+        *o = (char)('0' + v);
+        return o + 1;
+    }
+    if (v < 100) {
+        o[0] = (char)('0' + v / 10);
+        o[1] = (char)('0' + v % 10);
+        return o + 2;
+    }
     char tmp[20];
     int i = 20;
     do {
@@ -357,7 +444,8 @@ static char *put_time(mt_alog_worker_t *aw, char *o, uint64_t at_ns)
         aw->sec_cached = sec;
     }
     unsigned ms = (unsigned)((wall / 1000000ull) % 1000);
-    o = put(o, aw->sec_text, aw->sec_len);
+    memcpy(o, aw->sec_text, sizeof(aw->sec_text)); /* a fixed size: a few stores */
+    o += aw->sec_len;
     *o++ = '.';
     *o++ = (char)('0' + ms / 100);
     *o++ = (char)('0' + ms / 10 % 10);
@@ -384,6 +472,44 @@ static char *put_flags(char *o, uint32_t flags)
     return o;
 }
 
+/* A string value (n 0: NUL-terminated), cut at ALOG_VALUE_MAX bytes: quoted in JSON, where
+ * none is null; "-" for none in text. */
+static inline __attribute__((always_inline)) char *put_str(char *o, const char *s, size_t n,
+                                                           bool json)
+{
+    if (s && !n)
+        n = strnlen(s, ALOG_VALUE_MAX);
+    if (!s || !n)
+        return json ? PUT_LIT(o, "null") : PUT_LIT(o, "-");
+    if (json)
+        *o++ = '"';
+    o = put_value(o, s, MT_MIN(n, (size_t)ALOG_VALUE_MAX), json);
+    if (json)
+        *o++ = '"';
+    return o;
+}
+
+static inline uint64_t alog_duration_ms(const mt_alog_entry_t *e)
+{
+    return e->end_ns > e->start_ns ? (e->end_ns - e->start_ns) / 1000000ull : 0;
+}
+
+/* UPSTREAM_HOST: the string, or the address and port apart. */
+static inline __attribute__((always_inline)) char *put_upstream(char *o, const mt_alog_entry_t *e,
+                                                                bool json)
+{
+    if (e->upstream_host || !e->upstream_addr)
+        return put_str(o, e->upstream_host, 0, json);
+    if (json)
+        *o++ = '"';
+    o = put_value(o, e->upstream_addr, MT_MIN(e->upstream_addr_len, (size_t)ALOG_VALUE_MAX), json);
+    *o++ = ':';
+    o = put_u64(o, e->upstream_port);
+    if (json)
+        *o++ = '"';
+    return o;
+}
+
 /* One field's value; strings are quoted in JSON, "-" stands for none in text, null in JSON. */
 static char *put_field(mt_alog_worker_t *aw, char *o, const mt_alog_entry_t *e, mt_alog_field_t f,
                        bool json)
@@ -399,7 +525,7 @@ static char *put_field(mt_alog_worker_t *aw, char *o, const mt_alog_entry_t *e, 
             *o++ = '"';
         return o;
     case MT_ALOG_DURATION:
-        return put_u64(o, e->end_ns > e->start_ns ? (e->end_ns - e->start_ns) / 1000000ull : 0);
+        return put_u64(o, alog_duration_ms(e));
     case MT_ALOG_BYTES_RECEIVED:
         return put_u64(o, e->bytes_in);
     case MT_ALOG_BYTES_SENT:
@@ -423,8 +549,7 @@ static char *put_field(mt_alog_worker_t *aw, char *o, const mt_alog_entry_t *e, 
         s = e->peer;
         break;
     case MT_ALOG_UPSTREAM_HOST:
-        s = e->upstream_host;
-        break;
+        return put_upstream(o, e, json);
     case MT_ALOG_UPSTREAM_CLUSTER:
         s = e->cluster;
         break;
@@ -451,47 +576,68 @@ static char *put_field(mt_alog_worker_t *aw, char *o, const mt_alog_entry_t *e, 
     default:
         break;
     }
-    if (s && !n)
-        n = strnlen(s, ALOG_VALUE_MAX);
-    if (!s || !n)
-        return json ? PUT_LIT(o, "null") : PUT_LIT(o, "-");
-    if (json)
-        *o++ = '"';
-    o = put_escaped(o, s, MT_MIN(n, (size_t)ALOG_VALUE_MAX), json);
-    if (json)
-        *o++ = '"';
+    return put_str(o, s, n, json);
+}
+
+/*
+ * A JSON line: its fields in a fixed order (Envoy's names, lower case), written as straight
+ * code, so every key is a copy of known size the compiler turns into a few stores and no
+ * field is looked up in a table.
+ */
+static char *alog_json_line(mt_alog_worker_t *aw, char *o, const mt_alog_entry_t *e)
+{
+    o = PUT_LIT(o, "{\"start_time\":\"");
+    o = put_time(aw, o, e->start_ns);
+    o = PUT_LIT(o, "\",\"duration\":");
+    o = put_u64(o, alog_duration_ms(e));
+    o = PUT_LIT(o, ",\"listener\":");
+    o = put_str(o, e->listener, 0, true);
+    o = PUT_LIT(o, ",\"protocol\":");
+    o = put_str(o, e->protocol, 0, true);
+    o = PUT_LIT(o, ",\"downstream_remote_address\":");
+    o = put_str(o, e->peer, 0, true);
+    o = PUT_LIT(o, ",\"upstream_host\":");
+    o = put_upstream(o, e, true);
+    o = PUT_LIT(o, ",\"upstream_cluster\":");
+    o = put_str(o, e->cluster, 0, true);
+    o = PUT_LIT(o, ",\"service\":");
+    o = put_str(o, e->service, 0, true);
+    o = PUT_LIT(o, ",\"route_name\":");
+    o = put_str(o, e->route, 0, true);
+    o = PUT_LIT(o, ",\"subset\":");
+    o = put_str(o, e->subset, 0, true);
+    o = PUT_LIT(o, ",\"command\":");
+    o = put_str(o, e->op, e->op_len, true);
+    o = PUT_LIT(o, ",\"response_code\":");
+    o = put_str(o, e->code, 0, true);
+    o = PUT_LIT(o, ",\"response_flags\":\"");
+    o = put_flags(o, e->flags);
+    o = PUT_LIT(o, "\",\"bytes_received\":");
+    o = put_u64(o, e->bytes_in);
+    o = PUT_LIT(o, ",\"bytes_sent\":");
+    o = put_u64(o, e->bytes_out);
+    o = PUT_LIT(o, ",\"trace_id\":");
+    o = put_str(o, e->trace_id, 0, true);
+    o = PUT_LIT(o, ",\"connection_id\":");
+    o = put_u64(o, e->connection_id);
+    *o++ = '}';
     return o;
 }
 
 void mt_alog_write(const mt_alog_conf_t *c, mt_alog_worker_t *aw, const mt_alog_entry_t *e)
 {
-    size_t literals = 0;
-    for (uint32_t i = 0; !c->json && i < c->n_segs; i++)
-        literals += c->segs[i].field == MT_ALOG_LITERAL ? c->segs[i].len : 0;
-    if (!alog_reserve(aw, ALOG_LINE_ROOM + literals)) {
+    if (!alog_reserve(aw, ALOG_LINE_ROOM + c->literal_len + ALOG_PAD)) {
         aw->dropped++;
         return;
     }
     char *o = aw->buf + aw->len;
     if (c->json) {
-        *o++ = '{';
-        for (int f = 1; f < MT_ALOG_FIELD_COUNT; f++) {
-            if (!alog_json_keys[f])
-                continue;
-            if (f > 1)
-                *o++ = ',';
-            *o++ = '"';
-            o = put(o, alog_json_keys[f], alog_json_key_len[f]);
-            *o++ = '"';
-            *o++ = ':';
-            o = put_field(aw, o, e, (mt_alog_field_t)f, true);
-        }
-        *o++ = '}';
+        o = alog_json_line(aw, o, e);
     } else {
         for (uint32_t i = 0; i < c->n_segs; i++) {
             const mt_alog_seg_t *s = &c->segs[i];
             if (s->field == MT_ALOG_LITERAL)
-                o = put(o, s->text, s->len);
+                o = put_lit(o, s->text, s->len);
             else
                 o = put_field(aw, o, e, s->field, false);
         }

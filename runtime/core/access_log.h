@@ -49,9 +49,10 @@ typedef struct mt_alog_seg {
 typedef struct mt_alog_conf {
     bool json;
     char *path;
-    char *text; /* the format (text only); segments point into it */
+    char *text; /* the format (text only); segments point into it; padded (access_log.c) */
     mt_alog_seg_t *segs;
     uint32_t n_segs;
+    size_t literal_len;    /* the literal segments' bytes (room reserved per line) */
     uint64_t sample_below; /* a request is logged when a 64-bit draw is below this */
     bool sample_all;
 } mt_alog_conf_t;
@@ -63,6 +64,9 @@ typedef struct mt_alog_entry {
     const char *protocol;
     const char *peer;
     const char *upstream_host; /* "address:port" */
+    const char *upstream_addr; /* or, when upstream_host is NULL, the address and port apart */
+    size_t upstream_addr_len;  /* (written as "address:port" without a copy in between) */
+    uint16_t upstream_port;
     const char *cluster;
     const char *service;
     const char *route;

@@ -86,34 +86,23 @@ static const char *session_peer_text(mt_session_t *s)
 
 void mt_session_access_log(mt_session_t *s, const mt_request_end_t *e, const mt_istio_set_t *set)
 {
-    char up[96];
     const mt_cluster_conf_t *d = e->dest;
-    if (e->ep) { /* address:port without printf (one line per request) */
-        size_t n = strnlen(e->ep->address, sizeof(e->ep->address)), i = n + 6;
-        memcpy(up, e->ep->address, n);
-        up[n] = ':';
-        up[i] = '\0';
-        unsigned port = e->ep->port;
-        do {
-            up[--i] = (char)('0' + port % 10);
-            port /= 10;
-        } while (port);
-        memmove(up + n + 1, up + i, n + 6 - i + 1);
-    }
     mt_alog_entry_t le = {
         .start_ns = e->start_ns,
         .end_ns = s->w->now_ns,
         .listener = s->conf->name,
         .protocol = set->codes ? set->codes->protocol : "tcp",
         .peer = session_peer_text(s),
-        .upstream_host = e->ep ? up : NULL,
+        .upstream_addr = e->ep ? e->ep->address : NULL,
+        .upstream_addr_len = e->ep ? strnlen(e->ep->address, sizeof(e->ep->address)) : 0,
+        .upstream_port = e->ep ? e->ep->port : 0,
         .cluster = d ? d->name : NULL,
         .service = d && d->service ? d->service : s->conf->service,
         .route = e->route,
         .subset = e->subset,
         .op = e->op,
         .op_len = e->op_len,
-        .code = set->codes ? set->codes->names[MT_MIN(e->code, set->codes->n - 1)] : NULL,
+        .code = set->codes ? mt_istio_code_name(set->codes, e->code) : NULL,
         .flags = e->flags,
         .bytes_in = e->req_bytes,
         .bytes_out = e->resp_bytes,

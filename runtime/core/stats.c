@@ -443,6 +443,9 @@ static const stats_family_t stats_families[] = {
      "Exclusive upstream connections leased to one client (transactions, pub/sub, blocking)."},
     {"meltemi_upstream_connections_idle", "gauge", MT_STATS_CLUSTER, MT_ST_UPSTREAM_CX_IDLE,
      "Exclusive upstream connections idle in the pool, ready for the next lease."},
+    {"meltemi_upstream_requests_pending", "gauge", MT_STATS_CLUSTER, MT_ST_UPSTREAM_RQ_PENDING,
+     "Requests waiting for an upstream connection: queued on one still connecting (Envoy's "
+     "upstream_rq_pending_active)."},
     {"meltemi_outlier_ejections_total", "counter", MT_STATS_CLUSTER, MT_ST_OUTLIER_EJECTIONS,
      "Endpoints of the cluster ejected by outlier detection (outlierDetection)."},
     {"meltemi_upstream_request_retries_total", "counter", MT_STATS_CLUSTER, MT_ST_UPSTREAM_RQ_RETRY,
@@ -675,7 +678,7 @@ static void stats_render_detail(stats_buf_t *sb, const mt_stats_detail_t *d)
     char name[128];
     static const char *const suffix[3] = {"_total", "_errors_total", "_duration_milliseconds"};
     const char *const help[3] = {d->help_total, d->help_errors, d->help_duration};
-    for (int k = 0; k < (d->total_only ? 1 : 3); k++) {
+    for (int k = 0; k < (d->total_only ? 1 : d->no_duration ? 2 : 3); k++) {
         snprintf(name, sizeof(name), "%s%s", d->prefix, suffix[k]);
         stats_render_header(sb, name, k == 2 ? "histogram" : "counter", help[k]);
         for (const mt_stats_block_t *b = stats_head; b != NULL; b = b->next) {
@@ -944,7 +947,7 @@ static void istio_series_labels(stats_buf_t *sb, const mt_istio_set_t *set,
 {
     stats_buf_puts(sb, set->labels);
     stats_buf_puts(sb, ",response_code=\"");
-    stats_buf_label_value(sb, set->codes->names[se->code]);
+    stats_buf_label_value(sb, mt_istio_code_name(set->codes, se->code));
     stats_buf_printf(sb, "\",response_flags=\"%s\"", se->flag ? mt_rflag_names[se->flag - 1] : "-");
 }
 

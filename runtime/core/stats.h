@@ -60,6 +60,7 @@ enum {
     MT_ST_UPSTREAM_CX_IDLE_TIMEOUT,     /* closed: idle for tcp.idleTimeout */
     MT_ST_UPSTREAM_CX_MAX_REQUESTS,     /* drained: http.maxRequestsPerConnection requests sent */
     MT_ST_UPSTREAM_RQ_PENDING_OVERFLOW, /* refused: http.http1MaxPendingRequests (flag UO) */
+    MT_ST_UPSTREAM_RQ_PENDING,   /* gauge: requests queued on a connection still connecting */
     MT_ST__COUNT
 };
 
@@ -84,6 +85,7 @@ typedef struct mt_stats_detail {
     const char *scope;      /* the first label's name; NULL: "listener" ("cluster", ...) */
     const char *label;      /* e.g. "command" */
     bool total_only;        /* only <prefix>_total (events, not requests) */
+    bool no_duration;       /* <prefix>_total and _errors_total, no duration histogram */
     const char *help_total; /* HELP texts of the three families */
     const char *help_errors;
     const char *help_duration;
@@ -156,11 +158,22 @@ extern const char *const mt_rflag_names[MT_RF_COUNT]; /* "UH", "UF", ... */
 
 /* A protocol's response codes: index 0 is success. Static, defined by the proxy. */
 #define MT_ISTIO_MAX_CODES 24
+/* The code of a request that got no response (the client left first: flag DC), "0" as in
+ * Envoy, whatever the protocol; a table has at most MT_ISTIO_MAX_CODES - 1 names. */
+#define MT_ISTIO_CODE_NONE (MT_ISTIO_MAX_CODES - 1)
 typedef struct mt_istio_codes {
     const char *protocol; /* request_protocol: "redis", "dubbo", "thrift", ... */
     const char *const *names;
     uint32_t n; /* at most MT_ISTIO_MAX_CODES */
 } mt_istio_codes_t;
+
+/* The response_code label of code in c's table (MT_ISTIO_CODE_NONE: "0"). */
+static inline const char *mt_istio_code_name(const mt_istio_codes_t *c, uint32_t code)
+{
+    if (code == MT_ISTIO_CODE_NONE)
+        return "0";
+    return c->names[code < c->n ? code : c->n - 1];
+}
 
 /* Istio's byte histograms: 1, 10, ... 10^7 bytes, plus +Inf. */
 #define MT_BYTES_BUCKETS 8
@@ -237,7 +250,7 @@ mt_istio_record(mt_istio_set_t *set, unsigned worker, uint32_t code, uint32_t fl
                 uint64_t dur_ns, uint64_t req_bytes, uint64_t resp_bytes)
 {
     uint32_t f = mt_rflag_index(flags);
-    if (code >= set->codes->n)
+    if (code >= set->codes->n && code != MT_ISTIO_CODE_NONE)
         code = set->codes->n - 1; /* the table's last entry: anything else */
     mt_istio_series_t *se = __atomic_load_n(&set->series[code][f], __ATOMIC_ACQUIRE);
     if (__builtin_expect(se == NULL, 0) && (se = mt_istio_series_slow(set, code, f)) == NULL)

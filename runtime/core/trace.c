@@ -113,6 +113,23 @@ static void put_random(mt_trace_worker_t *tw, uint8_t *b, size_t n)
     } while (all_zero(b, n));
 }
 
+bool mt_trace_sample_new(const mt_trace_conf_t *c, mt_trace_worker_t *tw, mt_trace_ctx_t *ctx)
+{
+    if (!c->sample_all) {
+        uint64_t draw = tw->rng; /* xorshift64, as the MetaProtocol draw */
+        draw ^= draw << 13;
+        draw ^= draw >> 7;
+        draw ^= draw << 17;
+        tw->rng = draw;
+        if (draw >= c->sample_below)
+            return false;
+    }
+    memset(ctx, 0, sizeof(*ctx));
+    ctx->sampled = true;
+    mt_trace_new_span(tw, ctx);
+    return true;
+}
+
 void mt_trace_new_span(mt_trace_worker_t *tw, mt_trace_ctx_t *ctx)
 {
     if (!ctx->has_parent)
@@ -420,7 +437,7 @@ void mt_trace_record(mt_trace_worker_t *tw, const mt_trace_span_t *sp)
         tw_json_str(tw, sp->peer_ip);
         tw_printf(tw, ",\"port\":%u}", sp->peer_port);
     }
-    tw_printf(tw, ",\"tags\":{\"rpc.system\":");
+    tw_printf(tw, ",\"tags\":{\"%s\":", sp->db ? "db.system" : "rpc.system");
     tw_json_str(tw, sp->system ? sp->system : "unknown");
     if (sp->cluster) {
         tw_printf(tw, ",\"upstream_cluster\":");

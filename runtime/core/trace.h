@@ -47,6 +47,10 @@ bool mt_trace_parse_traceparent(const char *s, size_t n, mt_trace_ctx_t *ctx);
 /* A 32 (or 16) hex B3 trace id and a 16 hex span id; sampled "1"/"0"/NULL (default yes). */
 bool mt_trace_parse_b3(const char *trace, size_t tn, const char *span, size_t sn,
                        const char *sampled, size_t dn, mt_trace_ctx_t *ctx);
+/* A new trace for a request that carries no context (Redis has no headers): true, with
+ * ctx filled (sampled, new trace and span ids), when this request is one of c's sample;
+ * false otherwise. */
+bool mt_trace_sample_new(const mt_trace_conf_t *c, mt_trace_worker_t *tw, mt_trace_ctx_t *ctx);
 /* Gives ctx a new span id (and a new trace id when has_parent is false). */
 void mt_trace_new_span(mt_trace_worker_t *tw, mt_trace_ctx_t *ctx);
 /* The traceparent meltemi sends upstream: 55 characters + NUL. */
@@ -59,7 +63,8 @@ typedef struct mt_trace_span {
     const mt_trace_ctx_t *ctx;
     const char *name;    /* interface.method */
     const char *service; /* localEndpoint.serviceName */
-    const char *system;  /* rpc.system: dubbo, thrift */
+    const char *system;  /* rpc.system: dubbo, thrift; db.system for Redis (db set) */
+    bool db;             /* a database client span (Redis): db.system, not rpc.system */
     const char *peer_ip;
     uint16_t peer_port;
     const char *cluster;

@@ -50,12 +50,6 @@ void mt_upstream_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why)
     snprintf(ep->last_error, sizeof(ep->last_error), "%s", why);
 }
 
-/* u's pending requests have their connection (or lost it): no longer pending. */
-static void upstream_pending_done(mt_upstream_t *u)
-{
-    u->ep->cluster->n_pending -= u->pending;
-    u->pending = 0;
-}
 
 /* ---- close ------------------------------------------------------------------------------------
  */
@@ -93,6 +87,24 @@ static void upstream_count_kind(mt_upstream_t *u, int64_t d)
         mt_stat_add(b, u->w->id, MT_ST_UPSTREAM_CX_LEASED, d);
     else if (u->kind == MT_UPSTREAM_IDLE)
         mt_stat_add(b, u->w->id, MT_ST_UPSTREAM_CX_IDLE, d);
+}
+
+void mt_upstream_pending_slow(mt_upstream_t *u)
+{
+    u->pending++;
+    u->ep->cluster->n_pending++;
+    mt_stat_add(u->ep->cluster->conf->stats, u->w->id, MT_ST_UPSTREAM_RQ_PENDING, 1);
+}
+
+/* The connection is ready or closing: what waited for it waits no more. */
+static void upstream_pending_done(mt_upstream_t *u)
+{
+    if (u->pending) {
+        u->ep->cluster->n_pending -= u->pending;
+        mt_stat_add(u->ep->cluster->conf->stats, u->w->id, MT_ST_UPSTREAM_RQ_PENDING,
+                    -(int64_t)u->pending);
+    }
+    u->pending = 0;
 }
 
 static void upstream_set_kind(mt_upstream_t *u, mt_upstream_kind_t kind)
@@ -599,10 +611,6 @@ void mt_upstream_drain(mt_upstream_t *u)
 
 void mt_upstream_request_sent(mt_upstream_t *u)
 {
-    if (u->state != MT_UPSTREAM_READY) {
-        u->pending++;
-        u->ep->cluster->n_pending++;
-    }
     uint32_t max = u->ep->cluster->conf->max_requests_per_connection;
     if (++u->requests == max && u->kind == MT_UPSTREAM_SHARED) {
         mt_stat_add(u->ep->cluster->conf->stats, u->w->id, MT_ST_UPSTREAM_CX_MAX_REQUESTS, 1);

@@ -113,6 +113,9 @@ struct mt_upstream {
     mt_buf_t *rbuf;    /* unread replies */
     mt_outq_t out;     /* requests, in the order they leave */
     uint32_t inflight; /* requests sent or queued, waiting for their reply: the proxy counts */
+    /* client requests queued while CONNECTING (mt_upstream_queued): in the cluster's
+     * n_pending (http1MaxPendingRequests) and its pending gauge until u is ready or closes */
+    uint32_t pending;
     uint32_t slot;     /* shared: the pool slot */
     int error;         /* the libuv status behind the last on_error (0: a timeout) */
     uint64_t connect_deadline_ms;
@@ -122,7 +125,6 @@ struct mt_upstream {
     uint64_t opened_ms;        /* when it became READY (maxConnectionDuration counts from it) */
     uint64_t active_ms;        /* last request queued or reply read (idleTimeout) */
     uint32_t requests;         /* requests sent (mt_upstream_request_sent) */
-    uint32_t pending;          /* of those, queued while CONNECTING (in the cluster's n_pending) */
     /* No new user: out of its pool slot (shared) or closed when given back (leased); closes
      * once nothing is in flight and its queue is written (maxConnectionDuration,
      * maxRequestsPerConnection). */
@@ -236,13 +238,23 @@ void mt_upstream_request_sent(mt_upstream_t *u);
 static inline bool mt_upstream_pending_full(const mt_upstream_t *u)
 {
     uint32_t max = u->ep->cluster->conf->max_pending_requests;
-    return max && u->state != MT_UPSTREAM_READY && u->ep->cluster->n_pending >= max;
+    return max && u->state == MT_UPSTREAM_CONNECTING && u->ep->cluster->n_pending >= max;
 }
 
 /* Takes u out of use: no new requests go to it; it closes once what is in flight is answered
  * and its queue is written (mt_upstream_tick), never under a reply. A leased connection
  * closes when it is given back. */
 void mt_upstream_drain(mt_upstream_t *u);
+
+/* A client's request was queued on u: while u is still connecting it waits for the
+ * connection, in the cluster's pending gauge until u is ready or closes (the shell takes it
+ * out). The proxies call it for every client request they queue, not for their own. */
+void mt_upstream_pending_slow(mt_upstream_t *u);
+static inline void mt_upstream_queued(mt_upstream_t *u)
+{
+    if (MT_UNLIKELY(u->state == MT_UPSTREAM_CONNECTING))
+        mt_upstream_pending_slow(u);
+}
 
 /* Closes u (idempotent): out of its pool and the worker's list at once, ops->on_close, the
  * handle closes, then ops->on_closed and the memory goes. Requests still on u are the

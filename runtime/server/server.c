@@ -653,6 +653,7 @@ static void clusters_one(mt_server_t *srv, FILE *f, const mt_cluster_conf_t *c, 
               {"upstream_cx_connect_fail", MT_ST_UPSTREAM_CX_CONNECT_FAIL},
               {"upstream_cx_leased", MT_ST_UPSTREAM_CX_LEASED},
               {"upstream_cx_idle", MT_ST_UPSTREAM_CX_IDLE},
+              {"upstream_rq_pending_active", MT_ST_UPSTREAM_RQ_PENDING},
               {"upstream_rq_total", MT_ST_UPSTREAM_RQ_TOTAL},
               {"upstream_rq_errors", MT_ST_UPSTREAM_RQ_ERRORS},
               {"upstream_rq_timeout", MT_ST_UPSTREAM_RQ_TIMEOUT}};

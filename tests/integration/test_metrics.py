@@ -8,15 +8,19 @@ serving the same as /stats/prometheus.
 """
 
 import shutil
+import socket
+import struct
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import configs
 from cluster_fixtures import CLUSTER_VIP, cluster_proxy, redis_cluster, shared_cluster  # noqa: F401
-from harness import RespConn, RespError, resp_encode, wait_until
+from harness import VIP, RespConn, RespError, free_port, resp_encode, wait_until
 from prom import Metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
@@ -144,6 +148,172 @@ def test_dubbo_calls_and_local_errors(dubbo_env):
     assert ok["destination_service"] == DUBBO_HOST
 
 
+def test_redis_client_gone_before_the_reply_is_dc(blog_env):
+    """A command whose client leaves before its reply ends as Envoy's DC, response_code "0",
+    counted once (when the client's connection closes), not lost and not counted again when
+    the upstream's reply comes to nobody."""
+    env = blog_env(step=1)
+    c = RespConn(env.host, env.port)
+    assert c.call("PING") == b"PONG"
+    c.send_raw(resp_encode("BLPOP", "observe2-empty-list", "1"))  # Redis answers in 1 s
+    time.sleep(0.2)  # meltemi has read and sent it (no assertion on the time)
+    c.close()
+
+    def dc_counted():
+        m, _ = scrape(env.meltemi)
+        return m if m.sum("istio_requests_total", response_flags="DC") >= 1 else None
+    m = wait_until(dc_counted, 10, "the request counted DC")
+    dc = m.select("istio_requests_total", request_protocol="redis", response_flags="DC")
+    assert [lb["response_code"] for lb, _ in dc] == ["0"], dc
+    assert sum(v for _, v in dc) == 1
+    time.sleep(1.2)  # BLPOP's timeout: its nil reply reaches meltemi for a client gone
+    m, _ = scrape(env.meltemi)
+    assert m.sum("istio_requests_total", request_protocol="redis") == 2
+    assert m.sum("istio_request_duration_milliseconds_count", request_protocol="redis") == 2
+
+
+def test_thrift_client_gone_before_the_reply_is_dc(thrift_env):
+    env = thrift_env(("binary", "framed"), versions=("v1",))
+    cl = env.client()
+    assert cl.greet("ok").arg == "ok"
+    cl.client.send_greet("slow")  # the server answers in 1 s; the client does not wait
+    time.sleep(0.2)
+    # a reset, not a FIN: after a half-close meltemi still delivers what the client asked for
+    cl.sock.handle.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    cl.close()
+
+    def dc_counted():
+        m, _ = scrape(env.meltemi)
+        return m if m.sum("istio_requests_total", response_flags="DC") >= 1 else None
+    m = wait_until(dc_counted, 10, "the call counted DC")
+    dc = m.select("istio_requests_total", request_protocol="thrift", response_flags="DC")
+    assert [lb["response_code"] for lb, _ in dc] == ["0"], dc
+    time.sleep(1.2)
+    m, _ = scrape(env.meltemi)
+    assert m.sum("istio_requests_total", request_protocol="thrift") == 2
+
+
+def thrift_raw_call(cl, name, seq):
+    """Calls method `name` (any name, with no arguments) on a thrift_peers.Client's
+    connection; returns the reply's message type (2 REPLY, 3 EXCEPTION)."""
+    from thrift.Thrift import TApplicationException, TMessageType
+    p = cl.prot
+    p.writeMessageBegin(name, TMessageType.CALL, seq)
+    p.writeStructBegin("args")
+    p.writeFieldStop()
+    p.writeStructEnd()
+    p.writeMessageEnd()
+    p.trans.flush()
+    _, mtype, _ = p.readMessageBegin()
+    if mtype == TMessageType.EXCEPTION:
+        TApplicationException().read(p)
+    else:
+        p.skip(12)  # TType.STRUCT
+    p.readMessageEnd()
+    return mtype
+
+
+def test_meta_method_counts_are_bounded(thrift_env):
+    """meltemi_meta_method_*: per listener and method, for the first 32 method names a
+    listener sees; every later name is counted as "other" (names come from clients)."""
+    env = thrift_env(("binary", "framed"), versions=("v1",))
+    cl = env.client()
+    for i in range(3):
+        assert cl.hello(f"h{i}").arg == f"h{i}"
+    for i in range(2):
+        assert cl.greet(f"g{i}").arg == f"g{i}"
+    for i in range(40):  # the server knows none of these: each is an UNKNOWN_METHOD reply
+        assert thrift_raw_call(cl, f"m{i}", 100 + i) == 3
+    m, text = scrape(env.meltemi)
+    series = {lb["method"]: v for lb, v in m.select("meltemi_meta_method_total")}
+    assert series["hello"] == 3 and series["greet"] == 2, series
+    named = {k for k in series if k != "other"}
+    assert len(named) == 32, sorted(named)
+    assert {f"m{i}" for i in range(30)} <= named
+    assert series["other"] == 10  # m30 .. m39
+    errors = {lb["method"]: v for lb, v in m.select("meltemi_meta_method_errors_total")}
+    assert errors["hello"] == 0 and errors["m0"] == 1 and errors["other"] == 10
+    assert all(lb["listener"] for lb, _ in m.select("meltemi_meta_method_total"))
+
+
+class SilentServer:
+    """Accepts connections and never says anything: an upstream whose TLS handshake never
+    completes, so meltemi's connection to it stays connecting."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+
+    def hang_up(self):
+        for c in self.conns:
+            c.close()
+        self.conns = []
+
+    def close(self):
+        self.hang_up()
+        self.sock.close()
+
+
+def test_pending_gauge_counts_requests_waiting_for_a_connection(tmp_path, config_dir,
+                                                                meltemi_factory):
+    """meltemi_upstream_requests_pending: client requests queued on an upstream connection
+    that is still connecting (here its TLS handshake never ends), back to 0 once it closes."""
+    from tls_certs import Ca
+    ca = Ca(tmp_path / "pki")
+    silent = SilentServer()
+    try:
+        port = free_port(VIP)
+        files = {
+            "se.yaml": configs.service_entry("redis-single", VIP, port, silent.port),
+            "dr.yaml": f"""\
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata:
+  name: redis-single
+  namespace: redis
+spec:
+  host: {configs.HOST}
+  trafficPolicy:
+    connectionPool:
+      tcp:
+        connectTimeout: 30s
+    tls:
+      mode: SIMPLE
+      caCertificates: {ca.cert}
+""",
+        }
+        m = meltemi_factory(config_dir(files), workers=1)
+        c = RespConn(VIP, port)
+        c.send_raw(resp_encode("GET", "a") + resp_encode("GET", "b") + resp_encode("GET", "c"))
+
+        def pending(n):
+            def check():
+                got, _ = scrape(m)
+                return got if got.sum("meltemi_upstream_requests_pending") == n else None
+            return check
+        got = wait_until(pending(3), 10, "three requests pending")
+        assert got.sum("meltemi_upstream_connections_active") == 0  # none is connected
+        silent.hang_up()  # the handshake fails: the requests fail, nothing waits any more
+        wait_until(pending(0), 10, "no request pending")
+        assert all(isinstance(c.read_reply(), RespError) for _ in range(3))
+        c.close()
+    finally:
+        silent.close()
+
+
 @pytest.mark.parametrize("wire", [("binary", "framed")], ids=["binary-framed"])
 def test_thrift_calls_counted(thrift_env, wire):
     env = thrift_env(wire, versions=("v1",))
@@ -154,6 +324,36 @@ def test_thrift_calls_counted(thrift_env, wire):
     assert m.sum("istio_requests_total", request_protocol="thrift", response_code="OK") == 5, text
     assert m.sum("istio_request_duration_milliseconds_count", request_protocol="thrift") == 5
     assert m.sum("istio_tcp_connections_opened_total", request_protocol="thrift") >= 1
+
+
+@pytest.mark.parametrize("wire", [("binary", "framed"), ("compact", "buffered")],
+                         ids=["binary-framed", "compact-buffered"])
+def test_thrift_exceptions_named_by_their_type(thrift_env, wire):
+    """An upstream's TApplicationException and meltemi's own are counted by the exception's
+    type (Apache Thrift's name), not as one EXCEPTION code."""
+    from thrift.Thrift import TApplicationException
+    routes = [me.route("greet-only", [(THRIFT_HOST, "v1", None)],
+                       match={"method": {"exact": "greet"}})]
+    env = thrift_env(wire, versions=("v1",), routes=routes)
+    cl = env.client()
+    assert cl.greet("ok").arg == "ok"
+    for _ in range(2):  # the server's handler raises: INTERNAL_ERROR from upstream
+        with pytest.raises(TApplicationException) as ei:
+            cl.greet("raise")
+        assert ei.value.type == TApplicationException.INTERNAL_ERROR
+    with pytest.raises(TApplicationException) as ei:  # no route: meltemi's own answer
+        cl.hello("nowhere")
+    assert ei.value.type == TApplicationException.UNKNOWN_METHOD
+    m, text = scrape(env.meltemi)
+    assert m.sum("istio_requests_total", request_protocol="thrift", response_code="OK") == 1, text
+    assert m.sum("istio_requests_total", request_protocol="thrift",
+                 response_code="INTERNAL_ERROR") == 2, text
+    local = m.select("istio_requests_total", request_protocol="thrift",
+                     response_code="UNKNOWN_METHOD")
+    assert sum(v for _, v in local) == 1, text
+    assert local[0][0]["response_flags"] == "NR"
+    assert m.sum("istio_requests_total", request_protocol="thrift",
+                 response_code="EXCEPTION") == 0, text
 
 
 def test_metrics_path_and_promtool(blog_env, tmp_path):

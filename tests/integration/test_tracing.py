@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 import meta_env as me  # noqa: E402
-from harness import wait_until  # noqa: E402
+from harness import RespConn, RespError, wait_until  # noqa: E402
 from test_dubbo import IFACE, dubbo_env, node_peers  # noqa: E402,F401
 from test_thrift import thrift_env, thrift_gen  # noqa: E402,F401
 
@@ -145,6 +145,33 @@ def test_thrift_theader_carries_traceparent(thrift_env, wire, collector, tmp_pat
                        "the Thrift span")
     assert sp["id"] == tp[2] and sp["parentId"] == CALLER_SPAN
     assert sp["tags"]["rpc.system"] == "thrift" and sp["tags"]["response_code"] == "OK"
+
+
+def test_redis_commands_get_spans_that_start_at_meltemi(blog_env, collector, tmp_path):
+    """Redis has no header to carry a trace: each sampled command is a new trace whose root
+    is meltemi's client span (db.system redis, the command as its name, the endpoint that
+    answered, Istio's response code); the access log carries its trace id."""
+    env = blog_env(step=1)
+    enable_tracing(env, collector, tmp_path, access_log=True)
+    c = RespConn(env.host, env.port)
+    assert c.call("SET", "traced-key", "v") == b"OK"
+    assert c.call("GET", "traced-key") == b"v"
+    assert isinstance(c.call("INCR", "traced-key"), RespError)  # ERR: not an integer
+    c.close()
+    spans = wait_until(lambda: len(collector.spans) >= 3 and collector.spans, 10, "three spans")
+    by_name = {s["name"]: s for s in spans}
+    assert set(by_name) >= {"set", "get", "incr"}, spans
+    assert len({s["traceId"] for s in spans}) == len(spans), "every command is its own trace"
+    for sp in spans:
+        assert "parentId" not in sp and len(sp["traceId"]) == 32 and sp["kind"] == "CLIENT"
+        assert sp["tags"]["db.system"] == "redis" and "rpc.system" not in sp["tags"]
+        assert sp["remoteEndpoint"]["port"] == env.redis.port
+    assert by_name["get"]["tags"]["response_code"] == "OK"
+    assert by_name["incr"]["tags"]["response_code"] == "ERR"
+    assert by_name["incr"]["tags"]["error"] == "true"
+    log = wait_until(lambda: (tmp_path / "access.log").exists() and
+                     (tmp_path / "access.log").read_text(), 10, "the access log")
+    assert f"get {by_name['get']['traceId']}" in log, log
 
 
 def test_collector_down_drops_spans_without_hurting_requests(dubbo_env, tmp_path):

@@ -121,6 +121,7 @@ typedef struct mt_meta_listener_conf {
      * hash keys of the subsets its routes, mirrors and default cluster pick from, and
      * "interface"/"method" (error texts). Request decoders store only these (codec.h). */
     mt_attr_filter_t want;
+    struct mt_meta_methods *methods; /* per-method counts (meta_methods.h); NULL: none */
     /* A LuaFilter runs on this listener (listener.metaprotocol.lua_filters): workers load
      * their Lua filters only when some listener has one. A filter may read any attribute;
      * what want leaves out it finds by decoding the frame again (meta_lua.c), so want stays

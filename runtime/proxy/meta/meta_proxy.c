@@ -33,11 +33,13 @@
 #include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
 #include "runtime/proxy/meta/meta_lua.h"
+#include "runtime/proxy/meta/meta_methods.h"
 #include "runtime/proxy/meta/meta_router.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
 #include "runtime/proxy/meta/meta_stream.h"
 
 #include "protocols/dubbo/dubbo.h"
+#include "protocols/thrift/thrift.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +74,7 @@ struct meta_req {
     bool traced;
     uint32_t req_bytes;
     uint16_t rflags;              /* Envoy response flags (MT_RF_*) */
+    mt_stats_block_t *method;     /* its method's counts (meta_methods.h), or NULL */
     mt_slice_t frame;             /* the request as the client sent it: errors are built from it */
     mt_slice_t reply;             /* in-order sessions: a reply that came before its turn */
     const mt_meta_route_t *route; /* responseMutation, retries; valid while snap is held */
@@ -552,6 +555,10 @@ static uint32_t meta_error_code(const meta_sess_t *s, mt_error_kind_t kind)
         int n = snprintf(num, sizeof(num), "%u", dubbo_status_for_error(kind));
         return meta_code_named(c, num, (size_t)n);
     }
+    if (c == &mt_meta_thrift_codes) { /* the type of the TApplicationException it writes */
+        const char *name = thrift_appex_type_name(thrift_appex_type_for_error(kind));
+        return name ? meta_code_named(c, name, strlen(name)) : c->n - 1;
+    }
     return c->n - 1;
 }
 
@@ -573,6 +580,27 @@ static uint16_t meta_error_flag(mt_error_kind_t kind)
     }
 }
 
+/* The per-method block of a request (interface and method, as the codec named them). */
+static mt_stats_block_t *req_method_block(const meta_sess_t *s, const mt_msg_t *msg)
+{
+    mt_meta_methods_t *t = mt_meta_listener(s->base.conf)->methods;
+    if (!t)
+        return NULL;
+    const mt_str_t *m = mt_msg_get(msg, "method", 6);
+    const mt_str_t *i = mt_msg_get(msg, "interface", 9);
+    return mt_meta_methods_block(t, i ? i->ptr : NULL, i ? i->len : 0, m ? m->ptr : NULL,
+                                 m ? m->len : 0);
+}
+
+/* A request's end in its method's counts: an error unless code is 0 (success). */
+static void req_count_method(const meta_sess_t *s, const meta_req_t *r, uint32_t code)
+{
+    mt_worker_t *w = s->base.w;
+    mt_stat_add(r->method, w->id, MT_ST_REQUESTS_TOTAL, 1);
+    if (code != 0)
+        mt_stat_add(r->method, w->id, MT_ST_REQUEST_ERRORS, 1);
+}
+
 /* The reply to r is bytes [p, p+len) of chunk b (a reference is taken when kept); code is
  * its Istio response_code. */
 static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const char *p, size_t len,
@@ -586,6 +614,8 @@ static void req_deliver(meta_worker_t *mw, meta_req_t *r, mt_buf_t *b, const cha
     mt_worker_t *w = s->base.w;
     mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, r->set, code, r->rflags,
                                                   r->start_ns, r->req_bytes, (uint32_t)len);
+    if (r->method)
+        req_count_method(s, r, code);
     char trace_id[33] = "";
     if (MT_UNLIKELY(r->traced)) {
         mt_trace_hex(r->trace.trace_id, 16, trace_id);
@@ -1129,6 +1159,7 @@ static int up_send(meta_up_t *u, meta_req_t *r, mt_buf_t *b, uint8_t *p, size_t 
     }
     if (r)
         up_push(u, r);
+    mt_upstream_queued(&u->base);
     mt_upstream_schedule(&u->base);
     if (r)
         mt_upstream_request_sent(&u->base); /* http.maxRequestsPerConnection: two-way ones */
@@ -1407,7 +1438,7 @@ static void meta_trace_record(meta_sess_t *s, const meta_req_t *r, uint32_t code
         .peer_ip = r->ep ? r->ep->address : NULL,
         .peer_port = r->ep ? r->ep->port : 0,
         .cluster = r->dest ? r->dest->name : NULL,
-        .code = codes ? codes->names[MT_MIN(code, codes->n - 1)] : NULL,
+        .code = codes ? mt_istio_code_name(codes, code) : NULL,
         .error = code != 0,
         .start_ns = r->start_ns,
         .end_ns = s->base.w->now_ns,
@@ -1559,6 +1590,7 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
         }
         r->req_bytes = s->cur_bytes;
         r->rflags = s->cur_flags;
+        r->method = req_method_block(s, msg);
         req_set_deadlines(r, NULL, sess_timeout_ms(s, rt), mt_worker_now_ms(w));
         mt_buf_ref(s->base.rbuf);
         r->frame = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
@@ -1968,7 +2000,34 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
 
 /* ---- session shell hooks ------------------------------------------------------------------ */
 
-/* Orphan what upstreams still owe us; free what is answered or never left. */
+/* A request the client left before its reply (Envoy's DC, response_code "0"): counted and
+ * logged now, as its end, since no reply will reach anyone. */
+static void req_observe_dc(meta_sess_t *s, meta_req_t *r)
+{
+    r->rflags |= MT_RF_DC;
+    mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, r->set, MT_ISTIO_CODE_NONE,
+                                                  r->rflags, r->start_ns, r->req_bytes, 0);
+    if (r->method)
+        req_count_method(s, r, MT_ISTIO_CODE_NONE);
+    if (MT_UNLIKELY(log != NULL)) {
+        char trace_id[33] = "";
+        if (r->traced)
+            mt_trace_hex(r->trace.trace_id, 16, trace_id);
+        mt_request_end_t e = {.dest = r->dest,
+                              .start_ns = r->start_ns,
+                              .code = MT_ISTIO_CODE_NONE,
+                              .flags = r->rflags,
+                              .req_bytes = r->req_bytes,
+                              .op = r->op[0] ? r->op : NULL,
+                              .ep = r->ep,
+                              .subset = r->set ? r->subset_name : NULL,
+                              .trace_id = trace_id[0] ? trace_id : NULL};
+        mt_session_access_log(&s->base, &e, log);
+    }
+}
+
+/* Orphan what upstreams still owe us; free what is answered or never left. A request not
+ * answered yet ends here as DC (a oneway one has nothing to wait for). */
 static void sess_on_close(mt_session_t *base)
 {
     meta_sess_t *s = (meta_sess_t *)base;
@@ -1976,6 +2035,8 @@ static void sess_on_close(mt_session_t *base)
     meta_req_t *next;
     for (meta_req_t *r = s->head; r; r = next) {
         next = r->snext;
+        if (!r->done)
+            req_observe_dc(s, r);
         r->sprev = r->snext = NULL;
         r->sess = NULL;
         if (r->delayed) /* held by a fault delay: nobody waits for it any more, never sent */

@@ -8,6 +8,7 @@
 #include "runtime/core/log.h"
 #include "runtime/proxy/meta/lua_codec.h"
 #include "runtime/proxy/meta/meta_router.h"
+#include "runtime/proxy/meta/meta_methods.h"
 #include "runtime/proxy/meta/meta_snapshot.h"
 
 #include <lauxlib.h>
@@ -483,10 +484,26 @@ static const char *const dubbo_code_names[] = {"20", "30", "31", "40",  "50",   
                                                "70", "80", "90", "100", "OTHER"};
 const mt_istio_codes_t mt_meta_dubbo_codes = {"dubbo", dubbo_code_names,
                                               MT_ARRAY_LEN(dubbo_code_names)};
-/* Thrift: a REPLY, or an EXCEPTION message (the codec does not decode its type field). */
-static const char *const thrift_code_names[] = {"OK", "EXCEPTION"};
-static const mt_istio_codes_t thrift_codes = {"thrift", thrift_code_names,
-                                              MT_ARRAY_LEN(thrift_code_names)};
+/* Thrift: OK for a REPLY; for an EXCEPTION its TApplicationException type by Apache Thrift's
+ * name (the codec's status attribute), EXCEPTION when it has no type the codec knows. */
+static const char *const thrift_code_names[] = {"OK",
+                                                "UNKNOWN",
+                                                "UNKNOWN_METHOD",
+                                                "INVALID_MESSAGE_TYPE",
+                                                "WRONG_METHOD_NAME",
+                                                "BAD_SEQUENCE_ID",
+                                                "MISSING_RESULT",
+                                                "INTERNAL_ERROR",
+                                                "PROTOCOL_ERROR",
+                                                "INVALID_TRANSFORM",
+                                                "INVALID_PROTOCOL",
+                                                "UNSUPPORTED_CLIENT_TYPE",
+                                                "EXCEPTION"};
+const mt_istio_codes_t mt_meta_thrift_codes = {"thrift", thrift_code_names,
+                                               MT_ARRAY_LEN(thrift_code_names)};
+_Static_assert(MT_ARRAY_LEN(thrift_code_names) < MT_ISTIO_CODE_NONE &&
+                   MT_ARRAY_LEN(dubbo_code_names) < MT_ISTIO_CODE_NONE,
+               "room for the code \"0\" (a request the client left)");
 static const char *const generic_code_names[] = {"OK", "ERROR"};
 
 /* Label sets keep their codes for good: other codecs' tables are made once, never freed.
@@ -501,7 +518,7 @@ const mt_istio_codes_t *mt_meta_istio_codes(const mt_codec_t *codec)
     if (strcmp(codec->name, "dubbo") == 0)
         return &mt_meta_dubbo_codes;
     if (strcmp(codec->name, "thrift") == 0)
-        return &thrift_codes;
+        return &mt_meta_thrift_codes;
     for (size_t i = 0; i < MT_ARRAY_LEN(generic); i++) {
         if (generic[i].protocol && strcmp(generic[i].protocol, codec->name) == 0)
             return &generic[i];
@@ -537,6 +554,8 @@ int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_con
         mt_warn("listener %s: no codec named %s is built in; relaying it as plain TCP", l->name,
                 l->codec ? l->codec : "(none)");
     l->istio_codes = mt_meta_istio_codes(ml->codec);
+    if (ml->codec)
+        ml->methods = mt_meta_methods_for(l->name);
     if (!mt_snap_field_table(L, t, "metaprotocol")) {
         if (meta_build_want(ml, l) == 0)
             return 0;

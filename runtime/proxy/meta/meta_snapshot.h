@@ -16,5 +16,6 @@ void mt_meta_free_listener(mt_listener_conf_t *l);
 /* Istio's response_code values for a codec's listeners (static or made once). */
 const mt_istio_codes_t *mt_meta_istio_codes(const mt_codec_t *codec);
 extern const mt_istio_codes_t mt_meta_dubbo_codes;
+extern const mt_istio_codes_t mt_meta_thrift_codes;
 
 #endif

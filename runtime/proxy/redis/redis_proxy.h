@@ -62,6 +62,7 @@ typedef struct mt_rreq {
     const mt_wendpoint_t *ep;      /* the endpoint it was last sent to (the access log) */
     uint16_t rflags;               /* Envoy response flags (MT_RF_*): the session's, plus
                                       what happened on the way (timeouts, failures) */
+    struct mt_trace_ctx *trace;    /* its span's context when sampled (malloc'd), or NULL */
     struct mt_rreq *parent;        /* a part of a split command */
     mt_wendpoint_t *pin;           /* a part for one given master (fan-out), whatever its slot */
     mt_rsplit_t *split;            /* a split command: how the parts' replies combine */
@@ -330,6 +331,8 @@ bool mt_rcluster_send_slots(mt_wendpoint_t *ep, const char **why);
 /* reply.c */
 mt_rreq_t *mt_rreq_new(mt_worker_t *w);
 void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r);
+/* A record the client left before its reply: counted (DC, code "0") once, when it closes. */
+void mt_rreq_observe_dc(mt_rsess_t *s, mt_rreq_t *r);
 void mt_rreq_complete(mt_worker_t *w, mt_rreq_t *r, mt_buf_t *b, const char *p, size_t len);
 void mt_rreq_complete_copy(mt_worker_t *w, mt_rreq_t *r, const char *p, size_t len);
 void mt_rreq_complete_error(mt_worker_t *w, mt_rreq_t *r, const char *text);

@@ -11,6 +11,8 @@
 
 #include "runtime/proxy/redis/redis_proxy.h"
 
+#include "runtime/core/trace.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,7 @@ static const char *const redis_code_names[] = {
 };
 const mt_istio_codes_t mt_redis_istio_codes = {"redis", redis_code_names,
                                                MT_ARRAY_LEN(redis_code_names)};
+_Static_assert(MT_ARRAY_LEN(redis_code_names) < MT_ISTIO_CODE_NONE, "room for the code \"0\"");
 
 /* Index of a reply's code: 0 unless it is an error; an unknown prefix is the last ("OTHER"). */
 static uint32_t redis_reply_code(const char *p, size_t len)
@@ -44,6 +47,48 @@ static uint32_t redis_reply_code(const char *p, size_t len)
     return MT_ARRAY_LEN(redis_code_names) - 1;
 }
 
+/* ---- tracing: a span per sampled command (Redis carries no context: traces start here) ---- */
+
+static __attribute__((noinline, cold)) void rreq_trace_begin(mt_rsess_t *s, mt_rreq_t *r)
+{
+    mt_trace_ctx_t ctx;
+    if (!mt_trace_sample_new(s->base.snap->tracing, &s->base.w->trace, &ctx))
+        return;
+    r->trace = malloc(sizeof(*r->trace));
+    if (r->trace)
+        *r->trace = ctx;
+}
+
+/* meltemi's client span of r, ended now with Istio's code (index into the Redis table). */
+static void rreq_trace_end(mt_rsess_t *s, mt_rreq_t *r, uint32_t code)
+{
+    const mt_wendpoint_t *ep = r->ep;
+    mt_trace_span_t sp = {
+        .ctx = r->trace,
+        .name = r->cmd ? r->cmd->name : NULL,
+        .service = mt_stats_identity()->workload,
+        .system = "redis",
+        .db = true,
+        .peer_ip = ep ? ep->address : NULL,
+        .peer_port = ep ? ep->port : 0,
+        .cluster = r->dest ? r->dest->name : NULL,
+        .code = mt_istio_code_name(&mt_redis_istio_codes, code),
+        .error = code != 0,
+        .start_ns = r->start_ns,
+        .end_ns = s->base.w->now_ns,
+    };
+    mt_trace_record(&s->base.w->trace, &sp);
+    free(r->trace);
+    r->trace = NULL;
+}
+
+static inline void rreq_trace_hex(const mt_rreq_t *r, char out[33])
+{
+    out[0] = '\0';
+    if (r->trace)
+        mt_trace_hex(r->trace->trace_id, 16, out);
+}
+
 /* Istio's metrics for a record's reply (every client request ends here once). */
 static inline __attribute__((always_inline)) void rreq_observe(mt_rsess_t *s, mt_rreq_t *r,
                                                                const char *p, size_t len)
@@ -55,6 +100,8 @@ static inline __attribute__((always_inline)) void rreq_observe(mt_rsess_t *s, mt
     mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, NULL, code, r->rflags,
                                                   r->start_ns, r->req_bytes, (uint32_t)len);
     if (MT_UNLIKELY(log != NULL)) {
+        char trace_id[33];
+        rreq_trace_hex(r, trace_id);
         mt_request_end_t e = {.dest = r->dest,
                               .start_ns = r->start_ns,
                               .code = code,
@@ -62,9 +109,39 @@ static inline __attribute__((always_inline)) void rreq_observe(mt_rsess_t *s, mt
                               .req_bytes = r->req_bytes,
                               .resp_bytes = (uint32_t)len,
                               .op = r->cmd ? r->cmd->name : s->cmd_name,
-                              .ep = r->ep};
+                              .ep = r->ep,
+                              .trace_id = trace_id[0] ? trace_id : NULL};
         mt_session_access_log(&s->base, &e, log);
     }
+    if (MT_UNLIKELY(r->trace != NULL))
+        rreq_trace_end(s, r, code);
+}
+
+/* ... and for a record the client left before its reply (Envoy's DC, response_code "0"):
+ * counted and logged when the session closes, since no reply will reach anyone. */
+void mt_rreq_observe_dc(mt_rsess_t *s, mt_rreq_t *r)
+{
+    if (r->observed)
+        return;
+    r->observed = true;
+    r->rflags |= MT_RF_DC;
+    mt_istio_set_t *log = mt_session_request_done(&s->base, r->dest, NULL, MT_ISTIO_CODE_NONE,
+                                                  r->rflags, r->start_ns, r->req_bytes, 0);
+    if (MT_UNLIKELY(log != NULL)) {
+        char trace_id[33];
+        rreq_trace_hex(r, trace_id);
+        mt_request_end_t e = {.dest = r->dest,
+                              .start_ns = r->start_ns,
+                              .code = MT_ISTIO_CODE_NONE,
+                              .flags = r->rflags,
+                              .req_bytes = r->req_bytes,
+                              .op = r->cmd ? r->cmd->name : NULL,
+                              .ep = r->ep,
+                              .trace_id = trace_id[0] ? trace_id : NULL};
+        mt_session_access_log(&s->base, &e, log);
+    }
+    if (r->trace)
+        rreq_trace_end(s, r, MT_ISTIO_CODE_NONE);
 }
 
 /* ... and for a reply made for the command being handled, without a record. */
@@ -142,6 +219,8 @@ mt_rreq_t *mt_rreq_new(mt_worker_t *w)
 
 void mt_rreq_free(mt_worker_t *w, mt_rreq_t *r)
 {
+    if (MT_UNLIKELY(r->trace != NULL)) /* a traced record that never got to its end */
+        free(r->trace);
     if (r->reply.buf)
         mt_buf_unref(&w->pool, r->reply.buf);
     if (r->frame.buf)
@@ -385,6 +464,8 @@ void mt_rsess_push(mt_rsess_t *s, mt_rreq_t *r)
     r->rflags |= s->cmd_flags;
     if (!r->dest && s->base.cluster)
         r->dest = s->base.cluster->conf;
+    if (MT_UNLIKELY(s->base.snap->tracing != NULL))
+        rreq_trace_begin(s, r);
     if (s->tail)
         s->tail->next = r;
     else

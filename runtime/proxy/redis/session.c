@@ -517,7 +517,8 @@ static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
 
 /* ---- session shell hooks */
 
-/* Orphan what upstreams still owe us; free what is already answered. */
+/* Orphan what upstreams still owe us; free what is already answered. A record whose reply
+ * was not counted yet (in flight, or held by a delay) ends here as DC. */
 static void sess_on_close(mt_session_t *base)
 {
     mt_rsess_t *s = (mt_rsess_t *)base;
@@ -526,6 +527,7 @@ static void sess_on_close(mt_session_t *base)
     mt_rreq_t *next;
     for (mt_rreq_t *r = s->head; r; r = next) {
         next = r->next;
+        mt_rreq_observe_dc(s, r); /* nothing when its reply was counted already */
         if (r->done)
             mt_rreq_free(w, r);
         else

@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -183,6 +184,10 @@ def serve(args):
             return self._answer("hello", name)
 
         def greet(self, name):
+            if name == "raise":  # the generated processor answers INTERNAL_ERROR
+                raise RuntimeError("asked to fail")
+            if name == "slow":  # answers after a second (a client may leave before that)
+                time.sleep(1.0)
             return self._answer("greet", name)
 
         def notify(self, what):

@@ -39,16 +39,17 @@ typedef struct expect {
     const char *method;
     const char *mtype;
     uint32_t seq;
-    bool headers; /* the client set info headers on this frame */
+    bool headers;       /* the client set info headers on this frame */
+    const char *status; /* an exception's decoded type (the status attribute) */
 } expect_t;
 
 static const expect_t expectations[] = {
-    {"call", MT_MSG_REQUEST, "echo", "call", 42, true},
-    {"reply", MT_MSG_RESPONSE, "echo", "reply", 42, false},
-    {"declared", MT_MSG_RESPONSE, "echo", "reply", 43, false},
-    {"internal", MT_MSG_ERROR, "ping", "exception", 44, false},
-    {"oneway", MT_MSG_ONEWAY, "fire", "oneway", 7, true},
-    {"appex", MT_MSG_ERROR, "echo", "exception", 42, false},
+    {"call", MT_MSG_REQUEST, "echo", "call", 42, true, NULL},
+    {"reply", MT_MSG_RESPONSE, "echo", "reply", 42, false, NULL},
+    {"declared", MT_MSG_RESPONSE, "echo", "reply", 43, false, NULL},
+    {"internal", MT_MSG_ERROR, "ping", "exception", 44, false, "INTERNAL_ERROR"},
+    {"oneway", MT_MSG_ONEWAY, "fire", "oneway", 7, true, NULL},
+    {"appex", MT_MSG_ERROR, "echo", "exception", 42, false, "UNKNOWN_METHOD"},
 };
 
 Test(thrift_fixtures, every_protocol_and_transport_decodes_at_every_split_point)
@@ -72,12 +73,15 @@ Test(thrift_fixtures, every_protocol_and_transport_decodes_at_every_split_point)
             char seq[16];
             snprintf(seq, sizeof(seq), "%u", x->seq);
             ct_assert_attr(&m, "seq_id", seq);
+            if (x->status)
+                ct_assert_attr(&m, "status", x->status);
+            uint32_t base = x->status ? 4 : 3;
             if (is_header(combos[c]) && x->headers) {
                 ct_assert_attr(&m, "x-request-id", "abc-123");
                 ct_assert_attr(&m, "env", "canary");
-                cr_assert_eq(m.nattrs, 5);
+                cr_assert_eq(m.nattrs, base + 2);
             } else {
-                cr_assert_eq(m.nattrs, 3, "%s_%s", combos[c], x->kind);
+                cr_assert_eq(m.nattrs, base, "%s_%s", combos[c], x->kind);
             }
             free(keep);
             free(data);
@@ -174,6 +178,8 @@ Test(thrift_on_error, every_kind_decodes_as_an_exception_reply)
             cr_assert_eq(resp.type, MT_MSG_ERROR);
             cr_assert_eq(resp.request_id, 42);
             ct_assert_attr(&resp, "method", "echo");
+            /* the decoded status: the exception's type by Apache Thrift's name, every dialect */
+            ct_assert_attr(&resp, "status", thrift_appex_type_name(types[k]));
             /* the exception type is the last i32 before the stop byte (binary) */
             if (strncmp(combos[c], "compact", 7) != 0) {
                 int32_t t = (int32_t)((uint32_t)out.data[out.len - 5] << 24 |
@@ -189,6 +195,32 @@ Test(thrift_on_error, every_kind_decodes_as_an_exception_reply)
         mt_msg_free(&req);
         mt_msg_free(&resp);
     }
+}
+
+Test(thrift_exception_type, names_and_malformed_structs)
+{
+    cr_assert_str_eq(thrift_appex_type_name(1), "UNKNOWN_METHOD");
+    cr_assert_str_eq(thrift_appex_type_name(10), "UNSUPPORTED_CLIENT_TYPE");
+    cr_assert_null(thrift_appex_type_name(11));
+    cr_assert_null(thrift_appex_type_name(-1));
+    /* binary: {1: "ab", 2: 7} then the type; fields out of order; a truncated string */
+    const uint8_t bin[] = {11, 0, 1, 0, 0, 0, 2, 'a', 'b', 8, 0, 2, 0, 0, 0, 7, 0};
+    cr_assert_eq(thrift_read_app_exception_type(THRIFT_PROTO_BINARY, bin, 0, sizeof(bin)), 7);
+    const uint8_t only_type[] = {8, 0, 2, 0, 0, 0, 4, 0};
+    cr_assert_eq(
+        thrift_read_app_exception_type(THRIFT_PROTO_BINARY, only_type, 0, sizeof(only_type)), 4);
+    const uint8_t cut[] = {11, 0, 1, 0, 0, 0, 9, 'a'};
+    cr_assert_eq(thrift_read_app_exception_type(THRIFT_PROTO_BINARY, cut, 0, sizeof(cut)), -1);
+    const uint8_t other[] = {12, 0, 1, 0}; /* a struct field: not a TApplicationException */
+    cr_assert_eq(thrift_read_app_exception_type(THRIFT_PROTO_BINARY, other, 0, sizeof(other)), -1);
+    /* compact: field 1 binary "x" (delta 1), field 2 i32 zigzag(12) = 24 (delta 1) */
+    const uint8_t cmp[] = {0x18, 1, 'x', 0x15, 24, 0};
+    cr_assert_eq(thrift_read_app_exception_type(THRIFT_PROTO_COMPACT, cmp, 0, sizeof(cmp)), 12);
+    const uint8_t cmp_long_id[] = {0x05, 4, 6, 0}; /* field id 2 as a zigzag varint, i32 3 */
+    cr_assert_eq(
+        thrift_read_app_exception_type(THRIFT_PROTO_COMPACT, cmp_long_id, 0, sizeof(cmp_long_id)),
+        3);
+    cr_assert_eq(thrift_read_app_exception_type(THRIFT_PROTO_COMPACT, cmp, 0, 2), -1);
 }
 
 Test(thrift_on_error, oneway_gets_no_reply)
