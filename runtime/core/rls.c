@@ -75,7 +75,7 @@ struct mt_rls_pool {
     uv_loop_t *loop;
     mt_timer_wheel_t *wheel;
     rls_conn_t *conns;
-    mt_rls_call_t *done; /* finished, callbacks to run */
+    mt_rls_call_t *done;   /* finished, callbacks to run */
     mt_timer_t done_timer; /* runs the done list from the loop when it filled elsewhere */
     mt_rls_counts_t counts;
     bool closed;
@@ -236,8 +236,8 @@ static void conn_fail(rls_conn_t *cn, const char *why)
     }
     if (cn->state == RLS_CONNECTING) {
         p->counts.connect_failures++;
-        cn->backoff_ms = cn->backoff_ms ? MT_MIN(cn->backoff_ms * 2, RLS_BACKOFF_MAX_MS)
-                                        : RLS_BACKOFF_MIN_MS;
+        cn->backoff_ms =
+            cn->backoff_ms ? MT_MIN(cn->backoff_ms * 2, RLS_BACKOFF_MAX_MS) : RLS_BACKOFF_MIN_MS;
         cn->retry_at_ms = uv_now(p->loop) + cn->backoff_ms;
         cn->state = RLS_BACKOFF;
         mt_warn("rate limit service: %s; retrying in %u ms", why, cn->backoff_ms);
@@ -561,7 +561,10 @@ static void on_call_timeout(mt_timer_t *t)
         cb(c, data, MT_RLS_TIMEOUT, "the rate limit service did not answer in time");
 }
 
-#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+#define NV(n, v)                                                                                   \
+    {                                                                                              \
+        (uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE             \
+    }
 
 mt_rls_call_t *mt_rls_call_start(mt_rls_pool_t *p, const mt_rls_target_t *t, const char *domain,
                                  const mt_rls_entry_t *entries, size_t n_entries,
@@ -596,9 +599,12 @@ mt_rls_call_t *mt_rls_call_start(mt_rls_pool_t *p, const mt_rls_target_t *t, con
     char tmo[24];
     snprintf(tmo, sizeof(tmo), "%um", timeout_ms ? timeout_ms : 1);
     nghttp2_nv hdrs[] = {
-        NV(":method", "POST"),          NV(":scheme", "http"),
-        NV(":path", RLS_PATH),          NV(":authority", cn->authority),
-        NV("content-type", "application/grpc"), NV("te", "trailers"),
+        NV(":method", "POST"),
+        NV(":scheme", "http"),
+        NV(":path", RLS_PATH),
+        NV(":authority", cn->authority),
+        NV("content-type", "application/grpc"),
+        NV("te", "trailers"),
         NV("grpc-timeout", tmo),
     };
     nghttp2_data_provider body = {.source.ptr = c, .read_callback = h2_read_body};
@@ -612,7 +618,7 @@ mt_rls_call_t *mt_rls_call_start(mt_rls_pool_t *p, const mt_rls_target_t *t, con
     call_link(&cn->calls, c);
     p->counts.calls++;
     mt_timer_start(p->wheel, &c->timer, timeout_ms ? timeout_ms : 1, on_call_timeout);
-    conn_flush(cn); /* may fail the connection: the call is then on the done list */
+    conn_flush(cn);    /* may fail the connection: the call is then on the done list */
     if (c->finished) { /* the connection failed on the first write: no callback for c */
         call_unlink(&p->done, c);
         mt_timer_stop(p->wheel, &c->timer);
@@ -630,8 +636,8 @@ void mt_rls_call_cancel(mt_rls_call_t *c)
     if (c->finished || !cn) /* on the done list: freed there without a callback */
         return;
     mt_timer_stop(cn->pool->wheel, &c->timer);
-    if (cn->h2 && nghttp2_submit_rst_stream(cn->h2, NGHTTP2_FLAG_NONE, c->stream_id,
-                                            NGHTTP2_CANCEL) == 0) {
+    if (cn->h2 &&
+        nghttp2_submit_rst_stream(cn->h2, NGHTTP2_FLAG_NONE, c->stream_id, NGHTTP2_CANCEL) == 0) {
         conn_flush(cn);
         return;
     }

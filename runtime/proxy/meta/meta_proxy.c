@@ -1794,15 +1794,16 @@ static bool sess_global_rate_wait(meta_sess_t *s, const mt_msg_t *msg)
         if (!mt_meta_match_one(&g->match[j], msg, mw->match_data))
             return false;
     }
-    mt_rls_entry_t small[8], *e = g->n_descriptors <= 8 ? small : malloc(sizeof(*e) * g->n_descriptors);
+    mt_rls_entry_t small[8],
+        *e = g->n_descriptors <= 8 ? small : malloc(sizeof(*e) * g->n_descriptors);
     if (!e) {
         mt_session_close(&s->base);
         return true;
     }
     bool all = true;
     for (uint32_t i = 0; all && i < g->n_descriptors; i++) {
-        const mt_str_t *v = mt_msg_get(msg, g->descriptors[i].property.ptr,
-                                       g->descriptors[i].property.len);
+        const mt_str_t *v =
+            mt_msg_get(msg, g->descriptors[i].property.ptr, g->descriptors[i].property.len);
         all = v != NULL;
         if (v)
             e[i] = (mt_rls_entry_t){g->descriptors[i].key.ptr, v->ptr, g->descriptors[i].key.len,
@@ -1815,7 +1816,8 @@ static bool sess_global_rate_wait(meta_sess_t *s, const mt_msg_t *msg)
     }
     const char *why = "the rate limit service's cluster has no usable endpoint";
     mt_rls_call_t *c = NULL;
-    if (all && ep && (mw->rls || (mw->rls = mt_rls_pool_new(&s->base.w->loop, &s->base.w->timers)))) {
+    if (all && ep &&
+        (mw->rls || (mw->rls = mt_rls_pool_new(&s->base.w->loop, &s->base.w->timers)))) {
         mt_rls_target_t t = {(const struct sockaddr *)&ep->sa, ep->salen, g->authority};
         c = mt_rls_call_start(mw->rls, &t, g->domain, e, g->n_descriptors, g->timeout_ms,
                               sess_global_rate_answer, s, &why);
