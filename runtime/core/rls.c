@@ -669,7 +669,12 @@ void mt_rls_pool_close(mt_rls_pool_t *p)
             c->cb = NULL;
         conn_fail(cn, "shutting down");
     }
-    pool_run_done(p);
+    /* The calls stay on the done list, without callbacks, until mt_rls_pool_free: their
+     * owners (sessions closed after this) may still cancel them. */
+    for (mt_rls_call_t *c = p->done; c; c = c->next) {
+        c->cb = NULL;
+        mt_timer_stop(p->wheel, &c->timer);
+    }
 }
 
 void mt_rls_pool_free(mt_rls_pool_t *p)
