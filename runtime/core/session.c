@@ -231,7 +231,7 @@ void mt_session_pause(mt_session_t *s)
 
 void mt_session_resume(mt_session_t *s)
 {
-    if (s->reading || s->closing || s->finishing)
+    if (s->reading || s->closing || s->finishing || s->held)
         return;
     if (s->pending > MT_SESSION_MAX_PENDING / 2 || mt_outq_pending(&s->out) > s->max_output / 2)
         return;

@@ -70,6 +70,8 @@ struct mt_session {
     uint64_t accepted_ns;    /* now_ns at the accept (plain TCP's access log line) */
     uint64_t received_bytes; /* from the client (plain TCP's relay: its access log line) */
     bool reading;
+    bool held;      /* the proxy holds reading (a request waits for a rate limit service): no
+                       resume until it lets go, so s->rbuf and what was decoded from it stay put */
     bool finishing; /* EOF, protocol error or drain: close once everything owed is written */
     bool closing;
 };

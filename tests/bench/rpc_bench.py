@@ -45,7 +45,8 @@ from bench import Server, cpu_model, first_line, free_port, log, tail  # noqa: E
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
-ALL_TARGETS = ["direct", "meltemi", "meltemi-router", "meltemi-router-lua", "haproxy"]
+ALL_TARGETS = ["direct", "meltemi", "meltemi-router", "meltemi-router-lua", "meltemi-router-rls",
+               "haproxy"]
 CONNS = 32
 ROWS = [("thrift", 1), ("thrift", 16), ("dubbo", 1), ("dubbo", 16)]
 METHOD = {"thrift": "hello", "dubbo": "echo"}  # what rpcload calls
@@ -93,7 +94,34 @@ spec:
 """
 
 
-def meltemi_yaml(proto, port, upstream, router, rate_limit=False, lua=False):
+# meltemi-router-rls: the router and a globalRateLimit asking tests/bench/rls_server.py (always
+# OK) about every call, one gRPC call per request (the issue's goal: >= 0.5x meltemi-router).
+def global_rate_limit_yaml(rls_port):
+    return f"""\
+  globalRateLimit:
+    domain: bench
+    rateLimitService: outbound|8081||rls.bench.svc.cluster.local
+    requestTimeout: 1s
+    denyOnFail: true
+    descriptors:
+    - {{property: method, descriptorKey: method}}
+"""
+
+
+def rls_service_entry_yaml(rls_port):
+    return f"""\
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {{name: rls, namespace: bench}}
+spec:
+  hosts: [rls.bench.svc.cluster.local]
+  ports: [{{number: 8081, name: grpc-rls, protocol: GRPC}}]
+  resolution: STATIC
+  endpoints: [{{address: {HOST}, ports: {{grpc-rls: {rls_port}}}}}]
+"""
+
+
+def meltemi_yaml(proto, port, upstream, router, rate_limit=False, lua=False, rls_port=None):
     host = f"bench-{proto}.bench.svc.cluster.local"
     pname = f"tcp-metaprotocol-{proto}-bench"
     y = f"""\
@@ -157,10 +185,13 @@ spec:
             y += UNLIMITED_RATE_LIMIT
         if lua:
             y += LUA_FILTER.format(proto=proto, host=host)
+        if rls_port:
+            y += global_rate_limit_yaml(rls_port)
     return y
 
 
-def start_meltemi(work, binary, name, upstreams, router, rate_limit=False, lua=False):
+def start_meltemi(work, binary, name, upstreams, router, rate_limit=False, lua=False,
+                  rls_port=None):
     """One meltemi (one worker) with a listener per protocol; -> (Server, {proto: port})."""
     conf = work / f"{name}-conf"
     conf.mkdir(exist_ok=True)
@@ -168,7 +199,9 @@ def start_meltemi(work, binary, name, upstreams, router, rate_limit=False, lua=F
     for proto, up in upstreams.items():
         ports[proto] = free_port()
         (conf / f"{proto}.yaml").write_text(meltemi_yaml(proto, ports[proto], up, router,
-                                                         rate_limit, lua))
+                                                         rate_limit, lua, rls_port))
+    if rls_port:
+        (conf / "rls.yaml").write_text(rls_service_entry_yaml(rls_port))
     admin = free_port()
     s = Server(name, [str(binary), "run", "-c", str(conf), "--admin", f"{HOST}:{admin}",
                       "--workers", "1", "--log-level", "warn"], work, 0)
@@ -305,9 +338,19 @@ def main():
                 if not binary.exists():
                     log(f"{t}: {binary} does not exist (build first)")
                     continue
+                rls_port = None
+                if t == "meltemi-router-rls":
+                    rls_port = free_port()
+                    rls = Server("rls", ["/usr/bin/python3", str(REPO / "tests/bench/rls_server.py"),
+                                         "--port", str(rls_port), "--gen", str(work / "rls-gen")],
+                                 work, rls_port)
+                    procs.append(rls)
+                    if not rls.start(lambda: tcp_up(rls_port)):
+                        log(f"{t}: the rate limit service did not start: {rls.error}")
+                        continue
                 s, p = start_meltemi(work, binary, t, upstream,
                                      router=t.startswith("meltemi-router"),
-                                     lua=(t == "meltemi-router-lua"))
+                                     lua=(t == "meltemi-router-lua"), rls_port=rls_port)
             else:
                 s, p = start_haproxy(work, upstream)
             procs.append(s)

@@ -179,7 +179,7 @@ spec: {protocol: videopacket, codec: aeraki.meta_protocol.codec.videopacket}
   H.ok(C.codec_known("thrift") and C.codec_known("aeraki.meta_protocol.codec.dubbo") ~= nil, "registry")
 end)
 
-H.test("MetaRouter rate limits, exportTo warn until enforced; gateways is enforced", function()
+H.test("MetaRouter globalRateLimit is enforced (no warning) and must name a cluster; gateways too", function()
   local mr = [[
 apiVersion: metaprotocol.aeraki.io/v1alpha1
 kind: MetaRouter
@@ -187,12 +187,39 @@ metadata: {name: r, namespace: meta}
 spec:
   hosts: [dubbo]
   gateways: [mesh]
-  globalRateLimit: {domain: d, rateLimitService: outbound|8081||nowhere, match: {}}
+  globalRateLimit: {domain: d, rateLimitService: %s, match: {}, requestTimeout: 50ms, denyOnFail: true,
+    descriptors: [{property: method, descriptorKey: m}]}
   routes: [{route: [{destination: {host: dubbo}}]}]
 ]]
-  local warns = warnings({ ["se.yaml"] = SE, ["mr.yaml"] = mr })
-  for _, w in ipairs(warns) do H.ok(not w:find("spec.gateways", 1, true), "gateways [mesh] applies: " .. w) end
-  H.find(warns, "mr.yaml:7: MetaRouter/r: spec.globalRateLimit: accepted but not enforced", "grl")
+  local rls = [[
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: rls, namespace: meta}
+spec:
+  hosts: [rls.meta.svc.cluster.local]
+  ports: [{number: 8081, name: grpc-rls}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {grpc-rls: 18081}}]
+]]
+  local files = { ["se.yaml"] = SE, ["rls.yaml"] = rls,
+    ["mr.yaml"] = mr:format("outbound|8081||rls.meta.svc.cluster.local") }
+  local warns = warnings(files)
+  for _, w in ipairs(warns) do
+    H.ok(not w:find("spec.gateways", 1, true), "gateways [mesh] applies: " .. w)
+    H.ok(not w:find("globalRateLimit", 1, true), "globalRateLimit is enforced: " .. w)
+  end
+  local snap = H.snapshot_of(files)
+  local g = H.listener(snap, "127.0.0.41:20880").metaprotocol.global_rate_limit
+  H.eq(g.rate_limit_cluster, "outbound|8081||rls.meta.svc.cluster.local", "cluster")
+  H.eq(g.request_timeout_ms, 50, "requestTimeout")
+  H.eq(g.deny_on_fail, true, "denyOnFail")
+  H.eq(g.descriptors[1].descriptor_key, "m", "descriptorKey")
+  files["mr.yaml"] = mr:format("rls.meta.svc.cluster.local:8081")
+  H.eq(H.listener(H.snapshot_of(files), "127.0.0.41:20880").metaprotocol.global_rate_limit
+    .rate_limit_cluster, "outbound|8081||rls.meta.svc.cluster.local", "HOST:PORT")
+  files["mr.yaml"] = mr:format("outbound|8081||nowhere")
+  H.find(H.errors_of(files), { "mr.yaml", "spec.globalRateLimit.rateLimitService",
+    '"outbound|8081||nowhere" names no cluster' }, "unknown cluster")
 end)
 
 H.test("MetaRouter route extensions: timeout, retries, fault.abort compile; bad ones are errors", function()

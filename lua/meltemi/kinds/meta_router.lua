@@ -214,7 +214,30 @@ local function compile_routes(obj, c, l, spec)
   return routes
 end
 
-local function compile_rate_limits(spec, mp)
+-- globalRateLimit.rateLimitService -> the cluster asked: an Envoy cluster name as Aeraki
+-- writes it (outbound|PORT||HOST), or HOST:PORT, or a HOST with one port; a ServiceEntry must
+-- define it (its endpoints are the rate limit service's addresses). nil after reporting.
+local function rate_limit_cluster(obj, c, name)
+  local clusters = c.snapshot.clusters
+  if clusters[name] then return name end
+  local h, p = require("meltemi.compiler").split_host_port(name)
+  local cn = h and require("meltemi.compiler").cluster_name(p, nil, h)
+  if cn and clusters[cn] then return cn end
+  local found
+  for cname, cl in pairs(clusters) do
+    if cl.service == name then
+      if found then found = false; break end
+      found = cname
+    end
+  end
+  if found then return found end
+  c:error(obj, "spec.globalRateLimit.rateLimitService", string.format("%q names no cluster (write "
+    .. "outbound|PORT||HOST or HOST:PORT of a ServiceEntry's port%s)", name,
+    found == false and "; the host has several ports" or ""))
+  return nil
+end
+
+local function compile_rate_limits(obj, c, spec, mp)
   local lrl = spec.localRateLimit
   if lrl then
     mp.local_rate_limit = { token_bucket = lrl.tokenBucket and compile_bucket(lrl.tokenBucket),
@@ -230,20 +253,23 @@ local function compile_rate_limits(spec, mp)
     for _, d in ipairs(grl.descriptors or {}) do
       descriptors[#descriptors + 1] = { property = d.property, descriptor_key = d.descriptorKey }
     end
-    mp.global_rate_limit = { match = compile_match(grl.match), domain = grl.domain,
-      request_timeout_ms = grl.requestTimeout and T.duration_ms(grl.requestTimeout) or 20,
-      deny_on_fail = grl.denyOnFail or false, rate_limit_service = grl.rateLimitService,
-      descriptors = descriptors }
+    local cluster = rate_limit_cluster(obj, c, grl.rateLimitService)
+    if cluster then
+      mp.global_rate_limit = { match = compile_match(grl.match), domain = grl.domain,
+        request_timeout_ms = grl.requestTimeout and math.max(1, T.duration_ms(grl.requestTimeout)) or 20,
+        deny_on_fail = grl.denyOnFail or false, rate_limit_service = grl.rateLimitService,
+        rate_limit_cluster = cluster, descriptors = descriptors }
+    end
   end
 end
 
 -- meltemi.fields: what every accepted field does. routes[] is read whole by compile_routes,
 -- localRateLimit by compile_rate_limits (meta_snapshot.c / meta_proxy.c act on both: one
--- token bucket per condition, shared by every worker, runtime/core/ratelimit.h).
-K.consumed = { "spec.hosts", "spec.gateways", "spec.routes", "spec.localRateLimit" }
+-- token bucket per condition, shared by every worker, runtime/core/ratelimit.h);
+-- globalRateLimit too (an Envoy rate limit service asked over gRPC, runtime/core/rls.h).
+K.consumed = { "spec.hosts", "spec.gateways", "spec.routes", "spec.localRateLimit",
+  "spec.globalRateLimit" }
 K.unenforced = {
-  ["spec.globalRateLimit"] = "global rate limits are not implemented yet (issue 12): no rate limit "
-    .. "service is asked and requests are not limited",
   ["spec.exportTo"] = "one proxy sees every router: there is no export scope",
 }
 
@@ -264,7 +290,7 @@ function K.build(obj, c)
             applied = true
             local mp = { routes = compile_routes(obj, c, l, spec),
               source = { file = obj.file, line = obj.line, kind = obj.kind, name = obj.name } }
-            compile_rate_limits(spec, mp)
+            compile_rate_limits(obj, c, spec, mp)
             l.metaprotocol = mp
           end
         end

@@ -109,12 +109,34 @@ typedef struct mt_meta_rate_cond {
     mt_token_bucket_t bucket; /* shared by every worker (ratelimit.h) */
 } mt_meta_rate_cond_t;
 
+/* MetaRouter globalRateLimit (docs/metaprotocol.md): requests its match selects are asked of
+ * an Envoy rate limit service (runtime/core/rls.h) with one descriptor, whose entries are
+ * {descriptorKey: the request's property attribute}. */
+typedef struct mt_meta_grl_descriptor {
+    mt_str_t property; /* the request attribute read */
+    mt_str_t key;      /* the descriptor entry's key */
+} mt_meta_grl_descriptor_t;
+
+typedef struct mt_meta_global_rate_limit {
+    mt_meta_match_t *match; /* all must hold; none: every request */
+    uint32_t n_match;
+    char *domain;
+    uint32_t timeout_ms; /* requestTimeout, default 20 */
+    bool deny_on_fail;   /* an error or timeout of the service refuses the request */
+    mt_meta_grl_descriptor_t *descriptors;
+    uint32_t n_descriptors;
+    char *service;              /* rateLimitService as written (logs) */
+    mt_cluster_conf_t *cluster; /* the cluster it names: its first usable endpoint is asked */
+    char *authority;            /* :authority sent: the cluster's service host */
+} mt_meta_global_rate_limit_t;
+
 typedef struct mt_meta_listener_conf {
     mt_meta_route_t *routes; /* in order, first match wins; none: the default cluster */
     uint32_t n_routes;
     mt_token_bucket_t *rate_bucket; /* localRateLimit.tokenBucket; NULL: unlimited */
     mt_meta_rate_cond_t *rate_conds;
     uint32_t n_rate_conds;
+    mt_meta_global_rate_limit_t *global_rl; /* globalRateLimit; NULL: none */
     uint32_t request_timeout_ms; /* listener.metaprotocol.request_timeout_ms, default 5000 */
     const mt_codec_t *codec;     /* resolved at snapshot time; NULL: unknown (relayed as TCP) */
     /* Every attribute this listener's requests can be asked for: the routes' match keys, the

@@ -29,6 +29,7 @@
  */
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
+#include "runtime/core/rls.h"
 #include "runtime/core/session.h"
 #include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
@@ -150,6 +151,10 @@ struct meta_sess {
     uint8_t peer_ip[16];           /* the client's address bytes, for useSourceIp; read once */
     uint8_t peer_ip_len;           /* 0: not read yet */
     mt_meta_stream_list_t streams; /* this client's open streams */
+    /* globalRateLimit: the call in flight for the request at rbuf->pos (s->msg). Reading
+     * is held meanwhile (base.held) and no later frame is decoded: requests keep their
+     * order, and the frame and its decoded attributes stay where they are. */
+    mt_rls_call_t *rls_call;
 };
 
 /* Everything meta_proxy keeps per worker (w->proxy[MT_PROTO_META]). */
@@ -166,6 +171,7 @@ typedef struct meta_worker {
     uint64_t mutation_warnings;       /* "request mutation not applied": logged once per worker */
     mt_meta_match_data_t *match_data; /* regex route matches */
     mt_meta_lua_t lua;                /* LuaFilter on_request / on_response (meta_lua.h) */
+    mt_rls_pool_t *rls;               /* globalRateLimit: this worker's connections, on first use */
 } meta_worker_t;
 
 static meta_worker_t *mw_of(mt_worker_t *w)
@@ -1950,6 +1956,138 @@ static void sess_filtered(meta_sess_t *s, const mt_msg_t *msg)
         sess_forward(s, msg, &t, fv);
 }
 
+/* After the rate limits: the Lua filters (when the listener has any), the route, forward. */
+static void sess_route_and_forward(meta_sess_t *s, const mt_msg_t *msg)
+{
+    mt_worker_t *w = s->base.w;
+    meta_worker_t *mw = mw_of(w);
+    if (MT_UNLIKELY(mt_meta_lua_has_chain(&mw->lua, s->base.li)) && s->base.snap == w->snap) {
+        sess_filtered(s, msg);
+        return;
+    }
+    meta_target_t t;
+    if (sess_route(s, msg, &t) && !sess_fault_abort(s, msg, t.route))
+        sess_forward(s, msg, &t, NULL);
+}
+
+/* ---- globalRateLimit: an Envoy rate limit service asked per request (core/rls.h) ------------- */
+
+static void sess_on_data(mt_session_t *base);
+
+/* The answer for the request held at rbuf->pos is in: pass or refuse it, then go on with the
+ * frames read after it and let reading go (what session_on_read does after on_data). */
+static void sess_global_rate_answer(mt_rls_call_t *c, void *data, mt_rls_result_t r,
+                                    const char *why)
+{
+    meta_sess_t *s = data;
+    mt_worker_t *w = s->base.w;
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
+    const mt_meta_global_rate_limit_t *g = lc ? lc->global_rl : NULL;
+    s->rls_call = NULL;
+    s->base.held = false;
+    s->base.pending--;
+    w->now_ns = uv_hrtime();
+    bool refuse = r == MT_RLS_OVER_LIMIT || (r != MT_RLS_OK && (!g || g->deny_on_fail));
+    if (r != MT_RLS_OK && r != MT_RLS_OVER_LIMIT)
+        mt_debug("listener %s: rate limit service %s: %s (%s)", s->base.conf->name,
+                 g ? g->service : "?", why, refuse ? "denyOnFail: refused" : "let through");
+    if (refuse) {
+        char text[ERR_TEXT];
+        if (r == MT_RLS_OVER_LIMIT)
+            snprintf(text, sizeof(text), "meltemi: rate limited (%s globalRateLimit)",
+                     sess_service(s));
+        else
+            snprintf(text, sizeof(text),
+                     "meltemi: rate limited (%s globalRateLimit: rate limit service failed: %s)",
+                     sess_service(s), why);
+        mt_stat_add(s->base.conf->stats, w->id, MT_ST_RATE_LIMITED, 1);
+        sess_error_now(s, &s->msg, MT_ERR_OVER_LIMIT, text);
+    } else {
+        sess_route_and_forward(s, &s->msg);
+    }
+    mt_buf_t *b = s->base.rbuf;
+    if (s->base.closing)
+        return;
+    b->pos += s->msg.frame_len;
+    sess_on_data(&s->base);
+    b = s->base.rbuf;
+    if (s->rls_call || s->base.closing)
+        return; /* the next request waits in turn */
+    if (b && b->pos == b->last) {
+        mt_buf_unref(&w->pool, b);
+        s->base.rbuf = NULL;
+    }
+    mt_session_check_bounds(&s->base);
+    mt_session_maybe_finish(&s->base);
+    if (!s->base.closing)
+        mt_session_resume(&s->base);
+}
+
+/* MetaRouter globalRateLimit: true when msg waits for the rate limit service (or was answered
+ * already); false lets it through now. A request the match does not select, or that lacks a
+ * descriptor's property, is not asked about (as Aeraki: no descriptor, no limit). */
+static bool sess_global_rate_wait(meta_sess_t *s, const mt_msg_t *msg)
+{
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
+    const mt_meta_global_rate_limit_t *g = lc ? lc->global_rl : NULL;
+    if (MT_LIKELY(!g))
+        return false;
+    meta_worker_t *mw = mw_of(s->base.w);
+    for (uint32_t j = 0; j < g->n_match; j++) {
+        if (!mt_meta_match_one(&g->match[j], msg, mw->match_data))
+            return false;
+    }
+    mt_rls_entry_t small[8],
+        *e = g->n_descriptors <= 8 ? small : malloc(sizeof(*e) * g->n_descriptors);
+    if (!e) {
+        mt_session_close(&s->base);
+        return true;
+    }
+    bool all = true;
+    for (uint32_t i = 0; all && i < g->n_descriptors; i++) {
+        const mt_str_t *v =
+            mt_msg_get(msg, g->descriptors[i].property.ptr, g->descriptors[i].property.len);
+        all = v != NULL;
+        if (v)
+            e[i] = (mt_rls_entry_t){g->descriptors[i].key.ptr, v->ptr, g->descriptors[i].key.len,
+                                    v->len};
+    }
+    const mt_endpoint_conf_t *ep = NULL;
+    for (uint32_t i = 0; g->cluster && i < g->cluster->n_endpoints && !ep; i++) {
+        if (!g->cluster->endpoints[i].resolve_error)
+            ep = &g->cluster->endpoints[i];
+    }
+    const char *why = "the rate limit service's cluster has no usable endpoint";
+    mt_rls_call_t *c = NULL;
+    if (all && ep &&
+        (mw->rls || (mw->rls = mt_rls_pool_new(&s->base.w->loop, &s->base.w->timers)))) {
+        mt_rls_target_t t = {(const struct sockaddr *)&ep->sa, ep->salen, g->authority};
+        c = mt_rls_call_start(mw->rls, &t, g->domain, e, g->n_descriptors, g->timeout_ms,
+                              sess_global_rate_answer, s, &why);
+    }
+    if (e != small)
+        free(e);
+    if (!all)
+        return false;
+    if (c) {
+        s->rls_call = c;
+        s->base.held = true;
+        s->base.pending++; /* a drain or idle timeout waits for it like for a reply */
+        mt_session_pause(&s->base);
+        return true;
+    }
+    mt_debug("listener %s: rate limit service %s: %s", s->base.conf->name, g->service, why);
+    if (!g->deny_on_fail)
+        return false;
+    char text[ERR_TEXT];
+    snprintf(text, sizeof(text),
+             "meltemi: rate limited (%s globalRateLimit: rate limit service failed: %s)",
+             sess_service(s), why);
+    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_RATE_LIMITED, 1);
+    sess_error_now(s, msg, MT_ERR_OVER_LIMIT, text);
+    return true;
+}
+
 static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_worker_t *w = s->base.w;
@@ -1987,15 +2125,9 @@ static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
         sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "RBAC: access denied");
         return;
     }
-    if (!sess_rate_allows(s, msg))
+    if (!sess_rate_allows(s, msg) || sess_global_rate_wait(s, msg))
         return;
-    if (MT_UNLIKELY(mt_meta_lua_has_chain(&mw->lua, s->base.li)) && s->base.snap == w->snap) {
-        sess_filtered(s, msg);
-        return;
-    }
-    meta_target_t t;
-    if (sess_route(s, msg, &t) && !sess_fault_abort(s, msg, t.route))
-        sess_forward(s, msg, &t, NULL);
+    sess_route_and_forward(s, msg);
 }
 
 /* ---- session shell hooks ------------------------------------------------------------------ */
@@ -2033,6 +2165,11 @@ static void sess_on_close(mt_session_t *base)
     meta_sess_t *s = (meta_sess_t *)base;
     meta_worker_t *mw = mw_of(base->w);
     meta_req_t *next;
+    if (s->rls_call) { /* nobody waits for its answer any more */
+        mt_rls_call_cancel(s->rls_call);
+        s->rls_call = NULL;
+        base->pending--;
+    }
     for (meta_req_t *r = s->head; r; r = next) {
         next = r->snext;
         if (!r->done)
@@ -2096,6 +2233,8 @@ static void sess_on_data(mt_session_t *base)
             break;
         }
         sess_on_frame(s, &s->msg);
+        if (s->rls_call)
+            break; /* held at this frame until the rate limit service answers */
         b->pos += s->msg.frame_len;
     }
 }
@@ -2269,6 +2408,7 @@ static void meta_worker_stop(mt_worker_t *w)
     while (w->upstreams[MT_PROTO_META])
         up_fail((meta_up_t *)w->upstreams[MT_PROTO_META], MT_ERR_UNSPECIFIED,
                 "meltemi: proxy shutting down");
+    mt_rls_pool_close(mw_of(w)->rls);
 }
 
 static void meta_worker_free(mt_worker_t *w)
@@ -2288,6 +2428,7 @@ static void meta_worker_free(mt_worker_t *w)
         mt_msg_free(&mw->emsg);
     mt_meta_match_data_free(mw->match_data);
     mt_meta_lua_close(&mw->lua);
+    mt_rls_pool_free(mw->rls);
     free(mw);
     w->proxy[MT_PROTO_META] = NULL;
 }

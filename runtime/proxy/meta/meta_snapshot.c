@@ -433,8 +433,73 @@ static int meta_build_want(mt_meta_listener_conf_t *ml, const mt_listener_conf_t
         for (uint32_t k = 0; rc == 0 && k < c->n_match; k++)
             rc = mt_attr_filter_add(f, c->match[k].key.ptr, c->match[k].key.len) == MT_OK ? 0 : -1;
     }
+    if (rc == 0 && ml->global_rl) {
+        const mt_meta_global_rate_limit_t *g = ml->global_rl;
+        for (uint32_t k = 0; rc == 0 && k < g->n_match; k++)
+            rc = mt_attr_filter_add(f, g->match[k].key.ptr, g->match[k].key.len) == MT_OK ? 0 : -1;
+        for (uint32_t k = 0; rc == 0 && k < g->n_descriptors; k++)
+            rc = mt_attr_filter_add(f, g->descriptors[k].property.ptr,
+                                    g->descriptors[k].property.len) == MT_OK
+                     ? 0
+                     : -1;
+    }
     return rc;
 }
+
+/* listener.metaprotocol.global_rate_limit (mp: its table's index) into ml->global_rl. */
+static int meta_read_global_rate_limit(lua_State *L, int mp, mt_snapshot_t *s,
+                                       mt_meta_listener_conf_t *ml, char *msg, size_t msglen)
+{
+    if (!mt_snap_field_table(L, mp, "global_rate_limit"))
+        return 0;
+    int gt = lua_gettop(L);
+    mt_meta_global_rate_limit_t *g = calloc(1, sizeof(*g));
+    ml->global_rl = g;
+    int rc = g ? 0 : -1;
+    if (rc == 0) {
+        g->domain = mt_snap_field_str(L, gt, "domain");
+        g->service = mt_snap_field_str(L, gt, "rate_limit_service");
+        char *cl = mt_snap_field_str(L, gt, "rate_limit_cluster");
+        g->cluster = cl ? mt_snapshot_cluster(s, cl) : NULL;
+        free(cl);
+        g->authority = g->cluster && g->cluster->service ? strdup(g->cluster->service) : NULL;
+        int64_t tmo = mt_snap_field_int(L, gt, "request_timeout_ms", 20);
+        g->timeout_ms = tmo > 0 ? (uint32_t)tmo : 20;
+        g->deny_on_fail = mt_snap_field_bool(L, gt, "deny_on_fail", false);
+        if (!g->domain || !g->service || !g->cluster) {
+            snprintf(msg, msglen, "rate limit service %s names no cluster",
+                     g->service ? g->service : "(none)");
+            rc = -1;
+        }
+    }
+    if (rc == 0)
+        rc = meta_read_match(L, gt, &g->match, &g->n_match, msg, msglen);
+    if (rc == 0 && mt_snap_field_table(L, gt, "descriptors")) {
+        int dt = lua_gettop(L);
+        size_t cnt = lua_objlen(L, dt);
+        g->descriptors = calloc(cnt ? cnt : 1, sizeof(*g->descriptors));
+        rc = g->descriptors ? 0 : -1;
+        for (size_t i = 0; rc == 0 && i < cnt; i++) {
+            lua_rawgeti(L, dt, (int)i + 1);
+            int e = lua_gettop(L);
+            if (lua_istable(L, e)) {
+                mt_meta_grl_descriptor_t *d = &g->descriptors[g->n_descriptors++];
+                d->property = meta_str(L, e, "property");
+                d->key = meta_str(L, e, "descriptor_key");
+                if (!d->property.ptr || !d->key.ptr) {
+                    snprintf(msg, msglen, "a descriptor without property or descriptorKey");
+                    rc = -1;
+                }
+            }
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+static void meta_free_global_rate_limit(mt_meta_global_rate_limit_t *g);
 
 /* listener.metaprotocol.local_rate_limit (mp: its table's index) into ml. */
 static int meta_read_rate_limit(lua_State *L, int mp, mt_meta_listener_conf_t *ml, char *msg,
@@ -591,6 +656,13 @@ int mt_meta_read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_con
             *err = NULL;
         return -1;
     }
+    if (rc == 0 && meta_read_global_rate_limit(L, mp, s, ml, msg, sizeof(msg)) != 0) {
+        lua_pop(L, 1);
+        if (asprintf(err, "listener %s: globalRateLimit: %s", l->name,
+                     msg[0] ? msg : "out of memory") < 0)
+            *err = NULL;
+        return -1;
+    }
     lua_pop(L, 1);
     if (rc == 0 && meta_build_want(ml, l) != 0) {
         *err = strdup("snapshot: out of memory");
@@ -644,6 +716,22 @@ static void meta_free_route(mt_meta_route_t *r)
     free(r->name);
 }
 
+static void meta_free_global_rate_limit(mt_meta_global_rate_limit_t *g)
+{
+    if (!g)
+        return;
+    meta_free_match(g->match, g->n_match);
+    for (uint32_t i = 0; i < g->n_descriptors; i++) {
+        free((char *)g->descriptors[i].property.ptr);
+        free((char *)g->descriptors[i].key.ptr);
+    }
+    free(g->descriptors);
+    free(g->domain);
+    free(g->service);
+    free(g->authority);
+    free(g);
+}
+
 void mt_meta_free_listener(mt_listener_conf_t *l)
 {
     mt_meta_listener_conf_t *ml = l->proto;
@@ -657,6 +745,7 @@ void mt_meta_free_listener(mt_listener_conf_t *l)
         meta_free_match(ml->rate_conds[i].match, ml->rate_conds[i].n_match);
     free(ml->rate_conds);
     free(ml->rate_bucket);
+    meta_free_global_rate_limit(ml->global_rl);
     mt_lua_codec_release(ml->codec);
     free(ml);
     l->proto = NULL;
