@@ -19,6 +19,7 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 static void session_on_write_done(mt_outq_t *q, int status);
 static bool session_handshaking(const mt_session_t *s);
 static void session_timeout_arm(mt_session_t *s);
+static void session_eof(mt_session_t *s);
 
 /* The TLS transport for s (its output queue is initialised first: it is sealed into it). */
 static int session_tls_start(mt_session_t *s)
@@ -285,6 +286,8 @@ void mt_session_release(mt_session_t *s)
     mt_wcluster_unref(s->cluster);
     mt_snapshot_unref(s->snap);
     mt_worker_session_remove(w, &s->link);
+    mt_tls_free(s->tls); /* raw's write callbacks have run: the handle is closed */
+    s->tls = NULL;
 }
 
 static void session_closed(uv_handle_t *h)
@@ -293,7 +296,6 @@ static void session_closed(uv_handle_t *h)
     if (s->ops->on_closed)
         s->ops->on_closed(s);
     mt_session_release(s);
-    mt_tls_free(s->tls);
     free(s);
 }
 
@@ -310,7 +312,10 @@ void mt_session_close(mt_session_t *s)
     mt_worker_unschedule_flush(s->w, &s->out);
     if (s->tls)
         mt_tls_shutdown(s->tls); /* best effort: the close cancels what has not left */
-    uv_close((uv_handle_t *)&s->tcp, session_closed);
+    if (s->ops->close)
+        s->ops->close(s);
+    else
+        uv_close((uv_handle_t *)&s->tcp, session_closed);
 }
 
 /* ---- TLS in ---------------------------------------------------------------------------------- */
@@ -386,16 +391,27 @@ static int session_sniff(mt_session_t *s)
     if (got > 0 && !s->finishing)
         s->ops->on_data(s);
     if (got >= 0 && eof)
-        mt_session_finish(s);
+        session_eof(s);
     return 1;
+}
+
+/* The client said EOF (a TCP FIN, or a TLS close_notify): the proxy decides (ops->on_eof). */
+static void session_eof(mt_session_t *s)
+{
+    if (s->closing)
+        return;
+    if (s->ops->on_eof && s->ops->on_eof(s))
+        mt_session_close(s);
+    else
+        mt_session_finish(s);
 }
 
 static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     mt_session_t *s = st->data;
     if (nread < 0) {
-        if (nread == UV_EOF && !(s->ops->on_eof && s->ops->on_eof(s)))
-            mt_session_finish(s);
+        if (nread == UV_EOF)
+            session_eof(s);
         else
             mt_session_close(s);
         return;
@@ -431,7 +447,7 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     mt_session_check_bounds(s);
     if (eof)
-        mt_session_finish(s);
+        session_eof(s);
     mt_session_maybe_finish(s);
 }
 

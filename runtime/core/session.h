@@ -38,8 +38,14 @@ typedef struct mt_session_ops {
     void (*drain)(mt_session_t *s);
     /* The client sent EOF: true closes at once (what is owed is dropped, as a server drops a
      * client that went away), false finishes (close once everything owed is written). NULL:
-     * finish. Redis closes a client blocked in BLPOP, whose reply may never come. */
+     * finish. Redis closes a client blocked in BLPOP, whose reply may never come. A TLS
+     * client's close_notify is an EOF too. */
     bool (*on_eof)(mt_session_t *s);
+    /* The proxy closes the handles itself (plain TCP's relay has two sockets): called by
+     * mt_session_close instead of the shell's uv_close, after on_close; once its handles are
+     * closed the proxy calls mt_session_release and frees its session. NULL: the shell
+     * closes the handle and frees s. */
+    void (*close)(mt_session_t *s);
 } mt_session_ops_t;
 
 struct mt_session {
@@ -89,8 +95,9 @@ void mt_session_check_bounds(mt_session_t *s);
 void mt_session_finish(mt_session_t *s);
 void mt_session_maybe_finish(mt_session_t *s);
 void mt_session_close(mt_session_t *s);
-/* What closing releases of the shell (output, read buffer, references, the worker's list),
- * for a proxy that closes its handles itself (plain TCP); s itself is not freed. */
+/* What closing releases of the shell (output, read buffer, TLS transport, references, the
+ * worker's list), for a proxy that closes its handles itself (plain TCP, ops->close); s
+ * itself is not freed. */
 void mt_session_release(mt_session_t *s);
 /* Closes s once auth_ms have passed since the accept while the proxy has not called
  * mt_session_authenticated (0: never), and once it has been idle for idle_ms: nothing read or

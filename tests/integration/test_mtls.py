@@ -66,7 +66,7 @@ spec:
     return out
 
 
-def server_sidecar(redis_port, redis_ep, dubbo_port=None, dubbo_ep=None):
+def server_sidecar(redis_port, redis_ep, dubbo_port=None, dubbo_ep=None, redis_name="tcp-redis"):
     out = f"""\
 apiVersion: networking.istio.io/v1beta1
 kind: Sidecar
@@ -80,7 +80,7 @@ spec:
   ingress:
   - port:
       number: {redis_port}
-      name: tcp-redis
+      name: {redis_name}
     bind: {INGRESS}
     defaultEndpoint: 127.0.0.1:{redis_ep}
 """
@@ -117,7 +117,8 @@ def mesh(tmp_path, redis_factory, config_dir, meltemi_factory, monkeypatch):
     peers = []
     ca = Ca(tmp_path / "pki", name="mesh-root")
 
-    def deploy(mode="STRICT", port_modes=None, dubbo=False, client_sans=None):
+    def deploy(mode="STRICT", port_modes=None, dubbo=False, client_sans=None,
+               redis_name="tcp-redis"):
         env = types.SimpleNamespace(ca=ca, tmp=tmp_path)
         env.redis = redis_factory()
         env.b_redis = free_port(INGRESS)
@@ -133,7 +134,7 @@ def mesh(tmp_path, redis_factory, config_dir, meltemi_factory, monkeypatch):
             pm[env.b_redis if k == "redis" else env.b_dubbo] = v
         b_files = {
             "sidecar.yaml": server_sidecar(env.b_redis, env.redis.port, env.b_dubbo,
-                                           env.provider.port if dubbo else None),
+                                           env.provider.port if dubbo else None, redis_name),
             "pa.yaml": peer_authentication(mode, pm),
         }
         env.b = meltemi_factory(config_dir(b_files), log_level="debug",
@@ -143,7 +144,7 @@ def mesh(tmp_path, redis_factory, config_dir, meltemi_factory, monkeypatch):
         if client_sans:
             sans = "      subjectAltNames:\n" + "".join(f"      - {s}\n" for s in client_sans)
         a_files = {
-            "se.yaml": me.service_entry("redis-mesh", REDIS_HOST, VIP, env.a_redis, "tcp-redis",
+            "se.yaml": me.service_entry("redis-mesh", REDIS_HOST, VIP, env.a_redis, redis_name,
                                         [(INGRESS, env.b_redis, {})], namespace="redis"),
             "dr.yaml": client_dr(REDIS_HOST, "redis", sans),
         }
@@ -234,6 +235,32 @@ def test_permissive_takes_plain_text_and_mtls_on_one_port(mesh):
                              env.ca.cert)
     assert reply == b"+PONG\r\n"
     assert ("URI", SERVER_ID) in cert["subjectAltName"]
+
+
+def test_plain_tcp_ports_over_mtls_strict_and_permissive(mesh):
+    # tcp-raw selects no protocol: both meltemis relay bytes, mTLS below the relay.
+    env = mesh("STRICT", redis_name="tcp-raw")
+    c = redis_py(VIP, env.a_redis)
+    assert c.set("raw", "mtls") is True
+    assert c.get("raw") == b"mtls"
+    assert env.redis.client().get("raw") == b"mtls"
+    wait_until(lambda: principal_logged(env.b, CLIENT_ID), 5, "B saw the client's identity")
+    assert metric(env.a, "meltemi_upstream_tls_handshake_failures_total") == 0
+    plain = RespConn(INGRESS, env.b_redis, timeout=3)
+    plain.send_raw(b"PING\r\n")
+    assert plain.closed_by_peer(timeout=5)
+    # A client certificate from another CA is refused.
+    other = Ca(env.tmp / "pki-other", name="other-root")
+    ocert, okey = other.issue("stranger", uris=[spiffe("x", "y")])
+    assert refused(env.b_redis, ocert, okey, env.ca.cert)
+
+
+def test_plain_tcp_port_permissive_takes_both(mesh):
+    env = mesh("PERMISSIVE", redis_name="tcp-raw")
+    plain = redis_py(INGRESS, env.b_redis)
+    assert plain.set("p", "plain") is True
+    assert redis_py(VIP, env.a_redis).get("p") == b"plain"
+    wait_until(lambda: principal_logged(env.b, CLIENT_ID), 5, "mTLS client identified")
 
 
 def test_port_level_disable_keeps_one_port_plain(mesh):

@@ -176,12 +176,8 @@ function K.apply_policy(obj, c, path, cl, tp)
     local tpath = T.join(path, "tls")
     if not cl.name then
       return -- a subset's: warned as not enforced (K.unenforced)
-    elseif cl.protocol == "tcp" and (tp.tls.mode or "DISABLE") ~= "DISABLE" then
-      c:error(obj, tpath, "TLS to plain TCP upstreams is not supported yet (Redis and "
-        .. "MetaProtocol ports are)")
-    else
-      cl.tls = tls.client(obj, c, tpath, tp.tls)
     end
+    cl.tls = tls.client(obj, c, tpath, tp.tls)
   end
   for i, pls in ipairs(tp.portLevelSettings or {}) do
     if cl.port == pls.port.number then
@@ -202,7 +198,7 @@ K.consumed = {
   "**.loadBalancer.consistentHash.useSourceIp",    -- MetaProtocol hashes the client's IP
   "**.loadBalancer.consistentHash.minimumRingSize", "**.loadBalancer.consistentHash.ringHash",
   "**.connectionPool.tcp.connectTimeout",        -- every protocol's upstream connect
-  "**.tls",                                      -- runtime/core/tls.c (TCP ports: an error)
+  "**.tls",                                      -- runtime/core/tls.c
   "**.outlierDetection",                         -- runtime/core/outlier.c, every protocol
   "**.connectionPool.tcp.maxConnections",        -- Redis leases (transactions); warns elsewhere
 }
