@@ -15,6 +15,8 @@
 
 #define READ_MIN_ROOM 4096
 
+uint32_t mt_session_tls_handshake_ms = MT_SESSION_TLS_HANDSHAKE_MS_DEFAULT;
+
 static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void session_on_write_done(mt_outq_t *q, int status);
 static bool session_handshaking(const mt_session_t *s);
@@ -465,7 +467,7 @@ static void session_timeout_arm(mt_session_t *s)
 {
     uint64_t due = UINT64_MAX;
     if (session_handshaking(s))
-        due = s->accepted_ms + MT_SESSION_TLS_HANDSHAKE_MS;
+        due = s->accepted_ms + mt_session_tls_handshake_ms;
     if (s->auth_timeout_ms)
         due = s->accepted_ms + s->auth_timeout_ms;
     if (s->idle_timeout_ms)
@@ -485,9 +487,9 @@ static void session_on_timeout(mt_timer_t *t)
     char peer[INET6_ADDRSTRLEN + 8];
     if (s->closing)
         return;
-    if (session_handshaking(s) && now - s->accepted_ms >= MT_SESSION_TLS_HANDSHAKE_MS) {
+    if (session_handshaking(s) && now - s->accepted_ms >= mt_session_tls_handshake_ms) {
         mt_info("listener %s: closing %s: TLS handshake not done after %u ms", s->conf->name,
-                mt_session_peer(s, peer, sizeof(peer)), MT_SESSION_TLS_HANDSHAKE_MS);
+                mt_session_peer(s, peer, sizeof(peer)), mt_session_tls_handshake_ms);
         mt_stat_add(s->conf->stats, s->w->id, MT_ST_TLS_HANDSHAKE_FAILURES, 1);
         mt_session_close(s);
         return;

@@ -18,9 +18,10 @@
 
 #define MT_SESSION_MAX_PENDING 1024      /* requests in flight per client before it is paused */
 #define MT_SESSION_MAX_OUTPUT (4u << 20) /* reply bytes queued per client before it is paused */
-#define MT_SESSION_TLS_HANDSHAKE_MS                                                                \
-    10000 /* a TLS (or PERMISSIVE) client must finish its                                          \
-             handshake (or send its first bytes) by then */
+/* A TLS (or PERMISSIVE) client must finish its handshake (or send its first bytes) within
+ * this many ms of its accept (main.c: --tls-handshake-timeout; set before the workers start). */
+#define MT_SESSION_TLS_HANDSHAKE_MS_DEFAULT 10000
+extern uint32_t mt_session_tls_handshake_ms;
 
 typedef struct mt_session mt_session_t;
 

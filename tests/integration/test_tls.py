@@ -503,6 +503,30 @@ spec:
             assert s.recv(100) == b"$9\r\nboth-ways\r\n"
 
 
+# ---- the handshake deadline (--tls-handshake-timeout) ----------------------------------------
+
+def test_handshake_timeout_closes_a_silent_client(pki, redis_factory, config_dir,
+                                                  meltemi_factory, meltemi_binary):
+    redis = redis_factory()
+    port = free_port(INGRESS)
+    m = meltemi_factory(config_dir({"sidecar.yaml": sidecar(port, redis.port, server_tls(pki))}),
+                        extra_args=["--tls-handshake-timeout", "300"])
+    silent = RespConn(INGRESS, port, timeout=3)  # connects, never sends a ClientHello
+    # 300 ms, not the default 10 s: closed well within the 5 s this waits.
+    assert silent.closed_by_peer(timeout=5)
+    wait_until(lambda: "TLS handshake not done after 300 ms" in m.stderr(), 5, "logged")
+    assert metric(m, "meltemi_tls_handshake_failures_total") >= 1
+    # A client that does its handshake in time is served.
+    r = redis_cli_tls(port, "PING", ca=pki["ca"].cert)
+    assert r.stdout.strip() == "PONG", r.stderr
+    for bad in ("0", "soon"):
+        p = subprocess.run([str(meltemi_binary), "run", "-c", "/nonexistent",
+                            "--tls-handshake-timeout", bad], capture_output=True, text=True,
+                           timeout=10)
+        assert p.returncode == 2
+        assert "--tls-handshake-timeout needs milliseconds" in p.stderr
+
+
 # ---- plain TCP ports: TLS below the byte relay ------------------------------------------------
 
 # A port name that selects no protocol: meltemi relays the bytes without parsing them, so the
