@@ -76,6 +76,31 @@ mt_istio_set_t *mt_session_istio_slow(mt_session_t *s, const mt_cluster_conf_t *
     return set;
 }
 
+mt_istio_set_t *mt_session_istio_peer(mt_session_t *s, const mt_cluster_conf_t *dest)
+{
+    const char *p = mt_session_principal(s);
+    char principal[512];
+    if (p)
+        snprintf(principal, sizeof(principal), "spiffe://%s", p);
+    mt_istio_set_t *set =
+        mt_istio_set_peer(s->conf->istio_codes, dest ? dest->name : NULL,
+                          dest ? (dest->service ? dest->service : dest->name) : NULL, NULL,
+                          p ? principal : NULL, mt_session_security_policy(s));
+    s->istio_peer = set;
+    s->istio_peer_dest = dest;
+    return set;
+}
+
+/* A TLS listener's client is known (handshake done, or PERMISSIVE's plain text): its
+ * connection counts from now, in the set that names it. */
+static void session_istio_identified(mt_session_t *s)
+{
+    if (s->istio_tcp)
+        return;
+    s->istio_tcp = mt_session_istio_peer(s, s->cluster ? s->cluster->conf : NULL);
+    s->istio_tcp->tcp[s->w->id].opened++;
+}
+
 /* ---- the access log ------------------------------------------------------------------------ */
 
 static const char *session_peer_text(mt_session_t *s)
@@ -210,8 +235,10 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
         s->peer_sa.ss_family = AF_UNSPEC;
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_TOTAL, 1);
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, 1);
-    s->istio_tcp = mt_session_istio_slow(s, l->cluster ? l->cluster->conf : NULL);
-    s->istio_tcp->tcp[w->id].opened++;
+    if (!l->conf->tls) {
+        s->istio_tcp = mt_session_istio_slow(s, l->cluster ? l->cluster->conf : NULL);
+        s->istio_tcp->tcp[w->id].opened++;
+    }
     uv_tcp_nodelay(&s->tcp, 1);
     if (session_handshaking(s))
         session_timeout_arm(s);
@@ -281,7 +308,8 @@ void mt_session_release(mt_session_t *s)
         mt_buf_unref(&w->pool, s->rbuf);
     mt_stat_add(s->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, -1);
     mt_session_count_sent(s);
-    s->istio_tcp->tcp[w->id].closed++;
+    if (s->istio_tcp) /* a TLS client that never finished its handshake was never counted */
+        s->istio_tcp->tcp[w->id].closed++;
     session_access_log_connection(s);
     free(s->peer_text);
     s->peer_text = NULL;
@@ -354,6 +382,7 @@ static long session_tls_in(mt_session_t *s, const char *p, size_t n, bool *eof)
                  t->principal ? ", principal " : "", t->principal ? t->principal : "");
         if (s->out.n > 0)
             mt_worker_schedule_flush(s->w, &s->out); /* queued while the handshake ran */
+        session_istio_identified(s);
     }
     size_t got;
     int rc = mt_tls_read_all(t, &s->w->pool, &s->rbuf, READ_MIN_ROOM, &got);
@@ -378,8 +407,10 @@ static int session_sniff(mt_session_t *s)
     if (r < 0)
         return 1;
     s->sniffing = false;
-    if (r == 0)
+    if (r == 0) {
+        session_istio_identified(s);
         return 0;
+    }
     if (session_tls_start(s) != 0) {
         mt_session_close(s);
         return 1;

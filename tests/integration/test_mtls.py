@@ -263,6 +263,44 @@ def test_plain_tcp_port_permissive_takes_both(mesh):
     wait_until(lambda: principal_logged(env.b, CLIENT_ID), 5, "mTLS client identified")
 
 
+def istio_series(m, name):
+    """{labels dict: value} of an Istio metric family."""
+    import re
+    status, body = m.http_get("/stats/prometheus")
+    assert status == 200
+    out = []
+    for ln in body.splitlines():
+        if ln.startswith(name + "{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', ln[len(name) + 1:ln.rindex("}")]))
+            out.append((labels, float(ln.rsplit(" ", 1)[1])))
+    return out
+
+
+def test_metrics_name_the_verified_peer_and_the_security_policy(mesh):
+    env = mesh("PERMISSIVE")
+    via_mesh = redis_py(VIP, env.a_redis)
+    assert via_mesh.set("m", "1") is True
+    plain = redis_py(INGRESS, env.b_redis)
+    assert plain.get("m") == b"1"
+    plain.close()
+    via_mesh.close()
+    reqs = istio_series(env.b, "istio_requests_total")
+    by_policy = {}
+    for labels, v in reqs:
+        key = (labels["source_principal"], labels["connection_security_policy"])
+        by_policy[key] = by_policy.get(key, 0) + v
+    assert by_policy.get((CLIENT_ID, "mutual_tls"), 0) >= 1, reqs
+    assert by_policy.get(("unknown", "none"), 0) >= 1, reqs
+    # The client side keeps its own identity's labels (reporter source, no TLS downstream).
+    a = {(lb["source_principal"], lb["connection_security_policy"])
+         for lb, _ in istio_series(env.a, "istio_requests_total")}
+    assert (CLIENT_ID, "mutual_tls") not in a
+    wait_until(lambda: any(lb["source_principal"] == CLIENT_ID
+                           and lb["connection_security_policy"] == "mutual_tls" and v >= 1
+                           for lb, v in istio_series(env.b, "istio_tcp_connections_opened_total")),
+               5, "the mTLS connection counted under its peer")
+
+
 def test_port_level_disable_keeps_one_port_plain(mesh):
     env = mesh("STRICT", port_modes={"dubbo": "DISABLE"}, dubbo=True)
     consumer = me.DubboConsumer(env.tmp, f"{INGRESS}:{env.b_dubbo}")  # plain, straight to B
