@@ -56,6 +56,7 @@ typedef struct mt_tls_conf {
     mt_tls_cert_t *certs;      /* ours; a client has at most one */
     uint32_t n_certs;
     void *roots; /* STACK_OF(X509) *: peer roots (NULL: the system's, client only) */
+    void *crls;  /* STACK_OF(X509_CRL) *: caCrl's lists (NULL: no revocation check) */
     char *sni;   /* client: server name sent */
     char **sans; /* accepted peer SANs (DNS, URI, IP); none: any the roots sign */
     uint32_t n_sans;

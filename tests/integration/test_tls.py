@@ -503,6 +503,53 @@ spec:
             assert s.recv(100) == b"$9\r\nboth-ways\r\n"
 
 
+# ---- certificate revocation lists (caCrl) ------------------------------------------------------
+
+def test_ca_crl_refuses_revoked_certificates_both_ways(pki, tls_redis, redis_factory, config_dir,
+                                                       meltemi_factory):
+    ca = pki["ca"]
+    cert, key = pki["server"]
+    revoked_srv = ca.issue("revoked-server", dns=["redis.test"], ips=["127.0.0.1"])
+    revoked_cli = ca.issue("revoked-client", dns=["bad.test"])
+    good_crl = ca.crl([revoked_cli[0]], name="crl-clients")
+    srv_crl = ca.crl([revoked_srv[0]], name="crl-servers")
+    good = tls_redis(cert, key, ca.cert)
+    bad = tls_redis(*revoked_srv, ca.cert)
+    # Upstream: the revoked server certificate is refused, the other one accepted.
+    gport, bport, iport = free_port(VIP), free_port(VIP), free_port(INGRESS)
+    redis = redis_factory()
+    files = {
+        "se.yaml": configs.service_entry("redis-tls", VIP, gport, good.tls_port),
+        "se-bad.yaml": configs.service_entry("redis-bad", VIP, bport, bad.tls_port),
+        "dr.yaml": destination_rule(f"mode: SIMPLE\ncaCertificates: {ca.cert}\n"
+                                    f"sni: redis.test\ncaCrl: {srv_crl}\n"),
+        "dr-bad.yaml": destination_rule(f"mode: SIMPLE\ncaCertificates: {ca.cert}\n"
+                                        f"sni: redis.test\ncaCrl: {srv_crl}\n",
+                                        host="redis-bad.redis.svc.cluster.local")
+        .replace("name: redis-tls", "name: redis-bad"),
+        "sidecar.yaml": sidecar(iport, redis.port, f"""
+mode: MUTUAL
+serverCertificate: {cert}
+privateKey: {key}
+caCertificates: {ca.cert}
+caCrl: {good_crl}
+"""),
+    }
+    m = meltemi_factory(config_dir(files))
+    assert redis_py(VIP, gport).set("crl", "ok") is True
+    assert _get_or_none(redis_py(VIP, bport), "crl") is None  # an error reply, no value
+    wait_until(lambda: "certificate revoked" in m.stderr(), 5, "the revoked server refused")
+    # Downstream: a revoked client certificate is refused, a valid one served.
+    ccert, ckey = pki["client"]
+    r = redis_cli_tls(iport, "PING", ca=ca.cert, cert=ccert, key=ckey)
+    assert r.stdout.strip() == "PONG", r.stderr
+    n = m.stderr().count("certificate revoked")
+    r = redis_cli_tls(iport, "PING", ca=ca.cert, cert=revoked_cli[0], key=revoked_cli[1])
+    assert "PONG" not in r.stdout
+    wait_until(lambda: m.stderr().count("certificate revoked") > n, 5,
+               "the revoked client refused")
+
+
 # ---- the handshake deadline (--tls-handshake-timeout) ----------------------------------------
 
 def test_handshake_timeout_closes_a_silent_client(pki, redis_factory, config_dir,

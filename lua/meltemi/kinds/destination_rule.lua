@@ -228,7 +228,6 @@ K.unenforced = {
     .. "rule's trafficPolicy",
   ["spec.subsets[].trafficPolicy.portLevelSettings[].outlierDetection"] = "outlier detection is per "
     .. "cluster: set it on the rule's trafficPolicy",
-  ["**.tls.caCrl"] = "no certificate revocation lists: revoked certificates are accepted",
   ["spec.subsets[].trafficPolicy.tls"] = "a subset's tls is its host's (set it on the rule's "
     .. "trafficPolicy or its portLevelSettings)",
   ["spec.subsets[].trafficPolicy.portLevelSettings[].tls"] = "a subset's tls is its host's (set it "
