@@ -26,6 +26,13 @@
  * it from --istio-certs). */
 const char *mt_tls_istio_dir = "/etc/certs";
 
+int mt_tls_secure_heap_init(void)
+{
+    if (CRYPTO_secure_malloc_initialized())
+        return 1;
+    return CRYPTO_secure_malloc_init(MT_TLS_SECURE_HEAP, 16);
+}
+
 /* ---- reading the settings (main thread) -------------------------------------------------- */
 
 /* t[key] as a malloc'd string, or NULL. (snapshot.c has the same readers; tls is below the
@@ -379,6 +386,9 @@ static int conf_read(lua_State *L, int t, mt_tls_conf_t *c, char **err)
     if (!ctx)
         return fail(err, c->what, "%s", why);
     SSL_CTX_free(ctx);
+    if (c->n_certs > 0)
+        mt_debug("%s: TLS key%s parsed (secure heap: %zu bytes in use)", c->what,
+                 c->n_certs > 1 ? "s" : "", CRYPTO_secure_used());
     return 0;
 }
 

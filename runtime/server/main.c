@@ -287,6 +287,16 @@ static int cmd_run(int argc, char **argv)
     if (!o.config_dir)
         return usage_error("%s", "run needs -c DIR (or MELTEMI_CONFIG)");
     mt_stats_set_identity(&id);
+    /* Before the first snapshot parses a key (security.md, "Keys"). */
+    int sh = mt_tls_secure_heap_init();
+    if (sh == 0)
+        mt_warn("TLS: no secure heap: private keys live in ordinary memory (core dumps "
+                "may hold them)");
+    else
+        mt_info("TLS: private keys in OpenSSL's secure heap (%u KiB, %s, excluded from core "
+                "dumps)",
+                MT_TLS_SECURE_HEAP >> 10,
+                sh == 1 ? "locked in memory" : "not locked: RLIMIT_MEMLOCK is too low");
     return mt_server_run(&o);
 }
 

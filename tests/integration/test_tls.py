@@ -550,6 +550,32 @@ caCrl: {good_crl}
                "the revoked client refused")
 
 
+# ---- keys out of core dumps ------------------------------------------------------------------
+
+def test_private_keys_live_in_the_secure_heap_excluded_from_core_dumps(pki, redis_factory,
+                                                                       config_dir,
+                                                                       meltemi_factory):
+    redis = redis_factory()
+    port = free_port(INGRESS)
+    m = meltemi_factory(config_dir({"sidecar.yaml": sidecar(port, redis.port, server_tls(pki))}),
+                        log_level="debug")
+    err = m.stderr()
+    assert "TLS: private keys in OpenSSL's secure heap (1024 KiB" in err, err[-2000:]
+    used = [int(x) for x in re.findall(r"TLS key parsed \(secure heap: (\d+) bytes in use\)",
+                                       err)]
+    assert used and used[-1] > 0, "the key's numbers were allocated in the secure heap"
+    # The heap is one mapping the kernel leaves out of core dumps (VmFlags "dd").
+    smaps = Path(f"/proc/{m.proc.pid}/smaps").read_text()
+    found = False
+    for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", smaps):
+        size = re.search(r"^Size:\s+(\d+) kB", block, re.M)
+        flags = re.search(r"^VmFlags:(.*)$", block, re.M)
+        if size and flags and int(size.group(1)) >= 1024 and "dd" in flags.group(1).split():
+            found = True
+    assert found, "no MADV_DONTDUMP mapping of the secure heap's size"
+    assert redis_cli_tls(port, "PING", ca=pki["ca"].cert).stdout.strip() == "PONG"
+
+
 # ---- the handshake deadline (--tls-handshake-timeout) ----------------------------------------
 
 def test_handshake_timeout_closes_a_silent_client(pki, redis_factory, config_dir,
