@@ -415,11 +415,17 @@ mt_tls_conf_t *mt_tls_conf_from_lua(lua_State *L, int t, bool server, const char
         c->server = server;
         c->what = strdup(what);
     }
+    bool automatic = field_bool(L, tt, "auto");
     if (!c || !c->what || conf_read(L, tt, c, err) != 0) {
         if (!*err)
             fail(err, what, "out of memory", NULL);
         mt_tls_conf_free(c);
         c = NULL;
+        if (automatic) { /* Istio's auto-mTLS: without usable workload files, plain text */
+            mt_warn("%s: auto mTLS off (plain text): %s", what, *err);
+            free(*err);
+            *err = NULL;
+        }
     }
     lua_settop(L, tt - 1);
     return c;

@@ -301,6 +301,43 @@ def test_metrics_name_the_verified_peer_and_the_security_policy(mesh):
                5, "the mTLS connection counted under its peer")
 
 
+def test_auto_mtls_by_the_endpoints_tls_mode_label(tmp_path, redis_factory, config_dir,
+                                                   meltemi_factory):
+    """No DestinationRule tls: an endpoint labelled security.istio.io/tlsMode: istio gets
+    ISTIO_MUTUAL (here a STRICT server-side meltemi), an unlabelled one plain text (a bare
+    redis-server); a plain TCP port relays, so connections take the endpoints in turn."""
+    ca = Ca(tmp_path / "pki", name="mesh-root")
+    a_dir = istio_dir(ca, tmp_path / "certs-a", "client", CLIENT_ID)
+    b_dir = istio_dir(ca, tmp_path / "certs-b", "server", SERVER_ID)
+    behind_b, bare = redis_factory(), redis_factory()
+    b_port = free_port(INGRESS)
+    b = meltemi_factory(config_dir({
+        "sidecar.yaml": server_sidecar(b_port, behind_b.port, redis_name="tcp-raw"),
+        "pa.yaml": peer_authentication("STRICT")}), log_level="debug",
+        extra_args=["--istio-certs", str(b_dir)])
+    a_port = free_port(VIP)
+    se = me.service_entry("redis-mesh", REDIS_HOST, VIP, a_port, "tcp-raw",
+                          [(INGRESS, b_port, {"security.istio.io/tlsMode": "istio"}),
+                           ("127.0.0.1", bare.port, {})], namespace="redis")
+    a = meltemi_factory(config_dir({"se.yaml": se}), extra_args=["--istio-certs", str(a_dir)])
+    for i in range(6):
+        c = redis_py(VIP, a_port)
+        assert c.set(f"k{i}", "v") is True
+        c.close()
+    got_b = sum(1 for i in range(6) if behind_b.client().get(f"k{i}") == b"v")
+    got_bare = sum(1 for i in range(6) if bare.client().get(f"k{i}") == b"v")
+    assert got_b >= 2 and got_bare >= 2 and got_b + got_bare == 6, (got_b, got_bare)
+    wait_until(lambda: principal_logged(b, CLIENT_ID), 5, "the labelled endpoint got mTLS")
+    assert metric(a, "meltemi_upstream_tls_handshake_failures_total") == 0
+    # Without the workload's files, auto-mTLS is off (a warning), and the rest still loads.
+    se2 = me.service_entry("redis-mesh", REDIS_HOST, VIP, free_port(VIP), "tcp-raw",
+                           [(INGRESS, b_port, {"security.istio.io/tlsMode": "istio"})],
+                           namespace="redis")
+    a2 = meltemi_factory(config_dir({"se.yaml": se2}),
+                         extra_args=["--istio-certs", str(tmp_path / "no-certs")])
+    assert "auto mTLS off (plain text)" in a2.stderr()
+
+
 def test_port_level_disable_keeps_one_port_plain(mesh):
     env = mesh("STRICT", port_modes={"dubbo": "DISABLE"}, dubbo=True)
     consumer = me.DubboConsumer(env.tmp, f"{INGRESS}:{env.b_dubbo}")  # plain, straight to B

@@ -66,6 +66,18 @@ H.test("DestinationRule tls: ignored fields warn; TCP upstreams take TLS", funct
   H.eq(tc.tls.sni, "b.test", "tcp cluster sni")
 end)
 
+H.test("auto-mTLS: endpoints labelled tlsMode istio get ISTIO_MUTUAL, others plain; a rule's tls wins", function()
+  local se = SE:gsub("endpoints: %[.-%]\n", "endpoints:\n  - {address: 127.0.0.1, ports: {tcp-redis: 7380}, labels: {security.istio.io/tlsMode: istio}}\n  - {address: 127.0.0.2, ports: {tcp-redis: 7380}}\n")
+  local s = H.snapshot_of({ ["se.yaml"] = se })
+  local cl = s.clusters["outbound|6380||r.redis.svc.cluster.local"]
+  H.eq(cl.tls.mode, "ISTIO_MUTUAL", "auto mode"); H.eq(cl.tls.auto, true, "marked auto")
+  H.eq(cl.endpoints[1].plain, nil, "labelled: mTLS"); H.eq(cl.endpoints[2].plain, true, "unlabelled: plain")
+  s = H.snapshot_of({ ["se.yaml"] = se, ["dr.yaml"] = dr("    tls: {mode: DISABLE}\n") })
+  H.eq(s.clusters["outbound|6380||r.redis.svc.cluster.local"].tls.mode, "DISABLE", "an explicit DISABLE wins")
+  s = H.snapshot_of({ ["se.yaml"] = SE })
+  H.eq(s.clusters["outbound|6380||r.redis.svc.cluster.local"].tls, nil, "no label: no TLS")
+end)
+
 local function sidecar(tls, name)
   return "apiVersion: networking.istio.io/v1beta1\nkind: Sidecar\nmetadata: {name: s, namespace: redis}\nspec:\n  workloadSelector: {labels: {app: db}}\n  ingress:\n    - port: {number: 16379, name: " .. (name or "tcp-redis") .. "}\n      bind: 127.0.0.1\n      defaultEndpoint: 127.0.0.1:6379\n" .. (tls and ("      tls: " .. tls .. "\n") or "")
 end

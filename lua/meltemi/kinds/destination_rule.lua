@@ -258,6 +258,29 @@ function K.index(obj, c)
   for _, s in ipairs(spec.subsets or {}) do names[s.name] = true end
 end
 
+-- Istio's auto-mTLS (docs/security.md): a cluster that no DestinationRule gives tls, with
+-- endpoints labelled security.istio.io/tlsMode: istio (their sidecar takes mTLS), speaks
+-- ISTIO_MUTUAL to those endpoints and plain text to the others. Without usable workload
+-- files (--istio-certs) the runtime turns it off with a warning (tls.auto).
+local TLS_MODE = "security.istio.io/tlsMode"
+
+function K.after_build(c)
+  for _, cl in pairs(c.snapshot.clusters) do
+    if cl.tls == nil then
+      local any = false
+      for _, ep in ipairs(cl.endpoints or {}) do
+        any = any or (ep.labels and ep.labels[TLS_MODE] == "istio")
+      end
+      if any then
+        cl.tls = { mode = "ISTIO_MUTUAL", auto = true }
+        for _, ep in ipairs(cl.endpoints) do
+          if not (ep.labels and ep.labels[TLS_MODE] == "istio") then ep.plain = true end
+        end
+      end
+    end
+  end
+end
+
 function K.build(obj, c)
   local host = obj.host
   if not host then return end
