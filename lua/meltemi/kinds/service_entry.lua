@@ -81,12 +81,15 @@ K.consumed = {
 }
 K.unenforced = {
   ["spec.location"] = { reason = "MESH_INTERNAL is proxied as MESH_EXTERNAL is (mutual TLS "
-    .. "follows each endpoint's Istio label or a DestinationRule, not the location)", when = function(v) return v == "MESH_INTERNAL" end, when_text = "(MESH_INTERNAL)" },
+    .. "follows each endpoint's Istio label or a DestinationRule, not the location)",
+    when = function(v) return v == "MESH_INTERNAL" end, when_text = "(MESH_INTERNAL)" },
   ["spec.endpoints[].weight"] = "endpoints get equal shares whatever their weight",
   ["spec.endpoints[].locality"] = "no locality-aware load balancing",
   ["spec.endpoints[].network"] = "every endpoint is taken to be reachable directly",
-  ["spec.endpoints[].serviceAccount"] = "the server's identity is not checked against it (DestinationRule subjectAltNames does)",
-  ["spec.subjectAltNames"] = "the server's identity is not checked against it (DestinationRule subjectAltNames does)",
+  ["spec.endpoints[].serviceAccount"] = "the server's identity is not checked against it "
+    .. "(DestinationRule subjectAltNames does)",
+  ["spec.subjectAltNames"] = "the server's identity is not checked against it "
+    .. "(DestinationRule subjectAltNames does)",
   ["spec.workloadSelector"] = "endpoints come from spec.endpoints only (no workload entries)",
   ["spec.exportTo"] = "one proxy sees every service: there is no export scope",
 }
