@@ -41,7 +41,6 @@ function M.server_declarations(prefix, consumed, unenforced)
     cipherSuites = "OpenSSL's default cipher suites are used",
     verifyCertificateSpki = "client certificates are not pinned: the CA and subjectAltNames decide",
     verifyCertificateHash = "client certificates are not pinned: the CA and subjectAltNames decide",
-    caCrl = "no certificate revocation lists: revoked certificates are accepted",
     httpsRedirect = "no HTTP is served: there is nothing to redirect",
   }
   for f, why in pairs(no) do unenforced[prefix .. "." .. f] = why end
@@ -116,6 +115,13 @@ function M.client(obj, c, path, t)
   if mode == "DISABLE" then return { mode = "DISABLE" } end
   local out = { mode = mode, sni = t.sni, subject_alt_names = t.subjectAltNames,
     insecure_skip_verify = t.insecureSkipVerify or nil, alpn = t.alpnProtocols }
+  if t.caCrl and t.caCrl ~= "" then
+    if t.insecureSkipVerify then
+      c:warn(obj, T.join(path, "caCrl"), "insecureSkipVerify: the server is not verified; ignored")
+    else
+      out.crl_file = file_path(obj, t.caCrl) -- runtime/core/tls.c: OpenSSL's CRL check
+    end
+  end
   if mode == "ISTIO_MUTUAL" then
     for _, f in ipairs({ "clientCertificate", "privateKey", "caCertificates", "credentialName" }) do
       if t[f] then
@@ -181,6 +187,13 @@ function M.server(obj, c, path, t)
     end
   end
   local out = { mode = mode, subject_alt_names = t.subjectAltNames, alpn = t.alpnProtocols }
+  if t.caCrl and t.caCrl ~= "" then
+    if mode == "SIMPLE" then
+      c:warn(obj, T.join(path, "caCrl"), "mode SIMPLE does not verify clients; ignored")
+    else
+      out.crl_file = file_path(obj, t.caCrl) -- runtime/core/tls.c: OpenSSL's CRL check
+    end
+  end
   if mode == "ISTIO_MUTUAL" then return out end
   if not server_cert(obj, c, path, t, out) then return nil end
   if mode == "MUTUAL" and not t.credentialName then

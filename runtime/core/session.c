@@ -15,10 +15,13 @@
 
 #define READ_MIN_ROOM 4096
 
+uint32_t mt_session_tls_handshake_ms = MT_SESSION_TLS_HANDSHAKE_MS_DEFAULT;
+
 static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void session_on_write_done(mt_outq_t *q, int status);
 static bool session_handshaking(const mt_session_t *s);
 static void session_timeout_arm(mt_session_t *s);
+static void session_eof(mt_session_t *s);
 
 /* The TLS transport for s (its output queue is initialised first: it is sealed into it). */
 static int session_tls_start(mt_session_t *s)
@@ -71,6 +74,31 @@ mt_istio_set_t *mt_session_istio_slow(mt_session_t *s, const mt_cluster_conf_t *
     if (i < l->n_istio && (!dest || &s->snap->clusters[dest->index] == dest))
         __atomic_store_n(&l->istio[i], set, __ATOMIC_RELEASE);
     return set;
+}
+
+mt_istio_set_t *mt_session_istio_peer(mt_session_t *s, const mt_cluster_conf_t *dest)
+{
+    const char *p = mt_session_principal(s);
+    char principal[512];
+    if (p)
+        snprintf(principal, sizeof(principal), "spiffe://%s", p);
+    mt_istio_set_t *set =
+        mt_istio_set_peer(s->conf->istio_codes, dest ? dest->name : NULL,
+                          dest ? (dest->service ? dest->service : dest->name) : NULL, NULL,
+                          p ? principal : NULL, mt_session_security_policy(s));
+    s->istio_peer = set;
+    s->istio_peer_dest = dest;
+    return set;
+}
+
+/* A TLS listener's client is known (handshake done, or PERMISSIVE's plain text): its
+ * connection counts from now, in the set that names it. */
+static void session_istio_identified(mt_session_t *s)
+{
+    if (s->istio_tcp)
+        return;
+    s->istio_tcp = mt_session_istio_peer(s, s->cluster ? s->cluster->conf : NULL);
+    s->istio_tcp->tcp[s->w->id].opened++;
 }
 
 /* ---- the access log ------------------------------------------------------------------------ */
@@ -196,8 +224,10 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
         s->peer_sa.ss_family = AF_UNSPEC;
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_TOTAL, 1);
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, 1);
-    s->istio_tcp = mt_session_istio_slow(s, l->cluster ? l->cluster->conf : NULL);
-    s->istio_tcp->tcp[w->id].opened++;
+    if (!l->conf->tls) {
+        s->istio_tcp = mt_session_istio_slow(s, l->cluster ? l->cluster->conf : NULL);
+        s->istio_tcp->tcp[w->id].opened++;
+    }
     uv_tcp_nodelay(&s->tcp, 1);
     if (session_handshaking(s))
         session_timeout_arm(s);
@@ -267,13 +297,16 @@ void mt_session_release(mt_session_t *s)
         mt_buf_unref(&w->pool, s->rbuf);
     mt_stat_add(s->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, -1);
     mt_session_count_sent(s);
-    s->istio_tcp->tcp[w->id].closed++;
+    if (s->istio_tcp) /* a TLS client that never finished its handshake was never counted */
+        s->istio_tcp->tcp[w->id].closed++;
     session_access_log_connection(s);
     free(s->peer_text);
     s->peer_text = NULL;
     mt_wcluster_unref(s->cluster);
     mt_snapshot_unref(s->snap);
     mt_worker_session_remove(w, &s->link);
+    mt_tls_free(s->tls); /* raw's write callbacks have run: the handle is closed */
+    s->tls = NULL;
 }
 
 static void session_closed(uv_handle_t *h)
@@ -282,7 +315,6 @@ static void session_closed(uv_handle_t *h)
     if (s->ops->on_closed)
         s->ops->on_closed(s);
     mt_session_release(s);
-    mt_tls_free(s->tls);
     free(s);
 }
 
@@ -299,7 +331,10 @@ void mt_session_close(mt_session_t *s)
     mt_worker_unschedule_flush(s->w, &s->out);
     if (s->tls)
         mt_tls_shutdown(s->tls); /* best effort: the close cancels what has not left */
-    uv_close((uv_handle_t *)&s->tcp, session_closed);
+    if (s->ops->close)
+        s->ops->close(s);
+    else
+        uv_close((uv_handle_t *)&s->tcp, session_closed);
 }
 
 /* ---- TLS in ---------------------------------------------------------------------------------- */
@@ -336,6 +371,7 @@ static long session_tls_in(mt_session_t *s, const char *p, size_t n, bool *eof)
                  t->principal ? ", principal " : "", t->principal ? t->principal : "");
         if (s->out.n > 0)
             mt_worker_schedule_flush(s->w, &s->out); /* queued while the handshake ran */
+        session_istio_identified(s);
     }
     size_t got;
     int rc = mt_tls_read_all(t, &s->w->pool, &s->rbuf, READ_MIN_ROOM, &got);
@@ -360,8 +396,10 @@ static int session_sniff(mt_session_t *s)
     if (r < 0)
         return 1;
     s->sniffing = false;
-    if (r == 0)
+    if (r == 0) {
+        session_istio_identified(s);
         return 0;
+    }
     if (session_tls_start(s) != 0) {
         mt_session_close(s);
         return 1;
@@ -375,16 +413,27 @@ static int session_sniff(mt_session_t *s)
     if (got > 0 && !s->finishing)
         s->ops->on_data(s);
     if (got >= 0 && eof)
-        mt_session_finish(s);
+        session_eof(s);
     return 1;
+}
+
+/* The client said EOF (a TCP FIN, or a TLS close_notify): the proxy decides (ops->on_eof). */
+static void session_eof(mt_session_t *s)
+{
+    if (s->closing)
+        return;
+    if (s->ops->on_eof && s->ops->on_eof(s))
+        mt_session_close(s);
+    else
+        mt_session_finish(s);
 }
 
 static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     mt_session_t *s = st->data;
     if (nread < 0) {
-        if (nread == UV_EOF && !(s->ops->on_eof && s->ops->on_eof(s)))
-            mt_session_finish(s);
+        if (nread == UV_EOF)
+            session_eof(s);
         else
             mt_session_close(s);
         return;
@@ -420,7 +469,7 @@ static void session_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     mt_session_check_bounds(s);
     if (eof)
-        mt_session_finish(s);
+        session_eof(s);
     mt_session_maybe_finish(s);
 }
 
@@ -438,7 +487,7 @@ static void session_timeout_arm(mt_session_t *s)
 {
     uint64_t due = UINT64_MAX;
     if (session_handshaking(s))
-        due = s->accepted_ms + MT_SESSION_TLS_HANDSHAKE_MS;
+        due = s->accepted_ms + mt_session_tls_handshake_ms;
     if (s->auth_timeout_ms)
         due = s->accepted_ms + s->auth_timeout_ms;
     if (s->idle_timeout_ms)
@@ -458,9 +507,9 @@ static void session_on_timeout(mt_timer_t *t)
     char peer[INET6_ADDRSTRLEN + 8];
     if (s->closing)
         return;
-    if (session_handshaking(s) && now - s->accepted_ms >= MT_SESSION_TLS_HANDSHAKE_MS) {
+    if (session_handshaking(s) && now - s->accepted_ms >= mt_session_tls_handshake_ms) {
         mt_info("listener %s: closing %s: TLS handshake not done after %u ms", s->conf->name,
-                mt_session_peer(s, peer, sizeof(peer)), MT_SESSION_TLS_HANDSHAKE_MS);
+                mt_session_peer(s, peer, sizeof(peer)), mt_session_tls_handshake_ms);
         mt_stat_add(s->conf->stats, s->w->id, MT_ST_TLS_HANDSHAKE_FAILURES, 1);
         mt_session_close(s);
         return;

@@ -18,9 +18,10 @@
 
 #define MT_SESSION_MAX_PENDING 1024      /* requests in flight per client before it is paused */
 #define MT_SESSION_MAX_OUTPUT (4u << 20) /* reply bytes queued per client before it is paused */
-#define MT_SESSION_TLS_HANDSHAKE_MS                                                                \
-    10000 /* a TLS (or PERMISSIVE) client must finish its                                          \
-             handshake (or send its first bytes) by then */
+/* A TLS (or PERMISSIVE) client must finish its handshake (or send its first bytes) within
+ * this many ms of its accept (main.c: --tls-handshake-timeout; set before the workers start). */
+#define MT_SESSION_TLS_HANDSHAKE_MS_DEFAULT 10000
+extern uint32_t mt_session_tls_handshake_ms;
 
 typedef struct mt_session mt_session_t;
 
@@ -38,8 +39,14 @@ typedef struct mt_session_ops {
     void (*drain)(mt_session_t *s);
     /* The client sent EOF: true closes at once (what is owed is dropped, as a server drops a
      * client that went away), false finishes (close once everything owed is written). NULL:
-     * finish. Redis closes a client blocked in BLPOP, whose reply may never come. */
+     * finish. Redis closes a client blocked in BLPOP, whose reply may never come. A TLS
+     * client's close_notify is an EOF too. */
     bool (*on_eof)(mt_session_t *s);
+    /* The proxy closes the handles itself (plain TCP's relay has two sockets): called by
+     * mt_session_close instead of the shell's uv_close, after on_close; once its handles are
+     * closed the proxy calls mt_session_release and frees its session. NULL: the shell
+     * closes the handle and frees s. */
+    void (*close)(mt_session_t *s);
 } mt_session_ops_t;
 
 struct mt_session {
@@ -64,7 +71,12 @@ struct mt_session {
     struct mt_tls *tls;              /* the TLS transport, or NULL: plain TCP */
     struct sockaddr_storage peer_sa; /* the client's address (AuthorizationPolicy ipBlocks) */
     bool sniffing;                   /* PERMISSIVE: TLS or plain is decided by the first bytes */
-    mt_istio_set_t *istio_tcp;       /* the connection's Istio label set (default destination) */
+    mt_istio_set_t *istio_tcp;       /* the connection's Istio label set (default destination); on
+                                        a TLS listener NULL until the handshake (or PERMISSIVE's
+                                        sniff) says who the client is */
+    /* A TLS listener's label sets carry the client's identity: the last one used, by dest. */
+    mt_istio_set_t *istio_peer;
+    const struct mt_cluster_conf *istio_peer_dest;
     uint64_t sent_counted;   /* of out.written_bytes, already in istio_tcp_sent_bytes_total */
     char *peer_text;         /* "address:port" for the access log, made on first use */
     uint64_t accepted_ns;    /* now_ns at the accept (plain TCP's access log line) */
@@ -91,8 +103,9 @@ void mt_session_check_bounds(mt_session_t *s);
 void mt_session_finish(mt_session_t *s);
 void mt_session_maybe_finish(mt_session_t *s);
 void mt_session_close(mt_session_t *s);
-/* What closing releases of the shell (output, read buffer, references, the worker's list),
- * for a proxy that closes its handles itself (plain TCP); s itself is not freed. */
+/* What closing releases of the shell (output, read buffer, TLS transport, references, the
+ * worker's list), for a proxy that closes its handles itself (plain TCP, ops->close); s
+ * itself is not freed. */
 void mt_session_release(mt_session_t *s);
 /* Closes s once auth_ms have passed since the accept while the proxy has not called
  * mt_session_authenticated (0: never), and once it has been idle for idle_ms: nothing read or
@@ -148,6 +161,10 @@ typedef struct mt_request_end {
 
 /* The label set of requests from s to dest (NULL: none): found or made on first use. */
 mt_istio_set_t *mt_session_istio_slow(mt_session_t *s, const mt_cluster_conf_t *dest);
+/* The same on a listener with TLS: source_principal and connection_security_policy are the
+ * session's (its client's verified identity), so the set is kept on the session, not the
+ * listener. */
+mt_istio_set_t *mt_session_istio_peer(mt_session_t *s, const mt_cluster_conf_t *dest);
 /* The access log line of a request (after mt_session_request_done asked for it). */
 void mt_session_access_log(mt_session_t *s, const mt_request_end_t *e, const mt_istio_set_t *set);
 
@@ -169,6 +186,12 @@ mt_session_request_done(mt_session_t *s, const mt_cluster_conf_t *dest, mt_istio
     const mt_listener_conf_t *l = s->conf;
     if (!l->istio_codes)
         return NULL;
+    if (MT_UNLIKELY(!set && l->tls)) {
+        if (s->istio_peer && s->istio_peer_dest == dest)
+            set = s->istio_peer;
+        else if (!(set = mt_session_istio_peer(s, dest)))
+            return NULL;
+    }
     if (!set) {
         uint32_t i = dest ? dest->index + 1 : 0;
         if (MT_LIKELY(i < l->n_istio && (!dest || &s->snap->clusters[dest->index] == dest)))
@@ -195,7 +218,8 @@ static inline void mt_session_count_sent(mt_session_t *s)
 /* Bytes a proxy read from the client itself (plain TCP reads outside the shell). */
 static inline void mt_session_count_received(mt_session_t *s, uint64_t n)
 {
-    s->istio_tcp->tcp[s->w->id].received += n;
+    if (MT_LIKELY(s->istio_tcp != NULL)) /* NULL: a TLS client still in its handshake */
+        s->istio_tcp->tcp[s->w->id].received += n;
 }
 
 /* The peer as "address:port" (or "?"), for logs. */

@@ -177,6 +177,7 @@ int mt_snap_endpoint(lua_State *L, int t, const char *what, mt_endpoint_conf_t *
 {
     e->address = mt_snap_field_str(L, t, "address");
     e->port = (uint16_t)mt_snap_field_int(L, t, "port", 0);
+    e->plain = mt_snap_field_bool(L, t, "plain", false);
     if (e->address && resolve(e->address, e->port, &e->sa, &e->salen, &e->resolve_error) == 0)
         return 0;
     if (!e->resolve_error && asprintf(&e->resolve_error, "%s without an address", what) < 0)

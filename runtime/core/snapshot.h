@@ -40,6 +40,8 @@ typedef struct mt_endpoint_conf {
     struct sockaddr_storage sa; /* resolved when the snapshot was built */
     socklen_t salen;
     char *resolve_error; /* non-NULL: unusable, and why */
+    bool plain; /* Istio auto-mTLS: no sidecar (no tlsMode: istio label), so plain text to this
+                   endpoint although its cluster has tls */
 } mt_endpoint_conf_t;
 
 typedef struct mt_cluster_conf {

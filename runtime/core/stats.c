@@ -836,7 +836,8 @@ static void stats_label_service(stats_buf_t *sb, const char *service)
 /* Istio's labels of a request from this workload (reporter "source": meltemi is the client's
  * sidecar, its clusters are outbound ones). */
 static char *stats_istio_labels(const mt_istio_codes_t *codes, const char *cluster,
-                                const char *service, const char *version)
+                                const char *service, const char *version, const char *principal,
+                                const char *policy)
 {
     const mt_stats_identity_t *id = mt_stats_identity();
     stats_buf_t sb = {0};
@@ -844,7 +845,7 @@ static char *stats_istio_labels(const mt_istio_codes_t *codes, const char *clust
     stats_label_str(&sb, "reporter", "source");
     stats_label_str(&sb, "source_workload", id->workload);
     stats_label_str(&sb, "source_workload_namespace", id->namespace);
-    stats_label_str(&sb, "source_principal", id->principal);
+    stats_label_str(&sb, "source_principal", principal ? principal : id->principal);
     stats_label_str(&sb, "destination_workload", "unknown");
     stats_label_service(&sb, cluster ? service : NULL);
     if (version)
@@ -852,15 +853,31 @@ static char *stats_istio_labels(const mt_istio_codes_t *codes, const char *clust
     else
         stats_label_version(&sb, cluster);
     stats_label_str(&sb, "request_protocol", codes ? codes->protocol : "tcp");
-    stats_label_str(&sb, "connection_security_policy", "unknown");
+    stats_label_str(&sb, "connection_security_policy", policy ? policy : "unknown");
     return sb.data;
 }
+
+static mt_istio_set_t *istio_set_of(char *labels, const mt_istio_codes_t *codes);
 
 mt_istio_set_t *mt_istio_set(const char *listener, const mt_istio_codes_t *codes,
                              const char *cluster, const char *service, const char *version)
 {
     MT_UNUSED(listener); /* sets are keyed by their labels: listeners to one cluster share */
-    char *labels = stats_istio_labels(codes, cluster, service, version);
+    return istio_set_of(stats_istio_labels(codes, cluster, service, version, NULL, NULL), codes);
+}
+
+mt_istio_set_t *mt_istio_set_peer(const mt_istio_codes_t *codes, const char *cluster,
+                                  const char *service, const char *version, const char *principal,
+                                  const char *policy)
+{
+    return istio_set_of(stats_istio_labels(codes, cluster, service, version,
+                                           principal ? principal : "unknown", policy),
+                        codes);
+}
+
+/* Finds or makes the set of labels (taken over). */
+static mt_istio_set_t *istio_set_of(char *labels, const mt_istio_codes_t *codes)
+{
     pthread_mutex_lock(&stats_create_mu);
     if (mt_stats_nworkers == 0)
         mt_stats_init(1);

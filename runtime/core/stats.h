@@ -223,6 +223,12 @@ const mt_stats_identity_t *mt_stats_identity(void);
  * creates; any thread (a lock, formatting): call it once and keep the pointer. */
 mt_istio_set_t *mt_istio_set(const char *listener, const mt_istio_codes_t *codes,
                              const char *cluster, const char *service, const char *version);
+/* The same for the clients of a listener that has TLS: source_principal is the client's
+ * verified identity (principal, "spiffe://..." or NULL: "unknown"), connection_security_policy
+ * is policy ("mutual_tls", "tls", "none"). */
+mt_istio_set_t *mt_istio_set_peer(const mt_istio_codes_t *codes, const char *cluster,
+                                  const char *service, const char *version, const char *principal,
+                                  const char *policy);
 /* The series of an outcome, created on first use (lock). */
 mt_istio_series_t *mt_istio_series_slow(mt_istio_set_t *set, uint32_t code, uint32_t flag);
 

@@ -26,6 +26,13 @@
  * it from --istio-certs). */
 const char *mt_tls_istio_dir = "/etc/certs";
 
+int mt_tls_secure_heap_init(void)
+{
+    if (CRYPTO_secure_malloc_initialized())
+        return 1;
+    return CRYPTO_secure_malloc_init(MT_TLS_SECURE_HEAP, 16);
+}
+
 /* ---- reading the settings (main thread) -------------------------------------------------- */
 
 /* t[key] as a malloc'd string, or NULL. (snapshot.c has the same readers; tls is below the
@@ -171,6 +178,25 @@ static STACK_OF(X509) * parse_certs(const char *pem, size_t len)
     return sk;
 }
 
+/* Every CRL of a PEM text; NULL if it holds none. */
+static STACK_OF(X509_CRL) * parse_crls(const char *pem, size_t len)
+{
+    BIO *b = BIO_new_mem_buf(pem, (int)len);
+    STACK_OF(X509_CRL) *sk = sk_X509_CRL_new_null();
+    X509_CRL *x;
+    while (b && sk && (x = PEM_read_bio_X509_CRL(b, NULL, NULL, NULL)) != NULL) {
+        if (!sk_X509_CRL_push(sk, x))
+            X509_CRL_free(x);
+    }
+    ERR_clear_error();
+    BIO_free(b);
+    if (sk && sk_X509_CRL_num(sk) == 0) {
+        sk_X509_CRL_free(sk);
+        sk = NULL;
+    }
+    return sk;
+}
+
 /* A certificate (chain) and its key from t's <cert>/<key> sources into out. */
 static int read_cert(lua_State *L, int t, const char *cert, const char *key, mt_tls_conf_t *c,
                      mt_tls_cert_t *out, char **err)
@@ -311,6 +337,16 @@ static int conf_read(lua_State *L, int t, mt_tls_conf_t *c, char **err)
         if (!c->roots)
             return fail(err, c->what, "caCertificates hold no PEM certificate", NULL);
     }
+    char *crl = NULL;
+    size_t crllen = 0;
+    if (pem_source(L, t, "crl", c, &crl, &crllen, err) != 0)
+        return -1;
+    if (crl) {
+        c->crls = parse_crls(crl, crllen);
+        free(crl);
+        if (!c->crls)
+            return fail(err, c->what, "caCrl holds no PEM certificate revocation list", NULL);
+    }
     /* The default certificate, then the ones chosen by SNI. */
     size_t n_sni = 0;
     if (field_table(L, t, "sni_certs")) {
@@ -350,6 +386,9 @@ static int conf_read(lua_State *L, int t, mt_tls_conf_t *c, char **err)
     if (!ctx)
         return fail(err, c->what, "%s", why);
     SSL_CTX_free(ctx);
+    if (c->n_certs > 0)
+        mt_debug("%s: TLS key%s parsed (secure heap: %zu bytes in use)", c->what,
+                 c->n_certs > 1 ? "s" : "", CRYPTO_secure_used());
     return 0;
 }
 
@@ -376,11 +415,17 @@ mt_tls_conf_t *mt_tls_conf_from_lua(lua_State *L, int t, bool server, const char
         c->server = server;
         c->what = strdup(what);
     }
+    bool automatic = field_bool(L, tt, "auto");
     if (!c || !c->what || conf_read(L, tt, c, err) != 0) {
         if (!*err)
             fail(err, what, "out of memory", NULL);
         mt_tls_conf_free(c);
         c = NULL;
+        if (automatic) { /* Istio's auto-mTLS: without usable workload files, plain text */
+            mt_warn("%s: auto mTLS off (plain text): %s", what, *err);
+            free(*err);
+            *err = NULL;
+        }
     }
     lua_settop(L, tt - 1);
     return c;
@@ -401,6 +446,7 @@ void mt_tls_conf_free(mt_tls_conf_t *c)
     }
     free(c->certs);
     sk_X509_pop_free(c->roots, X509_free);
+    sk_X509_CRL_pop_free(c->crls, X509_CRL_free);
     free_strings(c->sans, c->n_sans);
     free_strings(c->files, c->n_files);
     free(c->alpn);
@@ -507,6 +553,13 @@ static void *ctx_build(mt_tls_conf_t *c, char *err, size_t errlen)
         X509_STORE_add_cert(st, sk_X509_value(c->roots, i));
     if (!c->roots && !c->server)
         SSL_CTX_set_default_verify_paths(ctx);
+    /* caCrl: every certificate of the peer's chain is checked against the lists, and one
+     * whose issuer has no list is refused too (Envoy's default: a CRL for one CA of a chain
+     * needs CRLs for all of them). */
+    for (int i = 0; c->crls && i < sk_X509_CRL_num(c->crls); i++)
+        X509_STORE_add_crl(st, sk_X509_CRL_value(c->crls, i));
+    if (c->crls)
+        X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
     if (c->server) {
         int v = c->mode == MT_TLS_SIMPLE ? SSL_VERIFY_NONE
                                          : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;

@@ -56,6 +56,7 @@ typedef struct mt_tls_conf {
     mt_tls_cert_t *certs;      /* ours; a client has at most one */
     uint32_t n_certs;
     void *roots; /* STACK_OF(X509) *: peer roots (NULL: the system's, client only) */
+    void *crls;  /* STACK_OF(X509_CRL) *: caCrl's lists (NULL: no revocation check) */
     char *sni;   /* client: server name sent */
     char **sans; /* accepted peer SANs (DNS, URI, IP); none: any the roots sign */
     uint32_t n_sans;
@@ -136,6 +137,13 @@ extern const char *mt_tls_istio_dir;
 /* PERMISSIVE: do the first bytes of a connection look like a TLS ClientHello (a handshake
  * record, version 3.x)? 1 yes, 0 no (plain text), -1 not enough bytes to tell yet. */
 int mt_tls_sniff(const unsigned char *p, size_t n);
+
+/* Starts OpenSSL's secure heap (MT_TLS_SECURE_HEAP bytes, before any key is parsed): the
+ * private keys' numbers live there, in pages that are locked (when RLIMIT_MEMLOCK allows) and
+ * excluded from core dumps (MADV_DONTDUMP), and are cleared when freed. Returns 1 (locked), 2
+ * (not locked: still excluded from dumps), 0 (no secure heap: keys live in ordinary memory). */
+#define MT_TLS_SECURE_HEAP (1u << 20)
+int mt_tls_secure_heap_init(void);
 
 /* Frees a kept client session (an endpoint's session_slot). */
 void mt_tls_session_free(void *session);

@@ -329,14 +329,25 @@ static void upstream_keepalive(mt_upstream_t *u, const mt_cluster_conf_t *cc)
         mt_debug("cluster %s: tcpKeepalive not set on an upstream socket", cc->name);
 }
 
+/* The TLS settings of u's connection: its cluster's, unless auto-mTLS found no sidecar at
+ * its endpoint (mt_endpoint_conf_t.plain). */
+static struct mt_tls_conf *upstream_tls_conf(const mt_upstream_t *u)
+{
+    const mt_cluster_conf_t *cc = u->ep->cluster->conf;
+    uint32_t i = u->ep->conf_index;
+    if (cc->tls && i < cc->n_endpoints && cc->endpoints[i].plain)
+        return NULL;
+    return cc->tls;
+}
+
 static void upstream_on_connect(uv_connect_t *req, int status)
 {
     mt_upstream_t *u = req->data;
     if (u->state == MT_UPSTREAM_CLOSING)
         return;
     mt_worker_t *w = u->w;
-    mt_cluster_conf_t *cc = u->ep->cluster->conf;
-    if (status < 0 || !cc->tls) /* a TLS handshake is part of the connect (its deadline) */
+    struct mt_tls_conf *tc = upstream_tls_conf(u);
+    if (status < 0 || !tc) /* a TLS handshake is part of the connect (its deadline) */
         mt_timer_stop(&w->timers, &u->connect_timer);
     if (status < 0) {
         u->error = status;
@@ -347,9 +358,9 @@ static void upstream_on_connect(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&u->tcp, 1);
-    upstream_keepalive(u, cc);
+    upstream_keepalive(u, u->ep->cluster->conf);
     u->out.stream = (uv_stream_t *)&u->tcp;
-    if (!cc->tls) {
+    if (!tc) {
         uv_read_start((uv_stream_t *)&u->tcp, upstream_alloc, upstream_on_read);
         upstream_ready(u);
         return;
@@ -357,7 +368,7 @@ static void upstream_on_connect(uv_connect_t *req, int status)
     /* TLS: still CONNECTING (its deadline covers the handshake) until the handshake is done;
      * what the proxy queued meanwhile is sealed once it is. */
     char err[256];
-    u->tls = mt_tls_new(cc->tls, w->id, &u->out, &w->pool, &u->ep->tls_session, err, sizeof(err));
+    u->tls = mt_tls_new(tc, w->id, &u->out, &w->pool, &u->ep->tls_session, err, sizeof(err));
     if (!u->tls) {
         upstream_tls_failed(u, err);
         return;

@@ -10,6 +10,7 @@
 #include "runtime/core/common.h"
 #include "runtime/server/config.h"
 #include "runtime/core/log.h"
+#include "runtime/core/session.h"
 #include "runtime/core/stats.h"
 #include "runtime/core/tls.h"
 #include "runtime/server/server.h"
@@ -88,6 +89,7 @@ typedef enum {
     OPT_WORKLOAD,
     OPT_NAMESPACE,
     OPT_ISTIO_CERTS,
+    OPT_TLS_HANDSHAKE_TIMEOUT,
 } run_opt_id_t;
 
 typedef struct run_opt {
@@ -133,6 +135,10 @@ static const run_opt_t run_options[] = {
     {OPT_ISTIO_CERTS, "--istio-certs", NULL, "MELTEMI_ISTIO_CERTS", "DIR",
      "the workload's Istio mTLS files: cert-chain.pem, key.pem, root-cert.pem\n"
      "(default /etc/certs; polled, a replaced file reloads)"},
+    {OPT_TLS_HANDSHAKE_TIMEOUT, "--tls-handshake-timeout", NULL, "MELTEMI_TLS_HANDSHAKE_TIMEOUT",
+     "MS",
+     "a TLS client must finish its handshake, and a PERMISSIVE port's client\n"
+     "send its first bytes, within MS milliseconds (default 10000)"},
 };
 #define N_RUN_OPTIONS (sizeof(run_options) / sizeof(run_options[0]))
 
@@ -205,6 +211,15 @@ static int run_opt_apply(const run_opt_t *o, const char *v, bool from_env, mt_se
             return usage_error(what, v);
         }
         return 0;
+    case OPT_TLS_HANDSHAKE_TIMEOUT: {
+        unsigned ms;
+        if (parse_uint(v, &ms) != 0 || ms == 0) {
+            snprintf(what, sizeof what, "%s needs milliseconds from 1 to 1000000, got '%%s'", who);
+            return usage_error(what, v);
+        }
+        mt_session_tls_handshake_ms = ms;
+        return 0;
+    }
     case OPT_DRAIN_TIMEOUT:
         if (parse_uint(v, &out->drain_timeout_ms) != 0) {
             snprintf(what, sizeof what, "%s needs milliseconds, got '%%s'", who);
@@ -272,6 +287,16 @@ static int cmd_run(int argc, char **argv)
     if (!o.config_dir)
         return usage_error("%s", "run needs -c DIR (or MELTEMI_CONFIG)");
     mt_stats_set_identity(&id);
+    /* Before the first snapshot parses a key (security.md, "Keys"). */
+    int sh = mt_tls_secure_heap_init();
+    if (sh == 0)
+        mt_warn("TLS: no secure heap: private keys live in ordinary memory (core dumps "
+                "may hold them)");
+    else
+        mt_info("TLS: private keys in OpenSSL's secure heap (%u KiB, %s, excluded from core "
+                "dumps)",
+                MT_TLS_SECURE_HEAP >> 10,
+                sh == 1 ? "locked in memory" : "not locked: RLIMIT_MEMLOCK is too low");
     return mt_server_run(&o);
 }
 

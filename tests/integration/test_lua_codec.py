@@ -426,6 +426,41 @@ def read_stream_frames(c, n):
     return got
 
 
+def test_mrpc_streams_are_authorized_by_their_init_frame(shop):
+    """AuthorizationPolicy judges a stream at its init frame (service and method, as a
+    request): a denied init gets the codec's native error and opens nothing, so its later
+    frames find no stream; an allowed one on the same connection flows."""
+    env = shop({"authz.yaml": """\
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: no-watch
+  namespace: shop
+spec:
+  action: DENY
+  rules:
+  - to:
+    - operation:
+        paths: [Orders]
+        methods: [watch]
+"""})
+    c = mclient(env)
+    c.stream(21, "init", "Orders", "watch", [("user", "bob")])
+    f = c.recv()
+    assert f.id == 21 and b"RBAC: access denied" in f.body, (f.id, f.flags, f.body)
+    c.stream(21, "data", body="sneaky")
+    f = c.recv()
+    assert f.id == 21 and b"no such stream" in f.body, (f.id, f.body)
+    c.stream(22, "init", "Orders", "tail")
+    c.stream(22, "data", body="x")
+    got = read_stream_frames(c, 2)
+    assert got == {22: [("data", "open:v1"), ("data", "echo:x")]}
+    assert server_stats(env.v1)["streams"] + server_stats(env.v2)["streams"] == 1
+    assert all("sneaky" not in str(x) for x in server_stats(env.v1)["seen"])
+    assert prom(env.meltemi, "meltemi_rbac_denied_total") == 1
+    c.close()
+
+
 def test_mrpc_interleaved_streams_follow_their_init_frame(shop):
     """Several streams interleaved on one client connection: each is routed once, at its
     init frame (by header to v2, by service to v1), and all its frames reach the same server

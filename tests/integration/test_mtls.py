@@ -66,7 +66,7 @@ spec:
     return out
 
 
-def server_sidecar(redis_port, redis_ep, dubbo_port=None, dubbo_ep=None):
+def server_sidecar(redis_port, redis_ep, dubbo_port=None, dubbo_ep=None, redis_name="tcp-redis"):
     out = f"""\
 apiVersion: networking.istio.io/v1beta1
 kind: Sidecar
@@ -80,7 +80,7 @@ spec:
   ingress:
   - port:
       number: {redis_port}
-      name: tcp-redis
+      name: {redis_name}
     bind: {INGRESS}
     defaultEndpoint: 127.0.0.1:{redis_ep}
 """
@@ -117,7 +117,8 @@ def mesh(tmp_path, redis_factory, config_dir, meltemi_factory, monkeypatch):
     peers = []
     ca = Ca(tmp_path / "pki", name="mesh-root")
 
-    def deploy(mode="STRICT", port_modes=None, dubbo=False, client_sans=None):
+    def deploy(mode="STRICT", port_modes=None, dubbo=False, client_sans=None,
+               redis_name="tcp-redis"):
         env = types.SimpleNamespace(ca=ca, tmp=tmp_path)
         env.redis = redis_factory()
         env.b_redis = free_port(INGRESS)
@@ -133,7 +134,7 @@ def mesh(tmp_path, redis_factory, config_dir, meltemi_factory, monkeypatch):
             pm[env.b_redis if k == "redis" else env.b_dubbo] = v
         b_files = {
             "sidecar.yaml": server_sidecar(env.b_redis, env.redis.port, env.b_dubbo,
-                                           env.provider.port if dubbo else None),
+                                           env.provider.port if dubbo else None, redis_name),
             "pa.yaml": peer_authentication(mode, pm),
         }
         env.b = meltemi_factory(config_dir(b_files), log_level="debug",
@@ -143,7 +144,7 @@ def mesh(tmp_path, redis_factory, config_dir, meltemi_factory, monkeypatch):
         if client_sans:
             sans = "      subjectAltNames:\n" + "".join(f"      - {s}\n" for s in client_sans)
         a_files = {
-            "se.yaml": me.service_entry("redis-mesh", REDIS_HOST, VIP, env.a_redis, "tcp-redis",
+            "se.yaml": me.service_entry("redis-mesh", REDIS_HOST, VIP, env.a_redis, redis_name,
                                         [(INGRESS, env.b_redis, {})], namespace="redis"),
             "dr.yaml": client_dr(REDIS_HOST, "redis", sans),
         }
@@ -234,6 +235,107 @@ def test_permissive_takes_plain_text_and_mtls_on_one_port(mesh):
                              env.ca.cert)
     assert reply == b"+PONG\r\n"
     assert ("URI", SERVER_ID) in cert["subjectAltName"]
+
+
+def test_plain_tcp_ports_over_mtls_strict_and_permissive(mesh):
+    # tcp-raw selects no protocol: both meltemis relay bytes, mTLS below the relay.
+    env = mesh("STRICT", redis_name="tcp-raw")
+    c = redis_py(VIP, env.a_redis)
+    assert c.set("raw", "mtls") is True
+    assert c.get("raw") == b"mtls"
+    assert env.redis.client().get("raw") == b"mtls"
+    wait_until(lambda: principal_logged(env.b, CLIENT_ID), 5, "B saw the client's identity")
+    assert metric(env.a, "meltemi_upstream_tls_handshake_failures_total") == 0
+    plain = RespConn(INGRESS, env.b_redis, timeout=3)
+    plain.send_raw(b"PING\r\n")
+    assert plain.closed_by_peer(timeout=5)
+    # A client certificate from another CA is refused.
+    other = Ca(env.tmp / "pki-other", name="other-root")
+    ocert, okey = other.issue("stranger", uris=[spiffe("x", "y")])
+    assert refused(env.b_redis, ocert, okey, env.ca.cert)
+
+
+def test_plain_tcp_port_permissive_takes_both(mesh):
+    env = mesh("PERMISSIVE", redis_name="tcp-raw")
+    plain = redis_py(INGRESS, env.b_redis)
+    assert plain.set("p", "plain") is True
+    assert redis_py(VIP, env.a_redis).get("p") == b"plain"
+    wait_until(lambda: principal_logged(env.b, CLIENT_ID), 5, "mTLS client identified")
+
+
+def istio_series(m, name):
+    """{labels dict: value} of an Istio metric family."""
+    import re
+    status, body = m.http_get("/stats/prometheus")
+    assert status == 200
+    out = []
+    for ln in body.splitlines():
+        if ln.startswith(name + "{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', ln[len(name) + 1:ln.rindex("}")]))
+            out.append((labels, float(ln.rsplit(" ", 1)[1])))
+    return out
+
+
+def test_metrics_name_the_verified_peer_and_the_security_policy(mesh):
+    env = mesh("PERMISSIVE")
+    via_mesh = redis_py(VIP, env.a_redis)
+    assert via_mesh.set("m", "1") is True
+    plain = redis_py(INGRESS, env.b_redis)
+    assert plain.get("m") == b"1"
+    plain.close()
+    via_mesh.close()
+    reqs = istio_series(env.b, "istio_requests_total")
+    by_policy = {}
+    for labels, v in reqs:
+        key = (labels["source_principal"], labels["connection_security_policy"])
+        by_policy[key] = by_policy.get(key, 0) + v
+    assert by_policy.get((CLIENT_ID, "mutual_tls"), 0) >= 1, reqs
+    assert by_policy.get(("unknown", "none"), 0) >= 1, reqs
+    # The client side keeps its own identity's labels (reporter source, no TLS downstream).
+    a = {(lb["source_principal"], lb["connection_security_policy"])
+         for lb, _ in istio_series(env.a, "istio_requests_total")}
+    assert (CLIENT_ID, "mutual_tls") not in a
+    wait_until(lambda: any(lb["source_principal"] == CLIENT_ID
+                           and lb["connection_security_policy"] == "mutual_tls" and v >= 1
+                           for lb, v in istio_series(env.b, "istio_tcp_connections_opened_total")),
+               5, "the mTLS connection counted under its peer")
+
+
+def test_auto_mtls_by_the_endpoints_tls_mode_label(tmp_path, redis_factory, config_dir,
+                                                   meltemi_factory):
+    """No DestinationRule tls: an endpoint labelled security.istio.io/tlsMode: istio gets
+    ISTIO_MUTUAL (here a STRICT server-side meltemi), an unlabelled one plain text (a bare
+    redis-server); a plain TCP port relays, so connections take the endpoints in turn."""
+    ca = Ca(tmp_path / "pki", name="mesh-root")
+    a_dir = istio_dir(ca, tmp_path / "certs-a", "client", CLIENT_ID)
+    b_dir = istio_dir(ca, tmp_path / "certs-b", "server", SERVER_ID)
+    behind_b, bare = redis_factory(), redis_factory()
+    b_port = free_port(INGRESS)
+    b = meltemi_factory(config_dir({
+        "sidecar.yaml": server_sidecar(b_port, behind_b.port, redis_name="tcp-raw"),
+        "pa.yaml": peer_authentication("STRICT")}), log_level="debug",
+        extra_args=["--istio-certs", str(b_dir)])
+    a_port = free_port(VIP)
+    se = me.service_entry("redis-mesh", REDIS_HOST, VIP, a_port, "tcp-raw",
+                          [(INGRESS, b_port, {"security.istio.io/tlsMode": "istio"}),
+                           ("127.0.0.1", bare.port, {})], namespace="redis")
+    a = meltemi_factory(config_dir({"se.yaml": se}), extra_args=["--istio-certs", str(a_dir)])
+    for i in range(6):
+        c = redis_py(VIP, a_port)
+        assert c.set(f"k{i}", "v") is True
+        c.close()
+    got_b = sum(1 for i in range(6) if behind_b.client().get(f"k{i}") == b"v")
+    got_bare = sum(1 for i in range(6) if bare.client().get(f"k{i}") == b"v")
+    assert got_b >= 2 and got_bare >= 2 and got_b + got_bare == 6, (got_b, got_bare)
+    wait_until(lambda: principal_logged(b, CLIENT_ID), 5, "the labelled endpoint got mTLS")
+    assert metric(a, "meltemi_upstream_tls_handshake_failures_total") == 0
+    # Without the workload's files, auto-mTLS is off (a warning), and the rest still loads.
+    se2 = me.service_entry("redis-mesh", REDIS_HOST, VIP, free_port(VIP), "tcp-raw",
+                           [(INGRESS, b_port, {"security.istio.io/tlsMode": "istio"})],
+                           namespace="redis")
+    a2 = meltemi_factory(config_dir({"se.yaml": se2}),
+                         extra_args=["--istio-certs", str(tmp_path / "no-certs")])
+    assert "auto mTLS off (plain text)" in a2.stderr()
 
 
 def test_port_level_disable_keeps_one_port_plain(mesh):

@@ -259,10 +259,11 @@ spec:
 
 @pytest.fixture
 def ingress(redis_factory, config_dir, meltemi_factory, pki):
-    def start(tls_yaml):
+    def start(tls_yaml, name="tcp-redis"):
         redis = redis_factory()
         port = free_port(INGRESS)
-        m = meltemi_factory(config_dir({"sidecar.yaml": sidecar(port, redis.port, tls_yaml)}))
+        m = meltemi_factory(config_dir({"sidecar.yaml": sidecar(port, redis.port, tls_yaml,
+                                                                name=name)}))
         return port, redis, m
     return start
 
@@ -500,6 +501,264 @@ spec:
             assert dict(x[0] for x in s.getpeercert()["subject"])["commonName"] == "gw-alt"
             s.sendall(b"GET gw\r\n")
             assert s.recv(100) == b"$9\r\nboth-ways\r\n"
+
+
+# ---- certificate revocation lists (caCrl) ------------------------------------------------------
+
+def test_ca_crl_refuses_revoked_certificates_both_ways(pki, tls_redis, redis_factory, config_dir,
+                                                       meltemi_factory):
+    ca = pki["ca"]
+    cert, key = pki["server"]
+    revoked_srv = ca.issue("revoked-server", dns=["redis.test"], ips=["127.0.0.1"])
+    revoked_cli = ca.issue("revoked-client", dns=["bad.test"])
+    good_crl = ca.crl([revoked_cli[0]], name="crl-clients")
+    srv_crl = ca.crl([revoked_srv[0]], name="crl-servers")
+    good = tls_redis(cert, key, ca.cert)
+    bad = tls_redis(*revoked_srv, ca.cert)
+    # Upstream: the revoked server certificate is refused, the other one accepted.
+    gport, bport, iport = free_port(VIP), free_port(VIP), free_port(INGRESS)
+    redis = redis_factory()
+    files = {
+        "se.yaml": configs.service_entry("redis-tls", VIP, gport, good.tls_port),
+        "se-bad.yaml": configs.service_entry("redis-bad", VIP, bport, bad.tls_port),
+        "dr.yaml": destination_rule(f"mode: SIMPLE\ncaCertificates: {ca.cert}\n"
+                                    f"sni: redis.test\ncaCrl: {srv_crl}\n"),
+        "dr-bad.yaml": destination_rule(f"mode: SIMPLE\ncaCertificates: {ca.cert}\n"
+                                        f"sni: redis.test\ncaCrl: {srv_crl}\n",
+                                        host="redis-bad.redis.svc.cluster.local")
+        .replace("name: redis-tls", "name: redis-bad"),
+        "sidecar.yaml": sidecar(iport, redis.port, f"""
+mode: MUTUAL
+serverCertificate: {cert}
+privateKey: {key}
+caCertificates: {ca.cert}
+caCrl: {good_crl}
+"""),
+    }
+    m = meltemi_factory(config_dir(files))
+    assert redis_py(VIP, gport).set("crl", "ok") is True
+    assert _get_or_none(redis_py(VIP, bport), "crl") is None  # an error reply, no value
+    wait_until(lambda: "certificate revoked" in m.stderr(), 5, "the revoked server refused")
+    # Downstream: a revoked client certificate is refused, a valid one served.
+    ccert, ckey = pki["client"]
+    r = redis_cli_tls(iport, "PING", ca=ca.cert, cert=ccert, key=ckey)
+    assert r.stdout.strip() == "PONG", r.stderr
+    n = m.stderr().count("certificate revoked")
+    r = redis_cli_tls(iport, "PING", ca=ca.cert, cert=revoked_cli[0], key=revoked_cli[1])
+    assert "PONG" not in r.stdout
+    wait_until(lambda: m.stderr().count("certificate revoked") > n, 5,
+               "the revoked client refused")
+
+
+# ---- keys out of core dumps ------------------------------------------------------------------
+
+def test_private_keys_live_in_the_secure_heap_excluded_from_core_dumps(pki, redis_factory,
+                                                                       config_dir,
+                                                                       meltemi_factory):
+    redis = redis_factory()
+    port = free_port(INGRESS)
+    m = meltemi_factory(config_dir({"sidecar.yaml": sidecar(port, redis.port, server_tls(pki))}),
+                        log_level="debug")
+    err = m.stderr()
+    assert "TLS: private keys in OpenSSL's secure heap (1024 KiB" in err, err[-2000:]
+    used = [int(x) for x in re.findall(r"TLS key parsed \(secure heap: (\d+) bytes in use\)",
+                                       err)]
+    assert used and used[-1] > 0, "the key's numbers were allocated in the secure heap"
+    # The heap is one mapping the kernel leaves out of core dumps (VmFlags "dd").
+    smaps = Path(f"/proc/{m.proc.pid}/smaps").read_text()
+    found = False
+    for block in re.split(r"\n(?=[0-9a-f]+-[0-9a-f]+ )", smaps):
+        size = re.search(r"^Size:\s+(\d+) kB", block, re.M)
+        flags = re.search(r"^VmFlags:(.*)$", block, re.M)
+        if size and flags and int(size.group(1)) >= 1024 and "dd" in flags.group(1).split():
+            found = True
+    assert found, "no MADV_DONTDUMP mapping of the secure heap's size"
+    assert redis_cli_tls(port, "PING", ca=pki["ca"].cert).stdout.strip() == "PONG"
+
+
+# ---- the handshake deadline (--tls-handshake-timeout) ----------------------------------------
+
+def test_handshake_timeout_closes_a_silent_client(pki, redis_factory, config_dir,
+                                                  meltemi_factory, meltemi_binary):
+    redis = redis_factory()
+    port = free_port(INGRESS)
+    m = meltemi_factory(config_dir({"sidecar.yaml": sidecar(port, redis.port, server_tls(pki))}),
+                        extra_args=["--tls-handshake-timeout", "300"])
+    silent = RespConn(INGRESS, port, timeout=3)  # connects, never sends a ClientHello
+    # 300 ms, not the default 10 s: closed well within the 5 s this waits.
+    assert silent.closed_by_peer(timeout=5)
+    wait_until(lambda: "TLS handshake not done after 300 ms" in m.stderr(), 5, "logged")
+    assert metric(m, "meltemi_tls_handshake_failures_total") >= 1
+    # A client that does its handshake in time is served.
+    r = redis_cli_tls(port, "PING", ca=pki["ca"].cert)
+    assert r.stdout.strip() == "PONG", r.stderr
+    for bad in ("0", "soon"):
+        p = subprocess.run([str(meltemi_binary), "run", "-c", "/nonexistent",
+                            "--tls-handshake-timeout", bad], capture_output=True, text=True,
+                           timeout=10)
+        assert p.returncode == 2
+        assert "--tls-handshake-timeout needs milliseconds" in p.stderr
+
+
+# ---- plain TCP ports: TLS below the byte relay ------------------------------------------------
+
+# A port name that selects no protocol: meltemi relays the bytes without parsing them, so the
+# Redis traffic below only proves that the plaintext crossed the relay intact.
+RAW = "tcp-raw"
+
+
+def listener_protocol(m, port):
+    import json
+    status, body = m.http_get("/config_dump")
+    assert status == 200
+    listeners = json.loads(body)["config"]["listeners"]
+    found = [ln["protocol"] for ln in (listeners.values() if isinstance(listeners, dict)
+                                       else listeners) if ln["port"] == port]
+    assert found, body[:2000]
+    return found[0]
+
+
+def s_client(port, request, *extra, ca, expect, host=INGRESS):
+    """openssl s_client to host:port sending request; returns what came back once expect
+    did (or everything until the server closed)."""
+    import select
+    p = subprocess.Popen(["openssl", "s_client", "-connect", f"{host}:{port}", "-CAfile",
+                          str(ca), "-verify_return_error", "-quiet", *extra],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        p.stdin.write(request)
+        p.stdin.flush()
+        got = b""
+        deadline = time.monotonic() + 10
+        while expect not in got and time.monotonic() < deadline:
+            if select.select([p.stdout], [], [], 0.2)[0]:
+                chunk = os.read(p.stdout.fileno(), 65536)
+                if not chunk:
+                    break
+                got += chunk
+        return got
+    finally:
+        stop_pid(p)
+
+
+def test_tcp_listener_terminates_tls(pki, ingress):
+    port, redis, m = ingress(server_tls(pki), name=RAW)
+    assert listener_protocol(m, port) == "tcp"
+    r = redis_cli_tls(port, "SET", "raw", "relayed", ca=pki["ca"].cert)
+    assert r.stdout.strip() == "OK", r.stderr
+    assert redis.client().get("raw") == b"relayed"
+    assert s_client(port, b"GET raw\r\n", "-servername", "redis.test", ca=pki["ca"].cert,
+                    expect=b"relayed") == b"$7\r\nrelayed\r\n"
+    # Many TLS records each way through the relay's back-pressure.
+    c = redis_py(INGRESS, port, ssl=True, ssl_ca_certs=str(pki["ca"].cert))
+    big = bytes(range(256)) * 8192  # 2 MiB
+    assert c.set("big", big) is True
+    assert c.get("big") == big
+    assert redis.client().get("big") == big
+    # A plain-text client on the TLS port reaches nothing: Redis never sees its command.
+    plain = RespConn(INGRESS, port, timeout=3)
+    plain.send_raw(b"*3\r\n$3\r\nSET\r\n$3\r\nraw\r\n$5\r\nplain\r\n")
+    assert plain.closed_by_peer(timeout=5)
+    assert redis.client().get("raw") == b"relayed"
+    wait_until(lambda: metric(m, "meltemi_tls_handshake_failures_total") >= 1, 5,
+               "the plain-text client counted")
+
+
+def test_tcp_listener_mutual_tls_refuses_a_client_without_certificate(pki, ingress):
+    cert, key = pki["server"]
+    port, redis, m = ingress(f"""
+mode: MUTUAL
+serverCertificate: {cert}
+privateKey: {key}
+caCertificates: {pki['ca'].cert}
+""", name=RAW)
+    ccert, ckey = pki["client"]
+    r = redis_cli_tls(port, "PING", ca=pki["ca"].cert, cert=ccert, key=ckey)
+    assert r.stdout.strip() == "PONG", r.stderr
+    r = redis_cli_tls(port, "PING", ca=pki["ca"].cert)
+    assert "PONG" not in r.stdout
+    wait_until(lambda: "peer did not return a certificate" in m.stderr(), 5, "refusal logged")
+
+
+def test_tcp_cluster_originates_tls(pki, tls_redis, config_dir, meltemi_factory):
+    cert, key = pki["server"]
+    redis = tls_redis(cert, key, pki["ca"].cert, auth_clients=True)
+    ccert, ckey = pki["client"]
+    port = free_port(VIP)
+    files = {
+        "se.yaml": configs.service_entry("redis-tls", VIP, port, redis.tls_port, port_name=RAW),
+        "dr.yaml": destination_rule(f"""
+mode: MUTUAL
+caCertificates: {pki['ca'].cert}
+clientCertificate: {ccert}
+privateKey: {ckey}
+sni: redis.test
+"""),
+    }
+    m = meltemi_factory(config_dir(files))
+    assert listener_protocol(m, port) == "tcp"
+    c = redis_py(VIP, port)
+    assert c.set("out", "sealed") is True
+    assert c.get("out") == b"sealed"
+    assert redis.client().get("out") == b"sealed"
+    big = b"z" * (3 << 20)
+    assert c.set("big", big) is True and c.get("big") == big
+    # The upstream's EOF reaches the client after what came before it: QUIT's +OK, then EOF.
+    q = RespConn(VIP, port, timeout=5)
+    q.send_raw(b"QUIT\r\n")
+    assert q.closed_by_peer(timeout=5)
+
+
+def test_tcp_cluster_refuses_an_unknown_server_ca(pki, tls_redis, config_dir, meltemi_factory):
+    cert, key = pki["server"]
+    redis = tls_redis(cert, key, pki["ca"].cert)
+    port = free_port(VIP)
+    files = {
+        "se.yaml": configs.service_entry("redis-tls", VIP, port, redis.tls_port, port_name=RAW),
+        "dr.yaml": destination_rule(f"mode: SIMPLE\ncaCertificates: {pki['other'].cert}\n"),
+    }
+    m = meltemi_factory(config_dir(files))
+    c = RespConn(VIP, port, timeout=5)
+    c.send_raw(b"PING\r\n")
+    assert c.closed_by_peer(timeout=5)
+    # (redis sends its CA along: OpenSSL names that chain's root, which ours is not)
+    wait_until(lambda: "peer certificate refused: self-signed certificate in certificate chain"
+               in m.stderr(), 5, "the refusal and its reason logged")
+    assert metric(m, "meltemi_upstream_tls_handshake_failures_total") >= 1
+
+
+def test_tcp_gateway_terminates_and_originates_with_openssl(pki, tls_redis, config_dir,
+                                                            meltemi_factory):
+    cert, key = pki["server"]
+    redis = tls_redis(cert, key, pki["ca"].cert)
+    gport = free_port(INGRESS)
+    files = {
+        "se.yaml": configs.service_entry("redis-tls", VIP, free_port(VIP), redis.tls_port,
+                                         port_name=RAW),
+        "dr.yaml": destination_rule(f"mode: SIMPLE\ncaCertificates: {pki['ca'].cert}\n"
+                                    "sni: redis.test\n"),
+        "gw.yaml": f"""\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: raw-gw
+  namespace: redis
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port: {{number: {gport}, name: {RAW}, protocol: TCP}}
+    bind: {INGRESS}
+    hosts: [redis/{HOST}]
+    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}
+""",
+    }
+    m = meltemi_factory(config_dir(files))
+    assert listener_protocol(m, gport) == "tcp"
+    got = s_client(gport, b"SET gw both\r\nGET gw\r\n", "-servername", "redis.test",
+                   ca=pki["ca"].cert, expect=b"both\r\n")
+    assert got == b"+OK\r\n$4\r\nboth\r\n"
+    assert redis.client().get("gw") == b"both"
 
 
 # ---- a TLS Redis Cluster ---------------------------------------------------------------------

@@ -82,6 +82,32 @@ commonName = supplied
         _run("ca", "-batch", "-config", conf, "-in", csr, "-out", cert, "-notext",
              "-startdate", "20200101000000Z", "-enddate", "20200102000000Z", "-extfile", ext)
 
+    def crl(self, revoked=(), name="crl"):
+        """A certificate revocation list signed by this CA listing the certificates revoked
+        (paths); returns its path (PEM)."""
+        db = self.dir / f"{name}-db"
+        db.mkdir(exist_ok=True)
+        (db / "index.txt").write_text("")
+        (db / "crlnumber").write_text("01\n")
+        conf = db / "ca.cnf"
+        conf.write_text(f"""[ca]
+default_ca = test
+[test]
+dir = {db}
+database = {db}/index.txt
+crlnumber = {db}/crlnumber
+certificate = {self.cert}
+private_key = {self.key}
+default_md = sha256
+default_crl_days = 30
+unique_subject = no
+""")
+        for cert in revoked:
+            _run("ca", "-batch", "-config", conf, "-revoke", cert)
+        out = self.dir / f"{name}.pem"
+        _run("ca", "-batch", "-config", conf, "-gencrl", "-out", out)
+        return out
+
 
 def spiffe(ns, sa, trust_domain="cluster.local"):
     return f"spiffe://{trust_domain}/ns/{ns}/sa/{sa}"

@@ -123,7 +123,7 @@ H.test("an empty object of an unenforced field still warns; a subset's outlierDe
   H.none(warns, "spec.trafficPolicy.outlierDetection", "the rule's outlierDetection is enforced")
 end)
 
-H.test("TLS origination modes are enforced (runtime/core/tls.c); caCrl warns", function()
+H.test("TLS origination modes are enforced (runtime/core/tls.c), caCrl too", function()
   for _, mode in ipairs({ "SIMPLE", "ISTIO_MUTUAL" }) do
     local snap, errs = H.compile({ ["se.yaml"] = SE, ["dr.yaml"] = DR:gsub("mode: DISABLE", "mode: " .. mode) })
     H.ok(snap, mode .. " compiles: " .. table.concat(errs or {}, "; "))
@@ -134,8 +134,11 @@ H.test("TLS origination modes are enforced (runtime/core/tls.c); caCrl warns", f
   end
   local _, errs = H.compile({ ["se.yaml"] = SE, ["dr.yaml"] = DR:gsub("mode: DISABLE", "mode: MUTUAL") })
   H.find(errs, "mode MUTUAL needs clientCertificate and privateKey", "MUTUAL without a certificate")
-  local warns = warnings({ ["se.yaml"] = SE, ["dr.yaml"] = DR:gsub("mode: DISABLE", "mode: SIMPLE, caCrl: crl.pem") })
-  H.find(warns, "tls.caCrl: accepted but not enforced", "caCrl")
+  local snap = H.compile({ ["se.yaml"] = SE, ["dr.yaml"] = DR:gsub("mode: DISABLE", "mode: SIMPLE, caCrl: crl.pem") })
+  H.none(snap.warnings, "caCrl", "caCrl is enforced")
+  local crl
+  for _, cl in pairs(snap.clusters) do crl = crl or (cl.tls and cl.tls.crl_file) end
+  H.ok(crl and crl:find("crl.pem$"), "caCrl reaches the cluster")
 end)
 
 H.test("values that ask for nothing do not warn (kubectl's defaults)", function()

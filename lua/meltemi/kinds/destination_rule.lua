@@ -218,12 +218,8 @@ function K.apply_policy(obj, c, path, cl, tp)
     local tpath = T.join(path, "tls")
     if not cl.name then
       return -- a subset's: warned as not enforced (K.unenforced)
-    elseif cl.protocol == "tcp" and (tp.tls.mode or "DISABLE") ~= "DISABLE" then
-      c:error(obj, tpath, "TLS to plain TCP upstreams is not supported yet (Redis and "
-        .. "MetaProtocol ports are)")
-    else
-      cl.tls = tls.client(obj, c, tpath, tp.tls)
     end
+    cl.tls = tls.client(obj, c, tpath, tp.tls)
   end
   for i, pls in ipairs(tp.portLevelSettings or {}) do
     if cl.port == pls.port.number then
@@ -244,7 +240,7 @@ K.consumed = {
   "**.loadBalancer.consistentHash.useSourceIp",    -- MetaProtocol hashes the client's IP
   "**.loadBalancer.consistentHash.minimumRingSize", "**.loadBalancer.consistentHash.ringHash",
   "**.connectionPool.tcp.connectTimeout",        -- every protocol's upstream connect
-  "**.tls",                                      -- runtime/core/tls.c (TCP ports: an error)
+  "**.tls",                                      -- runtime/core/tls.c
   "**.outlierDetection",                         -- runtime/core/outlier.c, every protocol
   "**.connectionPool.tcp.maxConnections",        -- Redis leases, TCP relays, MetaProtocol connections
   "**.connectionPool.tcp.tcpKeepalive",          -- every upstream socket (core/upstream.c)
@@ -278,7 +274,6 @@ K.unenforced = {
     .. "rule's trafficPolicy",
   ["spec.subsets[].trafficPolicy.portLevelSettings[].outlierDetection"] = "outlier detection is per "
     .. "cluster: set it on the rule's trafficPolicy",
-  ["**.tls.caCrl"] = "no certificate revocation lists: revoked certificates are accepted",
   ["spec.subsets[].trafficPolicy.tls"] = "a subset's tls is its host's (set it on the rule's "
     .. "trafficPolicy or its portLevelSettings)",
   ["spec.subsets[].trafficPolicy.portLevelSettings[].tls"] = "a subset's tls is its host's (set it "
@@ -307,6 +302,29 @@ function K.index(obj, c)
   local names = c.subsets_by_host[host] or {}
   c.subsets_by_host[host] = names
   for _, s in ipairs(spec.subsets or {}) do names[s.name] = true end
+end
+
+-- Istio's auto-mTLS (docs/security.md): a cluster that no DestinationRule gives tls, with
+-- endpoints labelled security.istio.io/tlsMode: istio (their sidecar takes mTLS), speaks
+-- ISTIO_MUTUAL to those endpoints and plain text to the others. Without usable workload
+-- files (--istio-certs) the runtime turns it off with a warning (tls.auto).
+local TLS_MODE = "security.istio.io/tlsMode"
+
+function K.after_build(c)
+  for _, cl in pairs(c.snapshot.clusters) do
+    if cl.tls == nil then
+      local any = false
+      for _, ep in ipairs(cl.endpoints or {}) do
+        any = any or (ep.labels and ep.labels[TLS_MODE] == "istio")
+      end
+      if any then
+        cl.tls = { mode = "ISTIO_MUTUAL", auto = true }
+        for _, ep in ipairs(cl.endpoints) do
+          if not (ep.labels and ep.labels[TLS_MODE] == "istio") then ep.plain = true end
+        end
+      end
+    end
+  end
 end
 
 function K.build(obj, c)

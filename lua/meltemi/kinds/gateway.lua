@@ -144,11 +144,6 @@ local function gateway_server(obj, c, i, srv, by_port)
   end
   local ltls
   if srv.tls then
-    if protocol == "tcp" then
-      c:error(obj, T.join(path, "tls"), "TLS on plain TCP listeners is not supported yet (Redis and "
-        .. "MetaProtocol ports are)")
-      return
-    end
     ltls = tls.server(obj, c, T.join(path, "tls"), srv.tls)
     if not ltls then return end
   end

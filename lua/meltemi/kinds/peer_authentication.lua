@@ -82,9 +82,6 @@ function K.after_build(c)
         if l.tls then
           c:warn(pa, "spec", string.format("port %d terminates TLS itself (Sidecar ingress tls); "
             .. "mTLS from this PeerAuthentication does not apply there", l.port))
-        elseif l.protocol == "tcp" then
-          c:warn(pa, "spec", string.format("port %d is plain TCP: mTLS is not supported there yet; "
-            .. "it stays plain text", l.port))
         else
           l.tls = tls.istio_mutual_server(m == "PERMISSIVE")
         end

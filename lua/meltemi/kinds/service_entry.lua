@@ -80,13 +80,16 @@ K.consumed = {
   "spec.endpoints[].labels",
 }
 K.unenforced = {
-  ["spec.location"] = { reason = "MESH_INTERNAL is proxied as MESH_EXTERNAL is (no mTLS to mesh "
-    .. "endpoints yet)", when = function(v) return v == "MESH_INTERNAL" end, when_text = "(MESH_INTERNAL)" },
+  ["spec.location"] = { reason = "MESH_INTERNAL is proxied as MESH_EXTERNAL is (mutual TLS "
+    .. "follows each endpoint's Istio label or a DestinationRule, not the location)",
+    when = function(v) return v == "MESH_INTERNAL" end, when_text = "(MESH_INTERNAL)" },
   ["spec.endpoints[].weight"] = "endpoints get equal shares whatever their weight",
   ["spec.endpoints[].locality"] = "no locality-aware load balancing",
   ["spec.endpoints[].network"] = "every endpoint is taken to be reachable directly",
-  ["spec.endpoints[].serviceAccount"] = "no peer identity is checked (no mTLS yet)",
-  ["spec.subjectAltNames"] = "no peer identity is checked (no mTLS yet)",
+  ["spec.endpoints[].serviceAccount"] = "the server's identity is not checked against it "
+    .. "(DestinationRule subjectAltNames does)",
+  ["spec.subjectAltNames"] = "the server's identity is not checked against it "
+    .. "(DestinationRule subjectAltNames does)",
   ["spec.workloadSelector"] = "endpoints come from spec.endpoints only (no workload entries)",
   ["spec.exportTo"] = "one proxy sees every service: there is no export scope",
 }

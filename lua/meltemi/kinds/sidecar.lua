@@ -116,11 +116,6 @@ local function ingress_listener(obj, c, i, ing)
   c.snapshot.clusters[name] = cl
   local ltls
   if ing.tls then
-    if protocol == "tcp" then
-      c:error(obj, T.join(path, "tls"), "TLS on plain TCP listeners is not supported yet (Redis "
-        .. "and MetaProtocol ports are)")
-      return
-    end
     ltls = tls.server(obj, c, T.join(path, "tls"), ing.tls)
     if not ltls then return end
   end

@@ -1730,15 +1730,24 @@ static void stream_reset_up(meta_worker_t *mw, mt_meta_stream_t *st)
 }
 
 /* A stream frame from the client. */
+static bool sess_authorized(meta_sess_t *s, const mt_msg_t *msg);
+
 static void sess_stream_frame(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_STREAM_FRAMES, 1);
     mt_meta_stream_t *st = mt_meta_stream_find_down(&s->streams, msg->request_id);
     if (msg->type == MT_MSG_STREAM_INIT) {
-        if (st)
+        /* AuthorizationPolicy judges a stream by its init frame (its service and method),
+         * as a request; the frames that follow go along an open stream, so a denied init
+         * leaves them nothing to follow ("no such stream"). */
+        if (st) {
             sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "meltemi: stream id already open");
-        else if (sess_rate_allows(s, msg)) /* an init counts against rate limits as a request */
+        } else if (MT_UNLIKELY(s->base.conf->authz != NULL) && !sess_authorized(s, msg)) {
+            s->cur_flags |= MT_RF_RBAC;
+            sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "RBAC: access denied");
+        } else if (sess_rate_allows(s, msg)) { /* an init counts against rate limits */
             stream_open(s, msg);
+        }
         return;
     }
     if (st)

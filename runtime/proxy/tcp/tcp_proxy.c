@@ -6,12 +6,17 @@
  * upstream shell's (core/upstream.h), a dedicated one per client (mt_upstream_connect): the
  * shell creates, connects, reads and closes the socket; this file relays.
  *
+ * TLS: both queues are the shells' (s->out, u->out), so a listener that terminates TLS (or a
+ * PERMISSIVE port) and a cluster that originates it seal and open records below the relay,
+ * as for every protocol. A TLS client is read through the session shell (it decrypts into
+ * s->rbuf); a plain one is read here, into chunks queued by reference without a copy.
  * Kafka and ZooKeeper ports are relayed the same way; their bytes are also shown to a
  * passive decoder for request metrics (tcp_observe.h).
  */
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
 #include "runtime/core/session.h"
+#include "runtime/core/tls.h"
 #include "runtime/core/upstream.h"
 #include "runtime/core/worker.h"
 #include "runtime/proxy/tcp/tcp_observe.h"
@@ -25,12 +30,13 @@
 
 struct mt_tsess;
 
+/* One direction of the relay: what `from` said, queued for the other side. The queues are the
+ * shells' own: the upstream's u->out (client to upstream) and the session's s->out (upstream
+ * to client), so a TLS transport below either (core/tls.h) seals what is queued, and this
+ * file never sees ciphertext. */
 typedef struct tcp_dir {
     struct mt_tsess *t;
-    uv_tcp_t *from;
-    uv_tcp_t *to;
-    mt_buf_t *rbuf;
-    mt_outq_t out; /* bytes read from `from`, to be written to `to` */
+    mt_outq_t *q; /* NULL once the upstream is closing (client to upstream) */
     uv_shutdown_t sreq;
     bool reading;
     bool eof;  /* `from` said EOF */
@@ -42,11 +48,15 @@ typedef struct mt_tsess {
     mt_upstream_t *up; /* the shell's (it also times the connect), NULL until connecting and
                         * once it starts closing */
     tcp_dir_t d2u, u2d;
+    mt_buf_t *rbuf; /* the client's read chunk (plain text read here, not through the shell) */
     mt_wcluster_t *cluster;
     mt_wendpoint_t *own_ep; /* a passthrough's endpoint, its original destination: freed with t */
     tcp_observer_t *obs;    /* Kafka / ZooKeeper metrics, or NULL: plain TCP */
     bool connected;
-    bool closing;
+    /* The listener has TLS (terminated or PERMISSIVE): the client is read through the session
+     * shell, which decrypts (or sniffs) into s->rbuf and hands it to tsess_on_data. A plain
+     * listener's client is read here, straight into chunks the relay queues by reference. */
+    bool via_shell;
     int open_handles; /* the client's and, from its on_open to its on_closed, the upstream's */
 } mt_tsess_t;
 
@@ -55,7 +65,10 @@ typedef struct tcp_up {
     mt_tsess_t *t;
 } tcp_up_t;
 
-static void tsess_close(mt_tsess_t *t);
+static void tsess_close(mt_tsess_t *t)
+{
+    mt_session_close(&t->base); /* its ops: tsess_on_close, then tsess_close_handles */
+}
 
 static void tsess_handle_closed(uv_handle_t *h)
 {
@@ -63,97 +76,112 @@ static void tsess_handle_closed(uv_handle_t *h)
     if (--t->open_handles > 0)
         return;
     mt_worker_t *w = t->base.w;
-    mt_outq_reset(&t->d2u.out);
-    mt_session_count_sent_from(&t->base, &t->u2d.out);
-    mt_outq_reset(&t->u2d.out);
-    if (t->d2u.rbuf)
-        mt_buf_unref(&w->pool, t->d2u.rbuf);
+    if (t->rbuf)
+        mt_buf_unref(&w->pool, t->rbuf);
     if (t->own_ep)
         mt_wendpoint_free(t->own_ep); /* its upstream connection is closed: nothing refers to it */
     tcp_observer_free(t->obs);
-    mt_session_release(&t->base);
+    mt_session_release(&t->base);     /* the client's queue and TLS transport too */
     free(t);
 }
 
-static void tsess_close(mt_tsess_t *t)
+/* The shell's close (mt_session_close) starts here: the upstream goes with the client. */
+static void tsess_on_close(mt_session_t *s)
 {
-    if (t->closing)
-        return;
-    t->closing = true;
-    mt_worker_unschedule_flush(t->base.w, &t->d2u.out);
-    mt_worker_unschedule_flush(t->base.w, &t->u2d.out);
-    uv_close((uv_handle_t *)&t->base.tcp, tsess_handle_closed);
+    mt_tsess_t *t = (mt_tsess_t *)s;
     if (t->up) {
         mt_upstream_t *u = t->up;
         t->up = NULL;
-        mt_upstream_close(u); /* its on_closed counts the last handle down */
+        t->d2u.q = NULL;
+        mt_upstream_close(u); /* unschedules its queue; its on_closed counts the last handle */
     }
 }
 
-/* The client's direction reads here; the upstream's reads through the shell (tcp_up_on_data). */
+static void tsess_close_handles(mt_session_t *s)
+{
+    uv_close((uv_handle_t *)&s->tcp, tsess_handle_closed);
+}
+
+/* A plain client reads here; the upstream's reads through the shell (tcp_up_on_data). */
 static void dir_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
+    MT_UNUSED(hint);
     mt_tsess_t *t = h->data;
-    tcp_dir_t *d = &t->d2u;
     /* Everything read is queued by reference at once, so the unread part is always empty. */
-    if (d->rbuf && mt_buf_room(d->rbuf) < 1024) {
-        mt_buf_unref(&t->base.w->pool, d->rbuf);
-        d->rbuf = NULL;
+    if (t->rbuf && mt_buf_room(t->rbuf) < 1024) {
+        mt_buf_unref(&t->base.w->pool, t->rbuf);
+        t->rbuf = NULL;
     }
-    if (!d->rbuf)
-        d->rbuf = mt_buf_get(&t->base.w->pool, TCP_READ_ROOM);
-    if (!d->rbuf) {
+    if (!t->rbuf)
+        t->rbuf = mt_buf_get(&t->base.w->pool, TCP_READ_ROOM);
+    if (!t->rbuf) {
         buf->base = NULL;
         buf->len = 0;
         return;
     }
-    buf->base = d->rbuf->last;
-    buf->len = mt_buf_room(d->rbuf);
+    buf->base = t->rbuf->last;
+    buf->len = mt_buf_room(t->rbuf);
 }
 
 static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 
 static void dir_pause(tcp_dir_t *d)
 {
+    mt_tsess_t *t = d->t;
     if (d->reading) {
-        if (d != &d->t->u2d)
-            uv_read_stop((uv_stream_t *)d->from);
-        else if (d->t->up)
-            mt_upstream_read_stop(d->t->up);
+        if (d == &t->u2d) {
+            if (t->up)
+                mt_upstream_read_stop(t->up);
+        } else if (t->via_shell) {
+            mt_session_pause(&t->base);
+        } else {
+            uv_read_stop((uv_stream_t *)&t->base.tcp);
+        }
         d->reading = false;
     }
 }
 
 static void dir_resume(tcp_dir_t *d)
 {
-    if (!d->reading && !d->eof && mt_outq_pending(&d->out) < TCP_MAX_QUEUED / 4) {
+    mt_tsess_t *t = d->t;
+    if (!d->reading && !d->eof && d->q && mt_outq_pending(d->q) < TCP_MAX_QUEUED / 4) {
         d->reading = true;
-        if (d != &d->t->u2d)
-            uv_read_start((uv_stream_t *)d->from, dir_alloc, dir_on_read);
-        else if (d->t->up)
-            mt_upstream_read_start(d->t->up);
+        if (d == &t->u2d) {
+            if (t->up)
+                mt_upstream_read_start(t->up);
+        } else if (t->via_shell) {
+            mt_session_resume(&t->base);
+        } else {
+            uv_read_start((uv_stream_t *)&t->base.tcp, dir_alloc, dir_on_read);
+        }
     }
 }
 
 static void dir_shutdown_cb(uv_shutdown_t *req, int status)
 {
+    MT_UNUSED(status);
     mt_tsess_t *t = req->data;
-    if (t->closing)
+    if (t->base.closing)
         return;
     if (t->d2u.shut && t->u2d.shut)
         tsess_close(t);
 }
 
-/* After `from` said EOF and everything queued reached `to`, half-close `to`. */
+/* After `from` said EOF and everything queued reached `to`, half-close `to` (over TLS, a
+ * close_notify first). */
 static void dir_maybe_shutdown(mt_tsess_t *t, tcp_dir_t *d)
 {
-    if (!d->eof || d->shut || mt_outq_pending(&d->out) > 0 || t->closing)
+    if (!d->eof || d->shut || t->base.closing || !d->q || mt_outq_pending(d->q) > 0)
         return;
     if (d == &t->d2u && !t->connected)
         return;
+    struct mt_tls *tls = d == &t->d2u ? t->up->tls : t->base.tls;
+    uv_stream_t *to = d == &t->d2u ? (uv_stream_t *)&t->up->tcp : (uv_stream_t *)&t->base.tcp;
     d->shut = true;
     d->sreq.data = t;
-    if (uv_shutdown(&d->sreq, (uv_stream_t *)d->to, dir_shutdown_cb) != 0)
+    if (tls)
+        mt_tls_shutdown(tls); /* written at once: the shutdown below waits for it */
+    if (uv_shutdown(&d->sreq, to, dir_shutdown_cb) != 0)
         tsess_close(t);
 }
 
@@ -168,12 +196,12 @@ static void dir_eof(mt_tsess_t *t, tcp_dir_t *d)
 static void dir_relay(mt_tsess_t *t, tcp_dir_t *d, mt_buf_t *b, const char *p, size_t n)
 {
     b->pos = b->last;
-    if (mt_outq_add_ref(&d->out, b, p, n) != 0) {
+    if (!d->q || mt_outq_add_ref(d->q, b, p, n) != 0) {
         tsess_close(t);
         return;
     }
-    mt_worker_schedule_flush(t->base.w, &d->out);
-    if (mt_outq_pending(&d->out) >= TCP_MAX_QUEUED)
+    mt_worker_schedule_flush(t->base.w, d->q);
+    if (mt_outq_pending(d->q) >= TCP_MAX_QUEUED)
         dir_pause(d);
 }
 
@@ -192,7 +220,7 @@ static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    mt_buf_t *b = d->rbuf;
+    mt_buf_t *b = t->rbuf;
     const char *p = b->last;
     b->last += nread;
     mt_session_count_received(&t->base, (uint64_t)nread);
@@ -204,20 +232,60 @@ static void dir_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     dir_relay(t, d, b, p, (size_t)nread);
 }
 
-static void dir_on_write_done(mt_outq_t *q, int status)
+/* ---- the client through the shell (a TLS or PERMISSIVE listener) ---------------------------- */
+
+/* Plaintext in s->rbuf (decrypted, or a PERMISSIVE port's plain text): relayed as read. */
+static void tsess_on_data(mt_session_t *s)
 {
-    tcp_dir_t *d = MT_CONTAINER_OF(q, tcp_dir_t, out);
+    mt_tsess_t *t = (mt_tsess_t *)s;
+    mt_buf_t *b = s->rbuf;
+    size_t n = b ? mt_buf_unread(b) : 0;
+    if (n == 0)
+        return;
+    t->base.received_bytes += n; /* the shell counted the Istio bytes */
+    if (t->obs) /* a Kafka / ZooKeeper port behind TLS: its decoder sees the plaintext */
+        tcp_observe(t->obs, true, b->pos, n);
+    dir_relay(t, &t->d2u, b, b->pos, n);
+}
+
+/* EOF or close_notify: a half-close, passed on. The shell then marks the session finishing,
+ * which closes nothing while the relay's one "request" is pending (tcp_accept). */
+static bool tsess_on_eof(mt_session_t *s)
+{
+    mt_tsess_t *t = (mt_tsess_t *)s;
+    dir_eof(t, &t->d2u);
+    return false;
+}
+
+/* ---- write completions: the other direction may read again ---------------------------------- */
+
+static void dir_written(tcp_dir_t *d, int status)
+{
     mt_tsess_t *t = d->t;
-    if (t->closing)
+    if (t->base.closing)
         return;
     if (status < 0) {
         tsess_close(t);
         return;
     }
     if (d == &t->u2d)
-        mt_session_count_sent_from(&t->base, &d->out);
+        mt_session_count_sent(&t->base);
     dir_resume(d);
     dir_maybe_shutdown(t, d);
+}
+
+static void client_written(mt_outq_t *q, int status)
+{
+    mt_session_t *s = MT_CONTAINER_OF(q, mt_session_t, out);
+    dir_written(&((mt_tsess_t *)s)->u2d, status);
+}
+
+static void upstream_written(mt_outq_t *q, int status)
+{
+    mt_upstream_t *u = MT_CONTAINER_OF(q, mt_upstream_t, out);
+    mt_tsess_t *t = ((tcp_up_t *)u)->t;
+    if (t && !t->base.closing && t->up == u)
+        dir_written(&t->d2u, status);
 }
 
 /* ---- the upstream, on the shell ---------------------------------------------------------- */
@@ -227,18 +295,17 @@ static int tcp_up_on_open(mt_upstream_t *u, void *arg)
     tcp_up_t *up = (tcp_up_t *)u;
     up->t = arg;
     up->t->open_handles++; /* on_closed follows every on_open */
+    up->t->d2u.q = &u->out;
+    u->out.on_done = upstream_written; /* over TLS too: the transport reports raw's as out's */
     return 0;
 }
 
 static void tcp_up_on_connected(mt_upstream_t *u)
 {
     mt_tsess_t *t = ((tcp_up_t *)u)->t;
-    if (t->closing)
+    if (t->base.closing)
         return;
-    mt_worker_t *w = t->base.w;
-    t->connected = true;
-    t->d2u.out.stream = (uv_stream_t *)&u->tcp;
-    mt_worker_schedule_flush(w, &t->d2u.out);
+    t->connected = true;   /* the shell flushes what the client sent meanwhile */
     t->u2d.reading = true; /* the shell started reading */
     dir_maybe_shutdown(t, &t->d2u);
 }
@@ -247,7 +314,7 @@ static void tcp_up_on_data(mt_upstream_t *u)
 {
     mt_tsess_t *t = ((tcp_up_t *)u)->t;
     mt_buf_t *b = u->rbuf;
-    if (t->closing || b->last == b->pos)
+    if (t->base.closing || !b || b->last == b->pos)
         return;
     if (t->obs)
         tcp_observe(t->obs, false, b->pos, (size_t)(b->last - b->pos));
@@ -257,22 +324,25 @@ static void tcp_up_on_data(mt_upstream_t *u)
 static void tcp_up_on_eof(mt_upstream_t *u)
 {
     mt_tsess_t *t = ((tcp_up_t *)u)->t;
-    if (!t->closing)
+    if (!t->base.closing)
         dir_eof(t, &t->u2d);
 }
 
 static void tcp_up_on_error(mt_upstream_t *u, mt_upstream_event_t ev, const char *text)
 {
-    MT_UNUSED(text);
     mt_tsess_t *t = ((tcp_up_t *)u)->t;
-    if (t->closing)
+    if (t->base.closing)
         return;
-    if (ev == MT_UPSTREAM_CONNECT_FAILED)
+    if (ev == MT_UPSTREAM_CONNECT_FAILED && u->error)
         mt_warn("listener %s: upstream %s unavailable: %s; closing the client", t->base.conf->name,
                 t->cluster->conf->name, uv_strerror(u->error));
+    else if (ev == MT_UPSTREAM_CONNECT_FAILED) /* the TLS handshake: the shell's text says why */
+        mt_warn("listener %s: %s; closing the client", t->base.conf->name, text);
     else if (ev == MT_UPSTREAM_CONNECT_TIMEOUT)
         mt_warn("listener %s: upstream %s connect timed out after %u ms; closing the client",
                 t->base.conf->name, t->cluster->conf->name, t->cluster->conf->connect_timeout_ms);
+    else if (u->tls && text)
+        mt_info("listener %s: %s; closing the client", t->base.conf->name, text);
     tsess_close(t);
 }
 
@@ -345,9 +415,16 @@ static void tsess_drain(mt_session_t *base)
     (void)base;
 }
 
-/* The shell gives the accept and the release; both directions' reading, writing and
- * closing are this file's own (two sockets, no frames). */
-static const mt_session_ops_t tsess_ops = {.drain = tsess_drain};
+/* The shell gives the accept, the release and the close; a TLS (or PERMISSIVE) client is
+ * also read by it (on_data, on_eof). The relay's reading, writing and half-closes are this
+ * file's own (two sockets, no frames). */
+static const mt_session_ops_t tsess_ops = {
+    .on_data = tsess_on_data,
+    .on_close = tsess_on_close,
+    .drain = tsess_drain,
+    .on_eof = tsess_on_eof,
+    .close = tsess_close_handles,
+};
 
 static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
 {
@@ -360,15 +437,16 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     t->cluster = l->cluster;
     t->open_handles = 1;
     t->obs = tcp_observer_new(w, t->base.conf);
+    t->via_shell = l->conf->tls != NULL;
     t->d2u.t = t->u2d.t = t;
-    t->d2u.from = &t->base.tcp;
-    t->u2d.to = &t->base.tcp;
-    mt_outq_init(&t->d2u.out, &w->pool, dir_on_write_done);
-    mt_outq_init(&t->u2d.out, &w->pool, dir_on_write_done);
-    t->u2d.out.stream = (uv_stream_t *)&t->base.tcp;
+    /* The relay is one request that lasts the connection: the shell's finish after a client's
+     * EOF (tsess_on_eof) then waits for it, and the relay closes when both sides are done. */
+    t->base.pending = 1;
+    t->base.out.on_done = client_written; /* over TLS too: raw's completions are reported */
+    t->u2d.q = &t->base.out;
     mt_wendpoint_t *ep = tcp_pick(t->cluster);
-    if (!ep && w->handoff && t->cluster && t->cluster->n_eps == 0)
-        ep = t->own_ep = tcp_passthrough_endpoint(t->cluster, &w->handoff->dst);
+    if (!ep && l->w->handoff && t->cluster && t->cluster->n_eps == 0)
+        ep = t->own_ep = tcp_passthrough_endpoint(t->cluster, &l->w->handoff->dst);
     if (!ep) {
         mt_warn("listener %s: no upstream host; closing the client", l->conf->name);
         tsess_close(t);
@@ -388,11 +466,10 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     const char *why = NULL;
     t->up = mt_upstream_connect(ep, &tcp_up_ops, t, &why);
     if (!t->up) {
+        t->d2u.q = NULL; /* on_open may have pointed it at the connection that is closing */
         tsess_close(t);
         return;
     }
-    t->d2u.to = &t->up->tcp;
-    t->u2d.from = &t->up->tcp;
     dir_resume(&t->d2u);
 }
 
