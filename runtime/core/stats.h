@@ -60,7 +60,7 @@ enum {
     MT_ST_UPSTREAM_CX_IDLE_TIMEOUT,     /* closed: idle for tcp.idleTimeout */
     MT_ST_UPSTREAM_CX_MAX_REQUESTS,     /* drained: http.maxRequestsPerConnection requests sent */
     MT_ST_UPSTREAM_RQ_PENDING_OVERFLOW, /* refused: http.http1MaxPendingRequests (flag UO) */
-    MT_ST_UPSTREAM_RQ_PENDING,   /* gauge: requests queued on a connection still connecting */
+    MT_ST_UPSTREAM_RQ_PENDING, /* gauge: requests queued on a connection still connecting */
     MT_ST__COUNT
 };
 

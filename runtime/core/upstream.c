@@ -50,7 +50,6 @@ void mt_upstream_backoff(mt_wendpoint_t *ep, mt_worker_t *w, const char *why)
     snprintf(ep->last_error, sizeof(ep->last_error), "%s", why);
 }
 
-
 /* ---- close ------------------------------------------------------------------------------------
  */
 

@@ -116,8 +116,8 @@ struct mt_upstream {
     /* client requests queued while CONNECTING (mt_upstream_queued): in the cluster's
      * n_pending (http1MaxPendingRequests) and its pending gauge until u is ready or closes */
     uint32_t pending;
-    uint32_t slot;     /* shared: the pool slot */
-    int error;         /* the libuv status behind the last on_error (0: a timeout) */
+    uint32_t slot; /* shared: the pool slot */
+    int error;     /* the libuv status behind the last on_error (0: a timeout) */
     uint64_t connect_deadline_ms;
     mt_timer_t connect_timer;  /* the shell's, on the worker's wheel, until connected */
     mt_timer_t deadline_timer; /* the proxy's request deadline (mt_upstream_arm_deadline) */

@@ -81,7 +81,7 @@ static void tsess_handle_closed(uv_handle_t *h)
     if (t->own_ep)
         mt_wendpoint_free(t->own_ep); /* its upstream connection is closed: nothing refers to it */
     tcp_observer_free(t->obs);
-    mt_session_release(&t->base);     /* the client's queue and TLS transport too */
+    mt_session_release(&t->base); /* the client's queue and TLS transport too */
     free(t);
 }
 
