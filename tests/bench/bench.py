@@ -251,6 +251,54 @@ spec:
 """
 
 
+POLICIES_YAML = """\
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata:
+  name: bench-other
+  namespace: bench
+spec:
+  hosts:
+  - bench-other.bench.svc.cluster.local
+  ports:
+  - number: 6379
+    name: tcp-redis
+    protocol: TCP
+  resolution: STATIC
+  endpoints:
+  - address: {host}
+    ports:
+      tcp-redis: {redis_port}
+---
+apiVersion: redis.aeraki.io/v1alpha1
+kind: RedisService
+metadata:
+  name: bench
+  namespace: bench
+spec:
+  host:
+  - bench.bench.svc.cluster.local
+  redis:
+  - match:
+      key:
+        prefix: "cluster:"
+    route:
+      host: bench-other.bench.svc.cluster.local
+  - route:
+      host: bench.bench.svc.cluster.local
+    mirror:
+    - route:
+        host: bench.bench.svc.cluster.local
+      percentage:
+        value: 0
+  faults:
+  - type: ERROR
+    percentage:
+      value: 0
+"""
+
+
 def start_meltemi(work, redis_port, binary, policies=False):
     conf = work / ("meltemi-policies-conf" if policies else "meltemi-conf")
     conf.mkdir(exist_ok=True)

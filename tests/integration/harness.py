@@ -44,14 +44,42 @@ def wait_until(predicate, timeout, what, interval=0.05):
         time.sleep(interval)
 
 
+# Ports handed out by free_port(), kept below the kernel's ephemeral range: a port the kernel
+# picked with bind(0) and then released is taken back for the next outgoing connection
+# (meltemi's upstreams, redis-cli, the fuzzers CI runs beside the tests) before the server the
+# test starts gets to bind it - CI saw a cluster node fail with "Address already in use".
+_PORTS_LOW, _PORTS_HIGH = 20000, 32768
+_ports_given = set()
+_ports_rng = None
+
+
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host="127.0.0.1"):
-    """A TCP port nobody listens on at host right now (the kernel picks it)."""
-    for _ in range(50):
+    """A TCP port nobody listens on at host right now, outside the ephemeral range, and not
+    handed out before in this run (so two servers of one test never get the same port)."""
+    global _ports_rng
+    import random
+    if _ports_rng is None:
+        _ports_rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    high = min(_PORTS_HIGH, _ephemeral_low())
+    for _ in range(2000):
+        port = _ports_rng.randrange(_PORTS_LOW, high)
+        if port in _ports_given or port == 6379:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
-        if port != 6379:
-            return port
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
     raise RuntimeError("no free port")
 
 
