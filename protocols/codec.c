@@ -313,7 +313,8 @@ mt_status_t mt_attr_filter_add(mt_attr_filter_t *f, const char *key, size_t len)
         f->cap = cap;
     }
     f->keys[f->n++] = (mt_str_t){key, len};
-    f->lens |= 1ull << (len < 63 ? len : 63);
+    uint8_t *slot = &f->slot[mt_attr_filter_slot(key, len)];
+    *slot = *slot == 0 && f->n < MT_ATTR_FILTER_MANY ? (uint8_t)f->n : MT_ATTR_FILTER_MANY;
     return MT_OK;
 }
 
