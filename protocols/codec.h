@@ -106,6 +106,9 @@ typedef struct mt_attr_filter {
      * MT_ATTR_FILTER_MANY more than one (then the keys are walked): one look and at most one
      * comparison per key asked for, whether the filter lets it in or not */
     uint8_t slot[64];
+    /* changes with every key added (never 0 once one was): a decoder may keep its answers
+     * for fixed keys while the filter and this number stay the same; 0: do not keep them */
+    uint32_t gen;
 } mt_attr_filter_t;
 
 #define MT_ATTR_FILTER_MANY 0xff
@@ -296,7 +299,21 @@ static inline bool mt_msg__wants(const mt_msg_t *m, const char *key, size_t key_
 {
     return m->want == NULL || mt_attr_filter_has(m->want, key, key_len);
 }
-mt_status_t mt_msg__store_attr(mt_msg_t *m, mt_str_t key, mt_str_t val);
+/* For codecs: make room for one more attribute (m->attrs_cap grows). MT_ERROR: no memory. */
+mt_status_t mt_msg__grow_attrs(mt_msg_t *m);
+/* mt_msg__add_attr past its filter test; inline: a frame stores a few, each one a call
+ * costs as much as the store */
+static inline mt_status_t mt_msg__store_attr(mt_msg_t *m, mt_str_t key, mt_str_t val)
+{
+    if (mt_msg__find(m, key.ptr, key.len) != NULL)
+        return MT_OK;
+    if (__builtin_expect(m->nattrs == m->attrs_cap, 0) && mt_msg__grow_attrs(m) != MT_OK)
+        return MT_ERROR;
+    m->attrs[m->nattrs].key = key;
+    m->attrs[m->nattrs].val = val;
+    m->nattrs++;
+    return MT_OK;
+}
 /* For codecs: add an attribute unless the key is already present (first writer wins) or
  * m->want leaves it out (then nothing is stored and MT_OK returned). Views must point into
  * the frame, the message's arena or static storage. MT_ERROR on out of memory. */
