@@ -107,7 +107,8 @@ typedef struct mt_attr_filter {
      * comparison per key asked for, whether the filter lets it in or not */
     uint8_t slot[64];
     /* changes with every key added (never 0 once one was): a decoder may keep its answers
-     * for fixed keys while the filter and this number stay the same; 0: do not keep them */
+     * for fixed keys while the filter and this number stay the same; 0: do not keep them.
+     * A filter built by hand that never changes may set any number but 0 */
     uint32_t gen;
 } mt_attr_filter_t;
 

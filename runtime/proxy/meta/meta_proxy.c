@@ -1082,7 +1082,11 @@ static void up_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char 
  * key here or asks mt_msg_locate. The connection is shared by listeners: one filter. */
 static mt_str_t meta_reply_keys[] = {MT_STR("status")};
 static const mt_attr_filter_t meta_reply_want = {
-    .keys = meta_reply_keys, .n = 1, .cap = 1, .slot = {[MT_ATTR_FILTER_SLOT(6, 's', 's')] = 1}};
+    .keys = meta_reply_keys,
+    .n = 1,
+    .cap = 1,
+    .slot = {[MT_ATTR_FILTER_SLOT(6, 's', 's')] = 1},
+    .gen = 1}; /* never changes: any generation but 0 lets decoders keep their answers */
 
 /* The shell's on_open: arg is the meta endpoint; the response decoder of its codec. */
 static int up_on_open(mt_upstream_t *base, void *arg)
