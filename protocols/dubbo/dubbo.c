@@ -203,17 +203,7 @@ static void dubbo_free(void *state)
     hessian2_classes_free(&d->classes);
 }
 
-static inline __attribute__((always_inline)) mt_status_t
-dubbo_add(mt_msg_t *m, mt_str_t key, mt_str_t val, mt_codec_err_t *err)
-{
-    if (val.ptr == NULL)
-        return MT_OK;
-    if (mt_msg__add_attr(m, key, val) != MT_OK)
-        return mt_codec_fail(err, MT_CODEC_E_NOMEM, "dubbo: no memory for attributes");
-    return MT_OK;
-}
-
-/* dubbo_add past the filter: the caller asked it already. */
+/* Stores key = val unless val is a null string; the caller asked the filter already. */
 static inline mt_status_t dubbo_store(mt_msg_t *m, mt_str_t key, mt_str_t val, mt_codec_err_t *err)
 {
     if (val.ptr == NULL)
