@@ -121,6 +121,28 @@ void resp_req_parser_free(resp_req_parser_t *p)
     p->scratch_cap = 0;
 }
 
+/* The largest set kept as a spare (resp_req_parser_release): what a few dozen arguments need. */
+#define RESP_ARGV_SPARE_MAX 64
+
+bool resp_req_parser__release(resp_req_parser_t *p, resp_req_arrays_t *spare)
+{
+    if (p->state != RQ_START)
+        return false;
+    if (!spare->argv && p->argv && p->argv_cap <= RESP_ARGV_SPARE_MAX) {
+        *spare = (resp_req_arrays_t){p->argv, p->arg_off, p->argv_cap};
+    } else {
+        free(p->argv);
+        free(p->arg_off);
+    }
+    free(p->scratch);
+    p->argv = NULL;
+    p->arg_off = NULL;
+    p->scratch = NULL;
+    p->argv_cap = 0;
+    p->scratch_cap = 0;
+    return true;
+}
+
 static void resp__req_reset(resp_req_parser_t *p)
 {
     p->state = RQ_START;

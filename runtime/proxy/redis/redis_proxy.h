@@ -175,6 +175,9 @@ typedef struct mt_redis_worker {
     mt_log_limit_t auth_log;     /* failed client AUTH lines: at most a few per second */
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
     struct mt_rpubsub *pubsub;   /* pub/sub topics and hubs (pubsub.c); NULL until first used */
+    /* The request parser's argument arrays, lent to whichever session parses (session.c):
+     * a session holds none between frames, so an idle connection costs none. */
+    resp_req_arrays_t spare_args;
 } mt_redis_worker_t;
 
 static inline mt_redis_worker_t *mt_rw(mt_worker_t *w)

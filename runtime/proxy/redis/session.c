@@ -558,6 +558,8 @@ static void sess_on_data(mt_session_t *base)
 {
     mt_rsess_t *s = (mt_rsess_t *)base;
     mt_buf_t *b = base->rbuf;
+    resp_req_arrays_t *spare = &mt_rw(base->w)->spare_args;
+    resp_req_parser_borrow(&s->parser, spare);
     while (b && b->pos < b->last && !base->finishing && !base->closing) {
         resp_request_t req;
         const char *err = NULL;
@@ -583,6 +585,9 @@ static void sess_on_data(mt_session_t *base)
                 break; /* left unread: retried once the slot map is in */
         b->pos += req.frame_len;
     }
+    /* Between frames the parser's arrays go back to the worker (a command left unread for
+     * the slot map is parsed again from its first byte); mid-frame they stay. */
+    resp_req_parser_release(&s->parser, spare);
 }
 
 void mt_rsess_accept(mt_wlistener_t *l, uv_stream_t *server)
