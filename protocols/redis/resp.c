@@ -35,7 +35,7 @@ const resp_limits_t resp_default_limits = {
 #define RESP_ARGV_MIN 16
 
 enum {
-    RQ_START = 0,
+    RQ_START = 0, /* resp.h's resp_req_parser_release tests state == 0 */
     RQ_INLINE,
     RQ_MB_COUNT,
     RQ_MB_BULK_LEN,
@@ -120,9 +120,6 @@ void resp_req_parser_free(resp_req_parser_t *p)
     p->argv_cap = 0;
     p->scratch_cap = 0;
 }
-
-/* The largest set kept as a spare (resp_req_parser_release): what a few dozen arguments need. */
-#define RESP_ARGV_SPARE_MAX 64
 
 bool resp_req_parser__release(resp_req_parser_t *p, resp_req_arrays_t *spare)
 {

@@ -102,10 +102,20 @@ static inline void resp_req_parser_borrow(resp_req_parser_t *p, resp_req_arrays_
  * middle of a frame (the last call returned MT_AGAIN) it does nothing and returns false:
  * the arrays hold the offsets the next call resumes from. */
 bool resp_req_parser__release(resp_req_parser_t *p, resp_req_arrays_t *spare);
+#define RESP_ARGV_SPARE_MAX 64 /* the largest set kept as a spare: a few dozen arguments */
 static inline bool resp_req_parser_release(resp_req_parser_t *p, resp_req_arrays_t *spare)
 {
     if (!p->argv && !p->scratch)
         return true;
+    /* the common case inline: between frames (state 0 is the parser's "start"), no inline
+     * scratch, a small set and an empty spare */
+    if (p->state == 0 && !p->scratch && !spare->argv && p->argv_cap <= RESP_ARGV_SPARE_MAX) {
+        *spare = (resp_req_arrays_t){p->argv, p->arg_off, p->argv_cap};
+        p->argv = NULL;
+        p->arg_off = NULL;
+        p->argv_cap = 0;
+        return true;
+    }
     return resp_req_parser__release(p, spare);
 }
 mt_status_t resp_parse_request(resp_req_parser_t *p, const char *buf, size_t len,

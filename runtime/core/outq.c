@@ -39,9 +39,9 @@ void mt_outq_reset(mt_outq_t *q)
 }
 
 /* A queue's first slice array: OUTQ_MIN_SLICES entries. A queue with nothing left to write
- * gives an array of that size back to its pool's spare list, and the next queue to need one
- * takes it from there, so idle connections hold none and busy ones malloc none. A grown array
- * (a connection that pipelined) stays with its queue until the queue is reset. */
+ * (and lend_slices set) gives an array of that size back to its pool's spare list, and the next
+ * queue to need one takes it from there, so idle connections hold none and busy ones malloc none. A
+ * grown array (a connection that pipelined) stays with its queue until the queue is reset. */
 #define OUTQ_MIN_SLICES 4
 #define MT_OUTQ_SPARE_MAX 256 /* spare arrays kept per pool (24 KiB) */
 
@@ -135,7 +135,7 @@ static void outq_idle(mt_outq_t *q)
         q->own = NULL;
     }
     mt_buf_pool_t *pool = q->pool;
-    if (q->cap == OUTQ_MIN_SLICES) {
+    if (q->cap == OUTQ_MIN_SLICES && q->lend_slices) {
         if (pool->n_spare_slices < MT_OUTQ_SPARE_MAX) {
             *(void **)q->v = pool->spare_slices;
             pool->spare_slices = q->v;

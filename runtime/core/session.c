@@ -216,6 +216,7 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
     s->accepted_ns = w->now_ns;
     if (!s->tls)
         mt_outq_init(&s->out, &w->pool, session_on_write_done);
+    s->out.lend_slices = true; /* an idle client holds no slice array */
     s->out.stream = (uv_stream_t *)&s->tcp;
     s->link.drain = session_drain;
     mt_worker_session_add(w, &s->link);
