@@ -25,6 +25,14 @@ extern uint32_t mt_session_tls_handshake_ms;
 
 typedef struct mt_session mt_session_t;
 
+/* A TCP client's address: IPv4 or IPv6, 28 bytes (a sockaddr_storage, 128, in every session
+ * would cost 100 bytes per connection for nothing). */
+typedef union mt_peer_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+} mt_peer_addr_t;
+
 typedef struct mt_session_ops {
     /* New bytes are in s->rbuf: handle every whole frame, advancing s->rbuf->pos past it.
      * Called only while the session is neither finishing nor closing. */
@@ -69,7 +77,7 @@ struct mt_session {
     uint32_t auth_timeout_ms;        /* 0: none (or authenticated) */
     uint32_t idle_timeout_ms;        /* 0: none */
     struct mt_tls *tls;              /* the TLS transport, or NULL: plain TCP */
-    struct sockaddr_storage peer_sa; /* the client's address (AuthorizationPolicy ipBlocks) */
+    mt_peer_addr_t peer_sa;          /* the client's address (AuthorizationPolicy ipBlocks) */
     bool sniffing;                   /* PERMISSIVE: TLS or plain is decided by the first bytes */
     mt_istio_set_t *istio_tcp;       /* the connection's Istio label set (default destination); on
                                         a TLS listener NULL until the handshake (or PERMISSIVE's
