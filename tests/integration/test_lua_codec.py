@@ -396,6 +396,59 @@ def test_mrpc_mirror_copies_calls_to_a_shadow(shop, peers):
     assert server_stats(env.v1)["requests"] == 3
 
 
+def test_mrpc_mirror_opens_the_stream_on_the_shadow_and_drops_its_frames(shop, peers):
+    """A stream whose init frame matches a route with a mirror is opened on the mirror
+    destination too: the client's frames are copied there (with an id of the shadow's
+    connection), the shadow's replies reach nobody, the stream's end ends the copy (a reset
+    at the shadow when the client goes), and a shadow that goes leaves the stream going."""
+    shadow = peers("mrpc.py", "shadow")
+    shadow_host = "orders-shadow.shop.svc.cluster.local"
+    mirror_route = me.route("mirrored", [(MRPC_HOST, "v1", None)],
+                            match={"method": {"exact": "audit"}},
+                            mirror=(shadow_host, None), mirror_pct=100)
+    router = (EXAMPLE / "meta-router.yaml").read_text().replace(
+        "  routes:\n", "  routes:\n" + mirror_route, 1)
+    files = {
+        "meta-router.yaml": router,
+        "shadow.yaml": me.service_entry(
+            "orders-shadow", shadow_host, "127.0.0.33", free_port("127.0.0.33"),
+            "tcp-metaprotocol-mrpc-shadow", [("127.0.0.1", shadow.port, {})], namespace="shop"),
+    }
+    env = shop(files=files)
+    c = mclient(env)
+    c.stream(31, "init", "Orders", "audit", [("k", "v")])
+    c.stream(31, "data", body="a")
+    c.stream(31, "data", body="b")
+    c.stream(31, "close")
+    got = read_stream_frames(c, 4)
+    assert got == {31: [("data", "open:v1"), ("data", "echo:a"), ("data", "echo:b"),
+                        ("close", "")]}, got
+    # nothing of the shadow's follows: the next frame is this call's answer
+    assert body(c.call("Orders", "get", [], "r"))["server"] == "v1"
+    wait_until(lambda: server_stats(shadow)["stream_frames"] == 4, 5, "4 frames at the shadow")
+    sh = server_stats(shadow)
+    assert sh["streams"] == 1 and sh["seen"] == [["Orders", "audit", {"k": "v"}]], sh
+    # a client that goes: the stream is reset at its server and at the shadow
+    d = mclient(env)
+    d.stream(32, "init", "Orders", "audit")
+    d.stream(32, "data", body="x")
+    assert read_stream_frames(d, 2) == {32: [("data", "open:v1"), ("data", "echo:x")]}
+    d.close()
+    wait_until(lambda: server_stats(env.v1)["resets"] == 1, 5, "the reset at v1")
+    wait_until(lambda: server_stats(shadow)["resets"] == 1, 5, "the reset at the shadow")
+    # the shadow goes: the stream it copied carries on
+    c.stream(33, "init", "Orders", "audit")
+    assert read_stream_frames(c, 1) == {33: [("data", "open:v1")]}
+    wait_until(lambda: server_stats(shadow)["streams"] == 3, 5, "the third stream at the shadow")
+    shadow.stop()
+    c.stream(33, "data", body="after")
+    assert read_stream_frames(c, 1) == {33: [("data", "echo:after")]}
+    c.stream(33, "close")
+    assert read_stream_frames(c, 1) == {33: [("close", "")]}
+    assert prom(env.meltemi, "meltemi_streams_total") == 3, "a mirror copy is not a stream"
+    c.close()
+
+
 def test_mrpc_ring_hash_on_a_header_sticks_to_one_server(shop):
     rule = (EXAMPLE / "destination-rule.yaml").read_text().replace(
         "  host: orders.shop.svc.cluster.local\n",

@@ -1646,9 +1646,22 @@ static uint32_t sat32(uint64_t v)
     return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
 }
 
-/* Unlinks st from its session and upstream connection and frees it. */
+static void stream_reset_up(meta_worker_t *mw, mt_meta_stream_t *st);
+
+/* Unlinks st from its session and upstream connection and frees it; a stream's mirror copy
+ * ends with it (reset at the mirror unless the client's close already went there). */
 static void stream_end(meta_worker_t *mw, mt_meta_stream_t *st)
 {
+    mt_meta_stream_t *m = st->mirror;
+    if (m) {
+        st->mirror = NULL;
+        m->primary = NULL;
+        if (!m->client_closed)
+            stream_reset_up(mw, m);
+        stream_end(mw, m);
+    }
+    if (st->primary)
+        st->primary->mirror = NULL;
     mt_timer_stop(&mw->w->timers, &st->idle_timer);
     if (st->sess)
         mt_meta_stream_unlink_down(&((meta_sess_t *)st->sess)->streams, st);
@@ -1716,6 +1729,67 @@ static void stream_touch(meta_worker_t *mw, mt_meta_stream_t *st)
         mt_timer_start(&mw->w->timers, &st->idle_timer, st->idle_ms, stream_idle_fired);
 }
 
+/* Copies a client frame of a mirrored stream to its copy m, with m's id on the mirror's
+ * connection; a copy that cannot be queued ends the mirror, never the stream. */
+static void stream_mirror_copy(meta_worker_t *mw, mt_meta_stream_t *m, const uint8_t *p, size_t len,
+                               mt_msg_type_t type)
+{
+    meta_up_t *mu = m->up;
+    mt_wbuf_t *o = &mw->scratch;
+    o->len = 0;
+    if (mt_wbuf_append(o, p, len) != MT_OK ||
+        mt_codec_set_request_id(mu->codec, o->data, o->len, m->up_id) != MT_OK ||
+        mt_outq_add_copy(&mu->base.out, (const char *)o->data, o->len) != 0) {
+        stream_end(mw, m);
+        return;
+    }
+    mt_upstream_schedule(&mu->base);
+    if (mt_meta_stream_frame(m, type, true))
+        stream_end(mw, m);
+}
+
+/* The route's mirror, for its percentage of streams: the same stream opened on an endpoint
+ * of the mirror destination (the init frame as it went up, mutation included), nobody
+ * waiting for its frames. Failures count in the mirror cluster's upstream_rq_errors. */
+static void stream_mirror_open(meta_sess_t *s, mt_meta_stream_t *st, const mt_meta_route_t *rt,
+                               const mt_msg_t *msg)
+{
+    meta_worker_t *mw = mw_of(s->base.w);
+    const mt_meta_dest_t *d = rt->mirror;
+    if (!mt_meta_mirror_roll(d->percentage, mw_rand(mw)))
+        return;
+    const mt_meta_subset_t *ss = mt_meta_dest_subset(d);
+    meta_cluster_t *mc = ss ? meta_cluster_get(mw, d->cluster, s->codec) : NULL;
+    int64_t ep = mc ? meta_pick(mw, mc, ss, subset_rr_index(d), msg, s, -1) : -1;
+    const char *why = NULL;
+    meta_up_t *mu = ep >= 0 ? up_for(mw, &mc->eps[ep], mw_rand(mw), &why) : NULL;
+    mt_meta_stream_t *m = mu && mu->multiplexed ? mt_meta_stream_new() : NULL;
+    mt_buf_t *b = m ? mt_buf_get(&mw->w->pool, st->init.len) : NULL;
+    if (!b) {
+        free(m);
+        if (d->cluster)
+            mt_stat_add(d->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        return;
+    }
+    memcpy(b->last, st->init.p, st->init.len);
+    b->last += st->init.len;
+    m->init = (mt_slice_t){b, b->pos, st->init.len};
+    m->up = mu;
+    m->up_id = mu->next_id++;
+    if (mu->next_id == 0)
+        mu->next_id = 1;
+    m->is_mirror = true;
+    m->primary = st;
+    st->mirror = m;
+    mt_meta_stream_link_up(&mu->streams, m);
+    if (mt_codec_set_request_id(mu->codec, (uint8_t *)b->pos, m->init.len, m->up_id) != MT_OK ||
+        mt_outq_add_ref(&mu->base.out, b, (const char *)b->pos, m->init.len) != 0) {
+        stream_end(mw, m);
+        return;
+    }
+    mt_upstream_schedule(&mu->base);
+}
+
 /* Queues a frame of the client's stream st, bytes [p, p+len) of chunk b (the client's read
  * chunk, or the init frame's own copy when a mutation rewrote it), on st's upstream
  * connection with the stream's id of that connection. */
@@ -1724,6 +1798,8 @@ static void stream_send_up(meta_sess_t *s, mt_meta_stream_t *st, mt_buf_t *b, ui
 {
     meta_worker_t *mw = mw_of(s->base.w);
     meta_up_t *u = st->up;
+    if (st->mirror && type != MT_MSG_STREAM_INIT) /* the init went with the mirror's opening */
+        stream_mirror_copy(mw, st->mirror, p, len, type);
     if (mt_codec_set_request_id(u->codec, p, len, st->up_id) != MT_OK ||
         mt_outq_add_ref(&u->base.out, b, (const char *)p, len) != 0) {
         stream_finish(mw, st, MT_STREAM_END_ERROR);
@@ -1825,6 +1901,8 @@ static void stream_open(meta_sess_t *s, const mt_msg_t *msg)
     mt_meta_stream_link_down(&s->streams, st);
     mt_meta_stream_link_up(&u->streams, st);
     mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_STREAMS_TOTAL, 1);
+    if (t.route && t.route->mirror)
+        stream_mirror_open(s, st, t.route, msg);
     stream_send_up(s, st, init.buf, (uint8_t *)init.p, init.len, msg->type);
 }
 
@@ -1920,7 +1998,12 @@ static void up_stream_frame(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg
 {
     mt_meta_stream_t *st = mt_meta_stream_find_up(&u->streams, msg->request_id);
     if (!st)
-        return; /* the stream ended on the client's side meanwhile */
+        return;          /* the stream ended on the client's side meanwhile */
+    if (st->is_mirror) { /* a mirror's frames reach nobody; its own close or reset ends it */
+        if (mt_meta_stream_frame(st, msg->type, false))
+            stream_end(mw, st);
+        return;
+    }
     meta_sess_t *s = st->sess;
     mt_stat_add(s->base.conf->stats, mw->w->id, MT_ST_STREAM_FRAMES, 1);
     if (mt_codec_set_request_id(u->codec, frame, msg->frame_len, st->down_id) != MT_OK ||
@@ -1944,6 +2027,10 @@ static void up_streams_fail(meta_worker_t *mw, meta_up_t *u)
 {
     while (u->streams.head) {
         mt_meta_stream_t *st = u->streams.head;
+        if (st->is_mirror) { /* the mirror went: the stream it copies goes on */
+            stream_end(mw, st);
+            continue;
+        }
         stream_error_down(mw, st, MT_ERR_UNSPECIFIED,
                           "meltemi: the stream's upstream connection closed");
         stream_finish(mw, st, MT_STREAM_END_UPSTREAM_GONE);

@@ -59,6 +59,12 @@ struct mt_meta_stream {
     const char *route_name, *subset_name;
     uint16_t rflags; /* Envoy response flags set at its init (MT_RF_*) */
     char op[96];     /* interface.method of its init frame, when logged */
+    /* mirroring (the route's mirror): a stream's copy on the mirror destination is a record
+     * of its own, on the mirror's upstream list only (sess NULL), that the client's frames
+     * are copied to and whose server frames are dropped; it ends with the stream */
+    mt_meta_stream_t *mirror;  /* this stream's copy, or NULL */
+    mt_meta_stream_t *primary; /* a copy: the stream it copies (NULL once that ended) */
+    bool is_mirror;
 };
 
 typedef struct mt_meta_stream_list {
