@@ -709,10 +709,8 @@ def test_mrpc_access_log_has_one_line_per_stream_when_it_ends(shop, tmp_path):
     c.stream(3, "init", "Orders", "reset-me", [("user", "alice")])  # reset by the server
     assert read_stream_frames(c, 1)[3][0][0] == "reset"
     c.stream(4, "init", "Orders", "watch")  # orders-v1, 400 ms: times out
-    assert read_stream_frames(c, 2)[4] == [("data", "open:v1"), ("reset", "meltemi: stream "
-                                                                          "idle for 400 ms "
-                                                                          "(its route's "
-                                                                          "timeout)")]
+    idle = "meltemi: stream idle for 400 ms (its route's timeout)"
+    assert read_stream_frames(c, 2)[4] == [("data", "open:v1"), ("reset", idle)]
     assert body(c.call("Orders", "get", [("user", "alice")], "r"))["server"] == "v2"
     lines = [json.loads(ln) for ln in log_lines(path, 5)]
     streams = {ln["stream_end"]: ln for ln in lines if "stream_end" in ln}
