@@ -136,6 +136,9 @@ void mt_session_access_log(mt_session_t *s, const mt_request_end_t *e, const mt_
         .bytes_out = e->resp_bytes,
         .connection_id = s->id,
         .trace_id = e->trace_id,
+        .stream_end = e->stream_end,
+        .frames_in = e->frames_in,
+        .frames_out = e->frames_out,
     };
     mt_alog_write(s->snap->access_log, &s->w->alog, &le);
 }

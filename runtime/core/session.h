@@ -154,17 +154,19 @@ static inline bool mt_session_authorize(mt_session_t *s, mt_authz_request_t *r)
 
 /* What the access log says of a request besides its metrics (built only when it is logged). */
 typedef struct mt_request_end {
-    const mt_cluster_conf_t *dest; /* the cluster it went to (NULL: none) */
-    uint64_t start_ns;             /* the worker's now_ns when the request was read */
-    uint32_t code;                 /* index into the listener's istio_codes (0: success) */
-    uint32_t flags;                /* Envoy response flags, MT_RF_* */
-    uint32_t req_bytes, resp_bytes;
-    const char *op;           /* the command or method (never its arguments) */
-    size_t op_len;            /* 0: op is NUL-terminated */
-    const mt_wendpoint_t *ep; /* the upstream endpoint that answered, or NULL */
-    const char *route;        /* the route taken, or NULL */
-    const char *subset;       /* the subset, or NULL */
-    const char *trace_id;     /* 32 hex, or NULL */
+    const mt_cluster_conf_t *dest;  /* the cluster it went to (NULL: none) */
+    uint64_t start_ns;              /* the worker's now_ns when the request was read */
+    uint32_t code;                  /* index into the listener's istio_codes (0: success) */
+    uint32_t flags;                 /* Envoy response flags, MT_RF_* */
+    uint64_t req_bytes, resp_bytes; /* a stream's: its frames' bytes each way */
+    const char *op;                 /* the command or method (never its arguments) */
+    size_t op_len;                  /* 0: op is NUL-terminated */
+    const mt_wendpoint_t *ep;       /* the upstream endpoint that answered, or NULL */
+    const char *route;              /* the route taken, or NULL */
+    const char *subset;             /* the subset, or NULL */
+    const char *trace_id;           /* 32 hex, or NULL */
+    const char *stream_end;         /* a stream's line (MetaProtocol streams): how it ended; NULL */
+    uint64_t frames_in, frames_out; /* a stream's frames from the client and the server */
 } mt_request_end_t;
 
 /* The label set of requests from s to dest (NULL: none): found or made on first use. */
