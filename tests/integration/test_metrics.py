@@ -258,13 +258,21 @@ class SilentServer:
             self.conns.append(c)
 
     def hang_up(self):
+        """Close what was accepted and stop listening, so that a reconnect is refused too
+        (the accept thread may not have taken the connection off the backlog yet: wait)."""
+        wait_until(lambda: self.conns, 10, "the silent server to accept a connection")
+        self.close()
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        except OSError:
+            pass
+        self.sock.close()
+        self.thread.join(5)
         for c in self.conns:
             c.close()
         self.conns = []
-
-    def close(self):
-        self.hang_up()
-        self.sock.close()
 
 
 def test_pending_gauge_counts_requests_waiting_for_a_connection(tmp_path, config_dir,
@@ -305,7 +313,9 @@ spec:
                 return got if got.sum("meltemi_upstream_requests_pending") == n else None
             return check
         got = wait_until(pending(3), 10, "three requests pending")
-        assert got.sum("meltemi_upstream_connections_active") == 0  # none is connected
+        active = [ln for ln in scrape(m)[1].splitlines()
+                  if ln.startswith("meltemi_upstream_connections")]
+        assert got.sum("meltemi_upstream_connections_active") == 0, active  # none is connected
         silent.hang_up()  # the handshake fails: the requests fail, nothing waits any more
         wait_until(pending(0), 10, "no request pending")
         assert all(isinstance(c.read_reply(), RespError) for _ in range(3))
