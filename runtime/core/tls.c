@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -284,6 +285,46 @@ static int read_alpn(lua_State *L, int t, mt_tls_conf_t *c, char **err)
     return rc;
 }
 
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* t[key]: a list of 64-digit hex SHA-256 digests (the compiler checked and lowercased them)
+ * into *out. */
+static int read_pins(lua_State *L, int t, const char *key, unsigned char (**out)[32], uint32_t *n,
+                     mt_tls_conf_t *c, char **err)
+{
+    uint32_t m;
+    char **hex = read_strings(L, t, key, &m);
+    int rc = 0;
+    *out = m ? calloc(m, sizeof(**out)) : NULL;
+    *n = 0;
+    if (m && !*out)
+        rc = fail(err, c->what, "out of memory", NULL);
+    for (uint32_t i = 0; rc == 0 && i < m; i++) {
+        const char *h = hex[i];
+        bool ok = strlen(h) == 64;
+        for (size_t k = 0; ok && k < 32; k++) {
+            int hi = hex_digit(h[2 * k]), lo = hex_digit(h[2 * k + 1]);
+            ok = hi >= 0 && lo >= 0;
+            (*out)[i][k] = (unsigned char)((hi << 4) | lo);
+        }
+        if (!ok)
+            rc = fail(err, c->what, "certificate pin \"%s\" is not a hex SHA-256 digest", h);
+        else
+            (*n)++;
+    }
+    free_strings(hex, m);
+    return rc;
+}
+
 static mt_tls_mode_t parse_mode(const char *m)
 {
     if (!m)
@@ -326,6 +367,10 @@ static int conf_read(lua_State *L, int t, mt_tls_conf_t *c, char **err)
     c->insecure_skip_verify = field_bool(L, t, "insecure_skip_verify");
     c->permissive = c->server && field_bool(L, t, "permissive");
     if (read_alpn(L, t, c, err) != 0)
+        return -1;
+    if (c->server &&
+        (read_pins(L, t, "pin_spki_sha256", &c->pin_spki, &c->n_pin_spki, c, err) != 0 ||
+         read_pins(L, t, "pin_cert_sha256", &c->pin_cert, &c->n_pin_cert, c, err) != 0))
         return -1;
     char *ca = NULL;
     size_t calen = 0;
@@ -448,6 +493,8 @@ void mt_tls_conf_free(mt_tls_conf_t *c)
     sk_X509_pop_free(c->roots, X509_free);
     sk_X509_CRL_pop_free(c->crls, X509_CRL_free);
     free_strings(c->sans, c->n_sans);
+    free(c->pin_spki);
+    free(c->pin_cert);
     free_strings(c->files, c->n_files);
     free(c->alpn);
     free(c->sni);
@@ -493,6 +540,63 @@ static int cert_for_sni(SSL *ssl, void *arg)
         }
     }
     return 1;
+}
+
+static bool pin_listed(unsigned char (*pins)[32], uint32_t n, const unsigned char *d)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (CRYPTO_memcmp(pins[i], d, 32) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void hex_text(const unsigned char *d, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[d[i] >> 4];
+        out[2 * i + 1] = digits[d[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* Server with pins: called by OpenSSL for each certificate of the client's chain; once the
+ * chain verified, the client's own certificate (depth 0) must match a pin of either list.
+ * A mismatch fails the handshake with OpenSSL's "application verification failure" and our
+ * reason in t->error (tls_set_error keeps it). */
+static int verify_pins(int ok, X509_STORE_CTX *xs)
+{
+    if (!ok || X509_STORE_CTX_get_error_depth(xs) != 0)
+        return ok;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    mt_tls_t *t = ssl ? SSL_get_ex_data(ssl, tls_ex_index) : NULL;
+    X509 *cert = X509_STORE_CTX_get_current_cert(xs);
+    if (!t || !cert)
+        return 0;
+    const mt_tls_conf_t *c = t->conf;
+    unsigned char der_sha[32], spki_sha[32];
+    unsigned int len = 0;
+    unsigned char *spki = NULL;
+    int spki_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &spki);
+    bool have = X509_digest(cert, EVP_sha256(), der_sha, &len) == 1 && len == 32 && spki_len > 0 &&
+                EVP_Digest(spki, (size_t)spki_len, spki_sha, NULL, EVP_sha256(), NULL) == 1;
+    OPENSSL_free(spki);
+    if (have && (pin_listed(c->pin_spki, c->n_pin_spki, spki_sha) ||
+                 pin_listed(c->pin_cert, c->n_pin_cert, der_sha)))
+        return 1;
+    char spki_hex[65] = "?", der_hex[65] = "?";
+    if (have) {
+        hex_text(spki_sha, 32, spki_hex);
+        hex_text(der_sha, 32, der_hex);
+    }
+    snprintf(t->error, sizeof(t->error),
+             "TLS handshake: peer certificate refused: it matches no pin of "
+             "verifyCertificateSpki / verifyCertificateHash (its SPKI SHA-256 %.16s..., "
+             "certificate SHA-256 %.16s...)",
+             spki_hex, der_hex);
+    X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
 }
 
 /* Server: the first of our ALPN names the client offers; none in common: no ALPN (the
@@ -563,7 +667,8 @@ static void *ctx_build(mt_tls_conf_t *c, char *err, size_t errlen)
     if (c->server) {
         int v = c->mode == MT_TLS_SIMPLE ? SSL_VERIFY_NONE
                                          : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-        SSL_CTX_set_verify(ctx, v, NULL);
+        bool pinned = c->mode != MT_TLS_SIMPLE && (c->n_pin_spki || c->n_pin_cert);
+        SSL_CTX_set_verify(ctx, v, pinned ? verify_pins : NULL);
         SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"meltemi", 7);
         if (c->n_certs > 1)
             SSL_CTX_set_cert_cb(ctx, cert_for_sni, c);
@@ -604,7 +709,9 @@ static void tls_set_error(mt_tls_t *t, const char *stage, int ssl_err)
     SSL *ssl = t->ssl;
     long v = SSL_get_verify_result(ssl);
     unsigned long e = ERR_peek_last_error();
-    if (v != X509_V_OK) {
+    if (v == X509_V_ERR_APPLICATION_VERIFICATION && t->error[0]) {
+        /* verify_pins said why */
+    } else if (v != X509_V_OK) {
         snprintf(t->error, sizeof(t->error), "%s: peer certificate refused: %s", stage,
                  X509_verify_cert_error_string(v));
     } else if (e) {

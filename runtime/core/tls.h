@@ -60,6 +60,13 @@ typedef struct mt_tls_conf {
     char *sni;   /* client: server name sent */
     char **sans; /* accepted peer SANs (DNS, URI, IP); none: any the roots sign */
     uint32_t n_sans;
+    /* server: Istio's verifyCertificateSpki / verifyCertificateHash, SHA-256 digests of the
+     * client certificate's SubjectPublicKeyInfo / DER; when either list is set, a verified
+     * client certificate must match one entry of either (Envoy's rule). */
+    unsigned char (*pin_spki)[32];
+    uint32_t n_pin_spki;
+    unsigned char (*pin_cert)[32];
+    uint32_t n_pin_cert;
     unsigned char *alpn; /* wire format (length-prefixed names), or NULL */
     size_t alpn_len;
     char **files; /* every file it was read from (rotation: the server watches them) */
