@@ -325,6 +325,33 @@ static int read_pins(lua_State *L, int t, const char *key, unsigned char (**out)
     return rc;
 }
 
+/* t.sni_routes = { { server_names = {...}, listener = name }, ... } into c->routes. */
+static int read_routes(lua_State *L, int t, mt_tls_conf_t *c, char **err)
+{
+    if (!field_table(L, t, "sni_routes"))
+        return 0;
+    int rt = lua_gettop(L);
+    size_t n = lua_objlen(L, rt);
+    c->routes = calloc(n ? n : 1, sizeof(*c->routes));
+    if (!c->routes) {
+        lua_pop(L, 1);
+        return fail(err, c->what, "out of memory", NULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, rt, (int)i + 1);
+        int e = lua_gettop(L);
+        mt_tls_route_t *r = &c->routes[c->n_routes];
+        r->listener = lua_istable(L, e) ? field_str(L, e, "listener") : NULL;
+        if (r->listener) {
+            r->server_names = read_strings(L, e, "server_names", &r->n_server_names);
+            c->n_routes++;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
 static mt_tls_mode_t parse_mode(const char *m)
 {
     if (!m)
@@ -423,6 +450,8 @@ static int conf_read(lua_State *L, int t, mt_tls_conf_t *c, char **err)
         }
         lua_pop(L, 1);
     }
+    if (c->server && read_routes(L, t, c, err) != 0)
+        return -1;
     if (c->server && c->mode != MT_TLS_SIMPLE && !c->roots)
         return fail(err, c->what, "mode %s verifies clients: it needs caCertificates",
                     c->mode == MT_TLS_MUTUAL ? "MUTUAL" : "ISTIO_MUTUAL");
@@ -495,6 +524,11 @@ void mt_tls_conf_free(mt_tls_conf_t *c)
     free_strings(c->sans, c->n_sans);
     free(c->pin_spki);
     free(c->pin_cert);
+    for (uint32_t i = 0; c->routes && i < c->n_routes; i++) {
+        free_strings(c->routes[i].server_names, c->routes[i].n_server_names);
+        free(c->routes[i].listener);
+    }
+    free(c->routes);
     free_strings(c->files, c->n_files);
     free(c->alpn);
     free(c->sni);
@@ -524,20 +558,51 @@ static bool name_matches(const char *pattern, const char *name)
     return false;
 }
 
-/* Server: the certificate for the client's SNI (certs[1..] by server_names), else the
- * default (certs[0], already on the SSL_CTX). */
+static bool names_match(char *const *names, uint32_t n, const char *name)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        if (name_matches(names[k], name))
+            return true;
+    }
+    return false;
+}
+
+/* Routing by SNI: the route the client's name selects into t->route; refuses (with the reason
+ * in t->error) a client whose SNI matches none, or that sent none. */
+static bool route_for_sni(mt_tls_t *t, const mt_tls_conf_t *c, const char *name)
+{
+    for (uint32_t i = 0; name && i < c->n_routes; i++) {
+        if (names_match(c->routes[i].server_names, c->routes[i].n_server_names, name)) {
+            t->route = (int32_t)i;
+            return true;
+        }
+    }
+    if (name)
+        snprintf(t->error, sizeof(t->error),
+                 "TLS handshake: refused: SNI \"%.100s\" names no server of this port", name);
+    else
+        snprintf(t->error, sizeof(t->error),
+                 "TLS handshake: refused: the client sent no SNI (this port's servers are "
+                 "chosen by it)");
+    t->reason_set = true;
+    return false;
+}
+
+/* Server: the route (routing by SNI), then the certificate for the client's SNI (certs[1..]
+ * by server_names), else the default (certs[0], already on the SSL_CTX). */
 static int cert_for_sni(SSL *ssl, void *arg)
 {
     const mt_tls_conf_t *c = arg;
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    mt_tls_t *t = SSL_get_ex_data(ssl, tls_ex_index);
+    if (c->n_routes > 0 && (!t || !route_for_sni(t, c, name)))
+        return 0;
     if (!name)
         return 1;
     for (uint32_t i = 1; i < c->n_certs; i++) {
         const mt_tls_cert_t *ct = &c->certs[i];
-        for (uint32_t k = 0; k < ct->n_server_names; k++) {
-            if (name_matches(ct->server_names[k], name))
-                return SSL_use_cert_and_key(ssl, ct->x509, ct->pkey, ct->chain, 1) == 1;
-        }
+        if (names_match(ct->server_names, ct->n_server_names, name))
+            return SSL_use_cert_and_key(ssl, ct->x509, ct->pkey, ct->chain, 1) == 1;
     }
     return 1;
 }
@@ -595,6 +660,7 @@ static int verify_pins(int ok, X509_STORE_CTX *xs)
              "verifyCertificateSpki / verifyCertificateHash (its SPKI SHA-256 %.16s..., "
              "certificate SHA-256 %.16s...)",
              spki_hex, der_hex);
+    t->reason_set = true;
     X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
     return 0;
 }
@@ -670,7 +736,7 @@ static void *ctx_build(mt_tls_conf_t *c, char *err, size_t errlen)
         bool pinned = c->mode != MT_TLS_SIMPLE && (c->n_pin_spki || c->n_pin_cert);
         SSL_CTX_set_verify(ctx, v, pinned ? verify_pins : NULL);
         SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"meltemi", 7);
-        if (c->n_certs > 1)
+        if (c->n_certs > 1 || c->n_routes > 0)
             SSL_CTX_set_cert_cb(ctx, cert_for_sni, c);
         if (c->alpn)
             SSL_CTX_set_alpn_select_cb(ctx, alpn_select, c);
@@ -709,8 +775,8 @@ static void tls_set_error(mt_tls_t *t, const char *stage, int ssl_err)
     SSL *ssl = t->ssl;
     long v = SSL_get_verify_result(ssl);
     unsigned long e = ERR_peek_last_error();
-    if (v == X509_V_ERR_APPLICATION_VERIFICATION && t->error[0]) {
-        /* verify_pins said why */
+    if (t->reason_set) {
+        /* verify_pins or route_for_sni said why */
     } else if (v != X509_V_OK) {
         snprintf(t->error, sizeof(t->error), "%s: peer certificate refused: %s", stage,
                  X509_verify_cert_error_string(v));
@@ -811,6 +877,7 @@ mt_tls_t *mt_tls_new(mt_tls_conf_t *conf, unsigned wid, mt_outq_t *plain, mt_buf
     t->conf = conf;
     t->plain = plain;
     t->session_slot = session_slot;
+    t->route = -1;
     mt_outq_init(&t->raw, pool, raw_done);
     plain->seal = tls_seal;
     plain->seal_arg = t;
@@ -829,6 +896,27 @@ mt_tls_t *mt_tls_new(mt_tls_conf_t *conf, unsigned wid, mt_outq_t *plain, mt_buf
     if (session_slot && *session_slot)
         SSL_set_session(ssl, *session_slot);
     return t;
+}
+
+void mt_tls_adopt(mt_tls_t *t, mt_outq_t *plain, uv_stream_t *stream)
+{
+    if (t->plain) {
+        t->plain->seal = NULL;
+        t->plain->seal_arg = NULL;
+        t->plain->lower = NULL;
+    }
+    t->plain = plain;
+    plain->seal = tls_seal;
+    plain->seal_arg = t;
+    plain->lower = &t->raw;
+    t->raw.stream = stream;
+}
+
+const char *mt_tls_route_listener(const mt_tls_t *t)
+{
+    return t->route >= 0 && (uint32_t)t->route < t->conf->n_routes
+               ? t->conf->routes[t->route].listener
+               : NULL;
 }
 
 void mt_tls_free(mt_tls_t *t)

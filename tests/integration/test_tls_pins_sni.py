@@ -91,3 +91,114 @@ verifyCertificateHash: ["12:34"]
     m = meltemi_factory(conf, wait_ready=False)
     assert m.proc.wait(timeout=15) != 0
     assert "verifyCertificateHash" in m.stderr() and "64 digits" in m.stderr()
+
+
+# ---- a Gateway port routed by SNI ---------------------------------------------------------
+
+def sni_gateway(pki, redis_factory, config_dir, meltemi_factory):
+    """One Gateway port, three TLS servers: a.gw.test -> Redis service A, b.gw.test -> Redis
+    service B, raw.gw.test -> a plain TCP service relayed to a third redis-server."""
+    ca = pki["ca"]
+    certs = {n: ca.issue(f"{n}-gw", dns=[f"{n}.gw.test"]) for n in ("a", "b", "raw")}
+    redis = {n: redis_factory() for n in ("a", "b", "raw")}
+    gport = free_port(INGRESS)
+    files = {
+        "se-a.yaml": configs.service_entry("svc-a", VIP, free_port(VIP), redis["a"].port),
+        "se-b.yaml": configs.service_entry("svc-b", VIP, free_port(VIP), redis["b"].port),
+        "se-raw.yaml": configs.service_entry("svc-raw", VIP, free_port(VIP), redis["raw"].port,
+                                             port_name="tcp-raw"),
+    }
+    servers = ""
+    for n, svc, pname in (("a", "svc-a", "tcp-redis"), ("b", "svc-b", "tcp-redis"),
+                          ("raw", "svc-raw", "tcp-raw")):
+        cert, key = certs[n]
+        servers += f"""\
+  - port: {{number: {gport}, name: {pname}, protocol: TLS}}
+    bind: {INGRESS}
+    hosts: [redis/{svc}.redis.svc.cluster.local, {n}.gw.test]
+    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}
+"""
+    files["gw.yaml"] = f"""\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: sni-gw
+  namespace: redis
+spec:
+  servers:
+{servers}"""
+    m = meltemi_factory(config_dir(files))
+    return gport, redis, m
+
+
+def test_one_gateway_port_routes_to_two_services_by_sni(pki, redis_factory, config_dir,
+                                                         meltemi_factory):
+    gport, redis, m = sni_gateway(pki, redis_factory, config_dir, meltemi_factory)
+    ca = pki["ca"].cert
+    r = redis_cli_tls(gport, "SET", "k", "to-a", ca=ca, sni="a.gw.test")
+    assert r.stdout.strip() == "OK", r.stderr
+    r = redis_cli_tls(gport, "SET", "k", "to-b", ca=ca, sni="b.gw.test")
+    assert r.stdout.strip() == "OK", r.stderr
+    assert redis["a"].client().get("k") == b"to-a"
+    assert redis["b"].client().get("k") == b"to-b"
+    r = redis_cli_tls(gport, "GET", "k", ca=ca, sni="b.gw.test")
+    assert r.stdout.strip() == "to-b", r.stderr
+    # The certificate is the server's (openssl verifies it against the SNI it sent), and the
+    # command sent right after the handshake reaches the service the SNI named.
+    got = s_client(gport, b"GET k\r\n", "-servername", "a.gw.test", "-verify_hostname",
+                   "a.gw.test", ca=ca, expect=b"to-a")
+    assert got == b"$4\r\nto-a\r\n"
+    # A plain TCP service behind the same port: bytes relayed to its own redis-server.
+    got = s_client(gport, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$6\r\nto-raw\r\n", "-servername",
+                   "raw.gw.test", "-verify_hostname", "raw.gw.test", ca=ca, expect=b"+OK")
+    assert got == b"+OK\r\n"
+    assert redis["raw"].client().get("k") == b"to-raw"
+    assert redis["a"].client().get("k") == b"to-a"
+
+
+def test_an_unknown_or_missing_sni_is_refused_with_a_reason(pki, redis_factory, config_dir,
+                                                           meltemi_factory):
+    gport, redis, m = sni_gateway(pki, redis_factory, config_dir, meltemi_factory)
+    ca = pki["ca"].cert
+    before = metric(m, "meltemi_tls_handshake_failures_total")
+    r = redis_cli_tls(gport, "SET", "k", "lost", ca=ca, sni="c.gw.test")
+    assert "OK" not in r.stdout
+    wait_until(lambda: 'SNI "c.gw.test" names no server of this port' in m.stderr(), 5,
+               "the refusal logged")
+    got = s_client(gport, b"PING\r\n", "-noservername", ca=ca, expect=b"+PONG")
+    assert b"PONG" not in got
+    wait_until(lambda: "the client sent no SNI" in m.stderr(), 5, "no SNI logged")
+    wait_until(lambda: metric(m, "meltemi_tls_handshake_failures_total") >= before + 2, 5,
+               "both refusals counted")
+    for n in ("a", "b", "raw"):
+        assert redis[n].client().get("k") is None
+
+
+def test_servers_sharing_a_port_must_verify_clients_alike(pki, config_dir, meltemi_factory):
+    cert, key = pki["server"]
+    gport = free_port(INGRESS)
+    files = {
+        "se-a.yaml": configs.service_entry("svc-a", VIP, free_port(VIP), 1234),
+        "se-b.yaml": configs.service_entry("svc-b", VIP, free_port(VIP), 1235),
+        "gw.yaml": f"""\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: sni-gw
+  namespace: redis
+spec:
+  servers:
+  - port: {{number: {gport}, name: tcp-redis}}
+    bind: {INGRESS}
+    hosts: [redis/svc-a.redis.svc.cluster.local]
+    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}
+  - port: {{number: {gport}, name: tcp-redis}}
+    bind: {INGRESS}
+    hosts: [redis/svc-b.redis.svc.cluster.local]
+    tls: {{mode: MUTUAL, serverCertificate: {cert}, privateKey: {key},
+           caCertificates: {pki['ca'].cert}}}
+""",
+    }
+    m = meltemi_factory(config_dir(files), wait_ready=False)
+    assert m.proc.wait(timeout=15) != 0
+    assert "share one TLS handshake" in m.stderr()
