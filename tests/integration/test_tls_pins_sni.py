@@ -16,6 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
 
 import configs  # noqa: E402
+import meta_env as me  # noqa: E402
+import thrift_peers as tp  # noqa: E402
 from harness import VIP, free_port, wait_until  # noqa: E402
 from test_tls import INGRESS, metric, redis_cli_tls, s_client, sidecar  # noqa: E402
 from tls_certs import Ca  # noqa: E402
@@ -202,3 +204,55 @@ spec:
     m = meltemi_factory(config_dir(files), wait_ready=False)
     assert m.proc.wait(timeout=15) != 0
     assert "share one TLS handshake" in m.stderr()
+
+
+@pytest.fixture(scope="module")
+def thrift_gen(tmp_path_factory):
+    return tp.generate(tmp_path_factory.mktemp("thrift-gen"))
+
+
+def test_a_thrift_service_and_a_redis_service_share_a_gateway_port(
+        pki, thrift_gen, tmp_path, redis_factory, config_dir, meltemi_factory):
+    ca = pki["ca"]
+    rcert, rkey = ca.issue("r-gw", dns=["r.gw.test"])
+    tcert, tkey = ca.issue("t-gw", dns=["t.gw.test"])
+    redis = redis_factory()
+    server = me.ThriftServer(tmp_path / "peers", thrift_gen, "behind-sni", free_port()).start()
+    try:
+        gport = free_port(INGRESS)
+        thrift_host = "thrift-sni.meta.svc.cluster.local"
+        files = {
+            "se-r.yaml": configs.service_entry("svc-r", VIP, free_port(VIP), redis.port),
+            "se-t.yaml": me.service_entry("thrift-sni", thrift_host, VIP, free_port(VIP),
+                                          "tcp-metaprotocol-thrift-hello",
+                                          [("127.0.0.1", server.port, {})]),
+            "gw.yaml": f"""\
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: mixed-gw
+  namespace: redis
+spec:
+  servers:
+  - port: {{number: {gport}, name: tcp-redis}}
+    bind: {INGRESS}
+    hosts: [redis/svc-r.redis.svc.cluster.local, r.gw.test]
+    tls: {{mode: SIMPLE, serverCertificate: {rcert}, privateKey: {rkey}}}
+  - port: {{number: {gport}, name: tcp-metaprotocol-thrift-hello}}
+    bind: {INGRESS}
+    hosts: [meta/{thrift_host}, t.gw.test]
+    tls: {{mode: SIMPLE, serverCertificate: {tcert}, privateKey: {tkey}}}
+""",
+        }
+        meltemi_factory(config_dir(files))
+        c = tp.Client(thrift_gen, INGRESS, gport, ssl_ca=ca.cert, server_hostname="t.gw.test")
+        try:
+            assert [c.hello(f"s{i}").server for i in range(3)] == ["behind-sni"] * 3
+        finally:
+            c.close()
+        assert len(server.records("request")) == 3
+        r = redis_cli_tls(gport, "SET", "k", "redis-side", ca=ca.cert, sni="r.gw.test")
+        assert r.stdout.strip() == "OK", r.stderr
+        assert redis.client().get("k") == b"redis-side"
+    finally:
+        server.stop()
