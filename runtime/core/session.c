@@ -147,7 +147,7 @@ void mt_session_access_log(mt_session_t *s, const mt_request_end_t *e, const mt_
 static void session_access_log_connection(mt_session_t *s)
 {
     const mt_alog_conf_t *al = s->snap->access_log;
-    if (!al || s->conf->istio_codes || !mt_alog_sampled(al, &s->w->alog))
+    if (!al || s->conf->istio_codes || s->handed_off || !mt_alog_sampled(al, &s->w->alog))
         return;
     uint64_t received = s->received_bytes;
     mt_alog_entry_t le = {
@@ -453,6 +453,8 @@ int mt_session_hand_off(mt_session_t *s, mt_wlistener_t *l)
     w->handoff = saved;
     if (h.fd >= 0) /* not taken: the proxy refused it */
         close(h.fd);
+    else
+        s->handed_off = true;
     if (h.tls) {
         s->tls = h.tls; /* freed with s */
         mt_tls_adopt(h.tls, &s->out, (uv_stream_t *)&s->tcp);

@@ -86,11 +86,12 @@ struct mt_session {
     uint64_t accepted_ns;    /* now_ns at the accept (plain TCP's access log line) */
     uint64_t received_bytes; /* from the client (plain TCP's relay: its access log line) */
     bool reading;
-    bool held;      /* the proxy holds reading (a request waits for a rate limit service): no
-                       resume until it lets go, so s->rbuf and what was decoded from it stay put */
-    bool replay;    /* adopted a handshaken TLS client (mt_handoff_t.tls): what it sent with
-                       its handshake is read at the first mt_session_resume */
-    bool finishing; /* EOF, protocol error or drain: close once everything owed is written */
+    bool held;       /* the proxy holds reading (a request waits for a rate limit service): no
+                        resume until it lets go, so s->rbuf and what was decoded from it stay put */
+    bool replay;     /* adopted a handshaken TLS client (mt_handoff_t.tls): what it sent with
+                        its handshake is read at the first mt_session_resume */
+    bool handed_off; /* mt_session_hand_off moved the client on: its line is the adopter's */
+    bool finishing;  /* EOF, protocol error or drain: close once everything owed is written */
     bool closing;
 };
 

@@ -256,3 +256,53 @@ spec:
         assert redis.client().get("k") == b"redis-side"
     finally:
         server.stop()
+
+
+def test_a_reload_turns_a_one_service_port_into_one_routed_by_sni_without_closing_clients(
+        pki, redis_factory, config_dir, meltemi_factory):
+    import socket
+    import ssl
+    from test_reload import post_reload
+    ca = pki["ca"]
+    acert, akey = ca.issue("a-gw", dns=["a.gw.test"])
+    bcert, bkey = ca.issue("b-gw", dns=["b.gw.test"])
+    ra, rb = redis_factory(), redis_factory()
+    gport = free_port(INGRESS)
+    files = {
+        "se-a.yaml": configs.service_entry("svc-a", VIP, free_port(VIP), ra.port),
+        "se-b.yaml": configs.service_entry("svc-b", VIP, free_port(VIP), rb.port),
+    }
+
+    def gateway(servers):
+        body = ""
+        for svc, name, cert, key in servers:
+            body += f"""\
+  - port: {{number: {gport}, name: tcp-redis}}
+    bind: {INGRESS}
+    hosts: [redis/{svc}.redis.svc.cluster.local, {name}]
+    tls: {{mode: SIMPLE, serverCertificate: {cert}, privateKey: {key}}}
+"""
+        return ("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: gw\n"
+                "  namespace: redis\nspec:\n  servers:\n" + body)
+
+    files["gw.yaml"] = gateway([("svc-a", "a.gw.test", acert, akey)])
+    conf = config_dir(files)
+    m = meltemi_factory(conf)
+    ctx = ssl.create_default_context(cafile=str(ca.cert))
+    old = ctx.wrap_socket(socket.create_connection((INGRESS, gport), timeout=5),
+                          server_hostname="a.gw.test")
+    old.sendall(b"SET k before\r\n")
+    assert old.recv(100) == b"+OK\r\n"
+    (conf / "gw.yaml").write_text(gateway([("svc-a", "a.gw.test", acert, akey),
+                                           ("svc-b", "b.gw.test", bcert, bkey)]))
+    status, body = post_reload(m)
+    assert status == 200, body
+    r = redis_cli_tls(gport, "SET", "k", "to-b", ca=ca.cert, sni="b.gw.test")
+    assert r.stdout.strip() == "OK", r.stderr
+    assert rb.client().get("k") == b"to-b"
+    # The client connected before the reload is still served, by the service it had.
+    old.sendall(b"GET k\r\n")
+    assert old.recv(100) == b"$6\r\nbefore\r\n"
+    old.close()
+    r = redis_cli_tls(gport, "GET", "k", ca=ca.cert, sni="a.gw.test")
+    assert r.stdout.strip() == "before", r.stderr
