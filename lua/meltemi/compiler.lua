@@ -287,7 +287,9 @@ end
 
 -- Adds a listener; reports a conflict at path when its address:port is taken.
 function Compile:add_listener(obj, path, l)
-  l.name = M.listener_name(l.address, l.port)
+  -- A Gateway server behind its port's SNI front has no socket: named after the front.
+  l.name = l.sni_of and string.format("%s/%s:%s", l.sni_of, l.service, l.sni_port)
+    or M.listener_name(l.address, l.port)
   local prev = self.listeners[l.name]
   if prev then
     self:error(obj, path, string.format("%s is already used by %s", l.name, self:where(prev.owner)))
@@ -301,12 +303,12 @@ function Compile:add_listener(obj, path, l)
     l.metaprotocol = M.metaprotocol_defaults(l.cluster)
   end
   self.listeners[l.name] = l
-  if l.gateway then
+  if l.gateway and l.service then -- (an SNI front serves no host itself)
     local by_host = self.gateway_listeners[l.gateway] or {}
     self.gateway_listeners[l.gateway] = by_host
     by_host[l.service] = by_host[l.service] or {}
     table.insert(by_host[l.service], l)
-  elseif l.service and self.listeners_by_host[l.service] then
+  elseif not l.gateway and l.service and self.listeners_by_host[l.service] then
     table.insert(self.listeners_by_host[l.service], l)
   end
   return l
@@ -593,8 +595,10 @@ end
 function Compile:check_wildcards()
   local by_port = {}
   for _, l in pairs(self.listeners) do
-    by_port[l.port] = by_port[l.port] or {}
-    table.insert(by_port[l.port], l)
+    if not l.sni_of then -- behind its port's SNI front: binds nothing
+      by_port[l.port] = by_port[l.port] or {}
+      table.insert(by_port[l.port], l)
+    end
   end
   for port, ls in pairs(by_port) do
     table.sort(ls, function(a, b) return a.name < b.name end)

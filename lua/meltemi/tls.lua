@@ -13,6 +13,7 @@
 -- (cert-chain.pem, key.pem, root-cert.pem under meltemi's --istio-certs, /etc/certs by
 -- default) and checks SPIFFE identities.
 
+local C = require "meltemi.c"
 local T = require "meltemi.schema"
 
 local M = {}
@@ -39,8 +40,6 @@ function M.server_declarations(prefix, consumed, unenforced)
   consumed[#consumed + 1] = prefix
   local no = {
     cipherSuites = "OpenSSL's default cipher suites are used",
-    verifyCertificateSpki = "client certificates are not pinned: the CA and subjectAltNames decide",
-    verifyCertificateHash = "client certificates are not pinned: the CA and subjectAltNames decide",
     httpsRedirect = "no HTTP is served: there is nothing to redirect",
   }
   for f, why in pairs(no) do unenforced[prefix .. "." .. f] = why end
@@ -173,6 +172,37 @@ local function server_cert(obj, c, path, t, out)
   return true
 end
 
+-- verifyCertificateSpki (base64 of a SHA-256) / verifyCertificateHash (hex, colons allowed)
+-- -> lowercase hex digests (runtime/core/tls.c compares them with the client certificate's),
+-- or nil after reporting the first bad entry.
+local function hex_of(bytes)
+  return (bytes:gsub(".", function(ch) return string.format("%02x", ch:byte()) end))
+end
+
+local function pins(obj, c, path, t)
+  local spki, hash = {}, {}
+  for i, v in ipairs(t.verifyCertificateSpki or {}) do
+    local raw, err = C.base64_decode(v)
+    if not raw or #raw ~= 32 then
+      c:error(obj, T.join(T.join(path, "verifyCertificateSpki"), i), string.format("%q: want the "
+        .. "base64 of a SHA-256 digest (32 bytes)%s", v, err and (": " .. err) or
+        string.format(", got %d bytes", raw and #raw or 0)))
+      return nil
+    end
+    spki[#spki + 1] = hex_of(raw)
+  end
+  for i, v in ipairs(t.verifyCertificateHash or {}) do
+    local h = v:gsub(":", ""):lower()
+    if #h ~= 64 or h:find("[^0-9a-f]") then
+      c:error(obj, T.join(T.join(path, "verifyCertificateHash"), i), string.format("%q: want the "
+        .. "SHA-256 of the DER certificate in hex (64 digits, colons allowed)", v))
+      return nil
+    end
+    hash[#hash + 1] = h
+  end
+  return spki, hash
+end
+
 -- ServerTLSSettings -> listener tls, or nil after reporting.
 function M.server(obj, c, path, t)
   local mode = t.mode or "SIMPLE"
@@ -192,6 +222,17 @@ function M.server(obj, c, path, t)
       c:warn(obj, T.join(path, "caCrl"), "mode SIMPLE does not verify clients; ignored")
     else
       out.crl_file = file_path(obj, t.caCrl) -- runtime/core/tls.c: OpenSSL's CRL check
+    end
+  end
+  local spki, hash = pins(obj, c, path, t)
+  if not spki then return nil end
+  if #spki + #hash > 0 then
+    if mode == "SIMPLE" then
+      c:warn(obj, T.join(path, #spki > 0 and "verifyCertificateSpki" or "verifyCertificateHash"),
+        "mode SIMPLE does not ask clients for a certificate: nothing to pin; ignored")
+    else -- runtime/core/tls.c: after the chain verifies, one pin of either list must match
+      out.pin_spki_sha256 = #spki > 0 and spki or nil
+      out.pin_cert_sha256 = #hash > 0 and hash or nil
     end
   end
   if mode == "ISTIO_MUTUAL" then return out end

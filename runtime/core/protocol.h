@@ -13,6 +13,9 @@ typedef enum mt_protocol {
      * connection to the proxy of the listener its original destination selects. Its slot
      * holds the capture's per-worker state; no listener or cluster of a snapshot has it. */
     MT_PROTO_CAPTURE = 3,
+    /* Not a protocol either: a Gateway port routed by SNI (runtime/proxy/sni), which hands
+     * each handshaken client to the listener of the server its SNI names. */
+    MT_PROTO_SNI = 4,
     MT_PROTO_COUNT
 } mt_protocol_t;
 

@@ -6,9 +6,12 @@
 #include "runtime/core/session.h"
 
 #include "runtime/core/log.h"
+#include "runtime/core/proxy.h"
 #include "runtime/core/tls.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,7 +150,7 @@ void mt_session_access_log(mt_session_t *s, const mt_request_end_t *e, const mt_
 static void session_access_log_connection(mt_session_t *s)
 {
     const mt_alog_conf_t *al = s->snap->access_log;
-    if (!al || s->conf->istio_codes || !mt_alog_sampled(al, &s->w->alog))
+    if (!al || s->conf->istio_codes || s->handed_off || !mt_alog_sampled(al, &s->w->alog))
         return;
     uint64_t received = s->received_bytes;
     mt_alog_entry_t le = {
@@ -203,11 +206,18 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
     s->w = w;
     s->lst = l;
     s->conf = l->conf;
-    if (l->conf->tls && !l->conf->tls->permissive && session_tls_start(s) != 0) {
+    mt_tls_t *adopted = !server && w->handoff ? w->handoff->tls : NULL;
+    if (adopted) { /* handshaken already (routing by SNI): the transport moves here */
+        w->handoff->tls = NULL;
+        mt_outq_init(&s->out, &w->pool, session_on_write_done);
+        mt_tls_adopt(adopted, &s->out, (uv_stream_t *)&s->tcp);
+        s->tls = adopted;
+        s->replay = true;
+    } else if (l->conf->tls && !l->conf->tls->permissive && session_tls_start(s) != 0) {
         uv_close((uv_handle_t *)&s->tcp, (uv_close_cb)free);
         return -1;
     }
-    s->sniffing = l->conf->tls && l->conf->tls->permissive;
+    s->sniffing = !adopted && l->conf->tls && l->conf->tls->permissive;
     s->snap = mt_snapshot_ref(w->snap);
     s->cluster = l->cluster;
     mt_wcluster_ref(l->cluster);
@@ -233,6 +243,8 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
         s->istio_tcp->tcp[w->id].opened++;
     }
     uv_tcp_nodelay(&s->tcp, 1);
+    if (adopted)
+        session_istio_identified(s);
     if (session_handshaking(s))
         session_timeout_arm(s);
     return 0;
@@ -263,8 +275,14 @@ void mt_session_pause(mt_session_t *s)
     }
 }
 
+static void session_replay(mt_session_t *s);
+
 void mt_session_resume(mt_session_t *s)
 {
+    if (MT_UNLIKELY(s->replay)) {
+        s->replay = false;
+        session_replay(s);
+    }
     if (s->reading || s->closing || s->finishing || s->held)
         return;
     if (s->pending > MT_SESSION_MAX_PENDING / 2 || mt_outq_pending(&s->out) > s->max_output / 2)
@@ -373,6 +391,8 @@ static long session_tls_in(mt_session_t *s, const char *p, size_t n, bool *eof)
         mt_debug("listener %s: TLS from %s: %s%s%s", s->conf->name,
                  mt_session_peer(s, peer, sizeof(peer)), mt_tls_security_policy(t),
                  t->principal ? ", principal " : "", t->principal ? t->principal : "");
+        if (s->ops->on_handshake && s->ops->on_handshake(s))
+            return -1; /* handed to another listener (routing by SNI), or closing */
         if (s->out.n > 0)
             mt_worker_schedule_flush(s->w, &s->out); /* queued while the handshake ran */
         session_istio_identified(s);
@@ -388,6 +408,63 @@ static long session_tls_in(mt_session_t *s, const char *p, size_t n, bool *eof)
     }
     *eof = rc == MT_TLS_EOF;
     return (long)got;
+}
+
+/* An adopted TLS client (mt_session_accept): the plaintext it sent with its handshake is in
+ * the SSL already, and no socket read may come to bring it out; read it now, as a read would. */
+static void session_replay(mt_session_t *s)
+{
+    bool eof = false;
+    long got = session_tls_in(s, NULL, 0, &eof);
+    if (got < 0)
+        return; /* closing */
+    mt_session_count_received(s, (uint64_t)got);
+    if (got > 0 && !s->finishing)
+        s->ops->on_data(s);
+    mt_buf_t *b = s->rbuf;
+    if (b && b->pos == b->last && !s->closing) {
+        mt_buf_unref(&s->w->pool, b);
+        s->rbuf = NULL;
+    }
+    if (!s->closing)
+        mt_session_check_bounds(s);
+    if (eof)
+        session_eof(s);
+    mt_session_maybe_finish(s);
+}
+
+int mt_session_hand_off(mt_session_t *s, mt_wlistener_t *l)
+{
+    mt_worker_t *w = s->w;
+    mt_handoff_t h = {.fd = -1, .tls = s->tls};
+    uv_os_fd_t fd;
+    int salen = sizeof(h.dst);
+    if (uv_fileno((uv_handle_t *)&s->tcp, &fd) == 0)
+        h.fd = dup(fd);
+    if (uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&h.dst, &salen) != 0)
+        h.dst.ss_family = AF_UNSPEC;
+    if (h.fd < 0) {
+        mt_warn("listener %s: cannot hand a client to %s: %s", s->conf->name, l->conf->name,
+                strerror(errno));
+        mt_session_close(s);
+        return -1;
+    }
+    mt_session_pause(s);
+    s->tls = NULL; /* the adopting session's now; ours is closed without a close_notify */
+    mt_handoff_t *saved = w->handoff;
+    w->handoff = &h;
+    mt_proxy_for(l->conf->protocol)->accept(l, NULL);
+    w->handoff = saved;
+    if (h.fd >= 0) /* not taken: the proxy refused it */
+        close(h.fd);
+    else
+        s->handed_off = true;
+    if (h.tls) {
+        s->tls = h.tls; /* freed with s */
+        mt_tls_adopt(h.tls, &s->out, (uv_stream_t *)&s->tcp);
+    }
+    mt_session_close(s);
+    return h.fd >= 0 ? -1 : 0;
 }
 
 /* PERMISSIVE: the first bytes read (plain, in s->rbuf) decide. A ClientHello moves them into

@@ -55,6 +55,10 @@ typedef struct mt_session_ops {
      * closed the proxy calls mt_session_release and frees its session. NULL: the shell
      * closes the handle and frees s. */
     void (*close)(mt_session_t *s);
+    /* The client's TLS handshake is done: true when the proxy took the connection over
+     * (runtime/proxy/sni hands it to another listener): the shell reads no plaintext for it.
+     * NULL: go on. */
+    bool (*on_handshake)(mt_session_t *s);
 } mt_session_ops_t;
 
 struct mt_session {
@@ -90,9 +94,12 @@ struct mt_session {
     uint64_t accepted_ns;    /* now_ns at the accept (plain TCP's access log line) */
     uint64_t received_bytes; /* from the client (plain TCP's relay: its access log line) */
     bool reading;
-    bool held;      /* the proxy holds reading (a request waits for a rate limit service): no
-                       resume until it lets go, so s->rbuf and what was decoded from it stay put */
-    bool finishing; /* EOF, protocol error or drain: close once everything owed is written */
+    bool held;       /* the proxy holds reading (a request waits for a rate limit service): no
+                        resume until it lets go, so s->rbuf and what was decoded from it stay put */
+    bool replay;     /* adopted a handshaken TLS client (mt_handoff_t.tls): what it sent with
+                        its handshake is read at the first mt_session_resume */
+    bool handed_off; /* mt_session_hand_off moved the client on: its line is the adopter's */
+    bool finishing;  /* EOF, protocol error or drain: close once everything owed is written */
     bool closing;
 };
 
@@ -130,6 +137,11 @@ static inline void mt_session_authenticated(mt_session_t *s)
 /* At a request boundary: moves the session onto the worker's live snapshot, if its
  * listener still exists there. */
 void mt_session_rebind(mt_session_t *s);
+/* Routing by SNI: hands s's client (socket, finished TLS handshake, what it sent since) to
+ * listener l's proxy, as a capture port hands a socket (mt_handoff_t), then closes s without
+ * a word to the client. Call once s's TLS output is written (mt_outq_pending(&s->out) == 0).
+ * Returns 0, or -1 when l's proxy refused it (the client is closed). */
+int mt_session_hand_off(mt_session_t *s, mt_wlistener_t *l);
 /* The session a worker list link belongs to. */
 static inline mt_session_t *mt_session_of_link(mt_session_link_t *l)
 {

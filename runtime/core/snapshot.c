@@ -390,6 +390,7 @@ static int read_listener(lua_State *L, int t, mt_snapshot_t *s, mt_listener_conf
     free(proto);
     l->codec = mt_snap_field_str(L, t, "codec");
     l->service = mt_snap_field_str(L, t, "service");
+    l->sni_of = mt_snap_field_str(L, t, "sni_of");
     char *direction = mt_snap_field_str(L, t, "direction");
     l->inbound = direction && strcmp(direction, "inbound") == 0;
     free(direction);
@@ -470,6 +471,7 @@ static void snapshot_free(mt_snapshot_t *s)
         free(l->address);
         free(l->codec);
         free(l->service);
+        free(l->sni_of);
         free(l->fingerprint);
         free(l->istio);
     }

@@ -76,6 +76,9 @@ typedef struct mt_listener_conf {
     mt_protocol_t protocol;
     char *codec;
     char *service;
+    char *sni_of; /* a Gateway server of a port routed by SNI: the name of the port's bound
+                     listener (protocol "sni"), which hands it its clients; this one has no
+                     socket of its own */
     bool inbound; /* a Sidecar ingress listener (direction "inbound"): the inbound capture
                      port serves it, the outbound one never does */
     mt_cluster_conf_t *cluster; /* default destination; NULL if it names no cluster */

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -284,6 +285,73 @@ static int read_alpn(lua_State *L, int t, mt_tls_conf_t *c, char **err)
     return rc;
 }
 
+static int hex_digit(char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    if (ch >= 'A' && ch <= 'F')
+        return ch - 'A' + 10;
+    return -1;
+}
+
+/* t[key]: a list of 64-digit hex SHA-256 digests (the compiler checked and lowercased them)
+ * into *out. */
+static int read_pins(lua_State *L, int t, const char *key, unsigned char (**out)[32], uint32_t *n,
+                     mt_tls_conf_t *c, char **err)
+{
+    uint32_t m;
+    char **hex = read_strings(L, t, key, &m);
+    int rc = 0;
+    *out = m ? calloc(m, sizeof(**out)) : NULL;
+    *n = 0;
+    if (m && !*out)
+        rc = fail(err, c->what, "out of memory", NULL);
+    for (uint32_t i = 0; rc == 0 && i < m; i++) {
+        const char *h = hex[i];
+        bool ok = strlen(h) == 64;
+        for (size_t k = 0; ok && k < 32; k++) {
+            int hi = hex_digit(h[2 * k]), lo = hex_digit(h[2 * k + 1]);
+            ok = hi >= 0 && lo >= 0;
+            (*out)[i][k] = (unsigned char)((hi << 4) | lo);
+        }
+        if (!ok)
+            rc = fail(err, c->what, "certificate pin \"%s\" is not a hex SHA-256 digest", h);
+        else
+            (*n)++;
+    }
+    free_strings(hex, m);
+    return rc;
+}
+
+/* t.sni_routes = { { server_names = {...}, listener = name }, ... } into c->routes. */
+static int read_routes(lua_State *L, int t, mt_tls_conf_t *c, char **err)
+{
+    if (!field_table(L, t, "sni_routes"))
+        return 0;
+    int rt = lua_gettop(L);
+    size_t n = lua_objlen(L, rt);
+    c->routes = calloc(n ? n : 1, sizeof(*c->routes));
+    if (!c->routes) {
+        lua_pop(L, 1);
+        return fail(err, c->what, "out of memory", NULL);
+    }
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, rt, (int)i + 1);
+        int e = lua_gettop(L);
+        mt_tls_route_t *r = &c->routes[c->n_routes];
+        r->listener = lua_istable(L, e) ? field_str(L, e, "listener") : NULL;
+        if (r->listener) {
+            r->server_names = read_strings(L, e, "server_names", &r->n_server_names);
+            c->n_routes++;
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
 static mt_tls_mode_t parse_mode(const char *m)
 {
     if (!m)
@@ -326,6 +394,10 @@ static int conf_read(lua_State *L, int t, mt_tls_conf_t *c, char **err)
     c->insecure_skip_verify = field_bool(L, t, "insecure_skip_verify");
     c->permissive = c->server && field_bool(L, t, "permissive");
     if (read_alpn(L, t, c, err) != 0)
+        return -1;
+    if (c->server &&
+        (read_pins(L, t, "pin_spki_sha256", &c->pin_spki, &c->n_pin_spki, c, err) != 0 ||
+         read_pins(L, t, "pin_cert_sha256", &c->pin_cert, &c->n_pin_cert, c, err) != 0))
         return -1;
     char *ca = NULL;
     size_t calen = 0;
@@ -378,6 +450,8 @@ static int conf_read(lua_State *L, int t, mt_tls_conf_t *c, char **err)
         }
         lua_pop(L, 1);
     }
+    if (c->server && read_routes(L, t, c, err) != 0)
+        return -1;
     if (c->server && c->mode != MT_TLS_SIMPLE && !c->roots)
         return fail(err, c->what, "mode %s verifies clients: it needs caCertificates",
                     c->mode == MT_TLS_MUTUAL ? "MUTUAL" : "ISTIO_MUTUAL");
@@ -448,6 +522,13 @@ void mt_tls_conf_free(mt_tls_conf_t *c)
     sk_X509_pop_free(c->roots, X509_free);
     sk_X509_CRL_pop_free(c->crls, X509_CRL_free);
     free_strings(c->sans, c->n_sans);
+    free(c->pin_spki);
+    free(c->pin_cert);
+    for (uint32_t i = 0; c->routes && i < c->n_routes; i++) {
+        free_strings(c->routes[i].server_names, c->routes[i].n_server_names);
+        free(c->routes[i].listener);
+    }
+    free(c->routes);
     free_strings(c->files, c->n_files);
     free(c->alpn);
     free(c->sni);
@@ -477,22 +558,111 @@ static bool name_matches(const char *pattern, const char *name)
     return false;
 }
 
-/* Server: the certificate for the client's SNI (certs[1..] by server_names), else the
- * default (certs[0], already on the SSL_CTX). */
+static bool names_match(char *const *names, uint32_t n, const char *name)
+{
+    for (uint32_t k = 0; k < n; k++) {
+        if (name_matches(names[k], name))
+            return true;
+    }
+    return false;
+}
+
+/* Routing by SNI: the route the client's name selects into t->route; refuses (with the reason
+ * in t->error) a client whose SNI matches none, or that sent none. */
+static bool route_for_sni(mt_tls_t *t, const mt_tls_conf_t *c, const char *name)
+{
+    for (uint32_t i = 0; name && i < c->n_routes; i++) {
+        if (names_match(c->routes[i].server_names, c->routes[i].n_server_names, name)) {
+            t->route = (int32_t)i;
+            return true;
+        }
+    }
+    if (name)
+        snprintf(t->error, sizeof(t->error),
+                 "TLS handshake: refused: SNI \"%.100s\" names no server of this port", name);
+    else
+        snprintf(t->error, sizeof(t->error),
+                 "TLS handshake: refused: the client sent no SNI (this port's servers are "
+                 "chosen by it)");
+    t->reason_set = true;
+    return false;
+}
+
+/* Server: the route (routing by SNI), then the certificate for the client's SNI (certs[1..]
+ * by server_names), else the default (certs[0], already on the SSL_CTX). */
 static int cert_for_sni(SSL *ssl, void *arg)
 {
     const mt_tls_conf_t *c = arg;
     const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    mt_tls_t *t = SSL_get_ex_data(ssl, tls_ex_index);
+    if (c->n_routes > 0 && (!t || !route_for_sni(t, c, name)))
+        return 0;
     if (!name)
         return 1;
     for (uint32_t i = 1; i < c->n_certs; i++) {
         const mt_tls_cert_t *ct = &c->certs[i];
-        for (uint32_t k = 0; k < ct->n_server_names; k++) {
-            if (name_matches(ct->server_names[k], name))
-                return SSL_use_cert_and_key(ssl, ct->x509, ct->pkey, ct->chain, 1) == 1;
-        }
+        if (names_match(ct->server_names, ct->n_server_names, name))
+            return SSL_use_cert_and_key(ssl, ct->x509, ct->pkey, ct->chain, 1) == 1;
     }
     return 1;
+}
+
+static bool pin_listed(unsigned char (*pins)[32], uint32_t n, const unsigned char *d)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (CRYPTO_memcmp(pins[i], d, 32) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void hex_text(const unsigned char *d, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[d[i] >> 4];
+        out[2 * i + 1] = digits[d[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* Server with pins: called by OpenSSL for each certificate of the client's chain; once the
+ * chain verified, the client's own certificate (depth 0) must match a pin of either list.
+ * A mismatch fails the handshake with OpenSSL's "application verification failure" and our
+ * reason in t->error (tls_set_error keeps it). */
+static int verify_pins(int ok, X509_STORE_CTX *xs)
+{
+    if (!ok || X509_STORE_CTX_get_error_depth(xs) != 0)
+        return ok;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(xs, SSL_get_ex_data_X509_STORE_CTX_idx());
+    mt_tls_t *t = ssl ? SSL_get_ex_data(ssl, tls_ex_index) : NULL;
+    X509 *cert = X509_STORE_CTX_get_current_cert(xs);
+    if (!t || !cert)
+        return 0;
+    const mt_tls_conf_t *c = t->conf;
+    unsigned char der_sha[32], spki_sha[32];
+    unsigned int len = 0;
+    unsigned char *spki = NULL;
+    int spki_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &spki);
+    bool have = X509_digest(cert, EVP_sha256(), der_sha, &len) == 1 && len == 32 && spki_len > 0 &&
+                EVP_Digest(spki, (size_t)spki_len, spki_sha, NULL, EVP_sha256(), NULL) == 1;
+    OPENSSL_free(spki);
+    if (have && (pin_listed(c->pin_spki, c->n_pin_spki, spki_sha) ||
+                 pin_listed(c->pin_cert, c->n_pin_cert, der_sha)))
+        return 1;
+    char spki_hex[65] = "?", der_hex[65] = "?";
+    if (have) {
+        hex_text(spki_sha, 32, spki_hex);
+        hex_text(der_sha, 32, der_hex);
+    }
+    snprintf(t->error, sizeof(t->error),
+             "TLS handshake: peer certificate refused: it matches no pin of "
+             "verifyCertificateSpki / verifyCertificateHash (its SPKI SHA-256 %.16s..., "
+             "certificate SHA-256 %.16s...)",
+             spki_hex, der_hex);
+    t->reason_set = true;
+    X509_STORE_CTX_set_error(xs, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
 }
 
 /* Server: the first of our ALPN names the client offers; none in common: no ALPN (the
@@ -563,9 +733,10 @@ static void *ctx_build(mt_tls_conf_t *c, char *err, size_t errlen)
     if (c->server) {
         int v = c->mode == MT_TLS_SIMPLE ? SSL_VERIFY_NONE
                                          : SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT;
-        SSL_CTX_set_verify(ctx, v, NULL);
+        bool pinned = c->mode != MT_TLS_SIMPLE && (c->n_pin_spki || c->n_pin_cert);
+        SSL_CTX_set_verify(ctx, v, pinned ? verify_pins : NULL);
         SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"meltemi", 7);
-        if (c->n_certs > 1)
+        if (c->n_certs > 1 || c->n_routes > 0)
             SSL_CTX_set_cert_cb(ctx, cert_for_sni, c);
         if (c->alpn)
             SSL_CTX_set_alpn_select_cb(ctx, alpn_select, c);
@@ -604,7 +775,9 @@ static void tls_set_error(mt_tls_t *t, const char *stage, int ssl_err)
     SSL *ssl = t->ssl;
     long v = SSL_get_verify_result(ssl);
     unsigned long e = ERR_peek_last_error();
-    if (v != X509_V_OK) {
+    if (t->reason_set) {
+        /* verify_pins or route_for_sni said why */
+    } else if (v != X509_V_OK) {
         snprintf(t->error, sizeof(t->error), "%s: peer certificate refused: %s", stage,
                  X509_verify_cert_error_string(v));
     } else if (e) {
@@ -704,6 +877,7 @@ mt_tls_t *mt_tls_new(mt_tls_conf_t *conf, unsigned wid, mt_outq_t *plain, mt_buf
     t->conf = conf;
     t->plain = plain;
     t->session_slot = session_slot;
+    t->route = -1;
     mt_outq_init(&t->raw, pool, raw_done);
     plain->seal = tls_seal;
     plain->seal_arg = t;
@@ -722,6 +896,27 @@ mt_tls_t *mt_tls_new(mt_tls_conf_t *conf, unsigned wid, mt_outq_t *plain, mt_buf
     if (session_slot && *session_slot)
         SSL_set_session(ssl, *session_slot);
     return t;
+}
+
+void mt_tls_adopt(mt_tls_t *t, mt_outq_t *plain, uv_stream_t *stream)
+{
+    if (t->plain) {
+        t->plain->seal = NULL;
+        t->plain->seal_arg = NULL;
+        t->plain->lower = NULL;
+    }
+    t->plain = plain;
+    plain->seal = tls_seal;
+    plain->seal_arg = t;
+    plain->lower = &t->raw;
+    t->raw.stream = stream;
+}
+
+const char *mt_tls_route_listener(const mt_tls_t *t)
+{
+    return t->route >= 0 && (uint32_t)t->route < t->conf->n_routes
+               ? t->conf->routes[t->route].listener
+               : NULL;
 }
 
 void mt_tls_free(mt_tls_t *t)

@@ -45,6 +45,14 @@ typedef struct mt_tls_cert {
     void *pkey;  /* EVP_PKEY * */
 } mt_tls_cert_t;
 
+/* A Gateway port whose TLS servers lead to different services (runtime/proxy/sni): the
+ * listener a client whose SNI matches server_names is handed to. */
+typedef struct mt_tls_route {
+    char **server_names;
+    uint32_t n_server_names;
+    char *listener; /* its name in the snapshot */
+} mt_tls_route_t;
+
 typedef struct mt_tls_conf {
     int refs; /* atomic: the snapshot's, plus one per connection (a reload may free the
                  snapshot while a connection still handshakes or reports its policy) */
@@ -60,8 +68,19 @@ typedef struct mt_tls_conf {
     char *sni;   /* client: server name sent */
     char **sans; /* accepted peer SANs (DNS, URI, IP); none: any the roots sign */
     uint32_t n_sans;
+    /* server: Istio's verifyCertificateSpki / verifyCertificateHash, SHA-256 digests of the
+     * client certificate's SubjectPublicKeyInfo / DER; when either list is set, a verified
+     * client certificate must match one entry of either (Envoy's rule). */
+    unsigned char (*pin_spki)[32];
+    uint32_t n_pin_spki;
+    unsigned char (*pin_cert)[32];
+    uint32_t n_pin_cert;
     unsigned char *alpn; /* wire format (length-prefixed names), or NULL */
     size_t alpn_len;
+    /* server: routing by SNI; when set, a ClientHello whose SNI matches no route (or that
+     * has none) is refused during the handshake (Envoy's "no matching filter chain"). */
+    mt_tls_route_t *routes;
+    uint32_t n_routes;
     char **files; /* every file it was read from (rotation: the server watches them) */
     uint32_t n_files;
     void *ctx[MT_TLS_MAX_WORKERS]; /* SSL_CTX * per worker, built on first use */
@@ -75,7 +94,9 @@ typedef struct mt_tls {
     mt_outq_t *plain;    /* the connection's queue sealed into raw */
     void **session_slot; /* client: where new sessions are kept for resumption */
     char *principal;     /* the peer's SPIFFE identity without "spiffe://", or NULL */
+    int32_t route;       /* server: index into conf->routes the client's SNI chose; -1 none */
     bool handshake_done;
+    bool reason_set;    /* a callback of ours wrote error (tls_set_error keeps it) */
     bool peer_verified; /* the peer presented a certificate that was verified */
     bool resumed;       /* the handshake resumed a session */
     char error[256];    /* why the handshake or a read failed */
@@ -103,6 +124,13 @@ mt_tls_t *mt_tls_new(mt_tls_conf_t *conf, unsigned wid, mt_outq_t *plain, mt_buf
 /* Frees t (after the socket's handle is closed: raw's write callbacks have run) and drops its
  * reference on its conf. */
 void mt_tls_free(mt_tls_t *t);
+
+/* Moves t onto another connection's plaintext queue and socket (runtime/proxy/sni hands a
+ * handshaken client to the listener its SNI chose): plain's flushes seal into raw from now
+ * on. raw must have nothing in flight (its writes were on the old socket). */
+void mt_tls_adopt(mt_tls_t *t, mt_outq_t *plain, uv_stream_t *stream);
+/* The listener the client's SNI chose (conf->routes), or NULL. */
+const char *mt_tls_route_listener(const mt_tls_t *t);
 
 /* Bytes read from the socket. Returns -1 (t->error) if the BIO refuses them. */
 int mt_tls_feed(mt_tls_t *t, const char *p, size_t n);

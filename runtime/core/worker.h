@@ -114,6 +114,9 @@ void mt_wstatus_free(mt_wstatus_t *st);
 typedef struct mt_handoff {
     int fd;
     struct sockaddr_storage dst;
+    /* A client whose TLS handshake is done (runtime/proxy/sni: routing by SNI), or NULL:
+     * mt_session_accept adopts it (and sets it to NULL) instead of starting TLS. */
+    struct mt_tls *tls;
 } mt_handoff_t;
 
 /* /ready reports a worker whose loop has not ticked (every 20 ms) for this long as stuck. A

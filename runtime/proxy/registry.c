@@ -8,9 +8,10 @@ extern const mt_proxy_ops_t mt_proxy_tcp;
 extern const mt_proxy_ops_t mt_proxy_redis;
 extern const mt_proxy_ops_t mt_proxy_meta;
 extern const mt_proxy_ops_t mt_proxy_capture; /* the capture ports: worker hooks only */
+extern const mt_proxy_ops_t mt_proxy_sni;     /* a Gateway port's front, routing by SNI */
 
-const mt_proxy_ops_t *const mt_proxies[] = {&mt_proxy_tcp, &mt_proxy_redis, &mt_proxy_meta,
-                                            &mt_proxy_capture, NULL};
+const mt_proxy_ops_t *const mt_proxies[] = {&mt_proxy_tcp,     &mt_proxy_redis, &mt_proxy_meta,
+                                            &mt_proxy_capture, &mt_proxy_sni,   NULL};
 
 const mt_proxy_ops_t *mt_proxy_for(mt_protocol_t p)
 {

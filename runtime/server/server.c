@@ -115,8 +115,9 @@ static int probe_address_free(const mt_listener_conf_t *l, char **err)
 
 static int open_listen_socket(const mt_listener_conf_t *l, char **err)
 {
-    if (mt_capture_enabled())
-        return MT_LISTENER_FD_VIRTUAL; /* matched by the capture ports, not bound */
+    if (mt_capture_enabled() || l->sni_of)
+        return MT_LISTENER_FD_VIRTUAL; /* matched by the capture ports (or handed its clients by
+                                          its port's SNI front: runtime/proxy/sni), not bound */
     int fd = socket(l->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
@@ -151,7 +152,8 @@ static int *open_listeners(const mt_snapshot_t *s, const mt_snapshot_t *held, un
         if (held && snapshot_has_listener(held, s->listeners[i].name))
             continue;
         /* Our own workers may hold the address under an old name: no probe then. */
-        bool ok = mt_capture_enabled() || (held && snapshot_has_address(held, &s->listeners[i])) ||
+        bool ok = mt_capture_enabled() || s->listeners[i].sni_of ||
+                  (held && snapshot_has_address(held, &s->listeners[i])) ||
                   probe_address_free(&s->listeners[i], err) == 0;
         for (unsigned w = 0; ok && w < nworkers; w++) {
             fds[w * n + i] = open_listen_socket(&s->listeners[i], err);

@@ -80,7 +80,7 @@ H.test("gateways: an unknown Gateway and two hosts on one server are errors", fu
   H.find(errs, { "mr.yaml:6: MetaRouter/hello-edge: spec.gateways[0]: unknown Gateway \"nowhere\" (looked for thrift/nowhere)" }, "unknown")
   errs = H.errors_of({ ["se.yaml"] = THRIFT, ["gw.yaml"] = GATEWAY:gsub("hosts: %[thrift/hello.thrift.svc.cluster.local%]",
     "hosts: [hello, other]") })
-  H.find(errs, { "Gateway/edge: spec.servers[0].hosts: 2 hosts: a gateway port forwards to one service" }, "two hosts")
+  H.find(errs, { "Gateway/edge: spec.servers[0].hosts: 2 hosts: a gateway port without tls forwards to one service" }, "two hosts")
 end)
 
 H.run()

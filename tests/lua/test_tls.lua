@@ -157,7 +157,54 @@ H.test("Gateway: TLS termination to a service, SNI certificates from servers on 
     hosts: [r.redis.svc.cluster.local]
     tls: {mode: SIMPLE, serverCertificate: b.pem, privateKey: bk.pem}
 ]]) })
-  H.find(e, "routing by SNI is not supported", "one destination per port")
+  H.find(e, "leads to outbound|6381||r.redis.svc.cluster.local here and to "
+    .. "outbound|6380||r.redis.svc.cluster.local", "one SNI name, one destination")
+end)
+
+local SE2 = [[
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: q, namespace: redis}
+spec:
+  hosts: [q.redis.svc.cluster.local]
+  addresses: [127.0.0.11]
+  ports: [{number: 6390, name: tcp-redis}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.0.1, ports: {tcp-redis: 7390}}]
+]]
+
+H.test("Gateway: servers on one port leading to different services are routed by SNI", function()
+  local e = H.errors_of({ ["se.yaml"] = SE, ["g.yaml"] = gw([[
+  - port: {number: 6443, name: redis-tls, targetPort: 6380}
+    bind: 127.0.0.20
+    hosts: [redis/r.redis.svc.cluster.local, a.test]
+    tls: {mode: SIMPLE, serverCertificate: a.pem, privateKey: ak.pem}
+  - port: {number: 6443, name: redis-tls, targetPort: 6381}
+    bind: 127.0.0.20
+    hosts: [redis/r.redis.svc.cluster.local, b.test]
+    tls: {mode: SIMPLE, serverCertificate: b.pem, privateKey: bk.pem}
+]]) })
+  H.find(e, "SNI name \"r.redis.svc.cluster.local\" leads to", "one name, two destinations")
+  local s = H.snapshot_of({ ["se.yaml"] = SE, ["se2.yaml"] = SE2, ["g.yaml"] = gw([[
+  - port: {number: 6443, name: redis-tls, targetPort: 6380}
+    bind: 127.0.0.20
+    hosts: [redis/r.redis.svc.cluster.local, a.test]
+    tls: {mode: SIMPLE, serverCertificate: a.pem, privateKey: ak.pem}
+  - port: {number: 6443, name: redis-tls}
+    bind: 127.0.0.20
+    hosts: [redis/q.redis.svc.cluster.local, b.test]
+    tls: {mode: SIMPLE, serverCertificate: b.pem, privateKey: bk.pem}
+]]) })
+  local front = H.listener(s, "127.0.0.20:6443")
+  H.eq(front.protocol, "sni", "the bound listener only routes"); H.eq(front.cluster, nil, "no destination")
+  H.eq(front.tls.cert_file, "./a.pem", "default certificate"); H.eq(front.tls.sni_certs[1].cert_file, "./b.pem", "by SNI")
+  local r1, r2 = front.tls.sni_routes[1], front.tls.sni_routes[2]
+  H.eq(r1.server_names[2], "a.test", "first server's names")
+  H.eq(r1.listener, "127.0.0.20:6443/r.redis.svc.cluster.local:6380", "first server's listener")
+  H.eq(r2.listener, "127.0.0.20:6443/q.redis.svc.cluster.local:6390", "second server's listener")
+  local l2 = H.listener(s, r2.listener)
+  H.eq(l2.sni_of, "127.0.0.20:6443", "behind the front"); H.eq(l2.protocol, "redis", "its own protocol")
+  H.eq(l2.cluster, "outbound|6390||q.redis.svc.cluster.local", "its own service")
 end)
 
 H.run()

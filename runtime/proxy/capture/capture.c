@@ -306,8 +306,8 @@ static mt_wlistener_t *capture_match(mt_worker_t *w, const struct sockaddr_stora
     uint16_t port = sa_port(dst);
     for (mt_wlistener_t *l = w->listeners; l; l = l->next) {
         const mt_listener_conf_t *c = l->conf;
-        if (c->inbound != inbound || c->port != port || l->closing)
-            continue;
+        if (c->inbound != inbound || c->port != port || l->closing || c->sni_of)
+            continue; /* a server behind an SNI front is reached through the front */
         if (sa_addr_eq(&c->sa, dst))
             return l;
         if (!any && sa_is_any(&c->sa) &&

@@ -445,7 +445,7 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
     t->base.out.on_done = client_written; /* over TLS too: raw's completions are reported */
     t->u2d.q = &t->base.out;
     mt_wendpoint_t *ep = tcp_pick(t->cluster);
-    if (!ep && l->w->handoff && t->cluster && t->cluster->n_eps == 0)
+    if (!ep && l->w->handoff && !l->conf->sni_of && t->cluster && t->cluster->n_eps == 0)
         ep = t->own_ep = tcp_passthrough_endpoint(t->cluster, &l->w->handoff->dst);
     if (!ep) {
         mt_warn("listener %s: no upstream host; closing the client", l->conf->name);

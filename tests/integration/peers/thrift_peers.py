@@ -80,15 +80,17 @@ class Client:
     with every call; `last_headers` holds the info headers of the last reply."""
 
     def __init__(self, gen_dir, host, port, protocol="binary", transport="framed",
-                 timeout=5.0, headers=None, ssl_ca=None):
+                 timeout=5.0, headers=None, ssl_ca=None, server_hostname=None):
         from thrift.protocol import TBinaryProtocol, TCompactProtocol, THeaderProtocol
         from thrift.transport import TSocket, TTransport
         from thrift.transport.THeaderTransport import THeaderClientType
         Hello, _ = import_generated(gen_dir)
         self.protocol = protocol
-        if ssl_ca:  # TSSLSocket: verifies the server against ssl_ca and its name (host)
+        if ssl_ca:  # TSSLSocket: verifies the server against ssl_ca and its name (host, or
+            # server_hostname, which is also the SNI sent)
             from thrift.transport import TSSLSocket
-            sock = TSSLSocket.TSSLSocket(host, port, ca_certs=str(ssl_ca))
+            sock = TSSLSocket.TSSLSocket(host, port, ca_certs=str(ssl_ca),
+                                         server_hostname=server_hostname or host)
         else:
             sock = TSocket.TSocket(host, port)
         sock.setTimeout(int(timeout * 1000))
