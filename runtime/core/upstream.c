@@ -619,9 +619,8 @@ void mt_upstream_drain(mt_upstream_t *u)
         pool->shared[u->slot] = NULL; /* the next caller connects anew in this slot */
 }
 
-void mt_upstream_request_sent(mt_upstream_t *u)
+void mt_upstream__request_counted(mt_upstream_t *u, uint32_t max)
 {
-    uint32_t max = u->ep->cluster->conf->max_requests_per_connection;
     if (++u->requests == max && u->kind == MT_UPSTREAM_SHARED) {
         mt_stat_add(u->ep->cluster->conf->stats, u->w->id, MT_ST_UPSTREAM_CX_MAX_REQUESTS, 1);
         mt_upstream_drain(u);

@@ -38,7 +38,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import Server, free_port, log  # noqa: E402
+from bench import Server, free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
