@@ -185,6 +185,8 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--call-timeout", type=float, default=3.0)
     ap.add_argument("--out", help="append the result to this markdown file")
+    ap.add_argument("--timeline", action="store_true",
+                    help="also print calls sent and failed per 100 ms around the kill")
     a = ap.parse_args()
     binary = Path(os.environ.get("MELTEMI_BIN", REPO / "build" / "meltemi")).resolve()
     work = Path(tempfile.mkdtemp(prefix="meltemi-outlier-"))
@@ -252,6 +254,10 @@ def main():
         f"- client connections reopened (closed under calls): {stats.reconnects}",
     ]
     print("\n".join(lines))
+    if a.timeline:
+        for k in range(int((killed - 0.5) * 10), int((first_end + 0.5) * 10)):
+            n, bad = window(stats.calls, k / 10, (k + 1) / 10)
+            print(f"  {k / 10:5.1f} s  sent {n:6d}  failed {bad}")
     if a.out:
         cmd = " ".join(["tests/bench/outlier.sh"] + sys.argv[3:])
         with open(a.out, "a") as f:
