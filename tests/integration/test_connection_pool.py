@@ -407,12 +407,16 @@ def test_max_requests_per_connection_replaces_redis_connections(blog_env):
     # 21 commands, 5 per connection: at least four connections carried them
     assert len(seen) >= 4, seen
     assert counter(env.meltemi, "meltemi_upstream_connection_max_requests_total") >= 4
-    # a pipeline crossing the bound: every reply arrives, in order, on the client's connection
-    p = c.pipeline(transaction=False)
-    for _ in range(12):
-        p.incr("n")
-    assert p.execute() == list(range(21, 33))
-    assert int(direct.get("n")) == 32
+    # pipelines crossing the bound several times: every command runs, in the order sent (INCR's
+    # values say so), and every reply arrives, in order, on the client's connection
+    n = 20
+    for _ in range(5):
+        p = c.pipeline(transaction=False)
+        for _ in range(30):
+            p.incr("n")
+        assert p.execute() == list(range(n + 1, n + 31))
+        n += 30
+    assert int(direct.get("n")) == n
     # the drained connections close once their replies are in: a handful remain, not all
     wait_until(lambda: len(meltemi_ids(env, direct)) <= 2, 30,
                "drained upstream connections close once empty")
