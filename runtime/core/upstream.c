@@ -619,10 +619,14 @@ void mt_upstream_drain(mt_upstream_t *u)
         pool->shared[u->slot] = NULL; /* the next caller connects anew in this slot */
 }
 
-void mt_upstream_request_sent(mt_upstream_t *u)
+void mt_upstream__request_counted(mt_upstream_t *u, uint32_t max)
 {
-    uint32_t max = u->ep->cluster->conf->max_requests_per_connection;
-    if (++u->requests == max && u->kind == MT_UPSTREAM_SHARED) {
+    /* Only a connected one is replaced: what was queued on it is written in this loop pass,
+     * before its successor can finish connecting, so a Redis client's pipelined commands
+     * reach the server in the order sent. Two connections connecting at once could connect in
+     * either order and the second one's commands would run first. */
+    if (++u->requests >= max && u->kind == MT_UPSTREAM_SHARED && !u->draining &&
+        u->state == MT_UPSTREAM_READY) {
         mt_stat_add(u->ep->cluster->conf->stats, u->w->id, MT_ST_UPSTREAM_CX_MAX_REQUESTS, 1);
         mt_upstream_drain(u);
     }

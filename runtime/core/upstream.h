@@ -228,8 +228,16 @@ static inline void mt_upstream_schedule(mt_upstream_t *u)
 
 /* The proxy queued one request on shared connection u: counts it against the cluster's
  * max_requests_per_connection (http.maxRequestsPerConnection); the request that reaches it
- * drains u, so the next caller of mt_upstream_shared gets a new connection. */
-void mt_upstream_request_sent(mt_upstream_t *u);
+ * drains u, so the next caller of mt_upstream_shared gets a new connection. A connection
+ * still connecting is drained by the first request counted once it is connected (it may
+ * carry a few more than the bound: the ones queued while it connected). */
+void mt_upstream__request_counted(mt_upstream_t *u, uint32_t max);
+static inline void mt_upstream_request_sent(mt_upstream_t *u)
+{
+    uint32_t max = u->ep->cluster->conf->max_requests_per_connection;
+    if (MT_UNLIKELY(max)) /* the request path pays one load and a branch without the field */
+        mt_upstream__request_counted(u, max);
+}
 
 /* True when one more request queued on u would go over the cluster's max_pending_requests
  * (http.http1MaxPendingRequests): u is still connecting and that many requests of the

@@ -7,6 +7,7 @@ timed: connection ids changing, kernel keepalive timers (ss -o), the cluster's c
 """
 
 import re
+import time
 import socket
 import subprocess
 import sys
@@ -306,3 +307,146 @@ def test_max_connections_bounds_dubbo_connections_of_the_cluster(tmp_path, node_
             c.close()
         for p in peers:
             p.stop()
+
+
+# ---- tcp.maxConnectionDuration and tcp.idleTimeout on plain TCP ----------------------------
+
+def tcp_relay_env(config_dir, meltemi_factory, echo, pool):
+    port = free_port(VIP)
+    host = "echo.default.svc.cluster.local"
+    se = configs.service_entry("echo", VIP, port, echo.port, port_name="tcp-other",
+                               host=host, namespace="default")
+    m = meltemi_factory(config_dir({"echo.yaml": se,
+                                    "dr.yaml": rule(host, pool, namespace="default")}))
+    return m, port
+
+
+def open_relay(port):
+    s = socket.create_connection((VIP, port), timeout=10)
+    got = b""
+    while len(got) < len(EchoServer.BANNER):
+        chunk = s.recv(64)
+        assert chunk, "the relay closed before the banner"
+        got += chunk
+    return s
+
+
+def closed_by_peer(s):
+    """True once the relay is closed (EOF or reset) within the socket's timeout."""
+    try:
+        return s.recv(64) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_idle_timeout_closes_an_idle_tcp_relay_not_a_busy_one(config_dir, meltemi_factory):
+    echo = EchoServer()
+    try:
+        m, port = tcp_relay_env(config_dir, meltemi_factory, echo, "      tcp: {idleTimeout: 1s}\n")
+        busy, idle = open_relay(port), open_relay(port)
+        # the busy relay echoes a line every 200 ms for 3 s: never idle for 1 s, never closed
+        for i in range(15):
+            busy.sendall(b"x%d\n" % i)
+            assert busy.recv(64) == b"x%d\n" % i
+            time.sleep(0.2)
+        idle.settimeout(30)
+        assert closed_by_peer(idle), "the idle relay is closed"
+        assert counter(m, "meltemi_upstream_connection_idle_timeouts_total") == 1
+        busy.settimeout(30)
+        assert closed_by_peer(busy), "and the busy one once it goes quiet"
+        assert counter(m, "meltemi_upstream_connection_idle_timeouts_total") == 2
+        busy.close()
+        idle.close()
+    finally:
+        echo.close()
+
+
+def test_max_connection_duration_closes_a_busy_tcp_relay(config_dir, meltemi_factory):
+    echo = EchoServer()
+    try:
+        m, port = tcp_relay_env(config_dir, meltemi_factory, echo,
+                                "      tcp: {maxConnectionDuration: 1s}\n")
+        s = open_relay(port)
+        echoed, closed = 0, False
+        for i in range(300):  # bounded: 300 lines, 50 ms apart, at most 15 s
+            try:
+                s.sendall(b"y%d\n" % i)
+                got = s.recv(64)
+            except (ConnectionResetError, BrokenPipeError):
+                got = b""
+            if not got:
+                closed = True
+                break
+            assert got == b"y%d\n" % i
+            echoed += 1
+            time.sleep(0.05)
+        assert closed, "the relay outlives maxConnectionDuration although it is busy"
+        assert echoed >= 1
+        assert counter(m, "meltemi_upstream_connection_max_duration_total") == 1
+        s.close()
+        # a new client gets a new relay
+        again = open_relay(port)
+        again.sendall(b"z\n")
+        assert again.recv(64) == b"z\n"
+        again.close()
+    finally:
+        echo.close()
+
+
+# ---- http.maxRequestsPerConnection and http.http1MaxPendingRequests on Redis ---------------
+
+def test_max_requests_per_connection_replaces_redis_connections(blog_env):
+    env = redis_env(blog_env, "      http: {maxRequestsPerConnection: 5}\n")
+    direct = env.redis.client()
+    c = configs_client(env)
+    assert c.set("n", 0)
+    seen = set()
+    for i in range(1, 21):
+        assert c.incr("n") == i
+        seen |= meltemi_ids(env, direct)
+    # 21 commands, 5 per connection: at least four connections carried them
+    assert len(seen) >= 4, seen
+    assert counter(env.meltemi, "meltemi_upstream_connection_max_requests_total") >= 4
+    # pipelines crossing the bound several times: every command runs, in the order sent (INCR's
+    # values say so), and every reply arrives, in order, on the client's connection
+    n = 20
+    for _ in range(5):
+        p = c.pipeline(transaction=False)
+        for _ in range(30):
+            p.incr("n")
+        assert p.execute() == list(range(n + 1, n + 31))
+        n += 30
+    assert int(direct.get("n")) == n
+    # the drained connections close once their replies are in: a handful remain, not all
+    wait_until(lambda: len(meltemi_ids(env, direct)) <= 2, 30,
+               "drained upstream connections close once empty")
+
+
+def redis_blackhole_env(config_dir, meltemi_factory, hole, pool):
+    port = free_port(VIP)
+    files = {"redis-single.yaml": configs.STEP1,
+             "service-entry.yaml": configs.service_entry("redis-single", VIP, port, hole.port),
+             "dr.yaml": rule(configs.HOST, pool)}
+    return meltemi_factory(config_dir(files)), port
+
+
+def test_redis_pending_requests_over_the_bound_are_answered_with_uo(config_dir,
+                                                                   meltemi_factory):
+    hole = Blackhole()
+    try:
+        m, port = redis_blackhole_env(config_dir, meltemi_factory, hole,
+                                      "      tcp: {connectTimeout: 2s}\n"
+                                      "      http: {http1MaxPendingRequests: 2}\n")
+        c = redis.Redis(host=VIP, port=port, socket_timeout=20)
+        p = c.pipeline(transaction=False)
+        for i in range(6):
+            p.get(f"k{i}")
+        res = p.execute(raise_on_error=False)
+        assert all(isinstance(r, redis.ResponseError) for r in res), res
+        over = [r for r in res if "http1MaxPendingRequests" in str(r)]
+        assert len(over) == 4, res  # the 2 pending ones fail later: the connect times out
+        assert counter(m, "meltemi_upstream_request_pending_overflow_total") == 4
+        assert istio_requests(m, "UO") == 4
+        c.close()
+    finally:
+        hole.close()

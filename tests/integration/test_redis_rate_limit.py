@@ -133,16 +133,16 @@ metadata: {name: redis-single, namespace: redis}
 spec:
   host: redis-single.redis.svc.cluster.local
   trafficPolicy:
-    connectionPool: {http: {maxRequestsPerConnection: 10}}
+    loadBalancer: {simple: RANDOM}
 """
     # configs.service_entry writes location: MESH_INTERNAL, as Aeraki's examples do
     assert re.search(r"se\.yaml:\d+: ServiceEntry/redis-single: spec\.location: accepted but not "
                      r"enforced: MESH_INTERNAL", m.stderr()), m.stderr()
-    assert "maxRequestsPerConnection" not in m.stderr()
+    assert "loadBalancer" not in m.stderr()
     conf = Path(m.argv()[m.argv().index("-c") + 1])
     before = me.config_generation(m)
     me.write_atomically(conf / "dr.yaml", dr)
     me.wait_generation_after(m, before)
     assert ("dr.yaml:7: DestinationRule/redis-single: "
-            "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: accepted but not "
-            "enforced: Redis connections are pipelined") in m.stderr(), m.stderr()
+            "spec.trafficPolicy.loadBalancer: accepted but not enforced: Redis clusters do not "
+            "use loadBalancer") in m.stderr(), m.stderr()

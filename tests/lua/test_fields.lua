@@ -319,17 +319,19 @@ spec:
   H.eq(cl.tcp_keepalive.probes, 3, "probes"); H.eq(cl.max_connection_duration_ms, 10000, "duration")
   H.eq(cl.idle_timeout_ms, 2000, "tcp idleTimeout wins over http's")
   H.none(snap.warnings, "maxConnectionDuration", "pooled on Redis")
-  H.find(snap.warnings, "spec.trafficPolicy.connectionPool.http.maxRequestsPerConnection: accepted but not enforced: "
-    .. "Redis connections are pipelined", "redis: requests per connection")
-  H.find(snap.warnings, "spec.trafficPolicy.connectionPool.http.http1MaxPendingRequests: accepted but not enforced: "
-    .. "Redis connections are pipelined", "redis: pending requests")
+  H.eq(cl.max_requests_per_connection, 7, "redis: requests per connection")
+  H.eq(cl.max_pending_requests, 3, "redis: pending requests")
+  H.none(snap.warnings, "maxRequestsPerConnection", "enforced on Redis")
+  H.none(snap.warnings, "http1MaxPendingRequests", "enforced on Redis")
   local tdr = dr:gsub("host: r%.meta", "host: t.meta")
   snap = H.snapshot_of({ ["se.yaml"] = se, ["dr.yaml"] = tdr })
   H.eq(snap.clusters["outbound|7000||t.meta.svc.cluster.local"].max_connections, 4, "tcp bound")
   H.none(snap.warnings, "maxConnections:", "enforced for TCP")
-  for _, f in ipairs({ "tcp.maxConnectionDuration", "tcp.idleTimeout", "http.idleTimeout" }) do
-    H.find(snap.warnings, "spec.trafficPolicy.connectionPool." .. f .. ": accepted but not enforced: a plain TCP relay",
-      "tcp " .. f)
+  local tcl = snap.clusters["outbound|7000||t.meta.svc.cluster.local"]
+  H.eq(tcl.max_connection_duration_ms, 10000, "tcp relays: duration")
+  H.eq(tcl.idle_timeout_ms, 2000, "tcp relays: idle")
+  for _, f in ipairs({ "maxConnectionDuration", "idleTimeout" }) do
+    H.none(snap.warnings, f, "enforced on TCP relays: " .. f)
   end
   H.find(snap.warnings, "http.maxRequestsPerConnection: accepted but not enforced: plain TCP has no requests", "tcp")
   H.find(snap.warnings, "http.http1MaxPendingRequests: accepted but not enforced: plain TCP has no requests", "tcp")

@@ -98,18 +98,10 @@ end
 -- relays (each one upstream connection: the client over the bound is refused), MetaProtocol's
 -- shared connections of the cluster (over it, requests share the endpoint's open connection
 -- or get the codec's over-limit error, flag UO). maxConnectionDuration
--- and idleTimeout act on pooled connections (Redis, MetaProtocol); a TCP relay is its
--- client's connection, so there they warn (obj, c, path given by the callers that can report).
-local POOL_ONLY = {
-  tcp = "a plain TCP relay's upstream connection lives as long as its client's",
-}
-
+-- and idleTimeout drain or close pooled connections (Redis, MetaProtocol); on plain TCP, whose
+-- relay is the client's connection end to end, they close the client/upstream pair
+-- (runtime/proxy/tcp/tcp_proxy.c). obj, c, path: given by the callers that can report.
 function K.apply_tcp(cl, tcp, obj, c, path)
-  for _, f in ipairs({ "maxConnectionDuration", "idleTimeout" }) do
-    if tcp[f] and obj and POOL_ONLY[cl.protocol] then
-      c:warn(obj, T.join(path, f), "accepted but not enforced: " .. POOL_ONLY[cl.protocol])
-    end
-  end
   if tcp.maxConnections then cl.max_connections = tcp.maxConnections end
   if tcp.connectTimeout then cl.connect_timeout_ms = T.duration_ms(tcp.connectTimeout) end
   if tcp.tcpKeepalive then
@@ -125,13 +117,12 @@ function K.apply_tcp(cl, tcp, obj, c, path)
   if tcp.idleTimeout then cl.idle_timeout_ms = T.duration_ms(tcp.idleTimeout) end
 end
 
--- Istio ConnectionPoolSettings.HTTPSettings: of these, RPC (MetaProtocol) takes
--- maxRequestsPerConnection, http1MaxPendingRequests (requests waiting for a connection that is
--- still connecting, per cluster and worker) and idleTimeout (tcp.idleTimeout wins when both
--- are set).
+-- Istio ConnectionPoolSettings.HTTPSettings: of these, RPC (MetaProtocol) and Redis take
+-- maxRequestsPerConnection (a shared connection that carried that many is drained and
+-- replaced), http1MaxPendingRequests (requests waiting for a connection that is still
+-- connecting, per cluster and worker) and idleTimeout (tcp.idleTimeout wins when both are
+-- set; plain TCP takes it too).
 local HTTP_RPC_ONLY = {
-  redis = "Redis connections are pipelined: requests per connection and pending requests are "
-    .. "not counted",
   tcp = "plain TCP has no requests",
 }
 
@@ -146,9 +137,6 @@ function K.apply_http(cl, http, obj, c, path)
   end
   if http.http1MaxPendingRequests and http.http1MaxPendingRequests > 0 then
     cl.max_pending_requests = http.http1MaxPendingRequests
-  end
-  if http.idleTimeout and POOL_ONLY[cl.protocol] then
-    c:warn(obj, T.join(path, "idleTimeout"), "accepted but not enforced: " .. POOL_ONLY[cl.protocol])
   end
   if http.maxRequestsPerConnection and http.maxRequestsPerConnection > 0 then
     cl.max_requests_per_connection = http.maxRequestsPerConnection
@@ -244,11 +232,11 @@ K.consumed = {
   "**.outlierDetection",                         -- runtime/core/outlier.c, every protocol
   "**.connectionPool.tcp.maxConnections",        -- Redis leases, TCP relays, MetaProtocol connections
   "**.connectionPool.tcp.tcpKeepalive",          -- every upstream socket (core/upstream.c)
-  "**.connectionPool.tcp.maxConnectionDuration", -- pooled connections drain (warns on TCP)
-  "**.connectionPool.tcp.idleTimeout",           -- pooled connections close (warns on TCP)
-  "**.connectionPool.http.maxRequestsPerConnection", -- RPC (warns on Redis, TCP)
+  "**.connectionPool.tcp.maxConnectionDuration", -- pooled connections drain, TCP relays close
+  "**.connectionPool.tcp.idleTimeout",           -- pooled connections and TCP relays close
+  "**.connectionPool.http.maxRequestsPerConnection", -- RPC and Redis (warns on TCP)
   "**.connectionPool.http.idleTimeout",          -- as tcp.idleTimeout
-  "**.connectionPool.http.http1MaxPendingRequests", -- RPC: answered natively, flag UO
+  "**.connectionPool.http.http1MaxPendingRequests", -- RPC and Redis: answered natively, flag UO
 }
 
 K.unenforced = {
@@ -265,7 +253,7 @@ K.unenforced = {
   ["spec.subsets[].trafficPolicy.portLevelSettings[].connectionPool"] = "a subset's connection pool is "
     .. "its cluster's (set it on the rule's trafficPolicy)",
   ["**.connectionPool.http"] = "HTTP connection pool settings: meltemi proxies no HTTP (of these, "
-    .. "RPC takes maxRequestsPerConnection, http1MaxPendingRequests and idleTimeout)",
+    .. "RPC and Redis take maxRequestsPerConnection, http1MaxPendingRequests and idleTimeout)",
   ["**.outlierDetection.consecutiveLocalOriginFailures"] = "local-origin failures are not told apart: "
     .. "they count as gateway errors",
   ["**.outlierDetection.splitExternalLocalOriginErrors"] = "local-origin failures are not told apart: "

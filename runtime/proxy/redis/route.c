@@ -209,6 +209,19 @@ void mt_rforward_endpoint(mt_rsess_t *s, mt_wendpoint_t *ep, const redis_command
         mt_rsess_reply_error_at(s, text, hold_until_ms);
         return;
     }
+    if (MT_UNLIKELY(mt_upstream_pending_full(&u->base))) {
+        /* http.http1MaxPendingRequests: enough of the cluster's commands already wait for a
+         * connection still connecting on this worker; this one is answered now (UO). */
+        char lbl[256];
+        mt_stat_add(c->conf->stats, w->id, MT_ST_UPSTREAM_RQ_PENDING_OVERFLOW, 1);
+        s->cmd_flags |= MT_RF_UO;
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: upstream %s: %u requests already wait for a connection "
+                 "(connectionPool.http.http1MaxPendingRequests)",
+                 mt_rendpoint_label(ep, lbl, sizeof(lbl)), c->conf->max_pending_requests);
+        mt_rsess_reply_error_at(s, text, hold_until_ms);
+        return;
+    }
     if (!mt_rup_send_user(u, s, cmd, req, frame, hold_until_ms))
         mt_session_close(&s->base);
 }

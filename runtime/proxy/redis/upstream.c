@@ -481,6 +481,7 @@ mt_rreq_t *mt_rup_send_user(mt_rup_t *u, mt_rsess_t *s, const redis_command_t *c
     mt_rsess_push(s, r);
     mt_rup_push(u, r);
     mt_upstream_queued(&u->base);
+    mt_upstream_request_sent(&u->base); /* http.maxRequestsPerConnection: drains at the bound */
     mt_rup_schedule(u, s->rconf);
     return r;
 }
@@ -514,6 +515,7 @@ bool mt_rup_send_kept(mt_rup_t *u, mt_rreq_t *r)
         return false;
     mt_rup_push(u, r);
     mt_upstream_queued(&u->base);
+    mt_upstream_request_sent(&u->base);
     mt_upstream_schedule(&u->base);
     return true;
 }

@@ -12,6 +12,11 @@
  * s->rbuf); a plain one is read here, into chunks queued by reference without a copy.
  * Kafka and ZooKeeper ports are relayed the same way; their bytes are also shown to a
  * passive decoder for request metrics (tcp_observe.h).
+ *
+ * A relay is one upstream connection that lives as long as its client's, so the cluster's
+ * connectionPool.tcp.maxConnectionDuration and idleTimeout (tcp. or http.) close the pair:
+ * after that long since the accept, or after that long with no byte relayed either way
+ * (one timer per relay on the worker's wheel, tcp_limits_arm).
  */
 #include "runtime/core/log.h"
 #include "runtime/core/proxy.h"
@@ -57,6 +62,8 @@ typedef struct mt_tsess {
      * shell, which decrypts (or sniffs) into s->rbuf and hands it to tsess_on_data. A plain
      * listener's client is read here, straight into chunks the relay queues by reference. */
     bool via_shell;
+    uint64_t relayed_ms;    /* loop time of the last bytes relayed either way (idleTimeout) */
+    mt_timer_t limit_timer; /* maxConnectionDuration and idleTimeout, at the earlier */
     int open_handles; /* the client's and, from its on_open to its on_closed, the upstream's */
 } mt_tsess_t;
 
@@ -89,6 +96,7 @@ static void tsess_handle_closed(uv_handle_t *h)
 static void tsess_on_close(mt_session_t *s)
 {
     mt_tsess_t *t = (mt_tsess_t *)s;
+    mt_timer_stop(&s->w->timers, &t->limit_timer);
     if (t->up) {
         mt_upstream_t *u = t->up;
         t->up = NULL;
@@ -196,6 +204,7 @@ static void dir_eof(mt_tsess_t *t, tcp_dir_t *d)
 static void dir_relay(mt_tsess_t *t, tcp_dir_t *d, mt_buf_t *b, const char *p, size_t n)
 {
     b->pos = b->last;
+    t->relayed_ms = uv_now(&t->base.w->loop); /* idleTimeout: the loop's cached time */
     if (!d->q || mt_outq_add_ref(d->q, b, p, n) != 0) {
         tsess_close(t);
         return;
@@ -408,6 +417,52 @@ static mt_wendpoint_t *tcp_passthrough_endpoint(mt_wcluster_t *c,
     return mt_wendpoint_new(c, ip, port, dst, NULL);
 }
 
+/* ---- connectionPool.tcp.maxConnectionDuration and idleTimeout ------------------------------ */
+
+static void tcp_limits_fire(mt_timer_t *tm);
+
+/* (Re)arms the relay's timer at the earlier of its two deadlines; none set: no timer. */
+static void tcp_limits_arm(mt_tsess_t *t)
+{
+    const mt_cluster_conf_t *cc = t->cluster->conf;
+    uint64_t due = UINT64_MAX;
+    if (cc->max_connection_duration_ms)
+        due = t->base.accepted_ms + cc->max_connection_duration_ms;
+    if (cc->idle_timeout_ms)
+        due = MT_MIN(due, t->relayed_ms + cc->idle_timeout_ms);
+    if (due != UINT64_MAX)
+        mt_timer_start_at(&t->base.w->timers, &t->limit_timer, due, tcp_limits_fire);
+}
+
+/* Closes the pair when a deadline is reached, counted on the cluster; bytes relayed since the
+ * timer was armed moved the idle deadline on, so it re-arms for the rest instead. */
+static void tcp_limits_fire(mt_timer_t *tm)
+{
+    mt_tsess_t *t = MT_CONTAINER_OF(tm, mt_tsess_t, limit_timer);
+    const mt_cluster_conf_t *cc = t->cluster->conf;
+    mt_worker_t *w = t->base.w;
+    uint64_t now = uv_now(&w->loop);
+    if (t->base.closing)
+        return;
+    if (cc->max_connection_duration_ms &&
+        now - t->base.accepted_ms >= cc->max_connection_duration_ms) {
+        mt_debug("listener %s: closing a relay to %s after %u ms "
+                 "(connectionPool.tcp.maxConnectionDuration)",
+                 t->base.conf->name, cc->name, cc->max_connection_duration_ms);
+        mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_MAX_DURATION, 1);
+        tsess_close(t);
+        return;
+    }
+    if (cc->idle_timeout_ms && now - t->relayed_ms >= cc->idle_timeout_ms) {
+        mt_debug("listener %s: closing a relay to %s idle for %u ms (connectionPool idleTimeout)",
+                 t->base.conf->name, cc->name, cc->idle_timeout_ms);
+        mt_stat_add(cc->stats, w->id, MT_ST_UPSTREAM_CX_IDLE_TIMEOUT, 1);
+        tsess_close(t);
+        return;
+    }
+    tcp_limits_arm(t);
+}
+
 static void tsess_drain(mt_session_t *base)
 {
     /* Plain TCP has no request boundary: the connection runs until it ends or the drain
@@ -470,6 +525,8 @@ static void tcp_accept(mt_wlistener_t *l, uv_stream_t *server)
         tsess_close(t);
         return;
     }
+    t->relayed_ms = t->base.accepted_ms;
+    tcp_limits_arm(t);
     dir_resume(&t->d2u);
 }
 
