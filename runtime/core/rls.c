@@ -28,7 +28,10 @@
 #define RLS_CONNECT_TIMEOUT_MS 1000
 #define RLS_BACKOFF_MIN_MS 100
 #define RLS_BACKOFF_MAX_MS 5000
-#define RLS_BATCH_MAX 1024   /* calls answered by one request (hits_addend) at most */
+#define RLS_BATCH_MAX 1024 /* calls answered by one request (hits_addend) at most */
+#ifndef RLS_GROUP_IN_FLIGHT
+#define RLS_GROUP_IN_FLIGHT 1 /* requests in flight per group: later calls wait for it */
+#endif
 #define RLS_MAX_IN_FLIGHT 64 /* requests in flight per worker; more wait on the send queue */
 
 typedef struct rls_conn rls_conn_t;
@@ -863,7 +866,8 @@ static void batch_try(mt_rls_pool_t *p, rls_batch_t *b)
 {
     if (b->sent || b->ended)
         return;
-    bool may = (b->group->pend_head == b && b->group->n_sent == 0) || b->n >= RLS_BATCH_MAX;
+    bool may = (b->group->pend_head == b && b->group->n_sent < RLS_GROUP_IN_FLIGHT) ||
+               b->n >= RLS_BATCH_MAX;
     if (!may)
         return;
     if (p->in_flight >= RLS_MAX_IN_FLIGHT) {
@@ -1004,7 +1008,7 @@ mt_rls_call_t *mt_rls_call_start(mt_rls_pool_t *p, const mt_rls_target_t *t, con
         b->head = c;
     b->tail = c;
     b->n++;
-    bool now = (g->pend_head == b && g->n_sent == 0) || b->n >= RLS_BATCH_MAX;
+    bool now = (g->pend_head == b && g->n_sent < RLS_GROUP_IN_FLIGHT) || b->n >= RLS_BATCH_MAX;
     if (!now)
         return c; /* waits for the verdict in flight, then goes with the others */
     if (p->in_flight >= RLS_MAX_IN_FLIGHT) {

@@ -409,7 +409,8 @@ static const stats_family_t stats_families[] = {
     {"meltemi_idle_timeouts_total", "counter", MT_STATS_LISTENER, MT_ST_IDLE_TIMEOUTS,
      "Connections closed because they were idle for the idle timeout."},
     {"meltemi_rate_limited_total", "counter", MT_STATS_LISTENER, MT_ST_RATE_LIMITED,
-     "Requests refused by a local rate limit, answered with the protocol's error (flag RL)."},
+     "Requests refused by a local or global rate limit, answered with the protocol's error "
+     "(flag RL)."},
     {"meltemi_streams_total", "counter", MT_STATS_LISTENER, MT_ST_STREAMS_TOTAL,
      "Streams opened by downstream clients (MetaProtocol stream init frames routed)."},
     {"meltemi_stream_frames_total", "counter", MT_STATS_LISTENER, MT_ST_STREAM_FRAMES,
