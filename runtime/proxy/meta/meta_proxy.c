@@ -178,8 +178,9 @@ typedef struct meta_held {
     mt_codec_err_t err; /* HELD_MALFORMED; err.text: the answer's why for HELD_ANSWERED */
 } meta_held_t;
 
-/* Frames held at most per session (decoded ahead while the first waits). */
-#define HELD_MAX 64
+/* Frames held at most per session (decoded ahead while the first waits): enough for a
+ * client's pipeline (rpcload keeps 16), small enough for every session (~16 KiB once used). */
+#define HELD_MAX 32
 
 /* Everything meta_proxy keeps per worker (w->proxy[MT_PROTO_META]). */
 typedef struct meta_worker {
@@ -2109,9 +2110,11 @@ static bool sess_held_alloc(meta_sess_t *s)
 static void sess_hold_first(meta_sess_t *s, mt_rls_call_t *c)
 {
     meta_held_t *e = &s->held[0];
+    const mt_attr_filter_t *want = s->msg.want; /* the listener's, for every message */
     mt_msg_t tmp = e->msg;
     e->msg = s->msg;
     s->msg = tmp;
+    s->msg.want = want;
     e->call = c;
     e->kind = HELD_WAIT;
     e->counted = true;
@@ -2211,8 +2214,10 @@ static void sess_global_rate_ahead(meta_sess_t *s)
 static void sess_held_pop(meta_sess_t *s, meta_held_t *out)
 {
     meta_held_t first = s->held[0];
+    const mt_attr_filter_t *want = s->msg.want;
     mt_msg_t tmp = s->msg;
     s->msg = first.msg;
+    s->msg.want = want;
     first.msg = tmp;
     memmove(&s->held[0], &s->held[1], sizeof(*s->held) * (HELD_MAX - 1));
     s->held[HELD_MAX - 1] = first;
