@@ -406,6 +406,23 @@ def test_dubbo_over_limit_answer_refuses_every_call_of_its_batch(dubbo_env, rls_
     assert stats["calls_total"] == 10
 
 
+def test_dubbo_pipelined_calls_outside_the_match_pass_in_their_turn(dubbo_env, rls_factory):
+    # one write of bye, hello, bye, hello while the service is slow: the hellos (outside the
+    # match) wait for their turn behind the first bye and pass without being asked about;
+    # the byes are refused (allow 0): answers follow the requests' verdicts one by one
+    rls = rls_factory(allow=0, delay=0.05)
+    env = dubbo_env(global_rate_limit(match={"method": "sayBye"}, timeout="5s"), rls.port)
+    conn = env.raw()
+    methods = ["sayBye", "sayHello", "sayBye", "sayHello"]
+    conn.send(b"".join(me.dubbo_request(1 + j, IFACE, m, args=[f"r{j}"])
+                       for j, m in enumerate(methods)))
+    frames = sorted((conn.read_frame() for _ in methods), key=lambda f: f.id)
+    assert [f.status for f in frames] == [STATUS_THREADPOOL_EXHAUSTED, STATUS_OK] * 2
+    assert len(env.provider.records("request")) == 2
+    assert rls.hits() == 2
+    assert {str(d) for _, d, _ in rls.requests} == {str([[("method", "sayBye"), ("iface", IFACE)]])}
+
+
 # ---- Thrift ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")

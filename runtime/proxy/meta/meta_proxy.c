@@ -175,6 +175,7 @@ typedef struct meta_held {
     mt_rls_result_t result;
     meta_held_kind_t kind;
     bool counted;       /* sess_on_frame's checks ran (the first frame): only the verdict is left */
+    bool pass;          /* HELD_ANSWERED without asking: the limit does not apply to it */
     mt_codec_err_t err; /* HELD_MALFORMED; err.text: the answer's why for HELD_ANSWERED */
 } meta_held_t;
 
@@ -2118,6 +2119,7 @@ static void sess_hold_first(meta_sess_t *s, mt_rls_call_t *c)
     e->call = c;
     e->kind = HELD_WAIT;
     e->counted = true;
+    e->pass = false;
     e->start_ns = s->cur_start_ns;
     s->n_held = 1;
     s->held_bytes = (uint32_t)e->msg.frame_len;
@@ -2198,14 +2200,27 @@ static void sess_global_rate_ahead(meta_sess_t *s)
         }
         s->held_bytes += (uint32_t)e->msg.frame_len;
         const mt_msg_t *m = &e->msg;
-        const char *why = "";
-        if (m->is_reply || m->type != MT_MSG_REQUEST ||
-            sess_global_rate_ask(s, m, lc->global_rl, &e->call, &why) != ASK_STARTED) {
-            e->kind = HELD_PLAIN; /* asked (or let through, or refused) in its turn */
+        if (m->is_reply || m->type != MT_MSG_REQUEST) {
+            e->kind = HELD_PLAIN; /* handled from the start in its turn */
             return;
         }
-        e->kind = HELD_WAIT;
-        s->base.pending++;
+        const char *why = "";
+        e->pass = false;
+        switch (sess_global_rate_ask(s, m, lc->global_rl, &e->call, &why)) {
+        case ASK_STARTED:
+            e->kind = HELD_WAIT;
+            s->base.pending++;
+            break;
+        case ASK_PASS: /* not limited: forwarded in its turn */
+            e->kind = HELD_ANSWERED;
+            e->pass = true;
+            break;
+        case ASK_FAILED: /* denyOnFail decides in its turn */
+            e->kind = HELD_ANSWERED;
+            e->result = MT_RLS_FAILED;
+            snprintf(e->err.text, sizeof(e->err.text), "%s", why);
+            break;
+        }
     }
 }
 
@@ -2252,7 +2267,10 @@ static void sess_held_drain(meta_sess_t *s)
             s->cur_dest = s->base.cluster ? s->base.cluster->conf : NULL;
             if (!e.counted)
                 mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
-            sess_global_rate_apply(s, &s->msg, g, e.result, e.err.text);
+            if (e.pass)
+                sess_route_and_forward(s, &s->msg);
+            else
+                sess_global_rate_apply(s, &s->msg, g, e.result, e.err.text);
         }
         if (s->base.closing)
             return;
