@@ -42,6 +42,16 @@ enum {
     MT_ST_RBAC_DENIED,            /* requests an AuthorizationPolicy denied */
     MT_ST_DOWNSTREAM_CX_OVERFLOW, /* connections closed at accept: max_connections reached */
     MT_ST_RBAC_AUDITED,           /* requests an AUDIT AuthorizationPolicy matched */
+    /* globalRateLimit (core/rls.h), on the listener asking */
+    MT_ST_RLS_REQUESTS,    /* ShouldRateLimit requests sent */
+    MT_ST_RLS_CALLS,       /* calls they covered: the sum of their hits_addend */
+    MT_ST_RLS_OK,          /* requests answered OK */
+    MT_ST_RLS_OVER_LIMIT,  /* requests answered OVER_LIMIT */
+    MT_ST_RLS_ERRORS,      /* failed: no connection, reset, gRPC error, unreadable answer */
+    MT_ST_RLS_TIMEOUTS,    /* batches not answered within requestTimeout */
+    MT_ST_RLS_FAIL_OPEN,   /* calls let through because the service failed (denyOnFail false) */
+    MT_ST_RLS_FAIL_CLOSED, /* calls refused because the service failed (denyOnFail true) */
+    MT_ST_RLS_ACTIVE,      /* gauge: requests in flight */
     /* cluster */
     MT_ST_UPSTREAM_CX_TOTAL,
     MT_ST_UPSTREAM_CX_ACTIVE, /* gauge */

@@ -153,11 +153,37 @@ struct meta_sess {
     uint8_t peer_ip[16];           /* the client's address bytes, for useSourceIp; read once */
     uint8_t peer_ip_len;           /* 0: not read yet */
     mt_meta_stream_list_t streams; /* this client's open streams */
-    /* globalRateLimit: the call in flight for the request at rbuf->pos (s->msg). Reading
-     * is held meanwhile (base.held) and no later frame is decoded: requests keep their
-     * order, and the frame and its decoded attributes stay where they are. */
-    mt_rls_call_t *rls_call;
+    /* globalRateLimit: the frames from rbuf->pos on, in order, held while the first waits
+     * for the rate limit service (reading is held meanwhile: base.held). Frames read after
+     * it are decoded ahead, each into a message of its own, and asked about at once, so
+     * their calls join the same batch (core/rls.h); each is handled in its turn. */
+    struct meta_held *held; /* HELD_MAX of them once used, every message initialised */
+    uint32_t n_held;
+    uint32_t held_bytes; /* of the held frames, from rbuf->pos */
 };
+
+/* A frame held for globalRateLimit. */
+typedef enum meta_held_kind {
+    HELD_WAIT = 0, /* its call is in flight */
+    HELD_ANSWERED, /* result and why (in err.text) are in */
+    HELD_PLAIN,    /* decoded ahead, not asked about: handled from the start in its turn */
+    HELD_MALFORMED /* decoding it failed (err): the session closes in its turn */
+} meta_held_kind_t;
+
+typedef struct meta_held {
+    mt_msg_t msg;
+    mt_rls_call_t *call; /* HELD_WAIT */
+    uint64_t start_ns;   /* when it was read (its request's start) */
+    mt_rls_result_t result;
+    meta_held_kind_t kind;
+    bool counted;       /* sess_on_frame's checks ran (the first frame): only the verdict is left */
+    bool pass;          /* HELD_ANSWERED without asking: the limit does not apply to it */
+    mt_codec_err_t err; /* HELD_MALFORMED; err.text: the answer's why for HELD_ANSWERED */
+} meta_held_t;
+
+/* Frames held at most per session (decoded ahead while the first waits): enough for a
+ * client's pipeline (rpcload keeps 16), small enough for every session (~16 KiB once used). */
+#define HELD_MAX 32
 
 /* Everything meta_proxy keeps per worker (w->proxy[MT_PROTO_META]). */
 typedef struct meta_worker {
@@ -2233,76 +2259,30 @@ static void sess_route_and_forward(meta_sess_t *s, const mt_msg_t *msg)
 /* ---- globalRateLimit: an Envoy rate limit service asked per request (core/rls.h) ------------- */
 
 static void sess_on_data(mt_session_t *base);
-
-/* The answer for the request held at rbuf->pos is in: pass or refuse it, then go on with the
- * frames read after it and let reading go (what session_on_read does after on_data). */
+static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg);
+static void sess_malformed(meta_sess_t *s, const mt_codec_err_t *err);
 static void sess_global_rate_answer(mt_rls_call_t *c, void *data, mt_rls_result_t r,
-                                    const char *why)
-{
-    meta_sess_t *s = data;
-    mt_worker_t *w = s->base.w;
-    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
-    const mt_meta_global_rate_limit_t *g = lc ? lc->global_rl : NULL;
-    s->rls_call = NULL;
-    s->base.held = false;
-    s->base.pending--;
-    w->now_ns = uv_hrtime();
-    bool refuse = r == MT_RLS_OVER_LIMIT || (r != MT_RLS_OK && (!g || g->deny_on_fail));
-    if (r != MT_RLS_OK && r != MT_RLS_OVER_LIMIT)
-        mt_debug("listener %s: rate limit service %s: %s (%s)", s->base.conf->name,
-                 g ? g->service : "?", why, refuse ? "denyOnFail: refused" : "let through");
-    if (refuse) {
-        char text[ERR_TEXT];
-        if (r == MT_RLS_OVER_LIMIT)
-            snprintf(text, sizeof(text), "meltemi: rate limited (%s globalRateLimit)",
-                     sess_service(s));
-        else
-            snprintf(text, sizeof(text),
-                     "meltemi: rate limited (%s globalRateLimit: rate limit service failed: %s)",
-                     sess_service(s), why);
-        mt_stat_add(s->base.conf->stats, w->id, MT_ST_RATE_LIMITED, 1);
-        sess_error_now(s, &s->msg, MT_ERR_OVER_LIMIT, text);
-    } else {
-        sess_route_and_forward(s, &s->msg);
-    }
-    mt_buf_t *b = s->base.rbuf;
-    if (s->base.closing)
-        return;
-    b->pos += s->msg.frame_len;
-    sess_on_data(&s->base);
-    b = s->base.rbuf;
-    if (s->rls_call || s->base.closing)
-        return; /* the next request waits in turn */
-    if (b && b->pos == b->last) {
-        mt_buf_unref(&w->pool, b);
-        s->base.rbuf = NULL;
-    }
-    mt_session_check_bounds(&s->base);
-    mt_session_maybe_finish(&s->base);
-    if (!s->base.closing)
-        mt_session_resume(&s->base);
-}
+                                    const char *why);
 
-/* MetaRouter globalRateLimit: true when msg waits for the rate limit service (or was answered
- * already); false lets it through now. A request the match does not select, or that lacks a
- * descriptor's property, is not asked about (as Aeraki: no descriptor, no limit). */
-static bool sess_global_rate_wait(meta_sess_t *s, const mt_msg_t *msg)
+typedef enum global_ask { ASK_PASS = 0, ASK_STARTED, ASK_FAILED } global_ask_t;
+
+/* Asks the rate limit service about msg: ASK_PASS when the limit does not apply (the match
+ * does not select it, or it lacks a descriptor's property: as Aeraki, no descriptor, no
+ * limit), ASK_STARTED with *call, ASK_FAILED with *why (no call: apply denyOnFail now). */
+static global_ask_t sess_global_rate_ask(meta_sess_t *s, const mt_msg_t *msg,
+                                         const mt_meta_global_rate_limit_t *g, mt_rls_call_t **call,
+                                         const char **why)
 {
-    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
-    const mt_meta_global_rate_limit_t *g = lc ? lc->global_rl : NULL;
-    if (MT_LIKELY(!g))
-        return false;
     meta_worker_t *mw = mw_of(s->base.w);
     for (uint32_t j = 0; j < g->n_match; j++) {
         if (!mt_meta_match_one(&g->match[j], msg, mw->match_data))
-            return false;
+            return ASK_PASS;
     }
     mt_rls_entry_t small[8],
         *e = g->n_descriptors <= 8 ? small : malloc(sizeof(*e) * g->n_descriptors);
-    if (!e) {
-        mt_session_close(&s->base);
-        return true;
-    }
+    *why = "out of memory";
+    if (!e)
+        return ASK_FAILED;
     bool all = true;
     for (uint32_t i = 0; all && i < g->n_descriptors; i++) {
         const mt_str_t *v =
@@ -2317,35 +2297,281 @@ static bool sess_global_rate_wait(meta_sess_t *s, const mt_msg_t *msg)
         if (!g->cluster->endpoints[i].resolve_error)
             ep = &g->cluster->endpoints[i];
     }
-    const char *why = "the rate limit service's cluster has no usable endpoint";
-    mt_rls_call_t *c = NULL;
+    if (all)
+        *why = "the rate limit service's cluster has no usable endpoint";
+    *call = NULL;
     if (all && ep &&
-        (mw->rls || (mw->rls = mt_rls_pool_new(&s->base.w->loop, &s->base.w->timers)))) {
+        (mw->rls ||
+         (mw->rls = mt_rls_pool_new(&s->base.w->loop, &s->base.w->timers, s->base.w->id)))) {
         mt_rls_target_t t = {(const struct sockaddr *)&ep->sa, ep->salen, g->authority};
-        c = mt_rls_call_start(mw->rls, &t, g->domain, e, g->n_descriptors, g->timeout_ms,
-                              sess_global_rate_answer, s, &why);
+        *call = mt_rls_call_start(mw->rls, &t, g->domain, e, g->n_descriptors, g->timeout_ms,
+                                  s->base.conf->stats, sess_global_rate_answer, s, why);
     }
     if (e != small)
         free(e);
     if (!all)
+        return ASK_PASS;
+    return *call ? ASK_STARTED : ASK_FAILED;
+}
+
+/* The verdict r for msg (the frame at rbuf->pos): refused with the codec's over-limit error
+ * (flag RL), or on its way. */
+static void sess_global_rate_apply(meta_sess_t *s, const mt_msg_t *msg,
+                                   const mt_meta_global_rate_limit_t *g, mt_rls_result_t r,
+                                   const char *why)
+{
+    mt_worker_t *w = s->base.w;
+    bool failed = r != MT_RLS_OK && r != MT_RLS_OVER_LIMIT;
+    bool refuse = r == MT_RLS_OVER_LIMIT || (failed && (!g || g->deny_on_fail));
+    if (failed) {
+        mt_debug("listener %s: rate limit service %s: %s (%s)", s->base.conf->name,
+                 g ? g->service : "?", why, refuse ? "denyOnFail: refused" : "let through");
+        mt_stat_add(s->base.conf->stats, w->id,
+                    refuse ? MT_ST_RLS_FAIL_CLOSED : MT_ST_RLS_FAIL_OPEN, 1);
+    }
+    if (!refuse) {
+        sess_route_and_forward(s, msg);
+        return;
+    }
+    char text[ERR_TEXT];
+    if (r == MT_RLS_OVER_LIMIT)
+        snprintf(text, sizeof(text), "meltemi: rate limited (%s globalRateLimit)", sess_service(s));
+    else
+        snprintf(text, sizeof(text),
+                 "meltemi: rate limited (%s globalRateLimit: rate limit service failed: %s)",
+                 sess_service(s), why);
+    mt_stat_add(s->base.conf->stats, w->id, MT_ST_RATE_LIMITED, 1);
+    sess_error_now(s, msg, MT_ERR_OVER_LIMIT, text);
+}
+
+/* The held array, made on first use with every message initialised. */
+static bool sess_held_alloc(meta_sess_t *s)
+{
+    if (s->held)
+        return true;
+    s->held = calloc(HELD_MAX, sizeof(*s->held));
+    if (!s->held)
         return false;
-    if (c) {
-        s->rls_call = c;
-        s->base.held = true;
-        s->base.pending++; /* a drain or idle timeout waits for it like for a reply */
-        mt_session_pause(&s->base);
+    for (uint32_t i = 0; i < HELD_MAX; i++)
+        mt_msg_init(&s->held[i].msg);
+    return true;
+}
+
+/* Holds s->msg (the frame at rbuf->pos, nothing held yet) for its call: the message moves
+ * into the held array (messages own only heap memory, so they move by value). */
+static void sess_hold_first(meta_sess_t *s, mt_rls_call_t *c)
+{
+    meta_held_t *e = &s->held[0];
+    const mt_attr_filter_t *want = s->msg.want; /* the listener's, for every message */
+    mt_msg_t tmp = e->msg;
+    e->msg = s->msg;
+    s->msg = tmp;
+    s->msg.want = want;
+    e->call = c;
+    e->kind = HELD_WAIT;
+    e->counted = true;
+    e->pass = false;
+    e->start_ns = s->cur_start_ns;
+    s->n_held = 1;
+    s->held_bytes = (uint32_t)e->msg.frame_len;
+    s->base.held = true;
+    s->base.pending++; /* a drain or idle timeout waits for it like for a reply */
+    mt_session_pause(&s->base);
+}
+
+/* MetaRouter globalRateLimit: true when msg waits for the rate limit service (or was answered
+ * already); false lets it through now. */
+static bool sess_global_rate_wait(meta_sess_t *s, const mt_msg_t *msg)
+{
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
+    const mt_meta_global_rate_limit_t *g = lc ? lc->global_rl : NULL;
+    if (MT_LIKELY(!g))
+        return false;
+    if (!sess_held_alloc(s)) {
+        mt_session_close(&s->base);
         return true;
     }
-    mt_debug("listener %s: rate limit service %s: %s", s->base.conf->name, g->service, why);
-    if (!g->deny_on_fail)
+    mt_rls_call_t *c = NULL;
+    const char *why = "";
+    switch (sess_global_rate_ask(s, msg, g, &c, &why)) {
+    case ASK_PASS:
         return false;
-    char text[ERR_TEXT];
-    snprintf(text, sizeof(text),
-             "meltemi: rate limited (%s globalRateLimit: rate limit service failed: %s)",
-             sess_service(s), why);
-    mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_RATE_LIMITED, 1);
-    sess_error_now(s, msg, MT_ERR_OVER_LIMIT, text);
+    case ASK_STARTED:
+        sess_hold_first(s, c);
+        return true;
+    case ASK_FAILED:
+        break;
+    }
+    mt_debug("listener %s: rate limit service %s: %s", s->base.conf->name, g->service, why);
+    if (!g->deny_on_fail) {
+        mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_RLS_FAIL_OPEN, 1);
+        return false;
+    }
+    sess_global_rate_apply(s, msg, g, MT_RLS_FAILED, why);
     return true;
+}
+
+/* True when a frame decoded ahead may be asked about before the frames held before it are
+ * handled: a plain request, on a listener whose earlier checks (AuthorizationPolicy,
+ * localRateLimit) cannot answer it first - an answer must not overtake earlier ones. */
+static bool sess_ahead_allowed(const meta_sess_t *s, const mt_meta_listener_conf_t *lc)
+{
+    return lc && lc->global_rl && !s->base.conf->authz && !lc->rate_bucket &&
+           lc->n_rate_conds == 0 && !s->codec_changed && s->base.snap == s->base.w->snap;
+}
+
+/* While the first held frame waits: decodes the frames read after it, each into its own held
+ * message, and asks about each (its call joins the pending batch of its descriptor). Stops at
+ * an incomplete frame, a full array, or a frame not to ask about now, which is kept decoded
+ * (HELD_PLAIN) and handled from the start in its turn. */
+static void sess_global_rate_ahead(meta_sess_t *s)
+{
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
+    mt_buf_t *b = s->base.rbuf;
+    if (!b || !sess_ahead_allowed(s, lc))
+        return;
+    while (s->n_held < HELD_MAX && s->held[s->n_held - 1].kind <= HELD_ANSWERED &&
+           (size_t)(b->last - b->pos) > s->held_bytes && !s->base.closing) {
+        meta_held_t *e = &s->held[s->n_held];
+        e->msg.want = s->msg.want;
+        e->err.code = MT_CODEC_E_NONE;
+        e->err.text[0] = '\0';
+        const uint8_t *at = (const uint8_t *)b->pos + s->held_bytes;
+        mt_status_t rc = s->codec->decode(s->dec, at, (size_t)(b->last - b->pos) - s->held_bytes,
+                                          &e->msg, &e->err);
+        if (rc == MT_AGAIN)
+            return;
+        e->call = NULL;
+        e->counted = false;
+        e->start_ns = s->base.w->now_ns;
+        s->n_held++;
+        if (rc == MT_ERROR) {
+            e->kind = HELD_MALFORMED;
+            return;
+        }
+        s->held_bytes += (uint32_t)e->msg.frame_len;
+        const mt_msg_t *m = &e->msg;
+        if (m->is_reply || m->type != MT_MSG_REQUEST) {
+            e->kind = HELD_PLAIN; /* handled from the start in its turn */
+            return;
+        }
+        const char *why = "";
+        e->pass = false;
+        switch (sess_global_rate_ask(s, m, lc->global_rl, &e->call, &why)) {
+        case ASK_STARTED:
+            e->kind = HELD_WAIT;
+            s->base.pending++;
+            break;
+        case ASK_PASS: /* not limited: forwarded in its turn */
+            e->kind = HELD_ANSWERED;
+            e->pass = true;
+            break;
+        case ASK_FAILED: /* denyOnFail decides in its turn */
+            e->kind = HELD_ANSWERED;
+            e->result = MT_RLS_FAILED;
+            snprintf(e->err.text, sizeof(e->err.text), "%s", why);
+            break;
+        }
+    }
+}
+
+/* Takes the first held frame out: its message into s->msg (the array keeps the old one,
+ * rotated to the end); *out gets the rest of the entry. */
+static void sess_held_pop(meta_sess_t *s, meta_held_t *out)
+{
+    meta_held_t first = s->held[0];
+    const mt_attr_filter_t *want = s->msg.want;
+    mt_msg_t tmp = s->msg;
+    s->msg = first.msg;
+    s->msg.want = want;
+    first.msg = tmp;
+    memmove(&s->held[0], &s->held[1], sizeof(*s->held) * (HELD_MAX - 1));
+    s->held[HELD_MAX - 1] = first;
+    *out = first;
+    s->n_held--;
+    s->held_bytes -= (uint32_t)s->msg.frame_len;
+}
+
+/* Handles the held frames whose turn it is (answered, or not asked about), in order, each
+ * as if it had just been read; stops at one still waiting, or one held again. */
+static void sess_held_drain(meta_sess_t *s)
+{
+    const mt_meta_listener_conf_t *lc = mt_meta_listener(s->base.conf);
+    const mt_meta_global_rate_limit_t *g = lc ? lc->global_rl : NULL;
+    mt_worker_t *w = s->base.w;
+    while (s->n_held && s->held[0].kind != HELD_WAIT && !s->base.closing && !s->base.finishing) {
+        meta_held_t e;
+        sess_held_pop(s, &e);
+        mt_buf_t *b = s->base.rbuf;
+        if (e.kind == HELD_MALFORMED) {
+            sess_malformed(s, &e.err);
+            return;
+        }
+        if (e.kind == HELD_PLAIN) {
+            sess_on_frame(s, &s->msg); /* nothing is held before it: as if just read */
+            if (s->n_held)
+                return; /* held again, at rbuf->pos */
+        } else {
+            s->cur_start_ns = e.start_ns;
+            s->cur_bytes = (uint32_t)s->msg.frame_len;
+            s->cur_flags = 0;
+            s->cur_dest = s->base.cluster ? s->base.cluster->conf : NULL;
+            if (!e.counted)
+                mt_stat_add(s->base.conf->stats, w->id, MT_ST_REQUESTS_TOTAL, 1);
+            if (e.pass)
+                sess_route_and_forward(s, &s->msg);
+            else
+                sess_global_rate_apply(s, &s->msg, g, e.result, e.err.text);
+        }
+        if (s->base.closing)
+            return;
+        b->pos += s->msg.frame_len;
+    }
+}
+
+/* An answer for a held frame is in: the frames whose turn it is are handled, later ones
+ * decoded ahead, and reading goes on once nothing is held (what session_on_read does after
+ * on_data). */
+static void sess_global_rate_answer(mt_rls_call_t *c, void *data, mt_rls_result_t r,
+                                    const char *why)
+{
+    meta_sess_t *s = data;
+    mt_worker_t *w = s->base.w;
+    meta_held_t *e = NULL;
+    for (uint32_t i = 0; i < s->n_held && !e; i++) {
+        if (s->held[i].kind == HELD_WAIT && s->held[i].call == c)
+            e = &s->held[i];
+    }
+    if (!e)
+        return; /* cannot happen: a held frame's call is cancelled when it goes */
+    e->call = NULL;
+    e->kind = HELD_ANSWERED;
+    e->result = r;
+    snprintf(e->err.text, sizeof(e->err.text), "%s", why ? why : "");
+    s->base.pending--;
+    if (e != &s->held[0])
+        return; /* an earlier frame still waits */
+    w->now_ns = uv_hrtime();
+    sess_held_drain(s);
+    if (s->base.closing)
+        return;
+    if (s->n_held) {
+        sess_on_data(&s->base); /* decodes more ahead */
+        return;
+    }
+    s->base.held = false;
+    sess_on_data(&s->base);
+    mt_buf_t *b = s->base.rbuf;
+    if (s->n_held || s->base.closing)
+        return; /* the next request waits in turn */
+    if (b && b->pos == b->last) {
+        mt_buf_unref(&w->pool, b);
+        s->base.rbuf = NULL;
+    }
+    mt_session_check_bounds(&s->base);
+    mt_session_maybe_finish(&s->base);
+    if (!s->base.closing)
+        mt_session_resume(&s->base);
 }
 
 static void sess_on_frame(meta_sess_t *s, const mt_msg_t *msg)
@@ -2425,11 +2651,15 @@ static void sess_on_close(mt_session_t *base)
     meta_sess_t *s = (meta_sess_t *)base;
     meta_worker_t *mw = mw_of(base->w);
     meta_req_t *next;
-    if (s->rls_call) { /* nobody waits for its answer any more */
-        mt_rls_call_cancel(s->rls_call);
-        s->rls_call = NULL;
-        base->pending--;
+    for (uint32_t i = 0; i < s->n_held; i++) { /* nobody waits for their answers any more */
+        if (s->held[i].kind == HELD_WAIT) {
+            mt_rls_call_cancel(s->held[i].call);
+            s->held[i].call = NULL;
+            base->pending--;
+        }
     }
+    s->n_held = 0;
+    s->held_bytes = 0;
     for (meta_req_t *r = s->head; r; r = next) {
         next = r->snext;
         if (!r->done)
@@ -2455,6 +2685,9 @@ static void sess_on_closed(mt_session_t *base)
     s->codec->free(s->dec);
     free(s->dec);
     mt_msg_free(&s->msg);
+    for (uint32_t i = 0; s->held && i < HELD_MAX; i++)
+        mt_msg_free(&s->held[i].msg);
+    free(s->held);
     mw_of(base->w)->n_sess--;
 }
 
@@ -2479,6 +2712,10 @@ static void sess_on_data(mt_session_t *base)
     meta_sess_t *s = (meta_sess_t *)base;
     mt_buf_t *b = base->rbuf;
     while (b && b->pos < b->last && !base->finishing && !base->closing) {
+        if (s->n_held) { /* the frame at pos waits for the rate limit service */
+            sess_global_rate_ahead(s);
+            break;
+        }
         if (MT_UNLIKELY(base->snap != base->w->snap) && !s->codec_changed)
             sess_rebind(s);
         mt_codec_err_t err; /* filled by decode when it fails */
@@ -2493,8 +2730,8 @@ static void sess_on_data(mt_session_t *base)
             break;
         }
         sess_on_frame(s, &s->msg);
-        if (s->rls_call)
-            break; /* held at this frame until the rate limit service answers */
+        if (s->n_held)
+            continue; /* held at this frame until the rate limit service answers */
         b->pos += s->msg.frame_len;
     }
 }
