@@ -148,7 +148,9 @@ static void command_row(page_t *p, const redis_command_t *cmd)
             strcmp(cmd->name, "multi") == 0
                 ? "on a connection leased for the client until EXEC or DISCARD (bounded by "
                   "maxConnections); every key of the transaction in one slot (else CROSSSLOT) "
-                  "or on one endpoint"
+                  "or on one endpoint; a transaction written whole (MULTI ... EXEC in one "
+                  "read, keyed data commands only, one master, no WATCH) goes back to back on "
+                  "the shared connection instead (docs/redis-codec.md#transactions)"
             : strcmp(cmd->name, "watch") == 0
                 ? "leases the connection of its keys' master, kept until EXEC, DISCARD or "
                   "UNWATCH"

@@ -108,6 +108,11 @@ typedef struct mt_rtx {
      * (after the old one died) is selected first, so the database survives reconnects. */
     int32_t db;
     uint32_t selects_in_flight;
+    /* The whole transaction (MULTI ... EXEC) was in the read chunk and every command in it is
+     * a plain keyed one (tx.c tx_whole_in_hand): it goes, back to back, on the session's
+     * shared pipelined connection, which `lease` then points at until EXEC or DISCARD, all
+     * within one sess_on_data call, so nobody else's command can come between. */
+    bool shared;
 } mt_rtx_t;
 
 struct mt_rsess {
@@ -175,6 +180,7 @@ typedef struct mt_redis_worker {
     mt_log_limit_t auth_log;     /* failed client AUTH lines: at most a few per second */
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
     struct mt_rpubsub *pubsub;   /* pub/sub topics and hubs (pubsub.c); NULL until first used */
+    resp_req_parser_t lookahead; /* tx.c: reads a transaction ahead without consuming it */
 } mt_redis_worker_t;
 
 static inline mt_redis_worker_t *mt_rw(mt_worker_t *w)

@@ -47,6 +47,10 @@ static const char DISCARD_CMD[] = "*1\r\n$7\r\nDISCARD\r\n";
 
 static void tx_reset(mt_rsess_t *s)
 {
+    if (s->tx.shared) {
+        s->tx.lease = NULL; /* the shared connection was never the session's */
+        s->tx.shared = false;
+    }
     s->tx.state = RTX_NONE;
     s->tx.multi_pending = false;
     s->tx.failed = false;
@@ -589,6 +593,74 @@ static mt_wendpoint_t *eager_target(mt_rsess_t *s)
     return single_master(c);
 }
 
+/* Whether c may run in a transaction on a shared connection: a data command with keys that
+ * the proxy forwards as it is, which changes nothing of its connection's state (no
+ * administration, no pub/sub, nothing that can block, nothing answered here that could end
+ * the read loop, as QUIT does). */
+static bool tx_shareable(const redis_command_t *c)
+{
+    return (c->proxy == REDIS_PROXY_FORWARD || c->proxy == REDIS_PROXY_MULTI_KEY) &&
+           (c->first_key > 0 || c->key_spec_count > 0) && c->sub_count == 0 &&
+           !(c->flags &
+             (REDIS_CMD_ADMIN | REDIS_CMD_PUBSUB | REDIS_CMD_BLOCKING | REDIS_CMD_NO_MULTI));
+}
+
+/*
+ * After MULTI (req, at frame in the session's read chunk): true when the rest of the
+ * transaction is already read, whole, up to its EXEC or DISCARD, and every command in it is
+ * tx_shareable. Such a transaction is handled in the same sess_on_data call as its MULTI, so
+ * it can go back to back on the session's shared pipelined connection: no other client's
+ * command can be written between its MULTI and its EXEC, and Redis's MULTI state on that
+ * connection ends with it. Reads ahead with the worker's own parser; consumes nothing.
+ */
+#define TX_SHARED_MAX_COMMANDS 256
+static bool tx_whole_in_hand(mt_rsess_t *s, const resp_request_t *req, const char *frame)
+{
+    resp_req_parser_t *lp = &mt_rw(s->base.w)->lookahead;
+    const char *p = frame + req->frame_len;
+    const char *end = s->base.rbuf->last;
+    for (uint32_t n = 0; n <= TX_SHARED_MAX_COMMANDS && p < end && *p == '*'; n++) {
+        resp_request_t q;
+        const char *err = NULL;
+        mt_status_t rc = resp_parse_request(lp, p, (size_t)(end - p), &q, &err);
+        if (rc != MT_OK) {
+            if (rc == MT_AGAIN) { /* not all read yet: the parser forgets the partial frame */
+                resp_req_parser_free(lp);
+                resp_req_parser_init(lp, &resp_default_limits);
+            }
+            return false;
+        }
+        const redis_command_t *c =
+            q.argc ? redis_command_lookup(q.argv[0].ptr, q.argv[0].len) : NULL;
+        if (!c)
+            return false;
+        if (mt_rcmd_is(c, "exec") || mt_rcmd_is(c, "discard"))
+            return q.argc == 1;
+        if (!tx_shareable(c))
+            return false;
+        p += q.frame_len;
+    }
+    return false;
+}
+
+/* The transaction of MULTI goes on the session's shared connection to ep (tx_whole_in_hand
+ * said it may); false when there is none to have (then it is leased as usual). */
+static bool tx_multi_shared(mt_rsess_t *s, mt_wendpoint_t *ep, const redis_command_t *cmd,
+                            const resp_request_t *req, const char *frame)
+{
+    const char *why = NULL;
+    mt_rup_t *u = mt_rup_for(ep, s->base.id, s->resp3, &why);
+    if (!u)
+        return false;
+    s->tx.lease = u;
+    s->tx.shared = true;
+    s->tx.gate_ahead = 0;
+    s->tx.state = RTX_QUEUED;
+    s->tx.failed = false;
+    tx_send(s, cmd, req, frame, 0);
+    return true;
+}
+
 static void tx_multi(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
                      const char *frame)
 {
@@ -597,6 +669,12 @@ static void tx_multi(mt_rsess_t *s, const redis_command_t *cmd, const resp_reque
         return;
     }
     mt_wendpoint_t *ep = eager_target(s);
+    /* a transaction already read whole, after everything sent before it was answered (so
+     * nothing of the client's is in flight on another connection) */
+    if (ep && s->tx.state == RTX_NONE && !s->tx.lease && !s->tx.pending_head && !s->tx.db &&
+        !s->tx.selects_in_flight && s->base.pending == 0 && tx_whole_in_hand(s, req, frame) &&
+        tx_multi_shared(s, ep, cmd, req, frame))
+        return;
     /* a finished transaction's lease still draining: kept if this one goes there too */
     if (s->tx.state == RTX_NONE && s->tx.lease && !s->tx.pending_head && s->tx.lease->base.ep != ep)
         tx_let_go(s);
@@ -811,6 +889,15 @@ void mt_rtx_session_closed(mt_rsess_t *s)
 {
     mt_worker_t *w = s->base.w;
     mt_rup_t *u = s->tx.lease;
+    if (s->tx.shared) {
+        /* closed (out of memory) between MULTI and EXEC on a shared connection: the
+         * transaction is discarded there before anyone else's command, or the connection
+         * fails */
+        if (s->tx.state == RTX_QUEUED &&
+            mt_rup_queue_ignored(u, DISCARD_CMD, sizeof(DISCARD_CMD) - 1) != 0)
+            mt_rup_fail(u, "ERR meltemi: out of memory");
+        u = NULL;
+    }
     s->tx.lease = NULL;
     tx_reset(s);
     /* never sent: nobody's (the session orphaned them), freed here */
