@@ -58,8 +58,11 @@ static const char *local_note(const char *name)
                    "leased for the client, selected again after a reconnect "
                    "(docs/redis-codec.md#databases-select); cluster mode: 0 only"},
         {"client", "the client's connection is to the proxy: SETNAME, GETNAME, ID, INFO, "
-                   "SETINFO answered; NO-EVICT and NO-TOUCH accepted and not forwarded (they "
-                   "would change the shared upstream connection for every client on it)"},
+                   "SETINFO answered; NO-EVICT and NO-TOUCH ON (PROXY mode, one master) on a "
+                   "connection leased for the client and kept while a flag is on, set again "
+                   "after a reconnect, like SELECT (on the shared connection they would hold "
+                   "for every client); OFF with nothing set answered here; several masters: "
+                   "an error"},
         {"command", "the proxy's own table (Redis 7.0.15's)"},
         {"info", "the proxy's own sections"},
         {"readonly", "replica reads follow the RedisService's readPolicy"},

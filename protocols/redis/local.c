@@ -640,9 +640,9 @@ static void local__client(redis_local_ctx_t *ctx, resp_out_t *o, const redis_com
         return;
     }
     if (local__is(&argv[1], "no-evict") || local__is(&argv[1], "no-touch")) {
-        /* Per-connection flags of the client's connection, which is to the proxy: the
-         * upstream connection is shared, so setting them there would change eviction or LRU
-         * for every client on it. Accepted (Redis 7.2's NO-TOUCH too) and not forwarded. */
+        /* Per-connection flags: a valid ON/OFF goes to Redis on the client's own lease
+         * (runtime/proxy/redis/tx.c mt_rtx_client_flag); what reaches here is a bad
+         * argument count or word, answered as Redis does (and OK for an OFF, harmless). */
         if (argc != 3)
             redis_reply_wrong_arity(o, local__is(&argv[1], "no-evict") ? "client|no-evict"
                                                                        : "client|no-touch");

@@ -76,11 +76,13 @@ typedef struct mt_rreq {
     bool stats_done;
     bool observed;    /* in Istio's metrics (once, whichever path answers it) */
     bool blocking;    /* a blocking command on a lease of its own (tx.c) */
-    bool is_select;   /* SELECT select_db on a lease (tx.c) */
+    bool is_select;   /* SELECT select_db, or CLIENT conn_flag on|off, on a lease (tx.c) */
     bool lease_first; /* the first client command on a new lease: MOVED may be followed */
     bool queued;      /* sent while MULTI queued (tx.c) */
     bool tx_end;      /* EXEC or DISCARD (tx.c) */
     int32_t select_db;
+    uint8_t conn_flag; /* is_select: CLIENT NO-EVICT / NO-TOUCH (RCONN_*), else SELECT */
+    bool conn_flag_on;
     bool resp_chain;
     /* on_response filters see the reply (once) */ /* counted in the per-command stats */
     uint64_t hold_until_ms;
@@ -91,6 +93,8 @@ typedef struct mt_rup mt_rup_t;
 /* A transaction's state (tx.c): WATCH and MULTI put the session on an exclusive upstream
  * connection until EXEC, DISCARD or UNWATCH. */
 typedef enum rtx_state { RTX_NONE = 0, RTX_WATCHING, RTX_QUEUED } rtx_state_t;
+/* Per-connection flags a client sets on its upstream connection (CLIENT NO-EVICT/NO-TOUCH). */
+enum { RCONN_NO_EVICT = 1u << 0, RCONN_NO_TOUCH = 1u << 1 };
 typedef struct mt_rtx {
     mt_rup_t *lease;    /* the leased connection, or NULL (not yet, or lost) */
     uint8_t state;      /* rtx_state_t */
@@ -107,7 +111,10 @@ typedef struct mt_rtx {
      * it is not 0 (or a SELECT is in flight) the session keeps its lease, and a new lease
      * (after the old one died) is selected first, so the database survives reconnects. */
     int32_t db;
-    uint32_t selects_in_flight;
+    uint32_t selects_in_flight; /* SELECTs and CLIENT NO-EVICT/NO-TOUCH not answered yet */
+    /* CLIENT NO-EVICT / NO-TOUCH on (RCONN_*), as Redis confirmed them: kept on the lease,
+     * like a database, and set again on a new lease */
+    uint8_t client_flags;
     /* The whole transaction (MULTI ... EXEC) was in the read chunk and every command in it is
      * a plain keyed one (tx.c tx_whole_in_hand): it goes, back to back, on the session's
      * shared pipelined connection, which `lease` then points at until EXEC or DISCARD, all
@@ -158,6 +165,7 @@ struct mt_rup {
     bool never_connected;   /* mt_rup_fail: the connect failed, nothing queued was sent */
     mt_rsess_t *lessee;     /* leased: the session whose transaction it carries, or NULL */
     int32_t db;             /* leased: the database SELECTed on it (0: clean) */
+    uint8_t client_flags;   /* leased: RCONN_* set on it (0: clean) */
     bool returning;         /* leased, its transaction ended: returned once nothing is owed */
     bool resp3;             /* said HELLO 3: replies in RESP3, for RESP3 clients only */
 };
@@ -275,6 +283,10 @@ void mt_rtx_lease_lost(mt_rsess_t *s, const char *text);
  * transaction is over and nothing more is owed. */
 void mt_rtx_after_reply(mt_rup_t *u);
 /* SELECT: on the session's lease (PROXY mode with one master), else answered here. */
+/* CLIENT NO-EVICT|NO-TOUCH on|off: on the client's own lease (tx.c); false when the
+ * arguments are not that (then the local reply says what is wrong). */
+bool mt_rtx_client_flag(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                        const char *frame);
 void mt_rtx_select(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
                    const char *frame);
 /* upstream.c: the first command on lease u was answered MOVED (cluster mode, a stale slot

@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define TX_MAX_KEYS 64
 
@@ -114,6 +115,21 @@ static int tx_select_internal(mt_rsess_t *s, mt_rup_t *u)
     int n = snprintf(cmd, sizeof(cmd), "*2\r\n$6\r\nSELECT\r\n$%d\r\n%s\r\n", nlen, num);
     u->db = s->tx.db;
     return tx_internal(s, cmd, (size_t)n);
+}
+
+/* The client's CLIENT NO-EVICT / NO-TOUCH on a new lease (its old one died), replies dropped. */
+static int tx_flags_internal(mt_rsess_t *s, mt_rup_t *u)
+{
+    static const char NO_EVICT_ON[] = "*3\r\n$6\r\nCLIENT\r\n$8\r\nNO-EVICT\r\n$2\r\non\r\n";
+    static const char NO_TOUCH_ON[] = "*3\r\n$6\r\nCLIENT\r\n$8\r\nNO-TOUCH\r\n$2\r\non\r\n";
+    u->client_flags = s->tx.client_flags;
+    if ((s->tx.client_flags & RCONN_NO_EVICT) &&
+        tx_internal(s, NO_EVICT_ON, sizeof(NO_EVICT_ON) - 1) != 0)
+        return -1;
+    if ((s->tx.client_flags & RCONN_NO_TOUCH) &&
+        tx_internal(s, NO_TOUCH_ON, sizeof(NO_TOUCH_ON) - 1) != 0)
+        return -1;
+    return 0;
 }
 
 /* Sends what waited behind the gate, in order. */
@@ -295,7 +311,8 @@ static mt_rup_t *tx_lease(mt_rsess_t *s, mt_wendpoint_t *ep, uint64_t hold_until
         s->tx.lease = u;
         /* what the client sent before is answered first (it went on other connections) */
         s->tx.gate_ahead = s->base.pending;
-        if (s->tx.db && tx_select_internal(s, u) != 0) {
+        if ((s->tx.db && tx_select_internal(s, u) != 0) ||
+            (s->tx.client_flags && tx_flags_internal(s, u) != 0)) {
             mt_session_close(&s->base);
             return NULL;
         }
@@ -363,7 +380,7 @@ static void tx_send(mt_rsess_t *s, const redis_command_t *cmd, const resp_reques
 static bool tx_forward_pinned(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
                               const resp_request_t *req, const char *frame, uint64_t hold)
 {
-    bool selected = s->tx.db != 0 || s->tx.selects_in_flight;
+    bool selected = s->tx.db != 0 || s->tx.selects_in_flight || s->tx.client_flags;
     if (!s->tx.lease && !selected)
         return false;
     tx_target_t t;
@@ -378,10 +395,16 @@ static bool tx_forward_pinned(mt_rsess_t *s, mt_wcluster_t *c, const redis_comma
         if (!selected)
             return false;
         char text[300];
-        snprintf(text, sizeof(text),
-                 "ERR meltemi: database %d is selected on %s; '%s' goes elsewhere (a prefix "
-                 "route), where only database 0 is served",
-                 (int)s->tx.db, service_of(s->base.cluster), cmd->name);
+        if (s->tx.db || !s->tx.client_flags)
+            snprintf(text, sizeof(text),
+                     "ERR meltemi: database %d is selected on %s; '%s' goes elsewhere (a prefix "
+                     "route), where only database 0 is served",
+                     (int)s->tx.db, service_of(s->base.cluster), cmd->name);
+        else
+            snprintf(text, sizeof(text),
+                     "ERR meltemi: CLIENT NO-EVICT/NO-TOUCH is set on this client's connection "
+                     "to %s; '%s' goes elsewhere (a prefix route)",
+                     service_of(s->base.cluster), cmd->name);
         mt_rsess_reply_error_at(s, text, hold);
         return true;
     }
@@ -672,8 +695,8 @@ static void tx_multi(mt_rsess_t *s, const redis_command_t *cmd, const resp_reque
     /* a transaction already read whole, after everything sent before it was answered (so
      * nothing of the client's is in flight on another connection) */
     if (ep && s->tx.state == RTX_NONE && !s->tx.lease && !s->tx.pending_head && !s->tx.db &&
-        !s->tx.selects_in_flight && s->base.pending == 0 && tx_whole_in_hand(s, req, frame) &&
-        tx_multi_shared(s, ep, cmd, req, frame))
+        !s->tx.selects_in_flight && !s->tx.client_flags && s->base.pending == 0 &&
+        tx_whole_in_hand(s, req, frame) && tx_multi_shared(s, ep, cmd, req, frame))
         return;
     /* a finished transaction's lease still draining: kept if this one goes there too */
     if (s->tx.state == RTX_NONE && s->tx.lease && !s->tx.pending_head && s->tx.lease->base.ep != ep)
@@ -845,7 +868,7 @@ void mt_rtx_after_reply(mt_rup_t *u)
         return;
     }
     if (s->tx.lease == u && s->tx.state == RTX_NONE && !s->tx.pending_head && s->tx.db == 0 &&
-        s->tx.selects_in_flight == 0) {
+        s->tx.selects_in_flight == 0 && s->tx.client_flags == 0) {
         s->tx.lease = NULL;
         mt_rup_release(u, true);
     }
@@ -972,13 +995,79 @@ void mt_rtx_select(mt_rsess_t *s, const redis_command_t *cmd, const resp_request
 
 void mt_rtx_select_answered(mt_rup_t *u, mt_rreq_t *r, bool ok)
 {
-    if (ok)
+    uint8_t bit = r->conn_flag;
+    if (ok && bit)
+        u->client_flags =
+            r->conn_flag_on ? (uint8_t)(u->client_flags | bit) : (uint8_t)(u->client_flags & ~bit);
+    else if (ok)
         u->db = r->select_db;
     mt_rsess_t *s = r->sess;
     if (!s || s->tx.lease != u)
         return;
     if (s->tx.selects_in_flight)
         s->tx.selects_in_flight--;
-    if (ok)
+    if (ok && bit)
+        s->tx.client_flags = u->client_flags;
+    else if (ok)
         s->tx.db = r->select_db;
+}
+
+/* ---- CLIENT NO-EVICT / NO-TOUCH ---------------------------------------------------------- */
+
+static bool arg_is(const resp_arg_t *a, const char *word)
+{
+    size_t n = strlen(word);
+    return a->len == n && strncasecmp(a->ptr, word, n) == 0;
+}
+
+/*
+ * CLIENT NO-EVICT|NO-TOUCH on|off: flags of the client's own connection in Redis (whether
+ * client eviction may close it; whether its reads touch the keys' LRU/LFU). Set on a shared
+ * upstream connection they would hold for every client on it, so, like SELECT n, they are
+ * Redis's on a connection leased for the client (PROXY mode, one master), kept while a flag
+ * is on and set again on a new lease if that one dies; a lease that had one is closed, never
+ * pooled. Redis answers (an unknown subcommand on a Redis older than the flag, e.g. NO-TOUCH
+ * before 7.2). OFF with nothing set is answered here: a new connection has both off.
+ */
+bool mt_rtx_client_flag(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                        const char *frame)
+{
+    if (req->argc != 3 || !(arg_is(&req->argv[1], "no-evict") || arg_is(&req->argv[1], "no-touch")))
+        return false;
+    bool on = arg_is(&req->argv[2], "on");
+    if (!on && !arg_is(&req->argv[2], "off"))
+        return false; /* Redis's syntax error, from the local reply */
+    uint8_t bit = arg_is(&req->argv[1], "no-evict") ? RCONN_NO_EVICT : RCONN_NO_TOUCH;
+    mt_wcluster_t *c = s->base.cluster;
+    bool cluster = c && mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER;
+    mt_wendpoint_t *ep = c && c->n_eps && !cluster ? single_master(c) : NULL;
+    if (!on && !s->tx.lease && !(s->tx.client_flags & bit)) {
+        mt_rsess_reply(s, "+OK\r\n", 5);
+        return true;
+    }
+    if (!ep) {
+        char text[200];
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: CLIENT %s needs a service with one master (the flag is kept on "
+                 "an upstream connection of the client's own)",
+                 bit == RCONN_NO_EVICT ? "NO-EVICT" : "NO-TOUCH");
+        mt_rsess_reply_error(s, text);
+        return true;
+    }
+    if (!s->tx.lease) {
+        if (!tx_lease(s, ep, 0))
+            return true; /* the pool at its bound: said at once */
+    } else if (s->tx.lease->base.ep != ep) {
+        mt_rsess_reply_error(s, "ERR meltemi: CLIENT NO-EVICT/NO-TOUCH on a connection whose "
+                                "transaction runs elsewhere");
+        return true;
+    }
+    tx_send(s, cmd, req, frame, 0);
+    if (s->tail) {
+        s->tail->is_select = true;
+        s->tail->conn_flag = bit;
+        s->tail->conn_flag_on = on;
+        s->tx.selects_in_flight++;
+    }
+    return true;
 }

@@ -435,6 +435,7 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
         u->lessee = s;
         u->returning = false;
         u->db = 0; /* a connection selected elsewhere is closed, never pooled */
+        u->client_flags = 0;
     }
     return u;
 }
@@ -442,7 +443,7 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
 void mt_rup_release(mt_rup_t *u, bool clean)
 {
     u->lessee = NULL;
-    clean = clean && u->db == 0;
+    clean = clean && u->db == 0 && u->client_flags == 0;
     if (clean && u->base.inflight > 0) {
         u->returning = true; /* rup_on_reply gives it back after the last reply */
         return;
