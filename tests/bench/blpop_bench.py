@@ -5,17 +5,20 @@ through meltemi stays within 1.1x while 1,000 other clients sit in `BLPOP k 0`.
 
 One redis-server and one meltemi (`--workers 1`, a DestinationRule giving the lease pool
 room for the blocked clients: connectionPool.tcp.maxConnections, per endpoint and worker) on
-127.0.0.1. Each repetition runs, back to back in the same process tree:
-  1. quiet:   `redis-benchmark -t get -c 50 -n N -r 100000` through meltemi
-  2. blocked: 1,000 raw connections send `BLPOP blpop-bench:<i> 0` through meltemi; once
-              redis-server's INFO says blocked_clients >= 1,000 (each BLPOP on a lease of its
-              own), the same redis-benchmark run; then the 1,000 connections close (their
-              leases close with them) and the server is checked to be back to 0 blocked.
-Prints both rows (median over repetitions) and the p99 ratio blocked/quiet. Bounded: N
-requests per run (calibrated to about --seconds against meltemi), --reps repetitions, a
-timeout on every wait. Loopback only.
+127.0.0.1. Each repetition makes two runs of
+`redis-benchmark -t get -c 50 -P 1 -n N -r 100000` through meltemi:
+  quiet:   nothing else connected;
+  blocked: 1,000 raw connections first send `BLPOP blpop-bench:<i> 0` through meltemi and
+           redis-server's INFO says blocked_clients >= 1,000 (each BLPOP on a lease of its
+           own) before and after the run; then they close, and their leases with them.
+The order of the two alternates between repetitions, so a trend in the machine's load
+favours neither. --direct adds the same two runs against redis-server itself (1,000 BLPOP
+clients connected to it directly): the control, what the blocked clients cost Redis.
+Prints medians over repetitions and each row's p99 against its quiet run. Bounded: N
+requests per run (calibrated to about --seconds), --reps repetitions, a timeout on every
+wait. Loopback only.
 
-  /usr/bin/python3 tests/bench/blpop_bench.py [--blocked 1000] [--reps 3] [--seconds 3]
+  /usr/bin/python3 tests/bench/blpop_bench.py [--blocked 1000] [--reps 3] [--seconds 3] [--direct]
 MELTEMI_BIN selects the binary (default build/meltemi).
 """
 
@@ -110,6 +113,28 @@ def block_clients(port, n):
     return socks
 
 
+def measure(redis_port, port, n, args, blocked):
+    """One redis-benchmark run against port, with args.blocked clients in BLPOP on port
+    during it when blocked (checked at the server before and after, closed afterwards)."""
+    if not blocked:
+        return run_get(port, n, args.seconds)
+    socks = block_clients(port, args.blocked)
+    try:
+        if not bench.wait_until(
+                lambda: info_field(redis_port, "blocked_clients") >= args.blocked, 30):
+            sys.exit(f"only {info_field(redis_port, 'blocked_clients')} of "
+                     f"{args.blocked} clients blocked at the server within 30 s")
+        res = run_get(port, n, args.seconds)
+        if info_field(redis_port, "blocked_clients") < args.blocked:
+            sys.exit("blocked clients were released during the run")
+    finally:
+        for c in socks:
+            c.close()
+    if not bench.wait_until(lambda: info_field(redis_port, "blocked_clients") == 0, 30):
+        sys.exit("the leases of closed BLPOP clients did not close within 30 s")
+    return res
+
+
 def run_get(port, n, seconds):
     res, err = bench.run_benchmark(port, "GET", 1, n, timeout=60 + 20 * seconds)
     if res is None:
@@ -122,11 +147,14 @@ def main():
     ap.add_argument("--blocked", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0, help="target length of each run")
+    ap.add_argument("--direct", action="store_true",
+                    help="also the same two runs against redis-server itself (the control: "
+                         "what 1,000 blocked clients cost Redis)")
     args = ap.parse_args()
     binary = Path(os.environ.get("MELTEMI_BIN", bench.REPO / "build" / "meltemi"))
     work = Path(tempfile.mkdtemp(prefix="meltemi-blpop-bench-"))
     servers = []
-    rows = {"quiet": [], "blocked": []}
+    rows = {}
     try:
         redis = bench.start_redis(work)
         servers.append(redis)
@@ -135,42 +163,30 @@ def main():
         probe = run_get(m.port, 20000, args.seconds)
         n = max(10000, int(probe["rps"] * args.seconds) // 1000 * 1000)
         bench.log(f"requests per run: {n}")
+        targets = [("meltemi", m.port)] + ([("direct", redis.port)] if args.direct else [])
         for rep in range(args.reps):
-            res = run_get(m.port, n, args.seconds)
-            rows["quiet"].append(res)
-            bench.log(f"rep {rep + 1} quiet:   {res['rps']:,.0f} req/s p50 {res['p50']:.3f} "
-                      f"p99 {res['p99']:.3f}")
-            socks = block_clients(m.port, args.blocked)
-            if not bench.wait_until(
-                    lambda: info_field(redis.port, "blocked_clients") >= args.blocked, 30):
-                sys.exit(f"only {info_field(redis.port, 'blocked_clients')} of "
-                         f"{args.blocked} clients blocked at the server within 30 s")
-            res = run_get(m.port, n, args.seconds)
-            rows["blocked"].append(res)
-            blocked_after = info_field(redis.port, "blocked_clients")
-            bench.log(f"rep {rep + 1} blocked: {res['rps']:,.0f} req/s p50 {res['p50']:.3f} "
-                      f"p99 {res['p99']:.3f} (server: {blocked_after} blocked clients)")
-            if blocked_after < args.blocked:
-                sys.exit("blocked clients were released during the run")
-            for c in socks:
-                c.close()
-            if not bench.wait_until(lambda: info_field(redis.port, "blocked_clients") == 0, 30):
-                sys.exit("the leases of closed BLPOP clients did not close within 30 s")
+            for name, port in targets:
+                # quiet first on odd repetitions, blocked first on even ones: a trend in the
+                # machine's load does not favour either
+                for phase in (("quiet", "blocked") if rep % 2 == 0 else ("blocked", "quiet")):
+                    res = measure(redis.port, port, n, args, phase == "blocked")
+                    rows.setdefault((name, phase), []).append(res)
+                    bench.log(f"rep {rep + 1} {name} {phase}: {res['rps']:,.0f} req/s "
+                              f"p50 {res['p50']:.3f} p99 {res['p99']:.3f}")
     finally:
         for s in reversed(servers):
             s.stop()
-    med = {k: {f: statistics.median(r[f] for r in v) for f in ("rps", "p50", "p99")}
-           for k, v in rows.items()}
-    print(f"| GET, 50 clients (redis-benchmark -c 50 -P 1 -n {n}) | req/s (median) | p50 ms | "
-          f"p99 ms |")
-    print("|---|---:|---:|---:|")
-    for k, label in (("quiet", "no blocked client"),
-                     ("blocked", f"{args.blocked} clients in BLPOP k 0")):
-        print(f"| {label} | {med[k]['rps']:,.0f} | {med[k]['p50']:.3f} | {med[k]['p99']:.3f} |")
-    ratio = med["blocked"]["p99"] / med["quiet"]["p99"] if med["quiet"]["p99"] else float("nan")
-    print(f"\np99 blocked / quiet: {ratio:.2f}x (goal <= 1.1x); reps={args.reps}, "
-          f"per-rep p99 quiet {[r['p99'] for r in rows['quiet']]}, "
-          f"blocked {[r['p99'] for r in rows['blocked']]}")
+    print(f"| GET, 50 clients (redis-benchmark -c 50 -P 1 -n {n}) | target | req/s (median) "
+          f"| p50 ms | p99 ms | p99 vs quiet |")
+    print("|---|---|---:|---:|---:|---:|")
+    for (name, phase), v in rows.items():
+        med = {f: statistics.median(r[f] for r in v) for f in ("rps", "p50", "p99")}
+        quiet = statistics.median(r["p99"] for r in rows[(name, "quiet")])
+        label = "no blocked client" if phase == "quiet" else f"{args.blocked} clients in BLPOP k 0"
+        print(f"| {label} | {name} | {med['rps']:,.0f} | {med['p50']:.3f} | {med['p99']:.3f} "
+              f"| {med['p99'] / quiet:.2f}x |")
+    print(f"\nreps={args.reps}; per-rep p99: " + "; ".join(
+        f"{name} {phase} {[r['p99'] for r in v]}" for (name, phase), v in rows.items()))
     return 0
 
 

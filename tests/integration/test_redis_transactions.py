@@ -348,6 +348,47 @@ def test_client_disconnecting_mid_transaction_closes_its_lease(blog_env):
     assert d.get("counter") == b"5"
 
 
+def test_cluster_moved_to_a_later_queued_command_is_a_clear_error_and_nothing_runs(
+        fresh_cluster, cluster_proxy):
+    """The slot moves after the transaction's first queued command: Redis answers the next
+    one MOVED (and flags the transaction). The client gets a clear error instead of the
+    backend's address, EXEC answers EXECABORT, nothing runs on either master, and the next
+    transaction goes where the slot now is."""
+    import subprocess
+    from test_redis_cluster import _slot, node_id
+    env = cluster_proxy(fresh_cluster, workers=1)
+    r = redis_py(env.host, env.port, socket_timeout=10)
+    assert r.set("{warm}", "1") is True and r.dbsize() == 1  # the map is learnt
+    shards = sorted(fresh_cluster.shards(), key=lambda s: s[0])
+    lo, _, src, _ = shards[0]
+    dst = shards[1][2]
+    key = next(f"txlate:{i}" for i in range(1_000_000) if _slot(f"txlate:{i}") == lo)
+    c = RespConn(env.host, env.port, timeout=10)
+    assert c.call("MULTI") == b"OK"
+    assert c.call("INCR", key) == b"QUEUED"
+    done = subprocess.run(["redis-cli", "--cluster", "reshard", src.addr, "--cluster-from",
+                           node_id(src), "--cluster-to", node_id(dst), "--cluster-slots", "1",
+                           "--cluster-yes"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    fresh_cluster.wait_healthy(timeout=30)
+    assert fresh_cluster.master_of_slot(lo) is dst
+    got = c.call("INCR", key)
+    assert isinstance(got, RespError) and got.startswith(
+        "ERR meltemi: the slot of this command moved to another master during the "
+        f"transaction (MOVED {lo} "), got
+    assert got.endswith("the transaction is discarded (EXEC answers EXECABORT); retry it")
+    assert c.call("EXEC") == EXECABORT
+    assert src.cmdstat_calls("incr") == 0 and dst.call("EXISTS", key) == 0
+    assert not [x for x in src.client().client_list() if "x" in x["flags"]]
+    # retried: it runs once, on the new master
+    c.send_raw(b"".join(resp_encode(*cmd) for cmd in
+                        [("MULTI",), ("INCR", key), ("INCR", key), ("EXEC",)]))
+    assert [c.read_reply() for _ in range(4)] == [b"OK", b"QUEUED", b"QUEUED", [1, 2]]
+    assert dst.call("GET", key) == b"2"
+    c.close()
+    r.close()
+
+
 # ---- ioredis, redis-rb -------------------------------------------------------------------
 
 def ioredis(scenario, env):

@@ -292,6 +292,10 @@ void mt_rtx_select(mt_rsess_t *s, const redis_command_t *cmd, const resp_request
 /* upstream.c: the first command on lease u was answered MOVED (cluster mode, a stale slot
  * map): true when tx.c re-sent it on a lease to the right master (nothing was applied). */
 bool mt_rtx_moved(mt_rup_t *u, mt_rreq_t *r, const char *p, size_t len);
+/* A MOVED or ASK answering a queued command that tx_moved does not follow (not the first on
+ * its lease): the client gets a clear error instead of the backend's address, and its EXEC
+ * EXECABORT (Redis flagged the transaction too; nothing of it runs). False: not that. */
+bool mt_rtx_redirected(mt_rup_t *u, mt_rreq_t *r, const char *p, size_t len);
 /* upstream.c: a SELECT on lease u was answered (ok: +OK). */
 void mt_rtx_select_answered(mt_rup_t *u, mt_rreq_t *r, bool ok);
 /* reply.c popped a record off s's FIFO while a lease waits for its gate. */

@@ -603,6 +603,32 @@ bool mt_rtx_moved(mt_rup_t *u, mt_rreq_t *r, const char *p, size_t len)
     return true;
 }
 
+bool mt_rtx_redirected(mt_rup_t *u, mt_rreq_t *r, const char *p, size_t len)
+{
+    bool moved = len > 7 && memcmp(p, "-MOVED ", 7) == 0;
+    bool ask = len > 5 && memcmp(p, "-ASK ", 5) == 0;
+    mt_wcluster_t *c = u->base.ep->cluster;
+    if ((!moved && !ask) || !mt_rtopo(c))
+        return false;
+    if (moved)
+        mt_rcluster_moved(c, p, len); /* the slot map learns where the slot is now */
+    mt_rsess_t *s = r->sess;
+    if (s && s->tx.lease == u && s->tx.state == RTX_QUEUED)
+        s->tx.failed = true; /* EXEC, if not sent yet, is a DISCARD here and EXECABORT */
+    /* "-MOVED 3999 127.0.0.1:7002\r\n": what follows the word, without the CRLF */
+    const char *rest = memchr(p, ' ', len);
+    int n = rest ? (int)MT_MIN((size_t)(p + len - 2 - (rest + 1)), 200) : 0;
+    char text[400];
+    snprintf(text, sizeof(text),
+             "ERR meltemi: the slot of this command moved to another master during the "
+             "transaction (%s %.*s): the transaction is discarded (EXEC answers EXECABORT); "
+             "retry it",
+             moved ? "MOVED" : "ASK", n > 0 ? n : 0, rest ? rest + 1 : "");
+    mt_stat_add(c->conf->stats, u->base.w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+    mt_rreq_complete_error(u->base.w, r, text);
+    return true;
+}
+
 /* ---- MULTI / EXEC / DISCARD / UNWATCH ------------------------------------------------------ */
 
 /* MULTI on a single-master PROXY-mode service without prefix routes: the lease is taken now,

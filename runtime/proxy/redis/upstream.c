@@ -155,6 +155,10 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
             mt_rtx_select_answered(u, r, len && p[0] == '+');
         if (MT_UNLIKELY(r->lease_first) && len > 7 && p[0] == '-' && mt_rtx_moved(u, r, p, len))
             return;
+        if (MT_UNLIKELY(r->queued) && len > 5 && p[0] == '-' && mt_rtx_redirected(u, r, p, len)) {
+            mt_rtx_after_reply(u);
+            return;
+        }
         mt_rreq_complete(w, r, u->base.rbuf, p, len);
         mt_rtx_after_reply(u);
         return;
