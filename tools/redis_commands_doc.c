@@ -63,7 +63,8 @@ static const char *local_note(const char *name)
                    "after a reconnect, like SELECT (on the shared connection they would hold "
                    "for every client); OFF with nothing set answered here; several masters: "
                    "an error"},
-        {"command", "the proxy's own table (Redis 7.0.15's)"},
+        {"command", "the proxy's own table (Redis 7.0.15's); DOCS: Redis's, from one master, "
+                    "kept to the commands COMMAND lists"},
         {"info", "the proxy's own sections"},
         {"readonly", "replica reads follow the RedisService's readPolicy"},
         {"readwrite", "replica reads follow the RedisService's readPolicy"},

@@ -395,6 +395,11 @@ void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp
  * replies merged as merge (a redis_merge_t) says. */
 void mt_rsplit_fanout(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
                       mt_wendpoint_t *const *eps, uint32_t n, int merge);
+/* COMMAND DOCS on ep, its reply kept to the commands COMMAND lists. */
+void mt_rsplit_command_docs(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
+                            mt_wendpoint_t *ep);
+/* COMMAND DOCS [name...]: asked of one master (admin.c); false when there is none to ask. */
+bool mt_radmin_command_docs(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
 /* SCAN over eps, one endpoint after the other (the cursor's low bits say which). */
 void mt_rsplit_scan(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
                     mt_wendpoint_t *const *eps, uint32_t n);
