@@ -18,7 +18,8 @@ p50 and p99 (redis-benchmark 7's --csv output) and the ratio of req/s to direct.
 A target that fails to start or whose run fails (exit status, error lines, timeout, process
 died) is marked failed for that run and the harness keeps going.
 
-Usage: tests/bench/run.sh [--quick] [--reps N] [--seconds S] [--targets a,b] [--out FILE]
+Usage: tests/bench/run.sh [--quick] [--reps N] [--seconds S] [--targets a,b] [--rows MULTI,GET:1]
+       [--out FILE]
 """
 
 import argparse
