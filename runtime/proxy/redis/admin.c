@@ -143,6 +143,7 @@ bool mt_radmin_command_docs(mt_rsess_t *s, const redis_command_t *cmd, const res
     mt_wendpoint_t *ep = NULL;
     if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER) {
         ep = mt_rcluster_slot_master(c, 0);
+        ep = ep ? ep : c->eps[0]; /* before the slot map: a seed (every node answers alike) */
     } else {
         mt_wendpoint_t **masters = malloc(sizeof(*masters) * c->n_eps);
         if (masters && proxy_masters(c, masters) > 0)
