@@ -222,22 +222,14 @@ void mt_msg__begin(mt_msg_t *m, const mt_codec_t *codec, const uint8_t *frame, s
      * than the rest of a small frame's bookkeeping */
 }
 
-/* mt_msg__add_attr past its filter test. */
-mt_status_t mt_msg__store_attr(mt_msg_t *m, mt_str_t key, mt_str_t val)
+mt_status_t mt_msg__grow_attrs(mt_msg_t *m)
 {
-    if (mt_msg__find(m, key.ptr, key.len) != NULL)
-        return MT_OK;
-    if (m->nattrs == m->attrs_cap) {
-        uint32_t cap = m->attrs_cap ? m->attrs_cap * 2 : 16;
-        mt_attr_t *p = realloc(m->attrs, (size_t)cap * sizeof(*p));
-        if (p == NULL)
-            return MT_ERROR;
-        m->attrs = p;
-        m->attrs_cap = cap;
-    }
-    m->attrs[m->nattrs].key = key;
-    m->attrs[m->nattrs].val = val;
-    m->nattrs++;
+    uint32_t cap = m->attrs_cap ? m->attrs_cap * 2 : 16;
+    mt_attr_t *p = realloc(m->attrs, (size_t)cap * sizeof(*p));
+    if (p == NULL)
+        return MT_ERROR;
+    m->attrs = p;
+    m->attrs_cap = cap;
     return MT_OK;
 }
 
@@ -313,7 +305,15 @@ mt_status_t mt_attr_filter_add(mt_attr_filter_t *f, const char *key, size_t len)
         f->cap = cap;
     }
     f->keys[f->n++] = (mt_str_t){key, len};
-    f->lens |= 1ull << (len < 63 ? len : 63);
+    uint8_t *slot = &f->slot[mt_attr_filter_slot(key, len)];
+    *slot = *slot == 0 && f->n < MT_ATTR_FILTER_MANY ? (uint8_t)f->n : MT_ATTR_FILTER_MANY;
+    /* process-wide, so a filter freed and another built at its address differ too */
+    static uint32_t filter_gen;
+    uint32_t g;
+    do
+        g = __atomic_add_fetch(&filter_gen, 1, __ATOMIC_RELAXED);
+    while (g == 0);
+    f->gen = g;
     return MT_OK;
 }
 

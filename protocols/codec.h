@@ -99,11 +99,32 @@ typedef struct mt_attr {
  * views the filter does not own (the snapshot's strings); `keys` is the filter's own array.
  */
 typedef struct mt_attr_filter {
-    uint64_t lens; /* bit MIN(len, 63) set for the length of every key: a cheap first test */
     mt_str_t *keys;
     uint32_t n;
     uint32_t cap;
+    /* by mt_attr_filter_slot(key): 0 no key there, k keys[k - 1] is the only one,
+     * MT_ATTR_FILTER_MANY more than one (then the keys are walked): one look and at most one
+     * comparison per key asked for, whether the filter lets it in or not */
+    uint8_t slot[64];
+    /* changes with every key added (never 0 once one was): a decoder may keep its answers
+     * for fixed keys while the filter and this number stay the same; 0: do not keep them.
+     * A filter built by hand that never changes may set any number but 0 */
+    uint32_t gen;
 } mt_attr_filter_t;
+
+#define MT_ATTR_FILTER_MANY 0xff
+
+/* A key's slot: its length and first and last bytes, mixed, so that keys of one length
+ * ("version" and "service", "status" and "method") seldom share one. */
+#define MT_ATTR_FILTER_SLOT(len, first, last)                                                      \
+    ((((size_t)(len)*7 + (size_t)(first)*3 + (size_t)(last)) & 63))
+
+static inline size_t mt_attr_filter_slot(const char *key, size_t len)
+{
+    if (len == 0)
+        return MT_ATTR_FILTER_SLOT(0, 0, 0);
+    return MT_ATTR_FILTER_SLOT(len, (unsigned char)key[0], (unsigned char)key[len - 1]);
+}
 
 /* Adds key (a view that must outlive the filter); no-op if present. MT_ERROR: no memory. */
 mt_status_t mt_attr_filter_add(mt_attr_filter_t *f, const char *key, size_t len);
@@ -111,8 +132,11 @@ void mt_attr_filter_free(mt_attr_filter_t *f);
 
 static inline bool mt_attr_filter_has(const mt_attr_filter_t *f, const char *key, size_t len)
 {
-    if ((f->lens & (1ull << (len < 63 ? len : 63))) == 0)
+    uint8_t k = f->slot[mt_attr_filter_slot(key, len)];
+    if (k == 0)
         return false;
+    if (k != MT_ATTR_FILTER_MANY)
+        return mt_str_eq(f->keys[k - 1], key, len);
     for (uint32_t i = 0; i < f->n; i++) {
         if (mt_str_eq(f->keys[i], key, len))
             return true;
@@ -276,7 +300,21 @@ static inline bool mt_msg__wants(const mt_msg_t *m, const char *key, size_t key_
 {
     return m->want == NULL || mt_attr_filter_has(m->want, key, key_len);
 }
-mt_status_t mt_msg__store_attr(mt_msg_t *m, mt_str_t key, mt_str_t val);
+/* For codecs: make room for one more attribute (m->attrs_cap grows). MT_ERROR: no memory. */
+mt_status_t mt_msg__grow_attrs(mt_msg_t *m);
+/* mt_msg__add_attr past its filter test; inline: a frame stores a few, each one a call
+ * costs as much as the store */
+static inline mt_status_t mt_msg__store_attr(mt_msg_t *m, mt_str_t key, mt_str_t val)
+{
+    if (mt_msg__find(m, key.ptr, key.len) != NULL)
+        return MT_OK;
+    if (__builtin_expect(m->nattrs == m->attrs_cap, 0) && mt_msg__grow_attrs(m) != MT_OK)
+        return MT_ERROR;
+    m->attrs[m->nattrs].key = key;
+    m->attrs[m->nattrs].val = val;
+    m->nattrs++;
+    return MT_OK;
+}
 /* For codecs: add an attribute unless the key is already present (first writer wins) or
  * m->want leaves it out (then nothing is stored and MT_OK returned). Views must point into
  * the frame, the message's arena or static storage. MT_ERROR on out of memory. */

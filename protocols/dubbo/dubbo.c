@@ -19,6 +19,11 @@
 typedef struct dubbo_decoder {
     mt_codec_limits_t limits;
     hessian2_classes_t classes; /* reused across frames to avoid a malloc per request */
+    /* what the filter want_of (at generation want_gen) answered for the invocation's fixed
+     * keys and a response's status: asked once per filter, not per frame */
+    const mt_attr_filter_t *want_of;
+    uint32_t want_gen;
+    bool want_interface, want_method, want_version, want_status;
 } dubbo_decoder_t;
 
 /* Parse info kept in mt_msg_t.priv for encode. Offsets are relative to the frame. */
@@ -198,14 +203,28 @@ static void dubbo_free(void *state)
     hessian2_classes_free(&d->classes);
 }
 
-static inline __attribute__((always_inline)) mt_status_t
-dubbo_add(mt_msg_t *m, mt_str_t key, mt_str_t val, mt_codec_err_t *err)
+/* Stores key = val unless val is a null string; the caller asked the filter already. */
+static inline mt_status_t dubbo_store(mt_msg_t *m, mt_str_t key, mt_str_t val, mt_codec_err_t *err)
 {
     if (val.ptr == NULL)
         return MT_OK;
-    if (mt_msg__add_attr(m, key, val) != MT_OK)
+    if (mt_msg__store_attr(m, key, val) != MT_OK)
         return mt_codec_fail(err, MT_CODEC_E_NOMEM, "dubbo: no memory for attributes");
     return MT_OK;
+}
+
+/* Sets d's answers for the fixed keys (the invocation's, a response's status) under filter f
+ * (NULL: every key). */
+static void dubbo_want_fixed(dubbo_decoder_t *d, const mt_attr_filter_t *f)
+{
+    if (f != NULL && f == d->want_of && f->gen == d->want_gen && f->gen != 0)
+        return;
+    d->want_of = f;
+    d->want_gen = f ? f->gen : 0;
+    d->want_interface = f == NULL || mt_attr_filter_has(f, "interface", 9);
+    d->want_method = f == NULL || mt_attr_filter_has(f, "method", 6);
+    d->want_version = f == NULL || mt_attr_filter_has(f, "version", 7);
+    d->want_status = f == NULL || mt_attr_filter_has(f, "status", 6);
 }
 
 static mt_status_t dubbo_decode_invocation(dubbo_decoder_t *d, mt_msg_t *m, mt_codec_err_t *err)
@@ -217,9 +236,10 @@ static mt_status_t dubbo_decode_invocation(dubbo_decoder_t *d, mt_msg_t *m, mt_c
     dubbo_invocation_t inv;
     if (dubbo_parse_invocation(&r, &inv) != MT_OK)
         return MT_ERROR;
-    if (dubbo_add(m, MT_STR("interface"), inv.path, err) != MT_OK ||
-        dubbo_add(m, MT_STR("method"), inv.method, err) != MT_OK ||
-        dubbo_add(m, MT_STR("version"), inv.version, err) != MT_OK)
+    dubbo_want_fixed(d, m->want);
+    if ((d->want_interface && dubbo_store(m, MT_STR("interface"), inv.path, err) != MT_OK) ||
+        (d->want_method && dubbo_store(m, MT_STR("method"), inv.method, err) != MT_OK) ||
+        (d->want_version && dubbo_store(m, MT_STR("version"), inv.version, err) != MT_OK))
         return MT_ERROR;
     p->attach_off = (uint32_t)inv.attach_off;
     dubbo_attach_kind_t kind;
@@ -250,15 +270,16 @@ static mt_status_t dubbo_decode_invocation(dubbo_decoder_t *d, mt_msg_t *m, mt_c
     return MT_OK;
 }
 
-static mt_status_t dubbo_decode_response(mt_msg_t *m, mt_codec_err_t *err)
+static mt_status_t dubbo_decode_response(dubbo_decoder_t *d, mt_msg_t *m, mt_codec_err_t *err)
 {
     const dubbo_priv_t *p = dubbo_cpriv(m);
-    if (!mt_msg__wants(m, "status", 6))
+    dubbo_want_fixed(d, m->want);
+    if (!d->want_status)
         return MT_OK;
     mt_str_t v = mt_msg__dec(m, p->status);
     if (v.ptr == NULL)
         return mt_codec_fail(err, MT_CODEC_E_NOMEM, "dubbo: no memory for attributes");
-    return dubbo_add(m, MT_STR("status"), v, err);
+    return dubbo_store(m, MT_STR("status"), v, err);
 }
 
 static mt_status_t dubbo_check_magic(const uint8_t *buf, size_t len, mt_codec_err_t *err)
@@ -306,7 +327,7 @@ static mt_status_t dubbo_decode(void *state, const uint8_t *buf, size_t len, mt_
         msg->type = MT_MSG_HEARTBEAT;
     } else if (msg->is_reply) {
         msg->type = p->status == DUBBO_OK ? MT_MSG_RESPONSE : MT_MSG_ERROR;
-        rc = dubbo_decode_response(msg, err);
+        rc = dubbo_decode_response(d, msg, err);
     } else {
         msg->type = msg->expects_reply ? MT_MSG_REQUEST : MT_MSG_ONEWAY;
         if ((flag & DUBBO_SERIALIZATION_MASK) == DUBBO_SERIALIZATION_HESSIAN2)

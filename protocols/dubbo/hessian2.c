@@ -133,14 +133,14 @@ static mt_status_t h2_read_count(hessian2_reader_t *r, uint32_t *out)
 
 /* Advances over `chars` UTF-16 units of UTF-8 text (Hessian lengths count Java chars; a
  * 4-byte sequence is a surrogate pair, i.e. two chars). A run of ASCII is one unit per byte,
- * so it is skipped by length (hessian2__ascii_run); only a non-ASCII lead byte takes the
+ * so it is skipped by length (hessian2__reader_ascii_run); only a non-ASCII lead byte takes the
  * character-by-character path. Both end on the same byte with the same error as a walk of
  * every character would (a truncated string fails at the end of the buffer). */
 static mt_status_t h2_skip_chars(hessian2_reader_t *r, uint32_t chars)
 {
     while (chars > 0) {
         size_t ascii =
-            hessian2__ascii_run(r->buf, r->pos, MT_MIN((size_t)chars, r->len - r->pos), r->len);
+            hessian2__reader_ascii_run(r, r->pos, MT_MIN((size_t)chars, r->len - r->pos));
         r->pos += ascii;
         chars -= (uint32_t)ascii;
         if (chars == 0)

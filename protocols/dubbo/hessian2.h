@@ -36,7 +36,12 @@ typedef struct hessian2_reader {
     hessian2_classes_t *classes; /* cleared by hessian2_reader_init */
     mt_arena_t *arena;           /* where chunked strings are joined; NULL: refuse them */
     mt_codec_err_t *err;
+    /* every byte of [ascii_from, ascii_end) is ASCII (high bit clear), found by one scan at
+     * init: a string inside that range is as many bytes as chars, with no scan of its own */
+    size_t ascii_from, ascii_end;
 } hessian2_reader_t;
+
+static inline size_t hessian2__ascii_prefix(const uint8_t *buf, size_t pos, size_t len);
 
 static inline void hessian2_reader_init(hessian2_reader_t *r, const uint8_t *buf, size_t len,
                                         size_t pos, uint32_t max_depth, hessian2_classes_t *classes,
@@ -51,6 +56,8 @@ static inline void hessian2_reader_init(hessian2_reader_t *r, const uint8_t *buf
     r->classes->count = 0;
     r->arena = arena;
     r->err = err;
+    r->ascii_from = pos;
+    r->ascii_end = pos <= len ? hessian2__ascii_prefix(buf, pos, len) : pos;
 }
 
 /* True and the next tag byte in *tag when one is available. */
@@ -128,6 +135,36 @@ static inline size_t hessian2__ascii_run(const uint8_t *buf, size_t pos, size_t 
 #endif
 }
 
+/* The end of the ASCII run that starts at buf[pos] (pos <= len): the first byte at or after
+ * pos with the high bit set, or len. 32 bytes a step while they are all ASCII (a frame
+ * of short strings is scanned once at reader init, not string by string). */
+static inline size_t hessian2__ascii_prefix(const uint8_t *buf, size_t pos, size_t len)
+{
+    size_t i = pos;
+    for (; len - i >= 32; i += 32) {
+        uint64_t a, b, c, d;
+        memcpy(&a, buf + i, 8);
+        memcpy(&b, buf + i + 8, 8);
+        memcpy(&c, buf + i + 16, 8);
+        memcpy(&d, buf + i + 24, 8);
+        if ((a | b | c | d) & 0x8080808080808080ull)
+            break;
+    }
+    return i + hessian2__ascii_run(buf, i, len - i, len);
+}
+
+/* hessian2__ascii_run(r->buf, pos, n, r->len) (pos + n <= r->len), answered from the reader's
+ * ASCII range without reading the bytes again when pos is inside it. */
+static inline size_t hessian2__reader_ascii_run(const hessian2_reader_t *r, size_t pos, size_t n)
+{
+    if (pos >= r->ascii_from && pos <= r->ascii_end) {
+        size_t run = r->ascii_end - pos; /* buf[ascii_end] is not ASCII when < len */
+        if (run >= n || r->ascii_end < r->len)
+            return run < n ? run : n;
+    }
+    return hessian2__ascii_run(r->buf, pos, n, r->len);
+}
+
 /* A compact string (tag 0x00-0x1f: one final chunk of at most 31 chars) of ASCII only, at
  * r->pos: the common case, read in one step into *out (a view into buf). False, with nothing
  * consumed, for anything else (another tag, non-ASCII text, too few bytes): the general
@@ -137,10 +174,13 @@ static inline bool hessian2_read_compact_ascii(hessian2_reader_t *r, mt_str_t *o
     if (r->pos >= r->len)
         return false;
     uint8_t t = r->buf[r->pos];
-    if (t > 0x1f || t > r->len - r->pos - 1)
+    if (t > 0x1f)
         return false;
-    if (hessian2__ascii_run(r->buf, r->pos + 1, t, r->len) != t)
-        return false;
+    /* inside the reader's ASCII range (ascii_end <= len): no length check or scan left */
+    if (r->pos < r->ascii_from || r->pos + 1 + t > r->ascii_end) {
+        if (t > r->len - r->pos - 1 || hessian2__ascii_run(r->buf, r->pos + 1, t, r->len) != t)
+            return false;
+    }
     *out = (mt_str_t){(const char *)r->buf + r->pos + 1, t};
     r->pos += 1 + (size_t)t;
     return true;

@@ -35,7 +35,7 @@ const resp_limits_t resp_default_limits = {
 #define RESP_ARGV_MIN 16
 
 enum {
-    RQ_START = 0,
+    RQ_START = 0, /* resp.h's resp_req_parser_release tests state == 0 */
     RQ_INLINE,
     RQ_MB_COUNT,
     RQ_MB_BULK_LEN,
@@ -119,6 +119,25 @@ void resp_req_parser_free(resp_req_parser_t *p)
     p->scratch = NULL;
     p->argv_cap = 0;
     p->scratch_cap = 0;
+}
+
+bool resp_req_parser__release(resp_req_parser_t *p, resp_req_arrays_t *spare)
+{
+    if (p->state != RQ_START)
+        return false;
+    if (!spare->argv && p->argv && p->argv_cap <= RESP_ARGV_SPARE_MAX) {
+        *spare = (resp_req_arrays_t){p->argv, p->arg_off, p->argv_cap};
+    } else {
+        free(p->argv);
+        free(p->arg_off);
+    }
+    free(p->scratch);
+    p->argv = NULL;
+    p->arg_off = NULL;
+    p->scratch = NULL;
+    p->argv_cap = 0;
+    p->scratch_cap = 0;
+    return true;
 }
 
 static void resp__req_reset(resp_req_parser_t *p)

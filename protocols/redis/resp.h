@@ -76,6 +76,48 @@ typedef struct resp_req_parser {
 
 void resp_req_parser_init(resp_req_parser_t *p, const resp_limits_t *limits);
 void resp_req_parser_free(resp_req_parser_t *p);
+
+/* The argument arrays a parser holds. Between frames they hold nothing, so a caller with many
+ * parsers (one per client connection) need not leave a set in each idle one: it keeps one
+ * spare set and lends it to whichever parser runs next. */
+typedef struct resp_req_arrays {
+    resp_arg_t *argv;
+    size_t *arg_off;
+    uint32_t cap;
+} resp_req_arrays_t;
+
+/* Gives p the spare set when p has none; spare is then empty. Costs two tests otherwise. */
+static inline void resp_req_parser_borrow(resp_req_parser_t *p, resp_req_arrays_t *spare)
+{
+    if (!p->argv && spare->argv) {
+        p->argv = spare->argv;
+        p->arg_off = spare->arg_off;
+        p->argv_cap = spare->cap;
+        *spare = (resp_req_arrays_t){0};
+    }
+}
+/* Between frames (the last call returned MT_OK or MT_ERROR, or none was made), p gives its
+ * arrays to spare when spare is empty and they are small, frees them otherwise, and frees its
+ * inline scratch: p then holds no memory, and takes arrays again as arguments arrive. In the
+ * middle of a frame (the last call returned MT_AGAIN) it does nothing and returns false:
+ * the arrays hold the offsets the next call resumes from. */
+bool resp_req_parser__release(resp_req_parser_t *p, resp_req_arrays_t *spare);
+#define RESP_ARGV_SPARE_MAX 64 /* the largest set kept as a spare: a few dozen arguments */
+static inline bool resp_req_parser_release(resp_req_parser_t *p, resp_req_arrays_t *spare)
+{
+    if (!p->argv && !p->scratch)
+        return true;
+    /* the common case inline: between frames (state 0 is the parser's "start"), no inline
+     * scratch, a small set and an empty spare */
+    if (p->state == 0 && !p->scratch && !spare->argv && p->argv_cap <= RESP_ARGV_SPARE_MAX) {
+        *spare = (resp_req_arrays_t){p->argv, p->arg_off, p->argv_cap};
+        p->argv = NULL;
+        p->arg_off = NULL;
+        p->argv_cap = 0;
+        return true;
+    }
+    return resp_req_parser__release(p, spare);
+}
 mt_status_t resp_parse_request(resp_req_parser_t *p, const char *buf, size_t len,
                                resp_request_t *out, const char **err);
 

@@ -45,6 +45,9 @@ static const char *const alog_field_names[MT_ALOG_FIELD_COUNT] = {
     [MT_ALOG_BYTES_SENT] = "BYTES_SENT",
     [MT_ALOG_TRACE_ID] = "TRACE_ID",
     [MT_ALOG_CONNECTION_ID] = "CONNECTION_ID",
+    [MT_ALOG_FRAMES_RECEIVED] = "FRAMES_RECEIVED",
+    [MT_ALOG_FRAMES_SENT] = "FRAMES_SENT",
+    [MT_ALOG_STREAM_END] = "STREAM_END",
 };
 
 static void alog_plain_init(void);
@@ -532,6 +535,14 @@ static char *put_field(mt_alog_worker_t *aw, char *o, const mt_alog_entry_t *e, 
         return put_u64(o, e->bytes_out);
     case MT_ALOG_CONNECTION_ID:
         return put_u64(o, e->connection_id);
+    case MT_ALOG_FRAMES_RECEIVED:
+    case MT_ALOG_FRAMES_SENT:
+        if (!e->stream_end)
+            return put_str(o, NULL, 0, json);
+        return put_u64(o, f == MT_ALOG_FRAMES_SENT ? e->frames_out : e->frames_in);
+    case MT_ALOG_STREAM_END:
+        s = e->stream_end;
+        break;
     case MT_ALOG_RESPONSE_FLAGS:
         if (json)
             *o++ = '"';
@@ -620,6 +631,14 @@ static char *alog_json_line(mt_alog_worker_t *aw, char *o, const mt_alog_entry_t
     o = put_str(o, e->trace_id, 0, true);
     o = PUT_LIT(o, ",\"connection_id\":");
     o = put_u64(o, e->connection_id);
+    if (MT_UNLIKELY(e->stream_end != NULL)) { /* a stream's line: what a request has not */
+        o = PUT_LIT(o, ",\"frames_received\":");
+        o = put_u64(o, e->frames_in);
+        o = PUT_LIT(o, ",\"frames_sent\":");
+        o = put_u64(o, e->frames_out);
+        o = PUT_LIT(o, ",\"stream_end\":");
+        o = put_str(o, e->stream_end, 0, true);
+    }
     *o++ = '}';
     return o;
 }

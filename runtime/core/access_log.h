@@ -36,6 +36,9 @@ typedef enum mt_alog_field {
     MT_ALOG_BYTES_SENT,
     MT_ALOG_TRACE_ID,
     MT_ALOG_CONNECTION_ID,
+    MT_ALOG_FRAMES_RECEIVED, /* a stream's frames from the client ("-" on a request's line) */
+    MT_ALOG_FRAMES_SENT,     /* and from the server */
+    MT_ALOG_STREAM_END,      /* how a stream ended: close, reset, timeout, upstream_gone... */
     MT_ALOG_FIELD_COUNT
 } mt_alog_field_t;
 
@@ -77,7 +80,9 @@ typedef struct mt_alog_entry {
     uint32_t flags; /* MT_RF_* */
     uint64_t bytes_in, bytes_out;
     uint64_t connection_id;
-    const char *trace_id; /* 32 hex, or NULL */
+    const char *trace_id;           /* 32 hex, or NULL */
+    const char *stream_end;         /* a stream's line: how it ended (NULL: a request's line) */
+    uint64_t frames_in, frames_out; /* a stream's frames (only with stream_end) */
 } mt_alog_entry_t;
 
 /* Per worker: the line buffer and the sampler. */

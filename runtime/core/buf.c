@@ -20,6 +20,12 @@ void mt_buf_pool_destroy(mt_buf_pool_t *pool)
         free(b);
     }
     pool->nfree = 0;
+    while (pool->spare_slices) {
+        void *v = pool->spare_slices;
+        pool->spare_slices = *(void **)v;
+        free(v);
+    }
+    pool->n_spare_slices = 0;
 }
 
 mt_buf_t *mt_buf_get(mt_buf_pool_t *pool, size_t min_cap)

@@ -31,6 +31,10 @@ typedef struct mt_buf_pool {
     mt_buf_t *free;
     uint32_t nfree;
     uint64_t allocated; /* chunks currently out of the pool (for /clusters and tests) */
+    /* Output queues' slice arrays of the smallest size, given back by queues with nothing to
+     * write (outq.c): a list through their first bytes, at most MT_OUTQ_SPARE_MAX. */
+    void *spare_slices;
+    uint32_t n_spare_slices;
 } mt_buf_pool_t;
 
 void mt_buf_pool_init(mt_buf_pool_t *pool);

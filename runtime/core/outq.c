@@ -38,9 +38,24 @@ void mt_outq_reset(mt_outq_t *q)
     }
 }
 
+/* A queue's first slice array: OUTQ_MIN_SLICES entries. A queue with nothing left to write
+ * (and lend_slices set) gives an array of that size back to its pool's spare list, and the next
+ * queue to need one takes it from there, so idle connections hold none and busy ones malloc none. A
+ * grown array (a connection that pipelined) stays with its queue until the queue is reset. */
+#define OUTQ_MIN_SLICES 4
+#define MT_OUTQ_SPARE_MAX 256 /* spare arrays kept per pool (24 KiB) */
+
 static int outq_grow(mt_outq_t *q)
 {
-    uint32_t cap = q->cap ? q->cap * 2 : 4; /* an idle connection keeps it: start small */
+    mt_buf_pool_t *pool = q->pool;
+    if (q->cap == 0 && pool->spare_slices) {
+        q->v = pool->spare_slices;
+        pool->spare_slices = *(void **)q->v;
+        pool->n_spare_slices--;
+        q->cap = OUTQ_MIN_SLICES;
+        return 0;
+    }
+    uint32_t cap = q->cap ? q->cap * 2 : OUTQ_MIN_SLICES;
     mt_slice_t *v = realloc(q->v, cap * sizeof(*v));
     if (!v)
         return -1;
@@ -113,9 +128,23 @@ int mt_outq_add_copy(mt_outq_t *q, const char *p, size_t len)
  * pool (a connection that got one PONG must not keep 16 KiB), the next copy takes another. */
 static void outq_idle(mt_outq_t *q)
 {
-    if (q->own && q->n == 0 && q->inflight_writes == 0) {
+    if (q->n != 0 || q->inflight_writes != 0)
+        return;
+    if (q->own) {
         mt_buf_unref(q->pool, q->own);
         q->own = NULL;
+    }
+    mt_buf_pool_t *pool = q->pool;
+    if (q->cap == OUTQ_MIN_SLICES && q->lend_slices) {
+        if (pool->n_spare_slices < MT_OUTQ_SPARE_MAX) {
+            *(void **)q->v = pool->spare_slices;
+            pool->spare_slices = q->v;
+            pool->n_spare_slices++;
+        } else {
+            free(q->v);
+        }
+        q->v = NULL;
+        q->cap = 0;
     }
 }
 

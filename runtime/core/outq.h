@@ -35,6 +35,10 @@ struct mt_outq {
     mt_outq_done_cb on_done; /* after each write completes (status < 0: error) */
     mt_outq_t *flush_next;   /* the worker's list of queues with bytes to flush */
     bool flush_listed;
+    /* Set by the owner of one of many queues (a client session): with nothing left to write,
+     * the queue gives its first slice array back to the pool (outq.c), so idle connections
+     * hold none. Upstream connections, few and busy, keep theirs. */
+    bool lend_slices;
     /* A transport below this queue (TLS, core/tls.h): mt_outq_flush hands the queued slices
      * to seal(q) instead of writing them, and seal passes what it made to lower, the queue
      * that writes to the socket. The bytes lower still owes count as this queue's pending.

@@ -136,6 +136,9 @@ void mt_session_access_log(mt_session_t *s, const mt_request_end_t *e, const mt_
         .bytes_out = e->resp_bytes,
         .connection_id = s->id,
         .trace_id = e->trace_id,
+        .stream_end = e->stream_end,
+        .frames_in = e->frames_in,
+        .frames_out = e->frames_out,
     };
     mt_alog_write(s->snap->access_log, &s->w->alog, &le);
 }
@@ -216,12 +219,13 @@ int mt_session_accept(mt_session_t *s, mt_wlistener_t *l, uv_stream_t *server,
     s->accepted_ns = w->now_ns;
     if (!s->tls)
         mt_outq_init(&s->out, &w->pool, session_on_write_done);
+    s->out.lend_slices = true; /* an idle client holds no slice array */
     s->out.stream = (uv_stream_t *)&s->tcp;
     s->link.drain = session_drain;
     mt_worker_session_add(w, &s->link);
     int salen = sizeof(s->peer_sa);
-    if (uv_tcp_getpeername(&s->tcp, (struct sockaddr *)&s->peer_sa, &salen) != 0)
-        s->peer_sa.ss_family = AF_UNSPEC;
+    if (uv_tcp_getpeername(&s->tcp, &s->peer_sa.sa, &salen) != 0 || salen > (int)sizeof(s->peer_sa))
+        s->peer_sa.sa.sa_family = AF_UNSPEC; /* (a longer address was cut short: not ours) */
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_TOTAL, 1);
     mt_stat_add(l->conf->stats, w->id, MT_ST_DOWNSTREAM_CX_ACTIVE, 1);
     if (!l->conf->tls) {
@@ -562,7 +566,7 @@ void mt_session_rebind(mt_session_t *s)
 bool mt_session__authorize(mt_session_t *s, mt_authz_request_t *r)
 {
     r->principal = mt_session_principal(s);
-    r->peer = s->peer_sa.ss_family == AF_UNSPEC ? NULL : (const struct sockaddr *)&s->peer_sa;
+    r->peer = s->peer_sa.sa.sa_family == AF_UNSPEC ? NULL : &s->peer_sa.sa;
     r->port = s->conf->port;
     mt_authz_verdict_t v = mt_authz_check(s->conf->authz, r);
     if (v.allowed && !v.audited)

@@ -25,6 +25,14 @@ extern uint32_t mt_session_tls_handshake_ms;
 
 typedef struct mt_session mt_session_t;
 
+/* A TCP client's address: IPv4 or IPv6, 28 bytes (a sockaddr_storage, 128, in every session
+ * would cost 100 bytes per connection for nothing). */
+typedef union mt_peer_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+} mt_peer_addr_t;
+
 typedef struct mt_session_ops {
     /* New bytes are in s->rbuf: handle every whole frame, advancing s->rbuf->pos past it.
      * Called only while the session is neither finishing nor closing. */
@@ -69,7 +77,7 @@ struct mt_session {
     uint32_t auth_timeout_ms;        /* 0: none (or authenticated) */
     uint32_t idle_timeout_ms;        /* 0: none */
     struct mt_tls *tls;              /* the TLS transport, or NULL: plain TCP */
-    struct sockaddr_storage peer_sa; /* the client's address (AuthorizationPolicy ipBlocks) */
+    mt_peer_addr_t peer_sa;          /* the client's address (AuthorizationPolicy ipBlocks) */
     bool sniffing;                   /* PERMISSIVE: TLS or plain is decided by the first bytes */
     mt_istio_set_t *istio_tcp;       /* the connection's Istio label set (default destination); on
                                         a TLS listener NULL until the handshake (or PERMISSIVE's
@@ -146,17 +154,19 @@ static inline bool mt_session_authorize(mt_session_t *s, mt_authz_request_t *r)
 
 /* What the access log says of a request besides its metrics (built only when it is logged). */
 typedef struct mt_request_end {
-    const mt_cluster_conf_t *dest; /* the cluster it went to (NULL: none) */
-    uint64_t start_ns;             /* the worker's now_ns when the request was read */
-    uint32_t code;                 /* index into the listener's istio_codes (0: success) */
-    uint32_t flags;                /* Envoy response flags, MT_RF_* */
-    uint32_t req_bytes, resp_bytes;
-    const char *op;           /* the command or method (never its arguments) */
-    size_t op_len;            /* 0: op is NUL-terminated */
-    const mt_wendpoint_t *ep; /* the upstream endpoint that answered, or NULL */
-    const char *route;        /* the route taken, or NULL */
-    const char *subset;       /* the subset, or NULL */
-    const char *trace_id;     /* 32 hex, or NULL */
+    const mt_cluster_conf_t *dest;  /* the cluster it went to (NULL: none) */
+    uint64_t start_ns;              /* the worker's now_ns when the request was read */
+    uint32_t code;                  /* index into the listener's istio_codes (0: success) */
+    uint32_t flags;                 /* Envoy response flags, MT_RF_* */
+    uint64_t req_bytes, resp_bytes; /* a stream's: its frames' bytes each way */
+    const char *op;                 /* the command or method (never its arguments) */
+    size_t op_len;                  /* 0: op is NUL-terminated */
+    const mt_wendpoint_t *ep;       /* the upstream endpoint that answered, or NULL */
+    const char *route;              /* the route taken, or NULL */
+    const char *subset;             /* the subset, or NULL */
+    const char *trace_id;           /* 32 hex, or NULL */
+    const char *stream_end;         /* a stream's line (MetaProtocol streams): how it ended; NULL */
+    uint64_t frames_in, frames_out; /* a stream's frames from the client and the server */
 } mt_request_end_t;
 
 /* The label set of requests from s to dest (NULL: none): found or made on first use. */

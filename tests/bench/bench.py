@@ -523,6 +523,9 @@ def write_results(path, table, info, args, sizes, failures, started, elapsed, no
     if "--note" in argv:  # the note is printed above; keep the command readable
         i = argv.index("--note")
         argv = argv[:i] + argv[i + 2:]
+    if "--txload" in argv:  # run.sh adds it (a temporary build of txload.c)
+        i = argv.index("--txload")
+        argv = argv[:i] + argv[i + 2:]
     cmd = " ".join(["tests/bench/run.sh"] + [shlex.quote(a) for a in argv])
     fail_lines = [f"- {t} {test} P={p}: {why}" for (t, test, p), whys in sorted(failures.items())
                   for why in sorted(set(whys))]

@@ -14,12 +14,14 @@ through meltemi with the example's own servers and clients (examples/custom-prot
     with, a new connection gets the new one;
   - what MetaRouter does besides routing (mirroring, ring hash on a header, localRateLimit)
     and streams (interleaved on one connection, across clients, reset by either side or
-    when a connection goes).
+    when a connection goes; the init frame rewritten by its route's requestMutation, reset
+    after idling for its route's timeout, one access log line per stream).
 
 The servers are the example's mrpc.py / kvtext.py, started as processes on loopback ports
 and stopped by PID.
 """
 
+import json
 import socket
 import subprocess
 import sys
@@ -394,6 +396,59 @@ def test_mrpc_mirror_copies_calls_to_a_shadow(shop, peers):
     assert server_stats(env.v1)["requests"] == 3
 
 
+def test_mrpc_mirror_opens_the_stream_on_the_shadow_and_drops_its_frames(shop, peers):
+    """A stream whose init frame matches a route with a mirror is opened on the mirror
+    destination too: the client's frames are copied there (with an id of the shadow's
+    connection), the shadow's replies reach nobody, the stream's end ends the copy (a reset
+    at the shadow when the client goes), and a shadow that goes leaves the stream going."""
+    shadow = peers("mrpc.py", "shadow")
+    shadow_host = "orders-shadow.shop.svc.cluster.local"
+    mirror_route = me.route("mirrored", [(MRPC_HOST, "v1", None)],
+                            match={"method": {"exact": "audit"}},
+                            mirror=(shadow_host, None), mirror_pct=100)
+    router = (EXAMPLE / "meta-router.yaml").read_text().replace(
+        "  routes:\n", "  routes:\n" + mirror_route, 1)
+    files = {
+        "meta-router.yaml": router,
+        "shadow.yaml": me.service_entry(
+            "orders-shadow", shadow_host, "127.0.0.33", free_port("127.0.0.33"),
+            "tcp-metaprotocol-mrpc-shadow", [("127.0.0.1", shadow.port, {})], namespace="shop"),
+    }
+    env = shop(files=files)
+    c = mclient(env)
+    c.stream(31, "init", "Orders", "audit", [("k", "v")])
+    c.stream(31, "data", body="a")
+    c.stream(31, "data", body="b")
+    c.stream(31, "close")
+    got = read_stream_frames(c, 4)
+    assert got == {31: [("data", "open:v1"), ("data", "echo:a"), ("data", "echo:b"),
+                        ("close", "")]}, got
+    # nothing of the shadow's follows: the next frame is this call's answer
+    assert body(c.call("Orders", "get", [], "r"))["server"] == "v1"
+    wait_until(lambda: server_stats(shadow)["stream_frames"] == 4, 5, "4 frames at the shadow")
+    sh = server_stats(shadow)
+    assert sh["streams"] == 1 and sh["seen"] == [["Orders", "audit", {"k": "v"}]], sh
+    # a client that goes: the stream is reset at its server and at the shadow
+    d = mclient(env)
+    d.stream(32, "init", "Orders", "audit")
+    d.stream(32, "data", body="x")
+    assert read_stream_frames(d, 2) == {32: [("data", "open:v1"), ("data", "echo:x")]}
+    d.close()
+    wait_until(lambda: server_stats(env.v1)["resets"] == 1, 5, "the reset at v1")
+    wait_until(lambda: server_stats(shadow)["resets"] == 1, 5, "the reset at the shadow")
+    # the shadow goes: the stream it copied carries on
+    c.stream(33, "init", "Orders", "audit")
+    assert read_stream_frames(c, 1) == {33: [("data", "open:v1")]}
+    wait_until(lambda: server_stats(shadow)["streams"] == 3, 5, "the third stream at the shadow")
+    shadow.stop()
+    c.stream(33, "data", body="after")
+    assert read_stream_frames(c, 1) == {33: [("data", "echo:after")]}
+    c.stream(33, "close")
+    assert read_stream_frames(c, 1) == {33: [("close", "")]}
+    assert prom(env.meltemi, "meltemi_streams_total") == 3, "a mirror copy is not a stream"
+    c.close()
+
+
 def test_mrpc_ring_hash_on_a_header_sticks_to_one_server(shop):
     rule = (EXAMPLE / "destination-rule.yaml").read_text().replace(
         "  host: orders.shop.svc.cluster.local\n",
@@ -495,8 +550,8 @@ def test_mrpc_interleaved_streams_follow_their_init_frame(shop):
     v1, v2 = server_stats(env.v1), server_stats(env.v2)
     assert (v1["streams"], v2["streams"]) == (2, 1)
     assert v1["stream_frames"] == 2 + 3 + 2 + 1 and v2["stream_frames"] == 1 + 1 + 1
-    assert ["Orders", "watch", {"user": "alice", "x-routed-by": "meltemi"}] not in v2["seen"], \
-        "streams are routed, not mutated"
+    assert ["Orders", "watch", {"user": "alice", "x-routed-by": "meltemi"}] in v2["seen"], \
+        "the init frame gets its route's requestMutation"
     # a request on the same connection still works between streams
     assert body(c.call("Orders", "get", [], "r"))["server"] == "v1"
     c.close()
@@ -544,6 +599,177 @@ def test_mrpc_streams_of_a_client_that_goes_are_reset_at_the_server(shop):
     assert read_stream_frames(c, 2) == {21: [("data", "open:v1")], 22: [("data", "open:v1")]}
     c.close()
     wait_until(lambda: server_stats(env.v1)["resets"] == 2, 5, "both streams reset at v1")
+
+
+def test_mrpc_stream_init_frame_gets_its_routes_request_mutation(shop):
+    """A route's requestMutation rewrites a stream's init frame as it would a request (the
+    codec's encode): the server sees the added header on the init; the stream's later frames
+    pass untouched, on the client's stream id, both ways."""
+    env = shop()
+    c = mclient(env)
+    c.stream(7, "init", "Orders", "watch", [("user", "alice"), ("x-routed-by", "client")])
+    c.stream(7, "data", body="one")
+    c.stream(7, "close")
+    got = read_stream_frames(c, 3)
+    assert got == {7: [("data", "open:v2"), ("data", "echo:one"), ("close", "")]}, got
+    v2 = server_stats(env.v2)
+    assert v2["seen"] == [["Orders", "watch", {"user": "alice", "x-routed-by": "meltemi"}]], \
+        v2["seen"]
+    assert v2["stream_frames"] == 3
+    # the same connection still carries mutated requests with their own ids
+    assert body(c.call("Orders", "get", [("user", "alice")], "r"))["headers"]["x-routed-by"] \
+        == "meltemi"
+    c.close()
+
+
+def timeout_router(timeout):
+    """The example's MetaRouter with `timeout` on its orders-v1 route."""
+    return (EXAMPLE / "meta-router.yaml").read_text().replace(
+        "    responseMutation:\n    - key: x-proxy",
+        f"    timeout: {timeout}\n    responseMutation:\n    - key: x-proxy", 1)
+
+
+def test_mrpc_idle_stream_is_reset_after_its_routes_timeout(shop):
+    """The matched route's `timeout` bounds a stream's idleness: with no frame either way for
+    that long, meltemi resets the stream at the server (the codec's stream_reset), gives the
+    client the codec's upstream_timeout error (for mrpc a reset of the stream) and counts it
+    as a request with response flag UT; a stream of a route without timeout stays open."""
+    env = shop(files={"meta-router.yaml": timeout_router("300ms")})
+    c = mclient(env)
+    c.stream(3, "init", "Orders", "watch")             # orders-v1: 300 ms
+    c.stream(4, "init", "Orders", "watch", [("user", "alice")])  # canary: no timeout
+    got = read_stream_frames(c, 2)
+    assert got == {3: [("data", "open:v1")], 4: [("data", "open:v2")]}, got
+    f = c.recv()  # nothing else is sent: stream 3 idles past its timeout
+    assert (f.id, f.stream_kind) == (3, "reset"), (f.id, f.flags)
+    assert f.header("error-kind") == "upstream_timeout" and b"idle" in f.body, f.body
+    wait_until(lambda: server_stats(env.v1)["resets"] == 1, 5, "the reset at v1")
+    c.stream(3, "data", body="late")
+    f = c.recv()
+    assert (f.id, f.stream_kind) == (3, "reset") and b"no such stream" in f.body, f.body
+    c.stream(4, "data", body="still")  # the canary route has no timeout: still open
+    assert read_stream_frames(c, 1) == {4: [("data", "echo:still")]}
+    assert server_stats(env.v2)["resets"] == 0
+    status, text = env.meltemi.http_get("/stats/prometheus")
+    ut = [ln for ln in text.splitlines()
+          if ln.startswith("istio_requests_total{") and 'response_flags="UT"' in ln]
+    assert len(ut) == 1 and ut[0].endswith(" 1"), ut
+    c.close()
+
+
+def test_mrpc_stream_that_keeps_talking_outlives_its_routes_timeout(shop):
+    """The timeout is idleness, not a deadline: frames keep restarting it, so a stream
+    carries on past it while it talks (frames 100 ms apart, over three times the 1 s
+    timeout)."""
+    env = shop(files={"meta-router.yaml": timeout_router("1s")})
+    c = mclient(env)
+    c.stream(9, "init", "Orders", "watch")
+    assert read_stream_frames(c, 1) == {9: [("data", "open:v1")]}
+    for i in range(35):
+        time.sleep(0.1)
+        c.stream(9, "data", body=f"m{i}")
+        assert read_stream_frames(c, 1) == {9: [("data", f"echo:m{i}")]}
+    c.stream(9, "close")
+    assert read_stream_frames(c, 1) == {9: [("close", "")]}
+    assert server_stats(env.v1)["resets"] == 0
+    c.close()
+
+
+def stream_access_log_yaml(path, fmt="json", text=None):
+    s = ("apiVersion: meltemi.io/v1alpha1\nkind: AccessLog\nmetadata: {name: default}\n"
+         f"spec:\n  path: {path}\n  format: {fmt}\n")
+    return s + (f"  text: {json.dumps(text)}\n" if text else "")
+
+
+def log_lines(path, n):
+    def enough():
+        if not Path(path).exists():
+            return None
+        ls = Path(path).read_text().splitlines()
+        return ls if len(ls) >= n else None
+    return wait_until(enough, 10, f"{n} lines in {path}")
+
+
+def test_mrpc_access_log_has_one_line_per_stream_when_it_ends(shop, tmp_path):
+    """One access log line per stream, written when it ends, by the same writer as the
+    requests': duration, route, subset, upstream, method, frames and bytes both ways, and
+    how it ended (close, reset, timeout, upstream_gone, client_gone); a request's line has
+    no stream fields."""
+    path = tmp_path / "access.log"
+    env = shop(files={"meta-router.yaml": timeout_router("400ms"),
+                      "access-log.yaml": stream_access_log_yaml(path)})
+    c = mclient(env)
+    c.stream(1, "init", "Orders", "watch", [("user", "alice")])  # closed by both sides
+    c.stream(1, "data", body="hello")
+    c.stream(1, "close")
+    assert len(read_stream_frames(c, 3)[1]) == 3
+    c.stream(2, "init", "Orders", "watch", [("user", "alice")])  # reset by the client
+    assert read_stream_frames(c, 1) == {2: [("data", "open:v2")]}
+    c.stream(2, "reset")
+    c.stream(3, "init", "Orders", "reset-me", [("user", "alice")])  # reset by the server
+    assert read_stream_frames(c, 1)[3][0][0] == "reset"
+    c.stream(4, "init", "Orders", "watch")  # orders-v1, 400 ms: times out
+    idle = "meltemi: stream idle for 400 ms (its route's timeout)"
+    assert read_stream_frames(c, 2)[4] == [("data", "open:v1"), ("reset", idle)]
+    assert body(c.call("Orders", "get", [("user", "alice")], "r"))["server"] == "v2"
+    lines = [json.loads(ln) for ln in log_lines(path, 5)]
+    streams = {ln["stream_end"]: ln for ln in lines if "stream_end" in ln}
+    requests = [ln for ln in lines if "stream_end" not in ln]
+    assert len(requests) == 1 and requests[0]["command"] == "get", requests
+    assert "frames_received" not in requests[0]
+    assert set(streams) == {"close", "reset", "timeout"} and len(lines) == 5, lines
+    closed = streams["close"]
+    assert (closed["frames_received"], closed["frames_sent"]) == (3, 3), closed
+    assert closed["bytes_received"] > 0 and closed["bytes_sent"] > 0
+    assert closed["command"] == "watch" and closed["route_name"] == "canary-by-user"
+    assert closed["subset"] == "v2" and closed["upstream_host"] == f"127.0.0.1:{env.v2.port}"
+    assert closed["response_code"] == "OK" and closed["response_flags"] == "-"
+    assert closed["protocol"] == "mrpc" and closed["duration"] >= 0
+    resets = [ln for ln in lines if ln.get("stream_end") == "reset"]
+    assert sorted((r["frames_received"], r["frames_sent"]) for r in resets) == [(1, 1), (2, 1)]
+    assert all(r["response_code"] == "ERROR" for r in resets)
+    timed = streams["timeout"]
+    assert timed["response_flags"] == "UT" and timed["route_name"] == "orders-v1"
+    assert (timed["frames_received"], timed["frames_sent"]) == (1, 1)
+    assert timed["duration"] >= 300, "idle for the route's timeout before it ended"
+    # a stream whose server goes, and one whose client goes
+    c.stream(5, "init", "Orders", "watch", [("user", "alice")])
+    assert read_stream_frames(c, 1) == {5: [("data", "open:v2")]}
+    d = mclient(env)
+    d.stream(6, "init", "Orders", "watch", [("user", "alice")])
+    assert read_stream_frames(d, 1) == {6: [("data", "open:v2")]}
+    d.close()
+    wait_until(lambda: server_stats(env.v2)["resets"] >= 2, 5, "the client-gone reset at v2")
+    env.v2.stop()
+    f = c.recv()
+    assert (f.id, f.stream_kind) == (5, "reset"), (f.id, f.flags)
+    lines = [json.loads(ln) for ln in log_lines(path, 7)]
+    ends = [ln["stream_end"] for ln in lines[5:]]
+    assert sorted(ends) == ["client_gone", "upstream_gone"], ends
+    gone = next(ln for ln in lines[5:] if ln["stream_end"] == "client_gone")
+    assert gone["response_flags"] == "DC" and gone["response_code"] == "0"
+    c.close()
+
+
+def test_mrpc_stream_access_log_text_fields(shop, tmp_path):
+    """%STREAM_END%, %FRAMES_RECEIVED% and %FRAMES_SENT% in a text format: a stream's
+    values, "-" on a request's line."""
+    path = tmp_path / "access.log"
+    fmt = "%COMMAND% %STREAM_END% %FRAMES_RECEIVED% %FRAMES_SENT% %BYTES_RECEIVED%"
+    env = shop(files={"access-log.yaml": stream_access_log_yaml(path, "text", fmt)})
+    c = mclient(env)
+    c.stream(1, "init", "Orders", "watch")
+    c.stream(1, "data", body="x")
+    c.stream(1, "close")
+    assert len(read_stream_frames(c, 3)[1]) == 3
+    body(c.call("Orders", "get", [], "r"))
+    lines = log_lines(path, 2)
+    stream = next(ln for ln in lines if ln.startswith("watch "))
+    words = stream.split()
+    assert words[1:4] == ["close", "3", "3"] and int(words[4]) > 0, stream
+    request = next(ln for ln in lines if ln.startswith("get "))
+    assert request.split()[1:4] == ["-", "-", "-"], request
+    c.close()
 
 
 def test_mrpc_local_rate_limit_answers_with_the_codecs_error(shop):

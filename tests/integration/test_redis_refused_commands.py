@@ -268,7 +268,7 @@ def test_redis_rb_multi_applies_nothing(blog_env):
     env = one_lease_env(blog_env)
     holder = hold_the_lease(env.host, env.port)
     direct(env).set("counter", "5")
-    out = redis_rb("transaction", env)
+    out = redis_rb("transaction-ping", env)
     holder.close()
     assert "error" in out["multi"], out
     assert out["after"] == {"value": "5"}, out

@@ -42,6 +42,7 @@
 #include "protocols/dubbo/dubbo.h"
 #include "protocols/thrift/thrift.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,8 +71,6 @@ struct meta_req {
     mt_istio_set_t *set;           /* its subset's label set; NULL: dest's */
     const mt_wendpoint_t *ep;      /* where it was sent (the access log) */
     const char *subset_name;       /* its subset's name, or NULL (valid while snap is held) */
-    char op[96];                   /* interface.method, kept for the access log and spans */
-    mt_trace_ctx_t trace;          /* its trace context, when traced */
     bool traced;
     uint32_t req_bytes;
     uint16_t rflags;              /* Envoy response flags (MT_RF_*) */
@@ -91,6 +90,9 @@ struct meta_req {
     bool delayed;
     bool done;
     bool resp_filter; /* its listener's Lua filters look at the reply (on_response) */
+    /* req_new clears the fields above; these two are written before they are read */
+    char op[96];          /* interface.method, kept for the access log and spans ("": none) */
+    mt_trace_ctx_t trace; /* its trace context, read only when traced */
 };
 
 /* Per worker view of one endpoint of a cluster: its pooled connections. */
@@ -210,7 +212,9 @@ static meta_req_t *req_new(meta_worker_t *mw)
         if (!r)
             return NULL;
     }
-    memset(r, 0, sizeof(*r));
+    /* everything before op: a whole record is ~3x that, and cleared per request */
+    memset(r, 0, offsetof(meta_req_t, op));
+    r->op[0] = '\0';
     return r;
 }
 
@@ -1078,7 +1082,11 @@ static void up_on_error(mt_upstream_t *base, mt_upstream_event_t ev, const char 
  * key here or asks mt_msg_locate. The connection is shared by listeners: one filter. */
 static mt_str_t meta_reply_keys[] = {MT_STR("status")};
 static const mt_attr_filter_t meta_reply_want = {
-    .lens = 1ull << 6, .keys = meta_reply_keys, .n = 1, .cap = 1};
+    .keys = meta_reply_keys,
+    .n = 1,
+    .cap = 1,
+    .slot = {[MT_ATTR_FILTER_SLOT(6, 's', 's')] = 1},
+    .gen = 1}; /* never changes: any generation but 0 lets decoders keep their answers */
 
 /* The shell's on_open: arg is the meta endpoint; the response decoder of its codec. */
 static int up_on_open(mt_upstream_t *base, void *arg)
@@ -1641,9 +1649,28 @@ static void sess_forward(meta_sess_t *s, const mt_msg_t *msg, const meta_target_
 
 /* ---- streams (meta_stream.h) ---------------------------------------------------------------- */
 
-/* Unlinks st from its session and upstream connection and frees it. */
+static uint32_t sat32(uint64_t v)
+{
+    return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
+}
+
+static void stream_reset_up(meta_worker_t *mw, mt_meta_stream_t *st);
+
+/* Unlinks st from its session and upstream connection and frees it; a stream's mirror copy
+ * ends with it (reset at the mirror unless the client's close already went there). */
 static void stream_end(meta_worker_t *mw, mt_meta_stream_t *st)
 {
+    mt_meta_stream_t *m = st->mirror;
+    if (m) {
+        st->mirror = NULL;
+        m->primary = NULL;
+        if (!m->client_closed)
+            stream_reset_up(mw, m);
+        stream_end(mw, m);
+    }
+    if (st->primary)
+        st->primary->mirror = NULL;
+    mt_timer_stop(&mw->w->timers, &st->idle_timer);
     if (st->sess)
         mt_meta_stream_unlink_down(&((meta_sess_t *)st->sess)->streams, st);
     if (st->up)
@@ -1651,29 +1678,200 @@ static void stream_end(meta_worker_t *mw, mt_meta_stream_t *st)
     mt_meta_stream_free(&mw->w->pool, st);
 }
 
-/* Queues a stream frame of the client (lying in s->base.rbuf) on st's upstream connection. */
-static void stream_send_up(meta_sess_t *s, mt_meta_stream_t *st, const mt_msg_t *msg)
+/* st ended (how): counted as one request of Istio's metrics (its code and flags say how it
+ * ended) and written to the access log as one line, with its frames and bytes both ways. */
+static void stream_observe(meta_sess_t *s, const mt_meta_stream_t *st, mt_meta_stream_end_t how)
+{
+    uint32_t code = 0, flags = st->rflags;
+    switch (how) {
+    case MT_STREAM_END_CLOSE:
+        break;
+    case MT_STREAM_END_TIMEOUT:
+        code = meta_error_code(s, MT_ERR_UPSTREAM_TIMEOUT);
+        flags |= MT_RF_UT;
+        break;
+    case MT_STREAM_END_CLIENT_GONE:
+        code = MT_ISTIO_CODE_NONE; /* as a request the client left (Envoy's DC) */
+        flags |= MT_RF_DC;
+        break;
+    default:
+        code = meta_error_code(s, MT_ERR_UNSPECIFIED);
+        break;
+    }
+    mt_istio_set_t *log =
+        mt_session_request_done(&s->base, st->dest, st->set, code, flags, st->start_ns,
+                                sat32(st->bytes_in), sat32(st->bytes_out));
+    if (MT_LIKELY(log == NULL))
+        return;
+    const meta_up_t *u = st->up;
+    mt_request_end_t e = {.dest = st->dest,
+                          .start_ns = st->start_ns,
+                          .code = code,
+                          .flags = flags,
+                          .req_bytes = st->bytes_in,
+                          .resp_bytes = st->bytes_out,
+                          .op = st->op[0] ? st->op : NULL,
+                          .ep = u ? u->mep->wep : NULL,
+                          .route = st->route_name,
+                          .subset = st->set ? st->subset_name : NULL,
+                          .stream_end = mt_meta_stream_end_name(how),
+                          .frames_in = st->frames_in,
+                          .frames_out = st->frames_out};
+    mt_session_access_log(&s->base, &e, log);
+}
+
+/* st is over: observed (while its client is there to be counted against) and freed. */
+static void stream_finish(meta_worker_t *mw, mt_meta_stream_t *st, mt_meta_stream_end_t how)
+{
+    if (st->sess)
+        stream_observe(st->sess, st, how);
+    stream_end(mw, st);
+}
+
+static void stream_idle_fired(mt_timer_t *t);
+
+/* A frame went one way or the other: the stream's idle timeout starts again (O(1)). */
+static void stream_touch(meta_worker_t *mw, mt_meta_stream_t *st)
+{
+    if (st->idle_ms)
+        mt_timer_start(&mw->w->timers, &st->idle_timer, st->idle_ms, stream_idle_fired);
+}
+
+/* Copies a client frame of a mirrored stream to its copy m, with m's id on the mirror's
+ * connection; a copy that cannot be queued ends the mirror, never the stream. */
+static void stream_mirror_copy(meta_worker_t *mw, mt_meta_stream_t *m, const uint8_t *p, size_t len,
+                               mt_msg_type_t type)
+{
+    meta_up_t *mu = m->up;
+    mt_wbuf_t *o = &mw->scratch;
+    o->len = 0;
+    if (mt_wbuf_append(o, p, len) != MT_OK ||
+        mt_codec_set_request_id(mu->codec, o->data, o->len, m->up_id) != MT_OK ||
+        mt_outq_add_copy(&mu->base.out, (const char *)o->data, o->len) != 0) {
+        stream_end(mw, m);
+        return;
+    }
+    mt_upstream_schedule(&mu->base);
+    if (mt_meta_stream_frame(m, type, true))
+        stream_end(mw, m);
+}
+
+/* The route's mirror, for its percentage of streams: the same stream opened on an endpoint
+ * of the mirror destination (the init frame as it went up, mutation included), nobody
+ * waiting for its frames. Failures count in the mirror cluster's upstream_rq_errors. */
+static void stream_mirror_open(meta_sess_t *s, mt_meta_stream_t *st, const mt_meta_route_t *rt,
+                               const mt_msg_t *msg)
+{
+    meta_worker_t *mw = mw_of(s->base.w);
+    const mt_meta_dest_t *d = rt->mirror;
+    if (!mt_meta_mirror_roll(d->percentage, mw_rand(mw)))
+        return;
+    const mt_meta_subset_t *ss = mt_meta_dest_subset(d);
+    meta_cluster_t *mc = ss ? meta_cluster_get(mw, d->cluster, s->codec) : NULL;
+    int64_t ep = mc ? meta_pick(mw, mc, ss, subset_rr_index(d), msg, s, -1) : -1;
+    const char *why = NULL;
+    meta_up_t *mu = ep >= 0 ? up_for(mw, &mc->eps[ep], mw_rand(mw), &why) : NULL;
+    mt_meta_stream_t *m = mu && mu->multiplexed ? mt_meta_stream_new() : NULL;
+    mt_buf_t *b = m ? mt_buf_get(&mw->w->pool, st->init.len) : NULL;
+    if (!b) {
+        free(m);
+        if (d->cluster)
+            mt_stat_add(d->cluster->stats, mw->w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+        return;
+    }
+    memcpy(b->last, st->init.p, st->init.len);
+    b->last += st->init.len;
+    m->init = (mt_slice_t){b, b->pos, st->init.len};
+    m->up = mu;
+    m->up_id = mu->next_id++;
+    if (mu->next_id == 0)
+        mu->next_id = 1;
+    m->is_mirror = true;
+    m->primary = st;
+    st->mirror = m;
+    mt_meta_stream_link_up(&mu->streams, m);
+    if (mt_codec_set_request_id(mu->codec, (uint8_t *)b->pos, m->init.len, m->up_id) != MT_OK ||
+        mt_outq_add_ref(&mu->base.out, b, (const char *)b->pos, m->init.len) != 0) {
+        stream_end(mw, m);
+        return;
+    }
+    mt_upstream_schedule(&mu->base);
+}
+
+/* Queues a frame of the client's stream st, bytes [p, p+len) of chunk b (the client's read
+ * chunk, or the init frame's own copy when a mutation rewrote it), on st's upstream
+ * connection with the stream's id of that connection. */
+static void stream_send_up(meta_sess_t *s, mt_meta_stream_t *st, mt_buf_t *b, uint8_t *p,
+                           size_t len, mt_msg_type_t type)
 {
     meta_worker_t *mw = mw_of(s->base.w);
     meta_up_t *u = st->up;
-    uint8_t *p = (uint8_t *)msg->frame;
-    if (mt_codec_set_request_id(u->codec, p, msg->frame_len, st->up_id) != MT_OK ||
-        mt_outq_add_ref(&u->base.out, s->base.rbuf, (const char *)p, msg->frame_len) != 0) {
-        stream_end(mw, st);
+    if (st->mirror && type != MT_MSG_STREAM_INIT) /* the init went with the mirror's opening */
+        stream_mirror_copy(mw, st->mirror, p, len, type);
+    if (mt_codec_set_request_id(u->codec, p, len, st->up_id) != MT_OK ||
+        mt_outq_add_ref(&u->base.out, b, (const char *)p, len) != 0) {
+        stream_finish(mw, st, MT_STREAM_END_ERROR);
         mt_session_close(&s->base);
         return;
     }
     mt_upstream_schedule(&u->base);
-    if (mt_meta_stream_frame(st, msg->type, true))
-        stream_end(mw, st);
+    st->frames_in++;
+    st->bytes_in += len;
+    stream_touch(mw, st);
+    if (mt_meta_stream_frame(st, type, true))
+        stream_finish(mw, st,
+                      type == MT_MSG_STREAM_RESET ? MT_STREAM_END_RESET : MT_STREAM_END_CLOSE);
 }
 
-/* An init frame: routed like a request, once; the stream's frames follow it. */
+/* The init frame as it goes up (*out, a reference held): the client's bytes, or a copy
+ * re-encoded with the route's requestMutation, as a request's would be. -1 when the client
+ * was answered instead (the mutation failed) or the session closed (out of memory). */
+static int stream_init_bytes(meta_sess_t *s, const mt_msg_t *msg, const mt_meta_route_t *rt,
+                             mt_slice_t *out)
+{
+    meta_worker_t *mw = mw_of(s->base.w);
+    mt_wbuf_t *o = &mw->scratch;
+    mt_codec_err_t err = {0};
+    bool mutated = false;
+    if (rt && rt->n_request_mutation) {
+        mt_mutation_t mut = {rt->request_mutation, rt->n_request_mutation};
+        o->len = 0;
+        if (s->codec->encode(msg, &mut, o, &err) == MT_OK) {
+            mutated = true;
+        } else if (err.code == MT_CODEC_E_NO_MUTABLE_HEADERS) {
+            warn_no_mutation(mw, rt, &err);
+        } else {
+            char text[ERR_TEXT];
+            snprintf(text, sizeof(text), "meltemi: route %s: request mutation failed: %s",
+                     rt->name ? rt->name : "", err.text);
+            sess_error_now(s, msg, MT_ERR_UNSPECIFIED, text);
+            return -1;
+        }
+    }
+    if (!mutated) {
+        mt_buf_ref(s->base.rbuf);
+        *out = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
+        return 0;
+    }
+    mt_buf_t *b = mt_buf_get(&mw->w->pool, o->len);
+    if (!b) {
+        mt_session_close(&s->base);
+        return -1;
+    }
+    memcpy(b->last, o->data, o->len);
+    b->last += o->len;
+    *out = (mt_slice_t){b, b->pos, (uint32_t)o->len};
+    return 0;
+}
+
+/* An init frame: routed like a request, once, and rewritten by its route's requestMutation;
+ * the stream's frames follow it, idle for at most the route's timeout. */
 static void stream_open(meta_sess_t *s, const mt_msg_t *msg)
 {
     meta_target_t t;
     if (!sess_route(s, msg, &t))
         return;
+    s->cur_dest = t.cluster;
     meta_up_t *u = sess_upstream(s, msg, &t);
     if (!u)
         return;
@@ -1682,8 +1880,12 @@ static void stream_open(meta_sess_t *s, const mt_msg_t *msg)
                        "meltemi: streams need a codec that correlates by id");
         return;
     }
+    mt_slice_t init;
+    if (stream_init_bytes(s, msg, t.route, &init) != 0)
+        return;
     mt_meta_stream_t *st = mt_meta_stream_new();
     if (!st) {
+        mt_buf_unref(&s->base.w->pool, init.buf);
         mt_session_close(&s->base);
         return;
     }
@@ -1691,18 +1893,30 @@ static void stream_open(meta_sess_t *s, const mt_msg_t *msg)
     st->up_id = u->next_id++;
     if (u->next_id == 0)
         u->next_id = 1;
-    mt_buf_ref(s->base.rbuf);
-    st->init = (mt_slice_t){s->base.rbuf, (const char *)msg->frame, (uint32_t)msg->frame_len};
+    st->init = init;
     st->sess = s;
     st->up = u;
+    st->idle_ms = t.route ? t.route->timeout_ms : 0;
+    st->start_ns = s->cur_start_ns;
+    st->snap = mt_snapshot_ref(s->base.snap);
+    st->dest = t.cluster;
+    st->set = meta_subset_set(s, &t);
+    st->route_name = t.route ? t.route->name : NULL;
+    st->subset_name = t.subset ? t.subset->name : NULL;
+    st->rflags = s->cur_flags;
+    if (MT_UNLIKELY(s->base.snap->access_log != NULL))
+        msg_method(msg, st->op, sizeof(st->op));
     mt_meta_stream_link_down(&s->streams, st);
     mt_meta_stream_link_up(&u->streams, st);
     mt_stat_add(s->base.conf->stats, s->base.w->id, MT_ST_STREAMS_TOTAL, 1);
-    stream_send_up(s, st, msg);
+    if (t.route && t.route->mirror)
+        stream_mirror_open(s, st, t.route, msg);
+    stream_send_up(s, st, init.buf, (uint8_t *)init.p, init.len, msg->type);
 }
 
-/* Tells st's server that the stream is over (the client went away), when the codec can
- * build a reset: decoded again from the init frame (which carries the upstream's id). */
+/* Tells st's server that the stream is over (the client went away, or it idled past its
+ * timeout), when the codec can build a reset: decoded again from the init frame (which
+ * carries the upstream's id). */
 static void stream_reset_up(meta_worker_t *mw, mt_meta_stream_t *st)
 {
     meta_up_t *u = st->up;
@@ -1729,6 +1943,37 @@ static void stream_reset_up(meta_worker_t *mw, mt_meta_stream_t *st)
     free(dst);
 }
 
+/* Gives st's client the codec's native error of kind (built from the init frame, as for a
+ * request; for mrpc a reset of the stream). */
+static void stream_error_down(meta_worker_t *mw, mt_meta_stream_t *st, mt_error_kind_t kind,
+                              const char *text)
+{
+    meta_sess_t *s = st->sess;
+    meta_req_t tmp = {.frame = st->init, .down_id = st->down_id};
+    mt_wbuf_t *o = &mw->scratch;
+    o->len = 0;
+    if (s && !s->base.closing && req_error_bytes(mw, &tmp, s->codec, kind, text, o) == 0 &&
+        o->len && mt_outq_add_copy(&s->base.out, (const char *)o->data, o->len) == 0)
+        mt_worker_schedule_flush(mw->w, &s->base.out);
+}
+
+/* No frame either way for the route's timeout: the server gets a reset, the client the
+ * codec's upstream-timeout error, and the stream ends (UT). */
+static void stream_idle_fired(mt_timer_t *t)
+{
+    mt_meta_stream_t *st = MT_CONTAINER_OF(t, mt_meta_stream_t, idle_timer);
+    meta_sess_t *s = st->sess; /* set: a closing session ends its streams */
+    meta_worker_t *mw = mw_of(s->base.w);
+    char text[ERR_TEXT];
+    snprintf(text, sizeof(text), "meltemi: stream idle for %u ms (its route's timeout)",
+             st->idle_ms);
+    if (st->dest)
+        mt_stat_add(st->dest->stats, mw->w->id, MT_ST_UPSTREAM_RQ_TIMEOUT, 1);
+    stream_reset_up(mw, st);
+    stream_error_down(mw, st, MT_ERR_UPSTREAM_TIMEOUT, text);
+    stream_finish(mw, st, MT_STREAM_END_TIMEOUT);
+}
+
 /* A stream frame from the client. */
 static bool sess_authorized(meta_sess_t *s, const mt_msg_t *msg);
 
@@ -1751,7 +1996,7 @@ static void sess_stream_frame(meta_sess_t *s, const mt_msg_t *msg)
         return;
     }
     if (st)
-        stream_send_up(s, st, msg);
+        stream_send_up(s, st, s->base.rbuf, (uint8_t *)msg->frame, msg->frame_len, msg->type);
     else if (msg->type != MT_MSG_STREAM_RESET) /* nobody to tell; a reset needs no answer */
         sess_error_now(s, msg, MT_ERR_UNSPECIFIED, "meltemi: no such stream");
 }
@@ -1761,18 +2006,27 @@ static void up_stream_frame(meta_worker_t *mw, meta_up_t *u, const mt_msg_t *msg
 {
     mt_meta_stream_t *st = mt_meta_stream_find_up(&u->streams, msg->request_id);
     if (!st)
-        return; /* the stream ended on the client's side meanwhile */
+        return;          /* the stream ended on the client's side meanwhile */
+    if (st->is_mirror) { /* a mirror's frames reach nobody; its own close or reset ends it */
+        if (mt_meta_stream_frame(st, msg->type, false))
+            stream_end(mw, st);
+        return;
+    }
     meta_sess_t *s = st->sess;
     mt_stat_add(s->base.conf->stats, mw->w->id, MT_ST_STREAM_FRAMES, 1);
     if (mt_codec_set_request_id(u->codec, frame, msg->frame_len, st->down_id) != MT_OK ||
         mt_outq_add_ref(&s->base.out, u->base.rbuf, (const char *)frame, msg->frame_len) != 0) {
-        stream_end(mw, st);
+        stream_finish(mw, st, MT_STREAM_END_ERROR);
         mt_session_close(&s->base);
         return;
     }
     mt_worker_schedule_flush(mw->w, &s->base.out);
+    st->frames_out++;
+    st->bytes_out += msg->frame_len;
+    stream_touch(mw, st);
     if (mt_meta_stream_frame(st, msg->type, false))
-        stream_end(mw, st);
+        stream_finish(mw, st,
+                      msg->type == MT_MSG_STREAM_RESET ? MT_STREAM_END_RESET : MT_STREAM_END_CLOSE);
 }
 
 /* u is going: each of its streams gets the codec's native error (built from its init frame,
@@ -1781,16 +2035,13 @@ static void up_streams_fail(meta_worker_t *mw, meta_up_t *u)
 {
     while (u->streams.head) {
         mt_meta_stream_t *st = u->streams.head;
-        meta_sess_t *s = st->sess;
-        meta_req_t tmp = {.frame = st->init, .down_id = st->down_id};
-        mt_wbuf_t *o = &mw->scratch;
-        o->len = 0;
-        if (s && !s->base.closing &&
-            req_error_bytes(mw, &tmp, s->codec, MT_ERR_UNSPECIFIED,
-                            "meltemi: the stream's upstream connection closed", o) == 0 &&
-            o->len && mt_outq_add_copy(&s->base.out, (const char *)o->data, o->len) == 0)
-            mt_worker_schedule_flush(mw->w, &s->base.out);
-        stream_end(mw, st);
+        if (st->is_mirror) { /* the mirror went: the stream it copies goes on */
+            stream_end(mw, st);
+            continue;
+        }
+        stream_error_down(mw, st, MT_ERR_UNSPECIFIED,
+                          "meltemi: the stream's upstream connection closed");
+        stream_finish(mw, st, MT_STREAM_END_UPSTREAM_GONE);
     }
 }
 
@@ -2194,7 +2445,7 @@ static void sess_on_close(mt_session_t *base)
     mt_meta_lua_conn_closed(&mw->lua, base->id); /* its ctx.conn goes (no-op without filters) */
     while (s->streams.head) { /* the client is gone: its streams are reset upstream */
         stream_reset_up(mw, s->streams.head);
-        stream_end(mw, s->streams.head);
+        stream_finish(mw, s->streams.head, MT_STREAM_END_CLIENT_GONE);
     }
 }
 

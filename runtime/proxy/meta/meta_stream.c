@@ -3,7 +3,16 @@
  */
 #include "runtime/proxy/meta/meta_stream.h"
 
+#include "runtime/core/snapshot.h"
+
 #include <stdlib.h>
+
+const char *mt_meta_stream_end_name(mt_meta_stream_end_t how)
+{
+    static const char *const names[] = {"close",         "reset",       "timeout",
+                                        "upstream_gone", "client_gone", "error"};
+    return (size_t)how < sizeof(names) / sizeof(names[0]) ? names[how] : "error";
+}
 
 mt_meta_stream_t *mt_meta_stream_new(void)
 {
@@ -14,6 +23,8 @@ void mt_meta_stream_free(mt_buf_pool_t *pool, mt_meta_stream_t *st)
 {
     if (st->init.buf)
         mt_buf_unref(pool, st->init.buf);
+    if (st->snap)
+        mt_snapshot_unref(st->snap);
     free(st);
 }
 

@@ -89,6 +89,8 @@ static void redis_worker_free(mt_worker_t *w)
         return;
     mt_bridge_close(&rw->bridge);
     mt_rpubsub_free(w);
+    free(rw->spare_args.argv);
+    free(rw->spare_args.arg_off);
     free(rw);
     w->proxy[MT_PROTO_REDIS] = NULL;
 }

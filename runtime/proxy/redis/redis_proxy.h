@@ -142,9 +142,8 @@ struct mt_rsess {
     struct mt_rps_client *ps;     /* pub/sub subscriptions (pubsub.c); NULL until the first one */
     /* Cluster mode before the first slot map: a command that needs a lease waits (unread, in
      * order) until the map is in, retried by this timer, at most connectTimeout. */
-    mt_timer_t map_timer;
     uint64_t map_wait_since_ms;
-    mt_timer_t hold_timer; /* releases held replies (DELAY faults), at the earliest one's time */
+    struct mt_rsess_timers *timers; /* map_timer, hold_timer: NULL until one is first armed */
     /* the command being handled (sess_command): its start (the read's w->now_ns), its size,
      * and the Envoy response flags (MT_RF_*) that policies, refusals and routing set on it;
      * its record (mt_rsess_push) or its local reply takes them */
@@ -153,6 +152,18 @@ struct mt_rsess {
     uint32_t cmd_bytes;
     uint16_t cmd_flags;
 };
+
+/* A session's rarely used timers, allocated the first time one is armed (mt_rsess_timers)
+ * and freed with the session, so that the many connections that never use them do not
+ * carry 80 bytes each. */
+typedef struct mt_rsess_timers {
+    mt_rsess_t *sess;
+    mt_timer_t map_timer;  /* cluster mode: retries a command waiting for the first slot map */
+    mt_timer_t hold_timer; /* releases held replies (DELAY faults), at the earliest one's time */
+} mt_rsess_timers_t;
+
+/* s's timers, allocated on first use; NULL on out of memory (session.c). */
+mt_rsess_timers_t *mt_rsess_timers(mt_rsess_t *s);
 
 /* A Redis upstream connection: the shell (upstream.h) first, then the reply scanner and the
  * FIFO of requests it owes replies to (Redis answers in order). */
@@ -189,6 +200,9 @@ typedef struct mt_redis_worker {
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
     struct mt_rpubsub *pubsub;   /* pub/sub topics and hubs (pubsub.c); NULL until first used */
     resp_req_parser_t lookahead; /* tx.c: reads a transaction ahead without consuming it */
+    /* The request parser's argument arrays, lent to whichever session parses (session.c):
+     * a session holds none between frames, so an idle connection costs none. */
+    resp_req_arrays_t spare_args;
 } mt_redis_worker_t;
 
 static inline mt_redis_worker_t *mt_rw(mt_worker_t *w)

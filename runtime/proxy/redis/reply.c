@@ -394,7 +394,7 @@ void mt_rsess_reply_error(mt_rsess_t *s, const char *text)
 
 static void sess_hold_fire(mt_timer_t *t)
 {
-    mt_rsess_t *s = MT_CONTAINER_OF(t, mt_rsess_t, hold_timer);
+    mt_rsess_t *s = MT_CONTAINER_OF(t, mt_rsess_timers_t, hold_timer)->sess;
     mt_worker_t *w = s->base.w;
     uint64_t now = mt_worker_now_ms(w), next = 0;
     for (mt_rreq_t *r = s->head; r; r = r->next) {
@@ -417,9 +417,14 @@ static void sess_hold_fire(mt_timer_t *t)
 /* The wheel fires at the first loop millisecond >= at_ms: a held reply never leaves early. */
 void mt_rsess_hold_arm(mt_rsess_t *s, uint64_t at_ms)
 {
-    if (mt_timer_pending(&s->hold_timer) && s->hold_timer.due_ms <= at_ms)
+    mt_rsess_timers_t *t = mt_rsess_timers(s);
+    if (MT_UNLIKELY(!t)) {
+        mt_session_close(&s->base); /* out of memory: the held replies could never leave */
+        return;
+    }
+    if (mt_timer_pending(&t->hold_timer) && t->hold_timer.due_ms <= at_ms)
         return; /* an earlier release re-arms for the rest */
-    mt_timer_start_at(&s->base.w->timers, &s->hold_timer, at_ms, sess_hold_fire);
+    mt_timer_start_at(&s->base.w->timers, &t->hold_timer, at_ms, sess_hold_fire);
 }
 
 /* A local reply that a DELAY fault holds back until hold_until_ms. */

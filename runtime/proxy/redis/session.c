@@ -336,8 +336,26 @@ static void sess_on_data(mt_session_t *base);
 
 static void sess_map_retry(mt_timer_t *t)
 {
-    mt_rsess_t *s = MT_CONTAINER_OF(t, mt_rsess_t, map_timer);
+    mt_rsess_t *s = MT_CONTAINER_OF(t, mt_rsess_timers_t, map_timer)->sess;
     sess_on_data(&s->base);
+}
+
+mt_rsess_timers_t *mt_rsess_timers(mt_rsess_t *s)
+{
+    if (MT_LIKELY(s->timers != NULL))
+        return s->timers;
+    s->timers = calloc(1, sizeof(*s->timers));
+    if (s->timers)
+        s->timers->sess = s;
+    return s->timers;
+}
+
+static void sess_timers_stop(mt_rsess_t *s)
+{
+    if (s->timers) {
+        mt_timer_stop(&s->base.w->timers, &s->timers->map_timer);
+        mt_timer_stop(&s->base.w->timers, &s->timers->hold_timer);
+    }
 }
 
 /* AuthorizationPolicy: methods are command names, keys the command's keys. */
@@ -441,7 +459,12 @@ static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
     if (MT_UNLIKELY(s->tx.state != RTX_NONE || cmd->proxy == REDIS_PROXY_TRANSACTION ||
                     cmd->proxy == REDIS_PROXY_BLOCKING || (cmd->flags & REDIS_CMD_BLOCKING)) &&
         mt_rtx_wait_for_map(s, cmd, req)) {
-        mt_timer_start_at(&w->timers, &s->map_timer, mt_worker_now_ms(w) + 5, sess_map_retry);
+        mt_rsess_timers_t *t = mt_rsess_timers(s);
+        if (MT_UNLIKELY(!t)) {
+            mt_session_close(&s->base); /* out of memory: nothing could retry the command */
+            return false;
+        }
+        mt_timer_start_at(&w->timers, &t->map_timer, mt_worker_now_ms(w) + 5, sess_map_retry);
         return false;
     }
     s->map_wait_since_ms = 0;
@@ -540,8 +563,7 @@ static void sess_on_close(mt_session_t *base)
             r->sess = NULL;
     }
     s->head = s->tail = NULL;
-    mt_timer_stop(&w->timers, &s->hold_timer);
-    mt_timer_stop(&w->timers, &s->map_timer);
+    sess_timers_stop(s);
     mt_rtx_session_closed(s); /* after the orphaning: the lease's requests are nobody's now */
     if (s->ran_chain)
         mt_bridge_conn_closed(&mt_rw(w)->bridge, base->id);
@@ -558,12 +580,16 @@ static void sess_on_closed(mt_session_t *base)
     mt_rsess_t *s = (mt_rsess_t *)base;
     resp_req_parser_free(&s->parser);
     free(s->lctx.client_name);
+    sess_timers_stop(s); /* in case something armed one after on_close */
+    free(s->timers);
 }
 
 static void sess_on_data(mt_session_t *base)
 {
     mt_rsess_t *s = (mt_rsess_t *)base;
     mt_buf_t *b = base->rbuf;
+    resp_req_arrays_t *spare = &mt_rw(base->w)->spare_args;
+    resp_req_parser_borrow(&s->parser, spare);
     while (b && b->pos < b->last && !base->finishing && !base->closing) {
         resp_request_t req;
         const char *err = NULL;
@@ -589,6 +615,9 @@ static void sess_on_data(mt_session_t *base)
                 break; /* left unread: retried once the slot map is in */
         b->pos += req.frame_len;
     }
+    /* Between frames the parser's arrays go back to the worker (a command left unread for
+     * the slot map is parsed again from its first byte); mid-frame they stay. */
+    resp_req_parser_release(&s->parser, spare);
 }
 
 void mt_rsess_accept(mt_wlistener_t *l, uv_stream_t *server)

@@ -130,12 +130,10 @@ static inline const mt_attr_filter_t *cp_filter(void)
 {
     static mt_str_t keys[] = {MT_STR("method"), MT_STR("status"), MT_STR("seq_id"), MT_STR("path"),
                               MT_STR("absent-key")};
-    static mt_attr_filter_t f;
+    static mt_attr_filter_t f; /* never freed: it lives as long as the test */
     if (f.n == 0) {
-        f.keys = keys;
-        f.n = f.cap = (uint32_t)(sizeof(keys) / sizeof(keys[0]));
-        for (uint32_t i = 0; i < f.n; i++)
-            f.lens |= 1ull << (keys[i].len < 63 ? keys[i].len : 63);
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+            CP_CHECK(mt_attr_filter_add(&f, keys[i].ptr, keys[i].len) == MT_OK);
     }
     return &f;
 }

@@ -181,9 +181,30 @@ Test(attr_filter, keys_are_found_by_length_and_bytes_and_added_once)
     cr_assert_not(mt_attr_filter_has(&f, "metho", 5));
     cr_assert_not(mt_attr_filter_has(&f, "methox", 6), "same length, other bytes");
     cr_assert(mt_attr_filter_has(&f, long_key, 70));
-    cr_assert_not(mt_attr_filter_has(&f, long_key, 90), "past 63 the length bit is shared");
+    cr_assert_not(mt_attr_filter_has(&f, long_key, 90), "a length it does not hold");
     mt_attr_filter_free(&f);
     cr_assert_eq(f.n, 0);
+}
+
+Test(attr_filter, keys_sharing_a_slot_are_all_found_and_each_add_changes_the_generation)
+{
+    mt_attr_filter_t f = {0};
+    cr_assert_eq(mt_attr_filter_slot("ab", 2), mt_attr_filter_slot("c\\", 2), "a shared slot");
+    cr_assert_eq(mt_attr_filter_add(&f, "ab", 2), MT_OK);
+    uint32_t g1 = f.gen;
+    cr_assert_neq(g1, 0);
+    cr_assert_not(mt_attr_filter_has(&f, "c\\", 2), "the slot's one key is compared");
+    cr_assert_eq(mt_attr_filter_add(&f, "c\\", 2), MT_OK);
+    cr_assert_neq(f.gen, g1);
+    cr_assert_eq(f.slot[mt_attr_filter_slot("ab", 2)], MT_ATTR_FILTER_MANY);
+    cr_assert(mt_attr_filter_has(&f, "ab", 2));
+    cr_assert(mt_attr_filter_has(&f, "c\\", 2));
+    cr_assert_not(mt_attr_filter_has(&f, "zz", 2));
+    cr_assert_not(mt_attr_filter_has(&f, "", 0));
+    cr_assert_eq(mt_attr_filter_add(&f, "", 0), MT_OK, "an empty key is a key");
+    cr_assert(mt_attr_filter_has(&f, "", 0));
+    mt_attr_filter_free(&f);
+    cr_assert_not(mt_attr_filter_has(&f, "ab", 2));
 }
 
 Test(msg, add_attr_stores_only_what_the_filter_wants)

@@ -190,3 +190,45 @@ Test(hessian2, long_ascii_and_mixed_strings_are_skipped_whole)
     hessian2_classes_free(&classes);
     mt_wbuf_free(&out);
 }
+
+Test(hessian2, strings_around_the_readers_ascii_range_read_as_before)
+{
+    /* "ab", "é" (the range ends at its first byte), "xyz" after it, then "€" and "k" */
+    static const uint8_t buf[] = {2,   'a', 'b', 1,    0xc3, 0xa9, 3, 'x',
+                                  'y', 'z', 1,   0xe2, 0x82, 0xac, 1, 'k'};
+    static const char *const want[] = {"ab", "\xc3\xa9", "xyz", "\xe2\x82\xac", "k"};
+    hessian2_classes_t classes = {0};
+    mt_codec_err_t err = {0};
+    static const size_t starts[] = {0, 3, 6, 10, 14}; /* where each string's tag is */
+    for (size_t first = 0; first < MT_ARRAY_LEN(starts); first++) {
+        size_t start = starts[first];
+        hessian2_reader_t r;
+        hessian2_reader_init(&r, buf, sizeof(buf), start, 8, &classes, NULL, &err);
+        cr_assert_eq(r.ascii_from, start);
+        for (size_t i = first; i < MT_ARRAY_LEN(want); i++) {
+            mt_str_t s;
+            cr_assert_eq(hessian2_read_string(&r, &s), MT_OK, "start %zu string %zu: %s", start, i,
+                         err.text);
+            cr_assert_eq(s.len, strlen(want[i]));
+            cr_assert_eq(memcmp(s.ptr, want[i], s.len), 0, "start %zu string %zu", start, i);
+        }
+        cr_assert_eq(r.pos, sizeof(buf));
+        /* a copy positioned back inside the range (as h2_join_chunks does) reads the same */
+        hessian2_reader_t c = r;
+        c.pos = start;
+        mt_str_t s;
+        cr_assert_eq(hessian2_read_string(&c, &s), MT_OK);
+        cr_assert_eq(memcmp(s.ptr, want[first], s.len), 0);
+    }
+    /* the range of a frame that is ASCII throughout is the whole frame, past 32-byte steps */
+    uint8_t big[100];
+    memset(big, 'a', sizeof(big));
+    big[0] = 31;
+    hessian2_reader_t r;
+    hessian2_reader_init(&r, big, sizeof(big), 0, 8, &classes, NULL, &err);
+    cr_assert_eq(r.ascii_end, sizeof(big));
+    big[77] = 0x80;
+    hessian2_reader_init(&r, big, sizeof(big), 0, 8, &classes, NULL, &err);
+    cr_assert_eq(r.ascii_end, 77);
+    hessian2_classes_free(&classes);
+}

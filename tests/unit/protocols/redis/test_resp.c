@@ -175,6 +175,47 @@ Test(resp_request, many_commands_in_one_buffer_reuse_the_argv_array)
     free(b);
 }
 
+Test(resp_request, between_frames_the_arrays_go_to_a_spare_set_and_mid_frame_they_stay)
+{
+    static const char cmd[] = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+    resp_req_arrays_t spare = {0};
+    resp_req_parser_t a, b;
+    resp_req_parser_init(&a, NULL);
+    resp_req_parser_init(&b, NULL);
+    resp_request_t req;
+    const char *err;
+    cr_assert(resp_req_parser_release(&a, &spare), "a fresh parser holds nothing");
+    cr_assert_eq(resp_parse_request(&a, cmd, 8, &req, &err), MT_AGAIN);
+    cr_assert_not(resp_req_parser_release(&a, &spare), "mid-frame: the offsets are needed");
+    cr_assert_not_null(a.argv);
+    cr_assert_eq(resp_parse_request(&a, cmd, sizeof(cmd) - 1, &req, &err), MT_OK);
+    cr_assert_eq(req.argc, 2);
+    cr_assert_eq(req.argv[1].len, 1);
+    resp_arg_t *argv = a.argv;
+    cr_assert(resp_req_parser_release(&a, &spare));
+    cr_assert_null(a.argv, "an idle parser holds no arrays");
+    cr_assert_eq(spare.argv, argv, "they wait in the spare set");
+    resp_req_parser_borrow(&b, &spare);
+    cr_assert_eq(b.argv, argv, "the next parser borrows them");
+    cr_assert_null(spare.argv);
+    cr_assert_eq(resp_parse_request(&b, cmd, sizeof(cmd) - 1, &req, &err), MT_OK);
+    cr_assert_eq(memcmp(req.argv[0].ptr, "GET", 3), 0);
+    /* an inline command's scratch is freed too; a parser without arrays parses again */
+    cr_assert_eq(resp_parse_request(&a, "PING\r\n", 6, &req, &err), MT_OK);
+    cr_assert_eq(req.argc, 1);
+    cr_assert(resp_req_parser_release(&a, &spare));
+    cr_assert_null(a.scratch);
+    cr_assert_not_null(spare.argv, "spare was empty: a's arrays went there");
+    cr_assert(resp_req_parser_release(&b, &spare));
+    cr_assert_null(b.argv, "spare taken: b's arrays are freed");
+    cr_assert_eq(resp_parse_request(&b, cmd, sizeof(cmd) - 1, &req, &err), MT_OK);
+    cr_assert_eq(req.argc, 2);
+    resp_req_parser_free(&a);
+    resp_req_parser_free(&b);
+    free(spare.argv);
+    free(spare.arg_off);
+}
+
 Test(resp_request, inline_split_like_sdssplitargs)
 {
     static const struct {

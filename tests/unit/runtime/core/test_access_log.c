@@ -99,6 +99,47 @@ Test(access_log, json_lines_escape_and_mark_absent_values)
     mt_alog_worker_free(&aw);
 }
 
+Test(access_log, stream_lines_carry_frames_and_how_the_stream_ended)
+{
+    /* JSON: a stream's line has three keys more, a request's line none of them */
+    mt_alog_conf_t j = {.json = true};
+    mt_alog_worker_t aw;
+    mt_alog_worker_init(&aw, 3);
+    mt_alog_entry_t e = entry();
+    mt_alog_write(&j, &aw, &e);
+    char *l = line_of(&aw);
+    cr_assert(strstr(l, "frames_") == NULL && strstr(l, "stream_end") == NULL, "%s", l);
+    cr_assert(strstr(l, "\"connection_id\":42}") != NULL, "%s", l);
+    free(l);
+    e.stream_end = "timeout";
+    e.frames_in = 3;
+    e.frames_out = 5;
+    mt_alog_write(&j, &aw, &e);
+    l = line_of(&aw);
+    cr_assert(strstr(l, "\"connection_id\":42,\"frames_received\":3,\"frames_sent\":5,"
+                        "\"stream_end\":\"timeout\"}\n") != NULL,
+              "%s", l);
+    free(l);
+    /* text: the values on a stream's line, "-" on a request's */
+    mt_alog_conf_t c = {0};
+    char *err = NULL;
+    cr_assert_eq(
+        mt_alog_parse_format(&c, "%STREAM_END% %FRAMES_RECEIVED% %FRAMES_SENT% %BYTES_SENT%", &err),
+        0, "%s", err);
+    mt_alog_write(&c, &aw, &e);
+    l = line_of(&aw);
+    cr_assert_str_eq(l, "timeout 3 5 9\n");
+    free(l);
+    e.stream_end = NULL;
+    mt_alog_write(&c, &aw, &e);
+    l = line_of(&aw);
+    cr_assert_str_eq(l, "- - - 9\n");
+    free(l);
+    mt_alog_worker_free(&aw);
+    free(c.text);
+    free(c.segs);
+}
+
 Test(access_log, sampling_none_and_all)
 {
     mt_alog_worker_t aw;

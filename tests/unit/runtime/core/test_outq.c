@@ -235,6 +235,49 @@ Test(outq_flush, small_writes_complete_at_once_in_order_and_release_their_chunks
     mt_buf_pool_destroy(&fx.pool);
 }
 
+Test(outq_flush, an_idle_queue_gives_its_slice_array_to_the_pool_and_the_next_takes_it,
+     .init = flush_setup, .fini = flush_teardown)
+{
+    fx.q.lend_slices = true;
+    cr_assert_eq(mt_outq_add_copy(&fx.q, "+PONG\r\n", 7), 0);
+    cr_assert_not_null(fx.q.v);
+    mt_slice_t *v = fx.q.v;
+    cr_assert_eq(mt_outq_flush(&fx.q), 0);
+    cr_assert_null(fx.q.v, "nothing left to write: the queue holds no slice array");
+    cr_assert_eq(fx.q.cap, 0);
+    cr_assert_eq(fx.pool.n_spare_slices, 1, "the array waits in the pool");
+    mt_outq_t other;
+    mt_outq_init(&other, &fx.pool, NULL);
+    cr_assert_eq(mt_outq_add_copy(&other, "+OK\r\n", 5), 0);
+    cr_assert_eq(other.v, v, "another queue takes it instead of a malloc");
+    cr_assert_eq(fx.pool.n_spare_slices, 0);
+    cr_assert_eq(mt_outq_flush(&other), 0, "other has no stream: its bytes stay queued");
+    /* a queue without lend_slices (an upstream connection's) keeps its array */
+    mt_outq_t up;
+    mt_outq_init(&up, &fx.pool, NULL);
+    up.stream = (uv_stream_t *)&fx.writer;
+    cr_assert_eq(mt_outq_add_copy(&up, "x", 1), 0);
+    cr_assert_eq(mt_outq_flush(&up), 0);
+    cr_assert_not_null(up.v, "kept");
+    mt_outq_reset(&up);
+    /* a grown array (a pipelining burst) stays with its queue */
+    mt_buf_t *b = pattern_chunk(64);
+    for (int i = 0; i < 6; i++)
+        cr_assert_eq(mt_outq_add_ref(&fx.q, b, b->pos + 2 * i, 1), 0);
+    cr_assert_eq(fx.q.cap, 8);
+    char got[16];
+    cr_assert_eq(mt_outq_flush(&fx.q), 0);
+    cr_assert_eq(read(fx.fds[1], got, sizeof(got)), 7 + 1 + 6);
+    cr_assert_eq(fx.q.cap, 8, "kept by a queue that pipelined");
+    cr_assert_eq(fx.pool.n_spare_slices, 0);
+    mt_outq_reset(&other);
+    mt_outq_reset(&fx.q);
+    mt_buf_unref(&fx.pool, b);
+    cr_assert_eq(fx.pool.allocated, 0);
+    close_all();
+    mt_buf_pool_destroy(&fx.pool);
+}
+
 static bool two_writes_done(void)
 {
     return fx.done_calls >= 2;
