@@ -58,9 +58,13 @@ static const char *local_note(const char *name)
                    "leased for the client, selected again after a reconnect "
                    "(docs/redis-codec.md#databases-select); cluster mode: 0 only"},
         {"client", "the client's connection is to the proxy: SETNAME, GETNAME, ID, INFO, "
-                   "SETINFO answered; NO-EVICT and NO-TOUCH accepted and not forwarded (they "
-                   "would change the shared upstream connection for every client on it)"},
-        {"command", "the proxy's own table (Redis 7.0.15's)"},
+                   "SETINFO answered; NO-EVICT and NO-TOUCH ON (PROXY mode, one master) on a "
+                   "connection leased for the client and kept while a flag is on, set again "
+                   "after a reconnect, like SELECT (on the shared connection they would hold "
+                   "for every client); OFF with nothing set answered here; several masters: "
+                   "an error"},
+        {"command", "the proxy's own table (Redis 7.0.15's); DOCS: Redis's, from one master, "
+                    "kept to the commands COMMAND lists"},
         {"info", "the proxy's own sections"},
         {"readonly", "replica reads follow the RedisService's readPolicy"},
         {"readwrite", "replica reads follow the RedisService's readPolicy"},
@@ -148,7 +152,9 @@ static void command_row(page_t *p, const redis_command_t *cmd)
             strcmp(cmd->name, "multi") == 0
                 ? "on a connection leased for the client until EXEC or DISCARD (bounded by "
                   "maxConnections); every key of the transaction in one slot (else CROSSSLOT) "
-                  "or on one endpoint"
+                  "or on one endpoint; a transaction written whole (MULTI ... EXEC in one "
+                  "read, keyed data commands only, one master, no WATCH) goes back to back on "
+                  "the shared connection instead (docs/redis-codec.md#transactions)"
             : strcmp(cmd->name, "watch") == 0
                 ? "leases the connection of its keys' master, kept until EXEC, DISCARD or "
                   "UNWATCH"

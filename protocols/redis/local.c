@@ -391,6 +391,11 @@ static bool local__offered(const redis_command_t *c)
     return c->proxy != REDIS_PROXY_UNSUPPORTED || c->sub_count > 0;
 }
 
+bool redis_local_command_offered(const redis_command_t *c)
+{
+    return local__offered(c);
+}
+
 static size_t local__offered_count(const redis_command_t *table, size_t n)
 {
     size_t k = 0;
@@ -559,7 +564,9 @@ static void local__command(resp_out_t *o, const redis_command_t *cmd, uint32_t a
                 resp_out_null(o); /* Redis: addReplyNull, "$-1" in RESP2 */
         }
     } else if (local__is(&argv[1], "docs")) {
-        resp_out_array(o, 0); /* no docs: clients treat an empty map as "nothing known" */
+        /* the session asks an upstream (and keeps what COMMAND lists); here only when there
+         * is none to ask: clients treat an empty map as "nothing known" */
+        resp_out_array(o, 0);
     } else if (local__is(&argv[1], "list")) {
         local__command_list(o, argc, argv);
     } else if (local__is(&argv[1], "getkeys")) {
@@ -640,9 +647,9 @@ static void local__client(redis_local_ctx_t *ctx, resp_out_t *o, const redis_com
         return;
     }
     if (local__is(&argv[1], "no-evict") || local__is(&argv[1], "no-touch")) {
-        /* Per-connection flags of the client's connection, which is to the proxy: the
-         * upstream connection is shared, so setting them there would change eviction or LRU
-         * for every client on it. Accepted (Redis 7.2's NO-TOUCH too) and not forwarded. */
+        /* Per-connection flags: a valid ON/OFF goes to Redis on the client's own lease
+         * (runtime/proxy/redis/tx.c mt_rtx_client_flag); what reaches here is a bad
+         * argument count or word, answered as Redis does (and OK for an OFF, harmless). */
         if (argc != 3)
             redis_reply_wrong_arity(o, local__is(&argv[1], "no-evict") ? "client|no-evict"
                                                                        : "client|no-touch");

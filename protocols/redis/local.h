@@ -54,6 +54,9 @@ typedef struct redis_local_ctx {
 void redis_local_reply(redis_local_ctx_t *ctx, const redis_command_t *cmd, uint32_t argc,
                        const resp_arg_t *argv, resp_out_t *out);
 
+/* Whether COMMAND (and COMMAND INFO / COUNT / DOCS) lists c: what meltemi lets through. */
+bool redis_local_command_offered(const redis_command_t *c);
+
 /* -ERR unknown command '<name>', with args beginning with: '<a1>' ... (Redis 7's text,
  * same 128-byte truncation). argc must be >= 1. */
 void redis_reply_unknown_command(resp_out_t *out, uint32_t argc, const resp_arg_t *argv);

@@ -18,7 +18,8 @@ p50 and p99 (redis-benchmark 7's --csv output) and the ratio of req/s to direct.
 A target that fails to start or whose run fails (exit status, error lines, timeout, process
 died) is marked failed for that run and the harness keeps going.
 
-Usage: tests/bench/run.sh [--quick] [--reps N] [--seconds S] [--targets a,b] [--out FILE]
+Usage: tests/bench/run.sh [--quick] [--reps N] [--seconds S] [--targets a,b] [--rows MULTI,GET:1]
+       [--out FILE]
 """
 
 import argparse
@@ -576,7 +577,16 @@ def main():
                     help="results file (default tests/bench/RESULTS.md; --quick: none)")
     ap.add_argument("--note", default="", help="a line to put at the top of the results file")
     ap.add_argument("--txload", default=None, help="txload binary (run.sh compiles it)")
+    ap.add_argument("--rows", default=None,
+                    help="only these rows, e.g. MULTI or GET:1,GET:16 (default: all)")
     args = ap.parse_args()
+    global ROWS
+    if args.rows:
+        want = [r.split(":") for r in args.rows.split(",") if r]
+        ROWS = [(t, p) for t, p in ROWS if any(w[0] == t and (len(w) == 1 or int(w[1]) == p)
+                                               for w in want)]
+        if not ROWS:
+            ap.error(f"no row matches --rows {args.rows}")
     global TXLOAD
     TXLOAD = args.txload
     args.reps = args.reps or (1 if args.quick else 3)

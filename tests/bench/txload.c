@@ -2,7 +2,7 @@
  * txload.c - a load generator for Redis transactions, for tests/bench/bench.py's MULTI row
  * (redis-benchmark runs one command at a time and cannot send a transaction).
  *
- *   txload --port P [--host 127.0.0.1] [--conns 50] [--duration 3] [--warmup 0.5]
+ *   txload --port P [--host 127.0.0.1] [--conns 50] [--duration 3] [--warmup 0.5] [--ping 1]
  *
  * Each of --conns connections sends, in one write, MULTI / INCR k / INCR k / INCR k / EXEC
  * (k = txload:<connection>), waits for the five replies (+OK, three +QUEUED, EXEC's array of
@@ -11,6 +11,10 @@
  * (after --warmup) count. One line of key=value pairs on stdout:
  *   conns=50 seconds=3.000 tx=123456 errors=0 tx_per_s=41152 p50_us=740.0 p99_us=1510.0
  * Exits non-zero when a reply was an error or a connection closed.
+ *
+ * --ping 1 queues a PING before the INCRs (ten lines per transaction): through meltemi that
+ * makes the transaction one that takes a lease instead of the shared connection
+ * (docs/redis-codec.md#transactions), to compare the two paths in one binary.
  *
  * One thread, epoll, non-blocking sockets, no dependencies.
  */
@@ -28,7 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define LINES_PER_TX 8
+static int lines_per_tx = 8;
 #define MAX_SAMPLES (1u << 22)
 
 typedef struct conn {
@@ -58,7 +62,7 @@ static size_t append_cmd(char *out, size_t at, size_t cap, const char *a, const 
 
 static bool send_tx(conn_t *c)
 {
-    c->lines = LINES_PER_TX;
+    c->lines = lines_per_tx;
     c->sent_ns = now_ns();
     size_t off = 0;
     while (off < c->req_len) {
@@ -95,6 +99,7 @@ int main(int argc, char **argv)
     const char *host = "127.0.0.1";
     int port = 0, nconns = 50;
     double duration = 3, warmup = 0.5;
+    bool ping = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--host") == 0)
             host = argv[i + 1];
@@ -106,12 +111,15 @@ int main(int argc, char **argv)
             duration = atof(argv[i + 1]);
         else if (strcmp(argv[i], "--warmup") == 0)
             warmup = atof(argv[i + 1]);
+        else if (strcmp(argv[i], "--ping") == 0)
+            ping = atoi(argv[i + 1]) != 0;
     }
     if (port <= 0 || nconns <= 0) {
         fprintf(stderr, "usage: txload --port P [--host H] [--conns N] [--duration S] "
                         "[--warmup S]\n");
         return 2;
     }
+    lines_per_tx = ping ? 10 : 8;
     conn_t *conns = calloc((size_t)nconns, sizeof(*conns));
     uint64_t *samples = malloc(sizeof(uint64_t) * MAX_SAMPLES);
     int ep = epoll_create1(0);
@@ -122,6 +130,8 @@ int main(int argc, char **argv)
         char key[32];
         snprintf(key, sizeof(key), "txload:%d", i);
         c->req_len = append_cmd(c->req, 0, sizeof(c->req), "MULTI", NULL);
+        if (ping)
+            c->req_len = append_cmd(c->req, c->req_len, sizeof(c->req), "PING", NULL);
         for (int k = 0; k < 3; k++)
             c->req_len = append_cmd(c->req, c->req_len, sizeof(c->req), "INCR", key);
         c->req_len = append_cmd(c->req, c->req_len, sizeof(c->req), "EXEC", NULL);

@@ -15,7 +15,7 @@ import pytest
 
 import configs
 from cluster_fixtures import (cluster_proxy, redis_cluster, shared_cluster)  # noqa: F401
-from harness import VIP, RespConn, cli_lines, free_port, redis_cli, redis_py, run_meltemi
+from harness import VIP, RespConn, cli_lines, free_port, redis_cli, redis_py, run_meltemi, wait_until
 
 
 DEBUG_NOT_ALLOWED = "ERR DEBUG command not allowed."
@@ -76,7 +76,7 @@ def test_debug_object_memory_slowlog_latency_script_function(blog_env):
     assert r.fcall("adm_one", 0) == 1
     assert [e[b"library_name"] if isinstance(e, dict) else e[1]
             for e in direct(env).function_list()] in ([b"adminlib"], ["adminlib"])
-    assert r.execute_command("CLIENT", "NO-EVICT", "on") == b"OK"
+    assert r.execute_command("CLIENT", "NO-EVICT", "off") == b"OK"  # nothing to change
     assert r.flushdb() is True
     assert direct(env).dbsize() == 0
 
@@ -263,3 +263,45 @@ def test_cluster_mode_broadcasts_admin_to_every_master(redis_cluster, cluster_pr
     for m in masters:
         assert m.call("DBSIZE") == 0
         assert m.call("PING") == b"PONG"
+
+
+def no_evict_clients(d):
+    return [c for c in d.client_list() if "e" in c["flags"]]
+
+
+def test_client_no_evict_holds_on_the_clients_own_upstream_connection(blog_env):
+    """CLIENT NO-EVICT is a flag of one connection in Redis: through meltemi it is set on a
+    connection leased for the client (never on the shared one, where it would exempt every
+    client from eviction), the client's commands follow it there, it is set again after that
+    connection dies, and OFF gives the lease back."""
+    env = blog_env(step=1)
+    d = direct(env)
+    other = RespConn(env.host, env.port)
+    assert other.call("SET", "k", "v") == b"OK"
+    c = RespConn(env.host, env.port)
+    assert c.call("CLIENT", "NO-EVICT", "on") == b"OK"
+    flagged = no_evict_clients(d)
+    assert len(flagged) == 1, d.client_list()
+    assert c.call("GET", "k") == b"v"
+    wait_until(lambda: [x["cmd"] for x in no_evict_clients(d)] == ["get"], 5,
+               "the client's GET on its own flagged connection")
+    assert other.call("GET", "k") == b"v"  # the shared connection stays unflagged
+    assert len(no_evict_clients(d)) == 1
+    # the flagged connection dies: the next command sets the flag on a new lease first
+    assert d.client_kill_filter(_id=flagged[0]["id"]) == 1
+    wait_until(lambda: not no_evict_clients(d), 5, "the flagged connection to go")
+    c.call("GET", "k")  # may fail with the upstream's error: the lease died under it
+    assert c.call("GET", "k") == b"v"
+    assert len(no_evict_clients(d)) == 1 and no_evict_clients(d)[0]["id"] != flagged[0]["id"]
+    assert c.call("CLIENT", "NO-EVICT", "off") == b"OK"
+    wait_until(lambda: not no_evict_clients(d), 5, "the flag cleared")
+    # Redis's own answers: a syntax error, and NO-TOUCH where the server predates it (7.2)
+    assert c.call("CLIENT", "NO-EVICT", "maybe") == "ERR syntax error"
+    got = c.call("CLIENT", "NO-TOUCH", "on")
+    version = tuple(int(x) for x in d.info("server")["redis_version"].split(".")[:2])
+    if version >= (7, 2):
+        assert got == b"OK"
+    else:
+        assert got.startswith("ERR unknown subcommand"), got
+    c.close()
+    other.close()

@@ -624,3 +624,14 @@ def test_fan_out_right_after_a_moved_asks_every_master_once(fresh_cluster, clust
     direct = sum(int(m.call("DBSIZE")) for m in fresh_cluster.masters())
     assert r.dbsize() == direct == len(keys) + 1
     assert sorted(k.decode() for k in r.keys("*")) == sorted(keys + [key])
+
+
+def test_command_docs_come_from_a_master_kept_to_what_command_lists(redis_cluster,
+                                                                     cluster_proxy):
+    env = cluster_proxy(redis_cluster, workers=1)
+    c = RespConn(env.host, env.port, timeout=10)
+    master = redis_cluster.masters()[0]
+    assert c.call("COMMAND", "DOCS", "get") == master.call("COMMAND", "DOCS", "get")
+    got = c.call("COMMAND", "DOCS", "shutdown", "set", "psync")
+    assert [got[i] for i in range(0, len(got), 2)] == [b"set"]
+    c.close()

@@ -132,3 +132,29 @@ def test_redis_benchmark_pipelined_without_errors(blog_env):
     assert len(rows) >= 13, run.stdout  # every test ran and reported a rate
     # The writes really reached redis-server.
     assert env.redis.client().dbsize() > 0
+
+
+def _docs_names(reply):
+    assert isinstance(reply, list) and len(reply) % 2 == 0, reply
+    return [reply[i].decode() for i in range(0, len(reply), 2)]
+
+
+def test_command_docs_are_redis_docs_of_what_meltemi_lets_through(blog_env):
+    """COMMAND DOCS comes from Redis (the one endpoint), kept to the commands COMMAND lists:
+    refused ones (SHUTDOWN, MONITOR, PSYNC...) are left out, as from COMMAND, INFO, COUNT."""
+    env = blog_env(step=1)
+    c = RespConn(env.host, env.port, timeout=10)
+    d = RespConn("127.0.0.1", env.redis.port, timeout=10)
+    assert d.call("AUTH", env.redis.password) == b"OK"
+    get = c.call("COMMAND", "DOCS", "get")
+    assert get == d.call("COMMAND", "DOCS", "get")
+    assert _docs_names(get) == ["get"] and b"summary" in get[1]
+    assert _docs_names(c.call("COMMAND", "DOCS", "shutdown", "get", "monitor")) == ["get"]
+    everything = set(_docs_names(c.call("COMMAND", "DOCS")))
+    listed = {n.decode() for n in c.call("COMMAND", "LIST")}
+    assert everything == listed & set(_docs_names(d.call("COMMAND", "DOCS")))
+    assert "set" in everything and "multi" in everything
+    assert not everything & {"shutdown", "monitor", "psync", "sync", "failover"}
+    assert len({n for n in listed if "|" not in n}) == c.call("COMMAND", "COUNT")
+    c.close()
+    d.close()

@@ -91,6 +91,90 @@ def test_discard_applies_nothing_and_errors_are_redis_texts(blog_env):
     c.close()
 
 
+# ---- a transaction written whole runs on a shared connection ---------------------------------
+
+def test_whole_transactions_on_shared_connections_never_interleave_with_other_clients(blog_env):
+    """A transaction written in one piece (MULTI ... EXEC, as redis-py, ioredis and txload
+    send it) goes back to back on the worker's shared pipelined connection: no other client's
+    command may land inside it (it would be answered QUEUED), and each EXEC sees its own
+    writes only."""
+    env = blog_env(step=1)
+    errors = []
+
+    def tx_client(i):
+        c = RespConn(env.host, env.port, timeout=10)
+        try:
+            for n in range(150):
+                c.send_raw(resp_encode("MULTI") + resp_encode("SET", "shared", f"{i}:{n}") +
+                           resp_encode("INCR", f"own:{i}") + resp_encode("GET", "shared") +
+                           resp_encode("EXEC"))
+                got = [c.read_reply() for _ in range(5)]
+                if got != [b"OK", b"QUEUED", b"QUEUED", b"QUEUED",
+                           [b"OK", n + 1, f"{i}:{n}".encode()]]:
+                    errors.append(("tx", i, n, got))
+                    return
+        finally:
+            c.close()
+
+    def plain_client(i):
+        c = RespConn(env.host, env.port, timeout=10)
+        try:
+            for n in range(300):
+                c.send_raw(resp_encode("SET", f"plain:{i}", str(n)) +
+                           resp_encode("GET", f"plain:{i}"))
+                got = [c.read_reply() for _ in range(2)]
+                if got != [b"OK", str(n).encode()]:
+                    errors.append(("plain", i, n, got))
+                    return
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=tx_client, args=(i,)) for i in range(6)]
+    threads += [threading.Thread(target=plain_client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[:3]
+    d = direct(env)
+    assert [d.get(f"own:{i}") for i in range(6)] == [b"150"] * 6
+    assert not in_multi(d)
+
+
+DENY_DEL = """\
+apiVersion: redis.aeraki.io/v1alpha1
+kind: RedisService
+metadata:
+  name: redis-single
+  namespace: redis
+spec:
+  host:
+  - redis-single.redis.svc.cluster.local
+  settings:
+    deniedCommands: [DEL]
+"""
+
+
+def test_whole_transaction_with_a_refused_command_is_discarded_on_the_shared_connection(blog_env):
+    env = blog_env(files={"redis-single.yaml": configs.STEP1, "deny.yaml": DENY_DEL})
+    d = direct(env)
+    d.set("counter", "5")
+    a = RespConn(env.host, env.port, timeout=10)
+    b = RespConn(env.host, env.port, timeout=10)
+    stream = [("MULTI",), ("INCR", "counter"), ("DEL", "counter"), ("EXEC",)]
+    a.send_raw(b"".join(resp_encode(*cmd) for cmd in stream) + resp_encode("GET", "counter"))
+    got = [a.read_reply() for _ in range(5)]
+    assert got[:2] == [b"OK", b"QUEUED"]
+    assert got[2].startswith("NOPERM meltemi: 'del' is denied"), got
+    assert got[3:] == [EXECABORT, b"5"]
+    # nothing was applied, and the shared connection is out of MULTI for everyone
+    assert b.call("GET", "counter") == b"5"
+    assert b.call("INCR", "counter") == 6
+    assert not in_multi(d)
+    a.close()
+    b.close()
+
+
 # ---- redis-py ------------------------------------------------------------------------------
 
 def test_redis_py_transaction_pipeline(blog_env):
@@ -201,13 +285,20 @@ def test_exhausted_lease_pool_refuses_multi_at_once_and_applies_nothing(blog_env
     b = RespConn(env.host, env.port, timeout=10)
     assert a.call("MULTI") == b"OK"
     assert a.call("INCR", "counter") == b"QUEUED"
-    stream = [("MULTI",), ("INCR", "counter"), ("EXEC",), ("GET", "counter")]
+    # MULTI alone (the rest not written yet) needs a lease: refused at once
+    got = [b.call("MULTI")]
+    stream = [("INCR", "counter"), ("EXEC",), ("GET", "counter")]
     b.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
-    got = [b.read_reply() for _ in stream]
+    got += [b.read_reply() for _ in stream]
     assert got[0].startswith("ERR meltemi: upstream ") and got[0].endswith(
         "all 1 exclusive connections are in use (connectionPool.tcp.maxConnections)"), got
     assert got[1].startswith("ERR meltemi: 'incr' not applied"), got
     assert got[2:] == [EXECABORT, b"5"]
+    # a transaction written whole (MULTI ... EXEC in one write) needs no lease: it runs back
+    # to back on a shared connection, while the other one is still open on the lease
+    stream = [("MULTI",), ("SET", "other", "1"), ("INCR", "other"), ("EXEC",)]
+    b.send_raw(b"".join(resp_encode(*cmd) for cmd in stream))
+    assert [b.read_reply() for _ in stream] == [b"OK", b"QUEUED", b"QUEUED", [b"OK", 2]]
     # the first client's transaction is unaffected, and its lease goes back afterwards
     assert a.call("EXEC") == [6]
     assert direct(env).get("counter") == b"6"
@@ -255,6 +346,47 @@ def test_client_disconnecting_mid_transaction_closes_its_lease(blog_env):
     c.close()
     wait_until(lambda: not in_multi(d), 10, "the lease to close after the client left")
     assert d.get("counter") == b"5"
+
+
+def test_cluster_moved_to_a_later_queued_command_is_a_clear_error_and_nothing_runs(
+        fresh_cluster, cluster_proxy):
+    """The slot moves after the transaction's first queued command: Redis answers the next
+    one MOVED (and flags the transaction). The client gets a clear error instead of the
+    backend's address, EXEC answers EXECABORT, nothing runs on either master, and the next
+    transaction goes where the slot now is."""
+    import subprocess
+    from test_redis_cluster import _slot, node_id
+    env = cluster_proxy(fresh_cluster, workers=1)
+    r = redis_py(env.host, env.port, socket_timeout=10)
+    assert r.set("{warm}", "1") is True and r.dbsize() == 1  # the map is learnt
+    shards = sorted(fresh_cluster.shards(), key=lambda s: s[0])
+    lo, _, src, _ = shards[0]
+    dst = shards[1][2]
+    key = next(f"txlate:{i}" for i in range(1_000_000) if _slot(f"txlate:{i}") == lo)
+    c = RespConn(env.host, env.port, timeout=10)
+    assert c.call("MULTI") == b"OK"
+    assert c.call("INCR", key) == b"QUEUED"
+    done = subprocess.run(["redis-cli", "--cluster", "reshard", src.addr, "--cluster-from",
+                           node_id(src), "--cluster-to", node_id(dst), "--cluster-slots", "1",
+                           "--cluster-yes"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    fresh_cluster.wait_healthy(timeout=30)
+    assert fresh_cluster.master_of_slot(lo) is dst
+    got = c.call("INCR", key)
+    assert isinstance(got, RespError) and got.startswith(
+        "ERR meltemi: the slot of this command moved to another master during the "
+        f"transaction (MOVED {lo} "), got
+    assert got.endswith("the transaction is discarded (EXEC answers EXECABORT); retry it")
+    assert c.call("EXEC") == EXECABORT
+    assert src.cmdstat_calls("incr") == 0 and dst.call("EXISTS", key) == 0
+    assert not [x for x in src.client().client_list() if "x" in x["flags"]]
+    # retried: it runs once, on the new master
+    c.send_raw(b"".join(resp_encode(*cmd) for cmd in
+                        [("MULTI",), ("INCR", key), ("INCR", key), ("EXEC",)]))
+    assert [c.read_reply() for _ in range(4)] == [b"OK", b"QUEUED", b"QUEUED", [1, 2]]
+    assert dst.call("GET", key) == b"2"
+    c.close()
+    r.close()
 
 
 # ---- ioredis, redis-rb -------------------------------------------------------------------

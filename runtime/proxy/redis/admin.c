@@ -132,3 +132,31 @@ bool mt_radmin_forward(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *c
     free(masters);
     return true;
 }
+
+/* COMMAND DOCS: Redis's documentation of the commands, from one master (the first of the slot
+ * map, or PROXY mode's first), without what meltemi refuses (redis_cluster.c split_docs). */
+bool mt_radmin_command_docs(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req)
+{
+    mt_wcluster_t *c = s->base.cluster;
+    if (!c || c->n_eps == 0)
+        return false;
+    mt_wendpoint_t *ep = NULL;
+    if (mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER) {
+        ep = mt_rcluster_slot_master(c, 0);
+        ep = ep ? ep : c->eps[0]; /* before the slot map: a seed (every node answers alike) */
+    } else {
+        mt_wendpoint_t **masters = malloc(sizeof(*masters) * c->n_eps);
+        if (masters && proxy_masters(c, masters) > 0)
+            ep = masters[0];
+        free(masters);
+    }
+    if (!ep)
+        return false;
+    mt_rreq_t *parent = fanout_parent(s, cmd, 0);
+    if (!parent) {
+        mt_session_close(&s->base);
+        return true;
+    }
+    mt_rsplit_command_docs(c, parent, req, ep);
+    return true;
+}

@@ -53,6 +53,7 @@ static void redis_worker_stop(mt_worker_t *w)
     }
     mt_rw(w)->n_req_free = 0;
     resp_out_free(&mt_rw(w)->scratch);
+    resp_req_parser_free(&mt_rw(w)->lookahead);
 }
 /* ---- the proxy's registry entry ------------------------------------------------------------ */
 
@@ -65,6 +66,7 @@ static int redis_worker_start(mt_worker_t *w)
     rw->bridge.w = w;
     rw->bridge.request_ref = rw->bridge.route_key_ref = LUA_NOREF;
     rw->bridge.conn_closed_ref = rw->bridge.response_ref = LUA_NOREF;
+    resp_req_parser_init(&rw->lookahead, &resp_default_limits);
     if (w->L)
         mt_bridge_open(&rw->bridge, w);
     return 0;

@@ -111,6 +111,7 @@ typedef enum split_op {
     SPLIT_ANY_KEY,  /* RANDOMKEY: the first non-nil reply, from a rotating start */
     SPLIT_SAME,     /* SCRIPT LOAD / FLUSH: every master answers alike; the first reply */
     SPLIT_AND,      /* SCRIPT EXISTS: arrays of 0/1, 1 where every master says 1 */
+    SPLIT_DOCS,     /* COMMAND DOCS: one master's reply, kept to what COMMAND lists */
     SPLIT_ANY_OK,   /* SCRIPT / FUNCTION KILL: the first reply that is not an error */
 } split_op_t;
 
@@ -827,6 +828,57 @@ static void split_any_ok(resp_out_t *o, const mt_rsplit_t *sp)
     resp_out_error(o, sp->error ? sp->error : "ERR meltemi: no reply");
 }
 
+/* Whether the COMMAND DOCS entry named name is one COMMAND lists (a module's or an unknown
+ * name is not: meltemi would not forward it). */
+static bool docs_offered(const char *name, size_t n)
+{
+    const redis_command_t *c = name ? redis_command_lookup(name, n) : NULL;
+    return c && redis_local_command_offered(c);
+}
+
+/* COMMAND DOCS: Redis's map (a flat array of name, docs pairs in RESP2, a map in RESP3)
+ * without the commands meltemi refuses, so DOCS agrees with COMMAND, INFO and COUNT. */
+static void split_docs(resp_out_t *o, const mt_slice_t *e)
+{
+    char type = e->len ? e->p[0] : 0;
+    if (type != '*' && type != '%') {
+        resp_out_raw(o, e->p, e->len);
+        return;
+    }
+    redis_reader_t r = redis_reader(e->p, e->len);
+    int64_t n = redis_read_num(&r, type);
+    int64_t pairs = type == '%' ? n : n / 2;
+    const char *body = r.p;
+    int64_t kept = 0;
+    for (int pass = 0; pass < 2 && !r.bad; pass++) {
+        r.p = body;
+        if (pass == 1) {
+            char head[32];
+            int hn = snprintf(head, sizeof(head), "%%%lld\r\n", (long long)kept);
+            if (type == '%')
+                resp_out_raw(o, head, (size_t)hn);
+            else
+                resp_out_array(o, kept * 2);
+        }
+        for (int64_t i = 0; i < pairs && !r.bad; i++) {
+            const char *start = r.p, *name = NULL, *val = NULL;
+            size_t nlen = 0, vlen = 0;
+            if (!redis_read_bulk(&r, &name, &nlen) || !redis_read_skip(&r, &val, &vlen))
+                break;
+            if (!docs_offered(name, nlen))
+                continue;
+            if (pass == 0)
+                kept++;
+            else
+                resp_out_raw(o, start, (size_t)(r.p - start));
+        }
+    }
+    if (r.bad) {
+        o->len = 0;
+        resp_out_error(o, "ERR meltemi: malformed COMMAND DOCS reply");
+    }
+}
+
 static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
 {
     mt_rsplit_t *sp = parent->split;
@@ -908,6 +960,14 @@ static void split_finish(mt_worker_t *w, mt_rreq_t *parent)
         break;
     case SPLIT_ANY_OK:
         split_any_ok(o, sp);
+        break;
+    case SPLIT_DOCS:
+        if (sp->error)
+            split_out_error(o, sp);
+        else if (sp->elems[0].buf)
+            split_docs(o, &sp->elems[0]);
+        else
+            resp_out_error(o, "ERR meltemi: no reply");
         break;
     case SPLIT_SCAN:
         break; /* answered by the part directly */
@@ -999,6 +1059,7 @@ void mt_rcluster_part_done(mt_worker_t *w, mt_rreq_t *part, mt_buf_t *b, const c
     case SPLIT_SAME:
     case SPLIT_AND:
     case SPLIT_ANY_OK:
+    case SPLIT_DOCS:
         if (is_error)
             split_note_error(sp, p, len);
         else
@@ -1162,7 +1223,7 @@ static void fan_out_to(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t
     sp->pending = n;
     parent->split = sp;
     bool per_part = op == SPLIT_CONCAT || op == SPLIT_ANY_KEY || op == SPLIT_SAME ||
-                    op == SPLIT_AND || op == SPLIT_ANY_OK;
+                    op == SPLIT_AND || op == SPLIT_ANY_OK || op == SPLIT_DOCS;
     if (per_part)
         sp->elems = calloc(n, sizeof(mt_slice_t));
     sp->scan_index = c->rr++ % n;
@@ -1257,6 +1318,12 @@ void mt_rsplit_fanout(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t 
                       mt_wendpoint_t *const *eps, uint32_t n, int merge)
 {
     fan_out_to(c, parent, req, eps, NULL, n, split_op_of((redis_merge_t)merge));
+}
+
+void mt_rsplit_command_docs(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
+                            mt_wendpoint_t *ep)
+{
+    fan_out_to(c, parent, req, &ep, NULL, 1, SPLIT_DOCS);
 }
 
 /* SCAN cursor [args]: the cursor says which master (low bits) and where on it (high bits). */

@@ -76,11 +76,13 @@ typedef struct mt_rreq {
     bool stats_done;
     bool observed;    /* in Istio's metrics (once, whichever path answers it) */
     bool blocking;    /* a blocking command on a lease of its own (tx.c) */
-    bool is_select;   /* SELECT select_db on a lease (tx.c) */
+    bool is_select;   /* SELECT select_db, or CLIENT conn_flag on|off, on a lease (tx.c) */
     bool lease_first; /* the first client command on a new lease: MOVED may be followed */
     bool queued;      /* sent while MULTI queued (tx.c) */
     bool tx_end;      /* EXEC or DISCARD (tx.c) */
     int32_t select_db;
+    uint8_t conn_flag; /* is_select: CLIENT NO-EVICT / NO-TOUCH (RCONN_*), else SELECT */
+    bool conn_flag_on;
     bool resp_chain;
     /* on_response filters see the reply (once) */ /* counted in the per-command stats */
     uint64_t hold_until_ms;
@@ -91,6 +93,8 @@ typedef struct mt_rup mt_rup_t;
 /* A transaction's state (tx.c): WATCH and MULTI put the session on an exclusive upstream
  * connection until EXEC, DISCARD or UNWATCH. */
 typedef enum rtx_state { RTX_NONE = 0, RTX_WATCHING, RTX_QUEUED } rtx_state_t;
+/* Per-connection flags a client sets on its upstream connection (CLIENT NO-EVICT/NO-TOUCH). */
+enum { RCONN_NO_EVICT = 1u << 0, RCONN_NO_TOUCH = 1u << 1 };
 typedef struct mt_rtx {
     mt_rup_t *lease;    /* the leased connection, or NULL (not yet, or lost) */
     uint8_t state;      /* rtx_state_t */
@@ -107,7 +111,15 @@ typedef struct mt_rtx {
      * it is not 0 (or a SELECT is in flight) the session keeps its lease, and a new lease
      * (after the old one died) is selected first, so the database survives reconnects. */
     int32_t db;
-    uint32_t selects_in_flight;
+    uint32_t selects_in_flight; /* SELECTs and CLIENT NO-EVICT/NO-TOUCH not answered yet */
+    /* CLIENT NO-EVICT / NO-TOUCH on (RCONN_*), as Redis confirmed them: kept on the lease,
+     * like a database, and set again on a new lease */
+    uint8_t client_flags;
+    /* The whole transaction (MULTI ... EXEC) was in the read chunk and every command in it is
+     * a plain keyed one (tx.c tx_whole_in_hand): it goes, back to back, on the session's
+     * shared pipelined connection, which `lease` then points at until EXEC or DISCARD, all
+     * within one sess_on_data call, so nobody else's command can come between. */
+    bool shared;
 } mt_rtx_t;
 
 struct mt_rsess {
@@ -164,6 +176,7 @@ struct mt_rup {
     bool never_connected;   /* mt_rup_fail: the connect failed, nothing queued was sent */
     mt_rsess_t *lessee;     /* leased: the session whose transaction it carries, or NULL */
     int32_t db;             /* leased: the database SELECTed on it (0: clean) */
+    uint8_t client_flags;   /* leased: RCONN_* set on it (0: clean) */
     bool returning;         /* leased, its transaction ended: returned once nothing is owed */
     bool resp3;             /* said HELLO 3: replies in RESP3, for RESP3 clients only */
 };
@@ -186,6 +199,7 @@ typedef struct mt_redis_worker {
     mt_log_limit_t auth_log;     /* failed client AUTH lines: at most a few per second */
     struct cmd_stats *cmd_stats; /* enableCommandStats: per listener, per command blocks */
     struct mt_rpubsub *pubsub;   /* pub/sub topics and hubs (pubsub.c); NULL until first used */
+    resp_req_parser_t lookahead; /* tx.c: reads a transaction ahead without consuming it */
     /* The request parser's argument arrays, lent to whichever session parses (session.c):
      * a session holds none between frames, so an idle connection costs none. */
     resp_req_arrays_t spare_args;
@@ -283,11 +297,19 @@ void mt_rtx_lease_lost(mt_rsess_t *s, const char *text);
  * transaction is over and nothing more is owed. */
 void mt_rtx_after_reply(mt_rup_t *u);
 /* SELECT: on the session's lease (PROXY mode with one master), else answered here. */
+/* CLIENT NO-EVICT|NO-TOUCH on|off: on the client's own lease (tx.c); false when the
+ * arguments are not that (then the local reply says what is wrong). */
+bool mt_rtx_client_flag(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                        const char *frame);
 void mt_rtx_select(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
                    const char *frame);
 /* upstream.c: the first command on lease u was answered MOVED (cluster mode, a stale slot
  * map): true when tx.c re-sent it on a lease to the right master (nothing was applied). */
 bool mt_rtx_moved(mt_rup_t *u, mt_rreq_t *r, const char *p, size_t len);
+/* A MOVED or ASK answering a queued command that tx_moved does not follow (not the first on
+ * its lease): the client gets a clear error instead of the backend's address, and its EXEC
+ * EXECABORT (Redis flagged the transaction too; nothing of it runs). False: not that. */
+bool mt_rtx_redirected(mt_rup_t *u, mt_rreq_t *r, const char *p, size_t len);
 /* upstream.c: a SELECT on lease u was answered (ok: +OK). */
 void mt_rtx_select_answered(mt_rup_t *u, mt_rreq_t *r, bool ok);
 /* reply.c popped a record off s's FIFO while a lease waits for its gate. */
@@ -387,6 +409,11 @@ void mt_rcluster_mirror(mt_wcluster_t *c, const redis_command_t *cmd, const resp
  * replies merged as merge (a redis_merge_t) says. */
 void mt_rsplit_fanout(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
                       mt_wendpoint_t *const *eps, uint32_t n, int merge);
+/* COMMAND DOCS on ep, its reply kept to the commands COMMAND lists. */
+void mt_rsplit_command_docs(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
+                            mt_wendpoint_t *ep);
+/* COMMAND DOCS [name...]: asked of one master (admin.c); false when there is none to ask. */
+bool mt_radmin_command_docs(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req);
 /* SCAN over eps, one endpoint after the other (the cursor's low bits say which). */
 void mt_rsplit_scan(mt_wcluster_t *c, mt_rreq_t *parent, const resp_request_t *req,
                     mt_wendpoint_t *const *eps, uint32_t n);

@@ -154,7 +154,7 @@ void mt_rforward_to(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
         return;
     }
     /* WATCH, and everything while a transaction is open, go on its leased connection */
-    if (MT_UNLIKELY(s->tx.state != RTX_NONE || s->tx.lease || s->tx.db ||
+    if (MT_UNLIKELY(s->tx.state != RTX_NONE || s->tx.lease || s->tx.db || s->tx.client_flags ||
                     cmd->proxy == REDIS_PROXY_TRANSACTION || (cmd->flags & REDIS_CMD_BLOCKING)) &&
         mt_rtx_forward(s, c, cmd, req, frame, hold_until_ms))
         return;

@@ -489,6 +489,12 @@ static bool sess_command(mt_rsess_t *s, const resp_request_t *req, const char *f
             mt_rtx_select(s, cmd, req, frame);
         } else if (mt_rcmd_is(cmd, "hello")) {
             sess_hello(s, cmd, req);
+        } else if (mt_rcmd_is(cmd, "client") && mt_rtx_client_flag(s, cmd, req, frame)) {
+            /* NO-EVICT / NO-TOUCH: on the client's own lease (tx.c) */
+        } else if (mt_rcmd_is(cmd, "command") && req->argc >= 2 && req->argv[1].len == 4 &&
+                   strncasecmp(req->argv[1].ptr, "docs", 4) == 0 &&
+                   mt_radmin_command_docs(s, cmd, req)) {
+            /* Redis's docs, kept to what COMMAND lists (admin.c) */
         } else {
             redis_local_info_t info;
             if (mt_rcmd_is(cmd, "info")) {

@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define TX_MAX_KEYS 64
 
@@ -47,6 +48,10 @@ static const char DISCARD_CMD[] = "*1\r\n$7\r\nDISCARD\r\n";
 
 static void tx_reset(mt_rsess_t *s)
 {
+    if (s->tx.shared) {
+        s->tx.lease = NULL; /* the shared connection was never the session's */
+        s->tx.shared = false;
+    }
     s->tx.state = RTX_NONE;
     s->tx.multi_pending = false;
     s->tx.failed = false;
@@ -110,6 +115,21 @@ static int tx_select_internal(mt_rsess_t *s, mt_rup_t *u)
     int n = snprintf(cmd, sizeof(cmd), "*2\r\n$6\r\nSELECT\r\n$%d\r\n%s\r\n", nlen, num);
     u->db = s->tx.db;
     return tx_internal(s, cmd, (size_t)n);
+}
+
+/* The client's CLIENT NO-EVICT / NO-TOUCH on a new lease (its old one died), replies dropped. */
+static int tx_flags_internal(mt_rsess_t *s, mt_rup_t *u)
+{
+    static const char NO_EVICT_ON[] = "*3\r\n$6\r\nCLIENT\r\n$8\r\nNO-EVICT\r\n$2\r\non\r\n";
+    static const char NO_TOUCH_ON[] = "*3\r\n$6\r\nCLIENT\r\n$8\r\nNO-TOUCH\r\n$2\r\non\r\n";
+    u->client_flags = s->tx.client_flags;
+    if ((s->tx.client_flags & RCONN_NO_EVICT) &&
+        tx_internal(s, NO_EVICT_ON, sizeof(NO_EVICT_ON) - 1) != 0)
+        return -1;
+    if ((s->tx.client_flags & RCONN_NO_TOUCH) &&
+        tx_internal(s, NO_TOUCH_ON, sizeof(NO_TOUCH_ON) - 1) != 0)
+        return -1;
+    return 0;
 }
 
 /* Sends what waited behind the gate, in order. */
@@ -291,7 +311,8 @@ static mt_rup_t *tx_lease(mt_rsess_t *s, mt_wendpoint_t *ep, uint64_t hold_until
         s->tx.lease = u;
         /* what the client sent before is answered first (it went on other connections) */
         s->tx.gate_ahead = s->base.pending;
-        if (s->tx.db && tx_select_internal(s, u) != 0) {
+        if ((s->tx.db && tx_select_internal(s, u) != 0) ||
+            (s->tx.client_flags && tx_flags_internal(s, u) != 0)) {
             mt_session_close(&s->base);
             return NULL;
         }
@@ -359,7 +380,7 @@ static void tx_send(mt_rsess_t *s, const redis_command_t *cmd, const resp_reques
 static bool tx_forward_pinned(mt_rsess_t *s, mt_wcluster_t *c, const redis_command_t *cmd,
                               const resp_request_t *req, const char *frame, uint64_t hold)
 {
-    bool selected = s->tx.db != 0 || s->tx.selects_in_flight;
+    bool selected = s->tx.db != 0 || s->tx.selects_in_flight || s->tx.client_flags;
     if (!s->tx.lease && !selected)
         return false;
     tx_target_t t;
@@ -374,10 +395,16 @@ static bool tx_forward_pinned(mt_rsess_t *s, mt_wcluster_t *c, const redis_comma
         if (!selected)
             return false;
         char text[300];
-        snprintf(text, sizeof(text),
-                 "ERR meltemi: database %d is selected on %s; '%s' goes elsewhere (a prefix "
-                 "route), where only database 0 is served",
-                 (int)s->tx.db, service_of(s->base.cluster), cmd->name);
+        if (s->tx.db || !s->tx.client_flags)
+            snprintf(text, sizeof(text),
+                     "ERR meltemi: database %d is selected on %s; '%s' goes elsewhere (a prefix "
+                     "route), where only database 0 is served",
+                     (int)s->tx.db, service_of(s->base.cluster), cmd->name);
+        else
+            snprintf(text, sizeof(text),
+                     "ERR meltemi: CLIENT NO-EVICT/NO-TOUCH is set on this client's connection "
+                     "to %s; '%s' goes elsewhere (a prefix route)",
+                     service_of(s->base.cluster), cmd->name);
         mt_rsess_reply_error_at(s, text, hold);
         return true;
     }
@@ -576,6 +603,32 @@ bool mt_rtx_moved(mt_rup_t *u, mt_rreq_t *r, const char *p, size_t len)
     return true;
 }
 
+bool mt_rtx_redirected(mt_rup_t *u, mt_rreq_t *r, const char *p, size_t len)
+{
+    bool moved = len > 7 && memcmp(p, "-MOVED ", 7) == 0;
+    bool ask = len > 5 && memcmp(p, "-ASK ", 5) == 0;
+    mt_wcluster_t *c = u->base.ep->cluster;
+    if ((!moved && !ask) || !mt_rtopo(c))
+        return false;
+    if (moved)
+        mt_rcluster_moved(c, p, len); /* the slot map learns where the slot is now */
+    mt_rsess_t *s = r->sess;
+    if (s && s->tx.lease == u && s->tx.state == RTX_QUEUED)
+        s->tx.failed = true; /* EXEC, if not sent yet, is a DISCARD here and EXECABORT */
+    /* "-MOVED 3999 127.0.0.1:7002\r\n": what follows the word, without the CRLF */
+    const char *rest = memchr(p, ' ', len);
+    int n = rest ? (int)MT_MIN((size_t)(p + len - 2 - (rest + 1)), 200) : 0;
+    char text[400];
+    snprintf(text, sizeof(text),
+             "ERR meltemi: the slot of this command moved to another master during the "
+             "transaction (%s %.*s): the transaction is discarded (EXEC answers EXECABORT); "
+             "retry it",
+             moved ? "MOVED" : "ASK", n > 0 ? n : 0, rest ? rest + 1 : "");
+    mt_stat_add(c->conf->stats, u->base.w->id, MT_ST_UPSTREAM_RQ_ERRORS, 1);
+    mt_rreq_complete_error(u->base.w, r, text);
+    return true;
+}
+
 /* ---- MULTI / EXEC / DISCARD / UNWATCH ------------------------------------------------------ */
 
 /* MULTI on a single-master PROXY-mode service without prefix routes: the lease is taken now,
@@ -589,6 +642,74 @@ static mt_wendpoint_t *eager_target(mt_rsess_t *s)
     return single_master(c);
 }
 
+/* Whether c may run in a transaction on a shared connection: a data command with keys that
+ * the proxy forwards as it is, which changes nothing of its connection's state (no
+ * administration, no pub/sub, nothing that can block, nothing answered here that could end
+ * the read loop, as QUIT does). */
+static bool tx_shareable(const redis_command_t *c)
+{
+    return (c->proxy == REDIS_PROXY_FORWARD || c->proxy == REDIS_PROXY_MULTI_KEY) &&
+           (c->first_key > 0 || c->key_spec_count > 0) && c->sub_count == 0 &&
+           !(c->flags &
+             (REDIS_CMD_ADMIN | REDIS_CMD_PUBSUB | REDIS_CMD_BLOCKING | REDIS_CMD_NO_MULTI));
+}
+
+/*
+ * After MULTI (req, at frame in the session's read chunk): true when the rest of the
+ * transaction is already read, whole, up to its EXEC or DISCARD, and every command in it is
+ * tx_shareable. Such a transaction is handled in the same sess_on_data call as its MULTI, so
+ * it can go back to back on the session's shared pipelined connection: no other client's
+ * command can be written between its MULTI and its EXEC, and Redis's MULTI state on that
+ * connection ends with it. Reads ahead with the worker's own parser; consumes nothing.
+ */
+#define TX_SHARED_MAX_COMMANDS 256
+static bool tx_whole_in_hand(mt_rsess_t *s, const resp_request_t *req, const char *frame)
+{
+    resp_req_parser_t *lp = &mt_rw(s->base.w)->lookahead;
+    const char *p = frame + req->frame_len;
+    const char *end = s->base.rbuf->last;
+    for (uint32_t n = 0; n <= TX_SHARED_MAX_COMMANDS && p < end && *p == '*'; n++) {
+        resp_request_t q;
+        const char *err = NULL;
+        mt_status_t rc = resp_parse_request(lp, p, (size_t)(end - p), &q, &err);
+        if (rc != MT_OK) {
+            if (rc == MT_AGAIN) { /* not all read yet: the parser forgets the partial frame */
+                resp_req_parser_free(lp);
+                resp_req_parser_init(lp, &resp_default_limits);
+            }
+            return false;
+        }
+        const redis_command_t *c =
+            q.argc ? redis_command_lookup(q.argv[0].ptr, q.argv[0].len) : NULL;
+        if (!c)
+            return false;
+        if (mt_rcmd_is(c, "exec") || mt_rcmd_is(c, "discard"))
+            return q.argc == 1;
+        if (!tx_shareable(c))
+            return false;
+        p += q.frame_len;
+    }
+    return false;
+}
+
+/* The transaction of MULTI goes on the session's shared connection to ep (tx_whole_in_hand
+ * said it may); false when there is none to have (then it is leased as usual). */
+static bool tx_multi_shared(mt_rsess_t *s, mt_wendpoint_t *ep, const redis_command_t *cmd,
+                            const resp_request_t *req, const char *frame)
+{
+    const char *why = NULL;
+    mt_rup_t *u = mt_rup_for(ep, s->base.id, s->resp3, &why);
+    if (!u)
+        return false;
+    s->tx.lease = u;
+    s->tx.shared = true;
+    s->tx.gate_ahead = 0;
+    s->tx.state = RTX_QUEUED;
+    s->tx.failed = false;
+    tx_send(s, cmd, req, frame, 0);
+    return true;
+}
+
 static void tx_multi(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
                      const char *frame)
 {
@@ -597,6 +718,12 @@ static void tx_multi(mt_rsess_t *s, const redis_command_t *cmd, const resp_reque
         return;
     }
     mt_wendpoint_t *ep = eager_target(s);
+    /* a transaction already read whole, after everything sent before it was answered (so
+     * nothing of the client's is in flight on another connection) */
+    if (ep && s->tx.state == RTX_NONE && !s->tx.lease && !s->tx.pending_head && !s->tx.db &&
+        !s->tx.selects_in_flight && !s->tx.client_flags && s->base.pending == 0 &&
+        tx_whole_in_hand(s, req, frame) && tx_multi_shared(s, ep, cmd, req, frame))
+        return;
     /* a finished transaction's lease still draining: kept if this one goes there too */
     if (s->tx.state == RTX_NONE && s->tx.lease && !s->tx.pending_head && s->tx.lease->base.ep != ep)
         tx_let_go(s);
@@ -767,7 +894,7 @@ void mt_rtx_after_reply(mt_rup_t *u)
         return;
     }
     if (s->tx.lease == u && s->tx.state == RTX_NONE && !s->tx.pending_head && s->tx.db == 0 &&
-        s->tx.selects_in_flight == 0) {
+        s->tx.selects_in_flight == 0 && s->tx.client_flags == 0) {
         s->tx.lease = NULL;
         mt_rup_release(u, true);
     }
@@ -811,6 +938,15 @@ void mt_rtx_session_closed(mt_rsess_t *s)
 {
     mt_worker_t *w = s->base.w;
     mt_rup_t *u = s->tx.lease;
+    if (s->tx.shared) {
+        /* closed (out of memory) between MULTI and EXEC on a shared connection: the
+         * transaction is discarded there before anyone else's command, or the connection
+         * fails */
+        if (s->tx.state == RTX_QUEUED &&
+            mt_rup_queue_ignored(u, DISCARD_CMD, sizeof(DISCARD_CMD) - 1) != 0)
+            mt_rup_fail(u, "ERR meltemi: out of memory");
+        u = NULL;
+    }
     s->tx.lease = NULL;
     tx_reset(s);
     /* never sent: nobody's (the session orphaned them), freed here */
@@ -885,13 +1021,79 @@ void mt_rtx_select(mt_rsess_t *s, const redis_command_t *cmd, const resp_request
 
 void mt_rtx_select_answered(mt_rup_t *u, mt_rreq_t *r, bool ok)
 {
-    if (ok)
+    uint8_t bit = r->conn_flag;
+    if (ok && bit)
+        u->client_flags =
+            r->conn_flag_on ? (uint8_t)(u->client_flags | bit) : (uint8_t)(u->client_flags & ~bit);
+    else if (ok)
         u->db = r->select_db;
     mt_rsess_t *s = r->sess;
     if (!s || s->tx.lease != u)
         return;
     if (s->tx.selects_in_flight)
         s->tx.selects_in_flight--;
-    if (ok)
+    if (ok && bit)
+        s->tx.client_flags = u->client_flags;
+    else if (ok)
         s->tx.db = r->select_db;
+}
+
+/* ---- CLIENT NO-EVICT / NO-TOUCH ---------------------------------------------------------- */
+
+static bool arg_is(const resp_arg_t *a, const char *word)
+{
+    size_t n = strlen(word);
+    return a->len == n && strncasecmp(a->ptr, word, n) == 0;
+}
+
+/*
+ * CLIENT NO-EVICT|NO-TOUCH on|off: flags of the client's own connection in Redis (whether
+ * client eviction may close it; whether its reads touch the keys' LRU/LFU). Set on a shared
+ * upstream connection they would hold for every client on it, so, like SELECT n, they are
+ * Redis's on a connection leased for the client (PROXY mode, one master), kept while a flag
+ * is on and set again on a new lease if that one dies; a lease that had one is closed, never
+ * pooled. Redis answers (an unknown subcommand on a Redis older than the flag, e.g. NO-TOUCH
+ * before 7.2). OFF with nothing set is answered here: a new connection has both off.
+ */
+bool mt_rtx_client_flag(mt_rsess_t *s, const redis_command_t *cmd, const resp_request_t *req,
+                        const char *frame)
+{
+    if (req->argc != 3 || !(arg_is(&req->argv[1], "no-evict") || arg_is(&req->argv[1], "no-touch")))
+        return false;
+    bool on = arg_is(&req->argv[2], "on");
+    if (!on && !arg_is(&req->argv[2], "off"))
+        return false; /* Redis's syntax error, from the local reply */
+    uint8_t bit = arg_is(&req->argv[1], "no-evict") ? RCONN_NO_EVICT : RCONN_NO_TOUCH;
+    mt_wcluster_t *c = s->base.cluster;
+    bool cluster = c && mt_redis_cluster(c->conf)->mode == MT_REDIS_CLUSTER;
+    mt_wendpoint_t *ep = c && c->n_eps && !cluster ? single_master(c) : NULL;
+    if (!on && !s->tx.lease && !(s->tx.client_flags & bit)) {
+        mt_rsess_reply(s, "+OK\r\n", 5);
+        return true;
+    }
+    if (!ep) {
+        char text[200];
+        snprintf(text, sizeof(text),
+                 "ERR meltemi: CLIENT %s needs a service with one master (the flag is kept on "
+                 "an upstream connection of the client's own)",
+                 bit == RCONN_NO_EVICT ? "NO-EVICT" : "NO-TOUCH");
+        mt_rsess_reply_error(s, text);
+        return true;
+    }
+    if (!s->tx.lease) {
+        if (!tx_lease(s, ep, 0))
+            return true; /* the pool at its bound: said at once */
+    } else if (s->tx.lease->base.ep != ep) {
+        mt_rsess_reply_error(s, "ERR meltemi: CLIENT NO-EVICT/NO-TOUCH on a connection whose "
+                                "transaction runs elsewhere");
+        return true;
+    }
+    tx_send(s, cmd, req, frame, 0);
+    if (s->tail) {
+        s->tail->is_select = true;
+        s->tail->conn_flag = bit;
+        s->tail->conn_flag_on = on;
+        s->tx.selects_in_flight++;
+    }
+    return true;
 }

@@ -155,6 +155,10 @@ static void rup_on_reply(mt_rup_t *u, const char *p, size_t len)
             mt_rtx_select_answered(u, r, len && p[0] == '+');
         if (MT_UNLIKELY(r->lease_first) && len > 7 && p[0] == '-' && mt_rtx_moved(u, r, p, len))
             return;
+        if (MT_UNLIKELY(r->queued) && len > 5 && p[0] == '-' && mt_rtx_redirected(u, r, p, len)) {
+            mt_rtx_after_reply(u);
+            return;
+        }
         mt_rreq_complete(w, r, u->base.rbuf, p, len);
         mt_rtx_after_reply(u);
         return;
@@ -435,6 +439,7 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
         u->lessee = s;
         u->returning = false;
         u->db = 0; /* a connection selected elsewhere is closed, never pooled */
+        u->client_flags = 0;
     }
     return u;
 }
@@ -442,7 +447,7 @@ mt_rup_t *mt_rup_lease(mt_wendpoint_t *ep, mt_rsess_t *s, const char **why)
 void mt_rup_release(mt_rup_t *u, bool clean)
 {
     u->lessee = NULL;
-    clean = clean && u->db == 0;
+    clean = clean && u->db == 0 && u->client_flags == 0;
     if (clean && u->base.inflight > 0) {
         u->returning = true; /* rup_on_reply gives it back after the last reply */
         return;

@@ -19,9 +19,11 @@ end
 
 # MULTI / INCR counter / SET tx-key / EXEC (redis-rb's block form), then a GET on the same
 # connection: the transaction must be over, the connection usable.
-def transaction(host, port)
+# ping: a PING first, which makes it a transaction that needs a lease through meltemi (one of
+# keyed data commands only, written whole, runs on a shared connection instead).
+def transaction(host, port, ping = false)
   r = client(host, port)
-  out = { "multi" => settle { r.multi { |tx| tx.incr("counter"); tx.set("tx-key", "v") } } }
+  out = { "multi" => settle { r.multi { |tx| tx.ping if ping; tx.incr("counter"); tx.set("tx-key", "v") } } }
   out["after"] = settle { r.get("counter") }
   r.close
   out
@@ -43,6 +45,7 @@ end
 
 out = case scenario
       when "transaction" then transaction(host, port)
+      when "transaction-ping" then transaction(host, port, true)
       when "xread-block" then xread_block(host, port)
       else raise ArgumentError, "unknown scenario #{scenario}"
       end

@@ -26,7 +26,10 @@ async function transaction() {
   const r = client();
   const out = {};
   try {
-    out.exec = await r.multi().incr('counter').set('tx-key', 'v').exec();
+    // 'transaction-ping': a PING first, which makes the transaction one that needs a lease
+    // (one of keyed data commands only, written whole, runs on a shared connection)
+    const m = scenario === 'transaction-ping' ? r.multi().ping() : r.multi();
+    out.exec = await m.incr('counter').set('tx-key', 'v').exec();
   } catch (e) {
     out.error = e.message;
     out.previous = (e.previousErrors || []).map((x) => x.message);
@@ -50,7 +53,7 @@ async function xreadBlock() {
   return out;
 }
 
-const scenarios = { transaction, 'xread-block': xreadBlock };
+const scenarios = { transaction, 'transaction-ping': transaction, 'xread-block': xreadBlock };
 scenarios[scenario]().then(
   (out) => process.stdout.write(JSON.stringify(out) + '\n'),
   (e) => {
