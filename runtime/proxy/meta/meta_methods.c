@@ -180,18 +180,16 @@ static mt_stats_block_t *methods_add(mt_meta_methods_t *t, uint64_t h, const cha
     return b;
 }
 
-mt_stats_block_t *mt_meta_methods_block(mt_meta_methods_t *t, const char *iface, size_t iface_len,
-                                        const char *method, size_t method_len)
+/* The block of a name already clamped; *found: its own entry, or NULL ("other", or no
+ * memory). */
+static mt_stats_block_t *methods_block(mt_meta_methods_t *t, const char *iface, size_t ilen,
+                                       const char *method, size_t mlen,
+                                       const methods_entry_t **found)
 {
-    if (!iface)
-        iface = "", iface_len = 0;
-    if (!method)
-        method = "", method_len = 0;
-    size_t ilen = MT_MIN(iface_len, (size_t)METHODS_IFACE_MAX);
-    size_t mlen = MT_MIN(method_len, (size_t)METHODS_METHOD_MAX);
     uint64_t h = methods_hash(iface, ilen, method, mlen);
     uint32_t slot;
     methods_entry_t *e = methods_find(t, h, iface, ilen, method, mlen, &slot);
+    *found = e;
     if (MT_LIKELY(e != NULL))
         return e->block;
     /* full: every other name is "other", without the lock (a flood of new names from
@@ -203,6 +201,42 @@ mt_stats_block_t *mt_meta_methods_block(mt_meta_methods_t *t, const char *iface,
         return e ? e->block : t->other;
     }
     return methods_add(t, h, iface, ilen, method, mlen);
+}
+
+mt_stats_block_t *mt_meta_methods_block(mt_meta_methods_t *t, const char *iface, size_t iface_len,
+                                        const char *method, size_t method_len)
+{
+    if (!iface)
+        iface = "", iface_len = 0;
+    if (!method)
+        method = "", method_len = 0;
+    const methods_entry_t *e;
+    return methods_block(t, iface, MT_MIN(iface_len, (size_t)METHODS_IFACE_MAX), method,
+                         MT_MIN(method_len, (size_t)METHODS_METHOD_MAX), &e);
+}
+
+mt_stats_block_t *mt_meta_methods_block_cached(mt_meta_methods_t *t, mt_meta_methods_cache_t *cache,
+                                               const char *iface, size_t iface_len,
+                                               const char *method, size_t method_len)
+{
+    if (!iface)
+        iface = "", iface_len = 0;
+    if (!method)
+        method = "", method_len = 0;
+    size_t ilen = MT_MIN(iface_len, (size_t)METHODS_IFACE_MAX);
+    size_t mlen = MT_MIN(method_len, (size_t)METHODS_METHOD_MAX);
+    const methods_entry_t *e = cache->entry;
+    /* the kept name: lengths and bytes compared, no hash, no probe (per request) */
+    if (MT_LIKELY(e != NULL && cache->table == t) && e->iface_len == ilen &&
+        e->method_len == mlen && methods_same(e->key, iface, ilen) &&
+        methods_same(e->key + (ilen ? ilen + 1 : 0), method, mlen))
+        return e->block;
+    mt_stats_block_t *b = methods_block(t, iface, ilen, method, mlen, &e);
+    if (e) {
+        cache->table = t;
+        cache->entry = e;
+    }
+    return b;
 }
 
 uint32_t mt_meta_methods_count(const mt_meta_methods_t *t)

@@ -32,6 +32,21 @@ mt_meta_methods_t *mt_meta_methods_for(const char *listener);
 mt_stats_block_t *mt_meta_methods_block(mt_meta_methods_t *t, const char *iface, size_t iface_len,
                                         const char *method, size_t method_len);
 
+/* One name's answer kept by its caller (a session: clients mostly call one method again and
+ * again): mt_meta_methods_block_cached compares the name with it before hashing and probing.
+ * Zero it to start; it stays valid as long as its table (tables and entries are never freed). */
+typedef struct mt_meta_methods_cache {
+    const mt_meta_methods_t *table;
+    const struct methods_entry *entry; /* NULL: nothing kept */
+} mt_meta_methods_cache_t;
+
+/* mt_meta_methods_block, first asking cache (and keeping the answer there when it is a name
+ * the table had already taken: not "other", not the call that adds it). Any worker; cache is
+ * the caller's alone. */
+mt_stats_block_t *mt_meta_methods_block_cached(mt_meta_methods_t *t, mt_meta_methods_cache_t *cache,
+                                               const char *iface, size_t iface_len,
+                                               const char *method, size_t method_len);
+
 /* Names taken so far (tests). */
 uint32_t mt_meta_methods_count(const mt_meta_methods_t *t);
 

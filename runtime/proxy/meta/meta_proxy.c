@@ -160,6 +160,7 @@ struct meta_sess {
     struct meta_held *held; /* HELD_MAX of them once used, every message initialised */
     uint32_t n_held;
     uint32_t held_bytes; /* of the held frames, from rbuf->pos */
+    mt_meta_methods_cache_t methods; /* its last request's method (req_method_block) */
 };
 
 /* A frame held for globalRateLimit. */
@@ -617,15 +618,15 @@ static uint16_t meta_error_flag(mt_error_kind_t kind)
 }
 
 /* The per-method block of a request (interface and method, as the codec named them). */
-static mt_stats_block_t *req_method_block(const meta_sess_t *s, const mt_msg_t *msg)
+static mt_stats_block_t *req_method_block(meta_sess_t *s, const mt_msg_t *msg)
 {
     mt_meta_methods_t *t = mt_meta_listener(s->base.conf)->methods;
     if (!t)
         return NULL;
     const mt_str_t *m = mt_msg_get(msg, "method", 6);
     const mt_str_t *i = mt_msg_get(msg, "interface", 9);
-    return mt_meta_methods_block(t, i ? i->ptr : NULL, i ? i->len : 0, m ? m->ptr : NULL,
-                                 m ? m->len : 0);
+    return mt_meta_methods_block_cached(t, &s->methods, i ? i->ptr : NULL, i ? i->len : 0,
+                                        m ? m->ptr : NULL, m ? m->len : 0);
 }
 
 /* A request's end in its method's counts: an error unless code is 0 (success). */
@@ -2173,16 +2174,20 @@ static bool sess_rate_allows(meta_sess_t *s, const mt_msg_t *msg)
 
 /* A route's fault.abort (meltemi extension): true after answering msg with the route's
  * codec error, for its percentage of requests. */
-static bool sess_fault_abort(meta_sess_t *s, const mt_msg_t *msg, const mt_meta_route_t *rt)
+static bool sess_fault_abort_roll(meta_sess_t *s, const mt_msg_t *msg, const mt_meta_route_t *rt)
 {
-    if (MT_LIKELY(!rt || rt->abort_percentage <= 0))
-        return false;
     if (!mt_meta_mirror_roll(rt->abort_percentage, mw_rand(mw_of(s->base.w))))
         return false;
     char text[ERR_TEXT];
     snprintf(text, sizeof(text), "meltemi: fault injected (route %s)", rt->name ? rt->name : "?");
     sess_error_now(s, msg, rt->abort_kind, text);
     return true;
+}
+
+/* The test inline, the roll out of line: most routes have no fault (a call per request). */
+static inline bool sess_fault_abort(meta_sess_t *s, const mt_msg_t *msg, const mt_meta_route_t *rt)
+{
+    return MT_UNLIKELY(rt && rt->abort_percentage > 0) && sess_fault_abort_roll(s, msg, rt);
 }
 
 /* AuthorizationPolicy: paths are the interface (Dubbo) or service, methods the method. */
