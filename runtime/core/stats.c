@@ -571,7 +571,8 @@ static double stats_uptime(double start_time)
 
 /* ---- process metrics (the names Prometheus' client libraries use) ---------------------------- */
 
-/* utime + stime (clock ticks), vsize (bytes), rss (pages) from /proc/self/stat. */
+/* CPU time (the process CPU clock, else utime + stime in clock ticks), vsize (bytes) and rss
+ * (pages) from /proc/self/stat. */
 static bool stats_proc_stat(double *cpu_s, double *vsize, double *rss_bytes)
 {
     FILE *f = fopen("/proc/self/stat", "r");
@@ -589,8 +590,15 @@ static bool stats_proc_stat(double *cpu_s, double *vsize, double *rss_bytes)
                      "%*d %*u %lu %ld",
                      &utime, &stime, &vs, &rss) != 4)
         return false;
-    double hz = (double)sysconf(_SC_CLK_TCK);
-    *cpu_s = (double)(utime + stime) / (hz > 0 ? hz : 100);
+    /* The tick counts are 10 ms steps: a process that started a moment ago reads 0. The
+     * process CPU clock counts every thread's time to the nanosecond. */
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) == 0) {
+        *cpu_s = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    } else {
+        double hz = (double)sysconf(_SC_CLK_TCK);
+        *cpu_s = (double)(utime + stime) / (hz > 0 ? hz : 100);
+    }
     *vsize = (double)vs;
     *rss_bytes = (double)rss * (double)sysconf(_SC_PAGESIZE);
     return true;

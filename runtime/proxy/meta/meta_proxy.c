@@ -159,7 +159,7 @@ struct meta_sess {
      * their calls join the same batch (core/rls.h); each is handled in its turn. */
     struct meta_held *held; /* HELD_MAX of them once used, every message initialised */
     uint32_t n_held;
-    uint32_t held_bytes; /* of the held frames, from rbuf->pos */
+    uint32_t held_bytes;             /* of the held frames, from rbuf->pos */
     mt_meta_methods_cache_t methods; /* its last request's method (req_method_block) */
 };
 
