@@ -16,7 +16,8 @@ FROM debian:12-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake pkg-config \
       libluajit-5.1-dev libuv1-dev libssl-dev libyaml-dev lua-lpeg-dev libpcre2-dev \
-      lua-cjson-dev libxxhash-dev libhttp-parser-dev \
+      lua-cjson-dev libxxhash-dev libhttp-parser-dev libnghttp2-dev libprotobuf-c-dev \
+      protobuf-c-compiler \
  && rm -rf /var/lib/apt/lists/*
 COPY . /src
 RUN cmake -S /src -B /build -DCMAKE_BUILD_TYPE=Release -DMELTEMI_TESTS=OFF \
@@ -28,7 +29,7 @@ FROM debian:12-slim AS runtime
 # with RUNTIME_PACKAGES in tools/build-rootfs.sh.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libluajit-5.1-2 libuv1 libssl3 libyaml-0-2 \
-      libpcre2-8-0 \
+      libpcre2-8-0 libnghttp2-14 libprotobuf-c1 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --gid 1337 meltemi \
  && useradd --uid 1337 --gid 1337 --home-dir /nonexistent --no-create-home \

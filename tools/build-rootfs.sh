@@ -44,7 +44,7 @@ done
 
 # The runtime libraries of the binary (ldd of a build: libc6 and libgcc-s1 are Essential).
 # Keep in step with the Dockerfile's final stage.
-RUNTIME_PACKAGES=libluajit-5.1-2,libuv1,libssl3,libyaml-0-2,libpcre2-8-0
+RUNTIME_PACKAGES=libluajit-5.1-2,libuv1,libssl3,libyaml-0-2,libpcre2-8-0,libnghttp2-14,libprotobuf-c1
 [[ $init -eq 1 ]] && RUNTIME_PACKAGES+=,iptables
 
 for tool in mmdebstrap cmake tar; do
