@@ -300,11 +300,9 @@ spec:
 """
 
 
-def start_meltemi(work, redis_port, binary, policies=False):
-    conf = work / ("meltemi-policies-conf" if policies else "meltemi-conf")
-    conf.mkdir(exist_ok=True)
-    port, admin = free_port(), free_port()
-    (conf / "bench.yaml").write_text(f"""\
+def service_entry_yaml(port, redis_port):
+    """The benchmark's Redis service: a listener on HOST:port, one endpoint HOST:redis_port."""
+    return f"""\
 apiVersion: networking.istio.io/v1beta1
 kind: ServiceEntry
 metadata:
@@ -324,7 +322,15 @@ spec:
   - address: {HOST}
     ports:
       tcp-redis: {redis_port}
-""" + (POLICIES_YAML.format(host=HOST, redis_port=redis_port) if policies else "")
+"""
+
+
+def start_meltemi(work, redis_port, binary, policies=False):
+    conf = work / ("meltemi-policies-conf" if policies else "meltemi-conf")
+    conf.mkdir(exist_ok=True)
+    port, admin = free_port(), free_port()
+    (conf / "bench.yaml").write_text(service_entry_yaml(port, redis_port)
+                                     + (POLICIES_YAML.format(host=HOST, redis_port=redis_port) if policies else "")
                                      + access_log_yaml())
     s = Server("meltemi+policies" if policies else "meltemi", [str(binary), "run", "-c", str(conf), "--admin", f"{HOST}:{admin}",
                            "--workers", "1", "--log-level", "warn"], work, port)

@@ -28,7 +28,6 @@ import socket
 import statistics
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -42,26 +41,7 @@ def start_meltemi(work, redis_port, binary, max_connections):
     conf = work / "meltemi-blpop-conf"
     conf.mkdir(exist_ok=True)
     port, admin = bench.free_port(), bench.free_port()
-    (conf / "bench.yaml").write_text(f"""\
-apiVersion: networking.istio.io/v1beta1
-kind: ServiceEntry
-metadata:
-  name: bench
-  namespace: bench
-spec:
-  hosts:
-  - bench.bench.svc.cluster.local
-  addresses:
-  - {HOST}
-  ports:
-  - number: {port}
-    name: tcp-redis
-    protocol: TCP
-  resolution: STATIC
-  endpoints:
-  - address: {HOST}
-    ports:
-      tcp-redis: {redis_port}
+    (conf / "bench.yaml").write_text(bench.service_entry_yaml(port, redis_port) + f"""\
 ---
 apiVersion: networking.istio.io/v1alpha3
 kind: DestinationRule
